@@ -26,8 +26,10 @@ pub const TOKEN_EXPIRED: u16 = 419;
 pub const RATE_LIMITED: u16 = 429;
 /// The server failed; nothing was changed.
 pub const INTERNAL: u16 = 500;
-/// The server cannot take this now (queue full, shutting down).
+/// The server cannot take this now (shutting down, session too slow).
 pub const UNAVAILABLE: u16 = 503;
+/// A bounded queue is full (the recipient's, or the server's overall): nothing was queued.
+pub const QUEUE_FULL: u16 = 507;
 /// The frame's protocol version is not spoken here.
 pub const UNSUPPORTED_VERSION: u16 = 505;
 

@@ -250,6 +250,7 @@ pub fn events() -> Vec<Example> {
             0,
             MpRequest {
                 from: "alice".into(),
+                seq: 1,
                 identity_key: blob("idkey"),
                 handshake: blob("hs"),
             },
@@ -258,6 +259,7 @@ pub fn events() -> Vec<Example> {
             0,
             MpAccepted {
                 peer: "bob".into(),
+                seq: 1,
                 identity_key: blob("idkey"),
                 handshake: blob("hs"),
             },
@@ -266,6 +268,7 @@ pub fn events() -> Vec<Example> {
             0,
             MpClosed {
                 peer: "bob".into(),
+                seq: 7,
                 reason: "closed by peer".into(),
             },
         ),

@@ -236,7 +236,7 @@ bodies! {
         /// Retained sealed history, oldest first.
         messages: entries,
     }
-    /// Answer to `send_room` and `send_mp`.
+    /// Answer to `send_room`, `send_mp`, `request_mp` and `close_mp`.
     Sent {
         /// Sequence number given to the message in its conversation.
         seq: u64,
@@ -328,6 +328,8 @@ bodies! {
     MpRequest {
         /// Requester.
         from: name,
+        /// Sequence number in the requester-to-this-user direction; acknowledge with `delivery_ack`.
+        seq: u64,
         /// Requester's identity public key.
         identity_key: blob,
         /// Requester's signed ephemeral key.
@@ -337,6 +339,8 @@ bodies! {
     MpAccepted {
         /// The user who accepted.
         peer: name,
+        /// Sequence number in the peer-to-this-user direction; acknowledge with `delivery_ack`.
+        seq: u64,
         /// Their identity public key.
         identity_key: blob,
         /// Their signed ephemeral key.
@@ -346,6 +350,8 @@ bodies! {
     MpClosed {
         /// The peer who closed.
         peer: name,
+        /// Sequence number in the peer-to-this-user direction; acknowledge with `delivery_ack`.
+        seq: u64,
         /// Why.
         reason: text,
     }

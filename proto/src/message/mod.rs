@@ -159,7 +159,7 @@ impl ResponseKind {
             Opcode::Passphrase | Opcode::Refresh => ResponseKind::Tokens,
             Opcode::JoinRoom => ResponseKind::RoomJoined,
             Opcode::RoomHistory => ResponseKind::History,
-            Opcode::SendRoom | Opcode::SendMp => ResponseKind::Sent,
+            Opcode::SendRoom | Opcode::SendMp | Opcode::RequestMp | Opcode::CloseMp => ResponseKind::Sent,
             Opcode::AcceptMp => ResponseKind::PeerKeys,
             Opcode::FetchKey => ResponseKind::IdentityKey,
             Opcode::IssueCode => ResponseKind::CodeIssued,
