@@ -18,6 +18,8 @@ pub const FORBIDDEN: u16 = 403;
 pub const NOT_FOUND: u16 = 404;
 /// Conflicts with existing state (name taken, already a member, ...).
 pub const CONFLICT: u16 = 409;
+/// No input for longer than the idle timeout (close frames).
+pub const IDLE_TIMEOUT: u16 = 408;
 /// A length or count above a limit.
 pub const TOO_LARGE: u16 = 413;
 /// The access token has expired: refresh it.

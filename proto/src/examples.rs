@@ -431,7 +431,7 @@ pub fn control() -> Vec<Example> {
         plain(
             "close",
             Message::Close(Close {
-                code: 408,
+                code: code::IDLE_TIMEOUT,
                 reason: "idle timeout".into(),
             }),
         ),

@@ -416,6 +416,20 @@ impl Message {
         Ok(msg)
     }
 
+    /// The opcode and request id of a request frame, when its first eight
+    /// data bytes name a known request opcode, even if the rest does not
+    /// decode: a server answers such a frame with an error response, and any
+    /// other undecodable frame with an `error` event.
+    #[must_use]
+    pub fn request_header(frame: &Frame) -> Option<(Opcode, u32)> {
+        if frame.frame_type != FrameType::Request || frame.data.len() < 8 {
+            return None;
+        }
+        let opcode = Opcode::from_u32(u32::from_be_bytes(frame.data[0..4].try_into().ok()?))?;
+        let request_id = u32::from_be_bytes(frame.data[4..8].try_into().ok()?);
+        opcode.is_request().then_some((opcode, request_id))
+    }
+
     /// Appends this message as one frame, with `auth` in the auth part, to `out`.
     pub fn encode(&self, auth: &[u8], out: &mut BytesMut) {
         encode_with(out, self.frame_type(), auth, |out| self.encode_data(out));

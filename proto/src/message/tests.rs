@@ -593,3 +593,26 @@ fn every_opcode_has_an_example_and_a_layout() {
     }
     assert_eq!(Opcode::from_u32(100_000), None);
 }
+
+#[test]
+fn request_header_survives_a_bad_body() {
+    let mut data = header(100_002, 9, 0);
+    data.extend([0, 5, b'a']); // truncated username
+    let (frame, _) = Frame::parse(&Bytes::from(raw_frame(1, b"", &data)), &Limits::default())
+        .unwrap()
+        .unwrap();
+    assert!(Message::decode(&frame, &Limits::default()).is_err());
+    assert_eq!(Message::request_header(&frame), Some((Opcode::Login, 9)));
+    // Unknown opcode, event opcode, short data, other frame types: no header.
+    for (ty, data) in [
+        (1u8, header(999_999, 1, 0)),
+        (1, header(10_001, 1, 0)),
+        (1, vec![0, 1, 0x86]),
+        (3, header(100_002, 1, 0)),
+    ] {
+        let (frame, _) = Frame::parse(&Bytes::from(raw_frame(ty, b"", &data)), &Limits::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(Message::request_header(&frame), None);
+    }
+}

@@ -10,6 +10,8 @@ use super::HistoryEntry;
 use crate::{DecodeError, Limits};
 
 type NomErr<'a> = nom::error::Error<&'a [u8]>;
+/// A nom parser of one fixed-size big-endian integer.
+type FixedParser<'a, T> = fn(&'a [u8]) -> IResult<&'a [u8], T, NomErr<'a>>;
 
 /// Reads fields from a frame's data part, tracking the byte offset within
 /// the whole frame so every error can say where it happened.
@@ -35,12 +37,7 @@ impl<'a> Reader<'a> {
         self.base + (self.src.len() - self.rest.len())
     }
 
-    fn fixed<T>(
-        &mut self,
-        field: &'static str,
-        size: usize,
-        parser: fn(&'a [u8]) -> IResult<&'a [u8], T, NomErr<'a>>,
-    ) -> Result<T, DecodeError> {
+    fn fixed<T>(&mut self, field: &'static str, size: usize, parser: FixedParser<'a, T>) -> Result<T, DecodeError> {
         match parser(self.rest) {
             Ok((rest, value)) => {
                 self.rest = rest;
