@@ -28,6 +28,8 @@ pub const TOKEN_EXPIRED: u16 = 419;
 pub const RATE_LIMITED: u16 = 429;
 /// The server failed; nothing was changed.
 pub const INTERNAL: u16 = 500;
+/// This server does not offer the operation (not configured, or not built in).
+pub const NOT_IMPLEMENTED: u16 = 501;
 /// The server cannot take this now (shutting down, session too slow).
 pub const UNAVAILABLE: u16 = 503;
 /// A bounded queue is full (the recipient's, or the server's overall): nothing was queued.

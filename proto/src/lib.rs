@@ -54,6 +54,9 @@ mod frame;
 mod limits;
 mod message;
 mod opcode;
+pub mod server;
+mod time;
+pub mod token;
 
 #[cfg(any(fuzzing, feature = "fuzzing"))]
 pub mod fuzzing;
@@ -65,3 +68,5 @@ pub use frame::{Frame, FrameHeader, FrameType, HEADER_LEN, VERSION};
 pub use limits::Limits;
 pub use message::*;
 pub use opcode::Opcode;
+pub use server::{Output, Server, ServerConfig, ServerEvent, SessionId};
+pub use time::Now;

@@ -107,8 +107,8 @@ mod tests {
 
     #[test]
     fn crc_vectors_computed_independently() {
-        // CRC32-IEEE("aaaaaaaaaaaaaaaa") = 0x5ba0b8d2 and CRC32-IEEE("QxWnTrBkLmPzYvHd")
-        // = 0x977fcf05, computed with Python's zlib.crc32.
+        // CRC32-IEEE("QxWnTrBkLmPzYvHd") = 0x977fcf05 and CRC32-IEEE("MfRtGhJkLpQwErTy")
+        // = 0xfcea732a, computed with Python's zlib.crc32; base64url by Python's base64.
         assert_eq!(
             encode(TokenKind::Access, "QxWnTrBkLmPzYvHd"),
             "cfa_UXhXblRyQmtMbVB6WXZIZF85NzdmY2YwNQ"
@@ -140,10 +140,7 @@ mod tests {
         assert_eq!(check(b"cfa_YWJj"), Err(TokenFormatError::Structure));
         // The seed's worked example does not carry the CRC of its id.
         assert_eq!(check(b"cfa_YWFhYWFhYWFhYWFhXzlhNWVhMWZh"), Err(TokenFormatError::Structure));
-        let mut t = encode(TokenKind::Access, "QxWnTrBkLmPzYvHe").into_bytes();
-        // Swap the id's last letter back: checksum no longer matches.
-        let good = encode(TokenKind::Access, "QxWnTrBkLmPzYvHd");
-        t.truncate(good.len().min(t.len()));
+        // One letter changed, the old checksum kept.
         let forged = format!("cfa_{}", URL_SAFE_NO_PAD.encode("QxWnTrBkLmPzYvHe_977fcf05"));
         assert_eq!(check(forged.as_bytes()), Err(TokenFormatError::Checksum));
     }

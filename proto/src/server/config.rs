@@ -1,0 +1,125 @@
+//! Server configuration: every limit and parameter of the server machine.
+
+use std::time::Duration;
+
+use crate::Limits;
+
+/// argon2id cost parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashParams {
+    /// Memory in KiB (OWASP minimum: 19 MiB = 19456).
+    pub m_cost_kib: u32,
+    /// Iterations (OWASP minimum with 19 MiB: 2).
+    pub t_cost: u32,
+    /// Parallelism.
+    pub p_cost: u32,
+}
+
+impl HashParams {
+    /// OWASP's minimum for argon2id: m = 19 MiB, t = 2, p = 1.
+    pub const OWASP: HashParams = HashParams { m_cost_kib: 19 * 1024, t_cost: 2, p_cost: 1 };
+    /// The cheapest parameters argon2 accepts: for tests and simulations only.
+    pub const INSECURE_FAST: HashParams = HashParams { m_cost_kib: 8, t_cost: 1, p_cost: 1 };
+}
+
+/// What to do when a user logs in while already connected elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DuplicateLogin {
+    /// The new session wins; the old one is closed with code 409
+    /// ("replaced by a newer login"). The default: a client that lost its
+    /// connection can come back before the server noticed.
+    Replace,
+    /// The new login is refused with 409 while the old session lives (seed 002).
+    Refuse,
+}
+
+/// Every limit and parameter of the [`Server`](crate::Server) machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Codec limits.
+    pub limits: Limits,
+    /// argon2id parameters for new password and passphrase hashes (existing
+    /// hashes keep the parameters they were made with).
+    pub hash_params: HashParams,
+    /// Smallest accepted password, in bytes.
+    pub min_password_len: usize,
+    /// Smallest number of whitespace-separated words in a passphrase.
+    pub min_passphrase_words: usize,
+    /// Largest identity public key, in bytes.
+    pub max_identity_key: usize,
+    /// Largest room join verifier, in bytes (smallest: 16).
+    pub max_verifier: usize,
+    /// Access token lifetime.
+    pub access_ttl: Duration,
+    /// Refresh token lifetime.
+    pub refresh_ttl: Duration,
+    /// Failed-login window.
+    pub login_window: Duration,
+    /// Failed logins allowed per window, per account and per session.
+    pub login_burst: u32,
+    /// Accounts whose failures are tracked at once (bounded memory under attack).
+    pub max_tracked_accounts: usize,
+    /// Duplicate live login policy.
+    pub duplicate_login: DuplicateLogin,
+    /// Sealed messages kept per room.
+    pub room_history: usize,
+    /// Members per room.
+    pub max_room_members: usize,
+    /// Items queued for one recipient (private messages and MP notices).
+    pub queue_per_recipient: usize,
+    /// Items queued on the whole server.
+    pub queue_total: usize,
+    /// How long an undelivered private message is kept before it is dropped
+    /// and its sender told.
+    pub mp_retention: Duration,
+    /// How often expired messages and tokens are swept.
+    pub sweep_interval: Duration,
+    /// Request ids remembered per user for idempotent retries.
+    pub dedup_window: usize,
+    /// Silence after which the server pings a session.
+    pub keepalive_interval: Duration,
+    /// Silence after which the server closes a session.
+    pub idle_timeout: Duration,
+    /// Outbound bytes a session may have waiting in its transport before it
+    /// is closed as a slow reader.
+    pub max_session_backlog: usize,
+    /// Bytes a session may send while one of its requests waits for a
+    /// password hash; more closes it.
+    pub max_deferred_bytes: usize,
+    /// Password-hash jobs in flight on the whole server; more get 503.
+    pub max_pending_jobs: usize,
+    /// Live sessions; more are refused at connect.
+    pub max_sessions: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            limits: Limits::DEFAULT,
+            hash_params: HashParams::OWASP,
+            min_password_len: 8,
+            min_passphrase_words: 3,
+            max_identity_key: 4096,
+            max_verifier: 256,
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+            login_window: Duration::from_secs(60),
+            login_burst: 5,
+            max_tracked_accounts: 10_000,
+            duplicate_login: DuplicateLogin::Replace,
+            room_history: 20,
+            max_room_members: 1024,
+            queue_per_recipient: 1000,
+            queue_total: 100_000,
+            mp_retention: Duration::from_secs(7 * 24 * 3600),
+            sweep_interval: Duration::from_secs(60),
+            dedup_window: 256,
+            keepalive_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(90),
+            max_session_backlog: 8 << 20,
+            max_deferred_bytes: 2 << 20,
+            max_pending_jobs: 1024,
+            max_sessions: 10_000,
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Rooms: create, join (verifier checked in constant time), send (fan-out to
+//! online members, kept in a bounded history), leave, history, delete.
+
+use subtle::ConstantTimeEq;
+
+use super::state::Change;
+use super::{Flow, Server, valid_name};
+use crate::{
+    CreateRoom, EventBody, History, HistoryEntry, JoinRoom, Now, ResponseBody, RoomJoined, RoomMessage, SendRoom,
+    Sent, Status, code,
+};
+
+/// Smallest accepted join verifier.
+const MIN_VERIFIER: usize = 16;
+
+impl Server {
+    pub(super) fn create_room(&mut self, user: &str, b: CreateRoom) -> Flow {
+        if !valid_name(&b.room) {
+            return Err((code::BAD_REQUEST, "room name must be 3-32 characters of a-z 0-9 _ . -".into()));
+        }
+        if !(MIN_VERIFIER..=self.config.max_verifier).contains(&b.verifier.len()) {
+            let reason = format!("room verifier must be {MIN_VERIFIER}-{} bytes", self.config.max_verifier);
+            return Err((code::BAD_REQUEST, reason));
+        }
+        if self.state.rooms.contains_key(&b.room) {
+            return Err((code::CONFLICT, format!("room {} already exists", b.room)));
+        }
+        self.commit(Change::RoomCreated { room: b.room, verifier: b.verifier, owner: user.to_owned() });
+        Ok((Status::Valid, code::CREATED, ResponseBody::Empty))
+    }
+
+    pub(super) fn join_room(&mut self, user: &str, b: JoinRoom) -> Flow {
+        let room = self.state.rooms.get(&b.room).ok_or_else(|| no_room(&b.room))?;
+        // Different lengths compare unequal; equal lengths compare in constant time.
+        if !bool::from(room.verifier.as_ref().ct_eq(b.verifier.as_ref())) {
+            return Err((code::FORBIDDEN, "wrong room password".into()));
+        }
+        if !room.members.contains(user) {
+            if room.members.len() >= self.config.max_room_members {
+                return Err((code::FORBIDDEN, format!("room {} is full", b.room)));
+            }
+            self.commit(Change::RoomJoined { room: b.room.clone(), user: user.to_owned() });
+        }
+        let room = &self.state.rooms[&b.room];
+        let body = RoomJoined {
+            members: room.members.iter().cloned().collect(),
+            history: room.history.iter().cloned().collect(),
+        };
+        Ok((Status::Valid, code::OK, ResponseBody::RoomJoined(body)))
+    }
+
+    pub(super) fn send_room(&mut self, now: Now, user: &str, b: SendRoom) -> Flow {
+        let room = self.state.rooms.get(&b.room).ok_or_else(|| no_room(&b.room))?;
+        if !room.members.contains(user) {
+            return Err((code::FORBIDDEN, format!("not a member of {}: join it first", b.room)));
+        }
+        if b.sealed.is_empty() {
+            return Err((code::BAD_REQUEST, "empty message".into()));
+        }
+        let seq = room.next_seq;
+        let entry = HistoryEntry { from: user.to_owned(), seq, sent_ms: now.unix_ms, sealed: b.sealed };
+        let targets: Vec<_> = room
+            .members
+            .iter()
+            .filter(|m| m.as_str() != user)
+            .filter_map(|m| self.online.get(m).copied())
+            .collect();
+        for target in targets {
+            let event = RoomMessage {
+                room: b.room.clone(),
+                from: entry.from.clone(),
+                seq,
+                sent_ms: entry.sent_ms,
+                sealed: entry.sealed.clone(),
+            };
+            self.send_event(now, target, 0, EventBody::RoomMessage(event));
+        }
+        self.commit(Change::RoomMessage { room: b.room, entry });
+        Ok((Status::Valid, code::OK, ResponseBody::Sent(Sent { seq })))
+    }
+
+    pub(super) fn leave_room(&mut self, user: &str, name: &str) -> Flow {
+        let room = self.state.rooms.get(name).ok_or_else(|| no_room(name))?;
+        if !room.members.contains(user) {
+            return Err((code::NOT_FOUND, format!("not a member of {name}")));
+        }
+        self.commit(Change::RoomLeft { room: name.to_owned(), user: user.to_owned() });
+        Ok((Status::Valid, code::OK, ResponseBody::Empty))
+    }
+
+    pub(super) fn room_history(&mut self, user: &str, name: &str) -> Flow {
+        let room = self.state.rooms.get(name).ok_or_else(|| no_room(name))?;
+        if !room.members.contains(user) {
+            return Err((code::FORBIDDEN, format!("not a member of {name}: join it first")));
+        }
+        let body = History { messages: room.history.iter().cloned().collect() };
+        Ok((Status::Valid, code::OK, ResponseBody::History(body)))
+    }
+
+    pub(super) fn delete_room(&mut self, user: &str, name: &str) -> Flow {
+        let room = self.state.rooms.get(name).ok_or_else(|| no_room(name))?;
+        if room.owner != user {
+            return Err((code::FORBIDDEN, format!("only the owner of {name} may delete it")));
+        }
+        self.commit(Change::RoomDeleted { room: name.to_owned() });
+        Ok((Status::Valid, code::OK, ResponseBody::Empty))
+    }
+}
+
+fn no_room(name: &str) -> (u16, String) {
+    (code::NOT_FOUND, format!("no room {name}"))
+}

@@ -1,0 +1,79 @@
+//! Per-connection state inside the server machine.
+
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::ratelimit::FailureWindow;
+use super::work::JobId;
+use crate::{FrameDecoder, Limits};
+
+/// An opaque handle for one connection, chosen by the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s{}", self.0)
+    }
+}
+
+/// The user a session acts for.
+#[derive(Debug, Clone)]
+pub(crate) struct Bound {
+    pub(crate) username: String,
+    /// Token family the session authenticated with.
+    pub(crate) family: u64,
+}
+
+/// Where a session is in the two-step login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LoginStep {
+    /// Nothing under way.
+    Idle,
+    /// The password was right; the passphrase is expected next.
+    PasswordOk { username: String },
+}
+
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) decoder: FrameDecoder,
+    /// Encoded frames not yet handed out as a `Transmit`.
+    pub(crate) out: BytesMut,
+    pub(crate) dirty: bool,
+    pub(crate) user: Option<Bound>,
+    pub(crate) login: LoginStep,
+    /// A request of this session waits on this job; later frames wait in the decoder.
+    pub(crate) busy: Option<JobId>,
+    pub(crate) failures: FailureWindow,
+    /// The last access token that authenticated here, and its expiry (skips the hash lookup).
+    pub(crate) token_cache: Option<(Bytes, u64)>,
+    pub(crate) last_rx: Instant,
+    pub(crate) ping: Option<u64>,
+    /// When this session's next timer fires (keepalive or idle timeout).
+    pub(crate) deadline: Instant,
+    pub(crate) closing: bool,
+}
+
+impl Session {
+    pub(crate) fn new(limits: Limits, now: Instant, deadline: Instant) -> Session {
+        Session {
+            decoder: FrameDecoder::new(limits),
+            out: BytesMut::new(),
+            dirty: false,
+            user: None,
+            login: LoginStep::Idle,
+            busy: None,
+            failures: FailureWindow::default(),
+            token_cache: None,
+            last_rx: now,
+            ping: None,
+            deadline,
+            closing: false,
+        }
+    }
+
+    pub(crate) fn username(&self) -> Option<&str> {
+        self.user.as_ref().map(|b| b.username.as_str())
+    }
+}

@@ -1,0 +1,414 @@
+//! The server's durable state and the changes that mutate it.
+//!
+//! The server never mutates [`State`] directly: it builds a [`Change`],
+//! applies it to its own copy and emits it as `Output::Persist`. A store that
+//! applies the same changes in the same order holds the same state, which is
+//! what [`Server::restore`](crate::Server::restore) is given after a restart.
+//! Iteration orders are deterministic (B-trees), so a restored server behaves
+//! byte for byte like one that never stopped.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use bytes::Bytes;
+
+use super::config::HashParams;
+use crate::token::TokenKind;
+use crate::{HistoryEntry, Opcode, ResponseBody, Status};
+
+/// An argon2id hash with its salt and parameters.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretHash {
+    /// Random per-secret salt.
+    pub salt: [u8; 16],
+    /// argon2id output.
+    pub hash: [u8; 32],
+    /// The parameters it was made with.
+    pub params: HashParams,
+}
+
+impl std::fmt::Debug for SecretHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretHash(..)")
+    }
+}
+
+/// An account.
+#[derive(Clone, PartialEq, Eq)]
+pub struct User {
+    /// Password hash.
+    pub password: SecretHash,
+    /// Passphrase hash.
+    pub passphrase: SecretHash,
+    /// Identity public key (empty until set, for accounts created by an external provider).
+    pub identity_key: Bytes,
+    /// Random per-user secret (seed 003), keying the user's third-party codes.
+    pub secret: [u8; 32],
+    /// Creation time, Unix milliseconds.
+    pub created_ms: u64,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("identity_key_len", &self.identity_key.len())
+            .field("created_ms", &self.created_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the server knows of one issued token (it never stores the token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Access or refresh.
+    pub kind: TokenKind,
+    /// Owner.
+    pub username: String,
+    /// Login family: every token descending from one login by rotation.
+    pub family: u64,
+    /// Expiry, Unix milliseconds.
+    pub expires_ms: u64,
+    /// A refresh token that was already exchanged: presenting it again is reuse.
+    pub rotated: bool,
+}
+
+/// A room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Room {
+    /// Join verifier derived on the client from the room password.
+    pub verifier: Bytes,
+    /// Creator; the only one who may delete it.
+    pub owner: String,
+    /// Members.
+    pub members: BTreeSet<String>,
+    /// The last `room_history` sealed messages, oldest first.
+    pub history: VecDeque<HistoryEntry>,
+    /// Sequence number of the next message.
+    pub next_seq: u64,
+}
+
+/// The state of a private conversation between two users.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conversation {
+    /// `by` asked; the other has not answered.
+    Requested {
+        /// The requester.
+        by: String,
+        /// The requester's signed ephemeral key, handed to the accepter.
+        handshake: Bytes,
+    },
+    /// Both sides agreed.
+    Open,
+}
+
+/// What travels in a lane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemKind {
+    /// An MP request (delivered as `mp_request`).
+    Request {
+        /// Requester's identity key at request time.
+        identity_key: Bytes,
+        /// Requester's signed ephemeral key.
+        handshake: Bytes,
+    },
+    /// An MP acceptance (delivered as `mp_accepted`).
+    Accepted {
+        /// Accepter's identity key.
+        identity_key: Bytes,
+        /// Accepter's signed ephemeral key.
+        handshake: Bytes,
+    },
+    /// The conversation was closed (delivered as `mp_closed`).
+    Closed {
+        /// Why.
+        reason: String,
+    },
+    /// A sealed private message (delivered as `user_message`).
+    Message {
+        /// The sealed bytes.
+        sealed: Bytes,
+    },
+}
+
+/// One item waiting for its recipient's `delivery_ack`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedItem {
+    /// Sequence number in its lane.
+    pub seq: u64,
+    /// When the server accepted it, Unix milliseconds.
+    pub sent_ms: u64,
+    /// Content.
+    pub kind: ItemKind,
+}
+
+/// One direction of delivery between two users: sequence numbers and the
+/// items not yet acknowledged, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lane {
+    /// Sequence number of the next item.
+    pub next_seq: u64,
+    /// Unacknowledged items, by increasing sequence number.
+    pub items: VecDeque<QueuedItem>,
+}
+
+/// A response remembered for an idempotent retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// The request's opcode (a retry with another opcode is refused).
+    pub opcode: Opcode,
+    /// The status answered.
+    pub status: Status,
+    /// The code answered.
+    pub code: u16,
+    /// The body answered.
+    pub body: ResponseBody,
+}
+
+/// One durable change, emitted as `Output::Persist` and replayed by stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Change {
+    /// A new account.
+    UserCreated { username: String, user: User },
+    /// An account's identity key was set.
+    IdentityKeySet { username: String, identity_key: Bytes },
+    /// A token was issued (keyed by the SHA-256 of the token).
+    TokenIssued { hash: [u8; 32], record: TokenRecord },
+    /// A refresh token was exchanged.
+    TokenRotated { hash: [u8; 32] },
+    /// Every token of a family was revoked (logout, refresh reuse).
+    FamilyRevoked { family: u64 },
+    /// Tokens expired before this time were forgotten.
+    TokensPurged { now_ms: u64 },
+    /// A room was created, its owner its first member.
+    RoomCreated { room: String, verifier: Bytes, owner: String },
+    /// A user joined a room.
+    RoomJoined { room: String, user: String },
+    /// A user left a room.
+    RoomLeft { room: String, user: String },
+    /// A room was deleted.
+    RoomDeleted { room: String },
+    /// A message was appended to a room's history.
+    RoomMessage { room: String, entry: HistoryEntry },
+    /// A conversation's state changed (`None`: it ended).
+    ConversationSet { a: String, b: String, state: Option<Conversation> },
+    /// An item was queued in the lane `from -> to`; it takes the lane's next sequence number.
+    Enqueued { from: String, to: String, item: QueuedItem },
+    /// The recipient acknowledged every item of `from -> to` up to `upto`.
+    Acked { from: String, to: String, upto: u64 },
+    /// An undelivered item was dropped after the retention period.
+    Dropped { from: String, to: String, seq: u64 },
+    /// `user` must be told that its message `seq` to `peer` was dropped.
+    NoticeAdded { user: String, peer: String, seq: u64 },
+    /// `user`'s notices were delivered.
+    NoticesCleared { user: String },
+    /// A response was remembered for retries of `request_id` by `user`.
+    Recorded { user: String, request_id: u32, response: Recorded },
+}
+
+/// Everything the server must not lose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct State {
+    /// Accounts by username.
+    pub users: HashMap<String, User>,
+    /// Tokens by SHA-256 of the token.
+    pub tokens: HashMap<[u8; 32], TokenRecord>,
+    /// Rooms by name.
+    pub rooms: BTreeMap<String, Room>,
+    /// Conversations, stored under both users: `conversations[a][b] == conversations[b][a]`.
+    pub conversations: BTreeMap<String, BTreeMap<String, Conversation>>,
+    /// Lanes by sender, then recipient.
+    pub lanes: BTreeMap<String, BTreeMap<String, Lane>>,
+    /// Senders with a lane to each recipient.
+    pub inbound: BTreeMap<String, BTreeSet<String>>,
+    /// Queued items per recipient.
+    pub queued: HashMap<String, usize>,
+    /// Queued items on the server.
+    pub queued_total: usize,
+    /// Pending "message dropped" notices per sender: (peer, seq).
+    pub notices: BTreeMap<String, Vec<(String, u64)>>,
+    /// Remembered responses per user, oldest first.
+    pub dedup: HashMap<String, VecDeque<(u32, Recorded)>>,
+    /// Room history length (from the config).
+    pub history_cap: usize,
+    /// Remembered responses per user (from the config).
+    pub dedup_cap: usize,
+    /// The highest token family handed out.
+    pub last_family: u64,
+}
+
+impl State {
+    /// An empty state keeping `history_cap` room messages and `dedup_cap` responses per user.
+    #[must_use]
+    pub fn new(history_cap: usize, dedup_cap: usize) -> State {
+        State {
+            users: HashMap::new(),
+            tokens: HashMap::new(),
+            rooms: BTreeMap::new(),
+            conversations: BTreeMap::new(),
+            lanes: BTreeMap::new(),
+            inbound: BTreeMap::new(),
+            queued: HashMap::new(),
+            queued_total: 0,
+            notices: BTreeMap::new(),
+            dedup: HashMap::new(),
+            history_cap,
+            dedup_cap,
+            last_family: 0,
+        }
+    }
+
+    /// The conversation between `a` and `b`, if any.
+    #[must_use]
+    pub fn conversation(&self, a: &str, b: &str) -> Option<&Conversation> {
+        self.conversations.get(a)?.get(b)
+    }
+
+    /// The lane `from -> to`, if any item was ever sent in it.
+    #[must_use]
+    pub fn lane(&self, from: &str, to: &str) -> Option<&Lane> {
+        self.lanes.get(from)?.get(to)
+    }
+
+    /// The sequence number the next item in `from -> to` will get.
+    #[must_use]
+    pub fn next_seq(&self, from: &str, to: &str) -> u64 {
+        self.lane(from, to).map_or(1, |l| l.next_seq)
+    }
+
+    fn lane_mut(&mut self, from: &str, to: &str) -> Option<&mut Lane> {
+        self.lanes.get_mut(from)?.get_mut(to)
+    }
+
+    fn unqueue(&mut self, to: &str, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.queued_total -= n;
+        if let Some(q) = self.queued.get_mut(to) {
+            *q -= n;
+            if *q == 0 {
+                self.queued.remove(to);
+            }
+        }
+    }
+
+    /// Applies one change. Changes are facts: applying one whose subject no
+    /// longer exists is a no-op, never a panic.
+    pub fn apply(&mut self, change: &Change) {
+        match change {
+            Change::UserCreated { username, user } => {
+                self.users.insert(username.clone(), user.clone());
+            }
+            Change::IdentityKeySet { username, identity_key } => {
+                if let Some(u) = self.users.get_mut(username) {
+                    u.identity_key = identity_key.clone();
+                }
+            }
+            Change::TokenIssued { hash, record } => {
+                self.last_family = self.last_family.max(record.family);
+                self.tokens.insert(*hash, record.clone());
+            }
+            Change::TokenRotated { hash } => {
+                if let Some(t) = self.tokens.get_mut(hash) {
+                    t.rotated = true;
+                }
+            }
+            Change::FamilyRevoked { family } => self.tokens.retain(|_, t| t.family != *family),
+            Change::TokensPurged { now_ms } => self.tokens.retain(|_, t| t.expires_ms > *now_ms),
+            Change::RoomCreated { room, verifier, owner } => {
+                self.rooms.insert(
+                    room.clone(),
+                    Room {
+                        verifier: verifier.clone(),
+                        owner: owner.clone(),
+                        members: BTreeSet::from([owner.clone()]),
+                        history: VecDeque::new(),
+                        next_seq: 1,
+                    },
+                );
+            }
+            Change::RoomJoined { room, user } => {
+                if let Some(r) = self.rooms.get_mut(room) {
+                    r.members.insert(user.clone());
+                }
+            }
+            Change::RoomLeft { room, user } => {
+                if let Some(r) = self.rooms.get_mut(room) {
+                    r.members.remove(user);
+                }
+            }
+            Change::RoomDeleted { room } => {
+                self.rooms.remove(room);
+            }
+            Change::RoomMessage { room, entry } => {
+                let cap = self.history_cap;
+                if let Some(r) = self.rooms.get_mut(room) {
+                    r.next_seq = r.next_seq.max(entry.seq + 1);
+                    r.history.push_back(entry.clone());
+                    while r.history.len() > cap {
+                        r.history.pop_front();
+                    }
+                }
+            }
+            Change::ConversationSet { a, b, state } => {
+                for (x, y) in [(a, b), (b, a)] {
+                    match state {
+                        Some(s) => {
+                            self.conversations.entry(x.clone()).or_default().insert(y.clone(), s.clone());
+                        }
+                        None => {
+                            if let Some(m) = self.conversations.get_mut(x) {
+                                m.remove(y);
+                                if m.is_empty() {
+                                    self.conversations.remove(x);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Change::Enqueued { from, to, item } => {
+                let lane = self.lanes.entry(from.clone()).or_default().entry(to.clone()).or_default();
+                lane.next_seq = lane.next_seq.max(item.seq + 1);
+                lane.items.push_back(item.clone());
+                self.inbound.entry(to.clone()).or_default().insert(from.clone());
+                *self.queued.entry(to.clone()).or_default() += 1;
+                self.queued_total += 1;
+            }
+            Change::Acked { from, to, upto } => {
+                let mut n = 0;
+                if let Some(lane) = self.lane_mut(from, to) {
+                    while lane.items.front().is_some_and(|i| i.seq <= *upto) {
+                        lane.items.pop_front();
+                        n += 1;
+                    }
+                }
+                self.unqueue(to, n);
+            }
+            Change::Dropped { from, to, seq } => {
+                let mut n = 0;
+                if let Some(lane) = self.lane_mut(from, to)
+                    && let Some(pos) = lane.items.iter().position(|i| i.seq == *seq)
+                {
+                    lane.items.remove(pos);
+                    n = 1;
+                }
+                self.unqueue(to, n);
+            }
+            Change::NoticeAdded { user, peer, seq } => {
+                self.notices.entry(user.clone()).or_default().push((peer.clone(), *seq));
+            }
+            Change::NoticesCleared { user } => {
+                self.notices.remove(user);
+            }
+            Change::Recorded { user, request_id, response } => {
+                let cap = self.dedup_cap;
+                let window = self.dedup.entry(user.clone()).or_default();
+                window.push_back((*request_id, response.clone()));
+                while window.len() > cap {
+                    window.pop_front();
+                }
+            }
+        }
+    }
+}
