@@ -62,7 +62,8 @@ pub enum DecodeError {
     Truncated {
         /// The field being read.
         field: &'static str,
-        /// Byte offset where the field (or its missing part) starts.
+        /// Byte offset of the first missing-or-short part: the field itself, or
+        /// its content after the length prefix for length-prefixed fields.
         offset: usize,
         /// How many more bytes the field needed.
         needed: usize,

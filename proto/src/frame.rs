@@ -121,6 +121,19 @@ impl FrameHeader {
                 offset: 6,
             });
         }
+        // Even with huge configured limits, the whole frame must be addressable.
+        let fits = (HEADER_LEN as u64)
+            .checked_add(u64::from(len_auth))
+            .and_then(|n| n.checked_add(len_data))
+            .is_some_and(|n| usize::try_from(n).is_ok_and(|n| n <= isize::MAX as usize));
+        if !fits {
+            return Err(DecodeError::LimitExceeded {
+                what: "len_data",
+                value: len_data,
+                max: (isize::MAX as u64).saturating_sub(HEADER_LEN as u64 + u64::from(len_auth)),
+                offset: 6,
+            });
+        }
         Ok(Some(FrameHeader {
             frame_type,
             len_auth,
@@ -128,8 +141,8 @@ impl FrameHeader {
         }))
     }
 
-    /// Total frame length (header + auth + data). Bounded by the limits it was
-    /// validated against, so it fits in `usize`.
+    /// Total frame length (header + auth + data). [`FrameHeader::parse`]
+    /// checked that it fits in `usize`, whatever the limits.
     #[must_use]
     pub fn frame_len(&self) -> usize {
         HEADER_LEN + self.len_auth as usize + self.len_data as usize

@@ -616,3 +616,30 @@ fn request_header_survives_a_bad_body() {
         assert_eq!(Message::request_header(&frame), None);
     }
 }
+
+#[test]
+fn huge_limits_cannot_overflow_the_frame_length() {
+    let limits = Limits {
+        max_auth: u32::MAX,
+        max_data: u64::MAX,
+        ..Limits::DEFAULT
+    };
+    let mut bytes = vec![1, 1];
+    bytes.extend(u32::MAX.to_be_bytes());
+    bytes.extend(u64::MAX.to_be_bytes());
+    let err = Frame::parse(&Bytes::from(bytes.clone()), &limits).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DecodeError::LimitExceeded {
+                what: "len_data",
+                offset: 6,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let mut d = FrameDecoder::new(limits);
+    d.push(&bytes);
+    assert_eq!(d.next_frame().unwrap_err(), err);
+}
