@@ -139,7 +139,10 @@ mod tests {
         assert_eq!(check(b"cfa_!!!"), Err(TokenFormatError::Encoding));
         assert_eq!(check(b"cfa_YWJj"), Err(TokenFormatError::Structure));
         // The seed's worked example does not carry the CRC of its id.
-        assert_eq!(check(b"cfa_YWFhYWFhYWFhYWFhXzlhNWVhMWZh"), Err(TokenFormatError::Structure));
+        assert_eq!(
+            check(b"cfa_YWFhYWFhYWFhYWFhXzlhNWVhMWZh"),
+            Err(TokenFormatError::Structure)
+        );
         // One letter changed, the old checksum kept.
         let forged = format!("cfa_{}", URL_SAFE_NO_PAD.encode("QxWnTrBkLmPzYvHe_977fcf05"));
         assert_eq!(check(forged.as_bytes()), Err(TokenFormatError::Checksum));

@@ -2,7 +2,7 @@
 //! request, logout.
 
 use bytes::Bytes;
-use rand::Rng as _;
+use rand::RngExt as _;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -23,14 +23,21 @@ impl Server {
         let op = Opcode::Register;
         let reject = |s: &mut Server, code, reason: &str| s.reject(now, session, op, request_id, code, reason.into());
         if !valid_name(&b.username) {
-            return reject(self, code::BAD_REQUEST, "username must be 3-32 characters of a-z 0-9 _ . -");
+            return reject(
+                self,
+                code::BAD_REQUEST,
+                "username must be 3-32 characters of a-z 0-9 _ . -",
+            );
         }
         if b.password.len() < self.config.min_password_len {
             let reason = format!("password must be at least {} bytes", self.config.min_password_len);
             return reject(self, code::BAD_REQUEST, &reason);
         }
         if b.passphrase.split_whitespace().count() < self.config.min_passphrase_words {
-            let reason = format!("passphrase must have at least {} words", self.config.min_passphrase_words);
+            let reason = format!(
+                "passphrase must have at least {} words",
+                self.config.min_passphrase_words
+            );
             return reject(self, code::BAD_REQUEST, &reason);
         }
         if b.identity_key.is_empty() || b.identity_key.len() > self.config.max_identity_key {
@@ -46,8 +53,16 @@ impl Server {
         let salts: [[u8; 16]; 2] = [self.rng.random(), self.rng.random()];
         let params = self.config.hash_params;
         let tasks = vec![
-            HashTask { secret: b.password.into_bytes(), salt: salts[0], params },
-            HashTask { secret: b.passphrase.into_bytes(), salt: salts[1], params },
+            HashTask {
+                secret: b.password.into_bytes(),
+                salt: salts[0],
+                params,
+            },
+            HashTask {
+                secret: b.passphrase.into_bytes(),
+                salt: salts[1],
+                params,
+            },
         ];
         self.reserved.insert(b.username.clone());
         let pending = Pending::Register {
@@ -66,7 +81,8 @@ impl Server {
             let reason = "this connection is already logged in".into();
             return self.reject(now, session, op, request_id, code::CONFLICT, reason);
         }
-        if self.rate_limited(now, session, op, request_id, &b.username) || self.busy_reject(now, session, op, request_id)
+        if self.rate_limited(now, session, op, request_id, &b.username)
+            || self.busy_reject(now, session, op, request_id)
         {
             return;
         }
@@ -79,8 +95,17 @@ impl Server {
             Some(u) => (u.password.salt, u.password.params, Some(u.password.hash)),
             None => (self.dummy_salt(&b.username), self.config.hash_params, None),
         };
-        let tasks = vec![HashTask { secret: b.password.into_bytes(), salt, params }];
-        let pending = Pending::Login { session, request_id, username: b.username, expected };
+        let tasks = vec![HashTask {
+            secret: b.password.into_bytes(),
+            salt,
+            params,
+        }];
+        let pending = Pending::Login {
+            session,
+            request_id,
+            username: b.username,
+            expected,
+        };
         self.start_job(session, tasks, pending);
     }
 
@@ -90,21 +115,44 @@ impl Server {
             let reason = "send login (username and password) first".into();
             return self.reject(now, session, op, request_id, code::CONFLICT, reason);
         };
-        if self.rate_limited(now, session, op, request_id, &username) || self.busy_reject(now, session, op, request_id) {
+        if self.rate_limited(now, session, op, request_id, &username) || self.busy_reject(now, session, op, request_id)
+        {
             return;
         }
         let Some(user) = self.state.users.get(&username) else {
-            return self.reject(now, session, op, request_id, code::UNAUTHORIZED, INVALID_CREDENTIALS.into());
+            return self.reject(
+                now,
+                session,
+                op,
+                request_id,
+                code::UNAUTHORIZED,
+                INVALID_CREDENTIALS.into(),
+            );
         };
         let p = &user.passphrase;
-        let tasks = vec![HashTask { secret: b.passphrase.into_bytes(), salt: p.salt, params: p.params }];
-        let pending = Pending::Passphrase { session, request_id, username, expected: p.hash };
+        let tasks = vec![HashTask {
+            secret: b.passphrase.into_bytes(),
+            salt: p.salt,
+            params: p.params,
+        }];
+        let pending = Pending::Passphrase {
+            session,
+            request_id,
+            username,
+            expected: p.hash,
+        };
         self.start_job(session, tasks, pending);
     }
 
     pub(super) fn finish_job(&mut self, now: Now, pending: Pending, hashes: Option<Vec<[u8; 32]>>) {
         match pending {
-            Pending::Register { session, request_id, username, identity_key, salts } => {
+            Pending::Register {
+                session,
+                request_id,
+                username,
+                identity_key,
+                salts,
+            } => {
                 self.reserved.remove(&username);
                 // A client that left before the answer registered nothing.
                 if !self.sessions.contains_key(&session) {
@@ -116,17 +164,41 @@ impl Server {
                 };
                 let params = self.config.hash_params;
                 let user = User {
-                    password: SecretHash { salt: salts[0], hash: *pw, params },
-                    passphrase: SecretHash { salt: salts[1], hash: *pp, params },
+                    password: SecretHash {
+                        salt: salts[0],
+                        hash: *pw,
+                        params,
+                    },
+                    passphrase: SecretHash {
+                        salt: salts[1],
+                        hash: *pp,
+                        params,
+                    },
                     identity_key,
                     secret: self.rng.random(),
                     created_ms: now.unix_ms,
                 };
-                self.commit(Change::UserCreated { username: username.clone(), user });
+                self.commit(Change::UserCreated {
+                    username: username.clone(),
+                    user,
+                });
                 self.events.push_back(ServerEvent::Registered { username });
-                self.respond(now, session, Opcode::Register, request_id, Status::Valid, code::CREATED, ResponseBody::Empty);
+                self.respond(
+                    now,
+                    session,
+                    Opcode::Register,
+                    request_id,
+                    Status::Valid,
+                    code::CREATED,
+                    ResponseBody::Empty,
+                );
             }
-            Pending::Login { session, request_id, username, expected } => {
+            Pending::Login {
+                session,
+                request_id,
+                username,
+                expected,
+            } => {
                 let ok = matches(&hashes, expected.as_ref());
                 if !ok {
                     return self.login_failed(now, session, Opcode::Login, request_id, &username);
@@ -135,9 +207,22 @@ impl Server {
                     s.login = LoginStep::PasswordOk { username };
                 }
                 let body = ResponseBody::Empty;
-                self.respond(now, session, Opcode::Login, request_id, Status::InProgress, code::ACCEPTED, body);
+                self.respond(
+                    now,
+                    session,
+                    Opcode::Login,
+                    request_id,
+                    Status::InProgress,
+                    code::ACCEPTED,
+                    body,
+                );
             }
-            Pending::Passphrase { session, request_id, username, expected } => {
+            Pending::Passphrase {
+                session,
+                request_id,
+                username,
+                expected,
+            } => {
                 if let Some(s) = self.sessions.get_mut(&session) {
                     s.login = LoginStep::Idle;
                 }
@@ -152,7 +237,15 @@ impl Server {
                     return self.reject(now, session, Opcode::Passphrase, request_id, code, reason);
                 }
                 let tokens = self.issue_tokens(now, &username, family);
-                self.respond(now, session, Opcode::Passphrase, request_id, Status::Valid, code::OK, tokens);
+                self.respond(
+                    now,
+                    session,
+                    Opcode::Passphrase,
+                    request_id,
+                    Status::Valid,
+                    code::OK,
+                    tokens,
+                );
                 self.bind(now, session, request_id, username, family);
             }
         }
@@ -164,7 +257,11 @@ impl Server {
         if let Some(s) = self.sessions.get_mut(&session) {
             s.failures.record(now.instant, window, burst);
         }
-        let reason = if op == Opcode::Passphrase { "invalid passphrase" } else { INVALID_CREDENTIALS };
+        let reason = if op == Opcode::Passphrase {
+            "invalid passphrase"
+        } else {
+            INVALID_CREDENTIALS
+        };
         self.reject(now, session, op, request_id, code::UNAUTHORIZED, reason.into());
     }
 
@@ -172,11 +269,21 @@ impl Server {
     fn rate_limited(&mut self, now: Now, session: SessionId, op: Opcode, request_id: u32, username: &str) -> bool {
         let (window, burst) = (self.config.login_window, self.config.login_burst);
         let by_account = self.limiter.retry_after(username, now.instant, window, burst);
-        let by_session = self.sessions.get_mut(&session).and_then(|s| s.failures.retry_after(now.instant, window, burst));
-        let Some(wait) = by_account.max(by_session) else { return false };
+        let by_session = self
+            .sessions
+            .get_mut(&session)
+            .and_then(|s| s.failures.retry_after(now.instant, window, burst));
+        let Some(wait) = by_account.max(by_session) else {
+            return false;
+        };
         let retry_after_ms = wait.as_millis() as u64;
         let reason = format!("too many failed attempts: retry in {} s", retry_after_ms.div_ceil(1000));
-        self.events.push_back(ServerEvent::Rejected { session, opcode: op, code: code::RATE_LIMITED, reason: reason.clone() });
+        self.events.push_back(ServerEvent::Rejected {
+            session,
+            opcode: op,
+            code: code::RATE_LIMITED,
+            reason: reason.clone(),
+        });
         let body = ResponseBody::Error(crate::ErrorBody { reason, retry_after_ms });
         self.respond(now, session, op, request_id, Status::Error, code::RATE_LIMITED, body);
         true
@@ -184,14 +291,24 @@ impl Server {
 
     fn busy_reject(&mut self, now: Now, session: SessionId, op: Opcode, request_id: u32) -> bool {
         if self.jobs_full() {
-            self.reject(now, session, op, request_id, code::UNAVAILABLE, "server busy: try again shortly".into());
+            self.reject(
+                now,
+                session,
+                op,
+                request_id,
+                code::UNAVAILABLE,
+                "server busy: try again shortly".into(),
+            );
             return true;
         }
         false
     }
 
     fn dummy_salt(&self, username: &str) -> [u8; 16] {
-        let digest = Sha256::new().chain_update(self.dummy_key).chain_update(username.as_bytes()).finalize();
+        let digest = Sha256::new()
+            .chain_update(self.dummy_key)
+            .chain_update(username.as_bytes())
+            .finalize();
         let mut salt = [0u8; 16];
         salt.copy_from_slice(&digest[..16]);
         salt
@@ -206,10 +323,24 @@ impl Server {
             (&access, TokenKind::Access, access_expires_ms),
             (&refresh, TokenKind::Refresh, refresh_expires_ms),
         ] {
-            let record = TokenRecord { kind, username: username.to_owned(), family, expires_ms, rotated: false };
-            self.commit(Change::TokenIssued { hash: token::hash(t.as_bytes()), record });
+            let record = TokenRecord {
+                kind,
+                username: username.to_owned(),
+                family,
+                expires_ms,
+                rotated: false,
+            };
+            self.commit(Change::TokenIssued {
+                hash: token::hash(t.as_bytes()),
+                record,
+            });
         }
-        ResponseBody::Tokens(Tokens { access_token: access, refresh_token: refresh, access_expires_ms, refresh_expires_ms })
+        ResponseBody::Tokens(Tokens {
+            access_token: access,
+            refresh_token: refresh,
+            access_expires_ms,
+            refresh_expires_ms,
+        })
     }
 
     pub(super) fn refresh(&mut self, now: Now, session: SessionId, request_id: u32, b: Refresh) {
@@ -223,7 +354,11 @@ impl Server {
         }
         let hash = token::hash(raw);
         let Some(record) = self.state.tokens.get(&hash).cloned() else {
-            return reject(self, code::UNAUTHORIZED, "unknown or revoked refresh token: log in again".into());
+            return reject(
+                self,
+                code::UNAUTHORIZED,
+                "unknown or revoked refresh token: log in again".into(),
+            );
         };
         if record.kind != TokenKind::Refresh || record.expires_ms <= now.unix_ms {
             return reject(self, code::UNAUTHORIZED, "refresh token expired: log in again".into());
@@ -231,7 +366,11 @@ impl Server {
         if record.rotated {
             // Reuse of an exchanged token: someone holds a copy. Revoke the whole login.
             self.revoke_family(now, record.family, Some(session));
-            return reject(self, code::UNAUTHORIZED, "refresh token reused: every token of this login is revoked".into());
+            return reject(
+                self,
+                code::UNAUTHORIZED,
+                "refresh token reused: every token of this login is revoked".into(),
+            );
         }
         let bound = self.sessions.get(&session).and_then(|s| s.user.clone());
         if let Some(b) = &bound
@@ -258,7 +397,11 @@ impl Server {
     }
 
     pub(super) fn logout(&mut self, now: Now, session: SessionId, user: &str) -> Flow {
-        let family = self.sessions.get(&session).and_then(|s| s.user.as_ref()).map(|b| b.family);
+        let family = self
+            .sessions
+            .get(&session)
+            .and_then(|s| s.user.as_ref())
+            .map(|b| b.family);
         if let Some(family) = family {
             self.revoke_family(now, family, Some(session));
         }
@@ -306,12 +449,18 @@ impl Server {
             return Err((code::TOKEN_EXPIRED, "access token expired: refresh it".into()));
         }
         if auth.is_empty() {
-            return Err((code::UNAUTHORIZED, "missing access token: log in, then send it in the auth field".into()));
+            return Err((
+                code::UNAUTHORIZED,
+                "missing access token: log in, then send it in the auth field".into(),
+            ));
         }
         match token::check(auth) {
             Ok(TokenKind::Access) => {}
             Ok(TokenKind::Refresh) => {
-                return Err((code::UNAUTHORIZED, "a refresh token cannot authenticate requests: send refresh".into()));
+                return Err((
+                    code::UNAUTHORIZED,
+                    "a refresh token cannot authenticate requests: send refresh".into(),
+                ));
             }
             Err(e) => return Err((code::UNAUTHORIZED, format!("malformed access token ({e})"))),
         }
@@ -358,32 +507,54 @@ impl Server {
             self.close(now, old, code::CONFLICT, "replaced by a newer login".into());
         }
         if let Some(s) = self.sessions.get_mut(&session) {
-            s.user = Some(Bound { username: username.clone(), family });
+            s.user = Some(Bound {
+                username: username.clone(),
+                family,
+            });
             s.login = LoginStep::Idle;
             s.token_cache = None;
         }
-        self.events.push_back(ServerEvent::LoggedIn { session, username: username.clone() });
+        self.events.push_back(ServerEvent::LoggedIn {
+            session,
+            username: username.clone(),
+        });
         let queued = self.state.queued.get(&username).copied().unwrap_or(0)
             + self.state.notices.get(&username).map_or(0, Vec::len);
-        let body = EventBody::Connected(Connected { username: username.clone(), queued: queued as u32 });
+        let body = EventBody::Connected(Connected {
+            username: username.clone(),
+            queued: queued as u32,
+        });
         self.send_event(now, session, request_id, body);
         self.deliver_queued(now, session, &username);
     }
 
     pub(super) fn fetch_key(&mut self, username: &str) -> Flow {
-        let user = self.state.users.get(username).ok_or((code::NOT_FOUND, format!("no user {username}")))?;
-        let body = IdentityKey { username: username.to_owned(), identity_key: user.identity_key.clone() };
+        let user = self
+            .state
+            .users
+            .get(username)
+            .ok_or((code::NOT_FOUND, format!("no user {username}")))?;
+        let body = IdentityKey {
+            username: username.to_owned(),
+            identity_key: user.identity_key.clone(),
+        };
         Ok((Status::Valid, code::OK, ResponseBody::IdentityKey(body)))
     }
 
     pub(super) fn set_identity_key(&mut self, user: &str, identity_key: Bytes) -> Flow {
         if identity_key.is_empty() || identity_key.len() > self.config.max_identity_key {
-            return Err((code::BAD_REQUEST, format!("identity key must be 1-{} bytes", self.config.max_identity_key)));
+            return Err((
+                code::BAD_REQUEST,
+                format!("identity key must be 1-{} bytes", self.config.max_identity_key),
+            ));
         }
         if self.state.users.get(user).is_some_and(|u| !u.identity_key.is_empty()) {
             return Err((code::CONFLICT, "this account already has an identity key".into()));
         }
-        self.commit(Change::IdentityKeySet { username: user.to_owned(), identity_key });
+        self.commit(Change::IdentityKeySet {
+            username: user.to_owned(),
+            identity_key,
+        });
         Ok((Status::Valid, code::OK, ResponseBody::Empty))
     }
 }

@@ -17,9 +17,17 @@ pub struct HashParams {
 
 impl HashParams {
     /// OWASP's minimum for argon2id: m = 19 MiB, t = 2, p = 1.
-    pub const OWASP: HashParams = HashParams { m_cost_kib: 19 * 1024, t_cost: 2, p_cost: 1 };
+    pub const OWASP: HashParams = HashParams {
+        m_cost_kib: 19 * 1024,
+        t_cost: 2,
+        p_cost: 1,
+    };
     /// The cheapest parameters argon2 accepts: for tests and simulations only.
-    pub const INSECURE_FAST: HashParams = HashParams { m_cost_kib: 8, t_cost: 1, p_cost: 1 };
+    pub const INSECURE_FAST: HashParams = HashParams {
+        m_cost_kib: 8,
+        t_cost: 1,
+        p_cost: 1,
+    };
 }
 
 /// What to do when a user logs in while already connected elsewhere.

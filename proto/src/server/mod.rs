@@ -32,7 +32,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -266,14 +266,16 @@ impl Server {
         let id = SessionId(self.next_session);
         self.next_session += 1;
         let deadline = now.instant + self.config.keepalive_interval;
-        self.sessions.insert(id, Session::new(self.config.limits, now.instant, deadline));
+        self.sessions.insert(id, Session::new(self.config.limits, now.instant));
         self.timers.push(Reverse((deadline, id)));
         Ok(id)
     }
 
     /// Bytes arrived on a session, in any chunking.
     pub fn handle_input(&mut self, now: Now, session: SessionId, bytes: &[u8]) {
-        let Some(s) = self.sessions.get_mut(&session) else { return };
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
         s.last_rx = now.instant;
         s.ping = None;
         s.decoder.push(bytes);
@@ -308,11 +310,13 @@ impl Server {
 
     /// A job handed out as [`Output::Work`] finished.
     pub fn handle_work(&mut self, now: Now, result: JobResult) {
-        let Some(pending) = self.jobs.remove(&result.id) else { return };
+        let Some(pending) = self.jobs.remove(&result.id) else {
+            return;
+        };
         let session = match &pending {
-            Pending::Register { session, .. } | Pending::Login { session, .. } | Pending::Passphrase { session, .. } => {
-                *session
-            }
+            Pending::Register { session, .. }
+            | Pending::Login { session, .. }
+            | Pending::Passphrase { session, .. } => *session,
         };
         if let Some(s) = self.sessions.get_mut(&session) {
             s.busy = None;
@@ -352,7 +356,10 @@ impl Server {
             if let Some(s) = self.sessions.get_mut(&id) {
                 s.dirty = false;
                 if !s.out.is_empty() {
-                    return Output::Transmit { session: id, bytes: s.out.split().freeze() };
+                    return Output::Transmit {
+                        session: id,
+                        bytes: s.out.split().freeze(),
+                    };
                 }
             }
         }
@@ -370,7 +377,9 @@ impl Server {
 
     fn process_frames(&mut self, now: Now, session: SessionId) {
         loop {
-            let Some(s) = self.sessions.get_mut(&session) else { return };
+            let Some(s) = self.sessions.get_mut(&session) else {
+                return;
+            };
             if s.busy.is_some() {
                 if s.decoder.buffered() > self.config.max_deferred_bytes {
                     let reason = format!(
@@ -385,7 +394,10 @@ impl Server {
                 Ok(None) => return,
                 Ok(Some(frame)) => self.handle_frame(now, session, frame),
                 Err(error) => {
-                    self.events.push_back(ServerEvent::BadFrame { session, error: error.clone() });
+                    self.events.push_back(ServerEvent::BadFrame {
+                        session,
+                        error: error.clone(),
+                    });
                     self.close(now, session, error.code(), error.to_string());
                     return;
                 }
@@ -396,7 +408,10 @@ impl Server {
     fn handle_frame(&mut self, now: Now, session: SessionId, frame: Frame) {
         match Message::decode(&frame, &self.config.limits) {
             Err(error) => {
-                self.events.push_back(ServerEvent::BadFrame { session, error: error.clone() });
+                self.events.push_back(ServerEvent::BadFrame {
+                    session,
+                    error: error.clone(),
+                });
                 match Message::request_header(&frame) {
                     Some((opcode, request_id)) => {
                         self.reject(now, session, opcode, request_id, error.code(), error.to_string());
@@ -428,7 +443,10 @@ impl Server {
             RequestBody::Login(b) => return self.login(now, session, request_id, b),
             RequestBody::Passphrase(b) => return self.passphrase(now, session, request_id, b),
             RequestBody::Refresh(b) => return self.refresh(now, session, request_id, b),
-            RequestBody::Jwks(_) | RequestBody::Introspect(_) | RequestBody::IssueCode(_) | RequestBody::VerifyCode(_) => {
+            RequestBody::Jwks(_)
+            | RequestBody::Introspect(_)
+            | RequestBody::IssueCode(_)
+            | RequestBody::VerifyCode(_) => {
                 let reason = format!("this server does not offer {opcode}");
                 return self.reject(now, session, opcode, request_id, code::NOT_IMPLEMENTED, reason);
             }
@@ -468,8 +486,17 @@ impl Server {
         match result {
             Ok((status, code, body)) => {
                 if is_recorded(opcode) {
-                    let response = state::Recorded { opcode, status, code, body: body.clone() };
-                    self.commit(Change::Recorded { user: user.clone(), request_id, response });
+                    let response = state::Recorded {
+                        opcode,
+                        status,
+                        code,
+                        body: body.clone(),
+                    };
+                    self.commit(Change::Recorded {
+                        user: user.clone(),
+                        request_id,
+                        response,
+                    });
                 }
                 self.respond(now, session, opcode, request_id, status, code, body);
             }
@@ -482,8 +509,12 @@ impl Server {
         if !is_recorded(opcode) {
             return false;
         }
-        let Some(window) = self.state.dedup.get(user) else { return false };
-        let Some((_, rec)) = window.iter().rev().find(|(id, _)| *id == request_id) else { return false };
+        let Some(window) = self.state.dedup.get(user) else {
+            return false;
+        };
+        let Some((_, rec)) = window.iter().rev().find(|(id, _)| *id == request_id) else {
+            return false;
+        };
         if rec.opcode != opcode {
             let reason = format!("request id {request_id} was already used for {}", rec.opcode);
             self.reject(now, session, opcode, request_id, code::CONFLICT, reason);
@@ -500,7 +531,9 @@ impl Server {
     }
 
     fn send(&mut self, session: SessionId, message: Message) {
-        let Some(s) = self.sessions.get_mut(&session) else { return };
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
         message.encode(&[], &mut s.out);
         if !s.dirty {
             s.dirty = true;
@@ -509,7 +542,14 @@ impl Server {
     }
 
     fn send_event(&mut self, now: Now, session: SessionId, request_id: u32, body: EventBody) {
-        self.send(session, Message::Event(Event { request_id, timestamp_ms: now.unix_ms, body }));
+        self.send(
+            session,
+            Message::Event(Event {
+                request_id,
+                timestamp_ms: now.unix_ms,
+                body,
+            }),
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -523,18 +563,38 @@ impl Server {
         code: u16,
         body: ResponseBody,
     ) {
-        let response = Response { opcode, request_id, timestamp_ms: now.unix_ms, status, code, body };
+        let response = Response {
+            opcode,
+            request_id,
+            timestamp_ms: now.unix_ms,
+            status,
+            code,
+            body,
+        };
         self.send(session, Message::Response(response));
     }
 
     fn reject(&mut self, now: Now, session: SessionId, opcode: Opcode, request_id: u32, code: u16, reason: String) {
-        self.events.push_back(ServerEvent::Rejected { session, opcode, code, reason: reason.clone() });
-        let body = ResponseBody::Error(ErrorBody { reason, retry_after_ms: 0 });
+        self.events.push_back(ServerEvent::Rejected {
+            session,
+            opcode,
+            code,
+            reason: reason.clone(),
+        });
+        let body = ResponseBody::Error(ErrorBody {
+            reason,
+            retry_after_ms: 0,
+        });
         self.respond(now, session, opcode, request_id, Status::Error, code, body);
     }
 
     fn error_event(&mut self, now: Now, session: SessionId, code: u16, offset: u64, reason: String) {
-        self.send_event(now, session, 0, EventBody::ErrorEvent(ErrorEvent { code, offset, reason }));
+        self.send_event(
+            now,
+            session,
+            0,
+            EventBody::ErrorEvent(ErrorEvent { code, offset, reason }),
+        );
     }
 
     /// Sends a close frame, then ends the session.
@@ -542,13 +602,21 @@ impl Server {
         if !self.sessions.contains_key(&session) {
             return;
         }
-        self.send(session, Message::Close(Close { code, reason: reason.clone() }));
+        self.send(
+            session,
+            Message::Close(Close {
+                code,
+                reason: reason.clone(),
+            }),
+        );
         self.end_session(now, session, code, reason);
     }
 
     /// Forgets a session: flushes what it had to send, tells its peers.
     fn end_session(&mut self, now: Now, session: SessionId, code: u16, reason: String) {
-        let Some(s) = self.sessions.remove(&session) else { return };
+        let Some(s) = self.sessions.remove(&session) else {
+            return;
+        };
         if !s.out.is_empty() {
             self.final_transmits.push_back((session, s.out.freeze()));
         }
@@ -559,7 +627,8 @@ impl Server {
             self.notify_peer_gone(now, &bound.username);
         }
         self.closes.push_back((session, code, reason.clone()));
-        self.events.push_back(ServerEvent::SessionClosed { session, code, reason });
+        self.events
+            .push_back(ServerEvent::SessionClosed { session, code, reason });
     }
 
     fn session_timer(&mut self, now: Now, id: SessionId) {
@@ -575,7 +644,6 @@ impl Server {
             self.next_ping += 1;
             s.ping = Some(nonce);
             let next = s.last_rx + idle;
-            s.deadline = next;
             self.send(id, Message::Ping(crate::Ping { nonce }));
             next
         } else if s.ping.is_some() {
@@ -583,9 +651,6 @@ impl Server {
         } else {
             s.last_rx + keepalive
         };
-        if let Some(s) = self.sessions.get_mut(&id) {
-            s.deadline = next;
-        }
         self.timers.push(Reverse((next, id)));
     }
 
@@ -624,7 +689,9 @@ fn is_recorded(opcode: Opcode) -> bool {
 /// The 3-32 characters of `a-z 0-9 _ . -` rule for usernames and room names.
 pub(crate) fn valid_name(name: &str) -> bool {
     (3..=32).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 type Flow = Result<(Status, u16, ResponseBody), (u16, String)>;

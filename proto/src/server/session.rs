@@ -50,13 +50,10 @@ pub(crate) struct Session {
     pub(crate) token_cache: Option<(Bytes, u64)>,
     pub(crate) last_rx: Instant,
     pub(crate) ping: Option<u64>,
-    /// When this session's next timer fires (keepalive or idle timeout).
-    pub(crate) deadline: Instant,
-    pub(crate) closing: bool,
 }
 
 impl Session {
-    pub(crate) fn new(limits: Limits, now: Instant, deadline: Instant) -> Session {
+    pub(crate) fn new(limits: Limits, now: Instant) -> Session {
         Session {
             decoder: FrameDecoder::new(limits),
             out: BytesMut::new(),
@@ -68,8 +65,6 @@ impl Session {
             token_cache: None,
             last_rx: now,
             ping: None,
-            deadline,
-            closing: false,
         }
     }
 

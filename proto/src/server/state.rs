@@ -180,7 +180,11 @@ pub enum Change {
     /// Tokens expired before this time were forgotten.
     TokensPurged { now_ms: u64 },
     /// A room was created, its owner its first member.
-    RoomCreated { room: String, verifier: Bytes, owner: String },
+    RoomCreated {
+        room: String,
+        verifier: Bytes,
+        owner: String,
+    },
     /// A user joined a room.
     RoomJoined { room: String, user: String },
     /// A user left a room.
@@ -190,7 +194,11 @@ pub enum Change {
     /// A message was appended to a room's history.
     RoomMessage { room: String, entry: HistoryEntry },
     /// A conversation's state changed (`None`: it ended).
-    ConversationSet { a: String, b: String, state: Option<Conversation> },
+    ConversationSet {
+        a: String,
+        b: String,
+        state: Option<Conversation>,
+    },
     /// An item was queued in the lane `from -> to`; it takes the lane's next sequence number.
     Enqueued { from: String, to: String, item: QueuedItem },
     /// The recipient acknowledged every item of `from -> to` up to `upto`.
@@ -202,7 +210,11 @@ pub enum Change {
     /// `user`'s notices were delivered.
     NoticesCleared { user: String },
     /// A response was remembered for retries of `request_id` by `user`.
-    Recorded { user: String, request_id: u32, response: Recorded },
+    Recorded {
+        user: String,
+        request_id: u32,
+        response: Recorded,
+    },
 }
 
 /// Everything the server must not lose.
@@ -354,7 +366,10 @@ impl State {
                 for (x, y) in [(a, b), (b, a)] {
                     match state {
                         Some(s) => {
-                            self.conversations.entry(x.clone()).or_default().insert(y.clone(), s.clone());
+                            self.conversations
+                                .entry(x.clone())
+                                .or_default()
+                                .insert(y.clone(), s.clone());
                         }
                         None => {
                             if let Some(m) = self.conversations.get_mut(x) {
@@ -368,7 +383,12 @@ impl State {
                 }
             }
             Change::Enqueued { from, to, item } => {
-                let lane = self.lanes.entry(from.clone()).or_default().entry(to.clone()).or_default();
+                let lane = self
+                    .lanes
+                    .entry(from.clone())
+                    .or_default()
+                    .entry(to.clone())
+                    .or_default();
                 lane.next_seq = lane.next_seq.max(item.seq + 1);
                 lane.items.push_back(item.clone());
                 self.inbound.entry(to.clone()).or_default().insert(from.clone());
@@ -401,7 +421,11 @@ impl State {
             Change::NoticesCleared { user } => {
                 self.notices.remove(user);
             }
-            Change::Recorded { user, request_id, response } => {
+            Change::Recorded {
+                user,
+                request_id,
+                response,
+            } => {
                 let cap = self.dedup_cap;
                 let window = self.dedup.entry(user.clone()).or_default();
                 window.push_back((*request_id, response.clone()));

@@ -29,7 +29,10 @@ pub struct Job {
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the secrets.
-        f.debug_struct("Job").field("id", &self.id).field("hashes", &self.tasks.len()).finish()
+        f.debug_struct("Job")
+            .field("id", &self.id)
+            .field("hashes", &self.tasks.len())
+            .finish()
     }
 }
 
@@ -43,7 +46,10 @@ pub struct JobResult {
 
 impl std::fmt::Debug for JobResult {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JobResult").field("id", &self.id).field("ok", &self.hashes.is_some()).finish()
+        f.debug_struct("JobResult")
+            .field("id", &self.id)
+            .field("ok", &self.hashes.is_some())
+            .finish()
     }
 }
 
