@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub access_ttl: Duration,
     /// Refresh token lifetime.
     pub refresh_ttl: Duration,
+    /// How long expired tokens are remembered (answered 419, not 401) before they are purged.
+    pub token_grace: Duration,
     /// Failed-login window.
     pub login_window: Duration,
     /// Failed logins allowed per window, per account and per session.
@@ -111,6 +113,7 @@ impl Default for ServerConfig {
             max_verifier: 256,
             access_ttl: Duration::from_secs(15 * 60),
             refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+            token_grace: Duration::from_secs(24 * 3600),
             login_window: Duration::from_secs(60),
             login_burst: 5,
             max_tracked_accounts: 10_000,

@@ -277,7 +277,11 @@ impl Server {
             return;
         };
         s.last_rx = now.instant;
-        s.ping = None;
+        if s.ping.take().is_some() {
+            // The pending timer was set for the idle deadline: bring the next keepalive forward.
+            self.timers
+                .push(Reverse((now.instant + self.config.keepalive_interval, session)));
+        }
         s.decoder.push(bytes);
         self.process_frames(now, session);
     }
@@ -416,7 +420,21 @@ impl Server {
                     Some((opcode, request_id)) => {
                         self.reject(now, session, opcode, request_id, error.code(), error.to_string());
                     }
-                    None => self.error_event(now, session, error.code(), error.offset() as u64, error.to_string()),
+                    None => {
+                        // An unknown opcode still has a readable request id: echo it in the event header.
+                        let request_id = match frame.frame_type {
+                            crate::FrameType::Request if frame.data.len() >= 8 => {
+                                u32::from_be_bytes([frame.data[4], frame.data[5], frame.data[6], frame.data[7]])
+                            }
+                            _ => 0,
+                        };
+                        let body = ErrorEvent {
+                            code: error.code(),
+                            offset: error.offset() as u64,
+                            reason: error.to_string(),
+                        };
+                        self.send_event(now, session, request_id, EventBody::ErrorEvent(body));
+                    }
                 }
             }
             Ok(Message::Request(request)) => self.handle_request(now, session, &frame.auth, request),

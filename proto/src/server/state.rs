@@ -177,8 +177,8 @@ pub enum Change {
     TokenRotated { hash: [u8; 32] },
     /// Every token of a family was revoked (logout, refresh reuse).
     FamilyRevoked { family: u64 },
-    /// Tokens expired before this time were forgotten.
-    TokensPurged { now_ms: u64 },
+    /// Tokens that expired at or before `before_ms` were forgotten.
+    TokensPurged { before_ms: u64 },
     /// A room was created, its owner its first member.
     RoomCreated {
         room: String,
@@ -326,7 +326,7 @@ impl State {
                 }
             }
             Change::FamilyRevoked { family } => self.tokens.retain(|_, t| t.family != *family),
-            Change::TokensPurged { now_ms } => self.tokens.retain(|_, t| t.expires_ms > *now_ms),
+            Change::TokensPurged { before_ms } => self.tokens.retain(|_, t| t.expires_ms > *before_ms),
             Change::RoomCreated { room, verifier, owner } => {
                 self.rooms.insert(
                     room.clone(),
