@@ -643,3 +643,19 @@ fn huge_limits_cannot_overflow_the_frame_length() {
     d.push(&bytes);
     assert_eq!(d.next_frame().unwrap_err(), err);
 }
+
+#[cfg(feature = "fuzzing")]
+#[test]
+fn message_fuzz_body_ignores_inputs_above_the_frame_limit() {
+    // A send_mp whose data part is larger than the fuzz limit used to trip the re-encode check.
+    let msg = Message::Request(Request {
+        request_id: 1,
+        timestamp_ms: 0,
+        body: RequestBody::SendMp(SendMp {
+            peer: "bob".into(),
+            sealed: Bytes::from(vec![0u8; 64 * 1024]),
+        }),
+    });
+    let frame = msg.to_bytes(b"");
+    crate::fuzzing::message_decode(&frame[HEADER_LEN..]);
+}
