@@ -527,10 +527,7 @@ impl Server {
         if !is_recorded(opcode) {
             return false;
         }
-        let Some(window) = self.state.dedup.get(user) else {
-            return false;
-        };
-        let Some((_, rec)) = window.iter().rev().find(|(id, _)| *id == request_id) else {
+        let Some(rec) = self.state.dedup.get(user).and_then(|d| d.get(request_id)) else {
             return false;
         };
         if rec.opcode != opcode {

@@ -163,6 +163,44 @@ pub struct Recorded {
     pub body: ResponseBody,
 }
 
+/// The responses remembered for one user: at most `dedup_cap`, oldest evicted first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dedup {
+    order: VecDeque<u32>,
+    responses: HashMap<u32, Recorded>,
+}
+
+impl Dedup {
+    /// The response recorded for `request_id`.
+    #[must_use]
+    pub fn get(&self, request_id: u32) -> Option<&Recorded> {
+        self.responses.get(&request_id)
+    }
+
+    /// How many responses are remembered.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Whether none is.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    fn insert(&mut self, request_id: u32, response: Recorded, cap: usize) {
+        if self.responses.insert(request_id, response).is_none() {
+            self.order.push_back(request_id);
+        }
+        while self.order.len() > cap {
+            if let Some(old) = self.order.pop_front() {
+                self.responses.remove(&old);
+            }
+        }
+    }
+}
+
 /// One durable change, emitted as `Output::Persist` and replayed by stores.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(missing_docs)]
@@ -238,8 +276,8 @@ pub struct State {
     pub queued_total: usize,
     /// Pending "message dropped" notices per sender: (peer, seq).
     pub notices: BTreeMap<String, Vec<(String, u64)>>,
-    /// Remembered responses per user, oldest first.
-    pub dedup: HashMap<String, VecDeque<(u32, Recorded)>>,
+    /// Remembered responses per user.
+    pub dedup: HashMap<String, Dedup>,
     /// Room history length (from the config).
     pub history_cap: usize,
     /// Remembered responses per user (from the config).
@@ -383,16 +421,21 @@ impl State {
                 }
             }
             Change::Enqueued { from, to, item } => {
-                let lane = self
-                    .lanes
-                    .entry(from.clone())
-                    .or_default()
-                    .entry(to.clone())
-                    .or_default();
-                lane.next_seq = lane.next_seq.max(item.seq + 1);
-                lane.items.push_back(item.clone());
-                self.inbound.entry(to.clone()).or_default().insert(from.clone());
-                *self.queued.entry(to.clone()).or_default() += 1;
+                // Look up before inserting: the hot path allocates no keys.
+                if self.lane_mut(from, to).is_none() {
+                    self.lanes.entry(from.clone()).or_default().insert(to.clone(), Lane::default());
+                    self.inbound.entry(to.clone()).or_default().insert(from.clone());
+                }
+                if let Some(lane) = self.lane_mut(from, to) {
+                    lane.next_seq = lane.next_seq.max(item.seq + 1);
+                    lane.items.push_back(item.clone());
+                }
+                match self.queued.get_mut(to) {
+                    Some(n) => *n += 1,
+                    None => {
+                        self.queued.insert(to.clone(), 1);
+                    }
+                }
                 self.queued_total += 1;
             }
             Change::Acked { from, to, upto } => {
@@ -421,16 +464,13 @@ impl State {
             Change::NoticesCleared { user } => {
                 self.notices.remove(user);
             }
-            Change::Recorded {
-                user,
-                request_id,
-                response,
-            } => {
+            Change::Recorded { user, request_id, response } => {
                 let cap = self.dedup_cap;
-                let window = self.dedup.entry(user.clone()).or_default();
-                window.push_back((*request_id, response.clone()));
-                while window.len() > cap {
-                    window.pop_front();
+                if !self.dedup.contains_key(user) {
+                    self.dedup.insert(user.clone(), Dedup::default());
+                }
+                if let Some(d) = self.dedup.get_mut(user) {
+                    d.insert(*request_id, response.clone(), cap);
                 }
             }
         }
