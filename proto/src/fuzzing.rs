@@ -99,3 +99,209 @@ fn decode_stream<'a>(chunks: impl Iterator<Item = &'a [u8]>, limits: &Limits) ->
     }
     (frames, None)
 }
+
+mod server_session {
+    use std::sync::OnceLock;
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+
+    use crate::server::{HashParams, State};
+    use crate::{
+        AcceptMp, Limits, Login, Message, Now, Output, Passphrase, Register, Request, RequestBody, RequestMp, Response,
+        ResponseBody, Server, ServerConfig, SessionId,
+    };
+
+    /// Outputs one drain may produce before the fuzz body calls it a livelock.
+    const MAX_DRAIN: usize = 100_000;
+
+    pub(super) fn config() -> ServerConfig {
+        ServerConfig {
+            hash_params: HashParams::INSECURE_FAST,
+            limits: Limits { max_data: 64 * 1024, ..Limits::DEFAULT },
+            queue_per_recipient: 64,
+            queue_total: 256,
+            room_history: 4,
+            dedup_window: 8,
+            max_deferred_bytes: 64 * 1024,
+            max_session_backlog: 256 * 1024,
+            ..ServerConfig::default()
+        }
+    }
+
+    pub(super) struct Fixture {
+        pub(super) state: State,
+        pub(super) start: Instant,
+        /// Access tokens of alice and bob, who have an open conversation.
+        pub(super) tokens: [String; 2],
+    }
+
+    fn request(id: u32, body: impl Into<RequestBody>, auth: &str) -> Bytes {
+        Message::Request(Request { request_id: id, timestamp_ms: 0, body: body.into() }).to_bytes(auth.as_bytes())
+    }
+
+    /// Drains the server, running jobs inline; returns the access tokens seen per session.
+    pub(super) fn drain(server: &mut Server, now: Now, tokens: &mut Vec<(SessionId, String)>) {
+        for _ in 0..MAX_DRAIN {
+            match server.poll_output() {
+                Output::Work(job) => {
+                    let result = job.run();
+                    server.handle_work(now, result);
+                }
+                Output::Transmit { session, bytes } => {
+                    let mut d = crate::FrameDecoder::new(server.config().limits);
+                    d.push(&bytes);
+                    while let Ok(Some(frame)) = d.next_frame() {
+                        if let Ok(Message::Response(Response { body: ResponseBody::Tokens(t), .. })) =
+                            Message::decode(&frame, &server.config().limits)
+                        {
+                            tokens.push((session, t.access_token));
+                        }
+                    }
+                }
+                Output::Timeout(_) => return,
+                _ => {}
+            }
+        }
+        panic!("server produced more than {MAX_DRAIN} outputs in one drain");
+    }
+
+    /// Two registered users with an open conversation, built once per process.
+    pub(super) fn fixture() -> &'static Fixture {
+        static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+        FIXTURE.get_or_init(|| {
+            let start = Instant::now();
+            let now = Now::new(start, 1_795_305_600_000);
+            let mut server = Server::new(config(), [3; 32], now);
+            let mut seen = Vec::new();
+            let mut ids = Vec::new();
+            for name in ["alice", "bob"] {
+                let s = server.open_session(now).expect("session");
+                let reg = Register {
+                    username: name.into(),
+                    password: "correct horse".into(),
+                    passphrase: "apple river stone".into(),
+                    identity_key: Bytes::from_static(b"key"),
+                };
+                server.handle_input(now, s, &request(1, reg, ""));
+                let login = Login { username: name.into(), password: "correct horse".into() };
+                server.handle_input(now, s, &request(2, login, ""));
+                server.handle_input(now, s, &request(3, Passphrase { passphrase: "apple river stone".into() }, ""));
+                for _ in 0..8 {
+                    drain(&mut server, now, &mut seen);
+                }
+                ids.push(s);
+            }
+            let token = |s: SessionId| seen.iter().find(|(id, _)| *id == s).expect("logged in").1.clone();
+            let tokens = [token(ids[0]), token(ids[1])];
+            let hs = Bytes::from_static(b"hs");
+            server.handle_input(now, ids[0], &request(4, RequestMp { peer: "bob".into(), handshake: hs.clone() }, &tokens[0]));
+            server.handle_input(now, ids[1], &request(4, AcceptMp { peer: "alice".into(), handshake: hs }, &tokens[1]));
+            drain(&mut server, now, &mut seen);
+            Fixture { state: server.state().clone(), start, tokens }
+        })
+    }
+
+    pub(super) fn check_invariants(server: &Server) {
+        let state = server.state();
+        let queued: usize = state.lanes.values().flat_map(|m| m.values()).map(|l| l.items.len()).sum();
+        assert_eq!(queued, state.queued_total, "queued_total out of step with the lanes");
+        assert_eq!(state.queued.values().sum::<usize>(), state.queued_total, "per-recipient counts out of step");
+        for lanes in state.lanes.values() {
+            for lane in lanes.values() {
+                assert!(lane.items.iter().zip(lane.items.iter().skip(1)).all(|(a, b)| a.seq < b.seq), "lane out of order");
+                assert!(lane.items.back().is_none_or(|i| i.seq < lane.next_seq), "seq beyond next_seq");
+            }
+        }
+        for room in state.rooms.values() {
+            assert!(room.history.len() <= state.history_cap, "room history above its cap");
+        }
+    }
+
+    /// Time in the fuzz body: 1 ms steps up to 255 s at a time.
+    pub(super) fn step(now: Now, ms: u32) -> Now {
+        now.advance(Duration::from_millis(u64::from(ms)))
+    }
+}
+
+/// Drives a server whose two sessions (alice and bob, with an open private
+/// conversation) are logged in, with arbitrary bytes and time steps, like
+/// str0m's receive target. The input is a sequence of operations:
+///
+/// - `0 ms_hi ms_lo`: advance time and fire timers;
+/// - `1 len data..`: raw bytes on alice's connection (any chunking);
+/// - `2 len data..`: raw bytes on bob's connection;
+/// - `3 len data..`: a request frame from alice carrying her access token, whose data part is `data`;
+/// - `4 k`: the transport of session `k % 3` closes (the third session is an anonymous one);
+/// - `5 hi lo`: alice's transport reports `(hi,lo) * 1024` unsent bytes;
+/// - anything else: raw bytes on the anonymous connection.
+///
+/// Every drain is bounded; the durable state's invariants are checked after each operation.
+pub fn server_session(data: &[u8]) {
+    use server_session::*;
+    let fx = fixture();
+    let mut now = crate::Now::new(fx.start, 1_795_305_600_000);
+    let mut server = crate::Server::restore(config(), [9; 32], fx.state.clone(), now);
+    let alice = server.open_session(now).expect("session");
+    let bob = server.open_session(now).expect("session");
+    let anon = server.open_session(now).expect("session");
+    let mut sink = Vec::new();
+    // Bind the sessions with their access tokens (no password hashing needed).
+    for (s, token) in [(alice, &fx.tokens[0]), (bob, &fx.tokens[1])] {
+        let ping = crate::Message::Request(crate::Request {
+            request_id: 1,
+            timestamp_ms: 0,
+            body: crate::FetchKey { username: "alice".into() }.into(),
+        });
+        server.handle_input(now, s, &ping.to_bytes(token.as_bytes()));
+    }
+    drain(&mut server, now, &mut sink);
+    let sessions = [alice, bob, anon];
+    let mut rest = data;
+    while let Some((&op, tail)) = rest.split_first() {
+        let take = |tail: &[u8]| -> (usize, usize) {
+            let len = usize::from(tail.first().copied().unwrap_or(0));
+            (1, len.min(tail.len().saturating_sub(1)))
+        };
+        match op {
+            0 => {
+                let ms = u32::from(tail.first().copied().unwrap_or(0)) << 8 | u32::from(tail.get(1).copied().unwrap_or(0));
+                now = step(now, ms);
+                server.handle_timeout(now);
+                rest = tail.get(2..).unwrap_or(&[]);
+            }
+            1..=3 => {
+                let (skip, len) = take(tail);
+                let chunk = &tail[skip..skip + len];
+                if op == 3 {
+                    let frame = crate::Frame {
+                        frame_type: crate::FrameType::Request,
+                        auth: Bytes::copy_from_slice(fx.tokens[0].as_bytes()),
+                        data: Bytes::copy_from_slice(chunk),
+                    };
+                    server.handle_input(now, alice, &frame.to_bytes());
+                } else {
+                    server.handle_input(now, sessions[usize::from(op) - 1], chunk);
+                }
+                rest = &tail[skip + len..];
+            }
+            4 => {
+                let k = usize::from(tail.first().copied().unwrap_or(0)) % 3;
+                server.close_session(now, sessions[k]);
+                rest = tail.get(1..).unwrap_or(&[]);
+            }
+            5 => {
+                let kib = usize::from(tail.first().copied().unwrap_or(0)) << 8 | usize::from(tail.get(1).copied().unwrap_or(0));
+                server.handle_backlog(now, alice, kib * 1024);
+                rest = tail.get(2..).unwrap_or(&[]);
+            }
+            _ => {
+                let (skip, len) = take(tail);
+                server.handle_input(now, anon, &tail[skip..skip + len]);
+                rest = &tail[skip + len..];
+            }
+        }
+        drain(&mut server, now, &mut sink);
+        check_invariants(&server);
+    }
+}

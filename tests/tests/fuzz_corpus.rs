@@ -53,3 +53,8 @@ fn frame_decode_corpus() {
 fn message_decode_corpus() {
     replay("message_decode", confab_proto::fuzzing::message_decode);
 }
+
+#[test]
+fn server_session_corpus() {
+    replay("server_session", confab_proto::fuzzing::server_session);
+}
