@@ -1,6 +1,8 @@
 //! Accounts: registration, two-step login, tokens, authentication of every
 //! request, logout.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use rand::RngExt as _;
 use sha2::{Digest, Sha256};
@@ -374,7 +376,7 @@ impl Server {
         }
         let bound = self.sessions.get(&session).and_then(|s| s.user.clone());
         if let Some(b) = &bound
-            && b.username != record.username
+            && *b.username != *record.username
         {
             return reject(self, code::FORBIDDEN, "refresh token belongs to another user".into());
         }
@@ -438,7 +440,7 @@ impl Server {
         session: SessionId,
         request_id: u32,
         auth: &[u8],
-    ) -> Result<String, (u16, String)> {
+    ) -> Result<Arc<str>, (u16, String)> {
         let s = self.sessions.get(&session).ok_or((code::INTERNAL, String::new()))?;
         if let (Some(bound), Some((cached, expires_ms))) = (&s.user, &s.token_cache)
             && cached[..] == *auth
@@ -481,10 +483,10 @@ impl Server {
                 self.bind(now, session, request_id, record.username.clone(), record.family);
             }
         }
-        if let Some(s) = self.sessions.get_mut(&session) {
-            s.token_cache = Some((Bytes::copy_from_slice(auth), record.expires_ms));
-        }
-        Ok(record.username)
+        let s = self.sessions.get_mut(&session).ok_or((code::INTERNAL, String::new()))?;
+        s.token_cache = Some((Bytes::copy_from_slice(auth), record.expires_ms));
+        let user = s.user.as_ref().map(|b| b.username.clone());
+        user.ok_or((code::INTERNAL, String::new()))
     }
 
     /// Whether `session` may become `username` under the duplicate-login policy.
@@ -508,7 +510,7 @@ impl Server {
         }
         if let Some(s) = self.sessions.get_mut(&session) {
             s.user = Some(Bound {
-                username: username.clone(),
+                username: Arc::from(username.as_str()),
                 family,
             });
             s.login = LoginStep::Idle;

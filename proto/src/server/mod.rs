@@ -511,7 +511,7 @@ impl Server {
                         body: body.clone(),
                     };
                     self.commit(Change::Recorded {
-                        user: user.clone(),
+                        user: user.to_string(),
                         request_id,
                         response,
                     });
@@ -636,9 +636,9 @@ impl Server {
             self.final_transmits.push_back((session, s.out.freeze()));
         }
         if let Some(bound) = s.user
-            && self.online.get(&bound.username) == Some(&session)
+            && self.online.get(&*bound.username) == Some(&session)
         {
-            self.online.remove(&bound.username);
+            self.online.remove(&*bound.username);
             self.notify_peer_gone(now, &bound.username);
         }
         self.closes.push_back((session, code, reason.clone()));

@@ -19,7 +19,8 @@ use crate::{
 
 impl Server {
     pub(super) fn request_mp(&mut self, now: Now, user: &str, b: RequestMp) -> Flow {
-        let peer = self.peer(user, &b.peer)?;
+        self.check_peer(user, &b.peer)?;
+        let peer = b.peer;
         match self.state.conversation(user, &peer) {
             Some(Conversation::Open) => return Err((code::CONFLICT, format!("conversation with {peer} already open"))),
             Some(Conversation::Requested { by, .. }) if by == user => {
@@ -50,7 +51,8 @@ impl Server {
     }
 
     pub(super) fn accept_mp(&mut self, now: Now, user: &str, b: AcceptMp) -> Flow {
-        let peer = self.peer(user, &b.peer)?;
+        self.check_peer(user, &b.peer)?;
+        let peer = b.peer;
         let handshake = match self.state.conversation(user, &peer) {
             Some(Conversation::Requested { by, handshake }) if *by == peer => handshake.clone(),
             Some(Conversation::Open) => return Err((code::CONFLICT, format!("conversation with {peer} already open"))),
@@ -76,7 +78,8 @@ impl Server {
     }
 
     pub(super) fn send_mp(&mut self, now: Now, user: &str, b: SendMp) -> Flow {
-        let peer = self.peer(user, &b.peer)?;
+        self.check_peer(user, &b.peer)?;
+        let peer = b.peer;
         if self.state.conversation(user, &peer) != Some(&Conversation::Open) {
             return Err((
                 code::FORBIDDEN,
@@ -92,7 +95,8 @@ impl Server {
     }
 
     pub(super) fn close_mp(&mut self, now: Now, user: &str, peer: &str) -> Flow {
-        let peer = self.peer(user, peer)?;
+        self.check_peer(user, peer)?;
+        let peer = peer.to_owned();
         if self.state.conversation(user, &peer).is_none() {
             return Err((code::NOT_FOUND, format!("no conversation with {peer}")));
         }
@@ -264,14 +268,14 @@ impl Server {
     }
 
     /// Validates the other end of a conversation.
-    fn peer(&self, user: &str, peer: &str) -> Result<String, (u16, String)> {
+    fn check_peer(&self, user: &str, peer: &str) -> Result<(), (u16, String)> {
         if peer == user {
             return Err((code::BAD_REQUEST, "a conversation needs another user".into()));
         }
         if !self.state.users.contains_key(peer) {
             return Err((code::NOT_FOUND, format!("no user {peer}")));
         }
-        Ok(peer.to_owned())
+        Ok(())
     }
 
     fn identity_key(&self, user: &str) -> Bytes {

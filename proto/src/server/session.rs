@@ -21,7 +21,8 @@ impl std::fmt::Display for SessionId {
 /// The user a session acts for.
 #[derive(Debug, Clone)]
 pub(crate) struct Bound {
-    pub(crate) username: String,
+    /// Shared, so that authenticating a request costs no allocation.
+    pub(crate) username: std::sync::Arc<str>,
     /// Token family the session authenticated with.
     pub(crate) family: u64,
 }
@@ -69,6 +70,6 @@ impl Session {
     }
 
     pub(crate) fn username(&self) -> Option<&str> {
-        self.user.as_ref().map(|b| b.username.as_str())
+        self.user.as_ref().map(|b| &*b.username)
     }
 }
