@@ -79,11 +79,7 @@ impl InspectArgs {
     /// The decoding limits: the defaults with `--max-data` and `--max-auth` applied.
     #[must_use]
     pub fn limits(&self) -> Limits {
-        Limits {
-            max_data: self.max_data,
-            max_auth: self.max_auth,
-            ..Limits::DEFAULT
-        }
+        Limits { max_data: self.max_data, max_auth: self.max_auth, ..Limits::DEFAULT }
     }
 }
 
@@ -124,16 +120,13 @@ fn read_input(args: &InspectArgs, stdin: &mut dyn Read) -> Result<Vec<u8>, Inspe
         return parse_hex(text).map_err(InspectError::InvalidHex);
     }
     if let Some(path) = &args.file {
-        return std::fs::read(path).map_err(|e| InspectError::Read {
-            source: path.display().to_string(),
-            reason: e.to_string(),
-        });
+        return std::fs::read(path)
+            .map_err(|e| InspectError::Read { source: path.display().to_string(), reason: e.to_string() });
     }
     let mut text = Vec::new();
-    stdin.read_to_end(&mut text).map_err(|e| InspectError::Read {
-        source: "standard input".to_owned(),
-        reason: e.to_string(),
-    })?;
+    stdin
+        .read_to_end(&mut text)
+        .map_err(|e| InspectError::Read { source: "standard input".to_owned(), reason: e.to_string() })?;
     parse_hex(&text).map_err(InspectError::InvalidHex)
 }
 
@@ -157,18 +150,15 @@ pub enum HexError {
 impl fmt::Display for HexError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            HexError::InvalidChar { byte, position } if byte.is_ascii_graphic() => write!(
-                f,
-                "invalid hex: unexpected character '{}' at position {position}",
-                char::from(byte)
-            ),
+            HexError::InvalidChar { byte, position } if byte.is_ascii_graphic() => {
+                write!(f, "invalid hex: unexpected character '{}' at position {position}", char::from(byte))
+            }
             HexError::InvalidChar { byte, position } => {
                 write!(f, "invalid hex: unexpected byte 0x{byte:02x} at position {position}")
             }
-            HexError::OddDigits { digits } => write!(
-                f,
-                "invalid hex: odd number of hex digits ({digits}), the last byte is incomplete"
-            ),
+            HexError::OddDigits { digits } => {
+                write!(f, "invalid hex: odd number of hex digits ({digits}), the last byte is incomplete")
+            }
         }
     }
 }
@@ -283,22 +273,13 @@ impl fmt::Display for InspectError {
             InspectError::Read { source, reason } => write!(f, "cannot read {source}: {reason}"),
             InspectError::Write(kind) => write!(f, "cannot write the output: {kind}"),
             InspectError::Empty => write!(f, "empty input: there is no frame to inspect"),
-            InspectError::Decode {
-                error,
-                frame,
-                frame_start,
-            } => write!(
+            InspectError::Decode { error, frame, frame_start } => write!(
                 f,
                 "{} [{}; frame {frame}, which starts at byte {frame_start}]",
                 rebased(error, *frame_start),
                 error.kind()
             ),
-            InspectError::Incomplete {
-                frame,
-                frame_start,
-                input_len,
-                needed,
-            } => {
+            InspectError::Incomplete { frame, frame_start, input_len, needed } => {
                 let have = input_len - frame_start;
                 if have < HEADER_LEN {
                     write!(
@@ -373,31 +354,19 @@ pub struct Inspection {
 pub fn inspect_bytes(input: &[u8], limits: Limits) -> Inspection {
     let mut frames = Vec::new();
     if input.is_empty() {
-        return Inspection {
-            frames,
-            error: Some(InspectError::Empty),
-        };
+        return Inspection { frames, error: Some(InspectError::Empty) };
     }
     let mut decoder = FrameDecoder::new(limits);
     decoder.push(input);
     let mut frame_start = 0;
     let error = loop {
         let index = frames.len() + 1;
-        let decode_error = |error| InspectError::Decode {
-            error,
-            frame: index,
-            frame_start,
-        };
+        let decode_error = |error| InspectError::Decode { error, frame: index, frame_start };
         match decoder.next_frame() {
             Ok(Some(frame)) => match Message::decode(&frame, decoder.limits()) {
                 Ok(message) => {
                     let len = HEADER_LEN + frame.auth.len() + frame.data.len();
-                    frames.push(InspectedFrame {
-                        offset: frame_start,
-                        version: input[frame_start],
-                        frame,
-                        message,
-                    });
+                    frames.push(InspectedFrame { offset: frame_start, version: input[frame_start], frame, message });
                     frame_start += len;
                 }
                 Err(e) => break Some(decode_error(e)),
@@ -433,14 +402,7 @@ impl InspectedFrame {
             ("type", Json::str(self.frame.frame_type.name())),
             ("len_auth", Json::Int(auth.len() as u64)),
             ("len_data", Json::Int(self.frame.data.len() as u64)),
-            (
-                "auth",
-                if printable {
-                    Json::Str(String::from_utf8_lossy(auth).into_owned())
-                } else {
-                    Json::Null
-                },
-            ),
+            ("auth", if printable { Json::Str(String::from_utf8_lossy(auth).into_owned()) } else { Json::Null }),
             ("auth_hex", Json::Str(hex::encode(auth))),
         ];
         let opcode = self.message.opcode();
@@ -477,12 +439,7 @@ impl InspectedFrame {
 }
 
 fn fields_json(fields: Vec<(&'static str, FieldValue<'_>)>) -> Json {
-    Json::Obj(
-        fields
-            .into_iter()
-            .map(|(name, value)| (name, field_json(value)))
-            .collect(),
-    )
+    Json::Obj(fields.into_iter().map(|(name, value)| (name, field_json(value))).collect())
 }
 
 fn field_json(value: FieldValue<'_>) -> Json {
@@ -530,12 +487,7 @@ mod tests {
     use confab_proto::examples;
 
     fn args() -> InspectArgs {
-        InspectArgs {
-            hex: None,
-            file: None,
-            max_data: Limits::DEFAULT.max_data,
-            max_auth: Limits::DEFAULT.max_auth,
-        }
+        InspectArgs { hex: None, file: None, max_data: Limits::DEFAULT.max_data, max_auth: Limits::DEFAULT.max_auth }
     }
 
     /// Runs with `input` on stdin; returns (status, stdout, stderr).
@@ -555,21 +507,9 @@ mod tests {
 
     #[test]
     fn hex_errors_say_where() {
-        assert_eq!(
-            parse_hex("01 0g"),
-            Err(HexError::InvalidChar {
-                byte: b'g',
-                position: 4
-            })
-        );
+        assert_eq!(parse_hex("01 0g"), Err(HexError::InvalidChar { byte: b'g', position: 4 }));
         // `0x` is only a prefix at the start.
-        assert_eq!(
-            parse_hex("01 0x02"),
-            Err(HexError::InvalidChar {
-                byte: b'x',
-                position: 4
-            })
-        );
+        assert_eq!(parse_hex("01 0x02"), Err(HexError::InvalidChar { byte: b'x', position: 4 }));
         assert_eq!(parse_hex("012"), Err(HexError::OddDigits { digits: 3 }));
         let e = parse_hex("é").unwrap_err();
         assert_eq!(e.to_string(), "invalid hex: unexpected byte 0xc3 at position 0");
@@ -591,10 +531,7 @@ mod tests {
 
     #[test]
     fn keys_keep_wire_order() {
-        let example = examples::responses()
-            .into_iter()
-            .find(|e| e.label == "response_tokens")
-            .unwrap();
+        let example = examples::responses().into_iter().find(|e| e.label == "response_tokens").unwrap();
         let line = inspect_bytes(&example.to_bytes(), Limits::default()).frames[0].to_json();
         let keys = [
             "version",
@@ -617,9 +554,7 @@ mod tests {
         ];
         let mut from = 0;
         for key in keys {
-            let at = line[from..]
-                .find(&format!("\"{key}\":"))
-                .unwrap_or_else(|| panic!("{key} in {line}"));
+            let at = line[from..].find(&format!("\"{key}\":")).unwrap_or_else(|| panic!("{key} in {line}"));
             from += at + 1;
         }
     }
@@ -656,12 +591,7 @@ mod tests {
         let inspection = inspect_bytes(&ping[..ping.len() - 3], Limits::default());
         assert_eq!(
             inspection.error,
-            Some(InspectError::Incomplete {
-                frame: 1,
-                frame_start: 0,
-                input_len: ping.len() - 3,
-                needed: 3
-            })
+            Some(InspectError::Incomplete { frame: 1, frame_start: 0, input_len: ping.len() - 3, needed: 3 })
         );
         let inspection = inspect_bytes(&ping[..5], Limits::default());
         let error = inspection.error.unwrap();
@@ -676,10 +606,7 @@ mod tests {
         assert_eq!(status, 1);
         assert_eq!(out.lines().count(), 2);
         assert_eq!(err.lines().count(), 1);
-        assert!(
-            err.starts_with("error: unknown protocol version 7 at byte 44 "),
-            "{err}"
-        );
+        assert!(err.starts_with("error: unknown protocol version 7 at byte 44 "), "{err}");
     }
 
     #[test]
@@ -691,12 +618,7 @@ mod tests {
 
     #[test]
     fn limits_flags_apply() {
-        let limits = InspectArgs {
-            max_data: 10,
-            max_auth: 3,
-            ..args()
-        }
-        .limits();
+        let limits = InspectArgs { max_data: 10, max_auth: 3, ..args() }.limits();
         assert_eq!((limits.max_data, limits.max_auth), (10, 3));
         assert_eq!(limits.max_name, Limits::DEFAULT.max_name);
     }

@@ -24,12 +24,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let status = match cli.command {
-        Command::Inspect(args) => inspect::run(
-            &args,
-            &mut io::stdin().lock(),
-            &mut io::stdout().lock(),
-            &mut io::stderr().lock(),
-        ),
+        Command::Inspect(args) => {
+            inspect::run(&args, &mut io::stdin().lock(), &mut io::stdout().lock(), &mut io::stderr().lock())
+        }
     };
     ExitCode::from(status)
 }

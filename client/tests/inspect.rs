@@ -53,13 +53,7 @@ impl Run {
 }
 
 fn confab(args: &[&str]) -> Run {
-    Run::from(
-        Command::new(env!("CARGO_BIN_EXE_confab"))
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run confab"),
-    )
+    Run::from(Command::new(env!("CARGO_BIN_EXE_confab")).args(args).stdin(Stdio::null()).output().expect("run confab"))
 }
 
 fn confab_stdin(args: &[&str], stdin: &[u8]) -> Run {
@@ -147,9 +141,7 @@ fn assert_key_order(line: &str, keys: &[&str]) {
     let mut from = 0;
     for key in keys {
         let pattern = format!("\"{key}\":");
-        let at = line[from..]
-            .find(&pattern)
-            .unwrap_or_else(|| panic!("{key} missing or out of order in {line}"));
+        let at = line[from..].find(&pattern).unwrap_or_else(|| panic!("{key} missing or out of order in {line}"));
         from += at + pattern.len();
     }
 }
@@ -164,20 +156,13 @@ fn every_example_prints_one_matching_json_line() {
         let (top, body) = expected(&example);
 
         let top_keys: Vec<&str> = top.iter().map(|(k, _)| *k).collect();
-        assert_eq!(
-            json.as_object().unwrap().len(),
-            top.len(),
-            "{}: keys {json}",
-            example.label
-        );
+        assert_eq!(json.as_object().unwrap().len(), top.len(), "{}: keys {json}", example.label);
         for (key, value) in &top {
             if *key != "body" {
                 assert_eq!(&json[key], value, "{}: {key}", example.label);
             }
         }
-        let body_json = json["body"]
-            .as_object()
-            .unwrap_or_else(|| panic!("{}: body {json}", example.label));
+        let body_json = json["body"].as_object().unwrap_or_else(|| panic!("{}: body {json}", example.label));
         assert_eq!(body_json.len(), body.len(), "{}: body {json}", example.label);
         for (name, value) in &body {
             assert_eq!(json["body"][name], field_json(*value), "{}: body.{name}", example.label);
@@ -207,19 +192,12 @@ fn a_stream_of_three_frames_gives_three_lines() {
 fn hex_text_on_stdin_with_whitespace_and_prefix() {
     let ping = hex::encode(examples::control()[0].to_bytes());
     let (a, b) = ping.split_at(10);
-    let text = format!(
-        "  0x{}\n {b}\n\t{}\n",
-        a.to_uppercase(),
-        hex::encode(examples::control()[2].to_bytes())
-    );
+    let text = format!("  0x{}\n {b}\n\t{}\n", a.to_uppercase(), hex::encode(examples::control()[2].to_bytes()));
     let lines = confab_stdin(&["inspect"], text.as_bytes()).ok();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["body"], serde_json::json!({ "nonce": 42 }));
     assert_eq!(lines[1]["type"], "close");
-    assert_eq!(
-        lines[1]["body"],
-        serde_json::json!({ "code": 408, "reason": "idle timeout" })
-    );
+    assert_eq!(lines[1]["body"], serde_json::json!({ "code": 408, "reason": "idle timeout" }));
 }
 
 #[test]
@@ -300,10 +278,7 @@ fn length_bomb_is_rejected_at_once() {
     let started = Instant::now();
     let run = inspect_hex(&bomb);
     let elapsed = started.elapsed();
-    run.fails(&[
-        "len_data is 18446744073709551615, above the limit of 1048576, at byte 6",
-        "limit_exceeded",
-    ]);
+    run.fails(&["len_data is 18446744073709551615, above the limit of 1048576, at byte 6", "limit_exceeded"]);
     // A sanity bound, not a benchmark: allocating 2^64 bytes would abort, not take 2 s.
     assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
     // Raised limits still refuse it, and cannot be raised without bound.
@@ -313,10 +288,7 @@ fn length_bomb_is_rejected_at_once() {
 fn inspect_max_data_bomb(bomb: &[u8]) {
     confab(&["inspect", "--max-data", "1073741824", "--hex", &hex::encode(bomb)])
         .fails(&["above the limit of 1073741824, at byte 6"]);
-    assert_eq!(
-        confab(&["inspect", "--max-data", "18446744073709551615", "--hex", "01"]).status,
-        2
-    );
+    assert_eq!(confab(&["inspect", "--max-data", "18446744073709551615", "--hex", "01"]).status, 2);
 }
 
 #[test]
@@ -333,10 +305,7 @@ fn limits_can_be_lowered() {
 #[test]
 fn truncated_header() {
     let run = inspect_hex(&hand_built_login(&[])[..5]);
-    assert!(
-        run.fails(&["truncated header at byte 5", "9 more byte(s) needed"])
-            .is_empty()
-    );
+    assert!(run.fails(&["truncated header at byte 5", "9 more byte(s) needed"]).is_empty());
 }
 
 #[test]
@@ -362,10 +331,7 @@ fn truncated_body_field() {
     frame[at..at + 2].copy_from_slice(&10u16.to_be_bytes());
     // The codec reports the offset where the field's bytes start.
     inspect_hex(&frame).fails(&[
-        &format!(
-            "truncated field `password` at byte {}: 8 more byte(s) needed",
-            frame.len() - 2
-        ),
+        &format!("truncated field `password` at byte {}: 8 more byte(s) needed", frame.len() - 2),
         "[truncated;",
     ]);
 }
@@ -391,19 +357,14 @@ fn unknown_opcode_in_a_later_frame() {
 fn event_opcode_in_a_request_frame() {
     let mut login = hand_built_login(&[]);
     login[14..18].copy_from_slice(&10_001u32.to_be_bytes());
-    inspect_hex(&login).fails(&[
-        "opcode 10001 is not valid in a request frame at byte 14",
-        "wrong_direction",
-    ]);
+    inspect_hex(&login).fails(&["opcode 10001 is not valid in a request frame at byte 14", "wrong_direction"]);
 }
 
 #[test]
 fn trailing_bytes_inside_a_frame() {
     let frame = hand_built_login(&[0xaa, 0xbb]);
-    inspect_hex(&frame).fails(&[
-        &format!("2 trailing byte(s) after the last field at byte {}", frame.len() - 2),
-        "trailing_bytes",
-    ]);
+    inspect_hex(&frame)
+        .fails(&[&format!("2 trailing byte(s) after the last field at byte {}", frame.len() - 2), "trailing_bytes"]);
 }
 
 #[test]

@@ -51,10 +51,7 @@ const SIZES: [(usize, &str); 4] = [(64, "64B"), (1024, "1KiB"), (64 * 1024, "64K
 const BATCH: usize = 1000;
 
 /// The default limits, with room for a 1 MiB payload plus the message fields.
-const LIMITS: Limits = Limits {
-    max_data: 2 * 1024 * 1024,
-    ..Limits::DEFAULT
-};
+const LIMITS: Limits = Limits { max_data: 2 * 1024 * 1024, ..Limits::DEFAULT };
 
 /// A `send_mp` request carrying `size` bytes of sealed payload.
 fn send_mp(size: usize) -> Message {
@@ -62,11 +59,7 @@ fn send_mp(size: usize) -> Message {
     Message::Request(Request {
         request_id: 9,
         timestamp_ms: TIMESTAMP_MS,
-        body: SendMp {
-            peer: "bob".into(),
-            sealed: Bytes::from(sealed),
-        }
-        .into(),
+        body: SendMp { peer: "bob".into(), sealed: Bytes::from(sealed) }.into(),
     })
 }
 
@@ -85,16 +78,12 @@ fn decode(c: &mut Criterion) {
             b.iter(|| Frame::parse(black_box(wire), &LIMITS).unwrap().unwrap());
         });
 
-        group.bench_with_input(
-            BenchmarkId::new("frame_parse+message_decode", label),
-            &wire,
-            |b, wire| {
-                b.iter(|| {
-                    let (frame, _) = Frame::parse(black_box(wire), &LIMITS).unwrap().unwrap();
-                    Message::decode(&frame, &LIMITS).unwrap()
-                });
-            },
-        );
+        group.bench_with_input(BenchmarkId::new("frame_parse+message_decode", label), &wire, |b, wire| {
+            b.iter(|| {
+                let (frame, _) = Frame::parse(black_box(wire), &LIMITS).unwrap().unwrap();
+                Message::decode(&frame, &LIMITS).unwrap()
+            });
+        });
 
         group.bench_with_input(BenchmarkId::new("frame_decoder", label), &wire, |b, wire| {
             let mut decoder = FrameDecoder::new(LIMITS);
@@ -131,22 +120,18 @@ fn decode_batch(c: &mut Criterion) {
         });
     });
 
-    group.bench_with_input(
-        BenchmarkId::new("frame_parse+message_decode", "1000x64B"),
-        &wire,
-        |b, wire| {
-            b.iter(|| {
-                let mut rest = black_box(wire).clone();
-                let mut n = 0;
-                while let Some((frame, len)) = Frame::parse(&rest, &LIMITS).unwrap() {
-                    black_box(Message::decode(&frame, &LIMITS).unwrap());
-                    rest.advance(len);
-                    n += 1;
-                }
-                assert_eq!(n, BATCH);
-            });
-        },
-    );
+    group.bench_with_input(BenchmarkId::new("frame_parse+message_decode", "1000x64B"), &wire, |b, wire| {
+        b.iter(|| {
+            let mut rest = black_box(wire).clone();
+            let mut n = 0;
+            while let Some((frame, len)) = Frame::parse(&rest, &LIMITS).unwrap() {
+                black_box(Message::decode(&frame, &LIMITS).unwrap());
+                rest.advance(len);
+                n += 1;
+            }
+            assert_eq!(n, BATCH);
+        });
+    });
 
     group.bench_with_input(BenchmarkId::new("frame_decoder", "1000x64B"), &wire, |b, wire| {
         let mut decoder = FrameDecoder::new(LIMITS);

@@ -28,12 +28,7 @@ impl FrameDecoder {
     /// A decoder enforcing `limits`.
     #[must_use]
     pub fn new(limits: Limits) -> Self {
-        FrameDecoder {
-            buf: BytesMut::new(),
-            limits,
-            header: None,
-            error: None,
-        }
+        FrameDecoder { buf: BytesMut::new(), limits, header: None, error: None }
     }
 
     /// Appends received bytes.

@@ -49,16 +49,8 @@ fn request(request_id: u32, body: impl Into<RequestBody>) -> Example {
     );
     Example {
         label: body.opcode().name().to_owned(),
-        auth: if anonymous {
-            Bytes::new()
-        } else {
-            Bytes::from_static(ACCESS_TOKEN.as_bytes())
-        },
-        message: Message::Request(Request {
-            request_id,
-            timestamp_ms: TIMESTAMP_MS,
-            body,
-        }),
+        auth: if anonymous { Bytes::new() } else { Bytes::from_static(ACCESS_TOKEN.as_bytes()) },
+        message: Message::Request(Request { request_id, timestamp_ms: TIMESTAMP_MS, body }),
     }
 }
 
@@ -67,11 +59,7 @@ fn event(request_id: u32, body: impl Into<EventBody>) -> Example {
     Example {
         label: body.opcode().name().to_owned(),
         auth: Bytes::new(),
-        message: Message::Event(Event {
-            request_id,
-            timestamp_ms: TIMESTAMP_MS,
-            body,
-        }),
+        message: Message::Event(Event { request_id, timestamp_ms: TIMESTAMP_MS, body }),
     }
 }
 
@@ -79,24 +67,12 @@ fn response(label: &str, opcode: Opcode, status: Status, code: u16, body: Respon
     Example {
         label: format!("response_{label}"),
         auth: Bytes::new(),
-        message: Message::Response(Response {
-            opcode,
-            request_id: 1,
-            timestamp_ms: TIMESTAMP_MS,
-            status,
-            code,
-            body,
-        }),
+        message: Message::Response(Response { opcode, request_id: 1, timestamp_ms: TIMESTAMP_MS, status, code, body }),
     }
 }
 
 fn entry(from: &str, seq: u64) -> HistoryEntry {
-    HistoryEntry {
-        from: from.into(),
-        seq,
-        sent_ms: TIMESTAMP_MS,
-        sealed: blob("sealed"),
-    }
+    HistoryEntry { from: from.into(), seq, sent_ms: TIMESTAMP_MS, sealed: blob("sealed") }
 }
 
 /// One request per request opcode, in opcode order.
@@ -112,107 +88,27 @@ pub fn requests() -> Vec<Example> {
                 identity_key: blob("idkey"),
             },
         ),
-        request(
-            2,
-            Login {
-                username: "alice".into(),
-                password: "correct horse".into(),
-            },
-        ),
-        request(
-            3,
-            Passphrase {
-                passphrase: "apple river stone".into(),
-            },
-        ),
-        request(
-            4,
-            CreateRoom {
-                room: "room11".into(),
-                verifier: blob("verifier"),
-            },
-        ),
-        request(
-            5,
-            JoinRoom {
-                room: "room11".into(),
-                verifier: blob("verifier"),
-            },
-        ),
-        request(
-            6,
-            SendRoom {
-                room: "room11".into(),
-                sealed: blob("sealed"),
-            },
-        ),
-        request(
-            7,
-            RequestMp {
-                peer: "bob".into(),
-                handshake: blob("hs"),
-            },
-        ),
-        request(
-            8,
-            AcceptMp {
-                peer: "alice".into(),
-                handshake: blob("hs"),
-            },
-        ),
-        request(
-            9,
-            SendMp {
-                peer: "bob".into(),
-                sealed: blob("sealed"),
-            },
-        ),
-        request(
-            10,
-            Refresh {
-                refresh_token: REFRESH_TOKEN.into(),
-            },
-        ),
+        request(2, Login { username: "alice".into(), password: "correct horse".into() }),
+        request(3, Passphrase { passphrase: "apple river stone".into() }),
+        request(4, CreateRoom { room: "room11".into(), verifier: blob("verifier") }),
+        request(5, JoinRoom { room: "room11".into(), verifier: blob("verifier") }),
+        request(6, SendRoom { room: "room11".into(), sealed: blob("sealed") }),
+        request(7, RequestMp { peer: "bob".into(), handshake: blob("hs") }),
+        request(8, AcceptMp { peer: "alice".into(), handshake: blob("hs") }),
+        request(9, SendMp { peer: "bob".into(), sealed: blob("sealed") }),
+        request(10, Refresh { refresh_token: REFRESH_TOKEN.into() }),
         request(11, Logout {}),
         request(12, LeaveRoom { room: "room11".into() }),
         request(13, RoomHistory { room: "room11".into() }),
         request(14, CloseMp { peer: "bob".into() }),
         request(15, FetchKey { username: "bob".into() }),
-        request(
-            16,
-            DeliveryAck {
-                peer: "alice".into(),
-                seq: 3,
-            },
-        ),
-        request(
-            17,
-            IssueCode {
-                audience: "game-7".into(),
-            },
-        ),
-        request(
-            18,
-            VerifyCode {
-                username: "alice".into(),
-                audience: "game-7".into(),
-                code: "4f2a9c".into(),
-            },
-        ),
-        request(
-            19,
-            Introspect {
-                token: ACCESS_TOKEN.into(),
-            },
-        ),
+        request(16, DeliveryAck { peer: "alice".into(), seq: 3 }),
+        request(17, IssueCode { audience: "game-7".into() }),
+        request(18, VerifyCode { username: "alice".into(), audience: "game-7".into(), code: "4f2a9c".into() }),
+        request(19, Introspect { token: ACCESS_TOKEN.into() }),
         request(20, Jwks {}),
         request(21, DeleteRoom { room: "room11".into() }),
-        request(
-            22,
-            SetIdentityKey {
-                identity_key: blob("idkey"),
-            },
-        ),
+        request(22, SetIdentityKey { identity_key: blob("idkey") }),
     ]
 }
 
@@ -220,22 +116,8 @@ pub fn requests() -> Vec<Example> {
 #[must_use]
 pub fn events() -> Vec<Example> {
     vec![
-        event(
-            3,
-            Connected {
-                username: "alice".into(),
-                queued: 2,
-            },
-        ),
-        event(
-            0,
-            UserMessage {
-                from: "alice".into(),
-                seq: 1,
-                sent_ms: TIMESTAMP_MS,
-                sealed: blob("sealed"),
-            },
-        ),
+        event(3, Connected { username: "alice".into(), queued: 2 }),
+        event(0, UserMessage { from: "alice".into(), seq: 1, sent_ms: TIMESTAMP_MS, sealed: blob("sealed") }),
         event(
             0,
             RoomMessage {
@@ -246,48 +128,12 @@ pub fn events() -> Vec<Example> {
                 sealed: blob("sealed"),
             },
         ),
-        event(
-            0,
-            MpRequest {
-                from: "alice".into(),
-                seq: 1,
-                identity_key: blob("idkey"),
-                handshake: blob("hs"),
-            },
-        ),
-        event(
-            0,
-            MpAccepted {
-                peer: "bob".into(),
-                seq: 1,
-                identity_key: blob("idkey"),
-                handshake: blob("hs"),
-            },
-        ),
-        event(
-            0,
-            MpClosed {
-                peer: "bob".into(),
-                seq: 7,
-                reason: "closed by peer".into(),
-            },
-        ),
+        event(0, MpRequest { from: "alice".into(), seq: 1, identity_key: blob("idkey"), handshake: blob("hs") }),
+        event(0, MpAccepted { peer: "bob".into(), seq: 1, identity_key: blob("idkey"), handshake: blob("hs") }),
+        event(0, MpClosed { peer: "bob".into(), seq: 7, reason: "closed by peer".into() }),
         event(0, PeerGone { peer: "bob".into() }),
-        event(
-            0,
-            ErrorEvent {
-                code: 400,
-                offset: 14,
-                reason: "unknown opcode 4242".into(),
-            },
-        ),
-        event(
-            0,
-            MpExpired {
-                peer: "bob".into(),
-                seq: 5,
-            },
-        ),
+        event(0, ErrorEvent { code: 400, offset: 14, reason: "unknown opcode 4242".into() }),
+        event(0, MpExpired { peer: "bob".into(), seq: 5 }),
     ]
 }
 
@@ -295,29 +141,14 @@ pub fn events() -> Vec<Example> {
 #[must_use]
 pub fn responses() -> Vec<Example> {
     vec![
-        response(
-            "empty",
-            Opcode::Register,
-            Status::Valid,
-            code::CREATED,
-            ResponseBody::Empty,
-        ),
-        response(
-            "in_progress",
-            Opcode::Login,
-            Status::InProgress,
-            code::ACCEPTED,
-            ResponseBody::Empty,
-        ),
+        response("empty", Opcode::Register, Status::Valid, code::CREATED, ResponseBody::Empty),
+        response("in_progress", Opcode::Login, Status::InProgress, code::ACCEPTED, ResponseBody::Empty),
         response(
             "error",
             Opcode::Login,
             Status::Error,
             code::RATE_LIMITED,
-            ResponseBody::Error(ErrorBody {
-                reason: "too many attempts".into(),
-                retry_after_ms: 30_000,
-            }),
+            ResponseBody::Error(ErrorBody { reason: "too many attempts".into(), retry_after_ms: 30_000 }),
         ),
         response(
             "tokens",
@@ -346,17 +177,9 @@ pub fn responses() -> Vec<Example> {
             Opcode::RoomHistory,
             Status::Valid,
             code::OK,
-            ResponseBody::History(History {
-                messages: vec![entry("alice", 1)],
-            }),
+            ResponseBody::History(History { messages: vec![entry("alice", 1)] }),
         ),
-        response(
-            "sent",
-            Opcode::SendMp,
-            Status::Valid,
-            code::ACCEPTED,
-            ResponseBody::Sent(Sent { seq: 1 }),
-        ),
+        response("sent", Opcode::SendMp, Status::Valid, code::ACCEPTED, ResponseBody::Sent(Sent { seq: 1 })),
         response(
             "peer_keys",
             Opcode::AcceptMp,
@@ -373,68 +196,41 @@ pub fn responses() -> Vec<Example> {
             Opcode::FetchKey,
             Status::Valid,
             code::OK,
-            ResponseBody::IdentityKey(IdentityKey {
-                username: "bob".into(),
-                identity_key: blob("idkey"),
-            }),
+            ResponseBody::IdentityKey(IdentityKey { username: "bob".into(), identity_key: blob("idkey") }),
         ),
         response(
             "code_issued",
             Opcode::IssueCode,
             Status::Valid,
             code::OK,
-            ResponseBody::CodeIssued(CodeIssued {
-                code: "4f2a9c".into(),
-                expires_ms: TIMESTAMP_MS + 60_000,
-            }),
+            ResponseBody::CodeIssued(CodeIssued { code: "4f2a9c".into(), expires_ms: TIMESTAMP_MS + 60_000 }),
         ),
         response(
             "jwt",
             Opcode::Introspect,
             Status::Valid,
             code::OK,
-            ResponseBody::Jwt(Jwt {
-                jwt: "eyJhbGciOiJFUzI1NiJ9.e30.sig".into(),
-                expires_ms: TIMESTAMP_MS + 300_000,
-            }),
+            ResponseBody::Jwt(Jwt { jwt: "eyJhbGciOiJFUzI1NiJ9.e30.sig".into(), expires_ms: TIMESTAMP_MS + 300_000 }),
         ),
         response(
             "jwks",
             Opcode::Jwks,
             Status::Valid,
             code::OK,
-            ResponseBody::Jwks(JwksDoc {
-                jwks: r#"{"keys":[]}"#.into(),
-            }),
+            ResponseBody::Jwks(JwksDoc { jwks: r#"{"keys":[]}"#.into() }),
         ),
-        response(
-            "finished",
-            Opcode::Logout,
-            Status::Finished,
-            code::OK,
-            ResponseBody::Empty,
-        ),
+        response("finished", Opcode::Logout, Status::Finished, code::OK, ResponseBody::Empty),
     ]
 }
 
 /// Ping, pong and close.
 #[must_use]
 pub fn control() -> Vec<Example> {
-    let plain = |label: &str, message| Example {
-        label: label.into(),
-        auth: Bytes::new(),
-        message,
-    };
+    let plain = |label: &str, message| Example { label: label.into(), auth: Bytes::new(), message };
     vec![
         plain("ping", Message::Ping(Ping { nonce: 42 })),
         plain("pong", Message::Pong(Pong { nonce: 42 })),
-        plain(
-            "close",
-            Message::Close(Close {
-                code: code::IDLE_TIMEOUT,
-                reason: "idle timeout".into(),
-            }),
-        ),
+        plain("close", Message::Close(Close { code: code::IDLE_TIMEOUT, reason: "idle timeout".into() })),
     ]
 }
 

@@ -38,14 +38,8 @@ pub enum FrameType {
 
 impl FrameType {
     /// Every frame type, in wire order.
-    pub const ALL: [FrameType; 6] = [
-        FrameType::Request,
-        FrameType::Response,
-        FrameType::Event,
-        FrameType::Ping,
-        FrameType::Pong,
-        FrameType::Close,
-    ];
+    pub const ALL: [FrameType; 6] =
+        [FrameType::Request, FrameType::Response, FrameType::Event, FrameType::Ping, FrameType::Pong, FrameType::Close];
 
     /// Parses the type byte.
     #[must_use]
@@ -95,10 +89,8 @@ impl FrameHeader {
         let Ok((_, type_byte)) = be_u8::<_, E<'_>>(&input[1..]) else {
             return Ok(None);
         };
-        let frame_type = FrameType::from_u8(type_byte).ok_or(DecodeError::UnknownFrameType {
-            frame_type: type_byte,
-            offset: 1,
-        })?;
+        let frame_type =
+            FrameType::from_u8(type_byte).ok_or(DecodeError::UnknownFrameType { frame_type: type_byte, offset: 1 })?;
         let Ok((_, len_auth)) = be_u32::<_, E<'_>>(&input[2..]) else {
             return Ok(None);
         };
@@ -134,11 +126,7 @@ impl FrameHeader {
                 offset: 6,
             });
         }
-        Ok(Some(FrameHeader {
-            frame_type,
-            len_auth,
-            len_data,
-        }))
+        Ok(Some(FrameHeader { frame_type, len_auth, len_data }))
     }
 
     /// Total frame length (header + auth + data). [`FrameHeader::parse`]

@@ -11,13 +11,7 @@ use crate::{Frame, FrameDecoder, Limits, Message};
 
 /// Small limits so the fuzzer reaches every limit branch quickly.
 fn fuzz_limits() -> Limits {
-    Limits {
-        max_auth: 256,
-        max_data: 64 * 1024,
-        max_name: 64,
-        max_text: 1024,
-        max_items: 64,
-    }
+    Limits { max_auth: 256, max_data: 64 * 1024, max_name: 64, max_text: 1024, max_items: 64 }
 }
 
 /// Decodes `data` as a frame stream three ways (all at once, one byte at a
@@ -38,18 +32,10 @@ pub fn frame_decode(data: &[u8]) {
     let mut offset = 0;
     for frame in &frames {
         let bytes = frame.to_bytes();
-        assert_eq!(
-            &bytes[..],
-            &data[offset..offset + bytes.len()],
-            "frame did not re-encode identically"
-        );
+        assert_eq!(&bytes[..], &data[offset..offset + bytes.len()], "frame did not re-encode identically");
         offset += bytes.len();
         if let Ok(message) = Message::decode(frame, &limits) {
-            assert_eq!(
-                message.to_bytes(&frame.auth),
-                bytes,
-                "message did not re-encode identically"
-            );
+            assert_eq!(message.to_bytes(&frame.auth), bytes, "message did not re-encode identically");
         }
     }
 }
@@ -65,17 +51,11 @@ pub fn message_decode(data: &[u8]) {
     }
     let data = Bytes::copy_from_slice(data);
     for frame_type in crate::FrameType::ALL {
-        let frame = Frame {
-            frame_type,
-            auth: Bytes::new(),
-            data: data.clone(),
-        };
+        let frame = Frame { frame_type, auth: Bytes::new(), data: data.clone() };
         if let Ok(message) = Message::decode(&frame, &limits) {
             let mut out = BytesMut::new();
             message.encode(&[], &mut out);
-            let again = Frame::parse(&out.freeze(), &limits)
-                .expect("re-encoded frame parses")
-                .expect("whole frame");
+            let again = Frame::parse(&out.freeze(), &limits).expect("re-encoded frame parses").expect("whole frame");
             assert_eq!(again.0.data, data, "message did not re-encode identically");
             assert_eq!(Message::decode(&again.0, &limits).as_ref(), Ok(&message));
         }
@@ -195,7 +175,11 @@ mod server_session {
             let token = |s: SessionId| seen.iter().find(|(id, _)| *id == s).expect("logged in").1.clone();
             let tokens = [token(ids[0]), token(ids[1])];
             let hs = Bytes::from_static(b"hs");
-            server.handle_input(now, ids[0], &request(4, RequestMp { peer: "bob".into(), handshake: hs.clone() }, &tokens[0]));
+            server.handle_input(
+                now,
+                ids[0],
+                &request(4, RequestMp { peer: "bob".into(), handshake: hs.clone() }, &tokens[0]),
+            );
             server.handle_input(now, ids[1], &request(4, AcceptMp { peer: "alice".into(), handshake: hs }, &tokens[1]));
             drain(&mut server, now, &mut seen);
             Fixture { state: server.state().clone(), start, tokens }
@@ -209,7 +193,10 @@ mod server_session {
         assert_eq!(state.queued.values().sum::<usize>(), state.queued_total, "per-recipient counts out of step");
         for lanes in state.lanes.values() {
             for lane in lanes.values() {
-                assert!(lane.items.iter().zip(lane.items.iter().skip(1)).all(|(a, b)| a.seq < b.seq), "lane out of order");
+                assert!(
+                    lane.items.iter().zip(lane.items.iter().skip(1)).all(|(a, b)| a.seq < b.seq),
+                    "lane out of order"
+                );
                 assert!(lane.items.back().is_none_or(|i| i.seq < lane.next_seq), "seq beyond next_seq");
             }
         }
@@ -265,7 +252,8 @@ pub fn server_session(data: &[u8]) {
         };
         match op {
             0 => {
-                let ms = u32::from(tail.first().copied().unwrap_or(0)) << 8 | u32::from(tail.get(1).copied().unwrap_or(0));
+                let ms =
+                    u32::from(tail.first().copied().unwrap_or(0)) << 8 | u32::from(tail.get(1).copied().unwrap_or(0));
                 now = step(now, ms);
                 server.handle_timeout(now);
                 rest = tail.get(2..).unwrap_or(&[]);
@@ -291,7 +279,8 @@ pub fn server_session(data: &[u8]) {
                 rest = tail.get(1..).unwrap_or(&[]);
             }
             5 => {
-                let kib = usize::from(tail.first().copied().unwrap_or(0)) << 8 | usize::from(tail.get(1).copied().unwrap_or(0));
+                let kib = usize::from(tail.first().copied().unwrap_or(0)) << 8
+                    | usize::from(tail.get(1).copied().unwrap_or(0));
                 server.handle_backlog(now, alice, kib * 1024);
                 rest = tail.get(2..).unwrap_or(&[]);
             }

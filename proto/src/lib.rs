@@ -46,6 +46,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod code;
 mod decoder;
 mod error;
@@ -61,6 +62,7 @@ pub mod token;
 #[cfg(any(fuzzing, feature = "fuzzing"))]
 pub mod fuzzing;
 
+pub use client::{Client, ClientConfig, ClientEvent, ClientOutput, CommandError};
 pub use code::Status;
 pub use decoder::FrameDecoder;
 pub use error::DecodeError;

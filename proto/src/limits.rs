@@ -20,13 +20,8 @@ pub struct Limits {
 
 impl Limits {
     /// The documented defaults: auth 4 KiB, data 1 MiB, names 64 B, texts 1 KiB, lists 1024 items.
-    pub const DEFAULT: Limits = Limits {
-        max_auth: 4 * 1024,
-        max_data: 1024 * 1024,
-        max_name: 64,
-        max_text: 1024,
-        max_items: 1024,
-    };
+    pub const DEFAULT: Limits =
+        Limits { max_auth: 4 * 1024, max_data: 1024 * 1024, max_name: 64, max_text: 1024, max_items: 1024 };
 }
 
 impl Default for Limits {

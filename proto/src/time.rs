@@ -26,9 +26,6 @@ impl Now {
     /// This time moved forward by `d` on both clocks.
     #[must_use]
     pub fn advance(self, d: Duration) -> Now {
-        Now {
-            instant: self.instant + d,
-            unix_ms: self.unix_ms.saturating_add(d.as_millis() as u64),
-        }
+        Now { instant: self.instant + d, unix_ms: self.unix_ms.saturating_add(d.as_millis() as u64) }
     }
 }

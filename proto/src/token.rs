@@ -58,9 +58,7 @@ pub fn encode(kind: TokenKind, id: &str) -> String {
 
 /// A fresh random token.
 pub fn generate(rng: &mut impl Rng, kind: TokenKind) -> String {
-    let id: String = (0..ID_LEN)
-        .map(|_| char::from(LETTERS[rng.random_range(0..LETTERS.len())]))
-        .collect();
+    let id: String = (0..ID_LEN).map(|_| char::from(LETTERS[rng.random_range(0..LETTERS.len())])).collect();
     encode(kind, &id)
 }
 
@@ -109,10 +107,7 @@ mod tests {
     fn crc_vectors_computed_independently() {
         // CRC32-IEEE("QxWnTrBkLmPzYvHd") = 0x977fcf05 and CRC32-IEEE("MfRtGhJkLpQwErTy")
         // = 0xfcea732a, computed with Python's zlib.crc32; base64url by Python's base64.
-        assert_eq!(
-            encode(TokenKind::Access, "QxWnTrBkLmPzYvHd"),
-            "cfa_UXhXblRyQmtMbVB6WXZIZF85NzdmY2YwNQ"
-        );
+        assert_eq!(encode(TokenKind::Access, "QxWnTrBkLmPzYvHd"), "cfa_UXhXblRyQmtMbVB6WXZIZF85NzdmY2YwNQ");
         assert_eq!(check(crate::examples::ACCESS_TOKEN.as_bytes()), Ok(TokenKind::Access));
         assert_eq!(check(crate::examples::REFRESH_TOKEN.as_bytes()), Ok(TokenKind::Refresh));
     }
@@ -139,10 +134,7 @@ mod tests {
         assert_eq!(check(b"cfa_!!!"), Err(TokenFormatError::Encoding));
         assert_eq!(check(b"cfa_YWJj"), Err(TokenFormatError::Structure));
         // The seed's worked example does not carry the CRC of its id.
-        assert_eq!(
-            check(b"cfa_YWFhYWFhYWFhYWFhXzlhNWVhMWZh"),
-            Err(TokenFormatError::Structure)
-        );
+        assert_eq!(check(b"cfa_YWFhYWFhYWFhYWFhXzlhNWVhMWZh"), Err(TokenFormatError::Structure));
         // One letter changed, the old checksum kept.
         let forged = format!("cfa_{}", URL_SAFE_NO_PAD.encode("QxWnTrBkLmPzYvHe_977fcf05"));
         assert_eq!(check(forged.as_bytes()), Err(TokenFormatError::Checksum));

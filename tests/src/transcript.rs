@@ -23,10 +23,7 @@ pub const START_UNIX_MS: u64 = confab_proto::examples::TIMESTAMP_MS;
 /// A server config for scripts: cheap argon2, otherwise the defaults.
 #[must_use]
 pub fn config() -> ServerConfig {
-    ServerConfig {
-        hash_params: HashParams::INSECURE_FAST,
-        ..ServerConfig::default()
-    }
+    ServerConfig { hash_params: HashParams::INSECURE_FAST, ..ServerConfig::default() }
 }
 
 /// One scripted peer connection.
@@ -100,16 +97,7 @@ impl Script {
     pub fn connect(&mut self, label: &str) {
         let id = self.server.open_session(self.now).expect("session limit");
         let decoder = FrameDecoder::new(self.server.config().limits);
-        self.peers.insert(
-            label.to_owned(),
-            Peer {
-                id,
-                decoder,
-                access: None,
-                refresh: None,
-                open: true,
-            },
-        );
+        self.peers.insert(label.to_owned(), Peer { id, decoder, access: None, refresh: None, open: true });
         self.labels.insert(id, label.to_owned());
         let line = format!("{} {label} connects", self.elapsed());
         self.lines.push(line);
@@ -130,11 +118,7 @@ impl Script {
 
     /// Sends a request with an explicit auth part.
     pub fn send_auth(&mut self, label: &str, request_id: u32, body: impl Into<RequestBody>, auth: &[u8]) -> u32 {
-        let msg = Message::Request(Request {
-            request_id,
-            timestamp_ms: self.now.unix_ms,
-            body: body.into(),
-        });
+        let msg = Message::Request(Request { request_id, timestamp_ms: self.now.unix_ms, body: body.into() });
         let line = format!("{} {label} -> {}", self.elapsed(), describe(&msg));
         self.lines.push(line);
         let bytes = msg.to_bytes(auth);
@@ -286,15 +270,7 @@ pub fn describe(msg: &Message) -> String {
             fields(&mut s, &r.body.fields());
         }
         Message::Response(r) => {
-            write!(
-                s,
-                "response {} #{} {} {}",
-                r.opcode,
-                r.request_id,
-                r.status.name(),
-                r.code
-            )
-            .unwrap();
+            write!(s, "response {} #{} {} {}", r.opcode, r.request_id, r.status.name(), r.code).unwrap();
             if r.status == Status::Error
                 && let ResponseBody::Error(e) = &r.body
             {
@@ -370,12 +346,10 @@ pub fn describe_change(change: &Change) -> String {
         Change::UserCreated { username, .. } => format!("user_created {username}"),
         Change::IdentityKeySet { username, .. } => format!("identity_key_set {username}"),
         Change::TokenIssued { record, .. } => {
-            format!(
-                "token_issued {:?} {} family={}",
-                record.kind, record.username, record.family
-            )
+            format!("token_issued {:?} {} family={}", record.kind, record.username, record.family)
         }
         Change::TokenRotated { .. } => "token_rotated".into(),
+        Change::TokensRevoked { hashes } => format!("tokens_revoked {}", hashes.len()),
         Change::FamilyRevoked { family } => format!("family_revoked {family}"),
         Change::TokensPurged { .. } => "tokens_purged".into(),
         Change::RoomCreated { room, owner, .. } => format!("room_created {room} owner={owner}"),
@@ -397,12 +371,8 @@ pub fn describe_change(change: &Change) -> String {
         Change::Dropped { from, to, seq } => format!("dropped {from}->{to} #{seq}"),
         Change::NoticeAdded { user, peer, seq } => format!("notice_added {user}: {peer} #{seq}"),
         Change::NoticesCleared { user } => format!("notices_cleared {user}"),
-        Change::Recorded {
-            user,
-            request_id,
-            response,
-        } => {
-            format!("recorded {user} #{request_id} {} {}", response.opcode, response.code)
+        Change::Recorded { family, request_id, response } => {
+            format!("recorded family={family} #{request_id} {} {}", response.opcode, response.code)
         }
     }
 }

@@ -97,11 +97,7 @@ fn every_example_encodes_as_snapshotted() {
     let all = examples::all();
     let mut labels = std::collections::BTreeSet::new();
     for example in &all {
-        assert!(
-            labels.insert(example.label.clone()),
-            "duplicate label {}",
-            example.label
-        );
+        assert!(labels.insert(example.label.clone()), "duplicate label {}", example.label);
         insta::assert_snapshot!(example.label.clone(), render(example));
     }
     assert_eq!(labels.len(), all.len());

@@ -16,20 +16,15 @@ fn inputs(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
-    let mut files: Vec<PathBuf> = entries
-        .map(|entry| entry.expect("readable directory entry").path())
-        .filter(|path| path.is_file())
-        .collect();
+    let mut files: Vec<PathBuf> =
+        entries.map(|entry| entry.expect("readable directory entry").path()).filter(|path| path.is_file()).collect();
     files.sort();
     files
 }
 
 fn replay(target: &str, body: fn(&[u8])) {
     let corpus = inputs(&fuzz_dir().join("corpus").join(target));
-    assert!(
-        !corpus.is_empty(),
-        "fuzz/corpus/{target}/ is empty or missing: the replay would test nothing"
-    );
+    assert!(!corpus.is_empty(), "fuzz/corpus/{target}/ is empty or missing: the replay would test nothing");
     let regressions = inputs(&fuzz_dir().join("regressions").join(target));
     for path in corpus.iter().chain(&regressions) {
         let data = fs::read(path).unwrap_or_else(|err| panic!("reading {}: {err}", path.display()));
@@ -37,11 +32,7 @@ fn replay(target: &str, body: fn(&[u8])) {
         println!("{target}: replaying {} ({} bytes)", path.display(), data.len());
         body(&data);
     }
-    println!(
-        "{target}: {} corpus and {} regression inputs passed",
-        corpus.len(),
-        regressions.len()
-    );
+    println!("{target}: {} corpus and {} regression inputs passed", corpus.len(), regressions.len());
 }
 
 #[test]

@@ -82,11 +82,7 @@ impl Spec {
                 continue;
             }
             if let Some(heading) = line.strip_prefix("### ") {
-                sections.push(Section {
-                    heading: heading.trim().to_owned(),
-                    line: lineno,
-                    lines: Vec::new(),
-                });
+                sections.push(Section { heading: heading.trim().to_owned(), line: lineno, lines: Vec::new() });
                 current = Some(sections.len() - 1);
                 continue;
             }
@@ -123,17 +119,13 @@ impl Spec {
     }
 
     fn where_is(&self, block: &Block) -> String {
-        let section = block
-            .section
-            .map_or("(no section)", |s| self.sections[s].heading.as_str());
+        let section = block.section.map_or("(no section)", |s| self.sections[s].heading.as_str());
         format!("hex block #{} (line {}, section `{section}`)", block.number, block.line)
     }
 
     /// The section with exactly this heading.
     fn section(&self, heading: &str) -> Result<usize, String> {
-        let found: Vec<usize> = (0..self.sections.len())
-            .filter(|&i| self.sections[i].heading == heading)
-            .collect();
+        let found: Vec<usize> = (0..self.sections.len()).filter(|&i| self.sections[i].heading == heading).collect();
         match found.as_slice() {
             [i] => Ok(*i),
             [] => Err(format!("no section `### {heading}`")),
@@ -160,10 +152,7 @@ struct Decoded {
 fn decode(block: &Block) -> Result<Decoded, String> {
     let mut hex = String::new();
     for (lineno, row) in &block.rows {
-        if let Some(c) = row
-            .chars()
-            .find(|c| !c.is_ascii_whitespace() && !matches!(c, '0'..='9' | 'a'..='f'))
-        {
+        if let Some(c) = row.chars().find(|c| !c.is_ascii_whitespace() && !matches!(c, '0'..='9' | 'a'..='f')) {
             return Err(format!("line {lineno}: {c:?} is not a lowercase hex digit"));
         }
         hex.extend(row.chars().filter(|c| !c.is_ascii_whitespace()));
@@ -179,18 +168,12 @@ fn decode(block: &Block) -> Result<Decoded, String> {
         Err(e) => return Err(format!("frame does not parse: {e}")),
     };
     if len != bytes.len() {
-        return Err(format!(
-            "the frame is {len} bytes, the block holds {} (exactly one frame per block)",
-            bytes.len()
-        ));
+        return Err(format!("the frame is {len} bytes, the block holds {} (exactly one frame per block)", bytes.len()));
     }
     let message = Message::decode(&frame, &limits).map_err(|e| format!("message does not decode: {e}"))?;
     let again = message.to_bytes(&frame.auth);
     if again != bytes {
-        return Err(format!(
-            "does not re-encode identically: re-encoded as {}",
-            hex::encode(&again)
-        ));
+        return Err(format!("does not re-encode identically: re-encoded as {}", hex::encode(&again)));
     }
     Ok(Decoded { bytes, message })
 }
@@ -205,20 +188,13 @@ fn decode_all(spec: &Spec) -> Vec<(&Block, Decoded)> {
             Err(e) => errors.push(format!("{}: {e}", spec.where_is(block))),
         }
     }
-    assert!(
-        errors.is_empty(),
-        "undecodable hex blocks in docs/PROTOCOL.md:\n{}",
-        errors.join("\n")
-    );
+    assert!(errors.is_empty(), "undecodable hex blocks in docs/PROTOCOL.md:\n{}", errors.join("\n"));
     ok
 }
 
 /// The `| Field | Kind | ... |` table of a section, as (field, kind) in row order.
 fn field_table(section: &Section) -> Result<Option<Vec<(String, String)>>, String> {
-    let mut lines = section
-        .lines
-        .iter()
-        .skip_while(|(_, l)| !l.trim_start().starts_with("| Field |"));
+    let mut lines = section.lines.iter().skip_while(|(_, l)| !l.trim_start().starts_with("| Field |"));
     if lines.next().is_none() {
         return Ok(None);
     }
@@ -249,16 +225,10 @@ fn check_table(spec: &Spec, section: usize, layout: Layout) -> Result<(), String
             if s.lines.iter().any(|(_, l)| l.contains("No fields")) {
                 Ok(())
             } else {
-                Err(format!(
-                    "section `{}` (line {}): empty body but no \"No fields\" sentence",
-                    s.heading, s.line
-                ))
+                Err(format!("section `{}` (line {}): empty body but no \"No fields\" sentence", s.heading, s.line))
             }
         }
-        None => Err(format!(
-            "section `{}` (line {}): no `| Field | Kind | Meaning |` table",
-            s.heading, s.line
-        )),
+        None => Err(format!("section `{}` (line {}): no `| Field | Kind | Meaning |` table", s.heading, s.line)),
     }
 }
 
@@ -274,17 +244,9 @@ fn single_final_block(spec: &Spec, section: usize) -> Result<&Block, String> {
             blocks.len()
         ));
     };
-    let last = s
-        .lines
-        .iter()
-        .rev()
-        .find(|(_, l)| !l.trim().is_empty())
-        .map(|(n, _)| *n);
+    let last = s.lines.iter().rev().find(|(_, l)| !l.trim().is_empty()).map(|(n, _)| *n);
     if last != Some(block.end_line) {
-        return Err(format!(
-            "section `{}` (line {}): the example frame must end the section",
-            s.heading, s.line
-        ));
+        return Err(format!("section `{}` (line {}): the example frame must end the section", s.heading, s.line));
     }
     Ok(block)
 }
@@ -308,10 +270,8 @@ fn every_hex_block_is_one_canonical_frame() {
 #[test]
 fn hex_blocks_are_the_codec_examples() {
     let spec = Spec::load();
-    let examples: BTreeMap<String, Bytes> = examples::all()
-        .into_iter()
-        .map(|e| (e.label.clone(), e.to_bytes()))
-        .collect();
+    let examples: BTreeMap<String, Bytes> =
+        examples::all().into_iter().map(|e| (e.label.clone(), e.to_bytes())).collect();
     let mut seen = BTreeSet::new();
     let mut errors = Vec::new();
     for (block, d) in decode_all(&spec) {
@@ -326,15 +286,9 @@ fn hex_blocks_are_the_codec_examples() {
         }
     }
     for label in examples.keys().filter(|l| !seen.contains(*l)) {
-        errors.push(format!(
-            "example `{label}` of confab_proto::examples::all() appears in no hex block"
-        ));
+        errors.push(format!("example `{label}` of confab_proto::examples::all() appears in no hex block"));
     }
-    assert!(
-        errors.is_empty(),
-        "docs/PROTOCOL.md has drifted from the code:\n{}",
-        errors.join("\n")
-    );
+    assert!(errors.is_empty(), "docs/PROTOCOL.md has drifted from the code:\n{}", errors.join("\n"));
 }
 
 #[test]
@@ -355,29 +309,12 @@ fn hex_blocks_cover_every_opcode_frame_type_and_status() {
             _ => None,
         })
         .collect();
-    let missing_opcodes: Vec<String> = Opcode::ALL
-        .iter()
-        .filter(|o| !opcodes.contains(o))
-        .map(|o| o.label())
-        .collect();
-    let missing_types: Vec<&str> = FrameType::ALL
-        .iter()
-        .filter(|t| !frame_types.contains(t))
-        .map(|t| t.name())
-        .collect();
-    let missing_statuses: Vec<&str> = Status::ALL
-        .iter()
-        .filter(|s| !statuses.contains(s))
-        .map(|s| s.name())
-        .collect();
-    assert!(
-        missing_opcodes.is_empty(),
-        "no hex block in docs/PROTOCOL.md uses opcode(s) {missing_opcodes:?}"
-    );
-    assert!(
-        missing_types.is_empty(),
-        "no hex block in docs/PROTOCOL.md is a frame of type(s) {missing_types:?}"
-    );
+    let missing_opcodes: Vec<String> = Opcode::ALL.iter().filter(|o| !opcodes.contains(o)).map(|o| o.label()).collect();
+    let missing_types: Vec<&str> =
+        FrameType::ALL.iter().filter(|t| !frame_types.contains(t)).map(|t| t.name()).collect();
+    let missing_statuses: Vec<&str> = Status::ALL.iter().filter(|s| !statuses.contains(s)).map(|s| s.name()).collect();
+    assert!(missing_opcodes.is_empty(), "no hex block in docs/PROTOCOL.md uses opcode(s) {missing_opcodes:?}");
+    assert!(missing_types.is_empty(), "no hex block in docs/PROTOCOL.md is a frame of type(s) {missing_types:?}");
     assert!(
         missing_statuses.is_empty(),
         "no hex block in docs/PROTOCOL.md is a response with status(es) {missing_statuses:?}"
@@ -391,19 +328,11 @@ fn every_opcode_has_its_section() {
     for &opcode in Opcode::ALL {
         let heading = format!("{} ({})", opcode.name(), opcode.as_u32());
         let result = spec.section(&heading).and_then(|section| {
-            let layout = if opcode.is_request() {
-                RequestBody::layout(opcode)
-            } else {
-                EventBody::layout(opcode)
-            };
+            let layout = if opcode.is_request() { RequestBody::layout(opcode) } else { EventBody::layout(opcode) };
             check_table(&spec, section, layout.expect("every opcode has a body layout"))?;
             let block = single_final_block(&spec, section)?;
             let d = decode(block).map_err(|e| format!("{}: {e}", spec.where_is(block)))?;
-            let right_type = if opcode.is_request() {
-                FrameType::Request
-            } else {
-                FrameType::Event
-            };
+            let right_type = if opcode.is_request() { FrameType::Request } else { FrameType::Event };
             if d.message.opcode() != Some(opcode) || d.message.frame_type() != right_type {
                 return Err(format!(
                     "{}: wants a {} frame of opcode {opcode}",
@@ -417,11 +346,7 @@ fn every_opcode_has_its_section() {
             errors.push(e);
         }
     }
-    assert!(
-        errors.is_empty(),
-        "opcode sections of docs/PROTOCOL.md:\n{}",
-        errors.join("\n")
-    );
+    assert!(errors.is_empty(), "opcode sections of docs/PROTOCOL.md:\n{}", errors.join("\n"));
 }
 
 #[test]
@@ -433,45 +358,25 @@ fn every_response_shape_and_control_frame_has_its_section() {
         matches!(m, Message::Response(r) if r.body.kind() == kind && status.is_none_or(|s| r.status == s))
     }
     let cases: [(&str, Layout, Fits); 16] = [
-        ("response: empty", ResponseKind::Empty.layout(), |m| {
-            response(m, ResponseKind::Empty, Some(Status::Valid))
-        }),
+        ("response: empty", ResponseKind::Empty.layout(), |m| response(m, ResponseKind::Empty, Some(Status::Valid))),
         ("response: in_progress", ResponseKind::Empty.layout(), |m| {
             response(m, ResponseKind::Empty, Some(Status::InProgress))
         }),
         ("response: finished", ResponseKind::Empty.layout(), |m| {
             response(m, ResponseKind::Empty, Some(Status::Finished))
         }),
-        ("response: error", ResponseKind::Error.layout(), |m| {
-            response(m, ResponseKind::Error, Some(Status::Error))
-        }),
-        ("response: tokens", ResponseKind::Tokens.layout(), |m| {
-            response(m, ResponseKind::Tokens, None)
-        }),
-        ("response: room_joined", ResponseKind::RoomJoined.layout(), |m| {
-            response(m, ResponseKind::RoomJoined, None)
-        }),
-        ("response: history", ResponseKind::History.layout(), |m| {
-            response(m, ResponseKind::History, None)
-        }),
-        ("response: sent", ResponseKind::Sent.layout(), |m| {
-            response(m, ResponseKind::Sent, None)
-        }),
-        ("response: peer_keys", ResponseKind::PeerKeys.layout(), |m| {
-            response(m, ResponseKind::PeerKeys, None)
-        }),
+        ("response: error", ResponseKind::Error.layout(), |m| response(m, ResponseKind::Error, Some(Status::Error))),
+        ("response: tokens", ResponseKind::Tokens.layout(), |m| response(m, ResponseKind::Tokens, None)),
+        ("response: room_joined", ResponseKind::RoomJoined.layout(), |m| response(m, ResponseKind::RoomJoined, None)),
+        ("response: history", ResponseKind::History.layout(), |m| response(m, ResponseKind::History, None)),
+        ("response: sent", ResponseKind::Sent.layout(), |m| response(m, ResponseKind::Sent, None)),
+        ("response: peer_keys", ResponseKind::PeerKeys.layout(), |m| response(m, ResponseKind::PeerKeys, None)),
         ("response: identity_key", ResponseKind::IdentityKey.layout(), |m| {
             response(m, ResponseKind::IdentityKey, None)
         }),
-        ("response: code_issued", ResponseKind::CodeIssued.layout(), |m| {
-            response(m, ResponseKind::CodeIssued, None)
-        }),
-        ("response: jwt", ResponseKind::Jwt.layout(), |m| {
-            response(m, ResponseKind::Jwt, None)
-        }),
-        ("response: jwks", ResponseKind::Jwks.layout(), |m| {
-            response(m, ResponseKind::Jwks, None)
-        }),
+        ("response: code_issued", ResponseKind::CodeIssued.layout(), |m| response(m, ResponseKind::CodeIssued, None)),
+        ("response: jwt", ResponseKind::Jwt.layout(), |m| response(m, ResponseKind::Jwt, None)),
+        ("response: jwks", ResponseKind::Jwks.layout(), |m| response(m, ResponseKind::Jwks, None)),
         ("ping", Ping::LAYOUT, |m| matches!(m, Message::Ping(_))),
         ("pong", Pong::LAYOUT, |m| matches!(m, Message::Pong(_))),
         ("close", Close::LAYOUT, |m| matches!(m, Message::Close(_))),
@@ -485,19 +390,12 @@ fn every_response_shape_and_control_frame_has_its_section() {
             if fits(&d.message) {
                 Ok(())
             } else {
-                Err(format!(
-                    "{}: the frame is not an example of `{heading}`",
-                    spec.where_is(block)
-                ))
+                Err(format!("{}: the frame is not an example of `{heading}`", spec.where_is(block)))
             }
         });
         if let Err(e) = result {
             errors.push(e);
         }
     }
-    assert!(
-        errors.is_empty(),
-        "response and control sections of docs/PROTOCOL.md:\n{}",
-        errors.join("\n")
-    );
+    assert!(errors.is_empty(), "response and control sections of docs/PROTOCOL.md:\n{}", errors.join("\n"));
 }

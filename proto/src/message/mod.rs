@@ -361,11 +361,7 @@ impl Message {
                 let request_id = r.u32("request_id")?;
                 let timestamp_ms = r.u64("timestamp_ms")?;
                 let body = RequestBody::decode(opcode, &mut r).expect("request opcode has a body")?;
-                Message::Request(Request {
-                    request_id,
-                    timestamp_ms,
-                    body,
-                })
+                Message::Request(Request { request_id, timestamp_ms, body })
             }
             FrameType::Response => {
                 let opcode = read_opcode(&mut r, frame_type, true)?;
@@ -381,32 +377,17 @@ impl Message {
                 let at = r.offset();
                 let code = r.u16("code")?;
                 if !(100..=999).contains(&code) {
-                    return Err(DecodeError::InvalidValue {
-                        field: "code",
-                        value: u64::from(code),
-                        offset: at,
-                    });
+                    return Err(DecodeError::InvalidValue { field: "code", value: u64::from(code), offset: at });
                 }
                 let body = ResponseBody::decode(ResponseKind::of(opcode, status), &mut r)?;
-                Message::Response(Response {
-                    opcode,
-                    request_id,
-                    timestamp_ms,
-                    status,
-                    code,
-                    body,
-                })
+                Message::Response(Response { opcode, request_id, timestamp_ms, status, code, body })
             }
             FrameType::Event => {
                 let opcode = read_opcode(&mut r, frame_type, false)?;
                 let request_id = r.u32("request_id")?;
                 let timestamp_ms = r.u64("timestamp_ms")?;
                 let body = EventBody::decode(opcode, &mut r).expect("event opcode has a body")?;
-                Message::Event(Event {
-                    request_id,
-                    timestamp_ms,
-                    body,
-                })
+                Message::Event(Event { request_id, timestamp_ms, body })
             }
             FrameType::Ping => Message::Ping(Ping::decode(&mut r)?),
             FrameType::Pong => Message::Pong(Pong::decode(&mut r)?),
@@ -484,11 +465,7 @@ fn read_opcode(r: &mut Reader<'_>, frame_type: FrameType, want_request: bool) ->
     let n = r.u32("opcode")?;
     let opcode = Opcode::from_u32(n).ok_or(DecodeError::UnknownOpcode { opcode: n, offset })?;
     if opcode.is_request() != want_request {
-        return Err(DecodeError::WrongDirection {
-            opcode: n,
-            frame_type: frame_type.name(),
-            offset,
-        });
+        return Err(DecodeError::WrongDirection { opcode: n, frame_type: frame_type.name(), offset });
     }
     Ok(opcode)
 }

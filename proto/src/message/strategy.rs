@@ -17,9 +17,7 @@ pub(crate) fn long_text() -> BoxedStrategy<String> {
     "\\PC{0,300}".boxed()
 }
 pub(crate) fn blob() -> BoxedStrategy<Bytes> {
-    proptest::collection::vec(any::<u8>(), 0..300)
-        .prop_map(Bytes::from)
-        .boxed()
+    proptest::collection::vec(any::<u8>(), 0..300).prop_map(Bytes::from).boxed()
 }
 pub(crate) fn u16() -> BoxedStrategy<u16> {
     any::<u16>().boxed()
@@ -42,13 +40,7 @@ fn status() -> impl Strategy<Value = Status> {
 }
 
 fn request_opcode() -> impl Strategy<Value = Opcode> {
-    proptest::sample::select(
-        Opcode::ALL
-            .iter()
-            .copied()
-            .filter(|o| o.is_request())
-            .collect::<Vec<_>>(),
-    )
+    proptest::sample::select(Opcode::ALL.iter().copied().filter(|o| o.is_request()).collect::<Vec<_>>())
 }
 
 fn response_body(kind: ResponseKind) -> BoxedStrategy<ResponseBody> {
@@ -87,20 +79,11 @@ pub(crate) fn response() -> BoxedStrategy<Response> {
 pub(crate) fn message() -> BoxedStrategy<Message> {
     prop_oneof![
         (any::<u32>(), any::<u64>(), RequestBody::strategy()).prop_map(|(request_id, timestamp_ms, body)| {
-            Message::Request(Request {
-                request_id,
-                timestamp_ms,
-                body,
-            })
+            Message::Request(Request { request_id, timestamp_ms, body })
         }),
         response().prop_map(Message::Response),
-        (any::<u32>(), any::<u64>(), EventBody::strategy()).prop_map(
-            |(request_id, timestamp_ms, body)| Message::Event(Event {
-                request_id,
-                timestamp_ms,
-                body
-            })
-        ),
+        (any::<u32>(), any::<u64>(), EventBody::strategy())
+            .prop_map(|(request_id, timestamp_ms, body)| Message::Event(Event { request_id, timestamp_ms, body })),
         Ping::strategy().prop_map(Message::Ping),
         Pong::strategy().prop_map(Message::Pong),
         Close::strategy().prop_map(Message::Close),

@@ -133,10 +133,7 @@ fn vector_request_login() {
         Message::Request(Request {
             request_id: 7,
             timestamp_ms: 1_000,
-            body: RequestBody::Login(Login {
-                username: "alice".into(),
-                password: "pw".into()
-            }),
+            body: RequestBody::Login(Login { username: "alice".into(), password: "pw".into() }),
         })
     );
     assert_eq!(&msg.to_bytes(b"")[..], &bytes[..]);
@@ -147,9 +144,7 @@ fn vector_request_with_auth() {
     let mut data = header(100_012, 1, 0);
     data.extend(str16(b"room11"));
     let bytes = raw_frame(1, b"cfa_x", &data);
-    let (frame, _) = Frame::parse(&Bytes::from(bytes.clone()), &Limits::default())
-        .unwrap()
-        .unwrap();
+    let (frame, _) = Frame::parse(&Bytes::from(bytes.clone()), &Limits::default()).unwrap().unwrap();
     assert_eq!(&frame.auth[..], b"cfa_x");
     assert_eq!(frame.data_offset(), 19);
     let msg = Message::decode(&frame, &Limits::default()).unwrap();
@@ -183,13 +178,7 @@ fn vector_response_error() {
     match decode_one(&raw_frame(2, b"", &data)).unwrap() {
         Message::Response(r) => {
             assert_eq!((r.status, r.code), (Status::Error, 429));
-            assert_eq!(
-                r.body,
-                ResponseBody::Error(ErrorBody {
-                    reason: "slow down".into(),
-                    retry_after_ms: 30_000
-                })
-            );
+            assert_eq!(r.body, ResponseBody::Error(ErrorBody { reason: "slow down".into(), retry_after_ms: 30_000 }));
         }
         other => panic!("not a response: {other:?}"),
     }
@@ -214,10 +203,7 @@ fn vector_event_peer_gone_and_user_message() {
     data.extend(3u32.to_be_bytes());
     data.extend([0xde, 0xad, 0x00]);
     match decode_one(&raw_frame(3, b"", &data)).unwrap() {
-        Message::Event(Event {
-            body: EventBody::UserMessage(m),
-            ..
-        }) => {
+        Message::Event(Event { body: EventBody::UserMessage(m), .. }) => {
             assert_eq!((m.from.as_str(), m.seq, m.sent_ms), ("alice", 9, 4));
             assert_eq!(&m.sealed[..], &[0xde, 0xad, 0x00]);
         }
@@ -227,22 +213,13 @@ fn vector_event_peer_gone_and_user_message() {
 
 #[test]
 fn vector_ping_pong_close() {
-    assert_eq!(
-        decode_one(&raw_frame(4, b"", &42u64.to_be_bytes())).unwrap(),
-        Message::Ping(Ping { nonce: 42 })
-    );
-    assert_eq!(
-        decode_one(&raw_frame(5, b"", &42u64.to_be_bytes())).unwrap(),
-        Message::Pong(Pong { nonce: 42 })
-    );
+    assert_eq!(decode_one(&raw_frame(4, b"", &42u64.to_be_bytes())).unwrap(), Message::Ping(Ping { nonce: 42 }));
+    assert_eq!(decode_one(&raw_frame(5, b"", &42u64.to_be_bytes())).unwrap(), Message::Pong(Pong { nonce: 42 }));
     let mut data = 408u16.to_be_bytes().to_vec();
     data.extend(str16(b"idle"));
     assert_eq!(
         decode_one(&raw_frame(6, b"", &data)).unwrap(),
-        Message::Close(Close {
-            code: 408,
-            reason: "idle".into()
-        })
+        Message::Close(Close { code: 408, reason: "idle".into() })
     );
 }
 
@@ -251,17 +228,12 @@ fn blobs_are_zero_copy_slices_of_the_frame() {
     let msg = Message::Request(Request {
         request_id: 1,
         timestamp_ms: 0,
-        body: RequestBody::SendMp(SendMp {
-            peer: "bob".into(),
-            sealed: Bytes::from(vec![7u8; 4096]),
-        }),
+        body: RequestBody::SendMp(SendMp { peer: "bob".into(), sealed: Bytes::from(vec![7u8; 4096]) }),
     });
     let bytes = msg.to_bytes(b"");
     let (frame, _) = Frame::parse(&bytes, &Limits::default()).unwrap().unwrap();
-    let Message::Request(Request {
-        body: RequestBody::SendMp(m),
-        ..
-    }) = Message::decode(&frame, &Limits::default()).unwrap()
+    let Message::Request(Request { body: RequestBody::SendMp(m), .. }) =
+        Message::decode(&frame, &Limits::default()).unwrap()
     else {
         panic!("not send_mp")
     };
@@ -288,13 +260,7 @@ fn unknown_version_is_reported_after_one_byte() {
 fn unknown_frame_type() {
     for bad in [0u8, 7, 255] {
         let (_, err) = decode_stream(&[&[1, bad]]);
-        assert_eq!(
-            err,
-            Some(DecodeError::UnknownFrameType {
-                frame_type: bad,
-                offset: 1
-            })
-        );
+        assert_eq!(err, Some(DecodeError::UnknownFrameType { frame_type: bad, offset: 1 }));
     }
 }
 
@@ -304,15 +270,7 @@ fn len_auth_over_limit_is_rejected_before_the_rest_arrives() {
     bytes.extend(4097u32.to_be_bytes());
     let (_, err) = decode_stream(&[&bytes]);
     let err = err.unwrap();
-    assert_eq!(
-        err,
-        DecodeError::LimitExceeded {
-            what: "len_auth",
-            value: 4097,
-            max: 4096,
-            offset: 2
-        }
-    );
+    assert_eq!(err, DecodeError::LimitExceeded { what: "len_auth", value: 4097, max: 4096, offset: 2 });
     assert!(err.is_fatal());
 }
 
@@ -323,15 +281,7 @@ fn length_bomb_costs_nothing() {
     let mut d = FrameDecoder::new(Limits::default());
     d.push(&bytes);
     let err = d.next_frame().unwrap_err();
-    assert_eq!(
-        err,
-        DecodeError::LimitExceeded {
-            what: "len_data",
-            value: u64::MAX,
-            max: 1 << 20,
-            offset: 6
-        }
-    );
+    assert_eq!(err, DecodeError::LimitExceeded { what: "len_data", value: u64::MAX, max: 1 << 20, offset: 6 });
     assert_eq!(err.code(), code::TOO_LARGE);
     assert_eq!(d.buffered(), 0, "nothing kept after a fatal error");
     // The one-shot parser says the same.
@@ -359,13 +309,7 @@ fn needed_counts_down() {
 fn unknown_opcode() {
     let data = header(999_999, 1, 0);
     let err = decode_one(&raw_frame(1, b"ab", &data)).unwrap_err();
-    assert_eq!(
-        err,
-        DecodeError::UnknownOpcode {
-            opcode: 999_999,
-            offset: 16
-        }
-    );
+    assert_eq!(err, DecodeError::UnknownOpcode { opcode: 999_999, offset: 16 });
     assert!(!err.is_fatal());
 }
 
@@ -375,31 +319,19 @@ fn opcode_in_the_wrong_direction() {
     data.extend(str16(b"bob"));
     assert_eq!(
         decode_one(&raw_frame(1, b"", &data)).unwrap_err(),
-        DecodeError::WrongDirection {
-            opcode: 10_007,
-            frame_type: "request",
-            offset: 14
-        }
+        DecodeError::WrongDirection { opcode: 10_007, frame_type: "request", offset: 14 }
     );
     let mut data = header(100_014, 0, 0);
     data.extend(str16(b"bob"));
     assert_eq!(
         decode_one(&raw_frame(3, b"", &data)).unwrap_err(),
-        DecodeError::WrongDirection {
-            opcode: 100_014,
-            frame_type: "event",
-            offset: 14
-        }
+        DecodeError::WrongDirection { opcode: 100_014, frame_type: "event", offset: 14 }
     );
     let mut data = header(10_007, 0, 0);
     data.extend([0, 0, 200]);
     assert_eq!(
         decode_one(&raw_frame(2, b"", &data)).unwrap_err(),
-        DecodeError::WrongDirection {
-            opcode: 10_007,
-            frame_type: "response",
-            offset: 14
-        }
+        DecodeError::WrongDirection { opcode: 10_007, frame_type: "response", offset: 14 }
     );
 }
 
@@ -408,11 +340,7 @@ fn truncated_fields() {
     // Header cut inside the opcode.
     assert_eq!(
         decode_one(&raw_frame(1, b"", &[0, 1])).unwrap_err(),
-        DecodeError::Truncated {
-            field: "opcode",
-            offset: 14,
-            needed: 2
-        }
+        DecodeError::Truncated { field: "opcode", offset: 14, needed: 2 }
     );
     // Password length says 5, only 2 bytes follow.
     let mut data = header(100_002, 1, 0);
@@ -420,11 +348,7 @@ fn truncated_fields() {
     data.extend([0, 5, b'p', b'w']);
     assert_eq!(
         decode_one(&raw_frame(1, b"", &data)).unwrap_err(),
-        DecodeError::Truncated {
-            field: "password",
-            offset: 14 + 16 + 7 + 2,
-            needed: 3
-        }
+        DecodeError::Truncated { field: "password", offset: 14 + 16 + 7 + 2, needed: 3 }
     );
     // Missing u64.
     let mut data = header(100_016, 1, 0);
@@ -432,11 +356,7 @@ fn truncated_fields() {
     data.extend([0, 0, 0]);
     assert_eq!(
         decode_one(&raw_frame(1, b"", &data)).unwrap_err(),
-        DecodeError::Truncated {
-            field: "seq",
-            offset: 14 + 16 + 5,
-            needed: 5
-        }
+        DecodeError::Truncated { field: "seq", offset: 14 + 16 + 5, needed: 5 }
     );
 }
 
@@ -445,15 +365,7 @@ fn overlong_field() {
     let mut data = header(100_015, 1, 0);
     data.extend(str16(&[b'a'; 65]));
     let err = decode_one(&raw_frame(1, b"", &data)).unwrap_err();
-    assert_eq!(
-        err,
-        DecodeError::OverlongField {
-            field: "username",
-            len: 65,
-            max: 64,
-            offset: 30
-        }
-    );
+    assert_eq!(err, DecodeError::OverlongField { field: "username", len: 65, max: 64, offset: 30 });
     assert_eq!(err.code(), code::TOO_LARGE);
 }
 
@@ -463,10 +375,7 @@ fn invalid_utf8_points_at_the_bad_byte() {
     data.extend(str16(&[b'a', b'b', 0xff]));
     assert_eq!(
         decode_one(&raw_frame(1, b"", &data)).unwrap_err(),
-        DecodeError::InvalidUtf8 {
-            field: "username",
-            offset: 14 + 16 + 2 + 2
-        }
+        DecodeError::InvalidUtf8 { field: "username", offset: 14 + 16 + 2 + 2 }
     );
 }
 
@@ -474,16 +383,10 @@ fn invalid_utf8_points_at_the_bad_byte() {
 fn trailing_bytes() {
     let mut data = header(100_011, 1, 0);
     data.extend([9, 9]);
-    assert_eq!(
-        decode_one(&raw_frame(1, b"", &data)).unwrap_err(),
-        DecodeError::TrailingBytes { offset: 30, count: 2 }
-    );
+    assert_eq!(decode_one(&raw_frame(1, b"", &data)).unwrap_err(), DecodeError::TrailingBytes { offset: 30, count: 2 });
     let mut data = 42u64.to_be_bytes().to_vec();
     data.push(0);
-    assert_eq!(
-        decode_one(&raw_frame(4, b"", &data)).unwrap_err(),
-        DecodeError::TrailingBytes { offset: 22, count: 1 }
-    );
+    assert_eq!(decode_one(&raw_frame(4, b"", &data)).unwrap_err(), DecodeError::TrailingBytes { offset: 22, count: 1 });
 }
 
 #[test]
@@ -493,12 +396,7 @@ fn list_count_over_limit() {
     data.extend(1025u16.to_be_bytes());
     assert_eq!(
         decode_one(&raw_frame(2, b"", &data)).unwrap_err(),
-        DecodeError::LimitExceeded {
-            what: "members",
-            value: 1025,
-            max: 1024,
-            offset: 33
-        }
+        DecodeError::LimitExceeded { what: "members", value: 1025, max: 1024, offset: 33 }
     );
 }
 
@@ -508,21 +406,13 @@ fn invalid_status_and_code() {
     data.extend([9, 0, 200]);
     assert_eq!(
         decode_one(&raw_frame(2, b"", &data)).unwrap_err(),
-        DecodeError::InvalidValue {
-            field: "status",
-            value: 9,
-            offset: 30
-        }
+        DecodeError::InvalidValue { field: "status", value: 9, offset: 30 }
     );
     let mut data = header(100_011, 1, 0);
     data.extend([0, 0, 42]);
     assert_eq!(
         decode_one(&raw_frame(2, b"", &data)).unwrap_err(),
-        DecodeError::InvalidValue {
-            field: "code",
-            value: 42,
-            offset: 31
-        }
+        DecodeError::InvalidValue { field: "code", value: 42, offset: 31 }
     );
 }
 
@@ -530,64 +420,29 @@ fn invalid_status_and_code() {
 fn error_kinds_are_distinct_and_named() {
     let errors = [
         DecodeError::UnknownVersion { version: 0, offset: 0 },
-        DecodeError::UnknownFrameType {
-            frame_type: 0,
-            offset: 0,
-        },
-        DecodeError::LimitExceeded {
-            what: "len_data",
-            value: 0,
-            max: 0,
-            offset: 0,
-        },
+        DecodeError::UnknownFrameType { frame_type: 0, offset: 0 },
+        DecodeError::LimitExceeded { what: "len_data", value: 0, max: 0, offset: 0 },
         DecodeError::UnknownOpcode { opcode: 0, offset: 0 },
-        DecodeError::WrongDirection {
-            opcode: 0,
-            frame_type: "event",
-            offset: 0,
-        },
-        DecodeError::Truncated {
-            field: "x",
-            offset: 0,
-            needed: 1,
-        },
-        DecodeError::OverlongField {
-            field: "x",
-            len: 0,
-            max: 0,
-            offset: 0,
-        },
+        DecodeError::WrongDirection { opcode: 0, frame_type: "event", offset: 0 },
+        DecodeError::Truncated { field: "x", offset: 0, needed: 1 },
+        DecodeError::OverlongField { field: "x", len: 0, max: 0, offset: 0 },
         DecodeError::InvalidUtf8 { field: "x", offset: 0 },
-        DecodeError::InvalidValue {
-            field: "x",
-            value: 0,
-            offset: 0,
-        },
+        DecodeError::InvalidValue { field: "x", value: 0, offset: 0 },
         DecodeError::TrailingBytes { offset: 0, count: 0 },
     ];
     let kinds: std::collections::BTreeSet<_> = errors.iter().map(DecodeError::kind).collect();
     assert_eq!(kinds.len(), errors.len());
     assert!(errors[0].to_string().contains("version"));
     let fatal: Vec<bool> = errors.iter().map(DecodeError::is_fatal).collect();
-    assert_eq!(
-        fatal,
-        [true, true, true, false, false, false, false, false, false, false]
-    );
+    assert_eq!(fatal, [true, true, true, false, false, false, false, false, false, false]);
 }
 
 #[test]
 fn every_opcode_has_an_example_and_a_layout() {
     let examples = crate::examples::all();
     for op in Opcode::ALL {
-        assert!(
-            examples.iter().any(|e| e.message.opcode() == Some(*op)),
-            "{op} has no example"
-        );
-        let layout = if op.is_request() {
-            RequestBody::layout(*op)
-        } else {
-            EventBody::layout(*op)
-        };
+        assert!(examples.iter().any(|e| e.message.opcode() == Some(*op)), "{op} has no example");
+        let layout = if op.is_request() { RequestBody::layout(*op) } else { EventBody::layout(*op) };
         assert!(layout.is_some(), "{op} has no layout");
         assert_eq!(Opcode::from_u32(op.as_u32()), Some(*op));
     }
@@ -598,47 +453,26 @@ fn every_opcode_has_an_example_and_a_layout() {
 fn request_header_survives_a_bad_body() {
     let mut data = header(100_002, 9, 0);
     data.extend([0, 5, b'a']); // truncated username
-    let (frame, _) = Frame::parse(&Bytes::from(raw_frame(1, b"", &data)), &Limits::default())
-        .unwrap()
-        .unwrap();
+    let (frame, _) = Frame::parse(&Bytes::from(raw_frame(1, b"", &data)), &Limits::default()).unwrap().unwrap();
     assert!(Message::decode(&frame, &Limits::default()).is_err());
     assert_eq!(Message::request_header(&frame), Some((Opcode::Login, 9)));
     // Unknown opcode, event opcode, short data, other frame types: no header.
-    for (ty, data) in [
-        (1u8, header(999_999, 1, 0)),
-        (1, header(10_001, 1, 0)),
-        (1, vec![0, 1, 0x86]),
-        (3, header(100_002, 1, 0)),
-    ] {
-        let (frame, _) = Frame::parse(&Bytes::from(raw_frame(ty, b"", &data)), &Limits::default())
-            .unwrap()
-            .unwrap();
+    for (ty, data) in
+        [(1u8, header(999_999, 1, 0)), (1, header(10_001, 1, 0)), (1, vec![0, 1, 0x86]), (3, header(100_002, 1, 0))]
+    {
+        let (frame, _) = Frame::parse(&Bytes::from(raw_frame(ty, b"", &data)), &Limits::default()).unwrap().unwrap();
         assert_eq!(Message::request_header(&frame), None);
     }
 }
 
 #[test]
 fn huge_limits_cannot_overflow_the_frame_length() {
-    let limits = Limits {
-        max_auth: u32::MAX,
-        max_data: u64::MAX,
-        ..Limits::DEFAULT
-    };
+    let limits = Limits { max_auth: u32::MAX, max_data: u64::MAX, ..Limits::DEFAULT };
     let mut bytes = vec![1, 1];
     bytes.extend(u32::MAX.to_be_bytes());
     bytes.extend(u64::MAX.to_be_bytes());
     let err = Frame::parse(&Bytes::from(bytes.clone()), &limits).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DecodeError::LimitExceeded {
-                what: "len_data",
-                offset: 6,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, DecodeError::LimitExceeded { what: "len_data", offset: 6, .. }), "{err:?}");
     let mut d = FrameDecoder::new(limits);
     d.push(&bytes);
     assert_eq!(d.next_frame().unwrap_err(), err);
@@ -651,10 +485,7 @@ fn message_fuzz_body_ignores_inputs_above_the_frame_limit() {
     let msg = Message::Request(Request {
         request_id: 1,
         timestamp_ms: 0,
-        body: RequestBody::SendMp(SendMp {
-            peer: "bob".into(),
-            sealed: Bytes::from(vec![0u8; 64 * 1024]),
-        }),
+        body: RequestBody::SendMp(SendMp { peer: "bob".into(), sealed: Bytes::from(vec![0u8; 64 * 1024]) }),
     });
     let frame = msg.to_bytes(b"");
     crate::fuzzing::message_decode(&frame[HEADER_LEN..]);

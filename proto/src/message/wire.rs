@@ -25,12 +25,7 @@ pub(crate) struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// A reader over `src`, whose first byte sits at `base` in the frame.
     pub(crate) fn new(src: &'a Bytes, base: usize, limits: &'a Limits) -> Self {
-        Reader {
-            src,
-            rest: &src[..],
-            base,
-            limits,
-        }
+        Reader { src, rest: &src[..], base, limits }
     }
 
     pub(crate) fn offset(&self) -> usize {
@@ -43,11 +38,7 @@ impl<'a> Reader<'a> {
                 self.rest = rest;
                 Ok(value)
             }
-            Err(_) => Err(DecodeError::Truncated {
-                field,
-                offset: self.offset(),
-                needed: size - self.rest.len(),
-            }),
+            Err(_) => Err(DecodeError::Truncated { field, offset: self.offset(), needed: size - self.rest.len() }),
         }
     }
 
@@ -70,18 +61,9 @@ impl<'a> Reader<'a> {
     /// A length prefix of `prefix` bytes (2 or 4), checked against `max`, then that many bytes.
     fn prefixed(&mut self, field: &'static str, prefix: usize, max: u64) -> Result<&'a [u8], DecodeError> {
         let at = self.offset();
-        let len = if prefix == 2 {
-            u64::from(self.u16(field)?)
-        } else {
-            u64::from(self.u32(field)?)
-        };
+        let len = if prefix == 2 { u64::from(self.u16(field)?) } else { u64::from(self.u32(field)?) };
         if len > max {
-            return Err(DecodeError::OverlongField {
-                field,
-                len,
-                max,
-                offset: at,
-            });
+            return Err(DecodeError::OverlongField { field, len, max, offset: at });
         }
         // `len <= max <= limits.max_data`, which the frame layer already bounded.
         let len = len as usize;
@@ -90,11 +72,7 @@ impl<'a> Reader<'a> {
                 self.rest = rest;
                 Ok(bytes)
             }
-            Err(_) => Err(DecodeError::Truncated {
-                field,
-                offset: self.offset(),
-                needed: len - self.rest.len(),
-            }),
+            Err(_) => Err(DecodeError::Truncated { field, offset: self.offset(), needed: len - self.rest.len() }),
         }
     }
 
@@ -174,10 +152,7 @@ impl<'a> Reader<'a> {
         if self.rest.is_empty() {
             Ok(())
         } else {
-            Err(DecodeError::TrailingBytes {
-                offset: self.offset(),
-                count: self.rest.len(),
-            })
+            Err(DecodeError::TrailingBytes { offset: self.offset(), count: self.rest.len() })
         }
     }
 }

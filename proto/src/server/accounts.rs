@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::session::{Bound, LoginStep};
-use super::state::{Change, SecretHash, TokenRecord, User};
+use super::state::{Change, Rotation, SecretHash, TokenRecord, User};
 use super::work::HashTask;
 use super::{DuplicateLogin, Flow, Pending, Server, ServerEvent, SessionId, valid_name};
 use crate::token::{self, TokenKind};
@@ -25,21 +25,14 @@ impl Server {
         let op = Opcode::Register;
         let reject = |s: &mut Server, code, reason: &str| s.reject(now, session, op, request_id, code, reason.into());
         if !valid_name(&b.username) {
-            return reject(
-                self,
-                code::BAD_REQUEST,
-                "username must be 3-32 characters of a-z 0-9 _ . -",
-            );
+            return reject(self, code::BAD_REQUEST, "username must be 3-32 characters of a-z 0-9 _ . -");
         }
         if b.password.len() < self.config.min_password_len {
             let reason = format!("password must be at least {} bytes", self.config.min_password_len);
             return reject(self, code::BAD_REQUEST, &reason);
         }
         if b.passphrase.split_whitespace().count() < self.config.min_passphrase_words {
-            let reason = format!(
-                "passphrase must have at least {} words",
-                self.config.min_passphrase_words
-            );
+            let reason = format!("passphrase must have at least {} words", self.config.min_passphrase_words);
             return reject(self, code::BAD_REQUEST, &reason);
         }
         if b.identity_key.is_empty() || b.identity_key.len() > self.config.max_identity_key {
@@ -55,25 +48,12 @@ impl Server {
         let salts: [[u8; 16]; 2] = [self.rng.random(), self.rng.random()];
         let params = self.config.hash_params;
         let tasks = vec![
-            HashTask {
-                secret: b.password.into_bytes(),
-                salt: salts[0],
-                params,
-            },
-            HashTask {
-                secret: b.passphrase.into_bytes(),
-                salt: salts[1],
-                params,
-            },
+            HashTask { secret: b.password.into_bytes(), salt: salts[0], params },
+            HashTask { secret: b.passphrase.into_bytes(), salt: salts[1], params },
         ];
         self.reserved.insert(b.username.clone());
-        let pending = Pending::Register {
-            session,
-            request_id,
-            username: b.username,
-            identity_key: b.identity_key,
-            salts,
-        };
+        let pending =
+            Pending::Register { session, request_id, username: b.username, identity_key: b.identity_key, salts };
         self.start_job(session, tasks, pending);
     }
 
@@ -97,17 +77,8 @@ impl Server {
             Some(u) => (u.password.salt, u.password.params, Some(u.password.hash)),
             None => (self.dummy_salt(&b.username), self.config.hash_params, None),
         };
-        let tasks = vec![HashTask {
-            secret: b.password.into_bytes(),
-            salt,
-            params,
-        }];
-        let pending = Pending::Login {
-            session,
-            request_id,
-            username: b.username,
-            expected,
-        };
+        let tasks = vec![HashTask { secret: b.password.into_bytes(), salt, params }];
+        let pending = Pending::Login { session, request_id, username: b.username, expected };
         self.start_job(session, tasks, pending);
     }
 
@@ -115,46 +86,24 @@ impl Server {
         let op = Opcode::Passphrase;
         let Some(LoginStep::PasswordOk { username }) = self.login_step(session).cloned() else {
             let reason = "send login (username and password) first".into();
-            return self.reject(now, session, op, request_id, code::CONFLICT, reason);
+            return self.reject(now, session, op, request_id, code::BAD_REQUEST, reason);
         };
         if self.rate_limited(now, session, op, request_id, &username) || self.busy_reject(now, session, op, request_id)
         {
             return;
         }
         let Some(user) = self.state.users.get(&username) else {
-            return self.reject(
-                now,
-                session,
-                op,
-                request_id,
-                code::UNAUTHORIZED,
-                INVALID_CREDENTIALS.into(),
-            );
+            return self.reject(now, session, op, request_id, code::UNAUTHORIZED, INVALID_CREDENTIALS.into());
         };
         let p = &user.passphrase;
-        let tasks = vec![HashTask {
-            secret: b.passphrase.into_bytes(),
-            salt: p.salt,
-            params: p.params,
-        }];
-        let pending = Pending::Passphrase {
-            session,
-            request_id,
-            username,
-            expected: p.hash,
-        };
+        let tasks = vec![HashTask { secret: b.passphrase.into_bytes(), salt: p.salt, params: p.params }];
+        let pending = Pending::Passphrase { session, request_id, username, expected: p.hash };
         self.start_job(session, tasks, pending);
     }
 
     pub(super) fn finish_job(&mut self, now: Now, pending: Pending, hashes: Option<Vec<[u8; 32]>>) {
         match pending {
-            Pending::Register {
-                session,
-                request_id,
-                username,
-                identity_key,
-                salts,
-            } => {
+            Pending::Register { session, request_id, username, identity_key, salts } => {
                 self.reserved.remove(&username);
                 // A client that left before the answer registered nothing.
                 if !self.sessions.contains_key(&session) {
@@ -166,24 +115,13 @@ impl Server {
                 };
                 let params = self.config.hash_params;
                 let user = User {
-                    password: SecretHash {
-                        salt: salts[0],
-                        hash: *pw,
-                        params,
-                    },
-                    passphrase: SecretHash {
-                        salt: salts[1],
-                        hash: *pp,
-                        params,
-                    },
+                    password: SecretHash { salt: salts[0], hash: *pw, params },
+                    passphrase: SecretHash { salt: salts[1], hash: *pp, params },
                     identity_key,
                     secret: self.rng.random(),
                     created_ms: now.unix_ms,
                 };
-                self.commit(Change::UserCreated {
-                    username: username.clone(),
-                    user,
-                });
+                self.commit(Change::UserCreated { username: username.clone(), user });
                 self.events.push_back(ServerEvent::Registered { username });
                 self.respond(
                     now,
@@ -195,12 +133,7 @@ impl Server {
                     ResponseBody::Empty,
                 );
             }
-            Pending::Login {
-                session,
-                request_id,
-                username,
-                expected,
-            } => {
+            Pending::Login { session, request_id, username, expected } => {
                 let ok = matches(&hashes, expected.as_ref());
                 if !ok {
                     return self.login_failed(now, session, Opcode::Login, request_id, &username);
@@ -209,22 +142,9 @@ impl Server {
                     s.login = LoginStep::PasswordOk { username };
                 }
                 let body = ResponseBody::Empty;
-                self.respond(
-                    now,
-                    session,
-                    Opcode::Login,
-                    request_id,
-                    Status::InProgress,
-                    code::ACCEPTED,
-                    body,
-                );
+                self.respond(now, session, Opcode::Login, request_id, Status::InProgress, code::ACCEPTED, body);
             }
-            Pending::Passphrase {
-                session,
-                request_id,
-                username,
-                expected,
-            } => {
+            Pending::Passphrase { session, request_id, username, expected } => {
                 if let Some(s) = self.sessions.get_mut(&session) {
                     s.login = LoginStep::Idle;
                 }
@@ -238,16 +158,8 @@ impl Server {
                 if let Err((code, reason)) = self.bind_check(session, &username) {
                     return self.reject(now, session, Opcode::Passphrase, request_id, code, reason);
                 }
-                let tokens = self.issue_tokens(now, &username, family);
-                self.respond(
-                    now,
-                    session,
-                    Opcode::Passphrase,
-                    request_id,
-                    Status::Valid,
-                    code::OK,
-                    tokens,
-                );
+                let (tokens, _) = self.issue_tokens(now, &username, family);
+                self.respond(now, session, Opcode::Passphrase, request_id, Status::Valid, code::OK, tokens);
                 self.bind(now, session, request_id, username, family);
             }
         }
@@ -259,11 +171,7 @@ impl Server {
         if let Some(s) = self.sessions.get_mut(&session) {
             s.failures.record(now.instant, window, burst);
         }
-        let reason = if op == Opcode::Passphrase {
-            "invalid passphrase"
-        } else {
-            INVALID_CREDENTIALS
-        };
+        let reason = if op == Opcode::Passphrase { "invalid passphrase" } else { INVALID_CREDENTIALS };
         self.reject(now, session, op, request_id, code::UNAUTHORIZED, reason.into());
     }
 
@@ -271,10 +179,8 @@ impl Server {
     fn rate_limited(&mut self, now: Now, session: SessionId, op: Opcode, request_id: u32, username: &str) -> bool {
         let (window, burst) = (self.config.login_window, self.config.login_burst);
         let by_account = self.limiter.retry_after(username, now.instant, window, burst);
-        let by_session = self
-            .sessions
-            .get_mut(&session)
-            .and_then(|s| s.failures.retry_after(now.instant, window, burst));
+        let by_session =
+            self.sessions.get_mut(&session).and_then(|s| s.failures.retry_after(now.instant, window, burst));
         let Some(wait) = by_account.max(by_session) else {
             return false;
         };
@@ -293,56 +199,40 @@ impl Server {
 
     fn busy_reject(&mut self, now: Now, session: SessionId, op: Opcode, request_id: u32) -> bool {
         if self.jobs_full() {
-            self.reject(
-                now,
-                session,
-                op,
-                request_id,
-                code::UNAVAILABLE,
-                "server busy: try again shortly".into(),
-            );
+            self.reject(now, session, op, request_id, code::UNAVAILABLE, "server busy: try again shortly".into());
             return true;
         }
         false
     }
 
     fn dummy_salt(&self, username: &str) -> [u8; 16] {
-        let digest = Sha256::new()
-            .chain_update(self.dummy_key)
-            .chain_update(username.as_bytes())
-            .finalize();
+        let digest = Sha256::new().chain_update(self.dummy_key).chain_update(username.as_bytes()).finalize();
         let mut salt = [0u8; 16];
         salt.copy_from_slice(&digest[..16]);
         salt
     }
 
-    fn issue_tokens(&mut self, now: Now, username: &str, family: u64) -> ResponseBody {
+    /// Issues an access and a refresh token in `family`. Returns the
+    /// response body and the rotation record (hashes) of the new pair.
+    fn issue_tokens(&mut self, now: Now, username: &str, family: u64) -> (ResponseBody, Rotation) {
         let access = token::generate(&mut self.rng, TokenKind::Access);
         let refresh = token::generate(&mut self.rng, TokenKind::Refresh);
         let access_expires_ms = now.unix_ms + self.config.access_ttl.as_millis() as u64;
         let refresh_expires_ms = now.unix_ms + self.config.refresh_ttl.as_millis() as u64;
-        for (t, kind, expires_ms) in [
-            (&access, TokenKind::Access, access_expires_ms),
-            (&refresh, TokenKind::Refresh, refresh_expires_ms),
+        let rotation = Rotation {
+            at_ms: now.unix_ms,
+            refresh: token::hash(refresh.as_bytes()),
+            access: token::hash(access.as_bytes()),
+        };
+        for (hash, kind, expires_ms) in [
+            (rotation.access, TokenKind::Access, access_expires_ms),
+            (rotation.refresh, TokenKind::Refresh, refresh_expires_ms),
         ] {
-            let record = TokenRecord {
-                kind,
-                username: username.to_owned(),
-                family,
-                expires_ms,
-                rotated: false,
-            };
-            self.commit(Change::TokenIssued {
-                hash: token::hash(t.as_bytes()),
-                record,
-            });
+            let record = TokenRecord { kind, username: username.to_owned(), family, expires_ms, rotated: None };
+            self.commit(Change::TokenIssued { hash, record });
         }
-        ResponseBody::Tokens(Tokens {
-            access_token: access,
-            refresh_token: refresh,
-            access_expires_ms,
-            refresh_expires_ms,
-        })
+        let body = Tokens { access_token: access, refresh_token: refresh, access_expires_ms, refresh_expires_ms };
+        (ResponseBody::Tokens(body), rotation)
     }
 
     pub(super) fn refresh(&mut self, now: Now, session: SessionId, request_id: u32, b: Refresh) {
@@ -356,23 +246,24 @@ impl Server {
         }
         let hash = token::hash(raw);
         let Some(record) = self.state.tokens.get(&hash).cloned() else {
-            return reject(
-                self,
-                code::UNAUTHORIZED,
-                "unknown or revoked refresh token: log in again".into(),
-            );
+            return reject(self, code::UNAUTHORIZED, "unknown or revoked refresh token: log in again".into());
         };
         if record.kind != TokenKind::Refresh || record.expires_ms <= now.unix_ms {
             return reject(self, code::UNAUTHORIZED, "refresh token expired: log in again".into());
         }
-        if record.rotated {
-            // Reuse of an exchanged token: someone holds a copy. Revoke the whole login.
-            self.revoke_family(now, record.family, Some(session));
-            return reject(
-                self,
-                code::UNAUTHORIZED,
-                "refresh token reused: every token of this login is revoked".into(),
-            );
+        if let Some(previous) = record.rotated {
+            // A retry whose answer was lost (the new pair was never refreshed,
+            // and it is soon after) gets a fresh pair; the unused one is revoked.
+            let grace = self.config.refresh_retry_grace.as_millis() as u64;
+            let successor_unused = self.state.tokens.get(&previous.refresh).is_some_and(|t| t.rotated.is_none());
+            if successor_unused && now.unix_ms < previous.at_ms.saturating_add(grace) {
+                self.revoke_tokens(now, vec![previous.refresh, previous.access]);
+            } else {
+                // Reuse of an exchanged token: someone holds a copy. Revoke the whole login.
+                self.revoke_family(now, record.family, Some(session));
+                let reason = "refresh token reused: every token of this login is revoked".into();
+                return reject(self, code::UNAUTHORIZED, reason);
+            }
         }
         let bound = self.sessions.get(&session).and_then(|s| s.user.clone());
         if let Some(b) = &bound
@@ -385,8 +276,8 @@ impl Server {
         {
             return reject(self, code, reason);
         }
-        self.commit(Change::TokenRotated { hash });
-        let tokens = self.issue_tokens(now, &record.username, record.family);
+        let (tokens, rotation) = self.issue_tokens(now, &record.username, record.family);
+        self.commit(Change::TokenRotated { hash, rotation });
         self.respond(now, session, op, request_id, Status::Valid, code::OK, tokens);
         match bound {
             Some(_) => {
@@ -399,11 +290,7 @@ impl Server {
     }
 
     pub(super) fn logout(&mut self, now: Now, session: SessionId, user: &str) -> Flow {
-        let family = self
-            .sessions
-            .get(&session)
-            .and_then(|s| s.user.as_ref())
-            .map(|b| b.family);
+        let family = self.sessions.get(&session).and_then(|s| s.user.as_ref()).map(|b| b.family);
         if let Some(family) = family {
             self.revoke_family(now, family, Some(session));
         }
@@ -416,6 +303,16 @@ impl Server {
             self.notify_peer_gone(now, user);
         }
         Ok((Status::Finished, code::OK, ResponseBody::Empty))
+    }
+
+    /// Revokes single tokens and forgets them in the sessions that cached them.
+    fn revoke_tokens(&mut self, _now: Now, hashes: Vec<[u8; 32]>) {
+        for s in self.sessions.values_mut() {
+            if s.token_cache.as_ref().is_some_and(|(t, _)| hashes.contains(&token::hash(t))) {
+                s.token_cache = None;
+            }
+        }
+        self.commit(Change::TokensRevoked { hashes });
     }
 
     /// Revokes a token family and closes the other sessions that used it.
@@ -451,18 +348,12 @@ impl Server {
             return Err((code::TOKEN_EXPIRED, "access token expired: refresh it".into()));
         }
         if auth.is_empty() {
-            return Err((
-                code::UNAUTHORIZED,
-                "missing access token: log in, then send it in the auth field".into(),
-            ));
+            return Err((code::UNAUTHORIZED, "missing access token: log in, then send it in the auth field".into()));
         }
         match token::check(auth) {
             Ok(TokenKind::Access) => {}
             Ok(TokenKind::Refresh) => {
-                return Err((
-                    code::UNAUTHORIZED,
-                    "a refresh token cannot authenticate requests: send refresh".into(),
-                ));
+                return Err((code::UNAUTHORIZED, "a refresh token cannot authenticate requests: send refresh".into()));
             }
             Err(e) => return Err((code::UNAUTHORIZED, format!("malformed access token ({e})"))),
         }
@@ -509,54 +400,32 @@ impl Server {
             self.close(now, old, code::CONFLICT, "replaced by a newer login".into());
         }
         if let Some(s) = self.sessions.get_mut(&session) {
-            s.user = Some(Bound {
-                username: Arc::from(username.as_str()),
-                family,
-            });
+            s.user = Some(Bound { username: Arc::from(username.as_str()), family });
             s.login = LoginStep::Idle;
             s.token_cache = None;
         }
-        self.events.push_back(ServerEvent::LoggedIn {
-            session,
-            username: username.clone(),
-        });
+        self.events.push_back(ServerEvent::LoggedIn { session, username: username.clone() });
         let queued = self.state.queued.get(&username).copied().unwrap_or(0)
             + self.state.notices.get(&username).map_or(0, Vec::len);
-        let body = EventBody::Connected(Connected {
-            username: username.clone(),
-            queued: queued as u32,
-        });
+        let body = EventBody::Connected(Connected { username: username.clone(), queued: queued as u32 });
         self.send_event(now, session, request_id, body);
         self.deliver_queued(now, session, &username);
     }
 
     pub(super) fn fetch_key(&mut self, username: &str) -> Flow {
-        let user = self
-            .state
-            .users
-            .get(username)
-            .ok_or((code::NOT_FOUND, format!("no user {username}")))?;
-        let body = IdentityKey {
-            username: username.to_owned(),
-            identity_key: user.identity_key.clone(),
-        };
+        let user = self.state.users.get(username).ok_or((code::NOT_FOUND, format!("no user {username}")))?;
+        let body = IdentityKey { username: username.to_owned(), identity_key: user.identity_key.clone() };
         Ok((Status::Valid, code::OK, ResponseBody::IdentityKey(body)))
     }
 
     pub(super) fn set_identity_key(&mut self, user: &str, identity_key: Bytes) -> Flow {
         if identity_key.is_empty() || identity_key.len() > self.config.max_identity_key {
-            return Err((
-                code::BAD_REQUEST,
-                format!("identity key must be 1-{} bytes", self.config.max_identity_key),
-            ));
+            return Err((code::BAD_REQUEST, format!("identity key must be 1-{} bytes", self.config.max_identity_key)));
         }
         if self.state.users.get(user).is_some_and(|u| !u.identity_key.is_empty()) {
             return Err((code::CONFLICT, "this account already has an identity key".into()));
         }
-        self.commit(Change::IdentityKeySet {
-            username: user.to_owned(),
-            identity_key,
-        });
+        self.commit(Change::IdentityKeySet { username: user.to_owned(), identity_key });
         Ok((Status::Valid, code::OK, ResponseBody::Empty))
     }
 }

@@ -17,17 +17,9 @@ pub struct HashParams {
 
 impl HashParams {
     /// OWASP's minimum for argon2id: m = 19 MiB, t = 2, p = 1.
-    pub const OWASP: HashParams = HashParams {
-        m_cost_kib: 19 * 1024,
-        t_cost: 2,
-        p_cost: 1,
-    };
+    pub const OWASP: HashParams = HashParams { m_cost_kib: 19 * 1024, t_cost: 2, p_cost: 1 };
     /// The cheapest parameters argon2 accepts: for tests and simulations only.
-    pub const INSECURE_FAST: HashParams = HashParams {
-        m_cost_kib: 8,
-        t_cost: 1,
-        p_cost: 1,
-    };
+    pub const INSECURE_FAST: HashParams = HashParams { m_cost_kib: 8, t_cost: 1, p_cost: 1 };
 }
 
 /// What to do when a user logs in while already connected elsewhere.
@@ -61,6 +53,10 @@ pub struct ServerConfig {
     pub access_ttl: Duration,
     /// Refresh token lifetime.
     pub refresh_ttl: Duration,
+    /// How long after a refresh the spent refresh token may be presented
+    /// again as a retry (its answer was lost) instead of counting as reuse,
+    /// provided the pair it was exchanged for was never refreshed.
+    pub refresh_retry_grace: Duration,
     /// How long expired tokens are remembered (answered 419, not 401) before they are purged.
     pub token_grace: Duration,
     /// Failed-login window.
@@ -113,6 +109,7 @@ impl Default for ServerConfig {
             max_verifier: 256,
             access_ttl: Duration::from_secs(15 * 60),
             refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+            refresh_retry_grace: Duration::from_secs(60),
             token_grace: Duration::from_secs(24 * 3600),
             login_window: Duration::from_secs(60),
             login_burst: 5,

@@ -279,8 +279,7 @@ impl Server {
         s.last_rx = now.instant;
         if s.ping.take().is_some() {
             // The pending timer was set for the idle deadline: bring the next keepalive forward.
-            self.timers
-                .push(Reverse((now.instant + self.config.keepalive_interval, session)));
+            self.timers.push(Reverse((now.instant + self.config.keepalive_interval, session)));
         }
         s.decoder.push(bytes);
         self.process_frames(now, session);
@@ -296,10 +295,8 @@ impl Server {
     /// queued private messages stay queued for its next login.
     pub fn handle_backlog(&mut self, now: Now, session: SessionId, pending: usize) {
         if pending > self.config.max_session_backlog {
-            let reason = format!(
-                "slow reader: {pending} bytes waiting, above the limit of {}",
-                self.config.max_session_backlog
-            );
+            let reason =
+                format!("slow reader: {pending} bytes waiting, above the limit of {}", self.config.max_session_backlog);
             self.close(now, session, code::UNAVAILABLE, reason);
         }
     }
@@ -360,10 +357,7 @@ impl Server {
             if let Some(s) = self.sessions.get_mut(&id) {
                 s.dirty = false;
                 if !s.out.is_empty() {
-                    return Output::Transmit {
-                        session: id,
-                        bytes: s.out.split().freeze(),
-                    };
+                    return Output::Transmit { session: id, bytes: s.out.split().freeze() };
                 }
             }
         }
@@ -398,10 +392,7 @@ impl Server {
                 Ok(None) => return,
                 Ok(Some(frame)) => self.handle_frame(now, session, frame),
                 Err(error) => {
-                    self.events.push_back(ServerEvent::BadFrame {
-                        session,
-                        error: error.clone(),
-                    });
+                    self.events.push_back(ServerEvent::BadFrame { session, error: error.clone() });
                     self.close(now, session, error.code(), error.to_string());
                     return;
                 }
@@ -412,10 +403,7 @@ impl Server {
     fn handle_frame(&mut self, now: Now, session: SessionId, frame: Frame) {
         match Message::decode(&frame, &self.config.limits) {
             Err(error) => {
-                self.events.push_back(ServerEvent::BadFrame {
-                    session,
-                    error: error.clone(),
-                });
+                self.events.push_back(ServerEvent::BadFrame { session, error: error.clone() });
                 match Message::request_header(&frame) {
                     Some((opcode, request_id)) => {
                         self.reject(now, session, opcode, request_id, error.code(), error.to_string());
@@ -428,11 +416,8 @@ impl Server {
                             }
                             _ => 0,
                         };
-                        let body = ErrorEvent {
-                            code: error.code(),
-                            offset: error.offset() as u64,
-                            reason: error.to_string(),
-                        };
+                        let body =
+                            ErrorEvent { code: error.code(), offset: error.offset() as u64, reason: error.to_string() };
                         self.send_event(now, session, request_id, EventBody::ErrorEvent(body));
                     }
                 }
@@ -474,7 +459,9 @@ impl Server {
             Ok(user) => user,
             Err((code, reason)) => return self.reject(now, session, opcode, request_id, code, reason),
         };
-        if self.replay(now, session, &user, opcode, request_id) {
+        // Retries are recognised within one login (token family) of one client.
+        let family = self.sessions.get(&session).and_then(|s| s.user.as_ref()).map_or(0, |b| b.family);
+        if self.replay(now, session, family, opcode, request_id) {
             return;
         }
         let result = match body {
@@ -504,17 +491,8 @@ impl Server {
         match result {
             Ok((status, code, body)) => {
                 if is_recorded(opcode) {
-                    let response = state::Recorded {
-                        opcode,
-                        status,
-                        code,
-                        body: body.clone(),
-                    };
-                    self.commit(Change::Recorded {
-                        user: user.to_string(),
-                        request_id,
-                        response,
-                    });
+                    let response = state::Recorded { opcode, status, code, body: body.clone() };
+                    self.commit(Change::Recorded { family, request_id, response });
                 }
                 self.respond(now, session, opcode, request_id, status, code, body);
             }
@@ -523,11 +501,11 @@ impl Server {
     }
 
     /// Answers a retried request from its recorded response. True if handled.
-    fn replay(&mut self, now: Now, session: SessionId, user: &str, opcode: Opcode, request_id: u32) -> bool {
+    fn replay(&mut self, now: Now, session: SessionId, family: u64, opcode: Opcode, request_id: u32) -> bool {
         if !is_recorded(opcode) {
             return false;
         }
-        let Some(rec) = self.state.dedup.get(user).and_then(|d| d.get(request_id)) else {
+        let Some(rec) = self.state.dedup.get(&family).and_then(|d| d.get(request_id)) else {
             return false;
         };
         if rec.opcode != opcode {
@@ -557,14 +535,7 @@ impl Server {
     }
 
     fn send_event(&mut self, now: Now, session: SessionId, request_id: u32, body: EventBody) {
-        self.send(
-            session,
-            Message::Event(Event {
-                request_id,
-                timestamp_ms: now.unix_ms,
-                body,
-            }),
-        );
+        self.send(session, Message::Event(Event { request_id, timestamp_ms: now.unix_ms, body }));
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -578,38 +549,18 @@ impl Server {
         code: u16,
         body: ResponseBody,
     ) {
-        let response = Response {
-            opcode,
-            request_id,
-            timestamp_ms: now.unix_ms,
-            status,
-            code,
-            body,
-        };
+        let response = Response { opcode, request_id, timestamp_ms: now.unix_ms, status, code, body };
         self.send(session, Message::Response(response));
     }
 
     fn reject(&mut self, now: Now, session: SessionId, opcode: Opcode, request_id: u32, code: u16, reason: String) {
-        self.events.push_back(ServerEvent::Rejected {
-            session,
-            opcode,
-            code,
-            reason: reason.clone(),
-        });
-        let body = ResponseBody::Error(ErrorBody {
-            reason,
-            retry_after_ms: 0,
-        });
+        self.events.push_back(ServerEvent::Rejected { session, opcode, code, reason: reason.clone() });
+        let body = ResponseBody::Error(ErrorBody { reason, retry_after_ms: 0 });
         self.respond(now, session, opcode, request_id, Status::Error, code, body);
     }
 
     fn error_event(&mut self, now: Now, session: SessionId, code: u16, offset: u64, reason: String) {
-        self.send_event(
-            now,
-            session,
-            0,
-            EventBody::ErrorEvent(ErrorEvent { code, offset, reason }),
-        );
+        self.send_event(now, session, 0, EventBody::ErrorEvent(ErrorEvent { code, offset, reason }));
     }
 
     /// Sends a close frame, then ends the session.
@@ -617,13 +568,7 @@ impl Server {
         if !self.sessions.contains_key(&session) {
             return;
         }
-        self.send(
-            session,
-            Message::Close(Close {
-                code,
-                reason: reason.clone(),
-            }),
-        );
+        self.send(session, Message::Close(Close { code, reason: reason.clone() }));
         self.end_session(now, session, code, reason);
     }
 
@@ -642,8 +587,7 @@ impl Server {
             self.notify_peer_gone(now, &bound.username);
         }
         self.closes.push_back((session, code, reason.clone()));
-        self.events
-            .push_back(ServerEvent::SessionClosed { session, code, reason });
+        self.events.push_back(ServerEvent::SessionClosed { session, code, reason });
     }
 
     fn session_timer(&mut self, now: Now, id: SessionId) {
@@ -695,18 +639,13 @@ impl Server {
 
 /// Requests whose response is remembered so that a retry is not performed twice.
 fn is_recorded(opcode: Opcode) -> bool {
-    matches!(
-        opcode,
-        Opcode::SendMp | Opcode::SendRoom | Opcode::RequestMp | Opcode::AcceptMp | Opcode::CloseMp
-    )
+    matches!(opcode, Opcode::SendMp | Opcode::SendRoom | Opcode::RequestMp | Opcode::AcceptMp | Opcode::CloseMp)
 }
 
 /// The 3-32 characters of `a-z 0-9 _ . -` rule for usernames and room names.
 pub(crate) fn valid_name(name: &str) -> bool {
     (3..=32).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'))
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 type Flow = Result<(Status, u16, ResponseBody), (u16, String)>;

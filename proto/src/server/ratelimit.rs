@@ -12,11 +12,7 @@ pub(crate) struct FailureWindow {
 
 impl FailureWindow {
     fn prune(&mut self, now: Instant, window: Duration) {
-        while self
-            .failures
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= window)
-        {
+        while self.failures.front().is_some_and(|t| now.saturating_duration_since(*t) >= window) {
             self.failures.pop_front();
         }
     }
@@ -28,11 +24,7 @@ impl FailureWindow {
             return None;
         }
         let oldest = *self.failures.front()?;
-        Some(
-            (oldest + window)
-                .saturating_duration_since(now)
-                .max(Duration::from_millis(1)),
-        )
+        Some((oldest + window).saturating_duration_since(now).max(Duration::from_millis(1)))
     }
 
     pub(crate) fn record(&mut self, now: Instant, window: Duration, burst: u32) {
@@ -59,10 +51,7 @@ pub(crate) struct AccountLimiter {
 
 impl AccountLimiter {
     pub(crate) fn new(cap: usize) -> Self {
-        AccountLimiter {
-            accounts: BTreeMap::new(),
-            cap,
-        }
+        AccountLimiter { accounts: BTreeMap::new(), cap }
     }
 
     pub(crate) fn retry_after(&mut self, name: &str, now: Instant, window: Duration, burst: u32) -> Option<Duration> {
@@ -80,10 +69,7 @@ impl AccountLimiter {
                 }
             }
         }
-        self.accounts
-            .entry(name.to_owned())
-            .or_default()
-            .record(now, window, burst);
+        self.accounts.entry(name.to_owned()).or_default().record(now, window, burst);
     }
 }
 
@@ -100,10 +86,7 @@ mod tests {
             assert_eq!(f.retry_after(t0 + Duration::from_secs(i), w, 3), None);
             f.record(t0 + Duration::from_secs(i), w, 3);
         }
-        assert_eq!(
-            f.retry_after(t0 + Duration::from_secs(10), w, 3),
-            Some(Duration::from_secs(50))
-        );
+        assert_eq!(f.retry_after(t0 + Duration::from_secs(10), w, 3), Some(Duration::from_secs(50)));
         assert_eq!(f.retry_after(t0 + Duration::from_secs(60), w, 3), None);
     }
 

@@ -16,26 +16,16 @@ const MIN_VERIFIER: usize = 16;
 impl Server {
     pub(super) fn create_room(&mut self, user: &str, b: CreateRoom) -> Flow {
         if !valid_name(&b.room) {
-            return Err((
-                code::BAD_REQUEST,
-                "room name must be 3-32 characters of a-z 0-9 _ . -".into(),
-            ));
+            return Err((code::BAD_REQUEST, "room name must be 3-32 characters of a-z 0-9 _ . -".into()));
         }
         if !(MIN_VERIFIER..=self.config.max_verifier).contains(&b.verifier.len()) {
-            let reason = format!(
-                "room verifier must be {MIN_VERIFIER}-{} bytes",
-                self.config.max_verifier
-            );
+            let reason = format!("room verifier must be {MIN_VERIFIER}-{} bytes", self.config.max_verifier);
             return Err((code::BAD_REQUEST, reason));
         }
         if self.state.rooms.contains_key(&b.room) {
             return Err((code::CONFLICT, format!("room {} already exists", b.room)));
         }
-        self.commit(Change::RoomCreated {
-            room: b.room,
-            verifier: b.verifier,
-            owner: user.to_owned(),
-        });
+        self.commit(Change::RoomCreated { room: b.room, verifier: b.verifier, owner: user.to_owned() });
         Ok((Status::Valid, code::CREATED, ResponseBody::Empty))
     }
 
@@ -49,10 +39,7 @@ impl Server {
             if room.members.len() >= self.config.max_room_members {
                 return Err((code::FORBIDDEN, format!("room {} is full", b.room)));
             }
-            self.commit(Change::RoomJoined {
-                room: b.room.clone(),
-                user: user.to_owned(),
-            });
+            self.commit(Change::RoomJoined { room: b.room.clone(), user: user.to_owned() });
         }
         let room = &self.state.rooms[&b.room];
         let body = RoomJoined {
@@ -71,18 +58,9 @@ impl Server {
             return Err((code::BAD_REQUEST, "empty message".into()));
         }
         let seq = room.next_seq;
-        let entry = HistoryEntry {
-            from: user.to_owned(),
-            seq,
-            sent_ms: now.unix_ms,
-            sealed: b.sealed,
-        };
-        let targets: Vec<_> = room
-            .members
-            .iter()
-            .filter(|m| m.as_str() != user)
-            .filter_map(|m| self.online.get(m).copied())
-            .collect();
+        let entry = HistoryEntry { from: user.to_owned(), seq, sent_ms: now.unix_ms, sealed: b.sealed };
+        let targets: Vec<_> =
+            room.members.iter().filter(|m| m.as_str() != user).filter_map(|m| self.online.get(m).copied()).collect();
         for target in targets {
             let event = RoomMessage {
                 room: b.room.clone(),
@@ -102,10 +80,7 @@ impl Server {
         if !room.members.contains(user) {
             return Err((code::NOT_FOUND, format!("not a member of {name}")));
         }
-        self.commit(Change::RoomLeft {
-            room: name.to_owned(),
-            user: user.to_owned(),
-        });
+        self.commit(Change::RoomLeft { room: name.to_owned(), user: user.to_owned() });
         Ok((Status::Valid, code::OK, ResponseBody::Empty))
     }
 
@@ -114,9 +89,7 @@ impl Server {
         if !room.members.contains(user) {
             return Err((code::FORBIDDEN, format!("not a member of {name}: join it first")));
         }
-        let body = History {
-            messages: room.history.iter().cloned().collect(),
-        };
+        let body = History { messages: room.history.iter().cloned().collect() };
         Ok((Status::Valid, code::OK, ResponseBody::History(body)))
     }
 

@@ -67,8 +67,20 @@ pub struct TokenRecord {
     pub family: u64,
     /// Expiry, Unix milliseconds.
     pub expires_ms: u64,
-    /// A refresh token that was already exchanged: presenting it again is reuse.
-    pub rotated: bool,
+    /// Set once a refresh token has been exchanged: presenting it again is
+    /// reuse, unless it is a retry within the grace interval (see [`Rotation`]).
+    pub rotated: Option<Rotation>,
+}
+
+/// What a refresh token was exchanged for, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    /// When, Unix milliseconds.
+    pub at_ms: u64,
+    /// SHA-256 of the refresh token issued in exchange.
+    pub refresh: [u8; 32],
+    /// SHA-256 of the access token issued with it.
+    pub access: [u8; 32],
 }
 
 /// A room.
@@ -211,18 +223,16 @@ pub enum Change {
     IdentityKeySet { username: String, identity_key: Bytes },
     /// A token was issued (keyed by the SHA-256 of the token).
     TokenIssued { hash: [u8; 32], record: TokenRecord },
-    /// A refresh token was exchanged.
-    TokenRotated { hash: [u8; 32] },
+    /// A refresh token was exchanged for a new pair.
+    TokenRotated { hash: [u8; 32], rotation: Rotation },
+    /// Single tokens were revoked (the unused pair of a retried refresh).
+    TokensRevoked { hashes: Vec<[u8; 32]> },
     /// Every token of a family was revoked (logout, refresh reuse).
     FamilyRevoked { family: u64 },
     /// Tokens that expired at or before `before_ms` were forgotten.
     TokensPurged { before_ms: u64 },
     /// A room was created, its owner its first member.
-    RoomCreated {
-        room: String,
-        verifier: Bytes,
-        owner: String,
-    },
+    RoomCreated { room: String, verifier: Bytes, owner: String },
     /// A user joined a room.
     RoomJoined { room: String, user: String },
     /// A user left a room.
@@ -232,11 +242,7 @@ pub enum Change {
     /// A message was appended to a room's history.
     RoomMessage { room: String, entry: HistoryEntry },
     /// A conversation's state changed (`None`: it ended).
-    ConversationSet {
-        a: String,
-        b: String,
-        state: Option<Conversation>,
-    },
+    ConversationSet { a: String, b: String, state: Option<Conversation> },
     /// An item was queued in the lane `from -> to`; it takes the lane's next sequence number.
     Enqueued { from: String, to: String, item: QueuedItem },
     /// The recipient acknowledged every item of `from -> to` up to `upto`.
@@ -247,12 +253,8 @@ pub enum Change {
     NoticeAdded { user: String, peer: String, seq: u64 },
     /// `user`'s notices were delivered.
     NoticesCleared { user: String },
-    /// A response was remembered for retries of `request_id` by `user`.
-    Recorded {
-        user: String,
-        request_id: u32,
-        response: Recorded,
-    },
+    /// A response was remembered for retries of `request_id` within a token family.
+    Recorded { family: u64, request_id: u32, response: Recorded },
 }
 
 /// Everything the server must not lose.
@@ -276,8 +278,8 @@ pub struct State {
     pub queued_total: usize,
     /// Pending "message dropped" notices per sender: (peer, seq).
     pub notices: BTreeMap<String, Vec<(String, u64)>>,
-    /// Remembered responses per user.
-    pub dedup: HashMap<String, Dedup>,
+    /// Remembered responses per token family (one login of one client).
+    pub dedup: HashMap<u64, Dedup>,
     /// Room history length (from the config).
     pub history_cap: usize,
     /// Remembered responses per user (from the config).
@@ -358,13 +360,25 @@ impl State {
                 self.last_family = self.last_family.max(record.family);
                 self.tokens.insert(*hash, record.clone());
             }
-            Change::TokenRotated { hash } => {
+            Change::TokenRotated { hash, rotation } => {
                 if let Some(t) = self.tokens.get_mut(hash) {
-                    t.rotated = true;
+                    t.rotated = Some(*rotation);
                 }
             }
-            Change::FamilyRevoked { family } => self.tokens.retain(|_, t| t.family != *family),
-            Change::TokensPurged { before_ms } => self.tokens.retain(|_, t| t.expires_ms > *before_ms),
+            Change::TokensRevoked { hashes } => {
+                for h in hashes {
+                    self.tokens.remove(h);
+                }
+            }
+            Change::FamilyRevoked { family } => {
+                self.tokens.retain(|_, t| t.family != *family);
+                self.dedup.remove(family);
+            }
+            Change::TokensPurged { before_ms } => {
+                self.tokens.retain(|_, t| t.expires_ms > *before_ms);
+                let live: std::collections::HashSet<u64> = self.tokens.values().map(|t| t.family).collect();
+                self.dedup.retain(|family, _| live.contains(family));
+            }
             Change::RoomCreated { room, verifier, owner } => {
                 self.rooms.insert(
                     room.clone(),
@@ -404,10 +418,7 @@ impl State {
                 for (x, y) in [(a, b), (b, a)] {
                     match state {
                         Some(s) => {
-                            self.conversations
-                                .entry(x.clone())
-                                .or_default()
-                                .insert(y.clone(), s.clone());
+                            self.conversations.entry(x.clone()).or_default().insert(y.clone(), s.clone());
                         }
                         None => {
                             if let Some(m) = self.conversations.get_mut(x) {
@@ -464,14 +475,9 @@ impl State {
             Change::NoticesCleared { user } => {
                 self.notices.remove(user);
             }
-            Change::Recorded { user, request_id, response } => {
+            Change::Recorded { family, request_id, response } => {
                 let cap = self.dedup_cap;
-                if !self.dedup.contains_key(user) {
-                    self.dedup.insert(user.clone(), Dedup::default());
-                }
-                if let Some(d) = self.dedup.get_mut(user) {
-                    d.insert(*request_id, response.clone(), cap);
-                }
+                self.dedup.entry(*family).or_default().insert(*request_id, response.clone(), cap);
             }
         }
     }

@@ -29,10 +29,7 @@ pub struct Job {
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the secrets.
-        f.debug_struct("Job")
-            .field("id", &self.id)
-            .field("hashes", &self.tasks.len())
-            .finish()
+        f.debug_struct("Job").field("id", &self.id).field("hashes", &self.tasks.len()).finish()
     }
 }
 
@@ -46,10 +43,7 @@ pub struct JobResult {
 
 impl std::fmt::Debug for JobResult {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JobResult")
-            .field("id", &self.id)
-            .field("ok", &self.hashes.is_some())
-            .finish()
+        f.debug_struct("JobResult").field("id", &self.id).field("ok", &self.hashes.is_some()).finish()
     }
 }
 
@@ -64,10 +58,7 @@ impl Job {
     /// How much work this job is, in KiB-iterations (for simulated durations).
     #[must_use]
     pub fn cost(&self) -> u64 {
-        self.tasks
-            .iter()
-            .map(|t| u64::from(t.params.m_cost_kib) * u64::from(t.params.t_cost))
-            .sum()
+        self.tasks.iter().map(|t| u64::from(t.params.m_cost_kib) * u64::from(t.params.t_cost)).sum()
     }
 }
 

@@ -1,0 +1,285 @@
+//! Tokens and the session: the two-step login, refresh (on a new connection,
+//! and when the server says the access token expired), logout, and what
+//! happens when the session's tokens stop working.
+
+use std::time::Instant;
+
+use super::outbox::Origin;
+use super::{Client, ClientEvent};
+use crate::{
+    ErrorBody, Login, Message, Now, Opcode, Passphrase, Refresh, Request, RequestBody, Response, ResponseBody, Status,
+    Tokens, code,
+};
+
+/// A login under way: step one (`login`), then step two (`passphrase`).
+pub(crate) struct LoginFlow {
+    /// The id the `login` command returned; every outcome is reported under it.
+    pub(crate) login_id: u32,
+    pub(crate) timestamp_ms: u64,
+    pub(crate) username: String,
+    /// Held until `login` is written.
+    pub(crate) password: Option<String>,
+    /// Held until step one is answered.
+    pub(crate) passphrase: Option<String>,
+    pub(crate) login_sent: bool,
+    pub(crate) passphrase_id: Option<u32>,
+}
+
+/// The session's credentials and the exchanges that renew them.
+#[derive(Default)]
+pub(crate) struct Auth {
+    pub(crate) access: Option<String>,
+    pub(crate) access_expires_ms: u64,
+    pub(crate) refresh: Option<String>,
+    pub(crate) refresh_expires_ms: u64,
+    /// Bumped at every new access token; an entry refused with an older one is simply sent again.
+    pub(crate) generation: u64,
+    /// The id of the `refresh` written on the current connection, unanswered.
+    pub(crate) refresh_in_flight: Option<u32>,
+    /// When to try a refused refresh again.
+    pub(crate) refresh_retry_at: Option<Instant>,
+    pub(crate) login: Option<LoginFlow>,
+    /// `logout` was asked for: authenticated commands are refused from now on.
+    pub(crate) logging_out: bool,
+    /// Tokens from a refresh that authenticated the connection before the
+    /// username was known (a resumed profile): `LoggedIn` waits for `connected`.
+    pub(crate) deferred: Option<(u32, u64, u64)>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print tokens or passwords.
+        f.debug_struct("Auth")
+            .field("has_access", &self.access.is_some())
+            .field("access_expires_ms", &self.access_expires_ms)
+            .field("has_refresh", &self.refresh.is_some())
+            .field("refresh_expires_ms", &self.refresh_expires_ms)
+            .field("generation", &self.generation)
+            .field("refresh_in_flight", &self.refresh_in_flight)
+            .field("login", &self.login.as_ref().map(|l| l.login_id))
+            .field("logging_out", &self.logging_out)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Writes `login` for the flow under way, if it is not written yet.
+    pub(super) fn send_login(&mut self) {
+        if self.conn.is_none() {
+            return;
+        }
+        let Some(flow) = self.auth.login.as_mut() else { return };
+        if flow.login_sent {
+            return;
+        }
+        let Some(password) = flow.password.take() else { return };
+        flow.login_sent = true;
+        let message = Message::Request(Request {
+            request_id: flow.login_id,
+            timestamp_ms: flow.timestamp_ms,
+            body: RequestBody::Login(Login { username: flow.username.clone(), password }),
+        });
+        message.encode(&[], &mut self.out);
+    }
+
+    /// Writes `refresh` with the stored refresh token, unless one is under way.
+    pub(super) fn start_refresh(&mut self, now: Now) {
+        if self.conn.is_none() || self.auth.refresh_in_flight.is_some() {
+            return;
+        }
+        let Some(token) = self.auth.refresh.clone() else { return };
+        let Ok(id) = self.alloc_id() else { return };
+        if token.is_empty() || token.len() > usize::from(self.config.limits.max_text) {
+            self.fail(id, Opcode::Refresh, code::UNAUTHORIZED, "the stored refresh token is malformed", 0);
+            return self.end_session("the stored refresh token is malformed: log in again");
+        }
+        self.auth.refresh_in_flight = Some(id);
+        self.auth.refresh_retry_at = None;
+        let message = Message::Request(Request {
+            request_id: id,
+            timestamp_ms: now.unix_ms,
+            body: RequestBody::Refresh(Refresh { refresh_token: token }),
+        });
+        message.encode(&[], &mut self.out);
+    }
+
+    /// Answer to `login` (step one): on `in_progress`, step two goes out at once.
+    pub(super) fn on_login_response(&mut self, now: Now, r: Response) {
+        let Some(login_id) = self.auth.login.as_ref().map(|f| f.login_id) else {
+            return;
+        };
+        if r.status == Status::InProgress {
+            let Some(passphrase) = self.auth.login.as_mut().and_then(|f| f.passphrase.take()) else {
+                return;
+            };
+            let Ok(id) = self.alloc_id() else {
+                self.auth.login = None;
+                return self.fail(login_id, Opcode::Login, code::INTERNAL, "request ids exhausted", 0);
+            };
+            if let Some(flow) = self.auth.login.as_mut() {
+                flow.passphrase_id = Some(id);
+            }
+            let message = Message::Request(Request {
+                request_id: id,
+                timestamp_ms: now.unix_ms,
+                body: RequestBody::Passphrase(Passphrase { passphrase }),
+            });
+            return message.encode(&[], &mut self.out);
+        }
+        self.auth.login = None;
+        let (reason, retry) = error_of(&r);
+        self.fail(login_id, Opcode::Login, r.code, &reason, retry);
+    }
+
+    /// Answer to `passphrase` (step two): tokens, or the login failed.
+    pub(super) fn on_passphrase_response(&mut self, r: Response) {
+        let Some(flow) = self.auth.login.take() else { return };
+        match r.body {
+            ResponseBody::Tokens(tokens) if r.status != Status::Error => {
+                self.lanes.set_owner(&flow.username);
+                self.username = Some(flow.username);
+                self.on_tokens(flow.login_id, Opcode::Passphrase, tokens);
+            }
+            _ => {
+                let (reason, retry) = error_of(&r);
+                self.fail(flow.login_id, Opcode::Passphrase, r.code, &reason, retry);
+            }
+        }
+    }
+
+    /// Answer to `refresh`: new tokens, or the session ended (401, 403), or
+    /// try again later (anything else: busy, duplicate login refused, ...).
+    pub(super) fn on_refresh_response(&mut self, now: Now, r: Response) {
+        self.auth.refresh_in_flight = None;
+        if r.status != Status::Error
+            && let ResponseBody::Tokens(tokens) = r.body
+        {
+            return self.on_tokens(r.request_id, Opcode::Refresh, tokens);
+        }
+        let (reason, retry_after_ms) = error_of(&r);
+        self.fail(r.request_id, Opcode::Refresh, r.code, &reason, retry_after_ms);
+        if matches!(r.code, code::UNAUTHORIZED | code::FORBIDDEN) {
+            return self.end_session(&format!("session ended: {reason}"));
+        }
+        let wait = std::time::Duration::from_millis(retry_after_ms).max(self.config.refresh_retry);
+        self.auth.refresh_retry_at = now.instant.checked_add(wait);
+    }
+
+    /// A new token pair from `passphrase` or `refresh`: keep only the newest,
+    /// and send what waited for it.
+    fn on_tokens(&mut self, request_id: u32, opcode: Opcode, t: Tokens) {
+        let max_auth = usize::try_from(self.config.limits.max_auth).unwrap_or(usize::MAX);
+        if t.access_token.is_empty() || t.access_token.len() > max_auth || t.refresh_token.is_empty() {
+            let reason = "the server sent unusable tokens";
+            self.fail(request_id, opcode, code::INTERNAL, reason, 0);
+            return self.end_session(reason);
+        }
+        self.auth.access = Some(t.access_token);
+        self.auth.refresh = Some(t.refresh_token);
+        self.auth.access_expires_ms = t.access_expires_ms;
+        self.auth.refresh_expires_ms = t.refresh_expires_ms;
+        self.auth.generation += 1;
+        self.auth.refresh_retry_at = None;
+        if let Some(conn) = self.conn.as_mut() {
+            conn.authed = true;
+        }
+        let (a, r) = (t.access_expires_ms, t.refresh_expires_ms);
+        match self.username.clone() {
+            Some(username) => self.events.push_back(ClientEvent::LoggedIn {
+                request_id,
+                username,
+                access_expires_ms: a,
+                refresh_expires_ms: r,
+            }),
+            None => self.auth.deferred = Some((request_id, a, r)),
+        }
+        self.flush();
+    }
+
+    /// The server refused the token of the outbox entry `id` (419, or 401).
+    /// Returns true if the entry will be sent again after a refresh, false
+    /// if the refusal must be reported.
+    pub(super) fn retry_after_refusal(&mut self, now: Now, id: u32) -> bool {
+        let generation = self.auth.generation;
+        if self.auth.refresh.is_none() {
+            return false;
+        }
+        let Some(entry) = self.outbox.get_mut(id) else {
+            return false;
+        };
+        if entry.sent_gen < generation {
+            // Sent with a token that has been replaced since: just send it again.
+            entry.sent = false;
+            self.flush();
+            return true;
+        }
+        if entry.auth_refusals > 0 {
+            return false;
+        }
+        entry.auth_refusals += 1;
+        entry.sent = false;
+        self.start_refresh(now);
+        true
+    }
+
+    /// `logout` was answered: the session is over.
+    pub(super) fn logged_out(&mut self, request_id: u32) {
+        self.events.push_back(ClientEvent::LoggedOut { request_id });
+        self.end_session("logged out");
+    }
+
+    /// Forgets the tokens. Authenticated requests still waiting can no
+    /// longer be sent: each fails with 401 (a waiting `logout` completes).
+    pub(super) fn end_session(&mut self, reason: &str) {
+        self.auth.access = None;
+        self.auth.refresh = None;
+        self.auth.refresh_in_flight = None;
+        self.auth.refresh_retry_at = None;
+        self.auth.logging_out = false;
+        self.auth.deferred = None;
+        self.username = None;
+        if let Some(conn) = self.conn.as_mut() {
+            conn.authed = false;
+        }
+        for entry in self.outbox.drain_auth() {
+            match (entry.origin, entry.opcode()) {
+                (Origin::Ack, _) => {}
+                (Origin::User, Opcode::Logout) => {
+                    self.events.push_back(ClientEvent::LoggedOut { request_id: entry.id });
+                }
+                (Origin::User, opcode) => self.fail(entry.id, opcode, code::UNAUTHORIZED, reason, 0),
+            }
+        }
+    }
+
+    /// The connection is gone: a login written on it cannot go on.
+    pub(super) fn auth_connection_lost(&mut self) {
+        self.auth.refresh_in_flight = None;
+        self.auth.deferred = None;
+        if self.auth.login.as_ref().is_some_and(|f| f.login_sent)
+            && let Some(flow) = self.auth.login.take()
+        {
+            let opcode = if flow.passphrase_id.is_some() { Opcode::Passphrase } else { Opcode::Login };
+            let reason = "connection lost during login: log in again";
+            self.fail(flow.login_id, opcode, code::UNAVAILABLE, reason, 0);
+        }
+    }
+
+    pub(super) fn fail(&mut self, request_id: u32, opcode: Opcode, code: u16, reason: &str, retry_after_ms: u64) {
+        self.events.push_back(ClientEvent::Failed {
+            request_id,
+            opcode,
+            code,
+            reason: reason.to_owned(),
+            retry_after_ms,
+        });
+    }
+}
+
+/// The reason and retry delay of an error response (or a note for an unexpected answer).
+pub(super) fn error_of(r: &Response) -> (String, u64) {
+    match &r.body {
+        ResponseBody::Error(ErrorBody { reason, retry_after_ms }) => (reason.clone(), *retry_after_ms),
+        _ => (format!("unexpected {} answer with code {}", r.status.name(), r.code), 0),
+    }
+}

@@ -1,0 +1,230 @@
+//! What arrives from the server: responses (matched to the outbox, the
+//! login under way or the refresh under way), events (deduplicated
+//! deliveries), control frames.
+
+use super::outbox::{Entry, Origin};
+use super::{Client, ClientEvent, auth::error_of};
+use crate::{
+    DecodeError, DeliveryAck, ErrorBody, Event, EventBody, Frame, FrameType, Message, Now, Opcode, Pong, RequestBody,
+    Response, ResponseBody, Status, code,
+};
+
+impl Client {
+    pub(super) fn handle_frame(&mut self, now: Now, frame: Frame) {
+        match Message::decode(&frame, &self.config.limits) {
+            Ok(Message::Response(r)) => self.on_response(now, r),
+            Ok(Message::Event(e)) => self.on_event(e),
+            Ok(Message::Ping(p)) => {
+                if self.conn.is_some() {
+                    Message::Pong(Pong { nonce: p.nonce }).encode(&[], &mut self.out);
+                }
+            }
+            Ok(Message::Pong(_)) => {}
+            Ok(Message::Close(c)) => {
+                // The server closes: stop sending, no answer (docs/PROTOCOL.md, "close").
+                self.out.clear();
+                self.events.push_back(ClientEvent::Closed { code: c.code, reason: c.reason.clone() });
+                let revoked = c.code == code::UNAUTHORIZED;
+                self.closes.push_back((c.code, c.reason));
+                self.drop_connection();
+                if revoked {
+                    // The server revoked this login's tokens (refresh token reuse).
+                    self.end_session("tokens revoked: log in again");
+                }
+            }
+            Ok(Message::Request(req)) => {
+                let error = DecodeError::WrongDirection {
+                    opcode: req.body.opcode().as_u32(),
+                    frame_type: FrameType::Request.name(),
+                    offset: frame.data_offset(),
+                };
+                self.events.push_back(ClientEvent::BadFrame { error });
+            }
+            Err(error) => match undecodable_response(&frame, &error) {
+                Some(r) => self.on_response(now, r),
+                None => self.events.push_back(ClientEvent::BadFrame { error }),
+            },
+        }
+    }
+
+    fn on_response(&mut self, now: Now, r: Response) {
+        let id = r.request_id;
+        if let Some(flow) = &self.auth.login {
+            if r.opcode == Opcode::Login && id == flow.login_id && flow.login_sent {
+                return self.on_login_response(now, r);
+            }
+            if r.opcode == Opcode::Passphrase && Some(id) == flow.passphrase_id {
+                return self.on_passphrase_response(r);
+            }
+        }
+        if r.opcode == Opcode::Refresh && self.auth.refresh_in_flight == Some(id) {
+            return self.on_refresh_response(now, r);
+        }
+        let Some(entry) = self.outbox.get(id) else {
+            return; // Not ours, or already answered.
+        };
+        if entry.opcode() != r.opcode || !entry.sent {
+            return;
+        }
+        if r.status == Status::Error
+            && matches!(r.code, code::TOKEN_EXPIRED | code::UNAUTHORIZED)
+            && entry.needs_auth()
+            && self.retry_after_refusal(now, id)
+        {
+            return;
+        }
+        let Some(entry) = self.outbox.take(id, r.opcode) else {
+            return;
+        };
+        match r.status {
+            Status::Error => self.on_failed(entry, &r),
+            Status::Valid | Status::Finished | Status::InProgress => self.on_done(entry, r.code, r.body),
+        }
+    }
+
+    fn on_done(&mut self, entry: Entry, code: u16, body: ResponseBody) {
+        match (&entry.origin, &entry.body, &body) {
+            (Origin::Ack, RequestBody::DeliveryAck(a), _) => return self.lanes.confirm(&a.peer, a.seq),
+            (_, RequestBody::Logout(_), _) => return self.logged_out(entry.id),
+            (_, RequestBody::JoinRoom(j), ResponseBody::RoomJoined(joined)) => {
+                let last = joined.history.iter().map(|h| h.seq).max().unwrap_or(0);
+                self.lanes.set_room(&j.room, last);
+            }
+            (_, RequestBody::DeleteRoom(d), _) => self.lanes.forget_room(&d.room),
+            _ => {}
+        }
+        self.events.push_back(ClientEvent::Done { request_id: entry.id, opcode: entry.opcode(), code, body });
+    }
+
+    fn on_failed(&mut self, entry: Entry, r: &Response) {
+        if entry.opcode() == Opcode::Logout {
+            self.auth.logging_out = false;
+        }
+        let (reason, retry_after_ms) = error_of(r);
+        self.fail(entry.id, entry.opcode(), r.code, &reason, retry_after_ms);
+    }
+
+    fn on_event(&mut self, e: Event) {
+        let lane_item = match e.body {
+            EventBody::Connected(c) => {
+                self.lanes.set_owner(&c.username);
+                self.username = Some(c.username.clone());
+                if let Some(conn) = self.conn.as_mut() {
+                    conn.authed = true;
+                }
+                if let Some((request_id, a, r)) = self.auth.deferred.take() {
+                    self.events.push_back(ClientEvent::LoggedIn {
+                        request_id,
+                        username: c.username.clone(),
+                        access_expires_ms: a,
+                        refresh_expires_ms: r,
+                    });
+                }
+                ClientEvent::Connected { username: c.username, queued: c.queued }
+            }
+            EventBody::UserMessage(m) => {
+                if !self.lanes.receive(&m.from, m.seq) {
+                    return;
+                }
+                ClientEvent::UserMessage { from: m.from, seq: m.seq, sent_ms: m.sent_ms, sealed: m.sealed }
+            }
+            EventBody::MpRequest(m) => {
+                if !self.lanes.receive(&m.from, m.seq) {
+                    return;
+                }
+                ClientEvent::MpRequest {
+                    from: m.from,
+                    seq: m.seq,
+                    identity_key: m.identity_key,
+                    handshake: m.handshake,
+                }
+            }
+            EventBody::MpAccepted(m) => {
+                if !self.lanes.receive(&m.peer, m.seq) {
+                    return;
+                }
+                ClientEvent::MpAccepted {
+                    peer: m.peer,
+                    seq: m.seq,
+                    identity_key: m.identity_key,
+                    handshake: m.handshake,
+                }
+            }
+            EventBody::MpClosed(m) => {
+                if !self.lanes.receive(&m.peer, m.seq) {
+                    return;
+                }
+                ClientEvent::MpClosed { peer: m.peer, seq: m.seq, reason: m.reason }
+            }
+            EventBody::RoomMessage(m) => {
+                if !self.lanes.room_message(&m.room, m.seq) {
+                    return;
+                }
+                ClientEvent::RoomMessage {
+                    room: m.room,
+                    from: m.from,
+                    seq: m.seq,
+                    sent_ms: m.sent_ms,
+                    sealed: m.sealed,
+                }
+            }
+            EventBody::PeerGone(p) => ClientEvent::PeerGone { peer: p.peer },
+            EventBody::MpExpired(m) => ClientEvent::MpExpired { peer: m.peer, seq: m.seq },
+            EventBody::ErrorEvent(m) => ClientEvent::ServerError { code: m.code, offset: m.offset, reason: m.reason },
+        };
+        self.events.push_back(lane_item);
+    }
+
+    /// One `delivery_ack` per peer that delivered something in this input
+    /// batch, for the highest sequence number delivered (duplicates included:
+    /// a replay means an earlier acknowledgement did not land).
+    pub(super) fn send_acks(&mut self, now: Now) {
+        let due = self.lanes.take_due();
+        if self.auth.refresh.is_none() {
+            return;
+        }
+        for (peer, seq) in due {
+            if self.outbox.ack_covers(&peer, seq) {
+                continue;
+            }
+            if let Some(entry) = self.outbox.unsent_ack_mut(&peer) {
+                entry.body = RequestBody::DeliveryAck(DeliveryAck { peer, seq });
+                continue;
+            }
+            let Ok(id) = self.alloc_id() else { return };
+            let body = RequestBody::DeliveryAck(DeliveryAck { peer, seq });
+            self.outbox.push(Entry::new(id, now.unix_ms, body, Origin::Ack));
+        }
+    }
+}
+
+/// A response frame that does not decode still names its opcode and request
+/// id in its first eight data bytes: the request it answers fails instead
+/// of waiting forever. The server's code is kept when the status byte says
+/// `error`; otherwise the failure is the client's (500).
+fn undecodable_response(frame: &Frame, error: &DecodeError) -> Option<Response> {
+    if frame.frame_type != FrameType::Response {
+        return None;
+    }
+    let data = &frame.data;
+    let opcode = Opcode::from_u32(u32::from_be_bytes(data.get(0..4)?.try_into().ok()?))?;
+    let request_id = u32::from_be_bytes(data.get(4..8)?.try_into().ok()?);
+    if !opcode.is_request() {
+        return None;
+    }
+    let status = data.get(16).copied().and_then(Status::from_u8);
+    let server_code =
+        data.get(17..19).and_then(|b| b.try_into().ok()).map(u16::from_be_bytes).filter(|c| (100..=999).contains(c));
+    let code = match (status, server_code) {
+        (Some(Status::Error), Some(c)) => c,
+        _ => code::INTERNAL,
+    };
+    Some(Response {
+        opcode,
+        request_id,
+        timestamp_ms: 0,
+        status: Status::Error,
+        code,
+        body: ResponseBody::Error(ErrorBody { reason: format!("undecodable answer: {error}"), retry_after_ms: 0 }),
+    })
+}

@@ -1,0 +1,180 @@
+//! Exactly-once delivery on the receiving side.
+//!
+//! Everything a peer sends this user (`mp_request`, `mp_accepted`,
+//! `user_message`, `mp_closed`) travels in one lane numbered by a sequence
+//! that only grows. The server replays every unacknowledged item at each
+//! login, so the client drops sequence numbers it has already delivered and
+//! acknowledges the highest one per peer once per input batch, duplicates
+//! included (an acknowledgement lost with a connection is sent again when the
+//! replay shows it did not land). Room messages are not acknowledged; they
+//! are only deduplicated against the last sequence number seen per room.
+
+use std::collections::{BTreeSet, HashMap};
+
+#[derive(Debug, Clone, Copy)]
+struct PeerLane {
+    /// Highest sequence number delivered.
+    last: u64,
+    /// Highest sequence number whose acknowledgement the server confirmed.
+    acked: u64,
+    /// Last activity, for eviction.
+    tick: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RoomSeen {
+    last: u64,
+    tick: u64,
+}
+
+/// Per-peer and per-room delivery state of one user.
+#[derive(Debug)]
+pub(crate) struct Lanes {
+    /// The user this state belongs to: another user's login starts afresh.
+    owner: Option<String>,
+    peers: HashMap<String, PeerLane>,
+    rooms: HashMap<String, RoomSeen>,
+    /// Peers to acknowledge at the end of the current input batch.
+    due: BTreeSet<String>,
+    tick: u64,
+    max_peers: usize,
+    max_rooms: usize,
+}
+
+impl Lanes {
+    pub(crate) fn new(max_peers: usize, max_rooms: usize) -> Lanes {
+        Lanes {
+            owner: None,
+            peers: HashMap::new(),
+            rooms: HashMap::new(),
+            due: BTreeSet::new(),
+            tick: 0,
+            max_peers: max_peers.max(1),
+            max_rooms: max_rooms.max(1),
+        }
+    }
+
+    /// The session is `username`'s: if the state belonged to someone else, forget it.
+    pub(crate) fn set_owner(&mut self, username: &str) {
+        if self.owner.as_deref() != Some(username) {
+            self.peers.clear();
+            self.rooms.clear();
+            self.due.clear();
+            self.owner = Some(username.to_owned());
+        }
+    }
+
+    fn next_tick(&mut self) -> u64 {
+        self.tick += 1;
+        self.tick
+    }
+
+    /// A lane item `seq` from `peer` arrived. True if it is new and must be
+    /// delivered, false for a replay. Either way `peer` is due an acknowledgement.
+    pub(crate) fn receive(&mut self, peer: &str, seq: u64) -> bool {
+        let tick = self.next_tick();
+        self.due.insert(peer.to_owned());
+        if let Some(lane) = self.peers.get_mut(peer) {
+            lane.tick = tick;
+            if seq <= lane.last {
+                return false;
+            }
+            lane.last = seq;
+            return true;
+        }
+        if self.peers.len() >= self.max_peers {
+            self.evict_peer();
+        }
+        let lane = PeerLane { last: seq, acked: 0, tick };
+        self.peers.insert(peer.to_owned(), lane);
+        true
+    }
+
+    /// Forgets the least recently active peer, preferring one whose
+    /// acknowledgement is confirmed and none that is due one now.
+    fn evict_peer(&mut self) {
+        let pick = |confirmed_only: bool| {
+            self.peers
+                .iter()
+                .filter(|(p, l)| !self.due.contains(*p) && (!confirmed_only || l.acked >= l.last))
+                .min_by_key(|(_, l)| l.tick)
+                .map(|(p, _)| p.clone())
+        };
+        if let Some(peer) = pick(true).or_else(|| pick(false)) {
+            self.peers.remove(&peer);
+        }
+    }
+
+    /// The acknowledgements due for this batch: each peer with its highest delivered sequence number.
+    pub(crate) fn take_due(&mut self) -> Vec<(String, u64)> {
+        std::mem::take(&mut self.due).into_iter().filter_map(|p| self.peers.get(&p).map(|l| (p, l.last))).collect()
+    }
+
+    /// The server accepted the acknowledgement of `peer`'s items up to `seq`.
+    pub(crate) fn confirm(&mut self, peer: &str, seq: u64) {
+        if let Some(lane) = self.peers.get_mut(peer) {
+            lane.acked = lane.acked.max(seq);
+        }
+    }
+
+    /// The highest sequence number delivered from `peer` (0: none).
+    pub(crate) fn last_seen(&self, peer: &str) -> u64 {
+        self.peers.get(peer).map_or(0, |l| l.last)
+    }
+
+    /// Restores a peer's last delivered sequence number (from a stored profile).
+    pub(crate) fn set_last_seen(&mut self, peer: &str, seq: u64) {
+        let tick = self.next_tick();
+        if !self.peers.contains_key(peer) && self.peers.len() >= self.max_peers {
+            self.evict_peer();
+        }
+        let lane = self.peers.entry(peer.to_owned()).or_insert(PeerLane { last: 0, acked: 0, tick });
+        lane.last = lane.last.max(seq);
+        lane.tick = tick;
+    }
+
+    /// Every peer with its last delivered sequence number, for a stored profile.
+    pub(crate) fn seen(&self) -> Vec<(String, u64)> {
+        let mut all: Vec<(String, u64)> = self.peers.iter().map(|(p, l)| (p.clone(), l.last)).collect();
+        all.sort();
+        all
+    }
+
+    /// A room message `seq` arrived in `room`: true if it is new.
+    pub(crate) fn room_message(&mut self, room: &str, seq: u64) -> bool {
+        let tick = self.next_tick();
+        if let Some(r) = self.rooms.get_mut(room) {
+            r.tick = tick;
+            if seq <= r.last {
+                return false;
+            }
+            r.last = seq;
+            return true;
+        }
+        self.set_room(room, seq);
+        true
+    }
+
+    /// The room's history as of a `join_room` answer ends at `last` (0: empty).
+    /// Authoritative: a room deleted and created again starts over.
+    pub(crate) fn set_room(&mut self, room: &str, last: u64) {
+        let tick = self.next_tick();
+        if !self.rooms.contains_key(room) && self.rooms.len() >= self.max_rooms {
+            let oldest = self.rooms.iter().min_by_key(|(_, r)| r.tick).map(|(n, _)| n.clone());
+            if let Some(name) = oldest {
+                self.rooms.remove(&name);
+            }
+        }
+        self.rooms.insert(room.to_owned(), RoomSeen { last, tick });
+    }
+
+    /// This user deleted `room`: a room created later under the same name starts over.
+    pub(crate) fn forget_room(&mut self, room: &str) {
+        self.rooms.remove(room);
+    }
+
+    /// The last room sequence number seen in `room` (0: none).
+    pub(crate) fn room_last(&self, room: &str) -> u64 {
+        self.rooms.get(room).map_or(0, |r| r.last)
+    }
+}

@@ -1,0 +1,73 @@
+//! The receiving side: replays dropped, one acknowledgement per peer per
+//! batch, bounded memory.
+
+use super::lone::{acks, logged_in, response, user_message};
+use super::messages;
+use crate::{ClientConfig, ClientEvent, Message, MpClosed, Opcode, ResponseBody, Status};
+
+#[test]
+fn replays_are_dropped_and_each_peer_is_acked_once_per_batch() {
+    let mut lone = logged_in(ClientConfig::default());
+    let mut batch = Vec::new();
+    for (from, seq) in [("bob", 1), ("bob", 2), ("bob", 2), ("carol", 1), ("bob", 3), ("bob", 1)] {
+        batch.extend(user_message(from, seq));
+    }
+    let closed = MpClosed { peer: "bob".into(), seq: 4, reason: "bye".into() };
+    batch.extend(Message::Event(crate::Event { request_id: 0, timestamp_ms: 0, body: closed.into() }).to_bytes(b""));
+    // Any chunking: the batch arrives in 7-byte pieces, but the acks come
+    // once per peer per `handle_input` call that completed frames.
+    lone.feed(&batch);
+    let got: Vec<(String, u64)> = messages(&lone.events).into_iter().map(|(f, s, _)| (f, s)).collect();
+    assert_eq!(got, vec![("bob".into(), 1), ("bob".into(), 2), ("carol".into(), 1), ("bob".into(), 3)]);
+    assert!(matches!(lone.events.last(), Some(ClientEvent::MpClosed { seq: 4, .. })));
+    let sent = acks(&lone);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!((sent[0].1.as_str(), sent[0].2), ("bob", 4));
+    assert_eq!((sent[1].1.as_str(), sent[1].2), ("carol", 1));
+    assert!(
+        lone.sent.iter().all(|m| !matches!(m, Message::Request(r) if r.body.opcode() != Opcode::DeliveryAck)),
+        "only acks"
+    );
+    assert_eq!(lone.client.last_seen("bob"), 4);
+    assert_eq!(lone.client.outbox_len(), 2);
+
+    // A replay while the ack is unanswered: nothing new to send.
+    lone.sent.clear();
+    lone.events.clear();
+    lone.feed(&user_message("bob", 3));
+    assert!(lone.events.is_empty());
+    assert!(acks(&lone).is_empty());
+
+    // Acks answered: the outbox empties, and nothing is reported.
+    for (id, _, _) in &sent {
+        lone.feed(&response(Opcode::DeliveryAck, *id, Status::Valid, 200, ResponseBody::Empty));
+    }
+    assert_eq!(lone.client.outbox_len(), 0);
+    assert!(lone.events.is_empty());
+
+    // A replay after the ack landed (server restarted from an older state, say): acked again.
+    lone.feed(&user_message("bob", 2));
+    assert!(lone.events.is_empty());
+    assert_eq!(acks(&lone).iter().map(|a| a.2).collect::<Vec<_>>(), vec![4]);
+}
+
+#[test]
+fn lane_memory_is_bounded_and_forgets_acknowledged_peers_first() {
+    let mut lone = logged_in(ClientConfig { max_seen_peers: 2, ..ClientConfig::default() });
+    lone.feed(&user_message("bob", 5));
+    lone.feed(&user_message("carol", 7));
+    // Bob's acknowledgement is confirmed, carol's is not.
+    let sent = acks(&lone);
+    lone.feed(&response(Opcode::DeliveryAck, sent[0].0, Status::Valid, 200, ResponseBody::Empty));
+    lone.feed(&user_message("dave", 1));
+    assert_eq!(lone.client.seen_peers(), vec![("carol".into(), 7), ("dave".into(), 1)]);
+    assert_eq!(lone.client.last_seen("bob"), 0);
+
+    // A restored profile brings its lanes back.
+    lone.client.set_last_seen("erin", 3);
+    assert_eq!(lone.client.last_seen("erin"), 3);
+    assert_eq!(lone.client.seen_peers().len(), 2);
+    lone.events.clear();
+    lone.feed(&user_message("erin", 3));
+    assert!(lone.events.is_empty(), "a replay of what the profile had seen");
+}
