@@ -294,3 +294,111 @@ pub fn server_session(data: &[u8]) {
         check_invariants(&server);
     }
 }
+
+/// Drives one [`Client`](crate::Client) with an arbitrary sequence of
+/// commands and server input. Operations:
+///
+/// - `0 ms_hi ms_lo`: advance time and fire timers;
+/// - `1 k len data..`: command number `k` (register, login, send_mp, ...), with `data` as its blob and names taken from a fixed table;
+/// - `2 len data..`: raw server bytes;
+/// - `3 k`: example frame `k` (every message of the catalog) as server input, so valid answers are easy to reach;
+/// - `4`: the transport connects; `5`: it drops; `6 len data..`: resume with `data` as a refresh token.
+///
+/// Every drain is bounded and every byte the client transmits must decode
+/// as a stream of valid request, ping, pong or close frames.
+pub fn client_ops(data: &[u8]) {
+    use std::time::{Duration, Instant};
+
+    use crate::{Client, ClientConfig, ClientOutput, FrameDecoder, FrameType, Message, Now};
+
+    const NAMES: [&str; 4] = ["alice", "bob", "room11", "a-very-long-name-for-the-limits-of-the-codec-to-be-tested-x"];
+    let examples: Vec<Bytes> = crate::examples::all().iter().map(|e| e.to_bytes()).collect();
+    let limits = Limits { max_data: 64 * 1024, ..Limits::DEFAULT };
+    let mut now = Now::new(Instant::now(), 1_795_305_600_000);
+    let mut client = Client::new(ClientConfig { limits, ..ClientConfig::default() }, now);
+    let mut wire = FrameDecoder::new(limits);
+    let mut rest = data;
+    while let Some((&op, tail)) = rest.split_first() {
+        let byte = |i: usize| tail.get(i).copied().unwrap_or(0);
+        let len = usize::from(byte(0)).min(tail.len().saturating_sub(1));
+        match op % 7 {
+            0 => {
+                now = now.advance(Duration::from_millis(u64::from(byte(0)) << 8 | u64::from(byte(1))));
+                client.handle_timeout(now);
+                rest = tail.get(2..).unwrap_or(&[]);
+            }
+            1 => {
+                let k = byte(0);
+                let len = usize::from(byte(1)).min(tail.len().saturating_sub(2));
+                let blob = Bytes::copy_from_slice(&tail[2..2 + len]);
+                let name = NAMES[usize::from(k >> 4) % NAMES.len()];
+                let text = std::str::from_utf8(&blob).unwrap_or("apple river stone");
+                let _ = match k % 16 {
+                    0 => client.register(now, name, text, text, blob.clone()),
+                    1 => client.login(now, name, text, text),
+                    2 => client.logout(now),
+                    3 => client.create_room(now, name, blob.clone()),
+                    4 => client.join_room(now, name, blob.clone()),
+                    5 => client.send_room(now, name, blob.clone()),
+                    6 => client.leave_room(now, name),
+                    7 => client.room_history(now, name),
+                    8 => client.delete_room(now, name),
+                    9 => client.request_mp(now, name, blob.clone()),
+                    10 => client.accept_mp(now, name, blob.clone()),
+                    11 => client.send_mp(now, name, blob.clone()),
+                    12 => client.close_mp(now, name),
+                    13 => client.fetch_key(now, name),
+                    14 => client.set_identity_key(now, blob.clone()),
+                    _ => client.send_mp(now, text, blob.clone()),
+                };
+                rest = &tail[2 + len..];
+            }
+            2 => {
+                client.handle_input(now, &tail[1..1 + len]);
+                rest = &tail[1 + len..];
+            }
+            3 => {
+                client.handle_input(now, &examples[usize::from(byte(0)) % examples.len()]);
+                rest = tail.get(1..).unwrap_or(&[]);
+            }
+            4 => {
+                wire = FrameDecoder::new(limits);
+                client.connected(now);
+                rest = tail;
+            }
+            5 => {
+                client.disconnected(now);
+                rest = tail;
+            }
+            _ => {
+                client.resume(String::from_utf8_lossy(&tail[1..1 + len]).into_owned());
+                rest = &tail[1 + len..];
+            }
+        }
+        let mut settled = false;
+        for _ in 0..10_000 {
+            match client.poll_output() {
+                ClientOutput::Transmit(bytes) => {
+                    wire.push(&bytes);
+                    while let Some(frame) = wire.next_frame().expect("the client sent a broken stream") {
+                        assert!(
+                            matches!(
+                                frame.frame_type,
+                                FrameType::Request | FrameType::Ping | FrameType::Pong | FrameType::Close
+                            ),
+                            "the client sent a {:?} frame",
+                            frame.frame_type
+                        );
+                        Message::decode(&frame, &limits).expect("the client sent an undecodable frame");
+                    }
+                }
+                ClientOutput::Timeout(_) => {
+                    settled = true;
+                    break;
+                }
+                ClientOutput::Event(_) | ClientOutput::Close { .. } => {}
+            }
+        }
+        assert!(settled, "the client produced more than 10000 outputs in one drain");
+    }
+}

@@ -49,3 +49,8 @@ fn message_decode_corpus() {
 fn server_session_corpus() {
     replay("server_session", confab_proto::fuzzing::server_session);
 }
+
+#[test]
+fn client_ops_corpus() {
+    replay("client_ops", confab_proto::fuzzing::client_ops);
+}
