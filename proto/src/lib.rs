@@ -41,6 +41,86 @@
 //! assert_eq!(decoded, login);
 //! ```
 //!
+//! ## The machines
+//!
+//! [`Server`] is one machine for every session; [`Client`] is one machine
+//! per user connection. Both follow the same contract:
+//!
+//! - every call that can change state takes [`Now`] (monotonic instant and
+//!   Unix milliseconds); the machines never read a clock;
+//! - inputs: bytes (`handle_input`, any chunking), timers (`handle_timeout`),
+//!   commands (client) and job results (`Server::handle_work`);
+//! - outputs: drain `poll_output` until it returns a `Timeout`. The server
+//!   hands out, in this order, `Work` (password hashing, to run off the
+//!   routing path), `Persist` (durable changes: commit them all in one
+//!   transaction *before* writing the transmits of the same drain),
+//!   `Transmit`, `Close`, `Event` (log lines), then `Timeout`;
+//! - randomness comes from the server's seed; same seed and inputs, same bytes.
+//!
+//! The run loop, with one client wired straight to the server (an adapter
+//! puts sockets, a thread pool and a store where this puts function calls):
+//!
+//! ```
+//! use std::time::Instant;
+//! use bytes::Bytes;
+//! use confab_proto::server::HashParams;
+//! use confab_proto::{Client, ClientConfig, ClientEvent, ClientOutput, Now, Output, Server, ServerConfig};
+//!
+//! let now = Now::new(Instant::now(), 1_795_305_600_000);
+//! let config = ServerConfig { hash_params: HashParams::INSECURE_FAST, ..ServerConfig::default() };
+//! let mut server = Server::new(config, [42; 32], now);
+//! let session = server.open_session(now).unwrap();
+//! let mut client = Client::new(ClientConfig::default(), now);
+//! client.connected(now);
+//!
+//! client.register(now, "alice", "correct horse", "apple river stone", Bytes::from_static(b"key")).unwrap();
+//! client.login(now, "alice", "correct horse", "apple river stone").unwrap();
+//!
+//! let mut durable = Vec::new(); // stands in for the store
+//! let mut events = Vec::new();
+//! loop {
+//!     // Client -> server.
+//!     let mut to_server = Vec::new();
+//!     loop {
+//!         match client.poll_output() {
+//!             ClientOutput::Transmit(bytes) => to_server.push(bytes),
+//!             ClientOutput::Event(e) => events.push(e),
+//!             ClientOutput::Close { .. } => {}
+//!             ClientOutput::Timeout(_) => break,
+//!         }
+//!     }
+//!     for bytes in &to_server {
+//!         server.handle_input(now, session, bytes);
+//!     }
+//!     // Server -> client, with group commit before transmit.
+//!     let (mut changes, mut to_client, mut jobs) = (Vec::new(), Vec::new(), Vec::new());
+//!     loop {
+//!         match server.poll_output() {
+//!             Output::Work(job) => jobs.push(job),
+//!             Output::Persist(change) => changes.push(change),
+//!             Output::Transmit { bytes, .. } => to_client.push(bytes),
+//!             Output::Close { .. } | Output::Event(_) => {}
+//!             Output::Timeout(_) => break,
+//!         }
+//!     }
+//!     durable.extend(changes); // commit
+//!     for bytes in &to_client {
+//!         client.handle_input(now, bytes);
+//!     }
+//!     let moved = !(to_server.is_empty() && to_client.is_empty() && jobs.is_empty());
+//!     for job in jobs {
+//!         let result = job.run(); // a thread pool's work in a real adapter
+//!         server.handle_work(now, result);
+//!     }
+//!     if !moved {
+//!         break;
+//!     }
+//! }
+//! assert!(client.is_logged_in());
+//! assert!(events.iter().any(|e| matches!(e, ClientEvent::Connected { username, .. } if username == "alice")));
+//! assert!(!durable.is_empty());
+//! ```
+//!
 //! A panic on any input is a bug.
 
 #![forbid(unsafe_code)]
