@@ -29,7 +29,7 @@ pub mod state;
 mod work;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashSet, VecDeque};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -39,6 +39,7 @@ use rand::rngs::StdRng;
 pub use config::{DuplicateLogin, HashParams, ServerConfig};
 pub use session::SessionId;
 use session::{LoginStep, Session};
+use state::HashMap;
 pub use state::{Change, State};
 pub use work::{Job, JobId, JobResult};
 
@@ -217,8 +218,8 @@ impl Server {
             rng,
             state,
             sessions: BTreeMap::new(),
-            online: HashMap::new(),
-            jobs: HashMap::new(),
+            online: HashMap::default(),
+            jobs: HashMap::default(),
             reserved: HashSet::new(),
             work: VecDeque::new(),
             persist: VecDeque::new(),
@@ -524,14 +525,26 @@ impl Server {
     }
 
     fn send(&mut self, session: SessionId, message: Message) {
-        let Some(s) = self.sessions.get_mut(&session) else {
-            return;
-        };
-        message.encode(&[], &mut s.out);
+        if let Some(out) = self.out(session) {
+            message.encode(&[], out);
+        }
+    }
+
+    /// Appends an already encoded frame (room fan-out encodes once for all members).
+    fn send_encoded(&mut self, session: SessionId, frame: &[u8]) {
+        if let Some(out) = self.out(session) {
+            out.extend_from_slice(frame);
+        }
+    }
+
+    /// A session's outbound buffer, marked for the next `Transmit`.
+    fn out(&mut self, session: SessionId) -> Option<&mut bytes::BytesMut> {
+        let s = self.sessions.get_mut(&session)?;
         if !s.dirty {
             s.dirty = true;
             self.dirty.push_back(session);
         }
+        Some(&mut s.out)
     }
 
     fn send_event(&mut self, now: Now, session: SessionId, request_id: u32, body: EventBody) {

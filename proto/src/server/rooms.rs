@@ -6,8 +6,8 @@ use subtle::ConstantTimeEq;
 use super::state::Change;
 use super::{Flow, Server, valid_name};
 use crate::{
-    CreateRoom, EventBody, History, HistoryEntry, JoinRoom, Now, ResponseBody, RoomJoined, RoomMessage, SendRoom, Sent,
-    Status, code,
+    CreateRoom, Event, History, HistoryEntry, JoinRoom, Message, Now, ResponseBody, RoomJoined, RoomMessage, SendRoom,
+    Sent, Status, code,
 };
 
 /// Smallest accepted join verifier.
@@ -61,7 +61,8 @@ impl Server {
         let entry = HistoryEntry { from: user.to_owned(), seq, sent_ms: now.unix_ms, sealed: b.sealed };
         let targets: Vec<_> =
             room.members.iter().filter(|m| m.as_str() != user).filter_map(|m| self.online.get(m).copied()).collect();
-        for target in targets {
+        if !targets.is_empty() {
+            // Every member gets the same frame: encode it once.
             let event = RoomMessage {
                 room: b.room.clone(),
                 from: entry.from.clone(),
@@ -69,7 +70,11 @@ impl Server {
                 sent_ms: entry.sent_ms,
                 sealed: entry.sealed.clone(),
             };
-            self.send_event(now, target, 0, EventBody::RoomMessage(event));
+            let frame = Message::Event(Event { request_id: 0, timestamp_ms: now.unix_ms, body: event.into() });
+            let bytes = frame.to_bytes(&[]);
+            for target in targets {
+                self.send_encoded(target, &bytes);
+            }
         }
         self.commit(Change::RoomMessage { room: b.room, entry });
         Ok((Status::Valid, code::OK, ResponseBody::Sent(Sent { seq })))

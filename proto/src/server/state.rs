@@ -7,13 +7,17 @@
 //! Iteration orders are deterministic (B-trees), so a restored server behaves
 //! byte for byte like one that never stopped.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 
 use super::config::HashParams;
 use crate::token::TokenKind;
 use crate::{HistoryEntry, Opcode, ResponseBody, Status};
+
+/// The hash map used for lookups (never iterated where order matters):
+/// foldhash, a fast hasher with a per-process random seed.
+pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::quality::RandomState>;
 
 /// An argon2id hash with its salt and parameters.
 #[derive(Clone, PartialEq, Eq)]
@@ -293,16 +297,16 @@ impl State {
     #[must_use]
     pub fn new(history_cap: usize, dedup_cap: usize) -> State {
         State {
-            users: HashMap::new(),
-            tokens: HashMap::new(),
+            users: HashMap::default(),
+            tokens: HashMap::default(),
             rooms: BTreeMap::new(),
             conversations: BTreeMap::new(),
             lanes: BTreeMap::new(),
             inbound: BTreeMap::new(),
-            queued: HashMap::new(),
+            queued: HashMap::default(),
             queued_total: 0,
             notices: BTreeMap::new(),
-            dedup: HashMap::new(),
+            dedup: HashMap::default(),
             history_cap,
             dedup_cap,
             last_family: 0,
@@ -376,7 +380,8 @@ impl State {
             }
             Change::TokensPurged { before_ms } => {
                 self.tokens.retain(|_, t| t.expires_ms > *before_ms);
-                let live: std::collections::HashSet<u64> = self.tokens.values().map(|t| t.family).collect();
+                let live: std::collections::HashSet<u64, foldhash::quality::RandomState> =
+                    self.tokens.values().map(|t| t.family).collect();
                 self.dedup.retain(|family, _| live.contains(family));
             }
             Change::RoomCreated { room, verifier, owner } => {
