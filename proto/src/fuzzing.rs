@@ -246,9 +246,11 @@ pub fn server_session(data: &[u8]) {
     let sessions = [alice, bob, anon];
     let mut rest = data;
     while let Some((&op, tail)) = rest.split_first() {
+        // A length byte, then at most that many bytes (fewer if the input ends).
         let take = |tail: &[u8]| -> (usize, usize) {
             let len = usize::from(tail.first().copied().unwrap_or(0));
-            (1, len.min(tail.len().saturating_sub(1)))
+            let skip = tail.len().min(1);
+            (skip, len.min(tail.len() - skip))
         };
         match op {
             0 => {
@@ -329,8 +331,9 @@ pub fn client_ops(data: &[u8]) {
             }
             1 => {
                 let k = byte(0);
-                let len = usize::from(byte(1)).min(tail.len().saturating_sub(2));
-                let blob = Bytes::copy_from_slice(&tail[2..2 + len]);
+                let body = tail.get(2..).unwrap_or(&[]);
+                let len = usize::from(byte(1)).min(body.len());
+                let blob = Bytes::copy_from_slice(&body[..len]);
                 let name = NAMES[usize::from(k >> 4) % NAMES.len()];
                 let text = std::str::from_utf8(&blob).unwrap_or("apple river stone");
                 let _ = match k % 16 {
@@ -351,11 +354,12 @@ pub fn client_ops(data: &[u8]) {
                     14 => client.set_identity_key(now, blob.clone()),
                     _ => client.send_mp(now, text, blob.clone()),
                 };
-                rest = &tail[2 + len..];
+                rest = &body[len..];
             }
             2 => {
-                client.handle_input(now, &tail[1..1 + len]);
-                rest = &tail[1 + len..];
+                let body = tail.get(1..).unwrap_or(&[]);
+                client.handle_input(now, &body[..len]);
+                rest = &body[len..];
             }
             3 => {
                 client.handle_input(now, &examples[usize::from(byte(0)) % examples.len()]);
@@ -371,8 +375,9 @@ pub fn client_ops(data: &[u8]) {
                 rest = tail;
             }
             _ => {
-                client.resume(String::from_utf8_lossy(&tail[1..1 + len]).into_owned());
-                rest = &tail[1 + len..];
+                let body = tail.get(1..).unwrap_or(&[]);
+                client.resume(String::from_utf8_lossy(&body[..len]).into_owned());
+                rest = &body[len..];
             }
         }
         let mut settled = false;
