@@ -1,10 +1,14 @@
 //! # confab-transports
 //!
 //! Adapters that move bytes between a socket (or a simulated link) and the
-//! sans-IO core in `confab-proto`. The TCP+TLS, QUIC, in-memory and
-//! simulator adapters land here as the core's machines do.
+//! sans-IO core in `confab-proto`. The TCP+TLS, QUIC and in-memory adapters
+//! land here as the core's machines do; [`sim`] is the deterministic
+//! simulator: one server machine and many client machines over seeded,
+//! virtual-time links with faults.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub use confab_proto as proto;
+
+pub mod sim;

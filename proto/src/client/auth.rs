@@ -229,7 +229,9 @@ impl Client {
     }
 
     /// Forgets the tokens. Authenticated requests still waiting can no
-    /// longer be sent: each fails with 401 (a waiting `logout` completes).
+    /// longer be sent: one never written fails with 401; one written on an
+    /// earlier connection may have been performed, so its outcome is
+    /// reported as unknown (a waiting `logout` completes).
     pub(super) fn end_session(&mut self, reason: &str) {
         self.auth.access = None;
         self.auth.refresh = None;
@@ -246,6 +248,13 @@ impl Client {
                 (Origin::Ack, _) => {}
                 (Origin::User, Opcode::Logout) => {
                     self.events.push_back(ClientEvent::LoggedOut { request_id: entry.id });
+                }
+                (Origin::User, opcode) if entry.written => {
+                    self.events.push_back(ClientEvent::Indeterminate {
+                        request_id: entry.id,
+                        opcode,
+                        reason: format!("{reason}; it was sent before and may have been performed"),
+                    });
                 }
                 (Origin::User, opcode) => self.fail(entry.id, opcode, code::UNAUTHORIZED, reason, 0),
             }

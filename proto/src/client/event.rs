@@ -39,7 +39,7 @@ pub enum ClientOutput {
 /// Something that happened, for the application.
 ///
 /// Every request id a command returned gets exactly one outcome: `Done`,
-/// `Failed`, `LoggedIn` (for `login`) or `LoggedOut` (for `logout`).
+/// `Failed`, `Indeterminate`, `LoggedIn` (for `login`) or `LoggedOut` (for `logout`).
 /// Requests the client makes on its own (token refresh, delivery
 /// acknowledgements) report only failures, and `LoggedIn` after a refresh.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +71,18 @@ pub enum ClientEvent {
         reason: String,
         /// Milliseconds to wait before retrying (429, 503), else 0.
         retry_after_ms: u64,
+    },
+    /// A request written before the session ended (tokens revoked, refresh
+    /// refused) whose answer never came: the server may or may not have
+    /// performed it, and it cannot be retried safely under a new login. An
+    /// application shows it as "not confirmed" rather than failed.
+    Indeterminate {
+        /// The id the command returned.
+        request_id: u32,
+        /// The request's opcode.
+        opcode: Opcode,
+        /// Why the answer will never come.
+        reason: String,
     },
     /// The client holds a new token pair: after a login's passphrase step, or
     /// after a refresh (on reconnect, or when the access token expired). The

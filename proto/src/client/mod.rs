@@ -299,6 +299,7 @@ impl Client {
             });
             message.encode(token.as_bytes(), &mut self.out);
             entry.sent = true;
+            entry.written = true;
             entry.sent_gen = self.auth.generation;
         }
     }

@@ -27,6 +27,8 @@ pub(crate) struct Entry {
     pub(crate) origin: Origin,
     /// Written on the current connection and not answered yet.
     pub(crate) sent: bool,
+    /// Written on some connection: the server may have performed it.
+    pub(crate) written: bool,
     /// The token generation it was last written with.
     pub(crate) sent_gen: u64,
     /// Times the server refused the newest token for it (419, 401).
@@ -35,7 +37,7 @@ pub(crate) struct Entry {
 
 impl Entry {
     pub(crate) fn new(id: u32, timestamp_ms: u64, body: RequestBody, origin: Origin) -> Entry {
-        Entry { id, timestamp_ms, body, origin, sent: false, sent_gen: 0, auth_refusals: 0 }
+        Entry { id, timestamp_ms, body, origin, sent: false, written: false, sent_gen: 0, auth_refusals: 0 }
     }
 
     pub(crate) fn opcode(&self) -> Opcode {

@@ -252,14 +252,27 @@ impl Server {
             return reject(self, code::UNAUTHORIZED, "refresh token expired: log in again".into());
         }
         if let Some(previous) = record.rotated {
-            // A retry whose answer was lost (the new pair was never refreshed,
-            // and it is soon after) gets a fresh pair; the unused one is revoked.
+            // Presenting a spent refresh token is reuse, which revokes the
+            // whole login, except within a short grace after the exchange:
+            // - if a *newer* connection of this login is alive, it holds the
+            //   newer pair and this is a stale copy of an abandoned
+            //   connection's request: refused, nothing revoked;
+            // - otherwise, if the newer pair was never refreshed, its answer was
+            //   lost (perhaps with a connection the server still thinks is
+            //   open): the unused pair is revoked and a fresh one issued.
             let grace = self.config.refresh_retry_grace.as_millis() as u64;
+            let within_grace = now.unix_ms < previous.at_ms.saturating_add(grace);
+            let newer_holder = self
+                .sessions
+                .range(SessionId(session.0 + 1)..)
+                .any(|(_, s)| s.user.as_ref().is_some_and(|b| b.family == record.family));
             let successor_unused = self.state.tokens.get(&previous.refresh).is_some_and(|t| t.rotated.is_none());
-            if successor_unused && now.unix_ms < previous.at_ms.saturating_add(grace) {
+            if within_grace && newer_holder {
+                let reason = "refresh token already exchanged by a live connection of this login".into();
+                return reject(self, code::UNAUTHORIZED, reason);
+            } else if within_grace && successor_unused {
                 self.revoke_tokens(now, vec![previous.refresh, previous.access]);
             } else {
-                // Reuse of an exchanged token: someone holds a copy. Revoke the whole login.
                 self.revoke_family(now, record.family, Some(session));
                 let reason = "refresh token reused: every token of this login is revoked".into();
                 return reject(self, code::UNAUTHORIZED, reason);

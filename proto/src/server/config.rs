@@ -121,7 +121,7 @@ impl Default for ServerConfig {
             queue_total: 100_000,
             mp_retention: Duration::from_secs(7 * 24 * 3600),
             sweep_interval: Duration::from_secs(60),
-            dedup_window: 256,
+            dedup_window: 1024,
             keepalive_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(90),
             max_session_backlog: 8 << 20,

@@ -185,7 +185,10 @@ fn reuse_of_a_spent_refresh_token_ends_the_session_everywhere() {
     net.connect(b);
     assert!(matches!(net.take(b).last(), Some(ClientEvent::Connected { .. })));
 
-    // ...so alice comes back with a spent token: the family is revoked.
+    // ...so alice comes back with a spent token, after the retry grace: the
+    // family is revoked.
+    net.advance_by_steps(Duration::from_secs(61), Duration::from_secs(10));
+    net.take(b);
     net.connect(a);
     let events = net.take(a);
     assert!(
@@ -206,6 +209,32 @@ fn reuse_of_a_spent_refresh_token_ends_the_session_everywhere() {
     assert!(!net.client(b).is_logged_in());
 
     net.login(a, "alice");
+}
+
+/// Within the retry grace, a spent token presented on a connection newer
+/// than the one holding the new pair is a retry whose answer was lost (the
+/// server may not have noticed the old connection died): the new connection
+/// gets a fresh pair and the old session is replaced. (A stale copy arriving
+/// on an *older* connection is refused instead: see the simulator test
+/// `a_stale_refresh_from_an_abandoned_connection_does_not_end_the_session`.)
+#[test]
+fn refresh_retried_on_a_newer_connection_within_the_grace_wins() {
+    let mut net = Net::new();
+    let a = net.user("alice");
+    let spent = net.client(a).refresh_token().unwrap().to_owned();
+    // The refresh is answered on alice's live connection...
+    net.disconnect(a);
+    net.connect(a);
+    assert!(net.client(a).is_logged_in());
+    net.take(a);
+    // ...and a retry of the same exchange arrives on a newer connection.
+    let retry = net.add();
+    net.client(retry).resume(spent);
+    net.connect(retry);
+    let events = net.take(retry);
+    assert!(events.iter().any(|e| matches!(e, ClientEvent::Connected { .. })), "{events:?}");
+    let events = net.take(a);
+    assert!(matches!(&events[..], [ClientEvent::Closed { code: 409, .. }, ..]), "{events:?}");
 }
 
 fn short_tokens() -> ServerConfig {

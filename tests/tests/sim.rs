@@ -1,0 +1,321 @@
+//! The deterministic simulator over many seeds, plus focused scenarios.
+//!
+//! `simulated_runs` runs seeds 0..1000 by default (the preset mixes by
+//! `seed % 3`: lan, wan, flaky). `CONFAB_SIM_SEEDS=A..B` runs exactly seeds
+//! A through B inclusive; `CONFAB_SIM_SEED=N` replays one seed and prints its
+//! trace if it fails (`CONFAB_SIM_TRACE=1` prints it anyway).
+
+use std::ops::RangeInclusive;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
+
+use confab_transports::sim::{ClientId, DeliveryKind, Report, Sim, SimConfig, Span};
+
+const DEFAULT_SEEDS: RangeInclusive<u64> = 0..=999;
+
+/// The seeds to run, from the environment.
+fn seeds() -> (RangeInclusive<u64>, bool) {
+    if let Ok(one) = std::env::var("CONFAB_SIM_SEED") {
+        let seed = one.trim().parse().expect("CONFAB_SIM_SEED must be a number");
+        return (seed..=seed, true);
+    }
+    if let Ok(range) = std::env::var("CONFAB_SIM_SEEDS") {
+        let (a, b) = range.trim().split_once("..").expect("CONFAB_SIM_SEEDS must look like A..B");
+        let a: u64 = a.trim().parse().expect("CONFAB_SIM_SEEDS: bad start");
+        let b: u64 = b.trim_start_matches('=').trim().parse().expect("CONFAB_SIM_SEEDS: bad end");
+        assert!(a <= b, "CONFAB_SIM_SEEDS: empty range {a}..{b}");
+        return (a..=b, false);
+    }
+    (DEFAULT_SEEDS, false)
+}
+
+/// Runs one seed; a panic becomes a failed report-like line.
+fn run_seed(seed: u64, trace: bool) -> Result<Report, String> {
+    let mut config = SimConfig::mixed(seed);
+    config.trace = trace;
+    catch_unwind(AssertUnwindSafe(|| Sim::run(config))).map_err(|e| {
+        let msg = e
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_default();
+        format!("seed {seed}: panicked: {msg}\nsimulation failed: replay with CONFAB_SIM_SEED={seed}\n")
+    })
+}
+
+/// Runs every `step`-th seed of `start..=end` from `first`; returns the failures.
+fn worker(first: u64, end: u64, step: u64, trace: bool, print_trace: bool, single: bool) -> Vec<(u64, String)> {
+    let mut failed = Vec::new();
+    let mut seed = first;
+    while seed <= end {
+        match run_seed(seed, trace) {
+            Ok(report) => {
+                let show_trace = print_trace || !report.is_ok();
+                if let Some(lines) = report.trace.as_ref().filter(|_| show_trace) {
+                    eprintln!("---- trace of seed {seed} ----");
+                    for line in lines {
+                        eprintln!("{line}");
+                    }
+                }
+                if !report.is_ok() {
+                    failed.push((seed, report.to_string()));
+                } else if single {
+                    eprint!("{report}");
+                }
+            }
+            Err(panic) => failed.push((seed, panic)),
+        }
+        seed += step;
+    }
+    failed
+}
+
+#[test]
+fn simulated_runs() {
+    let (range, single) = seeds();
+    let print_trace = tracing();
+    let trace = single || print_trace;
+    let (start, end) = (*range.start(), *range.end());
+    let count = end - start + 1;
+    eprintln!("simulating seeds {start}..={end} ({count} seeds)");
+    let started = Instant::now();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u64).clamp(1, count);
+    let mut failures: Vec<(u64, String)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| s.spawn(move || worker(start + t, end, threads, trace, print_trace, single)))
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().expect("worker")).collect()
+    });
+    failures.sort_by_key(|(seed, _)| *seed);
+    eprintln!("simulated {count} seeds in {:.2?} on {threads} threads: {} failed", started.elapsed(), failures.len());
+    for (_, text) in &failures {
+        eprint!("{text}");
+    }
+    let seeds: Vec<String> = failures.iter().map(|(s, _)| s.to_string()).collect();
+    assert!(failures.is_empty(), "failing seeds: {}", seeds.join(", "));
+}
+
+#[test]
+fn same_seed_same_run() {
+    for config in [SimConfig::lan(11), SimConfig::wan(12), SimConfig::flaky(13)] {
+        let a = Sim::run(config.clone());
+        let b = Sim::run(config.clone());
+        assert_eq!(a.digest, b.digest, "seed {} ({}) is not deterministic", a.seed, a.preset);
+        assert_eq!(a.steps, b.steps);
+        assert_eq!(a.stats, b.stats);
+        assert_eq!(a.elapsed, b.elapsed);
+        let mut other = config;
+        other.seed += 1000;
+        assert_ne!(a.digest, Sim::run(other).digest, "different seeds, same digest");
+    }
+}
+
+/// Whether `CONFAB_SIM_TRACE` asks for traces.
+fn tracing() -> bool {
+    std::env::var("CONFAB_SIM_TRACE").is_ok_and(|v| v != "0")
+}
+
+/// The verdict of a scripted run, its trace printed first if asked for.
+fn verdict(sim: &mut Sim) -> Report {
+    let report = sim.report();
+    for line in report.trace.iter().flatten() {
+        eprintln!("{line}");
+    }
+    report
+}
+
+/// A quiet world of `users` users, everyone logged in.
+fn quiet(seed: u64, users: usize) -> Sim {
+    let config = SimConfig { clients: users, trace: tracing(), ..SimConfig::quiet(seed) };
+    let mut sim = Sim::new(config);
+    sim.start();
+    let ids = sim.clients();
+    assert!(sim.run_until(Duration::from_secs(30), |s| ids.iter().all(|id| s.logged_in(*id))), "users did not log in");
+    sim
+}
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// `a` asks `b` for a conversation; `b` accepts on receipt.
+fn open_conversation(sim: &mut Sim, a: ClientId, b: ClientId) {
+    assert!(sim.request_mp(a, b));
+    assert!(
+        sim.run_until(LIMIT, |s| s.conversation_open(a, b) && s.conversation_open(b, a)),
+        "conversation did not open"
+    );
+}
+
+/// Messages `to` received from `from`, as text, in order.
+fn received(sim: &Sim, to: ClientId, from: ClientId) -> Vec<String> {
+    let from = sim.name(from).to_owned();
+    sim.ledger()
+        .inbox(sim.name(to))
+        .iter()
+        .filter(|d| d.kind == DeliveryKind::Message && d.from == from)
+        .map(|d| String::from_utf8_lossy(&d.sealed).into_owned())
+        .collect()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn acknowledged_message_survives_a_crash() {
+    let mut sim = quiet(1, 2);
+    let (alice, bob) = (ClientId(0), ClientId(1));
+    open_conversation(&mut sim, alice, bob);
+    sim.go_offline(bob);
+    assert!(sim.run_until(LIMIT, |s| !s.client(bob).is_connected()));
+    let sealed = sim.send_mp(alice, bob).expect("send_mp");
+    assert!(sim.run_until(LIMIT, |s| s.ledger().is_acked(&sealed)), "not acknowledged");
+    sim.crash_server();
+    assert!(sim.server().is_none());
+    sim.run_for(Duration::from_secs(1));
+    sim.restart_server();
+    sim.go_online(bob);
+    assert!(sim.run_until(LIMIT, |s| !received(s, bob, alice).is_empty()), "not delivered after the restart");
+    assert!(sim.settle(), "did not settle");
+    assert_eq!(received(&sim, bob, alice), vec![text(&sealed)]);
+    verdict(&mut sim).assert_ok();
+}
+
+#[test]
+fn crash_between_commit_and_transmit_loses_nothing() {
+    let mut sim = quiet(2, 2);
+    let (alice, bob) = (ClientId(0), ClientId(1));
+    open_conversation(&mut sim, alice, bob);
+    // The send is committed, then the server dies before answering or delivering it.
+    sim.crash_after_commit();
+    let sealed = sim.send_mp(alice, bob).expect("send_mp");
+    assert!(sim.run_until(LIMIT, |s| s.server().is_none()), "the crash point did not fire");
+    assert!(!sim.ledger().is_acked(&sealed));
+    sim.run_for(Duration::from_millis(500));
+    sim.restart_server();
+    // alice retries with the same request id: the server answers from its record.
+    assert!(sim.run_until(LIMIT, |s| s.ledger().is_acked(&sealed)), "the retry was not acknowledged");
+    assert!(sim.settle(), "did not settle");
+    assert_eq!(received(&sim, bob, alice), vec![text(&sealed)]);
+    verdict(&mut sim).assert_ok();
+}
+
+#[test]
+fn hold_delays_and_partition_drops_then_recovers() {
+    let mut sim = quiet(3, 2);
+    let (alice, bob) = (ClientId(0), ClientId(1));
+    open_conversation(&mut sim, alice, bob);
+
+    // Hold: bob's bytes wait, then arrive in order.
+    sim.hold(bob);
+    let held: Vec<_> = (0..3).map(|_| sim.send_mp(alice, bob).expect("send_mp")).collect();
+    assert!(sim.run_until(LIMIT, |s| held.iter().all(|m| s.ledger().is_acked(m))));
+    sim.run_for(Duration::from_secs(2));
+    assert!(received(&sim, bob, alice).is_empty(), "delivered through a hold");
+    sim.release(bob);
+    assert!(sim.run_until(LIMIT, |s| received(s, bob, alice).len() == 3));
+    assert_eq!(received(&sim, bob, alice), held.iter().map(|m| text(m)).collect::<Vec<_>>());
+
+    // Partition: bytes are dropped, the connection dies, bob stays away until healed.
+    sim.partition(bob);
+    let lost = sim.send_mp(alice, bob).expect("send_mp");
+    assert!(sim.run_until(LIMIT, |s| s.ledger().is_acked(&lost)));
+    assert!(sim.run_until(LIMIT, |s| !s.client(bob).is_connected()), "bob never noticed the partition");
+    sim.run_for(Duration::from_secs(5));
+    assert!(!sim.client(bob).is_connected(), "bob reconnected through a partition");
+    assert_eq!(received(&sim, bob, alice).len(), 3);
+    sim.heal(bob);
+    assert!(sim.settle(), "did not settle");
+    assert_eq!(received(&sim, bob, alice).last(), Some(&text(&lost)));
+    assert_eq!(received(&sim, bob, alice).len(), 4);
+    verdict(&mut sim).assert_ok();
+}
+
+#[test]
+fn traffic_reorders_across_sessions() {
+    let mut sim = quiet(4, 3);
+    let (alice, bob, carol) = (ClientId(0), ClientId(1), ClientId(2));
+    open_conversation(&mut sim, alice, carol);
+    open_conversation(&mut sim, bob, carol);
+    sim.set_latency(alice, Span::ms(200, 300));
+    sim.set_latency(bob, Span::ms(1, 2));
+    // alice sends first, bob 10 ms later: carol gets bob's first.
+    let first = sim.send_mp(alice, carol).expect("send_mp");
+    sim.run_for(Duration::from_millis(10));
+    let second = sim.send_mp(bob, carol).expect("send_mp");
+    assert!(sim.settle(), "did not settle");
+    let order: Vec<_> = sim
+        .ledger()
+        .inbox(sim.name(carol))
+        .iter()
+        .filter(|d| d.kind == DeliveryKind::Message)
+        .map(|d| d.sealed.clone())
+        .collect();
+    assert_eq!(order, vec![second, first], "no reordering across sessions");
+    verdict(&mut sim).assert_ok();
+
+    // And in random runs: somewhere a recipient gets two senders' messages
+    // in another order than they were sent.
+    let reordered = (0..20u64).any(|seed| {
+        let mut sim = Sim::new(SimConfig::wan(seed));
+        sim.start();
+        sim.run_actions();
+        sim.settle();
+        let ledger = sim.ledger();
+        ledger.inboxes().any(|(_, inbox)| {
+            let sent_at: Vec<_> =
+                inbox.iter().filter_map(|d| ledger.post(&d.sealed).map(|p| (p.at, &p.from))).collect();
+            sent_at.windows(2).any(|w| w[0].1 != w[1].1 && w[0].0 > w[1].0)
+        })
+    });
+    assert!(reordered, "no run reordered messages across senders");
+}
+
+/// More unanswered requests than the server's dedup window when the
+/// connection drops: every retry must still be answered from the record,
+/// not performed again (the client's outbox holds up to `max_outbox`).
+#[test]
+fn retries_beyond_the_dedup_window_are_not_performed_twice() {
+    let mut sim = quiet(9, 2);
+    let (alice, bob) = (ClientId(0), ClientId(1));
+    open_conversation(&mut sim, alice, bob);
+    // alice's link is slow: her requests reach the server after 2 s and are
+    // performed, then her connection drops before any answer comes back.
+    sim.set_latency(alice, Span::ms(2_000, 2_000));
+    let window = sim.config().server.dedup_window;
+    let made: Vec<_> = (0..=window).filter_map(|_| sim.send_mp(alice, bob)).collect();
+    sim.run_for(Duration::from_secs(3));
+    sim.disconnect(alice);
+    sim.set_latency(alice, Span::ms(1, 2));
+    assert!(sim.settle(), "did not settle");
+    let got = received(&sim, bob, alice);
+    assert_eq!(got.len(), made.len(), "{} messages sent, {} delivered", made.len(), got.len());
+    verdict(&mut sim).assert_ok();
+}
+
+/// A connection the client gave up on still carries its `refresh`; it
+/// reaches the server after the refresh of the client's new connection.
+/// The late one must not end the session the new connection holds.
+#[test]
+fn a_stale_refresh_from_an_abandoned_connection_does_not_end_the_session() {
+    let mut sim = quiet(10, 1);
+    let alice = ClientId(0);
+    assert!(sim.enter_room(alice, "lobby"));
+    assert!(sim.run_until(LIMIT, |s| s.in_room(alice, "lobby")));
+    // alice's new connection is stalled: her refresh and a message wait in the network.
+    sim.hold(alice);
+    sim.disconnect(alice);
+    assert!(sim.reconnect(alice));
+    let sealed = sim.send_room(alice, "lobby").expect("send_room");
+    // She gives up on it and connects again; the stalled bytes arrive 300 ms
+    // later, after the new connection's refresh.
+    sim.go_offline(alice);
+    sim.set_latency(alice, Span::ms(300, 300));
+    sim.release(alice);
+    sim.set_latency(alice, Span::ms(1, 1));
+    sim.go_online(alice);
+    assert!(sim.settle(), "did not settle");
+    let report = verdict(&mut sim);
+    assert_eq!(report.stats.relogins, 0, "alice lost her session:\n{report}");
+    assert!(sim.ledger().is_acked(&sealed), "{report}");
+    report.assert_ok();
+}

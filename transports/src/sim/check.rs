@@ -1,0 +1,389 @@
+//! The invariants checked after a run, and the report that carries the
+//! verdict.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use confab_proto::server::state::ItemKind;
+
+use super::Sim;
+use super::ledger::{DeliveryKind, Outcome, Target};
+use super::net::NetStats;
+
+/// The properties a run must keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Invariant {
+    /// (a) Every private message the server acknowledged reaches its
+    /// recipient exactly once, and each lane is delivered in increasing
+    /// sequence order without duplicates.
+    MpDelivery,
+    /// (b) Every room message is eventually acknowledged, and each room's
+    /// stored history is exactly the last `room_history` acknowledged
+    /// messages, in sequence order.
+    RoomHistory,
+    /// (c) Nothing acknowledged is lost across crashes: after the final
+    /// drain the running server's state equals the committed store.
+    Durability,
+    /// (d) The run makes progress: no runaway loop, and it settles within
+    /// [`SimConfig::settle_limit`](super::SimConfig::settle_limit).
+    Progress,
+    /// (e) The server only ever holds sealed payloads a client sent, and
+    /// every delivered payload is the one its sender sent to that recipient.
+    Opacity,
+    /// Nothing stays queued on the server once everyone is online and settled.
+    Drained,
+    /// No message reported failed to its sender is delivered anyway.
+    Honesty,
+    /// Protocol surprises: an unexpected error, an outcome reported twice,
+    /// a client writing while disconnected.
+    Protocol,
+}
+
+/// One broken invariant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// Which.
+    pub invariant: Invariant,
+    /// What happened.
+    pub detail: String,
+}
+
+/// Counters of what a run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// Scenario actions taken.
+    pub actions: u64,
+    /// Commands the users made.
+    pub commands: u64,
+    /// Commands the client refused outright.
+    pub refused_commands: u64,
+    /// Failures of requests the clients made on their own (refresh, acknowledgements).
+    pub internal_failures: u64,
+    /// Connections opened.
+    pub connects: u64,
+    /// Disconnects injected.
+    pub disconnects: u64,
+    /// Partitions injected.
+    pub partitions: u64,
+    /// Holds injected.
+    pub holds: u64,
+    /// Latency changes injected.
+    pub latency_changes: u64,
+    /// Times a user went offline.
+    pub offline: u64,
+    /// Server crashes (all kinds).
+    pub crashes: u64,
+    /// Of which right after a commit, before its frames left.
+    pub crashes_after_commit: u64,
+    /// Server restarts.
+    pub restarts: u64,
+    /// Times a user lost its session and logged in again with its password.
+    pub relogins: u64,
+    /// Private messages acknowledged.
+    pub mp_acked: u64,
+    /// Room messages acknowledged.
+    pub room_acked: u64,
+    /// Items delivered to applications.
+    pub deliveries: u64,
+}
+
+/// The verdict of a run.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The seed (replay with `CONFAB_SIM_SEED`).
+    pub seed: u64,
+    /// The preset's name.
+    pub preset: &'static str,
+    /// Digest of every step: equal for two runs of the same seed.
+    pub digest: u64,
+    /// Virtual time the run took.
+    pub elapsed: Duration,
+    /// Steps processed.
+    pub steps: u64,
+    /// Whether the final phase settled.
+    pub settled: bool,
+    /// What happened.
+    pub stats: SimStats,
+    /// Network counters.
+    pub net: NetStats,
+    /// Store transactions.
+    pub commits: u64,
+    /// Broken invariants (empty: the run passed).
+    pub violations: Vec<Violation>,
+    /// The trace lines, if the run kept them.
+    pub trace: Option<Vec<String>>,
+}
+
+impl Report {
+    /// Whether every invariant held.
+    #[must_use]
+    pub fn is_ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// Panics with every violation (and the replay line) unless the run passed.
+    pub fn assert_ok(&self) {
+        assert!(self.is_ok(), "{self}");
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.stats;
+        writeln!(
+            f,
+            "seed {} ({}): {} after {:?} virtual, {} steps, digest {:016x}",
+            self.seed,
+            self.preset,
+            if self.is_ok() { "ok" } else { "FAILED" },
+            self.elapsed,
+            self.steps,
+            self.digest
+        )?;
+        writeln!(
+            f,
+            "  {} mp + {} room acked, {} deliveries, {} commands; {} disconnects, {} partitions, {} holds, \
+             {} crashes ({} after commit), {} relogins, {} commits",
+            s.mp_acked,
+            s.room_acked,
+            s.deliveries,
+            s.commands,
+            s.disconnects,
+            s.partitions,
+            s.holds,
+            s.crashes,
+            s.crashes_after_commit,
+            s.relogins,
+            self.commits
+        )?;
+        for v in self.violations.iter().take(20) {
+            writeln!(f, "  violated {:?}: {}", v.invariant, v.detail)?;
+        }
+        if self.violations.len() > 20 {
+            writeln!(f, "  ... and {} more", self.violations.len() - 20)?;
+        }
+        if !self.is_ok() {
+            writeln!(f, "simulation failed: replay with CONFAB_SIM_SEED={}", self.seed)?;
+        }
+        Ok(())
+    }
+}
+
+impl Sim {
+    /// Checks every invariant against the current state and returns the
+    /// verdict. Meant for the end of a run, after [`Sim::settle`].
+    pub fn report(&mut self) -> Report {
+        let settled = self.settled();
+        self.check_store();
+        self.check_mp();
+        self.check_rooms(settled);
+        self.check_opacity();
+        if settled && self.store.state().queued_total != 0 {
+            let n = self.store.state().queued_total;
+            self.violate(Invariant::Drained, format!("{n} items still queued after settling"));
+        }
+        self.stats.deliveries = self.ledger.inboxes().map(|(_, d)| d.len() as u64).sum();
+        Report {
+            seed: self.config.seed,
+            preset: self.config.name,
+            digest: self.trace.digest(),
+            elapsed: self.elapsed,
+            steps: self.steps,
+            settled,
+            stats: self.stats,
+            net: self.net.stats,
+            commits: self.store.commits(),
+            violations: std::mem::take(&mut self.violations),
+            trace: self.trace.lines().map(<[String]>::to_vec),
+        }
+    }
+
+    fn check_mp(&mut self) {
+        let mut found = Vec::new();
+        let mut count: HashMap<Bytes, usize> = HashMap::new();
+        for (user, inbox) in self.ledger.inboxes() {
+            let mut last: BTreeMap<&str, u64> = BTreeMap::new();
+            for d in inbox {
+                if matches!(d.kind, DeliveryKind::Room(_)) {
+                    continue;
+                }
+                let prev = last.insert(&d.from, d.seq).unwrap_or(0);
+                if d.seq <= prev {
+                    found.push(format!(
+                        "{user} got {:?} {} from {} after {prev}: duplicate or out of order",
+                        d.kind, d.seq, d.from
+                    ));
+                }
+                if d.kind != DeliveryKind::Message {
+                    continue;
+                }
+                *count.entry(d.sealed.clone()).or_default() += 1;
+                let text = String::from_utf8_lossy(&d.sealed);
+                match self.ledger.post(&d.sealed) {
+                    None => found.push(format!("{user} got {text:?}, which nobody sent")),
+                    Some(p) if p.from != d.from || p.to != Target::User(user.clone()) => {
+                        found.push(format!("{user} got {text:?} from {}: misrouted", d.from));
+                    }
+                    Some(p) => match &p.outcome {
+                        Outcome::Acked { seq, .. } if *seq != d.seq => {
+                            found.push(format!("{user} got {text:?} as {}, acknowledged as {seq}", d.seq));
+                        }
+                        Outcome::Failed { code, reason } => self.violations.push(super::Violation {
+                            invariant: Invariant::Honesty,
+                            detail: format!("{user} got {text:?}, but its sender was told it failed: {code} {reason}"),
+                        }),
+                        _ => {}
+                    },
+                }
+            }
+        }
+        let mut acked = 0;
+        for (sealed, post) in self.ledger.posts() {
+            if !matches!(post.to, Target::User(_)) {
+                continue;
+            }
+            let n = count.get(sealed).copied().unwrap_or(0);
+            let text = String::from_utf8_lossy(sealed);
+            match post.outcome {
+                Outcome::Acked { .. } => {
+                    acked += 1;
+                    if n != 1 {
+                        found.push(format!("acknowledged {text:?} delivered {n} times"));
+                    }
+                }
+                // Not confirmed: it may or may not have been performed, but never twice.
+                Outcome::Unknown { .. } if n > 1 => found.push(format!("unconfirmed {text:?} delivered {n} times")),
+                _ => {}
+            }
+        }
+        self.stats.mp_acked = acked;
+        for detail in found {
+            self.violate(Invariant::MpDelivery, detail);
+        }
+    }
+
+    fn check_rooms(&mut self, settled: bool) {
+        let mut found = Vec::new();
+        let mut acked: BTreeMap<String, BTreeMap<u64, (String, Bytes)>> = BTreeMap::new();
+        for (sealed, post) in self.ledger.posts() {
+            let Target::Room(room) = &post.to else { continue };
+            let text = String::from_utf8_lossy(sealed);
+            match &post.outcome {
+                Outcome::Acked { seq, .. } => {
+                    let entry = (post.from.clone(), sealed.clone());
+                    if let Some((_, other)) = acked.entry(room.clone()).or_default().insert(*seq, entry) {
+                        let other = String::from_utf8_lossy(&other);
+                        found.push(format!("{room}: {text:?} and {other:?} both acknowledged as {seq}"));
+                    }
+                }
+                Outcome::Pending if settled => found.push(format!("{room}: {text:?} never acknowledged")),
+                Outcome::Pending => {}
+                // Not confirmed: accepted or not; if accepted, the store or a delivery tells its seq (below).
+                Outcome::Unknown { .. } => {}
+                Outcome::Failed { code, reason } => found.push(format!("{room}: {text:?} failed: {code} {reason}")),
+            }
+        }
+        self.stats.room_acked = acked.values().map(|m| m.len() as u64).sum();
+        let cap = self.config.server.room_history;
+        let state = self.store.state();
+        // Unconfirmed messages the server did accept count as accepted, at the
+        // seq the stored history or a delivery shows.
+        let unknown =
+            |sealed: &Bytes| self.ledger.post(sealed).is_some_and(|p| matches!(p.outcome, Outcome::Unknown { .. }));
+        let mut seen_unknown: Vec<(String, u64, String, Bytes)> = Vec::new();
+        for (name, room) in &state.rooms {
+            for e in room.history.iter().filter(|e| unknown(&e.sealed)) {
+                seen_unknown.push((name.clone(), e.seq, e.from.clone(), e.sealed.clone()));
+            }
+        }
+        for (_, inbox) in self.ledger.inboxes() {
+            for d in inbox {
+                if let DeliveryKind::Room(room) = &d.kind
+                    && unknown(&d.sealed)
+                {
+                    seen_unknown.push((room.clone(), d.seq, d.from.clone(), d.sealed.clone()));
+                }
+            }
+        }
+        for (room, seq, from, sealed) in seen_unknown {
+            let slot = acked.entry(room.clone()).or_default().entry(seq).or_insert((from, sealed.clone()));
+            if slot.1 != sealed {
+                let text = String::from_utf8_lossy(&sealed);
+                found.push(format!("{room}: unconfirmed {text:?} seen at {seq}, which holds another message"));
+            }
+        }
+        for (name, room) in &state.rooms {
+            let expected: Vec<(u64, &str, &[u8])> = acked
+                .get(name)
+                .map(|m| m.iter().map(|(seq, (from, s))| (*seq, from.as_str(), s.as_ref())).collect())
+                .unwrap_or_default();
+            let expected = &expected[expected.len().saturating_sub(cap)..];
+            let actual: Vec<(u64, &str, &[u8])> =
+                room.history.iter().map(|e| (e.seq, e.from.as_str(), e.sealed.as_ref())).collect();
+            if actual != expected {
+                let show = |v: &[(u64, &str, &[u8])]| {
+                    let all: Vec<String> =
+                        v.iter().map(|(seq, _, s)| format!("{seq}={}", String::from_utf8_lossy(s))).collect();
+                    all.join(" ")
+                };
+                found.push(format!(
+                    "{name}: stored history [{}] is not the last {cap} acknowledged [{}]",
+                    show(&actual),
+                    show(expected)
+                ));
+            }
+        }
+        for (room, m) in &acked {
+            if !state.rooms.contains_key(room) && !m.is_empty() {
+                found.push(format!("{room}: {} acknowledged messages but the room is gone", m.len()));
+            }
+        }
+        for (user, inbox) in self.ledger.inboxes() {
+            let mut last: BTreeMap<&str, u64> = BTreeMap::new();
+            for d in inbox {
+                let DeliveryKind::Room(room) = &d.kind else { continue };
+                let prev = last.insert(room, d.seq).unwrap_or(0);
+                if d.seq <= prev {
+                    found.push(format!("{user} got {room} message {} after {prev}", d.seq));
+                }
+                let matches = acked.get(room).and_then(|m| m.get(&d.seq));
+                if let Some((from, sealed)) = matches
+                    && (*from != d.from || *sealed != d.sealed)
+                {
+                    found.push(format!("{user} got {room} message {} unlike the one acknowledged", d.seq));
+                }
+            }
+        }
+        for detail in found {
+            self.violate(Invariant::RoomHistory, detail);
+        }
+    }
+
+    fn check_opacity(&mut self) {
+        let mut found = Vec::new();
+        let state = self.store.state();
+        for (name, room) in &state.rooms {
+            for e in &room.history {
+                if self.ledger.post(&e.sealed).is_none() {
+                    found.push(format!("{name} history holds {:?}, which nobody sent", e.sealed));
+                }
+            }
+        }
+        for (from, lanes) in &state.lanes {
+            for (to, lane) in lanes {
+                for item in &lane.items {
+                    if let ItemKind::Message { sealed } = &item.kind
+                        && self.ledger.post(sealed).is_none()
+                    {
+                        found.push(format!("lane {from}->{to} holds {sealed:?}, which nobody sent"));
+                    }
+                }
+            }
+        }
+        for detail in found {
+            self.violate(Invariant::Opacity, detail);
+        }
+    }
+}

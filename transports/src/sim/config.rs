@@ -1,0 +1,293 @@
+//! What a simulation runs: the seed, the network, the fault mix and the
+//! scenario's size, with three presets.
+
+use std::time::Duration;
+
+use confab_proto::server::HashParams;
+use confab_proto::{ClientConfig, ServerConfig};
+use rand::RngExt as _;
+use rand::rngs::StdRng;
+
+/// A range of durations `[min, max]`, drawn uniformly at microsecond resolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// Shortest.
+    pub min: Duration,
+    /// Longest (inclusive).
+    pub max: Duration,
+}
+
+impl Span {
+    /// `[min, max]`; the bounds are swapped if given in the wrong order.
+    #[must_use]
+    pub fn new(min: Duration, max: Duration) -> Span {
+        if min <= max { Span { min, max } } else { Span { min: max, max: min } }
+    }
+
+    /// `[min_ms, max_ms]` milliseconds.
+    #[must_use]
+    pub fn ms(min_ms: u64, max_ms: u64) -> Span {
+        Span::new(Duration::from_millis(min_ms), Duration::from_millis(max_ms))
+    }
+
+    /// `[min_us, max_us]` microseconds.
+    #[must_use]
+    pub fn us(min_us: u64, max_us: u64) -> Span {
+        Span::new(Duration::from_micros(min_us), Duration::from_micros(max_us))
+    }
+
+    /// Exactly `d`.
+    #[must_use]
+    pub fn fixed(d: Duration) -> Span {
+        Span { min: d, max: d }
+    }
+
+    /// A duration drawn uniformly from the range.
+    pub fn draw(&self, rng: &mut StdRng) -> Duration {
+        let (lo, hi) = (micros(self.min), micros(self.max));
+        if lo >= hi {
+            return Duration::from_micros(lo);
+        }
+        Duration::from_micros(rng.random_range(lo..=hi))
+    }
+
+    /// A sub-range of this one, both bounds drawn from it (each simulated
+    /// link gets its own, so links differ in latency).
+    pub fn sub_span(&self, rng: &mut StdRng) -> Span {
+        let (a, b) = (self.draw(rng), self.draw(rng));
+        Span::new(a, b)
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// How often each fault (or user behaviour that looks like one) happens:
+/// each is the probability that one scenario action is that fault. The
+/// rest of the probability mass goes to ordinary user actions (send a
+/// message, join a room, ask for a conversation...).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FaultRates {
+    /// A client's connection drops; both ends notice at once; it reconnects.
+    pub disconnect: f64,
+    /// A client's network is cut both ways for [`SimConfig::fault_length`];
+    /// its connection dies after [`SimConfig::detect_delay`].
+    pub partition: f64,
+    /// A client's bytes are buffered both ways for [`SimConfig::fault_length`], then delivered.
+    pub hold: f64,
+    /// A client's links get a new latency range drawn from [`SimConfig::latency`].
+    pub latency: f64,
+    /// The server process dies (for [`SimConfig::server_downtime`]) and restarts from its store.
+    pub crash: f64,
+    /// The server dies at its next turn that commits changes, after the commit, before its frames leave.
+    pub crash_after_commit: f64,
+    /// A user goes offline (closes the app), or comes back online.
+    pub offline: f64,
+}
+
+impl FaultRates {
+    /// No faults at all.
+    pub const NONE: FaultRates = FaultRates {
+        disconnect: 0.0,
+        partition: 0.0,
+        hold: 0.0,
+        latency: 0.0,
+        crash: 0.0,
+        crash_after_commit: 0.0,
+        offline: 0.0,
+    };
+
+    /// Sum of every probability.
+    #[must_use]
+    pub fn total(&self) -> f64 {
+        self.disconnect
+            + self.partition
+            + self.hold
+            + self.latency
+            + self.crash
+            + self.crash_after_commit
+            + self.offline
+    }
+}
+
+/// Everything a simulation needs. Build one from a preset and change fields.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The preset this came from (`lan`, `wan`, `flaky`, `quiet`), for reports.
+    pub name: &'static str,
+    /// The only source of randomness: the same seed replays the same run.
+    pub seed: u64,
+    /// Simulated users, each with its own client machine.
+    pub clients: usize,
+    /// Room names the users pick from.
+    pub rooms: usize,
+    /// Scenario actions (user actions and faults) before the final settling phase.
+    pub actions: usize,
+    /// Virtual time between two scenario actions.
+    pub action_gap: Span,
+    /// Latency range of links: each link draws its own sub-range, then each chunk a latency in it.
+    pub latency: Span,
+    /// Largest chunk a write is cut into (chunks are 1 to `max_chunk` bytes).
+    pub max_chunk: usize,
+    /// How long a password-hash job takes in virtual time.
+    pub job_delay: Span,
+    /// How long a client waits before reconnecting after losing its connection.
+    pub reconnect_delay: Span,
+    /// How long each end of a partitioned connection takes to notice it is dead.
+    pub detect_delay: Span,
+    /// How long a partition or a hold lasts.
+    pub fault_length: Span,
+    /// How long the server stays down after a crash.
+    pub server_downtime: Span,
+    /// How long a user stays offline before coming back on its own.
+    pub offline_length: Span,
+    /// Fault probabilities per action.
+    pub faults: FaultRates,
+    /// Bound on the final settling phase, in virtual time: a run that has not
+    /// settled by then fails.
+    pub settle_limit: Duration,
+    /// Bound on processed events, against livelocks.
+    pub max_steps: u64,
+    /// Keep a readable line per step (slower; for replaying one seed).
+    pub trace: bool,
+    /// The server machine's configuration.
+    pub server: ServerConfig,
+    /// Every client machine's configuration.
+    pub client: ClientConfig,
+}
+
+impl SimConfig {
+    /// The settings shared by the presets: cheap argon2, small scenario.
+    fn base(seed: u64) -> SimConfig {
+        SimConfig {
+            name: "quiet",
+            seed,
+            clients: 5,
+            rooms: 3,
+            actions: 120,
+            action_gap: Span::ms(1, 400),
+            latency: Span::us(100, 2_000),
+            max_chunk: 512,
+            job_delay: Span::ms(2, 20),
+            reconnect_delay: Span::ms(10, 500),
+            detect_delay: Span::ms(500, 5_000),
+            fault_length: Span::ms(100, 3_000),
+            server_downtime: Span::ms(100, 2_000),
+            offline_length: Span::ms(500, 10_000),
+            faults: FaultRates::NONE,
+            settle_limit: Duration::from_secs(600),
+            max_steps: 2_000_000,
+            trace: false,
+            server: ServerConfig { hash_params: HashParams::INSECURE_FAST, ..ServerConfig::default() },
+            client: ClientConfig::default(),
+        }
+    }
+
+    /// A local network: sub-millisecond to 2 ms links, large chunks, rare faults.
+    #[must_use]
+    pub fn lan(seed: u64) -> SimConfig {
+        SimConfig {
+            name: "lan",
+            faults: FaultRates {
+                disconnect: 0.02,
+                partition: 0.0,
+                hold: 0.01,
+                latency: 0.01,
+                crash: 0.0,
+                crash_after_commit: 0.0,
+                offline: 0.03,
+            },
+            ..SimConfig::base(seed)
+        }
+    }
+
+    /// A wide-area network: 10-300 ms links, small chunks, occasional faults
+    /// and a rare server crash; 30 s access tokens and 10 s keepalives, so
+    /// refreshes and pings happen within a run.
+    #[must_use]
+    pub fn wan(seed: u64) -> SimConfig {
+        SimConfig {
+            name: "wan",
+            latency: Span::ms(10, 300),
+            max_chunk: 64,
+            fault_length: Span::ms(100, 8_000),
+            detect_delay: Span::ms(1_000, 20_000),
+            server: ServerConfig {
+                access_ttl: Duration::from_secs(30),
+                keepalive_interval: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(30),
+                ..SimConfig::base(seed).server
+            },
+            client: ClientConfig {
+                keepalive_interval: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(30),
+                ..ClientConfig::default()
+            },
+            faults: FaultRates {
+                disconnect: 0.04,
+                partition: 0.02,
+                hold: 0.03,
+                latency: 0.03,
+                crash: 0.01,
+                crash_after_commit: 0.01,
+                offline: 0.04,
+            },
+            ..SimConfig::base(seed)
+        }
+    }
+
+    /// A hostile network: tiny chunks, frequent disconnects, holds and
+    /// partitions (up to 20 s, noticed after up to 30 s, or by the machines'
+    /// 15 s idle timeouts), server crashes (some right after a commit),
+    /// 10 s access tokens and a 256-byte slow-reader limit.
+    #[must_use]
+    pub fn flaky(seed: u64) -> SimConfig {
+        SimConfig {
+            name: "flaky",
+            latency: Span::ms(1, 150),
+            max_chunk: 24,
+            fault_length: Span::ms(100, 20_000),
+            detect_delay: Span::ms(500, 30_000),
+            server: ServerConfig {
+                access_ttl: Duration::from_secs(10),
+                keepalive_interval: Duration::from_secs(5),
+                idle_timeout: Duration::from_secs(15),
+                max_session_backlog: 256,
+                ..SimConfig::base(seed).server
+            },
+            client: ClientConfig {
+                keepalive_interval: Duration::from_secs(5),
+                idle_timeout: Duration::from_secs(15),
+                ..ClientConfig::default()
+            },
+            faults: FaultRates {
+                disconnect: 0.08,
+                partition: 0.05,
+                hold: 0.06,
+                latency: 0.04,
+                crash: 0.04,
+                crash_after_commit: 0.04,
+                offline: 0.05,
+            },
+            ..SimConfig::base(seed)
+        }
+    }
+
+    /// One of the three presets, chosen by `seed % 3` (lan, wan, flaky), so
+    /// that a range of seeds mixes them deterministically.
+    #[must_use]
+    pub fn mixed(seed: u64) -> SimConfig {
+        match seed % 3 {
+            0 => SimConfig::lan(seed),
+            1 => SimConfig::wan(seed),
+            _ => SimConfig::flaky(seed),
+        }
+    }
+
+    /// A network without any fault and no scenario actions: for scripted tests.
+    #[must_use]
+    pub fn quiet(seed: u64) -> SimConfig {
+        SimConfig { actions: 0, ..SimConfig::base(seed) }
+    }
+}

@@ -1,0 +1,421 @@
+//! The deterministic simulator: one [`Server`] machine and many [`Client`]
+//! machines over simulated links, in virtual time, with faults.
+//!
+//! Everything random comes from one [`StdRng`] seeded by
+//! [`SimConfig::seed`]: the same seed replays the same run, step for step
+//! (compare [`Report::digest`]). Time is virtual: an agenda of events
+//! ordered by (time, insertion order) drives the clock; nothing sleeps and
+//! no clock is read (apart from one `Instant` taken as an opaque origin,
+//! since `Instant` cannot be built otherwise; only offsets from it matter).
+//!
+//! - Links: TCP-like, in order per direction, cut into random chunks, each
+//!   link with its own latency range, so traffic reorders across sessions.
+//! - Faults: [`Sim::disconnect`], [`Sim::reconnect`], [`Sim::partition`] /
+//!   [`Sim::heal`], [`Sim::hold`] / [`Sim::release`], [`Sim::set_latency`],
+//!   [`Sim::crash_server`] / [`Sim::restart_server`] and the crash point
+//!   [`Sim::crash_after_commit`].
+//! - Persistence: the server's changes of one turn are committed to a
+//!   [`MemStore`] before that turn's frames leave (group commit); a restart
+//!   restores from the store.
+//! - The scenario ([`Sim::run`]) makes users act randomly but sensibly,
+//!   then heals everything, lets the system settle and checks the
+//!   invariants ([`Report`]).
+//!
+//! A failing run prints `simulation failed: replay with CONFAB_SIM_SEED=<seed>`;
+//! [`SimConfig::trace`] keeps a readable line per step for the replay.
+//!
+//! ```
+//! use confab_transports::sim::{Sim, SimConfig};
+//!
+//! let report = Sim::run(SimConfig::lan(7));
+//! report.assert_ok();
+//! assert_eq!(report.digest, Sim::run(SimConfig::lan(7)).digest);
+//! ```
+//!
+//! Scripted scenarios drive the same machinery step by step:
+//!
+//! ```
+//! use std::time::Duration;
+//! use confab_transports::sim::{ClientId, Sim, SimConfig};
+//!
+//! let mut sim = Sim::new(SimConfig { clients: 2, ..SimConfig::quiet(1) });
+//! sim.start();
+//! let (alice, bob) = (ClientId(0), ClientId(1));
+//! assert!(sim.run_until(Duration::from_secs(10), |s| s.logged_in(alice) && s.logged_in(bob)));
+//! sim.request_mp(alice, bob);
+//! assert!(sim.run_until(Duration::from_secs(10), |s| s.conversation_open(alice, bob)));
+//! let sealed = sim.send_mp(alice, bob).unwrap();
+//! sim.crash_server();
+//! sim.restart_server();
+//! assert!(sim.settle());
+//! assert_eq!(sim.ledger().inbox("bob").last().unwrap().sealed, sealed);
+//! sim.report().assert_ok();
+//! ```
+
+mod check;
+mod client;
+mod config;
+mod driver;
+mod fault;
+mod ledger;
+mod net;
+mod queue;
+mod scenario;
+mod server;
+mod store;
+mod trace;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use confab_proto::{Client, Now, Server, SessionId};
+use rand::SeedableRng as _;
+use rand::rngs::StdRng;
+
+pub use check::{Invariant, Report, SimStats, Violation};
+pub use config::{FaultRates, SimConfig, Span};
+pub use ledger::{Delivery, DeliveryKind, Ledger};
+pub use net::{LinkId, NetStats};
+pub use store::MemStore;
+pub use trace::{SeedGuard, Trace};
+
+use driver::User;
+use net::Net;
+use queue::{Agenda, Ev};
+
+/// Wall-clock time at which every simulation starts: 2026-11-22T00:00:00Z.
+pub const START_UNIX_MS: u64 = confab_proto::examples::TIMESTAMP_MS;
+
+/// Identifies a simulated user and its client machine (an index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(pub usize);
+
+/// One simulated user: its client machine, its connection, its behaviour.
+#[derive(Debug)]
+pub(crate) struct Host {
+    pub(crate) client: Client,
+    /// The connection the client considers current.
+    pub(crate) link: Option<LinkId>,
+    /// When the client's timer is due (elapsed virtual time).
+    pub(crate) deadline: Option<Duration>,
+    pub(crate) partitioned: bool,
+    pub(crate) held: bool,
+    /// Latency range of this client's links (`None`: each link draws its own).
+    pub(crate) latency: Option<Span>,
+    pub(crate) reconnect_pending: bool,
+    pub(crate) user: User,
+}
+
+/// A simulation. See the [module docs](self).
+#[derive(Debug)]
+pub struct Sim {
+    config: SimConfig,
+    rng: StdRng,
+    /// Virtual time zero.
+    origin: Now,
+    /// Virtual time elapsed.
+    elapsed: Duration,
+    agenda: Agenda,
+    net: Net,
+    server: Option<Server>,
+    /// Incarnation of the server (bumped at each crash).
+    epoch: u64,
+    server_deadline: Option<Duration>,
+    /// The current server's sessions.
+    sessions: HashMap<SessionId, LinkId>,
+    store: MemStore,
+    crash_armed: bool,
+    /// Restart the server by itself after a crash (during a scenario's actions).
+    auto_restart: bool,
+    hosts: Vec<Host>,
+    ledger: Ledger,
+    trace: Trace,
+    stats: SimStats,
+    actions_left: usize,
+    /// Problems noticed while running (checked invariants are added by [`Sim::report`]).
+    violations: Vec<Violation>,
+    steps: u64,
+    /// The last timer fired (time, machine) and how often in a row, against timer livelocks.
+    last_timer: (Duration, Option<ClientId>, u32),
+    /// The run was stopped (stuck): nothing more is processed.
+    halted: bool,
+    /// Prints the seed if the run panics.
+    _guard: SeedGuard,
+}
+
+/// Timer firings of one machine at one instant before the run is declared stuck.
+const MAX_TIMER_REPEATS: u32 = 1000;
+
+/// Names of the simulated users (more users get a numeric suffix).
+const NAMES: [&str; 10] = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy"];
+
+impl Sim {
+    /// A simulation with a fresh server and `config.clients` disconnected,
+    /// unregistered users. Nothing happens until [`Sim::start`].
+    #[must_use]
+    pub fn new(config: SimConfig) -> Sim {
+        let mut rng = StdRng::seed_from_u64(config.seed);
+        // The only clock read: an opaque origin for `Instant`s.
+        let origin = Now::new(Instant::now(), START_UNIX_MS);
+        let seed: [u8; 32] = rand::RngExt::random(&mut rng);
+        let server = Server::new(config.server.clone(), seed, origin);
+        let hosts = (0..config.clients)
+            .map(|i| {
+                let name = match NAMES.get(i) {
+                    Some(n) => (*n).to_owned(),
+                    None => format!("{}{}", NAMES[i % NAMES.len()], i / NAMES.len()),
+                };
+                Host {
+                    client: Client::new(config.client.clone(), origin),
+                    link: None,
+                    deadline: None,
+                    partitioned: false,
+                    held: false,
+                    latency: None,
+                    reconnect_pending: false,
+                    user: User::new(name),
+                }
+            })
+            .collect();
+        let mut sim = Sim {
+            rng,
+            origin,
+            elapsed: Duration::ZERO,
+            agenda: Agenda::default(),
+            net: Net::new(config.max_chunk),
+            server: Some(server),
+            epoch: 1,
+            server_deadline: None,
+            sessions: HashMap::new(),
+            store: MemStore::new(&config.server),
+            crash_armed: false,
+            auto_restart: false,
+            hosts,
+            ledger: Ledger::default(),
+            trace: Trace::new(config.trace),
+            stats: SimStats::default(),
+            actions_left: config.actions,
+            violations: Vec::new(),
+            steps: 0,
+            last_timer: (Duration::ZERO, None, 0),
+            halted: false,
+            _guard: SeedGuard::new(config.seed),
+            config,
+        };
+        sim.drain_server();
+        sim
+    }
+
+    /// Runs the whole scenario for `config`: start, random actions and
+    /// faults, settling, invariant checks.
+    #[must_use]
+    pub fn run(config: SimConfig) -> Report {
+        let mut sim = Sim::new(config);
+        sim.start();
+        sim.run_actions();
+        sim.settle();
+        sim.report()
+    }
+
+    /// Every user wants to be online: each connects after a short random
+    /// delay, registers and logs in. Schedules the scenario's actions
+    /// (during which a crashed server restarts by itself after
+    /// [`SimConfig::server_downtime`]).
+    pub fn start(&mut self) {
+        for i in 0..self.hosts.len() {
+            self.hosts[i].user.want_online = true;
+            self.schedule_reconnect(ClientId(i));
+        }
+        if self.actions_left > 0 {
+            self.auto_restart = true;
+            let at = self.elapsed + self.config.action_gap.draw(&mut self.rng);
+            self.agenda.push(at, Ev::Action);
+        }
+    }
+
+    /// Runs until every scenario action has been taken.
+    pub fn run_actions(&mut self) {
+        while self.actions_left > 0 && self.step() {}
+    }
+
+    // ---- accessors ----
+
+    /// The seed.
+    #[must_use]
+    pub fn seed(&self) -> u64 {
+        self.config.seed
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &SimConfig {
+        &self.config
+    }
+
+    /// Virtual time since the start.
+    #[must_use]
+    pub fn elapsed(&self) -> Duration {
+        self.elapsed
+    }
+
+    /// The current time as the machines see it.
+    #[must_use]
+    pub fn now(&self) -> Now {
+        self.origin.advance(self.elapsed)
+    }
+
+    /// The server machine (`None` while crashed).
+    #[must_use]
+    pub fn server(&self) -> Option<&Server> {
+        self.server.as_ref()
+    }
+
+    /// The server's durable store.
+    #[must_use]
+    pub fn store(&self) -> &MemStore {
+        &self.store
+    }
+
+    /// A user's client machine.
+    #[must_use]
+    pub fn client(&self, id: ClientId) -> &Client {
+        &self.hosts[id.0].client
+    }
+
+    /// A user's name.
+    #[must_use]
+    pub fn name(&self, id: ClientId) -> &str {
+        &self.hosts[id.0].user.name
+    }
+
+    /// Every user.
+    #[must_use]
+    pub fn clients(&self) -> Vec<ClientId> {
+        (0..self.hosts.len()).map(ClientId).collect()
+    }
+
+    /// What every user sent, got acknowledged and received.
+    #[must_use]
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// The run's trace (digest, and lines if [`SimConfig::trace`]).
+    #[must_use]
+    pub fn trace(&self) -> &Trace {
+        &self.trace
+    }
+
+    // ---- the event loop ----
+
+    /// Processes the next event or timer. False when nothing at all is pending.
+    pub fn step(&mut self) -> bool {
+        let timer = self.next_timer();
+        let event = self.agenda.peek_time();
+        let (at, fire_timer) = match (timer, event) {
+            (None, None) => return false,
+            (Some((t, _)), Some(e)) if t <= e => (t, true),
+            (Some((t, _)), None) => (t, true),
+            (_, Some(e)) => (e, false),
+        };
+        if self.halted {
+            return false;
+        }
+        self.steps += 1;
+        if self.steps > self.config.max_steps {
+            self.violate(Invariant::Progress, format!("more than {} steps", self.config.max_steps));
+            self.halted = true;
+            return false;
+        }
+        self.elapsed = self.elapsed.max(at);
+        if fire_timer && let Some((_, who)) = timer {
+            let (last_at, last_who, n) = self.last_timer;
+            let n = if (last_at, last_who) == (self.elapsed, who) { n + 1 } else { 0 };
+            self.last_timer = (self.elapsed, who, n);
+            if n >= MAX_TIMER_REPEATS {
+                let machine = who.map_or_else(|| "server".to_owned(), |id| format!("client {}", id.0));
+                self.violate(
+                    Invariant::Progress,
+                    format!("{machine} asked for its timer at the same instant {n} times in a row"),
+                );
+                self.halted = true;
+                return false;
+            }
+            match who {
+                None => self.server_timeout(),
+                Some(id) => self.client_timeout(id),
+            }
+        } else if let Some((_, ev)) = self.agenda.pop() {
+            self.dispatch(ev);
+        }
+        true
+    }
+
+    /// The earliest machine timer: `None` for the server, `Some(client)`.
+    fn next_timer(&self) -> Option<(Duration, Option<ClientId>)> {
+        let mut best = self.server_deadline.map(|t| (t, None));
+        for (i, h) in self.hosts.iter().enumerate() {
+            if let Some(t) = h.deadline
+                && best.is_none_or(|(b, _)| t < b)
+            {
+                best = Some((t, Some(ClientId(i))));
+            }
+        }
+        best
+    }
+
+    fn dispatch(&mut self, ev: Ev) {
+        match ev {
+            Ev::Arrive { link, dir, seg } => self.arrive(link, dir, seg),
+            Ev::Detect { link, end } => self.detect(link, end),
+            Ev::Job { epoch, job } => self.job_done(epoch, job),
+            Ev::Action => self.action(),
+            Ev::Heal(id) => self.heal(id),
+            Ev::Release(id) => self.release(id),
+            Ev::Restart => self.restart_server(),
+            Ev::Reconnect(id) => {
+                self.hosts[id.0].reconnect_pending = false;
+                self.try_connect(id);
+            }
+            Ev::Online(id) => self.go_online(id),
+        }
+    }
+
+    /// Runs for `d` of virtual time (or until nothing is pending).
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.elapsed + d;
+        while self.next_time().is_some_and(|t| t <= end) && self.step() {}
+        self.elapsed = self.elapsed.max(end);
+    }
+
+    /// Runs until `done` holds, for at most `limit` of virtual time. True if it held.
+    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Sim) -> bool) -> bool {
+        let end = self.elapsed + limit;
+        loop {
+            if done(self) {
+                return true;
+            }
+            if self.next_time().is_none_or(|t| t > end) || !self.step() {
+                return done(self);
+            }
+        }
+    }
+
+    fn next_time(&self) -> Option<Duration> {
+        let timer = self.next_timer().map(|(t, _)| t);
+        match (timer, self.agenda.peek_time()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Converts a machine's deadline to elapsed virtual time.
+    fn to_elapsed(&self, at: Instant) -> Duration {
+        at.saturating_duration_since(self.origin.instant)
+    }
+
+    pub(crate) fn violate(&mut self, invariant: Invariant, detail: String) {
+        self.trace.note(self.elapsed, &format!("VIOLATION {invariant:?}: {detail}"));
+        self.violations.push(Violation { invariant, detail });
+    }
+}

@@ -1,0 +1,201 @@
+//! Hosting the server machine like a real adapter would: drain its outputs
+//! after every step, commit the turn's changes in one transaction, then
+//! write the turn's frames; run password-hash jobs off the routing path
+//! (in virtual time); tear links down on `Close`.
+
+use bytes::Bytes;
+use confab_proto::server::{Change, Job};
+use confab_proto::{Output, SessionId};
+use rand::RngExt as _;
+
+use super::net::{Dir, Segment};
+use super::queue::Ev;
+use super::{Invariant, Sim};
+
+impl Sim {
+    /// Drains the server's outputs: group commit, then transmits, then closes.
+    pub(crate) fn drain_server(&mut self) {
+        // Backlog reports can make the server produce more output: loop.
+        for _ in 0..16 {
+            let Some(server) = self.server.as_mut() else { return };
+            let mut changes: Vec<Change> = Vec::new();
+            let mut transmits: Vec<(SessionId, Bytes)> = Vec::new();
+            let mut closes: Vec<(SessionId, u16, String)> = Vec::new();
+            let mut jobs: Vec<Job> = Vec::new();
+            let deadline = loop {
+                match server.poll_output() {
+                    Output::Work(job) => jobs.push(job),
+                    Output::Persist(change) => changes.push(change),
+                    Output::Transmit { session, bytes } => transmits.push((session, bytes)),
+                    Output::Close { session, code, reason } => closes.push((session, code, reason)),
+                    Output::Event(e) => {
+                        let at = self.elapsed;
+                        self.trace.step(at, b"server-event", || format!("server: {e:?}"));
+                    }
+                    Output::Timeout(t) => break t,
+                }
+            };
+            self.server_deadline = deadline.map(|t| self.to_elapsed(t));
+            for job in jobs {
+                let at = self.elapsed + self.config.job_delay.draw(&mut self.rng);
+                self.agenda.push(at, Ev::Job { epoch: self.epoch, job });
+            }
+            if !changes.is_empty() {
+                self.store.commit(&changes);
+                let n = changes.len();
+                self.trace.step(self.elapsed, &(n as u64).to_le_bytes(), || format!("commit {n} changes"));
+                if self.crash_armed {
+                    self.crash_armed = false;
+                    self.stats.crashes_after_commit += 1;
+                    self.trace.note(self.elapsed, "crash after commit, before transmit");
+                    self.crash_now();
+                    return;
+                }
+            }
+            let mut backlog = Vec::new();
+            for (session, bytes) in transmits {
+                let Some(&link) = self.sessions.get(&session) else {
+                    continue;
+                };
+                if !self.net.get(link).is_some_and(|l| l.server_open) {
+                    continue;
+                }
+                let len = bytes.len();
+                self.trace
+                    .step(self.elapsed, &link.0.to_le_bytes(), || format!("server -> {link} ({session}): {len} bytes"));
+                let now = self.elapsed;
+                let held = self.net.send(&mut self.agenda, &mut self.rng, now, link, Dir::Down, Segment::Data(bytes));
+                if held > 0 {
+                    backlog.push((session, held));
+                }
+            }
+            for (session, code, reason) in closes {
+                self.trace
+                    .step(self.elapsed, &code.to_le_bytes(), || format!("server closes {session}: {code} {reason}"));
+                self.server_end_closed(session);
+            }
+            if backlog.is_empty() {
+                return;
+            }
+            let now = self.now();
+            let Some(server) = self.server.as_mut() else { return };
+            for (session, pending) in backlog {
+                server.handle_backlog(now, session, pending);
+            }
+        }
+    }
+
+    /// The server side of a session is done (the server said `Close`): the
+    /// end of the stream follows what was written.
+    fn server_end_closed(&mut self, session: SessionId) {
+        let Some(link) = self.sessions.remove(&session) else { return };
+        let Some(l) = self.net.get_mut(link) else { return };
+        if !l.server_open {
+            return;
+        }
+        l.server_open = false;
+        let now = self.elapsed;
+        self.net.send(&mut self.agenda, &mut self.rng, now, link, Dir::Down, Segment::Fin);
+        self.net.gc(link);
+    }
+
+    /// The server's side of a link learned the connection is gone (end of
+    /// stream from the client, detection, disconnect).
+    pub(crate) fn server_lost(&mut self, link: super::LinkId) {
+        let Some(l) = self.net.get_mut(link) else { return };
+        if !l.server_open {
+            return;
+        }
+        l.server_open = false;
+        let (session, epoch) = (l.session, l.epoch);
+        self.net.gc(link);
+        if epoch != self.epoch {
+            return;
+        }
+        self.sessions.remove(&session);
+        let now = self.now();
+        if let Some(server) = self.server.as_mut() {
+            self.trace.step(self.elapsed, &session.0.to_le_bytes(), || format!("server loses {session}"));
+            server.close_session(now, session);
+            self.drain_server();
+        }
+    }
+
+    /// Bytes reach the server.
+    pub(crate) fn server_input(&mut self, link: super::LinkId, bytes: &Bytes) {
+        let Some(l) = self.net.get(link) else { return };
+        if !l.server_open || l.epoch != self.epoch {
+            return;
+        }
+        let session = l.session;
+        let now = self.now();
+        let Some(server) = self.server.as_mut() else { return };
+        server.handle_input(now, session, bytes);
+        self.drain_server();
+    }
+
+    pub(crate) fn server_timeout(&mut self) {
+        self.server_deadline = None;
+        let now = self.now();
+        let Some(server) = self.server.as_mut() else { return };
+        self.trace.step(self.elapsed, b"server-timeout", || "server timeout".into());
+        server.handle_timeout(now);
+        self.drain_server();
+    }
+
+    pub(crate) fn job_done(&mut self, epoch: u64, job: Job) {
+        if epoch != self.epoch {
+            return;
+        }
+        let now = self.now();
+        let Some(server) = self.server.as_mut() else { return };
+        let result = job.run();
+        self.trace.step(self.elapsed, &job.id.0.to_le_bytes(), || format!("job {:?} done", job.id));
+        server.handle_work(now, result);
+        self.drain_server();
+    }
+
+    /// The server process dies now: everything not committed is gone, every
+    /// connection dies, every client notices.
+    pub(crate) fn crash_now(&mut self) {
+        if self.server.take().is_none() {
+            return;
+        }
+        self.stats.crashes += 1;
+        self.epoch += 1;
+        self.server_deadline = None;
+        self.sessions.clear();
+        self.trace.note(self.elapsed, "server crashed");
+        if self.auto_restart {
+            let at = self.elapsed + self.config.server_downtime.draw(&mut self.rng);
+            self.agenda.push(at, Ev::Restart);
+        }
+        for link in self.net.ids() {
+            let Some(l) = self.net.get_mut(link) else { continue };
+            l.server_open = false;
+            let client = l.client;
+            if l.client_open && !l.doomed {
+                if self.rng.random_bool(0.5) {
+                    // Reset: what is in flight is lost, the client learns at once.
+                    l.doomed = true;
+                    self.client_lost(client, link);
+                } else {
+                    // The OS closes the socket: what was written still arrives, then the end of stream.
+                    let now = self.elapsed;
+                    self.net.send(&mut self.agenda, &mut self.rng, now, link, Dir::Down, Segment::Fin);
+                }
+            }
+            self.net.gc(link);
+        }
+    }
+
+    /// Checks, after the final drain, that the server's state is exactly what the store holds.
+    pub(crate) fn check_store(&mut self) {
+        let Some(server) = self.server.as_ref() else {
+            return self.violate(Invariant::Durability, "server down at the end".into());
+        };
+        if server.state() != self.store.state() {
+            self.violate(Invariant::Durability, "server state differs from the committed store".into());
+        }
+    }
+}
