@@ -129,6 +129,7 @@
 pub mod client;
 pub mod code;
 mod decoder;
+pub mod e2e;
 mod error;
 pub mod examples;
 mod frame;
