@@ -132,6 +132,7 @@ mod decoder;
 mod error;
 pub mod examples;
 mod frame;
+pub mod jwt;
 mod limits;
 mod message;
 mod opcode;
