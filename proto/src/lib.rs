@@ -133,6 +133,7 @@ pub mod e2e;
 mod error;
 pub mod examples;
 mod frame;
+pub mod jwt;
 mod limits;
 mod message;
 mod opcode;
