@@ -276,7 +276,7 @@ impl fmt::Display for InspectError {
             InspectError::Decode { error, frame, frame_start } => write!(
                 f,
                 "{} [{}; frame {frame}, which starts at byte {frame_start}]",
-                rebased(error, *frame_start),
+                error.rebased(*frame_start),
                 error.kind()
             ),
             InspectError::Incomplete { frame, frame_start, input_len, needed } => {
@@ -303,25 +303,6 @@ impl fmt::Display for InspectError {
 }
 
 impl std::error::Error for InspectError {}
-
-/// `error` with its offset moved by `base`: counted from the start of the
-/// input instead of the start of the frame.
-fn rebased(error: &DecodeError, base: usize) -> DecodeError {
-    let mut error = error.clone();
-    match &mut error {
-        DecodeError::UnknownVersion { offset, .. }
-        | DecodeError::UnknownFrameType { offset, .. }
-        | DecodeError::LimitExceeded { offset, .. }
-        | DecodeError::UnknownOpcode { offset, .. }
-        | DecodeError::WrongDirection { offset, .. }
-        | DecodeError::Truncated { offset, .. }
-        | DecodeError::OverlongField { offset, .. }
-        | DecodeError::InvalidUtf8 { offset, .. }
-        | DecodeError::InvalidValue { offset, .. }
-        | DecodeError::TrailingBytes { offset, .. } => *offset += base,
-    }
-    error
-}
 
 /// One decoded frame of the input.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -112,7 +112,21 @@ impl DecodeError {
     /// The byte offset, from the start of the frame, where decoding failed.
     #[must_use]
     pub fn offset(&self) -> usize {
-        match *self {
+        let mut copy = self.clone();
+        *copy.offset_mut()
+    }
+
+    /// The same error with its offset moved by `base`: counted from the
+    /// start of a stream rather than from the start of its frame.
+    #[must_use]
+    pub fn rebased(&self, base: usize) -> DecodeError {
+        let mut error = self.clone();
+        *error.offset_mut() += base;
+        error
+    }
+
+    fn offset_mut(&mut self) -> &mut usize {
+        match self {
             DecodeError::UnknownVersion { offset, .. }
             | DecodeError::UnknownFrameType { offset, .. }
             | DecodeError::LimitExceeded { offset, .. }
