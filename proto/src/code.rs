@@ -16,6 +16,8 @@ pub const UNAUTHORIZED: u16 = 401;
 pub const FORBIDDEN: u16 = 403;
 /// No such user, room or conversation.
 pub const NOT_FOUND: u16 = 404;
+/// Gone: a third-party code that has expired.
+pub const GONE: u16 = 410;
 /// Conflicts with existing state (name taken, already a member, ...).
 pub const CONFLICT: u16 = 409;
 /// No input for longer than the idle timeout (close frames).

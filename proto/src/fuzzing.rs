@@ -105,6 +105,10 @@ mod server_session {
             dedup_window: 8,
             max_deferred_bytes: 64 * 1024,
             max_session_backlog: 256 * 1024,
+            // The token features on, so that their requests reach their handlers.
+            codes: Some(crate::server::CodeConfig { max_in_flight: 16, ..Default::default() }),
+            phantom: Some(crate::server::PhantomConfig::new("fuzz-credential", "confab://fuzz", "backends")),
+            oidc: Some(crate::server::OidcConfig::new("https://idp.fuzz", "confab", r#"{"keys":[]}"#)),
             ..ServerConfig::default()
         }
     }

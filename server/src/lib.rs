@@ -1,10 +1,12 @@
 //! # confab-server
 //!
 //! The relay server: configuration, storage and the wiring of the sans-IO
-//! `confab_proto` machines to the transports. Its binary lands with the
-//! server machine.
+//! `confab_proto` machines to the transports. The `confab-server` binary
+//! offers the admin tools of [`cli`] (`confab-server jwt verify`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod cli;
 
 pub use confab_proto as proto;

@@ -56,8 +56,14 @@ impl Script {
     /// A script over a fresh server with `config`.
     #[must_use]
     pub fn new(config: ServerConfig) -> Script {
+        Script::new_at(config, START_UNIX_MS)
+    }
+
+    /// A script whose wall clock starts at `start_unix_ms` (to replay tokens minted elsewhere).
+    #[must_use]
+    pub fn new_at(config: ServerConfig, start_unix_ms: u64) -> Script {
         let start = Instant::now();
-        let now = Now::new(start, START_UNIX_MS);
+        let now = Now::new(start, start_unix_ms);
         Script {
             server: Server::new(config, [7; 32], now),
             start,
@@ -75,6 +81,11 @@ impl Script {
     #[must_use]
     pub fn server(&self) -> &Server {
         &self.server
+    }
+
+    /// The server machine, to call the adapter-side methods (`set_oidc_jwks`).
+    pub fn server_mut(&mut self) -> &mut Server {
+        &mut self.server
     }
 
     /// The current virtual time.
@@ -310,6 +321,9 @@ fn fields(s: &mut String, fields: &[(&'static str, FieldValue<'_>)]) {
             FieldValue::Int(n) => write!(s, "{n}").unwrap(),
             FieldValue::Str(t) if t.starts_with("cfa_") => s.push_str("<access>"),
             FieldValue::Str(t) if t.starts_with("cfr_") => s.push_str("<refresh>"),
+            FieldValue::Str(t) if *name == "jwt" => s.push_str(&describe_jwt(t)),
+            FieldValue::Str(t) if *name == "jwks" => s.push_str(&describe_jwks(t)),
+            FieldValue::Str(t) if *name == "code" => write!(s, "<code {} chars>", t.len()).unwrap(),
             FieldValue::Str(t) if name.contains("password") || name.contains("passphrase") => {
                 write!(s, "<{} chars>", t.chars().count()).unwrap();
             }
@@ -329,6 +343,41 @@ fn fields(s: &mut String, fields: &[(&'static str, FieldValue<'_>)]) {
             }
         }
     }
+}
+
+/// The first 8 characters of a `kid`, enough to tell keys apart in a transcript.
+#[must_use]
+pub fn short_kid(kid: &str) -> String {
+    kid.chars().take(8).collect()
+}
+
+/// A JWT as `<jwt kid=... {claims}>`, with `jti` shortened.
+fn describe_jwt(jwt: &str) -> String {
+    use base64::Engine as _;
+    let decode = |part: Option<&str>| -> serde_json::Map<String, serde_json::Value> {
+        part.and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    };
+    let mut parts = jwt.split('.');
+    let header = decode(parts.next());
+    let mut claims = decode(parts.next());
+    if let Some(serde_json::Value::String(jti)) = claims.get_mut("jti") {
+        *jti = format!("{}...", &jti[..jti.len().min(8)]);
+    }
+    let kid = header.get("kid").and_then(|k| k.as_str()).map(short_kid).unwrap_or_default();
+    let alg = header.get("alg").and_then(|k| k.as_str()).unwrap_or_default();
+    format!("<jwt {alg} kid={kid} {}>", serde_json::Value::Object(claims))
+}
+
+/// A JWK Set as the short `kid`s of its keys.
+fn describe_jwks(jwks: &str) -> String {
+    let doc: serde_json::Value = serde_json::from_str(jwks).unwrap_or_default();
+    let kids: Vec<String> = doc["keys"]
+        .as_array()
+        .map(|keys| keys.iter().map(|k| short_kid(k["kid"].as_str().unwrap_or("?"))).collect())
+        .unwrap_or_default();
+    format!("<jwks [{}]>", kids.join(", "))
 }
 
 fn blob(s: &mut String, b: &[u8]) {
@@ -373,6 +422,14 @@ pub fn describe_change(change: &Change) -> String {
         Change::NoticesCleared { user } => format!("notices_cleared {user}"),
         Change::Recorded { family, request_id, response } => {
             format!("recorded family={family} #{request_id} {} {}", response.opcode, response.code)
+        }
+        Change::FamilyAllocated { family } => format!("family_allocated {family}"),
+        Change::SigningKeysSet { records } => {
+            let keys: Vec<String> = records
+                .iter()
+                .map(|r| format!("{}{}", short_kid(&r.kid), if r.current { " (current)" } else { "" }))
+                .collect();
+            format!("signing_keys [{}]", keys.join(", "))
         }
     }
 }

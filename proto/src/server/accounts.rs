@@ -73,7 +73,8 @@ impl Server {
         }
         // An unknown user costs the same hash as a known one, with a salt
         // that is stable per name, so neither the answer nor its timing tells.
-        let (salt, params, expected) = match self.state.users.get(&b.username) {
+        // An account created by an OIDC provider has no password: it answers like an unknown user.
+        let (salt, params, expected) = match self.state.users.get(&b.username).filter(|u| !u.is_external()) {
             Some(u) => (u.password.salt, u.password.params, Some(u.password.hash)),
             None => (self.dummy_salt(&b.username), self.config.hash_params, None),
         };
@@ -358,10 +359,16 @@ impl Server {
             if now.unix_ms < *expires_ms {
                 return Ok(bound.username.clone());
             }
+            if super::oidc::looks_like_jwt(auth) {
+                return Err((code::TOKEN_EXPIRED, super::oidc::EXPIRED.into()));
+            }
             return Err((code::TOKEN_EXPIRED, "access token expired: refresh it".into()));
         }
         if auth.is_empty() {
             return Err((code::UNAUTHORIZED, "missing access token: log in, then send it in the auth field".into()));
+        }
+        if self.config.oidc.is_some() && super::oidc::looks_like_jwt(auth) {
+            return self.authenticate_oidc(now, session, request_id, auth);
         }
         match token::check(auth) {
             Ok(TokenKind::Access) => {}
@@ -394,7 +401,7 @@ impl Server {
     }
 
     /// Whether `session` may become `username` under the duplicate-login policy.
-    fn bind_check(&self, session: SessionId, username: &str) -> Result<(), (u16, String)> {
+    pub(super) fn bind_check(&self, session: SessionId, username: &str) -> Result<(), (u16, String)> {
         match self.online.get(username) {
             Some(other) if *other != session && self.config.duplicate_login == DuplicateLogin::Refuse => {
                 Err((code::CONFLICT, "already logged in on another connection".into()))
@@ -405,7 +412,7 @@ impl Server {
 
     /// Makes `session` act for `username`: replaces an older session (by
     /// policy), sends `connected`, then everything queued for the user.
-    fn bind(&mut self, now: Now, session: SessionId, request_id: u32, username: String, family: u64) {
+    pub(super) fn bind(&mut self, now: Now, session: SessionId, request_id: u32, username: String, family: u64) {
         let previous = self.online.insert(username.clone(), session);
         if let Some(old) = previous
             && old != session

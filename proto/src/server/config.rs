@@ -96,6 +96,97 @@ pub struct ServerConfig {
     pub max_pending_jobs: usize,
     /// Live sessions; more are refused at connect.
     pub max_sessions: usize,
+    /// Third-party codes (`issue_code`, `verify_code`); `None` answers 501.
+    pub codes: Option<CodeConfig>,
+    /// Phantom-token translation (`introspect`, `jwks`); `None` answers 501.
+    pub phantom: Option<PhantomConfig>,
+    /// Access tokens of an external OIDC provider in the auth part; `None` accepts only `cfa_` tokens.
+    pub oidc: Option<OidcConfig>,
+}
+
+/// Third-party codes (seed 003): see `docs/AUTH.md`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeConfig {
+    /// Lifetime of a code (capped at 60 s).
+    pub ttl: Duration,
+    /// Accepted, unexpired codes remembered against replay; when full, codes are refused (fail closed).
+    pub max_in_flight: usize,
+}
+
+impl Default for CodeConfig {
+    fn default() -> Self {
+        CodeConfig { ttl: Duration::from_secs(60), max_in_flight: 100_000 }
+    }
+}
+
+/// Phantom-token translation (seed 004): a trusted backend exchanges opaque tokens for ES256 JWTs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PhantomConfig {
+    /// The secret a backend sends in the auth part of `introspect` (compared in constant time).
+    pub service_credential: String,
+    /// `iss` of the minted JWTs.
+    pub issuer: String,
+    /// `aud` of the minted JWTs.
+    pub audience: String,
+    /// How often the signing key is replaced (checked at each sweep).
+    pub key_rotation: Duration,
+    /// Longest lifetime of a minted JWT (it never outlives its opaque token either).
+    pub max_ttl: Duration,
+}
+
+impl PhantomConfig {
+    /// A configuration with daily key rotation and 5-minute JWTs.
+    #[must_use]
+    pub fn new(service_credential: impl Into<String>, issuer: impl Into<String>, audience: impl Into<String>) -> Self {
+        PhantomConfig {
+            service_credential: service_credential.into(),
+            issuer: issuer.into(),
+            audience: audience.into(),
+            key_rotation: Duration::from_secs(24 * 3600),
+            max_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+impl std::fmt::Debug for PhantomConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PhantomConfig")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("key_rotation", &self.key_rotation)
+            .field("max_ttl", &self.max_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An external OIDC provider (seed 000, Keycloak) whose access tokens authenticate requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcConfig {
+    /// Required `iss` (Keycloak: `https://HOST/realms/REALM`).
+    pub issuer: String,
+    /// An audience `aud` must contain.
+    pub audience: String,
+    /// When not empty, `azp` must be one of these clients.
+    pub allowed_azp: Vec<String>,
+    /// The provider's JWK Set document (a file's contents); the adapter may
+    /// replace it with [`Server::set_oidc_jwks`](crate::Server::set_oidc_jwks).
+    pub jwks_json: String,
+    /// Clock skew tolerated on `exp`, `nbf`, `iat`.
+    pub leeway: Duration,
+}
+
+impl OidcConfig {
+    /// A configuration with a 60 s leeway and no `azp` restriction.
+    #[must_use]
+    pub fn new(issuer: impl Into<String>, audience: impl Into<String>, jwks_json: impl Into<String>) -> Self {
+        OidcConfig {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            allowed_azp: Vec::new(),
+            jwks_json: jwks_json.into(),
+            leeway: Duration::from_secs(60),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -128,6 +219,9 @@ impl Default for ServerConfig {
             max_deferred_bytes: 2 << 20,
             max_pending_jobs: 1024,
             max_sessions: 10_000,
+            codes: None,
+            phantom: None,
+            oidc: None,
         }
     }
 }

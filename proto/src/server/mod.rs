@@ -9,6 +9,7 @@
 //! - [`Server::handle_work`] with the result of each [`Job`] handed out.
 //! - [`Server::handle_timeout`] when the last [`Output::Timeout`] instant passes.
 //! - [`Server::handle_backlog`] when a session's transport holds unsent bytes.
+//! - [`Server::set_oidc_jwks`] when the adapter refetched the OIDC provider's JWK Set.
 //! - After any of these, drain [`Server::poll_output`] until it returns
 //!   [`Output::Timeout`]. Outputs come in this order: `Work`, `Persist`,
 //!   `Transmit`, `Close`, `Event`, then `Timeout`. An adapter commits every
@@ -22,6 +23,8 @@
 mod accounts;
 mod config;
 mod mp;
+mod oidc;
+mod phantom;
 mod ratelimit;
 mod rooms;
 mod session;
@@ -36,7 +39,7 @@ use bytes::Bytes;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-pub use config::{DuplicateLogin, HashParams, ServerConfig};
+pub use config::{CodeConfig, DuplicateLogin, HashParams, OidcConfig, PhantomConfig, ServerConfig};
 pub use session::SessionId;
 use session::{LoginStep, Session};
 use state::HashMap;
@@ -188,6 +191,12 @@ pub struct Server {
     next_ping: u64,
     /// Keys the fake salts of unknown users, so a probe always hashes with the same salt.
     dummy_key: [u8; 32],
+    /// Third-party codes accepted and not yet expired (in memory only).
+    used_codes: crate::jwt::UsedCodes,
+    /// The phantom-token signer, once made or restored.
+    signing_keys: Option<crate::jwt::SigningKeys>,
+    /// The OIDC provider's keys.
+    oidc_keys: crate::jwt::JwkSet,
 }
 
 impl Server {
@@ -211,7 +220,13 @@ impl Server {
         let mut rng = StdRng::from_seed(seed);
         let mut dummy_key = [0u8; 32];
         rng.fill_bytes(&mut dummy_key);
+        let used_codes = crate::jwt::UsedCodes::new(config.codes.as_ref().map_or(0, |c| c.max_in_flight));
+        let signing_keys = phantom::restore_signer(&config, &state);
+        let oidc_keys = oidc::initial_keys(&config);
         Server {
+            used_codes,
+            signing_keys,
+            oidc_keys,
             limiter: ratelimit::AccountLimiter::new(config.max_tracked_accounts),
             next_sweep: now.instant + config.sweep_interval,
             config,
@@ -339,6 +354,7 @@ impl Server {
         }
         if now.instant >= self.next_sweep {
             self.sweep(now);
+            self.sweep_auth(now);
             self.next_sweep = now.instant + self.config.sweep_interval;
         }
     }
@@ -447,10 +463,10 @@ impl Server {
             RequestBody::Login(b) => return self.login(now, session, request_id, b),
             RequestBody::Passphrase(b) => return self.passphrase(now, session, request_id, b),
             RequestBody::Refresh(b) => return self.refresh(now, session, request_id, b),
-            RequestBody::Jwks(_)
-            | RequestBody::Introspect(_)
-            | RequestBody::IssueCode(_)
-            | RequestBody::VerifyCode(_) => {
+            RequestBody::Jwks(_) => return self.jwks(now, session, request_id),
+            RequestBody::Introspect(b) => return self.introspect(now, session, request_id, auth, b),
+            RequestBody::VerifyCode(b) => return self.verify_code(now, session, request_id, b),
+            RequestBody::IssueCode(_) if self.config.codes.is_none() => {
                 let reason = format!("this server does not offer {opcode}");
                 return self.reject(now, session, opcode, request_id, code::NOT_IMPLEMENTED, reason);
             }
@@ -460,6 +476,13 @@ impl Server {
             Ok(user) => user,
             Err((code, reason)) => return self.reject(now, session, opcode, request_id, code, reason),
         };
+        if self.config.oidc.is_some()
+            && !oidc::allowed_without_identity_key(opcode)
+            && self.state.users.get(&*user).is_some_and(|u| u.identity_key.is_empty())
+        {
+            let reason = "register an identity key first (set_identity_key)".into();
+            return self.reject(now, session, opcode, request_id, code::FORBIDDEN, reason);
+        }
         // Retries are recognised within one login (token family) of one client.
         let family = self.sessions.get(&session).and_then(|s| s.user.as_ref()).map_or(0, |b| b.family);
         if self.replay(now, session, family, opcode, request_id) {
@@ -480,13 +503,13 @@ impl Server {
             RequestBody::SendMp(b) => self.send_mp(now, &user, b),
             RequestBody::CloseMp(b) => self.close_mp(now, &user, &b.peer),
             RequestBody::DeliveryAck(b) => self.delivery_ack(&user, &b.peer, b.seq),
+            RequestBody::IssueCode(b) => self.issue_code(now, &user, b),
             RequestBody::Register(_)
             | RequestBody::Login(_)
             | RequestBody::Passphrase(_)
             | RequestBody::Refresh(_)
             | RequestBody::Jwks(_)
             | RequestBody::Introspect(_)
-            | RequestBody::IssueCode(_)
             | RequestBody::VerifyCode(_) => unreachable!("handled above"),
         };
         match result {

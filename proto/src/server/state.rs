@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 
 use super::config::HashParams;
+use crate::jwt::KeyRecord;
 use crate::token::TokenKind;
 use crate::{HistoryEntry, Opcode, ResponseBody, Status};
 
@@ -28,6 +29,21 @@ pub struct SecretHash {
     pub hash: [u8; 32],
     /// The parameters it was made with.
     pub params: HashParams,
+}
+
+impl SecretHash {
+    /// The marker of an account without a password or passphrase (created by
+    /// a first login through an external OIDC provider): all-zero salt and
+    /// hash, and argon2 parameters of zero, which argon2 refuses, so no
+    /// input ever hashes to it. Such accounts log in only through the provider.
+    pub const EXTERNAL: SecretHash =
+        SecretHash { salt: [0; 16], hash: [0; 32], params: HashParams { m_cost_kib: 0, t_cost: 0, p_cost: 0 } };
+
+    /// Whether this is the [`EXTERNAL`](Self::EXTERNAL) marker.
+    #[must_use]
+    pub fn is_external(&self) -> bool {
+        self.params.m_cost_kib == 0
+    }
 }
 
 impl std::fmt::Debug for SecretHash {
@@ -49,6 +65,14 @@ pub struct User {
     pub secret: [u8; 32],
     /// Creation time, Unix milliseconds.
     pub created_ms: u64,
+}
+
+impl User {
+    /// Whether the account was created by an external OIDC provider (no password: see [`SecretHash::EXTERNAL`]).
+    #[must_use]
+    pub fn is_external(&self) -> bool {
+        self.password.is_external()
+    }
 }
 
 impl std::fmt::Debug for User {
@@ -259,6 +283,12 @@ pub enum Change {
     NoticesCleared { user: String },
     /// A response was remembered for retries of `request_id` within a token family.
     Recorded { family: u64, request_id: u32, response: Recorded },
+    /// A token family was handed out without tokens (a session authenticated by an OIDC JWT).
+    FamilyAllocated { family: u64 },
+    /// The phantom-token signing keys, current and retired, replacing the previous set.
+    /// Carries the server's own private keys. A record's `last_exp` may be later than the
+    /// last `exp` actually signed (never earlier), so that minting persists rarely.
+    SigningKeysSet { records: Vec<KeyRecord> },
 }
 
 /// Everything the server must not lose.
@@ -290,6 +320,8 @@ pub struct State {
     pub dedup_cap: usize,
     /// The highest token family handed out.
     pub last_family: u64,
+    /// The phantom-token signing keys (empty until first used).
+    pub signing_keys: Vec<KeyRecord>,
 }
 
 impl State {
@@ -310,6 +342,7 @@ impl State {
             history_cap,
             dedup_cap,
             last_family: 0,
+            signing_keys: Vec::new(),
         }
     }
 
@@ -483,6 +516,12 @@ impl State {
             Change::Recorded { family, request_id, response } => {
                 let cap = self.dedup_cap;
                 self.dedup.entry(*family).or_default().insert(*request_id, response.clone(), cap);
+            }
+            Change::FamilyAllocated { family } => {
+                self.last_family = self.last_family.max(*family);
+            }
+            Change::SigningKeysSet { records } => {
+                self.signing_keys.clone_from(records);
             }
         }
     }

@@ -1,0 +1,127 @@
+//! `confab-server jwt verify` against tokens minted by PyJWT with keys confab
+//! has never seen (`proto/src/jwt/testdata/`): each verifies, or fails with
+//! its exact reason, through the binary.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const FIXTURES: &str = include_str!("../../proto/src/jwt/testdata/pyjwt_fixtures.json");
+
+struct Fixtures {
+    doc: Value,
+    jwks: PathBuf,
+}
+
+impl Fixtures {
+    fn load(test: &str) -> Fixtures {
+        let doc: Value = serde_json::from_str(FIXTURES).unwrap();
+        let jwks = std::env::temp_dir().join(format!("confab-cli-{}-{test}.json", std::process::id()));
+        std::fs::write(&jwks, doc["jwks"].to_string()).unwrap();
+        Fixtures { doc, jwks }
+    }
+
+    fn token(&self, name: &str) -> &str {
+        self.doc["tokens"][name].as_str().unwrap()
+    }
+
+    fn issuer(&self) -> &str {
+        self.doc["issuer"].as_str().unwrap()
+    }
+
+    fn iat(&self) -> u64 {
+        self.doc["iat"].as_u64().unwrap()
+    }
+
+    fn exp(&self) -> u64 {
+        self.doc["exp"].as_u64().unwrap()
+    }
+
+    fn verify(&self, token: &str, extra: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_confab-server"))
+            .args(["jwt", "verify", "--jwks"])
+            .arg(&self.jwks)
+            .args(extra)
+            .arg(token)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Fixtures {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.jwks);
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn accepted(out: &Output) -> Value {
+    assert_eq!(out.status.code(), Some(0), "stdout: {} stderr: {}", stdout(out), String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn rejected(out: &Output, reason: &str) {
+    assert_eq!(out.status.code(), Some(1), "stdout: {}", stdout(out));
+    let text = stdout(out);
+    assert!(text.contains(reason), "expected {reason:?} in {text:?}");
+}
+
+#[test]
+fn cli_keycloak_tokens_verify_while_valid() {
+    let f = Fixtures::load("valid");
+    let at = (f.iat() + 10).to_string();
+    for (name, kid) in [("rs256_keycloak_access", "kc-rsa-1"), ("es256_keycloak_access", "kc-ec-1")] {
+        let out = f.verify(f.token(name), &["--issuer", f.issuer(), "--audience", "confab", "--now", &at]);
+        let doc = accepted(&out);
+        assert_eq!(doc["header"]["kid"], kid);
+        assert_eq!(doc["claims"]["preferred_username"], "alice");
+        assert_eq!(doc["claims"]["azp"], "confab-cli");
+        assert_eq!(doc["kind"], "access");
+        // Without --issuer and --audience, those claims are not checked.
+        let doc = accepted(&f.verify(f.token(name), &["--now", &at]));
+        assert_eq!(doc["claims"]["iss"], f.issuer());
+        // A refresh token is told apart.
+        let refresh = accepted(&f.verify(f.token("es256_phantom_refresh"), &["--now", &at]));
+        assert_eq!(refresh["kind"], "refresh");
+        assert_eq!(refresh["claims"]["sub"], "bob");
+    }
+}
+
+#[test]
+fn cli_rejections_give_the_exact_reason() {
+    let f = Fixtures::load("rejected");
+    let token = f.token("rs256_keycloak_access");
+    let at = (f.iat() + 10).to_string();
+    let late = (f.exp() + 60).to_string();
+    rejected(&f.verify(token, &["--now", &late]), &format!("Expired {{ exp: {}, now: {late} }}", f.exp()));
+    assert!(f.verify(token, &["--now", &(f.exp() + 59).to_string()]).status.success(), "within the leeway");
+    rejected(&f.verify(token, &["--now", &late, "--leeway", "0"]), "Expired");
+    let early = (f.iat() - 61).to_string();
+    rejected(&f.verify(token, &["--now", &early]), "IssuedInFuture");
+    rejected(&f.verify(token, &["--now", &at, "--issuer", "https://idp.example.test/realms/other"]), "WrongIssuer");
+    rejected(&f.verify(token, &["--now", &at, "--audience", "game-7"]), "WrongAudience");
+    rejected(&f.verify(f.token("rs256_signed_by_stranger"), &["--now", &at]), "BadSignature");
+    rejected(&f.verify(f.token("rs256_weak_key"), &["--now", &at]), "UnusableKey");
+    rejected(&f.verify(f.token("hs256_with_rsa_public_pem"), &["--now", &at]), "AlgHmac(\"HS256\")");
+    let mut tampered = token.to_owned();
+    tampered.pop();
+    tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
+    rejected(&f.verify(&tampered, &["--now", &at]), "reason: ");
+}
+
+#[test]
+fn cli_usage_errors_exit_2() {
+    let f = Fixtures::load("usage");
+    let out = Command::new(env!("CARGO_BIN_EXE_confab-server"))
+        .args(["jwt", "verify", "--jwks", "/nonexistent/jwks.json", "x.y.z"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    // Without --now the current time is used: the binary reads the clock and answers 0 or 1.
+    let out = f.verify(f.token("es256_keycloak_access"), &[]);
+    assert!(matches!(out.status.code(), Some(0 | 1)));
+}
