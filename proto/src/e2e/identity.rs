@@ -25,7 +25,7 @@
 //! version u8 (1) | m_cost_kib u32 | t_cost u32 | p_cost u32 | salt [16] | sealed
 //! ```
 //!
-//! `sealed` is a [`seal`](super::seal) blob (counter 0) of the PKCS#8 DER
+//! `sealed` is a [`seal`] blob (counter 0) of the PKCS#8 DER
 //! under keys expanded (label `at-rest`) from argon2id(password, salt,
 //! params); its associated data is `"confab identity at rest v1"` followed by
 //! the 29 header bytes, so the parameters cannot be altered either.

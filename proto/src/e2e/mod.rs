@@ -5,9 +5,9 @@
 //! module is the crypto those blobs are made with. It is sans-IO like the
 //! rest of the crate: no clock, no OS randomness (every function that needs
 //! randomness takes the caller's `&mut impl rand::CryptoRng`), no panic on
-//! any input. The [`Client`](crate::Client) machine does not use it yet: a
-//! layer above it seals before `send_mp` / `send_room` and opens what
-//! `UserMessage` / `RoomMessage` events carry.
+//! any input. The [`Client`](crate::Client) machine itself stays
+//! crypto-free: [`SecureClient`] wraps it, seals before `send_mp` /
+//! `send_room` and opens what `UserMessage` / `RoomMessage` events carry.
 //!
 //! | file | concern |
 //! | --- | --- |
@@ -16,6 +16,7 @@
 //! | [`identity`] | RSA-2048 identity keys, RSA-PSS, fingerprints, safety numbers, key at rest |
 //! | [`handshake`] | forward-secret MP handshake (signed ephemeral P-256, ECDH, HKDF) |
 //! | [`room`] | room password to keys and join verifier (argon2id, HKDF) |
+//! | [`secure`] | [`SecureClient`]: the client machine with all of the above (contacts, sessions, rooms, local expiry) |
 //! | [`fixtures`] | fixed RSA keys for tests, examples and benchmarks |
 //!
 //! Wire layouts (each module documents its own in full):
@@ -91,6 +92,7 @@ pub mod identity;
 pub mod kdf;
 pub mod room;
 pub mod seal;
+pub mod secure;
 
 #[cfg(test)]
 #[path = "tests/vectors.rs"]
@@ -104,3 +106,4 @@ pub use identity::{
 pub use kdf::{Direction, KeySchedule, Purpose};
 pub use room::{RoomError, RoomKeys, RoomSession};
 pub use seal::{ConversationId, OpenError, Opener, ReplayWindow, SealError, SealKeys, Sealer};
+pub use secure::{DecryptError, SecureClient, SecureError, SecureEvent, SecureOutput};

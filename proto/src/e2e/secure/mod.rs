@@ -1,0 +1,429 @@
+//! [`SecureClient`]: the [`Client`] machine with end-to-end encryption on top.
+//!
+//! Sans-IO like the machine it wraps: time comes in as [`Now`], randomness
+//! from the seeded [`StdRng`] given at construction (the only randomness a
+//! confab client needs is here: ephemeral keys and RSA-PSS salts).
+//!
+//! - **Contacts**: identity keys are pinned on first use (from the key an
+//!   `MpRequest` / `MpAccepted` event carries, or a `fetch_key` answer). A
+//!   pinned contact whose key changes raises [`SecureEvent::KeyChanged`];
+//!   sending to that contact is refused until [`SecureClient::accept_new_key`].
+//! - **MP sessions**: [`SecureClient::request_mp`] / [`SecureClient::accept_mp`]
+//!   carry the signed handshake blobs; [`SecureEvent::MpReady`] once keys
+//!   are derived. The target may be offline at request time.
+//! - **Rooms**: [`SecureClient::create_room`] / [`SecureClient::join_room`]
+//!   derive the room keys from the room password and send only the verifier;
+//!   the history a join returns is opened on the client.
+//! - **Messages**: [`SecureClient::send_mp`] / [`SecureClient::send_room`]
+//!   seal; what arrives is opened and verified, and anything tampered,
+//!   replayed or foreign becomes [`SecureEvent::DecryptFailed`], never text.
+//! - **Local expiry**: a received MP is readable through
+//!   [`SecureClient::messages`] for [`MP_LOCAL_RETENTION`] after receipt, then
+//!   deleted ([`SecureEvent::MpExpiredLocally`]); the deadline is part of the
+//!   [`SecureOutput::Timeout`] instant.
+//!
+//! Not persisted yet: contacts, sessions and counters live in memory (see
+//! docs/SECURITY.md on why counters must be persisted before a restart).
+//!
+//! # Example
+//!
+//! Alice and Bob through an in-process server (a real adapter moves the
+//! same bytes over sockets):
+//!
+//! ```
+//! use std::time::Instant;
+//!
+//! use confab_proto::e2e::{fixtures, IdentityKey, SecureClient, SecureEvent, SecureOutput};
+//! use confab_proto::server::HashParams;
+//! use confab_proto::{Client, ClientConfig, Now, Output, Server, ServerConfig, SessionId};
+//! use rand::{SeedableRng, rngs::StdRng};
+//!
+//! type User = (SecureClient, SessionId, Vec<SecureEvent>);
+//!
+//! /// Shuttles bytes until everyone is quiet; keeps each user's events.
+//! fn pump(now: Now, server: &mut Server, users: &mut [User]) {
+//!     loop {
+//!         let mut busy = false;
+//!         for (sc, session, events) in users.iter_mut() {
+//!             loop {
+//!                 match sc.poll_output() {
+//!                     SecureOutput::Transmit(bytes) => server.handle_input(now, *session, &bytes),
+//!                     SecureOutput::Event(event) => events.push(event),
+//!                     SecureOutput::Close { .. } => {}
+//!                     SecureOutput::Timeout(_) => break,
+//!                 }
+//!                 busy = true;
+//!             }
+//!         }
+//!         loop {
+//!             match server.poll_output() {
+//!                 Output::Work(job) => server.handle_work(now, job.run()),
+//!                 Output::Transmit { session, bytes } => {
+//!                     if let Some(user) = users.iter_mut().find(|u| u.1 == session) {
+//!                         user.0.handle_input(now, &bytes);
+//!                     }
+//!                 }
+//!                 Output::Timeout(_) => break,
+//!                 _ => {}
+//!             }
+//!             busy = true;
+//!         }
+//!         if !busy {
+//!             return;
+//!         }
+//!     }
+//! }
+//!
+//! let now = Now::new(Instant::now(), 1_700_000_000_000);
+//! let config = ServerConfig { hash_params: HashParams::INSECURE_FAST, ..ServerConfig::default() };
+//! let mut server = Server::new(config, [7; 32], now);
+//! let mut users = Vec::new();
+//! for (seed, pkcs8) in [(1, fixtures::ALICE_PKCS8), (2, fixtures::BOB_PKCS8)] {
+//!     let identity = IdentityKey::from_pkcs8_der(pkcs8)?;
+//!     let rng = StdRng::from_seed([seed; 32]); // a real client seeds it from the OS
+//!     let client = Client::new(ClientConfig::default(), now);
+//!     let mut sc = SecureClient::new(client, identity, rng, HashParams::INSECURE_FAST, now);
+//!     sc.connected(now);
+//!     users.push((sc, server.open_session(now).unwrap(), Vec::new()));
+//! }
+//! for (i, name) in ["alice", "bob"].into_iter().enumerate() {
+//!     users[i].0.register(now, name, "correct horse battery", "apple river stone")?;
+//!     pump(now, &mut server, &mut users);
+//!     users[i].0.login(now, name, "correct horse battery", "apple river stone")?;
+//!     pump(now, &mut server, &mut users);
+//! }
+//!
+//! users[0].0.request_mp(now, "bob")?; // signed ephemeral key; Bob's key is pinned on first use
+//! pump(now, &mut server, &mut users);
+//! assert!(users[1].2.iter().any(|e| matches!(e, SecureEvent::MpOffered { from, .. } if from == "alice")));
+//! users[1].0.accept_mp(now, "alice")?;
+//! pump(now, &mut server, &mut users);
+//! users[0].0.send_mp(now, "bob", "hi bob")?; // sealed: the server sees 47 opaque bytes
+//! pump(now, &mut server, &mut users);
+//! assert!(users[1].2.iter().any(|e| matches!(e, SecureEvent::Mp { from, text } if from == "alice" && text == "hi bob")));
+//! assert_eq!(users[1].0.messages("alice"), ["hi bob"]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod event;
+mod inbound;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+
+pub use event::{DecryptError, SecureError, SecureEvent, SecureOutput};
+
+use super::{
+    IdentityKey, MpOffer, MpRequest, MpSession, PublicIdentity, RoomKeys, RoomSession, SafetyNumber, safety_number,
+};
+use crate::server::HashParams;
+use crate::{Client, ClientOutput, Now};
+
+/// How long a received MP stays readable on this device.
+pub const MP_LOCAL_RETENTION: Duration = Duration::from_secs(3600);
+
+/// A pinned contact.
+#[derive(Debug, Clone)]
+struct Contact {
+    pinned: PublicIdentity,
+    /// A different key was presented: blocked until accepted.
+    presented: Option<PublicIdentity>,
+}
+
+/// A request awaiting its room answer.
+#[derive(Debug)]
+enum RoomPending {
+    Create(RoomKeys),
+    Join(RoomKeys),
+    History(String),
+}
+
+/// An MP request or acceptance awaiting its answer: on failure, its state goes.
+#[derive(Debug)]
+enum MpPending {
+    Request(String),
+    Accept(String),
+}
+
+/// The end-to-end layer over a [`Client`]. See the [module docs](self).
+#[derive(Debug)]
+pub struct SecureClient {
+    client: Client,
+    rng: StdRng,
+    identity: IdentityKey,
+    room_params: HashParams,
+    contacts: HashMap<String, Contact>,
+    /// Requests this user made, awaiting acceptance.
+    requests: HashMap<String, MpRequest>,
+    /// Verified requests from peers, awaiting this user's acceptance.
+    offers: HashMap<String, MpOffer>,
+    sessions: HashMap<String, MpSession>,
+    rooms: HashMap<String, RoomSession>,
+    room_pending: HashMap<u32, RoomPending>,
+    mp_pending: HashMap<u32, MpPending>,
+    /// Received MPs: (deleted at, sender, text), oldest first.
+    inbox: VecDeque<(Instant, String, String)>,
+    events: VecDeque<SecureEvent>,
+    clock: Now,
+}
+
+impl SecureClient {
+    /// Wraps `client` for the user whose identity key is `identity`.
+    /// `room_params` are the argon2id costs of room keys (every member must
+    /// use the same).
+    #[must_use]
+    pub fn new(client: Client, identity: IdentityKey, rng: StdRng, room_params: HashParams, now: Now) -> Self {
+        Self {
+            client,
+            rng,
+            identity,
+            room_params,
+            contacts: HashMap::new(),
+            requests: HashMap::new(),
+            offers: HashMap::new(),
+            sessions: HashMap::new(),
+            rooms: HashMap::new(),
+            room_pending: HashMap::new(),
+            mp_pending: HashMap::new(),
+            inbox: VecDeque::new(),
+            events: VecDeque::new(),
+            clock: now,
+        }
+    }
+
+    // ---- transport, as on Client ----
+
+    /// See [`Client::connected`].
+    pub fn connected(&mut self, now: Now) {
+        self.clock = now;
+        self.client.connected(now);
+    }
+
+    /// See [`Client::disconnected`].
+    pub fn disconnected(&mut self, now: Now) {
+        self.clock = now;
+        self.client.disconnected(now);
+    }
+
+    /// See [`Client::handle_input`].
+    pub fn handle_input(&mut self, now: Now, bytes: &[u8]) {
+        self.clock = now;
+        self.client.handle_input(now, bytes);
+    }
+
+    /// See [`Client::handle_timeout`]; also deletes received MPs whose hour is up.
+    pub fn handle_timeout(&mut self, now: Now) {
+        self.clock = now;
+        while self.inbox.front().is_some_and(|(at, _, _)| *at <= now.instant) {
+            if let Some((_, from, _)) = self.inbox.pop_front() {
+                self.events.push_back(SecureEvent::MpExpiredLocally { from });
+            }
+        }
+        self.client.handle_timeout(now);
+    }
+
+    /// The next output. Drain until [`SecureOutput::Timeout`].
+    pub fn poll_output(&mut self) -> SecureOutput {
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return SecureOutput::Event(event);
+            }
+            match self.client.poll_output() {
+                ClientOutput::Event(event) => self.on_event(event),
+                ClientOutput::Transmit(bytes) => return SecureOutput::Transmit(bytes),
+                ClientOutput::Close { code, reason } => return SecureOutput::Close { code, reason },
+                ClientOutput::Timeout(at) => {
+                    let expiry = self.inbox.front().map(|(at, _, _)| *at);
+                    return SecureOutput::Timeout(at.into_iter().chain(expiry).min());
+                }
+            }
+        }
+    }
+
+    // ---- commands ----
+
+    /// Registers the account with this client's identity public key.
+    pub fn register(&mut self, now: Now, username: &str, password: &str, passphrase: &str) -> Result<u32, SecureError> {
+        self.clock = now;
+        let key = Bytes::copy_from_slice(self.identity.public().spki_der());
+        Ok(self.client.register(now, username, password, passphrase, key)?)
+    }
+
+    /// See [`Client::login`].
+    pub fn login(&mut self, now: Now, username: &str, password: &str, passphrase: &str) -> Result<u32, SecureError> {
+        self.clock = now;
+        Ok(self.client.login(now, username, password, passphrase)?)
+    }
+
+    /// Creates a room protected by `password` (only the verifier is sent).
+    pub fn create_room(&mut self, now: Now, room: &str, password: &[u8]) -> Result<u32, SecureError> {
+        self.clock = now;
+        let keys = RoomKeys::derive(room, password, self.room_params)?;
+        let id = self.client.create_room(now, room, Bytes::copy_from_slice(keys.verifier()))?;
+        self.room_pending.insert(id, RoomPending::Create(keys));
+        Ok(id)
+    }
+
+    /// Joins a room with its password; the returned history is opened here.
+    pub fn join_room(&mut self, now: Now, room: &str, password: &[u8]) -> Result<u32, SecureError> {
+        self.clock = now;
+        let keys = RoomKeys::derive(room, password, self.room_params)?;
+        let id = self.client.join_room(now, room, Bytes::copy_from_slice(keys.verifier()))?;
+        self.room_pending.insert(id, RoomPending::Join(keys));
+        Ok(id)
+    }
+
+    /// Fetches and opens a joined room's retained history.
+    pub fn room_history(&mut self, now: Now, room: &str) -> Result<u32, SecureError> {
+        self.clock = now;
+        if !self.rooms.contains_key(room) {
+            return Err(SecureError::NoRoomKey(room.to_owned()));
+        }
+        let id = self.client.room_history(now, room)?;
+        self.room_pending.insert(id, RoomPending::History(room.to_owned()));
+        Ok(id)
+    }
+
+    /// Seals `plaintext` for `room` and sends it.
+    pub fn send_room(&mut self, now: Now, room: &str, plaintext: &str) -> Result<u32, SecureError> {
+        self.clock = now;
+        let session = self.rooms.get_mut(room).ok_or_else(|| SecureError::NoRoomKey(room.to_owned()))?;
+        let sealed = session.seal(plaintext.as_bytes())?;
+        Ok(self.client.send_room(now, room, sealed.into())?)
+    }
+
+    /// Asks `peer` for a private conversation with a signed ephemeral key.
+    pub fn request_mp(&mut self, now: Now, peer: &str) -> Result<u32, SecureError> {
+        self.clock = now;
+        self.check_unblocked(peer)?;
+        let me = self.me()?;
+        let (pending, blob) = MpRequest::new(&mut self.rng, &self.identity, &me, peer)?;
+        let id = self.client.request_mp(now, peer, blob.into())?;
+        self.requests.insert(peer.to_owned(), pending);
+        self.mp_pending.insert(id, MpPending::Request(peer.to_owned()));
+        Ok(id)
+    }
+
+    /// Accepts `peer`'s verified request ([`SecureEvent::MpOffered`]); the
+    /// session is ready at once (MPs from `peer` may follow the acceptance),
+    /// and dropped again if the server refuses the acceptance.
+    pub fn accept_mp(&mut self, now: Now, peer: &str) -> Result<u32, SecureError> {
+        self.clock = now;
+        self.check_unblocked(peer)?;
+        let offer = self.offers.get(peer).ok_or_else(|| SecureError::NoOffer(peer.to_owned()))?;
+        let (session, blob) = offer.accept(&mut self.rng, &self.identity)?;
+        let id = self.client.accept_mp(now, peer, blob.into())?;
+        self.offers.remove(peer);
+        self.sessions.insert(peer.to_owned(), session);
+        self.mp_pending.insert(id, MpPending::Accept(peer.to_owned()));
+        self.events.push_back(SecureEvent::MpReady { peer: peer.to_owned() });
+        Ok(id)
+    }
+
+    /// Seals `plaintext` for `peer` (an established session) and sends it.
+    pub fn send_mp(&mut self, now: Now, peer: &str, plaintext: &str) -> Result<u32, SecureError> {
+        self.clock = now;
+        self.check_unblocked(peer)?;
+        let session = self.sessions.get_mut(peer).ok_or_else(|| SecureError::NoSession(peer.to_owned()))?;
+        let sealed = session.seal(plaintext.as_bytes())?;
+        Ok(self.client.send_mp(now, peer, sealed.into())?)
+    }
+
+    /// Fetches `user`'s identity key from the server to pin it (a changed
+    /// key raises [`SecureEvent::KeyChanged`]).
+    pub fn fetch_key(&mut self, now: Now, user: &str) -> Result<u32, SecureError> {
+        self.clock = now;
+        Ok(self.client.fetch_key(now, user)?)
+    }
+
+    /// Pins the key `user` presented after a [`SecureEvent::KeyChanged`]
+    /// (after comparing safety numbers). The old session is dropped: start
+    /// a new handshake. Returns whether there was a changed key to accept.
+    pub fn accept_new_key(&mut self, user: &str) -> bool {
+        let Some(contact) = self.contacts.get_mut(user) else { return false };
+        let Some(new) = contact.presented.take() else { return false };
+        contact.pinned = new;
+        self.sessions.remove(user);
+        self.requests.remove(user);
+        self.offers.remove(user);
+        true
+    }
+
+    // ---- introspection ----
+
+    /// The plaintexts received from `peer` still held (less than an hour old), oldest first.
+    #[must_use]
+    pub fn messages(&self, peer: &str) -> Vec<&str> {
+        self.inbox.iter().filter(|(_, from, _)| from == peer).map(|(_, _, text)| text.as_str()).collect()
+    }
+
+    /// The pinned identity key of `user`, if any.
+    #[must_use]
+    pub fn pinned(&self, user: &str) -> Option<&PublicIdentity> {
+        self.contacts.get(user).map(|c| &c.pinned)
+    }
+
+    /// Whether sending to `user` is blocked by a changed key.
+    #[must_use]
+    pub fn is_blocked(&self, user: &str) -> bool {
+        self.contacts.get(user).is_some_and(|c| c.presented.is_some())
+    }
+
+    /// Whether an MP session with `peer` is established.
+    #[must_use]
+    pub fn has_session(&self, peer: &str) -> bool {
+        self.sessions.contains_key(peer)
+    }
+
+    /// The safety number of this user and `user` (pinned key), to compare out of band.
+    #[must_use]
+    pub fn safety_number(&self, user: &str) -> Option<SafetyNumber> {
+        let me = self.client.username()?;
+        let theirs = &self.contacts.get(user)?.pinned;
+        Some(safety_number(me, self.identity.public(), user, theirs))
+    }
+
+    /// The wrapped client (for commands without an e2e side: logout, leave_room, close_mp, ...).
+    #[must_use]
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The wrapped client, mutably.
+    pub fn client_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    /// This user's identity key.
+    #[must_use]
+    pub fn identity(&self) -> &IdentityKey {
+        &self.identity
+    }
+
+    /// The key material of the room session of `room`, for tests that look for leaks.
+    #[must_use]
+    pub fn room_keys(&self, room: &str) -> Option<&RoomKeys> {
+        self.rooms.get(room).map(RoomSession::keys)
+    }
+
+    /// The MP session with `peer`, for tests that look for leaks.
+    #[must_use]
+    pub fn session(&self, peer: &str) -> Option<&MpSession> {
+        self.sessions.get(peer)
+    }
+
+    // ---- internals ----
+
+    fn me(&self) -> Result<String, SecureError> {
+        self.client.username().map(str::to_owned).ok_or(SecureError::NotLoggedIn)
+    }
+
+    fn check_unblocked(&self, peer: &str) -> Result<(), SecureError> {
+        if self.is_blocked(peer) { Err(SecureError::KeyChanged(peer.to_owned())) } else { Ok(()) }
+    }
+}
