@@ -692,3 +692,34 @@ fn oidc_keycloak_tokens() {
     s2.send_auth("rs", 7, FetchKey { username: "alice".into() }, token("rs256_keycloak_access").as_bytes());
     insta::assert_snapshot!(format!("{}\n---- azp confab-web only ----\n{}", s.transcript(), s2.transcript()));
 }
+
+#[test]
+fn undelivered_messages_expire_and_the_sender_is_told() {
+    let config = ServerConfig {
+        mp_retention: Duration::from_secs(120),
+        sweep_interval: Duration::from_secs(30),
+        idle_timeout: Duration::from_secs(3600),
+        ..config()
+    };
+    let mut s = Script::new(config);
+    user(&mut s, "a", "alice");
+    user(&mut s, "b", "bob");
+    s.send("a", RequestMp { peer: "bob".into(), handshake: Bytes::from_static(b"hs-alice") });
+    s.send("b", AcceptMp { peer: "alice".into(), handshake: Bytes::from_static(b"hs-bob") });
+    s.send("b", DeliveryAck { peer: "alice".into(), seq: 1 });
+    s.send("a", DeliveryAck { peer: "bob".into(), seq: 1 });
+    s.disconnect("b");
+    s.note("bob stays away longer than the 120 s retention: alice, online, is told at once");
+    s.send("a", SendMp { peer: "bob".into(), sealed: Bytes::from_static(b"never read") });
+    s.advance(Duration::from_secs(150));
+    s.note("the same while alice is offline too: she is told at her next login");
+    s.send("a", SendMp { peer: "bob".into(), sealed: Bytes::from_static(b"also never read") });
+    s.disconnect("a");
+    s.advance(Duration::from_secs(150));
+    s.connect("a2");
+    login(&mut s, "a2", "alice");
+    s.note("bob finds nothing waiting");
+    s.connect("b2");
+    login(&mut s, "b2", "bob");
+    insta::assert_snapshot!(s.transcript());
+}
