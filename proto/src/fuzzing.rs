@@ -411,3 +411,52 @@ pub fn client_ops(data: &[u8]) {
         assert!(settled, "the client produced more than 10000 outputs in one drain");
     }
 }
+
+/// Token and key parsing on untrusted input: the first byte picks the
+/// parser, the rest is its input.
+///
+/// - `0`: a JWK Set document (`JwkSet::parse`);
+/// - `1`: a compact JWS checked against a fixed provider key set with
+///   `jwt::verify` (fixture tokens from an independent implementation make
+///   good seeds);
+/// - `2`: a third-party code checked with `jwt::verify_code` (single use:
+///   the same code twice must never pass twice).
+///
+/// Nothing may panic; a token that verifies must carry the fixture issuer.
+pub fn jwt(data: &[u8]) {
+    use std::sync::OnceLock;
+
+    use crate::jwt::{JwkSet, UsedCodes, Validation, verify, verify_code};
+
+    const FIXTURES: &str = include_str!("jwt/testdata/pyjwt_fixtures.json");
+    static KEYS: OnceLock<(JwkSet, String, u64)> = OnceLock::new();
+    let (keys, issuer, iat) = KEYS.get_or_init(|| {
+        let doc: serde_json::Value = serde_json::from_str(FIXTURES).expect("fixture JSON");
+        let jwks = doc["jwks"].to_string();
+        let keys = JwkSet::parse(jwks.as_bytes()).expect("fixture key set");
+        let issuer = doc["issuer"].as_str().expect("fixture issuer").to_owned();
+        let iat = doc["iat"].as_u64().expect("fixture iat");
+        (keys, issuer, iat)
+    });
+    let Some((&mode, rest)) = data.split_first() else { return };
+    match mode % 3 {
+        0 => {
+            let _ = JwkSet::parse(rest);
+        }
+        1 => {
+            let token = String::from_utf8_lossy(rest);
+            let validation = Validation { issuer: Some(issuer.clone()), ..Validation::default() };
+            if let Ok(verified) = verify(&token, keys, &validation, iat + 10) {
+                assert_eq!(verified.claims.iss.as_deref(), Some(issuer.as_str()), "verified a token of another issuer");
+            }
+        }
+        _ => {
+            let code = String::from_utf8_lossy(rest);
+            let mut used = UsedCodes::new(16);
+            let now = (iat + 10) * 1000;
+            let first = verify_code(&[7; 32], "alice", "game-7", &code, now, &mut used);
+            let second = verify_code(&[7; 32], "alice", "game-7", &code, now, &mut used);
+            assert!(!(first.is_ok() && second.is_ok()), "a code was accepted twice");
+        }
+    }
+}

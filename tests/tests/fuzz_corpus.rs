@@ -54,3 +54,8 @@ fn server_session_corpus() {
 fn client_ops_corpus() {
     replay("client_ops", confab_proto::fuzzing::client_ops);
 }
+
+#[test]
+fn jwt_corpus() {
+    replay("jwt", confab_proto::fuzzing::jwt);
+}
