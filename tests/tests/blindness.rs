@@ -343,20 +343,7 @@ fn a_long_scenario_leaves_the_server_blind() {
     check_state(&secrets, "the store", &w.store);
     for change in &w.changes {
         check_text(&secrets, "a persisted change", &format!("{change:?}"));
-        let blobs: Vec<&Bytes> = match change {
-            Change::UserCreated { user, .. } => vec![&user.identity_key],
-            Change::RoomCreated { verifier, .. } => vec![verifier],
-            Change::RoomMessage { entry, .. } => vec![&entry.sealed],
-            Change::Enqueued { item, .. } => match &item.kind {
-                ItemKind::Request { identity_key, handshake } | ItemKind::Accepted { identity_key, handshake } => {
-                    vec![identity_key, handshake]
-                }
-                ItemKind::Message { sealed } => vec![sealed],
-                ItemKind::Closed { .. } => vec![],
-            },
-            _ => vec![],
-        };
-        for blob in blobs {
+        for blob in change.blobs() {
             check_blob(&secrets, "a persisted change", blob);
         }
     }

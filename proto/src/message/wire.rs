@@ -223,11 +223,6 @@ pub enum FieldValue<'a> {
     Entries(&'a [HistoryEntry]),
 }
 
-impl<'a> From<&'a u8> for FieldValue<'a> {
-    fn from(v: &'a u8) -> Self {
-        FieldValue::Int(u64::from(*v))
-    }
-}
 impl<'a> From<&'a u16> for FieldValue<'a> {
     fn from(v: &'a u16) -> Self {
         FieldValue::Int(u64::from(*v))

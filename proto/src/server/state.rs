@@ -324,6 +324,29 @@ pub struct State {
     pub signing_keys: Vec<KeyRecord>,
 }
 
+impl Change {
+    /// The client-made blobs this change stores (identity keys, verifiers,
+    /// handshakes, sealed messages), for stores and for checks that the
+    /// server holds nothing but what clients sealed.
+    #[must_use]
+    pub fn blobs(&self) -> Vec<&Bytes> {
+        match self {
+            Change::UserCreated { user, .. } => vec![&user.identity_key],
+            Change::IdentityKeySet { identity_key, .. } => vec![identity_key],
+            Change::RoomCreated { verifier, .. } => vec![verifier],
+            Change::RoomMessage { entry, .. } => vec![&entry.sealed],
+            Change::Enqueued { item, .. } => match &item.kind {
+                ItemKind::Request { identity_key, handshake } | ItemKind::Accepted { identity_key, handshake } => {
+                    vec![identity_key, handshake]
+                }
+                ItemKind::Message { sealed } => vec![sealed],
+                ItemKind::Closed { .. } => vec![],
+            },
+            _ => vec![],
+        }
+    }
+}
+
 impl State {
     /// An empty state keeping `history_cap` room messages and `dedup_cap` responses per user.
     #[must_use]

@@ -51,24 +51,6 @@ impl Secrets {
     }
 }
 
-/// The blobs a change stores.
-fn blobs(change: &Change) -> Vec<&Bytes> {
-    match change {
-        Change::UserCreated { user, .. } => vec![&user.identity_key],
-        Change::IdentityKeySet { identity_key, .. } => vec![identity_key],
-        Change::RoomCreated { verifier, .. } => vec![verifier],
-        Change::RoomMessage { entry, .. } => vec![&entry.sealed],
-        Change::Enqueued { item, .. } => match &item.kind {
-            ItemKind::Request { identity_key, handshake } | ItemKind::Accepted { identity_key, handshake } => {
-                vec![identity_key, handshake]
-            }
-            ItemKind::Message { sealed } => vec![sealed],
-            ItemKind::Closed { .. } => vec![],
-        },
-        _ => vec![],
-    }
-}
-
 #[test]
 fn the_server_never_holds_plaintext_or_content_keys() {
     let mut net = Net::new();
@@ -171,7 +153,7 @@ fn the_server_never_holds_plaintext_or_content_keys() {
     assert!(net.changes.iter().any(|c| matches!(c, Change::RoomMessage { .. })));
     for change in &net.changes {
         secrets.check_text("a persisted change", &format!("{change:?}"));
-        for blob in blobs(change) {
+        for blob in change.blobs() {
             secrets.check_blob("a persisted change", blob);
         }
     }
