@@ -11,4 +11,6 @@
 
 pub use confab_proto as proto;
 
+pub mod link;
+pub mod net;
 pub mod sim;

@@ -1,0 +1,251 @@
+//! Server-side vocabulary shared by every transport: connection ids, the
+//! events a transport reports to the loop that owns the core, and the
+//! [`Hub`] through which transports living on other threads (QUIC's tokio
+//! runtime, in-memory links) reach that loop.
+//!
+//! The loop that owns the `Server` machine is a mio event loop. TCP
+//! connections are mio sources of that loop (`tcp`); every other transport
+//! runs elsewhere and reports through a [`HubSender`]: it pushes a
+//! [`NetEvent`] on a channel and wakes the loop with a [`mio::Waker`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+
+/// Which transport a connection came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// TCP + TLS 1.3.
+    Tcp,
+    /// QUIC, one bidirectional stream.
+    Quic,
+    /// In-process channels.
+    Mem,
+}
+
+impl Transport {
+    /// `"tcp"`, `"quic"` or `"mem"`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Quic => "quic",
+            Transport::Mem => "mem",
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A connection, unique across every transport of one process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "c{}", self.0)
+    }
+}
+
+/// Hands out [`ConnId`]s; shared by every transport of one process.
+#[derive(Debug, Clone, Default)]
+pub struct ConnIds(Arc<AtomicU64>);
+
+impl ConnIds {
+    /// A fresh id.
+    #[must_use]
+    pub fn next(&self) -> ConnId {
+        ConnId(self.0.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+}
+
+/// What a transport tells the loop that owns the core.
+#[derive(Debug)]
+pub enum NetEvent {
+    /// A connection is ready to carry frames (TLS handshake done, QUIC
+    /// stream accepted, in-memory link made).
+    Opened {
+        /// The connection.
+        conn: ConnId,
+        /// Its transport.
+        transport: Transport,
+        /// The peer's address (`None` for in-memory links).
+        peer: Option<SocketAddr>,
+        /// How the loop sends to it, for transports that live off the loop's
+        /// thread; `None` for TCP, which the loop drives itself.
+        handle: Option<ConnHandle>,
+    },
+    /// Bytes arrived (any split).
+    Received {
+        /// The connection.
+        conn: ConnId,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+    /// The connection is gone: the peer closed it, it failed, or the loop
+    /// asked for it to be closed and it is now closed.
+    Closed {
+        /// The connection.
+        conn: ConnId,
+        /// Why, for the log (never content).
+        reason: String,
+    },
+}
+
+/// What the loop sends to a connection living off its thread.
+#[derive(Debug)]
+pub enum Outbound {
+    /// Write these bytes, in order after the previous ones.
+    Data(Vec<u8>),
+    /// Write everything queued, then close.
+    Close,
+}
+
+/// The loop's end of a connection that lives off its thread: a way to send
+/// [`Outbound`]s and a count of the bytes queued and not yet written, which
+/// the loop reports to the core as the session's backlog.
+pub struct ConnHandle {
+    send: Box<dyn Fn(Outbound) -> bool + Send>,
+    backlog: Arc<AtomicUsize>,
+}
+
+impl fmt::Debug for ConnHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnHandle").field("backlog", &self.backlog()).finish_non_exhaustive()
+    }
+}
+
+impl ConnHandle {
+    /// A handle whose `send` pushes to the connection's task and returns
+    /// false once that task is gone. The task must subtract from `backlog`
+    /// what it writes; [`ConnHandle::send`] adds what is queued.
+    pub fn new(send: impl Fn(Outbound) -> bool + Send + 'static, backlog: Arc<AtomicUsize>) -> ConnHandle {
+        ConnHandle { send: Box::new(send), backlog }
+    }
+
+    /// Queues `out`. False: the connection is gone (a `Closed` event follows
+    /// or already came).
+    pub fn send(&self, out: Outbound) -> bool {
+        if let Outbound::Data(bytes) = &out {
+            self.backlog.fetch_add(bytes.len(), Ordering::Relaxed);
+        }
+        (self.send)(out)
+    }
+
+    /// Bytes queued and not yet written.
+    #[must_use]
+    pub fn backlog(&self) -> usize {
+        self.backlog.load(Ordering::Relaxed)
+    }
+}
+
+/// The sending side of a [`Hub`], cloned into every off-thread transport.
+#[derive(Debug, Clone)]
+pub struct HubSender {
+    tx: mpsc::Sender<NetEvent>,
+    waker: Arc<mio::Waker>,
+    ids: ConnIds,
+}
+
+impl HubSender {
+    /// Reports `event` and wakes the loop. False: the loop is gone.
+    pub fn send(&self, event: NetEvent) -> bool {
+        if self.tx.send(event).is_err() {
+            return false;
+        }
+        // A failed wake means the poll itself is gone: nothing to wake.
+        let _ = self.waker.wake();
+        true
+    }
+
+    /// A fresh connection id.
+    #[must_use]
+    pub fn next_id(&self) -> ConnId {
+        self.ids.next()
+    }
+}
+
+/// Events from off-thread transports, and the handles to answer them.
+#[derive(Debug)]
+pub struct Hub {
+    rx: mpsc::Receiver<NetEvent>,
+    sender: HubSender,
+    handles: HashMap<ConnId, ConnHandle>,
+}
+
+impl Hub {
+    /// A hub that wakes `poll`'s loop through a waker registered with `token`.
+    ///
+    /// # Errors
+    /// The waker cannot be registered.
+    pub fn new(registry: &mio::Registry, token: mio::Token, ids: ConnIds) -> std::io::Result<Hub> {
+        let waker = Arc::new(mio::Waker::new(registry, token)?);
+        let (tx, rx) = mpsc::channel();
+        Ok(Hub { rx, sender: HubSender { tx, waker, ids }, handles: HashMap::new() })
+    }
+
+    /// A sender for a transport.
+    #[must_use]
+    pub fn sender(&self) -> HubSender {
+        self.sender.clone()
+    }
+
+    /// The next pending event, keeping the handle of every opened connection.
+    pub fn try_recv(&mut self) -> Option<NetEvent> {
+        let mut event = self.rx.try_recv().ok()?;
+        match &mut event {
+            NetEvent::Opened { conn, handle, .. } => {
+                if let Some(h) = handle.take() {
+                    self.handles.insert(*conn, h);
+                }
+            }
+            NetEvent::Closed { conn, .. } => {
+                self.handles.remove(conn);
+            }
+            NetEvent::Received { .. } => {}
+        }
+        Some(event)
+    }
+
+    /// Whether `conn` is one of this hub's connections.
+    #[must_use]
+    pub fn owns(&self, conn: ConnId) -> bool {
+        self.handles.contains_key(&conn)
+    }
+
+    /// Queues bytes for `conn`. False: unknown or gone.
+    pub fn send(&self, conn: ConnId, bytes: Vec<u8>) -> bool {
+        self.handles.get(&conn).is_some_and(|h| h.send(Outbound::Data(bytes)))
+    }
+
+    /// Asks `conn` to flush and close; its `Closed` event follows.
+    pub fn close(&self, conn: ConnId) {
+        if let Some(h) = self.handles.get(&conn) {
+            h.send(Outbound::Close);
+        }
+    }
+
+    /// Bytes queued for `conn` and not yet written.
+    #[must_use]
+    pub fn backlog(&self, conn: ConnId) -> usize {
+        self.handles.get(&conn).map_or(0, ConnHandle::backlog)
+    }
+
+    /// Open connections.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// Whether no connection is open.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+}
