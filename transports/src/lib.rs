@@ -14,3 +14,4 @@ pub use confab_proto as proto;
 pub mod link;
 pub mod net;
 pub mod sim;
+pub mod tls;
