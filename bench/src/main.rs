@@ -1,0 +1,127 @@
+//! `confab-bench`: throughput and latency of an in-process confab server
+//! over loopback TCP or QUIC. See `docs/BENCHMARKS.md`.
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use confab_bench::{BenchConfig, MAX_DURATION_SECS, MAX_WARMUP_SECS, Mode, Scenario, StoreKind, Transport};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TransportArg {
+    Tcp,
+    Quic,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ScenarioArg {
+    /// Private messages, sender i to receiver i mod M.
+    Mp,
+    /// One room; the first N members send.
+    Room,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ModeArg {
+    /// Each sender keeps --window messages unacknowledged.
+    Closed,
+    /// Fixed schedule of --rate messages per second in total.
+    Rate,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum StoreArg {
+    Memory,
+    Sqlite,
+}
+
+/// Throughput and latency of an in-process confab server over loopback
+/// (127.0.0.1 only): N senders and M receivers, one thread per client.
+#[derive(Debug, Parser)]
+#[command(name = "confab-bench", version)]
+struct Args {
+    /// Socket transport of every client.
+    #[arg(long, value_enum, default_value = "tcp")]
+    transport: TransportArg,
+    /// Private messages (mp) or room fan-out (room).
+    #[arg(long, value_enum, default_value = "mp")]
+    scenario: ScenarioArg,
+    /// Sending clients (room: the first N members).
+    #[arg(long, default_value_t = 1)]
+    senders: usize,
+    /// Receiving clients; for a room, the number of members (senders included).
+    #[arg(long, default_value_t = 1)]
+    receivers: usize,
+    /// Bytes per message (64, 1024, 65536, or any of 16..=262144).
+    #[arg(long, default_value_t = 1024)]
+    payload: usize,
+    /// closed: closed loop; rate: fixed rate, latency from the intended send time.
+    #[arg(long, value_enum, default_value = "closed")]
+    mode: ModeArg,
+    /// Fixed rate: messages per second, all senders together.
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Closed loop: unacknowledged messages per sender.
+    #[arg(long, default_value_t = 1)]
+    window: usize,
+    /// Measured seconds (1..=120).
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Unmeasured seconds of sending before the window (0..=30).
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// The server's store (sqlite: in a temporary directory, removed after).
+    #[arg(long, value_enum, default_value = "memory")]
+    store: StoreArg,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.duration > MAX_DURATION_SECS || args.warmup > MAX_WARMUP_SECS {
+        eprintln!("confab-bench: --duration is at most {MAX_DURATION_SECS} s and --warmup at most {MAX_WARMUP_SECS} s");
+        return ExitCode::from(2);
+    }
+    let config = BenchConfig {
+        transport: match args.transport {
+            TransportArg::Tcp => Transport::Tcp,
+            TransportArg::Quic => Transport::Quic,
+        },
+        scenario: match args.scenario {
+            ScenarioArg::Mp => Scenario::Mp,
+            ScenarioArg::Room => Scenario::Room,
+        },
+        senders: args.senders,
+        receivers: args.receivers,
+        payload: args.payload,
+        mode: match args.mode {
+            ModeArg::Closed => Mode::Closed,
+            ModeArg::Rate => Mode::Rate,
+        },
+        rate: args.rate,
+        window: args.window,
+        duration: Duration::from_secs(args.duration),
+        warmup: Duration::from_secs(args.warmup),
+        store: match args.store {
+            StoreArg::Memory => StoreKind::Memory,
+            StoreArg::Sqlite => StoreKind::Sqlite,
+        },
+    };
+    let report = match confab_bench::run(&config) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("confab-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{report}");
+    }
+    if report.incomplete { ExitCode::from(3) } else { ExitCode::SUCCESS }
+}

@@ -1,0 +1,168 @@
+//! The confab server, in this process, on 127.0.0.1 ephemeral ports.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use confab_proto::ServerConfig;
+use confab_proto::server::{HashParams, State};
+use confab_server::runtime::{Durable, MemoryStore, Node, NodeConfig, NodeHandle, RunError, RunSummary};
+use confab_transports::link::Link;
+use confab_transports::tls::{self, ClientTrust, Pin, ServerIdentity};
+
+use crate::{BenchError, StoreKind, Transport};
+
+/// Makes a new connected link to the server (one per client).
+pub(crate) type Connector = Box<dyn Fn() -> io::Result<Box<dyn Link>> + Send + Sync>;
+
+/// How long one client may take to connect (TCP or QUIC handshake plus TLS).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The name in the self-signed certificate (the client trusts the key's pin, not the name).
+const SERVER_NAME: &str = "localhost";
+
+/// The server configuration of every run: the defaults, except the
+/// cheapest password hashing (setup registers and logs in every client)
+/// and queue bounds high enough that a fast sender is not refused while
+/// its receiver acknowledges.
+#[must_use]
+pub(crate) fn bench_server_config() -> ServerConfig {
+    ServerConfig {
+        hash_params: HashParams::INSECURE_FAST,
+        queue_per_recipient: 100_000,
+        queue_total: 1_000_000,
+        ..ServerConfig::default()
+    }
+}
+
+/// A running server.
+pub(crate) struct InProcess {
+    handle: NodeHandle,
+    thread: Option<JoinHandle<Result<RunSummary, RunError>>>,
+    tcp: SocketAddr,
+    quic: SocketAddr,
+    pin: Pin,
+    /// The SQLite store's directory, removed at the end.
+    dir: Option<PathBuf>,
+}
+
+impl InProcess {
+    /// Binds TCP and QUIC on 127.0.0.1 (ephemeral ports) and runs the loop on its own thread.
+    pub(crate) fn start(store: StoreKind) -> Result<InProcess, BenchError> {
+        let config = bench_server_config();
+        let names = vec![SERVER_NAME.to_owned(), Ipv4Addr::LOCALHOST.to_string()];
+        let identity: ServerIdentity =
+            ServerIdentity::self_signed(&names).map_err(|e| BenchError(format!("self-signed identity: {e}")))?.identity;
+        let pin = identity.pin().map_err(|e| BenchError(format!("certificate pin: {e}")))?;
+        let (durable, state, dir): (Box<dyn Durable>, State, Option<PathBuf>) = match store {
+            StoreKind::Memory => {
+                let state = State::new(config.room_history, config.dedup_window);
+                (Box::new(MemoryStore::new(&config)), state, None)
+            }
+            StoreKind::Sqlite => {
+                let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+                let dir = std::env::temp_dir().join(format!("confab-bench-{}-{nanos}", std::process::id()));
+                std::fs::create_dir_all(&dir).map_err(|e| BenchError(format!("{}: {e}", dir.display())))?;
+                match confab_server::store::Store::open(&dir, &config) {
+                    Ok((store, state)) => (Box::new(store), state, Some(dir)),
+                    Err(e) => {
+                        let _ = std::fs::remove_dir_all(&dir);
+                        return Err(BenchError(format!("SQLite store: {e}")));
+                    }
+                }
+            }
+        };
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        let node = match Node::bind(NodeConfig::new(config, addr, identity), durable, state) {
+            Ok(node) => node,
+            Err(e) => {
+                if let Some(dir) = &dir {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+                return Err(BenchError(format!("server bind: {e}")));
+            }
+        };
+        let (Some(tcp), Some(quic)) = (node.tcp_addr(), node.quic_addr()) else {
+            return Err(BenchError("the server did not bind TCP and QUIC".into()));
+        };
+        // Loopback only: the bench never sends a byte off this machine.
+        if !tcp.ip().is_loopback() || !quic.ip().is_loopback() {
+            return Err(BenchError(format!("refusing non-loopback addresses {tcp} / {quic}")));
+        }
+        let handle = node.handle();
+        let thread = thread::Builder::new()
+            .name("bench-server".into())
+            .spawn(move || node.run())
+            .map_err(|e| BenchError(format!("server thread: {e}")))?;
+        Ok(InProcess { handle, thread: Some(thread), tcp, quic, pin, dir })
+    }
+
+    /// A connector for `transport`, trusting exactly this server's key.
+    pub(crate) fn connector(&self, transport: Transport) -> Result<Connector, BenchError> {
+        let client = tls::client_config(&ClientTrust::Pin(self.pin)).map_err(|e| BenchError(format!("TLS: {e}")))?;
+        Ok(match transport {
+            Transport::Tcp => {
+                let (addr, client) = (self.tcp, Arc::new(client));
+                Box::new(move || {
+                    let link = confab_transports::tcp::connect(
+                        addr,
+                        tls::server_name(SERVER_NAME),
+                        Arc::clone(&client),
+                        CONNECT_TIMEOUT,
+                    )?;
+                    Ok(Box::new(link) as Box<dyn Link>)
+                })
+            }
+            Transport::Quic => {
+                let addr = self.quic;
+                Box::new(move || {
+                    let link = confab_transports::quic::connect(addr, SERVER_NAME, client.clone(), CONNECT_TIMEOUT)?;
+                    Ok(Box::new(link) as Box<dyn Link>)
+                })
+            }
+        })
+    }
+
+    /// Stops the server gracefully, waiting at most `timeout`; a one-line summary of its run.
+    pub(crate) fn stop(mut self, timeout: Duration) -> String {
+        self.shutdown(timeout)
+    }
+
+    fn shutdown(&mut self, timeout: Duration) -> String {
+        self.handle.stop();
+        let summary = match self.thread.take() {
+            None => "stopped".to_owned(),
+            Some(thread) => {
+                let deadline = Instant::now() + timeout;
+                while !thread.is_finished() && Instant::now() < deadline {
+                    thread::sleep(Duration::from_millis(10));
+                }
+                if !thread.is_finished() {
+                    "did not stop in time".to_owned()
+                } else {
+                    match thread.join() {
+                        Ok(Ok(s)) => {
+                            format!("{} connections, {} commits, {} changes", s.connections, s.commits, s.changes)
+                        }
+                        Ok(Err(e)) => format!("failed: {e}"),
+                        Err(_) => "panicked".to_owned(),
+                    }
+                }
+            }
+        };
+        if let Some(dir) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        summary
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if self.thread.is_some() || self.dir.is_some() {
+            self.shutdown(Duration::from_secs(5));
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! A tiny run over each transport: messages flow and the figures are sane.
+
+use std::time::Duration;
+
+use confab_bench::{BenchConfig, Mode, Report, Scenario, Transport, run};
+
+fn tiny(transport: Transport, scenario: Scenario, mode: Mode) -> BenchConfig {
+    BenchConfig {
+        transport,
+        scenario,
+        senders: 1,
+        receivers: if scenario == Scenario::Room { 3 } else { 1 },
+        payload: 64,
+        mode,
+        rate: (mode == Mode::Rate).then_some(200),
+        window: 4,
+        duration: Duration::from_secs(1),
+        warmup: Duration::ZERO,
+        ..BenchConfig::default()
+    }
+}
+
+fn check(r: &Report) {
+    assert!(!r.incomplete, "{r}");
+    assert_eq!(r.errors, 0, "{r}");
+    assert!(r.sent > 0 && r.delivered > 0, "{r}");
+    assert_eq!(r.undelivered, 0, "{r}");
+    for l in [&r.latency, &r.ack_latency] {
+        assert!(l.count > 0, "{r}");
+        assert!(l.p50_us >= 1 && l.p50_us <= l.p99_us && l.p99_us <= l.p999_us && l.p999_us <= l.max_us, "{r}");
+        assert!(l.max_us < 10_000_000, "a loopback message took more than 10 s: {r}");
+    }
+    assert!(r.delivered_per_s > 0.0 && r.sent_per_s > 0.0, "{r}");
+    let json = r.to_json();
+    assert_eq!(json["delivered"], r.delivered, "{json}");
+}
+
+#[test]
+fn tcp_mp_closed_loop() {
+    let r = run(&tiny(Transport::Tcp, Scenario::Mp, Mode::Closed)).expect("run");
+    check(&r);
+    assert_eq!(r.delivered, r.acked, "one delivery per acknowledged private message: {r}");
+}
+
+#[test]
+fn quic_room_fixed_rate() {
+    let r = run(&tiny(Transport::Quic, Scenario::Room, Mode::Rate)).expect("run");
+    check(&r);
+    assert_eq!(r.delivered, r.acked * 2, "two other members receive each message: {r}");
+    assert!(!r.rate_shortfall, "200 msg/s over loopback: {r}");
+}
+
+#[test]
+fn refuses_unbounded_or_invalid_runs() {
+    let mut c = BenchConfig { duration: Duration::from_secs(121), ..BenchConfig::default() };
+    assert!(run(&c).is_err());
+    c.duration = Duration::from_secs(1);
+    c.mode = Mode::Rate;
+    assert!(run(&c).is_err(), "rate mode without --rate");
+    c = BenchConfig { payload: 8, ..BenchConfig::default() };
+    assert!(run(&c).is_err(), "payload below the timestamps");
+    c = BenchConfig { scenario: Scenario::Room, senders: 3, receivers: 2, ..BenchConfig::default() };
+    assert!(run(&c).is_err(), "more senders than members");
+}
