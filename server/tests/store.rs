@@ -53,11 +53,13 @@ fn store_round_trip_equals_the_servers_state() {
     assert_eq!(store.state(), state);
     assert_eq!(Store::read(&dir.data(), &config()).unwrap(), loaded);
 
-    // A server restored from it carries on: bob logs in again and finds his queue.
+    // A server restored from it carries on: bob logs in again against his stored hashes.
     let mut net2 = Net::new(config());
+    let tokens = loaded.tokens.len();
     net2.server = Server::restore(config(), [9; 32], loaded, net2.now);
     let _bob = net2.user_login("bob");
     assert_eq!(net2.server.state().users.len(), 3);
+    assert_eq!(net2.server.state().tokens.len(), tokens + 2, "a new access and refresh token");
 }
 
 #[test]
