@@ -73,7 +73,7 @@ fn describe(e: &ConnectionError) -> String {
         ConnectionError::ConnectionClosed(c) => format!("peer aborted the connection ({})", c.error_code),
         ConnectionError::Reset => "connection reset by peer".into(),
         ConnectionError::TimedOut => "idle timeout".into(),
-        ConnectionError::LocallyClosed => "closed locally".into(),
+        ConnectionError::LocallyClosed => "closed by the server".into(),
         ConnectionError::VersionMismatch => "no common QUIC version".into(),
         ConnectionError::TransportError(t) => format!("QUIC protocol error ({})", t.code),
         ConnectionError::CidsExhausted => "connection ids exhausted".into(),
