@@ -102,7 +102,7 @@ impl Peer {
 
     /// Waits for the outcome of request `id`: `Ok(code)` if done, an error if it failed.
     pub(crate) fn outcome(&mut self, deadline: Instant, id: u32, what: &str) -> Result<u16, BenchError> {
-        let r = self.wait_for(deadline, what, |e| match e {
+        self.wait_for(deadline, what, |e| match e {
             ClientEvent::Done { request_id, code, .. } if *request_id == id => Some(Ok(*code)),
             ClientEvent::Failed { request_id, code, reason, .. } if *request_id == id => {
                 Some(Err(BenchError(format!("{what} failed: {code} {reason}"))))
@@ -111,8 +111,7 @@ impl Peer {
                 Some(Err(BenchError(format!("{what} unconfirmed: {reason}"))))
             }
             _ => None,
-        })?;
-        r
+        })?
     }
 
     /// Closes the link (best effort).

@@ -33,7 +33,6 @@
 mod driver;
 mod gate;
 mod report;
-
 mod server;
 mod worker;
 

@@ -92,13 +92,16 @@ pub struct Report {
     pub config: BenchConfig,
     /// The measured window, seconds.
     pub window_s: f64,
-    /// Window messages sent within the window.
+    /// Messages sent during the window.
     pub sent: u64,
     /// `sent` per second of the window.
     pub sent_per_s: f64,
-    /// Window messages acknowledged by the server.
+    /// Window messages (intended send time in the window) acknowledged by the server.
     pub acked: u64,
-    /// Deliveries of window messages, every fan-out delivery counted.
+    /// Fixed rate: window messages never sent because the senders fell
+    /// behind their schedule by more than the drain (their latency is not in the figures).
+    pub unsent: u64,
+    /// Deliveries received during the window, every fan-out delivery counted.
     pub delivered: u64,
     /// `delivered` per second of the window.
     pub delivered_per_s: f64,
@@ -155,7 +158,7 @@ pub(crate) fn build(config: &BenchConfig, s: &WorkerStats, timeline: Option<Time
     }
     let sent_per_s = per_s(s.sent);
     let rate_shortfall = match (config.mode, config.rate) {
-        (Mode::Rate, Some(rate)) => sent_per_s < rate as f64 * SHORTFALL,
+        (Mode::Rate, Some(rate)) => sent_per_s < rate as f64 * SHORTFALL || s.unsent > 0,
         _ => false,
     };
     Report {
@@ -164,9 +167,10 @@ pub(crate) fn build(config: &BenchConfig, s: &WorkerStats, timeline: Option<Time
         sent: s.sent,
         sent_per_s,
         acked: s.acked,
+        unsent: s.unsent,
         delivered: s.delivered,
         delivered_per_s: per_s(s.delivered),
-        undelivered: (s.acked * config.fanout()).saturating_sub(s.delivered),
+        undelivered: (s.acked * config.fanout()).saturating_sub(s.window_delivered),
         unacked: s.unacked,
         latency: Latency::of(&s.latency),
         ack_latency: Latency::of(&s.ack),
@@ -202,6 +206,7 @@ impl Report {
             "sent": self.sent,
             "sent_per_s": round(self.sent_per_s),
             "acked": self.acked,
+            "unsent": self.unsent,
             "delivered": self.delivered,
             "delivered_per_s": round(self.delivered_per_s),
             "undelivered": self.undelivered,
@@ -262,8 +267,8 @@ impl fmt::Display for Report {
         }
         writeln!(
             f,
-            "errors {} | undelivered {} | unacknowledged {} | server: {} | {:.1} s in all",
-            self.errors, self.undelivered, self.unacked, self.server, self.elapsed_s
+            "errors {} | undelivered {} | unacknowledged {} | unsent {} | server: {} | {:.1} s in all",
+            self.errors, self.undelivered, self.unacked, self.unsent, self.server, self.elapsed_s
         )?;
         for e in &self.error_samples {
             writeln!(f, "  error: {e}")?;

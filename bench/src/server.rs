@@ -64,7 +64,7 @@ impl InProcess {
             StoreKind::Sqlite => {
                 let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
                 let dir = std::env::temp_dir().join(format!("confab-bench-{}-{nanos}", std::process::id()));
-                std::fs::create_dir_all(&dir).map_err(|e| BenchError(format!("{}: {e}", dir.display())))?;
+                // The store creates the directory itself (mode 0700); it must not exist yet.
                 match confab_server::store::Store::open(&dir, &config) {
                     Ok((store, state)) => (Box::new(store), state, Some(dir)),
                     Err(e) => {

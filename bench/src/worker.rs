@@ -86,12 +86,16 @@ pub(crate) struct WorkerStats {
     pub(crate) latency: Histogram<u64>,
     /// Send to acknowledgement, µs, window messages.
     pub(crate) ack: Histogram<u64>,
-    /// Window messages sent before the window ended.
+    /// Messages sent during the window (whatever their intended time).
     pub(crate) sent: u64,
+    /// Fixed rate: window messages never sent (the sender fell behind past the drain).
+    pub(crate) unsent: u64,
     /// Window messages acknowledged.
     pub(crate) acked: u64,
-    /// Deliveries of window messages.
+    /// Deliveries received during the window (whatever their send time).
     pub(crate) delivered: u64,
+    /// Deliveries of window messages, possibly after the window (the latency samples).
+    pub(crate) window_delivered: u64,
     /// Every message sent, warmup and drain included.
     pub(crate) sent_total: u64,
     /// Every delivery, warmup and drain included.
@@ -109,8 +113,10 @@ impl WorkerStats {
             latency: hist(),
             ack: hist(),
             sent: 0,
+            unsent: 0,
             acked: 0,
             delivered: 0,
+            window_delivered: 0,
             sent_total: 0,
             delivered_total: 0,
             unacked: 0,
@@ -132,8 +138,10 @@ impl WorkerStats {
         let _ = self.latency.add(&other.latency);
         let _ = self.ack.add(&other.ack);
         self.sent += other.sent;
+        self.unsent += other.unsent;
         self.acked += other.acked;
         self.delivered += other.delivered;
+        self.window_delivered += other.window_delivered;
         self.sent_total += other.sent_total;
         self.delivered_total += other.delivered_total;
         self.unacked += other.unacked;
@@ -363,6 +371,10 @@ fn measure(
         }
     };
     stats.unacked += in_flight.values().filter(|m| m.in_window).count() as u64;
+    if role.sends && config.mode == Mode::Rate && next_intended < tl.end && !interval.is_zero() {
+        let from = next_intended.max(tl.start);
+        stats.unsent += (tl.end - from).as_nanos().div_ceil(interval.as_nanos()) as u64;
+    }
     peer.close();
     result
 }
@@ -394,7 +406,7 @@ fn send(
         Ok(id) => {
             in_flight.insert(id, InFlight { sent, in_window });
             stats.sent_total += 1;
-            if in_window && sent < tl.end {
+            if sent >= tl.start && sent < tl.end {
                 stats.sent += 1;
             }
         }
@@ -422,8 +434,11 @@ fn deliver(shared: &Shared, tl: &Timeline, sealed: &[u8], got_at: Instant, stats
     if intended > sent {
         stats.error("a payload's intended send time is after its send time");
     }
-    if intended >= tl.start && intended < tl.end {
+    if got_at >= tl.start && got_at < tl.end {
         stats.delivered += 1;
+    }
+    if intended >= tl.start && intended < tl.end {
+        stats.window_delivered += 1;
         stats.latency.saturating_record(micros(got_at.saturating_duration_since(intended)));
     }
 }

@@ -39,14 +39,14 @@ fn check(r: &Report) {
 fn tcp_mp_closed_loop() {
     let r = run(&tiny(Transport::Tcp, Scenario::Mp, Mode::Closed)).expect("run");
     check(&r);
-    assert_eq!(r.delivered, r.acked, "one delivery per acknowledged private message: {r}");
+    assert_eq!(r.latency.count, r.acked, "one delivery per acknowledged private message: {r}");
 }
 
 #[test]
 fn quic_room_fixed_rate() {
     let r = run(&tiny(Transport::Quic, Scenario::Room, Mode::Rate)).expect("run");
     check(&r);
-    assert_eq!(r.delivered, r.acked * 2, "two other members receive each message: {r}");
+    assert_eq!(r.latency.count, r.acked * 2, "two other members receive each message: {r}");
     assert!(!r.rate_shortfall, "200 msg/s over loopback: {r}");
 }
 
