@@ -38,12 +38,14 @@ mod event;
 mod inbound;
 mod lanes;
 mod outbox;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 
 pub use config::ClientConfig;
 pub use error::CommandError;
 pub use event::{ClientEvent, ClientOutput};
+pub use snapshot::{ClientSnapshot, OutboxSnapshot, SnapshotError};
 
 use std::collections::VecDeque;
 use std::time::Instant;

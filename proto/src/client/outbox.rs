@@ -77,6 +77,11 @@ impl Outbox {
         self.user
     }
 
+    /// Every entry, in id order.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
+    }
+
     pub(crate) fn push(&mut self, entry: Entry) {
         if entry.origin == Origin::User {
             self.user += 1;
