@@ -371,3 +371,71 @@ pub fn set_last_user(base: &Path, server: &str, user: &str) -> std::io::Result<(
 fn sanitize(server: &str) -> String {
     server.chars().map(|c| if matches!(c, '/' | '\\') || c.is_control() { '_' } else { c }).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use confab_proto::e2e::secure::ReceivedMp;
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("confab-profile-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_expired_mps_are_purged() {
+        let dir = temp("roundtrip");
+        let mut profile = Profile::open(&dir).unwrap();
+        assert!(profile.load(0).unwrap().is_none());
+        let mut snapshot = SecureSnapshot::default();
+        snapshot.client.username = Some("alice".into());
+        snapshot.client.refresh_token = Some("cfr_token".into());
+        snapshot.client.next_request_id = Some(42);
+        snapshot.client.seen_peers = vec![("bob".into(), 7)];
+        snapshot.inbox = vec![
+            ReceivedMp { from: "bob".into(), text: "old".into(), received_ms: 0, expires_ms: 1000 },
+            ReceivedMp { from: "bob".into(), text: "new".into(), received_ms: 500, expires_ms: 5000 },
+        ];
+        profile.save(&snapshot).unwrap();
+        drop(profile);
+        let profile = Profile::open(&dir).unwrap();
+        let loaded = profile.load(2000).unwrap().unwrap();
+        assert_eq!(loaded.client, snapshot.client);
+        assert_eq!(loaded.inbox.len(), 1);
+        assert_eq!(loaded.inbox[0].text, "new");
+        assert_eq!(profile.received(Some("bob")).unwrap().len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn another_schema_version_and_damaged_state_are_refused() {
+        let dir = temp("schema");
+        let profile = Profile::open(&dir).unwrap();
+        profile.set_meta("schema_version", "99").unwrap();
+        drop(profile);
+        assert!(matches!(Profile::open(&dir), Err(ProfileError::Schema { found: 99 })));
+        let profile = {
+            let conn = Connection::open(dir.join(FILE_NAME)).unwrap();
+            conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'", []).unwrap();
+            conn.execute("INSERT INTO state (id, snapshot) VALUES (1, 'not json')", []).unwrap();
+            drop(conn);
+            Profile::open(&dir).unwrap()
+        };
+        assert!(matches!(profile.load(0), Err(ProfileError::Damaged(_))));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn default_paths() {
+        let base = Path::new("/data");
+        assert_eq!(profile_dir(base, "alice", "host:7700"), Path::new("/data/confab/alice@host:7700"));
+        assert_eq!(profile_dir(base, "alice", "a/b:1"), Path::new("/data/confab/alice@a_b:1"));
+        let dir = temp("last");
+        assert_eq!(last_user(&dir, "h:1"), None);
+        set_last_user(&dir, "h:1", "bob").unwrap();
+        assert_eq!(last_user(&dir, "h:1").as_deref(), Some("bob"));
+        assert_eq!(last_user(&dir, "h:2"), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -101,6 +101,7 @@ fn rooms_dms_restarts_crash_expiry_and_logout() {
     drop(profile);
     let raw = std::fs::read(w.profile_dir("alice").join("profile.sqlite3")).unwrap();
     assert!(!raw.windows(token.len()).any(|win| win == token.as_bytes()), "the token is not left on disk");
+    assert!(!token_works(&w, &token), "the server revoked the refresh token");
     let (code, lines) = w.run(Some("alice"), None, |e, o| room::send(e, o, "room11", "after logout"));
     assert_eq!(code, exit::AUTH, "{lines:#?}");
     assert!(of_kind(&lines, "error")[0]["hint"].as_str().unwrap().contains("confab login alice"));
@@ -113,6 +114,32 @@ fn rooms_dms_restarts_crash_expiry_and_logout() {
     let lines = ok(w.run(Some("alice"), Some("pass2934"), |e, o| room::join(e, o, "room11")));
     assert_eq!(texts(&lines, "room_message"), ["hello room", "hi alice"], "history opens again");
     ok(w.run(Some("alice"), None, |e, o| room::send(e, o, "room11", "back")));
+}
+
+/// Whether a fresh client can resume a session with `token`.
+fn token_works(w: &World, token: &str) -> bool {
+    use confab_client::connect::Connector;
+    use confab_client::proto::{Client, ClientConfig, ClientEvent, ClientOutput};
+    let mut link = w.connector().connect().unwrap();
+    let now = *w.time.lock().unwrap();
+    let mut client = Client::new(ClientConfig::default(), now);
+    client.resume(token.to_owned());
+    client.connected(now);
+    for _ in 0..10 {
+        loop {
+            match client.poll_output() {
+                ClientOutput::Transmit(bytes) => link.send(&bytes).unwrap(),
+                ClientOutput::Event(ClientEvent::Connected { .. }) => return true,
+                ClientOutput::Event(ClientEvent::Failed { .. }) => return false,
+                ClientOutput::Timeout(_) => break,
+                _ => {}
+            }
+        }
+        if let Ok(Some(bytes)) = link.recv(now.instant) {
+            client.handle_input(now, &bytes);
+        }
+    }
+    false
 }
 
 #[test]

@@ -149,6 +149,11 @@ impl World {
         (code, lines)
     }
 
+    /// A connector to this world's server.
+    pub fn connector(&self) -> TestConnector {
+        TestConnector { world: self.clone() }
+    }
+
     /// The profile directory of `user`.
     pub fn profile_dir(&self, user: &str) -> PathBuf {
         confab_client::profile::profile_dir(&self.data, user, SERVER)

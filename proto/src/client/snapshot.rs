@@ -36,7 +36,13 @@ pub enum SnapshotError {
     Malformed(&'static str),
 }
 
-/// The resumable state of a [`Client`]. See the [module docs](self).
+/// The resumable state of a [`Client`]: the session (refresh token,
+/// username), the next request id (ids never repeat: the server deduplicates
+/// retries by id), the last delivered sequence number per peer and per room
+/// (replays after a restart are dropped), and every authenticated request
+/// waiting for its answer as the exact frame it was written as (re-sent with
+/// the same id, performed once). Not included: a login under way (it holds
+/// the password) and `register`. The refresh token is erased from memory on drop.
 #[derive(Clone, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ClientSnapshot {

@@ -33,7 +33,13 @@ use crate::e2e::{
 use crate::server::HashParams;
 use crate::{Client, ClientConfig, Now};
 
-/// The state of a [`SecureClient`]. See the [module docs](self).
+/// The whole state of a [`SecureClient`] but its identity key: the client's
+/// [`ClientSnapshot`], contacts, handshakes, MP and room sessions with their
+/// counters and replay windows, pending requests and received MPs.
+///
+/// **Durability rule**: store the snapshot taken after a sealing command
+/// before writing the transmits that follow it; restoring an older one would
+/// reuse CTR counters. Secret fields are erased from memory on drop.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SecureSnapshot {
@@ -179,7 +185,7 @@ fn room_keys(room: &str, secret: &[u8]) -> Result<RoomKeys, SnapshotError> {
 }
 
 impl SecureClient {
-    /// Exports the whole state (see the [module docs](self)): store it
+    /// Exports the whole state (see [`SecureSnapshot`]): store it
     /// durably before writing the transmits that follow a command.
     #[must_use]
     pub fn snapshot(&self) -> SecureSnapshot {
