@@ -171,6 +171,12 @@ impl Profile {
         Ok(())
     }
 
+    /// Forgets the identity key (a registration the server refused).
+    pub fn delete_identity(&self) -> Result<(), ProfileError> {
+        self.conn.execute("DELETE FROM identity", [])?;
+        Ok(())
+    }
+
     /// The stored snapshot (`None`: nothing stored yet, or logged out).
     /// Received MPs past their expiry at `now_ms` are deleted first.
     pub fn load(&self, now_ms: u64) -> Result<Option<SecureSnapshot>, ProfileError> {

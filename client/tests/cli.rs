@@ -155,6 +155,17 @@ fn profiles_are_private_and_the_last_login_is_the_default() {
         let file = std::fs::metadata(dir.join("profile.sqlite3")).unwrap();
         assert_eq!(file.permissions().mode() & 0o777, 0o600);
     }
+    // A name taken by someone else: refused, and no key is left behind.
+    let (code, lines) = w.run(Some("carol"), None, |e, o| account::register(e, o, "alice"));
+    assert_eq!(code, exit::REFUSED, "the device already has a session for alice: {lines:#?}");
+    let (code, lines) = w.run(None, None, |e, o| {
+        e.profile = Some(e.data_dir.clone().unwrap().join("elsewhere"));
+        account::register(e, o, "alice")
+    });
+    assert_eq!(code, exit::REFUSED, "{lines:#?}");
+    let elsewhere = Profile::open(&w.data.join("elsewhere")).unwrap();
+    assert!(elsewhere.identity().unwrap().is_none(), "a refused registration forgets its key");
+    drop(elsewhere);
     // No USER: the last login against this server.
     let (code, lines) = w.run(None, Some("pw"), |e, o| room::create(e, o, "lobby"));
     assert_eq!(code, exit::OK, "{lines:#?}");

@@ -29,30 +29,51 @@ fn config_for(env: &Env<'_>, profile: &Profile) -> Result<ClientConfig, CliError
 }
 
 /// `confab register USER`.
+///
+/// The new key is stored (encrypted under the password) before `register`
+/// is sent, so an account the server created is never left without its
+/// private key, even if the answer is lost; running `register` again then
+/// reuses that key. A refused registration forgets it.
 pub fn register(env: &mut Env<'_>, out: &mut Output<'_>, user: &str) -> Result<(), CliError> {
     let (dir, _) = env.profile_dir(Some(user))?;
     let profile = Profile::open(&dir)?;
-    if profile.identity()?.is_some() {
-        let reason = format!("this device already holds an identity key for {user}");
-        return Err(CliError::Refused { what: "register".into(), code: 409, reason });
-    }
     let password = env.secrets.get(Secret::Password)?;
     let passphrase = env.secrets.get(Secret::Passphrase)?;
     let mut rng = env.rng();
-    let identity = (env.new_identity)(&mut rng).map_err(|e| CliError::Key(e.to_string()))?;
-    let at_rest = identity
-        .encrypt_at_rest(&mut rng, password.as_bytes(), env.key_params)
-        .map_err(|e| CliError::Key(e.to_string()))?;
+    let (identity, at_rest, made_now) = match profile.identity()? {
+        Some(stored) if stored.session.is_some() => {
+            let reason = format!("this device already holds a session for {user}");
+            return Err(CliError::Refused { what: "register".into(), code: 409, reason });
+        }
+        Some(stored) => {
+            let identity = IdentityKey::decrypt_at_rest(&stored.at_rest, password.as_bytes())
+                .map_err(|_| CliError::WrongPassword)?;
+            (identity, stored.at_rest, false)
+        }
+        None => {
+            let identity = (env.new_identity)(&mut rng).map_err(|e| CliError::Key(e.to_string()))?;
+            let at_rest = identity
+                .encrypt_at_rest(&mut rng, password.as_bytes(), env.key_params)
+                .map_err(|e| CliError::Key(e.to_string()))?;
+            (identity, at_rest, true)
+        }
+    };
     let der = identity.to_pkcs8_der().map_err(|e| CliError::Key(e.to_string()))?;
     let public = identity.public().spki_der().to_vec();
     let fingerprint = identity.public().fingerprint().to_string();
+    profile.set_identity(&public, &at_rest, None)?;
     let now = (env.clock)();
     let client = Client::new(config_for(env, &profile)?, now);
     let sc = SecureClient::new(client, identity, env.rng(), env.room_params, now);
     let mut session = Session::new(sc, profile, env.clock.clone());
     session.connect(env.connector)?;
     let id = session.sc().register(now, user, &password, &passphrase)?;
-    expect_done(&mut session, env, id, "register")?;
+    if let Err(e) = expect_done(&mut session, env, id, "register") {
+        if made_now && matches!(e, CliError::Refused { .. }) {
+            session.profile().delete_identity()?;
+        }
+        return Err(e);
+    }
     let now = session.now();
     let id = session.sc().login(now, user, &password, &passphrase)?;
     expect_done(&mut session, env, id, "login")?;
