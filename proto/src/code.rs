@@ -41,6 +41,7 @@ pub const UNSUPPORTED_VERSION: u16 = 505;
 
 /// The status byte of a response (seed 001: valid, in progress, error, finished).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[repr(u8)]
 pub enum Status {
     /// The request succeeded.

@@ -5,6 +5,7 @@ macro_rules! opcodes {
     ($( $(#[$meta:meta])* $variant:ident = $num:literal, $name:literal; )*) => {
         /// Every opcode of the protocol.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
         #[repr(u32)]
         pub enum Opcode {
             $( $(#[$meta])* $variant = $num, )*

@@ -14,6 +14,7 @@ const ID_LEN: usize = 16;
 
 /// Which kind of opaque token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum TokenKind {
     /// Short-lived, carried in the auth part of every request (`cfa_`).
     Access,

@@ -2,11 +2,15 @@
 //!
 //! The relay server: configuration, storage and the wiring of the sans-IO
 //! `confab_proto` machines to the transports. The `confab-server` binary
-//! offers the admin tools of [`cli`] (`confab-server jwt verify`).
+//! offers the admin tools of [`cli`] (`confab-server jwt verify`, `jwt jwks`);
+//! [`store`] is the durable SQLite store of the data directory; [`config`]
+//! resolves the `run` command's configuration (file, environment, flags).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod config;
+pub mod store;
 
 pub use confab_proto as proto;

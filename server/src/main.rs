@@ -7,13 +7,22 @@
 //! Prints the verified header and claims as JSON and exits 0, or prints the
 //! reason the token was refused and exits 1. Exit 2: bad usage, or the JWK
 //! Set file cannot be read or parsed.
+//!
+//! ```text
+//! confab-server jwt jwks --data DIR [--now UNIX_SECONDS]
+//! ```
+//!
+//! Prints the public JWK Set of the phantom-token signing keys stored in the
+//! data directory (what the `jwks` request answers), `{"keys":[]}` if the
+//! server never made any (and says so on stderr). Exit 2: no data directory,
+//! no store in it, or a store it cannot read. It never creates anything.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
-use confab_server::cli::{VerifyArgs, jwt_verify};
+use confab_server::cli::{VerifyArgs, jwt_jwks, jwt_verify};
 
 #[derive(Debug, Parser)]
 #[command(name = "confab-server", version, about = "The confab relay server")]
@@ -51,6 +60,20 @@ enum JwtCommand {
         /// The compact JWS.
         token: String,
     },
+    /// Prints the public JWK Set of the phantom-token signing keys stored in a data directory.
+    Jwks {
+        /// The server's data directory.
+        #[arg(long, value_name = "DIR", env = "CONFAB_DATA")]
+        data: PathBuf,
+        /// The time to publish at, Unix seconds (default: now): retired keys are listed while their tokens may be valid.
+        #[arg(long, value_name = "UNIX_SECONDS")]
+        now: Option<u64>,
+    },
+}
+
+/// The wall clock, Unix seconds: the binary may read it; the protocol core never does.
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 fn main() -> ExitCode {
@@ -64,8 +87,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            // The binary may read the clock; the protocol core never does.
-            let now = now.unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
+            let now = now.unwrap_or_else(unix_now);
             let args = VerifyArgs { issuer, audience, now, leeway_secs: leeway };
             match jwt_verify(&jwks, &args, token.trim()) {
                 Ok(json) => {
@@ -83,5 +105,20 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Jwt(JwtCommand::Jwks { data, now }) => match jwt_jwks(&data, now.unwrap_or_else(unix_now)) {
+            Ok(published) => {
+                if published.keys == 0 {
+                    eprintln!(
+                        "no phantom signing keys yet: the server makes them at its first jwks or introspect request"
+                    );
+                }
+                println!("{}", published.json);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
     }
 }

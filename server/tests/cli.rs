@@ -1,11 +1,14 @@
 //! `confab-server jwt verify` against tokens minted by PyJWT with keys confab
 //! has never seen (`proto/src/jwt/testdata/`): each verifies, or fails with
-//! its exact reason, through the binary.
+//! its exact reason, through the binary; `jwt jwks` prints the keys a real
+//! server stored.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use serde_json::Value;
+
+mod common;
 
 const FIXTURES: &str = include_str!("../../proto/src/jwt/testdata/pyjwt_fixtures.json");
 
@@ -124,4 +127,69 @@ fn cli_usage_errors_exit_2() {
     // Without --now the current time is used: the binary reads the clock and answers 0 or 1.
     let out = f.verify(f.token("es256_keycloak_access"), &[]);
     assert!(matches!(out.status.code(), Some(0 | 1)));
+}
+
+fn jwks(data: &std::path::Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_confab-server"))
+        .args(["jwt", "jwks", "--data"])
+        .arg(data)
+        .args(extra)
+        .env_remove("CONFAB_DATA")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn cli_jwks_prints_the_stored_public_keys() {
+    use confab_server::store::Store;
+
+    let net = common::scenario();
+    let dir = common::TempDir::new("cli-jwks");
+    let (mut store, _) = Store::open(&dir.data(), &common::config()).unwrap();
+    for turn in &net.turns {
+        store.commit(turn).unwrap();
+    }
+    drop(store);
+    let records = &net.server.state().signing_keys;
+    assert_eq!(records.len(), 1);
+
+    let at = (net.now.unix_ms / 1000).to_string();
+    let out = jwks(&dir.data(), &["--now", &at]);
+    let doc = accepted(&out);
+    let keys = doc["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["kid"], records[0].kid.as_str());
+    assert_eq!(
+        (keys[0]["kty"].as_str(), keys[0]["crv"].as_str(), keys[0]["alg"].as_str()),
+        (Some("EC"), Some("P-256"), Some("ES256"))
+    );
+    assert!(keys[0].get("d").is_none(), "never the private key: {doc}");
+    // The document the server publishes, and one `jwt verify` can use.
+    let config = confab_proto::jwt::SignerConfig::new("https://confab.test", "game");
+    let published = confab_proto::jwt::SigningKeys::restore(config, records).unwrap().jwks_json(net.now.unix_ms / 1000);
+    assert_eq!(stdout(&out).trim(), published);
+    assert!(confab_proto::jwt::JwkSet::parse(&out.stdout).is_ok_and(|set| set.len() == 1));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Reading changed nothing: the server opens it again as it left it.
+    let (_, state) = Store::open(&dir.data(), &common::config()).unwrap();
+    assert_eq!(&state, net.server.state());
+}
+
+#[test]
+fn cli_jwks_without_keys_or_store() {
+    use confab_server::store::Store;
+
+    let dir = common::TempDir::new("cli-jwks-empty");
+    // No data directory: an error, and nothing is created.
+    let out = jwks(&dir.data(), &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("no confab data directory at {}", dir.data().display())), "{stderr}");
+    assert!(!dir.data().exists());
+    // A store whose server never made keys: an empty set, and a note on stderr.
+    drop(Store::open(&dir.data(), &common::config()).unwrap());
+    let out = jwks(&dir.data(), &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stdout(&out).trim(), r#"{"keys":[]}"#);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no phantom signing keys"));
 }

@@ -13,4 +13,6 @@ pub use confab_proto as proto;
 
 pub mod link;
 pub mod net;
+pub mod quic;
 pub mod sim;
+pub mod tls;

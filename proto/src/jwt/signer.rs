@@ -88,6 +88,7 @@ pub struct Minted {
 
 /// One signing key as persisted by the caller.
 #[derive(Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct KeyRecord {
     /// The key id (the RFC 7638 thumbprint of the public key).
     pub kid: String,

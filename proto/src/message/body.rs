@@ -31,6 +31,7 @@ macro_rules! bodies {
     )*) => { $(
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq, Eq, Default)]
+        #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
         pub struct $name {
             $( $(#[$fmeta])* pub $field: field_type!($kind), )*
         }

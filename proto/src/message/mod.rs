@@ -190,6 +190,7 @@ impl ResponseKind {
 
 /// The body of a response frame. Its shape is given by [`ResponseKind::of`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[allow(missing_docs)]
 pub enum ResponseBody {
     Empty,

@@ -6,6 +6,7 @@ use crate::Limits;
 
 /// argon2id cost parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct HashParams {
     /// Memory in KiB (OWASP minimum: 19 MiB = 19456).
     pub m_cost_kib: u32,

@@ -22,6 +22,7 @@ pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::quality::Rand
 
 /// An argon2id hash with its salt and parameters.
 #[derive(Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SecretHash {
     /// Random per-secret salt.
     pub salt: [u8; 16],
@@ -54,6 +55,7 @@ impl std::fmt::Debug for SecretHash {
 
 /// An account.
 #[derive(Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct User {
     /// Password hash.
     pub password: SecretHash,
@@ -86,6 +88,7 @@ impl std::fmt::Debug for User {
 
 /// What the server knows of one issued token (it never stores the token).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TokenRecord {
     /// Access or refresh.
     pub kind: TokenKind,
@@ -102,6 +105,7 @@ pub struct TokenRecord {
 
 /// What a refresh token was exchanged for, and when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Rotation {
     /// When, Unix milliseconds.
     pub at_ms: u64,
@@ -113,6 +117,7 @@ pub struct Rotation {
 
 /// A room.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Room {
     /// Join verifier derived on the client from the room password.
     pub verifier: Bytes,
@@ -128,6 +133,7 @@ pub struct Room {
 
 /// The state of a private conversation between two users.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Conversation {
     /// `by` asked; the other has not answered.
     Requested {
@@ -142,6 +148,7 @@ pub enum Conversation {
 
 /// What travels in a lane.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum ItemKind {
     /// An MP request (delivered as `mp_request`).
     Request {
@@ -171,6 +178,7 @@ pub enum ItemKind {
 
 /// One item waiting for its recipient's `delivery_ack`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct QueuedItem {
     /// Sequence number in its lane.
     pub seq: u64,
@@ -183,6 +191,7 @@ pub struct QueuedItem {
 /// One direction of delivery between two users: sequence numbers and the
 /// items not yet acknowledged, in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Lane {
     /// Sequence number of the next item.
     pub next_seq: u64,
@@ -192,6 +201,7 @@ pub struct Lane {
 
 /// A response remembered for an idempotent retry.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Recorded {
     /// The request's opcode (a retry with another opcode is refused).
     pub opcode: Opcode,
@@ -205,6 +215,7 @@ pub struct Recorded {
 
 /// The responses remembered for one user: at most `dedup_cap`, oldest evicted first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Dedup {
     order: VecDeque<u32>,
     responses: HashMap<u32, Recorded>,
@@ -243,6 +254,7 @@ impl Dedup {
 
 /// One durable change, emitted as `Output::Persist` and replayed by stores.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[allow(missing_docs)]
 pub enum Change {
     /// A new account.
@@ -293,6 +305,7 @@ pub enum Change {
 
 /// Everything the server must not lose.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct State {
     /// Accounts by username.
     pub users: HashMap<String, User>,

@@ -1,0 +1,340 @@
+//! The configuration of `confab-server run`.
+//!
+//! Every field of [`ServerConfig`] and the adapter's own settings can be set
+//! in a TOML file; `docs/confab-server.toml` lists every key with its default
+//! and what it means (a test checks it parses to exactly the defaults).
+//!
+//! - Top level: the adapter: `data`, `listen`, `tcp_listen`, `quic_listen`,
+//!   `cert_chain`, `private_key`, `max_connections`, `compact_every`.
+//! - `[server]`: the machine's scalar settings. Durations are whole seconds
+//!   in keys ending in `_secs` (`access_ttl_secs = 900`).
+//! - `[limits]`: the codec's limits. `[argon2]`: password hashing costs.
+//! - `[codes]`, `[phantom]`, `[oidc]`: optional features, enabled by the
+//!   section's presence.
+//!
+//! Unknown keys are errors naming the key. Relative paths are relative to the
+//! working directory, not to the file.
+//!
+//! Precedence, lowest first: defaults, the file, the environment, the
+//! command line.
+//!
+//! | variable        | meaning                                                   |
+//! |-----------------|-----------------------------------------------------------|
+//! | `CONFAB_CONFIG` | the file, when `--config` is not given                     |
+//! | `CONFAB_DATA`   | `data`                                                     |
+//! | `CONFAB_LISTEN` | `listen`; replaces the file's `tcp_listen`/`quic_listen` too |
+//!
+//! On the command line, `--listen` likewise sets both addresses, and
+//! `--tcp-listen` / `--quic-listen` then set one.
+
+mod file;
+#[cfg(test)]
+mod tests;
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use confab_proto::ServerConfig;
+use confab_proto::jwt::JwkSet;
+use confab_proto::server::{CodeConfig, OidcConfig, PhantomConfig};
+
+use file::FileConfig;
+
+/// `data` when nothing sets it.
+pub const DEFAULT_DATA: &str = "./confab-data";
+/// `listen` when nothing sets it: TCP and UDP (QUIC) on the loopback port 7700.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7700));
+
+/// The environment variable naming the configuration file.
+pub const ENV_CONFIG: &str = "CONFAB_CONFIG";
+/// The environment variable setting the data directory.
+pub const ENV_DATA: &str = "CONFAB_DATA";
+/// The environment variable setting the listen address (TCP and QUIC).
+pub const ENV_LISTEN: &str = "CONFAB_LISTEN";
+
+/// The resolved configuration of `confab-server run`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunConfig {
+    /// The data directory (store, generated certificate).
+    pub data: PathBuf,
+    /// The TCP + TLS address.
+    pub tcp: SocketAddr,
+    /// The UDP (QUIC) address.
+    pub quic: SocketAddr,
+    /// A provided certificate chain and private key (PEM); `None`: a self-signed one in `data`.
+    pub cert: Option<(PathBuf, PathBuf)>,
+    /// Transport connections open at once; more are closed at accept.
+    pub max_connections: usize,
+    /// Store changes between two snapshots.
+    pub compact_every: u64,
+    /// The protocol machine's configuration.
+    pub server: ServerConfig,
+    /// The file it was read from, if any.
+    pub file: Option<PathBuf>,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        // The default file has no `[oidc]`, so no file is read and nothing can fail.
+        resolve(FileConfig::default(), None).unwrap_or_else(|_| unreachable!("the defaults are valid"))
+    }
+}
+
+/// The settings given on the command line (each `None` when absent).
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct RunFlags {
+    /// The data directory [default: ./confab-data].
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// The address for both TCP and QUIC (UDP) [default: 127.0.0.1:7700].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// The TCP address, if not `--listen`'s.
+    #[arg(long, value_name = "ADDR")]
+    pub tcp_listen: Option<SocketAddr>,
+    /// The QUIC (UDP) address, if not `--listen`'s.
+    #[arg(long, value_name = "ADDR")]
+    pub quic_listen: Option<SocketAddr>,
+    /// The certificate chain (PEM); with `--private-key`. Without both, a self-signed certificate is made.
+    #[arg(long, value_name = "FILE", requires = "private_key")]
+    pub cert_chain: Option<PathBuf>,
+    /// The private key of the certificate (PEM); with `--cert-chain`.
+    #[arg(long, value_name = "FILE", requires = "cert_chain")]
+    pub private_key: Option<PathBuf>,
+}
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file (or a file it names) cannot be read.
+    #[error("cannot read {what} {}: {source}", path.display())]
+    Read {
+        /// "configuration file", "oidc.jwks_file".
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, has an unknown key or a value of the wrong type.
+    #[error("configuration file {}: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message: the key, the line and what was expected.
+        message: String,
+    },
+    /// A value is out of range or inconsistent with another.
+    #[error("invalid configuration: {key}: {reason}")]
+    Invalid {
+        /// The key, as written in the file (`server.idle_timeout_secs`).
+        key: &'static str,
+        /// What is wrong and what is accepted.
+        reason: String,
+    },
+    /// An environment variable does not parse.
+    #[error("environment variable {var}={value:?}: {reason}")]
+    Env {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// `oidc.jwks_file` is not a usable JWK Set.
+    #[error("oidc.jwks_file {}: not a usable JWK Set: {reason}", path.display())]
+    Jwks {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        reason: String,
+    },
+}
+
+impl RunConfig {
+    /// Resolves the configuration: defaults, then the file (`file`, else the
+    /// one `CONFAB_CONFIG` names, else none), then `CONFAB_DATA` and
+    /// `CONFAB_LISTEN`, then `flags`. `env` reads an environment variable
+    /// (`|k| std::env::var(k).ok()` in the binary).
+    pub fn load(
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+        flags: &RunFlags,
+    ) -> Result<RunConfig, ConfigError> {
+        let path = file.map(Path::to_path_buf).or_else(|| env(ENV_CONFIG).filter(|v| !v.is_empty()).map(PathBuf::from));
+        let mut config = match &path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    what: "configuration file",
+                    path: path.clone(),
+                    source,
+                })?;
+                parse(&text, path)?
+            }
+            None => FileConfig::default(),
+        };
+        if let Some(value) = env(ENV_DATA).filter(|v| !v.is_empty()) {
+            config.data = PathBuf::from(value);
+        }
+        if let Some(value) = env(ENV_LISTEN).filter(|v| !v.is_empty()) {
+            let addr = value.parse().map_err(|e: std::net::AddrParseError| ConfigError::Env {
+                var: ENV_LISTEN,
+                value: value.clone(),
+                reason: format!("{e}: expected IP:PORT, such as 0.0.0.0:7700 or [::]:7700"),
+            })?;
+            set_listen(&mut config, addr);
+        }
+        if let Some(data) = &flags.data {
+            config.data.clone_from(data);
+        }
+        if let Some(addr) = flags.listen {
+            set_listen(&mut config, addr);
+        }
+        config.tcp_listen = flags.tcp_listen.or(config.tcp_listen);
+        config.quic_listen = flags.quic_listen.or(config.quic_listen);
+        if flags.cert_chain.is_some() || flags.private_key.is_some() {
+            config.cert_chain.clone_from(&flags.cert_chain);
+            config.private_key.clone_from(&flags.private_key);
+        }
+        resolve(config, path)
+    }
+}
+
+/// `listen` set at a higher precedence replaces both addresses.
+fn set_listen(config: &mut FileConfig, addr: SocketAddr) {
+    config.listen = addr;
+    config.tcp_listen = None;
+    config.quic_listen = None;
+}
+
+fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, reason: reason.into() }
+}
+
+/// Checks `value` is at least `min`.
+fn at_least<T: PartialOrd + std::fmt::Display>(key: &'static str, value: T, min: T) -> Result<(), ConfigError> {
+    if value < min {
+        return Err(invalid(key, format!("{value} is below the minimum {min}")));
+    }
+    Ok(())
+}
+
+fn not_empty(key: &'static str, value: &str) -> Result<(), ConfigError> {
+    if value.trim().is_empty() {
+        return Err(invalid(key, "must not be empty"));
+    }
+    Ok(())
+}
+
+/// Checks every value and builds the [`RunConfig`].
+fn resolve(f: FileConfig, file: Option<PathBuf>) -> Result<RunConfig, ConfigError> {
+    at_least("max_connections", f.max_connections, 1)?;
+    at_least("compact_every", f.compact_every, 1)?;
+    let cert = match (f.cert_chain, f.private_key) {
+        (Some(chain), Some(key)) => Some((chain, key)),
+        (None, None) => None,
+        (Some(_), None) => return Err(invalid("private_key", "cert_chain is set: give its private_key too")),
+        (None, Some(_)) => return Err(invalid("cert_chain", "private_key is set: give its cert_chain too")),
+    };
+    let s = &f.server;
+    for (key, value) in [
+        ("server.access_ttl_secs", s.access_ttl_secs),
+        ("server.refresh_ttl_secs", s.refresh_ttl_secs),
+        ("server.login_window_secs", s.login_window_secs),
+        ("server.mp_retention_secs", s.mp_retention_secs),
+        ("server.sweep_interval_secs", s.sweep_interval_secs),
+        ("server.keepalive_interval_secs", s.keepalive_interval_secs),
+    ] {
+        at_least(key, value, 1)?;
+    }
+    if s.refresh_ttl_secs < s.access_ttl_secs {
+        return Err(invalid("server.refresh_ttl_secs", "must be at least access_ttl_secs"));
+    }
+    if s.idle_timeout_secs <= s.keepalive_interval_secs {
+        return Err(invalid(
+            "server.idle_timeout_secs",
+            format!(
+                "{} must exceed keepalive_interval_secs ({}): a session must have time to answer a ping",
+                s.idle_timeout_secs, s.keepalive_interval_secs
+            ),
+        ));
+    }
+    at_least("server.min_password_len", s.min_password_len, 1)?;
+    at_least("server.max_verifier", s.max_verifier, 16)?;
+    at_least("server.max_identity_key", s.max_identity_key, 1)?;
+    at_least("server.login_burst", s.login_burst, 1)?;
+    at_least("server.max_tracked_accounts", s.max_tracked_accounts, 1)?;
+    at_least("server.max_room_members", s.max_room_members, 1)?;
+    at_least("server.queue_per_recipient", s.queue_per_recipient, 1)?;
+    at_least("server.queue_total", s.queue_total, s.queue_per_recipient)?;
+    at_least("server.dedup_window", s.dedup_window, 1)?;
+    at_least("server.max_session_backlog", s.max_session_backlog, 1)?;
+    at_least("server.max_deferred_bytes", s.max_deferred_bytes, 1)?;
+    at_least("server.max_pending_jobs", s.max_pending_jobs, 1)?;
+    at_least("server.max_sessions", s.max_sessions, 1)?;
+    let l = &f.limits;
+    at_least("limits.max_auth", l.max_auth, 64)?;
+    at_least("limits.max_data", l.max_data, 1024)?;
+    at_least("limits.max_name", l.max_name, 32)?;
+    at_least("limits.max_text", l.max_text, 64)?;
+    at_least("limits.max_items", l.max_items, 1)?;
+    let a = &f.argon2;
+    at_least("argon2.t_cost", a.t_cost, 1)?;
+    at_least("argon2.p_cost", a.p_cost, 1)?;
+    // argon2 requires at least 8 KiB per lane.
+    at_least("argon2.m_cost_kib", a.m_cost_kib, a.p_cost.saturating_mul(8))?;
+
+    let mut server = s.to_config(f.limits.into(), f.argon2.into());
+    if let Some(c) = f.codes {
+        if !(1..=60).contains(&c.ttl_secs) {
+            return Err(invalid("codes.ttl_secs", format!("{} is not between 1 and 60", c.ttl_secs)));
+        }
+        at_least("codes.max_in_flight", c.max_in_flight, 1)?;
+        server.codes = Some(CodeConfig { ttl: Duration::from_secs(c.ttl_secs), max_in_flight: c.max_in_flight });
+    }
+    if let Some(p) = f.phantom {
+        if p.service_credential.len() < 16 {
+            return Err(invalid("phantom.service_credential", "must be at least 16 bytes: use a long random secret"));
+        }
+        not_empty("phantom.issuer", &p.issuer)?;
+        not_empty("phantom.audience", &p.audience)?;
+        at_least("phantom.key_rotation_secs", p.key_rotation_secs, 1)?;
+        at_least("phantom.max_ttl_secs", p.max_ttl_secs, 1)?;
+        let mut phantom = PhantomConfig::new(p.service_credential, p.issuer, p.audience);
+        phantom.key_rotation = Duration::from_secs(p.key_rotation_secs);
+        phantom.max_ttl = Duration::from_secs(p.max_ttl_secs);
+        server.phantom = Some(phantom);
+    }
+    if let Some(o) = f.oidc {
+        not_empty("oidc.issuer", &o.issuer)?;
+        not_empty("oidc.audience", &o.audience)?;
+        let jwks = std::fs::read_to_string(&o.jwks_file).map_err(|source| ConfigError::Read {
+            what: "oidc.jwks_file",
+            path: o.jwks_file.clone(),
+            source,
+        })?;
+        JwkSet::parse(jwks.as_bytes())
+            .map_err(|e| ConfigError::Jwks { path: o.jwks_file.clone(), reason: e.to_string() })?;
+        let mut oidc = OidcConfig::new(o.issuer, o.audience, jwks);
+        oidc.allowed_azp = o.allowed_azp;
+        oidc.leeway = Duration::from_secs(o.leeway_secs);
+        server.oidc = Some(oidc);
+    }
+    Ok(RunConfig {
+        data: f.data,
+        tcp: f.tcp_listen.unwrap_or(f.listen),
+        quic: f.quic_listen.unwrap_or(f.listen),
+        cert,
+        max_connections: f.max_connections,
+        compact_every: f.compact_every,
+        server,
+        file,
+    })
+}

@@ -1,0 +1,306 @@
+//! The TOML file's shape: one struct per section, every field defaulted
+//! from [`ServerConfig::default`] and unknown keys refused.
+//!
+//! Durations are whole seconds in keys ending in `_secs`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use confab_proto::server::{CodeConfig, DuplicateLogin, HashParams};
+use confab_proto::{Limits, ServerConfig};
+use serde::{Deserialize, Serialize};
+
+use super::{DEFAULT_DATA, DEFAULT_LISTEN};
+use crate::store::DEFAULT_COMPACT_EVERY;
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct FileConfig {
+    pub data: PathBuf,
+    pub listen: SocketAddr,
+    pub tcp_listen: Option<SocketAddr>,
+    pub quic_listen: Option<SocketAddr>,
+    pub cert_chain: Option<PathBuf>,
+    pub private_key: Option<PathBuf>,
+    pub max_connections: usize,
+    pub compact_every: u64,
+    pub server: ServerSection,
+    pub limits: LimitsSection,
+    pub argon2: Argon2Section,
+    pub codes: Option<CodesSection>,
+    pub phantom: Option<PhantomSection>,
+    pub oidc: Option<OidcSection>,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        let s = ServerConfig::default();
+        FileConfig {
+            data: PathBuf::from(DEFAULT_DATA),
+            listen: DEFAULT_LISTEN,
+            tcp_listen: None,
+            quic_listen: None,
+            cert_chain: None,
+            private_key: None,
+            max_connections: s.max_sessions,
+            compact_every: DEFAULT_COMPACT_EVERY,
+            server: ServerSection::from(&s),
+            limits: LimitsSection::from(s.limits),
+            argon2: Argon2Section::from(s.hash_params),
+            codes: None,
+            phantom: None,
+            oidc: None,
+        }
+    }
+}
+
+/// `duplicate_login`, spelled in lowercase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum DuplicateLoginName {
+    Replace,
+    Refuse,
+}
+
+/// `[server]`: the scalar fields of [`ServerConfig`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct ServerSection {
+    pub min_password_len: usize,
+    pub min_passphrase_words: usize,
+    pub max_identity_key: usize,
+    pub max_verifier: usize,
+    pub access_ttl_secs: u64,
+    pub refresh_ttl_secs: u64,
+    pub refresh_retry_grace_secs: u64,
+    pub token_grace_secs: u64,
+    pub login_window_secs: u64,
+    pub login_burst: u32,
+    pub max_tracked_accounts: usize,
+    pub duplicate_login: DuplicateLoginName,
+    pub room_history: usize,
+    pub max_room_members: usize,
+    pub queue_per_recipient: usize,
+    pub queue_total: usize,
+    pub mp_retention_secs: u64,
+    pub sweep_interval_secs: u64,
+    pub dedup_window: usize,
+    pub keepalive_interval_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub max_session_backlog: usize,
+    pub max_deferred_bytes: usize,
+    pub max_pending_jobs: usize,
+    pub max_sessions: usize,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection::from(&ServerConfig::default())
+    }
+}
+
+impl From<&ServerConfig> for ServerSection {
+    fn from(s: &ServerConfig) -> Self {
+        ServerSection {
+            min_password_len: s.min_password_len,
+            min_passphrase_words: s.min_passphrase_words,
+            max_identity_key: s.max_identity_key,
+            max_verifier: s.max_verifier,
+            access_ttl_secs: s.access_ttl.as_secs(),
+            refresh_ttl_secs: s.refresh_ttl.as_secs(),
+            refresh_retry_grace_secs: s.refresh_retry_grace.as_secs(),
+            token_grace_secs: s.token_grace.as_secs(),
+            login_window_secs: s.login_window.as_secs(),
+            login_burst: s.login_burst,
+            max_tracked_accounts: s.max_tracked_accounts,
+            duplicate_login: match s.duplicate_login {
+                DuplicateLogin::Replace => DuplicateLoginName::Replace,
+                DuplicateLogin::Refuse => DuplicateLoginName::Refuse,
+            },
+            room_history: s.room_history,
+            max_room_members: s.max_room_members,
+            queue_per_recipient: s.queue_per_recipient,
+            queue_total: s.queue_total,
+            mp_retention_secs: s.mp_retention.as_secs(),
+            sweep_interval_secs: s.sweep_interval.as_secs(),
+            dedup_window: s.dedup_window,
+            keepalive_interval_secs: s.keepalive_interval.as_secs(),
+            idle_timeout_secs: s.idle_timeout.as_secs(),
+            max_session_backlog: s.max_session_backlog,
+            max_deferred_bytes: s.max_deferred_bytes,
+            max_pending_jobs: s.max_pending_jobs,
+            max_sessions: s.max_sessions,
+        }
+    }
+}
+
+impl ServerSection {
+    /// The machine's configuration, without `codes`, `phantom` and `oidc`.
+    pub fn to_config(&self, limits: Limits, hash_params: HashParams) -> ServerConfig {
+        let secs = Duration::from_secs;
+        ServerConfig {
+            limits,
+            hash_params,
+            min_password_len: self.min_password_len,
+            min_passphrase_words: self.min_passphrase_words,
+            max_identity_key: self.max_identity_key,
+            max_verifier: self.max_verifier,
+            access_ttl: secs(self.access_ttl_secs),
+            refresh_ttl: secs(self.refresh_ttl_secs),
+            refresh_retry_grace: secs(self.refresh_retry_grace_secs),
+            token_grace: secs(self.token_grace_secs),
+            login_window: secs(self.login_window_secs),
+            login_burst: self.login_burst,
+            max_tracked_accounts: self.max_tracked_accounts,
+            duplicate_login: match self.duplicate_login {
+                DuplicateLoginName::Replace => DuplicateLogin::Replace,
+                DuplicateLoginName::Refuse => DuplicateLogin::Refuse,
+            },
+            room_history: self.room_history,
+            max_room_members: self.max_room_members,
+            queue_per_recipient: self.queue_per_recipient,
+            queue_total: self.queue_total,
+            mp_retention: secs(self.mp_retention_secs),
+            sweep_interval: secs(self.sweep_interval_secs),
+            dedup_window: self.dedup_window,
+            keepalive_interval: secs(self.keepalive_interval_secs),
+            idle_timeout: secs(self.idle_timeout_secs),
+            max_session_backlog: self.max_session_backlog,
+            max_deferred_bytes: self.max_deferred_bytes,
+            max_pending_jobs: self.max_pending_jobs,
+            max_sessions: self.max_sessions,
+            codes: None,
+            phantom: None,
+            oidc: None,
+        }
+    }
+}
+
+/// `[limits]`: the codec's [`Limits`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct LimitsSection {
+    pub max_auth: u32,
+    pub max_data: u64,
+    pub max_name: u16,
+    pub max_text: u16,
+    pub max_items: u16,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection::from(Limits::DEFAULT)
+    }
+}
+
+impl From<Limits> for LimitsSection {
+    fn from(l: Limits) -> Self {
+        LimitsSection {
+            max_auth: l.max_auth,
+            max_data: l.max_data,
+            max_name: l.max_name,
+            max_text: l.max_text,
+            max_items: l.max_items,
+        }
+    }
+}
+
+impl From<LimitsSection> for Limits {
+    fn from(l: LimitsSection) -> Self {
+        Limits {
+            max_auth: l.max_auth,
+            max_data: l.max_data,
+            max_name: l.max_name,
+            max_text: l.max_text,
+            max_items: l.max_items,
+        }
+    }
+}
+
+/// `[argon2]`: [`HashParams`] for new password and passphrase hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct Argon2Section {
+    pub m_cost_kib: u32,
+    pub t_cost: u32,
+    pub p_cost: u32,
+}
+
+impl Default for Argon2Section {
+    fn default() -> Self {
+        Argon2Section::from(HashParams::OWASP)
+    }
+}
+
+impl From<HashParams> for Argon2Section {
+    fn from(h: HashParams) -> Self {
+        Argon2Section { m_cost_kib: h.m_cost_kib, t_cost: h.t_cost, p_cost: h.p_cost }
+    }
+}
+
+impl From<Argon2Section> for HashParams {
+    fn from(h: Argon2Section) -> Self {
+        HashParams { m_cost_kib: h.m_cost_kib, t_cost: h.t_cost, p_cost: h.p_cost }
+    }
+}
+
+/// `[codes]`: present means third-party codes are offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct CodesSection {
+    pub ttl_secs: u64,
+    pub max_in_flight: usize,
+}
+
+impl Default for CodesSection {
+    fn default() -> Self {
+        let c = CodeConfig::default();
+        CodesSection { ttl_secs: c.ttl.as_secs(), max_in_flight: c.max_in_flight }
+    }
+}
+
+/// `[phantom]`: present means phantom-token translation is offered.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PhantomSection {
+    pub service_credential: String,
+    pub issuer: String,
+    pub audience: String,
+    #[serde(default = "default_key_rotation_secs")]
+    pub key_rotation_secs: u64,
+    #[serde(default = "default_max_ttl_secs")]
+    pub max_ttl_secs: u64,
+}
+
+impl std::fmt::Debug for PhantomSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PhantomSection").field("issuer", &self.issuer).finish_non_exhaustive()
+    }
+}
+
+pub(super) fn default_key_rotation_secs() -> u64 {
+    confab_proto::server::PhantomConfig::new("", "", "").key_rotation.as_secs()
+}
+
+pub(super) fn default_max_ttl_secs() -> u64 {
+    confab_proto::server::PhantomConfig::new("", "", "").max_ttl.as_secs()
+}
+
+/// `[oidc]`: present means access tokens of this provider are accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct OidcSection {
+    pub issuer: String,
+    pub audience: String,
+    #[serde(default)]
+    pub allowed_azp: Vec<String>,
+    pub jwks_file: PathBuf,
+    #[serde(default = "default_leeway_secs")]
+    pub leeway_secs: u64,
+}
+
+pub(super) fn default_leeway_secs() -> u64 {
+    confab_proto::server::OidcConfig::new("", "", "").leeway.as_secs()
+}

@@ -1,0 +1,258 @@
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use confab_proto::ServerConfig;
+use confab_proto::server::DuplicateLogin;
+
+use super::file::{CodesSection, FileConfig};
+use super::{ConfigError, DEFAULT_LISTEN, RunConfig, RunFlags};
+
+const EXAMPLE: &str = include_str!("../../../docs/confab-server.toml");
+
+fn example_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/confab-server.toml")
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+/// A scratch file, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str, text: &str) -> Scratch {
+        let path = std::env::temp_dir().join(format!("confab-config-{}-{name}", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        Scratch(path)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn load_text(name: &str, text: &str) -> Result<RunConfig, ConfigError> {
+    let file = Scratch::new(name, text);
+    RunConfig::load(Some(&file.0), &no_env, &RunFlags::default())
+}
+
+fn invalid_key(result: Result<RunConfig, ConfigError>) -> &'static str {
+    match result {
+        Err(ConfigError::Invalid { key, .. }) => key,
+        other => panic!("expected an invalid value, got {other:?}"),
+    }
+}
+
+fn parse_message(result: Result<RunConfig, ConfigError>) -> String {
+    match result {
+        Err(e @ ConfigError::Parse { .. }) => e.to_string(),
+        other => panic!("expected a parse error, got {other:?}"),
+    }
+}
+
+#[test]
+fn config_defaults() {
+    let c = RunConfig::load(None, &no_env, &RunFlags::default()).unwrap();
+    assert_eq!(c, RunConfig::default());
+    assert_eq!(c.data, PathBuf::from("./confab-data"));
+    assert_eq!((c.tcp, c.quic), (DEFAULT_LISTEN, DEFAULT_LISTEN));
+    assert_eq!(c.tcp.to_string(), "127.0.0.1:7700");
+    assert_eq!(c.cert, None);
+    assert_eq!(c.compact_every, crate::store::DEFAULT_COMPACT_EVERY);
+    assert_eq!(c.server, ServerConfig::default());
+    assert_eq!(c.file, None);
+}
+
+#[test]
+fn config_example_file_is_exactly_the_defaults() {
+    let parsed: FileConfig = toml::from_str(EXAMPLE).unwrap();
+    assert_eq!(parsed, FileConfig::default());
+    let c = RunConfig::load(Some(&example_path()), &no_env, &RunFlags::default()).unwrap();
+    assert_eq!(RunConfig { file: None, ..c }, RunConfig::default());
+}
+
+/// Uncomments `# key = value` and `# [section]` lines.
+fn uncommented(text: &str) -> String {
+    text.lines()
+        .map(|line| match line.strip_prefix("# ") {
+            Some(rest)
+                if rest.starts_with('[')
+                    || rest
+                        .split_once(" = ")
+                        .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_')) =>
+            {
+                rest
+            }
+            _ => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn key_paths(table: &toml::Table, prefix: &str, out: &mut BTreeSet<String>) {
+    for (key, value) in table {
+        let path = format!("{prefix}{key}");
+        match value {
+            toml::Value::Table(t) => key_paths(t, &format!("{path}."), out),
+            _ => {
+                out.insert(path);
+            }
+        }
+    }
+}
+
+#[test]
+fn config_example_file_lists_every_key() {
+    let text = uncommented(EXAMPLE);
+    let parsed: FileConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("the uncommented example: {e}"));
+    // Every optional key is shown in the example.
+    assert!(parsed.tcp_listen.is_some() && parsed.quic_listen.is_some());
+    assert!(parsed.cert_chain.is_some() && parsed.private_key.is_some());
+    let (phantom, oidc) = (parsed.phantom.clone().unwrap(), parsed.oidc.clone().unwrap());
+    assert!(!oidc.allowed_azp.is_empty());
+    // The values shown for optional sections' keys are their defaults.
+    assert_eq!(parsed.codes, Some(CodesSection::default()));
+    assert_eq!(phantom.key_rotation_secs, super::file::default_key_rotation_secs());
+    assert_eq!(phantom.max_ttl_secs, super::file::default_max_ttl_secs());
+    assert_eq!(oidc.leeway_secs, super::file::default_leeway_secs());
+    // And every key of the structure is in the example.
+    let (mut written, mut known) = (BTreeSet::new(), BTreeSet::new());
+    key_paths(&toml::from_str(&text).unwrap(), "", &mut written);
+    key_paths(&toml::Table::try_from(&parsed).unwrap(), "", &mut known);
+    assert_eq!(written, known);
+    assert!(known.len() > 50, "{known:?}");
+}
+
+#[test]
+fn config_precedence_defaults_file_env_flags() {
+    let file = Scratch::new(
+        "precedence.toml",
+        "data = \"file-data\"\nlisten = \"127.0.0.2:1000\"\ntcp_listen = \"127.0.0.2:1001\"\n",
+    );
+    let flags = RunFlags::default();
+    let c = RunConfig::load(Some(&file.0), &no_env, &flags).unwrap();
+    assert_eq!(c.data, PathBuf::from("file-data"));
+    assert_eq!((c.tcp.to_string(), c.quic.to_string()), ("127.0.0.2:1001".into(), "127.0.0.2:1000".into()));
+    assert_eq!(c.file.as_deref(), Some(file.0.as_path()));
+
+    let env = |k: &str| match k {
+        "CONFAB_DATA" => Some("env-data".to_owned()),
+        "CONFAB_LISTEN" => Some("[::1]:2000".to_owned()),
+        _ => None,
+    };
+    let c = RunConfig::load(Some(&file.0), &env, &flags).unwrap();
+    assert_eq!(c.data, PathBuf::from("env-data"));
+    assert_eq!((c.tcp.to_string(), c.quic.to_string()), ("[::1]:2000".into(), "[::1]:2000".into()));
+
+    let flags = RunFlags {
+        data: Some("flag-data".into()),
+        quic_listen: Some("127.0.0.3:3001".parse().unwrap()),
+        cert_chain: Some("chain.pem".into()),
+        private_key: Some("key.pem".into()),
+        ..RunFlags::default()
+    };
+    let c = RunConfig::load(Some(&file.0), &env, &flags).unwrap();
+    assert_eq!(c.data, PathBuf::from("flag-data"));
+    assert_eq!((c.tcp.to_string(), c.quic.to_string()), ("[::1]:2000".into(), "127.0.0.3:3001".into()));
+    assert_eq!(c.cert, Some((PathBuf::from("chain.pem"), PathBuf::from("key.pem"))));
+    let flags = RunFlags { listen: Some("127.0.0.4:4000".parse().unwrap()), ..RunFlags::default() };
+    let c = RunConfig::load(Some(&file.0), &env, &flags).unwrap();
+    assert_eq!((c.tcp.to_string(), c.quic.to_string()), ("127.0.0.4:4000".into(), "127.0.0.4:4000".into()));
+
+    // CONFAB_CONFIG names the file when none is given; an explicit one wins.
+    let named = file.0.to_string_lossy().into_owned();
+    let env = |k: &str| (k == "CONFAB_CONFIG").then(|| named.clone());
+    assert_eq!(RunConfig::load(None, &env, &RunFlags::default()).unwrap().data, PathBuf::from("file-data"));
+    let other = Scratch::new("other.toml", "data = \"other\"\n");
+    assert_eq!(RunConfig::load(Some(&other.0), &env, &RunFlags::default()).unwrap().data, PathBuf::from("other"));
+    let bad = |k: &str| (k == "CONFAB_LISTEN").then(|| "localhost".to_owned());
+    let err = RunConfig::load(None, &bad, &RunFlags::default()).unwrap_err();
+    assert!(matches!(err, ConfigError::Env { var: "CONFAB_LISTEN", .. }), "{err}");
+}
+
+#[test]
+fn config_every_section_reaches_the_server_config() {
+    let jwks = Scratch::new("jwks.json", &{
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("../../../proto/src/jwt/testdata/pyjwt_fixtures.json")).unwrap();
+        doc["jwks"].to_string()
+    });
+    let text = format!(
+        "max_connections = 50\ncompact_every = 7\n\
+         [server]\naccess_ttl_secs = 60\nidle_timeout_secs = 45\nduplicate_login = \"refuse\"\nroom_history = 5\n\
+         [limits]\nmax_data = 65536\n[argon2]\nm_cost_kib = 8\nt_cost = 1\n\
+         [codes]\nttl_secs = 30\n\
+         [phantom]\nservice_credential = \"0123456789abcdef\"\nissuer = \"iss\"\naudience = \"aud\"\n\
+         [oidc]\nissuer = \"https://idp\"\naudience = \"confab\"\nallowed_azp = [\"cli\"]\njwks_file = {:?}\n",
+        jwks.0.to_string_lossy()
+    );
+    let c = load_text("full.toml", &text).unwrap();
+    assert_eq!((c.max_connections, c.compact_every), (50, 7));
+    let s = &c.server;
+    assert_eq!((s.access_ttl, s.idle_timeout), (Duration::from_secs(60), Duration::from_secs(45)));
+    assert_eq!((s.duplicate_login, s.room_history, s.limits.max_data), (DuplicateLogin::Refuse, 5, 65536));
+    assert_eq!((s.hash_params.m_cost_kib, s.hash_params.t_cost, s.hash_params.p_cost), (8, 1, 1));
+    assert_eq!(s.codes.as_ref().unwrap().ttl, Duration::from_secs(30));
+    assert_eq!(s.codes.as_ref().unwrap().max_in_flight, 100_000);
+    let p = s.phantom.as_ref().unwrap();
+    assert_eq!((p.issuer.as_str(), p.max_ttl), ("iss", Duration::from_secs(300)));
+    let o = s.oidc.as_ref().unwrap();
+    assert_eq!((o.allowed_azp.clone(), o.leeway), (vec!["cli".to_owned()], Duration::from_secs(60)));
+    assert_eq!(o.jwks_json, std::fs::read_to_string(&jwks.0).unwrap());
+
+    // A `[codes]` section with no keys enables codes with their defaults.
+    let c = load_text("codes.toml", "[codes]\n").unwrap();
+    assert_eq!(c.server.codes, Some(confab_proto::server::CodeConfig::default()));
+}
+
+#[test]
+fn config_unknown_keys_and_wrong_types_are_named() {
+    let msg = parse_message(load_text("unknown.toml", "[server]\nacces_ttl_secs = 5\n"));
+    assert!(msg.contains("acces_ttl_secs"), "{msg}");
+    let msg = parse_message(load_text("unknown-top.toml", "datadir = \"x\"\n"));
+    assert!(msg.contains("datadir"), "{msg}");
+    let msg = parse_message(load_text("listen.toml", "listen = \"localhost\"\n"));
+    assert!(msg.contains("listen"), "{msg}");
+    let msg = parse_message(load_text("policy.toml", "[server]\nduplicate_login = \"maybe\"\n"));
+    assert!(msg.contains("maybe") && msg.contains("refuse"), "{msg}");
+    let msg = parse_message(load_text("negative.toml", "[server]\nroom_history = -1\n"));
+    assert!(msg.contains("room_history"), "{msg}");
+    let msg = parse_message(load_text("phantom.toml", "[phantom]\nissuer = \"x\"\n"));
+    assert!(msg.contains("service_credential"), "{msg}");
+    let err = RunConfig::load(Some(Path::new("/nonexistent/confab.toml")), &no_env, &RunFlags::default());
+    assert!(matches!(err, Err(ConfigError::Read { what: "configuration file", .. })));
+}
+
+#[test]
+fn config_invalid_values_are_refused_with_their_key() {
+    for (text, key) in [
+        ("[server]\nidle_timeout_secs = 30\n", "server.idle_timeout_secs"),
+        ("[server]\naccess_ttl_secs = 0\n", "server.access_ttl_secs"),
+        ("[server]\nrefresh_ttl_secs = 60\n", "server.refresh_ttl_secs"),
+        ("[server]\nqueue_total = 10\n", "server.queue_total"),
+        ("[server]\nmax_verifier = 8\n", "server.max_verifier"),
+        ("[argon2]\nm_cost_kib = 8\np_cost = 2\n", "argon2.m_cost_kib"),
+        ("[limits]\nmax_name = 16\n", "limits.max_name"),
+        ("compact_every = 0\n", "compact_every"),
+        ("cert_chain = \"c.pem\"\n", "private_key"),
+        ("private_key = \"k.pem\"\n", "cert_chain"),
+        ("[codes]\nttl_secs = 61\n", "codes.ttl_secs"),
+        ("[phantom]\nservice_credential = \"short\"\nissuer = \"i\"\naudience = \"a\"\n", "phantom.service_credential"),
+        ("[phantom]\nservice_credential = \"0123456789abcdef\"\nissuer = \" \"\naudience = \"a\"\n", "phantom.issuer"),
+    ] {
+        assert_eq!(invalid_key(load_text("invalid.toml", text)), key, "{text}");
+    }
+    let err = load_text("invalid.toml", "[server]\nidle_timeout_secs = 30\n").unwrap_err().to_string();
+    assert!(err.contains("keepalive_interval_secs (30)"), "{err}");
+
+    let err =
+        load_text("oidc.toml", "[oidc]\nissuer = \"i\"\naudience = \"a\"\njwks_file = \"/nonexistent/jwks.json\"\n");
+    assert!(matches!(err, Err(ConfigError::Read { what: "oidc.jwks_file", .. })), "{err:?}");
+    let garbage = Scratch::new("garbage.json", "{\"keys\": 3}");
+    let text = format!("[oidc]\nissuer = \"i\"\naudience = \"a\"\njwks_file = {:?}\n", garbage.0.to_string_lossy());
+    assert!(matches!(load_text("oidc-bad.toml", &text), Err(ConfigError::Jwks { .. })));
+}

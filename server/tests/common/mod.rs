@@ -1,0 +1,209 @@
+//! A real `confab_proto::Server` driven by real `Client`s over function
+//! calls, recording each server turn's changes: realistic input for the store.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use confab_proto::server::{Change, HashParams, PhantomConfig};
+use confab_proto::{
+    Client, ClientConfig, ClientOutput, Jwks, Message, Now, Output, Request, Server, ServerConfig, SessionId,
+};
+
+/// A fast server configuration with phantom translation and a short room history.
+pub fn config() -> ServerConfig {
+    ServerConfig {
+        hash_params: HashParams::INSECURE_FAST,
+        room_history: 3,
+        phantom: Some(PhantomConfig::new("service-secret", "https://confab.test", "game")),
+        ..ServerConfig::default()
+    }
+}
+
+/// One server, its clients, and the changes of each server turn.
+pub struct Net {
+    pub server: Server,
+    pub now: Now,
+    clients: Vec<(SessionId, Client)>,
+    /// Raw sessions (no client): what the server sends them is dropped.
+    raw: Vec<SessionId>,
+    /// Each non-empty group of changes the server emitted in one drain.
+    pub turns: Vec<Vec<Change>>,
+}
+
+impl Net {
+    pub fn new(config: ServerConfig) -> Net {
+        let now = Now::new(Instant::now(), 1_795_305_600_000);
+        Net { server: Server::new(config, [7; 32], now), now, clients: Vec::new(), raw: Vec::new(), turns: Vec::new() }
+    }
+
+    /// A connected client; returns its index.
+    pub fn connect(&mut self) -> usize {
+        let session = self.server.open_session(self.now).expect("session");
+        let mut client = Client::new(ClientConfig::default(), self.now);
+        client.connected(self.now);
+        self.clients.push((session, client));
+        self.clients.len() - 1
+    }
+
+    pub fn client(&mut self, i: usize) -> &mut Client {
+        &mut self.clients[i].1
+    }
+
+    /// Registers and logs in a new user on a new connection.
+    pub fn user(&mut self, name: &str) -> usize {
+        let i = self.connect();
+        let now = self.now;
+        let c = self.client(i);
+        c.register(now, name, "correct horse", "apple river stone", Bytes::from(format!("ik-{name}"))).unwrap();
+        self.run();
+        self.login(i, name)
+    }
+
+    /// Logs an existing user in on a new connection.
+    pub fn user_login(&mut self, name: &str) -> usize {
+        let i = self.connect();
+        self.login(i, name)
+    }
+
+    fn login(&mut self, i: usize, name: &str) -> usize {
+        let now = self.now;
+        self.client(i).login(now, name, "correct horse", "apple river stone").unwrap();
+        self.run();
+        assert!(self.client(i).is_logged_in(), "{name} logged in");
+        i
+    }
+
+    /// Sends a `jwks` request on a raw session: the server makes its signing keys.
+    pub fn jwks(&mut self) {
+        let session = self.server.open_session(self.now).expect("session");
+        self.raw.push(session);
+        let msg = Message::Request(Request { request_id: 1, timestamp_ms: self.now.unix_ms, body: Jwks {}.into() });
+        self.server.handle_input(self.now, session, &msg.to_bytes(b""));
+        self.run();
+    }
+
+    /// Moves time forward and lets timers fire.
+    pub fn advance(&mut self, d: Duration) {
+        self.now = Now::new(self.now.instant + d, self.now.unix_ms + d.as_millis() as u64);
+        self.server.handle_timeout(self.now);
+        for (_, c) in &mut self.clients {
+            c.handle_timeout(self.now);
+        }
+        self.run();
+    }
+
+    /// Moves bytes until nothing moves.
+    pub fn run(&mut self) {
+        for _ in 0..1000 {
+            let mut moved = false;
+            let now = self.now;
+            for (session, client) in &mut self.clients {
+                loop {
+                    match client.poll_output() {
+                        ClientOutput::Transmit(bytes) => {
+                            self.server.handle_input(now, *session, &bytes);
+                            moved = true;
+                        }
+                        ClientOutput::Event(_) | ClientOutput::Close { .. } => {}
+                        ClientOutput::Timeout(_) => break,
+                    }
+                }
+            }
+            let (mut changes, mut jobs, mut transmits) = (Vec::new(), Vec::new(), Vec::new());
+            loop {
+                match self.server.poll_output() {
+                    Output::Work(job) => jobs.push(job),
+                    Output::Persist(change) => changes.push(change),
+                    Output::Transmit { session, bytes } => transmits.push((session, bytes)),
+                    Output::Close { .. } | Output::Event(_) => {}
+                    Output::Timeout(_) => break,
+                }
+            }
+            if !changes.is_empty() {
+                self.turns.push(changes);
+            }
+            for (session, bytes) in transmits {
+                moved = true;
+                if let Some((_, c)) = self.clients.iter_mut().find(|(s, _)| *s == session) {
+                    c.handle_input(now, &bytes);
+                }
+            }
+            for job in jobs {
+                moved = true;
+                self.server.handle_work(now, job.run());
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the network never settled");
+    }
+
+    /// Every change so far, in order.
+    pub fn changes(&self) -> Vec<Change> {
+        self.turns.iter().flatten().cloned().collect()
+    }
+}
+
+/// A realistic history: accounts, a room past its history cap, a private
+/// conversation with queued and acknowledged messages, signing keys, a logout,
+/// sweeps.
+pub fn scenario() -> Net {
+    let mut net = Net::new(config());
+    let now = net.now;
+    let alice = net.user("alice");
+    let bob = net.user("bob");
+    let carol = net.user("carol");
+    net.client(alice).create_room(now, "lobby", Bytes::from_static(b"verifier-0123456789")).unwrap();
+    net.run();
+    net.client(bob).join_room(now, "lobby", Bytes::from_static(b"verifier-0123456789")).unwrap();
+    net.run();
+    for n in 0..5 {
+        net.client(alice).send_room(now, "lobby", Bytes::from(format!("sealed room {n}"))).unwrap();
+        net.run();
+    }
+    net.client(alice).request_mp(now, "bob", Bytes::from_static(b"handshake-a")).unwrap();
+    net.run();
+    net.client(bob).accept_mp(now, "alice", Bytes::from_static(b"handshake-b")).unwrap();
+    net.run();
+    for n in 0..3 {
+        net.client(alice).send_mp(now, "bob", Bytes::from(format!("sealed mp {n}"))).unwrap();
+        net.run();
+    }
+    net.client(carol).request_mp(now, "bob", Bytes::from_static(b"handshake-c")).unwrap();
+    net.run();
+    net.jwks();
+    net.client(carol).logout(now).unwrap();
+    net.run();
+    net.advance(Duration::from_secs(120));
+    net
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(test: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("confab-store-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        TempDir(dir)
+    }
+
+    /// The data directory inside (not created).
+    pub fn data(&self) -> PathBuf {
+        self.0.join("data")
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

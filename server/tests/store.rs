@@ -1,0 +1,221 @@
+//! The SQLite store against a real server's changes: what is committed comes
+//! back equal to the server's own state, through compaction, a crash between
+//! commits and a failed commit; the files are private; foreign formats are refused.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::{Net, TempDir, config, scenario};
+use confab_proto::Server;
+use confab_proto::server::{Change, State};
+use confab_server::store::{DB_FILE, FORMAT_VERSION, Store, StoreError, ensure_data_dir};
+
+fn commit_all(store: &mut Store, turns: &[Vec<Change>]) {
+    for turn in turns {
+        store.commit(turn).expect("commit");
+    }
+}
+
+fn applied(turns: &[Vec<Change>]) -> State {
+    let c = config();
+    let mut state = State::new(c.room_history, c.dedup_window);
+    for change in turns.iter().flatten() {
+        state.apply(change);
+    }
+    state
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn sqlite(dir: &TempDir) -> rusqlite::Connection {
+    rusqlite::Connection::open(dir.data().join(DB_FILE)).unwrap()
+}
+
+#[test]
+fn store_round_trip_equals_the_servers_state() {
+    let net = scenario();
+    assert!(net.turns.len() > 20, "a realistic history: {} turns", net.turns.len());
+    let state = net.server.state();
+    assert!(!state.signing_keys.is_empty() && !state.rooms["lobby"].history.is_empty());
+    let dir = TempDir::new("round-trip");
+    {
+        let (mut store, fresh) = Store::open(&dir.data(), &config()).unwrap();
+        assert_eq!(fresh, applied(&[]));
+        commit_all(&mut store, &net.turns);
+        assert_eq!(store.state(), state);
+        assert_eq!(store.log_len(), net.changes().len() as u64);
+    }
+    let (store, loaded) = Store::open(&dir.data(), &config()).unwrap();
+    assert_eq!(&loaded, state);
+    assert_eq!(store.state(), state);
+    assert_eq!(Store::read(&dir.data(), &config()).unwrap(), loaded);
+
+    // A server restored from it carries on: bob logs in again against his stored hashes.
+    let mut net2 = Net::new(config());
+    let tokens = loaded.tokens.len();
+    net2.server = Server::restore(config(), [9; 32], loaded, net2.now);
+    let _bob = net2.user_login("bob");
+    assert_eq!(net2.server.state().users.len(), 3);
+    assert_eq!(net2.server.state().tokens.len(), tokens + 2, "a new access and refresh token");
+}
+
+#[test]
+fn store_compaction_preserves_the_state() {
+    let net = scenario();
+    let dir = TempDir::new("compaction");
+    let total = net.changes().len() as u64;
+    {
+        let (mut store, _) = Store::open(&dir.data(), &config()).unwrap();
+        store.set_compact_every(7);
+        commit_all(&mut store, &net.turns);
+        assert!(store.log_len() < 7 + net.turns.iter().map(Vec::len).max().unwrap() as u64);
+        assert_eq!(store.state(), net.server.state());
+        let logged: i64 = sqlite(&dir).query_row("SELECT count(*) FROM changes", [], |r| r.get(0)).unwrap();
+        assert_eq!(logged as u64, store.log_len());
+        assert!((logged as u64) < total);
+    }
+    let (mut store, loaded) = Store::open(&dir.data(), &config()).unwrap();
+    assert_eq!(&loaded, net.server.state());
+    // An explicit compaction empties the log and changes nothing.
+    store.compact().unwrap();
+    assert_eq!(store.log_len(), 0);
+    drop(store);
+    let (store, loaded) = Store::open(&dir.data(), &config()).unwrap();
+    assert_eq!(&loaded, net.server.state());
+    assert_eq!(store.log_len(), 0);
+}
+
+#[test]
+fn store_crash_between_commits_keeps_exactly_the_committed_turns() {
+    let net = scenario();
+    let dir = TempDir::new("crash");
+    let half = net.turns.len() / 2;
+    {
+        let (mut store, _) = Store::open(&dir.data(), &config()).unwrap();
+        store.set_compact_every(5);
+        commit_all(&mut store, &net.turns[..half]);
+        // Dropped here: the process dies before the next turn's commit.
+    }
+    let (_, loaded) = Store::open(&dir.data(), &config()).unwrap();
+    assert_eq!(loaded, applied(&net.turns[..half]));
+    assert_ne!(&loaded, net.server.state());
+}
+
+#[test]
+fn store_failed_commit_writes_nothing_of_its_turn() {
+    let net = scenario();
+    let dir = TempDir::new("atomic");
+    let big = net.turns.iter().position(|t| t.len() >= 2).expect("a turn with several changes");
+    let before: i64;
+    {
+        let (mut store, _) = Store::open(&dir.data(), &config()).unwrap();
+        commit_all(&mut store, &net.turns[..big]);
+        before = sqlite(&dir).query_row("SELECT count(*) FROM changes", [], |r| r.get(0)).unwrap();
+        // Another writer takes the sequence number of the turn's second change:
+        // the second insert fails, the whole transaction rolls back.
+        sqlite(&dir).execute("INSERT INTO changes (seq, change) VALUES (?1, x'ff')", [before + 2]).unwrap();
+        let err = store.commit(&net.turns[big]).unwrap_err();
+        assert!(matches!(err, StoreError::Sqlite { .. }), "{err}");
+        assert_eq!(store.state(), &applied(&net.turns[..big]), "the store's copy did not move either");
+    }
+    let seqs: Vec<i64> = sqlite(&dir)
+        .prepare("SELECT seq FROM changes ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(seqs, (1..=before).chain([before + 2]).collect::<Vec<_>>(), "nothing of the failed turn");
+    // The stranger's record is reported with its position...
+    match Store::open(&dir.data(), &config()) {
+        Err(StoreError::Corrupt { record: "change", position, .. }) => assert_eq!(position, before + 2),
+        other => panic!("expected a corrupt record, got {other:?}"),
+    }
+    // ...and without it the store holds exactly the committed turns.
+    sqlite(&dir).execute("DELETE FROM changes WHERE seq = ?1", [before + 2]).unwrap();
+    let (_, loaded) = Store::open(&dir.data(), &config()).unwrap();
+    assert_eq!(loaded, applied(&net.turns[..big]));
+}
+
+#[test]
+fn store_directory_is_0700_and_every_file_0600() {
+    let net = scenario();
+    let dir = TempDir::new("modes");
+    {
+        let (mut store, _) = Store::open(&dir.data(), &config()).unwrap();
+        store.set_compact_every(10);
+        commit_all(&mut store, &net.turns);
+        let files = std::fs::read_dir(dir.data()).unwrap().map(|e| e.unwrap().path()).collect::<Vec<_>>();
+        assert!(files.iter().any(|f| f.to_string_lossy().ends_with("-wal")), "WAL files exist: {files:?}");
+    }
+    let _reopened = Store::open(&dir.data(), &config()).unwrap();
+    assert_eq!(mode(&dir.data()), 0o700);
+    for entry in std::fs::read_dir(dir.data()).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+    // A file made wider by hand is narrowed again at the next open.
+    std::fs::set_permissions(dir.data().join(DB_FILE), std::fs::Permissions::from_mode(0o644)).unwrap();
+    drop(_reopened);
+    let _reopened = Store::open(&dir.data(), &config()).unwrap();
+    assert_eq!(mode(&dir.data().join(DB_FILE)), 0o600);
+}
+
+#[test]
+fn store_refuses_a_directory_open_to_others() {
+    let dir = TempDir::new("open-dir");
+    std::fs::create_dir_all(dir.data()).unwrap();
+    std::fs::set_permissions(dir.data(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let err = ensure_data_dir(&dir.data()).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
+    assert!(err.to_string().contains("chmod 700"), "{err}");
+    let err = Store::open(&dir.data(), &config()).unwrap_err();
+    assert!(err.to_string().contains("mode 755"), "{err}");
+    assert!(!dir.data().join(DB_FILE).exists());
+    // A file where the directory should be.
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"").unwrap();
+    assert_eq!(ensure_data_dir(&file).unwrap_err().kind(), std::io::ErrorKind::NotADirectory);
+}
+
+#[test]
+fn store_refuses_another_format_and_foreign_databases() {
+    let dir = TempDir::new("version");
+    drop(Store::open(&dir.data(), &config()).unwrap());
+    sqlite(&dir).execute("UPDATE meta SET value = 99 WHERE key = 'format'", []).unwrap();
+    let err = Store::open(&dir.data(), &config()).unwrap_err();
+    assert!(matches!(err, StoreError::VersionMismatch { found: 99, expected: FORMAT_VERSION, .. }), "{err:?}");
+    assert!(err.to_string().contains("format 99"), "{err}");
+    assert!(matches!(Store::read(&dir.data(), &config()), Err(StoreError::VersionMismatch { .. })));
+
+    let other = TempDir::new("foreign");
+    ensure_data_dir(&other.data()).unwrap();
+    sqlite(&other).execute_batch("CREATE TABLE notes (body TEXT)").unwrap();
+    assert!(matches!(Store::open(&other.data(), &config()), Err(StoreError::NotAStore { .. })));
+}
+
+#[test]
+fn store_read_creates_nothing() {
+    let dir = TempDir::new("read");
+    assert!(matches!(Store::read(&dir.data(), &config()), Err(StoreError::NoDataDir(_))));
+    assert!(!dir.data().exists());
+    ensure_data_dir(&dir.data()).unwrap();
+    let err = Store::read(&dir.data(), &config()).unwrap_err();
+    assert!(matches!(err, StoreError::NoDatabase(_)), "{err:?}");
+    assert!(!dir.data().join(DB_FILE).exists());
+}
+
+/// The record format is positional: reordering `Change`'s variants or a
+/// struct's fields silently changes it. If this fails, bump
+/// `store::FORMAT_VERSION` and update these bytes.
+#[test]
+fn store_record_format_is_pinned() {
+    let hex = |c: &Change| postcard::to_stdvec(c).unwrap().iter().map(|b| format!("{b:02x}")).collect::<String>();
+    assert_eq!(hex(&Change::RoomJoined { room: "r".into(), user: "u".into() }), "08017201 75".replace(' ', ""));
+    assert_eq!(hex(&Change::TokensPurged { before_ms: 300 }), "06ac02");
+    assert_eq!(hex(&Change::SigningKeysSet { records: Vec::new() }), "1400");
+    assert_eq!(FORMAT_VERSION, 1);
+}
