@@ -37,7 +37,8 @@ impl fmt::Display for Transport {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Trust {
     /// The SHA-256 of the server certificate's SubjectPublicKeyInfo, as the
-    /// server prints it at first start (hex, or `sha256/` + base64).
+    /// server prints it at first start (`sha256//` + base64, parsed by
+    /// `confab_transports::tls::Pin::from_str`).
     Pin(String),
     /// A PEM file with the CA (or the self-signed certificate) to trust.
     Ca(PathBuf),

@@ -70,8 +70,8 @@ struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     profile: Option<PathBuf>,
     /// Whose profile to use (default: the last `login`/`register` against this server).
-    #[arg(long, global = true, value_name = "USER")]
-    user: Option<String>,
+    #[arg(long = "user", id = "as_user", global = true, value_name = "USER")]
+    as_user: Option<String>,
     /// Print JSON lines.
     #[arg(long, global = true)]
     json: bool,
@@ -167,7 +167,7 @@ fn main() -> ExitCode {
         secrets: &mut secrets,
         clock: session::system_clock(),
         data_dir: profile::data_dir(),
-        user: cli.user,
+        user: cli.as_user,
         profile: cli.profile,
         config: ClientConfig::default(),
         room_params: HashParams::OWASP,

@@ -340,6 +340,12 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Whether a profile was ever created in `dir`.
+#[must_use]
+pub fn exists(dir: &Path) -> bool {
+    dir.join(FILE_NAME).is_file()
+}
+
 /// The user's data directory: `$XDG_DATA_HOME`, else `$HOME/.local/share`.
 #[must_use]
 pub fn data_dir() -> Option<PathBuf> {

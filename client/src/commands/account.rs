@@ -61,12 +61,12 @@ pub fn register(env: &mut Env<'_>, out: &mut Output<'_>, user: &str) -> Result<(
     let der = identity.to_pkcs8_der().map_err(|e| CliError::Key(e.to_string()))?;
     let public = identity.public().spki_der().to_vec();
     let fingerprint = identity.public().fingerprint().to_string();
-    profile.set_identity(&public, &at_rest, None)?;
     let now = (env.clock)();
     let client = Client::new(config_for(env, &profile)?, now);
     let sc = SecureClient::new(client, identity, env.rng(), env.room_params, now);
     let mut session = Session::new(sc, profile, env.clock.clone());
     session.connect(env.connector)?;
+    session.profile().set_identity(&public, &at_rest, None)?;
     let id = session.sc().register(now, user, &password, &passphrase)?;
     if let Err(e) = expect_done(&mut session, env, id, "register") {
         if made_now && matches!(e, CliError::Refused { .. }) {
@@ -89,6 +89,9 @@ pub fn register(env: &mut Env<'_>, out: &mut Output<'_>, user: &str) -> Result<(
 /// `confab login USER`.
 pub fn login(env: &mut Env<'_>, out: &mut Output<'_>, user: &str) -> Result<(), CliError> {
     let (dir, _) = env.profile_dir(Some(user))?;
+    if !crate::profile::exists(&dir) {
+        return Err(CliError::NoIdentity(user.to_owned()));
+    }
     let profile = Profile::open(&dir)?;
     let stored = profile.identity()?.ok_or_else(|| CliError::NoIdentity(user.to_owned()))?;
     let password = env.secrets.get(Secret::Password)?;
@@ -141,7 +144,9 @@ pub fn logout(env: &mut Env<'_>, out: &mut Output<'_>, user: Option<&str>) -> Re
     };
     if revoked.is_err() {
         let (dir, _) = env.profile_dir(user)?;
-        Profile::open(&dir)?.erase_secrets()?;
+        if crate::profile::exists(&dir) {
+            Profile::open(&dir)?.erase_secrets()?;
+        }
     }
     revoked?;
     out.item("ok", "logged out: the session is revoked and its secrets erased", json!({"command": "logout"}));

@@ -248,6 +248,9 @@ impl Env<'_> {
     pub fn resume(&mut self, user: Option<&str>) -> Result<Session, CliError> {
         let user = user.map(str::to_owned).or_else(|| self.user.clone());
         let (dir, user) = self.profile_dir(user.as_deref())?;
+        if !profile::exists(&dir) {
+            return Err(CliError::NotLoggedIn(user));
+        }
         let profile = Profile::open(&dir)?;
         let now = (self.clock)();
         let not_logged_in = || CliError::NotLoggedIn(user.clone());
