@@ -105,6 +105,17 @@ impl World {
         command: impl FnOnce(&mut Env<'_>, &mut Output<'_>) -> Result<(), confab_client::commands::CliError>,
     ) -> (u8, Vec<serde_json::Value>) {
         let mut connector = TestConnector { world: self.clone() };
+        self.run_via(&mut connector, user, room_password, command)
+    }
+
+    /// [`World::run`] with another connector.
+    pub fn run_via(
+        &self,
+        connector: &mut dyn Connector,
+        user: Option<&str>,
+        room_password: Option<&str>,
+        command: impl FnOnce(&mut Env<'_>, &mut Output<'_>) -> Result<(), confab_client::commands::CliError>,
+    ) -> (u8, Vec<serde_json::Value>) {
         let mut map =
             HashMap::from([(Secret::Password, PASSWORD.to_owned()), (Secret::Passphrase, PASSPHRASE.to_owned())]);
         if let Some(p) = room_password {
@@ -118,7 +129,7 @@ impl World {
         };
         let mut counter = 0u8;
         let mut env = Env {
-            connector: &mut connector,
+            connector,
             secrets: &mut secrets,
             clock: self.clock(),
             data_dir: Some(self.data.clone()),
