@@ -99,7 +99,12 @@ enum Command {
     #[command(subcommand)]
     Code(CodeCommand),
     /// The safety number of you and USER, to compare out of band.
-    SafetyNumber { user: String },
+    SafetyNumber {
+        user: String,
+        /// Pin the different key USER now presents (after comparing the new number out of band).
+        #[arg(long)]
+        accept_new_key: bool,
+    },
     /// Decode frames (hex or raw bytes) and print each one as a JSON line.
     Inspect(InspectArgs),
 }
@@ -198,7 +203,9 @@ fn main() -> ExitCode {
         Command::Code(CodeCommand::Verify { user, audience, code }) => {
             code::verify(&mut env, &mut out, user, audience, code)
         }
-        Command::SafetyNumber { user } => safety::safety_number(&mut env, &mut out, user),
+        Command::SafetyNumber { user, accept_new_key } => {
+            safety::safety_number(&mut env, &mut out, user, *accept_new_key)
+        }
         Command::Inspect(_) => Ok(()),
     };
     ExitCode::from(commands::finish(result, &mut out))

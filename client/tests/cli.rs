@@ -21,9 +21,9 @@ fn rooms_dms_restarts_crash_expiry_and_logout() {
     };
 
     // Accounts, a room, a chat.
-    ok(w.run(None, None, |e, o| account::register(e, o, "alice")));
+    ok(w.run(Some("alice"), None, |e, o| account::register(e, o, "alice")));
     ok(w.run(Some("alice"), Some("pass2934"), |e, o| room::create(e, o, "room11")));
-    ok(w.run(None, None, |e, o| account::register(e, o, "bob")));
+    ok(w.run(Some("bob"), None, |e, o| account::register(e, o, "bob")));
     let lines = ok(w.run(Some("bob"), Some("pass2934"), |e, o| room::join(e, o, "room11")));
     assert_eq!(of_kind(&lines, "ok")[0]["members"], serde_json::json!(["alice", "bob"]));
     ok(w.run(Some("alice"), None, |e, o| room::send(e, o, "room11", "hello room")));
@@ -43,7 +43,7 @@ fn rooms_dms_restarts_crash_expiry_and_logout() {
     let lines = ok(w.run(Some("bob"), None, |e, o| dm::accept(e, o, "alice")));
     let number = of_kind(&lines, "ok")[0]["safety_number"].as_str().unwrap().to_owned();
     assert_eq!(number.len(), 60);
-    let lines = ok(w.run(Some("alice"), None, |e, o| safety::safety_number(e, o, "bob")));
+    let lines = ok(w.run(Some("alice"), None, |e, o| safety::safety_number(e, o, "bob", false)));
     assert_eq!(of_kind(&lines, "ok")[0]["safety_number"], number.as_str(), "both read the same number");
     ok(w.run(Some("alice"), None, |e, o| dm::send(e, o, "bob", "secret hi")));
     let lines = ok(w.run(Some("bob"), None, |e, o| dm::read(e, o, None)));
@@ -145,7 +145,7 @@ fn token_works(w: &World, token: &str) -> bool {
 #[test]
 fn profiles_are_private_and_the_last_login_is_the_default() {
     let w = World::new("private");
-    let (code, lines) = w.run(None, None, |e, o| account::register(e, o, "alice"));
+    let (code, lines) = w.run(Some("alice"), None, |e, o| account::register(e, o, "alice"));
     assert_eq!(code, exit::OK, "{lines:#?}");
     let dir = w.profile_dir("alice");
     #[cfg(unix)]
@@ -176,4 +176,46 @@ fn profiles_are_private_and_the_last_login_is_the_default() {
     // Not logged in anywhere.
     let (code, lines) = w.run(Some("nobody"), None, |e, o| dm::read(e, o, None));
     assert_eq!(code, exit::AUTH, "{lines:#?}");
+}
+
+#[test]
+fn a_changed_key_warns_blocks_and_can_be_accepted() {
+    let w = World::new("keychange");
+    let ok = |(code, lines): (u8, Vec<serde_json::Value>)| {
+        assert_eq!(code, exit::OK, "{lines:#?}");
+        lines
+    };
+    ok(w.run(Some("alice"), None, |e, o| account::register(e, o, "alice")));
+    ok(w.run(Some("bob"), None, |e, o| account::register(e, o, "bob")));
+    ok(w.run(Some("alice"), None, |e, o| dm::request(e, o, "bob")));
+    ok(w.run(Some("bob"), None, |e, o| dm::accept(e, o, "alice")));
+    // Bob's contact book pinned another key for alice (as if the server had
+    // lied at first contact, or alice re-registered): the real one now differs.
+    let conn = rusqlite::Connection::open(w.profile_dir("bob").join("profile.sqlite3")).unwrap();
+    let mallory = confab_client::proto::e2e::fixtures::MALLORY_SPKI;
+    let n = conn.execute("UPDATE contacts SET pinned = ?1 WHERE user = 'alice'", [mallory]).unwrap();
+    assert_eq!(n, 1);
+    drop(conn);
+
+    let lines = ok(w.run(Some("bob"), None, |e, o| safety::safety_number(e, o, "alice", false)));
+    let warning = of_kind(&lines, "warning");
+    assert!(warning.iter().any(|l| l["event"] == "key_changed"), "{lines:#?}");
+    assert_eq!(of_kind(&lines, "ok")[0]["key_changed"], true);
+    let (code, lines) = w.run(Some("bob"), None, |e, o| dm::send(e, o, "alice", "blocked"));
+    assert_eq!(code, exit::REFUSED);
+    assert!(of_kind(&lines, "error")[0]["hint"].as_str().unwrap().contains("--accept-new-key"), "{lines:#?}");
+
+    let lines = ok(w.run(Some("bob"), None, |e, o| safety::safety_number(e, o, "alice", true)));
+    assert_eq!(of_kind(&lines, "ok")[0]["accepted_new_key"], true);
+    let lines = ok(w.run(Some("bob"), None, |e, o| safety::safety_number(e, o, "alice", false)));
+    assert_eq!(of_kind(&lines, "ok")[0]["key_changed"], false, "{lines:#?}");
+    // The old session went with the old key: a new handshake.
+    let (code, _) = w.run(Some("bob"), None, |e, o| dm::send(e, o, "alice", "old session"));
+    assert_eq!(code, exit::REFUSED);
+    ok(w.run(Some("bob"), None, |e, o| dm::close(e, o, "alice")));
+    ok(w.run(Some("bob"), None, |e, o| dm::request(e, o, "alice")));
+    ok(w.run(Some("alice"), None, |e, o| dm::accept(e, o, "bob")));
+    ok(w.run(Some("bob"), None, |e, o| dm::send(e, o, "alice", "new session")));
+    let lines = ok(w.run(Some("alice"), None, |e, o| dm::read(e, o, Some("bob"))));
+    assert_eq!(texts(&lines, "message"), ["new session"]);
 }

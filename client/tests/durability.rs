@@ -87,7 +87,7 @@ impl Connector for CheckingConnector {
 fn a_counter_is_on_disk_before_its_message_is_on_the_wire() {
     let w = World::new("durability");
     for user in ["alice", "bob"] {
-        assert_eq!(w.run(None, None, |e, o| account::register(e, o, user)).0, exit::OK);
+        assert_eq!(w.run(Some(user), None, |e, o| account::register(e, o, user)).0, exit::OK);
     }
     assert_eq!(w.run(Some("alice"), None, |e, o| dm::request(e, o, "bob")).0, exit::OK);
     assert_eq!(w.run(Some("bob"), None, |e, o| dm::accept(e, o, "alice")).0, exit::OK);

@@ -170,7 +170,9 @@ impl CliError {
             }
             CliError::Local(SecureError::NoRoomKey(room)) => format!("run `confab room join {room}` first"),
             CliError::Local(SecureError::KeyChanged(user)) => {
-                format!("compare `confab safety-number {user}` with {user} out of band before trusting the new key")
+                format!(
+                    "compare `confab safety-number {user}` with {user} out of band, then `confab safety-number {user} --accept-new-key`"
+                )
             }
             CliError::Local(_) => String::new(),
             CliError::Session(SessionError::Connect(e)) => e.hint().into(),
