@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use confab_proto::e2e::secure::{SecureClient, SecureEvent, SecureOutput};
+use confab_proto::e2e::secure::{SecureClient, SecureEvent, SecureOutput, SecureSnapshot};
 use confab_proto::{ClientEvent, Now};
 use confab_transports::link::Link;
 
@@ -71,6 +71,8 @@ pub struct Session {
     /// Events before this index were already offered to a predicate.
     checked: usize,
     closed: Option<(u16, String)>,
+    /// What the profile holds (a pump that changed nothing writes nothing).
+    saved: Option<SecureSnapshot>,
 }
 
 impl std::fmt::Debug for Session {
@@ -83,7 +85,7 @@ impl Session {
     /// Binds `sc` to `profile`.
     #[must_use]
     pub fn new(sc: SecureClient, profile: Profile, clock: Clock) -> Session {
-        Session { sc, profile, link: None, clock, events: Vec::new(), checked: 0, closed: None }
+        Session { sc, profile, link: None, clock, events: Vec::new(), checked: 0, closed: None, saved: None }
     }
 
     /// The current time.
@@ -97,8 +99,9 @@ impl Session {
         &mut self.sc
     }
 
-    /// The profile.
+    /// The profile. Whoever writes to it directly makes the next pump save the whole state again.
     pub fn profile(&mut self) -> &mut Profile {
+        self.saved = None;
         &mut self.profile
     }
 
@@ -137,7 +140,11 @@ impl Session {
                 SecureOutput::Timeout(at) => break at,
             }
         };
-        self.profile.save(&self.sc.snapshot())?;
+        let snapshot = self.sc.snapshot();
+        if self.saved.as_ref() != Some(&snapshot) {
+            self.profile.save(&snapshot)?;
+            self.saved = Some(snapshot);
+        }
         if let Some(link) = self.link.as_mut() {
             for bytes in &transmits {
                 if let Err(e) = link.send(bytes) {
