@@ -1,8 +1,8 @@
 //! # confab-transports
 //!
 //! Adapters that move bytes between a socket (or a simulated link) and the
-//! sans-IO core in `confab-proto`. The TCP+TLS, QUIC and in-memory adapters
-//! land here as the core's machines do; [`sim`] is the deterministic
+//! sans-IO core in `confab-proto`: [`mem`] (in-process channels), TCP+TLS,
+//! QUIC, and [`sim`], the deterministic
 //! simulator: one server machine and many client machines over seeded,
 //! virtual-time links with faults.
 
@@ -12,6 +12,7 @@
 pub use confab_proto as proto;
 
 pub mod link;
+pub mod mem;
 pub mod net;
 pub mod sim;
 pub mod tls;
