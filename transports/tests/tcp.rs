@@ -34,6 +34,8 @@ struct Stats {
     len: usize,
     /// The largest backlog of a connection that was echoing.
     max_echo_backlog: usize,
+    /// Whether `poll_timeout` was set.
+    timer_set: bool,
 }
 
 struct Echo {
@@ -127,7 +129,12 @@ impl Echo {
                             }
                         }
                     }
-                    *stats.lock().unwrap() = Stats { refused: server.refused(), len: server.len(), max_echo_backlog };
+                    *stats.lock().unwrap() = Stats {
+                        refused: server.refused(),
+                        len: server.len(),
+                        max_echo_backlog,
+                        timer_set: server.poll_timeout().is_some(),
+                    };
                 }
             })
         };
@@ -354,6 +361,24 @@ fn max_connections_is_enforced() {
     echo.next_opened();
     third.send(b"ok").unwrap();
     assert_eq!(recv_exactly(&mut third, 2), b"ok");
+}
+
+#[test]
+fn max_handshaking_is_enforced_and_an_open_connection_leaves_no_timer() {
+    let echo = Echo::start(TcpLimits { max_handshaking: 1, ..TcpLimits::default() });
+    let silent = TcpStream::connect(echo.addr).unwrap();
+    echo.wait_stats(|s| s.len == 1);
+    let err = echo.connect().unwrap_err();
+    assert!(err.to_string().contains("TLS handshake"), "{err}");
+    assert_eq!(echo.wait_stats(|s| s.refused == 1).refused, 1);
+
+    drop(silent);
+    echo.next_closed();
+    let _link = echo.connect().unwrap();
+    echo.next_opened();
+    // Open connections have no deadline: nothing is due.
+    assert!(echo.wait_stats(|s| !s.timer_set).len == 1);
+    assert!(!echo.stats().timer_set);
 }
 
 #[test]

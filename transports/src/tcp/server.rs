@@ -41,7 +41,8 @@ pub struct TcpServer {
     slots: Vec<Option<Conn>>,
     free: Vec<usize>,
     by_id: HashMap<ConnId, usize>,
-    /// Phase deadlines; stale entries (the phase moved on) are skipped when due.
+    /// Phase deadlines, removed when their phase ends (a due entry whose
+    /// connection has another deadline is skipped all the same).
     timers: BTreeSet<(Instant, usize)>,
     /// Connections that stopped reading on their budget, with input left.
     resume: Vec<usize>,
@@ -342,6 +343,7 @@ impl TcpServer {
         let limits = self.limits;
         let Some(c) = self.slots.get_mut(slot).and_then(Option::as_mut) else { return };
         let was_handshaking = matches!(c.phase, Phase::Handshaking { .. });
+        let handshake_deadline = c.deadline();
         let was_flushing = matches!(c.phase, Phase::Flushing { .. });
         let result = (|| {
             if writable {
@@ -356,6 +358,9 @@ impl TcpServer {
         })();
         if was_handshaking && !matches!(c.phase, Phase::Handshaking { .. }) {
             self.handshaking -= 1;
+            if let Some(deadline) = handshake_deadline {
+                self.timers.remove(&(deadline, slot));
+            }
         }
         if was_flushing && matches!(c.phase, Phase::Draining { .. }) {
             out.push(NetEvent::Closed { conn: c.id, reason: "closed by the server".to_owned() });
@@ -380,6 +385,9 @@ impl TcpServer {
     fn remove(&mut self, registry: &Registry, slot: usize, reason: Option<String>, out: &mut Vec<NetEvent>) {
         let Some(mut c) = self.slots[slot].take() else { return };
         c.deregister(registry);
+        if let Some(deadline) = c.deadline() {
+            self.timers.remove(&(deadline, slot));
+        }
         if matches!(c.phase, Phase::Handshaking { .. }) {
             self.handshaking -= 1;
         }
