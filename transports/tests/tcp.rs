@@ -2,7 +2,7 @@
 //! TcpServer on a thread, echoing what each connection sends (or, for a
 //! connection whose first bytes are `flood`, sending without end; `amp`:
 //! echoing every later byte four times; `bye`: answering `bye!` and
-//! closing).
+//! closing; `heavy bye`: sending 32 MiB and closing).
 
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
@@ -103,6 +103,11 @@ impl Echo {
                                     let four: Vec<u8> = bytes.iter().flat_map(|&b| [b; 4]).collect();
                                     server.send(poll.registry(), conn, &four);
                                     max_echo_backlog = max_echo_backlog.max(server.backlog(conn));
+                                } else if bytes.starts_with(b"heavy bye") {
+                                    for _ in 0..32 {
+                                        server.send(poll.registry(), conn, &[7; 1 << 20]);
+                                    }
+                                    server.close(poll.registry(), conn, &mut closes);
                                 } else if bytes.starts_with(b"bye") {
                                     server.send(poll.registry(), conn, b"bye!");
                                     server.close(poll.registry(), conn, &mut closes);
@@ -234,6 +239,7 @@ fn handshake_then_large_and_many_small_writes_echo_in_order() {
     let mut link = echo.connect().unwrap();
     assert_eq!(link.transport(), "tcp");
     let conn = echo.next_opened();
+    assert_eq!(link.recv(Instant::now() + Duration::from_millis(20)).unwrap(), None);
 
     let mut sent = Vec::new();
     for i in 0..2000u32 {
@@ -341,6 +347,24 @@ fn a_peer_that_never_reads_is_closed_at_the_outbound_cap_while_another_keeps_wor
     drop(good);
     let (closed, _) = echo.next_closed();
     assert_eq!(closed, good_conn);
+}
+
+#[test]
+fn a_close_gives_up_flushing_to_a_peer_that_does_not_read() {
+    let linger = Duration::from_millis(300);
+    let echo = Echo::start(TcpLimits { handshake_timeout: linger, max_outbound: 64 << 20, ..TcpLimits::default() });
+    let mut deaf = echo.connect().unwrap();
+    let conn = echo.next_opened();
+    let start = Instant::now();
+    deaf.send(b"heavy bye").unwrap();
+    let (closed, reason) = echo.next_closed();
+    assert_eq!(closed, conn);
+    assert!(
+        reason.starts_with("closed by the server; ") && reason.ends_with("bytes were never taken by the peer"),
+        "{reason}"
+    );
+    assert!(start.elapsed() >= linger);
+    assert_eq!(echo.wait_stats(|s| s.len == 0).len, 0);
 }
 
 #[test]
