@@ -57,7 +57,7 @@ pub fn connect(
     config: Arc<ClientConfig>,
     timeout: Duration,
 ) -> io::Result<TcpLink> {
-    let deadline = Instant::now() + timeout;
+    let deadline = super::server::later(Instant::now(), timeout);
     let std = std::net::TcpStream::connect_timeout(&addr, timeout)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}")))?;
     std.set_nonblocking(true)?;

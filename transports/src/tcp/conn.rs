@@ -147,7 +147,7 @@ impl Conn {
                 self.input = Input::Paused;
                 break Ok(());
             }
-            if taken >= limits.read_chunk {
+            if taken >= limits.read_chunk.max(1) {
                 self.input = Input::Budget;
                 break Ok(());
             }

@@ -204,7 +204,7 @@ impl TcpServer {
             }
             Phase::Open => {}
         }
-        let deadline = self.last_now.max(Instant::now()) + self.limits.handshake_timeout;
+        let deadline = later(self.last_now.max(Instant::now()), self.limits.handshake_timeout);
         c.start_close(deadline);
         self.timers.insert((deadline, slot));
         self.drive(registry, slot, false, true, out);
@@ -319,7 +319,7 @@ impl TcpServer {
                 self.slots.len() - 1
             });
             let id = self.ids.next();
-            let deadline = now + self.limits.handshake_timeout;
+            let deadline = later(now, self.limits.handshake_timeout);
             let token = Token(Self::FIRST_TOKEN + 1 + slot);
             match Conn::new(registry, id, token, sock, peer, tls, deadline) {
                 Ok(conn) => {
@@ -397,6 +397,11 @@ impl TcpServer {
             out.push(NetEvent::Closed { conn: c.id, reason });
         }
     }
+}
+
+/// `now + d`, or a year from now if `d` is too large to add.
+pub(super) fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d).unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
 }
 
 /// Accept errors about one connection (it went away while queued), after which accepting goes on.
