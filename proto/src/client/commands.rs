@@ -45,7 +45,7 @@ impl Client {
     /// connection lost during the login). Made while disconnected, it is
     /// sent by the next [`Client::connected`].
     pub fn login(&mut self, now: Now, username: &str, password: &str, passphrase: &str) -> Result<u32, CommandError> {
-        if self.auth.refresh.is_some() {
+        if self.auth.has_session() {
             return Err(CommandError::AlreadyLoggedIn);
         }
         if self.auth.login.is_some() {
@@ -173,7 +173,7 @@ impl Client {
 
     /// Checks, numbers and queues a request, and writes it if it can go now.
     fn submit(&mut self, now: Now, body: RequestBody) -> Result<u32, CommandError> {
-        if needs_auth(body.opcode()) && (self.auth.refresh.is_none() || self.auth.logging_out) {
+        if needs_auth(body.opcode()) && (!self.auth.has_session() || self.auth.logging_out) {
             return Err(CommandError::NotLoggedIn);
         }
         self.validate(&body)?;

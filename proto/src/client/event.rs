@@ -97,6 +97,18 @@ pub enum ClientEvent {
         /// Refresh token expiry, Unix milliseconds.
         refresh_expires_ms: u64,
     },
+    /// The server refused the external access token of an external-token
+    /// session ([`Client::use_external_token`](super::Client::use_external_token)):
+    /// 419 (expired) or 401 (refused: unknown key, wrong audience, ...).
+    /// Authenticated requests wait in the outbox: get a fresh token from
+    /// the provider and call [`Client::set_external_token`](super::Client::set_external_token).
+    /// Emitted once per token.
+    ExternalTokenNeeded {
+        /// Three-digit code of the refusal.
+        code: u16,
+        /// The server's reason.
+        reason: String,
+    },
     /// The logout was answered: the client forgot its tokens.
     LoggedOut {
         /// The id `logout` returned.

@@ -124,6 +124,8 @@ impl Client {
         });
         if self.auth.refresh.is_some() {
             self.start_refresh(now);
+        } else if self.auth.external {
+            self.send_hello(now);
         } else {
             self.send_login();
         }
@@ -217,10 +219,11 @@ impl Client {
         self.username.as_deref()
     }
 
-    /// Whether the client holds a session (a refresh token), connected or not.
+    /// Whether the client holds a session (a refresh token, or an external
+    /// access token), connected or not.
     #[must_use]
     pub fn is_logged_in(&self) -> bool {
-        self.auth.refresh.is_some()
+        self.auth.has_session()
     }
 
     /// Whether a transport is up (between [`Client::connected`] and its end).
@@ -288,7 +291,12 @@ impl Client {
     /// Writes every request that may go now, in order.
     fn flush(&mut self) {
         let Some(conn) = &self.conn else { return };
-        let authed = conn.authed && self.auth.refresh_in_flight.is_none() && self.auth.access.is_some();
+        let authed = if self.auth.external {
+            // Every request carries the provider's token: the first one binds the connection.
+            self.auth.access.is_some() && !self.auth.external_refused
+        } else {
+            conn.authed && self.auth.refresh_in_flight.is_none() && self.auth.access.is_some()
+        };
         for id in self.outbox.ready(authed) {
             let Some(entry) = self.outbox.get_mut(id) else { continue };
             let token = if entry.needs_auth() { self.auth.access.as_deref().unwrap_or_default() } else { "" };

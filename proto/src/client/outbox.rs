@@ -15,6 +15,9 @@ pub(crate) enum Origin {
     User,
     /// The client, acknowledging delivered lane items: only failures are reported.
     Ack,
+    /// The client, binding a new connection of an external-token session
+    /// (a `fetch_key` of its own name): nothing is reported.
+    Hello,
 }
 
 /// One request waiting for its answer.

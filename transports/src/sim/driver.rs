@@ -219,7 +219,10 @@ impl User {
                 self.requests.remove(&request_id);
                 self.phase = Phase::Registered;
             }
-            ClientEvent::Connected { .. } | ClientEvent::PeerGone { .. } | ClientEvent::Closed { .. } => {}
+            ClientEvent::Connected { .. }
+            | ClientEvent::PeerGone { .. }
+            | ClientEvent::Closed { .. }
+            | ClientEvent::ExternalTokenNeeded { .. } => {}
             ClientEvent::UserMessage { from, seq, sealed, .. } => {
                 self.deliver(ctx, from, DeliveryKind::Message, seq, sealed);
             }
