@@ -392,8 +392,12 @@ impl Client {
     }
 
     /// On a new connection of an external session: an internal `fetch_key`
-    /// of the token's own user, which binds the connection.
+    /// of the token's own user, which binds the connection (one at a time:
+    /// one still waiting from an earlier connection goes out again instead).
     pub(super) fn send_hello(&mut self, now: Now) {
+        if self.outbox.has_origin(Origin::Hello) {
+            return;
+        }
         let Some(name) = self.auth.access.as_deref().and_then(token_username) else { return };
         if name.is_empty() || name.len() > usize::from(self.config.limits.max_name) {
             return;

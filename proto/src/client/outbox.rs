@@ -132,6 +132,11 @@ impl Outbox {
         ids.into_iter().filter_map(|id| self.remove(id)).collect()
     }
 
+    /// Whether an entry of this origin is waiting.
+    pub(crate) fn has_origin(&self, origin: Origin) -> bool {
+        self.entries.values().any(|e| e.origin == origin)
+    }
+
     /// Whether an acknowledgement of `peer`'s items up to `seq` or beyond is already waiting.
     pub(crate) fn ack_covers(&self, peer: &str, seq: u64) -> bool {
         self.entries.values().any(|e| {

@@ -97,6 +97,15 @@ fn expired_external_token_asks_the_app_and_the_request_waits_for_a_fresh_one() {
     let third = net.client(d).fetch_key(now, "dave").unwrap();
     net.pump();
     assert!(net.take(d).is_empty());
+    assert_eq!(net.client(d).outbox_len(), 3);
+
+    // Reconnections while waiting do not pile up hellos.
+    for _ in 0..3 {
+        net.disconnect(d);
+        net.connect(d);
+    }
+    assert_eq!(net.client(d).outbox_len(), 4, "three requests and one hello");
+    assert!(net.take(d).is_empty());
 
     // The provider gives a fresh token: everything goes out again with its id.
     let fresh = token(&mut idp, secs(&net), "dave");
