@@ -361,7 +361,8 @@ fn add_keys(secrets: &mut Vec<(String, Vec<u8>)>, what: &str, bytes: &[u8]) {
     secrets.push((format!("{what} (MAC)"), bytes[16..].to_vec()));
 }
 
-/// Seeds of `the_simulator_leaves_the_server_blind` (`CONFAB_SIM_SEED` replays one).
+/// Seeds of `the_simulator_leaves_the_server_blind` (`CONFAB_SIM_SEED=N` replays one,
+/// `CONFAB_SIM_SEEDS=A..B` runs a range).
 const SIM_SEEDS: std::ops::RangeInclusive<u64> = 0..=3;
 
 /// Runs the simulator with secure clients (fixture identity keys, room
@@ -378,12 +379,15 @@ const SIM_SEEDS: std::ops::RangeInclusive<u64> = 0..=3;
 fn the_simulator_leaves_the_server_blind() {
     use confab_transports::sim::{Sim, SimConfig, room_password};
 
-    let seeds = match std::env::var("CONFAB_SIM_SEED") {
-        Ok(s) => {
-            let seed: u64 = s.trim().parse().expect("CONFAB_SIM_SEED must be a number");
-            seed..=seed
-        }
-        Err(_) => SIM_SEEDS,
+    let seeds = if let Ok(s) = std::env::var("CONFAB_SIM_SEED") {
+        let seed: u64 = s.trim().parse().expect("CONFAB_SIM_SEED must be a number");
+        seed..=seed
+    } else if let Ok(range) = std::env::var("CONFAB_SIM_SEEDS") {
+        let (a, b) = range.trim().split_once("..").expect("CONFAB_SIM_SEEDS must look like A..B");
+        let a: u64 = a.trim().parse().expect("CONFAB_SIM_SEEDS: bad start");
+        a..=b.trim_start_matches('=').trim().parse().expect("CONFAB_SIM_SEEDS: bad end")
+    } else {
+        SIM_SEEDS
     };
     let (mut crashes, mut plaintexts, mut keys) = (0, 0, 0);
     for seed in seeds {

@@ -79,6 +79,8 @@ impl Client {
             self.fail(flow.login_id, Opcode::Login, code::CONFLICT, reason, 0);
         }
         self.auth.access = None;
+        self.auth.external = false;
+        self.auth.external_refused = false;
         self.auth.refresh = Some(refresh_token);
         self.auth.refresh_retry_at = None;
         self.auth.logging_out = false;

@@ -41,7 +41,9 @@ pub enum ClientOutput {
 /// Every request id a command returned gets exactly one outcome: `Done`,
 /// `Failed`, `Indeterminate`, `LoggedIn` (for `login`) or `LoggedOut` (for `logout`).
 /// Requests the client makes on its own (token refresh, delivery
-/// acknowledgements) report only failures, and `LoggedIn` after a refresh.
+/// acknowledgements) report only failures, and `LoggedIn` after a refresh;
+/// the `fetch_key` that binds a new connection of an external-token session
+/// reports nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientEvent {
     /// A request succeeded (status `valid` or `finished`).

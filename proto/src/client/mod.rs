@@ -26,6 +26,11 @@
 //! - An access token the server calls expired (419, or 401 while a refresh
 //!   token is held) is refreshed once and the request sent again with the
 //!   same id; the application sees only the final outcome.
+//! - A session authenticated by an external provider's token
+//!   ([`Client::use_external_token`]) has no refresh token: a 419 or 401
+//!   on it holds the requests and asks the application for a fresh token
+//!   ([`ClientEvent::ExternalTokenNeeded`], [`Client::set_external_token`]);
+//!   they then go out again with their original ids.
 //! - Lane items (`mp_request`, `mp_accepted`, `user_message`, `mp_closed`)
 //!   are delivered once each: replays after a reconnect are dropped, and the
 //!   highest sequence number per peer is acknowledged once per input batch.
