@@ -451,6 +451,7 @@ fn oidc_user_chats_across_token_expiry() {
     ];
     assert!(sim.run_until(LIMIT, |s| sent.iter().all(|m| s.ledger().is_acked(m))));
     assert_eq!(sim.idp().unwrap().issued(), 1);
+    let first_kid = sim.idp().unwrap().active_kid().to_owned();
 
     // Past exp + leeway: the next request is refused with 419, dave gets a fresh token, the request goes through.
     sim.run_for(Duration::from_secs(400));
@@ -459,6 +460,7 @@ fn oidc_user_chats_across_token_expiry() {
     sent.push(sim.send_room(dave, "lobby").unwrap());
     assert!(sim.run_until(LIMIT, |s| sent.iter().all(|m| s.ledger().is_acked(m))), "not acknowledged after expiry");
     assert_eq!(sim.idp().unwrap().issued(), 2, "one fresh token");
+    assert_ne!(sim.idp().unwrap().active_kid(), first_kid, "signed by the next key of the realm's set");
     // And across a reconnection.
     sim.disconnect(dave);
     sent.push(sim.send_mp(alice, dave).unwrap());

@@ -73,6 +73,12 @@ impl TestIdp {
         self.lifetime
     }
 
+    /// The `kid` of the key that signed the latest token.
+    #[must_use]
+    pub fn active_kid(&self) -> &str {
+        &self.keys[self.active].0
+    }
+
     /// Tokens issued so far.
     #[must_use]
     pub fn issued(&self) -> u64 {
@@ -82,10 +88,10 @@ impl TestIdp {
     /// An access token for `username` issued at `now_unix_ms`, Keycloak-shaped:
     /// `iss`, `aud` (confab and Keycloak's `account`), `azp`, `typ: Bearer`,
     /// `preferred_username`, a UUID-like `sub`, `exp = iat + lifetime`, `kid`.
-    /// The signing key rotates every third token.
+    /// The signing key rotates every second token (to the next key of the set, round robin).
     pub fn token(&mut self, now_unix_ms: u64, username: &str) -> String {
         self.issued += 1;
-        if self.issued.is_multiple_of(3) {
+        if self.issued.is_multiple_of(2) {
             self.active = (self.active + 1) % self.keys.len();
         }
         let iat = now_unix_ms / 1000;

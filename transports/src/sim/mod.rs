@@ -30,7 +30,8 @@
 //!   [`Sim::changes`]), so a test can check the server never saw them.
 //! - OIDC users ([`SimConfig::oidc`]): the last users authenticate with
 //!   Keycloak-shaped ES256 access tokens from a [`TestIdp`] the server trusts
-//!   through its JWK Set (three keys, rotating), register their identity
+//!   through its JWK Set (three keys; the signing key rotates every second
+//!   token), register their identity
 //!   key, and get a fresh token whenever the server says theirs expired
 //!   ([`ClientEvent::ExternalTokenNeeded`](confab_proto::ClientEvent::ExternalTokenNeeded)).
 //!
