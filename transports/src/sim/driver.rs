@@ -223,7 +223,9 @@ impl User {
         let Some(idp) = ctx.idp.as_mut() else { return false };
         match self.phase {
             Phase::New | Phase::Registered => {
-                if !client.client().uses_external_token() {
+                // The client has output to drain again if anything changed.
+                let installed = !client.client().uses_external_token();
+                if installed {
                     let token = idp.token(ctx.now.unix_ms, &self.name);
                     if let Err(e) = client.client_mut().use_external_token(ctx.now, &token) {
                         ctx.violate(Invariant::Protocol, format!("{}: external token refused: {e}", self.name));
@@ -232,14 +234,14 @@ impl User {
                 }
                 if self.phase == Phase::Registered {
                     self.phase = Phase::LoggedIn;
-                    return true;
+                    return installed;
                 }
                 let r = client.set_identity_key(ctx.now, &self.name);
                 let made = self.issue(ctx, r, Req::SetIdentityKey);
                 if made {
                     self.phase = Phase::Registering;
                 }
-                true
+                installed || made
             }
             Phase::Registering | Phase::LoggingIn | Phase::LoggedIn => false,
         }
