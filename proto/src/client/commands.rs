@@ -46,7 +46,7 @@ impl Client {
     /// connection lost during the login). Made while disconnected, it is
     /// sent by the next [`Client::connected`].
     pub fn login(&mut self, now: Now, username: &str, password: &str, passphrase: &str) -> Result<u32, CommandError> {
-        if self.auth.refresh.is_some() {
+        if self.auth.has_session() {
             return Err(CommandError::AlreadyLoggedIn);
         }
         if self.auth.login.is_some() {
@@ -80,6 +80,8 @@ impl Client {
             self.fail(flow.login_id, Opcode::Login, code::CONFLICT, reason, 0);
         }
         self.auth.access = None;
+        self.auth.external = false;
+        self.auth.external_refused = false;
         self.auth.refresh = Some(refresh_token);
         self.auth.refresh_retry_at = None;
         self.auth.logging_out = false;
@@ -190,7 +192,7 @@ impl Client {
 
     /// Checks, numbers and queues a request, and writes it if it can go now.
     fn submit(&mut self, now: Now, body: RequestBody) -> Result<u32, CommandError> {
-        if needs_auth(body.opcode()) && (self.auth.refresh.is_none() || self.auth.logging_out) {
+        if needs_auth(body.opcode()) && (!self.auth.has_session() || self.auth.logging_out) {
             return Err(CommandError::NotLoggedIn);
         }
         self.validate(&body)?;
