@@ -6,9 +6,14 @@
 //! QUIC. [`connect`] is the only place that knows the real transports.
 
 use std::fmt;
+use std::net::ToSocketAddrs as _;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use confab_transports::link::Link;
+use confab_transports::tls::{self, ClientTrust, Pin};
+use confab_transports::{quic, tcp};
 
 /// The default server address.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:7700";
@@ -91,9 +96,12 @@ pub enum ConnectError {
         /// Why.
         source: std::io::Error,
     },
-    /// This build cannot make this kind of link.
-    #[error("the {0} transport is not available in this build")]
-    Unsupported(Transport),
+    /// `--pin` is not a pin.
+    #[error("bad --pin: {0}")]
+    BadPin(String),
+    /// The TLS configuration cannot be made (an unusable CA certificate).
+    #[error("TLS setup: {0}")]
+    Tls(String),
 }
 
 impl ConnectError {
@@ -105,7 +113,8 @@ impl ConnectError {
             ConnectError::NoTrust => "copy the pin the server printed and pass --pin PIN",
             ConnectError::Ca { .. } => "check the --ca path",
             ConnectError::Io { .. } => "check that the server runs and listens on that address and transport",
-            ConnectError::Unsupported(_) => "try the other --transport",
+            ConnectError::BadPin(_) => "copy the pin exactly as the server printed it (or from DATA/server.pin)",
+            ConnectError::Tls(_) => "check the --ca file: it must hold the server's certificate or its CA, in PEM",
         }
     }
 }
@@ -153,15 +162,40 @@ pub fn check_address(server: &str) -> Result<(), ConnectError> {
     Ok(())
 }
 
-// ---- TO WIRE (lead): the real transports ----
-//
-// `confab_transports::tcp::connect` / `confab_transports::quic::connect` with
-// a `confab_transports::tls::client_config(ClientTrust::..)` built from
-// `opts.trust` (`Trust::Pin(pin)` / `Trust::Ca(path)`), mapping their errors
-// to `ConnectError::Io { server, transport, source }`. This is the only
-// function that returns `Unsupported`.
+/// How long a connection (TCP + TLS handshake, or QUIC handshake) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Resolves the address, builds the TLS configuration from the trust
+/// flags and connects over the chosen transport.
 fn open_transport(opts: &ConnectOpts) -> Result<Box<dyn Link>, ConnectError> {
-    Err(ConnectError::Unsupported(opts.transport))
+    let io =
+        |source: std::io::Error| ConnectError::Io { server: opts.server.clone(), transport: opts.transport, source };
+    let addr = opts
+        .server
+        .to_socket_addrs()
+        .map_err(io)?
+        .next()
+        .ok_or_else(|| io(std::io::Error::new(std::io::ErrorKind::NotFound, "the name resolves to no address")))?;
+    let trust = match &opts.trust {
+        Trust::Pin(pin) => ClientTrust::Pin(pin.parse::<Pin>().map_err(|e| ConnectError::BadPin(e.to_string()))?),
+        Trust::Ca(path) => {
+            let pem = std::fs::read(path).map_err(|source| ConnectError::Ca { path: path.clone(), source })?;
+            ClientTrust::Ca(tls::certificates_from_pem(&pem).map_err(|e| ConnectError::Tls(e.to_string()))?)
+        }
+        Trust::Unset => return Err(ConnectError::NoTrust),
+    };
+    let config = tls::client_config(&trust).map_err(|e| ConnectError::Tls(e.to_string()))?;
+    let host = opts.server.rsplit_once(':').map_or(opts.server.as_str(), |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok(match opts.transport {
+        Transport::Tcp => {
+            Box::new(tcp::connect(addr, tls::server_name(host), Arc::new(config), CONNECT_TIMEOUT).map_err(io)?)
+        }
+        Transport::Quic => {
+            let name = tls::server_name(host).to_str().into_owned();
+            Box::new(quic::connect(addr, &name, config, CONNECT_TIMEOUT).map_err(io)?)
+        }
+    })
 }
 
 #[cfg(test)]

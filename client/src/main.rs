@@ -55,19 +55,19 @@ use rand::TryRng;
 #[command(name = "confab", version, about)]
 struct Cli {
     /// The server, HOST:PORT.
-    #[arg(long, global = true, default_value = DEFAULT_SERVER, value_name = "HOST:PORT")]
+    #[arg(long, global = true, env = "CONFAB_SERVER", default_value = DEFAULT_SERVER, value_name = "HOST:PORT")]
     server: String,
     /// The transport.
-    #[arg(long, global = true, value_enum, default_value_t = Transport::Tcp)]
+    #[arg(long, global = true, env = "CONFAB_TRANSPORT", value_enum, default_value_t = Transport::Tcp)]
     transport: Transport,
     /// SHA-256 pin of the server's public key, as the server prints it.
-    #[arg(long, global = true, value_name = "PIN", conflicts_with = "ca")]
+    #[arg(long, global = true, env = "CONFAB_PIN", value_name = "PIN", conflicts_with = "ca")]
     pin: Option<String>,
     /// PEM file of the certificate (or CA) to trust instead of a pin.
     #[arg(long, global = true, value_name = "FILE")]
     ca: Option<PathBuf>,
     /// Profile directory (default: under the user's data directory, one per user and server).
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, env = "CONFAB_PROFILE", value_name = "DIR")]
     profile: Option<PathBuf>,
     /// Whose profile to use (default: the last `login`/`register` against this server).
     #[arg(long = "user", id = "as_user", global = true, value_name = "USER")]
