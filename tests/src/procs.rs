@@ -107,11 +107,22 @@ impl ServerProc {
     /// The server does not start within 30 s.
     #[must_use]
     pub fn start_on(data: &Path, config: Option<&Path>, tcp: &str, quic: &str) -> ServerProc {
-        let mut cmd = Command::new(binary("confab-server"));
-        cmd.arg("run").arg("--data").arg(data).args(["--tcp-listen", tcp, "--quic-listen", quic]);
+        let mut args = vec!["--tcp-listen".to_owned(), tcp.to_owned(), "--quic-listen".to_owned(), quic.to_owned()];
         if let Some(c) = config {
-            cmd.arg("--config").arg(c);
+            args.push("--config".to_owned());
+            args.push(c.display().to_string());
         }
+        ServerProc::start_with(data, &args)
+    }
+
+    /// `confab-server run --data DATA ARGS...`, waiting until it listens.
+    ///
+    /// # Panics
+    /// The server does not start within 30 s.
+    #[must_use]
+    pub fn start_with(data: &Path, args: &[String]) -> ServerProc {
+        let mut cmd = Command::new(binary("confab-server"));
+        cmd.arg("run").arg("--data").arg(data).args(args);
         cmd.env("RUST_LOG", "debug").env_remove("CONFAB_DATA").env_remove("CONFAB_LISTEN").env_remove("CONFAB_CONFIG");
         let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -219,9 +230,9 @@ pub struct CliUser {
     /// `tcp` or `quic`.
     pub transport: &'static str,
     /// `HOST:PORT`.
-    pub server: SocketAddr,
-    /// The server's pin.
-    pub pin: String,
+    pub server: String,
+    /// How the server is trusted: `--pin PIN` (the default) or `--ca FILE`.
+    pub trust: Vec<String>,
     /// The account's password, passphrase and the room password, given through the environment.
     pub secrets: [(&'static str, String); 3],
 }
@@ -230,12 +241,12 @@ impl CliUser {
     /// A user of `server` over `transport` with its profile under `dir`.
     #[must_use]
     pub fn new(dir: &Path, name: &str, server: &ServerProc, transport: &'static str) -> CliUser {
-        let addr = if transport == "quic" { server.quic } else { server.tcp };
+        let addr = if transport == "quic" { server.quic } else { server.tcp }.to_string();
         CliUser {
             profile: dir.join(name),
             transport,
             server: addr,
-            pin: server.pin.clone(),
+            trust: vec!["--pin".to_owned(), server.pin.clone()],
             secrets: [
                 ("CONFAB_PASSWORD", format!("{name}-password-long-enough")),
                 ("CONFAB_PASSPHRASE", "correct horse battery staple".to_owned()),
@@ -246,26 +257,37 @@ impl CliUser {
 
     /// Points the user at a (restarted) server.
     pub fn reconnect_to(&mut self, server: &ServerProc) {
-        self.server = if self.transport == "quic" { server.quic } else { server.tcp };
-        self.pin.clone_from(&server.pin);
+        self.server = if self.transport == "quic" { server.quic } else { server.tcp }.to_string();
+        if self.trust.first().is_some_and(|t| t == "--pin") {
+            self.trust = vec!["--pin".to_owned(), server.pin.clone()];
+        }
     }
 
     /// Runs `confab --json ARGS` and returns its output (whatever the exit status).
     #[must_use]
     pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).stdin(Stdio::null()).output().expect("run confab")
+    }
+
+    /// The `confab --json ARGS` command of this user, not started.
+    #[must_use]
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(binary("confab"));
         cmd.arg("--json")
             .arg("--server")
-            .arg(self.server.to_string())
-            .args(["--transport", self.transport, "--pin", &self.pin])
+            .arg(&self.server)
+            .args(["--transport", self.transport])
+            .args(&self.trust)
             .arg("--profile")
             .arg(&self.profile)
-            .args(args)
-            .stdin(Stdio::null());
+            .args(args);
         for (k, v) in &self.secrets {
             cmd.env(k, v);
         }
-        cmd.output().expect("run confab")
+        for k in ["CONFAB_SERVER", "CONFAB_TRANSPORT", "CONFAB_PIN", "CONFAB_PROFILE"] {
+            cmd.env_remove(k);
+        }
+        cmd
     }
 
     /// Runs `confab --json ARGS`, which must succeed; returns stdout.

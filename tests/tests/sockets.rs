@@ -12,8 +12,9 @@
 //! - after every scenario the data directory and the server's log hold none
 //!   of the plaintexts sent.
 
-use std::io::Write as _;
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::TcpStream;
+use std::process::Stdio;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -246,4 +247,120 @@ fn hostile_connections_never_disturb_the_others() {
     let _ = raw.write_all(&noise);
     chat_round(&alice, &bob, 7);
     assert_blind(&server, &["still chatting, round 7"]);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+#[test]
+fn sigterm_stops_gracefully_and_listen_comes_back_after_a_restart() {
+    let dir = TempDir::new("sigterm");
+    let data = dir.path().join("data");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut server = ServerProc::start_on(&data, None, &addr, &addr);
+    let alice = CliUser::new(dir.path(), "alice", &server, "tcp");
+    let bob = CliUser::new(dir.path(), "bob", &server, "quic");
+    let _ = alice.ok(&["register", "alice"]);
+    let _ = bob.ok(&["register", "bob"]);
+    let _ = alice.ok(&["dm", "request", "bob"]);
+    let _ = bob.ok(&["dm", "accept", "alice"]);
+
+    // Bob listens (JSON lines on stdout) across the server's stop and restart.
+    let mut listen = bob.command(&["listen"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("listen");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = listen.stdout.take().expect("stdout");
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |what: &str, within: Duration| -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(what) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("listen never printed {what:?} within {within:?}"),
+            }
+        }
+    };
+    let _ = alice.ok(&["dm", "send", "bob", "before the restart"]);
+    let _ = wait_for("before the restart", Duration::from_secs(20));
+
+    assert_eq!(server.terminate(), Some(0), "SIGTERM exits 0");
+    let log = server.log();
+    assert!(log.contains("stopping"), "no stop in the log:\n{log}");
+    let told = wait_for("disconnected", Duration::from_secs(10));
+    assert!(told.contains("503") && told.contains("server shutting down"), "listen was told: {told}");
+
+    let restarted = ServerProc::start_on(&data, None, &addr, &addr);
+    let _ = alice.ok(&["dm", "send", "bob", "after the restart"]);
+    let line = wait_for("after the restart", Duration::from_secs(30));
+    assert!(line.contains("\"kind\":\"message\""), "{line}");
+    let _ = listen.kill();
+    let _ = listen.wait();
+    assert_blind(&restarted, &["before the restart", "after the restart"]);
+}
+
+#[test]
+fn a_provided_certificate_is_trusted_through_ca() {
+    let dir = TempDir::new("ca");
+    let made = tls::ServerIdentity::self_signed(&["localhost".to_owned()]).expect("certificate");
+    let (crt, key) = (dir.path().join("chain.pem"), dir.path().join("key.pem"));
+    std::fs::write(&crt, &made.cert_pem).expect("write");
+    std::fs::write(&key, &made.key_pem).expect("write");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let args: Vec<String> = ["--listen", &listen, "--cert-chain", &crt.display().to_string()]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(["--private-key".to_owned(), key.display().to_string()])
+        .collect();
+    let server = ServerProc::start_with(&dir.path().join("data"), &args);
+    assert_eq!(server.pin, made.identity.pin().expect("pin").to_string(), "the pin printed is the provided key's");
+    assert!(!dir.path().join("data/server.crt").exists(), "no self-signed certificate is made");
+    for transport in ["tcp", "quic"] {
+        let mut user = CliUser::new(dir.path(), &format!("user-{transport}"), &server, transport);
+        user.server = format!("localhost:{port}");
+        user.trust = vec!["--ca".to_owned(), crt.display().to_string()];
+        let _ = user.ok(&["register", &format!("user-{transport}")]);
+        // A certificate for another name is refused.
+        user.server = format!("127.0.0.1:{port}");
+        let out = user.run(&["room", "create", "nope"]);
+        assert!(!out.status.success(), "a name the certificate does not hold must be refused ({transport})");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("cannot connect"), "{err}");
+    }
+}
+
+#[test]
+fn the_config_file_sets_the_core_limits() {
+    let dir = TempDir::new("config");
+    let config = dir.path().join("confab-server.toml");
+    std::fs::write(&config, "[server]\nroom_history = 2\n").expect("write");
+    let server = ServerProc::start(&dir.path().join("data"), Some(&config));
+    let alice = CliUser::new(dir.path(), "alice", &server, "tcp");
+    let _ = alice.ok(&["register", "alice"]);
+    let _ = alice.ok(&["room", "create", "small"]);
+    for n in 1..=4 {
+        let _ = alice.ok(&["room", "send", "small", &format!("message number {n}")]);
+    }
+    let history = alice.ok(&["room", "history", "small"]);
+    assert_eq!(texts(&history, "room_message"), vec!["message number 3", "message number 4"], "{history}");
+
+    std::fs::write(&config, "[server]\nroom_histroy = 2\n").expect("write");
+    let out = std::process::Command::new(confab_tests::procs::binary("confab-server"))
+        .args(["run", "--data"])
+        .arg(dir.path().join("data2"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("room_histroy"), "an unknown key is named: {err}");
 }

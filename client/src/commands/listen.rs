@@ -34,7 +34,11 @@ pub fn listen(env: &mut Env<'_>, out: &mut Output<'_>) -> Result<(), CliError> {
             false
         }) {
             Ok(_) => {}
-            Err(SessionError::LinkLost(_) | SessionError::Closed { .. }) if end.is_none() => {
+            Err(e @ (SessionError::LinkLost(_) | SessionError::Closed { .. })) if end.is_none() => {
+                out.warning(
+                    &format!("{e}: reconnecting in {} s", RECONNECT_PAUSE.as_secs()),
+                    serde_json::json!({"event": "disconnected", "reason": e.to_string()}),
+                );
                 std::thread::sleep(RECONNECT_PAUSE);
                 if let Err(e) = session.connect(env.connector) {
                     out.warning(
