@@ -1,15 +1,29 @@
 //! The confab client library.
 //!
 //! The `confab` command-line tool is a thin layer over this crate: each
-//! subcommand's logic lives in its own module so it can be tested without a
-//! process.
+//! subcommand's logic lives in [`commands`] and runs over an
+//! [`commands::Env`], so the whole CLI logic is tested without a process,
+//! against an in-process server.
 //!
-//! - [`inspect`]: decode captured frames (hex or raw bytes) and print each
-//!   one as a JSON line (`confab inspect`).
+//! | module | concern |
+//! | --- | --- |
+//! | [`connect`] | `--server`/`--transport`/`--pin`/`--ca` to a [`Link`](confab_transports::link::Link) |
+//! | [`session`] | the loop: save the profile, then transmit; feed what arrives |
+//! | [`profile`] | the SQLite profile: keys, contacts, session, outbox, received MPs |
+//! | [`secrets`] | `CONFAB_PASSWORD`, `CONFAB_PASSPHRASE`, `CONFAB_ROOM_PASSWORD`, or a no-echo prompt |
+//! | [`output`] | human lines or `--json` lines |
+//! | [`commands`] | one module per command family |
+//! | [`inspect`] | decode captured frames (`confab inspect`) |
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub use confab_proto as proto;
 
+pub mod commands;
+pub mod connect;
 pub mod inspect;
+pub mod output;
+pub mod profile;
+pub mod secrets;
+pub mod session;

@@ -1,32 +1,212 @@
 //! `confab`, the command-line client. Each subcommand's logic lives in the
-//! library (`confab_client`); this file only parses arguments and dispatches.
+//! library (`confab_client::commands`); this file parses arguments, builds
+//! the real environment (sockets, terminal, system clock, OS randomness) and
+//! dispatches.
+//!
+//! # Profiles
+//!
+//! Each user and server has a profile directory, by default
+//! `$XDG_DATA_HOME/confab/<user>@<host:port>` (or
+//! `$HOME/.local/share/confab/...`), holding `profile.sqlite3` (0600, in a
+//! 0700 directory). `register USER` and `login USER` record USER in
+//! `<data>/confab/last-user@<host:port>`: the commands that take no USER
+//! argument (`logout`, `room ...`, `dm ...`, `listen`, `code issue`,
+//! `safety-number`) use that user's profile, unless `--user USER` or
+//! `--profile DIR` says otherwise. After `login`, commands log in with the
+//! profile's refresh token: the password is not asked again.
+//!
+//! # Output
+//!
+//! Human lines by default; with `--json` one JSON object per line, each with
+//! a `kind`: `ok` (a command's result), `message`, `room_message`, `event`,
+//! `warning`; errors go to standard error (`kind: "error"` with `message`,
+//! `hint` and `exit_code` in JSON mode).
+//!
+//! # Exit codes
+//!
+//! | code | meaning |
+//! | --- | --- |
+//! | 0 | success |
+//! | 1 | refused by the server or by a local check (no session with that peer, ...) |
+//! | 2 | bad usage |
+//! | 3 | not logged in, no identity key on this device, wrong password |
+//! | 4 | network: cannot connect, connection lost, no answer in time |
+//! | 5 | the local profile or a secret could not be read or written |
 
 use std::io;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use confab_client::commands::{self, Env, account, code, dm, listen, room, safety};
+use confab_client::connect::{ConnectOpts, DEFAULT_SERVER, Transport, Trust};
 use confab_client::inspect::{self, InspectArgs};
+use confab_client::output::Output;
+use confab_client::proto::ClientConfig;
+use confab_client::proto::e2e::IdentityKey;
+use confab_client::proto::server::HashParams;
+use confab_client::secrets::EnvOrPrompt;
+use confab_client::{profile, session};
+use rand::TryRng;
 
 /// confab: end-to-end-encrypted relay client.
 #[derive(Debug, Parser)]
 #[command(name = "confab", version, about)]
 struct Cli {
+    /// The server, HOST:PORT.
+    #[arg(long, global = true, env = "CONFAB_SERVER", default_value = DEFAULT_SERVER, value_name = "HOST:PORT")]
+    server: String,
+    /// The transport.
+    #[arg(long, global = true, env = "CONFAB_TRANSPORT", value_enum, default_value_t = Transport::Tcp)]
+    transport: Transport,
+    /// SHA-256 pin of the server's public key, as the server prints it.
+    #[arg(long, global = true, env = "CONFAB_PIN", value_name = "PIN", conflicts_with = "ca")]
+    pin: Option<String>,
+    /// PEM file of the certificate (or CA) to trust instead of a pin.
+    #[arg(long, global = true, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Profile directory (default: under the user's data directory, one per user and server).
+    #[arg(long, global = true, env = "CONFAB_PROFILE", value_name = "DIR")]
+    profile: Option<PathBuf>,
+    /// Whose profile to use (default: the last `login`/`register` against this server).
+    #[arg(long = "user", id = "as_user", global = true, value_name = "USER")]
+    as_user: Option<String>,
+    /// Print JSON lines.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create an account (makes this device's identity key) and log in.
+    Register { user: String },
+    /// Log in (needs the identity key made on this device by `register`).
+    Login { user: String },
+    /// Revoke the session and erase its secrets from this device.
+    Logout,
+    /// Rooms (the room password comes from CONFAB_ROOM_PASSWORD or a prompt).
+    #[command(subcommand)]
+    Room(RoomCommand),
+    /// Private conversations.
+    #[command(subcommand)]
+    Dm(DmCommand),
+    /// Print events and messages as they arrive, until interrupted.
+    Listen,
+    /// Single-use codes for third-party servers.
+    #[command(subcommand)]
+    Code(CodeCommand),
+    /// The safety number of you and USER, to compare out of band.
+    SafetyNumber {
+        user: String,
+        /// Pin the different key USER now presents (after comparing the new number out of band).
+        #[arg(long)]
+        accept_new_key: bool,
+    },
     /// Decode frames (hex or raw bytes) and print each one as a JSON line.
     Inspect(InspectArgs),
 }
 
+#[derive(Debug, Subcommand)]
+enum RoomCommand {
+    /// Create a password-protected room.
+    Create { name: String },
+    /// Join a room (prints its retained history).
+    Join { name: String },
+    /// Leave a room.
+    Leave { name: String },
+    /// Send a message to a room.
+    Send { name: String, text: String },
+    /// Print a room's retained history.
+    History { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum DmCommand {
+    /// Ask USER for a private conversation (USER may be offline).
+    Request { user: String },
+    /// Accept USER's request.
+    Accept { user: String },
+    /// Close (or refuse) the conversation with USER.
+    Close { user: String },
+    /// Send a private message.
+    Send { user: String, text: String },
+    /// Print the private messages received in the last hour (from USER, or everyone).
+    Read { user: Option<String> },
+}
+
+#[derive(Debug, Subcommand)]
+enum CodeCommand {
+    /// Issue a single-use code proving you to AUDIENCE.
+    Issue { audience: String },
+    /// Check a code USER gave to AUDIENCE (no login needed; consumes the code).
+    Verify { user: String, audience: String, code: String },
+}
+
+fn os_seed() -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    if rand::rngs::SysRng.try_fill_bytes(&mut seed).is_err() {
+        eprintln!("error: the operating system's random number generator failed");
+        std::process::exit(i32::from(commands::exit::LOCAL));
+    }
+    seed
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let status = match cli.command {
-        Command::Inspect(args) => {
-            inspect::run(&args, &mut io::stdin().lock(), &mut io::stdout().lock(), &mut io::stderr().lock())
-        }
+    let (mut stdout, mut stderr) = (io::stdout().lock(), io::stderr().lock());
+    if let Command::Inspect(args) = &cli.command {
+        return ExitCode::from(inspect::run(args, &mut io::stdin().lock(), &mut stdout, &mut stderr));
+    }
+    let trust = match (cli.pin, cli.ca) {
+        (Some(pin), _) => Trust::Pin(pin),
+        (None, Some(ca)) => Trust::Ca(ca),
+        (None, None) => Trust::Unset,
     };
-    ExitCode::from(status)
+    let mut connector = ConnectOpts { server: cli.server, transport: cli.transport, trust };
+    let mut secrets = EnvOrPrompt;
+    let mut env = Env {
+        connector: &mut connector,
+        secrets: &mut secrets,
+        clock: session::system_clock(),
+        data_dir: profile::data_dir(),
+        user: cli.as_user,
+        profile: cli.profile,
+        config: ClientConfig::default(),
+        room_params: HashParams::OWASP,
+        key_params: HashParams::OWASP,
+        settle: Duration::from_millis(300),
+        answer_timeout: Duration::from_secs(15),
+        listen_for: None,
+        new_identity: Box::new(|rng| IdentityKey::generate(&mut *rng)),
+        seed: Box::new(os_seed),
+    };
+    let mut out = Output::new(cli.json, &mut stdout, &mut stderr);
+    let result = match &cli.command {
+        Command::Register { user } => account::register(&mut env, &mut out, user),
+        Command::Login { user } => account::login(&mut env, &mut out, user),
+        Command::Logout => account::logout(&mut env, &mut out, None),
+        Command::Room(RoomCommand::Create { name }) => room::create(&mut env, &mut out, name),
+        Command::Room(RoomCommand::Join { name }) => room::join(&mut env, &mut out, name),
+        Command::Room(RoomCommand::Leave { name }) => room::leave(&mut env, &mut out, name),
+        Command::Room(RoomCommand::Send { name, text }) => room::send(&mut env, &mut out, name, text),
+        Command::Room(RoomCommand::History { name }) => room::history(&mut env, &mut out, name),
+        Command::Dm(DmCommand::Request { user }) => dm::request(&mut env, &mut out, user),
+        Command::Dm(DmCommand::Accept { user }) => dm::accept(&mut env, &mut out, user),
+        Command::Dm(DmCommand::Close { user }) => dm::close(&mut env, &mut out, user),
+        Command::Dm(DmCommand::Send { user, text }) => dm::send(&mut env, &mut out, user, text),
+        Command::Dm(DmCommand::Read { user }) => dm::read(&mut env, &mut out, user.as_deref()),
+        Command::Listen => listen::listen(&mut env, &mut out),
+        Command::Code(CodeCommand::Issue { audience }) => code::issue(&mut env, &mut out, audience),
+        Command::Code(CodeCommand::Verify { user, audience, code }) => {
+            code::verify(&mut env, &mut out, user, audience, code)
+        }
+        Command::SafetyNumber { user, accept_new_key } => {
+            safety::safety_number(&mut env, &mut out, user, *accept_new_key)
+        }
+        Command::Inspect(_) => Ok(()),
+    };
+    ExitCode::from(commands::finish(result, &mut out))
 }

@@ -4,13 +4,18 @@
 //! `confab_proto` machines to the transports. The `confab-server` binary
 //! offers the admin tools of [`cli`] (`confab-server jwt verify`, `jwt jwks`);
 //! [`store`] is the durable SQLite store of the data directory; [`config`]
-//! resolves the `run` command's configuration (file, environment, flags).
+//! resolves the `run` command's configuration (file, environment, flags);
+//! [`runtime`] is the event loop that drives the core over every transport,
+//! and [`run`] prepares the data directory, the TLS identity and the store
+//! around it (`confab-server run`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod cli;
 pub mod config;
+pub mod run;
+pub mod runtime;
 pub mod store;
 
 pub use confab_proto as proto;

@@ -1,4 +1,15 @@
-//! `confab-server`: the relay server's binary. For now its admin tools.
+//! `confab-server`: the relay server and its admin tools.
+//!
+//! ```text
+//! confab-server run [--data DIR] [--listen ADDR] [--config FILE] [--tcp-listen ADDR] [--quic-listen ADDR]
+//!                   [--cert-chain FILE --private-key FILE]
+//! ```
+//!
+//! Serves TCP+TLS and QUIC on one address (default `127.0.0.1:7700`, data in
+//! `./confab-data`) until SIGINT or SIGTERM, then stops gracefully and exits
+//! 0. Prints `confab-server listening: tcp ADDR, quic ADDR`, `pin sha256//...`
+//! and `data DIR` on stdout; logs go to stderr (level by `RUST_LOG`,
+//! default `info`). Exit 1: it could not start or stopped on an error.
 //!
 //! ```text
 //! confab-server jwt verify --jwks FILE [--issuer ISS] [--audience AUD] [--now UNIX_SECONDS] [--leeway SECS] TOKEN
@@ -23,6 +34,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 use confab_server::cli::{VerifyArgs, jwt_jwks, jwt_verify};
+use confab_server::config::{RunConfig, RunFlags};
 
 #[derive(Debug, Parser)]
 #[command(name = "confab-server", version, about = "The confab relay server")]
@@ -33,6 +45,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Runs the relay server (TCP+TLS and QUIC) until SIGINT or SIGTERM.
+    Run {
+        /// A TOML configuration file (every key: docs/confab-server.toml).
+        #[arg(long, value_name = "FILE", env = "CONFAB_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        flags: RunFlags,
+    },
     /// JSON Web Token tools.
     #[command(subcommand)]
     Jwt(JwtCommand),
@@ -79,6 +99,7 @@ fn unix_now() -> u64 {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run { config, flags } => run(config, &flags),
         Command::Jwt(JwtCommand::Verify { jwks, issuer, audience, now, leeway, token }) => {
             let jwks = match std::fs::read(&jwks) {
                 Ok(bytes) => bytes,
@@ -121,4 +142,36 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn run(file: Option<PathBuf>, flags: &RunFlags) -> ExitCode {
+    init_logs();
+    let env = |k: &str| std::env::var(k).ok();
+    let config = match RunConfig::load(file.as_deref(), &env, flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match confab_server::run::run(&config) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Logs on stderr, level from `RUST_LOG` (default `info`).
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal as _;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
 }

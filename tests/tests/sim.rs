@@ -9,7 +9,8 @@ use std::ops::RangeInclusive;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
-use confab_transports::sim::{ClientId, DeliveryKind, Report, Sim, SimConfig, Span};
+use confab_proto::{ClientConfig, ServerConfig};
+use confab_transports::sim::{ClientId, DeliveryKind, FaultRates, OidcUsers, Report, Sim, SimConfig, Span};
 
 const DEFAULT_SEEDS: RangeInclusive<u64> = 0..=999;
 
@@ -318,4 +319,172 @@ fn a_stale_refresh_from_an_abandoned_connection_does_not_end_the_session() {
     assert_eq!(report.stats.relogins, 0, "alice lost her session:\n{report}");
     assert!(sim.ledger().is_acked(&sealed), "{report}");
     report.assert_ok();
+}
+
+/// Runs `config(seed)` for every seed of `seeds` (or `CONFAB_SIM_SEED`), asserting each run passed.
+fn run_all(what: &str, seeds: RangeInclusive<u64>, config: impl Fn(u64) -> SimConfig) -> Vec<Report> {
+    let from_env = std::env::var("CONFAB_SIM_SEED").is_ok() || std::env::var("CONFAB_SIM_SEEDS").is_ok();
+    let (seeds, single) = if from_env { self::seeds() } else { (seeds, false) };
+    let started = Instant::now();
+    let mut reports = Vec::new();
+    let mut failed = Vec::new();
+    for seed in seeds {
+        let mut c = config(seed);
+        c.trace = single || tracing();
+        let report = Sim::run(c);
+        if !report.is_ok() || single {
+            for line in report.trace.iter().flatten() {
+                eprintln!("{line}");
+            }
+            eprint!("{report}");
+        }
+        if !report.is_ok() {
+            failed.push(seed);
+        }
+        reports.push(report);
+    }
+    eprintln!("{what}: {} seeds in {:.2?}, failed: {failed:?}", reports.len(), started.elapsed());
+    assert!(failed.is_empty(), "{what}: failing seeds {failed:?}");
+    reports
+}
+
+/// Every user a `SecureClient`: real sealing, room passwords, signed MP
+/// handshakes; everything delivered opens to exactly what was sent, once.
+#[test]
+fn secure_simulated_runs() {
+    let reports = run_all("secure", 0..=SECURE_SEEDS, |seed| SimConfig { secure: true, ..SimConfig::mixed(seed) });
+    let total = |f: fn(&Report) -> u64| reports.iter().map(f).sum::<u64>();
+    assert!(total(|r| r.stats.mp_acked) > 100, "too few MPs");
+    assert!(total(|r| r.stats.room_acked) > 100, "too few room messages");
+    assert!(total(|r| r.stats.crashes) > 0, "no crash");
+}
+
+const SECURE_SEEDS: u64 = 9;
+
+/// Two of the five users are OIDC users whose provider tokens live 10 s
+/// (no leeway): they expire again and again during a run. The faults keep
+/// connections up (holds, latency changes; 60 s idle timeouts so that a
+/// hold never ends a connection): a request an OIDC user retries on a new
+/// connection is performed twice (see
+/// `oidc_retry_on_a_new_connection_is_performed_once`).
+#[test]
+fn oidc_simulated_runs() {
+    let oidc = OidcUsers { users: 2, token_lifetime: Duration::from_secs(10), leeway: Duration::ZERO };
+    let reports = run_all("oidc", 0..=OIDC_SEEDS, |seed| oidc_config(seed, oidc));
+    assert!(reports.iter().map(|r| r.stats.token_renewals).sum::<u64>() > 10, "tokens did not expire");
+}
+
+fn oidc_config(seed: u64, oidc: OidcUsers) -> SimConfig {
+    let base = SimConfig::mixed(seed);
+    let faults = FaultRates { hold: base.faults.hold, latency: base.faults.latency, ..FaultRates::NONE };
+    let idle = Duration::from_secs(60);
+    SimConfig {
+        oidc: Some(oidc),
+        faults,
+        fault_length: Span::new(base.fault_length.min, base.fault_length.max.min(Duration::from_secs(20))),
+        server: ServerConfig { idle_timeout: idle, ..base.server.clone() },
+        client: ClientConfig { idle_timeout: idle, ..base.client.clone() },
+        ..base
+    }
+}
+
+/// Known server bug (proto/src/server/oidc.rs): an OIDC session is bound
+/// under a token family of its own, allocated per connection, and retries
+/// are recognised within a family only. A request whose answer was lost
+/// with its connection is sent again on the next one with the same id and
+/// performed a second time: a message delivered twice. Password sessions
+/// keep their family across connections (refresh rotates within it).
+#[test]
+#[ignore = "server bug: OIDC retries across connections are not recognised"]
+fn oidc_retry_on_a_new_connection_is_performed_once() {
+    let config = SimConfig { clients: 2, oidc: Some(OidcUsers::keycloak(1)), trace: tracing(), ..SimConfig::quiet(32) };
+    let mut sim = Sim::new(config);
+    sim.start();
+    let (alice, bob) = (ClientId(0), ClientId(1));
+    assert!(sim.run_until(LIMIT, |s| s.logged_in(alice) && s.logged_in(bob)));
+    open_conversation(&mut sim, bob, alice);
+    // bob's link is slow: his message is performed, then the connection drops before the answer.
+    sim.set_latency(bob, Span::ms(2_000, 2_000));
+    let sealed = sim.send_mp(bob, alice).expect("send_mp");
+    sim.run_for(Duration::from_secs(3));
+    sim.disconnect(bob);
+    sim.set_latency(bob, Span::ms(1, 2));
+    assert!(sim.settle(), "did not settle");
+    assert_eq!(received(&sim, alice, bob), vec![text(&sealed)], "performed twice");
+    verdict(&mut sim).assert_ok();
+}
+
+const OIDC_SEEDS: u64 = 23;
+
+/// An OIDC user (Keycloak-shaped tokens living 300 s, 60 s of leeway) logs
+/// in, registers its identity key, joins a room, chats with a password user
+/// and exchanges private messages, all sealed for real; its token expires
+/// in virtual time and it carries on with a fresh one.
+#[test]
+fn oidc_user_chats_across_token_expiry() {
+    let config = SimConfig {
+        clients: 2,
+        secure: true,
+        oidc: Some(OidcUsers::keycloak(1)),
+        trace: tracing(),
+        ..SimConfig::quiet(31)
+    };
+    let mut sim = Sim::new(config);
+    let (alice, dave) = (ClientId(0), ClientId(1));
+    assert!(sim.is_oidc_user(dave) && !sim.is_oidc_user(alice));
+    sim.start();
+    assert!(sim.run_until(LIMIT, |s| s.logged_in(alice) && s.logged_in(dave)), "users did not log in");
+    assert!(sim.client(dave).uses_external_token());
+    assert!(sim.client(dave).refresh_token().is_none());
+    assert!(sim.store().state().users.get("bob").is_some_and(|u| !u.identity_key.is_empty()), "identity key");
+
+    assert!(sim.enter_room(alice, "lobby"));
+    assert!(sim.run_until(LIMIT, |s| s.in_room(alice, "lobby")));
+    assert!(sim.enter_room(dave, "lobby"));
+    assert!(sim.run_until(LIMIT, |s| s.in_room(dave, "lobby")));
+    open_conversation(&mut sim, dave, alice);
+    let mut sent = vec![
+        sim.send_room(dave, "lobby").unwrap(),
+        sim.send_room(alice, "lobby").unwrap(),
+        sim.send_mp(dave, alice).unwrap(),
+        sim.send_mp(alice, dave).unwrap(),
+    ];
+    assert!(sim.run_until(LIMIT, |s| sent.iter().all(|m| s.ledger().is_acked(m))));
+    assert_eq!(sim.idp().unwrap().issued(), 1);
+    let first_kid = sim.idp().unwrap().active_kid().to_owned();
+
+    // Past exp + leeway: the next request is refused with 419, dave gets a fresh token, the request goes through.
+    sim.run_for(Duration::from_secs(400));
+    assert!(sim.client(dave).is_connected(), "keepalives kept the connection");
+    sent.push(sim.send_mp(dave, alice).unwrap());
+    sent.push(sim.send_room(dave, "lobby").unwrap());
+    assert!(sim.run_until(LIMIT, |s| sent.iter().all(|m| s.ledger().is_acked(m))), "not acknowledged after expiry");
+    assert_eq!(sim.idp().unwrap().issued(), 2, "one fresh token");
+    assert_ne!(sim.idp().unwrap().active_kid(), first_kid, "signed by the next key of the realm's set");
+    // And across a reconnection.
+    sim.disconnect(dave);
+    sent.push(sim.send_mp(alice, dave).unwrap());
+    assert!(sim.settle(), "did not settle");
+    let report = verdict(&mut sim);
+    assert_eq!(report.stats.token_renewals, 1, "{report}");
+    report.assert_ok();
+    let got = received(&sim, alice, dave);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got.iter().all(|t| t.starts_with("plaintext mp bob->alice")), "{got:?}");
+    assert_eq!(received(&sim, dave, alice).len(), 2);
+    let rooms: Vec<_> =
+        sim.ledger().inbox("alice").iter().filter(|d| d.kind == DeliveryKind::Room("lobby".into())).collect();
+    assert_eq!(rooms.len(), 2, "{rooms:?}");
+}
+
+/// Secure clients and OIDC users are as deterministic as the rest.
+#[test]
+fn secure_oidc_runs_replay_exactly() {
+    let oidc = OidcUsers { users: 2, token_lifetime: Duration::from_secs(10), leeway: Duration::ZERO };
+    // Without connection loss: see `oidc_retry_on_a_new_connection_is_performed_once`.
+    let config = SimConfig { secure: true, ..oidc_config(4, oidc) };
+    let (a, b) = (Sim::run(config.clone()), Sim::run(config));
+    a.assert_ok();
+    assert_eq!((a.digest, a.steps, a.stats), (b.digest, b.steps, b.stats));
+    assert!(a.stats.token_renewals > 0, "{a}");
 }

@@ -1,8 +1,8 @@
 //! # confab-transports
 //!
 //! Adapters that move bytes between a socket (or a simulated link) and the
-//! sans-IO core in `confab-proto`. The TCP+TLS, QUIC and in-memory adapters
-//! land here as the core's machines do; [`sim`] is the deterministic
+//! sans-IO core in `confab-proto`: [`tcp`] (TCP + TLS 1.3 over mio and
+//! rustls), [`mem`] (in-process channels), QUIC, and [`sim`], the deterministic
 //! simulator: one server machine and many client machines over seeded,
 //! virtual-time links with faults.
 
@@ -12,7 +12,9 @@
 pub use confab_proto as proto;
 
 pub mod link;
+pub mod mem;
 pub mod net;
 pub mod quic;
 pub mod sim;
+pub mod tcp;
 pub mod tls;

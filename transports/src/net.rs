@@ -164,6 +164,13 @@ impl HubSender {
         true
     }
 
+    /// The loop's waker (mio allows one per poll: every source that wakes
+    /// the loop shares it, and the loop checks all of them on each wake).
+    #[must_use]
+    pub fn waker(&self) -> Arc<mio::Waker> {
+        Arc::clone(&self.waker)
+    }
+
     /// A fresh connection id.
     #[must_use]
     pub fn next_id(&self) -> ConnId {

@@ -21,7 +21,8 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::ParsedCertificate;
+use rustls::server::{ClientHello, ParsedCertificate, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -173,6 +174,11 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// The server's rustls configuration: TLS 1.3 only, ALPN `confab/1`, no client certificates.
 ///
+/// ALPN is required: a client offering other protocols is refused by
+/// rustls with the `no_application_protocol` alert; a client offering no
+/// ALPN extension at all (which rustls accepts over TLS, unlike QUIC) is
+/// refused before a certificate is chosen, with `access_denied`.
+///
 /// # Errors
 /// The key does not match the certificate, or is of an unsupported type.
 pub fn server_config(identity: &ServerIdentity) -> Result<rustls::ServerConfig, TlsError> {
@@ -181,7 +187,22 @@ pub fn server_config(identity: &ServerIdentity) -> Result<rustls::ServerConfig, 
         .with_no_client_auth()
         .with_single_cert(identity.chain.clone(), identity.key.clone_key())?;
     config.alpn_protocols = vec![ALPN.to_vec()];
+    config.cert_resolver = Arc::new(RequireAlpn(config.cert_resolver.clone()));
     Ok(config)
+}
+
+/// Resolves no certificate, which aborts the handshake, for a client that did not offer [`ALPN`].
+#[derive(Debug)]
+struct RequireAlpn(Arc<dyn ResolvesServerCert>);
+
+impl ResolvesServerCert for RequireAlpn {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let mut offered = hello.alpn()?;
+        if !offered.any(|p| p == ALPN) {
+            return None;
+        }
+        self.0.resolve(hello)
+    }
 }
 
 /// What a client trusts.

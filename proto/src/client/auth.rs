@@ -4,11 +4,11 @@
 
 use std::time::Instant;
 
-use super::outbox::Origin;
-use super::{Client, ClientEvent};
+use super::outbox::{Entry, Origin};
+use super::{Client, ClientEvent, CommandError};
 use crate::{
-    ErrorBody, Login, Message, Now, Opcode, Passphrase, Refresh, Request, RequestBody, Response, ResponseBody, Status,
-    Tokens, code,
+    ErrorBody, FetchKey, Login, Message, Now, Opcode, Passphrase, Refresh, Request, RequestBody, Response,
+    ResponseBody, Status, Tokens, code,
 };
 
 /// A login under way: step one (`login`), then step two (`passphrase`).
@@ -44,6 +44,19 @@ pub(crate) struct Auth {
     /// Tokens from a refresh that authenticated the connection before the
     /// username was known (a resumed profile): `LoggedIn` waits for `connected`.
     pub(crate) deferred: Option<(u32, u64, u64)>,
+    /// `access` is an external OIDC provider's access token
+    /// ([`Client::use_external_token`]): no refresh token, every request carries it.
+    pub(crate) external: bool,
+    /// The server refused the external token (419, 401): authenticated
+    /// requests wait for [`Client::set_external_token`].
+    pub(crate) external_refused: bool,
+}
+
+impl Auth {
+    /// Whether the client holds a session: a refresh token, or an external access token.
+    pub(crate) fn has_session(&self) -> bool {
+        self.refresh.is_some() || (self.external && self.access.is_some())
+    }
 }
 
 impl std::fmt::Debug for Auth {
@@ -58,6 +71,8 @@ impl std::fmt::Debug for Auth {
             .field("refresh_in_flight", &self.refresh_in_flight)
             .field("login", &self.login.as_ref().map(|l| l.login_id))
             .field("logging_out", &self.logging_out)
+            .field("external", &self.external)
+            .field("external_refused", &self.external_refused)
             .finish_non_exhaustive()
     }
 }
@@ -199,8 +214,11 @@ impl Client {
     /// The server refused the token of the outbox entry `id` (419, or 401).
     /// Returns true if the entry will be sent again after a refresh, false
     /// if the refusal must be reported.
-    pub(super) fn retry_after_refusal(&mut self, now: Now, id: u32) -> bool {
+    pub(super) fn retry_after_refusal(&mut self, now: Now, id: u32, r: &Response) -> bool {
         let generation = self.auth.generation;
+        if self.auth.external {
+            return self.external_refusal(id, r);
+        }
         if self.auth.refresh.is_none() {
             return false;
         }
@@ -239,13 +257,15 @@ impl Client {
         self.auth.refresh_retry_at = None;
         self.auth.logging_out = false;
         self.auth.deferred = None;
+        self.auth.external = false;
+        self.auth.external_refused = false;
         self.username = None;
         if let Some(conn) = self.conn.as_mut() {
             conn.authed = false;
         }
         for entry in self.outbox.drain_auth() {
             match (entry.origin, entry.opcode()) {
-                (Origin::Ack, _) => {}
+                (Origin::Ack | Origin::Hello, _) => {}
                 (Origin::User, Opcode::Logout) => {
                     self.events.push_back(ClientEvent::LoggedOut { request_id: entry.id });
                 }
@@ -283,6 +303,140 @@ impl Client {
             retry_after_ms,
         });
     }
+}
+
+/// External access tokens (an OIDC provider's, [`Client::use_external_token`]).
+impl Client {
+    /// Authenticates with an access token from an external OIDC provider
+    /// (Keycloak, ...) instead of a password login. There is no refresh
+    /// token: every authenticated request carries `jwt` in its auth part,
+    /// the first one binds the connection (the server then sends
+    /// `connected` and what is queued), and on each new connection the
+    /// client sends a `fetch_key` of its own name (the name the token
+    /// carries) so that queued items arrive even before the next command.
+    ///
+    /// When the server refuses the token (419 expired, 401 refused), the
+    /// requests wait in the outbox and the client emits
+    /// [`ClientEvent::ExternalTokenNeeded`] once: get a fresh token from
+    /// the provider and hand it over with [`Client::set_external_token`];
+    /// the waiting requests then go out again with their original ids.
+    /// A first-time provider user must register an identity key
+    /// ([`Client::set_identity_key`]) before anything else.
+    ///
+    /// Refused with [`CommandError::AlreadyLoggedIn`] while a password
+    /// session is held, [`CommandError::LoginInProgress`] during a login,
+    /// and [`CommandError::FieldTooLong`] for an empty token or one longer
+    /// than the codec's `max_auth`.
+    pub fn use_external_token(&mut self, now: Now, jwt: &str) -> Result<(), CommandError> {
+        if self.auth.refresh.is_some() {
+            return Err(CommandError::AlreadyLoggedIn);
+        }
+        if self.auth.login.is_some() {
+            return Err(CommandError::LoginInProgress);
+        }
+        self.check_external(jwt)?;
+        self.touch(now);
+        let fresh = !self.auth.external;
+        self.install_external(jwt);
+        if fresh && self.conn.is_some() {
+            self.send_hello(now);
+        }
+        self.flush();
+        Ok(())
+    }
+
+    /// Replaces the external access token (the provider refreshed it, or
+    /// after [`ClientEvent::ExternalTokenNeeded`]): requests waiting for a
+    /// token go out with it. [`CommandError::NotLoggedIn`] without an
+    /// external session ([`Client::use_external_token`] first).
+    pub fn set_external_token(&mut self, now: Now, jwt: &str) -> Result<(), CommandError> {
+        if !self.auth.external {
+            return Err(CommandError::NotLoggedIn);
+        }
+        self.check_external(jwt)?;
+        self.touch(now);
+        self.install_external(jwt);
+        self.flush();
+        Ok(())
+    }
+
+    /// Whether the session is authenticated by an external provider's token.
+    #[must_use]
+    pub fn uses_external_token(&self) -> bool {
+        self.auth.external
+    }
+
+    /// Whether the external token was refused and the client waits for
+    /// [`Client::set_external_token`].
+    #[must_use]
+    pub fn external_token_needed(&self) -> bool {
+        self.auth.external && self.auth.external_refused
+    }
+
+    fn check_external(&self, jwt: &str) -> Result<(), CommandError> {
+        let max = self.config.limits.max_auth;
+        let len = jwt.len() as u64;
+        if jwt.is_empty() || len > u64::from(max) {
+            return Err(CommandError::FieldTooLong { field: "access_token", len, max: u64::from(max) });
+        }
+        Ok(())
+    }
+
+    fn install_external(&mut self, jwt: &str) {
+        self.auth.access = Some(jwt.to_owned());
+        self.auth.external = true;
+        self.auth.external_refused = false;
+        self.auth.access_expires_ms = 0;
+        self.auth.generation += 1;
+        self.auth.logging_out = false;
+    }
+
+    /// On a new connection of an external session: an internal `fetch_key`
+    /// of the token's own user, which binds the connection (one at a time:
+    /// one still waiting from an earlier connection goes out again instead).
+    pub(super) fn send_hello(&mut self, now: Now) {
+        if self.outbox.has_origin(Origin::Hello) {
+            return;
+        }
+        let Some(name) = self.auth.access.as_deref().and_then(token_username) else { return };
+        if name.is_empty() || name.len() > usize::from(self.config.limits.max_name) {
+            return;
+        }
+        let Ok(id) = self.alloc_id() else { return };
+        let body = RequestBody::FetchKey(FetchKey { username: name });
+        self.outbox.push(Entry::new(id, now.unix_ms, body, Origin::Hello));
+    }
+
+    /// The server refused the external token for the outbox entry `id`.
+    /// Always true: the entry waits for a new token (or goes again at once
+    /// if it was sent with a token replaced since).
+    fn external_refusal(&mut self, id: u32, r: &Response) -> bool {
+        let generation = self.auth.generation;
+        let Some(entry) = self.outbox.get_mut(id) else {
+            return false;
+        };
+        entry.sent = false;
+        if entry.sent_gen < generation {
+            self.flush();
+            return true;
+        }
+        if !self.auth.external_refused {
+            self.auth.external_refused = true;
+            let (reason, _) = error_of(r);
+            self.events.push_back(ClientEvent::ExternalTokenNeeded { code: r.code, reason });
+        }
+        true
+    }
+}
+
+/// The user an (unverified) JWT names: `preferred_username`, else `sub`.
+/// Only used to name the client's own `fetch_key`; the server verifies.
+fn token_username(jwt: &str) -> Option<String> {
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = crate::jwt::b64_decode(payload.as_bytes())?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let name = claims.get("preferred_username").or_else(|| claims.get("sub"))?.as_str()?;
+    Some(name.to_owned())
 }
 
 /// The reason and retry delay of an error response (or a note for an unexpected answer).

@@ -9,8 +9,9 @@ use super::auth::LoginFlow;
 use super::outbox::{Entry, Origin, needs_auth};
 use super::{Client, CommandError};
 use crate::{
-    AcceptMp, CloseMp, CreateRoom, DeleteRoom, FetchKey, FieldValue, JoinRoom, LeaveRoom, Login, Logout, Now, Opcode,
-    Passphrase, Register, RequestBody, RequestMp, RoomHistory, SendMp, SendRoom, SetIdentityKey, code,
+    AcceptMp, CloseMp, CreateRoom, DeleteRoom, FetchKey, FieldValue, IssueCode, JoinRoom, LeaveRoom, Login, Logout,
+    Now, Opcode, Passphrase, Register, RequestBody, RequestMp, RoomHistory, SendMp, SendRoom, SetIdentityKey,
+    VerifyCode, code,
 };
 
 /// Bytes of a request's data part before its body: opcode, request id, timestamp.
@@ -45,7 +46,7 @@ impl Client {
     /// connection lost during the login). Made while disconnected, it is
     /// sent by the next [`Client::connected`].
     pub fn login(&mut self, now: Now, username: &str, password: &str, passphrase: &str) -> Result<u32, CommandError> {
-        if self.auth.refresh.is_some() {
+        if self.auth.has_session() {
             return Err(CommandError::AlreadyLoggedIn);
         }
         if self.auth.login.is_some() {
@@ -79,6 +80,8 @@ impl Client {
             self.fail(flow.login_id, Opcode::Login, code::CONFLICT, reason, 0);
         }
         self.auth.access = None;
+        self.auth.external = false;
+        self.auth.external_refused = false;
         self.auth.refresh = Some(refresh_token);
         self.auth.refresh_retry_at = None;
         self.auth.logging_out = false;
@@ -171,9 +174,25 @@ impl Client {
         self.submit(now, SetIdentityKey { identity_key: key }.into())
     }
 
+    /// Asks for a single-use code proving this user to the third party
+    /// `audience` (`Done` body `CodeIssued`: the code and its expiry, at most
+    /// 60 s away; `Failed` 501 when the server offers no codes).
+    pub fn issue_code(&mut self, now: Now, audience: &str) -> Result<u32, CommandError> {
+        let audience = audience.to_owned();
+        self.submit(now, IssueCode { audience }.into())
+    }
+
+    /// Checks (and consumes) a code `username` gave to `audience`; anonymous,
+    /// made by the third party. `Done` (200, empty body) when valid; `Failed`
+    /// 401 forged, 403 other audience, 409 already used, 410 expired.
+    pub fn verify_code(&mut self, now: Now, username: &str, audience: &str, code: &str) -> Result<u32, CommandError> {
+        let body = VerifyCode { username: username.to_owned(), audience: audience.to_owned(), code: code.to_owned() };
+        self.submit(now, body.into())
+    }
+
     /// Checks, numbers and queues a request, and writes it if it can go now.
     fn submit(&mut self, now: Now, body: RequestBody) -> Result<u32, CommandError> {
-        if needs_auth(body.opcode()) && (self.auth.refresh.is_none() || self.auth.logging_out) {
+        if needs_auth(body.opcode()) && (!self.auth.has_session() || self.auth.logging_out) {
             return Err(CommandError::NotLoggedIn);
         }
         self.validate(&body)?;

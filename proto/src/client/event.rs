@@ -41,7 +41,9 @@ pub enum ClientOutput {
 /// Every request id a command returned gets exactly one outcome: `Done`,
 /// `Failed`, `Indeterminate`, `LoggedIn` (for `login`) or `LoggedOut` (for `logout`).
 /// Requests the client makes on its own (token refresh, delivery
-/// acknowledgements) report only failures, and `LoggedIn` after a refresh.
+/// acknowledgements) report only failures, and `LoggedIn` after a refresh;
+/// the `fetch_key` that binds a new connection of an external-token session
+/// reports nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientEvent {
     /// A request succeeded (status `valid` or `finished`).
@@ -96,6 +98,18 @@ pub enum ClientEvent {
         access_expires_ms: u64,
         /// Refresh token expiry, Unix milliseconds.
         refresh_expires_ms: u64,
+    },
+    /// The server refused the external access token of an external-token
+    /// session ([`Client::use_external_token`](super::Client::use_external_token)):
+    /// 419 (expired) or 401 (refused: unknown key, wrong audience, ...).
+    /// Authenticated requests wait in the outbox: get a fresh token from
+    /// the provider and call [`Client::set_external_token`](super::Client::set_external_token).
+    /// Emitted once per token.
+    ExternalTokenNeeded {
+        /// Three-digit code of the refusal.
+        code: u16,
+        /// The server's reason.
+        reason: String,
     },
     /// The logout was answered: the client forgot its tokens.
     LoggedOut {

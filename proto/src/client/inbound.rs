@@ -69,7 +69,7 @@ impl Client {
         if r.status == Status::Error
             && matches!(r.code, code::TOKEN_EXPIRED | code::UNAUTHORIZED)
             && entry.needs_auth()
-            && self.retry_after_refusal(now, id)
+            && self.retry_after_refusal(now, id, &r)
         {
             return;
         }
@@ -85,6 +85,7 @@ impl Client {
     fn on_done(&mut self, entry: Entry, code: u16, body: ResponseBody) {
         match (&entry.origin, &entry.body, &body) {
             (Origin::Ack, RequestBody::DeliveryAck(a), _) => return self.lanes.confirm(&a.peer, a.seq),
+            (Origin::Hello, _, _) => return,
             (_, RequestBody::Logout(_), _) => return self.logged_out(entry.id),
             (_, RequestBody::JoinRoom(j), ResponseBody::RoomJoined(joined)) => {
                 let last = joined.history.iter().map(|h| h.seq).max().unwrap_or(0);
@@ -97,6 +98,9 @@ impl Client {
     }
 
     fn on_failed(&mut self, entry: Entry, r: &Response) {
+        if entry.origin == Origin::Hello {
+            return;
+        }
         if entry.opcode() == Opcode::Logout {
             self.auth.logging_out = false;
         }
@@ -180,7 +184,7 @@ impl Client {
     /// a replay means an earlier acknowledgement did not land).
     pub(super) fn send_acks(&mut self, now: Now) {
         let due = self.lanes.take_due();
-        if self.auth.refresh.is_none() {
+        if !self.auth.has_session() {
             return;
         }
         for (peer, seq) in due {

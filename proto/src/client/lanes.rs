@@ -173,6 +173,13 @@ impl Lanes {
         self.rooms.remove(room);
     }
 
+    /// Every room with its last seen sequence number, for a stored profile.
+    pub(crate) fn rooms_seen(&self) -> Vec<(String, u64)> {
+        let mut all: Vec<(String, u64)> = self.rooms.iter().map(|(r, s)| (r.clone(), s.last)).collect();
+        all.sort();
+        all
+    }
+
     /// The last room sequence number seen in `room` (0: none).
     pub(crate) fn room_last(&self, room: &str) -> u64 {
         self.rooms.get(room).map_or(0, |r| r.last)

@@ -26,6 +26,11 @@
 //! - An access token the server calls expired (419, or 401 while a refresh
 //!   token is held) is refreshed once and the request sent again with the
 //!   same id; the application sees only the final outcome.
+//! - A session authenticated by an external provider's token
+//!   ([`Client::use_external_token`]) has no refresh token: a 419 or 401
+//!   on it holds the requests and asks the application for a fresh token
+//!   ([`ClientEvent::ExternalTokenNeeded`], [`Client::set_external_token`]);
+//!   they then go out again with their original ids.
 //! - Lane items (`mp_request`, `mp_accepted`, `user_message`, `mp_closed`)
 //!   are delivered once each: replays after a reconnect are dropped, and the
 //!   highest sequence number per peer is acknowledged once per input batch.
@@ -38,12 +43,14 @@ mod event;
 mod inbound;
 mod lanes;
 mod outbox;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 
 pub use config::ClientConfig;
 pub use error::CommandError;
 pub use event::{ClientEvent, ClientOutput};
+pub use snapshot::{ClientSnapshot, OutboxSnapshot, SnapshotError};
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -124,6 +131,8 @@ impl Client {
         });
         if self.auth.refresh.is_some() {
             self.start_refresh(now);
+        } else if self.auth.external {
+            self.send_hello(now);
         } else {
             self.send_login();
         }
@@ -217,10 +226,11 @@ impl Client {
         self.username.as_deref()
     }
 
-    /// Whether the client holds a session (a refresh token), connected or not.
+    /// Whether the client holds a session (a refresh token, or an external
+    /// access token), connected or not.
     #[must_use]
     pub fn is_logged_in(&self) -> bool {
-        self.auth.refresh.is_some()
+        self.auth.has_session()
     }
 
     /// Whether a transport is up (between [`Client::connected`] and its end).
@@ -288,7 +298,12 @@ impl Client {
     /// Writes every request that may go now, in order.
     fn flush(&mut self) {
         let Some(conn) = &self.conn else { return };
-        let authed = conn.authed && self.auth.refresh_in_flight.is_none() && self.auth.access.is_some();
+        let authed = if self.auth.external {
+            // Every request carries the provider's token: the first one binds the connection.
+            self.auth.access.is_some() && !self.auth.external_refused
+        } else {
+            conn.authed && self.auth.refresh_in_flight.is_none() && self.auth.access.is_some()
+        };
         for id in self.outbox.ready(authed) {
             let Some(entry) = self.outbox.get_mut(id) else { continue };
             let token = if entry.needs_auth() { self.auth.access.as_deref().unwrap_or_default() } else { "" };

@@ -15,6 +15,9 @@ pub(crate) enum Origin {
     User,
     /// The client, acknowledging delivered lane items: only failures are reported.
     Ack,
+    /// The client, binding a new connection of an external-token session
+    /// (a `fetch_key` of its own name): nothing is reported.
+    Hello,
 }
 
 /// One request waiting for its answer.
@@ -77,6 +80,11 @@ impl Outbox {
         self.user
     }
 
+    /// Every entry, in id order.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
+    }
+
     pub(crate) fn push(&mut self, entry: Entry) {
         if entry.origin == Origin::User {
             self.user += 1;
@@ -127,6 +135,11 @@ impl Outbox {
     pub(crate) fn drain_auth(&mut self) -> Vec<Entry> {
         let ids: Vec<u32> = self.entries.values().filter(|e| e.needs_auth()).map(|e| e.id).collect();
         ids.into_iter().filter_map(|id| self.remove(id)).collect()
+    }
+
+    /// Whether an entry of this origin is waiting.
+    pub(crate) fn has_origin(&self, origin: Origin) -> bool {
+        self.entries.values().any(|e| e.origin == origin)
     }
 
     /// Whether an acknowledgement of `peer`'s items up to `seq` or beyond is already waiting.

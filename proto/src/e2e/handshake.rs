@@ -354,6 +354,48 @@ impl MpOffer {
         })
     }
 
+    /// The verified offer as bytes (it holds no secret), to survive a
+    /// restart before the user decides. Layout: `version u8 (1) | SHA-256(SPKI)
+    /// of the requester [32] | ephemeral [65] | len u16 | requester | len u16 | accepter`.
+    #[must_use]
+    pub fn export(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(102 + self.requester.len() + self.accepter.len());
+        out.push(HANDSHAKE_VERSION);
+        out.extend_from_slice(&self.requester_fingerprint.0);
+        out.extend_from_slice(&self.e_a);
+        for name in [&self.requester, &self.accepter] {
+            out.extend_from_slice(&(name.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
+            out.extend_from_slice(name.as_bytes());
+        }
+        out
+    }
+
+    /// The inverse of [`export`](Self::export) (the ephemeral key is checked to be a P-256 point).
+    pub fn restore(bytes: &[u8]) -> Result<Self, RestoreError> {
+        let rest = bytes.strip_prefix(&[HANDSHAKE_VERSION]).ok_or(RestoreError)?;
+        let (fingerprint, rest) = rest.split_at_checked(32).ok_or(RestoreError)?;
+        let (e_a, mut rest) = rest.split_at_checked(EPHEMERAL_LEN).ok_or(RestoreError)?;
+        PublicKey::from_sec1_bytes(e_a).map_err(|_| RestoreError)?;
+        let mut names = Vec::with_capacity(2);
+        for _ in 0..2 {
+            let (len, tail) = rest.split_at_checked(2).ok_or(RestoreError)?;
+            let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+            let (name, tail) = tail.split_at_checked(len).ok_or(RestoreError)?;
+            names.push(std::str::from_utf8(name).map_err(|_| RestoreError)?.to_owned());
+            rest = tail;
+        }
+        if !rest.is_empty() {
+            return Err(RestoreError);
+        }
+        let mut fp = [0u8; 32];
+        fp.copy_from_slice(fingerprint);
+        let mut ephemeral = [0u8; EPHEMERAL_LEN];
+        ephemeral.copy_from_slice(e_a);
+        let accepter = names.pop().unwrap_or_default();
+        let requester = names.pop().unwrap_or_default();
+        Ok(Self { requester, accepter, requester_fingerprint: Fingerprint(fp), e_a: ephemeral })
+    }
+
     /// Who asked.
     #[must_use]
     pub fn requester(&self) -> &str {

@@ -64,6 +64,8 @@ pub fn room_salt(room: &str) -> [u8; 32] {
 #[derive(Clone)]
 pub struct RoomKeys {
     room: String,
+    /// The argon2id output the schedule is extracted from (kept to persist the keys).
+    secret: Zeroizing<[u8; 32]>,
     schedule: KeySchedule,
     verifier: [u8; VERIFIER_LEN],
 }
@@ -82,9 +84,22 @@ impl RoomKeys {
         let salt = room_salt(room);
         let mut secret = Zeroizing::new([0u8; 32]);
         argon2id(password, &salt, params, &mut secret[..]).map_err(|e| RoomError::BadParams(e.to_string()))?;
-        let schedule = KeySchedule::new(&salt, &secret[..]);
+        Ok(Self::from_secret(room, &secret))
+    }
+
+    /// Rebuilds keys from a persisted [`secret`](Self::secret), without argon2id.
+    #[must_use]
+    pub fn from_secret(room: &str, secret: &[u8; 32]) -> Self {
+        let schedule = KeySchedule::new(&room_salt(room), secret);
         let verifier = schedule.room_verifier();
-        Ok(Self { room: room.to_owned(), schedule, verifier })
+        Self { room: room.to_owned(), secret: Zeroizing::new(*secret), schedule, verifier }
+    }
+
+    /// The room secret every key is derived from (the argon2id output of the
+    /// password): persist it encrypted, like the keys it stands for.
+    #[must_use]
+    pub fn secret(&self) -> &[u8; 32] {
+        &self.secret
     }
 
     /// The room's name.
@@ -162,6 +177,12 @@ impl RoomSession {
     #[must_use]
     pub fn window(&self, sender: &str) -> Option<ReplayWindow> {
         self.windows.get(sender).copied()
+    }
+
+    /// Every sender with an accepted message and its replay window, to persist them.
+    #[must_use]
+    pub fn windows(&self) -> Vec<(String, ReplayWindow)> {
+        self.windows.iter().map(|(s, w)| (s.clone(), *w)).collect()
     }
 
     /// Restores a persisted replay window.

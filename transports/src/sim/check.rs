@@ -6,11 +6,16 @@ use std::fmt;
 use std::time::Duration;
 
 use bytes::Bytes;
+use confab_proto::e2e::{RoomKeys, RoomSession};
 use confab_proto::server::state::ItemKind;
 
 use super::Sim;
 use super::ledger::{DeliveryKind, Outcome, Target};
+use super::machine::room_password;
 use super::net::NetStats;
+
+/// Each room's stored history as (seq, sender, payload).
+type StoredHistory = BTreeMap<String, Vec<(u64, String, Bytes)>>;
 
 /// The properties a run must keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -31,6 +36,10 @@ pub enum Invariant {
     Progress,
     /// (e) The server only ever holds sealed payloads a client sent, and
     /// every delivered payload is the one its sender sent to that recipient.
+    /// In secure mode ([`SimConfig::secure`](super::SimConfig::secure)):
+    /// every stored room message opens with the room's keys to a plaintext
+    /// that was sent, and no client ever saw a handshake rejected, a key
+    /// change or a message that did not open.
     Opacity,
     /// Nothing stays queued on the server once everyone is online and settled.
     Drained,
@@ -87,6 +96,8 @@ pub struct SimStats {
     pub room_acked: u64,
     /// Items delivered to applications.
     pub deliveries: u64,
+    /// Fresh tokens OIDC users got from the identity provider after the server refused an expired one.
+    pub token_renewals: u64,
 }
 
 /// The verdict of a run.
@@ -200,6 +211,45 @@ impl Sim {
         }
     }
 
+    /// Every room's stored history as (seq, sender, payload): the sealed
+    /// bytes of plain clients; in secure mode, what they open to with the
+    /// room's keys (derived from its password like a member does). A blob
+    /// that does not open is reported.
+    fn stored_history(&self) -> (StoredHistory, Vec<String>) {
+        let mut found = Vec::new();
+        let mut all = BTreeMap::new();
+        for (name, room) in &self.store.state().rooms {
+            let keys = if self.config.secure {
+                match RoomKeys::derive(name, &room_password(name), self.config.server.hash_params) {
+                    Ok(keys) => Some(keys),
+                    Err(e) => {
+                        found.push(format!("{name}: room keys cannot be derived: {e}"));
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            let mut entries = Vec::new();
+            for e in &room.history {
+                let payload = match &keys {
+                    None => e.sealed.clone(),
+                    Some(keys) => match RoomSession::new(keys.clone(), "").open(&e.from, &e.sealed) {
+                        Ok(plaintext) => Bytes::from(plaintext),
+                        Err(err) => {
+                            found
+                                .push(format!("{name}: stored message {} from {} does not open: {err}", e.seq, e.from));
+                            continue;
+                        }
+                    },
+                };
+                entries.push((e.seq, e.from.clone(), payload));
+            }
+            all.insert(name.clone(), entries);
+        }
+        (all, found)
+    }
+
     fn check_mp(&mut self) {
         let mut found = Vec::new();
         let mut count: HashMap<Bytes, usize> = HashMap::new();
@@ -209,11 +259,21 @@ impl Sim {
                 if matches!(d.kind, DeliveryKind::Room(_)) {
                     continue;
                 }
-                let prev = last.insert(&d.from, d.seq).unwrap_or(0);
-                if d.seq <= prev {
+                // A secure client's events carry no lane sequence number:
+                // order messages by the one their sender was acknowledged with.
+                let seq = match (d.seq, &d.kind) {
+                    (0, DeliveryKind::Message) => match self.ledger.post(&d.sealed).map(|p| &p.outcome) {
+                        Some(Outcome::Acked { seq, .. }) => *seq,
+                        _ => 0,
+                    },
+                    (seq, _) => seq,
+                };
+                if seq == 0 {
+                    // Unnumbered (a secure handshake, an unconfirmed message): counted below.
+                } else if let Some(prev) = last.insert(&d.from, seq).filter(|prev| seq <= *prev) {
                     found.push(format!(
-                        "{user} got {:?} {} from {} after {prev}: duplicate or out of order",
-                        d.kind, d.seq, d.from
+                        "{user} got {:?} {seq} from {} after {prev}: duplicate or out of order",
+                        d.kind, d.from
                     ));
                 }
                 if d.kind != DeliveryKind::Message {
@@ -227,7 +287,7 @@ impl Sim {
                         found.push(format!("{user} got {text:?} from {}: misrouted", d.from));
                     }
                     Some(p) => match &p.outcome {
-                        Outcome::Acked { seq, .. } if *seq != d.seq => {
+                        Outcome::Acked { seq, .. } if d.seq != 0 && *seq != d.seq => {
                             found.push(format!("{user} got {text:?} as {}, acknowledged as {seq}", d.seq));
                         }
                         Outcome::Failed { code, reason } => self.violations.push(super::Violation {
@@ -287,15 +347,16 @@ impl Sim {
         }
         self.stats.room_acked = acked.values().map(|m| m.len() as u64).sum();
         let cap = self.config.server.room_history;
-        let state = self.store.state();
+        let (stored, unreadable) = self.stored_history();
+        found.extend(unreadable);
         // Unconfirmed messages the server did accept count as accepted, at the
         // seq the stored history or a delivery shows.
         let unknown =
             |sealed: &Bytes| self.ledger.post(sealed).is_some_and(|p| matches!(p.outcome, Outcome::Unknown { .. }));
         let mut seen_unknown: Vec<(String, u64, String, Bytes)> = Vec::new();
-        for (name, room) in &state.rooms {
-            for e in room.history.iter().filter(|e| unknown(&e.sealed)) {
-                seen_unknown.push((name.clone(), e.seq, e.from.clone(), e.sealed.clone()));
+        for (name, history) in &stored {
+            for (seq, from, payload) in history.iter().filter(|e| unknown(&e.2)) {
+                seen_unknown.push((name.clone(), *seq, from.clone(), payload.clone()));
             }
         }
         for (_, inbox) in self.ledger.inboxes() {
@@ -314,14 +375,14 @@ impl Sim {
                 found.push(format!("{room}: unconfirmed {text:?} seen at {seq}, which holds another message"));
             }
         }
-        for (name, room) in &state.rooms {
+        for (name, history) in &stored {
             let expected: Vec<(u64, &str, &[u8])> = acked
                 .get(name)
                 .map(|m| m.iter().map(|(seq, (from, s))| (*seq, from.as_str(), s.as_ref())).collect())
                 .unwrap_or_default();
             let expected = &expected[expected.len().saturating_sub(cap)..];
             let actual: Vec<(u64, &str, &[u8])> =
-                room.history.iter().map(|e| (e.seq, e.from.as_str(), e.sealed.as_ref())).collect();
+                history.iter().map(|(seq, from, payload)| (*seq, from.as_str(), payload.as_ref())).collect();
             if actual != expected {
                 let show = |v: &[(u64, &str, &[u8])]| {
                     let all: Vec<String> =
@@ -336,7 +397,7 @@ impl Sim {
             }
         }
         for (room, m) in &acked {
-            if !state.rooms.contains_key(room) && !m.is_empty() {
+            if !stored.contains_key(room) && !m.is_empty() {
                 found.push(format!("{room}: {} acknowledged messages but the room is gone", m.len()));
             }
         }
@@ -363,15 +424,19 @@ impl Sim {
 
     fn check_opacity(&mut self) {
         let mut found = Vec::new();
-        let state = self.store.state();
-        for (name, room) in &state.rooms {
-            for e in &room.history {
-                if self.ledger.post(&e.sealed).is_none() {
-                    found.push(format!("{name} history holds {:?}, which nobody sent", e.sealed));
+        let (stored, _) = self.stored_history();
+        for (name, history) in &stored {
+            for (_, _, payload) in history {
+                if self.ledger.post(payload).is_none() {
+                    found.push(format!("{name} history holds {payload:?}, which nobody sent"));
                 }
             }
         }
-        for (from, lanes) in &state.lanes {
+        let state = self.store.state();
+        // A secure client's MPs can only be opened by their recipient: the
+        // recipient's deliveries are checked instead (and nothing stays queued).
+        let lanes = if self.config.secure { None } else { Some(&state.lanes) };
+        for (from, lanes) in lanes.into_iter().flatten() {
             for (to, lane) in lanes {
                 for item in &lane.items {
                     if let ItemKind::Message { sealed } = &item.kind

@@ -3,9 +3,10 @@
 //! letting each user's behaviour react to what its client reports.
 
 use bytes::Bytes;
-use confab_proto::{Client, ClientOutput, Now};
+use confab_proto::{Client, Now};
 
 use super::driver::Ctx;
+use super::machine::MachineOutput;
 use super::net::{Dir, Segment};
 use super::queue::Ev;
 use super::{ClientId, Invariant, LinkId, Sim};
@@ -19,7 +20,7 @@ impl Sim {
     /// behaviour, so their outcomes are not in the [`Ledger`](super::Ledger).
     pub fn with_client<R>(&mut self, id: ClientId, f: impl FnOnce(&mut Client, Now) -> R) -> R {
         let now = self.now();
-        let r = f(&mut self.hosts[id.0].client, now);
+        let r = f(self.hosts[id.0].client.client_mut(), now);
         self.drain_client(id);
         r
     }
@@ -40,10 +41,10 @@ impl Sim {
             let mut closed = None;
             let deadline = loop {
                 match host.client.poll_output() {
-                    ClientOutput::Event(e) => events.push(e),
-                    ClientOutput::Transmit(bytes) => transmits.push(bytes),
-                    ClientOutput::Close { code, reason } => closed = Some((code, reason)),
-                    ClientOutput::Timeout(t) => break t,
+                    MachineOutput::Event(e) => events.push(e),
+                    MachineOutput::Transmit(bytes) => transmits.push(bytes),
+                    MachineOutput::Close { code, reason } => closed = Some((code, reason)),
+                    MachineOutput::Timeout(t) => break t,
                 }
             };
             host.deadline = deadline.map(|t| t.saturating_duration_since(origin));
@@ -78,6 +79,7 @@ impl Sim {
                 trace: &mut self.trace,
                 violations: &mut self.violations,
                 stats: &mut self.stats,
+                idp: &mut self.idp,
             };
             let acted = host.user.react(&mut host.client, &mut ctx, events, connected);
             if !acted {

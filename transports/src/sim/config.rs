@@ -111,6 +111,27 @@ impl FaultRates {
     }
 }
 
+/// OIDC users: the last [`OidcUsers::users`] users authenticate with
+/// access tokens from a stand-in Keycloak ([`TestIdp`](super::TestIdp)),
+/// which the server trusts through its JWK Set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OidcUsers {
+    /// How many users (the last ones) are OIDC users.
+    pub users: usize,
+    /// The provider's access token lifespan (`exp - iat`; Keycloak's default is 5 minutes).
+    pub token_lifetime: Duration,
+    /// The server's leeway on `exp` (`OidcConfig::leeway`).
+    pub leeway: Duration,
+}
+
+impl OidcUsers {
+    /// `users` OIDC users with Keycloak's defaults: 300 s tokens, 60 s of leeway.
+    #[must_use]
+    pub fn keycloak(users: usize) -> OidcUsers {
+        OidcUsers { users, token_lifetime: Duration::from_secs(300), leeway: Duration::from_secs(60) }
+    }
+}
+
 /// Everything a simulation needs. Build one from a preset and change fields.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -151,6 +172,16 @@ pub struct SimConfig {
     pub max_steps: u64,
     /// Keep a readable line per step (slower; for replaying one seed).
     pub trace: bool,
+    /// Run every user as a [`SecureClient`](confab_proto::e2e::SecureClient)
+    /// with real sealing (fixture identity keys, room passwords, signed MP
+    /// handshakes); payloads are then plaintexts, and every delivery is
+    /// checked to open to what was sent. Off: plain clients with opaque payloads.
+    pub secure: bool,
+    /// Some users log in with an OIDC provider's tokens (`None`: all use passwords).
+    pub oidc: Option<OidcUsers>,
+    /// Keep every server event and every persisted change
+    /// ([`Sim::server_events`](super::Sim::server_events), [`Sim::changes`](super::Sim::changes)), for leak checks.
+    pub record_server: bool,
     /// The server machine's configuration.
     pub server: ServerConfig,
     /// Every client machine's configuration.
@@ -179,6 +210,9 @@ impl SimConfig {
             settle_limit: Duration::from_secs(600),
             max_steps: 2_000_000,
             trace: false,
+            secure: false,
+            oidc: None,
+            record_server: false,
             server: ServerConfig { hash_params: HashParams::INSECURE_FAST, ..ServerConfig::default() },
             client: ClientConfig::default(),
         }

@@ -1,19 +1,25 @@
 //! How a simulated user behaves: registers and logs in (again, if its
-//! session is lost), creates or joins rooms, asks peers for private
-//! conversations and accepts every request it gets, and sends messages
-//! whose sealed payloads are unique and recognisable. Its random choices
-//! come from the simulation's generator; its reactions are deterministic.
+//! session is lost) or, as an OIDC user, authenticates with a token from
+//! the test identity provider and registers its identity key; creates or
+//! joins rooms, asks peers for private conversations and accepts every
+//! request it gets, and sends messages whose payloads are unique and
+//! recognisable (sealed bytes of a plain client, plaintexts of a secure
+//! one). Its random choices come from the simulation's generator; its
+//! reactions are deterministic.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
-use confab_proto::{Client, ClientEvent, CommandError, Now, ResponseBody, code};
+use confab_proto::e2e::{DecryptError, SecureError, SecureEvent};
+use confab_proto::{ClientEvent, CommandError, Now, ResponseBody, code};
 use rand::RngExt as _;
 use rand::rngs::StdRng;
 
 use super::check::{Invariant, SimStats, Violation};
+use super::idp::TestIdp;
 use super::ledger::{Delivery, DeliveryKind, Ledger, Outcome, Target};
+use super::machine::{AppEvent, Machine};
 use super::trace::Trace;
 
 /// What a user's reactions may touch.
@@ -24,6 +30,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) trace: &'a mut Trace,
     pub(crate) violations: &'a mut Vec<Violation>,
     pub(crate) stats: &'a mut SimStats,
+    /// The identity provider of OIDC users.
+    pub(crate) idp: &'a mut Option<TestIdp>,
 }
 
 impl Ctx<'_> {
@@ -56,12 +64,15 @@ enum Req {
     AcceptMp(String),
     SendMp(Bytes),
     CloseMp(String),
+    SetIdentityKey,
 }
 
 /// One simulated user's behaviour and what it believes.
 #[derive(Debug)]
 pub(crate) struct User {
     pub(crate) name: String,
+    /// Authenticates with the identity provider's tokens instead of a password.
+    pub(crate) oidc: bool,
     /// The user wants a connection (false while "offline").
     pub(crate) want_online: bool,
     pub(crate) phase: Phase,
@@ -79,15 +90,11 @@ pub(crate) struct User {
     counter: u64,
 }
 
-/// The join verifier of a room: fixed per room name.
-pub(crate) fn verifier(room: &str) -> Bytes {
-    Bytes::from(format!("verifier:{room}:0123456789abcdef"))
-}
-
 impl User {
-    pub(crate) fn new(name: String) -> User {
+    pub(crate) fn new(name: String, oidc: bool) -> User {
         User {
             name,
+            oidc,
             want_online: false,
             phase: Phase::New,
             rooms: BTreeSet::new(),
@@ -124,7 +131,7 @@ impl User {
     }
 
     /// Records a command's request id, or its refusal. True if it was made.
-    fn issue(&mut self, ctx: &mut Ctx<'_>, r: Result<u32, CommandError>, req: Req) -> bool {
+    fn issue(&mut self, ctx: &mut Ctx<'_>, r: Result<u32, SecureError>, req: Req) -> bool {
         match r {
             Ok(id) => {
                 ctx.stats.commands += 1;
@@ -144,23 +151,29 @@ impl User {
     /// True if it made a command (the client has output to drain again).
     pub(crate) fn react(
         &mut self,
-        client: &mut Client,
+        client: &mut Machine,
         ctx: &mut Ctx<'_>,
-        events: Vec<ClientEvent>,
+        events: Vec<AppEvent>,
         connected: bool,
     ) -> bool {
         let mut acted = false;
         for e in events {
             let name = &self.name;
-            let text = format!("{name}: {e:?}");
+            let text = match &e {
+                AppEvent::Plain(e) => format!("{name}: {e:?}"),
+                AppEvent::Secure(e) => format!("{name}: {e:?}"),
+            };
             ctx.trace.step(ctx.at, text.as_bytes(), || text.clone());
-            acted |= self.on_event(client, ctx, e);
+            acted |= match e {
+                AppEvent::Plain(e) => self.on_event(client, ctx, e),
+                AppEvent::Secure(e) => self.on_secure(client, ctx, e),
+            };
         }
         acted | self.maintain(client, ctx, connected)
     }
 
     /// Registers, logs in, or logs in again after losing its session.
-    fn maintain(&mut self, client: &mut Client, ctx: &mut Ctx<'_>, connected: bool) -> bool {
+    fn maintain(&mut self, client: &mut Machine, ctx: &mut Ctx<'_>, connected: bool) -> bool {
         if self.phase == Phase::LoggedIn && !client.is_logged_in() {
             ctx.stats.relogins += 1;
             self.phase = Phase::Registered;
@@ -168,10 +181,12 @@ impl User {
         if !connected {
             return false;
         }
+        if self.oidc {
+            return self.maintain_oidc(client, ctx);
+        }
         match self.phase {
             Phase::New => {
-                let key = Bytes::from(format!("idkey:{}", self.name));
-                let r = client.register(ctx.now, &self.name, &self.password(), &self.passphrase(), key);
+                let r = client.register(ctx.now, &self.name, &self.password(), &self.passphrase());
                 let made = self.issue(ctx, r, Req::Register);
                 if made {
                     self.phase = Phase::Registering;
@@ -184,7 +199,7 @@ impl User {
                     return false;
                 }
                 match client.login(ctx.now, &self.name, &self.password(), &self.passphrase()) {
-                    Err(CommandError::LoginInProgress) => {
+                    Err(SecureError::Command(CommandError::LoginInProgress)) => {
                         self.phase = Phase::LoggingIn;
                         false
                     }
@@ -201,7 +216,118 @@ impl User {
         }
     }
 
-    fn on_event(&mut self, client: &mut Client, ctx: &mut Ctx<'_>, e: ClientEvent) -> bool {
+    /// An OIDC user: a token from the provider, then its identity key (a
+    /// first login creates the account without one); after losing its
+    /// session, a new token.
+    fn maintain_oidc(&mut self, client: &mut Machine, ctx: &mut Ctx<'_>) -> bool {
+        let Some(idp) = ctx.idp.as_mut() else { return false };
+        match self.phase {
+            Phase::New | Phase::Registered => {
+                // The client has output to drain again if anything changed.
+                let installed = !client.client().uses_external_token();
+                if installed {
+                    let token = idp.token(ctx.now.unix_ms, &self.name);
+                    if let Err(e) = client.client_mut().use_external_token(ctx.now, &token) {
+                        ctx.violate(Invariant::Protocol, format!("{}: external token refused: {e}", self.name));
+                        return false;
+                    }
+                }
+                if self.phase == Phase::Registered {
+                    self.phase = Phase::LoggedIn;
+                    return installed;
+                }
+                let r = client.set_identity_key(ctx.now, &self.name);
+                let made = self.issue(ctx, r, Req::SetIdentityKey);
+                if made {
+                    self.phase = Phase::Registering;
+                }
+                installed || made
+            }
+            Phase::Registering | Phase::LoggingIn | Phase::LoggedIn => false,
+        }
+    }
+
+    /// The server refused the provider's token (expired): get a fresh one.
+    fn renew_token(&mut self, client: &mut Machine, ctx: &mut Ctx<'_>) -> bool {
+        let Some(idp) = ctx.idp.as_mut() else {
+            ctx.violate(Invariant::Protocol, format!("{}: asked for an external token", self.name));
+            return false;
+        };
+        let token = idp.token(ctx.now.unix_ms, &self.name);
+        ctx.stats.token_renewals += 1;
+        if let Err(e) = client.client_mut().set_external_token(ctx.now, &token) {
+            ctx.violate(Invariant::Protocol, format!("{}: fresh external token refused: {e}", self.name));
+        }
+        true
+    }
+
+    /// A secure-layer event: offers are accepted, sessions become open,
+    /// opened messages are delivered; anything that did not verify or open
+    /// is a violation (the simulated network never tampers).
+    fn on_secure(&mut self, client: &mut Machine, ctx: &mut Ctx<'_>, e: SecureEvent) -> bool {
+        let me = self.name.clone();
+        match e {
+            SecureEvent::MpOffered { from, .. } => {
+                self.deliver(ctx, from.clone(), DeliveryKind::MpRequest, 0, Bytes::new());
+                self.open.remove(&from);
+                self.asked.remove(&from);
+                self.accepting.insert(from.clone());
+                let r = client.accept_mp(ctx.now, &from, Bytes::new());
+                return self.issue(ctx, r, Req::AcceptMp(from));
+            }
+            SecureEvent::MpReady { peer } => {
+                self.record_session_keys(client, ctx, &peer);
+                if self.asked.remove(&peer) {
+                    self.deliver(ctx, peer.clone(), DeliveryKind::MpAccepted, 0, Bytes::new());
+                    self.open.insert(peer);
+                }
+            }
+            SecureEvent::Mp { from, text } => {
+                self.deliver(ctx, from, DeliveryKind::Message, 0, Bytes::from(text));
+            }
+            SecureEvent::Room { room, from, seq, text, history } => {
+                let text = Bytes::from(text);
+                if history {
+                    // Already delivered live, or from before this member joined: it must be a known post.
+                    let known =
+                        ctx.ledger.post(&text).is_some_and(|p| p.from == from && p.to == Target::Room(room.clone()));
+                    if !known {
+                        let shown = String::from_utf8_lossy(&text);
+                        ctx.violate(
+                            Invariant::Opacity,
+                            format!("{me}: {room} history opened to {shown:?}, never sent"),
+                        );
+                    }
+                } else {
+                    self.deliver(ctx, from, DeliveryKind::Room(room), seq, text);
+                }
+            }
+            SecureEvent::MpExpiredLocally { .. } => {}
+            // A live message of a room whose join (retried on a new
+            // connection) is not answered yet: the key comes with the
+            // answer, whose history holds the message.
+            SecureEvent::DecryptFailed { room: Some(room), reason: DecryptError::NoRoomKey, .. }
+                if self.joining.contains(&room) => {}
+            e @ (SecureEvent::KeyChanged { .. }
+            | SecureEvent::HandshakeRejected { .. }
+            | SecureEvent::DecryptFailed { .. }) => {
+                ctx.violate(Invariant::Opacity, format!("{me}: {e:?}"));
+            }
+            SecureEvent::Plain(e) => return self.on_event(client, ctx, e),
+        }
+        false
+    }
+
+    /// Keeps the content keys of the session with `peer`, for leak checks.
+    fn record_session_keys(&self, client: &Machine, ctx: &mut Ctx<'_>, peer: &str) {
+        let Some(session) = client.secure().and_then(|s| s.session(peer)) else { return };
+        for (dir, keys) in [("send", session.sealer().keys()), ("receive", session.opener().keys())] {
+            let what = format!("MP {dir} keys of {} with {peer}", self.name);
+            ctx.ledger.content_key(what, &keys.to_bytes());
+        }
+    }
+
+    fn on_event(&mut self, client: &mut Machine, ctx: &mut Ctx<'_>, e: ClientEvent) -> bool {
         let me = self.name.clone();
         match e {
             ClientEvent::Done { request_id, code, body, .. } => return self.done(ctx, request_id, code, body),
@@ -219,6 +345,7 @@ impl User {
                 self.requests.remove(&request_id);
                 self.phase = Phase::Registered;
             }
+            ClientEvent::ExternalTokenNeeded { .. } => return self.renew_token(client, ctx),
             ClientEvent::Connected { .. } | ClientEvent::PeerGone { .. } | ClientEvent::Closed { .. } => {}
             ClientEvent::UserMessage { from, seq, sealed, .. } => {
                 self.deliver(ctx, from, DeliveryKind::Message, seq, sealed);
@@ -277,7 +404,7 @@ impl User {
         };
         match req {
             Req::Register => self.phase = Phase::Registered,
-            Req::Login => self.phase = Phase::LoggedIn,
+            Req::Login | Req::SetIdentityKey => self.phase = Phase::LoggedIn,
             Req::CreateRoom(room) | Req::JoinRoom(room) => {
                 self.joining.remove(&room);
                 self.rooms.insert(room);
@@ -302,7 +429,7 @@ impl User {
         false
     }
 
-    fn failed(&mut self, client: &mut Client, ctx: &mut Ctx<'_>, id: u32, code: u16, reason: String) -> bool {
+    fn failed(&mut self, client: &mut Machine, ctx: &mut Ctx<'_>, id: u32, code: u16, reason: String) -> bool {
         let Some(req) = self.requests.remove(&id) else {
             // A request the client made on its own (refresh, acknowledgement).
             ctx.stats.internal_failures += 1;
@@ -313,6 +440,8 @@ impl User {
             Req::Register => self.phase = if code == code::CONFLICT { Phase::Registered } else { Phase::New },
             // 401: the account may not exist (its registration was lost): register (again).
             Req::Login => self.phase = if code == code::UNAUTHORIZED { Phase::New } else { Phase::Registered },
+            // 409: the key is already registered (an earlier attempt was performed).
+            Req::SetIdentityKey => self.phase = if code == code::CONFLICT { Phase::LoggedIn } else { Phase::New },
             Req::CreateRoom(room) => {
                 self.joining.remove(&room);
                 if code == code::CONFLICT {
@@ -381,24 +510,27 @@ impl User {
         }
     }
 
-    fn join(&mut self, client: &mut Client, ctx: &mut Ctx<'_>, room: String) -> bool {
+    fn join(&mut self, client: &mut Machine, ctx: &mut Ctx<'_>, room: String) -> bool {
         self.joining.insert(room.clone());
-        let r = client.join_room(ctx.now, &room, verifier(&room));
+        let r = client.join_room(ctx.now, &room);
         self.issue(ctx, r, Req::JoinRoom(room))
     }
 
-    fn create(&mut self, client: &mut Client, ctx: &mut Ctx<'_>, room: String) -> bool {
+    fn create(&mut self, client: &mut Machine, ctx: &mut Ctx<'_>, room: String) -> bool {
         self.joining.insert(room.clone());
-        let r = client.create_room(ctx.now, &room, verifier(&room));
+        let r = client.create_room(ctx.now, &room);
         self.issue(ctx, r, Req::CreateRoom(room))
     }
 
     /// Sends a private message to `peer`. Returns its payload if the command was made.
-    pub(crate) fn send_mp(&mut self, client: &mut Client, ctx: &mut Ctx<'_>, peer: &str) -> Option<Bytes> {
+    pub(crate) fn send_mp(&mut self, client: &mut Machine, ctx: &mut Ctx<'_>, peer: &str) -> Option<Bytes> {
         let n = self.next();
-        let sealed = Bytes::from(format!("mp:{}->{peer}:{n}", self.name));
+        let sealed = match client.secure() {
+            None => Bytes::from(format!("mp:{}->{peer}:{n}", self.name)),
+            Some(_) => plaintext(&format!("mp {}->{peer} #{n}", self.name)),
+        };
         ctx.ledger.posted(sealed.clone(), &self.name, Target::User(peer.to_owned()), ctx.at);
-        let r = client.send_mp(ctx.now, peer, sealed.clone());
+        let r = client.send_mp(ctx.now, peer, &sealed);
         if !self.issue(ctx, r, Req::SendMp(sealed.clone())) {
             let reason = "refused by the client".to_owned();
             ctx.ledger.settle(&sealed, Outcome::Failed { code: 0, reason });
@@ -408,11 +540,14 @@ impl User {
     }
 
     /// Sends a message to `room`. Returns its payload if the command was made.
-    pub(crate) fn send_room(&mut self, client: &mut Client, ctx: &mut Ctx<'_>, room: &str) -> Option<Bytes> {
+    pub(crate) fn send_room(&mut self, client: &mut Machine, ctx: &mut Ctx<'_>, room: &str) -> Option<Bytes> {
         let n = self.next();
-        let sealed = Bytes::from(format!("room:{room}:{}:{n}", self.name));
+        let sealed = match client.secure() {
+            None => Bytes::from(format!("room:{room}:{}:{n}", self.name)),
+            Some(_) => plaintext(&format!("room {room} from {} #{n}", self.name)),
+        };
         ctx.ledger.posted(sealed.clone(), &self.name, Target::Room(room.to_owned()), ctx.at);
-        let r = client.send_room(ctx.now, room, sealed.clone());
+        let r = client.send_room(ctx.now, room, &sealed);
         if !self.issue(ctx, r, Req::SendRoom(sealed.clone())) {
             let reason = "refused by the client".to_owned();
             ctx.ledger.settle(&sealed, Outcome::Failed { code: 0, reason });
@@ -422,7 +557,7 @@ impl User {
     }
 
     /// Asks `peer` for a private conversation.
-    pub(crate) fn request_mp(&mut self, client: &mut Client, ctx: &mut Ctx<'_>, peer: &str) -> bool {
+    pub(crate) fn request_mp(&mut self, client: &mut Machine, ctx: &mut Ctx<'_>, peer: &str) -> bool {
         let n = self.next();
         let hs = Bytes::from(format!("hs:{}->{peer}:{n}", self.name));
         let r = client.request_mp(ctx.now, peer, hs);
@@ -434,7 +569,7 @@ impl User {
     }
 
     /// Creates or joins `room` (whichever the user guesses; the other on refusal).
-    pub(crate) fn enter_room(&mut self, client: &mut Client, ctx: &mut Ctx<'_>, room: &str, create: bool) -> bool {
+    pub(crate) fn enter_room(&mut self, client: &mut Machine, ctx: &mut Ctx<'_>, room: &str, create: bool) -> bool {
         if create { self.create(client, ctx, room.to_owned()) } else { self.join(client, ctx, room.to_owned()) }
     }
 
@@ -446,7 +581,7 @@ impl User {
     /// One random, sensible action. True if a command was made.
     pub(crate) fn act(
         &mut self,
-        client: &mut Client,
+        client: &mut Machine,
         ctx: &mut Ctx<'_>,
         rng: &mut StdRng,
         users: &[String],
@@ -521,6 +656,15 @@ impl User {
             }
         }
     }
+}
+
+/// A plaintext of a secure user: long, unique (`what` names sender and
+/// number) and distinctive (a tag no server field can contain by chance),
+/// so that finding it in the server's state means it leaked.
+fn plaintext(what: &str) -> Bytes {
+    let tag =
+        what.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
+    Bytes::from(format!("plaintext {what}, tag {tag:016x}: the owl flies at midnight"))
 }
 
 /// How many messages one send action makes: usually one, sometimes a burst.

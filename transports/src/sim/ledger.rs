@@ -1,8 +1,9 @@
 //! What the simulated users sent, what the server acknowledged and what
 //! arrived: the evidence the invariants are checked against.
 //!
-//! Every sealed payload is unique and recognisable
-//! (`mp:alice->bob:17`, `room:lobby:alice:3`), so a delivery names the post it delivers.
+//! Every payload is unique and recognisable (`mp:alice->bob:17`,
+//! `room:lobby:alice:3`; in secure mode the plaintext, `plaintext mp
+//! alice->bob #17, tag ...`), so a delivery names the post it delivers.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -95,6 +96,8 @@ pub struct Ledger {
     /// Posts in the order they were made.
     order: Vec<Bytes>,
     inbox: BTreeMap<String, Vec<Delivery>>,
+    /// Content keys the secure clients held (what, raw bytes), for leak checks.
+    keys: Vec<(String, Vec<u8>)>,
 }
 
 impl Ledger {
@@ -112,6 +115,20 @@ impl Ledger {
 
     pub(crate) fn delivered(&mut self, user: &str, delivery: Delivery) {
         self.inbox.entry(user.to_owned()).or_default().push(delivery);
+    }
+
+    pub(crate) fn content_key(&mut self, what: String, bytes: &[u8]) {
+        if !self.keys.iter().any(|(_, k)| k == bytes) {
+            self.keys.push((what, bytes.to_vec()));
+        }
+    }
+
+    /// Every MP session key a secure client held during the run (each
+    /// [`SealKeys::to_bytes`](confab_proto::e2e::SealKeys::to_bytes): 16
+    /// bytes of AES key, then 32 of MAC key), named. Empty in plain mode.
+    #[must_use]
+    pub fn content_keys(&self) -> &[(String, Vec<u8>)] {
+        &self.keys
     }
 
     /// A post by its payload.

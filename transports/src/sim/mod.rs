@@ -20,6 +20,20 @@
 //! - The scenario ([`Sim::run`]) makes users act randomly but sensibly,
 //!   then heals everything, lets the system settle and checks the
 //!   invariants ([`Report`]).
+//! - Secure mode ([`SimConfig::secure`]): every user runs a
+//!   [`SecureClient`] (fixture identity keys, room passwords from
+//!   [`room_password`], signed MP handshakes, real sealing); payloads are
+//!   distinctive plaintexts and every delivery must open to exactly what was
+//!   sent. The content keys the clients held are kept
+//!   ([`Ledger::content_keys`]) and, with [`SimConfig::record_server`], every
+//!   server event and persisted change ([`Sim::server_events`],
+//!   [`Sim::changes`]), so a test can check the server never saw them.
+//! - OIDC users ([`SimConfig::oidc`]): the last users authenticate with
+//!   Keycloak-shaped ES256 access tokens from a [`TestIdp`] the server trusts
+//!   through its JWK Set (three keys; the signing key rotates every second
+//!   token), register their identity
+//!   key, and get a fresh token whenever the server says theirs expired
+//!   ([`ClientEvent::ExternalTokenNeeded`](confab_proto::ClientEvent::ExternalTokenNeeded)).
 //!
 //! A failing run prints `simulation failed: replay with CONFAB_SIM_SEED=<seed>`;
 //! [`SimConfig::trace`] keeps a readable line per step for the replay.
@@ -57,7 +71,9 @@ mod client;
 mod config;
 mod driver;
 mod fault;
+mod idp;
 mod ledger;
+mod machine;
 mod net;
 mod queue;
 mod scenario;
@@ -68,18 +84,23 @@ mod trace;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use confab_proto::e2e::{IdentityKey, SecureClient, fixtures};
+use confab_proto::server::{Change, OidcConfig, ServerEvent};
 use confab_proto::{Client, Now, Server, SessionId};
 use rand::SeedableRng as _;
 use rand::rngs::StdRng;
 
 pub use check::{Invariant, Report, SimStats, Violation};
-pub use config::{FaultRates, SimConfig, Span};
+pub use config::{FaultRates, OidcUsers, SimConfig, Span};
+pub use idp::{AUDIENCE as IDP_AUDIENCE, CLIENT_ID as IDP_CLIENT_ID, ISSUER as IDP_ISSUER, TestIdp};
 pub use ledger::{Delivery, DeliveryKind, Ledger};
+pub use machine::room_password;
 pub use net::{LinkId, NetStats};
 pub use store::MemStore;
 pub use trace::{SeedGuard, Trace};
 
 use driver::User;
+use machine::Machine;
 use net::Net;
 use queue::{Agenda, Ev};
 
@@ -93,7 +114,7 @@ pub struct ClientId(pub usize);
 /// One simulated user: its client machine, its connection, its behaviour.
 #[derive(Debug)]
 pub(crate) struct Host {
-    pub(crate) client: Client,
+    pub(crate) client: Machine,
     /// The connection the client considers current.
     pub(crate) link: Option<LinkId>,
     /// When the client's timer is due (elapsed virtual time).
@@ -139,8 +160,27 @@ pub struct Sim {
     last_timer: (Duration, Option<ClientId>, u32),
     /// The run was stopped (stuck): nothing more is processed.
     halted: bool,
+    /// The OIDC users' identity provider.
+    idp: Option<TestIdp>,
+    /// Every server event, if [`SimConfig::record_server`].
+    server_events: Vec<ServerEvent>,
+    /// Every persisted change, if [`SimConfig::record_server`].
+    changes: Vec<Change>,
     /// Prints the seed if the run panics.
     _guard: SeedGuard,
+}
+
+/// The secure client of user `i`: a fixture identity key (the three
+/// fixtures in turn: generating RSA keys takes seconds), its own seeded RNG,
+/// cheap room-key hashing.
+fn secure_client(client: Client, i: usize, rng_seed: u64, config: &SimConfig, now: Now) -> SecureClient {
+    let pkcs8 = [fixtures::ALICE_PKCS8, fixtures::BOB_PKCS8, fixtures::MALLORY_PKCS8][i % 3];
+    let identity = match IdentityKey::from_pkcs8_der(pkcs8) {
+        Ok(key) => key,
+        Err(e) => panic!("fixture identity key unusable: {e}"),
+    };
+    let rng = StdRng::seed_from_u64(rng_seed);
+    SecureClient::new(client, identity, rng, config.server.hash_params, now)
 }
 
 /// Timer firings of one machine at one instant before the run is declared stuck.
@@ -153,11 +193,21 @@ impl Sim {
     /// A simulation with a fresh server and `config.clients` disconnected,
     /// unregistered users. Nothing happens until [`Sim::start`].
     #[must_use]
-    pub fn new(config: SimConfig) -> Sim {
+    pub fn new(mut config: SimConfig) -> Sim {
         let mut rng = StdRng::seed_from_u64(config.seed);
         // The only clock read: an opaque origin for `Instant`s.
         let origin = Now::new(Instant::now(), START_UNIX_MS);
         let seed: [u8; 32] = rand::RngExt::random(&mut rng);
+        let idp = config.oidc.map(|o| {
+            let idp = TestIdp::new(&mut rng, o.token_lifetime);
+            config.server.oidc = Some(OidcConfig {
+                allowed_azp: vec![idp::CLIENT_ID.into()],
+                leeway: o.leeway,
+                ..OidcConfig::new(idp::ISSUER, idp::AUDIENCE, idp.jwks_json())
+            });
+            idp
+        });
+        let oidc_from = config.clients.saturating_sub(config.oidc.map_or(0, |o| o.users));
         let server = Server::new(config.server.clone(), seed, origin);
         let hosts = (0..config.clients)
             .map(|i| {
@@ -165,15 +215,22 @@ impl Sim {
                     Some(n) => (*n).to_owned(),
                     None => format!("{}{}", NAMES[i % NAMES.len()], i / NAMES.len()),
                 };
+                let client = Client::new(config.client.clone(), origin);
+                let client = if config.secure {
+                    let rng_seed: u64 = rand::RngExt::random(&mut rng);
+                    Machine::Secure(Box::new(secure_client(client, i, rng_seed, &config, origin)))
+                } else {
+                    Machine::Plain(Box::new(client))
+                };
                 Host {
-                    client: Client::new(config.client.clone(), origin),
+                    client,
                     link: None,
                     deadline: None,
                     partitioned: false,
                     held: false,
                     latency: None,
                     reconnect_pending: false,
-                    user: User::new(name),
+                    user: User::new(name, i >= oidc_from),
                 }
             })
             .collect();
@@ -199,6 +256,9 @@ impl Sim {
             steps: 0,
             last_timer: (Duration::ZERO, None, 0),
             halted: false,
+            idp,
+            server_events: Vec::new(),
+            changes: Vec::new(),
             _guard: SeedGuard::new(config.seed),
             config,
         };
@@ -276,10 +336,40 @@ impl Sim {
         &self.store
     }
 
-    /// A user's client machine.
+    /// A user's client machine (in secure mode, the one its [`SecureClient`] wraps).
     #[must_use]
     pub fn client(&self, id: ClientId) -> &Client {
-        &self.hosts[id.0].client
+        self.hosts[id.0].client.client()
+    }
+
+    /// A user's secure client (`None` unless [`SimConfig::secure`]).
+    #[must_use]
+    pub fn secure_client(&self, id: ClientId) -> Option<&SecureClient> {
+        self.hosts[id.0].client.secure()
+    }
+
+    /// Whether the user logs in with the identity provider's tokens.
+    #[must_use]
+    pub fn is_oidc_user(&self, id: ClientId) -> bool {
+        self.hosts[id.0].user.oidc
+    }
+
+    /// The OIDC users' identity provider (`None` without [`SimConfig::oidc`]).
+    #[must_use]
+    pub fn idp(&self) -> Option<&TestIdp> {
+        self.idp.as_ref()
+    }
+
+    /// Every event the server machines emitted (its log), if [`SimConfig::record_server`].
+    #[must_use]
+    pub fn server_events(&self) -> &[ServerEvent] {
+        &self.server_events
+    }
+
+    /// Every change the server persisted, in commit order, if [`SimConfig::record_server`].
+    #[must_use]
+    pub fn changes(&self) -> &[Change] {
+        &self.changes
     }
 
     /// A user's name.

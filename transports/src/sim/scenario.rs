@@ -3,11 +3,11 @@
 //! commands scripted tests use.
 
 use bytes::Bytes;
-use confab_proto::Client;
 use rand::RngExt as _;
 use rand::rngs::StdRng;
 
 use super::driver::{Ctx, Phase, User};
+use super::machine::Machine;
 use super::queue::Ev;
 use super::{ClientId, Invariant, Sim};
 
@@ -19,7 +19,7 @@ impl Sim {
     fn with_user<R>(
         &mut self,
         id: ClientId,
-        f: impl FnOnce(&mut User, &mut Client, &mut Ctx<'_>, &mut StdRng) -> R,
+        f: impl FnOnce(&mut User, &mut Machine, &mut Ctx<'_>, &mut StdRng) -> R,
     ) -> R {
         let (now, at) = (self.now(), self.elapsed);
         let host = &mut self.hosts[id.0];
@@ -30,6 +30,7 @@ impl Sim {
             trace: &mut self.trace,
             violations: &mut self.violations,
             stats: &mut self.stats,
+            idp: &mut self.idp,
         };
         let r = f(&mut host.user, &mut host.client, &mut ctx, &mut self.rng);
         self.drain_client(id);

@@ -31,6 +31,9 @@ impl Sim {
                     Output::Event(e) => {
                         let at = self.elapsed;
                         self.trace.step(at, b"server-event", || format!("server: {e:?}"));
+                        if self.config.record_server {
+                            self.server_events.push(e);
+                        }
                     }
                     Output::Timeout(t) => break t,
                 }
@@ -42,6 +45,9 @@ impl Sim {
             }
             if !changes.is_empty() {
                 self.store.commit(&changes);
+                if self.config.record_server {
+                    self.changes.extend(changes.iter().cloned());
+                }
                 let n = changes.len();
                 self.trace.step(self.elapsed, &(n as u64).to_le_bytes(), || format!("commit {n} changes"));
                 if self.crash_armed {

@@ -95,3 +95,40 @@ fn a_transient_refresh_failure_is_retried_later() {
     assert_eq!(op, Opcode::Refresh);
     assert!(again > id);
 }
+
+#[test]
+fn codes_are_issued_and_verified_once() {
+    use super::{Net, outcome, server_config};
+    use crate::server::CodeConfig;
+
+    let mut net = Net::with_config(crate::ServerConfig { codes: Some(CodeConfig::default()), ..server_config() });
+    let alice = net.user("alice");
+    let game = net.add();
+    net.connect(game);
+    let now = net.now;
+    let id = net.client(alice).issue_code(now, "game-7").unwrap();
+    net.pump();
+    let events = net.take(alice);
+    let Some(ClientEvent::Done { body: ResponseBody::CodeIssued(issued), .. }) = outcome(&events, id) else {
+        panic!("{events:?}")
+    };
+    assert!(issued.expires_ms > now.unix_ms && issued.expires_ms <= now.unix_ms + 60_000);
+    let code = issued.code.clone();
+
+    // The third party checks it anonymously: valid once, then refused.
+    let first = net.client(game).verify_code(now, "alice", "game-7", &code).unwrap();
+    let second = net.client(game).verify_code(now, "alice", "game-7", &code).unwrap();
+    let other = net.client(game).verify_code(now, "alice", "game-8", &code).unwrap();
+    net.pump();
+    let events = net.take(game);
+    assert!(matches!(outcome(&events, first), Some(ClientEvent::Done { code: 200, .. })), "{events:?}");
+    assert!(matches!(outcome(&events, second), Some(ClientEvent::Failed { code: 409, .. })), "{events:?}");
+    assert!(matches!(outcome(&events, other), Some(ClientEvent::Failed { .. })), "{events:?}");
+
+    // issue_code needs a session; names are checked before anything is sent.
+    assert_eq!(net.client(game).issue_code(now, "game-7"), Err(CommandError::NotLoggedIn));
+    assert!(matches!(
+        net.client(alice).issue_code(now, &"a".repeat(65)),
+        Err(CommandError::FieldTooLong { field: "audience", .. })
+    ));
+}

@@ -5,6 +5,7 @@
 mod auth;
 mod commands;
 mod delivery;
+mod external;
 mod lone;
 mod mp;
 mod robustness;

@@ -22,8 +22,9 @@
 //!   deleted ([`SecureEvent::MpExpiredLocally`]); the deadline is part of the
 //!   [`SecureOutput::Timeout`] instant.
 //!
-//! Not persisted yet: contacts, sessions and counters live in memory (see
-//! docs/SECURITY.md on why counters must be persisted before a restart).
+//! - **Persistence**: [`SecureClient::snapshot`] / [`SecureClient::restore`]
+//!   (see [`SecureSnapshot`]); store the snapshot before writing the transmits
+//!   that follow a sealing command, or counters could repeat after a restart.
 //!
 //! # Example
 //!
@@ -107,6 +108,7 @@
 
 mod event;
 mod inbound;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 
@@ -117,6 +119,9 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 
 pub use event::{DecryptError, SecureError, SecureEvent, SecureOutput};
+pub use snapshot::{
+    ContactSnapshot, MpPendingSnapshot, ReceivedMp, RoomPendingSnapshot, RoomSnapshot, SecureSnapshot, SessionSnapshot,
+};
 
 use super::{
     IdentityKey, MpOffer, MpRequest, MpSession, PublicIdentity, RoomKeys, RoomSession, SafetyNumber, safety_number,

@@ -4,6 +4,7 @@
 mod blindness;
 mod mp;
 mod rooms;
+mod snapshot;
 
 use std::time::Instant;
 

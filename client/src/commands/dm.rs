@@ -1,0 +1,93 @@
+//! `dm request|accept|close USER`, `dm send USER TEXT`, `dm read [USER]`.
+//!
+//! Every command first receives what the server queued for this user (a
+//! request, an acceptance, messages): received MPs are stored in the profile
+//! with their expiry (receipt + 1 h) and shown by `dm read`.
+
+use confab_proto::ClientEvent;
+use serde_json::json;
+
+use super::{CliError, Env, expect_done, print_warnings};
+use crate::output::Output;
+
+fn queued_or_delivered(event: &ClientEvent) -> &'static str {
+    match event {
+        ClientEvent::Done { code: 202, .. } => "queued for the peer (offline)",
+        _ => "delivered",
+    }
+}
+
+/// `confab dm request USER`.
+pub fn request(env: &mut Env<'_>, out: &mut Output<'_>, peer: &str) -> Result<(), CliError> {
+    let mut session = env.resume(None)?;
+    let now = session.now();
+    let id = session.sc().request_mp(now, peer)?;
+    let done = expect_done(&mut session, env, id, "dm request")?;
+    print_warnings(&mut session, out);
+    session.close()?;
+    let state = queued_or_delivered(&done);
+    let human = format!("asked {peer} for a private conversation: {state}");
+    out.item("ok", &human, json!({"command": "dm request", "peer": peer, "queued": state != "delivered"}));
+    Ok(())
+}
+
+/// `confab dm accept USER`: accepts `USER`'s request; prints the safety number to compare.
+pub fn accept(env: &mut Env<'_>, out: &mut Output<'_>, peer: &str) -> Result<(), CliError> {
+    let mut session = env.resume(None)?;
+    let now = session.now();
+    let id = session.sc().accept_mp(now, peer)?;
+    expect_done(&mut session, env, id, "dm accept")?;
+    print_warnings(&mut session, out);
+    let number = session.sc().safety_number(peer).map(|n| n.digits().to_owned()).unwrap_or_default();
+    session.close()?;
+    let human = format!("private conversation with {peer} ready (safety number {number})");
+    out.item("ok", &human, json!({"command": "dm accept", "peer": peer, "safety_number": number}));
+    Ok(())
+}
+
+/// `confab dm close USER`.
+pub fn close(env: &mut Env<'_>, out: &mut Output<'_>, peer: &str) -> Result<(), CliError> {
+    let mut session = env.resume(None)?;
+    let now = session.now();
+    let id = session.sc().client_mut().close_mp(now, peer).map_err(|e| CliError::Local(e.into()))?;
+    expect_done(&mut session, env, id, "dm close")?;
+    print_warnings(&mut session, out);
+    session.close()?;
+    out.item("ok", &format!("closed the conversation with {peer}"), json!({"command": "dm close", "peer": peer}));
+    Ok(())
+}
+
+/// `confab dm send USER TEXT`.
+pub fn send(env: &mut Env<'_>, out: &mut Output<'_>, peer: &str, text: &str) -> Result<(), CliError> {
+    let mut session = env.resume(None)?;
+    let now = session.now();
+    let id = session.sc().send_mp(now, peer, text)?;
+    let done = expect_done(&mut session, env, id, "dm send")?;
+    print_warnings(&mut session, out);
+    session.close()?;
+    let state = queued_or_delivered(&done);
+    out.item(
+        "ok",
+        &format!("sent to {peer}: {state}"),
+        json!({"command": "dm send", "peer": peer, "queued": state != "delivered"}),
+    );
+    Ok(())
+}
+
+/// `confab dm read [USER]`: the received MPs still held (less than an hour old), oldest first.
+pub fn read(env: &mut Env<'_>, out: &mut Output<'_>, peer: Option<&str>) -> Result<(), CliError> {
+    let mut session = env.resume(None)?;
+    print_warnings(&mut session, out);
+    session.close()?;
+    let inbox = session.sc().inbox();
+    let mut count = 0;
+    for m in inbox.iter().filter(|m| peer.is_none_or(|p| m.from == p)) {
+        count += 1;
+        let fields = json!({"from": m.from, "text": m.text, "received_ms": m.received_ms, "expires_ms": m.expires_ms});
+        out.item("message", &format!("{}: {}", m.from, m.text), fields);
+    }
+    if count == 0 && !out.is_json() {
+        out.item("ok", "no messages", json!({}));
+    }
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! `confab listen`: events and messages as they arrive, until interrupted.
+//!
+//! Everything is stored in the profile before it is acknowledged to the
+//! server, so interrupting `listen` at any moment loses nothing. A lost
+//! connection is reopened after a pause (the session resumes where it was).
+
+use std::time::Duration;
+
+use super::{CliError, Env, event_item};
+use crate::output::Output;
+use crate::session::SessionError;
+
+/// Pause before reconnecting after a lost connection.
+pub const RECONNECT_PAUSE: Duration = Duration::from_secs(2);
+
+/// `confab listen`.
+pub fn listen(env: &mut Env<'_>, out: &mut Output<'_>) -> Result<(), CliError> {
+    let mut session = env.resume(None)?;
+    let end = env.listen_for.and_then(|d| session.now().instant.checked_add(d));
+    let show = |out: &mut Output<'_>, event: &confab_proto::e2e::SecureEvent| {
+        if let Some((kind, human, fields)) = event_item(event) {
+            out.item(kind, &human, fields);
+        }
+    };
+    for event in session.take_events() {
+        show(out, &event);
+    }
+    loop {
+        // Wake at least hourly to let received MPs expire.
+        let hour = session.now().instant + Duration::from_secs(3600);
+        let deadline = end.map_or(hour, |e| e.min(hour));
+        match session.run_until(deadline, |event| {
+            show(out, event);
+            false
+        }) {
+            Ok(_) => {}
+            Err(e @ (SessionError::LinkLost(_) | SessionError::Closed { .. })) if end.is_none() => {
+                out.warning(
+                    &format!("{e}: reconnecting in {} s", RECONNECT_PAUSE.as_secs()),
+                    serde_json::json!({"event": "disconnected", "reason": e.to_string()}),
+                );
+                std::thread::sleep(RECONNECT_PAUSE);
+                if let Err(e) = session.connect(env.connector) {
+                    out.warning(
+                        &format!("{e}: retrying"),
+                        serde_json::json!({"event": "reconnect_failed", "reason": e.to_string()}),
+                    );
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        session.take_events();
+        if end.is_some_and(|e| session.now().instant >= e) {
+            session.close()?;
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! The `confab` commands, one module per family, each a function over an
+//! [`Env`] (where to connect, where secrets and time come from, where the
+//! profile lives) and an [`Output`]. The binary builds the real `Env`; tests
+//! build one over an in-process server.
+//!
+//! | module | commands |
+//! | --- | --- |
+//! | [`account`] | `register`, `login`, `logout` |
+//! | [`room`] | `room create/join/leave/send/history` |
+//! | [`dm`] | `dm request/accept/close/send/read` |
+//! | [`listen`] | `listen` |
+//! | [`code`] | `code issue`, `code verify` |
+//! | [`safety`] | `safety-number` |
+
+pub mod account;
+pub mod code;
+pub mod dm;
+pub mod listen;
+mod render;
+pub mod room;
+pub mod safety;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use confab_proto::e2e::secure::{SecureClient, SecureError};
+use confab_proto::e2e::{IdentityKey, KeyError};
+use confab_proto::server::HashParams;
+use confab_proto::{ClientConfig, ClientEvent, Opcode};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+pub use render::event_item;
+
+use crate::connect::Connector;
+use crate::output::Output;
+use crate::profile::{self, Profile, ProfileError};
+use crate::secrets::{SecretError, Secrets};
+use crate::session::{Clock, Session, SessionError};
+
+/// Makes the identity key of a new account.
+pub type NewIdentity<'a> = dyn FnMut(&mut StdRng) -> Result<IdentityKey, KeyError> + 'a;
+
+/// Everything a command needs from the outside world.
+pub struct Env<'a> {
+    /// Makes links to the server.
+    pub connector: &'a mut dyn Connector,
+    /// Passwords and passphrases.
+    pub secrets: &'a mut dyn Secrets,
+    /// The time source.
+    pub clock: Clock,
+    /// The base of default profile directories (`$XDG_DATA_HOME` or `~/.local/share`).
+    pub data_dir: Option<PathBuf>,
+    /// `--user USER`: whose profile commands without a USER argument use
+    /// (default: the last `login`/`register` against this server).
+    pub user: Option<String>,
+    /// `--profile DIR`: overrides the default profile directory.
+    pub profile: Option<PathBuf>,
+    /// The client machine's configuration.
+    pub config: ClientConfig,
+    /// argon2id costs of room keys (every member must use the same).
+    pub room_params: HashParams,
+    /// argon2id costs of the identity key at rest.
+    pub key_params: HashParams,
+    /// Quiet time after connecting that means "everything queued has arrived".
+    pub settle: Duration,
+    /// How long to wait for an answer.
+    pub answer_timeout: Duration,
+    /// How long `listen` runs (`None`: until interrupted).
+    pub listen_for: Option<Duration>,
+    /// Makes the identity key of a new account (default: a new RSA-2048 key).
+    pub new_identity: Box<NewIdentity<'a>>,
+    /// Seeds the RNGs (default: the operating system).
+    pub seed: Box<dyn FnMut() -> [u8; 32] + 'a>,
+}
+
+impl std::fmt::Debug for Env<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Env").field("server", &self.connector.server()).finish_non_exhaustive()
+    }
+}
+
+/// Why a command failed. Each maps to one line, a hint and an exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// No session in the profile.
+    #[error("not logged in{}", .0.as_deref().map(|u| format!(" as {u}")).unwrap_or_default())]
+    NotLoggedIn(Option<String>),
+    /// No USER argument and no last login recorded for this server.
+    #[error("no user given and no previous login against {0}")]
+    NoUser(String),
+    /// `login` on a device that holds no identity key for the user.
+    #[error("no identity key for {0} on this device")]
+    NoIdentity(String),
+    /// The password does not open the stored identity key.
+    #[error("wrong password: it does not open the identity key stored on this device")]
+    WrongPassword,
+    /// The server refused the request.
+    #[error("{what} refused ({code}): {reason}")]
+    Refused {
+        /// What was asked.
+        what: String,
+        /// Three-digit code.
+        code: u16,
+        /// The server's reason.
+        reason: String,
+    },
+    /// No answer in time (the request stays in the outbox and is re-sent next time).
+    #[error("no answer from the server for {0} in time; it stays queued and is sent again by the next command")]
+    NoAnswer(String),
+    /// The command was refused locally.
+    #[error(transparent)]
+    Local(#[from] SecureError),
+    /// Connecting or the connection failed.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// The profile failed.
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    /// A secret was missing.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// Something about keys (generation, stored key damaged).
+    #[error("identity key: {0}")]
+    Key(String),
+}
+
+/// Exit codes of `confab` (documented in `main.rs`).
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// The server refused, or a local check failed.
+    pub const REFUSED: u8 = 1;
+    /// Bad usage (clap's code).
+    pub const USAGE: u8 = 2;
+    /// Not logged in / no profile / wrong password.
+    pub const AUTH: u8 = 3;
+    /// Network: cannot connect, connection lost, no answer in time.
+    pub const NETWORK: u8 = 4;
+    /// The local profile or a secret could not be read or written.
+    pub const LOCAL: u8 = 5;
+}
+
+impl CliError {
+    /// What to do about it.
+    #[must_use]
+    pub fn hint(&self) -> String {
+        match self {
+            CliError::NotLoggedIn(user) => {
+                format!("run `confab login {}` first", user.as_deref().unwrap_or("USER"))
+            }
+            CliError::NoUser(_) => "name the user: `confab login USER` (or pass --profile DIR)".into(),
+            CliError::NoIdentity(user) => {
+                format!(
+                    "keys never leave the device they were made on: use that device, or `confab register` a new account (not {user})"
+                )
+            }
+            CliError::WrongPassword => "check CONFAB_PASSWORD, or type the password again".into(),
+            CliError::Refused { code: 401, .. } => "check the credentials, or log in again".into(),
+            CliError::Refused { code: 404, .. } => "check the name".into(),
+            CliError::Refused { code: 409, .. } => "it already exists or was already done".into(),
+            CliError::Refused { code: 429 | 503, .. } => "wait a little and try again".into(),
+            CliError::Refused { .. } => String::new(),
+            CliError::NoAnswer(_) => "check the server, then run any command (or `confab listen`) to flush it".into(),
+            CliError::Local(SecureError::NoSession(peer)) => {
+                format!("run `confab dm request {peer}` and wait for `{peer}` to accept")
+            }
+            CliError::Local(SecureError::NoOffer(peer)) => {
+                format!("{peer} has not asked (or asked another device): `confab dm request {peer}` instead")
+            }
+            CliError::Local(SecureError::NoRoomKey(room)) => format!("run `confab room join {room}` first"),
+            CliError::Local(SecureError::KeyChanged(user)) => {
+                format!(
+                    "compare `confab safety-number {user}` with {user} out of band, then `confab safety-number {user} --accept-new-key`"
+                )
+            }
+            CliError::Local(_) => String::new(),
+            CliError::Session(SessionError::Connect(e)) => e.hint().into(),
+            CliError::Session(_) => "check the server and try again; nothing acknowledged was lost".into(),
+            CliError::Profile(ProfileError::Busy(_)) => "stop the other confab (a `listen`?) or wait for it".into(),
+            CliError::Profile(_) => "check the profile directory (--profile) and its permissions".into(),
+            CliError::Secret(e) => format!("set {} or run confab on a terminal", secret_var(e)),
+            CliError::Key(_) => String::new(),
+        }
+    }
+
+    /// The process exit code.
+    #[must_use]
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::NotLoggedIn(_) | CliError::NoUser(_) | CliError::NoIdentity(_) | CliError::WrongPassword => {
+                exit::AUTH
+            }
+            CliError::Refused { code: 401, .. } => exit::AUTH,
+            CliError::Refused { .. } | CliError::Local(_) | CliError::Key(_) => exit::REFUSED,
+            CliError::NoAnswer(_) | CliError::Session(_) => exit::NETWORK,
+            CliError::Profile(_) | CliError::Secret(_) => exit::LOCAL,
+        }
+    }
+}
+
+fn secret_var(e: &SecretError) -> &'static str {
+    match e {
+        SecretError::NoTerminal { secret, .. } | SecretError::Empty(secret) => secret.var(),
+    }
+}
+
+/// Runs a command's result to the output and returns the exit code.
+pub fn finish(result: Result<(), CliError>, out: &mut Output<'_>) -> u8 {
+    match result {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            let code = e.exit_code();
+            out.error(&e.to_string(), &e.hint(), code);
+            code
+        }
+    }
+}
+
+impl Env<'_> {
+    /// The profile directory of `user` (explicit, or the last login against this server).
+    pub fn profile_dir(&self, user: Option<&str>) -> Result<(PathBuf, Option<String>), CliError> {
+        if let Some(dir) = &self.profile {
+            return Ok((dir.clone(), user.map(str::to_owned)));
+        }
+        let server = self.connector.server().to_owned();
+        let base = self.data_dir.clone().ok_or_else(|| CliError::NoUser(server.clone()))?;
+        let user = match user {
+            Some(u) => u.to_owned(),
+            None => profile::last_user(&base, &server).ok_or(CliError::NoUser(server.clone()))?,
+        };
+        Ok((profile::profile_dir(&base, &user, &server), Some(user)))
+    }
+
+    /// Records `user` as the last login against this server (best effort).
+    pub fn remember_user(&self, user: &str) {
+        if self.profile.is_none()
+            && let Some(base) = &self.data_dir
+        {
+            let _ = profile::set_last_user(base, self.connector.server(), user);
+        }
+    }
+
+    fn rng(&mut self) -> StdRng {
+        StdRng::from_seed((self.seed)())
+    }
+
+    /// Opens the profile of `user` (or the last one), restores the secure
+    /// client from it and connects: the stored refresh token logs in.
+    pub fn resume(&mut self, user: Option<&str>) -> Result<Session, CliError> {
+        let user = user.map(str::to_owned).or_else(|| self.user.clone());
+        let (dir, user) = self.profile_dir(user.as_deref())?;
+        if !profile::exists(&dir) {
+            return Err(CliError::NotLoggedIn(user));
+        }
+        let profile = Profile::open(&dir)?;
+        let now = (self.clock)();
+        let not_logged_in = || CliError::NotLoggedIn(user.clone());
+        let stored = profile.identity()?.ok_or_else(not_logged_in)?;
+        let der = stored.session.ok_or_else(not_logged_in)?;
+        let snapshot = profile.load(now.unix_ms)?.ok_or_else(not_logged_in)?;
+        if snapshot.client.refresh_token.is_none() {
+            return Err(not_logged_in());
+        }
+        let identity = IdentityKey::from_pkcs8_der(&der).map_err(|e| CliError::Key(e.to_string()))?;
+        let rng = self.rng();
+        let sc = SecureClient::restore(self.config.clone(), &snapshot, identity, rng, self.room_params, now)
+            .map_err(|e| CliError::Profile(ProfileError::Damaged(e.to_string())))?;
+        let mut session = Session::new(sc, profile, self.clock.clone());
+        session.connect(self.connector)?;
+        let deadline = session.now().instant + self.answer_timeout;
+        let connected = session.run_until(deadline, |e| {
+            matches!(
+                e,
+                confab_proto::e2e::SecureEvent::Plain(
+                    ClientEvent::Connected { .. } | ClientEvent::Failed { opcode: Opcode::Refresh, .. }
+                )
+            )
+        })?;
+        if !session.sc().client().is_logged_in() {
+            return Err(CliError::NotLoggedIn(user));
+        }
+        if !connected {
+            return Err(CliError::NoAnswer("the session refresh".into()));
+        }
+        // Receive what was queued for this user (requests, acceptances, messages).
+        session.settle(self.settle, self.answer_timeout)?;
+        Ok(session)
+    }
+}
+
+/// Waits for the outcome of `id`; `Done` is Ok, anything else an error.
+pub fn expect_done(session: &mut Session, env: &Env<'_>, id: u32, what: &str) -> Result<ClientEvent, CliError> {
+    match session.wait_outcome(id, env.answer_timeout)? {
+        Some(event @ (ClientEvent::Done { .. } | ClientEvent::LoggedIn { .. } | ClientEvent::LoggedOut { .. })) => {
+            Ok(event)
+        }
+        Some(ClientEvent::Failed { code, reason, .. }) => Err(CliError::Refused { what: what.into(), code, reason }),
+        Some(ClientEvent::Indeterminate { reason, .. }) => {
+            Err(CliError::Refused { what: what.into(), code: 0, reason })
+        }
+        Some(_) | None => Err(CliError::NoAnswer(what.into())),
+    }
+}
+
+/// Prints the collected events whose kind `show` selects, and every warning.
+pub fn print_events(session: &mut Session, out: &mut Output<'_>, show: impl Fn(&str) -> bool) {
+    for event in session.take_events() {
+        if let Some((kind, human, fields)) = event_item(&event) {
+            if kind == "warning" {
+                out.warning(&human, fields);
+            } else if show(kind) {
+                out.item(kind, &human, fields);
+            }
+        }
+    }
+}
+
+/// Prints the warnings among the collected events (a changed key, a message that did not open).
+pub fn print_warnings(session: &mut Session, out: &mut Output<'_>) {
+    print_events(session, out, |_| false);
+}

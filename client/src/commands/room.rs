@@ -1,0 +1,83 @@
+//! `room create|join|leave NAME`, `room send NAME TEXT`, `room history NAME`.
+//!
+//! The room password (`CONFAB_ROOM_PASSWORD` or a prompt) never leaves the
+//! device: the room key and the join verifier are derived from it here.
+
+use confab_proto::{ClientEvent, ResponseBody};
+use serde_json::json;
+
+use super::{CliError, Env, expect_done, print_events, print_warnings};
+use crate::output::Output;
+use crate::secrets::Secret;
+
+/// `confab room create NAME`.
+pub fn create(env: &mut Env<'_>, out: &mut Output<'_>, room: &str) -> Result<(), CliError> {
+    let password = env.secrets.get(Secret::RoomPassword)?;
+    let mut session = env.resume(None)?;
+    let now = session.now();
+    let id = session.sc().create_room(now, room, password.as_bytes())?;
+    expect_done(&mut session, env, id, "room create")?;
+    print_warnings(&mut session, out);
+    session.close()?;
+    out.item("ok", &format!("created room {room}"), json!({"command": "room create", "room": room}));
+    Ok(())
+}
+
+/// `confab room join NAME`: prints the retained history, oldest first.
+pub fn join(env: &mut Env<'_>, out: &mut Output<'_>, room: &str) -> Result<(), CliError> {
+    let password = env.secrets.get(Secret::RoomPassword)?;
+    let mut session = env.resume(None)?;
+    let now = session.now();
+    let id = session.sc().join_room(now, room, password.as_bytes())?;
+    let done = expect_done(&mut session, env, id, "room join")?;
+    let members = match done {
+        ClientEvent::Done { body: ResponseBody::RoomJoined(joined), .. } => joined.members,
+        _ => Vec::new(),
+    };
+    print_events(&mut session, out, |kind| kind == "room_message");
+    session.close()?;
+    let human = format!("joined room {room} (members: {})", members.join(", "));
+    out.item("ok", &human, json!({"command": "room join", "room": room, "members": members}));
+    Ok(())
+}
+
+/// `confab room leave NAME`.
+pub fn leave(env: &mut Env<'_>, out: &mut Output<'_>, room: &str) -> Result<(), CliError> {
+    let mut session = env.resume(None)?;
+    let now = session.now();
+    let id = session.sc().client_mut().leave_room(now, room).map_err(|e| CliError::Local(e.into()))?;
+    expect_done(&mut session, env, id, "room leave")?;
+    print_warnings(&mut session, out);
+    session.close()?;
+    out.item("ok", &format!("left room {room}"), json!({"command": "room leave", "room": room}));
+    Ok(())
+}
+
+/// `confab room send NAME TEXT`.
+pub fn send(env: &mut Env<'_>, out: &mut Output<'_>, room: &str, text: &str) -> Result<(), CliError> {
+    let mut session = env.resume(None)?;
+    let now = session.now();
+    let id = session.sc().send_room(now, room, text)?;
+    let done = expect_done(&mut session, env, id, "room send")?;
+    let seq = match done {
+        ClientEvent::Done { body: ResponseBody::Sent(sent), .. } => Some(sent.seq),
+        _ => None,
+    };
+    print_warnings(&mut session, out);
+    session.close()?;
+    let human = format!("sent to {room}{}", seq.map(|s| format!(" (#{s})")).unwrap_or_default());
+    out.item("ok", &human, json!({"command": "room send", "room": room, "seq": seq}));
+    Ok(())
+}
+
+/// `confab room history NAME`: the retained messages, opened here, oldest first.
+pub fn history(env: &mut Env<'_>, out: &mut Output<'_>, room: &str) -> Result<(), CliError> {
+    let mut session = env.resume(None)?;
+    session.take_events();
+    let now = session.now();
+    let id = session.sc().room_history(now, room)?;
+    expect_done(&mut session, env, id, "room history")?;
+    print_events(&mut session, out, |kind| kind == "room_message");
+    session.close()?;
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! The connection factory: from the global flags to a [`Link`].
+//!
+//! Everything above this module (the session loop, the commands) is written
+//! against the [`Link`] trait and the [`Connector`] trait, so tests drive the
+//! whole CLI logic over an in-process server and the program over TCP+TLS or
+//! QUIC. [`connect`] is the only place that knows the real transports.
+
+use std::fmt;
+use std::net::ToSocketAddrs as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use confab_transports::link::Link;
+use confab_transports::tls::{self, ClientTrust, Pin};
+use confab_transports::{quic, tcp};
+
+/// The default server address.
+pub const DEFAULT_SERVER: &str = "127.0.0.1:7700";
+
+/// Which transport carries the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// TCP + TLS 1.3.
+    #[default]
+    Tcp,
+    /// QUIC (ALPN `confab/1`).
+    Quic,
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transport::Tcp => "tcp",
+            Transport::Quic => "quic",
+        })
+    }
+}
+
+/// How the server's certificate is trusted.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Trust {
+    /// The SHA-256 of the server certificate's SubjectPublicKeyInfo, as the
+    /// server prints it at first start (`sha256//` + base64, parsed by
+    /// `confab_transports::tls::Pin::from_str`).
+    Pin(String),
+    /// A PEM file with the CA (or the self-signed certificate) to trust.
+    Ca(PathBuf),
+    /// Neither flag given: the connection is refused (there is no implicit trust).
+    #[default]
+    Unset,
+}
+
+/// Where and how to connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectOpts {
+    /// `HOST:PORT`.
+    pub server: String,
+    /// TCP or QUIC.
+    pub transport: Transport,
+    /// How the server is authenticated.
+    pub trust: Trust,
+}
+
+impl Default for ConnectOpts {
+    fn default() -> Self {
+        ConnectOpts { server: DEFAULT_SERVER.to_owned(), transport: Transport::Tcp, trust: Trust::Unset }
+    }
+}
+
+/// Why no link could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// `--server` is not `HOST:PORT`.
+    #[error("bad server address {0:?}: expected HOST:PORT, for example 127.0.0.1:7700")]
+    BadAddress(String),
+    /// Neither `--pin` nor `--ca`.
+    #[error("no way to authenticate the server: pass --pin PIN (printed by the server at first start) or --ca FILE")]
+    NoTrust,
+    /// The CA file could not be read.
+    #[error("cannot read the CA file {path}: {source}")]
+    Ca {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The transport failed to connect (refused, unreachable, TLS/QUIC handshake, pin mismatch).
+    #[error("cannot connect to {server} over {transport}: {source}")]
+    Io {
+        /// The address.
+        server: String,
+        /// The transport.
+        transport: Transport,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `--pin` is not a pin.
+    #[error("bad --pin: {0}")]
+    BadPin(String),
+    /// The TLS configuration cannot be made (an unusable CA certificate).
+    #[error("TLS setup: {0}")]
+    Tls(String),
+}
+
+impl ConnectError {
+    /// What the user can do about it.
+    #[must_use]
+    pub fn hint(&self) -> &'static str {
+        match self {
+            ConnectError::BadAddress(_) => "pass --server HOST:PORT",
+            ConnectError::NoTrust => "copy the pin the server printed and pass --pin PIN",
+            ConnectError::Ca { .. } => "check the --ca path",
+            ConnectError::Io { .. } => "check that the server runs and listens on that address and transport",
+            ConnectError::BadPin(_) => "copy the pin exactly as the server printed it (or from DATA/server.pin)",
+            ConnectError::Tls(_) => "check the --ca file: it must hold the server's certificate or its CA, in PEM",
+        }
+    }
+}
+
+/// Makes links to one server: the real one from [`ConnectOpts`], or a test double.
+pub trait Connector {
+    /// A new, connected link.
+    fn connect(&mut self) -> Result<Box<dyn Link>, ConnectError>;
+
+    /// `HOST:PORT` of the server (names the profile).
+    fn server(&self) -> &str;
+}
+
+impl Connector for ConnectOpts {
+    fn connect(&mut self) -> Result<Box<dyn Link>, ConnectError> {
+        connect(self)
+    }
+
+    fn server(&self) -> &str {
+        &self.server
+    }
+}
+
+/// Checks the options and opens a link over the chosen transport.
+pub fn connect(opts: &ConnectOpts) -> Result<Box<dyn Link>, ConnectError> {
+    check_address(&opts.server)?;
+    if opts.trust == Trust::Unset {
+        return Err(ConnectError::NoTrust);
+    }
+    if let Trust::Ca(path) = &opts.trust
+        && let Err(source) = std::fs::metadata(path)
+    {
+        return Err(ConnectError::Ca { path: path.clone(), source });
+    }
+    open_transport(opts)
+}
+
+/// `HOST:PORT` with a numeric port.
+pub fn check_address(server: &str) -> Result<(), ConnectError> {
+    let bad = || ConnectError::BadAddress(server.to_owned());
+    let (host, port) = server.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// How long a connection (TCP + TLS handshake, or QUIC handshake) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Resolves the address, builds the TLS configuration from the trust
+/// flags and connects over the chosen transport.
+fn open_transport(opts: &ConnectOpts) -> Result<Box<dyn Link>, ConnectError> {
+    let io =
+        |source: std::io::Error| ConnectError::Io { server: opts.server.clone(), transport: opts.transport, source };
+    let addr = opts
+        .server
+        .to_socket_addrs()
+        .map_err(io)?
+        .next()
+        .ok_or_else(|| io(std::io::Error::new(std::io::ErrorKind::NotFound, "the name resolves to no address")))?;
+    let trust = match &opts.trust {
+        Trust::Pin(pin) => ClientTrust::Pin(pin.parse::<Pin>().map_err(|e| ConnectError::BadPin(e.to_string()))?),
+        Trust::Ca(path) => {
+            let pem = std::fs::read(path).map_err(|source| ConnectError::Ca { path: path.clone(), source })?;
+            ClientTrust::Ca(tls::certificates_from_pem(&pem).map_err(|e| ConnectError::Tls(e.to_string()))?)
+        }
+        Trust::Unset => return Err(ConnectError::NoTrust),
+    };
+    let config = tls::client_config(&trust).map_err(|e| ConnectError::Tls(e.to_string()))?;
+    let host = opts.server.rsplit_once(':').map_or(opts.server.as_str(), |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok(match opts.transport {
+        Transport::Tcp => {
+            Box::new(tcp::connect(addr, tls::server_name(host), Arc::new(config), CONNECT_TIMEOUT).map_err(io)?)
+        }
+        Transport::Quic => {
+            let name = tls::server_name(host).to_str().into_owned();
+            Box::new(quic::connect(addr, &name, config, CONNECT_TIMEOUT).map_err(io)?)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_and_trust_are_checked_before_any_socket() {
+        assert!(check_address("127.0.0.1:7700").is_ok());
+        assert!(check_address("[::1]:7700").is_ok());
+        for bad in ["", "host", ":7700", "host:", "host:99999", "host:port"] {
+            assert!(matches!(check_address(bad), Err(ConnectError::BadAddress(_))), "{bad}");
+        }
+        let opts = ConnectOpts::default();
+        assert!(matches!(connect(&opts), Err(ConnectError::NoTrust)));
+        let opts = ConnectOpts { trust: Trust::Ca("/nonexistent/ca.pem".into()), ..ConnectOpts::default() };
+        assert!(matches!(connect(&opts), Err(ConnectError::Ca { .. })));
+    }
+}

@@ -1,0 +1,150 @@
+//! `confab-server run`: the data directory, the TLS identity, the store,
+//! the signals, and the [`Node`] loop.
+//!
+//! First start in an empty data directory: the directory is made 0700, a
+//! self-signed certificate is generated (rcgen) and written as
+//! `server.crt` / `server.key` (0600), its SPKI pin is written to
+//! `server.pin` and printed, and `confab.db` is created. Later starts reuse
+//! all of them, so the pin clients hold stays valid. A configured
+//! certificate chain and key replace the self-signed pair (the pin printed
+//! is then that certificate's).
+
+use std::fs;
+use std::io::{self, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+use confab_transports::tls::{Pin, ServerIdentity};
+use tracing::info;
+
+use crate::config::RunConfig;
+use crate::runtime::{Node, NodeConfig, NodeHandle, RunError, RunSummary};
+use crate::store::{Store, ensure_data_dir};
+
+/// `confab-server run` failed before or while serving.
+#[derive(Debug, thiserror::Error)]
+pub enum RunFailure {
+    /// The data directory is unusable.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// Which.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The certificate or key cannot be read, generated or used.
+    #[error("TLS identity: {0}")]
+    Identity(String),
+    /// The store cannot be opened or loaded.
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// A listener cannot be bound.
+    #[error("cannot listen: {0} (is another confab-server running on that address? use --listen)")]
+    Bind(io::Error),
+    /// The loop stopped on an error.
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+/// A server ready to run: listeners bound, state restored.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The loop.
+    pub node: Node,
+    /// The pin of the certificate served.
+    pub pin: Pin,
+}
+
+/// Prepares the data directory, the identity, the store and the listeners.
+///
+/// # Errors
+/// See [`RunFailure`].
+pub fn prepare(config: &RunConfig) -> Result<Prepared, RunFailure> {
+    let data = &config.data;
+    ensure_data_dir(data).map_err(|source| RunFailure::DataDir { path: data.clone(), source })?;
+    let identity = load_or_make_identity(config)?;
+    let pin = identity.pin().map_err(|e| RunFailure::Identity(e.to_string()))?;
+    write_private(&data.join("server.pin"), format!("{pin}\n").as_bytes())
+        .map_err(|source| RunFailure::DataDir { path: data.clone(), source })?;
+    let (mut store, state) = Store::open(data, &config.server)?;
+    store.set_compact_every(config.compact_every);
+    info!(
+        users = state.users.len(),
+        rooms = state.rooms.len(),
+        queued = state.queued_total,
+        data = %data.display(),
+        "state restored"
+    );
+    let mut node_config = NodeConfig::new(config.server.clone(), config.tcp, identity);
+    node_config.quic = Some(config.quic);
+    node_config.tcp_limits.max_connections = config.max_connections;
+    node_config.quic_limits.max_connections = config.max_connections;
+    let node = Node::bind(node_config, Box::new(store), state).map_err(RunFailure::Bind)?;
+    Ok(Prepared { node, pin })
+}
+
+/// Runs until SIGINT or SIGTERM, then stops gracefully.
+///
+/// # Errors
+/// See [`RunFailure`].
+pub fn run(config: &RunConfig) -> Result<RunSummary, RunFailure> {
+    let Prepared { node, pin } = prepare(config)?;
+    let tcp = node.tcp_addr().map_or_else(|| "-".to_owned(), |a| a.to_string());
+    let quic = node.quic_addr().map_or_else(|| "-".to_owned(), |a| a.to_string());
+    // Lines for people and scripts alike; everything else goes to the log on stderr.
+    println!("confab-server listening: tcp {tcp}, quic {quic}");
+    println!("pin {pin}");
+    println!("data {}", config.data.display());
+    let _ = io::stdout().flush();
+    info!(%tcp, %quic, %pin, "listening");
+    watch_signals(node.handle()).map_err(|e| RunFailure::Bind(io::Error::other(format!("signals: {e}"))))?;
+    Ok(node.run()?)
+}
+
+/// Stops the node on SIGINT or SIGTERM (a thread waiting on the signals).
+fn watch_signals(handle: NodeHandle) -> io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new().name("confab-signals".into()).spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            info!(signal = sig, "signal received");
+            handle.stop();
+        }
+    })?;
+    Ok(())
+}
+
+fn load_or_make_identity(config: &RunConfig) -> Result<ServerIdentity, RunFailure> {
+    let read = |p: &Path| fs::read(p).map_err(|e| RunFailure::Identity(format!("cannot read {}: {e}", p.display())));
+    if let Some((chain, key)) = &config.cert {
+        return ServerIdentity::from_pem(&read(chain)?, &read(key)?).map_err(|e| RunFailure::Identity(e.to_string()));
+    }
+    let (crt, key) = (config.data.join("server.crt"), config.data.join("server.key"));
+    if crt.exists() && key.exists() {
+        return ServerIdentity::from_pem(&read(&crt)?, &read(&key)?).map_err(|e| RunFailure::Identity(e.to_string()));
+    }
+    let mut names = vec!["localhost".to_owned(), confab_transports::tls::DEFAULT_SERVER_NAME.to_owned()];
+    for addr in [config.tcp, config.quic] {
+        let ip = addr.ip().to_string();
+        if !names.contains(&ip) {
+            names.push(ip);
+        }
+    }
+    let made = ServerIdentity::self_signed(&names).map_err(|e| RunFailure::Identity(e.to_string()))?;
+    let dir_err = |source| RunFailure::DataDir { path: config.data.clone(), source };
+    write_private(&key, made.key_pem.as_bytes()).map_err(dir_err)?;
+    write_private(&crt, made.cert_pem.as_bytes()).map_err(dir_err)?;
+    info!(cert = %crt.display(), "generated a self-signed certificate");
+    Ok(made.identity)
+}
+
+/// Writes a file readable by its owner only (0600), replacing it atomically.
+fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)
+}

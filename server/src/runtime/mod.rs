@@ -1,0 +1,496 @@
+//! The server's event loop: one `confab_proto::Server` machine, one store,
+//! and every transport, on one thread.
+//!
+//! ```text
+//!             ┌──────────── loop thread (mio::Poll) ─────────────┐
+//!  TCP+TLS ──►│ TcpServer ─┐                                      │
+//!             │            ├─► NetEvent ─► Server (sans-IO core)  │
+//!  QUIC ─────►│ Hub ───────┤        ▲          │ Persist ─► Store │
+//!  (tokio     │            │        │          │ Transmit ─► conn │
+//!   thread)   │ Workers ───┘ JobResult   Work ─┴─► Workers        │
+//!  mem ──────►│                                                   │
+//!             └───────────────────────────────────────────────────┘
+//! ```
+//!
+//! One turn of the loop: wait for readiness (or the core's next timer),
+//! feed every event to the core, drain the core's outputs, commit every
+//! `Persist` change of the turn in one transaction, and only then write the
+//! turn's frames and closes. No acknowledgement ever precedes durability. A
+//! failed commit stops the server before anything of that turn is written
+//! (fail-stop: the store, not the network, is the source of truth).
+//!
+//! Threads: the loop; the argon2 [`workers`]; QUIC's tokio runtime
+//! (`confab_transports::quic`). TCP connections are sources of the loop's
+//! own poll. Time is read here (the core never reads a clock) and passed
+//! in as [`Now`].
+
+mod workers;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use confab_proto::server::{Change, State};
+use confab_proto::{Now, Output, Server, ServerConfig, ServerEvent, SessionId};
+use confab_transports::mem::{self, MemLink};
+use confab_transports::net::{ConnId, ConnIds, Hub, HubSender, NetEvent, Transport};
+use confab_transports::quic::{QuicLimits, QuicServer};
+use confab_transports::tcp::{TcpLimits, TcpServer};
+use confab_transports::tls::{self, ServerIdentity};
+use mio::{Events, Poll, Token};
+use tracing::{debug, error, info, warn};
+
+use workers::Workers;
+
+/// The one waker of the poll (mio allows one): off-thread transports, the
+/// argon2 workers and [`NodeHandle::stop`] all wake the loop through it, and
+/// each turn checks all of them.
+const WAKE: Token = Token(0);
+
+/// How long a graceful stop waits for sessions to flush their last frames.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// Where the loop makes changes durable.
+pub trait Durable: Send {
+    /// Makes every change of one loop turn durable, atomically (all or none).
+    ///
+    /// # Errors
+    /// The changes may not be durable: the loop stops without writing the
+    /// turn's frames.
+    fn commit(&mut self, changes: &[Change]) -> Result<(), String>;
+}
+
+/// A [`Durable`] that keeps the state in memory only, for tests and for
+/// embedding a throwaway server.
+#[derive(Debug)]
+pub struct MemoryStore {
+    state: State,
+}
+
+impl MemoryStore {
+    /// An empty store for `config`.
+    #[must_use]
+    pub fn new(config: &ServerConfig) -> MemoryStore {
+        MemoryStore { state: State::new(config.room_history, config.dedup_window) }
+    }
+
+    /// What was committed.
+    #[must_use]
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+}
+
+impl Durable for MemoryStore {
+    fn commit(&mut self, changes: &[Change]) -> Result<(), String> {
+        for c in changes {
+            self.state.apply(c);
+        }
+        Ok(())
+    }
+}
+
+impl Durable for crate::store::Store {
+    fn commit(&mut self, changes: &[Change]) -> Result<(), String> {
+        crate::store::Store::commit(self, changes).map_err(|e| e.to_string())
+    }
+}
+
+/// What a [`Node`] serves.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The core's limits and parameters.
+    pub server: ServerConfig,
+    /// TCP+TLS listen address; `None`: no TCP.
+    pub tcp: Option<SocketAddr>,
+    /// QUIC (UDP) listen address; `None`: no QUIC.
+    pub quic: Option<SocketAddr>,
+    /// The TLS certificate and key of both.
+    pub identity: ServerIdentity,
+    /// TCP connection limits.
+    pub tcp_limits: TcpLimits,
+    /// QUIC connection limits.
+    pub quic_limits: QuicLimits,
+    /// argon2 worker threads.
+    pub workers: usize,
+}
+
+impl NodeConfig {
+    /// TCP and QUIC on `addr` (port 0: two ephemeral ports), default limits.
+    #[must_use]
+    pub fn new(server: ServerConfig, addr: SocketAddr, identity: ServerIdentity) -> NodeConfig {
+        NodeConfig {
+            server,
+            tcp: Some(addr),
+            quic: Some(addr),
+            identity,
+            tcp_limits: TcpLimits::default(),
+            quic_limits: QuicLimits::default(),
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4),
+        }
+    }
+}
+
+/// Stops a running [`Node`] and makes in-memory links to it, from any thread.
+#[derive(Debug, Clone)]
+pub struct NodeHandle {
+    stop: Arc<AtomicBool>,
+    waker: Arc<mio::Waker>,
+    hub: HubSender,
+}
+
+impl NodeHandle {
+    /// Asks the node to stop gracefully: stop accepting, tell every session
+    /// why (503 "server shutting down"), flush, commit, return from `run`.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+
+    /// An in-memory link to the node (no TLS: both ends are this process).
+    #[must_use]
+    pub fn connect_mem(&self) -> MemLink {
+        mem::connect(&self.hub)
+    }
+}
+
+/// What a finished [`Node::run`] reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Connections accepted over the run.
+    pub connections: u64,
+    /// Transactions committed.
+    pub commits: u64,
+    /// Changes committed.
+    pub changes: u64,
+}
+
+/// Why [`Node::run`] stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The poll failed.
+    #[error("event loop failed: {0}")]
+    Poll(#[from] io::Error),
+    /// A commit failed: the turn's frames were not written.
+    #[error("store commit failed, stopping before acknowledging anything of it: {0}")]
+    Store(String),
+}
+
+/// A connection the loop knows.
+#[derive(Debug, Clone, Copy)]
+struct Conn {
+    session: SessionId,
+    transport: Transport,
+}
+
+/// The server's event loop with its transports bound.
+pub struct Node {
+    poll: Poll,
+    core: Server,
+    store: Box<dyn Durable>,
+    tcp: Option<TcpServer>,
+    quic: Option<QuicServer>,
+    hub: Hub,
+    workers: Workers,
+    stop: Arc<AtomicBool>,
+    stop_waker: Arc<mio::Waker>,
+    conns: HashMap<ConnId, Conn>,
+    sessions: HashMap<SessionId, ConnId>,
+    core_deadline: Option<Instant>,
+    summary: RunSummary,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("tcp", &self.tcp_addr())
+            .field("quic", &self.quic_addr())
+            .field("connections", &self.conns.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The wall and monotonic clocks, read together.
+#[must_use]
+pub fn now() -> Now {
+    let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    Now::new(Instant::now(), unix_ms)
+}
+
+/// 32 bytes from the operating system, for the core's RNG seed.
+///
+/// # Errors
+/// The OS has no randomness to give.
+pub fn os_seed() -> io::Result<[u8; 32]> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| io::Error::other(format!("no OS randomness: {e}")))?;
+    Ok(seed)
+}
+
+impl Node {
+    /// Binds the listeners and restores the core from `state` (what `store`
+    /// holds). The core's RNG is seeded from the OS.
+    ///
+    /// # Errors
+    /// A listener cannot be bound, TLS refuses the identity, or the OS has no randomness.
+    pub fn bind(config: NodeConfig, store: Box<dyn Durable>, state: State) -> io::Result<Node> {
+        let poll = Poll::new()?;
+        let ids = ConnIds::default();
+        let hub = Hub::new(poll.registry(), WAKE, ids.clone())?;
+        let work_waker = hub.sender().waker();
+        let stop_waker = hub.sender().waker();
+        let tls = tls::server_config(&config.identity).map_err(io::Error::other)?;
+        let tcp = match config.tcp {
+            Some(addr) => Some(TcpServer::bind(poll.registry(), addr, Arc::new(tls.clone()), ids, config.tcp_limits)?),
+            None => None,
+        };
+        let quic = match config.quic {
+            Some(addr) => Some(QuicServer::bind(addr, tls, hub.sender(), config.quic_limits)?),
+            None => None,
+        };
+        let workers = Workers::start(config.workers, work_waker)?;
+        let core = Server::restore(config.server, os_seed()?, state, now());
+        Ok(Node {
+            poll,
+            core,
+            store,
+            tcp,
+            quic,
+            hub,
+            workers,
+            stop: Arc::new(AtomicBool::new(false)),
+            stop_waker,
+            conns: HashMap::new(),
+            sessions: HashMap::new(),
+            core_deadline: None,
+            summary: RunSummary::default(),
+        })
+    }
+
+    /// The TCP listener's address.
+    #[must_use]
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp.as_ref().map(TcpServer::local_addr)
+    }
+
+    /// The QUIC endpoint's address.
+    #[must_use]
+    pub fn quic_addr(&self) -> Option<SocketAddr> {
+        self.quic.as_ref().map(QuicServer::local_addr)
+    }
+
+    /// A handle to stop the node or link to it in memory.
+    #[must_use]
+    pub fn handle(&self) -> NodeHandle {
+        NodeHandle { stop: Arc::clone(&self.stop), waker: Arc::clone(&self.stop_waker), hub: self.hub.sender() }
+    }
+
+    /// Runs until [`NodeHandle::stop`], then stops gracefully.
+    ///
+    /// # Errors
+    /// The poll failed or a commit failed (see [`RunError`]).
+    pub fn run(mut self) -> Result<RunSummary, RunError> {
+        let mut events = Events::with_capacity(1024);
+        let mut net = Vec::new();
+        let mut stopping: Option<Instant> = None;
+        // The first drain arms the core's timers.
+        self.drain(now())?;
+        loop {
+            let timeout = self.next_deadline().map(|t| t.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout)
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                return Err(e.into());
+            }
+            let t = now();
+            for event in &events {
+                if let Some(tcp) = self.tcp.as_mut()
+                    && tcp.owns(event.token())
+                {
+                    tcp.handle_event(self.poll.registry(), t.instant, event, &mut net);
+                }
+            }
+            if let Some(tcp) = self.tcp.as_mut()
+                && tcp.poll_timeout().is_some_and(|d| d <= t.instant)
+            {
+                tcp.handle_timeout(self.poll.registry(), t.instant, &mut net);
+            }
+            while let Some(e) = self.hub.try_recv() {
+                net.push(e);
+            }
+            for e in net.drain(..) {
+                self.net_event(t, e);
+            }
+            while let Some(result) = self.workers.try_result() {
+                self.core.handle_work(t, result);
+            }
+            if self.core_deadline.is_some_and(|d| d <= t.instant) {
+                self.core.handle_timeout(t);
+            }
+            if stopping.is_none() && self.stop.load(Ordering::SeqCst) {
+                info!(sessions = self.core.session_count(), "stopping: no new connections, closing sessions");
+                if let Some(tcp) = self.tcp.as_mut() {
+                    tcp.stop_accepting(self.poll.registry());
+                }
+                if let Some(quic) = &self.quic {
+                    quic.stop_accepting();
+                }
+                self.core.shutdown(t);
+                stopping = Some(t.instant + STOP_GRACE);
+            }
+            self.drain(t)?;
+            if let Some(deadline) = stopping
+                && (self.conns.is_empty() || t.instant >= deadline)
+            {
+                break;
+            }
+        }
+        if let Some(quic) = self.quic.take() {
+            quic.shutdown(Duration::from_secs(1));
+        }
+        info!(
+            connections = self.summary.connections,
+            commits = self.summary.commits,
+            changes = self.summary.changes,
+            "stopped"
+        );
+        Ok(self.summary)
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let tcp = self.tcp.as_ref().and_then(TcpServer::poll_timeout);
+        match (self.core_deadline, tcp) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn net_event(&mut self, now: Now, event: NetEvent) {
+        match event {
+            NetEvent::Opened { conn, transport, peer, .. } => match self.core.open_session(now) {
+                Ok(session) => {
+                    self.summary.connections += 1;
+                    debug!(%conn, %transport, ?peer, session = session.0, "connection opened");
+                    self.conns.insert(conn, Conn { session, transport });
+                    self.sessions.insert(session, conn);
+                }
+                Err(e) => {
+                    warn!(%conn, %transport, ?peer, "connection refused: {e}");
+                    self.close_conn(conn, transport);
+                }
+            },
+            NetEvent::Received { conn, bytes } => {
+                if let Some(c) = self.conns.get(&conn) {
+                    self.core.handle_input(now, c.session, &bytes);
+                }
+            }
+            NetEvent::Closed { conn, reason } => {
+                if let Some(c) = self.conns.remove(&conn) {
+                    debug!(%conn, transport = %c.transport, session = c.session.0, %reason, "connection closed");
+                    self.sessions.remove(&c.session);
+                    self.core.close_session(now, c.session);
+                }
+            }
+        }
+    }
+
+    fn close_conn(&mut self, conn: ConnId, transport: Transport) {
+        match transport {
+            Transport::Tcp => {
+                let mut out = Vec::new();
+                if let Some(tcp) = self.tcp.as_mut() {
+                    tcp.close(self.poll.registry(), conn, &mut out);
+                }
+                // A conn the core never had: its Closed event needs no answer.
+                drop(out);
+            }
+            Transport::Quic | Transport::Mem => self.hub.close(conn),
+        }
+    }
+
+    /// Drains the core until it is quiet: commit, then write, then report
+    /// backlogs (which may close slow readers, hence the loop).
+    fn drain(&mut self, now: Now) -> Result<(), RunError> {
+        let mut changes = Vec::new();
+        let mut transmits = Vec::new();
+        let mut closes = Vec::new();
+        loop {
+            loop {
+                match self.core.poll_output() {
+                    Output::Work(job) => self.workers.submit(job),
+                    Output::Persist(c) => changes.push(c),
+                    Output::Transmit { session, bytes } => transmits.push((session, bytes)),
+                    Output::Close { session, code, reason } => closes.push((session, code, reason)),
+                    Output::Event(e) => log_event(&e),
+                    Output::Timeout(t) => {
+                        self.core_deadline = t;
+                        break;
+                    }
+                }
+            }
+            if changes.is_empty() && transmits.is_empty() && closes.is_empty() {
+                return Ok(());
+            }
+            if !changes.is_empty() {
+                if let Err(e) = self.store.commit(&changes) {
+                    error!("store commit failed; stopping without writing this turn's frames: {e}");
+                    return Err(RunError::Store(e));
+                }
+                self.summary.commits += 1;
+                self.summary.changes += changes.len() as u64;
+                changes.clear();
+            }
+            let mut written = Vec::new();
+            for (session, bytes) in transmits.drain(..) {
+                let Some(&conn) = self.sessions.get(&session) else { continue };
+                let Some(c) = self.conns.get(&conn) else { continue };
+                let ok = match c.transport {
+                    Transport::Tcp => self.tcp.as_mut().is_some_and(|t| t.send(self.poll.registry(), conn, &bytes)),
+                    Transport::Quic | Transport::Mem => self.hub.send(conn, bytes.to_vec()),
+                };
+                if ok {
+                    written.push((session, conn, c.transport));
+                }
+            }
+            for (session, code, reason) in closes.drain(..) {
+                let Some(conn) = self.sessions.remove(&session) else { continue };
+                if let Some(c) = self.conns.get(&conn) {
+                    debug!(%conn, session = session.0, code, %reason, "closing session");
+                    let transport = c.transport;
+                    self.close_conn(conn, transport);
+                }
+            }
+            written.sort_by_key(|(s, _, _)| s.0);
+            written.dedup_by_key(|(s, _, _)| s.0);
+            for (session, conn, transport) in written {
+                let backlog = match transport {
+                    Transport::Tcp => self.tcp.as_ref().map_or(0, |t| t.backlog(conn)),
+                    Transport::Quic | Transport::Mem => self.hub.backlog(conn),
+                };
+                self.core.handle_backlog(now, session, backlog);
+            }
+        }
+    }
+}
+
+/// One structured log line per core event. Events never carry content or
+/// secrets (the core's contract); reasons are the texts sent to peers.
+fn log_event(e: &ServerEvent) {
+    match e {
+        ServerEvent::Registered { username } => info!(user = %username, "account registered"),
+        ServerEvent::LoggedIn { session, username } => info!(session = session.0, user = %username, "logged in"),
+        ServerEvent::Rejected { session, opcode, code, reason } => {
+            info!(session = session.0, ?opcode, code, %reason, "request refused");
+        }
+        ServerEvent::BadFrame { session, error } => warn!(session = session.0, %error, "bad frame"),
+        ServerEvent::SessionClosed { session, code, reason } => {
+            info!(session = session.0, code, %reason, "session closed");
+        }
+        ServerEvent::MessageExpired { from, to, seq } => {
+            info!(from = %from, to = %to, seq, "undelivered private message expired");
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! Real processes on real sockets: the `confab-server` and `confab`
+//! binaries, started on 127.0.0.1 with ephemeral ports and a temporary
+//! data directory, for the end-to-end tests over TCP and QUIC.
+//!
+//! The binaries are the ones `cargo test` builds beside the test
+//! executables (`target/<profile>/`): the server and client packages have
+//! integration tests, so cargo builds their binaries for every
+//! `cargo test --workspace`. A run that selects only this package builds
+//! them on demand (see [`binary`]).
+
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// A fresh, empty directory under the system's temporary directory,
+/// removed when dropped.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new directory whose name starts with `prefix`.
+    ///
+    /// # Panics
+    /// The directory cannot be made.
+    #[must_use]
+    pub fn new(prefix: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("confab-{prefix}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("make a temporary directory");
+        TempDir(path)
+    }
+
+    /// Its path.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The path of a workspace binary (`confab-server` or `confab`), building
+/// it first if this test run did not.
+///
+/// # Panics
+/// The binary cannot be found or built.
+#[must_use]
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<()>> = OnceLock::new();
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
+    let path = dir.join(name);
+    let _guard = BUILT.get_or_init(|| Mutex::new(())).lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !path.exists() {
+        let package = if name == "confab" { "confab-client" } else { "confab-server" };
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["build", "-p", package, "--bin", name]);
+        if dir.file_name().is_some_and(|p| p == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "cargo build -p {package} failed");
+    }
+    path
+}
+
+/// A running `confab-server run`, its addresses and pin, and its log.
+#[derive(Debug)]
+pub struct ServerProc {
+    child: Option<Child>,
+    /// The TCP address.
+    pub tcp: SocketAddr,
+    /// The QUIC address.
+    pub quic: SocketAddr,
+    /// The pin it printed.
+    pub pin: String,
+    /// The data directory.
+    pub data: PathBuf,
+    log: Arc<Mutex<Vec<u8>>>,
+}
+
+impl ServerProc {
+    /// Starts a server on 127.0.0.1 ephemeral ports with `data` as its data
+    /// directory (and `config`, a TOML file, if given); waits until it listens.
+    ///
+    /// # Panics
+    /// The server does not start within 30 s.
+    #[must_use]
+    pub fn start(data: &Path, config: Option<&Path>) -> ServerProc {
+        ServerProc::start_on(data, config, "127.0.0.1:0", "127.0.0.1:0")
+    }
+
+    /// Like [`start`](Self::start) on given addresses (to restart on the same ports).
+    ///
+    /// # Panics
+    /// The server does not start within 30 s.
+    #[must_use]
+    pub fn start_on(data: &Path, config: Option<&Path>, tcp: &str, quic: &str) -> ServerProc {
+        let mut args = vec!["--tcp-listen".to_owned(), tcp.to_owned(), "--quic-listen".to_owned(), quic.to_owned()];
+        if let Some(c) = config {
+            args.push("--config".to_owned());
+            args.push(c.display().to_string());
+        }
+        ServerProc::start_with(data, &args)
+    }
+
+    /// `confab-server run --data DATA ARGS...`, waiting until it listens.
+    ///
+    /// # Panics
+    /// The server does not start within 30 s.
+    #[must_use]
+    pub fn start_with(data: &Path, args: &[String]) -> ServerProc {
+        let mut cmd = Command::new(binary("confab-server"));
+        cmd.arg("run").arg("--data").arg(data).args(args);
+        cmd.env("RUST_LOG", "debug").env_remove("CONFAB_DATA").env_remove("CONFAB_LISTEN").env_remove("CONFAB_CONFIG");
+        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut stderr = child.stderr.take().expect("stderr");
+        let sink = Arc::clone(&log);
+        thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(&buf[..n]);
+            }
+        });
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (mut addrs, mut pin) = (None, None);
+        while addrs.is_none() || pin.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = rx.recv_timeout(left) else {
+                let _ = child.kill();
+                let log = String::from_utf8_lossy(&log.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+                    .into_owned();
+                panic!("confab-server did not start; its log:\n{log}");
+            };
+            if let Some(rest) = line.strip_prefix("confab-server listening: tcp ") {
+                let (tcp, quic) = rest.split_once(", quic ").expect("listening line");
+                addrs = Some((tcp.parse().expect("tcp addr"), quic.parse().expect("quic addr")));
+            } else if let Some(p) = line.strip_prefix("pin ") {
+                pin = Some(p.to_owned());
+            }
+        }
+        let (tcp, quic) = addrs.expect("addresses");
+        ServerProc { child: Some(child), tcp, quic, pin: pin.expect("pin"), data: data.to_path_buf(), log }
+    }
+
+    /// The server's process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Everything it logged so far.
+    #[must_use]
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner)).into_owned()
+    }
+
+    /// SIGKILL: no flush, no goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit; returns the exit code.
+    ///
+    /// # Panics
+    /// It does not exit within 15 s.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("confab-server did not stop within 15 s of SIGTERM");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The resident memory of the server process, in KiB (from /proc).
+    #[must_use]
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One user of the `confab` CLI: a profile directory and a transport.
+#[derive(Debug, Clone)]
+pub struct CliUser {
+    /// The profile directory.
+    pub profile: PathBuf,
+    /// `tcp` or `quic`.
+    pub transport: &'static str,
+    /// `HOST:PORT`.
+    pub server: String,
+    /// How the server is trusted: `--pin PIN` (the default) or `--ca FILE`.
+    pub trust: Vec<String>,
+    /// The account's password, passphrase and the room password, given through the environment.
+    pub secrets: [(&'static str, String); 3],
+}
+
+impl CliUser {
+    /// A user of `server` over `transport` with its profile under `dir`.
+    #[must_use]
+    pub fn new(dir: &Path, name: &str, server: &ServerProc, transport: &'static str) -> CliUser {
+        let addr = if transport == "quic" { server.quic } else { server.tcp }.to_string();
+        CliUser {
+            profile: dir.join(name),
+            transport,
+            server: addr,
+            trust: vec!["--pin".to_owned(), server.pin.clone()],
+            secrets: [
+                ("CONFAB_PASSWORD", format!("{name}-password-long-enough")),
+                ("CONFAB_PASSPHRASE", "correct horse battery staple".to_owned()),
+                ("CONFAB_ROOM_PASSWORD", "room password 1".to_owned()),
+            ],
+        }
+    }
+
+    /// Points the user at a (restarted) server.
+    pub fn reconnect_to(&mut self, server: &ServerProc) {
+        self.server = if self.transport == "quic" { server.quic } else { server.tcp }.to_string();
+        if self.trust.first().is_some_and(|t| t == "--pin") {
+            self.trust = vec!["--pin".to_owned(), server.pin.clone()];
+        }
+    }
+
+    /// Runs `confab --json ARGS` and returns its output (whatever the exit status).
+    #[must_use]
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).stdin(Stdio::null()).output().expect("run confab")
+    }
+
+    /// The `confab --json ARGS` command of this user, not started.
+    #[must_use]
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(binary("confab"));
+        cmd.arg("--json")
+            .arg("--server")
+            .arg(&self.server)
+            .args(["--transport", self.transport])
+            .args(&self.trust)
+            .arg("--profile")
+            .arg(&self.profile)
+            .args(args);
+        for (k, v) in &self.secrets {
+            cmd.env(k, v);
+        }
+        for k in ["CONFAB_SERVER", "CONFAB_TRANSPORT", "CONFAB_PIN", "CONFAB_PROFILE"] {
+            cmd.env_remove(k);
+        }
+        cmd
+    }
+
+    /// Runs `confab --json ARGS`, which must succeed; returns stdout.
+    ///
+    /// # Panics
+    /// The command failed.
+    #[must_use]
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "confab {args:?} ({}) failed with {}:\nstdout: {stdout}\nstderr: {}",
+            self.transport,
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+}
+
+/// Every file under `dir`, recursively, with its bytes.
+#[must_use]
+pub fn read_tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                out.push((p, bytes));
+            }
+        }
+    }
+    out
+}
+
+/// Whether `needle` occurs in `haystack`.
+#[must_use]
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}

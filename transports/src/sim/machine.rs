@@ -1,0 +1,227 @@
+//! The client machine a simulated user runs: the plain [`Client`], whose
+//! payloads are opaque recognisable bytes, or a [`SecureClient`] that seals
+//! for real (room passwords, signed MP handshakes, AES-CTR + HMAC).
+//!
+//! Either way the user's behaviour deals in *payloads*: the sealed bytes of
+//! a plain client, the plaintext of a secure one. The ledger keys posts by
+//! payload, so the same invariants hold in both modes.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use confab_proto::e2e::{SecureClient, SecureError, SecureEvent, SecureOutput};
+use confab_proto::{Client, ClientEvent, ClientOutput, Now};
+
+/// A simulated user's client machine.
+#[derive(Debug)]
+pub(crate) enum Machine {
+    /// Opaque payloads, sent as they are.
+    Plain(Box<Client>),
+    /// Real end-to-end encryption: payloads are plaintexts.
+    Secure(Box<SecureClient>),
+}
+
+/// Something the machine reports to the user's behaviour.
+#[derive(Debug)]
+pub(crate) enum AppEvent {
+    /// A client event (in secure mode: those the secure layer passes through).
+    Plain(ClientEvent),
+    /// A secure-layer event (never `SecureEvent::Plain`).
+    Secure(SecureEvent),
+}
+
+/// One output of [`Machine::poll_output`].
+pub(crate) enum MachineOutput {
+    Transmit(Bytes),
+    Event(AppEvent),
+    Close { code: u16, reason: String },
+    Timeout(Option<Instant>),
+}
+
+/// The password of a room in secure mode: fixed per room name, so that every member derives the same keys.
+#[must_use]
+pub fn room_password(room: &str) -> Vec<u8> {
+    format!("room password of {room}: 5f0c2e91b7d4").into_bytes()
+}
+
+/// The join verifier of a room in plain mode: fixed per room name.
+pub(crate) fn plain_verifier(room: &str) -> Bytes {
+    Bytes::from(format!("verifier:{room}:0123456789abcdef"))
+}
+
+/// A payload as text (the behaviour makes them with `format!`: always UTF-8).
+fn text(payload: &Bytes) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(payload)
+}
+
+impl Machine {
+    pub(crate) fn client(&self) -> &Client {
+        match self {
+            Machine::Plain(c) => c,
+            Machine::Secure(s) => s.client(),
+        }
+    }
+
+    pub(crate) fn client_mut(&mut self) -> &mut Client {
+        match self {
+            Machine::Plain(c) => c,
+            Machine::Secure(s) => s.client_mut(),
+        }
+    }
+
+    pub(crate) fn secure(&self) -> Option<&SecureClient> {
+        match self {
+            Machine::Plain(_) => None,
+            Machine::Secure(s) => Some(s),
+        }
+    }
+
+    pub(crate) fn is_logged_in(&self) -> bool {
+        self.client().is_logged_in()
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        self.client().is_connected()
+    }
+
+    pub(crate) fn outbox_len(&self) -> usize {
+        self.client().outbox_len()
+    }
+
+    pub(crate) fn connected(&mut self, now: Now) {
+        match self {
+            Machine::Plain(c) => c.connected(now),
+            Machine::Secure(s) => s.connected(now),
+        }
+    }
+
+    pub(crate) fn disconnected(&mut self, now: Now) {
+        match self {
+            Machine::Plain(c) => c.disconnected(now),
+            Machine::Secure(s) => s.disconnected(now),
+        }
+    }
+
+    pub(crate) fn handle_input(&mut self, now: Now, bytes: &[u8]) {
+        match self {
+            Machine::Plain(c) => c.handle_input(now, bytes),
+            Machine::Secure(s) => s.handle_input(now, bytes),
+        }
+    }
+
+    pub(crate) fn handle_timeout(&mut self, now: Now) {
+        match self {
+            Machine::Plain(c) => c.handle_timeout(now),
+            Machine::Secure(s) => s.handle_timeout(now),
+        }
+    }
+
+    pub(crate) fn poll_output(&mut self) -> MachineOutput {
+        match self {
+            Machine::Plain(c) => match c.poll_output() {
+                ClientOutput::Transmit(b) => MachineOutput::Transmit(b),
+                ClientOutput::Event(e) => MachineOutput::Event(AppEvent::Plain(e)),
+                ClientOutput::Close { code, reason } => MachineOutput::Close { code, reason },
+                ClientOutput::Timeout(t) => MachineOutput::Timeout(t),
+            },
+            Machine::Secure(s) => match s.poll_output() {
+                SecureOutput::Transmit(b) => MachineOutput::Transmit(b),
+                SecureOutput::Event(SecureEvent::Plain(e)) => MachineOutput::Event(AppEvent::Plain(e)),
+                SecureOutput::Event(e) => MachineOutput::Event(AppEvent::Secure(e)),
+                SecureOutput::Close { code, reason } => MachineOutput::Close { code, reason },
+                SecureOutput::Timeout(t) => MachineOutput::Timeout(t),
+            },
+        }
+    }
+
+    /// The identity public key this user registers.
+    pub(crate) fn identity_key(&self, name: &str) -> Bytes {
+        match self {
+            Machine::Plain(_) => Bytes::from(format!("idkey:{name}")),
+            Machine::Secure(s) => Bytes::copy_from_slice(s.identity().public().spki_der()),
+        }
+    }
+
+    pub(crate) fn register(
+        &mut self,
+        now: Now,
+        name: &str,
+        password: &str,
+        passphrase: &str,
+    ) -> Result<u32, SecureError> {
+        match self {
+            Machine::Plain(c) => {
+                let key = Bytes::from(format!("idkey:{name}"));
+                Ok(c.register(now, name, password, passphrase, key)?)
+            }
+            Machine::Secure(s) => s.register(now, name, password, passphrase),
+        }
+    }
+
+    pub(crate) fn login(&mut self, now: Now, name: &str, password: &str, passphrase: &str) -> Result<u32, SecureError> {
+        match self {
+            Machine::Plain(c) => Ok(c.login(now, name, password, passphrase)?),
+            Machine::Secure(s) => s.login(now, name, password, passphrase),
+        }
+    }
+
+    pub(crate) fn set_identity_key(&mut self, now: Now, name: &str) -> Result<u32, SecureError> {
+        let key = self.identity_key(name);
+        Ok(self.client_mut().set_identity_key(now, key)?)
+    }
+
+    pub(crate) fn create_room(&mut self, now: Now, room: &str) -> Result<u32, SecureError> {
+        match self {
+            Machine::Plain(c) => Ok(c.create_room(now, room, plain_verifier(room))?),
+            Machine::Secure(s) => s.create_room(now, room, &room_password(room)),
+        }
+    }
+
+    pub(crate) fn join_room(&mut self, now: Now, room: &str) -> Result<u32, SecureError> {
+        match self {
+            Machine::Plain(c) => Ok(c.join_room(now, room, plain_verifier(room))?),
+            Machine::Secure(s) => s.join_room(now, room, &room_password(room)),
+        }
+    }
+
+    pub(crate) fn room_history(&mut self, now: Now, room: &str) -> Result<u32, SecureError> {
+        match self {
+            Machine::Plain(c) => Ok(c.room_history(now, room)?),
+            Machine::Secure(s) => s.room_history(now, room),
+        }
+    }
+
+    pub(crate) fn send_room(&mut self, now: Now, room: &str, payload: &Bytes) -> Result<u32, SecureError> {
+        match self {
+            Machine::Plain(c) => Ok(c.send_room(now, room, payload.clone())?),
+            Machine::Secure(s) => s.send_room(now, room, &text(payload)),
+        }
+    }
+
+    pub(crate) fn send_mp(&mut self, now: Now, peer: &str, payload: &Bytes) -> Result<u32, SecureError> {
+        match self {
+            Machine::Plain(c) => Ok(c.send_mp(now, peer, payload.clone())?),
+            Machine::Secure(s) => s.send_mp(now, peer, &text(payload)),
+        }
+    }
+
+    /// Asks `peer` for a conversation (`handshake` is the plain client's stand-in blob).
+    pub(crate) fn request_mp(&mut self, now: Now, peer: &str, handshake: Bytes) -> Result<u32, SecureError> {
+        match self {
+            Machine::Plain(c) => Ok(c.request_mp(now, peer, handshake)?),
+            Machine::Secure(s) => s.request_mp(now, peer),
+        }
+    }
+
+    /// Accepts `peer`'s request (`handshake` is the plain client's stand-in blob).
+    pub(crate) fn accept_mp(&mut self, now: Now, peer: &str, handshake: Bytes) -> Result<u32, SecureError> {
+        match self {
+            Machine::Plain(c) => Ok(c.accept_mp(now, peer, handshake)?),
+            Machine::Secure(s) => s.accept_mp(now, peer),
+        }
+    }
+
+    pub(crate) fn close_mp(&mut self, now: Now, peer: &str) -> Result<u32, SecureError> {
+        Ok(self.client_mut().close_mp(now, peer)?)
+    }
+}
