@@ -72,6 +72,9 @@ pub enum Transport {
     Tcp,
     /// QUIC (one bidirectional stream per connection).
     Quic,
+    /// In-memory links into the same server loop: no sockets, no TLS. A
+    /// baseline that separates the transports' cost from the loop's.
+    Mem,
 }
 
 impl Transport {
@@ -81,6 +84,7 @@ impl Transport {
         match self {
             Transport::Tcp => "tcp",
             Transport::Quic => "quic",
+            Transport::Mem => "mem",
         }
     }
 }

@@ -11,8 +11,12 @@ use confab_bench::{BenchConfig, MAX_DURATION_SECS, MAX_WARMUP_SECS, Mode, Scenar
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum TransportArg {
+    /// TCP + TLS 1.3.
     Tcp,
+    /// QUIC.
     Quic,
+    /// In-memory links into the same server loop (no sockets, no TLS): a baseline.
+    Mem,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -90,6 +94,7 @@ fn main() -> ExitCode {
         transport: match args.transport {
             TransportArg::Tcp => Transport::Tcp,
             TransportArg::Quic => Transport::Quic,
+            TransportArg::Mem => Transport::Mem,
         },
         scenario: match args.scenario {
             ScenarioArg::Mp => Scenario::Mp,

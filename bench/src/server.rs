@@ -122,6 +122,10 @@ impl InProcess {
                     Ok(Box::new(link) as Box<dyn Link>)
                 })
             }
+            Transport::Mem => {
+                let handle = self.handle.clone();
+                Box::new(move || Ok(Box::new(handle.connect_mem()) as Box<dyn Link>))
+            }
         })
     }
 
