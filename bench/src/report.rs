@@ -114,6 +114,9 @@ pub struct Report {
     pub latency: Latency,
     /// Sender-side: acknowledgement minus send time.
     pub ack_latency: Latency,
+    /// Sender-side: actual minus intended send time (fixed rate: how late
+    /// the senders were on their schedule; closed loop: always ~0).
+    pub send_lag: Latency,
     /// Fixed rate: the achieved send rate fell below 95 % of the target.
     pub rate_shortfall: bool,
     /// Errors (refused sends, lost connections, setup failures).
@@ -174,6 +177,7 @@ pub(crate) fn build(config: &BenchConfig, s: &WorkerStats, timeline: Option<Time
         unacked: s.unacked,
         latency: Latency::of(&s.latency),
         ack_latency: Latency::of(&s.ack),
+        send_lag: Latency::of(&s.lag),
         rate_shortfall,
         errors,
         error_samples,
@@ -213,6 +217,7 @@ impl Report {
             "unacked": self.unacked,
             "latency": self.latency.json(),
             "ack_latency": self.ack_latency.json(),
+            "send_lag": self.send_lag.json(),
             "rate_shortfall": self.rate_shortfall,
             "errors": self.errors,
             "error_samples": self.error_samples,
@@ -258,7 +263,11 @@ impl fmt::Display for Report {
         writeln!(f, "{:<24}{:>14}{:>14.0}", "sent", self.sent, self.sent_per_s)?;
         writeln!(f, "{:<24}{:>14}{:>14.0}", "delivered", self.delivered, self.delivered_per_s)?;
         writeln!(f, "{:<24}{:>10}{:>10}{:>10}{:>10}{:>12}", "latency (µs)", "p50", "p99", "p99.9", "max", "samples")?;
-        for (name, l) in [("delivery", &self.latency), ("ack", &self.ack_latency)] {
+        let mut rows = vec![("delivery", &self.latency), ("ack", &self.ack_latency)];
+        if c.mode == Mode::Rate {
+            rows.push(("send lag", &self.send_lag));
+        }
+        for (name, l) in rows {
             writeln!(
                 f,
                 "{:<24}{:>10}{:>10}{:>10}{:>10}{:>12}",

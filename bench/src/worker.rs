@@ -29,6 +29,12 @@ const HANDSHAKE: &[u8] = b"bench-handshake";
 const MAX_LATENCY_US: u64 = 600_000_000;
 /// Error messages kept as samples.
 const MAX_ERROR_SAMPLES: usize = 8;
+/// Fixed rate: this close to the next send, the sender stops blocking in
+/// the link (whose timers have millisecond resolution) and polls it, sleeping
+/// at most [`PRECISE_SLEEP`] at a time, so that sends leave on schedule.
+const PRECISE_WAIT: Duration = Duration::from_micros(1500);
+/// The longest sleep of the precise wait.
+const PRECISE_SLEEP: Duration = Duration::from_micros(100);
 
 /// What one client does.
 #[derive(Debug, Clone)]
@@ -86,6 +92,8 @@ pub(crate) struct WorkerStats {
     pub(crate) latency: Histogram<u64>,
     /// Send to acknowledgement, µs, window messages.
     pub(crate) ack: Histogram<u64>,
+    /// Actual minus intended send time, µs, window messages (closed loop: 0, recorded as 1).
+    pub(crate) lag: Histogram<u64>,
     /// Messages sent during the window (whatever their intended time).
     pub(crate) sent: u64,
     /// Fixed rate: window messages never sent (the sender fell behind past the drain).
@@ -112,6 +120,7 @@ impl WorkerStats {
         WorkerStats {
             latency: hist(),
             ack: hist(),
+            lag: hist(),
             sent: 0,
             unsent: 0,
             acked: 0,
@@ -137,6 +146,7 @@ impl WorkerStats {
         // Same bounds on both sides: adding cannot fail.
         let _ = self.latency.add(&other.latency);
         let _ = self.ack.add(&other.ack);
+        let _ = self.lag.add(&other.lag);
         self.sent += other.sent;
         self.unsent += other.unsent;
         self.acked += other.acked;
@@ -329,15 +339,30 @@ fn measure(
             break Ok(());
         }
         let mut wake = (t + Duration::from_millis(50)).min(tl.drain_end);
+        let mut precise = false;
         if sending {
             match config.mode {
                 Mode::Closed if t < tl.warm => wake = wake.min(tl.warm),
                 Mode::Closed => wake = wake.min(tl.end),
-                Mode::Rate if in_flight.len() < RATE_MAX_IN_FLIGHT => wake = wake.min(next_intended.max(t)),
+                Mode::Rate if in_flight.len() < RATE_MAX_IN_FLIGHT => {
+                    precise = next_intended.saturating_duration_since(t) <= PRECISE_WAIT;
+                    wake = wake.min(next_intended.checked_sub(PRECISE_WAIT).unwrap_or(t).max(t));
+                }
                 Mode::Rate => {}
             }
         }
-        peer.step(wake)?;
+        if precise {
+            // Whatever has arrived, without blocking; then a short sleep if nothing did.
+            peer.step(t)?;
+            if peer.events.is_empty() {
+                let left = next_intended.saturating_duration_since(Instant::now());
+                if !left.is_zero() {
+                    std::thread::sleep(left.min(PRECISE_SLEEP));
+                }
+            }
+        } else {
+            peer.step(wake)?;
+        }
         let got_at = Instant::now();
         while let Some(event) = peer.events.pop_front() {
             match event {
@@ -408,6 +433,9 @@ fn send(
             stats.sent_total += 1;
             if sent >= tl.start && sent < tl.end {
                 stats.sent += 1;
+            }
+            if in_window {
+                stats.lag.saturating_record(micros(sent.saturating_duration_since(intended)));
             }
         }
         Err(e) => stats.error(format!("send refused by the client: {e}")),
