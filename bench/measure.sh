@@ -2,6 +2,7 @@
 # The runs of docs/BENCHMARKS.md, "Over real sockets (confab-bench)": one
 # JSON object per line on stdout. Each run is bounded (5 s window, 1 s warmup).
 # Usage: bench/measure.sh > results.jsonl
+# The machine is shared: run it three times and take the median of each line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p confab-bench >&2
@@ -13,10 +14,17 @@ for t in tcp quic; do
   done
   "$bin" --transport "$t" --scenario mp --payload 1024 --mode closed --window 16 "${common[@]}"
   "$bin" --transport "$t" --scenario mp --payload 1024 --mode rate --rate 5000 "${common[@]}"
+  "$bin" --transport "$t" --scenario mp --senders 4 --receivers 4 --payload 1024 --mode closed "${common[@]}"
   for m in 10 100; do
     "$bin" --transport "$t" --scenario room --receivers "$m" --payload 1024 --mode closed "${common[@]}"
   done
   "$bin" --transport "$t" --scenario room --receivers 10 --payload 1024 --mode rate --rate 1000 "${common[@]}"
   "$bin" --transport "$t" --scenario room --receivers 100 --payload 1024 --mode rate --rate 200 "${common[@]}"
 done
+# The SQLite store (synchronous=FULL): one fsync per loop turn.
 "$bin" --transport tcp --scenario mp --payload 1024 --mode closed --store sqlite "${common[@]}"
+"$bin" --transport tcp --scenario mp --payload 1024 --mode closed --window 16 --store sqlite "${common[@]}"
+"$bin" --transport tcp --scenario mp --senders 4 --receivers 4 --payload 1024 --mode closed --store sqlite "${common[@]}"
+# The no-socket baseline: in-memory links into the same server loop.
+"$bin" --transport mem --scenario mp --payload 1024 --mode closed "${common[@]}"
+"$bin" --transport mem --scenario room --receivers 100 --payload 1024 --mode closed "${common[@]}"
