@@ -86,6 +86,12 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // The in-process server logs through `tracing`: warnings (a session
+    // closed as a slow reader, a refused connection) go to stderr; RUST_LOG
+    // overrides.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     if args.duration > MAX_DURATION_SECS || args.warmup > MAX_WARMUP_SECS {
         eprintln!("confab-bench: --duration is at most {MAX_DURATION_SECS} s and --warmup at most {MAX_WARMUP_SECS} s");
         return ExitCode::from(2);
