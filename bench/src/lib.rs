@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 pub use report::{Latency, Machine, Report};
 
 use gate::Gate;
-use worker::{Role, Shared, Timeline, WorkerStats};
+use worker::{Role, Shared, WorkerStats};
 
 /// Longest measured window a run accepts, in seconds.
 pub const MAX_DURATION_SECS: u64 = 120;
@@ -399,15 +399,4 @@ fn roles(config: &BenchConfig) -> Vec<Role> {
         }
     }
     roles
-}
-
-/// The time line of the measured part, shared by every client.
-impl Timeline {
-    /// The timeline of a run whose setup ended at `at`.
-    pub(crate) fn starting(at: Instant, config: &BenchConfig) -> Timeline {
-        let warm = at + Duration::from_millis(20);
-        let start = warm + config.warmup;
-        let end = start + config.duration;
-        Timeline { warm, start, end, drain_end: end + DRAIN }
-    }
 }

@@ -64,6 +64,16 @@ pub(crate) struct Timeline {
     pub(crate) drain_end: Instant,
 }
 
+impl Timeline {
+    /// The timeline of a run whose setup ended at `at`.
+    pub(crate) fn starting(at: Instant, config: &BenchConfig) -> Timeline {
+        let warm = at + Duration::from_millis(20);
+        let start = warm + config.warmup;
+        let end = start + config.duration;
+        Timeline { warm, start, end, drain_end: end + crate::DRAIN }
+    }
+}
+
 /// What every client thread shares.
 pub(crate) struct Shared {
     pub(crate) config: BenchConfig,
