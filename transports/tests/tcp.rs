@@ -36,6 +36,8 @@ struct Stats {
     max_echo_backlog: usize,
     /// Whether `poll_timeout` was set.
     timer_set: bool,
+    /// Turns of the loop so far.
+    turns: u64,
 }
 
 struct Echo {
@@ -45,6 +47,7 @@ struct Echo {
     stats: Arc<Mutex<Stats>>,
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
+    close: mpsc::Sender<ConnId>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -61,6 +64,7 @@ impl Echo {
         let (tx, seen) = mpsc::channel();
         let stats = Arc::new(Mutex::new(Stats::default()));
         let stop = Arc::new(AtomicBool::new(false));
+        let (close, close_rx) = mpsc::channel::<ConnId>();
         let thread = {
             let (stats, stop) = (Arc::clone(&stats), Arc::clone(&stop));
             std::thread::spawn(move || {
@@ -68,6 +72,7 @@ impl Echo {
                 let mut net = Vec::new();
                 let mut closes = Vec::new();
                 let mut max_echo_backlog = 0;
+                let mut turns = 0;
                 let mut flooding: HashSet<ConnId> = HashSet::new();
                 let mut amplify: HashSet<ConnId> = HashSet::new();
                 let flood = vec![0x5a; 64 << 10];
@@ -122,6 +127,9 @@ impl Echo {
                             }
                         }
                     }
+                    while let Ok(conn) = close_rx.try_recv() {
+                        server.close(poll.registry(), conn, &mut closes);
+                    }
                     for e in closes.drain(..) {
                         if let NetEvent::Closed { conn, reason } = e {
                             tx.send(Seen::Closed(conn, reason)).unwrap();
@@ -134,16 +142,18 @@ impl Echo {
                             }
                         }
                     }
+                    turns += 1;
                     *stats.lock().unwrap() = Stats {
                         refused: server.refused(),
                         len: server.len(),
                         max_echo_backlog,
                         timer_set: server.poll_timeout().is_some(),
+                        turns,
                     };
                 }
             })
         };
-        Echo { addr, pin, seen, stats, stop, waker, thread: Some(thread) }
+        Echo { addr, pin, seen, stats, stop, waker, close, thread: Some(thread) }
     }
 
     fn client_config(&self) -> Arc<rustls::ClientConfig> {
@@ -174,6 +184,12 @@ impl Echo {
             Seen::Closed(conn, reason) => (conn, reason),
             other => panic!("expected Closed, got {other:?}"),
         }
+    }
+
+    /// Asks the loop to close `conn`.
+    fn close(&self, conn: ConnId) {
+        self.close.send(conn).unwrap();
+        self.waker.wake().unwrap();
     }
 
     fn stats(&self) -> Stats {
@@ -276,6 +292,37 @@ fn reading_pauses_while_the_backlog_is_above_half_the_cap() {
     let max = echo.stats().max_echo_backlog;
     assert!(max > 128 << 10 && max <= 256 << 10, "backlog peaked at {max}");
     assert!(echo.seen.try_recv().is_err(), "nothing closed");
+}
+
+#[test]
+fn closing_a_paused_connection_flushes_it_without_spinning() {
+    let echo = Echo::start(TcpLimits { max_outbound: 256 << 10, read_chunk: 16 << 10, ..TcpLimits::default() });
+    let mut link = echo.connect().unwrap();
+    let conn = echo.next_opened();
+    link.send(b"amp").unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    link.send(&pattern(2 << 20, 5)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    echo.close(conn);
+    std::thread::sleep(Duration::from_millis(20));
+    let before = echo.stats().turns;
+    std::thread::sleep(Duration::from_millis(200));
+    let turns = echo.stats().turns - before;
+    assert!(turns < 20, "the loop spun {turns} turns while a close waited for the peer");
+
+    // The peer gets what was queued, then end of file.
+    let deadline = Instant::now() + SECOND;
+    let mut got = 0;
+    let err = loop {
+        match link.recv(deadline) {
+            Ok(Some(bytes)) => got += bytes.len(),
+            Ok(None) => panic!("no end of file after {got} bytes"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
+    assert!(got > 0 && got % 4 == 0 && got <= 8 << 20, "{got}");
+    assert_eq!(echo.next_closed(), (conn, "closed by the server".to_owned()));
 }
 
 #[test]
