@@ -475,6 +475,38 @@ fn random_bytes_instead_of_a_client_hello_are_dropped_and_others_are_fine() {
 }
 
 #[test]
+fn odd_peers_are_dropped_and_the_loop_goes_on() {
+    let echo = Echo::start(TcpLimits { handshake_timeout: Duration::from_millis(300), ..TcpLimits::default() });
+    let mut good = echo.connect().unwrap();
+    echo.next_opened();
+
+    let mut hello = Vec::new();
+    let name = tls::server_name("localhost");
+    let mut client = rustls::ClientConnection::new(echo.client_config(), name).unwrap();
+    client.write_tls(&mut hello).unwrap();
+    let oversized = [0x16, 0x03, 0x03, 0xff, 0xff, 0x01, 0xff, 0xff, 0xff];
+    let odd: [&[u8]; 5] = [b"", &hello[..50], &hello, &oversized, &[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]];
+    for bytes in odd {
+        let mut raw = TcpStream::connect(echo.addr).unwrap();
+        raw.write_all(bytes).unwrap();
+        drop(raw);
+    }
+    // A handshake abandoned halfway, and one that sends a ClientHello and waits.
+    let mut waiting = TcpStream::connect(echo.addr).unwrap();
+    waiting.write_all(&hello).unwrap();
+    for _ in 0..odd.len() + 1 {
+        let (_, reason) = echo.next_closed();
+        assert!(
+            reason.starts_with("TLS error") || reason.starts_with("peer closed") || reason.contains("timed out"),
+            "{reason}"
+        );
+    }
+    good.send(b"still fine").unwrap();
+    assert_eq!(recv_exactly(&mut good, 10), b"still fine");
+    assert_eq!(echo.wait_stats(|s| s.len == 1).len, 1);
+}
+
+#[test]
 fn the_server_closing_flushes_first_and_the_client_sees_end_of_file() {
     let echo = Echo::start(TcpLimits::default());
     let refused =
