@@ -166,6 +166,9 @@ pub struct RunSummary {
     pub commits: u64,
     /// Changes committed.
     pub changes: u64,
+    /// Connections still open when the stop's grace period ran out (their
+    /// transports were dropped without a clean close).
+    pub abandoned: usize,
 }
 
 /// Why [`Node::run`] stopped early.
@@ -200,6 +203,9 @@ pub struct Node {
     conns: HashMap<ConnId, Conn>,
     sessions: HashMap<SessionId, ConnId>,
     core_deadline: Option<Instant>,
+    /// Events produced outside a poll turn (a TCP close that completed at
+    /// once), handled at the start of the next turn.
+    pending: Vec<NetEvent>,
     summary: RunSummary,
 }
 
@@ -266,6 +272,7 @@ impl Node {
             conns: HashMap::new(),
             sessions: HashMap::new(),
             core_deadline: None,
+            pending: Vec::new(),
             summary: RunSummary::default(),
         })
     }
@@ -299,13 +306,18 @@ impl Node {
         // The first drain arms the core's timers.
         self.drain(now())?;
         loop {
-            let timeout = self.next_deadline().map(|t| t.saturating_duration_since(Instant::now()));
+            let timeout = if self.pending.is_empty() {
+                self.next_deadline().map(|t| t.saturating_duration_since(Instant::now()))
+            } else {
+                Some(Duration::ZERO)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != io::ErrorKind::Interrupted
             {
                 return Err(e.into());
             }
             let t = now();
+            net.append(&mut self.pending);
             for event in &events {
                 if let Some(tcp) = self.tcp.as_mut()
                     && tcp.owns(event.token())
@@ -347,6 +359,10 @@ impl Node {
             {
                 break;
             }
+        }
+        self.summary.abandoned = self.conns.len();
+        if self.summary.abandoned > 0 {
+            warn!(connections = self.summary.abandoned, "stop grace period over: dropping connections still open");
         }
         if let Some(quic) = self.quic.take() {
             quic.shutdown(Duration::from_secs(1));
@@ -400,12 +416,11 @@ impl Node {
     fn close_conn(&mut self, conn: ConnId, transport: Transport) {
         match transport {
             Transport::Tcp => {
-                let mut out = Vec::new();
+                // The Closed event may come at once (everything flushed):
+                // it is handled at the start of the next turn, like any other.
                 if let Some(tcp) = self.tcp.as_mut() {
-                    tcp.close(self.poll.registry(), conn, &mut out);
+                    tcp.close(self.poll.registry(), conn, &mut self.pending);
                 }
-                // A conn the core never had: its Closed event needs no answer.
-                drop(out);
             }
             Transport::Quic | Transport::Mem => self.hub.close(conn),
         }
