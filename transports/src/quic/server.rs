@@ -7,9 +7,9 @@
 //! (`max_inbound` bytes per connection) before each read and the loop
 //! returns it through [`Hub::consumed`](crate::net::Hub::consumed); without
 //! credit the reader does not read, so quinn's stream window fills and the
-//! peer is held back. Whatever ends the session, the
-//! task reports `Closed` exactly once, through a guard that also fires if
-//! the task is cancelled at shutdown.
+//! peer is held back. Whatever ends the session, the task reports `Closed`
+//! exactly once, through a guard that also fires if the task is cancelled
+//! at shutdown.
 
 use std::io;
 use std::net::SocketAddr;
