@@ -402,6 +402,9 @@ impl Node {
                 if let Some(c) = self.conns.get(&conn) {
                     self.core.handle_input(now, c.session, &bytes);
                 }
+                // Inbound credit back to QUIC and mem readers (a no-op for TCP,
+                // which the loop reads itself, and for conns already gone).
+                self.hub.consumed(conn, bytes.len());
             }
             NetEvent::Closed { conn, reason } => {
                 if let Some(c) = self.conns.remove(&conn) {
