@@ -128,8 +128,8 @@ fn the_oidc_jwks_file_is_reread_while_running() {
     let file = dir.join("jwks.json");
     std::fs::write(&file, old.jwks_json()).expect("write");
 
-    let mut server = ServerConfig::default();
-    server.oidc = Some(OidcConfig::new(IDP_ISSUER, IDP_AUDIENCE, old.jwks_json()));
+    let server =
+        ServerConfig { oidc: Some(OidcConfig::new(IDP_ISSUER, IDP_AUDIENCE, old.jwks_json())), ..Default::default() };
     let made = ServerIdentity::self_signed(&["localhost".to_owned()]).expect("certificate");
     let mut config = NodeConfig::new(server.clone(), "127.0.0.1:0".parse().expect("addr"), made.identity);
     (config.tcp, config.quic) = (None, None);
