@@ -127,7 +127,11 @@ fn verdict(sim: &mut Sim) -> Report {
 
 /// A quiet world of `users` users, everyone logged in.
 fn quiet(seed: u64, users: usize) -> Sim {
-    let config = SimConfig { clients: users, trace: tracing(), ..SimConfig::quiet(seed) };
+    started(SimConfig { clients: users, trace: tracing(), ..SimConfig::quiet(seed) })
+}
+
+/// A world of `config`, everyone logged in.
+fn started(config: SimConfig) -> Sim {
     let mut sim = Sim::new(config);
     sim.start();
     let ids = sim.clients();
@@ -276,13 +280,17 @@ fn traffic_reorders_across_sessions() {
 /// not performed again (the client's outbox holds up to `max_outbox`).
 #[test]
 fn retries_beyond_the_dedup_window_are_not_performed_twice() {
-    let mut sim = quiet(9, 2);
+    // The burst must fit in bob's queue: a send refused as over the bound
+    // (507) is recorded, and its retry refused again, never performed late.
+    let config = SimConfig { clients: 2, trace: tracing(), ..SimConfig::quiet(9) };
+    let window = config.server.dedup_window;
+    let server = ServerConfig { queue_per_recipient: 2 * window, ..config.server.clone() };
+    let mut sim = started(SimConfig { server, ..config });
     let (alice, bob) = (ClientId(0), ClientId(1));
     open_conversation(&mut sim, alice, bob);
     // alice's link is slow: her requests reach the server after 2 s and are
     // performed, then her connection drops before any answer comes back.
     sim.set_latency(alice, Span::ms(2_000, 2_000));
-    let window = sim.config().server.dedup_window;
     let made: Vec<_> = (0..=window).filter_map(|_| sim.send_mp(alice, bob)).collect();
     sim.run_for(Duration::from_secs(3));
     sim.disconnect(alice);

@@ -309,6 +309,42 @@ fn retries_are_idempotent() {
     assert_eq!(deliveries, 1);
 }
 
+/// A refused request is recorded like a performed one: a retry with the same
+/// id gets the same refusal, even once the request would now go through (a
+/// `send_mp` sealed before the conversation it would land in existed).
+#[test]
+fn a_refused_request_stays_refused_when_retried() {
+    let mut s = Script::new(config());
+    user(&mut s, "a", "alice");
+    user(&mut s, "b", "bob");
+    let sealed = Bytes::from_static(b"sealed with no session keys");
+    s.note("alice sends to bob before any conversation: refused, and the refusal is recorded");
+    s.send_with_id("a", 600, SendMp { peer: "bob".into(), sealed: sealed.clone() });
+    s.note("the answer is lost with the connection; a new connection of the same login opens a conversation");
+    let (access, refresh) = (s.access_token("a"), s.refresh_token("a"));
+    s.disconnect("a");
+    s.connect("a2");
+    s.set_tokens("a2", access, refresh);
+    s.send("a2", RequestMp { peer: "bob".into(), handshake: Bytes::from_static(b"hs-alice") });
+    s.send("b", AcceptMp { peer: "alice".into(), handshake: Bytes::from_static(b"hs-bob") });
+    s.note("the retry (same id) is answered the recorded refusal and performs nothing");
+    s.send_with_id("a2", 600, SendMp { peer: "bob".into(), sealed });
+    s.note("a new request goes through");
+    s.send_with_id("a2", 601, SendMp { peer: "bob".into(), sealed: Bytes::from_static(b"sealed for this one") });
+    insta::assert_snapshot!(s.transcript());
+    let delivered: Vec<Bytes> = s
+        .received
+        .get("b")
+        .unwrap()
+        .iter()
+        .filter_map(|m| match m {
+            Message::Event(Event { body: EventBody::UserMessage(u), .. }) => Some(u.sealed.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delivered, vec![Bytes::from_static(b"sealed for this one")]);
+}
+
 #[test]
 fn queue_bounds() {
     let mut s = Script::new(ServerConfig { queue_per_recipient: 3, ..config() });

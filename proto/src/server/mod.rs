@@ -520,7 +520,16 @@ impl Server {
                 }
                 self.respond(now, session, opcode, request_id, status, code, body);
             }
-            Err((code, reason)) => self.reject(now, session, opcode, request_id, code, reason),
+            Err((code, reason)) => {
+                if is_recorded(opcode) {
+                    // A refusal is remembered too: a retry gets the same refusal, never a late success
+                    // (a send_mp sealed for a conversation that has been replaced since, say).
+                    let body = ResponseBody::Error(ErrorBody { reason: reason.clone(), retry_after_ms: 0 });
+                    let response = state::Recorded { opcode, status: Status::Error, code, body };
+                    self.commit(Change::Recorded { family, request_id, response });
+                }
+                self.reject(now, session, opcode, request_id, code, reason);
+            }
         }
     }
 
@@ -673,7 +682,8 @@ impl Server {
     }
 }
 
-/// Requests whose response is remembered so that a retry is not performed twice.
+/// Requests whose response (success or refusal) is remembered so that a retry is not performed
+/// twice, nor performed after it was refused.
 fn is_recorded(opcode: Opcode) -> bool {
     matches!(opcode, Opcode::SendMp | Opcode::SendRoom | Opcode::RequestMp | Opcode::AcceptMp | Opcode::CloseMp)
 }
