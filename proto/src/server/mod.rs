@@ -40,6 +40,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 pub use config::{CodeConfig, DuplicateLogin, HashParams, OidcConfig, PhantomConfig, ServerConfig};
+pub use oidc::oidc_login_key;
 pub use session::SessionId;
 use session::{LoginStep, Session};
 use state::HashMap;
