@@ -184,20 +184,28 @@ impl Session {
                 return Err(SessionError::Closed { code, reason });
             };
             let wake = timeout.map_or(deadline, |t| t.min(deadline));
-            match link.recv(wake) {
-                Ok(Some(bytes)) => {
-                    let now = self.now();
-                    self.sc.handle_input(now, &bytes);
-                }
-                Ok(None) => {
-                    let now = self.now();
-                    self.sc.handle_timeout(now);
-                }
-                Err(e) => {
-                    self.lost();
-                    self.pump()?;
-                    return Err(SessionError::LinkLost(e));
-                }
+            let received = link.recv(wake);
+            self.feed(received)?;
+        }
+    }
+
+    /// Hands what `recv` gave to the machine: bytes as input, a deadline
+    /// as a timeout (`Ok(false)`), a failure as a lost link.
+    fn feed(&mut self, received: std::io::Result<Option<Vec<u8>>>) -> Result<bool, SessionError> {
+        let now = self.now();
+        match received {
+            Ok(Some(bytes)) => {
+                self.sc.handle_input(now, &bytes);
+                Ok(true)
+            }
+            Ok(None) => {
+                self.sc.handle_timeout(now);
+                Ok(false)
+            }
+            Err(e) => {
+                self.lost();
+                self.pump()?;
+                Err(SessionError::LinkLost(e))
             }
         }
     }
@@ -228,21 +236,9 @@ impl Session {
             }
             let wake = (now + quiet).min(end);
             let wake = timeout.map_or(wake, |t| t.min(wake));
-            match link.recv(wake) {
-                Ok(Some(bytes)) => {
-                    let now = self.now();
-                    self.sc.handle_input(now, &bytes);
-                }
-                Ok(None) => {
-                    let now = self.now();
-                    self.sc.handle_timeout(now);
-                    return self.pump().map(drop);
-                }
-                Err(e) => {
-                    self.lost();
-                    self.pump()?;
-                    return Err(SessionError::LinkLost(e));
-                }
+            let received = link.recv(wake);
+            if !self.feed(received)? {
+                return self.pump().map(drop);
             }
         }
     }

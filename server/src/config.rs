@@ -72,6 +72,9 @@ pub struct RunConfig {
     pub server: ServerConfig,
     /// The file it was read from, if any.
     pub file: Option<PathBuf>,
+    /// `oidc.jwks_file`, which the server rereads while it runs (a provider
+    /// rotating its keys is followed without a restart).
+    pub oidc_jwks_file: Option<PathBuf>,
 }
 
 impl Default for RunConfig {
@@ -312,6 +315,7 @@ fn resolve(f: FileConfig, file: Option<PathBuf>) -> Result<RunConfig, ConfigErro
         phantom.max_ttl = Duration::from_secs(p.max_ttl_secs);
         server.phantom = Some(phantom);
     }
+    let mut oidc_jwks_file = None;
     if let Some(o) = f.oidc {
         not_empty("oidc.issuer", &o.issuer)?;
         not_empty("oidc.audience", &o.audience)?;
@@ -326,6 +330,7 @@ fn resolve(f: FileConfig, file: Option<PathBuf>) -> Result<RunConfig, ConfigErro
         oidc.allowed_azp = o.allowed_azp;
         oidc.leeway = Duration::from_secs(o.leeway_secs);
         server.oidc = Some(oidc);
+        oidc_jwks_file = Some(o.jwks_file);
     }
     Ok(RunConfig {
         data: f.data,
@@ -336,5 +341,6 @@ fn resolve(f: FileConfig, file: Option<PathBuf>) -> Result<RunConfig, ConfigErro
         compact_every: f.compact_every,
         server,
         file,
+        oidc_jwks_file,
     })
 }

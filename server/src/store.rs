@@ -42,7 +42,7 @@ pub use fs::{DIR_MODE, FILE_MODE, ensure_data_dir};
 /// The database file's name in the data directory.
 pub const DB_FILE: &str = "confab.db";
 /// The record format this build reads and writes (see the module docs).
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Changes between two snapshots, by default.
 pub const DEFAULT_COMPACT_EVERY: u64 = 10_000;
 /// The `application` value in `meta`: tells a confab store from another SQLite file.

@@ -8,6 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use common::{Net, TempDir, config, scenario};
 use confab_proto::Server;
+use confab_proto::server::state::OidcLogin;
 use confab_proto::server::{Change, State};
 use confab_server::store::{DB_FILE, FORMAT_VERSION, Store, StoreError, ensure_data_dir};
 
@@ -217,5 +218,8 @@ fn store_record_format_is_pinned() {
     assert_eq!(hex(&Change::RoomJoined { room: "r".into(), user: "u".into() }), "08017201 75".replace(' ', ""));
     assert_eq!(hex(&Change::TokensPurged { before_ms: 300 }), "06ac02");
     assert_eq!(hex(&Change::SigningKeysSet { records: Vec::new() }), "1400");
-    assert_eq!(FORMAT_VERSION, 1);
+    // Format 2: `Change::OidcLoginBound` and `State::oidc_logins` (a snapshot of format 1 lacks it).
+    let login = OidcLogin { family: 1, expires_ms: 2 };
+    assert_eq!(hex(&Change::OidcLoginBound { key: [0; 32], login }), format!("15{}0102", "00".repeat(32)));
+    assert_eq!(FORMAT_VERSION, 2);
 }

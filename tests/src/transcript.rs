@@ -424,6 +424,9 @@ pub fn describe_change(change: &Change) -> String {
             format!("recorded family={family} #{request_id} {} {}", response.opcode, response.code)
         }
         Change::FamilyAllocated { family } => format!("family_allocated {family}"),
+        Change::OidcLoginBound { key, login } => {
+            format!("oidc_login {:02x}{:02x}.. family={}", key[0], key[1], login.family)
+        }
         Change::SigningKeysSet { records } => {
             let keys: Vec<String> = records
                 .iter()

@@ -10,7 +10,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
 use confab_proto::{ClientConfig, ServerConfig};
-use confab_transports::sim::{ClientId, DeliveryKind, FaultRates, OidcUsers, Report, Sim, SimConfig, Span};
+use confab_transports::sim::{ClientId, DeliveryKind, OidcUsers, Report, Sim, SimConfig, Span};
 
 const DEFAULT_SEEDS: RangeInclusive<u64> = 0..=999;
 
@@ -127,7 +127,11 @@ fn verdict(sim: &mut Sim) -> Report {
 
 /// A quiet world of `users` users, everyone logged in.
 fn quiet(seed: u64, users: usize) -> Sim {
-    let config = SimConfig { clients: users, trace: tracing(), ..SimConfig::quiet(seed) };
+    started(SimConfig { clients: users, trace: tracing(), ..SimConfig::quiet(seed) })
+}
+
+/// A world of `config`, everyone logged in.
+fn started(config: SimConfig) -> Sim {
     let mut sim = Sim::new(config);
     sim.start();
     let ids = sim.clients();
@@ -276,13 +280,17 @@ fn traffic_reorders_across_sessions() {
 /// not performed again (the client's outbox holds up to `max_outbox`).
 #[test]
 fn retries_beyond_the_dedup_window_are_not_performed_twice() {
-    let mut sim = quiet(9, 2);
+    // The burst must fit in bob's queue: a send refused as over the bound
+    // (507) is recorded, and its retry refused again, never performed late.
+    let config = SimConfig { clients: 2, trace: tracing(), ..SimConfig::quiet(9) };
+    let window = config.server.dedup_window;
+    let server = ServerConfig { queue_per_recipient: 2 * window, ..config.server.clone() };
+    let mut sim = started(SimConfig { server, ..config });
     let (alice, bob) = (ClientId(0), ClientId(1));
     open_conversation(&mut sim, alice, bob);
     // alice's link is slow: her requests reach the server after 2 s and are
     // performed, then her connection drops before any answer comes back.
     sim.set_latency(alice, Span::ms(2_000, 2_000));
-    let window = sim.config().server.dedup_window;
     let made: Vec<_> = (0..=window).filter_map(|_| sim.send_mp(alice, bob)).collect();
     sim.run_for(Duration::from_secs(3));
     sim.disconnect(alice);
@@ -376,11 +384,9 @@ fn oidc_simulated_runs() {
 
 fn oidc_config(seed: u64, oidc: OidcUsers) -> SimConfig {
     let base = SimConfig::mixed(seed);
-    let faults = FaultRates { hold: base.faults.hold, latency: base.faults.latency, ..FaultRates::NONE };
     let idle = Duration::from_secs(60);
     SimConfig {
         oidc: Some(oidc),
-        faults,
         fault_length: Span::new(base.fault_length.min, base.fault_length.max.min(Duration::from_secs(20))),
         server: ServerConfig { idle_timeout: idle, ..base.server.clone() },
         client: ClientConfig { idle_timeout: idle, ..base.client.clone() },
@@ -388,14 +394,14 @@ fn oidc_config(seed: u64, oidc: OidcUsers) -> SimConfig {
     }
 }
 
-/// Known server bug (proto/src/server/oidc.rs): an OIDC session is bound
-/// under a token family of its own, allocated per connection, and retries
-/// are recognised within a family only. A request whose answer was lost
-/// with its connection is sent again on the next one with the same id and
-/// performed a second time: a message delivered twice. Password sessions
-/// keep their family across connections (refresh rotates within it).
+/// An OIDC session has no confab tokens: its token family (within which
+/// retries are recognised) is the family of its *login* (the provider's
+/// `sid`), shared by every connection of that login, like a password
+/// login's family survives its connections (refresh rotates within it). A
+/// request whose answer was lost with its connection is sent again on the
+/// next one with the same id and answered from the record, not performed
+/// a second time.
 #[test]
-#[ignore = "server bug: OIDC retries across connections are not recognised"]
 fn oidc_retry_on_a_new_connection_is_performed_once() {
     let config = SimConfig { clients: 2, oidc: Some(OidcUsers::keycloak(1)), trace: tracing(), ..SimConfig::quiet(32) };
     let mut sim = Sim::new(config);
@@ -481,7 +487,6 @@ fn oidc_user_chats_across_token_expiry() {
 #[test]
 fn secure_oidc_runs_replay_exactly() {
     let oidc = OidcUsers { users: 2, token_lifetime: Duration::from_secs(10), leeway: Duration::ZERO };
-    // Without connection loss: see `oidc_retry_on_a_new_connection_is_performed_once`.
     let config = SimConfig { secure: true, ..oidc_config(4, oidc) };
     let (a, b) = (Sim::run(config.clone()), Sim::run(config));
     a.assert_ok();

@@ -309,6 +309,42 @@ fn retries_are_idempotent() {
     assert_eq!(deliveries, 1);
 }
 
+/// A refused request is recorded like a performed one: a retry with the same
+/// id gets the same refusal, even once the request would now go through (a
+/// `send_mp` sealed before the conversation it would land in existed).
+#[test]
+fn a_refused_request_stays_refused_when_retried() {
+    let mut s = Script::new(config());
+    user(&mut s, "a", "alice");
+    user(&mut s, "b", "bob");
+    let sealed = Bytes::from_static(b"sealed with no session keys");
+    s.note("alice sends to bob before any conversation: refused, and the refusal is recorded");
+    s.send_with_id("a", 600, SendMp { peer: "bob".into(), sealed: sealed.clone() });
+    s.note("the answer is lost with the connection; a new connection of the same login opens a conversation");
+    let (access, refresh) = (s.access_token("a"), s.refresh_token("a"));
+    s.disconnect("a");
+    s.connect("a2");
+    s.set_tokens("a2", access, refresh);
+    s.send("a2", RequestMp { peer: "bob".into(), handshake: Bytes::from_static(b"hs-alice") });
+    s.send("b", AcceptMp { peer: "alice".into(), handshake: Bytes::from_static(b"hs-bob") });
+    s.note("the retry (same id) is answered the recorded refusal and performs nothing");
+    s.send_with_id("a2", 600, SendMp { peer: "bob".into(), sealed });
+    s.note("a new request goes through");
+    s.send_with_id("a2", 601, SendMp { peer: "bob".into(), sealed: Bytes::from_static(b"sealed for this one") });
+    insta::assert_snapshot!(s.transcript());
+    let delivered: Vec<Bytes> = s
+        .received
+        .get("b")
+        .unwrap()
+        .iter()
+        .filter_map(|m| match m {
+            Message::Event(Event { body: EventBody::UserMessage(u), .. }) => Some(u.sealed.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delivered, vec![Bytes::from_static(b"sealed for this one")]);
+}
+
 #[test]
 fn queue_bounds() {
     let mut s = Script::new(ServerConfig { queue_per_recipient: 3, ..config() });
@@ -649,6 +685,46 @@ fn oidc_login() {
     s.connect("d2");
     s.send_auth("d2", 112, FetchKey { username: "alice".into() }, dave.as_bytes());
     insta::assert_snapshot!(s.transcript());
+}
+
+/// An OIDC login keeps one token family across its connections (keyed by the
+/// provider's `sid`), so a request whose answer was lost with its connection
+/// is answered from the record when retried on the next one, with a fresh
+/// token of the same provider session.
+#[test]
+fn oidc_retries_are_recognised_across_connections() {
+    use confab_transports::sim::{IDP_AUDIENCE, IDP_ISSUER, TestIdp};
+    use rand::SeedableRng as _;
+    let t0 = confab_tests::transcript::START_UNIX_MS;
+    let mut idp = TestIdp::new(&mut rand::rngs::StdRng::from_seed([41; 32]), Duration::from_secs(300));
+    let oidc = server::OidcConfig::new(IDP_ISSUER, IDP_AUDIENCE, idp.jwks_json());
+    let mut s = Script::new(ServerConfig { oidc: Some(oidc), idle_timeout: Duration::from_secs(3600), ..config() });
+    user(&mut s, "a", "alice");
+    let token = idp.token(t0, "bob");
+    s.connect("d");
+    s.send_auth("d", 1, SetIdentityKey { identity_key: key("bob") }, token.as_bytes());
+    s.send_auth("d", 2, RequestMp { peer: "alice".into(), handshake: Bytes::from_static(b"hs-bob") }, token.as_bytes());
+    s.send("a", AcceptMp { peer: "bob".into(), handshake: Bytes::from_static(b"hs-alice") });
+    let once = SendMp { peer: "alice".into(), sealed: Bytes::from_static(b"once") };
+    s.send_auth("d", 3, once.clone(), token.as_bytes());
+    s.note("the answer is lost with the connection; the retry comes on a new one with a fresh token (same sid)");
+    s.disconnect("d");
+    s.advance(Duration::from_secs(400));
+    let fresh = idp.token(t0 + 400_000, "bob");
+    s.connect("d2");
+    s.send_auth("d2", 3, once, fresh.as_bytes());
+    s.send_auth("d2", 4, SendMp { peer: "alice".into(), sealed: Bytes::from_static(b"and another") }, fresh.as_bytes());
+    insta::assert_snapshot!(s.transcript());
+    let delivered = s
+        .received
+        .get("a")
+        .unwrap()
+        .iter()
+        .filter(|m| matches!(m, Message::Event(Event { body: EventBody::UserMessage(_), .. })))
+        .count();
+    assert_eq!(delivered, 2, "the retry was performed again");
+    let logins = &s.server().state().oidc_logins;
+    assert_eq!(logins.len(), 1, "{logins:?}");
 }
 
 fn transcript_start_secs() -> u64 {

@@ -11,11 +11,24 @@
 //!
 //! Backlog (see [`ConnHandle`]): bytes the server sent that the client's
 //! `recv` has not returned yet.
+//!
+//! Inbound credit: a link has at most [`MAX_INBOUND`] bytes sent and not yet
+//! consumed by the server's loop ([`Hub::consumed`](crate::net::Hub::consumed));
+//! beyond that, [`Link::send`] blocks until the loop consumes some (or the
+//! connection ends). The loop must therefore not run on the thread that
+//! sends more than that on a link.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc};
-use std::time::Instant;
+use std::sync::{Arc, Condvar, Mutex, PoisonError, mpsc};
+use std::time::{Duration, Instant};
+
+/// Bytes one link may have sent that the server's loop has not consumed.
+pub const MAX_INBOUND: usize = 1 << 20;
+/// The largest `Received` event a link sends (a larger send is split).
+const CHUNK: usize = 64 * 1024;
+/// How often a blocked `send` looks again at whether the connection ended.
+const RECHECK: Duration = Duration::from_millis(100);
 
 use crate::link::Link;
 use crate::net::{ConnHandle, ConnId, HubSender, NetEvent, Outbound, Transport};
@@ -33,6 +46,42 @@ pub struct MemLink {
     eof: bool,
     /// [`Link::close`] was called (or the link was dropped).
     we_closed: bool,
+    credit: Arc<Credit>,
+}
+
+/// Inbound credit of one link, returned by the server's loop.
+#[derive(Debug)]
+struct Credit {
+    state: Mutex<CreditState>,
+    changed: Condvar,
+    max: usize,
+}
+
+#[derive(Debug)]
+struct CreditState {
+    /// Bytes the link may still send.
+    available: usize,
+    /// The loop dropped its handle: no credit will ever come back.
+    gone: bool,
+}
+
+impl Credit {
+    fn give(&self, n: usize) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.available = state.available.saturating_add(n).min(self.max);
+        self.changed.notify_all();
+    }
+}
+
+/// Held by the loop's handle: its drop tells a blocked `send` that no
+/// credit will come back.
+struct HandleAlive(Arc<Credit>);
+
+impl Drop for HandleAlive {
+    fn drop(&mut self) {
+        self.0.state.lock().unwrap_or_else(PoisonError::into_inner).gone = true;
+        self.0.changed.notify_all();
+    }
 }
 
 /// Opens an in-memory connection to the server behind `hub`. If that
@@ -43,9 +92,15 @@ pub fn connect(hub: &HubSender) -> MemLink {
     let (tx, rx) = mpsc::channel();
     let backlog = Arc::new(AtomicUsize::new(0));
     let closed = Arc::new(AtomicBool::new(false));
+    let credit = Arc::new(Credit {
+        state: Mutex::new(CreditState { available: MAX_INBOUND, gone: false }),
+        changed: Condvar::new(),
+        max: MAX_INBOUND,
+    });
     let handle = {
         let (hub, closed) = (hub.clone(), Arc::clone(&closed));
-        ConnHandle::new(
+        let alive = HandleAlive(Arc::clone(&credit));
+        ConnHandle::with_inbound_credit(
             move |out: Outbound| {
                 if closed.load(Ordering::SeqCst) {
                     return false;
@@ -64,10 +119,11 @@ pub fn connect(hub: &HubSender) -> MemLink {
                 }
             },
             Arc::clone(&backlog),
+            move |n| alive.0.give(n),
         )
     };
     let opened = hub.send(NetEvent::Opened { conn, transport: Transport::Mem, peer: None, handle: Some(handle) });
-    let link = MemLink { conn, hub: hub.clone(), rx, backlog, closed, eof: false, we_closed: false };
+    let link = MemLink { conn, hub: hub.clone(), rx, backlog, closed, eof: false, we_closed: false, credit };
     if !opened {
         // Nobody will ever answer: make the link fail at once.
         link.closed.store(true, Ordering::SeqCst);
@@ -92,6 +148,25 @@ impl MemLink {
         }
     }
 
+    /// Waits until `n` bytes of credit are there and takes them. False: the
+    /// connection ended meanwhile.
+    fn take_credit(&self, n: usize) -> bool {
+        let mut state = self.credit.state.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if self.closed.load(Ordering::SeqCst) {
+                return false;
+            }
+            if state.available >= n {
+                state.available -= n;
+                return true;
+            }
+            if state.gone {
+                return false;
+            }
+            state = self.credit.changed.wait_timeout(state, RECHECK).unwrap_or_else(PoisonError::into_inner).0;
+        }
+    }
+
     fn end(&self) -> io::Error {
         if self.eof {
             io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection")
@@ -113,11 +188,14 @@ impl Link for MemLink {
         if bytes.is_empty() {
             return Ok(());
         }
-        if self.hub.send(NetEvent::Received { conn: self.conn, bytes: bytes.to_vec() }) {
-            Ok(())
-        } else {
-            Err(self.end())
+        for piece in bytes.chunks(CHUNK.min(self.credit.max)) {
+            if !self.take_credit(piece.len())
+                || !self.hub.send(NetEvent::Received { conn: self.conn, bytes: piece.to_vec() })
+            {
+                return Err(self.end());
+            }
         }
+        Ok(())
     }
 
     fn recv(&mut self, deadline: Instant) -> io::Result<Option<Vec<u8>>> {

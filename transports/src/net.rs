@@ -81,7 +81,9 @@ pub enum NetEvent {
         /// thread; `None` for TCP, which the loop drives itself.
         handle: Option<ConnHandle>,
     },
-    /// Bytes arrived (any split).
+    /// Bytes arrived (any split). Once they are handed to the core, the
+    /// loop returns their length with [`Hub::consumed`] (inbound credit of
+    /// off-thread transports).
     Received {
         /// The connection.
         conn: ConnId,
@@ -108,16 +110,27 @@ pub enum Outbound {
 }
 
 /// The loop's end of a connection that lives off its thread: a way to send
-/// [`Outbound`]s and a count of the bytes queued and not yet written, which
-/// the loop reports to the core as the session's backlog.
+/// [`Outbound`]s, a count of the bytes queued and not yet written, which
+/// the loop reports to the core as the session's backlog, and optionally a
+/// way to return inbound credit.
+///
+/// Inbound flow control: a transport made with
+/// [`ConnHandle::with_inbound_credit`] pushes `Received` bytes only while it
+/// holds credit (a bounded number of bytes between its reader and the loop)
+/// and stops reading from its peer otherwise; the loop returns credit with
+/// [`Hub::consumed`] once it has handed the bytes to the core.
 pub struct ConnHandle {
     send: Box<dyn Fn(Outbound) -> bool + Send>,
     backlog: Arc<AtomicUsize>,
+    consumed: Option<Box<dyn Fn(usize) + Send>>,
 }
 
 impl fmt::Debug for ConnHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConnHandle").field("backlog", &self.backlog()).finish_non_exhaustive()
+        f.debug_struct("ConnHandle")
+            .field("backlog", &self.backlog())
+            .field("inbound_credit", &self.consumed.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -126,7 +139,30 @@ impl ConnHandle {
     /// false once that task is gone. The task must subtract from `backlog`
     /// what it writes; [`ConnHandle::send`] adds what is queued.
     pub fn new(send: impl Fn(Outbound) -> bool + Send + 'static, backlog: Arc<AtomicUsize>) -> ConnHandle {
-        ConnHandle { send: Box::new(send), backlog }
+        ConnHandle { send: Box::new(send), backlog, consumed: None }
+    }
+
+    /// Like [`ConnHandle::new`], for a transport that bounds its inbound
+    /// bytes: `consumed(n)` is called when the loop has handed `n` bytes of
+    /// `Received` events to the core, and gives the transport back that much
+    /// credit. It must not block; it may be called after the connection is
+    /// gone.
+    pub fn with_inbound_credit(
+        send: impl Fn(Outbound) -> bool + Send + 'static,
+        backlog: Arc<AtomicUsize>,
+        consumed: impl Fn(usize) + Send + 'static,
+    ) -> ConnHandle {
+        ConnHandle { send: Box::new(send), backlog, consumed: Some(Box::new(consumed)) }
+    }
+
+    /// Returns `n` bytes of inbound credit (a no-op for a handle without
+    /// inbound flow control).
+    pub fn consumed(&self, n: usize) {
+        if let Some(consumed) = &self.consumed
+            && n > 0
+        {
+            consumed(n);
+        }
     }
 
     /// Queues `out`. False: the connection is gone (a `Closed` event follows
@@ -235,6 +271,16 @@ impl Hub {
     pub fn close(&self, conn: ConnId) {
         if let Some(h) = self.handles.get(&conn) {
             h.send(Outbound::Close);
+        }
+    }
+
+    /// The loop has handed `n` bytes of `conn`'s `Received` events to the
+    /// core: returns that much inbound credit to its transport, which may
+    /// then read more from the peer. A no-op for a connection the hub does
+    /// not own (TCP, or gone) or whose transport has no inbound credit.
+    pub fn consumed(&self, conn: ConnId, n: usize) {
+        if let Some(h) = self.handles.get(&conn) {
+            h.consumed(n);
         }
     }
 

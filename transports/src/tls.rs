@@ -191,17 +191,15 @@ pub fn server_config(identity: &ServerIdentity) -> Result<rustls::ServerConfig, 
     Ok(config)
 }
 
-/// Resolves no certificate, which aborts the handshake, for a client that did not offer [`ALPN`].
+/// Resolves no certificate, which aborts the handshake, for a client that
+/// offered no ALPN at all (one that offered others is refused by rustls
+/// itself, with `no_application_protocol`).
 #[derive(Debug)]
 struct RequireAlpn(Arc<dyn ResolvesServerCert>);
 
 impl ResolvesServerCert for RequireAlpn {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let mut offered = hello.alpn()?;
-        if !offered.any(|p| p == ALPN) {
-            return None;
-        }
-        self.0.resolve(hello)
+        if hello.alpn().is_some() { self.0.resolve(hello) } else { None }
     }
 }
 

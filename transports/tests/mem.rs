@@ -2,7 +2,7 @@
 //! either side, and an echo loop on another thread.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -110,7 +110,11 @@ fn an_echo_loop_on_another_thread_returns_large_and_small_writes_in_order() {
                 while let Some(e) = hub.try_recv() {
                     match e {
                         NetEvent::Opened { .. } => {}
-                        NetEvent::Received { conn, bytes } => assert!(hub.send(conn, bytes)),
+                        NetEvent::Received { conn, bytes } => {
+                            let n = bytes.len();
+                            assert!(hub.send(conn, bytes));
+                            hub.consumed(conn, n);
+                        }
                         NetEvent::Closed { reason, .. } => closed_tx.send(reason).unwrap(),
                     }
                 }
@@ -138,4 +142,87 @@ fn an_echo_loop_on_another_thread_returns_large_and_small_writes_in_order() {
     assert_eq!(closed.recv_timeout(SECOND).unwrap(), "peer closed");
     stop.store(true, Ordering::SeqCst);
     server.join().unwrap();
+}
+
+#[test]
+fn a_link_blocks_while_the_loop_does_not_consume_and_loses_nothing() {
+    let (mut poll, mut hub) = hub();
+    let sender = hub.sender();
+    let data: Vec<u8> = (0..(3 * mem::MAX_INBOUND + 12345)).map(|i| (i % 253) as u8).collect();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let client = {
+        let (data, sent) = (data.clone(), Arc::clone(&sent));
+        std::thread::spawn(move || {
+            let mut link = mem::connect(&sender);
+            for piece in data.chunks(10_000) {
+                link.send(piece).unwrap();
+                sent.fetch_add(piece.len(), Ordering::SeqCst);
+            }
+            link
+        })
+    };
+    let mut events = Events::with_capacity(8);
+    let mut got = Vec::new();
+    let mut conn = None;
+    // Hold everything: the client stops at its credit.
+    let until = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < until {
+        poll.poll(&mut events, Some(Duration::from_millis(10))).unwrap();
+        while let Some(e) = hub.try_recv() {
+            match e {
+                NetEvent::Opened { conn: c, .. } => conn = Some(c),
+                NetEvent::Received { bytes, .. } => got.extend_from_slice(&bytes),
+                NetEvent::Closed { reason, .. } => panic!("closed: {reason}"),
+            }
+        }
+    }
+    assert!(got.len() <= mem::MAX_INBOUND && !got.is_empty(), "{} bytes held", got.len());
+    assert!(sent.load(Ordering::SeqCst) <= mem::MAX_INBOUND + 10_000, "{}", sent.load(Ordering::SeqCst));
+    let conn = conn.expect("opened");
+    // Consume: the rest comes, in order.
+    hub.consumed(conn, got.len());
+    let deadline = Instant::now() + 5 * SECOND;
+    while got.len() < data.len() {
+        assert!(Instant::now() < deadline, "{} of {} bytes", got.len(), data.len());
+        poll.poll(&mut events, Some(Duration::from_millis(10))).unwrap();
+        while let Some(e) = hub.try_recv() {
+            if let NetEvent::Received { bytes, .. } = e {
+                assert!(bytes.len() <= mem::MAX_INBOUND);
+                hub.consumed(conn, bytes.len());
+                got.extend_from_slice(&bytes);
+            }
+        }
+    }
+    assert!(got == data, "bytes differ");
+    let link = client.join().unwrap();
+    drop(link);
+    assert!(matches!(hub.try_recv(), Some(NetEvent::Closed { conn: c, .. }) if c == conn));
+}
+
+#[test]
+fn a_blocked_send_fails_when_the_server_closes_or_goes() {
+    let (_poll, mut hub) = hub();
+    let mut link = mem::connect(&hub.sender());
+    let conn = opened(&mut hub);
+    link.send(&vec![1; mem::MAX_INBOUND]).unwrap();
+    let blocked = std::thread::spawn(move || link.send(b"more").unwrap_err().kind());
+    std::thread::sleep(Duration::from_millis(150));
+    hub.close(conn);
+    assert_eq!(blocked.join().unwrap(), io::ErrorKind::UnexpectedEof);
+
+    let mut link = mem::connect(&hub.sender());
+    // Skip the first link's events.
+    let conn = loop {
+        match hub.try_recv() {
+            Some(NetEvent::Opened { conn, .. }) => break conn,
+            Some(_) => {}
+            None => panic!("no Opened"),
+        }
+    };
+    assert_eq!(conn, link.conn());
+    link.send(&vec![2; mem::MAX_INBOUND]).unwrap();
+    let blocked = std::thread::spawn(move || link.send(b"more").unwrap_err().kind());
+    std::thread::sleep(Duration::from_millis(150));
+    drop(hub);
+    assert_eq!(blocked.join().unwrap(), io::ErrorKind::ConnectionReset);
 }

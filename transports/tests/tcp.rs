@@ -36,6 +36,8 @@ struct Stats {
     max_echo_backlog: usize,
     /// Whether `poll_timeout` was set.
     timer_set: bool,
+    /// Turns of the loop so far.
+    turns: u64,
 }
 
 struct Echo {
@@ -45,6 +47,7 @@ struct Echo {
     stats: Arc<Mutex<Stats>>,
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
+    close: mpsc::Sender<ConnId>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -61,6 +64,7 @@ impl Echo {
         let (tx, seen) = mpsc::channel();
         let stats = Arc::new(Mutex::new(Stats::default()));
         let stop = Arc::new(AtomicBool::new(false));
+        let (close, close_rx) = mpsc::channel::<ConnId>();
         let thread = {
             let (stats, stop) = (Arc::clone(&stats), Arc::clone(&stop));
             std::thread::spawn(move || {
@@ -68,6 +72,7 @@ impl Echo {
                 let mut net = Vec::new();
                 let mut closes = Vec::new();
                 let mut max_echo_backlog = 0;
+                let mut turns = 0;
                 let mut flooding: HashSet<ConnId> = HashSet::new();
                 let mut amplify: HashSet<ConnId> = HashSet::new();
                 let flood = vec![0x5a; 64 << 10];
@@ -122,6 +127,9 @@ impl Echo {
                             }
                         }
                     }
+                    while let Ok(conn) = close_rx.try_recv() {
+                        server.close(poll.registry(), conn, &mut closes);
+                    }
                     for e in closes.drain(..) {
                         if let NetEvent::Closed { conn, reason } = e {
                             tx.send(Seen::Closed(conn, reason)).unwrap();
@@ -134,16 +142,18 @@ impl Echo {
                             }
                         }
                     }
+                    turns += 1;
                     *stats.lock().unwrap() = Stats {
                         refused: server.refused(),
                         len: server.len(),
                         max_echo_backlog,
                         timer_set: server.poll_timeout().is_some(),
+                        turns,
                     };
                 }
             })
         };
-        Echo { addr, pin, seen, stats, stop, waker, thread: Some(thread) }
+        Echo { addr, pin, seen, stats, stop, waker, close, thread: Some(thread) }
     }
 
     fn client_config(&self) -> Arc<rustls::ClientConfig> {
@@ -174,6 +184,12 @@ impl Echo {
             Seen::Closed(conn, reason) => (conn, reason),
             other => panic!("expected Closed, got {other:?}"),
         }
+    }
+
+    /// Asks the loop to close `conn`.
+    fn close(&self, conn: ConnId) {
+        self.close.send(conn).unwrap();
+        self.waker.wake().unwrap();
     }
 
     fn stats(&self) -> Stats {
@@ -279,27 +295,62 @@ fn reading_pauses_while_the_backlog_is_above_half_the_cap() {
 }
 
 #[test]
+fn closing_a_paused_connection_flushes_it_without_spinning() {
+    let echo = Echo::start(TcpLimits { max_outbound: 256 << 10, read_chunk: 16 << 10, ..TcpLimits::default() });
+    let mut link = echo.connect().unwrap();
+    let conn = echo.next_opened();
+    link.send(b"amp").unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    link.send(&pattern(2 << 20, 5)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    echo.close(conn);
+    std::thread::sleep(Duration::from_millis(20));
+    let before = echo.stats().turns;
+    std::thread::sleep(Duration::from_millis(200));
+    let turns = echo.stats().turns - before;
+    assert!(turns < 20, "the loop spun {turns} turns while a close waited for the peer");
+
+    // The peer gets what was queued, then end of file.
+    let deadline = Instant::now() + SECOND;
+    let mut got = 0;
+    let err = loop {
+        match link.recv(deadline) {
+            Ok(Some(bytes)) => got += bytes.len(),
+            Ok(None) => panic!("no end of file after {got} bytes"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
+    assert!(got > 0 && got % 4 == 0 && got <= 8 << 20, "{got}");
+    assert_eq!(echo.next_closed(), (conn, "closed by the server".to_owned()));
+}
+
+#[test]
 fn a_pin_mismatch_is_refused_with_a_clear_error() {
     let echo = Echo::start(TcpLimits::default());
     let config = Arc::new(tls::client_config(&ClientTrust::Pin(Pin([9; 32]))).unwrap());
     let err = tcp::connect(echo.addr, tls::server_name("localhost"), config, SECOND).unwrap_err();
     let text = err.to_string();
+    assert!(text.contains("failed: server key sha256//"), "{text}");
     assert!(text.contains("does not match the pinned key"), "{text}");
     assert!(text.contains("TLS handshake"), "{text}");
-    // The server saw a TLS failure, never an Opened.
+    // The server saw the client's alert (or its reset), never an Opened.
     let (_, reason) = echo.next_closed();
-    assert!(reason.starts_with("TLS error"), "{reason}");
+    assert!(reason.starts_with("TLS error") || reason.starts_with("read failed"), "{reason}");
 }
 
 #[test]
 fn a_client_without_the_alpn_is_refused() {
     let echo = Echo::start(TcpLimits::default());
     for offered in [vec![], vec![b"http/1.1".to_vec()]] {
+        let offered_none = offered.is_empty();
         let mut config = tls::client_config(&ClientTrust::Pin(echo.pin)).unwrap();
         config.alpn_protocols = offered;
         let err = tcp::connect(echo.addr, tls::server_name("localhost"), Arc::new(config), SECOND).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("the server requires ALPN confab/1"), "{text}");
+        let alert = if offered_none { "AccessDenied" } else { "NoApplicationProtocol" };
+        assert!(text.contains(alert), "{text}");
         let (_, reason) = echo.next_closed();
         assert!(reason.starts_with("TLS error"), "{reason}");
     }
@@ -425,6 +476,40 @@ fn random_bytes_instead_of_a_client_hello_are_dropped_and_others_are_fine() {
 
     good.send(b"fine").unwrap();
     assert_eq!(recv_exactly(&mut good, 4), b"fine");
+}
+
+#[test]
+fn odd_peers_are_dropped_and_the_loop_goes_on() {
+    let echo = Echo::start(TcpLimits { handshake_timeout: Duration::from_millis(300), ..TcpLimits::default() });
+    let mut good = echo.connect().unwrap();
+    echo.next_opened();
+
+    let mut hello = Vec::new();
+    let name = tls::server_name("localhost");
+    let mut client = rustls::ClientConnection::new(echo.client_config(), name).unwrap();
+    client.write_tls(&mut hello).unwrap();
+    let oversized = [0x16, 0x03, 0x03, 0xff, 0xff, 0x01, 0xff, 0xff, 0xff];
+    let odd: [&[u8]; 5] = [b"", &hello[..50], &hello, &oversized, &[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]];
+    for bytes in odd {
+        let mut raw = TcpStream::connect(echo.addr).unwrap();
+        raw.write_all(bytes).unwrap();
+        drop(raw);
+    }
+    // A handshake abandoned halfway, and one that sends a ClientHello and waits.
+    let mut waiting = TcpStream::connect(echo.addr).unwrap();
+    waiting.write_all(&hello).unwrap();
+    for _ in 0..odd.len() + 1 {
+        let (_, reason) = echo.next_closed();
+        assert!(
+            ["TLS error", "peer closed", "read failed", "TLS handshake timed out"]
+                .iter()
+                .any(|r| reason.starts_with(r)),
+            "{reason}"
+        );
+    }
+    good.send(b"still fine").unwrap();
+    assert_eq!(recv_exactly(&mut good, 10), b"still fine");
+    assert_eq!(echo.wait_stats(|s| s.len == 1).len, 1);
 }
 
 #[test]

@@ -268,12 +268,7 @@ impl MpRequest {
         out.push(HANDSHAKE_VERSION);
         out.extend_from_slice(&self.secret.to_bytes());
         out.extend_from_slice(&self.fingerprint.0);
-        for name in [&self.requester, &self.accepter] {
-            // Usernames are at most 32 bytes; longer ones are cut at u16::MAX
-            // by `min`, and then fail to restore rather than mislead.
-            out.extend_from_slice(&(name.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
-            out.extend_from_slice(name.as_bytes());
-        }
+        put_names(&mut out, &self.requester, &self.accepter);
         out
     }
 
@@ -281,23 +276,11 @@ impl MpRequest {
     pub fn restore(bytes: &[u8]) -> Result<Self, RestoreError> {
         let rest = bytes.strip_prefix(&[HANDSHAKE_VERSION]).ok_or(RestoreError)?;
         let (secret, rest) = rest.split_at_checked(32).ok_or(RestoreError)?;
-        let (fingerprint, mut rest) = rest.split_at_checked(32).ok_or(RestoreError)?;
-        let mut names = Vec::with_capacity(2);
-        for _ in 0..2 {
-            let (len, tail) = rest.split_at_checked(2).ok_or(RestoreError)?;
-            let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
-            let (name, tail) = tail.split_at_checked(len).ok_or(RestoreError)?;
-            names.push(std::str::from_utf8(name).map_err(|_| RestoreError)?.to_owned());
-            rest = tail;
-        }
-        if !rest.is_empty() {
-            return Err(RestoreError);
-        }
+        let (fingerprint, rest) = rest.split_at_checked(32).ok_or(RestoreError)?;
+        let (requester, accepter) = take_names(rest)?;
         let secret = SecretKey::from_slice(secret).map_err(|_| RestoreError)?;
         let mut fp = [0u8; 32];
         fp.copy_from_slice(fingerprint);
-        let accepter = names.pop().unwrap_or_default();
-        let requester = names.pop().unwrap_or_default();
         let ephemeral = ephemeral_bytes(&secret.public_key());
         Ok(Self { secret, ephemeral, requester, accepter, fingerprint: Fingerprint(fp) })
     }
@@ -363,10 +346,7 @@ impl MpOffer {
         out.push(HANDSHAKE_VERSION);
         out.extend_from_slice(&self.requester_fingerprint.0);
         out.extend_from_slice(&self.e_a);
-        for name in [&self.requester, &self.accepter] {
-            out.extend_from_slice(&(name.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
-            out.extend_from_slice(name.as_bytes());
-        }
+        put_names(&mut out, &self.requester, &self.accepter);
         out
     }
 
@@ -374,25 +354,13 @@ impl MpOffer {
     pub fn restore(bytes: &[u8]) -> Result<Self, RestoreError> {
         let rest = bytes.strip_prefix(&[HANDSHAKE_VERSION]).ok_or(RestoreError)?;
         let (fingerprint, rest) = rest.split_at_checked(32).ok_or(RestoreError)?;
-        let (e_a, mut rest) = rest.split_at_checked(EPHEMERAL_LEN).ok_or(RestoreError)?;
+        let (e_a, rest) = rest.split_at_checked(EPHEMERAL_LEN).ok_or(RestoreError)?;
         PublicKey::from_sec1_bytes(e_a).map_err(|_| RestoreError)?;
-        let mut names = Vec::with_capacity(2);
-        for _ in 0..2 {
-            let (len, tail) = rest.split_at_checked(2).ok_or(RestoreError)?;
-            let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
-            let (name, tail) = tail.split_at_checked(len).ok_or(RestoreError)?;
-            names.push(std::str::from_utf8(name).map_err(|_| RestoreError)?.to_owned());
-            rest = tail;
-        }
-        if !rest.is_empty() {
-            return Err(RestoreError);
-        }
+        let (requester, accepter) = take_names(rest)?;
         let mut fp = [0u8; 32];
         fp.copy_from_slice(fingerprint);
         let mut ephemeral = [0u8; EPHEMERAL_LEN];
         ephemeral.copy_from_slice(e_a);
-        let accepter = names.pop().unwrap_or_default();
-        let requester = names.pop().unwrap_or_default();
         Ok(Self { requester, accepter, requester_fingerprint: Fingerprint(fp), e_a: ephemeral })
     }
 
@@ -492,6 +460,33 @@ impl MpSession {
     pub fn opener(&self) -> &Opener {
         &self.recv
     }
+}
+
+/// Appends the two names of an exported handshake, each as `len u16 | bytes`.
+/// Usernames are at most 32 bytes; a longer one is cut at `u16::MAX` by
+/// `min`, and then fails to restore rather than mislead.
+fn put_names(out: &mut Vec<u8>, requester: &str, accepter: &str) {
+    for name in [requester, accepter] {
+        out.extend_from_slice(&(name.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
+        out.extend_from_slice(name.as_bytes());
+    }
+}
+
+/// The inverse of [`put_names`]: exactly two names and nothing after them.
+fn take_names(mut rest: &[u8]) -> Result<(String, String), RestoreError> {
+    let mut names = [String::new(), String::new()];
+    for slot in &mut names {
+        let (len, tail) = rest.split_at_checked(2).ok_or(RestoreError)?;
+        let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+        let (name, tail) = tail.split_at_checked(len).ok_or(RestoreError)?;
+        *slot = std::str::from_utf8(name).map_err(|_| RestoreError)?.to_owned();
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        return Err(RestoreError);
+    }
+    let [requester, accepter] = names;
+    Ok((requester, accepter))
 }
 
 #[cfg(test)]

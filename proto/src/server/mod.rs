@@ -40,6 +40,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 pub use config::{CodeConfig, DuplicateLogin, HashParams, OidcConfig, PhantomConfig, ServerConfig};
+pub use oidc::oidc_login_key;
 pub use session::SessionId;
 use session::{LoginStep, Session};
 use state::HashMap;
@@ -520,7 +521,16 @@ impl Server {
                 }
                 self.respond(now, session, opcode, request_id, status, code, body);
             }
-            Err((code, reason)) => self.reject(now, session, opcode, request_id, code, reason),
+            Err((code, reason)) => {
+                if is_recorded(opcode) {
+                    // A refusal is remembered too: a retry gets the same refusal, never a late success
+                    // (a send_mp sealed for a conversation that has been replaced since, say).
+                    let body = ResponseBody::Error(ErrorBody { reason: reason.clone(), retry_after_ms: 0 });
+                    let response = state::Recorded { opcode, status: Status::Error, code, body };
+                    self.commit(Change::Recorded { family, request_id, response });
+                }
+                self.reject(now, session, opcode, request_id, code, reason);
+            }
         }
     }
 
@@ -673,7 +683,8 @@ impl Server {
     }
 }
 
-/// Requests whose response is remembered so that a retry is not performed twice.
+/// Requests whose response (success or refusal) is remembered so that a retry is not performed
+/// twice, nor performed after it was refused.
 fn is_recorded(opcode: Opcode) -> bool {
     matches!(opcode, Opcode::SendMp | Opcode::SendRoom | Opcode::RequestMp | Opcode::AcceptMp | Opcode::CloseMp)
 }

@@ -131,7 +131,7 @@ impl Server {
     }
 
     /// Drops items older than the retention period (telling their senders)
-    /// and forgets expired tokens.
+    /// and forgets expired tokens and OIDC logins.
     pub(super) fn sweep(&mut self, now: Now) {
         let retention = self.config.mp_retention.as_millis() as u64;
         let mut dropped = Vec::new();
@@ -156,7 +156,9 @@ impl Server {
         // Expired tokens are kept for a grace period so that their holders
         // hear "expired" (419), not "unknown" (401).
         let before_ms = now.unix_ms.saturating_sub(self.config.token_grace.as_millis() as u64);
-        if self.state.tokens.values().any(|t| t.expires_ms <= before_ms) {
+        if self.state.tokens.values().any(|t| t.expires_ms <= before_ms)
+            || self.state.oidc_logins.values().any(|l| l.expires_ms <= before_ms)
+        {
             self.commit(Change::TokensPurged { before_ms });
         }
     }

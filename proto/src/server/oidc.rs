@@ -11,15 +11,23 @@
 //! 403 until it registers one. A name already taken by a password account is
 //! refused (403): the provider cannot take over a local account.
 //!
-//! The session is bound under a token family of its own, allocated with
-//! [`Change::FamilyAllocated`], so that retries are recognised within it.
+//! Retries are recognised within a token family (see `Server::replay`). An
+//! OIDC login has no confab tokens, so its family is kept in
+//! [`State::oidc_logins`](super::State::oidc_logins) under a key naming the
+//! *login*, not the connection: the provider's SSO session id (`sid`, which
+//! Keycloak puts in every token of one login and keeps across refreshes;
+//! `session_state` in older Keycloak), else the subject. Every connection of
+//! that login is bound under the same family, so a request whose answer was
+//! lost with its connection is answered from the record when it is retried
+//! on the next one, never performed twice. See docs/AUTH.md.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use rand::RngExt as _;
+use sha2::{Digest, Sha256};
 
-use super::state::{Change, SecretHash, User};
+use super::state::{Change, OidcLogin, SecretHash, User};
 use super::{Server, ServerEvent, SessionId, valid_name};
 use crate::jwt::{self, JwkError, JwkSet, JwtError, Validation};
 use crate::{Now, Opcode, code};
@@ -35,6 +43,32 @@ pub(super) fn looks_like_jwt(auth: &[u8]) -> bool {
 /// The JWK Set of the configured provider; an unusable document gives an empty set (every token refused).
 pub(super) fn initial_keys(config: &super::ServerConfig) -> JwkSet {
     config.oidc.as_ref().and_then(|o| JwkSet::parse(o.jwks_json.as_bytes()).ok()).unwrap_or_default()
+}
+
+/// The key of an OIDC login in [`State::oidc_logins`](super::State::oidc_logins): SHA-256 over
+/// the issuer, the confab user, and the provider's session id (`sid`, else Keycloak's older
+/// `session_state`) or, without one, the subject. Hashed, so the store keeps no provider
+/// session id; the user is part of it, so two users never share a family (and its answers).
+#[must_use]
+pub fn oidc_login_key(claims: &jwt::Claims, claims_json: &serde_json::Map<String, serde_json::Value>) -> [u8; 32] {
+    let session = ["sid", "session_state"]
+        .iter()
+        .find_map(|name| claims_json.get(*name).and_then(serde_json::Value::as_str).filter(|s| !s.is_empty()));
+    let (kind, id): (&[u8], &str) = match session {
+        Some(sid) => (b"sid", sid),
+        None => (b"sub", claims.sub.as_deref().unwrap_or_default()),
+    };
+    let mut h = Sha256::new();
+    for part in [b"confab oidc login".as_slice(), claims.iss.as_deref().unwrap_or_default().as_bytes()] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    let user = claims.username().unwrap_or_default().as_bytes();
+    for part in [user, kind, id.as_bytes()] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.finalize().into()
 }
 
 /// Requests an OIDC account without an identity key may make.
@@ -106,22 +140,74 @@ impl Server {
                 self.events.push_back(ServerEvent::Registered { username: username.clone() });
             }
         }
-        let bound = self.sessions.get(&session).ok_or((code::INTERNAL, String::new()))?.username().map(str::to_owned);
-        match bound {
-            Some(u) if u != username => {
+        let key = oidc_login_key(&verified.claims, &verified.claims_json);
+        let bound = self.sessions.get(&session).ok_or((code::INTERNAL, String::new()))?.user.clone();
+        let known = self.state.oidc_logins.get(&key).copied();
+        match &bound {
+            Some(b) if *b.username != *username => {
                 return Err((code::FORBIDDEN, "access token belongs to another user".into()));
             }
             Some(_) => {}
-            None => {
-                self.bind_check(session, &username)?;
-                let family = self.state.last_family + 1;
-                self.commit(Change::FamilyAllocated { family });
-                self.bind(now, session, request_id, username, family);
-            }
+            None => self.bind_check(session, &username)?,
+        }
+        // A bound session keeps its family (a fresh token of another provider session joins it);
+        // otherwise the login's family, or a new one for a new login.
+        let family = match (&bound, known) {
+            (Some(b), _) => b.family,
+            (None, Some(l)) => l.family,
+            (None, None) => self.state.last_family + 1,
+        };
+        let expires_ms = known.map_or(valid_until_ms, |l| l.expires_ms.max(valid_until_ms));
+        let login = OidcLogin { family, expires_ms };
+        if known != Some(login) {
+            self.commit(Change::OidcLoginBound { key, login });
+        }
+        if bound.is_none() {
+            self.bind(now, session, request_id, username, family);
         }
         let s = self.sessions.get_mut(&session).ok_or((code::INTERNAL, String::new()))?;
         s.token_cache = Some((Bytes::copy_from_slice(auth), valid_until_ms));
         let user = s.user.as_ref().map(|b| b.username.clone());
         user.ok_or((code::INTERNAL, String::new()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Map, Value, json};
+
+    use super::oidc_login_key;
+    use crate::jwt::Claims;
+
+    fn key(user: &str, sub: &str, extra: Value) -> [u8; 32] {
+        let claims = Claims {
+            iss: Some("https://idp.test/realms/confab".into()),
+            sub: Some(sub.into()),
+            preferred_username: Some(user.into()),
+            ..Claims::default()
+        };
+        let map: Map<String, Value> = extra.as_object().cloned().unwrap_or_default();
+        oidc_login_key(&claims, &map)
+    }
+
+    #[test]
+    fn the_login_key_follows_the_provider_session_else_the_subject() {
+        let sid = |s: &str| json!({ "sid": s });
+        // One provider session: one key, whatever else the token says.
+        assert_eq!(key("dave", "u-1", sid("s-1")), key("dave", "u-1", json!({ "sid": "s-1", "jti": "x" })));
+        // Another session (another device, a new login at the provider): another key.
+        assert_ne!(key("dave", "u-1", sid("s-1")), key("dave", "u-1", sid("s-2")));
+        // Keycloak before `sid`: `session_state` carries the same id.
+        assert_eq!(key("dave", "u-1", sid("s-1")), key("dave", "u-1", json!({ "session_state": "s-1" })));
+        // Without a session id (or an empty or non-string one): one key per subject.
+        let none = key("dave", "u-1", json!({}));
+        assert_eq!(none, key("dave", "u-1", sid("")));
+        assert_eq!(none, key("dave", "u-1", json!({ "sid": 7 })));
+        assert_ne!(none, key("dave", "u-2", json!({})));
+        assert_ne!(none, key("dave", "u-1", sid("s-1")));
+        // A subject that looks like a session id does not collide with one.
+        assert_ne!(key("dave", "s-1", json!({})), key("dave", "u-1", sid("s-1")));
+        // Two users never share a login, even with the same session id.
+        assert_ne!(key("dave", "u-1", sid("s-1")), key("erin", "u-1", sid("s-1")));
     }
 }

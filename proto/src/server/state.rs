@@ -213,6 +213,16 @@ pub struct Recorded {
     pub body: ResponseBody,
 }
 
+/// The token family of one OIDC login (see [`State::oidc_logins`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct OidcLogin {
+    /// The family its sessions are bound under.
+    pub family: u64,
+    /// The latest expiry (`exp` + leeway, Unix milliseconds) of the provider tokens seen for it.
+    pub expires_ms: u64,
+}
+
 /// The responses remembered for one user: at most `dedup_cap`, oldest evicted first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -295,12 +305,16 @@ pub enum Change {
     NoticesCleared { user: String },
     /// A response was remembered for retries of `request_id` within a token family.
     Recorded { family: u64, request_id: u32, response: Recorded },
-    /// A token family was handed out without tokens (a session authenticated by an OIDC JWT).
+    /// A token family was handed out without tokens (an OIDC session, before
+    /// [`Change::OidcLoginBound`]; no longer emitted, still applied when replayed).
     FamilyAllocated { family: u64 },
     /// The phantom-token signing keys, current and retired, replacing the previous set.
     /// Carries the server's own private keys. A record's `last_exp` may be later than the
     /// last `exp` actually signed (never earlier), so that minting persists rarely.
     SigningKeysSet { records: Vec<KeyRecord> },
+    /// An OIDC login (keyed by [`oidc_login_key`](super::oidc_login_key)) is bound to a token
+    /// family, or its expiry moved later. Replaces the previous record of `key`.
+    OidcLoginBound { key: [u8; 32], login: OidcLogin },
 }
 
 /// Everything the server must not lose.
@@ -335,6 +349,11 @@ pub struct State {
     pub last_family: u64,
     /// The phantom-token signing keys (empty until first used).
     pub signing_keys: Vec<KeyRecord>,
+    /// The token family of each OIDC login, by the SHA-256 key of the login (issuer, user
+    /// and the provider's SSO session id `sid`, else its subject): every connection of one
+    /// login shares it, so retries are recognised across connections. Forgotten with the
+    /// family, or `token_grace` after the login's last token expired.
+    pub oidc_logins: BTreeMap<[u8; 32], OidcLogin>,
 }
 
 impl Change {
@@ -379,6 +398,7 @@ impl State {
             dedup_cap,
             last_family: 0,
             signing_keys: Vec::new(),
+            oidc_logins: BTreeMap::new(),
         }
     }
 
@@ -446,11 +466,13 @@ impl State {
             Change::FamilyRevoked { family } => {
                 self.tokens.retain(|_, t| t.family != *family);
                 self.dedup.remove(family);
+                self.oidc_logins.retain(|_, l| l.family != *family);
             }
             Change::TokensPurged { before_ms } => {
                 self.tokens.retain(|_, t| t.expires_ms > *before_ms);
+                self.oidc_logins.retain(|_, l| l.expires_ms > *before_ms);
                 let live: std::collections::HashSet<u64, foldhash::quality::RandomState> =
-                    self.tokens.values().map(|t| t.family).collect();
+                    self.tokens.values().map(|t| t.family).chain(self.oidc_logins.values().map(|l| l.family)).collect();
                 self.dedup.retain(|family, _| live.contains(family));
             }
             Change::RoomCreated { room, verifier, owner } => {
@@ -558,6 +580,10 @@ impl State {
             }
             Change::SigningKeysSet { records } => {
                 self.signing_keys.clone_from(records);
+            }
+            Change::OidcLoginBound { key, login } => {
+                self.last_family = self.last_family.max(login.family);
+                self.oidc_logins.insert(*key, *login);
             }
         }
     }

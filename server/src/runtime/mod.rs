@@ -29,6 +29,7 @@ mod workers;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -116,7 +117,18 @@ pub struct NodeConfig {
     pub quic_limits: QuicLimits,
     /// argon2 worker threads.
     pub workers: usize,
+    /// The OIDC provider's JWK Set file, reread every `jwks_reread` and
+    /// given to the core when it changed (`None`: no OIDC, or keys fixed).
+    pub oidc_jwks_file: Option<PathBuf>,
+    /// How often that file is reread ([`JWKS_REREAD`]).
+    pub jwks_reread: Duration,
 }
+
+/// How often the OIDC JWK Set file is reread. Whatever keeps the file
+/// current (a cron job fetching the provider's `jwks_uri`, a config
+/// manager) is followed within this delay; a provider publishes a new key
+/// well before signing with it.
+pub const JWKS_REREAD: Duration = Duration::from_secs(60);
 
 impl NodeConfig {
     /// TCP and QUIC on `addr` (port 0: two ephemeral ports), default limits.
@@ -130,6 +142,8 @@ impl NodeConfig {
             tcp_limits: TcpLimits::default(),
             quic_limits: QuicLimits::default(),
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4),
+            oidc_jwks_file: None,
+            jwks_reread: JWKS_REREAD,
         }
     }
 }
@@ -166,6 +180,9 @@ pub struct RunSummary {
     pub commits: u64,
     /// Changes committed.
     pub changes: u64,
+    /// Connections still open when the stop's grace period ran out (their
+    /// transports were dropped without a clean close).
+    pub abandoned: usize,
 }
 
 /// Why [`Node::run`] stopped early.
@@ -177,6 +194,16 @@ pub enum RunError {
     /// A commit failed: the turn's frames were not written.
     #[error("store commit failed, stopping before acknowledging anything of it: {0}")]
     Store(String),
+}
+
+/// The OIDC JWK Set file the loop rereads.
+#[derive(Debug)]
+struct JwksFile {
+    path: PathBuf,
+    /// Its bytes when last read (at start: what the configuration loaded).
+    last: Option<Vec<u8>>,
+    every: Duration,
+    next: Instant,
 }
 
 /// A connection the loop knows.
@@ -200,6 +227,11 @@ pub struct Node {
     conns: HashMap<ConnId, Conn>,
     sessions: HashMap<SessionId, ConnId>,
     core_deadline: Option<Instant>,
+    /// The OIDC JWK Set file, what it held when last read, and when to reread it.
+    jwks: Option<JwksFile>,
+    /// Events produced outside a poll turn (a TCP close that completed at
+    /// once), handled at the start of the next turn.
+    pending: Vec<NetEvent>,
     summary: RunSummary,
 }
 
@@ -252,6 +284,15 @@ impl Node {
             None => None,
         };
         let workers = Workers::start(config.workers, work_waker)?;
+        let jwks = match (config.oidc_jwks_file, &config.server.oidc) {
+            (Some(path), Some(oidc)) => Some(JwksFile {
+                path,
+                last: Some(oidc.jwks_json.clone().into_bytes()),
+                every: config.jwks_reread,
+                next: Instant::now() + config.jwks_reread,
+            }),
+            _ => None,
+        };
         let core = Server::restore(config.server, os_seed()?, state, now());
         Ok(Node {
             poll,
@@ -266,6 +307,8 @@ impl Node {
             conns: HashMap::new(),
             sessions: HashMap::new(),
             core_deadline: None,
+            jwks,
+            pending: Vec::new(),
             summary: RunSummary::default(),
         })
     }
@@ -299,13 +342,18 @@ impl Node {
         // The first drain arms the core's timers.
         self.drain(now())?;
         loop {
-            let timeout = self.next_deadline().map(|t| t.saturating_duration_since(Instant::now()));
+            let timeout = if self.pending.is_empty() {
+                self.next_deadline().map(|t| t.saturating_duration_since(Instant::now()))
+            } else {
+                Some(Duration::ZERO)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != io::ErrorKind::Interrupted
             {
                 return Err(e.into());
             }
             let t = now();
+            net.append(&mut self.pending);
             for event in &events {
                 if let Some(tcp) = self.tcp.as_mut()
                     && tcp.owns(event.token())
@@ -330,6 +378,7 @@ impl Node {
             if self.core_deadline.is_some_and(|d| d <= t.instant) {
                 self.core.handle_timeout(t);
             }
+            self.reread_jwks(t);
             if stopping.is_none() && self.stop.load(Ordering::SeqCst) {
                 info!(sessions = self.core.session_count(), "stopping: no new connections, closing sessions");
                 if let Some(tcp) = self.tcp.as_mut() {
@@ -348,6 +397,10 @@ impl Node {
                 break;
             }
         }
+        self.summary.abandoned = self.conns.len();
+        if self.summary.abandoned > 0 {
+            warn!(connections = self.summary.abandoned, "stop grace period over: dropping connections still open");
+        }
         if let Some(quic) = self.quic.take() {
             quic.shutdown(Duration::from_secs(1));
         }
@@ -362,10 +415,35 @@ impl Node {
 
     fn next_deadline(&self) -> Option<Instant> {
         let tcp = self.tcp.as_ref().and_then(TcpServer::poll_timeout);
-        match (self.core_deadline, tcp) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let jwks = self.jwks.as_ref().map(|j| j.next);
+        [self.core_deadline, tcp, jwks].into_iter().flatten().min()
+    }
+
+    /// Rereads the OIDC JWK Set file when due; a changed, usable document
+    /// replaces the core's keys, anything else keeps them (and is logged).
+    fn reread_jwks(&mut self, now: Now) {
+        let Some(jwks) = self.jwks.as_mut() else { return };
+        if now.instant < jwks.next {
+            return;
         }
+        jwks.next = now.instant + jwks.every;
+        let bytes = match std::fs::read(&jwks.path) {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(file = %jwks.path.display(), "cannot reread the OIDC JWK Set, keeping the keys in use: {e}");
+                return;
+            }
+        };
+        if jwks.last.as_deref() == Some(bytes.as_slice()) {
+            return;
+        }
+        match self.core.set_oidc_jwks(now, &bytes) {
+            Ok(keys) => info!(file = %jwks.path.display(), keys, "OIDC JWK Set reloaded"),
+            Err(e) => {
+                warn!(file = %jwks.path.display(), "the OIDC JWK Set file is unusable, keeping the keys in use: {e}")
+            }
+        }
+        jwks.last = Some(bytes);
     }
 
     fn net_event(&mut self, now: Now, event: NetEvent) {
@@ -386,6 +464,9 @@ impl Node {
                 if let Some(c) = self.conns.get(&conn) {
                     self.core.handle_input(now, c.session, &bytes);
                 }
+                // Inbound credit back to QUIC and mem readers (a no-op for TCP,
+                // which the loop reads itself, and for conns already gone).
+                self.hub.consumed(conn, bytes.len());
             }
             NetEvent::Closed { conn, reason } => {
                 if let Some(c) = self.conns.remove(&conn) {
@@ -400,12 +481,11 @@ impl Node {
     fn close_conn(&mut self, conn: ConnId, transport: Transport) {
         match transport {
             Transport::Tcp => {
-                let mut out = Vec::new();
+                // The Closed event may come at once (everything flushed):
+                // it is handled at the start of the next turn, like any other.
                 if let Some(tcp) = self.tcp.as_mut() {
-                    tcp.close(self.poll.registry(), conn, &mut out);
+                    tcp.close(self.poll.registry(), conn, &mut self.pending);
                 }
-                // A conn the core never had: its Closed event needs no answer.
-                drop(out);
             }
             Transport::Quic | Transport::Mem => self.hub.close(conn),
         }

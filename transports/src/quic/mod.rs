@@ -39,16 +39,23 @@ pub struct QuicLimits {
     /// Bytes queued for one connection and not yet written; a send beyond it
     /// is refused and the connection is closed (a peer that does not read).
     pub max_outbound: usize,
+    /// Inbound flow control: bytes of one connection read from its stream
+    /// and not yet consumed by the loop ([`Hub::consumed`](crate::net::Hub::consumed)).
+    /// At the limit the connection's reader stops reading, and QUIC flow
+    /// control (the stream's receive window) holds the peer back. At least 1.
+    pub max_inbound: usize,
 }
 
 impl Default for QuicLimits {
-    /// 10 000 connections, 30 s idle, 10 s handshake, 8 MiB backlog.
+    /// 10 000 connections, 30 s idle, 10 s handshake, 8 MiB outbound
+    /// backlog, 1 MiB inbound.
     fn default() -> QuicLimits {
         QuicLimits {
             max_connections: 10_000,
             idle_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
             max_outbound: 8 << 20,
+            max_inbound: 1 << 20,
         }
     }
 }

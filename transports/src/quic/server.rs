@@ -3,9 +3,13 @@
 //! One task accepts connections; one task per connection runs the session:
 //! it waits (bounded) for the client's stream, reports `Opened`, then reads
 //! the stream into `Received` events while a writer drains the
-//! [`ConnHandle`]'s queue into the stream. Whatever ends the session, the
-//! task reports `Closed` exactly once, through a guard that also fires if
-//! the task is cancelled at shutdown.
+//! [`ConnHandle`]'s queue into the stream. The reader takes inbound credit
+//! (`max_inbound` bytes per connection) before each read and the loop
+//! returns it through [`Hub::consumed`](crate::net::Hub::consumed); without
+//! credit the reader does not read, so quinn's stream window fills and the
+//! peer is held back. Whatever ends the session, the task reports `Closed`
+//! exactly once, through a guard that also fires if the task is cancelled
+//! at shutdown.
 
 use std::io;
 use std::net::SocketAddr;
@@ -16,7 +20,7 @@ use std::time::Duration;
 
 use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{Connection, Endpoint, EndpointConfig, Incoming, ReadError, RecvStream, SendStream, WriteError};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, timeout, timeout_at};
 
@@ -42,6 +46,8 @@ pub struct QuicServer {
 struct Shared {
     accepting: AtomicBool,
     open: AtomicUsize,
+    /// Bytes reported as `Received` and not yet consumed, over all connections.
+    inbound: AtomicUsize,
 }
 
 impl QuicServer {
@@ -71,7 +77,11 @@ impl QuicServer {
             let _entered = runtime.enter();
             Endpoint::new(EndpointConfig::default(), Some(config), socket, Arc::new(quinn::TokioRuntime))?
         };
-        let shared = Arc::new(Shared { accepting: AtomicBool::new(true), open: AtomicUsize::new(0) });
+        let shared = Arc::new(Shared {
+            accepting: AtomicBool::new(true),
+            open: AtomicUsize::new(0),
+            inbound: AtomicUsize::new(0),
+        });
         let (stop, stopped) = oneshot::channel();
         let thread = {
             let shared = shared.clone();
@@ -98,6 +108,15 @@ impl QuicServer {
     #[must_use]
     pub fn connections(&self) -> usize {
         self.shared.open.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of every connection reported as `Received` and not yet
+    /// returned with [`Hub::consumed`](crate::net::Hub::consumed): what the
+    /// loop buffers on this server's behalf. At most `max_inbound` per open
+    /// connection.
+    #[must_use]
+    pub fn inbound_buffered(&self) -> usize {
+        self.shared.inbound.load(Ordering::Relaxed)
     }
 
     /// Stops accepting, waits up to `grace` for every connection to end (the
@@ -219,6 +238,55 @@ impl Drop for Report {
     }
 }
 
+/// Inbound credit of one connection, shared by its reader and the loop's
+/// [`ConnHandle`].
+struct Inbound {
+    /// Bytes the reader may still push; it takes them before each read.
+    credit: Semaphore,
+    /// Bytes pushed and not yet consumed.
+    outstanding: AtomicUsize,
+    shared: Arc<Shared>,
+}
+
+impl Inbound {
+    fn new(max: usize, shared: Arc<Shared>) -> Inbound {
+        Inbound { credit: Semaphore::new(max), outstanding: AtomicUsize::new(0), shared }
+    }
+
+    /// `n` bytes go to the loop.
+    fn pushed(&self, n: usize) {
+        self.outstanding.fetch_add(n, Ordering::Relaxed);
+        self.shared.inbound.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The loop consumed `n` bytes: as much credit comes back (never more
+    /// than was pushed, whatever the loop says).
+    fn consumed(&self, n: usize) {
+        let Ok(before) =
+            self.outstanding.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(n)))
+        else {
+            return;
+        };
+        let back = before.min(n);
+        if back > 0 {
+            self.shared.inbound.fetch_sub(back, Ordering::Relaxed);
+            self.credit.add_permits(back);
+        }
+    }
+}
+
+/// Once the session is over, takes what the loop did not consume off the
+/// server's count (those events may still be in the loop's hands, but the
+/// connection is gone and its handle with it).
+struct InboundEnd(Arc<Inbound>);
+
+impl Drop for InboundEnd {
+    fn drop(&mut self) {
+        let left = self.0.outstanding.swap(0, Ordering::Relaxed);
+        self.0.shared.inbound.fetch_sub(left, Ordering::Relaxed);
+    }
+}
+
 /// What the loop's [`ConnHandle`] shares with the session task.
 #[derive(Default)]
 struct Control {
@@ -231,7 +299,7 @@ struct Control {
 }
 
 /// One connection, from its first packet to its end.
-async fn serve(incoming: Incoming, hub: HubSender, limits: QuicLimits, _live: Live) {
+async fn serve(incoming: Incoming, hub: HubSender, limits: QuicLimits, live: Live) {
     let peer = incoming.remote_address();
     let Ok(connecting) = incoming.accept() else { return };
     let deadline = Instant::now() + limits.handshake_timeout;
@@ -252,11 +320,13 @@ async fn serve(incoming: Incoming, hub: HubSender, limits: QuicLimits, _live: Li
     let id = hub.next_id();
     let backlog = Arc::new(AtomicUsize::new(0));
     let control = Arc::new(Control::default());
+    let inbound = Arc::new(Inbound::new(inbound_limit(&limits), live.0.clone()));
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = {
         let (queued, control, max) = (backlog.clone(), control.clone(), limits.max_outbound);
         let backlog = queued.clone();
-        ConnHandle::new(
+        let inbound = inbound.clone();
+        ConnHandle::with_inbound_credit(
             move |out| {
                 let len = match &out {
                     Outbound::Data(bytes) => bytes.len(),
@@ -286,6 +356,7 @@ async fn serve(incoming: Incoming, hub: HubSender, limits: QuicLimits, _live: Li
                 true
             },
             queued,
+            move |n| inbound.consumed(n),
         )
     };
     let opened = NetEvent::Opened { conn: id, transport: Transport::Quic, peer: Some(peer), handle: Some(handle) };
@@ -294,7 +365,9 @@ async fn serve(incoming: Incoming, hub: HubSender, limits: QuicLimits, _live: Li
         return;
     }
     let report = Report { hub: hub.clone(), conn: id, done: false };
-    let reason = session(&conn, send, recv, rx, &backlog, &control, &hub, id, &limits).await;
+    let inbound = InboundEnd(inbound);
+    let reason = session(&conn, send, recv, rx, &backlog, &control, &inbound.0, &hub, id, &limits).await;
+    drop(inbound);
     report.closed(reason);
 }
 
@@ -307,12 +380,13 @@ async fn session(
     mut rx: mpsc::UnboundedReceiver<Outbound>,
     backlog: &AtomicUsize,
     control: &Control,
+    inbound: &Inbound,
     hub: &HubSender,
     id: ConnId,
     limits: &QuicLimits,
 ) -> String {
     tokio::select! {
-        reason = read_loop(&mut recv, hub, id) => {
+        reason = read_loop(&mut recv, inbound, inbound_limit(limits).min(READ_CHUNK), hub, id) => {
             conn.close(CODE_CLOSED, b"closed");
             reason
         }
@@ -344,12 +418,29 @@ async fn session(
     }
 }
 
+/// `max_inbound`, at least 1 and at most what a semaphore holds.
+fn inbound_limit(limits: &QuicLimits) -> usize {
+    limits.max_inbound.clamp(1, Semaphore::MAX_PERMITS)
+}
+
 /// Reads the stream into `Received` events until it ends; returns why.
-async fn read_loop(recv: &mut RecvStream, hub: &HubSender, conn: ConnId) -> String {
+/// Each read takes `chunk` bytes of credit first (and gives back what it
+/// did not use): without credit nothing is read, so the bytes between the
+/// stream and the loop never exceed `max_inbound`.
+async fn read_loop(recv: &mut RecvStream, inbound: &Inbound, chunk: usize, hub: &HubSender, conn: ConnId) -> String {
+    // `chunk` is at most READ_CHUNK.
+    let permits = u32::try_from(chunk).unwrap_or(u32::MAX);
     loop {
-        match recv.read_chunk(READ_CHUNK, true).await {
-            Ok(Some(chunk)) => {
-                if !hub.send(NetEvent::Received { conn, bytes: Vec::from(chunk.bytes) }) {
+        match inbound.credit.acquire_many(permits).await {
+            Ok(credit) => credit.forget(),
+            Err(_) => return "inbound credit closed".into(),
+        }
+        match recv.read_chunk(chunk, true).await {
+            Ok(Some(read)) => {
+                let n = read.bytes.len();
+                inbound.credit.add_permits(chunk - n);
+                inbound.pushed(n);
+                if !hub.send(NetEvent::Received { conn, bytes: Vec::from(read.bytes) }) {
                     return "server loop gone".into();
                 }
             }

@@ -258,7 +258,11 @@ struct TlsErrorText(rustls::Error);
 
 impl std::fmt::Display for TlsErrorText {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)
+        match &self.0 {
+            // Our own verifier's words (a pin mismatch), without rustls' "unexpected error: ".
+            rustls::Error::General(text) => f.write_str(text),
+            e => write!(f, "{e}"),
+        }
     }
 }
 

@@ -47,8 +47,8 @@ pub(super) struct Gone(pub(super) String);
 /// A buffer released when emptied is shrunk to this, so idle connections hold little.
 const IDLE_CAPACITY: usize = 16 << 10;
 
-/// Most bytes discarded from a peer that keeps sending after our close.
-const DRAIN_BUDGET: usize = 64 << 10;
+/// Most bytes discarded per turn from a peer that sent or sends after our close.
+const DRAIN_TURN: usize = 256 << 10;
 
 /// One accepted connection.
 pub(super) struct Conn {
@@ -118,7 +118,7 @@ impl Conn {
     /// room) has input waiting that no edge will announce: it reads again
     /// next turn, like one that ran out of budget.
     pub(super) fn settle_input(&mut self, limits: &TcpLimits) {
-        if self.input == Input::Paused && !self.paused(limits) {
+        if self.phase == Phase::Open && self.input == Input::Paused && !self.paused(limits) {
             self.input = Input::Budget;
         }
     }
@@ -134,8 +134,16 @@ impl Conn {
     pub(super) fn read(&mut self, limits: &TcpLimits, events: &mut Vec<NetEvent>) -> Result<(), Gone> {
         match self.phase {
             Phase::Handshaking { .. } | Phase::Open => self.read_tls(limits, events),
-            Phase::Flushing { .. } => Ok(()),
-            Phase::Draining { .. } => self.discard(),
+            Phase::Flushing { .. } => {
+                // Input is ignored while flushing; draining registers for it
+                // again, which reports what is waiting.
+                self.input = Input::Drained;
+                Ok(())
+            }
+            Phase::Draining { .. } => {
+                self.input = Input::Drained;
+                self.discard()
+            }
         }
     }
 
@@ -219,19 +227,20 @@ impl Conn {
         Ok(())
     }
 
-    /// Reads and drops what a closing peer still sends, until it closes.
+    /// Reads and drops what a closing peer sent or still sends, until it
+    /// closes: at most [`DRAIN_TURN`] bytes a turn (then `Input::Budget`),
+    /// and no longer than the phase's deadline.
     fn discard(&mut self) -> Result<(), Gone> {
-        let mut scratch = [0u8; 4096];
+        let mut scratch = [0u8; 16 << 10];
         let mut dropped = 0;
         loop {
+            if dropped >= DRAIN_TURN {
+                self.input = Input::Budget;
+                return Ok(());
+            }
             match self.sock.read(&mut scratch) {
                 Ok(0) => return Err(Gone("peer closed".to_owned())),
-                Ok(n) => {
-                    dropped += n;
-                    if dropped > DRAIN_BUDGET {
-                        return Err(Gone("peer kept sending after the close".to_owned()));
-                    }
-                }
+                Ok(n) => dropped += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Gone(format!("read failed: {e}"))),

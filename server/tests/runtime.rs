@@ -1,0 +1,167 @@
+//! The server's event loop over real sockets and in-memory links: a
+//! session's frames round-trip, and a graceful stop tells every session why
+//! and closes every connection cleanly (none left to the grace period).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use confab_proto::{FrameDecoder, Limits, Message, Ping, ServerConfig};
+use confab_server::runtime::{MemoryStore, Node, NodeConfig, RunSummary};
+use confab_transports::link::Link;
+use confab_transports::tls::{self, ClientTrust, ServerIdentity};
+use confab_transports::{quic, tcp};
+
+fn decode_all(bytes: &[u8]) -> Vec<Message> {
+    let limits = Limits::default();
+    let mut decoder = FrameDecoder::new(limits);
+    decoder.push(bytes);
+    let mut out = Vec::new();
+    while let Ok(Some(frame)) = decoder.next_frame() {
+        out.push(Message::decode(&frame, &limits).expect("the server sends valid frames"));
+    }
+    out
+}
+
+/// Sends a ping, waits for its pong.
+fn ping_pong(link: &mut dyn Link, nonce: u64) {
+    link.send(&Message::Ping(Ping { nonce }).to_bytes(&[])).expect("send");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    loop {
+        let bytes = link.recv(deadline).expect("recv").expect("a pong within 10 s");
+        got.extend_from_slice(&bytes);
+        if decode_all(&got).iter().any(|m| matches!(m, Message::Pong(p) if p.nonce == nonce)) {
+            return;
+        }
+    }
+}
+
+/// Reads until the server closes; returns the close frame's code.
+fn close_code(link: &mut dyn Link) -> Option<u16> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    while let Ok(Some(bytes)) = link.recv(deadline) {
+        got.extend_from_slice(&bytes);
+    }
+    decode_all(&got).iter().find_map(|m| match m {
+        Message::Close(c) => Some(c.code),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_graceful_stop_closes_every_transport_with_503() {
+    let made = ServerIdentity::self_signed(&["localhost".to_owned()]).expect("certificate");
+    let pin = made.identity.pin().expect("pin");
+    let server = ServerConfig::default();
+    let addr: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let node = Node::bind(
+        NodeConfig::new(server.clone(), addr, made.identity),
+        Box::new(MemoryStore::new(&server)),
+        confab_proto::server::State::new(server.room_history, server.dedup_window),
+    )
+    .expect("bind");
+    let (tcp_addr, quic_addr) = (node.tcp_addr().expect("tcp"), node.quic_addr().expect("quic"));
+    let handle = node.handle();
+    let running = std::thread::spawn(move || node.run());
+
+    let config = tls::client_config(&ClientTrust::Pin(pin)).expect("client config");
+    let mut links: Vec<Box<dyn Link>> = vec![
+        Box::new(
+            tcp::connect(tcp_addr, tls::server_name("localhost"), Arc::new(config.clone()), Duration::from_secs(5))
+                .expect("tcp"),
+        ),
+        Box::new(quic::connect(quic_addr, "localhost", config, Duration::from_secs(5)).expect("quic")),
+        Box::new(handle.connect_mem()),
+    ];
+    for (n, link) in links.iter_mut().enumerate() {
+        ping_pong(link.as_mut(), n as u64 + 1);
+    }
+
+    handle.stop();
+    for link in &mut links {
+        let transport = link.transport();
+        assert_eq!(close_code(link.as_mut()), Some(503), "{transport}: told the server is shutting down");
+    }
+    let summary: RunSummary = running.join().expect("the loop does not panic").expect("a clean stop");
+    assert_eq!(summary.connections, 3);
+    assert_eq!(summary.abandoned, 0, "every connection closed cleanly before the grace period ran out");
+}
+
+/// Drives a client machine over `link` until an event satisfies `want`.
+fn drive_until(
+    client: &mut confab_proto::Client,
+    link: &mut dyn Link,
+    mut want: impl FnMut(&confab_proto::ClientEvent) -> bool,
+) -> confab_proto::ClientEvent {
+    use confab_proto::ClientOutput;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        loop {
+            match client.poll_output() {
+                ClientOutput::Transmit(bytes) => link.send(&bytes).expect("send"),
+                ClientOutput::Event(e) if want(&e) => return e,
+                ClientOutput::Event(_) | ClientOutput::Close { .. } => {}
+                ClientOutput::Timeout(_) => break,
+            }
+        }
+        let wake = (Instant::now() + Duration::from_millis(20)).min(deadline);
+        assert!(Instant::now() < deadline, "no such event within 10 s");
+        if let Some(bytes) = link.recv(wake).expect("recv") {
+            client.handle_input(confab_server::runtime::now(), &bytes);
+        }
+    }
+}
+
+#[test]
+fn the_oidc_jwks_file_is_reread_while_running() {
+    use confab_proto::{Client, ClientConfig, ClientEvent, server::OidcConfig};
+    use confab_transports::sim::{IDP_AUDIENCE, IDP_ISSUER, TestIdp};
+    use rand::SeedableRng as _;
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let old = TestIdp::new(&mut rng, Duration::from_secs(300));
+    let mut rotated = TestIdp::new(&mut rng, Duration::from_secs(300));
+    let dir = std::env::temp_dir().join(format!("confab-jwks-reread-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("jwks.json");
+    std::fs::write(&file, old.jwks_json()).expect("write");
+
+    let server =
+        ServerConfig { oidc: Some(OidcConfig::new(IDP_ISSUER, IDP_AUDIENCE, old.jwks_json())), ..Default::default() };
+    let made = ServerIdentity::self_signed(&["localhost".to_owned()]).expect("certificate");
+    let mut config = NodeConfig::new(server.clone(), "127.0.0.1:0".parse().expect("addr"), made.identity);
+    (config.tcp, config.quic) = (None, None);
+    config.oidc_jwks_file = Some(file.clone());
+    config.jwks_reread = Duration::from_millis(50);
+    let state = confab_proto::server::State::new(server.room_history, server.dedup_window);
+    let node = Node::bind(config, Box::new(MemoryStore::new(&server)), state).expect("bind");
+    let handle = node.handle();
+    let running = std::thread::spawn(move || node.run());
+
+    let mut link = handle.connect_mem();
+    let now = confab_server::runtime::now;
+    let mut client = Client::new(ClientConfig::default(), now());
+    client.connected(now());
+    // A token signed by a key the server does not know yet: refused.
+    client.use_external_token(now(), &rotated.token(now().unix_ms, "carol")).expect("token");
+    let id = client.set_identity_key(now(), bytes::Bytes::from_static(confab_proto::e2e::fixtures::ALICE_SPKI));
+    let id = id.expect("command");
+    let refused = drive_until(&mut client, &mut link, |e| matches!(e, ClientEvent::ExternalTokenNeeded { .. }));
+    assert!(matches!(refused, ClientEvent::ExternalTokenNeeded { code: 401, .. }), "{refused:?}");
+
+    // The provider rotates: whatever keeps the file current writes the new set.
+    std::fs::write(&file, rotated.jwks_json()).expect("write");
+    std::thread::sleep(Duration::from_millis(300));
+    client.set_external_token(now(), &rotated.token(now().unix_ms, "carol")).expect("token");
+    let done = drive_until(&mut client, &mut link, |e| match e {
+        ClientEvent::Done { request_id, .. } | ClientEvent::Failed { request_id, .. } => *request_id == id,
+        _ => false,
+    });
+    assert!(matches!(done, ClientEvent::Done { .. }), "the request waiting in the outbox went through: {done:?}");
+
+    handle.stop();
+    running.join().expect("no panic").expect("clean stop");
+    let _ = std::fs::remove_dir_all(&dir);
+}
