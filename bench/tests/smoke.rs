@@ -51,6 +51,21 @@ fn quic_room_fixed_rate() {
 }
 
 #[test]
+fn quic_mp_closed_loop() {
+    let r = run(&tiny(Transport::Quic, Scenario::Mp, Mode::Closed)).expect("run");
+    check(&r);
+    assert_eq!(r.latency.count, r.acked, "{r}");
+}
+
+#[test]
+fn tcp_room_fixed_rate() {
+    let r = run(&tiny(Transport::Tcp, Scenario::Room, Mode::Rate)).expect("run");
+    check(&r);
+    assert_eq!(r.latency.count, r.acked * 2, "{r}");
+    assert!(r.send_lag.count > 0, "{r}");
+}
+
+#[test]
 fn refuses_unbounded_or_invalid_runs() {
     let mut c = BenchConfig { duration: Duration::from_secs(121), ..BenchConfig::default() };
     assert!(run(&c).is_err());
