@@ -37,7 +37,9 @@ enum ModeArg {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum StoreArg {
+    /// In memory only.
     Memory,
+    /// SQLite (synchronous=FULL) in a temporary directory, removed after the run.
     Sqlite,
 }
 
@@ -46,7 +48,7 @@ enum StoreArg {
 #[derive(Debug, Parser)]
 #[command(name = "confab-bench", version)]
 struct Args {
-    /// Socket transport of every client.
+    /// Transport of every client.
     #[arg(long, value_enum, default_value = "tcp")]
     transport: TransportArg,
     /// Private messages (mp) or room fan-out (room).
