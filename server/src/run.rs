@@ -103,13 +103,21 @@ pub fn run(config: &RunConfig) -> Result<RunSummary, RunFailure> {
 }
 
 /// Stops the node on SIGINT or SIGTERM (a thread waiting on the signals).
+/// A second signal exits at once: what was acknowledged is already
+/// committed, so nothing acknowledged is lost; sessions just lose their
+/// goodbye.
 fn watch_signals(handle: NodeHandle) -> io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
     std::thread::Builder::new().name("confab-signals".into()).spawn(move || {
-        if let Some(sig) = signals.forever().next() {
-            info!(signal = sig, "signal received");
+        let mut signals = signals.forever();
+        if let Some(sig) = signals.next() {
+            info!(signal = sig, "signal received: stopping (a second one exits at once)");
             handle.stop();
+        }
+        if let Some(sig) = signals.next() {
+            tracing::warn!(signal = sig, "second signal: exiting without waiting for sessions");
+            std::process::exit(1);
         }
     })?;
     Ok(())
