@@ -24,6 +24,9 @@
 //! own poll. Time is read here (the core never reads a clock) and passed
 //! in as [`Now`].
 
+mod durable;
+mod jwks;
+mod log;
 mod workers;
 
 use std::collections::HashMap;
@@ -34,8 +37,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use confab_proto::server::{Change, State};
-use confab_proto::{Now, Output, Server, ServerConfig, ServerEvent, SessionId};
+use confab_proto::server::State;
+use confab_proto::{Now, Output, Server, ServerConfig, SessionId};
 use confab_transports::mem::{self, MemLink};
 use confab_transports::net::{ConnId, ConnIds, Hub, HubSender, NetEvent, Transport};
 use confab_transports::quic::{QuicLimits, QuicServer};
@@ -44,6 +47,9 @@ use confab_transports::tls::{self, ServerIdentity};
 use mio::{Events, Poll, Token};
 use tracing::{debug, error, info, warn};
 
+pub use durable::{Durable, MemoryStore};
+use jwks::JwksFile;
+use log::log_event;
 use workers::Workers;
 
 /// The one waker of the poll (mio allows one): off-thread transports, the
@@ -53,52 +59,6 @@ const WAKE: Token = Token(0);
 
 /// How long a graceful stop waits for sessions to flush their last frames.
 const STOP_GRACE: Duration = Duration::from_secs(3);
-
-/// Where the loop makes changes durable.
-pub trait Durable: Send {
-    /// Makes every change of one loop turn durable, atomically (all or none).
-    ///
-    /// # Errors
-    /// The changes may not be durable: the loop stops without writing the
-    /// turn's frames.
-    fn commit(&mut self, changes: &[Change]) -> Result<(), String>;
-}
-
-/// A [`Durable`] that keeps the state in memory only, for tests and for
-/// embedding a throwaway server.
-#[derive(Debug)]
-pub struct MemoryStore {
-    state: State,
-}
-
-impl MemoryStore {
-    /// An empty store for `config`.
-    #[must_use]
-    pub fn new(config: &ServerConfig) -> MemoryStore {
-        MemoryStore { state: State::new(config.room_history, config.dedup_window) }
-    }
-
-    /// What was committed.
-    #[must_use]
-    pub fn state(&self) -> &State {
-        &self.state
-    }
-}
-
-impl Durable for MemoryStore {
-    fn commit(&mut self, changes: &[Change]) -> Result<(), String> {
-        for c in changes {
-            self.state.apply(c);
-        }
-        Ok(())
-    }
-}
-
-impl Durable for crate::store::Store {
-    fn commit(&mut self, changes: &[Change]) -> Result<(), String> {
-        crate::store::Store::commit(self, changes).map_err(|e| e.to_string())
-    }
-}
 
 /// What a [`Node`] serves.
 #[derive(Debug, Clone)]
@@ -196,16 +156,6 @@ pub enum RunError {
     Store(String),
 }
 
-/// The OIDC JWK Set file the loop rereads.
-#[derive(Debug)]
-struct JwksFile {
-    path: PathBuf,
-    /// Its bytes when last read (at start: what the configuration loaded).
-    last: Option<Vec<u8>>,
-    every: Duration,
-    next: Instant,
-}
-
 /// A connection the loop knows.
 #[derive(Debug, Clone, Copy)]
 struct Conn {
@@ -285,12 +235,9 @@ impl Node {
         };
         let workers = Workers::start(config.workers, work_waker)?;
         let jwks = match (config.oidc_jwks_file, &config.server.oidc) {
-            (Some(path), Some(oidc)) => Some(JwksFile {
-                path,
-                last: Some(oidc.jwks_json.clone().into_bytes()),
-                every: config.jwks_reread,
-                next: Instant::now() + config.jwks_reread,
-            }),
+            (Some(path), Some(oidc)) => {
+                Some(JwksFile::new(path, oidc.jwks_json.as_bytes(), config.jwks_reread, Instant::now()))
+            }
             _ => None,
         };
         let core = Server::restore(config.server, os_seed()?, state, now());
@@ -378,7 +325,9 @@ impl Node {
             if self.core_deadline.is_some_and(|d| d <= t.instant) {
                 self.core.handle_timeout(t);
             }
-            self.reread_jwks(t);
+            if let Some(jwks) = self.jwks.as_mut() {
+                jwks.reread_if_due(t, &mut self.core);
+            }
             if stopping.is_none() && self.stop.load(Ordering::SeqCst) {
                 info!(sessions = self.core.session_count(), "stopping: no new connections, closing sessions");
                 if let Some(tcp) = self.tcp.as_mut() {
@@ -415,35 +364,8 @@ impl Node {
 
     fn next_deadline(&self) -> Option<Instant> {
         let tcp = self.tcp.as_ref().and_then(TcpServer::poll_timeout);
-        let jwks = self.jwks.as_ref().map(|j| j.next);
+        let jwks = self.jwks.as_ref().map(JwksFile::next);
         [self.core_deadline, tcp, jwks].into_iter().flatten().min()
-    }
-
-    /// Rereads the OIDC JWK Set file when due; a changed, usable document
-    /// replaces the core's keys, anything else keeps them (and is logged).
-    fn reread_jwks(&mut self, now: Now) {
-        let Some(jwks) = self.jwks.as_mut() else { return };
-        if now.instant < jwks.next {
-            return;
-        }
-        jwks.next = now.instant + jwks.every;
-        let bytes = match std::fs::read(&jwks.path) {
-            Ok(b) => b,
-            Err(e) => {
-                warn!(file = %jwks.path.display(), "cannot reread the OIDC JWK Set, keeping the keys in use: {e}");
-                return;
-            }
-        };
-        if jwks.last.as_deref() == Some(bytes.as_slice()) {
-            return;
-        }
-        match self.core.set_oidc_jwks(now, &bytes) {
-            Ok(keys) => info!(file = %jwks.path.display(), keys, "OIDC JWK Set reloaded"),
-            Err(e) => {
-                warn!(file = %jwks.path.display(), "the OIDC JWK Set file is unusable, keeping the keys in use: {e}")
-            }
-        }
-        jwks.last = Some(bytes);
     }
 
     fn net_event(&mut self, now: Now, event: NetEvent) {
@@ -552,25 +474,6 @@ impl Node {
                 };
                 self.core.handle_backlog(now, session, backlog);
             }
-        }
-    }
-}
-
-/// One structured log line per core event. Events never carry content or
-/// secrets (the core's contract); reasons are the texts sent to peers.
-fn log_event(e: &ServerEvent) {
-    match e {
-        ServerEvent::Registered { username } => info!(user = %username, "account registered"),
-        ServerEvent::LoggedIn { session, username } => info!(session = session.0, user = %username, "logged in"),
-        ServerEvent::Rejected { session, opcode, code, reason } => {
-            info!(session = session.0, ?opcode, code, %reason, "request refused");
-        }
-        ServerEvent::BadFrame { session, error } => warn!(session = session.0, %error, "bad frame"),
-        ServerEvent::SessionClosed { session, code, reason } => {
-            info!(session = session.0, code, %reason, "session closed");
-        }
-        ServerEvent::MessageExpired { from, to, seq } => {
-            info!(from = %from, to = %to, seq, "undelivered private message expired");
         }
     }
 }
