@@ -21,6 +21,7 @@
 //! construction. A panic on any input is a bug.
 
 mod accounts;
+mod change;
 mod config;
 mod mp;
 mod oidc;

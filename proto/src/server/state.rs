@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 
+pub use super::change::Change;
 use super::config::HashParams;
 use crate::jwt::KeyRecord;
 use crate::token::TokenKind;
@@ -262,61 +263,6 @@ impl Dedup {
     }
 }
 
-/// One durable change, emitted as `Output::Persist` and replayed by stores.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[allow(missing_docs)]
-pub enum Change {
-    /// A new account.
-    UserCreated { username: String, user: User },
-    /// An account's identity key was set.
-    IdentityKeySet { username: String, identity_key: Bytes },
-    /// A token was issued (keyed by the SHA-256 of the token).
-    TokenIssued { hash: [u8; 32], record: TokenRecord },
-    /// A refresh token was exchanged for a new pair.
-    TokenRotated { hash: [u8; 32], rotation: Rotation },
-    /// Single tokens were revoked (the unused pair of a retried refresh).
-    TokensRevoked { hashes: Vec<[u8; 32]> },
-    /// Every token of a family was revoked (logout, refresh reuse).
-    FamilyRevoked { family: u64 },
-    /// Tokens that expired at or before `before_ms` were forgotten.
-    TokensPurged { before_ms: u64 },
-    /// A room was created, its owner its first member.
-    RoomCreated { room: String, verifier: Bytes, owner: String },
-    /// A user joined a room.
-    RoomJoined { room: String, user: String },
-    /// A user left a room.
-    RoomLeft { room: String, user: String },
-    /// A room was deleted.
-    RoomDeleted { room: String },
-    /// A message was appended to a room's history.
-    RoomMessage { room: String, entry: HistoryEntry },
-    /// A conversation's state changed (`None`: it ended).
-    ConversationSet { a: String, b: String, state: Option<Conversation> },
-    /// An item was queued in the lane `from -> to`; it takes the lane's next sequence number.
-    Enqueued { from: String, to: String, item: QueuedItem },
-    /// The recipient acknowledged every item of `from -> to` up to `upto`.
-    Acked { from: String, to: String, upto: u64 },
-    /// An undelivered item was dropped after the retention period.
-    Dropped { from: String, to: String, seq: u64 },
-    /// `user` must be told that its message `seq` to `peer` was dropped.
-    NoticeAdded { user: String, peer: String, seq: u64 },
-    /// `user`'s notices were delivered.
-    NoticesCleared { user: String },
-    /// A response was remembered for retries of `request_id` within a token family.
-    Recorded { family: u64, request_id: u32, response: Recorded },
-    /// A token family was handed out without tokens (an OIDC session, before
-    /// [`Change::OidcLoginBound`]; no longer emitted, still applied when replayed).
-    FamilyAllocated { family: u64 },
-    /// The phantom-token signing keys, current and retired, replacing the previous set.
-    /// Carries the server's own private keys. A record's `last_exp` may be later than the
-    /// last `exp` actually signed (never earlier), so that minting persists rarely.
-    SigningKeysSet { records: Vec<KeyRecord> },
-    /// An OIDC login (keyed by [`oidc_login_key`](super::oidc_login_key)) is bound to a token
-    /// family, or its expiry moved later. Replaces the previous record of `key`.
-    OidcLoginBound { key: [u8; 32], login: OidcLogin },
-}
-
 /// Everything the server must not lose.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -354,29 +300,6 @@ pub struct State {
     /// login shares it, so retries are recognised across connections. Forgotten with the
     /// family, or `token_grace` after the login's last token expired.
     pub oidc_logins: BTreeMap<[u8; 32], OidcLogin>,
-}
-
-impl Change {
-    /// The client-made blobs this change stores (identity keys, verifiers,
-    /// handshakes, sealed messages), for stores and for checks that the
-    /// server holds nothing but what clients sealed.
-    #[must_use]
-    pub fn blobs(&self) -> Vec<&Bytes> {
-        match self {
-            Change::UserCreated { user, .. } => vec![&user.identity_key],
-            Change::IdentityKeySet { identity_key, .. } => vec![identity_key],
-            Change::RoomCreated { verifier, .. } => vec![verifier],
-            Change::RoomMessage { entry, .. } => vec![&entry.sealed],
-            Change::Enqueued { item, .. } => match &item.kind {
-                ItemKind::Request { identity_key, handshake } | ItemKind::Accepted { identity_key, handshake } => {
-                    vec![identity_key, handshake]
-                }
-                ItemKind::Message { sealed } => vec![sealed],
-                ItemKind::Closed { .. } => vec![],
-            },
-            _ => vec![],
-        }
-    }
 }
 
 impl State {
