@@ -2,9 +2,11 @@
 //!
 //! Adapters that move bytes between a socket (or a simulated link) and the
 //! sans-IO core in `confab-proto`: [`tcp`] (TCP + TLS 1.3 over mio and
-//! rustls), [`mem`] (in-process channels), QUIC, and [`sim`], the deterministic
-//! simulator: one server machine and many client machines over seeded,
-//! virtual-time links with faults.
+//! rustls), [`quic`] (QUIC over quinn), [`mem`] (in-process channels), the
+//! TLS material they share ([`tls`]), the server loop's vocabulary ([`net`])
+//! and the client's ([`link`]), and [`sim`], the deterministic simulator:
+//! one server machine and many client machines over seeded, virtual-time
+//! links with faults.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
