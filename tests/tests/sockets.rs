@@ -246,6 +246,8 @@ fn hostile_connections_never_disturb_the_others() {
     let mut raw = TcpStream::connect(server.tcp).expect("connect");
     let _ = raw.write_all(&noise);
     chat_round(&alice, &bob, 7);
+    let log = server.log();
+    assert!(log.contains("connection ended before a session"), "the refused handshakes are logged:\n{log}");
     assert_blind(&server, &["still chatting, round 7"]);
 }
 

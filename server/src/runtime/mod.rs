@@ -395,6 +395,10 @@ impl Node {
                     debug!(%conn, transport = %c.transport, session = c.session.0, %reason, "connection closed");
                     self.sessions.remove(&c.session);
                     self.core.close_session(now, c.session);
+                } else {
+                    // A handshake that failed or timed out, an ALPN refused,
+                    // a connection over the limits, or one the core refused.
+                    debug!(%conn, %reason, "connection ended before a session");
                 }
             }
         }
