@@ -65,29 +65,10 @@ pub const MAX_PAYLOAD: usize = 256 * 1024;
 /// Most clients (senders plus receivers, or room members) in one run.
 pub const MAX_CLIENTS: usize = 1000;
 
-/// Which socket transport the clients use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    /// TCP + TLS 1.3.
-    Tcp,
-    /// QUIC (one bidirectional stream per connection).
-    Quic,
-    /// In-memory links into the same server loop: no sockets, no TLS. A
-    /// baseline that separates the transports' cost from the loop's.
-    Mem,
-}
-
-impl Transport {
-    /// `"tcp"` or `"quic"`.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Tcp => "tcp",
-            Transport::Quic => "quic",
-            Transport::Mem => "mem",
-        }
-    }
-}
+/// Which transport the clients use: TCP + TLS 1.3, QUIC, or in-memory
+/// links into the same server loop (no sockets, no TLS: a baseline that
+/// separates the transports' cost from the loop's).
+pub use confab_transports::net::Transport;
 
 /// What is measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
