@@ -49,6 +49,16 @@ impl Drop for TempDir {
     }
 }
 
+/// A TCP port free on 127.0.0.1 right now (for a server that must keep one
+/// address across restarts, or share it between TCP and QUIC).
+///
+/// # Panics
+/// No port can be bound.
+#[must_use]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
 /// The path of a workspace binary (`confab-server` or `confab`), building
 /// it first if this test run did not.
 ///

@@ -10,11 +10,10 @@
 //! built come first on `PATH`.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 
-use confab_tests::procs::{ServerProc, TempDir, binary, contains, read_tree};
+use confab_tests::procs::{ServerProc, TempDir, binary, contains, free_port, read_tree};
 
 /// (user, script) of every marked block, in order.
 fn blocks(readme: &str) -> Vec<(String, String)> {
@@ -29,10 +28,6 @@ fn blocks(readme: &str) -> Vec<(String, String)> {
         out.push((user.to_owned(), body.join("\n")));
     }
     out
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
 #[test]

@@ -20,7 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use confab_proto::FrameDecoder;
-use confab_tests::procs::{CliUser, ServerProc, TempDir, contains, read_tree};
+use confab_tests::procs::{CliUser, ServerProc, TempDir, contains, free_port, read_tree};
 use confab_transports::link::Link;
 use confab_transports::tcp;
 use confab_transports::tls::{self, ClientTrust, Pin};
@@ -249,10 +249,6 @@ fn hostile_connections_never_disturb_the_others() {
     let log = server.log();
     assert!(log.contains("connection ended before a session"), "the refused handshakes are logged:\n{log}");
     assert_blind(&server, &["still chatting, round 7"]);
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
 #[test]
