@@ -14,6 +14,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 
+use bytes::Bytes;
+
 /// Which transport a connection came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
@@ -104,7 +106,7 @@ pub enum NetEvent {
 #[derive(Debug)]
 pub enum Outbound {
     /// Write these bytes, in order after the previous ones.
-    Data(Vec<u8>),
+    Data(Bytes),
     /// Write everything queued, then close.
     Close,
 }
@@ -263,8 +265,8 @@ impl Hub {
     }
 
     /// Queues bytes for `conn`. False: unknown or gone.
-    pub fn send(&self, conn: ConnId, bytes: Vec<u8>) -> bool {
-        self.handles.get(&conn).is_some_and(|h| h.send(Outbound::Data(bytes)))
+    pub fn send(&self, conn: ConnId, bytes: impl Into<Bytes>) -> bool {
+        self.handles.get(&conn).is_some_and(|h| h.send(Outbound::Data(bytes.into())))
     }
 
     /// Asks `conn` to flush and close; its `Closed` event follows.

@@ -455,7 +455,7 @@ impl Node {
                 let Some(c) = self.conns.get(&conn) else { continue };
                 let ok = match c.transport {
                     Transport::Tcp => self.tcp.as_mut().is_some_and(|t| t.send(self.poll.registry(), conn, &bytes)),
-                    Transport::Quic | Transport::Mem => self.hub.send(conn, bytes.to_vec()),
+                    Transport::Quic | Transport::Mem => self.hub.send(conn, bytes),
                 };
                 if ok {
                     written.push((session, conn, c.transport));
