@@ -165,3 +165,60 @@ fn the_oidc_jwks_file_is_reread_while_running() {
     running.join().expect("no panic").expect("clean stop");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A store whose commits always fail.
+struct BrokenDisk;
+
+impl confab_server::runtime::Durable for BrokenDisk {
+    fn commit(&mut self, _changes: &[confab_proto::server::Change]) -> Result<(), String> {
+        Err("disk full".into())
+    }
+}
+
+#[test]
+fn a_failed_commit_stops_the_server_before_anything_is_acknowledged() {
+    use confab_proto::{Client, ClientConfig, ClientEvent, ClientOutput, server::HashParams};
+
+    let server = ServerConfig { hash_params: HashParams::INSECURE_FAST, ..Default::default() };
+    let made = ServerIdentity::self_signed(&["localhost".to_owned()]).expect("certificate");
+    let mut config = NodeConfig::new(server.clone(), "127.0.0.1:0".parse().expect("addr"), made.identity);
+    (config.tcp, config.quic) = (None, None);
+    let state = confab_proto::server::State::new(server.room_history, server.dedup_window);
+    let node = Node::bind(config, Box::new(BrokenDisk), state).expect("bind");
+    let handle = node.handle();
+    let running = std::thread::spawn(move || node.run());
+
+    let mut link = handle.connect_mem();
+    let now = confab_server::runtime::now;
+    let mut client = Client::new(ClientConfig::default(), now());
+    client.connected(now());
+    let key = bytes::Bytes::from_static(confab_proto::e2e::fixtures::ALICE_SPKI);
+    client.register(now(), "alice", "a long password", "tulip anchor violet", key).expect("command");
+    // Everything the server says until the link ends: never a success.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut events = Vec::new();
+    loop {
+        loop {
+            match client.poll_output() {
+                ClientOutput::Transmit(bytes) => {
+                    let _ = link.send(&bytes);
+                }
+                ClientOutput::Event(e) => events.push(e),
+                ClientOutput::Close { .. } => {}
+                ClientOutput::Timeout(_) => break,
+            }
+        }
+        assert!(Instant::now() < deadline, "the link never ended");
+        match link.recv(Instant::now() + Duration::from_millis(50)) {
+            Ok(Some(bytes)) => client.handle_input(now(), &bytes),
+            Ok(None) => {}
+            Err(_) => break,
+        }
+    }
+    assert!(!events.iter().any(|e| matches!(e, ClientEvent::Done { .. })), "acknowledged without a commit: {events:?}");
+    let result = running.join().expect("no panic");
+    assert!(
+        matches!(&result, Err(confab_server::runtime::RunError::Store(reason)) if reason == "disk full"),
+        "{result:?}"
+    );
+}
