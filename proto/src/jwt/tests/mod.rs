@@ -11,6 +11,7 @@ mod attacks;
 mod claims;
 mod codes;
 mod fixtures;
+mod malleability;
 mod rfc;
 mod signer;
 mod validator;
