@@ -23,6 +23,8 @@ const PASSPHRASE: &str = "bench quiet river stone";
 const ROOM: &str = "bench-room";
 /// The room's join verifier (16..=256 bytes).
 const VERIFIER: &[u8] = b"bench-room-verifier-0123456789ab";
+/// The room descriptor: opaque to the server, like the verifier.
+const DESCRIPTOR: &[u8] = b"bench-room-descriptor";
 /// The opaque handshake bytes of the conversations (the server relays them unread).
 const HANDSHAKE: &[u8] = b"bench-handshake";
 /// Longest latency a histogram records, in microseconds (larger values saturate).
@@ -251,7 +253,7 @@ fn setup(shared: &Shared, role: &Role) -> Result<(Peer, Timeline), BenchError> {
             if role.index == 0 {
                 let id = peer
                     .client
-                    .create_room(now(), ROOM, Bytes::from_static(VERIFIER))
+                    .create_room(now(), ROOM, Bytes::from_static(VERIFIER), Bytes::from_static(DESCRIPTOR))
                     .map_err(|e| BenchError(e.to_string()))?;
                 peer.outcome(deadline, id, "create_room")?;
             }

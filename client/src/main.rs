@@ -175,7 +175,7 @@ fn main() -> ExitCode {
         user: cli.as_user,
         profile: cli.profile,
         config: ClientConfig::default(),
-        room_params: HashParams::OWASP,
+        room_params: confab_client::proto::e2e::room::ROOM_PARAMS,
         key_params: HashParams::OWASP,
         settle: Duration::from_millis(300),
         answer_timeout: Duration::from_secs(15),

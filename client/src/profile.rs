@@ -27,7 +27,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use zeroize::Zeroizing;
 
 /// The schema this build writes (and the only one it reads).
-pub const SCHEMA_VERSION: i64 = 1;
+/// Version 2: the end-to-end format of sealed messages and rooms changed
+/// (sender epochs, room descriptors); a version 1 profile's sessions and
+/// room keys cannot be carried over.
+pub const SCHEMA_VERSION: i64 = 2;
 /// The file name inside a profile directory.
 pub const FILE_NAME: &str = "profile.sqlite3";
 
@@ -58,8 +61,16 @@ pub enum ProfileError {
     /// SQLite refused (corrupt file, disk full, locked).
     #[error("profile database error: {0}")]
     Db(#[from] rusqlite::Error),
-    /// A different schema version (a newer `confab` wrote it).
-    #[error("the profile has schema version {found}, this confab reads version {SCHEMA_VERSION}")]
+    /// A different schema version: a newer `confab` wrote it, or an older
+    /// one whose end-to-end sessions cannot be carried over.
+    #[error(
+        "the profile has schema version {found}, this confab reads version {SCHEMA_VERSION}{}",
+        if *found < SCHEMA_VERSION {
+            " (an older confab wrote it: its sessions and room keys use an end-to-end format this version no longer reads; move the profile directory aside and log in again)"
+        } else {
+            " (a newer confab wrote it)"
+        }
+    )]
     Schema {
         /// The version found.
         found: i64,
@@ -427,9 +438,17 @@ mod tests {
         profile.set_meta("schema_version", "99").unwrap();
         drop(profile);
         assert!(matches!(Profile::open(&dir), Err(ProfileError::Schema { found: 99 })));
-        let profile = {
+        // A profile of the previous end-to-end format is refused with advice.
+        {
             let conn = Connection::open(dir.join(FILE_NAME)).unwrap();
             conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'", []).unwrap();
+        }
+        let Err(old) = Profile::open(&dir) else { panic!("a version 1 profile is refused") };
+        assert!(matches!(old, ProfileError::Schema { found: 1 }));
+        assert!(old.to_string().contains("log in again"), "{old}");
+        let profile = {
+            let conn = Connection::open(dir.join(FILE_NAME)).unwrap();
+            conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'", []).unwrap();
             conn.execute("INSERT INTO state (id, snapshot) VALUES (1, 'not json')", []).unwrap();
             drop(conn);
             Profile::open(&dir).unwrap()

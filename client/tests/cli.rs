@@ -22,9 +22,9 @@ fn rooms_dms_restarts_crash_expiry_and_logout() {
 
     // Accounts, a room, a chat.
     ok(w.run(Some("alice"), None, |e, o| account::register(e, o, "alice")));
-    ok(w.run(Some("alice"), Some("pass2934"), |e, o| room::create(e, o, "room11")));
+    ok(w.run(Some("alice"), Some("pass2934 of room11"), |e, o| room::create(e, o, "room11")));
     ok(w.run(Some("bob"), None, |e, o| account::register(e, o, "bob")));
-    let lines = ok(w.run(Some("bob"), Some("pass2934"), |e, o| room::join(e, o, "room11")));
+    let lines = ok(w.run(Some("bob"), Some("pass2934 of room11"), |e, o| room::join(e, o, "room11")));
     assert_eq!(of_kind(&lines, "ok")[0]["members"], serde_json::json!(["alice", "bob"]));
     ok(w.run(Some("alice"), None, |e, o| room::send(e, o, "room11", "hello room")));
     ok(w.run(Some("bob"), None, |e, o| room::send(e, o, "room11", "hi alice")));
@@ -111,7 +111,7 @@ fn rooms_dms_restarts_crash_expiry_and_logout() {
     ok(w.run(None, None, |e, o| account::login(e, o, "alice")));
     let (code, _) = w.run(Some("alice"), None, |e, o| room::send(e, o, "room11", "back"));
     assert_eq!(code, exit::REFUSED);
-    let lines = ok(w.run(Some("alice"), Some("pass2934"), |e, o| room::join(e, o, "room11")));
+    let lines = ok(w.run(Some("alice"), Some("pass2934 of room11"), |e, o| room::join(e, o, "room11")));
     assert_eq!(texts(&lines, "room_message"), ["hello room", "hi alice"], "history opens again");
     ok(w.run(Some("alice"), None, |e, o| room::send(e, o, "room11", "back")));
 }
@@ -167,11 +167,11 @@ fn profiles_are_private_and_the_last_login_is_the_default() {
     assert!(elsewhere.identity().unwrap().is_none(), "a refused registration forgets its key");
     drop(elsewhere);
     // No USER: the last login against this server.
-    let (code, lines) = w.run(None, Some("pw"), |e, o| room::create(e, o, "lobby"));
+    let (code, lines) = w.run(None, Some("lobby password"), |e, o| room::create(e, o, "lobby"));
     assert_eq!(code, exit::OK, "{lines:#?}");
     // A profile is used by one process at a time.
     let _held = Profile::open(&dir).unwrap();
-    let (code, lines) = w.run(None, Some("pw"), |e, o| room::create(e, o, "lobby2"));
+    let (code, lines) = w.run(None, Some("lobby password"), |e, o| room::create(e, o, "lobby2"));
     assert_eq!(code, exit::LOCAL, "{lines:#?}");
     // Not logged in anywhere.
     let (code, lines) = w.run(Some("nobody"), None, |e, o| dm::read(e, o, None));

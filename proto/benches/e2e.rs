@@ -7,15 +7,17 @@
 //! * `seal/<size>`: [`Sealer::seal`] of a 64 B, 1 KiB or 64 KiB message in
 //!   an MP conversation (AES-128-CTR + HMAC-SHA256, allocation of the blob
 //!   included).
-//! * `open/<size>`: [`Opener::open`] of that blob (replay-window check, tag
-//!   in constant time, decryption); each iteration gets a fresh opener (48
-//!   bytes of keys copied) so the same blob is never a replay.
+//! * `open/<size>`: [`Opener::open`] of that blob (epoch-key derivation,
+//!   replay-window check, tag in constant time, decryption); each iteration
+//!   gets a fresh opener (32 bytes of stream key copied) so the same blob is
+//!   never a replay.
 //! * `handshake/full`: a whole MP handshake with the fixture identity keys:
 //!   A creates its ephemeral key and signs it, B verifies, creates and signs
 //!   its own and derives, A verifies and derives. Two RSA-2048 PSS
 //!   signatures, two verifications, two P-256 key generations, two ECDHs.
 //! * `handshake/{request,verify_request,accept,complete}`: the four steps.
-//! * `room_keys/owasp`: [`RoomKeys::derive`] with argon2id m = 19 MiB, t = 2.
+//! * `room_keys/default`: [`RoomKeys::derive`] with a new room's default
+//!   argon2id costs, m = 64 MiB, t = 3.
 //! * `primitive/<name>/<size>`: the RustCrypto primitives alone, to set
 //!   beside `openssl speed` (AES-128-CTR in place, HMAC-SHA256, SHA-256 at
 //!   16 B to 64 KiB) and the public-key steps of a handshake (RSA-2048 PSS
@@ -27,17 +29,21 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use confab_proto::e2e::fixtures::{ALICE_PKCS8, BOB_PKCS8};
-use confab_proto::e2e::{ConversationId, IdentityKey, MpOffer, MpRequest, Opener, RoomKeys, SealKeys, Sealer};
-use confab_proto::server::HashParams;
+use confab_proto::e2e::room::ROOM_PARAMS;
+use confab_proto::e2e::{
+    ConversationId, IdentityKey, MpOffer, MpRequest, Opener, RoomDescriptor, RoomKeys, Sealer, StreamKey,
+};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 const SIZES: [(usize, &str); 3] = [(64, "64B"), (1024, "1KiB"), (64 * 1024, "64KiB")];
 
-fn keys() -> SealKeys {
-    SealKeys::new([1; 16], [2; 32])
+fn keys() -> StreamKey {
+    StreamKey::from_bytes([1; 32])
 }
+
+const T: u64 = 1_700_000_000_000;
 
 fn seal_open(c: &mut Criterion) {
     let conv = ConversationId::mp("alice", "bob");
@@ -45,14 +51,15 @@ fn seal_open(c: &mut Criterion) {
     for (size, name) in SIZES {
         let plaintext = vec![0x5a; size];
         group.throughput(Throughput::Bytes(size as u64));
-        let mut sealer = Sealer::new(keys());
-        group.bench_function(name, |b| b.iter(|| sealer.seal(&conv, "alice", black_box(&plaintext)).unwrap()));
+        let mut sealer = Sealer::new(&keys(), &mut StdRng::from_seed([1; 32]));
+        group.bench_function(name, |b| b.iter(|| sealer.seal(&conv, "alice", T, black_box(&plaintext)).unwrap()));
     }
     group.finish();
 
     let mut group = c.benchmark_group("open");
     for (size, name) in SIZES {
-        let blob = Sealer::new(keys()).seal(&conv, "alice", &vec![0x5a; size]).unwrap();
+        let blob =
+            Sealer::new(&keys(), &mut StdRng::from_seed([1; 32])).seal(&conv, "alice", T, &vec![0x5a; size]).unwrap();
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_function(name, |b| {
             b.iter_batched_ref(
@@ -76,7 +83,7 @@ fn handshake(c: &mut Criterion) {
             let (pending, request) = MpRequest::new(&mut rng, &alice, "alice", "bob").unwrap();
             let offer = MpOffer::verify("alice", &alice_pub, "bob", &request).unwrap();
             let (bob_session, accept) = offer.accept(&mut rng, &bob).unwrap();
-            let alice_session = pending.complete(&bob_pub, &accept).unwrap();
+            let alice_session = pending.complete(&mut rng, &bob_pub, &accept).unwrap();
             (alice_session, bob_session)
         })
     });
@@ -88,7 +95,7 @@ fn handshake(c: &mut Criterion) {
     let offer = MpOffer::verify("alice", &alice_pub, "bob", &request).unwrap();
     group.bench_function("accept", |b| b.iter(|| offer.accept(&mut rng, &bob).unwrap()));
     let (_, accept) = offer.accept(&mut rng, &bob).unwrap();
-    group.bench_function("complete", |b| b.iter(|| pending.complete(&bob_pub, black_box(&accept)).unwrap()));
+    group.bench_function("complete", |b| b.iter(|| pending.complete(&mut rng, &bob_pub, black_box(&accept)).unwrap()));
     group.finish();
 }
 
@@ -135,7 +142,10 @@ fn primitives(c: &mut Criterion) {
 fn room_keys(c: &mut Criterion) {
     let mut group = c.benchmark_group("room_keys");
     group.sample_size(10);
-    group.bench_function("owasp", |b| b.iter(|| RoomKeys::derive("room11", b"pass2934", HashParams::OWASP).unwrap()));
+    let descriptor = RoomDescriptor::from_parts([7; 16], ROOM_PARAMS);
+    group.bench_function("default", |b| {
+        b.iter(|| RoomKeys::derive("room11", b"pass2934 of room11", &descriptor).unwrap())
+    });
     group.finish();
 }
 

@@ -201,7 +201,8 @@ fn bench_room(c: &mut Criterion) {
         let mut b = setup(members);
         let verifier = Bytes::from(vec![7u8; 32]);
         let (owner, to) = b.sessions[0].clone();
-        let create = CreateRoom { room: "bench".into(), verifier: verifier.clone() };
+        let create =
+            CreateRoom { room: "bench".into(), verifier: verifier.clone(), descriptor: Bytes::from_static(b"bench") };
         b.server.handle_input(b.now, owner, &request(5, create, to.as_bytes()));
         for (s, t) in b.sessions[1..].iter().cloned() {
             let join = JoinRoom { room: "bench".into(), verifier: verifier.clone() };

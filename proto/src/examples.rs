@@ -90,7 +90,7 @@ pub fn requests() -> Vec<Example> {
         ),
         request(2, Login { username: "alice".into(), password: "correct horse".into() }),
         request(3, Passphrase { passphrase: "apple river stone".into() }),
-        request(4, CreateRoom { room: "room11".into(), verifier: blob("verifier") }),
+        request(4, CreateRoom { room: "room11".into(), verifier: blob("verifier"), descriptor: blob("descriptor") }),
         request(5, JoinRoom { room: "room11".into(), verifier: blob("verifier") }),
         request(6, SendRoom { room: "room11".into(), sealed: blob("sealed") }),
         request(7, RequestMp { peer: "bob".into(), handshake: blob("hs") }),
@@ -109,6 +109,7 @@ pub fn requests() -> Vec<Example> {
         request(20, Jwks {}),
         request(21, DeleteRoom { room: "room11".into() }),
         request(22, SetIdentityKey { identity_key: blob("idkey") }),
+        request(23, RoomInfo { room: "room11".into() }),
     ]
 }
 
@@ -211,6 +212,13 @@ pub fn responses() -> Vec<Example> {
             Status::Valid,
             code::OK,
             ResponseBody::Jwt(Jwt { jwt: "eyJhbGciOiJFUzI1NiJ9.e30.sig".into(), expires_ms: TIMESTAMP_MS + 300_000 }),
+        ),
+        response(
+            "room_described",
+            Opcode::RoomInfo,
+            Status::Valid,
+            code::OK,
+            ResponseBody::RoomDescriptor(RoomDescribed { descriptor: blob("descriptor") }),
         ),
         response(
             "jwks",

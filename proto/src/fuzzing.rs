@@ -344,7 +344,7 @@ pub fn client_ops(data: &[u8]) {
                     0 => client.register(now, name, text, text, blob.clone()),
                     1 => client.login(now, name, text, text),
                     2 => client.logout(now),
-                    3 => client.create_room(now, name, blob.clone()),
+                    3 => client.create_room(now, name, blob.clone(), blob.clone()),
                     4 => client.join_room(now, name, blob.clone()),
                     5 => client.send_room(now, name, blob.clone()),
                     6 => client.leave_room(now, name),

@@ -80,6 +80,8 @@ opcodes! {
     DeleteRoom = 100021, "delete_room";
     /// Register an identity key for an account that has none (first OIDC login).
     SetIdentityKey = 100022, "set_identity_key";
+    /// Fetch a room's public descriptor (room id, key-derivation costs) before joining.
+    RoomInfo = 100023, "room_info";
 
     /// Login completed (seed 001 `cnnt`).
     Connected = 10001, "connected";

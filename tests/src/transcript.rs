@@ -405,6 +405,7 @@ pub fn describe_change(change: &Change) -> String {
         Change::RoomJoined { room, user } => format!("room_joined {room} {user}"),
         Change::RoomLeft { room, user } => format!("room_left {room} {user}"),
         Change::RoomDeleted { room } => format!("room_deleted {room}"),
+        Change::RoomDescribed { room, descriptor } => format!("room_described {room} ({} bytes)", descriptor.len()),
         Change::RoomMessage { room, entry } => format!("room_message {room} #{} from {}", entry.seq, entry.from),
         Change::ConversationSet { a, b, state } => {
             use confab_proto::server::state::Conversation;

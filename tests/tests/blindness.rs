@@ -285,7 +285,7 @@ fn a_long_scenario_leaves_the_server_blind() {
         assert!(failed.is_empty(), "{}: {failed:?}", user.name);
         let mut got: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for e in &user.events {
-            if let SecureEvent::Mp { from, text } = e {
+            if let SecureEvent::Mp { from, text, .. } = e {
                 got.entry(from.as_str()).or_default().push(text);
             }
         }
@@ -318,25 +318,25 @@ fn a_long_scenario_leaves_the_server_blind() {
     for &(a, b) in &pairs {
         for (me, peer) in [(a, b), (b, a)] {
             let session = w.users[me].sc.session(NAMES[peer]).expect("session");
-            for keys in [session.sealer().keys(), session.opener().keys()] {
-                let bytes = keys.to_bytes();
-                secrets.push((format!("an MP key of {}", NAMES[me]), bytes[..16].to_vec()));
-                secrets.push((format!("an MP MAC key of {}", NAMES[me]), bytes[16..].to_vec()));
+            for stream in [session.send_stream(), session.opener().stream()] {
+                secrets.push((format!("an MP stream key of {}", NAMES[me]), stream.as_bytes().to_vec()));
             }
+            let bytes = session.sealer().keys().to_bytes();
+            secrets.push((format!("an MP key of {}", NAMES[me]), bytes[..16].to_vec()));
+            secrets.push((format!("an MP MAC key of {}", NAMES[me]), bytes[16..].to_vec()));
         }
     }
     let room_keys = w.users[0].sc.room_keys(ROOM).unwrap().clone();
     for name in NAMES {
-        let bytes = room_keys.sender_keys(name).to_bytes();
-        secrets.push((format!("room key of {name}"), bytes[..16].to_vec()));
-        secrets.push((format!("room MAC key of {name}"), bytes[16..].to_vec()));
+        let stream = room_keys.sender_key(name);
+        secrets.push((format!("room stream key of {name}"), stream.as_bytes().to_vec()));
     }
     for (name, pkcs8) in [("alice", fixtures::ALICE_PKCS8), ("bob", fixtures::BOB_PKCS8)] {
         // The tail of PKCS#8 is the private CRT coefficient (the head's modulus is public).
         secrets.push((format!("private key of {name}"), pkcs8[pkcs8.len() - 64..].to_vec()));
     }
     // The checks find what they look for.
-    let planted = format!("{:?}", Bytes::copy_from_slice(&room_keys.sender_keys("bob").to_bytes()));
+    let planted = format!("{:?}", Bytes::copy_from_slice(room_keys.sender_key("bob").as_bytes()));
     assert!(std::panic::catch_unwind(|| check_text(&secrets, "planted", &planted)).is_err());
 
     check_state(&secrets, "the server state", w.server.state());
@@ -393,7 +393,6 @@ fn the_simulator_leaves_the_server_blind() {
     for seed in seeds {
         let base = if seed % 2 == 0 { SimConfig::flaky(seed) } else { SimConfig::wan(seed) };
         let config = SimConfig { secure: true, record_server: true, trace: true, ..base };
-        let params = config.server.hash_params;
         let mut sim = Sim::new(config);
         sim.start();
         sim.run_actions();
@@ -414,6 +413,7 @@ fn the_simulator_leaves_the_server_blind() {
             add_keys(&mut secrets, what, bytes);
         }
         let names: Vec<String> = sim.clients().iter().map(|id| sim.name(*id).to_owned()).collect();
+        let mut descriptors = std::collections::BTreeMap::new();
         for id in sim.clients() {
             let sc = sim.secure_client(id).expect("secure mode");
             // The sessions held at the end (already recorded: checks the recording).
@@ -425,16 +425,25 @@ fn the_simulator_leaves_the_server_blind() {
             }
             for room in sim.rooms() {
                 if let Some(held) = sc.room_keys(&room) {
-                    let derived = confab_proto::e2e::RoomKeys::derive(&room, &room_password(&room), params).unwrap();
+                    let descriptor = held.descriptor();
+                    let derived =
+                        confab_proto::e2e::RoomKeys::derive(&room, &room_password(&room), descriptor).unwrap();
                     assert_eq!(held.verifier(), derived.verifier());
+                    descriptors.insert(room.clone(), *descriptor);
                 }
             }
         }
         // Every room's keys, for every possible sender, and its password.
         for room in sim.rooms() {
-            let room_keys = confab_proto::e2e::RoomKeys::derive(&room, &room_password(&room), params).unwrap();
-            for name in &names {
-                add_keys(&mut secrets, &format!("{room} key of {name}"), &room_keys.sender_keys(name).to_bytes());
+            if let Some(descriptor) = descriptors.get(&room) {
+                let room_keys = confab_proto::e2e::RoomKeys::derive(&room, &room_password(&room), descriptor).unwrap();
+                for name in &names {
+                    add_keys(
+                        &mut secrets,
+                        &format!("{room} stream key of {name}"),
+                        room_keys.sender_key(name).as_bytes(),
+                    );
+                }
             }
             secrets.push((format!("the password of {room}"), room_password(&room)));
         }

@@ -411,7 +411,7 @@ fn every_response_shape_and_control_frame_has_its_section() {
 // ---- the result shape of each opcode: body-rule table, opcode table, `response: empty` ----
 
 /// Every response body shape, for mapping the document's names back to kinds.
-const SHAPES: [ResponseKind; 11] = [
+const SHAPES: [ResponseKind; 12] = [
     ResponseKind::Empty,
     ResponseKind::Error,
     ResponseKind::Tokens,
@@ -423,6 +423,7 @@ const SHAPES: [ResponseKind; 11] = [
     ResponseKind::CodeIssued,
     ResponseKind::Jwt,
     ResponseKind::Jwks,
+    ResponseKind::RoomDescriptor,
 ];
 
 /// The name the document gives a shape (its `### response: name` section). A new
@@ -440,6 +441,7 @@ fn shape_name(kind: ResponseKind) -> &'static str {
         ResponseKind::CodeIssued => "code_issued",
         ResponseKind::Jwt => "jwt",
         ResponseKind::Jwks => "jwks",
+        ResponseKind::RoomDescriptor => "room_described",
     }
 }
 
@@ -477,7 +479,7 @@ fn server_answers() -> BTreeMap<Opcode, Vec<(Status, ResponseKind)>> {
     use confab_proto::server::{CodeConfig, OidcConfig, PhantomConfig};
     use confab_proto::{
         AcceptMp, CloseMp, CreateRoom, DeleteRoom, DeliveryAck, FetchKey, Introspect, IssueCode, JoinRoom, Jwks,
-        LeaveRoom, Login, Logout, Passphrase, Refresh, Register, RequestMp, RoomHistory, SendMp, SendRoom,
+        LeaveRoom, Login, Logout, Passphrase, Refresh, Register, RequestMp, RoomHistory, RoomInfo, SendMp, SendRoom,
         ServerConfig, SetIdentityKey, VerifyCode,
     };
     use confab_tests::transcript::{START_UNIX_MS, Script, config};
@@ -509,7 +511,8 @@ fn server_answers() -> BTreeMap<Opcode, Vec<(Status, ResponseKind)>> {
         s.send(label, Passphrase { passphrase: "apple river stone".into() });
     }
     let verifier = blob(b"verifier-room11-0123");
-    s.send("a", CreateRoom { room: "room11".into(), verifier: verifier.clone() });
+    s.send("a", CreateRoom { room: "room11".into(), verifier: verifier.clone(), descriptor: blob(b"descriptor") });
+    s.send("b", RoomInfo { room: "room11".into() });
     s.send("b", JoinRoom { room: "room11".into(), verifier });
     s.send("a", SendRoom { room: "room11".into(), sealed: blob(b"sealed") });
     s.send("b", RoomHistory { room: "room11".into() });

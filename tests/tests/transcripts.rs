@@ -18,6 +18,11 @@ fn verifier(tag: &str) -> Bytes {
     Bytes::from(format!("verifier-{tag:<16}"))
 }
 
+/// A room descriptor: opaque to the server.
+fn descriptor() -> Bytes {
+    Bytes::from_static(b"descriptor")
+}
+
 fn register(s: &mut Script, label: &str, user: &str) {
     s.send(
         label,
@@ -213,11 +218,15 @@ fn rooms_flow() {
     user(&mut s, "a", "alice");
     user(&mut s, "b", "bob");
     user(&mut s, "c", "carol");
-    s.send("a", CreateRoom { room: "room11".into(), verifier: verifier("pass2934") });
-    s.send("a", CreateRoom { room: "room11".into(), verifier: verifier("pass2934") });
-    s.send("a", CreateRoom { room: "Room 11".into(), verifier: verifier("pass2934") });
-    s.send("a", CreateRoom { room: "room12".into(), verifier: Bytes::from_static(b"short") });
+    s.send("a", CreateRoom { room: "room11".into(), verifier: verifier("pass2934"), descriptor: descriptor() });
+    s.send("a", CreateRoom { room: "room11".into(), verifier: verifier("pass2934"), descriptor: descriptor() });
+    s.send("a", CreateRoom { room: "Room 11".into(), verifier: verifier("pass2934"), descriptor: descriptor() });
+    s.send("a", CreateRoom { room: "room12".into(), verifier: Bytes::from_static(b"short"), descriptor: descriptor() });
+    s.send("a", CreateRoom { room: "room13".into(), verifier: verifier("pass2934"), descriptor: Bytes::new() });
     s.send("a", SendRoom { room: "room11".into(), sealed: Bytes::from_static(b"sealed-1") });
+    s.note("a joiner fetches the descriptor first: any logged-in user may");
+    s.send("b", RoomInfo { room: "room11".into() });
+    s.send("b", RoomInfo { room: "nowhere".into() });
     s.note("wrong password, then right one: members and history come back");
     s.send("b", JoinRoom { room: "room11".into(), verifier: verifier("pass0000") });
     s.send("b", JoinRoom { room: "room11".into(), verifier: verifier("pass2934") });
@@ -239,7 +248,7 @@ fn rooms_flow() {
 fn room_history_keeps_the_last_twenty() {
     let mut s = Script::new(config());
     user(&mut s, "a", "alice");
-    s.send("a", CreateRoom { room: "room11".into(), verifier: verifier("pass2934") });
+    s.send("a", CreateRoom { room: "room11".into(), verifier: verifier("pass2934"), descriptor: descriptor() });
     for i in 1..=25 {
         s.send("a", SendRoom { room: "room11".into(), sealed: Bytes::from(format!("m{i}")) });
     }
@@ -636,7 +645,7 @@ fn oidc_login() {
     let oidc = server::OidcConfig::new(IDP, "confab", idp.jwks_json(t0));
     let mut s = Script::new(ServerConfig { oidc: Some(oidc), idle_timeout: Duration::from_secs(3600), ..config() });
     user(&mut s, "a", "alice");
-    s.send("a", CreateRoom { room: "room11".into(), verifier: verifier("pass2934") });
+    s.send("a", CreateRoom { room: "room11".into(), verifier: verifier("pass2934"), descriptor: descriptor() });
     let dave = id_token(&mut idp, t0, "dave");
     s.connect("d");
     s.note("dave's first request with a provider JWT creates his account, without an identity key");

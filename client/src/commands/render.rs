@@ -9,11 +9,13 @@ use serde_json::{Value, json};
 #[must_use]
 pub fn event_item(event: &SecureEvent) -> Option<(&'static str, String, Value)> {
     Some(match event {
-        SecureEvent::Mp { from, text } => ("message", format!("{from}: {text}"), json!({"from": from, "text": text})),
-        SecureEvent::Room { room, from, seq, text, history } => (
+        SecureEvent::Mp { from, sent_ms, text } => {
+            ("message", format!("{from}: {text}"), json!({"from": from, "sent_ms": sent_ms, "text": text}))
+        }
+        SecureEvent::Room { room, from, seq, sent_ms, text, history } => (
             "room_message",
             format!("[{room}] #{seq} {from}: {text}"),
-            json!({"room": room, "from": from, "seq": seq, "text": text, "history": history}),
+            json!({"room": room, "from": from, "seq": seq, "sent_ms": sent_ms, "text": text, "history": history}),
         ),
         SecureEvent::MpOffered { from, safety_number } => (
             "event",

@@ -58,6 +58,8 @@ pub struct World {
     pub hub: Arc<Mutex<Hub>>,
     pub time: Arc<Mutex<Now>>,
     pub data: PathBuf,
+    /// Commands run so far: each is a new process, with randomness of its own.
+    runs: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl World {
@@ -71,7 +73,7 @@ impl World {
         let hub = Hub { server: Server::new(config, [7; 32], now), inbound: HashMap::new(), closed: Vec::new(), now };
         let data = std::env::temp_dir().join(format!("confab-cli-test-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data);
-        World { hub: Arc::new(Mutex::new(hub)), time: Arc::new(Mutex::new(now)), data }
+        World { hub: Arc::new(Mutex::new(hub)), time: Arc::new(Mutex::new(now)), data, runs: Default::default() }
     }
 
     /// Moves the virtual clock (and the server's timers) forward.
@@ -127,6 +129,10 @@ impl World {
             Some("alice") => fixtures::ALICE_PKCS8,
             _ => fixtures::MALLORY_PKCS8,
         };
+        // Like the OS's randomness, different in every process (the same
+        // seed twice would be a device whose RNG repeats: sealing under a
+        // repeated epoch is exactly what a real client never does).
+        let run = self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut counter = 0u8;
         let mut env = Env {
             connector,
@@ -144,7 +150,9 @@ impl World {
             new_identity: Box::new(move |_| IdentityKey::from_pkcs8_der(fixture)),
             seed: Box::new(move || {
                 counter = counter.wrapping_add(1);
-                [counter; 32]
+                let mut seed = [counter; 32];
+                seed[..8].copy_from_slice(&run.to_be_bytes());
+                seed
             }),
         };
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());

@@ -10,7 +10,7 @@ use super::outbox::{Entry, Origin, needs_auth};
 use super::{Client, CommandError};
 use crate::{
     AcceptMp, CloseMp, CreateRoom, DeleteRoom, FetchKey, FieldValue, IssueCode, JoinRoom, LeaveRoom, Login, Logout,
-    Now, Opcode, Passphrase, Register, RequestBody, RequestMp, RoomHistory, SendMp, SendRoom, SetIdentityKey,
+    Now, Opcode, Passphrase, Register, RequestBody, RequestMp, RoomHistory, RoomInfo, SendMp, SendRoom, SetIdentityKey,
     VerifyCode, code,
 };
 
@@ -103,10 +103,25 @@ impl Client {
         Ok(id)
     }
 
-    /// Creates a password-protected room; `verifier` is derived from the room password on the client.
-    pub fn create_room(&mut self, now: Now, room: &str, verifier: Bytes) -> Result<u32, CommandError> {
+    /// Creates a password-protected room; `verifier` is derived from the
+    /// room password on the client, with the room's public `descriptor`
+    /// (random room id, key-derivation costs) that joiners fetch with
+    /// [`room_info`](Self::room_info).
+    pub fn create_room(
+        &mut self,
+        now: Now,
+        room: &str,
+        verifier: Bytes,
+        descriptor: Bytes,
+    ) -> Result<u32, CommandError> {
         let room = room.to_owned();
-        self.submit(now, CreateRoom { room, verifier }.into())
+        self.submit(now, CreateRoom { room, verifier, descriptor }.into())
+    }
+
+    /// Fetches a room's public descriptor. The `Done` body is `RoomDescriptor`.
+    pub fn room_info(&mut self, now: Now, room: &str) -> Result<u32, CommandError> {
+        let room = room.to_owned();
+        self.submit(now, RoomInfo { room }.into())
     }
 
     /// Joins a room. The `Done` body is `RoomJoined`: members and the retained sealed history.

@@ -38,8 +38,9 @@
 //! ikm  = ECDH(e_A, E_B) = ECDH(e_B, E_A)         (x coordinate, 32 bytes)
 //! salt = SHA-256("confab mp session v1" | lp(A) | lp(B)
 //!                | SHA-256(SPKI_A) | SHA-256(SPKI_B) | E_A | E_B)
-//! keys = HKDF-SHA256(salt, ikm) with the `mp a->b` / `mp b->a` labels of
-//!        `kdf` (an AES and an HMAC key per direction)
+//! keys = HKDF-SHA256(salt, ikm), expanded with `confab v2 mp a->b` and
+//!        `confab v2 mp b->a` (`kdf`): one 32-byte stream key per direction,
+//!        sealed under with a fresh random epoch per sending session (`seal`)
 //! ```
 //!
 //! A server that swaps an ephemeral key cannot sign the swapped key with the
@@ -54,7 +55,7 @@ use zeroize::Zeroizing;
 
 use super::identity::{Fingerprint, IdentityKey, PublicIdentity, SIGNATURE_LEN, SignError, VerifyError};
 use super::kdf::{Direction, KeySchedule, Purpose};
-use super::seal::{ConversationId, OpenError, Opener, SealError, Sealer};
+use super::seal::{ConversationId, OpenError, Opened, Opener, SealError, Sealer, StreamKey};
 
 /// Version byte of a handshake blob.
 pub const HANDSHAKE_VERSION: u8 = 1;
@@ -203,15 +204,15 @@ impl Transcript<'_> {
         KeySchedule::new(&Sha256::digest(&salt), ikm)
     }
 
-    fn session(&self, ikm: &[u8; 32], role: Role) -> MpSession {
+    fn session(&self, ikm: &[u8; 32], role: Role, rng: &mut impl rand::CryptoRng) -> MpSession {
         let schedule = self.schedule(ikm);
-        let a_to_b = schedule.seal_keys(Purpose::Mp(Direction::AToB));
-        let b_to_a = schedule.seal_keys(Purpose::Mp(Direction::BToA));
+        let a_to_b = schedule.stream_key(Purpose::Mp(Direction::AToB));
+        let b_to_a = schedule.stream_key(Purpose::Mp(Direction::BToA));
         let (me, peer, send, recv) = match role {
             Role::Requester => (self.requester, self.accepter, a_to_b, b_to_a),
             Role::Accepter => (self.accepter, self.requester, b_to_a, a_to_b),
         };
-        MpSession::resume(me, peer, role, Sealer::new(send), Opener::new(recv))
+        MpSession::resume(me, peer, role, send, Opener::new(recv), rng)
     }
 }
 
@@ -293,7 +294,13 @@ impl MpRequest {
 
     /// Finishes the handshake with the accepter's blob, checked against the
     /// accepter's pinned identity key. On error the request stays usable.
-    pub fn complete(&self, accepter_key: &PublicIdentity, accept_blob: &[u8]) -> Result<MpSession, HandshakeError> {
+    /// `rng` draws the session's first sending epoch.
+    pub fn complete(
+        &self,
+        rng: &mut impl rand::CryptoRng,
+        accepter_key: &PublicIdentity,
+        accept_blob: &[u8],
+    ) -> Result<MpSession, HandshakeError> {
         let (e_b_key, e_b, signature) = parse(accept_blob)?;
         accepter_key.verify(&signed_accept(&self.requester, &self.accepter, &self.ephemeral, &e_b), signature)?;
         let transcript = Transcript {
@@ -304,7 +311,7 @@ impl MpRequest {
             e_a: &self.ephemeral,
             e_b: &e_b,
         };
-        Ok(transcript.session(&shared(&self.secret, &e_b_key), Role::Requester))
+        Ok(transcript.session(&shared(&self.secret, &e_b_key), Role::Requester, rng))
     }
 }
 
@@ -370,6 +377,13 @@ impl MpOffer {
         &self.requester
     }
 
+    /// The requester's ephemeral public key (SEC1 uncompressed): a request
+    /// seen twice is a replay.
+    #[must_use]
+    pub fn ephemeral(&self) -> &[u8; EPHEMERAL_LEN] {
+        &self.e_a
+    }
+
     /// Accepts: creates the accepter's ephemeral key, derives the session
     /// and returns the blob for `accept_mp`. `identity` is the accepter's.
     pub fn accept(
@@ -389,16 +403,18 @@ impl MpOffer {
             e_a: &self.e_a,
             e_b: &e_b,
         };
-        Ok((transcript.session(&ikm, Role::Accepter), blob(&e_b, &signature)))
+        Ok((transcript.session(&ikm, Role::Accepter, rng), blob(&e_b, &signature)))
     }
 }
 
-/// An established MP session: one sealing stream each way.
+/// An established MP session: one stream each way. The sending side is a
+/// sending session with its own random epoch, never persisted.
 #[derive(Debug, Clone)]
 pub struct MpSession {
     me: String,
     peer: String,
     role: Role,
+    send_stream: StreamKey,
     send: Sealer,
     recv: Opener,
     send_conversation: ConversationId,
@@ -406,28 +422,38 @@ pub struct MpSession {
 }
 
 impl MpSession {
-    /// Rebuilds a session from persisted parts (`sealer` and `opener` with
-    /// their counters and window).
+    /// Rebuilds a session from persisted parts (the sending stream key, and
+    /// the receiving stream with what it accepted). Sending starts a new
+    /// epoch drawn from `rng`, so nothing a restored copy seals can repeat
+    /// a (key, nonce) pair of the original.
     #[must_use]
-    pub fn resume(me: &str, peer: &str, role: Role, sealer: Sealer, opener: Opener) -> Self {
+    pub fn resume(
+        me: &str,
+        peer: &str,
+        role: Role,
+        send_stream: StreamKey,
+        opener: Opener,
+        rng: &mut impl rand::CryptoRng,
+    ) -> Self {
         Self {
             me: me.to_owned(),
             peer: peer.to_owned(),
             role,
-            send: sealer,
+            send: Sealer::new(&send_stream, rng),
+            send_stream,
             recv: opener,
             send_conversation: ConversationId::mp(me, peer),
             recv_conversation: ConversationId::mp(peer, me),
         }
     }
 
-    /// Seals a message to the peer.
-    pub fn seal(&mut self, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
-        self.send.seal(&self.send_conversation, &self.me, plaintext)
+    /// Seals a message to the peer at this user's clock `sent_ms`.
+    pub fn seal(&mut self, sent_ms: u64, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+        self.send.seal(&self.send_conversation, &self.me, sent_ms, plaintext)
     }
 
-    /// Opens a message from the peer (tag, then replay window).
-    pub fn open(&mut self, blob: &[u8]) -> Result<Vec<u8>, OpenError> {
+    /// Opens a message from the peer (window, tag, floor) and records it.
+    pub fn open(&mut self, blob: &[u8]) -> Result<Opened, OpenError> {
         self.recv.open(&self.recv_conversation, &self.peer, blob)
     }
 
@@ -449,13 +475,19 @@ impl MpSession {
         self.role
     }
 
-    /// The sending stream (keys and next counter), to persist it.
+    /// The sending stream's key, to persist it.
+    #[must_use]
+    pub fn send_stream(&self) -> &StreamKey {
+        &self.send_stream
+    }
+
+    /// The current sending session (epoch and next counter).
     #[must_use]
     pub fn sealer(&self) -> &Sealer {
         &self.send
     }
 
-    /// The receiving stream (keys and replay window), to persist it.
+    /// The receiving stream (key and what it accepted), to persist it.
     #[must_use]
     pub fn opener(&self) -> &Opener {
         &self.recv

@@ -25,10 +25,13 @@
 //! version u8 (1) | m_cost_kib u32 | t_cost u32 | p_cost u32 | salt [16] | sealed
 //! ```
 //!
-//! `sealed` is a [`seal`] blob (counter 0) of the PKCS#8 DER
-//! under keys expanded (label `at-rest`) from argon2id(password, salt,
-//! params); its associated data is `"confab identity at rest v1"` followed by
-//! the 29 header bytes, so the parameters cannot be altered either.
+//! `sealed` is a raw blob ([`seal::seal_with_counter`], version 1, counter
+//! 0) of the PKCS#8 DER under the keys `confab v1 at-rest enc` / `mac`
+//! expanded from HKDF-SHA256(salt = `"confab identity at rest v1"`,
+//! ikm = argon2id(password, salt, params)); its associated data is
+//! `"confab identity at rest v1"` followed by the 29 header bytes, so the
+//! parameters cannot be altered either. A fresh random salt each time means
+//! fresh keys each time: counter 0 is never reused under one key.
 
 use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use rsa::pss::{Signature, SigningKey, VerifyingKey};
@@ -38,7 +41,7 @@ use rsa::{RsaPrivateKey, RsaPublicKey};
 use sha2::{Digest, Sha256, Sha512};
 use zeroize::Zeroizing;
 
-use super::kdf::{KeySchedule, Purpose};
+use super::kdf::KeySchedule;
 use super::seal::{self, OpenError};
 use crate::server::HashParams;
 
@@ -280,7 +283,7 @@ impl IdentityKey {
         header.extend_from_slice(&params.t_cost.to_be_bytes());
         header.extend_from_slice(&params.p_cost.to_be_bytes());
         header.extend_from_slice(&salt);
-        let keys = at_rest_schedule(password, &salt, params)?.seal_keys(Purpose::AtRest);
+        let keys = at_rest_schedule(password, &salt, params)?.at_rest_keys();
         let der = self.to_pkcs8_der()?;
         let sealed = seal::seal_with_counter(&keys, 0, &at_rest_ad(&header), &der).map_err(|_| AtRestError::TooLong)?;
         header.extend_from_slice(&sealed);
@@ -289,7 +292,7 @@ impl IdentityKey {
 
     /// Decrypts a blob from [`encrypt_at_rest`](Self::encrypt_at_rest).
     pub fn decrypt_at_rest(blob: &[u8], password: &[u8]) -> Result<Self, AtRestError> {
-        if blob.len() < AT_REST_HEADER_LEN + seal::OVERHEAD {
+        if blob.len() < AT_REST_HEADER_LEN + seal::RAW_OVERHEAD {
             return Err(AtRestError::Truncated);
         }
         if blob[0] != AT_REST_VERSION {
@@ -304,7 +307,7 @@ impl IdentityKey {
         {
             return Err(AtRestError::BadParams);
         }
-        let keys = at_rest_schedule(password, &header[13..], params)?.seal_keys(Purpose::AtRest);
+        let keys = at_rest_schedule(password, &header[13..], params)?.at_rest_keys();
         let (_, der) = seal::open_unchecked(&keys, &at_rest_ad(header), sealed).map_err(|e| match e {
             OpenError::Truncated { .. } => AtRestError::Truncated,
             OpenError::UnknownVersion(v) => AtRestError::UnknownVersion(v),

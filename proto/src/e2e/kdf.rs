@@ -7,28 +7,26 @@
 //! one (say, the room verifier the server stores) says nothing about the
 //! others.
 //!
-//! | purpose | key | HKDF `info` | bytes |
-//! | --- | --- | --- | --- |
-//! | MP, requester to accepter | AES | `confab v1 mp a->b enc` | 16 |
-//! | MP, requester to accepter | HMAC | `confab v1 mp a->b mac` | 32 |
-//! | MP, accepter to requester | AES | `confab v1 mp b->a enc` | 16 |
-//! | MP, accepter to requester | HMAC | `confab v1 mp b->a mac` | 32 |
-//! | room, messages of `sender` | AES | `confab v1 room enc` `0x00` sender | 16 |
-//! | room, messages of `sender` | HMAC | `confab v1 room mac` `0x00` sender | 32 |
-//! | room join | verifier | `confab v1 room verifier` | 32 |
-//! | identity key at rest | AES | `confab v1 at-rest enc` | 16 |
-//! | identity key at rest | HMAC | `confab v1 at-rest mac` | 32 |
+//! | key | HKDF `info` | bytes |
+//! | --- | --- | --- |
+//! | MP stream, requester to accepter | `confab v2 mp a->b` | 32 |
+//! | MP stream, accepter to requester | `confab v2 mp b->a` | 32 |
+//! | room stream of `sender` | `confab v2 room sender` `0x00` sender | 32 |
+//! | room join verifier | `confab v2 room verifier` | 32 |
+//! | identity key at rest, AES | `confab v1 at-rest enc` | 16 |
+//! | identity key at rest, HMAC | `confab v1 at-rest mac` | 32 |
 //!
-//! Room keys are per sender: every member holds the same room secret, and
-//! each member's counters start at 0, so one shared key would repeat CTR
-//! nonces across senders. Usernames contain no NUL byte, and the label
-//! before it is fixed, so `label 0x00 sender` is unambiguous.
+//! A stream key never encrypts: each sending session draws a random epoch
+//! and seals under keys derived from the stream key and that epoch
+//! ([`StreamKey::epoch_keys`]). Room streams are per sender, so two members
+//! never share keys. Usernames contain no NUL byte, and the label before it
+//! is fixed, so `label 0x00 sender` is unambiguous.
 
 use hkdf::Hkdf;
 use sha2::Sha256;
 use zeroize::Zeroize;
 
-use super::seal::SealKeys;
+use super::seal::{SealKeys, StreamKey};
 
 /// Which way an MP stream flows. "A" is the user who requested the
 /// conversation, "B" the one who accepted it.
@@ -52,13 +50,13 @@ impl Direction {
 
     fn label(self) -> &'static str {
         match self {
-            Self::AToB => "a->b",
-            Self::BToA => "b->a",
+            Self::AToB => "confab v2 mp a->b",
+            Self::BToA => "confab v2 mp b->a",
         }
     }
 }
 
-/// What a pair of sealing keys is for.
+/// What a stream key is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Purpose<'a> {
     /// One direction of an MP session.
@@ -68,8 +66,6 @@ pub enum Purpose<'a> {
         /// The sending member's username.
         sender: &'a str,
     },
-    /// The client's identity private key, encrypted under its password.
-    AtRest,
 }
 
 /// An HKDF-SHA256 pseudo-random key and the labelled keys expanded from it.
@@ -91,29 +87,26 @@ impl KeySchedule {
         Self { hkdf: Hkdf::<Sha256>::new(Some(salt), ikm) }
     }
 
-    /// The AES and HMAC keys of `purpose`.
+    /// The stream key of `purpose`.
     #[must_use]
-    pub fn seal_keys(&self, purpose: Purpose<'_>) -> SealKeys {
+    pub fn stream_key(&self, purpose: Purpose<'_>) -> StreamKey {
+        let mut key = [0u8; 32];
+        match purpose {
+            Purpose::Mp(direction) => self.expand(&[direction.label().as_bytes()], &mut key),
+            Purpose::Room { sender } => self.expand(&[b"confab v2 room sender", &[0], sender.as_bytes()], &mut key),
+        }
+        let stream = StreamKey::from_bytes(key);
+        key.zeroize();
+        stream
+    }
+
+    /// The AES and HMAC keys of the identity key at rest.
+    #[must_use]
+    pub fn at_rest_keys(&self) -> SealKeys {
         let mut enc = [0u8; 16];
         let mut mac = [0u8; 32];
-        match purpose {
-            Purpose::Mp(direction) => {
-                let (e, m) = (
-                    format!("confab v1 mp {} enc", direction.label()),
-                    format!("confab v1 mp {} mac", direction.label()),
-                );
-                self.expand(&[e.as_bytes()], &mut enc);
-                self.expand(&[m.as_bytes()], &mut mac);
-            }
-            Purpose::Room { sender } => {
-                self.expand(&[b"confab v1 room enc", &[0], sender.as_bytes()], &mut enc);
-                self.expand(&[b"confab v1 room mac", &[0], sender.as_bytes()], &mut mac);
-            }
-            Purpose::AtRest => {
-                self.expand(&[b"confab v1 at-rest enc"], &mut enc);
-                self.expand(&[b"confab v1 at-rest mac"], &mut mac);
-            }
-        }
+        self.expand(&[b"confab v1 at-rest enc"], &mut enc);
+        self.expand(&[b"confab v1 at-rest mac"], &mut mac);
         let keys = SealKeys::new(enc, mac);
         enc.zeroize();
         mac.zeroize();
@@ -124,7 +117,7 @@ impl KeySchedule {
     #[must_use]
     pub fn room_verifier(&self) -> [u8; 32] {
         let mut out = [0u8; 32];
-        self.expand(&[b"confab v1 room verifier"], &mut out);
+        self.expand(&[b"confab v2 room verifier"], &mut out);
         out
     }
 

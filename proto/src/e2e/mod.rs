@@ -11,21 +11,23 @@
 //!
 //! | file | concern |
 //! | --- | --- |
-//! | [`seal`] | AES-128-CTR + HMAC-SHA256 encrypt-then-MAC, counters, replay window |
+//! | [`seal`] | AES-128-CTR + HMAC-SHA256 encrypt-then-MAC, sender epochs, counters, replay state |
 //! | [`kdf`] | HKDF-SHA256 key schedule, one label per key |
 //! | [`identity`] | RSA-2048 identity keys, RSA-PSS, fingerprints, safety numbers, key at rest |
 //! | [`handshake`] | forward-secret MP handshake (signed ephemeral P-256, ECDH, HKDF) |
-//! | [`room`] | room password to keys and join verifier (argon2id, HKDF) |
+//! | [`room`] | room descriptor (random id, costs), room password to keys and join verifier (argon2id, HKDF) |
 //! | [`secure`] | [`SecureClient`]: the client machine with all of the above (contacts, sessions, rooms, local expiry) |
 //! | [`fixtures`] | fixed RSA keys for tests, examples and benchmarks |
 //!
-//! Wire layouts (each module documents its own in full):
+//! docs/E2E.md gives every byte of every structure, with test vectors.
+//! Wire layouts (each module documents its own too):
 //!
 //! ```text
-//! sealed blob     version u8 (1) | counter u64 BE | ciphertext [n] | HMAC-SHA256 tag [32]
+//! sealed message  version u8 (2) | epoch [16] | counter u64 BE | ciphertext [8 + n] | HMAC-SHA256 tag [32]
 //! handshake blob  version u8 (1) | ephemeral P-256 SEC1 uncompressed [65] | RSA-PSS signature [256]
+//! room descriptor version u8 (1) | room id [16] | m_cost u32 | t_cost u32 | p_cost u32
 //! room verifier   [32]
-//! key at rest     version u8 (1) | m_cost u32 | t_cost u32 | p_cost u32 | salt [16] | sealed blob
+//! key at rest     version u8 (1) | m_cost u32 | t_cost u32 | p_cost u32 | salt [16] | raw sealed blob
 //! ```
 //!
 //! # Example
@@ -36,7 +38,7 @@
 //!
 //! ```
 //! use confab_proto::e2e::{fixtures, safety_number, IdentityKey, MpOffer, MpRequest, OpenError, PublicIdentity};
-//! use confab_proto::e2e::{RoomKeys, RoomSession};
+//! use confab_proto::e2e::{RoomDescriptor, RoomKeys, RoomSession};
 //! use confab_proto::server::HashParams;
 //! use rand::SeedableRng;
 //!
@@ -57,27 +59,35 @@
 //! let offer = MpOffer::verify("alice", &alice_pub, "bob", &request)?;
 //! let (mut bob_mp, accept) = offer.accept(&mut rng, &bob)?;
 //! // Alice checks the acceptance against Bob's pinned key.
-//! let mut alice_mp = pending.complete(&bob_pub, &accept)?;
+//! let mut alice_mp = pending.complete(&mut rng, &bob_pub, &accept)?;
 //!
-//! let sealed = alice_mp.seal(b"hi bob")?; // send_mp's `sealed` blob
-//! assert_eq!(bob_mp.open(&sealed)?, b"hi bob");
+//! let now_ms = 1_700_000_000_000; // the sender's clock, sealed with the message
+//! let sealed = alice_mp.seal(now_ms, b"hi bob")?; // send_mp's `sealed` blob
+//! assert_eq!(bob_mp.open(&sealed)?.plaintext, b"hi bob");
 //! assert_eq!(bob_mp.open(&sealed), Err(OpenError::Replayed { counter: 0 }));
-//! let reply = bob_mp.seal(b"hi alice")?;
-//! assert_eq!(alice_mp.open(&reply)?, b"hi alice");
+//! let reply = bob_mp.seal(now_ms, b"hi alice")?;
+//! assert_eq!(alice_mp.open(&reply)?.plaintext, b"hi alice");
 //!
-//! // A room: "room11" / "pass2934" (seed 001). Tests use cheap argon2.
-//! let keys = RoomKeys::derive("room11", b"pass2934", HashParams::INSECURE_FAST)?;
+//! // A room: its creator draws a descriptor (random id, argon2id costs) that
+//! // the server keeps; members derive the keys from it and the password.
+//! // Tests use cheap argon2; a real room gets `room::ROOM_PARAMS`.
+//! let descriptor = RoomDescriptor::generate(&mut rng, HashParams::INSECURE_FAST);
+//! let keys = RoomKeys::derive("room11", b"pass2934 and more", &descriptor)?;
 //! let verifier: &[u8; 32] = keys.verifier(); // create_room / join_room's `verifier`
-//! let mut alice_room = RoomSession::new(keys.clone(), "alice");
-//! let bob_keys = RoomKeys::derive("room11", b"pass2934", HashParams::INSECURE_FAST)?;
+//! let mut alice_room = RoomSession::new(keys.clone(), "alice", &mut rng);
+//! let bob_keys = RoomKeys::derive("room11", b"pass2934 and more", &descriptor)?;
 //! assert_eq!(bob_keys.verifier(), verifier);
-//! let mut bob_room = RoomSession::new(bob_keys, "bob");
-//! let sealed = alice_room.seal(b"hello room")?; // send_room's blob
-//! assert_eq!(bob_room.open("alice", &sealed)?, b"hello room");
+//! let mut bob_room = RoomSession::new(bob_keys, "bob", &mut rng);
+//! let sealed = alice_room.seal(now_ms, b"hello room")?; // send_room's blob
+//! assert_eq!(bob_room.open("alice", &sealed)?.plaintext, b"hello room");
 //! // Wrong password: a different verifier, and history never opens.
-//! let wrong = RoomKeys::derive("room11", b"pass2935", HashParams::INSECURE_FAST)?;
+//! let wrong = RoomKeys::derive("room11", b"pass2935 and more", &descriptor)?;
 //! assert_ne!(wrong.verifier(), verifier);
-//! assert_eq!(RoomSession::new(wrong, "eve").open("alice", &sealed), Err(OpenError::BadMac));
+//! assert_eq!(RoomSession::new(wrong, "eve", &mut rng).open("alice", &sealed), Err(OpenError::BadMac));
+//! // The same name and password in a new incarnation of the room: nothing opens.
+//! let reborn = RoomDescriptor::generate(&mut rng, HashParams::INSECURE_FAST);
+//! let reborn = RoomKeys::derive("room11", b"pass2934 and more", &reborn)?;
+//! assert_eq!(RoomSession::new(reborn, "bob", &mut rng).open("alice", &sealed), Err(OpenError::BadMac));
 //!
 //! // The identity key at rest, under the user's password.
 //! let stored = alice.encrypt_at_rest(&mut rng, b"correct horse", HashParams::INSECURE_FAST)?;
@@ -98,12 +108,19 @@ pub mod secure;
 #[path = "tests/vectors.rs"]
 mod vectors;
 
+#[cfg(test)]
+#[path = "tests/e2e_vectors.rs"]
+mod e2e_vectors;
+
 pub use handshake::{HandshakeError, MpOffer, MpRequest, MpSession, RestoreError, Role};
 pub use identity::{
     AtRestError, Fingerprint, IdentityKey, KeyError, PublicIdentity, SafetyNumber, SignError, VerifyError,
     safety_number,
 };
 pub use kdf::{Direction, KeySchedule, Purpose};
-pub use room::{RoomError, RoomKeys, RoomSession};
-pub use seal::{ConversationId, OpenError, Opener, ReplayWindow, SealError, SealKeys, Sealer};
+pub use room::{RoomDescriptor, RoomError, RoomKeys, RoomSession, check_room_password};
+pub use seal::{
+    ConversationId, Epoch, EpochRecord, OpenError, Opened, Opener, ReplayState, ReplayWindow, SealError, SealKeys,
+    Sealer, StreamKey,
+};
 pub use secure::{DecryptError, SecureClient, SecureError, SecureEvent, SecureOutput};

@@ -1,78 +1,114 @@
-//! Sealing: AES-128-CTR + HMAC-SHA256, encrypt-then-MAC, with a replay window.
+//! Sealing: AES-128-CTR + HMAC-SHA256, encrypt-then-MAC, with sender epochs
+//! and replay windows.
+//!
+//! docs/E2E.md gives every byte of this module; this is the summary.
+//!
+//! # Streams and epochs
+//!
+//! A *stream* is everything one sender seals in one context: one direction
+//! of an MP session, or one member's messages in one room. It has a 32-byte
+//! [`StreamKey`], derived by [`kdf`](super::kdf). A stream key never
+//! encrypts anything itself: every *sending session* (a [`Sealer`], made
+//! when a session is established, a room joined, or a profile restored)
+//! draws a fresh random 128-bit **epoch** and seals under
+//!
+//! ```text
+//! epoch keys = HKDF-SHA256(salt = epoch, ikm = stream key)
+//!   enc = expand("confab v2 epoch enc", 16)      AES-128 key
+//!   mac = expand("confab v2 epoch mac", 32)      HMAC-SHA256 key
+//! ```
+//!
+//! with its counter starting at 0. The epoch lives only in memory: no
+//! snapshot, profile or server answer ever sets it, so a restored profile,
+//! a second device, a logout and login or a hostile server that returns an
+//! empty history can never make a sender reuse a (key, nonce) pair. Two
+//! sending sessions collide only if two random 128-bit epochs are equal.
 //!
 //! # Blob layout
 //!
 //! ```text
 //! offset  size  field
-//! 0       1     version       = SEAL_VERSION (1)
-//! 1       8     counter       u64, big-endian; unique per (key, message)
-//! 9       n     ciphertext    AES-128-CTR(enc_key, iv(counter), plaintext); n = plaintext length
-//! 9+n     32    tag           HMAC-SHA256(mac_key, mac_input)
+//! 0       1     version       = SEAL_VERSION (2)
+//! 1       16    epoch         random, per sending session
+//! 17      8     counter       u64 BE; 0, 1, 2, ... within the epoch
+//! 25      8+n   ciphertext    AES-128-CTR(enc, iv(counter), sent_ms u64 BE | plaintext)
+//! 33+n    32    tag           HMAC-SHA256(mac, mac_input)
 //! ```
 //!
-//! A sealed blob is therefore exactly [`OVERHEAD`] (41) bytes longer than its
-//! plaintext. The CTR initial counter block is `counter (8 bytes, BE) || 0^64`
-//! and the whole 128-bit block is incremented big-endian (`Ctr128BE`), so the
-//! message with counter `c` uses the key stream blocks `c·2^64 .. c·2^64 + 2^64`:
-//! distinct counters never share a key stream block under one key.
+//! A sealed blob is exactly [`OVERHEAD`] (65) bytes longer than its
+//! plaintext. `sent_ms` is the sender's own clock (Unix milliseconds) when
+//! it sealed: authenticated end to end, unlike the server's `sent_ms`. The
+//! CTR initial counter block is `counter (8 bytes, BE) || 0^64`, incremented
+//! as a 128-bit big-endian integer, so distinct counters never share a key
+//! stream block under one key.
 //!
 //! The tag covers, in this order (`mac_input`):
 //!
 //! ```text
-//! version u8 | len u64 | associated data | counter u64 | ciphertext
+//! version u8 | epoch [16] | counter u64 | len u64 | associated data | ciphertext
 //! ```
 //!
-//! where the associated data is not stored in the blob but known to both
-//! ends. For messages it is built by [`associated_data`] from the
-//! [`ConversationId`] and the sender's username:
+//! The associated data is not stored in the blob but known to both ends:
+//! [`associated_data`] of the [`ConversationId`] and the sender's username.
 //!
-//! ```text
-//! len u64 | conversation id bytes | len u64 | sender (UTF-8)
-//! ```
+//! # Replays
 //!
-//! Every variable-length field is length-prefixed and the ciphertext is the
-//! last field before a fixed-size tag, so the encoding is unambiguous. All
-//! integers are big-endian.
-//!
-//! # Counters and replays
-//!
-//! The sending side ([`Sealer`]) numbers its messages 0, 1, 2, ... per key
-//! (one key per direction and purpose, see [`kdf`](super::kdf)). The
-//! receiving side ([`Opener`]) keeps a [`ReplayWindow`]: a counter is
-//! accepted once, and only if it is newer than the highest seen or within
-//! [`REPLAY_WINDOW`] (64) of it. The tag is checked before the window is
-//! updated, so forged blobs never move it.
-//!
-//! A key whose sending counter is lost (a reinstalled client that re-derives
-//! the same room key) would reuse key stream: callers persist
-//! [`Sealer::next_counter`] before a sealed message leaves, and resume with
-//! [`Sealer::resume`].
+//! The receiving side ([`Opener`]) keeps, per stream, the epochs it has
+//! accepted, each with a [`ReplayWindow`] (a counter is accepted once, and
+//! only within [`REPLAY_WINDOW`] of the highest seen) and the newest
+//! `sent_ms` seen in it. It remembers at most [`MAX_EPOCHS`] epochs; to
+//! forget one it raises a floor to that epoch's newest `sent_ms`, and a
+//! message of an epoch it does not know is accepted only if its `sent_ms`
+//! is above the floor. So a message is accepted at most once, whatever the
+//! server replays and however long after. The tag is checked before any
+//! state changes: forged blobs move nothing.
+
+use std::collections::BTreeMap;
 
 use aes::Aes128;
 use ctr::cipher::{KeyIvInit, StreamCipher};
+use hkdf::Hkdf;
 use hmac::{KeyInit, Mac};
+use sha2::Sha256;
 use subtle::ConstantTimeEq;
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
-/// The version byte of a sealed blob.
-pub const SEAL_VERSION: u8 = 1;
-/// Bytes of the header: version (1) + counter (8).
-pub const HEADER_LEN: usize = 9;
+/// The version byte of a sealed message.
+pub const SEAL_VERSION: u8 = 2;
+/// Bytes of an epoch.
+pub const EPOCH_LEN: usize = 16;
+/// Bytes of the header: version (1) + epoch (16) + counter (8).
+pub const HEADER_LEN: usize = 1 + EPOCH_LEN + 8;
+/// Bytes of the sender's timestamp at the start of the ciphertext.
+pub const TIME_LEN: usize = 8;
 /// Bytes of the HMAC-SHA256 tag.
 pub const TAG_LEN: usize = 32;
-/// Bytes a sealed blob adds to its plaintext.
-pub const OVERHEAD: usize = HEADER_LEN + TAG_LEN;
-/// How far behind the highest counter seen a message may still arrive.
+/// Bytes a sealed message adds to its plaintext.
+pub const OVERHEAD: usize = HEADER_LEN + TIME_LEN + TAG_LEN;
+/// How far behind the highest counter seen in an epoch a message may still arrive.
 pub const REPLAY_WINDOW: u64 = 64;
+/// How many epochs of one stream a receiver remembers.
+pub const MAX_EPOCHS: usize = 512;
+/// Version byte of a raw blob ([`seal_with_counter`]): the identity key at rest.
+pub const RAW_VERSION: u8 = 1;
+/// Bytes a raw blob adds to its plaintext: version (1) + counter (8) + tag (32).
+pub const RAW_OVERHEAD: usize = 1 + 8 + TAG_LEN;
+
+/// HKDF `info` of an epoch's AES key.
+pub const EPOCH_ENC_LABEL: &[u8] = b"confab v2 epoch enc";
+/// HKDF `info` of an epoch's HMAC key.
+pub const EPOCH_MAC_LABEL: &[u8] = b"confab v2 epoch mac";
 
 type Aes128Ctr = ctr::Ctr128BE<Aes128>;
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
-/// The key pair of one sealing stream (one direction of one purpose):
-/// a 128-bit AES key and a 256-bit HMAC key, never the same bytes.
+/// An epoch: 16 random bytes drawn by each sending session.
+pub type Epoch = [u8; EPOCH_LEN];
+
+/// An AES-128 key and an HMAC-SHA256 key, never the same bytes: the keys of
+/// one epoch of a stream, or of a raw blob.
 ///
-/// Derive them with [`KeySchedule`](super::kdf::KeySchedule). The bytes are
-/// wiped on drop; `Debug` does not print them.
+/// The bytes are wiped on drop; `Debug` does not print them.
 #[derive(Clone)]
 pub struct SealKeys {
     enc: [u8; 16],
@@ -89,24 +125,13 @@ impl SealKeys {
         Self { enc, mac }
     }
 
-    /// `enc (16) || mac (32)`, for a caller that persists a session (store
-    /// it encrypted).
+    /// `enc (16) || mac (32)`.
     #[must_use]
     pub fn to_bytes(&self) -> [u8; Self::LEN] {
         let mut out = [0u8; Self::LEN];
         out[..16].copy_from_slice(&self.enc);
         out[16..].copy_from_slice(&self.mac);
         out
-    }
-
-    /// The inverse of [`to_bytes`](Self::to_bytes).
-    #[must_use]
-    pub fn from_bytes(bytes: &[u8; Self::LEN]) -> Self {
-        let mut enc = [0u8; 16];
-        let mut mac = [0u8; 32];
-        enc.copy_from_slice(&bytes[..16]);
-        mac.copy_from_slice(&bytes[16..]);
-        Self { enc, mac }
     }
 }
 
@@ -132,17 +157,73 @@ impl Drop for SealKeys {
     }
 }
 
-/// What a message belongs to, bound into its tag: a room, or one direction
-/// of a private conversation between two users.
+/// The 32-byte secret of one stream (one sender in one context). It only
+/// ever keys HKDF: see [`StreamKey::epoch_keys`].
+#[derive(Clone)]
+pub struct StreamKey(Zeroizing<[u8; 32]>);
+
+impl StreamKey {
+    /// Length of the key.
+    pub const LEN: usize = 32;
+
+    /// A stream key from its bytes (derived by [`kdf`](super::kdf), or persisted).
+    #[must_use]
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(Zeroizing::new(bytes))
+    }
+
+    /// The key's bytes, to persist it (store them encrypted).
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The keys of `epoch`: HKDF-SHA256(salt = epoch, ikm = stream key),
+    /// expanded with [`EPOCH_ENC_LABEL`] (16 bytes) and [`EPOCH_MAC_LABEL`] (32 bytes).
+    #[must_use]
+    pub fn epoch_keys(&self, epoch: &Epoch) -> SealKeys {
+        let hkdf = Hkdf::<Sha256>::new(Some(epoch), &self.0[..]);
+        let mut enc = [0u8; 16];
+        let mut mac = [0u8; 32];
+        // 16 and 32 bytes are far below HKDF-SHA256's limit: cannot fail.
+        let ok = hkdf.expand(EPOCH_ENC_LABEL, &mut enc).is_ok() && hkdf.expand(EPOCH_MAC_LABEL, &mut mac).is_ok();
+        debug_assert!(ok);
+        let keys = SealKeys::new(enc, mac);
+        enc.zeroize();
+        mac.zeroize();
+        keys
+    }
+}
+
+impl std::fmt::Debug for StreamKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamKey(..)")
+    }
+}
+
+impl PartialEq for StreamKey {
+    /// In constant time.
+    fn eq(&self, other: &Self) -> bool {
+        bool::from(self.0.ct_eq(&*other.0))
+    }
+}
+
+impl Eq for StreamKey {}
+
+/// What a message belongs to, bound into its tag: one incarnation of a
+/// room, or one direction of a private conversation between two users.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ConversationId(Vec<u8>);
 
 impl ConversationId {
-    /// A room: `"room" | len u64 | name`.
+    /// A room: `"room" | len u64 | name | room id [16]`. The room id is
+    /// chosen at random when the room is created, so a room deleted and
+    /// created again under the same name is another conversation.
     #[must_use]
-    pub fn room(name: &str) -> Self {
+    pub fn room(name: &str, room_id: &[u8; 16]) -> Self {
         let mut id = b"room".to_vec();
         put_field(&mut id, name.as_bytes());
+        id.extend_from_slice(room_id);
         Self(id)
     }
 
@@ -184,9 +265,9 @@ fn put_field(out: &mut Vec<u8>, field: &[u8]) {
 /// Why a message could not be sealed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SealError {
-    /// Every counter of this key has been used: derive new keys (a new MP
-    /// handshake). Unreachable in practice (2^64 - 1 messages).
-    #[error("the sending counter is exhausted: a new key is needed")]
+    /// Every counter of this epoch has been used: start a new sending
+    /// session. Unreachable in practice (2^64 - 1 messages).
+    #[error("the sending counter is exhausted: a new epoch is needed")]
     CounterExhausted,
     /// The CTR key stream of one counter would wrap: more than 2^64 blocks.
     /// Unreachable for a message that fits in memory.
@@ -198,11 +279,13 @@ pub enum SealError {
 /// not new": show none of its bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum OpenError {
-    /// Shorter than a header and a tag.
-    #[error("sealed blob truncated: {len} bytes, at least {OVERHEAD} needed")]
+    /// Shorter than a header, a timestamp and a tag.
+    #[error("sealed blob truncated: {len} bytes, at least {min} needed")]
     Truncated {
         /// The blob's length.
         len: usize,
+        /// The shortest valid blob.
+        min: usize,
     },
     /// A version byte this code does not know.
     #[error("unknown sealed blob version {0}")]
@@ -211,19 +294,28 @@ pub enum OpenError {
     /// wrong sender.
     #[error("message authentication failed")]
     BadMac,
-    /// This counter was already accepted.
+    /// This counter of this epoch was already accepted.
     #[error("replayed message (counter {counter})")]
     Replayed {
         /// The blob's counter.
         counter: u64,
     },
-    /// The counter is more than [`REPLAY_WINDOW`] behind the highest seen.
+    /// The counter is more than [`REPLAY_WINDOW`] behind the highest seen in its epoch.
     #[error("message too old (counter {counter}, highest seen {highest})")]
     TooOld {
         /// The blob's counter.
         counter: u64,
-        /// The highest counter accepted so far.
+        /// The highest counter accepted in the epoch.
         highest: u64,
+    },
+    /// An epoch this receiver does not remember, sealed no later than the
+    /// newest message of an epoch it has forgotten: possibly a replay.
+    #[error("message from a forgotten sending session (sent at {sent_ms}, floor {floor_ms})")]
+    Stale {
+        /// The sender's timestamp in the message.
+        sent_ms: u64,
+        /// The receiver's floor for unknown epochs.
+        floor_ms: u64,
     },
 }
 
@@ -253,118 +345,190 @@ pub(crate) fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-fn tag(keys: &SealKeys, version: u8, ad: &[u8], counter: u64, ciphertext: &[u8]) -> [u8; 32] {
+// ---- raw blobs: one message under a key used once (the identity key at rest) ----
+
+fn raw_tag(keys: &SealKeys, ad: &[u8], counter: u64, ciphertext: &[u8]) -> [u8; 32] {
     let ad_len = (ad.len() as u64).to_be_bytes();
-    hmac_sha256(&keys.mac, &[&[version], &ad_len, ad, &counter.to_be_bytes(), ciphertext])
+    hmac_sha256(&keys.mac, &[&[RAW_VERSION], &ad_len, ad, &counter.to_be_bytes(), ciphertext])
 }
 
-/// Seals `plaintext` with an explicit counter and associated data.
+/// Seals `plaintext` as a raw blob: `version (1) | counter u64 | ciphertext | tag`,
+/// the tag over `version | len u64 | ad | counter | ciphertext`.
 ///
-/// The low-level form: the caller guarantees that `counter` is never used
-/// twice with `keys`. Messages go through [`Sealer`] instead.
+/// The caller guarantees that `counter` is never used twice with `keys`
+/// (the identity key at rest uses a fresh salt, hence fresh keys, each
+/// time). Messages go through [`Sealer`] instead.
 pub fn seal_with_counter(keys: &SealKeys, counter: u64, ad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
-    let mut blob = Vec::with_capacity(plaintext.len() + OVERHEAD);
-    blob.push(SEAL_VERSION);
+    let mut blob = Vec::with_capacity(plaintext.len() + RAW_OVERHEAD);
+    blob.push(RAW_VERSION);
     blob.extend_from_slice(&counter.to_be_bytes());
     blob.extend_from_slice(plaintext);
-    // The key stream of one counter is 2^64 blocks long: this cannot fail
-    // for a buffer that fits in memory, and on failure nothing is returned.
-    if !ctr_apply(&keys.enc, &iv_for(counter), &mut blob[HEADER_LEN..]) {
+    if !ctr_apply(&keys.enc, &iv_for(counter), &mut blob[9..]) {
         return Err(SealError::TooLong);
     }
-    let tag = tag(keys, SEAL_VERSION, ad, counter, &blob[HEADER_LEN..]);
+    let tag = raw_tag(keys, ad, counter, &blob[9..]);
     blob.extend_from_slice(&tag);
     Ok(blob)
 }
 
-/// The parts of a blob, before authentication.
-struct Parsed<'a> {
-    counter: u64,
-    ciphertext: &'a [u8],
-    tag: &'a [u8],
+/// Opens a raw blob sealed with [`seal_with_counter`]: the counter and the plaintext.
+pub fn open_unchecked(keys: &SealKeys, ad: &[u8], blob: &[u8]) -> Result<(u64, Vec<u8>), OpenError> {
+    if blob.len() < RAW_OVERHEAD {
+        return Err(OpenError::Truncated { len: blob.len(), min: RAW_OVERHEAD });
+    }
+    if blob[0] != RAW_VERSION {
+        return Err(OpenError::UnknownVersion(blob[0]));
+    }
+    let counter = u64::from_be_bytes(blob[1..9].try_into().unwrap_or_default());
+    let (ciphertext, tag) = blob[9..].split_at(blob.len() - RAW_OVERHEAD);
+    let expected = raw_tag(keys, ad, counter, ciphertext);
+    if !bool::from(expected.as_slice().ct_eq(tag)) {
+        return Err(OpenError::BadMac);
+    }
+    let mut plaintext = ciphertext.to_vec();
+    if !ctr_apply(&keys.enc, &iv_for(counter), &mut plaintext) {
+        return Err(OpenError::BadMac);
+    }
+    Ok((counter, plaintext))
 }
 
-fn parse(blob: &[u8]) -> Result<Parsed<'_>, OpenError> {
+// ---- messages ----
+
+fn tag(keys: &SealKeys, epoch: &Epoch, counter: u64, ad: &[u8], ciphertext: &[u8]) -> [u8; 32] {
+    let ad_len = (ad.len() as u64).to_be_bytes();
+    hmac_sha256(&keys.mac, &[&[SEAL_VERSION], epoch, &counter.to_be_bytes(), &ad_len, ad, ciphertext])
+}
+
+/// Seals one message with explicit epoch keys, epoch and counter: the
+/// low-level form behind [`Sealer::seal`], for test vectors. The caller
+/// guarantees that `(epoch, counter)` is never used twice under one stream key.
+pub fn seal_message(
+    keys: &SealKeys,
+    epoch: &Epoch,
+    counter: u64,
+    ad: &[u8],
+    sent_ms: u64,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, SealError> {
+    let mut blob = Vec::with_capacity(plaintext.len() + OVERHEAD);
+    blob.push(SEAL_VERSION);
+    blob.extend_from_slice(epoch);
+    blob.extend_from_slice(&counter.to_be_bytes());
+    blob.extend_from_slice(&sent_ms.to_be_bytes());
+    blob.extend_from_slice(plaintext);
+    if !ctr_apply(&keys.enc, &iv_for(counter), &mut blob[HEADER_LEN..]) {
+        return Err(SealError::TooLong);
+    }
+    let tag = tag(keys, epoch, counter, ad, &blob[HEADER_LEN..]);
+    blob.extend_from_slice(&tag);
+    Ok(blob)
+}
+
+/// The header fields of a sealed message, before authentication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// The sender's epoch.
+    pub epoch: Epoch,
+    /// The counter within the epoch.
+    pub counter: u64,
+}
+
+/// Reads the header of a sealed message, without authenticating it: for
+/// logs and tests only, never for a decision.
+pub fn peek_header(blob: &[u8]) -> Result<Header, OpenError> {
     if blob.len() < OVERHEAD {
-        return Err(OpenError::Truncated { len: blob.len() });
+        return Err(OpenError::Truncated { len: blob.len(), min: OVERHEAD });
     }
     if blob[0] != SEAL_VERSION {
         return Err(OpenError::UnknownVersion(blob[0]));
     }
+    let mut epoch = [0u8; EPOCH_LEN];
+    epoch.copy_from_slice(&blob[1..1 + EPOCH_LEN]);
     let mut counter = [0u8; 8];
-    counter.copy_from_slice(&blob[1..HEADER_LEN]);
-    let (ciphertext, tag) = blob[HEADER_LEN..].split_at(blob.len() - OVERHEAD);
-    Ok(Parsed { counter: u64::from_be_bytes(counter), ciphertext, tag })
+    counter.copy_from_slice(&blob[1 + EPOCH_LEN..HEADER_LEN]);
+    Ok(Header { epoch, counter: u64::from_be_bytes(counter) })
 }
 
-/// The counter of a sealed blob, without authenticating it (for logs and
-/// ordering only).
-pub fn peek_counter(blob: &[u8]) -> Result<u64, OpenError> {
-    parse(blob).map(|p| p.counter)
+/// A message, authenticated and decrypted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// The sender's clock when it sealed, Unix milliseconds (authenticated).
+    pub sent_ms: u64,
+    /// The plaintext.
+    pub plaintext: Vec<u8>,
 }
 
-fn verify_and_decrypt(keys: &SealKeys, ad: &[u8], parsed: &Parsed<'_>) -> Result<Vec<u8>, OpenError> {
-    let expected = tag(keys, SEAL_VERSION, ad, parsed.counter, parsed.ciphertext);
-    if !bool::from(expected.as_slice().ct_eq(parsed.tag)) {
+/// Checks the tag of a message with explicit epoch keys and decrypts it,
+/// without replay checks: the low-level form behind [`Opener::open`].
+pub fn open_message(keys: &SealKeys, ad: &[u8], blob: &[u8]) -> Result<(Header, Opened), OpenError> {
+    let header = peek_header(blob)?;
+    let (ciphertext, tag_bytes) = blob[HEADER_LEN..].split_at(blob.len() - HEADER_LEN - TAG_LEN);
+    let expected = tag(keys, &header.epoch, header.counter, ad, ciphertext);
+    if !bool::from(expected.as_slice().ct_eq(tag_bytes)) {
         return Err(OpenError::BadMac);
     }
-    let mut plaintext = parsed.ciphertext.to_vec();
-    if !ctr_apply(&keys.enc, &iv_for(parsed.counter), &mut plaintext) {
+    let mut plaintext = ciphertext.to_vec();
+    if !ctr_apply(&keys.enc, &iv_for(header.counter), &mut plaintext) {
         // Unreachable for a blob that fits in memory; never return garbage.
         return Err(OpenError::BadMac);
     }
-    Ok(plaintext)
+    let mut sent = [0u8; TIME_LEN];
+    sent.copy_from_slice(&plaintext[..TIME_LEN]);
+    plaintext.drain(..TIME_LEN);
+    Ok((header, Opened { sent_ms: u64::from_be_bytes(sent), plaintext }))
 }
 
-/// Opens a blob sealed with [`seal_with_counter`], without replay checks.
-///
-/// Returns the counter and the plaintext. The low-level form, for data at
-/// rest; messages go through [`Opener`].
-pub fn open_unchecked(keys: &SealKeys, ad: &[u8], blob: &[u8]) -> Result<(u64, Vec<u8>), OpenError> {
-    let parsed = parse(blob)?;
-    let plaintext = verify_and_decrypt(keys, ad, &parsed)?;
-    Ok((parsed.counter, plaintext))
-}
-
-/// The sending side of one stream: its keys and its next counter.
+/// The sending side of one stream in one sending session: the epoch's keys
+/// and its next counter. Never persisted: a restarted sender makes a new
+/// one, with a new epoch.
 #[derive(Debug, Clone)]
 pub struct Sealer {
+    epoch: Epoch,
     keys: SealKeys,
     next: u64,
 }
 
 impl Sealer {
-    /// A fresh stream: the first message gets counter 0.
+    /// A new sending session of `stream`: a fresh random epoch, counter 0.
     #[must_use]
-    pub fn new(keys: SealKeys) -> Self {
-        Self { keys, next: 0 }
+    pub fn new(stream: &StreamKey, rng: &mut impl rand::CryptoRng) -> Self {
+        let mut epoch = [0u8; EPOCH_LEN];
+        rng.fill_bytes(&mut epoch);
+        Self::with_epoch(stream, epoch)
     }
 
-    /// Resumes a stream whose next unused counter is `next_counter` (as
-    /// persisted from [`next_counter`](Self::next_counter)).
+    /// A sending session with a given epoch: for test vectors and for
+    /// callers that draw the epoch themselves. Never reuse an epoch.
     #[must_use]
-    pub fn resume(keys: SealKeys, next_counter: u64) -> Self {
-        Self { keys, next: next_counter }
+    pub fn with_epoch(stream: &StreamKey, epoch: Epoch) -> Self {
+        Self { keys: stream.epoch_keys(&epoch), epoch, next: 0 }
     }
 
-    /// The stream's keys (to persist them, encrypted).
+    /// This session's epoch.
+    #[must_use]
+    pub fn epoch(&self) -> &Epoch {
+        &self.epoch
+    }
+
+    /// This session's keys (for tests that look for leaks).
     #[must_use]
     pub fn keys(&self) -> &SealKeys {
         &self.keys
     }
 
-    /// The counter the next message will use. Persist it before the sealed
-    /// message leaves: reusing a counter reuses key stream.
+    /// The counter the next message will use.
     #[must_use]
     pub fn next_counter(&self) -> u64 {
         self.next
     }
 
-    /// Seals `plaintext` from `sender` in `conversation`, with the next counter.
+    /// Seals `plaintext` from `sender` in `conversation` at the sender's
+    /// clock `sent_ms`, with the next counter.
     pub fn seal(
         &mut self,
         conversation: &ConversationId,
         sender: &str,
+        sent_ms: u64,
         plaintext: &[u8],
     ) -> Result<Vec<u8>, SealError> {
         // u64::MAX is never used, so `next` never overflows.
@@ -373,12 +537,12 @@ impl Sealer {
         }
         let counter = self.next;
         self.next += 1;
-        seal_with_counter(&self.keys, counter, &associated_data(conversation, sender), plaintext)
+        seal_message(&self.keys, &self.epoch, counter, &associated_data(conversation, sender), sent_ms, plaintext)
     }
 }
 
-/// The counters a receiver has accepted: the highest, and which of the
-/// [`REPLAY_WINDOW`] counters below it.
+/// The counters a receiver has accepted in one epoch: the highest, and which
+/// of the [`REPLAY_WINDOW`] counters below it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReplayWindow {
     /// `None` until the first message.
@@ -454,47 +618,172 @@ impl ReplayWindow {
     }
 }
 
-/// The receiving side of one stream: its keys and its replay window.
+/// What a receiver remembers of one epoch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct EpochRecord {
+    /// The epoch.
+    pub epoch: Epoch,
+    /// Highest counter accepted in it.
+    pub highest: Option<u64>,
+    /// Replay bitmap below it (see [`ReplayWindow::bitmap`]).
+    pub bitmap: u64,
+    /// Newest sender timestamp accepted in it.
+    pub newest_ms: u64,
+}
+
+/// What one receiver has accepted of one stream: the epochs it remembers
+/// (at most [`MAX_EPOCHS`]) and the floor below which an unknown epoch is
+/// refused. See the [module docs](self).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayState {
+    epochs: BTreeMap<Epoch, (ReplayWindow, u64)>,
+    floor_ms: Option<u64>,
+}
+
+impl ReplayState {
+    /// Nothing accepted yet.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Restores a persisted state (see [`records`](Self::records) and
+    /// [`floor_ms`](Self::floor_ms)). Extra records beyond [`MAX_EPOCHS`]
+    /// are forgotten as usual.
+    #[must_use]
+    pub fn from_parts(records: &[EpochRecord], floor_ms: Option<u64>) -> Self {
+        let mut state = Self { epochs: BTreeMap::new(), floor_ms };
+        for r in records {
+            state.epochs.insert(r.epoch, (ReplayWindow::from_parts(r.highest, r.bitmap), r.newest_ms));
+        }
+        state.forget_excess();
+        state
+    }
+
+    /// Every remembered epoch, in epoch order (to persist them).
+    #[must_use]
+    pub fn records(&self) -> Vec<EpochRecord> {
+        self.epochs
+            .iter()
+            .map(|(epoch, (w, newest_ms))| EpochRecord {
+                epoch: *epoch,
+                highest: w.highest(),
+                bitmap: w.bitmap(),
+                newest_ms: *newest_ms,
+            })
+            .collect()
+    }
+
+    /// Messages of unknown epochs must be newer than this (Unix milliseconds,
+    /// sender clock); `None` until an epoch was forgotten.
+    #[must_use]
+    pub fn floor_ms(&self) -> Option<u64> {
+        self.floor_ms
+    }
+
+    /// The window of `epoch`, if remembered.
+    #[must_use]
+    pub fn window(&self, epoch: &Epoch) -> Option<ReplayWindow> {
+        self.epochs.get(epoch).map(|(w, _)| *w)
+    }
+
+    /// Whether a message with this header could be new, before its tag is
+    /// checked (a cheap early refusal; [`accept`](Self::accept) decides).
+    pub fn precheck(&self, header: &Header) -> Result<(), OpenError> {
+        match self.epochs.get(&header.epoch) {
+            Some((window, _)) => window.check(header.counter),
+            None => Ok(()),
+        }
+    }
+
+    /// Records an authenticated message, or refuses it as not new.
+    pub fn accept(&mut self, header: &Header, sent_ms: u64) -> Result<(), OpenError> {
+        match self.epochs.get_mut(&header.epoch) {
+            Some((window, newest)) => {
+                window.check(header.counter)?;
+                window.accept(header.counter);
+                *newest = (*newest).max(sent_ms);
+            }
+            None => {
+                if let Some(floor_ms) = self.floor_ms.filter(|floor| sent_ms <= *floor) {
+                    return Err(OpenError::Stale { sent_ms, floor_ms });
+                }
+                let mut window = ReplayWindow::new();
+                window.accept(header.counter);
+                self.epochs.insert(header.epoch, (window, sent_ms));
+                self.forget_excess();
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the epochs with the oldest newest message beyond
+    /// [`MAX_EPOCHS`], raising the floor to cover them.
+    fn forget_excess(&mut self) {
+        while self.epochs.len() > MAX_EPOCHS {
+            let Some((&epoch, &(_, newest))) = self.epochs.iter().min_by_key(|(e, (_, newest))| (*newest, **e)) else {
+                return;
+            };
+            self.epochs.remove(&epoch);
+            self.floor_ms = Some(self.floor_ms.map_or(newest, |floor| floor.max(newest)));
+        }
+    }
+}
+
+/// The receiving side of one stream: its key and what was accepted.
 #[derive(Debug, Clone)]
 pub struct Opener {
-    keys: SealKeys,
-    window: ReplayWindow,
+    stream: StreamKey,
+    state: ReplayState,
 }
 
 impl Opener {
-    /// A fresh stream: accepts any first counter.
+    /// A stream with nothing accepted yet.
     #[must_use]
-    pub fn new(keys: SealKeys) -> Self {
-        Self { keys, window: ReplayWindow::new() }
+    pub fn new(stream: StreamKey) -> Self {
+        Self { stream, state: ReplayState::new() }
     }
 
-    /// Resumes a stream with a persisted window.
+    /// Resumes a stream with a persisted replay state.
     #[must_use]
-    pub fn resume(keys: SealKeys, window: ReplayWindow) -> Self {
-        Self { keys, window }
+    pub fn resume(stream: StreamKey, state: ReplayState) -> Self {
+        Self { stream, state }
     }
 
-    /// The stream's keys (to persist them, encrypted).
+    /// The stream's key (to persist it, encrypted).
     #[must_use]
-    pub fn keys(&self) -> &SealKeys {
-        &self.keys
+    pub fn stream(&self) -> &StreamKey {
+        &self.stream
     }
 
-    /// The replay window (to persist it).
+    /// What was accepted (to persist it).
     #[must_use]
-    pub fn window(&self) -> ReplayWindow {
-        self.window
+    pub fn state(&self) -> &ReplayState {
+        &self.state
     }
 
     /// Opens a blob from `sender` in `conversation`: checks the version, the
-    /// window, the tag (in constant time), then records the counter.
-    pub fn open(&mut self, conversation: &ConversationId, sender: &str, blob: &[u8]) -> Result<Vec<u8>, OpenError> {
-        let parsed = parse(blob)?;
-        self.window.check(parsed.counter)?;
-        let plaintext = verify_and_decrypt(&self.keys, &associated_data(conversation, sender), &parsed)?;
-        self.window.accept(parsed.counter);
-        Ok(plaintext)
+    /// window, the tag (in constant time), the floor, then records it.
+    pub fn open(&mut self, conversation: &ConversationId, sender: &str, blob: &[u8]) -> Result<Opened, OpenError> {
+        open_stream(&self.stream, &mut self.state, conversation, sender, blob)
     }
+}
+
+/// Opens a message of `stream` against `state` (see [`Opener::open`]).
+pub(crate) fn open_stream(
+    stream: &StreamKey,
+    state: &mut ReplayState,
+    conversation: &ConversationId,
+    sender: &str,
+    blob: &[u8],
+) -> Result<Opened, OpenError> {
+    let header = peek_header(blob)?;
+    state.precheck(&header)?;
+    let keys = stream.epoch_keys(&header.epoch);
+    let (header, opened) = open_message(&keys, &associated_data(conversation, sender), blob)?;
+    state.accept(&header, opened.sent_ms)?;
+    Ok(opened)
 }
 
 #[cfg(test)]

@@ -103,6 +103,9 @@ bodies! {
         room: name,
         /// Join verifier derived on the client from the room password.
         verifier: blob,
+        /// The room's public descriptor (random room id, key-derivation
+        /// costs), opaque to the server, handed to joiners by `room_info`.
+        descriptor: blob,
     }
     /// `join_room` (100005).
     JoinRoom {
@@ -204,6 +207,11 @@ bodies! {
         /// The identity public key.
         identity_key: blob,
     }
+    /// `room_info` (100023): a room's public descriptor, needed to derive its keys.
+    RoomInfo {
+        /// Room name.
+        room: name,
+    }
 
     // ---- response bodies ----
 
@@ -271,6 +279,11 @@ bodies! {
         jwt: long_text,
         /// Expiry, Unix milliseconds.
         expires_ms: u64,
+    }
+    /// Answer to `room_info`.
+    RoomDescribed {
+        /// The descriptor the room's creator stored (opaque to the server).
+        descriptor: blob,
     }
     /// Answer to `jwks`.
     JwksDoc {

@@ -100,6 +100,7 @@ body_enum! {
         Jwks = Jwks,
         DeleteRoom = DeleteRoom,
         SetIdentityKey = SetIdentityKey,
+        RoomInfo = RoomInfo,
     }
 }
 
@@ -143,6 +144,8 @@ pub enum ResponseKind {
     Jwt,
     /// [`JwksDoc`].
     Jwks,
+    /// [`RoomDescribed`].
+    RoomDescriptor,
 }
 
 impl ResponseKind {
@@ -165,6 +168,7 @@ impl ResponseKind {
             Opcode::IssueCode => ResponseKind::CodeIssued,
             Opcode::Introspect => ResponseKind::Jwt,
             Opcode::Jwks => ResponseKind::Jwks,
+            Opcode::RoomInfo => ResponseKind::RoomDescriptor,
             _ => ResponseKind::Empty,
         }
     }
@@ -184,6 +188,7 @@ impl ResponseKind {
             ResponseKind::CodeIssued => CodeIssued::LAYOUT,
             ResponseKind::Jwt => Jwt::LAYOUT,
             ResponseKind::Jwks => JwksDoc::LAYOUT,
+            ResponseKind::RoomDescriptor => RoomDescribed::LAYOUT,
         }
     }
 }
@@ -204,6 +209,7 @@ pub enum ResponseBody {
     CodeIssued(CodeIssued),
     Jwt(Jwt),
     Jwks(JwksDoc),
+    RoomDescriptor(RoomDescribed),
 }
 
 impl ResponseBody {
@@ -222,6 +228,7 @@ impl ResponseBody {
             ResponseBody::CodeIssued(_) => ResponseKind::CodeIssued,
             ResponseBody::Jwt(_) => ResponseKind::Jwt,
             ResponseBody::Jwks(_) => ResponseKind::Jwks,
+            ResponseBody::RoomDescriptor(_) => ResponseKind::RoomDescriptor,
         }
     }
 
@@ -238,6 +245,7 @@ impl ResponseBody {
             ResponseKind::CodeIssued => ResponseBody::CodeIssued(CodeIssued::decode(r)?),
             ResponseKind::Jwt => ResponseBody::Jwt(Jwt::decode(r)?),
             ResponseKind::Jwks => ResponseBody::Jwks(JwksDoc::decode(r)?),
+            ResponseKind::RoomDescriptor => ResponseBody::RoomDescriptor(RoomDescribed::decode(r)?),
         })
     }
 
@@ -254,6 +262,7 @@ impl ResponseBody {
             ResponseBody::CodeIssued(b) => b.encode(out),
             ResponseBody::Jwt(b) => b.encode(out),
             ResponseBody::Jwks(b) => b.encode(out),
+            ResponseBody::RoomDescriptor(b) => b.encode(out),
         }
     }
 
@@ -272,6 +281,7 @@ impl ResponseBody {
             ResponseBody::CodeIssued(b) => b.fields(),
             ResponseBody::Jwt(b) => b.fields(),
             ResponseBody::Jwks(b) => b.fields(),
+            ResponseBody::RoomDescriptor(b) => b.fields(),
         }
     }
 }

@@ -56,6 +56,7 @@ fn response_body(kind: ResponseKind) -> BoxedStrategy<ResponseBody> {
         ResponseKind::CodeIssued => CodeIssued::strategy().prop_map(ResponseBody::CodeIssued).boxed(),
         ResponseKind::Jwt => Jwt::strategy().prop_map(ResponseBody::Jwt).boxed(),
         ResponseKind::Jwks => JwksDoc::strategy().prop_map(ResponseBody::Jwks).boxed(),
+        ResponseKind::RoomDescriptor => RoomDescribed::strategy().prop_map(ResponseBody::RoomDescriptor).boxed(),
     }
 }
 

@@ -64,6 +64,8 @@ pub enum Change {
     /// An OIDC login (keyed by [`oidc_login_key`](super::oidc_login_key)) is bound to a token
     /// family, or its expiry moved later. Replaces the previous record of `key`.
     OidcLoginBound { key: [u8; 32], login: OidcLogin },
+    /// A room's public descriptor (stored right after [`Change::RoomCreated`]).
+    RoomDescribed { room: String, descriptor: Bytes },
 }
 
 impl Change {
@@ -76,6 +78,7 @@ impl Change {
             Change::UserCreated { user, .. } => vec![&user.identity_key],
             Change::IdentityKeySet { identity_key, .. } => vec![identity_key],
             Change::RoomCreated { verifier, .. } => vec![verifier],
+            Change::RoomDescribed { descriptor, .. } => vec![descriptor],
             Change::RoomMessage { entry, .. } => vec![&entry.sealed],
             Change::Enqueued { item, .. } => match &item.kind {
                 ItemKind::Request { identity_key, handshake } | ItemKind::Accepted { identity_key, handshake } => {

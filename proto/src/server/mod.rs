@@ -500,6 +500,7 @@ impl Server {
             RequestBody::LeaveRoom(b) => self.leave_room(&user, &b.room),
             RequestBody::RoomHistory(b) => self.room_history(&user, &b.room),
             RequestBody::DeleteRoom(b) => self.delete_room(&user, &b.room),
+            RequestBody::RoomInfo(b) => self.room_info(&b.room),
             RequestBody::RequestMp(b) => self.request_mp(now, &user, b),
             RequestBody::AcceptMp(b) => self.accept_mp(now, &user, b),
             RequestBody::SendMp(b) => self.send_mp(now, &user, b),

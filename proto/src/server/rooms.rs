@@ -6,12 +6,14 @@ use subtle::ConstantTimeEq;
 use super::state::Change;
 use super::{Flow, Server, valid_name};
 use crate::{
-    CreateRoom, Event, History, HistoryEntry, JoinRoom, Message, Now, ResponseBody, RoomJoined, RoomMessage, SendRoom,
-    Sent, Status, code,
+    CreateRoom, Event, History, HistoryEntry, JoinRoom, Message, Now, ResponseBody, RoomDescribed, RoomJoined,
+    RoomMessage, SendRoom, Sent, Status, code,
 };
 
 /// Smallest accepted join verifier.
 const MIN_VERIFIER: usize = 16;
+/// Largest accepted room descriptor.
+pub const MAX_DESCRIPTOR: usize = 64;
 
 impl Server {
     pub(super) fn create_room(&mut self, user: &str, b: CreateRoom) -> Flow {
@@ -22,11 +24,28 @@ impl Server {
             let reason = format!("room verifier must be {MIN_VERIFIER}-{} bytes", self.config.max_verifier);
             return Err((code::BAD_REQUEST, reason));
         }
+        if !(1..=MAX_DESCRIPTOR).contains(&b.descriptor.len()) {
+            return Err((code::BAD_REQUEST, format!("room descriptor must be 1-{MAX_DESCRIPTOR} bytes")));
+        }
         if self.state.rooms.contains_key(&b.room) {
             return Err((code::CONFLICT, format!("room {} already exists", b.room)));
         }
-        self.commit(Change::RoomCreated { room: b.room, verifier: b.verifier, owner: user.to_owned() });
+        self.commit(Change::RoomCreated { room: b.room.clone(), verifier: b.verifier, owner: user.to_owned() });
+        self.commit(Change::RoomDescribed { room: b.room, descriptor: b.descriptor });
         Ok((Status::Valid, code::CREATED, ResponseBody::Empty))
+    }
+
+    /// The public descriptor a joiner needs to derive the room's keys. Any
+    /// authenticated user may ask: it holds no secret, and `join_room`
+    /// already tells whether a room exists.
+    pub(super) fn room_info(&mut self, name: &str) -> Flow {
+        let room = self.state.rooms.get(name).ok_or_else(|| no_room(name))?;
+        if room.descriptor.is_empty() {
+            let reason = format!("room {name} predates room descriptors: its owner must delete and re-create it");
+            return Err((code::NOT_FOUND, reason));
+        }
+        let body = RoomDescribed { descriptor: room.descriptor.clone() };
+        Ok((Status::Valid, code::OK, ResponseBody::RoomDescriptor(body)))
     }
 
     pub(super) fn join_room(&mut self, user: &str, b: JoinRoom) -> Flow {

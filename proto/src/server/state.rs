@@ -122,6 +122,9 @@ pub struct Rotation {
 pub struct Room {
     /// Join verifier derived on the client from the room password.
     pub verifier: Bytes,
+    /// The room's public descriptor (random room id, key-derivation
+    /// costs), opaque; empty for a room created before descriptors existed.
+    pub descriptor: Bytes,
     /// Creator; the only one who may delete it.
     pub owner: String,
     /// Members.
@@ -403,6 +406,7 @@ impl State {
                     room.clone(),
                     Room {
                         verifier: verifier.clone(),
+                        descriptor: Bytes::new(),
                         owner: owner.clone(),
                         members: BTreeSet::from([owner.clone()]),
                         history: VecDeque::new(),
@@ -418,6 +422,11 @@ impl State {
             Change::RoomLeft { room, user } => {
                 if let Some(r) = self.rooms.get_mut(room) {
                     r.members.remove(user);
+                }
+            }
+            Change::RoomDescribed { room, descriptor } => {
+                if let Some(r) = self.rooms.get_mut(room) {
+                    r.descriptor = descriptor.clone();
                 }
             }
             Change::RoomDeleted { room } => {

@@ -157,7 +157,9 @@ pub fn scenario() -> Net {
     let alice = net.user("alice");
     let bob = net.user("bob");
     let carol = net.user("carol");
-    net.client(alice).create_room(now, "lobby", Bytes::from_static(b"verifier-0123456789")).unwrap();
+    net.client(alice)
+        .create_room(now, "lobby", Bytes::from_static(b"verifier-0123456789"), Bytes::from_static(b"descriptor"))
+        .unwrap();
     net.run();
     net.client(bob).join_room(now, "lobby", Bytes::from_static(b"verifier-0123456789")).unwrap();
     net.run();

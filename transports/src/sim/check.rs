@@ -6,8 +6,10 @@ use std::fmt;
 use std::time::Duration;
 
 use bytes::Bytes;
-use confab_proto::e2e::{RoomKeys, RoomSession};
+use confab_proto::e2e::{RoomDescriptor, RoomKeys, RoomSession};
 use confab_proto::server::state::ItemKind;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 
 use super::Sim;
 use super::ledger::{DeliveryKind, Outcome, Target};
@@ -220,7 +222,8 @@ impl Sim {
         let mut all = BTreeMap::new();
         for (name, room) in &self.store.state().rooms {
             let keys = if self.config.secure {
-                match RoomKeys::derive(name, &room_password(name), self.config.server.hash_params) {
+                let descriptor = RoomDescriptor::from_bytes(&room.descriptor);
+                match descriptor.and_then(|d| RoomKeys::derive(name, &room_password(name), &d)) {
                     Ok(keys) => Some(keys),
                     Err(e) => {
                         found.push(format!("{name}: room keys cannot be derived: {e}"));
@@ -234,8 +237,10 @@ impl Sim {
             for e in &room.history {
                 let payload = match &keys {
                     None => e.sealed.clone(),
-                    Some(keys) => match RoomSession::new(keys.clone(), "").open(&e.from, &e.sealed) {
-                        Ok(plaintext) => Bytes::from(plaintext),
+                    Some(keys) => match RoomSession::new(keys.clone(), "", &mut StdRng::seed_from_u64(0))
+                        .peek(&e.from, &e.sealed)
+                    {
+                        Ok(opened) => Bytes::from(opened.plaintext),
                         Err(err) => {
                             found
                                 .push(format!("{name}: stored message {} from {} does not open: {err}", e.seq, e.from));

@@ -282,10 +282,10 @@ impl User {
                     self.open.insert(peer);
                 }
             }
-            SecureEvent::Mp { from, text } => {
+            SecureEvent::Mp { from, text, .. } => {
                 self.deliver(ctx, from, DeliveryKind::Message, 0, Bytes::from(text));
             }
-            SecureEvent::Room { room, from, seq, text, history } => {
+            SecureEvent::Room { room, from, seq, text, history, .. } => {
                 let text = Bytes::from(text);
                 if history {
                     // Already delivered live, or from before this member joined: it must be a known post.
@@ -321,10 +321,12 @@ impl User {
     /// Keeps the content keys of the session with `peer`, for leak checks.
     fn record_session_keys(&self, client: &Machine, ctx: &mut Ctx<'_>, peer: &str) {
         let Some(session) = client.secure().and_then(|s| s.session(peer)) else { return };
-        for (dir, keys) in [("send", session.sealer().keys()), ("receive", session.opener().keys())] {
-            let what = format!("MP {dir} keys of {} with {peer}", self.name);
-            ctx.ledger.content_key(what, &keys.to_bytes());
+        for (dir, key) in [("send", session.send_stream()), ("receive", session.opener().stream())] {
+            let what = format!("MP {dir} stream key of {} with {peer}", self.name);
+            ctx.ledger.content_key(what, key.as_bytes());
         }
+        let what = format!("MP send epoch keys of {} with {peer}", self.name);
+        ctx.ledger.content_key(what, &session.sealer().keys().to_bytes());
     }
 
     fn on_event(&mut self, client: &mut Machine, ctx: &mut Ctx<'_>, e: ClientEvent) -> bool {

@@ -49,6 +49,11 @@ pub(crate) fn plain_verifier(room: &str) -> Bytes {
     Bytes::from(format!("verifier:{room}:0123456789abcdef"))
 }
 
+/// The room descriptor in plain mode: opaque to the server, fixed per room name.
+pub(crate) fn plain_descriptor(room: &str) -> Bytes {
+    Bytes::from(format!("descriptor:{room}"))
+}
+
 /// A payload as text (the behaviour makes them with `format!`: always UTF-8).
 fn text(payload: &Bytes) -> std::borrow::Cow<'_, str> {
     String::from_utf8_lossy(payload)
@@ -172,7 +177,7 @@ impl Machine {
 
     pub(crate) fn create_room(&mut self, now: Now, room: &str) -> Result<u32, SecureError> {
         match self {
-            Machine::Plain(c) => Ok(c.create_room(now, room, plain_verifier(room))?),
+            Machine::Plain(c) => Ok(c.create_room(now, room, plain_verifier(room), plain_descriptor(room))?),
             Machine::Secure(s) => s.create_room(now, room, &room_password(room)),
         }
     }

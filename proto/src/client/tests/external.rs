@@ -61,7 +61,10 @@ fn external_token_binds_the_connection_and_rides_every_request() {
     let id = net.client(d).set_identity_key(now, Bytes::from_static(b"key-of-dave")).unwrap();
     net.pump();
     assert!(matches!(outcome(&net.take(d), id), Some(ClientEvent::Done { .. })));
-    let id = net.client(d).create_room(now, "lobby", Bytes::from_static(b"verifier-0123456789")).unwrap();
+    let id = net
+        .client(d)
+        .create_room(now, "lobby", Bytes::from_static(b"verifier-0123456789"), Bytes::from_static(b"d"))
+        .unwrap();
     net.pump();
     assert!(matches!(outcome(&net.take(d), id), Some(ClientEvent::Done { code: code::CREATED, .. })));
     assert!(net.client(d).refresh_token().is_none(), "no refresh token for an external session");

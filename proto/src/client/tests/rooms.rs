@@ -25,7 +25,7 @@ fn create_join_send_fan_out_and_history() {
     let now = net.now;
     let verifier = Bytes::from_static(VERIFIER);
 
-    let id = net.client(a).create_room(now, "room11", verifier.clone()).unwrap();
+    let id = net.client(a).create_room(now, "room11", verifier.clone(), Bytes::from_static(b"descriptor")).unwrap();
     net.pump();
     assert!(matches!(outcome(&net.take(a), id), Some(ClientEvent::Done { code: 201, .. })));
 

@@ -50,6 +50,8 @@ pub enum SecureEvent {
     Mp {
         /// Sender.
         from: String,
+        /// The sender's clock when it sealed, Unix milliseconds (authenticated).
+        sent_ms: u64,
         /// The plaintext.
         text: String,
     },
@@ -59,8 +61,10 @@ pub enum SecureEvent {
         room: String,
         /// Sender, as the server names it (bound into the MAC).
         from: String,
-        /// Room sequence number.
+        /// Room sequence number (the server's order, not authenticated).
         seq: u64,
+        /// The sender's clock when it sealed, Unix milliseconds (authenticated).
+        sent_ms: u64,
         /// The plaintext.
         text: String,
         /// It came from the history a join or `room_history` returned.

@@ -1,9 +1,11 @@
 //! What the wrapped client reports, verified and opened.
 
-use super::{Contact, DecryptError, MpPending, RoomPending, SecureClient, SecureEvent};
-use crate::e2e::seal::peek_counter;
-use crate::e2e::{MpOffer, PublicIdentity, RoomSession, safety_number};
-use crate::{ClientEvent, HistoryEntry, ResponseBody};
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use super::{Contact, DecryptError, MpPending, RoomPending, SEEN_REQUESTS, SecureClient, SecureEvent};
+use crate::e2e::{MpOffer, OpenError, Opened, PublicIdentity, RoomDescriptor, RoomKeys, RoomSession, safety_number};
+use crate::{ClientEvent, HistoryEntry, Opcode, ResponseBody, code};
 
 impl SecureClient {
     /// Turns one client event into secure events.
@@ -21,21 +23,37 @@ impl SecureClient {
                     let reason = DecryptError::NoRoomKey;
                     return self.events.push_back(SecureEvent::DecryptFailed { from, room: Some(room), reason });
                 };
-                let event = room_event(session, room, from, seq, &sealed, false);
+                let event = match session.open(&from, &sealed).map_err(DecryptError::from).and_then(text) {
+                    Ok((sent_ms, text)) => SecureEvent::Room { room, from, seq, sent_ms, text, history: false },
+                    Err(reason) => SecureEvent::DecryptFailed { from, room: Some(room), reason },
+                };
                 self.events.push_back(event);
             }
             ClientEvent::Done { request_id, ref body, .. } => {
                 self.mp_pending.remove(&request_id);
-                self.on_done(request_id, body);
-                self.events.push_back(SecureEvent::Plain(event));
+                if let Some(event) = self.on_done(request_id, body, event.clone()) {
+                    self.events.push_back(SecureEvent::Plain(event));
+                }
             }
-            ClientEvent::Failed { request_id, .. } => {
-                self.room_pending.remove(&request_id);
+            ClientEvent::Failed { request_id, opcode, code, reason, retry_after_ms } => {
+                let request_id = match self.room_pending.remove(&request_id) {
+                    Some(RoomPending::Join { op, .. }) => op,
+                    _ => request_id,
+                };
                 match self.mp_pending.remove(&request_id) {
                     Some(MpPending::Request(peer)) => drop(self.requests.remove(&peer)),
                     Some(MpPending::Accept(peer)) => drop(self.sessions.remove(&peer)),
                     None => {}
                 }
+                let event = ClientEvent::Failed { request_id, opcode, code, reason, retry_after_ms };
+                self.events.push_back(SecureEvent::Plain(event));
+            }
+            ClientEvent::Indeterminate { request_id, opcode, reason } => {
+                let request_id = match self.room_pending.remove(&request_id) {
+                    Some(RoomPending::Join { op, .. }) => op,
+                    _ => request_id,
+                };
+                let event = ClientEvent::Indeterminate { request_id, opcode, reason };
                 self.events.push_back(SecureEvent::Plain(event));
             }
             ClientEvent::MpClosed { ref peer, .. } => {
@@ -87,6 +105,18 @@ impl SecureClient {
         let Some(me) = self.client.username().map(str::to_owned) else { return };
         match MpOffer::verify(from, &key, &me, handshake) {
             Ok(offer) => {
+                // A request is answered once: the same signed ephemeral key
+                // again is a replay (it would replace a working session).
+                let digest: [u8; 32] = Sha256::digest(offer.ephemeral()).into();
+                let seen = self.seen_requests.entry(from.to_owned()).or_default();
+                if seen.contains(&digest) {
+                    let reason = "replayed request (this ephemeral key was already offered)".to_owned();
+                    return self.events.push_back(SecureEvent::HandshakeRejected { peer: from.to_owned(), reason });
+                }
+                seen.push_back(digest);
+                while seen.len() > SEEN_REQUESTS {
+                    seen.pop_front();
+                }
                 self.offers.insert(from.to_owned(), offer);
                 let number = safety_number(&me, self.identity.public(), from, &key);
                 self.events.push_back(SecureEvent::MpOffered { from: from.to_owned(), safety_number: number });
@@ -104,7 +134,7 @@ impl SecureClient {
             let reason = "no request of ours pending".to_owned();
             return self.events.push_back(SecureEvent::HandshakeRejected { peer: peer.to_owned(), reason });
         };
-        match pending.complete(&key, handshake) {
+        match pending.complete(&mut self.rng, &key, handshake) {
             Ok(session) => {
                 self.requests.remove(peer);
                 self.sessions.insert(peer.to_owned(), session);
@@ -126,81 +156,119 @@ impl SecureClient {
             Err(DecryptError::NoSession)
         };
         match opened {
-            Ok(text) => {
+            Ok((sent_ms, text)) => {
                 let expires = self.clock.instant + super::MP_LOCAL_RETENTION;
                 self.inbox.push_back((expires, from.clone(), text.clone()));
-                self.events.push_back(SecureEvent::Mp { from, text });
+                self.events.push_back(SecureEvent::Mp { from, sent_ms, text });
             }
             Err(reason) => self.events.push_back(SecureEvent::DecryptFailed { from, room: None, reason }),
         }
     }
 
-    fn on_done(&mut self, request_id: u32, body: &ResponseBody) {
+    /// Handles an answer; returns the event to hand on (`None` when it was
+    /// the internal `room_info` step of a join).
+    fn on_done(&mut self, request_id: u32, body: &ResponseBody, event: ClientEvent) -> Option<ClientEvent> {
         if let ResponseBody::IdentityKey(key) = body {
             self.pin(&key.username, &key.identity_key);
-            return;
+            return Some(event);
         }
-        let Some(pending) = self.room_pending.remove(&request_id) else { return };
-        let Some(me) = self.client.username().map(str::to_owned) else { return };
+        let Some(pending) = self.room_pending.remove(&request_id) else { return Some(event) };
+        let Some(me) = self.client.username().map(str::to_owned) else { return Some(event) };
         match (pending, body) {
             (RoomPending::Create(keys), _) => {
                 let room = keys.room().to_owned();
-                self.rooms.insert(room, RoomSession::new(keys, &me));
-            }
-            (RoomPending::Join(keys), ResponseBody::RoomJoined(joined)) => {
-                // Never reuse a counter of ours the room has seen (a rejoin
-                // derives the same keys): resume after the highest retained.
-                // A session this client already holds for the same keys may
-                // be further along (its messages fell out of the history).
-                let room = keys.room().to_owned();
-                let held = self.rooms.get(&room).filter(|s| s.keys().verifier() == keys.verifier());
-                let next = joined
-                    .history
-                    .iter()
-                    .filter(|entry| entry.from == me)
-                    .filter_map(|entry| peek_counter(&entry.sealed).ok())
-                    .max()
-                    .map_or(0, |c| c.saturating_add(1))
-                    .max(held.map_or(0, RoomSession::next_counter));
-                let session = RoomSession::resume(keys, &me, next);
-                self.open_history(&room, &session, &joined.history);
+                let session = RoomSession::new(keys, &me, &mut self.rng);
                 self.rooms.insert(room, session);
             }
+            (RoomPending::Info { room, password }, ResponseBody::RoomDescriptor(info)) => {
+                return self.join_with(request_id, &room, &password, &info.descriptor);
+            }
+            (RoomPending::Join { keys, op }, ResponseBody::RoomJoined(joined)) => {
+                let room = keys.room().to_owned();
+                let mut session = RoomSession::new(keys, &me, &mut self.rng);
+                // A rejoin of the same incarnation keeps what this device
+                // accepted: the server cannot replay old messages as new.
+                if let Some(held) = self.rooms.get(&room)
+                    && held.keys().descriptor() == session.keys().descriptor()
+                    && held.keys().verifier() == session.keys().verifier()
+                {
+                    for (sender, state) in held.received_all() {
+                        session.restore_received(sender, state.clone());
+                    }
+                }
+                self.open_history(&room, &mut session, &joined.history);
+                self.rooms.insert(room, session);
+                return Some(with_request_id(event, op));
+            }
             (RoomPending::History(room), ResponseBody::History(history)) => {
-                if let Some(session) = self.rooms.get(&room) {
-                    let session = session.clone();
-                    self.open_history(&room, &session, &history.messages);
+                if let Some(mut session) = self.rooms.remove(&room) {
+                    self.open_history(&room, &mut session, &history.messages);
+                    self.rooms.insert(room, session);
                 }
             }
             _ => {}
         }
+        Some(event)
     }
 
-    /// Opens history with fresh replay windows (history may repeat what was
-    /// delivered live; a replay within one batch is still refused).
-    fn open_history(&mut self, room: &str, session: &RoomSession, entries: &[HistoryEntry]) {
-        let mut reader = RoomSession::new(session.keys().clone(), "");
+    /// The second step of a join: check the descriptor, derive the keys,
+    /// send `join_room`. A refusal becomes the `Failed` outcome of `op`.
+    fn join_with(&mut self, op: u32, room: &str, password: &[u8], descriptor: &Bytes) -> Option<ClientEvent> {
+        let now = self.clock;
+        let keys = RoomDescriptor::parse(descriptor, self.room_params)
+            .and_then(|d| RoomKeys::derive(room, password, &d))
+            .map_err(|e| e.to_string());
+        let sent = keys.and_then(|keys| {
+            let verifier = Bytes::copy_from_slice(keys.verifier());
+            self.client.join_room(now, room, verifier).map(|id| (id, keys)).map_err(|e| e.to_string())
+        });
+        match sent {
+            Ok((id, keys)) => {
+                self.room_pending.insert(id, RoomPending::Join { keys, op });
+                None
+            }
+            Err(reason) => Some(ClientEvent::Failed {
+                request_id: op,
+                opcode: Opcode::JoinRoom,
+                code: code::BAD_REQUEST,
+                reason: format!("room {room} refused on this device: {reason}"),
+                retry_after_ms: 0,
+            }),
+        }
+    }
+
+    /// Opens history entries. One never accepted before is accepted now
+    /// (so a later live copy is a replay); one already accepted is shown
+    /// again as history, never as new. Either way it must be authentic.
+    fn open_history(&mut self, room: &str, session: &mut RoomSession, entries: &[HistoryEntry]) {
         for entry in entries {
-            let event = room_event(&mut reader, room.to_owned(), entry.from.clone(), entry.seq, &entry.sealed, true);
+            let opened = match session.open(&entry.from, &entry.sealed) {
+                Err(OpenError::Replayed { .. } | OpenError::TooOld { .. } | OpenError::Stale { .. }) => {
+                    session.peek(&entry.from, &entry.sealed)
+                }
+                other => other,
+            };
+            let (room, from) = (room.to_owned(), entry.from.clone());
+            let event = match opened.map_err(DecryptError::from).and_then(text) {
+                Ok((sent_ms, text)) => SecureEvent::Room { room, from, seq: entry.seq, sent_ms, text, history: true },
+                Err(reason) => SecureEvent::DecryptFailed { from, room: Some(room), reason },
+            };
             self.events.push_back(event);
         }
     }
 }
 
-fn text(plaintext: Vec<u8>) -> Result<String, DecryptError> {
-    String::from_utf8(plaintext).map_err(|_| DecryptError::NotText)
+/// The sender's timestamp and the text of an opened message.
+fn text(opened: Opened) -> Result<(u64, String), DecryptError> {
+    let text = String::from_utf8(opened.plaintext).map_err(|_| DecryptError::NotText)?;
+    Ok((opened.sent_ms, text))
 }
 
-fn room_event(
-    session: &mut RoomSession,
-    room: String,
-    from: String,
-    seq: u64,
-    sealed: &[u8],
-    history: bool,
-) -> SecureEvent {
-    match session.open(&from, sealed).map_err(DecryptError::from).and_then(text) {
-        Ok(text) => SecureEvent::Room { room, from, seq, text, history },
-        Err(reason) => SecureEvent::DecryptFailed { from, room: Some(room), reason },
+/// The outcome event of the internal `join_room` step, under the id the
+/// caller holds.
+fn with_request_id(event: ClientEvent, op: u32) -> ClientEvent {
+    match event {
+        ClientEvent::Done { opcode, code, body, .. } => ClientEvent::Done { request_id: op, opcode, code, body },
+        other => other,
     }
 }

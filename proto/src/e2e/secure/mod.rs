@@ -11,9 +11,12 @@
 //! - **MP sessions**: [`SecureClient::request_mp`] / [`SecureClient::accept_mp`]
 //!   carry the signed handshake blobs; [`SecureEvent::MpReady`] once keys
 //!   are derived. The target may be offline at request time.
-//! - **Rooms**: [`SecureClient::create_room`] / [`SecureClient::join_room`]
-//!   derive the room keys from the room password and send only the verifier;
-//!   the history a join returns is opened on the client.
+//! - **Rooms**: [`SecureClient::create_room`] draws the room's descriptor
+//!   (random room id, argon2id costs); [`SecureClient::join_room`] fetches it
+//!   (`room_info`) and refuses costs below this client's floor. Both derive
+//!   the room keys from the password and send only the verifier. The
+//!   history a join returns is opened on the client; what this device
+//!   accepted survives a rejoin, so nothing is accepted twice as new.
 //! - **Messages**: [`SecureClient::send_mp`] / [`SecureClient::send_room`]
 //!   seal; what arrives is opened and verified, and anything tampered,
 //!   replayed or foreign becomes [`SecureEvent::DecryptFailed`], never text.
@@ -23,8 +26,10 @@
 //!   [`SecureOutput::Timeout`] instant.
 //!
 //! - **Persistence**: [`SecureClient::snapshot`] / [`SecureClient::restore`]
-//!   (see [`SecureSnapshot`]); store the snapshot before writing the transmits
-//!   that follow a sealing command, or counters could repeat after a restart.
+//!   (see [`SecureSnapshot`]); store the snapshot before writing the
+//!   transmits that follow a command (outbox, replay state). No sending
+//!   state is persisted: every sending session draws a new random epoch, so
+//!   no restore, copy or second device ever repeats a (key, nonce) pair.
 //!
 //! # Example
 //!
@@ -99,9 +104,9 @@
 //! assert!(users[1].2.iter().any(|e| matches!(e, SecureEvent::MpOffered { from, .. } if from == "alice")));
 //! users[1].0.accept_mp(now, "alice")?;
 //! pump(now, &mut server, &mut users);
-//! users[0].0.send_mp(now, "bob", "hi bob")?; // sealed: the server sees 47 opaque bytes
+//! users[0].0.send_mp(now, "bob", "hi bob")?; // sealed: the server sees 71 opaque bytes
 //! pump(now, &mut server, &mut users);
-//! assert!(users[1].2.iter().any(|e| matches!(e, SecureEvent::Mp { from, text } if from == "alice" && text == "hi bob")));
+//! assert!(users[1].2.iter().any(|e| matches!(e, SecureEvent::Mp { from, text, .. } if from == "alice" && text == "hi bob")));
 //! assert_eq!(users[1].0.messages("alice"), ["hi bob"]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -123,8 +128,11 @@ pub use snapshot::{
     ContactSnapshot, MpPendingSnapshot, ReceivedMp, RoomPendingSnapshot, RoomSnapshot, SecureSnapshot, SessionSnapshot,
 };
 
+use zeroize::Zeroizing;
+
 use super::{
-    IdentityKey, MpOffer, MpRequest, MpSession, PublicIdentity, RoomKeys, RoomSession, SafetyNumber, safety_number,
+    IdentityKey, MpOffer, MpRequest, MpSession, PublicIdentity, RoomDescriptor, RoomKeys, RoomSession, SafetyNumber,
+    check_room_password, safety_number,
 };
 use crate::server::HashParams;
 use crate::{Client, ClientOutput, Now};
@@ -144,9 +152,22 @@ struct Contact {
 #[derive(Debug)]
 enum RoomPending {
     Create(RoomKeys),
-    Join(RoomKeys),
+    /// `room_info`, the first step of a join: the password waits in memory
+    /// only (never in a snapshot) for the descriptor.
+    Info {
+        room: String,
+        password: Zeroizing<Vec<u8>>,
+    },
+    /// `join_room`, the second step; `op` is the id `join_room` returned.
+    Join {
+        keys: RoomKeys,
+        op: u32,
+    },
     History(String),
 }
+
+/// How many request ephemeral keys are remembered per peer, to refuse a replayed request.
+pub const SEEN_REQUESTS: usize = 64;
 
 /// An MP request or acceptance awaiting its answer: on failure, its state goes.
 #[derive(Debug)]
@@ -170,6 +191,9 @@ pub struct SecureClient {
     sessions: HashMap<String, MpSession>,
     rooms: HashMap<String, RoomSession>,
     room_pending: HashMap<u32, RoomPending>,
+    /// SHA-256 of the ephemeral keys of the last [`SEEN_REQUESTS`] requests
+    /// verified from each peer, oldest first: a request seen again is a replay.
+    seen_requests: HashMap<String, VecDeque<[u8; 32]>>,
     mp_pending: HashMap<u32, MpPending>,
     /// Received MPs: (deleted at, sender, text), oldest first.
     inbox: VecDeque<(Instant, String, String)>,
@@ -179,8 +203,9 @@ pub struct SecureClient {
 
 impl SecureClient {
     /// Wraps `client` for the user whose identity key is `identity`.
-    /// `room_params` are the argon2id costs of room keys (every member must
-    /// use the same).
+    /// `room_params` are the argon2id costs of the rooms this client
+    /// creates, and the least it accepts from a room's descriptor
+    /// ([`room::ROOM_PARAMS`](crate::e2e::room::ROOM_PARAMS) for real use).
     #[must_use]
     pub fn new(client: Client, identity: IdentityKey, rng: StdRng, room_params: HashParams, now: Now) -> Self {
         Self {
@@ -194,6 +219,7 @@ impl SecureClient {
             sessions: HashMap::new(),
             rooms: HashMap::new(),
             room_pending: HashMap::new(),
+            seen_requests: HashMap::new(),
             mp_pending: HashMap::new(),
             inbox: VecDeque::new(),
             events: VecDeque::new(),
@@ -265,21 +291,32 @@ impl SecureClient {
         Ok(self.client.login(now, username, password, passphrase)?)
     }
 
-    /// Creates a room protected by `password` (only the verifier is sent).
+    /// Creates a room protected by `password`: draws the room's descriptor
+    /// (a random room id, this client's argon2id costs), derives the keys,
+    /// and sends only the verifier and the descriptor. Weak passwords are
+    /// refused ([`check_room_password`](crate::e2e::check_room_password)).
     pub fn create_room(&mut self, now: Now, room: &str, password: &[u8]) -> Result<u32, SecureError> {
         self.clock = now;
-        let keys = RoomKeys::derive(room, password, self.room_params)?;
-        let id = self.client.create_room(now, room, Bytes::copy_from_slice(keys.verifier()))?;
+        check_room_password(password)?;
+        let descriptor = RoomDescriptor::generate(&mut self.rng, self.room_params);
+        let keys = RoomKeys::derive(room, password, &descriptor)?;
+        let verifier = Bytes::copy_from_slice(keys.verifier());
+        let id = self.client.create_room(now, room, verifier, Bytes::copy_from_slice(&descriptor.to_bytes()))?;
         self.room_pending.insert(id, RoomPending::Create(keys));
         Ok(id)
     }
 
-    /// Joins a room with its password; the returned history is opened here.
+    /// Joins a room with its password, in two requests: `room_info` fetches
+    /// the room's descriptor; once it arrives (and its costs are at least
+    /// this client's), the keys are derived and `join_room` sends the
+    /// verifier. The returned id gets the outcome of the whole join (`Done`
+    /// with `RoomJoined`, or `Failed`); the history is opened here. The
+    /// password stays in memory only until the descriptor arrives.
     pub fn join_room(&mut self, now: Now, room: &str, password: &[u8]) -> Result<u32, SecureError> {
         self.clock = now;
-        let keys = RoomKeys::derive(room, password, self.room_params)?;
-        let id = self.client.join_room(now, room, Bytes::copy_from_slice(keys.verifier()))?;
-        self.room_pending.insert(id, RoomPending::Join(keys));
+        let id = self.client.room_info(now, room)?;
+        let pending = RoomPending::Info { room: room.to_owned(), password: Zeroizing::new(password.to_vec()) };
+        self.room_pending.insert(id, pending);
         Ok(id)
     }
 
@@ -298,7 +335,7 @@ impl SecureClient {
     pub fn send_room(&mut self, now: Now, room: &str, plaintext: &str) -> Result<u32, SecureError> {
         self.clock = now;
         let session = self.rooms.get_mut(room).ok_or_else(|| SecureError::NoRoomKey(room.to_owned()))?;
-        let sealed = session.seal(plaintext.as_bytes())?;
+        let sealed = session.seal(now.unix_ms, plaintext.as_bytes())?;
         Ok(self.client.send_room(now, room, sealed.into())?)
     }
 
@@ -335,7 +372,7 @@ impl SecureClient {
         self.clock = now;
         self.check_unblocked(peer)?;
         let session = self.sessions.get_mut(peer).ok_or_else(|| SecureError::NoSession(peer.to_owned()))?;
-        let sealed = session.seal(plaintext.as_bytes())?;
+        let sealed = session.seal(now.unix_ms, plaintext.as_bytes())?;
         Ok(self.client.send_mp(now, peer, sealed.into())?)
     }
 
@@ -414,6 +451,12 @@ impl SecureClient {
     #[must_use]
     pub fn room_keys(&self, room: &str) -> Option<&RoomKeys> {
         self.rooms.get(room).map(RoomSession::keys)
+    }
+
+    /// The room session of `room` (keys, sending epoch, what was accepted).
+    #[must_use]
+    pub fn room_session(&self, room: &str) -> Option<&RoomSession> {
+        self.rooms.get(room)
     }
 
     /// The MP session with `peer`, for tests that look for leaks.

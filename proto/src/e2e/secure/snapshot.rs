@@ -1,19 +1,20 @@
 //! The whole state of a [`SecureClient`] as plain data, for a stored profile.
 //!
-//! Without it a restarted client would start its sealing counters at 0 again
-//! and reuse CTR key stream (docs/SECURITY.md). [`SecureClient::snapshot`]
-//! exports: the wrapped client's [`ClientSnapshot`], the contact book (pinned
-//! keys and any changed key awaiting acceptance), handshakes in flight (the
-//! requester's ephemeral secret included), verified offers, MP sessions (keys,
-//! next send counter, replay window), room sessions (room secret, next
-//! counter, one replay window per sender), requests awaiting their answer
-//! whose outcome changes e2e state, and the received MPs with their expiry.
-//! [`SecureClient::restore`] is the inverse.
+//! [`SecureClient::snapshot`] exports: the wrapped client's
+//! [`ClientSnapshot`], the contact book (pinned keys and any changed key
+//! awaiting acceptance), handshakes in flight (the requester's ephemeral
+//! secret included), verified offers and the request keys already seen, MP
+//! sessions (stream keys and what was accepted), room sessions (descriptor,
+//! room secret, what was accepted per sender), requests awaiting their
+//! answer whose outcome changes e2e state, and the received MPs with their
+//! expiry. [`SecureClient::restore`] is the inverse.
 //!
-//! **Durability rule**: a command that seals ([`SecureClient::send_mp`],
-//! [`SecureClient::send_room`]) advances a counter; store the snapshot taken
-//! after the command before writing the transmits that follow it. Restoring
-//! an older snapshot would reuse counters.
+//! No sending state is in it: a restored client seals in new random epochs
+//! (docs/E2E.md), so restoring any snapshot, however old, never reuses a
+//! (key, nonce) pair. **Durability rule**: store the snapshot taken after a
+//! command before writing the transmits that follow it, so that the outbox
+//! and what was accepted survive a crash (an older snapshot could accept a
+//! replay of what was received after it, never reuse key stream).
 //!
 //! Every secret field is erased from memory when its struct is dropped.
 //! The identity key is not part of the snapshot: the caller stores it
@@ -27,8 +28,8 @@ use zeroize::Zeroize;
 use super::{Contact, MP_LOCAL_RETENTION, MpPending, RoomPending, SecureClient};
 use crate::client::{ClientSnapshot, SnapshotError};
 use crate::e2e::{
-    IdentityKey, MpOffer, MpRequest, MpSession, Opener, PublicIdentity, ReplayWindow, Role, RoomKeys, RoomSession,
-    SealKeys, Sealer,
+    EpochRecord, IdentityKey, MpOffer, MpRequest, MpSession, Opener, PublicIdentity, ReplayState, Role, RoomDescriptor,
+    RoomKeys, RoomSession, StreamKey,
 };
 use crate::server::HashParams;
 use crate::{Client, ClientConfig, Now};
@@ -37,9 +38,10 @@ use crate::{Client, ClientConfig, Now};
 /// [`ClientSnapshot`], contacts, handshakes, MP and room sessions with their
 /// counters and replay windows, pending requests and received MPs.
 ///
-/// **Durability rule**: store the snapshot taken after a sealing command
-/// before writing the transmits that follow it; restoring an older one would
-/// reuse CTR counters. Secret fields are erased from memory on drop.
+/// **Durability rule**: store the snapshot taken after a command before
+/// writing the transmits that follow it (outbox, replay state). Restoring
+/// an older one never reuses key stream. Secret fields are erased from
+/// memory on drop.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SecureSnapshot {
@@ -61,6 +63,8 @@ pub struct SecureSnapshot {
     pub mp_pending: Vec<MpPendingSnapshot>,
     /// Received MPs still readable, oldest first.
     pub inbox: Vec<ReceivedMp>,
+    /// Request ephemeral keys seen per peer (a replayed request is refused).
+    pub seen_requests: Vec<SeenRequestsSnapshot>,
 }
 
 impl Drop for SecureSnapshot {
@@ -81,7 +85,8 @@ pub struct ContactSnapshot {
     pub presented: Option<Vec<u8>>,
 }
 
-/// An established MP session (secret).
+/// An established MP session (secret). The sending epoch is not part of
+/// it: a restored session always sends in a new epoch.
 #[derive(Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SessionSnapshot {
@@ -89,33 +94,53 @@ pub struct SessionSnapshot {
     pub peer: String,
     /// This user sent the request.
     pub requester: bool,
-    /// Sending keys ([`SealKeys::to_bytes`], 48 bytes).
-    pub send_keys: Vec<u8>,
-    /// The next unused send counter.
-    pub send_next: u64,
-    /// Receiving keys (48 bytes).
-    pub recv_keys: Vec<u8>,
-    /// Highest counter accepted from the peer.
-    pub recv_highest: Option<u64>,
-    /// Replay bitmap below it.
-    pub recv_bitmap: u64,
+    /// Sending stream key (32 bytes).
+    pub send_stream: Vec<u8>,
+    /// Receiving stream key (32 bytes).
+    pub recv_stream: Vec<u8>,
+    /// What was accepted from the peer.
+    pub received: ReceivedSnapshot,
 }
 
-/// A room session (secret).
+/// What a receiver accepted of one stream (see [`ReplayState`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ReceivedSnapshot {
+    /// The sender (room streams; empty for an MP session).
+    pub sender: String,
+    /// The epochs remembered.
+    pub epochs: Vec<EpochRecord>,
+    /// The floor for unknown epochs.
+    pub floor_ms: Option<u64>,
+}
+
+impl ReceivedSnapshot {
+    fn of(sender: &str, state: &ReplayState) -> Self {
+        Self { sender: sender.to_owned(), epochs: state.records(), floor_ms: state.floor_ms() }
+    }
+
+    fn state(&self) -> ReplayState {
+        ReplayState::from_parts(&self.epochs, self.floor_ms)
+    }
+}
+
+/// A room session (secret). As for MP sessions, the sending epoch is not part of it.
 #[derive(Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct RoomSnapshot {
     /// The room.
     pub room: String,
+    /// The room's descriptor (room id and costs).
+    pub descriptor: Vec<u8>,
     /// The room secret ([`RoomKeys::secret`], 32 bytes).
     pub secret: Vec<u8>,
-    /// This member's next unused counter.
-    pub next_counter: u64,
-    /// Per sender: highest accepted counter and replay bitmap.
-    pub windows: Vec<(String, Option<u64>, u64)>,
+    /// What was accepted, per sender.
+    pub received: Vec<ReceivedSnapshot>,
 }
 
-/// A room request awaiting its answer.
+/// A room request awaiting its answer. The first step of a join
+/// (`room_info`, which holds the password) is never part of a snapshot: a
+/// restored client reports nothing for it and the join is started again.
 #[derive(Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct RoomPendingSnapshot {
@@ -125,8 +150,22 @@ pub struct RoomPendingSnapshot {
     pub kind: String,
     /// The room.
     pub room: String,
+    /// The room's descriptor (empty for history).
+    pub descriptor: Vec<u8>,
     /// The room secret a create/join installs (32 bytes; empty for history).
     pub secret: Vec<u8>,
+    /// For a join: the id the caller holds for the whole join.
+    pub op: u32,
+}
+
+/// The request ephemeral keys seen from one peer (SHA-256 each).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct SeenRequestsSnapshot {
+    /// The peer.
+    pub peer: String,
+    /// SHA-256 of each ephemeral key, oldest first.
+    pub digests: Vec<Vec<u8>>,
 }
 
 /// An MP request or acceptance awaiting its answer.
@@ -169,19 +208,20 @@ macro_rules! secret_debug_and_drop {
         }
     };
 }
-secret_debug_and_drop!(SessionSnapshot, "SessionSnapshot", [peer, send_next], [send_keys, recv_keys]);
-secret_debug_and_drop!(RoomSnapshot, "RoomSnapshot", [room, next_counter], [secret]);
+secret_debug_and_drop!(SessionSnapshot, "SessionSnapshot", [peer, received], [send_stream, recv_stream]);
+secret_debug_and_drop!(RoomSnapshot, "RoomSnapshot", [room, received], [secret]);
 secret_debug_and_drop!(RoomPendingSnapshot, "RoomPendingSnapshot", [request_id, kind, room], [secret]);
 secret_debug_and_drop!(ReceivedMp, "ReceivedMp", [from, expires_ms], [text]);
 
-fn keys(bytes: &[u8]) -> Result<SealKeys, SnapshotError> {
-    let array: &[u8; SealKeys::LEN] = bytes.try_into().map_err(|_| SnapshotError::Malformed("session keys"))?;
-    Ok(SealKeys::from_bytes(array))
+fn stream(bytes: &[u8]) -> Result<StreamKey, SnapshotError> {
+    let array: [u8; StreamKey::LEN] = bytes.try_into().map_err(|_| SnapshotError::Malformed("session keys"))?;
+    Ok(StreamKey::from_bytes(array))
 }
 
-fn room_keys(room: &str, secret: &[u8]) -> Result<RoomKeys, SnapshotError> {
+fn room_keys(room: &str, descriptor: &[u8], secret: &[u8]) -> Result<RoomKeys, SnapshotError> {
+    let descriptor = RoomDescriptor::from_bytes(descriptor).map_err(|_| SnapshotError::Malformed("room descriptor"))?;
     let array: &[u8; 32] = secret.try_into().map_err(|_| SnapshotError::Malformed("room secret"))?;
-    Ok(RoomKeys::from_secret(room, array))
+    Ok(RoomKeys::from_secret(room, &descriptor, array))
 }
 
 impl SecureClient {
@@ -197,25 +237,29 @@ impl SecureClient {
         let sessions = self.sessions.iter().map(|(peer, s)| SessionSnapshot {
             peer: peer.clone(),
             requester: s.role() == Role::Requester,
-            send_keys: s.sealer().keys().to_bytes().to_vec(),
-            send_next: s.sealer().next_counter(),
-            recv_keys: s.opener().keys().to_bytes().to_vec(),
-            recv_highest: s.opener().window().highest(),
-            recv_bitmap: s.opener().window().bitmap(),
+            send_stream: s.send_stream().as_bytes().to_vec(),
+            recv_stream: s.opener().stream().as_bytes().to_vec(),
+            received: ReceivedSnapshot::of("", s.opener().state()),
         });
         let rooms = self.rooms.iter().map(|(room, s)| RoomSnapshot {
             room: room.clone(),
+            descriptor: s.keys().descriptor().to_bytes().to_vec(),
             secret: s.keys().secret().to_vec(),
-            next_counter: s.next_counter(),
-            windows: s.windows().into_iter().map(|(sender, w)| (sender, w.highest(), w.bitmap())).collect(),
+            received: s.received_all().iter().map(|(sender, state)| ReceivedSnapshot::of(sender, state)).collect(),
         });
-        let room_pending = self.room_pending.iter().map(|(id, p)| {
-            let (kind, room, secret) = match p {
-                RoomPending::Create(k) => ("create", k.room().to_owned(), k.secret().to_vec()),
-                RoomPending::Join(k) => ("join", k.room().to_owned(), k.secret().to_vec()),
-                RoomPending::History(room) => ("history", room.clone(), Vec::new()),
+        let room_pending = self.room_pending.iter().filter_map(|(id, p)| {
+            let keys_of = |k: &RoomKeys| (k.room().to_owned(), k.descriptor().to_bytes().to_vec(), k.secret().to_vec());
+            let (kind, (room, descriptor, secret), op) = match p {
+                RoomPending::Create(k) => ("create", keys_of(k), 0),
+                RoomPending::Join { keys, op } => ("join", keys_of(keys), *op),
+                RoomPending::History(room) => ("history", (room.clone(), Vec::new(), Vec::new()), 0),
+                RoomPending::Info { .. } => return None,
             };
-            RoomPendingSnapshot { request_id: *id, kind: kind.to_owned(), room, secret }
+            Some(RoomPendingSnapshot { request_id: *id, kind: kind.to_owned(), room, descriptor, secret, op })
+        });
+        let seen_requests = self.seen_requests.iter().map(|(peer, digests)| SeenRequestsSnapshot {
+            peer: peer.clone(),
+            digests: digests.iter().map(|d| d.to_vec()).collect(),
         });
         let mp_pending = self.mp_pending.iter().map(|(id, p)| match p {
             MpPending::Request(peer) => MpPendingSnapshot { request_id: *id, peer: peer.clone(), accept: false },
@@ -231,6 +275,7 @@ impl SecureClient {
             room_pending: room_pending.collect(),
             mp_pending: mp_pending.collect(),
             inbox: self.snapshot_inbox(),
+            seen_requests: seen_requests.collect(),
         };
         // Stable order: equal states give equal snapshots.
         snapshot.contacts.sort_by(|a, b| a.user.cmp(&b.user));
@@ -240,6 +285,7 @@ impl SecureClient {
         snapshot.rooms.sort_by(|a, b| a.room.cmp(&b.room));
         snapshot.room_pending.sort_by_key(|p| p.request_id);
         snapshot.mp_pending.sort_by_key(|p| p.request_id);
+        snapshot.seen_requests.sort_by(|a, b| a.peer.cmp(&b.peer));
         snapshot
     }
 
@@ -277,22 +323,26 @@ impl SecureClient {
         };
         for s in &snapshot.sessions {
             let role = if s.requester { Role::Requester } else { Role::Accepter };
-            let sealer = Sealer::resume(keys(&s.send_keys)?, s.send_next);
-            let window = ReplayWindow::from_parts(s.recv_highest, s.recv_bitmap);
-            let opener = Opener::resume(keys(&s.recv_keys)?, window);
-            sc.sessions.insert(s.peer.clone(), MpSession::resume(&me, &s.peer, role, sealer, opener));
+            let opener = Opener::resume(stream(&s.recv_stream)?, s.received.state());
+            let session = MpSession::resume(&me, &s.peer, role, stream(&s.send_stream)?, opener, &mut sc.rng);
+            sc.sessions.insert(s.peer.clone(), session);
         }
         for r in &snapshot.rooms {
-            let mut session = RoomSession::resume(room_keys(&r.room, &r.secret)?, &me, r.next_counter);
-            for (sender, highest, bitmap) in &r.windows {
-                session.restore_window(sender, ReplayWindow::from_parts(*highest, *bitmap));
+            let keys = room_keys(&r.room, &r.descriptor, &r.secret)?;
+            let mut session = RoomSession::new(keys, &me, &mut sc.rng);
+            for received in &r.received {
+                session.restore_received(&received.sender, received.state());
             }
             sc.rooms.insert(r.room.clone(), session);
         }
+        for seen in &snapshot.seen_requests {
+            let digests = seen.digests.iter().filter_map(|d| <[u8; 32]>::try_from(d.as_slice()).ok()).collect();
+            sc.seen_requests.insert(seen.peer.clone(), digests);
+        }
         for p in &snapshot.room_pending {
             let pending = match p.kind.as_str() {
-                "create" => RoomPending::Create(room_keys(&p.room, &p.secret)?),
-                "join" => RoomPending::Join(room_keys(&p.room, &p.secret)?),
+                "create" => RoomPending::Create(room_keys(&p.room, &p.descriptor, &p.secret)?),
+                "join" => RoomPending::Join { keys: room_keys(&p.room, &p.descriptor, &p.secret)?, op: p.op },
                 "history" => RoomPending::History(p.room.clone()),
                 _ => return Err(SnapshotError::Malformed("room request")),
             };

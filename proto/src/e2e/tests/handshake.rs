@@ -3,7 +3,7 @@ use rand::rngs::StdRng;
 
 use super::*;
 use crate::e2e::fixtures::{ALICE_PKCS8, BOB_PKCS8, MALLORY_PKCS8};
-use crate::e2e::seal::SealKeys;
+use crate::e2e::seal::StreamKey;
 
 struct Party {
     key: IdentityKey,
@@ -20,9 +20,11 @@ fn rng(seed: u8) -> StdRng {
     StdRng::from_seed([seed; 32])
 }
 
-fn keys_eq(a: &SealKeys, b: &SealKeys) -> bool {
-    a.to_bytes() == b.to_bytes()
+fn keys_eq(a: &StreamKey, b: &StreamKey) -> bool {
+    a == b
 }
+
+const T: u64 = 1_700_000_000_000;
 
 fn handshake() -> (MpSession, MpSession) {
     let (alice, bob) = (party(ALICE_PKCS8), party(BOB_PKCS8));
@@ -30,29 +32,31 @@ fn handshake() -> (MpSession, MpSession) {
     let (pending, request) = MpRequest::new(&mut rng, &alice.key, "alice", "bob").unwrap();
     let offer = MpOffer::verify("alice", &alice.public, "bob", &request).unwrap();
     let (bob_session, accept) = offer.accept(&mut rng, &bob.key).unwrap();
-    let alice_session = pending.complete(&bob.public, &accept).unwrap();
+    let alice_session = pending.complete(&mut StdRng::from_seed([99; 32]), &bob.public, &accept).unwrap();
     (alice_session, bob_session)
 }
 
 #[test]
 fn both_sides_derive_the_same_keys() {
     let (mut alice, mut bob) = handshake();
-    assert!(keys_eq(alice.sealer().keys(), bob.opener().keys()));
-    assert!(keys_eq(bob.sealer().keys(), alice.opener().keys()));
-    // One key per direction, and the AES and HMAC keys differ.
-    assert!(!keys_eq(alice.sealer().keys(), alice.opener().keys()));
+    assert!(keys_eq(alice.send_stream(), bob.opener().stream()));
+    assert!(keys_eq(bob.send_stream(), alice.opener().stream()));
+    // One key per direction, and the AES and HMAC keys of an epoch differ.
+    assert!(!keys_eq(alice.send_stream(), alice.opener().stream()));
     let k = alice.sealer().keys().to_bytes();
     assert_ne!(k[..16], k[16..32]);
+    // Each side sends in an epoch of its own.
+    assert_ne!(alice.sealer().epoch(), bob.sealer().epoch());
     assert_eq!((alice.me(), alice.peer(), alice.role()), ("alice", "bob", Role::Requester));
     assert_eq!((bob.me(), bob.peer(), bob.role()), ("bob", "alice", Role::Accepter));
 
-    let to_bob = alice.seal(b"hi bob").unwrap();
-    assert_eq!(bob.open(&to_bob).unwrap(), b"hi bob");
+    let to_bob = alice.seal(T, b"hi bob").unwrap();
+    assert_eq!(bob.open(&to_bob).unwrap().plaintext, b"hi bob");
     assert_eq!(bob.open(&to_bob), Err(OpenError::Replayed { counter: 0 }));
-    let to_alice = bob.seal(b"hi alice").unwrap();
-    assert_eq!(alice.open(&to_alice).unwrap(), b"hi alice");
+    let to_alice = bob.seal(T, b"hi alice").unwrap();
+    assert_eq!(alice.open(&to_alice).unwrap().plaintext, b"hi alice");
     // A message reflected back to its sender does not open.
-    let mine = alice.seal(b"echo").unwrap();
+    let mine = alice.seal(T, b"echo").unwrap();
     assert_eq!(alice.open(&mine), Err(OpenError::BadMac));
 }
 
@@ -65,9 +69,9 @@ fn every_handshake_has_fresh_keys() {
         let (pending, request) = MpRequest::new(&mut rng, &alice.key, "alice", "bob").unwrap();
         let (_, accept) =
             MpOffer::verify("alice", &alice.public, "bob", &request).unwrap().accept(&mut rng, &bob.key).unwrap();
-        sessions.push(pending.complete(&bob.public, &accept).unwrap());
+        sessions.push(pending.complete(&mut StdRng::from_seed([99; 32]), &bob.public, &accept).unwrap());
     }
-    assert!(!keys_eq(sessions[0].sealer().keys(), sessions[1].sealer().keys()));
+    assert!(!keys_eq(sessions[0].send_stream(), sessions[1].send_stream()));
 }
 
 #[test]
@@ -123,20 +127,32 @@ fn swapped_accept_key_or_foreign_signature_is_rejected() {
 
     // The server answers in Bob's name with its own key pair.
     let (_, forged) = offer.accept(&mut rng, &mallory.key).unwrap();
-    assert_eq!(pending.complete(&bob.public, &forged).unwrap_err(), HandshakeError::BadSignature);
+    assert_eq!(
+        pending.complete(&mut StdRng::from_seed([99; 32]), &bob.public, &forged).unwrap_err(),
+        HandshakeError::BadSignature
+    );
     let mut swapped = accept.clone();
     swapped[1..66].copy_from_slice(&forged[1..66]);
-    assert_eq!(pending.complete(&bob.public, &swapped).unwrap_err(), HandshakeError::BadSignature);
+    assert_eq!(
+        pending.complete(&mut StdRng::from_seed([99; 32]), &bob.public, &swapped).unwrap_err(),
+        HandshakeError::BadSignature
+    );
     // Bob's acceptance of an older request of Alice's.
     let (_, old_request) = MpRequest::new(&mut rng, &alice.key, "alice", "bob").unwrap();
     let old_offer = MpOffer::verify("alice", &alice.public, "bob", &old_request).unwrap();
     let (_, old_accept) = old_offer.accept(&mut rng, &bob.key).unwrap();
-    assert_eq!(pending.complete(&bob.public, &old_accept).unwrap_err(), HandshakeError::BadSignature);
+    assert_eq!(
+        pending.complete(&mut StdRng::from_seed([99; 32]), &bob.public, &old_accept).unwrap_err(),
+        HandshakeError::BadSignature
+    );
     // Bob's own request to Alice, passed off as an acceptance.
     let (_, bob_request) = MpRequest::new(&mut rng, &bob.key, "alice", "bob").unwrap();
-    assert_eq!(pending.complete(&bob.public, &bob_request).unwrap_err(), HandshakeError::BadSignature);
+    assert_eq!(
+        pending.complete(&mut StdRng::from_seed([99; 32]), &bob.public, &bob_request).unwrap_err(),
+        HandshakeError::BadSignature
+    );
     // The request survived the failures.
-    assert!(pending.complete(&bob.public, &accept).is_ok());
+    assert!(pending.complete(&mut StdRng::from_seed([99; 32]), &bob.public, &accept).is_ok());
 }
 
 /// A full man in the middle: the server runs one handshake with each side
@@ -150,7 +166,7 @@ fn man_in_the_middle_is_detected_by_pinned_keys() {
     assert!(MpOffer::verify("alice", &alice.public, "bob", &to_bob).is_err());
     let fake_offer = MpOffer::verify("alice", &mallory.public, "bob", &to_bob).unwrap();
     let (_, to_alice) = fake_offer.accept(&mut rng, &mallory.key).unwrap();
-    assert!(alice_pending.complete(&bob.public, &to_alice).is_err());
+    assert!(alice_pending.complete(&mut StdRng::from_seed([99; 32]), &bob.public, &to_alice).is_err());
 }
 
 #[test]
@@ -207,8 +223,8 @@ fn pending_request_survives_export_and_restore() {
     assert_eq!(restored.accepter(), "bob");
     let (mut bob_session, accept) =
         MpOffer::verify("alice", &alice.public, "bob", &request).unwrap().accept(&mut rng, &bob.key).unwrap();
-    let mut alice_session = restored.complete(&bob.public, &accept).unwrap();
-    assert_eq!(bob_session.open(&alice_session.seal(b"still here").unwrap()).unwrap(), b"still here");
+    let mut alice_session = restored.complete(&mut StdRng::from_seed([99; 32]), &bob.public, &accept).unwrap();
+    assert_eq!(bob_session.open(&alice_session.seal(T, b"still here").unwrap()).unwrap().plaintext, b"still here");
     // Every truncation and a trailing byte are refused, without panicking.
     for len in 0..saved.len() {
         assert_eq!(MpRequest::restore(&saved[..len]).unwrap_err(), RestoreError, "len {len}");

@@ -101,17 +101,16 @@ fn the_server_never_holds_plaintext_or_content_keys() {
     items.push(("the room password".into(), ROOM_PASSWORD.to_vec()));
     for (who, peer) in [(a, "bob"), (b, "alice")] {
         let session = net.sc(who).session(peer).expect("session").clone();
-        for (dir, keys) in [("send", session.sealer().keys()), ("receive", session.opener().keys())] {
-            let bytes = keys.to_bytes();
-            items.push((format!("MP {dir} encryption key of user {who}"), bytes[..16].to_vec()));
-            items.push((format!("MP {dir} MAC key of user {who}"), bytes[16..].to_vec()));
+        for (dir, stream) in [("send", session.send_stream()), ("receive", session.opener().stream())] {
+            items.push((format!("MP {dir} stream key of user {who}"), stream.as_bytes().to_vec()));
         }
+        let bytes = session.sealer().keys().to_bytes();
+        items.push((format!("MP send epoch encryption key of user {who}"), bytes[..16].to_vec()));
+        items.push((format!("MP send epoch MAC key of user {who}"), bytes[16..].to_vec()));
     }
     let room_keys = net.sc(a).room_keys("room11").unwrap().clone();
     for member in ["alice", "bob", "carol"] {
-        let bytes = room_keys.sender_keys(member).to_bytes();
-        items.push((format!("room encryption key of {member}"), bytes[..16].to_vec()));
-        items.push((format!("room MAC key of {member}"), bytes[16..].to_vec()));
+        items.push((format!("room stream key of {member}"), room_keys.sender_key(member).as_bytes().to_vec()));
     }
     for (name, pkcs8) in [("alice", fixtures::ALICE_PKCS8), ("bob", fixtures::BOB_PKCS8)] {
         // The tail of the private key: the CRT coefficient, private only
@@ -121,7 +120,7 @@ fn the_server_never_holds_plaintext_or_content_keys() {
     let secrets = Secrets { items };
 
     // The detector finds what it looks for.
-    assert!(secrets.contains_any(&format!("{:?}", Bytes::copy_from_slice(&room_keys.sender_keys("bob").to_bytes()))));
+    assert!(secrets.contains_any(&format!("{:?}", Bytes::copy_from_slice(room_keys.sender_key("bob").as_bytes()))));
     assert!(secrets.contains_any(&format!("{:?}", net.sc(a).session("bob").unwrap().sealer().keys().to_bytes())));
 
     // The server's state, as text and as stored blobs.

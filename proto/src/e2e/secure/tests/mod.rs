@@ -2,6 +2,7 @@
 //! [`Server`] in-process (the pump of the client machine's tests).
 
 mod blindness;
+mod hostile;
 mod mp;
 mod rooms;
 mod snapshot;
@@ -200,7 +201,7 @@ fn mps(events: &[SecureEvent]) -> Vec<(String, String)> {
     events
         .iter()
         .filter_map(|e| match e {
-            SecureEvent::Mp { from, text } => Some((from.clone(), text.clone())),
+            SecureEvent::Mp { from, text, .. } => Some((from.clone(), text.clone())),
             _ => None,
         })
         .collect()

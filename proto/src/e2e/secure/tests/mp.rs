@@ -8,6 +8,8 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use super::{Net, alice_bob, failures, mps};
+
+const T: u64 = 1_700_000_000_000;
 use crate::ClientEvent;
 use crate::e2e::secure::{DecryptError, MP_LOCAL_RETENTION, SecureError, SecureEvent, SecureOutput};
 use crate::e2e::{IdentityKey, MpRequest, OpenError, fixtures};
@@ -151,7 +153,7 @@ fn flipped_bits_replays_and_foreign_blobs_never_yield_text() {
 
     // Alice's next blob to Bob, sealed off a copy of her session.
     let mut copy = net.sc(a).session("bob").unwrap().clone();
-    let blob = copy.seal(b"genuine").unwrap();
+    let blob = copy.seal(T, b"genuine").unwrap();
     for bit in 0..blob.len() * 8 {
         let mut flipped = blob.clone();
         flipped[bit / 8] ^= 1 << (bit % 8);
@@ -174,8 +176,8 @@ fn flipped_bits_replays_and_foreign_blobs_never_yield_text() {
 
     // A blob from Alice's session with Carol, presented to Bob.
     let mut to_carol = net.sc(a).session("carol").unwrap().clone();
-    to_carol.seal(b"skip a counter Bob has seen").unwrap();
-    let foreign = to_carol.seal(b"for carol").unwrap();
+    to_carol.seal(T, b"skip a counter Bob has seen").unwrap();
+    let foreign = to_carol.seal(T, b"for carol").unwrap();
     net.sc(b).on_event(user_message("alice", 103, foreign.clone()));
     // And from someone Bob has no session with.
     net.sc(b).on_event(user_message("carol", 1, foreign));

@@ -1,5 +1,6 @@
-//! Snapshots: export, restore in a "new process", carry on; counters never
-//! repeat, replays stay refused, the outbox is re-sent and performed once.
+//! Snapshots: export, restore in a "new process", carry on; a restored
+//! client seals in new epochs (never the old key stream), replays stay
+//! refused, the outbox is re-sent and performed once.
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use super::{Net, alice_bob, failures, mps};
-use crate::e2e::seal::peek_counter;
+use crate::e2e::seal::peek_header;
 use crate::e2e::secure::{DecryptError, MP_LOCAL_RETENTION, SecureClient, SecureEvent, SecureSnapshot};
 use crate::e2e::{IdentityKey, OpenError, fixtures};
 use crate::server::HashParams;
@@ -36,16 +37,17 @@ fn a_restored_client_carries_on_mps_and_rooms_without_reusing_counters() {
     let (mut net, a, b) = alice_bob();
     net.handshake(a, b, "alice", "bob");
     let now = net.now;
-    net.sc(a).create_room(now, "room11", b"pass2934").unwrap();
+    net.sc(a).create_room(now, "room11", b"pass2934 of room11").unwrap();
     net.pump();
-    net.sc(b).join_room(now, "room11", b"pass2934").unwrap();
+    net.sc(b).join_room(now, "room11", b"pass2934 of room11").unwrap();
     net.pump();
     net.sc(a).send_mp(now, "bob", "before").unwrap();
     net.sc(a).send_room(now, "room11", "room before").unwrap();
     net.pump();
     net.take(a);
     net.take(b);
-    let counter = net.sc(a).session("bob").unwrap().sealer().next_counter();
+    let old_epoch = *net.sc(a).session("bob").unwrap().sealer().epoch();
+    let old_room_epoch = *net.sc(a).room_session("room11").unwrap().sealer().epoch();
 
     let snapshot = net.sc(a).snapshot();
     assert_eq!(snapshot.client.username.as_deref(), Some("alice"));
@@ -57,9 +59,10 @@ fn a_restored_client_carries_on_mps_and_rooms_without_reusing_counters() {
     restart(&mut net, a, &snapshot, fixtures::ALICE_PKCS8);
     assert!(net.take(a).iter().any(|e| matches!(e, SecureEvent::Plain(ClientEvent::Connected { .. }))));
 
-    // The next blobs continue the counters.
+    // The next blobs are sealed in new epochs: nothing of the old key stream.
     let mut copy = net.sc(a).session("bob").unwrap().clone();
-    assert_eq!(peek_counter(&copy.seal(b"probe").unwrap()), Ok(counter));
+    assert_ne!(peek_header(&copy.seal(0, b"probe").unwrap()).unwrap().epoch, old_epoch);
+    assert_ne!(*net.sc(a).room_session("room11").unwrap().sealer().epoch(), old_room_epoch);
     net.sc(a).send_mp(now, "bob", "after").unwrap();
     net.sc(a).send_room(now, "room11", "room after").unwrap();
     net.pump();
@@ -80,7 +83,7 @@ fn replays_are_still_refused_after_a_restore() {
     net.handshake(a, b, "alice", "bob");
     let now = net.now;
     let mut copy = net.sc(a).session("bob").unwrap().clone();
-    let blob = copy.seal(b"once").unwrap();
+    let blob = copy.seal(0, b"once").unwrap();
     net.sc(b).on_event(ClientEvent::UserMessage {
         from: "alice".into(),
         seq: 50,
