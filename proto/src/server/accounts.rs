@@ -7,6 +7,7 @@ use bytes::Bytes;
 use rand::RngExt as _;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
 
 use super::session::{Bound, LoginStep};
 use super::state::{Change, Rotation, SecretHash, TokenRecord, User};
@@ -48,8 +49,8 @@ impl Server {
         let salts: [[u8; 16]; 2] = [self.rng.random(), self.rng.random()];
         let params = self.config.hash_params;
         let tasks = vec![
-            HashTask { secret: b.password.into_bytes(), salt: salts[0], params },
-            HashTask { secret: b.passphrase.into_bytes(), salt: salts[1], params },
+            HashTask { secret: Zeroizing::new(b.password.into_bytes()), salt: salts[0], params },
+            HashTask { secret: Zeroizing::new(b.passphrase.into_bytes()), salt: salts[1], params },
         ];
         self.reserved.insert(b.username.clone());
         let pending =
@@ -78,7 +79,7 @@ impl Server {
             Some(u) => (u.password.salt, u.password.params, Some(u.password.hash)),
             None => (self.dummy_salt(&b.username), self.config.hash_params, None),
         };
-        let tasks = vec![HashTask { secret: b.password.into_bytes(), salt, params }];
+        let tasks = vec![HashTask { secret: Zeroizing::new(b.password.into_bytes()), salt, params }];
         let pending = Pending::Login { session, request_id, username: b.username, expected };
         self.start_job(session, tasks, pending);
     }
@@ -97,7 +98,8 @@ impl Server {
             return self.reject(now, session, op, request_id, code::UNAUTHORIZED, INVALID_CREDENTIALS.into());
         };
         let p = &user.passphrase;
-        let tasks = vec![HashTask { secret: b.passphrase.into_bytes(), salt: p.salt, params: p.params }];
+        let tasks =
+            vec![HashTask { secret: Zeroizing::new(b.passphrase.into_bytes()), salt: p.salt, params: p.params }];
         let pending = Pending::Passphrase { session, request_id, username, expected: p.hash };
         self.start_job(session, tasks, pending);
     }
