@@ -33,6 +33,8 @@ pub(crate) fn bench_server_config() -> ServerConfig {
         hash_params: HashParams::INSECURE_FAST,
         queue_per_recipient: 100_000,
         queue_total: 1_000_000,
+        // Every simulated client logs in from 127.0.0.1: one source, many accounts at once.
+        login_source_burst: u32::MAX,
         ..ServerConfig::default()
     }
 }

@@ -204,8 +204,11 @@ mod server_session {
                 assert!(lane.items.back().is_none_or(|i| i.seq < lane.next_seq), "seq beyond next_seq");
             }
         }
+        let budget = server.config().room_history_budget();
         for room in state.rooms.values() {
             assert!(room.history.len() <= state.history_cap, "room history above its cap");
+            let bytes: usize = room.history.iter().map(|e| 2 + e.from.len() + 8 + 8 + 4 + e.sealed.len()).sum();
+            assert!(bytes <= budget, "room history above its byte budget");
         }
     }
 

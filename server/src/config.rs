@@ -273,7 +273,9 @@ fn resolve(f: FileConfig, file: Option<PathBuf>) -> Result<RunConfig, ConfigErro
     at_least("server.max_verifier", s.max_verifier, 16)?;
     at_least("server.max_identity_key", s.max_identity_key, 1)?;
     at_least("server.login_burst", s.login_burst, 1)?;
+    at_least("server.login_source_burst", s.login_source_burst, 1)?;
     at_least("server.max_tracked_accounts", s.max_tracked_accounts, 1)?;
+    at_least("server.max_tracked_sources", s.max_tracked_sources, 1)?;
     at_least("server.max_room_members", s.max_room_members, 1)?;
     at_least("server.queue_per_recipient", s.queue_per_recipient, 1)?;
     at_least("server.queue_total", s.queue_total, s.queue_per_recipient)?;
@@ -294,7 +296,24 @@ fn resolve(f: FileConfig, file: Option<PathBuf>) -> Result<RunConfig, ConfigErro
     // argon2 requires at least 8 KiB per lane.
     at_least("argon2.m_cost_kib", a.m_cost_kib, a.p_cost.saturating_mul(8))?;
 
+    at_least("server.max_rooms_per_user", s.max_rooms_per_user, 1)?;
+    at_least("server.max_accounts", s.max_accounts, 1)?;
+
     let mut server = s.to_config(f.limits.into(), f.argon2.into());
+    // A room_joined answer (full member list and whole history) must fit in one frame.
+    let room_answer = server.room_history_bytes.saturating_add(server.room_answer_overhead());
+    if room_answer as u64 > server.limits.max_data {
+        return Err(invalid(
+            "server.room_history_bytes",
+            format!(
+                "{} plus {} bytes for max_room_members names exceeds limits.max_data ({}): a room's history \
+                 must fit in one frame",
+                server.room_history_bytes,
+                server.room_answer_overhead(),
+                server.limits.max_data
+            ),
+        ));
+    }
     if let Some(c) = f.codes {
         if !(1..=60).contains(&c.ttl_secs) {
             return Err(invalid("codes.ttl_secs", format!("{} is not between 1 and 60", c.ttl_secs)));

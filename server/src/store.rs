@@ -19,8 +19,9 @@
 //! form of the proto types. That form is positional (enum variants by index,
 //! struct fields in order), so any change to `Change`, `State` or a type they
 //! hold changes the format: bump [`FORMAT_VERSION`] with it (a test pins an
-//! encoding to catch that). A store of another format is refused, never
-//! misread.
+//! encoding to catch that). A store of an older format this build knows
+//! ([`OLDEST_MIGRATED_FORMAT`]) is migrated when opened; any other is
+//! refused, never misread.
 //!
 //! Loading reads the snapshot, then replays the changes after it with
 //! [`State::apply`]. Every [`Store::compact_every`] changes the store writes a
@@ -42,7 +43,17 @@ pub use fs::{DIR_MODE, FILE_MODE, ensure_data_dir};
 /// The database file's name in the data directory.
 pub const DB_FILE: &str = "confab.db";
 /// The record format this build reads and writes (see the module docs).
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
+/// The oldest format this build migrates from when it opens a store.
+///
+/// Format 2 -> 3: [`State`] gained fields at its end (every one a map, empty
+/// in a format-2 state) and [`Change`] gained variants at its end (so a
+/// format-2 log decodes as is). A format-2 snapshot is read by appending one
+/// zero byte per new field (postcard's encoding of an empty map); the store
+/// then writes a format-3 snapshot and its format in one transaction.
+pub const OLDEST_MIGRATED_FORMAT: u32 = 2;
+/// The [`State`] fields added in format 3 (all maps, empty when migrated).
+const FIELDS_ADDED_IN_3: usize = 3;
 /// Changes between two snapshots, by default.
 pub const DEFAULT_COMPACT_EVERY: u64 = 10_000;
 /// The `application` value in `meta`: tells a confab store from another SQLite file.
@@ -198,9 +209,34 @@ impl Store {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(sql(&path))?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(sql(&path))?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(sql(&path))?;
-        check_schema(&conn, &path, create)?;
-        let (state, next_seq, log_len) = load(&conn, &path, config)?;
-        Ok(Store { conn, path, state, next_seq, log_len, compact_every: DEFAULT_COMPACT_EVERY })
+        let format = check_schema(&conn, &path, create)?;
+        let (state, next_seq, log_len) = load(&conn, &path, config, format)?;
+        let mut store = Store { conn, path, state, next_seq, log_len, compact_every: DEFAULT_COMPACT_EVERY };
+        if format < FORMAT_VERSION && create {
+            store.migrate()?;
+        }
+        Ok(store)
+    }
+
+    /// Rewrites a store of an older format: a snapshot of the loaded state
+    /// in this format, the log it covers deleted, and the new format in
+    /// `meta`, in one transaction.
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let state = postcard::to_stdvec(&self.state).map_err(StoreError::Encode)?;
+        let upto = self.next_seq - 1;
+        let path = &self.path;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(path))?;
+        tx.execute(
+            "INSERT INTO snapshot (id, upto, state) VALUES (1, ?1, ?2) \
+             ON CONFLICT (id) DO UPDATE SET upto = excluded.upto, state = excluded.state",
+            params![upto, state],
+        )
+        .map_err(sql(path))?;
+        tx.execute("DELETE FROM changes WHERE seq <= ?1", params![upto]).map_err(sql(path))?;
+        tx.execute("UPDATE meta SET value = ?1 WHERE key = 'format'", params![FORMAT_VERSION]).map_err(sql(path))?;
+        tx.commit().map_err(sql(path))?;
+        self.log_len = 0;
+        Ok(())
     }
 
     /// Appends one loop turn's changes to the log in one transaction, then
@@ -286,8 +322,8 @@ impl Store {
 }
 
 /// Creates the tables of a new store, or checks an existing one is a confab
-/// store of this format.
-fn check_schema(conn: &Connection, path: &Path, create: bool) -> Result<(), StoreError> {
+/// store of this format or one it migrates from. Returns the store's format.
+fn check_schema(conn: &Connection, path: &Path, create: bool) -> Result<u32, StoreError> {
     let has_meta: bool = conn
         .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'", [], |r| r.get(0))
         .map_err(sql(path))?;
@@ -306,7 +342,7 @@ fn check_schema(conn: &Connection, path: &Path, create: bool) -> Result<(), Stor
              COMMIT;"
         ))
         .map_err(sql(path))?;
-        return Ok(());
+        return Ok(FORMAT_VERSION);
     }
     let meta = |key: &str| -> Result<Option<rusqlite::types::Value>, StoreError> {
         conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional().map_err(sql(path))
@@ -316,7 +352,9 @@ fn check_schema(conn: &Connection, path: &Path, create: bool) -> Result<(), Stor
         return Err(StoreError::NotAStore { path: path.to_owned() });
     }
     match meta("format")? {
-        Some(Value::Integer(v)) if v == i64::from(FORMAT_VERSION) => Ok(()),
+        Some(Value::Integer(v)) if (i64::from(OLDEST_MIGRATED_FORMAT)..=i64::from(FORMAT_VERSION)).contains(&v) => {
+            Ok(u32::try_from(v).unwrap_or(FORMAT_VERSION))
+        }
         Some(Value::Integer(v)) => Err(StoreError::VersionMismatch {
             path: path.to_owned(),
             found: u32::try_from(v).unwrap_or(u32::MAX),
@@ -332,7 +370,7 @@ fn check_schema(conn: &Connection, path: &Path, create: bool) -> Result<(), Stor
 }
 
 /// The snapshot, then every change after it: the state, the next sequence number, the log length.
-fn load(conn: &Connection, path: &Path, config: &ServerConfig) -> Result<(State, i64, u64), StoreError> {
+fn load(conn: &Connection, path: &Path, config: &ServerConfig, format: u32) -> Result<(State, i64, u64), StoreError> {
     let corrupt = |record, position, e: postcard::Error| StoreError::Corrupt {
         path: path.to_owned(),
         record,
@@ -344,7 +382,13 @@ fn load(conn: &Connection, path: &Path, config: &ServerConfig) -> Result<(State,
         .optional()
         .map_err(sql(path))?;
     let (mut state, upto) = match snapshot {
-        Some((upto, bytes)) => (postcard::from_bytes::<State>(&bytes).map_err(|e| corrupt("snapshot", upto, e))?, upto),
+        Some((upto, mut bytes)) => {
+            if format < 3 {
+                // The fields format 3 appended to `State`, empty (see `OLDEST_MIGRATED_FORMAT`).
+                bytes.extend(std::iter::repeat_n(0u8, FIELDS_ADDED_IN_3));
+            }
+            (postcard::from_bytes::<State>(&bytes).map_err(|e| corrupt("snapshot", upto, e))?, upto)
+        }
         None => (State::new(config.room_history, config.dedup_window), 0),
     };
     // As `Server::restore` does: the caps come from the configuration.

@@ -182,6 +182,45 @@ fn store_refuses_a_directory_open_to_others() {
     assert_eq!(ensure_data_dir(&file).unwrap_err().kind(), std::io::ErrorKind::NotADirectory);
 }
 
+/// Fields format 3 appended to `State` (empty maps: one zero byte each).
+const FIELDS_ADDED_IN_3: usize = 3;
+
+/// A format-2 store (a snapshot without the fields format 3 appended to
+/// `State`, and a log after it) is read as it is, and rewritten as format 3 by
+/// the server's open, never by a read-only admin command.
+#[test]
+fn store_migrates_format_2() {
+    let net = scenario();
+    let dir = TempDir::new("migrate");
+    let half = net.turns.len() / 2;
+    {
+        let (mut store, _) = Store::open(&dir.data(), &config()).unwrap();
+        commit_all(&mut store, &net.turns[..half]);
+        store.compact().unwrap();
+        commit_all(&mut store, &net.turns[half..]);
+    }
+    let format = |dir: &TempDir| -> i64 {
+        sqlite(dir).query_row("SELECT value FROM meta WHERE key = 'format'", [], |r| r.get(0)).unwrap()
+    };
+    {
+        let conn = sqlite(&dir);
+        let snapshot: Vec<u8> = conn.query_row("SELECT state FROM snapshot", [], |r| r.get(0)).unwrap();
+        assert!(snapshot.ends_with(&[0; FIELDS_ADDED_IN_3]), "the new fields are empty in this scenario");
+        let old = &snapshot[..snapshot.len() - FIELDS_ADDED_IN_3];
+        conn.execute("UPDATE snapshot SET state = ?1", [old]).unwrap();
+        conn.execute("UPDATE meta SET value = 2 WHERE key = 'format'", []).unwrap();
+    }
+    assert_eq!(&Store::read(&dir.data(), &config()).unwrap(), net.server.state());
+    assert_eq!(format(&dir), 2, "a read-only open writes nothing");
+    let (store, loaded) = Store::open(&dir.data(), &config()).unwrap();
+    assert_eq!(&loaded, net.server.state());
+    assert_eq!(store.log_len(), 0, "the migration wrote a snapshot covering the log");
+    drop(store);
+    assert_eq!(format(&dir), i64::from(FORMAT_VERSION));
+    let (_, again) = Store::open(&dir.data(), &config()).unwrap();
+    assert_eq!(&again, net.server.state());
+}
+
 #[test]
 fn store_refuses_another_format_and_foreign_databases() {
     let dir = TempDir::new("version");
@@ -221,5 +260,10 @@ fn store_record_format_is_pinned() {
     // Format 2: `Change::OidcLoginBound` and `State::oidc_logins` (a snapshot of format 1 lacks it).
     let login = OidcLogin { family: 1, expires_ms: 2 };
     assert_eq!(hex(&Change::OidcLoginBound { key: [0; 32], login }), format!("15{}0102", "00".repeat(32)));
-    assert_eq!(FORMAT_VERSION, 2);
+    // Format 3: `State::revoked_refresh`, `oidc_subjects`, `oidc_accounts`; `Change::OidcSubjectBound`.
+    assert_eq!(
+        hex(&Change::OidcSubjectBound { subject: [0; 32], username: "u".into() }),
+        format!("16{}0175", "00".repeat(32))
+    );
+    assert_eq!(FORMAT_VERSION, 3);
 }

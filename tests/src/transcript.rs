@@ -428,6 +428,10 @@ pub fn describe_change(change: &Change) -> String {
         Change::OidcLoginBound { key, login } => {
             format!("oidc_login {:02x}{:02x}.. family={}", key[0], key[1], login.family)
         }
+        Change::RoomHistoryTrimmed { room, upto } => format!("room_history_trimmed {room} up to #{upto}"),
+        Change::OidcSubjectBound { subject, username } => {
+            format!("oidc_subject {:02x}{:02x}.. bound to {username}", subject[0], subject[1])
+        }
         Change::SigningKeysSet { records } => {
             let keys: Vec<String> = records
                 .iter()

@@ -433,23 +433,57 @@ fn refresh_retry_after_a_lost_answer() {
     user(&mut s, "a", "alice");
     let r1 = s.refresh_token("a").unwrap();
     s.disconnect("a");
-    s.note("the answer to this refresh is lost with the connection");
     s.connect("a2");
+    s.note("the client refreshes but gives up waiting for the answer, and retries on the same connection");
     s.send_auth("a2", 40, Refresh { refresh_token: r1.clone() }, b"");
-    let lost_access = s.access_token("a2").unwrap();
-    s.disconnect("a2");
-    s.note("the client retries with the same spent token within the grace: a fresh pair, the lost one revoked");
+    let unused_access = s.access_token("a2").unwrap();
+    s.note("within the grace, on the connection that made the exchange: a fresh pair, the unused one revoked");
+    s.send_auth("a2", 41, Refresh { refresh_token: r1.clone() }, b"");
+    s.send_auth("a2", 42, FetchKey { username: "alice".into() }, unused_access.as_bytes());
+    let r3 = s.refresh_token("a2").unwrap();
+    s.set_tokens("a2", s.access_token("a2"), Some(r3.clone()));
+    s.send("a2", FetchKey { username: "alice".into() });
+    s.note("the same retry from another connection, even within the grace, is reuse: the login is revoked");
     s.connect("a3");
-    s.send_auth("a3", 41, Refresh { refresh_token: r1.clone() }, b"");
-    s.send_auth("a3", 42, FetchKey { username: "alice".into() }, lost_access.as_bytes());
-    let r3 = s.refresh_token("a3").unwrap();
-    s.set_tokens("a3", s.access_token("a3"), Some(r3.clone()));
-    s.send("a3", FetchKey { username: "alice".into() });
-    s.note("once the new pair has been refreshed, the old token is plain reuse");
-    s.send_auth("a3", 43, Refresh { refresh_token: r3 }, b"");
-    s.connect("x");
-    s.send_auth("x", 44, Refresh { refresh_token: r1 }, b"");
-    assert!(!s.is_open("a3"));
+    s.send_auth("a3", 43, Refresh { refresh_token: r1 }, b"");
+    assert!(!s.is_open("a2"));
+    s.send_auth("a3", 44, Refresh { refresh_token: r3 }, b"");
+    insta::assert_snapshot!(s.transcript());
+}
+
+/// Issue 10: a copied refresh token replayed inside the retry grace from the
+/// thief's own connection used to win (a fresh pair for the thief, and the
+/// victim read "unknown"). Now it revokes the login, and the victim is told.
+#[test]
+fn a_thief_replaying_a_spent_refresh_token_inside_the_grace_revokes_the_login() {
+    let mut s = Script::new(config());
+    user(&mut s, "a", "alice");
+    let stolen = s.refresh_token("a").unwrap();
+    s.note("alice refreshes on her connection; a copy of the token she spends has been stolen");
+    s.send_auth("a", 40, Refresh { refresh_token: stolen.clone() }, b"");
+    let current = s.refresh_token("a").unwrap();
+    assert_ne!(current, stolen);
+    s.advance(Duration::from_secs(10));
+    s.note("10 s later, inside the grace, the thief replays the copy on his own connection");
+    s.connect("t");
+    s.send_auth("t", 41, Refresh { refresh_token: stolen.clone() }, b"");
+    assert!(s.access_token("t").is_none(), "the thief got tokens");
+    assert!(matches!(last_response(&mut s, "t"), ResponseBody::Error(e) if e.reason.contains("reused")));
+    assert!(!s.is_open("a"), "the revoked login's session is closed");
+    s.note("alice comes back with her current refresh token: the login was revoked, and she is told so");
+    s.connect("a2");
+    s.send_auth("a2", 42, Refresh { refresh_token: current }, b"");
+    let ResponseBody::Error(e) = last_response(&mut s, "a2") else { panic!("alice's refresh succeeded") };
+    assert!(e.reason.starts_with("refresh token revoked"), "{}", e.reason);
+    s.note("she logs in again; once the grace is over, a copy of a token she spent still revokes the login");
+    login(&mut s, "a2", "alice");
+    let spent = s.refresh_token("a2").unwrap();
+    s.send_auth("a2", 43, Refresh { refresh_token: spent.clone() }, b"");
+    s.advance(Duration::from_secs(61));
+    s.connect("t2");
+    s.send_auth("t2", 44, Refresh { refresh_token: spent }, b"");
+    assert!(s.access_token("t2").is_none());
+    assert!(!s.is_open("a2"));
     insta::assert_snapshot!(s.transcript());
 }
 
@@ -734,6 +768,48 @@ fn oidc_retries_are_recognised_across_connections() {
     assert_eq!(delivered, 2, "the retry was performed again");
     let logins = &s.server().state().oidc_logins;
     assert_eq!(logins.len(), 1, "{logins:?}");
+}
+
+/// Issue 10: an OIDC account belongs to the provider's (`iss`, `sub`), bound at
+/// its first login (OIDC Core 5.7), not to whoever carries its
+/// `preferred_username` now.
+#[test]
+fn oidc_accounts_are_bound_to_the_subject_not_the_username() {
+    use confab_transports::sim::{IDP_AUDIENCE, IDP_ISSUER, TestIdp};
+    use rand::SeedableRng as _;
+    let t0 = confab_tests::transcript::START_UNIX_MS;
+    let mut idp = TestIdp::new(&mut rand::rngs::StdRng::from_seed([43; 32]), Duration::from_secs(300));
+    let oidc = server::OidcConfig::new(IDP_ISSUER, IDP_AUDIENCE, idp.jwks_json());
+    let mut s = Script::new(ServerConfig { oidc: Some(oidc), idle_timeout: Duration::from_secs(3600), ..config() });
+    s.note("dave (subject u-dave) logs in first: the account dave is bound to his subject");
+    let dave = idp.token_for_subject(t0, "dave", "u-dave");
+    s.connect("d");
+    s.send_auth("d", 1, SetIdentityKey { identity_key: key("dave") }, dave.as_bytes());
+    assert!(matches!(last_response(&mut s, "d"), ResponseBody::Empty));
+    s.note("another provider user (subject u-mallory) now has the preferred_username dave: refused");
+    let mallory = idp.token_for_subject(t0, "dave", "u-mallory");
+    s.connect("m");
+    s.send_auth("m", 2, FetchKey { username: "dave".into() }, mallory.as_bytes());
+    let ResponseBody::Error(e) = last_response(&mut s, "m") else { panic!("mallory got dave's account") };
+    assert!(e.reason.contains("another user"), "{}", e.reason);
+    assert_eq!(s.server().session_user(confab_proto::SessionId(2)), None);
+    s.note("dave is renamed david at the provider: same subject, still the account dave");
+    let david = idp.token_for_subject(t0, "david", "u-dave");
+    s.connect("d2");
+    s.send_auth("d2", 3, FetchKey { username: "dave".into() }, david.as_bytes());
+    let connected = s.take_received("d2").into_iter().find_map(|m| match m {
+        Message::Event(Event { body: EventBody::Connected(c), .. }) => Some(c.username),
+        _ => None,
+    });
+    assert_eq!(connected.as_deref(), Some("dave"));
+    assert!(!s.server().state().users.contains_key("david"));
+    s.note("the name david is free for another provider user");
+    let other = idp.token_for_subject(t0, "david", "u-other");
+    s.connect("o");
+    s.send_auth("o", 4, SetIdentityKey { identity_key: key("david") }, other.as_bytes());
+    assert!(matches!(last_response(&mut s, "o"), ResponseBody::Empty));
+    assert!(s.server().state().users.contains_key("david"));
+    insta::assert_snapshot!(s.transcript());
 }
 
 fn transcript_start_secs() -> u64 {

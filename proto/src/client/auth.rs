@@ -4,6 +4,8 @@
 
 use std::time::Instant;
 
+use zeroize::{Zeroize as _, Zeroizing};
+
 use super::outbox::{Entry, Origin};
 use super::{Client, ClientEvent, CommandError};
 use crate::{
@@ -17,10 +19,10 @@ pub(crate) struct LoginFlow {
     pub(crate) login_id: u32,
     pub(crate) timestamp_ms: u64,
     pub(crate) username: String,
-    /// Held until `login` is written.
-    pub(crate) password: Option<String>,
-    /// Held until step one is answered.
-    pub(crate) passphrase: Option<String>,
+    /// Held until `login` is written; overwritten when dropped.
+    pub(crate) password: Option<Zeroizing<String>>,
+    /// Held until step one is answered; overwritten when dropped.
+    pub(crate) passphrase: Option<Zeroizing<String>>,
     pub(crate) login_sent: bool,
     pub(crate) passphrase_id: Option<u32>,
 }
@@ -87,14 +89,11 @@ impl Client {
         if flow.login_sent {
             return;
         }
-        let Some(password) = flow.password.take() else { return };
+        let Some(mut password) = flow.password.take() else { return };
         flow.login_sent = true;
-        let message = Message::Request(Request {
-            request_id: flow.login_id,
-            timestamp_ms: flow.timestamp_ms,
-            body: RequestBody::Login(Login { username: flow.username.clone(), password }),
-        });
-        message.encode(&[], &mut self.out);
+        let mut body =
+            RequestBody::Login(Login { username: flow.username.clone(), password: std::mem::take(&mut *password) });
+        encode_request(&mut self.out, flow.login_id, flow.timestamp_ms, &mut body);
     }
 
     /// Writes `refresh` with the stored refresh token, unless one is under way.
@@ -124,7 +123,7 @@ impl Client {
             return;
         };
         if r.status == Status::InProgress {
-            let Some(passphrase) = self.auth.login.as_mut().and_then(|f| f.passphrase.take()) else {
+            let Some(mut passphrase) = self.auth.login.as_mut().and_then(|f| f.passphrase.take()) else {
                 return;
             };
             let Ok(id) = self.alloc_id() else {
@@ -134,12 +133,8 @@ impl Client {
             if let Some(flow) = self.auth.login.as_mut() {
                 flow.passphrase_id = Some(id);
             }
-            let message = Message::Request(Request {
-                request_id: id,
-                timestamp_ms: now.unix_ms,
-                body: RequestBody::Passphrase(Passphrase { passphrase }),
-            });
-            return message.encode(&[], &mut self.out);
+            let mut body = RequestBody::Passphrase(Passphrase { passphrase: std::mem::take(&mut *passphrase) });
+            return encode_request(&mut self.out, id, now.unix_ms, &mut body);
         }
         self.auth.login = None;
         let (reason, retry) = error_of(&r);
@@ -444,5 +439,33 @@ pub(super) fn error_of(r: &Response) -> (String, u64) {
     match &r.body {
         ResponseBody::Error(ErrorBody { reason, retry_after_ms }) => (reason.clone(), *retry_after_ms),
         _ => (format!("unexpected {} answer with code {}", r.status.name(), r.code), 0),
+    }
+}
+
+/// Encodes a request carrying a password or passphrase into `out`, then
+/// overwrites the secret in `body`, so no copy of it outlives the encoding
+/// but the outbound bytes themselves.
+fn encode_request(out: &mut bytes::BytesMut, request_id: u32, timestamp_ms: u64, body: &mut RequestBody) {
+    let message = Message::Request(Request {
+        request_id,
+        timestamp_ms,
+        body: std::mem::replace(body, RequestBody::Logout(crate::Logout {})),
+    });
+    message.encode(&[], out);
+    if let Message::Request(Request { body: mut sent, .. }) = message {
+        zeroize_secrets(&mut sent);
+    }
+}
+
+/// Overwrites the password and passphrase fields of a request body.
+pub(crate) fn zeroize_secrets(body: &mut RequestBody) {
+    match body {
+        RequestBody::Login(l) => l.password.zeroize(),
+        RequestBody::Passphrase(p) => p.passphrase.zeroize(),
+        RequestBody::Register(r) => {
+            r.password.zeroize();
+            r.passphrase.zeroize();
+        }
+        _ => {}
     }
 }

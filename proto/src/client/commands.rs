@@ -4,6 +4,7 @@
 //! written at once when the connection allows, else when it does.
 
 use bytes::Bytes;
+use zeroize::Zeroizing;
 
 use super::auth::LoginFlow;
 use super::outbox::{Entry, Origin, needs_auth};
@@ -52,17 +53,22 @@ impl Client {
         if self.auth.login.is_some() {
             return Err(CommandError::LoginInProgress);
         }
-        let step_one = Login { username: username.to_owned(), password: password.to_owned() };
-        self.validate(&step_one.into())?;
-        let step_two = Passphrase { passphrase: passphrase.to_owned() };
-        self.validate(&step_two.into())?;
+        // The checked copies of the secrets are overwritten once checked.
+        let mut step_one: RequestBody = Login { username: username.to_owned(), password: password.to_owned() }.into();
+        let checked = self.validate(&step_one);
+        super::auth::zeroize_secrets(&mut step_one);
+        checked?;
+        let mut step_two: RequestBody = Passphrase { passphrase: passphrase.to_owned() }.into();
+        let checked = self.validate(&step_two);
+        super::auth::zeroize_secrets(&mut step_two);
+        checked?;
         let login_id = self.alloc_id()?;
         self.auth.login = Some(LoginFlow {
             login_id,
             timestamp_ms: now.unix_ms,
             username: username.to_owned(),
-            password: Some(password.to_owned()),
-            passphrase: Some(passphrase.to_owned()),
+            password: Some(Zeroizing::new(password.to_owned())),
+            passphrase: Some(Zeroizing::new(passphrase.to_owned())),
             login_sent: false,
             passphrase_id: None,
         });

@@ -7,11 +7,13 @@ use bytes::Bytes;
 use rand::RngExt as _;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
 
+use super::ratelimit::Blocked;
 use super::session::{Bound, LoginStep};
 use super::state::{Change, Rotation, SecretHash, TokenRecord, User};
 use super::work::HashTask;
-use super::{DuplicateLogin, Flow, Pending, Server, ServerEvent, SessionId, valid_name};
+use super::{DuplicateLogin, Flow, Pending, Server, ServerEvent, SessionId, SourceKey, valid_name};
 use crate::token::{self, TokenKind};
 use crate::{
     Connected, EventBody, IdentityKey, Login, Now, Opcode, Passphrase, Refresh, Register, ResponseBody, Status, Tokens,
@@ -42,14 +44,18 @@ impl Server {
         if self.state.users.contains_key(&b.username) || self.reserved.contains(&b.username) {
             return reject(self, code::CONFLICT, "username already taken");
         }
+        if self.accounts_full() {
+            let reason = format!("this server has reached its limit of {} accounts", self.config.max_accounts);
+            return reject(self, code::QUEUE_FULL, &reason);
+        }
         if self.jobs_full() {
             return reject(self, code::UNAVAILABLE, "server busy: try again shortly");
         }
         let salts: [[u8; 16]; 2] = [self.rng.random(), self.rng.random()];
         let params = self.config.hash_params;
         let tasks = vec![
-            HashTask { secret: b.password.into_bytes(), salt: salts[0], params },
-            HashTask { secret: b.passphrase.into_bytes(), salt: salts[1], params },
+            HashTask { secret: Zeroizing::new(b.password.into_bytes()), salt: salts[0], params },
+            HashTask { secret: Zeroizing::new(b.passphrase.into_bytes()), salt: salts[1], params },
         ];
         self.reserved.insert(b.username.clone());
         let pending =
@@ -78,8 +84,9 @@ impl Server {
             Some(u) => (u.password.salt, u.password.params, Some(u.password.hash)),
             None => (self.dummy_salt(&b.username), self.config.hash_params, None),
         };
-        let tasks = vec![HashTask { secret: b.password.into_bytes(), salt, params }];
-        let pending = Pending::Login { session, request_id, username: b.username, expected };
+        let tasks = vec![HashTask { secret: Zeroizing::new(b.password.into_bytes()), salt, params }];
+        let source = self.begin_attempt(now, session, &b.username);
+        let pending = Pending::Login { session, request_id, username: b.username, source, expected };
         self.start_job(session, tasks, pending);
     }
 
@@ -97,8 +104,11 @@ impl Server {
             return self.reject(now, session, op, request_id, code::UNAUTHORIZED, INVALID_CREDENTIALS.into());
         };
         let p = &user.passphrase;
-        let tasks = vec![HashTask { secret: b.passphrase.into_bytes(), salt: p.salt, params: p.params }];
-        let pending = Pending::Passphrase { session, request_id, username, expected: p.hash };
+        let tasks =
+            vec![HashTask { secret: Zeroizing::new(b.passphrase.into_bytes()), salt: p.salt, params: p.params }];
+        let expected = p.hash;
+        let source = self.begin_attempt(now, session, &username);
+        let pending = Pending::Passphrase { session, request_id, username, source, expected };
         self.start_job(session, tasks, pending);
     }
 
@@ -134,10 +144,11 @@ impl Server {
                     ResponseBody::Empty,
                 );
             }
-            Pending::Login { session, request_id, username, expected } => {
+            Pending::Login { session, request_id, username, source, expected } => {
                 let ok = matches(&hashes, expected.as_ref());
+                self.end_attempt(now, source, &username, !ok);
                 if !ok {
-                    return self.login_failed(now, session, Opcode::Login, request_id, &username);
+                    return self.login_failed(now, session, Opcode::Login, request_id);
                 }
                 if let Some(s) = self.sessions.get_mut(&session) {
                     s.login = LoginStep::PasswordOk { username };
@@ -145,12 +156,14 @@ impl Server {
                 let body = ResponseBody::Empty;
                 self.respond(now, session, Opcode::Login, request_id, Status::InProgress, code::ACCEPTED, body);
             }
-            Pending::Passphrase { session, request_id, username, expected } => {
+            Pending::Passphrase { session, request_id, username, source, expected } => {
                 if let Some(s) = self.sessions.get_mut(&session) {
                     s.login = LoginStep::Idle;
                 }
-                if !matches(&hashes, Some(&expected)) {
-                    return self.login_failed(now, session, Opcode::Passphrase, request_id, &username);
+                let ok = matches(&hashes, Some(&expected));
+                self.end_attempt(now, source, &username, !ok);
+                if !ok {
+                    return self.login_failed(now, session, Opcode::Passphrase, request_id);
                 }
                 if !self.sessions.contains_key(&session) {
                     return;
@@ -166,9 +179,30 @@ impl Server {
         }
     }
 
-    fn login_failed(&mut self, now: Now, session: SessionId, op: Opcode, request_id: u32, username: &str) {
+    /// A password or passphrase of `username` is handed out for hashing: it
+    /// takes a slot of the account's and the source's budgets until it returns.
+    fn begin_attempt(&mut self, now: Now, session: SessionId, username: &str) -> SourceKey {
         let (window, burst) = (self.config.login_window, self.config.login_burst);
-        self.limiter.record(username, now.instant, window, burst);
+        let source = self.sessions.get(&session).map_or(SourceKey::Local, |s| s.source);
+        self.limiter.begin(&username.to_owned(), now.instant, window, burst);
+        if source != SourceKey::Local {
+            self.sources.begin(&source, now.instant, window, self.config.login_source_burst);
+        }
+        source
+    }
+
+    /// The attempt of [`begin_attempt`](Self::begin_attempt) came back: a failure is recorded
+    /// against the account and the source, whether or not its connection is still open.
+    fn end_attempt(&mut self, now: Now, source: SourceKey, username: &str, failed: bool) {
+        let (window, burst) = (self.config.login_window, self.config.login_burst);
+        self.limiter.end(&username.to_owned(), now.instant, window, burst, failed);
+        if source != SourceKey::Local {
+            self.sources.end(&source, now.instant, window, self.config.login_source_burst, failed);
+        }
+    }
+
+    fn login_failed(&mut self, now: Now, session: SessionId, op: Opcode, request_id: u32) {
+        let (window, burst) = (self.config.login_window, self.config.login_burst);
         if let Some(s) = self.sessions.get_mut(&session) {
             s.failures.record(now.instant, window, burst);
         }
@@ -176,17 +210,28 @@ impl Server {
         self.reject(now, session, op, request_id, code::UNAUTHORIZED, reason.into());
     }
 
-    /// Answers 429 with the retry time if the account or the session is over its failure budget.
+    /// Answers 429 with the retry time if the account, the source or the session is over its
+    /// failure budget (attempts being hashed count), or the account has an attempt being hashed.
     fn rate_limited(&mut self, now: Now, session: SessionId, op: Opcode, request_id: u32, username: &str) -> bool {
         let (window, burst) = (self.config.login_window, self.config.login_burst);
-        let by_account = self.limiter.retry_after(username, now.instant, window, burst);
+        let source = self.sessions.get(&session).map_or(SourceKey::Local, |s| s.source);
+        let by_account = self.limiter.blocked(&username.to_owned(), now.instant, window, burst, 1);
+        let source_burst = self.config.login_source_burst;
+        let by_source = match source {
+            SourceKey::Local => None,
+            _ => self.sources.blocked(&source, now.instant, window, source_burst, source_burst),
+        };
         let by_session =
-            self.sessions.get_mut(&session).and_then(|s| s.failures.retry_after(now.instant, window, burst));
-        let Some(wait) = by_account.max(by_session) else {
+            self.sessions.get_mut(&session).and_then(|s| s.failures.blocked(now.instant, window, burst, 1));
+        let Some(blocked) = [by_account, by_source, by_session].into_iter().flatten().max_by_key(|b| b.wait()) else {
             return false;
         };
-        let retry_after_ms = wait.as_millis() as u64;
-        let reason = format!("too many failed attempts: retry in {} s", retry_after_ms.div_ceil(1000));
+        let retry_after_ms = blocked.wait().as_millis() as u64;
+        let seconds = retry_after_ms.div_ceil(1000);
+        let reason = match blocked {
+            Blocked::Failures(_) => format!("too many failed attempts: retry in {seconds} s"),
+            Blocked::InFlight => format!("another login attempt is being checked: retry in {seconds} s"),
+        };
         self.events.push_back(ServerEvent::Rejected {
             session,
             opcode: op,
@@ -196,6 +241,11 @@ impl Server {
         let body = ResponseBody::Error(crate::ErrorBody { reason, retry_after_ms });
         self.respond(now, session, op, request_id, Status::Error, code::RATE_LIMITED, body);
         true
+    }
+
+    /// Whether `max_accounts` accounts exist or are being registered.
+    pub(super) fn accounts_full(&self) -> bool {
+        self.state.users.len() + self.reserved.len() >= self.config.max_accounts
     }
 
     fn busy_reject(&mut self, now: Now, session: SessionId, op: Opcode, request_id: u32) -> bool {
@@ -247,37 +297,43 @@ impl Server {
         }
         let hash = token::hash(raw);
         let Some(record) = self.state.tokens.get(&hash).cloned() else {
+            if self.state.revoked_refresh.contains_key(&hash) {
+                let reason = "refresh token revoked: this login ended (logout, or a spent refresh token of it \
+                              was presented again): log in again";
+                return reject(self, code::UNAUTHORIZED, reason.into());
+            }
             return reject(self, code::UNAUTHORIZED, "unknown or revoked refresh token: log in again".into());
         };
-        if record.kind != TokenKind::Refresh || record.expires_ms <= now.unix_ms {
-            return reject(self, code::UNAUTHORIZED, "refresh token expired: log in again".into());
+        if record.kind != TokenKind::Refresh {
+            return reject(self, code::UNAUTHORIZED, "expected a refresh token (cfr_)".into());
         }
         if let Some(previous) = record.rotated {
-            // Presenting a spent refresh token is reuse, which revokes the
-            // whole login, except within a short grace after the exchange:
-            // - if a *newer* connection of this login is alive, it holds the
-            //   newer pair and this is a stale copy of an abandoned
-            //   connection's request: refused, nothing revoked;
-            // - otherwise, if the newer pair was never refreshed, its answer was
-            //   lost (perhaps with a connection the server still thinks is
-            //   open): the unused pair is revoked and a fresh one issued.
+            // A spent refresh token (a tombstone, kept as long as its login
+            // lives, even past its own expiry) presented again is reuse: the
+            // whole login is revoked. One exception: within the grace after
+            // the exchange, on the very connection that made it, while the
+            // pair it was exchanged for is unused, it is a retry whose answer
+            // the client did not get: the unused pair is revoked and a fresh
+            // one issued. A copy presented on any other connection, however
+            // soon, revokes the login: the server cannot tell a thief from a
+            // client that lost its connection, so it fails closed.
             let grace = self.config.refresh_retry_grace.as_millis() as u64;
             let within_grace = now.unix_ms < previous.at_ms.saturating_add(grace);
-            let newer_holder = self
-                .sessions
-                .range(SessionId(session.0 + 1)..)
-                .any(|(_, s)| s.user.as_ref().is_some_and(|b| b.family == record.family));
+            let same_connection = self.sessions.get(&session).is_some_and(|s| s.refreshed == Some(hash));
             let successor_unused = self.state.tokens.get(&previous.refresh).is_some_and(|t| t.rotated.is_none());
-            if within_grace && newer_holder {
-                let reason = "refresh token already exchanged by a live connection of this login".into();
-                return reject(self, code::UNAUTHORIZED, reason);
-            } else if within_grace && successor_unused {
+            if within_grace && same_connection && successor_unused {
                 self.revoke_tokens(now, vec![previous.refresh, previous.access]);
             } else {
-                self.revoke_family(now, record.family, Some(session));
                 let reason = "refresh token reused: every token of this login is revoked".into();
-                return reject(self, code::UNAUTHORIZED, reason);
+                reject(self, code::UNAUTHORIZED, reason);
+                // Every session of the login ends, this one too if it is one of them.
+                let here = self.sessions.get(&session).and_then(|s| s.user.as_ref()).map(|b| b.family);
+                let except = (here != Some(record.family)).then_some(session);
+                return self.revoke_family(now, record.family, except);
             }
+        }
+        if record.expires_ms <= now.unix_ms {
+            return reject(self, code::UNAUTHORIZED, "refresh token expired: log in again".into());
         }
         let bound = self.sessions.get(&session).and_then(|s| s.user.clone());
         if let Some(b) = &bound
@@ -292,6 +348,10 @@ impl Server {
         }
         let (tokens, rotation) = self.issue_tokens(now, &record.username, record.family);
         self.commit(Change::TokenRotated { hash, rotation });
+        if let Some(s) = self.sessions.get_mut(&session) {
+            // The retry grace of this exchange belongs to this connection only.
+            s.refreshed = Some(hash);
+        }
         self.respond(now, session, op, request_id, Status::Valid, code::OK, tokens);
         match bound {
             Some(_) => {

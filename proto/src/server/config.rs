@@ -56,22 +56,43 @@ pub struct ServerConfig {
     pub refresh_ttl: Duration,
     /// How long after a refresh the spent refresh token may be presented
     /// again as a retry (its answer was lost) instead of counting as reuse,
-    /// provided the pair it was exchanged for was never refreshed.
+    /// on the connection that made the exchange only, provided the pair it
+    /// was exchanged for was never refreshed. On any other connection it is
+    /// reuse, which revokes the login.
     pub refresh_retry_grace: Duration,
     /// How long expired tokens are remembered (answered 419, not 401) before they are purged.
     pub token_grace: Duration,
     /// Failed-login window.
     pub login_window: Duration,
-    /// Failed logins allowed per window, per account and per session.
+    /// Failed logins allowed per window, per account and per session. An
+    /// attempt being hashed counts as one, and an account has at most one
+    /// being hashed at a time.
     pub login_burst: u32,
+    /// Failed logins allowed per window from one source (peer IPv4 address or
+    /// IPv6 /64, see [`SourceKey`](crate::server::SourceKey)), whatever the
+    /// accounts; attempts being hashed count.
+    pub login_source_burst: u32,
     /// Accounts whose failures are tracked at once (bounded memory under attack).
     pub max_tracked_accounts: usize,
+    /// Sources whose failures are tracked at once.
+    pub max_tracked_sources: usize,
     /// Duplicate live login policy.
     pub duplicate_login: DuplicateLogin,
     /// Sealed messages kept per room.
     pub room_history: usize,
+    /// Bytes of history kept per room: the encoded size of its retained
+    /// entries (sender, numbers and sealed blob; what `room_joined` and
+    /// `history` carry). Older messages are dropped to make room; a message
+    /// larger than this on its own is refused with 413. The server keeps it
+    /// below what fits in one frame with a full member list
+    /// ([`ServerConfig::room_history_budget`]).
+    pub room_history_bytes: usize,
     /// Members per room.
     pub max_room_members: usize,
+    /// Rooms one user may own (create and not delete); more are refused with 507.
+    pub max_rooms_per_user: usize,
+    /// Accounts on the server (registered, or created by a first OIDC login); more are refused with 507.
+    pub max_accounts: usize,
     /// Items queued for one recipient (private messages and MP notices).
     pub queue_per_recipient: usize,
     /// Items queued on the whole server.
@@ -103,6 +124,23 @@ pub struct ServerConfig {
     pub phantom: Option<PhantomConfig>,
     /// Access tokens of an external OIDC provider in the auth part; `None` accepts only `cfa_` tokens.
     pub oidc: Option<OidcConfig>,
+}
+
+impl ServerConfig {
+    /// The bytes of a `room_joined` answer besides its history entries, at most: frame header
+    /// and fixed part, both list counts, and `max_room_members` names of at most 32 bytes.
+    #[must_use]
+    pub fn room_answer_overhead(&self) -> usize {
+        crate::HEADER_LEN + 64 + self.max_room_members.saturating_mul(2 + 32)
+    }
+
+    /// The history bytes a room actually keeps: `room_history_bytes`, lowered if need be so
+    /// that a `room_joined` answer with a full member list never exceeds the frame limit.
+    #[must_use]
+    pub fn room_history_budget(&self) -> usize {
+        let max_data = usize::try_from(self.limits.max_data).unwrap_or(usize::MAX);
+        self.room_history_bytes.min(max_data.saturating_sub(self.room_answer_overhead()))
+    }
 }
 
 /// Third-party codes (seed 003): see `docs/AUTH.md`.
@@ -205,10 +243,15 @@ impl Default for ServerConfig {
             token_grace: Duration::from_secs(24 * 3600),
             login_window: Duration::from_secs(60),
             login_burst: 5,
+            login_source_burst: 20,
             max_tracked_accounts: 10_000,
+            max_tracked_sources: 10_000,
             duplicate_login: DuplicateLogin::Replace,
             room_history: 20,
+            room_history_bytes: 512 * 1024,
             max_room_members: 1024,
+            max_rooms_per_user: 100,
+            max_accounts: 100_000,
             queue_per_recipient: 1000,
             queue_total: 100_000,
             mp_retention: Duration::from_secs(7 * 24 * 3600),

@@ -30,6 +30,8 @@ mod ratelimit;
 mod rooms;
 mod session;
 pub mod state;
+#[cfg(test)]
+mod tests;
 mod work;
 
 use std::cmp::Reverse;
@@ -41,9 +43,9 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 pub use config::{CodeConfig, DuplicateLogin, HashParams, OidcConfig, PhantomConfig, ServerConfig};
-pub use oidc::oidc_login_key;
-pub use session::SessionId;
+pub use oidc::{oidc_login_key, oidc_subject_key};
 use session::{LoginStep, Session};
+pub use session::{SessionId, SourceKey};
 use state::HashMap;
 pub use state::{Change, State};
 pub use work::{Job, JobId, JobResult};
@@ -158,6 +160,8 @@ enum Pending {
         session: SessionId,
         request_id: u32,
         username: String,
+        /// Where the attempt came from (its in-flight slot is released on return).
+        source: SourceKey,
         /// The stored hash, or `None` for an unknown user (the job ran anyway).
         expected: Option<[u8; 32]>,
     },
@@ -165,6 +169,7 @@ enum Pending {
         session: SessionId,
         request_id: u32,
         username: String,
+        source: SourceKey,
         expected: [u8; 32],
     },
 }
@@ -179,7 +184,10 @@ pub struct Server {
     online: HashMap<String, SessionId>,
     jobs: HashMap<JobId, Pending>,
     reserved: HashSet<String>,
-    limiter: ratelimit::AccountLimiter,
+    /// Failed and in-flight password checks per account name.
+    limiter: ratelimit::Limiter<String>,
+    /// Failed and in-flight password checks per source.
+    sources: ratelimit::Limiter<SourceKey>,
     work: VecDeque<Job>,
     persist: VecDeque<Change>,
     final_transmits: VecDeque<(SessionId, Bytes)>,
@@ -229,7 +237,8 @@ impl Server {
             used_codes,
             signing_keys,
             oidc_keys,
-            limiter: ratelimit::AccountLimiter::new(config.max_tracked_accounts),
+            limiter: ratelimit::Limiter::new(config.max_tracked_accounts),
+            sources: ratelimit::Limiter::new(config.max_tracked_sources),
             next_sweep: now.instant + config.sweep_interval,
             config,
             rng,
@@ -276,15 +285,21 @@ impl Server {
         self.sessions.get(&session)?.username()
     }
 
-    /// A transport accepted a connection.
+    /// A transport accepted an in-process connection (source [`SourceKey::Local`]).
     pub fn open_session(&mut self, now: Now) -> Result<SessionId, OpenError> {
+        self.open_session_from(now, SourceKey::Local)
+    }
+
+    /// A transport accepted a connection from `source` (the key of the
+    /// per-source login limit: see [`SourceKey::from_ip`]).
+    pub fn open_session_from(&mut self, now: Now, source: SourceKey) -> Result<SessionId, OpenError> {
         if self.sessions.len() >= self.config.max_sessions {
             return Err(OpenError::TooManySessions(self.config.max_sessions));
         }
         let id = SessionId(self.next_session);
         self.next_session += 1;
         let deadline = now.instant + self.config.keepalive_interval;
-        self.sessions.insert(id, Session::new(self.config.limits, now.instant));
+        self.sessions.insert(id, Session::new(self.config.limits, now.instant, source));
         self.timers.push(Reverse((deadline, id)));
         Ok(id)
     }

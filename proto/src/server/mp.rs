@@ -156,9 +156,7 @@ impl Server {
         // Expired tokens are kept for a grace period so that their holders
         // hear "expired" (419), not "unknown" (401).
         let before_ms = now.unix_ms.saturating_sub(self.config.token_grace.as_millis() as u64);
-        if self.state.tokens.values().any(|t| t.expires_ms <= before_ms)
-            || self.state.oidc_logins.values().any(|l| l.expires_ms <= before_ms)
-        {
+        if self.state.purge_due(before_ms) {
             self.commit(Change::TokensPurged { before_ms });
         }
     }

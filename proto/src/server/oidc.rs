@@ -46,11 +46,17 @@ pub(super) fn initial_keys(config: &super::ServerConfig) -> JwkSet {
 }
 
 /// The key of an OIDC login in [`State::oidc_logins`](super::State::oidc_logins): SHA-256 over
-/// the issuer, the confab user, and the provider's session id (`sid`, else Keycloak's older
-/// `session_state`) or, without one, the subject. Hashed, so the store keeps no provider
-/// session id; the user is part of it, so two users never share a family (and its answers).
+/// the issuer, the confab user (`user`: the account the token's subject is bound to, which a
+/// renamed provider user's `preferred_username` no longer names), and the provider's session
+/// id (`sid`, else Keycloak's older `session_state`) or, without one, the subject. Hashed, so
+/// the store keeps no provider session id; the user is part of it, so two users never share a
+/// family (and its answers).
 #[must_use]
-pub fn oidc_login_key(claims: &jwt::Claims, claims_json: &serde_json::Map<String, serde_json::Value>) -> [u8; 32] {
+pub fn oidc_login_key(
+    claims: &jwt::Claims,
+    claims_json: &serde_json::Map<String, serde_json::Value>,
+    user: &str,
+) -> [u8; 32] {
     let session = ["sid", "session_state"]
         .iter()
         .find_map(|name| claims_json.get(*name).and_then(serde_json::Value::as_str).filter(|s| !s.is_empty()));
@@ -63,8 +69,20 @@ pub fn oidc_login_key(claims: &jwt::Claims, claims_json: &serde_json::Map<String
         h.update((part.len() as u64).to_be_bytes());
         h.update(part);
     }
-    let user = claims.username().unwrap_or_default().as_bytes();
-    for part in [user, kind, id.as_bytes()] {
+    for part in [user.as_bytes(), kind, id.as_bytes()] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.finalize().into()
+}
+
+/// The key of a provider user in [`State::oidc_subjects`](super::State::oidc_subjects):
+/// SHA-256 over the issuer and the subject (`sub`), length-prefixed. Hashed, so the store
+/// keeps no provider identifier.
+#[must_use]
+pub fn oidc_subject_key(issuer: &str, subject: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for part in [b"confab oidc subject".as_slice(), issuer.as_bytes(), subject.as_bytes()] {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part);
     }
@@ -88,6 +106,63 @@ impl Server {
         Ok(n)
     }
 
+    /// The confab account of a verified provider token (OIDC Core 5.7: the
+    /// user is (`iss`, `sub`), never a name). A subject seen before gets the
+    /// account it was bound to, whatever `preferred_username` says now. A new
+    /// subject gets an account named after its `preferred_username` (else its
+    /// `sub`), bound to it; a name already bound to another subject, or
+    /// belonging to a password account, is refused (403). An external account
+    /// created before subjects were bound (store format 2) is bound to the
+    /// first subject that names it.
+    fn oidc_account(&mut self, now: Now, claims: &jwt::Claims) -> Result<String, (u16, String)> {
+        let (Some(iss), Some(sub)) = (claims.iss.as_deref(), claims.sub.as_deref().filter(|s| !s.is_empty())) else {
+            return Err((code::UNAUTHORIZED, "OIDC access token refused: no sub claim".into()));
+        };
+        let subject = oidc_subject_key(iss, sub);
+        if let Some(username) = self.state.oidc_subjects.get(&subject) {
+            return Ok(username.clone());
+        }
+        let username = claims.username().unwrap_or_default().to_owned();
+        if !valid_name(&username) {
+            let shown: String = username.chars().take(40).collect();
+            return Err((
+                code::FORBIDDEN,
+                format!("OIDC user name {shown:?} is not a confab username (3-32 characters of a-z 0-9 _ . -)"),
+            ));
+        }
+        match self.state.users.get(&username) {
+            Some(u) if !u.is_external() => {
+                let reason = "this username belongs to a password account: log in with its password";
+                return Err((code::FORBIDDEN, reason.into()));
+            }
+            Some(_) if self.state.oidc_accounts.contains_key(&username) => {
+                let reason = "this username belongs to another user of the identity provider (another subject)";
+                return Err((code::FORBIDDEN, reason.into()));
+            }
+            Some(_) => {}
+            None if self.reserved.contains(&username) => {
+                return Err((code::CONFLICT, "this username is being registered".into()));
+            }
+            None if self.accounts_full() => {
+                let reason = format!("this server has reached its limit of {} accounts", self.config.max_accounts);
+                return Err((code::QUEUE_FULL, reason));
+            }
+            None => {
+                let user = User {
+                    password: SecretHash::EXTERNAL,
+                    passphrase: SecretHash::EXTERNAL,
+                    identity_key: Bytes::new(),
+                    secret: self.rng.random(),
+                    created_ms: now.unix_ms,
+                };
+                self.commit(Change::UserCreated { username: username.clone(), user });
+                self.events.push_back(ServerEvent::Registered { username: username.clone() });
+            }
+        }
+        self.commit(Change::OidcSubjectBound { subject, username: username.clone() });
+        Ok(username)
+    }
+
     /// Authenticates a request carrying an OIDC access token; binds an unauthenticated session.
     pub(super) fn authenticate_oidc(
         &mut self,
@@ -108,39 +183,11 @@ impl Server {
             JwtError::Expired { .. } => (code::TOKEN_EXPIRED, EXPIRED.into()),
             e => (code::UNAUTHORIZED, format!("OIDC access token refused: {e}")),
         })?;
-        let username = verified.claims.username().unwrap_or_default().to_owned();
-        if !valid_name(&username) {
-            let shown: String = username.chars().take(40).collect();
-            return Err((
-                code::FORBIDDEN,
-                format!("OIDC user name {shown:?} is not a confab username (3-32 characters of a-z 0-9 _ . -)"),
-            ));
-        }
         // `exp` is required by the validation; the cache honours the same leeway.
         let exp = u64::try_from(verified.claims.exp.unwrap_or(0)).unwrap_or(0);
         let valid_until_ms = exp.saturating_add(leeway).saturating_mul(1000);
-        match self.state.users.get(&username) {
-            Some(u) if !u.is_external() => {
-                let reason = "this username belongs to a password account: log in with its password";
-                return Err((code::FORBIDDEN, reason.into()));
-            }
-            Some(_) => {}
-            None if self.reserved.contains(&username) => {
-                return Err((code::CONFLICT, "this username is being registered".into()));
-            }
-            None => {
-                let user = User {
-                    password: SecretHash::EXTERNAL,
-                    passphrase: SecretHash::EXTERNAL,
-                    identity_key: Bytes::new(),
-                    secret: self.rng.random(),
-                    created_ms: now.unix_ms,
-                };
-                self.commit(Change::UserCreated { username: username.clone(), user });
-                self.events.push_back(ServerEvent::Registered { username: username.clone() });
-            }
-        }
-        let key = oidc_login_key(&verified.claims, &verified.claims_json);
+        let username = self.oidc_account(now, &verified.claims)?;
+        let key = oidc_login_key(&verified.claims, &verified.claims_json, &username);
         let bound = self.sessions.get(&session).ok_or((code::INTERNAL, String::new()))?.user.clone();
         let known = self.state.oidc_logins.get(&key).copied();
         match &bound {
@@ -187,7 +234,7 @@ mod tests {
             ..Claims::default()
         };
         let map: Map<String, Value> = extra.as_object().cloned().unwrap_or_default();
-        oidc_login_key(&claims, &map)
+        oidc_login_key(&claims, &map, user)
     }
 
     #[test]

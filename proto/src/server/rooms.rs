@@ -30,6 +30,10 @@ impl Server {
         if self.state.rooms.contains_key(&b.room) {
             return Err((code::CONFLICT, format!("room {} already exists", b.room)));
         }
+        let cap = self.config.max_rooms_per_user;
+        if self.state.rooms.values().filter(|r| r.owner == user).count() >= cap {
+            return Err((code::QUEUE_FULL, format!("you own {cap} rooms, the most allowed: delete one first")));
+        }
         self.commit(Change::RoomCreated { room: b.room.clone(), verifier: b.verifier, owner: user.to_owned() });
         self.commit(Change::RoomDescribed { room: b.room, descriptor: b.descriptor });
         Ok((Status::Valid, code::CREATED, ResponseBody::Empty))
@@ -78,6 +82,22 @@ impl Server {
         }
         let seq = room.next_seq;
         let entry = HistoryEntry { from: user.to_owned(), seq, sent_ms: now.unix_ms, sealed: b.sealed };
+        // The history stays within its byte budget: older entries make room, or the message is too large.
+        let budget = self.config.room_history_budget();
+        let cost = entry_bytes(&entry);
+        if cost > budget {
+            let reason = format!("message too large for the room history: {cost} bytes, at most {budget}");
+            return Err((code::TOO_LARGE, reason));
+        }
+        let mut kept: usize = room.history.iter().map(entry_bytes).sum::<usize>() + cost;
+        let mut trim = None;
+        for old in &room.history {
+            if kept <= budget {
+                break;
+            }
+            kept -= entry_bytes(old);
+            trim = Some(old.seq);
+        }
         let targets: Vec<_> =
             room.members.iter().filter(|m| m.as_str() != user).filter_map(|m| self.online.get(m).copied()).collect();
         if !targets.is_empty() {
@@ -94,6 +114,9 @@ impl Server {
             for target in targets {
                 self.send_encoded(target, &bytes);
             }
+        }
+        if let Some(upto) = trim {
+            self.commit(Change::RoomHistoryTrimmed { room: b.room.clone(), upto });
         }
         self.commit(Change::RoomMessage { room: b.room, entry });
         Ok((Status::Valid, code::OK, ResponseBody::Sent(Sent { seq })))
@@ -125,6 +148,11 @@ impl Server {
         self.commit(Change::RoomDeleted { room: name.to_owned() });
         Ok((Status::Valid, code::OK, ResponseBody::Empty))
     }
+}
+
+/// The encoded size of a history entry: sender (u16 length), sequence number, time, sealed blob (u32 length).
+fn entry_bytes(e: &HistoryEntry) -> usize {
+    2 + e.from.len() + 8 + 8 + 4 + e.sealed.len()
 }
 
 fn no_room(name: &str) -> (u16, String) {

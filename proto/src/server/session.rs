@@ -18,6 +18,31 @@ impl std::fmt::Display for SessionId {
     }
 }
 
+/// Where a connection comes from, as its transport sees it: the key of the
+/// per-source login limit. The adapter derives it from the peer address
+/// ([`SourceKey::from_ip`]); in-process links (mem, simulator) use
+/// [`SourceKey::Local`], which the per-source limit does not apply to (the
+/// per-account and per-connection limits still do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SourceKey {
+    /// An in-process link: no network peer.
+    Local,
+    /// A network peer: an IPv4 address (as its IPv4-mapped IPv6 form), or
+    /// the /64 prefix of an IPv6 address (one subscriber's allocation).
+    Ip(u128),
+}
+
+impl SourceKey {
+    /// The key of a peer address: IPv4 addresses one by one, IPv6 by /64.
+    #[must_use]
+    pub fn from_ip(ip: std::net::IpAddr) -> SourceKey {
+        match ip.to_canonical() {
+            std::net::IpAddr::V4(v4) => SourceKey::Ip(u128::from(v4.to_ipv6_mapped())),
+            std::net::IpAddr::V6(v6) => SourceKey::Ip(u128::from(v6) & !((1u128 << 64) - 1)),
+        }
+    }
+}
+
 /// The user a session acts for.
 #[derive(Debug, Clone)]
 pub(crate) struct Bound {
@@ -47,6 +72,11 @@ pub(crate) struct Session {
     /// A request of this session waits on this job; later frames wait in the decoder.
     pub(crate) busy: Option<JobId>,
     pub(crate) failures: FailureWindow,
+    /// Where the connection comes from.
+    pub(crate) source: SourceKey,
+    /// The SHA-256 of the refresh token this connection last exchanged: the
+    /// retry grace of that exchange is bound to this connection.
+    pub(crate) refreshed: Option<[u8; 32]>,
     /// The last access token that authenticated here, and its expiry (skips the hash lookup).
     pub(crate) token_cache: Option<(Bytes, u64)>,
     pub(crate) last_rx: Instant,
@@ -54,7 +84,7 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(limits: Limits, now: Instant) -> Session {
+    pub(crate) fn new(limits: Limits, now: Instant, source: SourceKey) -> Session {
         Session {
             decoder: FrameDecoder::new(limits),
             out: BytesMut::new(),
@@ -63,6 +93,8 @@ impl Session {
             login: LoginStep::Idle,
             busy: None,
             failures: FailureWindow::default(),
+            source,
+            refreshed: None,
             token_cache: None,
             last_rx: now,
             ping: None,

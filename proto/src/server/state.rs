@@ -303,6 +303,15 @@ pub struct State {
     /// login shares it, so retries are recognised across connections. Forgotten with the
     /// family, or `token_grace` after the login's last token expired.
     pub oidc_logins: BTreeMap<[u8; 32], OidcLogin>,
+    /// Refresh tokens of revoked families (logout, detected reuse), by SHA-256 of the token,
+    /// with the latest expiry of their family: presenting one is answered "revoked", not
+    /// "unknown". Forgotten `token_grace` after that expiry. (Store format 3.)
+    pub revoked_refresh: HashMap<[u8; 32], u64>,
+    /// The account of each OIDC provider user, by [`oidc_subject_key`](super::oidc_subject_key)
+    /// of its (`iss`, `sub`): bound at its first login, never changed (store format 3).
+    pub oidc_subjects: BTreeMap<[u8; 32], String>,
+    /// The reverse of [`oidc_subjects`](Self::oidc_subjects): the subject key of each bound account.
+    pub oidc_accounts: BTreeMap<String, [u8; 32]>,
 }
 
 impl State {
@@ -325,7 +334,24 @@ impl State {
             last_family: 0,
             signing_keys: Vec::new(),
             oidc_logins: BTreeMap::new(),
+            revoked_refresh: HashMap::default(),
+            oidc_subjects: BTreeMap::new(),
+            oidc_accounts: BTreeMap::new(),
         }
+    }
+
+    /// The token families with a token that expires after `before_ms`.
+    fn live_families(&self, before_ms: u64) -> std::collections::HashSet<u64, foldhash::quality::RandomState> {
+        self.tokens.values().filter(|t| t.expires_ms > before_ms).map(|t| t.family).collect()
+    }
+
+    /// Whether [`Change::TokensPurged`] with `before_ms` would forget anything.
+    #[must_use]
+    pub fn purge_due(&self, before_ms: u64) -> bool {
+        let live = self.live_families(before_ms);
+        self.tokens.values().any(|t| !kept_by_purge(t, before_ms, &live))
+            || self.oidc_logins.values().any(|l| l.expires_ms <= before_ms)
+            || self.revoked_refresh.values().any(|e| *e <= before_ms)
     }
 
     /// The conversation between `a` and `b`, if any.
@@ -390,12 +416,20 @@ impl State {
                 }
             }
             Change::FamilyRevoked { family } => {
+                let expires_ms = self.tokens.values().filter(|t| t.family == *family).map(|t| t.expires_ms).max();
+                for (hash, t) in &self.tokens {
+                    if t.family == *family && t.kind == TokenKind::Refresh {
+                        self.revoked_refresh.insert(*hash, expires_ms.unwrap_or(t.expires_ms));
+                    }
+                }
                 self.tokens.retain(|_, t| t.family != *family);
                 self.dedup.remove(family);
                 self.oidc_logins.retain(|_, l| l.family != *family);
             }
             Change::TokensPurged { before_ms } => {
-                self.tokens.retain(|_, t| t.expires_ms > *before_ms);
+                let live = self.live_families(*before_ms);
+                self.tokens.retain(|_, t| kept_by_purge(t, *before_ms, &live));
+                self.revoked_refresh.retain(|_, e| *e > *before_ms);
                 self.oidc_logins.retain(|_, l| l.expires_ms > *before_ms);
                 let live: std::collections::HashSet<u64, foldhash::quality::RandomState> =
                     self.tokens.values().map(|t| t.family).chain(self.oidc_logins.values().map(|l| l.family)).collect();
@@ -517,6 +551,28 @@ impl State {
                 self.last_family = self.last_family.max(login.family);
                 self.oidc_logins.insert(*key, *login);
             }
+            Change::RoomHistoryTrimmed { room, upto } => {
+                if let Some(r) = self.rooms.get_mut(room) {
+                    while r.history.front().is_some_and(|e| e.seq <= *upto) {
+                        r.history.pop_front();
+                    }
+                }
+            }
+            Change::OidcSubjectBound { subject, username } => {
+                self.oidc_subjects.insert(*subject, username.clone());
+                self.oidc_accounts.insert(username.clone(), *subject);
+            }
         }
     }
+}
+
+/// Whether a purge up to `before_ms` keeps a token: unexpired (within the grace), or a spent
+/// refresh token (a tombstone) of a family still alive, so that presenting it again is
+/// recognised as reuse for as long as the login lasts.
+fn kept_by_purge(
+    t: &TokenRecord,
+    before_ms: u64,
+    live: &std::collections::HashSet<u64, foldhash::quality::RandomState>,
+) -> bool {
+    t.expires_ms > before_ms || (t.rotated.is_some() && live.contains(&t.family))
 }

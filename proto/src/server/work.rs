@@ -6,6 +6,7 @@
 //! in virtual time. Routing never waits for a hash.
 
 use argon2::{Algorithm, Argon2, Params, Version};
+use zeroize::Zeroizing;
 
 use super::config::HashParams;
 
@@ -14,7 +15,8 @@ use super::config::HashParams;
 pub struct JobId(pub u64);
 
 pub(crate) struct HashTask {
-    pub(crate) secret: Vec<u8>,
+    /// The password or passphrase: overwritten when the job is dropped.
+    pub(crate) secret: Zeroizing<Vec<u8>>,
     pub(crate) salt: [u8; 16],
     pub(crate) params: HashParams,
 }

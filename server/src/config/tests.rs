@@ -184,6 +184,8 @@ fn config_every_section_reaches_the_server_config() {
     let text = format!(
         "max_connections = 50\ncompact_every = 7\n\
          [server]\naccess_ttl_secs = 60\nidle_timeout_secs = 45\nduplicate_login = \"refuse\"\nroom_history = 5\n\
+         room_history_bytes = 16384\nmax_rooms_per_user = 3\nmax_accounts = 9\nlogin_source_burst = 7\n\
+         max_tracked_sources = 11\n\
          [limits]\nmax_data = 65536\n[argon2]\nm_cost_kib = 8\nt_cost = 1\n\
          [codes]\nttl_secs = 30\n\
          [phantom]\nservice_credential = \"0123456789abcdef\"\nissuer = \"iss\"\naudience = \"aud\"\n\
@@ -196,6 +198,8 @@ fn config_every_section_reaches_the_server_config() {
     assert_eq!((s.access_ttl, s.idle_timeout), (Duration::from_secs(60), Duration::from_secs(45)));
     assert_eq!((s.duplicate_login, s.room_history, s.limits.max_data), (DuplicateLogin::Refuse, 5, 65536));
     assert_eq!((s.hash_params.m_cost_kib, s.hash_params.t_cost, s.hash_params.p_cost), (8, 1, 1));
+    assert_eq!((s.room_history_bytes, s.max_rooms_per_user, s.max_accounts), (16384, 3, 9));
+    assert_eq!((s.login_source_burst, s.max_tracked_sources), (7, 11));
     assert_eq!(s.codes.as_ref().unwrap().ttl, Duration::from_secs(30));
     assert_eq!(s.codes.as_ref().unwrap().max_in_flight, 100_000);
     let p = s.phantom.as_ref().unwrap();
@@ -237,6 +241,10 @@ fn config_invalid_values_are_refused_with_their_key() {
         ("[server]\nmax_verifier = 8\n", "server.max_verifier"),
         ("[argon2]\nm_cost_kib = 8\np_cost = 2\n", "argon2.m_cost_kib"),
         ("[limits]\nmax_name = 16\n", "limits.max_name"),
+        // A room's whole history and member list must fit in one frame.
+        ("[limits]\nmax_data = 65536\n", "server.room_history_bytes"),
+        ("[server]\nmax_accounts = 0\n", "server.max_accounts"),
+        ("[server]\nlogin_source_burst = 0\n", "server.login_source_burst"),
         ("compact_every = 0\n", "compact_every"),
         ("cert_chain = \"c.pem\"\n", "private_key"),
         ("private_key = \"k.pem\"\n", "cert_chain"),

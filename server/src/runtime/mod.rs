@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use confab_proto::server::State;
+use confab_proto::server::{SourceKey, State};
 use confab_proto::{Now, Output, Server, ServerConfig, SessionId};
 use confab_transports::mem::{self, MemLink};
 use confab_transports::net::{ConnId, ConnIds, Hub, HubSender, NetEvent, Transport};
@@ -370,18 +370,21 @@ impl Node {
 
     fn net_event(&mut self, now: Now, event: NetEvent) {
         match event {
-            NetEvent::Opened { conn, transport, peer, .. } => match self.core.open_session(now) {
-                Ok(session) => {
-                    self.summary.connections += 1;
-                    debug!(%conn, %transport, ?peer, session = session.0, "connection opened");
-                    self.conns.insert(conn, Conn { session, transport });
-                    self.sessions.insert(session, conn);
+            // The per-source login limit keys on the peer address (IPv4, or IPv6 /64); mem links are local.
+            NetEvent::Opened { conn, transport, peer, .. } => {
+                match self.core.open_session_from(now, peer.map_or(SourceKey::Local, |p| SourceKey::from_ip(p.ip()))) {
+                    Ok(session) => {
+                        self.summary.connections += 1;
+                        debug!(%conn, %transport, ?peer, session = session.0, "connection opened");
+                        self.conns.insert(conn, Conn { session, transport });
+                        self.sessions.insert(session, conn);
+                    }
+                    Err(e) => {
+                        warn!(%conn, %transport, ?peer, "connection refused: {e}");
+                        self.close_conn(conn, transport);
+                    }
                 }
-                Err(e) => {
-                    warn!(%conn, %transport, ?peer, "connection refused: {e}");
-                    self.close_conn(conn, transport);
-                }
-            },
+            }
             NetEvent::Received { conn, bytes } => {
                 if let Some(c) = self.conns.get(&conn) {
                     self.core.handle_input(now, c.session, &bytes);

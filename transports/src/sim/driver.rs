@@ -87,6 +87,11 @@ pub(crate) struct User {
     /// Peers whose request it is accepting.
     accepting: BTreeSet<String>,
     requests: BTreeMap<u32, Req>,
+    /// Room messages refused with 401 because the login ended (never
+    /// performed: the client fails only requests it never wrote, and the
+    /// server refuses a revoked token before doing anything): sent again,
+    /// as an application would, once logged in again.
+    resend: Vec<Bytes>,
     counter: u64,
 }
 
@@ -103,6 +108,7 @@ impl User {
             asked: BTreeSet::new(),
             accepting: BTreeSet::new(),
             requests: BTreeMap::new(),
+            resend: Vec::new(),
             counter: 0,
         }
     }
@@ -117,12 +123,12 @@ impl User {
 
     /// Whether the user has a session and nothing of its own in flight.
     pub(crate) fn idle(&self) -> bool {
-        self.phase == Phase::LoggedIn && self.requests.is_empty()
+        self.phase == Phase::LoggedIn && self.requests.is_empty() && self.resend.is_empty()
     }
 
     /// Requests still waiting for their outcome.
     pub(crate) fn in_flight(&self) -> usize {
-        self.requests.len()
+        self.requests.len() + self.resend.len()
     }
 
     fn next(&mut self) -> u64 {
@@ -180,6 +186,9 @@ impl User {
         }
         if !connected {
             return false;
+        }
+        if self.phase == Phase::LoggedIn && client.is_logged_in() && !self.resend.is_empty() {
+            return self.resend_refused(client, ctx);
         }
         if self.oidc {
             return self.maintain_oidc(client, ctx);
@@ -472,12 +481,40 @@ impl User {
                 }
             }
             Req::CloseMp(_) => {}
+            // The login ended (a refresh token reused: issue 10) before the message went out.
+            Req::SendRoom(sealed) if code == code::UNAUTHORIZED => {
+                ctx.trace.note(ctx.at, &format!("{me}: room send refused {code}: {reason}; resent after login"));
+                self.resend.push(sealed);
+            }
             Req::SendRoom(sealed) | Req::SendMp(sealed) => {
                 ctx.trace.note(ctx.at, &format!("{me}: send failed {code}: {reason}"));
                 ctx.ledger.settle(&sealed, Outcome::Failed { code, reason });
             }
         }
         false
+    }
+
+    /// Sends again the room messages refused when the previous login ended.
+    fn resend_refused(&mut self, client: &mut Machine, ctx: &mut Ctx<'_>) -> bool {
+        let mut made = false;
+        for sealed in std::mem::take(&mut self.resend) {
+            let room = match ctx.ledger.post(&sealed).map(|p| &p.to) {
+                Some(Target::Room(room)) if self.rooms.contains(room) => room.clone(),
+                _ => {
+                    let reason = "refused when the login ended, and no longer a member".to_owned();
+                    ctx.ledger.settle(&sealed, Outcome::Failed { code: code::UNAUTHORIZED, reason });
+                    continue;
+                }
+            };
+            let r = client.send_room(ctx.now, &room, &sealed);
+            if self.issue(ctx, r, Req::SendRoom(sealed.clone())) {
+                made = true;
+            } else {
+                let reason = "refused by the client".to_owned();
+                ctx.ledger.settle(&sealed, Outcome::Failed { code: 0, reason });
+            }
+        }
+        made
     }
 
     /// A request sent before the session ended, never answered: a send may

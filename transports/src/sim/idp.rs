@@ -90,13 +90,19 @@ impl TestIdp {
     /// `preferred_username`, a UUID-like `sub`, `exp = iat + lifetime`, `kid`.
     /// The signing key rotates every second token (to the next key of the set, round robin).
     pub fn token(&mut self, now_unix_ms: u64, username: &str) -> String {
+        let sub =
+            format!("{:08x}-0000-4000-8000-{:012x}", fnv(username.as_bytes()) as u32, fnv(username.as_bytes()) >> 16);
+        self.token_for_subject(now_unix_ms, username, &sub)
+    }
+
+    /// Like [`token`](Self::token), with a chosen `sub`: the provider's user id, which a
+    /// `preferred_username` may outlive (a rename) or be reused by (another user).
+    pub fn token_for_subject(&mut self, now_unix_ms: u64, username: &str, sub: &str) -> String {
         self.issued += 1;
         if self.issued.is_multiple_of(2) {
             self.active = (self.active + 1) % self.keys.len();
         }
         let iat = now_unix_ms / 1000;
-        let sub =
-            format!("{:08x}-0000-4000-8000-{:012x}", fnv(username.as_bytes()) as u32, fnv(username.as_bytes()) >> 16);
         let claims = serde_json::json!({
             "exp": iat + self.lifetime.as_secs(),
             "iat": iat,

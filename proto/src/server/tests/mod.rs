@@ -1,0 +1,176 @@
+//! Tests of the server machine alone, driven with hand-made requests. Unlike
+//! the transcripts (which run every hash job at once), this harness can hold
+//! jobs back, so attempts really are in flight at the same time.
+
+mod accounts;
+mod caps;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::{HashParams, Job, Output, Server, ServerConfig, SessionId, SourceKey};
+use crate::{
+    FrameDecoder, Login, Message, Now, Passphrase, Register, Request, RequestBody, Response, ResponseBody, Tokens,
+};
+
+pub(super) const PASSWORD: &str = "correct horse";
+pub(super) const PASSPHRASE: &str = "apple river stone";
+
+/// Cheap argon2, otherwise the defaults.
+pub(super) fn config() -> ServerConfig {
+    ServerConfig { hash_params: HashParams::INSECURE_FAST, ..ServerConfig::default() }
+}
+
+/// A server and the responses it sent, per session.
+pub(super) struct Harness {
+    pub(super) server: Server,
+    pub(super) now: Now,
+    /// Jobs handed out and not yet run (when [`hold`](Self::hold) is set).
+    pub(super) held: Vec<Job>,
+    /// Jobs handed out so far.
+    pub(super) jobs: usize,
+    /// Hold jobs instead of running them at once.
+    pub(super) hold: bool,
+    decoders: std::collections::HashMap<SessionId, FrameDecoder>,
+    received: std::collections::HashMap<SessionId, Vec<Message>>,
+    next_request: u32,
+}
+
+impl Harness {
+    pub(super) fn new(config: ServerConfig) -> Harness {
+        let now = Now::new(Instant::now(), crate::examples::TIMESTAMP_MS);
+        Harness {
+            server: Server::new(config, [9; 32], now),
+            now,
+            held: Vec::new(),
+            jobs: 0,
+            hold: false,
+            decoders: std::collections::HashMap::new(),
+            received: std::collections::HashMap::new(),
+            next_request: 1,
+        }
+    }
+
+    pub(super) fn connect(&mut self) -> SessionId {
+        self.connect_from(SourceKey::Local)
+    }
+
+    pub(super) fn connect_from(&mut self, source: SourceKey) -> SessionId {
+        let id = self.server.open_session_from(self.now, source).expect("session limit");
+        self.decoders.insert(id, FrameDecoder::new(self.server.config().limits));
+        id
+    }
+
+    /// Sends a request with `auth`; returns its id.
+    pub(super) fn send_auth(&mut self, session: SessionId, body: impl Into<RequestBody>, auth: &[u8]) -> u32 {
+        let request_id = self.next_request;
+        self.next_request += 1;
+        let msg = Message::Request(Request { request_id, timestamp_ms: self.now.unix_ms, body: body.into() });
+        self.server.handle_input(self.now, session, &msg.to_bytes(auth));
+        self.pump();
+        request_id
+    }
+
+    pub(super) fn send(&mut self, session: SessionId, body: impl Into<RequestBody>) -> u32 {
+        self.send_auth(session, body, b"")
+    }
+
+    /// Runs the held jobs and feeds their results back.
+    pub(super) fn run_held(&mut self) {
+        for job in std::mem::take(&mut self.held) {
+            let result = job.run();
+            self.server.handle_work(self.now, result);
+        }
+        self.pump();
+    }
+
+    pub(super) fn advance(&mut self, d: Duration) {
+        self.now = self.now.advance(d);
+        self.server.handle_timeout(self.now);
+        self.pump();
+    }
+
+    pub(super) fn pump(&mut self) {
+        loop {
+            match self.server.poll_output() {
+                Output::Work(job) => {
+                    self.jobs += 1;
+                    if self.hold {
+                        self.held.push(job);
+                    } else {
+                        let result = job.run();
+                        self.server.handle_work(self.now, result);
+                    }
+                }
+                Output::Transmit { session, bytes } => {
+                    let limits = self.server.config().limits;
+                    let Some(decoder) = self.decoders.get_mut(&session) else { continue };
+                    decoder.push(&bytes);
+                    while let Ok(Some(frame)) = decoder.next_frame() {
+                        let msg = Message::decode(&frame, &limits).expect("the server sends valid frames");
+                        self.received.entry(session).or_default().push(msg);
+                    }
+                }
+                Output::Timeout(_) => return,
+                Output::Persist(_) | Output::Close { .. } | Output::Event(_) => {}
+            }
+        }
+    }
+
+    /// The response to `request_id` on `session`.
+    pub(super) fn response(&self, session: SessionId, request_id: u32) -> Response {
+        self.received
+            .get(&session)
+            .into_iter()
+            .flatten()
+            .find_map(|m| match m {
+                Message::Response(r) if r.request_id == request_id => Some(r.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no response to #{request_id} on {session}"))
+    }
+
+    /// The code answered to `request_id` on `session`.
+    pub(super) fn code(&self, session: SessionId, request_id: u32) -> u16 {
+        self.response(session, request_id).code
+    }
+
+    /// The error reason answered to `request_id` on `session` (empty if it succeeded).
+    pub(super) fn reason(&self, session: SessionId, request_id: u32) -> String {
+        match self.response(session, request_id).body {
+            ResponseBody::Error(e) => e.reason,
+            _ => String::new(),
+        }
+    }
+
+    /// Registers `user` on a fresh session (jobs run at once).
+    pub(super) fn register(&mut self, user: &str) -> u16 {
+        let hold = std::mem::replace(&mut self.hold, false);
+        let s = self.connect();
+        let id = self.send(
+            s,
+            Register {
+                username: user.into(),
+                password: PASSWORD.into(),
+                passphrase: PASSPHRASE.into(),
+                identity_key: Bytes::from(format!("idkey-{user}")),
+            },
+        );
+        self.hold = hold;
+        self.code(s, id)
+    }
+
+    /// Logs `user` in on a fresh session; returns the session and its tokens.
+    pub(super) fn login(&mut self, user: &str) -> (SessionId, Tokens) {
+        let hold = std::mem::replace(&mut self.hold, false);
+        let s = self.connect();
+        self.send(s, Login { username: user.into(), password: PASSWORD.into() });
+        let id = self.send(s, Passphrase { passphrase: PASSPHRASE.into() });
+        self.hold = hold;
+        match self.response(s, id).body {
+            ResponseBody::Tokens(t) => (s, t),
+            other => panic!("login of {user} failed: {other:?}"),
+        }
+    }
+}
