@@ -64,14 +64,14 @@ pub enum Change {
     /// An OIDC login (keyed by [`oidc_login_key`](super::oidc_login_key)) is bound to a token
     /// family, or its expiry moved later. Replaces the previous record of `key`.
     OidcLoginBound { key: [u8; 32], login: OidcLogin },
-    /// A room's public descriptor, stored right after [`Change::RoomCreated`] (store format 3).
-    RoomDescribed { room: String, descriptor: Bytes },
     /// A provider user (keyed by [`oidc_subject_key`](super::oidc_subject_key) of its `iss`
     /// and `sub`) is bound to the account `username`, for good (store format 3).
     OidcSubjectBound { subject: [u8; 32], username: String },
     /// A room's history entries up to sequence number `upto` were dropped to keep its
     /// history within `room_history_bytes` (store format 3).
     RoomHistoryTrimmed { room: String, upto: u64 },
+    /// A room's public descriptor, stored right after [`Change::RoomCreated`] (store format 3).
+    RoomDescribed { room: String, descriptor: Bytes },
 }
 
 impl Change {

@@ -313,10 +313,12 @@ impl User {
             }
             SecureEvent::MpExpiredLocally { .. } => {}
             // A live message of a room whose join (retried on a new
-            // connection) is not answered yet: the key comes with the
-            // answer, whose history holds the message.
+            // connection) is not answered yet, or whose join was
+            // indeterminate (written before a lost session: the server may
+            // have made this user a member, the key never came): the key
+            // comes with a join answer, whose history holds the message.
             SecureEvent::DecryptFailed { room: Some(room), reason: DecryptError::NoRoomKey, .. }
-                if self.joining.contains(&room) => {}
+                if self.joining.contains(&room) || !self.rooms.contains(&room) => {}
             e @ (SecureEvent::KeyChanged { .. }
             | SecureEvent::HandshakeRejected { .. }
             | SecureEvent::DecryptFailed { .. }) => {
