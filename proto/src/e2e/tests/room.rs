@@ -79,6 +79,8 @@ fn descriptor_encoding_and_policy() {
     assert!(matches!(RoomDescriptor::parse(&huge.to_bytes(), FAST), Err(RoomError::BadDescriptor(_))));
     let zero_p = RoomDescriptor::from_parts([1; 16], HashParams { m_cost_kib: 64, t_cost: 3, p_cost: 0 });
     assert!(matches!(RoomDescriptor::parse(&zero_p.to_bytes(), FAST), Err(RoomError::BadDescriptor(_))));
+    let thin = RoomDescriptor::from_parts([1; 16], HashParams { m_cost_kib: 8, t_cost: 3, p_cost: 2 });
+    assert!(matches!(RoomDescriptor::parse(&thin.to_bytes(), FAST), Err(RoomError::BadDescriptor(_))));
     assert!(matches!(RoomDescriptor::parse(&bytes[..28], FAST), Err(RoomError::BadDescriptor(_))));
     let mut v2 = bytes;
     v2[0] = 2;
