@@ -245,6 +245,10 @@ fn no_key_stream_reuse_after_history_loss_logout_login_and_rejoin() {
     let _ = alice.ok(&["room", "send", "lobby", M1]);
     let mut blobs = snapshot("after-m1/server", &data);
     blobs.extend(snapshot("after-m1/alice", &alice.profile));
+    // A scratch copy of the data directory as it is now (m1 sealed in it,
+    // no reuse possible yet), for the planted reuse below.
+    let scratch = TempDir::new("probe-scratch");
+    copy_tree(&data, scratch.path());
 
     // Bob pushes m1 out of the retained history (room_history = 20 by default).
     for n in 0..20 {
@@ -262,8 +266,6 @@ fn no_key_stream_reuse_after_history_loss_logout_login_and_rejoin() {
     blobs.extend(snapshot("after-m2/server", &data));
     blobs.extend(snapshot("after-m2/alice", &alice.profile));
     blobs.extend(snapshot("after-m2/bob", &bob.profile));
-    let scratch = TempDir::new("probe-scratch");
-    copy_tree(&data, scratch.path());
     assert_eq!(server.terminate(), Some(0), "SIGTERM exits 0");
     blobs.extend(snapshot("stopped/server", &data));
     blobs.push(Blob { label: "server log".to_owned(), bytes: server.log().into_bytes() });
@@ -305,5 +307,10 @@ fn no_key_stream_reuse_after_history_loss_logout_login_and_rejoin() {
         blobs.iter().any(|b| b.label.starts_with("after-m1/server:") && b.bytes.len() > 4096),
         "the server's data directory was read after m1"
     );
-    assert!(hits.is_empty(), "key stream reuse (or plaintext at rest) found:\n{}", describe(&blobs, &hits));
+    assert!(
+        hits.is_empty(),
+        "{} pairs of windows XOR to m1 XOR m2: key stream reuse (or plaintext at rest); the first ones:\n{}",
+        hits.len(),
+        describe(&blobs, &hits)
+    );
 }
