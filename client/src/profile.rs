@@ -11,7 +11,7 @@
 //! | `contacts` | the contact book: pinned identity keys, fingerprint, a changed key awaiting acceptance |
 //! | `outbox` | requests not answered yet, as their exact frames (re-sent with the same id after a restart) |
 //! | `received` | received MPs with `expires_ms` = receipt + 1 h; expired rows are deleted |
-//! | `state` | the rest of the [`SecureSnapshot`] as JSON: MP sessions and counters, replay windows, room keys, handshakes in flight |
+//! | `state` | the rest of the [`SecureSnapshot`] as JSON: MP stream keys and what was accepted on them, room descriptors and secrets, replay memories, handshakes in flight (no sending epoch or counter: a new process seals in a new epoch) |
 //!
 //! [`Profile::save`] writes a whole snapshot in one transaction; the session
 //! loop calls it before writing any frame the snapshot describes.

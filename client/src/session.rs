@@ -9,9 +9,10 @@
 //!   link.recv(until min(timeout, deadline)) -> handle_input | handle_timeout
 //! ```
 //!
-//! Saving before sending is what makes a sealed message's counter durable
-//! before the message leaves (no CTR nonce reuse after a crash), and what
-//! makes a received message stored before its delivery acknowledgement
+//! Saving before sending is what makes a request stored in the outbox before
+//! it leaves (re-sent with the same id, never sealed anew, after a crash),
+//! what was accepted stored before anything depends on it (no replay accepted
+//! after a crash), and what makes a received message stored before its delivery acknowledgement
 //! leaves (no message lost after a crash: the server replays unacknowledged
 //! items at the next connection).
 

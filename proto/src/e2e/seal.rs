@@ -58,8 +58,8 @@
 //! only within [`REPLAY_WINDOW`] of the highest seen) and the newest
 //! `sent_ms` seen in it. It remembers at most [`MAX_EPOCHS`] epochs; to
 //! forget one it raises a floor to that epoch's newest `sent_ms`, and a
-//! message of an epoch it does not know is accepted only if its `sent_ms`
-//! is above the floor. So a message is accepted at most once, whatever the
+//! message (of any epoch) is accepted only if its `sent_ms` is above the
+//! floor. So a message is accepted at most once, whatever the
 //! server replays and however long after. The tag is checked before any
 //! state changes: forged blobs move nothing.
 
@@ -698,7 +698,15 @@ impl ReplayState {
     }
 
     /// Records an authenticated message, or refuses it as not new.
+    ///
+    /// A message sealed no later than the floor is refused whatever its
+    /// epoch: an epoch forgotten and then heard from again (a sending
+    /// session that outlived 512 others) comes back with an empty window,
+    /// and its older messages must not pass through it a second time.
     pub fn accept(&mut self, header: &Header, sent_ms: u64) -> Result<(), OpenError> {
+        if let Some(floor_ms) = self.floor_ms.filter(|floor| sent_ms <= *floor) {
+            return Err(OpenError::Stale { sent_ms, floor_ms });
+        }
         match self.epochs.get_mut(&header.epoch) {
             Some((window, newest)) => {
                 window.check(header.counter)?;
@@ -706,9 +714,6 @@ impl ReplayState {
                 *newest = (*newest).max(sent_ms);
             }
             None => {
-                if let Some(floor_ms) = self.floor_ms.filter(|floor| sent_ms <= *floor) {
-                    return Err(OpenError::Stale { sent_ms, floor_ms });
-                }
                 let mut window = ReplayWindow::new();
                 window.accept(header.counter);
                 self.epochs.insert(header.epoch, (window, sent_ms));

@@ -176,28 +176,33 @@ impl SecureClient {
         let Some(me) = self.client.username().map(str::to_owned) else { return Some(event) };
         match (pending, body) {
             (RoomPending::Create(keys), _) => {
-                let room = keys.room().to_owned();
                 let session = RoomSession::new(keys, &me, &mut self.rng);
-                self.rooms.insert(room, session);
+                self.install_room(session);
             }
             (RoomPending::Info { room, password }, ResponseBody::RoomDescriptor(info)) => {
                 return self.join_with(request_id, &room, &password, &info.descriptor);
             }
+            (RoomPending::Info { room, .. }, _) => {
+                return Some(ClientEvent::Failed {
+                    request_id,
+                    opcode: Opcode::RoomInfo,
+                    code: code::BAD_REQUEST,
+                    reason: format!("room {room}: the server's room_info answer carries no descriptor"),
+                    retry_after_ms: 0,
+                });
+            }
             (RoomPending::Join { keys, op }, ResponseBody::RoomJoined(joined)) => {
+                // A rejoin keeps what this device accepted in that
+                // incarnation (held or retired): the server cannot replay
+                // old messages as new, even by handing out another
+                // descriptor in between.
                 let room = keys.room().to_owned();
-                let mut session = RoomSession::new(keys, &me, &mut self.rng);
-                // A rejoin of the same incarnation keeps what this device
-                // accepted: the server cannot replay old messages as new.
-                if let Some(held) = self.rooms.get(&room)
-                    && held.keys().descriptor() == session.keys().descriptor()
-                    && held.keys().verifier() == session.keys().verifier()
-                {
-                    for (sender, state) in held.received_all() {
-                        session.restore_received(sender, state.clone());
-                    }
+                let session = RoomSession::new(keys, &me, &mut self.rng);
+                self.install_room(session);
+                if let Some(mut session) = self.rooms.remove(&room) {
+                    self.open_history(&room, &mut session, &joined.history);
+                    self.rooms.insert(room, session);
                 }
-                self.open_history(&room, &mut session, &joined.history);
-                self.rooms.insert(room, session);
                 return Some(with_request_id(event, op));
             }
             (RoomPending::History(room), ResponseBody::History(history)) => {

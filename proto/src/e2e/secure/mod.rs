@@ -117,7 +117,7 @@ mod snapshot;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -125,14 +125,15 @@ use rand::rngs::StdRng;
 
 pub use event::{DecryptError, SecureError, SecureEvent, SecureOutput};
 pub use snapshot::{
-    ContactSnapshot, MpPendingSnapshot, ReceivedMp, RoomPendingSnapshot, RoomSnapshot, SecureSnapshot, SessionSnapshot,
+    ContactSnapshot, MpPendingSnapshot, ReceivedMp, ReceivedSnapshot, RetiredRoomSnapshot, RoomPendingSnapshot,
+    RoomSnapshot, SecureSnapshot, SeenRequestsSnapshot, SessionSnapshot,
 };
 
 use zeroize::Zeroizing;
 
 use super::{
-    IdentityKey, MpOffer, MpRequest, MpSession, PublicIdentity, RoomDescriptor, RoomKeys, RoomSession, SafetyNumber,
-    check_room_password, safety_number,
+    IdentityKey, MpOffer, MpRequest, MpSession, PublicIdentity, ReplayState, RoomDescriptor, RoomKeys, RoomSession,
+    SafetyNumber, check_room_password, safety_number,
 };
 use crate::server::HashParams;
 use crate::{Client, ClientOutput, Now};
@@ -169,6 +170,14 @@ enum RoomPending {
 /// How many request ephemeral keys are remembered per peer, to refuse a replayed request.
 pub const SEEN_REQUESTS: usize = 64;
 
+/// How many replaced room incarnations' replay memories are kept (a rejoin
+/// of one of them gets its memory back: a server cannot wipe it by handing
+/// out another descriptor in between).
+pub const RETIRED_ROOMS: usize = 64;
+
+/// What was accepted in one room incarnation no session holds any more.
+type Retired = (String, [u8; 16], BTreeMap<String, ReplayState>);
+
 /// An MP request or acceptance awaiting its answer: on failure, its state goes.
 #[derive(Debug)]
 enum MpPending {
@@ -194,6 +203,9 @@ pub struct SecureClient {
     /// SHA-256 of the ephemeral keys of the last [`SEEN_REQUESTS`] requests
     /// verified from each peer, oldest first: a request seen again is a replay.
     seen_requests: HashMap<String, VecDeque<[u8; 32]>>,
+    /// Replay memories of room incarnations replaced by another (a new
+    /// descriptor, a re-created room), oldest first, at most [`RETIRED_ROOMS`].
+    retired_rooms: VecDeque<Retired>,
     mp_pending: HashMap<u32, MpPending>,
     /// Received MPs: (deleted at, sender, text), oldest first.
     inbox: VecDeque<(Instant, String, String)>,
@@ -220,6 +232,7 @@ impl SecureClient {
             rooms: HashMap::new(),
             room_pending: HashMap::new(),
             seen_requests: HashMap::new(),
+            retired_rooms: VecDeque::new(),
             mp_pending: HashMap::new(),
             inbox: VecDeque::new(),
             events: VecDeque::new(),
@@ -471,7 +484,52 @@ impl SecureClient {
         self.client.username().map(str::to_owned).ok_or(SecureError::NotLoggedIn)
     }
 
+    /// Installs `session` for its room: what this device accepted in the
+    /// same incarnation (held, or retired earlier) carries over; a held
+    /// session of another incarnation is retired, not forgotten.
+    fn install_room(&mut self, mut session: RoomSession) {
+        let room = session.keys().room().to_owned();
+        let room_id = *session.keys().descriptor().room_id();
+        if let Some(held) = self.rooms.remove(&room) {
+            if held.keys().descriptor().room_id() == &room_id {
+                merge_received(&mut session, held.received_all());
+            } else {
+                let id = *held.keys().descriptor().room_id();
+                self.retire(room.clone(), id, held.received_all().clone());
+            }
+        }
+        if let Some(at) = self.retired_rooms.iter().position(|(r, id, _)| *r == room && *id == room_id)
+            && let Some((_, _, received)) = self.retired_rooms.remove(at)
+        {
+            merge_received(&mut session, &received);
+        }
+        self.rooms.insert(room, session);
+    }
+
+    fn retire(&mut self, room: String, room_id: [u8; 16], received: BTreeMap<String, ReplayState>) {
+        if received.is_empty() {
+            return;
+        }
+        if let Some(at) = self.retired_rooms.iter().position(|(r, id, _)| *r == room && *id == room_id) {
+            self.retired_rooms.remove(at);
+        }
+        self.retired_rooms.push_back((room, room_id, received));
+        while self.retired_rooms.len() > RETIRED_ROOMS {
+            self.retired_rooms.pop_front();
+        }
+    }
+
     fn check_unblocked(&self, peer: &str) -> Result<(), SecureError> {
         if self.is_blocked(peer) { Err(SecureError::KeyChanged(peer.to_owned())) } else { Ok(()) }
+    }
+}
+
+/// Adds what was accepted in `from` to `session`, keeping the session's own
+/// state for a sender both know (it is the newer).
+fn merge_received(session: &mut RoomSession, from: &BTreeMap<String, ReplayState>) {
+    for (sender, state) in from {
+        if session.received(sender).is_none() {
+            session.restore_received(sender, state.clone());
+        }
     }
 }

@@ -65,6 +65,20 @@ pub struct SecureSnapshot {
     pub inbox: Vec<ReceivedMp>,
     /// Request ephemeral keys seen per peer (a replayed request is refused).
     pub seen_requests: Vec<SeenRequestsSnapshot>,
+    /// What was accepted in room incarnations no session holds, oldest first.
+    pub retired_rooms: Vec<RetiredRoomSnapshot>,
+}
+
+/// What was accepted in a room incarnation that a later join or create replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct RetiredRoomSnapshot {
+    /// The room.
+    pub room: String,
+    /// The incarnation's room id (16 bytes).
+    pub room_id: Vec<u8>,
+    /// What was accepted, per sender.
+    pub received: Vec<ReceivedSnapshot>,
 }
 
 impl Drop for SecureSnapshot {
@@ -276,6 +290,15 @@ impl SecureClient {
             mp_pending: mp_pending.collect(),
             inbox: self.snapshot_inbox(),
             seen_requests: seen_requests.collect(),
+            retired_rooms: self
+                .retired_rooms
+                .iter()
+                .map(|(room, id, received)| RetiredRoomSnapshot {
+                    room: room.clone(),
+                    room_id: id.to_vec(),
+                    received: received.iter().map(|(sender, state)| ReceivedSnapshot::of(sender, state)).collect(),
+                })
+                .collect(),
         };
         // Stable order: equal states give equal snapshots.
         snapshot.contacts.sort_by(|a, b| a.user.cmp(&b.user));
@@ -334,6 +357,11 @@ impl SecureClient {
                 session.restore_received(&received.sender, received.state());
             }
             sc.rooms.insert(r.room.clone(), session);
+        }
+        for r in &snapshot.retired_rooms {
+            let id: [u8; 16] = r.room_id.as_slice().try_into().map_err(|_| SnapshotError::Malformed("room id"))?;
+            let received = r.received.iter().map(|s| (s.sender.clone(), s.state())).collect();
+            sc.retired_rooms.push_back((r.room.clone(), id, received));
         }
         for seen in &snapshot.seen_requests {
             let digests = seen.digests.iter().filter_map(|d| <[u8; 32]>::try_from(d.as_slice()).ok()).collect();

@@ -311,3 +311,22 @@ proptest! {
         prop_assert!(opener.open(&room(), "alice", &blob).is_err());
     }
 }
+
+/// Found by the attacker review: an epoch forgotten under the floor and
+/// then heard from again must not come back with an empty window that
+/// accepts its old messages a second time.
+#[test]
+fn a_forgotten_epoch_heard_again_does_not_readmit_its_old_messages() {
+    let mut long_lived = Sealer::new(&stream(5), &mut rng(1));
+    let m1 = long_lived.seal(&room(), "alice", T + 1000, b"m1").unwrap();
+    let mut opener = Opener::new(stream(5));
+    assert!(open(&mut opener, &m1).is_ok());
+    for i in 0..MAX_EPOCHS as u64 {
+        let mut other = Sealer::new(&stream(5), &mut rng(2000 + i));
+        assert!(open(&mut opener, &other.seal(&room(), "alice", T + 2000 + i, b"x").unwrap()).is_ok());
+    }
+    assert_eq!(opener.state().floor_ms(), Some(T + 1000), "the long-lived epoch was forgotten");
+    let m2 = long_lived.seal(&room(), "alice", T + 5000, b"m2").unwrap();
+    assert!(open(&mut opener, &m2).is_ok(), "a newer message of the forgotten epoch is welcome");
+    assert!(matches!(open(&mut opener, &m1), Err(OpenError::Stale { sent_ms, .. }) if sent_ms == T + 1000));
+}

@@ -374,3 +374,90 @@ fn a_404_that_makes_the_user_recreate_gives_a_new_incarnation() {
     let second = stored(&net, "room11")[0].1.clone();
     assert_ne!(peek_header(&first).unwrap().epoch, peek_header(&second).unwrap().epoch);
 }
+
+/// Found by the attacker review: a server that answers one join with a
+/// forged (or another incarnation's) descriptor, then the next with the
+/// genuine one and an empty history, must not wipe what the device accepted
+/// in the genuine incarnation.
+#[test]
+fn an_incarnation_rollback_does_not_wipe_the_replay_memory() {
+    let mut net = Net::new();
+    let a = net.user("alice", fixtures::ALICE_PKCS8);
+    let b = net.user("bob", fixtures::BOB_PKCS8);
+    let now = net.now;
+    net.sc(a).create_room(now, "room11", ROOM_PASSWORD).unwrap();
+    net.pump();
+    net.sc(b).join_room(now, "room11", ROOM_PASSWORD).unwrap();
+    net.pump();
+    net.sc(a).send_room(now, "room11", "pay bob 10").unwrap();
+    net.pump();
+    assert_eq!(room_texts(&net.take(b)), vec![("pay bob 10".into(), false)]);
+    let blob = stored(&net, "room11")[0].1.clone();
+    let genuine = *net.sc(b).room_keys("room11").unwrap().descriptor();
+    let forged = RoomDescriptor::from_parts([9; 16], HashParams::INSECURE_FAST);
+    for descriptor in [forged, genuine] {
+        hostile_join(&mut net, b, &descriptor);
+    }
+    net.sc(b).on_event(live("room11", "alice", 9, blob));
+    net.pump();
+    let events = net.take(b);
+    assert!(room_texts(&events).is_empty(), "{events:?}");
+}
+
+/// A join answered as the server pleases: `room_info` with `descriptor`,
+/// then `join_room` accepted with an empty history.
+fn hostile_join(net: &mut Net, i: usize, descriptor: &RoomDescriptor) {
+    let now = net.now;
+    let id = net.sc(i).join_room(now, "room11", ROOM_PASSWORD).unwrap();
+    let body =
+        ResponseBody::RoomDescriptor(RoomDescribed { descriptor: Bytes::copy_from_slice(&descriptor.to_bytes()) });
+    net.sc(i).on_event(ClientEvent::Done { request_id: id, opcode: Opcode::RoomInfo, code: 200, body });
+    let join_id = net.sc(i).client().next_request_id().unwrap() - 1;
+    let body =
+        ResponseBody::RoomJoined(crate::RoomJoined { members: vec!["alice".into(), "bob".into()], history: vec![] });
+    net.sc(i).on_event(ClientEvent::Done { request_id: join_id, opcode: Opcode::JoinRoom, code: 200, body });
+    let events = drain(net, i);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, SecureEvent::Plain(ClientEvent::Done { request_id, .. }) if *request_id == id)),
+        "{events:?}"
+    );
+}
+
+fn drain(net: &mut Net, i: usize) -> Vec<SecureEvent> {
+    std::iter::from_fn(|| {
+        loop {
+            match net.sc(i).poll_output() {
+                crate::e2e::SecureOutput::Event(e) => return Some(e),
+                crate::e2e::SecureOutput::Timeout(_) => return None,
+                _ => {}
+            }
+        }
+    })
+    .collect()
+}
+
+/// Found by the attacker review: a `room_info` answered with another body
+/// must fail the join, not report it done.
+#[test]
+fn a_room_info_answer_without_a_descriptor_fails_the_join() {
+    let mut net = Net::new();
+    let a = net.user("alice", fixtures::ALICE_PKCS8);
+    let now = net.now;
+    let id = net.sc(a).join_room(now, "room11", ROOM_PASSWORD).unwrap();
+    net.sc(a).on_event(ClientEvent::Done {
+        request_id: id,
+        opcode: Opcode::RoomInfo,
+        code: 200,
+        body: ResponseBody::Empty,
+    });
+    let events = drain(&mut net, a);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, SecureEvent::Plain(ClientEvent::Failed { request_id, .. }) if *request_id == id)),
+        "{events:?}"
+    );
+    assert!(!events.iter().any(|e| matches!(e, SecureEvent::Plain(ClientEvent::Done { .. }))), "{events:?}");
+}
