@@ -496,3 +496,25 @@ fn secure_oidc_runs_replay_exactly() {
     assert_eq!((a.digest, a.steps, a.stats), (b.digest, b.steps, b.stats));
     assert!(a.stats.token_renewals > 0, "{a}");
 }
+
+/// Issue 10's hostile server in the simulator: secure clients, mixed
+/// faults, and a server that replays one received `room_message`,
+/// `user_message` or `mp_request` in four, later, under a fresh sequence
+/// number. Every replay is refused (or cannot be opened at all) and none
+/// is delivered twice; no client seals two blobs under one (epoch, counter).
+#[test]
+fn hostile_server_replays_are_refused() {
+    let reports = run_all("hostile", 0..=HOSTILE_SEEDS, SimConfig::hostile);
+    let total = |f: fn(&Report) -> u64| reports.iter().map(f).sum::<u64>();
+    let (injected, refused, unopened) =
+        (total(|r| r.stats.replays_injected), total(|r| r.stats.replays_refused), total(|r| r.stats.replays_unopened));
+    let blobs = total(|r| r.stats.blobs_checked);
+    eprintln!(
+        "hostile: {injected} replays injected, {refused} refused as replays, {unopened} unopened; {blobs} blobs checked"
+    );
+    assert!(injected > 50, "too few replays: {injected}");
+    assert!(refused > injected / 2, "too few refused as replays: {refused} of {injected}");
+    assert!(blobs > 200, "too few blobs through the nonce log: {blobs}");
+}
+
+const HOSTILE_SEEDS: u64 = 9;

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
-use confab_proto::e2e::{DecryptError, SecureError, SecureEvent};
+use confab_proto::e2e::{DecryptError, OpenError, SecureError, SecureEvent};
 use confab_proto::{ClientEvent, CommandError, Now, ResponseBody, code};
 use rand::RngExt as _;
 use rand::rngs::StdRng;
@@ -32,6 +32,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) stats: &'a mut SimStats,
     /// The identity provider of OIDC users.
     pub(crate) idp: &'a mut Option<TestIdp>,
+    /// These events answer an item the hostile server replayed: it must be refused.
+    pub(crate) replay: bool,
 }
 
 impl Ctx<'_> {
@@ -275,6 +277,9 @@ impl User {
     /// is a violation (the simulated network never tampers).
     fn on_secure(&mut self, client: &mut Machine, ctx: &mut Ctx<'_>, e: SecureEvent) -> bool {
         let me = self.name.clone();
+        if ctx.replay {
+            return self.on_replayed(client, ctx, e);
+        }
         match e {
             SecureEvent::MpOffered { from, .. } => {
                 self.deliver(ctx, from.clone(), DeliveryKind::MpRequest, 0, Bytes::new());
@@ -325,6 +330,38 @@ impl User {
                 ctx.violate(Invariant::Opacity, format!("{me}: {e:?}"));
             }
             SecureEvent::Plain(e) => return self.on_event(client, ctx, e),
+        }
+        false
+    }
+
+    /// What the secure layer made of an item the hostile server replayed:
+    /// refused as a replay, or not opened at all (its keys are gone). Anything it accepted is still delivered,
+    /// so that the ledger's duplicate checks see it too.
+    fn on_replayed(&mut self, client: &mut Machine, ctx: &mut Ctx<'_>, e: SecureEvent) -> bool {
+        let me = self.name.clone();
+        match e {
+            SecureEvent::DecryptFailed {
+                reason:
+                    DecryptError::Open(OpenError::Replayed { .. } | OpenError::TooOld { .. } | OpenError::Stale { .. }),
+                ..
+            } => ctx.stats.replays_refused += 1,
+            SecureEvent::HandshakeRejected { ref reason, .. } if reason.contains("replayed") => {
+                ctx.stats.replays_refused += 1;
+            }
+            // Not opened for another reason (the session or room key it was
+            // sealed under is gone: a conversation closed and opened again, a
+            // room left): refused all the same, and harmless.
+            SecureEvent::DecryptFailed { .. } | SecureEvent::HandshakeRejected { .. } => {
+                ctx.stats.replays_unopened += 1;
+            }
+            e @ (SecureEvent::Mp { .. } | SecureEvent::Room { .. } | SecureEvent::MpOffered { .. }) => {
+                ctx.violate(Invariant::Replay, format!("{me}: replayed item accepted: {e:?}"));
+                ctx.replay = false;
+                let acted = self.on_secure(client, ctx, e);
+                ctx.replay = true;
+                return acted;
+            }
+            e => ctx.violate(Invariant::Replay, format!("{me}: replayed item refused unexpectedly: {e:?}")),
         }
         false
     }

@@ -71,6 +71,7 @@ mod client;
 mod config;
 mod driver;
 mod fault;
+mod hostile;
 mod idp;
 mod ledger;
 mod machine;
@@ -86,7 +87,7 @@ use std::time::{Duration, Instant};
 
 use confab_proto::e2e::{IdentityKey, SecureClient, fixtures};
 use confab_proto::server::{Change, OidcConfig, ServerEvent};
-use confab_proto::{Client, Now, Server, SessionId};
+use confab_proto::{Client, ClientEvent, FrameDecoder, Now, Server, SessionId};
 use rand::SeedableRng as _;
 use rand::rngs::StdRng;
 
@@ -125,6 +126,8 @@ pub(crate) struct Host {
     pub(crate) latency: Option<Span>,
     pub(crate) reconnect_pending: bool,
     pub(crate) user: User,
+    /// Items the client processed that the hostile server may replay.
+    pub(crate) replayable: Vec<ClientEvent>,
 }
 
 /// A simulation. See the [module docs](self).
@@ -166,6 +169,14 @@ pub struct Sim {
     server_events: Vec<ServerEvent>,
     /// Every persisted change, if [`SimConfig::record_server`].
     changes: Vec<Change>,
+    /// Decoders of what clients write, per link (secure mode: the nonce log).
+    up_decoders: HashMap<LinkId, FrameDecoder>,
+    /// Decoders of what clients receive, per link (replays).
+    down_decoders: HashMap<LinkId, FrameDecoder>,
+    /// Every sealed blob's header the clients sent.
+    nonces: hostile::NonceLog,
+    /// A replayed item is being processed: the user's behaviour expects it refused.
+    replaying: bool,
     /// Prints the seed if the run panics.
     _guard: SeedGuard,
 }
@@ -231,6 +242,7 @@ impl Sim {
                     latency: None,
                     reconnect_pending: false,
                     user: User::new(name, i >= oidc_from),
+                    replayable: Vec::new(),
                 }
             })
             .collect();
@@ -259,6 +271,10 @@ impl Sim {
             idp,
             server_events: Vec::new(),
             changes: Vec::new(),
+            up_decoders: HashMap::new(),
+            down_decoders: HashMap::new(),
+            nonces: hostile::NonceLog::default(),
+            replaying: false,
             _guard: SeedGuard::new(config.seed),
             config,
         };
@@ -468,6 +484,7 @@ impl Sim {
                 self.try_connect(id);
             }
             Ev::Online(id) => self.go_online(id),
+            Ev::Replay(id) => self.replay(id),
         }
     }
 

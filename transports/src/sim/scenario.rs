@@ -31,6 +31,7 @@ impl Sim {
             violations: &mut self.violations,
             stats: &mut self.stats,
             idp: &mut self.idp,
+            replay: false,
         };
         let r = f(&mut host.user, &mut host.client, &mut ctx, &mut self.rng);
         self.drain_client(id);
