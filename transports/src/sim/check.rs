@@ -114,6 +114,10 @@ pub struct SimStats {
     pub replays_unopened: u64,
     /// Sealed blobs through the nonce log (secure mode).
     pub blobs_checked: u64,
+    /// Clients restored from an old copy.
+    pub client_restores: u64,
+    /// Answers to request ids a client restored from an old copy used again.
+    pub reused_ids: u64,
 }
 
 /// The verdict of a run.

@@ -95,6 +95,15 @@ pub(crate) struct User {
     /// as an application would, once logged in again.
     resend: Vec<Bytes>,
     counter: u64,
+    /// The highest request id the client had issued when it was last
+    /// restored from an old copy ([`Sim::restore_client`](super::Sim::restore_client)): 0 if never.
+    reused_below: u32,
+    /// The highest request id issued.
+    max_issued: u32,
+    /// Requests made after a restore with an id the lost state had already
+    /// used: the server's retry window may answer them from its record
+    /// (the original's answer, not performed) instead of performing them.
+    maybe_reused: BTreeSet<u32>,
 }
 
 impl User {
@@ -112,6 +121,9 @@ impl User {
             requests: BTreeMap::new(),
             resend: Vec::new(),
             counter: 0,
+            reused_below: 0,
+            max_issued: 0,
+            maybe_reused: BTreeSet::new(),
         }
     }
 
@@ -143,6 +155,10 @@ impl User {
         match r {
             Ok(id) => {
                 ctx.stats.commands += 1;
+                self.max_issued = self.max_issued.max(id);
+                if id <= self.reused_below {
+                    self.maybe_reused.insert(id);
+                }
                 self.requests.insert(id, req);
                 true
             }
@@ -443,7 +459,15 @@ impl User {
     }
 
     fn done(&mut self, ctx: &mut Ctx<'_>, id: u32, code: u16, body: ResponseBody) -> bool {
+        if self.maybe_reused.remove(&id) {
+            return self.answered_from_record(ctx, id);
+        }
         let Some(req) = self.requests.remove(&id) else {
+            if self.reused_below > 0 && id <= self.reused_below {
+                // A request of the old copy's outbox, sent again: its outcome went to the lost state.
+                ctx.stats.reused_ids += 1;
+                return false;
+            }
             let me = &self.name;
             ctx.violate(Invariant::Protocol, format!("{me}: Done for request {id}, which has no outcome pending"));
             return false;
@@ -480,6 +504,9 @@ impl User {
     }
 
     fn failed(&mut self, client: &mut Machine, ctx: &mut Ctx<'_>, id: u32, code: u16, reason: String) -> bool {
+        if self.maybe_reused.remove(&id) {
+            return self.answered_from_record(ctx, id);
+        }
         let Some(req) = self.requests.remove(&id) else {
             // A request the client made on its own (refresh, acknowledgement).
             ctx.stats.internal_failures += 1;
@@ -554,6 +581,45 @@ impl User {
             }
         }
         made
+    }
+
+    /// The answer to a request whose id the client's lost state had used:
+    /// possibly the server's record of the old request (a known limit of
+    /// restoring an old copy: SECURITY.md), so the request may not have been
+    /// performed. Treated like an indeterminate outcome.
+    fn answered_from_record(&mut self, ctx: &mut Ctx<'_>, id: u32) -> bool {
+        ctx.stats.reused_ids += 1;
+        let reason = format!("request id {id} reused after a restore from an old copy");
+        ctx.trace.note(ctx.at, &format!("{}: {reason}", self.name));
+        self.indeterminate(ctx, id, reason)
+    }
+
+    /// The client was restored from an old copy of its state: what was in
+    /// flight is lost with the state it replaced (indeterminate), and the
+    /// user believes what the old copy holds: its rooms and conversations.
+    pub(crate) fn restored(&mut self, client: &Machine, ctx: &mut Ctx<'_>, users: &[String]) {
+        for (_, req) in std::mem::take(&mut self.requests) {
+            if let Req::SendRoom(sealed) | Req::SendMp(sealed) = req {
+                let reason = "in flight when the client was restored from an old copy".to_owned();
+                ctx.ledger.settle(&sealed, Outcome::Unknown { reason });
+            }
+        }
+        for sealed in std::mem::take(&mut self.resend) {
+            // Refused before it was performed, then forgotten with the lost state.
+            let reason = "to be resent when the client was restored from an old copy".to_owned();
+            ctx.ledger.settle(&sealed, Outcome::Unknown { reason });
+        }
+        self.maybe_reused.clear();
+        self.reused_below = self.max_issued;
+        let Some(secure) = client.secure() else { return };
+        self.rooms.retain(|r| secure.room_session(r).is_some());
+        self.open = users.iter().filter(|u| secure.has_session(u)).cloned().collect();
+        self.joining.clear();
+        self.asked.clear();
+        self.accepting.clear();
+        if self.phase == Phase::LoggedIn && !client.is_logged_in() {
+            self.phase = Phase::Registered;
+        }
     }
 
     /// A request sent before the session ended, never answered: a send may

@@ -26,11 +26,15 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
+use confab_proto::e2e::SecureClient;
 use confab_proto::e2e::seal::peek_header;
 use confab_proto::{ClientEvent, EventBody, FrameDecoder, Message, RequestBody};
-use rand::RngExt as _;
+use rand::rngs::StdRng;
+use rand::{RngExt as _, SeedableRng as _};
 
 use super::check::Invariant;
+use super::driver::Ctx;
+use super::machine::Machine;
 use super::net::LinkId;
 use super::queue::Ev;
 use super::{ClientId, Sim};
@@ -178,13 +182,82 @@ impl Sim {
             _ => return,
         };
         let now = self.now();
-        let super::machine::Machine::Secure(client) = &mut self.hosts[id.0].client else { return };
+        let Machine::Secure(client) = &mut self.hosts[id.0].client else { return };
         self.stats.replays_injected += 1;
         self.trace.note(self.elapsed, &format!("fault: server replays to client {}: {event:?}", id.0));
         client.inject_event(now, event);
         self.replaying = true;
         self.drain_client(id);
         self.replaying = false;
+    }
+}
+
+impl Sim {
+    /// Keeps a copy of the user's secure client state (its profile on
+    /// disk), for [`Sim::restore_client`]. False in plain mode.
+    pub fn save_client(&mut self, id: ClientId) -> bool {
+        let Some(snapshot) = self.secure_client(id).map(SecureClient::snapshot) else { return false };
+        self.hosts[id.0].saved = Some(Box::new(snapshot));
+        true
+    }
+
+    /// The user's device dies and its app starts again from the copy
+    /// [`Sim::save_client`] kept (an old profile): its connection drops,
+    /// the client is rebuilt from the copy with a fresh random generator,
+    /// and the user's behaviour believes what the copy holds. What was in
+    /// flight becomes indeterminate. The old copy reuses request ids the
+    /// server may answer from its retry window without performing them
+    /// (a known limit): those answers are indeterminate too. Every blob it
+    /// seals afterwards goes through the nonce log like any other. False
+    /// if nothing was saved or the copy does not restore.
+    pub fn restore_client(&mut self, id: ClientId) -> bool {
+        let Some(snapshot) = self.hosts[id.0].saved.clone() else { return false };
+        let now = self.now();
+        let rng = StdRng::seed_from_u64(self.rng.random());
+        let restored = SecureClient::restore(
+            self.config.client.clone(),
+            &snapshot,
+            super::identity(id.0),
+            rng,
+            self.config.server.hash_params,
+            now,
+        );
+        let restored = match restored {
+            Ok(c) => c,
+            Err(e) => {
+                self.violate(Invariant::Protocol, format!("client {}: old copy does not restore: {e}", id.0));
+                return false;
+            }
+        };
+        self.stats.client_restores += 1;
+        self.trace.note(self.elapsed, &format!("fault: client {} restored from an old copy", id.0));
+        if let Some(link) = self.hosts[id.0].link.take() {
+            if let Some(l) = self.net.get_mut(link) {
+                l.client_open = false;
+            }
+            self.server_lost(link);
+            self.net.gc(link);
+        }
+        self.hosts[id.0].client = Machine::Secure(Box::new(restored));
+        self.hosts[id.0].deadline = None;
+        self.hosts[id.0].replayable.clear();
+        let users = self.user_names();
+        let (now, at) = (self.now(), self.elapsed);
+        let host = &mut self.hosts[id.0];
+        let mut ctx = Ctx {
+            now,
+            at,
+            ledger: &mut self.ledger,
+            trace: &mut self.trace,
+            violations: &mut self.violations,
+            stats: &mut self.stats,
+            idp: &mut self.idp,
+            replay: false,
+        };
+        host.user.restored(&host.client, &mut ctx, &users);
+        self.drain_client(id);
+        self.schedule_reconnect(id);
+        true
     }
 }
 

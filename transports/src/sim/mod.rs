@@ -85,6 +85,7 @@ mod trace;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use confab_proto::e2e::secure::SecureSnapshot;
 use confab_proto::e2e::{IdentityKey, SecureClient, fixtures};
 use confab_proto::server::{Change, OidcConfig, ServerEvent};
 use confab_proto::{Client, ClientEvent, FrameDecoder, Now, Server, SessionId};
@@ -128,6 +129,8 @@ pub(crate) struct Host {
     pub(crate) user: User,
     /// Items the client processed that the hostile server may replay.
     pub(crate) replayable: Vec<ClientEvent>,
+    /// A copy of the secure client's state ([`Sim::save_client`]).
+    pub(crate) saved: Option<Box<SecureSnapshot>>,
 }
 
 /// A simulation. See the [module docs](self).
@@ -185,13 +188,17 @@ pub struct Sim {
 /// fixtures in turn: generating RSA keys takes seconds), its own seeded RNG,
 /// cheap room-key hashing.
 fn secure_client(client: Client, i: usize, rng_seed: u64, config: &SimConfig, now: Now) -> SecureClient {
+    let rng = StdRng::seed_from_u64(rng_seed);
+    SecureClient::new(client, identity(i), rng, config.server.hash_params, now)
+}
+
+/// User `i`'s identity key: one of the three fixtures.
+fn identity(i: usize) -> IdentityKey {
     let pkcs8 = [fixtures::ALICE_PKCS8, fixtures::BOB_PKCS8, fixtures::MALLORY_PKCS8][i % 3];
-    let identity = match IdentityKey::from_pkcs8_der(pkcs8) {
+    match IdentityKey::from_pkcs8_der(pkcs8) {
         Ok(key) => key,
         Err(e) => panic!("fixture identity key unusable: {e}"),
-    };
-    let rng = StdRng::seed_from_u64(rng_seed);
-    SecureClient::new(client, identity, rng, config.server.hash_params, now)
+    }
 }
 
 /// Timer firings of one machine at one instant before the run is declared stuck.
@@ -243,6 +250,7 @@ impl Sim {
                     reconnect_pending: false,
                     user: User::new(name, i >= oidc_from),
                     replayable: Vec::new(),
+                    saved: None,
                 }
             })
             .collect();

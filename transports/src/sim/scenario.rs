@@ -49,7 +49,7 @@ impl Sim {
             .collect()
     }
 
-    fn user_names(&self) -> Vec<String> {
+    pub(crate) fn user_names(&self) -> Vec<String> {
         self.hosts.iter().map(|h| h.user.name.clone()).collect()
     }
 
