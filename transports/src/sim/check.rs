@@ -322,6 +322,13 @@ impl Sim {
                 }
             }
         }
+        // A message the user received and then lost with a device state
+        // restored from an old copy was delivered (once, if not again since).
+        for (user, _) in self.ledger.inboxes() {
+            for d in self.ledger.lost(user).iter().filter(|d| d.kind == DeliveryKind::Message) {
+                count.entry(d.sealed.clone()).or_insert(1);
+            }
+        }
         let mut acked = 0;
         for (sealed, post) in self.ledger.posts() {
             if !matches!(post.to, Target::User(_)) {

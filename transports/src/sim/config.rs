@@ -188,6 +188,16 @@ pub struct SimConfig {
     /// under a fresh sequence number. The secure client must refuse every
     /// one. 0 in every preset but [`SimConfig::hostile`].
     pub hostile_replay: f64,
+    /// In secure mode: the probability, per scenario action, that a random
+    /// user's profile is saved, and (as much again) that a user with a saved
+    /// copy is restored from it ([`Sim::restore_client`](super::Sim::restore_client)).
+    /// 0 in every preset: a restored device lacks the MP sessions opened
+    /// after its copy, so its peers' messages in them fail to open
+    /// (`NoSession`) and are lost, and acceptances of requests made after
+    /// the copy are rejected; the behaviour and the ledger do not model that
+    /// loss yet, so such runs report `Opacity` and `MpDelivery` violations
+    /// (never `NonceReuse` or `Replay`).
+    pub client_restore: f64,
     /// The server machine's configuration.
     pub server: ServerConfig,
     /// Every client machine's configuration.
@@ -220,6 +230,7 @@ impl SimConfig {
             oidc: None,
             record_server: false,
             hostile_replay: 0.0,
+            client_restore: 0.0,
             server: ServerConfig { hash_params: HashParams::INSECURE_FAST, ..ServerConfig::default() },
             client: ClientConfig::default(),
         }

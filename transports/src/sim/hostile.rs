@@ -197,21 +197,24 @@ impl Sim {
     /// disk), for [`Sim::restore_client`]. False in plain mode.
     pub fn save_client(&mut self, id: ClientId) -> bool {
         let Some(snapshot) = self.secure_client(id).map(SecureClient::snapshot) else { return false };
-        self.hosts[id.0].saved = Some(Box::new(snapshot));
+        let kept = self.ledger.inbox(&self.hosts[id.0].user.name).len();
+        self.hosts[id.0].saved = Some((Box::new(snapshot), kept));
         true
     }
 
     /// The user's device dies and its app starts again from the copy
     /// [`Sim::save_client`] kept (an old profile): its connection drops,
     /// the client is rebuilt from the copy with a fresh random generator,
-    /// and the user's behaviour believes what the copy holds. What was in
+    /// and the user's behaviour believes what the copy holds; what its
+    /// application received since the copy is lost with it (the ledger
+    /// keeps it apart, and a second delivery of it is no duplicate). What was in
     /// flight becomes indeterminate. The old copy reuses request ids the
     /// server may answer from its retry window without performing them
     /// (a known limit): those answers are indeterminate too. Every blob it
     /// seals afterwards goes through the nonce log like any other. False
     /// if nothing was saved or the copy does not restore.
     pub fn restore_client(&mut self, id: ClientId) -> bool {
-        let Some(snapshot) = self.hosts[id.0].saved.clone() else { return false };
+        let Some((snapshot, kept)) = self.hosts[id.0].saved.clone() else { return false };
         let now = self.now();
         let rng = StdRng::seed_from_u64(self.rng.random());
         let restored = SecureClient::restore(
@@ -238,6 +241,8 @@ impl Sim {
             self.server_lost(link);
             self.net.gc(link);
         }
+        let name = self.hosts[id.0].user.name.clone();
+        self.ledger.roll_back(&name, kept);
         self.hosts[id.0].client = Machine::Secure(Box::new(restored));
         self.hosts[id.0].deadline = None;
         self.hosts[id.0].replayable.clear();

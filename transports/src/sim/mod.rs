@@ -28,6 +28,12 @@
 //!   ([`Ledger::content_keys`]) and, with [`SimConfig::record_server`], every
 //!   server event and persisted change ([`Sim::server_events`],
 //!   [`Sim::changes`]), so a test can check the server never saw them.
+//! - A hostile server ([`SimConfig::hostile`], issue 10): in secure mode
+//!   the server replays items a client already processed, under fresh
+//!   sequence numbers ([`SimConfig::hostile_replay`]); each must be refused
+//!   ([`Invariant::Replay`]). In secure mode every sealed blob a client
+//!   sends goes through a nonce log ([`Invariant::NonceReuse`]), also across
+//!   [`Sim::restore_client`] (a profile restored from an old copy).
 //! - OIDC users ([`SimConfig::oidc`]): the last users authenticate with
 //!   Keycloak-shaped ES256 access tokens from a [`TestIdp`] the server trusts
 //!   through its JWK Set (three keys; the signing key rotates every second
@@ -130,7 +136,8 @@ pub(crate) struct Host {
     /// Items the client processed that the hostile server may replay.
     pub(crate) replayable: Vec<ClientEvent>,
     /// A copy of the secure client's state ([`Sim::save_client`]).
-    pub(crate) saved: Option<Box<SecureSnapshot>>,
+    /// With the length of the user's inbox then.
+    pub(crate) saved: Option<(Box<SecureSnapshot>, usize)>,
 }
 
 /// A simulation. See the [module docs](self).

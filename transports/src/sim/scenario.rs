@@ -61,6 +61,15 @@ impl Sim {
         }
         self.actions_left -= 1;
         self.stats.actions += 1;
+        if self.config.client_restore > 0.0 && self.config.secure {
+            let id = ClientId(self.rng.random_range(0..self.hosts.len()));
+            let r: f64 = self.rng.random();
+            if r < self.config.client_restore {
+                self.save_client(id);
+            } else if r < 2.0 * self.config.client_restore && !self.hosts[id.0].user.oidc {
+                self.restore_client(id);
+            }
+        }
         let f = self.config.faults;
         let id = ClientId(self.rng.random_range(0..self.hosts.len()));
         let r: f64 = self.rng.random();
