@@ -50,6 +50,12 @@ pub enum Invariant {
     /// Protocol surprises: an unexpected error, an outcome reported twice,
     /// a client writing while disconnected.
     Protocol,
+    /// A replayed item ([`SimConfig::hostile_replay`](super::SimConfig::hostile_replay))
+    /// was accepted, or refused for another reason than a replay.
+    Replay,
+    /// A client sealed two different blobs for one conversation under the
+    /// same (epoch, counter): a reused nonce (secure mode).
+    NonceReuse,
 }
 
 /// One broken invariant.
@@ -100,6 +106,18 @@ pub struct SimStats {
     pub deliveries: u64,
     /// Fresh tokens OIDC users got from the identity provider after the server refused an expired one.
     pub token_renewals: u64,
+    /// Items the hostile server replayed.
+    pub replays_injected: u64,
+    /// Of which refused as replays by the secure client.
+    pub replays_refused: u64,
+    /// Of which not opened at all (the keys they were sealed under are gone).
+    pub replays_unopened: u64,
+    /// Sealed blobs through the nonce log (secure mode).
+    pub blobs_checked: u64,
+    /// Clients restored from an old copy.
+    pub client_restores: u64,
+    /// Answers to request ids a client restored from an old copy used again.
+    pub reused_ids: u64,
 }
 
 /// The verdict of a run.
@@ -304,6 +322,13 @@ impl Sim {
                 }
             }
         }
+        // A message the user received and then lost with a device state
+        // restored from an old copy was delivered (once, if not again since).
+        for (user, _) in self.ledger.inboxes() {
+            for d in self.ledger.lost(user).iter().filter(|d| d.kind == DeliveryKind::Message) {
+                count.entry(d.sealed.clone()).or_insert(1);
+            }
+        }
         let mut acked = 0;
         for (sealed, post) in self.ledger.posts() {
             if !matches!(post.to, Target::User(_)) {
@@ -408,8 +433,14 @@ impl Sim {
         }
         for (user, inbox) in self.ledger.inboxes() {
             let mut last: BTreeMap<&str, u64> = BTreeMap::new();
+            let mut live: HashMap<&Bytes, u64> = HashMap::new();
             for d in inbox {
                 let DeliveryKind::Room(room) = &d.kind else { continue };
+                // Live deliveries only (history is not delivered): never the same message twice.
+                if let Some(first) = live.insert(&d.sealed, d.seq) {
+                    let text = String::from_utf8_lossy(&d.sealed);
+                    found.push(format!("{user} got {room} message {text:?} twice, as {first} and {}", d.seq));
+                }
                 let prev = last.insert(room, d.seq).unwrap_or(0);
                 if d.seq <= prev {
                     found.push(format!("{user} got {room} message {} after {prev}", d.seq));
@@ -455,5 +486,47 @@ impl Sim {
         for detail in found {
             self.violate(Invariant::Opacity, detail);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::super::ledger::{Delivery, DeliveryKind, Outcome, Target};
+    use super::super::{Sim, SimConfig};
+    use super::Invariant;
+
+    fn delivery(from: &str, kind: DeliveryKind, seq: u64, sealed: &Bytes) -> Delivery {
+        Delivery { at: Duration::ZERO, from: from.into(), kind, seq, sealed: sealed.clone() }
+    }
+
+    /// A replay the secure client let through shows as a second delivery
+    /// of one post: the ledger checks flag it, for MPs and room messages.
+    #[test]
+    fn a_message_delivered_twice_is_a_violation() {
+        let mut sim = Sim::new(SimConfig { clients: 2, ..SimConfig::quiet(1) });
+        let (mp, room) = (Bytes::from_static(b"mp alice->bob #1"), Bytes::from_static(b"room lobby from alice #2"));
+        sim.ledger.posted(mp.clone(), "alice", Target::User("bob".into()), Duration::ZERO);
+        sim.ledger.settle(&mp, Outcome::Acked { seq: 1, code: 200 });
+        sim.ledger.posted(room.clone(), "alice", Target::Room("lobby".into()), Duration::ZERO);
+        sim.ledger.settle(&room, Outcome::Acked { seq: 1, code: 200 });
+        for (kind, seq, sealed) in [
+            (DeliveryKind::Message, 1, &mp),
+            (DeliveryKind::Room("lobby".into()), 1, &room),
+            // The replays, under fresh sequence numbers.
+            (DeliveryKind::Message, 1 << 40, &mp),
+            (DeliveryKind::Room("lobby".into()), 1 << 40, &room),
+        ] {
+            sim.ledger.delivered("bob", delivery("alice", kind, seq, sealed));
+        }
+        let report = sim.report();
+        let flagged = |inv: Invariant, what: &str| {
+            report.violations.iter().any(|v| v.invariant == inv && v.detail.contains(what))
+        };
+        assert!(flagged(Invariant::MpDelivery, "delivered 2 times"), "{report}");
+        assert!(flagged(Invariant::RoomHistory, "twice"), "{report}");
     }
 }

@@ -60,6 +60,7 @@ impl Sim {
                 };
                 let len = bytes.len();
                 self.trace.step(self.elapsed, &link.0.to_le_bytes(), || format!("{link} <- client: {len} bytes"));
+                self.observe_up(id, link, &bytes);
                 let now = self.elapsed;
                 self.net.send(&mut self.agenda, &mut self.rng, now, link, Dir::Up, Segment::Data(bytes));
             }
@@ -80,6 +81,7 @@ impl Sim {
                 violations: &mut self.violations,
                 stats: &mut self.stats,
                 idp: &mut self.idp,
+                replay: self.replaying && round == 0,
             };
             let acted = host.user.react(&mut host.client, &mut ctx, events, connected);
             if !acted {
@@ -124,6 +126,7 @@ impl Sim {
             return;
         }
         let id = l.client;
+        self.observe_down(id, link, bytes);
         let now = self.now();
         self.hosts[id.0].client.handle_input(now, bytes);
         self.drain_client(id);

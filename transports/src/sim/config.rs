@@ -182,6 +182,22 @@ pub struct SimConfig {
     /// Keep every server event and every persisted change
     /// ([`Sim::server_events`](super::Sim::server_events), [`Sim::changes`](super::Sim::changes)), for leak checks.
     pub record_server: bool,
+    /// A hostile server (issue 10), in secure mode: the probability, per
+    /// `room_message`, `user_message` or `mp_request` a client receives, that
+    /// the server later delivers an item the client already processed again,
+    /// under a fresh sequence number. The secure client must refuse every
+    /// one. 0 in every preset but [`SimConfig::hostile`].
+    pub hostile_replay: f64,
+    /// In secure mode: the probability, per scenario action, that a random
+    /// user's profile is saved, and (as much again) that a user with a saved
+    /// copy is restored from it ([`Sim::restore_client`](super::Sim::restore_client)).
+    /// 0 in every preset: a restored device lacks the MP sessions opened
+    /// after its copy, so its peers' messages in them fail to open
+    /// (`NoSession`) and are lost, and acceptances of requests made after
+    /// the copy are rejected; the behaviour and the ledger do not model that
+    /// loss yet, so such runs report `Opacity` and `MpDelivery` violations
+    /// (never `NonceReuse` or `Replay`).
+    pub client_restore: f64,
     /// The server machine's configuration.
     pub server: ServerConfig,
     /// Every client machine's configuration.
@@ -213,6 +229,8 @@ impl SimConfig {
             secure: false,
             oidc: None,
             record_server: false,
+            hostile_replay: 0.0,
+            client_restore: 0.0,
             server: ServerConfig { hash_params: HashParams::INSECURE_FAST, ..ServerConfig::default() },
             client: ClientConfig::default(),
         }
@@ -317,6 +335,13 @@ impl SimConfig {
             1 => SimConfig::wan(seed),
             _ => SimConfig::flaky(seed),
         }
+    }
+
+    /// [`SimConfig::mixed`] in secure mode with a hostile server that
+    /// replays one received item in four ([`SimConfig::hostile_replay`]).
+    #[must_use]
+    pub fn hostile(seed: u64) -> SimConfig {
+        SimConfig { secure: true, hostile_replay: 0.25, ..SimConfig::mixed(seed) }
     }
 
     /// A network without any fault and no scenario actions: for scripted tests.

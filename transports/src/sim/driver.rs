@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
-use confab_proto::e2e::{DecryptError, SecureError, SecureEvent};
+use confab_proto::e2e::{DecryptError, OpenError, SecureError, SecureEvent};
 use confab_proto::{ClientEvent, CommandError, Now, ResponseBody, code};
 use rand::RngExt as _;
 use rand::rngs::StdRng;
@@ -32,6 +32,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) stats: &'a mut SimStats,
     /// The identity provider of OIDC users.
     pub(crate) idp: &'a mut Option<TestIdp>,
+    /// These events answer an item the hostile server replayed: it must be refused.
+    pub(crate) replay: bool,
 }
 
 impl Ctx<'_> {
@@ -93,6 +95,15 @@ pub(crate) struct User {
     /// as an application would, once logged in again.
     resend: Vec<Bytes>,
     counter: u64,
+    /// The highest request id the client had issued when it was last
+    /// restored from an old copy ([`Sim::restore_client`](super::Sim::restore_client)): 0 if never.
+    reused_below: u32,
+    /// The highest request id issued.
+    max_issued: u32,
+    /// Requests made after a restore with an id the lost state had already
+    /// used: the server's retry window may answer them from its record
+    /// (the original's answer, not performed) instead of performing them.
+    maybe_reused: BTreeSet<u32>,
 }
 
 impl User {
@@ -110,6 +121,9 @@ impl User {
             requests: BTreeMap::new(),
             resend: Vec::new(),
             counter: 0,
+            reused_below: 0,
+            max_issued: 0,
+            maybe_reused: BTreeSet::new(),
         }
     }
 
@@ -141,6 +155,10 @@ impl User {
         match r {
             Ok(id) => {
                 ctx.stats.commands += 1;
+                self.max_issued = self.max_issued.max(id);
+                if id <= self.reused_below {
+                    self.maybe_reused.insert(id);
+                }
                 self.requests.insert(id, req);
                 true
             }
@@ -275,6 +293,9 @@ impl User {
     /// is a violation (the simulated network never tampers).
     fn on_secure(&mut self, client: &mut Machine, ctx: &mut Ctx<'_>, e: SecureEvent) -> bool {
         let me = self.name.clone();
+        if ctx.replay {
+            return self.on_replayed(client, ctx, e);
+        }
         match e {
             SecureEvent::MpOffered { from, .. } => {
                 self.deliver(ctx, from.clone(), DeliveryKind::MpRequest, 0, Bytes::new());
@@ -325,6 +346,38 @@ impl User {
                 ctx.violate(Invariant::Opacity, format!("{me}: {e:?}"));
             }
             SecureEvent::Plain(e) => return self.on_event(client, ctx, e),
+        }
+        false
+    }
+
+    /// What the secure layer made of an item the hostile server replayed:
+    /// refused as a replay, or not opened at all (its keys are gone). Anything it accepted is still delivered,
+    /// so that the ledger's duplicate checks see it too.
+    fn on_replayed(&mut self, client: &mut Machine, ctx: &mut Ctx<'_>, e: SecureEvent) -> bool {
+        let me = self.name.clone();
+        match e {
+            SecureEvent::DecryptFailed {
+                reason:
+                    DecryptError::Open(OpenError::Replayed { .. } | OpenError::TooOld { .. } | OpenError::Stale { .. }),
+                ..
+            } => ctx.stats.replays_refused += 1,
+            SecureEvent::HandshakeRejected { ref reason, .. } if reason.contains("replayed") => {
+                ctx.stats.replays_refused += 1;
+            }
+            // Not opened for another reason (the session or room key it was
+            // sealed under is gone: a conversation closed and opened again, a
+            // room left): refused all the same, and harmless.
+            SecureEvent::DecryptFailed { .. } | SecureEvent::HandshakeRejected { .. } => {
+                ctx.stats.replays_unopened += 1;
+            }
+            e @ (SecureEvent::Mp { .. } | SecureEvent::Room { .. } | SecureEvent::MpOffered { .. }) => {
+                ctx.violate(Invariant::Replay, format!("{me}: replayed item accepted: {e:?}"));
+                ctx.replay = false;
+                let acted = self.on_secure(client, ctx, e);
+                ctx.replay = true;
+                return acted;
+            }
+            e => ctx.violate(Invariant::Replay, format!("{me}: replayed item refused unexpectedly: {e:?}")),
         }
         false
     }
@@ -406,7 +459,15 @@ impl User {
     }
 
     fn done(&mut self, ctx: &mut Ctx<'_>, id: u32, code: u16, body: ResponseBody) -> bool {
+        if self.maybe_reused.remove(&id) {
+            return self.answered_from_record(ctx, id);
+        }
         let Some(req) = self.requests.remove(&id) else {
+            if self.reused_below > 0 && id <= self.reused_below {
+                // A request of the old copy's outbox, sent again: its outcome went to the lost state.
+                ctx.stats.reused_ids += 1;
+                return false;
+            }
             let me = &self.name;
             ctx.violate(Invariant::Protocol, format!("{me}: Done for request {id}, which has no outcome pending"));
             return false;
@@ -443,6 +504,9 @@ impl User {
     }
 
     fn failed(&mut self, client: &mut Machine, ctx: &mut Ctx<'_>, id: u32, code: u16, reason: String) -> bool {
+        if self.maybe_reused.remove(&id) {
+            return self.answered_from_record(ctx, id);
+        }
         let Some(req) = self.requests.remove(&id) else {
             // A request the client made on its own (refresh, acknowledgement).
             ctx.stats.internal_failures += 1;
@@ -517,6 +581,45 @@ impl User {
             }
         }
         made
+    }
+
+    /// The answer to a request whose id the client's lost state had used:
+    /// possibly the server's record of the old request (a known limit of
+    /// restoring an old copy: SECURITY.md), so the request may not have been
+    /// performed. Treated like an indeterminate outcome.
+    fn answered_from_record(&mut self, ctx: &mut Ctx<'_>, id: u32) -> bool {
+        ctx.stats.reused_ids += 1;
+        let reason = format!("request id {id} reused after a restore from an old copy");
+        ctx.trace.note(ctx.at, &format!("{}: {reason}", self.name));
+        self.indeterminate(ctx, id, reason)
+    }
+
+    /// The client was restored from an old copy of its state: what was in
+    /// flight is lost with the state it replaced (indeterminate), and the
+    /// user believes what the old copy holds: its rooms and conversations.
+    pub(crate) fn restored(&mut self, client: &Machine, ctx: &mut Ctx<'_>, users: &[String]) {
+        for (_, req) in std::mem::take(&mut self.requests) {
+            if let Req::SendRoom(sealed) | Req::SendMp(sealed) = req {
+                let reason = "in flight when the client was restored from an old copy".to_owned();
+                ctx.ledger.settle(&sealed, Outcome::Unknown { reason });
+            }
+        }
+        for sealed in std::mem::take(&mut self.resend) {
+            // Refused before it was performed, then forgotten with the lost state.
+            let reason = "to be resent when the client was restored from an old copy".to_owned();
+            ctx.ledger.settle(&sealed, Outcome::Unknown { reason });
+        }
+        self.maybe_reused.clear();
+        self.reused_below = self.max_issued;
+        let Some(secure) = client.secure() else { return };
+        self.rooms.retain(|r| secure.room_session(r).is_some());
+        self.open = users.iter().filter(|u| secure.has_session(u)).cloned().collect();
+        self.joining.clear();
+        self.asked.clear();
+        self.accepting.clear();
+        if self.phase == Phase::LoggedIn && !client.is_logged_in() {
+            self.phase = Phase::Registered;
+        }
     }
 
     /// A request sent before the session ended, never answered: a send may

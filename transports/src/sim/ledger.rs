@@ -96,6 +96,8 @@ pub struct Ledger {
     /// Posts in the order they were made.
     order: Vec<Bytes>,
     inbox: BTreeMap<String, Vec<Delivery>>,
+    /// Deliveries lost with a device state replaced by an old copy, by user.
+    lost: BTreeMap<String, Vec<Delivery>>,
     /// Content keys the secure clients held (what, raw bytes), for leak checks.
     keys: Vec<(String, Vec<u8>)>,
 }
@@ -115,6 +117,21 @@ impl Ledger {
 
     pub(crate) fn delivered(&mut self, user: &str, delivery: Delivery) {
         self.inbox.entry(user.to_owned()).or_default().push(delivery);
+    }
+
+    /// The user's application was restored from a copy taken when its
+    /// inbox held `kept` items: what it received since is lost with the
+    /// replaced state (and may rightly be delivered again).
+    pub(crate) fn roll_back(&mut self, user: &str, kept: usize) {
+        let inbox = self.inbox.entry(user.to_owned()).or_default();
+        let lost: Vec<Delivery> = inbox.drain(kept.min(inbox.len())..).collect();
+        self.lost.entry(user.to_owned()).or_default().extend(lost);
+    }
+
+    /// Deliveries `user` lost when its state was restored from an old copy.
+    #[must_use]
+    pub fn lost(&self, user: &str) -> &[Delivery] {
+        self.lost.get(user).map_or(&[], Vec::as_slice)
     }
 
     pub(crate) fn content_key(&mut self, what: String, bytes: &[u8]) {

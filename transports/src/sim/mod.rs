@@ -28,6 +28,12 @@
 //!   ([`Ledger::content_keys`]) and, with [`SimConfig::record_server`], every
 //!   server event and persisted change ([`Sim::server_events`],
 //!   [`Sim::changes`]), so a test can check the server never saw them.
+//! - A hostile server ([`SimConfig::hostile`], issue 10): in secure mode
+//!   the server replays items a client already processed, under fresh
+//!   sequence numbers ([`SimConfig::hostile_replay`]); each must be refused
+//!   ([`Invariant::Replay`]). In secure mode every sealed blob a client
+//!   sends goes through a nonce log ([`Invariant::NonceReuse`]), also across
+//!   [`Sim::restore_client`] (a profile restored from an old copy).
 //! - OIDC users ([`SimConfig::oidc`]): the last users authenticate with
 //!   Keycloak-shaped ES256 access tokens from a [`TestIdp`] the server trusts
 //!   through its JWK Set (three keys; the signing key rotates every second
@@ -71,6 +77,7 @@ mod client;
 mod config;
 mod driver;
 mod fault;
+mod hostile;
 mod idp;
 mod ledger;
 mod machine;
@@ -84,9 +91,10 @@ mod trace;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use confab_proto::e2e::secure::SecureSnapshot;
 use confab_proto::e2e::{IdentityKey, SecureClient, fixtures};
 use confab_proto::server::{Change, OidcConfig, ServerEvent};
-use confab_proto::{Client, Now, Server, SessionId};
+use confab_proto::{Client, ClientEvent, FrameDecoder, Now, Server, SessionId};
 use rand::SeedableRng as _;
 use rand::rngs::StdRng;
 
@@ -125,6 +133,11 @@ pub(crate) struct Host {
     pub(crate) latency: Option<Span>,
     pub(crate) reconnect_pending: bool,
     pub(crate) user: User,
+    /// Items the client processed that the hostile server may replay.
+    pub(crate) replayable: Vec<ClientEvent>,
+    /// A copy of the secure client's state ([`Sim::save_client`]).
+    /// With the length of the user's inbox then.
+    pub(crate) saved: Option<(Box<SecureSnapshot>, usize)>,
 }
 
 /// A simulation. See the [module docs](self).
@@ -166,6 +179,14 @@ pub struct Sim {
     server_events: Vec<ServerEvent>,
     /// Every persisted change, if [`SimConfig::record_server`].
     changes: Vec<Change>,
+    /// Decoders of what clients write, per link (secure mode: the nonce log).
+    up_decoders: HashMap<LinkId, FrameDecoder>,
+    /// Decoders of what clients receive, per link (replays).
+    down_decoders: HashMap<LinkId, FrameDecoder>,
+    /// Every sealed blob's header the clients sent.
+    nonces: hostile::NonceLog,
+    /// A replayed item is being processed: the user's behaviour expects it refused.
+    replaying: bool,
     /// Prints the seed if the run panics.
     _guard: SeedGuard,
 }
@@ -174,13 +195,17 @@ pub struct Sim {
 /// fixtures in turn: generating RSA keys takes seconds), its own seeded RNG,
 /// cheap room-key hashing.
 fn secure_client(client: Client, i: usize, rng_seed: u64, config: &SimConfig, now: Now) -> SecureClient {
+    let rng = StdRng::seed_from_u64(rng_seed);
+    SecureClient::new(client, identity(i), rng, config.server.hash_params, now)
+}
+
+/// User `i`'s identity key: one of the three fixtures.
+fn identity(i: usize) -> IdentityKey {
     let pkcs8 = [fixtures::ALICE_PKCS8, fixtures::BOB_PKCS8, fixtures::MALLORY_PKCS8][i % 3];
-    let identity = match IdentityKey::from_pkcs8_der(pkcs8) {
+    match IdentityKey::from_pkcs8_der(pkcs8) {
         Ok(key) => key,
         Err(e) => panic!("fixture identity key unusable: {e}"),
-    };
-    let rng = StdRng::seed_from_u64(rng_seed);
-    SecureClient::new(client, identity, rng, config.server.hash_params, now)
+    }
 }
 
 /// Timer firings of one machine at one instant before the run is declared stuck.
@@ -231,6 +256,8 @@ impl Sim {
                     latency: None,
                     reconnect_pending: false,
                     user: User::new(name, i >= oidc_from),
+                    replayable: Vec::new(),
+                    saved: None,
                 }
             })
             .collect();
@@ -259,6 +286,10 @@ impl Sim {
             idp,
             server_events: Vec::new(),
             changes: Vec::new(),
+            up_decoders: HashMap::new(),
+            down_decoders: HashMap::new(),
+            nonces: hostile::NonceLog::default(),
+            replaying: false,
             _guard: SeedGuard::new(config.seed),
             config,
         };
@@ -468,6 +499,7 @@ impl Sim {
                 self.try_connect(id);
             }
             Ev::Online(id) => self.go_online(id),
+            Ev::Replay(id) => self.replay(id),
         }
     }
 

@@ -32,6 +32,8 @@ pub(crate) enum Ev {
     Reconnect(ClientId),
     /// An offline user comes back.
     Online(ClientId),
+    /// The hostile server replays an old item to a client.
+    Replay(ClientId),
 }
 
 struct Entry {

@@ -31,6 +31,7 @@ impl Sim {
             violations: &mut self.violations,
             stats: &mut self.stats,
             idp: &mut self.idp,
+            replay: false,
         };
         let r = f(&mut host.user, &mut host.client, &mut ctx, &mut self.rng);
         self.drain_client(id);
@@ -48,7 +49,7 @@ impl Sim {
             .collect()
     }
 
-    fn user_names(&self) -> Vec<String> {
+    pub(crate) fn user_names(&self) -> Vec<String> {
         self.hosts.iter().map(|h| h.user.name.clone()).collect()
     }
 
@@ -60,6 +61,15 @@ impl Sim {
         }
         self.actions_left -= 1;
         self.stats.actions += 1;
+        if self.config.client_restore > 0.0 && self.config.secure {
+            let id = ClientId(self.rng.random_range(0..self.hosts.len()));
+            let r: f64 = self.rng.random();
+            if r < self.config.client_restore {
+                self.save_client(id);
+            } else if r < 2.0 * self.config.client_restore && !self.hosts[id.0].user.oidc {
+                self.restore_client(id);
+            }
+        }
         let f = self.config.faults;
         let id = ClientId(self.rng.random_range(0..self.hosts.len()));
         let r: f64 = self.rng.random();

@@ -136,7 +136,7 @@ use super::{
     SafetyNumber, check_room_password, safety_number,
 };
 use crate::server::HashParams;
-use crate::{Client, ClientOutput, Now};
+use crate::{Client, ClientEvent, ClientOutput, Now};
 
 /// How long a received MP stays readable on this device.
 pub const MP_LOCAL_RETENTION: Duration = Duration::from_secs(3600);
@@ -269,6 +269,17 @@ impl SecureClient {
             }
         }
         self.client.handle_timeout(now);
+    }
+
+    /// Processes `event` as if the client machine had just reported it.
+    /// Test support for hostile-server simulations: what a server achieves
+    /// by sending an old frame again under a fresh sequence number, without
+    /// that number's side effects on the lane state (acknowledgements,
+    /// later deliveries dropped as duplicates).
+    #[doc(hidden)]
+    pub fn inject_event(&mut self, now: Now, event: ClientEvent) {
+        self.clock = now;
+        self.on_event(event);
     }
 
     /// The next output. Drain until [`SecureOutput::Timeout`].
