@@ -33,7 +33,6 @@ use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
 
 use super::check::Invariant;
-use super::driver::Ctx;
 use super::machine::Machine;
 use super::net::LinkId;
 use super::queue::Ev;
@@ -247,20 +246,7 @@ impl Sim {
         self.hosts[id.0].deadline = None;
         self.hosts[id.0].replayable.clear();
         let users = self.user_names();
-        let (now, at) = (self.now(), self.elapsed);
-        let host = &mut self.hosts[id.0];
-        let mut ctx = Ctx {
-            now,
-            at,
-            ledger: &mut self.ledger,
-            trace: &mut self.trace,
-            violations: &mut self.violations,
-            stats: &mut self.stats,
-            idp: &mut self.idp,
-            replay: false,
-        };
-        host.user.restored(&host.client, &mut ctx, &users);
-        self.drain_client(id);
+        self.with_user(id, |user, client, ctx, _| user.restored(client, ctx, &users));
         self.schedule_reconnect(id);
         true
     }

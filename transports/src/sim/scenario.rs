@@ -16,7 +16,7 @@ const ROOMS: [&str; 6] = ["lobby", "dev", "random", "ops", "music", "books"];
 
 impl Sim {
     /// Runs `f` with a user's behaviour, client machine and bookkeeping, then drains the client.
-    fn with_user<R>(
+    pub(super) fn with_user<R>(
         &mut self,
         id: ClientId,
         f: impl FnOnce(&mut User, &mut Machine, &mut Ctx<'_>, &mut StdRng) -> R,
