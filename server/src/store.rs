@@ -222,21 +222,7 @@ impl Store {
     /// in this format, the log it covers deleted, and the new format in
     /// `meta`, in one transaction.
     fn migrate(&mut self) -> Result<(), StoreError> {
-        let state = postcard::to_stdvec(&self.state).map_err(StoreError::Encode)?;
-        let upto = self.next_seq - 1;
-        let path = &self.path;
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(path))?;
-        tx.execute(
-            "INSERT INTO snapshot (id, upto, state) VALUES (1, ?1, ?2) \
-             ON CONFLICT (id) DO UPDATE SET upto = excluded.upto, state = excluded.state",
-            params![upto, state],
-        )
-        .map_err(sql(path))?;
-        tx.execute("DELETE FROM changes WHERE seq <= ?1", params![upto]).map_err(sql(path))?;
-        tx.execute("UPDATE meta SET value = ?1 WHERE key = 'format'", params![FORMAT_VERSION]).map_err(sql(path))?;
-        tx.commit().map_err(sql(path))?;
-        self.log_len = 0;
-        Ok(())
+        self.write_snapshot(true)
     }
 
     /// Appends one loop turn's changes to the log in one transaction, then
@@ -275,6 +261,12 @@ impl Store {
     /// Writes a snapshot of the current state and deletes the log it covers,
     /// in one transaction. [`commit`](Self::commit) calls it on its own.
     pub fn compact(&mut self) -> Result<(), StoreError> {
+        self.write_snapshot(false)
+    }
+
+    /// A snapshot of the loaded state, the log it covers deleted and, with
+    /// `set_format`, this format in `meta`: one transaction.
+    fn write_snapshot(&mut self, set_format: bool) -> Result<(), StoreError> {
         let state = postcard::to_stdvec(&self.state).map_err(StoreError::Encode)?;
         let upto = self.next_seq - 1;
         let path = &self.path;
@@ -286,6 +278,10 @@ impl Store {
         )
         .map_err(sql(path))?;
         tx.execute("DELETE FROM changes WHERE seq <= ?1", params![upto]).map_err(sql(path))?;
+        if set_format {
+            tx.execute("UPDATE meta SET value = ?1 WHERE key = 'format'", params![FORMAT_VERSION])
+                .map_err(sql(path))?;
+        }
         tx.commit().map_err(sql(path))?;
         self.log_len = 0;
         Ok(())

@@ -319,7 +319,13 @@ impl RoomSession {
     /// the same message is refused the second time.
     pub fn open(&mut self, sender: &str, blob: &[u8]) -> Result<Opened, OpenError> {
         let stream = self.keys.sender_key(sender);
-        let mut state = self.received.get(sender).cloned().unwrap_or_default();
+        // `open_stream` changes the state only when it accepts, so a known
+        // sender's state is used in place; a new sender is recorded only once
+        // one of its messages was accepted.
+        if let Some(state) = self.received.get_mut(sender) {
+            return open_stream(&stream, state, &self.conversation, sender, blob);
+        }
+        let mut state = ReplayState::new();
         let opened = open_stream(&stream, &mut state, &self.conversation, sender, blob)?;
         self.received.insert(sender.to_owned(), state);
         Ok(opened)

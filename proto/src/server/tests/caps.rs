@@ -113,3 +113,23 @@ fn a_full_room_history_answer_fits_in_a_frame() {
     let frame = Message::Response(r.clone()).to_bytes(&[]);
     assert!(frame.len() - crate::HEADER_LEN <= max_data, "{} bytes", frame.len());
 }
+
+#[test]
+fn a_room_descriptor_is_1_to_64_bytes() {
+    let mut h = Harness::new(config());
+    h.register("alice");
+    let (a, ta) = h.login("alice");
+    for (room, len, want) in
+        [("room1", 0, code::BAD_REQUEST), ("room2", 65, code::BAD_REQUEST), ("room3", 64, code::CREATED)]
+    {
+        let body = CreateRoom {
+            room: room.into(),
+            verifier: Bytes::from_static(VERIFIER),
+            descriptor: Bytes::from(vec![1u8; len]),
+        };
+        let id = h.send_auth(a, body, ta.access_token.as_bytes());
+        assert_eq!(h.code(a, id), want, "{len} bytes");
+    }
+    assert_eq!(h.server.state().rooms["room3"].descriptor.len(), 64);
+    assert!(!h.server.state().rooms.contains_key("room2"));
+}

@@ -34,6 +34,19 @@ fn fresh_login(net: &mut Net, i: usize, name: &str, pkcs8: &[u8], seed: u8) {
     net.take(i);
 }
 
+/// Alice creates room11 and Bob joins it, through the server.
+fn alice_and_bob_in_room11() -> (Net, usize, usize) {
+    let mut net = Net::new();
+    let a = net.user("alice", fixtures::ALICE_PKCS8);
+    let b = net.user("bob", fixtures::BOB_PKCS8);
+    let now = net.now;
+    net.sc(a).create_room(now, "room11", ROOM_PASSWORD).unwrap();
+    net.pump();
+    net.sc(b).join_room(now, "room11", ROOM_PASSWORD).unwrap();
+    net.pump();
+    (net, a, b)
+}
+
 /// The stored history of `room`: (from, sealed), oldest first.
 fn stored(net: &Net, room: &str) -> Vec<(String, Bytes)> {
     net.server.state().rooms[room].history.iter().map(|e| (e.from.clone(), e.sealed.clone())).collect()
@@ -58,14 +71,8 @@ fn room_texts(events: &[SecureEvent]) -> Vec<(String, bool)> {
 /// counter 0 under one key: c1 XOR c2 = m1 XOR m2.
 #[test]
 fn logout_login_rejoin_never_reuses_key_stream() {
-    let mut net = Net::new();
-    let a = net.user("alice", fixtures::ALICE_PKCS8);
-    let b = net.user("bob", fixtures::BOB_PKCS8);
+    let (mut net, a, b) = alice_and_bob_in_room11();
     let now = net.now;
-    net.sc(a).create_room(now, "room11", ROOM_PASSWORD).unwrap();
-    net.pump();
-    net.sc(b).join_room(now, "room11", ROOM_PASSWORD).unwrap();
-    net.pump();
     let m1 = "attack at dawn, bring the maps";
     net.sc(a).send_room(now, "room11", m1).unwrap();
     net.pump();
@@ -130,14 +137,8 @@ fn an_empty_history_changes_nothing_for_the_sender() {
 /// accepted: refused as new, and shown again only as history.
 #[test]
 fn replays_after_a_rejoin_are_refused() {
-    let mut net = Net::new();
-    let a = net.user("alice", fixtures::ALICE_PKCS8);
-    let b = net.user("bob", fixtures::BOB_PKCS8);
+    let (mut net, a, b) = alice_and_bob_in_room11();
     let now = net.now;
-    net.sc(a).create_room(now, "room11", ROOM_PASSWORD).unwrap();
-    net.pump();
-    net.sc(b).join_room(now, "room11", ROOM_PASSWORD).unwrap();
-    net.pump();
     net.sc(a).send_room(now, "room11", "pay bob 10").unwrap();
     net.pump();
     assert_eq!(room_texts(&net.take(b)), vec![("pay bob 10".into(), false)]);
@@ -230,12 +231,7 @@ fn a_lying_descriptor_is_refused_before_the_verifier_leaves() {
         let id = net.sc(a).join_room(now, "room11", ROOM_PASSWORD).unwrap();
         let body = ResponseBody::RoomDescriptor(RoomDescribed { descriptor });
         net.sc(a).on_event(ClientEvent::Done { request_id: id, opcode: Opcode::RoomInfo, code: 200, body });
-        let events: Vec<SecureEvent> = std::iter::from_fn(|| match net.sc(a).poll_output() {
-            crate::e2e::SecureOutput::Event(e) => Some(e),
-            crate::e2e::SecureOutput::Timeout(_) => None,
-            _ => Some(SecureEvent::MpExpiredLocally { from: String::new() }),
-        })
-        .collect();
+        let events = drain(&mut net, a);
         let failed = events.iter().find_map(|e| match e {
             SecureEvent::Plain(ClientEvent::Failed { request_id, reason, .. }) if *request_id == id => Some(reason),
             _ => None,
@@ -292,15 +288,9 @@ fn a_replayed_mp_request_is_refused() {
 /// stream with what the original sent after the copy was taken.
 #[test]
 fn a_profile_restored_from_an_old_copy_never_reuses_key_stream() {
-    let mut net = Net::new();
-    let a = net.user("alice", fixtures::ALICE_PKCS8);
-    let b = net.user("bob", fixtures::BOB_PKCS8);
+    let (mut net, a, b) = alice_and_bob_in_room11();
     let now = net.now;
     net.handshake(a, b, "alice", "bob");
-    net.sc(a).create_room(now, "room11", ROOM_PASSWORD).unwrap();
-    net.pump();
-    net.sc(b).join_room(now, "room11", ROOM_PASSWORD).unwrap();
-    net.pump();
     let mut old_copy = net.sc(a).snapshot();
     // An old copy also reuses request ids, which the server's retry window
     // answers from its record (409 for another opcode, or the original's
@@ -381,14 +371,8 @@ fn a_404_that_makes_the_user_recreate_gives_a_new_incarnation() {
 /// in the genuine incarnation.
 #[test]
 fn an_incarnation_rollback_does_not_wipe_the_replay_memory() {
-    let mut net = Net::new();
-    let a = net.user("alice", fixtures::ALICE_PKCS8);
-    let b = net.user("bob", fixtures::BOB_PKCS8);
+    let (mut net, a, b) = alice_and_bob_in_room11();
     let now = net.now;
-    net.sc(a).create_room(now, "room11", ROOM_PASSWORD).unwrap();
-    net.pump();
-    net.sc(b).join_room(now, "room11", ROOM_PASSWORD).unwrap();
-    net.pump();
     net.sc(a).send_room(now, "room11", "pay bob 10").unwrap();
     net.pump();
     assert_eq!(room_texts(&net.take(b)), vec![("pay bob 10".into(), false)]);
