@@ -129,6 +129,7 @@
 pub mod client;
 pub mod code;
 mod decoder;
+pub mod durable;
 pub mod e2e;
 mod error;
 pub mod examples;
@@ -147,6 +148,7 @@ pub mod fuzzing;
 pub use client::{Client, ClientConfig, ClientEvent, ClientOutput, CommandError};
 pub use code::Status;
 pub use decoder::FrameDecoder;
+pub use durable::{Durable, Ephemeral};
 pub use error::DecodeError;
 pub use frame::{Frame, FrameHeader, FrameType, HEADER_LEN, VERSION};
 pub use limits::Limits;
