@@ -117,7 +117,7 @@ fn drive_until(
 #[test]
 fn the_oidc_jwks_file_is_reread_while_running() {
     use confab_proto::{Client, ClientConfig, ClientEvent, server::OidcConfig};
-    use confab_transports::sim::{IDP_AUDIENCE, IDP_ISSUER, TestIdp};
+    use confab_sim::{IDP_AUDIENCE, IDP_ISSUER, TestIdp};
     use rand::SeedableRng as _;
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);

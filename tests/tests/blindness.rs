@@ -377,7 +377,7 @@ const SIM_SEEDS: std::ops::RangeInclusive<u64> = 0..=3;
 /// room password or a private identity key.
 #[test]
 fn the_simulator_leaves_the_server_blind() {
-    use confab_transports::sim::{Sim, SimConfig, room_password};
+    use confab_sim::{Sim, SimConfig, room_password};
 
     let seeds = if let Ok(s) = std::env::var("CONFAB_SIM_SEED") {
         let seed: u64 = s.trim().parse().expect("CONFAB_SIM_SEED must be a number");

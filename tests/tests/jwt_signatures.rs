@@ -9,7 +9,7 @@ use bytes::Bytes;
 use confab_proto::server::OidcConfig;
 use confab_proto::*;
 use confab_tests::transcript::{START_UNIX_MS, Script, config};
-use confab_transports::sim::{IDP_AUDIENCE, IDP_ISSUER, TestIdp};
+use confab_sim::{IDP_AUDIENCE, IDP_ISSUER, TestIdp};
 use rand::SeedableRng as _;
 
 /// The order `n` of the P-256 group, big-endian.

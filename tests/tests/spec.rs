@@ -483,7 +483,7 @@ fn server_answers() -> BTreeMap<Opcode, Vec<(Status, ResponseKind)>> {
         ServerConfig, SetIdentityKey, VerifyCode,
     };
     use confab_tests::transcript::{START_UNIX_MS, Script, config};
-    use confab_transports::sim::{IDP_AUDIENCE, IDP_ISSUER, TestIdp};
+    use confab_sim::{IDP_AUDIENCE, IDP_ISSUER, TestIdp};
     use rand::SeedableRng as _;
 
     const SERVICE: &str = "spec-service-credential";

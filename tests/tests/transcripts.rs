@@ -736,7 +736,7 @@ fn oidc_login() {
 /// token of the same provider session.
 #[test]
 fn oidc_retries_are_recognised_across_connections() {
-    use confab_transports::sim::{IDP_AUDIENCE, IDP_ISSUER, TestIdp};
+    use confab_sim::{IDP_AUDIENCE, IDP_ISSUER, TestIdp};
     use rand::SeedableRng as _;
     let t0 = confab_tests::transcript::START_UNIX_MS;
     let mut idp = TestIdp::new(&mut rand::rngs::StdRng::from_seed([41; 32]), Duration::from_secs(300));
@@ -775,7 +775,7 @@ fn oidc_retries_are_recognised_across_connections() {
 /// `preferred_username` now.
 #[test]
 fn oidc_accounts_are_bound_to_the_subject_not_the_username() {
-    use confab_transports::sim::{IDP_AUDIENCE, IDP_ISSUER, TestIdp};
+    use confab_sim::{IDP_AUDIENCE, IDP_ISSUER, TestIdp};
     use rand::SeedableRng as _;
     let t0 = confab_tests::transcript::START_UNIX_MS;
     let mut idp = TestIdp::new(&mut rand::rngs::StdRng::from_seed([43; 32]), Duration::from_secs(300));

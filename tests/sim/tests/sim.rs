@@ -10,7 +10,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
 use confab_proto::{ClientConfig, ServerConfig};
-use confab_transports::sim::{ClientId, DeliveryKind, OidcUsers, Report, Sim, SimConfig, Span};
+use confab_sim::{ClientId, DeliveryKind, OidcUsers, Report, Sim, SimConfig, Span};
 
 const DEFAULT_SEEDS: RangeInclusive<u64> = 0..=999;
 

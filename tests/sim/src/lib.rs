@@ -45,7 +45,7 @@
 //! [`SimConfig::trace`] keeps a readable line per step for the replay.
 //!
 //! ```
-//! use confab_transports::sim::{Sim, SimConfig};
+//! use confab_sim::{Sim, SimConfig};
 //!
 //! let report = Sim::run(SimConfig::lan(7));
 //! report.assert_ok();
@@ -56,7 +56,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use confab_transports::sim::{ClientId, Sim, SimConfig};
+//! use confab_sim::{ClientId, Sim, SimConfig};
 //!
 //! let mut sim = Sim::new(SimConfig { clients: 2, ..SimConfig::quiet(1) });
 //! sim.start();
