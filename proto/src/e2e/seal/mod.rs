@@ -792,5 +792,5 @@ pub(crate) fn open_stream(
 }
 
 #[cfg(test)]
-#[path = "tests/seal.rs"]
+#[path = "../tests/seal.rs"]
 mod tests;
