@@ -109,7 +109,7 @@ pub mod secure;
 mod vectors;
 
 #[cfg(test)]
-#[path = "tests/e2e_vectors.rs"]
+#[path = "tests/e2e_vectors/mod.rs"]
 mod e2e_vectors;
 
 pub use handshake::{HandshakeError, MpOffer, MpRequest, MpSession, RestoreError, Role};
