@@ -8,8 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use confab_proto::server::OidcConfig;
 use confab_proto::*;
-use confab_tests::transcript::{START_UNIX_MS, Script, config};
 use confab_sim::{IDP_AUDIENCE, IDP_ISSUER, TestIdp};
+use confab_tests::transcript::{START_UNIX_MS, Script, config};
 use rand::SeedableRng as _;
 
 /// The order `n` of the P-256 group, big-endian.

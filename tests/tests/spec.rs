@@ -482,8 +482,8 @@ fn server_answers() -> BTreeMap<Opcode, Vec<(Status, ResponseKind)>> {
         LeaveRoom, Login, Logout, Passphrase, Refresh, Register, RequestMp, RoomHistory, RoomInfo, SendMp, SendRoom,
         ServerConfig, SetIdentityKey, VerifyCode,
     };
-    use confab_tests::transcript::{START_UNIX_MS, Script, config};
     use confab_sim::{IDP_AUDIENCE, IDP_ISSUER, TestIdp};
+    use confab_tests::transcript::{START_UNIX_MS, Script, config};
     use rand::SeedableRng as _;
 
     const SERVICE: &str = "spec-service-credential";
