@@ -8,8 +8,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use confab_proto::ServerConfig;
-use confab_proto::server::{HashParams, State};
-use confab_server::runtime::{Durable, MemoryStore, Node, NodeConfig, NodeHandle, RunError, RunSummary};
+use confab_proto::server::{HashParams, MemoryStore, State};
+use confab_server::runtime::{Node, NodeConfig, NodeHandle, RunError, RunSummary};
 use confab_transports::link::Link;
 use confab_transports::tls::{self, ClientTrust, Pin, ServerIdentity};
 
@@ -58,17 +58,19 @@ impl InProcess {
         let identity: ServerIdentity =
             ServerIdentity::self_signed(&names).map_err(|e| BenchError(format!("self-signed identity: {e}")))?.identity;
         let pin = identity.pin().map_err(|e| BenchError(format!("certificate pin: {e}")))?;
-        let (durable, state, dir): (Box<dyn Durable>, State, Option<PathBuf>) = match store {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        let node_config = NodeConfig::new(config.clone(), addr, identity);
+        let (bound, dir) = match store {
             StoreKind::Memory => {
                 let state = State::new(config.room_history, config.dedup_window);
-                (Box::new(MemoryStore::new(&config)), state, None)
+                (Node::bind(node_config, MemoryStore::new(&config), state), None)
             }
             StoreKind::Sqlite => {
                 let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
                 let dir = std::env::temp_dir().join(format!("confab-bench-{}-{nanos}", std::process::id()));
                 // The store creates the directory itself (mode 0700); it must not exist yet.
                 match confab_server::store::Store::open(&dir, &config) {
-                    Ok((store, state)) => (Box::new(store), state, Some(dir)),
+                    Ok((store, state)) => (Node::bind(node_config, store, state), Some(dir)),
                     Err(e) => {
                         let _ = std::fs::remove_dir_all(&dir);
                         return Err(BenchError(format!("SQLite store: {e}")));
@@ -76,8 +78,7 @@ impl InProcess {
                 }
             }
         };
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-        let node = match Node::bind(NodeConfig::new(config, addr, identity), durable, state) {
+        let node = match bound {
             Ok(node) => node,
             Err(e) => {
                 if let Some(dir) = &dir {

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use confab_proto::server::HashParams;
+use confab_proto::server::{Action, HashParams};
 use confab_proto::*;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
@@ -19,22 +19,27 @@ struct Bench {
     sessions: Vec<(SessionId, String)>,
 }
 
+/// Drains the server until a turn is empty (committing nothing anywhere:
+/// the routing cost alone); returns the transmits and their count.
 fn drain(server: &mut Server, now: Now, run_jobs: bool) -> (usize, Vec<(SessionId, Bytes)>) {
-    let mut n = 0;
     let mut out = Vec::new();
     loop {
-        match server.poll_output() {
-            Output::Work(job) if run_jobs => {
+        let mut turn = server.drain();
+        let quiet = turn.is_empty();
+        for job in turn.take_jobs() {
+            if run_jobs {
                 let r = job.run();
                 server.handle_work(now, r);
             }
-            Output::Work(_) => {}
-            Output::Transmit { session, bytes } => {
-                n += 1;
+        }
+        let Ok(committed) = turn.commit(&mut Ephemeral);
+        for action in committed {
+            if let Action::Transmit { session, bytes } = action {
                 out.push((session, bytes));
             }
-            Output::Timeout(_) => return (n, out),
-            _ => {}
+        }
+        if quiet {
+            return (out.len(), out);
         }
     }
 }
@@ -72,7 +77,7 @@ fn setup(users: usize) -> Bench {
         ..ServerConfig::default()
     };
     let now = Now::new(Instant::now(), 1_795_305_600_000);
-    let mut server = Server::new(config, [1; 32], now);
+    let mut server = Server::new(config, [1; 32], now).expect("a valid configuration");
     let mut sessions = Vec::new();
     for i in 0..users {
         let name = format!("user{i:04}");

@@ -86,14 +86,14 @@ mod server_session {
 
     use bytes::Bytes;
 
-    use crate::server::{HashParams, State};
+    use crate::server::{Action, HashParams, State};
     use crate::{
-        AcceptMp, Limits, Login, Message, Now, Output, Passphrase, Register, Request, RequestBody, RequestMp, Response,
-        ResponseBody, Server, ServerConfig, SessionId,
+        AcceptMp, Ephemeral, Limits, Login, Message, Now, Passphrase, Register, Request, RequestBody, RequestMp,
+        Response, ResponseBody, Server, ServerConfig, SessionId,
     };
 
-    /// Outputs one drain may produce before the fuzz body calls it a livelock.
-    const MAX_DRAIN: usize = 100_000;
+    /// Turns one drain may take before the fuzz body calls it a livelock.
+    const MAX_TURNS: usize = 10_000;
 
     pub(super) fn config() -> ServerConfig {
         ServerConfig {
@@ -107,7 +107,7 @@ mod server_session {
             max_session_backlog: 256 * 1024,
             // The token features on, so that their requests reach their handlers.
             codes: Some(crate::server::CodeConfig { max_in_flight: 16, ..Default::default() }),
-            phantom: Some(crate::server::PhantomConfig::new("fuzz-credential", "confab://fuzz", "backends")),
+            phantom: Some(crate::server::PhantomConfig::new("fuzz-service-credential", "confab://fuzz", "backends")),
             oidc: Some(crate::server::OidcConfig::new("https://idp.fuzz", "confab", r#"{"keys":[]}"#)),
             ..ServerConfig::default()
         }
@@ -124,30 +124,34 @@ mod server_session {
         Message::Request(Request { request_id: id, timestamp_ms: 0, body: body.into() }).to_bytes(auth.as_bytes())
     }
 
-    /// Drains the server, running jobs inline; returns the access tokens seen per session.
+    /// Drains the server until a turn is empty, running jobs inline; returns the access tokens seen per session.
     pub(super) fn drain(server: &mut Server, now: Now, tokens: &mut Vec<(SessionId, String)>) {
-        for _ in 0..MAX_DRAIN {
-            match server.poll_output() {
-                Output::Work(job) => {
-                    let result = job.run();
-                    server.handle_work(now, result);
-                }
-                Output::Transmit { session, bytes } => {
-                    let mut d = crate::FrameDecoder::new(server.config().limits);
-                    d.push(&bytes);
-                    while let Ok(Some(frame)) = d.next_frame() {
-                        if let Ok(Message::Response(Response { body: ResponseBody::Tokens(t), .. })) =
-                            Message::decode(&frame, &server.config().limits)
-                        {
-                            tokens.push((session, t.access_token));
-                        }
+        for _ in 0..MAX_TURNS {
+            let mut turn = server.drain();
+            let quiet = turn.is_empty();
+            for job in turn.take_jobs() {
+                let result = job.run();
+                server.handle_work(now, result);
+            }
+            // Nothing here outlives the process: the fuzz body checks `server.state()` instead.
+            let Ok(committed) = turn.commit(&mut Ephemeral);
+            for action in committed {
+                let Action::Transmit { session, bytes } = action else { continue };
+                let mut d = crate::FrameDecoder::new(server.config().limits);
+                d.push(&bytes);
+                while let Ok(Some(frame)) = d.next_frame() {
+                    if let Ok(Message::Response(Response { body: ResponseBody::Tokens(t), .. })) =
+                        Message::decode(&frame, &server.config().limits)
+                    {
+                        tokens.push((session, t.access_token));
                     }
                 }
-                Output::Timeout(_) => return,
-                _ => {}
+            }
+            if quiet {
+                return;
             }
         }
-        panic!("server produced more than {MAX_DRAIN} outputs in one drain");
+        panic!("the server was still busy after {MAX_TURNS} turns of one drain");
     }
 
     /// Two registered users with an open conversation, built once per process.
@@ -156,7 +160,7 @@ mod server_session {
         FIXTURE.get_or_init(|| {
             let start = Instant::now();
             let now = Now::new(start, 1_795_305_600_000);
-            let mut server = Server::new(config(), [3; 32], now);
+            let mut server = Server::new(config(), [3; 32], now).expect("a valid configuration");
             let mut seen = Vec::new();
             let mut ids = Vec::new();
             for name in ["alice", "bob"] {
@@ -235,7 +239,7 @@ pub fn server_session(data: &[u8]) {
     use server_session::*;
     let fx = fixture();
     let mut now = crate::Now::new(fx.start, 1_795_305_600_000);
-    let mut server = crate::Server::restore(config(), [9; 32], fx.state.clone(), now);
+    let mut server = crate::Server::restore(config(), [9; 32], fx.state.clone(), now).expect("a valid configuration");
     let alice = server.open_session(now).expect("session");
     let bob = server.open_session(now).expect("session");
     let anon = server.open_session(now).expect("session");

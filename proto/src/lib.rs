@@ -50,11 +50,12 @@
 //!   Unix milliseconds); the machines never read a clock;
 //! - inputs: bytes (`handle_input`, any chunking), timers (`handle_timeout`),
 //!   commands (client) and job results (`Server::handle_work`);
-//! - outputs: drain `poll_output` until it returns a `Timeout`. The server
-//!   hands out, in this order, `Work` (password hashing, to run off the
-//!   routing path), `Persist` (durable changes: commit them all in one
-//!   transaction *before* writing the transmits of the same drain),
-//!   `Transmit`, `Close`, `Event` (log lines), then `Timeout`;
+//! - outputs: the client's, drained with `poll_output` until it returns a
+//!   `Timeout`; the server's, in turns: [`Server::drain`] returns a
+//!   [`server::Turn`] whose jobs (password hashing, to run off the routing
+//!   path) are handed out at once, and whose frames, closes, log lines and
+//!   next timer come only out of [`server::Turn::commit`], after a
+//!   [`Durable`] store has made the turn's changes durable;
 //! - randomness comes from the server's seed; same seed and inputs, same bytes.
 //!
 //! The run loop, with one client wired straight to the server (an adapter
@@ -63,12 +64,13 @@
 //! ```
 //! use std::time::Instant;
 //! use bytes::Bytes;
-//! use confab_proto::server::HashParams;
-//! use confab_proto::{Client, ClientConfig, ClientEvent, ClientOutput, Now, Output, Server, ServerConfig};
+//! use confab_proto::server::{Action, HashParams, MemoryStore};
+//! use confab_proto::{Client, ClientConfig, ClientEvent, ClientOutput, Now, Server, ServerConfig};
 //!
 //! let now = Now::new(Instant::now(), 1_795_305_600_000);
 //! let config = ServerConfig { hash_params: HashParams::INSECURE_FAST, ..ServerConfig::default() };
-//! let mut server = Server::new(config, [42; 32], now);
+//! let mut store = MemoryStore::new(&config); // stands in for the database
+//! let mut server = Server::new(config, [42; 32], now).unwrap();
 //! let session = server.open_session(now).unwrap();
 //! let mut client = Client::new(ClientConfig::default(), now);
 //! client.connected(now);
@@ -76,7 +78,6 @@
 //! client.register(now, "alice", "correct horse", "apple river stone", Bytes::from_static(b"key")).unwrap();
 //! client.login(now, "alice", "correct horse", "apple river stone").unwrap();
 //!
-//! let mut durable = Vec::new(); // stands in for the store
 //! let mut events = Vec::new();
 //! loop {
 //!     // Client -> server.
@@ -92,18 +93,15 @@
 //!     for bytes in &to_server {
 //!         server.handle_input(now, session, bytes);
 //!     }
-//!     // Server -> client, with group commit before transmit.
-//!     let (mut changes, mut to_client, mut jobs) = (Vec::new(), Vec::new(), Vec::new());
-//!     loop {
-//!         match server.poll_output() {
-//!             Output::Work(job) => jobs.push(job),
-//!             Output::Persist(change) => changes.push(change),
-//!             Output::Transmit { bytes, .. } => to_client.push(bytes),
-//!             Output::Close { .. } | Output::Event(_) => {}
-//!             Output::Timeout(_) => break,
+//!     // Server -> client: the turn's changes are committed before its frames are reachable.
+//!     let mut turn = server.drain();
+//!     let jobs = turn.take_jobs();
+//!     let mut to_client = Vec::new();
+//!     for action in turn.commit(&mut store).unwrap() {
+//!         if let Action::Transmit { bytes, .. } = action {
+//!             to_client.push(bytes);
 //!         }
 //!     }
-//!     durable.extend(changes); // commit
 //!     for bytes in &to_client {
 //!         client.handle_input(now, bytes);
 //!     }
@@ -118,7 +116,7 @@
 //! }
 //! assert!(client.is_logged_in());
 //! assert!(events.iter().any(|e| matches!(e, ClientEvent::Connected { username, .. } if username == "alice")));
-//! assert!(!durable.is_empty());
+//! assert!(store.state().users.get("alice").is_some());
 //! ```
 //!
 //! A panic on any input is a bug.
@@ -154,5 +152,5 @@ pub use frame::{Frame, FrameHeader, FrameType, HEADER_LEN, VERSION};
 pub use limits::Limits;
 pub use message::*;
 pub use opcode::Opcode;
-pub use server::{Output, Server, ServerConfig, ServerEvent, SessionId};
+pub use server::{Server, ServerConfig, ServerEvent, SessionId};
 pub use time::Now;

@@ -229,11 +229,78 @@ fn at_least<T: PartialOrd + std::fmt::Display>(key: &'static str, value: T, min:
     Ok(())
 }
 
-fn not_empty(key: &'static str, value: &str) -> Result<(), ConfigError> {
-    if value.trim().is_empty() {
-        return Err(invalid(key, "must not be empty"));
+/// The key in the file of a [`ServerConfig`] field, as
+/// [`confab_proto::server::ConfigError::field`] names it.
+fn toml_key(field: &'static str) -> &'static str {
+    match field {
+        "access_ttl" => "server.access_ttl_secs",
+        "refresh_ttl" => "server.refresh_ttl_secs",
+        "refresh_retry_grace" => "server.refresh_retry_grace_secs",
+        "token_grace" => "server.token_grace_secs",
+        "login_window" => "server.login_window_secs",
+        "mp_retention" => "server.mp_retention_secs",
+        "sweep_interval" => "server.sweep_interval_secs",
+        "keepalive_interval" => "server.keepalive_interval_secs",
+        "idle_timeout" => "server.idle_timeout_secs",
+        "min_password_len" => "server.min_password_len",
+        "max_verifier" => "server.max_verifier",
+        "max_identity_key" => "server.max_identity_key",
+        "login_burst" => "server.login_burst",
+        "login_source_burst" => "server.login_source_burst",
+        "max_tracked_accounts" => "server.max_tracked_accounts",
+        "max_tracked_sources" => "server.max_tracked_sources",
+        "room_history" => "server.room_history",
+        "max_room_members" => "server.max_room_members",
+        "max_rooms_per_user" => "server.max_rooms_per_user",
+        "max_accounts" => "server.max_accounts",
+        "queue_per_recipient" => "server.queue_per_recipient",
+        "queue_total" => "server.queue_total",
+        "dedup_window" => "server.dedup_window",
+        "max_session_backlog" => "server.max_session_backlog",
+        "max_deferred_bytes" => "server.max_deferred_bytes",
+        "max_pending_jobs" => "server.max_pending_jobs",
+        "max_sessions" => "server.max_sessions",
+        "hash_params.m_cost_kib" => "argon2.m_cost_kib",
+        "hash_params.t_cost" => "argon2.t_cost",
+        "hash_params.p_cost" => "argon2.p_cost",
+        "codes.ttl" => "codes.ttl_secs",
+        "phantom.key_rotation" => "phantom.key_rotation_secs",
+        "phantom.max_ttl" => "phantom.max_ttl_secs",
+        "oidc.leeway" => "oidc.leeway_secs",
+        // `limits.*`, `codes.max_in_flight`, `phantom.*` and `oidc.*` text fields keep their names.
+        other => other,
     }
-    Ok(())
+}
+
+/// Why the machine refused a value, in the file's terms (whole seconds, key names).
+fn reason(e: &confab_proto::server::ConfigError) -> String {
+    use confab_proto::server::ConfigError as Core;
+    let key = |field| toml_key(field).rsplit('.').next().unwrap_or(field);
+    match e {
+        Core::TooSmall { field: "phantom.service_credential", min, .. } => {
+            format!("must be at least {min} bytes: use a long random secret")
+        }
+        Core::TooSmall { value, min, .. } => format!("{value} is below the minimum {min}"),
+        Core::TooLarge { value, max, .. } => format!("{value} is above the maximum {max}"),
+        Core::TooShort { value, min, .. } => format!("{} is below the minimum {}", value.as_secs(), min.as_secs()),
+        Core::TooLong { value, max, .. } => format!("{} is above the maximum {}", value.as_secs(), max.as_secs()),
+        Core::IdleNotAfterKeepalive { idle_timeout, keepalive_interval } => format!(
+            "{} must exceed {} ({}): a session must have time to answer a ping",
+            idle_timeout.as_secs(),
+            key("keepalive_interval"),
+            keepalive_interval.as_secs()
+        ),
+        Core::RefreshBeforeAccess { access_ttl, .. } => {
+            format!("must be at least {} ({})", key("access_ttl"), access_ttl.as_secs())
+        }
+        Core::QueueTotalBelowRecipient { queue_total, queue_per_recipient } => {
+            format!("{queue_total} is below {} ({queue_per_recipient})", key("queue_per_recipient"))
+        }
+        Core::HashMemoryPerLane { m_cost_kib, p_cost } => {
+            format!("{m_cost_kib} is below 8 KiB per lane ({} = {p_cost})", key("hash_params.p_cost"))
+        }
+        Core::Empty { .. } => "must not be empty".into(),
+    }
 }
 
 /// Checks every value and builds the [`RunConfig`].
@@ -246,61 +313,28 @@ fn resolve(f: FileConfig, file: Option<PathBuf>) -> Result<RunConfig, ConfigErro
         (Some(_), None) => return Err(invalid("private_key", "cert_chain is set: give its private_key too")),
         (None, Some(_)) => return Err(invalid("cert_chain", "private_key is set: give its cert_chain too")),
     };
-    let s = &f.server;
-    for (key, value) in [
-        ("server.access_ttl_secs", s.access_ttl_secs),
-        ("server.refresh_ttl_secs", s.refresh_ttl_secs),
-        ("server.login_window_secs", s.login_window_secs),
-        ("server.mp_retention_secs", s.mp_retention_secs),
-        ("server.sweep_interval_secs", s.sweep_interval_secs),
-        ("server.keepalive_interval_secs", s.keepalive_interval_secs),
-    ] {
-        at_least(key, value, 1)?;
+    let mut server = f.server.to_config(f.limits.into(), f.argon2.into());
+    if let Some(c) = f.codes {
+        server.codes = Some(CodeConfig { ttl: Duration::from_secs(c.ttl_secs), max_in_flight: c.max_in_flight });
     }
-    if s.refresh_ttl_secs < s.access_ttl_secs {
-        return Err(invalid("server.refresh_ttl_secs", "must be at least access_ttl_secs"));
+    if let Some(p) = f.phantom {
+        let mut phantom = PhantomConfig::new(p.service_credential, p.issuer, p.audience);
+        phantom.key_rotation = Duration::from_secs(p.key_rotation_secs);
+        phantom.max_ttl = Duration::from_secs(p.max_ttl_secs);
+        server.phantom = Some(phantom);
     }
-    if s.idle_timeout_secs <= s.keepalive_interval_secs {
-        return Err(invalid(
-            "server.idle_timeout_secs",
-            format!(
-                "{} must exceed keepalive_interval_secs ({}): a session must have time to answer a ping",
-                s.idle_timeout_secs, s.keepalive_interval_secs
-            ),
-        ));
+    let mut oidc_jwks_file = None;
+    if let Some(o) = f.oidc {
+        let mut oidc = OidcConfig::new(o.issuer, o.audience, String::new());
+        oidc.allowed_azp = o.allowed_azp;
+        oidc.leeway = Duration::from_secs(o.leeway_secs);
+        server.oidc = Some(oidc);
+        oidc_jwks_file = Some(o.jwks_file);
     }
-    at_least("server.min_password_len", s.min_password_len, 1)?;
-    at_least("server.max_verifier", s.max_verifier, 16)?;
-    at_least("server.max_identity_key", s.max_identity_key, 1)?;
-    at_least("server.login_burst", s.login_burst, 1)?;
-    at_least("server.login_source_burst", s.login_source_burst, 1)?;
-    at_least("server.max_tracked_accounts", s.max_tracked_accounts, 1)?;
-    at_least("server.max_tracked_sources", s.max_tracked_sources, 1)?;
-    at_least("server.max_room_members", s.max_room_members, 1)?;
-    at_least("server.queue_per_recipient", s.queue_per_recipient, 1)?;
-    at_least("server.queue_total", s.queue_total, s.queue_per_recipient)?;
-    at_least("server.dedup_window", s.dedup_window, 1)?;
-    at_least("server.max_session_backlog", s.max_session_backlog, 1)?;
-    at_least("server.max_deferred_bytes", s.max_deferred_bytes, 1)?;
-    at_least("server.max_pending_jobs", s.max_pending_jobs, 1)?;
-    at_least("server.max_sessions", s.max_sessions, 1)?;
-    let l = &f.limits;
-    at_least("limits.max_auth", l.max_auth, 64)?;
-    at_least("limits.max_data", l.max_data, 1024)?;
-    at_least("limits.max_name", l.max_name, 32)?;
-    at_least("limits.max_text", l.max_text, 64)?;
-    at_least("limits.max_items", l.max_items, 1)?;
-    let a = &f.argon2;
-    at_least("argon2.t_cost", a.t_cost, 1)?;
-    at_least("argon2.p_cost", a.p_cost, 1)?;
-    // argon2 requires at least 8 KiB per lane.
-    at_least("argon2.m_cost_kib", a.m_cost_kib, a.p_cost.saturating_mul(8))?;
-
-    at_least("server.max_rooms_per_user", s.max_rooms_per_user, 1)?;
-    at_least("server.max_accounts", s.max_accounts, 1)?;
-
-    let mut server = s.to_config(f.limits.into(), f.argon2.into());
-    // A room_joined answer (full member list and whole history) must fit in one frame.
+    // The machine's own invariants and bounds, reported with the file's key names.
+    server.validate().map_err(|e| invalid(toml_key(e.field()), reason(&e)))?;
+    // A room_joined answer (full member list and whole history) must fit in one frame:
+    // the machine would lower room_history_bytes to fit; a configuration file says so instead.
     let room_answer = server.room_history_bytes.saturating_add(server.room_answer_overhead());
     if room_answer as u64 > server.limits.max_data {
         return Err(invalid(
@@ -314,42 +348,14 @@ fn resolve(f: FileConfig, file: Option<PathBuf>) -> Result<RunConfig, ConfigErro
             ),
         ));
     }
-    if let Some(c) = f.codes {
-        if !(1..=60).contains(&c.ttl_secs) {
-            return Err(invalid("codes.ttl_secs", format!("{} is not between 1 and 60", c.ttl_secs)));
-        }
-        at_least("codes.max_in_flight", c.max_in_flight, 1)?;
-        server.codes = Some(CodeConfig { ttl: Duration::from_secs(c.ttl_secs), max_in_flight: c.max_in_flight });
-    }
-    if let Some(p) = f.phantom {
-        if p.service_credential.len() < 16 {
-            return Err(invalid("phantom.service_credential", "must be at least 16 bytes: use a long random secret"));
-        }
-        not_empty("phantom.issuer", &p.issuer)?;
-        not_empty("phantom.audience", &p.audience)?;
-        at_least("phantom.key_rotation_secs", p.key_rotation_secs, 1)?;
-        at_least("phantom.max_ttl_secs", p.max_ttl_secs, 1)?;
-        let mut phantom = PhantomConfig::new(p.service_credential, p.issuer, p.audience);
-        phantom.key_rotation = Duration::from_secs(p.key_rotation_secs);
-        phantom.max_ttl = Duration::from_secs(p.max_ttl_secs);
-        server.phantom = Some(phantom);
-    }
-    let mut oidc_jwks_file = None;
-    if let Some(o) = f.oidc {
-        not_empty("oidc.issuer", &o.issuer)?;
-        not_empty("oidc.audience", &o.audience)?;
-        let jwks = std::fs::read_to_string(&o.jwks_file).map_err(|source| ConfigError::Read {
+    if let (Some(path), Some(oidc)) = (&oidc_jwks_file, server.oidc.as_mut()) {
+        let jwks = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             what: "oidc.jwks_file",
-            path: o.jwks_file.clone(),
+            path: path.clone(),
             source,
         })?;
-        JwkSet::parse(jwks.as_bytes())
-            .map_err(|e| ConfigError::Jwks { path: o.jwks_file.clone(), reason: e.to_string() })?;
-        let mut oidc = OidcConfig::new(o.issuer, o.audience, jwks);
-        oidc.allowed_azp = o.allowed_azp;
-        oidc.leeway = Duration::from_secs(o.leeway_secs);
-        server.oidc = Some(oidc);
-        oidc_jwks_file = Some(o.jwks_file);
+        JwkSet::parse(jwks.as_bytes()).map_err(|e| ConfigError::Jwks { path: path.clone(), reason: e.to_string() })?;
+        oidc.jwks_json = jwks;
     }
     Ok(RunConfig {
         data: f.data,

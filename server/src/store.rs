@@ -1,9 +1,10 @@
 //! The server's durable store: an SQLite database in the data directory.
 //!
-//! The server machine emits every durable fact as `Output::Persist(Change)`.
-//! The adapter hands the changes drained in one loop turn to
-//! [`Store::commit`], which appends them to a log in **one** transaction
-//! (group commit) before the turn's frames are written; with
+//! The server machine records every durable fact as a [`Change`]. Each
+//! drained turn (`confab_proto::server::Turn`) commits its changes through
+//! the store's [`Durable`] implementation, [`Store::commit`], which appends
+//! them to a log in **one** transaction (group commit) before the turn's
+//! frames can be written; with
 //! `synchronous=FULL` in WAL mode a commit that returned is on disk, so no
 //! acknowledgement precedes durability.
 //!
@@ -26,7 +27,7 @@
 //! Loading reads the snapshot, then replays the changes after it with
 //! [`State::apply`]. Every [`Store::compact_every`] changes the store writes a
 //! fresh snapshot of its own copy of the state (fed by the same changes, like
-//! the simulator's `MemStore`) and deletes the log it covers, in one
+//! `confab_proto::server::MemoryStore`) and deletes the log it covers, in one
 //! transaction.
 
 mod fs;
@@ -34,8 +35,8 @@ mod fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use confab_proto::ServerConfig;
 use confab_proto::server::{Change, State};
+use confab_proto::{Durable, ServerConfig};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 pub use fs::{DIR_MODE, FILE_MODE, ensure_data_dir};
@@ -314,6 +315,16 @@ impl Store {
     #[must_use]
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// The loop commits each turn's changes here: [`Store::commit`] (an empty
+/// batch writes nothing).
+impl Durable<[Change]> for Store {
+    type Error = StoreError;
+
+    fn commit(&mut self, changes: &[Change]) -> Result<(), StoreError> {
+        Store::commit(self, changes)
     }
 }
 

@@ -57,7 +57,7 @@ fn store_round_trip_equals_the_servers_state() {
     // A server restored from it carries on: bob logs in again against his stored hashes.
     let mut net2 = Net::new(config());
     let tokens = loaded.tokens.len();
-    net2.server = Server::restore(config(), [9; 32], loaded, net2.now);
+    net2.server = Server::restore(config(), [9; 32], loaded, net2.now).expect("a valid configuration");
     let _bob = net2.user_login("bob");
     assert_eq!(net2.server.state().users.len(), 3);
     assert_eq!(net2.server.state().tokens.len(), tokens + 2, "a new access and refresh token");

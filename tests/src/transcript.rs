@@ -11,9 +11,9 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use confab_proto::server::{Change, HashParams};
+use confab_proto::server::{Action, Change, HashParams};
 use confab_proto::{
-    EventBody, FieldValue, FrameDecoder, Message, Now, Output, Request, RequestBody, ResponseBody, Server,
+    Ephemeral, EventBody, FieldValue, FrameDecoder, Message, Now, Request, RequestBody, ResponseBody, Server,
     ServerConfig, SessionId, Status,
 };
 
@@ -65,7 +65,7 @@ impl Script {
         let start = Instant::now();
         let now = Now::new(start, start_unix_ms);
         Script {
-            server: Server::new(config, [7; 32], now),
+            server: Server::new(config, [7; 32], now).expect("a valid configuration"),
             start,
             now,
             peers: BTreeMap::new(),
@@ -204,30 +204,38 @@ impl Script {
         self.peers[label].open
     }
 
-    /// Runs the server's outputs until it is idle: jobs run inline, frames are decoded and recorded.
+    /// Drains the server until a turn is empty: jobs run inline, each turn's
+    /// changes recorded (the script's store), then its frames decoded and recorded.
     pub fn pump(&mut self) {
         loop {
-            match self.server.poll_output() {
-                Output::Work(job) => {
-                    let result = job.run();
-                    self.server.handle_work(self.now, result);
-                }
-                Output::Persist(change) => {
-                    let line = format!("{}   persist {}", self.elapsed(), describe_change(&change));
-                    self.lines.push(line);
-                    self.changes.push(change);
-                }
-                Output::Transmit { session, bytes } => self.deliver(session, &bytes),
-                Output::Close { session, code, reason } => {
-                    let label = self.labels.get(&session).cloned().unwrap_or_default();
-                    let line = format!("{} {label} closed by server: {code} {reason:?}", self.elapsed());
-                    self.lines.push(line);
-                    if let Some(p) = self.peers.get_mut(&label) {
-                        p.open = false;
+            let mut turn = self.server.drain();
+            let quiet = turn.is_empty();
+            for job in turn.take_jobs() {
+                let result = job.run();
+                self.server.handle_work(self.now, result);
+            }
+            let Ok(committed) = turn.commit(&mut Ephemeral);
+            for change in committed.changes() {
+                let line = format!("{}   persist {}", self.elapsed(), describe_change(change));
+                self.lines.push(line);
+                self.changes.push(change.clone());
+            }
+            for action in committed {
+                match action {
+                    Action::Transmit { session, bytes } => self.deliver(session, &bytes),
+                    Action::Close { session, code, reason } => {
+                        let label = self.labels.get(&session).cloned().unwrap_or_default();
+                        let line = format!("{} {label} closed by server: {code} {reason:?}", self.elapsed());
+                        self.lines.push(line);
+                        if let Some(p) = self.peers.get_mut(&label) {
+                            p.open = false;
+                        }
                     }
+                    Action::Log(_) => {}
                 }
-                Output::Event(_) => {}
-                Output::Timeout(_) => return,
+            }
+            if quiet {
+                return;
             }
         }
     }

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use confab_proto::e2e::{IdentityKey, SecureClient, SecureEvent, SecureOutput, fixtures};
 use confab_proto::server::state::ItemKind;
-use confab_proto::server::{Change, HashParams, ServerEvent, State};
-use confab_proto::{Client, ClientConfig, Now, Output, Server, ServerConfig, SessionId};
+use confab_proto::server::{Action, Change, HashParams, MemoryStore, ServerEvent, State};
+use confab_proto::{Client, ClientConfig, Now, Server, ServerConfig, SessionId};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -31,7 +31,7 @@ struct User {
 struct World {
     config: ServerConfig,
     server: Server,
-    store: State,
+    store: MemoryStore,
     now: Now,
     users: Vec<User>,
     changes: Vec<Change>,
@@ -42,8 +42,8 @@ impl World {
     fn new() -> World {
         let now = Now::new(Instant::now(), 1_700_000_000_000);
         let config = ServerConfig { hash_params: HashParams::INSECURE_FAST, ..ServerConfig::default() };
-        let store = State::new(config.room_history, config.dedup_window);
-        let server = Server::new(config.clone(), [1; 32], now);
+        let store = MemoryStore::new(&config);
+        let server = Server::new(config.clone(), [1; 32], now).expect("a valid configuration");
         let keys = [fixtures::ALICE_PKCS8, fixtures::BOB_PKCS8, fixtures::MALLORY_PKCS8];
         let users = NAMES
             .iter()
@@ -83,7 +83,8 @@ impl World {
                 user.sc.disconnected(self.now);
             }
         }
-        self.server = Server::restore(self.config.clone(), [seed; 32], self.store.clone(), self.now);
+        let state = self.store.state().clone();
+        self.server = Server::restore(self.config.clone(), [seed; 32], state, self.now).expect("a valid configuration");
     }
 
     fn advance(&mut self, d: Duration) {
@@ -118,28 +119,33 @@ impl World {
                 }
             }
             loop {
-                match self.server.poll_output() {
-                    Output::Work(job) => self.server.handle_work(self.now, job.run()),
-                    // Committed before the transmits that follow it (group commit).
-                    Output::Persist(change) => {
-                        self.store.apply(&change);
-                        self.changes.push(change);
-                    }
-                    Output::Event(event) => self.log.push(event),
-                    Output::Transmit { session, bytes } => {
-                        if let Some(user) = self.users.iter_mut().find(|u| u.session == Some(session)) {
-                            user.sc.handle_input(self.now, &bytes);
-                        }
-                    }
-                    Output::Close { session, .. } => {
-                        if let Some(user) = self.users.iter_mut().find(|u| u.session == Some(session)) {
-                            user.session = None;
-                            user.sc.disconnected(self.now);
-                        }
-                    }
-                    Output::Timeout(_) => break,
+                let mut turn = self.server.drain();
+                if turn.is_empty() {
+                    break;
                 }
                 busy = true;
+                for job in turn.take_jobs() {
+                    self.server.handle_work(self.now, job.run());
+                }
+                // Committed before the transmits that follow it (group commit).
+                let Ok(committed) = turn.commit(&mut self.store);
+                self.changes.extend_from_slice(committed.changes());
+                for action in committed {
+                    match action {
+                        Action::Log(event) => self.log.push(event),
+                        Action::Transmit { session, bytes } => {
+                            if let Some(user) = self.users.iter_mut().find(|u| u.session == Some(session)) {
+                                user.sc.handle_input(self.now, &bytes);
+                            }
+                        }
+                        Action::Close { session, .. } => {
+                            if let Some(user) = self.users.iter_mut().find(|u| u.session == Some(session)) {
+                                user.session = None;
+                                user.sc.disconnected(self.now);
+                            }
+                        }
+                    }
+                }
             }
             if !busy {
                 return;
@@ -340,7 +346,7 @@ fn a_long_scenario_leaves_the_server_blind() {
     assert!(std::panic::catch_unwind(|| check_text(&secrets, "planted", &planted)).is_err());
 
     check_state(&secrets, "the server state", w.server.state());
-    check_state(&secrets, "the store", &w.store);
+    check_state(&secrets, "the store", w.store.state());
     for change in &w.changes {
         check_text(&secrets, "a persisted change", &format!("{change:?}"));
         for blob in change.blobs() {
@@ -368,7 +374,7 @@ const SIM_SEEDS: std::ops::RangeInclusive<u64> = 0..=3;
 /// Runs the simulator with secure clients (fixture identity keys, room
 /// passwords, signed MP handshakes, known distinctive plaintexts) under the
 /// flaky and WAN fault mixes (disconnects, partitions, holds, server crashes
-/// restarting from the `MemStore`, some right after a commit); checks the
+/// restarting from the `MemoryStore`, some right after a commit); checks the
 /// run's invariants (nothing acknowledged lost, nothing delivered twice,
 /// every delivery opens to what was sent) and then that neither the
 /// server's final state, nor the store, nor any persisted change, nor any

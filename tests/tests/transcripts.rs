@@ -631,16 +631,15 @@ fn phantom_translation() {
     for change in &s.changes {
         state.apply(change);
     }
-    let mut restored = Server::restore(phantom_config(), [8; 32], state, s.now());
+    let mut restored = Server::restore(phantom_config(), [8; 32], state, s.now()).expect("a valid configuration");
     let id = restored.open_session(s.now()).unwrap();
     let req = Message::Request(Request { request_id: 1, timestamp_ms: s.now().unix_ms, body: Jwks {}.into() });
     restored.handle_input(s.now(), id, &req.to_bytes(b""));
     let mut restored_jwks = None;
-    loop {
-        match restored.poll_output() {
-            Output::Transmit { bytes, .. } => restored_jwks = Some(bytes),
-            Output::Timeout(_) => break,
-            _ => {}
+    let Ok(committed) = restored.drain().commit(&mut Ephemeral);
+    for action in committed {
+        if let server::Action::Transmit { bytes, .. } = action {
+            restored_jwks = Some(bytes);
         }
     }
     let mut decoder = FrameDecoder::new(Limits::DEFAULT);

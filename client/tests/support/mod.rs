@@ -14,8 +14,8 @@ use confab_client::commands::Env;
 use confab_client::connect::{ConnectError, Connector};
 use confab_client::output::Output;
 use confab_client::proto::e2e::{IdentityKey, fixtures};
-use confab_client::proto::server::{CodeConfig, HashParams};
-use confab_client::proto::{ClientConfig, Now, Output as ServerOutput, Server, ServerConfig, SessionId};
+use confab_client::proto::server::{Action, CodeConfig, HashParams};
+use confab_client::proto::{ClientConfig, Ephemeral, Now, Server, ServerConfig, SessionId};
 use confab_client::secrets::{Fixed, Secret};
 use confab_client::session::Clock;
 use confab_transports::link::Link;
@@ -36,17 +36,24 @@ impl Hub {
     /// Runs the server until it is quiet: argon2 jobs inline, frames into the sessions' buffers.
     fn drain(&mut self) {
         loop {
-            match self.server.poll_output() {
-                ServerOutput::Work(job) => {
-                    let result = job.run();
-                    self.server.handle_work(self.now, result);
+            let mut turn = self.server.drain();
+            let quiet = turn.is_empty();
+            for job in turn.take_jobs() {
+                let result = job.run();
+                self.server.handle_work(self.now, result);
+            }
+            let Ok(committed) = turn.commit(&mut Ephemeral);
+            for action in committed {
+                match action {
+                    Action::Transmit { session, bytes } if !self.closed.contains(&session) => {
+                        self.inbound.entry(session).or_default().extend_from_slice(&bytes);
+                    }
+                    Action::Close { session, .. } => self.closed.push(session),
+                    _ => {}
                 }
-                ServerOutput::Transmit { session, bytes } if !self.closed.contains(&session) => {
-                    self.inbound.entry(session).or_default().extend_from_slice(&bytes);
-                }
-                ServerOutput::Close { session, .. } => self.closed.push(session),
-                ServerOutput::Timeout(_) => return,
-                _ => {}
+            }
+            if quiet {
+                return;
             }
         }
     }
@@ -70,7 +77,8 @@ impl World {
             codes: Some(CodeConfig::default()),
             ..ServerConfig::default()
         };
-        let hub = Hub { server: Server::new(config, [7; 32], now), inbound: HashMap::new(), closed: Vec::new(), now };
+        let server = Server::new(config, [7; 32], now).expect("a valid configuration");
+        let hub = Hub { server, inbound: HashMap::new(), closed: Vec::new(), now };
         let data = std::env::temp_dir().join(format!("confab-cli-test-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data);
         World { hub: Arc::new(Mutex::new(hub)), time: Arc::new(Mutex::new(now)), data, runs: Default::default() }

@@ -1,5 +1,6 @@
-//! [`Change`]: one durable fact the server emits as `Output::Persist`,
-//! applied to a [`State`](super::State) by stores and on restore.
+//! [`Change`]: one durable fact of a server turn, committed by stores
+//! ([`Turn::commit`](super::Turn::commit)) and applied to a
+//! [`State`](super::State) by them and on restore.
 //!
 //! The store encodes changes with postcard (positional): new variants and
 //! fields go at the end, and a change of encoding bumps the store's format
@@ -11,7 +12,7 @@ use super::state::{Conversation, ItemKind, OidcLogin, QueuedItem, Recorded, Rota
 use crate::HistoryEntry;
 use crate::jwt::KeyRecord;
 
-/// One durable change, emitted as `Output::Persist` and replayed by stores.
+/// One durable change of a turn, committed and replayed by stores.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[allow(missing_docs)]

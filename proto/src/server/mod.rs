@@ -7,14 +7,13 @@
 //!   [`Server::handle_input`] with whatever bytes arrived (any chunking),
 //!   [`Server::close_session`] when the transport lost the connection.
 //! - [`Server::handle_work`] with the result of each [`Job`] handed out.
-//! - [`Server::handle_timeout`] when the last [`Output::Timeout`] instant passes.
+//! - [`Server::handle_timeout`] when the last [`Committed::timeout`] instant passes.
 //! - [`Server::handle_backlog`] when a session's transport holds unsent bytes.
 //! - [`Server::set_oidc_jwks`] when the adapter refetched the OIDC provider's JWK Set.
-//! - After any of these, drain [`Server::poll_output`] until it returns
-//!   [`Output::Timeout`]. Outputs come in this order: `Work`, `Persist`,
-//!   `Transmit`, `Close`, `Event`, then `Timeout`. An adapter commits every
-//!   `Persist` of one drain in one transaction *before* writing that drain's
-//!   `Transmit`s, so no acknowledgement reaches a peer before it is durable.
+//! - After any of these, [`Server::drain`] the machine: the [`Turn`] it
+//!   returns hands out its jobs at once, and its frames, closes, log lines
+//!   and timer only through [`Turn::commit`], which makes the turn's
+//!   changes durable first. Drain again until a turn is empty.
 //!
 //! The machine never reads a clock, never draws OS randomness and never
 //! blocks: time comes in as [`Now`], randomness from the seed given at
@@ -23,6 +22,7 @@
 mod accounts;
 mod change;
 mod config;
+mod memory;
 mod mp;
 mod oidc;
 mod phantom;
@@ -32,6 +32,8 @@ mod session;
 pub mod state;
 #[cfg(test)]
 mod tests;
+mod turn;
+mod validate;
 mod work;
 
 use std::cmp::Reverse;
@@ -43,47 +45,20 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 pub use config::{CodeConfig, DuplicateLogin, HashParams, OidcConfig, PhantomConfig, ServerConfig};
+pub use memory::MemoryStore;
 pub use oidc::{oidc_login_key, oidc_subject_key};
 use session::{LoginStep, Session};
 pub use session::{SessionId, SourceKey};
 use state::HashMap;
 pub use state::{Change, State};
+pub use turn::{Action, Committed, Turn};
+pub use validate::ConfigError;
 pub use work::{Job, JobId, JobResult};
 
 use crate::{
     Close, DecodeError, ErrorBody, ErrorEvent, Event, EventBody, Frame, Message, Now, Opcode, Pong, Request,
     RequestBody, Response, ResponseBody, Status, code,
 };
-
-/// What the server asks its caller to do.
-#[derive(Debug)]
-#[must_use]
-pub enum Output {
-    /// Run this job (off the routing path) and feed the result to [`Server::handle_work`].
-    Work(Job),
-    /// Make this change durable (group-commit all changes of one drain).
-    Persist(Change),
-    /// Write these bytes (one or more whole frames) to the session's transport.
-    Transmit {
-        /// Destination.
-        session: SessionId,
-        /// Encoded frames.
-        bytes: Bytes,
-    },
-    /// Close the session's transport once its transmits are written.
-    Close {
-        /// The session.
-        session: SessionId,
-        /// Three-digit code (also sent in the close frame, when there was one).
-        code: u16,
-        /// Why.
-        reason: String,
-    },
-    /// Something worth a log line. Never carries content or secrets.
-    Event(ServerEvent),
-    /// Nothing more to do until this instant (or until the next input).
-    Timeout(Option<Instant>),
-}
 
 /// Log-worthy facts, for the adapter's structured logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,17 +188,22 @@ impl Server {
     /// A server with no accounts. `seed` is the only source of randomness
     /// (tokens, salts, secrets): give it 32 bytes from the OS in production,
     /// a fixed value in tests.
-    #[must_use]
-    pub fn new(config: ServerConfig, seed: [u8; 32], now: Now) -> Server {
+    ///
+    /// # Errors
+    /// `config` breaks one of its invariants ([`ServerConfig::validate`]).
+    pub fn new(config: ServerConfig, seed: [u8; 32], now: Now) -> Result<Server, ConfigError> {
         let state = State::new(config.room_history, config.dedup_window);
         Server::restore(config, seed, state, now)
     }
 
-    /// A server continuing from a stored state (everything it ever emitted as
-    /// `Persist`, applied in order). Use a fresh seed: reusing the old one
-    /// would replay the old server's random choices.
-    #[must_use]
-    pub fn restore(config: ServerConfig, seed: [u8; 32], mut state: State, now: Now) -> Server {
+    /// A server continuing from a stored state (every change of every turn
+    /// it ever committed, applied in order). Use a fresh seed: reusing the
+    /// old one would replay the old server's random choices.
+    ///
+    /// # Errors
+    /// `config` breaks one of its invariants ([`ServerConfig::validate`]).
+    pub fn restore(config: ServerConfig, seed: [u8; 32], mut state: State, now: Now) -> Result<Server, ConfigError> {
+        config.validate()?;
         use rand::Rng as _;
         state.history_cap = config.room_history;
         state.dedup_cap = config.dedup_window;
@@ -233,7 +213,7 @@ impl Server {
         let used_codes = crate::jwt::UsedCodes::new(config.codes.as_ref().map_or(0, |c| c.max_in_flight));
         let signing_keys = phantom::restore_signer(&config, &state);
         let oidc_keys = oidc::initial_keys(&config);
-        Server {
+        Ok(Server {
             used_codes,
             signing_keys,
             oidc_keys,
@@ -258,7 +238,7 @@ impl Server {
             next_job: 1,
             next_ping: 1,
             dummy_key,
-        }
+        })
     }
 
     /// The durable state, as the changes emitted so far describe it.
@@ -342,7 +322,7 @@ impl Server {
         }
     }
 
-    /// A job handed out as [`Output::Work`] finished.
+    /// A job handed out by [`Turn::take_jobs`] finished.
     pub fn handle_work(&mut self, now: Now, result: JobResult) {
         let Some(pending) = self.jobs.remove(&result.id) else {
             return;
@@ -374,35 +354,6 @@ impl Server {
             self.sweep_auth(now);
             self.next_sweep = now.instant + self.config.sweep_interval;
         }
-    }
-
-    /// The next output. Drain until [`Output::Timeout`].
-    pub fn poll_output(&mut self) -> Output {
-        if let Some(job) = self.work.pop_front() {
-            return Output::Work(job);
-        }
-        if let Some(change) = self.persist.pop_front() {
-            return Output::Persist(change);
-        }
-        if let Some((session, bytes)) = self.final_transmits.pop_front() {
-            return Output::Transmit { session, bytes };
-        }
-        while let Some(id) = self.dirty.pop_front() {
-            if let Some(s) = self.sessions.get_mut(&id) {
-                s.dirty = false;
-                if !s.out.is_empty() {
-                    return Output::Transmit { session: id, bytes: s.out.split().freeze() };
-                }
-            }
-        }
-        if let Some((session, code, reason)) = self.closes.pop_front() {
-            return Output::Close { session, code, reason };
-        }
-        if let Some(e) = self.events.pop_front() {
-            return Output::Event(e);
-        }
-        let next_timer = self.timers.peek().map(|Reverse((at, _))| *at);
-        Output::Timeout(Some(next_timer.map_or(self.next_sweep, |t| t.min(self.next_sweep))))
     }
 
     // ---- internals shared by the flows ----

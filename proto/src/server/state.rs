@@ -1,7 +1,8 @@
 //! The server's durable state and the changes that mutate it.
 //!
 //! The server never mutates [`State`] directly: it builds a [`Change`],
-//! applies it to its own copy and emits it as `Output::Persist`. A store that
+//! applies it to its own copy and hands it out in the turn's changes
+//! ([`Turn::changes`](super::Turn::changes)). A store that
 //! applies the same changes in the same order holds the same state, which is
 //! what [`Server::restore`](crate::Server::restore) is given after a restart.
 //! Iteration orders are deterministic (B-trees), so a restored server behaves

@@ -264,3 +264,43 @@ fn config_invalid_values_are_refused_with_their_key() {
     let text = format!("[oidc]\nissuer = \"i\"\naudience = \"a\"\njwks_file = {:?}\n", garbage.0.to_string_lossy());
     assert!(matches!(load_text("oidc-bad.toml", &text), Err(ConfigError::Jwks { .. })));
 }
+
+/// Every value the machine refuses is reported under a key of the file: each
+/// integer key of each section, set to extremes one at a time.
+#[test]
+fn config_refusals_name_keys_of_the_file() {
+    let text = uncommented(EXAMPLE);
+    let parsed: FileConfig = toml::from_str(&text).unwrap();
+    let mut known = BTreeSet::new();
+    key_paths(&toml::Table::try_from(&parsed).unwrap(), "", &mut known);
+    // The optional sections, valid, so that their keys are checked too.
+    let jwks = Scratch::new("refusals-jwks.json", r#"{"keys":[]}"#);
+    let sections = format!(
+        "[codes]\n[phantom]\nservice_credential = \"0123456789abcdef\"\nissuer = \"i\"\naudience = \"a\"\n\
+         [oidc]\nissuer = \"i\"\naudience = \"a\"\njwks_file = {:?}\n",
+        jwks.0.to_string_lossy()
+    );
+    assert!(load_text("refusals-base.toml", &sections).is_ok());
+    let mut refused = BTreeSet::new();
+    for key in known.iter().filter(|k| k.contains('.')) {
+        let (section, name) = key.split_once('.').unwrap();
+        for value in [0, 65_536, 4_294_967_296, i64::MAX] {
+            let body = sections.replace(&format!("[{section}]\n"), &format!("[{section}]\n{name} = {value}\n"));
+            let body = if body == sections { format!("{sections}[{section}]\n{name} = {value}\n") } else { body };
+            match load_text("refusals.toml", &body) {
+                Err(ConfigError::Invalid { key: reported, .. }) => {
+                    assert!(known.contains(reported), "{key} = {value}: refused as {reported}, not a key of the file");
+                    refused.insert(reported);
+                }
+                Ok(_) | Err(ConfigError::Parse { .. }) => {}
+                Err(e) => panic!("{key} = {value}: {e}"),
+            }
+        }
+    }
+    // The upper bounds reach the file: durations, wire counts, the frame size.
+    for key in ["server.sweep_interval_secs", "server.room_history", "server.max_room_members", "limits.max_data"] {
+        assert!(refused.contains(key), "{key} never refused: {refused:?}");
+    }
+    let err = load_text("too-long.toml", "[server]\nmp_retention_secs = 4294967296\n").unwrap_err().to_string();
+    assert!(err.contains("server.mp_retention_secs") && err.contains("above the maximum 3153600000"), "{err}");
+}

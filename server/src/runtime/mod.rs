@@ -5,26 +5,28 @@
 //!             ┌──────────── loop thread (mio::Poll) ─────────────┐
 //!  TCP+TLS ──►│ TcpServer ─┐                                      │
 //!             │            ├─► NetEvent ─► Server (sans-IO core)  │
-//!  QUIC ─────►│ Hub ───────┤        ▲          │ Persist ─► Store │
-//!  (tokio     │            │        │          │ Transmit ─► conn │
-//!   thread)   │ Workers ───┘ JobResult   Work ─┴─► Workers        │
+//!  QUIC ─────►│ Hub ───────┤        ▲          │ Turn: commit ─►  │
+//!  (tokio     │            │        │          │  Store, then     │
+//!   thread)   │ Workers ───┘ JobResult   jobs ─┴─► Workers, conns │
 //!  mem ──────►│                                                   │
 //!             └───────────────────────────────────────────────────┘
 //! ```
 //!
 //! One turn of the loop: wait for readiness (or the core's next timer),
-//! feed every event to the core, drain the core's outputs, commit every
-//! `Persist` change of the turn in one transaction, and only then write the
-//! turn's frames and closes. No acknowledgement ever precedes durability. A
-//! failed commit stops the server before anything of that turn is written
+//! feed every event to the core, then drain it: each [`Turn`] hands its
+//! jobs to the workers and its frames and closes out only through
+//! `Turn::commit`, which commits the turn's changes to the store in one
+//! transaction first. No acknowledgement ever precedes durability. A failed
+//! commit stops the server before anything of that turn is written
 //! (fail-stop: the store, not the network, is the source of truth).
+//!
+//! [`Turn`]: confab_proto::server::Turn
 //!
 //! Threads: the loop; the argon2 [`workers`]; QUIC's tokio runtime
 //! (`confab_transports::quic`). TCP connections are sources of the loop's
 //! own poll. Time is read here (the core never reads a clock) and passed
 //! in as [`Now`].
 
-mod durable;
 mod jwks;
 mod log;
 mod workers;
@@ -37,8 +39,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use confab_proto::server::{SourceKey, State};
-use confab_proto::{Now, Output, Server, ServerConfig, SessionId};
+use confab_proto::server::{Action, Change, SourceKey, State};
+use confab_proto::{Durable, Now, Server, ServerConfig, SessionId};
 use confab_transports::mem::{self, MemLink};
 use confab_transports::net::{ConnId, ConnIds, Hub, HubSender, NetEvent, Transport};
 use confab_transports::quic::{QuicLimits, QuicServer};
@@ -47,7 +49,6 @@ use confab_transports::tls::{self, ServerIdentity};
 use mio::{Events, Poll, Token};
 use tracing::{debug, error, info, warn};
 
-pub use durable::{Durable, MemoryStore};
 use jwks::JwksFile;
 use log::log_event;
 use workers::Workers;
@@ -156,6 +157,26 @@ pub enum RunError {
     Store(String),
 }
 
+/// What the loop commits to: any [`Durable`] store of the core's changes
+/// whose error can be logged (the SQLite [`Store`](crate::store::Store), a
+/// [`MemoryStore`](confab_proto::server::MemoryStore) for throwaway servers).
+type Store = Box<dyn Durable<[Change], Error = String> + Send>;
+
+/// A store whose errors are reported as text, so the loop holds any store.
+struct Reported<D>(D);
+
+impl<D> Durable<[Change]> for Reported<D>
+where
+    D: Durable<[Change]>,
+    D::Error: std::fmt::Display,
+{
+    type Error = String;
+
+    fn commit(&mut self, changes: &[Change]) -> Result<(), String> {
+        self.0.commit(changes).map_err(|e| e.to_string())
+    }
+}
+
 /// A connection the loop knows.
 #[derive(Debug, Clone, Copy)]
 struct Conn {
@@ -167,7 +188,7 @@ struct Conn {
 pub struct Node {
     poll: Poll,
     core: Server,
-    store: Box<dyn Durable>,
+    store: Store,
     tcp: Option<TcpServer>,
     quic: Option<QuicServer>,
     hub: Hub,
@@ -217,8 +238,14 @@ impl Node {
     /// holds). The core's RNG is seeded from the OS.
     ///
     /// # Errors
-    /// A listener cannot be bound, TLS refuses the identity, or the OS has no randomness.
-    pub fn bind(config: NodeConfig, store: Box<dyn Durable>, state: State) -> io::Result<Node> {
+    /// The core refuses the configuration, a listener cannot be bound, TLS
+    /// refuses the identity, or the OS has no randomness.
+    pub fn bind<D>(config: NodeConfig, store: D, state: State) -> io::Result<Node>
+    where
+        D: Durable<[Change]> + Send + 'static,
+        D::Error: std::fmt::Display,
+    {
+        config.server.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let poll = Poll::new()?;
         let ids = ConnIds::default();
         let hub = Hub::new(poll.registry(), WAKE, ids.clone())?;
@@ -240,11 +267,12 @@ impl Node {
             }
             _ => None,
         };
-        let core = Server::restore(config.server, os_seed()?, state, now());
+        let core = Server::restore(config.server, os_seed()?, state, now())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         Ok(Node {
             poll,
             core,
-            store,
+            store: Box::new(Reported(store)),
             tcp,
             quic,
             hub,
@@ -420,57 +448,55 @@ impl Node {
         }
     }
 
-    /// Drains the core until it is quiet: commit, then write, then report
-    /// backlogs (which may close slow readers, hence the loop).
+    /// Drains the core until a turn is empty: each turn's jobs to the
+    /// workers, its changes committed, then its frames written and its
+    /// sessions closed, then backlogs reported (which may close slow
+    /// readers, hence the loop).
     fn drain(&mut self, now: Now) -> Result<(), RunError> {
-        let mut changes = Vec::new();
-        let mut transmits = Vec::new();
-        let mut closes = Vec::new();
         loop {
-            loop {
-                match self.core.poll_output() {
-                    Output::Work(job) => self.workers.submit(job),
-                    Output::Persist(c) => changes.push(c),
-                    Output::Transmit { session, bytes } => transmits.push((session, bytes)),
-                    Output::Close { session, code, reason } => closes.push((session, code, reason)),
-                    Output::Event(e) => log_event(&e),
-                    Output::Timeout(t) => {
-                        self.core_deadline = t;
-                        break;
-                    }
-                }
+            let mut turn = self.core.drain();
+            let quiet = turn.is_empty();
+            for job in turn.take_jobs() {
+                self.workers.submit(job);
             }
-            if changes.is_empty() && transmits.is_empty() && closes.is_empty() {
-                return Ok(());
-            }
-            if !changes.is_empty() {
-                if let Err(e) = self.store.commit(&changes) {
-                    error!("store commit failed; stopping without writing this turn's frames: {e}");
-                    return Err(RunError::Store(e));
-                }
+            let committed = turn.commit(&mut *self.store).map_err(|e| {
+                error!("store commit failed; stopping without writing this turn's frames: {e}");
+                RunError::Store(e)
+            })?;
+            if !committed.changes().is_empty() {
                 self.summary.commits += 1;
-                self.summary.changes += changes.len() as u64;
-                changes.clear();
+                self.summary.changes += committed.changes().len() as u64;
             }
+            self.core_deadline = committed.timeout();
             let mut written = Vec::new();
-            for (session, bytes) in transmits.drain(..) {
-                let Some(&conn) = self.sessions.get(&session) else { continue };
-                let Some(c) = self.conns.get(&conn) else { continue };
-                let ok = match c.transport {
-                    Transport::Tcp => self.tcp.as_mut().is_some_and(|t| t.send(self.poll.registry(), conn, &bytes)),
-                    Transport::Quic | Transport::Mem => self.hub.send(conn, bytes),
-                };
-                if ok {
-                    written.push((session, conn, c.transport));
+            for action in committed {
+                match action {
+                    Action::Transmit { session, bytes } => {
+                        let Some(&conn) = self.sessions.get(&session) else { continue };
+                        let Some(c) = self.conns.get(&conn) else { continue };
+                        let ok = match c.transport {
+                            Transport::Tcp => {
+                                self.tcp.as_mut().is_some_and(|t| t.send(self.poll.registry(), conn, &bytes))
+                            }
+                            Transport::Quic | Transport::Mem => self.hub.send(conn, bytes),
+                        };
+                        if ok {
+                            written.push((session, conn, c.transport));
+                        }
+                    }
+                    Action::Close { session, code, reason } => {
+                        let Some(conn) = self.sessions.remove(&session) else { continue };
+                        if let Some(c) = self.conns.get(&conn) {
+                            debug!(%conn, session = session.0, code, %reason, "closing session");
+                            let transport = c.transport;
+                            self.close_conn(conn, transport);
+                        }
+                    }
+                    Action::Log(e) => log_event(&e),
                 }
             }
-            for (session, code, reason) in closes.drain(..) {
-                let Some(conn) = self.sessions.remove(&session) else { continue };
-                if let Some(c) = self.conns.get(&conn) {
-                    debug!(%conn, session = session.0, code, %reason, "closing session");
-                    let transport = c.transport;
-                    self.close_conn(conn, transport);
-                }
+            if quiet {
+                return Ok(());
             }
             written.sort_by_key(|(s, _, _)| s.0);
             written.dedup_by_key(|(s, _, _)| s.0);

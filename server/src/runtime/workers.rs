@@ -1,6 +1,6 @@
 //! The argon2 worker pool: password hashes run off the loop's thread, so
-//! routing never waits for a login (the core hands them out as
-//! `Output::Work`).
+//! routing never waits for a login (the core hands them out with each
+//! turn, `Turn::take_jobs`).
 
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use confab_proto::server::{Change, HashParams, PhantomConfig};
+use confab_proto::server::{Action, Change, HashParams, PhantomConfig};
 use confab_proto::{
-    Client, ClientConfig, ClientOutput, Jwks, Message, Now, Output, Request, Server, ServerConfig, SessionId,
+    Client, ClientConfig, ClientOutput, Ephemeral, Jwks, Message, Now, Request, Server, ServerConfig, SessionId,
 };
 
 /// A fast server configuration with phantom translation and a short room history.
@@ -17,7 +17,7 @@ pub fn config() -> ServerConfig {
     ServerConfig {
         hash_params: HashParams::INSECURE_FAST,
         room_history: 3,
-        phantom: Some(PhantomConfig::new("service-secret", "https://confab.test", "game")),
+        phantom: Some(PhantomConfig::new("service-secret-0123", "https://confab.test", "game")),
         ..ServerConfig::default()
     }
 }
@@ -36,7 +36,8 @@ pub struct Net {
 impl Net {
     pub fn new(config: ServerConfig) -> Net {
         let now = Now::new(Instant::now(), 1_795_305_600_000);
-        Net { server: Server::new(config, [7; 32], now), now, clients: Vec::new(), raw: Vec::new(), turns: Vec::new() }
+        let server = Server::new(config, [7; 32], now).expect("a valid configuration");
+        Net { server, now, clients: Vec::new(), raw: Vec::new(), turns: Vec::new() }
     }
 
     /// A connected client; returns its index.
@@ -112,20 +113,15 @@ impl Net {
                     }
                 }
             }
-            let (mut changes, mut jobs, mut transmits) = (Vec::new(), Vec::new(), Vec::new());
-            loop {
-                match self.server.poll_output() {
-                    Output::Work(job) => jobs.push(job),
-                    Output::Persist(change) => changes.push(change),
-                    Output::Transmit { session, bytes } => transmits.push((session, bytes)),
-                    Output::Close { .. } | Output::Event(_) => {}
-                    Output::Timeout(_) => break,
-                }
+            let mut turn = self.server.drain();
+            let jobs = turn.take_jobs();
+            // The store tests commit these turns themselves.
+            let Ok(committed) = turn.commit(&mut Ephemeral);
+            if !committed.changes().is_empty() {
+                self.turns.push(committed.changes().to_vec());
             }
-            if !changes.is_empty() {
-                self.turns.push(changes);
-            }
-            for (session, bytes) in transmits {
+            for action in committed {
+                let Action::Transmit { session, bytes } = action else { continue };
                 moved = true;
                 if let Some((_, c)) = self.clients.iter_mut().find(|(s, _)| *s == session) {
                     c.handle_input(now, &bytes);

@@ -211,8 +211,8 @@ impl Sim {
         self.check_mp();
         self.check_rooms(settled);
         self.check_opacity();
-        if settled && self.store.state().queued_total != 0 {
-            let n = self.store.state().queued_total;
+        if settled && self.store.memory().state().queued_total != 0 {
+            let n = self.store.memory().state().queued_total;
             self.violate(Invariant::Drained, format!("{n} items still queued after settling"));
         }
         self.stats.deliveries = self.ledger.inboxes().map(|(_, d)| d.len() as u64).sum();
@@ -225,7 +225,7 @@ impl Sim {
             settled,
             stats: self.stats,
             net: self.net.stats,
-            commits: self.store.commits(),
+            commits: self.store.memory().commits(),
             violations: std::mem::take(&mut self.violations),
             trace: self.trace.lines().map(<[String]>::to_vec),
         }
@@ -238,7 +238,7 @@ impl Sim {
     fn stored_history(&self) -> (StoredHistory, Vec<String>) {
         let mut found = Vec::new();
         let mut all = BTreeMap::new();
-        for (name, room) in &self.store.state().rooms {
+        for (name, room) in &self.store.memory().state().rooms {
             let reader = if self.config.secure {
                 let descriptor = RoomDescriptor::from_bytes(&room.descriptor);
                 match descriptor.and_then(|d| RoomKeys::derive(name, &room_password(name), &d)) {
@@ -467,7 +467,7 @@ impl Sim {
                 }
             }
         }
-        let state = self.store.state();
+        let state = self.store.memory().state();
         // A secure client's MPs can only be opened by their recipient: the
         // recipient's deliveries are checked instead (and nothing stays queued).
         let lanes = if self.config.secure { None } else { Some(&state.lanes) };

@@ -122,8 +122,9 @@ impl Sim {
         self.stats.restarts += 1;
         self.trace.note(self.elapsed, "server restarts from the store");
         let seed: [u8; 32] = self.rng.random();
-        let state = self.store.state().clone();
-        self.server = Some(Server::restore(self.config.server.clone(), seed, state, self.now()));
+        let state = self.store.memory().state().clone();
+        let server = Server::restore(self.config.server.clone(), seed, state, self.now());
+        self.server = Some(server.expect("the simulation's server configuration is valid"));
         self.drain_server();
     }
 
@@ -132,7 +133,7 @@ impl Sim {
     /// frame of that turn leaves.
     pub fn crash_after_commit(&mut self) {
         if self.server.is_some() {
-            self.crash_armed = true;
+            self.store.arm_crash(true);
         }
     }
 

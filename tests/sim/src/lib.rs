@@ -14,9 +14,10 @@
 //!   [`Sim::heal`], [`Sim::hold`] / [`Sim::release`], [`Sim::set_latency`],
 //!   [`Sim::crash_server`] / [`Sim::restart_server`] and the crash point
 //!   [`Sim::crash_after_commit`].
-//! - Persistence: the server's changes of one turn are committed to a
-//!   [`MemStore`] before that turn's frames leave (group commit); a restart
-//!   restores from the store.
+//! - Persistence: the server is drained in turns ([`confab_proto::server::Turn`])
+//!   until a turn is empty, like the real server's loop; each turn's changes
+//!   are committed to a [`MemoryStore`] before that turn's frames leave (group
+//!   commit); a restart restores from the store.
 //! - The scenario ([`Sim::run`]) makes users act randomly but sensibly,
 //!   then heals everything, lets the system settle and checks the
 //!   invariants ([`Report`]).
@@ -93,7 +94,7 @@ use std::time::{Duration, Instant};
 
 use confab_proto::e2e::secure::SecureSnapshot;
 use confab_proto::e2e::{IdentityKey, SecureClient, fixtures};
-use confab_proto::server::{Change, OidcConfig, ServerEvent};
+use confab_proto::server::{Change, MemoryStore, OidcConfig, ServerEvent};
 use confab_proto::{Client, ClientEvent, FrameDecoder, Now, Server, SessionId};
 use rand::SeedableRng as _;
 use rand::rngs::StdRng;
@@ -104,13 +105,13 @@ pub use idp::{AUDIENCE as IDP_AUDIENCE, CLIENT_ID as IDP_CLIENT_ID, ISSUER as ID
 pub use ledger::{Delivery, DeliveryKind, Ledger};
 pub use machine::room_password;
 pub use net::{LinkId, NetStats};
-pub use store::MemStore;
 pub use trace::{SeedGuard, Trace};
 
 use driver::User;
 use machine::Machine;
 use net::Net;
 use queue::{Agenda, Ev};
+use store::SimStore;
 
 /// Wall-clock time at which every simulation starts: 2026-11-22T00:00:00Z.
 pub const START_UNIX_MS: u64 = confab_proto::examples::TIMESTAMP_MS;
@@ -157,8 +158,7 @@ pub struct Sim {
     server_deadline: Option<Duration>,
     /// The current server's sessions.
     sessions: HashMap<SessionId, LinkId>,
-    store: MemStore,
-    crash_armed: bool,
+    store: SimStore,
     /// Restart the server by itself after a crash (during a scenario's actions).
     auto_restart: bool,
     hosts: Vec<Host>,
@@ -233,7 +233,8 @@ impl Sim {
             idp
         });
         let oidc_from = config.clients.saturating_sub(config.oidc.map_or(0, |o| o.users));
-        let server = Server::new(config.server.clone(), seed, origin);
+        let server =
+            Server::new(config.server.clone(), seed, origin).expect("the simulation's server configuration is valid");
         let hosts = (0..config.clients)
             .map(|i| {
                 let name = match NAMES.get(i) {
@@ -271,8 +272,7 @@ impl Sim {
             epoch: 1,
             server_deadline: None,
             sessions: HashMap::new(),
-            store: MemStore::new(&config.server),
-            crash_armed: false,
+            store: SimStore::new(&config.server),
             auto_restart: false,
             hosts,
             ledger: Ledger::default(),
@@ -363,8 +363,8 @@ impl Sim {
 
     /// The server's durable store.
     #[must_use]
-    pub fn store(&self) -> &MemStore {
-        &self.store
+    pub fn store(&self) -> &MemoryStore {
+        self.store.memory()
     }
 
     /// A user's client machine (in secure mode, the one its [`SecureClient`] wraps).

@@ -124,7 +124,7 @@ impl Sim {
     /// time. True if it settled; a violation is recorded if not.
     pub fn settle(&mut self) -> bool {
         self.actions_left = 0;
-        self.crash_armed = false;
+        self.store.arm_crash(false);
         self.auto_restart = false;
         self.trace.note(self.elapsed, "settling");
         for id in self.clients() {

@@ -1,86 +1,86 @@
-//! Hosting the server machine like a real adapter would: drain its outputs
-//! after every step, commit the turn's changes in one transaction, then
-//! write the turn's frames; run password-hash jobs off the routing path
-//! (in virtual time); tear links down on `Close`.
+//! Hosting the server machine like a real adapter would: drain it in turns
+//! after every step until a turn is empty, commit each turn's changes in one
+//! transaction, then write the turn's frames; run password-hash jobs off the
+//! routing path (in virtual time); tear links down on `Close`.
 
 use bytes::Bytes;
-use confab_proto::server::{Change, Job};
-use confab_proto::{Output, SessionId};
+use confab_proto::SessionId;
+use confab_proto::server::{Action, Job};
 use rand::RngExt as _;
 
 use super::net::{Dir, Segment};
 use super::queue::Ev;
+use super::store::Crashed;
 use super::{Invariant, Sim};
 
 impl Sim {
-    /// Drains the server's outputs: group commit, then transmits, then closes.
+    /// Drains the server until a turn is empty: each turn's jobs scheduled,
+    /// its changes committed, then its transmits, closes and log lines;
+    /// backlog reports can make the server produce more, hence the loop
+    /// (the policy of the real server's loop).
     pub(crate) fn drain_server(&mut self) {
-        // Backlog reports can make the server produce more output: loop.
-        for _ in 0..16 {
+        loop {
             let Some(server) = self.server.as_mut() else { return };
-            let mut changes: Vec<Change> = Vec::new();
-            let mut transmits: Vec<(SessionId, Bytes)> = Vec::new();
-            let mut closes: Vec<(SessionId, u16, String)> = Vec::new();
-            let mut jobs: Vec<Job> = Vec::new();
-            let deadline = loop {
-                match server.poll_output() {
-                    Output::Work(job) => jobs.push(job),
-                    Output::Persist(change) => changes.push(change),
-                    Output::Transmit { session, bytes } => transmits.push((session, bytes)),
-                    Output::Close { session, code, reason } => closes.push((session, code, reason)),
-                    Output::Event(e) => {
-                        let at = self.elapsed;
-                        self.trace.step(at, b"server-event", || format!("server: {e:?}"));
-                        if self.config.record_server {
-                            self.server_events.push(e);
-                        }
-                    }
-                    Output::Timeout(t) => break t,
-                }
-            };
-            self.server_deadline = deadline.map(|t| self.to_elapsed(t));
-            for job in jobs {
+            let mut turn = server.drain();
+            let quiet = turn.is_empty();
+            for job in turn.take_jobs() {
                 let at = self.elapsed + self.config.job_delay.draw(&mut self.rng);
                 self.agenda.push(at, Ev::Job { epoch: self.epoch, job });
             }
-            if !changes.is_empty() {
-                self.store.commit(&changes);
-                if self.config.record_server {
-                    self.changes.extend(changes.iter().cloned());
-                }
-                let n = changes.len();
+            let n = turn.changes().len();
+            if n > 0 && self.config.record_server {
+                self.changes.extend(turn.changes().iter().cloned());
+            }
+            let committed = turn.commit(&mut self.store);
+            if n > 0 {
                 self.trace.step(self.elapsed, &(n as u64).to_le_bytes(), || format!("commit {n} changes"));
-                if self.crash_armed {
-                    self.crash_armed = false;
+            }
+            let committed = match committed {
+                Ok(committed) => committed,
+                Err(Crashed) => {
                     self.stats.crashes_after_commit += 1;
                     self.trace.note(self.elapsed, "crash after commit, before transmit");
                     self.crash_now();
                     return;
                 }
-            }
+            };
+            self.server_deadline = committed.timeout().map(|t| self.to_elapsed(t));
             let mut backlog = Vec::new();
-            for (session, bytes) in transmits {
-                let Some(&link) = self.sessions.get(&session) else {
-                    continue;
-                };
-                if !self.net.get(link).is_some_and(|l| l.server_open) {
-                    continue;
-                }
-                let len = bytes.len();
-                self.trace
-                    .step(self.elapsed, &link.0.to_le_bytes(), || format!("server -> {link} ({session}): {len} bytes"));
-                let now = self.elapsed;
-                let held = self.net.send(&mut self.agenda, &mut self.rng, now, link, Dir::Down, Segment::Data(bytes));
-                if held > 0 {
-                    backlog.push((session, held));
+            for action in committed {
+                match action {
+                    Action::Transmit { session, bytes } => {
+                        let Some(&link) = self.sessions.get(&session) else {
+                            continue;
+                        };
+                        if !self.net.get(link).is_some_and(|l| l.server_open) {
+                            continue;
+                        }
+                        let len = bytes.len();
+                        self.trace.step(self.elapsed, &link.0.to_le_bytes(), || {
+                            format!("server -> {link} ({session}): {len} bytes")
+                        });
+                        let now = self.elapsed;
+                        let segment = Segment::Data(bytes);
+                        let held = self.net.send(&mut self.agenda, &mut self.rng, now, link, Dir::Down, segment);
+                        if held > 0 {
+                            backlog.push((session, held));
+                        }
+                    }
+                    Action::Close { session, code, reason } => {
+                        self.trace.step(self.elapsed, &code.to_le_bytes(), || {
+                            format!("server closes {session}: {code} {reason}")
+                        });
+                        self.server_end_closed(session);
+                    }
+                    Action::Log(e) => {
+                        self.trace.step(self.elapsed, b"server-event", || format!("server: {e:?}"));
+                        if self.config.record_server {
+                            self.server_events.push(e);
+                        }
+                    }
                 }
             }
-            for (session, code, reason) in closes {
-                self.trace
-                    .step(self.elapsed, &code.to_le_bytes(), || format!("server closes {session}: {code} {reason}"));
-                self.server_end_closed(session);
-            }
-            if backlog.is_empty() {
+            if quiet {
                 return;
             }
             let now = self.now();
@@ -200,7 +200,7 @@ impl Sim {
         let Some(server) = self.server.as_ref() else {
             return self.violate(Invariant::Durability, "server down at the end".into());
         };
-        if server.state() != self.store.state() {
+        if server.state() != self.store.memory().state() {
             self.violate(Invariant::Durability, "server state differs from the committed store".into());
         }
     }

@@ -1,52 +1,49 @@
-//! The simulated server's durable store: a [`State`] fed the same
-//! [`Change`]s the server emits, one group commit per server turn.
+//! The simulated server's disk: a [`MemoryStore`] (what a restart restores
+//! from), wrapped with the simulator's fault hook, a crash right after a
+//! commit ([`Sim::crash_after_commit`](super::Sim::crash_after_commit)).
 
-use confab_proto::ServerConfig;
-use confab_proto::server::{Change, State};
+use confab_proto::Durable;
+use confab_proto::server::{Change, MemoryStore, ServerConfig};
 
-/// An in-memory store with the commit discipline of a real adapter: what
-/// is committed survives a crash, what is not is gone.
+/// A [`MemoryStore`] that can be armed to die right after its next commit
+/// of changes: the changes are durable, and the commit fails so that no
+/// frame of the turn leaves.
 #[derive(Debug, Clone)]
-pub struct MemStore {
-    state: State,
-    commits: u64,
-    changes: u64,
+pub(crate) struct SimStore {
+    memory: MemoryStore,
+    crash_armed: bool,
 }
 
-impl MemStore {
-    /// An empty store for a server with `config`.
-    #[must_use]
-    pub fn new(config: &ServerConfig) -> MemStore {
-        MemStore { state: State::new(config.room_history, config.dedup_window), commits: 0, changes: 0 }
+/// The server process died right after committing: the turn's frames are never written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Crashed;
+
+impl SimStore {
+    /// An empty disk for a server with `config`.
+    pub(crate) fn new(config: &ServerConfig) -> SimStore {
+        SimStore { memory: MemoryStore::new(config), crash_armed: false }
     }
 
-    /// Applies one turn's changes as one transaction.
-    pub fn commit(&mut self, changes: &[Change]) {
-        if changes.is_empty() {
-            return;
+    /// What was committed.
+    pub(crate) fn memory(&self) -> &MemoryStore {
+        &self.memory
+    }
+
+    /// The next commit of changes (not an empty one) is the last thing the process does, or not.
+    pub(crate) fn arm_crash(&mut self, armed: bool) {
+        self.crash_armed = armed;
+    }
+}
+
+impl Durable<[Change]> for SimStore {
+    type Error = Crashed;
+
+    fn commit(&mut self, changes: &[Change]) -> Result<(), Crashed> {
+        let Ok(()) = self.memory.commit(changes);
+        if self.crash_armed && !changes.is_empty() {
+            self.crash_armed = false;
+            return Err(Crashed);
         }
-        for change in changes {
-            self.state.apply(change);
-        }
-        self.commits += 1;
-        self.changes += changes.len() as u64;
-    }
-
-    /// Everything committed so far: what [`Server::restore`](confab_proto::Server::restore) is given.
-    #[must_use]
-    pub fn state(&self) -> &State {
-        &self.state
-    }
-
-    /// Transactions committed.
-    #[must_use]
-    pub fn commits(&self) -> u64 {
-        self.commits
-    }
-
-    /// Changes committed.
-    #[must_use]
-    pub fn changes(&self) -> u64 {
-        self.changes
+        Ok(())
     }
 }

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::server::{HashParams, ServerEvent};
-use crate::{Client, ClientConfig, ClientEvent, ClientOutput, Now, Output, Server, ServerConfig, SessionId};
+use crate::server::{Action, HashParams, ServerEvent};
+use crate::{Client, ClientConfig, ClientEvent, ClientOutput, Ephemeral, Now, Server, ServerConfig, SessionId};
 
 pub(super) const START_MS: u64 = crate::examples::TIMESTAMP_MS;
 pub(super) const PASSWORD: &str = "correct horse battery";
@@ -61,7 +61,8 @@ impl Net {
 
     pub(super) fn with_config(config: ServerConfig) -> Net {
         let now = start();
-        Net { server: Server::new(config, [7; 32], now), now, peers: Vec::new(), server_events: Vec::new() }
+        let server = Server::new(config, [7; 32], now).expect("a valid configuration");
+        Net { server, now, peers: Vec::new(), server_events: Vec::new() }
     }
 
     /// A new client, not connected.
@@ -166,33 +167,34 @@ impl Net {
     fn drain_server(&mut self) -> bool {
         let mut busy = false;
         loop {
-            match self.server.poll_output() {
-                Output::Work(job) => {
-                    busy = true;
-                    let result = job.run();
-                    self.server.handle_work(self.now, result);
-                }
-                Output::Persist(_) => busy = true,
-                Output::Event(e) => {
-                    busy = true;
-                    self.server_events.push(e);
-                }
-                Output::Transmit { session, bytes } => {
-                    busy = true;
-                    if let Some(p) = self.peers.iter_mut().find(|p| p.session == Some(session))
-                        && !p.deaf
-                    {
-                        p.client.handle_input(self.now, &bytes);
+            let mut turn = self.server.drain();
+            if turn.is_empty() {
+                let Ok(_) = turn.commit(&mut Ephemeral);
+                return busy;
+            }
+            busy = true;
+            for job in turn.take_jobs() {
+                let result = job.run();
+                self.server.handle_work(self.now, result);
+            }
+            let Ok(committed) = turn.commit(&mut Ephemeral);
+            for action in committed {
+                match action {
+                    Action::Log(e) => self.server_events.push(e),
+                    Action::Transmit { session, bytes } => {
+                        if let Some(p) = self.peers.iter_mut().find(|p| p.session == Some(session))
+                            && !p.deaf
+                        {
+                            p.client.handle_input(self.now, &bytes);
+                        }
+                    }
+                    Action::Close { session, .. } => {
+                        if let Some(p) = self.peers.iter_mut().find(|p| p.session == Some(session)) {
+                            p.session = None;
+                            p.client.disconnected(self.now);
+                        }
                     }
                 }
-                Output::Close { session, .. } => {
-                    busy = true;
-                    if let Some(p) = self.peers.iter_mut().find(|p| p.session == Some(session)) {
-                        p.session = None;
-                        p.client.disconnected(self.now);
-                    }
-                }
-                Output::Timeout(_) => return busy,
             }
         }
     }

@@ -40,8 +40,8 @@
 //! use std::time::Instant;
 //!
 //! use confab_proto::e2e::{fixtures, IdentityKey, SecureClient, SecureEvent, SecureOutput};
-//! use confab_proto::server::HashParams;
-//! use confab_proto::{Client, ClientConfig, Now, Output, Server, ServerConfig, SessionId};
+//! use confab_proto::server::{Action, HashParams};
+//! use confab_proto::{Client, ClientConfig, Ephemeral, Now, Server, ServerConfig, SessionId};
 //! use rand::{SeedableRng, rngs::StdRng};
 //!
 //! type User = (SecureClient, SessionId, Vec<SecureEvent>);
@@ -62,15 +62,21 @@
 //!             }
 //!         }
 //!         loop {
-//!             match server.poll_output() {
-//!                 Output::Work(job) => server.handle_work(now, job.run()),
-//!                 Output::Transmit { session, bytes } => {
-//!                     if let Some(user) = users.iter_mut().find(|u| u.1 == session) {
-//!                         user.0.handle_input(now, &bytes);
-//!                     }
+//!             let mut turn = server.drain();
+//!             if turn.is_empty() {
+//!                 break;
+//!             }
+//!             for job in turn.take_jobs() {
+//!                 server.handle_work(now, job.run());
+//!             }
+//!             // A real server commits the turn's changes to its store here.
+//!             let Ok(committed) = turn.commit(&mut Ephemeral);
+//!             for action in committed {
+//!                 if let Action::Transmit { session, bytes } = action
+//!                     && let Some(user) = users.iter_mut().find(|u| u.1 == session)
+//!                 {
+//!                     user.0.handle_input(now, &bytes);
 //!                 }
-//!                 Output::Timeout(_) => break,
-//!                 _ => {}
 //!             }
 //!             busy = true;
 //!         }
@@ -82,7 +88,7 @@
 //!
 //! let now = Now::new(Instant::now(), 1_700_000_000_000);
 //! let config = ServerConfig { hash_params: HashParams::INSECURE_FAST, ..ServerConfig::default() };
-//! let mut server = Server::new(config, [7; 32], now);
+//! let mut server = Server::new(config, [7; 32], now)?;
 //! let mut users = Vec::new();
 //! for (seed, pkcs8) in [(1, fixtures::ALICE_PKCS8), (2, fixtures::BOB_PKCS8)] {
 //!     let identity = IdentityKey::from_pkcs8_der(pkcs8)?;

@@ -4,14 +4,17 @@
 
 mod accounts;
 mod caps;
+mod turn;
+mod validate;
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{HashParams, Job, Output, Server, ServerConfig, SessionId, SourceKey};
+use super::{Action, HashParams, Job, Server, ServerConfig, SessionId, SourceKey};
 use crate::{
-    FrameDecoder, Login, Message, Now, Passphrase, Register, Request, RequestBody, Response, ResponseBody, Tokens,
+    Ephemeral, FrameDecoder, Login, Message, Now, Passphrase, Register, Request, RequestBody, Response, ResponseBody,
+    Tokens,
 };
 
 pub(super) const PASSWORD: &str = "correct horse";
@@ -41,7 +44,7 @@ impl Harness {
     pub(super) fn new(config: ServerConfig) -> Harness {
         let now = Now::new(Instant::now(), crate::examples::TIMESTAMP_MS);
         Harness {
-            server: Server::new(config, [9; 32], now),
+            server: Server::new(config, [9; 32], now).expect("a valid configuration"),
             now,
             held: Vec::new(),
             jobs: 0,
@@ -93,27 +96,30 @@ impl Harness {
 
     pub(super) fn pump(&mut self) {
         loop {
-            match self.server.poll_output() {
-                Output::Work(job) => {
-                    self.jobs += 1;
-                    if self.hold {
-                        self.held.push(job);
-                    } else {
-                        let result = job.run();
-                        self.server.handle_work(self.now, result);
-                    }
+            let mut turn = self.server.drain();
+            let quiet = turn.is_empty();
+            for job in turn.take_jobs() {
+                self.jobs += 1;
+                if self.hold {
+                    self.held.push(job);
+                } else {
+                    let result = job.run();
+                    self.server.handle_work(self.now, result);
                 }
-                Output::Transmit { session, bytes } => {
-                    let limits = self.server.config().limits;
-                    let Some(decoder) = self.decoders.get_mut(&session) else { continue };
-                    decoder.push(&bytes);
-                    while let Ok(Some(frame)) = decoder.next_frame() {
-                        let msg = Message::decode(&frame, &limits).expect("the server sends valid frames");
-                        self.received.entry(session).or_default().push(msg);
-                    }
+            }
+            let Ok(committed) = turn.commit(&mut Ephemeral);
+            for action in committed {
+                let Action::Transmit { session, bytes } = action else { continue };
+                let limits = self.server.config().limits;
+                let Some(decoder) = self.decoders.get_mut(&session) else { continue };
+                decoder.push(&bytes);
+                while let Ok(Some(frame)) = decoder.next_frame() {
+                    let msg = Message::decode(&frame, &limits).expect("the server sends valid frames");
+                    self.received.entry(session).or_default().push(msg);
                 }
-                Output::Timeout(_) => return,
-                Output::Persist(_) | Output::Close { .. } | Output::Event(_) => {}
+            }
+            if quiet {
+                return;
             }
         }
     }

@@ -14,8 +14,8 @@ use rand::rngs::StdRng;
 
 use super::{SecureClient, SecureEvent, SecureOutput};
 use crate::e2e::{IdentityKey, fixtures};
-use crate::server::{Change, HashParams, ServerEvent};
-use crate::{Client, ClientConfig, ClientEvent, Now, Output, Server, ServerConfig, SessionId};
+use crate::server::{Action, Change, HashParams, ServerEvent};
+use crate::{Client, ClientConfig, ClientEvent, Ephemeral, Now, Server, ServerConfig, SessionId};
 
 const PASSWORD: &str = "correct horse battery";
 const PASSPHRASE: &str = "apple river stone";
@@ -42,7 +42,7 @@ impl Net {
         let now = Now::new(Instant::now(), crate::examples::TIMESTAMP_MS);
         let config = ServerConfig { hash_params: HashParams::INSECURE_FAST, ..ServerConfig::default() };
         Net {
-            server: Server::new(config, [7; 32], now),
+            server: Server::new(config, [7; 32], now).expect("a valid configuration"),
             now,
             peers: Vec::new(),
             changes: Vec::new(),
@@ -141,34 +141,33 @@ impl Net {
     fn drain_server(&mut self) -> bool {
         let mut busy = false;
         loop {
-            match self.server.poll_output() {
-                Output::Work(job) => {
-                    busy = true;
-                    let result = job.run();
-                    self.server.handle_work(self.now, result);
-                }
-                Output::Persist(change) => {
-                    busy = true;
-                    self.changes.push(change);
-                }
-                Output::Event(e) => {
-                    busy = true;
-                    self.server_events.push(e);
-                }
-                Output::Transmit { session, bytes } => {
-                    busy = true;
-                    if let Some(p) = self.peers.iter_mut().find(|p| p.session == Some(session)) {
-                        p.sc.handle_input(self.now, &bytes);
+            let mut turn = self.server.drain();
+            if turn.is_empty() {
+                let Ok(_) = turn.commit(&mut Ephemeral);
+                return busy;
+            }
+            busy = true;
+            for job in turn.take_jobs() {
+                let result = job.run();
+                self.server.handle_work(self.now, result);
+            }
+            let Ok(committed) = turn.commit(&mut Ephemeral);
+            self.changes.extend_from_slice(committed.changes());
+            for action in committed {
+                match action {
+                    Action::Log(e) => self.server_events.push(e),
+                    Action::Transmit { session, bytes } => {
+                        if let Some(p) = self.peers.iter_mut().find(|p| p.session == Some(session)) {
+                            p.sc.handle_input(self.now, &bytes);
+                        }
+                    }
+                    Action::Close { session, .. } => {
+                        if let Some(p) = self.peers.iter_mut().find(|p| p.session == Some(session)) {
+                            p.session = None;
+                            p.sc.disconnected(self.now);
+                        }
                     }
                 }
-                Output::Close { session, .. } => {
-                    busy = true;
-                    if let Some(p) = self.peers.iter_mut().find(|p| p.session == Some(session)) {
-                        p.session = None;
-                        p.sc.disconnected(self.now);
-                    }
-                }
-                Output::Timeout(_) => return busy,
             }
         }
     }

@@ -1,0 +1,228 @@
+//! [`Turn`]: what one drain of the server produced, and the durability
+//! barrier between a turn's changes and its frames.
+//!
+//! After any input, [`Server::drain`] hands out everything the machine
+//! queued since the last drain as one `Turn`:
+//!
+//! - its jobs (password hashing), to start at once, off the routing path:
+//!   [`Turn::take_jobs`];
+//! - its [`Change`]s, readable with [`Turn::changes`];
+//! - its frames, closes, log lines and next timer, reachable **only**
+//!   through [`Turn::commit`], which makes the changes durable first (one
+//!   [`Durable`] commit of the whole batch, empty or not). A frame may
+//!   acknowledge a change, so no frame of a turn can leave before the turn's
+//!   changes survive a crash: the order is written here, once, and nowhere
+//!   else.
+//!
+//! ```
+//! use std::time::Instant;
+//! use confab_proto::server::{Action, HashParams, MemoryStore};
+//! use confab_proto::{Message, Now, Register, Request, Server, ServerConfig};
+//!
+//! let now = Now::new(Instant::now(), 1_795_305_600_000);
+//! let config = ServerConfig { hash_params: HashParams::INSECURE_FAST, ..ServerConfig::default() };
+//! let mut store = MemoryStore::new(&config);
+//! let mut server = Server::new(config, [1; 32], now)?;
+//! let session = server.open_session(now)?;
+//! let register = Register {
+//!     username: "alice".into(),
+//!     password: "correct horse".into(),
+//!     passphrase: "apple river stone".into(),
+//!     identity_key: bytes::Bytes::from_static(b"key"),
+//! };
+//! let request = Message::Request(Request { request_id: 1, timestamp_ms: now.unix_ms, body: register.into() });
+//! server.handle_input(now, session, &request.to_bytes(b""));
+//!
+//! let mut written = Vec::new();
+//! loop {
+//!     let mut turn = server.drain();
+//!     let quiet = turn.is_empty();
+//!     for job in turn.take_jobs() {
+//!         let result = job.run(); // a thread pool's work in a real adapter
+//!         server.handle_work(now, result);
+//!     }
+//!     let committed = turn.commit(&mut store)?; // the changes are durable: the frames may leave
+//!     let _timeout = committed.timeout(); // call handle_timeout then
+//!     for action in committed {
+//!         match action {
+//!             Action::Transmit { session, bytes } => written.push((session, bytes)),
+//!             Action::Close { .. } => { /* close the transport once its bytes are written */ }
+//!             Action::Log(event) => { /* a log line */ }
+//!         }
+//!     }
+//!     if quiet {
+//!         break;
+//!     }
+//! }
+//! assert_eq!(written.len(), 1); // the answer to the registration
+//! assert!(store.state().users.get("alice").is_some()); // durable before it was written
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Skipping the commit does not compile: a turn's frames are private until
+//! then.
+//!
+//! ```compile_fail,E0451
+//! use confab_proto::server::{Action, Turn};
+//!
+//! fn frames_without_commit(turn: Turn) -> Vec<Action> {
+//!     let Turn { actions, .. } = turn;
+//!     actions
+//! }
+//! ```
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::{Change, Job, Server, ServerEvent, SessionId};
+use crate::Durable;
+
+/// What one [`Server::drain`] produced. Its frames, closes and log lines
+/// are reachable only through [`Turn::commit`] (see the [module docs](self)).
+#[derive(Debug)]
+#[must_use = "a turn's frames and timer are reachable only through Turn::commit"]
+pub struct Turn {
+    jobs: Vec<Job>,
+    changes: Vec<Change>,
+    actions: Vec<Action>,
+    timeout: Option<Instant>,
+}
+
+/// What a committed turn asks its caller to do, in order: every `Transmit`
+/// of the turn, then its `Close`s, then its `Log` lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Write these bytes (one or more whole frames) to the session's transport.
+    Transmit {
+        /// Destination.
+        session: SessionId,
+        /// Encoded frames.
+        bytes: Bytes,
+    },
+    /// Close the session's transport once its transmits are written.
+    Close {
+        /// The session.
+        session: SessionId,
+        /// Three-digit code (also sent in the close frame, when there was one).
+        code: u16,
+        /// Why.
+        reason: String,
+    },
+    /// Something worth a log line. Never carries content or secrets.
+    Log(ServerEvent),
+}
+
+/// A turn whose changes are durable: its actions, in order, and the next
+/// timer. Iterate it (or read [`Committed::actions`]) to act.
+#[derive(Debug)]
+#[must_use = "a committed turn's frames must be written and its timer armed"]
+pub struct Committed {
+    changes: Vec<Change>,
+    actions: Vec<Action>,
+    timeout: Option<Instant>,
+}
+
+impl Server {
+    /// Everything the machine queued since the last drain, as one [`Turn`].
+    /// Call it after every input; drain again after feeding the turn's
+    /// backlog reports and job results until [`Turn::is_empty`].
+    pub fn drain(&mut self) -> Turn {
+        let jobs = self.work.drain(..).collect();
+        let changes = self.persist.drain(..).collect();
+        let capacity = self.final_transmits.len() + self.dirty.len() + self.closes.len() + self.events.len();
+        let mut actions = Vec::with_capacity(capacity);
+        actions.extend(self.final_transmits.drain(..).map(|(session, bytes)| Action::Transmit { session, bytes }));
+        for session in self.dirty.drain(..) {
+            if let Some(s) = self.sessions.get_mut(&session) {
+                s.dirty = false;
+                if !s.out.is_empty() {
+                    actions.push(Action::Transmit { session, bytes: s.out.split().freeze() });
+                }
+            }
+        }
+        actions.extend(self.closes.drain(..).map(|(session, code, reason)| Action::Close { session, code, reason }));
+        actions.extend(self.events.drain(..).map(Action::Log));
+        let next_timer = self.timers.peek().map(|std::cmp::Reverse((at, _))| *at);
+        let timeout = Some(next_timer.map_or(self.next_sweep, |t| t.min(self.next_sweep)));
+        Turn { jobs, changes, actions, timeout }
+    }
+}
+
+impl Turn {
+    /// The jobs still in this turn (see [`take_jobs`](Self::take_jobs)).
+    #[must_use]
+    pub fn jobs(&self) -> &[Job] {
+        &self.jobs
+    }
+
+    /// Hands out the turn's jobs: run each (off the routing path, before or
+    /// while the turn commits) and feed its result to
+    /// [`Server::handle_work`]. Take them before [`commit`](Self::commit):
+    /// it drops any left.
+    #[must_use = "a job dropped leaves its session waiting for the hash"]
+    pub fn take_jobs(&mut self) -> Vec<Job> {
+        std::mem::take(&mut self.jobs)
+    }
+
+    /// The durable changes of this turn, in the order they happened.
+    #[must_use]
+    pub fn changes(&self) -> &[Change] {
+        &self.changes
+    }
+
+    /// Nothing at all happened: no job, no change, no action. A drain loop
+    /// stops at such a turn (after committing it, which arms the timer).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty() && self.changes.is_empty() && self.actions.is_empty()
+    }
+
+    /// Makes the turn's changes durable in one commit of `store` (an empty
+    /// batch too: stores skip it cheaply), then hands out the turn's
+    /// actions and timer.
+    ///
+    /// # Errors
+    /// The store's: nothing of the turn may then be written; the caller
+    /// stops (the store, not the network, is the source of truth).
+    pub fn commit<D: Durable<[Change]> + ?Sized>(self, store: &mut D) -> Result<Committed, D::Error> {
+        debug_assert!(self.jobs.is_empty(), "take the turn's jobs before committing it");
+        store.commit(&self.changes)?;
+        Ok(Committed { changes: self.changes, actions: self.actions, timeout: self.timeout })
+    }
+}
+
+impl Committed {
+    /// The changes that were committed.
+    #[must_use]
+    pub fn changes(&self) -> &[Change] {
+        &self.changes
+    }
+
+    /// The actions, in order: transmits, then closes, then log lines.
+    #[must_use]
+    pub fn actions(&self) -> &[Action] {
+        &self.actions
+    }
+
+    /// Call [`Server::handle_timeout`] at this instant (or at the next input).
+    #[must_use]
+    pub fn timeout(&self) -> Option<Instant> {
+        self.timeout
+    }
+
+    /// No action: nothing to write, close or log.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+}
+
+impl IntoIterator for Committed {
+    type Item = Action;
+    type IntoIter = std::vec::IntoIter<Action>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.actions.into_iter()
+    }
+}
