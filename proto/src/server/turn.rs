@@ -1,75 +1,7 @@
 //! [`Turn`]: what one drain of the server produced, and the durability
 //! barrier between a turn's changes and its frames.
 //!
-//! After any input, [`Server::drain`] hands out everything the machine
-//! queued since the last drain as one `Turn`:
-//!
-//! - its jobs (password hashing), to start at once, off the routing path:
-//!   [`Turn::take_jobs`];
-//! - its [`Change`]s, readable with [`Turn::changes`];
-//! - its frames, closes, log lines and next timer, reachable **only**
-//!   through [`Turn::commit`], which makes the changes durable first (one
-//!   [`Durable`] commit of the whole batch, empty or not). A frame may
-//!   acknowledge a change, so no frame of a turn can leave before the turn's
-//!   changes survive a crash: the order is written here, once, and nowhere
-//!   else.
-//!
-//! ```
-//! use std::time::Instant;
-//! use confab_proto::server::{Action, HashParams, MemoryStore};
-//! use confab_proto::{Message, Now, Register, Request, Server, ServerConfig};
-//!
-//! let now = Now::new(Instant::now(), 1_795_305_600_000);
-//! let config = ServerConfig { hash_params: HashParams::INSECURE_FAST, ..ServerConfig::default() };
-//! let mut store = MemoryStore::new(&config);
-//! let mut server = Server::new(config, [1; 32], now)?;
-//! let session = server.open_session(now)?;
-//! let register = Register {
-//!     username: "alice".into(),
-//!     password: "correct horse".into(),
-//!     passphrase: "apple river stone".into(),
-//!     identity_key: bytes::Bytes::from_static(b"key"),
-//! };
-//! let request = Message::Request(Request { request_id: 1, timestamp_ms: now.unix_ms, body: register.into() });
-//! server.handle_input(now, session, &request.to_bytes(b""));
-//!
-//! let mut written = Vec::new();
-//! loop {
-//!     let mut turn = server.drain();
-//!     let quiet = turn.is_empty();
-//!     for job in turn.take_jobs() {
-//!         let result = job.run(); // a thread pool's work in a real adapter
-//!         server.handle_work(now, result);
-//!     }
-//!     let committed = turn.commit(&mut store)?; // the changes are durable: the frames may leave
-//!     let _timeout = committed.timeout(); // call handle_timeout then
-//!     for action in committed {
-//!         match action {
-//!             Action::Transmit { session, bytes } => written.push((session, bytes)),
-//!             Action::Close { .. } => { /* close the transport once its bytes are written */ }
-//!             Action::Log(event) => { /* a log line */ }
-//!         }
-//!     }
-//!     if quiet {
-//!         break;
-//!     }
-//! }
-//! assert_eq!(written.len(), 1); // the answer to the registration
-//! assert!(store.state().users.get("alice").is_some()); // durable before it was written
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
-//!
-//! Skipping the commit does not compile: a turn's frames are private until
-//! then.
-//!
-//! ```compile_fail,E0451
-//! use confab_proto::server::{Action, Turn};
-//!
-//! fn frames_without_commit(turn: Turn) -> Vec<Action> {
-//!     let Turn { actions, .. } = turn;
-//!     actions
-//! }
-//! ```
+//! The rules and an example are on [`Turn`].
 
 use std::time::Instant;
 
@@ -78,8 +10,77 @@ use bytes::Bytes;
 use super::{Change, Job, Server, ServerEvent, SessionId};
 use crate::Durable;
 
-/// What one [`Server::drain`] produced. Its frames, closes and log lines
-/// are reachable only through [`Turn::commit`] (see the [module docs](self)).
+/// What one [`Server::drain`] produced.
+///
+/// After any input, [`Server::drain`] hands out everything the machine
+/// queued since the last drain as one `Turn`:
+///
+/// - its jobs (password hashing), to start at once, off the routing path:
+///   [`Turn::take_jobs`];
+/// - its [`Change`]s, readable with [`Turn::changes`];
+/// - its frames, closes, log lines and next timer, reachable **only**
+///   through [`Turn::commit`], which makes the changes durable first (one
+///   [`Durable`] commit of the whole batch, empty or not). A frame may
+///   acknowledge a change, so no frame of a turn can leave before the turn's
+///   changes survive a crash. That order is written in `commit`, once, and
+///   nowhere else.
+///
+/// ```
+/// use std::time::Instant;
+/// use confab_proto::server::{Action, HashParams, MemoryStore};
+/// use confab_proto::{Message, Now, Register, Request, Server, ServerConfig};
+///
+/// let now = Now::new(Instant::now(), 1_795_305_600_000);
+/// let config = ServerConfig { hash_params: HashParams::INSECURE_FAST, ..ServerConfig::default() };
+/// let mut store = MemoryStore::new(&config);
+/// let mut server = Server::new(config, [1; 32], now)?;
+/// let session = server.open_session(now)?;
+/// let register = Register {
+///     username: "alice".into(),
+///     password: "correct horse".into(),
+///     passphrase: "apple river stone".into(),
+///     identity_key: bytes::Bytes::from_static(b"key"),
+/// };
+/// let request = Message::Request(Request { request_id: 1, timestamp_ms: now.unix_ms, body: register.into() });
+/// server.handle_input(now, session, &request.to_bytes(b""));
+///
+/// let mut written = Vec::new();
+/// loop {
+///     let mut turn = server.drain();
+///     let quiet = turn.is_empty();
+///     for job in turn.take_jobs() {
+///         let result = job.run(); // a thread pool's work in a real adapter
+///         server.handle_work(now, result);
+///     }
+///     let committed = turn.commit(&mut store)?; // the changes are durable: the frames may leave
+///     let _timeout = committed.timeout(); // call handle_timeout then
+///     for action in committed {
+///         match action {
+///             Action::Transmit { session, bytes } => written.push((session, bytes)),
+///             Action::Close { .. } => { /* close the transport once its bytes are written */ }
+///             Action::Log(event) => { /* a log line */ }
+///         }
+///     }
+///     if quiet {
+///         break;
+///     }
+/// }
+/// assert_eq!(written.len(), 1); // the answer to the registration
+/// assert!(store.state().users.get("alice").is_some()); // durable before it was written
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// Skipping the commit does not compile: a turn's frames are private until
+/// then.
+///
+/// ```compile_fail,E0451
+/// use confab_proto::server::{Action, Turn};
+///
+/// fn frames_without_commit(turn: Turn) -> Vec<Action> {
+///     let Turn { actions, .. } = turn;
+///     actions
+/// }
+/// ```
 #[derive(Debug)]
 #[must_use = "a turn's frames and timer are reachable only through Turn::commit"]
 pub struct Turn {
