@@ -164,7 +164,8 @@ pub struct Server {
     /// Failed and in-flight password checks per source.
     sources: ratelimit::Limiter<SourceKey>,
     work: VecDeque<Job>,
-    persist: VecDeque<Change>,
+    /// The changes of the turn being built (handed over whole by [`Server::drain`]).
+    persist: Vec<Change>,
     final_transmits: VecDeque<(SessionId, Bytes)>,
     dirty: VecDeque<SessionId>,
     closes: VecDeque<(SessionId, u16, String)>,
@@ -228,7 +229,7 @@ impl Server {
             jobs: HashMap::default(),
             reserved: HashSet::new(),
             work: VecDeque::new(),
-            persist: VecDeque::new(),
+            persist: Vec::new(),
             final_transmits: VecDeque::new(),
             dirty: VecDeque::new(),
             closes: VecDeque::new(),
@@ -522,7 +523,7 @@ impl Server {
 
     fn commit(&mut self, change: Change) {
         self.state.apply(&change);
-        self.persist.push_back(change);
+        self.persist.push(change);
     }
 
     fn send(&mut self, session: SessionId, message: Message) {

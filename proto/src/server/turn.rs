@@ -10,6 +10,9 @@ use bytes::Bytes;
 use super::{Change, Job, Server, ServerEvent, SessionId};
 use crate::Durable;
 
+/// The most changes the next turn's buffer is made ready for.
+const KEPT_CHANGES: usize = 4096;
+
 /// What one [`Server::drain`] produced.
 ///
 /// After any input, [`Server::drain`] hands out everything the machine
@@ -130,7 +133,14 @@ impl Server {
     /// backlog reports and job results until [`Turn::is_empty`].
     pub fn drain(&mut self) -> Turn {
         let jobs = self.work.drain(..).collect();
-        let changes = self.persist.drain(..).collect();
+        // The buffer is handed over whole; the next one starts as large (up to a bound), so
+        // steady traffic never regrows it and a burst does not pin its memory.
+        let changes = if self.persist.is_empty() {
+            Vec::new()
+        } else {
+            let next = Vec::with_capacity(self.persist.capacity().min(KEPT_CHANGES));
+            std::mem::replace(&mut self.persist, next)
+        };
         let capacity = self.final_transmits.len() + self.dirty.len() + self.closes.len() + self.events.len();
         let mut actions = Vec::with_capacity(capacity);
         actions.extend(self.final_transmits.drain(..).map(|(session, bytes)| Action::Transmit { session, bytes }));
