@@ -196,21 +196,19 @@ mod server_session {
 
     pub(super) fn check_invariants(server: &Server) {
         let state = server.state();
-        let queued: usize = state.lanes.values().flat_map(|m| m.values()).map(|l| l.items.len()).sum();
-        assert_eq!(queued, state.queued_total, "queued_total out of step with the lanes");
-        assert_eq!(state.queued.values().sum::<usize>(), state.queued_total, "per-recipient counts out of step");
-        for lanes in state.lanes.values() {
-            for lane in lanes.values() {
-                assert!(
-                    lane.items.iter().zip(lane.items.iter().skip(1)).all(|(a, b)| a.seq < b.seq),
-                    "lane out of order"
-                );
-                assert!(lane.items.back().is_none_or(|i| i.seq < lane.next_seq), "seq beyond next_seq");
-            }
+        let lanes = state.lanes();
+        let queued: usize = lanes.lanes().map(|(_, _, l)| l.items.len()).sum();
+        assert_eq!(queued, lanes.queued_total(), "queued_total out of step with the lanes");
+        let per_recipient: usize = lanes.queued().map(|(_, n)| n).sum();
+        assert_eq!(per_recipient, lanes.queued_total(), "per-recipient counts out of step");
+        for (_, to, lane) in lanes.lanes() {
+            assert!(lane.items.iter().zip(lane.items.iter().skip(1)).all(|(a, b)| a.seq < b.seq), "lane out of order");
+            assert!(lane.items.back().is_none_or(|i| i.seq < lane.next_seq), "seq beyond next_seq");
+            assert!(lanes.queued_for(to) >= lane.items.len(), "recipient count below its lane");
         }
         let budget = server.config().room_history_budget();
-        for room in state.rooms.values() {
-            assert!(room.history.len() <= state.history_cap, "room history above its cap");
+        for (_, room) in state.rooms().iter() {
+            assert!(room.history.len() <= state.rooms().history_cap(), "room history above its cap");
             let bytes: usize = room.history.iter().map(|e| 2 + e.from.len() + 8 + 8 + 4 + e.sealed.len()).sum();
             assert!(bytes <= budget, "room history above its byte budget");
         }

@@ -116,7 +116,7 @@
 //! }
 //! assert!(client.is_logged_in());
 //! assert!(events.iter().any(|e| matches!(e, ClientEvent::Connected { username, .. } if username == "alice")));
-//! assert!(store.state().users.get("alice").is_some());
+//! assert!(store.state().user("alice").is_some());
 //! ```
 //!
 //! A panic on any input is a bug.

@@ -83,11 +83,11 @@ const PUBLISH_GRACE_SECS: u64 = 60;
 /// the store without creating anything; no keys gives `{"keys":[]}`.
 pub fn jwt_jwks(data: &Path, now: u64) -> Result<PublishedKeys, JwksFailure> {
     let state = Store::read(data, &ServerConfig::default())?;
-    if state.signing_keys.is_empty() {
+    if state.accounts().signing_keys().is_empty() {
         return Ok(PublishedKeys { json: JwkSet::default().to_json(), keys: 0 });
     }
     // Only the publication rule matters here; issuer and audience are not used.
     let config = SignerConfig { publish_grace_secs: PUBLISH_GRACE_SECS, ..SignerConfig::new("", "") };
-    let set = SigningKeys::restore(config, &state.signing_keys)?.jwks(now);
+    let set = SigningKeys::restore(config, state.accounts().signing_keys())?.jwks(now);
     Ok(PublishedKeys { json: set.to_json(), keys: set.len() })
 }

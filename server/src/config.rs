@@ -72,8 +72,8 @@ pub struct RunConfig {
     pub server: ServerConfig,
     /// The file it was read from, if any.
     pub file: Option<PathBuf>,
-    /// `oidc.jwks_file`, which the server rereads while it runs (a provider
-    /// rotating its keys is followed without a restart).
+    /// `oidc.jwks_file`, which the server reads again whenever the core asks
+    /// for the JWK Set (a provider rotating its keys is followed without a restart).
     pub oidc_jwks_file: Option<PathBuf>,
 }
 
@@ -267,6 +267,8 @@ fn toml_key(field: &'static str) -> &'static str {
         "phantom.key_rotation" => "phantom.key_rotation_secs",
         "phantom.max_ttl" => "phantom.max_ttl_secs",
         "oidc.leeway" => "oidc.leeway_secs",
+        "oidc.jwks_refresh" => "oidc.jwks_refresh_secs",
+        "oidc.jwks_min_interval" => "oidc.jwks_min_interval_secs",
         // `limits.*`, `codes.max_in_flight`, `phantom.*` and `oidc.*` text fields keep their names.
         other => other,
     }
@@ -328,6 +330,8 @@ fn resolve(f: FileConfig, file: Option<PathBuf>) -> Result<RunConfig, ConfigErro
         let mut oidc = OidcConfig::new(o.issuer, o.audience, String::new());
         oidc.allowed_azp = o.allowed_azp;
         oidc.leeway = Duration::from_secs(o.leeway_secs);
+        oidc.jwks_refresh = Duration::from_secs(o.jwks_refresh_secs);
+        oidc.jwks_min_interval = Duration::from_secs(o.jwks_min_interval_secs);
         server.oidc = Some(oidc);
         oidc_jwks_file = Some(o.jwks_file);
     }

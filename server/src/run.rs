@@ -69,9 +69,9 @@ pub fn prepare(config: &RunConfig) -> Result<Prepared, RunFailure> {
     let (mut store, state) = Store::open(data, &config.server)?;
     store.set_compact_every(config.compact_every);
     info!(
-        users = state.users.len(),
-        rooms = state.rooms.len(),
-        queued = state.queued_total,
+        users = state.accounts().user_count(),
+        rooms = state.rooms().len(),
+        queued = state.lanes().queued_total(),
         data = %data.display(),
         "state restored"
     );

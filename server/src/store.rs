@@ -399,8 +399,7 @@ fn load(conn: &Connection, path: &Path, config: &ServerConfig, format: u32) -> R
         None => (State::new(config.room_history, config.dedup_window), 0),
     };
     // As `Server::restore` does: the caps come from the configuration.
-    state.history_cap = config.room_history;
-    state.dedup_cap = config.dedup_window;
+    state.set_caps(config.room_history, config.dedup_window);
     let mut next_seq = upto + 1;
     let mut log_len = 0;
     let mut select = conn.prepare("SELECT seq, change FROM changes WHERE seq > ?1 ORDER BY seq").map_err(sql(path))?;

@@ -150,7 +150,7 @@ fn cli_jwks_prints_the_stored_public_keys() {
         store.commit(turn).unwrap();
     }
     drop(store);
-    let records = &net.server.state().signing_keys;
+    let records = net.server.state().accounts().signing_keys();
     assert_eq!(records.len(), 1);
 
     let at = (net.now.unix_ms / 1000).to_string();

@@ -40,7 +40,7 @@ fn store_round_trip_equals_the_servers_state() {
     let net = scenario();
     assert!(net.turns.len() > 20, "a realistic history: {} turns", net.turns.len());
     let state = net.server.state();
-    assert!(!state.signing_keys.is_empty() && !state.rooms["lobby"].history.is_empty());
+    assert!(!state.accounts().signing_keys().is_empty() && !state.room("lobby").unwrap().history.is_empty());
     let dir = TempDir::new("round-trip");
     {
         let (mut store, fresh) = Store::open(&dir.data(), &config()).unwrap();
@@ -56,11 +56,11 @@ fn store_round_trip_equals_the_servers_state() {
 
     // A server restored from it carries on: bob logs in again against his stored hashes.
     let mut net2 = Net::new(config());
-    let tokens = loaded.tokens.len();
+    let tokens = loaded.accounts().token_count();
     net2.server = Server::restore(config(), [9; 32], loaded, net2.now).expect("a valid configuration");
     let _bob = net2.user_login("bob");
-    assert_eq!(net2.server.state().users.len(), 3);
-    assert_eq!(net2.server.state().tokens.len(), tokens + 2, "a new access and refresh token");
+    assert_eq!(net2.server.state().accounts().user_count(), 3);
+    assert_eq!(net2.server.state().accounts().token_count(), tokens + 2, "a new access and refresh token");
 }
 
 #[test]
@@ -266,4 +266,64 @@ fn store_record_format_is_pinned() {
         format!("16{}0175", "00".repeat(32))
     );
     assert_eq!(FORMAT_VERSION, 3);
+}
+
+/// A state holding one entry in every map (so that no iteration order is
+/// involved), as the store writes it in a snapshot: pinned byte for byte, so
+/// that a change of `State`'s representation cannot change the format.
+#[test]
+fn store_snapshot_format_is_pinned() {
+    use bytes::Bytes;
+    use confab_proto::HistoryEntry;
+    use confab_proto::server::HashParams;
+    use confab_proto::server::state::{Conversation, ItemKind, QueuedItem, Recorded, SecretHash, TokenRecord, User};
+    use confab_proto::token::TokenKind;
+    use confab_proto::{Opcode, ResponseBody, Status};
+
+    let secret = SecretHash { salt: [1; 16], hash: [2; 32], params: HashParams::INSECURE_FAST };
+    let user = User {
+        password: secret.clone(),
+        passphrase: secret,
+        identity_key: Bytes::from_static(b"ik"),
+        secret: [3; 32],
+        created_ms: 4,
+    };
+    let token = |kind, family| TokenRecord { kind, username: "al".into(), family, expires_ms: 9, rotated: None };
+    let recorded = Recorded { opcode: Opcode::SendMp, status: Status::Valid, code: 200, body: ResponseBody::Empty };
+    let entry = HistoryEntry { from: "al".into(), seq: 1, sent_ms: 5, sealed: Bytes::from_static(b"s") };
+    let item = QueuedItem { seq: 1, sent_ms: 6, kind: ItemKind::Message { sealed: Bytes::from_static(b"m") } };
+    let changes = [
+        Change::UserCreated { username: "al".into(), user },
+        Change::TokenIssued { hash: [7; 32], record: token(TokenKind::Access, 1) },
+        Change::TokenIssued { hash: [8; 32], record: token(TokenKind::Refresh, 2) },
+        Change::FamilyRevoked { family: 2 },
+        Change::RoomCreated { room: "rm".into(), verifier: Bytes::from_static(b"v"), owner: "al".into() },
+        Change::RoomDescribed { room: "rm".into(), descriptor: Bytes::from_static(b"d") },
+        Change::RoomMessage { room: "rm".into(), entry },
+        Change::ConversationSet { a: "al".into(), b: "al".into(), state: Some(Conversation::Open) },
+        Change::Enqueued { from: "al".into(), to: "al".into(), item },
+        Change::NoticeAdded { user: "al".into(), peer: "al".into(), seq: 1 },
+        Change::Recorded { family: 1, request_id: 3, response: recorded },
+        Change::OidcLoginBound { key: [10; 32], login: OidcLogin { family: 1, expires_ms: 11 } },
+        Change::OidcSubjectBound { subject: [12; 32], username: "al".into() },
+    ];
+    let mut state = State::new(20, 1024);
+    for change in &changes {
+        state.apply(change);
+    }
+    let hex: String = postcard::to_stdvec(&state).unwrap().iter().map(|b| format!("{b:02x}")).collect();
+    // Written by the store of format 3 before `State` was split into books.
+    let expected = concat!(
+        "0102616c0101010101010101010101010101010102020202020202020202020202020202020202020202020202020202",
+        "020202020801010101010101010101010101010101010102020202020202020202020202020202020202020202020202",
+        "0202020202020208010102696b0303030303030303030303030303030303030303030303030303030303030303040107",
+        "070707070707070707070707070707070707070707070707070707070707070002616c0109000102726d017601640261",
+        "6c0102616c0102616c01050173020102616c0102616c010102616c0102616c0201010603016d0102616c0102616c0102",
+        "616c01010102616c0102616c010101010301030800c801001480080200010a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a",
+        "0a0a0a0a0a0a0a0a0a0a0a0a0a0a010b0108080808080808080808080808080808080808080808080808080808080808",
+        "0809010c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c02616c0102616c0c0c0c0c0c0c",
+        "0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c"
+    );
+    assert_eq!(hex, expected);
+    assert_eq!(postcard::from_bytes::<State>(&postcard::to_stdvec(&state).unwrap()).unwrap(), state);
 }

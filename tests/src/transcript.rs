@@ -83,7 +83,7 @@ impl Script {
         &self.server
     }
 
-    /// The server machine, to call the adapter-side methods (`set_oidc_jwks`).
+    /// The server machine, to call the adapter-side methods (`jwks_fetched`).
     pub fn server_mut(&mut self) -> &mut Server {
         &mut self.server
     }

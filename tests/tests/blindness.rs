@@ -185,13 +185,13 @@ fn check_blob(secrets: &[(String, Vec<u8>)], place: &str, blob: &[u8]) {
 
 fn check_state(secrets: &[(String, Vec<u8>)], place: &str, state: &State) {
     check_text(secrets, place, &format!("{state:?}"));
-    for room in state.rooms.values() {
+    for (_, room) in state.rooms().iter() {
         check_blob(secrets, place, &room.verifier);
         for entry in &room.history {
             check_blob(secrets, place, &entry.sealed);
         }
     }
-    for item in state.lanes.values().flat_map(|l| l.values()).flat_map(|lane| &lane.items) {
+    for item in state.lanes().lanes().flat_map(|(_, _, lane)| &lane.items) {
         if let ItemKind::Message { sealed } = &item.kind {
             check_blob(secrets, place, sealed);
         }
@@ -460,7 +460,7 @@ fn the_simulator_leaves_the_server_blind() {
 
         // The server did hold sealed traffic, and the checks find what they look for.
         let server = sim.server().expect("server up at the end");
-        assert!(server.state().rooms.values().any(|r| !r.history.is_empty()), "no sealed history to search");
+        assert!(server.state().rooms().iter().any(|(_, r)| !r.history.is_empty()), "no sealed history to search");
         let planted = format!("{:?}", sim.changes().first().map(|c| format!("{c:?}")).unwrap_or_default())
             + &String::from_utf8_lossy(&secrets[0].1);
         assert!(std::panic::catch_unwind(|| check_text(&secrets, "planted", &planted)).is_err());

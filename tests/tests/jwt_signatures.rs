@@ -100,6 +100,7 @@ fn the_twin_of_a_provider_token_is_the_same_login() {
         .count();
     assert_eq!(delivered, 1, "the retry with the twin was performed again");
     let state = s.server().state();
-    assert_eq!(state.oidc_logins.len(), 1, "the twin made a second login: {:?}", state.oidc_logins);
-    assert_eq!(state.users.len(), 2, "the twin made another account");
+    let logins: Vec<_> = state.accounts().oidc_logins().collect();
+    assert_eq!(logins.len(), 1, "the twin made a second login: {logins:?}");
+    assert_eq!(state.accounts().user_count(), 2, "the twin made another account");
 }

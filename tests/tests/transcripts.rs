@@ -713,7 +713,7 @@ fn oidc_login() {
     s.send_auth("x", 108, FetchKey { username: "dave".into() }, unknown.as_bytes());
     s.note("the adapter refreshes the provider's JWK Set: the new key is accepted");
     let now = s.now();
-    s.server_mut().set_oidc_jwks(now, stranger.jwks_json(t0).as_bytes()).unwrap();
+    s.server_mut().jwks_fetched(now, stranger.jwks_json(t0).as_bytes()).unwrap();
     s.send_auth("x", 109, FetchKey { username: "dave".into() }, unknown.as_bytes());
     s.note("after exp + 60 s leeway the JWT is expired: 419, a fresh one from the provider works");
     s.advance(Duration::from_secs(360));
@@ -721,7 +721,7 @@ fn oidc_login() {
     let t1 = s.now().unix_ms / 1000;
     let mut idp2 = jwt::SigningKeys::restore(jwt::SignerConfig::new(IDP, "confab"), &idp.records()).unwrap();
     let now = s.now();
-    s.server_mut().set_oidc_jwks(now, idp2.jwks_json(t1).as_bytes()).unwrap();
+    s.server_mut().jwks_fetched(now, idp2.jwks_json(t1).as_bytes()).unwrap();
     let fresh = id_token(&mut idp2, t1, "dave");
     s.send_auth("d", 111, FetchKey { username: "alice".into() }, fresh.as_bytes());
     s.connect("d2");
@@ -765,7 +765,7 @@ fn oidc_retries_are_recognised_across_connections() {
         .filter(|m| matches!(m, Message::Event(Event { body: EventBody::UserMessage(_), .. })))
         .count();
     assert_eq!(delivered, 2, "the retry was performed again");
-    let logins = &s.server().state().oidc_logins;
+    let logins: Vec<_> = s.server().state().accounts().oidc_logins().collect();
     assert_eq!(logins.len(), 1, "{logins:?}");
 }
 
@@ -801,13 +801,13 @@ fn oidc_accounts_are_bound_to_the_subject_not_the_username() {
         _ => None,
     });
     assert_eq!(connected.as_deref(), Some("dave"));
-    assert!(!s.server().state().users.contains_key("david"));
+    assert!(s.server().state().user("david").is_none());
     s.note("the name david is free for another provider user");
     let other = idp.token_for_subject(t0, "david", "u-other");
     s.connect("o");
     s.send_auth("o", 4, SetIdentityKey { identity_key: key("david") }, other.as_bytes());
     assert!(matches!(last_response(&mut s, "o"), ResponseBody::Empty));
-    assert!(s.server().state().users.contains_key("david"));
+    assert!(s.server().state().user("david").is_some());
     insta::assert_snapshot!(s.transcript());
 }
 

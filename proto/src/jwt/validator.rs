@@ -3,57 +3,71 @@
 //!
 //! The validator keeps a JWK Set by `kid`. It never fetches: when it needs
 //! a set (at start, on a token naming an unknown `kid`, or when the cache is
-//! older than [`ValidatorConfig::max_cache_age_secs`]) it asks through
+//! older than [`ValidatorConfig::max_cache_age`]) it asks through
 //! [`JwtValidator::poll_fetch`]; the caller fetches the document (an HTTP
 //! GET of the provider's `jwks_uri`, or confab's `jwks` request) and hands
 //! the bytes to [`JwtValidator::handle_jwks`], which replaces the set:
 //! keys that left the document are gone.
 //!
 //! Requests are rate limited: at most one per
-//! [`ValidatorConfig::min_refresh_interval_secs`], whatever the number of
+//! [`ValidatorConfig::min_refresh_interval`], whatever the number of
 //! unknown `kid`s seen meanwhile (they are coalesced into the next allowed
 //! fetch), so a flood of tokens with random `kid`s costs one fetch per
 //! interval. A fetch not answered within that interval is presumed lost.
 //!
+//! Time comes in as [`Now`]: its monotonic instant drives the refresh timer
+//! and the rate limit, its wall clock checks the tokens' `exp`, `nbf` and
+//! `iat`. The confab server checks OIDC access tokens through one of these.
+//!
 //! ```
+//! use std::time::{Duration, Instant};
+//! use confab_proto::Now;
 //! use confab_proto::jwt::{JwtError, JwtValidator, ValidatorConfig, Validation};
 //!
-//! let mut validator = JwtValidator::new(ValidatorConfig::new(Validation::access("https://idp", "confab")));
-//! let now = 1_800_000_000;
+//! let now = Now::new(Instant::now(), 1_800_000_000_000);
+//! let mut validator = JwtValidator::new(ValidatorConfig::new(Validation::access("https://idp", "confab")), now);
 //! // At start the validator has no keys and asks for a set.
 //! let request = validator.poll_fetch(now).expect("initial fetch");
 //! // ... the caller fetches the JWKS document, then:
 //! validator.handle_jwks(now, br#"{"keys":[]}"#).unwrap();
 //! assert!(validator.poll_fetch(now).is_none());
 //! // A token is checked; on an unknown kid, poll_fetch says whether to refetch and retry.
+//! let later = now.advance(Duration::from_secs(120));
 //! let token = "eyJhbGciOiJFUzI1NiIsImtpZCI6Im5ldyJ9.e30.AAAA";
-//! assert_eq!(validator.verify(now + 120, token), Err(JwtError::UnknownKid("new".into())));
-//! assert!(validator.poll_fetch(now + 120).is_some());
+//! assert_eq!(validator.verify(later, token), Err(JwtError::UnknownKid("new".into())));
+//! assert!(validator.poll_fetch(later).is_some());
 //! # let _ = request;
 //! ```
+
+use std::time::{Duration, Instant};
 
 use super::claims::Validation;
 use super::error::JwtError;
 use super::jwk::{JwkError, JwkSet};
 use super::verify::{Verified, verify};
+use crate::Now;
 
 /// Parameters of a [`JwtValidator`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidatorConfig {
     /// What tokens must satisfy.
     pub validation: Validation,
-    /// Smallest interval between two fetch requests, in seconds.
-    pub min_refresh_interval_secs: u64,
-    /// Age after which the set is refetched even without an unknown `kid`,
-    /// in seconds; 0 never refetches on age alone.
-    pub max_cache_age_secs: u64,
+    /// Smallest interval between two fetch requests.
+    pub min_refresh_interval: Duration,
+    /// Age after which the set is refetched even without an unknown `kid`;
+    /// zero never refetches on age alone.
+    pub max_cache_age: Duration,
 }
 
 impl ValidatorConfig {
     /// One fetch a minute at most, and one an hour in any case.
     #[must_use]
     pub fn new(validation: Validation) -> ValidatorConfig {
-        ValidatorConfig { validation, min_refresh_interval_secs: 60, max_cache_age_secs: 3600 }
+        ValidatorConfig {
+            validation,
+            min_refresh_interval: Duration::from_secs(60),
+            max_cache_age: Duration::from_secs(3600),
+        }
     }
 }
 
@@ -92,8 +106,10 @@ pub struct JwksUpdate {
 pub struct JwtValidator {
     config: ValidatorConfig,
     keys: JwkSet,
-    fetched_at: Option<u64>,
-    last_request: Option<u64>,
+    /// When it was made: the first request may go out from then.
+    created: Instant,
+    fetched_at: Option<Instant>,
+    last_request: Option<Instant>,
     wanted: Option<FetchReason>,
     in_flight: bool,
 }
@@ -101,10 +117,11 @@ pub struct JwtValidator {
 impl JwtValidator {
     /// A validator with no keys yet: its first [`poll_fetch`](Self::poll_fetch) asks for a set.
     #[must_use]
-    pub fn new(config: ValidatorConfig) -> JwtValidator {
+    pub fn new(config: ValidatorConfig, now: Now) -> JwtValidator {
         JwtValidator {
             config,
             keys: JwkSet::default(),
+            created: now.instant,
             fetched_at: None,
             last_request: None,
             wanted: Some(FetchReason::Initial),
@@ -115,8 +132,8 @@ impl JwtValidator {
     /// A validator starting from a set the caller already has (a file, a
     /// persisted copy) installed at `now`.
     #[must_use]
-    pub fn with_keys(config: ValidatorConfig, keys: JwkSet, now: u64) -> JwtValidator {
-        JwtValidator { keys, fetched_at: Some(now), wanted: None, ..JwtValidator::new(config) }
+    pub fn with_keys(config: ValidatorConfig, keys: JwkSet, now: Now) -> JwtValidator {
+        JwtValidator { keys, fetched_at: Some(now.instant), wanted: None, ..JwtValidator::new(config, now) }
     }
 
     /// The current set.
@@ -135,8 +152,8 @@ impl JwtValidator {
     /// (or [`JwtError::NoKey`]) a refresh is wanted: if
     /// [`poll_fetch`](Self::poll_fetch) then returns a request, the caller
     /// may fetch, install the set and verify again.
-    pub fn verify(&mut self, now: u64, token: &str) -> Result<Verified, JwtError> {
-        let result = verify(token, &self.keys, &self.config.validation, now);
+    pub fn verify(&mut self, now: Now, token: &str) -> Result<Verified, JwtError> {
+        let result = verify(token, &self.keys, &self.config.validation, now.unix_ms / 1000);
         match &result {
             Err(JwtError::UnknownKid(kid)) => self.want(FetchReason::UnknownKid(kid.clone())),
             Err(JwtError::NoKey) => self.want(FetchReason::UnknownKid(String::new())),
@@ -152,23 +169,26 @@ impl JwtValidator {
         }
     }
 
-    fn rate_ok(&self, now: u64) -> bool {
-        self.last_request.is_none_or(|t| now >= t.saturating_add(self.config.min_refresh_interval_secs))
+    /// When the next request is allowed.
+    fn allowed(&self) -> Instant {
+        self.last_request.map_or(self.created, |t| t + self.config.min_refresh_interval)
     }
 
-    fn stale(&self, now: u64) -> bool {
-        let age = self.config.max_cache_age_secs;
-        age != 0 && self.fetched_at.is_some_and(|t| now >= t.saturating_add(age))
+    /// When the set goes stale, if it ever does.
+    fn stale_at(&self) -> Option<Instant> {
+        let age = self.config.max_cache_age;
+        if age.is_zero() { None } else { self.fetched_at.map(|t| t + age) }
     }
 
     /// A fetch to start now, if one is wanted and allowed.
-    pub fn poll_fetch(&mut self, now: u64) -> Option<FetchRequest> {
-        if !self.rate_ok(now) {
+    pub fn poll_fetch(&mut self, now: Now) -> Option<FetchRequest> {
+        let now = now.instant;
+        if now < self.allowed() {
             return None;
         }
         // A request unanswered for a whole interval is presumed lost.
         self.in_flight = false;
-        if self.wanted.is_none() && self.stale(now) {
+        if self.wanted.is_none() && self.stale_at().is_some_and(|t| now >= t) {
             self.wanted = Some(FetchReason::Periodic);
         }
         let reason = self.wanted.take()?;
@@ -177,24 +197,18 @@ impl JwtValidator {
         Some(FetchRequest { reason })
     }
 
-    /// When [`poll_fetch`](Self::poll_fetch) may next return a request, Unix
-    /// seconds; `None` if nothing is wanted and the set never goes stale.
+    /// When [`poll_fetch`](Self::poll_fetch) may next return a request;
+    /// `None` if nothing is wanted and the set never goes stale.
     #[must_use]
-    pub fn poll_timeout(&self) -> Option<u64> {
-        let allowed = self.last_request.map_or(0, |t| t.saturating_add(self.config.min_refresh_interval_secs));
-        if self.wanted.is_some() {
-            Some(allowed)
-        } else if self.config.max_cache_age_secs != 0 {
-            self.fetched_at.map(|t| t.saturating_add(self.config.max_cache_age_secs).max(allowed))
-        } else {
-            None
-        }
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let allowed = self.allowed();
+        if self.wanted.is_some() { Some(allowed) } else { self.stale_at().map(|t| t.max(allowed)) }
     }
 
     /// Installs a fetched JWK Set, replacing the old one entirely. An
     /// unparseable document leaves the old set in place and counts as a
     /// failed fetch.
-    pub fn handle_jwks(&mut self, now: u64, document: &[u8]) -> Result<JwksUpdate, JwkError> {
+    pub fn handle_jwks(&mut self, now: Now, document: &[u8]) -> Result<JwksUpdate, JwkError> {
         let keys = match JwkSet::parse(document) {
             Ok(keys) => keys,
             Err(e) => {
@@ -211,7 +225,7 @@ impl JwtValidator {
             skipped: keys.skipped().len(),
         };
         self.keys = keys;
-        self.fetched_at = Some(now);
+        self.fetched_at = Some(now.instant);
         // The set is fresh as of now: whatever was wanted is answered. A kid
         // still unknown asks again on its next token, after the interval.
         self.wanted = None;
@@ -219,7 +233,7 @@ impl JwtValidator {
     }
 
     /// The requested fetch failed; a new one may be asked after the interval.
-    pub fn fetch_failed(&mut self, _now: u64) {
+    pub fn fetch_failed(&mut self, _now: Now) {
         self.in_flight = false;
         if self.fetched_at.is_none() && self.wanted.is_none() {
             self.wanted = Some(FetchReason::Initial);

@@ -1,19 +1,27 @@
 //! Accounts: registration, two-step login, tokens, authentication of every
 //! request, logout.
+//!
+//! The flows here wire the parts together (the desk's checks and jobs, the
+//! journal's tokens, who is online); what belongs to one part is the
+//! part's: the guess limits and jobs in flight to the [`Desk`](super::desk::Desk),
+//! sessions and the online map to [`Presence`](super::presence::Presence),
+//! token records to the [`AccountBook`](super::state::AccountBook).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use rand::RngExt as _;
-use sha2::{Digest, Sha256};
+use rand::rngs::StdRng;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use super::ratelimit::Blocked;
-use super::session::{Bound, LoginStep};
-use super::state::{Change, Rotation, SecretHash, TokenRecord, User};
+use super::desk::{Desk, Pending};
+use super::outbox::Journal;
+use super::refusal::{Flow, Refusal, Reply};
+use super::session::LoginStep;
+use super::state::{Change, Rotation, SecretHash, State, TokenRecord, User};
 use super::work::HashTask;
-use super::{DuplicateLogin, Flow, Pending, Server, ServerEvent, SessionId, SourceKey, valid_name};
+use super::{DuplicateLogin, Server, ServerConfig, ServerEvent, SessionId, valid_name};
 use crate::token::{self, TokenKind};
 use crate::{
     Connected, EventBody, IdentityKey, Login, Now, Opcode, Passphrase, Refresh, Register, ResponseBody, Status, Tokens,
@@ -22,86 +30,154 @@ use crate::{
 
 const INVALID_CREDENTIALS: &str = "invalid username or password";
 
+/// What an anonymous flow answers: `Some` now, `None` later (when its job returns) or already.
+type Answer = Result<Option<Reply>, Refusal>;
+
+/// Whether a registration may start: the fields are valid, the name free, and there is room.
+pub(super) fn check_registration(
+    state: &State,
+    desk: &Desk,
+    config: &ServerConfig,
+    b: &Register,
+) -> Result<(), Refusal> {
+    if !valid_name(&b.username) {
+        return Err(Refusal::BadRequest("username must be 3-32 characters of a-z 0-9 _ . -".into()));
+    }
+    if b.password.len() < config.min_password_len {
+        return Err(Refusal::BadRequest(format!("password must be at least {} bytes", config.min_password_len)));
+    }
+    if b.passphrase.split_whitespace().count() < config.min_passphrase_words {
+        let reason = format!("passphrase must have at least {} words", config.min_passphrase_words);
+        return Err(Refusal::BadRequest(reason));
+    }
+    if b.identity_key.is_empty() || b.identity_key.len() > config.max_identity_key {
+        return Err(Refusal::BadRequest(format!("identity key must be 1-{} bytes", config.max_identity_key)));
+    }
+    if state.user(&b.username).is_some() || desk.is_reserved(&b.username) {
+        return Err(Refusal::Conflict("username already taken".into()));
+    }
+    if desk.accounts_full(state, config) {
+        return Err(Desk::accounts_full_refusal(config));
+    }
+    desk.check_capacity(config)
+}
+
+/// Issues an access and a refresh token in `family`. Returns the response body and the
+/// rotation record (hashes) of the new pair.
+pub(super) fn issue_tokens(
+    now: Now,
+    journal: &mut Journal,
+    rng: &mut StdRng,
+    config: &ServerConfig,
+    username: &str,
+    family: u64,
+) -> (ResponseBody, Rotation) {
+    let access = token::generate(rng, TokenKind::Access);
+    let refresh = token::generate(rng, TokenKind::Refresh);
+    let access_expires_ms = now.unix_ms + config.access_ttl.as_millis() as u64;
+    let refresh_expires_ms = now.unix_ms + config.refresh_ttl.as_millis() as u64;
+    let rotation = Rotation {
+        at_ms: now.unix_ms,
+        refresh: token::hash(refresh.as_bytes()),
+        access: token::hash(access.as_bytes()),
+    };
+    for (hash, kind, expires_ms) in [
+        (rotation.access, TokenKind::Access, access_expires_ms),
+        (rotation.refresh, TokenKind::Refresh, refresh_expires_ms),
+    ] {
+        let record = TokenRecord { kind, username: username.to_owned(), family, expires_ms, rotated: None };
+        journal.commit(Change::TokenIssued { hash, record });
+    }
+    let body = Tokens { access_token: access, refresh_token: refresh, access_expires_ms, refresh_expires_ms };
+    (ResponseBody::Tokens(body), rotation)
+}
+
+pub(super) fn fetch_key(state: &State, username: &str) -> Flow {
+    let user = state.user(username).ok_or_else(|| Refusal::NotFound(format!("no user {username}")))?;
+    let body = IdentityKey { username: username.to_owned(), identity_key: user.identity_key.clone() };
+    Ok(Reply::ok(ResponseBody::IdentityKey(body)))
+}
+
+pub(super) fn set_identity_key(journal: &mut Journal, config: &ServerConfig, user: &str, identity_key: Bytes) -> Flow {
+    if identity_key.is_empty() || identity_key.len() > config.max_identity_key {
+        return Err(Refusal::BadRequest(format!("identity key must be 1-{} bytes", config.max_identity_key)));
+    }
+    if journal.state().user(user).is_some_and(|u| !u.identity_key.is_empty()) {
+        return Err(Refusal::Conflict("this account already has an identity key".into()));
+    }
+    journal.commit(Change::IdentityKeySet { username: user.to_owned(), identity_key });
+    Ok(Reply::ok(ResponseBody::Empty))
+}
+
+/// Whether the job computed exactly one hash equal (in constant time) to `expected`.
+fn matches(hashes: &Option<Vec<[u8; 32]>>, expected: Option<&[u8; 32]>) -> bool {
+    match (hashes.as_deref(), expected) {
+        (Some([h]), Some(e)) => bool::from(h.ct_eq(e)),
+        _ => false,
+    }
+}
+
 impl Server {
-    pub(super) fn register(&mut self, now: Now, session: SessionId, request_id: u32, b: Register) {
-        let op = Opcode::Register;
-        let reject = |s: &mut Server, code, reason: &str| s.reject(now, session, op, request_id, code, reason.into());
-        if !valid_name(&b.username) {
-            return reject(self, code::BAD_REQUEST, "username must be 3-32 characters of a-z 0-9 _ . -");
-        }
-        if b.password.len() < self.config.min_password_len {
-            let reason = format!("password must be at least {} bytes", self.config.min_password_len);
-            return reject(self, code::BAD_REQUEST, &reason);
-        }
-        if b.passphrase.split_whitespace().count() < self.config.min_passphrase_words {
-            let reason = format!("passphrase must have at least {} words", self.config.min_passphrase_words);
-            return reject(self, code::BAD_REQUEST, &reason);
-        }
-        if b.identity_key.is_empty() || b.identity_key.len() > self.config.max_identity_key {
-            let reason = format!("identity key must be 1-{} bytes", self.config.max_identity_key);
-            return reject(self, code::BAD_REQUEST, &reason);
-        }
-        if self.state.users.contains_key(&b.username) || self.reserved.contains(&b.username) {
-            return reject(self, code::CONFLICT, "username already taken");
-        }
-        if self.accounts_full() {
-            let reason = format!("this server has reached its limit of {} accounts", self.config.max_accounts);
-            return reject(self, code::QUEUE_FULL, &reason);
-        }
-        if self.jobs_full() {
-            return reject(self, code::UNAVAILABLE, "server busy: try again shortly");
-        }
+    pub(super) fn register(&mut self, _now: Now, session: SessionId, request_id: u32, b: Register) -> Answer {
+        check_registration(self.journal.state(), &self.desk, &self.config, &b)?;
         let salts: [[u8; 16]; 2] = [self.rng.random(), self.rng.random()];
         let params = self.config.hash_params;
         let tasks = vec![
             HashTask { secret: Zeroizing::new(b.password.into_bytes()), salt: salts[0], params },
             HashTask { secret: Zeroizing::new(b.passphrase.into_bytes()), salt: salts[1], params },
         ];
-        self.reserved.insert(b.username.clone());
+        self.desk.reserve(&b.username);
         let pending =
             Pending::Register { session, request_id, username: b.username, identity_key: b.identity_key, salts };
         self.start_job(session, tasks, pending);
+        Ok(None)
     }
 
-    pub(super) fn login(&mut self, now: Now, session: SessionId, request_id: u32, b: Login) {
-        let op = Opcode::Login;
-        if self.sessions.get(&session).is_some_and(|s| s.user.is_some()) {
-            let reason = "this connection is already logged in".into();
-            return self.reject(now, session, op, request_id, code::CONFLICT, reason);
+    /// Checks the account's, the source's and the session's guess budgets, then the job capacity.
+    fn check_attempt(&mut self, now: Now, session: SessionId, username: &str) -> Result<(), Refusal> {
+        let s = self.presence.get_mut(session);
+        let source = s.as_ref().map_or(super::SourceKey::Local, |s| s.source);
+        let failures = s.map(|s| &mut s.failures);
+        self.desk.check_attempt(now.instant, &self.config, username, source, failures)?;
+        self.desk.check_capacity(&self.config)
+    }
+
+    /// Where `session` comes from; its attempt takes a slot of the budgets.
+    fn begin_attempt(&mut self, now: Now, session: SessionId, username: &str) -> super::SourceKey {
+        let source = self.presence.get(session).map_or(super::SourceKey::Local, |s| s.source);
+        self.desk.begin_attempt(now.instant, &self.config, username, source);
+        source
+    }
+
+    pub(super) fn login(&mut self, now: Now, session: SessionId, request_id: u32, b: Login) -> Answer {
+        if self.presence.bound(session).is_some() {
+            return Err(Refusal::Conflict("this connection is already logged in".into()));
         }
-        if self.rate_limited(now, session, op, request_id, &b.username)
-            || self.busy_reject(now, session, op, request_id)
-        {
-            return;
-        }
-        if let Some(s) = self.sessions.get_mut(&session) {
+        self.check_attempt(now, session, &b.username)?;
+        if let Some(s) = self.presence.get_mut(session) {
             s.login = LoginStep::Idle;
         }
         // An unknown user costs the same hash as a known one, with a salt
         // that is stable per name, so neither the answer nor its timing tells.
         // An account created by an OIDC provider has no password: it answers like an unknown user.
-        let (salt, params, expected) = match self.state.users.get(&b.username).filter(|u| !u.is_external()) {
+        let (salt, params, expected) = match self.journal.state().user(&b.username).filter(|u| !u.is_external()) {
             Some(u) => (u.password.salt, u.password.params, Some(u.password.hash)),
-            None => (self.dummy_salt(&b.username), self.config.hash_params, None),
+            None => (self.desk.dummy_salt(&b.username), self.config.hash_params, None),
         };
         let tasks = vec![HashTask { secret: Zeroizing::new(b.password.into_bytes()), salt, params }];
         let source = self.begin_attempt(now, session, &b.username);
         let pending = Pending::Login { session, request_id, username: b.username, source, expected };
         self.start_job(session, tasks, pending);
+        Ok(None)
     }
 
-    pub(super) fn passphrase(&mut self, now: Now, session: SessionId, request_id: u32, b: Passphrase) {
-        let op = Opcode::Passphrase;
-        let Some(LoginStep::PasswordOk { username }) = self.login_step(session).cloned() else {
-            let reason = "send login (username and password) first".into();
-            return self.reject(now, session, op, request_id, code::BAD_REQUEST, reason);
+    pub(super) fn passphrase(&mut self, now: Now, session: SessionId, request_id: u32, b: Passphrase) -> Answer {
+        let Some(LoginStep::PasswordOk { username }) = self.presence.get(session).map(|s| s.login.clone()) else {
+            return Err(Refusal::BadRequest("send login (username and password) first".into()));
         };
-        if self.rate_limited(now, session, op, request_id, &username) || self.busy_reject(now, session, op, request_id)
-        {
-            return;
-        }
-        let Some(user) = self.state.users.get(&username) else {
-            return self.reject(now, session, op, request_id, code::UNAUTHORIZED, INVALID_CREDENTIALS.into());
+        self.check_attempt(now, session, &username)?;
+        let Some(user) = self.journal.state().user(&username) else {
+            return Err(Refusal::Unauthorized(INVALID_CREDENTIALS.into()));
         };
         let p = &user.passphrase;
         let tasks =
@@ -110,19 +186,21 @@ impl Server {
         let source = self.begin_attempt(now, session, &username);
         let pending = Pending::Passphrase { session, request_id, username, source, expected };
         self.start_job(session, tasks, pending);
+        Ok(None)
     }
 
     pub(super) fn finish_job(&mut self, now: Now, pending: Pending, hashes: Option<Vec<[u8; 32]>>) {
         match pending {
             Pending::Register { session, request_id, username, identity_key, salts } => {
-                self.reserved.remove(&username);
+                self.desk.release(&username);
                 // A client that left before the answer registered nothing.
-                if !self.sessions.contains_key(&session) {
+                if !self.presence.contains(session) {
                     return;
                 }
                 let Some([pw, pp]) = hashes.as_deref() else {
                     let reason = "password hashing failed: check the server's argon2 parameters".into();
-                    return self.reject(now, session, Opcode::Register, request_id, code::INTERNAL, reason);
+                    let refusal = Refusal::Internal(reason);
+                    return self.outbox.refuse(now, session, Opcode::Register, request_id, refusal);
                 };
                 let params = self.config.hash_params;
                 let user = User {
@@ -132,180 +210,75 @@ impl Server {
                     secret: self.rng.random(),
                     created_ms: now.unix_ms,
                 };
-                self.commit(Change::UserCreated { username: username.clone(), user });
-                self.events.push_back(ServerEvent::Registered { username });
-                self.respond(
-                    now,
-                    session,
-                    Opcode::Register,
-                    request_id,
-                    Status::Valid,
-                    code::CREATED,
-                    ResponseBody::Empty,
-                );
+                self.journal.commit(Change::UserCreated { username: username.clone(), user });
+                self.outbox.event(ServerEvent::Registered { username });
+                self.outbox.respond(now, session, Opcode::Register, request_id, Reply::created());
             }
             Pending::Login { session, request_id, username, source, expected } => {
                 let ok = matches(&hashes, expected.as_ref());
-                self.end_attempt(now, source, &username, !ok);
+                self.desk.end_attempt(now.instant, &self.config, &username, source, !ok);
                 if !ok {
                     return self.login_failed(now, session, Opcode::Login, request_id);
                 }
-                if let Some(s) = self.sessions.get_mut(&session) {
+                if let Some(s) = self.presence.get_mut(session) {
                     s.login = LoginStep::PasswordOk { username };
                 }
-                let body = ResponseBody::Empty;
-                self.respond(now, session, Opcode::Login, request_id, Status::InProgress, code::ACCEPTED, body);
+                let reply = Reply { status: Status::InProgress, code: code::ACCEPTED, body: ResponseBody::Empty };
+                self.outbox.respond(now, session, Opcode::Login, request_id, reply);
             }
             Pending::Passphrase { session, request_id, username, source, expected } => {
-                if let Some(s) = self.sessions.get_mut(&session) {
+                if let Some(s) = self.presence.get_mut(session) {
                     s.login = LoginStep::Idle;
                 }
                 let ok = matches(&hashes, Some(&expected));
-                self.end_attempt(now, source, &username, !ok);
+                self.desk.end_attempt(now.instant, &self.config, &username, source, !ok);
                 if !ok {
                     return self.login_failed(now, session, Opcode::Passphrase, request_id);
                 }
-                if !self.sessions.contains_key(&session) {
+                if !self.presence.contains(session) {
                     return;
                 }
-                let family = self.state.last_family + 1;
-                if let Err((code, reason)) = self.bind_check(session, &username) {
-                    return self.reject(now, session, Opcode::Passphrase, request_id, code, reason);
+                let family = self.journal.state().accounts().last_family() + 1;
+                if let Err(refusal) = self.bind_check(session, &username) {
+                    return self.outbox.refuse(now, session, Opcode::Passphrase, request_id, refusal);
                 }
-                let (tokens, _) = self.issue_tokens(now, &username, family);
-                self.respond(now, session, Opcode::Passphrase, request_id, Status::Valid, code::OK, tokens);
+                let (tokens, _) = issue_tokens(now, &mut self.journal, &mut self.rng, &self.config, &username, family);
+                self.outbox.respond(now, session, Opcode::Passphrase, request_id, Reply::ok(tokens));
                 self.bind(now, session, request_id, username, family);
             }
         }
     }
 
-    /// A password or passphrase of `username` is handed out for hashing: it
-    /// takes a slot of the account's and the source's budgets until it returns.
-    fn begin_attempt(&mut self, now: Now, session: SessionId, username: &str) -> SourceKey {
-        let (window, burst) = (self.config.login_window, self.config.login_burst);
-        let source = self.sessions.get(&session).map_or(SourceKey::Local, |s| s.source);
-        self.limiter.begin(&username.to_owned(), now.instant, window, burst);
-        if source != SourceKey::Local {
-            self.sources.begin(&source, now.instant, window, self.config.login_source_burst);
-        }
-        source
-    }
-
-    /// The attempt of [`begin_attempt`](Self::begin_attempt) came back: a failure is recorded
-    /// against the account and the source, whether or not its connection is still open.
-    fn end_attempt(&mut self, now: Now, source: SourceKey, username: &str, failed: bool) {
-        let (window, burst) = (self.config.login_window, self.config.login_burst);
-        self.limiter.end(&username.to_owned(), now.instant, window, burst, failed);
-        if source != SourceKey::Local {
-            self.sources.end(&source, now.instant, window, self.config.login_source_burst, failed);
-        }
-    }
-
     fn login_failed(&mut self, now: Now, session: SessionId, op: Opcode, request_id: u32) {
         let (window, burst) = (self.config.login_window, self.config.login_burst);
-        if let Some(s) = self.sessions.get_mut(&session) {
+        if let Some(s) = self.presence.get_mut(session) {
             s.failures.record(now.instant, window, burst);
         }
         let reason = if op == Opcode::Passphrase { "invalid passphrase" } else { INVALID_CREDENTIALS };
-        self.reject(now, session, op, request_id, code::UNAUTHORIZED, reason.into());
+        self.outbox.refuse(now, session, op, request_id, Refusal::Unauthorized(reason.into()));
     }
 
-    /// Answers 429 with the retry time if the account, the source or the session is over its
-    /// failure budget (attempts being hashed count), or the account has an attempt being hashed.
-    fn rate_limited(&mut self, now: Now, session: SessionId, op: Opcode, request_id: u32, username: &str) -> bool {
-        let (window, burst) = (self.config.login_window, self.config.login_burst);
-        let source = self.sessions.get(&session).map_or(SourceKey::Local, |s| s.source);
-        let by_account = self.limiter.blocked(&username.to_owned(), now.instant, window, burst, 1);
-        let source_burst = self.config.login_source_burst;
-        let by_source = match source {
-            SourceKey::Local => None,
-            _ => self.sources.blocked(&source, now.instant, window, source_burst, source_burst),
-        };
-        let by_session =
-            self.sessions.get_mut(&session).and_then(|s| s.failures.blocked(now.instant, window, burst, 1));
-        let Some(blocked) = [by_account, by_source, by_session].into_iter().flatten().max_by_key(|b| b.wait()) else {
-            return false;
-        };
-        let retry_after_ms = blocked.wait().as_millis() as u64;
-        let seconds = retry_after_ms.div_ceil(1000);
-        let reason = match blocked {
-            Blocked::Failures(_) => format!("too many failed attempts: retry in {seconds} s"),
-            Blocked::InFlight => format!("another login attempt is being checked: retry in {seconds} s"),
-        };
-        self.events.push_back(ServerEvent::Rejected {
-            session,
-            opcode: op,
-            code: code::RATE_LIMITED,
-            reason: reason.clone(),
-        });
-        let body = ResponseBody::Error(crate::ErrorBody { reason, retry_after_ms });
-        self.respond(now, session, op, request_id, Status::Error, code::RATE_LIMITED, body);
-        true
-    }
-
-    /// Whether `max_accounts` accounts exist or are being registered.
-    pub(super) fn accounts_full(&self) -> bool {
-        self.state.users.len() + self.reserved.len() >= self.config.max_accounts
-    }
-
-    fn busy_reject(&mut self, now: Now, session: SessionId, op: Opcode, request_id: u32) -> bool {
-        if self.jobs_full() {
-            self.reject(now, session, op, request_id, code::UNAVAILABLE, "server busy: try again shortly".into());
-            return true;
-        }
-        false
-    }
-
-    fn dummy_salt(&self, username: &str) -> [u8; 16] {
-        let digest = Sha256::new().chain_update(self.dummy_key).chain_update(username.as_bytes()).finalize();
-        let mut salt = [0u8; 16];
-        salt.copy_from_slice(&digest[..16]);
-        salt
-    }
-
-    /// Issues an access and a refresh token in `family`. Returns the
-    /// response body and the rotation record (hashes) of the new pair.
-    fn issue_tokens(&mut self, now: Now, username: &str, family: u64) -> (ResponseBody, Rotation) {
-        let access = token::generate(&mut self.rng, TokenKind::Access);
-        let refresh = token::generate(&mut self.rng, TokenKind::Refresh);
-        let access_expires_ms = now.unix_ms + self.config.access_ttl.as_millis() as u64;
-        let refresh_expires_ms = now.unix_ms + self.config.refresh_ttl.as_millis() as u64;
-        let rotation = Rotation {
-            at_ms: now.unix_ms,
-            refresh: token::hash(refresh.as_bytes()),
-            access: token::hash(access.as_bytes()),
-        };
-        for (hash, kind, expires_ms) in [
-            (rotation.access, TokenKind::Access, access_expires_ms),
-            (rotation.refresh, TokenKind::Refresh, refresh_expires_ms),
-        ] {
-            let record = TokenRecord { kind, username: username.to_owned(), family, expires_ms, rotated: None };
-            self.commit(Change::TokenIssued { hash, record });
-        }
-        let body = Tokens { access_token: access, refresh_token: refresh, access_expires_ms, refresh_expires_ms };
-        (ResponseBody::Tokens(body), rotation)
-    }
-
-    pub(super) fn refresh(&mut self, now: Now, session: SessionId, request_id: u32, b: Refresh) {
-        let op = Opcode::Refresh;
+    pub(super) fn refresh(&mut self, now: Now, session: SessionId, request_id: u32, b: &Refresh) -> Answer {
         let raw = b.refresh_token.as_bytes();
-        let reject = |s: &mut Server, code, reason: String| s.reject(now, session, op, request_id, code, reason);
+        let unauthorized = |reason: &str| Err(Refusal::Unauthorized(reason.into()));
         match token::check(raw) {
             Ok(TokenKind::Refresh) => {}
-            Ok(TokenKind::Access) => return reject(self, code::UNAUTHORIZED, "expected a refresh token (cfr_)".into()),
-            Err(e) => return reject(self, code::UNAUTHORIZED, format!("malformed refresh token ({e})")),
+            Ok(TokenKind::Access) => return unauthorized("expected a refresh token (cfr_)"),
+            Err(e) => return unauthorized(&format!("malformed refresh token ({e})")),
         }
         let hash = token::hash(raw);
-        let Some(record) = self.state.tokens.get(&hash).cloned() else {
-            if self.state.revoked_refresh.contains_key(&hash) {
-                let reason = "refresh token revoked: this login ended (logout, or a spent refresh token of it \
-                              was presented again): log in again";
-                return reject(self, code::UNAUTHORIZED, reason.into());
+        let accounts = self.journal.state().accounts();
+        let Some(record) = accounts.token(&hash).cloned() else {
+            if accounts.is_revoked_refresh(&hash) {
+                return unauthorized(
+                    "refresh token revoked: this login ended (logout, or a spent refresh token of it was \
+                     presented again): log in again",
+                );
             }
-            return reject(self, code::UNAUTHORIZED, "unknown or revoked refresh token: log in again".into());
+            return unauthorized("unknown or revoked refresh token: log in again");
         };
         if record.kind != TokenKind::Refresh {
-            return reject(self, code::UNAUTHORIZED, "expected a refresh token (cfr_)".into());
+            return unauthorized("expected a refresh token (cfr_)");
         }
         if let Some(previous) = record.rotated {
             // A spent refresh token (a tombstone, kept as long as its login
@@ -319,86 +292,73 @@ impl Server {
             // client that lost its connection, so it fails closed.
             let grace = self.config.refresh_retry_grace.as_millis() as u64;
             let within_grace = now.unix_ms < previous.at_ms.saturating_add(grace);
-            let same_connection = self.sessions.get(&session).is_some_and(|s| s.refreshed == Some(hash));
-            let successor_unused = self.state.tokens.get(&previous.refresh).is_some_and(|t| t.rotated.is_none());
+            let same_connection = self.presence.get(session).is_some_and(|s| s.refreshed == Some(hash));
+            let successor_unused =
+                self.journal.state().accounts().token(&previous.refresh).is_some_and(|t| t.rotated.is_none());
             if within_grace && same_connection && successor_unused {
-                self.revoke_tokens(now, vec![previous.refresh, previous.access]);
+                self.revoke_tokens(vec![previous.refresh, previous.access]);
             } else {
-                let reason = "refresh token reused: every token of this login is revoked".into();
-                reject(self, code::UNAUTHORIZED, reason);
+                let refusal =
+                    Refusal::Unauthorized("refresh token reused: every token of this login is revoked".into());
+                self.outbox.refuse(now, session, Opcode::Refresh, request_id, refusal);
                 // Every session of the login ends, this one too if it is one of them.
-                let here = self.sessions.get(&session).and_then(|s| s.user.as_ref()).map(|b| b.family);
+                let here = self.presence.bound(session).map(|b| b.family);
                 let except = (here != Some(record.family)).then_some(session);
-                return self.revoke_family(now, record.family, except);
+                self.revoke_family(now, record.family, except);
+                return Ok(None);
             }
         }
         if record.expires_ms <= now.unix_ms {
-            return reject(self, code::UNAUTHORIZED, "refresh token expired: log in again".into());
+            return unauthorized("refresh token expired: log in again");
         }
-        let bound = self.sessions.get(&session).and_then(|s| s.user.clone());
+        let bound = self.presence.bound(session).cloned();
         if let Some(b) = &bound
             && *b.username != *record.username
         {
-            return reject(self, code::FORBIDDEN, "refresh token belongs to another user".into());
+            return Err(Refusal::Forbidden("refresh token belongs to another user".into()));
         }
-        if bound.is_none()
-            && let Err((code, reason)) = self.bind_check(session, &record.username)
-        {
-            return reject(self, code, reason);
+        if bound.is_none() {
+            self.bind_check(session, &record.username)?;
         }
-        let (tokens, rotation) = self.issue_tokens(now, &record.username, record.family);
-        self.commit(Change::TokenRotated { hash, rotation });
-        if let Some(s) = self.sessions.get_mut(&session) {
+        let (tokens, rotation) =
+            issue_tokens(now, &mut self.journal, &mut self.rng, &self.config, &record.username, record.family);
+        self.journal.commit(Change::TokenRotated { hash, rotation });
+        if let Some(s) = self.presence.get_mut(session) {
             // The retry grace of this exchange belongs to this connection only.
             s.refreshed = Some(hash);
         }
-        self.respond(now, session, op, request_id, Status::Valid, code::OK, tokens);
+        self.outbox.respond(now, session, Opcode::Refresh, request_id, Reply::ok(tokens));
         match bound {
             Some(_) => {
-                if let Some(s) = self.sessions.get_mut(&session) {
+                if let Some(s) = self.presence.get_mut(session) {
                     s.token_cache = None;
                 }
             }
             None => self.bind(now, session, request_id, record.username, record.family),
         }
+        Ok(None)
     }
 
     pub(super) fn logout(&mut self, now: Now, session: SessionId, user: &str) -> Flow {
-        let family = self.sessions.get(&session).and_then(|s| s.user.as_ref()).map(|b| b.family);
-        if let Some(family) = family {
+        if let Some(family) = self.presence.bound(session).map(|b| b.family) {
             self.revoke_family(now, family, Some(session));
         }
-        if let Some(s) = self.sessions.get_mut(&session) {
-            s.user = None;
-            s.token_cache = None;
+        if self.presence.unbind(session).is_some() {
+            self.mail(now).notify_peer_gone(user);
         }
-        if self.online.get(user) == Some(&session) {
-            self.online.remove(user);
-            self.notify_peer_gone(now, user);
-        }
-        Ok((Status::Finished, code::OK, ResponseBody::Empty))
+        Ok(Reply::finished(ResponseBody::Empty))
     }
 
     /// Revokes single tokens and forgets them in the sessions that cached them.
-    fn revoke_tokens(&mut self, _now: Now, hashes: Vec<[u8; 32]>) {
-        for s in self.sessions.values_mut() {
-            if s.token_cache.as_ref().is_some_and(|(t, _)| hashes.contains(&token::hash(t))) {
-                s.token_cache = None;
-            }
-        }
-        self.commit(Change::TokensRevoked { hashes });
+    fn revoke_tokens(&mut self, hashes: Vec<[u8; 32]>) {
+        self.presence.forget_tokens(|t| hashes.contains(&token::hash(t)));
+        self.journal.commit(Change::TokensRevoked { hashes });
     }
 
     /// Revokes a token family and closes the other sessions that used it.
     fn revoke_family(&mut self, now: Now, family: u64, except: Option<SessionId>) {
-        self.commit(Change::FamilyRevoked { family });
-        let using: Vec<SessionId> = self
-            .sessions
-            .iter()
-            .filter(|(id, s)| Some(**id) != except && s.user.as_ref().is_some_and(|b| b.family == family))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in using {
+        self.journal.commit(Change::FamilyRevoked { family });
+        for id in self.presence.of_family(family, except) {
             self.close(now, id, code::UNAUTHORIZED, "tokens revoked: log in again".into());
         }
     }
@@ -411,8 +371,9 @@ impl Server {
         session: SessionId,
         request_id: u32,
         auth: &[u8],
-    ) -> Result<Arc<str>, (u16, String)> {
-        let s = self.sessions.get(&session).ok_or((code::INTERNAL, String::new()))?;
+    ) -> Result<Arc<str>, Refusal> {
+        let internal = || Refusal::Internal(String::new());
+        let s = self.presence.get(session).ok_or_else(internal)?;
         if let (Some(bound), Some((cached, expires_ms))) = (&s.user, &s.token_cache)
             && cached[..] == *auth
         {
@@ -420,12 +381,12 @@ impl Server {
                 return Ok(bound.username.clone());
             }
             if super::oidc::looks_like_jwt(auth) {
-                return Err((code::TOKEN_EXPIRED, super::oidc::EXPIRED.into()));
+                return Err(Refusal::TokenExpired(super::oidc::EXPIRED.into()));
             }
-            return Err((code::TOKEN_EXPIRED, "access token expired: refresh it".into()));
+            return Err(Refusal::TokenExpired("access token expired: refresh it".into()));
         }
         if auth.is_empty() {
-            return Err((code::UNAUTHORIZED, "missing access token: log in, then send it in the auth field".into()));
+            return Err(Refusal::Unauthorized("missing access token: log in, then send it in the auth field".into()));
         }
         if self.config.oidc.is_some() && super::oidc::looks_like_jwt(auth) {
             return self.authenticate_oidc(now, session, request_id, auth);
@@ -433,20 +394,21 @@ impl Server {
         match token::check(auth) {
             Ok(TokenKind::Access) => {}
             Ok(TokenKind::Refresh) => {
-                return Err((code::UNAUTHORIZED, "a refresh token cannot authenticate requests: send refresh".into()));
+                let reason = "a refresh token cannot authenticate requests: send refresh";
+                return Err(Refusal::Unauthorized(reason.into()));
             }
-            Err(e) => return Err((code::UNAUTHORIZED, format!("malformed access token ({e})"))),
+            Err(e) => return Err(Refusal::Unauthorized(format!("malformed access token ({e})"))),
         }
-        let record = match self.state.tokens.get(&token::hash(auth)) {
+        let record = match self.journal.state().accounts().token(&token::hash(auth)) {
             Some(r) if r.kind == TokenKind::Access => r.clone(),
-            _ => return Err((code::UNAUTHORIZED, "unknown or revoked access token".into())),
+            _ => return Err(Refusal::Unauthorized("unknown or revoked access token".into())),
         };
         if record.expires_ms <= now.unix_ms {
-            return Err((code::TOKEN_EXPIRED, "access token expired: refresh it".into()));
+            return Err(Refusal::TokenExpired("access token expired: refresh it".into()));
         }
         match s.username() {
             Some(u) if u != record.username => {
-                return Err((code::FORBIDDEN, "access token belongs to another user".into()));
+                return Err(Refusal::Forbidden("access token belongs to another user".into()));
             }
             Some(_) => {}
             None => {
@@ -454,17 +416,16 @@ impl Server {
                 self.bind(now, session, request_id, record.username.clone(), record.family);
             }
         }
-        let s = self.sessions.get_mut(&session).ok_or((code::INTERNAL, String::new()))?;
+        let s = self.presence.get_mut(session).ok_or_else(internal)?;
         s.token_cache = Some((Bytes::copy_from_slice(auth), record.expires_ms));
-        let user = s.user.as_ref().map(|b| b.username.clone());
-        user.ok_or((code::INTERNAL, String::new()))
+        s.user.as_ref().map(|b| b.username.clone()).ok_or_else(internal)
     }
 
     /// Whether `session` may become `username` under the duplicate-login policy.
-    pub(super) fn bind_check(&self, session: SessionId, username: &str) -> Result<(), (u16, String)> {
-        match self.online.get(username) {
-            Some(other) if *other != session && self.config.duplicate_login == DuplicateLogin::Refuse => {
-                Err((code::CONFLICT, "already logged in on another connection".into()))
+    pub(super) fn bind_check(&self, session: SessionId, username: &str) -> Result<(), Refusal> {
+        match self.presence.online(username) {
+            Some(other) if other != session && self.config.duplicate_login == DuplicateLogin::Refuse => {
+                Err(Refusal::Conflict("already logged in on another connection".into()))
             }
             _ => Ok(()),
         }
@@ -473,47 +434,14 @@ impl Server {
     /// Makes `session` act for `username`: replaces an older session (by
     /// policy), sends `connected`, then everything queued for the user.
     pub(super) fn bind(&mut self, now: Now, session: SessionId, request_id: u32, username: String, family: u64) {
-        let previous = self.online.insert(username.clone(), session);
-        if let Some(old) = previous
-            && old != session
-        {
+        if let Some(old) = self.presence.bind(session, &username, family) {
             self.close(now, old, code::CONFLICT, "replaced by a newer login".into());
         }
-        if let Some(s) = self.sessions.get_mut(&session) {
-            s.user = Some(Bound { username: Arc::from(username.as_str()), family });
-            s.login = LoginStep::Idle;
-            s.token_cache = None;
-        }
-        self.events.push_back(ServerEvent::LoggedIn { session, username: username.clone() });
-        let queued = self.state.queued.get(&username).copied().unwrap_or(0)
-            + self.state.notices.get(&username).map_or(0, Vec::len);
+        self.outbox.event(ServerEvent::LoggedIn { session, username: username.clone() });
+        let lanes = self.journal.state().lanes();
+        let queued = lanes.queued_for(&username) + lanes.notices(&username).len();
         let body = EventBody::Connected(Connected { username: username.clone(), queued: queued as u32 });
-        self.send_event(now, session, request_id, body);
-        self.deliver_queued(now, session, &username);
-    }
-
-    pub(super) fn fetch_key(&mut self, username: &str) -> Flow {
-        let user = self.state.users.get(username).ok_or((code::NOT_FOUND, format!("no user {username}")))?;
-        let body = IdentityKey { username: username.to_owned(), identity_key: user.identity_key.clone() };
-        Ok((Status::Valid, code::OK, ResponseBody::IdentityKey(body)))
-    }
-
-    pub(super) fn set_identity_key(&mut self, user: &str, identity_key: Bytes) -> Flow {
-        if identity_key.is_empty() || identity_key.len() > self.config.max_identity_key {
-            return Err((code::BAD_REQUEST, format!("identity key must be 1-{} bytes", self.config.max_identity_key)));
-        }
-        if self.state.users.get(user).is_some_and(|u| !u.identity_key.is_empty()) {
-            return Err((code::CONFLICT, "this account already has an identity key".into()));
-        }
-        self.commit(Change::IdentityKeySet { username: user.to_owned(), identity_key });
-        Ok((Status::Valid, code::OK, ResponseBody::Empty))
-    }
-}
-
-/// Whether the job computed exactly one hash equal (in constant time) to `expected`.
-fn matches(hashes: &Option<Vec<[u8; 32]>>, expected: Option<&[u8; 32]>) -> bool {
-    match (hashes.as_deref(), expected) {
-        (Some([h]), Some(e)) => bool::from(h.ct_eq(e)),
-        _ => false,
+        self.outbox.send_event(now, session, request_id, body);
+        self.mail(now).deliver_queued(session, &username);
     }
 }

@@ -207,15 +207,23 @@ pub struct OidcConfig {
     pub audience: String,
     /// When not empty, `azp` must be one of these clients.
     pub allowed_azp: Vec<String>,
-    /// The provider's JWK Set document (a file's contents); the adapter may
-    /// replace it with [`Server::set_oidc_jwks`](crate::Server::set_oidc_jwks).
+    /// The provider's JWK Set document at start (a file's contents); the
+    /// server asks for fresh ones through
+    /// [`Server::poll_jwks_fetch`](crate::Server::poll_jwks_fetch).
     pub jwks_json: String,
     /// Clock skew tolerated on `exp`, `nbf`, `iat`.
     pub leeway: Duration,
+    /// How often the JWK Set is fetched again (zero: only on an unknown `kid`).
+    pub jwks_refresh: Duration,
+    /// The least time between two fetches of the JWK Set, whatever asks
+    /// (a token naming an unknown `kid`, the refresh): a flood of tokens with
+    /// random `kid`s costs one fetch per interval.
+    pub jwks_min_interval: Duration,
 }
 
 impl OidcConfig {
-    /// A configuration with a 60 s leeway and no `azp` restriction.
+    /// A configuration with a 60 s leeway, no `azp` restriction, the JWK Set
+    /// fetched again every 60 s and at most every 10 s.
     #[must_use]
     pub fn new(issuer: impl Into<String>, audience: impl Into<String>, jwks_json: impl Into<String>) -> Self {
         OidcConfig {
@@ -224,6 +232,8 @@ impl OidcConfig {
             allowed_azp: Vec::new(),
             jwks_json: jwks_json.into(),
             leeway: Duration::from_secs(60),
+            jwks_refresh: Duration::from_secs(60),
+            jwks_min_interval: Duration::from_secs(10),
         }
     }
 }

@@ -9,7 +9,9 @@
 //! - [`Server::handle_work`] with the result of each [`Job`] handed out.
 //! - [`Server::handle_timeout`] when the last [`Committed::timeout`] instant passes.
 //! - [`Server::handle_backlog`] when a session's transport holds unsent bytes.
-//! - [`Server::set_oidc_jwks`] when the adapter refetched the OIDC provider's JWK Set.
+//! - With OIDC configured: [`Server::poll_jwks_fetch`] after each of these
+//!   (and at [`Server::jwks_deadline`]); answer a fetch it asks for with
+//!   [`Server::jwks_fetched`] or [`Server::jwks_fetch_failed`].
 //! - After any of these, [`Server::drain`] the machine: the [`Turn`] it
 //!   returns hands out its jobs at once, and its frames, closes, log lines
 //!   and timer only through [`Turn::commit`], which makes the turn's
@@ -18,16 +20,36 @@
 //! The machine never reads a clock, never draws OS randomness and never
 //! blocks: time comes in as [`Now`], randomness from the seed given at
 //! construction. A panic on any input is a bug.
+//!
+//! # Parts
+//!
+//! `Server` keeps the dispatch and the wiring; each part owns its state and
+//! its invariants: the `Journal` (the durable [`State`], changed only by
+//! committing a [`Change`]) and the `Outbox` (jobs, per-session frames,
+//! closes, events) in `outbox`; `Presence` (sessions, who is online where,
+//! keepalives); the `Desk` (names being registered, password checks in
+//! flight, guess limits); rooms (`rooms`) and private messages (`mp`),
+//! which work on the state's books; `Phantom` (the token signer and codes);
+//! and the OIDC validator. Requests are split into anonymous and
+//! authenticated ones once, where they are decoded (`route`), and every
+//! refusal is a typed [`Refusal`].
 
 mod accounts;
 mod change;
 mod config;
+mod desk;
+mod keyed;
 mod memory;
 mod mp;
 mod oidc;
+mod outbox;
+mod output;
 mod phantom;
+mod presence;
 mod ratelimit;
+mod refusal;
 mod rooms;
+mod route;
 mod session;
 pub mod state;
 #[cfg(test)]
@@ -36,153 +58,44 @@ mod turn;
 mod validate;
 mod work;
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashSet, VecDeque};
 use std::time::Instant;
 
-use bytes::Bytes;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 pub use config::{CodeConfig, DuplicateLogin, HashParams, OidcConfig, PhantomConfig, ServerConfig};
 pub use memory::MemoryStore;
 pub use oidc::{oidc_login_key, oidc_subject_key};
-use session::{LoginStep, Session};
+pub use output::{OpenError, ServerEvent};
+pub use refusal::{Refusal, Reply};
 pub use session::{SessionId, SourceKey};
-use state::HashMap;
 pub use state::{Change, State};
 pub use turn::{Action, Committed, Turn};
 pub use validate::ConfigError;
 pub use work::{Job, JobId, JobResult};
 
-use crate::{
-    Close, DecodeError, ErrorBody, ErrorEvent, Event, EventBody, Frame, Message, Now, Opcode, Pong, Request,
-    RequestBody, Response, ResponseBody, Status, code,
-};
+use desk::Desk;
+use keyed::Keyed;
+use outbox::{Journal, Outbox};
+use phantom::Phantom;
+use presence::{Presence, Tick};
+use route::{Anonymous, Authenticated, Route};
 
-/// Log-worthy facts, for the adapter's structured logs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ServerEvent {
-    /// An account was created.
-    Registered {
-        /// Its name.
-        username: String,
-    },
-    /// A session authenticated as a user.
-    LoggedIn {
-        /// The session.
-        session: SessionId,
-        /// The user.
-        username: String,
-    },
-    /// A request was refused.
-    Rejected {
-        /// The session.
-        session: SessionId,
-        /// The request's opcode.
-        opcode: Opcode,
-        /// The code answered.
-        code: u16,
-        /// The reason sent to the peer.
-        reason: String,
-    },
-    /// A frame could not be decoded.
-    BadFrame {
-        /// The session.
-        session: SessionId,
-        /// Why.
-        error: DecodeError,
-    },
-    /// A session ended.
-    SessionClosed {
-        /// The session.
-        session: SessionId,
-        /// Code.
-        code: u16,
-        /// Why.
-        reason: String,
-    },
-    /// An undelivered private message was dropped after the retention period.
-    MessageExpired {
-        /// Sender.
-        from: String,
-        /// Recipient.
-        to: String,
-        /// Sequence number.
-        seq: u64,
-    },
-}
-
-/// [`Server::open_session`] refused a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum OpenError {
-    /// `max_sessions` sessions are already open.
-    #[error("too many sessions (limit {0})")]
-    TooManySessions(usize),
-}
-
-/// What to do when a job comes back.
-#[derive(Debug)]
-enum Pending {
-    Register {
-        session: SessionId,
-        request_id: u32,
-        username: String,
-        identity_key: Bytes,
-        salts: [[u8; 16]; 2],
-    },
-    Login {
-        session: SessionId,
-        request_id: u32,
-        username: String,
-        /// Where the attempt came from (its in-flight slot is released on return).
-        source: SourceKey,
-        /// The stored hash, or `None` for an unknown user (the job ran anyway).
-        expected: Option<[u8; 32]>,
-    },
-    Passphrase {
-        session: SessionId,
-        request_id: u32,
-        username: String,
-        source: SourceKey,
-        expected: [u8; 32],
-    },
-}
+use crate::{EventBody, Frame, Message, Now, Opcode, Pong, Request, code};
 
 /// The server machine. See the [module docs](self) for the contract.
 #[derive(Debug)]
 pub struct Server {
     config: ServerConfig,
     rng: StdRng,
-    state: State,
-    sessions: BTreeMap<SessionId, Session>,
-    online: HashMap<String, SessionId>,
-    jobs: HashMap<JobId, Pending>,
-    reserved: HashSet<String>,
-    /// Failed and in-flight password checks per account name.
-    limiter: ratelimit::Limiter<String>,
-    /// Failed and in-flight password checks per source.
-    sources: ratelimit::Limiter<SourceKey>,
-    work: VecDeque<Job>,
-    /// The changes of the turn being built (handed over whole by [`Server::drain`]).
-    persist: Vec<Change>,
-    final_transmits: VecDeque<(SessionId, Bytes)>,
-    dirty: VecDeque<SessionId>,
-    closes: VecDeque<(SessionId, u16, String)>,
-    events: VecDeque<ServerEvent>,
-    timers: BinaryHeap<Reverse<(Instant, SessionId)>>,
+    journal: Journal,
+    presence: Presence,
+    desk: Desk,
+    outbox: Outbox,
+    phantom: Phantom,
+    /// The OIDC provider's tokens are checked here, and its JWK Set refreshed through it.
+    oidc: Option<crate::jwt::JwtValidator>,
     next_sweep: Instant,
-    next_session: u64,
-    next_job: u64,
-    next_ping: u64,
-    /// Keys the fake salts of unknown users, so a probe always hashes with the same salt.
-    dummy_key: [u8; 32],
-    /// Third-party codes accepted and not yet expired (in memory only).
-    used_codes: crate::jwt::UsedCodes,
-    /// The phantom-token signer, once made or restored.
-    signing_keys: Option<crate::jwt::SigningKeys>,
-    /// The OIDC provider's keys.
-    oidc_keys: crate::jwt::JwkSet,
 }
 
 impl Server {
@@ -206,46 +119,29 @@ impl Server {
     pub fn restore(config: ServerConfig, seed: [u8; 32], mut state: State, now: Now) -> Result<Server, ConfigError> {
         config.validate()?;
         use rand::Rng as _;
-        state.history_cap = config.room_history;
-        state.dedup_cap = config.dedup_window;
+        state.set_caps(config.room_history, config.dedup_window);
         let mut rng = StdRng::from_seed(seed);
         let mut dummy_key = [0u8; 32];
         rng.fill_bytes(&mut dummy_key);
-        let used_codes = crate::jwt::UsedCodes::new(config.codes.as_ref().map_or(0, |c| c.max_in_flight));
-        let signing_keys = phantom::restore_signer(&config, &state);
-        let oidc_keys = oidc::initial_keys(&config);
+        let phantom = Phantom::restore(&config, &state);
+        let oidc = oidc::validator(&config, now);
         Ok(Server {
-            used_codes,
-            signing_keys,
-            oidc_keys,
-            limiter: ratelimit::Limiter::new(config.max_tracked_accounts),
-            sources: ratelimit::Limiter::new(config.max_tracked_sources),
+            phantom,
+            oidc,
+            presence: Presence::new(Keyed::derive(&dummy_key, "online")),
+            desk: Desk::new(&config, dummy_key),
             next_sweep: now.instant + config.sweep_interval,
             config,
             rng,
-            state,
-            sessions: BTreeMap::new(),
-            online: HashMap::default(),
-            jobs: HashMap::default(),
-            reserved: HashSet::new(),
-            work: VecDeque::new(),
-            persist: Vec::new(),
-            final_transmits: VecDeque::new(),
-            dirty: VecDeque::new(),
-            closes: VecDeque::new(),
-            events: VecDeque::new(),
-            timers: BinaryHeap::new(),
-            next_session: 1,
-            next_job: 1,
-            next_ping: 1,
-            dummy_key,
+            journal: Journal::new(state),
+            outbox: Outbox::default(),
         })
     }
 
     /// The durable state, as the changes emitted so far describe it.
     #[must_use]
     pub fn state(&self) -> &State {
-        &self.state
+        self.journal.state()
     }
 
     /// The configuration.
@@ -257,13 +153,13 @@ impl Server {
     /// Live sessions.
     #[must_use]
     pub fn session_count(&self) -> usize {
-        self.sessions.len()
+        self.presence.len()
     }
 
     /// The user a session is logged in as, if any.
     #[must_use]
     pub fn session_user(&self, session: SessionId) -> Option<&str> {
-        self.sessions.get(&session)?.username()
+        self.presence.get(session)?.username()
     }
 
     /// A transport accepted an in-process connection (source [`SourceKey::Local`]).
@@ -274,27 +170,17 @@ impl Server {
     /// A transport accepted a connection from `source` (the key of the
     /// per-source login limit: see [`SourceKey::from_ip`]).
     pub fn open_session_from(&mut self, now: Now, source: SourceKey) -> Result<SessionId, OpenError> {
-        if self.sessions.len() >= self.config.max_sessions {
-            return Err(OpenError::TooManySessions(self.config.max_sessions));
-        }
-        let id = SessionId(self.next_session);
-        self.next_session += 1;
-        let deadline = now.instant + self.config.keepalive_interval;
-        self.sessions.insert(id, Session::new(self.config.limits, now.instant, source));
-        self.timers.push(Reverse((deadline, id)));
+        let c = &self.config;
+        let id = self.presence.open(now.instant, c.limits, source, c.keepalive_interval, c.max_sessions)?;
+        self.outbox.open(id);
         Ok(id)
     }
 
     /// Bytes arrived on a session, in any chunking.
     pub fn handle_input(&mut self, now: Now, session: SessionId, bytes: &[u8]) {
-        let Some(s) = self.sessions.get_mut(&session) else {
+        let Some(s) = self.presence.received(session, now.instant, self.config.keepalive_interval) else {
             return;
         };
-        s.last_rx = now.instant;
-        if s.ping.take().is_some() {
-            // The pending timer was set for the idle deadline: bring the next keepalive forward.
-            self.timers.push(Reverse((now.instant + self.config.keepalive_interval, session)));
-        }
         s.decoder.push(bytes);
         self.process_frames(now, session);
     }
@@ -317,23 +203,18 @@ impl Server {
 
     /// Closes every session with code 503 ("server shutting down").
     pub fn shutdown(&mut self, now: Now) {
-        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
-        for id in ids {
+        for id in self.presence.ids() {
             self.close(now, id, code::UNAVAILABLE, "server shutting down".into());
         }
     }
 
     /// A job handed out by [`Turn::take_jobs`] finished.
     pub fn handle_work(&mut self, now: Now, result: JobResult) {
-        let Some(pending) = self.jobs.remove(&result.id) else {
+        let Some(pending) = self.desk.finish(result.id) else {
             return;
         };
-        let session = match &pending {
-            Pending::Register { session, .. }
-            | Pending::Login { session, .. }
-            | Pending::Passphrase { session, .. } => *session,
-        };
-        if let Some(s) = self.sessions.get_mut(&session) {
+        let session = pending.session();
+        if let Some(s) = self.presence.get_mut(session) {
             s.busy = None;
         }
         self.finish_job(now, pending, result.hashes);
@@ -343,25 +224,26 @@ impl Server {
 
     /// Timers: keepalive pings, idle timeouts, retention sweeps.
     pub fn handle_timeout(&mut self, now: Now) {
-        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
-            if at > now.instant {
-                break;
-            }
-            self.timers.pop();
+        while let Some(id) = self.presence.pop_due(now.instant) {
             self.session_timer(now, id);
         }
         if now.instant >= self.next_sweep {
-            self.sweep(now);
-            self.sweep_auth(now);
+            self.mail(now).sweep();
+            self.phantom.sweep(now, &mut self.journal, &mut self.rng, &self.config);
             self.next_sweep = now.instant + self.config.sweep_interval;
         }
     }
 
-    // ---- internals shared by the flows ----
+    /// When the next timer is due: a session's keepalive, or the sweep.
+    fn next_timeout(&self) -> Instant {
+        self.presence.next_timer().map_or(self.next_sweep, |t| t.min(self.next_sweep))
+    }
+
+    // ---- dispatch ----
 
     fn process_frames(&mut self, now: Now, session: SessionId) {
         loop {
-            let Some(s) = self.sessions.get_mut(&session) else {
+            let Some(s) = self.presence.get_mut(session) else {
                 return;
             };
             if s.busy.is_some() {
@@ -378,7 +260,7 @@ impl Server {
                 Ok(None) => return,
                 Ok(Some(frame)) => self.handle_frame(now, session, frame),
                 Err(error) => {
-                    self.events.push_back(ServerEvent::BadFrame { session, error: error.clone() });
+                    self.outbox.event(ServerEvent::BadFrame { session, error: error.clone() });
                     self.close(now, session, error.code(), error.to_string());
                     return;
                 }
@@ -389,10 +271,10 @@ impl Server {
     fn handle_frame(&mut self, now: Now, session: SessionId, frame: Frame) {
         match Message::decode(&frame, &self.config.limits) {
             Err(error) => {
-                self.events.push_back(ServerEvent::BadFrame { session, error: error.clone() });
+                self.outbox.event(ServerEvent::BadFrame { session, error: error.clone() });
                 match Message::request_header(&frame) {
                     Some((opcode, request_id)) => {
-                        self.reject(now, session, opcode, request_id, error.code(), error.to_string());
+                        self.outbox.refuse(now, session, opcode, request_id, Refusal::of_decode(&error));
                     }
                     None => {
                         // An unknown opcode still has a readable request id: echo it in the event header.
@@ -402,19 +284,25 @@ impl Server {
                             }
                             _ => 0,
                         };
-                        let body =
-                            ErrorEvent { code: error.code(), offset: error.offset() as u64, reason: error.to_string() };
-                        self.send_event(now, session, request_id, EventBody::ErrorEvent(body));
+                        let body = crate::ErrorEvent {
+                            code: error.code(),
+                            offset: error.offset() as u64,
+                            reason: error.to_string(),
+                        };
+                        self.outbox.send_event(now, session, request_id, EventBody::ErrorEvent(body));
                     }
                 }
             }
-            Ok(Message::Request(request)) => self.handle_request(now, session, &frame.auth, request),
-            Ok(Message::Ping(ping)) => self.send(session, Message::Pong(Pong { nonce: ping.nonce })),
+            Ok(Message::Request(Request { request_id, body, .. })) => match Route::from(body) {
+                Route::Anonymous(request) => self.anonymous(now, session, request_id, &frame.auth, request),
+                Route::Authenticated(request) => self.authenticated(now, session, request_id, &frame.auth, request),
+            },
+            Ok(Message::Ping(ping)) => self.outbox.send(session, Message::Pong(Pong { nonce: ping.nonce })),
             Ok(Message::Pong(_)) => {}
             Ok(Message::Close(close)) => {
                 self.end_session(now, session, close.code, format!("closed by peer: {}", close.reason));
             }
-            Ok(Message::Response(_) | Message::Event(_)) => self.error_event(
+            Ok(Message::Response(_) | Message::Event(_)) => self.outbox.error_event(
                 now,
                 session,
                 code::BAD_REQUEST,
@@ -424,238 +312,174 @@ impl Server {
         }
     }
 
-    fn handle_request(&mut self, now: Now, session: SessionId, auth: &[u8], request: Request) {
-        let Request { request_id, body, .. } = request;
-        let opcode = body.opcode();
-        match body {
-            RequestBody::Register(b) => return self.register(now, session, request_id, b),
-            RequestBody::Login(b) => return self.login(now, session, request_id, b),
-            RequestBody::Passphrase(b) => return self.passphrase(now, session, request_id, b),
-            RequestBody::Refresh(b) => return self.refresh(now, session, request_id, b),
-            RequestBody::Jwks(_) => return self.jwks(now, session, request_id),
-            RequestBody::Introspect(b) => return self.introspect(now, session, request_id, auth, b),
-            RequestBody::VerifyCode(b) => return self.verify_code(now, session, request_id, b),
-            RequestBody::IssueCode(_) if self.config.codes.is_none() => {
-                let reason = format!("this server does not offer {opcode}");
-                return self.reject(now, session, opcode, request_id, code::NOT_IMPLEMENTED, reason);
+    /// Requests served without an access token. Those that start a password check answer
+    /// when it returns; the others answer here.
+    fn anonymous(&mut self, now: Now, session: SessionId, request_id: u32, auth: &[u8], request: Anonymous) {
+        let (opcode, result) = match request {
+            Anonymous::Register(b) => (Opcode::Register, self.register(now, session, request_id, b)),
+            Anonymous::Login(b) => (Opcode::Login, self.login(now, session, request_id, b)),
+            Anonymous::Passphrase(b) => (Opcode::Passphrase, self.passphrase(now, session, request_id, b)),
+            Anonymous::Refresh(b) => (Opcode::Refresh, self.refresh(now, session, request_id, &b)),
+            Anonymous::Jwks(_) => {
+                let flow = self.phantom.jwks(now, &mut self.journal, &mut self.rng, &self.config);
+                (Opcode::Jwks, flow.map(Some))
             }
-            _ => {}
+            Anonymous::Introspect(b) => {
+                let (journal, rng) = (&mut self.journal, &mut self.rng);
+                let flow = self.phantom.introspect(now, journal, rng, &self.config, auth, &b);
+                (Opcode::Introspect, flow.map(Some))
+            }
+            Anonymous::VerifyCode(b) => {
+                let desk = &self.desk;
+                let flow =
+                    self.phantom.verify_code(now, &self.journal, &self.config, |u| desk.unknown_user_secret(u), &b);
+                (Opcode::VerifyCode, flow.map(Some))
+            }
+        };
+        match result {
+            Ok(Some(reply)) => self.outbox.respond(now, session, opcode, request_id, reply),
+            Ok(None) => {}
+            Err(refusal) => self.outbox.refuse(now, session, opcode, request_id, refusal),
+        }
+    }
+
+    /// Requests made for the user the access token names: authenticated, answered from the
+    /// record when retried, performed, and their answer recorded when retries must not redo them.
+    fn authenticated(&mut self, now: Now, session: SessionId, request_id: u32, auth: &[u8], request: Authenticated) {
+        let opcode = request.opcode();
+        if matches!(request, Authenticated::IssueCode(_)) && self.config.codes.is_none() {
+            let refusal = Refusal::NotImplemented(format!("this server does not offer {opcode}"));
+            return self.outbox.refuse(now, session, opcode, request_id, refusal);
         }
         let user = match self.authenticate(now, session, request_id, auth) {
             Ok(user) => user,
-            Err((code, reason)) => return self.reject(now, session, opcode, request_id, code, reason),
+            Err(refusal) => return self.outbox.refuse(now, session, opcode, request_id, refusal),
         };
         if self.config.oidc.is_some()
             && !oidc::allowed_without_identity_key(opcode)
-            && self.state.users.get(&*user).is_some_and(|u| u.identity_key.is_empty())
+            && self.journal.state().user(&user).is_some_and(|u| u.identity_key.is_empty())
         {
-            let reason = "register an identity key first (set_identity_key)".into();
-            return self.reject(now, session, opcode, request_id, code::FORBIDDEN, reason);
+            let refusal = Refusal::Forbidden("register an identity key first (set_identity_key)".into());
+            return self.outbox.refuse(now, session, opcode, request_id, refusal);
         }
         // Retries are recognised within one login (token family) of one client.
-        let family = self.sessions.get(&session).and_then(|s| s.user.as_ref()).map_or(0, |b| b.family);
-        if self.replay(now, session, family, opcode, request_id) {
+        let family = self.presence.bound(session).map_or(0, |b| b.family);
+        let recorded = request.is_recorded();
+        if recorded && self.replay(now, session, family, opcode, request_id) {
             return;
         }
-        let result = match body {
-            RequestBody::Logout(_) => self.logout(now, session, &user),
-            RequestBody::FetchKey(b) => self.fetch_key(&b.username),
-            RequestBody::SetIdentityKey(b) => self.set_identity_key(&user, b.identity_key),
-            RequestBody::CreateRoom(b) => self.create_room(&user, b),
-            RequestBody::JoinRoom(b) => self.join_room(&user, b),
-            RequestBody::SendRoom(b) => self.send_room(now, &user, b),
-            RequestBody::LeaveRoom(b) => self.leave_room(&user, &b.room),
-            RequestBody::RoomHistory(b) => self.room_history(&user, &b.room),
-            RequestBody::DeleteRoom(b) => self.delete_room(&user, &b.room),
-            RequestBody::RoomInfo(b) => self.room_info(&b.room),
-            RequestBody::RequestMp(b) => self.request_mp(now, &user, b),
-            RequestBody::AcceptMp(b) => self.accept_mp(now, &user, b),
-            RequestBody::SendMp(b) => self.send_mp(now, &user, b),
-            RequestBody::CloseMp(b) => self.close_mp(now, &user, &b.peer),
-            RequestBody::DeliveryAck(b) => self.delivery_ack(&user, &b.peer, b.seq),
-            RequestBody::IssueCode(b) => self.issue_code(now, &user, b),
-            RequestBody::Register(_)
-            | RequestBody::Login(_)
-            | RequestBody::Passphrase(_)
-            | RequestBody::Refresh(_)
-            | RequestBody::Jwks(_)
-            | RequestBody::Introspect(_)
-            | RequestBody::VerifyCode(_) => unreachable!("handled above"),
+        let config = &self.config;
+        let result = match request {
+            Authenticated::Logout(_) => self.logout(now, session, &user),
+            Authenticated::FetchKey(b) => accounts::fetch_key(self.journal.state(), &b.username),
+            Authenticated::SetIdentityKey(b) => {
+                accounts::set_identity_key(&mut self.journal, config, &user, b.identity_key)
+            }
+            Authenticated::CreateRoom(b) => rooms::create(&mut self.journal, config, &user, b),
+            Authenticated::JoinRoom(b) => rooms::join(&mut self.journal, config, &user, b),
+            Authenticated::SendRoom(b) => {
+                rooms::send(now, &mut self.journal, &self.presence, &mut self.outbox, config, &user, b)
+            }
+            Authenticated::LeaveRoom(b) => rooms::leave(&mut self.journal, &user, &b.room),
+            Authenticated::RoomHistory(b) => rooms::history(&self.journal, &user, &b.room),
+            Authenticated::DeleteRoom(b) => rooms::delete(&mut self.journal, &user, &b.room),
+            Authenticated::RoomInfo(b) => rooms::info(&self.journal, &b.room),
+            Authenticated::RequestMp(b) => self.mail(now).request(&user, b),
+            Authenticated::AcceptMp(b) => self.mail(now).accept(&user, b),
+            Authenticated::SendMp(b) => self.mail(now).send(&user, b),
+            Authenticated::CloseMp(b) => self.mail(now).close(&user, &b.peer),
+            Authenticated::DeliveryAck(b) => self.mail(now).ack(&user, &b.peer, b.seq),
+            Authenticated::IssueCode(b) => Phantom::issue_code(now, &self.journal, &mut self.rng, config, &user, &b),
         };
+        if recorded {
+            // A refusal is remembered too: a retry gets the same refusal, never a late success
+            // (a send_mp sealed for a conversation that has been replaced since, say).
+            let response = match &result {
+                Ok(reply) => {
+                    state::Recorded { opcode, status: reply.status, code: reply.code, body: reply.body.clone() }
+                }
+                Err(refusal) => {
+                    let body = crate::ErrorBody { reason: refusal.to_string(), retry_after_ms: 0 };
+                    let body = crate::ResponseBody::Error(body);
+                    state::Recorded { opcode, status: crate::Status::Error, code: refusal.code(), body }
+                }
+            };
+            self.journal.commit(Change::Recorded { family, request_id, response });
+        }
         match result {
-            Ok((status, code, body)) => {
-                if is_recorded(opcode) {
-                    let response = state::Recorded { opcode, status, code, body: body.clone() };
-                    self.commit(Change::Recorded { family, request_id, response });
-                }
-                self.respond(now, session, opcode, request_id, status, code, body);
-            }
-            Err((code, reason)) => {
-                if is_recorded(opcode) {
-                    // A refusal is remembered too: a retry gets the same refusal, never a late success
-                    // (a send_mp sealed for a conversation that has been replaced since, say).
-                    let body = ResponseBody::Error(ErrorBody { reason: reason.clone(), retry_after_ms: 0 });
-                    let response = state::Recorded { opcode, status: Status::Error, code, body };
-                    self.commit(Change::Recorded { family, request_id, response });
-                }
-                self.reject(now, session, opcode, request_id, code, reason);
-            }
+            Ok(reply) => self.outbox.respond(now, session, opcode, request_id, reply),
+            Err(refusal) => self.outbox.refuse(now, session, opcode, request_id, refusal),
         }
     }
 
     /// Answers a retried request from its recorded response. True if handled.
     fn replay(&mut self, now: Now, session: SessionId, family: u64, opcode: Opcode, request_id: u32) -> bool {
-        if !is_recorded(opcode) {
-            return false;
-        }
-        let Some(rec) = self.state.dedup.get(&family).and_then(|d| d.get(request_id)) else {
+        let Some(rec) = self.journal.state().accounts().recorded(family, request_id) else {
             return false;
         };
         if rec.opcode != opcode {
             let reason = format!("request id {request_id} was already used for {}", rec.opcode);
-            self.reject(now, session, opcode, request_id, code::CONFLICT, reason);
+            self.outbox.refuse(now, session, opcode, request_id, Refusal::Conflict(reason));
         } else {
-            let rec = rec.clone();
-            self.respond(now, session, opcode, request_id, rec.status, rec.code, rec.body);
+            let reply = Reply { status: rec.status, code: rec.code, body: rec.body.clone() };
+            self.outbox.respond(now, session, opcode, request_id, reply);
         }
         true
     }
 
-    fn commit(&mut self, change: Change) {
-        self.state.apply(&change);
-        self.persist.push(change);
-    }
+    // ---- wiring shared by the flows ----
 
-    fn send(&mut self, session: SessionId, message: Message) {
-        if let Some(out) = self.out(session) {
-            message.encode(&[], out);
+    /// The private-message part, for one request.
+    fn mail(&mut self, now: Now) -> mp::Mail<'_> {
+        mp::Mail {
+            now,
+            config: &self.config,
+            journal: &mut self.journal,
+            presence: &self.presence,
+            outbox: &mut self.outbox,
         }
-    }
-
-    /// Appends an already encoded frame (room fan-out encodes once for all members).
-    fn send_encoded(&mut self, session: SessionId, frame: &[u8]) {
-        if let Some(out) = self.out(session) {
-            out.extend_from_slice(frame);
-        }
-    }
-
-    /// A session's outbound buffer, marked for the next `Transmit`.
-    fn out(&mut self, session: SessionId) -> Option<&mut bytes::BytesMut> {
-        let s = self.sessions.get_mut(&session)?;
-        if !s.dirty {
-            s.dirty = true;
-            self.dirty.push_back(session);
-        }
-        Some(&mut s.out)
-    }
-
-    fn send_event(&mut self, now: Now, session: SessionId, request_id: u32, body: EventBody) {
-        self.send(session, Message::Event(Event { request_id, timestamp_ms: now.unix_ms, body }));
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn respond(
-        &mut self,
-        now: Now,
-        session: SessionId,
-        opcode: Opcode,
-        request_id: u32,
-        status: Status,
-        code: u16,
-        body: ResponseBody,
-    ) {
-        let response = Response { opcode, request_id, timestamp_ms: now.unix_ms, status, code, body };
-        self.send(session, Message::Response(response));
-    }
-
-    fn reject(&mut self, now: Now, session: SessionId, opcode: Opcode, request_id: u32, code: u16, reason: String) {
-        self.events.push_back(ServerEvent::Rejected { session, opcode, code, reason: reason.clone() });
-        let body = ResponseBody::Error(ErrorBody { reason, retry_after_ms: 0 });
-        self.respond(now, session, opcode, request_id, Status::Error, code, body);
-    }
-
-    fn error_event(&mut self, now: Now, session: SessionId, code: u16, offset: u64, reason: String) {
-        self.send_event(now, session, 0, EventBody::ErrorEvent(ErrorEvent { code, offset, reason }));
     }
 
     /// Sends a close frame, then ends the session.
     fn close(&mut self, now: Now, session: SessionId, code: u16, reason: String) {
-        if !self.sessions.contains_key(&session) {
+        if !self.presence.contains(session) {
             return;
         }
-        self.send(session, Message::Close(Close { code, reason: reason.clone() }));
+        self.outbox.send_close(session, code, reason.clone());
         self.end_session(now, session, code, reason);
     }
 
     /// Forgets a session: flushes what it had to send, tells its peers.
     fn end_session(&mut self, now: Now, session: SessionId, code: u16, reason: String) {
-        let Some(s) = self.sessions.remove(&session) else {
+        let Some((_, gone)) = self.presence.remove(session) else {
             return;
         };
-        if !s.out.is_empty() {
-            self.final_transmits.push_back((session, s.out.freeze()));
+        if let Some(user) = gone {
+            self.mail(now).notify_peer_gone(&user);
         }
-        if let Some(bound) = s.user
-            && self.online.get(&*bound.username) == Some(&session)
-        {
-            self.online.remove(&*bound.username);
-            self.notify_peer_gone(now, &bound.username);
-        }
-        self.closes.push_back((session, code, reason.clone()));
-        self.events.push_back(ServerEvent::SessionClosed { session, code, reason });
+        self.outbox.end(session, code, reason);
     }
 
     fn session_timer(&mut self, now: Now, id: SessionId) {
         let (keepalive, idle) = (self.config.keepalive_interval, self.config.idle_timeout);
-        let Some(s) = self.sessions.get_mut(&id) else { return };
-        let silent = now.instant.saturating_duration_since(s.last_rx);
-        if silent >= idle {
-            let reason = format!("idle timeout: nothing received for {} s", idle.as_secs());
-            return self.close(now, id, code::IDLE_TIMEOUT, reason);
+        match self.presence.tick(id, now.instant, keepalive, idle) {
+            Some(Tick::Idle) => {
+                let reason = format!("idle timeout: nothing received for {} s", idle.as_secs());
+                self.close(now, id, code::IDLE_TIMEOUT, reason);
+            }
+            Some(Tick::Ping(nonce)) => self.outbox.send(id, Message::Ping(crate::Ping { nonce })),
+            Some(Tick::Wait) | None => {}
         }
-        let next = if silent >= keepalive && s.ping.is_none() {
-            let nonce = self.next_ping;
-            self.next_ping += 1;
-            s.ping = Some(nonce);
-            let next = s.last_rx + idle;
-            self.send(id, Message::Ping(crate::Ping { nonce }));
-            next
-        } else if s.ping.is_some() {
-            s.last_rx + idle
-        } else {
-            s.last_rx + keepalive
-        };
-        self.timers.push(Reverse((next, id)));
     }
 
-    fn next_job_id(&mut self) -> JobId {
-        let id = JobId(self.next_job);
-        self.next_job += 1;
-        id
-    }
-
-    fn start_job(&mut self, session: SessionId, tasks: Vec<work::HashTask>, pending: Pending) {
-        let id = self.next_job_id();
-        if let Some(s) = self.sessions.get_mut(&session) {
+    /// Hands out a password-hash job for `session`, which waits for it.
+    fn start_job(&mut self, session: SessionId, tasks: Vec<work::HashTask>, pending: desk::Pending) {
+        let id = self.desk.start(pending);
+        if let Some(s) = self.presence.get_mut(session) {
             s.busy = Some(id);
         }
-        self.jobs.insert(id, pending);
-        self.work.push_back(Job { id, tasks });
+        self.outbox.job(Job { id, tasks });
     }
-
-    fn jobs_full(&self) -> bool {
-        self.jobs.len() >= self.config.max_pending_jobs
-    }
-
-    fn login_step(&self, session: SessionId) -> Option<&LoginStep> {
-        self.sessions.get(&session).map(|s| &s.login)
-    }
-}
-
-/// Requests whose response (success or refusal) is remembered so that a retry is not performed
-/// twice, nor performed after it was refused.
-fn is_recorded(opcode: Opcode) -> bool {
-    matches!(opcode, Opcode::SendMp | Opcode::SendRoom | Opcode::RequestMp | Opcode::AcceptMp | Opcode::CloseMp)
 }
 
 /// The 3-32 characters of `a-z 0-9 _ . -` rule for usernames and room names.
@@ -663,5 +487,3 @@ pub(crate) fn valid_name(name: &str) -> bool {
     (3..=32).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'))
 }
-
-type Flow = Result<(Status, u16, ResponseBody), (u16, String)>;

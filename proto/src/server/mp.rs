@@ -8,195 +8,216 @@
 //! until then; the client drops sequence numbers it has already seen, which
 //! makes delivery exactly-once and in order.
 
+//!
+//! The lanes' state is the [`LaneBook`](super::state::LaneBook) of the
+//! journal's state; [`Mail`] reads it and commits changes to it, and
+//! reaches online recipients through the outbox.
+
 use bytes::Bytes;
 
+use super::outbox::{Journal, Outbox};
+use super::presence::Presence;
+use super::refusal::{Flow, Refusal, Reply};
 use super::state::{Change, Conversation, ItemKind, QueuedItem};
-use super::{Flow, Server, ServerEvent, SessionId};
+use super::{ServerConfig, ServerEvent, SessionId};
 use crate::{
     AcceptMp, EventBody, MpAccepted, MpClosed, MpExpired, MpRequest, Now, PeerGone, PeerKeys, RequestMp, ResponseBody,
     SendMp, Sent, Status, UserMessage, code,
 };
 
-impl Server {
-    pub(super) fn request_mp(&mut self, now: Now, user: &str, b: RequestMp) -> Flow {
+/// The parts a private-message request works with: the journal (lanes and
+/// conversations), who is online, and the outbox.
+pub(super) struct Mail<'a> {
+    pub(super) now: Now,
+    pub(super) config: &'a ServerConfig,
+    pub(super) journal: &'a mut Journal,
+    pub(super) presence: &'a Presence,
+    pub(super) outbox: &'a mut Outbox,
+}
+
+impl Mail<'_> {
+    pub(super) fn request(&mut self, user: &str, b: RequestMp) -> Flow {
         self.check_peer(user, &b.peer)?;
         let peer = b.peer;
-        match self.state.conversation(user, &peer) {
-            Some(Conversation::Open) => return Err((code::CONFLICT, format!("conversation with {peer} already open"))),
+        match self.journal.state().conversation(user, &peer) {
+            Some(Conversation::Open) => {
+                return Err(Refusal::Conflict(format!("conversation with {peer} already open")));
+            }
             Some(Conversation::Requested { by, .. }) if by == user => {
-                return Err((code::CONFLICT, format!("already asked {peer}: waiting for an answer")));
+                return Err(Refusal::Conflict(format!("already asked {peer}: waiting for an answer")));
             }
             Some(Conversation::Requested { .. }) => {
-                return Err((code::CONFLICT, format!("{peer} already asked you: accept instead")));
+                return Err(Refusal::Conflict(format!("{peer} already asked you: accept instead")));
             }
             None => {}
         }
         self.check_room_in_queue(&peer)?;
         let identity_key = self.identity_key(user);
         let state = Conversation::Requested { by: user.to_owned(), handshake: b.handshake.clone() };
-        self.commit(Change::ConversationSet { a: user.to_owned(), b: peer.clone(), state: Some(state) });
+        self.journal.commit(Change::ConversationSet { a: user.to_owned(), b: peer.clone(), state: Some(state) });
         let kind = ItemKind::Request { identity_key, handshake: b.handshake };
-        let (seq, online) = self.enqueue(now, user, &peer, kind);
-        Ok((Status::Valid, delivered_code(online), ResponseBody::Sent(Sent { seq })))
+        let (seq, online) = self.enqueue(user, &peer, kind);
+        Ok(Reply::valid(delivered_code(online), ResponseBody::Sent(Sent { seq })))
     }
 
-    pub(super) fn accept_mp(&mut self, now: Now, user: &str, b: AcceptMp) -> Flow {
+    pub(super) fn accept(&mut self, user: &str, b: AcceptMp) -> Flow {
         self.check_peer(user, &b.peer)?;
         let peer = b.peer;
-        let handshake = match self.state.conversation(user, &peer) {
+        let handshake = match self.journal.state().conversation(user, &peer) {
             Some(Conversation::Requested { by, handshake }) if *by == peer => handshake.clone(),
-            Some(Conversation::Open) => return Err((code::CONFLICT, format!("conversation with {peer} already open"))),
-            _ => return Err((code::NOT_FOUND, format!("no pending request from {peer}"))),
+            Some(Conversation::Open) => {
+                return Err(Refusal::Conflict(format!("conversation with {peer} already open")));
+            }
+            _ => return Err(Refusal::NotFound(format!("no pending request from {peer}"))),
         };
         self.check_room_in_queue(&peer)?;
-        self.commit(Change::ConversationSet { a: user.to_owned(), b: peer.clone(), state: Some(Conversation::Open) });
+        let open = Some(Conversation::Open);
+        self.journal.commit(Change::ConversationSet { a: user.to_owned(), b: peer.clone(), state: open });
         let kind = ItemKind::Accepted { identity_key: self.identity_key(user), handshake: b.handshake };
-        self.enqueue(now, user, &peer, kind);
+        self.enqueue(user, &peer, kind);
         let body = PeerKeys { identity_key: self.identity_key(&peer), peer, handshake };
-        Ok((Status::Valid, code::OK, ResponseBody::PeerKeys(body)))
+        Ok(Reply::ok(ResponseBody::PeerKeys(body)))
     }
 
-    pub(super) fn send_mp(&mut self, now: Now, user: &str, b: SendMp) -> Flow {
+    pub(super) fn send(&mut self, user: &str, b: SendMp) -> Flow {
         self.check_peer(user, &b.peer)?;
         let peer = b.peer;
-        if self.state.conversation(user, &peer) != Some(&Conversation::Open) {
-            return Err((code::FORBIDDEN, format!("no open conversation with {peer}: request_mp first")));
+        if self.journal.state().conversation(user, &peer) != Some(&Conversation::Open) {
+            return Err(Refusal::Forbidden(format!("no open conversation with {peer}: request_mp first")));
         }
         if b.sealed.is_empty() {
-            return Err((code::BAD_REQUEST, "empty message".into()));
+            return Err(Refusal::BadRequest("empty message".into()));
         }
         self.check_room_in_queue(&peer)?;
-        let (seq, online) = self.enqueue(now, user, &peer, ItemKind::Message { sealed: b.sealed });
-        Ok((Status::Valid, delivered_code(online), ResponseBody::Sent(Sent { seq })))
+        let (seq, online) = self.enqueue(user, &peer, ItemKind::Message { sealed: b.sealed });
+        Ok(Reply::valid(delivered_code(online), ResponseBody::Sent(Sent { seq })))
     }
 
-    pub(super) fn close_mp(&mut self, now: Now, user: &str, peer: &str) -> Flow {
+    pub(super) fn close(&mut self, user: &str, peer: &str) -> Flow {
         self.check_peer(user, peer)?;
         let peer = peer.to_owned();
-        if self.state.conversation(user, &peer).is_none() {
-            return Err((code::NOT_FOUND, format!("no conversation with {peer}")));
+        if self.journal.state().conversation(user, &peer).is_none() {
+            return Err(Refusal::NotFound(format!("no conversation with {peer}")));
         }
-        self.commit(Change::ConversationSet { a: user.to_owned(), b: peer.clone(), state: None });
+        self.journal.commit(Change::ConversationSet { a: user.to_owned(), b: peer.clone(), state: None });
         // The close notice is small and must get through: it is not refused by queue bounds.
         let kind = ItemKind::Closed { reason: "closed by peer".into() };
-        let (seq, _) = self.enqueue(now, user, &peer, kind);
-        Ok((Status::Finished, code::OK, ResponseBody::Sent(Sent { seq })))
+        let (seq, _) = self.enqueue(user, &peer, kind);
+        Ok(Reply { status: Status::Finished, code: code::OK, body: ResponseBody::Sent(Sent { seq }) })
     }
 
-    pub(super) fn delivery_ack(&mut self, user: &str, peer: &str, seq: u64) -> Flow {
-        let last = self.state.next_seq(peer, user) - 1;
+    pub(super) fn ack(&mut self, user: &str, peer: &str, seq: u64) -> Flow {
+        let lanes = self.journal.state().lanes();
+        let last = lanes.next_seq(peer, user) - 1;
         if seq > last {
-            return Err((code::BAD_REQUEST, format!("ack of {seq} beyond the last sequence {last} from {peer}")));
+            return Err(Refusal::BadRequest(format!("ack of {seq} beyond the last sequence {last} from {peer}")));
         }
-        let pending = self.state.lane(peer, user).and_then(|l| l.items.front()).is_some_and(|i| i.seq <= seq);
+        let pending = lanes.lane(peer, user).and_then(|l| l.items.front()).is_some_and(|i| i.seq <= seq);
         if pending {
-            self.commit(Change::Acked { from: peer.to_owned(), to: user.to_owned(), upto: seq });
+            self.journal.commit(Change::Acked { from: peer.to_owned(), to: user.to_owned(), upto: seq });
         }
-        Ok((Status::Valid, code::OK, ResponseBody::Empty))
+        Ok(Reply::ok(ResponseBody::Empty))
     }
 
     /// Sends every unacknowledged item and notice for `user` to `session`, lane by lane, in order.
-    pub(super) fn deliver_queued(&mut self, now: Now, session: SessionId, user: &str) {
-        let senders: Vec<String> =
-            self.state.inbound.get(user).map(|s| s.iter().cloned().collect()).unwrap_or_default();
-        for from in senders {
-            let items: Vec<QueuedItem> =
-                self.state.lane(&from, user).map(|l| l.items.iter().cloned().collect()).unwrap_or_default();
-            for item in items {
-                self.send_event(now, session, 0, item_event(&from, item));
+    pub(super) fn deliver_queued(&mut self, session: SessionId, user: &str) {
+        let lanes = self.journal.state().lanes();
+        for from in lanes.senders_to(user) {
+            for item in lanes.lane(from, user).into_iter().flat_map(|l| l.items.iter()) {
+                self.outbox.send_event(self.now, session, 0, item_event(from, item.clone()));
             }
         }
-        if let Some(notices) = self.state.notices.get(user).cloned() {
+        let notices = lanes.notices(user);
+        if !notices.is_empty() {
             for (peer, seq) in notices {
-                self.send_event(now, session, 0, EventBody::MpExpired(MpExpired { peer, seq }));
+                let body = EventBody::MpExpired(MpExpired { peer: peer.clone(), seq: *seq });
+                self.outbox.send_event(self.now, session, 0, body);
             }
-            self.commit(Change::NoticesCleared { user: user.to_owned() });
+            self.journal.commit(Change::NoticesCleared { user: user.to_owned() });
         }
     }
 
     /// Tells the online peers of `user`'s open conversations that it left.
-    pub(super) fn notify_peer_gone(&mut self, now: Now, user: &str) {
-        let peers: Vec<SessionId> = self
-            .state
-            .conversations
-            .get(user)
-            .into_iter()
-            .flatten()
+    pub(super) fn notify_peer_gone(&mut self, user: &str) {
+        let lanes = self.journal.state().lanes();
+        let peers = lanes
+            .conversations_of(user)
             .filter(|(_, c)| **c == Conversation::Open)
-            .filter_map(|(peer, _)| self.online.get(peer).copied())
-            .collect();
+            .filter_map(|(peer, _)| self.presence.online(peer));
         for session in peers {
-            self.send_event(now, session, 0, EventBody::PeerGone(PeerGone { peer: user.to_owned() }));
+            self.outbox.send_event(self.now, session, 0, EventBody::PeerGone(PeerGone { peer: user.to_owned() }));
         }
     }
 
     /// Drops items older than the retention period (telling their senders)
     /// and forgets expired tokens and OIDC logins.
-    pub(super) fn sweep(&mut self, now: Now) {
+    pub(super) fn sweep(&mut self) {
+        let now = self.now;
         let retention = self.config.mp_retention.as_millis() as u64;
         let mut dropped = Vec::new();
-        for (from, lanes) in &self.state.lanes {
-            for (to, lane) in lanes {
-                for item in lane.items.iter().take_while(|i| i.sent_ms.saturating_add(retention) <= now.unix_ms) {
-                    dropped.push((from.clone(), to.clone(), item.seq, matches!(item.kind, ItemKind::Message { .. })));
-                }
+        for (from, to, lane) in self.journal.state().lanes().lanes() {
+            for item in lane.items.iter().take_while(|i| i.sent_ms.saturating_add(retention) <= now.unix_ms) {
+                dropped.push((from.clone(), to.clone(), item.seq, matches!(item.kind, ItemKind::Message { .. })));
             }
         }
         for (from, to, seq, is_message) in dropped {
-            self.commit(Change::Dropped { from: from.clone(), to: to.clone(), seq });
-            self.events.push_back(ServerEvent::MessageExpired { from: from.clone(), to: to.clone(), seq });
+            self.journal.commit(Change::Dropped { from: from.clone(), to: to.clone(), seq });
+            self.outbox.event(ServerEvent::MessageExpired { from: from.clone(), to: to.clone(), seq });
             if !is_message {
                 continue;
             }
-            match self.online.get(&from).copied() {
-                Some(session) => self.send_event(now, session, 0, EventBody::MpExpired(MpExpired { peer: to, seq })),
-                None => self.commit(Change::NoticeAdded { user: from, peer: to, seq }),
+            match self.presence.online(&from) {
+                Some(session) => {
+                    self.outbox.send_event(now, session, 0, EventBody::MpExpired(MpExpired { peer: to, seq }));
+                }
+                None => self.journal.commit(Change::NoticeAdded { user: from, peer: to, seq }),
             }
         }
         // Expired tokens are kept for a grace period so that their holders
         // hear "expired" (419), not "unknown" (401).
         let before_ms = now.unix_ms.saturating_sub(self.config.token_grace.as_millis() as u64);
-        if self.state.purge_due(before_ms) {
-            self.commit(Change::TokensPurged { before_ms });
+        if self.journal.state().purge_due(before_ms) {
+            self.journal.commit(Change::TokensPurged { before_ms });
         }
     }
 
     /// Queues an item in `from -> to` and sends it if `to` is online. Returns its sequence and whether it was sent.
-    fn enqueue(&mut self, now: Now, from: &str, to: &str, kind: ItemKind) -> (u64, bool) {
-        let seq = self.state.next_seq(from, to);
-        let item = QueuedItem { seq, sent_ms: now.unix_ms, kind };
-        let target = self.online.get(to).copied();
+    fn enqueue(&mut self, from: &str, to: &str, kind: ItemKind) -> (u64, bool) {
+        let seq = self.journal.state().next_seq(from, to);
+        let item = QueuedItem { seq, sent_ms: self.now.unix_ms, kind };
+        let target = self.presence.online(to);
         if let Some(session) = target {
-            self.send_event(now, session, 0, item_event(from, item.clone()));
+            self.outbox.send_event(self.now, session, 0, item_event(from, item.clone()));
         }
-        self.commit(Change::Enqueued { from: from.to_owned(), to: to.to_owned(), item });
+        self.journal.commit(Change::Enqueued { from: from.to_owned(), to: to.to_owned(), item });
         (seq, target.is_some())
     }
 
-    fn check_room_in_queue(&self, peer: &str) -> Result<(), (u16, String)> {
-        let queued = self.state.queued.get(peer).copied().unwrap_or(0);
+    fn check_room_in_queue(&self, peer: &str) -> Result<(), Refusal> {
+        let lanes = self.journal.state().lanes();
+        let queued = lanes.queued_for(peer);
         if queued >= self.config.queue_per_recipient {
-            return Err((code::QUEUE_FULL, format!("{peer} has {queued} undelivered items: try again later")));
+            return Err(Refusal::QueueFull(format!("{peer} has {queued} undelivered items: try again later")));
         }
-        if self.state.queued_total >= self.config.queue_total {
-            return Err((code::QUEUE_FULL, "the server's message queue is full: try again later".into()));
+        if lanes.queued_total() >= self.config.queue_total {
+            return Err(Refusal::QueueFull("the server's message queue is full: try again later".into()));
         }
         Ok(())
     }
 
     /// Validates the other end of a conversation.
-    fn check_peer(&self, user: &str, peer: &str) -> Result<(), (u16, String)> {
+    fn check_peer(&self, user: &str, peer: &str) -> Result<(), Refusal> {
         if peer == user {
-            return Err((code::BAD_REQUEST, "a conversation needs another user".into()));
+            return Err(Refusal::BadRequest("a conversation needs another user".into()));
         }
-        if !self.state.users.contains_key(peer) {
-            return Err((code::NOT_FOUND, format!("no user {peer}")));
+        if self.journal.state().user(peer).is_none() {
+            return Err(Refusal::NotFound(format!("no user {peer}")));
         }
         Ok(())
     }
 
     fn identity_key(&self, user: &str) -> Bytes {
-        self.state.users.get(user).map(|u| u.identity_key.clone()).unwrap_or_default()
+        self.journal.state().user(user).map(|u| u.identity_key.clone()).unwrap_or_default()
     }
 }
 

@@ -2,9 +2,12 @@
 //! auth part of a request.
 //!
 //! A JWT (three dot-separated parts, not a `cfa_`/`cfr_` token) is verified
-//! with [`jwt::verify`] against the configured JWK Set as an **access**
-//! token of the configured issuer and audience (and `azp`, when a list is
-//! set). The user is `preferred_username`, else `sub`, and must satisfy the
+//! by the server's [`JwtValidator`] against the provider's JWK Set as an
+//! **access** token of the configured issuer and audience (and `azp`, when a
+//! list is set). The validator owns the JWK Set's refresh: periodically
+//! (`OidcConfig::jwks_refresh`) and when a token names an unknown `kid`, at
+//! most once per `OidcConfig::jwks_min_interval`, it asks the adapter for
+//! the document through [`Server::poll_jwks_fetch`]. The user is `preferred_username`, else `sub`, and must satisfy the
 //! username rule. A first-time user gets an account without password or
 //! passphrase ([`SecretHash::EXTERNAL`]) and without identity key: every
 //! request but `set_identity_key`, `fetch_key` and `logout` is refused with
@@ -13,7 +16,7 @@
 //!
 //! Retries are recognised within a token family (see `Server::replay`). An
 //! OIDC login has no confab tokens, so its family is kept in
-//! [`State::oidc_logins`](super::State::oidc_logins) under a key naming the
+//! [`AccountBook::oidc_login`](super::state::AccountBook::oidc_login) under a key naming the
 //! *login*, not the connection: the provider's SSO session id (`sid`, which
 //! Keycloak puts in every token of one login and keeps across refreshes;
 //! `session_state` in older Keycloak), else the subject. Every connection of
@@ -22,15 +25,22 @@
 //! on the next one, never performed twice. See docs/AUTH.md.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use rand::RngExt as _;
+use rand::rngs::StdRng;
 use sha2::{Digest, Sha256};
 
+use super::desk::Desk;
+use super::outbox::{Journal, Outbox};
+use super::refusal::Refusal;
 use super::state::{Change, OidcLogin, SecretHash, User};
-use super::{Server, ServerEvent, SessionId, valid_name};
-use crate::jwt::{self, JwkError, JwkSet, JwtError, Validation};
-use crate::{Now, Opcode, code};
+use super::{Server, ServerConfig, ServerEvent, SessionId, valid_name};
+use crate::jwt::{
+    self, FetchRequest, JwkError, JwkSet, JwksUpdate, JwtError, JwtValidator, Validation, ValidatorConfig,
+};
+use crate::{Now, Opcode};
 
 /// The reason of a 419 for an expired provider token.
 pub(super) const EXPIRED: &str = "OIDC access token expired: get a new one from the provider";
@@ -40,12 +50,22 @@ pub(super) fn looks_like_jwt(auth: &[u8]) -> bool {
     !auth.starts_with(b"cfa_") && !auth.starts_with(b"cfr_") && auth.iter().filter(|b| **b == b'.').count() == 2
 }
 
-/// The JWK Set of the configured provider; an unusable document gives an empty set (every token refused).
-pub(super) fn initial_keys(config: &super::ServerConfig) -> JwkSet {
-    config.oidc.as_ref().and_then(|o| JwkSet::parse(o.jwks_json.as_bytes()).ok()).unwrap_or_default()
+/// The validator of the configured provider's tokens, starting from the configured JWK Set;
+/// an unusable document gives no keys (every token refused) and a fetch is asked for at once.
+pub(super) fn validator(config: &ServerConfig, now: Now) -> Option<JwtValidator> {
+    let o = config.oidc.as_ref()?;
+    let mut validation = Validation::access(&o.issuer, &o.audience);
+    validation.authorized_parties.clone_from(&o.allowed_azp);
+    validation.leeway_secs = o.leeway.as_secs();
+    let config =
+        ValidatorConfig { validation, min_refresh_interval: o.jwks_min_interval, max_cache_age: o.jwks_refresh };
+    Some(match JwkSet::parse(o.jwks_json.as_bytes()) {
+        Ok(keys) => JwtValidator::with_keys(config, keys, now),
+        Err(_) => JwtValidator::new(config, now),
+    })
 }
 
-/// The key of an OIDC login in [`State::oidc_logins`](super::State::oidc_logins): SHA-256 over
+/// The key of an OIDC login in [`AccountBook::oidc_login`](super::state::AccountBook::oidc_login): SHA-256 over
 /// the issuer, the confab user (`user`: the account the token's subject is bound to, which a
 /// renamed provider user's `preferred_username` no longer names), and the provider's session
 /// id (`sid`, else Keycloak's older `session_state`) or, without one, the subject. Hashed, so
@@ -76,7 +96,7 @@ pub fn oidc_login_key(
     h.finalize().into()
 }
 
-/// The key of a provider user in [`State::oidc_subjects`](super::State::oidc_subjects):
+/// The key of a provider user in [`AccountBook::oidc_subject`](super::state::AccountBook::oidc_subject):
 /// SHA-256 over the issuer and the subject (`sub`), length-prefixed. Hashed, so the store
 /// keeps no provider identifier.
 #[must_use]
@@ -94,73 +114,101 @@ pub(super) fn allowed_without_identity_key(opcode: Opcode) -> bool {
     matches!(opcode, Opcode::SetIdentityKey | Opcode::FetchKey | Opcode::Logout)
 }
 
+/// The confab account of a verified provider token (OIDC Core 5.7: the
+/// user is (`iss`, `sub`), never a name). A subject seen before gets the
+/// account it was bound to, whatever `preferred_username` says now. A new
+/// subject gets an account named after its `preferred_username` (else its
+/// `sub`), bound to it; a name already bound to another subject, or
+/// belonging to a password account, is refused (403). An external account
+/// created before subjects were bound (store format 2) is bound to the
+/// first subject that names it.
+fn oidc_account(
+    now: Now,
+    journal: &mut Journal,
+    desk: &Desk,
+    rng: &mut StdRng,
+    outbox: &mut Outbox,
+    config: &ServerConfig,
+    claims: &jwt::Claims,
+) -> Result<String, Refusal> {
+    let (Some(iss), Some(sub)) = (claims.iss.as_deref(), claims.sub.as_deref().filter(|s| !s.is_empty())) else {
+        return Err(Refusal::Unauthorized("OIDC access token refused: no sub claim".into()));
+    };
+    let subject = oidc_subject_key(iss, sub);
+    let state = journal.state();
+    if let Some(username) = state.accounts().oidc_subject(&subject) {
+        return Ok(username.to_owned());
+    }
+    let username = claims.username().unwrap_or_default().to_owned();
+    if !valid_name(&username) {
+        let shown: String = username.chars().take(40).collect();
+        return Err(Refusal::Forbidden(format!(
+            "OIDC user name {shown:?} is not a confab username (3-32 characters of a-z 0-9 _ . -)"
+        )));
+    }
+    match state.user(&username) {
+        Some(u) if !u.is_external() => {
+            let reason = "this username belongs to a password account: log in with its password";
+            return Err(Refusal::Forbidden(reason.into()));
+        }
+        Some(_) if state.accounts().is_oidc_bound(&username) => {
+            let reason = "this username belongs to another user of the identity provider (another subject)";
+            return Err(Refusal::Forbidden(reason.into()));
+        }
+        Some(_) => {}
+        None if desk.is_reserved(&username) => {
+            return Err(Refusal::Conflict("this username is being registered".into()));
+        }
+        None if desk.accounts_full(state, config) => return Err(Desk::accounts_full_refusal(config)),
+        None => {
+            let user = User {
+                password: SecretHash::EXTERNAL,
+                passphrase: SecretHash::EXTERNAL,
+                identity_key: Bytes::new(),
+                secret: rng.random(),
+                created_ms: now.unix_ms,
+            };
+            journal.commit(Change::UserCreated { username: username.clone(), user });
+            outbox.event(ServerEvent::Registered { username: username.clone() });
+        }
+    }
+    journal.commit(Change::OidcSubjectBound { subject, username: username.clone() });
+    Ok(username)
+}
+
 impl Server {
-    /// Replaces the OIDC provider's JWK Set (the adapter refetched the
-    /// provider's `jwks_uri`, or reread the file). Returns the number of
-    /// usable keys. A document that does not parse keeps the old set.
-    pub fn set_oidc_jwks(&mut self, _now: Now, json: &[u8]) -> Result<usize, JwkError> {
-        let set = JwkSet::parse(json)?;
-        let n = set.len();
-        self.oidc_keys = set;
-        // Cached verifications stay valid: they were made with keys the provider published.
-        Ok(n)
+    /// A fetch of the OIDC provider's JWK Set to start now, if the validator
+    /// wants one (at start without a usable set, every `jwks_refresh`, or
+    /// after a token named an unknown `kid`) and the minimum interval since
+    /// the last one has passed. Answer it with [`jwks_fetched`](Self::jwks_fetched)
+    /// or [`jwks_fetch_failed`](Self::jwks_fetch_failed). Always `None` without OIDC.
+    pub fn poll_jwks_fetch(&mut self, now: Now) -> Option<FetchRequest> {
+        self.oidc.as_mut()?.poll_fetch(now)
     }
 
-    /// The confab account of a verified provider token (OIDC Core 5.7: the
-    /// user is (`iss`, `sub`), never a name). A subject seen before gets the
-    /// account it was bound to, whatever `preferred_username` says now. A new
-    /// subject gets an account named after its `preferred_username` (else its
-    /// `sub`), bound to it; a name already bound to another subject, or
-    /// belonging to a password account, is refused (403). An external account
-    /// created before subjects were bound (store format 2) is bound to the
-    /// first subject that names it.
-    fn oidc_account(&mut self, now: Now, claims: &jwt::Claims) -> Result<String, (u16, String)> {
-        let (Some(iss), Some(sub)) = (claims.iss.as_deref(), claims.sub.as_deref().filter(|s| !s.is_empty())) else {
-            return Err((code::UNAUTHORIZED, "OIDC access token refused: no sub claim".into()));
-        };
-        let subject = oidc_subject_key(iss, sub);
-        if let Some(username) = self.state.oidc_subjects.get(&subject) {
-            return Ok(username.clone());
+    /// When [`poll_jwks_fetch`](Self::poll_jwks_fetch) may next ask for a fetch (`None`: never,
+    /// until a token names an unknown `kid`).
+    #[must_use]
+    pub fn jwks_deadline(&self) -> Option<Instant> {
+        self.oidc.as_ref()?.poll_timeout()
+    }
+
+    /// The fetched JWK Set document: it replaces the provider's keys (keys
+    /// that left it no longer verify). A document that does not parse keeps
+    /// the old set and counts as a failed fetch. Ignored without OIDC.
+    pub fn jwks_fetched(&mut self, now: Now, document: &[u8]) -> Result<JwksUpdate, JwkError> {
+        match self.oidc.as_mut() {
+            // Cached verifications stay valid: they were made with keys the provider published.
+            Some(v) => v.handle_jwks(now, document),
+            None => Ok(JwksUpdate::default()),
         }
-        let username = claims.username().unwrap_or_default().to_owned();
-        if !valid_name(&username) {
-            let shown: String = username.chars().take(40).collect();
-            return Err((
-                code::FORBIDDEN,
-                format!("OIDC user name {shown:?} is not a confab username (3-32 characters of a-z 0-9 _ . -)"),
-            ));
+    }
+
+    /// The fetch asked for could not be made; another is asked after the minimum interval.
+    pub fn jwks_fetch_failed(&mut self, now: Now) {
+        if let Some(v) = self.oidc.as_mut() {
+            v.fetch_failed(now);
         }
-        match self.state.users.get(&username) {
-            Some(u) if !u.is_external() => {
-                let reason = "this username belongs to a password account: log in with its password";
-                return Err((code::FORBIDDEN, reason.into()));
-            }
-            Some(_) if self.state.oidc_accounts.contains_key(&username) => {
-                let reason = "this username belongs to another user of the identity provider (another subject)";
-                return Err((code::FORBIDDEN, reason.into()));
-            }
-            Some(_) => {}
-            None if self.reserved.contains(&username) => {
-                return Err((code::CONFLICT, "this username is being registered".into()));
-            }
-            None if self.accounts_full() => {
-                let reason = format!("this server has reached its limit of {} accounts", self.config.max_accounts);
-                return Err((code::QUEUE_FULL, reason));
-            }
-            None => {
-                let user = User {
-                    password: SecretHash::EXTERNAL,
-                    passphrase: SecretHash::EXTERNAL,
-                    identity_key: Bytes::new(),
-                    secret: self.rng.random(),
-                    created_ms: now.unix_ms,
-                };
-                self.commit(Change::UserCreated { username: username.clone(), user });
-                self.events.push_back(ServerEvent::Registered { username: username.clone() });
-            }
-        }
-        self.commit(Change::OidcSubjectBound { subject, username: username.clone() });
-        Ok(username)
     }
 
     /// Authenticates a request carrying an OIDC access token; binds an unauthenticated session.
@@ -170,29 +218,28 @@ impl Server {
         session: SessionId,
         request_id: u32,
         auth: &[u8],
-    ) -> Result<Arc<str>, (u16, String)> {
-        let Some(config) = &self.config.oidc else {
-            return Err((code::UNAUTHORIZED, "this server does not accept JWTs".into()));
+    ) -> Result<Arc<str>, Refusal> {
+        let (Some(config), Some(validator)) = (&self.config.oidc, self.oidc.as_mut()) else {
+            return Err(Refusal::Unauthorized("this server does not accept JWTs".into()));
         };
-        let token = std::str::from_utf8(auth).map_err(|_| (code::UNAUTHORIZED, "malformed access token".into()))?;
-        let mut validation = Validation::access(&config.issuer, &config.audience);
-        validation.authorized_parties.clone_from(&config.allowed_azp);
-        validation.leeway_secs = config.leeway.as_secs();
-        let leeway = validation.leeway_secs;
-        let verified = jwt::verify(token, &self.oidc_keys, &validation, now.unix_ms / 1000).map_err(|e| match e {
-            JwtError::Expired { .. } => (code::TOKEN_EXPIRED, EXPIRED.into()),
-            e => (code::UNAUTHORIZED, format!("OIDC access token refused: {e}")),
+        let token = std::str::from_utf8(auth).map_err(|_| Refusal::Unauthorized("malformed access token".into()))?;
+        let leeway = config.leeway.as_secs();
+        let verified = validator.verify(now, token).map_err(|e| match e {
+            JwtError::Expired { .. } => Refusal::TokenExpired(EXPIRED.into()),
+            e => Refusal::Unauthorized(format!("OIDC access token refused: {e}")),
         })?;
         // `exp` is required by the validation; the cache honours the same leeway.
         let exp = u64::try_from(verified.claims.exp.unwrap_or(0)).unwrap_or(0);
         let valid_until_ms = exp.saturating_add(leeway).saturating_mul(1000);
-        let username = self.oidc_account(now, &verified.claims)?;
+        let (journal, desk, rng, outbox) = (&mut self.journal, &self.desk, &mut self.rng, &mut self.outbox);
+        let username = oidc_account(now, journal, desk, rng, outbox, &self.config, &verified.claims)?;
         let key = oidc_login_key(&verified.claims, &verified.claims_json, &username);
-        let bound = self.sessions.get(&session).ok_or((code::INTERNAL, String::new()))?.user.clone();
-        let known = self.state.oidc_logins.get(&key).copied();
+        let internal = || Refusal::Internal(String::new());
+        let bound = self.presence.get(session).ok_or_else(internal)?.user.clone();
+        let known = self.journal.state().accounts().oidc_login(&key).copied();
         match &bound {
             Some(b) if *b.username != *username => {
-                return Err((code::FORBIDDEN, "access token belongs to another user".into()));
+                return Err(Refusal::Forbidden("access token belongs to another user".into()));
             }
             Some(_) => {}
             None => self.bind_check(session, &username)?,
@@ -202,20 +249,19 @@ impl Server {
         let family = match (&bound, known) {
             (Some(b), _) => b.family,
             (None, Some(l)) => l.family,
-            (None, None) => self.state.last_family + 1,
+            (None, None) => self.journal.state().accounts().last_family() + 1,
         };
         let expires_ms = known.map_or(valid_until_ms, |l| l.expires_ms.max(valid_until_ms));
         let login = OidcLogin { family, expires_ms };
         if known != Some(login) {
-            self.commit(Change::OidcLoginBound { key, login });
+            self.journal.commit(Change::OidcLoginBound { key, login });
         }
         if bound.is_none() {
             self.bind(now, session, request_id, username, family);
         }
-        let s = self.sessions.get_mut(&session).ok_or((code::INTERNAL, String::new()))?;
+        let s = self.presence.get_mut(session).ok_or_else(internal)?;
         s.token_cache = Some((Bytes::copy_from_slice(auth), valid_until_ms));
-        let user = s.user.as_ref().map(|b| b.username.clone());
-        user.ok_or((code::INTERNAL, String::new()))
+        s.user.as_ref().map(|b| b.username.clone()).ok_or_else(internal)
     }
 }
 

@@ -4,11 +4,8 @@
 //! of the budget, and an account has at most one hash in flight, so parallel
 //! connections cannot race past the check.
 
-use std::collections::VecDeque;
-use std::hash::Hash;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
-
-use super::state::HashMap;
 
 /// The wait suggested while an attempt of the same key is being hashed.
 pub(crate) const IN_FLIGHT_RETRY: Duration = Duration::from_secs(1);
@@ -114,17 +111,18 @@ struct Tracked {
 /// window that is not locked; then the least recently used locked one. A
 /// window with an attempt in flight is never forgotten. So clearing a locked
 /// account's record takes `cap` other locked windows newer than it (`burst`
-/// hashed failures each), not a choice of names.
+/// hashed failures each), not a choice of names. A B-tree: the keys are
+/// chosen by peers (no hash to flood), and eviction scans in key order.
 #[derive(Debug)]
 pub(crate) struct Limiter<K> {
-    entries: HashMap<K, Tracked>,
+    entries: BTreeMap<K, Tracked>,
     cap: usize,
     tick: u64,
 }
 
-impl<K: Hash + Eq + Clone> Limiter<K> {
+impl<K: Ord + Clone> Limiter<K> {
     pub(crate) fn new(cap: usize) -> Self {
-        Limiter { entries: HashMap::default(), cap: cap.max(1), tick: 0 }
+        Limiter { entries: BTreeMap::new(), cap: cap.max(1), tick: 0 }
     }
 
     fn touch(&mut self) -> u64 {

@@ -1,13 +1,20 @@
 //! Rooms: create, join (verifier checked in constant time), send (fan-out to
 //! online members, kept in a bounded history), leave, history, delete.
+//!
+//! The rooms' state is the [`RoomBook`](super::state::RoomBook) of the
+//! journal's state; these requests read it and commit changes to it. Only
+//! `send` reaches further: to the online members, through the outbox.
 
 use subtle::ConstantTimeEq;
 
+use super::outbox::{Journal, Outbox};
+use super::presence::Presence;
+use super::refusal::{Flow, Refusal, Reply};
 use super::state::Change;
-use super::{Flow, Server, valid_name};
+use super::{ServerConfig, valid_name};
 use crate::{
     CreateRoom, Event, History, HistoryEntry, JoinRoom, Message, Now, ResponseBody, RoomDescribed, RoomJoined,
-    RoomMessage, SendRoom, Sent, Status, code,
+    RoomMessage, SendRoom, Sent,
 };
 
 /// Smallest accepted join verifier.
@@ -15,139 +22,144 @@ const MIN_VERIFIER: usize = 16;
 /// Largest accepted room descriptor.
 pub const MAX_DESCRIPTOR: usize = 64;
 
-impl Server {
-    pub(super) fn create_room(&mut self, user: &str, b: CreateRoom) -> Flow {
-        if !valid_name(&b.room) {
-            return Err((code::BAD_REQUEST, "room name must be 3-32 characters of a-z 0-9 _ . -".into()));
-        }
-        if !(MIN_VERIFIER..=self.config.max_verifier).contains(&b.verifier.len()) {
-            let reason = format!("room verifier must be {MIN_VERIFIER}-{} bytes", self.config.max_verifier);
-            return Err((code::BAD_REQUEST, reason));
-        }
-        if !(1..=MAX_DESCRIPTOR).contains(&b.descriptor.len()) {
-            return Err((code::BAD_REQUEST, format!("room descriptor must be 1-{MAX_DESCRIPTOR} bytes")));
-        }
-        if self.state.rooms.contains_key(&b.room) {
-            return Err((code::CONFLICT, format!("room {} already exists", b.room)));
-        }
-        let cap = self.config.max_rooms_per_user;
-        if self.state.rooms.values().filter(|r| r.owner == user).count() >= cap {
-            return Err((code::QUEUE_FULL, format!("you own {cap} rooms, the most allowed: delete one first")));
-        }
-        self.commit(Change::RoomCreated { room: b.room.clone(), verifier: b.verifier, owner: user.to_owned() });
-        self.commit(Change::RoomDescribed { room: b.room, descriptor: b.descriptor });
-        Ok((Status::Valid, code::CREATED, ResponseBody::Empty))
+pub(super) fn create(journal: &mut Journal, config: &ServerConfig, user: &str, b: CreateRoom) -> Flow {
+    if !valid_name(&b.room) {
+        return Err(Refusal::BadRequest("room name must be 3-32 characters of a-z 0-9 _ . -".into()));
     }
-
-    /// The public descriptor a joiner needs to derive the room's keys. Any
-    /// authenticated user may ask: it holds no secret, and `join_room`
-    /// already tells whether a room exists.
-    pub(super) fn room_info(&mut self, name: &str) -> Flow {
-        let room = self.state.rooms.get(name).ok_or_else(|| no_room(name))?;
-        if room.descriptor.is_empty() {
-            let reason = format!("room {name} predates room descriptors: its owner must delete and re-create it");
-            return Err((code::NOT_FOUND, reason));
-        }
-        let body = RoomDescribed { descriptor: room.descriptor.clone() };
-        Ok((Status::Valid, code::OK, ResponseBody::RoomDescriptor(body)))
+    if !(MIN_VERIFIER..=config.max_verifier).contains(&b.verifier.len()) {
+        let reason = format!("room verifier must be {MIN_VERIFIER}-{} bytes", config.max_verifier);
+        return Err(Refusal::BadRequest(reason));
     }
+    if !(1..=MAX_DESCRIPTOR).contains(&b.descriptor.len()) {
+        return Err(Refusal::BadRequest(format!("room descriptor must be 1-{MAX_DESCRIPTOR} bytes")));
+    }
+    let rooms = journal.state().rooms();
+    if rooms.get(&b.room).is_some() {
+        return Err(Refusal::Conflict(format!("room {} already exists", b.room)));
+    }
+    let cap = config.max_rooms_per_user;
+    if rooms.owned_by(user) >= cap {
+        return Err(Refusal::QueueFull(format!("you own {cap} rooms, the most allowed: delete one first")));
+    }
+    journal.commit(Change::RoomCreated { room: b.room.clone(), verifier: b.verifier, owner: user.to_owned() });
+    journal.commit(Change::RoomDescribed { room: b.room, descriptor: b.descriptor });
+    Ok(Reply::created())
+}
 
-    pub(super) fn join_room(&mut self, user: &str, b: JoinRoom) -> Flow {
-        let room = self.state.rooms.get(&b.room).ok_or_else(|| no_room(&b.room))?;
-        // Different lengths compare unequal; equal lengths compare in constant time.
-        if !bool::from(room.verifier.as_ref().ct_eq(b.verifier.as_ref())) {
-            return Err((code::FORBIDDEN, "wrong room password".into()));
+/// The public descriptor a joiner needs to derive the room's keys. Any
+/// authenticated user may ask: it holds no secret, and `join_room`
+/// already tells whether a room exists.
+pub(super) fn info(journal: &Journal, name: &str) -> Flow {
+    let room = journal.state().room(name).ok_or_else(|| no_room(name))?;
+    if room.descriptor.is_empty() {
+        let reason = format!("room {name} predates room descriptors: its owner must delete and re-create it");
+        return Err(Refusal::NotFound(reason));
+    }
+    let body = RoomDescribed { descriptor: room.descriptor.clone() };
+    Ok(Reply::ok(ResponseBody::RoomDescriptor(body)))
+}
+
+pub(super) fn join(journal: &mut Journal, config: &ServerConfig, user: &str, b: JoinRoom) -> Flow {
+    let room = journal.state().room(&b.room).ok_or_else(|| no_room(&b.room))?;
+    // Different lengths compare unequal; equal lengths compare in constant time.
+    if !bool::from(room.verifier.as_ref().ct_eq(b.verifier.as_ref())) {
+        return Err(Refusal::Forbidden("wrong room password".into()));
+    }
+    if !room.members.contains(user) {
+        if room.members.len() >= config.max_room_members {
+            return Err(Refusal::Forbidden(format!("room {} is full", b.room)));
         }
-        if !room.members.contains(user) {
-            if room.members.len() >= self.config.max_room_members {
-                return Err((code::FORBIDDEN, format!("room {} is full", b.room)));
-            }
-            self.commit(Change::RoomJoined { room: b.room.clone(), user: user.to_owned() });
+        journal.commit(Change::RoomJoined { room: b.room.clone(), user: user.to_owned() });
+    }
+    let room = journal.state().room(&b.room).ok_or_else(|| no_room(&b.room))?;
+    let body =
+        RoomJoined { members: room.members.iter().cloned().collect(), history: room.history.iter().cloned().collect() };
+    Ok(Reply::ok(ResponseBody::RoomJoined(body)))
+}
+
+/// Appends a sealed message to the room's history and sends it to the online members but the sender.
+pub(super) fn send(
+    now: Now,
+    journal: &mut Journal,
+    presence: &Presence,
+    outbox: &mut Outbox,
+    config: &ServerConfig,
+    user: &str,
+    b: SendRoom,
+) -> Flow {
+    let room = journal.state().room(&b.room).ok_or_else(|| no_room(&b.room))?;
+    if !room.members.contains(user) {
+        return Err(Refusal::Forbidden(format!("not a member of {}: join it first", b.room)));
+    }
+    if b.sealed.is_empty() {
+        return Err(Refusal::BadRequest("empty message".into()));
+    }
+    let seq = room.next_seq;
+    let entry = HistoryEntry { from: user.to_owned(), seq, sent_ms: now.unix_ms, sealed: b.sealed };
+    // The history stays within its byte budget: older entries make room, or the message is too large.
+    let budget = config.room_history_budget();
+    let cost = entry_bytes(&entry);
+    if cost > budget {
+        let reason = format!("message too large for the room history: {cost} bytes, at most {budget}");
+        return Err(Refusal::TooLarge(reason));
+    }
+    let mut kept: usize = room.history.iter().map(entry_bytes).sum::<usize>() + cost;
+    let mut trim = None;
+    for old in &room.history {
+        if kept <= budget {
+            break;
         }
-        let room = &self.state.rooms[&b.room];
-        let body = RoomJoined {
-            members: room.members.iter().cloned().collect(),
-            history: room.history.iter().cloned().collect(),
+        kept -= entry_bytes(old);
+        trim = Some(old.seq);
+    }
+    let mut targets = room.members.iter().filter(|m| m.as_str() != user).filter_map(|m| presence.online(m)).peekable();
+    if targets.peek().is_some() {
+        // Every member gets the same frame: encode it once.
+        let event = RoomMessage {
+            room: b.room.clone(),
+            from: entry.from.clone(),
+            seq,
+            sent_ms: entry.sent_ms,
+            sealed: entry.sealed.clone(),
         };
-        Ok((Status::Valid, code::OK, ResponseBody::RoomJoined(body)))
+        let frame = Message::Event(Event { request_id: 0, timestamp_ms: now.unix_ms, body: event.into() });
+        let bytes = frame.to_bytes(&[]);
+        for target in targets {
+            outbox.send_encoded(target, &bytes);
+        }
     }
+    if let Some(upto) = trim {
+        journal.commit(Change::RoomHistoryTrimmed { room: b.room.clone(), upto });
+    }
+    journal.commit(Change::RoomMessage { room: b.room, entry });
+    Ok(Reply::ok(ResponseBody::Sent(Sent { seq })))
+}
 
-    pub(super) fn send_room(&mut self, now: Now, user: &str, b: SendRoom) -> Flow {
-        let room = self.state.rooms.get(&b.room).ok_or_else(|| no_room(&b.room))?;
-        if !room.members.contains(user) {
-            return Err((code::FORBIDDEN, format!("not a member of {}: join it first", b.room)));
-        }
-        if b.sealed.is_empty() {
-            return Err((code::BAD_REQUEST, "empty message".into()));
-        }
-        let seq = room.next_seq;
-        let entry = HistoryEntry { from: user.to_owned(), seq, sent_ms: now.unix_ms, sealed: b.sealed };
-        // The history stays within its byte budget: older entries make room, or the message is too large.
-        let budget = self.config.room_history_budget();
-        let cost = entry_bytes(&entry);
-        if cost > budget {
-            let reason = format!("message too large for the room history: {cost} bytes, at most {budget}");
-            return Err((code::TOO_LARGE, reason));
-        }
-        let mut kept: usize = room.history.iter().map(entry_bytes).sum::<usize>() + cost;
-        let mut trim = None;
-        for old in &room.history {
-            if kept <= budget {
-                break;
-            }
-            kept -= entry_bytes(old);
-            trim = Some(old.seq);
-        }
-        let targets: Vec<_> =
-            room.members.iter().filter(|m| m.as_str() != user).filter_map(|m| self.online.get(m).copied()).collect();
-        if !targets.is_empty() {
-            // Every member gets the same frame: encode it once.
-            let event = RoomMessage {
-                room: b.room.clone(),
-                from: entry.from.clone(),
-                seq,
-                sent_ms: entry.sent_ms,
-                sealed: entry.sealed.clone(),
-            };
-            let frame = Message::Event(Event { request_id: 0, timestamp_ms: now.unix_ms, body: event.into() });
-            let bytes = frame.to_bytes(&[]);
-            for target in targets {
-                self.send_encoded(target, &bytes);
-            }
-        }
-        if let Some(upto) = trim {
-            self.commit(Change::RoomHistoryTrimmed { room: b.room.clone(), upto });
-        }
-        self.commit(Change::RoomMessage { room: b.room, entry });
-        Ok((Status::Valid, code::OK, ResponseBody::Sent(Sent { seq })))
+pub(super) fn leave(journal: &mut Journal, user: &str, name: &str) -> Flow {
+    let room = journal.state().room(name).ok_or_else(|| no_room(name))?;
+    if !room.members.contains(user) {
+        return Err(Refusal::NotFound(format!("not a member of {name}")));
     }
+    journal.commit(Change::RoomLeft { room: name.to_owned(), user: user.to_owned() });
+    Ok(Reply::ok(ResponseBody::Empty))
+}
 
-    pub(super) fn leave_room(&mut self, user: &str, name: &str) -> Flow {
-        let room = self.state.rooms.get(name).ok_or_else(|| no_room(name))?;
-        if !room.members.contains(user) {
-            return Err((code::NOT_FOUND, format!("not a member of {name}")));
-        }
-        self.commit(Change::RoomLeft { room: name.to_owned(), user: user.to_owned() });
-        Ok((Status::Valid, code::OK, ResponseBody::Empty))
+pub(super) fn history(journal: &Journal, user: &str, name: &str) -> Flow {
+    let room = journal.state().room(name).ok_or_else(|| no_room(name))?;
+    if !room.members.contains(user) {
+        return Err(Refusal::Forbidden(format!("not a member of {name}: join it first")));
     }
+    let body = History { messages: room.history.iter().cloned().collect() };
+    Ok(Reply::ok(ResponseBody::History(body)))
+}
 
-    pub(super) fn room_history(&mut self, user: &str, name: &str) -> Flow {
-        let room = self.state.rooms.get(name).ok_or_else(|| no_room(name))?;
-        if !room.members.contains(user) {
-            return Err((code::FORBIDDEN, format!("not a member of {name}: join it first")));
-        }
-        let body = History { messages: room.history.iter().cloned().collect() };
-        Ok((Status::Valid, code::OK, ResponseBody::History(body)))
+pub(super) fn delete(journal: &mut Journal, user: &str, name: &str) -> Flow {
+    let room = journal.state().room(name).ok_or_else(|| no_room(name))?;
+    if room.owner != user {
+        return Err(Refusal::Forbidden(format!("only the owner of {name} may delete it")));
     }
-
-    pub(super) fn delete_room(&mut self, user: &str, name: &str) -> Flow {
-        let room = self.state.rooms.get(name).ok_or_else(|| no_room(name))?;
-        if room.owner != user {
-            return Err((code::FORBIDDEN, format!("only the owner of {name} may delete it")));
-        }
-        self.commit(Change::RoomDeleted { room: name.to_owned() });
-        Ok((Status::Valid, code::OK, ResponseBody::Empty))
-    }
+    journal.commit(Change::RoomDeleted { room: name.to_owned() });
+    Ok(Reply::ok(ResponseBody::Empty))
 }
 
 /// The encoded size of a history entry: sender (u16 length), sequence number, time, sealed blob (u32 length).
@@ -155,6 +167,93 @@ fn entry_bytes(e: &HistoryEntry) -> usize {
     2 + e.from.len() + 8 + 8 + 4 + e.sealed.len()
 }
 
-fn no_room(name: &str) -> (u16, String) {
-    (code::NOT_FOUND, format!("no room {name}"))
+fn no_room(name: &str) -> Refusal {
+    Refusal::NotFound(format!("no room {name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::server::SessionId;
+    use crate::server::keyed::Keyed;
+    use crate::{Limits, code};
+
+    const VERIFIER: &[u8] = b"0123456789abcdef";
+
+    fn journal() -> Journal {
+        Journal::new(crate::server::State::new(2, 8))
+    }
+
+    fn create_req(room: &str) -> CreateRoom {
+        CreateRoom { room: room.into(), verifier: Bytes::from_static(VERIFIER), descriptor: Bytes::from_static(b"d") }
+    }
+
+    fn join_req(room: &str, verifier: &'static [u8]) -> JoinRoom {
+        JoinRoom { room: room.into(), verifier: Bytes::from_static(verifier) }
+    }
+
+    fn code_of(flow: Flow) -> u16 {
+        flow.map_or_else(|r| r.code(), |r| r.code)
+    }
+
+    #[test]
+    fn rooms_are_created_once_joined_with_the_verifier_and_deleted_by_their_owner() {
+        let config = ServerConfig { max_rooms_per_user: 1, max_room_members: 2, ..ServerConfig::default() };
+        let mut j = journal();
+        assert_eq!(code_of(create(&mut j, &config, "al", create_req("room1"))), code::CREATED);
+        assert_eq!(code_of(create(&mut j, &config, "bo", create_req("room1"))), code::CONFLICT);
+        assert_eq!(code_of(create(&mut j, &config, "al", create_req("room2"))), code::QUEUE_FULL);
+        assert_eq!(code_of(create(&mut j, &config, "bo", create_req("R!"))), code::BAD_REQUEST);
+        assert_eq!(code_of(join(&mut j, &config, "bo", join_req("room1", b"fedcba9876543210"))), code::FORBIDDEN);
+        assert_eq!(code_of(join(&mut j, &config, "bo", join_req("room1", VERIFIER))), code::OK);
+        let full = join(&mut j, &config, "cy", join_req("room1", VERIFIER)).unwrap_err();
+        assert_eq!(full, Refusal::Forbidden("room room1 is full".into()));
+        assert_eq!(code_of(history(&j, "cy", "room1")), code::FORBIDDEN);
+        assert_eq!(code_of(delete(&mut j, "bo", "room1")), code::FORBIDDEN);
+        assert_eq!(code_of(leave(&mut j, "bo", "room1")), code::OK);
+        assert_eq!(code_of(delete(&mut j, "al", "room1")), code::OK);
+        assert_eq!(info(&j, "room1").unwrap_err(), Refusal::NotFound("no room room1".into()));
+    }
+
+    #[test]
+    fn a_message_reaches_the_online_members_but_the_sender_and_the_history_stays_in_budget() {
+        let config = ServerConfig::default();
+        let mut j = journal();
+        let now = Now::new(Instant::now(), 1);
+        let mut presence = Presence::new(Keyed::derive(&[0; 32], "test"));
+        let mut outbox = Outbox::default();
+        let mut open = |user: &str| {
+            let s = presence.open(
+                now.instant,
+                Limits::DEFAULT,
+                crate::server::SourceKey::Local,
+                config.keepalive_interval,
+                9,
+            );
+            let s: SessionId = s.unwrap();
+            presence.bind(s, user, 1);
+            outbox.open(s);
+            s
+        };
+        let (al, bo) = (open("al"), open("bo"));
+        assert_eq!(code_of(create(&mut j, &config, "al", create_req("room1"))), code::CREATED);
+        assert_eq!(code_of(join(&mut j, &config, "bo", join_req("room1", VERIFIER))), code::OK);
+        let msg = |sealed: &'static [u8]| SendRoom { room: "room1".into(), sealed: Bytes::from_static(sealed) };
+        let sent = send(now, &mut j, &presence, &mut outbox, &config, "al", msg(b"hi")).unwrap();
+        assert_eq!(sent.body, ResponseBody::Sent(Sent { seq: 1 }));
+        let reached: Vec<SessionId> = outbox.take_transmits().into_iter().map(|t| t.0).collect();
+        assert_eq!(reached, [bo], "nothing for {al}");
+        assert_eq!(code_of(send(now, &mut j, &presence, &mut outbox, &config, "al", msg(b""))), code::BAD_REQUEST);
+        let small = ServerConfig { room_history_bytes: 60, ..ServerConfig::default() };
+        let big = SendRoom { room: "room1".into(), sealed: Bytes::from(vec![0; 60]) };
+        assert_eq!(code_of(send(now, &mut j, &presence, &mut outbox, &small, "al", big)), code::TOO_LARGE);
+        let fits = send(now, &mut j, &presence, &mut outbox, &small, "al", msg(b"0123456789abcdef"));
+        assert_eq!(code_of(fits), code::OK);
+        let kept: Vec<u64> = j.state().room("room1").unwrap().history.iter().map(|e| e.seq).collect();
+        assert_eq!(kept, [2], "the older message made room");
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::ratelimit::FailureWindow;
 use super::work::JobId;
@@ -61,12 +61,10 @@ pub(crate) enum LoginStep {
     PasswordOk { username: String },
 }
 
+/// One connection: its decoder, who it acts for, where its login is, its keepalive.
 #[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) decoder: FrameDecoder,
-    /// Encoded frames not yet handed out as a `Transmit`.
-    pub(crate) out: BytesMut,
-    pub(crate) dirty: bool,
     pub(crate) user: Option<Bound>,
     pub(crate) login: LoginStep,
     /// A request of this session waits on this job; later frames wait in the decoder.
@@ -87,8 +85,6 @@ impl Session {
     pub(crate) fn new(limits: Limits, now: Instant, source: SourceKey) -> Session {
         Session {
             decoder: FrameDecoder::new(limits),
-            out: BytesMut::new(),
-            dirty: false,
             user: None,
             login: LoginStep::Idle,
             busy: None,

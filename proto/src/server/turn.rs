@@ -10,9 +10,6 @@ use bytes::Bytes;
 use super::{Change, Job, Server, ServerEvent, SessionId};
 use crate::Durable;
 
-/// The most changes the next turn's buffer is made ready for.
-const KEPT_CHANGES: usize = 4096;
-
 /// What one [`Server::drain`] produced.
 ///
 /// After any input, [`Server::drain`] hands out everything the machine
@@ -69,7 +66,7 @@ const KEPT_CHANGES: usize = 4096;
 ///     }
 /// }
 /// assert_eq!(written.len(), 1); // the answer to the registration
-/// assert!(store.state().users.get("alice").is_some()); // durable before it was written
+/// assert!(store.state().user("alice").is_some()); // durable before it was written
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
@@ -132,31 +129,10 @@ impl Server {
     /// Call it after every input; drain again after feeding the turn's
     /// backlog reports and job results until [`Turn::is_empty`].
     pub fn drain(&mut self) -> Turn {
-        let jobs = self.work.drain(..).collect();
-        // The buffer is handed over whole; the next one starts as large (up to a bound), so
-        // steady traffic never regrows it and a burst does not pin its memory.
-        let changes = if self.persist.is_empty() {
-            Vec::new()
-        } else {
-            let next = Vec::with_capacity(self.persist.capacity().min(KEPT_CHANGES));
-            std::mem::replace(&mut self.persist, next)
-        };
-        let capacity = self.final_transmits.len() + self.dirty.len() + self.closes.len() + self.events.len();
-        let mut actions = Vec::with_capacity(capacity);
-        actions.extend(self.final_transmits.drain(..).map(|(session, bytes)| Action::Transmit { session, bytes }));
-        for session in self.dirty.drain(..) {
-            if let Some(s) = self.sessions.get_mut(&session) {
-                s.dirty = false;
-                if !s.out.is_empty() {
-                    actions.push(Action::Transmit { session, bytes: s.out.split().freeze() });
-                }
-            }
-        }
-        actions.extend(self.closes.drain(..).map(|(session, code, reason)| Action::Close { session, code, reason }));
-        actions.extend(self.events.drain(..).map(Action::Log));
-        let next_timer = self.timers.peek().map(|std::cmp::Reverse((at, _))| *at);
-        let timeout = Some(next_timer.map_or(self.next_sweep, |t| t.min(self.next_sweep)));
-        Turn { jobs, changes, actions, timeout }
+        let jobs = self.outbox.take_jobs();
+        let changes = self.journal.take();
+        let actions = self.outbox.take_actions();
+        Turn { jobs, changes, actions, timeout: Some(self.next_timeout()) }
     }
 }
 

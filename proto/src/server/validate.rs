@@ -233,6 +233,9 @@ impl ServerConfig {
             not_blank("oidc.issuer", &o.issuer)?;
             not_blank("oidc.audience", &o.audience)?;
             duration("oidc.leeway", o.leeway, Duration::ZERO)?;
+            duration("oidc.jwks_refresh", o.jwks_refresh, Duration::ZERO)?;
+            // A flood of tokens naming unknown keys costs one fetch per interval: at least a second.
+            duration("oidc.jwks_min_interval", o.jwks_min_interval, Duration::from_secs(1))?;
         }
         Ok(())
     }

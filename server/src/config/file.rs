@@ -314,8 +314,20 @@ pub(super) struct OidcSection {
     pub jwks_file: PathBuf,
     #[serde(default = "default_leeway_secs")]
     pub leeway_secs: u64,
+    #[serde(default = "default_jwks_refresh_secs")]
+    pub jwks_refresh_secs: u64,
+    #[serde(default = "default_jwks_min_interval_secs")]
+    pub jwks_min_interval_secs: u64,
 }
 
 pub(super) fn default_leeway_secs() -> u64 {
     confab_proto::server::OidcConfig::new("", "", "").leeway.as_secs()
+}
+
+pub(super) fn default_jwks_refresh_secs() -> u64 {
+    confab_proto::server::OidcConfig::new("", "", "").jwks_refresh.as_secs()
+}
+
+pub(super) fn default_jwks_min_interval_secs() -> u64 {
+    confab_proto::server::OidcConfig::new("", "", "").jwks_min_interval.as_secs()
 }

@@ -119,6 +119,8 @@ fn config_example_file_lists_every_key() {
     assert_eq!(phantom.key_rotation_secs, super::file::default_key_rotation_secs());
     assert_eq!(phantom.max_ttl_secs, super::file::default_max_ttl_secs());
     assert_eq!(oidc.leeway_secs, super::file::default_leeway_secs());
+    assert_eq!(oidc.jwks_refresh_secs, super::file::default_jwks_refresh_secs());
+    assert_eq!(oidc.jwks_min_interval_secs, super::file::default_jwks_min_interval_secs());
     // And every key of the structure is in the example.
     let (mut written, mut known) = (BTreeSet::new(), BTreeSet::new());
     key_paths(&toml::from_str(&text).unwrap(), "", &mut written);
@@ -189,7 +191,8 @@ fn config_every_section_reaches_the_server_config() {
          [limits]\nmax_data = 65536\n[argon2]\nm_cost_kib = 8\nt_cost = 1\n\
          [codes]\nttl_secs = 30\n\
          [phantom]\nservice_credential = \"0123456789abcdef\"\nissuer = \"iss\"\naudience = \"aud\"\n\
-         [oidc]\nissuer = \"https://idp\"\naudience = \"confab\"\nallowed_azp = [\"cli\"]\njwks_file = {:?}\n",
+         [oidc]\nissuer = \"https://idp\"\naudience = \"confab\"\nallowed_azp = [\"cli\"]\njwks_file = {:?}\n\
+         jwks_refresh_secs = 300\njwks_min_interval_secs = 20\n",
         jwks.0.to_string_lossy()
     );
     let c = load_text("full.toml", &text).unwrap();
@@ -207,6 +210,7 @@ fn config_every_section_reaches_the_server_config() {
     let o = s.oidc.as_ref().unwrap();
     assert_eq!((o.allowed_azp.clone(), o.leeway), (vec!["cli".to_owned()], Duration::from_secs(60)));
     assert_eq!(o.jwks_json, std::fs::read_to_string(&jwks.0).unwrap());
+    assert_eq!((o.jwks_refresh, o.jwks_min_interval), (Duration::from_secs(300), Duration::from_secs(20)));
 
     // A `[codes]` section with no keys enables codes with their defaults.
     let c = load_text("codes.toml", "[codes]\n").unwrap();
@@ -251,6 +255,10 @@ fn config_invalid_values_are_refused_with_their_key() {
         ("[codes]\nttl_secs = 61\n", "codes.ttl_secs"),
         ("[phantom]\nservice_credential = \"short\"\nissuer = \"i\"\naudience = \"a\"\n", "phantom.service_credential"),
         ("[phantom]\nservice_credential = \"0123456789abcdef\"\nissuer = \" \"\naudience = \"a\"\n", "phantom.issuer"),
+        (
+            "[oidc]\nissuer = \"i\"\naudience = \"a\"\njwks_file = \"/x\"\njwks_min_interval_secs = 0\n",
+            "oidc.jwks_min_interval_secs",
+        ),
     ] {
         assert_eq!(invalid_key(load_text("invalid.toml", text)), key, "{text}");
     }

@@ -78,18 +78,14 @@ pub struct NodeConfig {
     pub quic_limits: QuicLimits,
     /// argon2 worker threads.
     pub workers: usize,
-    /// The OIDC provider's JWK Set file, reread every `jwks_reread` and
-    /// given to the core when it changed (`None`: no OIDC, or keys fixed).
+    /// The OIDC provider's JWK Set file, read again whenever the core asks
+    /// for the set (`OidcConfig::jwks_refresh`, and a token naming an
+    /// unknown key); `None`: no OIDC, or keys fixed. Whatever keeps the
+    /// file current (a cron job fetching the provider's `jwks_uri`, a config
+    /// manager) is followed within `jwks_refresh`; a provider publishes a new
+    /// key well before signing with it.
     pub oidc_jwks_file: Option<PathBuf>,
-    /// How often that file is reread ([`JWKS_REREAD`]).
-    pub jwks_reread: Duration,
 }
-
-/// How often the OIDC JWK Set file is reread. Whatever keeps the file
-/// current (a cron job fetching the provider's `jwks_uri`, a config
-/// manager) is followed within this delay; a provider publishes a new key
-/// well before signing with it.
-pub const JWKS_REREAD: Duration = Duration::from_secs(60);
 
 impl NodeConfig {
     /// TCP and QUIC on `addr` (port 0: two ephemeral ports), default limits.
@@ -104,7 +100,6 @@ impl NodeConfig {
             quic_limits: QuicLimits::default(),
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4),
             oidc_jwks_file: None,
-            jwks_reread: JWKS_REREAD,
         }
     }
 }
@@ -198,7 +193,7 @@ pub struct Node {
     conns: HashMap<ConnId, Conn>,
     sessions: HashMap<SessionId, ConnId>,
     core_deadline: Option<Instant>,
-    /// The OIDC JWK Set file, what it held when last read, and when to reread it.
+    /// The OIDC JWK Set file, which answers the core's requests for the set.
     jwks: Option<JwksFile>,
     /// Events produced outside a poll turn (a TCP close that completed at
     /// once), handled at the start of the next turn.
@@ -262,9 +257,7 @@ impl Node {
         };
         let workers = Workers::start(config.workers, work_waker)?;
         let jwks = match (config.oidc_jwks_file, &config.server.oidc) {
-            (Some(path), Some(oidc)) => {
-                Some(JwksFile::new(path, oidc.jwks_json.as_bytes(), config.jwks_reread, Instant::now()))
-            }
+            (Some(path), Some(oidc)) => Some(JwksFile::new(path, oidc.jwks_json.as_bytes())),
             _ => None,
         };
         let core = Server::restore(config.server, os_seed()?, state, now())
@@ -354,7 +347,7 @@ impl Node {
                 self.core.handle_timeout(t);
             }
             if let Some(jwks) = self.jwks.as_mut() {
-                jwks.reread_if_due(t, &mut self.core);
+                jwks.serve(t, &mut self.core);
             }
             if stopping.is_none() && self.stop.load(Ordering::SeqCst) {
                 info!(sessions = self.core.session_count(), "stopping: no new connections, closing sessions");
@@ -392,7 +385,8 @@ impl Node {
 
     fn next_deadline(&self) -> Option<Instant> {
         let tcp = self.tcp.as_ref().and_then(TcpServer::poll_timeout);
-        let jwks = self.jwks.as_ref().map(JwksFile::next);
+        // The core's validator says when it next wants the JWK Set (only asked for with a file to read).
+        let jwks = self.jwks.as_ref().and_then(|_| self.core.jwks_deadline());
         [self.core_deadline, tcp, jwks].into_iter().flatten().min()
     }
 

@@ -211,8 +211,8 @@ impl Sim {
         self.check_mp();
         self.check_rooms(settled);
         self.check_opacity();
-        if settled && self.store.memory().state().queued_total != 0 {
-            let n = self.store.memory().state().queued_total;
+        if settled && self.store.memory().state().lanes().queued_total() != 0 {
+            let n = self.store.memory().state().lanes().queued_total();
             self.violate(Invariant::Drained, format!("{n} items still queued after settling"));
         }
         self.stats.deliveries = self.ledger.inboxes().map(|(_, d)| d.len() as u64).sum();
@@ -238,7 +238,7 @@ impl Sim {
     fn stored_history(&self) -> (StoredHistory, Vec<String>) {
         let mut found = Vec::new();
         let mut all = BTreeMap::new();
-        for (name, room) in &self.store.memory().state().rooms {
+        for (name, room) in self.store.memory().state().rooms().iter() {
             let reader = if self.config.secure {
                 let descriptor = RoomDescriptor::from_bytes(&room.descriptor);
                 match descriptor.and_then(|d| RoomKeys::derive(name, &room_password(name), &d)) {
@@ -470,15 +470,13 @@ impl Sim {
         let state = self.store.memory().state();
         // A secure client's MPs can only be opened by their recipient: the
         // recipient's deliveries are checked instead (and nothing stays queued).
-        let lanes = if self.config.secure { None } else { Some(&state.lanes) };
-        for (from, lanes) in lanes.into_iter().flatten() {
-            for (to, lane) in lanes {
-                for item in &lane.items {
-                    if let ItemKind::Message { sealed } = &item.kind
-                        && self.ledger.post(sealed).is_none()
-                    {
-                        found.push(format!("lane {from}->{to} holds {sealed:?}, which nobody sent"));
-                    }
+        let lanes = if self.config.secure { None } else { Some(state.lanes().lanes()) };
+        for (from, to, lane) in lanes.into_iter().flatten() {
+            for item in &lane.items {
+                if let ItemKind::Message { sealed } = &item.kind
+                    && self.ledger.post(sealed).is_none()
+                {
+                    found.push(format!("lane {from}->{to} holds {sealed:?}, which nobody sent"));
                 }
             }
         }

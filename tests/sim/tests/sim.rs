@@ -445,7 +445,7 @@ fn oidc_user_chats_across_token_expiry() {
     assert!(sim.run_until(LIMIT, |s| s.logged_in(alice) && s.logged_in(dave)), "users did not log in");
     assert!(sim.client(dave).uses_external_token());
     assert!(sim.client(dave).refresh_token().is_none());
-    assert!(sim.store().state().users.get("bob").is_some_and(|u| !u.identity_key.is_empty()), "identity key");
+    assert!(sim.store().state().user("bob").is_some_and(|u| !u.identity_key.is_empty()), "identity key");
 
     assert!(sim.enter_room(alice, "lobby"));
     assert!(sim.run_until(LIMIT, |s| s.in_room(alice, "lobby")));
@@ -562,7 +562,9 @@ fn a_client_restored_from_an_old_copy_never_reuses_a_nonce() {
     assert!(after.iter().any(|b| sim.ledger().is_acked(b)), "nothing sent after the restore was performed");
     // Alice's room blobs in the store: more than one sending session, no header twice.
     let state = sim.store().state();
-    let headers: Vec<_> = state.rooms["lobby"]
+    let headers: Vec<_> = state
+        .room("lobby")
+        .expect("the lobby")
         .history
         .iter()
         .filter(|e| e.from == "alice")

@@ -28,7 +28,7 @@ fn registrations_stop_at_max_accounts_with_507() {
     assert_eq!(h.register("alice"), code::CREATED);
     assert_eq!(h.register("bob"), code::CREATED);
     assert_eq!(h.register("carol"), code::QUEUE_FULL);
-    assert_eq!(h.server.state().users.len(), 2);
+    assert_eq!(h.server.state().accounts().user_count(), 2);
     // A registration in flight holds its place: two at once cannot both take the last one.
     let mut h = Harness::new(ServerConfig { max_accounts: 1, ..config() });
     h.hold = true;
@@ -80,11 +80,11 @@ fn room_history_bytes_are_bounded() {
     for _ in 0..4 {
         assert_eq!(send(&mut h, 300), code::OK);
     }
-    let history = &h.server.state().rooms["lobby"].history;
+    let history = &h.server.state().room("lobby").unwrap().history;
     assert_eq!(history.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3, 4]);
     assert_eq!(send(&mut h, 1000 - 27 + 1), code::TOO_LARGE);
     assert_eq!(send(&mut h, 1000 - 27), code::OK);
-    assert_eq!(h.server.state().rooms["lobby"].history.len(), 1);
+    assert_eq!(h.server.state().room("lobby").unwrap().history.len(), 1);
 }
 
 /// With the defaults, a room filled with the largest messages the server
@@ -130,6 +130,6 @@ fn a_room_descriptor_is_1_to_64_bytes() {
         let id = h.send_auth(a, body, ta.access_token.as_bytes());
         assert_eq!(h.code(a, id), want, "{len} bytes");
     }
-    assert_eq!(h.server.state().rooms["room3"].descriptor.len(), 64);
-    assert!(!h.server.state().rooms.contains_key("room2"));
+    assert_eq!(h.server.state().room("room3").unwrap().descriptor.len(), 64);
+    assert!(h.server.state().room("room2").is_none());
 }

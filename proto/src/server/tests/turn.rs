@@ -52,7 +52,7 @@ fn a_turn_commits_its_changes_before_handing_out_its_frames() {
     let turn = h.server.drain();
     assert!(turn.changes().iter().any(|c| matches!(c, Change::UserCreated { username, .. } if username == "alice")));
     let Ok(committed) = turn.commit(&mut store);
-    assert!(store.state().users.contains_key("alice"), "durable before the answer is reachable");
+    assert!(store.state().user("alice").is_some(), "durable before the answer is reachable");
     assert_eq!((store.commits(), store.changes()), (1, committed.changes().len() as u64));
     assert_eq!(committed.changes().len(), store.changes() as usize);
     let to: Vec<_> = committed

@@ -49,7 +49,14 @@ fn alice_and_bob_in_room11() -> (Net, usize, usize) {
 
 /// The stored history of `room`: (from, sealed), oldest first.
 fn stored(net: &Net, room: &str) -> Vec<(String, Bytes)> {
-    net.server.state().rooms[room].history.iter().map(|e| (e.from.clone(), e.sealed.clone())).collect()
+    net.server
+        .state()
+        .room(room)
+        .expect("the room")
+        .history
+        .iter()
+        .map(|e| (e.from.clone(), e.sealed.clone()))
+        .collect()
 }
 
 fn live(room: &str, from: &str, seq: u64, sealed: Bytes) -> ClientEvent {

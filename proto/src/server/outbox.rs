@@ -1,0 +1,274 @@
+//! The server's outputs before a [`Turn`](super::Turn) hands them out: the
+//! [`Journal`] (the durable state and the changes of the turn being built)
+//! and the [`Outbox`] (jobs, the frames each session has to send, closes,
+//! log events).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::{Bytes, BytesMut};
+
+use super::refusal::{Refusal, Reply};
+use super::state::{Change, State};
+use super::work::Job;
+use super::{Action, ServerEvent, SessionId};
+use crate::{Close, ErrorBody, ErrorEvent, Event, EventBody, Message, Now, Opcode, Response, ResponseBody, Status};
+
+/// The most changes the next turn's buffer is made ready for.
+const KEPT_CHANGES: usize = 4096;
+
+/// The durable state and the changes made to it that no turn has handed out
+/// yet. The only way to change the state is [`commit`](Self::commit), which
+/// applies a change *and* records it for the store, so the two never differ.
+#[derive(Debug)]
+pub(crate) struct Journal {
+    state: State,
+    /// The changes of the turn being built (handed over whole by [`take`](Self::take)).
+    pending: Vec<Change>,
+}
+
+impl Journal {
+    pub(crate) fn new(state: State) -> Journal {
+        Journal { state, pending: Vec::new() }
+    }
+
+    pub(crate) fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Applies `change` and queues it for the store.
+    pub(crate) fn commit(&mut self, change: Change) {
+        self.state.apply(&change);
+        self.pending.push(change);
+    }
+
+    /// The changes of the turn, in order. The buffer is handed over whole; the next one
+    /// starts as large (up to a bound), so steady traffic never regrows it and a burst does
+    /// not pin its memory.
+    pub(crate) fn take(&mut self) -> Vec<Change> {
+        if self.pending.is_empty() {
+            return Vec::new();
+        }
+        let next = Vec::with_capacity(self.pending.capacity().min(KEPT_CHANGES));
+        std::mem::replace(&mut self.pending, next)
+    }
+}
+
+/// The frames, closes, jobs and log events waiting to be polled.
+///
+/// Each open session has a buffer; frames for a session that has none (it
+/// is gone) are dropped. A buffer written since the last poll is handed out
+/// as one `Transmit`, in the order the sessions were first written to.
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    work: VecDeque<Job>,
+    buffers: BTreeMap<SessionId, Buffer>,
+    /// Sessions with bytes to send, in the order they were first written to.
+    dirty: VecDeque<SessionId>,
+    /// The last bytes of sessions that ended, before their close.
+    last: VecDeque<(SessionId, Bytes)>,
+    closes: VecDeque<(SessionId, u16, String)>,
+    events: VecDeque<ServerEvent>,
+}
+
+#[derive(Debug, Default)]
+struct Buffer {
+    out: BytesMut,
+    dirty: bool,
+}
+
+impl Outbox {
+    /// A session opened: frames for it are kept from now on.
+    pub(crate) fn open(&mut self, session: SessionId) {
+        self.buffers.insert(session, Buffer::default());
+    }
+
+    /// A session ended: what it had to send goes out before its close.
+    pub(crate) fn end(&mut self, session: SessionId, code: u16, reason: String) {
+        if let Some(b) = self.buffers.remove(&session)
+            && !b.out.is_empty()
+        {
+            self.last.push_back((session, b.out.freeze()));
+        }
+        self.closes.push_back((session, code, reason.clone()));
+        self.events.push_back(ServerEvent::SessionClosed { session, code, reason });
+    }
+
+    pub(crate) fn job(&mut self, job: Job) {
+        self.work.push_back(job);
+    }
+
+    pub(crate) fn event(&mut self, event: ServerEvent) {
+        self.events.push_back(event);
+    }
+
+    /// A session's buffer, marked for the next `Transmit`.
+    fn out(&mut self, session: SessionId) -> Option<&mut BytesMut> {
+        let b = self.buffers.get_mut(&session)?;
+        if !b.dirty {
+            b.dirty = true;
+            self.dirty.push_back(session);
+        }
+        Some(&mut b.out)
+    }
+
+    pub(crate) fn send(&mut self, session: SessionId, message: Message) {
+        if let Some(out) = self.out(session) {
+            message.encode(&[], out);
+        }
+    }
+
+    /// Appends an already encoded frame (room fan-out encodes once for all members).
+    pub(crate) fn send_encoded(&mut self, session: SessionId, frame: &[u8]) {
+        if let Some(out) = self.out(session) {
+            out.extend_from_slice(frame);
+        }
+    }
+
+    pub(crate) fn send_event(&mut self, now: Now, session: SessionId, request_id: u32, body: EventBody) {
+        self.send(session, Message::Event(Event { request_id, timestamp_ms: now.unix_ms, body }));
+    }
+
+    pub(crate) fn respond(&mut self, now: Now, session: SessionId, opcode: Opcode, request_id: u32, reply: Reply) {
+        let Reply { status, code, body } = reply;
+        let response = Response { opcode, request_id, timestamp_ms: now.unix_ms, status, code, body };
+        self.send(session, Message::Response(response));
+    }
+
+    /// Answers a refusal and logs it.
+    pub(crate) fn refuse(&mut self, now: Now, session: SessionId, opcode: Opcode, request_id: u32, refusal: Refusal) {
+        let code = refusal.code();
+        let retry_after_ms = refusal.retry_after_ms();
+        let reason = match refusal {
+            Refusal::RateLimited { reason, .. } => reason,
+            other => other.to_string(),
+        };
+        self.events.push_back(ServerEvent::Rejected { session, opcode, code, reason: reason.clone() });
+        let body = ResponseBody::Error(ErrorBody { reason, retry_after_ms });
+        self.respond(now, session, opcode, request_id, Reply { status: Status::Error, code, body });
+    }
+
+    pub(crate) fn error_event(&mut self, now: Now, session: SessionId, code: u16, offset: u64, reason: String) {
+        self.send_event(now, session, 0, EventBody::ErrorEvent(ErrorEvent { code, offset, reason }));
+    }
+
+    /// Queues a close frame (the session's end follows).
+    pub(crate) fn send_close(&mut self, session: SessionId, code: u16, reason: String) {
+        self.send(session, Message::Close(Close { code, reason }));
+    }
+
+    /// The jobs queued since the last call.
+    pub(crate) fn take_jobs(&mut self) -> Vec<Job> {
+        self.work.drain(..).collect()
+    }
+
+    /// Everything queued since the last call, in a turn's order: the last bytes of ended
+    /// sessions, then every written buffer (in the order first written), then the closes,
+    /// then the log lines.
+    pub(crate) fn take_actions(&mut self) -> Vec<Action> {
+        let capacity = self.last.len() + self.dirty.len() + self.closes.len() + self.events.len();
+        let mut actions = Vec::with_capacity(capacity);
+        actions.extend(self.last.drain(..).map(|(session, bytes)| Action::Transmit { session, bytes }));
+        for session in self.dirty.drain(..) {
+            if let Some(b) = self.buffers.get_mut(&session) {
+                b.dirty = false;
+                if !b.out.is_empty() {
+                    actions.push(Action::Transmit { session, bytes: b.out.split().freeze() });
+                }
+            }
+        }
+        actions.extend(self.closes.drain(..).map(|(session, code, reason)| Action::Close { session, code, reason }));
+        actions.extend(self.events.drain(..).map(Action::Log));
+        actions
+    }
+
+    /// The transmits queued since the last call (the rest is dropped): for tests of the parts.
+    #[cfg(test)]
+    pub(crate) fn take_transmits(&mut self) -> Vec<(SessionId, Bytes)> {
+        let actions = self.take_actions();
+        actions
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Transmit { session, bytes } => Some((session, bytes)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::{Limits, Ping};
+
+    fn decode(bytes: &[u8]) -> Vec<Message> {
+        let mut d = crate::FrameDecoder::new(Limits::DEFAULT);
+        d.push(bytes);
+        let mut out = Vec::new();
+        while let Ok(Some(f)) = d.next_frame() {
+            out.push(Message::decode(&f, &Limits::DEFAULT).unwrap());
+        }
+        out
+    }
+
+    #[test]
+    fn one_transmit_per_session_in_first_written_order_and_none_for_the_gone() {
+        let mut o = Outbox::default();
+        let (a, b, gone) = (SessionId(1), SessionId(2), SessionId(3));
+        o.open(a);
+        o.open(b);
+        o.send(b, Message::Ping(Ping { nonce: 1 }));
+        o.send(a, Message::Ping(Ping { nonce: 2 }));
+        o.send(b, Message::Ping(Ping { nonce: 3 }));
+        o.send(gone, Message::Ping(Ping { nonce: 4 }));
+        let transmits = o.take_transmits();
+        assert_eq!(transmits.iter().map(|(s, bytes)| (*s, decode(bytes).len())).collect::<Vec<_>>(), [(b, 2), (a, 1)]);
+        assert!(o.take_actions().is_empty());
+    }
+
+    #[test]
+    fn an_ended_session_flushes_before_its_close_and_logs_it() {
+        let mut o = Outbox::default();
+        let a = SessionId(1);
+        o.open(a);
+        o.send_close(a, 503, "bye".into());
+        o.end(a, 503, "bye".into());
+        let actions = o.take_actions();
+        let [Action::Transmit { session, bytes }, Action::Close { session: closed, code: 503, .. }, Action::Log(log)] =
+            &actions[..]
+        else {
+            panic!("the last bytes, the close, the log line: {actions:?}")
+        };
+        assert_eq!((*session, *closed), (a, a));
+        assert!(matches!(&decode(bytes)[..], [Message::Close(c)] if c.code == 503));
+        assert!(matches!(log, ServerEvent::SessionClosed { code: 503, .. }));
+        o.send(a, Message::Ping(Ping { nonce: 1 }));
+        assert!(o.take_actions().is_empty(), "nothing is kept for an ended session");
+    }
+
+    #[test]
+    fn a_refusal_is_answered_with_its_code_and_wait_and_logged() {
+        let mut o = Outbox::default();
+        let a = SessionId(1);
+        o.open(a);
+        let now = Now::new(Instant::now(), 5);
+        let refusal = Refusal::RateLimited { reason: "slow down".into(), retry_after_ms: 1500 };
+        o.refuse(now, a, Opcode::Login, 7, refusal);
+        let actions = o.take_actions();
+        let [Action::Transmit { bytes, .. }, Action::Log(log)] = &actions[..] else { panic!("{actions:?}") };
+        let [Message::Response(r)] = &decode(bytes)[..] else { panic!("one response") };
+        assert_eq!((r.request_id, r.code, r.status), (7, 429, Status::Error));
+        assert_eq!(r.body, ResponseBody::Error(ErrorBody { reason: "slow down".into(), retry_after_ms: 1500 }));
+        assert!(matches!(log, ServerEvent::Rejected { code: 429, .. }));
+    }
+
+    #[test]
+    fn the_journal_applies_what_it_queues() {
+        let mut j = Journal::new(State::new(20, 8));
+        j.commit(Change::NoticeAdded { user: "al".into(), peer: "bo".into(), seq: 1 });
+        assert_eq!(j.state().lanes().notices("al").len(), 1);
+        assert!(matches!(&j.take()[..], [Change::NoticeAdded { .. }]));
+        assert!(j.take().is_empty());
+    }
+}

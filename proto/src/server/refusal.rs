@@ -1,0 +1,206 @@
+//! [`Refusal`]: why the server refused a request, with the status code it
+//! answers; and [`Reply`], what it answers when it does not refuse.
+
+use crate::{ResponseBody, Status, code};
+
+/// A refused request: the kind of refusal gives the three-digit code, the
+/// text is the reason sent to the peer (`Display`), never containing a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// 400: malformed or invalid field values.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: missing, unknown or revoked credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: authenticated but not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: no such user, room or conversation.
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: conflicts with existing state.
+    #[error("{0}")]
+    Conflict(String),
+    /// 410: a third-party code that has expired.
+    #[error("{0}")]
+    Gone(String),
+    /// 413: a length above a limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// 419: the access token has expired.
+    #[error("{0}")]
+    TokenExpired(String),
+    /// 429: too many attempts; retry after the given time.
+    #[error("{reason}")]
+    RateLimited {
+        /// Why.
+        reason: String,
+        /// How long to wait, in milliseconds (sent in the error body).
+        retry_after_ms: u64,
+    },
+    /// 500: the server failed; nothing was changed.
+    #[error("{0}")]
+    Internal(String),
+    /// 501: this server does not offer the operation.
+    #[error("{0}")]
+    NotImplemented(String),
+    /// 503: the server cannot take this now.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 507: a bounded queue or table is full.
+    #[error("{0}")]
+    QueueFull(String),
+    /// 505: the frame's protocol version is not spoken here.
+    #[error("{0}")]
+    UnsupportedVersion(String),
+}
+
+impl Refusal {
+    /// The three-digit code answered.
+    #[must_use]
+    pub fn code(&self) -> u16 {
+        match self {
+            Refusal::BadRequest(_) => code::BAD_REQUEST,
+            Refusal::Unauthorized(_) => code::UNAUTHORIZED,
+            Refusal::Forbidden(_) => code::FORBIDDEN,
+            Refusal::NotFound(_) => code::NOT_FOUND,
+            Refusal::Conflict(_) => code::CONFLICT,
+            Refusal::Gone(_) => code::GONE,
+            Refusal::TooLarge(_) => code::TOO_LARGE,
+            Refusal::TokenExpired(_) => code::TOKEN_EXPIRED,
+            Refusal::RateLimited { .. } => code::RATE_LIMITED,
+            Refusal::Internal(_) => code::INTERNAL,
+            Refusal::NotImplemented(_) => code::NOT_IMPLEMENTED,
+            Refusal::Unavailable(_) => code::UNAVAILABLE,
+            Refusal::QueueFull(_) => code::QUEUE_FULL,
+            Refusal::UnsupportedVersion(_) => code::UNSUPPORTED_VERSION,
+        }
+    }
+
+    /// The wait suggested to the peer, in milliseconds (0: none).
+    #[must_use]
+    pub fn retry_after_ms(&self) -> u64 {
+        match self {
+            Refusal::RateLimited { retry_after_ms, .. } => *retry_after_ms,
+            _ => 0,
+        }
+    }
+
+    /// The reason sent to the peer.
+    #[must_use]
+    pub fn reason(&self) -> &str {
+        match self {
+            Refusal::RateLimited { reason, .. }
+            | Refusal::BadRequest(reason)
+            | Refusal::Unauthorized(reason)
+            | Refusal::Forbidden(reason)
+            | Refusal::NotFound(reason)
+            | Refusal::Conflict(reason)
+            | Refusal::Gone(reason)
+            | Refusal::TooLarge(reason)
+            | Refusal::TokenExpired(reason)
+            | Refusal::Internal(reason)
+            | Refusal::NotImplemented(reason)
+            | Refusal::Unavailable(reason)
+            | Refusal::QueueFull(reason)
+            | Refusal::UnsupportedVersion(reason) => reason,
+        }
+    }
+
+    /// The refusal a decode error of a request's body answers (its code, its text).
+    pub(crate) fn of_decode(error: &crate::DecodeError) -> Refusal {
+        let reason = error.to_string();
+        match error.code() {
+            code::TOO_LARGE => Refusal::TooLarge(reason),
+            code::UNSUPPORTED_VERSION => Refusal::UnsupportedVersion(reason),
+            _ => Refusal::BadRequest(reason),
+        }
+    }
+
+    /// "server busy", when the password-hash jobs in flight are at their limit.
+    pub(crate) fn busy() -> Refusal {
+        Refusal::Unavailable("server busy: try again shortly".into())
+    }
+}
+
+/// A request's answer when it is not refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct Reply {
+    /// The status byte.
+    pub status: Status,
+    /// The three-digit code.
+    pub code: u16,
+    /// The body.
+    pub body: ResponseBody,
+}
+
+impl Reply {
+    /// 200 with `body`.
+    pub fn ok(body: ResponseBody) -> Reply {
+        Reply { status: Status::Valid, code: code::OK, body }
+    }
+
+    /// 201, empty.
+    pub fn created() -> Reply {
+        Reply { status: Status::Valid, code: code::CREATED, body: ResponseBody::Empty }
+    }
+
+    /// A valid answer with `code` and `body`.
+    pub fn valid(code: u16, body: ResponseBody) -> Reply {
+        Reply { status: Status::Valid, code, body }
+    }
+
+    /// 200 "finished" (the end of a multi-step exchange: logout, close).
+    pub fn finished(body: ResponseBody) -> Reply {
+        Reply { status: Status::Finished, code: code::OK, body }
+    }
+}
+
+/// What a request handler answers.
+pub(crate) type Flow = Result<Reply, Refusal>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_refusal_carries_its_code_and_shows_its_reason() {
+        let cases = [
+            (Refusal::BadRequest("a".into()), 400),
+            (Refusal::Unauthorized("a".into()), 401),
+            (Refusal::Forbidden("a".into()), 403),
+            (Refusal::NotFound("a".into()), 404),
+            (Refusal::Conflict("a".into()), 409),
+            (Refusal::Gone("a".into()), 410),
+            (Refusal::TooLarge("a".into()), 413),
+            (Refusal::TokenExpired("a".into()), 419),
+            (Refusal::RateLimited { reason: "a".into(), retry_after_ms: 5 }, 429),
+            (Refusal::Internal("a".into()), 500),
+            (Refusal::NotImplemented("a".into()), 501),
+            (Refusal::Unavailable("a".into()), 503),
+            (Refusal::QueueFull("a".into()), 507),
+            (Refusal::UnsupportedVersion("a".into()), 505),
+        ];
+        for (refusal, code) in cases {
+            assert_eq!(refusal.code(), code);
+            assert_eq!(refusal.to_string(), "a");
+            assert_eq!(refusal.reason(), "a");
+            assert_eq!(refusal.retry_after_ms(), if code == 429 { 5 } else { 0 });
+        }
+    }
+
+    #[test]
+    fn decode_errors_keep_their_code() {
+        let errors = [
+            crate::DecodeError::LimitExceeded { what: "len_data", value: 9, max: 8, offset: 0 },
+            crate::DecodeError::UnknownVersion { version: 9, offset: 0 },
+            crate::DecodeError::UnknownOpcode { opcode: 9, offset: 0 },
+        ];
+        for e in errors {
+            let r = Refusal::of_decode(&e);
+            assert_eq!((r.code(), r.to_string()), (e.code(), e.to_string()));
+        }
+    }
+}

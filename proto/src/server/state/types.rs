@@ -1,0 +1,255 @@
+//! The records the durable state holds: accounts, tokens, rooms,
+//! conversations, queued items, remembered responses.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+
+use crate::server::config::HashParams;
+use crate::token::TokenKind;
+use crate::{HistoryEntry, Opcode, ResponseBody, Status};
+
+/// An argon2id hash with its salt and parameters.
+#[derive(Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct SecretHash {
+    /// Random per-secret salt.
+    pub salt: [u8; 16],
+    /// argon2id output.
+    pub hash: [u8; 32],
+    /// The parameters it was made with.
+    pub params: HashParams,
+}
+
+impl SecretHash {
+    /// The marker of an account without a password or passphrase (created by
+    /// a first login through an external OIDC provider): all-zero salt and
+    /// hash, and argon2 parameters of zero, which argon2 refuses, so no
+    /// input ever hashes to it. Such accounts log in only through the provider.
+    pub const EXTERNAL: SecretHash =
+        SecretHash { salt: [0; 16], hash: [0; 32], params: HashParams { m_cost_kib: 0, t_cost: 0, p_cost: 0 } };
+
+    /// Whether this is the [`EXTERNAL`](Self::EXTERNAL) marker.
+    #[must_use]
+    pub fn is_external(&self) -> bool {
+        self.params.m_cost_kib == 0
+    }
+}
+
+impl std::fmt::Debug for SecretHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretHash(..)")
+    }
+}
+
+/// An account.
+#[derive(Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct User {
+    /// Password hash.
+    pub password: SecretHash,
+    /// Passphrase hash.
+    pub passphrase: SecretHash,
+    /// Identity public key (empty until set, for accounts created by an external provider).
+    pub identity_key: Bytes,
+    /// Random per-user secret (seed 003), keying the user's third-party codes.
+    pub secret: [u8; 32],
+    /// Creation time, Unix milliseconds.
+    pub created_ms: u64,
+}
+
+impl User {
+    /// Whether the account was created by an external OIDC provider (no password: see [`SecretHash::EXTERNAL`]).
+    #[must_use]
+    pub fn is_external(&self) -> bool {
+        self.password.is_external()
+    }
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("identity_key_len", &self.identity_key.len())
+            .field("created_ms", &self.created_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the server knows of one issued token (it never stores the token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct TokenRecord {
+    /// Access or refresh.
+    pub kind: TokenKind,
+    /// Owner.
+    pub username: String,
+    /// Login family: every token descending from one login by rotation.
+    pub family: u64,
+    /// Expiry, Unix milliseconds.
+    pub expires_ms: u64,
+    /// Set once a refresh token has been exchanged: presenting it again is
+    /// reuse, unless it is a retry within the grace interval (see [`Rotation`]).
+    pub rotated: Option<Rotation>,
+}
+
+/// What a refresh token was exchanged for, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Rotation {
+    /// When, Unix milliseconds.
+    pub at_ms: u64,
+    /// SHA-256 of the refresh token issued in exchange.
+    pub refresh: [u8; 32],
+    /// SHA-256 of the access token issued with it.
+    pub access: [u8; 32],
+}
+
+/// A room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Room {
+    /// Join verifier derived on the client from the room password.
+    pub verifier: Bytes,
+    /// The room's public descriptor (random room id, key-derivation
+    /// costs), opaque; empty for a room created before descriptors existed.
+    pub descriptor: Bytes,
+    /// Creator; the only one who may delete it.
+    pub owner: String,
+    /// Members.
+    pub members: BTreeSet<String>,
+    /// The last `room_history` sealed messages, oldest first.
+    pub history: VecDeque<HistoryEntry>,
+    /// Sequence number of the next message.
+    pub next_seq: u64,
+}
+
+/// The state of a private conversation between two users.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum Conversation {
+    /// `by` asked; the other has not answered.
+    Requested {
+        /// The requester.
+        by: String,
+        /// The requester's signed ephemeral key, handed to the accepter.
+        handshake: Bytes,
+    },
+    /// Both sides agreed.
+    Open,
+}
+
+/// What travels in a lane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum ItemKind {
+    /// An MP request (delivered as `mp_request`).
+    Request {
+        /// Requester's identity key at request time.
+        identity_key: Bytes,
+        /// Requester's signed ephemeral key.
+        handshake: Bytes,
+    },
+    /// An MP acceptance (delivered as `mp_accepted`).
+    Accepted {
+        /// Accepter's identity key.
+        identity_key: Bytes,
+        /// Accepter's signed ephemeral key.
+        handshake: Bytes,
+    },
+    /// The conversation was closed (delivered as `mp_closed`).
+    Closed {
+        /// Why.
+        reason: String,
+    },
+    /// A sealed private message (delivered as `user_message`).
+    Message {
+        /// The sealed bytes.
+        sealed: Bytes,
+    },
+}
+
+/// One item waiting for its recipient's `delivery_ack`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct QueuedItem {
+    /// Sequence number in its lane.
+    pub seq: u64,
+    /// When the server accepted it, Unix milliseconds.
+    pub sent_ms: u64,
+    /// Content.
+    pub kind: ItemKind,
+}
+
+/// One direction of delivery between two users: sequence numbers and the
+/// items not yet acknowledged, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Lane {
+    /// Sequence number of the next item.
+    pub next_seq: u64,
+    /// Unacknowledged items, by increasing sequence number.
+    pub items: VecDeque<QueuedItem>,
+}
+
+/// A response remembered for an idempotent retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Recorded {
+    /// The request's opcode (a retry with another opcode is refused).
+    pub opcode: Opcode,
+    /// The status answered.
+    pub status: Status,
+    /// The code answered.
+    pub code: u16,
+    /// The body answered.
+    pub body: ResponseBody,
+}
+
+/// The token family of one OIDC login (see [`AccountBook::oidc_login`](super::AccountBook::oidc_login)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct OidcLogin {
+    /// The family its sessions are bound under.
+    pub family: u64,
+    /// The latest expiry (`exp` + leeway, Unix milliseconds) of the provider tokens seen for it.
+    pub expires_ms: u64,
+}
+
+/// The responses remembered for one token family: at most `dedup_cap`, oldest evicted first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Dedup {
+    order: VecDeque<u32>,
+    responses: BTreeMap<u32, Recorded>,
+}
+
+impl Dedup {
+    /// The response recorded for `request_id`.
+    #[must_use]
+    pub fn get(&self, request_id: u32) -> Option<&Recorded> {
+        self.responses.get(&request_id)
+    }
+
+    /// How many responses are remembered.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Whether none is.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    pub(super) fn insert(&mut self, request_id: u32, response: Recorded, cap: usize) {
+        if self.responses.insert(request_id, response).is_none() {
+            self.order.push_back(request_id);
+        }
+        while self.order.len() > cap {
+            if let Some(old) = self.order.pop_front() {
+                self.responses.remove(&old);
+            }
+        }
+    }
+}
