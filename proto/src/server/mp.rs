@@ -241,3 +241,143 @@ fn item_event(from: &str, item: QueuedItem) -> EventBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::server::keyed::Keyed;
+    use crate::server::state::{SecretHash, State, User};
+    use crate::{Limits, Message};
+
+    struct Parts {
+        config: ServerConfig,
+        journal: Journal,
+        presence: Presence,
+        outbox: Outbox,
+        now: Now,
+    }
+
+    impl Parts {
+        fn new(config: ServerConfig) -> Parts {
+            let mut journal = Journal::new(State::new(20, 8));
+            for name in ["al", "bo"] {
+                let user = User {
+                    password: SecretHash::EXTERNAL,
+                    passphrase: SecretHash::EXTERNAL,
+                    identity_key: Bytes::from(format!("key-{name}")),
+                    secret: [0; 32],
+                    created_ms: 0,
+                };
+                journal.commit(Change::UserCreated { username: name.into(), user });
+            }
+            let now = Now::new(Instant::now(), 1_000);
+            let presence = Presence::new(Keyed::derive(&[0; 32], "test"));
+            Parts { config, journal, presence, outbox: Outbox::default(), now }
+        }
+
+        fn mail(&mut self) -> Mail<'_> {
+            Mail {
+                now: self.now,
+                config: &self.config,
+                journal: &mut self.journal,
+                presence: &self.presence,
+                outbox: &mut self.outbox,
+            }
+        }
+
+        fn online(&mut self, user: &str) -> SessionId {
+            let c = &self.config;
+            let s = self.presence.open(
+                self.now.instant,
+                Limits::DEFAULT,
+                crate::server::SourceKey::Local,
+                c.keepalive_interval,
+                9,
+            );
+            let s = s.expect("session");
+            self.presence.bind(s, user, 1);
+            self.outbox.open(s);
+            s
+        }
+
+        /// The events sent to `session` since the last call.
+        fn events(&mut self, session: SessionId) -> Vec<EventBody> {
+            let mut out = Vec::new();
+            while let Some((s, bytes)) = self.outbox.pop_transmit() {
+                let mut d = crate::FrameDecoder::new(Limits::DEFAULT);
+                d.push(&bytes);
+                while let Ok(Some(f)) = d.next_frame() {
+                    if let (true, Ok(Message::Event(e))) = (s == session, Message::decode(&f, &Limits::DEFAULT)) {
+                        out.push(e.body);
+                    }
+                }
+            }
+            out
+        }
+    }
+
+    fn code_of(flow: Flow) -> u16 {
+        flow.map_or_else(|r| r.code(), |r| r.code)
+    }
+
+    #[test]
+    fn an_offline_peer_gets_its_queue_in_order_at_login_until_it_acknowledges() {
+        let mut p = Parts::new(ServerConfig::default());
+        let hs = || Bytes::from_static(b"hs");
+        assert_eq!(code_of(p.mail().request("al", RequestMp { peer: "bo".into(), handshake: hs() })), code::ACCEPTED);
+        assert_eq!(code_of(p.mail().request("al", RequestMp { peer: "bo".into(), handshake: hs() })), code::CONFLICT);
+        assert_eq!(
+            code_of(p.mail().request("al", RequestMp { peer: "al".into(), handshake: hs() })),
+            code::BAD_REQUEST
+        );
+        assert_eq!(code_of(p.mail().accept("bo", AcceptMp { peer: "al".into(), handshake: hs() })), code::OK);
+        let message = |s: &'static [u8]| SendMp { peer: "bo".into(), sealed: Bytes::from_static(s) };
+        assert_eq!(code_of(p.mail().send("al", message(b"one"))), code::ACCEPTED);
+        assert_eq!(code_of(p.mail().send("al", message(b""))), code::BAD_REQUEST);
+        let bo = p.online("bo");
+        p.mail().deliver_queued(bo, "bo");
+        let seqs: Vec<u64> = p
+            .events(bo)
+            .into_iter()
+            .map(|e| match e {
+                EventBody::MpRequest(r) => r.seq,
+                EventBody::UserMessage(m) => m.seq,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(seqs, [1, 2]);
+        assert_eq!(code_of(p.mail().ack("bo", "al", 3)), code::BAD_REQUEST, "beyond the last");
+        assert_eq!(code_of(p.mail().ack("bo", "al", 2)), code::OK);
+        assert_eq!(p.journal.state().lanes().queued_for("bo"), 0);
+        assert_eq!(p.journal.state().lanes().queued_for("al"), 1, "bo's acceptance waits for al");
+        // Online now: the next one goes out at once.
+        assert_eq!(code_of(p.mail().send("al", message(b"two"))), code::OK);
+        assert!(matches!(&p.events(bo)[..], [EventBody::UserMessage(m)] if m.seq == 3));
+    }
+
+    #[test]
+    fn queues_are_bounded_and_expired_messages_are_reported_to_their_sender() {
+        let config =
+            ServerConfig { queue_per_recipient: 1, mp_retention: Duration::from_secs(60), ..ServerConfig::default() };
+        let mut p = Parts::new(config);
+        let hs = || Bytes::from_static(b"hs");
+        p.mail().request("al", RequestMp { peer: "bo".into(), handshake: hs() }).expect("asked");
+        let full = p.mail().request("bo", RequestMp { peer: "al".into(), handshake: hs() });
+        assert_eq!(code_of(full), code::CONFLICT, "al already asked bo");
+        p.journal.commit(Change::ConversationSet { a: "al".into(), b: "bo".into(), state: Some(Conversation::Open) });
+        let refused = p.mail().send("al", SendMp { peer: "bo".into(), sealed: Bytes::from_static(b"x") });
+        assert_eq!(code_of(refused), code::QUEUE_FULL);
+        p.journal.commit(Change::Acked { from: "al".into(), to: "bo".into(), upto: 1 });
+        p.mail().send("al", SendMp { peer: "bo".into(), sealed: Bytes::from_static(b"x") }).expect("queued");
+        p.now = p.now.advance(Duration::from_secs(61));
+        p.mail().sweep();
+        assert_eq!(p.journal.state().lanes().queued_total(), 0);
+        assert_eq!(p.journal.state().lanes().notices("al"), [("bo".to_owned(), 2)], "al was offline: a notice");
+        let al = p.online("al");
+        p.mail().deliver_queued(al, "al");
+        assert!(matches!(&p.events(al)[..], [EventBody::MpExpired(e)] if e.seq == 2 && e.peer == "bo"));
+        assert!(p.journal.state().lanes().notices("al").is_empty());
+    }
+}
