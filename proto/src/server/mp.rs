@@ -363,14 +363,15 @@ mod tests {
             ServerConfig { queue_per_recipient: 1, mp_retention: Duration::from_secs(60), ..ServerConfig::default() };
         let mut p = Parts::new(config);
         let hs = || Bytes::from_static(b"hs");
-        p.mail().request("al", RequestMp { peer: "bo".into(), handshake: hs() }).expect("asked");
+        assert_eq!(code_of(p.mail().request("al", RequestMp { peer: "bo".into(), handshake: hs() })), code::ACCEPTED);
         let full = p.mail().request("bo", RequestMp { peer: "al".into(), handshake: hs() });
         assert_eq!(code_of(full), code::CONFLICT, "al already asked bo");
         p.journal.commit(Change::ConversationSet { a: "al".into(), b: "bo".into(), state: Some(Conversation::Open) });
         let refused = p.mail().send("al", SendMp { peer: "bo".into(), sealed: Bytes::from_static(b"x") });
         assert_eq!(code_of(refused), code::QUEUE_FULL);
         p.journal.commit(Change::Acked { from: "al".into(), to: "bo".into(), upto: 1 });
-        p.mail().send("al", SendMp { peer: "bo".into(), sealed: Bytes::from_static(b"x") }).expect("queued");
+        let queued = p.mail().send("al", SendMp { peer: "bo".into(), sealed: Bytes::from_static(b"x") });
+        assert_eq!(code_of(queued), code::ACCEPTED);
         p.now = p.now.advance(Duration::from_secs(61));
         p.mail().sweep();
         assert_eq!(p.journal.state().lanes().queued_total(), 0);
