@@ -35,8 +35,8 @@ pub(super) struct Harness {
     pub(super) jobs: usize,
     /// Hold jobs instead of running them at once.
     pub(super) hold: bool,
-    decoders: std::collections::HashMap<SessionId, FrameDecoder>,
-    received: std::collections::HashMap<SessionId, Vec<Message>>,
+    decoders: std::collections::BTreeMap<SessionId, FrameDecoder>,
+    received: std::collections::BTreeMap<SessionId, Vec<Message>>,
     next_request: u32,
 }
 
@@ -49,8 +49,8 @@ impl Harness {
             held: Vec::new(),
             jobs: 0,
             hold: false,
-            decoders: std::collections::HashMap::new(),
-            received: std::collections::HashMap::new(),
+            decoders: std::collections::BTreeMap::new(),
+            received: std::collections::BTreeMap::new(),
             next_request: 1,
         }
     }
