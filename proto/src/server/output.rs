@@ -57,7 +57,7 @@ pub enum ServerEvent {
     },
 }
 
-/// [`Server::open_session`] refused a connection.
+/// [`Server::open_session`](crate::Server::open_session) refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum OpenError {
     /// `max_sessions` sessions are already open.
