@@ -112,7 +112,10 @@ pub(super) fn send(
         kept -= entry_bytes(old);
         trim = Some(old.seq);
     }
-    let mut targets = room.members.iter().filter(|m| m.as_str() != user).filter_map(|m| presence.online(m)).peekable();
+    // The sender's own session is the one a member named like it is online on: leaving it out
+    // spares comparing every member's name with the sender's.
+    let sender = presence.online(user);
+    let mut targets = room.members.iter().filter_map(|m| presence.online(m)).filter(|s| Some(*s) != sender).peekable();
     if targets.peek().is_some() {
         // Every member gets the same frame: encode it once.
         let event = RoomMessage {
