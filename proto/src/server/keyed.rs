@@ -36,6 +36,24 @@ impl Keyed {
     }
 }
 
+/// The key of maps built outside a server (a store's copy of the state,
+/// a state being read): fixed, so such maps are deterministic; a server
+/// re-keys its state from its seed ([`State::rekey`](super::State::rekey)).
+impl Default for Keyed {
+    fn default() -> Keyed {
+        Keyed::derive(&[0; 32], "default")
+    }
+}
+
+/// The key is not part of a map's value: any two are equal.
+impl PartialEq for Keyed {
+    fn eq(&self, _: &Keyed) -> bool {
+        true
+    }
+}
+
+impl Eq for Keyed {}
+
 impl BuildHasher for Keyed {
     type Hasher = Sip<1, 3>;
 

@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use super::types::{Dedup, OidcLogin, Recorded, Rotation, TokenRecord, User};
 use crate::jwt::KeyRecord;
+use crate::server::keyed::Keyed;
 use crate::token::TokenKind;
 
 /// Accounts and tokens. Keeps its redundant data consistent: the highest
@@ -34,6 +35,8 @@ pub struct AccountBook {
     pub(super) oidc_subjects: BTreeMap<[u8; 32], String>,
     /// The reverse of `oidc_subjects`.
     pub(super) oidc_accounts: BTreeMap<String, [u8; 32]>,
+    /// The key of the remembered responses' maps (not part of the state's value).
+    pub(super) hasher: Keyed,
 }
 
 impl AccountBook {
@@ -190,8 +193,20 @@ impl AccountBook {
     }
 
     pub(super) fn recorded_response(&mut self, family: u64, request_id: u32, response: &Recorded) {
-        let cap = self.dedup_cap;
-        self.dedup.entry(family).or_default().insert(request_id, response.clone(), cap);
+        let (cap, hasher) = (self.dedup_cap, self.hasher);
+        self.dedup.entry(family).or_insert_with(|| Dedup::with_hasher(hasher)).insert(
+            request_id,
+            response.clone(),
+            cap,
+        );
+    }
+
+    /// Keys the remembered responses' maps with `hasher` from now on.
+    pub(super) fn rekey(&mut self, hasher: Keyed) {
+        self.hasher = hasher;
+        for d in self.dedup.values_mut() {
+            *d = d.rekeyed(hasher);
+        }
     }
 
     pub(super) fn family_seen(&mut self, family: u64) {
@@ -278,6 +293,20 @@ mod tests {
         }
         assert_eq!(book.dedup(7).map(Dedup::len), Some(2));
         assert!(book.recorded(7, 1).is_none() && book.recorded(7, 3).is_some());
+    }
+
+    #[test]
+    fn rekeying_keeps_the_responses_and_the_value() {
+        let mut book = AccountBook { dedup_cap: 8, ..AccountBook::default() };
+        for id in [9, 5, 7] {
+            book.recorded_response(1, id, &recorded());
+        }
+        let before = book.clone();
+        book.rekey(Keyed::derive(&[7; 32], "test"));
+        assert_eq!(book, before, "the key is not part of the value");
+        assert!([9, 5, 7].iter().all(|id| book.recorded(1, *id).is_some()));
+        book.recorded_response(1, 6, &recorded());
+        assert_eq!(book.dedup(1).map(Dedup::len), Some(4));
     }
 
     #[test]

@@ -13,6 +13,9 @@
 //! B-tree), so iteration orders, and the serialized form, depend on the
 //! contents only: a restored server behaves byte for byte like one that
 //! never stopped, and maps keyed by client-chosen names cannot be flooded.
+//! One exception, on the routing path: the responses remembered per token
+//! family ([`Dedup`]) are a hash map keyed from the server's seed, never
+//! iterated, and serialized in the order they were recorded.
 
 mod accounts;
 mod lanes;
@@ -52,6 +55,12 @@ impl State {
     pub fn set_caps(&mut self, history_cap: usize, dedup_cap: usize) {
         self.rooms.history_cap = history_cap;
         self.accounts.dedup_cap = dedup_cap;
+    }
+
+    /// Keys the state's hash maps (the remembered responses, looked up by the client's request
+    /// ids) with `hasher`, derived from the server's seed. The contents do not change.
+    pub(crate) fn rekey(&mut self, hasher: crate::server::keyed::Keyed) {
+        self.accounts.rekey(hasher);
     }
 
     /// Accounts, tokens and token families.

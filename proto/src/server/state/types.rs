@@ -1,11 +1,12 @@
 //! The records the durable state holds: accounts, tokens, rooms,
 //! conversations, queued items, remembered responses.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
 use bytes::Bytes;
 
 use crate::server::config::HashParams;
+use crate::server::keyed::{Keyed, KeyedMap};
 use crate::token::TokenKind;
 use crate::{HistoryEntry, Opcode, ResponseBody, Status};
 
@@ -216,14 +217,53 @@ pub struct OidcLogin {
 }
 
 /// The responses remembered for one token family: at most `dedup_cap`, oldest evicted first.
+/// Looked up on every retried-or-not request of the kinds that are remembered, so a hash map
+/// (keyed from the server's seed: request ids are the client's choice); serialized in the
+/// order the responses were recorded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 pub struct Dedup {
     order: VecDeque<u32>,
-    responses: BTreeMap<u32, Recorded>,
+    responses: KeyedMap<u32, Recorded>,
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for Dedup {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeStruct};
+        /// The responses, oldest first (the same bytes for the same history, whatever the key).
+        struct InOrder<'a>(&'a Dedup);
+        impl serde::Serialize for InOrder<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let d = self.0;
+                let entries: Vec<_> = d.order.iter().filter_map(|id| d.responses.get(id).map(|r| (id, r))).collect();
+                let mut map = serializer.serialize_map(Some(entries.len()))?;
+                for (id, r) in entries {
+                    map.serialize_entry(id, r)?;
+                }
+                map.end()
+            }
+        }
+        let mut s = serializer.serialize_struct("Dedup", 2)?;
+        s.serialize_field("order", &self.order)?;
+        s.serialize_field("responses", &InOrder(self))?;
+        s.end()
+    }
 }
 
 impl Dedup {
+    /// An empty record whose map is keyed by `hasher`.
+    pub(crate) fn with_hasher(hasher: Keyed) -> Dedup {
+        Dedup { order: VecDeque::new(), responses: KeyedMap::with_hasher(hasher) }
+    }
+
+    /// The same record, its map keyed by `hasher`.
+    pub(crate) fn rekeyed(&self, hasher: Keyed) -> Dedup {
+        let mut responses = KeyedMap::with_capacity_and_hasher(self.responses.len(), hasher);
+        responses.extend(self.responses.iter().map(|(id, r)| (*id, r.clone())));
+        Dedup { order: self.order.clone(), responses }
+    }
+
     /// The response recorded for `request_id`.
     #[must_use]
     pub fn get(&self, request_id: u32) -> Option<&Recorded> {
