@@ -93,6 +93,8 @@ pub struct Server {
     desk: Desk,
     outbox: Outbox,
     phantom: Phantom,
+    /// Who of each room is online where, for sending its messages.
+    fanout: rooms::Fanout,
     /// The OIDC provider's tokens are checked here, and its JWK Set refreshed through it.
     oidc: Option<crate::jwt::JwtValidator>,
     next_sweep: Instant,
@@ -136,6 +138,7 @@ impl Server {
             rng,
             journal: Journal::new(state),
             outbox: Outbox::default(),
+            fanout: rooms::Fanout::default(),
         })
     }
 
@@ -379,7 +382,8 @@ impl Server {
             Authenticated::CreateRoom(b) => rooms::create(&mut self.journal, config, &user, b),
             Authenticated::JoinRoom(b) => rooms::join(&mut self.journal, config, &user, b),
             Authenticated::SendRoom(b) => {
-                rooms::send(now, &mut self.journal, &self.presence, &mut self.outbox, config, &user, b)
+                let parts = (&self.presence, &mut self.fanout);
+                rooms::send(now, &mut self.journal, parts, &mut self.outbox, config, &user, b)
             }
             Authenticated::LeaveRoom(b) => rooms::leave(&mut self.journal, &user, &b.room),
             Authenticated::RoomHistory(b) => rooms::history(&self.journal, &user, &b.room),

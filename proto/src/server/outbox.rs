@@ -24,11 +24,13 @@ pub(crate) struct Journal {
     state: State,
     /// The changes of the turn being built (handed over whole by [`take`](Self::take)).
     pending: Vec<Change>,
+    /// Counts the changes of any room's membership (for caches of who is in a room).
+    rooms_generation: u64,
 }
 
 impl Journal {
     pub(crate) fn new(state: State) -> Journal {
-        Journal { state, pending: Vec::new() }
+        Journal { state, pending: Vec::new(), rooms_generation: 0 }
     }
 
     pub(crate) fn state(&self) -> &State {
@@ -37,8 +39,22 @@ impl Journal {
 
     /// Applies `change` and queues it for the store.
     pub(crate) fn commit(&mut self, change: Change) {
+        if matches!(
+            change,
+            Change::RoomCreated { .. }
+                | Change::RoomJoined { .. }
+                | Change::RoomLeft { .. }
+                | Change::RoomDeleted { .. }
+        ) {
+            self.rooms_generation += 1;
+        }
         self.state.apply(&change);
         self.pending.push(change);
+    }
+
+    /// Changes with every change of a room's members (creation and deletion included).
+    pub(crate) fn rooms_generation(&self) -> u64 {
+        self.rooms_generation
     }
 
     /// The changes of the turn, in order. The buffer is handed over whole; the next one

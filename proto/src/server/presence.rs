@@ -20,6 +20,8 @@ pub(crate) struct Presence {
     timers: BinaryHeap<Reverse<(Instant, SessionId)>>,
     next_session: u64,
     next_ping: u64,
+    /// Counts the changes of the online map (for caches of who is online).
+    generation: u64,
 }
 
 /// What a session's keepalive timer found.
@@ -41,7 +43,13 @@ impl Presence {
             timers: BinaryHeap::new(),
             next_session: 1,
             next_ping: 1,
+            generation: 0,
         }
+    }
+
+    /// Changes with every change of who is online where.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Opens a session (at most `max`), its first keepalive due after `keepalive`.
@@ -111,6 +119,7 @@ impl Presence {
         let gone = s.user.as_ref().filter(|b| self.online.get(&*b.username) == Some(&id)).map(|b| b.username.clone());
         if let Some(user) = &gone {
             self.online.remove(&**user);
+            self.generation += 1;
         }
         Some((s, gone))
     }
@@ -120,6 +129,7 @@ impl Presence {
     pub(crate) fn bind(&mut self, id: SessionId, username: &str, family: u64) -> Option<SessionId> {
         let name: Arc<str> = Arc::from(username);
         let previous = self.online.insert(name.clone(), id).filter(|old| *old != id);
+        self.generation += 1;
         if let Some(s) = self.sessions.get_mut(&id) {
             s.user = Some(Bound { username: name, family });
             s.login = LoginStep::Idle;
@@ -136,6 +146,7 @@ impl Presence {
         let bound = s.user.take()?;
         if self.online.get(&*bound.username) == Some(&id) {
             self.online.remove(&*bound.username);
+            self.generation += 1;
             return Some(bound.username);
         }
         None

@@ -5,17 +5,45 @@
 //! journal's state; these requests read it and commit changes to it. Only
 //! `send` reaches further: to the online members, through the outbox.
 
+use std::collections::BTreeMap;
+
 use subtle::ConstantTimeEq;
 
 use super::outbox::{Journal, Outbox};
 use super::presence::Presence;
 use super::refusal::{Flow, Refusal, Reply};
-use super::state::Change;
-use super::{ServerConfig, valid_name};
+use super::state::{Change, Room};
+use super::{ServerConfig, SessionId, valid_name};
 use crate::{
     CreateRoom, Event, History, HistoryEntry, JoinRoom, Message, Now, ResponseBody, RoomDescribed, RoomJoined,
     RoomMessage, SendRoom, Sent,
 };
+
+/// The sessions the online members of each room are on, as last computed, in member order:
+/// valid while neither who is online where nor any room's membership has changed, so a busy
+/// room's messages look no member up.
+#[derive(Debug, Default)]
+pub(super) struct Fanout {
+    /// The presence and rooms generations the cached lists were computed at.
+    generations: (u64, u64),
+    rooms: BTreeMap<String, Vec<SessionId>>,
+}
+
+impl Fanout {
+    /// The sessions of `room`'s online members (its sender's included).
+    fn targets(&mut self, presence: &Presence, rooms_generation: u64, name: &str, room: &Room) -> &[SessionId] {
+        let generations = (presence.generation(), rooms_generation);
+        if generations != self.generations {
+            self.rooms.clear();
+            self.generations = generations;
+        }
+        if !self.rooms.contains_key(name) {
+            let online = room.members.iter().filter_map(|m| presence.online(m)).collect();
+            self.rooms.insert(name.to_owned(), online);
+        }
+        self.rooms.get(name).map_or(&[], Vec::as_slice)
+    }
+}
 
 /// Smallest accepted join verifier.
 const MIN_VERIFIER: usize = 16;
@@ -81,7 +109,7 @@ pub(super) fn join(journal: &mut Journal, config: &ServerConfig, user: &str, b: 
 pub(super) fn send(
     now: Now,
     journal: &mut Journal,
-    presence: &Presence,
+    (presence, fanout): (&Presence, &mut Fanout),
     outbox: &mut Outbox,
     config: &ServerConfig,
     user: &str,
@@ -115,7 +143,8 @@ pub(super) fn send(
     // The sender's own session is the one a member named like it is online on: leaving it out
     // spares comparing every member's name with the sender's.
     let sender = presence.online(user);
-    let mut targets = room.members.iter().filter_map(|m| presence.online(m)).filter(|s| Some(*s) != sender).peekable();
+    let online = fanout.targets(presence, journal.rooms_generation(), &b.room, room);
+    let mut targets = online.iter().copied().filter(|s| Some(*s) != sender).peekable();
     if targets.peek().is_some() {
         // Every member gets the same frame: encode it once.
         let event = RoomMessage {
@@ -229,6 +258,7 @@ mod tests {
         let now = Now::new(Instant::now(), 1);
         let mut presence = Presence::new(Keyed::derive(&[0; 32], "test"));
         let mut outbox = Outbox::default();
+        let mut fanout = Fanout::default();
         let mut open = |user: &str| {
             let s = presence.open(
                 now.instant,
@@ -246,17 +276,62 @@ mod tests {
         assert_eq!(code_of(create(&mut j, &config, "al", create_req("room1"))), code::CREATED);
         assert_eq!(code_of(join(&mut j, &config, "bo", join_req("room1", VERIFIER))), code::OK);
         let msg = |sealed: &'static [u8]| SendRoom { room: "room1".into(), sealed: Bytes::from_static(sealed) };
-        let sent = send(now, &mut j, &presence, &mut outbox, &config, "al", msg(b"hi")).unwrap();
+        let sent = send(now, &mut j, (&presence, &mut fanout), &mut outbox, &config, "al", msg(b"hi")).unwrap();
         assert_eq!(sent.body, ResponseBody::Sent(Sent { seq: 1 }));
         let reached: Vec<SessionId> = outbox.take_transmits().into_iter().map(|t| t.0).collect();
         assert_eq!(reached, [bo], "nothing for {al}");
-        assert_eq!(code_of(send(now, &mut j, &presence, &mut outbox, &config, "al", msg(b""))), code::BAD_REQUEST);
+        assert_eq!(
+            code_of(send(now, &mut j, (&presence, &mut fanout), &mut outbox, &config, "al", msg(b""))),
+            code::BAD_REQUEST
+        );
         let small = ServerConfig { room_history_bytes: 60, ..ServerConfig::default() };
         let big = SendRoom { room: "room1".into(), sealed: Bytes::from(vec![0; 60]) };
-        assert_eq!(code_of(send(now, &mut j, &presence, &mut outbox, &small, "al", big)), code::TOO_LARGE);
-        let fits = send(now, &mut j, &presence, &mut outbox, &small, "al", msg(b"0123456789abcdef"));
+        assert_eq!(
+            code_of(send(now, &mut j, (&presence, &mut fanout), &mut outbox, &small, "al", big)),
+            code::TOO_LARGE
+        );
+        let fits = send(now, &mut j, (&presence, &mut fanout), &mut outbox, &small, "al", msg(b"0123456789abcdef"));
         assert_eq!(code_of(fits), code::OK);
         let kept: Vec<u64> = j.state().room("room1").unwrap().history.iter().map(|e| e.seq).collect();
         assert_eq!(kept, [2], "the older message made room");
+    }
+
+    #[test]
+    fn the_cached_fan_out_follows_joins_and_who_is_online() {
+        let config = ServerConfig::default();
+        let mut j = journal();
+        let now = Now::new(Instant::now(), 1);
+        let mut presence = Presence::new(Keyed::derive(&[0; 32], "test"));
+        let mut outbox = Outbox::default();
+        let mut fanout = Fanout::default();
+        let mut sessions = Vec::new();
+        for user in ["al", "bo", "cy"] {
+            let s = presence.open(
+                now.instant,
+                Limits::DEFAULT,
+                crate::server::SourceKey::Local,
+                config.keepalive_interval,
+                9,
+            );
+            let s: SessionId = s.unwrap();
+            presence.bind(s, user, 1);
+            outbox.open(s);
+            sessions.push(s);
+        }
+        let [_, bo, cy] = sessions[..] else { unreachable!("three sessions") };
+        assert_eq!(code_of(create(&mut j, &config, "al", create_req("room1"))), code::CREATED);
+        assert_eq!(code_of(join(&mut j, &config, "bo", join_req("room1", VERIFIER))), code::OK);
+        let mut reached = |j: &mut Journal, presence: &Presence, fanout: &mut Fanout| {
+            let msg = SendRoom { room: "room1".into(), sealed: Bytes::from_static(b"hi") };
+            assert_eq!(code_of(send(now, j, (presence, fanout), &mut outbox, &config, "al", msg)), code::OK);
+            outbox.take_transmits().into_iter().map(|t| t.0).collect::<Vec<_>>()
+        };
+        assert_eq!(reached(&mut j, &presence, &mut fanout), [bo]);
+        assert_eq!(code_of(join(&mut j, &config, "cy", join_req("room1", VERIFIER))), code::OK);
+        assert_eq!(reached(&mut j, &presence, &mut fanout), [bo, cy], "a new member is reached");
+        presence.remove(bo);
+        assert_eq!(reached(&mut j, &presence, &mut fanout), [cy], "a member gone offline is not");
+        assert_eq!(code_of(leave(&mut j, "cy", "room1")), code::OK);
+        assert!(reached(&mut j, &presence, &mut fanout).is_empty(), "nor one who left");
     }
 }
