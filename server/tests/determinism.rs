@@ -1,16 +1,17 @@
 //! The core's determinism promise: two servers built from the same seed and
-//! fed the same inputs produce the same bytes (every output, in order) and
-//! the same persisted state (every change, and the state's serialized form,
-//! as the store writes it). A map iterated in the order of a hasher seeded
+//! fed the same inputs produce the same bytes (every job, change, frame,
+//! close, log line and timer of every turn, in order) and the same persisted
+//! state (every change, and the committed state's serialized form, as the
+//! store writes it). A map iterated in the order of a hasher seeded
 //! from OS randomness or the clock, anywhere in the server, breaks this.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use confab_proto::server::HashParams;
+use confab_proto::server::{Action, HashParams, MemoryStore};
 use confab_proto::{
-    AcceptMp, CloseMp, CreateRoom, DeliveryAck, FrameDecoder, JoinRoom, Limits, Login, Logout, Message, Now, Output,
+    AcceptMp, CloseMp, CreateRoom, DeliveryAck, FrameDecoder, JoinRoom, Limits, Login, Logout, Message, Now,
     Passphrase, Refresh, Register, Request, RequestBody, RequestMp, Response, ResponseBody, SendMp, SendRoom, Server,
     ServerConfig, SessionId, Tokens,
 };
@@ -30,6 +31,8 @@ struct Run {
 
 struct Driver {
     server: Server,
+    /// Where each turn commits (the persisted state is also checked through it).
+    store: MemoryStore,
     now: Now,
     run: Run,
     decoders: BTreeMap<SessionId, FrameDecoder>,
@@ -46,7 +49,8 @@ impl Driver {
         };
         let now = Now::new(origin, 1_795_305_600_000);
         Driver {
-            server: Server::new(config, seed, now),
+            store: MemoryStore::new(&config),
+            server: Server::new(config, seed, now).expect("a valid configuration"),
             now,
             run: Run { outputs: Vec::new(), changes: Vec::new(), state: Vec::new() },
             decoders: BTreeMap::new(),
@@ -73,40 +77,46 @@ impl Driver {
         self.drain();
     }
 
+    /// Drains turn after turn until one is empty, committing each to the store.
     fn drain(&mut self) {
-        let out = &mut self.run.outputs;
         loop {
-            match self.server.poll_output() {
-                Output::Work(job) => {
-                    out.extend_from_slice(format!("work {:?}\n", job.id).as_bytes());
-                    self.server.handle_work(self.now, job.run());
-                }
-                Output::Persist(change) => {
-                    let bytes = postcard::to_stdvec(&change).expect("encode");
-                    out.extend_from_slice(&bytes);
-                    self.run.changes.push(bytes);
-                }
-                Output::Transmit { session, bytes } => {
-                    out.extend_from_slice(format!("to {session}: ").as_bytes());
-                    out.extend_from_slice(&bytes);
-                    if let Some(d) = self.decoders.get_mut(&session) {
-                        d.push(&bytes);
-                        while let Ok(Some(frame)) = d.next_frame() {
-                            if let Ok(Message::Response(r)) = Message::decode(&frame, &Limits::DEFAULT) {
-                                self.responses.insert((session, r.request_id), r);
+            let mut turn = self.server.drain();
+            let quiet = turn.is_empty();
+            for job in turn.take_jobs() {
+                self.run.outputs.extend_from_slice(format!("work {:?}\n", job.id).as_bytes());
+                self.server.handle_work(self.now, job.run());
+            }
+            let Ok(committed) = turn.commit(&mut self.store);
+            let out = &mut self.run.outputs;
+            for change in committed.changes() {
+                let bytes = postcard::to_stdvec(change).expect("encode");
+                out.extend_from_slice(&bytes);
+                self.run.changes.push(bytes);
+            }
+            let at = committed.timeout().map(|t| t.saturating_duration_since(self.now.instant));
+            out.extend_from_slice(format!("timeout {at:?}\n").as_bytes());
+            for action in committed {
+                match action {
+                    Action::Transmit { session, bytes } => {
+                        out.extend_from_slice(format!("to {session}: ").as_bytes());
+                        out.extend_from_slice(&bytes);
+                        if let Some(d) = self.decoders.get_mut(&session) {
+                            d.push(&bytes);
+                            while let Ok(Some(frame)) = d.next_frame() {
+                                if let Ok(Message::Response(r)) = Message::decode(&frame, &Limits::DEFAULT) {
+                                    self.responses.insert((session, r.request_id), r);
+                                }
                             }
                         }
                     }
+                    Action::Close { session, code, reason } => {
+                        out.extend_from_slice(format!("close {session} {code} {reason}\n").as_bytes());
+                    }
+                    Action::Log(e) => out.extend_from_slice(format!("{e:?}\n").as_bytes()),
                 }
-                Output::Close { session, code, reason } => {
-                    out.extend_from_slice(format!("close {session} {code} {reason}\n").as_bytes());
-                }
-                Output::Event(e) => out.extend_from_slice(format!("{e:?}\n").as_bytes()),
-                Output::Timeout(at) => {
-                    let at = at.map(|t| t.saturating_duration_since(self.now.instant));
-                    out.extend_from_slice(format!("timeout {at:?}\n").as_bytes());
-                    return;
-                }
+            }
+            if quiet {
+                return;
             }
         }
     }
@@ -195,8 +205,9 @@ fn run(seed: [u8; 32], origin: Instant) -> Run {
     }
     d.server.shutdown(d.now);
     d.drain();
+    assert_eq!(d.store.state(), d.server.state(), "the store holds what the server has");
     let mut run = d.run;
-    run.state = postcard::to_stdvec(d.server.state()).expect("encode");
+    run.state = postcard::to_stdvec(d.store.state()).expect("encode");
     run
 }
 

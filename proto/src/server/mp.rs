@@ -305,7 +305,7 @@ mod tests {
         /// The events sent to `session` since the last call.
         fn events(&mut self, session: SessionId) -> Vec<EventBody> {
             let mut out = Vec::new();
-            while let Some((s, bytes)) = self.outbox.pop_transmit() {
+            for (s, bytes) in self.outbox.take_transmits() {
                 let mut d = crate::FrameDecoder::new(Limits::DEFAULT);
                 d.push(&bytes);
                 while let Ok(Some(f)) = d.next_frame() {
