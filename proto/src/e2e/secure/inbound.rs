@@ -10,6 +10,25 @@ use crate::{ClientEvent, HistoryEntry, Opcode, ResponseBody, code};
 impl SecureClient {
     /// Turns one client event into secure events.
     pub(super) fn on_event(&mut self, event: ClientEvent) {
+        if !matches!(
+            event,
+            ClientEvent::LoggedIn { .. }
+                | ClientEvent::LoggedOut { .. }
+                | ClientEvent::ExternalTokenNeeded { .. }
+                | ClientEvent::Connected { .. }
+                | ClientEvent::CaughtUp
+                | ClientEvent::PeerGone { .. }
+                | ClientEvent::MpExpired { .. }
+                | ClientEvent::ServerError { .. }
+                | ClientEvent::BadFrame { .. }
+                | ClientEvent::Closed { .. }
+        ) {
+            // Contacts, handshakes, offers, sessions, what was accepted,
+            // received MPs, pending requests or room keys may change. (The
+            // wrapped client's own state changed too: a delivered item, an
+            // answered request.)
+            self.dirty = true;
+        }
         match event {
             ClientEvent::MpRequest { from, identity_key, handshake, .. } => {
                 self.on_request(&from, &identity_key, &handshake);
