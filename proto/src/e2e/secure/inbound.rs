@@ -1,10 +1,10 @@
 //! What the wrapped client reports, verified and opened.
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 
-use super::{Contact, DecryptError, MpPending, RoomPending, SEEN_REQUESTS, SecureClient, SecureEvent};
-use crate::e2e::{MpOffer, OpenError, Opened, PublicIdentity, RoomDescriptor, RoomKeys, RoomSession, safety_number};
+use super::mp::Answer;
+use super::{Contact, DecryptError, RoomPending, SecureClient, SecureEvent};
+use crate::e2e::{OpenError, Opened, PublicIdentity, RoomDescriptor, RoomKeys, RoomSession};
 use crate::{ClientEvent, HistoryEntry, Opcode, ResponseBody, code};
 
 impl SecureClient {
@@ -49,7 +49,7 @@ impl SecureClient {
                 self.events.push_back(event);
             }
             ClientEvent::Done { request_id, ref body, .. } => {
-                self.mp_pending.remove(&request_id);
+                self.on_mp_answer(request_id, Answer::Done);
                 if let Some(event) = self.on_done(request_id, body, event.clone()) {
                     self.events.push_back(SecureEvent::Plain(event));
                 }
@@ -59,11 +59,7 @@ impl SecureClient {
                     Some(RoomPending::Join { op, .. }) => op,
                     _ => request_id,
                 };
-                match self.mp_pending.remove(&request_id) {
-                    Some(MpPending::Request(peer)) => drop(self.requests.remove(&peer)),
-                    Some(MpPending::Accept(peer)) => drop(self.sessions.remove(&peer)),
-                    None => {}
-                }
+                self.on_mp_answer(request_id, Answer::Failed);
                 let event = ClientEvent::Failed { request_id, opcode, code, reason, retry_after_ms };
                 self.events.push_back(SecureEvent::Plain(event));
             }
@@ -72,12 +68,13 @@ impl SecureClient {
                     Some(RoomPending::Join { op, .. }) => op,
                     _ => request_id,
                 };
+                self.on_mp_answer(request_id, Answer::Indeterminate);
                 let event = ClientEvent::Indeterminate { request_id, opcode, reason };
                 self.events.push_back(SecureEvent::Plain(event));
             }
             ClientEvent::MpClosed { ref peer, .. } => {
                 self.sessions.remove(peer);
-                self.requests.remove(peer);
+                self.forget_requests(peer);
                 self.offers.remove(peer);
                 self.events.push_back(SecureEvent::Plain(event));
             }
@@ -87,7 +84,7 @@ impl SecureClient {
 
     /// Pins `der` for `user` on first use; `None` (and an event) when it is
     /// malformed or differs from the pinned key, or the contact is blocked.
-    fn pin(&mut self, user: &str, der: &[u8]) -> Option<PublicIdentity> {
+    pub(super) fn pin(&mut self, user: &str, der: &[u8]) -> Option<PublicIdentity> {
         let presented = match PublicIdentity::from_spki_der(der) {
             Ok(key) => key,
             Err(error) => {
@@ -117,53 +114,6 @@ impl SecureClient {
         self.sessions.remove(user);
         self.offers.remove(user);
         None
-    }
-
-    fn on_request(&mut self, from: &str, identity_key: &[u8], handshake: &[u8]) {
-        let Some(key) = self.pin(from, identity_key) else { return };
-        let Some(me) = self.client.username().map(str::to_owned) else { return };
-        match MpOffer::verify(from, &key, &me, handshake) {
-            Ok(offer) => {
-                // A request is answered once: the same signed ephemeral key
-                // again is a replay (it would replace a working session).
-                let digest: [u8; 32] = Sha256::digest(offer.ephemeral()).into();
-                let seen = self.seen_requests.entry(from.to_owned()).or_default();
-                if seen.contains(&digest) {
-                    let reason = "replayed request (this ephemeral key was already offered)".to_owned();
-                    return self.events.push_back(SecureEvent::HandshakeRejected { peer: from.to_owned(), reason });
-                }
-                seen.push_back(digest);
-                while seen.len() > SEEN_REQUESTS {
-                    seen.pop_front();
-                }
-                self.offers.insert(from.to_owned(), offer);
-                let number = safety_number(&me, self.identity.public(), from, &key);
-                self.events.push_back(SecureEvent::MpOffered { from: from.to_owned(), safety_number: number });
-            }
-            Err(error) => {
-                let reason = error.to_string();
-                self.events.push_back(SecureEvent::HandshakeRejected { peer: from.to_owned(), reason });
-            }
-        }
-    }
-
-    fn on_accepted(&mut self, peer: &str, identity_key: &[u8], handshake: &[u8]) {
-        let Some(key) = self.pin(peer, identity_key) else { return };
-        let Some(pending) = self.requests.get(peer) else {
-            let reason = "no request of ours pending".to_owned();
-            return self.events.push_back(SecureEvent::HandshakeRejected { peer: peer.to_owned(), reason });
-        };
-        match pending.complete(&mut self.rng, &key, handshake) {
-            Ok(session) => {
-                self.requests.remove(peer);
-                self.sessions.insert(peer.to_owned(), session);
-                self.events.push_back(SecureEvent::MpReady { peer: peer.to_owned() });
-            }
-            Err(error) => {
-                let reason = error.to_string();
-                self.events.push_back(SecureEvent::HandshakeRejected { peer: peer.to_owned(), reason });
-            }
-        }
     }
 
     fn on_mp(&mut self, from: String, sealed: &[u8]) {

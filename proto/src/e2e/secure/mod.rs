@@ -125,6 +125,7 @@
 
 mod event;
 mod inbound;
+mod mp;
 mod snapshot;
 #[cfg(test)]
 mod tests;
@@ -136,6 +137,8 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 
 pub use event::{DecryptError, SecureError, SecureEvent, SecureOutput};
+use mp::MpPending;
+pub use mp::PENDING_HANDSHAKES;
 pub use snapshot::{
     ContactSnapshot, MpPendingSnapshot, ReceivedMp, ReceivedSnapshot, RetiredRoomSnapshot, RoomPendingSnapshot,
     RoomSnapshot, SecureSnapshot, SeenRequestsSnapshot, SessionSnapshot,
@@ -191,13 +194,6 @@ pub const RETIRED_ROOMS: usize = 64;
 /// What was accepted in one room incarnation no session holds any more.
 type Retired = (String, [u8; 16], BTreeMap<String, ReplayState>);
 
-/// An MP request or acceptance awaiting its answer: on failure, its state goes.
-#[derive(Debug)]
-enum MpPending {
-    Request(String),
-    Accept(String),
-}
-
 /// The end-to-end layer over a [`Client`]. See the [module docs](self).
 #[derive(Debug)]
 pub struct SecureClient {
@@ -206,8 +202,10 @@ pub struct SecureClient {
     identity: IdentityKey,
     room_params: HashParams,
     contacts: HashMap<String, Contact>,
-    /// Requests this user made, awaiting acceptance.
-    requests: HashMap<String, MpRequest>,
+    /// Requests this user made that the server may hold, per peer, awaiting
+    /// acceptance (see [`mp`]); requests awaiting their answer hold theirs
+    /// in `mp_pending`.
+    requests: HashMap<String, Vec<MpRequest>>,
     /// Verified requests from peers, awaiting this user's acceptance.
     offers: HashMap<String, MpOffer>,
     sessions: HashMap<String, MpSession>,
@@ -411,36 +409,6 @@ impl SecureClient {
         Ok(self.client.send_room(now, room, sealed.into())?)
     }
 
-    /// Asks `peer` for a private conversation with a signed ephemeral key.
-    pub fn request_mp(&mut self, now: Now, peer: &str) -> Result<u32, SecureError> {
-        self.clock = now;
-        self.check_unblocked(peer)?;
-        let me = self.me()?;
-        let (pending, blob) = MpRequest::new(&mut self.rng, &self.identity, &me, peer)?;
-        let id = self.client.request_mp(now, peer, blob.into())?;
-        self.requests.insert(peer.to_owned(), pending);
-        self.mp_pending.insert(id, MpPending::Request(peer.to_owned()));
-        self.dirty = true;
-        Ok(id)
-    }
-
-    /// Accepts `peer`'s verified request ([`SecureEvent::MpOffered`]); the
-    /// session is ready at once (MPs from `peer` may follow the acceptance),
-    /// and dropped again if the server refuses the acceptance.
-    pub fn accept_mp(&mut self, now: Now, peer: &str) -> Result<u32, SecureError> {
-        self.clock = now;
-        self.check_unblocked(peer)?;
-        let offer = self.offers.get(peer).ok_or_else(|| SecureError::NoOffer(peer.to_owned()))?;
-        let (session, blob) = offer.accept(&mut self.rng, &self.identity)?;
-        let id = self.client.accept_mp(now, peer, blob.into())?;
-        self.offers.remove(peer);
-        self.sessions.insert(peer.to_owned(), session);
-        self.mp_pending.insert(id, MpPending::Accept(peer.to_owned()));
-        self.dirty = true;
-        self.events.push_back(SecureEvent::MpReady { peer: peer.to_owned() });
-        Ok(id)
-    }
-
     /// Seals `plaintext` for `peer` (an established session) and sends it.
     pub fn send_mp(&mut self, now: Now, peer: &str, plaintext: &str) -> Result<u32, SecureError> {
         self.clock = now;
@@ -466,7 +434,7 @@ impl SecureClient {
         contact.pinned = new;
         self.dirty = true;
         self.sessions.remove(user);
-        self.requests.remove(user);
+        self.forget_requests(user);
         self.offers.remove(user);
         true
     }
