@@ -127,7 +127,9 @@ impl SecureClient {
         match opened {
             Ok((sent_ms, text)) => {
                 let expires = self.clock.instant + super::MP_LOCAL_RETENTION;
-                self.inbox.push_back((expires, from.clone(), text.clone()));
+                let expires_ms = self.clock.unix_ms.saturating_add(super::MP_LOCAL_RETENTION.as_millis() as u64);
+                let received = super::Received { at: expires, expires_ms, from: from.clone(), text: text.clone() };
+                self.inbox.push_back(received);
                 self.events.push_back(SecureEvent::Mp { from, sent_ms, text });
             }
             Err(reason) => self.events.push_back(SecureEvent::DecryptFailed { from, room: None, reason }),

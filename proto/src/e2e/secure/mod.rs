@@ -157,6 +157,17 @@ use crate::{Client, ClientEvent, Now};
 /// How long a received MP stays readable on this device.
 pub const MP_LOCAL_RETENTION: Duration = Duration::from_secs(3600);
 
+/// A received MP, readable until `at`.
+#[derive(Debug)]
+struct Received {
+    /// When it is deleted.
+    at: Instant,
+    /// The same, Unix milliseconds, fixed at receipt (what a snapshot stores).
+    expires_ms: u64,
+    from: String,
+    text: String,
+}
+
 /// A pinned contact.
 #[derive(Debug, Clone)]
 struct Contact {
@@ -218,8 +229,8 @@ pub struct SecureClient {
     /// descriptor, a re-created room), oldest first, at most [`RETIRED_ROOMS`].
     retired_rooms: VecDeque<Retired>,
     mp_pending: HashMap<u32, MpPending>,
-    /// Received MPs: (deleted at, sender, text), oldest first.
-    inbox: VecDeque<(Instant, String, String)>,
+    /// Received MPs, oldest first.
+    inbox: VecDeque<Received>,
     events: VecDeque<SecureEvent>,
     clock: Now,
     /// The end-to-end state changed since the last checkpoint (the wrapped
@@ -284,8 +295,8 @@ impl SecureClient {
     /// See [`Client::handle_timeout`]; also deletes received MPs whose hour is up.
     pub fn handle_timeout(&mut self, now: Now) {
         self.clock = now;
-        while self.inbox.front().is_some_and(|(at, _, _)| *at <= now.instant) {
-            if let Some((_, from, _)) = self.inbox.pop_front() {
+        while self.inbox.front().is_some_and(|m| m.at <= now.instant) {
+            if let Some(Received { from, .. }) = self.inbox.pop_front() {
                 self.dirty = true;
                 self.events.push_back(SecureEvent::MpExpiredLocally { from });
             }
@@ -337,7 +348,7 @@ impl SecureClient {
                 Output::Transmit(bytes) => return Output::Transmit(bytes),
                 Output::Close { code, reason } => return Output::Close { code, reason },
                 Output::Timeout(at) => {
-                    let expiry = self.inbox.front().map(|(at, _, _)| *at);
+                    let expiry = self.inbox.front().map(|m| m.at);
                     return Output::Timeout(at.into_iter().chain(expiry).min());
                 }
             }
@@ -444,7 +455,7 @@ impl SecureClient {
     /// The plaintexts received from `peer` still held (less than an hour old), oldest first.
     #[must_use]
     pub fn messages(&self, peer: &str) -> Vec<&str> {
-        self.inbox.iter().filter(|(_, from, _)| from == peer).map(|(_, _, text)| text.as_str()).collect()
+        self.inbox.iter().filter(|m| m.from == peer).map(|m| m.text.as_str()).collect()
     }
 
     /// The pinned identity key of `user`, if any.

@@ -26,7 +26,7 @@ use rand::rngs::StdRng;
 use zeroize::Zeroize;
 
 use super::mp::MpPending;
-use super::{Contact, MP_LOCAL_RETENTION, RoomPending, SecureClient};
+use super::{Contact, MP_LOCAL_RETENTION, Received, RoomPending, SecureClient};
 use crate::client::{ClientSnapshot, SnapshotError};
 use crate::e2e::{
     EpochRecord, IdentityKey, MpOffer, MpRequest, MpSession, Opener, PublicIdentity, ReplayState, Role, RoomDescriptor,
@@ -395,7 +395,8 @@ impl SecureClient {
         for m in snapshot.inbox.iter().filter(|m| m.expires_ms > now.unix_ms) {
             let left = Duration::from_millis(m.expires_ms - now.unix_ms).min(MP_LOCAL_RETENTION);
             if let Some(at) = now.instant.checked_add(left) {
-                sc.inbox.push_back((at, m.from.clone(), m.text.clone()));
+                let received = Received { at, expires_ms: m.expires_ms, from: m.from.clone(), text: m.text.clone() };
+                sc.inbox.push_back(received);
             }
         }
         Ok(sc)
@@ -412,15 +413,11 @@ impl SecureClient {
         let retention_ms = MP_LOCAL_RETENTION.as_millis() as u64;
         self.inbox
             .iter()
-            .map(|(at, from, text)| {
-                let left = at.saturating_duration_since(self.clock.instant).as_millis() as u64;
-                let expires_ms = self.clock.unix_ms.saturating_add(left);
-                ReceivedMp {
-                    from: from.clone(),
-                    text: text.clone(),
-                    received_ms: expires_ms.saturating_sub(retention_ms),
-                    expires_ms,
-                }
+            .map(|m| ReceivedMp {
+                from: m.from.clone(),
+                text: m.text.clone(),
+                received_ms: m.expires_ms.saturating_sub(retention_ms),
+                expires_ms: m.expires_ms,
             })
             .collect()
     }
