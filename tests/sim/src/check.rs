@@ -56,6 +56,9 @@ pub enum Invariant {
     /// A client sealed two different blobs for one conversation under the
     /// same (epoch, counter): a reused nonce (secure mode).
     NonceReuse,
+    /// A client's persisted state changed in a turn that took no
+    /// checkpoint: its store (a profile on disk) would miss it after a crash.
+    Checkpoint,
 }
 
 /// One broken invariant.

@@ -412,7 +412,10 @@ impl User {
                 self.phase = Phase::Registered;
             }
             ClientEvent::ExternalTokenNeeded { .. } => return self.renew_token(client, ctx),
-            ClientEvent::Connected { .. } | ClientEvent::PeerGone { .. } | ClientEvent::Closed { .. } => {}
+            ClientEvent::Connected { .. }
+            | ClientEvent::CaughtUp
+            | ClientEvent::PeerGone { .. }
+            | ClientEvent::Closed { .. } => {}
             ClientEvent::UserMessage { from, seq, sealed, .. } => {
                 self.deliver(ctx, from, DeliveryKind::Message, seq, sealed);
             }

@@ -108,7 +108,7 @@ pub use net::{LinkId, NetStats};
 pub use trace::{SeedGuard, Trace};
 
 use driver::User;
-use machine::Machine;
+use machine::{ClientStore, Machine};
 use net::Net;
 use queue::{Agenda, Ev};
 use store::SimStore;
@@ -124,6 +124,8 @@ pub struct ClientId(pub usize);
 #[derive(Debug)]
 pub(crate) struct Host {
     pub(crate) client: Machine,
+    /// Where its turns are committed.
+    pub(crate) store: ClientStore,
     /// The connection the client considers current.
     pub(crate) link: Option<LinkId>,
     /// When the client's timer is due (elapsed virtual time).
@@ -250,6 +252,7 @@ impl Sim {
                 };
                 Host {
                     client,
+                    store: ClientStore::default(),
                     link: None,
                     deadline: None,
                     partitioned: false,
