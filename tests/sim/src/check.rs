@@ -121,6 +121,10 @@ pub struct SimStats {
     pub client_restores: u64,
     /// Answers to request ids a client restored from an old copy used again.
     pub reused_ids: u64,
+    /// Turns the client machines were drained in.
+    pub client_turns: u64,
+    /// Of which took a checkpoint (the client's state changed).
+    pub client_checkpoints: u64,
 }
 
 /// The verdict of a run.

@@ -40,7 +40,10 @@ impl Sim {
             let mut transmits: Vec<Bytes> = Vec::new();
             let mut closed = None;
             let mut deadline = None;
+            let checkpoints = host.store.checkpoints;
             let (outputs, unsaved) = host.client.drain(&mut host.store);
+            self.stats.client_turns += 1;
+            self.stats.client_checkpoints += host.store.checkpoints - checkpoints;
             for output in outputs {
                 match output {
                     Output::Event(e) => events.push(e),

@@ -371,9 +371,12 @@ fn one_seed() -> bool {
 fn secure_simulated_runs() {
     let reports = run_all("secure", 0..=SECURE_SEEDS, |seed| SimConfig { secure: true, ..SimConfig::mixed(seed) });
     let total = |f: fn(&Report) -> u64| reports.iter().map(f).sum::<u64>();
+    let (turns, checkpoints) = (total(|r| r.stats.client_turns), total(|r| r.stats.client_checkpoints));
+    eprintln!("secure: {checkpoints} client checkpoints in {turns} turns");
     if one_seed() {
         return;
     }
+    assert!(checkpoints < turns, "a checkpoint at every turn: the clients do not track what changed");
     assert!(total(|r| r.stats.mp_acked) > 100, "too few MPs");
     assert!(total(|r| r.stats.room_acked) > 100, "too few room messages");
     assert!(total(|r| r.stats.crashes) > 0, "no crash");
