@@ -17,7 +17,11 @@
 //! - Persistence: the server is drained in turns ([`confab_proto::server::Turn`])
 //!   until a turn is empty, like the real server's loop; each turn's changes
 //!   are committed to a [`MemoryStore`] before that turn's frames leave (group
-//!   commit); a restart restores from the store.
+//!   commit); a restart restores from the store. Each client's turns are
+//!   committed the same way ([`ClientTurn`](confab_proto::machine::ClientTurn))
+//!   into a store of its own (the last checkpoint, what its profile would
+//!   hold); a client state that changed without a checkpoint is a violation
+//!   ([`Invariant::Checkpoint`]).
 //! - The scenario ([`Sim::run`]) makes users act randomly but sensibly,
 //!   then heals everything, lets the system settle and checks the
 //!   invariants ([`Report`]).
