@@ -345,3 +345,32 @@ fn a_request_lost_before_the_login_was_revoked_is_replaced_by_the_next() {
     );
     bob_accepts_and_reads(&mut net, a, b);
 }
+
+/// The simulator's seed 4111: the peer closed the old conversation while
+/// this user was offline; a new request made then goes out after the
+/// close notice arrives (queued items come first): the notice is about the
+/// old conversation, not the new request, which completes.
+#[test]
+fn a_close_notice_of_the_old_conversation_keeps_a_new_request_in_flight() {
+    let (mut net, a, b) = alice_bob();
+    net.handshake(a, b, "alice", "bob");
+    net.disconnect(a);
+    let now = net.now;
+    net.sc(b).client_mut().close_mp(now, "alice").unwrap();
+    net.pump();
+    let id = net.sc(a).request_mp(now, "bob").unwrap();
+    net.connect(a);
+    let events = net.take(a);
+    let closed = events.iter().position(|e| matches!(e, SecureEvent::Plain(ClientEvent::MpClosed { .. })));
+    let done = events
+        .iter()
+        .position(|e| matches!(e, SecureEvent::Plain(ClientEvent::Done { request_id, .. }) if *request_id == id));
+    assert!(closed.is_some() && closed < done, "the notice comes before the answer: {events:?}");
+    net.sc(b).accept_mp(now, "alice").unwrap();
+    net.pump();
+    let events = net.take(a);
+    assert!(events.iter().any(|e| matches!(e, SecureEvent::MpReady { peer } if peer == "bob")), "{events:?}");
+    net.sc(a).send_mp(now, "bob", "again").unwrap();
+    net.pump();
+    assert_eq!(mps(&net.take(b)), vec![("alice".into(), "again".into())]);
+}
