@@ -73,8 +73,11 @@ impl SecureClient {
                 self.events.push_back(SecureEvent::Plain(event));
             }
             ClientEvent::MpClosed { ref peer, .. } => {
+                // Every handshake the server held is refused or closed; a
+                // request still awaiting its answer may be newer than the
+                // close (queued notices arrive first on a new connection).
                 self.sessions.remove(peer);
-                self.forget_requests(peer);
+                self.requests.remove(peer);
                 self.offers.remove(peer);
                 self.events.push_back(SecureEvent::Plain(event));
             }

@@ -7,7 +7,11 @@
 //! (indeterminate), and asking again then gets 409 "already asked" when it
 //! was. So every handshake the server may hold stays a candidate
 //! ([`PENDING_HANDSHAKES`] per peer at most) until an answer settles it, and
-//! an acceptance is completed with whichever candidate it signs.
+//! an acceptance is completed with whichever candidate it signs. A close
+//! notice from the peer ends the candidates settled so far, not a request
+//! still awaiting its answer: on a new connection the queued notices arrive
+//! before the answers to what the client sends again, so the notice may be
+//! about an older conversation.
 
 use std::collections::HashMap;
 
@@ -119,8 +123,8 @@ impl SecureClient {
         settled.chain(in_flight.into_iter().map(|(_, h)| h)).collect()
     }
 
-    /// Forgets every handshake to `peer` (the conversation opened or closed,
-    /// or the peer's key changed).
+    /// Forgets every handshake to `peer`, those awaiting their answer too
+    /// (the conversation opened, or the peer's key changed).
     pub(super) fn forget_requests(&mut self, peer: &str) {
         self.requests.remove(peer);
         for pending in self.mp_pending.values_mut() {
