@@ -1,10 +1,13 @@
-//! One client: a sans-IO [`Client`] machine over a blocking [`Link`].
+//! One client: a sans-IO [`Client`] machine over a blocking [`Link`],
+//! driven by the transports' [`Driver`].
 
 use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use confab_proto::{Client, ClientConfig, ClientEvent, ClientOutput, Now};
-use confab_transports::link::Link;
+use confab_proto::{Client, ClientConfig, ClientEvent, Ephemeral, Now};
+use confab_transports::link::{DriveError, Driver, Link};
 
 use crate::BenchError;
 
@@ -14,14 +17,11 @@ pub(crate) fn now() -> Now {
     Now::new(Instant::now(), unix_ms)
 }
 
-/// A client machine and its link: what one bench thread drives.
+/// A client machine and its link: what one bench thread drives, with the
+/// transports' [`Driver`] (the bench keeps no state across runs: its turns
+/// commit into [`Ephemeral`]).
 pub(crate) struct Peer {
-    pub(crate) client: Client,
-    link: Box<dyn Link>,
-    /// The machine's next timer.
-    timer: Option<Instant>,
-    /// Events not yet taken.
-    pub(crate) events: VecDeque<ClientEvent>,
+    driver: Driver<Client, Ephemeral>,
 }
 
 impl Peer {
@@ -29,44 +29,30 @@ impl Peer {
     pub(crate) fn new(link: Box<dyn Link>) -> Result<Peer, BenchError> {
         let t = now();
         let config = ClientConfig { max_outbox: crate::RATE_MAX_IN_FLIGHT + 24, ..ClientConfig::default() };
-        let mut client = Client::new(config, t);
-        client.connected(t);
-        let mut peer = Peer { client, link, timer: None, events: VecDeque::new() };
-        peer.pump()?;
-        Ok(peer)
+        let mut driver = Driver::new(Client::new(config, t), Ephemeral, Arc::new(now));
+        driver.connect(link).map_err(failed)?;
+        Ok(Peer { driver })
+    }
+
+    /// The client machine, for commands (then [`Peer::pump`]).
+    pub(crate) fn client(&mut self) -> &mut Client {
+        self.driver.machine_mut()
+    }
+
+    /// Events not yet taken.
+    pub(crate) fn events(&mut self) -> &mut VecDeque<ClientEvent> {
+        self.driver.events_mut()
     }
 
     /// Drains the machine: writes its frames, keeps its events and its timer.
     pub(crate) fn pump(&mut self) -> Result<(), BenchError> {
-        loop {
-            match self.client.poll_output() {
-                ClientOutput::Transmit(bytes) => {
-                    self.link.send(&bytes).map_err(|e| BenchError(format!("send failed: {e}")))?;
-                }
-                ClientOutput::Event(e) => self.events.push_back(e),
-                ClientOutput::Close { code, reason } => {
-                    return Err(BenchError(format!("client closed the connection: {code} {reason}")));
-                }
-                ClientOutput::Timeout(t) => {
-                    self.timer = t;
-                    return Ok(());
-                }
-            }
-        }
+        self.driver.pump().map(drop).map_err(failed)
     }
 
     /// Waits for input until `deadline` (or the machine's timer), feeds it
     /// to the machine and drains it. New events land in [`Peer::events`].
     pub(crate) fn step(&mut self, deadline: Instant) -> Result<(), BenchError> {
-        let wake = self.timer.map_or(deadline, |t| t.min(deadline));
-        let got = self.link.recv(wake).map_err(|e| BenchError(format!("connection lost: {e}")))?;
-        if let Some(bytes) = got {
-            self.client.handle_input(now(), &bytes);
-        }
-        if self.timer.is_some_and(|t| t <= Instant::now()) {
-            self.client.handle_timeout(now());
-        }
-        self.pump()
+        self.driver.step(deadline).map(drop).map_err(failed)
     }
 
     /// Steps until an event for which `f` returns `Some` arrives (it is taken
@@ -81,15 +67,15 @@ impl Peer {
         self.pump()?;
         let mut scanned = 0;
         loop {
-            while scanned < self.events.len() {
-                if let Some(t) = f(&self.events[scanned]) {
-                    self.events.remove(scanned);
+            while scanned < self.events().len() {
+                if let Some(t) = f(&self.events()[scanned]) {
+                    self.events().remove(scanned);
                     return Ok(t);
                 }
                 scanned += 1;
             }
             if let Some(ClientEvent::Closed { code, reason }) =
-                self.events.iter().find(|e| matches!(e, ClientEvent::Closed { .. }))
+                self.events().iter().find(|e| matches!(e, ClientEvent::Closed { .. }))
             {
                 return Err(BenchError(format!("waiting for {what}: connection closed: {code} {reason}")));
             }
@@ -116,16 +102,15 @@ impl Peer {
 
     /// Closes the link (best effort).
     pub(crate) fn close(mut self) {
-        self.client.close(now());
-        loop {
-            match self.client.poll_output() {
-                ClientOutput::Transmit(bytes) => {
-                    let _ = self.link.send(&bytes);
-                }
-                ClientOutput::Event(_) | ClientOutput::Close { .. } => {}
-                ClientOutput::Timeout(_) => break,
-            }
-        }
-        self.link.close();
+        let _ = self.driver.close();
+    }
+}
+
+/// A driver error as the bench reports it.
+fn failed(e: DriveError<Infallible>) -> BenchError {
+    match e {
+        DriveError::Store(never) => match never {},
+        DriveError::LinkLost(e) => BenchError(format!("connection lost: {e}")),
+        DriveError::Closed { code, reason } => BenchError(format!("client closed the connection: {code} {reason}")),
     }
 }

@@ -209,9 +209,9 @@ fn setup(shared: &Shared, role: &Role) -> Result<(Peer, Timeline), BenchError> {
     let mut peer = Peer::new(link)?;
     let name = role.name.as_str();
     let key = Bytes::from(format!("bench-identity-key-of-{name}"));
-    let id = peer.client.register(now(), name, PASSWORD, PASSPHRASE, key).map_err(|e| BenchError(e.to_string()))?;
+    let id = peer.client().register(now(), name, PASSWORD, PASSPHRASE, key).map_err(|e| BenchError(e.to_string()))?;
     peer.outcome(deadline, id, "register")?;
-    let id = peer.client.login(now(), name, PASSWORD, PASSPHRASE).map_err(|e| BenchError(e.to_string()))?;
+    let id = peer.client().login(now(), name, PASSWORD, PASSPHRASE).map_err(|e| BenchError(e.to_string()))?;
     peer.wait_for(deadline, "login", |e| match e {
         ClientEvent::LoggedIn { request_id, .. } if *request_id == id => Some(Ok(())),
         ClientEvent::Failed { request_id, code, reason, .. } if *request_id == id => {
@@ -227,7 +227,7 @@ fn setup(shared: &Shared, role: &Role) -> Result<(Peer, Timeline), BenchError> {
         Scenario::Mp if role.sends => {
             let to = role.peers.first().ok_or_else(|| BenchError("sender without a peer".into()))?;
             let id = peer
-                .client
+                .client()
                 .request_mp(now(), to, Bytes::from_static(HANDSHAKE))
                 .map_err(|e| BenchError(e.to_string()))?;
             peer.outcome(deadline, id, "request_mp")?;
@@ -243,7 +243,7 @@ fn setup(shared: &Shared, role: &Role) -> Result<(Peer, Timeline), BenchError> {
                     _ => None,
                 })?;
                 let id = peer
-                    .client
+                    .client()
                     .accept_mp(now(), &from, Bytes::from_static(HANDSHAKE))
                     .map_err(|e| BenchError(e.to_string()))?;
                 peer.outcome(deadline, id, "accept_mp")?;
@@ -252,14 +252,14 @@ fn setup(shared: &Shared, role: &Role) -> Result<(Peer, Timeline), BenchError> {
         Scenario::Room => {
             if role.index == 0 {
                 let id = peer
-                    .client
+                    .client()
                     .create_room(now(), ROOM, Bytes::from_static(VERIFIER), Bytes::from_static(DESCRIPTOR))
                     .map_err(|e| BenchError(e.to_string()))?;
                 peer.outcome(deadline, id, "create_room")?;
             }
             shared.gate.wait(deadline)?;
             let id = peer
-                .client
+                .client()
                 .join_room(now(), ROOM, Bytes::from_static(VERIFIER))
                 .map_err(|e| BenchError(e.to_string()))?;
             peer.outcome(deadline, id, "join_room")?;
@@ -366,7 +366,7 @@ fn measure(
         if precise {
             // Whatever has arrived, without blocking; then a short sleep if nothing did.
             peer.step(t)?;
-            if peer.events.is_empty() {
+            if peer.events().is_empty() {
                 let left = next_intended.saturating_duration_since(Instant::now());
                 if !left.is_zero() {
                     std::thread::sleep(left.min(PRECISE_SLEEP));
@@ -376,7 +376,7 @@ fn measure(
             peer.step(wake)?;
         }
         let got_at = Instant::now();
-        while let Some(event) = peer.events.pop_front() {
+        while let Some(event) = peer.events().pop_front() {
             match event {
                 ClientEvent::Done { request_id, .. } => {
                     if let Some(m) = in_flight.remove(&request_id) {
@@ -435,8 +435,8 @@ fn send(
     let sealed = Bytes::copy_from_slice(payload);
     let n = now();
     let id = match shared.config.scenario {
-        Scenario::Mp => peer.client.send_mp(n, target, sealed),
-        Scenario::Room => peer.client.send_room(n, target, sealed),
+        Scenario::Mp => peer.client().send_mp(n, target, sealed),
+        Scenario::Room => peer.client().send_room(n, target, sealed),
     };
     let in_window = intended >= tl.start && intended < tl.end;
     match id {

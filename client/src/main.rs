@@ -177,7 +177,6 @@ fn main() -> ExitCode {
         config: ClientConfig::default(),
         room_params: confab_client::proto::e2e::room::ROOM_PARAMS,
         key_params: HashParams::OWASP,
-        settle: Duration::from_millis(300),
         answer_timeout: Duration::from_secs(15),
         listen_for: None,
         new_identity: Box::new(|rng| IdentityKey::generate(&mut *rng)),

@@ -119,24 +119,25 @@ fn rooms_dms_restarts_crash_expiry_and_logout() {
 /// Whether a fresh client can resume a session with `token`.
 fn token_works(w: &World, token: &str) -> bool {
     use confab_client::connect::Connector;
-    use confab_client::proto::{Client, ClientConfig, ClientEvent, ClientOutput};
-    let mut link = w.connector().connect().unwrap();
+    use confab_client::proto::{Client, ClientConfig, ClientEvent, Ephemeral};
+    use confab_transports::link::Driver;
+    let link = w.connector().connect().unwrap();
     let now = *w.time.lock().unwrap();
     let mut client = Client::new(ClientConfig::default(), now);
     client.resume(token.to_owned());
-    client.connected(now);
+    let mut driver = Driver::new(client, Ephemeral, w.clock());
+    driver.connect(link).unwrap();
     for _ in 0..10 {
-        loop {
-            match client.poll_output() {
-                ClientOutput::Transmit(bytes) => link.send(&bytes).unwrap(),
-                ClientOutput::Event(ClientEvent::Connected { .. }) => return true,
-                ClientOutput::Event(ClientEvent::Failed { .. }) => return false,
-                ClientOutput::Timeout(_) => break,
+        let stepped = driver.step(now.instant);
+        for event in driver.take_events() {
+            match event {
+                ClientEvent::Connected { .. } => return true,
+                ClientEvent::Failed { .. } => return false,
                 _ => {}
             }
         }
-        if let Ok(Some(bytes)) = link.recv(now.instant) {
-            client.handle_input(now, &bytes);
+        if stepped.is_err() {
+            return false;
         }
     }
     false
@@ -218,4 +219,75 @@ fn a_changed_key_warns_blocks_and_can_be_accepted() {
     ok(w.run(Some("bob"), None, |e, o| dm::send(e, o, "alice", "new session")));
     let lines = ok(w.run(Some("alice"), None, |e, o| dm::read(e, o, Some("bob"))));
     assert_eq!(texts(&lines, "message"), ["new session"]);
+}
+
+/// A link that trickles: every other `recv` finds nothing yet, the others
+/// at most 32 bytes.
+struct Trickle {
+    inner: Box<dyn confab_transports::link::Link>,
+    pending: Vec<u8>,
+    calls: u32,
+}
+
+impl confab_transports::link::Link for Trickle {
+    fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.inner.send(bytes)
+    }
+
+    fn recv(&mut self, deadline: std::time::Instant) -> std::io::Result<Option<Vec<u8>>> {
+        self.calls += 1;
+        if self.calls % 2 == 1 {
+            return Ok(None);
+        }
+        if self.pending.is_empty() {
+            match self.inner.recv(deadline)? {
+                Some(bytes) => self.pending = bytes,
+                None => return Ok(None),
+            }
+        }
+        let n = self.pending.len().min(32);
+        Ok(Some(self.pending.drain(..n).collect()))
+    }
+
+    fn close(&mut self) {
+        self.inner.close();
+    }
+
+    fn transport(&self) -> &'static str {
+        "mem"
+    }
+}
+
+struct TrickleConnector(support::TestConnector);
+
+impl confab_client::connect::Connector for TrickleConnector {
+    fn connect(&mut self) -> Result<Box<dyn confab_transports::link::Link>, confab_client::connect::ConnectError> {
+        Ok(Box::new(Trickle { inner: self.0.connect()?, pending: Vec::new(), calls: 0 }))
+    }
+
+    fn server(&self) -> &str {
+        self.0.server()
+    }
+}
+
+#[test]
+fn what_was_queued_arrives_before_the_command_goes_on_however_slow_the_link() {
+    let w = World::new("trickle");
+    let ok = |(code, lines): (u8, Vec<serde_json::Value>)| {
+        assert_eq!(code, exit::OK, "{lines:#?}");
+        lines
+    };
+    ok(w.run(Some("alice"), None, |e, o| account::register(e, o, "alice")));
+    ok(w.run(Some("bob"), None, |e, o| account::register(e, o, "bob")));
+    ok(w.run(Some("alice"), None, |e, o| dm::request(e, o, "bob")));
+    ok(w.run(Some("bob"), None, |e, o| dm::accept(e, o, "alice")));
+    let sent = ["one", "two", "three", "four"];
+    for text in sent {
+        ok(w.run(Some("alice"), None, |e, o| dm::send(e, o, "bob", text)));
+    }
+    // Nothing arrives at the first look, then a few bytes at a time: bob's
+    // client waits until it caught up with what was queued, not for a pause.
+    let mut slow = TrickleConnector(w.connector());
+    let lines = ok(w.run_via(&mut slow, Some("bob"), None, |e, o| dm::read(e, o, Some("alice"))));
+    assert_eq!(texts(&lines, "message"), sent);
 }

@@ -12,7 +12,9 @@
 //!
 //! Stores implement `Durable<T>` for what they persist: the server's stores
 //! take a turn's [`Change`](crate::server::Change)s as one batch (one
-//! transaction); a client profile takes the client's snapshot.
+//! transaction); a client profile takes the client machine and writes its
+//! snapshot, whenever the machine's state changed
+//! ([`ClientTurn`](crate::machine::ClientTurn)).
 
 /// A store that makes a machine's state durable.
 pub trait Durable<T: ?Sized> {

@@ -315,8 +315,10 @@ pub fn server_session(data: &[u8]) {
 /// - `3 k`: example frame `k` (every message of the catalog) as server input, so valid answers are easy to reach;
 /// - `4`: the transport connects; `5`: it drops; `6 len data..`: resume with `data` as a refresh token.
 ///
-/// Every drain is bounded and every byte the client transmits must decode
-/// as a stream of valid request, ping, pong or close frames.
+/// Every drain is bounded, commits into a store that checks that nothing
+/// persisted changed without a checkpoint, and every byte the client
+/// transmits must decode as a stream of valid request, ping, pong or close
+/// frames.
 pub fn client_ops(data: &[u8]) {
     use std::time::{Duration, Instant};
 
@@ -327,6 +329,7 @@ pub fn client_ops(data: &[u8]) {
     let limits = Limits { max_data: 64 * 1024, ..Limits::DEFAULT };
     let mut now = Now::new(Instant::now(), 1_795_305_600_000);
     let mut client = Client::new(ClientConfig { limits, ..ClientConfig::default() }, now);
+    let mut store = crate::machine::checked::Checked::default();
     let mut wire = FrameDecoder::new(limits);
     let mut rest = data;
     while let Some((&op, tail)) = rest.split_first() {
@@ -389,9 +392,11 @@ pub fn client_ops(data: &[u8]) {
                 rest = &body[len..];
             }
         }
-        let mut settled = false;
-        for _ in 0..10_000 {
-            match client.poll_output() {
+        // Committed into a store that checks nothing changed without a checkpoint.
+        let outputs = store.turn(&mut client);
+        assert!(outputs.len() <= 10_000, "the client produced {} outputs in one drain", outputs.len());
+        for output in outputs {
+            match output {
                 ClientOutput::Transmit(bytes) => {
                     wire.push(&bytes);
                     while let Some(frame) = wire.next_frame().expect("the client sent a broken stream") {
@@ -406,14 +411,9 @@ pub fn client_ops(data: &[u8]) {
                         Message::decode(&frame, &limits).expect("the client sent an undecodable frame");
                     }
                 }
-                ClientOutput::Timeout(_) => {
-                    settled = true;
-                    break;
-                }
-                ClientOutput::Event(_) | ClientOutput::Close { .. } => {}
+                ClientOutput::Event(_) | ClientOutput::Close { .. } | ClientOutput::Timeout(_) => {}
             }
         }
-        assert!(settled, "the client produced more than 10000 outputs in one drain");
     }
 }
 

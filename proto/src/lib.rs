@@ -50,8 +50,11 @@
 //!   Unix milliseconds); the machines never read a clock;
 //! - inputs: bytes (`handle_input`, any chunking), timers (`handle_timeout`),
 //!   commands (client) and job results (`Server::handle_work`);
-//! - outputs: the client's, drained with `poll_output` until it returns a
-//!   `Timeout`; the server's, in turns: [`Server::drain`] returns a
+//! - outputs, in turns, each behind the durability barrier: the client's
+//!   [`Client::drain`] returns a [`ClientTurn`] whose outputs come only out
+//!   of [`ClientTurn::commit`], after a [`Durable`] store received the
+//!   client when a checkpoint is due (its persisted state changed; see
+//!   [`machine`]); the server's [`Server::drain`] returns a
 //!   [`server::Turn`] whose jobs (password hashing, to run off the routing
 //!   path) are handed out at once, and whose frames, closes, log lines and
 //!   next timer come only out of [`server::Turn::commit`], after a
@@ -65,7 +68,7 @@
 //! use std::time::Instant;
 //! use bytes::Bytes;
 //! use confab_proto::server::{Action, HashParams, MemoryStore};
-//! use confab_proto::{Client, ClientConfig, ClientEvent, ClientOutput, Now, Server, ServerConfig};
+//! use confab_proto::{Client, ClientConfig, ClientEvent, ClientOutput, Ephemeral, Now, Server, ServerConfig};
 //!
 //! let now = Now::new(Instant::now(), 1_795_305_600_000);
 //! let config = ServerConfig { hash_params: HashParams::INSECURE_FAST, ..ServerConfig::default() };
@@ -80,14 +83,13 @@
 //!
 //! let mut events = Vec::new();
 //! loop {
-//!     // Client -> server.
+//!     // Client -> server (a real client commits into its profile).
 //!     let mut to_server = Vec::new();
-//!     loop {
-//!         match client.poll_output() {
+//!     for output in client.drain().commit(&mut Ephemeral).unwrap() {
+//!         match output {
 //!             ClientOutput::Transmit(bytes) => to_server.push(bytes),
 //!             ClientOutput::Event(e) => events.push(e),
-//!             ClientOutput::Close { .. } => {}
-//!             ClientOutput::Timeout(_) => break,
+//!             ClientOutput::Close { .. } | ClientOutput::Timeout(_) => {}
 //!         }
 //!     }
 //!     for bytes in &to_server {
@@ -134,6 +136,7 @@ pub mod examples;
 mod frame;
 pub mod jwt;
 mod limits;
+pub mod machine;
 mod message;
 mod opcode;
 pub mod server;
@@ -150,6 +153,7 @@ pub use durable::{Durable, Ephemeral};
 pub use error::DecodeError;
 pub use frame::{Frame, FrameHeader, FrameType, HEADER_LEN, VERSION};
 pub use limits::Limits;
+pub use machine::{ClientTurn, Machine};
 pub use message::*;
 pub use opcode::Opcode;
 pub use server::{Server, ServerConfig, ServerEvent, SessionId};

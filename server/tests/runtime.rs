@@ -99,13 +99,16 @@ fn drive_until(
     use confab_proto::ClientOutput;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        loop {
-            match client.poll_output() {
+        let mut found = None;
+        for output in client.drain().commit(&mut confab_proto::Ephemeral).unwrap() {
+            match output {
                 ClientOutput::Transmit(bytes) => link.send(&bytes).expect("send"),
-                ClientOutput::Event(e) if want(&e) => return e,
-                ClientOutput::Event(_) | ClientOutput::Close { .. } => {}
-                ClientOutput::Timeout(_) => break,
+                ClientOutput::Event(e) if found.is_none() && want(&e) => found = Some(e),
+                ClientOutput::Event(_) | ClientOutput::Close { .. } | ClientOutput::Timeout(_) => {}
             }
+        }
+        if let Some(e) = found {
+            return e;
         }
         let wake = (Instant::now() + Duration::from_millis(20)).min(deadline);
         assert!(Instant::now() < deadline, "no such event within 10 s");
@@ -207,14 +210,13 @@ fn a_failed_commit_stops_the_server_before_anything_is_acknowledged() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut events = Vec::new();
     loop {
-        loop {
-            match client.poll_output() {
+        for output in client.drain().commit(&mut confab_proto::Ephemeral).unwrap() {
+            match output {
                 ClientOutput::Transmit(bytes) => {
                     let _ = link.send(&bytes);
                 }
                 ClientOutput::Event(e) => events.push(e),
-                ClientOutput::Close { .. } => {}
-                ClientOutput::Timeout(_) => break,
+                ClientOutput::Close { .. } | ClientOutput::Timeout(_) => {}
             }
         }
         assert!(Instant::now() < deadline, "the link never ended");

@@ -1,9 +1,8 @@
 //! `code issue AUDIENCE` (for the logged-in user) and `code verify USER
 //! AUDIENCE CODE` (anonymous: what a third-party server does).
 
-use std::time::Instant;
-
-use confab_proto::{Client, ClientEvent, ClientOutput, ResponseBody};
+use confab_proto::{Client, ClientEvent, Ephemeral, ResponseBody};
+use confab_transports::link::{DriveError, Driver};
 use serde_json::json;
 
 use super::{CliError, Env, expect_done, print_warnings};
@@ -34,42 +33,19 @@ pub fn issue(env: &mut Env<'_>, out: &mut Output<'_>, audience: &str) -> Result<
 /// `confab code verify USER AUDIENCE CODE`: asks the server whether the
 /// code is valid (and consumes it). No login needed.
 pub fn verify(env: &mut Env<'_>, out: &mut Output<'_>, user: &str, audience: &str, code: &str) -> Result<(), CliError> {
-    let mut link = env.connector.connect().map_err(SessionError::from)?;
+    let link = env.connector.connect().map_err(SessionError::from)?;
     let now = (env.clock)();
-    let mut client = Client::new(env.config.clone(), now);
-    client.connected(now);
-    let id = client.verify_code(now, user, audience, code).map_err(|e| CliError::Local(e.into()))?;
-    let deadline = now.instant + env.answer_timeout;
-    let outcome = loop {
-        let mut found = None;
-        let timeout = loop {
-            match client.poll_output() {
-                ClientOutput::Transmit(bytes) => link.send(&bytes).map_err(SessionError::LinkLost)?,
-                ClientOutput::Event(e @ (ClientEvent::Done { .. } | ClientEvent::Failed { .. })) => {
-                    if matches!(&e, ClientEvent::Done { request_id, .. } | ClientEvent::Failed { request_id, .. } if *request_id == id)
-                    {
-                        found = Some(e);
-                    }
-                }
-                ClientOutput::Event(_) => {}
-                ClientOutput::Close { code, reason } => return Err(SessionError::Closed { code, reason }.into()),
-                ClientOutput::Timeout(at) => break at,
-            }
-        };
-        if let Some(e) = found {
-            break e;
-        }
-        let now = (env.clock)();
-        if now.instant >= deadline {
-            return Err(CliError::NoAnswer("code verify".into()));
-        }
-        let wake: Instant = timeout.map_or(deadline, |t| t.min(deadline));
-        match link.recv(wake).map_err(SessionError::LinkLost)? {
-            Some(bytes) => client.handle_input((env.clock)(), &bytes),
-            None => client.handle_timeout((env.clock)()),
-        }
-    };
-    link.close();
+    // Anonymous and one-shot: no profile, nothing to keep.
+    let mut driver = Driver::new(Client::new(env.config.clone(), now), Ephemeral, env.clock.clone());
+    driver.connect(link).map_err(session_error)?;
+    let id = driver.machine_mut().verify_code(now, user, audience, code).map_err(|e| CliError::Local(e.into()))?;
+    let is_outcome = |e: &ClientEvent| matches!(e, ClientEvent::Done { request_id, .. } | ClientEvent::Failed { request_id, .. } if *request_id == id);
+    if !driver.run_until(now.instant + env.answer_timeout, is_outcome).map_err(session_error)? {
+        return Err(CliError::NoAnswer("code verify".into()));
+    }
+    let outcome = driver.events().iter().rev().find(|e| is_outcome(e)).cloned();
+    let _ = driver.close();
+    let Some(outcome) = outcome else { return Err(CliError::NoAnswer("code verify".into())) };
     match outcome {
         ClientEvent::Failed { code, reason, .. } => Err(CliError::Refused { what: "code verify".into(), code, reason }),
         _ => {
@@ -81,5 +57,14 @@ pub fn verify(env: &mut Env<'_>, out: &mut Output<'_>, user: &str, audience: &st
             );
             Ok(())
         }
+    }
+}
+
+/// A driver error of a machine that keeps nothing.
+fn session_error(e: DriveError<std::convert::Infallible>) -> CliError {
+    match e {
+        DriveError::Store(never) => match never {},
+        DriveError::LinkLost(e) => SessionError::LinkLost(e).into(),
+        DriveError::Closed { code, reason } => SessionError::Closed { code, reason }.into(),
     }
 }

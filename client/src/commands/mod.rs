@@ -23,10 +23,11 @@ pub mod safety;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use confab_proto::e2e::SecureEvent;
 use confab_proto::e2e::secure::{SecureClient, SecureError};
 use confab_proto::e2e::{IdentityKey, KeyError};
 use confab_proto::server::HashParams;
-use confab_proto::{ClientConfig, ClientEvent, Opcode};
+use confab_proto::{ClientConfig, ClientEvent};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -62,8 +63,6 @@ pub struct Env<'a> {
     pub room_params: HashParams,
     /// argon2id costs of the identity key at rest.
     pub key_params: HashParams,
-    /// Quiet time after connecting that means "everything queued has arrived".
-    pub settle: Duration,
     /// How long to wait for an answer.
     pub answer_timeout: Duration,
     /// How long `listen` runs (`None`: until interrupted).
@@ -268,23 +267,17 @@ impl Env<'_> {
             .map_err(|e| CliError::Profile(ProfileError::Damaged(e.to_string())))?;
         let mut session = Session::new(sc, profile, self.clock.clone());
         session.connect(self.connector)?;
-        let deadline = session.now().instant + self.answer_timeout;
-        let connected = session.run_until(deadline, |e| {
-            matches!(
-                e,
-                confab_proto::e2e::SecureEvent::Plain(
-                    ClientEvent::Connected { .. } | ClientEvent::Failed { opcode: Opcode::Refresh, .. }
-                )
-            )
-        })?;
+        // The refresh binds the connection; what was queued for this user
+        // (requests, acceptances, messages) follows, then the client says
+        // it caught up.
+        let caught_up = session.wait_caught_up(self.answer_timeout)?;
         if !session.sc().client().is_logged_in() {
             return Err(CliError::NotLoggedIn(user));
         }
-        if !connected {
+        let connected = || session.events().any(|e| matches!(e, SecureEvent::Plain(ClientEvent::Connected { .. })));
+        if caught_up.is_none() && !connected() {
             return Err(CliError::NoAnswer("the session refresh".into()));
         }
-        // Receive what was queued for this user (requests, acceptances, messages).
-        session.settle(self.settle, self.answer_timeout)?;
         Ok(session)
     }
 }

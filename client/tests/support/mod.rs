@@ -152,7 +152,6 @@ impl World {
             config: ClientConfig::default(),
             room_params: HashParams::INSECURE_FAST,
             key_params: HashParams::INSECURE_FAST,
-            settle: Duration::ZERO,
             answer_timeout: Duration::from_secs(5),
             listen_for: Some(Duration::from_millis(50)),
             new_identity: Box::new(move |_| IdentityKey::from_pkcs8_der(fixture)),

@@ -148,6 +148,7 @@ impl Client {
             ResponseBody::Tokens(tokens) if r.status != Status::Error => {
                 self.lanes.set_owner(&flow.username);
                 self.username = Some(flow.username);
+                self.dirty = true;
                 self.on_tokens(flow.login_id, Opcode::Passphrase, tokens);
             }
             _ => {
@@ -186,6 +187,7 @@ impl Client {
         }
         self.auth.access = Some(t.access_token);
         self.auth.refresh = Some(t.refresh_token);
+        self.dirty = true;
         self.auth.access_expires_ms = t.access_expires_ms;
         self.auth.refresh_expires_ms = t.refresh_expires_ms;
         self.auth.generation += 1;
@@ -248,6 +250,7 @@ impl Client {
     pub(super) fn end_session(&mut self, reason: &str) {
         self.auth.access = None;
         self.auth.refresh = None;
+        self.dirty = true;
         self.auth.refresh_in_flight = None;
         self.auth.refresh_retry_at = None;
         self.auth.logging_out = false;

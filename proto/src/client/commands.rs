@@ -89,6 +89,7 @@ impl Client {
         self.auth.external = false;
         self.auth.external_refused = false;
         self.auth.refresh = Some(refresh_token);
+        self.dirty = true;
         self.auth.refresh_retry_at = None;
         self.auth.logging_out = false;
         if let Some(conn) = self.conn.as_mut() {
@@ -273,6 +274,7 @@ impl Client {
     pub(super) fn alloc_id(&mut self) -> Result<u32, CommandError> {
         let id = self.next_id.ok_or(CommandError::IdsExhausted)?;
         self.next_id = id.checked_add(1);
+        self.dirty = true;
         Ok(id)
     }
 }

@@ -1,40 +1,18 @@
 //! What the client machine hands to its caller.
 
-use std::time::Instant;
-
 use bytes::Bytes;
 
+use crate::machine::Output;
 use crate::{DecodeError, Opcode, ResponseBody};
 
-/// What the client asks its caller to do. Drain
-/// [`Client::poll_output`](super::Client::poll_output) until it returns
-/// [`ClientOutput::Timeout`].
+/// What the client asks its caller to do: the [`Output`] of a committed
+/// [`ClientTurn`](crate::machine::ClientTurn) of a [`Client`](super::Client).
 ///
 /// Outputs come in this order: every `Event`, then one `Transmit` with all
 /// pending frames, then `Close`, then `Timeout`. Acknowledgements of
-/// delivered items therefore come out after the events that delivered them:
-/// an application that stores each event as it drains never acknowledges
-/// something it has not stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[must_use]
-pub enum ClientOutput {
-    /// Write these bytes (one or more whole frames) to the transport.
-    Transmit(Bytes),
-    /// Something for the application.
-    Event(ClientEvent),
-    /// Close the transport once the transmits before this are written. The
-    /// client already considers the connection gone (calling
-    /// [`Client::disconnected`](super::Client::disconnected) afterwards is
-    /// harmless); reconnect with [`Client::connected`](super::Client::connected).
-    Close {
-        /// Three-digit code (the one of the close frame, when there was one).
-        code: u16,
-        /// Why.
-        reason: String,
-    },
-    /// Nothing more to do until this instant (`None`: until the next input or command).
-    Timeout(Option<Instant>),
-}
+/// delivered items therefore come out after the events that delivered them,
+/// and after the checkpoint that stored them.
+pub type ClientOutput = Output<ClientEvent>;
 
 /// Something that happened, for the application.
 ///
@@ -123,6 +101,12 @@ pub enum ClientEvent {
         /// How many queued items the server is about to deliver (duplicates included).
         queued: u32,
     },
+    /// Every item the server had queued for this user when the connection
+    /// was bound (the `queued` count of [`ClientEvent::Connected`],
+    /// duplicates included) has arrived and was reported: what follows is
+    /// live. Once per connection, right after `Connected` when nothing was
+    /// queued.
+    CaughtUp,
     /// A private message (delivered once: replays are dropped).
     UserMessage {
         /// Sender.

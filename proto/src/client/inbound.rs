@@ -13,7 +13,13 @@ impl Client {
     pub(super) fn handle_frame(&mut self, now: Now, frame: Frame) {
         match Message::decode(&frame, &self.config.limits) {
             Ok(Message::Response(r)) => self.on_response(now, r),
-            Ok(Message::Event(e)) => self.on_event(e),
+            Ok(Message::Event(e)) => {
+                let queued_kind = is_queued_kind(&e.body);
+                self.on_event(e);
+                if queued_kind {
+                    self.count_caught_up(true);
+                }
+            }
             Ok(Message::Ping(p)) => {
                 if self.conn.is_some() {
                     Message::Pong(Pong { nonce: p.nonce }).encode(&[], &mut self.out);
@@ -112,9 +118,13 @@ impl Client {
         let lane_item = match e.body {
             EventBody::Connected(c) => {
                 self.lanes.set_owner(&c.username);
-                self.username = Some(c.username.clone());
+                if self.username.as_deref() != Some(c.username.as_str()) {
+                    self.username = Some(c.username.clone());
+                    self.dirty = true;
+                }
                 if let Some(conn) = self.conn.as_mut() {
                     conn.authed = true;
+                    conn.catch_up = Some(c.queued);
                 }
                 if let Some((request_id, a, r)) = self.auth.deferred.take() {
                     self.events.push_back(ClientEvent::LoggedIn {
@@ -124,7 +134,9 @@ impl Client {
                         refresh_expires_ms: r,
                     });
                 }
-                ClientEvent::Connected { username: c.username, queued: c.queued }
+                self.events.push_back(ClientEvent::Connected { username: c.username, queued: c.queued });
+                // Nothing queued: caught up at once.
+                return self.count_caught_up(false);
             }
             EventBody::UserMessage(m) => {
                 if !self.lanes.receive(&m.from, m.seq) {
@@ -179,6 +191,24 @@ impl Client {
         self.events.push_back(lane_item);
     }
 
+    /// Counts one of the queued items `connected` announced (`item`), or
+    /// none (right after `connected`): [`ClientEvent::CaughtUp`] once they
+    /// all arrived. The server writes them right after `connected`
+    /// (docs/PROTOCOL.md, "Login and session binding"), so they are the
+    /// first item frames on the connection, delivered or dropped as
+    /// duplicates alike.
+    fn count_caught_up(&mut self, item: bool) {
+        let Some(conn) = self.conn.as_mut() else { return };
+        let Some(left) = conn.catch_up.as_mut() else { return };
+        if item {
+            *left = left.saturating_sub(1);
+        }
+        if *left == 0 {
+            conn.catch_up = None;
+            self.events.push_back(ClientEvent::CaughtUp);
+        }
+    }
+
     /// One `delivery_ack` per peer that delivered something in this input
     /// batch, for the highest sequence number delivered (duplicates included:
     /// a replay means an earlier acknowledgement did not land).
@@ -193,6 +223,7 @@ impl Client {
             }
             if let Some(entry) = self.outbox.unsent_ack_mut(&peer) {
                 entry.body = RequestBody::DeliveryAck(DeliveryAck { peer, seq });
+                self.dirty = true;
                 continue;
             }
             let Ok(id) = self.alloc_id() else { return };
@@ -200,6 +231,19 @@ impl Client {
             self.outbox.push(Entry::new(id, now.unix_ms, body, Origin::Ack));
         }
     }
+}
+
+/// Whether `body` is one of the items the `queued` count of `connected`
+/// counts (lane items and "message dropped" notices).
+fn is_queued_kind(body: &EventBody) -> bool {
+    matches!(
+        body,
+        EventBody::UserMessage(_)
+            | EventBody::MpRequest(_)
+            | EventBody::MpAccepted(_)
+            | EventBody::MpClosed(_)
+            | EventBody::MpExpired(_)
+    )
 }
 
 /// A response frame that does not decode still names its opcode and request

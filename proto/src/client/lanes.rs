@@ -39,6 +39,8 @@ pub(crate) struct Lanes {
     tick: u64,
     max_peers: usize,
     max_rooms: usize,
+    /// A delivered sequence number changed since the last checkpoint.
+    changed: bool,
 }
 
 impl Lanes {
@@ -51,12 +53,25 @@ impl Lanes {
             tick: 0,
             max_peers: max_peers.max(1),
             max_rooms: max_rooms.max(1),
+            changed: false,
         }
+    }
+
+    /// Whether a delivered sequence number (what [`Lanes::seen`] and
+    /// [`Lanes::rooms_seen`] export) changed since the last checkpoint.
+    pub(crate) fn changed(&self) -> bool {
+        self.changed
+    }
+
+    /// The store holds the current sequence numbers.
+    pub(crate) fn checkpointed(&mut self) {
+        self.changed = false;
     }
 
     /// The session is `username`'s: if the state belonged to someone else, forget it.
     pub(crate) fn set_owner(&mut self, username: &str) {
         if self.owner.as_deref() != Some(username) {
+            self.changed |= !self.peers.is_empty() || !self.rooms.is_empty();
             self.peers.clear();
             self.rooms.clear();
             self.due.clear();
@@ -80,11 +95,13 @@ impl Lanes {
                 return false;
             }
             lane.last = seq;
+            self.changed = true;
             return true;
         }
         if self.peers.len() >= self.max_peers {
             self.evict_peer();
         }
+        self.changed = true;
         let lane = PeerLane { last: seq, acked: 0, tick };
         self.peers.insert(peer.to_owned(), lane);
         true
@@ -102,6 +119,7 @@ impl Lanes {
         };
         if let Some(peer) = pick(true).or_else(|| pick(false)) {
             self.peers.remove(&peer);
+            self.changed = true;
         }
     }
 
@@ -131,6 +149,7 @@ impl Lanes {
         let lane = self.peers.entry(peer.to_owned()).or_insert(PeerLane { last: 0, acked: 0, tick });
         lane.last = lane.last.max(seq);
         lane.tick = tick;
+        self.changed = true;
     }
 
     /// Every peer with its last delivered sequence number, for a stored profile.
@@ -149,6 +168,7 @@ impl Lanes {
                 return false;
             }
             r.last = seq;
+            self.changed = true;
             return true;
         }
         self.set_room(room, seq);
@@ -159,6 +179,7 @@ impl Lanes {
     /// Authoritative: a room deleted and created again starts over.
     pub(crate) fn set_room(&mut self, room: &str, last: u64) {
         let tick = self.next_tick();
+        self.changed = true;
         if !self.rooms.contains_key(room) && self.rooms.len() >= self.max_rooms {
             let oldest = self.rooms.iter().min_by_key(|(_, r)| r.tick).map(|(n, _)| n.clone());
             if let Some(name) = oldest {
@@ -170,7 +191,7 @@ impl Lanes {
 
     /// This user deleted `room`: a room created later under the same name starts over.
     pub(crate) fn forget_room(&mut self, room: &str) {
-        self.rooms.remove(room);
+        self.changed |= self.rooms.remove(room).is_some();
     }
 
     /// Every room with its last seen sequence number, for a stored profile.

@@ -6,11 +6,13 @@
 //! - [`Client::connected`] when a transport is up, [`Client::disconnected`]
 //!   when it is gone; the same `Client` is connected again and again.
 //! - [`Client::handle_input`] with whatever bytes arrived (any chunking).
-//! - [`Client::handle_timeout`] when the last [`ClientOutput::Timeout`] instant passes.
+//! - [`Client::handle_timeout`] when the last [`Output::Timeout`] instant passes.
 //! - Commands ([`Client::login`], [`Client::send_mp`], ...) return a request
 //!   id at once; the outcome arrives later as a [`ClientEvent`].
-//! - After any of these, drain [`Client::poll_output`] until it returns
-//!   [`ClientOutput::Timeout`].
+//! - After any of these, [`Client::drain`] and commit the turn
+//!   ([`ClientTurn::commit`]): the store receives the client when its
+//!   persisted state changed ([`Client::checkpoint_due`]), then the turn
+//!   hands out the outputs, the last one a [`Output::Timeout`].
 //!
 //! The machine never reads a clock (time comes in as [`Now`]), needs no
 //! randomness (request ids are a counter), never blocks, and never panics on
@@ -34,6 +36,8 @@
 //! - Lane items (`mp_request`, `mp_accepted`, `user_message`, `mp_closed`)
 //!   are delivered once each: replays after a reconnect are dropped, and the
 //!   highest sequence number per peer is acknowledged once per input batch.
+//! - After each connection is bound, [`ClientEvent::CaughtUp`] says when
+//!   everything the server had queued for the user has arrived.
 
 mod auth;
 mod commands;
@@ -57,6 +61,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
+use crate::machine::{self, ClientTurn, Output};
 use crate::{Close, FrameDecoder, Message, Now, Ping, Request, code};
 use auth::Auth;
 use lanes::Lanes;
@@ -71,6 +76,9 @@ struct Conn {
     ping: Option<u64>,
     /// The server bound this connection to the user (`connected`).
     authed: bool,
+    /// Queued items still to come after `connected`, before
+    /// [`ClientEvent::CaughtUp`] (`None`: not bound yet, or caught up).
+    catch_up: Option<u32>,
 }
 
 /// The client machine. See the [module docs](self) for the contract.
@@ -91,6 +99,9 @@ pub struct Client {
     next_nonce: u64,
     /// The latest time passed in (for [`Client::resume`], which takes none).
     clock: Now,
+    /// The session, the request ids or the username changed since the last
+    /// checkpoint (the outbox and the lanes track their own changes).
+    dirty: bool,
 }
 
 impl Client {
@@ -110,6 +121,7 @@ impl Client {
             closes: VecDeque::new(),
             next_nonce: 1,
             clock: now,
+            dirty: true,
         }
     }
 
@@ -128,6 +140,7 @@ impl Client {
             last_rx: now.instant,
             ping: None,
             authed: false,
+            catch_up: None,
         });
         if self.auth.refresh.is_some() {
             self.start_refresh(now);
@@ -149,7 +162,7 @@ impl Client {
     }
 
     /// Closes the connection on purpose: a close frame (200), then
-    /// [`ClientOutput::Close`]. Unanswered requests wait for the next connection.
+    /// [`Output::Close`]. Unanswered requests wait for the next connection.
     pub fn close(&mut self, now: Now) {
         self.touch(now);
         self.give_up(code::OK, "client closing".into());
@@ -179,7 +192,7 @@ impl Client {
 
     /// Timers: a keepalive ping after `keepalive_interval` of silence from
     /// the server, giving up after `idle_timeout` (close frame 408,
-    /// [`ClientEvent::Closed`], [`ClientOutput::Close`]), and retrying a
+    /// [`ClientEvent::Closed`], [`Output::Close`]), and retrying a
     /// refused refresh.
     pub fn handle_timeout(&mut self, now: Now) {
         self.touch(now);
@@ -203,19 +216,42 @@ impl Client {
         }
     }
 
-    /// The next output. Drain until [`ClientOutput::Timeout`].
-    #[must_use = "drain the outputs until `Timeout`: they carry the frames to send"]
-    pub fn poll_output(&mut self) -> ClientOutput {
+    /// Everything the last inputs and commands produced, as one turn: its
+    /// outputs come out of [`ClientTurn::commit`], after the store received
+    /// the client if a checkpoint is due.
+    pub fn drain(&mut self) -> ClientTurn<'_, Client> {
+        let outputs = machine::collect(|| self.poll_output());
+        ClientTurn::new(self, outputs, Client::checkpointed)
+    }
+
+    /// Whether the persisted state ([`Client::snapshot`]) changed since the
+    /// last checkpoint: the session, the next request id, the outbox
+    /// (a request made, answered, or written for the first time), the
+    /// delivered sequence numbers. A new or restored client has one due.
+    #[must_use]
+    pub fn checkpoint_due(&self) -> bool {
+        self.dirty || self.outbox.changed() || self.lanes.changed()
+    }
+
+    /// The store holds the current state.
+    pub(crate) fn checkpointed(&mut self) {
+        self.dirty = false;
+        self.outbox.checkpointed();
+        self.lanes.checkpointed();
+    }
+
+    /// The next output (until `Timeout`); only [`Client::drain`] hands them out.
+    pub(crate) fn poll_output(&mut self) -> ClientOutput {
         if let Some(event) = self.events.pop_front() {
-            return ClientOutput::Event(event);
+            return Output::Event(event);
         }
         if !self.out.is_empty() {
-            return ClientOutput::Transmit(self.out.split().freeze());
+            return Output::Transmit(self.out.split().freeze());
         }
         if let Some((code, reason)) = self.closes.pop_front() {
-            return ClientOutput::Close { code, reason };
+            return Output::Close { code, reason };
         }
-        ClientOutput::Timeout(self.next_deadline())
+        Output::Timeout(self.next_deadline())
     }
 
     // ---- introspection ----
@@ -265,7 +301,8 @@ impl Client {
     }
 
     /// Restores a peer's highest delivered sequence number from a stored
-    /// profile, so that replays of items delivered before a restart are dropped.
+    /// profile, so that replays of items delivered before a restart are
+    /// dropped (a checkpoint is then due).
     pub fn set_last_seen(&mut self, peer: &str, seq: u64) {
         self.lanes.set_last_seen(peer, seq);
     }
@@ -314,8 +351,13 @@ impl Client {
             });
             message.encode(token.as_bytes(), &mut self.out);
             entry.sent = true;
+            let first = !entry.written;
             entry.written = true;
             entry.sent_gen = self.auth.generation;
+            if first && entry.needs_auth() {
+                // The stored frame's `written` flag: the server may perform it from now on.
+                self.dirty = true;
+            }
         }
     }
 

@@ -67,6 +67,8 @@ pub(crate) struct Outbox {
     entries: BTreeMap<u32, Entry>,
     /// Entries whose origin is [`Origin::User`] (the ones `max_outbox` bounds).
     user: usize,
+    /// An entry was added or removed since the last checkpoint.
+    changed: bool,
 }
 
 impl Outbox {
@@ -85,7 +87,18 @@ impl Outbox {
         self.entries.values()
     }
 
+    /// Whether an entry was added or removed since the last checkpoint.
+    pub(crate) fn changed(&self) -> bool {
+        self.changed
+    }
+
+    /// The store holds the current entries.
+    pub(crate) fn checkpointed(&mut self) {
+        self.changed = false;
+    }
+
     pub(crate) fn push(&mut self, entry: Entry) {
+        self.changed = true;
         if entry.origin == Origin::User {
             self.user += 1;
         }
@@ -158,6 +171,7 @@ impl Outbox {
 
     fn remove(&mut self, id: u32) -> Option<Entry> {
         let entry = self.entries.remove(&id)?;
+        self.changed = true;
         if entry.origin == Origin::User {
             self.user -= 1;
         }

@@ -102,14 +102,13 @@ impl Net {
             let mut moved = false;
             let now = self.now;
             for (session, client) in &mut self.clients {
-                loop {
-                    match client.poll_output() {
+                for output in client.drain().commit(&mut Ephemeral).unwrap() {
+                    match output {
                         ClientOutput::Transmit(bytes) => {
                             self.server.handle_input(now, *session, &bytes);
                             moved = true;
                         }
-                        ClientOutput::Event(_) | ClientOutput::Close { .. } => {}
-                        ClientOutput::Timeout(_) => break,
+                        ClientOutput::Event(_) | ClientOutput::Close { .. } | ClientOutput::Timeout(_) => {}
                     }
                 }
             }

@@ -56,6 +56,9 @@ pub enum Invariant {
     /// A client sealed two different blobs for one conversation under the
     /// same (epoch, counter): a reused nonce (secure mode).
     NonceReuse,
+    /// A client's persisted state changed in a turn that took no
+    /// checkpoint: its store (a profile on disk) would miss it after a crash.
+    Checkpoint,
 }
 
 /// One broken invariant.
@@ -118,6 +121,10 @@ pub struct SimStats {
     pub client_restores: u64,
     /// Answers to request ids a client restored from an old copy used again.
     pub reused_ids: u64,
+    /// Turns the client machines were drained in.
+    pub client_turns: u64,
+    /// Of which took a checkpoint (the client's state changed).
+    pub client_checkpoints: u64,
 }
 
 /// The verdict of a run.

@@ -3,10 +3,10 @@
 //! letting each user's behaviour react to what its client reports.
 
 use bytes::Bytes;
+use confab_proto::machine::Output;
 use confab_proto::{Client, Now};
 
 use super::driver::Ctx;
-use super::machine::MachineOutput;
 use super::net::{Dir, Segment};
 use super::queue::Ev;
 use super::{ClientId, Invariant, LinkId, Sim};
@@ -39,16 +39,25 @@ impl Sim {
             let mut events = Vec::new();
             let mut transmits: Vec<Bytes> = Vec::new();
             let mut closed = None;
-            let deadline = loop {
-                match host.client.poll_output() {
-                    MachineOutput::Event(e) => events.push(e),
-                    MachineOutput::Transmit(bytes) => transmits.push(bytes),
-                    MachineOutput::Close { code, reason } => closed = Some((code, reason)),
-                    MachineOutput::Timeout(t) => break t,
+            let mut deadline = None;
+            let checkpoints = host.store.checkpoints;
+            let (outputs, unsaved) = host.client.drain(&mut host.store);
+            self.stats.client_turns += 1;
+            self.stats.client_checkpoints += host.store.checkpoints - checkpoints;
+            for output in outputs {
+                match output {
+                    Output::Event(e) => events.push(e),
+                    Output::Transmit(bytes) => transmits.push(bytes),
+                    Output::Close { code, reason } => closed = Some((code, reason)),
+                    Output::Timeout(t) => deadline = t,
                 }
-            };
+            }
             host.deadline = deadline.map(|t| t.saturating_duration_since(origin));
             let link = host.link;
+            if let Some(what) = unsaved {
+                let name = self.hosts[id.0].user.name.clone();
+                self.violate(Invariant::Checkpoint, format!("{name}: {what} changed without a checkpoint"));
+            }
             for bytes in transmits {
                 let Some(link) = link else {
                     let name = self.hosts[id.0].user.name.clone();

@@ -193,9 +193,10 @@ impl Sim {
 
 impl Sim {
     /// Keeps a copy of the user's secure client state (its profile on
-    /// disk), for [`Sim::restore_client`]. False in plain mode.
+    /// disk: the last checkpoint), for [`Sim::restore_client`]. False in
+    /// plain mode.
     pub fn save_client(&mut self, id: ClientId) -> bool {
-        let Some(snapshot) = self.secure_client(id).map(SecureClient::snapshot) else { return false };
+        let Some(snapshot) = self.hosts[id.0].store.secure().cloned() else { return false };
         let kept = self.ledger.inbox(&self.hosts[id.0].user.name).len();
         self.hosts[id.0].saved = Some((Box::new(snapshot), kept));
         true

@@ -17,7 +17,11 @@
 //! - Persistence: the server is drained in turns ([`confab_proto::server::Turn`])
 //!   until a turn is empty, like the real server's loop; each turn's changes
 //!   are committed to a [`MemoryStore`] before that turn's frames leave (group
-//!   commit); a restart restores from the store.
+//!   commit); a restart restores from the store. Each client's turns are
+//!   committed the same way ([`ClientTurn`](confab_proto::machine::ClientTurn))
+//!   into a store of its own (the last checkpoint, what its profile would
+//!   hold); a client state that changed without a checkpoint is a violation
+//!   ([`Invariant::Checkpoint`]).
 //! - The scenario ([`Sim::run`]) makes users act randomly but sensibly,
 //!   then heals everything, lets the system settle and checks the
 //!   invariants ([`Report`]).
@@ -108,7 +112,7 @@ pub use net::{LinkId, NetStats};
 pub use trace::{SeedGuard, Trace};
 
 use driver::User;
-use machine::Machine;
+use machine::{ClientStore, Machine};
 use net::Net;
 use queue::{Agenda, Ev};
 use store::SimStore;
@@ -124,6 +128,8 @@ pub struct ClientId(pub usize);
 #[derive(Debug)]
 pub(crate) struct Host {
     pub(crate) client: Machine,
+    /// Where its turns are committed.
+    pub(crate) store: ClientStore,
     /// The connection the client considers current.
     pub(crate) link: Option<LinkId>,
     /// When the client's timer is due (elapsed virtual time).
@@ -250,6 +256,7 @@ impl Sim {
                 };
                 Host {
                     client,
+                    store: ClientStore::default(),
                     link: None,
                     deadline: None,
                     partitioned: false,

@@ -5,12 +5,17 @@
 //! Either way the user's behaviour deals in *payloads*: the sealed bytes of
 //! a plain client, the plaintext of a secure one. The ledger keys posts by
 //! payload, so the same invariants hold in both modes.
-
-use std::time::Instant;
+//!
+//! Either way its turns are committed into a [`ClientStore`] (what a
+//! profile on disk would hold), which checks that the machine's state never
+//! changes in a turn that takes no checkpoint.
 
 use bytes::Bytes;
-use confab_proto::e2e::{SecureClient, SecureError, SecureEvent, SecureOutput};
-use confab_proto::{Client, ClientEvent, ClientOutput, Now};
+use confab_proto::client::ClientSnapshot;
+use confab_proto::e2e::secure::SecureSnapshot;
+use confab_proto::e2e::{SecureClient, SecureError, SecureEvent};
+use confab_proto::machine::Output;
+use confab_proto::{Client, ClientEvent, Durable, Now};
 
 /// A simulated user's client machine.
 #[derive(Debug)]
@@ -30,12 +35,75 @@ pub(crate) enum AppEvent {
     Secure(SecureEvent),
 }
 
-/// One output of [`Machine::poll_output`].
-pub(crate) enum MachineOutput {
-    Transmit(Bytes),
-    Event(AppEvent),
-    Close { code: u16, reason: String },
-    Timeout(Option<Instant>),
+/// A client's store: its last checkpoint, as a profile on disk holds it.
+#[derive(Debug, Default)]
+pub(crate) struct ClientStore {
+    plain: Option<ClientSnapshot>,
+    secure: Option<Box<SecureSnapshot>>,
+    /// Checkpoints taken.
+    pub(crate) checkpoints: u64,
+}
+
+impl ClientStore {
+    /// The secure client's last checkpoint (what an old copy of its profile holds).
+    pub(crate) fn secure(&self) -> Option<&SecureSnapshot> {
+        self.secure.as_deref()
+    }
+}
+
+impl Durable<Client> for ClientStore {
+    type Error = std::convert::Infallible;
+
+    fn commit(&mut self, client: &Client) -> Result<(), Self::Error> {
+        self.plain = Some(client.snapshot());
+        self.checkpoints += 1;
+        Ok(())
+    }
+}
+
+impl Durable<SecureClient> for ClientStore {
+    type Error = std::convert::Infallible;
+
+    fn commit(&mut self, client: &SecureClient) -> Result<(), Self::Error> {
+        self.secure = Some(Box::new(client.snapshot()));
+        self.checkpoints += 1;
+        Ok(())
+    }
+}
+
+/// What differs between the stored client snapshot and the current one.
+fn unsaved_client(stored: Option<&ClientSnapshot>, now: &ClientSnapshot) -> Option<String> {
+    let Some(stored) = stored else { return Some("no checkpoint ever".into()) };
+    let fields = [
+        ("username", stored.username != now.username),
+        ("refresh token", stored.refresh_token != now.refresh_token),
+        ("next request id", stored.next_request_id != now.next_request_id),
+        ("seen peers", stored.seen_peers != now.seen_peers),
+        ("seen rooms", stored.seen_rooms != now.seen_rooms),
+        ("outbox", stored.outbox != now.outbox),
+    ];
+    let differ: Vec<&str> = fields.iter().filter(|(_, d)| *d).map(|(f, _)| *f).collect();
+    (!differ.is_empty()).then(|| differ.join(", "))
+}
+
+/// What differs between the stored secure snapshot and the current one.
+fn unsaved_secure(stored: Option<&SecureSnapshot>, now: &SecureSnapshot) -> Option<String> {
+    let Some(stored) = stored else { return Some("no checkpoint ever".into()) };
+    let mut differ: Vec<String> = unsaved_client(Some(&stored.client), &now.client).into_iter().collect();
+    let fields = [
+        ("contacts", stored.contacts != now.contacts),
+        ("requests", stored.requests != now.requests),
+        ("offers", stored.offers != now.offers),
+        ("sessions", stored.sessions != now.sessions),
+        ("rooms", stored.rooms != now.rooms),
+        ("room requests", stored.room_pending != now.room_pending),
+        ("MP requests", stored.mp_pending != now.mp_pending),
+        ("inbox", stored.inbox != now.inbox),
+        ("seen requests", stored.seen_requests != now.seen_requests),
+        ("retired rooms", stored.retired_rooms != now.retired_rooms),
+    ];
+    differ.extend(fields.iter().filter(|(_, d)| *d).map(|(f, _)| (*f).to_owned()));
+    (!differ.is_empty()).then(|| differ.join(", "))
 }
 
 /// The password of a room in secure mode: fixed per room name, so that every member derives the same keys.
@@ -121,21 +189,29 @@ impl Machine {
         }
     }
 
-    pub(crate) fn poll_output(&mut self) -> MachineOutput {
+    /// Drains one turn and commits it into `store`. Also says what of the
+    /// state the store holds is no longer the machine's (it changed without
+    /// a checkpoint: a crash would lose it), if anything.
+    pub(crate) fn drain(&mut self, store: &mut ClientStore) -> (Vec<Output<AppEvent>>, Option<String>) {
         match self {
-            Machine::Plain(c) => match c.poll_output() {
-                ClientOutput::Transmit(b) => MachineOutput::Transmit(b),
-                ClientOutput::Event(e) => MachineOutput::Event(AppEvent::Plain(e)),
-                ClientOutput::Close { code, reason } => MachineOutput::Close { code, reason },
-                ClientOutput::Timeout(t) => MachineOutput::Timeout(t),
-            },
-            Machine::Secure(s) => match s.poll_output() {
-                SecureOutput::Transmit(b) => MachineOutput::Transmit(b),
-                SecureOutput::Event(SecureEvent::Plain(e)) => MachineOutput::Event(AppEvent::Plain(e)),
-                SecureOutput::Event(e) => MachineOutput::Event(AppEvent::Secure(e)),
-                SecureOutput::Close { code, reason } => MachineOutput::Close { code, reason },
-                SecureOutput::Timeout(t) => MachineOutput::Timeout(t),
-            },
+            Machine::Plain(c) => {
+                let turn = c.drain();
+                let due = turn.checkpoint_due();
+                let Ok(outputs) = turn.commit(store);
+                let unsaved = if due { None } else { unsaved_client(store.plain.as_ref(), &c.snapshot()) };
+                (outputs.into_iter().map(|o| o.map_event(AppEvent::Plain)).collect(), unsaved)
+            }
+            Machine::Secure(s) => {
+                let turn = s.drain();
+                let due = turn.checkpoint_due();
+                let Ok(outputs) = turn.commit(store);
+                let unsaved = if due { None } else { unsaved_secure(store.secure.as_deref(), &s.snapshot()) };
+                let event = |e| match e {
+                    SecureEvent::Plain(e) => AppEvent::Plain(e),
+                    e => AppEvent::Secure(e),
+                };
+                (outputs.into_iter().map(|o| o.map_event(event)).collect(), unsaved)
+            }
         }
     }
 

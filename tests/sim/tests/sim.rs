@@ -359,12 +359,24 @@ fn run_all(what: &str, seeds: RangeInclusive<u64>, config: impl Fn(u64) -> SimCo
     reports
 }
 
+/// Whether one seed is replayed (`CONFAB_SIM_SEED`): it proves its own run,
+/// while the totals a test expects over its seeds need a range.
+fn one_seed() -> bool {
+    std::env::var("CONFAB_SIM_SEED").is_ok()
+}
+
 /// Every user a `SecureClient`: real sealing, room passwords, signed MP
 /// handshakes; everything delivered opens to exactly what was sent, once.
 #[test]
 fn secure_simulated_runs() {
     let reports = run_all("secure", 0..=SECURE_SEEDS, |seed| SimConfig { secure: true, ..SimConfig::mixed(seed) });
     let total = |f: fn(&Report) -> u64| reports.iter().map(f).sum::<u64>();
+    let (turns, checkpoints) = (total(|r| r.stats.client_turns), total(|r| r.stats.client_checkpoints));
+    eprintln!("secure: {checkpoints} client checkpoints in {turns} turns");
+    if one_seed() {
+        return;
+    }
+    assert!(checkpoints < turns, "a checkpoint at every turn: the clients do not track what changed");
     assert!(total(|r| r.stats.mp_acked) > 100, "too few MPs");
     assert!(total(|r| r.stats.room_acked) > 100, "too few room messages");
     assert!(total(|r| r.stats.crashes) > 0, "no crash");
@@ -382,6 +394,9 @@ const SECURE_SEEDS: u64 = 9;
 fn oidc_simulated_runs() {
     let oidc = OidcUsers { users: 2, token_lifetime: Duration::from_secs(10), leeway: Duration::ZERO };
     let reports = run_all("oidc", 0..=OIDC_SEEDS, |seed| oidc_config(seed, oidc));
+    if one_seed() {
+        return;
+    }
     assert!(reports.iter().map(|r| r.stats.token_renewals).sum::<u64>() > 10, "tokens did not expire");
 }
 
@@ -512,6 +527,9 @@ fn hostile_server_replays_are_refused() {
     eprintln!(
         "hostile: {injected} replays injected, {refused} refused as replays, {unopened} unopened; {blobs} blobs checked"
     );
+    if one_seed() {
+        return;
+    }
     assert!(injected > 50, "too few replays: {injected}");
     assert!(refused > injected / 2, "too few refused as replays: {refused} of {injected}");
     assert!(blobs > 200, "too few blobs through the nonce log: {blobs}");

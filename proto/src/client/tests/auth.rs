@@ -34,7 +34,8 @@ fn register_login_connected() {
     assert!(login > reg);
     net.pump();
     let events = net.take(a);
-    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert_eq!(events[2], ClientEvent::CaughtUp, "nothing was queued");
     let ClientEvent::LoggedIn { request_id, username, access_expires_ms, refresh_expires_ms } = &events[0] else {
         panic!("{events:?}")
     };
@@ -98,7 +99,7 @@ fn login_made_offline_goes_out_on_connect_and_fails_if_the_connection_drops() {
     net.connect(a);
     let events = net.take(a);
     assert!(matches!(outcome(&events, id), Some(ClientEvent::LoggedIn { .. })), "{events:?}");
-    assert!(matches!(events.last(), Some(ClientEvent::Connected { .. })));
+    assert!(matches!(&events[events.len() - 2..], [ClientEvent::Connected { .. }, ClientEvent::CaughtUp]));
 
     // A login written on a connection that breaks before its answer fails with 503.
     let b = net.add();
@@ -134,7 +135,7 @@ fn reconnect_refreshes_with_the_refresh_token_and_rotates_it() {
     net.connect(a);
     let events = net.take(a);
     assert!(
-        matches!(&events[..], [ClientEvent::LoggedIn { username, .. }, ClientEvent::Connected { .. }] if username == "alice"),
+        matches!(&events[..], [ClientEvent::LoggedIn { username, .. }, ClientEvent::Connected { .. }, ClientEvent::CaughtUp] if username == "alice"),
         "{events:?}"
     );
     let second = net.client(a).refresh_token().unwrap().to_owned();
@@ -164,7 +165,7 @@ fn resume_from_a_stored_refresh_token() {
     net.connect(b);
     let events = net.take(b);
     assert!(
-        matches!(&events[..], [ClientEvent::LoggedIn { username, .. }, ClientEvent::Connected { .. }] if username == "alice"),
+        matches!(&events[..], [ClientEvent::LoggedIn { username, .. }, ClientEvent::Connected { .. }, ClientEvent::CaughtUp] if username == "alice"),
         "{events:?}"
     );
     assert_eq!(net.client(b).username(), Some("alice"));
@@ -183,7 +184,7 @@ fn reuse_of_a_spent_refresh_token_ends_the_session_everywhere() {
     let token = net.client(a).refresh_token().unwrap().to_owned();
     net.client(b).resume(token);
     net.connect(b);
-    assert!(matches!(net.take(b).last(), Some(ClientEvent::Connected { .. })));
+    assert!(matches!(net.take(b)[..], [.., ClientEvent::Connected { .. }, ClientEvent::CaughtUp]));
 
     // ...so alice comes back with a spent token, after the retry grace: the
     // family is revoked.

@@ -52,7 +52,7 @@ fn external_token_binds_the_connection_and_rides_every_request() {
     net.pump();
     // The hello (`fetch_key` of its own name) bound the connection; its outcome is not reported.
     let events = net.take(d);
-    assert_eq!(events, vec![ClientEvent::Connected { username: "dave".into(), queued: 0 }]);
+    assert_eq!(events, vec![ClientEvent::Connected { username: "dave".into(), queued: 0 }, ClientEvent::CaughtUp]);
     assert_eq!(net.client(d).username(), Some("dave"));
     assert_eq!(net.client(d).outbox_len(), 0);
     assert_eq!(net.client(d).login(now, "dave", "pw", "a b c"), Err(CommandError::AlreadyLoggedIn));

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{PASSPHRASE, PASSWORD, start};
+use crate::machine::checked::Checked;
 use crate::token::{self, TokenKind};
 use crate::{
     Client, ClientConfig, ClientEvent, ClientOutput, Connected, DeliveryAck, Event, EventBody, FrameDecoder, Limits,
@@ -20,6 +21,7 @@ pub(crate) struct Lone {
     pub(crate) closes: Vec<(u16, String)>,
     pub(crate) timeout: Option<Instant>,
     decoder: FrameDecoder,
+    store: Checked<Client>,
 }
 
 impl Lone {
@@ -33,13 +35,14 @@ impl Lone {
             closes: Vec::new(),
             timeout: None,
             decoder: FrameDecoder::new(Limits::DEFAULT),
+            store: Checked::default(),
         }
     }
 
     /// Drains the client's outputs.
     pub(crate) fn drain(&mut self) {
-        loop {
-            match self.client.poll_output() {
+        for output in self.store.turn(&mut self.client) {
+            match output {
                 ClientOutput::Transmit(bytes) => {
                     self.decoder.push(&bytes);
                     while let Some(frame) = self.decoder.next_frame().expect("client wrote a valid stream") {

@@ -3,6 +3,7 @@
 //! hand-made frames ([`lone::Lone`]).
 
 mod auth;
+mod checkpoint;
 mod commands;
 mod delivery;
 mod external;
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::machine::checked::Checked;
 use crate::server::{Action, HashParams, ServerEvent};
 use crate::{Client, ClientConfig, ClientEvent, ClientOutput, Ephemeral, Now, Server, ServerConfig, SessionId};
 
@@ -44,6 +46,8 @@ pub(super) struct Peer {
     pub(super) deaf: bool,
     /// Bytes from this client to the server are lost.
     pub(super) mute: bool,
+    /// Where its turns are committed (checks that no change goes unsaved).
+    pub(super) store: Checked<Client>,
 }
 
 /// A server and clients in one process, on a virtual clock.
@@ -78,6 +82,7 @@ impl Net {
             closes: Vec::new(),
             deaf: false,
             mute: false,
+            store: Checked::default(),
         });
         self.peers.len() - 1
     }
@@ -139,9 +144,10 @@ impl Net {
 
     fn drain_client(&mut self, i: usize) -> bool {
         let mut busy = false;
-        loop {
+        let p = &mut self.peers[i];
+        for output in p.store.turn(&mut p.client) {
             let p = &mut self.peers[i];
-            match p.client.poll_output() {
+            match output {
                 ClientOutput::Transmit(bytes) => {
                     busy = true;
                     if let (Some(session), false) = (p.session, p.mute) {
@@ -162,6 +168,7 @@ impl Net {
                 ClientOutput::Timeout(_) => return busy,
             }
         }
+        busy
     }
 
     fn drain_server(&mut self) -> bool {
@@ -221,6 +228,8 @@ impl Net {
     }
 
     /// Logs client `i` (connected) in as `name`; returns the events after the login's.
+    /// Logs client `i` in as `name`: the events after `Connected`, but the
+    /// `CaughtUp` that must follow what was queued.
     pub(super) fn login(&mut self, i: usize, name: &str) -> Vec<ClientEvent> {
         let now = self.now;
         let id = self.client(i).login(now, name, PASSWORD, PASSPHRASE).unwrap();
@@ -230,8 +239,23 @@ impl Net {
             .iter()
             .position(|e| matches!(e, ClientEvent::LoggedIn { request_id, .. } if *request_id == id))
             .unwrap_or_else(|| panic!("login {name}: {events:?}"));
-        assert!(matches!(&events[at + 1], ClientEvent::Connected { username, .. } if username == name), "{events:?}");
-        events[at + 2..].to_vec()
+        let ClientEvent::Connected { username, queued } = &events[at + 1] else { panic!("{events:?}") };
+        assert_eq!(username, name);
+        let mut after = events[at + 2..].to_vec();
+        let caught_up = after.iter().position(|e| *e == ClientEvent::CaughtUp).unwrap_or_else(|| panic!("{events:?}"));
+        let items = after[..caught_up].iter().filter(|e| {
+            matches!(
+                e,
+                ClientEvent::UserMessage { .. }
+                    | ClientEvent::MpRequest { .. }
+                    | ClientEvent::MpAccepted { .. }
+                    | ClientEvent::MpClosed { .. }
+                    | ClientEvent::MpExpired { .. }
+            )
+        });
+        assert!(items.count() <= *queued as usize, "caught up after the queued items: {events:?}");
+        after.remove(caught_up);
+        after
     }
 
     /// A new client registered and logged in as `name`.

@@ -1,37 +1,20 @@
 //! What the secure client hands to its caller, and why it refuses commands.
 
-use std::time::Instant;
-
-use bytes::Bytes;
-
 use crate::e2e::{Fingerprint, HandshakeError, OpenError, RoomError, SafetyNumber, SealError};
+use crate::machine::Output;
 use crate::{ClientEvent, CommandError};
 
-/// What the secure client asks its caller to do (like [`ClientOutput`](crate::ClientOutput)).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[must_use]
-pub enum SecureOutput {
-    /// Write these bytes to the transport.
-    Transmit(Bytes),
-    /// Something for the application.
-    Event(SecureEvent),
-    /// Close the transport (see [`ClientOutput::Close`](crate::ClientOutput::Close)).
-    Close {
-        /// Three-digit code.
-        code: u16,
-        /// Why.
-        reason: String,
-    },
-    /// Nothing more to do until this instant (`None`: until the next input or command).
-    Timeout(Option<Instant>),
-}
+/// What the secure client asks its caller to do: the [`Output`] of a
+/// committed [`ClientTurn`](crate::machine::ClientTurn) of a
+/// [`SecureClient`](super::SecureClient) (like [`ClientOutput`](crate::ClientOutput)).
+pub type SecureOutput = Output<SecureEvent>;
 
 /// Something that happened, decrypted and verified where it carried a blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecureEvent {
-    /// A plain client event (outcomes, connection, ...). `UserMessage`,
-    /// `RoomMessage`, `MpRequest` and `MpAccepted` never appear here: they
-    /// become the events below.
+    /// A plain client event (outcomes, connection, catching up, ...).
+    /// `UserMessage`, `RoomMessage`, `MpRequest` and `MpAccepted` never
+    /// appear here: they become the events below.
     Plain(ClientEvent),
     /// A verified request for a private conversation: answer with
     /// [`SecureClient::accept_mp`](super::SecureClient::accept_mp) (or `close_mp` through [`SecureClient::client_mut`](super::SecureClient::client_mut)).

@@ -1,15 +1,34 @@
 //! What the wrapped client reports, verified and opened.
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 
-use super::{Contact, DecryptError, MpPending, RoomPending, SEEN_REQUESTS, SecureClient, SecureEvent};
-use crate::e2e::{MpOffer, OpenError, Opened, PublicIdentity, RoomDescriptor, RoomKeys, RoomSession, safety_number};
+use super::mp::Answer;
+use super::{Contact, DecryptError, RoomPending, SecureClient, SecureEvent};
+use crate::e2e::{OpenError, Opened, PublicIdentity, RoomDescriptor, RoomKeys, RoomSession};
 use crate::{ClientEvent, HistoryEntry, Opcode, ResponseBody, code};
 
 impl SecureClient {
     /// Turns one client event into secure events.
     pub(super) fn on_event(&mut self, event: ClientEvent) {
+        if !matches!(
+            event,
+            ClientEvent::LoggedIn { .. }
+                | ClientEvent::LoggedOut { .. }
+                | ClientEvent::ExternalTokenNeeded { .. }
+                | ClientEvent::Connected { .. }
+                | ClientEvent::CaughtUp
+                | ClientEvent::PeerGone { .. }
+                | ClientEvent::MpExpired { .. }
+                | ClientEvent::ServerError { .. }
+                | ClientEvent::BadFrame { .. }
+                | ClientEvent::Closed { .. }
+        ) {
+            // Contacts, handshakes, offers, sessions, what was accepted,
+            // received MPs, pending requests or room keys may change. (The
+            // wrapped client's own state changed too: a delivered item, an
+            // answered request.)
+            self.dirty = true;
+        }
         match event {
             ClientEvent::MpRequest { from, identity_key, handshake, .. } => {
                 self.on_request(&from, &identity_key, &handshake);
@@ -30,7 +49,7 @@ impl SecureClient {
                 self.events.push_back(event);
             }
             ClientEvent::Done { request_id, ref body, .. } => {
-                self.mp_pending.remove(&request_id);
+                self.on_mp_answer(request_id, Answer::Done);
                 if let Some(event) = self.on_done(request_id, body, event.clone()) {
                     self.events.push_back(SecureEvent::Plain(event));
                 }
@@ -40,11 +59,7 @@ impl SecureClient {
                     Some(RoomPending::Join { op, .. }) => op,
                     _ => request_id,
                 };
-                match self.mp_pending.remove(&request_id) {
-                    Some(MpPending::Request(peer)) => drop(self.requests.remove(&peer)),
-                    Some(MpPending::Accept(peer)) => drop(self.sessions.remove(&peer)),
-                    None => {}
-                }
+                self.on_mp_answer(request_id, Answer::Failed);
                 let event = ClientEvent::Failed { request_id, opcode, code, reason, retry_after_ms };
                 self.events.push_back(SecureEvent::Plain(event));
             }
@@ -53,10 +68,14 @@ impl SecureClient {
                     Some(RoomPending::Join { op, .. }) => op,
                     _ => request_id,
                 };
+                self.on_mp_answer(request_id, Answer::Indeterminate);
                 let event = ClientEvent::Indeterminate { request_id, opcode, reason };
                 self.events.push_back(SecureEvent::Plain(event));
             }
             ClientEvent::MpClosed { ref peer, .. } => {
+                // Every handshake the server held is refused or closed; a
+                // request still awaiting its answer may be newer than the
+                // close (queued notices arrive first on a new connection).
                 self.sessions.remove(peer);
                 self.requests.remove(peer);
                 self.offers.remove(peer);
@@ -68,7 +87,7 @@ impl SecureClient {
 
     /// Pins `der` for `user` on first use; `None` (and an event) when it is
     /// malformed or differs from the pinned key, or the contact is blocked.
-    fn pin(&mut self, user: &str, der: &[u8]) -> Option<PublicIdentity> {
+    pub(super) fn pin(&mut self, user: &str, der: &[u8]) -> Option<PublicIdentity> {
         let presented = match PublicIdentity::from_spki_der(der) {
             Ok(key) => key,
             Err(error) => {
@@ -100,53 +119,6 @@ impl SecureClient {
         None
     }
 
-    fn on_request(&mut self, from: &str, identity_key: &[u8], handshake: &[u8]) {
-        let Some(key) = self.pin(from, identity_key) else { return };
-        let Some(me) = self.client.username().map(str::to_owned) else { return };
-        match MpOffer::verify(from, &key, &me, handshake) {
-            Ok(offer) => {
-                // A request is answered once: the same signed ephemeral key
-                // again is a replay (it would replace a working session).
-                let digest: [u8; 32] = Sha256::digest(offer.ephemeral()).into();
-                let seen = self.seen_requests.entry(from.to_owned()).or_default();
-                if seen.contains(&digest) {
-                    let reason = "replayed request (this ephemeral key was already offered)".to_owned();
-                    return self.events.push_back(SecureEvent::HandshakeRejected { peer: from.to_owned(), reason });
-                }
-                seen.push_back(digest);
-                while seen.len() > SEEN_REQUESTS {
-                    seen.pop_front();
-                }
-                self.offers.insert(from.to_owned(), offer);
-                let number = safety_number(&me, self.identity.public(), from, &key);
-                self.events.push_back(SecureEvent::MpOffered { from: from.to_owned(), safety_number: number });
-            }
-            Err(error) => {
-                let reason = error.to_string();
-                self.events.push_back(SecureEvent::HandshakeRejected { peer: from.to_owned(), reason });
-            }
-        }
-    }
-
-    fn on_accepted(&mut self, peer: &str, identity_key: &[u8], handshake: &[u8]) {
-        let Some(key) = self.pin(peer, identity_key) else { return };
-        let Some(pending) = self.requests.get(peer) else {
-            let reason = "no request of ours pending".to_owned();
-            return self.events.push_back(SecureEvent::HandshakeRejected { peer: peer.to_owned(), reason });
-        };
-        match pending.complete(&mut self.rng, &key, handshake) {
-            Ok(session) => {
-                self.requests.remove(peer);
-                self.sessions.insert(peer.to_owned(), session);
-                self.events.push_back(SecureEvent::MpReady { peer: peer.to_owned() });
-            }
-            Err(error) => {
-                let reason = error.to_string();
-                self.events.push_back(SecureEvent::HandshakeRejected { peer: peer.to_owned(), reason });
-            }
-        }
-    }
-
     fn on_mp(&mut self, from: String, sealed: &[u8]) {
         let opened = if self.is_blocked(&from) {
             Err(DecryptError::KeyChanged)
@@ -158,7 +130,9 @@ impl SecureClient {
         match opened {
             Ok((sent_ms, text)) => {
                 let expires = self.clock.instant + super::MP_LOCAL_RETENTION;
-                self.inbox.push_back((expires, from.clone(), text.clone()));
+                let expires_ms = self.clock.unix_ms.saturating_add(super::MP_LOCAL_RETENTION.as_millis() as u64);
+                let received = super::Received { at: expires, expires_ms, from: from.clone(), text: text.clone() };
+                self.inbox.push_back(received);
                 self.events.push_back(SecureEvent::Mp { from, sent_ms, text });
             }
             Err(reason) => self.events.push_back(SecureEvent::DecryptFailed { from, room: None, reason }),

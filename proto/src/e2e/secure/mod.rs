@@ -23,13 +23,18 @@
 //! - **Local expiry**: a received MP is readable through
 //!   [`SecureClient::messages`] for [`MP_LOCAL_RETENTION`] after receipt, then
 //!   deleted ([`SecureEvent::MpExpiredLocally`]); the deadline is part of the
-//!   [`SecureOutput::Timeout`] instant.
+//!   [`Output::Timeout`] instant.
 //!
-//! - **Persistence**: [`SecureClient::snapshot`] / [`SecureClient::restore`]
-//!   (see [`SecureSnapshot`]); store the snapshot before writing the
-//!   transmits that follow a command (outbox, replay state). No sending
-//!   state is persisted: every sending session draws a new random epoch, so
-//!   no restore, copy or second device ever repeats a (key, nonce) pair.
+//! - **Persistence**: [`SecureClient::drain`] hands out a turn whose
+//!   outputs come out of [`ClientTurn::commit`], after the store received
+//!   the machine whenever its persisted state changed
+//!   ([`SecureClient::checkpoint_due`]: outbox, request ids, tokens,
+//!   contacts, handshakes, sessions, room keys, what was accepted, received
+//!   MPs); the store writes [`SecureClient::snapshot`] (see
+//!   [`SecureSnapshot`]), [`SecureClient::restore`] is the inverse. No
+//!   sending state is persisted: every sending session draws a new random
+//!   epoch, so no restore, copy or second device ever repeats a (key,
+//!   nonce) pair.
 //!
 //! # Example
 //!
@@ -51,8 +56,9 @@
 //!     loop {
 //!         let mut busy = false;
 //!         for (sc, session, events) in users.iter_mut() {
-//!             loop {
-//!                 match sc.poll_output() {
+//!             // A real client commits into its profile (`Durable<SecureClient>`).
+//!             for output in sc.drain().commit(&mut Ephemeral).unwrap() {
+//!                 match output {
 //!                     SecureOutput::Transmit(bytes) => server.handle_input(now, *session, &bytes),
 //!                     SecureOutput::Event(event) => events.push(event),
 //!                     SecureOutput::Close { .. } => {}
@@ -119,6 +125,7 @@
 
 mod event;
 mod inbound;
+mod mp;
 mod snapshot;
 #[cfg(test)]
 mod tests;
@@ -130,6 +137,8 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 
 pub use event::{DecryptError, SecureError, SecureEvent, SecureOutput};
+use mp::MpPending;
+pub use mp::PENDING_HANDSHAKES;
 pub use snapshot::{
     ContactSnapshot, MpPendingSnapshot, ReceivedMp, ReceivedSnapshot, RetiredRoomSnapshot, RoomPendingSnapshot,
     RoomSnapshot, SecureSnapshot, SeenRequestsSnapshot, SessionSnapshot,
@@ -141,11 +150,23 @@ use super::{
     IdentityKey, MpOffer, MpRequest, MpSession, PublicIdentity, ReplayState, RoomDescriptor, RoomKeys, RoomSession,
     SafetyNumber, check_room_password, safety_number,
 };
+use crate::machine::{self, ClientTurn, Output};
 use crate::server::HashParams;
-use crate::{Client, ClientEvent, ClientOutput, Now};
+use crate::{Client, ClientEvent, Now};
 
 /// How long a received MP stays readable on this device.
 pub const MP_LOCAL_RETENTION: Duration = Duration::from_secs(3600);
+
+/// A received MP, readable until `at`.
+#[derive(Debug)]
+struct Received {
+    /// When it is deleted.
+    at: Instant,
+    /// The same, Unix milliseconds, fixed at receipt (what a snapshot stores).
+    expires_ms: u64,
+    from: String,
+    text: String,
+}
 
 /// A pinned contact.
 #[derive(Debug, Clone)]
@@ -184,13 +205,6 @@ pub const RETIRED_ROOMS: usize = 64;
 /// What was accepted in one room incarnation no session holds any more.
 type Retired = (String, [u8; 16], BTreeMap<String, ReplayState>);
 
-/// An MP request or acceptance awaiting its answer: on failure, its state goes.
-#[derive(Debug)]
-enum MpPending {
-    Request(String),
-    Accept(String),
-}
-
 /// The end-to-end layer over a [`Client`]. See the [module docs](self).
 #[derive(Debug)]
 pub struct SecureClient {
@@ -199,8 +213,10 @@ pub struct SecureClient {
     identity: IdentityKey,
     room_params: HashParams,
     contacts: HashMap<String, Contact>,
-    /// Requests this user made, awaiting acceptance.
-    requests: HashMap<String, MpRequest>,
+    /// Requests this user made that the server may hold, per peer, awaiting
+    /// acceptance (see [`mp`]); requests awaiting their answer hold theirs
+    /// in `mp_pending`.
+    requests: HashMap<String, Vec<MpRequest>>,
     /// Verified requests from peers, awaiting this user's acceptance.
     offers: HashMap<String, MpOffer>,
     sessions: HashMap<String, MpSession>,
@@ -213,10 +229,13 @@ pub struct SecureClient {
     /// descriptor, a re-created room), oldest first, at most [`RETIRED_ROOMS`].
     retired_rooms: VecDeque<Retired>,
     mp_pending: HashMap<u32, MpPending>,
-    /// Received MPs: (deleted at, sender, text), oldest first.
-    inbox: VecDeque<(Instant, String, String)>,
+    /// Received MPs, oldest first.
+    inbox: VecDeque<Received>,
     events: VecDeque<SecureEvent>,
     clock: Now,
+    /// The end-to-end state changed since the last checkpoint (the wrapped
+    /// client tracks its own).
+    dirty: bool,
 }
 
 impl SecureClient {
@@ -243,6 +262,7 @@ impl SecureClient {
             inbox: VecDeque::new(),
             events: VecDeque::new(),
             clock: now,
+            dirty: true,
         }
     }
 
@@ -266,11 +286,18 @@ impl SecureClient {
         self.client.handle_input(now, bytes);
     }
 
+    /// See [`Client::close`].
+    pub fn close(&mut self, now: Now) {
+        self.clock = now;
+        self.client.close(now);
+    }
+
     /// See [`Client::handle_timeout`]; also deletes received MPs whose hour is up.
     pub fn handle_timeout(&mut self, now: Now) {
         self.clock = now;
-        while self.inbox.front().is_some_and(|(at, _, _)| *at <= now.instant) {
-            if let Some((_, from, _)) = self.inbox.pop_front() {
+        while self.inbox.front().is_some_and(|m| m.at <= now.instant) {
+            if let Some(Received { from, .. }) = self.inbox.pop_front() {
+                self.dirty = true;
                 self.events.push_back(SecureEvent::MpExpiredLocally { from });
             }
         }
@@ -288,19 +315,41 @@ impl SecureClient {
         self.on_event(event);
     }
 
-    /// The next output. Drain until [`SecureOutput::Timeout`].
-    pub fn poll_output(&mut self) -> SecureOutput {
+    /// Everything the last inputs and commands produced, verified and
+    /// opened, as one turn: its outputs come out of [`ClientTurn::commit`],
+    /// after the store received the machine if a checkpoint is due.
+    pub fn drain(&mut self) -> ClientTurn<'_, SecureClient> {
+        let outputs = machine::collect(|| self.poll_output());
+        ClientTurn::new(self, outputs, SecureClient::checkpointed)
+    }
+
+    /// Whether the persisted state ([`SecureClient::snapshot`]) changed
+    /// since the last checkpoint (the wrapped client's included). A new or
+    /// restored machine has one due.
+    #[must_use]
+    pub fn checkpoint_due(&self) -> bool {
+        self.dirty || self.client.checkpoint_due()
+    }
+
+    /// The store holds the current state.
+    fn checkpointed(&mut self) {
+        self.dirty = false;
+        self.client.checkpointed();
+    }
+
+    /// The next output (until `Timeout`); only [`SecureClient::drain`] hands them out.
+    pub(crate) fn poll_output(&mut self) -> SecureOutput {
         loop {
             if let Some(event) = self.events.pop_front() {
-                return SecureOutput::Event(event);
+                return Output::Event(event);
             }
             match self.client.poll_output() {
-                ClientOutput::Event(event) => self.on_event(event),
-                ClientOutput::Transmit(bytes) => return SecureOutput::Transmit(bytes),
-                ClientOutput::Close { code, reason } => return SecureOutput::Close { code, reason },
-                ClientOutput::Timeout(at) => {
-                    let expiry = self.inbox.front().map(|(at, _, _)| *at);
-                    return SecureOutput::Timeout(at.into_iter().chain(expiry).min());
+                Output::Event(event) => self.on_event(event),
+                Output::Transmit(bytes) => return Output::Transmit(bytes),
+                Output::Close { code, reason } => return Output::Close { code, reason },
+                Output::Timeout(at) => {
+                    let expiry = self.inbox.front().map(|m| m.at);
+                    return Output::Timeout(at.into_iter().chain(expiry).min());
                 }
             }
         }
@@ -333,6 +382,7 @@ impl SecureClient {
         let verifier = Bytes::copy_from_slice(keys.verifier());
         let id = self.client.create_room(now, room, verifier, Bytes::copy_from_slice(&descriptor.to_bytes()))?;
         self.room_pending.insert(id, RoomPending::Create(keys));
+        self.dirty = true;
         Ok(id)
     }
 
@@ -358,6 +408,7 @@ impl SecureClient {
         }
         let id = self.client.room_history(now, room)?;
         self.room_pending.insert(id, RoomPending::History(room.to_owned()));
+        self.dirty = true;
         Ok(id)
     }
 
@@ -367,34 +418,6 @@ impl SecureClient {
         let session = self.rooms.get_mut(room).ok_or_else(|| SecureError::NoRoomKey(room.to_owned()))?;
         let sealed = session.seal(now.unix_ms, plaintext.as_bytes())?;
         Ok(self.client.send_room(now, room, sealed.into())?)
-    }
-
-    /// Asks `peer` for a private conversation with a signed ephemeral key.
-    pub fn request_mp(&mut self, now: Now, peer: &str) -> Result<u32, SecureError> {
-        self.clock = now;
-        self.check_unblocked(peer)?;
-        let me = self.me()?;
-        let (pending, blob) = MpRequest::new(&mut self.rng, &self.identity, &me, peer)?;
-        let id = self.client.request_mp(now, peer, blob.into())?;
-        self.requests.insert(peer.to_owned(), pending);
-        self.mp_pending.insert(id, MpPending::Request(peer.to_owned()));
-        Ok(id)
-    }
-
-    /// Accepts `peer`'s verified request ([`SecureEvent::MpOffered`]); the
-    /// session is ready at once (MPs from `peer` may follow the acceptance),
-    /// and dropped again if the server refuses the acceptance.
-    pub fn accept_mp(&mut self, now: Now, peer: &str) -> Result<u32, SecureError> {
-        self.clock = now;
-        self.check_unblocked(peer)?;
-        let offer = self.offers.get(peer).ok_or_else(|| SecureError::NoOffer(peer.to_owned()))?;
-        let (session, blob) = offer.accept(&mut self.rng, &self.identity)?;
-        let id = self.client.accept_mp(now, peer, blob.into())?;
-        self.offers.remove(peer);
-        self.sessions.insert(peer.to_owned(), session);
-        self.mp_pending.insert(id, MpPending::Accept(peer.to_owned()));
-        self.events.push_back(SecureEvent::MpReady { peer: peer.to_owned() });
-        Ok(id)
     }
 
     /// Seals `plaintext` for `peer` (an established session) and sends it.
@@ -420,8 +443,9 @@ impl SecureClient {
         let Some(contact) = self.contacts.get_mut(user) else { return false };
         let Some(new) = contact.presented.take() else { return false };
         contact.pinned = new;
+        self.dirty = true;
         self.sessions.remove(user);
-        self.requests.remove(user);
+        self.forget_requests(user);
         self.offers.remove(user);
         true
     }
@@ -431,7 +455,7 @@ impl SecureClient {
     /// The plaintexts received from `peer` still held (less than an hour old), oldest first.
     #[must_use]
     pub fn messages(&self, peer: &str) -> Vec<&str> {
-        self.inbox.iter().filter(|(_, from, _)| from == peer).map(|(_, _, text)| text.as_str()).collect()
+        self.inbox.iter().filter(|m| m.from == peer).map(|m| m.text.as_str()).collect()
     }
 
     /// The pinned identity key of `user`, if any.

@@ -25,7 +25,8 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use zeroize::Zeroize;
 
-use super::{Contact, MP_LOCAL_RETENTION, MpPending, RoomPending, SecureClient};
+use super::mp::MpPending;
+use super::{Contact, MP_LOCAL_RETENTION, Received, RoomPending, SecureClient};
 use crate::client::{ClientSnapshot, SnapshotError};
 use crate::e2e::{
     EpochRecord, IdentityKey, MpOffer, MpRequest, MpSession, Opener, PublicIdentity, ReplayState, Role, RoomDescriptor,
@@ -276,13 +277,19 @@ impl SecureClient {
             digests: digests.iter().map(|d| d.to_vec()).collect(),
         });
         let mp_pending = self.mp_pending.iter().map(|(id, p)| match p {
-            MpPending::Request(peer) => MpPendingSnapshot { request_id: *id, peer: peer.clone(), accept: false },
+            MpPending::Request { peer, .. } => MpPendingSnapshot { request_id: *id, peer: peer.clone(), accept: false },
             MpPending::Accept(peer) => MpPendingSnapshot { request_id: *id, peer: peer.clone(), accept: true },
         });
+        // Every handshake the server may hold: settled, and awaiting its answer.
+        let in_flight = self.mp_pending.values().filter_map(|p| match p {
+            MpPending::Request { handshake: Some(h), .. } => Some(h),
+            _ => None,
+        });
+        let requests = self.requests.values().flatten().chain(in_flight).map(|r| r.export().to_vec());
         let mut snapshot = SecureSnapshot {
             client: self.client.snapshot(),
             contacts: contacts.collect(),
-            requests: self.requests.values().map(|r| r.export().to_vec()).collect(),
+            requests: requests.collect(),
             offers: self.offers.values().map(MpOffer::export).collect(),
             sessions: sessions.collect(),
             rooms: rooms.collect(),
@@ -332,7 +339,7 @@ impl SecureClient {
         }
         for bytes in &snapshot.requests {
             let request = MpRequest::restore(bytes).map_err(|_| SnapshotError::Malformed("MP request"))?;
-            sc.requests.insert(request.accepter().to_owned(), request);
+            sc.keep_candidate(request.accepter().to_owned(), request);
         }
         for bytes in &snapshot.offers {
             let offer = MpOffer::restore(bytes).map_err(|_| SnapshotError::Malformed("MP offer"))?;
@@ -377,13 +384,19 @@ impl SecureClient {
             sc.room_pending.insert(p.request_id, pending);
         }
         for p in &snapshot.mp_pending {
-            let pending = if p.accept { MpPending::Accept(p.peer.clone()) } else { MpPending::Request(p.peer.clone()) };
+            // A request's handshake is among the candidates restored above.
+            let pending = if p.accept {
+                MpPending::Accept(p.peer.clone())
+            } else {
+                MpPending::Request { peer: p.peer.clone(), handshake: None }
+            };
             sc.mp_pending.insert(p.request_id, pending);
         }
         for m in snapshot.inbox.iter().filter(|m| m.expires_ms > now.unix_ms) {
             let left = Duration::from_millis(m.expires_ms - now.unix_ms).min(MP_LOCAL_RETENTION);
             if let Some(at) = now.instant.checked_add(left) {
-                sc.inbox.push_back((at, m.from.clone(), m.text.clone()));
+                let received = Received { at, expires_ms: m.expires_ms, from: m.from.clone(), text: m.text.clone() };
+                sc.inbox.push_back(received);
             }
         }
         Ok(sc)
@@ -400,15 +413,11 @@ impl SecureClient {
         let retention_ms = MP_LOCAL_RETENTION.as_millis() as u64;
         self.inbox
             .iter()
-            .map(|(at, from, text)| {
-                let left = at.saturating_duration_since(self.clock.instant).as_millis() as u64;
-                let expires_ms = self.clock.unix_ms.saturating_add(left);
-                ReceivedMp {
-                    from: from.clone(),
-                    text: text.clone(),
-                    received_ms: expires_ms.saturating_sub(retention_ms),
-                    expires_ms,
-                }
+            .map(|m| ReceivedMp {
+                from: m.from.clone(),
+                text: m.text.clone(),
+                received_ms: m.expires_ms.saturating_sub(retention_ms),
+                expires_ms: m.expires_ms,
             })
             .collect()
     }

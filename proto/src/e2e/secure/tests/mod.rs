@@ -14,6 +14,7 @@ use rand::rngs::StdRng;
 
 use super::{SecureClient, SecureEvent, SecureOutput};
 use crate::e2e::{IdentityKey, fixtures};
+use crate::machine::checked::Checked;
 use crate::server::{Action, Change, HashParams, ServerEvent};
 use crate::{Client, ClientConfig, ClientEvent, Ephemeral, Now, Server, ServerConfig, SessionId};
 
@@ -25,6 +26,8 @@ struct Peer {
     sc: SecureClient,
     session: Option<SessionId>,
     events: Vec<SecureEvent>,
+    /// Where its turns are committed (checks that no change goes unsaved).
+    store: Checked<SecureClient>,
 }
 
 /// A server and secure clients in one process, on a virtual clock; keeps
@@ -56,7 +59,7 @@ impl Net {
         let seed = [self.peers.len() as u8 + 1; 32];
         let client = Client::new(ClientConfig::default(), self.now);
         let sc = SecureClient::new(client, identity, StdRng::from_seed(seed), HashParams::INSECURE_FAST, self.now);
-        self.peers.push(Peer { sc, session: None, events: Vec::new() });
+        self.peers.push(Peer { sc, session: None, events: Vec::new(), store: Checked::default() });
         let i = self.peers.len() - 1;
         self.connect(i);
         let now = self.now;
@@ -114,9 +117,10 @@ impl Net {
 
     fn drain_client(&mut self, i: usize) -> bool {
         let mut busy = false;
-        loop {
+        let p = &mut self.peers[i];
+        for output in p.store.turn(&mut p.sc) {
             let p = &mut self.peers[i];
-            match p.sc.poll_output() {
+            match output {
                 SecureOutput::Transmit(bytes) => {
                     busy = true;
                     if let Some(session) = p.session {
@@ -136,6 +140,7 @@ impl Net {
                 SecureOutput::Timeout(_) => return busy,
             }
         }
+        busy
     }
 
     fn drain_server(&mut self) -> bool {

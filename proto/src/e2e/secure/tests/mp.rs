@@ -7,12 +7,13 @@ use bytes::Bytes;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use super::{Net, alice_bob, failures, mps};
+use super::{Net, PASSPHRASE, PASSWORD, alice_bob, failures, mps};
 
 const T: u64 = 1_700_000_000_000;
-use crate::ClientEvent;
-use crate::e2e::secure::{DecryptError, MP_LOCAL_RETENTION, SecureError, SecureEvent, SecureOutput};
+use crate::e2e::secure::{DecryptError, MP_LOCAL_RETENTION, SecureClient, SecureError, SecureEvent, SecureOutput};
 use crate::e2e::{IdentityKey, MpRequest, OpenError, fixtures};
+use crate::server::HashParams;
+use crate::{Client, ClientConfig, ClientEvent};
 
 fn user_message(from: &str, seq: u64, sealed: Vec<u8>) -> ClientEvent {
     ClientEvent::UserMessage { from: from.into(), seq, sent_ms: 0, sealed: sealed.into() }
@@ -244,4 +245,132 @@ fn an_acceptance_the_server_refuses_leaves_no_session() {
         "{events:?}"
     );
     assert!(!net.sc(b).has_session("alice"));
+}
+
+/// Alice's login is revoked (a copy of her profile spent her refresh
+/// token): what she had written and not seen answered is indeterminate.
+/// `deliver` says whether the server got her frames before that.
+fn request_then_revoke(net: &mut Net, a: usize, deliver: bool) -> u32 {
+    let now = net.now;
+    let id = net.sc(a).request_mp(now, "bob").unwrap();
+    if deliver {
+        // The server performs it; its answer is lost with the connection.
+        net.drain_client(a);
+    } else {
+        let p = &mut net.peers[a];
+        p.store.turn(&mut p.sc);
+    }
+    net.disconnect(a);
+    let token = net.sc(a).client().refresh_token().unwrap().to_owned();
+    let identity = IdentityKey::from_pkcs8_der(fixtures::MALLORY_PKCS8).unwrap();
+    let mut copy = Client::new(ClientConfig::default(), now);
+    copy.resume(token);
+    let copy = SecureClient::new(copy, identity, StdRng::from_seed([8; 32]), HashParams::INSECURE_FAST, now);
+    net.peers.push(super::Peer { sc: copy, session: None, events: Vec::new(), store: Default::default() });
+    net.connect(net.peers.len() - 1);
+    for _ in 0..7 {
+        net.advance(Duration::from_secs(10)); // past the retry grace
+    }
+    net.connect(a);
+    let events = net.take(a);
+    assert!(
+        events.iter().any(
+            |e| matches!(e, SecureEvent::Plain(ClientEvent::Indeterminate { request_id, .. }) if *request_id == id)
+        ),
+        "{events:?}"
+    );
+    assert!(!net.sc(a).client().is_logged_in());
+    let now = net.now;
+    net.sc(a).login(now, "alice", PASSWORD, PASSPHRASE).unwrap();
+    net.pump();
+    net.take(a);
+    id
+}
+
+/// Bob comes online, accepts what the server holds, and alice writes to him.
+fn bob_accepts_and_reads(net: &mut Net, a: usize, b: usize) {
+    net.connect(b);
+    let events = net.take(b);
+    let offers = events.iter().filter(|e| matches!(e, SecureEvent::MpOffered { from, .. } if from == "alice"));
+    assert_eq!(offers.count(), 1, "{events:?}");
+    let now = net.now;
+    net.sc(b).accept_mp(now, "alice").unwrap();
+    net.pump();
+    let events = net.take(a);
+    assert!(events.iter().any(|e| matches!(e, SecureEvent::MpReady { peer } if peer == "bob")), "{events:?}");
+    assert!(!events.iter().any(|e| matches!(e, SecureEvent::HandshakeRejected { .. })), "{events:?}");
+    net.sc(a).send_mp(now, "bob", "made it").unwrap();
+    net.pump();
+    assert_eq!(mps(&net.take(b)), vec![("alice".into(), "made it".into())]);
+}
+
+/// The simulator's seeds 67 and 518: a request performed by the server
+/// whose answer was lost with a revoked login, asked again (409 "already
+/// asked"), then accepted by the peer: the first handshake completes.
+#[test]
+fn a_request_performed_before_the_login_was_revoked_still_completes() {
+    let (mut net, a, b) = alice_bob();
+    net.disconnect(b);
+    request_then_revoke(&mut net, a, true);
+    let now = net.now;
+    let again = net.sc(a).request_mp(now, "bob").unwrap();
+    net.pump();
+    let events = net.take(a);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, SecureEvent::Plain(ClientEvent::Failed { request_id, code: 409, reason, .. })
+            if *request_id == again && reason.contains("already asked"))),
+        "{events:?}"
+    );
+    bob_accepts_and_reads(&mut net, a, b);
+}
+
+/// The same, but the server never got the first request: the second one is
+/// performed and completes.
+#[test]
+fn a_request_lost_before_the_login_was_revoked_is_replaced_by_the_next() {
+    let (mut net, a, b) = alice_bob();
+    net.disconnect(b);
+    request_then_revoke(&mut net, a, false);
+    let now = net.now;
+    let again = net.sc(a).request_mp(now, "bob").unwrap();
+    net.pump();
+    let events = net.take(a);
+    assert!(
+        events.iter().any(
+            |e| matches!(e, SecureEvent::Plain(ClientEvent::Done { request_id, code: 202, .. }) if *request_id == again)
+        ),
+        "{events:?}"
+    );
+    bob_accepts_and_reads(&mut net, a, b);
+}
+
+/// The simulator's seed 4111: the peer closed the old conversation while
+/// this user was offline; a new request made then goes out after the
+/// close notice arrives (queued items come first): the notice is about the
+/// old conversation, not the new request, which completes.
+#[test]
+fn a_close_notice_of_the_old_conversation_keeps_a_new_request_in_flight() {
+    let (mut net, a, b) = alice_bob();
+    net.handshake(a, b, "alice", "bob");
+    net.disconnect(a);
+    let now = net.now;
+    net.sc(b).client_mut().close_mp(now, "alice").unwrap();
+    net.pump();
+    let id = net.sc(a).request_mp(now, "bob").unwrap();
+    net.connect(a);
+    let events = net.take(a);
+    let closed = events.iter().position(|e| matches!(e, SecureEvent::Plain(ClientEvent::MpClosed { .. })));
+    let done = events
+        .iter()
+        .position(|e| matches!(e, SecureEvent::Plain(ClientEvent::Done { request_id, .. }) if *request_id == id));
+    assert!(closed.is_some() && closed < done, "the notice comes before the answer: {events:?}");
+    net.sc(b).accept_mp(now, "alice").unwrap();
+    net.pump();
+    let events = net.take(a);
+    assert!(events.iter().any(|e| matches!(e, SecureEvent::MpReady { peer } if peer == "bob")), "{events:?}");
+    net.sc(a).send_mp(now, "bob", "again").unwrap();
+    net.pump();
+    assert_eq!(mps(&net.take(b)), vec![("alice".into(), "again".into())]);
 }
