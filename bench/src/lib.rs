@@ -68,7 +68,7 @@ pub const MAX_CLIENTS: usize = 1000;
 /// Which transport the clients use: TCP + TLS 1.3, QUIC, or in-memory
 /// links into the same server loop (no sockets, no TLS: a baseline that
 /// separates the transports' cost from the loop's).
-pub use confab_transports::net::Transport;
+pub use confab_transports::hub::Transport;
 
 /// What is measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

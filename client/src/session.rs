@@ -163,7 +163,7 @@ impl Session {
             matches!(
                 e,
                 SecureEvent::Plain(
-                    ClientEvent::CaughtUp | ClientEvent::Failed { opcode: confab_proto::Opcode::Refresh, .. }
+                    ClientEvent::CaughtUp | ClientEvent::Failed { opcode: confab_proto::wire::Opcode::Refresh, .. }
                 )
             )
         };

@@ -12,7 +12,7 @@ use confab_client::commands::{account, dm, exit};
 use confab_client::connect::{ConnectError, Connector};
 use confab_client::proto::e2e::seal::peek_header;
 use confab_client::proto::e2e::secure::SecureSnapshot;
-use confab_client::proto::{FrameDecoder, Limits, Message, RequestBody};
+use confab_client::proto::wire::{FrameDecoder, Limits, Message, RequestBody};
 use confab_transports::link::Link;
 use support::{SERVER, TestConnector, World};
 

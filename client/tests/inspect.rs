@@ -5,7 +5,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use confab_proto::examples::{self, Example};
-use confab_proto::{FieldValue, Message};
+use confab_proto::wire::{FieldValue, Message};
 use serde_json::Value;
 
 /// What one run of the binary gave.
@@ -107,7 +107,7 @@ fn expected(example: &Example) -> (TopLevel, Body<'_>) {
         ("auth", Value::from(std::str::from_utf8(&example.auth).unwrap())),
         ("auth_hex", Value::from(hex::encode(&example.auth))),
     ];
-    let mut head = |opcode: confab_proto::Opcode, request_id: u32, timestamp_ms: u64| {
+    let mut head = |opcode: confab_proto::wire::Opcode, request_id: u32, timestamp_ms: u64| {
         top.push(("opcode", Value::from(opcode.as_u32())));
         top.push(("opcode_name", Value::from(opcode.name())));
         top.push(("request_id", Value::from(request_id)));

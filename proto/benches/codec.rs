@@ -41,7 +41,7 @@ use std::hint::black_box;
 
 use bytes::{Buf, Bytes, BytesMut};
 use confab_proto::examples::{ACCESS_TOKEN, TIMESTAMP_MS};
-use confab_proto::{Frame, FrameDecoder, FrameType, Limits, Message, Request, SendMp};
+use confab_proto::wire::{Frame, FrameDecoder, FrameType, Limits, Message, Request, SendMp};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 /// Payload sizes: 64 B, 1 KiB, 64 KiB, 1 MiB.

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use confab_proto::server::{Action, HashParams};
+use confab_proto::wire::*;
 use confab_proto::*;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 

@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 
-use crate::*;
+use crate::wire::*;
 
 /// Example access token (`cfa_` + base64url of `QxWnTrBkLmPzYvHd_977fcf05`),
 /// carried in the auth part of authenticated example requests.
@@ -142,20 +142,20 @@ pub fn events() -> Vec<Example> {
 #[must_use]
 pub fn responses() -> Vec<Example> {
     vec![
-        response("empty", Opcode::Register, Status::Valid, code::CREATED, ResponseBody::Empty),
-        response("in_progress", Opcode::Login, Status::InProgress, code::ACCEPTED, ResponseBody::Empty),
+        response("empty", Opcode::Register, Status::Valid, status::CREATED, ResponseBody::Empty),
+        response("in_progress", Opcode::Login, Status::InProgress, status::ACCEPTED, ResponseBody::Empty),
         response(
             "error",
             Opcode::Login,
             Status::Error,
-            code::RATE_LIMITED,
+            status::RATE_LIMITED,
             ResponseBody::Error(ErrorBody { reason: "too many attempts".into(), retry_after_ms: 30_000 }),
         ),
         response(
             "tokens",
             Opcode::Passphrase,
             Status::Valid,
-            code::OK,
+            status::OK,
             ResponseBody::Tokens(Tokens {
                 access_token: ACCESS_TOKEN.into(),
                 refresh_token: REFRESH_TOKEN.into(),
@@ -167,7 +167,7 @@ pub fn responses() -> Vec<Example> {
             "room_joined",
             Opcode::JoinRoom,
             Status::Valid,
-            code::OK,
+            status::OK,
             ResponseBody::RoomJoined(RoomJoined {
                 members: vec!["alice".into(), "bob".into()],
                 history: vec![entry("alice", 1), entry("bob", 2)],
@@ -177,15 +177,15 @@ pub fn responses() -> Vec<Example> {
             "history",
             Opcode::RoomHistory,
             Status::Valid,
-            code::OK,
+            status::OK,
             ResponseBody::History(History { messages: vec![entry("alice", 1)] }),
         ),
-        response("sent", Opcode::SendMp, Status::Valid, code::ACCEPTED, ResponseBody::Sent(Sent { seq: 1 })),
+        response("sent", Opcode::SendMp, Status::Valid, status::ACCEPTED, ResponseBody::Sent(Sent { seq: 1 })),
         response(
             "peer_keys",
             Opcode::AcceptMp,
             Status::Valid,
-            code::OK,
+            status::OK,
             ResponseBody::PeerKeys(PeerKeys {
                 peer: "alice".into(),
                 identity_key: blob("idkey"),
@@ -196,38 +196,38 @@ pub fn responses() -> Vec<Example> {
             "identity_key",
             Opcode::FetchKey,
             Status::Valid,
-            code::OK,
+            status::OK,
             ResponseBody::IdentityKey(IdentityKey { username: "bob".into(), identity_key: blob("idkey") }),
         ),
         response(
             "code_issued",
             Opcode::IssueCode,
             Status::Valid,
-            code::OK,
+            status::OK,
             ResponseBody::CodeIssued(CodeIssued { code: "4f2a9c".into(), expires_ms: TIMESTAMP_MS + 60_000 }),
         ),
         response(
             "jwt",
             Opcode::Introspect,
             Status::Valid,
-            code::OK,
+            status::OK,
             ResponseBody::Jwt(Jwt { jwt: "eyJhbGciOiJFUzI1NiJ9.e30.sig".into(), expires_ms: TIMESTAMP_MS + 300_000 }),
         ),
         response(
             "room_described",
             Opcode::RoomInfo,
             Status::Valid,
-            code::OK,
+            status::OK,
             ResponseBody::RoomDescriptor(RoomDescribed { descriptor: blob("descriptor") }),
         ),
         response(
             "jwks",
             Opcode::Jwks,
             Status::Valid,
-            code::OK,
+            status::OK,
             ResponseBody::Jwks(JwksDoc { jwks: r#"{"keys":[]}"#.into() }),
         ),
-        response("finished", Opcode::Logout, Status::Finished, code::OK, ResponseBody::Empty),
+        response("finished", Opcode::Logout, Status::Finished, status::OK, ResponseBody::Empty),
     ]
 }
 
@@ -238,7 +238,7 @@ pub fn control() -> Vec<Example> {
     vec![
         plain("ping", Message::Ping(Ping { nonce: 42 })),
         plain("pong", Message::Pong(Pong { nonce: 42 })),
-        plain("close", Message::Close(Close { code: code::IDLE_TIMEOUT, reason: "idle timeout".into() })),
+        plain("close", Message::Close(Close { code: status::IDLE_TIMEOUT, reason: "idle timeout".into() })),
     ]
 }
 

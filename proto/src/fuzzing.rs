@@ -7,7 +7,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::{Frame, FrameDecoder, Limits, Message};
+use crate::wire::{Frame, FrameDecoder, Limits, Message};
 
 /// Small limits so the fuzzer reaches every limit branch quickly.
 fn fuzz_limits() -> Limits {
@@ -50,7 +50,7 @@ pub fn message_decode(data: &[u8]) {
         return;
     }
     let data = Bytes::copy_from_slice(data);
-    for frame_type in crate::FrameType::ALL {
+    for frame_type in crate::wire::FrameType::ALL {
         let frame = Frame { frame_type, auth: Bytes::new(), data: data.clone() };
         if let Ok(message) = Message::decode(&frame, &limits) {
             let mut out = BytesMut::new();
@@ -62,7 +62,7 @@ pub fn message_decode(data: &[u8]) {
     }
 }
 
-type StreamResult = (Vec<Frame>, Option<crate::DecodeError>);
+type StreamResult = (Vec<Frame>, Option<crate::wire::DecodeError>);
 
 fn decode_stream<'a>(chunks: impl Iterator<Item = &'a [u8]>, limits: &Limits) -> StreamResult {
     let mut decoder = FrameDecoder::new(*limits);
@@ -87,10 +87,10 @@ mod server_session {
     use bytes::Bytes;
 
     use crate::server::{Action, HashParams, State};
-    use crate::{
-        AcceptMp, Ephemeral, Limits, Login, Message, Now, Passphrase, Register, Request, RequestBody, RequestMp,
-        Response, ResponseBody, Server, ServerConfig, SessionId,
+    use crate::wire::{
+        AcceptMp, Limits, Login, Message, Passphrase, Register, Request, RequestBody, RequestMp, Response, ResponseBody,
     };
+    use crate::{Ephemeral, Now, Server, ServerConfig, SessionId};
 
     /// Turns one drain may take before the fuzz body calls it a livelock.
     const MAX_TURNS: usize = 10_000;
@@ -137,7 +137,7 @@ mod server_session {
             let Ok(committed) = turn.commit(&mut Ephemeral);
             for action in committed {
                 let Action::Transmit { session, bytes } = action else { continue };
-                let mut d = crate::FrameDecoder::new(server.config().limits);
+                let mut d = crate::wire::FrameDecoder::new(server.config().limits);
                 d.push(&bytes);
                 while let Ok(Some(frame)) = d.next_frame() {
                     if let Ok(Message::Response(Response { body: ResponseBody::Tokens(t), .. })) =
@@ -244,10 +244,10 @@ pub fn server_session(data: &[u8]) {
     let mut sink = Vec::new();
     // Bind the sessions with their access tokens (no password hashing needed).
     for (s, token) in [(alice, &fx.tokens[0]), (bob, &fx.tokens[1])] {
-        let ping = crate::Message::Request(crate::Request {
+        let ping = crate::wire::Message::Request(crate::wire::Request {
             request_id: 1,
             timestamp_ms: 0,
-            body: crate::FetchKey { username: "alice".into() }.into(),
+            body: crate::wire::FetchKey { username: "alice".into() }.into(),
         });
         server.handle_input(now, s, &ping.to_bytes(token.as_bytes()));
     }
@@ -273,8 +273,8 @@ pub fn server_session(data: &[u8]) {
                 let (skip, len) = take(tail);
                 let chunk = &tail[skip..skip + len];
                 if op == 3 {
-                    let frame = crate::Frame {
-                        frame_type: crate::FrameType::Request,
+                    let frame = crate::wire::Frame {
+                        frame_type: crate::wire::FrameType::Request,
                         auth: Bytes::copy_from_slice(fx.tokens[0].as_bytes()),
                         data: Bytes::copy_from_slice(chunk),
                     };
@@ -322,7 +322,8 @@ pub fn server_session(data: &[u8]) {
 pub fn client_ops(data: &[u8]) {
     use std::time::{Duration, Instant};
 
-    use crate::{Client, ClientConfig, ClientOutput, FrameDecoder, FrameType, Message, Now};
+    use crate::wire::{FrameDecoder, FrameType, Message};
+    use crate::{Client, ClientConfig, ClientOutput, Now};
 
     const NAMES: [&str; 4] = ["alice", "bob", "room11", "a-very-long-name-for-the-limits-of-the-codec-to-be-tested-x"];
     let examples: Vec<Bytes> = crate::examples::all().iter().map(|e| e.to_bytes()).collect();

@@ -1,7 +1,8 @@
 //! # confab-proto
 //!
-//! The sans-IO core of confab: the wire codec (this crate's frame and message
-//! layers) and, built on it, the protocol state machines. Nothing here opens
+//! The sans-IO core of confab: the wire codec ([`wire`]: frames and messages)
+//! and, built on it, the protocol state machines ([`Server`], [`Client`],
+//! [`e2e::SecureClient`]). Nothing here opens
 //! a socket, spawns a thread, reads a clock or draws OS randomness: callers
 //! pass bytes, time and seeds in and take bytes and events out, so the same
 //! code runs over TCP+TLS, QUIC, in-memory channels, a deterministic
@@ -10,13 +11,14 @@
 //! ## Wire format
 //!
 //! A frame is `version u8 | type u8 | len_auth u32 | len_data u64 | auth | data`,
-//! big-endian (seed 000). [`FrameDecoder`] cuts frames out of a byte stream in
-//! any chunking and checks both lengths against [`Limits`] before buffering
-//! anything; [`Message::decode`] gives the data part its typed meaning.
+//! big-endian (seed 000). [`wire::FrameDecoder`] cuts frames out of a byte
+//! stream in any chunking and checks both lengths against [`wire::Limits`]
+//! before buffering anything; [`wire::Message::decode`] gives the data part
+//! its typed meaning.
 //! `docs/PROTOCOL.md` is the full specification.
 //!
 //! ```
-//! use confab_proto::{FrameDecoder, Limits, Message, Opcode, Request, RequestBody, Login};
+//! use confab_proto::wire::{FrameDecoder, Limits, Message, Opcode, Request, RequestBody, Login};
 //!
 //! // A client encodes a login request...
 //! let login = Message::Request(Request {
@@ -60,6 +62,10 @@
 //!   next timer come only out of [`server::Turn::commit`], after a
 //!   [`Durable`] store has made the turn's changes durable;
 //! - randomness comes from the server's seed; same seed and inputs, same bytes.
+//!
+//! The crate root holds the machines and the types every user needs; the
+//! codec's names (frames, messages, bodies, opcodes, status codes, decode
+//! errors) live in [`wire`].
 //!
 //! The run loop, with one client wired straight to the server (an adapter
 //! puts sockets, a thread pool and a store where this puts function calls):
@@ -127,34 +133,21 @@
 #![warn(missing_docs)]
 
 pub mod client;
-pub mod code;
-mod decoder;
 pub mod durable;
 pub mod e2e;
-mod error;
 pub mod examples;
-mod frame;
 pub mod jwt;
-mod limits;
 pub mod machine;
-mod message;
-mod opcode;
 pub mod server;
 mod time;
 pub mod token;
+pub mod wire;
 
 #[cfg(any(fuzzing, feature = "fuzzing"))]
 pub mod fuzzing;
 
 pub use client::{Client, ClientConfig, ClientEvent, ClientOutput, CommandError};
-pub use code::Status;
-pub use decoder::FrameDecoder;
 pub use durable::{Durable, Ephemeral};
-pub use error::DecodeError;
-pub use frame::{Frame, FrameHeader, FrameType, HEADER_LEN, VERSION};
-pub use limits::Limits;
-pub use machine::{ClientTurn, Machine};
-pub use message::*;
-pub use opcode::Opcode;
-pub use server::{Server, ServerConfig, ServerEvent, SessionId};
+pub use machine::{ClientTurn, Machine, Output};
+pub use server::{Server, ServerConfig, ServerLog, SessionId, Turn};
 pub use time::Now;

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use confab_proto::server::{Action, HashParams, MemoryStore};
-use confab_proto::{
-    AcceptMp, CloseMp, CreateRoom, DeliveryAck, FrameDecoder, JoinRoom, Limits, Login, Logout, Message, Now,
-    Passphrase, Refresh, Register, Request, RequestBody, RequestMp, Response, ResponseBody, SendMp, SendRoom, Server,
-    ServerConfig, SessionId, Tokens,
+use confab_proto::wire::{
+    AcceptMp, CloseMp, CreateRoom, DeliveryAck, FrameDecoder, JoinRoom, Limits, Login, Logout, Message, Passphrase,
+    Refresh, Register, Request, RequestBody, RequestMp, Response, ResponseBody, SendMp, SendRoom, Tokens,
 };
+use confab_proto::{Now, Server, ServerConfig, SessionId};
 
 const USERS: usize = 12;
 

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use confab_proto::server::{Change, MemoryStore};
-use confab_proto::{Durable, FrameDecoder, Limits, Message, Ping, ServerConfig};
+use confab_proto::wire::{FrameDecoder, Limits, Message, Ping};
+use confab_proto::{Durable, ServerConfig};
 use confab_server::runtime::{Node, NodeConfig, RunSummary};
 use confab_transports::link::Link;
 use confab_transports::tls::{self, ClientTrust, ServerIdentity};

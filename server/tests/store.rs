@@ -274,11 +274,11 @@ fn store_record_format_is_pinned() {
 #[test]
 fn store_snapshot_format_is_pinned() {
     use bytes::Bytes;
-    use confab_proto::HistoryEntry;
     use confab_proto::server::HashParams;
     use confab_proto::server::state::{Conversation, ItemKind, QueuedItem, Recorded, SecretHash, TokenRecord, User};
     use confab_proto::token::TokenKind;
-    use confab_proto::{Opcode, ResponseBody, Status};
+    use confab_proto::wire::HistoryEntry;
+    use confab_proto::wire::{Opcode, ResponseBody, Status};
 
     let secret = SecretHash { salt: [1; 16], hash: [2; 32], params: HashParams::INSECURE_FAST };
     let user = User {

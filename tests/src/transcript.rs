@@ -12,10 +12,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use confab_proto::server::{Action, Change, HashParams};
-use confab_proto::{
-    Ephemeral, EventBody, FieldValue, FrameDecoder, Message, Now, Request, RequestBody, ResponseBody, Server,
-    ServerConfig, SessionId, Status,
-};
+use confab_proto::wire::{EventBody, FieldValue, FrameDecoder, Message, Request, RequestBody, ResponseBody, Status};
+use confab_proto::{Ephemeral, Now, Server, ServerConfig, SessionId};
 
 /// Fixed wall-clock start of every script: 2026-11-22T00:00:00Z.
 pub const START_UNIX_MS: u64 = confab_proto::examples::TIMESTAMP_MS;

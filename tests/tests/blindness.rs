@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use confab_proto::e2e::{IdentityKey, SecureClient, SecureEvent, SecureOutput, fixtures};
 use confab_proto::server::state::ItemKind;
-use confab_proto::server::{Action, Change, HashParams, MemoryStore, ServerEvent, State};
+use confab_proto::server::{Action, Change, HashParams, MemoryStore, ServerLog, State};
 use confab_proto::{Client, ClientConfig, Ephemeral, Now, Server, ServerConfig, SessionId};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -35,7 +35,7 @@ struct World {
     now: Now,
     users: Vec<User>,
     changes: Vec<Change>,
-    log: Vec<ServerEvent>,
+    log: Vec<ServerLog>,
 }
 
 impl World {

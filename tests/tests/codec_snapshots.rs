@@ -4,7 +4,8 @@
 
 use std::fmt::Write as _;
 
-use confab_proto::{FieldValue, Frame, Limits, Message, examples};
+use confab_proto::examples;
+use confab_proto::wire::{FieldValue, Frame, Limits, Message};
 
 fn hex_groups(bytes: &[u8]) -> String {
     bytes.chunks(16).map(hex::encode).collect::<Vec<_>>().join("\n        ")

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use confab_proto::server::OidcConfig;
+use confab_proto::wire::*;
 use confab_proto::*;
 use confab_sim::{IDP_AUDIENCE, IDP_ISSUER, TestIdp};
 use confab_tests::transcript::{START_UNIX_MS, Script, config};
@@ -89,7 +90,7 @@ fn the_twin_of_a_provider_token_is_the_same_login() {
     // Request 3's id with another deduplicated opcode is still refused: the twin is the same login.
     s.send_auth("d2", 3, CloseMp { peer: "alice".into() }, twin.as_bytes());
     let conflict = responses(&mut s, "d2").pop().unwrap();
-    assert_eq!((conflict.status, conflict.code), (Status::Error, code::CONFLICT), "{conflict:?}");
+    assert_eq!((conflict.status, conflict.code), (Status::Error, status::CONFLICT), "{conflict:?}");
 
     let delivered = s
         .received

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use confab_proto::FrameDecoder;
+use confab_proto::wire::FrameDecoder;
 use confab_tests::procs::{CliUser, ServerProc, TempDir, contains, free_port, read_tree};
 use confab_transports::link::Link;
 use confab_transports::tcp;
@@ -154,12 +154,12 @@ fn read_until_closed(link: &mut dyn Link, within: Duration) -> Vec<u8> {
 
 /// The code of the close frame in `bytes`, if any.
 fn close_code(bytes: &[u8]) -> Option<u16> {
-    let limits = confab_proto::Limits::default();
+    let limits = confab_proto::wire::Limits::default();
     let mut decoder = FrameDecoder::new(limits);
     decoder.push(bytes);
     let mut code = None;
     while let Ok(Some(frame)) = decoder.next_frame() {
-        if let Ok(confab_proto::Message::Close(c)) = confab_proto::Message::decode(&frame, &limits) {
+        if let Ok(confab_proto::wire::Message::Close(c)) = confab_proto::wire::Message::decode(&frame, &limits) {
             code = Some(c.code);
         }
     }
@@ -221,7 +221,7 @@ fn hostile_connections_never_disturb_the_others() {
     let drip_addr = tls_link(&server);
     let dripper = thread::spawn(move || {
         let mut link = drip_addr;
-        let ping = confab_proto::Message::Ping(confab_proto::Ping { nonce: 42 }).to_bytes(&[]);
+        let ping = confab_proto::wire::Message::Ping(confab_proto::wire::Ping { nonce: 42 }).to_bytes(&[]);
         for b in &ping {
             if link.send(std::slice::from_ref(b)).is_err() {
                 return false;

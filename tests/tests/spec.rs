@@ -19,7 +19,7 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use confab_proto::examples;
-use confab_proto::{
+use confab_proto::wire::{
     Close, EventBody, Frame, FrameType, Limits, Message, Opcode, Ping, Pong, RequestBody, ResponseKind, Status,
 };
 
@@ -476,11 +476,12 @@ fn table_rows<'a>(lines: impl IntoIterator<Item = (usize, &'a str)>, header: &st
 fn server_answers() -> BTreeMap<Opcode, Vec<(Status, ResponseKind)>> {
     use std::time::Duration;
 
+    use confab_proto::ServerConfig;
     use confab_proto::server::{CodeConfig, OidcConfig, PhantomConfig};
-    use confab_proto::{
+    use confab_proto::wire::{
         AcceptMp, CloseMp, CreateRoom, DeleteRoom, DeliveryAck, FetchKey, Introspect, IssueCode, JoinRoom, Jwks,
         LeaveRoom, Login, Logout, Passphrase, Refresh, Register, RequestMp, RoomHistory, RoomInfo, SendMp, SendRoom,
-        ServerConfig, SetIdentityKey, VerifyCode,
+        SetIdentityKey, VerifyCode,
     };
     use confab_sim::{IDP_AUDIENCE, IDP_ISSUER, TestIdp};
     use confab_tests::transcript::{START_UNIX_MS, Script, config};
@@ -530,7 +531,7 @@ fn server_answers() -> BTreeMap<Opcode, Vec<(Status, ResponseKind)>> {
         .rev()
         .find_map(|m| match m {
             Message::Response(r) => match &r.body {
-                confab_proto::ResponseBody::CodeIssued(c) => Some(c.code.clone()),
+                confab_proto::wire::ResponseBody::CodeIssued(c) => Some(c.code.clone()),
                 _ => None,
             },
             _ => None,

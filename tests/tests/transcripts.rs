@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use confab_proto::server::DuplicateLogin;
+use confab_proto::wire::*;
 use confab_proto::*;
 use confab_tests::transcript::{Script, config};
 

@@ -3,7 +3,7 @@
 //! Adapters that move bytes between a socket and the sans-IO core in
 //! `confab-proto`: [`tcp`] (TCP + TLS 1.3 over mio and rustls), [`quic`]
 //! (QUIC over quinn), [`mem`] (in-process channels), the TLS material they
-//! share ([`tls`]), the server loop's vocabulary ([`net`]) and the client's
+//! share ([`tls`]), the server loop's vocabulary ([`hub`]) and the client's
 //! ([`link`]). The deterministic simulator is a test tool of its own, the
 //! `confab-sim` crate (tests/sim), which only tests depend on.
 
@@ -12,9 +12,9 @@
 
 pub use confab_proto as proto;
 
+pub mod hub;
 pub mod link;
 pub mod mem;
-pub mod net;
 pub mod quic;
 pub mod tcp;
 pub mod tls;

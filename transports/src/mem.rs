@@ -3,7 +3,7 @@
 //!
 //! [`connect`] makes a connection through a [`HubSender`]: the server's
 //! loop gets `NetEvent::Opened { transport: Transport::Mem, peer: None,
-//! handle: Some(..) }` from its [`Hub`](crate::net::Hub) and answers through
+//! handle: Some(..) }` from its [`Hub`](crate::hub::Hub) and answers through
 //! the hub; the client gets a [`MemLink`]. Closing either side ends the
 //! connection for both: the server gets one `Closed`, the client's
 //! [`Link::recv`] returns [`io::ErrorKind::UnexpectedEof`] after the bytes
@@ -13,7 +13,7 @@
 //! `recv` has not returned yet.
 //!
 //! Inbound credit: a link has at most [`MAX_INBOUND`] bytes sent and not yet
-//! consumed by the server's loop ([`Hub::consumed`](crate::net::Hub::consumed));
+//! consumed by the server's loop ([`Hub::consumed`](crate::hub::Hub::consumed));
 //! beyond that, [`Link::send`] blocks until the loop consumes some (or the
 //! connection ends). The loop must therefore not run on the thread that
 //! sends more than that on a link.
@@ -30,8 +30,8 @@ const CHUNK: usize = 64 * 1024;
 /// How often a blocked `send` looks again at whether the connection ended.
 const RECHECK: Duration = Duration::from_millis(100);
 
+use crate::hub::{ConnHandle, ConnId, HubSender, NetEvent, Outbound, Transport};
 use crate::link::Link;
-use crate::net::{ConnHandle, ConnId, HubSender, NetEvent, Outbound, Transport};
 
 /// The client end of an in-memory connection.
 #[derive(Debug)]

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
+use confab_transports::hub::{ConnId, ConnIds, Hub, NetEvent, Transport};
 use confab_transports::link::Link;
 use confab_transports::mem;
-use confab_transports::net::{ConnId, ConnIds, Hub, NetEvent, Transport};
 use mio::{Events, Poll, Token};
 
 const SECOND: Duration = Duration::from_secs(1);

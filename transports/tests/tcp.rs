@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use confab_transports::hub::{ConnId, ConnIds, NetEvent, Transport};
 use confab_transports::link::Link;
-use confab_transports::net::{ConnId, ConnIds, NetEvent, Transport};
 use confab_transports::tcp::{self, TcpLimits, TcpLink, TcpServer};
 use confab_transports::tls::{self, ClientTrust, Pin, ServerIdentity};
 use mio::{Events, Poll, Token, Waker};

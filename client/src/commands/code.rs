@@ -1,7 +1,8 @@
 //! `code issue AUDIENCE` (for the logged-in user) and `code verify USER
 //! AUDIENCE CODE` (anonymous: what a third-party server does).
 
-use confab_proto::{Client, ClientEvent, Ephemeral, ResponseBody};
+use confab_proto::wire::ResponseBody;
+use confab_proto::{Client, ClientEvent, Ephemeral};
 use confab_transports::link::{DriveError, Driver};
 use serde_json::json;
 

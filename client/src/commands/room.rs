@@ -3,7 +3,8 @@
 //! The room password (`CONFAB_ROOM_PASSWORD` or a prompt) never leaves the
 //! device: the room key and the join verifier are derived from it here.
 
-use confab_proto::{ClientEvent, ResponseBody};
+use confab_proto::ClientEvent;
+use confab_proto::wire::ResponseBody;
 use serde_json::json;
 
 use super::{CliError, Env, expect_done, print_events, print_warnings};

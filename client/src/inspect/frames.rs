@@ -1,6 +1,6 @@
 //! Cutting an input into frames and decoding each one.
 
-use confab_proto::{Frame, FrameDecoder, HEADER_LEN, Limits, Message};
+use confab_proto::wire::{Frame, FrameDecoder, HEADER_LEN, Limits, Message};
 
 use super::InspectError;
 

@@ -1,6 +1,6 @@
 //! One compact JSON object per frame, keys in a fixed order.
 
-use confab_proto::{FieldValue, Message};
+use confab_proto::wire::{FieldValue, Message};
 use serde::{Serialize, Serializer};
 
 use super::InspectedFrame;

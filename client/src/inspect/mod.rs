@@ -2,8 +2,8 @@
 //!
 //! The input is hex text (`--hex`, or standard input) or a file of raw bytes
 //! (`--file`). It may hold one frame or several back to back: they are cut
-//! with [`FrameDecoder`](confab_proto::FrameDecoder) and each frame's data is decoded with
-//! [`Message::decode`](confab_proto::Message::decode), exactly as a peer would.
+//! with [`FrameDecoder`](confab_proto::wire::FrameDecoder) and each frame's data is decoded with
+//! [`Message::decode`](confab_proto::wire::Message::decode), exactly as a peer would.
 //!
 //! Each frame becomes one compact JSON object whose keys keep a fixed order:
 //! `version`, `type`, `len_auth`, `len_data`, `auth` (the auth part as a
@@ -15,7 +15,7 @@
 //!
 //! ```
 //! use confab_client::inspect::{inspect_bytes, parse_hex};
-//! use confab_client::proto::Limits;
+//! use confab_client::proto::wire::Limits;
 //!
 //! let bytes = parse_hex("0x0104 00000000 0000000000000008 000000000000002a").unwrap();
 //! let inspection = inspect_bytes(&bytes, Limits::default());
@@ -40,7 +40,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
-use confab_proto::{DecodeError, HEADER_LEN, Limits};
+use confab_proto::wire::{DecodeError, HEADER_LEN, Limits};
 
 mod frames;
 mod hex_text;
@@ -175,7 +175,7 @@ pub enum InspectError {
         frame_start: usize,
         /// Length of the whole input: where the missing bytes would start.
         input_len: usize,
-        /// How many more bytes the frame needs ([`FrameDecoder::needed`](confab_proto::FrameDecoder::needed)).
+        /// How many more bytes the frame needs ([`FrameDecoder::needed`](confab_proto::wire::FrameDecoder::needed)).
         needed: usize,
     },
 }

@@ -1,5 +1,6 @@
 use super::*;
-use confab_proto::{Message, examples};
+use confab_proto::examples;
+use confab_proto::wire::Message;
 
 fn args() -> InspectArgs {
     InspectArgs { hex: None, file: None, max_data: Limits::DEFAULT.max_data, max_auth: Limits::DEFAULT.max_auth }
@@ -76,14 +77,14 @@ fn keys_keep_wire_order() {
 
 #[test]
 fn unprintable_auth_is_null() {
-    let ping = Message::Ping(confab_proto::Ping { nonce: 1 });
+    let ping = Message::Ping(confab_proto::wire::Ping { nonce: 1 });
     let line = inspect_bytes(&ping.to_bytes(b"\x00tok"), Limits::default()).frames[0].to_json();
     assert!(line.contains(r#""auth":null,"auth_hex":"00746f6b""#), "{line}");
 }
 
 #[test]
 fn decode_error_offsets_count_from_the_input_start() {
-    let mut input = Message::Ping(confab_proto::Ping { nonce: 1 }).to_bytes(b"").to_vec();
+    let mut input = Message::Ping(confab_proto::wire::Ping { nonce: 1 }).to_bytes(b"").to_vec();
     let first = input.len();
     input.extend_from_slice(&[1, 9]);
     let inspection = inspect_bytes(&input, Limits::default());
@@ -102,7 +103,7 @@ fn decode_error_offsets_count_from_the_input_start() {
 
 #[test]
 fn incomplete_input_says_how_much_is_missing() {
-    let ping = Message::Ping(confab_proto::Ping { nonce: 1 }).to_bytes(b"");
+    let ping = Message::Ping(confab_proto::wire::Ping { nonce: 1 }).to_bytes(b"");
     let inspection = inspect_bytes(&ping[..ping.len() - 3], Limits::default());
     assert_eq!(
         inspection.error,
@@ -116,7 +117,7 @@ fn incomplete_input_says_how_much_is_missing() {
 
 #[test]
 fn run_prints_frames_then_one_error() {
-    let ping = hex::encode(Message::Ping(confab_proto::Ping { nonce: 1 }).to_bytes(b""));
+    let ping = hex::encode(Message::Ping(confab_proto::wire::Ping { nonce: 1 }).to_bytes(b""));
     let (status, out, err) = run_stdin(&format!("{ping}\n{ping}\n07"));
     assert_eq!(status, 1);
     assert_eq!(out.lines().count(), 2);

@@ -8,9 +8,10 @@ use zeroize::{Zeroize as _, Zeroizing};
 
 use super::outbox::{Entry, Origin};
 use super::{Client, ClientEvent, CommandError};
-use crate::{
-    ErrorBody, FetchKey, Login, Message, Now, Opcode, Passphrase, Refresh, Request, RequestBody, Response,
-    ResponseBody, Status, Tokens, code,
+use crate::Now;
+use crate::wire::{
+    ErrorBody, FetchKey, Login, Message, Opcode, Passphrase, Refresh, Request, RequestBody, Response, ResponseBody,
+    Status, Tokens, status,
 };
 
 /// A login under way: step one (`login`), then step two (`passphrase`).
@@ -104,7 +105,7 @@ impl Client {
         let Some(token) = self.auth.refresh.clone() else { return };
         let Ok(id) = self.alloc_id() else { return };
         if token.is_empty() || token.len() > usize::from(self.config.limits.max_text) {
-            self.fail(id, Opcode::Refresh, code::UNAUTHORIZED, "the stored refresh token is malformed", 0);
+            self.fail(id, Opcode::Refresh, status::UNAUTHORIZED, "the stored refresh token is malformed", 0);
             return self.end_session("the stored refresh token is malformed: log in again");
         }
         self.auth.refresh_in_flight = Some(id);
@@ -128,7 +129,7 @@ impl Client {
             };
             let Ok(id) = self.alloc_id() else {
                 self.auth.login = None;
-                return self.fail(login_id, Opcode::Login, code::INTERNAL, "request ids exhausted", 0);
+                return self.fail(login_id, Opcode::Login, status::INTERNAL, "request ids exhausted", 0);
             };
             if let Some(flow) = self.auth.login.as_mut() {
                 flow.passphrase_id = Some(id);
@@ -169,7 +170,7 @@ impl Client {
         }
         let (reason, retry_after_ms) = error_of(&r);
         self.fail(r.request_id, Opcode::Refresh, r.code, &reason, retry_after_ms);
-        if matches!(r.code, code::UNAUTHORIZED | code::FORBIDDEN) {
+        if matches!(r.code, status::UNAUTHORIZED | status::FORBIDDEN) {
             return self.end_session(&format!("session ended: {reason}"));
         }
         let wait = std::time::Duration::from_millis(retry_after_ms).max(self.config.refresh_retry);
@@ -182,7 +183,7 @@ impl Client {
         let max_auth = usize::try_from(self.config.limits.max_auth).unwrap_or(usize::MAX);
         if t.access_token.is_empty() || t.access_token.len() > max_auth || t.refresh_token.is_empty() {
             let reason = "the server sent unusable tokens";
-            self.fail(request_id, opcode, code::INTERNAL, reason, 0);
+            self.fail(request_id, opcode, status::INTERNAL, reason, 0);
             return self.end_session(reason);
         }
         self.auth.access = Some(t.access_token);
@@ -274,7 +275,7 @@ impl Client {
                         reason: format!("{reason}; it was sent before and may have been performed"),
                     });
                 }
-                (Origin::User, opcode) => self.fail(entry.id, opcode, code::UNAUTHORIZED, reason, 0),
+                (Origin::User, opcode) => self.fail(entry.id, opcode, status::UNAUTHORIZED, reason, 0),
             }
         }
     }
@@ -288,7 +289,7 @@ impl Client {
         {
             let opcode = if flow.passphrase_id.is_some() { Opcode::Passphrase } else { Opcode::Login };
             let reason = "connection lost during login: log in again";
-            self.fail(flow.login_id, opcode, code::UNAVAILABLE, reason, 0);
+            self.fail(flow.login_id, opcode, status::UNAVAILABLE, reason, 0);
         }
     }
 
@@ -452,7 +453,7 @@ fn encode_request(out: &mut bytes::BytesMut, request_id: u32, timestamp_ms: u64,
     let message = Message::Request(Request {
         request_id,
         timestamp_ms,
-        body: std::mem::replace(body, RequestBody::Logout(crate::Logout {})),
+        body: std::mem::replace(body, RequestBody::Logout(crate::wire::Logout {})),
     });
     message.encode(&[], out);
     if let Message::Request(Request { body: mut sent, .. }) = message {

@@ -1,5 +1,5 @@
 //! Application commands. Each checks its inputs against the codec
-//! [`Limits`](crate::Limits) (the encoder must never see an over-long field),
+//! [`Limits`](crate::wire::Limits) (the encoder must never see an over-long field),
 //! takes the next request id, and queues the request in the outbox; it is
 //! written at once when the connection allows, else when it does.
 
@@ -9,10 +9,11 @@ use zeroize::Zeroizing;
 use super::auth::LoginFlow;
 use super::outbox::{Entry, Origin, needs_auth};
 use super::{Client, CommandError};
-use crate::{
+use crate::Now;
+use crate::wire::{
     AcceptMp, CloseMp, CreateRoom, DeleteRoom, FetchKey, FieldValue, IssueCode, JoinRoom, LeaveRoom, Login, Logout,
-    Now, Opcode, Passphrase, Register, RequestBody, RequestMp, RoomHistory, RoomInfo, SendMp, SendRoom, SetIdentityKey,
-    VerifyCode, code,
+    Opcode, Passphrase, Register, RequestBody, RequestMp, RoomHistory, RoomInfo, SendMp, SendRoom, SetIdentityKey,
+    VerifyCode, status,
 };
 
 /// Bytes of a request's data part before its body: opcode, request id, timestamp.
@@ -83,7 +84,7 @@ impl Client {
     pub fn resume(&mut self, refresh_token: String) {
         if let Some(flow) = self.auth.login.take() {
             let reason = "login abandoned for a resumed session";
-            self.fail(flow.login_id, Opcode::Login, code::CONFLICT, reason, 0);
+            self.fail(flow.login_id, Opcode::Login, status::CONFLICT, reason, 0);
         }
         self.auth.access = None;
         self.auth.external = false;

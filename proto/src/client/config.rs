@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::Limits;
+use crate::wire::Limits;
 
 /// Every limit and parameter of the [`Client`](super::Client) machine.
 #[derive(Debug, Clone, PartialEq, Eq)]

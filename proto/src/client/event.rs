@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use crate::machine::Output;
-use crate::{DecodeError, Opcode, ResponseBody};
+use crate::wire::{DecodeError, Opcode, ResponseBody};
 
 /// What the client asks its caller to do: the [`Output`] of a committed
 /// [`ClientTurn`](crate::machine::ClientTurn) of a [`Client`](super::Client).

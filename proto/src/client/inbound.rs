@@ -4,9 +4,10 @@
 
 use super::outbox::{Entry, Origin};
 use super::{Client, ClientEvent, auth::error_of};
-use crate::{
-    DecodeError, DeliveryAck, ErrorBody, Event, EventBody, Frame, FrameType, Message, Now, Opcode, Pong, RequestBody,
-    Response, ResponseBody, Status, code,
+use crate::Now;
+use crate::wire::{
+    DecodeError, DeliveryAck, ErrorBody, Event, EventBody, Frame, FrameType, Message, Opcode, Pong, RequestBody,
+    Response, ResponseBody, Status, status,
 };
 
 impl Client {
@@ -30,7 +31,7 @@ impl Client {
                 // The server closes: stop sending, no answer (docs/PROTOCOL.md, "close").
                 self.out.clear();
                 self.events.push_back(ClientEvent::Closed { code: c.code, reason: c.reason.clone() });
-                let revoked = c.code == code::UNAUTHORIZED;
+                let revoked = c.code == status::UNAUTHORIZED;
                 self.closes.push_back((c.code, c.reason));
                 self.drop_connection();
                 if revoked {
@@ -73,7 +74,7 @@ impl Client {
             return;
         }
         if r.status == Status::Error
-            && matches!(r.code, code::TOKEN_EXPIRED | code::UNAUTHORIZED)
+            && matches!(r.code, status::TOKEN_EXPIRED | status::UNAUTHORIZED)
             && entry.needs_auth()
             && self.retry_after_refusal(now, id, &r)
         {
@@ -265,7 +266,7 @@ fn undecodable_response(frame: &Frame, error: &DecodeError) -> Option<Response> 
         data.get(17..19).and_then(|b| b.try_into().ok()).map(u16::from_be_bytes).filter(|c| (100..=999).contains(c));
     let code = match (status, server_code) {
         (Some(Status::Error), Some(c)) => c,
-        _ => code::INTERNAL,
+        _ => status::INTERNAL,
     };
     Some(Response {
         opcode,

@@ -61,8 +61,9 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
+use crate::Now;
 use crate::machine::{self, ClientTurn, Output};
-use crate::{Close, FrameDecoder, Message, Now, Ping, Request, code};
+use crate::wire::{Close, FrameDecoder, Message, Ping, Request, status};
 use auth::Auth;
 use lanes::Lanes;
 use outbox::{Origin, Outbox};
@@ -165,7 +166,7 @@ impl Client {
     /// [`Output::Close`]. Unanswered requests wait for the next connection.
     pub fn close(&mut self, now: Now) {
         self.touch(now);
-        self.give_up(code::OK, "client closing".into());
+        self.give_up(status::OK, "client closing".into());
     }
 
     /// Bytes arrived from the server, in any chunking.
@@ -201,7 +202,7 @@ impl Client {
             let silent = now.instant.saturating_duration_since(conn.last_rx);
             if silent >= idle {
                 let reason = format!("idle timeout: nothing received for {} s", silent.as_secs());
-                return self.give_up(code::IDLE_TIMEOUT, reason);
+                return self.give_up(status::IDLE_TIMEOUT, reason);
             }
             if silent >= keepalive && conn.ping.is_none() {
                 let nonce = self.next_nonce;
@@ -384,7 +385,7 @@ impl Client {
         for entry in self.outbox.connection_lost() {
             if entry.origin == Origin::User {
                 let reason = "connection lost before the answer";
-                self.fail(entry.id, entry.opcode(), code::UNAVAILABLE, reason, 0);
+                self.fail(entry.id, entry.opcode(), status::UNAVAILABLE, reason, 0);
             }
         }
     }

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::{Opcode, RequestBody};
+use crate::wire::{Opcode, RequestBody};
 
 /// Who made a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

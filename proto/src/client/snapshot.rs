@@ -20,7 +20,8 @@ use zeroize::Zeroize;
 
 use super::Client;
 use super::outbox::{Entry, Origin};
-use crate::{ClientConfig, FrameDecoder, Message, Now, Request};
+use crate::wire::{FrameDecoder, Message, Request};
+use crate::{ClientConfig, Now};
 
 /// Why a snapshot could not be restored. Nothing of it was used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -156,7 +157,7 @@ impl Client {
 }
 
 /// The outbox entry a stored frame describes.
-fn decode_entry(stored: &OutboxSnapshot, limits: &crate::Limits) -> Result<Entry, SnapshotError> {
+fn decode_entry(stored: &OutboxSnapshot, limits: &crate::wire::Limits) -> Result<Entry, SnapshotError> {
     let bad = || SnapshotError::BadRequest(stored.request_id);
     let mut decoder = FrameDecoder::new(*limits);
     decoder.push(&stored.frame);

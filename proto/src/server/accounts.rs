@@ -21,11 +21,12 @@ use super::refusal::{Flow, Refusal, Reply};
 use super::session::LoginStep;
 use super::state::{Change, Rotation, SecretHash, State, TokenRecord, User};
 use super::work::HashTask;
-use super::{DuplicateLogin, Server, ServerConfig, ServerEvent, SessionId, valid_name};
+use super::{DuplicateLogin, Server, ServerConfig, ServerLog, SessionId, valid_name};
+use crate::Now;
 use crate::token::{self, TokenKind};
-use crate::{
-    Connected, EventBody, IdentityKey, Login, Now, Opcode, Passphrase, Refresh, Register, ResponseBody, Status, Tokens,
-    code,
+use crate::wire::{
+    Connected, EventBody, IdentityKey, Login, Opcode, Passphrase, Refresh, Register, ResponseBody, Status, Tokens,
+    status,
 };
 
 const INVALID_CREDENTIALS: &str = "invalid username or password";
@@ -211,7 +212,7 @@ impl Server {
                     created_ms: now.unix_ms,
                 };
                 self.journal.commit(Change::UserCreated { username: username.clone(), user });
-                self.outbox.event(ServerEvent::Registered { username });
+                self.outbox.event(ServerLog::Registered { username });
                 self.outbox.respond(now, session, Opcode::Register, request_id, Reply::created());
             }
             Pending::Login { session, request_id, username, source, expected } => {
@@ -223,7 +224,7 @@ impl Server {
                 if let Some(s) = self.presence.get_mut(session) {
                     s.login = LoginStep::PasswordOk { username };
                 }
-                let reply = Reply { status: Status::InProgress, code: code::ACCEPTED, body: ResponseBody::Empty };
+                let reply = Reply { status: Status::InProgress, code: status::ACCEPTED, body: ResponseBody::Empty };
                 self.outbox.respond(now, session, Opcode::Login, request_id, reply);
             }
             Pending::Passphrase { session, request_id, username, source, expected } => {
@@ -359,7 +360,7 @@ impl Server {
     fn revoke_family(&mut self, now: Now, family: u64, except: Option<SessionId>) {
         self.journal.commit(Change::FamilyRevoked { family });
         for id in self.presence.of_family(family, except) {
-            self.close(now, id, code::UNAUTHORIZED, "tokens revoked: log in again".into());
+            self.close(now, id, status::UNAUTHORIZED, "tokens revoked: log in again".into());
         }
     }
 
@@ -435,9 +436,9 @@ impl Server {
     /// policy), sends `connected`, then everything queued for the user.
     pub(super) fn bind(&mut self, now: Now, session: SessionId, request_id: u32, username: String, family: u64) {
         if let Some(old) = self.presence.bind(session, &username, family) {
-            self.close(now, old, code::CONFLICT, "replaced by a newer login".into());
+            self.close(now, old, status::CONFLICT, "replaced by a newer login".into());
         }
-        self.outbox.event(ServerEvent::LoggedIn { session, username: username.clone() });
+        self.outbox.event(ServerLog::LoggedIn { session, username: username.clone() });
         let lanes = self.journal.state().lanes();
         let queued = lanes.queued_for(&username) + lanes.notices(&username).len();
         let body = EventBody::Connected(Connected { username: username.clone(), queued: queued as u32 });

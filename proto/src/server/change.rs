@@ -9,8 +9,8 @@
 use bytes::Bytes;
 
 use super::state::{Conversation, ItemKind, OidcLogin, QueuedItem, Recorded, Rotation, TokenRecord, User};
-use crate::HistoryEntry;
 use crate::jwt::KeyRecord;
+use crate::wire::HistoryEntry;
 
 /// One durable change of a turn, committed and replayed by stores.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::Limits;
+use crate::wire::Limits;
 
 /// argon2id cost parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +131,7 @@ impl ServerConfig {
     /// and fixed part, both list counts, and `max_room_members` names of at most 32 bytes.
     #[must_use]
     pub fn room_answer_overhead(&self) -> usize {
-        crate::HEADER_LEN + 64 + self.max_room_members.saturating_mul(2 + 32)
+        crate::wire::HEADER_LEN + 64 + self.max_room_members.saturating_mul(2 + 32)
     }
 
     /// The history bytes a room actually keeps: `room_history_bytes`, lowered if need be so

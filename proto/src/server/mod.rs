@@ -66,7 +66,7 @@ use rand::rngs::StdRng;
 pub use config::{CodeConfig, DuplicateLogin, HashParams, OidcConfig, PhantomConfig, ServerConfig};
 pub use memory::MemoryStore;
 pub use oidc::{oidc_login_key, oidc_subject_key};
-pub use output::{OpenError, ServerEvent};
+pub use output::{OpenError, ServerLog};
 pub use refusal::{Refusal, Reply};
 pub use session::{SessionId, SourceKey};
 pub use state::{Change, State};
@@ -81,7 +81,8 @@ use phantom::Phantom;
 use presence::{Presence, Tick};
 use route::{Anonymous, Authenticated, Route};
 
-use crate::{EventBody, Frame, Message, Now, Opcode, Pong, Request, code};
+use crate::Now;
+use crate::wire::{EventBody, Frame, Message, Opcode, Pong, Request, status};
 
 /// The server machine. See the [module docs](self) for the contract.
 #[derive(Debug)]
@@ -191,7 +192,7 @@ impl Server {
 
     /// The transport of a session is gone (peer closed, reset, timeout).
     pub fn close_session(&mut self, now: Now, session: SessionId) {
-        self.end_session(now, session, code::OK, "connection closed by peer".into());
+        self.end_session(now, session, status::OK, "connection closed by peer".into());
     }
 
     /// The transport holds `pending` unsent bytes for a session. Past
@@ -201,14 +202,14 @@ impl Server {
         if pending > self.config.max_session_backlog {
             let reason =
                 format!("slow reader: {pending} bytes waiting, above the limit of {}", self.config.max_session_backlog);
-            self.close(now, session, code::UNAVAILABLE, reason);
+            self.close(now, session, status::UNAVAILABLE, reason);
         }
     }
 
     /// Closes every session with code 503 ("server shutting down").
     pub fn shutdown(&mut self, now: Now) {
         for id in self.presence.ids() {
-            self.close(now, id, code::UNAVAILABLE, "server shutting down".into());
+            self.close(now, id, status::UNAVAILABLE, "server shutting down".into());
         }
     }
 
@@ -256,7 +257,7 @@ impl Server {
                         "sent more than {} bytes while a login was being checked",
                         self.config.max_deferred_bytes
                     );
-                    self.close(now, session, code::TOO_LARGE, reason);
+                    self.close(now, session, status::TOO_LARGE, reason);
                 }
                 return;
             }
@@ -264,7 +265,7 @@ impl Server {
                 Ok(None) => return,
                 Ok(Some(frame)) => self.handle_frame(now, session, frame),
                 Err(error) => {
-                    self.outbox.event(ServerEvent::BadFrame { session, error: error.clone() });
+                    self.outbox.event(ServerLog::BadFrame { session, error: error.clone() });
                     self.close(now, session, error.code(), error.to_string());
                     return;
                 }
@@ -275,7 +276,7 @@ impl Server {
     fn handle_frame(&mut self, now: Now, session: SessionId, frame: Frame) {
         match Message::decode(&frame, &self.config.limits) {
             Err(error) => {
-                self.outbox.event(ServerEvent::BadFrame { session, error: error.clone() });
+                self.outbox.event(ServerLog::BadFrame { session, error: error.clone() });
                 match Message::request_header(&frame) {
                     Some((opcode, request_id)) => {
                         self.outbox.refuse(now, session, opcode, request_id, Refusal::of_decode(&error));
@@ -283,12 +284,12 @@ impl Server {
                     None => {
                         // An unknown opcode still has a readable request id: echo it in the event header.
                         let request_id = match frame.frame_type {
-                            crate::FrameType::Request if frame.data.len() >= 8 => {
+                            crate::wire::FrameType::Request if frame.data.len() >= 8 => {
                                 u32::from_be_bytes([frame.data[4], frame.data[5], frame.data[6], frame.data[7]])
                             }
                             _ => 0,
                         };
-                        let body = crate::ErrorEvent {
+                        let body = crate::wire::ErrorEvent {
                             code: error.code(),
                             offset: error.offset() as u64,
                             reason: error.to_string(),
@@ -309,7 +310,7 @@ impl Server {
             Ok(Message::Response(_) | Message::Event(_)) => self.outbox.error_event(
                 now,
                 session,
-                code::BAD_REQUEST,
+                status::BAD_REQUEST,
                 1,
                 "a server accepts only request, ping, pong and close frames".into(),
             ),
@@ -404,9 +405,9 @@ impl Server {
                     state::Recorded { opcode, status: reply.status, code: reply.code, body: reply.body.clone() }
                 }
                 Err(refusal) => {
-                    let body = crate::ErrorBody { reason: refusal.to_string(), retry_after_ms: 0 };
-                    let body = crate::ResponseBody::Error(body);
-                    state::Recorded { opcode, status: crate::Status::Error, code: refusal.code(), body }
+                    let body = crate::wire::ErrorBody { reason: refusal.to_string(), retry_after_ms: 0 };
+                    let body = crate::wire::ResponseBody::Error(body);
+                    state::Recorded { opcode, status: crate::wire::Status::Error, code: refusal.code(), body }
                 }
             };
             self.journal.commit(Change::Recorded { family, request_id, response });
@@ -470,9 +471,9 @@ impl Server {
         match self.presence.tick(id, now.instant, keepalive, idle) {
             Some(Tick::Idle) => {
                 let reason = format!("idle timeout: nothing received for {} s", idle.as_secs());
-                self.close(now, id, code::IDLE_TIMEOUT, reason);
+                self.close(now, id, status::IDLE_TIMEOUT, reason);
             }
-            Some(Tick::Ping(nonce)) => self.outbox.send(id, Message::Ping(crate::Ping { nonce })),
+            Some(Tick::Ping(nonce)) => self.outbox.send(id, Message::Ping(crate::wire::Ping { nonce })),
             Some(Tick::Wait) | None => {}
         }
     }

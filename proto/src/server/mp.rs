@@ -19,10 +19,11 @@ use super::outbox::{Journal, Outbox};
 use super::presence::Presence;
 use super::refusal::{Flow, Refusal, Reply};
 use super::state::{Change, Conversation, ItemKind, QueuedItem};
-use super::{ServerConfig, ServerEvent, SessionId};
-use crate::{
-    AcceptMp, EventBody, MpAccepted, MpClosed, MpExpired, MpRequest, Now, PeerGone, PeerKeys, RequestMp, ResponseBody,
-    SendMp, Sent, Status, UserMessage, code,
+use super::{ServerConfig, ServerLog, SessionId};
+use crate::Now;
+use crate::wire::{
+    AcceptMp, EventBody, MpAccepted, MpClosed, MpExpired, MpRequest, PeerGone, PeerKeys, RequestMp, ResponseBody,
+    SendMp, Sent, Status, UserMessage, status,
 };
 
 /// The parts a private-message request works with: the journal (lanes and
@@ -103,7 +104,7 @@ impl Mail<'_> {
         // The close notice is small and must get through: it is not refused by queue bounds.
         let kind = ItemKind::Closed { reason: "closed by peer".into() };
         let (seq, _) = self.enqueue(user, &peer, kind);
-        Ok(Reply { status: Status::Finished, code: code::OK, body: ResponseBody::Sent(Sent { seq }) })
+        Ok(Reply { status: Status::Finished, code: status::OK, body: ResponseBody::Sent(Sent { seq }) })
     }
 
     pub(super) fn ack(&mut self, user: &str, peer: &str, seq: u64) -> Flow {
@@ -162,7 +163,7 @@ impl Mail<'_> {
         }
         for (from, to, seq, is_message) in dropped {
             self.journal.commit(Change::Dropped { from: from.clone(), to: to.clone(), seq });
-            self.outbox.event(ServerEvent::MessageExpired { from: from.clone(), to: to.clone(), seq });
+            self.outbox.event(ServerLog::MessageExpired { from: from.clone(), to: to.clone(), seq });
             if !is_message {
                 continue;
             }
@@ -222,7 +223,7 @@ impl Mail<'_> {
 }
 
 fn delivered_code(online: bool) -> u16 {
-    if online { code::OK } else { code::ACCEPTED }
+    if online { status::OK } else { status::ACCEPTED }
 }
 
 /// The event that carries a queued item from `from`.
@@ -249,7 +250,7 @@ mod tests {
     use super::*;
     use crate::server::keyed::Keyed;
     use crate::server::state::{SecretHash, State, User};
-    use crate::{Limits, Message};
+    use crate::wire::{Limits, Message};
 
     struct Parts {
         config: ServerConfig,
@@ -306,7 +307,7 @@ mod tests {
         fn events(&mut self, session: SessionId) -> Vec<EventBody> {
             let mut out = Vec::new();
             for (s, bytes) in self.outbox.take_transmits() {
-                let mut d = crate::FrameDecoder::new(Limits::DEFAULT);
+                let mut d = crate::wire::FrameDecoder::new(Limits::DEFAULT);
                 d.push(&bytes);
                 while let Ok(Some(f)) = d.next_frame() {
                     if let (true, Ok(Message::Event(e))) = (s == session, Message::decode(&f, &Limits::DEFAULT)) {
@@ -326,16 +327,16 @@ mod tests {
     fn an_offline_peer_gets_its_queue_in_order_at_login_until_it_acknowledges() {
         let mut p = Parts::new(ServerConfig::default());
         let hs = || Bytes::from_static(b"hs");
-        assert_eq!(code_of(p.mail().request("al", RequestMp { peer: "bo".into(), handshake: hs() })), code::ACCEPTED);
-        assert_eq!(code_of(p.mail().request("al", RequestMp { peer: "bo".into(), handshake: hs() })), code::CONFLICT);
+        assert_eq!(code_of(p.mail().request("al", RequestMp { peer: "bo".into(), handshake: hs() })), status::ACCEPTED);
+        assert_eq!(code_of(p.mail().request("al", RequestMp { peer: "bo".into(), handshake: hs() })), status::CONFLICT);
         assert_eq!(
             code_of(p.mail().request("al", RequestMp { peer: "al".into(), handshake: hs() })),
-            code::BAD_REQUEST
+            status::BAD_REQUEST
         );
-        assert_eq!(code_of(p.mail().accept("bo", AcceptMp { peer: "al".into(), handshake: hs() })), code::OK);
+        assert_eq!(code_of(p.mail().accept("bo", AcceptMp { peer: "al".into(), handshake: hs() })), status::OK);
         let message = |s: &'static [u8]| SendMp { peer: "bo".into(), sealed: Bytes::from_static(s) };
-        assert_eq!(code_of(p.mail().send("al", message(b"one"))), code::ACCEPTED);
-        assert_eq!(code_of(p.mail().send("al", message(b""))), code::BAD_REQUEST);
+        assert_eq!(code_of(p.mail().send("al", message(b"one"))), status::ACCEPTED);
+        assert_eq!(code_of(p.mail().send("al", message(b""))), status::BAD_REQUEST);
         let bo = p.online("bo");
         p.mail().deliver_queued(bo, "bo");
         let seqs: Vec<u64> = p
@@ -348,12 +349,12 @@ mod tests {
             })
             .collect();
         assert_eq!(seqs, [1, 2]);
-        assert_eq!(code_of(p.mail().ack("bo", "al", 3)), code::BAD_REQUEST, "beyond the last");
-        assert_eq!(code_of(p.mail().ack("bo", "al", 2)), code::OK);
+        assert_eq!(code_of(p.mail().ack("bo", "al", 3)), status::BAD_REQUEST, "beyond the last");
+        assert_eq!(code_of(p.mail().ack("bo", "al", 2)), status::OK);
         assert_eq!(p.journal.state().lanes().queued_for("bo"), 0);
         assert_eq!(p.journal.state().lanes().queued_for("al"), 1, "bo's acceptance waits for al");
         // Online now: the next one goes out at once.
-        assert_eq!(code_of(p.mail().send("al", message(b"two"))), code::OK);
+        assert_eq!(code_of(p.mail().send("al", message(b"two"))), status::OK);
         assert!(matches!(&p.events(bo)[..], [EventBody::UserMessage(m)] if m.seq == 3));
     }
 
@@ -363,15 +364,15 @@ mod tests {
             ServerConfig { queue_per_recipient: 1, mp_retention: Duration::from_secs(60), ..ServerConfig::default() };
         let mut p = Parts::new(config);
         let hs = || Bytes::from_static(b"hs");
-        assert_eq!(code_of(p.mail().request("al", RequestMp { peer: "bo".into(), handshake: hs() })), code::ACCEPTED);
+        assert_eq!(code_of(p.mail().request("al", RequestMp { peer: "bo".into(), handshake: hs() })), status::ACCEPTED);
         let full = p.mail().request("bo", RequestMp { peer: "al".into(), handshake: hs() });
-        assert_eq!(code_of(full), code::CONFLICT, "al already asked bo");
+        assert_eq!(code_of(full), status::CONFLICT, "al already asked bo");
         p.journal.commit(Change::ConversationSet { a: "al".into(), b: "bo".into(), state: Some(Conversation::Open) });
         let refused = p.mail().send("al", SendMp { peer: "bo".into(), sealed: Bytes::from_static(b"x") });
-        assert_eq!(code_of(refused), code::QUEUE_FULL);
+        assert_eq!(code_of(refused), status::QUEUE_FULL);
         p.journal.commit(Change::Acked { from: "al".into(), to: "bo".into(), upto: 1 });
         let queued = p.mail().send("al", SendMp { peer: "bo".into(), sealed: Bytes::from_static(b"x") });
-        assert_eq!(code_of(queued), code::ACCEPTED);
+        assert_eq!(code_of(queued), status::ACCEPTED);
         p.now = p.now.advance(Duration::from_secs(61));
         p.mail().sweep();
         assert_eq!(p.journal.state().lanes().queued_total(), 0);

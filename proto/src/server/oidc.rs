@@ -36,11 +36,12 @@ use super::desk::Desk;
 use super::outbox::{Journal, Outbox};
 use super::refusal::Refusal;
 use super::state::{Change, OidcLogin, SecretHash, User};
-use super::{Server, ServerConfig, ServerEvent, SessionId, valid_name};
+use super::{Server, ServerConfig, ServerLog, SessionId, valid_name};
+use crate::Now;
 use crate::jwt::{
     self, FetchRequest, JwkError, JwkSet, JwksUpdate, JwtError, JwtValidator, Validation, ValidatorConfig,
 };
-use crate::{Now, Opcode};
+use crate::wire::Opcode;
 
 /// The reason of a 419 for an expired provider token.
 pub(super) const EXPIRED: &str = "OIDC access token expired: get a new one from the provider";
@@ -169,7 +170,7 @@ fn oidc_account(
                 created_ms: now.unix_ms,
             };
             journal.commit(Change::UserCreated { username: username.clone(), user });
-            outbox.event(ServerEvent::Registered { username: username.clone() });
+            outbox.event(ServerLog::Registered { username: username.clone() });
         }
     }
     journal.commit(Change::OidcSubjectBound { subject, username: username.clone() });

@@ -10,8 +10,9 @@ use bytes::{Bytes, BytesMut};
 use super::refusal::{Refusal, Reply};
 use super::state::{Change, State};
 use super::work::Job;
-use super::{Action, ServerEvent, SessionId};
-use crate::{Close, ErrorBody, ErrorEvent, Event, EventBody, Message, Now, Opcode, Response, ResponseBody, Status};
+use super::{Action, ServerLog, SessionId};
+use crate::Now;
+use crate::wire::{Close, ErrorBody, ErrorEvent, Event, EventBody, Message, Opcode, Response, ResponseBody, Status};
 
 /// The most changes the next turn's buffer is made ready for.
 const KEPT_CHANGES: usize = 4096;
@@ -83,7 +84,7 @@ pub(crate) struct Outbox {
     /// The last bytes of sessions that ended, before their close.
     last: VecDeque<(SessionId, Bytes)>,
     closes: VecDeque<(SessionId, u16, String)>,
-    events: VecDeque<ServerEvent>,
+    events: VecDeque<ServerLog>,
 }
 
 #[derive(Debug, Default)]
@@ -106,14 +107,14 @@ impl Outbox {
             self.last.push_back((session, b.out.freeze()));
         }
         self.closes.push_back((session, code, reason.clone()));
-        self.events.push_back(ServerEvent::SessionClosed { session, code, reason });
+        self.events.push_back(ServerLog::SessionClosed { session, code, reason });
     }
 
     pub(crate) fn job(&mut self, job: Job) {
         self.work.push_back(job);
     }
 
-    pub(crate) fn event(&mut self, event: ServerEvent) {
+    pub(crate) fn event(&mut self, event: ServerLog) {
         self.events.push_back(event);
     }
 
@@ -158,7 +159,7 @@ impl Outbox {
             Refusal::RateLimited { reason, .. } => reason,
             other => other.to_string(),
         };
-        self.events.push_back(ServerEvent::Rejected { session, opcode, code, reason: reason.clone() });
+        self.events.push_back(ServerLog::Rejected { session, opcode, code, reason: reason.clone() });
         let body = ResponseBody::Error(ErrorBody { reason, retry_after_ms });
         self.respond(now, session, opcode, request_id, Reply { status: Status::Error, code, body });
     }
@@ -216,10 +217,10 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::{Limits, Ping};
+    use crate::wire::{Limits, Ping};
 
     fn decode(bytes: &[u8]) -> Vec<Message> {
-        let mut d = crate::FrameDecoder::new(Limits::DEFAULT);
+        let mut d = crate::wire::FrameDecoder::new(Limits::DEFAULT);
         d.push(bytes);
         let mut out = Vec::new();
         while let Ok(Some(f)) = d.next_frame() {
@@ -258,7 +259,7 @@ mod tests {
         };
         assert_eq!((*session, *closed), (a, a));
         assert!(matches!(&decode(bytes)[..], [Message::Close(c)] if c.code == 503));
-        assert!(matches!(log, ServerEvent::SessionClosed { code: 503, .. }));
+        assert!(matches!(log, ServerLog::SessionClosed { code: 503, .. }));
         o.send(a, Message::Ping(Ping { nonce: 1 }));
         assert!(o.take_actions().is_empty(), "nothing is kept for an ended session");
     }
@@ -276,7 +277,7 @@ mod tests {
         let [Message::Response(r)] = &decode(bytes)[..] else { panic!("one response") };
         assert_eq!((r.request_id, r.code, r.status), (7, 429, Status::Error));
         assert_eq!(r.body, ResponseBody::Error(ErrorBody { reason: "slow down".into(), retry_after_ms: 1500 }));
-        assert!(matches!(log, ServerEvent::Rejected { code: 429, .. }));
+        assert!(matches!(log, ServerLog::Rejected { code: 429, .. }));
     }
 
     #[test]

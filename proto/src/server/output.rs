@@ -1,12 +1,12 @@
 //! What the server machine tells its caller besides a turn's frames: the
-//! [`ServerEvent`]s of its log lines, and why a connection was refused.
+//! [`ServerLog`]s of its log lines, and why a connection was refused.
 
 use super::SessionId;
-use crate::{DecodeError, Opcode};
+use crate::wire::{DecodeError, Opcode};
 
 /// Log-worthy facts, for the adapter's structured logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ServerEvent {
+pub enum ServerLog {
     /// An account was created.
     Registered {
         /// Its name.

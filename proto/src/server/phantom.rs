@@ -20,9 +20,10 @@ use super::outbox::Journal;
 use super::refusal::{Flow, Refusal, Reply};
 use super::state::{Change, State};
 use super::{ServerConfig, valid_name};
+use crate::Now;
 use crate::jwt::{self, MintRequest, SignError, SignerConfig, SigningKeys, VerifyCodeError};
 use crate::token;
-use crate::{CodeIssued, Introspect, IssueCode, JwksDoc, Jwt, Now, ResponseBody, VerifyCode};
+use crate::wire::{CodeIssued, Introspect, IssueCode, JwksDoc, Jwt, ResponseBody, VerifyCode};
 
 /// The seconds a retired key stays published after its last `exp` (the validators' default leeway).
 const PUBLISH_GRACE_SECS: u64 = 60;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::keyed::{Keyed, KeyedMap};
 use super::session::{Bound, LoginStep, Session};
 use super::{OpenError, SessionId, SourceKey};
-use crate::Limits;
+use crate::wire::Limits;
 
 /// Sessions and the online map. Keeps them consistent: a user is online on
 /// at most one session, and that session is open and bound to the user.

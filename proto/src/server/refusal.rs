@@ -1,7 +1,7 @@
 //! [`Refusal`]: why the server refused a request, with the status code it
 //! answers; and [`Reply`], what it answers when it does not refuse.
 
-use crate::{ResponseBody, Status, code};
+use crate::wire::{ResponseBody, Status, status};
 
 /// A refused request: the kind of refusal gives the three-digit code, the
 /// text is the reason sent to the peer (`Display`), never containing a secret.
@@ -61,20 +61,20 @@ impl Refusal {
     #[must_use]
     pub fn code(&self) -> u16 {
         match self {
-            Refusal::BadRequest(_) => code::BAD_REQUEST,
-            Refusal::Unauthorized(_) => code::UNAUTHORIZED,
-            Refusal::Forbidden(_) => code::FORBIDDEN,
-            Refusal::NotFound(_) => code::NOT_FOUND,
-            Refusal::Conflict(_) => code::CONFLICT,
-            Refusal::Gone(_) => code::GONE,
-            Refusal::TooLarge(_) => code::TOO_LARGE,
-            Refusal::TokenExpired(_) => code::TOKEN_EXPIRED,
-            Refusal::RateLimited { .. } => code::RATE_LIMITED,
-            Refusal::Internal(_) => code::INTERNAL,
-            Refusal::NotImplemented(_) => code::NOT_IMPLEMENTED,
-            Refusal::Unavailable(_) => code::UNAVAILABLE,
-            Refusal::QueueFull(_) => code::QUEUE_FULL,
-            Refusal::UnsupportedVersion(_) => code::UNSUPPORTED_VERSION,
+            Refusal::BadRequest(_) => status::BAD_REQUEST,
+            Refusal::Unauthorized(_) => status::UNAUTHORIZED,
+            Refusal::Forbidden(_) => status::FORBIDDEN,
+            Refusal::NotFound(_) => status::NOT_FOUND,
+            Refusal::Conflict(_) => status::CONFLICT,
+            Refusal::Gone(_) => status::GONE,
+            Refusal::TooLarge(_) => status::TOO_LARGE,
+            Refusal::TokenExpired(_) => status::TOKEN_EXPIRED,
+            Refusal::RateLimited { .. } => status::RATE_LIMITED,
+            Refusal::Internal(_) => status::INTERNAL,
+            Refusal::NotImplemented(_) => status::NOT_IMPLEMENTED,
+            Refusal::Unavailable(_) => status::UNAVAILABLE,
+            Refusal::QueueFull(_) => status::QUEUE_FULL,
+            Refusal::UnsupportedVersion(_) => status::UNSUPPORTED_VERSION,
         }
     }
 
@@ -109,11 +109,11 @@ impl Refusal {
     }
 
     /// The refusal a decode error of a request's body answers (its code, its text).
-    pub(crate) fn of_decode(error: &crate::DecodeError) -> Refusal {
+    pub(crate) fn of_decode(error: &crate::wire::DecodeError) -> Refusal {
         let reason = error.to_string();
         match error.code() {
-            code::TOO_LARGE => Refusal::TooLarge(reason),
-            code::UNSUPPORTED_VERSION => Refusal::UnsupportedVersion(reason),
+            status::TOO_LARGE => Refusal::TooLarge(reason),
+            status::UNSUPPORTED_VERSION => Refusal::UnsupportedVersion(reason),
             _ => Refusal::BadRequest(reason),
         }
     }
@@ -139,12 +139,12 @@ pub struct Reply {
 impl Reply {
     /// 200 with `body`.
     pub fn ok(body: ResponseBody) -> Reply {
-        Reply { status: Status::Valid, code: code::OK, body }
+        Reply { status: Status::Valid, code: status::OK, body }
     }
 
     /// 201, empty.
     pub fn created() -> Reply {
-        Reply { status: Status::Valid, code: code::CREATED, body: ResponseBody::Empty }
+        Reply { status: Status::Valid, code: status::CREATED, body: ResponseBody::Empty }
     }
 
     /// A valid answer with `code` and `body`.
@@ -154,7 +154,7 @@ impl Reply {
 
     /// 200 "finished" (the end of a multi-step exchange: logout, close).
     pub fn finished(body: ResponseBody) -> Reply {
-        Reply { status: Status::Finished, code: code::OK, body }
+        Reply { status: Status::Finished, code: status::OK, body }
     }
 }
 
@@ -194,9 +194,9 @@ mod tests {
     #[test]
     fn decode_errors_keep_their_code() {
         let errors = [
-            crate::DecodeError::LimitExceeded { what: "len_data", value: 9, max: 8, offset: 0 },
-            crate::DecodeError::UnknownVersion { version: 9, offset: 0 },
-            crate::DecodeError::UnknownOpcode { opcode: 9, offset: 0 },
+            crate::wire::DecodeError::LimitExceeded { what: "len_data", value: 9, max: 8, offset: 0 },
+            crate::wire::DecodeError::UnknownVersion { version: 9, offset: 0 },
+            crate::wire::DecodeError::UnknownOpcode { opcode: 9, offset: 0 },
         ];
         for e in errors {
             let r = Refusal::of_decode(&e);

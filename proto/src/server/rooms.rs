@@ -14,9 +14,10 @@ use super::presence::Presence;
 use super::refusal::{Flow, Refusal, Reply};
 use super::state::{Change, Room};
 use super::{ServerConfig, SessionId, valid_name};
-use crate::{
-    CreateRoom, Event, History, HistoryEntry, JoinRoom, Message, Now, ResponseBody, RoomDescribed, RoomJoined,
-    RoomMessage, SendRoom, Sent,
+use crate::Now;
+use crate::wire::{
+    CreateRoom, Event, History, HistoryEntry, JoinRoom, Message, ResponseBody, RoomDescribed, RoomJoined, RoomMessage,
+    SendRoom, Sent,
 };
 
 /// The sessions the online members of each room are on, as last computed, in member order:
@@ -212,7 +213,7 @@ mod tests {
     use super::*;
     use crate::server::SessionId;
     use crate::server::keyed::Keyed;
-    use crate::{Limits, code};
+    use crate::wire::{Limits, status};
 
     const VERIFIER: &[u8] = b"0123456789abcdef";
 
@@ -236,18 +237,18 @@ mod tests {
     fn rooms_are_created_once_joined_with_the_verifier_and_deleted_by_their_owner() {
         let config = ServerConfig { max_rooms_per_user: 1, max_room_members: 2, ..ServerConfig::default() };
         let mut j = journal();
-        assert_eq!(code_of(create(&mut j, &config, "al", create_req("room1"))), code::CREATED);
-        assert_eq!(code_of(create(&mut j, &config, "bo", create_req("room1"))), code::CONFLICT);
-        assert_eq!(code_of(create(&mut j, &config, "al", create_req("room2"))), code::QUEUE_FULL);
-        assert_eq!(code_of(create(&mut j, &config, "bo", create_req("R!"))), code::BAD_REQUEST);
-        assert_eq!(code_of(join(&mut j, &config, "bo", join_req("room1", b"fedcba9876543210"))), code::FORBIDDEN);
-        assert_eq!(code_of(join(&mut j, &config, "bo", join_req("room1", VERIFIER))), code::OK);
+        assert_eq!(code_of(create(&mut j, &config, "al", create_req("room1"))), status::CREATED);
+        assert_eq!(code_of(create(&mut j, &config, "bo", create_req("room1"))), status::CONFLICT);
+        assert_eq!(code_of(create(&mut j, &config, "al", create_req("room2"))), status::QUEUE_FULL);
+        assert_eq!(code_of(create(&mut j, &config, "bo", create_req("R!"))), status::BAD_REQUEST);
+        assert_eq!(code_of(join(&mut j, &config, "bo", join_req("room1", b"fedcba9876543210"))), status::FORBIDDEN);
+        assert_eq!(code_of(join(&mut j, &config, "bo", join_req("room1", VERIFIER))), status::OK);
         let full = join(&mut j, &config, "cy", join_req("room1", VERIFIER)).unwrap_err();
         assert_eq!(full, Refusal::Forbidden("room room1 is full".into()));
-        assert_eq!(code_of(history(&j, "cy", "room1")), code::FORBIDDEN);
-        assert_eq!(code_of(delete(&mut j, "bo", "room1")), code::FORBIDDEN);
-        assert_eq!(code_of(leave(&mut j, "bo", "room1")), code::OK);
-        assert_eq!(code_of(delete(&mut j, "al", "room1")), code::OK);
+        assert_eq!(code_of(history(&j, "cy", "room1")), status::FORBIDDEN);
+        assert_eq!(code_of(delete(&mut j, "bo", "room1")), status::FORBIDDEN);
+        assert_eq!(code_of(leave(&mut j, "bo", "room1")), status::OK);
+        assert_eq!(code_of(delete(&mut j, "al", "room1")), status::OK);
         assert_eq!(info(&j, "room1").unwrap_err(), Refusal::NotFound("no room room1".into()));
     }
 
@@ -273,8 +274,8 @@ mod tests {
             s
         };
         let (al, bo) = (open("al"), open("bo"));
-        assert_eq!(code_of(create(&mut j, &config, "al", create_req("room1"))), code::CREATED);
-        assert_eq!(code_of(join(&mut j, &config, "bo", join_req("room1", VERIFIER))), code::OK);
+        assert_eq!(code_of(create(&mut j, &config, "al", create_req("room1"))), status::CREATED);
+        assert_eq!(code_of(join(&mut j, &config, "bo", join_req("room1", VERIFIER))), status::OK);
         let msg = |sealed: &'static [u8]| SendRoom { room: "room1".into(), sealed: Bytes::from_static(sealed) };
         let sent = send(now, &mut j, (&presence, &mut fanout), &mut outbox, &config, "al", msg(b"hi")).unwrap();
         assert_eq!(sent.body, ResponseBody::Sent(Sent { seq: 1 }));
@@ -282,16 +283,16 @@ mod tests {
         assert_eq!(reached, [bo], "nothing for {al}");
         assert_eq!(
             code_of(send(now, &mut j, (&presence, &mut fanout), &mut outbox, &config, "al", msg(b""))),
-            code::BAD_REQUEST
+            status::BAD_REQUEST
         );
         let small = ServerConfig { room_history_bytes: 60, ..ServerConfig::default() };
         let big = SendRoom { room: "room1".into(), sealed: Bytes::from(vec![0; 60]) };
         assert_eq!(
             code_of(send(now, &mut j, (&presence, &mut fanout), &mut outbox, &small, "al", big)),
-            code::TOO_LARGE
+            status::TOO_LARGE
         );
         let fits = send(now, &mut j, (&presence, &mut fanout), &mut outbox, &small, "al", msg(b"0123456789abcdef"));
-        assert_eq!(code_of(fits), code::OK);
+        assert_eq!(code_of(fits), status::OK);
         let kept: Vec<u64> = j.state().room("room1").unwrap().history.iter().map(|e| e.seq).collect();
         assert_eq!(kept, [2], "the older message made room");
     }
@@ -319,19 +320,19 @@ mod tests {
             sessions.push(s);
         }
         let [_, bo, cy] = sessions[..] else { unreachable!("three sessions") };
-        assert_eq!(code_of(create(&mut j, &config, "al", create_req("room1"))), code::CREATED);
-        assert_eq!(code_of(join(&mut j, &config, "bo", join_req("room1", VERIFIER))), code::OK);
+        assert_eq!(code_of(create(&mut j, &config, "al", create_req("room1"))), status::CREATED);
+        assert_eq!(code_of(join(&mut j, &config, "bo", join_req("room1", VERIFIER))), status::OK);
         let mut reached = |j: &mut Journal, presence: &Presence, fanout: &mut Fanout| {
             let msg = SendRoom { room: "room1".into(), sealed: Bytes::from_static(b"hi") };
-            assert_eq!(code_of(send(now, j, (presence, fanout), &mut outbox, &config, "al", msg)), code::OK);
+            assert_eq!(code_of(send(now, j, (presence, fanout), &mut outbox, &config, "al", msg)), status::OK);
             outbox.take_transmits().into_iter().map(|t| t.0).collect::<Vec<_>>()
         };
         assert_eq!(reached(&mut j, &presence, &mut fanout), [bo]);
-        assert_eq!(code_of(join(&mut j, &config, "cy", join_req("room1", VERIFIER))), code::OK);
+        assert_eq!(code_of(join(&mut j, &config, "cy", join_req("room1", VERIFIER))), status::OK);
         assert_eq!(reached(&mut j, &presence, &mut fanout), [bo, cy], "a new member is reached");
         presence.remove(bo);
         assert_eq!(reached(&mut j, &presence, &mut fanout), [cy], "a member gone offline is not");
-        assert_eq!(code_of(leave(&mut j, "cy", "room1")), code::OK);
+        assert_eq!(code_of(leave(&mut j, "cy", "room1")), status::OK);
         assert!(reached(&mut j, &presence, &mut fanout).is_empty(), "nor one who left");
     }
 }

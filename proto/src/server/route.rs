@@ -2,7 +2,7 @@
 //! [`Anonymous`] ones are served without an access token, [`Authenticated`]
 //! ones only for the user the token names.
 
-use crate::{
+use crate::wire::{
     AcceptMp, CloseMp, CreateRoom, DeleteRoom, DeliveryAck, FetchKey, Introspect, IssueCode, JoinRoom, Jwks, LeaveRoom,
     Login, Logout, Opcode, Passphrase, Refresh, Register, RequestBody, RequestMp, RoomHistory, RoomInfo, SendMp,
     SendRoom, SetIdentityKey, VerifyCode,

@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use super::ratelimit::FailureWindow;
 use super::work::JobId;
-use crate::{FrameDecoder, Limits};
+use crate::wire::{FrameDecoder, Limits};
 
 /// An opaque handle for one connection, chosen by the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

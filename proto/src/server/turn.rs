@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{Change, Job, Server, ServerEvent, SessionId};
+use super::{Change, Job, Server, ServerLog, SessionId};
 use crate::Durable;
 
 /// What one [`Server::drain`] produced.
@@ -28,7 +28,8 @@ use crate::Durable;
 /// ```
 /// use std::time::Instant;
 /// use confab_proto::server::{Action, HashParams, MemoryStore};
-/// use confab_proto::{Message, Now, Register, Request, Server, ServerConfig};
+/// use confab_proto::{Now, Server, ServerConfig};
+/// use confab_proto::wire::{Message, Register, Request};
 ///
 /// let now = Now::new(Instant::now(), 1_795_305_600_000);
 /// let config = ServerConfig { hash_params: HashParams::INSECURE_FAST, ..ServerConfig::default() };
@@ -111,7 +112,7 @@ pub enum Action {
         reason: String,
     },
     /// Something worth a log line. Never carries content or secrets.
-    Log(ServerEvent),
+    Log(ServerLog),
 }
 
 /// A turn whose changes are durable: its actions, in order, and the next

@@ -7,8 +7,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use confab_proto::ServerConfig;
 use confab_proto::server::{CodeConfig, DuplicateLogin, HashParams};
-use confab_proto::{Limits, ServerConfig};
+use confab_proto::wire::Limits;
 use serde::{Deserialize, Serialize};
 
 use super::{DEFAULT_DATA, DEFAULT_LISTEN};

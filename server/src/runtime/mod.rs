@@ -41,8 +41,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use confab_proto::server::{Action, Change, SourceKey, State};
 use confab_proto::{Durable, Now, Server, ServerConfig, SessionId};
+use confab_transports::hub::{ConnId, ConnIds, Hub, HubSender, NetEvent, Transport};
 use confab_transports::mem::{self, MemLink};
-use confab_transports::net::{ConnId, ConnIds, Hub, HubSender, NetEvent, Transport};
 use confab_transports::quic::{QuicLimits, QuicServer};
 use confab_transports::tcp::{TcpLimits, TcpServer};
 use confab_transports::tls::{self, ServerIdentity};

@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use confab_proto::server::{Action, Change, HashParams, PhantomConfig};
-use confab_proto::{
-    Client, ClientConfig, ClientOutput, Ephemeral, Jwks, Message, Now, Request, Server, ServerConfig, SessionId,
-};
+use confab_proto::wire::{Jwks, Message, Request};
+use confab_proto::{Client, ClientConfig, ClientOutput, Ephemeral, Now, Server, ServerConfig, SessionId};
 
 /// A fast server configuration with phantom translation and a short room history.
 pub fn config() -> ServerConfig {

@@ -26,9 +26,10 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
+use confab_proto::ClientEvent;
 use confab_proto::e2e::SecureClient;
 use confab_proto::e2e::seal::peek_header;
-use confab_proto::{ClientEvent, EventBody, FrameDecoder, Message, RequestBody};
+use confab_proto::wire::{EventBody, FrameDecoder, Message, RequestBody};
 use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
 

@@ -44,7 +44,7 @@
 //!   through its JWK Set (three keys; the signing key rotates every second
 //!   token), register their identity
 //!   key, and get a fresh token whenever the server says theirs expired
-//!   ([`ClientEvent::ExternalTokenNeeded`](confab_proto::ClientEvent::ExternalTokenNeeded)).
+//!   ([`ClientEvent::ExternalTokenNeeded`]).
 //!
 //! A failing run prints `simulation failed: replay with CONFAB_SIM_SEED=<seed>`;
 //! [`SimConfig::trace`] keeps a readable line per step for the replay.
@@ -98,8 +98,9 @@ use std::time::{Duration, Instant};
 
 use confab_proto::e2e::secure::SecureSnapshot;
 use confab_proto::e2e::{IdentityKey, SecureClient, fixtures};
-use confab_proto::server::{Change, MemoryStore, OidcConfig, ServerEvent};
-use confab_proto::{Client, ClientEvent, FrameDecoder, Now, Server, SessionId};
+use confab_proto::server::{Change, MemoryStore, OidcConfig, ServerLog};
+use confab_proto::wire::FrameDecoder;
+use confab_proto::{Client, ClientEvent, Now, Server, SessionId};
 use rand::SeedableRng as _;
 use rand::rngs::StdRng;
 
@@ -182,7 +183,7 @@ pub struct Sim {
     /// The OIDC users' identity provider.
     idp: Option<TestIdp>,
     /// Every server event, if [`SimConfig::record_server`].
-    server_events: Vec<ServerEvent>,
+    server_events: Vec<ServerLog>,
     /// Every persisted change, if [`SimConfig::record_server`].
     changes: Vec<Change>,
     /// Decoders of what clients write, per link (secure mode: the nonce log).
@@ -400,7 +401,7 @@ impl Sim {
 
     /// Every event the server machines emitted (its log), if [`SimConfig::record_server`].
     #[must_use]
-    pub fn server_events(&self) -> &[ServerEvent] {
+    pub fn server_events(&self) -> &[ServerLog] {
         &self.server_events
     }
 

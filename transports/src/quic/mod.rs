@@ -3,8 +3,8 @@
 //!
 //! - [`QuicServer`] runs a quinn endpoint on its own thread (a current-thread
 //!   tokio runtime) and reports every session to the core's loop through a
-//!   [`HubSender`](crate::net::HubSender); the loop answers through the
-//!   [`ConnHandle`](crate::net::ConnHandle) carried by `NetEvent::Opened`.
+//!   [`HubSender`](crate::hub::HubSender); the loop answers through the
+//!   [`ConnHandle`](crate::hub::ConnHandle) carried by `NetEvent::Opened`.
 //! - [`connect`] makes a [`QuicLink`], the client side: a blocking
 //!   [`Link`](crate::link::Link) that owns a current-thread runtime and runs
 //!   it only while one of its methods waits.
@@ -40,7 +40,7 @@ pub struct QuicLimits {
     /// is refused and the connection is closed (a peer that does not read).
     pub max_outbound: usize,
     /// Inbound flow control: bytes of one connection read from its stream
-    /// and not yet consumed by the loop ([`Hub::consumed`](crate::net::Hub::consumed)).
+    /// and not yet consumed by the loop ([`Hub::consumed`](crate::hub::Hub::consumed)).
     /// At the limit the connection's reader stops reading, and QUIC flow
     /// control (the stream's receive window) holds the peer back. At least 1.
     pub max_inbound: usize,

@@ -5,7 +5,7 @@
 //! the stream into `Received` events while a writer drains the
 //! [`ConnHandle`]'s queue into the stream. The reader takes inbound credit
 //! (`max_inbound` bytes per connection) before each read and the loop
-//! returns it through [`Hub::consumed`](crate::net::Hub::consumed); without
+//! returns it through [`Hub::consumed`](crate::hub::Hub::consumed); without
 //! credit the reader does not read, so quinn's stream window fills and the
 //! peer is held back. Whatever ends the session, the task reports `Closed`
 //! exactly once, through a guard that also fires if the task is cancelled
@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, timeout, timeout_at};
 
 use super::{CODE_BACKLOG, CODE_CLOSED, CODE_NO_STREAM, CODE_ONE_STREAM, CODE_SHUTDOWN, QuicLimits, describe};
-use crate::net::{ConnHandle, ConnId, HubSender, NetEvent, Outbound, Transport};
+use crate::hub::{ConnHandle, ConnId, HubSender, NetEvent, Outbound, Transport};
 
 /// How long shutdown lets the endpoint send its close frames.
 const CLOSE_LINGER: Duration = Duration::from_millis(200);
@@ -111,7 +111,7 @@ impl QuicServer {
     }
 
     /// Bytes of every connection reported as `Received` and not yet
-    /// returned with [`Hub::consumed`](crate::net::Hub::consumed): what the
+    /// returned with [`Hub::consumed`](crate::hub::Hub::consumed): what the
     /// loop buffers on this server's behalf. At most `max_inbound` per open
     /// connection.
     #[must_use]

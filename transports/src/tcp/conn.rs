@@ -10,7 +10,7 @@ use mio::{Interest, Registry, Token};
 use rustls::ServerConnection;
 
 use super::TcpLimits;
-use crate::net::{ConnId, NetEvent, Transport};
+use crate::hub::{ConnId, NetEvent, Transport};
 use crate::tls::ALPN;
 
 /// Where a connection is in its life.

@@ -13,7 +13,7 @@ use rustls::{ServerConfig, ServerConnection};
 
 use super::TcpLimits;
 use super::conn::{Conn, Gone, Input, Phase};
-use crate::net::{ConnId, ConnIds, NetEvent};
+use crate::hub::{ConnId, ConnIds, NetEvent};
 
 /// How long accepting pauses after the process ran out of descriptors or buffers.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);

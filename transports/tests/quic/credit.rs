@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use confab_transports::hub::{ConnId, ConnIds, Hub, NetEvent};
 use confab_transports::link::Link;
-use confab_transports::net::{ConnId, ConnIds, Hub, NetEvent};
 use confab_transports::quic::{QuicLimits, QuicServer, connect};
 use confab_transports::tls::{self, ClientTrust, Pin, ServerIdentity};
 

@@ -5,8 +5,9 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{Net, PASSPHRASE, PASSWORD, outcome, server_config};
-use crate::server::ServerEvent;
-use crate::{ClientConfig, ClientEvent, CommandError, Opcode, ResponseBody, ServerConfig, code};
+use crate::server::ServerLog;
+use crate::wire::{Opcode, ResponseBody, status};
+use crate::{ClientConfig, ClientEvent, CommandError, ServerConfig};
 
 #[test]
 fn register_login_connected() {
@@ -23,7 +24,7 @@ fn register_login_connected() {
         vec![ClientEvent::Done {
             request_id: reg,
             opcode: Opcode::Register,
-            code: code::CREATED,
+            code: status::CREATED,
             body: ResponseBody::Empty,
         }]
     );
@@ -272,7 +273,7 @@ fn expired_access_token_is_refreshed_transparently_419() {
     assert!(events.iter().any(|e| matches!(e, ClientEvent::LoggedIn { username, .. } if username == "alice")));
     assert_ne!(net.client(a).refresh_token().unwrap(), before);
     assert!(
-        net.server_events.iter().any(|e| matches!(e, ServerEvent::Rejected { code: 419, .. })),
+        net.server_events.iter().any(|e| matches!(e, ServerLog::Rejected { code: 419, .. })),
         "the server did refuse the expired token"
     );
 }
@@ -293,9 +294,7 @@ fn purged_access_token_is_refreshed_transparently_401() {
     assert!(matches!(outcome(&events, id), Some(ClientEvent::Done { code: 200, .. })), "{events:?}");
     assert!(!events.iter().any(|e| matches!(e, ClientEvent::Failed { .. })), "{events:?}");
     assert!(
-        net.server_events
-            .iter()
-            .any(|e| matches!(e, ServerEvent::Rejected { code: 401, opcode: Opcode::FetchKey, .. })),
+        net.server_events.iter().any(|e| matches!(e, ServerLog::Rejected { code: 401, opcode: Opcode::FetchKey, .. })),
         "{:?}",
         net.server_events
     );

@@ -9,10 +9,8 @@ use super::{Net, PASSPHRASE, PASSWORD};
 use crate::client::ClientSnapshot;
 use crate::machine::Output;
 use crate::token::{self, TokenKind};
-use crate::{
-    Client, ClientConfig, ClientEvent, Connected, Durable, Message, MpExpired, Opcode, PeerGone, ResponseBody, Status,
-    Tokens,
-};
+use crate::wire::{Connected, Message, MpExpired, Opcode, PeerGone, ResponseBody, Status, Tokens};
+use crate::{Client, ClientConfig, ClientEvent, Durable};
 
 /// A store that keeps every snapshot committed, or refuses.
 #[derive(Default)]
@@ -50,7 +48,7 @@ fn a_turn_that_changes_nothing_persisted_takes_no_checkpoint() {
     let outputs = turn.commit(&mut disk).unwrap();
     assert_eq!(transmits(&outputs), 1, "the ping goes out");
     assert!(disk.snapshots.is_empty(), "no checkpoint");
-    let pong = Message::Pong(crate::Pong { nonce: 1 }).to_bytes(b"");
+    let pong = Message::Pong(crate::wire::Pong { nonce: 1 }).to_bytes(b"");
     lone.client.handle_input(lone.now, &pong);
     let outputs = lone.client.drain().commit(&mut disk).unwrap();
     assert_eq!(outputs.len(), 1, "{outputs:?}");

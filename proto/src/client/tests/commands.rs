@@ -7,7 +7,8 @@ use bytes::Bytes;
 use super::lone::{Lone, error_body, last_request, logged_in, response};
 use super::{PASSPHRASE, PASSWORD};
 use crate::token::{self, TokenKind};
-use crate::{ClientConfig, ClientEvent, CommandError, Limits, Message, Opcode, ResponseBody, Status, Tokens};
+use crate::wire::{Limits, Message, Opcode, ResponseBody, Status, Tokens};
+use crate::{ClientConfig, ClientEvent, CommandError};
 
 #[test]
 fn commands_are_checked_against_the_limits() {
@@ -80,7 +81,7 @@ fn a_transient_refresh_failure_is_retried_later() {
     lone.connect();
     let (op, id) = last_request(&lone);
     assert_eq!(op, Opcode::Refresh);
-    let busy = ResponseBody::Error(crate::ErrorBody { reason: "server busy".into(), retry_after_ms: 8000 });
+    let busy = ResponseBody::Error(crate::wire::ErrorBody { reason: "server busy".into(), retry_after_ms: 8000 });
     lone.feed(&response(op, id, Status::Error, 503, busy));
     assert!(matches!(
         lone.events.last(),

@@ -3,7 +3,8 @@
 
 use super::lone::{acks, logged_in, response, user_message};
 use super::messages;
-use crate::{ClientConfig, ClientEvent, Message, MpClosed, Opcode, ResponseBody, Status};
+use crate::wire::{Message, MpClosed, Opcode, ResponseBody, Status};
+use crate::{ClientConfig, ClientEvent};
 
 #[test]
 fn replays_are_dropped_and_each_peer_is_acked_once_per_batch() {
@@ -13,7 +14,9 @@ fn replays_are_dropped_and_each_peer_is_acked_once_per_batch() {
         batch.extend(user_message(from, seq));
     }
     let closed = MpClosed { peer: "bob".into(), seq: 4, reason: "bye".into() };
-    batch.extend(Message::Event(crate::Event { request_id: 0, timestamp_ms: 0, body: closed.into() }).to_bytes(b""));
+    batch.extend(
+        Message::Event(crate::wire::Event { request_id: 0, timestamp_ms: 0, body: closed.into() }).to_bytes(b""),
+    );
     // Any chunking: the batch arrives in 7-byte pieces, but the acks come
     // once per peer per `handle_input` call that completed frames.
     lone.feed(&batch);

@@ -7,9 +7,10 @@ use rand::SeedableRng as _;
 
 use super::{Net, outcome, server_config};
 use crate::jwt::{MintRequest, SignerConfig, SigningKeys};
-use crate::server::{OidcConfig, ServerEvent};
+use crate::server::{OidcConfig, ServerLog};
 use crate::token::TokenKind;
-use crate::{ClientEvent, CommandError, Opcode, ResponseBody, ServerConfig, code};
+use crate::wire::{Opcode, ResponseBody, status};
+use crate::{ClientEvent, CommandError, ServerConfig};
 
 const IDP: &str = "https://sso.test/realms/confab";
 
@@ -66,7 +67,7 @@ fn external_token_binds_the_connection_and_rides_every_request() {
         .create_room(now, "lobby", Bytes::from_static(b"verifier-0123456789"), Bytes::from_static(b"d"))
         .unwrap();
     net.pump();
-    assert!(matches!(outcome(&net.take(d), id), Some(ClientEvent::Done { code: code::CREATED, .. })));
+    assert!(matches!(outcome(&net.take(d), id), Some(ClientEvent::Done { code: status::CREATED, .. })));
     assert!(net.client(d).refresh_token().is_none(), "no refresh token for an external session");
 }
 
@@ -92,7 +93,7 @@ fn expired_external_token_asks_the_app_and_the_request_waits_for_a_fresh_one() {
     let events = net.take(d);
     let needed: Vec<_> = events.iter().filter(|e| matches!(e, ClientEvent::ExternalTokenNeeded { .. })).collect();
     assert_eq!(needed.len(), 1, "one request for a token, not one per request: {events:?}");
-    assert!(matches!(needed[0], ClientEvent::ExternalTokenNeeded { code: code::TOKEN_EXPIRED, .. }));
+    assert!(matches!(needed[0], ClientEvent::ExternalTokenNeeded { code: status::TOKEN_EXPIRED, .. }));
     assert!(outcome(&events, first).is_none() && outcome(&events, second).is_none(), "{events:?}");
     assert!(net.client(d).external_token_needed());
     assert_eq!(net.client(d).outbox_len(), 2, "both wait");
@@ -125,9 +126,12 @@ fn expired_external_token_asks_the_app_and_the_request_waits_for_a_fresh_one() {
             "{events:?}"
         );
     }
-    assert!(matches!(outcome(&events, second), Some(ClientEvent::Failed { code: code::NOT_FOUND, .. })), "{events:?}");
+    assert!(
+        matches!(outcome(&events, second), Some(ClientEvent::Failed { code: status::NOT_FOUND, .. })),
+        "{events:?}"
+    );
     assert_eq!(net.client(d).outbox_len(), 0);
-    assert!(net.server_events.iter().any(|e| matches!(e, ServerEvent::Rejected { code: 419, .. })));
+    assert!(net.server_events.iter().any(|e| matches!(e, ServerLog::Rejected { code: 419, .. })));
 }
 
 #[test]
@@ -170,7 +174,7 @@ fn a_refused_external_token_asks_for_another_and_bad_tokens_are_refused_locally(
     net.pump();
     let events = net.take(d);
     assert!(
-        events.iter().any(|e| matches!(e, ClientEvent::ExternalTokenNeeded { code: code::UNAUTHORIZED, .. })),
+        events.iter().any(|e| matches!(e, ClientEvent::ExternalTokenNeeded { code: status::UNAUTHORIZED, .. })),
         "{events:?}"
     );
     net.client(d).set_external_token(now, &token(&mut idp, t0, "dave")).unwrap();

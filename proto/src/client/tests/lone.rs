@@ -7,10 +7,11 @@ use bytes::Bytes;
 use super::{PASSPHRASE, PASSWORD, start};
 use crate::machine::checked::Checked;
 use crate::token::{self, TokenKind};
-use crate::{
-    Client, ClientConfig, ClientEvent, ClientOutput, Connected, DeliveryAck, Event, EventBody, FrameDecoder, Limits,
-    Message, Now, Opcode, RequestBody, Response, ResponseBody, Status, Tokens, UserMessage,
+use crate::wire::{
+    Connected, DeliveryAck, Event, EventBody, FrameDecoder, Limits, Message, Opcode, RequestBody, Response,
+    ResponseBody, Status, Tokens, UserMessage,
 };
+use crate::{Client, ClientConfig, ClientEvent, ClientOutput, Now};
 
 /// A client alone, fed hand-made frames: everything it writes is decoded.
 pub(crate) struct Lone {
@@ -125,7 +126,7 @@ pub(super) fn logged_in(config: ClientConfig) -> Lone {
 
 pub(super) fn user_message(from: &str, seq: u64) -> Vec<u8> {
     let body = UserMessage { from: from.into(), seq, sent_ms: 1, sealed: Bytes::from(format!("{from}-{seq}")) };
-    Message::Event(crate::Event { request_id: 0, timestamp_ms: 0, body: body.into() }).to_bytes(b"").to_vec()
+    Message::Event(crate::wire::Event { request_id: 0, timestamp_ms: 0, body: body.into() }).to_bytes(b"").to_vec()
 }
 
 pub(super) fn acks(lone: &Lone) -> Vec<(u32, String, u64)> {
@@ -142,5 +143,5 @@ pub(super) fn acks(lone: &Lone) -> Vec<(u32, String, u64)> {
 }
 
 pub(super) fn error_body(reason: &str) -> ResponseBody {
-    ResponseBody::Error(crate::ErrorBody { reason: reason.into(), retry_after_ms: 0 })
+    ResponseBody::Error(crate::wire::ErrorBody { reason: reason.into(), retry_after_ms: 0 })
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::machine::checked::Checked;
-use crate::server::{Action, HashParams, ServerEvent};
+use crate::server::{Action, HashParams, ServerLog};
 use crate::{Client, ClientConfig, ClientEvent, ClientOutput, Ephemeral, Now, Server, ServerConfig, SessionId};
 
 pub(super) const START_MS: u64 = crate::examples::TIMESTAMP_MS;
@@ -55,7 +55,7 @@ pub(super) struct Net {
     pub(super) server: Server,
     pub(super) now: Now,
     pub(super) peers: Vec<Peer>,
-    pub(super) server_events: Vec<ServerEvent>,
+    pub(super) server_events: Vec<ServerLog>,
 }
 
 impl Net {

@@ -4,7 +4,8 @@
 use bytes::Bytes;
 
 use super::{Net, messages, outcome};
-use crate::{ClientEvent, Opcode, ResponseBody, Sent};
+use crate::ClientEvent;
+use crate::wire::{Opcode, ResponseBody, Sent};
 
 #[test]
 fn offline_peer_gets_everything_exactly_once_and_acks_it() {

@@ -8,7 +8,8 @@ use proptest::prelude::*;
 
 use super::lone::{Lone, logged_in, response, user_message};
 use super::{Net, messages, outcome};
-use crate::{ClientConfig, ClientEvent, Close, Message, Opcode, Ping, Pong, RequestBody, ResponseBody, Status, code};
+use crate::wire::{Close, Message, Opcode, Ping, Pong, RequestBody, ResponseBody, Status, status};
+use crate::{ClientConfig, ClientEvent};
 
 #[test]
 fn ping_is_answered_with_its_nonce() {
@@ -59,7 +60,7 @@ fn a_dead_link_is_given_up_and_its_requests_wait() {
     net.advance(Duration::from_secs(30));
     net.advance(Duration::from_secs(60));
     assert!(!net.client(a).is_connected());
-    assert_eq!(net.peers[a].closes.first().map(|c| c.0), Some(code::IDLE_TIMEOUT));
+    assert_eq!(net.peers[a].closes.first().map(|c| c.0), Some(status::IDLE_TIMEOUT));
     assert!(net.take(a).iter().any(|e| matches!(e, ClientEvent::Closed { code: 408, .. })));
     assert_eq!(net.client(a).outbox_len(), 1);
 
@@ -86,9 +87,9 @@ fn a_replaced_session_is_closed_by_the_server() {
 #[test]
 fn fatal_stream_errors_close_with_the_protocol_code() {
     let cases: [(&[u8], u16); 3] = [
-        (&[2], code::UNSUPPORTED_VERSION),
-        (&[1, 9], code::BAD_REQUEST),
-        (&[1, 3, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff], code::TOO_LARGE),
+        (&[2], status::UNSUPPORTED_VERSION),
+        (&[1, 9], status::BAD_REQUEST),
+        (&[1, 3, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff], status::TOO_LARGE),
     ];
     for (bytes, want) in cases {
         let mut lone = logged_in(ClientConfig::default());
@@ -117,7 +118,7 @@ fn undecodable_frames_are_dropped_or_fail_their_request() {
     assert!(matches!(lone.events.as_slice(), [ClientEvent::BadFrame { .. }]));
     assert!(lone.client.is_connected());
     // A response whose body does not decode fails its request.
-    let key = crate::IdentityKey { username: "bob".into(), identity_key: Bytes::from_static(b"k") };
+    let key = crate::wire::IdentityKey { username: "bob".into(), identity_key: Bytes::from_static(b"k") };
     let mut bad = response(Opcode::FetchKey, id, Status::Valid, 200, ResponseBody::IdentityKey(key));
     bad.push(0xff);
     bad[13] += 1;
@@ -129,8 +130,11 @@ fn undecodable_frames_are_dropped_or_fail_their_request() {
     );
     assert_eq!(lone.client.outbox_len(), 0);
     // A request frame from the server makes no sense to a client.
-    let req =
-        Message::Request(crate::Request { request_id: 1, timestamp_ms: 0, body: RequestBody::Jwks(crate::Jwks {}) });
+    let req = Message::Request(crate::wire::Request {
+        request_id: 1,
+        timestamp_ms: 0,
+        body: RequestBody::Jwks(crate::wire::Jwks {}),
+    });
     lone.feed(&req.to_bytes(b""));
     assert!(matches!(lone.events.last(), Some(ClientEvent::BadFrame { .. })));
     assert!(lone.client.is_connected());
@@ -159,7 +163,7 @@ fn a_close_frame_from_the_server_ends_the_connection() {
 /// aimed at the ids it uses), raw garbage, in any chunking.
 fn input() -> impl Strategy<Value = (Vec<u8>, Vec<usize>)> {
     let piece = prop_oneof![
-        3 => crate::message::strategy::message().prop_map(|m| {
+        3 => crate::wire::strategy::message().prop_map(|m| {
             let m = match m {
                 Message::Response(mut r) => {
                     r.request_id %= 8;

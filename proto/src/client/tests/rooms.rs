@@ -4,7 +4,8 @@ use bytes::Bytes;
 
 use super::lone::Lone;
 use super::{Net, VERIFIER, outcome};
-use crate::{ClientConfig, ClientEvent, ResponseBody, RoomMessage};
+use crate::wire::{ResponseBody, RoomMessage};
+use crate::{ClientConfig, ClientEvent};
 
 fn room_messages(events: &[ClientEvent]) -> Vec<(String, u64, Bytes)> {
     events

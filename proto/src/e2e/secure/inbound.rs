@@ -4,8 +4,9 @@ use bytes::Bytes;
 
 use super::mp::Answer;
 use super::{Contact, DecryptError, RoomPending, SecureClient, SecureEvent};
+use crate::ClientEvent;
 use crate::e2e::{OpenError, Opened, PublicIdentity, RoomDescriptor, RoomKeys, RoomSession};
-use crate::{ClientEvent, HistoryEntry, Opcode, ResponseBody, code};
+use crate::wire::{HistoryEntry, Opcode, ResponseBody, status};
 
 impl SecureClient {
     /// Turns one client event into secure events.
@@ -160,7 +161,7 @@ impl SecureClient {
                 return Some(ClientEvent::Failed {
                     request_id,
                     opcode: Opcode::RoomInfo,
-                    code: code::BAD_REQUEST,
+                    code: status::BAD_REQUEST,
                     reason: format!("room {room}: the server's room_info answer carries no descriptor"),
                     retry_after_ms: 0,
                 });
@@ -209,7 +210,7 @@ impl SecureClient {
             Err(reason) => Some(ClientEvent::Failed {
                 request_id: op,
                 opcode: Opcode::JoinRoom,
-                code: code::BAD_REQUEST,
+                code: status::BAD_REQUEST,
                 reason: format!("room {room} refused on this device: {reason}"),
                 retry_after_ms: 0,
             }),

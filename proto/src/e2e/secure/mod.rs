@@ -373,7 +373,7 @@ impl SecureClient {
     /// Creates a room protected by `password`: draws the room's descriptor
     /// (a random room id, this client's argon2id costs), derives the keys,
     /// and sends only the verifier and the descriptor. Weak passwords are
-    /// refused ([`check_room_password`](crate::e2e::check_room_password)).
+    /// refused ([`check_room_password`]).
     pub fn create_room(&mut self, now: Now, room: &str, password: &[u8]) -> Result<u32, SecureError> {
         self.clock = now;
         check_room_password(password)?;

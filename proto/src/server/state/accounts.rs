@@ -238,7 +238,7 @@ fn kept_by_purge(t: &TokenRecord, before_ms: u64, live: &BTreeSet<u64>) -> bool 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Opcode, ResponseBody, Status};
+    use crate::wire::{Opcode, ResponseBody, Status};
 
     fn token(kind: TokenKind, family: u64, expires_ms: u64) -> TokenRecord {
         TokenRecord { kind, username: "al".into(), family, expires_ms, rotated: None }

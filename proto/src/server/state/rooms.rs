@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 
 use super::types::Room;
-use crate::HistoryEntry;
+use crate::wire::HistoryEntry;
 
 /// Rooms by name. Keeps every room's history within `history_cap` entries
 /// and its next sequence number past every entry it ever held.

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use crate::server::config::HashParams;
 use crate::server::keyed::{Keyed, KeyedMap};
 use crate::token::TokenKind;
-use crate::{HistoryEntry, Opcode, ResponseBody, Status};
+use crate::wire::{HistoryEntry, Opcode, ResponseBody, Status};
 
 /// An argon2id hash with its salt and parameters.
 #[derive(Clone, PartialEq, Eq)]

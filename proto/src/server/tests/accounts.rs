@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{Harness, PASSWORD, config};
 use crate::server::{ServerConfig, SourceKey};
-use crate::{Login, Refresh, code};
+use crate::wire::{Login, Refresh, status};
 
 fn guess(user: &str) -> Login {
     Login { username: user.into(), password: "wrong guess".into() }
@@ -17,7 +17,7 @@ fn guess(user: &str) -> Login {
 #[test]
 fn fifty_parallel_wrong_password_logins_hash_at_most_the_burst() {
     let mut h = Harness::new(config());
-    assert_eq!(h.register("alice"), code::CREATED);
+    assert_eq!(h.register("alice"), status::CREATED);
     let before = h.jobs;
     h.hold = true;
     let sessions: Vec<_> = (0..50).map(|_| h.connect()).collect();
@@ -30,8 +30,8 @@ fn fifty_parallel_wrong_password_logins_hash_at_most_the_burst() {
     }
     let hashed = h.jobs - before;
     assert!(hashed <= 5, "{hashed} guesses were hashed within one window");
-    assert_eq!(answers.iter().filter(|c| **c == code::UNAUTHORIZED).count(), hashed);
-    assert!(answers.iter().all(|c| matches!(*c, code::UNAUTHORIZED | code::RATE_LIMITED)), "{answers:?}");
+    assert_eq!(answers.iter().filter(|c| **c == status::UNAUTHORIZED).count(), hashed);
+    assert!(answers.iter().all(|c| matches!(*c, status::UNAUTHORIZED | status::RATE_LIMITED)), "{answers:?}");
     // After the window the owner gets in.
     h.hold = false;
     h.advance(Duration::from_secs(60));
@@ -43,24 +43,24 @@ fn fifty_parallel_wrong_password_logins_hash_at_most_the_burst() {
 #[test]
 fn the_failure_table_eviction_cannot_be_steered_onto_a_victim() {
     let mut h = Harness::new(ServerConfig { max_tracked_accounts: 4, ..config() });
-    assert_eq!(h.register("alice"), code::CREATED);
+    assert_eq!(h.register("alice"), status::CREATED);
     for _ in 0..5 {
         let s = h.connect();
         let id = h.send(s, guess("alice"));
-        assert_eq!(h.code(s, id), code::UNAUTHORIZED);
+        assert_eq!(h.code(s, id), status::UNAUTHORIZED);
     }
     let s = h.connect();
     let id = h.send(s, guess("alice"));
-    assert_eq!(h.code(s, id), code::RATE_LIMITED);
+    assert_eq!(h.code(s, id), status::RATE_LIMITED);
     // Names that sort after (and before) alice's, more of them than the table holds.
     for name in (0..20).map(|i| format!("zz{i:02}")).chain((0..20).map(|i| format!("aa{i:02}"))) {
         let s = h.connect();
         let id = h.send(s, guess(&name));
-        assert_eq!(h.code(s, id), code::UNAUTHORIZED, "{name}");
+        assert_eq!(h.code(s, id), status::UNAUTHORIZED, "{name}");
     }
     let s = h.connect();
     let id = h.send(s, Login { username: "alice".into(), password: PASSWORD.into() });
-    assert_eq!(h.code(s, id), code::RATE_LIMITED, "alice's record was evicted: {}", h.reason(s, id));
+    assert_eq!(h.code(s, id), status::RATE_LIMITED, "alice's record was evicted: {}", h.reason(s, id));
 }
 
 /// 50 connections from one address guess at 50 accounts at once: the
@@ -83,20 +83,20 @@ fn one_source_is_limited_across_accounts() {
     }
     let hashed = h.jobs - before;
     assert_eq!(hashed, 8, "{answers:?}");
-    assert_eq!(answers.iter().filter(|c| **c == code::RATE_LIMITED).count(), 150 - 8);
+    assert_eq!(answers.iter().filter(|c| **c == status::RATE_LIMITED).count(), 150 - 8);
     // Another address, and an in-process link, still get their guesses hashed.
     for source in [SourceKey::from_ip("198.51.100.1".parse().unwrap()), SourceKey::Local] {
         let s = h.connect_from(source);
         let id = h.send(s, guess("user00"));
         h.run_held();
-        assert_eq!(h.code(s, id), code::UNAUTHORIZED);
+        assert_eq!(h.code(s, id), status::UNAUTHORIZED);
     }
     // The source's window ends like an account's.
     h.advance(Duration::from_secs(60));
     let s = h.connect_from(ip);
     let id = h.send(s, guess("user00"));
     h.run_held();
-    assert_eq!(h.code(s, id), code::UNAUTHORIZED);
+    assert_eq!(h.code(s, id), status::UNAUTHORIZED);
 }
 
 #[test]
@@ -109,9 +109,9 @@ fn source_keys_group_ipv6_by_64_and_unmap_ipv4() {
     assert_ne!(key("192.0.2.1"), SourceKey::Local);
 }
 
-fn tokens(h: &Harness, s: crate::server::SessionId, id: u32) -> crate::Tokens {
+fn tokens(h: &Harness, s: crate::server::SessionId, id: u32) -> crate::wire::Tokens {
     match h.response(s, id).body {
-        crate::ResponseBody::Tokens(t) => t,
+        crate::wire::ResponseBody::Tokens(t) => t,
         other => panic!("expected tokens, got {other:?}"),
     }
 }
@@ -122,7 +122,7 @@ fn tokens(h: &Harness, s: crate::server::SessionId, id: u32) -> crate::Tokens {
 fn a_spent_refresh_token_is_remembered_for_the_life_of_its_login() {
     let hour = Duration::from_secs(3600);
     let mut h = Harness::new(ServerConfig { access_ttl: hour / 6, refresh_ttl: hour, ..config() });
-    assert_eq!(h.register("alice"), code::CREATED);
+    assert_eq!(h.register("alice"), status::CREATED);
     let (_, t) = h.login("alice");
     let first = t.refresh_token.clone();
     let mut current = t.refresh_token;
@@ -135,10 +135,10 @@ fn a_spent_refresh_token_is_remembered_for_the_life_of_its_login() {
     }
     let thief = h.connect();
     let id = h.send(thief, Refresh { refresh_token: first });
-    assert_eq!(h.code(thief, id), code::UNAUTHORIZED);
+    assert_eq!(h.code(thief, id), status::UNAUTHORIZED);
     assert!(h.reason(thief, id).contains("reused"), "{}", h.reason(thief, id));
     let s = h.connect();
     let id = h.send(s, Refresh { refresh_token: current });
-    assert_eq!(h.code(s, id), code::UNAUTHORIZED, "the login survived the reuse of its first token");
+    assert_eq!(h.code(s, id), status::UNAUTHORIZED, "the login survived the reuse of its first token");
     assert!(h.reason(s, id).contains("revoked"), "{}", h.reason(s, id));
 }

@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use super::{Harness, config};
 use crate::server::ServerConfig;
-use crate::{CreateRoom, DeleteRoom, JoinRoom, Message, ResponseBody, SendRoom, code};
+use crate::wire::{CreateRoom, DeleteRoom, JoinRoom, Message, ResponseBody, SendRoom, status};
 
 const VERIFIER: &[u8] = b"room-verifier-0123456789";
 
@@ -25,15 +25,15 @@ fn create(h: &mut Harness, s: crate::server::SessionId, access: &str, room: &str
 #[test]
 fn registrations_stop_at_max_accounts_with_507() {
     let mut h = Harness::new(ServerConfig { max_accounts: 2, ..config() });
-    assert_eq!(h.register("alice"), code::CREATED);
-    assert_eq!(h.register("bob"), code::CREATED);
-    assert_eq!(h.register("carol"), code::QUEUE_FULL);
+    assert_eq!(h.register("alice"), status::CREATED);
+    assert_eq!(h.register("bob"), status::CREATED);
+    assert_eq!(h.register("carol"), status::QUEUE_FULL);
     assert_eq!(h.server.state().accounts().user_count(), 2);
     // A registration in flight holds its place: two at once cannot both take the last one.
     let mut h = Harness::new(ServerConfig { max_accounts: 1, ..config() });
     h.hold = true;
     let (a, b) = (h.connect(), h.connect());
-    let register = |user: &str| crate::Register {
+    let register = |user: &str| crate::wire::Register {
         username: user.into(),
         password: super::PASSWORD.into(),
         passphrase: super::PASSPHRASE.into(),
@@ -42,7 +42,7 @@ fn registrations_stop_at_max_accounts_with_507() {
     let ia = h.send(a, register("alice"));
     let ib = h.send(b, register("bob"));
     h.run_held();
-    assert_eq!((h.code(a, ia), h.code(b, ib)), (code::CREATED, code::QUEUE_FULL));
+    assert_eq!((h.code(a, ia), h.code(b, ib)), (status::CREATED, status::QUEUE_FULL));
 }
 
 #[test]
@@ -53,14 +53,14 @@ fn rooms_per_user_stop_at_max_rooms_per_user_with_507() {
     let (a, ta) = h.login("alice");
     let (b, tb) = h.login("bob");
     for room in ["room1", "room2", "room3"] {
-        assert_eq!(create(&mut h, a, &ta.access_token, room), code::CREATED);
+        assert_eq!(create(&mut h, a, &ta.access_token, room), status::CREATED);
     }
-    assert_eq!(create(&mut h, a, &ta.access_token, "room4"), code::QUEUE_FULL);
+    assert_eq!(create(&mut h, a, &ta.access_token, "room4"), status::QUEUE_FULL);
     // Another user has a quota of their own; deleting a room frees one.
-    assert_eq!(create(&mut h, b, &tb.access_token, "room5"), code::CREATED);
+    assert_eq!(create(&mut h, b, &tb.access_token, "room5"), status::CREATED);
     let id = h.send_auth(a, DeleteRoom { room: "room1".into() }, ta.access_token.as_bytes());
-    assert_eq!(h.code(a, id), code::OK);
-    assert_eq!(create(&mut h, a, &ta.access_token, "room4"), code::CREATED);
+    assert_eq!(h.code(a, id), status::OK);
+    assert_eq!(create(&mut h, a, &ta.access_token, "room4"), status::CREATED);
 }
 
 /// A room's retained history stays within `room_history_bytes`; a message
@@ -70,7 +70,7 @@ fn room_history_bytes_are_bounded() {
     let mut h = Harness::new(ServerConfig { room_history_bytes: 1000, ..config() });
     h.register("alice");
     let (a, t) = h.login("alice");
-    assert_eq!(create(&mut h, a, &t.access_token, "lobby"), code::CREATED);
+    assert_eq!(create(&mut h, a, &t.access_token, "lobby"), status::CREATED);
     let send = |h: &mut Harness, len: usize| {
         let sealed = Bytes::from(vec![7u8; len]);
         let id = h.send_auth(a, SendRoom { room: "lobby".into(), sealed }, t.access_token.as_bytes());
@@ -78,12 +78,12 @@ fn room_history_bytes_are_bounded() {
     };
     // Each entry costs 22 + 5 ("alice") + 300 = 327 bytes: three fit in 1000, a fourth pushes out the first.
     for _ in 0..4 {
-        assert_eq!(send(&mut h, 300), code::OK);
+        assert_eq!(send(&mut h, 300), status::OK);
     }
     let history = &h.server.state().room("lobby").unwrap().history;
     assert_eq!(history.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3, 4]);
-    assert_eq!(send(&mut h, 1000 - 27 + 1), code::TOO_LARGE);
-    assert_eq!(send(&mut h, 1000 - 27), code::OK);
+    assert_eq!(send(&mut h, 1000 - 27 + 1), status::TOO_LARGE);
+    assert_eq!(send(&mut h, 1000 - 27), status::OK);
     assert_eq!(h.server.state().room("lobby").unwrap().history.len(), 1);
 }
 
@@ -96,11 +96,11 @@ fn a_full_room_history_answer_fits_in_a_frame() {
     h.register("alice");
     h.register("bob");
     let (a, t) = h.login("alice");
-    assert_eq!(create(&mut h, a, &t.access_token, "lobby"), code::CREATED);
+    assert_eq!(create(&mut h, a, &t.access_token, "lobby"), status::CREATED);
     for _ in 0..6 {
         let sealed = Bytes::from(vec![7u8; 200 * 1024]);
         let id = h.send_auth(a, SendRoom { room: "lobby".into(), sealed }, t.access_token.as_bytes());
-        assert_eq!(h.code(a, id), code::OK);
+        assert_eq!(h.code(a, id), status::OK);
     }
     let (b, tb) = h.login("bob");
     let join = JoinRoom { room: "lobby".into(), verifier: Bytes::from_static(VERIFIER) };
@@ -111,7 +111,7 @@ fn a_full_room_history_answer_fits_in_a_frame() {
     let max_data = h.server.config().limits.max_data as usize;
     assert!(retained < max_data);
     let frame = Message::Response(r.clone()).to_bytes(&[]);
-    assert!(frame.len() - crate::HEADER_LEN <= max_data, "{} bytes", frame.len());
+    assert!(frame.len() - crate::wire::HEADER_LEN <= max_data, "{} bytes", frame.len());
 }
 
 #[test]
@@ -120,7 +120,7 @@ fn a_room_descriptor_is_1_to_64_bytes() {
     h.register("alice");
     let (a, ta) = h.login("alice");
     for (room, len, want) in
-        [("room1", 0, code::BAD_REQUEST), ("room2", 65, code::BAD_REQUEST), ("room3", 64, code::CREATED)]
+        [("room1", 0, status::BAD_REQUEST), ("room2", 65, status::BAD_REQUEST), ("room3", 64, status::CREATED)]
     {
         let body = CreateRoom {
             room: room.into(),

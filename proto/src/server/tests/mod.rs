@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{Action, HashParams, Job, Server, ServerConfig, SessionId, SourceKey};
-use crate::{
-    Ephemeral, FrameDecoder, Login, Message, Now, Passphrase, Register, Request, RequestBody, Response, ResponseBody,
-    Tokens,
+use crate::wire::{
+    FrameDecoder, Login, Message, Passphrase, Register, Request, RequestBody, Response, ResponseBody, Tokens,
 };
+use crate::{Ephemeral, Now};
 
 pub(super) const PASSWORD: &str = "correct horse";
 pub(super) const PASSPHRASE: &str = "apple river stone";

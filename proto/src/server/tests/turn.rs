@@ -3,8 +3,9 @@
 //! actions come transmits first, then closes, then log lines.
 
 use super::{Harness, PASSPHRASE, PASSWORD, config};
+use crate::Durable;
 use crate::server::{Action, Change, MemoryStore};
-use crate::{Durable, Message, Register, Request};
+use crate::wire::{Message, Register, Request};
 
 /// A store that records the size of each batch and refuses them all.
 #[derive(Default)]

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use super::{Harness, config};
-use crate::Limits;
 use crate::server::{CodeConfig, ConfigError, OidcConfig, PhantomConfig, Server, ServerConfig};
+use crate::wire::Limits;
 
 const MAX: Duration = ServerConfig::MAX_DURATION;
 const NS: Duration = Duration::from_nanos(1);
@@ -183,9 +183,9 @@ fn a_server_at_every_maximum_duration_runs() {
     let s = h.connect();
     let mut last = 0;
     for _ in 0..6 {
-        last = h.send(s, crate::Login { username: "alice".into(), password: "wrong password".into() });
+        last = h.send(s, crate::wire::Login { username: "alice".into(), password: "wrong password".into() });
     }
-    assert_eq!(h.code(s, last), crate::code::RATE_LIMITED);
+    assert_eq!(h.code(s, last), crate::wire::status::RATE_LIMITED);
     h.advance(Duration::from_secs(3600));
-    assert_eq!(h.register("bob"), crate::code::CREATED);
+    assert_eq!(h.register("bob"), crate::wire::status::CREATED);
 }

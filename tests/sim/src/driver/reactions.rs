@@ -3,8 +3,9 @@
 //! server's replays must yield.
 
 use bytes::Bytes;
+use confab_proto::ClientEvent;
 use confab_proto::e2e::{DecryptError, OpenError, SecureEvent};
-use confab_proto::{ClientEvent, ResponseBody, code};
+use confab_proto::wire::{ResponseBody, status};
 
 use super::{Ctx, Phase, Req, User};
 use crate::check::Invariant;
@@ -241,21 +242,21 @@ impl User {
         };
         let me = self.name.clone();
         match req {
-            Req::Register => self.phase = if code == code::CONFLICT { Phase::Registered } else { Phase::New },
+            Req::Register => self.phase = if code == status::CONFLICT { Phase::Registered } else { Phase::New },
             // 401: the account may not exist (its registration was lost): register (again).
-            Req::Login => self.phase = if code == code::UNAUTHORIZED { Phase::New } else { Phase::Registered },
+            Req::Login => self.phase = if code == status::UNAUTHORIZED { Phase::New } else { Phase::Registered },
             // 409: the key is already registered (an earlier attempt was performed).
-            Req::SetIdentityKey => self.phase = if code == code::CONFLICT { Phase::LoggedIn } else { Phase::New },
+            Req::SetIdentityKey => self.phase = if code == status::CONFLICT { Phase::LoggedIn } else { Phase::New },
             Req::CreateRoom(room) => {
                 self.joining.remove(&room);
-                if code == code::CONFLICT {
+                if code == status::CONFLICT {
                     return self.join(client, ctx, room);
                 }
                 self.unexpected(ctx, "create_room", code, &reason);
             }
             Req::JoinRoom(room) => {
                 self.joining.remove(&room);
-                if code == code::NOT_FOUND {
+                if code == status::NOT_FOUND {
                     return self.create(client, ctx, room);
                 }
                 self.unexpected(ctx, "join_room", code, &reason);
@@ -269,13 +270,13 @@ impl User {
             }
             Req::AcceptMp(peer) => {
                 self.accepting.remove(&peer);
-                if code == code::CONFLICT {
+                if code == status::CONFLICT {
                     self.open.insert(peer);
                 }
             }
             Req::CloseMp(_) => {}
             // The login ended (a refresh token reused: issue 10) before the message went out.
-            Req::SendRoom(sealed) if code == code::UNAUTHORIZED => {
+            Req::SendRoom(sealed) if code == status::UNAUTHORIZED => {
                 ctx.trace.note(ctx.at, &format!("{me}: room send refused {code}: {reason}; resent after login"));
                 self.resend.push(sealed);
             }
@@ -295,7 +296,7 @@ impl User {
                 Some(Target::Room(room)) if self.rooms.contains(room) => room.clone(),
                 _ => {
                     let reason = "refused when the login ended, and no longer a member".to_owned();
-                    ctx.ledger.settle(&sealed, Outcome::Failed { code: code::UNAUTHORIZED, reason });
+                    ctx.ledger.settle(&sealed, Outcome::Failed { code: status::UNAUTHORIZED, reason });
                     continue;
                 }
             };
@@ -375,7 +376,7 @@ impl User {
 
     fn unexpected(&mut self, ctx: &mut Ctx<'_>, what: &str, code: u16, reason: &str) {
         // Losing the session fails what was waiting: that is not a protocol error.
-        if code != code::UNAUTHORIZED {
+        if code != status::UNAUTHORIZED {
             let me = &self.name;
             ctx.violate(Invariant::Protocol, format!("{me}: {what} failed unexpectedly: {code} {reason}"));
         }

@@ -15,7 +15,8 @@ use crate::e2e::seal::{HEADER_LEN, peek_header};
 use crate::e2e::secure::{DecryptError, SecureClient, SecureEvent};
 use crate::e2e::{IdentityKey, OpenError, fixtures};
 use crate::server::HashParams;
-use crate::{Client, ClientConfig, ClientEvent, Opcode, ResponseBody, RoomDescribed};
+use crate::wire::{Opcode, ResponseBody, RoomDescribed};
+use crate::{Client, ClientConfig, ClientEvent};
 
 const ROOM_PASSWORD: &[u8] = b"pass2934 of room11";
 
@@ -404,8 +405,10 @@ fn hostile_join(net: &mut Net, i: usize, descriptor: &RoomDescriptor) {
         ResponseBody::RoomDescriptor(RoomDescribed { descriptor: Bytes::copy_from_slice(&descriptor.to_bytes()) });
     net.sc(i).on_event(ClientEvent::Done { request_id: id, opcode: Opcode::RoomInfo, code: 200, body });
     let join_id = net.sc(i).client().next_request_id().unwrap() - 1;
-    let body =
-        ResponseBody::RoomJoined(crate::RoomJoined { members: vec!["alice".into(), "bob".into()], history: vec![] });
+    let body = ResponseBody::RoomJoined(crate::wire::RoomJoined {
+        members: vec!["alice".into(), "bob".into()],
+        history: vec![],
+    });
     net.sc(i).on_event(ClientEvent::Done { request_id: join_id, opcode: Opcode::JoinRoom, code: 200, body });
     let events = drain(net, i);
     assert!(

@@ -15,7 +15,7 @@ use rand::rngs::StdRng;
 use super::{SecureClient, SecureEvent, SecureOutput};
 use crate::e2e::{IdentityKey, fixtures};
 use crate::machine::checked::Checked;
-use crate::server::{Action, Change, HashParams, ServerEvent};
+use crate::server::{Action, Change, HashParams, ServerLog};
 use crate::{Client, ClientConfig, ClientEvent, Ephemeral, Now, Server, ServerConfig, SessionId};
 
 const PASSWORD: &str = "correct horse battery";
@@ -37,7 +37,7 @@ struct Net {
     now: Now,
     peers: Vec<Peer>,
     changes: Vec<Change>,
-    server_events: Vec<ServerEvent>,
+    server_events: Vec<ServerLog>,
 }
 
 impl Net {

@@ -6,8 +6,9 @@ use crate::e2e::secure::{DecryptError, SecureError, SecureEvent};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+use crate::ClientEvent;
 use crate::e2e::{OpenError, RoomKeys, RoomSession, fixtures};
-use crate::{ClientEvent, Opcode};
+use crate::wire::Opcode;
 
 /// The decrypted room messages among `events`: (room, from, text, history).
 fn room_texts(events: &[SecureEvent]) -> Vec<(String, String, String, bool)> {

@@ -12,7 +12,8 @@ use crate::e2e::seal::peek_header;
 use crate::e2e::secure::{DecryptError, MP_LOCAL_RETENTION, SecureClient, SecureEvent, SecureSnapshot};
 use crate::e2e::{IdentityKey, OpenError, fixtures};
 use crate::server::HashParams;
-use crate::{ClientConfig, ClientEvent, Opcode};
+use crate::wire::Opcode;
+use crate::{ClientConfig, ClientEvent};
 
 /// Drops client `i` (a crash: no goodbye) and starts a new one from `snapshot`.
 fn restart(net: &mut Net, i: usize, snapshot: &SecureSnapshot, pkcs8: &[u8]) {

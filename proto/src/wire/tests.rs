@@ -5,7 +5,7 @@ use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 
 use super::strategy;
-use crate::*;
+use crate::wire::*;
 
 /// Builds a frame by hand from seed 000's layout, independently of the encoder.
 fn raw_frame(frame_type: u8, auth: &[u8], data: &[u8]) -> Vec<u8> {
@@ -250,7 +250,7 @@ fn unknown_version_is_reported_after_one_byte() {
     let err = d.next_frame().unwrap_err();
     assert_eq!(err, DecodeError::UnknownVersion { version: 2, offset: 0 });
     assert!(err.is_fatal());
-    assert_eq!(err.code(), code::UNSUPPORTED_VERSION);
+    assert_eq!(err.code(), status::UNSUPPORTED_VERSION);
     // The decoder stays failed: the stream has lost its framing.
     d.push(&raw_frame(4, b"", &[0; 8]));
     assert_eq!(d.next_frame().unwrap_err(), err);
@@ -282,7 +282,7 @@ fn length_bomb_costs_nothing() {
     d.push(&bytes);
     let err = d.next_frame().unwrap_err();
     assert_eq!(err, DecodeError::LimitExceeded { what: "len_data", value: u64::MAX, max: 1 << 20, offset: 6 });
-    assert_eq!(err.code(), code::TOO_LARGE);
+    assert_eq!(err.code(), status::TOO_LARGE);
     assert_eq!(d.buffered(), 0, "nothing kept after a fatal error");
     // The one-shot parser says the same.
     assert_eq!(Frame::parse(&Bytes::from(bytes), &Limits::default()).unwrap_err(), err);
@@ -366,7 +366,7 @@ fn overlong_field() {
     data.extend(str16(&[b'a'; 65]));
     let err = decode_one(&raw_frame(1, b"", &data)).unwrap_err();
     assert_eq!(err, DecodeError::OverlongField { field: "username", len: 65, max: 64, offset: 30 });
-    assert_eq!(err.code(), code::TOO_LARGE);
+    assert_eq!(err.code(), status::TOO_LARGE);
 }
 
 #[test]

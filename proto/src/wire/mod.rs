@@ -1,4 +1,10 @@
-//! The message layer: what a frame's data part means, per frame type.
+//! The wire codec: frames ([`Frame`], [`FrameDecoder`]) and what a frame's
+//! data part means, per frame type ([`Message`] and every body), with the
+//! [`Limits`] both are checked against, the [`Opcode`]s, the response
+//! [`status`] codes and the [`DecodeError`]s. `docs/PROTOCOL.md` is the
+//! specification; [`crate::examples`] holds its example frames.
+//!
+//! The message layer:
 //!
 //! ```text
 //! request  data: opcode u32 | request_id u32 | timestamp_ms u64 | body
@@ -9,20 +15,31 @@
 //! ```
 
 mod body;
+mod codec;
+mod decode_error;
+pub(crate) mod decoder;
+pub(crate) mod frame;
+mod limits;
+mod opcode;
+pub mod status;
 #[cfg(test)]
 pub(crate) mod strategy;
 #[cfg(test)]
 mod tests;
-mod wire;
 
 pub use body::*;
-pub use wire::FieldValue;
+pub use codec::FieldValue;
+pub use decode_error::DecodeError;
+pub use decoder::FrameDecoder;
+pub use frame::{Frame, FrameHeader, FrameType, HEADER_LEN, VERSION};
+pub use limits::Limits;
+pub use opcode::Opcode;
+pub use status::Status;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::frame::{Frame, FrameType, encode_with};
-use crate::{DecodeError, Limits, Opcode, Status};
-use wire::Reader;
+use codec::Reader;
+use frame::encode_with;
 
 macro_rules! body_enum {
     ($(#[$meta:meta])* $enum:ident { $( $variant:ident = $opcode:ident ),* $(,)? }) => {
@@ -308,7 +325,7 @@ pub struct Response {
     pub timestamp_ms: u64,
     /// Outcome.
     pub status: Status,
-    /// Three-digit code (100-999), see [`crate::code`].
+    /// Three-digit code (100-999), see [`status`].
     pub code: u16,
     /// Fields; their shape is [`ResponseKind::of`]`(opcode, status)`.
     pub body: ResponseBody,

@@ -9,8 +9,8 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::wire::{FieldValue, Reader, put};
-use crate::DecodeError;
+use super::codec::{FieldValue, Reader, put};
+use crate::wire::DecodeError;
 
 macro_rules! field_type {
     (name) => { String };

@@ -7,7 +7,7 @@ use nom::bytes::complete::take;
 use nom::number::complete::{be_u8, be_u16, be_u32, be_u64};
 
 use super::HistoryEntry;
-use crate::{DecodeError, Limits};
+use crate::wire::{DecodeError, Limits};
 
 type NomErr<'a> = nom::error::Error<&'a [u8]>;
 /// A nom parser of one fixed-size big-endian integer.

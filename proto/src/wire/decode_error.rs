@@ -175,9 +175,9 @@ impl DecodeError {
     #[must_use]
     pub fn code(&self) -> u16 {
         match self {
-            DecodeError::UnknownVersion { .. } => crate::code::UNSUPPORTED_VERSION,
-            DecodeError::LimitExceeded { .. } | DecodeError::OverlongField { .. } => crate::code::TOO_LARGE,
-            _ => crate::code::BAD_REQUEST,
+            DecodeError::UnknownVersion { .. } => crate::wire::status::UNSUPPORTED_VERSION,
+            DecodeError::LimitExceeded { .. } | DecodeError::OverlongField { .. } => crate::wire::status::TOO_LARGE,
+            _ => crate::wire::status::BAD_REQUEST,
         }
     }
 }

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 
 use super::*;
-use crate::{Opcode, Status};
+use crate::wire::{Opcode, Status};
 
 pub(crate) fn name() -> BoxedStrategy<String> {
     // At most 16 chars of at most 4 bytes: within the 64-byte default.

@@ -10,7 +10,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use nom::number::complete::{be_u8, be_u32, be_u64};
 
-use crate::{DecodeError, Limits};
+use crate::wire::{DecodeError, Limits};
 
 /// The only protocol version this implementation speaks.
 pub const VERSION: u8 = 1;

@@ -48,7 +48,7 @@ pub enum Status {
     Valid = 0,
     /// The request is accepted and continues (login step one).
     InProgress = 1,
-    /// The request failed; the body is an [`ErrorBody`](crate::ErrorBody).
+    /// The request failed; the body is an [`ErrorBody`](crate::wire::ErrorBody).
     Error = 2,
     /// The request finished a multi-step exchange (logout, close).
     Finished = 3,

@@ -2,8 +2,8 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::frame::{Frame, FrameHeader, HEADER_LEN};
-use crate::{DecodeError, Limits};
+use crate::wire::frame::{Frame, FrameHeader, HEADER_LEN};
+use crate::wire::{DecodeError, Limits};
 
 /// Splits a byte stream into [`Frame`]s.
 ///
