@@ -277,14 +277,15 @@ fn handshake_then_large_and_many_small_writes_echo_in_order() {
 #[test]
 fn reading_pauses_while_the_backlog_is_above_half_the_cap() {
     // The server answers every byte four times: without the pause, a client
-    // that sends 2 MiB and reads nothing for a while would push the backlog
-    // far past the cap.
+    // that sends 8 MiB and reads nothing for a while would push the backlog
+    // far past the cap. (8 MiB, not less: loopback socket buffers autotune to
+    // several MiB and can swallow a smaller echo whole, leaving no backlog.)
     let echo = Echo::start(TcpLimits { max_outbound: 256 << 10, read_chunk: 16 << 10, ..TcpLimits::default() });
     let mut link = echo.connect().unwrap();
     echo.next_opened();
     link.send(b"amp").unwrap();
     std::thread::sleep(Duration::from_millis(20));
-    let sent = pattern(2 << 20, 11);
+    let sent = pattern(8 << 20, 11);
     link.send(&sent).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let got = recv_exactly(&mut link, 4 * sent.len());

@@ -9,7 +9,7 @@
 //! replay shows it did not land). Room messages are not acknowledged; they
 //! are only deduplicated against the last sequence number seen per room.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, Copy)]
 struct PeerLane {
@@ -32,8 +32,8 @@ struct RoomSeen {
 pub(crate) struct Lanes {
     /// The user this state belongs to: another user's login starts afresh.
     owner: Option<String>,
-    peers: HashMap<String, PeerLane>,
-    rooms: HashMap<String, RoomSeen>,
+    peers: BTreeMap<String, PeerLane>,
+    rooms: BTreeMap<String, RoomSeen>,
     /// Peers to acknowledge at the end of the current input batch.
     due: BTreeSet<String>,
     tick: u64,
@@ -47,8 +47,8 @@ impl Lanes {
     pub(crate) fn new(max_peers: usize, max_rooms: usize) -> Lanes {
         Lanes {
             owner: None,
-            peers: HashMap::new(),
-            rooms: HashMap::new(),
+            peers: BTreeMap::new(),
+            rooms: BTreeMap::new(),
             due: BTreeSet::new(),
             tick: 0,
             max_peers: max_peers.max(1),

@@ -130,7 +130,7 @@ mod snapshot;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -212,23 +212,23 @@ pub struct SecureClient {
     rng: StdRng,
     identity: IdentityKey,
     room_params: HashParams,
-    contacts: HashMap<String, Contact>,
+    contacts: BTreeMap<String, Contact>,
     /// Requests this user made that the server may hold, per peer, awaiting
     /// acceptance (see [`mp`]); requests awaiting their answer hold theirs
     /// in `mp_pending`.
-    requests: HashMap<String, Vec<MpRequest>>,
+    requests: BTreeMap<String, Vec<MpRequest>>,
     /// Verified requests from peers, awaiting this user's acceptance.
-    offers: HashMap<String, MpOffer>,
-    sessions: HashMap<String, MpSession>,
-    rooms: HashMap<String, RoomSession>,
-    room_pending: HashMap<u32, RoomPending>,
+    offers: BTreeMap<String, MpOffer>,
+    sessions: BTreeMap<String, MpSession>,
+    rooms: BTreeMap<String, RoomSession>,
+    room_pending: BTreeMap<u32, RoomPending>,
     /// SHA-256 of the ephemeral keys of the last [`SEEN_REQUESTS`] requests
     /// verified from each peer, oldest first: a request seen again is a replay.
-    seen_requests: HashMap<String, VecDeque<[u8; 32]>>,
+    seen_requests: BTreeMap<String, VecDeque<[u8; 32]>>,
     /// Replay memories of room incarnations replaced by another (a new
     /// descriptor, a re-created room), oldest first, at most [`RETIRED_ROOMS`].
     retired_rooms: VecDeque<Retired>,
-    mp_pending: HashMap<u32, MpPending>,
+    mp_pending: BTreeMap<u32, MpPending>,
     /// Received MPs, oldest first.
     inbox: VecDeque<Received>,
     events: VecDeque<SecureEvent>,
@@ -250,15 +250,15 @@ impl SecureClient {
             rng,
             identity,
             room_params,
-            contacts: HashMap::new(),
-            requests: HashMap::new(),
-            offers: HashMap::new(),
-            sessions: HashMap::new(),
-            rooms: HashMap::new(),
-            room_pending: HashMap::new(),
-            seen_requests: HashMap::new(),
+            contacts: BTreeMap::new(),
+            requests: BTreeMap::new(),
+            offers: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            rooms: BTreeMap::new(),
+            room_pending: BTreeMap::new(),
+            seen_requests: BTreeMap::new(),
             retired_rooms: VecDeque::new(),
-            mp_pending: HashMap::new(),
+            mp_pending: BTreeMap::new(),
             inbox: VecDeque::new(),
             events: VecDeque::new(),
             clock: now,

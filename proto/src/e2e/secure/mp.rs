@@ -13,7 +13,7 @@
 //! before the answers to what the client sends again, so the notice may be
 //! about an older conversation.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
@@ -107,8 +107,8 @@ impl SecureClient {
     /// Every handshake to `peer` the server may hold: settled candidates,
     /// then requests still awaiting their answer (oldest first).
     fn candidates<'a>(
-        requests: &'a HashMap<String, Vec<MpRequest>>,
-        mp_pending: &'a HashMap<u32, MpPending>,
+        requests: &'a BTreeMap<String, Vec<MpRequest>>,
+        mp_pending: &'a BTreeMap<u32, MpPending>,
         peer: &str,
     ) -> Vec<&'a MpRequest> {
         let mut in_flight: Vec<(u32, &MpRequest)> = mp_pending
