@@ -36,24 +36,6 @@ impl Keyed {
     }
 }
 
-/// The key of maps built outside a server (a store's copy of the state,
-/// a state being read): fixed, so such maps are deterministic; a server
-/// re-keys its state from its seed ([`State::rekey`](super::State::rekey)).
-impl Default for Keyed {
-    fn default() -> Keyed {
-        Keyed::derive(&[0; 32], "default")
-    }
-}
-
-/// The key is not part of a map's value: any two are equal.
-impl PartialEq for Keyed {
-    fn eq(&self, _: &Keyed) -> bool {
-        true
-    }
-}
-
-impl Eq for Keyed {}
-
 impl BuildHasher for Keyed {
     type Hasher = Sip<1, 3>;
 
@@ -64,6 +46,101 @@ impl BuildHasher for Keyed {
 
 /// A hash map under a [`Keyed`] hasher.
 pub(crate) type KeyedMap<K, V> = HashMap<K, V, Keyed>;
+
+/// A [`BuildHasher`] for maps keyed by integers that are bounded in size (a
+/// family's remembered request ids: at most `dedup_window`): a keyed
+/// multiply-xorshift, one multiplication per word, under a key derived from a
+/// secret. Peers who cannot see hashes cannot aim at collisions, and the
+/// bound caps what a lucky guess costs; SipHash's rehashing of a full
+/// table costed the routing path a tenth.
+#[derive(Clone, Copy)]
+pub(crate) struct IntKeyed {
+    k0: u64,
+    /// Odd.
+    k1: u64,
+}
+
+impl std::fmt::Debug for IntKeyed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IntKeyed(..)")
+    }
+}
+
+impl IntKeyed {
+    /// The hasher keyed by `secret` for `purpose`.
+    pub(crate) fn derive(secret: &[u8; 32], purpose: &str) -> IntKeyed {
+        let Keyed { k0, k1 } = Keyed::derive(secret, purpose);
+        IntKeyed { k0, k1: k1 | 1 }
+    }
+}
+
+/// The key of maps built outside a server (a store's copy of the state, a
+/// state being read): fixed, so such maps are deterministic; a server
+/// re-keys its state from its seed (`State::rekey`).
+impl Default for IntKeyed {
+    fn default() -> IntKeyed {
+        IntKeyed::derive(&[0; 32], "default")
+    }
+}
+
+/// The key is not part of a map's value: any two are equal.
+impl PartialEq for IntKeyed {
+    fn eq(&self, _: &IntKeyed) -> bool {
+        true
+    }
+}
+
+impl Eq for IntKeyed {}
+
+impl BuildHasher for IntKeyed {
+    type Hasher = IntHasher;
+
+    fn build_hasher(&self) -> IntHasher {
+        IntHasher { h: self.k0, k1: self.k1 }
+    }
+}
+
+/// The hasher of [`IntKeyed`].
+#[derive(Debug, Clone)]
+pub(crate) struct IntHasher {
+    h: u64,
+    k1: u64,
+}
+
+impl IntHasher {
+    #[inline]
+    fn word(&mut self, w: u64) {
+        let p = (self.h ^ w).wrapping_mul(self.k1);
+        self.h = p ^ (p >> 32);
+    }
+}
+
+impl Hasher for IntHasher {
+    #[inline]
+    fn write_u32(&mut self, x: u32) {
+        self.word(u64::from(x));
+    }
+
+    #[inline]
+    fn write_u64(&mut self, x: u64) {
+        self.word(x);
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            self.word(word_of(chunk) ^ ((chunk.len() as u64) << 59));
+        }
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        let p = self.h.wrapping_mul(self.k1);
+        p ^ (p >> 29)
+    }
+}
+
+/// A hash map under an [`IntKeyed`] hasher.
+pub(crate) type IntKeyedMap<K, V> = HashMap<K, V, IntKeyed>;
 
 /// SipHash-`C`-`D` (Aumasson and Bernstein), keyed.
 #[derive(Debug, Clone)]
@@ -111,15 +188,47 @@ impl<const C: usize, const D: usize> Sip<C, D> {
     }
 }
 
-/// Up to 7 bytes as a little-endian word.
+/// Up to 7 bytes as a little-endian word (a loop, not a `memcpy` call: the inputs are short).
 #[inline]
 fn word_of(bytes: &[u8]) -> u64 {
-    let mut w = [0u8; 8];
-    w[..bytes.len()].copy_from_slice(bytes);
-    u64::from_le_bytes(w)
+    bytes.iter().rev().fold(0, |w, b| (w << 8) | u64::from(*b))
+}
+
+impl<const C: usize, const D: usize> Sip<C, D> {
+    /// Appends `n` (< 8) bytes given as the low bytes of `x`, little-endian: what `write` of
+    /// those bytes does, without slicing (integers and the `0xff` after a `str` come this way).
+    #[inline]
+    fn short_write(&mut self, x: u64, n: usize) {
+        self.length = self.length.wrapping_add(n);
+        self.tail |= x << (8 * self.ntail);
+        if self.ntail + n < 8 {
+            self.ntail += n;
+            return;
+        }
+        self.compress(self.tail);
+        let used = 8 - self.ntail;
+        // The bytes of `x` that did not fit (none when `used == n`).
+        self.tail = if used >= 8 { 0 } else { x >> (8 * used) };
+        self.ntail = n - used;
+    }
 }
 
 impl<const C: usize, const D: usize> Hasher for Sip<C, D> {
+    #[inline]
+    fn write_u8(&mut self, x: u8) {
+        self.short_write(u64::from(x), 1);
+    }
+
+    #[inline]
+    fn write_u16(&mut self, x: u16) {
+        self.short_write(u64::from(x), 2);
+    }
+
+    #[inline]
+    fn write_u32(&mut self, x: u32) {
+        self.short_write(u64::from(x), 4);
+    }
+
     #[inline]
     fn write(&mut self, mut msg: &[u8]) {
         self.length = self.length.wrapping_add(msg.len());
@@ -193,6 +302,35 @@ mod tests {
             std::hash::Hash::hash("user0042", &mut std);
             assert_eq!(ours.finish(), std.finish(), "a str as maps hash it");
         }
+    }
+
+    /// Integers written as such hash like their little-endian bytes, wherever they fall.
+    #[test]
+    fn short_writes_are_byte_writes() {
+        for prefix in 0..12usize {
+            let bytes: Vec<u8> = (0..prefix as u8).collect();
+            let (mut a, mut b) = (Sip::<1, 3>::new_with_keys(1, 2), Sip::<1, 3>::new_with_keys(1, 2));
+            a.write(&bytes);
+            b.write(&bytes);
+            a.write_u32(0xdead_beef);
+            b.write(&0xdead_beef_u32.to_le_bytes());
+            a.write_u8(0xff);
+            b.write(&[0xff]);
+            a.write_u16(0x1234);
+            b.write(&0x1234_u16.to_le_bytes());
+            assert_eq!(a.finish(), b.finish(), "after {prefix} bytes");
+        }
+    }
+
+    #[test]
+    fn integer_keys_spread_and_depend_on_the_key() {
+        let a = IntKeyed::derive(&[1; 32], "dedup");
+        let b = IntKeyed::derive(&[2; 32], "dedup");
+        assert_ne!(a.hash_one(7u32), b.hash_one(7u32));
+        // Consecutive ids land in distinct low bits and distinct top bits (hashbrown uses both).
+        let low: std::collections::BTreeSet<u64> = (0..1024u32).map(|i| a.hash_one(i) & 0x3ff).collect();
+        let top: std::collections::BTreeSet<u64> = (0..1024u32).map(|i| a.hash_one(i) >> 57).collect();
+        assert!(low.len() > 600 && top.len() > 100, "{} low, {} top", low.len(), top.len());
     }
 
     /// The SipHash-2-4 test vector of the paper (appendix A): key 00..0f, message 00..0e.

@@ -126,7 +126,7 @@ impl Server {
         let mut rng = StdRng::from_seed(seed);
         let mut dummy_key = [0u8; 32];
         rng.fill_bytes(&mut dummy_key);
-        state.rekey(Keyed::derive(&dummy_key, "dedup"));
+        state.rekey(keyed::IntKeyed::derive(&dummy_key, "dedup"));
         let phantom = Phantom::restore(&config, &state);
         let oidc = oidc::validator(&config, now);
         Ok(Server {

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::types::{Dedup, OidcLogin, Recorded, Rotation, TokenRecord, User};
 use crate::jwt::KeyRecord;
-use crate::server::keyed::Keyed;
+use crate::server::keyed::IntKeyed;
 use crate::token::TokenKind;
 
 /// Accounts and tokens. Keeps its redundant data consistent: the highest
@@ -36,7 +36,7 @@ pub struct AccountBook {
     /// The reverse of `oidc_subjects`.
     pub(super) oidc_accounts: BTreeMap<String, [u8; 32]>,
     /// The key of the remembered responses' maps (not part of the state's value).
-    pub(super) hasher: Keyed,
+    pub(super) hasher: IntKeyed,
 }
 
 impl AccountBook {
@@ -202,7 +202,7 @@ impl AccountBook {
     }
 
     /// Keys the remembered responses' maps with `hasher` from now on.
-    pub(super) fn rekey(&mut self, hasher: Keyed) {
+    pub(super) fn rekey(&mut self, hasher: IntKeyed) {
         self.hasher = hasher;
         for d in self.dedup.values_mut() {
             *d = d.rekeyed(hasher);
@@ -302,7 +302,7 @@ mod tests {
             book.recorded_response(1, id, &recorded());
         }
         let before = book.clone();
-        book.rekey(Keyed::derive(&[7; 32], "test"));
+        book.rekey(IntKeyed::derive(&[7; 32], "test"));
         assert_eq!(book, before, "the key is not part of the value");
         assert!([9, 5, 7].iter().all(|id| book.recorded(1, *id).is_some()));
         book.recorded_response(1, 6, &recorded());

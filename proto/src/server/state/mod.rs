@@ -59,7 +59,7 @@ impl State {
 
     /// Keys the state's hash maps (the remembered responses, looked up by the client's request
     /// ids) with `hasher`, derived from the server's seed. The contents do not change.
-    pub(crate) fn rekey(&mut self, hasher: crate::server::keyed::Keyed) {
+    pub(crate) fn rekey(&mut self, hasher: crate::server::keyed::IntKeyed) {
         self.accounts.rekey(hasher);
     }
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::types::{Conversation, Dedup, Lane, OidcLogin, Room, TokenRecord, User};
 use super::{AccountBook, LaneBook, RoomBook, State};
 use crate::jwt::KeyRecord;
-use crate::server::keyed::Keyed;
+use crate::server::keyed::IntKeyed;
 
 /// Field for field the store format: do not reorder, append only (and bump the format).
 #[derive(Serialize)]
@@ -100,7 +100,7 @@ impl<'de> Deserialize<'de> for State {
                 revoked_refresh: s.revoked_refresh,
                 oidc_subjects: s.oidc_subjects,
                 oidc_accounts: s.oidc_accounts,
-                hasher: Keyed::default(),
+                hasher: IntKeyed::default(),
             },
             rooms: RoomBook { rooms: s.rooms, history_cap: s.history_cap },
             lanes: LaneBook {

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, VecDeque};
 use bytes::Bytes;
 
 use crate::server::config::HashParams;
-use crate::server::keyed::{Keyed, KeyedMap};
+use crate::server::keyed::{IntKeyed, IntKeyedMap};
 use crate::token::TokenKind;
 use crate::wire::{HistoryEntry, Opcode, ResponseBody, Status};
 
@@ -218,13 +218,13 @@ pub struct OidcLogin {
 
 /// The responses remembered for one token family: at most `dedup_cap`, oldest evicted first.
 /// Looked up on every retried-or-not request of the kinds that are remembered, so a hash map
-/// (keyed from the server's seed: request ids are the client's choice); serialized in the
-/// order the responses were recorded.
+/// (keyed from the server's seed: request ids are the client's choice; bounded by the cap);
+/// serialized in the order the responses were recorded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 pub struct Dedup {
     order: VecDeque<u32>,
-    responses: KeyedMap<u32, Recorded>,
+    responses: IntKeyedMap<u32, Recorded>,
 }
 
 #[cfg(feature = "serde")]
@@ -253,13 +253,13 @@ impl serde::Serialize for Dedup {
 
 impl Dedup {
     /// An empty record whose map is keyed by `hasher`.
-    pub(crate) fn with_hasher(hasher: Keyed) -> Dedup {
-        Dedup { order: VecDeque::new(), responses: KeyedMap::with_hasher(hasher) }
+    pub(crate) fn with_hasher(hasher: IntKeyed) -> Dedup {
+        Dedup { order: VecDeque::new(), responses: IntKeyedMap::with_hasher(hasher) }
     }
 
     /// The same record, its map keyed by `hasher`.
-    pub(crate) fn rekeyed(&self, hasher: Keyed) -> Dedup {
-        let mut responses = KeyedMap::with_capacity_and_hasher(self.responses.len(), hasher);
+    pub(crate) fn rekeyed(&self, hasher: IntKeyed) -> Dedup {
+        let mut responses = IntKeyedMap::with_capacity_and_hasher(self.responses.len(), hasher);
         responses.extend(self.responses.iter().map(|(id, r)| (*id, r.clone())));
         Dedup { order: self.order.clone(), responses }
     }
