@@ -260,20 +260,10 @@ mod tests {
         let mut presence = Presence::new(Keyed::derive(&[0; 32], "test"));
         let mut outbox = Outbox::default();
         let mut fanout = Fanout::default();
-        let mut open = |user: &str| {
-            let s = presence.open(
-                now.instant,
-                Limits::DEFAULT,
-                crate::server::SourceKey::Local,
-                config.keepalive_interval,
-                9,
-            );
-            let s: SessionId = s.unwrap();
-            presence.bind(s, user, 1);
-            outbox.open(s);
-            s
-        };
-        let (al, bo) = (open("al"), open("bo"));
+        let (al, bo) = (
+            online(&mut presence, &mut outbox, &config, now, "al"),
+            online(&mut presence, &mut outbox, &config, now, "bo"),
+        );
         assert_eq!(code_of(create(&mut j, &config, "al", create_req("room1"))), status::CREATED);
         assert_eq!(code_of(join(&mut j, &config, "bo", join_req("room1", VERIFIER))), status::OK);
         let msg = |sealed: &'static [u8]| SendRoom { room: "room1".into(), sealed: Bytes::from_static(sealed) };
@@ -297,6 +287,16 @@ mod tests {
         assert_eq!(kept, [2], "the older message made room");
     }
 
+    /// Opens a session for `user`, logged in and able to receive frames.
+    fn online(presence: &mut Presence, outbox: &mut Outbox, config: &ServerConfig, now: Now, user: &str) -> SessionId {
+        let s = presence
+            .open(now.instant, Limits::DEFAULT, crate::server::SourceKey::Local, config.keepalive_interval, 9)
+            .unwrap();
+        presence.bind(s, user, 1);
+        outbox.open(s);
+        s
+    }
+
     #[test]
     fn the_cached_fan_out_follows_joins_and_who_is_online() {
         let config = ServerConfig::default();
@@ -307,17 +307,7 @@ mod tests {
         let mut fanout = Fanout::default();
         let mut sessions = Vec::new();
         for user in ["al", "bo", "cy"] {
-            let s = presence.open(
-                now.instant,
-                Limits::DEFAULT,
-                crate::server::SourceKey::Local,
-                config.keepalive_interval,
-                9,
-            );
-            let s: SessionId = s.unwrap();
-            presence.bind(s, user, 1);
-            outbox.open(s);
-            sessions.push(s);
+            sessions.push(online(&mut presence, &mut outbox, &config, now, user));
         }
         let [_, bo, cy] = sessions[..] else { unreachable!("three sessions") };
         assert_eq!(code_of(create(&mut j, &config, "al", create_req("room1"))), status::CREATED);
