@@ -45,9 +45,9 @@ pub enum StoreError {
     /// The database is missing or empty in a data directory that was used before.
     #[error(
         "{} is {what}, but the data directory {} was used before (it holds {evidence}): the server's store \
-         was lost, and starting empty would silently drop every account, room and queued message. Stop and \
-         restore confab.db from a backup; or, to start over empty on purpose, run `confab-server run --init` \
-         (the certificate and its pin stay the same)",
+         was lost, and starting empty would silently drop every account, room and queued message. Nothing was \
+         changed: restore confab.db from a backup (with no server running); or, to start over empty on purpose, \
+         run `confab-server run --init` (the certificate and its pin stay the same)",
         path.display(),
         path.parent().unwrap_or_else(|| Path::new(".")).display()
     )]
