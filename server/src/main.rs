@@ -2,12 +2,16 @@
 //!
 //! ```text
 //! confab-server run [--data DIR] [--listen ADDR] [--config FILE] [--tcp-listen ADDR] [--quic-listen ADDR]
-//!                   [--cert-chain FILE --private-key FILE]
+//!                   [--cert-chain FILE --private-key FILE] [--init]
 //! ```
 //!
 //! Serves TCP+TLS and QUIC on one address (default `127.0.0.1:7700`, data in
 //! `./confab-data`) until SIGINT or SIGTERM, then stops gracefully and exits
-//! 0. Prints `confab-server listening: tcp ADDR, quic ADDR`, `pin sha256//...`
+//! 0. One server per data directory: a second one is refused at start,
+//! naming the holder's pid. A data directory that was used before (it holds
+//! `server.pin`, `server.crt` or `server.key`) and whose `confab.db` is
+//! missing or empty is refused too, unless `--init` asks for an empty store.
+//! Prints `confab-server listening: tcp ADDR, quic ADDR`, `pin sha256//...`
 //! and `data DIR` on stdout; logs go to stderr (level by `RUST_LOG`,
 //! default `info`). Exit 1: it could not start or stopped on an error.
 //!
@@ -35,6 +39,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use clap::{Parser, Subcommand};
 use confab_server::cli::{VerifyArgs, jwt_jwks, jwt_verify};
 use confab_server::config::{RunConfig, RunFlags};
+use confab_server::store::Init;
 
 #[derive(Debug, Parser)]
 #[command(name = "confab-server", version, about = "The confab relay server")]
@@ -52,6 +57,11 @@ enum Command {
         config: Option<PathBuf>,
         #[command(flatten)]
         flags: RunFlags,
+        /// Starts with an empty store even in a data directory that was used before and lost its
+        /// confab.db (missing or empty): everything the lost store held is given up. Not needed
+        /// for a new data directory; an existing store is opened as it is.
+        #[arg(long)]
+        init: bool,
     },
     /// JSON Web Token tools.
     #[command(subcommand)]
@@ -99,7 +109,7 @@ fn unix_now() -> u64 {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config, flags } => run(config, &flags),
+        Command::Run { config, flags, init } => run(config, &flags, init),
         Command::Jwt(JwtCommand::Verify { jwks, issuer, audience, now, leeway, token }) => {
             let jwks = match std::fs::read(&jwks) {
                 Ok(bytes) => bytes,
@@ -144,7 +154,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(file: Option<PathBuf>, flags: &RunFlags) -> ExitCode {
+fn run(file: Option<PathBuf>, flags: &RunFlags, init: bool) -> ExitCode {
     init_logs();
     let env = |k: &str| std::env::var(k).ok();
     let config = match RunConfig::load(file.as_deref(), &env, flags) {
@@ -154,7 +164,8 @@ fn run(file: Option<PathBuf>, flags: &RunFlags) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match confab_server::run::run(&config) {
+    let init = if init { Init::Allow } else { Init::IfNew };
+    match confab_server::run::run(&config, init) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

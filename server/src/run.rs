@@ -1,13 +1,19 @@
 //! `confab-server run`: the data directory, the TLS identity, the store,
 //! the signals, and the [`Node`] loop.
 //!
-//! First start in an empty data directory: the directory is made 0700, a
+//! First start in a new data directory: the directory is made 0700, its
+//! lock is taken (`confab.lock`, held until the process exits: a second
+//! server on the directory is refused), `confab.db` is created, a
 //! self-signed certificate is generated (rcgen) and written as
-//! `server.crt` / `server.key` (0600), its SPKI pin is written to
-//! `server.pin` and printed, and `confab.db` is created. Later starts reuse
-//! all of them, so the pin clients hold stays valid. A configured
-//! certificate chain and key replace the self-signed pair (the pin printed
-//! is then that certificate's).
+//! `server.crt` / `server.key` (0600), and its SPKI pin is written to
+//! `server.pin` and printed. Later starts reuse all of them, so the pin
+//! clients hold stays valid. A configured certificate chain and key replace
+//! the self-signed pair (the pin printed is then that certificate's).
+//!
+//! The store is opened before the identity is made, so that a directory
+//! holding the pin, certificate or key was used before: if its database is
+//! then missing or empty, the store was lost and the start is refused
+//! unless [`Init::Allow`] (`--init`) asks for an empty store.
 
 use std::fs;
 use std::io::{self, Write as _};
@@ -19,7 +25,7 @@ use tracing::info;
 
 use crate::config::RunConfig;
 use crate::runtime::{Node, NodeConfig, NodeHandle, RunError, RunSummary};
-use crate::store::{Store, ensure_data_dir};
+use crate::store::{Init, Store, ensure_data_dir};
 
 /// `confab-server run` failed before or while serving.
 #[derive(Debug, thiserror::Error)]
@@ -55,19 +61,20 @@ pub struct Prepared {
     pub pin: Pin,
 }
 
-/// Prepares the data directory, the identity, the store and the listeners.
+/// Prepares the data directory, the store (with the directory's lock; a
+/// new, empty one as `init` allows), the identity and the listeners.
 ///
 /// # Errors
 /// See [`RunFailure`].
-pub fn prepare(config: &RunConfig) -> Result<Prepared, RunFailure> {
+pub fn prepare(config: &RunConfig, init: Init) -> Result<Prepared, RunFailure> {
     let data = &config.data;
     ensure_data_dir(data).map_err(|source| RunFailure::DataDir { path: data.clone(), source })?;
+    let (mut store, state) = Store::open_with(data, &config.server, init)?;
+    store.set_compact_every(config.compact_every);
     let identity = load_or_make_identity(config)?;
     let pin = identity.pin().map_err(|e| RunFailure::Identity(e.to_string()))?;
     write_private(&data.join("server.pin"), format!("{pin}\n").as_bytes())
         .map_err(|source| RunFailure::DataDir { path: data.clone(), source })?;
-    let (mut store, state) = Store::open(data, &config.server)?;
-    store.set_compact_every(config.compact_every);
     info!(
         users = state.accounts().user_count(),
         rooms = state.rooms().len(),
@@ -84,12 +91,12 @@ pub fn prepare(config: &RunConfig) -> Result<Prepared, RunFailure> {
     Ok(Prepared { node, pin })
 }
 
-/// Runs until SIGINT or SIGTERM, then stops gracefully.
+/// Runs until SIGINT or SIGTERM, then stops gracefully (`init`: see [`prepare`]).
 ///
 /// # Errors
 /// See [`RunFailure`].
-pub fn run(config: &RunConfig) -> Result<RunSummary, RunFailure> {
-    let Prepared { node, pin } = prepare(config)?;
+pub fn run(config: &RunConfig, init: Init) -> Result<RunSummary, RunFailure> {
+    let Prepared { node, pin } = prepare(config, init)?;
     let tcp = node.tcp_addr().map_or_else(|| "-".to_owned(), |a| a.to_string());
     let quic = node.quic_addr().map_or_else(|| "-".to_owned(), |a| a.to_string());
     // Lines for people and scripts alike; everything else goes to the log on stderr.

@@ -8,13 +8,26 @@
 //! `synchronous=FULL` in WAL mode a commit that returned is on disk, so no
 //! acknowledgement precedes durability.
 //!
-//! ## Layout of `DATA/confab.db`
+//! ## One writer per data directory
+//!
+//! [`Store::open`] first takes the data directory's lock ([`DirLock`]: an
+//! exclusive OS lock on `DATA/confab.lock`, the holder's pid written in it)
+//! and holds it as long as the [`Store`] lives: a second server on the same
+//! directory is refused at start, naming the holder's pid. The lock dies
+//! with its process, so a killed server's lock file blocks nothing. The rule
+//! for every command: what writes the store (`confab-server run`) holds the
+//! lock; what only reads it ([`Store::read`], `confab-server jwt jwks`) takes
+//! no lock, reads the whole store in one SQLite read transaction (a
+//! consistent state even while a server commits and compacts) and never
+//! writes (no migration).
+//!
+//! ## Layout of `DATA/confab.db` (format 4)
 //!
 //! | table      | rows                                                                 |
 //! |------------|----------------------------------------------------------------------|
-//! | `meta`     | `application = 'confab-server'`, `format = FORMAT_VERSION`            |
-//! | `snapshot` | at most one: `upto` (last change sequence it covers), `state` (a [`State`]) |
-//! | `changes`  | `seq` (increasing), `change` (one [`Change`])                          |
+//! | `meta`     | `application = 'confab-server'`, `format = FORMAT_VERSION`, `head_seq`, `head_sum` |
+//! | `snapshot` | at most one: `upto` (last change sequence it covers), `state` (a [`State`]), `sum` |
+//! | `changes`  | `seq` (contiguous from `upto + 1`), `change` (one [`Change`]), `sum`   |
 //!
 //! Records are [postcard](https://docs.rs/postcard) encodings of the serde
 //! form of the proto types. That form is positional (enum variants by index,
@@ -24,162 +37,202 @@
 //! ([`OLDEST_MIGRATED_FORMAT`]) is migrated when opened; any other is
 //! refused, never misread.
 //!
+//! ## Damage detection
+//!
+//! Every record carries a SHA-256 `sum`: the snapshot's over
+//! `"confab-store snapshot\0" || upto || state`, a change's over
+//! `"confab-store change\0" || seq || previous sum || change`, the previous
+//! sum being change `seq - 1`'s, or the snapshot's for change `upto + 1`
+//! (zeros without a snapshot). `meta` holds the last committed record's
+//! `seq` and `sum` (the head), updated in the transaction that commits it. A
+//! load checks, and refuses the store with [`StoreError::Damaged`] saying
+//! what is wrong and how to recover:
+//!
+//! - each record against its sum: altered bytes, even ones postcard still
+//!   decodes (a zeroed hash or key), and a record moved to another `seq`;
+//! - the log is contiguous from `upto + 1`: a change deleted from the middle
+//!   or the start, a deleted snapshot (the log then starts after 1), a
+//!   snapshot replaced by an older one (changes it should cover remain);
+//! - the last record against the head: a deleted newest change (or several),
+//!   which nothing left in the log can reveal: the chain only links a record
+//!   to the one *before* it, so cutting the log's end leaves a valid chain,
+//!   and only a record kept elsewhere (the head) knows where the end was.
+//!
+//! The chain adds what per-record sums and the sequence check do not catch:
+//! a record taken from another store (or an earlier life of this one) under
+//! the same `seq`. The sums detect damage (disk, tools, hands), not an
+//! attacker who can write the file and recompute them: there is no key
+//! that would not live beside the database.
+//!
+//! A missing or empty `confab.db` is a new store only in a new data
+//! directory. Once a directory holds any of [`FIRST_START_FILES`] (every
+//! first start writes them), a lost database is refused
+//! ([`StoreError::DatabaseLost`]) unless the operator asks for an empty one
+//! with [`Init::Allow`] (`confab-server run --init`).
+//!
 //! Loading reads the snapshot, then replays the changes after it with
 //! [`State::apply`]. Every [`Store::compact_every`] changes the store writes a
 //! fresh snapshot of its own copy of the state (fed by the same changes, like
 //! `confab_proto::server::MemoryStore`) and deletes the log it covers, in one
 //! transaction.
 
+mod check;
+mod error;
 mod fs;
+mod lock;
+mod schema;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use confab_proto::server::{Change, State};
 use confab_proto::{Durable, ServerConfig};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
+use check::{Head, Loaded, change_sum, snapshot_sum};
+use error::sql;
+pub use error::{Damage, StoreError};
 pub use fs::{DIR_MODE, FILE_MODE, ensure_data_dir};
+pub use lock::{DirLock, LOCK_FILE};
 
 /// The database file's name in the data directory.
 pub const DB_FILE: &str = "confab.db";
 /// The record format this build reads and writes (see the module docs).
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// The oldest format this build migrates from when it opens a store.
 ///
-/// Format 2 -> 3: [`State`] gained fields at its end (every one a map, empty
-/// in a format-2 state) and [`Change`] gained variants at its end (so a
-/// format-2 log decodes as is). A format-2 snapshot is read by appending one
-/// zero byte per new field (postcard's encoding of an empty map); the store
-/// then writes a format-3 snapshot and its format in one transaction.
+/// Format 3 -> 4: checksums and the head (the record encodings are
+/// unchanged). Format 2 -> 3: [`State`] gained fields at its end (every one
+/// a map, empty in a format-2 state) and [`Change`] gained variants at its
+/// end (so a format-2 log decodes as is); a format-2 snapshot is read by
+/// appending one zero byte per new field (postcard's encoding of an empty
+/// map). Either is loaded (its log checked for gaps), then rewritten in one
+/// transaction: this format's tables, a snapshot of the loaded state with
+/// its sum, the head, and the format.
 pub const OLDEST_MIGRATED_FORMAT: u32 = 2;
-/// The [`State`] fields added in format 3 (all maps, empty when migrated).
-const FIELDS_ADDED_IN_3: usize = 3;
 /// Changes between two snapshots, by default.
 pub const DEFAULT_COMPACT_EVERY: u64 = 10_000;
 /// The `application` value in `meta`: tells a confab store from another SQLite file.
 const APPLICATION: &str = "confab-server";
+/// The files a first start leaves in the data directory (`confab-server run`
+/// writes the pin at every start, and the self-signed pair unless given a
+/// certificate): a directory holding any of them was used before.
+pub const FIRST_START_FILES: [&str; 3] = ["server.pin", "server.crt", "server.key"];
 
 /// How long a connection waits for another one's lock (an admin command
 /// reading while the server writes) before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Why the store could not be opened, read or written.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// A file system operation failed.
-    #[error("cannot {action} {}: {source}", path.display())]
-    Io {
-        /// What was being done ("create the data directory", ...).
-        action: &'static str,
-        /// On what.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The data directory does not exist (read-only access never creates it).
-    #[error("no confab data directory at {}", .0.display())]
-    NoDataDir(PathBuf),
-    /// The data directory has no database (read-only access never creates it).
-    #[error("no confab database at {}: the server has never run with this data directory", .0.display())]
-    NoDatabase(PathBuf),
-    /// SQLite failed.
-    #[error("database {}: {source}", path.display())]
-    Sqlite {
-        /// The database file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: rusqlite::Error,
-    },
-    /// The file is an SQLite database, but not a confab store.
-    #[error("{} is not a confab store (no confab meta table): point --data at a confab data directory", path.display())]
-    NotAStore {
-        /// The database file.
-        path: PathBuf,
-    },
-    /// The store was written in another record format.
-    #[error(
-        "{} has store format {found}, this confab-server reads format {expected}: run the confab-server \
-         version that wrote it",
-        path.display()
-    )]
-    VersionMismatch {
-        /// The database file.
-        path: PathBuf,
-        /// The format in the file.
-        found: u32,
-        /// [`FORMAT_VERSION`].
-        expected: u32,
-    },
-    /// A record does not decode.
-    #[error(
-        "corrupt {record} at sequence {position} in {}: {reason}; restore the data directory from a backup",
-        path.display()
-    )]
-    Corrupt {
-        /// The database file.
-        path: PathBuf,
-        /// `snapshot` or `change`.
-        record: &'static str,
-        /// The change's sequence number, or the last one the snapshot covers.
-        position: i64,
-        /// What the decoder said.
-        reason: String,
-    },
-    /// A change or the state could not be encoded.
-    #[error("cannot encode a store record: {0}")]
-    Encode(#[source] postcard::Error),
+/// Whether [`Store::open_with`] may create a new, empty database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Init {
+    /// Only in a new data directory (one holding none of
+    /// [`FIRST_START_FILES`]); a used one whose database is missing or empty
+    /// is refused with [`StoreError::DatabaseLost`].
+    #[default]
+    IfNew,
+    /// Also in a used data directory whose database is missing or empty
+    /// (`confab-server run --init`): the operator starts over on purpose. An
+    /// existing store is opened as it is, never replaced.
+    Allow,
 }
 
-fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-    move |source| StoreError::Sqlite { path: path.to_owned(), source }
+/// The first-start files `dir` holds, if any: evidence it was used before.
+fn used_before(dir: &Path) -> Option<String> {
+    let found: Vec<&str> = FIRST_START_FILES.into_iter().filter(|f| dir.join(f).exists()).collect();
+    (!found.is_empty()).then(|| found.join(", "))
 }
 
-/// The SQLite store of one data directory. Not shared: one server process
-/// owns it (SQLite's locks keep a second writer out).
+/// The SQLite store of one data directory, holding the directory's lock
+/// ([`DirLock`]) as long as it lives: one server process owns it.
 pub struct Store {
     conn: Connection,
     path: PathBuf,
     state: State,
-    /// The sequence number the next change gets.
-    next_seq: i64,
+    /// The last committed record, as `meta` records it.
+    head: Head,
     /// Changes in the log after the snapshot.
     log_len: u64,
     compact_every: u64,
+    lock: DirLock,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
             .field("path", &self.path)
-            .field("next_seq", &self.next_seq)
+            .field("head_seq", &self.head.seq)
             .field("log_len", &self.log_len)
             .field("compact_every", &self.compact_every)
+            .field("lock", &self.lock.path())
             .finish_non_exhaustive()
     }
 }
 
+/// How a database is being opened.
+#[derive(Debug, Clone, Copy)]
+struct Opening {
+    /// By the server: migrates an older format.
+    write: bool,
+    /// An empty database may be given the tables of a new store.
+    may_create: bool,
+}
+
 impl Store {
-    /// Opens the store of `data_dir`, creating the directory (0700, see
-    /// [`ensure_data_dir`]) and the database (0600) if needed, and loads the
-    /// state: what [`Server::restore`](confab_proto::Server::restore) is given.
-    /// `config` gives the room history and dedup caps, as it does to the server.
+    /// [`open_with`](Self::open_with) [`Init::IfNew`]: what the server does
+    /// without `--init`.
     pub fn open(data_dir: &Path, config: &ServerConfig) -> Result<(Store, State), StoreError> {
+        Store::open_with(data_dir, config, Init::IfNew)
+    }
+
+    /// Opens the store of `data_dir` for writing and loads the state: what
+    /// [`Server::restore`](confab_proto::Server::restore) is given. `config`
+    /// gives the room history and dedup caps, as it does to the server.
+    ///
+    /// Creates the directory (0700, see [`ensure_data_dir`]) if needed, takes
+    /// its lock ([`StoreError::Locked`] if another process holds it), then
+    /// opens the database (0600), creating it only as `init` allows
+    /// ([`StoreError::DatabaseLost`] otherwise), checks it (see the module
+    /// docs; [`StoreError::Damaged`]) and migrates an older format.
+    pub fn open_with(data_dir: &Path, config: &ServerConfig, init: Init) -> Result<(Store, State), StoreError> {
         ensure_data_dir(data_dir).map_err(|source| StoreError::Io {
             action: "use the data directory",
             path: data_dir.to_owned(),
             source,
         })?;
+        let lock = DirLock::acquire(data_dir)?;
         let path = data_dir.join(DB_FILE);
+        let used = used_before(data_dir);
+        let may_create = init == Init::Allow || used.is_none();
+        let lost =
+            |what| StoreError::DatabaseLost { path: path.clone(), what, evidence: used.clone().unwrap_or_default() };
+        let size = std::fs::metadata(&path).map(|m| m.len());
+        if !may_create && size.is_err() {
+            return Err(lost("missing"));
+        }
+        if may_create && size.as_ref().map_or(true, |len| *len == 0) {
+            // What SQLite kept beside a lost database belongs to no store now.
+            fs::remove_sidecars(&path).map_err(|source| StoreError::Io {
+                action: "remove the files of a lost database beside",
+                path: path.clone(),
+                source,
+            })?;
+        }
         fs::create_private(&path).map_err(|source| StoreError::Io {
             action: "create the database file",
             path: path.clone(),
             source,
         })?;
         let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(sql(&path))?;
-        let store = Store::start(conn, path, config, true)?;
+        if !may_create && schema::is_empty(&conn, &path)? {
+            return Err(lost("empty"));
+        }
+        let (format, loaded) = Store::start(&conn, &path, config, Opening { write: true, may_create })?;
+        let Loaded { state, head, log_len } = loaded;
+        let mut store = Store { conn, path, state, head, log_len, compact_every: DEFAULT_COMPACT_EVERY, lock };
+        if format < FORMAT_VERSION {
+            store.write_snapshot(true)?;
+        }
         fs::restrict(&store.path).map_err(|source| StoreError::Io {
             action: "restrict the permissions of",
             path: store.path.clone(),
@@ -189,45 +242,58 @@ impl Store {
         Ok((store, state))
     }
 
-    /// Loads the state of an existing store without creating anything: for
-    /// admin commands. Fails with [`StoreError::NoDataDir`] or
-    /// [`StoreError::NoDatabase`] when there is nothing to read.
+    /// Loads the state of an existing store without creating or writing
+    /// anything, and without the lock: for admin commands, also while the
+    /// server runs (one read transaction). Fails with
+    /// [`StoreError::NoDataDir`] or [`StoreError::NoDatabase`] when there is
+    /// nothing to read, and checks the store as the server does.
     pub fn read(data_dir: &Path, config: &ServerConfig) -> Result<State, StoreError> {
         if !data_dir.is_dir() {
             return Err(StoreError::NoDataDir(data_dir.to_owned()));
         }
         let path = data_dir.join(DB_FILE);
+        let used = used_before(data_dir);
+        let nothing = |what| match &used {
+            Some(evidence) => StoreError::DatabaseLost { path: path.clone(), what, evidence: evidence.clone() },
+            None => StoreError::NoDatabase(path.clone()),
+        };
         if !path.is_file() {
-            return Err(StoreError::NoDatabase(path));
+            return Err(nothing("missing"));
         }
         // Read-write without create: a reader of a WAL database may need to
         // recover the `-shm` index, and SQLite creates it with the database's mode.
         let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(sql(&path))?;
-        Ok(Store::start(conn, path, config, false)?.state)
-    }
-
-    fn start(conn: Connection, path: PathBuf, config: &ServerConfig, create: bool) -> Result<Store, StoreError> {
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql(&path))?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(sql(&path))?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(sql(&path))?;
-        let format = check_schema(&conn, &path, create)?;
-        let (state, next_seq, log_len) = load(&conn, &path, config, format)?;
-        let mut store = Store { conn, path, state, next_seq, log_len, compact_every: DEFAULT_COMPACT_EVERY };
-        if format < FORMAT_VERSION && create {
-            store.migrate()?;
+        if schema::is_empty(&conn, &path)? {
+            return Err(nothing("empty"));
         }
-        Ok(store)
+        Ok(Store::start(&conn, &path, config, Opening { write: false, may_create: false })?.1.state)
     }
 
-    /// Rewrites a store of an older format: a snapshot of the loaded state
-    /// in this format, the log it covers deleted, and the new format in
-    /// `meta`, in one transaction.
-    fn migrate(&mut self) -> Result<(), StoreError> {
-        self.write_snapshot(true)
+    /// Sets up the connection, creates the tables of an empty database when
+    /// allowed, and loads the store in one read transaction: its format and
+    /// what it holds.
+    fn start(
+        conn: &Connection,
+        path: &Path,
+        config: &ServerConfig,
+        opening: Opening,
+    ) -> Result<(u32, Loaded), StoreError> {
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql(path))?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(sql(path))?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(sql(path))?;
+        if opening.write && opening.may_create && schema::is_empty(conn, path)? {
+            schema::create(conn, path)?;
+        }
+        let tx = conn.unchecked_transaction().map_err(sql(path))?;
+        let format = schema::check(&tx, path)?;
+        let loaded = check::load(&tx, path, config, format)?;
+        tx.commit().map_err(sql(path))?;
+        Ok((format, loaded))
     }
 
-    /// Appends one loop turn's changes to the log in one transaction, then
-    /// applies them to the store's own state; writes a snapshot when
+    /// Appends one loop turn's changes to the log, each with its chained
+    /// sum, and records the new head, in one transaction, then applies them
+    /// to the store's own state; writes a snapshot when
     /// [`compact_every`](Self::compact_every) changes have piled up since the
     /// last. When this returns `Ok`, the changes are on disk. On an error
     /// before the log commit nothing was written; an error while compacting
@@ -239,16 +305,20 @@ impl Store {
         let records =
             changes.iter().map(postcard::to_stdvec).collect::<Result<Vec<_>, _>>().map_err(StoreError::Encode)?;
         let path = &self.path;
+        let mut head = self.head;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(path))?;
         {
             let mut insert =
-                tx.prepare_cached("INSERT INTO changes (seq, change) VALUES (?1, ?2)").map_err(sql(path))?;
-            for (seq, record) in (self.next_seq..).zip(&records) {
-                insert.execute(params![seq, record]).map_err(sql(path))?;
+                tx.prepare_cached("INSERT INTO changes (seq, change, sum) VALUES (?1, ?2, ?3)").map_err(sql(path))?;
+            for record in &records {
+                let seq = head.seq + 1;
+                head = Head { seq, sum: change_sum(seq, &head.sum, record) };
+                insert.execute(params![seq, record, head.sum.as_slice()]).map_err(sql(path))?;
             }
         }
+        schema::set_head(&tx, path, &head)?;
         tx.commit().map_err(sql(path))?;
-        self.next_seq += records.len() as i64;
+        self.head = head;
         self.log_len += records.len() as u64;
         for change in changes {
             self.state.apply(change);
@@ -265,25 +335,28 @@ impl Store {
         self.write_snapshot(false)
     }
 
-    /// A snapshot of the loaded state, the log it covers deleted and, with
-    /// `set_format`, this format in `meta`: one transaction.
-    fn write_snapshot(&mut self, set_format: bool) -> Result<(), StoreError> {
+    /// A snapshot of the loaded state with its sum, the log it covers
+    /// deleted and the snapshot as the head; with `migrate`, first this
+    /// format's tables in place of an older format's: one transaction.
+    fn write_snapshot(&mut self, migrate: bool) -> Result<(), StoreError> {
         let state = postcard::to_stdvec(&self.state).map_err(StoreError::Encode)?;
-        let upto = self.next_seq - 1;
+        let upto = self.head.seq;
+        let head = Head { seq: upto, sum: snapshot_sum(upto, &state) };
         let path = &self.path;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(path))?;
+        if migrate {
+            schema::recreate_record_tables(&tx, path)?;
+        }
         tx.execute(
-            "INSERT INTO snapshot (id, upto, state) VALUES (1, ?1, ?2) \
-             ON CONFLICT (id) DO UPDATE SET upto = excluded.upto, state = excluded.state",
-            params![upto, state],
+            "INSERT INTO snapshot (id, upto, state, sum) VALUES (1, ?1, ?2, ?3) \
+             ON CONFLICT (id) DO UPDATE SET upto = excluded.upto, state = excluded.state, sum = excluded.sum",
+            params![upto, state, head.sum.as_slice()],
         )
         .map_err(sql(path))?;
         tx.execute("DELETE FROM changes WHERE seq <= ?1", params![upto]).map_err(sql(path))?;
-        if set_format {
-            tx.execute("UPDATE meta SET value = ?1 WHERE key = 'format'", params![FORMAT_VERSION])
-                .map_err(sql(path))?;
-        }
+        schema::set_head(&tx, path, &head)?;
         tx.commit().map_err(sql(path))?;
+        self.head = head;
         self.log_len = 0;
         Ok(())
     }
@@ -316,6 +389,12 @@ impl Store {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// The data directory's lock, held as long as the store lives.
+    #[must_use]
+    pub fn lock(&self) -> &DirLock {
+        &self.lock
+    }
 }
 
 /// The loop commits each turn's changes here: [`Store::commit`] (an empty
@@ -326,91 +405,4 @@ impl Durable<[Change]> for Store {
     fn commit(&mut self, changes: &[Change]) -> Result<(), StoreError> {
         Store::commit(self, changes)
     }
-}
-
-/// Creates the tables of a new store, or checks an existing one is a confab
-/// store of this format or one it migrates from. Returns the store's format.
-fn check_schema(conn: &Connection, path: &Path, create: bool) -> Result<u32, StoreError> {
-    let has_meta: bool = conn
-        .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'", [], |r| r.get(0))
-        .map_err(sql(path))?;
-    if !has_meta {
-        let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0)).map_err(sql(path))?;
-        if tables > 0 || !create {
-            return Err(StoreError::NotAStore { path: path.to_owned() });
-        }
-        conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE;
-             CREATE TABLE meta (key TEXT PRIMARY KEY, value ANY NOT NULL) STRICT;
-             CREATE TABLE snapshot (id INTEGER PRIMARY KEY CHECK (id = 1), upto INTEGER NOT NULL,
-                                    state BLOB NOT NULL) STRICT;
-             CREATE TABLE changes (seq INTEGER PRIMARY KEY, change BLOB NOT NULL) STRICT;
-             INSERT INTO meta (key, value) VALUES ('application', '{APPLICATION}'), ('format', {FORMAT_VERSION});
-             COMMIT;"
-        ))
-        .map_err(sql(path))?;
-        return Ok(FORMAT_VERSION);
-    }
-    let meta = |key: &str| -> Result<Option<rusqlite::types::Value>, StoreError> {
-        conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional().map_err(sql(path))
-    };
-    use rusqlite::types::Value;
-    if meta("application")? != Some(Value::Text(APPLICATION.into())) {
-        return Err(StoreError::NotAStore { path: path.to_owned() });
-    }
-    match meta("format")? {
-        Some(Value::Integer(v)) if (i64::from(OLDEST_MIGRATED_FORMAT)..=i64::from(FORMAT_VERSION)).contains(&v) => {
-            Ok(u32::try_from(v).unwrap_or(FORMAT_VERSION))
-        }
-        Some(Value::Integer(v)) => Err(StoreError::VersionMismatch {
-            path: path.to_owned(),
-            found: u32::try_from(v).unwrap_or(u32::MAX),
-            expected: FORMAT_VERSION,
-        }),
-        other => Err(StoreError::Corrupt {
-            path: path.to_owned(),
-            record: "meta format",
-            position: 0,
-            reason: format!("format is {other:?}, not an integer"),
-        }),
-    }
-}
-
-/// The snapshot, then every change after it: the state, the next sequence number, the log length.
-fn load(conn: &Connection, path: &Path, config: &ServerConfig, format: u32) -> Result<(State, i64, u64), StoreError> {
-    let corrupt = |record, position, e: postcard::Error| StoreError::Corrupt {
-        path: path.to_owned(),
-        record,
-        position,
-        reason: e.to_string(),
-    };
-    let snapshot: Option<(i64, Vec<u8>)> = conn
-        .query_row("SELECT upto, state FROM snapshot WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()
-        .map_err(sql(path))?;
-    let (mut state, upto) = match snapshot {
-        Some((upto, mut bytes)) => {
-            if format < 3 {
-                // The fields format 3 appended to `State`, empty (see `OLDEST_MIGRATED_FORMAT`).
-                bytes.extend(std::iter::repeat_n(0u8, FIELDS_ADDED_IN_3));
-            }
-            (postcard::from_bytes::<State>(&bytes).map_err(|e| corrupt("snapshot", upto, e))?, upto)
-        }
-        None => (State::new(config.room_history, config.dedup_window), 0),
-    };
-    // As `Server::restore` does: the caps come from the configuration.
-    state.set_caps(config.room_history, config.dedup_window);
-    let mut next_seq = upto + 1;
-    let mut log_len = 0;
-    let mut select = conn.prepare("SELECT seq, change FROM changes WHERE seq > ?1 ORDER BY seq").map_err(sql(path))?;
-    let mut rows = select.query(params![upto]).map_err(sql(path))?;
-    while let Some(row) = rows.next().map_err(sql(path))? {
-        let seq: i64 = row.get(0).map_err(sql(path))?;
-        let bytes: Vec<u8> = row.get(1).map_err(sql(path))?;
-        let change: Change = postcard::from_bytes(&bytes).map_err(|e| corrupt("change", seq, e))?;
-        state.apply(&change);
-        next_seq = seq + 1;
-        log_len += 1;
-    }
-    Ok((state, next_seq, log_len))
 }

@@ -193,3 +193,173 @@ fn cli_jwks_without_keys_or_store() {
     assert_eq!(stdout(&out).trim(), r#"{"keys":[]}"#);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no phantom signing keys"));
 }
+
+/// A `confab-server run` child, killed on drop.
+struct Served {
+    child: std::process::Child,
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Served {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, and waits for the exit.
+    fn stop(mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(std::time::Instant::now() < deadline, "no exit within 15 s of SIGTERM");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, and waits for the exit.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `confab-server run --data DATA --listen 127.0.0.1:0 EXTRA...`: `Ok` once it
+/// listens, `Err((exit code, stderr))` if it exits first.
+fn serve(data: &std::path::Path, extra: &[&str]) -> Result<Served, (Option<i32>, String)> {
+    use std::io::{BufRead as _, Read as _};
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_confab-server"))
+        .args(["run", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .args(extra)
+        .env_remove("CONFAB_DATA")
+        .env_remove("CONFAB_LISTEN")
+        .env_remove("CONFAB_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (mut pipe, sink) = (child.stderr.take().unwrap(), std::sync::Arc::clone(&stderr));
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0; 4096];
+        while let Ok(n @ 1..) = pipe.read(&mut buf) {
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(20))
+            && line.starts_with("confab-server listening")
+        {
+            return Ok(Served { child, stderr });
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            reader.join().unwrap();
+            let text = String::from_utf8_lossy(&stderr.lock().unwrap()).into_owned();
+            return Err((status.code(), text));
+        }
+        assert!(std::time::Instant::now() < deadline, "neither listening nor exited within 30 s");
+    }
+}
+
+fn log_of(served: &Served) -> String {
+    String::from_utf8_lossy(&served.stderr.lock().unwrap()).into_owned()
+}
+
+/// The lock file in a data directory.
+const LOCK_FILE: &str = "confab.lock";
+
+/// Item 4 of issue 12: a second server on a data directory in use does not
+/// start, and says which process holds it; a read-only admin command still
+/// reads the live store.
+#[test]
+fn cli_second_server_on_one_data_directory_is_refused() {
+    let dir = common::TempDir::new("cli-two-servers");
+    let first = serve(&dir.data(), &[]).unwrap_or_else(|(code, log)| panic!("first start failed ({code:?}): {log}"));
+    let Err((code, stderr)) = serve(&dir.data(), &[]) else {
+        panic!("a second server started on the same data directory")
+    };
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("pid {}", first.pid())), "names the holder's pid: {stderr}");
+    assert!(stderr.contains(&dir.data().display().to_string()), "names the directory: {stderr}");
+    assert!(stderr.contains("in use"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(dir.data().join(LOCK_FILE)).unwrap().trim(), first.pid().to_string());
+    // A read-only admin command takes no lock: it reads the live store.
+    let out = jwks(&dir.data(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    first.stop();
+    // Once the holder has stopped, the directory is free.
+    serve(&dir.data(), &[]).unwrap_or_else(|(code, log)| panic!("restart failed ({code:?}): {log}")).stop();
+}
+
+/// The lock dies with its process: the lock file a SIGKILLed server left
+/// behind (with its pid in it) does not block the next start.
+#[test]
+fn cli_lock_file_of_a_killed_server_does_not_block() {
+    let dir = common::TempDir::new("cli-stale-lock");
+    let first = serve(&dir.data(), &[]).unwrap_or_else(|(code, log)| panic!("first start failed ({code:?}): {log}"));
+    let dead = first.pid();
+    first.kill();
+    let lock = dir.data().join(LOCK_FILE);
+    assert_eq!(std::fs::read_to_string(&lock).unwrap().trim(), dead.to_string(), "the stale lock file stays");
+    let second =
+        serve(&dir.data(), &[]).unwrap_or_else(|(code, log)| panic!("blocked by a dead holder ({code:?}): {log}"));
+    assert_eq!(std::fs::read_to_string(&lock).unwrap().trim(), second.pid().to_string());
+    second.stop();
+}
+
+/// Item 5 of issue 12: a data directory that was used (it holds the
+/// server's pin, certificate and key) and lost its `confab.db`, or holds an
+/// empty one, is not a new one: the server refuses to start and says how to
+/// recover; `--init` starts it empty, with the same pin.
+#[test]
+fn cli_lost_database_is_refused_until_init() {
+    let dir = common::TempDir::new("cli-lost-db");
+    let db = dir.data().join(confab_server::store::DB_FILE);
+    let first = serve(&dir.data(), &[]).unwrap_or_else(|(code, log)| panic!("first start failed ({code:?}): {log}"));
+    first.stop();
+    let pin = std::fs::read_to_string(dir.data().join("server.pin")).unwrap();
+    for (damage, what) in [("deleted", "missing"), ("0-byte", "empty")] {
+        match damage {
+            "deleted" => std::fs::remove_file(&db).unwrap(),
+            _ => std::fs::write(&db, b"").unwrap(),
+        }
+        let Err((code, stderr)) = serve(&dir.data(), &[]) else { panic!("started on a {damage} confab.db") };
+        assert_eq!(code, Some(1), "{stderr}");
+        for needle in [&db.display().to_string(), what, "server.pin", "restore", "--init"] {
+            assert!(stderr.contains(needle), "{damage}: expected {needle:?} in: {stderr}");
+        }
+        assert_eq!(db.exists(), damage == "0-byte", "the refusal created nothing");
+    }
+    // The explicit first start: an empty store, the same identity.
+    let init = serve(&dir.data(), &["--init"]).unwrap_or_else(|(code, log)| panic!("--init failed ({code:?}): {log}"));
+    assert!(log_of(&init).contains("users=0"), "{}", log_of(&init));
+    init.stop();
+    assert_eq!(std::fs::read_to_string(dir.data().join("server.pin")).unwrap(), pin);
+    // From then on, a plain start.
+    serve(&dir.data(), &[]).unwrap_or_else(|(code, log)| panic!("restart failed ({code:?}): {log}")).stop();
+}
+
+/// The README's first start: no data directory, no flag.
+#[test]
+fn cli_first_start_in_a_new_directory_needs_no_flag() {
+    let dir = common::TempDir::new("cli-fresh");
+    let served = serve(&dir.data(), &[]).unwrap_or_else(|(code, log)| panic!("first start failed ({code:?}): {log}"));
+    served.stop();
+    assert!(dir.data().join(confab_server::store::DB_FILE).is_file());
+}

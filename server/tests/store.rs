@@ -6,11 +6,11 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 
-use common::{Net, TempDir, config, scenario};
+use common::{Net, TempDir, config, downgrade_to_format_3, scenario};
 use confab_proto::Server;
 use confab_proto::server::state::OidcLogin;
 use confab_proto::server::{Change, State};
-use confab_server::store::{DB_FILE, FORMAT_VERSION, Store, StoreError, ensure_data_dir};
+use confab_server::store::{DB_FILE, Damage, FORMAT_VERSION, Store, StoreError, ensure_data_dir};
 
 fn commit_all(store: &mut Store, turns: &[Vec<Change>]) {
     for turn in turns {
@@ -117,7 +117,9 @@ fn store_failed_commit_writes_nothing_of_its_turn() {
         before = sqlite(&dir).query_row("SELECT count(*) FROM changes", [], |r| r.get(0)).unwrap();
         // Another writer takes the sequence number of the turn's second change:
         // the second insert fails, the whole transaction rolls back.
-        sqlite(&dir).execute("INSERT INTO changes (seq, change) VALUES (?1, x'ff')", [before + 2]).unwrap();
+        sqlite(&dir)
+            .execute("INSERT INTO changes (seq, change, sum) VALUES (?1, x'ff', zeroblob(32))", [before + 2])
+            .unwrap();
         let err = store.commit(&net.turns[big]).unwrap_err();
         assert!(matches!(err, StoreError::Sqlite { .. }), "{err}");
         assert_eq!(store.state(), &applied(&net.turns[..big]), "the store's copy did not move either");
@@ -130,10 +132,12 @@ fn store_failed_commit_writes_nothing_of_its_turn() {
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(seqs, (1..=before).chain([before + 2]).collect::<Vec<_>>(), "nothing of the failed turn");
-    // The stranger's record is reported with its position...
+    // The stranger's record is reported, as the gap before it...
     match Store::open(&dir.data(), &config()) {
-        Err(StoreError::Corrupt { record: "change", position, .. }) => assert_eq!(position, before + 2),
-        other => panic!("expected a corrupt record, got {other:?}"),
+        Err(StoreError::Damaged { damage: Damage::Gap { from, to }, .. }) => {
+            assert_eq!((from, to), (before + 1, before + 1))
+        }
+        other => panic!("expected a gap, got {other:?}"),
     }
     // ...and without it the store holds exactly the committed turns.
     sqlite(&dir).execute("DELETE FROM changes WHERE seq = ?1", [before + 2]).unwrap();
@@ -186,8 +190,9 @@ fn store_refuses_a_directory_open_to_others() {
 const FIELDS_ADDED_IN_3: usize = 3;
 
 /// A format-2 store (a snapshot without the fields format 3 appended to
-/// `State`, and a log after it) is read as it is, and rewritten as format 3 by
-/// the server's open, never by a read-only admin command.
+/// `State`, and a log after it, without checksums) is read as it is, and
+/// rewritten in this format by the server's open, never by a read-only admin
+/// command.
 #[test]
 fn store_migrates_format_2() {
     let net = scenario();
@@ -199,6 +204,7 @@ fn store_migrates_format_2() {
         store.compact().unwrap();
         commit_all(&mut store, &net.turns[half..]);
     }
+    downgrade_to_format_3(&dir);
     let format = |dir: &TempDir| -> i64 {
         sqlite(dir).query_row("SELECT value FROM meta WHERE key = 'format'", [], |r| r.get(0)).unwrap()
     };
@@ -265,7 +271,8 @@ fn store_record_format_is_pinned() {
         hex(&Change::OidcSubjectBound { subject: [0; 32], username: "u".into() }),
         format!("16{}0175", "00".repeat(32))
     );
-    assert_eq!(FORMAT_VERSION, 3);
+    // Format 4 added the checksums and the head (`tests/damage.rs`), not a record encoding.
+    assert_eq!(FORMAT_VERSION, 4);
 }
 
 /// A state holding one entry in every map (so that no iteration order is

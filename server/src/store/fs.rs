@@ -114,3 +114,16 @@ pub(super) fn restrict(db: &Path) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Removes the `-wal`, `-shm` and `-journal` files beside a database that is
+/// missing or empty: SQLite would otherwise replay a lost database's pages
+/// into the new one.
+pub(super) fn remove_sidecars(db: &Path) -> io::Result<()> {
+    for file in database_files(db).into_iter().skip(1) {
+        match std::fs::remove_file(&file) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}

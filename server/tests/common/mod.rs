@@ -203,3 +203,18 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Turns a store of this build's format in `dir`'s data directory into the
+/// layout of format 3: no checksum columns, no head record (format 3 had
+/// neither; its records are encoded as today's).
+pub fn downgrade_to_format_3(dir: &TempDir) {
+    rusqlite::Connection::open(dir.data().join(confab_server::store::DB_FILE))
+        .unwrap()
+        .execute_batch(
+            "ALTER TABLE changes DROP COLUMN sum;
+             ALTER TABLE snapshot DROP COLUMN sum;
+             DELETE FROM meta WHERE key IN ('head_seq', 'head_sum');
+             UPDATE meta SET value = 3 WHERE key = 'format';",
+        )
+        .unwrap();
+}

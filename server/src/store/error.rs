@@ -1,0 +1,201 @@
+//! Why the store could not be opened, read or written.
+
+use std::path::{Path, PathBuf};
+
+/// What a refusal says to do about a damaged store.
+const RECOVER: &str = "nothing was changed: restore the data directory from a backup (with the server stopped); \
+                       or, to give up what the store held, move the file aside and start empty with \
+                       `confab-server run --init`";
+
+/// Why the store could not be opened, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file system operation failed.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done ("create the data directory", ...).
+        action: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another process holds the data directory's lock (see [`DirLock`](super::DirLock)).
+    #[error(
+        "data directory {} is in use by another confab-server ({holder}, lock file {}): stop that server \
+         first, or give this one another --data",
+        dir.display(),
+        lock_file.display()
+    )]
+    Locked {
+        /// The data directory.
+        dir: PathBuf,
+        /// Its lock file.
+        lock_file: PathBuf,
+        /// `pid N` as the holder wrote it, or why it is not known.
+        holder: String,
+    },
+    /// The data directory does not exist (read-only access never creates it).
+    #[error("no confab data directory at {}", .0.display())]
+    NoDataDir(PathBuf),
+    /// The data directory has no database (read-only access never creates it).
+    #[error("no confab database at {}: the server has never run with this data directory", .0.display())]
+    NoDatabase(PathBuf),
+    /// The database is missing or empty in a data directory that was used before.
+    #[error(
+        "{} is {what}, but the data directory {} was used before (it holds {evidence}): the server's store \
+         was lost, and starting empty would silently drop every account, room and queued message. Nothing was \
+         changed: restore confab.db from a backup (with no server running); or, to start over empty on purpose, \
+         run `confab-server run --init` (the certificate and its pin stay the same)",
+        path.display(),
+        path.parent().unwrap_or_else(|| Path::new(".")).display()
+    )]
+    DatabaseLost {
+        /// The database file.
+        path: PathBuf,
+        /// `missing` or `empty`.
+        what: &'static str,
+        /// The first-start files the directory holds.
+        evidence: String,
+    },
+    /// SQLite failed.
+    #[error("database {}: {source}", path.display())]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The file is an SQLite database, but not a confab store.
+    #[error("{} is not a confab store (no confab meta table): point --data at a confab data directory", path.display())]
+    NotAStore {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// The store was written in another record format.
+    #[error(
+        "{} has store format {found}, this confab-server reads format {expected}: run the confab-server \
+         version that wrote it",
+        path.display()
+    )]
+    VersionMismatch {
+        /// The database file.
+        path: PathBuf,
+        /// The format in the file.
+        found: u32,
+        /// [`FORMAT_VERSION`](super::FORMAT_VERSION).
+        expected: u32,
+    },
+    /// A record passed its checksum (or predates them) but does not decode.
+    #[error("corrupt {record} at sequence {position} in {}: {reason}; {RECOVER}", path.display())]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// `snapshot` or `change`.
+        record: &'static str,
+        /// The change's sequence number, or the last one the snapshot covers.
+        position: i64,
+        /// What the decoder said.
+        reason: String,
+    },
+    /// Records are missing or altered: the checks of the module docs failed.
+    #[error("the store {} is damaged: {damage}; {RECOVER}", path.display())]
+    Damaged {
+        /// The database file.
+        path: PathBuf,
+        /// What is wrong.
+        damage: Damage,
+    },
+    /// A change or the state could not be encoded.
+    #[error("cannot encode a store record: {0}")]
+    Encode(#[source] postcard::Error),
+}
+
+/// What the load-time checks found wrong with a store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Damage {
+    /// The snapshot's bytes do not match its checksum.
+    #[error("the snapshot (covering changes up to {upto}) does not match its checksum: its bytes were altered")]
+    SnapshotAltered {
+        /// The last change it covers.
+        upto: i64,
+    },
+    /// There is no snapshot, but the log does not start at change 1, or a
+    /// head was committed with no record left to reach it.
+    #[error(
+        "the snapshot is missing (the last committed change is {committed}, {}): the accounts, rooms and \
+         messages it held were deleted",
+        log_start(*first)
+    )]
+    SnapshotMissing {
+        /// The first change in the log (0: none).
+        first: i64,
+        /// The last change recorded as committed.
+        committed: i64,
+    },
+    /// A change's bytes do not match its checksum, or it does not chain to the record before it.
+    #[error(
+        "change {seq} does not match its checksum: its bytes were altered, or it does not follow the record \
+         before it"
+    )]
+    ChangeAltered {
+        /// Its sequence number.
+        seq: i64,
+    },
+    /// Changes `from..=to` are missing from the middle of the log.
+    #[error("{}: acknowledged changes were deleted", missing(*from, *to))]
+    Gap {
+        /// The first missing change.
+        from: i64,
+        /// The last missing change.
+        to: i64,
+    },
+    /// A change older than the snapshot is still in the log (compaction deletes those with the snapshot).
+    #[error("change {seq} is older than the snapshot, which covers changes up to {upto}: the snapshot was replaced")]
+    Stale {
+        /// Its sequence number.
+        seq: i64,
+        /// The last change the snapshot covers.
+        upto: i64,
+    },
+    /// The log ends before the last change recorded as committed.
+    #[error("the log ends at change {last}, but change {committed} was committed: the newest changes were deleted")]
+    Truncated {
+        /// The last change in the log (or the snapshot's last).
+        last: i64,
+        /// The last change recorded as committed.
+        committed: i64,
+    },
+    /// The log goes on past, or ends on another record than, the head recorded as committed.
+    #[error(
+        "the log ends at change {last}, but the last committed change is {committed} with another checksum: \
+         records were added, replaced or rolled back"
+    )]
+    HeadMismatch {
+        /// The last change in the log (or the snapshot's last).
+        last: i64,
+        /// The last change recorded as committed.
+        committed: i64,
+    },
+    /// `meta` has no (or an unusable) record of the last committed change.
+    #[error("meta has no usable record of the last committed change ({0})")]
+    NoHead(String),
+}
+
+fn log_start(first: i64) -> String {
+    if first == 0 { "the log is empty".to_owned() } else { format!("the log starts at change {first}") }
+}
+
+fn missing(from: i64, to: i64) -> String {
+    if from == to { format!("change {from} is missing") } else { format!("changes {from} to {to} are missing") }
+}
+
+pub(super) fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    move |source| StoreError::Sqlite { path: path.to_owned(), source }
+}
+
+pub(super) fn damaged(path: &Path, damage: Damage) -> StoreError {
+    StoreError::Damaged { path: path.to_owned(), damage }
+}
