@@ -21,7 +21,7 @@ use super::refusal::{Flow, Refusal, Reply};
 use super::session::LoginStep;
 use super::state::{Change, Rotation, SecretHash, State, TokenRecord, User};
 use super::work::HashTask;
-use super::{DuplicateLogin, Server, ServerConfig, ServerLog, SessionId, valid_name};
+use super::{DuplicateLogin, NAME_RULE, Server, ServerConfig, ServerLog, SessionId, valid_name};
 use crate::Now;
 use crate::token::{self, TokenKind};
 use crate::wire::{
@@ -42,7 +42,7 @@ pub(super) fn check_registration(
     b: &Register,
 ) -> Result<(), Refusal> {
     if !valid_name(&b.username) {
-        return Err(Refusal::BadRequest("username must be 3-32 characters of a-z 0-9 _ . -".into()));
+        return Err(Refusal::BadRequest(format!("username must be {NAME_RULE}")));
     }
     if b.password.len() < config.min_password_len {
         return Err(Refusal::BadRequest(format!("password must be at least {} bytes", config.min_password_len)));

@@ -488,8 +488,14 @@ impl Server {
     }
 }
 
-/// The 3-32 characters of `a-z 0-9 _ . -` rule for usernames and room names.
+/// The rule for usernames, room names and code audiences, as told to peers.
+pub(crate) const NAME_RULE: &str = "3-32 characters of a-z 0-9 _ . -, starting with a letter or a digit";
+
+/// Whether `name` follows [`NAME_RULE`]. The first character is a letter or a
+/// digit so that no name is made of punctuation only (`...`), looks like a
+/// relative path (`.`, `..`) or an option (`-x`).
 pub(crate) fn valid_name(name: &str) -> bool {
     (3..=32).contains(&name.len())
+        && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'))
 }

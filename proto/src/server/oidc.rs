@@ -36,7 +36,7 @@ use super::desk::Desk;
 use super::outbox::{Journal, Outbox};
 use super::refusal::Refusal;
 use super::state::{Change, OidcLogin, SecretHash, User};
-use super::{Server, ServerConfig, ServerLog, SessionId, valid_name};
+use super::{NAME_RULE, Server, ServerConfig, ServerLog, SessionId, valid_name};
 use crate::Now;
 use crate::jwt::{
     self, FetchRequest, JwkError, JwkSet, JwksUpdate, JwtError, JwtValidator, Validation, ValidatorConfig,
@@ -143,9 +143,7 @@ fn oidc_account(
     let username = claims.username().unwrap_or_default().to_owned();
     if !valid_name(&username) {
         let shown: String = username.chars().take(40).collect();
-        return Err(Refusal::Forbidden(format!(
-            "OIDC user name {shown:?} is not a confab username (3-32 characters of a-z 0-9 _ . -)"
-        )));
+        return Err(Refusal::Forbidden(format!("OIDC user name {shown:?} is not a confab username ({NAME_RULE})")));
     }
     match state.user(&username) {
         Some(u) if !u.is_external() => {

@@ -19,7 +19,7 @@ use super::config::PhantomConfig;
 use super::outbox::Journal;
 use super::refusal::{Flow, Refusal, Reply};
 use super::state::{Change, State};
-use super::{ServerConfig, valid_name};
+use super::{NAME_RULE, ServerConfig, valid_name};
 use crate::Now;
 use crate::jwt::{self, MintRequest, SignError, SignerConfig, SigningKeys, VerifyCodeError};
 use crate::token;
@@ -198,7 +198,7 @@ impl Phantom {
             return Err(Refusal::NotImplemented("this server does not offer issue_code(100017)".into()));
         };
         if !valid_name(&b.audience) {
-            return Err(Refusal::BadRequest("audience must be 3-32 characters of a-z 0-9 _ . -".into()));
+            return Err(Refusal::BadRequest(format!("audience must be {NAME_RULE}")));
         }
         let ttl_ms = (c.ttl.as_millis() as u64).clamp(1, jwt::CODE_MAX_TTL_MS);
         let user_record = journal.state().user(user);

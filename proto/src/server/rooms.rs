@@ -13,7 +13,7 @@ use super::outbox::{Journal, Outbox};
 use super::presence::Presence;
 use super::refusal::{Flow, Refusal, Reply};
 use super::state::{Change, Room};
-use super::{ServerConfig, SessionId, valid_name};
+use super::{NAME_RULE, ServerConfig, SessionId, valid_name};
 use crate::Now;
 use crate::wire::{
     CreateRoom, Event, History, HistoryEntry, JoinRoom, Message, ResponseBody, RoomDescribed, RoomJoined, RoomMessage,
@@ -53,7 +53,7 @@ pub const MAX_DESCRIPTOR: usize = 64;
 
 pub(super) fn create(journal: &mut Journal, config: &ServerConfig, user: &str, b: CreateRoom) -> Flow {
     if !valid_name(&b.room) {
-        return Err(Refusal::BadRequest("room name must be 3-32 characters of a-z 0-9 _ . -".into()));
+        return Err(Refusal::BadRequest(format!("room name must be {NAME_RULE}")));
     }
     if !(MIN_VERIFIER..=config.max_verifier).contains(&b.verifier.len()) {
         let reason = format!("room verifier must be {MIN_VERIFIER}-{} bytes", config.max_verifier);

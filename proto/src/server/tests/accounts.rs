@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
-use super::{Harness, PASSWORD, config};
+use bytes::Bytes;
+
+use super::{Harness, PASSPHRASE, PASSWORD, config};
 use crate::server::{ServerConfig, SourceKey};
-use crate::wire::{Login, Refresh, status};
+use crate::wire::{Login, Refresh, Register, status};
 
 fn guess(user: &str) -> Login {
     Login { username: user.into(), password: "wrong guess".into() }
@@ -141,4 +143,27 @@ fn a_spent_refresh_token_is_remembered_for_the_life_of_its_login() {
     let id = h.send(s, Refresh { refresh_token: current });
     assert_eq!(h.code(s, id), status::UNAUTHORIZED, "the login survived the reuse of its first token");
     assert!(h.reason(s, id).contains("revoked"), "{}", h.reason(s, id));
+}
+
+#[test]
+fn a_name_must_start_with_a_letter_or_a_digit() {
+    let mut h = Harness::new(config());
+    // Punctuation only, a relative path, an option: refused with the rule in the reason.
+    for bad in ["...", "..x", "-rf", "_ab", ".", "ab", "Abc"] {
+        assert_eq!(h.register(bad), 400, "{bad:?} was accepted");
+    }
+    for good in ["abc", "0ab", "a..", "a-b_c.d"] {
+        assert_eq!(h.register(good), 201, "{good:?} was refused");
+    }
+    let s = h.connect();
+    let id = h.send(
+        s,
+        Register {
+            username: "...".into(),
+            password: PASSWORD.into(),
+            passphrase: PASSPHRASE.into(),
+            identity_key: Bytes::from_static(b"idkey"),
+        },
+    );
+    assert!(h.reason(s, id).contains("starting with a letter or a digit"), "{}", h.reason(s, id));
 }
