@@ -39,6 +39,8 @@ use confab_proto::ServerConfig;
 use confab_proto::jwt::JwkSet;
 use confab_proto::server::{CodeConfig, OidcConfig, PhantomConfig};
 
+use crate::runtime::LogLimits;
+
 use file::FileConfig;
 
 /// `data` when nothing sets it.
@@ -75,6 +77,8 @@ pub struct RunConfig {
     /// `oidc.jwks_file`, which the server reads again whenever the core asks
     /// for the JWK Set (a provider rotating its keys is followed without a restart).
     pub oidc_jwks_file: Option<PathBuf>,
+    /// How many log lines of each kind are written per interval (`[log]`).
+    pub log: LogLimits,
 }
 
 impl Default for RunConfig {
@@ -309,6 +313,12 @@ fn reason(e: &confab_proto::server::ConfigError) -> String {
 fn resolve(f: FileConfig, file: Option<PathBuf>) -> Result<RunConfig, ConfigError> {
     at_least("max_connections", f.max_connections, 1)?;
     at_least("compact_every", f.compact_every, 1)?;
+    at_least("log.interval_secs", f.log.interval_secs, 1)?;
+    let max_secs = ServerConfig::MAX_DURATION.as_secs();
+    if f.log.interval_secs > max_secs {
+        return Err(invalid("log.interval_secs", format!("{} is above the maximum {max_secs}", f.log.interval_secs)));
+    }
+    let log = LogLimits { burst: f.log.burst, interval: Duration::from_secs(f.log.interval_secs) };
     let cert = match (f.cert_chain, f.private_key) {
         (Some(chain), Some(key)) => Some((chain, key)),
         (None, None) => None,
@@ -371,5 +381,6 @@ fn resolve(f: FileConfig, file: Option<PathBuf>) -> Result<RunConfig, ConfigErro
         server,
         file,
         oidc_jwks_file,
+        log,
     })
 }

@@ -87,6 +87,7 @@ pub fn prepare(config: &RunConfig, init: Init) -> Result<Prepared, RunFailure> {
     node_config.tcp_limits.max_connections = config.max_connections;
     node_config.quic_limits.max_connections = config.max_connections;
     node_config.oidc_jwks_file.clone_from(&config.oidc_jwks_file);
+    node_config.log = config.log;
     let node = Node::bind(node_config, store, state).map_err(RunFailure::Bind)?;
     Ok(Prepared { node, pin })
 }

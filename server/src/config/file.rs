@@ -13,6 +13,7 @@ use confab_proto::wire::Limits;
 use serde::{Deserialize, Serialize};
 
 use super::{DEFAULT_DATA, DEFAULT_LISTEN};
+use crate::runtime::LogLimits;
 use crate::store::DEFAULT_COMPACT_EVERY;
 
 /// The whole file.
@@ -33,6 +34,7 @@ pub(super) struct FileConfig {
     pub codes: Option<CodesSection>,
     pub phantom: Option<PhantomSection>,
     pub oidc: Option<OidcSection>,
+    pub log: LogSection,
 }
 
 impl Default for FileConfig {
@@ -53,7 +55,23 @@ impl Default for FileConfig {
             codes: None,
             phantom: None,
             oidc: None,
+            log: LogSection::default(),
         }
+    }
+}
+
+/// `[log]`: how many lines of each kind the log takes (see `LogLimits`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct LogSection {
+    pub burst: u32,
+    pub interval_secs: u64,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        let l = LogLimits::default();
+        LogSection { burst: l.burst, interval_secs: l.interval.as_secs() }
     }
 }
 

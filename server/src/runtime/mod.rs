@@ -50,7 +50,8 @@ use mio::{Events, Poll, Token};
 use tracing::{debug, error, info, warn};
 
 use jwks::JwksFile;
-use log::log_event;
+use log::EventLog;
+pub use log::LogLimits;
 use workers::Workers;
 
 /// The one waker of the poll (mio allows one): off-thread transports, the
@@ -85,6 +86,8 @@ pub struct NodeConfig {
     /// manager) is followed within `jwks_refresh`; a provider publishes a new
     /// key well before signing with it.
     pub oidc_jwks_file: Option<PathBuf>,
+    /// How many log lines of each kind are written per interval.
+    pub log: LogLimits,
 }
 
 impl NodeConfig {
@@ -100,6 +103,7 @@ impl NodeConfig {
             quic_limits: QuicLimits::default(),
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4),
             oidc_jwks_file: None,
+            log: LogLimits::default(),
         }
     }
 }
@@ -188,6 +192,7 @@ pub struct Node {
     quic: Option<QuicServer>,
     hub: Hub,
     workers: Workers,
+    log: EventLog,
     stop: Arc<AtomicBool>,
     stop_waker: Arc<mio::Waker>,
     conns: HashMap<ConnId, Conn>,
@@ -270,6 +275,7 @@ impl Node {
             quic,
             hub,
             workers,
+            log: EventLog::new(config.log),
             stop: Arc::new(AtomicBool::new(false)),
             stop_waker,
             conns: HashMap::new(),
@@ -361,6 +367,7 @@ impl Node {
                 stopping = Some(t.instant + STOP_GRACE);
             }
             self.drain(t)?;
+            self.log.tick(t.instant);
             if let Some(deadline) = stopping
                 && (self.conns.is_empty() || t.instant >= deadline)
             {
@@ -387,7 +394,7 @@ impl Node {
         let tcp = self.tcp.as_ref().and_then(TcpServer::poll_timeout);
         // The core's validator says when it next wants the JWK Set (only asked for with a file to read).
         let jwks = self.jwks.as_ref().and_then(|_| self.core.jwks_deadline());
-        [self.core_deadline, tcp, jwks].into_iter().flatten().min()
+        [self.core_deadline, tcp, jwks, self.log.deadline()].into_iter().flatten().min()
     }
 
     fn net_event(&mut self, now: Now, event: NetEvent) {
@@ -486,7 +493,7 @@ impl Node {
                             self.close_conn(conn, transport);
                         }
                     }
-                    Action::Log(e) => log_event(&e),
+                    Action::Log(e) => self.log.event(now.instant, &e),
                 }
             }
             if quiet {
