@@ -242,6 +242,7 @@ fn toml_key(field: &'static str) -> &'static str {
         "refresh_retry_grace" => "server.refresh_retry_grace_secs",
         "token_grace" => "server.token_grace_secs",
         "login_window" => "server.login_window_secs",
+        "login_wait" => "server.login_wait_secs",
         "mp_retention" => "server.mp_retention_secs",
         "sweep_interval" => "server.sweep_interval_secs",
         "keepalive_interval" => "server.keepalive_interval_secs",

@@ -116,6 +116,12 @@ pub struct ServerConfig {
     pub max_deferred_bytes: usize,
     /// Password-hash jobs in flight on the whole server; more get 503.
     pub max_pending_jobs: usize,
+    /// The longest a password check may wait in the hash queue: at the
+    /// measured pace of the hash workers, a request that would wait longer
+    /// is answered 503 at once with the `retry_after_ms` at which it would
+    /// fit, instead of being answered after its client gave up. Keep it
+    /// below the clients' answer timeout (15 s for `confab`).
+    pub login_wait: Duration,
     /// Live sessions; more are refused at connect.
     pub max_sessions: usize,
     /// Third-party codes (`issue_code`, `verify_code`); `None` answers 501.
@@ -272,6 +278,7 @@ impl Default for ServerConfig {
             max_session_backlog: 8 << 20,
             max_deferred_bytes: 2 << 20,
             max_pending_jobs: 1024,
+            login_wait: Duration::from_secs(10),
             max_sessions: 10_000,
             codes: None,
             phantom: None,

@@ -3,11 +3,12 @@
 //! and the password-guess limits per account and per source.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+use super::pace::HashPace;
 use super::ratelimit::{Blocked, FailureWindow, Limiter};
 use super::refusal::Refusal;
 use super::state::State;
@@ -67,6 +68,8 @@ pub(crate) struct Desk {
     sources: Limiter<SourceKey>,
     jobs: BTreeMap<JobId, Pending>,
     next_job: u64,
+    /// How fast jobs come back under load.
+    pace: HashPace,
     /// Keys the fake salts and secrets of unknown users, so a probe always gets the same.
     dummy_key: [u8; 32],
 }
@@ -79,6 +82,7 @@ impl Desk {
             sources: Limiter::new(config.max_tracked_sources),
             jobs: BTreeMap::new(),
             next_job: 1,
+            pace: HashPace::default(),
             dummy_key,
         }
     }
@@ -105,9 +109,23 @@ impl Desk {
         Refusal::QueueFull(format!("this server has reached its limit of {} accounts", config.max_accounts))
     }
 
-    /// Refuses with 503 when `max_pending_jobs` jobs are out.
+    /// Refuses with 503 and an honest `retry_after_ms` when `max_pending_jobs` jobs are out,
+    /// or when, at the measured pace, a new job would not be answered within `login_wait`
+    /// (its requester would have given up: see [`HashPace`]).
     pub(crate) fn check_capacity(&self, config: &ServerConfig) -> Result<(), Refusal> {
-        if self.jobs.len() >= config.max_pending_jobs { Err(Refusal::busy()) } else { Ok(()) }
+        let out = self.jobs.len();
+        let Some(gap) = self.pace.gap() else {
+            // Pace unknown (no load seen yet): the hard bound only, retry in a second.
+            return if out >= config.max_pending_jobs { Err(Refusal::busy(Duration::from_secs(1))) } else { Ok(()) };
+        };
+        let wait = self.pace.wait(out).unwrap_or(Duration::MAX);
+        if out < config.max_pending_jobs && wait <= config.login_wait {
+            return Ok(());
+        }
+        // When enough jobs will have come back for a new one to fit both bounds.
+        let over_max = u32::try_from((out + 1).saturating_sub(config.max_pending_jobs)).unwrap_or(u32::MAX);
+        let drained = gap.saturating_mul(over_max).max(wait.saturating_sub(config.login_wait));
+        Err(Refusal::busy(drained.max(gap)))
     }
 
     /// Hands out a job id for `pending`.
@@ -118,9 +136,11 @@ impl Desk {
         id
     }
 
-    /// What to do with the result of job `id` (`None`: not ours, or already done).
-    pub(crate) fn finish(&mut self, id: JobId) -> Option<Pending> {
-        self.jobs.remove(&id)
+    /// What to do with the result of job `id`, back at `now` (`None`: not ours, or already done).
+    pub(crate) fn finish(&mut self, now: Instant, id: JobId) -> Option<Pending> {
+        let pending = self.jobs.remove(&id)?;
+        self.pace.finished(now, self.jobs.len());
+        Some(pending)
     }
 
     /// 429 with the retry time if the account, the source or the session (`failures`) is over
@@ -236,8 +256,9 @@ mod tests {
         };
         let id = desk.start(pending);
         assert_eq!(desk.check_capacity(&config).map_err(|r| r.code()), Err(503));
-        assert_eq!(desk.finish(id).map(|p| p.session()), Some(SessionId(4)));
-        assert!(desk.finish(id).is_none());
+        let t0 = Instant::now();
+        assert_eq!(desk.finish(t0, id).map(|p| p.session()), Some(SessionId(4)));
+        assert!(desk.finish(t0, id).is_none());
         assert!(desk.check_capacity(&config).is_ok());
     }
 

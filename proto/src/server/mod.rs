@@ -44,6 +44,7 @@ mod mp;
 mod oidc;
 mod outbox;
 mod output;
+mod pace;
 mod phantom;
 mod presence;
 mod ratelimit;
@@ -215,7 +216,7 @@ impl Server {
 
     /// A job handed out by [`Turn::take_jobs`] finished.
     pub fn handle_work(&mut self, now: Now, result: JobResult) {
-        let Some(pending) = self.desk.finish(result.id) else {
+        let Some(pending) = self.desk.finish(now.instant, result.id) else {
             return;
         };
         let session = pending.session();

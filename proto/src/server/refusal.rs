@@ -48,6 +48,14 @@ pub enum Refusal {
     /// 503: the server cannot take this now.
     #[error("{0}")]
     Unavailable(String),
+    /// 503: the password-hash queue is full; retry after the given time.
+    #[error("{reason}")]
+    Busy {
+        /// Why, with the wait in seconds.
+        reason: String,
+        /// When the queue will have room, in milliseconds (sent in the error body).
+        retry_after_ms: u64,
+    },
     /// 507: a bounded queue or table is full.
     #[error("{0}")]
     QueueFull(String),
@@ -72,7 +80,7 @@ impl Refusal {
             Refusal::RateLimited { .. } => status::RATE_LIMITED,
             Refusal::Internal(_) => status::INTERNAL,
             Refusal::NotImplemented(_) => status::NOT_IMPLEMENTED,
-            Refusal::Unavailable(_) => status::UNAVAILABLE,
+            Refusal::Unavailable(_) | Refusal::Busy { .. } => status::UNAVAILABLE,
             Refusal::QueueFull(_) => status::QUEUE_FULL,
             Refusal::UnsupportedVersion(_) => status::UNSUPPORTED_VERSION,
         }
@@ -82,7 +90,7 @@ impl Refusal {
     #[must_use]
     pub fn retry_after_ms(&self) -> u64 {
         match self {
-            Refusal::RateLimited { retry_after_ms, .. } => *retry_after_ms,
+            Refusal::RateLimited { retry_after_ms, .. } | Refusal::Busy { retry_after_ms, .. } => *retry_after_ms,
             _ => 0,
         }
     }
@@ -92,6 +100,7 @@ impl Refusal {
     pub fn reason(&self) -> &str {
         match self {
             Refusal::RateLimited { reason, .. }
+            | Refusal::Busy { reason, .. }
             | Refusal::BadRequest(reason)
             | Refusal::Unauthorized(reason)
             | Refusal::Forbidden(reason)
@@ -118,9 +127,11 @@ impl Refusal {
         }
     }
 
-    /// "server busy", when the password-hash jobs in flight are at their limit.
-    pub(crate) fn busy() -> Refusal {
-        Refusal::Unavailable("server busy: try again shortly".into())
+    /// "server busy", when the password-hash queue is full: retry after `wait`.
+    pub(crate) fn busy(wait: std::time::Duration) -> Refusal {
+        let retry_after_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+        let seconds = retry_after_ms.div_ceil(1000);
+        Refusal::Busy { reason: format!("server busy checking passwords: retry in {seconds} s"), retry_after_ms }
     }
 }
 
@@ -180,6 +191,7 @@ mod tests {
             (Refusal::Internal("a".into()), 500),
             (Refusal::NotImplemented("a".into()), 501),
             (Refusal::Unavailable("a".into()), 503),
+            (Refusal::Busy { reason: "a".into(), retry_after_ms: 5 }, 503),
             (Refusal::QueueFull("a".into()), 507),
             (Refusal::UnsupportedVersion("a".into()), 505),
         ];
@@ -187,7 +199,8 @@ mod tests {
             assert_eq!(refusal.code(), code);
             assert_eq!(refusal.to_string(), "a");
             assert_eq!(refusal.reason(), "a");
-            assert_eq!(refusal.retry_after_ms(), if code == 429 { 5 } else { 0 });
+            let waits = matches!(refusal, Refusal::RateLimited { .. } | Refusal::Busy { .. });
+            assert_eq!(refusal.retry_after_ms(), if waits { 5 } else { 0 });
         }
     }
 

@@ -150,6 +150,7 @@ impl ServerConfig {
             ("refresh_retry_grace", self.refresh_retry_grace, Duration::ZERO),
             ("token_grace", self.token_grace, Duration::ZERO),
             ("login_window", self.login_window, one),
+            ("login_wait", self.login_wait, one),
             ("mp_retention", self.mp_retention, one),
             ("sweep_interval", self.sweep_interval, one),
             ("keepalive_interval", self.keepalive_interval, one),

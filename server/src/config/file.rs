@@ -116,6 +116,7 @@ pub(super) struct ServerSection {
     pub max_session_backlog: usize,
     pub max_deferred_bytes: usize,
     pub max_pending_jobs: usize,
+    pub login_wait_secs: u64,
     pub max_sessions: usize,
 }
 
@@ -160,6 +161,7 @@ impl From<&ServerConfig> for ServerSection {
             max_session_backlog: s.max_session_backlog,
             max_deferred_bytes: s.max_deferred_bytes,
             max_pending_jobs: s.max_pending_jobs,
+            login_wait_secs: s.login_wait.as_secs(),
             max_sessions: s.max_sessions,
         }
     }
@@ -204,6 +206,7 @@ impl ServerSection {
             max_session_backlog: self.max_session_backlog,
             max_deferred_bytes: self.max_deferred_bytes,
             max_pending_jobs: self.max_pending_jobs,
+            login_wait: secs(self.login_wait_secs),
             max_sessions: self.max_sessions,
             codes: None,
             phantom: None,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{Harness, PASSPHRASE, PASSWORD, config};
+use super::{Harness, PASSPHRASE, PASSWORD, config, register_body};
 use crate::server::{ServerConfig, SourceKey};
 use crate::wire::{Login, Refresh, Register, status};
 
@@ -166,4 +166,50 @@ fn a_name_must_start_with_a_letter_or_a_digit() {
         },
     );
     assert!(h.reason(s, id).contains("starting with a letter or a digit"), "{}", h.reason(s, id));
+}
+
+/// Issue 12, item 7: 1,100 parallel logins queued 1,024 hash jobs, answered
+/// over 34 s, long after the clients' 15 s timeout, and the 503s said
+/// `retry_after_ms` 0. Now a password check that would wait longer than
+/// `login_wait` at the measured pace is refused at once, with the wait
+/// after which it would fit.
+#[test]
+fn the_hash_queue_holds_what_is_answered_within_login_wait() {
+    let mut h = Harness::new(ServerConfig { login_wait: Duration::from_secs(10), ..config() });
+    h.hold = true;
+    let sessions: Vec<_> = (0..500).map(|_| h.connect()).collect();
+    for (n, &s) in sessions.iter().enumerate() {
+        let id = h.send(s, register_body(&format!("user{n:03}")));
+        assert!(h.received_nothing(s, id), "no pace measured yet: only max_pending_jobs bounds the queue");
+    }
+    assert_eq!(h.held.len(), 500);
+    // The workers answer one job every 30 ms.
+    let mut run_one = |h: &mut Harness| {
+        let job = h.held.remove(0);
+        let result = job.run();
+        h.advance(Duration::from_millis(30));
+        h.server.handle_work(h.now, result);
+        h.pump();
+    };
+    for _ in 0..100 {
+        run_one(&mut h);
+    }
+    // 400 out at 30 ms each: a new one would be answered in 12 s, after 10 s.
+    let late = h.connect();
+    let id = h.send(late, register_body("late"));
+    assert_eq!(h.code(late, id), status::UNAVAILABLE);
+    let wait = h.response(late, id);
+    let crate::wire::ResponseBody::Error(body) = &wait.body else { panic!("{wait:?}") };
+    assert!((1_900..=2_200).contains(&body.retry_after_ms), "retry after {} ms, ~2.03 s", body.retry_after_ms);
+    assert!(body.reason.contains("retry in 3 s"), "{}", body.reason);
+    // Once that much has drained, it fits.
+    for _ in 0..80 {
+        run_one(&mut h);
+    }
+    let id = h.send(late, register_body("late"));
+    assert!(h.received_nothing(late, id), "accepted into the queue");
+    while !h.held.is_empty() {
+        run_one(&mut h);
+    }
+    assert_eq!(h.code(late, id), status::CREATED);
 }

@@ -150,19 +150,21 @@ impl Harness {
         }
     }
 
+    /// Whether `request_id` on `session` has had no answer yet.
+    pub(super) fn received_nothing(&self, session: SessionId, request_id: u32) -> bool {
+        !self
+            .received
+            .get(&session)
+            .into_iter()
+            .flatten()
+            .any(|m| matches!(m, Message::Response(r) if r.request_id == request_id))
+    }
+
     /// Registers `user` on a fresh session (jobs run at once).
     pub(super) fn register(&mut self, user: &str) -> u16 {
         let hold = std::mem::replace(&mut self.hold, false);
         let s = self.connect();
-        let id = self.send(
-            s,
-            Register {
-                username: user.into(),
-                password: PASSWORD.into(),
-                passphrase: PASSPHRASE.into(),
-                identity_key: Bytes::from(format!("idkey-{user}")),
-            },
-        );
+        let id = self.send(s, register_body(user));
         self.hold = hold;
         self.code(s, id)
     }
@@ -178,5 +180,15 @@ impl Harness {
             ResponseBody::Tokens(t) => (s, t),
             other => panic!("login of {user} failed: {other:?}"),
         }
+    }
+}
+
+/// A registration of `user` with the fixture password, passphrase and key.
+pub(super) fn register_body(user: &str) -> Register {
+    Register {
+        username: user.into(),
+        password: PASSWORD.into(),
+        passphrase: PASSPHRASE.into(),
+        identity_key: Bytes::from(format!("idkey-{user}")),
     }
 }

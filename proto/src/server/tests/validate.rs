@@ -48,12 +48,13 @@ fn the_defaults_and_every_test_preset_are_valid() {
 fn every_duration_is_bounded_by_max_duration() {
     // Each field at its maximum (with what it must stay below raised), then just above MAX_DURATION.
     type Set = fn(&mut ServerConfig, Duration);
-    let fields: [(&str, Set, Duration); 9] = [
+    let fields: [(&str, Set, Duration); 10] = [
         ("access_ttl", |c, d| (c.access_ttl, c.refresh_ttl) = (d, MAX), MAX),
         ("refresh_ttl", |c, d| c.refresh_ttl = d, MAX),
         ("refresh_retry_grace", |c, d| c.refresh_retry_grace = d, MAX),
         ("token_grace", |c, d| c.token_grace = d, MAX),
         ("login_window", |c, d| c.login_window = d, MAX),
+        ("login_wait", |c, d| c.login_wait = d, MAX),
         ("mp_retention", |c, d| c.mp_retention = d, MAX),
         ("sweep_interval", |c, d| c.sweep_interval = d, MAX),
         ("keepalive_interval", |c, d| (c.keepalive_interval, c.idle_timeout) = (d, MAX), MAX - NS),
@@ -168,6 +169,7 @@ fn a_server_at_every_maximum_duration_runs() {
         refresh_retry_grace: MAX,
         token_grace: MAX,
         login_window: MAX,
+        login_wait: MAX,
         mp_retention: MAX,
         sweep_interval: MAX,
         keepalive_interval: MAX - NS,
