@@ -184,7 +184,7 @@ fn the_hash_queue_holds_what_is_answered_within_login_wait() {
     }
     assert_eq!(h.held.len(), 500);
     // The workers answer one job every 30 ms.
-    let mut run_one = |h: &mut Harness| {
+    let run_one = |h: &mut Harness| {
         let job = h.held.remove(0);
         let result = job.run();
         h.advance(Duration::from_millis(30));
