@@ -91,6 +91,16 @@ pub enum CliError {
     /// `login` on a device that holds no identity key for the user.
     #[error("no identity key for {0} on this device")]
     NoIdentity(String),
+    /// `login`/`register` of a user in a profile that belongs to another.
+    #[error("the profile at {} belongs to {owner}: refusing to log in as {user} there (it would replace {owner}'s keys and sessions)", .dir.display())]
+    OtherUser {
+        /// Whose profile it is.
+        owner: String,
+        /// Who tried to log in.
+        user: String,
+        /// The profile directory.
+        dir: PathBuf,
+    },
     /// The password does not open the stored identity key.
     #[error("wrong password: it does not open the identity key stored on this device")]
     WrongPassword,
@@ -155,6 +165,9 @@ impl CliError {
                 )
             }
             CliError::WrongPassword => "check CONFAB_PASSWORD, or type the password again".into(),
+            CliError::OtherUser { user, .. } => format!(
+                "one profile per user: give {user} another directory (CONFAB_PROFILE or --profile), or unset both to use the default one per user"
+            ),
             CliError::Refused { code: 401, .. } => "check the credentials, or log in again".into(),
             CliError::Refused { code: 404, .. } => "check the name".into(),
             CliError::Refused { code: 409, .. } => "it already exists or was already done".into(),
@@ -191,7 +204,9 @@ impl CliError {
                 exit::AUTH
             }
             CliError::Refused { code: 401, .. } => exit::AUTH,
-            CliError::Refused { .. } | CliError::Local(_) | CliError::Key(_) => exit::REFUSED,
+            CliError::Refused { .. } | CliError::Local(_) | CliError::Key(_) | CliError::OtherUser { .. } => {
+                exit::REFUSED
+            }
             CliError::NoAnswer(_) | CliError::Session(_) => exit::NETWORK,
             CliError::Profile(_) | CliError::Secret(_) => exit::LOCAL,
         }

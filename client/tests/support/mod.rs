@@ -131,7 +131,18 @@ impl World {
         if let Some(p) = room_password {
             map.insert(Secret::RoomPassword, p.to_owned());
         }
-        let mut secrets = Fixed(map);
+        self.run_secrets(connector, user, map, command)
+    }
+
+    /// [`World::run_via`] with these secrets (a wrong passphrase, ...).
+    pub fn run_secrets(
+        &self,
+        connector: &mut dyn Connector,
+        user: Option<&str>,
+        secrets: HashMap<Secret, String>,
+        command: impl FnOnce(&mut Env<'_>, &mut Output<'_>) -> Result<(), confab_client::commands::CliError>,
+    ) -> (u8, Vec<serde_json::Value>) {
+        let mut secrets = Fixed(secrets);
         let fixture = match user {
             Some("bob") => fixtures::BOB_PKCS8,
             Some("alice") => fixtures::ALICE_PKCS8,
