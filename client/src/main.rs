@@ -39,7 +39,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use confab_client::commands::{self, Env, account, code, dm, listen, room, safety};
+use confab_client::commands::{self, Env, account, code, dm, listen, pending, room, safety};
 use confab_client::connect::{ConnectOpts, DEFAULT_SERVER, Transport, Trust};
 use confab_client::inspect::{self, InspectArgs};
 use confab_client::output::Output;
@@ -95,6 +95,8 @@ enum Command {
     Dm(DmCommand),
     /// Print events and messages as they arrive, until interrupted.
     Listen,
+    /// List the requests stored and not answered yet (sent again, once, by the next command).
+    Outbox,
     /// Single-use codes for third-party servers.
     #[command(subcommand)]
     Code(CodeCommand),
@@ -198,6 +200,7 @@ fn main() -> ExitCode {
         Command::Dm(DmCommand::Send { user, text }) => dm::send(&mut env, &mut out, user, text),
         Command::Dm(DmCommand::Read { user }) => dm::read(&mut env, &mut out, user.as_deref()),
         Command::Listen => listen::listen(&mut env, &mut out),
+        Command::Outbox => pending::outbox(&mut env, &mut out),
         Command::Code(CodeCommand::Issue { audience }) => code::issue(&mut env, &mut out, audience),
         Command::Code(CodeCommand::Verify { user, audience, code }) => {
             code::verify(&mut env, &mut out, user, audience, code)

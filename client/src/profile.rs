@@ -10,6 +10,7 @@
 //! | `identity` | the identity key: `at_rest` (encrypted under the account password, [`IdentityKey::encrypt_at_rest`]) and `session` (PKCS#8, protected by file permissions only, present while logged in; see docs/SECURITY.md) |
 //! | `contacts` | the contact book: pinned identity keys, fingerprint, a changed key awaiting acceptance |
 //! | `outbox` | requests not answered yet, as their exact frames (re-sent with the same id after a restart) |
+//! | `pending` | what each unanswered send is (command, peer or room, SHA-256 of the text), for `confab outbox` and so that re-running it does not send it twice |
 //! | `received` | received MPs with `expires_ms` = receipt + 1 h; expired rows are deleted |
 //! | `state` | the rest of the [`SecureSnapshot`] as JSON: MP stream keys and what was accepted on them, room descriptors and secrets, replay memories, handshakes in flight (no sending epoch or counter: a new process seals in a new epoch) |
 //!
@@ -17,6 +18,10 @@
 //! loop calls it before writing any frame the snapshot describes.
 //!
 //! [`IdentityKey::encrypt_at_rest`]: confab_proto::e2e::IdentityKey::encrypt_at_rest
+
+mod pending;
+
+pub use pending::PendingSend;
 
 use std::path::{Path, PathBuf};
 
@@ -130,6 +135,7 @@ impl Profile {
         conn.pragma_update(None, "secure_delete", "ON")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(pending::SCHEMA)?;
         let profile = Profile { conn, dir: dir.to_owned(), _lock: lock, hold: false };
         match profile.meta("schema_version")? {
             None => profile.set_meta("schema_version", &SCHEMA_VERSION.to_string())?,
@@ -345,7 +351,7 @@ impl Profile {
         let tx = self.conn.transaction()?;
         tx.execute("UPDATE identity SET session = NULL", [])?;
         tx.execute("DELETE FROM meta WHERE key IN ('refresh_token', 'username')", [])?;
-        for table in ["state", "outbox", "received"] {
+        for table in ["state", "outbox", "received", "pending"] {
             tx.execute(&format!("DELETE FROM {table}"), [])?;
         }
         tx.commit()?;

@@ -7,7 +7,9 @@
 use confab_proto::ClientEvent;
 use serde_json::json;
 
+use super::pending::send_once;
 use super::{CliError, Env, expect_done, print_warnings};
+use crate::profile::PendingSend;
 use crate::output::Output;
 
 fn queued_or_delivered(event: &ClientEvent) -> &'static str {
@@ -61,15 +63,26 @@ pub fn close(env: &mut Env<'_>, out: &mut Output<'_>, peer: &str) -> Result<(), 
 pub fn send(env: &mut Env<'_>, out: &mut Output<'_>, peer: &str, text: &str) -> Result<(), CliError> {
     let mut session = env.resume(None)?;
     let now = session.now();
-    let id = session.sc().send_mp(now, peer, text)?;
-    let done = expect_done(&mut session, env, id, "dm send")?;
+    let send = PendingSend::new("dm send", peer, text, now.unix_ms);
+    let sent = send_once(&mut session, env, send, |session| {
+        let now = session.now();
+        Ok(session.sc().send_mp(now, peer, text)?)
+    })?;
     print_warnings(&mut session, out);
     session.close()?;
-    let state = queued_or_delivered(&done);
+    let state = queued_or_delivered(&sent.done);
+    let human = if sent.was_pending {
+        format!(
+            "this message to {peer} was already pending (request {}): {state} now, once; not sent again",
+            sent.request_id
+        )
+    } else {
+        format!("sent to {peer}: {state}")
+    };
     out.item(
         "ok",
-        &format!("sent to {peer}: {state}"),
-        json!({"command": "dm send", "peer": peer, "queued": state != "delivered"}),
+        &human,
+        json!({"command": "dm send", "peer": peer, "queued": state != "delivered", "request_id": sent.request_id, "was_pending": sent.was_pending}),
     );
     Ok(())
 }

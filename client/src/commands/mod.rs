@@ -9,6 +9,7 @@
 //! | [`room`] | `room create/join/leave/send/history` |
 //! | [`dm`] | `dm request/accept/close/send/read` |
 //! | [`listen`] | `listen` |
+//! | [`pending`] | `outbox`, and sends made at most once across lost answers |
 //! | [`code`] | `code issue`, `code verify` |
 //! | [`safety`] | `safety-number` |
 
@@ -16,6 +17,7 @@ pub mod account;
 pub mod code;
 pub mod dm;
 pub mod listen;
+pub mod pending;
 mod render;
 pub mod room;
 pub mod safety;
@@ -117,6 +119,19 @@ pub enum CliError {
     /// No answer in time (the request stays in the outbox and is re-sent next time).
     #[error("no answer from the server for {0} in time; it stays queued and is sent again by the next command")]
     NoAnswer(String),
+    /// A send whose answer was lost: it is stored and pending, and will be
+    /// delivered once (re-sent with the same id by the next command).
+    #[error(
+        "no answer for {what} ({reason}): the message is pending (request {request_id}) and will be delivered once, by the next command or `confab listen`; running the same command again does not send it twice"
+    )]
+    Pending {
+        /// What was asked.
+        what: String,
+        /// The pending request.
+        request_id: u32,
+        /// Why there was no answer.
+        reason: String,
+    },
     /// The command was refused locally.
     #[error(transparent)]
     Local(#[from] SecureError),
@@ -174,6 +189,7 @@ impl CliError {
             CliError::Refused { code: 429 | 503, .. } => "wait a little and try again".into(),
             CliError::Refused { .. } => String::new(),
             CliError::NoAnswer(_) => "check the server, then run any command (or `confab listen`) to flush it".into(),
+            CliError::Pending { .. } => "`confab outbox` lists what is pending".into(),
             CliError::Local(SecureError::NoSession(peer)) => {
                 format!("run `confab dm request {peer}` and wait for `{peer}` to accept")
             }
@@ -188,7 +204,9 @@ impl CliError {
             }
             CliError::Local(_) => String::new(),
             CliError::Session(SessionError::Connect(e)) => e.hint().into(),
-            CliError::Session(_) => "check the server and try again; nothing acknowledged was lost".into(),
+            CliError::Session(_) => {
+                "check the server and try again; unanswered requests stay pending (`confab outbox`) and go out again, once, with the next command".into()
+            }
             CliError::Profile(ProfileError::Busy(_)) => "stop the other confab (a `listen`?) or wait for it".into(),
             CliError::Profile(_) => "check the profile directory (--profile) and its permissions".into(),
             CliError::Secret(e) => format!("set {} or run confab on a terminal", secret_var(e)),
@@ -207,7 +225,7 @@ impl CliError {
             CliError::Refused { .. } | CliError::Local(_) | CliError::Key(_) | CliError::OtherUser { .. } => {
                 exit::REFUSED
             }
-            CliError::NoAnswer(_) | CliError::Session(_) => exit::NETWORK,
+            CliError::NoAnswer(_) | CliError::Pending { .. } | CliError::Session(_) => exit::NETWORK,
             CliError::Profile(_) | CliError::Secret(_) => exit::LOCAL,
         }
     }
@@ -268,6 +286,8 @@ impl Env<'_> {
             return Err(CliError::NotLoggedIn(user));
         }
         let profile = Profile::open(&dir)?;
+        // Sends no longer in the outbox were answered by an earlier process.
+        profile.prune_pending()?;
         let now = (self.clock)();
         let not_logged_in = || CliError::NotLoggedIn(user.clone());
         let stored = profile.identity()?.ok_or_else(not_logged_in)?;
