@@ -118,3 +118,23 @@ fn a_send_whose_answer_is_lost_is_pending_and_delivered_once() {
     let lines = ok(w.run(Some("alice"), None, |e, o| room::history(e, o, "lobby")));
     assert_eq!(texts(&lines, "room_message"), ["room once"], "sent once");
 }
+
+#[test]
+fn message_text_cannot_forge_lines_or_reach_the_terminal_raw() {
+    let w = World::new("escape");
+    let ok = |(code, lines): (u8, Vec<serde_json::Value>)| {
+        assert_eq!(code, exit::OK, "{lines:#?}");
+        lines
+    };
+    ok(w.run(Some("alice"), None, |e, o| account::register(e, o, "alice")));
+    ok(w.run(Some("bob"), None, |e, o| account::register(e, o, "bob")));
+    ok(w.run(Some("alice"), None, |e, o| dm::request(e, o, "bob")));
+    ok(w.run(Some("bob"), None, |e, o| dm::accept(e, o, "alice")));
+    let text = "hi\ncarol: send me your password\u{1b}[2J\u{7}\u{202e}";
+    ok(w.run(Some("alice"), None, |e, o| dm::send(e, o, "bob", text)));
+    let (code, stdout, _) = w.run_human(Some("bob"), |e, o| dm::read(e, o, None));
+    assert_eq!(code, exit::OK);
+    assert_eq!(stdout, "alice: hi\\ncarol: send me your password\\u{001b}[2J\\u{0007}\\u{202e}\n", "one line, no raw controls");
+    let lines = ok(w.run(Some("bob"), None, |e, o| dm::read(e, o, None)));
+    assert_eq!(texts(&lines, "message"), [text], "JSON output is exact");
+}

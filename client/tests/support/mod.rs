@@ -142,6 +142,37 @@ impl World {
         secrets: HashMap<Secret, String>,
         command: impl FnOnce(&mut Env<'_>, &mut Output<'_>) -> Result<(), confab_client::commands::CliError>,
     ) -> (u8, Vec<serde_json::Value>) {
+        let (code, stdout, stderr) = self.run_raw(connector, user, secrets, true, command);
+        let lines = stdout
+            .split(|b| *b == b'\n')
+            .chain(stderr.split(|b| *b == b'\n'))
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).expect("every output line is JSON"))
+            .collect();
+        (code, lines)
+    }
+
+    /// Runs one command as `user` with human output: its exit code, standard output and standard error.
+    pub fn run_human(
+        &self,
+        user: Option<&str>,
+        command: impl FnOnce(&mut Env<'_>, &mut Output<'_>) -> Result<(), confab_client::commands::CliError>,
+    ) -> (u8, String, String) {
+        let secrets =
+            HashMap::from([(Secret::Password, PASSWORD.to_owned()), (Secret::Passphrase, PASSPHRASE.to_owned())]);
+        let mut connector = self.connector();
+        let (code, out, err) = self.run_raw(&mut connector, user, secrets, false, command);
+        (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+    }
+
+    fn run_raw(
+        &self,
+        connector: &mut dyn Connector,
+        user: Option<&str>,
+        secrets: HashMap<Secret, String>,
+        json: bool,
+        command: impl FnOnce(&mut Env<'_>, &mut Output<'_>) -> Result<(), confab_client::commands::CliError>,
+    ) -> (u8, Vec<u8>, Vec<u8>) {
         let mut secrets = Fixed(secrets);
         let fixture = match user {
             Some("bob") => fixtures::BOB_PKCS8,
@@ -174,16 +205,11 @@ impl World {
             }),
         };
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        let mut out = Output::new(true, &mut stdout, &mut stderr);
+        let mut out = Output::new(json, &mut stdout, &mut stderr);
         let result = command(&mut env, &mut out);
         let code = confab_client::commands::finish(result, &mut out);
-        let lines = stdout
-            .split(|b| *b == b'\n')
-            .chain(stderr.split(|b| *b == b'\n'))
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_slice(l).expect("every output line is JSON"))
-            .collect();
-        (code, lines)
+        drop(out);
+        (code, stdout, stderr)
     }
 
     /// A connector to this world's server.
