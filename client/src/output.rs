@@ -53,6 +53,18 @@ impl<'a> Output<'a> {
         let _ = self.out.flush();
     }
 
+    /// One item shown as several human lines (each escaped on its own).
+    pub fn item_lines(&mut self, kind: &str, human: &[String], fields: Value) {
+        if self.json {
+            let _ = writeln!(self.out, "{}", with_kind(kind, fields));
+        } else {
+            for line in human {
+                let _ = writeln!(self.out, "{}", escape_controls(line));
+            }
+        }
+        let _ = self.out.flush();
+    }
+
     /// A warning, on standard error in human mode (standard output in JSON mode, as a `warning` line).
     pub fn warning(&mut self, human: &str, fields: Value) {
         if self.json {
