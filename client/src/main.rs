@@ -119,7 +119,7 @@ enum RoomCommand {
     Join { name: String },
     /// Leave a room.
     Leave { name: String },
-    /// Send a message to a room.
+    /// Send a message to a room (TEXT `-`: read it from standard input).
     Send { name: String, text: String },
     /// Print a room's retained history.
     History { name: String },
@@ -133,7 +133,7 @@ enum DmCommand {
     Accept { user: String },
     /// Close (or refuse) the conversation with USER.
     Close { user: String },
-    /// Send a private message.
+    /// Send a private message (TEXT `-`: read it from standard input).
     Send { user: String, text: String },
     /// Print the private messages received in the last hour (from USER, or everyone).
     Read { user: Option<String> },
@@ -156,8 +156,33 @@ fn os_seed() -> [u8; 32] {
     seed
 }
 
+/// Parses the arguments; a usage error is a JSON `error` line (exit 2) when
+/// `--json` is among them, clap's text otherwise (`--help` and `--version`
+/// print as usual).
+fn parse() -> Cli {
+    let err = match Cli::try_parse() {
+        Ok(cli) => return cli,
+        Err(err) => err,
+    };
+    let json = std::env::args_os().skip(1).take_while(|a| a != "--").any(|a| a == "--json");
+    if !json || !err.use_stderr() {
+        err.exit();
+    }
+    let message = err.kind().to_string();
+    let detail = err.render().to_string();
+    let detail = detail.lines().next().unwrap_or_default().trim_start_matches("error: ").to_owned();
+    let line = serde_json::json!({
+        "kind": "error",
+        "message": if detail.is_empty() { message } else { detail },
+        "hint": "run `confab --help` (or `confab COMMAND --help`) for the usage",
+        "exit_code": commands::exit::USAGE,
+    });
+    eprintln!("{line}");
+    std::process::exit(i32::from(commands::exit::USAGE));
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
     let (mut stdout, mut stderr) = (io::stdout().lock(), io::stderr().lock());
     if let Command::Inspect(args) = &cli.command {
         return ExitCode::from(inspect::run(args, &mut io::stdin().lock(), &mut stdout, &mut stderr));
@@ -192,12 +217,14 @@ fn main() -> ExitCode {
         Command::Room(RoomCommand::Create { name }) => room::create(&mut env, &mut out, name),
         Command::Room(RoomCommand::Join { name }) => room::join(&mut env, &mut out, name),
         Command::Room(RoomCommand::Leave { name }) => room::leave(&mut env, &mut out, name),
-        Command::Room(RoomCommand::Send { name, text }) => room::send(&mut env, &mut out, name, text),
+        Command::Room(RoomCommand::Send { name, text }) => commands::message_text(text, &mut io::stdin().lock())
+            .and_then(|text| room::send(&mut env, &mut out, name, &text)),
         Command::Room(RoomCommand::History { name }) => room::history(&mut env, &mut out, name),
         Command::Dm(DmCommand::Request { user }) => dm::request(&mut env, &mut out, user),
         Command::Dm(DmCommand::Accept { user }) => dm::accept(&mut env, &mut out, user),
         Command::Dm(DmCommand::Close { user }) => dm::close(&mut env, &mut out, user),
-        Command::Dm(DmCommand::Send { user, text }) => dm::send(&mut env, &mut out, user, text),
+        Command::Dm(DmCommand::Send { user, text }) => commands::message_text(text, &mut io::stdin().lock())
+            .and_then(|text| dm::send(&mut env, &mut out, user, &text)),
         Command::Dm(DmCommand::Read { user }) => dm::read(&mut env, &mut out, user.as_deref()),
         Command::Listen => listen::listen(&mut env, &mut out),
         Command::Outbox => pending::outbox(&mut env, &mut out),

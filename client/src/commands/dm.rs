@@ -61,6 +61,9 @@ pub fn close(env: &mut Env<'_>, out: &mut Output<'_>, peer: &str) -> Result<(), 
 
 /// `confab dm send USER TEXT`.
 pub fn send(env: &mut Env<'_>, out: &mut Output<'_>, peer: &str, text: &str) -> Result<(), CliError> {
+    if text.trim().is_empty() {
+        return Err(CliError::EmptyMessage);
+    }
     let mut session = env.resume(None)?;
     let now = session.now();
     let send = PendingSend::new("dm send", peer, text, now.unix_ms);

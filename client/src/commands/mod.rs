@@ -132,6 +132,12 @@ pub enum CliError {
         /// Why there was no answer.
         reason: String,
     },
+    /// A message without text (nothing, or only white space).
+    #[error("empty message: nothing to send")]
+    EmptyMessage,
+    /// The message text could not be read from standard input.
+    #[error("cannot read the message from standard input: {0}")]
+    Stdin(std::io::Error),
     /// The command was refused locally.
     #[error(transparent)]
     Local(#[from] SecureError),
@@ -190,6 +196,8 @@ impl CliError {
             CliError::Refused { .. } => String::new(),
             CliError::NoAnswer(_) => "check the server, then run any command (or `confab listen`) to flush it".into(),
             CliError::Pending { .. } => "`confab outbox` lists what is pending".into(),
+            CliError::EmptyMessage => "give the text as an argument, or `-` to read it from standard input".into(),
+            CliError::Stdin(_) => String::new(),
             CliError::Local(SecureError::NoSession(peer)) => {
                 format!("run `confab dm request {peer}` and wait for `{peer}` to accept")
             }
@@ -226,7 +234,8 @@ impl CliError {
                 exit::REFUSED
             }
             CliError::NoAnswer(_) | CliError::Pending { .. } | CliError::Session(_) => exit::NETWORK,
-            CliError::Profile(_) | CliError::Secret(_) => exit::LOCAL,
+            CliError::Profile(_) | CliError::Secret(_) | CliError::Stdin(_) => exit::LOCAL,
+            CliError::EmptyMessage => exit::USAGE,
         }
     }
 }
@@ -235,6 +244,29 @@ fn secret_var(e: &SecretError) -> &'static str {
     match e {
         SecretError::NoTerminal { secret, .. } | SecretError::Empty(secret) => secret.var(),
     }
+}
+
+/// The text of a message to send: `arg` itself, or standard input when it
+/// is `-` (one trailing newline dropped, as `echo` adds it). Empty text (or
+/// only white space) is refused: it would send nothing.
+pub fn message_text(arg: &str, stdin: &mut dyn std::io::Read) -> Result<String, CliError> {
+    let text = if arg == "-" {
+        let mut text = String::new();
+        stdin.read_to_string(&mut text).map_err(CliError::Stdin)?;
+        if text.ends_with('\n') {
+            text.pop();
+            if text.ends_with('\r') {
+                text.pop();
+            }
+        }
+        text
+    } else {
+        arg.to_owned()
+    };
+    if text.trim().is_empty() {
+        return Err(CliError::EmptyMessage);
+    }
+    Ok(text)
 }
 
 /// Runs a command's result to the output and returns the exit code.

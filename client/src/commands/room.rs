@@ -58,6 +58,9 @@ pub fn leave(env: &mut Env<'_>, out: &mut Output<'_>, room: &str) -> Result<(), 
 
 /// `confab room send NAME TEXT`.
 pub fn send(env: &mut Env<'_>, out: &mut Output<'_>, room: &str, text: &str) -> Result<(), CliError> {
+    if text.trim().is_empty() {
+        return Err(CliError::EmptyMessage);
+    }
     let mut session = env.resume(None)?;
     let now = session.now();
     let send = PendingSend::new("room send", room, text, now.unix_ms);
