@@ -13,7 +13,9 @@
 //! argument (`logout`, `room ...`, `dm ...`, `listen`, `code issue`,
 //! `safety-number`) use that user's profile, unless `--user USER` or
 //! `--profile DIR` says otherwise. After `login`, commands log in with the
-//! profile's refresh token: the password is not asked again.
+//! profile's refresh token: the password is not asked again. A profile
+//! belongs to one user: `login`/`register` of another user in it is
+//! refused, and a failed `login` leaves it as it was.
 //!
 //! # Output
 //!

@@ -92,7 +92,8 @@ impl<'a> Output<'a> {
 /// direction of the text around them (embeddings, overrides, isolates, and
 /// the implicit marks).
 fn is_unsafe(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    c.is_control()
+        || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// `text` with every character [`is_unsafe`] written as an escape: `\n`,
@@ -155,6 +156,9 @@ mod tests {
         let mut o = Output::new(false, &mut out, &mut err);
         o.warning("x\u{7}", json!({}));
         o.error("bad\nerror: forged", "a\u{1b}", 1);
-        assert_eq!(String::from_utf8(err).unwrap(), "warning: x\\u{0007}\nerror: bad\\nerror: forged\nhint: a\\u{001b}\n");
+        assert_eq!(
+            String::from_utf8(err).unwrap(),
+            "warning: x\\u{0007}\nerror: bad\\nerror: forged\nhint: a\\u{001b}\n"
+        );
     }
 }

@@ -134,7 +134,10 @@ fn message_text_cannot_forge_lines_or_reach_the_terminal_raw() {
     ok(w.run(Some("alice"), None, |e, o| dm::send(e, o, "bob", text)));
     let (code, stdout, _) = w.run_human(Some("bob"), |e, o| dm::read(e, o, None));
     assert_eq!(code, exit::OK);
-    assert_eq!(stdout, "alice: hi\\ncarol: send me your password\\u{001b}[2J\\u{0007}\\u{202e}\n", "one line, no raw controls");
+    assert_eq!(
+        stdout, "alice: hi\\ncarol: send me your password\\u{001b}[2J\\u{0007}\\u{202e}\n",
+        "one line, no raw controls"
+    );
     let lines = ok(w.run(Some("bob"), None, |e, o| dm::read(e, o, None)));
     assert_eq!(texts(&lines, "message"), [text], "JSON output is exact");
 }

@@ -64,7 +64,11 @@ fn message_text_comes_from_stdin_with_a_dash() {
 
 #[test]
 fn usage_errors_are_json_lines_with_json() {
-    for args in [&["--json", "dm", "sned", "bob"][..], &["dm", "send", "--json"][..], &["--json", "--transport", "carrier-pigeon", "listen"][..]] {
+    for args in [
+        &["--json", "dm", "sned", "bob"][..],
+        &["dm", "send", "--json"][..],
+        &["--json", "--transport", "carrier-pigeon", "listen"][..],
+    ] {
         let (code, stdout, stderr) = confab(args, b"");
         assert_eq!(code, 2, "{args:?}");
         assert!(stdout.is_empty());

@@ -9,8 +9,8 @@ use serde_json::json;
 
 use super::pending::send_once;
 use super::{CliError, Env, expect_done, print_warnings};
-use crate::profile::PendingSend;
 use crate::output::Output;
+use crate::profile::PendingSend;
 
 fn queued_or_delivered(event: &ClientEvent) -> &'static str {
     match event {

@@ -116,7 +116,10 @@ pub fn outbox(env: &mut Env<'_>, out: &mut Output<'_>) -> Result<(), CliError> {
         let send = sends.iter().find(|s| s.request_id == entry.request_id);
         let (command, target) = send.map_or((name, ""), |s| (s.command.as_str(), s.target.as_str()));
         let human = match send {
-            Some(s) => format!("request {}: {} {} (pending: sent again, once, by the next command)", entry.request_id, s.command, s.target),
+            Some(s) => format!(
+                "request {}: {} {} (pending: sent again, once, by the next command)",
+                entry.request_id, s.command, s.target
+            ),
             None => format!("request {}: {name} (pending: sent again, once, by the next command)", entry.request_id),
         };
         let fields = json!({

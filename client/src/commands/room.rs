@@ -9,8 +9,8 @@ use serde_json::json;
 
 use super::pending::send_once;
 use super::{CliError, Env, expect_done, print_events, print_warnings};
-use crate::profile::PendingSend;
 use crate::output::Output;
+use crate::profile::PendingSend;
 use crate::secrets::Secret;
 
 /// `confab room create NAME`.
@@ -76,7 +76,10 @@ pub fn send(env: &mut Env<'_>, out: &mut Output<'_>, room: &str, text: &str) -> 
     session.close()?;
     let number = seq.map(|s| format!(" (#{s})")).unwrap_or_default();
     let human = if sent.was_pending {
-        format!("this message to {room} was already pending (request {}): sent now{number}, once; not sent again", sent.request_id)
+        format!(
+            "this message to {room} was already pending (request {}): sent now{number}, once; not sent again",
+            sent.request_id
+        )
     } else {
         format!("sent to {room}{number}")
     };

@@ -34,8 +34,10 @@ pub fn safety_number(
     let digits = number.digits();
     let grouped: Vec<&str> =
         (0..digits.len()).step_by(5).filter_map(|i| digits.get(i..(i + 5).min(digits.len()))).collect();
-    let mut human =
-        vec![format!("safety number with {user}: {}", grouped.join(" ")), format!("{user}'s pinned key: {fingerprint}")];
+    let mut human = vec![
+        format!("safety number with {user}: {}", grouped.join(" ")),
+        format!("{user}'s pinned key: {fingerprint}"),
+    ];
     if blocked {
         human.push(format!(
             "WARNING: {user} presented a different key; it is not trusted (compare the new number out of band, then `confab safety-number {user} --accept-new-key`)"

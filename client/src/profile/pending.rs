@@ -64,8 +64,9 @@ impl Profile {
 
     /// The recorded sends, oldest first.
     pub fn pending(&self) -> Result<Vec<PendingSend>, ProfileError> {
-        let mut stmt =
-            self.conn.prepare("SELECT request_id, command, target, digest, made_ms FROM pending ORDER BY request_id")?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT request_id, command, target, digest, made_ms FROM pending ORDER BY request_id")?;
         let rows = stmt.query_map([], |r| {
             Ok(PendingSend {
                 request_id: r.get(0)?,
