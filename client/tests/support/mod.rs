@@ -205,10 +205,11 @@ impl World {
             }),
         };
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        let mut out = Output::new(json, &mut stdout, &mut stderr);
-        let result = command(&mut env, &mut out);
-        let code = confab_client::commands::finish(result, &mut out);
-        drop(out);
+        let code = {
+            let mut out = Output::new(json, &mut stdout, &mut stderr);
+            let result = command(&mut env, &mut out);
+            confab_client::commands::finish(result, &mut out)
+        };
         (code, stdout, stderr)
     }
 
