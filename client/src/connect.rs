@@ -96,6 +96,14 @@ pub enum ConnectError {
         /// Why.
         source: std::io::Error,
     },
+    /// The server presented a key other than the pinned one.
+    #[error("the key of {server} changed: {detail}")]
+    KeyChanged {
+        /// The address.
+        server: String,
+        /// What the TLS layer said (the presented and the pinned key).
+        detail: String,
+    },
     /// `--pin` is not a pin.
     #[error("bad --pin: {0}")]
     BadPin(String),
@@ -113,6 +121,9 @@ impl ConnectError {
             ConnectError::NoTrust => "copy the pin the server printed and pass --pin PIN",
             ConnectError::Ca { .. } => "check the --ca path",
             ConnectError::Io { .. } => "check that the server runs and listens on that address and transport",
+            ConnectError::KeyChanged { .. } => {
+                "the server presents another key than your pin: if its operator replaced the key (a new data directory or certificate), get the new pin from them (DATA/server.pin) and pass it with --pin or CONFAB_PIN; otherwise do not connect, someone may be in the middle"
+            }
             ConnectError::BadPin(_) => "copy the pin exactly as the server printed it (or from DATA/server.pin)",
             ConnectError::Tls(_) => "check the --ca file: it must hold the server's certificate or its CA, in PEM",
         }
@@ -165,11 +176,23 @@ pub fn check_address(server: &str) -> Result<(), ConnectError> {
 /// How long a connection (TCP + TLS handshake, or QUIC handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The error of a failed connection: a pin mismatch (the TLS verifier's
+/// "does not match the pinned key") is [`ConnectError::KeyChanged`], whose
+/// hint says how to re-pin; anything else is [`ConnectError::Io`].
+#[must_use]
+pub fn classify(server: &str, transport: Transport, source: std::io::Error) -> ConnectError {
+    let text = source.to_string();
+    if text.contains("does not match the pinned key") {
+        let detail = text.rsplit_once("server key ").map_or(text.clone(), |(_, d)| format!("server key {d}"));
+        return ConnectError::KeyChanged { server: server.to_owned(), detail };
+    }
+    ConnectError::Io { server: server.to_owned(), transport, source }
+}
+
 /// Resolves the address, builds the TLS configuration from the trust
 /// flags and connects over the chosen transport.
 fn open_transport(opts: &ConnectOpts) -> Result<Box<dyn Link>, ConnectError> {
-    let io =
-        |source: std::io::Error| ConnectError::Io { server: opts.server.clone(), transport: opts.transport, source };
+    let io = |source: std::io::Error| classify(&opts.server, opts.transport, source);
     let addr = opts
         .server
         .to_socket_addrs()
@@ -201,6 +224,20 @@ fn open_transport(opts: &ConnectOpts) -> Result<Box<dyn Link>, ConnectError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pin_mismatch_says_the_key_changed_and_how_to_re_pin() {
+        let tls = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "unexpected error: server key sha256//bbbb does not match the pinned key sha256//aaaa",
+        );
+        let e = classify("h:1", Transport::Tcp, tls);
+        assert!(matches!(e, ConnectError::KeyChanged { .. }), "{e:?}");
+        assert!(e.to_string().contains("key of h:1 changed"), "{e}");
+        assert!(e.hint().contains("new pin") && !e.hint().contains("server runs"), "{}", e.hint());
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(matches!(classify("h:1", Transport::Quic, refused), ConnectError::Io { .. }));
+    }
 
     #[test]
     fn addresses_and_trust_are_checked_before_any_socket() {

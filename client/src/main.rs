@@ -13,7 +13,9 @@
 //! argument (`logout`, `room ...`, `dm ...`, `listen`, `code issue`,
 //! `safety-number`) use that user's profile, unless `--user USER` or
 //! `--profile DIR` says otherwise. After `login`, commands log in with the
-//! profile's refresh token: the password is not asked again.
+//! profile's refresh token: the password is not asked again. A profile
+//! belongs to one user: `login`/`register` of another user in it is
+//! refused, and a failed `login` leaves it as it was.
 //!
 //! # Output
 //!
@@ -39,7 +41,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use confab_client::commands::{self, Env, account, code, dm, listen, room, safety};
+use confab_client::commands::{self, Env, account, code, dm, listen, pending, room, safety};
 use confab_client::connect::{ConnectOpts, DEFAULT_SERVER, Transport, Trust};
 use confab_client::inspect::{self, InspectArgs};
 use confab_client::output::Output;
@@ -95,6 +97,8 @@ enum Command {
     Dm(DmCommand),
     /// Print events and messages as they arrive, until interrupted.
     Listen,
+    /// List the requests stored and not answered yet (sent again, once, by the next command).
+    Outbox,
     /// Single-use codes for third-party servers.
     #[command(subcommand)]
     Code(CodeCommand),
@@ -117,7 +121,7 @@ enum RoomCommand {
     Join { name: String },
     /// Leave a room.
     Leave { name: String },
-    /// Send a message to a room.
+    /// Send a message to a room (TEXT `-`: read it from standard input).
     Send { name: String, text: String },
     /// Print a room's retained history.
     History { name: String },
@@ -131,7 +135,7 @@ enum DmCommand {
     Accept { user: String },
     /// Close (or refuse) the conversation with USER.
     Close { user: String },
-    /// Send a private message.
+    /// Send a private message (TEXT `-`: read it from standard input).
     Send { user: String, text: String },
     /// Print the private messages received in the last hour (from USER, or everyone).
     Read { user: Option<String> },
@@ -154,8 +158,33 @@ fn os_seed() -> [u8; 32] {
     seed
 }
 
+/// Parses the arguments; a usage error is a JSON `error` line (exit 2) when
+/// `--json` is among them, clap's text otherwise (`--help` and `--version`
+/// print as usual).
+fn parse() -> Cli {
+    let err = match Cli::try_parse() {
+        Ok(cli) => return cli,
+        Err(err) => err,
+    };
+    let json = std::env::args_os().skip(1).take_while(|a| a != "--").any(|a| a == "--json");
+    if !json || !err.use_stderr() {
+        err.exit();
+    }
+    let message = err.kind().to_string();
+    let detail = err.render().to_string();
+    let detail = detail.lines().next().unwrap_or_default().trim_start_matches("error: ").to_owned();
+    let line = serde_json::json!({
+        "kind": "error",
+        "message": if detail.is_empty() { message } else { detail },
+        "hint": "run `confab --help` (or `confab COMMAND --help`) for the usage",
+        "exit_code": commands::exit::USAGE,
+    });
+    eprintln!("{line}");
+    std::process::exit(i32::from(commands::exit::USAGE));
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
     let (mut stdout, mut stderr) = (io::stdout().lock(), io::stderr().lock());
     if let Command::Inspect(args) = &cli.command {
         return ExitCode::from(inspect::run(args, &mut io::stdin().lock(), &mut stdout, &mut stderr));
@@ -190,14 +219,17 @@ fn main() -> ExitCode {
         Command::Room(RoomCommand::Create { name }) => room::create(&mut env, &mut out, name),
         Command::Room(RoomCommand::Join { name }) => room::join(&mut env, &mut out, name),
         Command::Room(RoomCommand::Leave { name }) => room::leave(&mut env, &mut out, name),
-        Command::Room(RoomCommand::Send { name, text }) => room::send(&mut env, &mut out, name, text),
+        Command::Room(RoomCommand::Send { name, text }) => commands::message_text(text, &mut io::stdin().lock())
+            .and_then(|text| room::send(&mut env, &mut out, name, &text)),
         Command::Room(RoomCommand::History { name }) => room::history(&mut env, &mut out, name),
         Command::Dm(DmCommand::Request { user }) => dm::request(&mut env, &mut out, user),
         Command::Dm(DmCommand::Accept { user }) => dm::accept(&mut env, &mut out, user),
         Command::Dm(DmCommand::Close { user }) => dm::close(&mut env, &mut out, user),
-        Command::Dm(DmCommand::Send { user, text }) => dm::send(&mut env, &mut out, user, text),
+        Command::Dm(DmCommand::Send { user, text }) => commands::message_text(text, &mut io::stdin().lock())
+            .and_then(|text| dm::send(&mut env, &mut out, user, &text)),
         Command::Dm(DmCommand::Read { user }) => dm::read(&mut env, &mut out, user.as_deref()),
         Command::Listen => listen::listen(&mut env, &mut out),
+        Command::Outbox => pending::outbox(&mut env, &mut out),
         Command::Code(CodeCommand::Issue { audience }) => code::issue(&mut env, &mut out, audience),
         Command::Code(CodeCommand::Verify { user, audience, code }) => {
             code::verify(&mut env, &mut out, user, audience, code)

@@ -6,10 +6,11 @@
 //!
 //! | table | holds |
 //! | --- | --- |
-//! | `meta` | `schema_version`, `username`, `server`, `refresh_token` |
+//! | `meta` | `schema_version`, `owner` (the one user this profile is for, kept across logout), `username` (while logged in), `refresh_token`, `next_request_id` |
 //! | `identity` | the identity key: `at_rest` (encrypted under the account password, [`IdentityKey::encrypt_at_rest`]) and `session` (PKCS#8, protected by file permissions only, present while logged in; see docs/SECURITY.md) |
 //! | `contacts` | the contact book: pinned identity keys, fingerprint, a changed key awaiting acceptance |
 //! | `outbox` | requests not answered yet, as their exact frames (re-sent with the same id after a restart) |
+//! | `pending` | what each unanswered send is (command, peer or room, SHA-256 of the text), for `confab outbox` and so that re-running it does not send it twice |
 //! | `received` | received MPs with `expires_ms` = receipt + 1 h; expired rows are deleted |
 //! | `state` | the rest of the [`SecureSnapshot`] as JSON: MP stream keys and what was accepted on them, room descriptors and secrets, replay memories, handshakes in flight (no sending epoch or counter: a new process seals in a new epoch) |
 //!
@@ -17,6 +18,10 @@
 //! loop calls it before writing any frame the snapshot describes.
 //!
 //! [`IdentityKey::encrypt_at_rest`]: confab_proto::e2e::IdentityKey::encrypt_at_rest
+
+mod pending;
+
+pub use pending::PendingSend;
 
 use std::path::{Path, PathBuf};
 
@@ -91,6 +96,9 @@ pub struct Profile {
     /// Held (locked) while the profile is open: one process per profile, or
     /// two would rotate the refresh token behind each other's back.
     _lock: std::fs::File,
+    /// Checkpoints are skipped until the client holds a session
+    /// ([`Profile::hold_until_logged_in`]): a `login` that fails writes nothing.
+    hold: bool,
 }
 
 /// The identity key as stored.
@@ -127,7 +135,8 @@ impl Profile {
         conn.pragma_update(None, "secure_delete", "ON")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
-        let profile = Profile { conn, dir: dir.to_owned(), _lock: lock };
+        conn.execute_batch(pending::SCHEMA)?;
+        let profile = Profile { conn, dir: dir.to_owned(), _lock: lock, hold: false };
         match profile.meta("schema_version")? {
             None => profile.set_meta("schema_version", &SCHEMA_VERSION.to_string())?,
             Some(v) => {
@@ -146,6 +155,31 @@ impl Profile {
         &self.dir
     }
 
+    /// From now on, checkpoints of a client without a session write nothing:
+    /// the profile keeps what it held until a login succeeds, so a refused
+    /// login (401, 429), one without an answer, or one cut short changes
+    /// nothing. The first checkpoint with a session writes the whole state.
+    pub fn hold_until_logged_in(&mut self) {
+        self.hold = true;
+    }
+
+    /// Whether a checkpoint of a client in this state is written (see
+    /// [`Profile::hold_until_logged_in`]).
+    #[must_use]
+    pub fn writes_checkpoint(&self, logged_in: bool) -> bool {
+        !self.hold || logged_in
+    }
+
+    /// The user this profile belongs to: set by the first `register` or
+    /// `login` in it and kept across `logout` (a profile holds one user's
+    /// identity key, contacts and sessions; another user needs another profile).
+    pub fn owner(&self) -> Result<Option<String>, ProfileError> {
+        match self.meta("owner")? {
+            Some(owner) => Ok(Some(owner)),
+            None => self.meta("username"),
+        }
+    }
+
     /// A `meta` value.
     pub fn meta(&self, key: &str) -> Result<Option<String>, ProfileError> {
         let value = self.conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?;
@@ -155,6 +189,12 @@ impl Profile {
     /// Sets a `meta` value.
     pub fn set_meta(&self, key: &str, value: &str) -> Result<(), ProfileError> {
         self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", [key, value])?;
+        Ok(())
+    }
+
+    /// Deletes a `meta` value.
+    pub fn delete_meta(&self, key: &str) -> Result<(), ProfileError> {
+        self.conn.execute("DELETE FROM meta WHERE key = ?1", [key])?;
         Ok(())
     }
 
@@ -311,7 +351,7 @@ impl Profile {
         let tx = self.conn.transaction()?;
         tx.execute("UPDATE identity SET session = NULL", [])?;
         tx.execute("DELETE FROM meta WHERE key IN ('refresh_token', 'username')", [])?;
-        for table in ["state", "outbox", "received"] {
+        for table in ["state", "outbox", "received", "pending"] {
             tx.execute(&format!("DELETE FROM {table}"), [])?;
         }
         tx.commit()?;

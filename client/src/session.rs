@@ -71,6 +71,9 @@ impl Durable<SecureClient> for Profile {
     type Error = ProfileError;
 
     fn commit(&mut self, sc: &SecureClient) -> Result<(), ProfileError> {
+        if !self.writes_checkpoint(sc.client().is_logged_in()) {
+            return Ok(());
+        }
         self.save(&sc.snapshot())
     }
 }

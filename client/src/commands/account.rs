@@ -28,6 +28,18 @@ fn config_for(env: &Env<'_>, profile: &Profile) -> Result<ClientConfig, CliError
     Ok(config)
 }
 
+/// Refuses to use a profile that belongs to another user: its identity key,
+/// contacts, MP sessions and room keys are that user's, and a login as
+/// someone else would replace them.
+fn check_owner(profile: &Profile, user: &str) -> Result<(), CliError> {
+    match profile.owner()? {
+        Some(owner) if owner != user => {
+            Err(CliError::OtherUser { owner, user: user.to_owned(), dir: profile.dir().to_owned() })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// `confab register USER`.
 ///
 /// The new key is stored (encrypted under the password) before `register`
@@ -37,6 +49,7 @@ fn config_for(env: &Env<'_>, profile: &Profile) -> Result<ClientConfig, CliError
 pub fn register(env: &mut Env<'_>, out: &mut Output<'_>, user: &str) -> Result<(), CliError> {
     let (dir, _) = env.profile_dir(Some(user))?;
     let profile = Profile::open(&dir)?;
+    check_owner(&profile, user)?;
     let password = env.secrets.get(Secret::Password)?;
     let passphrase = env.secrets.get(Secret::Passphrase)?;
     let mut rng = env.rng();
@@ -67,10 +80,12 @@ pub fn register(env: &mut Env<'_>, out: &mut Output<'_>, user: &str) -> Result<(
     let mut session = Session::new(sc, profile, env.clock.clone());
     session.connect(env.connector)?;
     session.profile().set_identity(&public, &at_rest, None)?;
+    session.profile().set_meta("owner", user)?;
     let id = session.sc().register(now, user, &password, &passphrase)?;
     if let Err(e) = expect_done(&mut session, env, id, "register") {
         if made_now && matches!(e, CliError::Refused { .. }) {
             session.profile().delete_identity()?;
+            session.profile().delete_meta("owner")?;
         }
         return Err(e);
     }
@@ -92,7 +107,8 @@ pub fn login(env: &mut Env<'_>, out: &mut Output<'_>, user: &str) -> Result<(), 
     if !crate::profile::exists(&dir) {
         return Err(CliError::NoIdentity(user.to_owned()));
     }
-    let profile = Profile::open(&dir)?;
+    let mut profile = Profile::open(&dir)?;
+    check_owner(&profile, user)?;
     let stored = profile.identity()?.ok_or_else(|| CliError::NoIdentity(user.to_owned()))?;
     let password = env.secrets.get(Secret::Password)?;
     let identity =
@@ -112,11 +128,15 @@ pub fn login(env: &mut Env<'_>, out: &mut Output<'_>, user: &str) -> Result<(), 
             SecureClient::new(client, identity, env.rng(), env.room_params, now)
         }
     };
+    // Nothing is written before the login succeeds: a refused login, or one
+    // without an answer, leaves the profile (and its working session) as it was.
+    profile.hold_until_logged_in();
     let mut session = Session::new(sc, profile, env.clock.clone());
     session.connect(env.connector)?;
     let id = session.sc().login(now, user, &password, &passphrase)?;
     expect_done(&mut session, env, id, "login")?;
     session.profile().set_identity(&stored.public, &stored.at_rest, Some(&der))?;
+    session.profile().set_meta("owner", user)?;
     session.pump()?;
     env.remember_user(user);
     session.close()?;

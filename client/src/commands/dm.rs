@@ -7,8 +7,10 @@
 use confab_proto::ClientEvent;
 use serde_json::json;
 
+use super::pending::send_once;
 use super::{CliError, Env, expect_done, print_warnings};
 use crate::output::Output;
+use crate::profile::PendingSend;
 
 fn queued_or_delivered(event: &ClientEvent) -> &'static str {
     match event {
@@ -59,17 +61,31 @@ pub fn close(env: &mut Env<'_>, out: &mut Output<'_>, peer: &str) -> Result<(), 
 
 /// `confab dm send USER TEXT`.
 pub fn send(env: &mut Env<'_>, out: &mut Output<'_>, peer: &str, text: &str) -> Result<(), CliError> {
+    if text.trim().is_empty() {
+        return Err(CliError::EmptyMessage);
+    }
     let mut session = env.resume(None)?;
     let now = session.now();
-    let id = session.sc().send_mp(now, peer, text)?;
-    let done = expect_done(&mut session, env, id, "dm send")?;
+    let send = PendingSend::new("dm send", peer, text, now.unix_ms);
+    let sent = send_once(&mut session, env, send, |session| {
+        let now = session.now();
+        Ok(session.sc().send_mp(now, peer, text)?)
+    })?;
     print_warnings(&mut session, out);
     session.close()?;
-    let state = queued_or_delivered(&done);
+    let state = queued_or_delivered(&sent.done);
+    let human = if sent.was_pending {
+        format!(
+            "this message to {peer} was already pending (request {}): {state} now, once; not sent again",
+            sent.request_id
+        )
+    } else {
+        format!("sent to {peer}: {state}")
+    };
     out.item(
         "ok",
-        &format!("sent to {peer}: {state}"),
-        json!({"command": "dm send", "peer": peer, "queued": state != "delivered"}),
+        &human,
+        json!({"command": "dm send", "peer": peer, "queued": state != "delivered", "request_id": sent.request_id, "was_pending": sent.was_pending}),
     );
     Ok(())
 }

@@ -9,6 +9,7 @@
 //! | [`room`] | `room create/join/leave/send/history` |
 //! | [`dm`] | `dm request/accept/close/send/read` |
 //! | [`listen`] | `listen` |
+//! | [`pending`] | `outbox`, and sends made at most once across lost answers |
 //! | [`code`] | `code issue`, `code verify` |
 //! | [`safety`] | `safety-number` |
 
@@ -16,6 +17,7 @@ pub mod account;
 pub mod code;
 pub mod dm;
 pub mod listen;
+pub mod pending;
 mod render;
 pub mod room;
 pub mod safety;
@@ -91,6 +93,16 @@ pub enum CliError {
     /// `login` on a device that holds no identity key for the user.
     #[error("no identity key for {0} on this device")]
     NoIdentity(String),
+    /// `login`/`register` of a user in a profile that belongs to another.
+    #[error("the profile at {} belongs to {owner}: refusing to log in as {user} there (it would replace {owner}'s keys and sessions)", .dir.display())]
+    OtherUser {
+        /// Whose profile it is.
+        owner: String,
+        /// Who tried to log in.
+        user: String,
+        /// The profile directory.
+        dir: PathBuf,
+    },
     /// The password does not open the stored identity key.
     #[error("wrong password: it does not open the identity key stored on this device")]
     WrongPassword,
@@ -107,6 +119,25 @@ pub enum CliError {
     /// No answer in time (the request stays in the outbox and is re-sent next time).
     #[error("no answer from the server for {0} in time; it stays queued and is sent again by the next command")]
     NoAnswer(String),
+    /// A send whose answer was lost: it is stored and pending, and will be
+    /// delivered once (re-sent with the same id by the next command).
+    #[error(
+        "no answer for {what} ({reason}): the message is pending (request {request_id}) and will be delivered once, by the next command or `confab listen`; running the same command again does not send it twice"
+    )]
+    Pending {
+        /// What was asked.
+        what: String,
+        /// The pending request.
+        request_id: u32,
+        /// Why there was no answer.
+        reason: String,
+    },
+    /// A message without text (nothing, or only white space).
+    #[error("empty message: nothing to send")]
+    EmptyMessage,
+    /// The message text could not be read from standard input.
+    #[error("cannot read the message from standard input: {0}")]
+    Stdin(std::io::Error),
     /// The command was refused locally.
     #[error(transparent)]
     Local(#[from] SecureError),
@@ -155,12 +186,18 @@ impl CliError {
                 )
             }
             CliError::WrongPassword => "check CONFAB_PASSWORD, or type the password again".into(),
+            CliError::OtherUser { user, .. } => format!(
+                "one profile per user: give {user} another directory (CONFAB_PROFILE or --profile), or unset both to use the default one per user"
+            ),
             CliError::Refused { code: 401, .. } => "check the credentials, or log in again".into(),
             CliError::Refused { code: 404, .. } => "check the name".into(),
             CliError::Refused { code: 409, .. } => "it already exists or was already done".into(),
             CliError::Refused { code: 429 | 503, .. } => "wait a little and try again".into(),
             CliError::Refused { .. } => String::new(),
             CliError::NoAnswer(_) => "check the server, then run any command (or `confab listen`) to flush it".into(),
+            CliError::Pending { .. } => "`confab outbox` lists what is pending".into(),
+            CliError::EmptyMessage => "give the text as an argument, or `-` to read it from standard input".into(),
+            CliError::Stdin(_) => String::new(),
             CliError::Local(SecureError::NoSession(peer)) => {
                 format!("run `confab dm request {peer}` and wait for `{peer}` to accept")
             }
@@ -175,7 +212,9 @@ impl CliError {
             }
             CliError::Local(_) => String::new(),
             CliError::Session(SessionError::Connect(e)) => e.hint().into(),
-            CliError::Session(_) => "check the server and try again; nothing acknowledged was lost".into(),
+            CliError::Session(_) => {
+                "check the server and try again; unanswered requests stay pending (`confab outbox`) and go out again, once, with the next command".into()
+            }
             CliError::Profile(ProfileError::Busy(_)) => "stop the other confab (a `listen`?) or wait for it".into(),
             CliError::Profile(_) => "check the profile directory (--profile) and its permissions".into(),
             CliError::Secret(e) => format!("set {} or run confab on a terminal", secret_var(e)),
@@ -191,9 +230,12 @@ impl CliError {
                 exit::AUTH
             }
             CliError::Refused { code: 401, .. } => exit::AUTH,
-            CliError::Refused { .. } | CliError::Local(_) | CliError::Key(_) => exit::REFUSED,
-            CliError::NoAnswer(_) | CliError::Session(_) => exit::NETWORK,
-            CliError::Profile(_) | CliError::Secret(_) => exit::LOCAL,
+            CliError::Refused { .. } | CliError::Local(_) | CliError::Key(_) | CliError::OtherUser { .. } => {
+                exit::REFUSED
+            }
+            CliError::NoAnswer(_) | CliError::Pending { .. } | CliError::Session(_) => exit::NETWORK,
+            CliError::Profile(_) | CliError::Secret(_) | CliError::Stdin(_) => exit::LOCAL,
+            CliError::EmptyMessage => exit::USAGE,
         }
     }
 }
@@ -202,6 +244,29 @@ fn secret_var(e: &SecretError) -> &'static str {
     match e {
         SecretError::NoTerminal { secret, .. } | SecretError::Empty(secret) => secret.var(),
     }
+}
+
+/// The text of a message to send: `arg` itself, or standard input when it
+/// is `-` (one trailing newline dropped, as `echo` adds it). Empty text (or
+/// only white space) is refused: it would send nothing.
+pub fn message_text(arg: &str, stdin: &mut dyn std::io::Read) -> Result<String, CliError> {
+    let text = if arg == "-" {
+        let mut text = String::new();
+        stdin.read_to_string(&mut text).map_err(CliError::Stdin)?;
+        if text.ends_with('\n') {
+            text.pop();
+            if text.ends_with('\r') {
+                text.pop();
+            }
+        }
+        text
+    } else {
+        arg.to_owned()
+    };
+    if text.trim().is_empty() {
+        return Err(CliError::EmptyMessage);
+    }
+    Ok(text)
 }
 
 /// Runs a command's result to the output and returns the exit code.
@@ -253,6 +318,8 @@ impl Env<'_> {
             return Err(CliError::NotLoggedIn(user));
         }
         let profile = Profile::open(&dir)?;
+        // Sends no longer in the outbox were answered by an earlier process.
+        profile.prune_pending()?;
         let now = (self.clock)();
         let not_logged_in = || CliError::NotLoggedIn(user.clone());
         let stored = profile.identity()?.ok_or_else(not_logged_in)?;

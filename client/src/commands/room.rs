@@ -7,8 +7,10 @@ use confab_proto::ClientEvent;
 use confab_proto::wire::ResponseBody;
 use serde_json::json;
 
+use super::pending::send_once;
 use super::{CliError, Env, expect_done, print_events, print_warnings};
 use crate::output::Output;
+use crate::profile::PendingSend;
 use crate::secrets::Secret;
 
 /// `confab room create NAME`.
@@ -56,18 +58,33 @@ pub fn leave(env: &mut Env<'_>, out: &mut Output<'_>, room: &str) -> Result<(), 
 
 /// `confab room send NAME TEXT`.
 pub fn send(env: &mut Env<'_>, out: &mut Output<'_>, room: &str, text: &str) -> Result<(), CliError> {
+    if text.trim().is_empty() {
+        return Err(CliError::EmptyMessage);
+    }
     let mut session = env.resume(None)?;
     let now = session.now();
-    let id = session.sc().send_room(now, room, text)?;
-    let done = expect_done(&mut session, env, id, "room send")?;
-    let seq = match done {
-        ClientEvent::Done { body: ResponseBody::Sent(sent), .. } => Some(sent.seq),
+    let send = PendingSend::new("room send", room, text, now.unix_ms);
+    let sent = send_once(&mut session, env, send, |session| {
+        let now = session.now();
+        Ok(session.sc().send_room(now, room, text)?)
+    })?;
+    let seq = match &sent.done {
+        ClientEvent::Done { body: ResponseBody::Sent(s), .. } => Some(s.seq),
         _ => None,
     };
     print_warnings(&mut session, out);
     session.close()?;
-    let human = format!("sent to {room}{}", seq.map(|s| format!(" (#{s})")).unwrap_or_default());
-    out.item("ok", &human, json!({"command": "room send", "room": room, "seq": seq}));
+    let number = seq.map(|s| format!(" (#{s})")).unwrap_or_default();
+    let human = if sent.was_pending {
+        format!(
+            "this message to {room} was already pending (request {}): sent now{number}, once; not sent again",
+            sent.request_id
+        )
+    } else {
+        format!("sent to {room}{number}")
+    };
+    let fields = json!({"command": "room send", "room": room, "seq": seq, "request_id": sent.request_id, "was_pending": sent.was_pending});
+    out.item("ok", &human, fields);
     Ok(())
 }
 

@@ -34,15 +34,18 @@ pub fn safety_number(
     let digits = number.digits();
     let grouped: Vec<&str> =
         (0..digits.len()).step_by(5).filter_map(|i| digits.get(i..(i + 5).min(digits.len()))).collect();
-    let mut human = format!("safety number with {user}: {}\n{user}'s pinned key: {fingerprint}", grouped.join(" "));
+    let mut human = vec![
+        format!("safety number with {user}: {}", grouped.join(" ")),
+        format!("{user}'s pinned key: {fingerprint}"),
+    ];
     if blocked {
-        human.push_str(&format!(
-            "\nWARNING: {user} presented a different key; it is not trusted (compare the new number out of band, then `confab safety-number {user} --accept-new-key`)"
+        human.push(format!(
+            "WARNING: {user} presented a different key; it is not trusted (compare the new number out of band, then `confab safety-number {user} --accept-new-key`)"
         ));
     }
     if accepted {
-        human.push_str(&format!("\nthe new key of {user} is now pinned: end the old conversation (`confab dm close {user}`) and start a new one (`confab dm request {user}`)"));
+        human.push(format!("the new key of {user} is now pinned: end the old conversation (`confab dm close {user}`) and start a new one (`confab dm request {user}`)"));
     }
-    out.item("ok", &human, json!({"command": "safety-number", "user": user, "safety_number": digits, "fingerprint": fingerprint, "key_changed": blocked, "accepted_new_key": accepted}));
+    out.item_lines("ok", &human, json!({"command": "safety-number", "user": user, "safety_number": digits, "fingerprint": fingerprint, "key_changed": blocked, "accepted_new_key": accepted}));
     Ok(())
 }

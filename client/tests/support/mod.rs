@@ -131,7 +131,49 @@ impl World {
         if let Some(p) = room_password {
             map.insert(Secret::RoomPassword, p.to_owned());
         }
-        let mut secrets = Fixed(map);
+        self.run_secrets(connector, user, map, command)
+    }
+
+    /// [`World::run_via`] with these secrets (a wrong passphrase, ...).
+    pub fn run_secrets(
+        &self,
+        connector: &mut dyn Connector,
+        user: Option<&str>,
+        secrets: HashMap<Secret, String>,
+        command: impl FnOnce(&mut Env<'_>, &mut Output<'_>) -> Result<(), confab_client::commands::CliError>,
+    ) -> (u8, Vec<serde_json::Value>) {
+        let (code, stdout, stderr) = self.run_raw(connector, user, secrets, true, command);
+        let lines = stdout
+            .split(|b| *b == b'\n')
+            .chain(stderr.split(|b| *b == b'\n'))
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).expect("every output line is JSON"))
+            .collect();
+        (code, lines)
+    }
+
+    /// Runs one command as `user` with human output: its exit code, standard output and standard error.
+    pub fn run_human(
+        &self,
+        user: Option<&str>,
+        command: impl FnOnce(&mut Env<'_>, &mut Output<'_>) -> Result<(), confab_client::commands::CliError>,
+    ) -> (u8, String, String) {
+        let secrets =
+            HashMap::from([(Secret::Password, PASSWORD.to_owned()), (Secret::Passphrase, PASSPHRASE.to_owned())]);
+        let mut connector = self.connector();
+        let (code, out, err) = self.run_raw(&mut connector, user, secrets, false, command);
+        (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+    }
+
+    fn run_raw(
+        &self,
+        connector: &mut dyn Connector,
+        user: Option<&str>,
+        secrets: HashMap<Secret, String>,
+        json: bool,
+        command: impl FnOnce(&mut Env<'_>, &mut Output<'_>) -> Result<(), confab_client::commands::CliError>,
+    ) -> (u8, Vec<u8>, Vec<u8>) {
+        let mut secrets = Fixed(secrets);
         let fixture = match user {
             Some("bob") => fixtures::BOB_PKCS8,
             Some("alice") => fixtures::ALICE_PKCS8,
@@ -163,16 +205,12 @@ impl World {
             }),
         };
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        let mut out = Output::new(true, &mut stdout, &mut stderr);
-        let result = command(&mut env, &mut out);
-        let code = confab_client::commands::finish(result, &mut out);
-        let lines = stdout
-            .split(|b| *b == b'\n')
-            .chain(stderr.split(|b| *b == b'\n'))
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_slice(l).expect("every output line is JSON"))
-            .collect();
-        (code, lines)
+        let code = {
+            let mut out = Output::new(json, &mut stdout, &mut stderr);
+            let result = command(&mut env, &mut out);
+            confab_client::commands::finish(result, &mut out)
+        };
+        (code, stdout, stderr)
     }
 
     /// A connector to this world's server.

@@ -54,6 +54,31 @@ impl Client {
         }
     }
 
+    /// The stream lost its framing (a frame above the limits, an unknown
+    /// frame type): the answers to what was written on this connection can
+    /// no longer be told apart, and replaying those requests could bring the
+    /// same unreadable answer forever. Every application request written here
+    /// and not answered is settled and leaves the outbox: a query fails with
+    /// the error's code (asking again is the caller's choice), any other
+    /// request is indeterminate (the server may have performed it).
+    pub(super) fn settle_unreadable(&mut self, error: &DecodeError) {
+        for entry in self.outbox.take_written_here() {
+            let opcode = entry.opcode();
+            if is_query(opcode) {
+                let reason = format!("its answer could not be read ({error}); not retried");
+                self.fail(entry.id, opcode, error.code(), &reason, 0);
+            } else {
+                self.events.push_back(ClientEvent::Indeterminate {
+                    request_id: entry.id,
+                    opcode,
+                    reason: format!(
+                        "an answer on its connection could not be read ({error}); it was sent and may have been performed: not retried"
+                    ),
+                });
+            }
+        }
+    }
+
     fn on_response(&mut self, now: Now, r: Response) {
         let id = r.request_id;
         if let Some(flow) = &self.auth.login {
@@ -232,6 +257,11 @@ impl Client {
             self.outbox.push(Entry::new(id, now.unix_ms, body, Origin::Ack));
         }
     }
+}
+
+/// Requests that only read: failing one loses nothing.
+fn is_query(opcode: Opcode) -> bool {
+    matches!(opcode, Opcode::RoomHistory | Opcode::FetchKey | Opcode::RoomInfo | Opcode::Introspect | Opcode::Jwks)
 }
 
 /// Whether `body` is one of the items the `queued` count of `connected`

@@ -38,6 +38,12 @@
 //!   highest sequence number per peer is acknowledged once per input batch.
 //! - After each connection is bound, [`ClientEvent::CaughtUp`] says when
 //!   everything the server had queued for the user has arrived.
+//! - An answer that cannot be read never poisons the outbox: a response
+//!   frame that does not decode fails its request; a stream that loses its
+//!   framing (a frame above the limits) closes the connection and settles
+//!   every request written on it and not answered (queries fail, the rest
+//!   are indeterminate), so no request is replayed into the same answer
+//!   forever.
 
 mod auth;
 mod commands;
@@ -182,6 +188,7 @@ impl Client {
                 Ok(Some(frame)) => self.handle_frame(now, frame),
                 Err(error) => {
                     self.events.push_back(ClientEvent::BadFrame { error: error.clone() });
+                    self.settle_unreadable(&error);
                     self.give_up(error.code(), format!("undecodable stream: {error}"));
                     break;
                 }

@@ -144,6 +144,14 @@ impl Outbox {
         lost.into_iter().filter_map(|id| self.remove(id)).collect()
     }
 
+    /// Removes and returns the application's entries written on the
+    /// current connection and not answered, in order.
+    pub(crate) fn take_written_here(&mut self) -> Vec<Entry> {
+        let ids: Vec<u32> =
+            self.entries.values().filter(|e| e.sent && e.origin == Origin::User).map(|e| e.id).collect();
+        ids.into_iter().filter_map(|id| self.remove(id)).collect()
+    }
+
     /// Removes and returns every authenticated entry, in order.
     pub(crate) fn drain_auth(&mut self) -> Vec<Entry> {
         let ids: Vec<u32> = self.entries.values().filter(|e| e.needs_auth()).map(|e| e.id).collect();

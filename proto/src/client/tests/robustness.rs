@@ -212,3 +212,38 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_answer_above_the_frame_limit_settles_what_was_written_and_never_comes_back() {
+    let mut lone = logged_in(ClientConfig::default());
+    let now = lone.now;
+    let history = lone.client.room_history(now, "lobby").unwrap();
+    let sent = lone.client.send_room(now, "lobby", Bytes::from_static(b"sealed")).unwrap();
+    lone.drain();
+    // A response header announcing more data than the client accepts (the
+    // 1.2 MB room history of issue 12): the framing is lost.
+    let mut header = vec![1u8, 2, 0, 0, 0, 0];
+    header.extend_from_slice(&(crate::wire::Limits::DEFAULT.max_data + 1).to_be_bytes());
+    lone.feed(&header);
+    assert!(!lone.client.is_connected());
+    assert_eq!(lone.closes.first().map(|c| c.0), Some(status::TOO_LARGE), "{:?}", lone.closes);
+    assert!(
+        matches!(outcome(&lone.events, history), Some(ClientEvent::Failed { code: 413, .. })),
+        "the query fails: {:?}",
+        lone.events
+    );
+    assert!(
+        lone.events.iter().any(|e| matches!(e, ClientEvent::Indeterminate { request_id, .. } if *request_id == sent)),
+        "the send may have been performed: {:?}",
+        lone.events
+    );
+    assert_eq!(lone.client.outbox_len(), 0, "nothing is replayed into the same answer");
+    // The next connection sends neither again.
+    lone.sent.clear();
+    lone.connect();
+    assert!(
+        !lone.sent.iter().any(|m| matches!(m, Message::Request(r) if r.request_id == history || r.request_id == sent)),
+        "{:?}",
+        lone.sent
+    );
+}
