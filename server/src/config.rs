@@ -283,6 +283,8 @@ fn toml_key(field: &'static str) -> &'static str {
         "sweep_interval" => "server.sweep_interval_secs",
         "keepalive_interval" => "server.keepalive_interval_secs",
         "idle_timeout" => "server.idle_timeout_secs",
+        "frame_grace" => "server.frame_grace_secs",
+        "min_frame_rate" => "server.min_frame_rate",
         "min_password_len" => "server.min_password_len",
         "max_verifier" => "server.max_verifier",
         "max_identity_key" => "server.max_identity_key",
