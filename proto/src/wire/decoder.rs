@@ -43,9 +43,22 @@ impl FrameDecoder {
     /// header declares), and refuses (through `next_frame`) any frame larger
     /// than the limits.
     pub fn push(&mut self, bytes: &[u8]) {
-        if self.error.is_none() {
-            self.buf.extend_from_slice(bytes);
+        if self.error.is_some() {
+            return;
         }
+        let want = self.buf.len() + bytes.len();
+        if let Some(h) = self.header
+            && want > self.buf.capacity()
+        {
+            // Double what is held, as a vector would, but never past the end
+            // of the frame being received (unless these bytes go past it).
+            // (`BytesMut::reserve` may round up to twice its capacity: allocate exactly.)
+            let target = (2 * self.buf.len()).min(h.frame_len()).max(want);
+            let mut grown = BytesMut::with_capacity(target);
+            grown.extend_from_slice(&self.buf);
+            self.buf = grown;
+        }
+        self.buf.extend_from_slice(bytes);
     }
 
     /// Returns the next complete frame, `Ok(None)` if more bytes are needed,
@@ -151,8 +164,11 @@ mod tests {
             assert_eq!(d.next_frame(), Ok(None));
             assert!(d.capacity() <= 2 * pushed + 64, "{pushed} bytes pushed, capacity {}", d.capacity());
         }
-        // The frame completes as declared.
-        d.push(&vec![0u8; (1 << 20) + 14 - pushed]);
+        // The frame completes as declared, in an allocation no larger than the frame.
+        for piece in vec![0u8; (1 << 20) + 14 - pushed].chunks(16 << 10) {
+            d.push(piece);
+        }
+        assert!(d.capacity() <= (1 << 20) + 14, "capacity {} for a frame of 1 MiB", d.capacity());
         let frame = d.next_frame().unwrap().expect("the frame is complete");
         assert_eq!(frame.data.len(), 1 << 20);
     }
