@@ -9,6 +9,8 @@
 //! - `[server]`: the machine's scalar settings. Durations are whole seconds
 //!   in keys ending in `_secs` (`access_ttl_secs = 900`).
 //! - `[limits]`: the codec's limits. `[argon2]`: password hashing costs.
+//! - `[tcp]`: the TCP+TLS transport's handshake limits (slots, per-source
+//!   share, timeouts).
 //! - `[codes]`, `[phantom]`, `[oidc]`: optional features, enabled by the
 //!   section's presence.
 //!
@@ -38,6 +40,7 @@ use std::time::Duration;
 use confab_proto::ServerConfig;
 use confab_proto::jwt::JwkSet;
 use confab_proto::server::{CodeConfig, OidcConfig, PhantomConfig};
+use confab_transports::tcp::TcpLimits;
 
 use crate::runtime::LogLimits;
 
@@ -68,6 +71,8 @@ pub struct RunConfig {
     pub cert: Option<(PathBuf, PathBuf)>,
     /// Transport connections open at once; more are closed at accept.
     pub max_connections: usize,
+    /// The TCP transport's limits (`max_connections` and `[tcp]`).
+    pub tcp_limits: TcpLimits,
     /// Store changes between two snapshots.
     pub compact_every: u64,
     /// The protocol machine's configuration.
@@ -233,6 +238,37 @@ fn at_least<T: PartialOrd + std::fmt::Display>(key: &'static str, value: T, min:
     Ok(())
 }
 
+/// The longest duration a file may give (100 years), as for the machine's durations.
+const MAX_SECS: u64 = 3_153_600_000;
+
+/// `[tcp]`: at least one slot, a per-source share within the slots, and a
+/// busy timeout within the normal one.
+fn check_tcp(t: &file::TcpSection) -> Result<(), ConfigError> {
+    at_least("tcp.max_handshaking", t.max_handshaking, 1)?;
+    at_least("tcp.max_handshaking_per_source", t.max_handshaking_per_source, 1)?;
+    if t.max_handshaking_per_source > t.max_handshaking {
+        return Err(invalid(
+            "tcp.max_handshaking_per_source",
+            format!("{} is above max_handshaking ({})", t.max_handshaking_per_source, t.max_handshaking),
+        ));
+    }
+    at_least("tcp.handshake_timeout_secs", t.handshake_timeout_secs, 1)?;
+    at_least("tcp.busy_handshake_timeout_secs", t.busy_handshake_timeout_secs, 1)?;
+    if t.handshake_timeout_secs > MAX_SECS {
+        return Err(invalid(
+            "tcp.handshake_timeout_secs",
+            format!("{} is above the maximum {MAX_SECS}", t.handshake_timeout_secs),
+        ));
+    }
+    if t.busy_handshake_timeout_secs > t.handshake_timeout_secs {
+        return Err(invalid(
+            "tcp.busy_handshake_timeout_secs",
+            format!("{} is above handshake_timeout_secs ({})", t.busy_handshake_timeout_secs, t.handshake_timeout_secs),
+        ));
+    }
+    Ok(())
+}
+
 /// The key in the file of a [`ServerConfig`] field, as
 /// [`confab_proto::server::ConfigError::field`] names it.
 fn toml_key(field: &'static str) -> &'static str {
@@ -247,6 +283,8 @@ fn toml_key(field: &'static str) -> &'static str {
         "sweep_interval" => "server.sweep_interval_secs",
         "keepalive_interval" => "server.keepalive_interval_secs",
         "idle_timeout" => "server.idle_timeout_secs",
+        "frame_grace" => "server.frame_grace_secs",
+        "min_frame_rate" => "server.min_frame_rate",
         "min_password_len" => "server.min_password_len",
         "max_verifier" => "server.max_verifier",
         "max_identity_key" => "server.max_identity_key",
@@ -320,6 +358,7 @@ fn resolve(f: FileConfig, file: Option<PathBuf>) -> Result<RunConfig, ConfigErro
         return Err(invalid("log.interval_secs", format!("{} is above the maximum {max_secs}", f.log.interval_secs)));
     }
     let log = LogLimits { burst: f.log.burst, interval: Duration::from_secs(f.log.interval_secs) };
+    check_tcp(&f.tcp)?;
     let cert = match (f.cert_chain, f.private_key) {
         (Some(chain), Some(key)) => Some((chain, key)),
         (None, None) => None,
@@ -378,6 +417,7 @@ fn resolve(f: FileConfig, file: Option<PathBuf>) -> Result<RunConfig, ConfigErro
         quic: f.quic_listen.unwrap_or(f.listen),
         cert,
         max_connections: f.max_connections,
+        tcp_limits: f.tcp.to_limits(f.max_connections),
         compact_every: f.compact_every,
         server,
         file,

@@ -84,7 +84,7 @@ pub fn prepare(config: &RunConfig, init: Init) -> Result<Prepared, RunFailure> {
     );
     let mut node_config = NodeConfig::new(config.server.clone(), config.tcp, identity);
     node_config.quic = Some(config.quic);
-    node_config.tcp_limits.max_connections = config.max_connections;
+    node_config.tcp_limits = config.tcp_limits;
     node_config.quic_limits.max_connections = config.max_connections;
     node_config.oidc_jwks_file.clone_from(&config.oidc_jwks_file);
     node_config.log = config.log;

@@ -108,6 +108,16 @@ pub struct ServerConfig {
     pub keepalive_interval: Duration,
     /// Silence after which the server closes a session.
     pub idle_timeout: Duration,
+    /// How long a started frame may take before it must keep up
+    /// [`min_frame_rate`](ServerConfig::min_frame_rate): a frame whose first
+    /// byte arrived at `t` must be complete, or have `got` bytes, by
+    /// `t + frame_grace + got / min_frame_rate`; else the session is closed
+    /// with 408 ("frame too slow"). Bytes that trickle in keep the idle
+    /// timeout from firing, so this is what ends a frame dripped a byte at a time.
+    pub frame_grace: Duration,
+    /// The slowest rate, in bytes per second, at which a started frame may
+    /// arrive after [`frame_grace`](ServerConfig::frame_grace) (at least 1).
+    pub min_frame_rate: u32,
     /// Outbound bytes a session may have waiting in its transport before it
     /// is closed as a slow reader.
     pub max_session_backlog: usize,
@@ -275,6 +285,8 @@ impl Default for ServerConfig {
             dedup_window: 1024,
             keepalive_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(90),
+            frame_grace: Duration::from_secs(10),
+            min_frame_rate: 4096,
             max_session_backlog: 8 << 20,
             max_deferred_bytes: 2 << 20,
             max_pending_jobs: 1024,

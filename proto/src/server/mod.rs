@@ -228,10 +228,13 @@ impl Server {
         self.process_frames(now, session);
     }
 
-    /// Timers: keepalive pings, idle timeouts, retention sweeps.
+    /// Timers: keepalive pings, idle timeouts, frame deadlines, retention sweeps.
     pub fn handle_timeout(&mut self, now: Now) {
         while let Some(id) = self.presence.pop_due(now.instant) {
             self.session_timer(now, id);
+        }
+        while let Some(id) = self.presence.pop_frame_due(now.instant) {
+            self.frame_too_slow(now, id);
         }
         if now.instant >= self.next_sweep {
             self.mail(now).sweep();
@@ -240,14 +243,21 @@ impl Server {
         }
     }
 
-    /// When the next timer is due: a session's keepalive, or the sweep.
+    /// When the next timer is due: a session's keepalive or frame deadline, or the sweep.
     fn next_timeout(&self) -> Instant {
         self.presence.next_timer().map_or(self.next_sweep, |t| t.min(self.next_sweep))
     }
 
     // ---- dispatch ----
 
+    /// Handles the session's complete frames, then sets the deadline of the
+    /// partial one left in its decoder (`frame_grace`, `min_frame_rate`).
     fn process_frames(&mut self, now: Now, session: SessionId) {
+        self.handle_frames(now, session);
+        self.presence.track_frame(session, now.instant, self.config.frame_grace, self.config.min_frame_rate);
+    }
+
+    fn handle_frames(&mut self, now: Now, session: SessionId) {
         loop {
             let Some(s) = self.presence.get_mut(session) else {
                 return;
@@ -264,7 +274,11 @@ impl Server {
             }
             match s.decoder.next_frame() {
                 Ok(None) => return,
-                Ok(Some(frame)) => self.handle_frame(now, session, frame),
+                Ok(Some(frame)) => {
+                    // The next frame's clock starts with its own first byte.
+                    s.frame_started = None;
+                    self.handle_frame(now, session, frame);
+                }
                 Err(error) => {
                     self.outbox.event(ServerLog::BadFrame { session, error: error.clone() });
                     self.close(now, session, error.code(), error.to_string());
@@ -477,6 +491,23 @@ impl Server {
             Some(Tick::Ping(nonce)) => self.outbox.send(id, Message::Ping(crate::wire::Ping { nonce })),
             Some(Tick::Wait) | None => {}
         }
+    }
+
+    /// A partial frame missed its deadline: close with 408, saying how far it got.
+    fn frame_too_slow(&mut self, now: Now, id: SessionId) {
+        let Some(s) = self.presence.get(id) else { return };
+        let got = s.decoder.buffered();
+        let of = match s.decoder.needed() {
+            _ if got < crate::wire::HEADER_LEN => format!("at least {}", crate::wire::HEADER_LEN),
+            needed => (got + needed).to_string(),
+        };
+        let secs = s.frame_started.map_or(0, |t| now.instant.saturating_duration_since(t).as_secs());
+        let (grace, rate) = (self.config.frame_grace.as_secs(), self.config.min_frame_rate);
+        let reason = format!(
+            "frame too slow: {got} of {of} bytes in {secs} s; a frame must arrive at {rate} bytes/s or more \
+             after its first {grace} s"
+        );
+        self.close(now, id, status::IDLE_TIMEOUT, reason);
     }
 
     /// Hands out a password-hash job for `session`, which waits for it.

@@ -2,7 +2,7 @@
 //! timers.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,9 @@ pub(crate) struct Presence {
     sessions: BTreeMap<SessionId, Session>,
     online: KeyedMap<Arc<str>, SessionId>,
     timers: BinaryHeap<Reverse<(Instant, SessionId)>>,
+    /// Each partial frame's deadline (exact: an entry is removed when its
+    /// deadline moves or its session goes).
+    frame_deadlines: BTreeSet<(Instant, SessionId)>,
     next_session: u64,
     next_ping: u64,
     /// Counts the changes of the online map (for caches of who is online).
@@ -41,6 +44,7 @@ impl Presence {
             sessions: BTreeMap::new(),
             online: KeyedMap::with_hasher(hasher),
             timers: BinaryHeap::new(),
+            frame_deadlines: BTreeSet::new(),
             next_session: 1,
             next_ping: 1,
             generation: 0,
@@ -116,6 +120,9 @@ impl Presence {
     /// Forgets a session. Returns it, and its user if the user was online on it (and now is not).
     pub(crate) fn remove(&mut self, id: SessionId) -> Option<(Session, Option<Arc<str>>)> {
         let s = self.sessions.remove(&id)?;
+        if let Some(deadline) = s.frame_deadline {
+            self.frame_deadlines.remove(&(deadline, id));
+        }
         let gone = s.user.as_ref().filter(|b| self.online.get(&*b.username) == Some(&id)).map(|b| b.username.clone());
         if let Some(user) = &gone {
             self.online.remove(&**user);
@@ -180,9 +187,50 @@ impl Presence {
         Some(id)
     }
 
-    /// When the next timer is due.
+    /// When the next timer is due: a keepalive or a frame deadline.
     pub(crate) fn next_timer(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, _))| *at)
+        let keepalive = self.timers.peek().map(|Reverse((at, _))| *at);
+        let frame = self.frame_deadlines.first().map(|(at, _)| *at);
+        keepalive.into_iter().chain(frame).min()
+    }
+
+    /// After input or a finished job: starts, moves or clears the deadline
+    /// of the session's partial frame. `grace` and `rate` (bytes per
+    /// second, at least 1) are the configuration's `frame_grace` and
+    /// `min_frame_rate`.
+    pub(crate) fn track_frame(&mut self, id: SessionId, now: Instant, grace: Duration, rate: u32) {
+        let Some(s) = self.sessions.get_mut(&id) else { return };
+        let got = s.decoder.buffered();
+        let deadline = if s.busy.is_some() || got == 0 {
+            s.frame_started = None;
+            None
+        } else {
+            let started = *s.frame_started.get_or_insert(now);
+            let earned = Duration::from_millis((got as u64).saturating_mul(1000) / u64::from(rate.max(1)));
+            Some(started.checked_add(grace.saturating_add(earned)).unwrap_or(started + grace))
+        };
+        if s.frame_deadline != deadline {
+            if let Some(old) = s.frame_deadline {
+                self.frame_deadlines.remove(&(old, id));
+            }
+            if let Some(new) = deadline {
+                self.frame_deadlines.insert((new, id));
+            }
+            s.frame_deadline = deadline;
+        }
+    }
+
+    /// A session whose partial frame's deadline is due at `now`, taken off the deadlines.
+    pub(crate) fn pop_frame_due(&mut self, now: Instant) -> Option<SessionId> {
+        let &(at, id) = self.frame_deadlines.first()?;
+        if at > now {
+            return None;
+        }
+        self.frame_deadlines.pop_first();
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.frame_deadline = None;
+        }
+        Some(id)
     }
 
     /// A session's timer fired: what to do, the next timer set (unless it is idle or gone).

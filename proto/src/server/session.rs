@@ -79,6 +79,12 @@ pub(crate) struct Session {
     pub(crate) token_cache: Option<(Bytes, u64)>,
     pub(crate) last_rx: Instant,
     pub(crate) ping: Option<u64>,
+    /// When the first byte of the partial frame in the decoder arrived
+    /// (`None`: no partial frame, or frames wait behind a job).
+    pub(crate) frame_started: Option<Instant>,
+    /// When that frame must be complete, as it now stands (its entry in
+    /// `Presence`'s frame deadlines).
+    pub(crate) frame_deadline: Option<Instant>,
 }
 
 impl Session {
@@ -94,6 +100,8 @@ impl Session {
             token_cache: None,
             last_rx: now,
             ping: None,
+            frame_started: None,
+            frame_deadline: None,
         }
     }
 

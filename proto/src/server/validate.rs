@@ -155,6 +155,7 @@ impl ServerConfig {
             ("sweep_interval", self.sweep_interval, one),
             ("keepalive_interval", self.keepalive_interval, one),
             ("idle_timeout", self.idle_timeout, one),
+            ("frame_grace", self.frame_grace, one),
         ] {
             duration(field, value, min)?;
         }
@@ -177,6 +178,7 @@ impl ServerConfig {
             ("max_identity_key", count(self.max_identity_key), 1, u64::MAX),
             ("login_burst", u64::from(self.login_burst), 1, u64::MAX),
             ("login_source_burst", u64::from(self.login_source_burst), 1, u64::MAX),
+            ("min_frame_rate", u64::from(self.min_frame_rate), 1, u64::MAX),
             ("max_tracked_accounts", count(self.max_tracked_accounts), 1, u64::MAX),
             ("max_tracked_sources", count(self.max_tracked_sources), 1, u64::MAX),
             ("room_history", count(self.room_history), 0, list),

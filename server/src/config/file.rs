@@ -10,6 +10,7 @@ use std::time::Duration;
 use confab_proto::ServerConfig;
 use confab_proto::server::{CodeConfig, DuplicateLogin, HashParams};
 use confab_proto::wire::Limits;
+use confab_transports::tcp::TcpLimits;
 use serde::{Deserialize, Serialize};
 
 use super::{DEFAULT_DATA, DEFAULT_LISTEN};
@@ -31,6 +32,7 @@ pub(super) struct FileConfig {
     pub server: ServerSection,
     pub limits: LimitsSection,
     pub argon2: Argon2Section,
+    pub tcp: TcpSection,
     pub codes: Option<CodesSection>,
     pub phantom: Option<PhantomSection>,
     pub oidc: Option<OidcSection>,
@@ -52,6 +54,7 @@ impl Default for FileConfig {
             server: ServerSection::from(&s),
             limits: LimitsSection::from(s.limits),
             argon2: Argon2Section::from(s.hash_params),
+            tcp: TcpSection::default(),
             codes: None,
             phantom: None,
             oidc: None,
@@ -113,6 +116,8 @@ pub(super) struct ServerSection {
     pub dedup_window: usize,
     pub keepalive_interval_secs: u64,
     pub idle_timeout_secs: u64,
+    pub frame_grace_secs: u64,
+    pub min_frame_rate: u32,
     pub max_session_backlog: usize,
     pub max_deferred_bytes: usize,
     pub max_pending_jobs: usize,
@@ -158,6 +163,8 @@ impl From<&ServerConfig> for ServerSection {
             dedup_window: s.dedup_window,
             keepalive_interval_secs: s.keepalive_interval.as_secs(),
             idle_timeout_secs: s.idle_timeout.as_secs(),
+            frame_grace_secs: s.frame_grace.as_secs(),
+            min_frame_rate: s.min_frame_rate,
             max_session_backlog: s.max_session_backlog,
             max_deferred_bytes: s.max_deferred_bytes,
             max_pending_jobs: s.max_pending_jobs,
@@ -203,6 +210,8 @@ impl ServerSection {
             dedup_window: self.dedup_window,
             keepalive_interval: secs(self.keepalive_interval_secs),
             idle_timeout: secs(self.idle_timeout_secs),
+            frame_grace: secs(self.frame_grace_secs),
+            min_frame_rate: self.min_frame_rate,
             max_session_backlog: self.max_session_backlog,
             max_deferred_bytes: self.max_deferred_bytes,
             max_pending_jobs: self.max_pending_jobs,
@@ -280,6 +289,42 @@ impl From<HashParams> for Argon2Section {
 impl From<Argon2Section> for HashParams {
     fn from(h: Argon2Section) -> Self {
         HashParams { m_cost_kib: h.m_cost_kib, t_cost: h.t_cost, p_cost: h.p_cost }
+    }
+}
+
+/// `[tcp]`: the TCP+TLS transport's handshake limits ([`TcpLimits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct TcpSection {
+    pub max_handshaking: usize,
+    pub max_handshaking_per_source: usize,
+    pub handshake_timeout_secs: u64,
+    pub busy_handshake_timeout_secs: u64,
+}
+
+impl Default for TcpSection {
+    fn default() -> Self {
+        let t = TcpLimits::default();
+        TcpSection {
+            max_handshaking: t.max_handshaking,
+            max_handshaking_per_source: t.max_handshaking_per_source,
+            handshake_timeout_secs: t.handshake_timeout.as_secs(),
+            busy_handshake_timeout_secs: t.busy_handshake_timeout.as_secs(),
+        }
+    }
+}
+
+impl TcpSection {
+    /// The transport's limits, with `max_connections` from the top level.
+    pub fn to_limits(self, max_connections: usize) -> TcpLimits {
+        TcpLimits {
+            max_connections,
+            max_handshaking: self.max_handshaking,
+            max_handshaking_per_source: self.max_handshaking_per_source,
+            handshake_timeout: Duration::from_secs(self.handshake_timeout_secs),
+            busy_handshake_timeout: Duration::from_secs(self.busy_handshake_timeout_secs),
+            ..TcpLimits::default()
+        }
     }
 }
 

@@ -64,6 +64,7 @@ fn config_defaults() {
     assert_eq!(c.cert, None);
     assert_eq!(c.compact_every, crate::store::DEFAULT_COMPACT_EVERY);
     assert_eq!(c.server, ServerConfig::default());
+    assert_eq!(c.tcp_limits, confab_transports::tcp::TcpLimits::default());
     assert_eq!(c.file, None);
 }
 
@@ -189,6 +190,8 @@ fn config_every_section_reaches_the_server_config() {
          room_history_bytes = 16384\nmax_rooms_per_user = 3\nmax_accounts = 9\nlogin_source_burst = 7\n\
          max_tracked_sources = 11\n\
          [limits]\nmax_data = 65536\n[argon2]\nm_cost_kib = 8\nt_cost = 1\n\
+         [tcp]\nmax_handshaking = 64\nmax_handshaking_per_source = 4\nhandshake_timeout_secs = 5\n\
+         busy_handshake_timeout_secs = 1\n\
          [codes]\nttl_secs = 30\n\
          [phantom]\nservice_credential = \"0123456789abcdef\"\nissuer = \"iss\"\naudience = \"aud\"\n\
          [oidc]\nissuer = \"https://idp\"\naudience = \"confab\"\nallowed_azp = [\"cli\"]\njwks_file = {:?}\n\
@@ -197,6 +200,9 @@ fn config_every_section_reaches_the_server_config() {
     );
     let c = load_text("full.toml", &text).unwrap();
     assert_eq!((c.max_connections, c.compact_every), (50, 7));
+    let t = c.tcp_limits;
+    assert_eq!((t.max_connections, t.max_handshaking, t.max_handshaking_per_source), (50, 64, 4));
+    assert_eq!((t.handshake_timeout, t.busy_handshake_timeout), (Duration::from_secs(5), Duration::from_secs(1)));
     let s = &c.server;
     assert_eq!((s.access_ttl, s.idle_timeout), (Duration::from_secs(60), Duration::from_secs(45)));
     assert_eq!((s.duplicate_login, s.room_history, s.limits.max_data), (DuplicateLogin::Refuse, 5, 65536));
@@ -250,6 +256,11 @@ fn config_invalid_values_are_refused_with_their_key() {
         ("[server]\nmax_accounts = 0\n", "server.max_accounts"),
         ("[server]\nlogin_source_burst = 0\n", "server.login_source_burst"),
         ("compact_every = 0\n", "compact_every"),
+        ("[tcp]\nmax_handshaking = 0\n", "tcp.max_handshaking"),
+        ("[tcp]\nmax_handshaking_per_source = 0\n", "tcp.max_handshaking_per_source"),
+        ("[tcp]\nmax_handshaking_per_source = 1001\n", "tcp.max_handshaking_per_source"),
+        ("[tcp]\nbusy_handshake_timeout_secs = 11\n", "tcp.busy_handshake_timeout_secs"),
+        ("[tcp]\nhandshake_timeout_secs = 0\n", "tcp.handshake_timeout_secs"),
         ("cert_chain = \"c.pem\"\n", "private_key"),
         ("private_key = \"k.pem\"\n", "cert_chain"),
         ("[codes]\nttl_secs = 61\n", "codes.ttl_secs"),

@@ -29,6 +29,7 @@
 
 mod jwks;
 mod log;
+mod refusals;
 mod workers;
 
 use std::collections::HashMap;
@@ -52,6 +53,7 @@ use tracing::{debug, error, info, warn};
 use jwks::JwksFile;
 use log::EventLog;
 pub use log::LogLimits;
+use refusals::RefusalLog;
 use workers::Workers;
 
 /// The one waker of the poll (mio allows one): off-thread transports, the
@@ -203,6 +205,8 @@ pub struct Node {
     /// Events produced outside a poll turn (a TCP close that completed at
     /// once), handled at the start of the next turn.
     pending: Vec<NetEvent>,
+    /// The TCP transport's refusals, logged at most once per interval.
+    refusal_log: RefusalLog,
     summary: RunSummary,
 }
 
@@ -283,6 +287,7 @@ impl Node {
             core_deadline: None,
             jwks,
             pending: Vec::new(),
+            refusal_log: RefusalLog::new(refusals::INTERVAL),
             summary: RunSummary::default(),
         })
     }
@@ -340,6 +345,9 @@ impl Node {
             {
                 tcp.handle_timeout(self.poll.registry(), t.instant, &mut net);
             }
+            if let Some(tcp) = &self.tcp {
+                self.refusal_log.report(t.instant, tcp);
+            }
             while let Some(e) = self.hub.try_recv() {
                 net.push(e);
             }
@@ -392,9 +400,10 @@ impl Node {
 
     fn next_deadline(&self) -> Option<Instant> {
         let tcp = self.tcp.as_ref().and_then(TcpServer::poll_timeout);
+        let refusals = self.tcp.as_ref().and_then(|tcp| self.refusal_log.due(tcp.refusals()));
         // The core's validator says when it next wants the JWK Set (only asked for with a file to read).
         let jwks = self.jwks.as_ref().and_then(|_| self.core.jwks_deadline());
-        [self.core_deadline, tcp, jwks, self.log.deadline()].into_iter().flatten().min()
+        [self.core_deadline, tcp, jwks, self.log.deadline(), refusals].into_iter().flatten().min()
     }
 
     fn net_event(&mut self, now: Now, event: NetEvent) {

@@ -3,7 +3,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -58,6 +58,8 @@ pub(super) struct Conn {
     pub(super) input: Input,
     /// On the server's list of connections to read again next turn.
     pub(super) resume_queued: bool,
+    /// The time its handshake was given (for the timeout's reason).
+    pub(super) handshake_timeout: Duration,
     token: Token,
     sock: TcpStream,
     tls: ServerConnection,
@@ -86,6 +88,7 @@ impl Conn {
             phase: Phase::Handshaking { deadline },
             input: Input::Drained,
             resume_queued: false,
+            handshake_timeout: Duration::ZERO,
             token,
             sock,
             tls,

@@ -20,13 +20,25 @@
 //!   does not read its answers gets no new ones);
 //! - hard cap: a backlog above [`TcpLimits::max_outbound`] closes the
 //!   connection ("outbound buffer full").
+//!
+//! Handshakes are bounded before that: at most
+//! [`TcpLimits::max_handshaking`] at once, of which one source (an IPv4
+//! address, or an IPv6 /64, as [`SourceKey::from_ip`] groups them) holds at
+//! most [`TcpLimits::max_handshaking_per_source`]; once half the slots are
+//! taken, new handshakes get [`TcpLimits::busy_handshake_timeout`] instead of
+//! [`TcpLimits::handshake_timeout`]. Every refusal is counted by reason
+//! ([`TcpServer::refusals`]); the transport logs nothing itself.
+//!
+//! [`SourceKey::from_ip`]: confab_proto::server::SourceKey::from_ip
 
+mod admit;
 mod client;
 mod conn;
 mod server;
 
 use std::time::Duration;
 
+pub use admit::TcpRefusals;
 pub use client::{TcpLink, connect};
 pub use server::TcpServer;
 
@@ -39,10 +51,18 @@ pub struct TcpLimits {
     pub max_connections: usize,
     /// Connections in their TLS handshake at once; more are refused the same way.
     pub max_handshaking: usize,
+    /// Handshake slots one source may hold at once (an IPv4 address, or an
+    /// IPv6 /64: one subscriber's allocation); more from it are refused the
+    /// same way, so a flood from one address cannot lock out the others.
+    pub max_handshaking_per_source: usize,
     /// A connection must finish its TLS handshake within this time; it
     /// also bounds how long a connection the server closes may take to
     /// flush what was queued for it.
     pub handshake_timeout: Duration,
+    /// The handshake timeout of a connection accepted while at least half
+    /// of [`max_handshaking`](TcpLimits::max_handshaking) is taken (at most
+    /// `handshake_timeout`): under a flood, slots turn over faster.
+    pub busy_handshake_timeout: Duration,
     /// Hard cap of buffered outbound bytes (TLS records not yet taken by
     /// the socket) per connection: beyond it the connection is closed.
     /// Above half of it, the connection is not read from.
@@ -53,12 +73,15 @@ pub struct TcpLimits {
 }
 
 impl Default for TcpLimits {
-    /// 10,000 connections, 1,000 handshaking, 10 s handshakes, 8 MiB of outbound buffer, 64 KiB reads.
+    /// 10,000 connections, 1,000 handshaking (125 per source), 10 s
+    /// handshakes (2 s past half the slots), 8 MiB of outbound buffer, 64 KiB reads.
     fn default() -> TcpLimits {
         TcpLimits {
             max_connections: 10_000,
             max_handshaking: 1_000,
+            max_handshaking_per_source: 125,
             handshake_timeout: Duration::from_secs(10),
+            busy_handshake_timeout: Duration::from_secs(2),
             max_outbound: 8 << 20,
             read_chunk: 64 << 10,
         }

@@ -12,6 +12,7 @@ use mio::{Interest, Registry, Token};
 use rustls::{ServerConfig, ServerConnection};
 
 use super::TcpLimits;
+use super::admit::{Admission, TcpRefusals};
 use super::conn::{Conn, Gone, Input, Phase};
 use crate::hub::{ConnId, ConnIds, NetEvent};
 
@@ -49,8 +50,8 @@ pub struct TcpServer {
     /// `Closed` events from calls that have no `out` ([`TcpServer::send`]).
     pending: Vec<NetEvent>,
     accept_retry: Option<Instant>,
-    handshaking: usize,
-    refused: u64,
+    /// Handshake slots, per source, and the refusal counts.
+    admission: Admission,
     /// The latest `now` seen: "as soon as possible" for `poll_timeout`.
     last_now: Instant,
 }
@@ -61,8 +62,9 @@ impl fmt::Debug for TcpServer {
             .field("local_addr", &self.local_addr)
             .field("accepting", &self.listener.is_some())
             .field("connections", &self.by_id.len())
-            .field("handshaking", &self.handshaking)
-            .field("refused", &self.refused)
+            .field("handshaking", &self.admission.handshaking())
+            .field("handshaking_sources", &self.admission.sources())
+            .field("refusals", &self.admission.counts)
             .finish_non_exhaustive()
     }
 }
@@ -99,8 +101,7 @@ impl TcpServer {
             resume: Vec::new(),
             pending: Vec::new(),
             accept_retry: None,
-            handshaking: 0,
-            refused: 0,
+            admission: Admission::default(),
             last_now: Instant::now(),
         })
     }
@@ -256,7 +257,8 @@ impl TcpServer {
             }
             let reason = match c.phase {
                 Phase::Handshaking { .. } => {
-                    Some(format!("TLS handshake timed out after {:?}", self.limits.handshake_timeout))
+                    self.admission.counts.timed_out += 1;
+                    Some(format!("TLS handshake timed out after {:?}", c.handshake_timeout))
                 }
                 Phase::Flushing { .. } => {
                     Some(format!("closed by the server; {} bytes were never taken by the peer", c.backlog()))
@@ -268,10 +270,23 @@ impl TcpServer {
     }
 
     /// Connections refused so far because a limit was reached (or the
-    /// connection could not be set up).
+    /// connection could not be set up): the sum of
+    /// [`refusals`](TcpServer::refusals) but its timeouts.
     #[must_use]
     pub fn refused(&self) -> u64 {
-        self.refused
+        self.admission.counts.refused()
+    }
+
+    /// Connections refused so far, and handshakes timed out, per reason.
+    #[must_use]
+    pub fn refusals(&self) -> TcpRefusals {
+        self.admission.counts
+    }
+
+    /// Connections in their TLS handshake.
+    #[must_use]
+    pub fn handshaking(&self) -> usize {
+        self.admission.handshaking()
     }
 
     /// Sockets held: handshaking, open and closing.
@@ -304,14 +319,13 @@ impl TcpServer {
                     return;
                 }
             };
-            if self.by_id.len() >= self.limits.max_connections || self.handshaking >= self.limits.max_handshaking {
-                self.refused += 1;
-                continue;
-            }
+            // Refused sockets are dropped here: the peer sees the connection closed.
+            let Some(timeout) = self.admission.admit(peer, self.by_id.len(), &self.limits) else { continue };
             // Latency matters more than segment count for chat frames.
             let _ = sock.set_nodelay(true);
             let Ok(tls) = ServerConnection::new(Arc::clone(&self.tls)) else {
-                self.refused += 1;
+                self.admission.release(peer);
+                self.admission.counts.setup += 1;
                 continue;
             };
             let slot = self.free.pop().unwrap_or_else(|| {
@@ -319,18 +333,19 @@ impl TcpServer {
                 self.slots.len() - 1
             });
             let id = self.ids.next();
-            let deadline = later(now, self.limits.handshake_timeout);
+            let deadline = later(now, timeout);
             let token = Token(Self::FIRST_TOKEN + 1 + slot);
             match Conn::new(registry, id, token, sock, peer, tls, deadline) {
-                Ok(conn) => {
+                Ok(mut conn) => {
+                    conn.handshake_timeout = timeout;
                     self.slots[slot] = Some(conn);
                     self.by_id.insert(id, slot);
                     self.timers.insert((deadline, slot));
-                    self.handshaking += 1;
                 }
                 Err(_) => {
                     self.free.push(slot);
-                    self.refused += 1;
+                    self.admission.release(peer);
+                    self.admission.counts.setup += 1;
                 }
             }
         }
@@ -357,7 +372,7 @@ impl TcpServer {
             c.update_interest(registry, &limits)
         })();
         if was_handshaking && !matches!(c.phase, Phase::Handshaking { .. }) {
-            self.handshaking -= 1;
+            self.admission.release(c.peer);
             if let Some(deadline) = handshake_deadline {
                 self.timers.remove(&(deadline, slot));
             }
@@ -389,7 +404,7 @@ impl TcpServer {
             self.timers.remove(&(deadline, slot));
         }
         if matches!(c.phase, Phase::Handshaking { .. }) {
-            self.handshaking -= 1;
+            self.admission.release(c.peer);
         }
         self.by_id.remove(&c.id);
         self.free.push(slot);

@@ -4,6 +4,7 @@
 
 mod accounts;
 mod caps;
+mod deadline;
 mod turn;
 mod validate;
 
