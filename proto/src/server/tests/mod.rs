@@ -6,6 +6,7 @@ mod accounts;
 mod caps;
 mod turn;
 mod validate;
+mod work;
 
 use std::time::{Duration, Instant};
 
