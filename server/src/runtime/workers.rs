@@ -21,8 +21,10 @@ use std::time::Duration;
 use confab_proto::server::{Job, JobResult, Scratch};
 
 /// How long a worker keeps its argon2 buffer without a job. Allocating it
-/// again costs its page faults, a few milliseconds against a hash's tens:
-/// a short delay gives memory back soon after a burst and costs little.
+/// again costs its page faults, about 15 ms for 19 MiB on the two-core VM
+/// of docs/BENCHMARKS.md (a hash takes 25-40 ms there): paid by the first
+/// hash after a quiet spell, never within a burst. A short delay gives
+/// the memory back soon after a burst for that small price.
 pub(crate) const IDLE_RELEASE: Duration = Duration::from_secs(2);
 
 /// The least address space a worker's buffer reserves (33 MiB): above
