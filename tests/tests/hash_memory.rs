@@ -3,7 +3,8 @@
 //! (OWASP) parameters over TCP+TLS, the server's resident memory sampled
 //! from /proc during the burst and after it.
 //!
-//! What must hold (docs/ARCHITECTURE.md, "argon2 workers"):
+//! What must hold (docs/ARCHITECTURE.md, "The server process": the argon2
+//! workers):
 //!
 //! - during the burst the hashing memory stays within one buffer per worker
 //!   (workers x m_cost): the server's RSS stays below its base plus

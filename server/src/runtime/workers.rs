@@ -10,8 +10,9 @@
 //! own and the free is a `munmap`: the pages go back to the system. (A
 //! buffer below 32 MiB would come from the thread's arena once glibc has
 //! raised its mmap threshold, on the first free of such a block, and a
-//! free would keep the pages; main reached 422 MB after a burst of 12
-//! registrations on two workers, and never gave them back.)
+//! free would keep the pages: with a block allocated per hash, a burst of
+//! 12 registrations on two workers left 413 MiB that never came back;
+//! docs/BENCHMARKS.md, "Memory after a burst of logins".)
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, mpsc};
