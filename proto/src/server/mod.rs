@@ -73,7 +73,7 @@ pub use session::{SessionId, SourceKey};
 pub use state::{Change, State};
 pub use turn::{Action, Committed, Turn};
 pub use validate::ConfigError;
-pub use work::{Job, JobId, JobResult};
+pub use work::{Job, JobId, JobResult, Scratch};
 
 use desk::Desk;
 use keyed::Keyed;

@@ -7,6 +7,7 @@ mod caps;
 mod deadline;
 mod turn;
 mod validate;
+mod work;
 
 use std::time::{Duration, Instant};
 
