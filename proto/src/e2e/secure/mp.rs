@@ -34,6 +34,10 @@ pub(super) enum MpPending {
     Request { peer: String, handshake: Option<MpRequest> },
     /// An `accept_mp`: its session goes if the server refuses it.
     Accept(String),
+    /// A `close_mp`: the session goes with the answer, whatever it is (what
+    /// the peer sent before the server closed the conversation arrives
+    /// first, and is still read).
+    Close(String),
 }
 
 /// What the server said about a pending MP request or acceptance.
@@ -74,6 +78,23 @@ impl SecureClient {
         Ok(id)
     }
 
+    /// Closes the conversation with `peer` (or withdraws this user's request
+    /// to `peer`, or refuses `peer`'s). This user's handshakes to `peer` and
+    /// `peer`'s offer go at once, so an acceptance of a withdrawn request
+    /// arriving later completes nothing; the conversation's keys go with the
+    /// server's answer (messages the server took before the close arrive
+    /// before that answer, and are read), so nothing of a closed
+    /// conversation outlives it in the profile.
+    pub fn close_mp(&mut self, now: Now, peer: &str) -> Result<u32, SecureError> {
+        self.clock = now;
+        let id = self.client.close_mp(now, peer)?;
+        self.offers.remove(peer);
+        self.forget_requests(peer);
+        self.mp_pending.insert(id, MpPending::Close(peer.to_owned()));
+        self.dirty = true;
+        Ok(id)
+    }
+
     /// The answer to `request_id`, if it is a pending MP request or acceptance.
     pub(super) fn on_mp_answer(&mut self, request_id: u32, answer: Answer) {
         let Some(pending) = self.mp_pending.remove(&request_id) else { return };
@@ -90,6 +111,9 @@ impl SecureClient {
             // candidates); any other refusal says nothing about those.
             (MpPending::Request { .. }, Answer::Failed) => {}
             (MpPending::Accept(peer), Answer::Failed) => drop(self.sessions.remove(&peer)),
+            // Closed, refused (nothing open there) or lost with the
+            // connection: the user closed it either way.
+            (MpPending::Close(peer), _) => drop(self.sessions.remove(&peer)),
             (MpPending::Request { handshake: None, .. }, _)
             | (MpPending::Accept(_), Answer::Done | Answer::Indeterminate) => {}
         }
