@@ -7,10 +7,10 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use super::{Net, alice_bob};
+use crate::ClientEvent;
 use crate::e2e::secure::SecureEvent;
 use crate::e2e::{IdentityKey, MpOffer, fixtures};
 use crate::server::state::Conversation;
-use crate::ClientEvent;
 
 /// Bob's signed acceptance of the request alice's server holds (what Bob's
 /// client sends in `accept_mp`), made directly from the stored request.
