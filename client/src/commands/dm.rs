@@ -51,7 +51,7 @@ pub fn accept(env: &mut Env<'_>, out: &mut Output<'_>, peer: &str) -> Result<(),
 pub fn close(env: &mut Env<'_>, out: &mut Output<'_>, peer: &str) -> Result<(), CliError> {
     let mut session = env.resume(None)?;
     let now = session.now();
-    let id = session.sc().client_mut().close_mp(now, peer).map_err(|e| CliError::Local(e.into()))?;
+    let id = session.sc().close_mp(now, peer)?;
     expect_done(&mut session, env, id, "dm close")?;
     print_warnings(&mut session, out);
     session.close()?;

@@ -193,14 +193,20 @@ impl Server {
     }
 
     /// The fetched JWK Set document: it replaces the provider's keys (keys
-    /// that left it no longer verify). A document that does not parse keeps
+    /// that left it no longer verify, on connections that already verified
+    /// a token they signed too). A document that does not parse keeps
     /// the old set and counts as a failed fetch. Ignored without OIDC.
     pub fn jwks_fetched(&mut self, now: Now, document: &[u8]) -> Result<JwksUpdate, JwkError> {
-        match self.oidc.as_mut() {
-            // Cached verifications stay valid: they were made with keys the provider published.
-            Some(v) => v.handle_jwks(now, document),
-            None => Ok(JwksUpdate::default()),
+        let Some(v) = self.oidc.as_mut() else { return Ok(JwksUpdate::default()) };
+        let update = v.handle_jwks(now, document)?;
+        if !update.removed.is_empty() {
+            // A key left the set (rotated out, or leaked): a token it signed must
+            // stop working on the connections that already verified it too, not
+            // only on new ones. Every cached verification goes (opaque tokens are
+            // looked up again once, at the cost of a hash lookup).
+            self.presence.forget_tokens(|_| true);
         }
+        Ok(update)
     }
 
     /// The fetch asked for could not be made; another is asked after the minimum interval.

@@ -303,6 +303,9 @@ impl Machine {
     }
 
     pub(crate) fn close_mp(&mut self, now: Now, peer: &str) -> Result<u32, SecureError> {
-        Ok(self.client_mut().close_mp(now, peer)?)
+        match self {
+            Machine::Plain(c) => Ok(c.close_mp(now, peer)?),
+            Machine::Secure(s) => s.close_mp(now, peer),
+        }
     }
 }

@@ -17,7 +17,7 @@ pub enum SecureEvent {
     /// appear here: they become the events below.
     Plain(ClientEvent),
     /// A verified request for a private conversation: answer with
-    /// [`SecureClient::accept_mp`](super::SecureClient::accept_mp) (or `close_mp` through [`SecureClient::client_mut`](super::SecureClient::client_mut)).
+    /// [`SecureClient::accept_mp`](super::SecureClient::accept_mp) (or refuse with [`SecureClient::close_mp`](super::SecureClient::close_mp)).
     MpOffered {
         /// Requester.
         from: String,

@@ -60,7 +60,7 @@ impl SecureClient {
                     Some(RoomPending::Join { op, .. }) => op,
                     _ => request_id,
                 };
-                self.on_mp_answer(request_id, Answer::Failed);
+                self.on_mp_answer(request_id, Answer::Failed(code));
                 let event = ClientEvent::Failed { request_id, opcode, code, reason, retry_after_ms };
                 self.events.push_back(SecureEvent::Plain(event));
             }

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use super::{SEEN_REQUESTS, SecureClient, SecureError, SecureEvent};
 use crate::Now;
 use crate::e2e::{HandshakeError, MpOffer, MpRequest, safety_number};
+use crate::wire::status;
 
 /// How many handshakes to one peer are kept while it is unknown which one
 /// the server holds (requests whose outcome was lost, asked again).
@@ -34,13 +35,17 @@ pub(super) enum MpPending {
     Request { peer: String, handshake: Option<MpRequest> },
     /// An `accept_mp`: its session goes if the server refuses it.
     Accept(String),
+    /// A `close_mp`: what it closes goes when the server answers that it
+    /// closed it (or that nothing was open), in the server's order.
+    Close(String),
 }
 
 /// What the server said about a pending MP request or acceptance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Answer {
     Done,
-    Failed,
+    /// Refused, with this code.
+    Failed(u16),
     Indeterminate,
 }
 
@@ -74,6 +79,23 @@ impl SecureClient {
         Ok(id)
     }
 
+    /// Closes the conversation with `peer` (or withdraws this user's request
+    /// to `peer`, or refuses `peer`'s). When the server answers that it
+    /// closed it (or that nothing was open, 404), the conversation's keys,
+    /// this user's handshakes to `peer` and `peer`'s offer go: nothing of a
+    /// closed conversation outlives it in the profile, and an acceptance of
+    /// a withdrawn request arriving after that completes nothing. Until
+    /// then, and if the close fails (401, 503, a lost connection), the
+    /// conversation stays as the server has it: what the peer sent before
+    /// the close, or since a close that did not happen, is still read.
+    pub fn close_mp(&mut self, now: Now, peer: &str) -> Result<u32, SecureError> {
+        self.clock = now;
+        let id = self.client.close_mp(now, peer)?;
+        self.mp_pending.insert(id, MpPending::Close(peer.to_owned()));
+        self.dirty = true;
+        Ok(id)
+    }
+
     /// The answer to `request_id`, if it is a pending MP request or acceptance.
     pub(super) fn on_mp_answer(&mut self, request_id: u32, answer: Answer) {
         let Some(pending) = self.mp_pending.remove(&request_id) else { return };
@@ -88,8 +110,16 @@ impl SecureClient {
             // Refused: this handshake is not at the server. With 409
             // "already asked", an earlier one of ours is (kept among the
             // candidates); any other refusal says nothing about those.
-            (MpPending::Request { .. }, Answer::Failed) => {}
-            (MpPending::Accept(peer), Answer::Failed) => drop(self.sessions.remove(&peer)),
+            (MpPending::Request { .. }, Answer::Failed(_)) => {}
+            (MpPending::Accept(peer), Answer::Failed(_)) => drop(self.sessions.remove(&peer)),
+            // Closed, or nothing was open: the server holds nothing of it any more.
+            (MpPending::Close(peer), Answer::Done | Answer::Failed(status::NOT_FOUND)) => {
+                self.sessions.remove(&peer);
+                self.offers.remove(&peer);
+                self.forget_requests(&peer);
+            }
+            // Not closed (or unknown): the conversation stays as the server has it.
+            (MpPending::Close(_), Answer::Failed(_) | Answer::Indeterminate) => {}
             (MpPending::Request { handshake: None, .. }, _)
             | (MpPending::Accept(_), Answer::Done | Answer::Indeterminate) => {}
         }

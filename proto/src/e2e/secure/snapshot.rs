@@ -50,7 +50,9 @@ pub struct SecureSnapshot {
     pub client: ClientSnapshot,
     /// The contact book.
     pub contacts: Vec<ContactSnapshot>,
-    /// Handshakes this user started, awaiting acceptance ([`MpRequest::export`]; secret).
+    /// Handshakes this user started that the server may hold, awaiting acceptance
+    /// ([`MpRequest::export`]; secret): peer by peer, oldest first. Requests still
+    /// awaiting their answer keep theirs in [`MpPendingSnapshot::handshake`].
     pub requests: Vec<Vec<u8>>,
     /// Verified requests from peers awaiting this user's decision ([`MpOffer::export`]).
     pub offers: Vec<Vec<u8>>,
@@ -85,6 +87,7 @@ pub struct RetiredRoomSnapshot {
 impl Drop for SecureSnapshot {
     fn drop(&mut self) {
         self.requests.iter_mut().for_each(Zeroize::zeroize);
+        self.mp_pending.iter_mut().filter_map(|p| p.handshake.as_mut()).for_each(Zeroize::zeroize);
     }
 }
 
@@ -191,8 +194,17 @@ pub struct MpPendingSnapshot {
     pub request_id: u32,
     /// The peer.
     pub peer: String,
-    /// An acceptance (else a request).
+    /// An acceptance (else a request, or a close).
     pub accept: bool,
+    /// A close (absent in profiles written before closes were kept).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub close: bool,
+    /// A request's handshake ([`MpRequest::export`]; secret), while its
+    /// answer has not said whether the server holds it. Absent in profiles
+    /// written before it existed: their in-flight handshakes are among
+    /// [`SecureSnapshot::requests`].
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub handshake: Option<Vec<u8>>,
 }
 
 /// A received private message, readable until `expires_ms` (secret).
@@ -276,16 +288,26 @@ impl SecureClient {
             peer: peer.clone(),
             digests: digests.iter().map(|d| d.to_vec()).collect(),
         });
+        // A request awaiting its answer keeps its handshake with it, so that
+        // the answer still settles it after a restart (a refusal drops it).
         let mp_pending = self.mp_pending.iter().map(|(id, p)| match p {
-            MpPending::Request { peer, .. } => MpPendingSnapshot { request_id: *id, peer: peer.clone(), accept: false },
-            MpPending::Accept(peer) => MpPendingSnapshot { request_id: *id, peer: peer.clone(), accept: true },
+            MpPending::Request { peer, handshake } => MpPendingSnapshot {
+                request_id: *id,
+                peer: peer.clone(),
+                accept: false,
+                close: false,
+                handshake: handshake.as_ref().map(|h| h.export().to_vec()),
+            },
+            MpPending::Accept(peer) => {
+                MpPendingSnapshot { request_id: *id, peer: peer.clone(), accept: true, close: false, handshake: None }
+            }
+            MpPending::Close(peer) => {
+                MpPendingSnapshot { request_id: *id, peer: peer.clone(), accept: false, close: true, handshake: None }
+            }
         });
-        // Every handshake the server may hold: settled, and awaiting its answer.
-        let in_flight = self.mp_pending.values().filter_map(|p| match p {
-            MpPending::Request { handshake: Some(h), .. } => Some(h),
-            _ => None,
-        });
-        let requests = self.requests.values().flatten().chain(in_flight).map(|r| r.export().to_vec());
+        // The settled candidates, peer by peer, oldest first (the order says
+        // which one goes when a peer has too many).
+        let requests = self.requests.values().flatten().map(|r| r.export().to_vec());
         let mut snapshot = SecureSnapshot {
             client: self.client.snapshot(),
             contacts: contacts.collect(),
@@ -309,7 +331,6 @@ impl SecureClient {
         };
         // Stable order: equal states give equal snapshots.
         snapshot.contacts.sort_by(|a, b| a.user.cmp(&b.user));
-        snapshot.requests.sort();
         snapshot.offers.sort();
         snapshot.sessions.sort_by(|a, b| a.peer.cmp(&b.peer));
         snapshot.rooms.sort_by(|a, b| a.room.cmp(&b.room));
@@ -384,11 +405,15 @@ impl SecureClient {
             sc.room_pending.insert(p.request_id, pending);
         }
         for p in &snapshot.mp_pending {
-            // A request's handshake is among the candidates restored above.
             let pending = if p.accept {
                 MpPending::Accept(p.peer.clone())
+            } else if p.close {
+                MpPending::Close(p.peer.clone())
             } else {
-                MpPending::Request { peer: p.peer.clone(), handshake: None }
+                // Without its handshake (an older profile), the request's
+                // handshake is among the candidates restored above.
+                let restore = |b: &Vec<u8>| MpRequest::restore(b).map_err(|_| SnapshotError::Malformed("MP request"));
+                MpPending::Request { peer: p.peer.clone(), handshake: p.handshake.as_ref().map(restore).transpose()? }
             };
             sc.mp_pending.insert(p.request_id, pending);
         }

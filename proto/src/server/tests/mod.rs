@@ -3,6 +3,7 @@
 //! jobs back, so attempts really are in flight at the same time.
 
 mod accounts;
+mod attack;
 mod caps;
 mod deadline;
 mod turn;

@@ -1,6 +1,7 @@
 //! Tests of [`SecureClient`]: two or three of them through a real
 //! [`Server`] in-process (the pump of the client machine's tests).
 
+mod attack;
 mod blindness;
 mod hostile;
 mod mp;
