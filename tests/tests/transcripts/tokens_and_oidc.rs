@@ -260,7 +260,10 @@ fn oidc_login() {
     s.send_auth("x", 108, FetchKey { username: "dave".into() }, unknown.as_bytes());
     s.note("the adapter refreshes the provider's JWK Set: the new key is accepted");
     let now = s.now();
-    s.server_mut().jwks_fetched(now, stranger.jwks_json(t0).as_bytes()).unwrap();
+    // The provider publishes the new key beside the one it signed with so far
+    // (a set without that key would make the tokens it signed unverifiable at once).
+    let both = both_keys(&idp.jwks_json(t0), &stranger.jwks_json(t0));
+    s.server_mut().jwks_fetched(now, both.as_bytes()).unwrap();
     s.send_auth("x", 109, FetchKey { username: "dave".into() }, unknown.as_bytes());
     s.note("after exp + 60 s leeway the JWT is expired: 419, a fresh one from the provider works");
     s.advance(Duration::from_secs(360));
@@ -429,4 +432,13 @@ fn undelivered_messages_expire_and_the_sender_is_told() {
     s.connect("b2");
     login(&mut s, "b2", "bob");
     assert_transcript!(s.transcript());
+}
+
+/// One JWK Set document holding the keys of two.
+fn both_keys(a: &str, b: &str) -> String {
+    let mut a: serde_json::Value = serde_json::from_str(a).expect("a JWK Set");
+    let b: serde_json::Value = serde_json::from_str(b).expect("a JWK Set");
+    let more = b["keys"].as_array().expect("keys").clone();
+    a["keys"].as_array_mut().expect("keys").extend(more);
+    a.to_string()
 }
