@@ -7,23 +7,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use confab_proto::server::{Change, MemoryStore};
-use confab_proto::wire::{FrameDecoder, Limits, Message, Ping};
+use confab_proto::wire::{Message, Ping};
 use confab_proto::{Durable, ServerConfig};
 use confab_server::runtime::{Node, NodeConfig, RunSummary};
 use confab_transports::link::Link;
 use confab_transports::tls::{self, ClientTrust, ServerIdentity};
 use confab_transports::{quic, tcp};
 
-fn decode_all(bytes: &[u8]) -> Vec<Message> {
-    let limits = Limits::default();
-    let mut decoder = FrameDecoder::new(limits);
-    decoder.push(bytes);
-    let mut out = Vec::new();
-    while let Ok(Some(frame)) = decoder.next_frame() {
-        out.push(Message::decode(&frame, &limits).expect("the server sends valid frames"));
-    }
-    out
-}
+mod common;
+use common::decode_all;
 
 /// Sends a ping, waits for its pong.
 fn ping_pong(link: &mut dyn Link, nonce: u64) {

@@ -7,24 +7,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use confab_proto::server::{MemoryStore, State};
-use confab_proto::wire::{FrameDecoder, Limits, Message, Ping};
+use confab_proto::wire::{Message, Ping};
 use confab_proto::{ServerConfig, wire::status};
 use confab_server::runtime::{Node, NodeConfig};
 use confab_transports::link::Link;
 use confab_transports::tcp;
 use confab_transports::tls::{self, ClientTrust, ServerIdentity};
 
-/// Every message in `bytes` (complete frames only).
-fn decode_all(bytes: &[u8]) -> Vec<Message> {
-    let limits = Limits::default();
-    let mut decoder = FrameDecoder::new(limits);
-    decoder.push(bytes);
-    let mut out = Vec::new();
-    while let Ok(Some(frame)) = decoder.next_frame() {
-        out.push(Message::decode(&frame, &limits).expect("the server sends valid frames"));
-    }
-    out
-}
+mod common;
+use common::decode_all;
 
 #[test]
 fn a_frame_dripped_over_tls_is_closed_at_its_deadline_and_others_are_served() {

@@ -218,3 +218,15 @@ pub fn downgrade_to_format_3(dir: &TempDir) {
         )
         .unwrap();
 }
+
+/// Every message in `bytes` (complete frames only).
+pub fn decode_all(bytes: &[u8]) -> Vec<Message> {
+    let limits = confab_proto::wire::Limits::default();
+    let mut decoder = confab_proto::wire::FrameDecoder::new(limits);
+    decoder.push(bytes);
+    let mut out = Vec::new();
+    while let Ok(Some(frame)) = decoder.next_frame() {
+        out.push(Message::decode(&frame, &limits).expect("the server sends valid frames"));
+    }
+    out
+}
