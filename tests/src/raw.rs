@@ -61,7 +61,8 @@ impl RawTls {
         let deadline = Instant::now() + timeout;
         let mut sock = connect_from(from, to)?;
         sock.set_nodelay(true)?;
-        let mut tls = ClientConnection::new(Arc::new(config), tls::server_name("localhost")).map_err(io::Error::other)?;
+        let mut tls =
+            ClientConnection::new(Arc::new(config), tls::server_name("localhost")).map_err(io::Error::other)?;
         while tls.is_handshaking() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -96,8 +97,8 @@ impl RawTls {
         let mut buf = [0u8; 16 * 1024];
         loop {
             if let Some(frame) = self.decoder.next_frame().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))? {
-                let message = Message::decode(&frame, &self.limits)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                let message =
+                    Message::decode(&frame, &self.limits).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
                 return Ok(Some(message));
             }
             let left = deadline.saturating_duration_since(Instant::now());

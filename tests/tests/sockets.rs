@@ -219,7 +219,8 @@ fn hostile_connections_never_disturb_the_others() {
     // from another source than the users' (127.0.0.3: Linux routes 127/8 to lo). One
     // source holds at most max_handshaking_per_source (125) handshake slots: a flood from
     // the users' own address would lock them out by design (tcp_flood.rs in transports).
-    let half_open: Vec<TcpStream> = (0..500).filter_map(|_| connect_from(Ipv4Addr::new(127, 0, 0, 3), server.tcp).ok()).collect();
+    let half_open: Vec<TcpStream> =
+        (0..500).filter_map(|_| connect_from(Ipv4Addr::new(127, 0, 0, 3), server.tcp).ok()).collect();
     assert!(half_open.len() >= 450, "only {} half-open connections could be made", half_open.len());
     // A frame dripped one byte per 100 ms on a TLS connection, at the same time.
     let drip_addr = tls_link(&server);
