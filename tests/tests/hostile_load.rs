@@ -42,7 +42,8 @@
 //!   up, not written one by one; the test server also logs at debug, one line
 //!   per connection, which is not counted).
 //!
-//! The run takes about 40-60 s; the figures are printed (`--nocapture`).
+//! The run takes about 25 s (the attack 20 s); the figures are printed
+//! (`--nocapture`) and three runs are in docs/BENCHMARKS.md ("Hostile load").
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Read as _};
