@@ -2,10 +2,12 @@
 //!
 //! [`transcript::Script`] drives a server machine with hand-built frames in
 //! virtual time and records every step as one readable line, for the insta
-//! transcripts of every opcode flow.
+//! transcripts of every opcode flow; [`procs`] runs the real binaries and
+//! [`raw`] opens raw TCP and TLS connections from chosen loopback sources.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod procs;
+pub mod raw;
 pub mod transcript;

@@ -13,7 +13,7 @@
 //!   of the plaintexts sent.
 
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::net::TcpStream;
+use std::net::{Ipv4Addr, TcpStream};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::thread;
@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use confab_proto::wire::FrameDecoder;
 use confab_tests::procs::{CliUser, ServerProc, TempDir, contains, free_port, read_tree};
+use confab_tests::raw::connect_from;
 use confab_transports::link::Link;
 use confab_transports::tcp;
 use confab_transports::tls::{self, ClientTrust, Pin};
@@ -139,14 +140,6 @@ fn tls_link(server: &ServerProc) -> Box<dyn Link> {
     Box::new(link)
 }
 
-/// A plain TCP connection to `to` from the loopback address `from`.
-fn connect_from(from: [u8; 4], to: std::net::SocketAddr) -> Option<TcpStream> {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
-    sock.bind(&std::net::SocketAddr::from((from, 0)).into()).ok()?;
-    sock.connect(&to.into()).ok()?;
-    Some(sock.into())
-}
-
 /// Reads until the server closes the link; returns what it sent (frames).
 fn read_until_closed(link: &mut dyn Link, within: Duration) -> Vec<u8> {
     let deadline = Instant::now() + within;
@@ -226,7 +219,8 @@ fn hostile_connections_never_disturb_the_others() {
     // from another source than the users' (127.0.0.3: Linux routes 127/8 to lo). One
     // source holds at most max_handshaking_per_source (125) handshake slots: a flood from
     // the users' own address would lock them out by design (tcp_flood.rs in transports).
-    let half_open: Vec<TcpStream> = (0..500).filter_map(|_| connect_from([127, 0, 0, 3], server.tcp)).collect();
+    let half_open: Vec<TcpStream> =
+        (0..500).filter_map(|_| connect_from(Ipv4Addr::new(127, 0, 0, 3), server.tcp).ok()).collect();
     assert!(half_open.len() >= 450, "only {} half-open connections could be made", half_open.len());
     // A frame dripped one byte per 100 ms on a TLS connection, at the same time.
     let drip_addr = tls_link(&server);

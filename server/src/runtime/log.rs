@@ -97,7 +97,7 @@ impl Limiter {
         let burst = u64::from(self.limits.burst);
         let counts: BTreeMap<Kind, u64> = std::mem::take(&mut self.seen)
             .into_iter()
-            .filter_map(|(k, n)| (n > burst).then_some((k, n - burst)))
+            .filter_map(|(k, n)| n.checked_sub(burst).filter(|&left| left > 0).map(|left| (k, left)))
             .collect();
         (!counts.is_empty()).then_some(Suppressed { interval: self.limits.interval, counts })
     }
@@ -220,5 +220,18 @@ mod tests {
         assert!((0..3).all(|_| l.admit(t0 + Duration::from_secs(12), REFUSED)));
         assert_eq!(l.deadline(), None);
         assert_eq!(l.roll(t0 + Duration::from_secs(30)), None);
+    }
+
+    #[test]
+    fn a_kind_under_its_burst_is_not_summed_up_when_another_is_over() {
+        // Found by tests/tests/hostile_load.rs: the debug server panicked
+        // ("attempt to subtract with overflow") at the end of such an interval.
+        let (mut l, t0) = limiter();
+        assert!(l.admit(t0, CLOSED));
+        for _ in 0..5 {
+            let _ = l.admit(t0, REFUSED);
+        }
+        let s = l.roll(t0 + Duration::from_secs(10)).expect("a summary");
+        assert_eq!(s.counts, BTreeMap::from([(REFUSED, 2)]));
     }
 }
