@@ -34,6 +34,7 @@
 //! | 3 | not logged in, no identity key on this device, wrong password |
 //! | 4 | network: cannot connect, connection lost, no answer in time |
 //! | 5 | the local profile or a secret could not be read or written |
+//! | 6 | another session of this account took over (the server closed this one with 409): not retried |
 
 use std::io;
 use std::path::PathBuf;

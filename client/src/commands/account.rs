@@ -159,7 +159,9 @@ pub fn logout(env: &mut Env<'_>, out: &mut Output<'_>, user: Option<&str>) -> Re
             session.profile().erase_secrets()?;
             result
         }
-        Err(e @ (CliError::Session(_) | CliError::NoAnswer(_))) => Err(e),
+        Err(
+            e @ (CliError::Session(_) | CliError::NoAnswer(_) | CliError::TakenOver { .. } | CliError::Revoked { .. }),
+        ) => Err(e),
         Err(e) => return Err(e),
     };
     if revoked.is_err() {

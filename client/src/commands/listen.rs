@@ -2,7 +2,12 @@
 //!
 //! Everything is stored in the profile before it is acknowledged to the
 //! server, so interrupting `listen` at any moment loses nothing. A lost
-//! connection is reopened after a pause (the session resumes where it was).
+//! connection is reopened after a pause (the session resumes where it was),
+//! but a session the server closed on purpose is not: after a close 409
+//! ("replaced by a newer login": another session of this account took over)
+//! or 401 (its tokens were revoked) `listen` stops with an error (exit 6 or
+//! 3). Reconnecting would replace the newer session, which would do the same:
+//! two clients of one account would take the session from each other forever.
 
 use std::time::Duration;
 
@@ -34,6 +39,9 @@ pub fn listen(env: &mut Env<'_>, out: &mut Output<'_>) -> Result<(), CliError> {
             false
         }) {
             Ok(_) => {}
+            Err(SessionError::Closed { code: code @ (401 | 409), reason }) => {
+                return Err(SessionError::Closed { code, reason }.into());
+            }
             Err(e @ (SessionError::LinkLost(_) | SessionError::Closed { .. })) if end.is_none() => {
                 out.warning(
                     &format!("{e}: reconnecting in {} s", RECONNECT_PAUSE.as_secs()),

@@ -141,9 +141,27 @@ pub enum CliError {
     /// The command was refused locally.
     #[error(transparent)]
     Local(#[from] SecureError),
+    /// The server closed this session because another session of the same
+    /// account took over (close 409, "replaced by a newer login"). Never
+    /// followed by an automatic reconnection: two clients of one account
+    /// would take the session from each other in turn.
+    #[error(
+        "another session of this account took over: the server closed this one ({reason}); not reconnecting, so the two do not take turns"
+    )]
+    TakenOver {
+        /// The server's reason.
+        reason: String,
+    },
+    /// The server closed this session because its tokens were revoked
+    /// (close 401: a `logout`, or the refresh token presented twice).
+    #[error("this session's tokens were revoked ({reason}): not reconnecting")]
+    Revoked {
+        /// The server's reason.
+        reason: String,
+    },
     /// Connecting or the connection failed.
     #[error(transparent)]
-    Session(#[from] SessionError),
+    Session(SessionError),
     /// The profile failed.
     #[error(transparent)]
     Profile(#[from] ProfileError),
@@ -153,6 +171,18 @@ pub enum CliError {
     /// Something about keys (generation, stored key damaged).
     #[error("identity key: {0}")]
     Key(String),
+}
+
+impl From<SessionError> for CliError {
+    /// A close 409 is [`CliError::TakenOver`] and a close 401 [`CliError::Revoked`]:
+    /// what the user can do about them differs from a lost connection.
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::Closed { code: 409, reason } => CliError::TakenOver { reason },
+            SessionError::Closed { code: 401, reason } => CliError::Revoked { reason },
+            e => CliError::Session(e),
+        }
+    }
 }
 
 /// Exit codes of `confab` (documented in `main.rs`).
@@ -169,6 +199,8 @@ pub mod exit {
     pub const NETWORK: u8 = 4;
     /// The local profile or a secret could not be read or written.
     pub const LOCAL: u8 = 5;
+    /// Another session of this account took over (close 409): not retried.
+    pub const TAKEN_OVER: u8 = 6;
 }
 
 impl CliError {
@@ -211,6 +243,10 @@ impl CliError {
                 )
             }
             CliError::Local(_) => String::new(),
+            CliError::TakenOver { .. } => {
+                "another `confab listen` or command of this account (on this device or another) holds the session now: stop it first, then run `confab listen` here again to take the session back".into()
+            }
+            CliError::Revoked { .. } => "log in again: `confab login USER`".into(),
             CliError::Session(SessionError::Connect(e)) => e.hint().into(),
             CliError::Session(_) => {
                 "check the server and try again; unanswered requests stay pending (`confab outbox`) and go out again, once, with the next command".into()
@@ -229,7 +265,8 @@ impl CliError {
             CliError::NotLoggedIn(_) | CliError::NoUser(_) | CliError::NoIdentity(_) | CliError::WrongPassword => {
                 exit::AUTH
             }
-            CliError::Refused { code: 401, .. } => exit::AUTH,
+            CliError::Refused { code: 401, .. } | CliError::Revoked { .. } => exit::AUTH,
+            CliError::TakenOver { .. } => exit::TAKEN_OVER,
             CliError::Refused { .. } | CliError::Local(_) | CliError::Key(_) | CliError::OtherUser { .. } => {
                 exit::REFUSED
             }
