@@ -35,6 +35,7 @@
 //! | 4 | network: cannot connect, connection lost, no answer in time |
 //! | 5 | the local profile or a secret could not be read or written |
 //! | 6 | another session of this account took over (the server closed this one with 409): not retried |
+//! | 7 | temporary failure: the server is busy (503) and said when to retry |
 
 use std::io;
 use std::path::PathBuf;

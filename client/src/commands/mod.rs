@@ -116,6 +116,17 @@ pub enum CliError {
         /// The server's reason.
         reason: String,
     },
+    /// The server is too busy to take the request now (503 with a
+    /// `retry_after_ms`: its password-hash queue is full) and said when to retry.
+    #[error("{what}: server busy: retry in {} s ({reason})", .retry_after_ms.div_ceil(1000))]
+    Busy {
+        /// What was asked.
+        what: String,
+        /// When the server will have room, in milliseconds.
+        retry_after_ms: u64,
+        /// The server's reason.
+        reason: String,
+    },
     /// No answer in time (the request stays in the outbox and is re-sent next time).
     #[error("no answer from the server for {0} in time; it stays queued and is sent again by the next command")]
     NoAnswer(String),
@@ -201,6 +212,8 @@ pub mod exit {
     pub const LOCAL: u8 = 5;
     /// Another session of this account took over (close 409): not retried.
     pub const TAKEN_OVER: u8 = 6;
+    /// A temporary failure: the server is busy and said when to retry.
+    pub const BUSY: u8 = 7;
 }
 
 impl CliError {
@@ -226,6 +239,10 @@ impl CliError {
             CliError::Refused { code: 409, .. } => "it already exists or was already done".into(),
             CliError::Refused { code: 429 | 503, .. } => "wait a little and try again".into(),
             CliError::Refused { .. } => String::new(),
+            CliError::Busy { retry_after_ms, .. } => format!(
+                "the server is checking many passwords at once: run the command again in {} s",
+                retry_after_ms.div_ceil(1000)
+            ),
             CliError::NoAnswer(_) => "check the server, then run any command (or `confab listen`) to flush it".into(),
             CliError::Pending { .. } => "`confab outbox` lists what is pending".into(),
             CliError::EmptyMessage => "give the text as an argument, or `-` to read it from standard input".into(),
@@ -267,6 +284,7 @@ impl CliError {
             }
             CliError::Refused { code: 401, .. } | CliError::Revoked { .. } => exit::AUTH,
             CliError::TakenOver { .. } => exit::TAKEN_OVER,
+            CliError::Busy { .. } => exit::BUSY,
             CliError::Refused { .. } | CliError::Local(_) | CliError::Key(_) | CliError::OtherUser { .. } => {
                 exit::REFUSED
             }
@@ -388,15 +406,55 @@ impl Env<'_> {
 
 /// Waits for the outcome of `id`; `Done` is Ok, anything else an error.
 pub fn expect_done(session: &mut Session, env: &Env<'_>, id: u32, what: &str) -> Result<ClientEvent, CliError> {
-    match session.wait_outcome(id, env.answer_timeout)? {
+    done_or_error(session.wait_outcome(id, env.answer_timeout)?, what)
+}
+
+/// An outcome as a result: `Done` (and a login's or logout's end) is Ok; a
+/// refusal, a 503 with a retry hint ([`CliError::Busy`]), or no outcome is an error.
+pub fn done_or_error(outcome: Option<ClientEvent>, what: &str) -> Result<ClientEvent, CliError> {
+    match outcome {
         Some(event @ (ClientEvent::Done { .. } | ClientEvent::LoggedIn { .. } | ClientEvent::LoggedOut { .. })) => {
             Ok(event)
+        }
+        Some(ClientEvent::Failed { code: 503, reason, retry_after_ms, .. }) if retry_after_ms > 0 => {
+            Err(CliError::Busy { what: what.into(), retry_after_ms, reason })
         }
         Some(ClientEvent::Failed { code, reason, .. }) => Err(CliError::Refused { what: what.into(), code, reason }),
         Some(ClientEvent::Indeterminate { reason, .. }) => {
             Err(CliError::Refused { what: what.into(), code: 0, reason })
         }
         Some(_) | None => Err(CliError::NoAnswer(what.into())),
+    }
+}
+
+/// Sends a password check (`register`, `login`) with `send` and waits for
+/// its outcome; a 503 whose `retry_after_ms` fits in the answer timeout is
+/// waited out on the open connection and the request sent again, once
+/// (docs/PROTOCOL.md, "Password checks under load"); a longer wait, or a
+/// second 503, is [`CliError::Busy`], which says when to retry.
+pub fn with_busy_retry(
+    session: &mut Session,
+    env: &Env<'_>,
+    out: &mut Output<'_>,
+    what: &str,
+    mut send: impl FnMut(&mut Session) -> Result<u32, CliError>,
+) -> Result<ClientEvent, CliError> {
+    let id = send(session)?;
+    match expect_done(session, env, id, what) {
+        Err(CliError::Busy { retry_after_ms, reason, .. })
+            if Duration::from_millis(retry_after_ms) <= env.answer_timeout =>
+        {
+            let seconds = retry_after_ms.div_ceil(1000);
+            out.warning(
+                &format!("{what}: server busy ({reason}): retrying in {seconds} s"),
+                serde_json::json!({"event": "server_busy", "what": what, "retry_after_ms": retry_after_ms}),
+            );
+            let until = session.now().instant + Duration::from_millis(retry_after_ms);
+            session.run_until(until, |_| false)?;
+            let id = send(session)?;
+            expect_done(session, env, id, what)
+        }
+        outcome => outcome,
     }
 }
 
