@@ -278,6 +278,8 @@ pub struct CliUser {
     pub trust: Vec<String>,
     /// The account's password, passphrase and the room password, given through the environment.
     pub secrets: [(&'static str, String); 3],
+    /// Pass `--switch-server`: the server or its pin is not the one the profile remembers.
+    pub switch_server: bool,
 }
 
 impl CliUser {
@@ -295,11 +297,14 @@ impl CliUser {
                 ("CONFAB_PASSPHRASE", "correct horse battery staple".to_owned()),
                 ("CONFAB_ROOM_PASSWORD", "room password 1".to_owned()),
             ],
+            switch_server: false,
         }
     }
 
-    /// Points the user at a (restarted) server.
+    /// Points the user at a (restarted) server, on other ports: with
+    /// `--switch-server`, since the profile remembers the old address.
     pub fn reconnect_to(&mut self, server: &ServerProc) {
+        self.switch_server = true;
         self.server = if self.transport == "quic" { server.quic } else { server.tcp }.to_string();
         if self.trust.first().is_some_and(|t| t == "--pin") {
             self.trust = vec!["--pin".to_owned(), server.pin.clone()];
@@ -315,15 +320,21 @@ impl CliUser {
     /// The `confab --json ARGS` command of this user, not started.
     #[must_use]
     pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = self.bare(&[]);
+        cmd.arg("--server").arg(&self.server).args(&self.trust);
+        if self.switch_server {
+            cmd.arg("--switch-server");
+        }
+        cmd.args(args);
+        cmd
+    }
+
+    /// `confab --json --transport T --profile DIR ARGS`: no server, no pin
+    /// (those the profile remembers), not started.
+    #[must_use]
+    pub fn bare(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(binary("confab"));
-        cmd.arg("--json")
-            .arg("--server")
-            .arg(&self.server)
-            .args(["--transport", self.transport])
-            .args(&self.trust)
-            .arg("--profile")
-            .arg(&self.profile)
-            .args(args);
+        cmd.arg("--json").args(["--transport", self.transport]).arg("--profile").arg(&self.profile).args(args);
         for (k, v) in &self.secrets {
             cmd.env(k, v);
         }

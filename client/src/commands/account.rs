@@ -111,6 +111,7 @@ pub fn register(env: &mut Env<'_>, out: &mut Output<'_>, user: &str) -> Result<(
     login_retrying(&mut session, env, out, user, &password, &passphrase)?;
     session.profile().set_identity(&public, &at_rest, Some(&der))?;
     session.pump()?;
+    env.remember_server(session.profile(), out)?;
     env.remember_user(user);
     session.close()?;
     let human = format!("registered and logged in as {user} (identity key {fingerprint})");
@@ -154,6 +155,7 @@ pub fn login(env: &mut Env<'_>, out: &mut Output<'_>, user: &str) -> Result<(), 
     session.profile().set_identity(&stored.public, &stored.at_rest, Some(&der))?;
     session.profile().set_meta("owner", user)?;
     session.pump()?;
+    env.remember_server(session.profile(), out)?;
     env.remember_user(user);
     session.close()?;
     out.item("ok", &format!("logged in as {user}"), json!({"command": "login", "user": user}));

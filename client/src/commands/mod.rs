@@ -69,6 +69,9 @@ pub struct Env<'a> {
     pub answer_timeout: Duration,
     /// How long `listen` runs (`None`: until interrupted).
     pub listen_for: Option<Duration>,
+    /// `--switch-server`: record the server and trust used in the profile
+    /// although it remembered others (checked before the `Env` is built).
+    pub switch_server: bool,
     /// Makes the identity key of a new account (default: a new RSA-2048 key).
     pub new_identity: Box<NewIdentity<'a>>,
     /// Seeds the RNGs (default: the operating system).
@@ -179,6 +182,9 @@ pub enum CliError {
     /// A secret was missing.
     #[error(transparent)]
     Secret(#[from] SecretError),
+    /// Another server or pin than the profile remembers.
+    #[error(transparent)]
+    OtherServer(#[from] crate::remember::Mismatch),
     /// Something about keys (generation, stored key damaged).
     #[error("identity key: {0}")]
     Key(String),
@@ -272,6 +278,7 @@ impl CliError {
             CliError::Profile(_) => "check the profile directory (--profile) and its permissions".into(),
             CliError::Secret(e) => format!("set {} or run confab on a terminal", secret_var(e)),
             CliError::Key(_) => String::new(),
+            CliError::OtherServer(e) => e.hint(),
         }
     }
 
@@ -285,9 +292,11 @@ impl CliError {
             CliError::Refused { code: 401, .. } | CliError::Revoked { .. } => exit::AUTH,
             CliError::TakenOver { .. } => exit::TAKEN_OVER,
             CliError::Busy { .. } => exit::BUSY,
-            CliError::Refused { .. } | CliError::Local(_) | CliError::Key(_) | CliError::OtherUser { .. } => {
-                exit::REFUSED
-            }
+            CliError::Refused { .. }
+            | CliError::Local(_)
+            | CliError::Key(_)
+            | CliError::OtherUser { .. }
+            | CliError::OtherServer(_) => exit::REFUSED,
             CliError::NoAnswer(_) | CliError::Pending { .. } | CliError::Session(_) => exit::NETWORK,
             CliError::Profile(_) | CliError::Secret(_) | CliError::Stdin(_) => exit::LOCAL,
             CliError::EmptyMessage => exit::USAGE,
@@ -357,7 +366,25 @@ impl Env<'_> {
             && let Some(base) = &self.data_dir
         {
             let _ = profile::set_last_user(base, self.connector.server(), user);
+            let _ = crate::remember::set_last_server(base, self.connector.server());
         }
+    }
+
+    /// Records in `profile` the server and trust this command connected with
+    /// (a `register`/`login`, or `--switch-server`), and says so when the key
+    /// was trusted on first use.
+    pub fn remember_server(&mut self, profile: &Profile, out: &mut Output<'_>) -> Result<(), CliError> {
+        crate::remember::record(profile, self.connector.server(), &self.connector.trust())?;
+        if let Some(pin) = self.connector.take_first_use() {
+            out.warning(
+                &format!(
+                    "trusted the key of {} on first use: pin {pin}; compare it with the pin the server printed (DATA/server.pin); the profile now accepts only this key",
+                    self.connector.server()
+                ),
+                serde_json::json!({"event": "trusted_on_first_use", "server": self.connector.server(), "pin": pin}),
+            );
+        }
+        Ok(())
     }
 
     fn rng(&mut self) -> StdRng {
@@ -399,6 +426,9 @@ impl Env<'_> {
         let connected = || session.events().any(|e| matches!(e, SecureEvent::Plain(ClientEvent::Connected { .. })));
         if caught_up.is_none() && !connected() {
             return Err(CliError::NoAnswer("the session refresh".into()));
+        }
+        if self.switch_server {
+            crate::remember::record(session.profile(), self.connector.server(), &self.connector.trust())?;
         }
         Ok(session)
     }

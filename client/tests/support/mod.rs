@@ -209,6 +209,7 @@ impl World {
             key_params: HashParams::INSECURE_FAST,
             answer_timeout: Duration::from_secs(5),
             listen_for: Some(Duration::from_millis(50)),
+            switch_server: false,
             new_identity: Box::new(move |_| IdentityKey::from_pkcs8_der(fixture)),
             seed: Box::new(move || {
                 counter = counter.wrapping_add(1);
