@@ -40,12 +40,13 @@
 //! | 6 | another session of this account took over (the server closed this one with 409): not retried |
 //! | 7 | temporary failure: the server is busy (503) and said when to retry |
 
-use std::io;
+use std::io::{self, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use confab_client::commands::share::{self, Forwarded};
 use confab_client::commands::{self, Env, account, code, dm, listen, pending, room, safety};
 use confab_client::connect::{ConnectOpts, DEFAULT_SERVER, Transport, Trust};
 use confab_client::inspect::{self, InspectArgs};
@@ -53,7 +54,7 @@ use confab_client::output::Output;
 use confab_client::proto::ClientConfig;
 use confab_client::proto::e2e::IdentityKey;
 use confab_client::proto::server::HashParams;
-use confab_client::secrets::EnvOrPrompt;
+use confab_client::secrets::{EnvOrPrompt, Secret};
 use confab_client::{profile, remember, session};
 use rand::TryRng;
 
@@ -231,6 +232,56 @@ fn remembered_server(
     Ok((server.or(fallback).unwrap_or_else(|| DEFAULT_SERVER.to_owned()), trust))
 }
 
+/// Sends the command through the `listen` running on its profile, if one
+/// does (see `confab_client::commands::share`): `None` when there is none,
+/// or the command is not one that can be shared.
+fn forward_to_listener(
+    command: &Command,
+    env: &mut Env<'_>,
+    json: bool,
+) -> Result<Option<share::Reply>, commands::CliError> {
+    let text = |t: &str| commands::message_text(t, &mut io::stdin().lock());
+    let forwarded = match command {
+        Command::Dm(DmCommand::Request { user }) => Forwarded::DmRequest { peer: user.clone() },
+        Command::Dm(DmCommand::Accept { user }) => Forwarded::DmAccept { peer: user.clone() },
+        Command::Dm(DmCommand::Close { user }) => Forwarded::DmClose { peer: user.clone() },
+        Command::Dm(DmCommand::Read { user }) => Forwarded::DmRead { peer: user.clone() },
+        Command::Room(RoomCommand::Leave { name }) => Forwarded::RoomLeave { room: name.clone() },
+        Command::Room(RoomCommand::History { name }) => Forwarded::RoomHistory { room: name.clone() },
+        Command::SafetyNumber { user, accept_new_key } => {
+            Forwarded::SafetyNumber { user: user.clone(), accept_new_key: *accept_new_key }
+        }
+        Command::Code(CodeCommand::Issue { audience }) => Forwarded::CodeIssue { audience: audience.clone() },
+        // Those that read standard input or a secret do it only once a listener answers.
+        Command::Dm(DmCommand::Send { .. })
+        | Command::Room(RoomCommand::Send { .. } | RoomCommand::Create { .. } | RoomCommand::Join { .. }) => {
+            Forwarded::DmRead { peer: None }
+        }
+        _ => return Ok(None),
+    };
+    let Ok((dir, _)) = env.profile_dir(None) else { return Ok(None) };
+    let Some(stream) = share::connect(&dir) else { return Ok(None) };
+    let forwarded = match command {
+        Command::Dm(DmCommand::Send { user, text: t }) => Forwarded::DmSend { peer: user.clone(), text: text(t)? },
+        Command::Room(RoomCommand::Send { name, text: t }) => {
+            Forwarded::RoomSend { room: name.clone(), text: text(t)? }
+        }
+        Command::Room(RoomCommand::Create { name }) => {
+            Forwarded::RoomCreate { room: name.clone(), password: env.secrets.get(Secret::RoomPassword)?.to_string() }
+        }
+        Command::Room(RoomCommand::Join { name }) => {
+            Forwarded::RoomJoin { room: name.clone(), password: env.secrets.get(Secret::RoomPassword)?.to_string() }
+        }
+        _ => forwarded,
+    };
+    match share::forward(stream, forwarded, json) {
+        Ok(reply) => Ok(Some(reply)),
+        Err(e) => Err(commands::CliError::Session(confab_client::session::SessionError::LinkLost(
+            std::io::Error::other(format!("the running `confab listen` of this profile did not answer: {e}")),
+        ))),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = parse();
     let (mut stdout, mut stderr) = (io::stdout().lock(), io::stderr().lock());
@@ -272,8 +323,19 @@ fn main() -> ExitCode {
         switch_server: cli.switch_server,
         new_identity: Box::new(|rng| IdentityKey::generate(&mut *rng)),
         seed: Box::new(os_seed),
+        lent: None,
     };
     let mut out = Output::new(cli.json, &mut stdout, &mut stderr);
+    match forward_to_listener(&cli.command, &mut env, cli.json) {
+        Ok(None) => {}
+        Ok(Some(reply)) => {
+            drop(out);
+            let _ = stdout.write_all(reply.stdout.as_bytes());
+            let _ = stderr.write_all(reply.stderr.as_bytes());
+            return ExitCode::from(reply.code);
+        }
+        Err(e) => return ExitCode::from(commands::finish(Err(e), &mut out)),
+    }
     let result = match &cli.command {
         Command::Register { user, .. } => account::register(&mut env, &mut out, user),
         Command::Login { user, .. } => account::login(&mut env, &mut out, user),

@@ -80,7 +80,8 @@ pub fn binary(name: &str) -> PathBuf {
         return path;
     }
     checked.push(name.to_owned());
-    if is_stale(&path) {
+    let own = if name == "confab" { "client" } else { "server" };
+    if is_stale(&path, own) {
         let package = if name == "confab" { "confab-client" } else { "confab-server" };
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         cmd.args(["build", "-p", package, "--bin", name]);
@@ -94,11 +95,11 @@ pub fn binary(name: &str) -> PathBuf {
 }
 
 /// Whether `binary` is missing or older than a source file (`.rs`,
-/// `Cargo.toml`) of the crates the binaries are built from.
-fn is_stale(binary: &Path) -> bool {
+/// `Cargo.toml`) of the crates it is built from (`proto`, `transports` and `own`).
+fn is_stale(binary: &Path, own: &str) -> bool {
     let Ok(built) = std::fs::metadata(binary).and_then(|m| m.modified()) else { return true };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
-    let mut stack: Vec<PathBuf> = ["proto", "transports", "server", "client"].iter().map(|c| root.join(c)).collect();
+    let mut stack: Vec<PathBuf> = ["proto", "transports", own].iter().map(|c| root.join(c)).collect();
     stack.push(root.join("Cargo.lock"));
     while let Some(p) = stack.pop() {
         let Ok(meta) = std::fs::metadata(&p) else { continue };

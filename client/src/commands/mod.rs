@@ -12,6 +12,7 @@
 //! | [`pending`] | `outbox`, and sends made at most once across lost answers |
 //! | [`code`] | `code issue`, `code verify` |
 //! | [`safety`] | `safety-number` |
+//! | [`share`] | commands sent through a running `listen` of the same profile |
 
 pub mod account;
 pub mod code;
@@ -21,6 +22,7 @@ pub mod pending;
 mod render;
 pub mod room;
 pub mod safety;
+pub mod share;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -76,6 +78,9 @@ pub struct Env<'a> {
     pub new_identity: Box<NewIdentity<'a>>,
     /// Seeds the RNGs (default: the operating system).
     pub seed: Box<dyn FnMut() -> [u8; 32] + 'a>,
+    /// A session lent by a running `listen` ([`share`]): [`Env::resume`]
+    /// uses it instead of opening the profile and connecting.
+    pub lent: Option<crate::session::Slot>,
 }
 
 impl std::fmt::Debug for Env<'_> {
@@ -274,7 +279,7 @@ impl CliError {
             CliError::Session(_) => {
                 "check the server and try again; unanswered requests stay pending (`confab outbox`) and go out again, once, with the next command".into()
             }
-            CliError::Profile(ProfileError::Busy(_)) => "stop the other confab (a `listen`?) or wait for it".into(),
+            CliError::Profile(ProfileError::Busy(_)) => "another confab uses this profile: wait for it, or stop the `confab listen` that holds it (register, login, logout and outbox need the profile to themselves; other commands go through a running listen)".into(),
             CliError::Profile(_) => "check the profile directory (--profile) and its permissions".into(),
             CliError::Secret(e) => format!("set {} or run confab on a terminal", secret_var(e)),
             CliError::Key(_) => String::new(),
@@ -394,6 +399,11 @@ impl Env<'_> {
     /// Opens the profile of `user` (or the last one), restores the secure
     /// client from it and connects: the stored refresh token logs in.
     pub fn resume(&mut self, user: Option<&str>) -> Result<Session, CliError> {
+        if let Some(slot) = &self.lent
+            && let Some(session) = slot.borrow_mut().take()
+        {
+            return Ok(session.lend(slot));
+        }
         let user = user.map(str::to_owned).or_else(|| self.user.clone());
         let (dir, user) = self.profile_dir(user.as_deref())?;
         if !profile::exists(&dir) {

@@ -210,6 +210,7 @@ impl World {
             answer_timeout: Duration::from_secs(5),
             listen_for: Some(Duration::from_millis(50)),
             switch_server: false,
+            lent: None,
             new_identity: Box::new(move |_| IdentityKey::from_pkcs8_der(fixture)),
             seed: Box::new(move || {
                 counter = counter.wrapping_add(1);
