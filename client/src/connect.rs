@@ -109,6 +109,12 @@ pub enum ConnectError {
         /// Why.
         source: std::io::Error,
     },
+    /// Nothing listens at the address (QUIC: the host answered "port unreachable").
+    #[error("nothing answers at {server} over QUIC: the host says no program listens on that UDP port")]
+    NothingListens {
+        /// The address.
+        server: String,
+    },
     /// The server presented a key other than the pinned one.
     #[error("the key of {server} changed: {detail}")]
     KeyChanged {
@@ -136,6 +142,9 @@ impl ConnectError {
             }
             ConnectError::Ca { .. } => "check the --ca path",
             ConnectError::Io { .. } => "check that the server runs and listens on that address and transport",
+            ConnectError::NothingListens { .. } => {
+                "check that the server runs, and the address and port (its QUIC listener: --quic-listen or --listen)"
+            }
             ConnectError::KeyChanged { .. } => {
                 "the server presents another key than your pin: if its operator replaced the key (a new data directory or certificate), get the new pin from them (DATA/server.pin) and pass it with --pin (or CONFAB_PIN) and --switch-server; otherwise do not connect, someone may be in the middle"
             }
@@ -232,6 +241,43 @@ pub fn check_address(server: &str) -> Result<(), ConnectError> {
 /// How long a connection (TCP + TLS handshake, or QUIC handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The first QUIC handshake attempt: past it, a closed port is looked for
+/// ([`port_unreachable`]) before the rest of [`CONNECT_TIMEOUT`] is spent.
+const QUIC_FIRST_ATTEMPT: Duration = Duration::from_secs(1);
+
+/// Whether the host at `addr` says (ICMP port unreachable) that nothing
+/// listens on that UDP port: one empty-looking datagram (a QUIC server drops
+/// it) on a connected UDP socket, whose next receive fails with
+/// `ConnectionRefused` when the ICMP error arrives. No answer (a server that
+/// listens, or a network that drops ICMP) is `false`.
+fn port_unreachable(addr: std::net::SocketAddr) -> bool {
+    let local: std::net::SocketAddr = if addr.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let Ok(socket) = std::net::UdpSocket::bind(local) else { return false };
+    if socket.connect(addr).is_err() || socket.set_read_timeout(Some(Duration::from_millis(500))).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    for _ in 0..2 {
+        match socket.send(&[0]) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return true,
+            Err(_) => return false,
+            Ok(_) => {}
+        }
+        match socket.recv(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return true,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return false;
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
 /// The error of a failed connection: a pin mismatch (the TLS verifier's
 /// "does not match the pinned key") is [`ConnectError::KeyChanged`], whose
 /// hint says how to re-pin; anything else is [`ConnectError::Io`].
@@ -272,7 +318,19 @@ fn open_transport(opts: &ConnectOpts) -> Result<Box<dyn Link>, ConnectError> {
         }
         Transport::Quic => {
             let name = tls::server_name(host).to_str().into_owned();
-            Box::new(quic::connect(addr, &name, config, CONNECT_TIMEOUT).map_err(io)?)
+            // QUIC gets no refusal from a closed port (no RST): a first,
+            // short handshake attempt, and if it gets no answer, a look for
+            // an ICMP "port unreachable" before waiting any longer.
+            match quic::connect(addr, &name, config.clone(), QUIC_FIRST_ATTEMPT) {
+                Ok(link) => Box::new(link),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    if port_unreachable(addr) {
+                        return Err(ConnectError::NothingListens { server: opts.server.clone() });
+                    }
+                    Box::new(quic::connect(addr, &name, config, CONNECT_TIMEOUT - QUIC_FIRST_ATTEMPT).map_err(io)?)
+                }
+                Err(e) => return Err(io(e)),
+            }
         }
     })
 }
