@@ -158,7 +158,7 @@ enum DmCommand {
     Close { user: String },
     /// Send a private message (TEXT `-`: read it from standard input).
     Send { user: String, text: String },
-    /// Print the private messages received in the last hour (from USER, or everyone).
+    /// Print the private messages received in the last hour (from USER, or everyone), and how many older ones expired.
     Read { user: Option<String> },
 }
 
