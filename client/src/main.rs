@@ -329,7 +329,6 @@ fn main() -> ExitCode {
     match forward_to_listener(&cli.command, &mut env, cli.json) {
         Ok(None) => {}
         Ok(Some(reply)) => {
-            drop(out);
             let _ = stdout.write_all(reply.stdout.as_bytes());
             let _ = stderr.write_all(reply.stderr.as_bytes());
             return ExitCode::from(reply.code);

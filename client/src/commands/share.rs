@@ -173,7 +173,7 @@ fn perform(request: Request, slot: &Slot, env: &mut Env<'_>) -> Reply {
         listen_for: None,
         switch_server: false,
         new_identity: Box::new(|_| Err(confab_proto::e2e::KeyError::Malformed)),
-        seed: Box::new(|| seed()),
+        seed: Box::new(seed),
         lent: Some(slot.clone()),
     };
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
