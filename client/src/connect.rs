@@ -50,6 +50,10 @@ pub enum Trust {
     /// Neither flag given: the connection is refused (there is no implicit trust).
     #[default]
     Unset,
+    /// `--trust-on-first-use` (at `register`/`login`, with no pin): the key
+    /// the server presents now is pinned, and its pin printed to compare
+    /// with the one the server printed.
+    FirstUse,
 }
 
 /// Where and how to connect.
@@ -61,11 +65,18 @@ pub struct ConnectOpts {
     pub transport: Transport,
     /// How the server is authenticated.
     pub trust: Trust,
+    /// The pin trusted on first use, until taken ([`Connector::take_first_use`]).
+    pub first_use: Option<String>,
 }
 
 impl Default for ConnectOpts {
     fn default() -> Self {
-        ConnectOpts { server: DEFAULT_SERVER.to_owned(), transport: Transport::Tcp, trust: Trust::Unset }
+        ConnectOpts {
+            server: DEFAULT_SERVER.to_owned(),
+            transport: Transport::Tcp,
+            trust: Trust::Unset,
+            first_use: None,
+        }
     }
 }
 
@@ -75,8 +86,10 @@ pub enum ConnectError {
     /// `--server` is not `HOST:PORT`.
     #[error("bad server address {0:?}: expected HOST:PORT, for example 127.0.0.1:7700")]
     BadAddress(String),
-    /// Neither `--pin` nor `--ca`.
-    #[error("no way to authenticate the server: pass --pin PIN (printed by the server at first start) or --ca FILE")]
+    /// Neither `--pin` nor `--ca`, and none remembered by the profile.
+    #[error(
+        "no way to authenticate the server: no --pin or --ca given, and the profile remembers none (it does after a `register` or `login`)"
+    )]
     NoTrust,
     /// The CA file could not be read.
     #[error("cannot read the CA file {path}: {source}")]
@@ -95,6 +108,12 @@ pub enum ConnectError {
         transport: Transport,
         /// Why.
         source: std::io::Error,
+    },
+    /// Nothing listens at the address (QUIC: the host answered "port unreachable").
+    #[error("nothing answers at {server} over QUIC: the host says no program listens on that UDP port")]
+    NothingListens {
+        /// The address.
+        server: String,
     },
     /// The server presented a key other than the pinned one.
     #[error("the key of {server} changed: {detail}")]
@@ -118,11 +137,16 @@ impl ConnectError {
     pub fn hint(&self) -> &'static str {
         match self {
             ConnectError::BadAddress(_) => "pass --server HOST:PORT",
-            ConnectError::NoTrust => "copy the pin the server printed and pass --pin PIN",
+            ConnectError::NoTrust => {
+                "get the server's pin from its operator (the server prints it at start and keeps it in DATA/server.pin) and pass --pin PIN or set CONFAB_PIN; or run `confab register USER --trust-on-first-use` (or `login`) to trust the key the server presents now, then compare the pin it prints with the operator's"
+            }
             ConnectError::Ca { .. } => "check the --ca path",
             ConnectError::Io { .. } => "check that the server runs and listens on that address and transport",
+            ConnectError::NothingListens { .. } => {
+                "check that the server runs, and the address and port (its QUIC listener: --quic-listen or --listen)"
+            }
             ConnectError::KeyChanged { .. } => {
-                "the server presents another key than your pin: if its operator replaced the key (a new data directory or certificate), get the new pin from them (DATA/server.pin) and pass it with --pin or CONFAB_PIN; otherwise do not connect, someone may be in the middle"
+                "the server presents another key than your pin: if its operator replaced the key (a new data directory or certificate), get the new pin from them (DATA/server.pin) and pass it with --pin (or CONFAB_PIN) and --switch-server; otherwise do not connect, someone may be in the middle"
             }
             ConnectError::BadPin(_) => "copy the pin exactly as the server printed it (or from DATA/server.pin)",
             ConnectError::Tls(_) => "check the --ca file: it must hold the server's certificate or its CA, in PEM",
@@ -137,22 +161,63 @@ pub trait Connector {
 
     /// `HOST:PORT` of the server (names the profile).
     fn server(&self) -> &str;
+
+    /// How the server is trusted (what a profile remembers; `Unset` for a test double).
+    fn trust(&self) -> Trust {
+        Trust::Unset
+    }
+
+    /// The pin trusted on first use by the last connection, once.
+    fn take_first_use(&mut self) -> Option<String> {
+        None
+    }
 }
 
 impl Connector for ConnectOpts {
     fn connect(&mut self) -> Result<Box<dyn Link>, ConnectError> {
+        if self.trust == Trust::FirstUse {
+            let pin = probe_pin(self)?;
+            self.trust = Trust::Pin(pin.clone());
+            self.first_use = Some(pin);
+        }
         connect(self)
     }
 
     fn server(&self) -> &str {
         &self.server
     }
+
+    fn trust(&self) -> Trust {
+        self.trust.clone()
+    }
+
+    fn take_first_use(&mut self) -> Option<String> {
+        self.first_use.take()
+    }
+}
+
+/// The pin of the key the server presents: a handshake against a pin no key
+/// has (all zeros) fails with the presented key's pin in its error; the real
+/// connection is then made with that pin, so the server must prove it holds
+/// the key, as with any pin.
+fn probe_pin(opts: &ConnectOpts) -> Result<String, ConnectError> {
+    let zeros = format!("sha256//{}=", "A".repeat(43));
+    let probe = ConnectOpts { trust: Trust::Pin(zeros), first_use: None, ..opts.clone() };
+    match connect(&probe) {
+        Err(ConnectError::KeyChanged { detail, .. }) => detail
+            .strip_prefix("server key ")
+            .and_then(|d| d.split_whitespace().next())
+            .map(str::to_owned)
+            .ok_or_else(|| ConnectError::Tls(format!("cannot read the server's key: {detail}"))),
+        Err(e) => Err(e),
+        Ok(_) => Err(ConnectError::Tls("the server accepted a pin no key has".into())),
+    }
 }
 
 /// Checks the options and opens a link over the chosen transport.
 pub fn connect(opts: &ConnectOpts) -> Result<Box<dyn Link>, ConnectError> {
     check_address(&opts.server)?;
-    if opts.trust == Trust::Unset {
+    if matches!(opts.trust, Trust::Unset | Trust::FirstUse) {
         return Err(ConnectError::NoTrust);
     }
     if let Trust::Ca(path) = &opts.trust
@@ -175,6 +240,43 @@ pub fn check_address(server: &str) -> Result<(), ConnectError> {
 
 /// How long a connection (TCP + TLS handshake, or QUIC handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The first QUIC handshake attempt: past it, a closed port is looked for
+/// ([`port_unreachable`]) before the rest of [`CONNECT_TIMEOUT`] is spent.
+const QUIC_FIRST_ATTEMPT: Duration = Duration::from_secs(1);
+
+/// Whether the host at `addr` says (ICMP port unreachable) that nothing
+/// listens on that UDP port: one empty-looking datagram (a QUIC server drops
+/// it) on a connected UDP socket, whose next receive fails with
+/// `ConnectionRefused` when the ICMP error arrives. No answer (a server that
+/// listens, or a network that drops ICMP) is `false`.
+fn port_unreachable(addr: std::net::SocketAddr) -> bool {
+    let local: std::net::SocketAddr = if addr.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let Ok(socket) = std::net::UdpSocket::bind(local) else { return false };
+    if socket.connect(addr).is_err() || socket.set_read_timeout(Some(Duration::from_millis(500))).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    for _ in 0..2 {
+        match socket.send(&[0]) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return true,
+            Err(_) => return false,
+            Ok(_) => {}
+        }
+        match socket.recv(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return true,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return false;
+            }
+            _ => {}
+        }
+    }
+    false
+}
 
 /// The error of a failed connection: a pin mismatch (the TLS verifier's
 /// "does not match the pinned key") is [`ConnectError::KeyChanged`], whose
@@ -205,7 +307,7 @@ fn open_transport(opts: &ConnectOpts) -> Result<Box<dyn Link>, ConnectError> {
             let pem = std::fs::read(path).map_err(|source| ConnectError::Ca { path: path.clone(), source })?;
             ClientTrust::Ca(tls::certificates_from_pem(&pem).map_err(|e| ConnectError::Tls(e.to_string()))?)
         }
-        Trust::Unset => return Err(ConnectError::NoTrust),
+        Trust::Unset | Trust::FirstUse => return Err(ConnectError::NoTrust),
     };
     let config = tls::client_config(&trust).map_err(|e| ConnectError::Tls(e.to_string()))?;
     let host = opts.server.rsplit_once(':').map_or(opts.server.as_str(), |(h, _)| h);
@@ -216,7 +318,19 @@ fn open_transport(opts: &ConnectOpts) -> Result<Box<dyn Link>, ConnectError> {
         }
         Transport::Quic => {
             let name = tls::server_name(host).to_str().into_owned();
-            Box::new(quic::connect(addr, &name, config, CONNECT_TIMEOUT).map_err(io)?)
+            // QUIC gets no refusal from a closed port (no RST): a first,
+            // short handshake attempt, and if it gets no answer, a look for
+            // an ICMP "port unreachable" before waiting any longer.
+            match quic::connect(addr, &name, config.clone(), QUIC_FIRST_ATTEMPT) {
+                Ok(link) => Box::new(link),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    if port_unreachable(addr) {
+                        return Err(ConnectError::NothingListens { server: opts.server.clone() });
+                    }
+                    Box::new(quic::connect(addr, &name, config, CONNECT_TIMEOUT - QUIC_FIRST_ATTEMPT).map_err(io)?)
+                }
+                Err(e) => return Err(io(e)),
+            }
         }
     })
 }

@@ -9,6 +9,7 @@
 //! | --- | --- |
 //! | [`connect`] | `--server`/`--transport`/`--pin`/`--ca` to a [`Link`](confab_transports::link::Link) |
 //! | [`session`] | the loop: save the profile, then transmit; feed what arrives |
+//! | [`remember`] | the server address and pin a profile remembers |
 //! | [`profile`] | the SQLite profile: keys, contacts, session, outbox, received MPs |
 //! | [`secrets`] | `CONFAB_PASSWORD`, `CONFAB_PASSPHRASE`, `CONFAB_ROOM_PASSWORD`, or a no-echo prompt |
 //! | [`output`] | human lines or `--json` lines |
@@ -25,5 +26,6 @@ pub mod connect;
 pub mod inspect;
 pub mod output;
 pub mod profile;
+pub mod remember;
 pub mod secrets;
 pub mod session;

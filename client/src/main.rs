@@ -12,7 +12,10 @@
 //! `<data>/confab/last-user@<host:port>`: the commands that take no USER
 //! argument (`logout`, `room ...`, `dm ...`, `listen`, `code issue`,
 //! `safety-number`) use that user's profile, unless `--user USER` or
-//! `--profile DIR` says otherwise. After `login`, commands log in with the
+//! `--profile DIR` says otherwise. The profile remembers the server and its
+//! pin (or CA file) from `register`/`login`: later commands need neither
+//! `--server` nor `--pin`, and another server or pin than the remembered one
+//! is refused unless `--switch-server` (see `confab_client::remember`). After `login`, commands log in with the
 //! profile's refresh token: the password is not asked again. A profile
 //! belongs to one user: `login`/`register` of another user in it is
 //! refused, and a failed `login` leaves it as it was.
@@ -34,13 +37,16 @@
 //! | 3 | not logged in, no identity key on this device, wrong password |
 //! | 4 | network: cannot connect, connection lost, no answer in time |
 //! | 5 | the local profile or a secret could not be read or written |
+//! | 6 | another session of this account took over (the server closed this one with 409): not retried |
+//! | 7 | temporary failure: the server is busy (503) and said when to retry |
 
-use std::io;
+use std::io::{self, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use confab_client::commands::share::{self, Forwarded};
 use confab_client::commands::{self, Env, account, code, dm, listen, pending, room, safety};
 use confab_client::connect::{ConnectOpts, DEFAULT_SERVER, Transport, Trust};
 use confab_client::inspect::{self, InspectArgs};
@@ -48,17 +54,18 @@ use confab_client::output::Output;
 use confab_client::proto::ClientConfig;
 use confab_client::proto::e2e::IdentityKey;
 use confab_client::proto::server::HashParams;
-use confab_client::secrets::EnvOrPrompt;
-use confab_client::{profile, session};
+use confab_client::secrets::{EnvOrPrompt, Secret};
+use confab_client::{profile, remember, session};
 use rand::TryRng;
 
 /// confab: end-to-end-encrypted relay client.
 #[derive(Debug, Parser)]
 #[command(name = "confab", version, about)]
 struct Cli {
-    /// The server, HOST:PORT.
-    #[arg(long, global = true, env = "CONFAB_SERVER", default_value = DEFAULT_SERVER, value_name = "HOST:PORT")]
-    server: String,
+    /// The server, HOST:PORT (default: the one the profile remembers, else the last
+    /// `register`/`login`'s, else 127.0.0.1:7700).
+    #[arg(long, global = true, env = "CONFAB_SERVER", value_name = "HOST:PORT")]
+    server: Option<String>,
     /// The transport.
     #[arg(long, global = true, env = "CONFAB_TRANSPORT", value_enum, default_value_t = Transport::Tcp)]
     transport: Transport,
@@ -74,6 +81,10 @@ struct Cli {
     /// Whose profile to use (default: the last `login`/`register` against this server).
     #[arg(long = "user", id = "as_user", global = true, value_name = "USER")]
     as_user: Option<String>,
+    /// Use the --server, --pin or --ca given although the profile remembers
+    /// others (the server moved, or its operator replaced its key), and remember them.
+    #[arg(long, global = true)]
+    switch_server: bool,
     /// Print JSON lines.
     #[arg(long, global = true)]
     json: bool,
@@ -84,9 +95,19 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create an account (makes this device's identity key) and log in.
-    Register { user: String },
+    Register {
+        user: String,
+        /// Without --pin or --ca: trust the key the server presents now, and print its pin to compare.
+        #[arg(long)]
+        trust_on_first_use: bool,
+    },
     /// Log in (needs the identity key made on this device by `register`).
-    Login { user: String },
+    Login {
+        user: String,
+        /// Without --pin or --ca: trust the key the server presents now, and print its pin to compare.
+        #[arg(long)]
+        trust_on_first_use: bool,
+    },
     /// Revoke the session and erase its secrets from this device.
     Logout,
     /// Rooms (the room password comes from CONFAB_ROOM_PASSWORD or a prompt).
@@ -137,7 +158,7 @@ enum DmCommand {
     Close { user: String },
     /// Send a private message (TEXT `-`: read it from standard input).
     Send { user: String, text: String },
-    /// Print the private messages received in the last hour (from USER, or everyone).
+    /// Print the private messages received in the last hour (from USER, or everyone), and how many older ones expired.
     Read { user: Option<String> },
 }
 
@@ -183,24 +204,115 @@ fn parse() -> Cli {
     std::process::exit(i32::from(commands::exit::USAGE));
 }
 
+/// The server and trust to use: the flags (or environment) where given,
+/// else what the profile remembers ([`remember`]); the profile is `--profile`,
+/// or the default one of the user against the given server (else the server
+/// of the last `register`/`login`).
+fn remembered_server(
+    cli: &Cli,
+    server: Option<String>,
+    trust: Trust,
+    data_dir: Option<&std::path::Path>,
+) -> Result<(String, Trust), commands::CliError> {
+    let command = &cli.command;
+    let fallback = server.clone().or_else(|| data_dir.and_then(remember::last_server));
+    let fallback_server = fallback.as_deref().unwrap_or(DEFAULT_SERVER);
+    let user = match command {
+        Command::Register { user, .. } | Command::Login { user, .. } => Some(user.clone()),
+        _ => cli.as_user.clone(),
+    };
+    let dir = cli.profile.clone().or_else(|| {
+        let base = data_dir?;
+        let user = user.or_else(|| profile::last_user(base, fallback_server))?;
+        Some(profile::profile_dir(base, &user, fallback_server))
+    });
+    let Some(dir) = dir else { return Ok((fallback_server.to_owned(), trust)) };
+    let remembered = remember::read(&dir)?;
+    let (server, trust) = remember::merge(&dir, &remembered, server, trust, cli.switch_server)?;
+    Ok((server.or(fallback).unwrap_or_else(|| DEFAULT_SERVER.to_owned()), trust))
+}
+
+/// Sends the command through the `listen` running on its profile, if one
+/// does (see `confab_client::commands::share`): `None` when there is none,
+/// or the command is not one that can be shared.
+fn forward_to_listener(
+    command: &Command,
+    env: &mut Env<'_>,
+    json: bool,
+) -> Result<Option<share::Reply>, commands::CliError> {
+    let text = |t: &str| commands::message_text(t, &mut io::stdin().lock());
+    let forwarded = match command {
+        Command::Dm(DmCommand::Request { user }) => Forwarded::DmRequest { peer: user.clone() },
+        Command::Dm(DmCommand::Accept { user }) => Forwarded::DmAccept { peer: user.clone() },
+        Command::Dm(DmCommand::Close { user }) => Forwarded::DmClose { peer: user.clone() },
+        Command::Dm(DmCommand::Read { user }) => Forwarded::DmRead { peer: user.clone() },
+        Command::Room(RoomCommand::Leave { name }) => Forwarded::RoomLeave { room: name.clone() },
+        Command::Room(RoomCommand::History { name }) => Forwarded::RoomHistory { room: name.clone() },
+        Command::SafetyNumber { user, accept_new_key } => {
+            Forwarded::SafetyNumber { user: user.clone(), accept_new_key: *accept_new_key }
+        }
+        Command::Code(CodeCommand::Issue { audience }) => Forwarded::CodeIssue { audience: audience.clone() },
+        // Those that read standard input or a secret do it only once a listener answers.
+        Command::Dm(DmCommand::Send { .. })
+        | Command::Room(RoomCommand::Send { .. } | RoomCommand::Create { .. } | RoomCommand::Join { .. }) => {
+            Forwarded::DmRead { peer: None }
+        }
+        _ => return Ok(None),
+    };
+    let Ok((dir, _)) = env.profile_dir(None) else { return Ok(None) };
+    let Some(stream) = share::connect(&dir) else { return Ok(None) };
+    let forwarded = match command {
+        Command::Dm(DmCommand::Send { user, text: t }) => Forwarded::DmSend { peer: user.clone(), text: text(t)? },
+        Command::Room(RoomCommand::Send { name, text: t }) => {
+            Forwarded::RoomSend { room: name.clone(), text: text(t)? }
+        }
+        Command::Room(RoomCommand::Create { name }) => {
+            Forwarded::RoomCreate { room: name.clone(), password: env.secrets.get(Secret::RoomPassword)?.to_string() }
+        }
+        Command::Room(RoomCommand::Join { name }) => {
+            Forwarded::RoomJoin { room: name.clone(), password: env.secrets.get(Secret::RoomPassword)?.to_string() }
+        }
+        _ => forwarded,
+    };
+    match share::forward(stream, forwarded, json) {
+        Ok(reply) => Ok(Some(reply)),
+        Err(e) => Err(commands::CliError::Session(confab_client::session::SessionError::LinkLost(
+            std::io::Error::other(format!("the running `confab listen` of this profile did not answer: {e}")),
+        ))),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = parse();
     let (mut stdout, mut stderr) = (io::stdout().lock(), io::stderr().lock());
     if let Command::Inspect(args) = &cli.command {
         return ExitCode::from(inspect::run(args, &mut io::stdin().lock(), &mut stdout, &mut stderr));
     }
-    let trust = match (cli.pin, cli.ca) {
+    let trust = match (cli.pin.clone(), cli.ca.clone()) {
         (Some(pin), _) => Trust::Pin(pin),
         (None, Some(ca)) => Trust::Ca(ca),
-        (None, None) => Trust::Unset,
+        (None, None) => match &cli.command {
+            Command::Register { trust_on_first_use: true, .. } | Command::Login { trust_on_first_use: true, .. } => {
+                Trust::FirstUse
+            }
+            _ => Trust::Unset,
+        },
     };
-    let mut connector = ConnectOpts { server: cli.server, transport: cli.transport, trust };
+    let data_dir = profile::data_dir();
+    let (server, trust) = match remembered_server(&cli, cli.server.clone(), trust, data_dir.as_deref()) {
+        Ok(found) => found,
+        Err(e) => {
+            let mut out = Output::new(cli.json, &mut stdout, &mut stderr);
+            return ExitCode::from(commands::finish(Err(e), &mut out));
+        }
+    };
+    let mut connector = ConnectOpts { server, transport: cli.transport, trust, first_use: None };
     let mut secrets = EnvOrPrompt;
     let mut env = Env {
         connector: &mut connector,
         secrets: &mut secrets,
         clock: session::system_clock(),
-        data_dir: profile::data_dir(),
+        data_dir,
         user: cli.as_user,
         profile: cli.profile,
         config: ClientConfig::default(),
@@ -208,13 +320,24 @@ fn main() -> ExitCode {
         key_params: HashParams::OWASP,
         answer_timeout: Duration::from_secs(15),
         listen_for: None,
+        switch_server: cli.switch_server,
         new_identity: Box::new(|rng| IdentityKey::generate(&mut *rng)),
         seed: Box::new(os_seed),
+        lent: None,
     };
     let mut out = Output::new(cli.json, &mut stdout, &mut stderr);
+    match forward_to_listener(&cli.command, &mut env, cli.json) {
+        Ok(None) => {}
+        Ok(Some(reply)) => {
+            let _ = stdout.write_all(reply.stdout.as_bytes());
+            let _ = stderr.write_all(reply.stderr.as_bytes());
+            return ExitCode::from(reply.code);
+        }
+        Err(e) => return ExitCode::from(commands::finish(Err(e), &mut out)),
+    }
     let result = match &cli.command {
-        Command::Register { user } => account::register(&mut env, &mut out, user),
-        Command::Login { user } => account::login(&mut env, &mut out, user),
+        Command::Register { user, .. } => account::register(&mut env, &mut out, user),
+        Command::Login { user, .. } => account::login(&mut env, &mut out, user),
         Command::Logout => account::logout(&mut env, &mut out, None),
         Command::Room(RoomCommand::Create { name }) => room::create(&mut env, &mut out, name),
         Command::Room(RoomCommand::Join { name }) => room::join(&mut env, &mut out, name),

@@ -12,6 +12,7 @@
 //! | `outbox` | requests not answered yet, as their exact frames (re-sent with the same id after a restart) |
 //! | `pending` | what each unanswered send is (command, peer or room, SHA-256 of the text), for `confab outbox` and so that re-running it does not send it twice |
 //! | `received` | received MPs with `expires_ms` = receipt + 1 h; expired rows are deleted |
+//! | `expired` | per peer, how many received MPs expired since `dm read` last said so |
 //! | `state` | the rest of the [`SecureSnapshot`] as JSON: MP stream keys and what was accepted on them, room descriptors and secrets, replay memories, handshakes in flight (no sending epoch or counter: a new process seals in a new epoch) |
 //!
 //! [`Profile::save`] writes a whole snapshot in one transaction; the session
@@ -19,6 +20,7 @@
 //!
 //! [`IdentityKey::encrypt_at_rest`]: confab_proto::e2e::IdentityKey::encrypt_at_rest
 
+mod expired;
 mod pending;
 
 pub use pending::PendingSend;
@@ -136,6 +138,7 @@ impl Profile {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(pending::SCHEMA)?;
+        conn.execute_batch(expired::SCHEMA)?;
         let profile = Profile { conn, dir: dir.to_owned(), _lock: lock, hold: false };
         match profile.meta("schema_version")? {
             None => profile.set_meta("schema_version", &SCHEMA_VERSION.to_string())?,
@@ -275,6 +278,7 @@ impl Profile {
                 params![o.request_id, o.opcode, o.frame, o.written, o.ack],
             )?;
         }
+        expired::count_dropped(&tx, &snapshot.inbox)?;
         tx.execute("DELETE FROM received", [])?;
         for m in &snapshot.inbox {
             tx.execute(
@@ -338,11 +342,6 @@ impl Profile {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Deletes received MPs whose hour is up at `now_ms`; returns how many.
-    pub fn purge_expired(&self, now_ms: u64) -> Result<usize, ProfileError> {
-        Ok(self.conn.execute("DELETE FROM received WHERE expires_ms <= ?1", [to_i64(now_ms)])?)
-    }
-
     /// Logout: erases every secret but the password-encrypted identity key
     /// (the refresh token, the session copy of the key, MP and room keys,
     /// handshakes, the outbox and received MPs). The contact book stays: pinned
@@ -351,7 +350,7 @@ impl Profile {
         let tx = self.conn.transaction()?;
         tx.execute("UPDATE identity SET session = NULL", [])?;
         tx.execute("DELETE FROM meta WHERE key IN ('refresh_token', 'username')", [])?;
-        for table in ["state", "outbox", "received", "pending"] {
+        for table in ["state", "outbox", "received", "pending", "expired"] {
             tx.execute(&format!("DELETE FROM {table}"), [])?;
         }
         tx.commit()?;

@@ -78,61 +78,95 @@ impl Durable<SecureClient> for Profile {
     }
 }
 
+/// Where a session lent to a command goes back when the command drops it
+/// (see [`Session::lend`]).
+pub type Slot = std::rc::Rc<std::cell::RefCell<Option<Session>>>;
+
 /// A secure client bound to its profile and (while connected) a link.
 #[derive(Debug)]
 pub struct Session {
-    driver: Driver<SecureClient, Profile>,
+    /// Always `Some` but while being handed back to its lender in `drop`.
+    driver: Option<Driver<SecureClient, Profile>>,
+    /// The lender's slot, for a session lent to a command: `close` then
+    /// keeps the connection and dropping the session gives it back.
+    lender: Option<Slot>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let (Some(slot), Some(driver)) = (self.lender.take(), self.driver.take()) {
+            slot.borrow_mut().replace(Session { driver: Some(driver), lender: None });
+        }
+    }
 }
 
 impl Session {
     /// Binds `sc` to `profile`.
     #[must_use]
     pub fn new(sc: SecureClient, profile: Profile, clock: Clock) -> Session {
-        Session { driver: Driver::new(sc, profile, clock) }
+        Session { driver: Some(Driver::new(sc, profile, clock)), lender: None }
+    }
+
+    /// Lends this session to a command (a `listen` serving another
+    /// process's command on its own session): the command's `close` keeps
+    /// the connection, and when the command drops the session it is back in `slot`.
+    #[must_use]
+    pub fn lend(mut self, slot: &Slot) -> Session {
+        self.lender = Some(slot.clone());
+        self
+    }
+
+    fn d(&self) -> &Driver<SecureClient, Profile> {
+        self.driver.as_ref().expect("a session holds its driver until dropped")
+    }
+
+    fn dm(&mut self) -> &mut Driver<SecureClient, Profile> {
+        self.driver.as_mut().expect("a session holds its driver until dropped")
     }
 
     /// The current time.
     #[must_use]
     pub fn now(&self) -> Now {
-        self.driver.now()
+        self.d().now()
     }
 
     /// The secure client.
     pub fn sc(&mut self) -> &mut SecureClient {
-        self.driver.machine_mut()
+        self.dm().machine_mut()
     }
 
     /// The profile (what the secure client's snapshot does not hold: the identity key).
     pub fn profile(&mut self) -> &mut Profile {
-        self.driver.store_mut()
+        self.dm().store_mut()
     }
 
     /// Ends the session, returning the profile (closed when dropped).
     #[must_use]
-    pub fn into_profile(self) -> Profile {
-        self.driver.into_parts().1
+    pub fn into_profile(mut self) -> Profile {
+        self.lender = None;
+        self.driver.take().expect("a session holds its driver until dropped").into_parts().1
     }
 
     /// Makes a link and tells the client (which refreshes its session on it).
     pub fn connect(&mut self, connector: &mut dyn Connector) -> Result<(), SessionError> {
         let link = connector.connect()?;
-        self.driver.connect(link)?;
+        self.dm().connect(link)?;
         Ok(())
     }
 
     /// The events not taken yet, oldest first.
     pub fn events(&self) -> impl Iterator<Item = &SecureEvent> {
-        self.driver.events().iter()
+        self.d().events().iter()
     }
 
     /// Every event since the last call.
     pub fn take_events(&mut self) -> Vec<SecureEvent> {
-        self.driver.take_events()
+        self.dm().take_events()
     }
 
     /// Drives one turn: commits it into the profile, then sends. Returns the next timer.
     pub fn pump(&mut self) -> Result<Option<Instant>, SessionError> {
-        Ok(self.driver.pump()?)
+        Ok(self.dm().pump()?)
     }
 
     /// Runs until an event satisfies `done` (true) or `deadline` passes (false).
@@ -141,7 +175,7 @@ impl Session {
         deadline: Instant,
         done: impl FnMut(&SecureEvent) -> bool,
     ) -> Result<bool, SessionError> {
-        Ok(self.driver.run_until(deadline, done)?)
+        Ok(self.dm().run_until(deadline, done)?)
     }
 
     /// Runs until the request `id` has its outcome (the event), or `timeout` passes (`None`).
@@ -150,7 +184,7 @@ impl Session {
         if !self.run_until(deadline, |e| outcome_of(e) == Some(id))? {
             return Ok(None);
         }
-        let event = self.driver.events().iter().rev().find_map(|e| match e {
+        let event = self.d().events().iter().rev().find_map(|e| match e {
             SecureEvent::Plain(plain) if outcome_of(e) == Some(id) => Some(plain.clone()),
             _ => None,
         });
@@ -173,22 +207,27 @@ impl Session {
         if !self.run_until(deadline, found)? {
             return Ok(None);
         }
-        let event = self.driver.events().iter().rev().find_map(|e| match e {
+        let event = self.d().events().iter().rev().find_map(|e| match e {
             SecureEvent::Plain(plain) if found(e) => Some(plain.clone()),
             _ => None,
         });
         Ok(event)
     }
 
-    /// Closes the connection politely (close frame, then the link).
+    /// Closes the connection politely (close frame, then the link); a lent
+    /// session stays connected (its lender goes on with it).
     pub fn close(&mut self) -> Result<(), SessionError> {
-        Ok(self.driver.close()?)
+        if self.lender.is_some() {
+            self.pump()?;
+            return Ok(());
+        }
+        Ok(self.dm().close()?)
     }
 
     /// Whether a link is up.
     #[must_use]
     pub fn is_connected(&self) -> bool {
-        self.driver.is_connected()
+        self.d().is_connected()
     }
 }
 

@@ -6,7 +6,8 @@
 //! executables (`target/<profile>/`): the server and client packages have
 //! integration tests, so cargo builds their binaries for every
 //! `cargo test --workspace`. A run that selects only this package builds
-//! them on demand (see [`binary`]).
+//! them on demand, and rebuilds them when a source file is newer (see
+//! [`binary`]), once per test process.
 
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::net::SocketAddr;
@@ -60,19 +61,27 @@ pub fn free_port() -> u16 {
 }
 
 /// The path of a workspace binary (`confab-server` or `confab`), building
-/// it first if this test run did not.
+/// it first if it is missing or older than any source file of the crates it
+/// is made of (a test must never run a stale binary: `cargo test -p
+/// confab-tests` does not rebuild the binaries of other packages).
 ///
 /// # Panics
 /// The binary cannot be found or built.
 #[must_use]
 pub fn binary(name: &str) -> PathBuf {
-    static BUILT: OnceLock<Mutex<()>> = OnceLock::new();
+    static CHECKED: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
     let exe = std::env::current_exe().expect("current exe");
     // target/<profile>/deps/<test> -> target/<profile>/<name>
     let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
     let path = dir.join(name);
-    let _guard = BUILT.get_or_init(|| Mutex::new(())).lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !path.exists() {
+    let mut checked =
+        CHECKED.get_or_init(|| Mutex::new(Vec::new())).lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if checked.iter().any(|c| c == name) {
+        return path;
+    }
+    checked.push(name.to_owned());
+    let own = if name == "confab" { "client" } else { "server" };
+    if is_stale(&path, own) {
         let package = if name == "confab" { "confab-client" } else { "confab-server" };
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         cmd.args(["build", "-p", package, "--bin", name]);
@@ -83,6 +92,31 @@ pub fn binary(name: &str) -> PathBuf {
         assert!(status.success(), "cargo build -p {package} failed");
     }
     path
+}
+
+/// Whether `binary` is missing or older than a source file (`.rs`,
+/// `Cargo.toml`) of the crates it is built from (`proto`, `transports` and `own`).
+fn is_stale(binary: &Path, own: &str) -> bool {
+    let Ok(built) = std::fs::metadata(binary).and_then(|m| m.modified()) else { return true };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+    let mut stack: Vec<PathBuf> = ["proto", "transports", own].iter().map(|c| root.join(c)).collect();
+    stack.push(root.join("Cargo.lock"));
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::metadata(&p) else { continue };
+        if meta.is_dir() {
+            if p.file_name().is_some_and(|n| n == "tests" || n == "benches" || n == "target") {
+                continue;
+            }
+            if let Ok(entries) = std::fs::read_dir(&p) {
+                stack.extend(entries.flatten().map(|e| e.path()));
+            }
+        } else if p.extension().is_some_and(|e| e == "rs" || e == "toml" || e == "lock")
+            && meta.modified().is_ok_and(|m| m > built)
+        {
+            return true;
+        }
+    }
+    false
 }
 
 /// A running `confab-server run`, its addresses and pin, and its log.
@@ -245,6 +279,8 @@ pub struct CliUser {
     pub trust: Vec<String>,
     /// The account's password, passphrase and the room password, given through the environment.
     pub secrets: [(&'static str, String); 3],
+    /// Pass `--switch-server`: the server or its pin is not the one the profile remembers.
+    pub switch_server: bool,
 }
 
 impl CliUser {
@@ -262,11 +298,14 @@ impl CliUser {
                 ("CONFAB_PASSPHRASE", "correct horse battery staple".to_owned()),
                 ("CONFAB_ROOM_PASSWORD", "room password 1".to_owned()),
             ],
+            switch_server: false,
         }
     }
 
-    /// Points the user at a (restarted) server.
+    /// Points the user at a (restarted) server, on other ports: with
+    /// `--switch-server`, since the profile remembers the old address.
     pub fn reconnect_to(&mut self, server: &ServerProc) {
+        self.switch_server = true;
         self.server = if self.transport == "quic" { server.quic } else { server.tcp }.to_string();
         if self.trust.first().is_some_and(|t| t == "--pin") {
             self.trust = vec!["--pin".to_owned(), server.pin.clone()];
@@ -282,15 +321,21 @@ impl CliUser {
     /// The `confab --json ARGS` command of this user, not started.
     #[must_use]
     pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = self.bare(&[]);
+        cmd.arg("--server").arg(&self.server).args(&self.trust);
+        if self.switch_server {
+            cmd.arg("--switch-server");
+        }
+        cmd.args(args);
+        cmd
+    }
+
+    /// `confab --json --transport T --profile DIR ARGS`: no server, no pin
+    /// (those the profile remembers), not started.
+    #[must_use]
+    pub fn bare(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(binary("confab"));
-        cmd.arg("--json")
-            .arg("--server")
-            .arg(&self.server)
-            .args(["--transport", self.transport])
-            .args(&self.trust)
-            .arg("--profile")
-            .arg(&self.profile)
-            .args(args);
+        cmd.arg("--json").args(["--transport", self.transport]).arg("--profile").arg(&self.profile).args(args);
         for (k, v) in &self.secrets {
             cmd.env(k, v);
         }
@@ -316,6 +361,116 @@ impl CliUser {
             String::from_utf8_lossy(&out.stderr)
         );
         stdout
+    }
+}
+
+/// A running `confab --json listen` (or any long-running command), its
+/// standard output collected line by line.
+#[derive(Debug)]
+pub struct Running {
+    child: Option<Child>,
+    lines: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Running {
+    /// Starts `cmd` with its output captured.
+    ///
+    /// # Panics
+    /// It cannot be started.
+    #[must_use]
+    pub fn start(mut cmd: Command) -> Running {
+        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().expect("stdout");
+        let sink = Arc::clone(&lines);
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(line);
+            }
+        });
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let mut err = child.stderr.take().expect("stderr");
+        let sink = Arc::clone(&stderr);
+        thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = err.read_to_end(&mut buf);
+            sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(&buf);
+        });
+        Running { child: Some(child), lines, stderr }
+    }
+
+    /// The lines printed so far.
+    #[must_use]
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Waits until a printed line contains `needle` (true), or `timeout` passes (false).
+    #[must_use]
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.lines().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// The exit code once it exited within `timeout` (`None`: still running).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<Option<i32>> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                // Let the readers take the last bytes.
+                thread::sleep(Duration::from_millis(100));
+                return Some(status.code());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What it wrote on standard error (complete once it exited).
+    #[must_use]
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap_or_else(std::sync::PoisonError::into_inner)).into_owned()
+    }
+
+    /// SIGKILL (if still running).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Copies the directory `from` to `to` (recursively), as a user copying a
+/// profile to another device would.
+///
+/// # Panics
+/// A file cannot be copied.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("make the copy's directory");
+    for e in std::fs::read_dir(from).expect("read the directory").flatten() {
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).expect("copy a file");
+        }
     }
 }
 

@@ -333,6 +333,7 @@ fn a_provided_certificate_is_trusted_through_ca() {
         let _ = user.ok(&["register", &format!("user-{transport}")]);
         // A certificate for another name is refused.
         user.server = format!("127.0.0.1:{port}");
+        user.switch_server = true;
         let out = user.run(&["room", "create", "nope"]);
         assert!(!out.status.success(), "a name the certificate does not hold must be refused ({transport})");
         let err = String::from_utf8_lossy(&out.stderr);

@@ -12,7 +12,7 @@ use confab_proto::e2e::secure::SecureClient;
 use confab_proto::{Client, ClientConfig};
 use serde_json::json;
 
-use super::{CliError, Env, expect_done};
+use super::{CliError, Env, expect_done, with_busy_retry};
 use crate::output::Output;
 use crate::profile::Profile;
 use crate::secrets::Secret;
@@ -38,6 +38,22 @@ fn check_owner(profile: &Profile, user: &str) -> Result<(), CliError> {
         }
         _ => Ok(()),
     }
+}
+
+/// Logs in, waiting out one 503 "busy" when its wait fits ([`with_busy_retry`]).
+fn login_retrying(
+    session: &mut Session,
+    env: &Env<'_>,
+    out: &mut Output<'_>,
+    user: &str,
+    password: &str,
+    passphrase: &str,
+) -> Result<(), CliError> {
+    with_busy_retry(session, env, out, "login", |session| {
+        let now = session.now();
+        Ok(session.sc().login(now, user, password, passphrase)?)
+    })
+    .map(drop)
 }
 
 /// `confab register USER`.
@@ -81,19 +97,21 @@ pub fn register(env: &mut Env<'_>, out: &mut Output<'_>, user: &str) -> Result<(
     session.connect(env.connector)?;
     session.profile().set_identity(&public, &at_rest, None)?;
     session.profile().set_meta("owner", user)?;
-    let id = session.sc().register(now, user, &password, &passphrase)?;
-    if let Err(e) = expect_done(&mut session, env, id, "register") {
-        if made_now && matches!(e, CliError::Refused { .. }) {
+    let registered = with_busy_retry(&mut session, env, out, "register", |session| {
+        let now = session.now();
+        Ok(session.sc().register(now, user, &password, &passphrase)?)
+    });
+    if let Err(e) = registered {
+        if made_now && matches!(e, CliError::Refused { .. } | CliError::Busy { .. }) {
             session.profile().delete_identity()?;
             session.profile().delete_meta("owner")?;
         }
         return Err(e);
     }
-    let now = session.now();
-    let id = session.sc().login(now, user, &password, &passphrase)?;
-    expect_done(&mut session, env, id, "login")?;
+    login_retrying(&mut session, env, out, user, &password, &passphrase)?;
     session.profile().set_identity(&public, &at_rest, Some(&der))?;
     session.pump()?;
+    env.remember_server(session.profile(), out)?;
     env.remember_user(user);
     session.close()?;
     let human = format!("registered and logged in as {user} (identity key {fingerprint})");
@@ -133,11 +151,11 @@ pub fn login(env: &mut Env<'_>, out: &mut Output<'_>, user: &str) -> Result<(), 
     profile.hold_until_logged_in();
     let mut session = Session::new(sc, profile, env.clock.clone());
     session.connect(env.connector)?;
-    let id = session.sc().login(now, user, &password, &passphrase)?;
-    expect_done(&mut session, env, id, "login")?;
+    login_retrying(&mut session, env, out, user, &password, &passphrase)?;
     session.profile().set_identity(&stored.public, &stored.at_rest, Some(&der))?;
     session.profile().set_meta("owner", user)?;
     session.pump()?;
+    env.remember_server(session.profile(), out)?;
     env.remember_user(user);
     session.close()?;
     out.item("ok", &format!("logged in as {user}"), json!({"command": "login", "user": user}));
@@ -159,7 +177,9 @@ pub fn logout(env: &mut Env<'_>, out: &mut Output<'_>, user: Option<&str>) -> Re
             session.profile().erase_secrets()?;
             result
         }
-        Err(e @ (CliError::Session(_) | CliError::NoAnswer(_))) => Err(e),
+        Err(
+            e @ (CliError::Session(_) | CliError::NoAnswer(_) | CliError::TakenOver { .. } | CliError::Revoked { .. }),
+        ) => Err(e),
         Err(e) => return Err(e),
     };
     if revoked.is_err() {

@@ -90,7 +90,9 @@ pub fn send(env: &mut Env<'_>, out: &mut Output<'_>, peer: &str, text: &str) -> 
     Ok(())
 }
 
-/// `confab dm read [USER]`: the received MPs still held (less than an hour old), oldest first.
+/// `confab dm read [USER]`: the received MPs still held (less than an hour
+/// old), oldest first, then, per peer, how many older ones expired since the
+/// last `dm read` that said so.
 pub fn read(env: &mut Env<'_>, out: &mut Output<'_>, peer: Option<&str>) -> Result<(), CliError> {
     let mut session = env.resume(None)?;
     print_warnings(&mut session, out);
@@ -102,8 +104,18 @@ pub fn read(env: &mut Env<'_>, out: &mut Output<'_>, peer: Option<&str>) -> Resu
         let fields = json!({"from": m.from, "text": m.text, "received_ms": m.received_ms, "expires_ms": m.expires_ms});
         out.item("message", &format!("{}: {}", m.from, m.text), fields);
     }
-    if count == 0 && !out.is_json() {
+    let expired = session.profile().take_expired(peer)?;
+    if count == 0 && expired.is_empty() && !out.is_json() {
         out.item("ok", "no messages", json!({}));
+    }
+    for (from, n) in expired {
+        let plural = if n == 1 { "message" } else { "messages" };
+        let text = format!("{n} older {plural} expired (messages are kept one hour after receipt)");
+        out.item(
+            "event",
+            &format!("{from}: {text}"),
+            json!({"event": "expired", "peer": from, "count": n, "text": text}),
+        );
     }
     Ok(())
 }

@@ -2,10 +2,20 @@
 //!
 //! Everything is stored in the profile before it is acknowledged to the
 //! server, so interrupting `listen` at any moment loses nothing. A lost
-//! connection is reopened after a pause (the session resumes where it was).
+//! connection is reopened after a pause (the session resumes where it was),
+//! but a session the server closed on purpose is not: after a close 409
+//! ("replaced by a newer login": another session of this account took over)
+//! or 401 (its tokens were revoked) `listen` stops with an error (exit 6 or
+//! 3). Reconnecting would replace the newer session, which would do the same:
+//! two clients of one account would take the session from each other forever.
+//!
+//! While it runs, other commands on the same profile go through it
+//! ([`super::share`]): they do not open a session of their own, which would
+//! replace this one.
 
 use std::time::Duration;
 
+use super::share::Sharing;
 use super::{CliError, Env, event_item};
 use crate::output::Output;
 use crate::session::SessionError;
@@ -13,9 +23,13 @@ use crate::session::SessionError;
 /// Pause before reconnecting after a lost connection.
 pub const RECONNECT_PAUSE: Duration = Duration::from_secs(2);
 
+/// How often `listen` looks for commands sent through its socket ([`super::share`]).
+pub const SHARE_POLL: Duration = Duration::from_millis(100);
+
 /// `confab listen`.
 pub fn listen(env: &mut Env<'_>, out: &mut Output<'_>) -> Result<(), CliError> {
     let mut session = env.resume(None)?;
+    let sharing = Sharing::bind(session.profile().dir())?;
     let end = env.listen_for.and_then(|d| session.now().instant.checked_add(d));
     let show = |out: &mut Output<'_>, event: &confab_proto::e2e::SecureEvent| {
         if let Some((kind, human, fields)) = event_item(event) {
@@ -26,14 +40,17 @@ pub fn listen(env: &mut Env<'_>, out: &mut Output<'_>) -> Result<(), CliError> {
         show(out, &event);
     }
     loop {
-        // Wake at least hourly to let received MPs expire.
-        let hour = session.now().instant + Duration::from_secs(3600);
-        let deadline = end.map_or(hour, |e| e.min(hour));
+        // Wake often enough to serve shared commands (received MPs expire on the way).
+        let tick = session.now().instant + SHARE_POLL;
+        let deadline = end.map_or(tick, |e| e.min(tick));
         match session.run_until(deadline, |event| {
             show(out, event);
             false
         }) {
             Ok(_) => {}
+            Err(SessionError::Closed { code: code @ (401 | 409), reason }) => {
+                return Err(SessionError::Closed { code, reason }.into());
+            }
             Err(e @ (SessionError::LinkLost(_) | SessionError::Closed { .. })) if end.is_none() => {
                 out.warning(
                     &format!("{e}: reconnecting in {} s", RECONNECT_PAUSE.as_secs()),
@@ -50,6 +67,9 @@ pub fn listen(env: &mut Env<'_>, out: &mut Output<'_>) -> Result<(), CliError> {
             Err(e) => return Err(e.into()),
         }
         session.take_events();
+        if session.is_connected() {
+            session = sharing.serve(session, env);
+        }
         if end.is_some_and(|e| session.now().instant >= e) {
             session.close()?;
             return Ok(());

@@ -12,6 +12,7 @@
 //! | [`pending`] | `outbox`, and sends made at most once across lost answers |
 //! | [`code`] | `code issue`, `code verify` |
 //! | [`safety`] | `safety-number` |
+//! | [`share`] | commands sent through a running `listen` of the same profile |
 
 pub mod account;
 pub mod code;
@@ -21,6 +22,7 @@ pub mod pending;
 mod render;
 pub mod room;
 pub mod safety;
+pub mod share;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -69,10 +71,16 @@ pub struct Env<'a> {
     pub answer_timeout: Duration,
     /// How long `listen` runs (`None`: until interrupted).
     pub listen_for: Option<Duration>,
+    /// `--switch-server`: record the server and trust used in the profile
+    /// although it remembered others (checked before the `Env` is built).
+    pub switch_server: bool,
     /// Makes the identity key of a new account (default: a new RSA-2048 key).
     pub new_identity: Box<NewIdentity<'a>>,
     /// Seeds the RNGs (default: the operating system).
     pub seed: Box<dyn FnMut() -> [u8; 32] + 'a>,
+    /// A session lent by a running `listen` ([`share`]): [`Env::resume`]
+    /// uses it instead of opening the profile and connecting.
+    pub lent: Option<crate::session::Slot>,
 }
 
 impl std::fmt::Debug for Env<'_> {
@@ -116,6 +124,17 @@ pub enum CliError {
         /// The server's reason.
         reason: String,
     },
+    /// The server is too busy to take the request now (503 with a
+    /// `retry_after_ms`: its password-hash queue is full) and said when to retry.
+    #[error("{what}: server busy: retry in {} s ({reason})", .retry_after_ms.div_ceil(1000))]
+    Busy {
+        /// What was asked.
+        what: String,
+        /// When the server will have room, in milliseconds.
+        retry_after_ms: u64,
+        /// The server's reason.
+        reason: String,
+    },
     /// No answer in time (the request stays in the outbox and is re-sent next time).
     #[error("no answer from the server for {0} in time; it stays queued and is sent again by the next command")]
     NoAnswer(String),
@@ -141,18 +160,51 @@ pub enum CliError {
     /// The command was refused locally.
     #[error(transparent)]
     Local(#[from] SecureError),
+    /// The server closed this session because another session of the same
+    /// account took over (close 409, "replaced by a newer login"). Never
+    /// followed by an automatic reconnection: two clients of one account
+    /// would take the session from each other in turn.
+    #[error(
+        "another session of this account took over: the server closed this one ({reason}); not reconnecting, so the two do not take turns"
+    )]
+    TakenOver {
+        /// The server's reason.
+        reason: String,
+    },
+    /// The server closed this session because its tokens were revoked
+    /// (close 401: a `logout`, or the refresh token presented twice).
+    #[error("this session's tokens were revoked ({reason}): not reconnecting")]
+    Revoked {
+        /// The server's reason.
+        reason: String,
+    },
     /// Connecting or the connection failed.
     #[error(transparent)]
-    Session(#[from] SessionError),
+    Session(SessionError),
     /// The profile failed.
     #[error(transparent)]
     Profile(#[from] ProfileError),
     /// A secret was missing.
     #[error(transparent)]
     Secret(#[from] SecretError),
+    /// Another server or pin than the profile remembers.
+    #[error(transparent)]
+    OtherServer(#[from] crate::remember::Mismatch),
     /// Something about keys (generation, stored key damaged).
     #[error("identity key: {0}")]
     Key(String),
+}
+
+impl From<SessionError> for CliError {
+    /// A close 409 is [`CliError::TakenOver`] and a close 401 [`CliError::Revoked`]:
+    /// what the user can do about them differs from a lost connection.
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::Closed { code: 409, reason } => CliError::TakenOver { reason },
+            SessionError::Closed { code: 401, reason } => CliError::Revoked { reason },
+            e => CliError::Session(e),
+        }
+    }
 }
 
 /// Exit codes of `confab` (documented in `main.rs`).
@@ -169,6 +221,10 @@ pub mod exit {
     pub const NETWORK: u8 = 4;
     /// The local profile or a secret could not be read or written.
     pub const LOCAL: u8 = 5;
+    /// Another session of this account took over (close 409): not retried.
+    pub const TAKEN_OVER: u8 = 6;
+    /// A temporary failure: the server is busy and said when to retry.
+    pub const BUSY: u8 = 7;
 }
 
 impl CliError {
@@ -194,6 +250,10 @@ impl CliError {
             CliError::Refused { code: 409, .. } => "it already exists or was already done".into(),
             CliError::Refused { code: 429 | 503, .. } => "wait a little and try again".into(),
             CliError::Refused { .. } => String::new(),
+            CliError::Busy { retry_after_ms, .. } => format!(
+                "the server is checking many passwords at once: run the command again in {} s",
+                retry_after_ms.div_ceil(1000)
+            ),
             CliError::NoAnswer(_) => "check the server, then run any command (or `confab listen`) to flush it".into(),
             CliError::Pending { .. } => "`confab outbox` lists what is pending".into(),
             CliError::EmptyMessage => "give the text as an argument, or `-` to read it from standard input".into(),
@@ -211,14 +271,19 @@ impl CliError {
                 )
             }
             CliError::Local(_) => String::new(),
+            CliError::TakenOver { .. } => {
+                "another `confab listen` or command of this account (on this device or another) holds the session now: stop it first, then run `confab listen` here again to take the session back".into()
+            }
+            CliError::Revoked { .. } => "log in again: `confab login USER`".into(),
             CliError::Session(SessionError::Connect(e)) => e.hint().into(),
             CliError::Session(_) => {
                 "check the server and try again; unanswered requests stay pending (`confab outbox`) and go out again, once, with the next command".into()
             }
-            CliError::Profile(ProfileError::Busy(_)) => "stop the other confab (a `listen`?) or wait for it".into(),
+            CliError::Profile(ProfileError::Busy(_)) => "another confab uses this profile: wait for it, or stop the `confab listen` that holds it (register, login, logout and outbox need the profile to themselves; other commands go through a running listen)".into(),
             CliError::Profile(_) => "check the profile directory (--profile) and its permissions".into(),
             CliError::Secret(e) => format!("set {} or run confab on a terminal", secret_var(e)),
             CliError::Key(_) => String::new(),
+            CliError::OtherServer(e) => e.hint(),
         }
     }
 
@@ -229,10 +294,14 @@ impl CliError {
             CliError::NotLoggedIn(_) | CliError::NoUser(_) | CliError::NoIdentity(_) | CliError::WrongPassword => {
                 exit::AUTH
             }
-            CliError::Refused { code: 401, .. } => exit::AUTH,
-            CliError::Refused { .. } | CliError::Local(_) | CliError::Key(_) | CliError::OtherUser { .. } => {
-                exit::REFUSED
-            }
+            CliError::Refused { code: 401, .. } | CliError::Revoked { .. } => exit::AUTH,
+            CliError::TakenOver { .. } => exit::TAKEN_OVER,
+            CliError::Busy { .. } => exit::BUSY,
+            CliError::Refused { .. }
+            | CliError::Local(_)
+            | CliError::Key(_)
+            | CliError::OtherUser { .. }
+            | CliError::OtherServer(_) => exit::REFUSED,
             CliError::NoAnswer(_) | CliError::Pending { .. } | CliError::Session(_) => exit::NETWORK,
             CliError::Profile(_) | CliError::Secret(_) | CliError::Stdin(_) => exit::LOCAL,
             CliError::EmptyMessage => exit::USAGE,
@@ -302,7 +371,25 @@ impl Env<'_> {
             && let Some(base) = &self.data_dir
         {
             let _ = profile::set_last_user(base, self.connector.server(), user);
+            let _ = crate::remember::set_last_server(base, self.connector.server());
         }
+    }
+
+    /// Records in `profile` the server and trust this command connected with
+    /// (a `register`/`login`, or `--switch-server`), and says so when the key
+    /// was trusted on first use.
+    pub fn remember_server(&mut self, profile: &Profile, out: &mut Output<'_>) -> Result<(), CliError> {
+        crate::remember::record(profile, self.connector.server(), &self.connector.trust())?;
+        if let Some(pin) = self.connector.take_first_use() {
+            out.warning(
+                &format!(
+                    "trusted the key of {} on first use: pin {pin}; compare it with the pin the server printed (DATA/server.pin); the profile now accepts only this key",
+                    self.connector.server()
+                ),
+                serde_json::json!({"event": "trusted_on_first_use", "server": self.connector.server(), "pin": pin}),
+            );
+        }
+        Ok(())
     }
 
     fn rng(&mut self) -> StdRng {
@@ -312,6 +399,11 @@ impl Env<'_> {
     /// Opens the profile of `user` (or the last one), restores the secure
     /// client from it and connects: the stored refresh token logs in.
     pub fn resume(&mut self, user: Option<&str>) -> Result<Session, CliError> {
+        if let Some(slot) = &self.lent
+            && let Some(session) = slot.borrow_mut().take()
+        {
+            return Ok(session.lend(slot));
+        }
         let user = user.map(str::to_owned).or_else(|| self.user.clone());
         let (dir, user) = self.profile_dir(user.as_deref())?;
         if !profile::exists(&dir) {
@@ -345,21 +437,64 @@ impl Env<'_> {
         if caught_up.is_none() && !connected() {
             return Err(CliError::NoAnswer("the session refresh".into()));
         }
+        if self.switch_server {
+            crate::remember::record(session.profile(), self.connector.server(), &self.connector.trust())?;
+        }
         Ok(session)
     }
 }
 
 /// Waits for the outcome of `id`; `Done` is Ok, anything else an error.
 pub fn expect_done(session: &mut Session, env: &Env<'_>, id: u32, what: &str) -> Result<ClientEvent, CliError> {
-    match session.wait_outcome(id, env.answer_timeout)? {
+    done_or_error(session.wait_outcome(id, env.answer_timeout)?, what)
+}
+
+/// An outcome as a result: `Done` (and a login's or logout's end) is Ok; a
+/// refusal, a 503 with a retry hint ([`CliError::Busy`]), or no outcome is an error.
+pub fn done_or_error(outcome: Option<ClientEvent>, what: &str) -> Result<ClientEvent, CliError> {
+    match outcome {
         Some(event @ (ClientEvent::Done { .. } | ClientEvent::LoggedIn { .. } | ClientEvent::LoggedOut { .. })) => {
             Ok(event)
+        }
+        Some(ClientEvent::Failed { code: 503, reason, retry_after_ms, .. }) if retry_after_ms > 0 => {
+            Err(CliError::Busy { what: what.into(), retry_after_ms, reason })
         }
         Some(ClientEvent::Failed { code, reason, .. }) => Err(CliError::Refused { what: what.into(), code, reason }),
         Some(ClientEvent::Indeterminate { reason, .. }) => {
             Err(CliError::Refused { what: what.into(), code: 0, reason })
         }
         Some(_) | None => Err(CliError::NoAnswer(what.into())),
+    }
+}
+
+/// Sends a password check (`register`, `login`) with `send` and waits for
+/// its outcome; a 503 whose `retry_after_ms` fits in the answer timeout is
+/// waited out on the open connection and the request sent again, once
+/// (docs/PROTOCOL.md, "Password checks under load"); a longer wait, or a
+/// second 503, is [`CliError::Busy`], which says when to retry.
+pub fn with_busy_retry(
+    session: &mut Session,
+    env: &Env<'_>,
+    out: &mut Output<'_>,
+    what: &str,
+    mut send: impl FnMut(&mut Session) -> Result<u32, CliError>,
+) -> Result<ClientEvent, CliError> {
+    let id = send(session)?;
+    match expect_done(session, env, id, what) {
+        Err(CliError::Busy { retry_after_ms, reason, .. })
+            if Duration::from_millis(retry_after_ms) <= env.answer_timeout =>
+        {
+            let seconds = retry_after_ms.div_ceil(1000);
+            out.warning(
+                &format!("{what}: server busy ({reason}): retrying in {seconds} s"),
+                serde_json::json!({"event": "server_busy", "what": what, "retry_after_ms": retry_after_ms}),
+            );
+            let until = session.now().instant + Duration::from_millis(retry_after_ms);
+            session.run_until(until, |_| false)?;
+            let id = send(session)?;
+            expect_done(session, env, id, what)
+        }
+        outcome => outcome,
     }
 }
 

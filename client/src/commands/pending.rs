@@ -78,7 +78,10 @@ fn settle(
 ) -> Result<ClientEvent, CliError> {
     let lost = matches!(
         outcome,
-        Err(CliError::NoAnswer(_) | CliError::Session(SessionError::LinkLost(_) | SessionError::Closed { .. }))
+        Err(CliError::NoAnswer(_)
+            | CliError::TakenOver { .. }
+            | CliError::Revoked { .. }
+            | CliError::Session(SessionError::LinkLost(_) | SessionError::Closed { .. }))
     );
     if lost && in_stored_outbox(session.profile(), id)? {
         let reason = match &outcome {

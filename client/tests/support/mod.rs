@@ -165,6 +165,19 @@ impl World {
         (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
     }
 
+    /// [`World::run_human`] with another connector.
+    pub fn run_human_via(
+        &self,
+        connector: &mut dyn Connector,
+        user: Option<&str>,
+        command: impl FnOnce(&mut Env<'_>, &mut Output<'_>) -> Result<(), confab_client::commands::CliError>,
+    ) -> (u8, String, String) {
+        let secrets =
+            HashMap::from([(Secret::Password, PASSWORD.to_owned()), (Secret::Passphrase, PASSPHRASE.to_owned())]);
+        let (code, out, err) = self.run_raw(connector, user, secrets, false, command);
+        (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+    }
+
     fn run_raw(
         &self,
         connector: &mut dyn Connector,
@@ -196,6 +209,8 @@ impl World {
             key_params: HashParams::INSECURE_FAST,
             answer_timeout: Duration::from_secs(5),
             listen_for: Some(Duration::from_millis(50)),
+            switch_server: false,
+            lent: None,
             new_identity: Box::new(move |_| IdentityKey::from_pkcs8_der(fixture)),
             seed: Box::new(move || {
                 counter = counter.wrapping_add(1);
