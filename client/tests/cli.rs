@@ -6,19 +6,11 @@ use std::time::Duration;
 
 use confab_client::commands::{account, code, dm, exit, listen, room, safety};
 use confab_client::profile::Profile;
-use support::{World, of_kind};
-
-fn texts(lines: &[serde_json::Value], kind: &str) -> Vec<String> {
-    of_kind(lines, kind).iter().map(|l| l["text"].as_str().unwrap_or_default().to_owned()).collect()
-}
+use support::{World, of_kind, ok, texts};
 
 #[test]
 fn rooms_dms_restarts_crash_expiry_and_logout() {
     let w = World::new("scenario");
-    let ok = |(code, lines): (u8, Vec<serde_json::Value>)| {
-        assert_eq!(code, exit::OK, "{lines:#?}");
-        lines
-    };
 
     // Accounts, a room, a chat.
     ok(w.run(Some("alice"), None, |e, o| account::register(e, o, "alice")));
@@ -182,10 +174,6 @@ fn profiles_are_private_and_the_last_login_is_the_default() {
 #[test]
 fn a_changed_key_warns_blocks_and_can_be_accepted() {
     let w = World::new("keychange");
-    let ok = |(code, lines): (u8, Vec<serde_json::Value>)| {
-        assert_eq!(code, exit::OK, "{lines:#?}");
-        lines
-    };
     ok(w.run(Some("alice"), None, |e, o| account::register(e, o, "alice")));
     ok(w.run(Some("bob"), None, |e, o| account::register(e, o, "bob")));
     ok(w.run(Some("alice"), None, |e, o| dm::request(e, o, "bob")));
@@ -273,10 +261,6 @@ impl confab_client::connect::Connector for TrickleConnector {
 #[test]
 fn what_was_queued_arrives_before_the_command_goes_on_however_slow_the_link() {
     let w = World::new("trickle");
-    let ok = |(code, lines): (u8, Vec<serde_json::Value>)| {
-        assert_eq!(code, exit::OK, "{lines:#?}");
-        lines
-    };
     ok(w.run(Some("alice"), None, |e, o| account::register(e, o, "alice")));
     ok(w.run(Some("bob"), None, |e, o| account::register(e, o, "bob")));
     ok(w.run(Some("alice"), None, |e, o| dm::request(e, o, "bob")));

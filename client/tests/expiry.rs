@@ -6,15 +6,11 @@ mod support;
 use std::time::Duration;
 
 use confab_client::commands::{account, dm, exit};
-use support::{World, of_kind};
+use support::{World, of_kind, ok};
 
 #[test]
 fn dm_read_says_how_many_older_messages_expired() {
     let w = World::new("expired-note");
-    let ok = |(code, lines): (u8, Vec<serde_json::Value>)| {
-        assert_eq!(code, exit::OK, "{lines:#?}");
-        lines
-    };
     ok(w.run(Some("alice"), None, |e, o| account::register(e, o, "alice")));
     ok(w.run(Some("bob"), None, |e, o| account::register(e, o, "bob")));
     ok(w.run(Some("alice"), None, |e, o| dm::request(e, o, "bob")));

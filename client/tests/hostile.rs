@@ -12,7 +12,7 @@ use confab_client::commands::{account, exit, pending, room};
 use confab_client::connect::{ConnectError, Connector};
 use confab_client::proto::wire::{FrameDecoder, Limits, Message, RequestBody};
 use confab_transports::link::Link;
-use support::{SERVER, TestConnector, World, of_kind};
+use support::{SERVER, TestConnector, World, of_kind, ok};
 
 /// Answers every `room_history` with a response header announcing more data
 /// than any client accepts, instead of the real answer.
@@ -65,10 +65,6 @@ impl Connector for Hostile {
 #[test]
 fn an_unreadable_answer_fails_its_command_and_never_poisons_the_outbox() {
     let w = World::new("hostile");
-    let ok = |(code, lines): (u8, Vec<serde_json::Value>)| {
-        assert_eq!(code, exit::OK, "{lines:#?}");
-        lines
-    };
     ok(w.run(Some("alice"), None, |e, o| account::register(e, o, "alice")));
     ok(w.run(Some("alice"), Some("pass of the lobby"), |e, o| room::create(e, o, "lobby")));
 

@@ -12,7 +12,7 @@ use confab_client::commands::{account, dm, exit, room};
 use confab_client::connect::{ConnectError, Connector};
 use confab_client::secrets::Secret;
 use confab_transports::link::Link;
-use support::{PASSPHRASE, PASSWORD, SERVER, World, of_kind};
+use support::{PASSPHRASE, PASSWORD, SERVER, World, of_kind, ok};
 
 /// Every row of every table of the profile, as text: equal dumps, equal profiles.
 fn dump(dir: &Path) -> String {
@@ -74,7 +74,6 @@ impl Connector for SilentConnector {
 
 /// alice with a room key and an MP session with bob.
 fn alice_with_keys(w: &World) {
-    let ok = |(code, lines): (u8, Vec<serde_json::Value>)| assert_eq!(code, exit::OK, "{lines:#?}");
     ok(w.run(Some("alice"), None, |e, o| account::register(e, o, "alice")));
     ok(w.run(Some("bob"), None, |e, o| account::register(e, o, "bob")));
     ok(w.run(Some("alice"), Some("pass of the lobby"), |e, o| room::create(e, o, "lobby")));
@@ -108,7 +107,6 @@ fn a_failed_login_changes_nothing_in_the_profile() {
 
     // The session still works: its room key and MP session included.
     w.advance(std::time::Duration::from_secs(600));
-    let ok = |(code, lines): (u8, Vec<serde_json::Value>)| assert_eq!(code, exit::OK, "{lines:#?}");
     ok(w.run(Some("alice"), None, |e, o| room::send(e, o, "lobby", "still here")));
     ok(w.run(Some("alice"), None, |e, o| dm::send(e, o, "bob", "after")));
 }
@@ -116,7 +114,6 @@ fn a_failed_login_changes_nothing_in_the_profile() {
 #[test]
 fn logging_in_as_another_user_never_touches_a_profiles_keys() {
     let w = World::new("login-other");
-    let ok = |(code, lines): (u8, Vec<serde_json::Value>)| assert_eq!(code, exit::OK, "{lines:#?}");
     let shared = w.data.join("shared-profile");
     let with_shared = |e: &mut confab_client::commands::Env<'_>| e.profile = Some(shared.clone());
     ok(w.run(Some("bob"), None, |e, o| account::register(e, o, "bob")));

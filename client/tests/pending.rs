@@ -12,7 +12,7 @@ use confab_client::commands::{account, dm, exit, pending, room};
 use confab_client::connect::{ConnectError, Connector};
 use confab_client::proto::wire::{FrameDecoder, Limits, Message, RequestBody};
 use confab_transports::link::Link;
-use support::{SERVER, TestConnector, World, of_kind};
+use support::{SERVER, TestConnector, World, of_kind, ok, texts};
 
 /// Passes everything until a send (`send_mp`, `send_room`) was written;
 /// from then on the server's answers are lost and the link fails, once.
@@ -64,17 +64,9 @@ impl Connector for Lossy {
     }
 }
 
-fn texts(lines: &[serde_json::Value], kind: &str) -> Vec<String> {
-    of_kind(lines, kind).iter().map(|l| l["text"].as_str().unwrap_or_default().to_owned()).collect()
-}
-
 #[test]
 fn a_send_whose_answer_is_lost_is_pending_and_delivered_once() {
     let w = World::new("pending");
-    let ok = |(code, lines): (u8, Vec<serde_json::Value>)| {
-        assert_eq!(code, exit::OK, "{lines:#?}");
-        lines
-    };
     ok(w.run(Some("alice"), None, |e, o| account::register(e, o, "alice")));
     ok(w.run(Some("bob"), None, |e, o| account::register(e, o, "bob")));
     ok(w.run(Some("alice"), None, |e, o| dm::request(e, o, "bob")));
@@ -122,10 +114,6 @@ fn a_send_whose_answer_is_lost_is_pending_and_delivered_once() {
 #[test]
 fn message_text_cannot_forge_lines_or_reach_the_terminal_raw() {
     let w = World::new("escape");
-    let ok = |(code, lines): (u8, Vec<serde_json::Value>)| {
-        assert_eq!(code, exit::OK, "{lines:#?}");
-        lines
-    };
     ok(w.run(Some("alice"), None, |e, o| account::register(e, o, "alice")));
     ok(w.run(Some("bob"), None, |e, o| account::register(e, o, "bob")));
     ok(w.run(Some("alice"), None, |e, o| dm::request(e, o, "bob")));

@@ -323,6 +323,20 @@ impl Drop for TestLink {
     }
 }
 
+/// The lines of a command that must have succeeded (exit 0).
+///
+/// # Panics
+/// It did not.
+pub fn ok((code, lines): (u8, Vec<serde_json::Value>)) -> Vec<serde_json::Value> {
+    assert_eq!(code, confab_client::commands::exit::OK, "{lines:#?}");
+    lines
+}
+
+/// The `text` of every line of `kind`.
+pub fn texts(lines: &[serde_json::Value], kind: &str) -> Vec<String> {
+    of_kind(lines, kind).iter().map(|l| l["text"].as_str().unwrap_or_default().to_owned()).collect()
+}
+
 /// The lines of `kind`.
 pub fn of_kind<'a>(lines: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
     lines.iter().filter(|l| l["kind"] == kind).collect()
