@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use super::pace::HashPace;
+use super::pace::{HashPace, SATURATED};
 use super::ratelimit::{Blocked, FailureWindow, Limiter};
 use super::refusal::Refusal;
 use super::state::State;
@@ -114,6 +114,11 @@ impl Desk {
     /// (its requester would have given up: see [`HashPace`]).
     pub(crate) fn check_capacity(&self, config: &ServerConfig) -> Result<(), Refusal> {
         let out = self.jobs.len();
+        if out < SATURATED && out < config.max_pending_jobs {
+            // A short queue is answered soon whatever the pace says (a stall measured once
+            // must not close the desk: no job would ever come back to correct it).
+            return Ok(());
+        }
         let Some(gap) = self.pace.gap() else {
             // Pace unknown (no load seen yet): the hard bound only, retry in a second.
             return if out >= config.max_pending_jobs { Err(Refusal::busy(Duration::from_secs(1))) } else { Ok(()) };

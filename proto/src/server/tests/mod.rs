@@ -4,6 +4,7 @@
 
 mod accounts;
 mod attack;
+mod attack2;
 mod caps;
 mod deadline;
 mod turn;
