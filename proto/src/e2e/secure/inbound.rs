@@ -123,10 +123,22 @@ impl SecureClient {
     fn on_mp(&mut self, from: String, sealed: &[u8]) {
         let opened = if self.is_blocked(&from) {
             Err(DecryptError::KeyChanged)
-        } else if let Some(session) = self.sessions.get_mut(&from) {
-            session.open(sealed).map_err(DecryptError::from).and_then(text)
         } else {
-            Err(DecryptError::NoSession)
+            // The current session, then any a close in flight set aside (what the peer
+            // sent before the server took the close).
+            let mut opened = Err(DecryptError::NoSession);
+            if let Some(session) = self.sessions.get_mut(&from) {
+                opened = session.open(sealed).map_err(DecryptError::from).and_then(text);
+            }
+            if opened.is_err() {
+                for session in self.closing_sessions(&from) {
+                    if let Ok(ok) = session.open(sealed).map_err(DecryptError::from).and_then(text) {
+                        opened = Ok(ok);
+                        break;
+                    }
+                }
+            }
+            opened
         };
         match opened {
             Ok((sent_ms, text)) => {

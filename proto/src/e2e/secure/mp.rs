@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::{SEEN_REQUESTS, SecureClient, SecureError, SecureEvent};
 use crate::Now;
-use crate::e2e::{HandshakeError, MpOffer, MpRequest, safety_number};
+use crate::e2e::{HandshakeError, MpOffer, MpRequest, MpSession, safety_number};
 use crate::wire::status;
 
 /// How many handshakes to one peer are kept while it is unknown which one
@@ -35,9 +35,12 @@ pub(super) enum MpPending {
     Request { peer: String, handshake: Option<MpRequest> },
     /// An `accept_mp`: its session goes if the server refuses it.
     Accept(String),
-    /// A `close_mp`: what it closes goes when the server answers that it
-    /// closed it (or that nothing was open), in the server's order.
-    Close(String),
+    /// A `close_mp`, holding the session it closes (taken out of the
+    /// sessions at the call, so that one accepted after the call is not
+    /// closed by its answer). The held session still opens what the peer
+    /// sent before the server closed the conversation; it goes with a
+    /// success or 404, and comes back if the close failed.
+    Close { peer: String, session: Option<MpSession> },
 }
 
 /// What the server said about a pending MP request or acceptance.
@@ -80,20 +83,31 @@ impl SecureClient {
     }
 
     /// Closes the conversation with `peer` (or withdraws this user's request
-    /// to `peer`, or refuses `peer`'s). When the server answers that it
-    /// closed it (or that nothing was open, 404), the conversation's keys,
-    /// this user's handshakes to `peer` and `peer`'s offer go: nothing of a
-    /// closed conversation outlives it in the profile, and an acceptance of
-    /// a withdrawn request arriving after that completes nothing. Until
-    /// then, and if the close fails (401, 503, a lost connection), the
-    /// conversation stays as the server has it: what the peer sent before
-    /// the close, or since a close that did not happen, is still read.
+    /// to `peer`, or refuses `peer`'s). This user's handshakes to `peer` and
+    /// `peer`'s offer go at once, so an acceptance of a withdrawn request
+    /// completes nothing. The session is set aside with the request: it
+    /// still opens what the peer sent before the server closed the
+    /// conversation, goes when the server answers that it closed it (or
+    /// 404, nothing open), and comes back if the close failed (401, 503, a
+    /// lost connection) and no new session was made meanwhile. A session
+    /// accepted after the call is not touched by the answer.
     pub fn close_mp(&mut self, now: Now, peer: &str) -> Result<u32, SecureError> {
         self.clock = now;
         let id = self.client.close_mp(now, peer)?;
-        self.mp_pending.insert(id, MpPending::Close(peer.to_owned()));
+        self.offers.remove(peer);
+        self.forget_requests(peer);
+        let session = self.sessions.remove(peer);
+        self.mp_pending.insert(id, MpPending::Close { peer: peer.to_owned(), session });
         self.dirty = true;
         Ok(id)
+    }
+
+    /// The sessions set aside by closes awaiting their answer, for `peer`.
+    pub(super) fn closing_sessions(&mut self, peer: &str) -> impl Iterator<Item = &mut MpSession> {
+        self.mp_pending.values_mut().filter_map(move |p| match p {
+            MpPending::Close { peer: p, session: Some(s) } if p == peer => Some(s),
+            _ => None,
+        })
     }
 
     /// The answer to `request_id`, if it is a pending MP request or acceptance.
@@ -113,13 +127,12 @@ impl SecureClient {
             (MpPending::Request { .. }, Answer::Failed(_)) => {}
             (MpPending::Accept(peer), Answer::Failed(_)) => drop(self.sessions.remove(&peer)),
             // Closed, or nothing was open: the server holds nothing of it any more.
-            (MpPending::Close(peer), Answer::Done | Answer::Failed(status::NOT_FOUND)) => {
-                self.sessions.remove(&peer);
-                self.offers.remove(&peer);
-                self.forget_requests(&peer);
-            }
+            (MpPending::Close { .. }, Answer::Done | Answer::Failed(status::NOT_FOUND)) => {}
             // Not closed (or unknown): the conversation stays as the server has it.
-            (MpPending::Close(_), Answer::Failed(_) | Answer::Indeterminate) => {}
+            (MpPending::Close { peer, session: Some(s) }, Answer::Failed(_) | Answer::Indeterminate) => {
+                self.sessions.entry(peer).or_insert(s);
+            }
+            (MpPending::Close { session: None, .. }, _) => {}
             (MpPending::Request { handshake: None, .. }, _)
             | (MpPending::Accept(_), Answer::Done | Answer::Indeterminate) => {}
         }

@@ -20,6 +20,7 @@
 //! The identity key is not part of the snapshot: the caller stores it
 //! (encrypted) and hands it to `restore`.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -118,6 +119,10 @@ pub struct SessionSnapshot {
     pub recv_stream: Vec<u8>,
     /// What was accepted from the peer.
     pub received: ReceivedSnapshot,
+    /// The `close_mp` (its request id) that set this session aside, awaiting
+    /// its answer; `None`: the peer's current session.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub closing: Option<u32>,
 }
 
 /// What a receiver accepted of one stream (see [`ReplayState`]).
@@ -261,13 +266,19 @@ impl SecureClient {
             pinned: c.pinned.spki_der().to_vec(),
             presented: c.presented.as_ref().map(|p| p.spki_der().to_vec()),
         });
-        let sessions = self.sessions.iter().map(|(peer, s)| SessionSnapshot {
+        let session_of = |peer: &String, s: &MpSession, closing: Option<u32>| SessionSnapshot {
             peer: peer.clone(),
             requester: s.role() == Role::Requester,
             send_stream: s.send_stream().as_bytes().to_vec(),
             recv_stream: s.opener().stream().as_bytes().to_vec(),
             received: ReceivedSnapshot::of("", s.opener().state()),
+            closing,
+        };
+        let closing = self.mp_pending.iter().filter_map(|(id, p)| match p {
+            MpPending::Close { peer, session: Some(s) } => Some(session_of(peer, s, Some(*id))),
+            _ => None,
         });
+        let sessions = self.sessions.iter().map(|(peer, s)| session_of(peer, s, None)).chain(closing);
         let rooms = self.rooms.iter().map(|(room, s)| RoomSnapshot {
             room: room.clone(),
             descriptor: s.keys().descriptor().to_bytes().to_vec(),
@@ -301,7 +312,7 @@ impl SecureClient {
             MpPending::Accept(peer) => {
                 MpPendingSnapshot { request_id: *id, peer: peer.clone(), accept: true, close: false, handshake: None }
             }
-            MpPending::Close(peer) => {
+            MpPending::Close { peer, .. } => {
                 MpPendingSnapshot { request_id: *id, peer: peer.clone(), accept: false, close: true, handshake: None }
             }
         });
@@ -332,7 +343,7 @@ impl SecureClient {
         // Stable order: equal states give equal snapshots.
         snapshot.contacts.sort_by(|a, b| a.user.cmp(&b.user));
         snapshot.offers.sort();
-        snapshot.sessions.sort_by(|a, b| a.peer.cmp(&b.peer));
+        snapshot.sessions.sort_by(|a, b| (&a.peer, a.closing).cmp(&(&b.peer, b.closing)));
         snapshot.rooms.sort_by(|a, b| a.room.cmp(&b.room));
         snapshot.room_pending.sort_by_key(|p| p.request_id);
         snapshot.mp_pending.sort_by_key(|p| p.request_id);
@@ -372,11 +383,15 @@ impl SecureClient {
             None if needs_me => return Err(SnapshotError::Malformed("sessions without a user")),
             None => String::new(),
         };
+        let mut closing = BTreeMap::new();
         for s in &snapshot.sessions {
             let role = if s.requester { Role::Requester } else { Role::Accepter };
             let opener = Opener::resume(stream(&s.recv_stream)?, s.received.state());
             let session = MpSession::resume(&me, &s.peer, role, stream(&s.send_stream)?, opener, &mut sc.rng);
-            sc.sessions.insert(s.peer.clone(), session);
+            match s.closing {
+                Some(id) => drop(closing.insert(id, (s.peer.clone(), session))),
+                None => drop(sc.sessions.insert(s.peer.clone(), session)),
+            }
         }
         for r in &snapshot.rooms {
             let keys = room_keys(&r.room, &r.descriptor, &r.secret)?;
@@ -408,7 +423,8 @@ impl SecureClient {
             let pending = if p.accept {
                 MpPending::Accept(p.peer.clone())
             } else if p.close {
-                MpPending::Close(p.peer.clone())
+                let session = closing.remove(&p.request_id).map(|(_, s)| s);
+                MpPending::Close { peer: p.peer.clone(), session }
             } else {
                 // Without its handshake (an older profile), the request's
                 // handshake is among the candidates restored above.
@@ -416,6 +432,10 @@ impl SecureClient {
                 MpPending::Request { peer: p.peer.clone(), handshake: p.handshake.as_ref().map(restore).transpose()? }
             };
             sc.mp_pending.insert(p.request_id, pending);
+        }
+        // A session set aside by a close the snapshot no longer holds: kept, if the peer has no other.
+        for (peer, session) in closing.into_values() {
+            sc.sessions.entry(peer).or_insert(session);
         }
         for m in snapshot.inbox.iter().filter(|m| m.expires_ms > now.unix_ms) {
             let left = Duration::from_millis(m.expires_ms - now.unix_ms).min(MP_LOCAL_RETENTION);

@@ -24,7 +24,7 @@ fn one_slow_gap_under_load_does_not_refuse_password_checks_forever() {
         h.send(s, register_body(&format!("user{n}")));
     }
     assert_eq!(h.held.len(), 9);
-    let mut run_one = |h: &mut Harness, after: Duration| {
+    let run_one = |h: &mut Harness, after: Duration| {
         let job = h.held.remove(0);
         let result = job.run();
         h.advance(after);

@@ -130,3 +130,37 @@ fn a_request_refused_after_a_restart_stops_being_a_candidate() {
         "a refused request (refused after a restart) completed a session: {events:?}"
     );
 }
+
+/// The answer to a close arrives late (its connection was lost and the
+/// request answered again from the server's record on the next one), after
+/// the peer asked again and this user accepted: the answer closes the
+/// conversation it was about, not the new one (simulator secure seed 709 of
+/// 0..999: the new session was dropped, and what the peer sent in it was
+/// acknowledged and never readable).
+#[test]
+fn a_late_close_answer_leaves_a_session_accepted_after_the_close() {
+    use crate::wire::{Opcode, ResponseBody, Sent};
+
+    let (mut net, a, b) = alice_bob();
+    net.handshake(a, b, "alice", "bob");
+    let now = net.now;
+    let close = net.sc(a).close_mp(now, "bob").unwrap();
+    assert!(!net.sc(a).has_session("bob"), "set aside at the call");
+
+    // bob asks again; alice accepts, all before the close's answer comes back.
+    let bob = IdentityKey::from_pkcs8_der(fixtures::BOB_PKCS8).unwrap();
+    let (_handshake, blob) = crate::e2e::MpRequest::new(&mut StdRng::from_seed([9; 32]), &bob, "bob", "alice").unwrap();
+    let bob_key = Bytes::copy_from_slice(bob.public().spki_der());
+    let request = ClientEvent::MpRequest { from: "bob".into(), seq: 8, identity_key: bob_key, handshake: blob.into() };
+    net.sc(a).inject_event(now, request);
+    net.sc(a).accept_mp(now, "bob").unwrap();
+    assert!(net.sc(a).has_session("bob"));
+    let done = ClientEvent::Done {
+        request_id: close,
+        opcode: Opcode::CloseMp,
+        code: 200,
+        body: ResponseBody::Sent(Sent { seq: 2 }),
+    };
+    net.sc(a).inject_event(now, done);
+    assert!(net.sc(a).has_session("bob"), "the late answer closed the conversation accepted after the close");
+}
