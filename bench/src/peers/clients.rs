@@ -194,7 +194,7 @@ impl Endpoint for PeerEndpoint {
     fn close(self: Box<Self>) {
         let me = *self;
         if let Publisher::Nats(client, _) = &me.publisher {
-            let _ = me.rt.block_on(tokio::time::timeout(Duration::from_secs(1), client.drain()));
+            let _ = me.rt.block_on(async { tokio::time::timeout(Duration::from_secs(1), client.drain()).await });
         }
         me.rt.shutdown_timeout(Duration::from_millis(200));
     }
@@ -221,7 +221,9 @@ pub(crate) fn nats_connect(
 pub(crate) fn nats_subscribe(ep: &PeerEndpoint, client: &async_nats::Client, subject: &str) -> Result<(), BenchError> {
     let sub = ep.rt.block_on(client.subscribe(subject.to_owned())).map_err(err("NATS subscribe"))?;
     // No responders: the answer proves the SUB before it was processed.
-    let _ = ep.rt.block_on(tokio::time::timeout(CONNECT_TIMEOUT, client.request("_bench.sync", Bytes::new())));
+    let _ = ep
+        .rt
+        .block_on(async { tokio::time::timeout(CONNECT_TIMEOUT, client.request("_bench.sync", Bytes::new())).await });
     ep.forward(sub.map(|m| Ok(m.payload)));
     Ok(())
 }
@@ -280,16 +282,19 @@ pub(crate) fn mqtt_connect(
     if let Some(topic) = subscribe {
         client.try_subscribe(topic, qos).map_err(err("MQTT subscribe"))?;
     }
-    let ready = ep.rt.block_on(tokio::time::timeout(CONNECT_TIMEOUT, async {
-        loop {
-            match eventloop.poll().await {
-                Ok(MqttEvent::Incoming(Incoming::ConnAck(_))) if subscribe.is_none() => return Ok(()),
-                Ok(MqttEvent::Incoming(Incoming::SubAck(_))) => return Ok(()),
-                Ok(_) => {}
-                Err(e) => return Err(e.to_string()),
+    let ready = ep.rt.block_on(async {
+        tokio::time::timeout(CONNECT_TIMEOUT, async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(MqttEvent::Incoming(Incoming::ConnAck(_))) if subscribe.is_none() => return Ok(()),
+                    Ok(MqttEvent::Incoming(Incoming::SubAck(_))) => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) => return Err(e.to_string()),
+                }
             }
-        }
-    }));
+        })
+        .await
+    });
     match ready {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(BenchError(format!("MQTT connect: {e}"))),

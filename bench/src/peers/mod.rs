@@ -142,7 +142,11 @@ impl System for Peers {
             }
             PeerKind::JetStream | PeerKind::JetStreamTls => {
                 let client = clients::nats_connect(&ep, &self.nats_url(), self.tls.clone())?;
-                let js = async_nats::jetstream::new(client);
+                // The context spawns its acknowledgement task on the current runtime.
+                let js = {
+                    let _in = ep.rt.enter();
+                    async_nats::jetstream::new(client)
+                };
                 if receives {
                     clients::jetstream_subscribe(&ep, &js, &self.stream, &target)?;
                     ep
@@ -185,6 +189,7 @@ fn create_stream(url: &str, tls: Option<rustls::ClientConfig>, stream: &str, sub
     use async_nats::jetstream::stream::{Config, DiscardPolicy, StorageType};
     let ep = PeerEndpoint::new()?;
     let client = clients::nats_connect(&ep, url, tls)?;
+    let _in = ep.rt.enter();
     let js = async_nats::jetstream::new(client);
     let config = Config {
         name: stream.to_owned(),
@@ -202,6 +207,7 @@ fn delete_stream(url: &str, tls: Option<rustls::ClientConfig>, stream: &str) -> 
     let run = || -> Result<(), BenchError> {
         let ep = PeerEndpoint::new()?;
         let client = clients::nats_connect(&ep, url, tls)?;
+        let _in = ep.rt.enter();
         let js = async_nats::jetstream::new(client);
         ep.rt.block_on(js.delete_stream(stream)).map_err(|e| BenchError(e.to_string()))?;
         Ok(())
