@@ -35,6 +35,9 @@ fn err<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> BenchError + '_ {
     move |e| BenchError(format!("{what}: {e}"))
 }
 
+/// A QoS 1 sender's ids waiting for their MQTT packet identifiers, in send order.
+pub(crate) type PendingIds = Arc<Mutex<VecDeque<u32>>>;
+
 /// A peer client's sending half.
 pub(crate) enum Publisher {
     /// NATS core: publish; the echo is the acknowledgement.
@@ -43,7 +46,7 @@ pub(crate) enum Publisher {
     JetStream(async_nats::jetstream::Context, String),
     /// MQTT: the request channel to the event loop, the QoS, and the ids
     /// waiting for their packet identifier (QoS 1: the event loop maps them).
-    Mqtt(rumqttc::AsyncClient, String, rumqttc::QoS, Arc<Mutex<VecDeque<u32>>>),
+    Mqtt(rumqttc::AsyncClient, String, rumqttc::QoS, PendingIds),
     /// Redis: PUBLISH on a multiplexed connection.
     Redis(redis::aio::MultiplexedConnection, String),
     /// A client that only receives.
@@ -264,7 +267,7 @@ pub(crate) fn mqtt_connect(
     tls: Option<rustls::ClientConfig>,
     qos: rumqttc::QoS,
     subscribe: Option<&str>,
-) -> Result<(rumqttc::AsyncClient, Arc<Mutex<VecDeque<u32>>>), BenchError> {
+) -> Result<(rumqttc::AsyncClient, PendingIds), BenchError> {
     use rumqttc::{Event as MqttEvent, Incoming, MqttOptions, Outgoing};
     let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
     options.set_keep_alive(Duration::from_secs(30));
@@ -300,7 +303,7 @@ pub(crate) fn mqtt_connect(
         Ok(Err(e)) => return Err(BenchError(format!("MQTT connect: {e}"))),
         Err(_) => return Err(BenchError("MQTT connect: timed out".into())),
     }
-    let ids: Arc<Mutex<VecDeque<u32>>> = Arc::default();
+    let ids: PendingIds = Arc::default();
     let (tx, waiting) = (ep.tx.clone(), Arc::clone(&ids));
     ep.rt.spawn(async move {
         let mut by_pkid: HashMap<u16, u32> = HashMap::new();
