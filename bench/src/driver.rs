@@ -44,6 +44,11 @@ impl Peer {
         self.driver.events_mut()
     }
 
+    /// Events not yet taken, read only.
+    pub(crate) fn events_ref(&self) -> &VecDeque<ClientEvent> {
+        self.driver.events()
+    }
+
     /// Drains the machine: writes its frames, keeps its events and its timer.
     pub(crate) fn pump(&mut self) -> Result<(), BenchError> {
         self.driver.pump().map(drop).map_err(failed)

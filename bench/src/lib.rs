@@ -30,8 +30,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod confab;
 mod driver;
+mod endpoint;
 mod gate;
+#[cfg(feature = "peers")]
+pub mod peers;
 mod report;
 mod server;
 mod worker;
@@ -44,6 +48,7 @@ use std::time::{Duration, Instant};
 
 pub use report::{Latency, Machine, Report};
 
+use endpoint::System;
 use gate::Gate;
 use worker::{Role, Shared, WorkerStats};
 
@@ -269,12 +274,26 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     let base = Instant::now();
     let server = server::InProcess::start(config.store)?;
     let connect = server.connector(config.transport)?;
+    let system = Box::new(confab::Confab { connect });
+    let label = format!("confab-{}-{}", config.transport.as_str(), config.store.as_str());
+    Ok(run_system(config, base, system, label, move || server.stop(Duration::from_secs(5))))
+}
 
+/// The generator over `system`'s clients: one thread per role, the
+/// measured loop of `worker.rs`, the report. `stop` stops the server (if
+/// this process runs it) and sums up its run.
+fn run_system(
+    config: &BenchConfig,
+    base: Instant,
+    system: Box<dyn System>,
+    label: String,
+    stop: impl FnOnce() -> String,
+) -> Report {
     let roles = roles(config);
     let shared = Arc::new(Shared {
         config: config.clone(),
         base,
-        connect,
+        system,
         gate: Gate::new(roles.len()),
         abort: AtomicBool::new(false),
         expected: AtomicU64::new(0),
@@ -335,7 +354,7 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
             hung += 1;
         }
     }
-    let server_summary = server.stop(Duration::from_secs(5));
+    let server_summary = stop();
 
     let stats = std::mem::replace(
         &mut *shared.results.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
@@ -343,7 +362,7 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     );
     let setup_error = shared.gate.aborted();
     let timeline = shared.timeline.get().copied();
-    Ok(report::build(
+    report::build(
         config,
         &stats,
         timeline,
@@ -353,9 +372,10 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
             incomplete: incomplete || hung > 0 || timeline.is_none(),
             setup_error,
             server: server_summary,
+            system: label,
             elapsed: base.elapsed(),
         },
-    ))
+    )
 }
 
 /// The clients of a run, in start order.

@@ -86,7 +86,97 @@ struct Args {
     json: bool,
 }
 
+/// `confab-bench peers`: starts nats-server, mosquitto and redis-server on
+/// free loopback ports and compares confab with them (bench/peers.sh).
+#[cfg(feature = "peers")]
+#[derive(Debug, Parser)]
+#[command(name = "confab-bench peers")]
+struct PeersArgs {
+    /// Measured seconds of each run.
+    #[arg(long, default_value_t = 3)]
+    duration: u64,
+    /// Unmeasured seconds before each run's window.
+    #[arg(long, default_value_t = 1)]
+    warmup: u64,
+    /// Fixed-rate scenario: messages per second.
+    #[arg(long, default_value_t = 5000)]
+    rate: u64,
+    /// Room scenario: members, one of them sending.
+    #[arg(long, default_value_t = 100)]
+    room: usize,
+    /// Only these peers, comma-separated (nats, nats-tls, mqtt0, mqtt0-tls,
+    /// redis, jetstream, jetstream-tls, mqtt1, mqtt1-tls).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Also write every run's JSON object, one per line, to this file.
+    #[arg(long)]
+    json_out: Option<std::path::PathBuf>,
+}
+
+#[cfg(feature = "peers")]
+fn peers_main(args: &PeersArgs) -> ExitCode {
+    use confab_bench::peers::{Brokers, CompareOptions, PeerKind, compare};
+    if args.duration == 0 || args.duration > MAX_DURATION_SECS || args.warmup > MAX_WARMUP_SECS || args.room < 2 {
+        eprintln!(
+            "confab-bench peers: --duration 1..={MAX_DURATION_SECS}, --warmup 0..={MAX_WARMUP_SECS}, --room at least 2"
+        );
+        return ExitCode::from(2);
+    }
+    let mut only = Vec::new();
+    for name in &args.only {
+        match PeerKind::parse(name) {
+            Some(k) => only.push(k),
+            None => {
+                eprintln!("confab-bench peers: unknown peer {name:?}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let brokers = match Brokers::start() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("confab-bench peers: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for (name, pid) in brokers.pids() {
+        eprintln!("started {name} (pid {pid})");
+    }
+    let machine = confab_bench::Machine::this();
+    eprintln!("machine: {} cores, {}", machine.cores, machine.cpu);
+    let options = CompareOptions {
+        duration: Duration::from_secs(args.duration),
+        warmup: Duration::from_secs(args.warmup),
+        rate: args.rate,
+        room: args.room,
+        only,
+        json: args.json_out.clone(),
+    };
+    let result = compare(&brokers, &options);
+    let pids = brokers.pids();
+    brokers.stop();
+    for (name, pid) in pids {
+        eprintln!("stopped {name} (pid {pid})");
+    }
+    match result {
+        Ok(table) => {
+            println!("machine: {} cores, {}\n", machine.cores, machine.cpu);
+            print!("{table}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("confab-bench peers: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    #[cfg(feature = "peers")]
+    if std::env::args().nth(1).as_deref() == Some("peers") {
+        let args = PeersArgs::parse_from(std::env::args().skip(1));
+        return peers_main(&args);
+    }
     let args = Args::parse();
     // The in-process server logs through `tracing`: warnings (a session
     // closed as a slow reader, a refused connection) go to stderr; RUST_LOG

@@ -88,6 +88,9 @@ impl Machine {
 /// The outcome of one run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
+    /// What was measured: `confab-tcp-memory`, `confab-tcp-sqlite`, ... or
+    /// a peer (`nats`, `nats-tls`, `jetstream`, `mqtt0`, `redis`, ...).
+    pub system: String,
     /// The run's parameters.
     pub config: BenchConfig,
     /// The measured window, seconds.
@@ -142,6 +145,7 @@ pub(crate) struct RunInfo {
     pub(crate) incomplete: bool,
     pub(crate) setup_error: Option<String>,
     pub(crate) server: String,
+    pub(crate) system: String,
     pub(crate) elapsed: Duration,
 }
 
@@ -165,6 +169,7 @@ pub(crate) fn build(config: &BenchConfig, s: &WorkerStats, timeline: Option<Time
         _ => false,
     };
     Report {
+        system: info.system,
         config: config.clone(),
         window_s,
         sent: s.sent,
@@ -196,6 +201,7 @@ impl Report {
         let c = &self.config;
         let round = |x: f64| (x * 10.0).round() / 10.0;
         json!({
+            "system": self.system,
             "transport": c.transport.as_str(),
             "scenario": c.scenario.as_str(),
             "mode": c.mode.as_str(),
@@ -229,7 +235,7 @@ impl Report {
                 "cores": self.machine.cores,
                 "cpu": self.machine.cpu,
                 "os": self.machine.os,
-                "server_in_process": true,
+                "server_in_process": self.system.starts_with("confab"),
             },
         })
     }
@@ -244,20 +250,23 @@ impl fmt::Display for Report {
         };
         writeln!(
             f,
-            "confab-bench: {} {} | {} sender(s), {} {} | {} B payload | {pace} | store {} | {:.0} s window",
-            c.transport.as_str(),
+            "confab-bench: {} {} | {} sender(s), {} {} | {} B payload | {pace} | {:.0} s window",
+            self.system,
             c.scenario.as_str(),
             c.senders,
             c.receivers,
             if c.scenario == crate::Scenario::Room { "members" } else { "receiver(s)" },
             c.payload,
-            c.store.as_str(),
             self.window_s,
         )?;
         writeln!(
             f,
-            "machine: {} cores ({}), {}; server in-process, sharing the cores with {} client threads",
-            self.machine.cores, self.machine.cpu, self.machine.os, self.threads
+            "machine: {} cores ({}), {}; {}, sharing the cores with {} client threads",
+            self.machine.cores,
+            self.machine.cpu,
+            self.machine.os,
+            if self.system.starts_with("confab") { "server in-process" } else { "broker in its own process" },
+            self.threads
         )?;
         writeln!(f, "{:<24}{:>14}{:>14}", "", "count", "per second")?;
         writeln!(f, "{:<24}{:>14}{:>14.0}", "sent", self.sent, self.sent_per_s)?;

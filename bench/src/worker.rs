@@ -1,5 +1,6 @@
-//! One client thread: setup (connect, register, log in, open the
-//! conversation or join the room), then the measured loop.
+//! One client thread: the system's setup (connect, and for confab register,
+//! log in, open the conversation or join the room), then the measured loop:
+//! the generator, the same for every system.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -7,26 +8,12 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use confab_proto::ClientEvent;
 use hdrhistogram::Histogram;
 
-use crate::driver::{Peer, now};
+use crate::endpoint::{Endpoint, Event, System};
 use crate::gate::Gate;
-use crate::server::Connector;
-use crate::{BenchConfig, BenchError, Mode, RATE_MAX_IN_FLIGHT, Scenario};
+use crate::{BenchConfig, BenchError, Mode, RATE_MAX_IN_FLIGHT};
 
-/// Every bench account's password (at least the server's minimum length).
-const PASSWORD: &str = "bench password 0123";
-/// Every bench account's passphrase (at least three words).
-const PASSPHRASE: &str = "bench quiet river stone";
-/// The room of the room scenario.
-const ROOM: &str = "bench-room";
-/// The room's join verifier (16..=256 bytes).
-const VERIFIER: &[u8] = b"bench-room-verifier-0123456789ab";
-/// The room descriptor: opaque to the server, like the verifier.
-const DESCRIPTOR: &[u8] = b"bench-room-descriptor";
-/// The opaque handshake bytes of the conversations (the server relays them unread).
-const HANDSHAKE: &[u8] = b"bench-handshake";
 /// Longest latency a histogram records, in microseconds (larger values saturate).
 const MAX_LATENCY_US: u64 = 600_000_000;
 /// Error messages kept as samples.
@@ -81,7 +68,8 @@ pub(crate) struct Shared {
     pub(crate) config: BenchConfig,
     /// Timestamps in payloads are nanoseconds since this instant.
     pub(crate) base: Instant,
-    pub(crate) connect: Connector,
+    /// Connects and prepares each client.
+    pub(crate) system: Box<dyn System>,
     pub(crate) gate: Gate,
     /// Set at the overall deadline: every loop exits.
     pub(crate) abort: AtomicBool,
@@ -202,71 +190,18 @@ pub(crate) fn run(shared: &Shared, role: &Role) {
     shared.results.lock().unwrap_or_else(PoisonError::into_inner).merge(&stats);
 }
 
-/// Connects, creates the account, logs in, opens the conversation or joins the room.
-fn setup(shared: &Shared, role: &Role) -> Result<(Peer, Timeline), BenchError> {
-    let deadline = shared.setup_deadline;
-    let link = (shared.connect)().map_err(|e| BenchError(format!("connect failed: {e}")))?;
-    let mut peer = Peer::new(link)?;
-    let name = role.name.as_str();
-    let key = Bytes::from(format!("bench-identity-key-of-{name}"));
-    let id = peer.client().register(now(), name, PASSWORD, PASSPHRASE, key).map_err(|e| BenchError(e.to_string()))?;
-    peer.outcome(deadline, id, "register")?;
-    let id = peer.client().login(now(), name, PASSWORD, PASSPHRASE).map_err(|e| BenchError(e.to_string()))?;
-    peer.wait_for(deadline, "login", |e| match e {
-        ClientEvent::LoggedIn { request_id, .. } if *request_id == id => Some(Ok(())),
-        ClientEvent::Failed { request_id, code, reason, .. } if *request_id == id => {
-            Some(Err(BenchError(format!("login failed: {code} {reason}"))))
-        }
-        _ => None,
-    })??;
-    peer.wait_for(deadline, "connected", |e| matches!(e, ClientEvent::Connected { .. }).then_some(()))?;
-    // Every account exists and is online.
-    shared.gate.wait(deadline)?;
-
-    match shared.config.scenario {
-        Scenario::Mp if role.sends => {
-            let to = role.peers.first().ok_or_else(|| BenchError("sender without a peer".into()))?;
-            let id = peer
-                .client()
-                .request_mp(now(), to, Bytes::from_static(HANDSHAKE))
-                .map_err(|e| BenchError(e.to_string()))?;
-            peer.outcome(deadline, id, "request_mp")?;
-            peer.wait_for(deadline, "mp_accepted", |e| match e {
-                ClientEvent::MpAccepted { peer, .. } if peer == to => Some(()),
-                _ => None,
-            })?;
-        }
-        Scenario::Mp => {
-            for _ in 0..role.accepts {
-                let from = peer.wait_for(deadline, "mp_request", |e| match e {
-                    ClientEvent::MpRequest { from, .. } => Some(from.clone()),
-                    _ => None,
-                })?;
-                let id = peer
-                    .client()
-                    .accept_mp(now(), &from, Bytes::from_static(HANDSHAKE))
-                    .map_err(|e| BenchError(e.to_string()))?;
-                peer.outcome(deadline, id, "accept_mp")?;
-            }
-        }
-        Scenario::Room => {
-            if role.index == 0 {
-                let id = peer
-                    .client()
-                    .create_room(now(), ROOM, Bytes::from_static(VERIFIER), Bytes::from_static(DESCRIPTOR))
-                    .map_err(|e| BenchError(e.to_string()))?;
-                peer.outcome(deadline, id, "create_room")?;
-            }
-            shared.gate.wait(deadline)?;
-            let id = peer
-                .client()
-                .join_room(now(), ROOM, Bytes::from_static(VERIFIER))
-                .map_err(|e| BenchError(e.to_string()))?;
-            peer.outcome(deadline, id, "join_room")?;
-        }
-    }
+/// The system's setup, then the last wait at the gate: the clock starts
+/// when every client is ready.
+fn setup(shared: &Shared, role: &Role) -> Result<(Box<dyn Endpoint>, Timeline), BenchError> {
+    let peer = shared.system.setup(shared, role)?;
     // Every conversation is open, every member joined: the clock starts.
-    let released = shared.gate.wait(deadline)?;
+    let released = match shared.gate.wait(shared.setup_deadline) {
+        Ok(at) => at,
+        Err(e) => {
+            peer.close();
+            return Err(e);
+        }
+    };
     let timeline = *shared.timeline.get_or_init(|| Timeline::starting(released, &shared.config));
     Ok((peer, timeline))
 }
@@ -283,7 +218,7 @@ struct InFlight {
 fn measure(
     shared: &Shared,
     role: &Role,
-    mut peer: Peer,
+    mut peer: Box<dyn Endpoint>,
     tl: Timeline,
     stats: &mut WorkerStats,
     sender_done: &mut bool,
@@ -291,10 +226,6 @@ fn measure(
     let config = &shared.config;
     let fanout = config.fanout();
     let mut payload = vec![0xa5u8; config.payload];
-    let target = match config.scenario {
-        Scenario::Mp => role.peers.first().cloned().unwrap_or_default(),
-        Scenario::Room => ROOM.to_owned(),
-    };
     let mut in_flight: HashMap<u32, InFlight> = HashMap::new();
     // Fixed rate: each sender's share, schedules staggered across senders.
     let interval = match (config.mode, config.rate) {
@@ -314,7 +245,7 @@ fn measure(
             match config.mode {
                 Mode::Closed => {
                     while in_flight.len() < config.window && t < tl.end {
-                        send(shared, &mut peer, &target, &mut payload, t, &tl, &mut in_flight, stats);
+                        send(shared, peer.as_mut(), &mut payload, t, &tl, &mut in_flight, stats);
                         wrote = true;
                     }
                     if t >= tl.end {
@@ -323,7 +254,7 @@ fn measure(
                 }
                 Mode::Rate => {
                     while next_intended <= t && next_intended < tl.end && in_flight.len() < RATE_MAX_IN_FLIGHT {
-                        send(shared, &mut peer, &target, &mut payload, next_intended, &tl, &mut in_flight, stats);
+                        send(shared, peer.as_mut(), &mut payload, next_intended, &tl, &mut in_flight, stats);
                         next_intended += interval;
                         wrote = true;
                     }
@@ -366,7 +297,7 @@ fn measure(
         if precise {
             // Whatever has arrived, without blocking; then a short sleep if nothing did.
             peer.step(t)?;
-            if peer.events().is_empty() {
+            if !peer.has_events() {
                 let left = next_intended.saturating_duration_since(Instant::now());
                 if !left.is_zero() {
                     std::thread::sleep(left.min(PRECISE_SLEEP));
@@ -376,9 +307,9 @@ fn measure(
             peer.step(wake)?;
         }
         let got_at = Instant::now();
-        while let Some(event) = peer.events().pop_front() {
+        while let Some(event) = peer.next_event() {
             match event {
-                ClientEvent::Done { request_id, .. } => {
+                Event::Acked(request_id) => {
                     if let Some(m) = in_flight.remove(&request_id) {
                         shared.expected.fetch_add(fanout, Ordering::SeqCst);
                         if m.in_window {
@@ -387,23 +318,16 @@ fn measure(
                         }
                     }
                 }
-                ClientEvent::Failed { request_id, opcode, code, reason, .. } => {
+                Event::Refused(request_id, why) => {
                     in_flight.remove(&request_id);
-                    stats.error(format!("{opcode:?} refused: {code} {reason}"));
+                    stats.error(why);
                 }
-                ClientEvent::Indeterminate { request_id, opcode, reason } => {
-                    in_flight.remove(&request_id);
-                    stats.error(format!("{opcode:?} unconfirmed: {reason}"));
+                Event::Delivered(sealed) => deliver(shared, &tl, &sealed, got_at, stats),
+                Event::Closed(why) => {
+                    peer.close();
+                    return Err(BenchError(format!("connection closed: {why}")));
                 }
-                ClientEvent::UserMessage { sealed, .. } | ClientEvent::RoomMessage { sealed, .. } => {
-                    deliver(shared, &tl, &sealed, got_at, stats);
-                }
-                ClientEvent::Closed { code, reason } => {
-                    return Err(BenchError(format!("connection closed: {code} {reason}")));
-                }
-                ClientEvent::ServerError { code, reason, .. } => stats.error(format!("server error {code}: {reason}")),
-                ClientEvent::BadFrame { error } => stats.error(format!("bad frame: {error}")),
-                _ => {}
+                Event::Error(why) => stats.error(why),
             }
         }
     };
@@ -420,8 +344,7 @@ fn measure(
 #[allow(clippy::too_many_arguments)]
 fn send(
     shared: &Shared,
-    peer: &mut Peer,
-    target: &str,
+    peer: &mut dyn Endpoint,
     payload: &mut [u8],
     intended: Instant,
     tl: &Timeline,
@@ -433,11 +356,7 @@ fn send(
     payload[..8].copy_from_slice(&nanos(sent).to_le_bytes());
     payload[8..16].copy_from_slice(&nanos(intended).to_le_bytes());
     let sealed = Bytes::copy_from_slice(payload);
-    let n = now();
-    let id = match shared.config.scenario {
-        Scenario::Mp => peer.client().send_mp(n, target, sealed),
-        Scenario::Room => peer.client().send_room(n, target, sealed),
-    };
+    let id = peer.send(sealed);
     let in_window = intended >= tl.start && intended < tl.end;
     match id {
         Ok(id) => {
@@ -450,7 +369,7 @@ fn send(
                 stats.lag.saturating_record(micros(sent.saturating_duration_since(intended)));
             }
         }
-        Err(e) => stats.error(format!("send refused by the client: {e}")),
+        Err(e) => stats.error(e.0),
     }
 }
 
