@@ -40,7 +40,7 @@
 //! | 6 | another session of this account took over (the server closed this one with 409): not retried |
 //! | 7 | temporary failure: the server is busy (503) and said when to retry |
 
-use std::io::{self, Write as _};
+use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -234,10 +234,13 @@ fn remembered_server(
 
 /// Sends the command through the `listen` running on its profile, if one
 /// does (see `confab_client::commands::share`): `None` when there is none,
-/// or the command is not one that can be shared.
+/// or the command is not one that can be shared, or the socket failed its
+/// checks (`share::guard`) and the command can safely run on its own (a
+/// warning says why); an error when it cannot.
 fn forward_to_listener(
     command: &Command,
     env: &mut Env<'_>,
+    out: &mut Output<'_>,
     json: bool,
 ) -> Result<Option<share::Reply>, commands::CliError> {
     let text = |t: &str| commands::message_text(t, &mut io::stdin().lock());
@@ -260,7 +263,18 @@ fn forward_to_listener(
         _ => return Ok(None),
     };
     let Ok((dir, _)) = env.profile_dir(None) else { return Ok(None) };
-    let Some(stream) = share::connect(&dir) else { return Ok(None) };
+    let stream = match share::find(&dir) {
+        Ok(Some(stream)) => stream,
+        Ok(None) => return Ok(None),
+        Err(e) if e.may_fall_back(&dir) => {
+            out.warning(
+                &format!("{e}; running the command without it"),
+                serde_json::json!({"event": "listener_refused", "reason": e.to_string()}),
+            );
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
     let forwarded = match command {
         Command::Dm(DmCommand::Send { user, text: t }) => Forwarded::DmSend { peer: user.clone(), text: text(t)? },
         Command::Room(RoomCommand::Send { name, text: t }) => {
@@ -326,11 +340,10 @@ fn main() -> ExitCode {
         lent: None,
     };
     let mut out = Output::new(cli.json, &mut stdout, &mut stderr);
-    match forward_to_listener(&cli.command, &mut env, cli.json) {
+    match forward_to_listener(&cli.command, &mut env, &mut out, cli.json) {
         Ok(None) => {}
         Ok(Some(reply)) => {
-            let _ = stdout.write_all(reply.stdout.as_bytes());
-            let _ = stderr.write_all(reply.stderr.as_bytes());
+            reply.print(cli.json, &mut stdout, &mut stderr);
             return ExitCode::from(reply.code);
         }
         Err(e) => return ExitCode::from(commands::finish(Err(e), &mut out)),
