@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::io::{BufRead as _, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +34,7 @@ use crate::secrets::{Fixed, Secret};
 use crate::session::{Session, Slot};
 
 pub mod guard;
+pub mod request;
 
 /// The socket's file name in the profile directory.
 pub const SOCKET: &str = "listen.sock";
@@ -172,7 +173,7 @@ impl Sharing {
                 send_reply(&stream, &reply);
                 continue;
             }
-            session = serve_one(stream, session, env);
+            session = serve_one(stream, session, env, out);
         }
         session
     }
@@ -184,22 +185,33 @@ impl Drop for Sharing {
     }
 }
 
-fn serve_one(stream: UnixStream, session: Session, env: &mut Env<'_>) -> Session {
-    let slot: Slot = std::rc::Rc::new(std::cell::RefCell::new(Some(session)));
+fn serve_one(stream: UnixStream, session: Session, env: &mut Env<'_>, out: &mut Output<'_>) -> Session {
+    let deadline = Instant::now() + request::REQUEST_DEADLINE;
     let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut line = String::new();
-    let request =
-        BufReader::new(&stream).read_line(&mut line).ok().and_then(|_| serde_json::from_str::<Request>(&line).ok());
-    let reply = match request {
-        Some(request) => perform(request, &slot, env),
-        None => Reply { code: super::exit::USAGE, stdout: String::new(), stderr: "bad request\n".into() },
+    let request = match request::read_line(&stream, deadline) {
+        // A command that only looked whether a listener runs sends nothing: not an error.
+        Err(request::RequestError::Empty) => return session,
+        Err(e) => Err(e.to_string()),
+        Ok(line) => serde_json::from_slice::<Request>(&line).map_err(|e| format!("malformed request: {e}")),
     };
+    let request = match request {
+        Ok(request) => request,
+        Err(reason) => {
+            let reason = format!("refused a request on {SOCKET}: {reason}");
+            out.warning(&reason, serde_json::json!({"event": "share_refused", "reason": reason}));
+            let reply = Reply { code: super::exit::USAGE, stdout: String::new(), stderr: format!("{reason}\n") };
+            send_reply(&stream, &reply);
+            return session;
+        }
+    };
+    let slot: Slot = std::rc::Rc::new(std::cell::RefCell::new(Some(session)));
+    let reply = perform(request, &slot, env);
     send_reply(&stream, &reply);
     slot.borrow_mut().take().expect("a lent session comes back when the command drops it")
 }
 
 fn send_reply(mut stream: &UnixStream, reply: &Reply) {
+    let _ = stream.set_write_timeout(Some(request::REPLY_DEADLINE));
     if let Ok(text) = serde_json::to_string(reply) {
         let _ = stream.write_all(text.as_bytes()).and_then(|()| stream.write_all(b"\n"));
     }
