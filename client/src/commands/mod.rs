@@ -444,6 +444,8 @@ impl Env<'_> {
         }
         if self.switch_server {
             crate::remember::record(session.profile(), self.connector.server(), &self.connector.trust())?;
+        } else {
+            crate::remember::record_missing_ca_digest(session.profile(), &self.connector.trust())?;
         }
         Ok(session)
     }
