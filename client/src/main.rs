@@ -40,7 +40,7 @@
 //! | 6 | another session of this account took over (the server closed this one with 409): not retried |
 //! | 7 | temporary failure: the server is busy (503) and said when to retry |
 
-use std::io::{self, Write as _};
+use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -234,10 +234,13 @@ fn remembered_server(
 
 /// Sends the command through the `listen` running on its profile, if one
 /// does (see `confab_client::commands::share`): `None` when there is none,
-/// or the command is not one that can be shared.
+/// or the command is not one that can be shared, or the socket failed its
+/// checks (`share::guard`) and the command can safely run on its own (a
+/// warning says why); an error when it cannot.
 fn forward_to_listener(
     command: &Command,
     env: &mut Env<'_>,
+    out: &mut Output<'_>,
     json: bool,
 ) -> Result<Option<share::Reply>, commands::CliError> {
     let text = |t: &str| commands::message_text(t, &mut io::stdin().lock());
@@ -252,7 +255,7 @@ fn forward_to_listener(
             Forwarded::SafetyNumber { user: user.clone(), accept_new_key: *accept_new_key }
         }
         Command::Code(CodeCommand::Issue { audience }) => Forwarded::CodeIssue { audience: audience.clone() },
-        // Those that read standard input or a secret do it only once a listener answers.
+        // Those that read standard input or a secret do it only once a listener is found.
         Command::Dm(DmCommand::Send { .. })
         | Command::Room(RoomCommand::Send { .. } | RoomCommand::Create { .. } | RoomCommand::Join { .. }) => {
             Forwarded::DmRead { peer: None }
@@ -260,7 +263,18 @@ fn forward_to_listener(
         _ => return Ok(None),
     };
     let Ok((dir, _)) = env.profile_dir(None) else { return Ok(None) };
-    let Some(stream) = share::connect(&dir) else { return Ok(None) };
+    let Some(probe) = listener(&dir, out)? else { return Ok(None) };
+    // The listener gives a request 2 s to arrive: read the input first (the
+    // look above sent nothing), then connect again.
+    let needs_input = matches!(
+        command,
+        Command::Dm(DmCommand::Send { .. })
+            | Command::Room(RoomCommand::Send { .. } | RoomCommand::Create { .. } | RoomCommand::Join { .. })
+    );
+    if !needs_input {
+        return forward(probe, forwarded, json).map(Some);
+    }
+    drop(probe);
     let forwarded = match command {
         Command::Dm(DmCommand::Send { user, text: t }) => Forwarded::DmSend { peer: user.clone(), text: text(t)? },
         Command::Room(RoomCommand::Send { name, text: t }) => {
@@ -274,12 +288,44 @@ fn forward_to_listener(
         }
         _ => forwarded,
     };
-    match share::forward(stream, forwarded, json) {
-        Ok(reply) => Ok(Some(reply)),
-        Err(e) => Err(commands::CliError::Session(confab_client::session::SessionError::LinkLost(
-            std::io::Error::other(format!("the running `confab listen` of this profile did not answer: {e}")),
-        ))),
+    let lost = |e: String| {
+        commands::CliError::Session(confab_client::session::SessionError::LinkLost(std::io::Error::other(e)))
+    };
+    let stream = listener(&dir, out)?
+        .ok_or_else(|| lost("the running `confab listen` of this profile stopped; run the command again".into()))?;
+    forward(stream, forwarded, json).map(Some)
+}
+
+/// The listener of the profile in `dir`, if one runs and passes the checks
+/// (`share::guard`); a refused one is reported and, if it is safe to, the
+/// command runs on its own (`None`).
+fn listener(
+    dir: &std::path::Path,
+    out: &mut Output<'_>,
+) -> Result<Option<std::os::unix::net::UnixStream>, commands::CliError> {
+    match share::find(dir) {
+        Ok(found) => Ok(found),
+        Err(e) if e.may_fall_back(dir) => {
+            out.warning(
+                &format!("{e}; running the command without it"),
+                serde_json::json!({"event": "listener_refused", "reason": e.to_string()}),
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
     }
+}
+
+fn forward(
+    stream: std::os::unix::net::UnixStream,
+    forwarded: Forwarded,
+    json: bool,
+) -> Result<share::Reply, commands::CliError> {
+    share::forward(stream, forwarded, json).map_err(|e| {
+        commands::CliError::Session(confab_client::session::SessionError::LinkLost(std::io::Error::other(format!(
+            "the running `confab listen` of this profile did not answer: {e}"
+        ))))
+    })
 }
 
 fn main() -> ExitCode {
@@ -326,11 +372,10 @@ fn main() -> ExitCode {
         lent: None,
     };
     let mut out = Output::new(cli.json, &mut stdout, &mut stderr);
-    match forward_to_listener(&cli.command, &mut env, cli.json) {
+    match forward_to_listener(&cli.command, &mut env, &mut out, cli.json) {
         Ok(None) => {}
         Ok(Some(reply)) => {
-            let _ = stdout.write_all(reply.stdout.as_bytes());
-            let _ = stderr.write_all(reply.stderr.as_bytes());
+            reply.print(cli.json, &mut stdout, &mut stderr);
             return ExitCode::from(reply.code);
         }
         Err(e) => return ExitCode::from(commands::finish(Err(e), &mut out)),

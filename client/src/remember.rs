@@ -7,10 +7,15 @@
 //! | `server` | `HOST:PORT` |
 //! | `pin` | the pinned key (`sha256//...`), or |
 //! | `ca` | the path of the PEM file trusted instead |
+//! | `ca_sha256` | the SHA-256 (hex) of that file's contents |
 //!
 //! A command given another server, pin or CA than the profile remembers is
 //! refused ([`Mismatch`]), never switched silently: a changed pin is exactly
-//! what a machine in the middle looks like. `--switch-server` says the
+//! what a machine in the middle looks like. So is a CA file whose contents
+//! changed since they were recorded (the file replaced by another CA's): the
+//! command is refused (`what`: `CA file contents`). A profile written before
+//! the digest was kept (a `ca` without `ca_sha256`) records the digest of
+//! what the file holds at its next command that opens a session. `--switch-server` says the
 //! change is wanted (the server moved, or its operator replaced its key); the
 //! new values are recorded once a session is open with them.
 //!
@@ -21,6 +26,7 @@
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use sha2::{Digest as _, Sha256};
 
 use crate::connect::Trust;
 use crate::profile::{self, Profile, ProfileError};
@@ -32,13 +38,15 @@ pub struct Remembered {
     pub server: Option<String>,
     /// `Trust::Pin` or `Trust::Ca` (`Unset`: nothing remembered).
     pub trust: Trust,
+    /// With `Trust::Ca`: the SHA-256 (hex) of the file's contents when it was recorded.
+    pub ca_sha256: Option<String>,
 }
 
 /// A server or trust other than the remembered one, without `--switch-server`.
 #[derive(Debug, thiserror::Error)]
 #[error("the profile at {} is for {what} {remembered}, not {given}: refusing to switch silently", .dir.display())]
 pub struct Mismatch {
-    /// `server`, `pin` or `CA file`.
+    /// `server`, `pin`, `CA file` or [`CA_CONTENTS`].
     pub what: &'static str,
     /// What the profile remembers.
     pub remembered: String,
@@ -54,6 +62,9 @@ impl Mismatch {
     pub fn hint(&self) -> String {
         let flag = match self.what {
             "server" => "--server/CONFAB_SERVER",
+            CA_CONTENTS => {
+                return "the CA file was replaced since the profile recorded it: restore it, or, if the server's operator really replaced the CA (check the new file with them), add --switch-server to record it".into();
+            }
             _ => "--pin/CONFAB_PIN and --ca",
         };
         format!(
@@ -85,7 +96,15 @@ pub fn read(dir: &Path) -> Result<Remembered, ProfileError> {
         (None, Some(ca)) => Trust::Ca(PathBuf::from(ca)),
         (None, None) => Trust::Unset,
     };
-    Ok(Remembered { server: meta("server")?, trust })
+    Ok(Remembered { server: meta("server")?, trust, ca_sha256: meta("ca_sha256")? })
+}
+
+/// [`Mismatch::what`] for a CA file whose contents changed.
+pub const CA_CONTENTS: &str = "CA file contents";
+
+/// The SHA-256 (hex) of the file at `path`.
+fn file_sha256(path: &Path) -> std::io::Result<String> {
+    Ok(hex::encode(Sha256::digest(std::fs::read(path)?)))
 }
 
 /// The server and trust a command uses: the given ones (flags or
@@ -119,6 +138,19 @@ pub fn merge(
         Trust::FirstUse if remembered.trust != Trust::Unset => remembered.trust.clone(),
         given => given,
     };
+    if !switch
+        && let (Trust::Ca(r), Trust::Ca(path), Some(recorded)) = (&remembered.trust, &trust, &remembered.ca_sha256)
+        && same_file(r, path)
+        // An unreadable file is refused when connecting, with its reason.
+        && let Ok(now) = file_sha256(path)
+        && &now != recorded
+    {
+        return Err(mismatch(
+            CA_CONTENTS,
+            format!("{} with SHA-256 {recorded}", r.display()),
+            format!("SHA-256 {now} in it now"),
+        ));
+    }
     Ok((server, trust))
 }
 
@@ -148,13 +180,32 @@ pub fn record(profile: &Profile, server: &str, trust: &Trust) -> Result<(), Prof
         Trust::Pin(pin) => {
             profile.set_meta("pin", pin)?;
             profile.delete_meta("ca")?;
+            profile.delete_meta("ca_sha256")?;
         }
         Trust::Ca(path) => {
             let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
             profile.set_meta("ca", &path.display().to_string())?;
+            match file_sha256(&path) {
+                Ok(digest) => profile.set_meta("ca_sha256", &digest)?,
+                Err(_) => profile.delete_meta("ca_sha256")?,
+            }
             profile.delete_meta("pin")?;
         }
         Trust::Unset | Trust::FirstUse => {}
+    }
+    Ok(())
+}
+
+/// Records the digest of the remembered CA file in a profile that has none
+/// (written before the digest was kept), after a session was opened with
+/// `trust`: from then on, other contents are refused.
+pub fn record_missing_ca_digest(profile: &Profile, trust: &Trust) -> Result<(), ProfileError> {
+    if let Trust::Ca(path) = trust
+        && profile.meta("ca")?.is_some()
+        && profile.meta("ca_sha256")?.is_none()
+        && let Ok(digest) = file_sha256(path)
+    {
+        profile.set_meta("ca_sha256", &digest)?;
     }
     Ok(())
 }
@@ -182,7 +233,7 @@ mod tests {
     use super::*;
 
     fn remembered() -> Remembered {
-        Remembered { server: Some("h:1".into()), trust: Trust::Pin("sha256//a".into()) }
+        Remembered { server: Some("h:1".into()), trust: Trust::Pin("sha256//a".into()), ca_sha256: None }
     }
 
     #[test]
@@ -205,6 +256,29 @@ mod tests {
         let switched = merge(dir, &r, Some("h:2".into()), Trust::Pin("sha256//b".into()), true).unwrap();
         assert_eq!(switched, (Some("h:2".into()), Trust::Pin("sha256//b".into())));
         let empty = Remembered::default();
+        let ca = std::env::temp_dir().join(format!("confab-remember-ca-{}.pem", std::process::id()));
+        std::fs::write(&ca, "one CA").unwrap();
+        let mut r =
+            Remembered { server: None, trust: Trust::Ca(ca.clone()), ca_sha256: Some(file_sha256(&ca).unwrap()) };
+        assert_eq!(merge(dir, &r, None, Trust::Unset, false).unwrap().1, Trust::Ca(ca.clone()));
+        std::fs::write(&ca, "another CA").unwrap();
+        let e = merge(dir, &r, None, Trust::Unset, false).unwrap_err();
+        assert!(e.what == CA_CONTENTS && e.hint().contains("--switch-server"), "{e}");
+        assert!(merge(dir, &r, None, Trust::Ca(ca.clone()), false).is_err(), "the same path given again");
+        assert!(merge(dir, &r, None, Trust::Unset, true).is_ok(), "--switch-server takes the new contents");
+        r.ca_sha256 = None;
+        assert!(merge(dir, &r, None, Trust::Unset, false).is_ok(), "an older profile records the digest later");
+        let pdir = std::env::temp_dir().join(format!("confab-remember-old-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&pdir);
+        {
+            let profile = Profile::open(&pdir).unwrap();
+            profile.set_meta("ca", &ca.display().to_string()).unwrap();
+            assert_eq!(read(&pdir).unwrap().ca_sha256, None);
+            record_missing_ca_digest(&profile, &Trust::Ca(ca.clone())).unwrap();
+        }
+        assert_eq!(read(&pdir).unwrap().ca_sha256, Some(file_sha256(&ca).unwrap()));
+        let _ = std::fs::remove_dir_all(&pdir);
+        let _ = std::fs::remove_file(&ca);
         assert_eq!(merge(dir, &empty, None, Trust::Unset, false).unwrap(), (None, Trust::Unset));
     }
 }

@@ -68,7 +68,7 @@ pub fn listen(env: &mut Env<'_>, out: &mut Output<'_>) -> Result<(), CliError> {
         }
         session.take_events();
         if session.is_connected() {
-            session = sharing.serve(session, env);
+            session = sharing.serve(session, env, out);
         }
         if end.is_some_and(|e| session.now().instant >= e) {
             session.close()?;

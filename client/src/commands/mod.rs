@@ -190,6 +190,10 @@ pub enum CliError {
     /// Another server or pin than the profile remembers.
     #[error(transparent)]
     OtherServer(#[from] crate::remember::Mismatch),
+    /// The listener socket of the profile failed its checks, and running
+    /// without it is not safe either (the directory is not private to this user).
+    #[error(transparent)]
+    UnsafeProfile(#[from] share::guard::Refused),
     /// Something about keys (generation, stored key damaged).
     #[error("identity key: {0}")]
     Key(String),
@@ -284,6 +288,7 @@ impl CliError {
             CliError::Secret(e) => format!("set {} or run confab on a terminal", secret_var(e)),
             CliError::Key(_) => String::new(),
             CliError::OtherServer(e) => e.hint(),
+            CliError::UnsafeProfile(e) => e.hint(),
         }
     }
 
@@ -303,7 +308,7 @@ impl CliError {
             | CliError::OtherUser { .. }
             | CliError::OtherServer(_) => exit::REFUSED,
             CliError::NoAnswer(_) | CliError::Pending { .. } | CliError::Session(_) => exit::NETWORK,
-            CliError::Profile(_) | CliError::Secret(_) | CliError::Stdin(_) => exit::LOCAL,
+            CliError::Profile(_) | CliError::Secret(_) | CliError::Stdin(_) | CliError::UnsafeProfile(_) => exit::LOCAL,
             CliError::EmptyMessage => exit::USAGE,
         }
     }
@@ -439,6 +444,8 @@ impl Env<'_> {
         }
         if self.switch_server {
             crate::remember::record(session.profile(), self.connector.server(), &self.connector.trust())?;
+        } else {
+            crate::remember::record_missing_ca_digest(session.profile(), &self.connector.trust())?;
         }
         Ok(session)
     }

@@ -7,9 +7,12 @@
 //! [`super::listen`]). So the listener serves a Unix socket,
 //! `DIR/listen.sock` (0600, in the 0700 profile directory: only the
 //! profile's owner can reach it), and a command that finds a live listener
-//! there sends its operation through it ([`forward`]): the listener performs
+//! there, and checks that it is its own ([`guard`]: a private directory of
+//! its user, a socket of its user, served by a process of its user), sends
+//! its operation through it ([`forward`]): the listener performs
 //! it on its own session ([`Sharing::serve`]) and returns the output lines
-//! and the exit code, which the command prints and exits with. The profile
+//! and the exit code, which the command prints (control characters escaped,
+//! as all human output is: [`Reply::print`]) and exits with. The profile
 //! is written by one process only, the listener.
 //!
 //! Shared: `dm request|accept|close|send|read`, `room
@@ -18,17 +21,20 @@
 //! `logout`, `outbox`: they say to stop the listener first.
 
 use std::collections::HashMap;
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::{BufRead as _, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use super::{CliError, Env, code, dm, room, safety};
-use crate::output::Output;
+use crate::output::{Output, escape_controls};
 use crate::secrets::{Fixed, Secret};
 use crate::session::{Session, Slot};
+
+pub mod guard;
+pub mod request;
 
 /// The socket's file name in the profile directory.
 pub const SOCKET: &str = "listen.sock";
@@ -73,11 +79,26 @@ pub struct Reply {
 }
 
 /// A connection to the listener of the profile in `dir`, if one runs
-/// (`None`: no live listener, the command runs on its own; a socket file
-/// left by a killed listener refuses the connection).
+/// (`Ok(None)`: no live listener, the command runs on its own; a socket
+/// file left by a killed listener refuses the connection). A socket that
+/// fails the [`guard`] checks is refused: `Err`, nothing is sent to it.
+pub fn find(dir: &Path) -> Result<Option<UnixStream>, guard::Refused> {
+    let path = dir.join(SOCKET);
+    if let Err(e) = std::fs::symlink_metadata(&path)
+        && e.kind() == std::io::ErrorKind::NotFound
+    {
+        return Ok(None);
+    }
+    guard::check_socket(dir, &path)?;
+    let Ok(stream) = UnixStream::connect(&path) else { return Ok(None) };
+    guard::check_peer(&stream, &path)?;
+    Ok(Some(stream))
+}
+
+/// [`find`], `None` when there is no listener or it is refused.
 #[must_use]
 pub fn connect(dir: &Path) -> Option<UnixStream> {
-    UnixStream::connect(dir.join(SOCKET)).ok()
+    find(dir).ok().flatten()
 }
 
 /// Has the listener at the other end of `stream` perform `forwarded`.
@@ -93,6 +114,27 @@ fn exchange(mut stream: UnixStream, request: &Request) -> Result<Reply, std::io:
     let mut reply = String::new();
     BufReader::new(stream).read_line(&mut reply)?;
     serde_json::from_str(&reply).map_err(|e| std::io::Error::other(format!("the listener's answer: {e}")))
+}
+
+impl Reply {
+    /// Prints the output the listener returned as this command's own: each
+    /// line with its control characters escaped ([`escape_controls`]); in
+    /// JSON mode a line that is JSON is written again as JSON (which escapes
+    /// them), any other is escaped.
+    pub fn print(&self, json: bool, stdout: &mut dyn Write, stderr: &mut dyn Write) {
+        print_lines(&self.stdout, json, stdout);
+        print_lines(&self.stderr, json, stderr);
+    }
+}
+
+fn print_lines(text: &str, json: bool, to: &mut dyn Write) {
+    for line in text.lines() {
+        let line = match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(value) if json => value.to_string(),
+            _ => escape_controls(line).into_owned(),
+        };
+        let _ = writeln!(to, "{line}");
+    }
 }
 
 /// The listener's socket; removed when dropped.
@@ -119,11 +161,19 @@ impl Sharing {
     }
 
     /// Performs every operation waiting on the socket, each on `session`
-    /// (lent to the command), and gives the session back.
-    pub fn serve(&self, session: Session, env: &mut Env<'_>) -> Session {
+    /// (lent to the command), and gives the session back. A caller running
+    /// as another user ([`guard::check_peer`]) is refused (and `out` says so).
+    pub fn serve(&self, session: Session, env: &mut Env<'_>, out: &mut Output<'_>) -> Session {
         let mut session = session;
         while let Ok((stream, _)) = self.listener.accept() {
-            session = serve_one(stream, session, env);
+            if let Err(e) = guard::check_peer(&stream, &self.path) {
+                let reason = format!("refused a caller on {SOCKET}: {e}");
+                out.warning(&reason, serde_json::json!({"event": "share_refused", "reason": e.to_string()}));
+                let reply = Reply { code: super::exit::REFUSED, stdout: String::new(), stderr: format!("{reason}\n") };
+                send_reply(&stream, &reply);
+                continue;
+            }
+            session = serve_one(stream, session, env, out);
         }
         session
     }
@@ -135,22 +185,36 @@ impl Drop for Sharing {
     }
 }
 
-fn serve_one(stream: UnixStream, session: Session, env: &mut Env<'_>) -> Session {
-    let slot: Slot = std::rc::Rc::new(std::cell::RefCell::new(Some(session)));
+fn serve_one(stream: UnixStream, session: Session, env: &mut Env<'_>, out: &mut Output<'_>) -> Session {
+    let deadline = Instant::now() + request::REQUEST_DEADLINE;
     let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut line = String::new();
-    let request =
-        BufReader::new(&stream).read_line(&mut line).ok().and_then(|_| serde_json::from_str::<Request>(&line).ok());
-    let reply = match request {
-        Some(request) => perform(request, &slot, env),
-        None => Reply { code: super::exit::USAGE, stdout: String::new(), stderr: "bad request\n".into() },
+    let request = match request::read_line(&stream, deadline) {
+        // A command that only looked whether a listener runs sends nothing: not an error.
+        Err(request::RequestError::Empty) => return session,
+        Err(e) => Err(e.to_string()),
+        Ok(line) => serde_json::from_slice::<Request>(&line).map_err(|e| format!("malformed request: {e}")),
     };
-    if let Ok(text) = serde_json::to_string(&reply) {
-        let mut stream = &stream;
+    let request = match request {
+        Ok(request) => request,
+        Err(reason) => {
+            let reason = format!("refused a request on {SOCKET}: {reason}");
+            out.warning(&reason, serde_json::json!({"event": "share_refused", "reason": reason}));
+            let reply = Reply { code: super::exit::USAGE, stdout: String::new(), stderr: format!("{reason}\n") };
+            send_reply(&stream, &reply);
+            return session;
+        }
+    };
+    let slot: Slot = std::rc::Rc::new(std::cell::RefCell::new(Some(session)));
+    let reply = perform(request, &slot, env);
+    send_reply(&stream, &reply);
+    slot.borrow_mut().take().expect("a lent session comes back when the command drops it")
+}
+
+fn send_reply(mut stream: &UnixStream, reply: &Reply) {
+    let _ = stream.set_write_timeout(Some(request::REPLY_DEADLINE));
+    if let Ok(text) = serde_json::to_string(reply) {
         let _ = stream.write_all(text.as_bytes()).and_then(|()| stream.write_all(b"\n"));
     }
-    slot.borrow_mut().take().expect("a lent session comes back when the command drops it")
 }
 
 fn perform(request: Request, slot: &Slot, env: &mut Env<'_>) -> Reply {
@@ -203,5 +267,26 @@ fn run(env: &mut Env<'_>, out: &mut Output<'_>, op: &Forwarded) -> Result<(), Cl
         Forwarded::RoomHistory { room } => room::history(env, out, room),
         Forwarded::SafetyNumber { user, accept_new_key } => safety::safety_number(env, out, user, *accept_new_key),
         Forwarded::CodeIssue { audience } => code::issue(env, out, audience),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_is_printed_with_its_control_characters_escaped() {
+        let reply = Reply {
+            code: 0,
+            stdout: "\u{1b}]0;owned\u{7}joined team\nok\n".into(),
+            stderr: "{\"kind\":\"warning\",\"message\":\"a\\u001bb\"}\n".into(),
+        };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        reply.print(false, &mut out, &mut err);
+        assert_eq!(String::from_utf8(out).unwrap(), "\\u{001b}]0;owned\\u{0007}joined team\nok\n");
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        reply.print(true, &mut out, &mut err);
+        assert_eq!(String::from_utf8(out).unwrap(), "\\u{001b}]0;owned\\u{0007}joined team\nok\n");
+        assert_eq!(String::from_utf8(err).unwrap(), "{\"kind\":\"warning\",\"message\":\"a\\u001bb\"}\n");
     }
 }
