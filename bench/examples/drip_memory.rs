@@ -30,10 +30,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().map_or(2_000, |a| a.parse().expect("N"));
     let m: usize = args.next().map_or(200, |a| a.parse().expect("M")).min(n);
-    let server = ServerProcess::start(
-        "drip",
-        "max_connections = 10000\n[server]\nframe_grace_secs = 3600\n",
-    );
+    let server = ServerProcess::start("drip", "max_connections = 10000\n[server]\nframe_grace_secs = 3600\n");
     let pid = server.pid();
     let config = Arc::new(tls::client_config(&ClientTrust::Pin(server.pin)).expect("client config"));
     let base = settled_rss(pid);

@@ -58,7 +58,7 @@ fn main() {
         return;
     }
     let n: usize = args.first().map_or(10_000, |a| a.parse().expect("N"));
-    assert!(n > 0 && n % ROOM_SIZE == 0, "N must be a positive multiple of {ROOM_SIZE}");
+    assert!(n > 0 && n.is_multiple_of(ROOM_SIZE), "N must be a positive multiple of {ROOM_SIZE}");
     let server = ServerProcess::start(
         "scale",
         &format!(
@@ -73,8 +73,10 @@ fn main() {
     println!("confab-server pid {pid}, RSS at start {base} KiB");
 
     let started = Instant::now();
-    let mut children: Vec<Holder> =
-        (0..n).step_by(PER_CHILD).map(|first| Holder::spawn(server.tcp, server.pin, first, PER_CHILD.min(n - first))).collect();
+    let mut children: Vec<Holder> = (0..n)
+        .step_by(PER_CHILD)
+        .map(|first| Holder::spawn(server.tcp, server.pin, first, PER_CHILD.min(n - first)))
+        .collect();
     for c in &mut children {
         c.expect("ready");
     }
@@ -185,7 +187,7 @@ fn hold(args: &[String]) {
                 let i = first + k;
                 let room = format!("scale-room-{}", i / ROOM_SIZE);
                 let deadline = Instant::now() + DEADLINE;
-                if i % ROOM_SIZE == 0 {
+                if i.is_multiple_of(ROOM_SIZE) {
                     let id = peer
                         .client()
                         .create_room(now(), &room, Bytes::from_static(VERIFIER), Bytes::from_static(DESCRIPTOR))
