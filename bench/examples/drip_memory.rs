@@ -18,89 +18,20 @@
 //! `frame_grace_secs = 3600` so that no drip is closed while it is measured.
 //! Linux only. Not a test: run it by hand.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use confab_bench::procs::{ServerProcess, settled_rss};
 use confab_transports::link::Link;
 use confab_transports::tcp::{self, TcpLink};
-use confab_transports::tls::{self, ClientTrust, Pin};
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
-/// Waits for the allocator and the kernel to settle, then reads the RSS.
-fn settled_rss(pid: u32) -> u64 {
-    std::thread::sleep(Duration::from_secs(2));
-    rss_kib(pid)
-}
-
-struct Server {
-    child: Child,
-    tcp: SocketAddr,
-    pin: Pin,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn start_server() -> Server {
-    let exe = std::env::current_exe().expect("current exe");
-    let bin = exe.parent().and_then(|p| p.parent()).expect("target dir").join("confab-server");
-    let dir = std::env::temp_dir().join(format!("confab-drip-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    let config = dir.join("confab-server.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data = {:?}\nlisten = \"127.0.0.1:0\"\nmax_connections = 10000\n[server]\nframe_grace_secs = 3600\n",
-            dir.join("data")
-        ),
-    )
-    .expect("config");
-    let mut child = Command::new(&bin)
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e} (build it with --release first)", bin.display()));
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let (mut tcp, mut pin) = (None, None);
-    while tcp.is_none() || pin.is_none() {
-        let line = lines.next().expect("the server's stdout").expect("a line");
-        if let Some(rest) = line.strip_prefix("confab-server listening: tcp ") {
-            tcp = rest.split(',').next().and_then(|a| a.parse().ok());
-        } else if let Some(p) = line.strip_prefix("pin ") {
-            pin = p.parse().ok();
-        }
-    }
-    // Keep reading, so that a later line does not find the pipe closed.
-    std::thread::spawn(move || lines.for_each(drop));
-    Server { child, tcp: tcp.expect("tcp address"), pin: pin.expect("pin"), dir }
-}
+use confab_transports::tls::{self, ClientTrust};
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().map_or(2_000, |a| a.parse().expect("N"));
     let m: usize = args.next().map_or(200, |a| a.parse().expect("M")).min(n);
-    let server = start_server();
-    let pid = server.child.id();
+    let server = ServerProcess::start("drip", "max_connections = 10000\n[server]\nframe_grace_secs = 3600\n");
+    let pid = server.pid();
     let config = Arc::new(tls::client_config(&ClientTrust::Pin(server.pin)).expect("client config"));
     let base = settled_rss(pid);
     println!("server pid {pid}, RSS at start {base} KiB");

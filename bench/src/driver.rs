@@ -12,7 +12,7 @@ use confab_transports::link::{DriveError, Driver, Link};
 use crate::BenchError;
 
 /// The wall and monotonic clocks, read together.
-pub(crate) fn now() -> Now {
+pub fn now() -> Now {
     let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     Now::new(Instant::now(), unix_ms)
 }
@@ -20,13 +20,13 @@ pub(crate) fn now() -> Now {
 /// A client machine and its link: what one bench thread drives, with the
 /// transports' [`Driver`] (the bench keeps no state across runs: its turns
 /// commit into [`Ephemeral`]).
-pub(crate) struct Peer {
+pub struct Peer {
     driver: Driver<Client, Ephemeral>,
 }
 
 impl Peer {
     /// A client on a fresh link.
-    pub(crate) fn new(link: Box<dyn Link>) -> Result<Peer, BenchError> {
+    pub fn new(link: Box<dyn Link>) -> Result<Peer, BenchError> {
         let t = now();
         let config = ClientConfig { max_outbox: crate::RATE_MAX_IN_FLIGHT + 24, ..ClientConfig::default() };
         let mut driver = Driver::new(Client::new(config, t), Ephemeral, Arc::new(now));
@@ -35,34 +35,34 @@ impl Peer {
     }
 
     /// The client machine, for commands (then [`Peer::pump`]).
-    pub(crate) fn client(&mut self) -> &mut Client {
+    pub fn client(&mut self) -> &mut Client {
         self.driver.machine_mut()
     }
 
     /// Events not yet taken.
-    pub(crate) fn events(&mut self) -> &mut VecDeque<ClientEvent> {
+    pub fn events(&mut self) -> &mut VecDeque<ClientEvent> {
         self.driver.events_mut()
     }
 
     /// Events not yet taken, read only.
-    pub(crate) fn events_ref(&self) -> &VecDeque<ClientEvent> {
+    pub fn events_ref(&self) -> &VecDeque<ClientEvent> {
         self.driver.events()
     }
 
     /// Drains the machine: writes its frames, keeps its events and its timer.
-    pub(crate) fn pump(&mut self) -> Result<(), BenchError> {
+    pub fn pump(&mut self) -> Result<(), BenchError> {
         self.driver.pump().map(drop).map_err(failed)
     }
 
     /// Waits for input until `deadline` (or the machine's timer), feeds it
     /// to the machine and drains it. New events land in [`Peer::events`].
-    pub(crate) fn step(&mut self, deadline: Instant) -> Result<(), BenchError> {
+    pub fn step(&mut self, deadline: Instant) -> Result<(), BenchError> {
         self.driver.step(deadline).map(drop).map_err(failed)
     }
 
     /// Steps until an event for which `f` returns `Some` arrives (it is taken
     /// out of the queue; other events stay), or `deadline` passes.
-    pub(crate) fn wait_for<T>(
+    pub fn wait_for<T>(
         &mut self,
         deadline: Instant,
         what: &str,
@@ -92,7 +92,7 @@ impl Peer {
     }
 
     /// Waits for the outcome of request `id`: `Ok(code)` if done, an error if it failed.
-    pub(crate) fn outcome(&mut self, deadline: Instant, id: u32, what: &str) -> Result<u16, BenchError> {
+    pub fn outcome(&mut self, deadline: Instant, id: u32, what: &str) -> Result<u16, BenchError> {
         self.wait_for(deadline, what, |e| match e {
             ClientEvent::Done { request_id, code, .. } if *request_id == id => Some(Ok(*code)),
             ClientEvent::Failed { request_id, code, reason, .. } if *request_id == id => {
@@ -106,7 +106,7 @@ impl Peer {
     }
 
     /// Closes the link (best effort).
-    pub(crate) fn close(mut self) {
+    pub fn close(mut self) {
         let _ = self.driver.close();
     }
 }

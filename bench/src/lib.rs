@@ -31,11 +31,12 @@
 #![warn(missing_docs)]
 
 mod confab;
-mod driver;
+pub mod driver;
 mod endpoint;
 mod gate;
 #[cfg(feature = "peers")]
 pub mod peers;
+pub mod procs;
 mod report;
 mod server;
 mod worker;
