@@ -323,3 +323,16 @@ fn config_refusals_name_keys_of_the_file() {
     let err = load_text("too-long.toml", "[server]\nmp_retention_secs = 4294967296\n").unwrap_err().to_string();
     assert!(err.contains("server.mp_retention_secs") && err.contains("above the maximum 3153600000"), "{err}");
 }
+
+#[test]
+fn config_log_limits_are_read_and_bounded() {
+    let c = load_text("log.toml", "[log]\nburst = 3\ninterval_secs = 2\n").unwrap();
+    assert_eq!(c.log, crate::runtime::LogLimits { burst: 3, interval: Duration::from_secs(2) });
+    assert_eq!(RunConfig::default().log, crate::runtime::LogLimits::default());
+    assert_eq!(invalid_key(load_text("log0.toml", "[log]\ninterval_secs = 0\n")), "log.interval_secs");
+    let above = ServerConfig::MAX_DURATION.as_secs() + 1;
+    assert_eq!(
+        invalid_key(load_text("logmax.toml", &format!("[log]\ninterval_secs = {above}\n"))),
+        "log.interval_secs"
+    );
+}
