@@ -210,6 +210,37 @@ fn a_text_message_is_closed_with_1003_and_a_wrong_origin_gets_403() {
     assert!(echo.closed().contains("upgrade refused (403)"));
 }
 
+/// DNS rebinding: a page at `http://rebind.attacker.example:PORT/` whose
+/// name the attacker then points at 127.0.0.1 opens a WebSocket to "its own"
+/// origin; the browser sends `Host` and `Origin` both naming the attacker's
+/// host. On a plain listener nothing proves which name the client reached
+/// us by, so `Origin` == `Host` must not count as the server's own origin.
+#[test]
+fn a_dns_rebinding_page_is_not_taken_for_the_servers_own_origin() {
+    let echo = Echo::start(false, WsLimits::default());
+    let port = echo.addr.port();
+    let authority = format!("rebind.attacker.example:{port}");
+    let sock = TcpStream::connect(echo.addr).unwrap();
+    sock.set_read_timeout(Some(5 * SECOND)).unwrap();
+    let uri = format!("ws://{authority}{}", ws::PATH).parse().unwrap();
+    let request = ClientRequestBuilder::new(uri)
+        .with_sub_protocol(ws::SUBPROTOCOL)
+        .with_header("Origin", format!("http://{authority}"));
+    let e = match tungstenite::client::client(request, sock) {
+        Ok(_) => panic!("a rebinding page's upgrade was accepted on a plain listener"),
+        Err(tungstenite::HandshakeError::Failure(e)) => e,
+        Err(tungstenite::HandshakeError::Interrupted(_)) => unreachable!("blocking socket"),
+    };
+    let tungstenite::Error::Http(response) = e else { panic!("expected an HTTP refusal, got {e:?}") };
+    assert_eq!(response.status(), 403);
+    assert!(echo.closed().contains("upgrade refused (403)"));
+
+    // The page the server itself serves on loopback is still its own.
+    let ws = raw_client(&echo, Some(&format!("http://127.0.0.1:{port}"))).unwrap();
+    assert!(matches!(echo.next(), Seen::Opened(Transport::Ws)));
+    drop(ws);
+}
+
 #[test]
 fn an_oversized_upgrade_request_gets_431_and_a_huge_frame_1009() {
     let limits = WsLimits { max_message: 1024, ..WsLimits::default() };
@@ -236,4 +267,43 @@ fn an_oversized_upgrade_request_gets_431_and_a_huge_frame_1009() {
     };
     assert_eq!(u16::from(close.code), 1009);
     assert!(echo.closed().contains("message too big"));
+}
+
+/// A server that sends a last message and its close in one write: the
+/// message comes first, then the close code and reason, not a bare EOF.
+#[test]
+fn data_and_the_close_in_one_read_give_the_data_then_the_close_code() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (sock, _) = listener.accept().unwrap();
+        sock.set_read_timeout(Some(5 * SECOND)).unwrap();
+        let accept_protocol = |_: &tungstenite::handshake::server::Request,
+                               mut response: tungstenite::handshake::server::Response| {
+            response.headers_mut().insert("Sec-WebSocket-Protocol", ws::SUBPROTOCOL.parse().unwrap());
+            Ok(response)
+        };
+        let mut ws = tungstenite::accept_hdr(sock, accept_protocol).unwrap();
+        ws.write(Message::binary(&b"last words"[..])).unwrap();
+        ws.close(Some(tungstenite::protocol::CloseFrame {
+            code: tungstenite::protocol::frame::coding::CloseCode::from(4000 + 503),
+            reason: "going away".into(),
+        }))
+        .unwrap();
+        // Both in one flush; then read until the client goes.
+        let _ = ws.flush();
+        while ws.read().is_ok() {}
+    });
+    let url: WsUrl = format!("ws://{addr}{}", ws::PATH).parse().unwrap();
+    let mut link = ws::connect(addr, &url, None, 5 * SECOND).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let data = link.recv(Instant::now() + 5 * SECOND).unwrap().expect("the last message");
+    assert_eq!(data, b"last words");
+    let e = link.recv(Instant::now() + 5 * SECOND).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+    assert!(e.to_string().contains("close 503: going away"), "{e}");
+    // And it stays the reason.
+    assert!(link.recv(Instant::now() + SECOND).unwrap_err().to_string().contains("close 503"));
+    drop(link);
+    server.join().unwrap();
 }
