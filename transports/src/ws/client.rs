@@ -259,6 +259,16 @@ impl WsLink {
         Err(e)
     }
 
+    /// The link ended with `e` after `bytes` arrived: the bytes now, the
+    /// error (the server's close code and reason, say) from the next call.
+    fn die_after(&mut self, bytes: Vec<u8>, e: io::Error) -> io::Result<Option<Vec<u8>>> {
+        if bytes.is_empty() {
+            return self.die(e);
+        }
+        self.dead = Some((e.kind(), e.to_string()));
+        Ok(Some(bytes))
+    }
+
     /// Writes what tungstenite and TLS hold; `WouldBlock` is not an error.
     fn flush(&mut self) -> io::Result<()> {
         match self.ws.flush() {
@@ -313,10 +323,6 @@ impl Link for WsLink {
                 match self.ws.read() {
                     Ok(Message::Binary(b)) => bytes.extend_from_slice(&b),
                     Ok(Message::Close(frame)) => {
-                        if !bytes.is_empty() {
-                            // The close is seen again by the next call (tungstenite remembers it).
-                            return Ok(Some(bytes));
-                        }
                         let why = frame.map_or_else(String::new, |f| {
                             let code = u16::from(f.code);
                             match confab_code_of(code) {
@@ -328,16 +334,11 @@ impl Link for WsLink {
                             io::ErrorKind::UnexpectedEof,
                             format!("the server closed the connection{why}"),
                         );
-                        return self.die(e);
+                        return self.die_after(bytes, e);
                     }
                     Ok(_) => {}
                     Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => {
-                        if !bytes.is_empty() {
-                            return Ok(Some(bytes));
-                        }
-                        return self.die(ws_io(e));
-                    }
+                    Err(e) => return self.die_after(bytes, ws_io(e)),
                 }
             }
             if !bytes.is_empty() {

@@ -258,8 +258,9 @@ impl Conn {
             if plain.is_empty() {
                 return Ok(None);
             }
+            let seen = self.request.len();
             self.request.extend_from_slice(plain);
-            let end = match upgrade::request_end(&self.request, limits.max_request_bytes) {
+            let end = match upgrade::request_end(&self.request, seen, limits.max_request_bytes) {
                 RequestEnd::Partial => return Ok(None),
                 RequestEnd::TooLarge => {
                     let max = limits.max_request_bytes;
@@ -273,7 +274,7 @@ impl Conn {
             };
             let request = std::mem::take(&mut self.request);
             let (head, rest) = request.split_at(end);
-            match upgrade::accept(head, rest, policy, ws_config(limits)) {
+            match upgrade::accept(head, rest, policy, self.tls.is_some(), ws_config(limits)) {
                 Ok(ws) => {
                     self.ws = Some(ws);
                     self.phase = Phase::Open;

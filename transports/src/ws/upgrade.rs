@@ -33,19 +33,27 @@ impl Default for OriginCheck {
 
 impl OriginCheck {
     /// Whether a request with this `Origin` (and `Host`) may upgrade: no
-    /// `Origin` (not a browser), the server's own origin (the origin's
-    /// `host[:port]` is the request's `Host`), a loopback origin (if
-    /// [`loopback`](OriginCheck::loopback)), or one of
-    /// [`allowed`](OriginCheck::allowed).
+    /// `Origin` (not a browser), one of [`allowed`](OriginCheck::allowed),
+    /// a loopback origin (if [`loopback`](OriginCheck::loopback)), or the
+    /// server's own origin: the origin's `host[:port]` is the request's
+    /// `Host` and its scheme that of the connection (`https` when `tls`),
+    /// where that `Host` can be trusted to name this server: over TLS (a
+    /// browser reaches us under a name only if our certificate is valid
+    /// for it), or when the `Host` is a loopback address or `localhost`.
+    /// On a plain listener any other `Host` proves nothing: a DNS-rebinding
+    /// page (its name pointed at this machine after it loaded) sends
+    /// `Host` and `Origin` both naming the attacker's host.
     #[must_use]
-    pub fn allows(&self, origin: Option<&str>, host: Option<&str>) -> bool {
+    pub fn allows(&self, origin: Option<&str>, host: Option<&str>, tls: bool) -> bool {
         let Some(origin) = origin else { return true };
         let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
         if self.allowed.iter().any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(&origin)) {
             return true;
         }
-        let Some((_, authority)) = origin.split_once("://") else { return false };
-        if host.is_some_and(|h| h.trim().eq_ignore_ascii_case(authority)) {
+        let Some((scheme, authority)) = origin.split_once("://") else { return false };
+        let own_scheme = if tls { "https" } else { "http" };
+        let same_authority = host.is_some_and(|h| h.trim().eq_ignore_ascii_case(authority));
+        if same_authority && scheme == own_scheme && (tls || is_loopback_authority(authority)) {
             return true;
         }
         self.loopback && is_loopback_authority(authority)
@@ -99,9 +107,12 @@ pub(super) enum RequestEnd {
     TooLarge,
 }
 
-/// Where the request's headers end in `buf`, if they do within `max` bytes.
-pub(super) fn request_end(buf: &[u8], max: usize) -> RequestEnd {
-    match buf.windows(4).position(|w| w == b"\r\n\r\n") {
+/// Where the request's headers end in `buf`, if they do within `max` bytes;
+/// `seen` bytes of `buf` were already searched without finding the end (so
+/// a request dripped byte by byte costs linear, not quadratic, time).
+pub(super) fn request_end(buf: &[u8], seen: usize, max: usize) -> RequestEnd {
+    let from = seen.saturating_sub(3).min(buf.len());
+    match buf[from..].windows(4).position(|w| w == b"\r\n\r\n").map(|at| at + from) {
         Some(at) if at + 4 <= max => RequestEnd::Complete(at + 4),
         Some(_) => RequestEnd::TooLarge,
         None if buf.len() >= max => RequestEnd::TooLarge,
@@ -137,10 +148,13 @@ pub(super) fn refusal(status: StatusCode, reason: &str) -> Refused {
 /// Runs tungstenite's server handshake over the complete request `head`;
 /// `rest` (bytes after the headers) is the start of the WebSocket stream.
 /// On success the 101 answer is in the pipe's output.
+/// `tls`: whether the request came over TLS (`wss://`), for the `Origin`
+/// check.
 pub(super) fn accept(
     head: &[u8],
     rest: &[u8],
     policy: &WsPolicy,
+    tls: bool,
     config: WebSocketConfig,
 ) -> Result<WebSocket<Pipe>, Refused> {
     // A plain GET for the browser client's files: answered, then closed.
@@ -151,7 +165,7 @@ pub(super) fn accept(
     // The signature is tungstenite's `Callback`.
     #[allow(clippy::result_large_err)]
     let check = |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
-        match check_request(request, policy) {
+        match check_request(request, policy, tls) {
             Ok(()) => {
                 let protocol = HeaderValue::from_str(&policy.subprotocol).map_err(|_| {
                     refused = Some(refusal(StatusCode::INTERNAL_SERVER_ERROR, "bad subprotocol configured"));
@@ -180,7 +194,7 @@ pub(super) fn accept(
 
 /// The checks of the callback: path, origin, subprotocol (tungstenite
 /// checks the rest: method, version, `Upgrade`, `Connection`, the key).
-fn check_request(request: &Request, policy: &WsPolicy) -> Result<(), Refused> {
+fn check_request(request: &Request, policy: &WsPolicy, tls: bool) -> Result<(), Refused> {
     if request.uri().path() != policy.path {
         return Err(refusal(
             StatusCode::NOT_FOUND,
@@ -188,7 +202,7 @@ fn check_request(request: &Request, policy: &WsPolicy) -> Result<(), Refused> {
         ));
     }
     let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
-    if !policy.origins.allows(header("Origin"), header("Host")) {
+    if !policy.origins.allows(header("Origin"), header("Host"), tls) {
         return Err(refusal(
             StatusCode::FORBIDDEN,
             &format!("origin {} is not allowed", header("Origin").unwrap_or("(unreadable)")),
@@ -228,7 +242,7 @@ mod tests {
     #[test]
     fn a_good_request_gets_101_with_the_subprotocol_and_keeps_what_follows() {
         let req = request("Sec-WebSocket-Protocol: other, confab.v1\r\n");
-        let mut ws = accept(req.as_bytes(), b"xy", &WsPolicy::default(), WebSocketConfig::default()).unwrap();
+        let mut ws = accept(req.as_bytes(), b"xy", &WsPolicy::default(), false, WebSocketConfig::default()).unwrap();
         let out = String::from_utf8(ws.get_mut().take_output()).unwrap();
         assert!(out.starts_with("HTTP/1.1 101"), "{out}");
         assert!(out.contains("sec-websocket-protocol: confab.v1"), "{out}");
@@ -241,39 +255,76 @@ mod tests {
     fn wrong_path_origin_or_subprotocol_get_a_specific_answer() {
         let policy = WsPolicy::default();
         let cfg = WebSocketConfig::default();
-        let r = accept(request("").as_bytes(), b"", &policy, cfg).unwrap_err();
+        let r = accept(request("").as_bytes(), b"", &policy, false, cfg).unwrap_err();
         assert!(status(&r).contains("400") && r.reason.contains("confab.v1"), "{r:?}");
         let proto = "Sec-WebSocket-Protocol: confab.v1\r\n";
-        let r = accept(request(&format!("{proto}Origin: https://evil.example\r\n")).as_bytes(), b"", &policy, cfg)
-            .unwrap_err();
+        let r =
+            accept(request(&format!("{proto}Origin: https://evil.example\r\n")).as_bytes(), b"", &policy, false, cfg)
+                .unwrap_err();
         assert!(status(&r).contains("403") && r.reason.contains("evil.example"), "{r:?}");
         let other = request(proto).replace("/confab", "/ws/alice@bob");
-        let r = accept(other.as_bytes(), b"", &policy, cfg).unwrap_err();
+        let r = accept(other.as_bytes(), b"", &policy, false, cfg).unwrap_err();
         assert!(status(&r).contains("404"), "{r:?}");
-        let r = accept(b"GARBAGE\r\n\r\n", b"", &policy, cfg).unwrap_err();
+        let r = accept(b"GARBAGE\r\n\r\n", b"", &policy, false, cfg).unwrap_err();
         assert!(status(&r).contains("400") && r.reason.contains("not a WebSocket upgrade"), "{r:?}");
     }
 
     #[test]
     fn origins_no_origin_same_origin_loopback_and_listed_are_allowed() {
         let check = OriginCheck { allowed: vec!["https://chat.example.org/".into()], loopback: true };
-        assert!(check.allows(None, None));
-        assert!(check.allows(Some("https://CHAT.example.org"), None));
-        assert!(check.allows(Some("http://localhost:3000"), None));
-        assert!(check.allows(Some("http://127.0.0.1:8080"), None));
-        assert!(check.allows(Some("http://[::1]:8080"), None));
-        assert!(check.allows(Some("https://relay.example.net:7702"), Some("relay.example.net:7702")));
-        assert!(!check.allows(Some("https://evil.example"), Some("relay.example.net:7702")));
-        assert!(!check.allows(Some("null"), None));
+        for tls in [false, true] {
+            assert!(check.allows(None, None, tls));
+            assert!(check.allows(Some("https://CHAT.example.org"), None, tls));
+            assert!(check.allows(Some("http://localhost:3000"), None, tls));
+            assert!(check.allows(Some("http://127.0.0.1:8080"), None, tls));
+            assert!(check.allows(Some("http://[::1]:8080"), None, tls));
+            assert!(!check.allows(Some("https://evil.example"), Some("relay.example.net:7702"), tls));
+            assert!(!check.allows(Some("null"), None, tls));
+        }
+        // The own origin over TLS: the certificate vouches for the Host.
+        assert!(check.allows(Some("https://relay.example.net:7702"), Some("relay.example.net:7702"), true));
+        assert!(!check.allows(Some("http://relay.example.net:7702"), Some("relay.example.net:7702"), true));
+        // On a plain listener a non-loopback Host proves nothing (DNS rebinding).
+        assert!(!check.allows(Some("http://rebind.example:7702"), Some("rebind.example:7702"), false));
         let strict = OriginCheck { loopback: false, ..check };
-        assert!(!strict.allows(Some("http://localhost:3000"), None));
+        assert!(!strict.allows(Some("http://localhost:3000"), None, false));
+        assert!(!strict.allows(Some("http://localhost:3000"), Some("localhost:7702"), false));
+        // The page this server serves on loopback stays its own origin.
+        assert!(strict.allows(Some("http://127.0.0.1:7702"), Some("127.0.0.1:7702"), false));
+        assert!(strict.allows(Some("http://localhost:7702"), Some("LOCALHOST:7702"), false));
+        assert!(!strict.allows(Some("http://rebind.example:7702"), Some("rebind.example:7702"), false));
     }
 
     #[test]
     fn the_request_is_bounded() {
-        assert_eq!(request_end(b"GET / HTTP/1.1\r\n", 64), RequestEnd::Partial);
-        assert_eq!(request_end(b"GET / HTTP/1.1\r\n\r\nrest", 64), RequestEnd::Complete(18));
-        assert_eq!(request_end(&[b'a'; 64], 64), RequestEnd::TooLarge);
-        assert_eq!(request_end(b"GET / HTTP/1.1\r\n\r\n", 10), RequestEnd::TooLarge);
+        assert_eq!(request_end(b"GET / HTTP/1.1\r\n", 0, 64), RequestEnd::Partial);
+        assert_eq!(request_end(b"GET / HTTP/1.1\r\n\r\nrest", 0, 64), RequestEnd::Complete(18));
+        assert_eq!(request_end(&[b'a'; 64], 0, 64), RequestEnd::TooLarge);
+        assert_eq!(request_end(b"GET / HTTP/1.1\r\n\r\n", 0, 10), RequestEnd::TooLarge);
+    }
+
+    #[test]
+    fn the_end_is_found_across_reads_of_any_size() {
+        let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nrest";
+        let end = req.len() - b"rest".len();
+        assert_eq!(&req[end - 4..end], b"\r\n\r\n");
+        // Fed byte by byte, and in every split around the blank line, the
+        // incremental search finds the same end as a search of the whole.
+        for step in 1..=req.len() {
+            let mut seen = 0;
+            let mut found = None;
+            while seen < req.len() {
+                let upto = (seen + step).min(req.len());
+                match request_end(&req[..upto], seen, 64) {
+                    RequestEnd::Complete(at) => {
+                        found = Some(at);
+                        break;
+                    }
+                    RequestEnd::Partial => seen = upto,
+                    RequestEnd::TooLarge => panic!("not too large"),
+                }
+            }
+            assert_eq!(found, Some(end), "step {step}");
+        }
     }
 }
