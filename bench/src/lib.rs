@@ -122,17 +122,25 @@ impl Mode {
 pub enum StoreKind {
     /// In memory only.
     Memory,
-    /// The SQLite store, in a temporary directory removed after the run.
+    /// The SQLite store, in a temporary directory removed after the run:
+    /// every commit fsynced (`[store] fsync = "always"`, the default).
     Sqlite,
+    /// The same with `[store] fsync = "interval"` (the WAL fsynced every
+    /// [`BENCH_FSYNC_INTERVAL`]; commits still reach the OS before their acknowledgement).
+    SqliteInterval,
 }
 
+/// The fsync interval of [`StoreKind::SqliteInterval`]: the server's default `fsync_interval_ms`.
+pub const BENCH_FSYNC_INTERVAL: Duration = Duration::from_secs(1);
+
 impl StoreKind {
-    /// `"memory"` or `"sqlite"`.
+    /// `"memory"`, `"sqlite"` or `"sqlite-interval"`.
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             StoreKind::Memory => "memory",
             StoreKind::Sqlite => "sqlite",
+            StoreKind::SqliteInterval => "sqlite-interval",
         }
     }
 }
@@ -162,6 +170,9 @@ pub struct BenchConfig {
     pub warmup: Duration,
     /// The server's store.
     pub store: StoreKind,
+    /// With [`Transport::Ws`]: `wss://` (the server's WebSocket listener
+    /// with TLS, the clients pinning its key) instead of plain `ws://`.
+    pub ws_tls: bool,
 }
 
 impl Default for BenchConfig {
@@ -178,11 +189,18 @@ impl Default for BenchConfig {
             duration: Duration::from_secs(10),
             warmup: Duration::from_secs(2),
             store: StoreKind::Memory,
+            ws_tls: false,
         }
     }
 }
 
 impl BenchConfig {
+    /// The transport's name in reports: `tcp`, `quic`, `ws`, `wss` or `mem`.
+    #[must_use]
+    pub fn transport_name(&self) -> &'static str {
+        if self.transport == Transport::Ws && self.ws_tls { "wss" } else { self.transport.as_str() }
+    }
+
     /// Checks every bound.
     ///
     /// # Errors
@@ -273,10 +291,10 @@ impl From<std::io::Error> for BenchError {
 pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     config.validate()?;
     let base = Instant::now();
-    let server = server::InProcess::start(config.store)?;
+    let server = server::InProcess::start(config.store, config.ws_tls)?;
     let connect = server.connector(config.transport)?;
     let system = Box::new(confab::Confab { connect });
-    let label = format!("confab-{}-{}", config.transport.as_str(), config.store.as_str());
+    let label = format!("confab-{}-{}", config.transport_name(), config.store.as_str());
     Ok(run_system(config, base, system, label, move || server.stop(Duration::from_secs(5))))
 }
 

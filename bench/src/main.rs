@@ -15,8 +15,27 @@ enum TransportArg {
     Tcp,
     /// QUIC.
     Quic,
+    /// WebSocket, plain ws:// on loopback (the server's default there).
+    Ws,
+    /// WebSocket over TLS 1.3 (wss://, the server's key pinned).
+    Wss,
     /// In-memory links into the same server loop (no sockets, no TLS): a baseline.
     Mem,
+}
+
+impl TransportArg {
+    fn transport(self) -> Transport {
+        match self {
+            TransportArg::Tcp => Transport::Tcp,
+            TransportArg::Quic => Transport::Quic,
+            TransportArg::Ws | TransportArg::Wss => Transport::Ws,
+            TransportArg::Mem => Transport::Mem,
+        }
+    }
+
+    fn ws_tls(self) -> bool {
+        matches!(self, TransportArg::Wss)
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -39,8 +58,16 @@ enum ModeArg {
 enum StoreArg {
     /// In memory only.
     Memory,
-    /// SQLite (synchronous=FULL) in a temporary directory, removed after the run.
+    /// SQLite in a temporary directory, removed after the run (see --fsync).
     Sqlite,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum FsyncArg {
+    /// Every commit fsynced before its acknowledgement (synchronous=FULL): the server's default.
+    Always,
+    /// Commits written to the OS before their acknowledgement, the WAL fsynced every second.
+    Interval,
 }
 
 /// Throughput and latency of an in-process confab server over loopback
@@ -81,6 +108,9 @@ struct Args {
     /// The server's store (sqlite: in a temporary directory, removed after).
     #[arg(long, value_enum, default_value = "memory")]
     store: StoreArg,
+    /// With --store sqlite: the server's `[store] fsync` setting.
+    #[arg(long, value_enum, default_value = "always")]
+    fsync: FsyncArg,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -111,15 +141,34 @@ struct PeersArgs {
     /// Also write every run's JSON object, one per line, to this file.
     #[arg(long)]
     json_out: Option<std::path::PathBuf>,
+    /// Rounds: every pair is measured this many times, interleaved, and the
+    /// table shows medians (1..=10).
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    /// Only these scenarios, comma-separated (w1, w16, rate, room).
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Vec<String>,
+    /// confab's transport (the peers always run over TCP, with or without TLS).
+    #[arg(long, value_enum, default_value_t = TransportArg::Tcp)]
+    transport: TransportArg,
 }
 
 #[cfg(feature = "peers")]
 fn peers_main(args: &PeersArgs) -> ExitCode {
     use confab_bench::peers::{Brokers, CompareOptions, PeerKind, compare};
-    if args.duration == 0 || args.duration > MAX_DURATION_SECS || args.warmup > MAX_WARMUP_SECS || args.room < 2 {
+    if args.duration == 0
+        || args.duration > MAX_DURATION_SECS
+        || args.warmup > MAX_WARMUP_SECS
+        || args.room < 2
+        || !(1..=10).contains(&args.repeat)
+    {
         eprintln!(
-            "confab-bench peers: --duration 1..={MAX_DURATION_SECS}, --warmup 0..={MAX_WARMUP_SECS}, --room at least 2"
+            "confab-bench peers: --duration 1..={MAX_DURATION_SECS}, --warmup 0..={MAX_WARMUP_SECS}, --room at least 2, --repeat 1..=10"
         );
+        return ExitCode::from(2);
+    }
+    if let Some(bad) = args.scenarios.iter().find(|s| !confab_bench::peers::SCENARIOS.contains(&s.as_str())) {
+        eprintln!("confab-bench peers: unknown scenario {bad:?} (w1, w16, rate, room)");
         return ExitCode::from(2);
     }
     let mut only = Vec::new();
@@ -151,6 +200,10 @@ fn peers_main(args: &PeersArgs) -> ExitCode {
         room: args.room,
         only,
         json: args.json_out.clone(),
+        repeat: args.repeat,
+        scenarios: args.scenarios.clone(),
+        transport: args.transport.transport(),
+        ws_tls: args.transport.ws_tls(),
     };
     let result = compare(&brokers, &options);
     let pids = brokers.pids();
@@ -189,11 +242,8 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let config = BenchConfig {
-        transport: match args.transport {
-            TransportArg::Tcp => Transport::Tcp,
-            TransportArg::Quic => Transport::Quic,
-            TransportArg::Mem => Transport::Mem,
-        },
+        transport: args.transport.transport(),
+        ws_tls: args.transport.ws_tls(),
         scenario: match args.scenario {
             ScenarioArg::Mp => Scenario::Mp,
             ScenarioArg::Room => Scenario::Room,
@@ -209,9 +259,10 @@ fn main() -> ExitCode {
         window: args.window,
         duration: Duration::from_secs(args.duration),
         warmup: Duration::from_secs(args.warmup),
-        store: match args.store {
-            StoreArg::Memory => StoreKind::Memory,
-            StoreArg::Sqlite => StoreKind::Sqlite,
+        store: match (args.store, args.fsync) {
+            (StoreArg::Memory, _) => StoreKind::Memory,
+            (StoreArg::Sqlite, FsyncArg::Always) => StoreKind::Sqlite,
+            (StoreArg::Sqlite, FsyncArg::Interval) => StoreKind::SqliteInterval,
         },
     };
     let report = match confab_bench::run(&config) {

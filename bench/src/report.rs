@@ -202,7 +202,7 @@ impl Report {
         let round = |x: f64| (x * 10.0).round() / 10.0;
         json!({
             "system": self.system,
-            "transport": c.transport.as_str(),
+            "transport": c.transport_name(),
             "scenario": c.scenario.as_str(),
             "mode": c.mode.as_str(),
             "senders": c.senders,

@@ -9,9 +9,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use confab_proto::ServerConfig;
 use confab_proto::server::{HashParams, MemoryStore, State};
-use confab_server::runtime::{Node, NodeConfig, NodeHandle, RunError, RunSummary};
+use confab_server::runtime::{CommitMode, Node, NodeConfig, NodeHandle, RunError, RunSummary, WsTls};
+use confab_server::store::Fsync;
 use confab_transports::link::Link;
 use confab_transports::tls::{self, ClientTrust, Pin, ServerIdentity};
+use confab_transports::ws::{self, WsUrl};
 
 use crate::{BenchError, StoreKind, Transport};
 
@@ -45,32 +47,56 @@ pub(crate) struct InProcess {
     thread: Option<JoinHandle<Result<RunSummary, RunError>>>,
     tcp: SocketAddr,
     quic: SocketAddr,
+    /// The WebSocket listener (plain `ws://` on loopback, unless started with `ws_tls`).
+    ws: SocketAddr,
+    ws_tls: bool,
     pin: Pin,
     /// The SQLite store's directory, removed at the end.
     dir: Option<PathBuf>,
 }
 
 impl InProcess {
-    /// Binds TCP and QUIC on 127.0.0.1 (ephemeral ports) and runs the loop on its own thread.
-    pub(crate) fn start(store: StoreKind) -> Result<InProcess, BenchError> {
+    /// Binds TCP, QUIC and WebSocket on 127.0.0.1 (ephemeral ports) and runs the loop on its own thread.
+    /// `ws_tls`: its WebSocket listener speaks TLS (`wss://`).
+    pub(crate) fn start(store: StoreKind, ws_tls: bool) -> Result<InProcess, BenchError> {
         let config = bench_server_config();
         let names = vec![SERVER_NAME.to_owned(), Ipv4Addr::LOCALHOST.to_string()];
         let identity: ServerIdentity =
             ServerIdentity::self_signed(&names).map_err(|e| BenchError(format!("self-signed identity: {e}")))?.identity;
         let pin = identity.pin().map_err(|e| BenchError(format!("certificate pin: {e}")))?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-        let node_config = NodeConfig::new(config.clone(), addr, identity);
+        let mut node_config = NodeConfig::new(config.clone(), addr, identity);
+        // Every client connects from 127.0.0.1 at once: one source may hold every handshake slot
+        // (the default share, 125, refused a 100 + 100 client setup).
+        node_config.tcp_limits.max_handshaking_per_source = node_config.tcp_limits.max_handshaking;
+        if let Some(ws) = node_config.ws.as_mut() {
+            ws.limits.conn.max_handshaking_per_source = ws.limits.conn.max_handshaking;
+            if ws_tls {
+                ws.tls = WsTls::Always;
+            }
+        }
         let (bound, dir) = match store {
             StoreKind::Memory => {
                 let state = State::new(config.room_history, config.dedup_window);
+                // A commit that costs nothing gains nothing from a committer thread, and the hop
+                // costs latency (docs/BENCHMARKS.md, "Durable throughput").
+                let node_config = NodeConfig { commit: CommitMode::Inline, ..node_config };
                 (Node::bind(node_config, MemoryStore::new(&config), state), None)
             }
-            StoreKind::Sqlite => {
+            StoreKind::Sqlite | StoreKind::SqliteInterval => {
                 let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
                 let dir = std::env::temp_dir().join(format!("confab-bench-{}-{nanos}", std::process::id()));
                 // The store creates the directory itself (mode 0700); it must not exist yet.
                 match confab_server::store::Store::open(&dir, &config) {
-                    Ok((store, state)) => (Node::bind(node_config, store, state), Some(dir)),
+                    Ok((mut sqlite, state)) => {
+                        if store == StoreKind::SqliteInterval
+                            && let Err(e) = sqlite.set_fsync(Fsync::Interval(crate::BENCH_FSYNC_INTERVAL))
+                        {
+                            let _ = std::fs::remove_dir_all(&dir);
+                            return Err(BenchError(format!("SQLite store: {e}")));
+                        }
+                        (Node::bind(node_config, sqlite, state), Some(dir))
+                    }
                     Err(e) => {
                         let _ = std::fs::remove_dir_all(&dir);
                         return Err(BenchError(format!("SQLite store: {e}")));
@@ -87,11 +113,11 @@ impl InProcess {
                 return Err(BenchError(format!("server bind: {e}")));
             }
         };
-        let (Some(tcp), Some(quic)) = (node.tcp_addr(), node.quic_addr()) else {
-            return Err(BenchError("the server did not bind TCP and QUIC".into()));
+        let (Some(tcp), Some(quic), Some(ws)) = (node.tcp_addr(), node.quic_addr(), node.ws_addr()) else {
+            return Err(BenchError("the server did not bind TCP, QUIC and WebSocket".into()));
         };
         // Loopback only: the bench never sends a byte off this machine.
-        if !tcp.ip().is_loopback() || !quic.ip().is_loopback() {
+        if !tcp.ip().is_loopback() || !quic.ip().is_loopback() || !ws.ip().is_loopback() {
             return Err(BenchError(format!("refusing non-loopback addresses {tcp} / {quic}")));
         }
         let handle = node.handle();
@@ -99,7 +125,7 @@ impl InProcess {
             .name("bench-server".into())
             .spawn(move || node.run())
             .map_err(|e| BenchError(format!("server thread: {e}")))?;
-        Ok(InProcess { handle, thread: Some(thread), tcp, quic, pin, dir })
+        Ok(InProcess { handle, thread: Some(thread), tcp, quic, ws, ws_tls, pin, dir })
     }
 
     /// A connector for `transport`, trusting exactly this server's key.
@@ -123,6 +149,17 @@ impl InProcess {
                 Box::new(move || {
                     let link = confab_transports::quic::connect(addr, SERVER_NAME, client.clone(), CONNECT_TIMEOUT)?;
                     Ok(Box::new(link) as Box<dyn Link>)
+                })
+            }
+            Transport::Ws => {
+                let (addr, tls) = (self.ws, self.ws_tls);
+                let url = WsUrl { tls, host: addr.ip().to_string(), port: addr.port(), path: ws::PATH.to_owned() };
+                let config =
+                    tls::ws_client_config(&ClientTrust::Pin(self.pin)).map_err(|e| BenchError(format!("TLS: {e}")))?;
+                let config = Arc::new(config);
+                Box::new(move || {
+                    let tls = tls.then(|| (tls::server_name(SERVER_NAME), Arc::clone(&config)));
+                    Ok(Box::new(ws::connect(addr, &url, tls, CONNECT_TIMEOUT)?) as Box<dyn Link>)
                 })
             }
             Transport::Mem => {

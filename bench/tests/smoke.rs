@@ -77,3 +77,13 @@ fn refuses_unbounded_or_invalid_runs() {
     c = BenchConfig { scenario: Scenario::Room, senders: 3, receivers: 2, ..BenchConfig::default() };
     assert!(run(&c).is_err(), "more senders than members");
 }
+
+#[test]
+fn ws_and_wss_mp_closed_loop() {
+    for ws_tls in [false, true] {
+        let r = run(&BenchConfig { ws_tls, ..tiny(Transport::Ws, Scenario::Mp, Mode::Closed) }).expect("run");
+        check(&r);
+        assert_eq!(r.latency.count, r.acked, "{r}");
+        assert_eq!(r.to_json()["transport"], if ws_tls { "wss" } else { "ws" });
+    }
+}

@@ -3,7 +3,7 @@
 //! Everything above this module (the session loop, the commands) is written
 //! against the [`Link`] trait and the [`Connector`] trait, so tests drive the
 //! whole CLI logic over an in-process server and the program over TCP+TLS or
-//! QUIC. [`connect`] is the only place that knows the real transports.
+//! QUIC or WebSocket. [`connect`] is the only place that knows the real transports.
 
 use std::fmt;
 use std::net::ToSocketAddrs as _;
@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use confab_transports::link::Link;
 use confab_transports::tls::{self, ClientTrust, Pin};
+use confab_transports::ws::{self, WsUrl};
 use confab_transports::{quic, tcp};
 
 /// The default server address.
@@ -27,6 +28,9 @@ pub enum Transport {
     Tcp,
     /// QUIC (ALPN `confab/1`).
     Quic,
+    /// WebSocket: `--server ws://HOST:PORT` or `wss://HOST:PORT`, or derived
+    /// from `HOST:PORT` ([`ws_url`]).
+    Ws,
 }
 
 impl fmt::Display for Transport {
@@ -34,6 +38,7 @@ impl fmt::Display for Transport {
         f.write_str(match self {
             Transport::Tcp => "tcp",
             Transport::Quic => "quic",
+            Transport::Ws => "ws",
         })
     }
 }
@@ -59,7 +64,7 @@ pub enum Trust {
 /// Where and how to connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectOpts {
-    /// `HOST:PORT`.
+    /// `HOST:PORT`, or a `ws://` / `wss://` URL (which implies [`Transport::Ws`]).
     pub server: String,
     /// TCP or QUIC.
     pub transport: Transport,
@@ -83,8 +88,10 @@ impl Default for ConnectOpts {
 /// Why no link could be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    /// `--server` is not `HOST:PORT`.
-    #[error("bad server address {0:?}: expected HOST:PORT, for example 127.0.0.1:7700")]
+    /// `--server` is not `HOST:PORT` (nor a WebSocket URL).
+    #[error(
+        "bad server address {0:?}: expected HOST:PORT, for example 127.0.0.1:7700 (or ws://HOST:PORT, wss://HOST:PORT for WebSocket)"
+    )]
     BadAddress(String),
     /// Neither `--pin` nor `--ca`, and none remembered by the profile.
     #[error(
@@ -123,6 +130,16 @@ pub enum ConnectError {
         /// What the TLS layer said (the presented and the pinned key).
         detail: String,
     },
+    /// Plain `ws://` (no TLS) to an address that is not loopback.
+    #[error(
+        "refusing plain ws:// to {addr} ({server}), which is not a loopback address: without TLS the password and session would cross the network in the clear, and no pin can be checked"
+    )]
+    PlainWsNotLoopback {
+        /// The address as given.
+        server: String,
+        /// What it resolved to.
+        addr: std::net::SocketAddr,
+    },
     /// `--pin` is not a pin.
     #[error("bad --pin: {0}")]
     BadPin(String),
@@ -147,6 +164,9 @@ impl ConnectError {
             }
             ConnectError::KeyChanged { .. } => {
                 "the server presents another key than your pin: if its operator replaced the key (a new data directory or certificate), get the new pin from them (DATA/server.pin) and pass it with --pin (or CONFAB_PIN) and --switch-server; otherwise do not connect, someone may be in the middle"
+            }
+            ConnectError::PlainWsNotLoopback { .. } => {
+                "use wss://HOST:PORT (TLS, with --pin or --ca), or --transport tcp or quic; plain ws:// is for a server on this machine"
             }
             ConnectError::BadPin(_) => "copy the pin exactly as the server printed it (or from DATA/server.pin)",
             ConnectError::Tls(_) => "check the --ca file: it must hold the server's certificate or its CA, in PEM",
@@ -210,6 +230,10 @@ fn probe_pin(opts: &ConnectOpts) -> Result<String, ConnectError> {
             .map(str::to_owned)
             .ok_or_else(|| ConnectError::Tls(format!("cannot read the server's key: {detail}"))),
         Err(e) => Err(e),
+        Ok(_) if ws_url(opts).is_some_and(|u| !u.tls) => Err(ConnectError::Tls(
+            "plain ws:// has no TLS, so there is no key to trust: connect over wss://, tcp or quic to pin the server"
+                .into(),
+        )),
         Ok(_) => Err(ConnectError::Tls("the server accepted a pin no key has".into())),
     }
 }
@@ -217,7 +241,8 @@ fn probe_pin(opts: &ConnectOpts) -> Result<String, ConnectError> {
 /// Checks the options and opens a link over the chosen transport.
 pub fn connect(opts: &ConnectOpts) -> Result<Box<dyn Link>, ConnectError> {
     check_address(&opts.server)?;
-    if matches!(opts.trust, Trust::Unset | Trust::FirstUse) {
+    let plain_ws = ws_url(opts).is_some_and(|u| !u.tls);
+    if matches!(opts.trust, Trust::Unset | Trust::FirstUse) && !(plain_ws && opts.trust == Trust::Unset) {
         return Err(ConnectError::NoTrust);
     }
     if let Trust::Ca(path) = &opts.trust
@@ -228,8 +253,30 @@ pub fn connect(opts: &ConnectOpts) -> Result<Box<dyn Link>, ConnectError> {
     open_transport(opts)
 }
 
-/// `HOST:PORT` with a numeric port.
+/// The WebSocket URL a connection goes to: `--server` when it is one;
+/// else, for [`Transport::Ws`], `HOST:PORT` gives `ws://HOST:PORT+2/confab`
+/// on a loopback host (the server's default: plain on loopback, port + 2)
+/// and `wss://HOST:PORT+2/confab` elsewhere. `None`: not WebSocket.
+#[must_use]
+pub fn ws_url(opts: &ConnectOpts) -> Option<WsUrl> {
+    if let Ok(url) = opts.server.parse::<WsUrl>() {
+        return Some(url);
+    }
+    if opts.transport != Transport::Ws {
+        return None;
+    }
+    let (host, port) = opts.server.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = port.parse::<u16>().ok()?.checked_add(2)?;
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    Some(WsUrl { tls: !loopback, host: host.to_owned(), port, path: ws::PATH.to_owned() })
+}
+
+/// `HOST:PORT` with a numeric port, or a `ws://` / `wss://` URL.
 pub fn check_address(server: &str) -> Result<(), ConnectError> {
+    if server.starts_with("ws://") || server.starts_with("wss://") {
+        return server.parse::<WsUrl>().map(|_| ()).map_err(|_| ConnectError::BadAddress(server.to_owned()));
+    }
     let bad = || ConnectError::BadAddress(server.to_owned());
     let (host, port) = server.rsplit_once(':').ok_or_else(bad)?;
     if host.is_empty() || port.parse::<u16>().is_err() {
@@ -294,9 +341,18 @@ pub fn classify(server: &str, transport: Transport, source: std::io::Error) -> C
 /// Resolves the address, builds the TLS configuration from the trust
 /// flags and connects over the chosen transport.
 fn open_transport(opts: &ConnectOpts) -> Result<Box<dyn Link>, ConnectError> {
-    let io = |source: std::io::Error| classify(&opts.server, opts.transport, source);
-    let addr = opts
-        .server
+    let url = ws_url(opts);
+    let transport = if url.is_some() { Transport::Ws } else { opts.transport };
+    let io = |source: std::io::Error| classify(&opts.server, transport, source);
+    let authority = url.as_ref().map_or_else(|| opts.server.clone(), WsUrl::authority);
+    if let Some(url) = url.as_ref().filter(|u| !u.tls) {
+        let addr = resolve(&authority).map_err(io)?;
+        if !addr.ip().is_loopback() {
+            return Err(ConnectError::PlainWsNotLoopback { server: opts.server.clone(), addr });
+        }
+        return Ok(Box::new(ws::connect(addr, url, None, CONNECT_TIMEOUT).map_err(io)?));
+    }
+    let addr = authority
         .to_socket_addrs()
         .map_err(io)?
         .next()
@@ -310,12 +366,18 @@ fn open_transport(opts: &ConnectOpts) -> Result<Box<dyn Link>, ConnectError> {
         Trust::Unset | Trust::FirstUse => return Err(ConnectError::NoTrust),
     };
     let config = tls::client_config(&trust).map_err(|e| ConnectError::Tls(e.to_string()))?;
-    let host = opts.server.rsplit_once(':').map_or(opts.server.as_str(), |(h, _)| h);
+    let host = authority.rsplit_once(':').map_or(authority.as_str(), |(h, _)| h);
     let host = host.trim_start_matches('[').trim_end_matches(']');
+    if let Some(url) = &url {
+        let config = tls::ws_client_config(&trust).map_err(|e| ConnectError::Tls(e.to_string()))?;
+        let tls = Some((tls::server_name(host), Arc::new(config)));
+        return Ok(Box::new(ws::connect(addr, url, tls, CONNECT_TIMEOUT).map_err(io)?));
+    }
     Ok(match opts.transport {
         Transport::Tcp => {
             Box::new(tcp::connect(addr, tls::server_name(host), Arc::new(config), CONNECT_TIMEOUT).map_err(io)?)
         }
+        Transport::Ws => unreachable!("a WebSocket URL was made above"),
         Transport::Quic => {
             let name = tls::server_name(host).to_str().into_owned();
             // QUIC gets no refusal from a closed port (no RST): a first,
@@ -333,6 +395,14 @@ fn open_transport(opts: &ConnectOpts) -> Result<Box<dyn Link>, ConnectError> {
             }
         }
     })
+}
+
+/// The first address `authority` (`HOST:PORT`) resolves to.
+fn resolve(authority: &str) -> std::io::Result<std::net::SocketAddr> {
+    authority
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "the name resolves to no address"))
 }
 
 #[cfg(test)]
@@ -357,12 +427,58 @@ mod tests {
     fn addresses_and_trust_are_checked_before_any_socket() {
         assert!(check_address("127.0.0.1:7700").is_ok());
         assert!(check_address("[::1]:7700").is_ok());
-        for bad in ["", "host", ":7700", "host:", "host:99999", "host:port"] {
+        assert!(check_address("ws://127.0.0.1:7702").is_ok());
+        assert!(check_address("wss://relay.example:443/confab").is_ok());
+        for bad in ["", "host", ":7700", "host:", "host:99999", "host:port", "ws://host", "wss://:1"] {
             assert!(matches!(check_address(bad), Err(ConnectError::BadAddress(_))), "{bad}");
         }
         let opts = ConnectOpts::default();
         assert!(matches!(connect(&opts), Err(ConnectError::NoTrust)));
         let opts = ConnectOpts { trust: Trust::Ca("/nonexistent/ca.pem".into()), ..ConnectOpts::default() };
         assert!(matches!(connect(&opts), Err(ConnectError::Ca { .. })));
+    }
+
+    /// Plain `ws://` has no TLS: the docs say it is for loopback only ("no
+    /// one else sees loopback traffic"), yet the client connected to any
+    /// host, sent the login password in the clear and silently ignored the
+    /// `--pin` the user gave (or the profile remembered).
+    #[test]
+    fn plain_ws_to_a_host_that_is_not_loopback_is_refused_before_any_socket() {
+        let zeros = format!("sha256//{}=", "A".repeat(43));
+        for trust in [Trust::Unset, Trust::Pin(zeros)] {
+            // 192.0.2.1 (TEST-NET-1): an address on a network, not loopback.
+            let opts = ConnectOpts {
+                server: "ws://192.0.2.1:7702".into(),
+                transport: Transport::Ws,
+                trust: trust.clone(),
+                first_use: None,
+            };
+            let Err(e) = connect(&opts) else { panic!("{trust:?}: plain ws:// to 192.0.2.1 connected") };
+            assert!(
+                !matches!(e, ConnectError::Io { .. }) && e.to_string().contains("loopback"),
+                "{trust:?}: plain ws:// to a host that is not loopback was attempted: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_websocket_url_is_given_or_derived_plain_only_on_loopback() {
+        let opts = |server: &str, transport| ConnectOpts { server: server.into(), transport, ..ConnectOpts::default() };
+        let url = |server: &str, transport| ws_url(&opts(server, transport)).map(|u| u.to_string());
+        assert_eq!(url("127.0.0.1:7700", Transport::Ws).as_deref(), Some("ws://127.0.0.1:7702/confab"));
+        assert_eq!(url("localhost:7700", Transport::Ws).as_deref(), Some("ws://localhost:7702/confab"));
+        assert_eq!(url("relay.example:7700", Transport::Ws).as_deref(), Some("wss://relay.example:7702/confab"));
+        assert_eq!(url("[::1]:7700", Transport::Ws).as_deref(), Some("ws://[::1]:7702/confab"));
+        assert_eq!(url("127.0.0.1:7700", Transport::Tcp), None);
+        // A URL is used as given, whatever --transport says.
+        assert_eq!(
+            url("wss://relay.example:443/confab", Transport::Tcp).as_deref(),
+            Some("wss://relay.example:443/confab")
+        );
+        // Plain ws:// needs no trust (there is no TLS to check); wss:// does.
+        let plain = opts("ws://127.0.0.1:1", Transport::Ws);
+        assert!(matches!(connect(&plain), Err(ConnectError::Io { transport: Transport::Ws, .. })));
+        let tls = opts("wss://127.0.0.1:1", Transport::Ws);
+        assert!(matches!(connect(&tls), Err(ConnectError::NoTrust)));
     }
 }

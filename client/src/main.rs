@@ -63,10 +63,12 @@ use rand::TryRng;
 #[command(name = "confab", version, about)]
 struct Cli {
     /// The server, HOST:PORT (default: the one the profile remembers, else the last
-    /// `register`/`login`'s, else 127.0.0.1:7700).
+    /// `register`/`login`'s, else 127.0.0.1:7700), or a WebSocket URL
+    /// (ws://HOST:PORT, wss://HOST:PORT[/PATH]), which implies --transport ws.
     #[arg(long, global = true, env = "CONFAB_SERVER", value_name = "HOST:PORT")]
     server: Option<String>,
-    /// The transport.
+    /// The transport. ws: WebSocket at HOST:PORT+2, path /confab (plain ws:// on
+    /// a loopback host, wss:// elsewhere), unless --server is a ws:// or wss:// URL.
     #[arg(long, global = true, env = "CONFAB_TRANSPORT", value_enum, default_value_t = Transport::Tcp)]
     transport: Transport,
     /// SHA-256 pin of the server's public key, as the server prints it.

@@ -150,4 +150,4 @@ pub use client::{Client, ClientConfig, ClientEvent, ClientOutput, CommandError};
 pub use durable::{Durable, Ephemeral};
 pub use machine::{ClientTurn, Machine, Output};
 pub use server::{Server, ServerConfig, ServerLog, SessionId, Turn};
-pub use time::Now;
+pub use time::{Instant, Now};

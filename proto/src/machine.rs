@@ -58,7 +58,7 @@
 //! [`Client`]: crate::Client
 //! [`SecureClient`]: crate::e2e::SecureClient
 
-use std::time::Instant;
+use crate::Instant;
 
 use bytes::Bytes;
 

@@ -5,12 +5,16 @@
 //! and what it means (a test checks it parses to exactly the defaults).
 //!
 //! - Top level: the adapter: `data`, `listen`, `tcp_listen`, `quic_listen`,
-//!   `cert_chain`, `private_key`, `max_connections`, `compact_every`.
+//!   `ws_listen` (default: the TCP address's port + 2), `cert_chain`, `private_key`, `max_connections`, `compact_every`.
 //! - `[server]`: the machine's scalar settings. Durations are whole seconds
 //!   in keys ending in `_secs` (`access_ttl_secs = 900`).
 //! - `[limits]`: the codec's limits. `[argon2]`: password hashing costs.
+//! - `[store]`: how commits are made durable (`fsync`, `fsync_interval_ms`).
 //! - `[tcp]`: the TCP+TLS transport's handshake limits (slots, per-source
-//!   share, timeouts).
+//!   share, timeouts), which the WebSocket listener applies too.
+//! - `[ws]`: the WebSocket listener (`config/ws.rs`): on or off, plain or
+//!   TLS, the `Origin` allow-list, the upgrade request's bound, the browser
+//!   client served at its web address (`web`).
 //! - `[codes]`, `[phantom]`, `[oidc]`: optional features, enabled by the
 //!   section's presence.
 //!
@@ -24,14 +28,17 @@
 //! |-----------------|-----------------------------------------------------------|
 //! | `CONFAB_CONFIG` | the file, when `--config` is not given                     |
 //! | `CONFAB_DATA`   | `data`                                                     |
-//! | `CONFAB_LISTEN` | `listen`; replaces the file's `tcp_listen`/`quic_listen` too |
+//! | `CONFAB_LISTEN` | `listen`; replaces the file's `tcp_listen`/`quic_listen`/`ws_listen` too |
 //!
 //! On the command line, `--listen` likewise sets both addresses, and
-//! `--tcp-listen` / `--quic-listen` then set one.
+//! `--tcp-listen` / `--quic-listen` / `--ws-listen` then set one.
 
 mod file;
 #[cfg(test)]
 mod tests;
+mod ws;
+
+pub use ws::default_ws_listen;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -43,6 +50,7 @@ use confab_proto::server::{CodeConfig, OidcConfig, PhantomConfig};
 use confab_transports::tcp::TcpLimits;
 
 use crate::runtime::LogLimits;
+use crate::store::Fsync;
 
 use file::FileConfig;
 
@@ -73,8 +81,13 @@ pub struct RunConfig {
     pub max_connections: usize,
     /// The TCP transport's limits (`max_connections` and `[tcp]`).
     pub tcp_limits: TcpLimits,
+    /// The WebSocket listener (`ws_listen`, `[ws]`, with `tls` resolved);
+    /// `None`: `ws.enabled = false`.
+    pub ws: Option<crate::runtime::WsConfig>,
     /// Store changes between two snapshots.
     pub compact_every: u64,
+    /// How the store makes commits durable (`[store]`).
+    pub fsync: Fsync,
     /// The protocol machine's configuration.
     pub server: ServerConfig,
     /// The file it was read from, if any.
@@ -108,6 +121,10 @@ pub struct RunFlags {
     /// The QUIC (UDP) address, if not `--listen`'s.
     #[arg(long, value_name = "ADDR")]
     pub quic_listen: Option<SocketAddr>,
+    /// The WebSocket address [default: the TCP address's port + 2]; plain
+    /// ws:// on loopback, wss:// with a certificate or elsewhere.
+    #[arg(long, value_name = "ADDR")]
+    pub ws_listen: Option<SocketAddr>,
     /// The certificate chain (PEM); with `--private-key`. Without both, a self-signed certificate is made.
     #[arg(long, value_name = "FILE", requires = "private_key")]
     pub cert_chain: Option<PathBuf>,
@@ -207,6 +224,7 @@ impl RunConfig {
         }
         config.tcp_listen = flags.tcp_listen.or(config.tcp_listen);
         config.quic_listen = flags.quic_listen.or(config.quic_listen);
+        config.ws_listen = flags.ws_listen.or(config.ws_listen);
         if flags.cert_chain.is_some() || flags.private_key.is_some() {
             config.cert_chain.clone_from(&flags.cert_chain);
             config.private_key.clone_from(&flags.private_key);
@@ -220,6 +238,7 @@ fn set_listen(config: &mut FileConfig, addr: SocketAddr) {
     config.listen = addr;
     config.tcp_listen = None;
     config.quic_listen = None;
+    config.ws_listen = None;
 }
 
 fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
@@ -348,6 +367,25 @@ fn reason(e: &confab_proto::server::ConfigError) -> String {
     }
 }
 
+/// The longest `store.fsync_interval_ms`: a minute of commits at risk on power loss.
+pub const MAX_FSYNC_INTERVAL_MS: u64 = 60_000;
+
+/// `[store]`: `fsync_interval_ms` is checked whatever `fsync` says, so a
+/// wrong value is found before someone switches to `interval`.
+fn store_fsync(s: &file::StoreSection) -> Result<Fsync, ConfigError> {
+    at_least("store.fsync_interval_ms", s.fsync_interval_ms, 1)?;
+    if s.fsync_interval_ms > MAX_FSYNC_INTERVAL_MS {
+        return Err(invalid(
+            "store.fsync_interval_ms",
+            format!("{} is above the maximum {MAX_FSYNC_INTERVAL_MS}", s.fsync_interval_ms),
+        ));
+    }
+    Ok(match s.fsync {
+        file::FsyncName::Always => Fsync::Always,
+        file::FsyncName::Interval => Fsync::Interval(Duration::from_millis(s.fsync_interval_ms)),
+    })
+}
+
 /// Checks every value and builds the [`RunConfig`].
 fn resolve(f: FileConfig, file: Option<PathBuf>) -> Result<RunConfig, ConfigError> {
     at_least("max_connections", f.max_connections, 1)?;
@@ -358,6 +396,7 @@ fn resolve(f: FileConfig, file: Option<PathBuf>) -> Result<RunConfig, ConfigErro
         return Err(invalid("log.interval_secs", format!("{} is above the maximum {max_secs}", f.log.interval_secs)));
     }
     let log = LogLimits { burst: f.log.burst, interval: Duration::from_secs(f.log.interval_secs) };
+    let fsync = store_fsync(&f.store)?;
     check_tcp(&f.tcp)?;
     let cert = match (f.cert_chain, f.private_key) {
         (Some(chain), Some(key)) => Some((chain, key)),
@@ -411,14 +450,20 @@ fn resolve(f: FileConfig, file: Option<PathBuf>) -> Result<RunConfig, ConfigErro
         JwkSet::parse(jwks.as_bytes()).map_err(|e| ConfigError::Jwks { path: path.clone(), reason: e.to_string() })?;
         oidc.jwks_json = jwks;
     }
+    let tcp = f.tcp_listen.unwrap_or(f.listen);
+    let tcp_limits = f.tcp.to_limits(f.max_connections);
+    let ws_listen = f.ws_listen.unwrap_or_else(|| default_ws_listen(tcp));
+    let ws = ws::resolve(f.ws, ws_listen, tcp_limits, cert.is_some())?;
     Ok(RunConfig {
         data: f.data,
-        tcp: f.tcp_listen.unwrap_or(f.listen),
+        tcp,
         quic: f.quic_listen.unwrap_or(f.listen),
         cert,
         max_connections: f.max_connections,
-        tcp_limits: f.tcp.to_limits(f.max_connections),
+        tcp_limits,
+        ws,
         compact_every: f.compact_every,
+        fsync,
         server,
         file,
         oidc_jwks_file,

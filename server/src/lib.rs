@@ -7,7 +7,8 @@
 //! resolves the `run` command's configuration (file, environment, flags);
 //! [`runtime`] is the event loop that drives the core over every transport,
 //! and [`run`] prepares the data directory, the TLS identity and the store
-//! around it (`confab-server run`).
+//! around it (`confab-server run`); [`web`] embeds the browser client it
+//! serves on the WebSocket listener.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -17,5 +18,6 @@ pub mod config;
 pub mod run;
 pub mod runtime;
 pub mod store;
+pub mod web;
 
 pub use confab_proto as proto;

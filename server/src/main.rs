@@ -11,8 +11,9 @@
 //! naming the holder's pid. A data directory that was used before (it holds
 //! `server.pin`, `server.crt` or `server.key`) and whose `confab.db` is
 //! missing or empty is refused too, unless `--init` asks for an empty store.
-//! Prints `confab-server listening: tcp ADDR, quic ADDR`, `pin sha256//...`
-//! and `data DIR` on stdout; logs go to stderr (level by `RUST_LOG`,
+//! Prints `confab-server listening: tcp ADDR, quic ADDR, ws URL`, `web URL`
+//! (the browser client, unless `ws.web = false`), `pin sha256//...` and
+//! `data DIR` on stdout; logs go to stderr (level by `RUST_LOG`,
 //! default `info`). Exit 1: it could not start or stopped on an error.
 //!
 //! ```text

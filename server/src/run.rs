@@ -71,6 +71,7 @@ pub fn prepare(config: &RunConfig, init: Init) -> Result<Prepared, RunFailure> {
     ensure_data_dir(data).map_err(|source| RunFailure::DataDir { path: data.clone(), source })?;
     let (mut store, state) = Store::open_with(data, &config.server, init)?;
     store.set_compact_every(config.compact_every);
+    store.set_fsync(config.fsync)?;
     let identity = load_or_make_identity(config)?;
     let pin = identity.pin().map_err(|e| RunFailure::Identity(e.to_string()))?;
     write_private(&data.join("server.pin"), format!("{pin}\n").as_bytes())
@@ -85,6 +86,7 @@ pub fn prepare(config: &RunConfig, init: Init) -> Result<Prepared, RunFailure> {
     let mut node_config = NodeConfig::new(config.server.clone(), config.tcp, identity);
     node_config.quic = Some(config.quic);
     node_config.tcp_limits = config.tcp_limits;
+    node_config.ws.clone_from(&config.ws);
     node_config.quic_limits.max_connections = config.max_connections;
     node_config.oidc_jwks_file.clone_from(&config.oidc_jwks_file);
     node_config.log = config.log;
@@ -100,12 +102,17 @@ pub fn run(config: &RunConfig, init: Init) -> Result<RunSummary, RunFailure> {
     let Prepared { node, pin } = prepare(config, init)?;
     let tcp = node.tcp_addr().map_or_else(|| "-".to_owned(), |a| a.to_string());
     let quic = node.quic_addr().map_or_else(|| "-".to_owned(), |a| a.to_string());
+    let ws = node.ws_url().unwrap_or_else(|| "-".to_owned());
     // Lines for people and scripts alike; everything else goes to the log on stderr.
-    println!("confab-server listening: tcp {tcp}, quic {quic}");
+    println!("confab-server listening: tcp {tcp}, quic {quic}, ws {ws}");
+    if let Some(web) = node.web_url() {
+        println!("web {web}");
+    }
     println!("pin {pin}");
     println!("data {}", config.data.display());
     let _ = io::stdout().flush();
-    info!(%tcp, %quic, %pin, "listening");
+    let web = node.web_url().unwrap_or_else(|| "-".to_owned());
+    info!(%tcp, %quic, %ws, %web, %pin, "listening");
     watch_signals(node.handle()).map_err(|e| RunFailure::Bind(io::Error::other(format!("signals: {e}"))))?;
     Ok(node.run()?)
 }

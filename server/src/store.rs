@@ -5,8 +5,10 @@
 //! the store's [`Durable`] implementation, [`Store::commit`], which appends
 //! them to a log in **one** transaction (group commit) before the turn's
 //! frames can be written; with
-//! `synchronous=FULL` in WAL mode a commit that returned is on disk, so no
-//! acknowledgement precedes durability.
+//! `synchronous=FULL` in WAL mode (the default, [`Fsync::Always`]) a
+//! commit that returned is on disk, so no acknowledgement precedes
+//! durability. [`Fsync::Interval`] trades that for throughput as Redis's
+//! `appendfsync everysec` does: see [`Store::set_fsync`].
 //!
 //! ## One writer per data directory
 //!
@@ -81,6 +83,7 @@ mod error;
 mod fs;
 mod lock;
 mod schema;
+mod sync;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -94,6 +97,8 @@ use error::sql;
 pub use error::{Damage, StoreError};
 pub use fs::{DIR_MODE, FILE_MODE, ensure_data_dir};
 pub use lock::{DirLock, LOCK_FILE};
+pub use sync::Fsync;
+use sync::Syncer;
 
 /// The database file's name in the data directory.
 pub const DB_FILE: &str = "confab.db";
@@ -154,6 +159,10 @@ pub struct Store {
     /// Changes in the log after the snapshot.
     log_len: u64,
     compact_every: u64,
+    /// How commits are made durable.
+    fsync: Fsync,
+    /// Syncs the WAL every interval ([`Fsync::Interval`] only).
+    syncer: Option<Syncer>,
     lock: DirLock,
 }
 
@@ -164,6 +173,7 @@ impl std::fmt::Debug for Store {
             .field("head_seq", &self.head.seq)
             .field("log_len", &self.log_len)
             .field("compact_every", &self.compact_every)
+            .field("fsync", &self.fsync)
             .field("lock", &self.lock.path())
             .finish_non_exhaustive()
     }
@@ -229,7 +239,17 @@ impl Store {
         }
         let (format, loaded) = Store::start(&conn, &path, config, Opening { write: true, may_create })?;
         let Loaded { state, head, log_len } = loaded;
-        let mut store = Store { conn, path, state, head, log_len, compact_every: DEFAULT_COMPACT_EVERY, lock };
+        let mut store = Store {
+            conn,
+            path,
+            state,
+            head,
+            log_len,
+            compact_every: DEFAULT_COMPACT_EVERY,
+            fsync: Fsync::Always,
+            syncer: None,
+            lock,
+        };
         if format < FORMAT_VERSION {
             store.write_snapshot(true)?;
         }
@@ -302,8 +322,10 @@ impl Store {
         if changes.is_empty() {
             return Ok(());
         }
-        let records =
-            changes.iter().map(postcard::to_stdvec).collect::<Result<Vec<_>, _>>().map_err(StoreError::Encode)?;
+        if let Some(reason) = self.syncer.as_ref().and_then(Syncer::take_failure) {
+            return Err(StoreError::Sync { path: self.path.clone(), reason });
+        }
+        let records = log_records(changes)?;
         let path = &self.path;
         let mut head = self.head;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(path))?;
@@ -318,6 +340,9 @@ impl Store {
         }
         schema::set_head(&tx, path, &head)?;
         tx.commit().map_err(sql(path))?;
+        if let Some(syncer) = &self.syncer {
+            syncer.dirtied();
+        }
         self.head = head;
         self.log_len += records.len() as u64;
         for change in changes {
@@ -361,6 +386,37 @@ impl Store {
         Ok(())
     }
 
+    /// Sets how commits are made durable. [`Fsync::Always`] (the default):
+    /// `synchronous=FULL`, a commit that returned is on disk. [`Fsync::Interval`]:
+    /// `synchronous=NORMAL` and a thread fsyncing the WAL at most the
+    /// interval after a commit: a commit that returned survives the process
+    /// (SIGKILL), and a power loss loses at most the interval's commits.
+    /// A failed fsync fails the next commit.
+    ///
+    /// # Errors
+    /// SQLite refuses the pragma, or the sync thread cannot start.
+    pub fn set_fsync(&mut self, fsync: Fsync) -> Result<(), StoreError> {
+        // Stop (and last-sync) a running syncer before the pragma goes back to FULL.
+        self.syncer = None;
+        self.conn.pragma_update(None, "synchronous", fsync.pragma()).map_err(sql(&self.path))?;
+        if let Fsync::Interval(interval) = fsync {
+            let syncer = Syncer::start(&self.path, interval).map_err(|source| StoreError::Io {
+                action: "start the WAL sync thread for",
+                path: self.path.clone(),
+                source,
+            })?;
+            self.syncer = Some(syncer);
+        }
+        self.fsync = fsync;
+        Ok(())
+    }
+
+    /// How commits are made durable.
+    #[must_use]
+    pub fn fsync(&self) -> Fsync {
+        self.fsync
+    }
+
     /// Sets how many logged changes trigger a snapshot (at least 1).
     pub fn set_compact_every(&mut self, changes: u64) {
         self.compact_every = changes.max(1);
@@ -395,6 +451,25 @@ impl Store {
     pub fn lock(&self) -> &DirLock {
         &self.lock
     }
+}
+
+/// The log records of a turn's changes, one per change, except a
+/// [`Change::MessageSent`], which is logged as the `Enqueued` and `Recorded`
+/// records it stands for ([`Change::unfold`]): the log's format stays that
+/// of format 4, and replaying it gives the same state.
+fn log_records(changes: &[Change]) -> Result<Vec<Vec<u8>>, StoreError> {
+    let mut records = Vec::with_capacity(changes.len());
+    for change in changes {
+        match change.unfold() {
+            Some(parts) => {
+                for part in &parts {
+                    records.push(postcard::to_stdvec(part).map_err(StoreError::Encode)?);
+                }
+            }
+            None => records.push(postcard::to_stdvec(change).map_err(StoreError::Encode)?),
+        }
+    }
+    Ok(records)
 }
 
 /// The loop commits each turn's changes here: [`Store::commit`] (an empty

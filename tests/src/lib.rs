@@ -3,7 +3,8 @@
 //! [`transcript::Script`] drives a server machine with hand-built frames in
 //! virtual time and records every step as one readable line, for the insta
 //! transcripts of every opcode flow; [`procs`] runs the real binaries and
-//! [`raw`] opens raw TCP and TLS connections from chosen loopback sources.
+//! [`raw`] opens raw TCP and TLS connections from chosen loopback sources;
+//! [`webdriver`] drives a headless Chromium for the browser test.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -11,3 +12,4 @@
 pub mod procs;
 pub mod raw;
 pub mod transcript;
+pub mod webdriver;

@@ -127,6 +127,10 @@ pub struct ServerProc {
     pub tcp: SocketAddr,
     /// The QUIC address.
     pub quic: SocketAddr,
+    /// The WebSocket URL it printed (`ws://ADDR/confab`), `-` if none.
+    pub ws: String,
+    /// The browser client's address it printed (`http://ADDR/`), if any.
+    pub web: Option<String>,
     /// The pin it printed.
     pub pin: String,
     /// The data directory.
@@ -151,7 +155,15 @@ impl ServerProc {
     /// The server does not start within 30 s.
     #[must_use]
     pub fn start_on(data: &Path, config: Option<&Path>, tcp: &str, quic: &str) -> ServerProc {
-        let mut args = vec!["--tcp-listen".to_owned(), tcp.to_owned(), "--quic-listen".to_owned(), quic.to_owned()];
+        // WebSocket on an ephemeral port: TCP's port + 2 may be another test's.
+        let mut args = vec![
+            "--tcp-listen".to_owned(),
+            tcp.to_owned(),
+            "--quic-listen".to_owned(),
+            quic.to_owned(),
+            "--ws-listen".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ];
         if let Some(c) = config {
             args.push("--config".to_owned());
             args.push(c.display().to_string());
@@ -191,7 +203,7 @@ impl ServerProc {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(30);
-        let (mut addrs, mut pin) = (None, None);
+        let (mut addrs, mut pin, mut web) = (None, None, None);
         while addrs.is_none() || pin.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             let Ok(line) = rx.recv_timeout(left) else {
@@ -201,14 +213,28 @@ impl ServerProc {
                 panic!("confab-server did not start; its log:\n{log}");
             };
             if let Some(rest) = line.strip_prefix("confab-server listening: tcp ") {
-                let (tcp, quic) = rest.split_once(", quic ").expect("listening line");
-                addrs = Some((tcp.parse().expect("tcp addr"), quic.parse().expect("quic addr")));
+                let (tcp, rest) = rest.split_once(", quic ").expect("listening line");
+                let (quic, ws) = rest.split_once(", ws ").expect("listening line");
+                addrs = Some((tcp.parse().expect("tcp addr"), quic.parse().expect("quic addr"), ws.to_owned()));
+            } else if let Some(w) = line.strip_prefix("web ") {
+                web = Some(w.to_owned());
             } else if let Some(p) = line.strip_prefix("pin ") {
                 pin = Some(p.to_owned());
             }
         }
-        let (tcp, quic) = addrs.expect("addresses");
-        ServerProc { child: Some(child), tcp, quic, pin: pin.expect("pin"), data: data.to_path_buf(), log }
+        let (tcp, quic, ws) = addrs.expect("addresses");
+        ServerProc { child: Some(child), tcp, quic, ws, web, pin: pin.expect("pin"), data: data.to_path_buf(), log }
+    }
+
+    /// What a user of `transport` passes as `--server`: the TCP or QUIC
+    /// address, or the WebSocket URL.
+    #[must_use]
+    pub fn address(&self, transport: &str) -> String {
+        match transport {
+            "quic" => self.quic.to_string(),
+            "ws" => self.ws.clone(),
+            _ => self.tcp.to_string(),
+        }
     }
 
     /// The server's process id.
@@ -271,9 +297,9 @@ impl Drop for ServerProc {
 pub struct CliUser {
     /// The profile directory.
     pub profile: PathBuf,
-    /// `tcp` or `quic`.
+    /// `tcp`, `quic` or `ws`.
     pub transport: &'static str,
-    /// `HOST:PORT`.
+    /// `HOST:PORT`, or the WebSocket URL.
     pub server: String,
     /// How the server is trusted: `--pin PIN` (the default) or `--ca FILE`.
     pub trust: Vec<String>,
@@ -287,7 +313,7 @@ impl CliUser {
     /// A user of `server` over `transport` with its profile under `dir`.
     #[must_use]
     pub fn new(dir: &Path, name: &str, server: &ServerProc, transport: &'static str) -> CliUser {
-        let addr = if transport == "quic" { server.quic } else { server.tcp }.to_string();
+        let addr = server.address(transport);
         CliUser {
             profile: dir.join(name),
             transport,
@@ -306,7 +332,7 @@ impl CliUser {
     /// `--switch-server`, since the profile remembers the old address.
     pub fn reconnect_to(&mut self, server: &ServerProc) {
         self.switch_server = true;
-        self.server = if self.transport == "quic" { server.quic } else { server.tcp }.to_string();
+        self.server = server.address(self.transport);
         if self.trust.first().is_some_and(|t| t == "--pin") {
             self.trust = vec!["--pin".to_owned(), server.pin.clone()];
         }

@@ -214,8 +214,12 @@ impl Script {
             }
             let Ok(committed) = turn.commit(&mut Ephemeral);
             for change in committed.changes() {
-                let line = format!("{}   persist {}", self.elapsed(), describe_change(change));
-                self.lines.push(line);
+                // A folded change is shown as the records a store logs for it.
+                let unfolded = change.unfold();
+                for logged in unfolded.as_ref().map_or(std::slice::from_ref(change), |parts| &parts[..]) {
+                    let line = format!("{}   persist {}", self.elapsed(), describe_change(logged));
+                    self.lines.push(line);
+                }
                 self.changes.push(change.clone());
             }
             for action in committed {
@@ -435,6 +439,10 @@ pub fn describe_change(change: &Change) -> String {
             format!("oidc_login {:02x}{:02x}.. family={}", key[0], key[1], login.family)
         }
         Change::RoomHistoryTrimmed { room, upto } => format!("room_history_trimmed {room} up to #{upto}"),
+        Change::MessageSent { .. } => {
+            let parts = change.unfold().into_iter().flatten();
+            parts.map(|part| describe_change(&part)).collect::<Vec<_>>().join("; ")
+        }
         Change::OidcSubjectBound { subject, username } => {
             format!("oidc_subject {:02x}{:02x}.. bound to {username}", subject[0], subject[1])
         }

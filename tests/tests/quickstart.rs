@@ -5,7 +5,8 @@
 //! its `confab-data`.
 //!
 //! Two substitutions, both outside the blocks' own text: the server runs on
-//! a free port instead of 7700 (given to the blocks as `CONFAB_SERVER`), and
+//! a free port instead of 7700 (given to the blocks as `CONFAB_SERVER`; its
+//! WebSocket listener on that port + 2, as by default), and
 //! lines that start with `cargo ` are skipped: the binaries this test run
 //! built come first on `PATH`.
 
@@ -37,9 +38,14 @@ fn the_readme_quickstart_works_as_written() {
     assert!(blocks.len() >= 6, "the README has {} quickstart blocks", blocks.len());
 
     let dir = TempDir::new("quickstart");
-    let port = free_port();
+    // A free port whose + 2 (the default WebSocket port, which the client derives) is free too.
+    let port = (0..100)
+        .map(|_| free_port())
+        .find(|p| p.checked_add(2).is_some_and(|ws| std::net::TcpListener::bind(("127.0.0.1", ws)).is_ok()))
+        .expect("a free port pair");
     let addr = format!("127.0.0.1:{port}");
-    let server = ServerProc::start_on(&dir.path().join("confab-data"), None, &addr, &addr);
+    let args = ["--tcp-listen", &addr, "--quic-listen", &addr].map(str::to_owned);
+    let server = ServerProc::start_with(&dir.path().join("confab-data"), &args);
     let bin_dir = binary("confab").parent().expect("bin dir").to_path_buf();
     let _ = binary("confab-server");
     let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
@@ -82,13 +88,20 @@ fn the_readme_quickstart_works_as_written() {
     }
 
     let bob: String = outputs.iter().filter(|(u, _)| u == "bob").map(|(_, o)| o.as_str()).collect();
-    for text in
-        ["the plans are in the usual place", "this one went over QUIC", "now over QUIC", "hi bob, a DM is on its way"]
-    {
+    for text in [
+        "the plans are in the usual place",
+        "this one went over QUIC",
+        "now over QUIC",
+        "hi bob, a DM is on its way",
+        "now over WebSocket",
+        "this one went over WebSocket",
+    ] {
         assert!(bob.contains(text), "bob never saw {text:?}; his output:\n{bob}");
     }
     let log = server.log();
-    for text in ["the plans are in the usual place", "this one went over QUIC", "hi alice"] {
+    for text in
+        ["the plans are in the usual place", "this one went over QUIC", "this one went over WebSocket", "hi alice"]
+    {
         assert!(!log.contains(text), "the server log holds {text:?}");
         for (path, bytes) in read_tree(&server.data) {
             assert!(!contains(&bytes, text.as_bytes()), "{} holds {text:?}", path.display());
@@ -96,4 +109,5 @@ fn the_readme_quickstart_works_as_written() {
     }
     assert!(log.contains("transport=quic"), "no QUIC connection in the log");
     assert!(log.contains("transport=tcp"), "no TCP connection in the log");
+    assert!(log.contains("transport=ws"), "no WebSocket connection in the log");
 }

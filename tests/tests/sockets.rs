@@ -3,9 +3,11 @@
 //! the `confab` binary over TCP+TLS and QUIC, exactly as the README's
 //! quickstart does.
 //!
-//! - the full scenario over TCP, over QUIC, and mixed (a TCP user and a QUIC
-//!   user in one room and one DM);
-//! - SIGKILL right after a DM was acknowledged, restart, the DM read exactly once;
+//! - the full scenario over TCP, over QUIC, over WebSocket, and mixed (a TCP
+//!   user and a QUIC user in one room and one DM; tests/tests/websocket.rs
+//!   mixes all three);
+//! - SIGKILL right after a DM was acknowledged, restart, the DM read exactly
+//!   once (with `fsync = "always"` and with `"interval"`);
 //! - hostile connections (random bytes, a length bomb, a frame dripped one
 //!   byte per 100 ms, 500 half-open connections) while others keep chatting,
 //!   with the server's memory bounded;
@@ -103,15 +105,39 @@ fn full_scenario_over_quic() {
 }
 
 #[test]
+fn full_scenario_over_websocket() {
+    full_scenario("ws", "ws");
+}
+
+#[test]
 fn a_tcp_user_and_a_quic_user_talk_to_each_other() {
     full_scenario("tcp", "quic");
 }
 
 #[test]
 fn a_dm_acknowledged_before_sigkill_is_read_exactly_once_after_restart() {
-    let dir = TempDir::new("sigkill");
+    sigkill_after_ack("sigkill", None);
+}
+
+/// With `fsync = "interval"` and an interval longer than the test, no WAL
+/// fsync happens before the kill: a commit that reached the operating system
+/// is enough to survive the process (only a power loss could take it).
+#[test]
+fn with_fsync_interval_a_dm_acknowledged_before_sigkill_survives_it() {
+    sigkill_after_ack("sigkill-interval", Some("[store]\nfsync = \"interval\"\nfsync_interval_ms = 60000\n"));
+}
+
+/// Alice's DM is acknowledged, the server SIGKILLed and restarted (with
+/// `config`, if given): Bob reads the DM exactly once.
+fn sigkill_after_ack(name: &str, config: Option<&str>) {
+    let dir = TempDir::new(name);
     let data = dir.path().join("data");
-    let mut server = ServerProc::start(&data, None);
+    let file = dir.path().join("confab-server.toml");
+    if let Some(text) = config {
+        std::fs::write(&file, text).expect("config file");
+    }
+    let config = config.map(|_| file.as_path());
+    let mut server = ServerProc::start(&data, config);
     let alice = CliUser::new(dir.path(), "alice", &server, "tcp");
     let mut bob = CliUser::new(dir.path(), "bob", &server, "quic");
     let _ = alice.ok(&["register", "alice"]);
@@ -123,7 +149,7 @@ fn a_dm_acknowledged_before_sigkill_is_read_exactly_once_after_restart() {
     let pin = server.pin.clone();
     server.kill();
 
-    let restarted = ServerProc::start(&data, None);
+    let restarted = ServerProc::start(&data, config);
     assert_eq!(restarted.pin, pin, "the certificate (and so the pin) survives a restart");
     bob.reconnect_to(&restarted);
     let read = bob.ok(&["dm", "read", "alice"]);

@@ -1,10 +1,11 @@
 //! Server-side vocabulary shared by every transport: connection ids, the
 //! events a transport reports to the loop that owns the core, and the
-//! [`Hub`] through which transports living on other threads (QUIC's tokio
-//! runtime, in-memory links) reach that loop.
+//! [`Hub`] through which transports living on other threads (in-memory
+//! links) reach that loop.
 //!
 //! The loop that owns the `Server` machine is a mio event loop. TCP
-//! connections are mio sources of that loop (`tcp`); every other transport
+//! connections and the QUIC endpoint's socket are mio sources of that loop
+//! (`tcp`, `quic`); every other transport
 //! runs elsewhere and reports through a [`HubSender`]: it pushes a
 //! [`NetEvent`] on a channel and wakes the loop with a [`mio::Waker`].
 
@@ -25,16 +26,19 @@ pub enum Transport {
     Quic,
     /// In-process channels.
     Mem,
+    /// WebSocket (RFC 6455) binary messages, plain on loopback or over TLS 1.3.
+    Ws,
 }
 
 impl Transport {
-    /// `"tcp"`, `"quic"` or `"mem"`.
+    /// `"tcp"`, `"quic"`, `"mem"` or `"ws"`.
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Tcp => "tcp",
             Transport::Quic => "quic",
             Transport::Mem => "mem",
+            Transport::Ws => "ws",
         }
     }
 }

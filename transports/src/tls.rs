@@ -191,6 +191,34 @@ pub fn server_config(identity: &ServerIdentity) -> Result<rustls::ServerConfig, 
     Ok(config)
 }
 
+/// The `wss://` server's rustls configuration: the same identity and TLS
+/// 1.3 as [`server_config`], ALPN `http/1.1` (the WebSocket upgrade is an
+/// HTTP/1.1 request). A client offering only other protocols (`h2`) is
+/// refused with `no_application_protocol`; one offering none is served
+/// (many WebSocket libraries send no ALPN).
+///
+/// # Errors
+/// The key does not match the certificate, or is of an unsupported type.
+pub fn ws_server_config(identity: &ServerIdentity) -> Result<rustls::ServerConfig, TlsError> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(identity.chain.clone(), identity.key.clone_key())?;
+    config.alpn_protocols = vec![crate::ws::ALPN_HTTP1.to_vec()];
+    Ok(config)
+}
+
+/// A client configuration for `wss://`: [`client_config`]'s trust (the pin
+/// or the CA) with ALPN `http/1.1` instead of `confab/1`.
+///
+/// # Errors
+/// A CA certificate cannot be used as a root.
+pub fn ws_client_config(trust: &ClientTrust) -> Result<rustls::ClientConfig, TlsError> {
+    let mut config = client_config(trust)?;
+    config.alpn_protocols = vec![crate::ws::ALPN_HTTP1.to_vec()];
+    Ok(config)
+}
+
 /// Resolves no certificate, which aborts the handshake, for a client that
 /// offered no ALPN at all (one that offered others is refused by rustls
 /// itself, with `no_application_protocol`).

@@ -20,6 +20,8 @@ use mio::{Events, Poll, Token, Waker};
 
 const WAKER: Token = Token(0);
 const SECOND: Duration = Duration::from_secs(1);
+/// How long a test waits for bytes it knows are coming.
+const PATIENCE: Duration = Duration::from_secs(30);
 
 /// What the echo loop saw.
 #[derive(Debug)]
@@ -225,7 +227,9 @@ impl Drop for Echo {
 
 /// Receives exactly `len` bytes.
 fn recv_exactly(link: &mut impl Link, len: usize) -> Vec<u8> {
-    let deadline = Instant::now() + SECOND;
+    // A guard against a hang, not a speed bound: 32 MiB through a debug
+    // build's TLS took more than a second on a loaded 2-core machine.
+    let deadline = Instant::now() + PATIENCE;
     let mut got = Vec::with_capacity(len);
     while got.len() < len {
         match link.recv(deadline).unwrap() {
@@ -287,7 +291,12 @@ fn reading_pauses_while_the_backlog_is_above_half_the_cap() {
     std::thread::sleep(Duration::from_millis(20));
     let sent = pattern(8 << 20, 11);
     link.send(&sent).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // Not reading until the server's backlog has built up (a fixed sleep was
+    // too short on a loaded machine: "backlog peaked at 0").
+    let deadline = Instant::now() + PATIENCE;
+    while echo.stats().max_echo_backlog <= 128 << 10 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let got = recv_exactly(&mut link, 4 * sent.len());
     assert!(got.chunks(4).zip(&sent).all(|(four, b)| four == [*b; 4]), "echo differs");
     let max = echo.stats().max_echo_backlog;

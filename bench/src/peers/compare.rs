@@ -26,7 +26,20 @@ pub struct CompareOptions {
     pub only: Vec<PeerKind>,
     /// Every run's JSON object, one per line, also goes here.
     pub json: Option<PathBuf>,
+    /// Rounds of each scenario: every pair is measured this many times,
+    /// interleaved, and the table shows medians.
+    pub repeat: usize,
+    /// Only these scenarios ([`SCENARIOS`]; all when empty).
+    pub scenarios: Vec<String>,
+    /// confab's transport (the peers always run over TCP).
+    pub transport: Transport,
+    /// With [`Transport::Ws`]: confab's WebSocket listener speaks TLS (`wss://`).
+    pub ws_tls: bool,
 }
+
+/// The scenarios' short names, in the order they run: 1:1 window 1, 1:1
+/// window 16, 1:1 at a fixed rate, room fan-out.
+pub const SCENARIOS: [&str; 4] = ["w1", "w16", "rate", "room"];
 
 impl Default for CompareOptions {
     fn default() -> Self {
@@ -37,6 +50,10 @@ impl Default for CompareOptions {
             room: 100,
             only: Vec::new(),
             json: None,
+            repeat: 1,
+            scenarios: Vec::new(),
+            transport: Transport::Tcp,
+            ws_tls: false,
         }
     }
 }
@@ -44,34 +61,47 @@ impl Default for CompareOptions {
 /// The scenarios of the comparison: name and configuration (1 KiB payloads).
 fn scenarios(o: &CompareOptions) -> Vec<(String, BenchConfig)> {
     let base = BenchConfig {
-        transport: Transport::Tcp,
+        transport: o.transport,
+        ws_tls: o.ws_tls,
         payload: 1024,
         duration: o.duration,
         warmup: o.warmup,
         ..BenchConfig::default()
     };
-    vec![
+    let all = vec![
         ("1:1 window 1".into(), BenchConfig { window: 1, ..base.clone() }),
         ("1:1 window 16".into(), BenchConfig { window: 16, ..base.clone() }),
         (format!("1:1 fixed {}/s", o.rate), BenchConfig { mode: Mode::Rate, rate: Some(o.rate), ..base.clone() }),
         (format!("room 1->{}", o.room - 1), BenchConfig { scenario: Scenario::Room, receivers: o.room, ..base }),
-    ]
+    ];
+    SCENARIOS
+        .iter()
+        .zip(all)
+        .filter(|(short, _)| o.scenarios.is_empty() || o.scenarios.iter().any(|s| s == *short))
+        .map(|(_, scenario)| scenario)
+        .collect()
 }
 
-/// One row: a peer run and the confab runs on either side of it.
+/// One row: a peer's runs and the confab runs on either side of each.
 struct Row {
     scenario: String,
     confab: Vec<Report>,
-    peer: Report,
+    peer: Vec<Report>,
 }
 
 fn flag(r: &Report) -> &'static str {
     if r.incomplete || r.errors > 0 || r.undelivered > 0 || r.rate_shortfall { "!" } else { "" }
 }
 
-fn mean(xs: impl Iterator<Item = f64>) -> f64 {
-    let v: Vec<f64> = xs.collect();
-    if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 }
+/// The median (the mean of the middle two for an even count; 0 for none).
+fn median(xs: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = xs.collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 fn ratio(a: f64, b: f64) -> String {
@@ -86,27 +116,30 @@ fn table(rows: &[Row]) -> String {
     );
     t.push_str("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     for r in rows {
-        let c_rate = mean(r.confab.iter().map(|c| c.delivered_per_s));
-        let c_p50 = mean(r.confab.iter().map(|c| c.latency.p50_us as f64));
-        let c_p99 = mean(r.confab.iter().map(|c| c.latency.p99_us as f64));
+        let c_rate = median(r.confab.iter().map(|c| c.delivered_per_s));
+        let c_p50 = median(r.confab.iter().map(|c| c.latency.p50_us as f64));
+        let c_p99 = median(r.confab.iter().map(|c| c.latency.p99_us as f64));
         let c_flag = r.confab.iter().map(flag).max().unwrap_or("");
-        let p = &r.peer;
+        let p_rate = median(r.peer.iter().map(|c| c.delivered_per_s));
+        let p_p50 = median(r.peer.iter().map(|c| c.latency.p50_us as f64));
+        let p_p99 = median(r.peer.iter().map(|c| c.latency.p99_us as f64));
+        let p_flag = r.peer.iter().map(flag).max().unwrap_or("");
         let _ = writeln!(
             t,
-            "| {} | {}{} | {}{} | {:.0} | {:.0} | {} | {:.0} / {:.0} | {} / {} | {} |",
+            "| {} | {}{} | {}{} | {:.0} | {:.0} | {} | {:.0} / {:.0} | {:.0} / {:.0} | {} |",
             r.scenario,
             r.confab.first().map_or("-", |c| c.system.as_str()),
             c_flag,
-            p.system,
-            flag(p),
+            r.peer.first().map_or("-", |c| c.system.as_str()),
+            p_flag,
             c_rate,
-            p.delivered_per_s,
-            ratio(c_rate, p.delivered_per_s),
+            p_rate,
+            ratio(c_rate, p_rate),
             c_p50,
             c_p99,
-            p.latency.p50_us,
-            p.latency.p99_us,
-            ratio(p.latency.p99_us as f64, c_p99),
+            p_p50,
+            p_p99,
+            ratio(p_p99, c_p99),
         );
     }
     t
@@ -115,11 +148,13 @@ fn table(rows: &[Row]) -> String {
 /// What the table's semantics column cannot say: who acknowledges what, who fsyncs.
 pub const SEMANTICS: &str = "\
 ratio = confab / peer deliveries per second; p99 ratio = peer p99 / confab p99 (both: above 1 means confab is ahead).
-confab figures: mean of the confab runs just before and after the peer run. ! = errors, undelivered or unacknowledged messages, or a missed rate.
+confab figures: median of the confab runs just before and after each of the peer's runs; peer figures: median of its runs (--repeat). ! = errors, undelivered or unacknowledged messages, or a missed rate.
 Semantics (they differ; the pairs are the closest like-for-like):
 * confab is always TLS 1.3 (TCP) and end-to-end sealed payloads are opaque to it; each message is acknowledged by the server after it is routed
-  (memory store) or after the loop turn's SQLite commit with synchronous=FULL, i.e. an fsync per turn (sqlite store); a receiver acknowledges
-  each delivery and confab keeps undelivered messages for offline users (memory: until restart; sqlite: durably).
+  (memory store) or after the SQLite group commit that holds it: with synchronous=FULL, an fsync per commit (sqlite, fsync = always:
+  nothing acknowledged is lost to a crash or a power loss), or written to the OS and fsynced within 1 s (sqlite-interval, fsync =
+  interval: a process crash loses nothing acknowledged, a power loss at most the last second); a receiver acknowledges each delivery and
+  confab keeps undelivered messages for offline users (memory: until restart; sqlite: durably).
 * NATS core, Mosquitto QoS 0: at most once, no acknowledgement exists; the sender subscribes to its own subject/topic and the broker's echo
   of each message is its acknowledgement (one extra delivery per message for the broker). Nothing is stored; a subscriber that is not
   connected misses the message.
@@ -148,8 +183,11 @@ pub fn compare(brokers: &Brokers, o: &CompareOptions) -> Result<String, BenchErr
     };
     let mut rows = Vec::new();
     for (name, config) in scenarios(o) {
-        for durable in [false, true] {
-            let store = if durable { StoreKind::Sqlite } else { StoreKind::Memory };
+        // The durable peers are paired with confab fsync = always (stronger durability than theirs) and
+        // fsync = interval (equal: acknowledged messages survive a process crash, not a power loss).
+        for (durable, store) in
+            [(false, StoreKind::Memory), (true, StoreKind::Sqlite), (true, StoreKind::SqliteInterval)]
+        {
             let confab_config = BenchConfig { store, ..config.clone() };
             let group: Vec<PeerKind> = kinds.iter().copied().filter(|k| k.durable() == durable).collect();
             if group.is_empty() {
@@ -169,17 +207,27 @@ pub fn compare(brokers: &Brokers, o: &CompareOptions) -> Result<String, BenchErr
                 }
                 Ok(())
             };
-            let mut before = crate::run(&confab_config)?;
-            record(&before)?;
-            for kind in group {
-                let mut peer_config = config.clone();
-                peer_config.store = store;
-                let peer = super::run(&peer_config, kind, brokers)?;
-                record(&peer)?;
-                let after = crate::run(&confab_config)?;
-                record(&after)?;
-                rows.push(Row { scenario: name.clone(), confab: vec![before, after.clone()], peer });
-                before = after;
+            let first = rows.len();
+            for round in 0..o.repeat.max(1) {
+                let mut before = crate::run(&confab_config)?;
+                record(&before)?;
+                for (i, &kind) in group.iter().enumerate() {
+                    let mut peer_config = config.clone();
+                    peer_config.store = store;
+                    peer_config.transport = Transport::Tcp;
+                    peer_config.ws_tls = false;
+                    let peer = super::run(&peer_config, kind, brokers)?;
+                    record(&peer)?;
+                    let after = crate::run(&confab_config)?;
+                    record(&after)?;
+                    if round == 0 {
+                        rows.push(Row { scenario: name.clone(), confab: Vec::new(), peer: Vec::new() });
+                    }
+                    let row = &mut rows[first + i];
+                    row.confab.extend([before, after.clone()]);
+                    row.peer.push(peer);
+                    before = after;
+                }
             }
         }
     }
@@ -187,4 +235,32 @@ pub fn compare(brokers: &Brokers, o: &CompareOptions) -> Result<String, BenchErr
     out.push('\n');
     out.push_str(SEMANTICS);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_even_and_no_values() {
+        assert_eq!(median([3.0, 1.0, 2.0].into_iter()), 2.0);
+        assert_eq!(median([4.0, 1.0, 3.0, 2.0].into_iter()), 2.5);
+        assert_eq!(median([7.0].into_iter()), 7.0);
+        assert_eq!(median(std::iter::empty()), 0.0);
+        // One stalled run among five moves the median, not the figure.
+        assert_eq!(median([100.0, 110.0, 9000.0, 105.0, 95.0].into_iter()), 105.0);
+    }
+
+    #[test]
+    fn scenarios_are_filtered_by_short_name_in_their_order() {
+        let all = CompareOptions::default();
+        let names: Vec<String> = scenarios(&all).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["1:1 window 1", "1:1 window 16", "1:1 fixed 5000/s", "room 1->99"]);
+        let some = CompareOptions { scenarios: vec!["room".into(), "w1".into()], ..CompareOptions::default() };
+        let picked: Vec<(String, BenchConfig)> = scenarios(&some);
+        assert_eq!(picked.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["1:1 window 1", "room 1->99"]);
+        assert_eq!(picked[1].1.receivers, 100);
+        let quic = CompareOptions { transport: Transport::Quic, ..CompareOptions::default() };
+        assert!(scenarios(&quic).iter().all(|(_, c)| c.transport == Transport::Quic));
+    }
 }

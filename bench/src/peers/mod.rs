@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub use brokers::Brokers;
-pub use compare::{CompareOptions, compare};
+pub use compare::{CompareOptions, SCENARIOS, compare};
 
 use crate::endpoint::{Endpoint, System};
 use crate::worker::{Role, Shared};

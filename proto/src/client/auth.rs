@@ -2,7 +2,7 @@
 //! and when the server says the access token expired), logout, and what
 //! happens when the session's tokens stop working.
 
-use std::time::Instant;
+use crate::Instant;
 
 use zeroize::{Zeroize as _, Zeroizing};
 

@@ -62,8 +62,8 @@ pub use error::CommandError;
 pub use event::{ClientEvent, ClientOutput};
 pub use snapshot::{ClientSnapshot, OutboxSnapshot, SnapshotError};
 
+use crate::Instant;
 use std::collections::VecDeque;
-use std::time::Instant;
 
 use bytes::BytesMut;
 

@@ -39,7 +39,9 @@
 //! # let _ = request;
 //! ```
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::Instant;
 
 use super::claims::Validation;
 use super::error::JwtError;

@@ -6,11 +6,13 @@
 //! fields go at the end, and a change of encoding bumps the store's format
 //! version (`confab_server::store::FORMAT_VERSION`).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::state::{Conversation, ItemKind, OidcLogin, QueuedItem, Recorded, Rotation, TokenRecord, User};
 use crate::jwt::KeyRecord;
-use crate::wire::HistoryEntry;
+use crate::wire::{HistoryEntry, Opcode, ResponseBody, Sent, Status};
 
 /// One durable change of a turn, committed and replayed by stores.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +46,15 @@ pub enum Change {
     /// A conversation's state changed (`None`: it ended).
     ConversationSet { a: String, b: String, state: Option<Conversation> },
     /// An item was queued in the lane `from -> to`; it takes the lane's next sequence number.
-    Enqueued { from: String, to: String, item: QueuedItem },
+    /// The names are shared with the server's sessions (no copy per message); they are
+    /// stored as the strings they are.
+    Enqueued {
+        #[cfg_attr(feature = "serde", serde(with = "shared_name"))]
+        from: Arc<str>,
+        #[cfg_attr(feature = "serde", serde(with = "shared_name"))]
+        to: Arc<str>,
+        item: QueuedItem,
+    },
     /// The recipient acknowledged every item of `from -> to` up to `upto`.
     Acked { from: String, to: String, upto: u64 },
     /// An undelivered item was dropped after the retention period.
@@ -73,9 +83,39 @@ pub enum Change {
     RoomHistoryTrimmed { room: String, upto: u64 },
     /// A room's public descriptor, stored right after [`Change::RoomCreated`] (store format 3).
     RoomDescribed { room: String, descriptor: Bytes },
+    /// A `send_mp` routed: its item queued in `from -> to` ([`Change::Enqueued`]) and its
+    /// answer (`valid`, `code`, `Sent { seq }`) remembered for retries of `request_id` within
+    /// `family` ([`Change::Recorded`]), as one change: the routing path makes one change per
+    /// message. The SQLite store logs it as those two records ([`unfold`](Self::unfold)), so
+    /// its log holds the rows of store format 4; the serde form (variant 25) is for
+    /// in-memory uses (comparing runs, say), not a store record.
+    MessageSent {
+        #[cfg_attr(feature = "serde", serde(with = "shared_name"))]
+        from: Arc<str>,
+        #[cfg_attr(feature = "serde", serde(with = "shared_name"))]
+        to: Arc<str>,
+        item: QueuedItem,
+        family: u64,
+        request_id: u32,
+        code: u16,
+    },
 }
 
 impl Change {
+    /// The records a store logs for this change: `Some` for [`Change::MessageSent`] (the
+    /// [`Change::Enqueued`] and [`Change::Recorded`] it stands for, in that order, which
+    /// applied in turn give the same state), `None` for every other change (logged as it is).
+    #[must_use]
+    pub fn unfold(&self) -> Option<[Change; 2]> {
+        let Change::MessageSent { from, to, item, family, request_id, code } = self else {
+            return None;
+        };
+        let enqueued = Change::Enqueued { from: from.clone(), to: to.clone(), item: item.clone() };
+        let recorded =
+            Change::Recorded { family: *family, request_id: *request_id, response: sent_response(item.seq, *code) };
+        Some([enqueued, recorded])
+    }
+
     /// The client-made blobs this change stores (identity keys, verifiers,
     /// handshakes, sealed messages), for stores and for checks that the
     /// server holds nothing but what clients sealed.
@@ -87,7 +127,7 @@ impl Change {
             Change::RoomCreated { verifier, .. } => vec![verifier],
             Change::RoomDescribed { descriptor, .. } => vec![descriptor],
             Change::RoomMessage { entry, .. } => vec![&entry.sealed],
-            Change::Enqueued { item, .. } => match &item.kind {
+            Change::Enqueued { item, .. } | Change::MessageSent { item, .. } => match &item.kind {
                 ItemKind::Request { identity_key, handshake } | ItemKind::Accepted { identity_key, handshake } => {
                     vec![identity_key, handshake]
                 }
@@ -96,5 +136,26 @@ impl Change {
             },
             _ => vec![],
         }
+    }
+}
+
+/// The remembered answer to a `send_mp` whose item got `seq`.
+pub(crate) fn sent_response(seq: u64, code: u16) -> Recorded {
+    Recorded { opcode: Opcode::SendMp, status: Status::Valid, code, body: ResponseBody::Sent(Sent { seq }) }
+}
+
+/// A shared name (`Arc<str>`) as the string it is, in stores: the same bytes as a `String`.
+#[cfg(feature = "serde")]
+mod shared_name {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(name: &Arc<str>, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(name)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Arc<str>, D::Error> {
+        String::deserialize(deserializer).map(Arc::from)
     }
 }

@@ -3,7 +3,9 @@
 //! and the password-guess limits per account and per source.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::Instant;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};

@@ -59,7 +59,7 @@ mod turn;
 mod validate;
 mod work;
 
-use std::time::Instant;
+use crate::Instant;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -71,7 +71,7 @@ pub use output::{OpenError, ServerLog};
 pub use refusal::{Refusal, Reply};
 pub use session::{SessionId, SourceKey};
 pub use state::{Change, State};
-pub use turn::{Action, Committed, Turn};
+pub use turn::{Action, Batch, Committed, Pending, Receipt, Sequencer, Turn};
 pub use validate::ConfigError;
 pub use work::{Job, JobId, JobResult, Scratch};
 
@@ -388,6 +388,8 @@ impl Server {
         if recorded && self.replay(now, session, family, opcode, request_id) {
             return;
         }
+        // A routed send_mp remembers its answer in the change that queues it.
+        let mut answer_recorded = false;
         let config = &self.config;
         let result = match request {
             Authenticated::Logout(_) => self.logout(now, session, &user),
@@ -407,12 +409,16 @@ impl Server {
             Authenticated::RoomInfo(b) => rooms::info(&self.journal, &b.room),
             Authenticated::RequestMp(b) => self.mail(now).request(&user, b),
             Authenticated::AcceptMp(b) => self.mail(now).accept(&user, b),
-            Authenticated::SendMp(b) => self.mail(now).send(&user, b),
+            Authenticated::SendMp(b) => {
+                let flow = self.mail(now).send(&user, b, Some((family, request_id)));
+                answer_recorded = flow.is_ok();
+                flow
+            }
             Authenticated::CloseMp(b) => self.mail(now).close(&user, &b.peer),
             Authenticated::DeliveryAck(b) => self.mail(now).ack(&user, &b.peer, b.seq),
             Authenticated::IssueCode(b) => Phantom::issue_code(now, &self.journal, &mut self.rng, config, &user, &b),
         };
-        if recorded {
+        if recorded && !answer_recorded {
             // A refusal is remembered too: a retry gets the same refusal, never a late success
             // (a send_mp sealed for a conversation that has been replaced since, say).
             let response = match &result {

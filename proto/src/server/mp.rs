@@ -13,6 +13,8 @@
 //! journal's state; [`Mail`] reads it and commits changes to it, and
 //! reaches online recipients through the outbox.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::outbox::{Journal, Outbox};
@@ -57,7 +59,7 @@ impl Mail<'_> {
         let state = Conversation::Requested { by: user.to_owned(), handshake: b.handshake.clone() };
         self.journal.commit(Change::ConversationSet { a: user.to_owned(), b: peer.clone(), state: Some(state) });
         let kind = ItemKind::Request { identity_key, handshake: b.handshake };
-        let (seq, online) = self.enqueue(user, &peer, kind);
+        let (seq, online) = self.enqueue(&Arc::from(user), &peer, kind, None);
         Ok(Reply::valid(delivered_code(online), ResponseBody::Sent(Sent { seq })))
     }
 
@@ -75,22 +77,27 @@ impl Mail<'_> {
         let open = Some(Conversation::Open);
         self.journal.commit(Change::ConversationSet { a: user.to_owned(), b: peer.clone(), state: open });
         let kind = ItemKind::Accepted { identity_key: self.identity_key(user), handshake: b.handshake };
-        self.enqueue(user, &peer, kind);
+        self.enqueue(&Arc::from(user), &peer, kind, None);
         let body = PeerKeys { identity_key: self.identity_key(&peer), peer, handshake };
         Ok(Reply::ok(ResponseBody::PeerKeys(body)))
     }
 
-    pub(super) fn send(&mut self, user: &str, b: SendMp) -> Flow {
-        self.check_peer(user, &b.peer)?;
+    /// Routes a sealed message. With `record` (the token family and request id), the
+    /// answer is remembered for retries in the same change as the item (`Change::MessageSent`).
+    pub(super) fn send(&mut self, user: &Arc<str>, b: SendMp, record: Option<(u64, u32)>) -> Flow {
         let peer = b.peer;
         if self.journal.state().conversation(user, &peer) != Some(&Conversation::Open) {
+            self.check_peer(user, &peer)?;
             return Err(Refusal::Forbidden(format!("no open conversation with {peer}: request_mp first")));
         }
+        // An open conversation is between two accounts (never with oneself, and accounts are
+        // never deleted): the peer needs no other check on the routing path.
+        debug_assert!(peer != **user && self.journal.state().user(&peer).is_some());
         if b.sealed.is_empty() {
             return Err(Refusal::BadRequest("empty message".into()));
         }
         self.check_room_in_queue(&peer)?;
-        let (seq, online) = self.enqueue(user, &peer, ItemKind::Message { sealed: b.sealed });
+        let (seq, online) = self.enqueue(user, &peer, ItemKind::Message { sealed: b.sealed }, record);
         Ok(Reply::valid(delivered_code(online), ResponseBody::Sent(Sent { seq })))
     }
 
@@ -103,7 +110,7 @@ impl Mail<'_> {
         self.journal.commit(Change::ConversationSet { a: user.to_owned(), b: peer.clone(), state: None });
         // The close notice is small and must get through: it is not refused by queue bounds.
         let kind = ItemKind::Closed { reason: "closed by peer".into() };
-        let (seq, _) = self.enqueue(user, &peer, kind);
+        let (seq, _) = self.enqueue(&Arc::from(user), &peer, kind, None);
         Ok(Reply { status: Status::Finished, code: status::OK, body: ResponseBody::Sent(Sent { seq }) })
     }
 
@@ -182,15 +189,28 @@ impl Mail<'_> {
         }
     }
 
-    /// Queues an item in `from -> to` and sends it if `to` is online. Returns its sequence and whether it was sent.
-    fn enqueue(&mut self, from: &str, to: &str, kind: ItemKind) -> (u64, bool) {
+    /// Queues an item in `from -> to` and sends it if `to` is online. Returns its sequence and
+    /// whether it was sent. With `record`, the `send_mp` answer (`Sent`) is remembered too.
+    fn enqueue(&mut self, from: &Arc<str>, to: &str, kind: ItemKind, record: Option<(u64, u32)>) -> (u64, bool) {
         let seq = self.journal.state().next_seq(from, to);
         let item = QueuedItem { seq, sent_ms: self.now.unix_ms, kind };
-        let target = self.presence.online(to);
-        if let Some(session) = target {
-            self.outbox.send_event(self.now, session, 0, item_event(from, item.clone()));
-        }
-        self.journal.commit(Change::Enqueued { from: from.to_owned(), to: to.to_owned(), item });
+        // An online recipient's name is shared with its session: no copy per message.
+        let (to, target) = match self.presence.online_named(to) {
+            Some((name, session)) => {
+                self.outbox.send_event(self.now, session, 0, item_event(from, item.clone()));
+                (name.clone(), Some(session))
+            }
+            None => (Arc::from(to), None),
+        };
+        let from = from.clone();
+        let change = match record {
+            None => Change::Enqueued { from, to, item },
+            Some((family, request_id)) => {
+                let code = delivered_code(target.is_some());
+                Change::MessageSent { from, to, item, family, request_id, code }
+            }
+        };
+        self.journal.commit(change);
         (seq, target.is_some())
     }
 
@@ -335,8 +355,8 @@ mod tests {
         );
         assert_eq!(code_of(p.mail().accept("bo", AcceptMp { peer: "al".into(), handshake: hs() })), status::OK);
         let message = |s: &'static [u8]| SendMp { peer: "bo".into(), sealed: Bytes::from_static(s) };
-        assert_eq!(code_of(p.mail().send("al", message(b"one"))), status::ACCEPTED);
-        assert_eq!(code_of(p.mail().send("al", message(b""))), status::BAD_REQUEST);
+        assert_eq!(code_of(p.mail().send(&"al".into(), message(b"one"), None)), status::ACCEPTED);
+        assert_eq!(code_of(p.mail().send(&"al".into(), message(b""), None)), status::BAD_REQUEST);
         let bo = p.online("bo");
         p.mail().deliver_queued(bo, "bo");
         let seqs: Vec<u64> = p
@@ -354,7 +374,7 @@ mod tests {
         assert_eq!(p.journal.state().lanes().queued_for("bo"), 0);
         assert_eq!(p.journal.state().lanes().queued_for("al"), 1, "bo's acceptance waits for al");
         // Online now: the next one goes out at once.
-        assert_eq!(code_of(p.mail().send("al", message(b"two"))), status::OK);
+        assert_eq!(code_of(p.mail().send(&"al".into(), message(b"two"), None)), status::OK);
         assert!(matches!(&p.events(bo)[..], [EventBody::UserMessage(m)] if m.seq == 3));
     }
 
@@ -368,10 +388,10 @@ mod tests {
         let full = p.mail().request("bo", RequestMp { peer: "al".into(), handshake: hs() });
         assert_eq!(code_of(full), status::CONFLICT, "al already asked bo");
         p.journal.commit(Change::ConversationSet { a: "al".into(), b: "bo".into(), state: Some(Conversation::Open) });
-        let refused = p.mail().send("al", SendMp { peer: "bo".into(), sealed: Bytes::from_static(b"x") });
+        let refused = p.mail().send(&"al".into(), SendMp { peer: "bo".into(), sealed: Bytes::from_static(b"x") }, None);
         assert_eq!(code_of(refused), status::QUEUE_FULL);
         p.journal.commit(Change::Acked { from: "al".into(), to: "bo".into(), upto: 1 });
-        let queued = p.mail().send("al", SendMp { peer: "bo".into(), sealed: Bytes::from_static(b"x") });
+        let queued = p.mail().send(&"al".into(), SendMp { peer: "bo".into(), sealed: Bytes::from_static(b"x") }, None);
         assert_eq!(code_of(queued), status::ACCEPTED);
         p.now = p.now.advance(Duration::from_secs(61));
         p.mail().sweep();

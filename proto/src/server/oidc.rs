@@ -24,8 +24,8 @@
 //! lost with its connection is answered from the record when it is retried
 //! on the next one, never performed twice. See docs/AUTH.md.
 
+use crate::Instant;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use rand::RngExt as _;

@@ -3,10 +3,11 @@
 //! and the [`Outbox`] (jobs, the frames each session has to send, closes,
 //! log events).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 
+use super::keyed::IntKeyedMap;
 use super::refusal::{Refusal, Reply};
 use super::state::{Change, State};
 use super::work::Job;
@@ -16,6 +17,12 @@ use crate::wire::{Close, ErrorBody, ErrorEvent, Event, EventBody, Message, Opcod
 
 /// The most changes the next turn's buffer is made ready for.
 const KEPT_CHANGES: usize = 4096;
+
+/// The largest scratch buffer kept for encoding the next frame.
+const KEPT_SCRATCH: usize = 64 * 1024;
+
+/// The most bytes a session's next turn reserves up front (from the size of its last one).
+const KEPT_OUTPUT: usize = 256 * 1024;
 
 /// The durable state and the changes made to it that no turn has handed out
 /// yet. The only way to change the state is [`commit`](Self::commit), which
@@ -75,10 +82,27 @@ impl Journal {
 /// Each open session has a buffer; frames for a session that has none (it
 /// is gone) are dropped. A buffer written since the last poll is handed out
 /// as one `Transmit`, in the order the sessions were first written to.
+///
+/// A frame is encoded into one scratch `Vec<u8>` kept hot across frames
+/// (`Message::encode_to_vec`: appends of fixed-size fields compile to plain
+/// stores, where each `BytesMut::put_*` is a call and a `memcpy`), then
+/// appended to the session's own `BytesMut` in one copy. That buffer is
+/// reserved as large as the session's recent turns before the first write
+/// of a turn, so a busy turn does not regrow and copy it, and is split off
+/// as `Bytes`; once the transport has dropped those, the next reservation
+/// reuses the same memory. A frame shared by several sessions (a room message,
+/// encoded once) that is the first thing a session gets in a turn is kept
+/// as that same `Bytes`, not copied: a turn of one room message hands every
+/// member the one buffer. Anything written after it joins it in the
+/// session's own buffer (one contiguous write per session per turn).
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
     work: VecDeque<Job>,
-    buffers: BTreeMap<SessionId, Buffer>,
+    /// Looked up once per frame (a room message: once per member), never iterated. Session
+    /// ids are the server's own choice, so a fixed key is enough.
+    buffers: IntKeyedMap<SessionId, Buffer>,
+    /// Where each frame is encoded before it is appended to its session's buffer.
+    scratch: Vec<u8>,
     /// Sessions with bytes to send, in the order they were first written to.
     dirty: VecDeque<SessionId>,
     /// The last bytes of sessions that ended, before their close.
@@ -89,8 +113,48 @@ pub(crate) struct Outbox {
 
 #[derive(Debug, Default)]
 struct Buffer {
+    /// Frames for this session alone, in order (after `shared`, if any).
     out: BytesMut,
+    /// A frame shared with other sessions, when it was the first written this turn.
+    shared: Option<Bytes>,
     dirty: bool,
+    /// How much the next turn reserves: the largest of the last turn's output and half
+    /// the previous hint (a busy session alternating with small turns, as a sender's
+    /// answers and a recipient's acknowledgements do, keeps most of its room); at most
+    /// [`KEPT_OUTPUT`].
+    hint: usize,
+}
+
+impl Buffer {
+    /// Everything written since the last call, as one `Bytes` (`None`: nothing).
+    fn take(&mut self) -> Option<Bytes> {
+        if let Some(shared) = self.shared.take() {
+            debug_assert!(self.out.is_empty(), "a write after the shared frame copies it into `out`");
+            self.follow(shared.len());
+            return Some(shared);
+        }
+        if self.out.is_empty() {
+            return None;
+        }
+        self.follow(self.out.len());
+        Some(self.out.split().freeze())
+    }
+
+    fn follow(&mut self, written: usize) {
+        self.hint = written.max(self.hint / 2).min(KEPT_OUTPUT);
+    }
+
+    /// The session's own buffer, ready for more frames: large enough for a turn like
+    /// the last, and holding the shared frame written before, if any.
+    fn own(&mut self) -> &mut BytesMut {
+        if self.out.is_empty() && self.out.capacity() < self.hint {
+            self.out.reserve(self.hint);
+        }
+        if let Some(shared) = self.shared.take() {
+            self.out.extend_from_slice(&shared);
+        }
+        &mut self.out
+    }
 }
 
 impl Outbox {
@@ -101,10 +165,10 @@ impl Outbox {
 
     /// A session ended: what it had to send goes out before its close.
     pub(crate) fn end(&mut self, session: SessionId, code: u16, reason: String) {
-        if let Some(b) = self.buffers.remove(&session)
-            && !b.out.is_empty()
+        if let Some(mut b) = self.buffers.remove(&session)
+            && let Some(bytes) = b.take()
         {
-            self.last.push_back((session, b.out.freeze()));
+            self.last.push_back((session, bytes));
         }
         self.closes.push_back((session, code, reason.clone()));
         self.events.push_back(ServerLog::SessionClosed { session, code, reason });
@@ -119,25 +183,37 @@ impl Outbox {
     }
 
     /// A session's buffer, marked for the next `Transmit`.
-    fn out(&mut self, session: SessionId) -> Option<&mut BytesMut> {
+    fn buffer(&mut self, session: SessionId) -> Option<&mut Buffer> {
         let b = self.buffers.get_mut(&session)?;
         if !b.dirty {
             b.dirty = true;
             self.dirty.push_back(session);
         }
-        Some(&mut b.out)
+        Some(b)
     }
 
     pub(crate) fn send(&mut self, session: SessionId, message: Message) {
-        if let Some(out) = self.out(session) {
-            message.encode(&[], out);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        message.encode_to_vec(&[], &mut scratch);
+        if let Some(b) = self.buffer(session) {
+            b.own().extend_from_slice(&scratch);
+        }
+        // A large frame (a room's history) does not pin its size.
+        if scratch.capacity() <= KEPT_SCRATCH {
+            self.scratch = scratch;
         }
     }
 
-    /// Appends an already encoded frame (room fan-out encodes once for all members).
-    pub(crate) fn send_encoded(&mut self, session: SessionId, frame: &[u8]) {
-        if let Some(out) = self.out(session) {
-            out.extend_from_slice(frame);
+    /// Sends a frame encoded once for several sessions (a room message): kept as the
+    /// same `Bytes` if it is the session's only frame of the turn, else copied after the others.
+    pub(crate) fn send_shared(&mut self, session: SessionId, frame: &Bytes) {
+        if let Some(b) = self.buffer(session) {
+            if b.out.is_empty() && b.shared.is_none() {
+                b.shared = Some(frame.clone());
+            } else {
+                b.own().extend_from_slice(frame);
+            }
         }
     }
 
@@ -188,8 +264,8 @@ impl Outbox {
         for session in self.dirty.drain(..) {
             if let Some(b) = self.buffers.get_mut(&session) {
                 b.dirty = false;
-                if !b.out.is_empty() {
-                    actions.push(Action::Transmit { session, bytes: b.out.split().freeze() });
+                if let Some(bytes) = b.take() {
+                    actions.push(Action::Transmit { session, bytes });
                 }
             }
         }
@@ -242,6 +318,66 @@ mod tests {
         let transmits = o.take_transmits();
         assert_eq!(transmits.iter().map(|(s, bytes)| (*s, decode(bytes).len())).collect::<Vec<_>>(), [(b, 2), (a, 1)]);
         assert!(o.take_actions().is_empty());
+    }
+
+    #[test]
+    fn a_shared_frame_is_linked_not_copied_and_keeps_its_place_among_own_frames() {
+        let mut o = Outbox::default();
+        let (a, b) = (SessionId(1), SessionId(2));
+        o.open(a);
+        o.open(b);
+        let shared = Message::Ping(Ping { nonce: 7 }).to_bytes(&[]);
+        let c = SessionId(3);
+        o.open(c);
+        o.send_shared(a, &shared);
+        o.send(b, Message::Ping(Ping { nonce: 1 }));
+        o.send_shared(b, &shared);
+        o.send(b, Message::Ping(Ping { nonce: 2 }));
+        o.send_shared(c, &shared);
+        o.send_shared(c, &shared);
+        o.send(c, Message::Ping(Ping { nonce: 3 }));
+        let transmits = o.take_transmits();
+        let [(sa, alone), (sb, mixed), (sc, shared_first)] = &transmits[..] else { panic!("{transmits:?}") };
+        assert_eq!((*sa, *sb, *sc), (a, b, c));
+        assert_eq!(alone.as_ptr(), shared.as_ptr(), "a turn of one shared frame hands out that very buffer");
+        let nonces = |bytes: &Bytes| -> Vec<u64> {
+            decode(bytes)
+                .into_iter()
+                .map(|m| match m {
+                    Message::Ping(p) => p.nonce,
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
+        assert_eq!(nonces(mixed), [1, 7, 2], "own, shared, own: in the order written");
+        assert_eq!(nonces(shared_first), [7, 7, 3], "shared, shared, own: in the order written");
+        assert!(o.take_actions().is_empty());
+        o.send_shared(a, &shared);
+        o.end(a, 503, "bye".into());
+        let actions = o.take_actions();
+        assert!(matches!(&actions[0], Action::Transmit { bytes, .. } if bytes.as_ptr() == shared.as_ptr()));
+    }
+
+    #[test]
+    fn a_busy_session_starts_its_next_turn_with_room_for_as_much() {
+        let mut o = Outbox::default();
+        let a = SessionId(1);
+        o.open(a);
+        for nonce in 0..1000 {
+            o.send(a, Message::Ping(Ping { nonce }));
+        }
+        let [(_, first)] = &o.take_transmits()[..] else { panic!("one transmit") };
+        o.send(a, Message::Ping(Ping { nonce: 0 }));
+        let b = &o.buffers[&a];
+        assert!(b.out.capacity() >= first.len(), "{} < {}", b.out.capacity(), first.len());
+        let [(_, second)] = &o.take_transmits()[..] else { panic!("one transmit") };
+        assert_eq!(second.len(), first.len() / 1000);
+        assert_eq!(o.buffers[&a].hint, first.len() / 2, "a small turn halves the hint");
+        for _ in 0..20 {
+            o.send(a, Message::Ping(Ping { nonce: 0 }));
+            let _ = o.take_transmits();
+        }
+        assert_eq!(o.buffers[&a].hint, second.len(), "down to the size of the turns");
     }
 
     #[test]

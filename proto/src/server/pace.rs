@@ -20,7 +20,9 @@
 //! queued. Until the pace is known, only `max_pending_jobs` bounds the
 //! queue.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::Instant;
 
 /// Jobs that must stay out between two completions for their gap to count.
 pub(crate) const SATURATED: usize = 8;

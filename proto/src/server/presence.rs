@@ -4,7 +4,9 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::Instant;
 
 use super::keyed::{Keyed, KeyedMap};
 use super::session::{Bound, LoginStep, Session};
@@ -99,6 +101,11 @@ impl Presence {
     /// The session `user` is online on.
     pub(crate) fn online(&self, user: &str) -> Option<SessionId> {
         self.online.get(user).copied()
+    }
+
+    /// The session `user` is online on, with the name as the session holds it (shared).
+    pub(crate) fn online_named(&self, user: &str) -> Option<(&Arc<str>, SessionId)> {
+        self.online.get_key_value(user).map(|(name, s)| (name, *s))
     }
 
     /// The user and token family a session acts for.

@@ -5,7 +5,9 @@
 //! connections cannot race past the check.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::Instant;
 
 /// The wait suggested while an attempt of the same key is being hashed.
 pub(crate) const IN_FLIGHT_RETRY: Duration = Duration::from_secs(1);

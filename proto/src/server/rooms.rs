@@ -158,7 +158,7 @@ pub(super) fn send(
         let frame = Message::Event(Event { request_id: 0, timestamp_ms: now.unix_ms, body: event.into() });
         let bytes = frame.to_bytes(&[]);
         for target in targets {
-            outbox.send_encoded(target, &bytes);
+            outbox.send_shared(target, &bytes);
         }
     }
     if let Some(upto) = trim {

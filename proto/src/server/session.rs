@@ -1,6 +1,6 @@
 //! Per-connection state inside the server machine.
 
-use std::time::Instant;
+use crate::Instant;
 
 use bytes::Bytes;
 

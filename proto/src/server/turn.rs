@@ -1,9 +1,13 @@
 //! [`Turn`]: what one drain of the server produced, and the durability
 //! barrier between a turn's changes and its frames.
 //!
-//! The rules and an example are on [`Turn`].
+//! The rules and an example are on [`Turn`]. A loop that commits off its
+//! own thread (the server's pipelined group commit) splits each turn with a
+//! [`Sequencer`] into a [`Batch`] of changes, for the committer, and a
+//! [`Pending`] turn, whose actions it gets back only with a [`Receipt`] that
+//! [`Batch::commit_group`] gave for that turn or a later one.
 
-use std::time::Instant;
+use crate::Instant;
 
 use bytes::Bytes;
 
@@ -181,7 +185,8 @@ impl Turn {
 }
 
 impl Committed {
-    /// The changes that were committed.
+    /// The changes that were committed (empty for a turn released from a
+    /// [`Pending`]: its changes went to the store in a [`Batch`]).
     #[must_use]
     pub fn changes(&self) -> &[Change] {
         &self.changes
@@ -212,5 +217,191 @@ impl IntoIterator for Committed {
 
     fn into_iter(self) -> Self::IntoIter {
         self.actions.into_iter()
+    }
+}
+
+/// Numbers the turns of a pipelined loop: [`defer`](Self::defer) splits a
+/// turn into a [`Batch`] (its changes, for a committer that may run on
+/// another thread) and a [`Pending`] turn (its actions, held until a
+/// [`Receipt`] covers it).
+///
+/// A turn with changes gets the next number; a turn without any gets the
+/// number of the last turn that had some, so it is released after that one
+/// is durable: its frames may show what the earlier turns changed. Batches
+/// must be committed in the order of their numbers, each exactly once
+/// (a committer takes them from a FIFO queue): a receipt for number `n`
+/// releases every pending turn numbered up to `n`.
+///
+/// ```
+/// use std::time::Instant;
+/// use confab_proto::server::{Batch, HashParams, MemoryStore, Receipt, Sequencer};
+/// use confab_proto::{Now, Server, ServerConfig};
+///
+/// let now = Now::new(Instant::now(), 1_795_305_600_000);
+/// let config = ServerConfig { hash_params: HashParams::INSECURE_FAST, ..ServerConfig::default() };
+/// let mut store = MemoryStore::new(&config);
+/// let mut server = Server::new(config, [1; 32], now)?;
+/// let mut sequencer = Sequencer::default();
+/// let (batch, pending) = sequencer.defer(server.drain());
+/// // ... the batch goes to a committer thread, which may take several at once:
+/// let receipt = Batch::commit_group(vec![batch], &mut store)?;
+/// // ... the receipt comes back to the loop, which releases what it covers:
+/// let committed = pending.release(&receipt).expect("covered");
+/// # let _ = committed;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// A pending turn's actions stay private without a receipt, and only a
+/// commit makes a receipt that covers a turn with changes:
+///
+/// ```compile_fail,E0451
+/// use confab_proto::server::Receipt;
+///
+/// let forged = Receipt { upto: u64::MAX };
+/// ```
+#[derive(Debug, Default)]
+pub struct Sequencer {
+    /// The number of the last turn that had changes (0: none yet).
+    last: u64,
+}
+
+/// The changes of one turn, numbered by a [`Sequencer`], on their way to a
+/// store: commit them (with the batches queued behind them) with
+/// [`Batch::commit_group`].
+#[derive(Debug)]
+#[must_use = "a batch not committed leaves its turn pending forever"]
+pub struct Batch {
+    seq: u64,
+    changes: Vec<Change>,
+}
+
+/// A turn whose changes are on their way to the store: its actions and
+/// timer, released by a [`Receipt`] that covers it.
+#[derive(Debug)]
+#[must_use = "a pending turn's frames must be released once it is durable"]
+pub struct Pending {
+    seq: u64,
+    changes: usize,
+    actions: Vec<Action>,
+    timeout: Option<Instant>,
+}
+
+/// Proof that every batch numbered up to [`upto`](Self::upto) is durable:
+/// made only by [`Batch::commit_group`] (or, covering nothing, by
+/// `Receipt::default()`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Receipt {
+    upto: u64,
+}
+
+impl Sequencer {
+    /// Takes the turn's jobs first (start them at once, as with
+    /// [`Turn::commit`]); numbers it and splits it.
+    pub fn defer(&mut self, turn: Turn) -> (Batch, Pending) {
+        debug_assert!(turn.jobs.is_empty(), "take the turn's jobs before deferring it");
+        if !turn.changes.is_empty() {
+            self.last += 1;
+        }
+        let pending =
+            Pending { seq: self.last, changes: turn.changes.len(), actions: turn.actions, timeout: turn.timeout };
+        (Batch { seq: self.last, changes: turn.changes }, pending)
+    }
+
+    /// The number of the last turn that had changes (0: none yet).
+    #[must_use]
+    pub fn last(&self) -> u64 {
+        self.last
+    }
+}
+
+impl Batch {
+    /// The turn's number.
+    #[must_use]
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The turn's changes.
+    #[must_use]
+    pub fn changes(&self) -> &[Change] {
+        &self.changes
+    }
+
+    /// No change: nothing to commit (its pending turn waits only for the
+    /// turns before it).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// Commits the changes of `batches`, in order, as **one** commit of
+    /// `store` (one transaction, one sync: several turns share it), and
+    /// returns the receipt of the highest number among them. `batches` are
+    /// the next ones in number order, each committed once.
+    ///
+    /// # Errors
+    /// The store's: nothing of these turns, nor of any later one, may then
+    /// be written; the caller stops.
+    pub fn commit_group<D: Durable<[Change]> + ?Sized>(
+        batches: Vec<Batch>,
+        store: &mut D,
+    ) -> Result<Receipt, D::Error> {
+        let upto = batches.iter().map(|b| b.seq).max().unwrap_or(0);
+        debug_assert!(batches.windows(2).all(|w| w[0].seq <= w[1].seq), "batches are committed in number order");
+        match batches.len() {
+            0 => {}
+            1 => store.commit(&batches[0].changes)?,
+            _ => {
+                let changes: Vec<Change> = batches.into_iter().flat_map(|b| b.changes).collect();
+                store.commit(&changes)?;
+            }
+        }
+        Ok(Receipt { upto })
+    }
+}
+
+impl Pending {
+    /// The turn's number (see [`Sequencer`]).
+    #[must_use]
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// How many changes the turn had.
+    #[must_use]
+    pub fn changes(&self) -> usize {
+        self.changes
+    }
+
+    /// Call [`Server::handle_timeout`] at this instant (or at the next
+    /// input): a timer reveals nothing, so it need not wait for the commit.
+    #[must_use]
+    pub fn timeout(&self) -> Option<Instant> {
+        self.timeout
+    }
+
+    /// No action: nothing to write, close or log once durable.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+
+    /// The turn's actions, if `receipt` covers it; else the turn back.
+    ///
+    /// # Errors
+    /// The receipt is older than this turn: hold it until a later one.
+    pub fn release(self, receipt: &Receipt) -> Result<Committed, Pending> {
+        if self.seq > receipt.upto {
+            return Err(self);
+        }
+        Ok(Committed { changes: Vec::new(), actions: self.actions, timeout: self.timeout })
+    }
+}
+
+impl Receipt {
+    /// Every batch numbered up to this one is durable.
+    #[must_use]
+    pub fn upto(&self) -> u64 {
+        self.upto
     }
 }

@@ -7,9 +7,9 @@
 //! (big-endian), `names` (u16 count + names), `entries` (u16 count + history
 //! entries).
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
-use super::codec::{FieldValue, Reader, put};
+use super::codec::{FieldValue, Reader, Sink, put};
 use crate::wire::DecodeError;
 
 macro_rules! field_type {
@@ -47,7 +47,7 @@ macro_rules! bodies {
             }
 
             #[allow(unused_variables)]
-            pub(crate) fn encode(&self, out: &mut BytesMut) {
+            pub(crate) fn encode<S: Sink>(&self, out: &mut S) {
                 $( put::$kind(out, &self.$field); )*
             }
 

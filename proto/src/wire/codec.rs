@@ -164,46 +164,88 @@ impl<'a> Reader<'a> {
 pub(crate) mod put {
     use super::*;
 
-    pub(crate) fn u16(out: &mut BytesMut, v: &u16) {
-        out.put_u16(*v);
+    pub(crate) fn u16<S: Sink>(out: &mut S, v: &u16) {
+        out.put(&v.to_be_bytes());
     }
-    pub(crate) fn u32(out: &mut BytesMut, v: &u32) {
-        out.put_u32(*v);
+    pub(crate) fn u32<S: Sink>(out: &mut S, v: &u32) {
+        out.put(&v.to_be_bytes());
     }
-    pub(crate) fn u64(out: &mut BytesMut, v: &u64) {
-        out.put_u64(*v);
+    pub(crate) fn u64<S: Sink>(out: &mut S, v: &u64) {
+        out.put(&v.to_be_bytes());
     }
-    fn short(out: &mut BytesMut, bytes: &[u8]) {
-        out.put_u16(u16::try_from(bytes.len()).expect("field longer than a u16 prefix allows"));
-        out.put_slice(bytes);
+    fn short<S: Sink>(out: &mut S, bytes: &[u8]) {
+        out.put(&u16::try_from(bytes.len()).expect("field longer than a u16 prefix allows").to_be_bytes());
+        out.put(bytes);
     }
-    fn long(out: &mut BytesMut, bytes: &[u8]) {
-        out.put_u32(u32::try_from(bytes.len()).expect("field longer than a u32 prefix allows"));
-        out.put_slice(bytes);
+    fn long<S: Sink>(out: &mut S, bytes: &[u8]) {
+        out.put(&u32::try_from(bytes.len()).expect("field longer than a u32 prefix allows").to_be_bytes());
+        out.put(bytes);
     }
-    pub(crate) fn name(out: &mut BytesMut, v: &str) {
+    pub(crate) fn name<S: Sink>(out: &mut S, v: &str) {
         short(out, v.as_bytes());
     }
-    pub(crate) fn text(out: &mut BytesMut, v: &str) {
+    pub(crate) fn text<S: Sink>(out: &mut S, v: &str) {
         short(out, v.as_bytes());
     }
-    pub(crate) fn long_text(out: &mut BytesMut, v: &str) {
+    pub(crate) fn long_text<S: Sink>(out: &mut S, v: &str) {
         long(out, v.as_bytes());
     }
-    pub(crate) fn blob(out: &mut BytesMut, v: &Bytes) {
+    pub(crate) fn blob<S: Sink>(out: &mut S, v: &Bytes) {
         long(out, v);
     }
-    pub(crate) fn names(out: &mut BytesMut, v: &[String]) {
-        out.put_u16(u16::try_from(v.len()).expect("list longer than a u16 count allows"));
+    pub(crate) fn names<S: Sink>(out: &mut S, v: &[String]) {
+        out.put(&u16::try_from(v.len()).expect("list longer than a u16 count allows").to_be_bytes());
         for n in v {
             name(out, n);
         }
     }
-    pub(crate) fn entries(out: &mut BytesMut, v: &[HistoryEntry]) {
-        out.put_u16(u16::try_from(v.len()).expect("list longer than a u16 count allows"));
+    pub(crate) fn entries<S: Sink>(out: &mut S, v: &[HistoryEntry]) {
+        out.put(&u16::try_from(v.len()).expect("list longer than a u16 count allows").to_be_bytes());
         for m in v {
             m.encode(out);
         }
+    }
+}
+
+/// Where the encoders write: a `BytesMut` (the public [`Message::encode`](super::Message::encode))
+/// or a `Vec<u8>` (the server's per-session output, whose small appends the compiler
+/// turns into plain stores: `BytesMut::put_slice` stays a call and a `memcpy` per field).
+pub(crate) trait Sink {
+    /// Appends `bytes`.
+    fn put(&mut self, bytes: &[u8]);
+    /// Bytes written so far.
+    fn written(&self) -> usize;
+    /// Overwrites the bytes at `at` (already written) with `bytes`.
+    fn patch(&mut self, at: usize, bytes: &[u8]);
+}
+
+impl Sink for BytesMut {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.put_slice(bytes);
+    }
+    #[inline]
+    fn written(&self) -> usize {
+        self.len()
+    }
+    #[inline]
+    fn patch(&mut self, at: usize, bytes: &[u8]) {
+        self[at..at + bytes.len()].copy_from_slice(bytes);
+    }
+}
+
+impl Sink for Vec<u8> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+    #[inline]
+    fn written(&self) -> usize {
+        self.len()
+    }
+    #[inline]
+    fn patch(&mut self, at: usize, bytes: &[u8]) {
+        self[at..at + bytes.len()].copy_from_slice(bytes);
     }
 }
 

@@ -10,6 +10,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use nom::number::complete::{be_u8, be_u32, be_u64};
 
+use crate::wire::codec::Sink;
 use crate::wire::{DecodeError, Limits};
 
 /// The only protocol version this implementation speaks.
@@ -196,27 +197,26 @@ impl Frame {
 }
 
 /// Writes a frame header. `len_auth` must fit in a `u32`.
-pub(crate) fn write_header(out: &mut BytesMut, frame_type: FrameType, len_auth: usize, len_data: usize) {
-    out.reserve(HEADER_LEN);
-    out.put_u8(VERSION);
-    out.put_u8(frame_type as u8);
-    out.put_u32(u32::try_from(len_auth).expect("auth part longer than u32::MAX"));
-    out.put_u64(len_data as u64);
+pub(crate) fn write_header<S: Sink>(out: &mut S, frame_type: FrameType, len_auth: usize, len_data: usize) {
+    // One copy of the whole header (each `put_*` is a call and a copy of its own).
+    let mut header = [0u8; HEADER_LEN];
+    header[0] = VERSION;
+    header[1] = frame_type as u8;
+    header[2..6].copy_from_slice(&u32::try_from(len_auth).expect("auth part longer than u32::MAX").to_be_bytes());
+    header[6..].copy_from_slice(&(len_data as u64).to_be_bytes());
+    out.put(&header);
 }
 
 /// Writes a frame whose data is produced by `write_data` directly into `out`
 /// (no intermediate buffer): the `len_data` field is patched afterwards.
-pub(crate) fn encode_with(
-    out: &mut BytesMut,
-    frame_type: FrameType,
-    auth: &[u8],
-    write_data: impl FnOnce(&mut BytesMut),
-) {
-    let start = out.len();
+pub(crate) fn encode_with<S: Sink>(out: &mut S, frame_type: FrameType, auth: &[u8], write_data: impl FnOnce(&mut S)) {
+    let start = out.written();
     write_header(out, frame_type, auth.len(), 0);
-    out.put_slice(auth);
-    let data_start = out.len();
+    if !auth.is_empty() {
+        out.put(auth);
+    }
+    let data_start = out.written();
     write_data(out);
-    let len_data = (out.len() - data_start) as u64;
-    out[start + 6..start + HEADER_LEN].copy_from_slice(&len_data.to_be_bytes());
+    let len_data = (out.written() - data_start) as u64;
+    out.patch(start + 6, &len_data.to_be_bytes());
 }

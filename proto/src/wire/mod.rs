@@ -38,7 +38,7 @@ pub use status::Status;
 
 use bytes::{Bytes, BytesMut};
 
-use codec::Reader;
+use codec::{Reader, Sink};
 use frame::encode_with;
 
 macro_rules! body_enum {
@@ -69,7 +69,7 @@ macro_rules! body_enum {
                 }
             }
 
-            fn encode(&self, out: &mut BytesMut) {
+            fn encode<S: Sink>(&self, out: &mut S) {
                 match self { $( $enum::$variant(b) => b.encode(out), )* }
             }
 
@@ -266,7 +266,7 @@ impl ResponseBody {
         })
     }
 
-    fn encode(&self, out: &mut BytesMut) {
+    fn encode<S: Sink>(&self, out: &mut S) {
         match self {
             ResponseBody::Empty => {}
             ResponseBody::Error(b) => b.encode(out),
@@ -444,6 +444,12 @@ impl Message {
         encode_with(out, self.frame_type(), auth, |out| self.encode_data(out));
     }
 
+    /// [`encode`](Self::encode) into a `Vec<u8>`: the same bytes, cheaper to append (the
+    /// server's per-session output).
+    pub fn encode_to_vec(&self, auth: &[u8], out: &mut Vec<u8>) {
+        encode_with(out, self.frame_type(), auth, |out| self.encode_data(out));
+    }
+
     /// This message as one frame in a new buffer.
     #[must_use]
     pub fn to_bytes(&self, auth: &[u8]) -> Bytes {
@@ -452,13 +458,10 @@ impl Message {
         out.freeze()
     }
 
-    fn encode_data(&self, out: &mut BytesMut) {
-        use bytes::BufMut;
+    fn encode_data<S: Sink>(&self, out: &mut S) {
         match self {
             Message::Request(r) => {
-                out.put_u32(r.body.opcode().as_u32());
-                out.put_u32(r.request_id);
-                out.put_u64(r.timestamp_ms);
+                out.put(&fixed_prefix(r.body.opcode().as_u32(), r.request_id, r.timestamp_ms));
                 r.body.encode(out);
             }
             Message::Response(r) => {
@@ -467,17 +470,15 @@ impl Message {
                     ResponseKind::of(r.opcode, r.status),
                     "response body does not fit its opcode and status"
                 );
-                out.put_u32(r.opcode.as_u32());
-                out.put_u32(r.request_id);
-                out.put_u64(r.timestamp_ms);
-                out.put_u8(r.status as u8);
-                out.put_u16(r.code);
+                let mut prefix = [0u8; 19];
+                prefix[..16].copy_from_slice(&fixed_prefix(r.opcode.as_u32(), r.request_id, r.timestamp_ms));
+                prefix[16] = r.status as u8;
+                prefix[17..].copy_from_slice(&r.code.to_be_bytes());
+                out.put(&prefix);
                 r.body.encode(out);
             }
             Message::Event(e) => {
-                out.put_u32(e.body.opcode().as_u32());
-                out.put_u32(e.request_id);
-                out.put_u64(e.timestamp_ms);
+                out.put(&fixed_prefix(e.body.opcode().as_u32(), e.request_id, e.timestamp_ms));
                 e.body.encode(out);
             }
             Message::Ping(p) => p.encode(out),
@@ -496,4 +497,14 @@ fn read_opcode(r: &mut Reader<'_>, frame_type: FrameType, want_request: bool) ->
         return Err(DecodeError::WrongDirection { opcode: n, frame_type: frame_type.name(), offset });
     }
     Ok(opcode)
+}
+
+/// The fields every request, response and event starts with (opcode,
+/// request id, timestamp), as one array: written with one copy.
+fn fixed_prefix(opcode: u32, request_id: u32, timestamp_ms: u64) -> [u8; 16] {
+    let mut prefix = [0u8; 16];
+    prefix[..4].copy_from_slice(&opcode.to_be_bytes());
+    prefix[4..8].copy_from_slice(&request_id.to_be_bytes());
+    prefix[8..].copy_from_slice(&timestamp_ms.to_be_bytes());
+    prefix
 }

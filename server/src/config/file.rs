@@ -25,6 +25,7 @@ pub(super) struct FileConfig {
     pub listen: SocketAddr,
     pub tcp_listen: Option<SocketAddr>,
     pub quic_listen: Option<SocketAddr>,
+    pub ws_listen: Option<SocketAddr>,
     pub cert_chain: Option<PathBuf>,
     pub private_key: Option<PathBuf>,
     pub max_connections: usize,
@@ -33,10 +34,12 @@ pub(super) struct FileConfig {
     pub limits: LimitsSection,
     pub argon2: Argon2Section,
     pub tcp: TcpSection,
+    pub ws: super::ws::WsSection,
     pub codes: Option<CodesSection>,
     pub phantom: Option<PhantomSection>,
     pub oidc: Option<OidcSection>,
     pub log: LogSection,
+    pub store: StoreSection,
 }
 
 impl Default for FileConfig {
@@ -47,6 +50,7 @@ impl Default for FileConfig {
             listen: DEFAULT_LISTEN,
             tcp_listen: None,
             quic_listen: None,
+            ws_listen: None,
             cert_chain: None,
             private_key: None,
             max_connections: s.max_sessions,
@@ -55,10 +59,12 @@ impl Default for FileConfig {
             limits: LimitsSection::from(s.limits),
             argon2: Argon2Section::from(s.hash_params),
             tcp: TcpSection::default(),
+            ws: super::ws::WsSection::default(),
             codes: None,
             phantom: None,
             oidc: None,
             log: LogSection::default(),
+            store: StoreSection::default(),
         }
     }
 }
@@ -76,6 +82,32 @@ impl Default for LogSection {
         let l = LogLimits::default();
         LogSection { burst: l.burst, interval_secs: l.interval.as_secs() }
     }
+}
+
+/// `[store]`: how commits are made durable (see `crate::store::Fsync`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct StoreSection {
+    pub fsync: FsyncName,
+    pub fsync_interval_ms: u64,
+}
+
+/// `fsync_interval_ms` when the file does not set it: a power loss loses at
+/// most a second of commits, as with Redis's `appendfsync everysec`.
+pub(super) const DEFAULT_FSYNC_INTERVAL_MS: u64 = 1000;
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection { fsync: FsyncName::Always, fsync_interval_ms: DEFAULT_FSYNC_INTERVAL_MS }
+    }
+}
+
+/// `store.fsync`, spelled in lowercase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum FsyncName {
+    Always,
+    Interval,
 }
 
 /// `duplicate_login`, spelled in lowercase.

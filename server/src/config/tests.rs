@@ -111,7 +111,7 @@ fn config_example_file_lists_every_key() {
     let text = uncommented(EXAMPLE);
     let parsed: FileConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("the uncommented example: {e}"));
     // Every optional key is shown in the example.
-    assert!(parsed.tcp_listen.is_some() && parsed.quic_listen.is_some());
+    assert!(parsed.tcp_listen.is_some() && parsed.quic_listen.is_some() && parsed.ws_listen.is_some());
     assert!(parsed.cert_chain.is_some() && parsed.private_key.is_some());
     let (phantom, oidc) = (parsed.phantom.clone().unwrap(), parsed.oidc.clone().unwrap());
     assert!(!oidc.allowed_azp.is_empty());
@@ -335,4 +335,84 @@ fn config_log_limits_are_read_and_bounded() {
         invalid_key(load_text("logmax.toml", &format!("[log]\ninterval_secs = {above}\n"))),
         "log.interval_secs"
     );
+}
+
+#[test]
+fn config_ws_listener_address_tls_origins_and_bounds() {
+    use crate::runtime::WsTls;
+    // Default: TCP's port + 2, plain on loopback, default policy and limits.
+    let c = RunConfig::default();
+    let ws = c.ws.clone().expect("a WebSocket listener by default");
+    assert_eq!(ws.listen.to_string(), "127.0.0.1:7702");
+    assert_eq!(ws.tls, WsTls::Never);
+    assert_eq!(ws.limits.conn, c.tcp_limits);
+    assert_eq!((ws.limits.max_request_bytes, ws.limits.max_message), (8192, 65536));
+    assert!(ws.policy.origins.loopback && ws.policy.origins.allowed.is_empty());
+    // --tcp-listen moves it along; --ws-listen sets it; a certificate makes it wss://.
+    let flags = RunFlags { tcp_listen: Some("127.0.0.1:9000".parse().unwrap()), ..RunFlags::default() };
+    let ws = RunConfig::load(None, &no_env, &flags).unwrap().ws.unwrap();
+    assert_eq!(ws.listen.to_string(), "127.0.0.1:9002");
+    let flags = RunFlags {
+        ws_listen: Some("127.0.0.1:0".parse().unwrap()),
+        cert_chain: Some("chain.pem".into()),
+        private_key: Some("key.pem".into()),
+        ..RunFlags::default()
+    };
+    let ws = RunConfig::load(None, &no_env, &flags).unwrap().ws.unwrap();
+    assert_eq!((ws.listen.to_string(), ws.tls), ("127.0.0.1:0".to_owned(), WsTls::Always));
+    // Not loopback: TLS, and plain is refused unless explicitly allowed.
+    let c = load_text("ws-public.toml", "ws_listen = \"0.0.0.0:443\"\n").unwrap();
+    assert_eq!(c.ws.unwrap().tls, WsTls::Always);
+    let plain = "ws_listen = \"0.0.0.0:80\"\n[ws]\ntls = \"never\"\n";
+    assert_eq!(invalid_key(load_text("ws-plain.toml", plain)), "ws.tls");
+    let err = load_text("ws-plain2.toml", plain).unwrap_err().to_string();
+    assert!(err.contains("refusing to serve plain ws:// on 0.0.0.0:80"), "{err}");
+    let allowed = format!("{plain}allow_plain_non_loopback = true\n");
+    assert_eq!(load_text("ws-plain3.toml", &allowed).unwrap().ws.unwrap().tls, WsTls::Never);
+    // Origins and the request bound.
+    let text = "[ws]\norigins = [\"https://chat.example.org\"]\nloopback_origins = false\nmax_request_bytes = 4096\n";
+    let ws = load_text("ws-origins.toml", text).unwrap().ws.unwrap();
+    assert_eq!(ws.policy.origins.allowed, vec!["https://chat.example.org".to_owned()]);
+    assert!(!ws.policy.origins.loopback);
+    assert_eq!(ws.limits.max_request_bytes, 4096);
+    assert_eq!(invalid_key(load_text("ws-o.toml", "[ws]\norigins = [\"chat.example.org\"]\n")), "ws.origins");
+    assert_eq!(invalid_key(load_text("ws-r.toml", "[ws]\nmax_request_bytes = 100\n")), "ws.max_request_bytes");
+    assert_eq!(invalid_key(load_text("ws-r2.toml", "[ws]\nmax_request_bytes = 2000000\n")), "ws.max_request_bytes");
+    let ws = load_text("ws-m.toml", "[ws]\nmax_message_bytes = 1048576\n").unwrap().ws.unwrap();
+    assert_eq!(ws.limits.max_message, 1 << 20);
+    assert_eq!(invalid_key(load_text("ws-m2.toml", "[ws]\nmax_message_bytes = 1024\n")), "ws.max_message_bytes");
+    let above = "[ws]\nmax_message_bytes = 16777217\n";
+    assert_eq!(invalid_key(load_text("ws-m3.toml", above)), "ws.max_message_bytes");
+    assert!(parse_message(load_text("ws-k.toml", "[ws]\nport = 1\n")).contains("port"));
+    // Off.
+    assert_eq!(load_text("ws-off.toml", "[ws]\nenabled = false\n").unwrap().ws, None);
+}
+
+#[test]
+fn config_store_fsync_is_read_defaulted_and_bounded() {
+    use crate::store::Fsync;
+    assert_eq!(RunConfig::default().fsync, Fsync::Always, "the safe default");
+    let c = load_text("fsync.toml", "[store]\nfsync = \"interval\"\nfsync_interval_ms = 250\n").unwrap();
+    assert_eq!(c.fsync, Fsync::Interval(Duration::from_millis(250)));
+    let c = load_text("fsync-default.toml", "[store]\nfsync = \"interval\"\n").unwrap();
+    assert_eq!(c.fsync, Fsync::Interval(Duration::from_secs(1)), "a second unless said otherwise");
+    let c = load_text("fsync-always.toml", "[store]\nfsync = \"always\"\nfsync_interval_ms = 5\n").unwrap();
+    assert_eq!(c.fsync, Fsync::Always);
+    assert_eq!(invalid_key(load_text("fsync0.toml", "[store]\nfsync_interval_ms = 0\n")), "store.fsync_interval_ms");
+    assert_eq!(
+        invalid_key(load_text("fsyncmax.toml", "[store]\nfsync = \"interval\"\nfsync_interval_ms = 60001\n")),
+        "store.fsync_interval_ms"
+    );
+    let msg = parse_message(load_text("fsync-bad.toml", "[store]\nfsync = \"sometimes\"\n"));
+    assert!(msg.contains("sometimes") && msg.contains("always") && msg.contains("interval"), "{msg}");
+}
+
+#[test]
+fn config_ws_web_serves_the_browser_client_unless_off() {
+    let ws = RunConfig::default().ws.expect("a WebSocket listener by default");
+    let site = ws.policy.site.expect("the browser client is served by default");
+    assert!(site.files.iter().any(|f| f.path == "/index.html"));
+    let off = load_text("ws-web.toml", "[ws]\nweb = false\n").unwrap().ws.unwrap();
+    assert!(off.policy.site.is_none());
+    assert!(load_text("ws-web2.toml", "[ws]\nweb = \"yes\"\n").is_err(), "a boolean");
 }

@@ -5,110 +5,78 @@
 //!             ┌──────────── loop thread (mio::Poll) ─────────────┐
 //!  TCP+TLS ──►│ TcpServer ─┐                                      │
 //!             │            ├─► NetEvent ─► Server (sans-IO core)  │
-//!  QUIC ─────►│ Hub ───────┤        ▲          │ Turn: commit ─►  │
-//!  (tokio     │            │        │          │  Store, then     │
-//!   thread)   │ Workers ───┘ JobResult   jobs ─┴─► Workers, conns │
+//!  QUIC ─────►│ QuicServer ┤        ▲          │ Turn: commit ─►  │
+//!  (UDP)      │ Hub ───────┤        │          │  Store, then     │
+//!             │ Workers ───┘ JobResult   jobs ─┴─► Workers, conns │
 //!  mem ──────►│                                                   │
 //!             └───────────────────────────────────────────────────┘
 //! ```
 //!
 //! One turn of the loop: wait for readiness (or the core's next timer),
 //! feed every event to the core, then drain it: each [`Turn`] hands its
-//! jobs to the workers and its frames and closes out only through
-//! `Turn::commit`, which commits the turn's changes to the store in one
-//! transaction first. No acknowledgement ever precedes durability. A failed
-//! commit stops the server before anything of that turn is written
-//! (fail-stop: the store, not the network, is the source of truth).
+//! jobs to the workers; its changes go to the committer and its frames and
+//! closes are held until the committer reports them durable (pipelined
+//! group commit, `runtime/commit.rs`: the loop keeps reading and routing while a
+//! commit runs, and the next commit takes every turn gathered meanwhile).
+//! Held turns are released in turn order. No acknowledgement ever precedes
+//! durability. A failed commit stops the server before anything of that
+//! turn, or of any later one, is written (fail-stop: the store, not the
+//! network, is the source of truth).
 //!
 //! [`Turn`]: confab_proto::server::Turn
 //!
-//! Threads: the loop; the argon2 [`workers`]; QUIC's tokio runtime
-//! (`confab_transports::quic`). TCP connections are sources of the loop's
-//! own poll. Time is read here (the core never reads a clock) and passed
-//! in as [`Now`].
+//! Threads: the loop; the committer ([`CommitMode::Pipelined`]); the argon2
+//! workers (`workers.rs`). TCP and WebSocket connections and the QUIC
+//! endpoint's UDP socket are sources of the loop's own poll; each turn ends
+//! with one QUIC flush (every connection's datagrams of the turn, in GSO
+//! batches). Time is read here (the core never reads a clock) and passed in
+//! as [`Now`].
 
+mod commit;
 mod jwks;
 mod log;
+mod node_config;
 mod refusals;
 mod workers;
+mod ws;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use confab_proto::server::{Action, Change, SourceKey, State};
-use confab_proto::{Durable, Now, Server, ServerConfig, SessionId};
+use confab_proto::server::{Action, Change, Committed, Pending, Receipt, Sequencer, SourceKey, State};
+use confab_proto::{Durable, Now, Server, SessionId};
 use confab_transports::hub::{ConnId, ConnIds, Hub, HubSender, NetEvent, Transport};
 use confab_transports::mem::{self, MemLink};
-use confab_transports::quic::{QuicLimits, QuicServer};
-use confab_transports::tcp::{TcpLimits, TcpServer};
-use confab_transports::tls::{self, ServerIdentity};
+use confab_transports::quic::QuicServer;
+use confab_transports::tcp::TcpServer;
+use confab_transports::tls;
 use mio::{Events, Poll, Token};
 use tracing::{debug, error, info, warn};
 
+use commit::Committer;
+pub use commit::{CommitMode, DEFAULT_MAX_TURNS};
 use jwks::JwksFile;
 use log::EventLog;
 pub use log::LogLimits;
+pub use node_config::NodeConfig;
 use refusals::RefusalLog;
 use workers::Workers;
+pub use ws::{WsConfig, WsSetupError, WsTls};
 
 /// The one waker of the poll (mio allows one): off-thread transports, the
 /// argon2 workers and [`NodeHandle::stop`] all wake the loop through it, and
 /// each turn checks all of them.
 const WAKE: Token = Token(0);
 
+/// The QUIC endpoint's UDP socket (below the TCP and WebSocket servers' tokens).
+const QUIC: Token = Token(1);
+
 /// How long a graceful stop waits for sessions to flush their last frames.
 const STOP_GRACE: Duration = Duration::from_secs(3);
-
-/// What a [`Node`] serves.
-#[derive(Debug, Clone)]
-pub struct NodeConfig {
-    /// The core's limits and parameters.
-    pub server: ServerConfig,
-    /// TCP+TLS listen address; `None`: no TCP.
-    pub tcp: Option<SocketAddr>,
-    /// QUIC (UDP) listen address; `None`: no QUIC.
-    pub quic: Option<SocketAddr>,
-    /// The TLS certificate and key of both.
-    pub identity: ServerIdentity,
-    /// TCP connection limits.
-    pub tcp_limits: TcpLimits,
-    /// QUIC connection limits.
-    pub quic_limits: QuicLimits,
-    /// argon2 worker threads.
-    pub workers: usize,
-    /// The OIDC provider's JWK Set file, read again whenever the core asks
-    /// for the set (`OidcConfig::jwks_refresh`, and a token naming an
-    /// unknown key); `None`: no OIDC, or keys fixed. Whatever keeps the
-    /// file current (a cron job fetching the provider's `jwks_uri`, a config
-    /// manager) is followed within `jwks_refresh`; a provider publishes a new
-    /// key well before signing with it.
-    pub oidc_jwks_file: Option<PathBuf>,
-    /// How many log lines of each kind are written per interval.
-    pub log: LogLimits,
-}
-
-impl NodeConfig {
-    /// TCP and QUIC on `addr` (port 0: two ephemeral ports), default limits.
-    #[must_use]
-    pub fn new(server: ServerConfig, addr: SocketAddr, identity: ServerIdentity) -> NodeConfig {
-        NodeConfig {
-            server,
-            tcp: Some(addr),
-            quic: Some(addr),
-            identity,
-            tcp_limits: TcpLimits::default(),
-            quic_limits: QuicLimits::default(),
-            workers: std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4),
-            oidc_jwks_file: None,
-            log: LogLimits::default(),
-        }
-    }
-}
 
 /// Stops a running [`Node`] and makes in-memory links to it, from any thread.
 #[derive(Debug, Clone)]
@@ -138,7 +106,7 @@ impl NodeHandle {
 pub struct RunSummary {
     /// Connections accepted over the run.
     pub connections: u64,
-    /// Transactions committed.
+    /// Transactions committed (one may hold several turns).
     pub commits: u64,
     /// Changes committed.
     pub changes: u64,
@@ -157,11 +125,6 @@ pub enum RunError {
     #[error("store commit failed, stopping before acknowledging anything of it: {0}")]
     Store(String),
 }
-
-/// What the loop commits to: any [`Durable`] store of the core's changes
-/// whose error can be logged (the SQLite [`Store`](crate::store::Store), a
-/// [`MemoryStore`](confab_proto::server::MemoryStore) for throwaway servers).
-type Store = Box<dyn Durable<[Change], Error = String> + Send>;
 
 /// A store whose errors are reported as text, so the loop holds any store.
 struct Reported<D>(D);
@@ -189,9 +152,19 @@ struct Conn {
 pub struct Node {
     poll: Poll,
     core: Server,
-    store: Store,
+    /// Commits the turns' changes (see [`commit`]).
+    committer: Committer,
+    /// Numbers the turns for the committer.
+    sequencer: Sequencer,
+    /// Turns whose changes are not durable yet, oldest first.
+    held: VecDeque<Pending>,
+    /// The receipt up to which held turns were released.
+    released: Receipt,
+    /// The bound on `held` (the loop stops feeding the core at it).
+    max_held: usize,
     tcp: Option<TcpServer>,
     quic: Option<QuicServer>,
+    ws: Option<ws::WsSide>,
     hub: Hub,
     workers: Workers,
     log: EventLog,
@@ -255,13 +228,29 @@ impl Node {
         let hub = Hub::new(poll.registry(), WAKE, ids.clone())?;
         let work_waker = hub.sender().waker();
         let stop_waker = hub.sender().waker();
+        let max_held = match config.commit {
+            CommitMode::Inline => 1,
+            CommitMode::Pipelined { max_turns } => max_turns.max(1),
+        };
+        let committer = Committer::start(Box::new(Reported(store)), config.commit, hub.sender().waker())?;
         let tls = tls::server_config(&config.identity).map_err(io::Error::other)?;
         let tcp = match config.tcp {
-            Some(addr) => Some(TcpServer::bind(poll.registry(), addr, Arc::new(tls.clone()), ids, config.tcp_limits)?),
+            Some(addr) => {
+                Some(TcpServer::bind(poll.registry(), addr, Arc::new(tls.clone()), ids.clone(), config.tcp_limits)?)
+            }
+            None => None,
+        };
+        let ws = match &config.ws {
+            Some(w) => {
+                let tls = w.uses_tls(false).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                Some(ws::WsSide::bind(poll.registry(), w, tls, &config.identity, ids.clone())?)
+            }
             None => None,
         };
         let quic = match config.quic {
-            Some(addr) => Some(QuicServer::bind(addr, tls, hub.sender(), config.quic_limits)?),
+            Some(addr) => {
+                Some(QuicServer::bind(poll.registry(), QUIC, addr, tls, ids, config.quic_limits, Instant::now())?)
+            }
             None => None,
         };
         let workers = Workers::start(config.workers, work_waker)?;
@@ -274,9 +263,14 @@ impl Node {
         Ok(Node {
             poll,
             core,
-            store: Box::new(Reported(store)),
+            committer,
+            sequencer: Sequencer::default(),
+            held: VecDeque::new(),
+            released: Receipt::default(),
+            max_held,
             tcp,
             quic,
+            ws,
             hub,
             workers,
             log: EventLog::new(config.log),
@@ -338,6 +332,12 @@ impl Node {
                     && tcp.owns(event.token())
                 {
                     tcp.handle_event(self.poll.registry(), t.instant, event, &mut net);
+                } else if let Some(quic) = self.quic.as_mut()
+                    && quic.owns(event.token())
+                {
+                    quic.handle_event(self.poll.registry(), t.instant, event, &mut net);
+                } else {
+                    self.ws_event(t.instant, event, &mut net);
                 }
             }
             if let Some(tcp) = self.tcp.as_mut()
@@ -345,9 +345,15 @@ impl Node {
             {
                 tcp.handle_timeout(self.poll.registry(), t.instant, &mut net);
             }
+            if let Some(quic) = self.quic.as_mut()
+                && quic.poll_timeout().is_some_and(|d| d <= t.instant)
+            {
+                quic.handle_timeout(self.poll.registry(), t.instant, &mut net);
+            }
             if let Some(tcp) = &self.tcp {
                 self.refusal_log.report(t.instant, tcp);
             }
+            self.ws_turn(t.instant, &mut net);
             while let Some(e) = self.hub.try_recv() {
                 net.push(e);
             }
@@ -368,13 +374,20 @@ impl Node {
                 if let Some(tcp) = self.tcp.as_mut() {
                     tcp.stop_accepting(self.poll.registry());
                 }
-                if let Some(quic) = &self.quic {
+                if let Some(w) = self.ws.as_mut() {
+                    w.server.stop_accepting(self.poll.registry());
+                }
+                if let Some(quic) = self.quic.as_mut() {
                     quic.stop_accepting();
                 }
                 self.core.shutdown(t);
                 stopping = Some(t.instant + STOP_GRACE);
             }
             self.drain(t)?;
+            // The turn's QUIC datagrams: acks, credit and frames together.
+            if let Some(quic) = self.quic.as_mut() {
+                quic.flush(self.poll.registry(), t.instant);
+            }
             self.log.tick(t.instant);
             if let Some(deadline) = stopping
                 && (self.conns.is_empty() || t.instant >= deadline)
@@ -382,12 +395,18 @@ impl Node {
                 break;
             }
         }
+        // The last commits: nothing the process ran is left uncommitted when it exits.
+        let last = self.committer.finish();
+        self.release(now(), last)?;
+        let counts = self.committer.counts();
+        (self.summary.commits, self.summary.changes) = (counts.commits, counts.changes);
         self.summary.abandoned = self.conns.len();
         if self.summary.abandoned > 0 {
             warn!(connections = self.summary.abandoned, "stop grace period over: dropping connections still open");
         }
-        if let Some(quic) = self.quic.take() {
-            quic.shutdown(Duration::from_secs(1));
+        if let Some(mut quic) = self.quic.take() {
+            // The sessions had their grace; their `Closed` events no longer matter.
+            quic.shutdown(self.poll.registry(), Instant::now(), &mut Vec::new());
         }
         info!(
             connections = self.summary.connections,
@@ -403,7 +422,9 @@ impl Node {
         let refusals = self.tcp.as_ref().and_then(|tcp| self.refusal_log.due(tcp.refusals()));
         // The core's validator says when it next wants the JWK Set (only asked for with a file to read).
         let jwks = self.jwks.as_ref().and_then(|_| self.core.jwks_deadline());
-        [self.core_deadline, tcp, jwks, self.log.deadline(), refusals].into_iter().flatten().min()
+        let ws = self.ws.as_ref().and_then(ws::WsSide::deadline);
+        let quic = self.quic.as_ref().and_then(QuicServer::poll_timeout);
+        [self.core_deadline, tcp, ws, quic, jwks, self.log.deadline(), refusals].into_iter().flatten().min()
     }
 
     fn net_event(&mut self, now: Now, event: NetEvent) {
@@ -427,7 +448,7 @@ impl Node {
                 if let Some(c) = self.conns.get(&conn) {
                     self.core.handle_input(now, c.session, &bytes);
                 }
-                // Inbound credit back to QUIC and mem readers (a no-op for TCP,
+                // Inbound credit back to mem readers (a no-op for TCP, QUIC, WebSocket,
                 // which the loop reads itself, and for conns already gone).
                 self.hub.consumed(conn, bytes.len());
             }
@@ -454,14 +475,24 @@ impl Node {
                     tcp.close(self.poll.registry(), conn, &mut self.pending);
                 }
             }
-            Transport::Quic | Transport::Mem => self.hub.close(conn),
+            Transport::Quic => {
+                // Its Closed comes once the peer has acknowledged the stream's end.
+                if let Some(quic) = self.quic.as_mut() {
+                    quic.close(conn);
+                }
+            }
+            Transport::Mem => self.hub.close(conn),
+            Transport::Ws => self.ws_close(conn, None, "session refused"),
         }
     }
 
-    /// Drains the core until a turn is empty: each turn's jobs to the
-    /// workers, its changes committed, then its frames written and its
-    /// sessions closed, then backlogs reported (which may close slow
-    /// readers, hence the loop).
+    /// Drains the core until a turn is empty and nothing more was
+    /// released: each turn's jobs to the workers, its changes to the
+    /// committer, its actions held until they are durable; then every held
+    /// turn the committer's receipt covers is released in order (frames
+    /// written, sessions closed) and backlogs reported (which may close slow
+    /// readers, hence the loop). At `max_held` held turns the loop waits for
+    /// a commit before it drains more.
     fn drain(&mut self, now: Now) -> Result<(), RunError> {
         loop {
             let mut turn = self.core.drain();
@@ -469,53 +500,91 @@ impl Node {
             for job in turn.take_jobs() {
                 self.workers.submit(job);
             }
-            let committed = turn.commit(&mut *self.store).map_err(|e| {
-                error!("store commit failed; stopping without writing this turn's frames: {e}");
-                RunError::Store(e)
-            })?;
-            if !committed.changes().is_empty() {
-                self.summary.commits += 1;
-                self.summary.changes += committed.changes().len() as u64;
+            let (batch, pending) = self.sequencer.defer(turn);
+            self.core_deadline = pending.timeout();
+            if !batch.is_empty() {
+                self.committer.submit(batch);
             }
-            self.core_deadline = committed.timeout();
-            let mut written = Vec::new();
-            for action in committed {
-                match action {
-                    Action::Transmit { session, bytes } => {
-                        let Some(&conn) = self.sessions.get(&session) else { continue };
-                        let Some(c) = self.conns.get(&conn) else { continue };
-                        let ok = match c.transport {
-                            Transport::Tcp => {
-                                self.tcp.as_mut().is_some_and(|t| t.send(self.poll.registry(), conn, &bytes))
-                            }
-                            Transport::Quic | Transport::Mem => self.hub.send(conn, bytes),
-                        };
-                        if ok {
-                            written.push((session, conn, c.transport));
-                        }
-                    }
-                    Action::Close { session, code, reason } => {
-                        let Some(conn) = self.sessions.remove(&session) else { continue };
-                        if let Some(c) = self.conns.get(&conn) {
-                            debug!(%conn, session = session.0, code, %reason, "closing session");
-                            let transport = c.transport;
-                            self.close_conn(conn, transport);
-                        }
-                    }
-                    Action::Log(e) => self.log.event(now.instant, &e),
-                }
+            if !pending.is_empty() {
+                self.held.push_back(pending);
             }
-            if quiet {
+            let mut released = self.release(now, self.committer.receipt())?;
+            while self.held.len() >= self.max_held {
+                let receipt = self.committer.wait_past(self.released);
+                released |= self.release(now, receipt)?;
+            }
+            if quiet && !released {
                 return Ok(());
             }
-            written.sort_by_key(|(s, _, _)| s.0);
-            written.dedup_by_key(|(s, _, _)| s.0);
-            for (session, conn, transport) in written {
-                let backlog = match transport {
-                    Transport::Tcp => self.tcp.as_ref().map_or(0, |t| t.backlog(conn)),
-                    Transport::Quic | Transport::Mem => self.hub.backlog(conn),
-                };
-                self.core.handle_backlog(now, session, backlog);
+        }
+    }
+
+    /// Releases, in order, every held turn `receipt` covers, then reports
+    /// the backlogs of the sessions written to; whether any turn was
+    /// released.
+    fn release(&mut self, now: Now, receipt: Result<Receipt, String>) -> Result<bool, RunError> {
+        let receipt = receipt.map_err(|e| {
+            error!("store commit failed; stopping without writing this turn's frames or any later one's: {e}");
+            RunError::Store(e)
+        })?;
+        self.released = receipt;
+        let mut written = Vec::new();
+        let mut any = false;
+        while let Some(pending) = self.held.pop_front() {
+            match pending.release(&receipt) {
+                Ok(committed) => {
+                    any = true;
+                    self.act(now, committed, &mut written);
+                }
+                Err(pending) => {
+                    self.held.push_front(pending);
+                    break;
+                }
+            }
+        }
+        written.sort_by_key(|(s, _, _)| s.0);
+        written.dedup_by_key(|(s, _, _)| s.0);
+        for (session, conn, transport) in written {
+            let backlog = match transport {
+                Transport::Tcp => self.tcp.as_ref().map_or(0, |t| t.backlog(conn)),
+                Transport::Quic => self.quic.as_ref().map_or(0, |q| q.backlog(conn)),
+                Transport::Mem => self.hub.backlog(conn),
+                Transport::Ws => self.ws_backlog(conn),
+            };
+            self.core.handle_backlog(now, session, backlog);
+        }
+        Ok(any)
+    }
+
+    /// Writes a durable turn's frames, closes its sessions, logs its lines;
+    /// notes each session written to in `written`.
+    fn act(&mut self, now: Now, committed: Committed, written: &mut Vec<(SessionId, ConnId, Transport)>) {
+        for action in committed {
+            match action {
+                Action::Transmit { session, bytes } => {
+                    let Some(&conn) = self.sessions.get(&session) else { continue };
+                    let Some(&Conn { transport, .. }) = self.conns.get(&conn) else { continue };
+                    let ok = match transport {
+                        Transport::Tcp => self.tcp.as_mut().is_some_and(|t| t.send(self.poll.registry(), conn, &bytes)),
+                        Transport::Quic => self.quic.as_mut().is_some_and(|q| q.send(conn, bytes)),
+                        Transport::Mem => self.hub.send(conn, bytes),
+                        Transport::Ws => self.ws_send(conn, bytes),
+                    };
+                    if ok {
+                        written.push((session, conn, transport));
+                    }
+                }
+                Action::Close { session, code, reason } => {
+                    let Some(conn) = self.sessions.remove(&session) else { continue };
+                    if let Some(&Conn { transport, .. }) = self.conns.get(&conn) {
+                        debug!(%conn, session = session.0, code, %reason, "closing session");
+                        match transport {
+                            Transport::Ws => self.ws_close(conn, Some(code), &reason),
+                            transport => self.close_conn(conn, transport),
+                        }
+                    }
+                }
+                Action::Log(e) => self.log.event(now.instant, &e),
             }
         }
     }

@@ -1,4 +1,4 @@
-//! The TCP transport's refusals, logged at most once per interval with
+//! The TCP and WebSocket transports' refusals, logged at most once per interval with
 //! their counts per reason since the previous line (never one line per
 //! refused connection: a flood would turn into a log flood).
 
@@ -46,8 +46,21 @@ impl RefusalLog {
 
     /// Logs the counts of `tcp` if [`take`](RefusalLog::take) gives any.
     pub(super) fn report(&mut self, now: Instant, tcp: &TcpServer) {
-        let Some(n) = self.take(now, tcp.refusals()) else { return };
-        let (handshaking, held) = (tcp.handshaking(), tcp.len());
+        self.report_counts(now, "TCP", tcp.refusals(), tcp.handshaking(), tcp.len());
+    }
+
+    /// Logs `current` (the counts of a transport named `transport`, which
+    /// holds `held` sockets, `handshaking` of them in their handshake) if
+    /// [`take`](RefusalLog::take) gives any.
+    pub(super) fn report_counts(
+        &mut self,
+        now: Instant,
+        transport: &str,
+        current: TcpRefusals,
+        handshaking: usize,
+        held: usize,
+    ) {
+        let Some(n) = self.take(now, current) else { return };
         let since = self.interval.as_secs();
         if n.refused() > 0 {
             warn!(
@@ -58,12 +71,12 @@ impl RefusalLog {
                 handshake_timed_out = n.timed_out,
                 handshaking,
                 held,
-                "TCP connections refused (counts per reason, at most one line per {since} s)"
+                "{transport} connections refused (counts per reason, at most one line per {since} s)"
             );
         } else {
             info!(
                 handshake_timed_out = n.timed_out,
-                handshaking, held, "TCP handshakes timed out (at most one line per {since} s)"
+                handshaking, held, "{transport} handshakes timed out (at most one line per {since} s)"
             );
         }
     }

@@ -59,6 +59,15 @@ pub enum StoreError {
         /// The first-start files the directory holds.
         evidence: String,
     },
+    /// The write-ahead log could not be fsynced ([`Fsync::Interval`](super::Fsync)):
+    /// the commits since the last sync may not survive a power loss.
+    #[error("database {}: {reason}; stopping: commits since the last sync may be lost on power loss", path.display())]
+    Sync {
+        /// The database file.
+        path: PathBuf,
+        /// The fsync's error.
+        reason: String,
+    },
     /// SQLite failed.
     #[error("database {}: {source}", path.display())]
     Sqlite {

@@ -1,13 +1,21 @@
-//! QUIC transport: quinn 0.11, ALPN `confab/1`, one bidirectional stream per
-//! session.
+//! QUIC transport: quinn-proto 0.11 driven sans-IO, ALPN `confab/1`, one
+//! bidirectional stream per session.
 //!
-//! - [`QuicServer`] runs a quinn endpoint on its own thread (a current-thread
-//!   tokio runtime) and reports every session to the core's loop through a
-//!   [`HubSender`](crate::hub::HubSender); the loop answers through the
-//!   [`ConnHandle`](crate::hub::ConnHandle) carried by `NetEvent::Opened`.
+//! - [`QuicServer`] owns a quinn-proto `Endpoint`, its connections and one
+//!   mio UDP socket, but not the `mio::Poll`: like
+//!   [`TcpServer`](crate::tcp::TcpServer) it is driven by the loop that owns
+//!   the core, on that loop's thread (`handle_event`, `handle_timeout`,
+//!   `poll_timeout`, and `flush` once per turn), and every quinn-proto call
+//!   gets that loop's `now`. A frame goes from the socket to the core and
+//!   back with no thread hop.
 //! - [`connect`] makes a [`QuicLink`], the client side: a blocking
-//!   [`Link`](crate::link::Link) that owns a current-thread runtime and runs
-//!   it only while one of its methods waits.
+//!   [`Link`](crate::link::Link) that drives its own quinn-proto connection
+//!   over its own small `mio::Poll` and UDP socket, as
+//!   [`TcpLink`](crate::tcp::TcpLink) does, only while one of its methods
+//!   waits (no runtime, no thread).
+//!
+//! Both send through quinn-udp: GSO batches on send, GRO and `recvmmsg` on
+//! receive, ECN, where the kernel supports them.
 //!
 //! The client opens the session's stream; the server learns of it with the
 //! client's first bytes (confab clients speak first). Application close codes
@@ -15,14 +23,20 @@
 //! the limit, 3 a second stream (stream stop/reset code), 4 server shutdown.
 
 mod client;
+mod conn;
 mod server;
+mod udp;
 
 use std::time::Duration;
 
-use quinn::{ConnectionError, VarInt};
+use std::io;
+use std::time::Instant;
+
+use quinn_proto::{ConnectionError, VarInt};
 
 pub use client::{QuicLink, connect};
 pub use server::QuicServer;
+pub use udp::UdpStats;
 
 /// Limits of a [`QuicServer`].
 #[derive(Debug, Clone)]
@@ -39,23 +53,23 @@ pub struct QuicLimits {
     /// Bytes queued for one connection and not yet written; a send beyond it
     /// is refused and the connection is closed (a peer that does not read).
     pub max_outbound: usize,
-    /// Inbound flow control: bytes of one connection read from its stream
-    /// and not yet consumed by the loop ([`Hub::consumed`](crate::hub::Hub::consumed)).
-    /// At the limit the connection's reader stops reading, and QUIC flow
-    /// control (the stream's receive window) holds the peer back. At least 1.
-    pub max_inbound: usize,
+    /// Largest chunk of one `Received` event, and the most bytes read from
+    /// one connection per turn before the others get theirs (as TCP's
+    /// `read_chunk`). What is not read stays in the stream's receive window,
+    /// so QUIC flow control holds the peer back while the loop lags. At least 1.
+    pub read_chunk: usize,
 }
 
 impl Default for QuicLimits {
     /// 10 000 connections, 30 s idle, 10 s handshake, 8 MiB outbound
-    /// backlog, 1 MiB inbound.
+    /// backlog, 64 KiB reads.
     fn default() -> QuicLimits {
         QuicLimits {
             max_connections: 10_000,
             idle_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
             max_outbound: 8 << 20,
-            max_inbound: 1 << 20,
+            read_chunk: 64 << 10,
         }
     }
 }
@@ -85,4 +99,32 @@ fn describe(e: &ConnectionError) -> String {
         ConnectionError::TransportError(t) => format!("QUIC protocol error ({})", t.code),
         ConnectionError::CidsExhausted => "connection ids exhausted".into(),
     }
+}
+
+/// The transport parameters of both sides: the server's bounded windows
+/// (the session's stream plus room for a second one to be seen and
+/// refused), or the client's keep-alive.
+fn transport_config(
+    limits: &QuicLimits,
+    keep_alive: Option<std::time::Duration>,
+) -> io::Result<quinn_proto::TransportConfig> {
+    let idle = quinn_proto::IdleTimeout::try_from(limits.idle_timeout)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("QUIC idle timeout: {e}")))?;
+    let mut t = quinn_proto::TransportConfig::default();
+    t.max_idle_timeout(Some(idle)).keep_alive_interval(keep_alive).max_concurrent_uni_streams(0u32.into());
+    if keep_alive.is_none() {
+        t.max_concurrent_bidi_streams(2u32.into())
+            // Bounded buffers per connection, inbound and outbound.
+            .stream_receive_window((1u32 << 20).into())
+            .receive_window((2u32 << 20).into())
+            .send_window(2 << 20);
+    } else {
+        t.max_concurrent_bidi_streams(0u32.into());
+    }
+    Ok(t)
+}
+
+/// `now + d`, or a year from now if `d` is too large to add.
+fn later(now: Instant, d: std::time::Duration) -> Instant {
+    now.checked_add(d).unwrap_or_else(|| now + std::time::Duration::from_secs(365 * 24 * 3600))
 }

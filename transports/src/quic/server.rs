@@ -1,95 +1,135 @@
-//! The server side: a quinn endpoint on a dedicated thread.
-//!
-//! One task accepts connections; one task per connection runs the session:
-//! it waits (bounded) for the client's stream, reports `Opened`, then reads
-//! the stream into `Received` events while a writer drains the
-//! [`ConnHandle`]'s queue into the stream. The reader takes inbound credit
-//! (`max_inbound` bytes per connection) before each read and the loop
-//! returns it through [`Hub::consumed`](crate::hub::Hub::consumed); without
-//! credit the reader does not read, so quinn's stream window fills and the
-//! peer is held back. Whatever ends the session, the task reports `Closed`
-//! exactly once, through a guard that also fires if the task is cancelled
-//! at shutdown.
+//! The server side: a quinn-proto endpoint over one mio UDP socket, driven
+//! by the loop that owns the core, on that loop's thread.
 
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread;
-use std::time::Duration;
+use std::time::Instant;
 
-use quinn::crypto::rustls::QuicServerConfig;
-use quinn::{Connection, Endpoint, EndpointConfig, Incoming, ReadError, RecvStream, SendStream, WriteError};
-use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
-use tokio::task::JoinSet;
-use tokio::time::{Instant, sleep, timeout, timeout_at};
+use bytes::{Bytes, BytesMut};
+use mio::{Registry, Token};
+use quinn_proto::crypto::rustls::QuicServerConfig;
+use quinn_proto::{ConnectionHandle, DatagramEvent, Endpoint, EndpointConfig};
 
-use super::{CODE_BACKLOG, CODE_CLOSED, CODE_NO_STREAM, CODE_ONE_STREAM, CODE_SHUTDOWN, QuicLimits, describe};
-use crate::hub::{ConnHandle, ConnId, HubSender, NetEvent, Outbound, Transport};
+use super::conn::Conn;
+use super::udp::{Udp, UdpStats};
+use super::{CODE_BACKLOG, CODE_CLOSED, CODE_NO_STREAM, CODE_SHUTDOWN, QuicLimits, later};
+use crate::hub::{ConnId, ConnIds, NetEvent};
 
-/// How long shutdown lets the endpoint send its close frames.
-const CLOSE_LINGER: Duration = Duration::from_millis(200);
-/// The largest chunk read from a stream at once.
-const READ_CHUNK: usize = 64 * 1024;
+/// Receive calls per turn (each up to `quinn_udp::BATCH_SIZE` buffers)
+/// before the loop gets its turn; the rest is read next turn.
+const RECV_CALLS_PER_TURN: usize = 16;
 
-/// A QUIC listener serving confab sessions off the core's thread.
-#[derive(Debug)]
+/// The socket's receive and send buffers (best effort: the kernel caps
+/// them at `net.core.rmem_max` / `wmem_max`): every connection's datagrams
+/// of a turn wait there while the loop works.
+const SERVER_SOCKET_BUFFER: usize = 8 << 20;
+
+/// A QUIC endpoint and its connections, living on the loop that owns the
+/// core (see the [module docs](super)).
+///
+/// Driven like [`TcpServer`](crate::tcp::TcpServer): the loop passes every
+/// mio event whose token [`owns`](QuicServer::owns) reports to
+/// [`handle_event`](QuicServer::handle_event), calls
+/// [`handle_timeout`](QuicServer::handle_timeout) once
+/// [`poll_timeout`](QuicServer::poll_timeout) has passed, feeds the
+/// [`NetEvent`]s these push to the core, answers with
+/// [`send`](QuicServer::send) and [`close`](QuicServer::close), and ends
+/// every turn with [`flush`](QuicServer::flush), which sends what the turn
+/// produced: one `poll_transmit` loop per connection touched (acks, flow
+/// control credit and frames leave together, in GSO batches), not one per
+/// frame. Every connection whose session stream arrived gets one `Opened`,
+/// then exactly one `Closed`; a connection that never opened its stream
+/// gets neither.
 pub struct QuicServer {
+    udp: Udp,
+    endpoint: Endpoint,
+    config: Arc<quinn_proto::ServerConfig>,
     local_addr: SocketAddr,
-    shared: Arc<Shared>,
-    stop: Option<oneshot::Sender<Duration>>,
-    thread: Option<thread::JoinHandle<()>>,
+    ids: ConnIds,
+    limits: QuicLimits,
+    accepting: bool,
+    conns: HashMap<ConnectionHandle, Conn>,
+    by_id: HashMap<ConnId, ConnectionHandle>,
+    /// Each connection's earliest deadline (its `Conn::timer`).
+    timers: BTreeSet<(Instant, ConnectionHandle)>,
+    /// Connections with something to transmit.
+    dirty: Vec<ConnectionHandle>,
+    /// Connections that stopped reading on their budget, with input left.
+    resume: Vec<ConnectionHandle>,
+    /// Connections touched by this turn's datagrams, to service.
+    touched: Vec<ConnectionHandle>,
+    /// Datagrams may be waiting that no edge will announce (the per-turn budget ran out).
+    recv_more: bool,
+    /// `Closed` events from calls that have no `out` ([`QuicServer::send`]).
+    pending: Vec<NetEvent>,
+    refused: u64,
+    /// The transmit buffer.
+    buf: Vec<u8>,
+    /// The latest `now` seen: "as soon as possible" for `poll_timeout`.
+    last_now: Instant,
 }
 
-/// State the server handle and its thread share.
-#[derive(Debug)]
-struct Shared {
-    accepting: AtomicBool,
-    open: AtomicUsize,
-    /// Bytes reported as `Received` and not yet consumed, over all connections.
-    inbound: AtomicUsize,
+impl fmt::Debug for QuicServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QuicServer")
+            .field("local_addr", &self.local_addr)
+            .field("accepting", &self.accepting)
+            .field("connections", &self.conns.len())
+            .field("refused", &self.refused)
+            .finish_non_exhaustive()
+    }
 }
 
 impl QuicServer {
-    /// Binds UDP `addr` and serves on a dedicated thread running a
-    /// current-thread tokio runtime. Every session is one bidirectional
-    /// stream that the client opens; each accepted session gets
-    /// `hub.next_id()` and is reported as `NetEvent::Opened` with
-    /// `Transport::Quic`, the peer's address and a [`ConnHandle`].
+    /// Binds UDP `addr` and registers the socket with `registry` under
+    /// `token` (one the caller leaves to this server). Every session is one
+    /// bidirectional stream that the client opens; its `Opened` carries a
+    /// fresh id from `ids`, `Transport::Quic` and the peer's address.
     ///
     /// # Errors
     /// `tls` is not usable for QUIC (it must offer TLS 1.3 with
-    /// AES-128-GCM), the address cannot be bound, or the thread or runtime
-    /// cannot be made.
+    /// AES-128-GCM), a limit is out of QUIC's range, or the address cannot be
+    /// bound or registered.
     pub fn bind(
+        registry: &Registry,
+        token: Token,
         addr: SocketAddr,
         tls: rustls::ServerConfig,
-        hub: HubSender,
+        ids: ConnIds,
         limits: QuicLimits,
+        now: Instant,
     ) -> io::Result<QuicServer> {
         let crypto = QuicServerConfig::try_from(tls).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        config.transport_config(Arc::new(transport_config(&limits)?));
-        let socket = std::net::UdpSocket::bind(addr)?;
-        let local_addr = socket.local_addr()?;
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let endpoint = {
-            let _entered = runtime.enter();
-            Endpoint::new(EndpointConfig::default(), Some(config), socket, Arc::new(quinn::TokioRuntime))?
-        };
-        let shared = Arc::new(Shared {
-            accepting: AtomicBool::new(true),
-            open: AtomicUsize::new(0),
-            inbound: AtomicUsize::new(0),
-        });
-        let (stop, stopped) = oneshot::channel();
-        let thread = {
-            let shared = shared.clone();
-            thread::Builder::new()
-                .name("confab-quic".into())
-                .spawn(move || runtime.block_on(run(endpoint, hub, limits, shared, stopped)))?
-        };
-        Ok(QuicServer { local_addr, shared, stop: Some(stop), thread: Some(thread) })
+        let mut config = quinn_proto::ServerConfig::with_crypto(Arc::new(crypto));
+        config.transport_config(Arc::new(super::transport_config(&limits, None)?));
+        let config = Arc::new(config);
+        let udp = Udp::bind(registry, token, addr, quinn_udp::BATCH_SIZE, SERVER_SOCKET_BUFFER)?;
+        let local_addr = udp.local_addr()?;
+        let endpoint =
+            Endpoint::new(Arc::new(EndpointConfig::default()), Some(config.clone()), !udp.may_fragment(), None);
+        Ok(QuicServer {
+            udp,
+            endpoint,
+            config,
+            local_addr,
+            ids,
+            limits,
+            accepting: true,
+            conns: HashMap::new(),
+            by_id: HashMap::new(),
+            timers: BTreeSet::new(),
+            dirty: Vec::new(),
+            resume: Vec::new(),
+            touched: Vec::new(),
+            recv_more: false,
+            pending: Vec::new(),
+            refused: 0,
+            buf: Vec::new(),
+            last_now: now,
+        })
     }
 
     /// The bound address (the actual port when bound to port 0).
@@ -98,421 +138,357 @@ impl QuicServer {
         self.local_addr
     }
 
-    /// Refuses new connections from now on; existing ones go on.
-    pub fn stop_accepting(&self) {
-        self.shared.accepting.store(false, Ordering::Relaxed);
+    /// Whether `token` is this server's socket.
+    #[must_use]
+    pub fn owns(&self, token: Token) -> bool {
+        token == self.udp_token()
     }
 
-    /// Connections accepted and not yet ended (including those still in
-    /// their handshake).
+    fn udp_token(&self) -> Token {
+        self.udp.token
+    }
+
+    /// Refuses new connections from now on (QUIC `CONNECTION_REFUSED`); existing ones go on.
+    pub fn stop_accepting(&mut self) {
+        self.accepting = false;
+    }
+
+    /// Connections held: handshaking, open and closing (until drained).
     #[must_use]
     pub fn connections(&self) -> usize {
-        self.shared.open.load(Ordering::Relaxed)
+        self.conns.len()
     }
 
-    /// Bytes of every connection reported as `Received` and not yet
-    /// returned with [`Hub::consumed`](crate::hub::Hub::consumed): what the
-    /// loop buffers on this server's behalf. At most `max_inbound` per open
-    /// connection.
+    /// Connections refused so far (over `max_connections`, or not accepting).
     #[must_use]
-    pub fn inbound_buffered(&self) -> usize {
-        self.shared.inbound.load(Ordering::Relaxed)
+    pub fn refused(&self) -> u64 {
+        self.refused
     }
 
-    /// Stops accepting, waits up to `grace` for every connection to end (the
-    /// loop is expected to have sent `Outbound::Close` to each), then closes
-    /// the endpoint (code 4, "server shutdown") and joins the thread. Every
-    /// connection still open gets its `Closed` event.
-    pub fn shutdown(mut self, grace: Duration) {
-        self.stop_thread(grace);
+    /// Datagrams and send calls since the server was bound.
+    #[must_use]
+    pub fn udp_stats(&self) -> UdpStats {
+        self.udp.stats
     }
 
-    fn stop_thread(&mut self, grace: Duration) {
-        self.stop_accepting();
-        if let Some(stop) = self.stop.take() {
-            // The thread may be gone already (it only ends on a stop).
-            let _ = stop.send(grace);
+    /// Handles one mio event of this server's socket: reads the datagrams
+    /// waiting (a bounded number per turn), services the connections they
+    /// concern, and sends what waited for room in the socket buffer.
+    pub fn handle_event(
+        &mut self,
+        registry: &Registry,
+        now: Instant,
+        event: &mio::event::Event,
+        out: &mut Vec<NetEvent>,
+    ) {
+        self.last_now = self.last_now.max(now);
+        out.append(&mut self.pending);
+        if event.is_writable() {
+            self.udp.flush_blocked(registry);
         }
-        if let Some(thread) = self.thread.take() {
-            // A panic on that thread has been printed; nothing to add.
-            let _ = thread.join();
+        if event.is_readable() || event.is_error() {
+            self.receive(registry, now, out);
         }
     }
-}
 
-impl Drop for QuicServer {
-    /// Shuts down with no grace if [`QuicServer::shutdown`] was not called.
-    fn drop(&mut self) {
-        self.stop_thread(Duration::ZERO);
-    }
-}
-
-fn transport_config(limits: &QuicLimits) -> io::Result<quinn::TransportConfig> {
-    let idle = quinn::IdleTimeout::try_from(limits.idle_timeout)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("QUIC idle timeout: {e}")))?;
-    let mut t = quinn::TransportConfig::default();
-    t.max_idle_timeout(Some(idle))
-        // The session's stream, plus room for a second one to be seen and refused.
-        .max_concurrent_bidi_streams(2u32.into())
-        .max_concurrent_uni_streams(0u32.into())
-        // Bounded buffers per connection, inbound and outbound.
-        .stream_receive_window((1u32 << 20).into())
-        .receive_window((2u32 << 20).into())
-        .send_window(2 << 20);
-    Ok(t)
-}
-
-/// The endpoint's task: accepts until told to stop, then shuts down.
-async fn run(
-    endpoint: Endpoint,
-    hub: HubSender,
-    limits: QuicLimits,
-    shared: Arc<Shared>,
-    mut stop: oneshot::Receiver<Duration>,
-) {
-    let mut tasks = JoinSet::new();
-    let grace = loop {
-        tokio::select! {
-            incoming = endpoint.accept() => {
-                let Some(incoming) = incoming else { break Duration::ZERO };
-                if !shared.accepting.load(Ordering::Relaxed)
-                    || shared.open.load(Ordering::Relaxed) >= limits.max_connections
-                {
-                    incoming.refuse();
-                    continue;
-                }
-                shared.open.fetch_add(1, Ordering::Relaxed);
-                let live = Live(shared.clone());
-                tasks.spawn(serve(incoming, hub.clone(), limits.clone(), live));
+    /// Queues `bytes` for `conn` and writes what its stream takes (sent at
+    /// [`flush`](QuicServer::flush)). False: the connection is unknown, not
+    /// open or closing, or this made its backlog exceed
+    /// [`QuicLimits::max_outbound`]: it is then closed (code 2) and its
+    /// `Closed` comes from the next `handle_event` or `handle_timeout` (due at once).
+    pub fn send(&mut self, conn: ConnId, bytes: Bytes) -> bool {
+        let Some(&ch) = self.by_id.get(&conn) else { return false };
+        let Some(c) = self.conns.get_mut(&ch) else { return false };
+        if !c.is_open() {
+            return false;
+        }
+        let max = self.limits.max_outbound;
+        let now = self.last_now;
+        let ok = match c.queue(bytes) {
+            Ok(()) if c.backlog() > max => {
+                let reason = format!("outbound backlog over {max} bytes: the peer does not read");
+                c.close(now, CODE_BACKLOG, b"too slow", reason, &mut self.pending);
+                false
             }
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            grace = &mut stop => break grace.unwrap_or(Duration::ZERO),
-        }
-    };
-    shared.accepting.store(false, Ordering::Relaxed);
-    // New connections are refused while the others flush.
-    let drain = async { while tasks.join_next().await.is_some() {} };
-    let refuse = async {
-        while let Some(incoming) = endpoint.accept().await {
-            incoming.refuse();
-        }
-    };
-    tokio::select! {
-        _ = timeout(grace, drain) => {}
-        () = refuse => {}
-    }
-    endpoint.close(CODE_SHUTDOWN, b"server shutdown");
-    // Cancelled sessions report `Closed` from their guards.
-    tasks.shutdown().await;
-    let _ = timeout(CLOSE_LINGER, endpoint.wait_idle()).await;
-}
-
-/// Counts a connection as open while alive.
-struct Live(Arc<Shared>);
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Reports `Closed` exactly once: explicitly, or on drop (cancellation at shutdown).
-struct Report {
-    hub: HubSender,
-    conn: ConnId,
-    done: bool,
-}
-
-impl Report {
-    fn closed(mut self, reason: String) {
-        self.done = true;
-        self.hub.send(NetEvent::Closed { conn: self.conn, reason });
-    }
-}
-
-impl Drop for Report {
-    fn drop(&mut self) {
-        if !self.done {
-            self.hub.send(NetEvent::Closed { conn: self.conn, reason: "server shutdown".into() });
-        }
-    }
-}
-
-/// Inbound credit of one connection, shared by its reader and the loop's
-/// [`ConnHandle`].
-struct Inbound {
-    /// Bytes the reader may still push; it takes them before each read.
-    credit: Semaphore,
-    /// Bytes pushed and not yet consumed.
-    outstanding: AtomicUsize,
-    shared: Arc<Shared>,
-}
-
-impl Inbound {
-    fn new(max: usize, shared: Arc<Shared>) -> Inbound {
-        Inbound { credit: Semaphore::new(max), outstanding: AtomicUsize::new(0), shared }
-    }
-
-    /// `n` bytes go to the loop.
-    fn pushed(&self, n: usize) {
-        self.outstanding.fetch_add(n, Ordering::Relaxed);
-        self.shared.inbound.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// The loop consumed `n` bytes: as much credit comes back (never more
-    /// than was pushed, whatever the loop says).
-    fn consumed(&self, n: usize) {
-        let Ok(before) =
-            self.outstanding.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(n)))
-        else {
-            return;
+            Ok(()) => true,
+            Err(reason) => {
+                c.close(now, CODE_CLOSED, b"closed", reason, &mut self.pending);
+                false
+            }
         };
-        let back = before.min(n);
-        if back > 0 {
-            self.shared.inbound.fetch_sub(back, Ordering::Relaxed);
-            self.credit.add_permits(back);
-        }
+        self.mark_dirty(ch);
+        ok
     }
-}
 
-/// Once the session is over, takes what the loop did not consume off the
-/// server's count (those events may still be in the loop's hands, but the
-/// connection is gone and its handle with it).
-struct InboundEnd(Arc<Inbound>);
-
-impl Drop for InboundEnd {
-    fn drop(&mut self) {
-        let left = self.0.outstanding.swap(0, Ordering::Relaxed);
-        self.0.shared.inbound.fetch_sub(left, Ordering::Relaxed);
+    /// Bytes queued for `conn` and not yet taken by its stream; 0 if unknown.
+    #[must_use]
+    pub fn backlog(&self, conn: ConnId) -> usize {
+        self.by_id.get(&conn).and_then(|ch| self.conns.get(ch)).map_or(0, Conn::backlog)
     }
-}
 
-/// What the loop's [`ConnHandle`] shares with the session task.
-#[derive(Default)]
-struct Control {
-    /// No more sends are taken (closing, or the backlog overflowed).
-    shut: AtomicBool,
-    /// The backlog went over the limit.
-    overflow: Notify,
-    /// The loop asked for a close.
-    close: Notify,
-}
-
-/// One connection, from its first packet to its end.
-async fn serve(incoming: Incoming, hub: HubSender, limits: QuicLimits, live: Live) {
-    let peer = incoming.remote_address();
-    let Ok(connecting) = incoming.accept() else { return };
-    let deadline = Instant::now() + limits.handshake_timeout;
-    let Ok(Ok(conn)) = timeout_at(deadline, connecting).await else {
-        // Handshake failed (the client saw why) or took too long (dropping
-        // the last handle closes the connection).
-        return;
-    };
-    let (send, recv) = match timeout_at(deadline, conn.accept_bi()).await {
-        Ok(Ok(streams)) => streams,
-        Ok(Err(_)) => return,
-        Err(_) => {
-            conn.close(CODE_NO_STREAM, b"no stream opened");
+    /// Flushes what is queued for `conn`, finishes its stream and, once the
+    /// peer has acknowledged everything (or within
+    /// [`QuicLimits::idle_timeout`]), closes it (code 0). Its `Closed`
+    /// ("closed by the server") follows from a later call. No-op for an
+    /// unknown or already closing connection.
+    pub fn close(&mut self, conn: ConnId) {
+        let Some(&ch) = self.by_id.get(&conn) else { return };
+        let Some(c) = self.conns.get_mut(&ch) else { return };
+        if !c.is_open() {
             return;
         }
-    };
-
-    let id = hub.next_id();
-    let backlog = Arc::new(AtomicUsize::new(0));
-    let control = Arc::new(Control::default());
-    let inbound = Arc::new(Inbound::new(inbound_limit(&limits), live.0.clone()));
-    let (tx, rx) = mpsc::unbounded_channel();
-    let handle = {
-        let (queued, control, max) = (backlog.clone(), control.clone(), limits.max_outbound);
-        let backlog = queued.clone();
-        let inbound = inbound.clone();
-        ConnHandle::with_inbound_credit(
-            move |out| {
-                let len = match &out {
-                    Outbound::Data(bytes) => bytes.len(),
-                    Outbound::Close => 0,
-                };
-                if control.shut.load(Ordering::Relaxed) {
-                    backlog.fetch_sub(len, Ordering::Relaxed);
-                    return false;
-                }
-                match &out {
-                    Outbound::Data(_) if backlog.load(Ordering::Relaxed) > max => {
-                        control.shut.store(true, Ordering::Relaxed);
-                        backlog.fetch_sub(len, Ordering::Relaxed);
-                        control.overflow.notify_one();
-                        return false;
-                    }
-                    Outbound::Data(_) => {}
-                    Outbound::Close => {
-                        control.shut.store(true, Ordering::Relaxed);
-                        control.close.notify_one();
-                    }
-                }
-                if tx.send(out).is_err() {
-                    backlog.fetch_sub(len, Ordering::Relaxed);
-                    return false;
-                }
-                true
-            },
-            queued,
-            move |n| inbound.consumed(n),
-        )
-    };
-    let opened = NetEvent::Opened { conn: id, transport: Transport::Quic, peer: Some(peer), handle: Some(handle) };
-    if !hub.send(opened) {
-        conn.close(CODE_SHUTDOWN, b"server shutdown");
-        return;
-    }
-    let report = Report { hub: hub.clone(), conn: id, done: false };
-    let inbound = InboundEnd(inbound);
-    let reason = session(&conn, send, recv, rx, &backlog, &control, &inbound.0, &hub, id, &limits).await;
-    drop(inbound);
-    report.closed(reason);
-}
-
-/// Runs an opened session until it ends; returns why.
-#[allow(clippy::too_many_arguments)]
-async fn session(
-    conn: &Connection,
-    mut send: SendStream,
-    mut recv: RecvStream,
-    mut rx: mpsc::UnboundedReceiver<Outbound>,
-    backlog: &AtomicUsize,
-    control: &Control,
-    inbound: &Inbound,
-    hub: &HubSender,
-    id: ConnId,
-    limits: &QuicLimits,
-) -> String {
-    tokio::select! {
-        reason = read_loop(&mut recv, inbound, inbound_limit(limits).min(READ_CHUNK), hub, id) => {
-            conn.close(CODE_CLOSED, b"closed");
-            reason
+        let now = self.last_now;
+        if let Err(reason) = c.start_close(later(now, self.limits.idle_timeout)) {
+            c.close(now, CODE_CLOSED, b"closed", reason, &mut self.pending);
         }
-        end = write_loop(&mut send, &mut rx, backlog) => {
-            match end {
-                WriterEnd::Closed => {
-                    conn.close(CODE_CLOSED, b"closed");
-                    "closed by the server".into()
-                }
-                WriterEnd::Failed(reason) => {
-                    conn.close(CODE_CLOSED, b"closed");
-                    reason
-                }
-                WriterEnd::HandleDropped => {
-                    conn.close(CODE_CLOSED, b"closed");
-                    "the server dropped the connection".into()
+        self.update_timer(ch);
+        self.mark_dirty(ch);
+    }
+
+    /// When [`handle_timeout`](QuicServer::handle_timeout) is due: the
+    /// earliest connection deadline (QUIC's timers, handshakes, closes), or
+    /// an instant already past when work is waiting (input or datagrams
+    /// left over from a turn, a `Closed` to report, something to transmit).
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let soon = (!self.pending.is_empty() || !self.resume.is_empty() || !self.dirty.is_empty() || self.recv_more)
+            .then_some(self.last_now);
+        [self.timers.first().map(|&(t, _)| t), soon].into_iter().flatten().min()
+    }
+
+    /// Runs due timers (QUIC's, handshake and close deadlines), resumes
+    /// reads and receives left over from the last turn, reports pending
+    /// `Closed` events and transmits.
+    pub fn handle_timeout(&mut self, registry: &Registry, now: Instant, out: &mut Vec<NetEvent>) {
+        self.last_now = self.last_now.max(now);
+        out.append(&mut self.pending);
+        if self.recv_more {
+            self.receive(registry, now, out);
+        }
+        while let Some(&(due, ch)) = self.timers.first() {
+            if due > now {
+                break;
+            }
+            self.timers.pop_first();
+            let Some(c) = self.conns.get_mut(&ch) else { continue };
+            c.timer = None;
+            if c.conn.poll_timeout().is_some_and(|t| t <= now) {
+                c.conn.handle_timeout(now);
+            }
+            if c.handshake_deadline.is_some_and(|t| t <= now) {
+                c.handshake_deadline = None;
+                if !c.conn.is_closed() {
+                    c.conn.close(now, CODE_NO_STREAM, Bytes::from_static(b"no stream opened"));
                 }
             }
+            if c.closing.is_some_and(|t| t <= now) {
+                c.closing = None;
+                c.close(now, CODE_CLOSED, b"closed", "closed by the server (flush timed out)".into(), out);
+            }
+            self.touched.push(ch);
         }
-        reason = refuse_streams(conn) => reason,
-        () = control.overflow.notified() => {
-            conn.close(CODE_BACKLOG, b"too slow");
-            format!("outbound backlog over {} bytes: the peer does not read", limits.max_outbound)
-        }
-        () = async { control.close.notified().await; sleep(limits.idle_timeout).await } => {
-            conn.close(CODE_CLOSED, b"closed");
-            "closed by the server (flush timed out)".into()
-        }
+        self.touched.append(&mut self.resume);
+        self.service_touched(now, out);
+        self.flush(registry, now);
     }
-}
 
-/// `max_inbound`, at least 1 and at most what a semaphore holds.
-fn inbound_limit(limits: &QuicLimits) -> usize {
-    limits.max_inbound.clamp(1, Semaphore::MAX_PERMITS)
-}
-
-/// Reads the stream into `Received` events until it ends; returns why.
-/// Each read takes `chunk` bytes of credit first (and gives back what it
-/// did not use): without credit nothing is read, so the bytes between the
-/// stream and the loop never exceed `max_inbound`.
-async fn read_loop(recv: &mut RecvStream, inbound: &Inbound, chunk: usize, hub: &HubSender, conn: ConnId) -> String {
-    // `chunk` is at most READ_CHUNK.
-    let permits = u32::try_from(chunk).unwrap_or(u32::MAX);
-    loop {
-        match inbound.credit.acquire_many(permits).await {
-            Ok(credit) => credit.forget(),
-            Err(_) => return "inbound credit closed".into(),
-        }
-        match recv.read_chunk(chunk, true).await {
-            Ok(Some(read)) => {
-                let n = read.bytes.len();
-                inbound.credit.add_permits(chunk - n);
-                inbound.pushed(n);
-                if !hub.send(NetEvent::Received { conn, bytes: Vec::from(read.bytes) }) {
-                    return "server loop gone".into();
+    /// Sends what this turn produced: for every connection touched, one
+    /// `poll_transmit` loop (GSO batches where the kernel has GSO). Call
+    /// once at the end of each turn, after the core's output was passed on.
+    pub fn flush(&mut self, registry: &Registry, now: Instant) {
+        self.last_now = self.last_now.max(now);
+        let max_datagrams = self.udp.max_gso_segments().max(1);
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for (i, &ch) in dirty.iter().enumerate() {
+            if self.udp.is_blocked() {
+                // The rest (still marked) waits for the socket's writable edge.
+                self.dirty.extend_from_slice(&dirty[i..]);
+                break;
+            }
+            let Some(c) = self.conns.get_mut(&ch) else { continue };
+            c.dirty = false;
+            loop {
+                self.buf.clear();
+                let Some(transmit) = c.conn.poll_transmit(now, max_datagrams, &mut self.buf) else { break };
+                self.udp.send(registry, &transmit, &self.buf);
+                if self.udp.is_blocked() {
+                    c.dirty = true;
+                    self.dirty.push(ch);
+                    break;
                 }
             }
-            Ok(None) => return "peer finished the stream".into(),
-            Err(ReadError::Reset(code)) => return format!("peer reset the stream (code {code})"),
-            Err(ReadError::ConnectionLost(e)) => return describe(&e),
-            Err(e) => return format!("stream read failed: {e}"),
+            self.endpoint_events(ch);
+            self.update_timer(ch);
+            self.drop_if_drained(ch);
+        }
+        dirty.clear();
+        if self.dirty.is_empty() {
+            // Keep the allocation.
+            self.dirty = dirty;
         }
     }
-}
 
-enum WriterEnd {
-    /// `Outbound::Close`: the stream was finished and the peer acknowledged it (or stopped it).
-    Closed,
-    /// Writing failed.
-    Failed(String),
-    /// The loop dropped the handle without a close.
-    HandleDropped,
-}
+    /// Closes every connection now (code 4, "server shutdown"), reports
+    /// `Closed` for each one still open, and sends the close frames. The
+    /// grace period is the loop's: it asked the sessions to close first.
+    pub fn shutdown(&mut self, registry: &Registry, now: Instant, out: &mut Vec<NetEvent>) {
+        self.accepting = false;
+        out.append(&mut self.pending);
+        let handles: Vec<_> = self.conns.keys().copied().collect();
+        for ch in handles {
+            if let Some(c) = self.conns.get_mut(&ch) {
+                c.close(now, CODE_SHUTDOWN, b"server shutdown", "server shutdown".into(), out);
+            }
+            self.mark_dirty(ch);
+        }
+        self.flush(registry, now);
+    }
 
-/// Writes queued bytes in order; on `Close`, finishes the stream and waits
-/// until the peer has it all.
-async fn write_loop(
-    send: &mut SendStream,
-    rx: &mut mpsc::UnboundedReceiver<Outbound>,
-    backlog: &AtomicUsize,
-) -> WriterEnd {
-    while let Some(out) = rx.recv().await {
-        match out {
-            Outbound::Data(bytes) => {
-                let mut rest = &bytes[..];
-                while !rest.is_empty() {
-                    match send.write(rest).await {
-                        Ok(n) => {
-                            backlog.fetch_sub(n, Ordering::Relaxed);
-                            rest = &rest[n..];
+    /// Reads datagrams (at most [`RECV_CALLS_PER_TURN`] calls), hands them
+    /// to the endpoint and services the connections they concern.
+    fn receive(&mut self, registry: &Registry, now: Instant, out: &mut Vec<NetEvent>) {
+        self.recv_more = false;
+        let mut incoming = Vec::new();
+        let mut responses = Vec::new();
+        for call in 0..=RECV_CALLS_PER_TURN {
+            if call == RECV_CALLS_PER_TURN {
+                self.recv_more = true;
+                break;
+            }
+            let (endpoint, conns, touched, buf) =
+                (&mut self.endpoint, &mut self.conns, &mut self.touched, &mut self.buf);
+            let got = self.udp.recv(|from, ecn, data: BytesMut| {
+                buf.clear();
+                match endpoint.handle(now, from, None, ecn, data, buf) {
+                    Some(DatagramEvent::ConnectionEvent(ch, event)) => {
+                        if let Some(c) = conns.get_mut(&ch) {
+                            c.conn.handle_event(event);
+                            touched.push(ch);
                         }
-                        Err(e) => return WriterEnd::Failed(write_failed(e)),
+                    }
+                    Some(DatagramEvent::NewConnection(inc)) => incoming.push(inc),
+                    Some(DatagramEvent::Response(transmit)) => responses.push((transmit, buf.clone())),
+                    None => {}
+                }
+            });
+            for (transmit, bytes) in responses.drain(..) {
+                self.udp.send(registry, &transmit, &bytes);
+            }
+            for inc in incoming.drain(..) {
+                self.admit(registry, now, inc);
+            }
+            match got {
+                Ok(true) => {}
+                // Nothing waiting, or an error about one datagram (ICMP): the next edge brings more.
+                Ok(false) | Err(_) => break,
+            }
+        }
+        self.service_touched(now, out);
+    }
+
+    /// Accepts a new connection, or refuses it (not accepting, or
+    /// `max_connections` held).
+    fn admit(&mut self, registry: &Registry, now: Instant, incoming: quinn_proto::Incoming) {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        if !self.accepting || self.conns.len() >= self.limits.max_connections {
+            self.refused += 1;
+            let transmit = self.endpoint.refuse(incoming, &mut buf);
+            self.udp.send(registry, &transmit, &buf);
+        } else {
+            let peer = incoming.remote_address();
+            match self.endpoint.accept(incoming, now, &mut buf, Some(self.config.clone())) {
+                Ok((ch, conn)) => {
+                    self.conns.insert(ch, Conn::new(conn, peer, later(now, self.limits.handshake_timeout)));
+                    self.touched.push(ch);
+                }
+                Err(e) => {
+                    self.refused += 1;
+                    if let Some(transmit) = e.response {
+                        self.udp.send(registry, &transmit, &buf);
                     }
                 }
             }
-            Outbound::Close => {
-                if send.finish().is_ok() {
-                    // `Some(code)`: the peer stopped reading; either way the close goes on.
-                    let _ = send.stopped().await;
-                }
-                return WriterEnd::Closed;
+        }
+        self.buf = buf;
+    }
+
+    /// Services every connection touched this turn (once each), in order.
+    fn service_touched(&mut self, now: Instant, out: &mut Vec<NetEvent>) {
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.sort_unstable();
+        touched.dedup();
+        let budget = self.limits.read_chunk;
+        for &ch in &touched {
+            self.endpoint_events(ch);
+            let Some(c) = self.conns.get_mut(&ch) else { continue };
+            let was_open = c.id;
+            let serviced = c.service(now, &self.ids, budget, out);
+            if was_open.is_none()
+                && let Some(id) = c.id
+            {
+                self.by_id.insert(id, ch);
+            }
+            if serviced.more_input {
+                self.resume.push(ch);
+            }
+            self.mark_dirty(ch);
+            self.update_timer(ch);
+            self.drop_if_drained(ch);
+        }
+        touched.clear();
+        self.touched = touched;
+    }
+
+    /// Passes a connection's endpoint events (connection ids, drained) to
+    /// the endpoint, and the endpoint's answers back.
+    fn endpoint_events(&mut self, ch: ConnectionHandle) {
+        let Some(c) = self.conns.get_mut(&ch) else { return };
+        while let Some(event) = c.conn.poll_endpoint_events() {
+            if let Some(answer) = self.endpoint.handle_event(ch, event) {
+                c.conn.handle_event(answer);
             }
         }
     }
-    WriterEnd::HandleDropped
-}
 
-fn write_failed(e: WriteError) -> String {
-    match e {
-        WriteError::Stopped(code) => format!("peer stopped the stream (code {code})"),
-        WriteError::ConnectionLost(e) => describe(&e),
-        e => format!("stream write failed: {e}"),
+    fn mark_dirty(&mut self, ch: ConnectionHandle) {
+        if let Some(c) = self.conns.get_mut(&ch)
+            && !c.dirty
+        {
+            c.dirty = true;
+            self.dirty.push(ch);
+        }
     }
-}
 
-/// Refuses every stream after the session's one; returns when the
-/// connection is lost.
-async fn refuse_streams(conn: &Connection) -> String {
-    loop {
-        match conn.accept_bi().await {
-            Ok((mut send, mut recv)) => {
-                // Either may already be closed by the peer: nothing to refuse then.
-                let _ = send.reset(CODE_ONE_STREAM);
-                let _ = recv.stop(CODE_ONE_STREAM);
+    /// Moves the connection's entry in the timer set to its current deadline.
+    fn update_timer(&mut self, ch: ConnectionHandle) {
+        let Some(c) = self.conns.get_mut(&ch) else { return };
+        let due = c.deadline();
+        if due != c.timer {
+            if let Some(old) = c.timer {
+                self.timers.remove(&(old, ch));
             }
-            Err(e) => return describe(&e),
+            if let Some(new) = due {
+                self.timers.insert((new, ch));
+            }
+            c.timer = due;
+        }
+    }
+
+    /// Forgets a connection quinn is done with (its `Closed` reported, if it opened).
+    fn drop_if_drained(&mut self, ch: ConnectionHandle) {
+        let Some(c) = self.conns.get(&ch) else { return };
+        if !c.conn.is_drained() {
+            return;
+        }
+        let Some(mut c) = self.conns.remove(&ch) else { return };
+        // A connection drains only after it was lost or closed, which reported; this is a safety net.
+        c.report("connection ended".into(), &mut self.pending);
+        if let Some(t) = c.timer {
+            self.timers.remove(&(t, ch));
+        }
+        if let Some(id) = c.id {
+            self.by_id.remove(&id);
         }
     }
 }

@@ -56,21 +56,21 @@ impl TcpRefusals {
 
 /// The handshake slots: how many are taken, and by which source.
 #[derive(Debug, Default)]
-pub(super) struct Admission {
+pub(crate) struct Admission {
     handshaking: usize,
     /// Handshakes in progress per source; a source with none has no entry.
     by_source: HashMap<SourceKey, usize>,
-    pub(super) counts: TcpRefusals,
+    pub(crate) counts: TcpRefusals,
 }
 
 impl Admission {
     /// Connections in their handshake.
-    pub(super) fn handshaking(&self) -> usize {
+    pub(crate) fn handshaking(&self) -> usize {
         self.handshaking
     }
 
     /// Sources holding at least one handshake slot.
-    pub(super) fn sources(&self) -> usize {
+    pub(crate) fn sources(&self) -> usize {
         self.by_source.len()
     }
 
@@ -79,7 +79,7 @@ impl Admission {
     /// returned timeout: [`TcpLimits::handshake_timeout`], or
     /// [`TcpLimits::busy_handshake_timeout`] once half the slots are taken.
     /// A refusal is counted.
-    pub(super) fn admit(&mut self, peer: SocketAddr, held: usize, limits: &TcpLimits) -> Option<Duration> {
+    pub(crate) fn admit(&mut self, peer: SocketAddr, held: usize, limits: &TcpLimits) -> Option<Duration> {
         if held >= limits.max_connections {
             self.counts.connections += 1;
             return None;
@@ -101,7 +101,7 @@ impl Admission {
 
     /// A handshake that [`admit`](Admission::admit) let in is over (done,
     /// failed, timed out, or never set up): its slot is free.
-    pub(super) fn release(&mut self, peer: SocketAddr) {
+    pub(crate) fn release(&mut self, peer: SocketAddr) {
         self.handshaking = self.handshaking.saturating_sub(1);
         let key = SourceKey::from_ip(peer.ip());
         if let Some(n) = self.by_source.get_mut(&key) {

@@ -15,7 +15,7 @@ use crate::tls::ALPN;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Phase {
+pub(crate) enum Phase {
     /// TLS handshake in progress; dropped at `deadline`.
     Handshaking { deadline: Instant },
     /// `Opened` was reported; carrying frames.
@@ -31,7 +31,7 @@ pub(super) enum Phase {
 
 /// Why reading stopped last time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Input {
+pub(crate) enum Input {
     /// The socket said `WouldBlock`: the next readable edge wakes us.
     Drained,
     /// This turn's read budget ran out: more may be waiting, with no edge to come.
@@ -42,13 +42,13 @@ pub(super) enum Input {
 
 /// The connection is gone, and why (a human reason for `Closed`).
 #[derive(Debug)]
-pub(super) struct Gone(pub(super) String);
+pub(crate) struct Gone(pub(crate) String);
 
 /// A buffer released when emptied is shrunk to this, so idle connections hold little.
-const IDLE_CAPACITY: usize = 16 << 10;
+pub(crate) const IDLE_CAPACITY: usize = 16 << 10;
 
 /// Most bytes discarded per turn from a peer that sent or sends after our close.
-const DRAIN_TURN: usize = 256 << 10;
+pub(crate) const DRAIN_TURN: usize = 256 << 10;
 
 /// One accepted connection.
 pub(super) struct Conn {
@@ -330,25 +330,25 @@ impl Conn {
 
 /// Bytes waiting for the socket: a vector consumed from the front.
 #[derive(Default)]
-struct OutBuf {
+pub(crate) struct OutBuf {
     buf: Vec<u8>,
     start: usize,
 }
 
 impl OutBuf {
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.buf.len() - self.start
     }
 
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn pending(&self) -> &[u8] {
+    pub(crate) fn pending(&self) -> &[u8] {
         &self.buf[self.start..]
     }
 
-    fn consume(&mut self, n: usize) {
+    pub(crate) fn consume(&mut self, n: usize) {
         self.start += n;
         if self.start >= self.buf.len() {
             self.buf.clear();

@@ -31,10 +31,10 @@
 //!
 //! [`SourceKey::from_ip`]: confab_proto::server::SourceKey::from_ip
 
-mod admit;
+pub(crate) mod admit;
 mod client;
-mod conn;
-mod server;
+pub(crate) mod conn;
+pub(crate) mod server;
 
 use std::time::Duration;
 

@@ -112,10 +112,14 @@ impl TcpServer {
         self.local_addr
     }
 
+    /// Tokens from this one up are another transport's (the WebSocket
+    /// server's, [`WsServer::FIRST_TOKEN`](crate::ws::WsServer::FIRST_TOKEN)).
+    pub const END_TOKEN: usize = crate::ws::WsServer::FIRST_TOKEN;
+
     /// Whether `token` is the listener's or a connection's.
     #[must_use]
     pub fn owns(&self, token: Token) -> bool {
-        token.0 >= Self::FIRST_TOKEN
+        (Self::FIRST_TOKEN..Self::END_TOKEN).contains(&token.0)
     }
 
     /// Handles one mio event of a token this server [`owns`](TcpServer::owns).
@@ -415,12 +419,12 @@ impl TcpServer {
 }
 
 /// `now + d`, or a year from now if `d` is too large to add.
-pub(super) fn later(now: Instant, d: Duration) -> Instant {
+pub(crate) fn later(now: Instant, d: Duration) -> Instant {
     now.checked_add(d).unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
 }
 
 /// Accept errors about one connection (it went away while queued), after which accepting goes on.
-fn is_per_connection(e: &io::Error) -> bool {
+pub(crate) fn is_per_connection(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionAborted

@@ -1,15 +1,15 @@
-//! QUIC transport over 127.0.0.1: a `QuicServer` feeding a tiny echo loop
-//! (a mio `Poll` with a `Hub`), and `QuicLink` clients.
+//! QUIC transport over 127.0.0.1: a `QuicServer` driven by a tiny echo loop
+//! (a mio `Poll`, as the server's loop drives it), and `QuicLink` clients.
 //!
 //! | file | what |
 //! | --- | --- |
 //! | `main.rs` | echo, ordering, pins, ALPN, closes, independent clients |
 //! | `echo.rs` | the echo loop and helpers the tests share |
 //! | `limits.rs` | handshake timeout, connection limit, second stream, idle timeout, backlog, shutdown |
-//! | `credit.rs` | inbound credit: a small credit, a loop that stops consuming |
+//! | `inbound.rs` | reads bounded per turn, a loop that stops turning, one turn's frames batched |
 
-mod credit;
 mod echo;
+mod inbound;
 mod limits;
 
 use std::io;
@@ -106,20 +106,12 @@ fn peer_close_reports_closed_exactly_once() {
 #[test]
 fn server_close_flushes_then_client_sees_eof() {
     let echo = Echo::start(test_limits());
-    let mut link = echo.connect();
+    // The loop asks for the close in the turn that queues the last of the
+    // echo: the client has read nothing yet, so the close has it all to flush.
     let data = pattern(200_000, 3);
+    echo.close_after(data.len());
+    let mut link = echo.connect();
     link.send(&data).unwrap();
-    let conn = echo.opened();
-    echo.received(conn, data.len());
-    // The echo is queued before the close; the client has read nothing yet.
-    echo.close(conn);
-    match echo.next(Duration::from_secs(2)) {
-        Some(Seen::Closed(c, reason)) => {
-            assert_eq!(c, conn);
-            assert!(reason.contains("closed"), "{reason}");
-        }
-        other => panic!("expected Closed, got {other:?}"),
-    }
     let back = read_exactly(&mut link, data.len());
     assert!(back == data, "echo differs");
     let err = link.recv(Instant::now() + Duration::from_secs(2)).unwrap_err();
@@ -127,6 +119,15 @@ fn server_close_flushes_then_client_sees_eof() {
     // Dead links stay dead.
     assert_eq!(link.recv(Instant::now()).unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
     assert!(link.send(b"more").is_err());
+    let conn = echo.opened();
+    echo.received(conn, data.len());
+    match echo.next(Duration::from_secs(2)) {
+        Some(Seen::Closed(c, reason)) => {
+            assert_eq!(c, conn);
+            assert_eq!(reason, "closed by the server");
+        }
+        other => panic!("expected Closed, got {other:?}"),
+    }
     assert_eq!(echo.next(Duration::from_millis(200)), None);
 }
 

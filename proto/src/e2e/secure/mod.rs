@@ -131,7 +131,9 @@ mod snapshot;
 mod tests;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::Instant;
 
 use bytes::Bytes;
 use rand::rngs::StdRng;

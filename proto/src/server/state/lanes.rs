@@ -117,14 +117,19 @@ impl LaneBook {
     }
 
     pub(super) fn enqueued(&mut self, from: &str, to: &str, item: &QueuedItem) {
-        // Look up before inserting: the hot path allocates no keys.
-        if self.lane_mut(from, to).is_none() {
-            self.lanes.entry(from.to_owned()).or_default().insert(to.to_owned(), Lane::default());
-            self.inbound.entry(to.to_owned()).or_default().insert(from.to_owned());
-        }
-        if let Some(lane) = self.lane_mut(from, to) {
+        // One lookup on the hot path (an existing lane), and no key allocated.
+        let push = |lane: &mut Lane| {
             lane.next_seq = lane.next_seq.max(item.seq + 1);
             lane.items.push_back(item.clone());
+        };
+        match self.lane_mut(from, to) {
+            Some(lane) => push(lane),
+            None => {
+                let mut lane = Lane::default();
+                push(&mut lane);
+                self.lanes.entry(from.to_owned()).or_default().insert(to.to_owned(), lane);
+                self.inbound.entry(to.to_owned()).or_default().insert(from.to_owned());
+            }
         }
         match self.queued.get_mut(to) {
             Some(n) => *n += 1,

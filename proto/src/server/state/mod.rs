@@ -143,6 +143,10 @@ impl State {
             Change::RoomHistoryTrimmed { room, upto } => r.trimmed(room, *upto),
             Change::ConversationSet { a: x, b: y, state } => l.conversation_set(x, y, state.as_ref()),
             Change::Enqueued { from, to, item } => l.enqueued(from, to, item),
+            Change::MessageSent { from, to, item, family, request_id, code } => {
+                l.enqueued(from, to, item);
+                a.recorded_response(*family, *request_id, &super::change::sent_response(item.seq, *code));
+            }
             Change::Acked { from, to, upto } => l.acked(from, to, *upto),
             Change::Dropped { from, to, seq } => l.dropped(from, to, *seq),
             Change::NoticeAdded { user, peer, seq } => l.notice_added(user, peer, *seq),

@@ -108,3 +108,137 @@ fn actions_come_transmits_then_closes_then_log_lines() {
     assert!(ranks.contains(&2));
     assert_eq!(h.server.session_count(), 0);
 }
+
+/// Registers `user` up to the turn that holds the account's changes (the hash run inline).
+fn registered_turn(h: &mut Harness, user: &str) -> crate::server::Turn {
+    register(h, user);
+    let mut turn = h.server.drain();
+    for job in turn.take_jobs() {
+        h.server.handle_work(h.now, job.run());
+    }
+    let Ok(committed) = turn.commit(&mut crate::Ephemeral);
+    assert!(committed.is_empty());
+    h.server.drain()
+}
+
+#[test]
+fn deferred_turns_are_released_in_order_once_a_group_commit_covers_them() {
+    use crate::server::{Batch, Receipt, Sequencer};
+    let mut h = Harness::new(config());
+    let mut store = MemoryStore::new(h.server.config());
+    let mut sequencer = Sequencer::default();
+    let (first, first_pending) = sequencer.defer(registered_turn(&mut h, "alice"));
+    let (second, second_pending) = sequencer.defer(registered_turn(&mut h, "bob"));
+    assert_eq!((first.seq(), second.seq()), (1, 2));
+    // A ping answered while both are in flight: no change, but released only after them.
+    let s = h.connect();
+    h.server.handle_input(h.now, s, &Message::Ping(crate::wire::Ping { nonce: 9 }).to_bytes(b""));
+    let (empty, pong) = sequencer.defer(h.server.drain());
+    assert!(empty.is_empty() && !pong.is_empty());
+    assert_eq!(pong.seq(), 2, "waits for the last turn with changes");
+    let pong = pong.release(&Receipt::default()).expect_err("nothing committed yet");
+
+    let receipt = Batch::commit_group(vec![first], &mut store).unwrap_or_else(|e| match e {});
+    assert_eq!(receipt.upto(), 1);
+    let pong = pong.release(&receipt).expect_err("turn 2 is not durable yet");
+    let second_pending = second_pending.release(&receipt).expect_err("turn 2 is not durable yet");
+    let first_done = first_pending.release(&receipt).expect("turn 1 is durable");
+    assert!(!first_done.is_empty());
+    assert!(store.state().user("alice").is_some() && store.state().user("bob").is_none());
+
+    let receipt = Batch::commit_group(vec![second], &mut store).unwrap_or_else(|e| match e {});
+    assert!(second_pending.release(&receipt).is_ok() && pong.release(&receipt).is_ok());
+    assert!(store.state().user("bob").is_some());
+}
+
+#[test]
+fn a_group_commit_is_one_store_commit_and_a_refused_one_gives_no_receipt() {
+    use crate::server::{Batch, Sequencer};
+    let mut h = Harness::new(config());
+    let mut sequencer = Sequencer::default();
+    let turns: Vec<_> = ["alice", "bob", "carol"].iter().map(|u| sequencer.defer(registered_turn(&mut h, u))).collect();
+    let total: usize = turns.iter().map(|(b, _)| b.changes().len()).sum();
+    let (batches, pendings): (Vec<_>, Vec<_>) = turns.into_iter().unzip();
+    let mut refusing = Refusing::default();
+    assert!(batches.iter().all(|b| !b.is_empty()));
+    assert_eq!(Batch::commit_group(Vec::new(), &mut refusing).map(|r| r.upto()), Ok(0), "an empty group");
+    assert!(refusing.batches.is_empty(), "touches no store");
+
+    let mut store = MemoryStore::new(h.server.config());
+    let receipt = Batch::commit_group(batches, &mut store).unwrap_or_else(|e| match e {});
+    assert_eq!((store.commits(), store.changes()), (1, total as u64), "three turns, one transaction");
+    assert_eq!(receipt.upto(), 3);
+    assert!(pendings.into_iter().all(|p| p.release(&receipt).is_ok()));
+
+    let (batch, pending) = sequencer.defer(registered_turn(&mut h, "dave"));
+    assert_eq!(Batch::commit_group(vec![batch], &mut refusing), Err("disk full"));
+    assert_eq!(pending.seq(), 4, "held forever: no receipt covers it");
+}
+
+/// A routed `send_mp` is one change (issue 13): the item queued and its answer remembered
+/// together (`Change::MessageSent`), which a store logs as the `Enqueued` and `Recorded`
+/// it stands for; a retry of the request id is answered from that record and changes nothing.
+#[test]
+fn a_routed_message_is_one_change_and_its_retry_none() {
+    use crate::server::state::ItemKind;
+    use crate::wire::{AcceptMp, RequestMp, ResponseBody, SendMp};
+
+    let mut h = Harness::new(config());
+    h.register("alice");
+    h.register("bob");
+    let (a, ta) = h.login("alice");
+    let (b, tb) = h.login("bob");
+    let hs = bytes::Bytes::from_static(b"hs");
+    h.send_auth(a, RequestMp { peer: "bob".into(), handshake: hs.clone() }, ta.access_token.as_bytes());
+    h.send_auth(b, AcceptMp { peer: "alice".into(), handshake: hs }, tb.access_token.as_bytes());
+    let send = SendMp { peer: "bob".into(), sealed: bytes::Bytes::from_static(b"sealed") };
+    let frame = Message::Request(Request { request_id: 77, timestamp_ms: h.now.unix_ms, body: send.into() })
+        .to_bytes(ta.access_token.as_bytes());
+    h.server.handle_input(h.now, a, &frame);
+    h.server.handle_input(h.now, a, &frame);
+    let turn = h.server.drain();
+    let [change] = turn.changes() else {
+        panic!("one change for the message and none for its retry: {:?}", turn.changes())
+    };
+    let Change::MessageSent { from, to, item, request_id: 77, code: 200, .. } = change else { panic!("{change:?}") };
+    assert_eq!((&**from, &**to, item.seq), ("alice", "bob", 2));
+    assert!(matches!(&item.kind, ItemKind::Message { sealed } if &sealed[..] == b"sealed"));
+    let [Change::Enqueued { item: queued, .. }, Change::Recorded { request_id: 77, response, .. }] =
+        change.unfold().expect("stores log it as two records")
+    else {
+        panic!("enqueued, then recorded")
+    };
+    assert_eq!(&queued, item);
+    assert_eq!((response.code, &response.body), (200, &ResponseBody::Sent(crate::wire::Sent { seq: 2 })));
+    let Ok(committed) = turn.commit(&mut crate::Ephemeral);
+    let answers: Vec<Vec<Message>> = committed
+        .actions()
+        .iter()
+        .filter_map(|action| match action {
+            Action::Transmit { session, bytes } if *session == a => Some(decode_all(bytes)),
+            _ => None,
+        })
+        .collect();
+    let sent: Vec<_> = answers
+        .iter()
+        .flatten()
+        .map(|m| match m {
+            Message::Response(r) => (r.request_id, r.code, r.body.clone()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let answer = (77, 200, ResponseBody::Sent(crate::wire::Sent { seq: 2 }));
+    assert_eq!(sent, [answer.clone(), answer], "the retry gets the same answer");
+    assert_eq!(h.server.state().lane("alice", "bob").map(|l| l.items.len()), Some(2), "queued once");
+}
+
+fn decode_all(bytes: &[u8]) -> Vec<Message> {
+    let limits = crate::wire::Limits::DEFAULT;
+    let mut d = crate::wire::FrameDecoder::new(limits);
+    d.push(bytes);
+    let mut out = Vec::new();
+    while let Ok(Some(f)) = d.next_frame() {
+        out.push(Message::decode(&f, &limits).expect("valid frames"));
+    }
+    out
+}

@@ -1,0 +1,523 @@
+// The confab page: the host of the WebClient (the same SecureClient as the
+// CLI, compiled to WebAssembly). The page supplies time (Date.now(),
+// performance.now()), randomness (crypto.getRandomValues), the transport (a
+// WebSocket to this server's /confab) and storage (IndexedDB, encrypted);
+// everything the protocol and the cryptography do happens in the core.
+
+import init, { WebClient } from "./pkg/confab_web.js";
+import { ProfileStore } from "./store.js";
+import { ask, button, message, toast } from "./ui.js";
+
+const $ = (id) => document.getElementById(id);
+const seed = () => crypto.getRandomValues(new Uint8Array(32));
+const clock = () => [Date.now(), performance.now()];
+const HOUR = 3600 * 1000;
+
+let wc = null; // the WebClient
+let store = null; // the ProfileStore
+let ws = null; // the WebSocket
+let retry = 0;
+let timer = null;
+let flushing = false;
+let again = false;
+let leaving = false;
+let pendingLogin = null; // { user, password, passphrase } between register and login
+const requests = new Map(); // request id -> what the page asked, for its answer
+
+// What the page shows (the machine holds the secrets; this holds the view).
+const view = {
+  me: null,
+  active: null, // { kind: "room" | "dm", name }
+  rooms: new Map(), // name -> { messages: [], members: [], unread }
+  dms: new Map(), // peer -> { sent: [], state, unread, offer }
+  warnings: new Map(), // user -> text
+};
+
+// ----- the loop: checkpoint, then frames, then events, then the timer -----
+
+async function flush() {
+  if (flushing) {
+    again = true;
+    return;
+  }
+  flushing = true;
+  try {
+    do {
+      again = false;
+      let bytes;
+      while ((bytes = wc.take_checkpoint()) !== undefined) {
+        if (!leaving) await store.save(bytes);
+        wc.checkpoint_saved();
+      }
+      while (ws && ws.readyState === WebSocket.OPEN) {
+        const frame = wc.poll_transmit();
+        if (frame === undefined) break;
+        ws.send(frame);
+      }
+      let ev;
+      while ((ev = wc.poll_event()) !== undefined) onEvent(JSON.parse(ev));
+      armTimer();
+    } while (again);
+  } catch (e) {
+    toast(`storage failed: ${e}`);
+  } finally {
+    flushing = false;
+  }
+}
+
+function armTimer() {
+  clearTimeout(timer);
+  const at = wc.poll_timeout();
+  if (at === undefined) return;
+  timer = setTimeout(() => {
+    wc.handle_timeout(...clock());
+    flush();
+  }, Math.max(0, at - performance.now()));
+}
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  ws = new WebSocket(`${scheme}://${location.host}/confab`, "confab.v1");
+  ws.binaryType = "arraybuffer";
+  ws.onopen = () => {
+    retry = 0;
+    setConn(true);
+    wc.connected(...clock());
+    flush();
+  };
+  ws.onmessage = (m) => {
+    if (typeof m.data === "string") return;
+    wc.handle_input(...clock(), new Uint8Array(m.data));
+    flush();
+  };
+  ws.onclose = () => {
+    setConn(false);
+    if (!wc) return;
+    wc.disconnected(...clock());
+    flush();
+    if (leaving) return;
+    const delay = Math.min(10000, 500 * 2 ** retry++);
+    setTimeout(connect, delay);
+  };
+}
+
+// ----- commands -----
+
+function run(what, fn, context = {}) {
+  try {
+    const id = fn(...clock());
+    requests.set(id, { what, ...context });
+    flush();
+    return id;
+  } catch (e) {
+    toast(`${what}: ${e.message ?? e}`);
+    return undefined;
+  }
+}
+
+async function start(profile) {
+  await init();
+  store = await ProfileStore.open();
+  const bytes = profile ?? (await store.load());
+  if (bytes) {
+    try {
+      wc = WebClient.restore(seed(), bytes, ...clock());
+      bytes.fill(0);
+    } catch (e) {
+      toast(`stored profile unreadable: ${e.message}`);
+    }
+  }
+  if (wc && wc.is_logged_in()) {
+    showApp();
+  } else {
+    showAuth();
+  }
+  if (wc) connect();
+}
+
+function newClient() {
+  if (!wc) {
+    $("auth-status").textContent = "Making your identity key…";
+    wc = new WebClient(seed(), ...clock());
+    connect();
+  }
+}
+
+// ----- events -----
+
+function onEvent(e) {
+  switch (e.type) {
+    case "done":
+      return onDone(e);
+    case "failed":
+      return onFailed(e);
+    case "indeterminate":
+      return toast(`${e.op}: no answer (${e.reason}); it is retried on reconnect`);
+    case "logged_in":
+      pendingLogin = null;
+      return showApp();
+    case "logged_out":
+      return;
+    case "room": {
+      const r = room(e.room);
+      if (r.messages.some((m) => m.seq === e.seq)) return render();
+      // A message of mine shown when sent gets its place (seq) from the history.
+      const mine = r.messages.find((m) => m.seq === null && m.from === e.from && m.text === e.text);
+      if (mine) mine.seq = e.seq;
+      else r.messages.push({ from: e.from, text: e.text, at: e.sent_ms, seq: e.seq });
+      r.messages.sort((a, b) => (a.seq ?? Infinity) - (b.seq ?? Infinity));
+      if (!e.history && !isActive("room", e.room)) r.unread++;
+      return render();
+    }
+    case "mp_offered": {
+      const d = dm(e.from);
+      d.state = "offered";
+      d.offer = e.safety_number;
+      if (!isActive("dm", e.from)) d.unread++;
+      return render();
+    }
+    case "mp_ready":
+      dm(e.peer).state = "ready";
+      return render();
+    case "mp": {
+      const d = dm(e.from);
+      d.state = "ready";
+      if (!isActive("dm", e.from)) d.unread++;
+      return render();
+    }
+    case "mp_closed":
+      dm(e.peer).state = "closed";
+      return render();
+    case "mp_expired":
+      toast(`a request or message to ${e.peer} expired on the server after one hour`);
+      return render();
+    case "mp_expired_locally":
+      return render();
+    case "key_changed":
+      view.warnings.set(
+        e.user,
+        `${e.user}'s identity key changed (pinned ${e.pinned}, now ${e.presented}). ` +
+          `Nothing is sent to or accepted from ${e.user} until you compare the new safety number and accept it.`,
+      );
+      return render();
+    case "handshake_rejected":
+      return toast(`conversation with ${e.peer} rejected: ${e.reason}`);
+    case "decrypt_failed":
+      return toast(`a message from ${e.from} did not open: ${e.reason}`);
+    case "server_error":
+      return toast(`server: ${e.reason}`);
+    case "close":
+      if (ws) ws.close();
+      return;
+    default:
+      return;
+  }
+}
+
+function onDone(e) {
+  const req = requests.get(e.request_id) ?? {};
+  requests.delete(e.request_id);
+  if (e.op === "register" && pendingLogin) {
+    const { user, password, passphrase } = pendingLogin;
+    $("auth-status").textContent = "Account created. Logging in…";
+    run("log in", (u, m) => wc.login(u, m, user, password, passphrase));
+  } else if (e.op === "join_room" && req.room) {
+    room(req.room).members = e.members ?? [];
+    select("room", req.room);
+  } else if (e.op === "create_room" && req.room) {
+    room(req.room).members = [view.me];
+    select("room", req.room);
+  } else if (e.op === "fetch_key" && req.user) {
+    render();
+  } else if (e.op === "logout") {
+    erase();
+  }
+}
+
+function onFailed(e) {
+  const req = requests.get(e.request_id) ?? {};
+  requests.delete(e.request_id);
+  const text = `${req.what ?? e.op} failed (${e.code}): ${e.reason}`;
+  if (!view.me) {
+    $("auth-status").textContent = text;
+    pendingLogin = null;
+  } else {
+    toast(text);
+  }
+  if (e.op === "logout") erase();
+}
+
+// ----- view state -----
+
+function room(name) {
+  if (!view.rooms.has(name)) view.rooms.set(name, { messages: [], members: [], unread: 0 });
+  return view.rooms.get(name);
+}
+
+function dm(peer) {
+  if (!view.dms.has(peer)) view.dms.set(peer, { sent: [], state: "requested", unread: 0, offer: null });
+  return view.dms.get(peer);
+}
+
+const isActive = (kind, name) => view.active && view.active.kind === kind && view.active.name === name;
+
+function select(kind, name) {
+  view.active = { kind, name };
+  if (kind === "room") room(name).unread = 0;
+  if (kind === "dm") dm(name).unread = 0;
+  render();
+  $("compose").focus();
+}
+
+// ----- screens -----
+
+function showAuth() {
+  $("app").hidden = true;
+  $("auth").hidden = false;
+  $("auth-status").textContent = "";
+}
+
+function showApp() {
+  view.me = wc.username();
+  $("auth").hidden = true;
+  $("app").hidden = false;
+  $("me-name").textContent = view.me;
+  for (const r of JSON.parse(wc.rooms())) {
+    if (!view.rooms.has(r)) {
+      room(r);
+      run("history", (u, m) => wc.room_history(u, m, r), { room: r });
+    }
+  }
+  for (const p of JSON.parse(wc.conversations())) dm(p).state = "ready";
+  for (const m of JSON.parse(wc.inbox())) dm(m.from).state = "ready";
+  render();
+}
+
+function setConn(up) {
+  $("conn").className = up ? "conn up" : "conn";
+  $("conn").title = up ? "connected" : "reconnecting…";
+}
+
+function render() {
+  if (!wc || !view.me) return;
+  renderLists();
+  const a = view.active;
+  $("empty").hidden = !!a;
+  $("composer").hidden = !a;
+  $("messages").replaceChildren();
+  $("chat-actions").replaceChildren();
+  $("panel").hidden = true;
+  $("warning").hidden = true;
+  if (!a) {
+    $("chat-title").textContent = `Hello, ${view.me}`;
+    $("chat-sub").textContent = `Your key: ${wc.fingerprint()}`;
+    return;
+  }
+  if (a.kind === "room") renderRoom(a.name);
+  else renderDm(a.name);
+  const list = $("messages");
+  list.scrollTop = list.scrollHeight;
+}
+
+function renderLists() {
+  const item = (kind, name, unread, extra) => {
+    const li = document.createElement("li");
+    li.className = isActive(kind, name) ? "active" : "";
+    li.dataset.kind = kind;
+    li.dataset.name = name;
+    const label = document.createElement("span");
+    label.textContent = (kind === "room" ? "# " : "") + name;
+    li.append(label);
+    if (extra) {
+      const x = document.createElement("span");
+      x.className = "tag";
+      x.textContent = extra;
+      li.append(x);
+    }
+    if (unread > 0) {
+      const b = document.createElement("span");
+      b.className = "badge";
+      b.textContent = unread;
+      li.append(b);
+    }
+    li.onclick = () => select(kind, name);
+    return li;
+  };
+  $("room-list").replaceChildren(...[...view.rooms].map(([n, r]) => item("room", n, r.unread)));
+  $("dm-list").replaceChildren(
+    ...[...view.dms].map(([p, d]) => {
+      const tag = { offered: "request", requested: "pending", closed: "closed" }[d.state];
+      return item("dm", p, d.unread, view.warnings.has(p) ? "key changed" : tag);
+    }),
+  );
+}
+
+function renderRoom(name) {
+  const r = room(name);
+  $("chat-title").textContent = `# ${name}`;
+  $("chat-sub").textContent = r.members.length ? `Members when you joined: ${r.members.join(", ")}` : "Room, end-to-end encrypted";
+  $("chat-actions").append(button("History", () => run("history", (u, m) => wc.room_history(u, m, name), { room: name }), "", "act-history"));
+  $("messages").replaceChildren(...r.messages.map((m) => message(m.from, m.text, m.at, undefined, m.from === view.me)));
+}
+
+function renderDm(peer) {
+  const d = dm(peer);
+  const contact = JSON.parse(wc.contact(peer));
+  $("chat-title").textContent = peer;
+  const state = { ready: "Private conversation, end-to-end encrypted", offered: "Wants to talk with you",
+    requested: "Request sent; waiting for them to accept", closed: "Conversation closed" }[d.state];
+  $("chat-sub").textContent = `${state}${contact.verified ? " · verified ✓" : ""}`;
+  const actions = $("chat-actions");
+  actions.append(button("Safety number", () => showSafety(peer), "", "act-safety"));
+  if (d.state === "offered") actions.append(button("Accept", () => run("accept", (u, m) => wc.accept_mp(u, m, peer), { peer }), "primary", "act-accept"));
+  if (d.state === "closed") actions.append(button("New request", () => { d.state = "requested"; run("request", (u, m) => wc.request_mp(u, m, peer), { peer }); render(); }, "", "act-request"));
+  if (d.state !== "closed") actions.append(button(d.state === "offered" ? "Refuse" : "Close", () => run("close", (u, m) => wc.close_mp(u, m, peer), { peer }), "", "act-close"));
+  if (view.warnings.has(peer) || contact.key_changed) {
+    $("warning").hidden = false;
+    $("warning").textContent = view.warnings.get(peer) ?? `${peer}'s identity key changed: compare the safety number before you accept it.`;
+  }
+  const now = Date.now();
+  const received = JSON.parse(wc.inbox())
+    .filter((m) => m.from === peer)
+    .map((m) => ({ from: peer, text: m.text, at: m.received_ms, note: `disappears in ${Math.max(1, Math.ceil((m.expires_ms - now) / 60000))} min` }));
+  const sent = d.sent.filter((m) => m.at + HOUR > now).map((m) => ({ ...m, note: "" }));
+  const all = [...received, ...sent].sort((a, b) => a.at - b.at);
+  $("messages").replaceChildren(...all.map((m) => message(m.from, m.text, m.at, m.note, m.from === view.me)));
+  $("composer").hidden = d.state !== "ready";
+}
+
+function showSafety(peer) {
+  const number = wc.safety_number(peer);
+  const panel = $("panel");
+  panel.hidden = false;
+  panel.replaceChildren();
+  if (!number) {
+    panel.textContent = `Fetching ${peer}'s key…`;
+    run("fetch key", (u, m) => wc.fetch_key(u, m, peer), { user: peer });
+    setTimeout(() => isActive("dm", peer) && wc.safety_number(peer) && showSafety(peer), 300);
+    return;
+  }
+  const contact = JSON.parse(wc.contact(peer));
+  const h = document.createElement("p");
+  h.textContent = `Safety number with ${peer} — compare it with theirs in person or on a call:`;
+  const n = document.createElement("p");
+  n.className = "safety";
+  n.id = "safety-number";
+  n.textContent = number;
+  panel.append(h, n);
+  if (contact.key_changed) {
+    panel.append(button(`Accept ${peer}'s new key`, () => { wc.accept_new_key(peer); view.warnings.delete(peer); flush(); render(); }, "danger", "act-accept-key"));
+  } else if (contact.verified) {
+    const ok = document.createElement("p");
+    ok.className = "verified";
+    ok.textContent = "Verified ✓";
+    panel.append(ok);
+  } else {
+    panel.append(button("Mark as verified", () => { try { wc.verify(peer); flush(); render(); showSafety(peer); } catch (e) { toast(e.message); } }, "primary", "act-verify"));
+  }
+}
+
+// ----- forms and dialogs -----
+
+async function erase() {
+  leaving = true;
+  clearTimeout(timer);
+  if (ws) ws.close();
+  wc = null;
+  await store.erase();
+  location.reload();
+}
+
+function wire() {
+  $("tab-register").onclick = () => {
+    $("tab-register").classList.add("active");
+    $("tab-login").classList.remove("active");
+    $("register-form").hidden = false;
+    $("login-form").hidden = true;
+  };
+  $("tab-login").onclick = () => {
+    $("tab-login").classList.add("active");
+    $("tab-register").classList.remove("active");
+    $("register-form").hidden = true;
+    $("login-form").hidden = false;
+  };
+  $("register-form").onsubmit = (ev) => {
+    ev.preventDefault();
+    newClient();
+    const user = $("reg-user").value.trim();
+    const password = $("reg-pass").value;
+    const passphrase = $("reg-phrase").value.trim();
+    pendingLogin = { user, password, passphrase };
+    $("auth-status").textContent = "Creating your account…";
+    run("register", (u, m) => wc.register(u, m, user, password, passphrase));
+  };
+  $("login-next").onclick = () => {
+    if (!$("login-user").value.trim() || !$("login-pass").value) return;
+    $("login-step1").hidden = true;
+    $("login-step2").hidden = false;
+    $("login-phrase").focus();
+  };
+  $("login-form").onsubmit = (ev) => {
+    ev.preventDefault();
+    newClient();
+    const user = $("login-user").value.trim();
+    $("auth-status").textContent = "Logging in…";
+    run("log in", (u, m) => wc.login(u, m, user, $("login-pass").value, $("login-phrase").value.trim()));
+  };
+  $("new-room").onclick = async () => {
+    const r = await ask(
+      "Create or join a room",
+      [
+        { name: "room", label: "Room name" },
+        { name: "password", label: "Room password", type: "password" },
+      ],
+      [
+        { value: "join", label: "Join" },
+        { value: "create", label: "Create" },
+      ],
+    );
+    if (!r) return;
+    const { room: name, password } = r.values;
+    if (r.action === "create") run("create room", (u, m) => wc.create_room(u, m, name, password), { room: name });
+    else run("join room", (u, m) => wc.join_room(u, m, name, password), { room: name });
+  };
+  $("new-dm").onclick = async () => {
+    const r = await ask("Start a private conversation", [{ name: "peer", label: "Username" }], [
+      { value: "request", label: "Send request" },
+    ]);
+    if (!r) return;
+    const peer = r.values.peer;
+    dm(peer).state = "requested";
+    run("request", (u, m) => wc.request_mp(u, m, peer), { peer });
+    select("dm", peer);
+  };
+  $("composer").onsubmit = (ev) => {
+    ev.preventDefault();
+    const text = $("compose").value;
+    const a = view.active;
+    if (!text || !a) return;
+    if (a.kind === "room") {
+      if (run("send", (u, m) => wc.send_room(u, m, a.name, text), { room: a.name }) !== undefined) {
+        room(a.name).messages.push({ from: view.me, text, at: Date.now(), seq: null });
+        $("compose").value = "";
+        render();
+      }
+    } else if (run("send", (u, m) => wc.send_mp(u, m, a.name, text), { peer: a.name }) !== undefined) {
+      dm(a.name).sent.push({ from: view.me, text, at: Date.now() });
+      $("compose").value = "";
+      render();
+    }
+  };
+  $("logout").onclick = () => {
+    if (wc && wc.is_logged_in() && ws && ws.readyState === WebSocket.OPEN) {
+      run("log out", (u, m) => wc.logout(u, m));
+      setTimeout(erase, 3000);
+    } else {
+      erase();
+    }
+  };
+  setInterval(() => view.active && view.active.kind === "dm" && render(), 30000);
+}
+
+wire();
+start();

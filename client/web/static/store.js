@@ -1,0 +1,71 @@
+// The profile at rest: IndexedDB holds a non-extractable AES-GCM key (a
+// WebCrypto CryptoKey, stored as itself: the page can use it, never read
+// it) and the profile bytes encrypted under it. Nothing goes to
+// localStorage. erase() deletes the database.
+
+const DB = "confab";
+const STORE = "kv";
+
+function request(r) {
+  return new Promise((resolve, reject) => {
+    r.onsuccess = () => resolve(r.result);
+    r.onerror = () => reject(r.error);
+  });
+}
+
+async function open() {
+  const r = indexedDB.open(DB, 1);
+  r.onupgradeneeded = () => r.result.createObjectStore(STORE);
+  return request(r);
+}
+
+async function get(db, key) {
+  return request(db.transaction(STORE, "readonly").objectStore(STORE).get(key));
+}
+
+async function put(db, key, value) {
+  const tx = db.transaction(STORE, "readwrite");
+  tx.objectStore(STORE).put(value, key);
+  // Resolved once the write is committed (the durability the core waits for).
+  return new Promise((resolve, reject) => {
+    tx.oncomplete = () => resolve();
+    tx.onerror = () => reject(tx.error);
+    tx.onabort = () => reject(tx.error);
+  });
+}
+
+export class ProfileStore {
+  constructor(db, key) {
+    this.db = db;
+    this.key = key;
+  }
+
+  static async open() {
+    const db = await open();
+    let key = await get(db, "wrap-key");
+    if (!key) {
+      key = await crypto.subtle.generateKey({ name: "AES-GCM", length: 256 }, false, ["encrypt", "decrypt"]);
+      await put(db, "wrap-key", key);
+    }
+    return new ProfileStore(db, key);
+  }
+
+  async load() {
+    const rec = await get(this.db, "profile");
+    if (!rec) return undefined;
+    const plain = await crypto.subtle.decrypt({ name: "AES-GCM", iv: rec.iv }, this.key, rec.data);
+    return new Uint8Array(plain);
+  }
+
+  async save(bytes) {
+    const iv = crypto.getRandomValues(new Uint8Array(12));
+    const data = await crypto.subtle.encrypt({ name: "AES-GCM", iv }, this.key, bytes);
+    bytes.fill(0);
+    await put(this.db, "profile", { iv, data });
+  }
+
+  async erase() {
+    this.db.close();
+    await request(indexedDB.deleteDatabase(DB));
+  }
+}
