@@ -278,6 +278,8 @@ fn data_and_the_close_in_one_read_give_the_data_then_the_close_code() {
     let server = std::thread::spawn(move || {
         let (sock, _) = listener.accept().unwrap();
         sock.set_read_timeout(Some(5 * SECOND)).unwrap();
+        // The signature is tungstenite's `Callback`.
+        #[allow(clippy::result_large_err)]
         let accept_protocol = |_: &tungstenite::handshake::server::Request,
                                mut response: tungstenite::handshake::server::Response| {
             response.headers_mut().insert("Sec-WebSocket-Protocol", ws::SUBPROTOCOL.parse().unwrap());
