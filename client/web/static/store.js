@@ -1,7 +1,9 @@
 // The profile at rest: IndexedDB holds a non-extractable AES-GCM key (a
 // WebCrypto CryptoKey, stored as itself: the page can use it, never read
-// it) and the profile bytes encrypted under it. Nothing goes to
-// localStorage. erase() deletes the database.
+// it) and, encrypted under it, the profile bytes ("profile") and the key
+// record a logout keeps ("record": the identity key under the account
+// password). "leaving" marks a logout under way, so that a reload finishes
+// it. Nothing goes to localStorage. erase() deletes the database.
 
 const DB = "confab";
 const STORE = "kv";
@@ -50,18 +52,34 @@ export class ProfileStore {
     return new ProfileStore(db, key);
   }
 
-  async load() {
-    const rec = await get(this.db, "profile");
+  async load(name = "profile") {
+    const rec = await get(this.db, name);
     if (!rec) return undefined;
     const plain = await crypto.subtle.decrypt({ name: "AES-GCM", iv: rec.iv }, this.key, rec.data);
     return new Uint8Array(plain);
   }
 
-  async save(bytes) {
+  async save(bytes, name = "profile") {
     const iv = crypto.getRandomValues(new Uint8Array(12));
     const data = await crypto.subtle.encrypt({ name: "AES-GCM", iv }, this.key, bytes);
     bytes.fill(0);
-    await put(this.db, "profile", { iv, data });
+    await put(this.db, name, { iv, data });
+  }
+
+  async loadRecord() {
+    return this.load("record");
+  }
+
+  async saveRecord(bytes) {
+    return this.save(bytes, "record");
+  }
+
+  async markLeaving() {
+    await put(this.db, "leaving", true);
+  }
+
+  async leaving() {
+    return (await get(this.db, "leaving")) === true;
   }
 
   async erase() {
