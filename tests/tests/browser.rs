@@ -170,6 +170,8 @@ fn two_browser_users_and_a_cli_user_chat_end_to_end() {
     let _ = carol.ok(&["room", "send", "lobby", from_carol]);
     alice.wait("carol's room message, live", &shows_message(from_carol), QUICK);
     bob.wait("carol's room message, live", &shows_message(from_carol), QUICK);
+    let members = alice.text("#chat-sub");
+    assert!(members.contains("bob") && members.contains("carol"), "who wrote since is a member: {members}");
     let history = carol.ok(&["room", "history", "lobby"]);
     for text in [from_alice, from_bob] {
         assert!(json_lines(&history).iter().any(|v| v["text"] == text), "carol reads {text:?}: {history}");
@@ -300,7 +302,11 @@ fn two_browser_users_and_a_cli_user_chat_end_to_end() {
          };
          r.onerror = () => done('error');",
     );
-    assert_eq!(left, json!(["record", "wrap-key"]), "after logout only the key record and its wrapping key");
+    assert_eq!(
+        left,
+        json!(["last", "record:bob", "wrap-key"]),
+        "after logout only the key record, its wrapping key and the name to offer"
+    );
 
     // The server saw none of the plaintexts.
     let plaintexts = [from_alice, from_bob, from_carol, a_to_b, b_to_a, c_to_a, a_to_c, while_closed, c_to_b];

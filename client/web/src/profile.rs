@@ -64,6 +64,29 @@ pub(crate) struct Stored {
     pub(crate) locked: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) sent: BTreeMap<String, Vec<SentMp>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) registering: Option<RegisteringStored>,
+}
+
+/// A registration sent and not answered yet, as stored.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct RegisteringStored {
+    pub(crate) owner: String,
+    pub(crate) locked: String,
+    pub(crate) request_id: u32,
+}
+
+/// A registration sent and not answered yet (or answered 409 after its
+/// answer may have been lost): the key is this account's if a login as it
+/// succeeds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Registering {
+    pub(crate) owner: String,
+    pub(crate) blob: Vec<u8>,
+    pub(crate) request_id: u32,
+    /// The connection was lost (or the page reloaded) after it was sent:
+    /// a 409 to its resending may be the server remembering it.
+    pub(crate) lost: bool,
 }
 
 /// A private message this user sent, as the page shows it.
@@ -83,6 +106,8 @@ pub(crate) struct Local {
     pub(crate) lock: Option<Lock>,
     /// This user's own private messages by peer, for one hour.
     pub(crate) sent: BTreeMap<String, Vec<SentMp>>,
+    /// A registration in flight, or one whose answer may have been lost.
+    pub(crate) registering: Option<Registering>,
 }
 
 /// The key record kept after a logout.
@@ -116,6 +141,11 @@ pub(crate) fn encode(identity_der: &[u8], state: SecureSnapshot, local: &Local) 
         owner: lock.map(|l| l.owner.clone()),
         locked: lock.and_then(|l| l.blob.as_deref()).map(|b| STANDARD.encode(b)),
         sent: local.sent.clone(),
+        registering: local.registering.as_ref().map(|r| RegisteringStored {
+            owner: r.owner.clone(),
+            locked: STANDARD.encode(&r.blob),
+            request_id: r.request_id,
+        }),
     };
     let bytes = serde_json::to_vec(&stored).expect("a profile always serialises");
     // The base64 copy of the key inside `stored` is dropped here; wipe it.
@@ -145,6 +175,13 @@ pub(crate) fn decode_record(bytes: &[u8]) -> Option<(String, Vec<u8>)> {
     }
     let blob = STANDARD.decode(record.locked.as_bytes()).ok()?;
     Some((record.owner, blob))
+}
+
+/// A stored registration in flight, after a reload: its answer may be lost.
+pub(crate) fn registering(stored: Option<RegisteringStored>) -> Option<Registering> {
+    let r = stored?;
+    let blob = STANDARD.decode(r.locked.as_bytes()).ok()?;
+    Some(Registering { owner: r.owner, blob, request_id: r.request_id, lost: true })
 }
 
 /// Decodes profile bytes into the identity key's DER and the rest.

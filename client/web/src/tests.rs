@@ -20,6 +20,9 @@ struct User {
     events: Vec<Value>,
     /// The last profile bytes the "page" stored.
     stored: Option<Vec<u8>>,
+    /// The server's frames to this user are lost (a link that dies after
+    /// the request went out).
+    deaf: bool,
 }
 
 struct Net {
@@ -39,7 +42,7 @@ impl Net {
 
     fn add(&mut self, seed: u8, pkcs8: &[u8]) -> usize {
         let web = WebClient::with_identity([seed; 32], pkcs8, PARAMS, self.now).unwrap();
-        self.users.push(User { web, session: None, events: Vec::new(), stored: None });
+        self.users.push(User { web, session: None, events: Vec::new(), stored: None, deaf: false });
         let i = self.users.len() - 1;
         self.connect(i);
         i
@@ -91,7 +94,7 @@ impl Net {
                 for action in committed {
                     if let Action::Transmit { session, bytes } = action {
                         self.wire.extend_from_slice(&bytes);
-                        if let Some(user) = self.users.iter_mut().find(|u| u.session == Some(session)) {
+                        if let Some(user) = self.users.iter_mut().find(|u| u.session == Some(session) && !u.deaf) {
                             user.web.handle_input(self.now, &bytes);
                         }
                     }
@@ -243,7 +246,7 @@ fn a_reloaded_page_keeps_its_session_and_gets_what_it_missed_once() {
     net.now = now.advance(Duration::from_secs(5));
     let stored = net.users[bob].stored.clone().expect("bob's page stored a profile");
     let restored = WebClient::restore([5; 32], &stored, PARAMS, net.now).unwrap();
-    net.users[bob] = User { web: restored, session: None, events: Vec::new(), stored: Some(stored) };
+    net.users[bob] = User { web: restored, session: None, events: Vec::new(), stored: Some(stored), deaf: false };
     assert_eq!(net.users[bob].web.username(), Some("bob"));
     net.connect(bob);
     assert_eq!(texts(&net.of(bob, "mp")), ["sent while the tab was closed"], "delivered exactly once");
@@ -259,7 +262,7 @@ fn a_reloaded_page_keeps_its_session_and_gets_what_it_missed_once() {
     net.disconnect(bob);
     let stored = net.users[bob].stored.clone().unwrap();
     let restored = WebClient::restore([6; 32], &stored, PARAMS, net.now).unwrap();
-    net.users[bob] = User { web: restored, session: None, events: Vec::new(), stored: Some(stored) };
+    net.users[bob] = User { web: restored, session: None, events: Vec::new(), stored: Some(stored), deaf: false };
     net.connect(bob);
     assert!(net.of(bob, "mp").is_empty(), "nothing twice: {:?}", net.users[bob].events);
 }
@@ -488,7 +491,8 @@ fn a_logout_leaves_a_profile_with_the_key_and_nothing_else() {
     // reads this): the key and its owner, no room, no session, no message.
     let stored = net.users[alice].stored.clone().unwrap();
     let profile: Value = serde_json::from_slice(&stored).unwrap();
-    for part in ["rooms", "sessions", "inbox", "contacts"] {
+    // (Contacts, their pinned keys, stay: see pinned_keys_and_verified_marks_outlive_...)
+    for part in ["rooms", "sessions", "inbox"] {
         assert_eq!(profile["state"][part], Value::Array(vec![]), "{part} after logout");
     }
     assert!(profile.get("sent").is_none(), "{profile}");
@@ -531,4 +535,94 @@ fn a_profile_whose_conversations_do_not_restore_keeps_the_identity_key() {
         WebClient::restore([16; 32], &bytes, PARAMS, now),
         Err(WebError::Profile(ProfileError::State(_)))
     ));
+}
+
+#[test]
+fn a_registration_whose_answer_was_lost_still_binds_the_key() {
+    for reload in [false, true] {
+        let mut net = Net::new();
+        let alice = net.add(1, fixtures::ALICE_PKCS8);
+        let now = net.now;
+        // The server creates the account; its answer never arrives.
+        net.users[alice].deaf = true;
+        net.web(alice).register(now, "alice", "correct horse battery", "apple river stone").unwrap();
+        net.pump();
+        assert!(net.of(alice, "done").is_empty(), "no answer seen");
+        net.users[alice].deaf = false;
+        net.disconnect(alice);
+        if reload {
+            // The page reloads before any answer: the stored profile knows.
+            let stored = net.users[alice].stored.clone().unwrap();
+            net.users[alice].web = WebClient::restore([17; 32], &stored, PARAMS, now).unwrap();
+        }
+        // The client says the connection was lost before the answer (503);
+        // the key stays this account's until a login tells.
+        net.connect(alice);
+        assert_eq!(net.users[alice].web.owner(), Some("alice"), "reload: {reload}, {:?}", net.users[alice].events);
+        // Sent again, it is refused 409 (the account exists: this one); the
+        // key stays; another name would tie a second account to it.
+        net.web(alice).register(now, "alice", "correct horse battery", "apple river stone").unwrap();
+        net.pump();
+        assert_eq!(net.of(alice, "failed").last().unwrap()["code"], 409);
+        assert_eq!(net.users[alice].web.owner(), Some("alice"));
+        assert!(matches!(
+            net.web(alice).register(now, "alice2", "correct horse battery", "apple river stone"),
+            Err(WebError::Bound(u)) if u == "alice"
+        ));
+        net.web(alice).login(now, "alice", "correct horse battery", "apple river stone").unwrap();
+        net.pump();
+        assert_eq!(net.users[alice].web.username(), Some("alice"), "reload: {reload}");
+        assert!(net.users[alice].web.logout_record().is_some());
+    }
+}
+
+#[test]
+fn a_name_taken_by_someone_else_binds_nothing() {
+    let mut net = Net::new();
+    let alice = net.add(1, fixtures::ALICE_PKCS8);
+    net.sign_up(alice, "alice");
+    let mallory = net.add(2, fixtures::BOB_PKCS8);
+    let now = net.now;
+    net.web(mallory).register(now, "alice", "another password", "apple river stone").unwrap();
+    net.pump();
+    assert_eq!(net.of(mallory, "failed").pop().expect("refused")["code"], 409);
+    assert_eq!(net.users[mallory].web.owner(), None);
+    assert!(matches!(
+        net.web(mallory).login(now, "alice", "correct horse battery", "apple river stone"),
+        Err(WebError::NoIdentity(_))
+    ));
+}
+
+#[test]
+fn pinned_keys_and_verified_marks_outlive_a_logout_and_a_state_reset() {
+    let mut net = Net::new();
+    let alice = net.add(1, fixtures::ALICE_PKCS8);
+    let bob = net.add(2, fixtures::BOB_PKCS8);
+    net.sign_up(alice, "alice");
+    net.sign_up(bob, "bob");
+    let now = net.now;
+    net.web(alice).fetch_key(now, "bob").unwrap();
+    net.pump();
+    net.web(alice).verify("bob").unwrap();
+    let pinned = net.users[alice].web.contact("bob")["pinned"].clone();
+    assert!(pinned.is_string());
+    net.pump();
+    // A session that ended without a logout, then a reload: state_reset.
+    let stored = net.users[alice].stored.clone().unwrap();
+    let mut profile: Value = serde_json::from_slice(&stored).unwrap();
+    profile["state"]["client"]["username"] = Value::Null;
+    profile["state"]["rooms"] = Value::Array(vec![]);
+    let mut with_room = profile.clone();
+    with_room["state"]["client"]["username"] = Value::Null;
+    let reset = WebClient::restore([18; 32], &serde_json::to_vec(&with_room).unwrap(), PARAMS, now).unwrap();
+    assert_eq!(reset.contact("bob")["pinned"], pinned);
+    assert_eq!(reset.contact("bob")["verified"], true);
+    // A logout keeps them too (as the CLI's contact book).
+    net.web(alice).logout(now).unwrap();
+    net.pump();
+    assert_eq!(net.users[alice].web.contact("bob")["pinned"], pinned);
+    assert_eq!(net.users[alice].web.contact("bob")["verified"], true);
+    let stored = net.users[alice].stored.clone().unwrap();
+    let reloaded = WebClient::restore([19; 32], &stored, PARAMS, now).unwrap();
+    assert_eq!(reloaded.contact("bob")["pinned"], pinned);
 }

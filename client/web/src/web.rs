@@ -13,7 +13,7 @@ use rand::{RngExt as _, SeedableRng};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
-use crate::profile::{self, Local, Lock, ProfileError, SentMp};
+use crate::profile::{self, Local, Lock, ProfileError, Registering, SentMp};
 
 /// Why a command was refused before anything was sent.
 #[derive(Debug, thiserror::Error)]
@@ -167,17 +167,21 @@ impl WebClient {
                 // A profile written before the owner was recorded: the logged-in user's.
                 let owner = stored.owner.or_else(|| sc.client().username().map(str::to_owned));
                 let lock = owner.map(|owner| Lock { owner, blob });
-                let local = Local { verified: stored.verified, lock, sent: stored.sent };
+                let registering = profile::registering(stored.registering);
+                let local = Local { verified: stored.verified, lock, sent: stored.sent, registering };
                 Ok(Self::around(sc, der, local, lock_rng, params, now))
             }
             Err(e) => {
                 // The conversations did not restore, but the key's owner is
                 // known: keep the identity key (the account stays usable
-                // here), say what was lost, and let the user log in again.
+                // here) and the pinned keys of contacts with their verified
+                // marks, say what was lost, and let the user log in again.
                 let Some(owner) = stored.owner else { return Err(ProfileError::State(e.to_string()).into()) };
                 let identity = IdentityKey::from_pkcs8_der(&der).map_err(|_| ProfileError::Identity)?;
                 let mut web = Self::with_rng(identity, StdRng::from_seed(seed), params, now);
+                web.keep_contacts(stored.state.contacts.clone());
                 web.local.lock = Some(Lock { owner, blob });
+                web.local.verified = stored.verified;
                 web.events.push_back(json!({"type": "state_reset", "reason": e.to_string()}));
                 web.checkpoint_now();
                 Ok(web)
@@ -214,7 +218,11 @@ impl WebClient {
     /// registration or login succeeded here (or it was unlocked).
     #[must_use]
     pub fn owner(&self) -> Option<&str> {
-        self.local.lock.as_ref().map(|l| l.owner.as_str())
+        match (&self.local.lock, &self.local.registering) {
+            (Some(lock), _) => Some(lock.owner.as_str()),
+            (None, Some(r)) if r.lost => Some(r.owner.as_str()),
+            _ => None,
+        }
     }
 
     /// What the page keeps after a logout: the key record (the identity key
@@ -278,15 +286,34 @@ impl WebClient {
     /// cannot bring them back.
     fn reset_state(&mut self) {
         let Ok(identity) = IdentityKey::from_pkcs8_der(&self.identity_der) else { return };
+        let contacts = self.sc.snapshot().contacts.clone();
         let rng = StdRng::from_seed(self.lock_rng.random());
         let client = Client::new(ClientConfig::default(), self.clock);
         self.sc = SecureClient::new(client, identity, rng, self.room_params, self.clock);
+        self.keep_contacts(contacts);
         if self.online {
             self.sc.connected(self.clock);
         }
         self.local.sent.clear();
-        self.local.verified.clear();
         self.checkpoint_now();
+    }
+
+    /// Puts `contacts` (pinned keys, a key change awaiting acceptance) into
+    /// the fresh machine, as the CLI's contact book outlives a logout: after
+    /// the next login a swapped key is still caught.
+    fn keep_contacts(&mut self, contacts: Vec<confab_proto::e2e::secure::ContactSnapshot>) {
+        if contacts.is_empty() {
+            return;
+        }
+        let mut snapshot = self.sc.snapshot();
+        snapshot.contacts = contacts;
+        let Ok(identity) = IdentityKey::from_pkcs8_der(&self.identity_der) else { return };
+        let rng = StdRng::from_seed(self.lock_rng.random());
+        if let Ok(sc) =
+            SecureClient::restore(ClientConfig::default(), &snapshot, identity, rng, self.room_params, self.clock)
+        {
+            self.sc = sc;
+        }
     }
 
     /// Drains the machine: commits into the captured profile, then queues
@@ -313,6 +340,7 @@ impl WebClient {
                         timer_only = false;
                         let json = crate::events::to_json(&event);
                         self.settle_pending(&json);
+                        self.settle_registering(&json);
                         if json["type"] == "logged_out" {
                             self.erase = true;
                         }
@@ -338,14 +366,13 @@ impl WebClient {
         self.made += 1;
     }
 
-    /// A registration's `done` or a login's `logged_in` binds this identity
-    /// key to the account (and keeps it under the password that worked);
-    /// its failure forgets the attempt.
+    /// A login's `logged_in` binds this identity key to the account (and
+    /// keeps it under the password that worked); its failure forgets the
+    /// attempt.
     fn settle_pending(&mut self, event: &Value) {
         let Some(pending) = self.pending.as_ref() else { return };
         let ours = event["request_id"].as_u64() == Some(u64::from(pending.request_id));
         let succeeded = match event["type"].as_str() {
-            Some("done") => ours && event["op"] == "register",
             Some("logged_in") => ours || event["username"].as_str() == Some(pending.owner.as_str()),
             Some("failed") if ours || event["request_id"].is_null() => {
                 self.pending = None;
@@ -354,8 +381,51 @@ impl WebClient {
             _ => false,
         };
         if succeeded && let Some(p) = self.pending.take() {
+            if self.local.registering.as_ref().is_some_and(|r| r.owner == p.owner) {
+                self.local.registering = None;
+            }
             self.local.lock = Some(Lock { owner: p.owner, blob: Some(p.blob) });
             self.checkpoint_now();
+        }
+    }
+
+    /// A registration's answer: `done` binds the key to the account; a
+    /// refusal forgets it, except a 503 (the connection was lost before the
+    /// answer, or the server was busy) and a 409 to a registration whose
+    /// first answer may have been lost (the connection dropped, or the page
+    /// reloaded, after it was sent): the server may be saying that it
+    /// already holds it. That one stays until a login as the account
+    /// succeeds (binding it) or the same registration, sent again, is
+    /// answered.
+    fn settle_registering(&mut self, event: &Value) {
+        let Some(r) = self.local.registering.as_ref() else { return };
+        if event["request_id"].as_u64() != Some(u64::from(r.request_id)) || event["op"] != "register" {
+            return;
+        }
+        match event["type"].as_str() {
+            Some("done") => {
+                let r = self.local.registering.take().expect("checked above");
+                self.local.lock = Some(Lock { owner: r.owner, blob: Some(r.blob) });
+                self.checkpoint_now();
+            }
+            Some("failed") if r.lost && event["code"] == 409 => {}
+            // "Connection lost before the answer" (or busy): it may have
+            // been performed; a login, or the same registration again, tells.
+            Some("failed") if event["code"] == 503 => {
+                if let Some(r) = self.local.registering.as_mut() {
+                    r.lost = true;
+                }
+            }
+            Some("failed") => {
+                self.local.registering = None;
+                self.checkpoint_now();
+            }
+            Some("indeterminate") => {
+                if let Some(r) = self.local.registering.as_mut() {
+                    r.lost = true;
+                }
+            }
+            _ => {}
         }
     }
 
@@ -381,6 +451,9 @@ impl WebClient {
     /// must arrive (its outbox) on the next [`connected`](Self::connected).
     pub fn disconnected(&mut self, now: Now) {
         self.online = false;
+        if let Some(r) = self.local.registering.as_mut() {
+            r.lost = true;
+        }
         self.transmits.clear();
         self.sc.disconnected(now);
         self.pump_at(now);
@@ -452,9 +525,19 @@ impl WebClient {
         if let Some(lock) = &self.local.lock {
             return Err(WebError::Bound(lock.owner.clone()));
         }
+        // A registration whose answer was lost may be sent again, for the
+        // same name only.
+        let lost = match &self.local.registering {
+            Some(r) if r.owner != user => return Err(WebError::Bound(r.owner.clone())),
+            Some(r) => r.lost,
+            None => false,
+        };
         let blob = self.lock_under(password)?;
         let id = self.sc.register(now, user, password, passphrase)?;
-        self.pending = Some(Pending { request_id: id, owner: user.to_owned(), blob });
+        // Stored before the frame goes, so a reload cannot lose the key of
+        // an account the server created.
+        self.local.registering = Some(Registering { owner: user.to_owned(), blob, request_id: id, lost });
+        self.checkpoint_now();
         self.pump_at(now);
         Ok(id)
     }
@@ -467,7 +550,7 @@ impl WebClient {
     /// before anything is sent, since a session without the account's key
     /// could read nothing and would present a key nobody pinned.
     pub fn login(&mut self, now: Now, user: &str, password: &str, passphrase: &str) -> Result<u32, WebError> {
-        if self.local.lock.as_ref().is_none_or(|l| l.owner != user) {
+        if self.owner() != Some(user) {
             return Err(WebError::NoIdentity(user.to_owned()));
         }
         let blob = self.lock_under(password)?;

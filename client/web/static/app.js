@@ -21,7 +21,8 @@ let flushing = false;
 let again = false;
 let leaving = false;
 let pendingLogin = null; // { user, password, passphrase } between register and login
-let locked = null; // { owner, bytes }: the key record a logout left (the identity key under the password)
+let records = new Map(); // account -> key record a logout left (its identity key under its password)
+let loggingOut = false;
 const requests = new Map(); // request id -> what the page asked, for its answer
 
 // What the page shows (the machine holds the secrets; this holds the view).
@@ -143,17 +144,13 @@ async function start() {
   }
   // A fresh key whose registration never succeeded is not worth keeping.
   if (wc && wc.owner() === undefined && !wc.is_logged_in()) wc = null;
-  const record = await store.loadRecord();
-  const owner = record ? WebClient.record_owner(record) : undefined;
-  if (owner !== undefined && !(wc && wc.owner() === owner)) {
-    // A logged-out account: its identity key waits for the password.
-    locked = { owner, bytes: record };
-  }
+  records = await store.records();
   if (wc && wc.is_logged_in()) {
     showApp();
   } else {
     showAuth();
-    const who = wc?.owner() ?? locked?.owner;
+    const last = await store.last();
+    const who = wc?.owner() ?? (records.has(last) ? last : records.keys().next().value);
     if (who !== undefined) {
       $("tab-login").click();
       $("login-user").value = who;
@@ -167,7 +164,14 @@ async function start() {
 // each resume the session (a refresh token presented twice revokes the
 // login), and the last to write would roll the other's keys back.
 function startAlone() {
-  if (!navigator.locks) return start();
+  if (!navigator.locks) {
+    showAuth();
+    $("register-form").hidden = true;
+    $("login-form").hidden = true;
+    $("auth-status").textContent =
+      "This browser lacks Web Locks (navigator.locks), which confab needs to run in one tab at a time: use a current browser.";
+    return undefined;
+  }
   return navigator.locks.request("confab-profile", { ifAvailable: true }, (lock) => {
     if (!lock) {
       showAuth();
@@ -182,8 +186,15 @@ function startAlone() {
   });
 }
 
-// Makes `client` the page's client, on a connection of its own.
+// Makes `client` the page's client, on a connection of its own. A client
+// it replaces that belongs to an account leaves that account's key record.
 function adopt(client) {
+  const owner = wc ? wc.owner() : undefined;
+  const record = wc ? wc.logout_record() : undefined;
+  if (owner !== undefined && record !== undefined && owner !== client.owner()) {
+    records.set(owner, record);
+    store.saveRecord(owner, record.slice()).catch((e) => toast(`storage failed: ${e}`));
+  }
   if (ws) {
     const old = ws;
     ws = null;
@@ -215,6 +226,8 @@ function onEvent(e) {
     case "indeterminate":
       return toast(`${e.op}: no answer (${e.reason}); it is retried on reconnect`);
     case "logged_in":
+      // A reload during a logout resumes the session only to end it.
+      if (loggingOut) return;
       pendingLogin = null;
       return showApp();
     case "logged_out":
@@ -225,6 +238,8 @@ function onEvent(e) {
       return;
     case "room": {
       const r = room(e.room);
+      // Whoever writes in the room is a member (the server sends no joins).
+      if (!r.members.includes(e.from)) r.members.push(e.from);
       if (r.messages.some((m) => m.seq === e.seq)) return render();
       // A message of mine shown when sent gets its place (seq) from the history.
       const mine = r.messages.find((m) => m.seq === null && m.from === e.from && m.text === e.text);
@@ -420,7 +435,7 @@ function renderLists() {
 function renderRoom(name) {
   const r = room(name);
   $("chat-title").textContent = `# ${name}`;
-  $("chat-sub").textContent = r.members.length ? `Members when you joined: ${r.members.join(", ")}` : "Room, end-to-end encrypted";
+  $("chat-sub").textContent = r.members.length ? `Members: ${r.members.join(", ")} (as you joined; others appear when they write)` : "Room, end-to-end encrypted";
   $("chat-actions").append(button("History", () => run("history", (u, m) => wc.room_history(u, m, name), { room: name }), "", "act-history"));
   $("messages").replaceChildren(...r.messages.map((m) => message(m.from, m.text, m.at, undefined, m.from === view.me)));
 }
@@ -486,12 +501,14 @@ function showSafety(peer) {
 // ----- forms and dialogs -----
 
 // Logout: the session is revoked on the server (when it can be reached
-// within 5 s), then the database goes, and with it the wrapping key, the
-// sessions, the room keys and the view; only the key record comes back (the
-// identity key encrypted under the account password, as the CLI keeps it),
-// so that this account can log in here again. The "leaving" mark makes a
-// reload in between finish the logout instead of bringing the profile back.
+// within 5 s), then the store is replaced, in one transaction, by the key
+// records (each account's identity key encrypted under its password, as the
+// CLI keeps it) under a new wrapping key: the profile, the old wrapping key
+// and the view go, and this account can log in here again. The "leaving"
+// mark makes a reload in between finish the logout instead of bringing the
+// profile back.
 async function logOut() {
+  loggingOut = true;
   await store.markLeaving();
   if (wc && wc.is_logged_in()) {
     if (!ws) connect();
@@ -509,10 +526,12 @@ async function erase() {
   leaving = true;
   clearTimeout(timer);
   if (ws) ws.close();
-  const keep = (wc ? wc.logout_record() : undefined) ?? (await store.loadRecord());
+  const keep = await store.records();
+  const owner = wc ? wc.owner() : undefined;
+  const record = wc ? wc.logout_record() : undefined;
+  if (owner !== undefined && record !== undefined) keep.set(owner, record);
   wc = null;
-  await store.erase();
-  if (keep) await (await ProfileStore.open()).saveRecord(keep);
+  await store.resetTo(keep, owner);
   location.reload();
 }
 
@@ -557,10 +576,10 @@ function wire() {
     const user = $("login-user").value.trim();
     const password = $("login-pass").value;
     let client = wc && wc.owner() === user ? wc : null;
-    if (!client && locked && locked.owner === user) {
+    if (!client && records.has(user)) {
       $("auth-status").textContent = "Unlocking your identity key…";
       try {
-        client = WebClient.unlock(seed(), locked.bytes, password, ...clock());
+        client = WebClient.unlock(seed(), records.get(user), password, ...clock());
       } catch (e) {
         $("auth-status").textContent = e.message ?? String(e);
         return;
