@@ -95,12 +95,18 @@ pub fn binary(name: &str) -> PathBuf {
 }
 
 /// Whether `binary` is missing or older than a source file (`.rs`,
-/// `Cargo.toml`) of the crates it is built from (`proto`, `transports` and `own`).
+/// `Cargo.toml`) of the crates it is built from (`proto`, `transports` and
+/// `own`), or, for the server, than a file of the browser client it embeds
+/// (`client/web/static`).
 fn is_stale(binary: &Path, own: &str) -> bool {
     let Ok(built) = std::fs::metadata(binary).and_then(|m| m.modified()) else { return true };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
     let mut stack: Vec<PathBuf> = ["proto", "transports", own].iter().map(|c| root.join(c)).collect();
     stack.push(root.join("Cargo.lock"));
+    let embedded = root.join("client/web/static");
+    if own == "server" {
+        stack.push(embedded.clone());
+    }
     while let Some(p) = stack.pop() {
         let Ok(meta) = std::fs::metadata(&p) else { continue };
         if meta.is_dir() {
@@ -110,7 +116,7 @@ fn is_stale(binary: &Path, own: &str) -> bool {
             if let Ok(entries) = std::fs::read_dir(&p) {
                 stack.extend(entries.flatten().map(|e| e.path()));
             }
-        } else if p.extension().is_some_and(|e| e == "rs" || e == "toml" || e == "lock")
+        } else if (p.starts_with(&embedded) || p.extension().is_some_and(|e| e == "rs" || e == "toml" || e == "lock"))
             && meta.modified().is_ok_and(|m| m > built)
         {
             return true;

@@ -175,6 +175,26 @@ impl<'d> Browser<'d> {
         let _ = self.cmd("POST", "/refresh", Some(json!({})));
     }
 
+    /// Opens a new tab of the same browser and switches to it; returns the
+    /// handle of the tab that was current, for [`switch_to`](Self::switch_to).
+    pub fn new_tab(&self) -> String {
+        let current = self.cmd("GET", "/window", None).as_str().unwrap_or_default().to_owned();
+        let made = self.cmd("POST", "/window/new", Some(json!({"type": "tab"})));
+        let handle = made["handle"].as_str().unwrap_or_else(|| panic!("no new tab: {made}")).to_owned();
+        self.switch_to(&handle);
+        current
+    }
+
+    /// Switches to the tab `handle`.
+    pub fn switch_to(&self, handle: &str) {
+        let _ = self.cmd("POST", "/window", Some(json!({"handle": handle})));
+    }
+
+    /// Closes the current tab (then [`switch_to`](Self::switch_to) another).
+    pub fn close_tab(&self) {
+        let _ = self.cmd("DELETE", "/window", None);
+    }
+
     /// Runs `script` (a function body; `arguments` are `args`) and returns its value.
     pub fn eval(&self, script: &str, args: &[Value]) -> Value {
         self.cmd("POST", "/execute/sync", Some(json!({"script": script, "args": args})))

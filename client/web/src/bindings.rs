@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use confab_proto::e2e::room::ROOM_PARAMS;
+use confab_proto::server::HashParams;
 use confab_proto::{Instant, Now};
 use wasm_bindgen::prelude::*;
 
@@ -34,6 +35,10 @@ impl Clock {
     }
 }
 
+/// Room keys with the parameters every client uses; the identity key under
+/// the password with the `confab` CLI's (OWASP's argon2id minimum).
+const PARAMS: web::Params = web::Params { room: ROOM_PARAMS, key: HashParams::OWASP };
+
 fn seed(bytes: &[u8]) -> Result<[u8; 32], JsError> {
     bytes.try_into().map_err(|_| JsError::new("the seed must be 32 bytes from crypto.getRandomValues"))
 }
@@ -56,7 +61,7 @@ impl WebClient {
     pub fn new(seed_bytes: &[u8], unix_ms: f64, mono_ms: f64) -> Result<WebClient, JsError> {
         let mut clock = Clock::new();
         let now = clock.now(unix_ms, mono_ms);
-        let inner = web::WebClient::generate(seed(seed_bytes)?, ROOM_PARAMS, now).map_err(js)?;
+        let inner = web::WebClient::generate(seed(seed_bytes)?, PARAMS, now).map_err(js)?;
         Ok(WebClient { inner, clock })
     }
 
@@ -64,8 +69,41 @@ impl WebClient {
     pub fn restore(seed_bytes: &[u8], profile: &[u8], unix_ms: f64, mono_ms: f64) -> Result<WebClient, JsError> {
         let mut clock = Clock::new();
         let now = clock.now(unix_ms, mono_ms);
-        let inner = web::WebClient::restore(seed(seed_bytes)?, profile, ROOM_PARAMS, now).map_err(js)?;
+        let inner = web::WebClient::restore(seed(seed_bytes)?, profile, PARAMS, now).map_err(js)?;
         Ok(WebClient { inner, clock })
+    }
+
+    /// The account of a key record (what a logout left), or `undefined`
+    /// if the bytes are not one.
+    pub fn record_owner(bytes: &[u8]) -> Option<String> {
+        web::WebClient::record_owner(bytes)
+    }
+
+    /// A client for the account of a key record, its identity key decrypted
+    /// with `password` (throws on a wrong one); then `login` as that account.
+    pub fn unlock(
+        seed_bytes: &[u8],
+        record: &[u8],
+        password: &str,
+        unix_ms: f64,
+        mono_ms: f64,
+    ) -> Result<WebClient, JsError> {
+        let mut clock = Clock::new();
+        let now = clock.now(unix_ms, mono_ms);
+        let inner = web::WebClient::unlock(seed(seed_bytes)?, record, password, PARAMS, now).map_err(js)?;
+        Ok(WebClient { inner, clock })
+    }
+
+    /// The account this client's identity key belongs to (registered here
+    /// or unlocked), or `undefined`.
+    pub fn owner(&self) -> Option<String> {
+        self.inner.owner().map(str::to_owned)
+    }
+
+    /// The key record to keep after a logout (the identity key encrypted
+    /// under the password), or `undefined` if there is none to keep.
+    pub fn logout_record(&self) -> Option<Vec<u8>> {
+        self.inner.logout_record()
     }
 
     /// The WebSocket opened.
@@ -230,6 +268,12 @@ impl WebClient {
     /// The readable received private messages, JSON text.
     pub fn inbox(&self) -> String {
         self.inner.inbox().to_string()
+    }
+
+    /// This user's own private messages to `peer` of the last hour (before
+    /// `unix_ms`'s hour ends), JSON text: `[{"text", "sent_ms", "expires_ms"}]`.
+    pub fn sent_mps(&self, peer: &str, unix_ms: f64) -> String {
+        self.inner.sent_mps(peer, unix_ms as u64).to_string()
     }
 
     /// Fetches (and pins or checks) a user's key.

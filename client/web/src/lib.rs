@@ -35,4 +35,4 @@ mod bindings;
 mod tests;
 
 pub use profile::{PROFILE_FORMAT, ProfileError};
-pub use web::{WebClient, WebError};
+pub use web::{Params, WebClient, WebError};

@@ -11,7 +11,6 @@ import { ask, button, message, toast } from "./ui.js";
 const $ = (id) => document.getElementById(id);
 const seed = () => crypto.getRandomValues(new Uint8Array(32));
 const clock = () => [Date.now(), performance.now()];
-const HOUR = 3600 * 1000;
 
 let wc = null; // the WebClient
 let store = null; // the ProfileStore
@@ -22,6 +21,8 @@ let flushing = false;
 let again = false;
 let leaving = false;
 let pendingLogin = null; // { user, password, passphrase } between register and login
+let records = new Map(); // account -> key record a logout left (its identity key under its password)
+let loggingOut = false;
 const requests = new Map(); // request id -> what the page asked, for its answer
 
 // What the page shows (the machine holds the secrets; this holds the view).
@@ -29,7 +30,7 @@ const view = {
   me: null,
   active: null, // { kind: "room" | "dm", name }
   rooms: new Map(), // name -> { messages: [], members: [], unread }
-  dms: new Map(), // peer -> { sent: [], state, unread, offer }
+  dms: new Map(), // peer -> { state, unread, offer } (the messages are the client's)
   warnings: new Map(), // user -> text
 };
 
@@ -115,24 +116,95 @@ function run(what, fn, context = {}) {
   }
 }
 
-async function start(profile) {
+async function start() {
   await init();
   store = await ProfileStore.open();
-  const bytes = profile ?? (await store.load());
+  if (await store.leaving()) {
+    // A logout was under way when the page went: finish it.
+    $("auth-status").textContent = "Logging out…";
+    const bytes = await store.load();
+    if (bytes) {
+      try {
+        wc = WebClient.restore(seed(), bytes, ...clock());
+      } catch (e) {
+        wc = null;
+      }
+      bytes.fill(0);
+    }
+    return logOut();
+  }
+  const bytes = await store.load();
   if (bytes) {
     try {
       wc = WebClient.restore(seed(), bytes, ...clock());
-      bytes.fill(0);
     } catch (e) {
       toast(`stored profile unreadable: ${e.message}`);
     }
+    bytes.fill(0);
   }
+  // A fresh key whose registration never succeeded is not worth keeping.
+  if (wc && wc.owner() === undefined && !wc.is_logged_in()) wc = null;
+  records = await store.records();
   if (wc && wc.is_logged_in()) {
     showApp();
   } else {
     showAuth();
+    const last = await store.last();
+    const who = wc?.owner() ?? (records.has(last) ? last : records.keys().next().value);
+    if (who !== undefined) {
+      $("tab-login").click();
+      $("login-user").value = who;
+      $("auth-status").textContent = `${who} is logged out on this browser: log in to continue.`;
+    }
   }
   if (wc) connect();
+}
+
+// The page runs in one tab at a time: two tabs on one stored profile would
+// each resume the session (a refresh token presented twice revokes the
+// login), and the last to write would roll the other's keys back.
+function startAlone() {
+  if (!navigator.locks) {
+    showAuth();
+    $("register-form").hidden = true;
+    $("login-form").hidden = true;
+    $("auth-status").textContent =
+      "This browser lacks Web Locks (navigator.locks), which confab needs to run in one tab at a time: use a current browser.";
+    return undefined;
+  }
+  return navigator.locks.request("confab-profile", { ifAvailable: true }, (lock) => {
+    if (!lock) {
+      showAuth();
+      $("register-form").hidden = true;
+      $("login-form").hidden = true;
+      $("auth-status").textContent =
+        "confab is already open in another tab of this browser: use that tab, or close it and reload this one.";
+      return undefined;
+    }
+    // Held for as long as the page lives.
+    return start().then(() => new Promise(() => {}));
+  });
+}
+
+// Makes `client` the page's client, on a connection of its own. A client
+// it replaces that belongs to an account leaves that account's key record.
+function adopt(client) {
+  const owner = wc ? wc.owner() : undefined;
+  const record = wc ? wc.logout_record() : undefined;
+  if (owner !== undefined && record !== undefined && owner !== client.owner()) {
+    records.set(owner, record);
+    store.saveRecord(owner, record.slice()).catch((e) => toast(`storage failed: ${e}`));
+  }
+  if (ws) {
+    const old = ws;
+    ws = null;
+    old.onopen = null;
+    old.onclose = null;
+    old.onmessage = null;
+    old.close();
+  }
+  wc = client;
+  connect();
 }
 
 function newClient() {
@@ -154,12 +226,20 @@ function onEvent(e) {
     case "indeterminate":
       return toast(`${e.op}: no answer (${e.reason}); it is retried on reconnect`);
     case "logged_in":
+      // A reload during a logout resumes the session only to end it.
+      if (loggingOut) return;
       pendingLogin = null;
       return showApp();
     case "logged_out":
+      return erase();
+    case "state_reset":
+      $("auth-status").textContent =
+        `Your stored conversations could not be restored (${e.reason}); your identity key was kept: log in again.`;
       return;
     case "room": {
       const r = room(e.room);
+      // Whoever writes in the room is a member (the server sends no joins).
+      if (!r.members.includes(e.from)) r.members.push(e.from);
       if (r.messages.some((m) => m.seq === e.seq)) return render();
       // A message of mine shown when sent gets its place (seq) from the history.
       const mine = r.messages.find((m) => m.seq === null && m.from === e.from && m.text === e.text);
@@ -255,7 +335,7 @@ function room(name) {
 }
 
 function dm(peer) {
-  if (!view.dms.has(peer)) view.dms.set(peer, { sent: [], state: "requested", unread: 0, offer: null });
+  if (!view.dms.has(peer)) view.dms.set(peer, { state: "requested", unread: 0, offer: null });
   return view.dms.get(peer);
 }
 
@@ -355,7 +435,7 @@ function renderLists() {
 function renderRoom(name) {
   const r = room(name);
   $("chat-title").textContent = `# ${name}`;
-  $("chat-sub").textContent = r.members.length ? `Members when you joined: ${r.members.join(", ")}` : "Room, end-to-end encrypted";
+  $("chat-sub").textContent = r.members.length ? `Members: ${r.members.join(", ")} (as you joined; others appear when they write)` : "Room, end-to-end encrypted";
   $("chat-actions").append(button("History", () => run("history", (u, m) => wc.room_history(u, m, name), { room: name }), "", "act-history"));
   $("messages").replaceChildren(...r.messages.map((m) => message(m.from, m.text, m.at, undefined, m.from === view.me)));
 }
@@ -380,7 +460,8 @@ function renderDm(peer) {
   const received = JSON.parse(wc.inbox())
     .filter((m) => m.from === peer)
     .map((m) => ({ from: peer, text: m.text, at: m.received_ms, note: `disappears in ${Math.max(1, Math.ceil((m.expires_ms - now) / 60000))} min` }));
-  const sent = d.sent.filter((m) => m.at + HOUR > now).map((m) => ({ ...m, note: "" }));
+  const sent = JSON.parse(wc.sent_mps(peer, now))
+    .map((m) => ({ from: view.me, text: m.text, at: m.sent_ms, note: `disappears in ${Math.max(1, Math.ceil((m.expires_ms - now) / 60000))} min` }));
   const all = [...received, ...sent].sort((a, b) => a.at - b.at);
   $("messages").replaceChildren(...all.map((m) => message(m.from, m.text, m.at, m.note, m.from === view.me)));
   $("composer").hidden = d.state !== "ready";
@@ -419,12 +500,38 @@ function showSafety(peer) {
 
 // ----- forms and dialogs -----
 
+// Logout: the session is revoked on the server (when it can be reached
+// within 5 s), then the store is replaced, in one transaction, by the key
+// records (each account's identity key encrypted under its password, as the
+// CLI keeps it) under a new wrapping key: the profile, the old wrapping key
+// and the view go, and this account can log in here again. The "leaving"
+// mark makes a reload in between finish the logout instead of bringing the
+// profile back.
+async function logOut() {
+  loggingOut = true;
+  await store.markLeaving();
+  if (wc && wc.is_logged_in()) {
+    if (!ws) connect();
+    run("log out", (u, m) => wc.logout(u, m));
+    setTimeout(erase, 5000);
+  } else {
+    erase();
+  }
+}
+
+let erasing = false;
 async function erase() {
+  if (erasing) return;
+  erasing = true;
   leaving = true;
   clearTimeout(timer);
   if (ws) ws.close();
+  const keep = await store.records();
+  const owner = wc ? wc.owner() : undefined;
+  const record = wc ? wc.logout_record() : undefined;
+  if (owner !== undefined && record !== undefined) keep.set(owner, record);
   wc = null;
-  await store.erase();
+  await store.resetTo(keep, owner);
   location.reload();
 }
 
@@ -447,9 +554,16 @@ function wire() {
     const user = $("reg-user").value.trim();
     const password = $("reg-pass").value;
     const passphrase = $("reg-phrase").value.trim();
-    pendingLogin = { user, password, passphrase };
     $("auth-status").textContent = "Creating your account…";
-    run("register", (u, m) => wc.register(u, m, user, password, passphrase));
+    try {
+      const id = wc.register(...clock(), user, password, passphrase);
+      requests.set(id, { what: "register" });
+      pendingLogin = { user, password, passphrase };
+      flush();
+    } catch (e) {
+      // Refused before sending (this browser's key already belongs to an account).
+      $("auth-status").textContent = e.message ?? String(e);
+    }
   };
   $("login-next").onclick = () => {
     if (!$("login-user").value.trim() || !$("login-pass").value) return;
@@ -459,10 +573,33 @@ function wire() {
   };
   $("login-form").onsubmit = (ev) => {
     ev.preventDefault();
-    newClient();
     const user = $("login-user").value.trim();
+    const password = $("login-pass").value;
+    let client = wc && wc.owner() === user ? wc : null;
+    if (!client && records.has(user)) {
+      $("auth-status").textContent = "Unlocking your identity key…";
+      try {
+        client = WebClient.unlock(seed(), records.get(user), password, ...clock());
+      } catch (e) {
+        $("auth-status").textContent = e.message ?? String(e);
+        return;
+      }
+    }
+    // No key for this account here: a throwaway client says why (nothing is sent).
+    const candidate = client ?? new WebClient(seed(), ...clock());
+    let id;
+    try {
+      id = candidate.login(...clock(), user, password, $("login-phrase").value.trim());
+    } catch (e) {
+      $("auth-status").textContent = e.message ?? String(e);
+      $("login-step2").hidden = true;
+      $("login-step1").hidden = false;
+      return;
+    }
+    if (candidate !== wc) adopt(candidate);
     $("auth-status").textContent = "Logging in…";
-    run("log in", (u, m) => wc.login(u, m, user, $("login-pass").value, $("login-phrase").value.trim()));
+    requests.set(id, { what: "log in" });
+    flush();
   };
   $("new-room").onclick = async () => {
     const r = await ask(
@@ -503,21 +640,13 @@ function wire() {
         render();
       }
     } else if (run("send", (u, m) => wc.send_mp(u, m, a.name, text), { peer: a.name }) !== undefined) {
-      dm(a.name).sent.push({ from: view.me, text, at: Date.now() });
       $("compose").value = "";
       render();
     }
   };
-  $("logout").onclick = () => {
-    if (wc && wc.is_logged_in() && ws && ws.readyState === WebSocket.OPEN) {
-      run("log out", (u, m) => wc.logout(u, m));
-      setTimeout(erase, 3000);
-    } else {
-      erase();
-    }
-  };
+  $("logout").onclick = () => logOut();
   setInterval(() => view.active && view.active.kind === "dm" && render(), 30000);
 }
 
 wire();
-start();
+startAlone();

@@ -314,6 +314,20 @@ export class WebClient {
         return ret[0] >>> 0;
     }
     /**
+     * The key record to keep after a logout (the identity key encrypted
+     * under the password), or `undefined` if there is none to keep.
+     * @returns {Uint8Array | undefined}
+     */
+    logout_record() {
+        const ret = wasm.webclient_logout_record(this.__wbg_ptr);
+        let v1;
+        if (ret[0] !== 0) {
+            v1 = getArrayU8FromWasm0(ret[0], ret[1]).slice();
+            wasm.__wbindgen_free(ret[0], ret[1] * 1, 1);
+        }
+        return v1;
+    }
+    /**
      * A client for a new user, with a fresh identity key.
      * @param {Uint8Array | number[]} seed_bytes
      * @param {number} unix_ms
@@ -331,6 +345,20 @@ export class WebClient {
         this.__wbg_ptr = ret[0];
         WebClientFinalization.register(this, this.__wbg_ptr, this);
         return this;
+    }
+    /**
+     * The account this client's identity key belongs to (registered here
+     * or unlocked), or `undefined`.
+     * @returns {string | undefined}
+     */
+    owner() {
+        const ret = wasm.webclient_owner(this.__wbg_ptr);
+        let v1;
+        if (ret[0] !== 0) {
+            v1 = getStringFromWasm0(ret[0], ret[1]);
+            wasm.__wbindgen_free(ret[0], ret[1] * 1, 1);
+        }
+        return v1;
     }
     /**
      * The next event as JSON text, or `undefined`.
@@ -365,6 +393,23 @@ export class WebClient {
             wasm.__wbindgen_free(ret[0], ret[1] * 1, 1);
         }
         return v1;
+    }
+    /**
+     * The account of a key record (what a logout left), or `undefined`
+     * if the bytes are not one.
+     * @param {Uint8Array | number[]} bytes
+     * @returns {string | undefined}
+     */
+    static record_owner(bytes) {
+        const ptr0 = passArray8ToWasm0(bytes, wasm.__wbindgen_malloc);
+        const len0 = WASM_VECTOR_LEN;
+        const ret = wasm.webclient_record_owner(ptr0, len0);
+        let v2;
+        if (ret[0] !== 0) {
+            v2 = getStringFromWasm0(ret[0], ret[1]);
+            wasm.__wbindgen_free(ret[0], ret[1] * 1, 1);
+        }
+        return v2;
     }
     /**
      * Registers `user` (then log in).
@@ -551,6 +596,28 @@ export class WebClient {
         return ret[0] >>> 0;
     }
     /**
+     * This user's own private messages to `peer` of the last hour (before
+     * `unix_ms`'s hour ends), JSON text: `[{"text", "sent_ms", "expires_ms"}]`.
+     * @param {string} peer
+     * @param {number} unix_ms
+     * @returns {string}
+     */
+    sent_mps(peer, unix_ms) {
+        let deferred3_0;
+        let deferred3_1;
+        try {
+            const val2 = +unix_ms;
+            const ptr0 = passStringToWasm0(peer, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            const len0 = WASM_VECTOR_LEN;
+            const ret = wasm.webclient_sent_mps(this.__wbg_ptr, ptr0, len0, val2);
+            deferred3_0 = ret[0];
+            deferred3_1 = ret[1];
+            return getStringFromWasm0(ret[0], ret[1]);
+        } finally {
+            wasm.__wbindgen_free(deferred3_0, deferred3_1, 1);
+        }
+    }
+    /**
      * Profile bytes to encrypt and store, or `undefined`; then call `checkpoint_saved`.
      * @returns {Uint8Array | undefined}
      */
@@ -562,6 +629,39 @@ export class WebClient {
             wasm.__wbindgen_free(ret[0], ret[1] * 1, 1);
         }
         return v1;
+    }
+    /**
+     * A client for the account of a key record, its identity key decrypted
+     * with `password` (throws on a wrong one); then `login` as that account.
+     * @param {Uint8Array | number[]} seed_bytes
+     * @param {Uint8Array | number[]} record
+     * @param {string} password
+     * @param {number} unix_ms
+     * @param {number} mono_ms
+     * @returns {WebClient}
+     */
+    static unlock(seed_bytes, record, password, unix_ms, mono_ms) {
+        const val4 = +unix_ms;
+        const val5 = +mono_ms;
+        let ptr0, len0, ptr1, len1, ptr2, len2;
+        try {
+            ptr0 = passArray8ToWasm0(seed_bytes, wasm.__wbindgen_malloc);
+            len0 = WASM_VECTOR_LEN;
+            ptr1 = passArray8ToWasm0(record, wasm.__wbindgen_malloc);
+            len1 = WASM_VECTOR_LEN;
+            ptr2 = passStringToWasm0(password, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            len2 = WASM_VECTOR_LEN;
+        } catch (e) {
+            if (ptr2) { wasm.__wbindgen_free(ptr2, len2 * 1, 1); }
+            if (ptr1) { wasm.__wbindgen_free(ptr1, len1 * 1, 1); }
+            if (ptr0) { wasm.__wbindgen_free(ptr0, len0 * 1, 1); }
+            throw e;
+        }
+        const ret = wasm.webclient_unlock(ptr0, len0, ptr1, len1, ptr2, len2, val4, val5);
+        if (ret[2]) {
+            throw takeFromExternrefTable0(ret[1]);
+        }
+        return WebClient.__wrap(ret[0]);
     }
     /**
      * The logged-in user, or `undefined`.
