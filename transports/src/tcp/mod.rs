@@ -35,6 +35,7 @@ pub(crate) mod admit;
 mod client;
 pub(crate) mod conn;
 pub(crate) mod server;
+pub(crate) mod table;
 
 use std::time::Duration;
 

@@ -1,6 +1,5 @@
 //! The listener and its connections, driven by the loop that owns the core.
 
-use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -12,12 +11,10 @@ use mio::{Interest, Registry, Token};
 use rustls::{ServerConfig, ServerConnection};
 
 use super::TcpLimits;
-use super::admit::{Admission, TcpRefusals};
+use super::admit::TcpRefusals;
 use super::conn::{Conn, Gone, Input, Phase};
+use super::table::Table;
 use crate::hub::{ConnId, ConnIds, NetEvent};
-
-/// How long accepting pauses after the process ran out of descriptors or buffers.
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// A TCP+TLS listener and its connections, living on the loop that owns
 /// the core (see the [module docs](super)).
@@ -33,25 +30,16 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// fails or times out also gets a `Closed`, with no `Opened` before it, so
 /// the loop can log why (it ignores ids it does not know).
 pub struct TcpServer {
-    listener: Option<TcpListener>,
     local_addr: SocketAddr,
     tls: Arc<ServerConfig>,
-    ids: ConnIds,
     limits: TcpLimits,
-    /// Slot `i` is token `FIRST_TOKEN + 1 + i`.
-    slots: Vec<Option<Conn>>,
-    free: Vec<usize>,
-    by_id: HashMap<ConnId, usize>,
-    /// Phase deadlines, removed when their phase ends (a due entry whose
-    /// connection has another deadline is skipped all the same).
-    timers: BTreeSet<(Instant, usize)>,
+    /// The listener, the admission and the connections (slot `i` is
+    /// token `FIRST_TOKEN + 1 + i`).
+    table: Table<Conn>,
     /// Connections that stopped reading on their budget, with input left.
     resume: Vec<usize>,
     /// `Closed` events from calls that have no `out` ([`TcpServer::send`]).
     pending: Vec<NetEvent>,
-    accept_retry: Option<Instant>,
-    /// Handshake slots, per source, and the refusal counts.
-    admission: Admission,
     /// The latest `now` seen: "as soon as possible" for `poll_timeout`.
     last_now: Instant,
 }
@@ -60,11 +48,11 @@ impl fmt::Debug for TcpServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TcpServer")
             .field("local_addr", &self.local_addr)
-            .field("accepting", &self.listener.is_some())
-            .field("connections", &self.by_id.len())
-            .field("handshaking", &self.admission.handshaking())
-            .field("handshaking_sources", &self.admission.sources())
-            .field("refusals", &self.admission.counts)
+            .field("accepting", &self.table.listener.is_some())
+            .field("connections", &self.table.by_id.len())
+            .field("handshaking", &self.table.admission.handshaking())
+            .field("handshaking_sources", &self.table.admission.sources())
+            .field("refusals", &self.table.admission.counts)
             .finish_non_exhaustive()
     }
 }
@@ -89,19 +77,12 @@ impl TcpServer {
         let local_addr = listener.local_addr()?;
         registry.register(&mut listener, Token(Self::FIRST_TOKEN), Interest::READABLE)?;
         Ok(TcpServer {
-            listener: Some(listener),
+            table: Table::new(listener, Self::FIRST_TOKEN, ids),
             local_addr,
             tls,
-            ids,
             limits,
-            slots: Vec::new(),
-            free: Vec::new(),
-            by_id: HashMap::new(),
-            timers: BTreeSet::new(),
             resume: Vec::new(),
             pending: Vec::new(),
-            accept_retry: None,
-            admission: Admission::default(),
             last_now: Instant::now(),
         })
     }
@@ -150,8 +131,8 @@ impl TcpServer {
     /// [`handle_event`](TcpServer::handle_event) or
     /// [`handle_timeout`](TcpServer::handle_timeout) (due at once).
     pub fn send(&mut self, registry: &Registry, conn: ConnId, bytes: &[u8]) -> bool {
-        let Some(&slot) = self.by_id.get(&conn) else { return false };
-        let Some(c) = self.slots[slot].as_mut() else { return false };
+        let Some(&slot) = self.table.by_id.get(&conn) else { return false };
+        let Some(c) = self.table.slots[slot].as_mut() else { return false };
         if c.phase != Phase::Open {
             return false;
         }
@@ -199,8 +180,8 @@ impl TcpServer {
     /// [`handle_timeout`](TcpServer::handle_timeout). No-op for an unknown
     /// or already closing connection.
     pub fn close(&mut self, registry: &Registry, conn: ConnId, out: &mut Vec<NetEvent>) {
-        let Some(&slot) = self.by_id.get(&conn) else { return };
-        let Some(c) = self.slots[slot].as_mut() else { return };
+        let Some(&slot) = self.table.by_id.get(&conn) else { return };
+        let Some(c) = self.table.slots[slot].as_mut() else { return };
         match c.phase {
             Phase::Flushing { .. } | Phase::Draining { .. } => return,
             Phase::Handshaking { .. } => {
@@ -211,17 +192,13 @@ impl TcpServer {
         }
         let deadline = later(self.last_now.max(Instant::now()), self.limits.handshake_timeout);
         c.start_close(deadline);
-        self.timers.insert((deadline, slot));
+        self.table.timers.insert((deadline, slot));
         self.drive(registry, slot, false, true, out);
     }
 
     /// Stops accepting: the listener is closed; open connections go on.
     pub fn stop_accepting(&mut self, registry: &Registry) {
-        if let Some(mut listener) = self.listener.take() {
-            // The listener closes when dropped either way.
-            let _ = registry.deregister(&mut listener);
-        }
-        self.accept_retry = None;
+        self.table.stop_accepting(registry);
     }
 
     /// When [`handle_timeout`](TcpServer::handle_timeout) is due: the
@@ -231,7 +208,7 @@ impl TcpServer {
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let soon = (!self.pending.is_empty() || !self.resume.is_empty()).then_some(self.last_now);
-        [self.timers.first().map(|&(t, _)| t), self.accept_retry, soon].into_iter().flatten().min()
+        [self.table.next_deadline(), soon].into_iter().flatten().min()
     }
 
     /// Expires handshakes and closes, resumes reads left over from the last
@@ -239,29 +216,24 @@ impl TcpServer {
     pub fn handle_timeout(&mut self, registry: &Registry, now: Instant, out: &mut Vec<NetEvent>) {
         self.last_now = self.last_now.max(now);
         out.append(&mut self.pending);
-        if self.accept_retry.is_some_and(|t| t <= now) {
-            self.accept_retry = None;
+        if self.table.retry_due(now) {
             self.accept(registry, now);
         }
         for slot in std::mem::take(&mut self.resume) {
-            let Some(c) = self.slots[slot].as_mut() else { continue };
+            let Some(c) = self.table.slots[slot].as_mut() else { continue };
             c.resume_queued = false;
             if c.input == Input::Budget {
                 self.drive(registry, slot, true, false, out);
             }
         }
-        while let Some(&(due, slot)) = self.timers.first() {
-            if due > now {
-                break;
-            }
-            self.timers.pop_first();
-            let Some(c) = self.slots[slot].as_ref() else { continue };
+        while let Some((due, slot)) = self.table.pop_due(now) {
+            let Some(c) = self.table.slots[slot].as_ref() else { continue };
             if c.deadline() != Some(due) {
                 continue;
             }
             let reason = match c.phase {
                 Phase::Handshaking { .. } => {
-                    self.admission.counts.timed_out += 1;
+                    self.table.admission.counts.timed_out += 1;
                     Some(format!("TLS handshake timed out after {:?}", c.handshake_timeout))
                 }
                 Phase::Flushing { .. } => {
@@ -278,80 +250,49 @@ impl TcpServer {
     /// [`refusals`](TcpServer::refusals) but its timeouts.
     #[must_use]
     pub fn refused(&self) -> u64 {
-        self.admission.counts.refused()
+        self.table.refused()
     }
 
     /// Connections refused so far, and handshakes timed out, per reason.
     #[must_use]
     pub fn refusals(&self) -> TcpRefusals {
-        self.admission.counts
+        self.table.refusals()
     }
 
     /// Connections in their TLS handshake.
     #[must_use]
     pub fn handshaking(&self) -> usize {
-        self.admission.handshaking()
+        self.table.handshaking()
     }
 
     /// Sockets held: handshaking, open and closing.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.by_id.len()
+        self.table.len()
     }
 
     /// Whether no socket is held.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
+        self.table.len() == 0
     }
 
     fn conn(&self, conn: ConnId) -> Option<&Conn> {
-        self.by_id.get(&conn).and_then(|&slot| self.slots[slot].as_ref())
+        self.table.get(conn)
     }
 
     fn accept(&mut self, registry: &Registry, now: Instant) {
-        loop {
-            let Some(listener) = self.listener.as_ref() else { return };
-            let (sock, peer) = match listener.accept() {
-                Ok(accepted) => accepted,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if is_per_connection(&e) => continue,
-                Err(_) => {
-                    // Out of descriptors or memory: the pending connections
-                    // stay queued, and no new edge may come; retry soon.
-                    self.accept_retry = Some(now + ACCEPT_RETRY);
-                    return;
-                }
-            };
-            // Refused sockets are dropped here: the peer sees the connection closed.
-            let Some(timeout) = self.admission.admit(peer, self.by_id.len(), &self.limits) else { continue };
-            // Latency matters more than segment count for chat frames.
-            let _ = sock.set_nodelay(true);
+        while let Some(admitted) = self.table.next_admitted(now, &self.limits) {
             let Ok(tls) = ServerConnection::new(Arc::clone(&self.tls)) else {
-                self.admission.release(peer);
-                self.admission.counts.setup += 1;
+                self.table.setup_failed(admitted.peer);
                 continue;
             };
-            let slot = self.free.pop().unwrap_or_else(|| {
-                self.slots.push(None);
-                self.slots.len() - 1
+            let (peer, timeout) = (admitted.peer, admitted.timeout);
+            self.table.hold(now, admitted, |sock, id, token, deadline| {
+                let mut conn = Conn::new(registry, id, token, sock, peer, tls, deadline)?;
+                conn.handshake_timeout = timeout;
+                Ok(conn)
             });
-            let id = self.ids.next();
-            let deadline = later(now, timeout);
-            let token = Token(Self::FIRST_TOKEN + 1 + slot);
-            match Conn::new(registry, id, token, sock, peer, tls, deadline) {
-                Ok(mut conn) => {
-                    conn.handshake_timeout = timeout;
-                    self.slots[slot] = Some(conn);
-                    self.by_id.insert(id, slot);
-                    self.timers.insert((deadline, slot));
-                }
-                Err(_) => {
-                    self.free.push(slot);
-                    self.admission.release(peer);
-                    self.admission.counts.setup += 1;
-                }
-            }
         }
     }
 
@@ -360,7 +301,7 @@ impl TcpServer {
     /// interest that follows. A connection that fails is removed.
     fn drive(&mut self, registry: &Registry, slot: usize, readable: bool, writable: bool, out: &mut Vec<NetEvent>) {
         let limits = self.limits;
-        let Some(c) = self.slots.get_mut(slot).and_then(Option::as_mut) else { return };
+        let Some(c) = self.table.slots.get_mut(slot).and_then(Option::as_mut) else { return };
         let was_handshaking = matches!(c.phase, Phase::Handshaking { .. });
         let handshake_deadline = c.deadline();
         let was_flushing = matches!(c.phase, Phase::Flushing { .. });
@@ -376,9 +317,9 @@ impl TcpServer {
             c.update_interest(registry, &limits)
         })();
         if was_handshaking && !matches!(c.phase, Phase::Handshaking { .. }) {
-            self.admission.release(c.peer);
+            self.table.admission.release(c.peer);
             if let Some(deadline) = handshake_deadline {
-                self.timers.remove(&(deadline, slot));
+                self.table.timers.remove(&(deadline, slot));
             }
         }
         if was_flushing && matches!(c.phase, Phase::Draining { .. }) {
@@ -402,16 +343,16 @@ impl TcpServer {
     /// Drops a connection, reporting `Closed` with `reason` unless `None`
     /// (its `Closed` was already reported).
     fn remove(&mut self, registry: &Registry, slot: usize, reason: Option<String>, out: &mut Vec<NetEvent>) {
-        let Some(mut c) = self.slots[slot].take() else { return };
+        let Some(mut c) = self.table.slots[slot].take() else { return };
         c.deregister(registry);
         if let Some(deadline) = c.deadline() {
-            self.timers.remove(&(deadline, slot));
+            self.table.timers.remove(&(deadline, slot));
         }
         if matches!(c.phase, Phase::Handshaking { .. }) {
-            self.admission.release(c.peer);
+            self.table.admission.release(c.peer);
         }
-        self.by_id.remove(&c.id);
-        self.free.push(slot);
+        self.table.by_id.remove(&c.id);
+        self.table.free.push(slot);
         if let Some(reason) = reason {
             out.push(NetEvent::Closed { conn: c.id, reason });
         }

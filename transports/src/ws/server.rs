@@ -1,12 +1,11 @@
 //! The WebSocket listener and its connections, driven by the loop that owns
 //! the core (the same shape as [`TcpServer`](crate::tcp::TcpServer)).
 
-use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use mio::net::TcpListener;
@@ -17,12 +16,9 @@ use super::conn::Conn;
 use super::{WsLimits, WsPolicy};
 use crate::hub::{ConnId, ConnIds, NetEvent};
 use crate::tcp::TcpRefusals;
-use crate::tcp::admit::Admission;
 use crate::tcp::conn::{Gone, Input, Phase};
-use crate::tcp::server::{is_per_connection, later};
-
-/// How long accepting pauses after the process ran out of descriptors or buffers.
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+use crate::tcp::server::later;
+use crate::tcp::table::Table;
 
 /// A WebSocket listener and its connections, living on the loop that owns
 /// the core (see the [module docs](super)). Driven exactly like
@@ -36,27 +32,18 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// during its handshake (TLS, a bad or refused upgrade, the timeout) gets
 /// a `Closed` with no `Opened` before it.
 pub struct WsServer {
-    listener: Option<TcpListener>,
     local_addr: SocketAddr,
     /// `None`: plain `ws://`.
     tls: Option<Arc<ServerConfig>>,
-    ids: ConnIds,
     limits: WsLimits,
     policy: WsPolicy,
-    /// Slot `i` is token `FIRST_TOKEN + 1 + i`.
-    slots: Vec<Option<Conn>>,
-    free: Vec<usize>,
-    by_id: HashMap<ConnId, usize>,
-    /// Phase deadlines, removed when their phase ends (a due entry whose
-    /// connection has another deadline is skipped all the same).
-    timers: BTreeSet<(Instant, usize)>,
+    /// The listener, the admission and the connections (slot `i` is
+    /// token `FIRST_TOKEN + 1 + i`).
+    table: Table<Conn>,
     /// Connections that stopped reading on their budget, with input left.
     resume: Vec<usize>,
     /// `Closed` events from calls that have no `out` ([`WsServer::send`]).
     pending: Vec<NetEvent>,
-    accept_retry: Option<Instant>,
-    /// Handshake slots, per source, and the refusal counts.
-    admission: Admission,
     /// The latest `now` seen: "as soon as possible" for `poll_timeout`.
     last_now: Instant,
 }
@@ -66,11 +53,11 @@ impl fmt::Debug for WsServer {
         f.debug_struct("WsServer")
             .field("local_addr", &self.local_addr)
             .field("tls", &self.tls.is_some())
-            .field("accepting", &self.listener.is_some())
-            .field("connections", &self.by_id.len())
-            .field("handshaking", &self.admission.handshaking())
-            .field("handshaking_sources", &self.admission.sources())
-            .field("refusals", &self.admission.counts)
+            .field("accepting", &self.table.listener.is_some())
+            .field("connections", &self.table.by_id.len())
+            .field("handshaking", &self.table.admission.handshaking())
+            .field("handshaking_sources", &self.table.admission.sources())
+            .field("refusals", &self.table.admission.counts)
             .finish_non_exhaustive()
     }
 }
@@ -98,20 +85,13 @@ impl WsServer {
         let local_addr = listener.local_addr()?;
         registry.register(&mut listener, Token(Self::FIRST_TOKEN), Interest::READABLE)?;
         Ok(WsServer {
-            listener: Some(listener),
+            table: Table::new(listener, Self::FIRST_TOKEN, ids),
             local_addr,
             tls,
-            ids,
             limits,
             policy,
-            slots: Vec::new(),
-            free: Vec::new(),
-            by_id: HashMap::new(),
-            timers: BTreeSet::new(),
             resume: Vec::new(),
             pending: Vec::new(),
-            accept_retry: None,
-            admission: Admission::default(),
             last_now: Instant::now(),
         })
     }
@@ -168,8 +148,8 @@ impl WsServer {
     /// [`handle_event`](WsServer::handle_event) or
     /// [`handle_timeout`](WsServer::handle_timeout) (due at once).
     pub fn send(&mut self, registry: &Registry, conn: ConnId, bytes: Bytes) -> bool {
-        let Some(&slot) = self.by_id.get(&conn) else { return false };
-        let Some(c) = self.slots[slot].as_mut() else { return false };
+        let Some(&slot) = self.table.by_id.get(&conn) else { return false };
+        let Some(c) = self.table.slots[slot].as_mut() else { return false };
         if c.phase != Phase::Open {
             return false;
         }
@@ -216,8 +196,8 @@ impl WsServer {
     /// pushed to `out` now if the socket took everything, else later. No-op
     /// for an unknown or already closing connection.
     pub fn close(&mut self, registry: &Registry, conn: ConnId, code: u16, reason: &str, out: &mut Vec<NetEvent>) {
-        let Some(&slot) = self.by_id.get(&conn) else { return };
-        let Some(c) = self.slots[slot].as_mut() else { return };
+        let Some(&slot) = self.table.by_id.get(&conn) else { return };
+        let Some(c) = self.table.slots[slot].as_mut() else { return };
         match c.phase {
             Phase::Flushing { .. } | Phase::Draining { .. } => return,
             Phase::Handshaking { .. } => {
@@ -233,11 +213,7 @@ impl WsServer {
 
     /// Stops accepting: the listener is closed; open connections go on.
     pub fn stop_accepting(&mut self, registry: &Registry) {
-        if let Some(mut listener) = self.listener.take() {
-            // The listener closes when dropped either way.
-            let _ = registry.deregister(&mut listener);
-        }
-        self.accept_retry = None;
+        self.table.stop_accepting(registry);
     }
 
     /// When [`handle_timeout`](WsServer::handle_timeout) is due: the
@@ -247,7 +223,7 @@ impl WsServer {
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let soon = (!self.pending.is_empty() || !self.resume.is_empty()).then_some(self.last_now);
-        [self.timers.first().map(|&(t, _)| t), self.accept_retry, soon].into_iter().flatten().min()
+        [self.table.next_deadline(), soon].into_iter().flatten().min()
     }
 
     /// Expires handshakes and closes, resumes reads left over from the last
@@ -255,29 +231,24 @@ impl WsServer {
     pub fn handle_timeout(&mut self, registry: &Registry, now: Instant, out: &mut Vec<NetEvent>) {
         self.last_now = self.last_now.max(now);
         out.append(&mut self.pending);
-        if self.accept_retry.is_some_and(|t| t <= now) {
-            self.accept_retry = None;
+        if self.table.retry_due(now) {
             self.accept(registry, now);
         }
         for slot in std::mem::take(&mut self.resume) {
-            let Some(c) = self.slots[slot].as_mut() else { continue };
+            let Some(c) = self.table.slots[slot].as_mut() else { continue };
             c.resume_queued = false;
             if c.input == Input::Budget {
                 self.drive(registry, slot, true, false, out);
             }
         }
-        while let Some(&(due, slot)) = self.timers.first() {
-            if due > now {
-                break;
-            }
-            self.timers.pop_first();
-            let Some(c) = self.slots[slot].as_ref() else { continue };
+        while let Some((due, slot)) = self.table.pop_due(now) {
+            let Some(c) = self.table.slots[slot].as_ref() else { continue };
             if c.deadline() != Some(due) {
                 continue;
             }
             let reason = match c.phase {
                 Phase::Handshaking { .. } => {
-                    self.admission.counts.timed_out += 1;
+                    self.table.admission.counts.timed_out += 1;
                     let what = if self.tls.is_some() { "TLS handshake and upgrade" } else { "upgrade" };
                     format!("{what} timed out after {:?}", c.handshake_timeout)
                 }
@@ -295,85 +266,53 @@ impl WsServer {
     /// [`refusals`](WsServer::refusals) but its timeouts.
     #[must_use]
     pub fn refused(&self) -> u64 {
-        self.admission.counts.refused()
+        self.table.refused()
     }
 
     /// Connections refused so far, and handshakes timed out, per reason.
     #[must_use]
     pub fn refusals(&self) -> TcpRefusals {
-        self.admission.counts
+        self.table.refusals()
     }
 
     /// Connections in their TLS handshake.
     #[must_use]
     pub fn handshaking(&self) -> usize {
-        self.admission.handshaking()
+        self.table.handshaking()
     }
 
     /// Sockets held: handshaking, open and closing.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.by_id.len()
+        self.table.len()
     }
 
     /// Whether no socket is held.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
+        self.table.len() == 0
     }
 
     fn conn(&self, conn: ConnId) -> Option<&Conn> {
-        self.by_id.get(&conn).and_then(|&slot| self.slots[slot].as_ref())
+        self.table.get(conn)
     }
 
     fn accept(&mut self, registry: &Registry, now: Instant) {
-        loop {
-            let Some(listener) = self.listener.as_ref() else { return };
-            let (sock, peer) = match listener.accept() {
-                Ok(accepted) => accepted,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if is_per_connection(&e) => continue,
-                Err(_) => {
-                    // Out of descriptors or memory: the pending connections
-                    // stay queued, and no new edge may come; retry soon.
-                    self.accept_retry = Some(now + ACCEPT_RETRY);
-                    return;
-                }
-            };
-            // Refused sockets are dropped here: the peer sees the connection closed.
-            let Some(timeout) = self.admission.admit(peer, self.by_id.len(), &self.limits.conn) else { continue };
-            // Latency matters more than segment count for chat frames.
-            let _ = sock.set_nodelay(true);
+        while let Some(admitted) = self.table.next_admitted(now, &self.limits.conn) {
             let tls = match &self.tls {
                 Some(config) => match ServerConnection::new(Arc::clone(config)) {
                     Ok(tls) => Some(tls),
                     Err(_) => {
-                        self.admission.release(peer);
-                        self.admission.counts.setup += 1;
+                        self.table.setup_failed(admitted.peer);
                         continue;
                     }
                 },
                 None => None,
             };
-            let slot = self.free.pop().unwrap_or_else(|| {
-                self.slots.push(None);
-                self.slots.len() - 1
+            let (peer, timeout) = (admitted.peer, admitted.timeout);
+            self.table.hold(now, admitted, |sock, id, token, deadline| {
+                Conn::new(registry, id, token, sock, peer, tls, deadline, timeout)
             });
-            let id = self.ids.next();
-            let deadline = later(now, timeout);
-            let token = Token(Self::FIRST_TOKEN + 1 + slot);
-            match Conn::new(registry, id, token, sock, peer, tls, deadline, timeout) {
-                Ok(conn) => {
-                    self.slots[slot] = Some(conn);
-                    self.by_id.insert(id, slot);
-                    self.timers.insert((deadline, slot));
-                }
-                Err(_) => {
-                    self.free.push(slot);
-                    self.admission.release(peer);
-                    self.admission.counts.setup += 1;
-                }
-            }
         }
     }
 
@@ -383,7 +322,7 @@ impl WsServer {
     fn drive(&mut self, registry: &Registry, slot: usize, readable: bool, writable: bool, out: &mut Vec<NetEvent>) {
         let limits = self.limits;
         let close_by = later(self.last_now, limits.conn.handshake_timeout);
-        let Some(c) = self.slots.get_mut(slot).and_then(Option::as_mut) else { return };
+        let Some(c) = self.table.slots.get_mut(slot).and_then(Option::as_mut) else { return };
         let was_handshaking = matches!(c.phase, Phase::Handshaking { .. });
         let deadline_before = c.deadline();
         let result = (|| {
@@ -398,14 +337,14 @@ impl WsServer {
             c.update_interest(registry, &limits)
         })();
         if was_handshaking && !matches!(c.phase, Phase::Handshaking { .. }) {
-            self.admission.release(c.peer);
+            self.table.admission.release(c.peer);
         }
         if c.deadline() != deadline_before {
             if let Some(d) = deadline_before {
-                self.timers.remove(&(d, slot));
+                self.table.timers.remove(&(d, slot));
             }
             if let Some(d) = c.deadline() {
-                self.timers.insert((d, slot));
+                self.table.timers.insert((d, slot));
             }
         }
         if matches!(c.phase, Phase::Draining { .. }) && !c.closed_reported {
@@ -428,16 +367,16 @@ impl WsServer {
     /// Drops a connection, reporting `Closed` with `reason` unless it was
     /// reported already (the reason the server gave for closing wins).
     fn remove(&mut self, registry: &Registry, slot: usize, reason: String, out: &mut Vec<NetEvent>) {
-        let Some(mut c) = self.slots[slot].take() else { return };
+        let Some(mut c) = self.table.slots[slot].take() else { return };
         c.deregister(registry);
         if let Some(deadline) = c.deadline() {
-            self.timers.remove(&(deadline, slot));
+            self.table.timers.remove(&(deadline, slot));
         }
         if matches!(c.phase, Phase::Handshaking { .. }) {
-            self.admission.release(c.peer);
+            self.table.admission.release(c.peer);
         }
-        self.by_id.remove(&c.id);
-        self.free.push(slot);
+        self.table.by_id.remove(&c.id);
+        self.table.free.push(slot);
         if !c.closed_reported {
             let reason = c.close_reason.take().map_or(reason.clone(), |r| format!("{r} ({reason})"));
             out.push(NetEvent::Closed { conn: c.id, reason });
