@@ -170,6 +170,9 @@ fn two_browser_users_and_a_cli_user_chat_end_to_end() {
     let _ = carol.ok(&["room", "send", "lobby", from_carol]);
     alice.wait("carol's room message, live", &shows_message(from_carol), QUICK);
     bob.wait("carol's room message, live", &shows_message(from_carol), QUICK);
+    // In the server's order, her own message included (it was sent first).
+    let order = alice.eval("return [...document.querySelectorAll('#messages li p')].map(p => p.textContent)", &[]);
+    assert_eq!(order, json!([from_alice, from_bob, from_carol]), "alice's lobby in order");
     let members = alice.text("#chat-sub");
     assert!(members.contains("bob") && members.contains("carol"), "who wrote since is a member: {members}");
     let history = carol.ok(&["room", "history", "lobby"]);

@@ -3,7 +3,7 @@
 //!
 //! | `type` | fields | meaning |
 //! | --- | --- | --- |
-//! | `done` | `request_id`, `op`, `code`, and `members` for a join | a request succeeded |
+//! | `done` | `request_id`, `op`, `code`, and `members` for a join, `seq` for a send | a request succeeded |
 //! | `failed` | `request_id`, `op`, `code`, `reason`, `retry_after_ms` | a request was refused |
 //! | `indeterminate` | `request_id`, `op`, `reason` | the connection was lost before the answer |
 //! | `logged_in` | `request_id`, `username` | the two-step login finished |
@@ -62,8 +62,11 @@ fn plain_to_json(event: &ClientEvent) -> Value {
     match event {
         ClientEvent::Done { request_id, opcode, code, body } => {
             let mut v = json!({"type": "done", "request_id": request_id, "op": opcode.name(), "code": code});
-            if let ResponseBody::RoomJoined(joined) = body {
-                v["members"] = json!(joined.members);
+            match body {
+                ResponseBody::RoomJoined(joined) => v["members"] = json!(joined.members),
+                // The place the server gave a message this user sent.
+                ResponseBody::Sent(sent) => v["seq"] = json!(sent.seq),
+                _ => {}
             }
             v
         }

@@ -301,6 +301,13 @@ function onDone(e) {
     const { user, password, passphrase } = pendingLogin;
     $("auth-status").textContent = "Account created. Logging in…";
     run("log in", (u, m) => wc.login(u, m, user, password, passphrase));
+  } else if (e.op === "send_room" && req.msg && e.seq !== undefined) {
+    // My message takes the place the server gave it (until then it shows last).
+    const r = room(req.room);
+    if (r.messages.some((m) => m !== req.msg && m.seq === e.seq)) r.messages = r.messages.filter((m) => m !== req.msg);
+    else req.msg.seq = e.seq;
+    r.messages.sort((a, b) => (a.seq ?? Infinity) - (b.seq ?? Infinity));
+    render();
   } else if (e.op === "join_room" && req.room) {
     room(req.room).members = e.members ?? [];
     select("room", req.room);
@@ -634,8 +641,9 @@ function wire() {
     const a = view.active;
     if (!text || !a) return;
     if (a.kind === "room") {
-      if (run("send", (u, m) => wc.send_room(u, m, a.name, text), { room: a.name }) !== undefined) {
-        room(a.name).messages.push({ from: view.me, text, at: Date.now(), seq: null });
+      const msg = { from: view.me, text, at: Date.now(), seq: null };
+      if (run("send", (u, m) => wc.send_room(u, m, a.name, text), { room: a.name, msg }) !== undefined) {
+        room(a.name).messages.push(msg);
         $("compose").value = "";
         render();
       }
