@@ -235,7 +235,8 @@ fn a_dns_rebinding_page_is_not_taken_for_the_servers_own_origin() {
     assert_eq!(response.status(), 403);
     assert!(echo.closed().contains("upgrade refused (403)"));
 
-    // The page the server itself serves on loopback is still its own.
+    // A page on a loopback origin is still let in (`loopback_origins`, on
+    // by default; the own-origin rule itself is unit-tested in upgrade.rs).
     let ws = raw_client(&echo, Some(&format!("http://127.0.0.1:{port}"))).unwrap();
     assert!(matches!(echo.next(), Seen::Opened(Transport::Ws)));
     drop(ws);

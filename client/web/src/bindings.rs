@@ -73,6 +73,11 @@ impl WebClient {
         Ok(WebClient { inner, clock })
     }
 
+    /// Why a login as `user` is refused where no key for it is held.
+    pub fn no_identity(user: &str) -> String {
+        web::WebClient::no_identity(user)
+    }
+
     /// The account of a key record (what a logout left), or `undefined`
     /// if the bytes are not one.
     pub fn record_owner(bytes: &[u8]) -> Option<String> {

@@ -7,7 +7,7 @@
 //! | `failed` | `request_id`, `op`, `code`, `reason`, `retry_after_ms` | a request was refused |
 //! | `indeterminate` | `request_id`, `op`, `reason` | the connection was lost before the answer |
 //! | `logged_in` | `request_id`, `username` | the two-step login finished |
-//! | `logged_out` | `request_id` | the session was revoked; the client then drops its sessions, room keys, contacts and messages (the identity key and its record stay) |
+//! | `logged_out` | `request_id` | the session was revoked; the client then drops its sessions, room keys and messages (the identity key, its record and the contacts' pinned keys stay) |
 //! | `state_reset` | `reason` | at restore: the stored conversations did not restore (a session that ended without a logout); the identity key was kept, log in again |
 //! | `connected` | `username`, `queued` | the server knows this connection's user |
 //! | `caught_up` | | the server delivered everything held for this user |

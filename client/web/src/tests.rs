@@ -115,6 +115,15 @@ impl Net {
         self.users[i].events.iter().filter(|e| e["type"] == kind).cloned().collect()
     }
 
+    /// Alice and bob, each in a browser of their own, registered and logged in.
+    fn alice_and_bob(&mut self) -> (usize, usize) {
+        let alice = self.add(1, fixtures::ALICE_PKCS8);
+        let bob = self.add(2, fixtures::BOB_PKCS8);
+        self.sign_up(alice, "alice");
+        self.sign_up(bob, "bob");
+        (alice, bob)
+    }
+
     fn sign_up(&mut self, i: usize, name: &str) {
         let now = self.now;
         let id = self.web(i).register(now, name, "correct horse battery", "apple river stone").unwrap();
@@ -134,10 +143,7 @@ fn texts(events: &[Value]) -> Vec<&str> {
 #[test]
 fn two_web_clients_share_a_room_and_a_sealed_conversation() {
     let mut net = Net::new();
-    let alice = net.add(1, fixtures::ALICE_PKCS8);
-    let bob = net.add(2, fixtures::BOB_PKCS8);
-    net.sign_up(alice, "alice");
-    net.sign_up(bob, "bob");
+    let (alice, bob) = net.alice_and_bob();
     let now = net.now;
 
     // A room: created with a password, joined (members in `done`), messages both ways.
@@ -224,10 +230,7 @@ fn frames_wait_until_the_page_stored_the_checkpoint() {
 #[test]
 fn a_reloaded_page_keeps_its_session_and_gets_what_it_missed_once() {
     let mut net = Net::new();
-    let alice = net.add(1, fixtures::ALICE_PKCS8);
-    let bob = net.add(2, fixtures::BOB_PKCS8);
-    net.sign_up(alice, "alice");
-    net.sign_up(bob, "bob");
+    let (alice, bob) = net.alice_and_bob();
     let now = net.now;
     net.web(alice).request_mp(now, "bob").unwrap();
     net.pump();
@@ -280,6 +283,7 @@ fn a_login_needs_this_browsers_identity_key() {
     let refused = net.web(bob).login(now, "alice", "correct horse battery", "apple river stone").unwrap_err();
     assert!(matches!(&refused, WebError::NoIdentity(u) if u == "alice"), "{refused:?}");
     assert!(refused.to_string().contains("stays on the device that registered it"), "{refused}");
+    assert_eq!(WebClient::no_identity("alice"), refused.to_string(), "what the page says without a client");
     net.pump();
     assert_eq!(net.wire.len(), sent, "nothing was sent");
     assert!(net.users[bob].web.logout_record().is_none(), "no key record for an account never logged in");
@@ -288,10 +292,7 @@ fn a_login_needs_this_browsers_identity_key() {
 #[test]
 fn own_private_messages_survive_a_reload_for_one_hour() {
     let mut net = Net::new();
-    let alice = net.add(1, fixtures::ALICE_PKCS8);
-    let bob = net.add(2, fixtures::BOB_PKCS8);
-    net.sign_up(alice, "alice");
-    net.sign_up(bob, "bob");
+    let (alice, bob) = net.alice_and_bob();
     let now = net.now;
     net.web(alice).request_mp(now, "bob").unwrap();
     net.pump();
@@ -366,10 +367,7 @@ fn a_wrong_password_fails_the_login_and_keeps_the_key_record_under_the_right_one
 #[test]
 fn after_a_logout_the_key_record_brings_the_identity_back_and_nothing_else() {
     let mut net = Net::new();
-    let alice = net.add(1, fixtures::ALICE_PKCS8);
-    let bob = net.add(2, fixtures::BOB_PKCS8);
-    net.sign_up(alice, "alice");
-    net.sign_up(bob, "bob");
+    let (alice, bob) = net.alice_and_bob();
     let now = net.now;
     net.web(alice).create_room(now, "den", "room secret").unwrap();
     net.pump();
@@ -446,10 +444,7 @@ fn damaged_profiles_are_refused_with_the_reason() {
 #[test]
 fn frames_of_a_lost_connection_are_dropped_and_the_outbox_resends() {
     let mut net = Net::new();
-    let alice = net.add(1, fixtures::ALICE_PKCS8);
-    let bob = net.add(2, fixtures::BOB_PKCS8);
-    net.sign_up(alice, "alice");
-    net.sign_up(bob, "bob");
+    let (alice, bob) = net.alice_and_bob();
     let now = net.now;
     net.web(alice).create_room(now, "lobby", "a room password").unwrap();
     net.pump();
@@ -472,10 +467,7 @@ fn frames_of_a_lost_connection_are_dropped_and_the_outbox_resends() {
 #[test]
 fn a_logout_leaves_a_profile_with_the_key_and_nothing_else() {
     let mut net = Net::new();
-    let alice = net.add(1, fixtures::ALICE_PKCS8);
-    let bob = net.add(2, fixtures::BOB_PKCS8);
-    net.sign_up(alice, "alice");
-    net.sign_up(bob, "bob");
+    let (alice, bob) = net.alice_and_bob();
     let now = net.now;
     net.web(alice).create_room(now, "den", "room secret").unwrap();
     net.web(alice).request_mp(now, "bob").unwrap();
@@ -596,10 +588,7 @@ fn a_name_taken_by_someone_else_binds_nothing() {
 #[test]
 fn pinned_keys_and_verified_marks_outlive_a_logout_and_a_state_reset() {
     let mut net = Net::new();
-    let alice = net.add(1, fixtures::ALICE_PKCS8);
-    let bob = net.add(2, fixtures::BOB_PKCS8);
-    net.sign_up(alice, "alice");
-    net.sign_up(bob, "bob");
+    let (alice, _bob) = net.alice_and_bob();
     let now = net.now;
     net.web(alice).fetch_key(now, "bob").unwrap();
     net.pump();

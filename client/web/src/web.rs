@@ -73,6 +73,9 @@ pub struct WebClient {
     online: bool,
     /// The session ended by a logout: the machine's state goes.
     erase: bool,
+    /// The web-only state changed: the next pump stores it, with the
+    /// machine's commit if there is one, else on its own.
+    local_changed: bool,
     transmits: VecDeque<Bytes>,
     events: VecDeque<Value>,
     timeout: Option<Instant>,
@@ -189,6 +192,13 @@ impl WebClient {
         }
     }
 
+    /// Why a login as `user` is refused by a browser that holds no key for
+    /// it (the text of [`WebError::NoIdentity`]), without making a client.
+    #[must_use]
+    pub fn no_identity(user: &str) -> String {
+        WebError::NoIdentity(user.to_owned()).to_string()
+    }
+
     /// The account a key record (bytes of [`logout_record`](Self::logout_record))
     /// belongs to, or `None` if `bytes` are not a key record.
     #[must_use]
@@ -253,6 +263,7 @@ impl WebClient {
             clock: now,
             online: false,
             erase: false,
+            local_changed: false,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             timeout: None,
@@ -277,11 +288,15 @@ impl WebClient {
             self.reset_state();
             self.drain_turns();
         }
+        if self.local_changed {
+            self.checkpoint_now();
+        }
     }
 
-    /// A logout was answered: the sessions, room keys, contacts, inbox and
-    /// sent messages go; the identity key and its record stay (as the CLI's
-    /// logout keeps its `identity.at_rest`). The profile the page stores
+    /// A logout was answered: the sessions, room keys, inbox and sent
+    /// messages go; the identity key, its record and the contacts' pinned
+    /// keys stay (as the CLI's logout keeps its `identity.at_rest` and its
+    /// contact book). The profile the page stores
     /// next holds nothing else, so a reload or a failed erase in the page
     /// cannot bring them back.
     fn reset_state(&mut self) {
@@ -325,6 +340,7 @@ impl WebClient {
             if let Some(bytes) = store.out {
                 self.checkpoint = Some(bytes);
                 self.made += 1;
+                self.local_changed = false;
             }
             if outputs.is_empty() {
                 return;
@@ -362,6 +378,7 @@ impl WebClient {
     /// Marks a change of the web-only state (verified contacts, the lock)
     /// for the next checkpoint.
     fn checkpoint_now(&mut self) {
+        self.local_changed = false;
         self.checkpoint = Some(profile::encode(&self.identity_der, self.sc.snapshot(), &self.local));
         self.made += 1;
     }
@@ -537,7 +554,7 @@ impl WebClient {
         // Stored before the frame goes, so a reload cannot lose the key of
         // an account the server created.
         self.local.registering = Some(Registering { owner: user.to_owned(), blob, request_id: id, lost });
-        self.checkpoint_now();
+        self.local_changed = true;
         self.pump_at(now);
         Ok(id)
     }
@@ -655,7 +672,7 @@ impl WebClient {
             .or_default()
             .push(SentMp { text: text.to_owned(), sent_ms: now.unix_ms });
         // Stored with the turn that sends it (the checkpoint precedes the frame).
-        self.checkpoint_now();
+        self.local_changed = true;
         self.pump_at(now);
         Ok(id)
     }

@@ -592,18 +592,20 @@ function wire() {
         return;
       }
     }
-    // No key for this account here: a throwaway client says why (nothing is sent).
-    const candidate = client ?? new WebClient(seed(), ...clock());
-    let id;
-    try {
-      id = candidate.login(...clock(), user, password, $("login-phrase").value.trim());
-    } catch (e) {
-      $("auth-status").textContent = e.message ?? String(e);
+    const refuse = (text) => {
+      $("auth-status").textContent = text;
       $("login-step2").hidden = true;
       $("login-step1").hidden = false;
-      return;
+    };
+    // No key for this account here: nothing is sent.
+    if (!client) return refuse(WebClient.no_identity(user));
+    let id;
+    try {
+      id = client.login(...clock(), user, password, $("login-phrase").value.trim());
+    } catch (e) {
+      return refuse(e.message ?? String(e));
     }
-    if (candidate !== wc) adopt(candidate);
+    if (client !== wc) adopt(client);
     $("auth-status").textContent = "Logging in…";
     requests.set(id, { what: "log in" });
     flush();

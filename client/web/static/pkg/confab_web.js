@@ -347,6 +347,25 @@ export class WebClient {
         return this;
     }
     /**
+     * Why a login as `user` is refused where no key for it is held.
+     * @param {string} user
+     * @returns {string}
+     */
+    static no_identity(user) {
+        let deferred2_0;
+        let deferred2_1;
+        try {
+            const ptr0 = passStringToWasm0(user, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            const len0 = WASM_VECTOR_LEN;
+            const ret = wasm.webclient_no_identity(ptr0, len0);
+            deferred2_0 = ret[0];
+            deferred2_1 = ret[1];
+            return getStringFromWasm0(ret[0], ret[1]);
+        } finally {
+            wasm.__wbindgen_free(deferred2_0, deferred2_1, 1);
+        }
+    }
+    /**
      * The account this client's identity key belongs to (registered here
      * or unlocked), or `undefined`.
      * @returns {string | undefined}
