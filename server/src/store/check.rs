@@ -57,9 +57,14 @@ pub(super) struct Loaded {
     pub(super) head: Head,
     /// Changes in the log after the snapshot.
     pub(super) log_len: u64,
+    /// The oldest change the snapshot covers and compaction has not deleted
+    /// yet (later commits delete them, a few at a time).
+    pub(super) covered_from: Option<i64>,
 }
 
 /// The snapshot, then every change after it, checked (format 4; the
+/// changes the snapshot covers are not read: they are deleted a few at a
+/// time by the commits after a compaction; the
 /// checksums and the head are skipped for older formats, which have none,
 /// but the log must still be contiguous). Run in one read transaction, so
 /// that a concurrent compaction cannot show a torn store.
@@ -99,9 +104,12 @@ pub(super) fn load(conn: &Connection, path: &Path, config: &ServerConfig, format
     // As `Server::restore` does: the caps come from the configuration.
     state.set_caps(config.room_history, config.dedup_window);
     let mut log_len = 0;
-    let mut select =
-        conn.prepare(&format!("SELECT seq, change, {sum_column} FROM changes ORDER BY seq")).map_err(sql(path))?;
-    let mut rows = select.query([]).map_err(sql(path))?;
+    let covered_from: Option<i64> =
+        conn.query_row("SELECT min(seq) FROM changes WHERE seq <= ?1", [upto], |r| r.get(0)).map_err(sql(path))?;
+    let mut select = conn
+        .prepare(&format!("SELECT seq, change, {sum_column} FROM changes WHERE seq > ?1 ORDER BY seq"))
+        .map_err(sql(path))?;
+    let mut rows = select.query([upto]).map_err(sql(path))?;
     while let Some(row) = rows.next().map_err(sql(path))? {
         let seq: i64 = row.get(0).map_err(sql(path))?;
         let bytes: Vec<u8> = row.get(1).map_err(sql(path))?;
@@ -109,9 +117,7 @@ pub(super) fn load(conn: &Connection, path: &Path, config: &ServerConfig, format
         if seq != head.seq + 1 {
             return Err(damaged(
                 path,
-                if seq <= upto {
-                    Damage::Stale { seq, upto }
-                } else if !has_snapshot && log_len == 0 {
+                if !has_snapshot && log_len == 0 {
                     Damage::SnapshotMissing { first: seq, committed: committed.map_or(0, |h| h.seq) }
                 } else {
                     Damage::Gap { from: head.seq + 1, to: seq - 1 }
@@ -142,5 +148,5 @@ pub(super) fn load(conn: &Connection, path: &Path, config: &ServerConfig, format
             },
         ));
     }
-    Ok(Loaded { state, head, log_len })
+    Ok(Loaded { state, head, log_len, covered_from })
 }

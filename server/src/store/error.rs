@@ -161,14 +161,6 @@ pub enum Damage {
         /// The last missing change.
         to: i64,
     },
-    /// A change older than the snapshot is still in the log (compaction deletes those with the snapshot).
-    #[error("change {seq} is older than the snapshot, which covers changes up to {upto}: the snapshot was replaced")]
-    Stale {
-        /// Its sequence number.
-        seq: i64,
-        /// The last change the snapshot covers.
-        upto: i64,
-    },
     /// The log ends before the last change recorded as committed.
     #[error("the log ends at change {last}, but change {committed} was committed: the newest changes were deleted")]
     Truncated {
