@@ -84,6 +84,7 @@ mod check;
 mod error;
 mod fs;
 mod lock;
+mod pg;
 mod schema;
 mod sync;
 
@@ -99,6 +100,7 @@ use error::sql;
 pub use error::{Damage, StoreError};
 pub use fs::{DIR_MODE, FILE_MODE, ensure_data_dir};
 pub use lock::{DirLock, LOCK_FILE};
+pub use pg::{MIGRATIONS, PgStore};
 pub use sync::Fsync;
 use sync::Syncer;
 
@@ -489,13 +491,13 @@ impl Store {
 }
 
 /// Changes the snapshot covers deleted per change logged, in one commit.
-const TRIM_PER_RECORD: i64 = 2;
+pub(crate) const TRIM_PER_RECORD: i64 = 2;
 
 /// The log records of a turn's changes, one per change, except a
 /// [`Change::MessageSent`], which is logged as the `Enqueued` and `Recorded`
 /// records it stands for ([`Change::unfold`]): the log's format stays that
 /// of format 4, and replaying it gives the same state.
-fn log_records(changes: &[Change]) -> Result<Vec<Vec<u8>>, StoreError> {
+pub(crate) fn log_records(changes: &[Change]) -> Result<Vec<Vec<u8>>, StoreError> {
     let mut records = Vec::with_capacity(changes.len());
     for change in changes {
         match change.unfold() {

@@ -83,6 +83,35 @@ pub enum StoreError {
         /// The database file.
         path: PathBuf,
     },
+    /// A PostgreSQL store could not be reached, or refused a statement.
+    #[error("cannot {action} the store {}: {source}", url.display())]
+    Postgres {
+        /// What was being done.
+        action: &'static str,
+        /// The store's URL, without its password.
+        url: PathBuf,
+        /// PostgreSQL's error.
+        source: postgres::Error,
+    },
+    /// Another node holds the writer's lock of a PostgreSQL store.
+    #[error(
+        "the store {} is being written by another confab-server (it holds the writer's advisory lock): stop it          first, or give this one another database",
+        .0.display()
+    )]
+    Owned(PathBuf),
+    /// A PostgreSQL schema this build does not know (a newer confab-server migrated it).
+    #[error(
+        "the store {} has schema version {found}, this confab-server knows versions up to {known}: run the          confab-server version that migrated it",
+        path.display()
+    )]
+    SchemaTooNew {
+        /// The store's URL, without its password.
+        path: PathBuf,
+        /// The newest version applied to the database.
+        found: i32,
+        /// The newest version this build has.
+        known: i32,
+    },
     /// The store was written in another record format.
     #[error(
         "{} has store format {found}, this confab-server reads format {expected}: run the confab-server \
