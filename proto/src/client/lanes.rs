@@ -107,9 +107,8 @@ impl Lanes {
             self.changed = true;
             return true;
         }
-        if self.peers.len() >= self.max_peers {
-            self.evict_peer();
-        }
+        // Down to the bound again: the lanes may hold more while acknowledgements are due.
+        while self.peers.len() >= self.max_peers && self.evict_peer() {}
         self.changed = true;
         let lane = PeerLane { last: seq, acked: 0, tick };
         self.peers.insert(peer.to_owned(), lane);
@@ -117,8 +116,9 @@ impl Lanes {
     }
 
     /// Forgets the least recently active peer, preferring one whose
-    /// acknowledgement is confirmed and none that is due one now.
-    fn evict_peer(&mut self) {
+    /// acknowledgement is confirmed and none that is due one now. False if
+    /// every peer is due one.
+    fn evict_peer(&mut self) -> bool {
         let pick = |confirmed_only: bool| {
             self.peers
                 .iter()
@@ -126,10 +126,10 @@ impl Lanes {
                 .min_by_key(|(_, l)| l.tick)
                 .map(|(p, _)| p.clone())
         };
-        if let Some(peer) = pick(true).or_else(|| pick(false)) {
-            self.peers.remove(&peer);
-            self.changed = true;
-        }
+        let Some(peer) = pick(true).or_else(|| pick(false)) else { return false };
+        self.peers.remove(&peer);
+        self.changed = true;
+        true
     }
 
     /// Lane items received since the acknowledgements last went out (0: none is due).
@@ -155,12 +155,22 @@ impl Lanes {
         self.peers.get(peer).map_or(0, |l| l.last)
     }
 
-    /// Restores a peer's last delivered sequence number (from a stored profile).
+    /// Sets a peer's last delivered sequence number (the application's
+    /// [`Client::set_last_seen`](super::Client::set_last_seen)), within the bound.
     pub(crate) fn set_last_seen(&mut self, peer: &str, seq: u64) {
-        let tick = self.next_tick();
         if !self.peers.contains_key(peer) && self.peers.len() >= self.max_peers {
             self.evict_peer();
         }
+        self.restore_seen(peer, seq);
+    }
+
+    /// Restores a peer's last delivered sequence number from a stored
+    /// profile, never forgetting another for it: a profile stored while
+    /// acknowledgements were due may hold more peers than the bound, and
+    /// forgetting one whose items the server still holds would deliver
+    /// them again. Later deliveries bring the lanes back to the bound.
+    pub(crate) fn restore_seen(&mut self, peer: &str, seq: u64) {
+        let tick = self.next_tick();
         let lane = self.peers.entry(peer.to_owned()).or_insert(PeerLane { last: 0, acked: 0, tick });
         lane.last = lane.last.max(seq);
         lane.tick = tick;

@@ -408,6 +408,8 @@ impl Client {
         if self.conn.take().is_none() {
             return;
         }
+        // What was due is acknowledged after the next binding's replay (the server still holds it).
+        self.acks_at = None;
         self.auth_connection_lost();
         for entry in self.outbox.connection_lost() {
             if entry.origin == Origin::User {

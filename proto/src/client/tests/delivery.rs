@@ -167,3 +167,39 @@ fn requests(lone: &super::lone::Lone) -> Vec<Opcode> {
         })
         .collect()
 }
+
+#[test]
+fn a_profile_stored_while_acknowledgements_were_due_restores_every_lane() {
+    let config = ClientConfig { max_seen_peers: 2, ..ClientConfig::default() };
+    let mut lone = logged_in(config.clone());
+    for peer in ["a", "b", "c"] {
+        lone.feed(&user_message(peer, 1));
+    }
+    assert!(acks(&lone).is_empty(), "all three acknowledgements wait");
+    let snapshot = lone.client.snapshot();
+    assert_eq!(snapshot.seen_peers.len(), 3, "over the bound while they are due: none may be forgotten");
+    // A crash before the timer: the restored client must still drop the server's replays of all three.
+    let restored = crate::Client::restore(config, &snapshot, lone.now).unwrap();
+    for peer in ["a", "b", "c"] {
+        assert_eq!(restored.last_seen(peer), 1, "{peer}'s lane survives the restore");
+    }
+    // Once the acknowledgements are out and confirmed, a new peer brings the lanes back to the bound.
+    lone.advance(ClientConfig::default().ack_delay);
+    for (id, _, _) in acks(&lone) {
+        lone.feed(&response(Opcode::DeliveryAck, id, Status::Valid, 200, ResponseBody::Empty));
+    }
+    lone.feed(&user_message("d", 1));
+    assert_eq!(lone.client.seen_peers().len(), 2, "{:?}", lone.client.seen_peers());
+    assert_eq!(lone.client.last_seen("d"), 1);
+}
+
+#[test]
+fn a_lost_connection_forgets_the_acknowledgement_timer() {
+    let mut lone = logged_in(ClientConfig::default());
+    lone.feed(&user_message("bob", 1));
+    assert!(lone.client.acks_due());
+    let now = lone.now;
+    lone.client.disconnected(now);
+    lone.drain();
+    assert!(!lone.client.acks_due(), "the server replays the item at the next binding; it is acknowledged then");
+}
