@@ -30,6 +30,7 @@
 //! | `CONFAB_CONFIG` | the file, when `--config` is not given                     |
 //! | `CONFAB_DATA`   | `data`                                                     |
 //! | `CONFAB_LISTEN` | `listen`; replaces the file's `tcp_listen`/`quic_listen`/`ws_listen` too |
+//! | `CONFAB_STORE`  | `store.url` (keeps a password out of the command line)    |
 //!
 //! On the command line, `--listen` likewise sets both addresses, and
 //! `--tcp-listen` / `--quic-listen` / `--ws-listen` then set one.
@@ -64,6 +65,8 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr
 pub const ENV_CONFIG: &str = "CONFAB_CONFIG";
 /// The environment variable setting the data directory.
 pub const ENV_DATA: &str = "CONFAB_DATA";
+/// The environment variable setting `store.url` (a PostgreSQL store).
+pub const ENV_STORE: &str = "CONFAB_STORE";
 /// The environment variable setting the listen address (TCP and QUIC).
 pub const ENV_LISTEN: &str = "CONFAB_LISTEN";
 
@@ -212,6 +215,9 @@ impl RunConfig {
             }
             None => FileConfig::default(),
         };
+        if let Some(value) = env(ENV_STORE).filter(|v| !v.is_empty()) {
+            config.store.url = Some(value);
+        }
         if let Some(value) = env(ENV_DATA).filter(|v| !v.is_empty()) {
             config.data = PathBuf::from(value);
         }

@@ -76,16 +76,16 @@ pub fn prepare(config: &RunConfig, init: Init) -> Result<Prepared, RunFailure> {
         Some(url) => {
             // The directory holds the identity: one server per directory, whatever the store.
             let lock = DirLock::acquire(data)?;
-            let (mut store, state) = PgStore::open(url, &config.server)?;
+            let (mut store, state) = PgStore::open_with(url, &config.server, init, Some(data))?;
             store.set_compact_every(config.compact_every);
             info!(store = %store.label().display(), "PostgreSQL store");
-            (Opened::Postgres(store), state, Some(lock))
+            (Opened::Postgres(Box::new(store)), state, Some(lock))
         }
         None => {
             let (mut store, state) = Store::open_with(data, &config.server, init)?;
             store.set_compact_every(config.compact_every);
             store.set_fsync(config.fsync)?;
-            (Opened::Sqlite(store), state, None)
+            (Opened::Sqlite(Box::new(store)), state, None)
         }
     };
     let identity = load_or_make_identity(config)?;
@@ -107,8 +107,8 @@ pub fn prepare(config: &RunConfig, init: Init) -> Result<Prepared, RunFailure> {
     node_config.oidc_jwks_file.clone_from(&config.oidc_jwks_file);
     node_config.log = config.log;
     let node = match store {
-        Opened::Sqlite(store) => Node::bind(node_config, store, state),
-        Opened::Postgres(store) => Node::bind(node_config, store, state),
+        Opened::Sqlite(store) => Node::bind(node_config, *store, state),
+        Opened::Postgres(store) => Node::bind(node_config, *store, state),
     }
     .map_err(RunFailure::Bind)?;
     Ok(Prepared { node, pin, lock })
@@ -139,8 +139,8 @@ pub fn run(config: &RunConfig, init: Init) -> Result<RunSummary, RunFailure> {
 
 /// The store the node commits to.
 enum Opened {
-    Sqlite(Store),
-    Postgres(PgStore),
+    Sqlite(Box<Store>),
+    Postgres(Box<PgStore>),
 }
 
 /// Stops the node on SIGINT or SIGTERM (a thread waiting on the signals).

@@ -9,7 +9,7 @@ mod common;
 
 use common::{config, scenario};
 use confab_proto::server::{Change, State};
-use confab_server::store::{MIGRATIONS, PgStore, StoreError};
+use confab_server::store::{Init, MIGRATIONS, PgStore, StoreError};
 use confab_tests::postgres::TempPostgres;
 
 fn applied(turns: &[Vec<Change>]) -> State {
@@ -126,8 +126,91 @@ fn pg_refuses_a_database_of_a_newer_schema_and_a_damaged_log() {
     sql(&pg).execute("DELETE FROM confab_changes WHERE seq = 2", &[]).unwrap();
     let err = PgStore::open(&pg.url(), &config()).unwrap_err();
     assert!(err.to_string().contains("change 2 is missing"), "{err}");
+    // A record format this build does not read.
+    sql(&pg).execute("UPDATE confab_meta SET value = '3' WHERE key = 'format'", &[]).unwrap();
+    let err = PgStore::open(&pg.url(), &config()).unwrap_err();
+    assert!(matches!(err, StoreError::VersionMismatch { found: 3, .. }), "{err}");
+    sql(&pg).execute("UPDATE confab_meta SET value = '4' WHERE key = 'format'", &[]).unwrap();
     // A schema version from the future.
     sql(&pg).execute("INSERT INTO confab_schema (version) VALUES (999)", &[]).unwrap();
     let err = PgStore::open(&pg.url(), &config()).unwrap_err();
     assert!(matches!(err, StoreError::SchemaTooNew { found: 999, .. }), "{err}");
+}
+
+#[test]
+fn pg_an_empty_database_for_a_used_data_directory_is_refused_unless_init() {
+    let Some(pg) = TempPostgres::start("empty-refused") else { return };
+    let dir = confab_tests::procs::TempDir::new("pg-empty-data");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // A new directory: an empty database is a new store.
+    let fresh = dir.path().join("fresh");
+    drop(PgStore::open_with(&pg.url(), &config(), Init::IfNew, Some(&fresh)).unwrap());
+    sql(&pg)
+        .batch_execute("DROP TABLE confab_changes, confab_snapshot, confab_head, confab_meta, confab_schema")
+        .unwrap();
+    // A directory that served before (its pin, its SQLite store) and a database with nothing in it:
+    // a wrong URL, a recreated database, or --store added to a SQLite directory.
+    std::fs::write(data.join("server.pin"), "sha256/x\n").unwrap();
+    std::fs::write(data.join("confab.db"), b"SQLite format 3\0").unwrap();
+    let err = PgStore::open_with(&pg.url(), &config(), Init::IfNew, Some(&data)).unwrap_err();
+    assert!(matches!(err, StoreError::PostgresEmpty { sqlite: true, .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("server.pin") && text.contains("confab.db") && text.contains("--init"), "{text}");
+    let tables = count(&pg, "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'confab_%'");
+    assert_eq!(tables, 0, "nothing was changed");
+    // --init: started over on purpose.
+    let (_, state) = PgStore::open_with(&pg.url(), &config(), Init::Allow, Some(&data)).unwrap();
+    assert_eq!(state, applied(&[]));
+}
+
+#[test]
+fn pg_a_statement_refused_by_a_live_session_is_an_error_not_a_lost_lock() {
+    let Some(pg) = TempPostgres::start("cancelled") else { return };
+    let net = scenario();
+    let (mut store, _) = PgStore::open(&pg.url(), &config()).unwrap();
+    store.commit(&net.turns[0]).unwrap();
+    // Another session holds the head's row, so the store's next commit waits; it is then cancelled.
+    let mut blocker = sql(&pg);
+    let mut tx = blocker.transaction().unwrap();
+    tx.execute("SELECT * FROM confab_head FOR UPDATE", &[]).unwrap();
+    let url = pg.url();
+    let canceller = std::thread::spawn(move || {
+        let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            let cancelled: i64 = admin
+                .query_one(
+                    "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity \
+                     WHERE application_name = 'confab-server' AND wait_event_type = 'Lock'",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            if cancelled > 0 {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("the store's commit never waited on the lock");
+    });
+    let err = store.commit(&net.turns[1]).unwrap_err();
+    canceller.join().unwrap();
+    tx.rollback().unwrap();
+    assert!(matches!(err, StoreError::Postgres { .. }), "{err}");
+    assert!(err.to_string().contains("canceling statement"), "PostgreSQL's reason, not 'db error': {err}");
+    drop(store);
+    let (_, loaded) = PgStore::open(&pg.url(), &config()).unwrap();
+    assert_eq!(loaded, applied(&net.turns[..1]), "the cancelled commit wrote nothing");
+}
+
+#[test]
+fn pg_refuses_a_server_that_does_not_fsync_and_names_postgresqls_reasons() {
+    let Some(pg) = TempPostgres::start_with("no-fsync", &["fsync=off"]) else { return };
+    let err = PgStore::open(&pg.url(), &config()).unwrap_err();
+    assert!(matches!(err, StoreError::PostgresNotDurable { .. }), "{err}");
+    assert!(err.to_string().contains("fsync = off"), "{err}");
+    let wrong_user = pg.url().replace("confab@", "nobody_here@");
+    let err = PgStore::open(&wrong_user, &config()).unwrap_err();
+    assert!(err.to_string().contains("nobody_here"), "PostgreSQL's reason, not 'db error': {err}");
 }

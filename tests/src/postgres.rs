@@ -28,6 +28,8 @@ pub struct TempPostgres {
     bin: PathBuf,
     data: PathBuf,
     port: u16,
+    /// `-c name=value` settings given at every start.
+    settings: Vec<String>,
     child: Option<Child>,
     as_nobody: bool,
     /// Removed after the server stopped (fields drop in order).
@@ -42,6 +44,15 @@ impl TempPostgres {
     /// and does not start.
     #[must_use]
     pub fn start(test: &str) -> Option<TempPostgres> {
+        TempPostgres::start_with(test, &[])
+    }
+
+    /// [`start`](Self::start) with server settings (`"fsync=off"`, ...).
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    #[must_use]
+    pub fn start_with(test: &str, settings: &[&str]) -> Option<TempPostgres> {
         let Some(bin) = find_bin() else {
             let why = "PostgreSQL's initdb and postgres are not installed (Debian: apt-get install postgresql)";
             assert!(std::env::var("CONFAB_REQUIRE_CLUSTER").as_deref() != Ok("1"), "{test}: {why}");
@@ -54,7 +65,8 @@ impl TempPostgres {
             std::os::unix::fs::chown(dir.path(), Some(NOBODY), Some(NOBODY)).expect("give the directory to nobody");
         }
         let data = dir.path().join("data");
-        let mut pg = TempPostgres { bin, data, port: free_port(), child: None, as_nobody, dir };
+        let settings = settings.iter().map(|s| (*s).to_owned()).collect();
+        let mut pg = TempPostgres { bin, data, port: free_port(), settings, child: None, as_nobody, dir };
         let mut initdb = pg.command("initdb");
         initdb.arg("-D").arg(&pg.data).args(["-U", "confab", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"]);
         let out = initdb.output().expect("run initdb");
@@ -104,6 +116,9 @@ impl TempPostgres {
         let mut cmd = self.command("postgres");
         cmd.arg("-D").arg(&self.data).arg("-p").arg(self.port.to_string()).arg("-k").arg(self.dir.path());
         cmd.args(["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=50", "-c", "shared_buffers=16MB"]);
+        for setting in &self.settings {
+            cmd.arg("-c").arg(setting);
+        }
         let child = cmd.stdout(Stdio::null()).stderr(log).stdin(Stdio::null()).spawn().expect("spawn postgres");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -84,14 +84,51 @@ pub enum StoreError {
         path: PathBuf,
     },
     /// A PostgreSQL store could not be reached, or refused a statement.
-    #[error("cannot {action} the store {}: {source}", url.display())]
+    #[error("cannot {action} the store {}: {reason}", url.display())]
     Postgres {
         /// What was being done.
         action: &'static str,
         /// The store's URL, without its password.
         url: PathBuf,
+        /// PostgreSQL's reason (or the client's, with its causes).
+        reason: String,
         /// PostgreSQL's error.
         source: postgres::Error,
+    },
+    /// `[store] url` is not a PostgreSQL URL or connection string.
+    #[error("[store] url is not a PostgreSQL URL (postgres://user:password@host:port/db) or connection string: {0}")]
+    PostgresUrl(String),
+    /// A PostgreSQL store holds nothing, for a data directory that was used before.
+    #[error(
+        "the PostgreSQL store {} holds no confab state, but the data directory {} was used before (it holds \
+         {evidence}){}: starting empty would silently drop every account, room and queued message. Nothing was \
+         changed: check the URL (host, database, user), restore the database from a backup, or, to start over \
+         empty on purpose, run `confab-server run --init` (the certificate and its pin stay the same)",
+        url.display(),
+        data.display(),
+        if *sqlite { "; its state is in its SQLite store, confab.db, which a PostgreSQL store does not read" } else { "" }
+    )]
+    PostgresEmpty {
+        /// The store's URL, without its password.
+        url: PathBuf,
+        /// The data directory.
+        data: PathBuf,
+        /// The first-start files the directory holds.
+        evidence: String,
+        /// The directory holds a SQLite store.
+        sqlite: bool,
+    },
+    /// The PostgreSQL server would acknowledge commits it has not made durable.
+    #[error(
+        "the PostgreSQL store {} runs with {setting}: a commit it answers may be lost to a crash, and confab \
+         acknowledges only durable commits; run PostgreSQL with fsync = on",
+        url.display()
+    )]
+    PostgresNotDurable {
+        /// The store's URL, without its password.
+        url: PathBuf,
+        /// The setting at fault.
+        setting: String,
     },
     /// Another node holds the writer's lock of a PostgreSQL store.
     #[error(

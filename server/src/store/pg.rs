@@ -30,7 +30,7 @@
 //!   covers deleted by the commits after it, twice as many per commit as
 //!   they log.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use confab_proto::server::{Change, State};
@@ -39,7 +39,7 @@ use postgres::{Client, IsolationLevel, NoTls};
 
 use super::check::{Head, Loaded, Replay, change_sum, snapshot_sum};
 use super::error::{Damage, StoreError, damaged};
-use super::{DEFAULT_COMPACT_EVERY, FORMAT_VERSION, TRIM_PER_RECORD, log_records};
+use super::{DEFAULT_COMPACT_EVERY, FORMAT_VERSION, Init, TRIM_PER_RECORD, log_records};
 
 /// The schema, one migration per version (`confab_schema` records the
 /// versions applied). Never edit one that shipped: add the next.
@@ -73,10 +73,21 @@ const SNAPSHOT: &str = "WITH h AS (UPDATE confab_head SET sum = $2 WHERE id = 1 
               ON CONFLICT (id) DO UPDATE SET upto = excluded.upto, state = excluded.state, sum = excluded.sum)
 SELECT count(*) FROM h";
 
+/// One attempt at getting the connection back.
+enum Attempt {
+    /// Connected, locked: the head as it is.
+    Back(Head),
+    /// Not yet: why (the last one is returned at the deadline).
+    Retry(StoreError),
+}
+
 /// The PostgreSQL store of one node. See the [module docs](self).
 pub struct PgStore {
     client: Client,
-    url: String,
+    /// The server process of `client`'s session.
+    pid: i32,
+    /// How to connect again (with the timeouts of [`client_config`]).
+    connect: postgres::Config,
     /// The URL without its password, for messages and errors.
     label: PathBuf,
     state: State,
@@ -109,14 +120,44 @@ impl PgStore {
     /// than this build ([`StoreError::Format`]), another node writes it
     /// ([`StoreError::Owned`]), or it fails a check ([`StoreError::Damaged`]).
     pub fn open(url: &str, config: &ServerConfig) -> Result<(PgStore, State), StoreError> {
-        let label = PathBuf::from(redact(url));
-        let mut client = connect(url, &label)?;
+        PgStore::open_with(url, config, Init::Allow, None)
+    }
+
+    /// [`open`](Self::open), refusing to start an empty store for a data
+    /// directory that was used before (`data`, the server's), unless `init`
+    /// is [`Init::Allow`]: a wrong URL, a recreated database or a directory
+    /// whose state is in its SQLite store must not start with no accounts
+    /// ([`StoreError::PostgresEmpty`]; nothing is changed then).
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub fn open_with(
+        url: &str,
+        config: &ServerConfig,
+        init: Init,
+        data: Option<&Path>,
+    ) -> Result<(PgStore, State), StoreError> {
+        let connect = client_config(url)?;
+        let label = PathBuf::from(label_of(&connect));
+        let (mut client, pid) = open_session(&connect, &label)?;
+        // The writer's lock first: a node that is not the writer changes nothing, migrations included.
+        if !try_lock(&mut client, &label)? {
+            return Err(StoreError::Owned(label));
+        }
+        if init != Init::Allow
+            && let Some(data) = data
+            && let Some(evidence) = super::used_before(data)
+            && is_empty(&mut client, &label)?
+        {
+            let sqlite = data.join(super::DB_FILE).exists();
+            return Err(StoreError::PostgresEmpty { url: label, data: data.to_owned(), evidence, sqlite });
+        }
         migrate(&mut client, &label)?;
-        lock(&mut client, &label)?;
         let Loaded { state, head, log_len, covered_from } = load(&mut client, &label, config)?;
         let store = PgStore {
             client,
-            url: url.to_owned(),
+            pid,
+            connect,
             covered: covered_from.map(|from| (from, head.seq - log_len as i64)),
             label,
             state: state.clone(),
@@ -234,12 +275,11 @@ impl PgStore {
         tracing::warn!(store = %self.label.display(), "connection to the store lost ({error}): reconnecting");
         let deadline = Instant::now() + self.reconnect_for;
         let mut wait = Duration::from_millis(50);
+        let mut swapped = false;
+        let old = self.pid;
         loop {
-            match connect(&self.url, &self.label) {
-                Ok(mut client) => {
-                    lock(&mut client, &self.label)?;
-                    let current = read_head(&mut client, &self.label)?;
-                    self.client = client;
+            match self.resume(&mut swapped, old) {
+                Ok(Attempt::Back(current)) => {
                     tracing::info!(store = %self.label.display(), head = current.seq, "store connection restored");
                     return if current == after {
                         Ok(true)
@@ -249,13 +289,48 @@ impl PgStore {
                         Err(self.moved())
                     };
                 }
-                Err(e) if Instant::now() + wait < deadline => {
-                    tracing::warn!(store = %self.label.display(), "store still unreachable: {e}");
+                Ok(Attempt::Retry(e)) if Instant::now() + wait < deadline => {
+                    tracing::warn!(store = %self.label.display(), "store not back yet: {e}");
                     std::thread::sleep(wait);
                     wait = (wait * 2).min(Duration::from_secs(2));
                 }
-                Err(e) => return Err(e),
+                Ok(Attempt::Retry(e)) | Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// One attempt of [`recover`](Self::recover): a new session replaces the
+    /// old one (dropped, so that a session still alive on the server side
+    /// lets its lock go), takes the writer's lock and reads the head. The
+    /// lock still held by the old session (`old`, its backend) is worth
+    /// waiting for; held by another, it is another node's: no retry.
+    fn resume(&mut self, swapped: &mut bool, old: i32) -> Result<Attempt, StoreError> {
+        if !*swapped || self.client.is_closed() {
+            match open_session(&self.connect, &self.label) {
+                Ok((client, pid)) => {
+                    drop(std::mem::replace(&mut self.client, client));
+                    self.pid = pid;
+                    *swapped = true;
+                }
+                Err(e) => return Ok(Attempt::Retry(e)),
+            }
+        }
+        match try_lock(&mut self.client, &self.label) {
+            Ok(true) => {}
+            Ok(false) => {
+                let holder = lock_holder(&mut self.client, &self.label);
+                let owned = StoreError::Owned(self.label.clone());
+                return match holder {
+                    Ok(Some(pid)) if pid != old => Err(owned),
+                    Ok(_) => Ok(Attempt::Retry(owned)),
+                    Err(e) => Ok(Attempt::Retry(e)),
+                };
+            }
+            Err(e) => return Ok(Attempt::Retry(e)),
+        }
+        match read_head(&mut self.client, &self.label) {
+            Ok(head) => Ok(Attempt::Back(head)),
+            Err(e) => Ok(Attempt::Retry(e)),
         }
     }
 
@@ -265,7 +340,7 @@ impl PgStore {
     }
 
     fn pg(&self, action: &'static str) -> impl Fn(postgres::Error) -> StoreError + '_ {
-        move |source| StoreError::Postgres { action, url: self.label.clone(), source }
+        pg_err(action, &self.label)
     }
 
     /// Sets how many logged changes trigger a snapshot (at least 1).
@@ -304,7 +379,7 @@ impl PgStore {
 
     /// The database's URL without its password.
     #[must_use]
-    pub fn label(&self) -> &std::path::Path {
+    pub fn label(&self) -> &Path {
         &self.label
     }
 }
@@ -318,47 +393,120 @@ impl Durable<[Change]> for PgStore {
     }
 }
 
-/// `url` without its password: the user info's in a URL, the `password=`
-/// pair in a key-value connection string.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        let pairs = url.split_whitespace().map(|p| if p.starts_with("password=") { "password=***" } else { p });
-        return pairs.collect::<Vec<_>>().join(" ");
-    };
-    let (authority, tail) = rest.split_once('/').map_or((rest, None), |(a, t)| (a, Some(t)));
-    let authority = match authority.rsplit_once('@') {
-        Some((user, host)) => match user.split_once(':') {
-            Some((name, _)) => format!("{name}:***@{host}"),
-            None => format!("{user}@{host}"),
-        },
-        None => authority.to_owned(),
-    };
-    match tail {
-        Some(tail) => format!("{scheme}://{authority}/{tail}"),
-        None => format!("{scheme}://{authority}"),
+/// Parses `url` (a `postgres://` URL or a key-value connection string)
+/// and sets the timeouts that bound a lost or silent database: 5 s to
+/// connect, TCP keepalives after 10 s idle, and 30 s for sent data to be
+/// acknowledged by the peer's TCP (`TCP_USER_TIMEOUT`), so that a commit on
+/// a dead connection fails within [`PgStore::set_reconnect_for`] plus that.
+fn client_config(url: &str) -> Result<postgres::Config, StoreError> {
+    let mut config: postgres::Config =
+        url.parse().map_err(|e: postgres::Error| StoreError::PostgresUrl(describe(&e)))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    config
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(10))
+        .keepalives_interval(Duration::from_secs(5))
+        .keepalives_retries(3)
+        .tcp_user_timeout(Duration::from_secs(30))
+        .application_name("confab-server");
+    Ok(config)
+}
+
+/// What messages name the store by: user, hosts, ports and database, never the password.
+fn label_of(config: &postgres::Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            postgres::config::Host::Tcp(name) => name.clone(),
+            postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let mut ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
+    if ports.is_empty() {
+        ports.push("5432".into());
+    }
+    format!(
+        "postgres://{}@{}:{}/{}",
+        config.get_user().unwrap_or(""),
+        hosts.join(","),
+        ports.join(","),
+        config.get_dbname().unwrap_or("")
+    )
+}
+
+/// PostgreSQL's own reason (its severity, message, detail and hint), or the
+/// client's error with its causes: "db error" alone names nothing.
+pub(super) fn describe(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+        if let Some(detail) = db.detail() {
+            text.push_str(&format!(" ({detail})"));
+        }
+        if let Some(hint) = db.hint() {
+            text.push_str(&format!("; hint: {hint}"));
+        }
+        return text;
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+/// Whether the error means the connection is gone, so that the outcome of
+/// the statement under way is unknown: a closed connection, an I/O error,
+/// a connection exception (class 08) or the server shutting down (57P01-03).
+/// Anything else was refused by a live session (the statement rolled back).
+fn lost(e: &postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        Some(code) => code.code().starts_with("08") || matches!(code.code(), "57P01" | "57P02" | "57P03"),
+        None => std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()),
     }
 }
 
-/// Whether the error means the connection is gone (the outcome of what was
-/// under way is unknown), rather than a refusal.
-fn lost(e: &postgres::Error) -> bool {
-    e.is_closed() || e.code().is_none_or(|c| matches!(&c.code()[..2], "08" | "57"))
+/// A session with this store's settings: `synchronous_commit = on` whatever
+/// the role's or the database's default (a commit must be durable before it
+/// answers), on a server that fsyncs at all.
+fn open_session(config: &postgres::Config, label: &Path) -> Result<(Client, i32), StoreError> {
+    let mut client = config.connect(NoTls).map_err(pg_err("connect to", label))?;
+    client.batch_execute("SET synchronous_commit = on").map_err(pg_err("configure a session of", label))?;
+    let row = client
+        .query_one("SELECT current_setting('fsync'), pg_backend_pid()", &[])
+        .map_err(pg_err("read the settings of", label))?;
+    let fsync: String = row.get(0);
+    if fsync != "on" {
+        return Err(StoreError::PostgresNotDurable { url: label.to_owned(), setting: format!("fsync = {fsync}") });
+    }
+    Ok((client, row.get(1)))
 }
 
-fn connect(url: &str, label: &std::path::Path) -> Result<Client, StoreError> {
-    Client::connect(url, NoTls).map_err(|source| StoreError::Postgres {
-        action: "connect to",
-        url: label.to_owned(),
-        source,
-    })
+/// The server process holding the writer's lock, if any.
+fn lock_holder(client: &mut Client, label: &Path) -> Result<Option<i32>, StoreError> {
+    let row = client
+        .query_opt(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 \
+             AND ((classid::bigint << 32) | objid::bigint) = $1",
+            &[&WRITER_LOCK],
+        )
+        .map_err(pg_err("inspect the locks of", label))?;
+    Ok(row.map(|r| r.get(0)))
 }
 
-fn pg_err<'a>(action: &'static str, label: &'a std::path::Path) -> impl Fn(postgres::Error) -> StoreError + 'a {
-    move |source| StoreError::Postgres { action, url: label.to_owned(), source }
+fn pg_err<'a>(action: &'static str, label: &'a Path) -> impl Fn(postgres::Error) -> StoreError + 'a {
+    move |source| StoreError::Postgres { action, url: label.to_owned(), reason: describe(&source), source }
 }
 
 /// Applies the migrations the database lacks, under the migration lock.
-fn migrate(client: &mut Client, label: &std::path::Path) -> Result<(), StoreError> {
+fn migrate(client: &mut Client, label: &Path) -> Result<(), StoreError> {
     let err = pg_err("migrate the schema of", label);
     let mut tx = client.transaction().map_err(&err)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).map_err(&err)?;
@@ -376,29 +524,47 @@ fn migrate(client: &mut Client, label: &std::path::Path) -> Result<(), StoreErro
         tx.execute("INSERT INTO confab_schema (version) VALUES ($1)", &[&version]).map_err(&err)?;
         tracing::info!(store = %label.display(), version, "store schema migrated");
     }
-    let application: Option<String> =
-        tx.query_opt("SELECT value FROM confab_meta WHERE key = 'application'", &[]).map_err(&err)?.map(|r| r.get(0));
-    if application.as_deref() != Some("confab-server") {
+    let mut meta = |key: &str| -> Result<Option<String>, StoreError> {
+        Ok(tx.query_opt("SELECT value FROM confab_meta WHERE key = $1", &[&key]).map_err(&err)?.map(|r| r.get(0)))
+    };
+    if meta("application")?.as_deref() != Some("confab-server") {
         return Err(StoreError::NotAStore { path: label.to_owned() });
+    }
+    let format = meta("format")?.unwrap_or_default();
+    if format != FORMAT_VERSION.to_string() {
+        let found = format.parse().unwrap_or(0);
+        return Err(StoreError::VersionMismatch { path: label.to_owned(), found, expected: FORMAT_VERSION });
     }
     tx.commit().map_err(&err)
 }
 
-/// Takes the writer's lock for this session.
-fn lock(client: &mut Client, label: &std::path::Path) -> Result<(), StoreError> {
-    let got: bool =
-        client.query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK]).map_err(pg_err("lock", label))?.get(0);
-    if got { Ok(()) } else { Err(StoreError::Owned(label.to_owned())) }
+/// Takes the writer's lock for this session: false if another session holds it.
+fn try_lock(client: &mut Client, label: &Path) -> Result<bool, StoreError> {
+    Ok(client.query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK]).map_err(pg_err("lock", label))?.get(0))
 }
 
-fn read_head(client: &mut Client, label: &std::path::Path) -> Result<Head, StoreError> {
+/// Whether the database holds no confab state: no tables yet, or a head
+/// that never moved and no snapshot.
+fn is_empty(client: &mut Client, label: &Path) -> Result<bool, StoreError> {
+    let err = pg_err("inspect", label);
+    let exists: bool = client.query_one("SELECT to_regclass('confab_head') IS NOT NULL", &[]).map_err(&err)?.get(0);
+    if !exists {
+        return Ok(true);
+    }
+    let row = client
+        .query_one("SELECT (SELECT seq FROM confab_head WHERE id = 1), EXISTS (SELECT 1 FROM confab_snapshot)", &[])
+        .map_err(&err)?;
+    Ok(row.get::<_, Option<i64>>(0).unwrap_or(0) == 0 && !row.get::<_, bool>(1))
+}
+
+fn read_head(client: &mut Client, label: &Path) -> Result<Head, StoreError> {
     let row = client
         .query_one("SELECT seq, sum FROM confab_head WHERE id = 1", &[])
         .map_err(pg_err("read the head of", label))?;
     head_of(row.get(0), row.get(1), label)
 }
 
-fn head_of(seq: i64, sum: Vec<u8>, label: &std::path::Path) -> Result<Head, StoreError> {
+fn head_of(seq: i64, sum: Vec<u8>, label: &Path) -> Result<Head, StoreError> {
     match <[u8; 32]>::try_from(sum.as_slice()) {
         Ok(sum) if seq >= 0 => Ok(Head { seq, sum }),
         _ => Err(damaged(label, Damage::NoHead(format!("head seq {seq}, a head sum of {} bytes", sum.len())))),
@@ -407,7 +573,7 @@ fn head_of(seq: i64, sum: Vec<u8>, label: &std::path::Path) -> Result<Head, Stor
 
 /// The head, the snapshot and the log after it, in one repeatable-read
 /// transaction, through the SQLite store's checks.
-fn load(client: &mut Client, label: &std::path::Path, config: &ServerConfig) -> Result<Loaded, StoreError> {
+fn load(client: &mut Client, label: &Path, config: &ServerConfig) -> Result<Loaded, StoreError> {
     let err = pg_err("load", label);
     let mut tx = client
         .build_transaction()
@@ -437,17 +603,23 @@ fn load(client: &mut Client, label: &std::path::Path, config: &ServerConfig) -> 
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{client_config, label_of};
+
+    fn label(url: &str) -> String {
+        label_of(&client_config(url).unwrap())
+    }
 
     #[test]
     fn the_password_never_reaches_a_message() {
         assert_eq!(
-            redact("postgres://confab:s3cret@db.example:5432/confab"),
-            "postgres://confab:***@db.example:5432/confab"
+            label("postgres://confab:s3cret@db.example:5432/confab"),
+            "postgres://confab@db.example:5432/confab"
         );
-        assert_eq!(redact("postgres://db.example/confab"), "postgres://db.example/confab");
-        assert_eq!(redact("postgres://u:p@h"), "postgres://u:***@h");
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(redact("host=db user=x password=hunter2"), "host=db user=x password=***");
+        assert_eq!(label("postgres://u:pa/ss@h/db"), "postgres://u@h:5432/db");
+        assert_eq!(label("postgres://u@h/db?password=secret"), "postgres://u@h:5432/db");
+        assert_eq!(label("host=db user=x password=hunter2 dbname=c"), "postgres://x@db:5432/c");
+        assert_eq!(label("host=db user=x password='a b' dbname=c"), "postgres://x@db:5432/c");
+        let bad = client_config("postgres://u:hunter2@h:notaport/db").unwrap_err().to_string();
+        assert!(!bad.contains("hunter2"), "{bad}");
     }
 }
