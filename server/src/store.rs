@@ -348,13 +348,12 @@ impl Store {
         }
         // Twice as many covered changes deleted as logged: the log shrinks back to
         // what the snapshot does not cover well before the next compaction.
-        let covered = match self.covered {
-            Some((from, to)) => {
-                let end = to.min(from.saturating_add(TRIM_PER_RECORD * records.len().max(8) as i64) - 1);
+        let covered = match trim(self.covered, records.len()) {
+            Some(((from, end), left)) => {
                 tx.prepare_cached("DELETE FROM changes WHERE seq BETWEEN ?1 AND ?2")
                     .and_then(|mut delete| delete.execute(params![from, end]))
                     .map_err(sql(path))?;
-                (end < to).then_some((end + 1, to))
+                left
             }
             None => None,
         };
@@ -408,8 +407,7 @@ impl Store {
         tx.commit().map_err(sql(path))?;
         if !migrate {
             // The changes the snapshot covers go a few per commit, not all in this one.
-            let first = self.covered.map_or(upto - self.log_len as i64 + 1, |(from, _)| from);
-            self.covered = (first <= upto).then_some((first, upto));
+            self.covered = covered_by_snapshot(self.covered, upto, self.log_len);
         }
         self.head = head;
         self.log_len = 0;
@@ -491,7 +489,25 @@ impl Store {
 }
 
 /// Changes the snapshot covers deleted per change logged, in one commit.
-pub(crate) const TRIM_PER_RECORD: i64 = 2;
+const TRIM_PER_RECORD: i64 = 2;
+
+/// A range of change sequence numbers, first and last.
+pub(crate) type Seqs = (i64, i64);
+
+/// The covered changes a commit logging `records` deletes (`from..=to`),
+/// and what is left covered after it; `None`: nothing is covered.
+pub(crate) fn trim(covered: Option<Seqs>, records: usize) -> Option<(Seqs, Option<Seqs>)> {
+    let (from, to) = covered?;
+    let end = to.min(from.saturating_add(TRIM_PER_RECORD * records.max(8) as i64) - 1);
+    Some(((from, end), (end < to).then_some((end + 1, to))))
+}
+
+/// What is covered once a snapshot at `upto` is written, `log_len` changes
+/// after the previous one: the rows still covered before, and the log.
+pub(crate) fn covered_by_snapshot(covered: Option<Seqs>, upto: i64, log_len: u64) -> Option<Seqs> {
+    let first = covered.map_or(upto - log_len as i64 + 1, |(from, _)| from);
+    (first <= upto).then_some((first, upto))
+}
 
 /// The log records of a turn's changes, one per change, except a
 /// [`Change::MessageSent`], which is logged as the `Enqueued` and `Recorded`

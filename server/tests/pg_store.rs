@@ -7,19 +7,9 @@
 
 mod common;
 
-use common::{config, scenario};
-use confab_proto::server::{Change, State};
+use common::{applied, config, scenario};
 use confab_server::store::{Init, MIGRATIONS, PgStore, StoreError};
 use confab_tests::postgres::TempPostgres;
-
-fn applied(turns: &[Vec<Change>]) -> State {
-    let c = config();
-    let mut state = State::new(c.room_history, c.dedup_window);
-    for change in turns.iter().flatten() {
-        state.apply(change);
-    }
-    state
-}
 
 fn sql(pg: &TempPostgres) -> postgres::Client {
     postgres::Client::connect(&pg.url(), postgres::NoTls).expect("connect")

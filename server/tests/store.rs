@@ -6,7 +6,7 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 
-use common::{Net, TempDir, config, downgrade_to_format_3, scenario};
+use common::{Net, TempDir, applied, config, downgrade_to_format_3, scenario};
 use confab_proto::Server;
 use confab_proto::server::state::OidcLogin;
 use confab_proto::server::{Change, State};
@@ -16,15 +16,6 @@ fn commit_all(store: &mut Store, turns: &[Vec<Change>]) {
     for turn in turns {
         store.commit(turn).expect("commit");
     }
-}
-
-fn applied(turns: &[Vec<Change>]) -> State {
-    let c = config();
-    let mut state = State::new(c.room_history, c.dedup_window);
-    for change in turns.iter().flatten() {
-        state.apply(change);
-    }
-    state
 }
 
 fn mode(path: &std::path::Path) -> u32 {

@@ -39,7 +39,7 @@ use postgres::{Client, IsolationLevel, NoTls};
 
 use super::check::{Head, Loaded, Replay, change_sum, snapshot_sum};
 use super::error::{Damage, StoreError, damaged};
-use super::{DEFAULT_COMPACT_EVERY, FORMAT_VERSION, Init, TRIM_PER_RECORD, log_records};
+use super::{DEFAULT_COMPACT_EVERY, FORMAT_VERSION, Init, covered_by_snapshot, log_records, trim};
 
 /// The schema, one migration per version (`confab_schema` records the
 /// versions applied). Never edit one that shipped: add the next.
@@ -192,39 +192,21 @@ impl PgStore {
             seqs.push(seq);
             sums.push(head.sum.to_vec());
         }
-        let (trim_from, trim_to, covered) = match self.covered {
-            Some((from, to)) => {
-                let end = to.min(from.saturating_add(TRIM_PER_RECORD * records.len().max(8) as i64) - 1);
-                (from, end, (end < to).then_some((end + 1, to)))
-            }
-            None => (1, 0, None),
-        };
-        loop {
-            let result = self.client.query_one(
-                COMMIT,
-                &[
-                    &head.seq,
-                    &&head.sum[..],
-                    &before.seq,
-                    &&before.sum[..],
-                    &seqs,
-                    &records,
-                    &sums,
-                    &trim_from,
-                    &trim_to,
-                ],
-            );
-            match result {
-                Ok(row) if row.get::<_, i64>(0) == 1 => break,
-                Ok(_) => return Err(self.moved()),
-                Err(e) if lost(&e) => {
-                    if self.recover(&e, before, head)? {
-                        break;
-                    }
-                }
-                Err(e) => return Err(self.pg("commit a turn to")(e)),
-            }
-        }
+        let ((trim_from, trim_to), covered) = trim(self.covered, records.len()).unwrap_or(((1, 0), None));
+        self.write("commit a turn to", before, head, |client| {
+            let params: [&(dyn postgres::types::ToSql + Sync); 9] = [
+                &head.seq,
+                &&head.sum[..],
+                &before.seq,
+                &&before.sum[..],
+                &seqs,
+                &records,
+                &sums,
+                &trim_from,
+                &trim_to,
+            ];
+            client.query_one(COMMIT, &params)
+        })?;
         self.head = head;
         self.covered = covered;
         self.log_len += records.len() as u64;
@@ -247,25 +229,37 @@ impl PgStore {
         let state = postcard::to_stdvec(&self.state).map_err(StoreError::Encode)?;
         let before = self.head;
         let head = Head { seq: before.seq, sum: snapshot_sum(before.seq, &state) };
-        loop {
-            let result =
-                self.client.query_one(SNAPSHOT, &[&head.seq, &&head.sum[..], &&before.sum[..], &state.as_slice()]);
-            match result {
-                Ok(row) if row.get::<_, i64>(0) == 1 => break,
-                Ok(_) => return Err(self.moved()),
-                Err(e) if lost(&e) => {
-                    if self.recover(&e, before, head)? {
-                        break;
-                    }
-                }
-                Err(e) => return Err(self.pg("write a snapshot to")(e)),
-            }
-        }
-        let first = self.covered.map_or(head.seq - self.log_len as i64 + 1, |(from, _)| from);
-        self.covered = (first <= head.seq).then_some((first, head.seq));
+        self.write("write a snapshot to", before, head, |client| {
+            client.query_one(SNAPSHOT, &[&head.seq, &&head.sum[..], &&before.sum[..], &state.as_slice()])
+        })?;
+        self.covered = covered_by_snapshot(self.covered, head.seq, self.log_len);
         self.head = head;
         self.log_len = 0;
         Ok(())
+    }
+
+    /// Runs a fenced write (`statement` answers 1 if it moved the head from
+    /// `before` to `after`, 0 if the head was not `before`) until it is known
+    /// to have landed, across lost connections.
+    fn write(
+        &mut self,
+        action: &'static str,
+        before: Head,
+        after: Head,
+        mut statement: impl FnMut(&mut Client) -> Result<postgres::Row, postgres::Error>,
+    ) -> Result<(), StoreError> {
+        loop {
+            match statement(&mut self.client) {
+                Ok(row) if row.get::<_, i64>(0) == 1 => return Ok(()),
+                Ok(_) => return Err(self.moved()),
+                Err(e) if lost(&e) => {
+                    if self.recover(&e, before, after)? {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(self.pg(action)(e)),
+            }
+        }
     }
 
     /// The connection broke under a write whose outcome is unknown:
