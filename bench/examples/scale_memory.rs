@@ -159,7 +159,8 @@ fn hold(args: &[String]) {
     for i in first..first + count {
         let link = tcp::connect(addr, tls::server_name("localhost"), Arc::clone(&config), Duration::from_secs(10))
             .unwrap_or_else(|e| panic!("connect {i}: {e}"));
-        let mut peer = Peer::new(Box::new(link)).unwrap_or_else(|e| panic!("account {i}: {e}"));
+        let mut peer = Peer::new(Box::new(link), confab_proto::ClientConfig::default().ack_delay)
+            .unwrap_or_else(|e| panic!("account {i}: {e}"));
         let deadline = Instant::now() + DEADLINE;
         let name = format!("scale{i}");
         let key = Bytes::from(format!("scale-identity-key-of-{name}"));

@@ -28,6 +28,8 @@ const HANDSHAKE: &[u8] = b"bench-handshake";
 pub(crate) struct Confab {
     /// Makes each client's link.
     pub(crate) connect: Connector,
+    /// The clients' delivery-acknowledgement delay.
+    pub(crate) ack_delay: std::time::Duration,
 }
 
 impl System for Confab {
@@ -35,7 +37,7 @@ impl System for Confab {
     fn setup(&self, shared: &Shared, role: &Role) -> Result<Box<dyn Endpoint>, BenchError> {
         let deadline = shared.setup_deadline;
         let link = (self.connect)().map_err(|e| BenchError(format!("connect failed: {e}")))?;
-        let mut peer = Peer::new(link)?;
+        let mut peer = Peer::new(link, self.ack_delay)?;
         let name = role.name.as_str();
         let key = Bytes::from(format!("bench-identity-key-of-{name}"));
         let id =

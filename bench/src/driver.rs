@@ -26,9 +26,9 @@ pub struct Peer {
 
 impl Peer {
     /// A client on a fresh link.
-    pub fn new(link: Box<dyn Link>) -> Result<Peer, BenchError> {
+    pub fn new(link: Box<dyn Link>, ack_delay: std::time::Duration) -> Result<Peer, BenchError> {
         let t = now();
-        let config = ClientConfig { max_outbox: crate::RATE_MAX_IN_FLIGHT + 24, ..ClientConfig::default() };
+        let config = ClientConfig { max_outbox: crate::RATE_MAX_IN_FLIGHT + 24, ack_delay, ..ClientConfig::default() };
         let mut driver = Driver::new(Client::new(config, t), Ephemeral, Arc::new(now));
         driver.connect(link).map_err(failed)?;
         Ok(Peer { driver })

@@ -173,6 +173,9 @@ pub struct BenchConfig {
     /// With [`Transport::Ws`]: `wss://` (the server's WebSocket listener
     /// with TLS, the clients pinning its key) instead of plain `ws://`.
     pub ws_tls: bool,
+    /// The clients' [`ClientConfig::ack_delay`](confab_proto::ClientConfig::ack_delay)
+    /// (zero: a `delivery_ack` per input batch).
+    pub ack_delay: Duration,
 }
 
 impl Default for BenchConfig {
@@ -190,6 +193,7 @@ impl Default for BenchConfig {
             warmup: Duration::from_secs(2),
             store: StoreKind::Memory,
             ws_tls: false,
+            ack_delay: confab_proto::ClientConfig::default().ack_delay,
         }
     }
 }
@@ -293,7 +297,7 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     let base = Instant::now();
     let server = server::InProcess::start(config.store, config.ws_tls)?;
     let connect = server.connector(config.transport)?;
-    let system = Box::new(confab::Confab { connect });
+    let system = Box::new(confab::Confab { connect, ack_delay: config.ack_delay });
     let label = format!("confab-{}-{}", config.transport_name(), config.store.as_str());
     Ok(run_system(config, base, system, label, move || server.stop(Duration::from_secs(5))))
 }

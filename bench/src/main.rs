@@ -111,6 +111,10 @@ struct Args {
     /// With --store sqlite: the server's `[store] fsync` setting.
     #[arg(long, value_enum, default_value = "always")]
     fsync: FsyncArg,
+    /// The clients' delivery-acknowledgement delay in milliseconds (0: one
+    /// `delivery_ack` per input batch; default: the client's default, 10).
+    #[arg(long)]
+    ack_delay_ms: Option<u64>,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -264,6 +268,7 @@ fn main() -> ExitCode {
             (StoreArg::Sqlite, FsyncArg::Always) => StoreKind::Sqlite,
             (StoreArg::Sqlite, FsyncArg::Interval) => StoreKind::SqliteInterval,
         },
+        ack_delay: args.ack_delay_ms.map_or(BenchConfig::default().ack_delay, Duration::from_millis),
     };
     let report = match confab_bench::run(&config) {
         Ok(r) => r,

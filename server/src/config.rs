@@ -9,7 +9,8 @@
 //! - `[server]`: the machine's scalar settings. Durations are whole seconds
 //!   in keys ending in `_secs` (`access_ttl_secs = 900`).
 //! - `[limits]`: the codec's limits. `[argon2]`: password hashing costs.
-//! - `[store]`: how commits are made durable (`fsync`, `fsync_interval_ms`).
+//! - `[store]`: where the state lives (`url`: a PostgreSQL store; none: SQLite in the data directory) and
+//!   how SQLite commits are made durable (`fsync`, `fsync_interval_ms`).
 //! - `[tcp]`: the TCP+TLS transport's handshake limits (slots, per-source
 //!   share, timeouts), which the WebSocket listener applies too.
 //! - `[ws]`: the WebSocket listener (`config/ws.rs`): on or off, plain or
@@ -29,6 +30,7 @@
 //! | `CONFAB_CONFIG` | the file, when `--config` is not given                     |
 //! | `CONFAB_DATA`   | `data`                                                     |
 //! | `CONFAB_LISTEN` | `listen`; replaces the file's `tcp_listen`/`quic_listen`/`ws_listen` too |
+//! | `CONFAB_STORE`  | `store.url` (keeps a password out of the command line)    |
 //!
 //! On the command line, `--listen` likewise sets both addresses, and
 //! `--tcp-listen` / `--quic-listen` / `--ws-listen` then set one.
@@ -63,6 +65,8 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr
 pub const ENV_CONFIG: &str = "CONFAB_CONFIG";
 /// The environment variable setting the data directory.
 pub const ENV_DATA: &str = "CONFAB_DATA";
+/// The environment variable setting `store.url` (a PostgreSQL store).
+pub const ENV_STORE: &str = "CONFAB_STORE";
 /// The environment variable setting the listen address (TCP and QUIC).
 pub const ENV_LISTEN: &str = "CONFAB_LISTEN";
 
@@ -86,8 +90,10 @@ pub struct RunConfig {
     pub ws: Option<crate::runtime::WsConfig>,
     /// Store changes between two snapshots.
     pub compact_every: u64,
-    /// How the store makes commits durable (`[store]`).
+    /// How the SQLite store makes commits durable (`[store]`).
     pub fsync: Fsync,
+    /// A PostgreSQL store's URL (`[store] url`, `--store`); `None`: SQLite in `data`.
+    pub store_url: Option<String>,
     /// The protocol machine's configuration.
     pub server: ServerConfig,
     /// The file it was read from, if any.
@@ -131,6 +137,10 @@ pub struct RunFlags {
     /// The private key of the certificate (PEM); with `--cert-chain`.
     #[arg(long, value_name = "FILE", requires = "cert_chain")]
     pub private_key: Option<PathBuf>,
+    /// A PostgreSQL store (postgres://user:password@host:port/db) instead of
+    /// SQLite in the data directory, which still holds the certificate.
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
 }
 
 /// Why the configuration is unusable.
@@ -205,6 +215,9 @@ impl RunConfig {
             }
             None => FileConfig::default(),
         };
+        if let Some(value) = env(ENV_STORE).filter(|v| !v.is_empty()) {
+            config.store.url = Some(value);
+        }
         if let Some(value) = env(ENV_DATA).filter(|v| !v.is_empty()) {
             config.data = PathBuf::from(value);
         }
@@ -225,6 +238,9 @@ impl RunConfig {
         config.tcp_listen = flags.tcp_listen.or(config.tcp_listen);
         config.quic_listen = flags.quic_listen.or(config.quic_listen);
         config.ws_listen = flags.ws_listen.or(config.ws_listen);
+        if flags.store.is_some() {
+            config.store.url.clone_from(&flags.store);
+        }
         if flags.cert_chain.is_some() || flags.private_key.is_some() {
             config.cert_chain.clone_from(&flags.cert_chain);
             config.private_key.clone_from(&flags.private_key);
@@ -464,6 +480,7 @@ fn resolve(f: FileConfig, file: Option<PathBuf>) -> Result<RunConfig, ConfigErro
         ws,
         compact_every: f.compact_every,
         fsync,
+        store_url: f.store.url.clone().filter(|u| !u.is_empty()),
         server,
         file,
         oidc_jwks_file,

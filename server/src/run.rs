@@ -25,7 +25,7 @@ use tracing::info;
 
 use crate::config::RunConfig;
 use crate::runtime::{Node, NodeConfig, NodeHandle, RunError, RunSummary};
-use crate::store::{Init, Store, ensure_data_dir};
+use crate::store::{DirLock, Init, PgStore, Store, ensure_data_dir};
 
 /// `confab-server run` failed before or while serving.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +59,9 @@ pub struct Prepared {
     pub node: Node,
     /// The pin of the certificate served.
     pub pin: Pin,
+    /// The data directory's lock, when the store is not the directory's own
+    /// (a PostgreSQL store): hold it as long as the node runs.
+    pub lock: Option<DirLock>,
 }
 
 /// Prepares the data directory, the store (with the directory's lock; a
@@ -69,9 +72,22 @@ pub struct Prepared {
 pub fn prepare(config: &RunConfig, init: Init) -> Result<Prepared, RunFailure> {
     let data = &config.data;
     ensure_data_dir(data).map_err(|source| RunFailure::DataDir { path: data.clone(), source })?;
-    let (mut store, state) = Store::open_with(data, &config.server, init)?;
-    store.set_compact_every(config.compact_every);
-    store.set_fsync(config.fsync)?;
+    let (store, state, lock) = match &config.store_url {
+        Some(url) => {
+            // The directory holds the identity: one server per directory, whatever the store.
+            let lock = DirLock::acquire(data)?;
+            let (mut store, state) = PgStore::open_with(url, &config.server, init, Some(data))?;
+            store.set_compact_every(config.compact_every);
+            info!(store = %store.label().display(), "PostgreSQL store");
+            (Opened::Postgres(Box::new(store)), state, Some(lock))
+        }
+        None => {
+            let (mut store, state) = Store::open_with(data, &config.server, init)?;
+            store.set_compact_every(config.compact_every);
+            store.set_fsync(config.fsync)?;
+            (Opened::Sqlite(Box::new(store)), state, None)
+        }
+    };
     let identity = load_or_make_identity(config)?;
     let pin = identity.pin().map_err(|e| RunFailure::Identity(e.to_string()))?;
     write_private(&data.join("server.pin"), format!("{pin}\n").as_bytes())
@@ -90,8 +106,12 @@ pub fn prepare(config: &RunConfig, init: Init) -> Result<Prepared, RunFailure> {
     node_config.quic_limits.max_connections = config.max_connections;
     node_config.oidc_jwks_file.clone_from(&config.oidc_jwks_file);
     node_config.log = config.log;
-    let node = Node::bind(node_config, store, state).map_err(RunFailure::Bind)?;
-    Ok(Prepared { node, pin })
+    let node = match store {
+        Opened::Sqlite(store) => Node::bind(node_config, *store, state),
+        Opened::Postgres(store) => Node::bind(node_config, *store, state),
+    }
+    .map_err(RunFailure::Bind)?;
+    Ok(Prepared { node, pin, lock })
 }
 
 /// Runs until SIGINT or SIGTERM, then stops gracefully (`init`: see [`prepare`]).
@@ -99,7 +119,7 @@ pub fn prepare(config: &RunConfig, init: Init) -> Result<Prepared, RunFailure> {
 /// # Errors
 /// See [`RunFailure`].
 pub fn run(config: &RunConfig, init: Init) -> Result<RunSummary, RunFailure> {
-    let Prepared { node, pin } = prepare(config, init)?;
+    let Prepared { node, pin, lock: _lock } = prepare(config, init)?;
     let tcp = node.tcp_addr().map_or_else(|| "-".to_owned(), |a| a.to_string());
     let quic = node.quic_addr().map_or_else(|| "-".to_owned(), |a| a.to_string());
     let ws = node.ws_url().unwrap_or_else(|| "-".to_owned());
@@ -115,6 +135,12 @@ pub fn run(config: &RunConfig, init: Init) -> Result<RunSummary, RunFailure> {
     info!(%tcp, %quic, %ws, %web, %pin, "listening");
     watch_signals(node.handle()).map_err(|e| RunFailure::Bind(io::Error::other(format!("signals: {e}"))))?;
     Ok(node.run()?)
+}
+
+/// The store the node commits to.
+enum Opened {
+    Sqlite(Box<Store>),
+    Postgres(Box<PgStore>),
 }
 
 /// Stops the node on SIGINT or SIGTERM (a thread waiting on the signals).

@@ -75,13 +75,16 @@
 //! Loading reads the snapshot, then replays the changes after it with
 //! [`State::apply`]. Every [`Store::compact_every`] changes the store writes a
 //! fresh snapshot of its own copy of the state (fed by the same changes, like
-//! `confab_proto::server::MemoryStore`) and deletes the log it covers, in one
-//! transaction.
+//! `confab_proto::server::MemoryStore`) in one transaction. The log it
+//! covers is deleted by the commits after it, twice as many rows per commit
+//! as they log, so no commit waits for thousands of deletions; loading skips
+//! what the snapshot covers and is not deleted yet.
 
 mod check;
 mod error;
 mod fs;
 mod lock;
+mod pg;
 mod schema;
 mod sync;
 
@@ -97,6 +100,7 @@ use error::sql;
 pub use error::{Damage, StoreError};
 pub use fs::{DIR_MODE, FILE_MODE, ensure_data_dir};
 pub use lock::{DirLock, LOCK_FILE};
+pub use pg::{MIGRATIONS, PgStore};
 pub use sync::Fsync;
 use sync::Syncer;
 
@@ -158,6 +162,9 @@ pub struct Store {
     head: Head,
     /// Changes in the log after the snapshot.
     log_len: u64,
+    /// Changes the snapshot covers that are still in the log, oldest and
+    /// newest: each commit deletes a few ([`Store::commit`]).
+    covered: Option<(i64, i64)>,
     compact_every: u64,
     /// How commits are made durable.
     fsync: Fsync,
@@ -238,13 +245,14 @@ impl Store {
             return Err(lost("empty"));
         }
         let (format, loaded) = Store::start(&conn, &path, config, Opening { write: true, may_create })?;
-        let Loaded { state, head, log_len } = loaded;
+        let Loaded { state, head, log_len, covered_from } = loaded;
         let mut store = Store {
             conn,
             path,
             state,
             head,
             log_len,
+            covered: covered_from.map(|from| (from, head.seq - log_len as i64)),
             compact_every: DEFAULT_COMPACT_EVERY,
             fsync: Fsync::Always,
             syncer: None,
@@ -338,12 +346,24 @@ impl Store {
                 insert.execute(params![seq, record, head.sum.as_slice()]).map_err(sql(path))?;
             }
         }
+        // Twice as many covered changes deleted as logged: the log shrinks back to
+        // what the snapshot does not cover well before the next compaction.
+        let covered = match trim(self.covered, records.len()) {
+            Some(((from, end), left)) => {
+                tx.prepare_cached("DELETE FROM changes WHERE seq BETWEEN ?1 AND ?2")
+                    .and_then(|mut delete| delete.execute(params![from, end]))
+                    .map_err(sql(path))?;
+                left
+            }
+            None => None,
+        };
         schema::set_head(&tx, path, &head)?;
         tx.commit().map_err(sql(path))?;
         if let Some(syncer) = &self.syncer {
             syncer.dirtied();
         }
         self.head = head;
+        self.covered = covered;
         self.log_len += records.len() as u64;
         for change in changes {
             self.state.apply(change);
@@ -354,8 +374,10 @@ impl Store {
         Ok(())
     }
 
-    /// Writes a snapshot of the current state and deletes the log it covers,
-    /// in one transaction. [`commit`](Self::commit) calls it on its own.
+    /// Writes a snapshot of the current state in one transaction; the
+    /// commits after it delete the changes it covers, twice as many per
+    /// commit as they log ([`covered_len`](Self::covered_len) tells how many
+    /// are left). [`commit`](Self::commit) calls it on its own.
     pub fn compact(&mut self) -> Result<(), StoreError> {
         self.write_snapshot(false)
     }
@@ -378,9 +400,15 @@ impl Store {
             params![upto, state, head.sum.as_slice()],
         )
         .map_err(sql(path))?;
-        tx.execute("DELETE FROM changes WHERE seq <= ?1", params![upto]).map_err(sql(path))?;
+        if migrate {
+            tx.execute("DELETE FROM changes WHERE seq <= ?1", params![upto]).map_err(sql(path))?;
+        }
         schema::set_head(&tx, path, &head)?;
         tx.commit().map_err(sql(path))?;
+        if !migrate {
+            // The changes the snapshot covers go a few per commit, not all in this one.
+            self.covered = covered_by_snapshot(self.covered, upto, self.log_len);
+        }
         self.head = head;
         self.log_len = 0;
         Ok(())
@@ -434,6 +462,13 @@ impl Store {
         self.log_len
     }
 
+    /// Changes the snapshot covers that the log still holds (compaction
+    /// leaves them to the commits after it).
+    #[must_use]
+    pub fn covered_len(&self) -> u64 {
+        self.covered.map_or(0, |(from, to)| (to - from + 1) as u64)
+    }
+
     /// Everything committed so far.
     #[must_use]
     pub fn state(&self) -> &State {
@@ -453,11 +488,32 @@ impl Store {
     }
 }
 
+/// Changes the snapshot covers deleted per change logged, in one commit.
+const TRIM_PER_RECORD: i64 = 2;
+
+/// A range of change sequence numbers, first and last.
+pub(crate) type Seqs = (i64, i64);
+
+/// The covered changes a commit logging `records` deletes (`from..=to`),
+/// and what is left covered after it; `None`: nothing is covered.
+pub(crate) fn trim(covered: Option<Seqs>, records: usize) -> Option<(Seqs, Option<Seqs>)> {
+    let (from, to) = covered?;
+    let end = to.min(from.saturating_add(TRIM_PER_RECORD * records.max(8) as i64) - 1);
+    Some(((from, end), (end < to).then_some((end + 1, to))))
+}
+
+/// What is covered once a snapshot at `upto` is written, `log_len` changes
+/// after the previous one: the rows still covered before, and the log.
+pub(crate) fn covered_by_snapshot(covered: Option<Seqs>, upto: i64, log_len: u64) -> Option<Seqs> {
+    let first = covered.map_or(upto - log_len as i64 + 1, |(from, _)| from);
+    (first <= upto).then_some((first, upto))
+}
+
 /// The log records of a turn's changes, one per change, except a
 /// [`Change::MessageSent`], which is logged as the `Enqueued` and `Recorded`
 /// records it stands for ([`Change::unfold`]): the log's format stays that
 /// of format 4, and replaying it gives the same state.
-fn log_records(changes: &[Change]) -> Result<Vec<Vec<u8>>, StoreError> {
+pub(crate) fn log_records(changes: &[Change]) -> Result<Vec<Vec<u8>>, StoreError> {
     let mut records = Vec::with_capacity(changes.len());
     for change in changes {
         match change.unfold() {

@@ -6,7 +6,7 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 
-use common::{Net, TempDir, config, downgrade_to_format_3, scenario};
+use common::{Net, TempDir, applied, config, downgrade_to_format_3, scenario};
 use confab_proto::Server;
 use confab_proto::server::state::OidcLogin;
 use confab_proto::server::{Change, State};
@@ -16,15 +16,6 @@ fn commit_all(store: &mut Store, turns: &[Vec<Change>]) {
     for turn in turns {
         store.commit(turn).expect("commit");
     }
-}
-
-fn applied(turns: &[Vec<Change>]) -> State {
-    let c = config();
-    let mut state = State::new(c.room_history, c.dedup_window);
-    for change in turns.iter().flatten() {
-        state.apply(change);
-    }
-    state
 }
 
 fn mode(path: &std::path::Path) -> u32 {
@@ -90,18 +81,72 @@ fn store_compaction_preserves_the_state() {
         assert!(store.log_len() < 7 + net.turns.iter().map(Vec::len).max().unwrap() as u64);
         assert_eq!(store.state(), net.server.state());
         let logged: i64 = sqlite(&dir).query_row("SELECT count(*) FROM changes", [], |r| r.get(0)).unwrap();
-        assert_eq!(logged as u64, store.log_len());
+        assert_eq!(
+            logged as u64,
+            store.log_len() + store.covered_len(),
+            "the log after the snapshot, and what it covers"
+        );
         assert!((logged as u64) < total);
     }
     let (mut store, loaded) = Store::open(&dir.data(), &config()).unwrap();
     assert_eq!(&loaded, net.server.state());
-    // An explicit compaction empties the log and changes nothing.
+    // An explicit compaction empties the log after the snapshot and changes nothing.
     store.compact().unwrap();
     assert_eq!(store.log_len(), 0);
     drop(store);
     let (store, loaded) = Store::open(&dir.data(), &config()).unwrap();
     assert_eq!(&loaded, net.server.state());
     assert_eq!(store.log_len(), 0);
+}
+
+/// The rows of the log, oldest first.
+fn logged_seqs(dir: &TempDir) -> Vec<i64> {
+    sqlite(dir)
+        .prepare("SELECT seq FROM changes ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn the_changes_a_snapshot_covers_are_deleted_by_the_commits_after_it_even_across_a_restart() {
+    let net = scenario();
+    let dir = TempDir::new("covered");
+    let half = net.turns.len() / 2;
+    let first_half = net.turns[..half].iter().map(Vec::len).sum::<usize>();
+    {
+        let (mut store, _) = Store::open(&dir.data(), &config()).unwrap();
+        commit_all(&mut store, &net.turns[..half]);
+        let rows = logged_seqs(&dir).len() as u64;
+        assert!(rows >= first_half as u64);
+        // The snapshot is written; the changes it covers stay, for now.
+        store.compact().unwrap();
+        assert_eq!((store.log_len(), store.covered_len()), (0, rows));
+        assert_eq!(logged_seqs(&dir).len() as u64, rows);
+        // Dropped here: the process dies before any later commit deleted them.
+    }
+    let (mut store, loaded) = Store::open(&dir.data(), &config()).unwrap();
+    assert_eq!(loaded, applied(&net.turns[..half]), "covered changes are not applied twice");
+    let covered = store.covered_len();
+    assert!(covered > 0);
+    // Each commit deletes at least 16 of them, oldest first, and logs its own.
+    store.commit(&net.turns[half]).unwrap();
+    let after_one = logged_seqs(&dir);
+    assert!(
+        store.covered_len() < covered && store.covered_len() + 16 <= covered.max(16),
+        "{covered} -> {}",
+        store.covered_len()
+    );
+    assert_eq!(after_one.len() as u64, store.covered_len() + store.log_len());
+    assert!(after_one.windows(2).all(|w| w[1] == w[0] + 1), "what is left is contiguous: {after_one:?}");
+    commit_all(&mut store, &net.turns[half + 1..]);
+    assert_eq!(store.covered_len(), 0, "all gone within the second half's {} turns", net.turns.len() - half);
+    assert_eq!(logged_seqs(&dir).len() as u64, store.log_len());
+    drop(store);
+    let (_, loaded) = Store::open(&dir.data(), &config()).unwrap();
+    assert_eq!(&loaded, net.server.state());
 }
 
 #[test]

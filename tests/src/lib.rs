@@ -4,11 +4,13 @@
 //! virtual time and records every step as one readable line, for the insta
 //! transcripts of every opcode flow; [`procs`] runs the real binaries and
 //! [`raw`] opens raw TCP and TLS connections from chosen loopback sources;
-//! [`webdriver`] drives a headless Chromium for the browser test.
+//! [`webdriver`] drives a headless Chromium for the browser test;
+//! [`postgres`] runs a PostgreSQL server of the test's own.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod postgres;
 pub mod procs;
 pub mod raw;
 pub mod transcript;

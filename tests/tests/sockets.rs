@@ -22,6 +22,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use confab_proto::wire::FrameDecoder;
+use confab_tests::postgres::TempPostgres;
 use confab_tests::procs::{CliUser, ServerProc, TempDir, contains, free_port, read_tree};
 use confab_tests::raw::connect_from;
 use confab_transports::link::Link;
@@ -127,6 +128,15 @@ fn with_fsync_interval_a_dm_acknowledged_before_sigkill_survives_it() {
     sigkill_after_ack("sigkill-interval", Some("[store]\nfsync = \"interval\"\nfsync_interval_ms = 60000\n"));
 }
 
+/// The same on a PostgreSQL store of the test's own (skipped without
+/// PostgreSQL unless `CONFAB_REQUIRE_CLUSTER=1`): the data directory then
+/// holds the identity only.
+#[test]
+fn with_a_postgresql_store_a_dm_acknowledged_before_sigkill_survives_it() {
+    let Some(pg) = TempPostgres::start("sigkill-pg") else { return };
+    sigkill_after_ack("sigkill-pg", Some(&format!("[store]\nurl = \"{}\"\n", pg.url())));
+}
+
 /// Alice's DM is acknowledged, the server SIGKILLed and restarted (with
 /// `config`, if given): Bob reads the DM exactly once.
 fn sigkill_after_ack(name: &str, config: Option<&str>) {
@@ -155,6 +165,10 @@ fn sigkill_after_ack(name: &str, config: Option<&str>) {
     let read = bob.ok(&["dm", "read", "alice"]);
     assert_eq!(texts(&read, "message"), vec![text.to_owned()], "bob's DMs after the restart: {read}");
     assert_blind(&restarted, &[text]);
+    if config.is_some_and(|c| std::fs::read_to_string(c).unwrap_or_default().contains("url =")) {
+        assert!(!data.join("confab.db").exists(), "the state went to PostgreSQL, not to SQLite");
+        assert!(restarted.log().contains("PostgreSQL store"), "{}", restarted.log());
+    }
 }
 
 /// A TLS connection to the server's TCP port.

@@ -222,8 +222,10 @@ impl Client {
         if self.outbox.user_len() >= self.config.max_outbox {
             return Err(CommandError::OutboxFull(self.config.max_outbox));
         }
-        let id = self.alloc_id()?;
         self.touch(now);
+        // Acknowledgements due ride along with the request instead of waiting.
+        self.send_acks(now);
+        let id = self.alloc_id()?;
         self.outbox.push(Entry::new(id, now.unix_ms, body, Origin::User));
         self.flush();
         Ok(id)

@@ -32,6 +32,21 @@ pub struct ClientConfig {
     /// for a reason that may pass (busy, duplicate login refused), unless
     /// the answer said how long to wait.
     pub refresh_retry: Duration,
+    /// How long a `delivery_ack` may wait after the first lane item it
+    /// covers arrived, so that one acknowledgement covers every item of a
+    /// burst (a receiver then writes, and is woken by answers, far less
+    /// often than it reads). Zero acknowledges at the end of each input
+    /// batch. Delaying costs nothing but the server's memory: an item not
+    /// acknowledged yet is replayed after a reconnection and dropped as a
+    /// duplicate. Acknowledgements due go out at once when `ack_batch`
+    /// items are waiting, before any request the application makes, and
+    /// before [`Client::close`](super::Client::close)'s close frame.
+    pub ack_delay: Duration,
+    /// Lane items after which the acknowledgements go out without waiting
+    /// for `ack_delay` (at least 1). Keep it well below the server's
+    /// per-recipient queue bound, which counts items until they are
+    /// acknowledged.
+    pub ack_batch: usize,
     /// The first request id. Ids only grow from there. A client restored
     /// from a stored profile continues from the profile's
     /// [`Client::next_request_id`](super::Client::next_request_id), since the
@@ -49,6 +64,8 @@ impl Default for ClientConfig {
             max_seen_peers: 65_536,
             max_seen_rooms: 4096,
             refresh_retry: Duration::from_secs(5),
+            ack_delay: Duration::from_millis(10),
+            ack_batch: 64,
             first_request_id: 1,
         }
     }

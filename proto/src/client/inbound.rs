@@ -235,10 +235,28 @@ impl Client {
         }
     }
 
-    /// One `delivery_ack` per peer that delivered something in this input
-    /// batch, for the highest sequence number delivered (duplicates included:
-    /// a replay means an earlier acknowledgement did not land).
+    /// After an input batch: the acknowledgements due go out now if
+    /// `ack_batch` items wait or no delay is configured, else when
+    /// `ack_delay` has passed since the first of them arrived.
+    pub(super) fn schedule_acks(&mut self, now: Now) {
+        let items = self.lanes.due_items();
+        if items == 0 {
+            return;
+        }
+        let delay = self.config.ack_delay;
+        if delay.is_zero() || items >= self.config.ack_batch.max(1) {
+            return self.send_acks(now);
+        }
+        if self.acks_at.is_none() {
+            self.acks_at = Some(now.instant.checked_add(delay).unwrap_or(now.instant));
+        }
+    }
+
+    /// One `delivery_ack` per peer that delivered something since the last
+    /// ones went out, for the highest sequence number delivered (duplicates
+    /// included: a replay means an earlier acknowledgement did not land).
     pub(super) fn send_acks(&mut self, now: Now) {
+        self.acks_at = None;
         let due = self.lanes.take_due();
         if !self.auth.has_session() {
             return;

@@ -6,7 +6,9 @@
 //! login, so the client drops sequence numbers it has already delivered and
 //! acknowledges the highest one per peer once per input batch, duplicates
 //! included (an acknowledgement lost with a connection is sent again when the
-//! replay shows it did not land). Room messages are not acknowledged; they
+//! replay shows it did not land). The client sends those acknowledgements
+//! after a short delay or a count of items, whichever comes first
+//! ([`ClientConfig::ack_delay`](super::ClientConfig::ack_delay)). Room messages are not acknowledged; they
 //! are only deduplicated against the last sequence number seen per room.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,8 +36,10 @@ pub(crate) struct Lanes {
     owner: Option<String>,
     peers: BTreeMap<String, PeerLane>,
     rooms: BTreeMap<String, RoomSeen>,
-    /// Peers to acknowledge at the end of the current input batch.
+    /// Peers to acknowledge when the acknowledgements go out.
     due: BTreeSet<String>,
+    /// Lane items (new or replayed) received since the acknowledgements last went out.
+    due_items: usize,
     tick: u64,
     max_peers: usize,
     max_rooms: usize,
@@ -50,6 +54,7 @@ impl Lanes {
             peers: BTreeMap::new(),
             rooms: BTreeMap::new(),
             due: BTreeSet::new(),
+            due_items: 0,
             tick: 0,
             max_peers: max_peers.max(1),
             max_rooms: max_rooms.max(1),
@@ -75,6 +80,7 @@ impl Lanes {
             self.peers.clear();
             self.rooms.clear();
             self.due.clear();
+            self.due_items = 0;
             self.owner = Some(username.to_owned());
         }
     }
@@ -88,7 +94,10 @@ impl Lanes {
     /// delivered, false for a replay. Either way `peer` is due an acknowledgement.
     pub(crate) fn receive(&mut self, peer: &str, seq: u64) -> bool {
         let tick = self.next_tick();
-        self.due.insert(peer.to_owned());
+        if !self.due.contains(peer) {
+            self.due.insert(peer.to_owned());
+        }
+        self.due_items += 1;
         if let Some(lane) = self.peers.get_mut(peer) {
             lane.tick = tick;
             if seq <= lane.last {
@@ -98,9 +107,8 @@ impl Lanes {
             self.changed = true;
             return true;
         }
-        if self.peers.len() >= self.max_peers {
-            self.evict_peer();
-        }
+        // Down to the bound again: the lanes may hold more while acknowledgements are due.
+        while self.peers.len() >= self.max_peers && self.evict_peer() {}
         self.changed = true;
         let lane = PeerLane { last: seq, acked: 0, tick };
         self.peers.insert(peer.to_owned(), lane);
@@ -108,8 +116,9 @@ impl Lanes {
     }
 
     /// Forgets the least recently active peer, preferring one whose
-    /// acknowledgement is confirmed and none that is due one now.
-    fn evict_peer(&mut self) {
+    /// acknowledgement is confirmed and none that is due one now. False if
+    /// every peer is due one.
+    fn evict_peer(&mut self) -> bool {
         let pick = |confirmed_only: bool| {
             self.peers
                 .iter()
@@ -117,14 +126,20 @@ impl Lanes {
                 .min_by_key(|(_, l)| l.tick)
                 .map(|(p, _)| p.clone())
         };
-        if let Some(peer) = pick(true).or_else(|| pick(false)) {
-            self.peers.remove(&peer);
-            self.changed = true;
-        }
+        let Some(peer) = pick(true).or_else(|| pick(false)) else { return false };
+        self.peers.remove(&peer);
+        self.changed = true;
+        true
     }
 
-    /// The acknowledgements due for this batch: each peer with its highest delivered sequence number.
+    /// Lane items received since the acknowledgements last went out (0: none is due).
+    pub(crate) fn due_items(&self) -> usize {
+        if self.due.is_empty() { 0 } else { self.due_items }
+    }
+
+    /// The acknowledgements due: each peer with its highest delivered sequence number.
     pub(crate) fn take_due(&mut self) -> Vec<(String, u64)> {
+        self.due_items = 0;
         std::mem::take(&mut self.due).into_iter().filter_map(|p| self.peers.get(&p).map(|l| (p, l.last))).collect()
     }
 
@@ -140,12 +155,22 @@ impl Lanes {
         self.peers.get(peer).map_or(0, |l| l.last)
     }
 
-    /// Restores a peer's last delivered sequence number (from a stored profile).
+    /// Sets a peer's last delivered sequence number (the application's
+    /// [`Client::set_last_seen`](super::Client::set_last_seen)), within the bound.
     pub(crate) fn set_last_seen(&mut self, peer: &str, seq: u64) {
-        let tick = self.next_tick();
         if !self.peers.contains_key(peer) && self.peers.len() >= self.max_peers {
             self.evict_peer();
         }
+        self.restore_seen(peer, seq);
+    }
+
+    /// Restores a peer's last delivered sequence number from a stored
+    /// profile, never forgetting another for it: a profile stored while
+    /// acknowledgements were due may hold more peers than the bound, and
+    /// forgetting one whose items the server still holds would deliver
+    /// them again. Later deliveries bring the lanes back to the bound.
+    pub(crate) fn restore_seen(&mut self, peer: &str, seq: u64) {
+        let tick = self.next_tick();
         let lane = self.peers.entry(peer.to_owned()).or_insert(PeerLane { last: 0, acked: 0, tick });
         lane.last = lane.last.max(seq);
         lane.tick = tick;

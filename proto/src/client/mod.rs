@@ -35,7 +35,10 @@
 //!   they then go out again with their original ids.
 //! - Lane items (`mp_request`, `mp_accepted`, `user_message`, `mp_closed`)
 //!   are delivered once each: replays after a reconnect are dropped, and the
-//!   highest sequence number per peer is acknowledged once per input batch.
+//!   highest sequence number per peer is acknowledged at most
+//!   [`ClientConfig::ack_delay`] after the first item it covers arrived
+//!   (sooner after [`ClientConfig::ack_batch`] items, before any other
+//!   request, and before a close frame).
 //! - After each connection is bound, [`ClientEvent::CaughtUp`] says when
 //!   everything the server had queued for the user has arrived.
 //! - An answer that cannot be read never poisons the outbox: a response
@@ -109,6 +112,8 @@ pub struct Client {
     /// The session, the request ids or the username changed since the last
     /// checkpoint (the outbox and the lanes track their own changes).
     dirty: bool,
+    /// When the due delivery acknowledgements go out (`None`: none is due).
+    acks_at: Option<Instant>,
 }
 
 impl Client {
@@ -129,6 +134,7 @@ impl Client {
             next_nonce: 1,
             clock: now,
             dirty: true,
+            acks_at: None,
         }
     }
 
@@ -172,6 +178,8 @@ impl Client {
     /// [`Output::Close`]. Unanswered requests wait for the next connection.
     pub fn close(&mut self, now: Now) {
         self.touch(now);
+        self.send_acks(now);
+        self.flush();
         self.give_up(status::OK, "client closing".into());
     }
 
@@ -194,16 +202,21 @@ impl Client {
                 }
             }
         }
-        self.send_acks(now);
+        self.schedule_acks(now);
         self.flush();
     }
 
     /// Timers: a keepalive ping after `keepalive_interval` of silence from
     /// the server, giving up after `idle_timeout` (close frame 408,
-    /// [`ClientEvent::Closed`], [`Output::Close`]), and retrying a
-    /// refused refresh.
+    /// [`ClientEvent::Closed`], [`Output::Close`]), retrying a refused
+    /// refresh, and the delivery acknowledgements held for
+    /// [`ClientConfig::ack_delay`].
     pub fn handle_timeout(&mut self, now: Now) {
         self.touch(now);
+        if self.acks_at.is_some_and(|at| at <= now.instant) {
+            self.send_acks(now);
+            self.flush();
+        }
         let (keepalive, idle) = (self.config.keepalive_interval, self.config.idle_timeout);
         if let Some(conn) = self.conn.as_mut() {
             let silent = now.instant.saturating_duration_since(conn.last_rx);
@@ -294,6 +307,13 @@ impl Client {
     #[must_use]
     pub fn outbox_len(&self) -> usize {
         self.outbox.len()
+    }
+
+    /// Whether delivery acknowledgements wait for [`ClientConfig::ack_delay`]
+    /// (the next [`Output::Timeout`] is at most that instant).
+    #[must_use]
+    pub fn acks_due(&self) -> bool {
+        self.acks_at.is_some()
     }
 
     /// The highest lane sequence number delivered from `peer` (0: none).
@@ -388,6 +408,8 @@ impl Client {
         if self.conn.take().is_none() {
             return;
         }
+        // What was due is acknowledged after the next binding's replay (the server still holds it).
+        self.acks_at = None;
         self.auth_connection_lost();
         for entry in self.outbox.connection_lost() {
             if entry.origin == Origin::User {
@@ -404,7 +426,7 @@ impl Client {
             None => conn.last_rx.checked_add(self.config.keepalive_interval),
             Some(_) => None,
         };
-        [idle, keepalive, self.auth.refresh_retry_at].into_iter().flatten().min()
+        [idle, keepalive, self.auth.refresh_retry_at, self.acks_at].into_iter().flatten().min()
     }
 }
 

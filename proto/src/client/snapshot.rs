@@ -146,7 +146,7 @@ impl Client {
             client.username = Some(username.clone());
         }
         for (peer, seq) in &snapshot.seen_peers {
-            client.lanes.set_last_seen(peer, *seq);
+            client.lanes.restore_seen(peer, *seq);
         }
         for (room, seq) in &snapshot.seen_rooms {
             client.lanes.set_room(room, *seq);

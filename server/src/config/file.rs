@@ -88,6 +88,8 @@ impl Default for LogSection {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(super) struct StoreSection {
+    /// A PostgreSQL store instead of the data directory's SQLite one.
+    pub url: Option<String>,
     pub fsync: FsyncName,
     pub fsync_interval_ms: u64,
 }
@@ -98,7 +100,7 @@ pub(super) const DEFAULT_FSYNC_INTERVAL_MS: u64 = 1000;
 
 impl Default for StoreSection {
     fn default() -> Self {
-        StoreSection { fsync: FsyncName::Always, fsync_interval_ms: DEFAULT_FSYNC_INTERVAL_MS }
+        StoreSection { url: None, fsync: FsyncName::Always, fsync_interval_ms: DEFAULT_FSYNC_INTERVAL_MS }
     }
 }
 

@@ -83,6 +83,72 @@ pub enum StoreError {
         /// The database file.
         path: PathBuf,
     },
+    /// A PostgreSQL store could not be reached, or refused a statement.
+    #[error("cannot {action} the store {}: {reason}", url.display())]
+    Postgres {
+        /// What was being done.
+        action: &'static str,
+        /// The store's URL, without its password.
+        url: PathBuf,
+        /// PostgreSQL's reason (or the client's, with its causes).
+        reason: String,
+        /// PostgreSQL's error.
+        source: postgres::Error,
+    },
+    /// `[store] url` is not a PostgreSQL URL or connection string.
+    #[error("[store] url is not a PostgreSQL URL (postgres://user:password@host:port/db) or connection string: {0}")]
+    PostgresUrl(String),
+    /// A PostgreSQL store holds nothing, for a data directory that was used before.
+    #[error(
+        "the PostgreSQL store {} holds no confab state, but the data directory {} was used before (it holds \
+         {evidence}){}: starting empty would silently drop every account, room and queued message. Nothing was \
+         changed: check the URL (host, database, user), restore the database from a backup, or, to start over \
+         empty on purpose, run `confab-server run --init` (the certificate and its pin stay the same)",
+        url.display(),
+        data.display(),
+        if *sqlite { "; its state is in its SQLite store, confab.db, which a PostgreSQL store does not read" } else { "" }
+    )]
+    PostgresEmpty {
+        /// The store's URL, without its password.
+        url: PathBuf,
+        /// The data directory.
+        data: PathBuf,
+        /// The first-start files the directory holds.
+        evidence: String,
+        /// The directory holds a SQLite store.
+        sqlite: bool,
+    },
+    /// The PostgreSQL server would acknowledge commits it has not made durable.
+    #[error(
+        "the PostgreSQL store {} runs with {setting}: a commit it answers may be lost to a crash, and confab \
+         acknowledges only durable commits; run PostgreSQL with fsync = on",
+        url.display()
+    )]
+    PostgresNotDurable {
+        /// The store's URL, without its password.
+        url: PathBuf,
+        /// The setting at fault.
+        setting: String,
+    },
+    /// Another node holds the writer's lock of a PostgreSQL store.
+    #[error(
+        "the store {} is being written by another confab-server (it holds the writer's advisory lock): stop it          first, or give this one another database",
+        .0.display()
+    )]
+    Owned(PathBuf),
+    /// A PostgreSQL schema this build does not know (a newer confab-server migrated it).
+    #[error(
+        "the store {} has schema version {found}, this confab-server knows versions up to {known}: run the          confab-server version that migrated it",
+        path.display()
+    )]
+    SchemaTooNew {
+        /// The store's URL, without its password.
+        path: PathBuf,
+        /// The newest version applied to the database.
+        found: i32,
+        /// The newest version this build has.
+        known: i32,
+    },
     /// The store was written in another record format.
     #[error(
         "{} has store format {found}, this confab-server reads format {expected}: run the confab-server \
@@ -160,14 +226,6 @@ pub enum Damage {
         from: i64,
         /// The last missing change.
         to: i64,
-    },
-    /// A change older than the snapshot is still in the log (compaction deletes those with the snapshot).
-    #[error("change {seq} is older than the snapshot, which covers changes up to {upto}: the snapshot was replaced")]
-    Stale {
-        /// Its sequence number.
-        seq: i64,
-        /// The last change the snapshot covers.
-        upto: i64,
     },
     /// The log ends before the last change recorded as committed.
     #[error("the log ends at change {last}, but change {committed} was committed: the newest changes were deleted")]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use confab_proto::server::{Action, Change, HashParams, PhantomConfig};
+use confab_proto::server::{Action, Change, HashParams, PhantomConfig, State};
 use confab_proto::wire::{Jwks, Message, Request};
 use confab_proto::{Client, ClientConfig, ClientOutput, Ephemeral, Now, Server, ServerConfig, SessionId};
 
@@ -140,6 +140,16 @@ impl Net {
     pub fn changes(&self) -> Vec<Change> {
         self.turns.iter().flatten().cloned().collect()
     }
+}
+
+/// The state `turns` make from an empty one, as a store loads it.
+pub fn applied(turns: &[Vec<Change>]) -> State {
+    let c = config();
+    let mut state = State::new(c.room_history, c.dedup_window);
+    for change in turns.iter().flatten() {
+        state.apply(change);
+    }
+    state
 }
 
 /// A realistic history: accounts, a room past its history cap, a private

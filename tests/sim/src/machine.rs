@@ -161,6 +161,10 @@ impl Machine {
         self.client().outbox_len()
     }
 
+    pub(crate) fn acks_due(&self) -> bool {
+        self.client().acks_due()
+    }
+
     pub(crate) fn connected(&mut self, now: Now) {
         match self {
             Machine::Plain(c) => c.connected(now),

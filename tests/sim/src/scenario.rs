@@ -169,12 +169,13 @@ impl Sim {
             && h.client.is_connected()
             && h.client.is_logged_in()
             && h.client.outbox_len() == 0
+            && !h.client.acks_due()
             && h.user.idle()
     }
 
     /// Whether the system is at rest: server up, nothing in flight or
     /// scheduled (timers aside), every user online, logged in, with no
-    /// request unanswered.
+    /// request unanswered and no delivery acknowledgement waiting.
     #[must_use]
     pub fn settled(&self) -> bool {
         self.server.is_some() && self.agenda.len() == 0 && self.hosts.iter().all(|h| self.host_settled(h))

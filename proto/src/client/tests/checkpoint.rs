@@ -94,16 +94,27 @@ fn a_delivered_message_is_stored_before_its_acknowledgement_leaves() {
     lone.client.handle_input(lone.now, &user_message("bob", 1));
     let outputs = lone.client.drain().commit(&mut disk).unwrap();
     assert!(matches!(&outputs[0], Output::Event(ClientEvent::UserMessage { seq: 1, .. })), "{outputs:?}");
-    assert_eq!(transmits(&outputs), 1, "the acknowledgement");
+    assert_eq!(transmits(&outputs), 0, "the acknowledgement waits for ack_delay");
     let [stored] = &disk.snapshots[..] else { panic!("one checkpoint") };
     assert_eq!(stored.seen_peers, [("bob".to_owned(), 1)]);
+    assert!(stored.outbox.is_empty());
+
+    // The delay passes: the acknowledgement is stored in the outbox, then it leaves.
+    lone.now = lone.now.advance(ClientConfig::default().ack_delay);
+    lone.client.handle_timeout(lone.now);
+    let outputs = lone.client.drain().commit(&mut disk).unwrap();
+    assert_eq!(transmits(&outputs), 1, "the acknowledgement");
+    let [_, stored] = &disk.snapshots[..] else { panic!("two checkpoints") };
     assert!(stored.outbox.iter().any(|o| o.ack), "the acknowledgement is in the outbox");
+
     // The same item again (a replay, its acknowledgement still waiting): nothing changes.
     lone.client.handle_input(lone.now, &user_message("bob", 1));
+    lone.now = lone.now.advance(ClientConfig::default().ack_delay);
+    lone.client.handle_timeout(lone.now);
     let turn = lone.client.drain();
     assert!(!turn.checkpoint_due());
     assert_eq!(transmits(&turn.commit(&mut disk).unwrap()), 0);
-    assert_eq!(disk.snapshots.len(), 1);
+    assert_eq!(disk.snapshots.len(), 2);
 }
 
 /// Logs a lone client in; the server then announces `queued` items.
@@ -186,6 +197,7 @@ fn caught_up_after_what_was_queued_through_the_server() {
     net.connect(b);
     net.client(a).send_mp(now, "bob", Bytes::from_static(b"live")).unwrap();
     net.pump();
+    net.settle_acks();
     let events = net.take(b);
     let order: Vec<String> = events
         .iter()

@@ -118,6 +118,12 @@ impl Net {
         self.pump();
     }
 
+    /// Lets the delivery acknowledgements held for the default
+    /// [`ClientConfig::ack_delay`] go out (and their answers come back).
+    pub(super) fn settle_acks(&mut self) {
+        self.advance(ClientConfig::default().ack_delay);
+    }
+
     /// Moves the clock by `total` in steps of `step`, pumping at each.
     pub(super) fn advance_by_steps(&mut self, total: Duration, step: Duration) {
         let mut done = Duration::ZERO;
@@ -234,6 +240,7 @@ impl Net {
         let now = self.now;
         let id = self.client(i).login(now, name, PASSWORD, PASSPHRASE).unwrap();
         self.pump();
+        self.settle_acks();
         let events = self.take(i);
         let at = events
             .iter()
@@ -274,6 +281,7 @@ impl Net {
         self.pump();
         self.client(b).accept_mp(now, &na, Bytes::from_static(b"hs-b")).unwrap();
         self.pump();
+        self.settle_acks();
         assert!(self.take(a).iter().any(|e| matches!(e, ClientEvent::MpAccepted { .. })));
         assert!(self.take(b).iter().any(|e| matches!(e, ClientEvent::MpRequest { .. })));
     }

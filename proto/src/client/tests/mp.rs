@@ -52,6 +52,8 @@ fn offline_peer_gets_everything_exactly_once_and_acks_it() {
         matches!(&events[..], [ClientEvent::MpAccepted { peer, seq: 1, handshake, .. }] if peer == "bob" && handshake == "hs-b"),
         "{events:?}"
     );
+    assert_eq!(net.queued("bob", "alice"), 1, "alice's acknowledgement waits for ack_delay");
+    net.settle_acks();
     assert_eq!(net.queued("bob", "alice"), 0);
 
     // Bob goes offline; alice writes; bob comes back (refresh, no password).
@@ -72,7 +74,8 @@ fn offline_peer_gets_everything_exactly_once_and_acks_it() {
         messages(&events),
         vec![("alice".into(), 2, Bytes::from_static(b"one")), ("alice".into(), 3, Bytes::from_static(b"two"))]
     );
-    assert_eq!(net.queued("alice", "bob"), 0);
+    net.settle_acks();
+    assert_eq!(net.queued("alice", "bob"), 0, "one acknowledgement covered both");
 
     // The login after: nothing again, even for a client with no memory of the lane.
     net.disconnect(b);
@@ -160,6 +163,7 @@ fn a_lost_acknowledgement_means_a_silent_replay_and_a_new_ack() {
     let now = net.now;
     net.client(a).send_mp(now, "bob", Bytes::from_static(b"hello")).unwrap();
     net.pump();
+    net.settle_acks();
     assert_eq!(messages(&net.take(b)).len(), 1);
     assert_eq!(net.queued("alice", "bob"), 1);
     assert_eq!(net.client(b).outbox_len(), 1, "the ack waits for its answer");

@@ -195,6 +195,8 @@ impl Net {
         );
         self.sc(b).accept_mp(now, a_name).unwrap();
         self.pump();
+        // The delivery acknowledgements, held for `ack_delay`, go out.
+        self.advance(crate::ClientConfig::default().ack_delay);
         assert!(self.take(b).iter().any(|e| matches!(e, SecureEvent::MpReady { peer } if peer == a_name)));
         let events = self.take(a);
         assert!(events.iter().any(|e| matches!(e, SecureEvent::MpReady { peer } if peer == b_name)), "{events:?}");

@@ -1,0 +1,619 @@
+//! The PostgreSQL store (`[store] url = "postgres://..."`, `--store`): the
+//! SQLite store's contract on a PostgreSQL database, for a node whose state
+//! must live outside its machine.
+//!
+//! The same records (format [`FORMAT_VERSION`]: postcard changes with
+//! chained SHA-256 sums, a snapshot, the head) in four tables, created and
+//! upgraded by numbered migrations at start ([`MIGRATIONS`], recorded in
+//! `confab_schema`, run under an advisory lock so that two nodes starting
+//! together migrate once). Loading runs the SQLite store's checks
+//! ([`Replay`](super::check::Replay)) in one repeatable-read transaction.
+//!
+//! - **Durability.** A commit is one statement, so one transaction:
+//!   PostgreSQL's commit (with its default `synchronous_commit = on`, the
+//!   WAL flushed before it answers) returns before the turn's frames are
+//!   written, as SQLite's `fsync = "always"` does.
+//! - **One writer.** The node holds a session advisory lock for as long as
+//!   it is connected ([`StoreError::Owned`] if another node holds it), and
+//!   every commit is fenced by the head it expects: a commit that finds
+//!   another head writes nothing and fails (a second writer that took over
+//!   while this one was cut off is never overwritten).
+//! - **Connection loss.** A commit whose answer was lost may or may not have
+//!   happened. The store reconnects (every 50 ms to 2 s, for at most
+//!   [`PgStore::set_reconnect_for`], by default 60 s), takes the lock
+//!   again and reads the head: the new head means it committed, the old one
+//!   that it did not (it is sent again). Meanwhile the loop waits: nothing
+//!   is acknowledged, nothing half-committed is acted on. Past the deadline
+//!   the commit fails and the server stops; nothing acknowledged is lost.
+//! - **Compaction** as in SQLite: a snapshot every
+//!   [`compact_every`](PgStore::compact_every) changes, and the changes it
+//!   covers deleted by the commits after it, twice as many per commit as
+//!   they log.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use confab_proto::server::{Change, State};
+use confab_proto::{Durable, ServerConfig};
+use postgres::{Client, IsolationLevel, NoTls};
+
+use super::check::{Head, Loaded, Replay, change_sum, snapshot_sum};
+use super::error::{Damage, StoreError, damaged};
+use super::{DEFAULT_COMPACT_EVERY, FORMAT_VERSION, Init, covered_by_snapshot, log_records, trim};
+
+/// The schema, one migration per version (`confab_schema` records the
+/// versions applied). Never edit one that shipped: add the next.
+pub const MIGRATIONS: &[&str] = &["CREATE TABLE confab_meta (key text PRIMARY KEY, value text NOT NULL);
+     INSERT INTO confab_meta (key, value) VALUES ('application', 'confab-server'), ('format', '4');
+     CREATE TABLE confab_head (id int PRIMARY KEY CHECK (id = 1), seq bigint NOT NULL, sum bytea NOT NULL);
+     INSERT INTO confab_head (id, seq, sum) VALUES (1, 0, decode(repeat('00', 32), 'hex'));
+     CREATE TABLE confab_snapshot (id int PRIMARY KEY CHECK (id = 1), upto bigint NOT NULL,
+                                   state bytea NOT NULL, sum bytea NOT NULL);
+     CREATE TABLE confab_changes (seq bigint PRIMARY KEY, change bytea NOT NULL, sum bytea NOT NULL);"];
+
+/// The advisory lock a migration runs under (transaction scope).
+const MIGRATION_LOCK: i64 = 0x636f_6e66_6162_0001;
+/// The advisory lock of the node writing the store (session scope).
+const WRITER_LOCK: i64 = 0x636f_6e66_6162_0002;
+
+/// A turn's records, the covered changes it deletes, and the head moved
+/// from the expected one, all or nothing: 1 if it committed, 0 if the head
+/// was not the expected one (nothing written).
+const COMMIT: &str = "WITH h AS (UPDATE confab_head SET seq = $1, sum = $2 WHERE id = 1 AND seq = $3 AND sum = $4 \
+                      RETURNING 1),
+     ins AS (INSERT INTO confab_changes (seq, change, sum)
+             SELECT s, c, m FROM unnest($5::bigint[], $6::bytea[], $7::bytea[]) AS u(s, c, m)
+             WHERE EXISTS (SELECT 1 FROM h)),
+     del AS (DELETE FROM confab_changes WHERE seq BETWEEN $8 AND $9 AND EXISTS (SELECT 1 FROM h))
+SELECT count(*) FROM h";
+
+/// The snapshot and the head it becomes, fenced like [`COMMIT`].
+const SNAPSHOT: &str = "WITH h AS (UPDATE confab_head SET sum = $2 WHERE id = 1 AND seq = $1 AND sum = $3 RETURNING 1),
+     snap AS (INSERT INTO confab_snapshot (id, upto, state, sum) SELECT 1, $1, $4, $2 WHERE EXISTS (SELECT 1 FROM h)
+              ON CONFLICT (id) DO UPDATE SET upto = excluded.upto, state = excluded.state, sum = excluded.sum)
+SELECT count(*) FROM h";
+
+/// One attempt at getting the connection back.
+enum Attempt {
+    /// Connected, locked: the head as it is.
+    Back(Head),
+    /// Not yet: why (the last one is returned at the deadline).
+    Retry(StoreError),
+}
+
+/// The PostgreSQL store of one node. See the [module docs](self).
+pub struct PgStore {
+    client: Client,
+    /// The server process of `client`'s session.
+    pid: i32,
+    /// How to connect again (with the timeouts of [`client_config`]).
+    connect: postgres::Config,
+    /// The URL without its password, for messages and errors.
+    label: PathBuf,
+    state: State,
+    head: Head,
+    log_len: u64,
+    covered: Option<(i64, i64)>,
+    compact_every: u64,
+    reconnect_for: Duration,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("url", &self.label)
+            .field("head", &self.head.seq)
+            .field("log_len", &self.log_len)
+            .field("compact_every", &self.compact_every)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// Connects to `url`, runs the migrations this build knows and the
+    /// database lacks, takes the writer's lock and loads the state (checked
+    /// as the SQLite store's is). `config` gives the room history and dedup
+    /// caps, as it does to the server.
+    ///
+    /// # Errors
+    /// The database cannot be reached ([`StoreError::Postgres`]), is newer
+    /// than this build ([`StoreError::Format`]), another node writes it
+    /// ([`StoreError::Owned`]), or it fails a check ([`StoreError::Damaged`]).
+    pub fn open(url: &str, config: &ServerConfig) -> Result<(PgStore, State), StoreError> {
+        PgStore::open_with(url, config, Init::Allow, None)
+    }
+
+    /// [`open`](Self::open), refusing to start an empty store for a data
+    /// directory that was used before (`data`, the server's), unless `init`
+    /// is [`Init::Allow`]: a wrong URL, a recreated database or a directory
+    /// whose state is in its SQLite store must not start with no accounts
+    /// ([`StoreError::PostgresEmpty`]; nothing is changed then).
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub fn open_with(
+        url: &str,
+        config: &ServerConfig,
+        init: Init,
+        data: Option<&Path>,
+    ) -> Result<(PgStore, State), StoreError> {
+        let connect = client_config(url)?;
+        let label = PathBuf::from(label_of(&connect));
+        let (mut client, pid) = open_session(&connect, &label)?;
+        // The writer's lock first: a node that is not the writer changes nothing, migrations included.
+        if !try_lock(&mut client, &label)? {
+            return Err(StoreError::Owned(label));
+        }
+        if init != Init::Allow
+            && let Some(data) = data
+            && let Some(evidence) = super::used_before(data)
+            && is_empty(&mut client, &label)?
+        {
+            let sqlite = data.join(super::DB_FILE).exists();
+            return Err(StoreError::PostgresEmpty { url: label, data: data.to_owned(), evidence, sqlite });
+        }
+        migrate(&mut client, &label)?;
+        let Loaded { state, head, log_len, covered_from } = load(&mut client, &label, config)?;
+        let store = PgStore {
+            client,
+            pid,
+            connect,
+            covered: covered_from.map(|from| (from, head.seq - log_len as i64)),
+            label,
+            state: state.clone(),
+            head,
+            log_len,
+            compact_every: DEFAULT_COMPACT_EVERY,
+            reconnect_for: Duration::from_secs(60),
+        };
+        Ok((store, state))
+    }
+
+    /// Appends one turn's changes and moves the head, in one transaction,
+    /// then applies them to the store's own state; writes a snapshot every
+    /// [`compact_every`](Self::compact_every) changes. Waits out a lost
+    /// connection (see the module docs).
+    ///
+    /// # Errors
+    /// PostgreSQL refused the commit, the connection stayed lost past
+    /// [`set_reconnect_for`](Self::set_reconnect_for), or another writer
+    /// moved the head.
+    pub fn commit(&mut self, changes: &[Change]) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let records = log_records(changes)?;
+        let before = self.head;
+        let mut head = before;
+        let (mut seqs, mut sums) = (Vec::with_capacity(records.len()), Vec::with_capacity(records.len()));
+        for record in &records {
+            let seq = head.seq + 1;
+            head = Head { seq, sum: change_sum(seq, &head.sum, record) };
+            seqs.push(seq);
+            sums.push(head.sum.to_vec());
+        }
+        let ((trim_from, trim_to), covered) = trim(self.covered, records.len()).unwrap_or(((1, 0), None));
+        self.write("commit a turn to", before, head, |client| {
+            let params: [&(dyn postgres::types::ToSql + Sync); 9] = [
+                &head.seq,
+                &&head.sum[..],
+                &before.seq,
+                &&before.sum[..],
+                &seqs,
+                &records,
+                &sums,
+                &trim_from,
+                &trim_to,
+            ];
+            client.query_one(COMMIT, &params)
+        })?;
+        self.head = head;
+        self.covered = covered;
+        self.log_len += records.len() as u64;
+        for change in changes {
+            self.state.apply(change);
+        }
+        if self.log_len >= self.compact_every {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Writes a snapshot of the current state (the changes it covers are
+    /// deleted by the commits after it). [`commit`](Self::commit) calls it
+    /// on its own.
+    ///
+    /// # Errors
+    /// As [`commit`](Self::commit).
+    pub fn compact(&mut self) -> Result<(), StoreError> {
+        let state = postcard::to_stdvec(&self.state).map_err(StoreError::Encode)?;
+        let before = self.head;
+        let head = Head { seq: before.seq, sum: snapshot_sum(before.seq, &state) };
+        self.write("write a snapshot to", before, head, |client| {
+            client.query_one(SNAPSHOT, &[&head.seq, &&head.sum[..], &&before.sum[..], &state.as_slice()])
+        })?;
+        self.covered = covered_by_snapshot(self.covered, head.seq, self.log_len);
+        self.head = head;
+        self.log_len = 0;
+        Ok(())
+    }
+
+    /// Runs a fenced write (`statement` answers 1 if it moved the head from
+    /// `before` to `after`, 0 if the head was not `before`) until it is known
+    /// to have landed, across lost connections.
+    fn write(
+        &mut self,
+        action: &'static str,
+        before: Head,
+        after: Head,
+        mut statement: impl FnMut(&mut Client) -> Result<postgres::Row, postgres::Error>,
+    ) -> Result<(), StoreError> {
+        loop {
+            match statement(&mut self.client) {
+                Ok(row) if row.get::<_, i64>(0) == 1 => return Ok(()),
+                Ok(_) => return Err(self.moved()),
+                Err(e) if lost(&e) => {
+                    if self.recover(&e, before, after)? {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(self.pg(action)(e)),
+            }
+        }
+    }
+
+    /// The connection broke under a write whose outcome is unknown:
+    /// reconnect, take the lock again and read the head. True if the write
+    /// committed (`after`), false if it did not (`before`).
+    fn recover(&mut self, error: &postgres::Error, before: Head, after: Head) -> Result<bool, StoreError> {
+        tracing::warn!(store = %self.label.display(), "connection to the store lost ({error}): reconnecting");
+        let deadline = Instant::now() + self.reconnect_for;
+        let mut wait = Duration::from_millis(50);
+        let mut swapped = false;
+        let old = self.pid;
+        loop {
+            match self.resume(&mut swapped, old) {
+                Ok(Attempt::Back(current)) => {
+                    tracing::info!(store = %self.label.display(), head = current.seq, "store connection restored");
+                    return if current == after {
+                        Ok(true)
+                    } else if current == before {
+                        Ok(false)
+                    } else {
+                        Err(self.moved())
+                    };
+                }
+                Ok(Attempt::Retry(e)) if Instant::now() + wait < deadline => {
+                    tracing::warn!(store = %self.label.display(), "store not back yet: {e}");
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+                Ok(Attempt::Retry(e)) | Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One attempt of [`recover`](Self::recover): a new session replaces the
+    /// old one (dropped, so that a session still alive on the server side
+    /// lets its lock go), takes the writer's lock and reads the head. The
+    /// lock still held by the old session (`old`, its backend) is worth
+    /// waiting for; held by another, it is another node's: no retry.
+    fn resume(&mut self, swapped: &mut bool, old: i32) -> Result<Attempt, StoreError> {
+        if !*swapped || self.client.is_closed() {
+            match open_session(&self.connect, &self.label) {
+                Ok((client, pid)) => {
+                    drop(std::mem::replace(&mut self.client, client));
+                    self.pid = pid;
+                    *swapped = true;
+                }
+                Err(e) => return Ok(Attempt::Retry(e)),
+            }
+        }
+        match try_lock(&mut self.client, &self.label) {
+            Ok(true) => {}
+            Ok(false) => {
+                let holder = lock_holder(&mut self.client, &self.label);
+                let owned = StoreError::Owned(self.label.clone());
+                return match holder {
+                    Ok(Some(pid)) if pid != old => Err(owned),
+                    Ok(_) => Ok(Attempt::Retry(owned)),
+                    Err(e) => Ok(Attempt::Retry(e)),
+                };
+            }
+            Err(e) => return Ok(Attempt::Retry(e)),
+        }
+        match read_head(&mut self.client, &self.label) {
+            Ok(head) => Ok(Attempt::Back(head)),
+            Err(e) => Ok(Attempt::Retry(e)),
+        }
+    }
+
+    /// Another writer moved the head.
+    fn moved(&self) -> StoreError {
+        damaged(&self.label, Damage::HeadMismatch { last: self.head.seq, committed: -1 })
+    }
+
+    fn pg(&self, action: &'static str) -> impl Fn(postgres::Error) -> StoreError + '_ {
+        pg_err(action, &self.label)
+    }
+
+    /// Sets how many logged changes trigger a snapshot (at least 1).
+    pub fn set_compact_every(&mut self, changes: u64) {
+        self.compact_every = changes.max(1);
+    }
+
+    /// How many logged changes trigger a snapshot.
+    #[must_use]
+    pub fn compact_every(&self) -> u64 {
+        self.compact_every
+    }
+
+    /// How long a commit waits for a lost connection to come back before it fails.
+    pub fn set_reconnect_for(&mut self, wait: Duration) {
+        self.reconnect_for = wait;
+    }
+
+    /// Changes in the log after the last snapshot.
+    #[must_use]
+    pub fn log_len(&self) -> u64 {
+        self.log_len
+    }
+
+    /// Changes the snapshot covers that the log still holds.
+    #[must_use]
+    pub fn covered_len(&self) -> u64 {
+        self.covered.map_or(0, |(from, to)| (to - from + 1) as u64)
+    }
+
+    /// Everything committed so far.
+    #[must_use]
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The database's URL without its password.
+    #[must_use]
+    pub fn label(&self) -> &Path {
+        &self.label
+    }
+}
+
+/// The loop commits each turn's changes here: [`PgStore::commit`].
+impl Durable<[Change]> for PgStore {
+    type Error = StoreError;
+
+    fn commit(&mut self, changes: &[Change]) -> Result<(), StoreError> {
+        PgStore::commit(self, changes)
+    }
+}
+
+/// Parses `url` (a `postgres://` URL or a key-value connection string)
+/// and sets the timeouts that bound a lost or silent database: 5 s to
+/// connect, TCP keepalives after 10 s idle, and 30 s for sent data to be
+/// acknowledged by the peer's TCP (`TCP_USER_TIMEOUT`), so that a commit on
+/// a dead connection fails within [`PgStore::set_reconnect_for`] plus that.
+fn client_config(url: &str) -> Result<postgres::Config, StoreError> {
+    let mut config: postgres::Config =
+        url.parse().map_err(|e: postgres::Error| StoreError::PostgresUrl(describe(&e)))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    config
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(10))
+        .keepalives_interval(Duration::from_secs(5))
+        .keepalives_retries(3)
+        .tcp_user_timeout(Duration::from_secs(30))
+        .application_name("confab-server");
+    Ok(config)
+}
+
+/// What messages name the store by: user, hosts, ports and database, never the password.
+fn label_of(config: &postgres::Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            postgres::config::Host::Tcp(name) => name.clone(),
+            postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let mut ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
+    if ports.is_empty() {
+        ports.push("5432".into());
+    }
+    format!(
+        "postgres://{}@{}:{}/{}",
+        config.get_user().unwrap_or(""),
+        hosts.join(","),
+        ports.join(","),
+        config.get_dbname().unwrap_or("")
+    )
+}
+
+/// PostgreSQL's own reason (its severity, message, detail and hint), or the
+/// client's error with its causes: "db error" alone names nothing.
+pub(super) fn describe(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+        if let Some(detail) = db.detail() {
+            text.push_str(&format!(" ({detail})"));
+        }
+        if let Some(hint) = db.hint() {
+            text.push_str(&format!("; hint: {hint}"));
+        }
+        return text;
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+/// Whether the error means the connection is gone, so that the outcome of
+/// the statement under way is unknown: a closed connection, an I/O error,
+/// a connection exception (class 08) or the server shutting down (57P01-03).
+/// Anything else was refused by a live session (the statement rolled back).
+fn lost(e: &postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        Some(code) => code.code().starts_with("08") || matches!(code.code(), "57P01" | "57P02" | "57P03"),
+        None => std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()),
+    }
+}
+
+/// A session with this store's settings: `synchronous_commit = on` whatever
+/// the role's or the database's default (a commit must be durable before it
+/// answers), on a server that fsyncs at all.
+fn open_session(config: &postgres::Config, label: &Path) -> Result<(Client, i32), StoreError> {
+    let mut client = config.connect(NoTls).map_err(pg_err("connect to", label))?;
+    client.batch_execute("SET synchronous_commit = on").map_err(pg_err("configure a session of", label))?;
+    let row = client
+        .query_one("SELECT current_setting('fsync'), pg_backend_pid()", &[])
+        .map_err(pg_err("read the settings of", label))?;
+    let fsync: String = row.get(0);
+    if fsync != "on" {
+        return Err(StoreError::PostgresNotDurable { url: label.to_owned(), setting: format!("fsync = {fsync}") });
+    }
+    Ok((client, row.get(1)))
+}
+
+/// The server process holding the writer's lock, if any.
+fn lock_holder(client: &mut Client, label: &Path) -> Result<Option<i32>, StoreError> {
+    let row = client
+        .query_opt(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 \
+             AND ((classid::bigint << 32) | objid::bigint) = $1",
+            &[&WRITER_LOCK],
+        )
+        .map_err(pg_err("inspect the locks of", label))?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+fn pg_err<'a>(action: &'static str, label: &'a Path) -> impl Fn(postgres::Error) -> StoreError + 'a {
+    move |source| StoreError::Postgres { action, url: label.to_owned(), reason: describe(&source), source }
+}
+
+/// Applies the migrations the database lacks, under the migration lock.
+fn migrate(client: &mut Client, label: &Path) -> Result<(), StoreError> {
+    let err = pg_err("migrate the schema of", label);
+    let mut tx = client.transaction().map_err(&err)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).map_err(&err)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS confab_schema (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .map_err(&err)?;
+    let current: i32 = tx.query_one("SELECT coalesce(max(version), 0) FROM confab_schema", &[]).map_err(&err)?.get(0);
+    let known = MIGRATIONS.len() as i32;
+    if current > known {
+        return Err(StoreError::SchemaTooNew { path: label.to_owned(), found: current, known });
+    }
+    for (version, migration) in (1..).zip(MIGRATIONS).skip(current as usize) {
+        tx.batch_execute(migration).map_err(&err)?;
+        tx.execute("INSERT INTO confab_schema (version) VALUES ($1)", &[&version]).map_err(&err)?;
+        tracing::info!(store = %label.display(), version, "store schema migrated");
+    }
+    let mut meta = |key: &str| -> Result<Option<String>, StoreError> {
+        Ok(tx.query_opt("SELECT value FROM confab_meta WHERE key = $1", &[&key]).map_err(&err)?.map(|r| r.get(0)))
+    };
+    if meta("application")?.as_deref() != Some("confab-server") {
+        return Err(StoreError::NotAStore { path: label.to_owned() });
+    }
+    let format = meta("format")?.unwrap_or_default();
+    if format != FORMAT_VERSION.to_string() {
+        let found = format.parse().unwrap_or(0);
+        return Err(StoreError::VersionMismatch { path: label.to_owned(), found, expected: FORMAT_VERSION });
+    }
+    tx.commit().map_err(&err)
+}
+
+/// Takes the writer's lock for this session: false if another session holds it.
+fn try_lock(client: &mut Client, label: &Path) -> Result<bool, StoreError> {
+    Ok(client.query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK]).map_err(pg_err("lock", label))?.get(0))
+}
+
+/// Whether the database holds no confab state: no tables yet, or a head
+/// that never moved and no snapshot.
+fn is_empty(client: &mut Client, label: &Path) -> Result<bool, StoreError> {
+    let err = pg_err("inspect", label);
+    let exists: bool = client.query_one("SELECT to_regclass('confab_head') IS NOT NULL", &[]).map_err(&err)?.get(0);
+    if !exists {
+        return Ok(true);
+    }
+    let row = client
+        .query_one("SELECT (SELECT seq FROM confab_head WHERE id = 1), EXISTS (SELECT 1 FROM confab_snapshot)", &[])
+        .map_err(&err)?;
+    Ok(row.get::<_, Option<i64>>(0).unwrap_or(0) == 0 && !row.get::<_, bool>(1))
+}
+
+fn read_head(client: &mut Client, label: &Path) -> Result<Head, StoreError> {
+    let row = client
+        .query_one("SELECT seq, sum FROM confab_head WHERE id = 1", &[])
+        .map_err(pg_err("read the head of", label))?;
+    head_of(row.get(0), row.get(1), label)
+}
+
+fn head_of(seq: i64, sum: Vec<u8>, label: &Path) -> Result<Head, StoreError> {
+    match <[u8; 32]>::try_from(sum.as_slice()) {
+        Ok(sum) if seq >= 0 => Ok(Head { seq, sum }),
+        _ => Err(damaged(label, Damage::NoHead(format!("head seq {seq}, a head sum of {} bytes", sum.len())))),
+    }
+}
+
+/// The head, the snapshot and the log after it, in one repeatable-read
+/// transaction, through the SQLite store's checks.
+fn load(client: &mut Client, label: &Path, config: &ServerConfig) -> Result<Loaded, StoreError> {
+    let err = pg_err("load", label);
+    let mut tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .map_err(&err)?;
+    let row = tx.query_one("SELECT seq, sum FROM confab_head WHERE id = 1", &[]).map_err(&err)?;
+    let committed = head_of(row.get(0), row.get(1), label)?;
+    let snapshot = tx
+        .query_opt("SELECT upto, state, sum FROM confab_snapshot WHERE id = 1", &[])
+        .map_err(&err)?
+        .map(|r| (r.get::<_, i64>(0), r.get::<_, Vec<u8>>(1), Some(r.get::<_, Vec<u8>>(2))));
+    let mut replay = Replay::start(label, config, FORMAT_VERSION, snapshot, Some(committed))?;
+    let upto = replay.upto;
+    let covered_from: Option<i64> =
+        tx.query_one("SELECT min(seq) FROM confab_changes WHERE seq <= $1", &[&upto]).map_err(&err)?.get(0);
+    for row in
+        tx.query("SELECT seq, change, sum FROM confab_changes WHERE seq > $1 ORDER BY seq", &[&upto]).map_err(&err)?
+    {
+        let bytes: Vec<u8> = row.get(1);
+        replay.push(row.get(0), &bytes, Some(row.get(2)))?;
+    }
+    tx.commit().map_err(&err)?;
+    replay.finish(covered_from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{client_config, label_of};
+
+    fn label(url: &str) -> String {
+        label_of(&client_config(url).unwrap())
+    }
+
+    #[test]
+    fn the_password_never_reaches_a_message() {
+        assert_eq!(
+            label("postgres://confab:s3cret@db.example:5432/confab"),
+            "postgres://confab@db.example:5432/confab"
+        );
+        assert_eq!(label("postgres://u:pa/ss@h/db"), "postgres://u@h:5432/db");
+        assert_eq!(label("postgres://u@h/db?password=secret"), "postgres://u@h:5432/db");
+        assert_eq!(label("host=db user=x password=hunter2 dbname=c"), "postgres://x@db:5432/c");
+        assert_eq!(label("host=db user=x password='a b' dbname=c"), "postgres://x@db:5432/c");
+        let bad = client_config("postgres://u:hunter2@h:notaport/db").unwrap_err().to_string();
+        assert!(!bad.contains("hunter2"), "{bad}");
+    }
+}
