@@ -38,6 +38,7 @@ mod gate;
 pub mod peers;
 pub mod procs;
 mod report;
+mod scratch;
 mod server;
 mod worker;
 
@@ -128,6 +129,9 @@ pub enum StoreKind {
     /// The same with `[store] fsync = "interval"` (the WAL fsynced every
     /// [`BENCH_FSYNC_INTERVAL`]; commits still reach the OS before their acknowledgement).
     SqliteInterval,
+    /// The PostgreSQL store, in a scratch database created on the server of
+    /// [`BenchConfig::postgres_url`] and dropped after the run.
+    Postgres,
 }
 
 /// The fsync interval of [`StoreKind::SqliteInterval`]: the server's default `fsync_interval_ms`.
@@ -141,6 +145,7 @@ impl StoreKind {
             StoreKind::Memory => "memory",
             StoreKind::Sqlite => "sqlite",
             StoreKind::SqliteInterval => "sqlite-interval",
+            StoreKind::Postgres => "postgres",
         }
     }
 }
@@ -176,6 +181,9 @@ pub struct BenchConfig {
     /// The clients' [`ClientConfig::ack_delay`](confab_proto::ClientConfig::ack_delay)
     /// (zero: a `delivery_ack` per input batch).
     pub ack_delay: Duration,
+    /// With [`StoreKind::Postgres`]: a PostgreSQL server's URL; the run
+    /// creates a scratch database there (the user needs `CREATEDB`).
+    pub postgres_url: Option<String>,
 }
 
 impl Default for BenchConfig {
@@ -194,6 +202,7 @@ impl Default for BenchConfig {
             store: StoreKind::Memory,
             ws_tls: false,
             ack_delay: confab_proto::ClientConfig::default().ack_delay,
+            postgres_url: None,
         }
     }
 }
@@ -295,7 +304,7 @@ impl From<std::io::Error> for BenchError {
 pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     config.validate()?;
     let base = Instant::now();
-    let server = server::InProcess::start(config.store, config.ws_tls)?;
+    let server = server::InProcess::start(config.store, config.ws_tls, config.postgres_url.as_deref())?;
     let connect = server.connector(config.transport)?;
     let system = Box::new(confab::Confab { connect, ack_delay: config.ack_delay });
     let label = format!("confab-{}-{}", config.transport_name(), config.store.as_str());

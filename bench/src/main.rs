@@ -60,6 +60,8 @@ enum StoreArg {
     Memory,
     /// SQLite in a temporary directory, removed after the run (see --fsync).
     Sqlite,
+    /// PostgreSQL: a scratch database on the server of --postgres-url, dropped after the run.
+    Postgres,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -115,6 +117,9 @@ struct Args {
     /// `delivery_ack` per input batch; default: the client's default, 10).
     #[arg(long)]
     ack_delay_ms: Option<u64>,
+    /// With --store postgres: the PostgreSQL server (postgres://user@host:port/db; the user needs CREATEDB).
+    #[arg(long, value_name = "URL")]
+    postgres_url: Option<String>,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -267,7 +272,9 @@ fn main() -> ExitCode {
             (StoreArg::Memory, _) => StoreKind::Memory,
             (StoreArg::Sqlite, FsyncArg::Always) => StoreKind::Sqlite,
             (StoreArg::Sqlite, FsyncArg::Interval) => StoreKind::SqliteInterval,
+            (StoreArg::Postgres, _) => StoreKind::Postgres,
         },
+        postgres_url: args.postgres_url.clone(),
         ack_delay: args.ack_delay_ms.map_or(BenchConfig::default().ack_delay, Duration::from_millis),
     };
     let report = match confab_bench::run(&config) {

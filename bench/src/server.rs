@@ -53,12 +53,14 @@ pub(crate) struct InProcess {
     pin: Pin,
     /// The SQLite store's directory, removed at the end.
     dir: Option<PathBuf>,
+    /// The PostgreSQL store's scratch database, dropped at the end.
+    scratch: Option<crate::scratch::ScratchDb>,
 }
 
 impl InProcess {
     /// Binds TCP, QUIC and WebSocket on 127.0.0.1 (ephemeral ports) and runs the loop on its own thread.
     /// `ws_tls`: its WebSocket listener speaks TLS (`wss://`).
-    pub(crate) fn start(store: StoreKind, ws_tls: bool) -> Result<InProcess, BenchError> {
+    pub(crate) fn start(store: StoreKind, ws_tls: bool, postgres_url: Option<&str>) -> Result<InProcess, BenchError> {
         let config = bench_server_config();
         let names = vec![SERVER_NAME.to_owned(), Ipv4Addr::LOCALHOST.to_string()];
         let identity: ServerIdentity =
@@ -75,7 +77,16 @@ impl InProcess {
                 ws.tls = WsTls::Always;
             }
         }
+        let mut scratch = None;
         let (bound, dir) = match store {
+            StoreKind::Postgres => {
+                let url = postgres_url.ok_or_else(|| BenchError("--store postgres needs --postgres-url".into()))?;
+                let db = crate::scratch::ScratchDb::create(url)?;
+                let (pg, state) = confab_server::store::PgStore::open(&db.url, &config)
+                    .map_err(|e| BenchError(format!("PostgreSQL store: {e}")))?;
+                scratch = Some(db);
+                (Node::bind(node_config, pg, state), None)
+            }
             StoreKind::Memory => {
                 let state = State::new(config.room_history, config.dedup_window);
                 // A commit that costs nothing gains nothing from a committer thread, and the hop
@@ -125,7 +136,7 @@ impl InProcess {
             .name("bench-server".into())
             .spawn(move || node.run())
             .map_err(|e| BenchError(format!("server thread: {e}")))?;
-        Ok(InProcess { handle, thread: Some(thread), tcp, quic, ws, ws_tls, pin, dir })
+        Ok(InProcess { handle, thread: Some(thread), tcp, quic, ws, ws_tls, pin, dir, scratch })
     }
 
     /// A connector for `transport`, trusting exactly this server's key.
@@ -199,13 +210,14 @@ impl InProcess {
         if let Some(dir) = self.dir.take() {
             let _ = std::fs::remove_dir_all(dir);
         }
+        drop(self.scratch.take());
         summary
     }
 }
 
 impl Drop for InProcess {
     fn drop(&mut self) {
-        if self.thread.is_some() || self.dir.is_some() {
+        if self.thread.is_some() || self.dir.is_some() || self.scratch.is_some() {
             self.shutdown(Duration::from_secs(5));
         }
     }

@@ -87,3 +87,23 @@ fn ws_and_wss_mp_closed_loop() {
         assert_eq!(r.to_json()["transport"], if ws_tls { "wss" } else { "ws" });
     }
 }
+
+/// The PostgreSQL store on a PostgreSQL of the test's own (skipped without
+/// one unless `CONFAB_REQUIRE_CLUSTER=1`): the scratch database is made and
+/// dropped.
+#[test]
+fn tcp_mp_closed_loop_on_the_postgresql_store() {
+    let Some(pg) = confab_tests::postgres::TempPostgres::start("bench-smoke") else { return };
+    let config = BenchConfig {
+        store: confab_bench::StoreKind::Postgres,
+        postgres_url: Some(pg.url()),
+        ..tiny(Transport::Tcp, Scenario::Mp, Mode::Closed)
+    };
+    let r = run(&config).expect("run");
+    check(&r);
+    assert_eq!(r.latency.count, r.acked, "{r}");
+    let mut client = postgres::Client::connect(&pg.url(), postgres::NoTls).unwrap();
+    let left: i64 =
+        client.query_one("SELECT count(*) FROM pg_database WHERE datname LIKE 'confab_bench_%'", &[]).unwrap().get(0);
+    assert_eq!(left, 0, "the scratch database is dropped");
+}
