@@ -87,6 +87,7 @@ mod lock;
 mod pg;
 mod schema;
 mod sync;
+mod tally;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -103,6 +104,7 @@ pub use lock::{DirLock, LOCK_FILE};
 pub use pg::{MIGRATIONS, PgStore};
 pub use sync::Fsync;
 use sync::Syncer;
+use tally::Tally;
 
 /// The database file's name in the data directory.
 pub const DB_FILE: &str = "confab.db";
@@ -157,15 +159,8 @@ fn used_before(dir: &Path) -> Option<String> {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
-    state: State,
-    /// The last committed record, as `meta` records it.
-    head: Head,
-    /// Changes in the log after the snapshot.
-    log_len: u64,
-    /// Changes the snapshot covers that are still in the log, oldest and
-    /// newest: each commit deletes a few ([`Store::commit`]).
-    covered: Option<(i64, i64)>,
-    compact_every: u64,
+    /// The state, the head (as `meta` records it) and the log's bookkeeping.
+    tally: Tally,
     /// How commits are made durable.
     fsync: Fsync,
     /// Syncs the WAL every interval ([`Fsync::Interval`] only).
@@ -177,9 +172,9 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
             .field("path", &self.path)
-            .field("head_seq", &self.head.seq)
-            .field("log_len", &self.log_len)
-            .field("compact_every", &self.compact_every)
+            .field("head_seq", &self.tally.head.seq)
+            .field("log_len", &self.tally.log_len)
+            .field("compact_every", &self.tally.compact_every)
             .field("fsync", &self.fsync)
             .field("lock", &self.lock.path())
             .finish_non_exhaustive()
@@ -245,19 +240,7 @@ impl Store {
             return Err(lost("empty"));
         }
         let (format, loaded) = Store::start(&conn, &path, config, Opening { write: true, may_create })?;
-        let Loaded { state, head, log_len, covered_from } = loaded;
-        let mut store = Store {
-            conn,
-            path,
-            state,
-            head,
-            log_len,
-            covered: covered_from.map(|from| (from, head.seq - log_len as i64)),
-            compact_every: DEFAULT_COMPACT_EVERY,
-            fsync: Fsync::Always,
-            syncer: None,
-            lock,
-        };
+        let mut store = Store { conn, path, tally: Tally::loaded(loaded), fsync: Fsync::Always, syncer: None, lock };
         if format < FORMAT_VERSION {
             store.write_snapshot(true)?;
         }
@@ -266,7 +249,7 @@ impl Store {
             path: store.path.clone(),
             source,
         })?;
-        let state = store.state.clone();
+        let state = store.tally.state.clone();
         Ok((store, state))
     }
 
@@ -335,7 +318,7 @@ impl Store {
         }
         let records = log_records(changes)?;
         let path = &self.path;
-        let mut head = self.head;
+        let mut head = self.tally.head;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(path))?;
         {
             let mut insert =
@@ -348,7 +331,7 @@ impl Store {
         }
         // Twice as many covered changes deleted as logged: the log shrinks back to
         // what the snapshot does not cover well before the next compaction.
-        let covered = match trim(self.covered, records.len()) {
+        let covered = match trim(self.tally.covered, records.len()) {
             Some(((from, end), left)) => {
                 tx.prepare_cached("DELETE FROM changes WHERE seq BETWEEN ?1 AND ?2")
                     .and_then(|mut delete| delete.execute(params![from, end]))
@@ -362,13 +345,7 @@ impl Store {
         if let Some(syncer) = &self.syncer {
             syncer.dirtied();
         }
-        self.head = head;
-        self.covered = covered;
-        self.log_len += records.len() as u64;
-        for change in changes {
-            self.state.apply(change);
-        }
-        if self.log_len >= self.compact_every {
+        if self.tally.committed(head, covered, records.len(), changes) {
             self.compact()?;
         }
         Ok(())
@@ -386,8 +363,8 @@ impl Store {
     /// deleted and the snapshot as the head; with `migrate`, first this
     /// format's tables in place of an older format's: one transaction.
     fn write_snapshot(&mut self, migrate: bool) -> Result<(), StoreError> {
-        let state = postcard::to_stdvec(&self.state).map_err(StoreError::Encode)?;
-        let upto = self.head.seq;
+        let state = postcard::to_stdvec(&self.tally.state).map_err(StoreError::Encode)?;
+        let upto = self.tally.head.seq;
         let head = Head { seq: upto, sum: snapshot_sum(upto, &state) };
         let path = &self.path;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(path))?;
@@ -405,12 +382,8 @@ impl Store {
         }
         schema::set_head(&tx, path, &head)?;
         tx.commit().map_err(sql(path))?;
-        if !migrate {
-            // The changes the snapshot covers go a few per commit, not all in this one.
-            self.covered = covered_by_snapshot(self.covered, upto, self.log_len);
-        }
-        self.head = head;
-        self.log_len = 0;
+        // Outside a migration, the changes the snapshot covers go a few per commit, not all in this one.
+        self.tally.snapshotted(head, migrate);
         Ok(())
     }
 
@@ -447,32 +420,32 @@ impl Store {
 
     /// Sets how many logged changes trigger a snapshot (at least 1).
     pub fn set_compact_every(&mut self, changes: u64) {
-        self.compact_every = changes.max(1);
+        self.tally.compact_every = changes.max(1);
     }
 
     /// How many logged changes trigger a snapshot.
     #[must_use]
     pub fn compact_every(&self) -> u64 {
-        self.compact_every
+        self.tally.compact_every
     }
 
     /// Changes in the log after the last snapshot.
     #[must_use]
     pub fn log_len(&self) -> u64 {
-        self.log_len
+        self.tally.log_len
     }
 
     /// Changes the snapshot covers that the log still holds (compaction
     /// leaves them to the commits after it).
     #[must_use]
     pub fn covered_len(&self) -> u64 {
-        self.covered.map_or(0, |(from, to)| (to - from + 1) as u64)
+        self.tally.covered_len()
     }
 
     /// Everything committed so far.
     #[must_use]
     pub fn state(&self) -> &State {
-        &self.state
+        &self.tally.state
     }
 
     /// The database file.

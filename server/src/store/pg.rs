@@ -39,7 +39,8 @@ use postgres::{Client, IsolationLevel, NoTls};
 
 use super::check::{Head, Loaded, Replay, change_sum, snapshot_sum};
 use super::error::{Damage, StoreError, damaged};
-use super::{DEFAULT_COMPACT_EVERY, FORMAT_VERSION, Init, covered_by_snapshot, log_records, trim};
+use super::tally::Tally;
+use super::{FORMAT_VERSION, Init, log_records, trim};
 
 /// The schema, one migration per version (`confab_schema` records the
 /// versions applied). Never edit one that shipped: add the next.
@@ -90,11 +91,8 @@ pub struct PgStore {
     connect: postgres::Config,
     /// The URL without its password, for messages and errors.
     label: PathBuf,
-    state: State,
-    head: Head,
-    log_len: u64,
-    covered: Option<(i64, i64)>,
-    compact_every: u64,
+    /// The state, the head and the log's bookkeeping.
+    tally: Tally,
     reconnect_for: Duration,
 }
 
@@ -102,9 +100,9 @@ impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgStore")
             .field("url", &self.label)
-            .field("head", &self.head.seq)
-            .field("log_len", &self.log_len)
-            .field("compact_every", &self.compact_every)
+            .field("head", &self.tally.head.seq)
+            .field("log_len", &self.tally.log_len)
+            .field("compact_every", &self.tally.compact_every)
             .finish_non_exhaustive()
     }
 }
@@ -153,19 +151,9 @@ impl PgStore {
             return Err(StoreError::PostgresEmpty { url: label, data: data.to_owned(), evidence, sqlite });
         }
         migrate(&mut client, &label)?;
-        let Loaded { state, head, log_len, covered_from } = load(&mut client, &label, config)?;
-        let store = PgStore {
-            client,
-            pid,
-            connect,
-            covered: covered_from.map(|from| (from, head.seq - log_len as i64)),
-            label,
-            state: state.clone(),
-            head,
-            log_len,
-            compact_every: DEFAULT_COMPACT_EVERY,
-            reconnect_for: Duration::from_secs(60),
-        };
+        let tally = Tally::loaded(load(&mut client, &label, config)?);
+        let state = tally.state.clone();
+        let store = PgStore { client, pid, connect, label, tally, reconnect_for: Duration::from_secs(60) };
         Ok((store, state))
     }
 
@@ -183,7 +171,7 @@ impl PgStore {
             return Ok(());
         }
         let records = log_records(changes)?;
-        let before = self.head;
+        let before = self.tally.head;
         let mut head = before;
         let (mut seqs, mut sums) = (Vec::with_capacity(records.len()), Vec::with_capacity(records.len()));
         for record in &records {
@@ -192,7 +180,7 @@ impl PgStore {
             seqs.push(seq);
             sums.push(head.sum.to_vec());
         }
-        let ((trim_from, trim_to), covered) = trim(self.covered, records.len()).unwrap_or(((1, 0), None));
+        let ((trim_from, trim_to), covered) = trim(self.tally.covered, records.len()).unwrap_or(((1, 0), None));
         self.write("commit a turn to", before, head, |client| {
             let params: [&(dyn postgres::types::ToSql + Sync); 9] = [
                 &head.seq,
@@ -207,13 +195,7 @@ impl PgStore {
             ];
             client.query_one(COMMIT, &params)
         })?;
-        self.head = head;
-        self.covered = covered;
-        self.log_len += records.len() as u64;
-        for change in changes {
-            self.state.apply(change);
-        }
-        if self.log_len >= self.compact_every {
+        if self.tally.committed(head, covered, records.len(), changes) {
             self.compact()?;
         }
         Ok(())
@@ -226,15 +208,13 @@ impl PgStore {
     /// # Errors
     /// As [`commit`](Self::commit).
     pub fn compact(&mut self) -> Result<(), StoreError> {
-        let state = postcard::to_stdvec(&self.state).map_err(StoreError::Encode)?;
-        let before = self.head;
+        let state = postcard::to_stdvec(&self.tally.state).map_err(StoreError::Encode)?;
+        let before = self.tally.head;
         let head = Head { seq: before.seq, sum: snapshot_sum(before.seq, &state) };
         self.write("write a snapshot to", before, head, |client| {
             client.query_one(SNAPSHOT, &[&head.seq, &&head.sum[..], &&before.sum[..], &state.as_slice()])
         })?;
-        self.covered = covered_by_snapshot(self.covered, head.seq, self.log_len);
-        self.head = head;
-        self.log_len = 0;
+        self.tally.snapshotted(head, false);
         Ok(())
     }
 
@@ -330,7 +310,7 @@ impl PgStore {
 
     /// Another writer moved the head.
     fn moved(&self) -> StoreError {
-        damaged(&self.label, Damage::HeadMismatch { last: self.head.seq, committed: -1 })
+        damaged(&self.label, Damage::HeadMismatch { last: self.tally.head.seq, committed: -1 })
     }
 
     fn pg(&self, action: &'static str) -> impl Fn(postgres::Error) -> StoreError + '_ {
@@ -339,13 +319,13 @@ impl PgStore {
 
     /// Sets how many logged changes trigger a snapshot (at least 1).
     pub fn set_compact_every(&mut self, changes: u64) {
-        self.compact_every = changes.max(1);
+        self.tally.compact_every = changes.max(1);
     }
 
     /// How many logged changes trigger a snapshot.
     #[must_use]
     pub fn compact_every(&self) -> u64 {
-        self.compact_every
+        self.tally.compact_every
     }
 
     /// How long a commit waits for a lost connection to come back before it fails.
@@ -356,19 +336,19 @@ impl PgStore {
     /// Changes in the log after the last snapshot.
     #[must_use]
     pub fn log_len(&self) -> u64 {
-        self.log_len
+        self.tally.log_len
     }
 
     /// Changes the snapshot covers that the log still holds.
     #[must_use]
     pub fn covered_len(&self) -> u64 {
-        self.covered.map_or(0, |(from, to)| (to - from + 1) as u64)
+        self.tally.covered_len()
     }
 
     /// Everything committed so far.
     #[must_use]
     pub fn state(&self) -> &State {
-        &self.state
+        &self.tally.state
     }
 
     /// The database's URL without its password.
