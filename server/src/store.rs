@@ -359,9 +359,9 @@ impl Store {
         self.write_snapshot(false)
     }
 
-    /// A snapshot of the loaded state with its sum, the log it covers
-    /// deleted and the snapshot as the head; with `migrate`, first this
-    /// format's tables in place of an older format's: one transaction.
+    /// A snapshot of the state with its sum, and the snapshot as the head;
+    /// with `migrate`, first this format's tables in place of an older
+    /// format's and the log it covers deleted: one transaction.
     fn write_snapshot(&mut self, migrate: bool) -> Result<(), StoreError> {
         let state = postcard::to_stdvec(&self.tally.state).map_err(StoreError::Encode)?;
         let upto = self.tally.head.seq;

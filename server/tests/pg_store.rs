@@ -15,6 +15,13 @@ fn sql(pg: &TempPostgres) -> postgres::Client {
     postgres::Client::connect(&pg.url(), postgres::NoTls).expect("connect")
 }
 
+/// Every session of the store's database but this one's is killed.
+fn cut_every_connection(pg: &TempPostgres) {
+    let query = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE pid <> pg_backend_pid() AND datname = 'postgres'";
+    sql(pg).execute(query, &[]).unwrap();
+}
+
 fn count(pg: &TempPostgres, query: &str) -> i64 {
     sql(pg).query_one(query, &[]).expect("query").get(0)
 }
@@ -60,9 +67,7 @@ fn pg_has_one_writer_and_a_commit_never_overwrites_another_writers() {
     assert!(err.to_string().contains("another confab-server"), "{err}");
 
     // The first is cut off (its connection killed); a second node takes over and commits.
-    sql(&pg)
-        .execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND datname = 'postgres'", &[])
-        .unwrap();
+    cut_every_connection(&pg);
     let (mut second, loaded) = PgStore::open(&pg.url(), &config()).unwrap();
     assert_eq!(loaded, applied(&net.turns[..1]));
     second.commit(&net.turns[1]).unwrap();
@@ -82,7 +87,7 @@ fn pg_a_lost_connection_is_waited_out_and_nothing_is_lost_or_doubled() {
     store.commit(&net.turns[0]).unwrap();
     // Every connection cut: the next commit reconnects, finds the head it
     // left, and commits.
-    sql(&pg).execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND datname = 'postgres'", &[]).unwrap();
+    cut_every_connection(&pg);
     store.commit(&net.turns[1]).unwrap();
     // PostgreSQL itself crashes and comes back.
     pg.restart();

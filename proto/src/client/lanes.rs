@@ -4,12 +4,13 @@
 //! `user_message`, `mp_closed`) travels in one lane numbered by a sequence
 //! that only grows. The server replays every unacknowledged item at each
 //! login, so the client drops sequence numbers it has already delivered and
-//! acknowledges the highest one per peer once per input batch, duplicates
-//! included (an acknowledgement lost with a connection is sent again when the
-//! replay shows it did not land). The client sends those acknowledgements
-//! after a short delay or a count of items, whichever comes first
-//! ([`ClientConfig::ack_delay`](super::ClientConfig::ack_delay)). Room messages are not acknowledged; they
-//! are only deduplicated against the last sequence number seen per room.
+//! acknowledges the highest one per peer, duplicates included (an
+//! acknowledgement lost with a connection is sent again when the replay
+//! shows it did not land), after a short delay or a count of items,
+//! whichever comes first
+//! ([`ClientConfig::ack_delay`](super::ClientConfig::ack_delay)). Room
+//! messages are not acknowledged; they are only deduplicated against the
+//! last sequence number seen per room.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -134,7 +135,7 @@ impl Lanes {
 
     /// Lane items received since the acknowledgements last went out (0: none is due).
     pub(crate) fn due_items(&self) -> usize {
-        if self.due.is_empty() { 0 } else { self.due_items }
+        self.due_items
     }
 
     /// The acknowledgements due: each peer with its highest delivered sequence number.

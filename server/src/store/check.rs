@@ -63,11 +63,11 @@ pub(super) struct Loaded {
 }
 
 /// The snapshot, then every change after it, checked (format 4; the
-/// changes the snapshot covers are not read: they are deleted a few at a
-/// time by the commits after a compaction; the
 /// checksums and the head are skipped for older formats, which have none,
-/// but the log must still be contiguous). Run in one read transaction, so
-/// that a concurrent compaction cannot show a torn store.
+/// but the log must still be contiguous). Changes the snapshot covers are
+/// not read: the commits after a compaction delete them a few at a time.
+/// Run in one read transaction, so that a concurrent compaction cannot show
+/// a torn store.
 pub(super) fn load(conn: &Connection, path: &Path, config: &ServerConfig, format: u32) -> Result<Loaded, StoreError> {
     let checked = format >= 4;
     let committed = if checked { Some(schema::head(conn, path)?) } else { None };

@@ -5,8 +5,8 @@
 //! The same records (format [`FORMAT_VERSION`]: postcard changes with
 //! chained SHA-256 sums, a snapshot, the head) in four tables, created and
 //! upgraded by numbered migrations at start ([`MIGRATIONS`], recorded in
-//! `confab_schema`, run under an advisory lock so that two nodes starting
-//! together migrate once). Loading runs the SQLite store's checks
+//! `confab_schema`, run by the node that holds the writer's lock, so two
+//! nodes starting together migrate once). Loading runs the SQLite store's checks
 //! ([`Replay`](super::check::Replay)) in one repeatable-read transaction.
 //!
 //! - **Durability.** A commit is one statement, so one transaction:
@@ -52,8 +52,6 @@ pub const MIGRATIONS: &[&str] = &["CREATE TABLE confab_meta (key text PRIMARY KE
                                    state bytea NOT NULL, sum bytea NOT NULL);
      CREATE TABLE confab_changes (seq bigint PRIMARY KEY, change bytea NOT NULL, sum bytea NOT NULL);"];
 
-/// The advisory lock a migration runs under (transaction scope).
-const MIGRATION_LOCK: i64 = 0x636f_6e66_6162_0001;
 /// The advisory lock of the node writing the store (session scope).
 const WRITER_LOCK: i64 = 0x636f_6e66_6162_0002;
 
@@ -310,7 +308,7 @@ impl PgStore {
 
     /// Another writer moved the head.
     fn moved(&self) -> StoreError {
-        damaged(&self.label, Damage::HeadMismatch { last: self.tally.head.seq, committed: -1 })
+        StoreError::Owned(self.label.clone())
     }
 
     fn pg(&self, action: &'static str) -> impl Fn(postgres::Error) -> StoreError + '_ {
@@ -479,11 +477,10 @@ fn pg_err<'a>(action: &'static str, label: &'a Path) -> impl Fn(postgres::Error)
     move |source| StoreError::Postgres { action, url: label.to_owned(), reason: describe(&source), source }
 }
 
-/// Applies the migrations the database lacks, under the migration lock.
+/// Applies the migrations the database lacks (the caller holds the writer's lock).
 fn migrate(client: &mut Client, label: &Path) -> Result<(), StoreError> {
     let err = pg_err("migrate the schema of", label);
     let mut tx = client.transaction().map_err(&err)?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).map_err(&err)?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS confab_schema (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
     )
