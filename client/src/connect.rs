@@ -4,9 +4,48 @@
 //! against the [`Link`] trait and the [`Connector`] trait, so tests drive the
 //! whole CLI logic over an in-process server and the program over TCP+TLS or
 //! QUIC or WebSocket. [`connect`] is the only place that knows the real transports.
+//!
+//! # Several server addresses (cluster mode)
+//!
+//! `--server` (and `CONFAB_SERVER`, and the server a profile remembers) may
+//! name several nodes of one service, separated by commas:
+//! `HOST:PORT,HOST:PORT,...`, or only `ws://` URLs, or only `wss://` URLs
+//! (one form per list: [`server_list`] refuses a mix, and names the element
+//! that is not an address). White space around an element is ignored; an
+//! empty element, or one listed twice, is refused. A comma always separates
+//! nodes (a WebSocket path cannot contain one).
+//!
+//! [`ConnectOpts`]'s [`Connector::connect`] tries the nodes in turn and
+//! keeps the first link that opens:
+//! - order ([`attempt_order`]): the node the last link of this
+//!   `ConnectOpts` went to ([`ConnectOpts::last`]) first, then the ones
+//!   after it in the list, wrapping around; before any link, the list's
+//!   order. A reconnection (`confab listen`) thus first tries the node that
+//!   served last, then the others;
+//! - a name that resolves to several addresses is tried address by
+//!   address, in the resolver's order;
+//! - each attempt has its own timeout (10 s for a TCP or WebSocket connect
+//!   and handshake). Over QUIC, where a dead port sends no refusal, a first
+//!   pass gives each address a short handshake (1 s) and then looks for an
+//!   ICMP "port unreachable" ([`ConnectError::NothingListens`]); only the
+//!   addresses that stayed silent get the rest of the 10 s, in a second
+//!   pass. A dead node before a live one so costs about 2 s, not 10;
+//! - a key other than the pinned one ([`ConnectError::KeyChanged`]) ends
+//!   the search at once: it is a security event (someone in the middle, or
+//!   an operator who replaced the key), never skipped in favour of another
+//!   node. So do the errors of the configuration itself (no trust, a bad
+//!   pin or CA file, plain `ws://` to a host that is not loopback);
+//! - when every address fails, [`ConnectError::Unreachable`] names each one
+//!   with its own reason (with a single address, its error as it is).
+//!
+//! All the nodes of a service must present the same key (the same TLS
+//! certificate, or certificates of one key pair): one pin (or one CA) is
+//! checked against every node, and `--trust-on-first-use` pins the key of
+//! the first node that answers. A node presenting another key is refused
+//! as a changed key.
 
 use std::fmt;
-use std::net::ToSocketAddrs as _;
+use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +57,9 @@ use confab_transports::{quic, tcp};
 
 /// The default server address.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:7700";
+
+/// Separates the nodes of a server list (`HOST:PORT,HOST:PORT`).
+pub const SEPARATOR: char = ',';
 
 /// Which transport carries the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
@@ -64,7 +106,9 @@ pub enum Trust {
 /// Where and how to connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectOpts {
-    /// `HOST:PORT`, or a `ws://` / `wss://` URL (which implies [`Transport::Ws`]).
+    /// `HOST:PORT`, or a `ws://` / `wss://` URL (which implies
+    /// [`Transport::Ws`]), or several of one form separated by commas: the
+    /// nodes of one service ([`server_list`]).
     pub server: String,
     /// TCP or QUIC.
     pub transport: Transport,
@@ -72,6 +116,11 @@ pub struct ConnectOpts {
     pub trust: Trust,
     /// The pin trusted on first use, until taken ([`Connector::take_first_use`]).
     pub first_use: Option<String>,
+    /// The position in [`server_list`] of the node the last link went to
+    /// (the first node that answered the probe, with trust on first use):
+    /// the next connection tries it first ([`attempt_order`]). `None`: no
+    /// link yet.
+    pub last: Option<usize>,
 }
 
 impl Default for ConnectOpts {
@@ -81,6 +130,7 @@ impl Default for ConnectOpts {
             transport: Transport::Tcp,
             trust: Trust::Unset,
             first_use: None,
+            last: None,
         }
     }
 }
@@ -93,6 +143,15 @@ pub enum ConnectError {
         "bad server address {0:?}: expected HOST:PORT, for example 127.0.0.1:7700 (or ws://HOST:PORT, wss://HOST:PORT for WebSocket)"
     )]
     BadAddress(String),
+    /// A `--server` list (`HOST:PORT,HOST:PORT,...`) with an element that is
+    /// not an address, an empty element, one listed twice, or a mix of forms.
+    #[error("bad server list {list:?}: {problem}")]
+    BadList {
+        /// The list as given.
+        list: String,
+        /// What is wrong, naming the element.
+        problem: String,
+    },
     /// Neither `--pin` nor `--ca`, and none remembered by the profile.
     #[error(
         "no way to authenticate the server: no --pin or --ca given, and the profile remembers none (it does after a `register` or `login`)"
@@ -122,6 +181,13 @@ pub enum ConnectError {
         /// The address.
         server: String,
     },
+    /// Every address of the server (every node of a list, every address a
+    /// name resolves to) failed; each error names its address.
+    #[error("cannot connect to any address of the server ({} tried): {}", .tried.len(), numbered(.tried))]
+    Unreachable {
+        /// One error per address tried, in the order they were tried.
+        tried: Vec<ConnectError>,
+    },
     /// The server presented a key other than the pinned one.
     #[error("the key of {server} changed: {detail}")]
     KeyChanged {
@@ -138,7 +204,7 @@ pub enum ConnectError {
         /// The address as given.
         server: String,
         /// What it resolved to.
-        addr: std::net::SocketAddr,
+        addr: SocketAddr,
     },
     /// `--pin` is not a pin.
     #[error("bad --pin: {0}")]
@@ -148,12 +214,23 @@ pub enum ConnectError {
     Tls(String),
 }
 
+/// `1) first; 2) second; ...`
+fn numbered(errors: &[ConnectError]) -> String {
+    let items: Vec<String> = errors.iter().enumerate().map(|(i, e)| format!("{}) {e}", i + 1)).collect();
+    items.join("; ")
+}
+
 impl ConnectError {
     /// What the user can do about it.
     #[must_use]
     pub fn hint(&self) -> &'static str {
         match self {
-            ConnectError::BadAddress(_) => "pass --server HOST:PORT",
+            ConnectError::BadAddress(_) => {
+                "pass --server HOST:PORT (or the nodes of one service as HOST:PORT,HOST:PORT,...)"
+            }
+            ConnectError::BadList { .. } => {
+                "pass the nodes of one service separated by commas, all of one form: HOST:PORT,HOST:PORT,... (the transport comes from --transport), or only ws:// URLs, or only wss:// URLs"
+            }
             ConnectError::NoTrust => {
                 "get the server's pin from its operator (the server prints it at start and keeps it in DATA/server.pin) and pass --pin PIN or set CONFAB_PIN; or run `confab register USER --trust-on-first-use` (or `login`) to trust the key the server presents now, then compare the pin it prints with the operator's"
             }
@@ -162,8 +239,11 @@ impl ConnectError {
             ConnectError::NothingListens { .. } => {
                 "check that the server runs, and the address and port (its QUIC listener: --quic-listen or --listen)"
             }
+            ConnectError::Unreachable { .. } => {
+                "no address of the server took the connection, each for the reason given: check that at least one node of the service runs and listens on its address and transport (--transport), and that --server (or CONFAB_SERVER) lists its current nodes"
+            }
             ConnectError::KeyChanged { .. } => {
-                "the server presents another key than your pin: if its operator replaced the key (a new data directory or certificate), get the new pin from them (DATA/server.pin) and pass it with --pin (or CONFAB_PIN) and --switch-server; otherwise do not connect, someone may be in the middle"
+                "the server presents another key than your pin: if its operator replaced the key (a new data directory or certificate), get the new pin from them (DATA/server.pin) and pass it with --pin (or CONFAB_PIN) and --switch-server; with several nodes, every node must present the same key; otherwise do not connect, someone may be in the middle"
             }
             ConnectError::PlainWsNotLoopback { .. } => {
                 "use wss://HOST:PORT (TLS, with --pin or --ca), or --transport tcp or quic; plain ws:// is for a server on this machine"
@@ -179,8 +259,14 @@ pub trait Connector {
     /// A new, connected link.
     fn connect(&mut self) -> Result<Box<dyn Link>, ConnectError>;
 
-    /// `HOST:PORT` of the server (names the profile).
+    /// `HOST:PORT` of the server, or the list of its nodes (names the profile).
     fn server(&self) -> &str;
+
+    /// The node (one element of [`Connector::server`]) the last link that
+    /// opened went to; `None` before any, or when the connector cannot tell.
+    fn connected_to(&self) -> Option<&str> {
+        None
+    }
 
     /// How the server is trusted (what a profile remembers; `Unset` for a test double).
     fn trust(&self) -> Trust {
@@ -194,17 +280,27 @@ pub trait Connector {
 }
 
 impl Connector for ConnectOpts {
+    /// Tries the nodes in turn, from the one that served last ([`attempt_order`]),
+    /// and remembers which one took the link.
     fn connect(&mut self) -> Result<Box<dyn Link>, ConnectError> {
         if self.trust == Trust::FirstUse {
-            let pin = probe_pin(self)?;
+            let (pin, node) = probe_pin(self)?;
             self.trust = Trust::Pin(pin.clone());
             self.first_use = Some(pin);
+            // The real connection goes to the node whose key was pinned first.
+            self.last = Some(node);
         }
-        connect(self)
+        let (node, link) = open(self).map_err(|failed| failed.error)?;
+        self.last = Some(node);
+        Ok(link)
     }
 
     fn server(&self) -> &str {
         &self.server
+    }
+
+    fn connected_to(&self) -> Option<&str> {
+        self.last.and_then(|i| split_servers(&self.server).nth(i))
     }
 
     fn trust(&self) -> Trust {
@@ -216,21 +312,22 @@ impl Connector for ConnectOpts {
     }
 }
 
-/// The pin of the key the server presents: a handshake against a pin no key
-/// has (all zeros) fails with the presented key's pin in its error; the real
-/// connection is then made with that pin, so the server must prove it holds
-/// the key, as with any pin.
-fn probe_pin(opts: &ConnectOpts) -> Result<String, ConnectError> {
+/// The pin of the key the server presents, and which node presented it: a
+/// handshake against a pin no key has (all zeros) fails with the presented
+/// key's pin in its error, at the first node that answers (the others are
+/// tried as for any connection); the real connection is then made with
+/// that pin, so the server must prove it holds the key, as with any pin.
+fn probe_pin(opts: &ConnectOpts) -> Result<(String, usize), ConnectError> {
     let zeros = format!("sha256//{}=", "A".repeat(43));
     let probe = ConnectOpts { trust: Trust::Pin(zeros), first_use: None, ..opts.clone() };
-    match connect(&probe) {
-        Err(ConnectError::KeyChanged { detail, .. }) => detail
+    match open(&probe) {
+        Err(Failed { node: Some(node), error: ConnectError::KeyChanged { detail, .. } }) => detail
             .strip_prefix("server key ")
             .and_then(|d| d.split_whitespace().next())
-            .map(str::to_owned)
+            .map(|pin| (pin.to_owned(), node))
             .ok_or_else(|| ConnectError::Tls(format!("cannot read the server's key: {detail}"))),
-        Err(e) => Err(e),
-        Ok(_) if ws_url(opts).is_some_and(|u| !u.tls) => Err(ConnectError::Tls(
+        Err(failed) => Err(failed.error),
+        Ok((node, _)) if node_ws_url(&probe, node).is_some_and(|u| !u.tls) => Err(ConnectError::Tls(
             "plain ws:// has no TLS, so there is no key to trust: connect over wss://, tcp or quic to pin the server"
                 .into(),
         )),
@@ -238,42 +335,46 @@ fn probe_pin(opts: &ConnectOpts) -> Result<String, ConnectError> {
     }
 }
 
-/// Checks the options and opens a link over the chosen transport.
+/// Checks the options and opens a link over the chosen transport, to the
+/// first node of the list that takes it ([`attempt_order`]).
 pub fn connect(opts: &ConnectOpts) -> Result<Box<dyn Link>, ConnectError> {
-    check_address(&opts.server)?;
-    let plain_ws = ws_url(opts).is_some_and(|u| !u.tls);
-    if matches!(opts.trust, Trust::Unset | Trust::FirstUse) && !(plain_ws && opts.trust == Trust::Unset) {
-        return Err(ConnectError::NoTrust);
-    }
-    if let Trust::Ca(path) = &opts.trust
-        && let Err(source) = std::fs::metadata(path)
-    {
-        return Err(ConnectError::Ca { path: path.clone(), source });
-    }
-    open_transport(opts)
+    open(opts).map(|(_, link)| link).map_err(|failed| failed.error)
 }
 
 /// The WebSocket URL a connection goes to: `--server` when it is one;
 /// else, for [`Transport::Ws`], `HOST:PORT` gives `ws://HOST:PORT+2/confab`
 /// on a loopback host (the server's default: plain on loopback, port + 2)
-/// and `wss://HOST:PORT+2/confab` elsewhere. `None`: not WebSocket.
+/// and `wss://HOST:PORT+2/confab` elsewhere. `None`: not WebSocket. Of a
+/// list, the first node's.
 #[must_use]
 pub fn ws_url(opts: &ConnectOpts) -> Option<WsUrl> {
-    if let Ok(url) = opts.server.parse::<WsUrl>() {
+    node_ws_url(opts, 0)
+}
+
+/// [`ws_url`] of the node at `index` in `opts.server`.
+fn node_ws_url(opts: &ConnectOpts, index: usize) -> Option<WsUrl> {
+    let server = split_servers(&opts.server).nth(index)?;
+    if let Ok(url) = server.parse::<WsUrl>() {
         return Some(url);
     }
     if opts.transport != Transport::Ws {
         return None;
     }
-    let (host, port) = opts.server.rsplit_once(':')?;
+    let (host, port) = server.rsplit_once(':')?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let port = port.parse::<u16>().ok()?.checked_add(2)?;
     let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
     Some(WsUrl { tls: !loopback, host: host.to_owned(), port, path: ws::PATH.to_owned() })
 }
 
-/// `HOST:PORT` with a numeric port, or a `ws://` / `wss://` URL.
+/// `HOST:PORT` with a numeric port, or a `ws://` / `wss://` URL; or a list
+/// of them separated by commas ([`server_list`]).
 pub fn check_address(server: &str) -> Result<(), ConnectError> {
+    server_list(server).map(drop)
+}
+
+/// One address: `HOST:PORT` with a numeric port, or a `ws://` / `wss://` URL.
+fn check_one(server: &str) -> Result<(), ConnectError> {
     if server.starts_with("ws://") || server.starts_with("wss://") {
         return server.parse::<WsUrl>().map(|_| ()).map_err(|_| ConnectError::BadAddress(server.to_owned()));
     }
@@ -285,11 +386,116 @@ pub fn check_address(server: &str) -> Result<(), ConnectError> {
     Ok(())
 }
 
+/// The form of one address: a list holds only one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    HostPort,
+    Ws,
+    Wss,
+}
+
+impl Form {
+    fn of(server: &str) -> Form {
+        if server.starts_with("wss://") {
+            Form::Wss
+        } else if server.starts_with("ws://") {
+            Form::Ws
+        } else {
+            Form::HostPort
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Form::HostPort => "HOST:PORT",
+            Form::Ws => "a plain ws:// URL",
+            Form::Wss => "a wss:// URL",
+        }
+    }
+}
+
+/// The elements of a server value split at commas, white space around each
+/// trimmed; not checked (see [`server_list`]).
+pub fn split_servers(server: &str) -> impl Iterator<Item = &str> {
+    server.split(SEPARATOR).map(str::trim)
+}
+
+/// The nodes a server value names, checked: one address ([`check_address`]'s
+/// error, [`ConnectError::BadAddress`], if it is not one), or several
+/// separated by commas, each an address, none empty or listed twice, all
+/// `HOST:PORT` or all `ws://` URLs or all `wss://` URLs (else
+/// [`ConnectError::BadList`], naming the element). White space around an
+/// element is dropped.
+pub fn server_list(server: &str) -> Result<Vec<String>, ConnectError> {
+    if !server.contains(SEPARATOR) {
+        let one = server.trim();
+        check_one(one).map_err(|_| ConnectError::BadAddress(server.to_owned()))?;
+        return Ok(vec![one.to_owned()]);
+    }
+    let bad = |problem: String| ConnectError::BadList { list: server.to_owned(), problem };
+    let mut nodes: Vec<String> = Vec::new();
+    for (i, element) in split_servers(server).enumerate() {
+        let n = i + 1;
+        if element.is_empty() {
+            return Err(bad(format!("element {n} is empty (a comma too many?)")));
+        }
+        if check_one(element).is_err() {
+            return Err(bad(format!(
+                "element {n}, {element:?}, is not HOST:PORT (for example 127.0.0.1:7700) nor a ws:// or wss:// URL"
+            )));
+        }
+        if nodes.iter().any(|node| node == element) {
+            return Err(bad(format!("{element} is listed twice")));
+        }
+        if let Some(first) = nodes.first()
+            && Form::of(first) != Form::of(element)
+        {
+            return Err(bad(format!(
+                "it mixes forms: {first:?} is {} but {element:?} is {}",
+                Form::of(first).name(),
+                Form::of(element).name()
+            )));
+        }
+        nodes.push(element.to_owned());
+    }
+    Ok(nodes)
+}
+
+/// The server value as the client keeps it: [`server_list`]'s nodes joined
+/// by commas (no white space), so that one list is always written the same.
+pub fn normalize_server(server: &str) -> Result<String, ConnectError> {
+    Ok(server_list(server)?.join(","))
+}
+
+/// Whether two server values name the same nodes, whatever their order
+/// (the order only says which node to try first): a list is the same
+/// server as itself reordered, and another server once a node is added or
+/// removed.
+#[must_use]
+pub fn same_server(a: &str, b: &str) -> bool {
+    fn sorted(s: &str) -> Vec<&str> {
+        let mut nodes: Vec<&str> = split_servers(s).collect();
+        nodes.sort_unstable();
+        nodes
+    }
+    sorted(a) == sorted(b)
+}
+
+/// The order in which the `len` nodes of a list are tried: from the one at
+/// `last` (the node of the last link), then the ones after it, wrapping
+/// around; from the first without a `last` (or with one out of the list).
+#[must_use]
+pub fn attempt_order(len: usize, last: Option<usize>) -> Vec<usize> {
+    let start = last.filter(|&i| i < len).unwrap_or(0);
+    (0..len).map(|k| (start + k) % len).collect()
+}
+
 /// How long a connection (TCP + TLS handshake, or QUIC handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The first QUIC handshake attempt: past it, a closed port is looked for
-/// ([`port_unreachable`]) before the rest of [`CONNECT_TIMEOUT`] is spent.
+/// ([`port_unreachable`]) before the rest of [`CONNECT_TIMEOUT`] is spent
+/// (after the other addresses had their first attempt).
 const QUIC_FIRST_ATTEMPT: Duration = Duration::from_secs(1);
 
 /// Whether the host at `addr` says (ICMP port unreachable) that nothing
@@ -297,8 +503,8 @@ const QUIC_FIRST_ATTEMPT: Duration = Duration::from_secs(1);
 /// it) on a connected UDP socket, whose next receive fails with
 /// `ConnectionRefused` when the ICMP error arrives. No answer (a server that
 /// listens, or a network that drops ICMP) is `false`.
-fn port_unreachable(addr: std::net::SocketAddr) -> bool {
-    let local: std::net::SocketAddr = if addr.is_ipv4() {
+fn port_unreachable(addr: SocketAddr) -> bool {
+    let local: SocketAddr = if addr.is_ipv4() {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
@@ -338,71 +544,183 @@ pub fn classify(server: &str, transport: Transport, source: std::io::Error) -> C
     ConnectError::Io { server: server.to_owned(), transport, source }
 }
 
-/// Resolves the address, builds the TLS configuration from the trust
-/// flags and connects over the chosen transport.
-fn open_transport(opts: &ConnectOpts) -> Result<Box<dyn Link>, ConnectError> {
-    let url = ws_url(opts);
-    let transport = if url.is_some() { Transport::Ws } else { opts.transport };
-    let io = |source: std::io::Error| classify(&opts.server, transport, source);
-    let authority = url.as_ref().map_or_else(|| opts.server.clone(), WsUrl::authority);
-    if let Some(url) = url.as_ref().filter(|u| !u.tls) {
-        let addr = resolve(&authority).map_err(io)?;
-        if !addr.ip().is_loopback() {
-            return Err(ConnectError::PlainWsNotLoopback { server: opts.server.clone(), addr });
-        }
-        return Ok(Box::new(ws::connect(addr, url, None, CONNECT_TIMEOUT).map_err(io)?));
+/// Why [`open`] failed, and the node concerned when the error is one
+/// node's (a pin mismatch: [`probe_pin`] pins that node's key).
+#[derive(Debug)]
+struct Failed {
+    node: Option<usize>,
+    error: ConnectError,
+}
+
+impl From<ConnectError> for Failed {
+    fn from(error: ConnectError) -> Self {
+        Failed { node: None, error }
     }
-    let addr = authority
-        .to_socket_addrs()
-        .map_err(io)?
-        .next()
-        .ok_or_else(|| io(std::io::Error::new(std::io::ErrorKind::NotFound, "the name resolves to no address")))?;
-    let trust = match &opts.trust {
+}
+
+/// A QUIC address that did not answer a first, short handshake (nor say
+/// "port unreachable"): it gets the rest of the timeout in a second pass.
+struct Silent {
+    /// Its slot in the list of addresses tried (for its error, if it fails again).
+    slot: usize,
+    /// Its node's position in the list.
+    node: usize,
+    addr: SocketAddr,
+    /// The TLS server name.
+    name: String,
+    /// The address in errors.
+    label: String,
+}
+
+/// One attempt at one address that did not give a link.
+enum Missed {
+    /// It failed, for this reason.
+    Failed(ConnectError),
+    /// QUIC: no answer to the short first handshake, and no "port
+    /// unreachable" either: worth the rest of the timeout, once every
+    /// other address had its first attempt.
+    Silent,
+}
+
+/// The rustls configuration of `trust` (`None`: nothing to trust).
+fn client_trust(trust: &Trust) -> Result<Option<ClientTrust>, ConnectError> {
+    Ok(Some(match trust {
         Trust::Pin(pin) => ClientTrust::Pin(pin.parse::<Pin>().map_err(|e| ConnectError::BadPin(e.to_string()))?),
         Trust::Ca(path) => {
             let pem = std::fs::read(path).map_err(|source| ConnectError::Ca { path: path.clone(), source })?;
             ClientTrust::Ca(tls::certificates_from_pem(&pem).map_err(|e| ConnectError::Tls(e.to_string()))?)
         }
-        Trust::Unset | Trust::FirstUse => return Err(ConnectError::NoTrust),
-    };
-    let config = tls::client_config(&trust).map_err(|e| ConnectError::Tls(e.to_string()))?;
-    let host = authority.rsplit_once(':').map_or(authority.as_str(), |(h, _)| h);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if let Some(url) = &url {
-        let config = tls::ws_client_config(&trust).map_err(|e| ConnectError::Tls(e.to_string()))?;
-        let tls = Some((tls::server_name(host), Arc::new(config)));
-        return Ok(Box::new(ws::connect(addr, url, tls, CONNECT_TIMEOUT).map_err(io)?));
-    }
-    Ok(match opts.transport {
-        Transport::Tcp => {
-            Box::new(tcp::connect(addr, tls::server_name(host), Arc::new(config), CONNECT_TIMEOUT).map_err(io)?)
-        }
-        Transport::Ws => unreachable!("a WebSocket URL was made above"),
-        Transport::Quic => {
-            let name = tls::server_name(host).to_str().into_owned();
-            // QUIC gets no refusal from a closed port (no RST): a first,
-            // short handshake attempt, and if it gets no answer, a look for
-            // an ICMP "port unreachable" before waiting any longer.
-            match quic::connect(addr, &name, config.clone(), QUIC_FIRST_ATTEMPT) {
-                Ok(link) => Box::new(link),
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                    if port_unreachable(addr) {
-                        return Err(ConnectError::NothingListens { server: opts.server.clone() });
-                    }
-                    Box::new(quic::connect(addr, &name, config, CONNECT_TIMEOUT - QUIC_FIRST_ATTEMPT).map_err(io)?)
-                }
-                Err(e) => return Err(io(e)),
-            }
-        }
-    })
+        Trust::Unset | Trust::FirstUse => return Ok(None),
+    }))
 }
 
-/// The first address `authority` (`HOST:PORT`) resolves to.
-fn resolve(authority: &str) -> std::io::Result<std::net::SocketAddr> {
-    authority
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "the name resolves to no address"))
+/// Checks the options, builds the TLS configuration from the trust flags,
+/// and tries the nodes ([`attempt_order`]), each address their names
+/// resolve to in turn, over the chosen transport: the node and the first
+/// link that opens, or why none did (see the module's documentation).
+fn open(opts: &ConnectOpts) -> Result<(usize, Box<dyn Link>), Failed> {
+    let nodes = server_list(&opts.server)?;
+    let urls: Vec<Option<WsUrl>> = (0..nodes.len()).map(|i| node_ws_url(opts, i)).collect();
+    let all_plain = urls.iter().all(|u| u.as_ref().is_some_and(|u| !u.tls));
+    if matches!(opts.trust, Trust::Unset | Trust::FirstUse) && !(all_plain && opts.trust == Trust::Unset) {
+        return Err(ConnectError::NoTrust.into());
+    }
+    if let Trust::Ca(path) = &opts.trust
+        && let Err(source) = std::fs::metadata(path)
+    {
+        return Err(ConnectError::Ca { path: path.clone(), source }.into());
+    }
+    let tls_error = |e: tls::TlsError| ConnectError::Tls(e.to_string());
+    let trust = if all_plain { None } else { client_trust(&opts.trust)? };
+    let config = trust.as_ref().map(tls::client_config).transpose().map_err(tls_error)?.map(Arc::new);
+    let wss = urls.iter().any(|u| u.as_ref().is_some_and(|u| u.tls));
+    let ws_config = match &trust {
+        Some(trust) if wss => Some(Arc::new(tls::ws_client_config(trust).map_err(tls_error)?)),
+        _ => None,
+    };
+
+    // One slot per address tried, in order: a silent QUIC address's is
+    // filled by the second pass.
+    let mut tried: Vec<Option<ConnectError>> = Vec::new();
+    let mut silent: Vec<Silent> = Vec::new();
+    for index in attempt_order(nodes.len(), opts.last) {
+        let server = &nodes[index];
+        let url = urls[index].as_ref();
+        let transport = if url.is_some() { Transport::Ws } else { opts.transport };
+        let authority = url.map_or_else(|| server.clone(), WsUrl::authority);
+        let addrs = match resolve_all(&authority) {
+            Ok(addrs) => addrs,
+            Err(source) => {
+                tried.push(Some(classify(server, transport, source)));
+                continue;
+            }
+        };
+        if url.is_some_and(|u| !u.tls)
+            && let Some(&addr) = addrs.iter().find(|a| !a.ip().is_loopback())
+        {
+            return Err(ConnectError::PlainWsNotLoopback { server: server.clone(), addr }.into());
+        }
+        let host = authority.rsplit_once(':').map_or(authority.as_str(), |(h, _)| h);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let several = addrs.len() > 1;
+        for addr in addrs {
+            // The address in errors: the node, and which of its name's addresses.
+            let label = if several { format!("{server} ({addr})") } else { server.clone() };
+            let io = |source: std::io::Error| classify(&label, transport, source);
+            let attempt: Result<Box<dyn Link>, Missed> = match (url, &config) {
+                (Some(url), _) if !url.tls => ws::connect(addr, url, None, CONNECT_TIMEOUT)
+                    .map(|l| Box::new(l) as _)
+                    .map_err(|e| Missed::Failed(io(e))),
+                (Some(url), _) => {
+                    let config = ws_config.clone().ok_or(ConnectError::NoTrust)?;
+                    let tls = Some((tls::server_name(host), config));
+                    ws::connect(addr, url, tls, CONNECT_TIMEOUT)
+                        .map(|l| Box::new(l) as _)
+                        .map_err(|e| Missed::Failed(io(e)))
+                }
+                (None, None) => return Err(ConnectError::NoTrust.into()),
+                (None, Some(config)) if transport == Transport::Tcp => {
+                    tcp::connect(addr, tls::server_name(host), config.clone(), CONNECT_TIMEOUT)
+                        .map(|l| Box::new(l) as _)
+                        .map_err(|e| Missed::Failed(io(e)))
+                }
+                (None, Some(config)) => {
+                    let name = tls::server_name(host).to_str().into_owned();
+                    // QUIC gets no refusal from a closed port (no RST): a first,
+                    // short handshake attempt, and if it gets no answer, a look for
+                    // an ICMP "port unreachable"; the rest of the timeout waits for
+                    // the second pass.
+                    match quic::connect(addr, &name, (**config).clone(), QUIC_FIRST_ATTEMPT) {
+                        Ok(link) => Ok(Box::new(link) as _),
+                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                            if port_unreachable(addr) {
+                                Err(Missed::Failed(ConnectError::NothingListens { server: label.clone() }))
+                            } else {
+                                silent.push(Silent {
+                                    slot: tried.len(),
+                                    node: index,
+                                    addr,
+                                    name,
+                                    label: label.clone(),
+                                });
+                                Err(Missed::Silent)
+                            }
+                        }
+                        Err(e) => Err(Missed::Failed(io(e))),
+                    }
+                }
+            };
+            match attempt {
+                Ok(link) => return Ok((index, link)),
+                Err(Missed::Silent) => tried.push(None),
+                Err(Missed::Failed(error @ ConnectError::KeyChanged { .. })) => {
+                    return Err(Failed { node: Some(index), error });
+                }
+                Err(Missed::Failed(error)) => tried.push(Some(error)),
+            }
+        }
+    }
+    for Silent { slot, node, addr, name, label } in silent {
+        let config = config.as_ref().ok_or(ConnectError::NoTrust)?;
+        match quic::connect(addr, &name, (**config).clone(), CONNECT_TIMEOUT - QUIC_FIRST_ATTEMPT) {
+            Ok(link) => return Ok((node, Box::new(link))),
+            Err(e) => match classify(&label, Transport::Quic, e) {
+                error @ ConnectError::KeyChanged { .. } => return Err(Failed { node: Some(node), error }),
+                error => tried[slot] = Some(error),
+            },
+        }
+    }
+    let mut tried: Vec<ConnectError> = tried.into_iter().flatten().collect();
+    Err(if tried.len() == 1 { tried.remove(0) } else { ConnectError::Unreachable { tried } }.into())
+}
+
+/// Every address `authority` (`HOST:PORT`) resolves to, in the resolver's order.
+fn resolve_all(authority: &str) -> std::io::Result<Vec<SocketAddr>> {
+    let addrs: Vec<SocketAddr> = authority.to_socket_addrs()?.collect();
+    if addrs.is_empty() {
+        return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "the name resolves to no address"));
+    }
+    Ok(addrs)
 }
 
 #[cfg(test)]
@@ -432,6 +750,8 @@ mod tests {
         for bad in ["", "host", ":7700", "host:", "host:99999", "host:port", "ws://host", "wss://:1"] {
             assert!(matches!(check_address(bad), Err(ConnectError::BadAddress(_))), "{bad}");
         }
+        assert!(check_address("127.0.0.1:7700,127.0.0.1:7701").is_ok());
+        assert!(matches!(check_address("127.0.0.1:7700,host"), Err(ConnectError::BadList { .. })));
         let opts = ConnectOpts::default();
         assert!(matches!(connect(&opts), Err(ConnectError::NoTrust)));
         let opts = ConnectOpts { trust: Trust::Ca("/nonexistent/ca.pem".into()), ..ConnectOpts::default() };
@@ -452,6 +772,7 @@ mod tests {
                 transport: Transport::Ws,
                 trust: trust.clone(),
                 first_use: None,
+                last: None,
             };
             let Err(e) = connect(&opts) else { panic!("{trust:?}: plain ws:// to 192.0.2.1 connected") };
             assert!(
@@ -480,5 +801,93 @@ mod tests {
         assert!(matches!(connect(&plain), Err(ConnectError::Io { transport: Transport::Ws, .. })));
         let tls = opts("wss://127.0.0.1:1", Transport::Ws);
         assert!(matches!(connect(&tls), Err(ConnectError::NoTrust)));
+    }
+
+    #[test]
+    fn a_list_is_split_trimmed_and_each_element_checked_by_name() {
+        assert_eq!(server_list("h:1").unwrap(), ["h:1"]);
+        assert_eq!(server_list(" h:1 ").unwrap(), ["h:1"], "white space around one address too");
+        assert_eq!(
+            server_list("a.example:7700, 10.0.0.2:7700 ,[::1]:7700").unwrap(),
+            ["a.example:7700", "10.0.0.2:7700", "[::1]:7700"]
+        );
+        assert_eq!(server_list("ws://127.0.0.1:7702,ws://[::1]:7702/confab").unwrap().len(), 2);
+        assert_eq!(server_list("wss://a.example:443/confab,wss://b.example:443/confab").unwrap().len(), 2);
+        assert_eq!(normalize_server(" a:1 ,  b:2").unwrap(), "a:1,b:2");
+
+        let problem = |list: &str| match server_list(list) {
+            Err(e @ ConnectError::BadList { .. }) => {
+                assert!(e.to_string().contains(&format!("{list:?}")), "the list is named: {e}");
+                assert!(e.hint().contains("HOST:PORT,HOST:PORT"), "{}", e.hint());
+                let ConnectError::BadList { problem, .. } = e else { unreachable!() };
+                problem
+            }
+            other => panic!("{list}: {other:?}"),
+        };
+        let p = problem("a:1,b");
+        assert!(p.contains("element 2") && p.contains("\"b\"") && !p.contains("a:1"), "{p}");
+        let p = problem("a:1,b:99999,c:3");
+        assert!(p.contains("element 2") && p.contains("\"b:99999\""), "{p}");
+        let p = problem("ws://host,a:1");
+        assert!(p.contains("element 1") && p.contains("\"ws://host\""), "{p}");
+        assert!(problem("a:1,,b:2").contains("element 2 is empty"));
+        assert!(problem("a:1,").contains("element 2 is empty"));
+        assert!(problem(",a:1").contains("element 1 is empty"));
+        assert!(problem("a:1,b:2,a:1").contains("a:1 is listed twice"));
+        let p = problem("a:1,ws://127.0.0.1:7702");
+        assert!(p.contains("mixes") && p.contains("HOST:PORT") && p.contains("ws://"), "{p}");
+        let p = problem("ws://127.0.0.1:7702,wss://b.example:443");
+        assert!(p.contains("mixes") && p.contains("plain ws://") && p.contains("wss://"), "{p}");
+        // Nothing is resolved or connected for a bad list, whatever the trust.
+        let opts = ConnectOpts { server: "127.0.0.1:1,nope".into(), ..ConnectOpts::default() };
+        assert!(matches!(connect(&opts), Err(ConnectError::BadList { .. })));
+    }
+
+    #[test]
+    fn the_node_that_served_last_is_tried_first_then_the_ones_after_it() {
+        assert_eq!(attempt_order(1, None), [0]);
+        assert_eq!(attempt_order(3, None), [0, 1, 2]);
+        assert_eq!(attempt_order(3, Some(0)), [0, 1, 2]);
+        // A success on the second: it first, then the third, then the first.
+        assert_eq!(attempt_order(3, Some(1)), [1, 2, 0]);
+        assert_eq!(attempt_order(3, Some(2)), [2, 0, 1]);
+        assert_eq!(attempt_order(2, Some(1)), [1, 0]);
+        // A list that shrank since: from its start.
+        assert_eq!(attempt_order(2, Some(5)), [0, 1]);
+        let mut opts = ConnectOpts { server: "a:1, b:2".into(), ..ConnectOpts::default() };
+        assert_eq!(opts.connected_to(), None, "no link yet");
+        opts.last = Some(1);
+        assert_eq!(opts.connected_to(), Some("b:2"));
+    }
+
+    #[test]
+    fn lists_are_the_same_server_whatever_their_order() {
+        assert!(same_server("a:1", "a:1"));
+        assert!(same_server("a:1,b:2", "b:2,a:1"));
+        assert!(same_server("a:1, b:2", "a:1,b:2"));
+        assert!(!same_server("a:1", "a:2"));
+        assert!(!same_server("a:1,b:2", "a:1"), "a node removed");
+        assert!(!same_server("a:1,b:2", "a:1,b:2,c:3"), "a node added");
+    }
+
+    #[test]
+    fn every_dead_address_is_named_with_its_own_reason() {
+        // Two loopback ports nothing listens on (bound, then released).
+        let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let (a, b) = (free(), free());
+        let zeros = format!("sha256//{}=", "A".repeat(43));
+        let opts = ConnectOpts { server: format!("{a},{b}"), trust: Trust::Pin(zeros), ..ConnectOpts::default() };
+        let Err(e) = connect(&opts) else { panic!("nothing listens at {a} or {b}") };
+        let ConnectError::Unreachable { tried } = &e else { panic!("{e:?}") };
+        assert_eq!(tried.len(), 2, "{e}");
+        assert!(matches!(&tried[0], ConnectError::Io { server, .. } if *server == a.to_string()), "{e}");
+        assert!(matches!(&tried[1], ConnectError::Io { server, .. } if *server == b.to_string()), "{e}");
+        let text = e.to_string();
+        assert!(text.contains("2 tried") && text.contains(&format!("1) cannot connect to {a} over tcp")), "{text}");
+        assert!(text.contains(&format!("2) cannot connect to {b} over tcp")), "{text}");
+        assert!(e.hint().contains("at least one node"), "{}", e.hint());
+        // One address: its own error, as before.
+        let one = ConnectOpts { server: a.to_string(), ..opts };
+        assert!(matches!(connect(&one), Err(ConnectError::Io { .. })));
     }
 }

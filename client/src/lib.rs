@@ -7,7 +7,7 @@
 //!
 //! | module | concern |
 //! | --- | --- |
-//! | [`connect`] | `--server`/`--transport`/`--pin`/`--ca` to a [`Link`](confab_transports::link::Link) |
+//! | [`connect`] | `--server` (one address, or the nodes of one service)/`--transport`/`--pin`/`--ca` to a [`Link`](confab_transports::link::Link) |
 //! | [`session`] | the loop: save the profile, then transmit; feed what arrives |
 //! | [`remember`] | the server address and pin a profile remembers |
 //! | [`profile`] | the SQLite profile: keys, contacts, session, outbox, received MPs |

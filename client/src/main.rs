@@ -7,8 +7,11 @@
 //!
 //! Each user and server has a profile directory, by default
 //! `$XDG_DATA_HOME/confab/<user>@<host:port>` (or
-//! `$HOME/.local/share/confab/...`), holding `profile.sqlite3` (0600, in a
-//! 0700 directory). `register USER` and `login USER` record USER in
+//! `$HOME/.local/share/confab/...`; for a list of nodes,
+//! `<user>@<first host:port>+<more>-<digest>`, the same for any order of the
+//! nodes, see `confab_client::profile::profile_dir`), holding
+//! `profile.sqlite3` (0600, in a 0700 directory). `register USER` and
+//! `login USER` record USER in
 //! `<data>/confab/last-user@<host:port>`: the commands that take no USER
 //! argument (`logout`, `room ...`, `dm ...`, `listen`, `code issue`,
 //! `safety-number`) use that user's profile, unless `--user USER` or
@@ -48,7 +51,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use confab_client::commands::share::{self, Forwarded};
 use confab_client::commands::{self, Env, account, code, dm, listen, pending, room, safety};
-use confab_client::connect::{ConnectOpts, DEFAULT_SERVER, Transport, Trust};
+use confab_client::connect::{self, ConnectOpts, DEFAULT_SERVER, Transport, Trust};
 use confab_client::inspect::{self, InspectArgs};
 use confab_client::output::Output;
 use confab_client::proto::ClientConfig;
@@ -65,7 +68,14 @@ struct Cli {
     /// The server, HOST:PORT (default: the one the profile remembers, else the last
     /// `register`/`login`'s, else 127.0.0.1:7700), or a WebSocket URL
     /// (ws://HOST:PORT, wss://HOST:PORT[/PATH]), which implies --transport ws.
-    #[arg(long, global = true, env = "CONFAB_SERVER", value_name = "HOST:PORT")]
+    /// Several nodes of one service, separated by commas: HOST:PORT,HOST:PORT,...
+    /// (or only ws:// URLs, or only wss:// URLs). A connection tries the node that
+    /// served last first, then the next ones in the list, wrapping around; a name
+    /// with several DNS records is tried record by record. Every node must present
+    /// the same TLS key (one --pin for all): a node with another key stops the
+    /// connection, it is never skipped. Adding or removing a node makes another
+    /// server (and default profile directory); reordering does not.
+    #[arg(long, global = true, env = "CONFAB_SERVER", value_name = "HOST:PORT[,...]")]
     server: Option<String>,
     /// The transport. ws: WebSocket at HOST:PORT+2, path /confab (plain ws:// on
     /// a loopback host, wss:// elsewhere), unless --server is a ws:// or wss:// URL.
@@ -346,15 +356,24 @@ fn main() -> ExitCode {
             _ => Trust::Unset,
         },
     };
+    // One spelling per list (no white space), so that it names one profile.
+    let given = match cli.server.as_deref().map(connect::normalize_server).transpose() {
+        Ok(given) => given,
+        Err(e) => {
+            let mut out = Output::new(cli.json, &mut stdout, &mut stderr);
+            let e = commands::CliError::from(session::SessionError::from(e));
+            return ExitCode::from(commands::finish(Err(e), &mut out));
+        }
+    };
     let data_dir = profile::data_dir();
-    let (server, trust) = match remembered_server(&cli, cli.server.clone(), trust, data_dir.as_deref()) {
+    let (server, trust) = match remembered_server(&cli, given, trust, data_dir.as_deref()) {
         Ok(found) => found,
         Err(e) => {
             let mut out = Output::new(cli.json, &mut stdout, &mut stderr);
             return ExitCode::from(commands::finish(Err(e), &mut out));
         }
     };
-    let mut connector = ConnectOpts { server, transport: cli.transport, trust, first_use: None };
+    let mut connector = ConnectOpts { server, transport: cli.transport, trust, first_use: None, last: None };
     let mut secrets = EnvOrPrompt;
     let mut env = Env {
         connector: &mut connector,

@@ -406,14 +406,41 @@ pub fn data_dir() -> Option<PathBuf> {
 }
 
 /// `<base>/confab/<user>@<host_port>` (`:` kept; `/` and `\` replaced).
+///
+/// A list of nodes (`HOST:PORT,HOST:PORT`, see [`crate::connect::server_list`])
+/// names its directory after [`server_key`]:
+/// `<user>@<first node>+<how many more>-<digest>`, for example
+/// `alice@a.example:7700+2-3f9c0e1a22b4`, where the first node and the
+/// digest are those of the nodes in sorted order: the same nodes in another
+/// order are the same server, and the same directory; the name stays short
+/// (`confab listen` binds a Unix socket in the directory, whose path may
+/// not exceed 107 bytes). Adding or removing a node makes another server
+/// string, so another directory (as for a server that moved): `--profile`
+/// with the old directory and `--switch-server` carry a profile over.
 #[must_use]
 pub fn profile_dir(base: &Path, user: &str, server: &str) -> PathBuf {
-    base.join("confab").join(format!("{user}@{}", sanitize(server)))
+    base.join("confab").join(format!("{user}@{}", server_key(server)))
 }
 
 /// The file that names the user of the last `login`/`register` against `server`.
 fn last_user_file(base: &Path, server: &str) -> PathBuf {
-    base.join("confab").join(format!("last-user@{}", sanitize(server)))
+    base.join("confab").join(format!("last-user@{}", server_key(server)))
+}
+
+/// The server's part of a profile's file names: one address as it is,
+/// sanitized (`/`, `\` and control characters replaced); a list of nodes,
+/// `<first node>+<more>-<12 hex digits>`: the first of its nodes in sorted
+/// order, how many others there are, and the start of the SHA-256 of the
+/// sorted nodes joined by commas.
+#[must_use]
+pub fn server_key(server: &str) -> String {
+    let mut nodes: Vec<&str> = crate::connect::split_servers(server).collect();
+    if nodes.len() == 1 {
+        return sanitize(nodes[0]);
+    }
+    nodes.sort_unstable();
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(nodes.join(",").as_bytes()));
+    format!("{}+{}-{}", sanitize(nodes[0]), nodes.len() - 1, &digest[..12])
 }
 
 /// The user of the last `login`/`register` against `server`.
@@ -501,6 +528,23 @@ mod tests {
         let base = Path::new("/data");
         assert_eq!(profile_dir(base, "alice", "host:7700"), Path::new("/data/confab/alice@host:7700"));
         assert_eq!(profile_dir(base, "alice", "a/b:1"), Path::new("/data/confab/alice@a_b:1"));
+        // A list: named by its first node in sorted order, how many more, and a digest of all.
+        let list = profile_dir(base, "alice", "b.example:7700,a.example:7700");
+        let name = list.file_name().unwrap().to_str().unwrap().to_owned();
+        assert!(
+            name.starts_with("alice@a.example:7700+1-") && name.len() == "alice@a.example:7700+1-".len() + 12,
+            "{name}"
+        );
+        assert_eq!(profile_dir(base, "alice", "a.example:7700, b.example:7700"), list, "the order does not matter");
+        assert_ne!(profile_dir(base, "alice", "a.example:7700,c.example:7700"), list, "another node");
+        assert_ne!(profile_dir(base, "alice", "a.example:7700,b.example:7700,c.example:7700"), list, "one more");
+        let ws = server_key("wss://b:443/confab,wss://a:443/confab");
+        assert!(ws.starts_with("wss:__a:443_confab+1-"), "{ws}");
+        // However many nodes, the name stays short.
+        let nodes: Vec<String> = (0..12).map(|i| format!("node-{i}.chat.example.org:7700")).collect();
+        let long = server_key(&nodes.join(","));
+        assert!(long.starts_with("node-0.chat.example.org:7700+11-") && long.len() < 50, "{long}");
+        assert_eq!(server_key("h:1"), "h:1");
         let dir = temp("last");
         assert_eq!(last_user(&dir, "h:1"), None);
         set_last_user(&dir, "h:1", "bob").unwrap();

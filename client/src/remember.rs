@@ -4,7 +4,7 @@
 //!
 //! | profile `meta` key | holds |
 //! | --- | --- |
-//! | `server` | `HOST:PORT` |
+//! | `server` | `HOST:PORT`, or the nodes of one service, `HOST:PORT,HOST:PORT,...` |
 //! | `pin` | the pinned key (`sha256//...`), or |
 //! | `ca` | the path of the PEM file trusted instead |
 //! | `ca_sha256` | the SHA-256 (hex) of that file's contents |
@@ -22,6 +22,15 @@
 //! Without `--profile`, the default profile directory is found from the
 //! server (`<data>/confab/<user>@<host:port>`), so the server of the last
 //! `register`/`login` is remembered too, in `<data>/confab/last-server`.
+//!
+//! A server list is one server: the same nodes in another order are the same
+//! server ([`crate::connect::same_server`]; the order given is used, it only
+//! says which node to try first, and the default profile directory is the
+//! same, see [`crate::profile::profile_dir`]). A list that gained or lost a
+//! node is another server string: refused as another server, like a server
+//! that moved, until `--switch-server` records the new list (with default
+//! profile directories, the new list names another directory: pass the old
+//! one with `--profile` to carry it over).
 
 use std::path::{Path, PathBuf};
 
@@ -34,7 +43,7 @@ use crate::profile::{self, Profile, ProfileError};
 /// What a profile remembers about its server.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Remembered {
-    /// `HOST:PORT`.
+    /// `HOST:PORT`, or a list of them.
     pub server: Option<String>,
     /// `Trust::Pin` or `Trust::Ca` (`Unset`: nothing remembered).
     pub trust: Trust,
@@ -67,8 +76,13 @@ impl Mismatch {
             }
             _ => "--pin/CONFAB_PIN and --ca",
         };
+        let list = if self.what == "server" && (self.remembered.contains(',') || self.given.contains(',')) {
+            " (a list of nodes that gained or lost a node is another server; the same nodes in another order are not)"
+        } else {
+            ""
+        };
         format!(
-            "leave {flag} unset (the profile remembers them), or, if the server really moved or its operator replaced its key (compare the new pin with DATA/server.pin), add --switch-server to record the new value"
+            "leave {flag} unset (the profile remembers them), or, if the server really moved or its operator replaced its key (compare the new pin with DATA/server.pin), add --switch-server to record the new value{list}"
         )
     }
 }
@@ -109,7 +123,8 @@ fn file_sha256(path: &Path) -> std::io::Result<String> {
 
 /// The server and trust a command uses: the given ones (flags or
 /// environment) where given, else the remembered ones. A given value that
-/// differs from a remembered one is refused unless `switch`.
+/// differs from a remembered one is refused unless `switch` (a server list
+/// differs when its set of nodes does, not its order).
 pub fn merge(
     dir: &Path,
     remembered: &Remembered,
@@ -120,7 +135,7 @@ pub fn merge(
     let mismatch = |what, remembered: String, given: String| Mismatch { what, remembered, given, dir: dir.to_owned() };
     if !switch {
         if let (Some(r), Some(g)) = (&remembered.server, &server)
-            && r != g
+            && !crate::connect::same_server(r, g)
         {
             return Err(mismatch("server", r.clone(), g.clone()));
         }
@@ -280,5 +295,24 @@ mod tests {
         let _ = std::fs::remove_dir_all(&pdir);
         let _ = std::fs::remove_file(&ca);
         assert_eq!(merge(dir, &empty, None, Trust::Unset, false).unwrap(), (None, Trust::Unset));
+    }
+
+    #[test]
+    fn a_list_is_the_same_server_in_any_order_and_another_once_a_node_changes() {
+        let dir = Path::new("/p");
+        let r = Remembered { server: Some("a:1,b:2".into()), trust: Trust::Pin("sha256//a".into()), ca_sha256: None };
+        assert_eq!(merge(dir, &r, None, Trust::Unset, false).unwrap().0.as_deref(), Some("a:1,b:2"));
+        // Reordered: the same server, and the order given is the one used.
+        assert_eq!(merge(dir, &r, Some("b:2,a:1".into()), Trust::Unset, false).unwrap().0.as_deref(), Some("b:2,a:1"));
+        for other in ["a:1", "a:1,b:2,c:3", "a:1,c:3"] {
+            let e = merge(dir, &r, Some(other.into()), Trust::Unset, false).unwrap_err();
+            assert_eq!((e.what, e.remembered.as_str(), e.given.as_str()), ("server", "a:1,b:2", other));
+            assert!(e.hint().contains("--switch-server") && e.hint().contains("gained or lost a node"), "{}", e.hint());
+            let switched = merge(dir, &r, Some(other.into()), Trust::Unset, true).unwrap();
+            assert_eq!(switched.0.as_deref(), Some(other), "--switch-server takes the new list");
+        }
+        // A single server keeps its hint as it was.
+        let single = merge(dir, &remembered(), Some("h:2".into()), Trust::Unset, false).unwrap_err();
+        assert!(!single.hint().contains("gained or lost"), "{}", single.hint());
     }
 }

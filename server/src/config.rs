@@ -11,6 +11,8 @@
 //! - `[limits]`: the codec's limits. `[argon2]`: password hashing costs.
 //! - `[store]`: where the state lives (`url`: a PostgreSQL store; none: SQLite in the data directory) and
 //!   how SQLite commits are made durable (`fsync`, `fsync_interval_ms`).
+//! - `[cluster]`: a node on a PostgreSQL store: its name, its lease, and
+//!   whether it stands by for another node's partition (`node`, `lease_secs`, `standby`).
 //! - `[tcp]`: the TCP+TLS transport's handshake limits (slots, per-source
 //!   share, timeouts), which the WebSocket listener applies too.
 //! - `[ws]`: the WebSocket listener (`config/ws.rs`): on or off, plain or
@@ -52,7 +54,7 @@ use confab_proto::server::{CodeConfig, OidcConfig, PhantomConfig};
 use confab_transports::tcp::TcpLimits;
 
 use crate::runtime::LogLimits;
-use crate::store::Fsync;
+use crate::store::{Fsync, LeaseConfig};
 
 use file::FileConfig;
 
@@ -94,6 +96,8 @@ pub struct RunConfig {
     pub fsync: Fsync,
     /// A PostgreSQL store's URL (`[store] url`, `--store`); `None`: SQLite in `data`.
     pub store_url: Option<String>,
+    /// How a node on a PostgreSQL store takes and keeps its lease (`[cluster]`, `--standby`).
+    pub lease: LeaseConfig,
     /// The protocol machine's configuration.
     pub server: ServerConfig,
     /// The file it was read from, if any.
@@ -141,6 +145,10 @@ pub struct RunFlags {
     /// SQLite in the data directory, which still holds the certificate.
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
+    /// With a PostgreSQL store: wait for as long as another node owns it,
+    /// and take over when that node is gone (`[cluster] standby`).
+    #[arg(long)]
+    pub standby: bool,
 }
 
 /// Why the configuration is unusable.
@@ -241,6 +249,7 @@ impl RunConfig {
         if flags.store.is_some() {
             config.store.url.clone_from(&flags.store);
         }
+        config.cluster.standby |= flags.standby;
         if flags.cert_chain.is_some() || flags.private_key.is_some() {
             config.cert_chain.clone_from(&flags.cert_chain);
             config.private_key.clone_from(&flags.private_key);
@@ -402,6 +411,23 @@ fn store_fsync(s: &file::StoreSection) -> Result<Fsync, ConfigError> {
     })
 }
 
+/// The longest `cluster.lease_secs`: how long a dead node's partition may wait.
+pub const MAX_LEASE_SECS: u64 = 3600;
+
+/// `[cluster]`: a lease of 2 s at least (renewed every third of it).
+fn cluster(c: &file::ClusterSection) -> Result<LeaseConfig, ConfigError> {
+    at_least("cluster.lease_secs", c.lease_secs, 2)?;
+    if c.lease_secs > MAX_LEASE_SECS {
+        return Err(invalid("cluster.lease_secs", format!("{} is above the maximum {MAX_LEASE_SECS}", c.lease_secs)));
+    }
+    let node = c.node.trim();
+    if node.len() > 200 || node.chars().any(char::is_control) {
+        return Err(invalid("cluster.node", "at most 200 bytes, no control characters"));
+    }
+    let node = if node.is_empty() { crate::store::lease::default_node_name() } else { node.to_owned() };
+    Ok(LeaseConfig::new(node, Duration::from_secs(c.lease_secs), c.standby))
+}
+
 /// Checks every value and builds the [`RunConfig`].
 fn resolve(f: FileConfig, file: Option<PathBuf>) -> Result<RunConfig, ConfigError> {
     at_least("max_connections", f.max_connections, 1)?;
@@ -413,6 +439,14 @@ fn resolve(f: FileConfig, file: Option<PathBuf>) -> Result<RunConfig, ConfigErro
     }
     let log = LogLimits { burst: f.log.burst, interval: Duration::from_secs(f.log.interval_secs) };
     let fsync = store_fsync(&f.store)?;
+    let lease = cluster(&f.cluster)?;
+    if f.store.url.as_deref().is_none_or(str::is_empty) && f.cluster != file::ClusterSection::default() {
+        return Err(invalid(
+            "cluster",
+            "[cluster] keys and --standby need a PostgreSQL store (store.url, CONFAB_STORE or --store): without one, \
+             this node would serve a state of its own, apart from the cluster's",
+        ));
+    }
     check_tcp(&f.tcp)?;
     let cert = match (f.cert_chain, f.private_key) {
         (Some(chain), Some(key)) => Some((chain, key)),
@@ -481,6 +515,7 @@ fn resolve(f: FileConfig, file: Option<PathBuf>) -> Result<RunConfig, ConfigErro
         compact_every: f.compact_every,
         fsync,
         store_url: f.store.url.clone().filter(|u| !u.is_empty()),
+        lease,
         server,
         file,
         oidc_jwks_file,

@@ -25,7 +25,7 @@ use tracing::info;
 
 use crate::config::RunConfig;
 use crate::runtime::{Node, NodeConfig, NodeHandle, RunError, RunSummary};
-use crate::store::{DirLock, Init, PgStore, Store, ensure_data_dir};
+use crate::store::{DirLock, Init, LeaseWatch, PgStore, Store, ensure_data_dir};
 
 /// `confab-server run` failed before or while serving.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +50,9 @@ pub enum RunFailure {
     /// The loop stopped on an error.
     #[error(transparent)]
     Run(#[from] RunError),
+    /// The node lost its lease on a PostgreSQL store's partition and stopped serving.
+    #[error("stopped: this node lost its lease on the store ({0}); what it acknowledged is in the store")]
+    LeaseLost(String),
 }
 
 /// A server ready to run: listeners bound, state restored.
@@ -62,6 +65,8 @@ pub struct Prepared {
     /// The data directory's lock, when the store is not the directory's own
     /// (a PostgreSQL store): hold it as long as the node runs.
     pub lock: Option<DirLock>,
+    /// A PostgreSQL store's lease: the node stops when it is lost.
+    pub lease: Option<LeaseWatch>,
 }
 
 /// Prepares the data directory, the store (with the directory's lock; a
@@ -72,20 +77,22 @@ pub struct Prepared {
 pub fn prepare(config: &RunConfig, init: Init) -> Result<Prepared, RunFailure> {
     let data = &config.data;
     ensure_data_dir(data).map_err(|source| RunFailure::DataDir { path: data.clone(), source })?;
-    let (store, state, lock) = match &config.store_url {
+    let (store, state, lock, lease) = match &config.store_url {
         Some(url) => {
             // The directory holds the identity: one server per directory, whatever the store.
             let lock = DirLock::acquire(data)?;
-            let (mut store, state) = PgStore::open_with(url, &config.server, init, Some(data))?;
+            // A standby waits here, not listening, until the partition is this node's.
+            let (mut store, state) = PgStore::open_leased(url, &config.server, init, Some(data), config.lease.clone())?;
             store.set_compact_every(config.compact_every);
-            info!(store = %store.label().display(), "PostgreSQL store");
-            (Opened::Postgres(Box::new(store)), state, Some(lock))
+            info!(store = %store.label().display(), node = %config.lease.node, token = store.token(), "PostgreSQL store");
+            let lease = store.lease_watch();
+            (Opened::Postgres(Box::new(store)), state, Some(lock), Some(lease))
         }
         None => {
             let (mut store, state) = Store::open_with(data, &config.server, init)?;
             store.set_compact_every(config.compact_every);
             store.set_fsync(config.fsync)?;
-            (Opened::Sqlite(Box::new(store)), state, None)
+            (Opened::Sqlite(Box::new(store)), state, None, None)
         }
     };
     let identity = load_or_make_identity(config)?;
@@ -111,7 +118,7 @@ pub fn prepare(config: &RunConfig, init: Init) -> Result<Prepared, RunFailure> {
         Opened::Postgres(store) => Node::bind(node_config, *store, state),
     }
     .map_err(RunFailure::Bind)?;
-    Ok(Prepared { node, pin, lock })
+    Ok(Prepared { node, pin, lock, lease })
 }
 
 /// Runs until SIGINT or SIGTERM, then stops gracefully (`init`: see [`prepare`]).
@@ -119,7 +126,7 @@ pub fn prepare(config: &RunConfig, init: Init) -> Result<Prepared, RunFailure> {
 /// # Errors
 /// See [`RunFailure`].
 pub fn run(config: &RunConfig, init: Init) -> Result<RunSummary, RunFailure> {
-    let Prepared { node, pin, lock: _lock } = prepare(config, init)?;
+    let Prepared { node, pin, lock: _lock, lease } = prepare(config, init)?;
     let tcp = node.tcp_addr().map_or_else(|| "-".to_owned(), |a| a.to_string());
     let quic = node.quic_addr().map_or_else(|| "-".to_owned(), |a| a.to_string());
     let ws = node.ws_url().unwrap_or_else(|| "-".to_owned());
@@ -134,7 +141,27 @@ pub fn run(config: &RunConfig, init: Init) -> Result<RunSummary, RunFailure> {
     let web = node.web_url().unwrap_or_else(|| "-".to_owned());
     info!(%tcp, %quic, %ws, %web, %pin, "listening");
     watch_signals(node.handle()).map_err(|e| RunFailure::Bind(io::Error::other(format!("signals: {e}"))))?;
-    Ok(node.run()?)
+    if let Some(lease) = &lease {
+        watch_lease(lease.clone(), node.handle())
+            .map_err(|e| RunFailure::Bind(io::Error::other(format!("lease: {e}"))))?;
+    }
+    let summary = node.run();
+    // A lost lease explains a failed commit too: another node owns the partition now.
+    if let Some(reason) = lease.as_ref().and_then(LeaseWatch::lost) {
+        return Err(RunFailure::LeaseLost(reason));
+    }
+    Ok(summary?)
+}
+
+/// Stops the node when its lease is lost (a thread waiting for that): it
+/// must not serve a partition another node may own.
+fn watch_lease(lease: LeaseWatch, handle: NodeHandle) -> io::Result<()> {
+    std::thread::Builder::new().name("confab-lease-watch".into()).spawn(move || {
+        let reason = lease.wait_lost();
+        tracing::error!("lease lost ({reason}): stopping");
+        handle.stop();
+    })?;
+    Ok(())
 }
 
 /// The store the node commits to.

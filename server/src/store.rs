@@ -83,6 +83,7 @@
 mod check;
 mod error;
 mod fs;
+pub mod lease;
 mod lock;
 mod pg;
 mod schema;
@@ -100,6 +101,7 @@ use check::{Head, Loaded, change_sum, snapshot_sum};
 use error::sql;
 pub use error::{Damage, StoreError};
 pub use fs::{DIR_MODE, FILE_MODE, ensure_data_dir};
+pub use lease::{LeaseConfig, LeaseWatch};
 pub use lock::{DirLock, LOCK_FILE};
 pub use pg::{MIGRATIONS, PgStore};
 pub use sync::Fsync;

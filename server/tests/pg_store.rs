@@ -2,13 +2,16 @@
 //! the test's own (skipped without PostgreSQL unless
 //! `CONFAB_REQUIRE_CLUSTER=1`): what is committed comes back equal to the
 //! server's state, through compaction and restarts; the schema is migrated
-//! once; one writer at a time; a lost connection is waited out without
-//! losing or doubling a commit.
+//! once; one owner at a time, through a lease whose token fences every
+//! commit; a lost connection is waited out without losing or doubling a commit.
 
 mod common;
 
 use common::{applied, config, scenario};
-use confab_server::store::{Init, MIGRATIONS, PgStore, StoreError};
+use std::time::Duration;
+
+use confab_proto::server::State;
+use confab_server::store::{Init, LeaseConfig, MIGRATIONS, PgStore, StoreError};
 use confab_tests::postgres::TempPostgres;
 
 fn sql(pg: &TempPostgres) -> postgres::Client {
@@ -55,28 +58,154 @@ fn pg_round_trip_through_compaction_and_restarts_equals_the_servers_state() {
     assert_eq!(&loaded, net.server.state());
 }
 
-#[test]
-fn pg_has_one_writer_and_a_commit_never_overwrites_another_writers() {
-    let Some(pg) = TempPostgres::start("one-writer") else { return };
-    let net = scenario();
-    let (mut first, _) = PgStore::open(&pg.url(), &config()).unwrap();
-    first.commit(&net.turns[0]).unwrap();
-    // A second node is refused while the first holds the writer's lock.
-    let err = PgStore::open(&pg.url(), &config()).unwrap_err();
-    assert!(matches!(err, StoreError::Owned(_)), "{err}");
-    assert!(err.to_string().contains("another confab-server"), "{err}");
+fn lease(node: &str, ttl_ms: u64, standby: bool) -> LeaseConfig {
+    LeaseConfig::new(node.to_owned(), Duration::from_millis(ttl_ms), standby)
+}
 
-    // The first is cut off (its connection killed); a second node takes over and commits.
+fn open(pg: &TempPostgres, lease: LeaseConfig) -> Result<(PgStore, State), StoreError> {
+    PgStore::open_leased(&pg.url(), &config(), Init::Allow, None, lease)
+}
+
+#[test]
+fn pg_a_live_owner_keeps_its_lease_and_a_second_node_is_refused() {
+    let Some(pg) = TempPostgres::start("live-owner") else { return };
+    let net = scenario();
+    let (mut first, _) = open(&pg, lease("first", 1500, false)).unwrap();
+    first.commit(&net.turns[0]).unwrap();
+    // Its lease is renewed (every 500 ms) for longer than it lasts: a second node sees it alive.
+    let err = open(&pg, lease("second", 1500, false)).unwrap_err();
+    match &err {
+        StoreError::LeaseHeld { holder, token, .. } => assert_eq!((holder.as_str(), *token), ("first", first.token())),
+        other => panic!("expected LeaseHeld, got {other}"),
+    }
+    assert!(err.to_string().contains("standby"), "says how to stand by: {err}");
+    std::thread::sleep(Duration::from_millis(2000));
+    first.commit(&net.turns[1]).unwrap();
+    assert!(first.lease_watch().lost().is_none());
+    // Connections cut: the renewing thread and the commits reconnect; the lease stays this node's.
     cut_every_connection(&pg);
-    let (mut second, loaded) = PgStore::open(&pg.url(), &config()).unwrap();
+    first.commit(&net.turns[2]).unwrap();
+    std::thread::sleep(Duration::from_millis(2000));
+    first.commit(&net.turns[3]).unwrap();
+    assert!(first.lease_watch().lost().is_none());
+    // A clean stop gives the lease back at once.
+    let token = first.token();
+    drop(first);
+    let left: bool = sql(&pg)
+        .query_one("SELECT expires_at <= clock_timestamp() FROM confab_lease WHERE partition = 0", &[])
+        .unwrap()
+        .get(0);
+    assert!(left, "the dropped store released its lease");
+    let (second, loaded) = open(&pg, lease("second", 60_000, false)).unwrap();
+    assert!(second.token() > token, "every takeover raises the token");
+    assert_eq!(loaded, applied(&net.turns[..4]));
+}
+
+#[test]
+fn pg_a_paused_owner_is_fenced_once_a_standby_took_over_and_loses_nothing_it_committed() {
+    let Some(pg) = TempPostgres::start("fenced") else { return };
+    let net = scenario();
+    // The first node renews too late (a process paused for longer than its lease).
+    let mut paused = lease("paused", 1000, false);
+    paused.renew_every = Duration::from_secs(3600);
+    let (mut first, _) = open(&pg, paused).unwrap();
+    first.commit(&net.turns[0]).unwrap();
+    // A standby waits for the lease, then takes the partition with the first's commit in it.
+    let url = pg.url();
+    let standby = std::thread::spawn(move || {
+        PgStore::open_leased(&url, &config(), Init::Allow, None, lease("standby", 60_000, true)).unwrap()
+    });
+    let (mut second, loaded) = standby.join().unwrap();
     assert_eq!(loaded, applied(&net.turns[..1]));
+    assert!(second.token() > first.token());
     second.commit(&net.turns[1]).unwrap();
-    // The first comes back: it finds the lock taken and writes nothing.
+    // The first resumes: its commit writes nothing, and it knows it lost the lease.
     let err = first.commit(&net.turns[1]).unwrap_err();
-    assert!(matches!(err, StoreError::Owned(_)), "{err}");
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
+    assert!(first.lease_watch().lost().is_some(), "the node is told to stop");
+    // Nor can it write a snapshot.
+    assert!(matches!(first.compact().unwrap_err(), StoreError::LeaseLost { .. }));
+    drop(first);
+    // The old owner's drop did not release the new owner's lease.
+    second.commit(&net.turns[2]).unwrap();
     drop(second);
-    let (_, loaded) = PgStore::open(&pg.url(), &config()).unwrap();
-    assert_eq!(loaded, applied(&net.turns[..2]), "the second writer's commit, once");
+    let (_, loaded) = open(&pg, lease("third", 60_000, false)).unwrap();
+    assert_eq!(loaded, applied(&net.turns[..3]), "each commit once, the fenced one never");
+}
+
+#[test]
+fn pg_a_renewal_that_hangs_loses_the_lease_within_it() {
+    let Some(pg) = TempPostgres::start("renewal-hangs") else { return };
+    let (store, _) = open(&pg, lease("stuck", 2000, false)).unwrap();
+    // The lease's row is locked away from the renewing thread (a database that stops answering it).
+    let mut admin = sql(&pg);
+    let mut tx = admin.transaction().unwrap();
+    tx.batch_execute("LOCK TABLE confab_lease IN ACCESS EXCLUSIVE MODE").unwrap();
+    let locked = std::time::Instant::now();
+    while store.lease_watch().lost().is_none() && locked.elapsed() < Duration::from_secs(6) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    tx.rollback().unwrap();
+    assert!(store.lease_watch().lost().is_some(), "a node that cannot renew for a whole lease stops");
+    assert!(locked.elapsed() < Duration::from_millis(2600), "told within the lease: {:?}", locked.elapsed());
+}
+
+#[test]
+fn pg_a_slow_load_keeps_the_lease_and_a_standby_does_not_take_it_meanwhile() {
+    let Some(pg) = TempPostgres::start("slow-load") else { return };
+    let net = scenario();
+    let (mut store, _) = open(&pg, lease("first", 60_000, false)).unwrap();
+    store.commit(&net.turns[0]).unwrap();
+    drop(store);
+    // The state cannot be read for longer than the lease (a large state, a slow database).
+    let mut admin = sql(&pg);
+    let mut tx = admin.transaction().unwrap();
+    tx.batch_execute("LOCK TABLE confab_head IN ACCESS EXCLUSIVE MODE").unwrap();
+    let url = pg.url();
+    let slow = std::thread::spawn(move || {
+        PgStore::open_leased(&url, &config(), Init::Allow, None, lease("slow", 1000, false))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let url = pg.url();
+    let standby = std::thread::spawn(move || {
+        PgStore::open_leased(&url, &config(), Init::Allow, None, lease("standby", 60_000, true))
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    tx.rollback().unwrap();
+    let (mut slow, loaded) = slow.join().unwrap().unwrap();
+    assert_eq!(loaded, applied(&net.turns[..1]));
+    assert!(slow.lease_watch().lost().is_none(), "the lease was renewed while loading");
+    slow.commit(&net.turns[1]).unwrap();
+    assert!(!standby.is_finished(), "the standby still waits");
+    drop(slow);
+    let (_, loaded) = standby.join().unwrap().unwrap();
+    assert_eq!(loaded, applied(&net.turns[..2]));
+}
+
+#[test]
+fn pg_an_empty_database_a_node_served_before_is_refused_to_a_standby_with_a_fresh_directory() {
+    let Some(pg) = TempPostgres::start("empty-standby") else { return };
+    let net = scenario();
+    let (mut store, _) = open(&pg, lease("first", 60_000, false)).unwrap();
+    store.commit(&net.turns[0]).unwrap();
+    drop(store);
+    // The state is lost (a recreated database), the lease's row kept.
+    sql(&pg)
+        .batch_execute(
+            "DROP TABLE confab_changes, confab_snapshot, confab_head, confab_meta; \
+                            DELETE FROM confab_schema",
+        )
+        .unwrap();
+    let dir = confab_tests::procs::TempDir::new("pg-empty-standby");
+    let fresh = dir.path().join("fresh");
+    let err = PgStore::open_leased(&pg.url(), &config(), Init::IfNew, Some(&fresh), lease("standby", 60_000, true))
+        .unwrap_err();
+    assert!(matches!(&err, StoreError::PostgresEmptied { holder, .. } if holder == "first"), "{err}");
+    assert!(err.to_string().contains("--init"), "{err}");
+    // --init: started over on purpose.
+    let (_, state) =
+        PgStore::open_leased(&pg.url(), &config(), Init::Allow, Some(&fresh), lease("standby", 60_000, true)).unwrap();
+    assert_eq!(state, applied(&[]));
 }
 
 #[test]
@@ -152,8 +281,14 @@ fn pg_an_empty_database_for_a_used_data_directory_is_refused_unless_init() {
     assert!(matches!(err, StoreError::PostgresEmpty { sqlite: true, .. }), "{err}");
     let text = err.to_string();
     assert!(text.contains("server.pin") && text.contains("confab.db") && text.contains("--init"), "{text}");
-    let tables = count(&pg, "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'confab_%'");
+    // Only the lease's and the schema's bookkeeping exist; no state table was created.
+    let tables = count(
+        &pg,
+        "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'confab_%' \
+                             AND tablename NOT IN ('confab_lease', 'confab_schema')",
+    );
     assert_eq!(tables, 0, "nothing was changed");
+    assert_eq!(count(&pg, "SELECT count(*) FROM confab_schema"), 0, "nothing was migrated");
     // --init: started over on purpose.
     let (_, state) = PgStore::open_with(&pg.url(), &config(), Init::Allow, Some(&data)).unwrap();
     assert_eq!(state, applied(&[]));
@@ -163,7 +298,8 @@ fn pg_an_empty_database_for_a_used_data_directory_is_refused_unless_init() {
 fn pg_a_statement_refused_by_a_live_session_is_an_error_not_a_lost_lock() {
     let Some(pg) = TempPostgres::start("cancelled") else { return };
     let net = scenario();
-    let (mut store, _) = PgStore::open(&pg.url(), &config()).unwrap();
+    // A failed write gives no lease back: a short one, so that the reopening below waits little.
+    let (mut store, _) = open(&pg, lease("cancelled", 2000, false)).unwrap();
     store.commit(&net.turns[0]).unwrap();
     // Another session holds the head's row, so the store's next commit waits; it is then cancelled.
     let mut blocker = sql(&pg);
@@ -177,7 +313,8 @@ fn pg_a_statement_refused_by_a_live_session_is_an_error_not_a_lost_lock() {
             let cancelled: i64 = admin
                 .query_one(
                     "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity \
-                     WHERE application_name = 'confab-server' AND wait_event_type = 'Lock'",
+                     WHERE application_name = 'confab-server' AND wait_event_type = 'Lock' \
+                     AND query LIKE 'WITH l AS%'",
                     &[],
                 )
                 .unwrap()

@@ -183,6 +183,16 @@ impl ServerProc {
     /// The server does not start within 30 s.
     #[must_use]
     pub fn start_with(data: &Path, args: &[String]) -> ServerProc {
+        ServerProc::spawn_with(data, args).listening(Duration::from_secs(30))
+    }
+
+    /// `confab-server run --data DATA ARGS...`, not waiting: a standby
+    /// listens only once it owns the store.
+    ///
+    /// # Panics
+    /// It cannot be spawned.
+    #[must_use]
+    pub fn spawn_with(data: &Path, args: &[String]) -> Starting {
         let mut cmd = Command::new(binary("confab-server"));
         cmd.arg("run").arg("--data").arg(data).args(args);
         cmd.env("RUST_LOG", "debug").env_remove("CONFAB_DATA").env_remove("CONFAB_LISTEN").env_remove("CONFAB_CONFIG");
@@ -200,7 +210,7 @@ impl ServerProc {
             }
         });
         let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, lines) = std::sync::mpsc::channel();
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if tx.send(line).is_err() {
@@ -208,28 +218,7 @@ impl ServerProc {
                 }
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let (mut addrs, mut pin, mut web) = (None, None, None);
-        while addrs.is_none() || pin.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = rx.recv_timeout(left) else {
-                let _ = child.kill();
-                let log = String::from_utf8_lossy(&log.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
-                    .into_owned();
-                panic!("confab-server did not start; its log:\n{log}");
-            };
-            if let Some(rest) = line.strip_prefix("confab-server listening: tcp ") {
-                let (tcp, rest) = rest.split_once(", quic ").expect("listening line");
-                let (quic, ws) = rest.split_once(", ws ").expect("listening line");
-                addrs = Some((tcp.parse().expect("tcp addr"), quic.parse().expect("quic addr"), ws.to_owned()));
-            } else if let Some(w) = line.strip_prefix("web ") {
-                web = Some(w.to_owned());
-            } else if let Some(p) = line.strip_prefix("pin ") {
-                pin = Some(p.to_owned());
-            }
-        }
-        let (tcp, quic, ws) = addrs.expect("addresses");
-        ServerProc { child: Some(child), tcp, quic, ws, web, pin: pin.expect("pin"), data: data.to_path_buf(), log }
+        Starting { child: Some(child), log, lines, data: data.to_path_buf(), addrs: None, pin: None, web: None }
     }
 
     /// What a user of `transport` passes as `--server`: the TCP or QUIC
@@ -263,6 +252,19 @@ impl ServerProc {
         }
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        if let Some(c) = &self.child {
+            let status = Command::new("kill").arg(format!("-{signal}")).arg(c.id().to_string()).status();
+            assert!(status.is_ok_and(|s| s.success()), "kill -{signal} failed");
+        }
+    }
+
+    /// Waits at most `within` for it to exit on its own: its exit code (`None`: still running).
+    pub fn wait_exit(&mut self, within: Duration) -> Option<Option<i32>> {
+        wait_child(self.child.as_mut()?, within)
+    }
+
     /// SIGTERM, then waits for the exit; returns the exit code.
     ///
     /// # Panics
@@ -289,6 +291,104 @@ impl ServerProc {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
         let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
         line.split_whitespace().nth(1)?.parse().ok()
+    }
+}
+
+/// A `confab-server run` spawned and not listening yet ([`ServerProc::spawn_with`]).
+#[derive(Debug)]
+pub struct Starting {
+    child: Option<Child>,
+    log: Arc<Mutex<Vec<u8>>>,
+    lines: std::sync::mpsc::Receiver<String>,
+    data: PathBuf,
+    addrs: Option<(SocketAddr, SocketAddr, String)>,
+    pin: Option<String>,
+    web: Option<String>,
+}
+
+impl Starting {
+    /// Waits until it listens.
+    ///
+    /// # Panics
+    /// It does not within `within` (it is killed, and its log shown).
+    #[must_use]
+    pub fn listening(self, within: Duration) -> ServerProc {
+        match self.try_listening(within) {
+            Ok(server) => server,
+            Err(mut starting) => {
+                if let Some(mut c) = starting.child.take() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+                panic!("confab-server did not start; its log:\n{}", starting.log());
+            }
+        }
+    }
+
+    /// Waits at most `within` for it to listen: the server, or itself still starting.
+    ///
+    /// # Errors
+    /// It does not listen yet.
+    pub fn try_listening(mut self, within: Duration) -> Result<ServerProc, Box<Starting>> {
+        let deadline = Instant::now() + within;
+        while self.addrs.is_none() || self.pin.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = self.lines.recv_timeout(left) else { return Err(Box::new(self)) };
+            if let Some(rest) = line.strip_prefix("confab-server listening: tcp ") {
+                let (tcp, rest) = rest.split_once(", quic ").expect("listening line");
+                let (quic, ws) = rest.split_once(", ws ").expect("listening line");
+                self.addrs = Some((tcp.parse().expect("tcp addr"), quic.parse().expect("quic addr"), ws.to_owned()));
+            } else if let Some(w) = line.strip_prefix("web ") {
+                self.web = Some(w.to_owned());
+            } else if let Some(p) = line.strip_prefix("pin ") {
+                self.pin = Some(p.to_owned());
+            }
+        }
+        let (tcp, quic, ws) = self.addrs.take().expect("addresses");
+        Ok(ServerProc {
+            child: self.child.take(),
+            tcp,
+            quic,
+            ws,
+            web: self.web.take(),
+            pin: self.pin.take().expect("pin"),
+            data: self.data.clone(),
+            log: Arc::clone(&self.log),
+        })
+    }
+
+    /// Everything it logged so far.
+    #[must_use]
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner)).into_owned()
+    }
+
+    /// Waits at most `within` for it to exit: its exit code (`None`: still running).
+    pub fn wait_exit(&mut self, within: Duration) -> Option<Option<i32>> {
+        wait_child(self.child.as_mut()?, within)
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Waits at most `within` for `child` to exit: its exit code (`None`: still running).
+fn wait_child(child: &mut Child, within: Duration) -> Option<Option<i32>> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status.code());
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
     }
 }
 

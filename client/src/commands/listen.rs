@@ -2,7 +2,10 @@
 //!
 //! Everything is stored in the profile before it is acknowledged to the
 //! server, so interrupting `listen` at any moment loses nothing. A lost
-//! connection is reopened after a pause (the session resumes where it was),
+//! connection is reopened after a pause (the session resumes where it was;
+//! with several server nodes, the node that served last is tried first,
+//! then the others, see [`crate::connect`]; the `disconnected` warning names
+//! the node lost and the `reconnected` event the node reached),
 //! but a session the server closed on purpose is not: after a close 409
 //! ("replaced by a newer login": another session of this account took over)
 //! or 401 (its tokens were revoked) `listen` stops with an error (exit 6 or
@@ -52,16 +55,27 @@ pub fn listen(env: &mut Env<'_>, out: &mut Output<'_>) -> Result<(), CliError> {
                 return Err(SessionError::Closed { code, reason }.into());
             }
             Err(e @ (SessionError::LinkLost(_) | SessionError::Closed { .. })) if end.is_none() => {
+                let node = env.connector.connected_to().map(str::to_owned);
+                let at = node.as_deref().map(|n| format!(" (node {n})")).unwrap_or_default();
                 out.warning(
-                    &format!("{e}: reconnecting in {} s", RECONNECT_PAUSE.as_secs()),
-                    serde_json::json!({"event": "disconnected", "reason": e.to_string()}),
+                    &format!("{e}{at}: reconnecting in {} s", RECONNECT_PAUSE.as_secs()),
+                    serde_json::json!({"event": "disconnected", "reason": e.to_string(), "node": node}),
                 );
                 std::thread::sleep(RECONNECT_PAUSE);
-                if let Err(e) = session.connect(env.connector) {
-                    out.warning(
+                match session.connect(env.connector) {
+                    Ok(()) => {
+                        let node = env.connector.connected_to();
+                        let to = node.map(|n| format!(" to {n}")).unwrap_or_default();
+                        out.item(
+                            "event",
+                            &format!("reconnected{to}"),
+                            serde_json::json!({"event": "reconnected", "node": node}),
+                        );
+                    }
+                    Err(e) => out.warning(
                         &format!("{e}: retrying"),
                         serde_json::json!({"event": "reconnect_failed", "reason": e.to_string()}),
-                    );
+                    ),
                 }
             }
             Err(e) => return Err(e.into()),

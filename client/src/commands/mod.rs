@@ -386,12 +386,20 @@ impl Env<'_> {
     pub fn remember_server(&mut self, profile: &Profile, out: &mut Output<'_>) -> Result<(), CliError> {
         crate::remember::record(profile, self.connector.server(), &self.connector.trust())?;
         if let Some(pin) = self.connector.take_first_use() {
+            let server = self.connector.server();
+            let node = self.connector.connected_to().unwrap_or(server);
+            let human = if node == server {
+                format!(
+                    "trusted the key of {server} on first use: pin {pin}; compare it with the pin the server printed (DATA/server.pin); the profile now accepts only this key"
+                )
+            } else {
+                format!(
+                    "trusted the key of {node} on first use: pin {pin}; compare it with the pin the server printed (DATA/server.pin); the profile now accepts only this key, from every node of {server}"
+                )
+            };
             out.warning(
-                &format!(
-                    "trusted the key of {} on first use: pin {pin}; compare it with the pin the server printed (DATA/server.pin); the profile now accepts only this key",
-                    self.connector.server()
-                ),
-                serde_json::json!({"event": "trusted_on_first_use", "server": self.connector.server(), "pin": pin}),
+                &human,
+                serde_json::json!({"event": "trusted_on_first_use", "server": server, "node": node, "pin": pin}),
             );
         }
         Ok(())

@@ -40,6 +40,7 @@ pub(super) struct FileConfig {
     pub oidc: Option<OidcSection>,
     pub log: LogSection,
     pub store: StoreSection,
+    pub cluster: ClusterSection,
 }
 
 impl Default for FileConfig {
@@ -65,6 +66,7 @@ impl Default for FileConfig {
             oidc: None,
             log: LogSection::default(),
             store: StoreSection::default(),
+            cluster: ClusterSection::default(),
         }
     }
 }
@@ -101,6 +103,23 @@ pub(super) const DEFAULT_FSYNC_INTERVAL_MS: u64 = 1000;
 impl Default for StoreSection {
     fn default() -> Self {
         StoreSection { url: None, fsync: FsyncName::Always, fsync_interval_ms: DEFAULT_FSYNC_INTERVAL_MS }
+    }
+}
+
+/// `[cluster]`: how a node on a PostgreSQL store takes and keeps its lease
+/// (see `crate::store::lease`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct ClusterSection {
+    /// The node's name; empty: `host:pid`.
+    pub node: String,
+    pub standby: bool,
+    pub lease_secs: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection { node: String::new(), standby: false, lease_secs: crate::store::lease::DEFAULT_LEASE.as_secs() }
     }
 }
 

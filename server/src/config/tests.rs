@@ -416,3 +416,21 @@ fn config_ws_web_serves_the_browser_client_unless_off() {
     assert!(off.policy.site.is_none());
     assert!(load_text("ws-web2.toml", "[ws]\nweb = \"yes\"\n").is_err(), "a boolean");
 }
+
+#[test]
+fn config_cluster_keys_need_a_postgresql_store() {
+    // A standby without a store would serve an empty SQLite state of its own.
+    let flags = RunFlags { standby: true, ..RunFlags::default() };
+    let err = RunConfig::load(None, &no_env, &flags).unwrap_err();
+    assert!(matches!(&err, ConfigError::Invalid { key: "cluster", .. }), "{err}");
+    assert!(err.to_string().contains("store.url"), "{err}");
+    assert_eq!(invalid_key(load_text("cluster-no-store", "[cluster]\nnode = \"n1\"\n")), "cluster");
+    let with_store = "[store]\nurl = \"postgres://u@h/db\"\n[cluster]\nnode = \"n1\"\nstandby = true\nlease_secs = 4\n";
+    let config = load_text("cluster-store", with_store).unwrap();
+    assert_eq!((config.lease.node.as_str(), config.lease.standby), ("n1", true));
+    assert_eq!(config.lease.ttl, Duration::from_secs(4));
+    assert_eq!(
+        invalid_key(load_text("cluster-short", "[store]\nurl = \"postgres://u@h/db\"\n[cluster]\nlease_secs = 1\n")),
+        "cluster.lease_secs"
+    );
+}

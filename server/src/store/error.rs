@@ -98,6 +98,20 @@ pub enum StoreError {
     /// `[store] url` is not a PostgreSQL URL or connection string.
     #[error("[store] url is not a PostgreSQL URL (postgres://user:password@host:port/db) or connection string: {0}")]
     PostgresUrl(String),
+    /// A PostgreSQL store holds nothing, though a node served it before (its lease is recorded).
+    #[error(
+        "the PostgreSQL store {} holds no confab state, but node {holder:?} served it before (confab_lease records \
+         its lease): starting empty would silently drop every account, room and queued message. Nothing was \
+         changed: check the URL (host, database, user), restore the database from a backup, or, to start over \
+         empty on purpose, run `confab-server run --init`",
+        url.display()
+    )]
+    PostgresEmptied {
+        /// The store's URL, without its password.
+        url: PathBuf,
+        /// The node that held the lease before.
+        holder: String,
+    },
     /// A PostgreSQL store holds nothing, for a data directory that was used before.
     #[error(
         "the PostgreSQL store {} holds no confab state, but the data directory {} was used before (it holds \
@@ -130,12 +144,52 @@ pub enum StoreError {
         /// The setting at fault.
         setting: String,
     },
-    /// Another node holds the writer's lock of a PostgreSQL store.
+    /// The session of a connection lost under a commit still runs on the PostgreSQL server.
     #[error(
-        "the store {} is being written by another confab-server (it holds the writer's advisory lock): stop it          first, or give this one another database",
+        "the store {}: the session of the connection lost under a commit (backend {pid}) is still running, so that \
+         commit's outcome is not known yet",
+        url.display()
+    )]
+    StaleSession {
+        /// The store's URL, without its password.
+        url: PathBuf,
+        /// The old session's backend process.
+        pid: i32,
+    },
+    /// Another node wrote a PostgreSQL store under this one: its head is not the one this node committed.
+    #[error(
+        "the store {} was written by another confab-server (its head is not the one this node committed): this \
+         node stops without acknowledging anything of its last turn",
         .0.display()
     )]
     Owned(PathBuf),
+    /// Another node, alive (it renewed its lease), owns a PostgreSQL store's partition.
+    #[error(
+        "the store {} is owned by another confab-server, node {holder:?} (lease token {token}), which is alive: \
+         stop it first, give this one another database, or start this one as a standby \
+         (`[cluster] standby = true` or --standby) to take over when that node is gone",
+        url.display()
+    )]
+    LeaseHeld {
+        /// The store's URL, without its password.
+        url: PathBuf,
+        /// The owner's node name.
+        holder: String,
+        /// Its lease's fencing token.
+        token: i64,
+    },
+    /// This node lost its lease on a PostgreSQL store's partition: another node may own it now.
+    #[error(
+        "this node lost its lease on the store {}: {reason}; it stops serving (nothing acknowledged is lost: \
+         what it committed is in the store, and it commits nothing more)",
+        url.display()
+    )]
+    LeaseLost {
+        /// The store's URL, without its password.
+        url: PathBuf,
+        /// What happened.
+        reason: String,
+    },
     /// A PostgreSQL schema this build does not know (a newer confab-server migrated it).
     #[error(
         "the store {} has schema version {found}, this confab-server knows versions up to {known}: run the          confab-server version that migrated it",

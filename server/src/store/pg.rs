@@ -5,7 +5,7 @@
 //! The same records (format [`FORMAT_VERSION`]: postcard changes with
 //! chained SHA-256 sums, a snapshot, the head) in four tables, created and
 //! upgraded by numbered migrations at start ([`MIGRATIONS`], recorded in
-//! `confab_schema`, run by the node that holds the writer's lock, so two
+//! `confab_schema`, run by the node that holds the lease, so two
 //! nodes starting together migrate once). Loading runs the SQLite store's checks
 //! ([`Replay`](super::check::Replay)) in one repeatable-read transaction.
 //!
@@ -13,17 +13,20 @@
 //!   PostgreSQL's commit (with its default `synchronous_commit = on`, the
 //!   WAL flushed before it answers) returns before the turn's frames are
 //!   written, as SQLite's `fsync = "always"` does.
-//! - **One writer.** The node holds a session advisory lock for as long as
-//!   it is connected ([`StoreError::Owned`] if another node holds it), and
-//!   every commit is fenced by the head it expects: a commit that finds
-//!   another head writes nothing and fails (a second writer that took over
-//!   while this one was cut off is never overwritten).
+//! - **One writer.** The node holds the lease on the state's partition
+//!   (see [`lease`](super::lease): a standby waits for it, a renewing thread
+//!   keeps it), and every commit is fenced twice: by the lease's token (a
+//!   commit after another node took over writes nothing:
+//!   [`StoreError::LeaseLost`]) and by the head it expects (a commit that
+//!   finds another head writes nothing: [`StoreError::Owned`]).
 //! - **Connection loss.** A commit whose answer was lost may or may not have
 //!   happened. The store reconnects (every 50 ms to 2 s, for at most
-//!   [`PgStore::set_reconnect_for`], by default 60 s), takes the lock
-//!   again and reads the head: the new head means it committed, the old one
-//!   that it did not (it is sent again). Meanwhile the loop waits: nothing
-//!   is acknowledged, nothing half-committed is acted on. Past the deadline
+//!   [`PgStore::set_reconnect_for`], by default 60 s), ends the old session
+//!   (and waits until it is gone, so that a commit still running in it has
+//!   landed or never will), and reads the head and the lease's token: the
+//!   new head means it committed, the old one that it did not (it is sent
+//!   again, fenced as ever). Meanwhile the loop waits: nothing is
+//!   acknowledged, nothing half-committed is acted on. Past the deadline
 //!   the commit fails and the server stops; nothing acknowledged is lost.
 //! - **Compaction** as in SQLite: a snapshot every
 //!   [`compact_every`](PgStore::compact_every) changes, and the changes it
@@ -39,6 +42,7 @@ use postgres::{Client, IsolationLevel, NoTls};
 
 use super::check::{Head, Loaded, Replay, change_sum, snapshot_sum};
 use super::error::{Damage, StoreError, damaged};
+use super::lease::{self, Keeper, LeaseConfig, LeaseWatch, PARTITION};
 use super::tally::Tally;
 use super::{FORMAT_VERSION, Init, log_records, trim};
 
@@ -52,30 +56,32 @@ pub const MIGRATIONS: &[&str] = &["CREATE TABLE confab_meta (key text PRIMARY KE
                                    state bytea NOT NULL, sum bytea NOT NULL);
      CREATE TABLE confab_changes (seq bigint PRIMARY KEY, change bytea NOT NULL, sum bytea NOT NULL);"];
 
-/// The advisory lock of the node writing the store (session scope).
-const WRITER_LOCK: i64 = 0x636f_6e66_6162_0002;
-
 /// A turn's records, the covered changes it deletes, and the head moved
-/// from the expected one, all or nothing: 1 if it committed, 0 if the head
-/// was not the expected one (nothing written).
-const COMMIT: &str = "WITH h AS (UPDATE confab_head SET seq = $1, sum = $2 WHERE id = 1 AND seq = $3 AND sum = $4 \
-                      RETURNING 1),
+/// from the expected one, all or nothing, if the lease (partition `$10`) is
+/// still under token `$11` (its row locked in share mode until the commit:
+/// a takeover waits for it): whether the token was ours, and 1 if it
+/// committed, 0 if the head was not the expected one (nothing written).
+const COMMIT: &str = "WITH l AS (SELECT 1 FROM confab_lease WHERE partition = $10 AND token = $11 FOR SHARE),
+     h AS (UPDATE confab_head SET seq = $1, sum = $2 WHERE id = 1 AND seq = $3 AND sum = $4 \
+           AND EXISTS (SELECT 1 FROM l) RETURNING 1),
      ins AS (INSERT INTO confab_changes (seq, change, sum)
              SELECT s, c, m FROM unnest($5::bigint[], $6::bytea[], $7::bytea[]) AS u(s, c, m)
              WHERE EXISTS (SELECT 1 FROM h)),
      del AS (DELETE FROM confab_changes WHERE seq BETWEEN $8 AND $9 AND EXISTS (SELECT 1 FROM h))
-SELECT count(*) FROM h";
+SELECT EXISTS (SELECT 1 FROM l), count(*) FROM h";
 
-/// The snapshot and the head it becomes, fenced like [`COMMIT`].
-const SNAPSHOT: &str = "WITH h AS (UPDATE confab_head SET sum = $2 WHERE id = 1 AND seq = $1 AND sum = $3 RETURNING 1),
+/// The snapshot and the head it becomes, fenced like [`COMMIT`] (the lease: `$5`, `$6`).
+const SNAPSHOT: &str = "WITH l AS (SELECT 1 FROM confab_lease WHERE partition = $5 AND token = $6 FOR SHARE),
+     h AS (UPDATE confab_head SET sum = $2 WHERE id = 1 AND seq = $1 AND sum = $3 AND EXISTS (SELECT 1 FROM l)
+           RETURNING 1),
      snap AS (INSERT INTO confab_snapshot (id, upto, state, sum) SELECT 1, $1, $4, $2 WHERE EXISTS (SELECT 1 FROM h)
               ON CONFLICT (id) DO UPDATE SET upto = excluded.upto, state = excluded.state, sum = excluded.sum)
-SELECT count(*) FROM h";
+SELECT EXISTS (SELECT 1 FROM l), count(*) FROM h";
 
 /// One attempt at getting the connection back.
 enum Attempt {
-    /// Connected, locked: the head as it is.
-    Back(Head),
+    /// Connected, the old session gone: the head, and the lease's token, as they are.
+    Back(Head, Option<i64>),
     /// Not yet: why (the last one is returned at the deadline).
     Retry(StoreError),
 }
@@ -83,8 +89,8 @@ enum Attempt {
 /// The PostgreSQL store of one node. See the [module docs](self).
 pub struct PgStore {
     client: Client,
-    /// The server process of `client`'s session.
-    pid: i32,
+    /// `client`'s session on the server.
+    session: Session,
     /// How to connect again (with the timeouts of [`client_config`]).
     connect: postgres::Config,
     /// The URL without its password, for messages and errors.
@@ -92,6 +98,22 @@ pub struct PgStore {
     /// The state, the head and the log's bookkeeping.
     tally: Tally,
     reconnect_for: Duration,
+    /// The lease's fencing token.
+    token: i64,
+    /// The thread renewing the lease (stopped before the lease is released).
+    keeper: Option<Keeper>,
+    /// Whether the lease was lost.
+    watch: LeaseWatch,
+    /// A write failed: the store gives nothing back when dropped.
+    failed: bool,
+}
+
+/// A session on the PostgreSQL server: its backend's process id and start
+/// time (a process id alone may name another session after a restart).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Session {
+    pid: i32,
+    started: String,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -101,20 +123,22 @@ impl std::fmt::Debug for PgStore {
             .field("head", &self.tally.head.seq)
             .field("log_len", &self.tally.log_len)
             .field("compact_every", &self.tally.compact_every)
+            .field("token", &self.token)
             .finish_non_exhaustive()
     }
 }
 
 impl PgStore {
-    /// Connects to `url`, runs the migrations this build knows and the
-    /// database lacks, takes the writer's lock and loads the state (checked
-    /// as the SQLite store's is). `config` gives the room history and dedup
+    /// Connects to `url`, takes the lease (waiting for a node gone to let
+    /// it expire, see [`lease`](super::lease)), runs the migrations this
+    /// build knows and the database lacks, and loads the state (checked as
+    /// the SQLite store's is). `config` gives the room history and dedup
     /// caps, as it does to the server.
     ///
     /// # Errors
     /// The database cannot be reached ([`StoreError::Postgres`]), is newer
-    /// than this build ([`StoreError::Format`]), another node writes it
-    /// ([`StoreError::Owned`]), or it fails a check ([`StoreError::Damaged`]).
+    /// than this build ([`StoreError::Format`]), another node owns it and is
+    /// alive ([`StoreError::LeaseHeld`]), or it fails a check ([`StoreError::Damaged`]).
     pub fn open(url: &str, config: &ServerConfig) -> Result<(PgStore, State), StoreError> {
         PgStore::open_with(url, config, Init::Allow, None)
     }
@@ -133,26 +157,73 @@ impl PgStore {
         init: Init,
         data: Option<&Path>,
     ) -> Result<(PgStore, State), StoreError> {
+        PgStore::open_leased(url, config, init, data, LeaseConfig::default())
+    }
+
+    /// [`open_with`](Self::open_with), as the node and with the lease
+    /// `lease` says (a standby waits here until the partition is its own).
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub fn open_leased(
+        url: &str,
+        config: &ServerConfig,
+        init: Init,
+        data: Option<&Path>,
+        lease: LeaseConfig,
+    ) -> Result<(PgStore, State), StoreError> {
         let connect = client_config(url)?;
         let label = PathBuf::from(label_of(&connect));
-        let (mut client, pid) = open_session(&connect, &label)?;
-        // The writer's lock first: a node that is not the writer changes nothing, migrations included.
-        if !try_lock(&mut client, &label)? {
-            return Err(StoreError::Owned(label));
-        }
-        if init != Init::Allow
-            && let Some(data) = data
-            && let Some(evidence) = super::used_before(data)
-            && is_empty(&mut client, &label)?
-        {
-            let sqlite = data.join(super::DB_FILE).exists();
-            return Err(StoreError::PostgresEmpty { url: label, data: data.to_owned(), evidence, sqlite });
-        }
-        migrate(&mut client, &label)?;
-        let tally = Tally::loaded(load(&mut client, &label, config)?);
+        let (mut client, mut session) = open_session(&connect, &label)?;
+        lease::bootstrap(&mut client, &label)?;
+        // The lease first: a node that does not own the partition changes nothing, migrations included.
+        let taken = lease::acquire(&mut client, &mut session, &connect, &label, &lease)?;
+        let token = taken.token;
+        // Renewed from now on, however long the load takes.
+        let watch = LeaseWatch::default();
+        let keeper = Keeper::start(&connect, label.clone(), &taken, lease, watch.clone())?;
+        let loaded = prepare(&mut client, &label, config, token, (init, data, taken.previous.as_deref()));
+        let loaded = match loaded.and_then(|l| match watch.lost() {
+            None => Ok(l),
+            Some(reason) => Err(StoreError::LeaseLost { url: label.clone(), reason }),
+        }) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                drop(keeper);
+                // Nothing was served: the next node need not wait for this lease to expire.
+                if watch.lost().is_none() {
+                    let _ = lease::release(&mut client, token);
+                }
+                return Err(e);
+            }
+        };
+        let tally = Tally::loaded(loaded);
         let state = tally.state.clone();
-        let store = PgStore { client, pid, connect, label, tally, reconnect_for: Duration::from_secs(60) };
+        let store = PgStore {
+            client,
+            session,
+            connect,
+            label,
+            tally,
+            reconnect_for: Duration::from_secs(60),
+            token,
+            keeper: Some(keeper),
+            watch,
+            failed: false,
+        };
         Ok((store, state))
+    }
+
+    /// What the node learns of its lease: it stops serving when it is lost.
+    #[must_use]
+    pub fn lease_watch(&self) -> LeaseWatch {
+        self.watch.clone()
+    }
+
+    /// The lease's fencing token (raised by one at every takeover).
+    #[must_use]
+    pub fn token(&self) -> i64 {
+        self.token
     }
 
     /// Appends one turn's changes and moves the head, in one transaction,
@@ -179,8 +250,9 @@ impl PgStore {
             sums.push(head.sum.to_vec());
         }
         let ((trim_from, trim_to), covered) = trim(self.tally.covered, records.len()).unwrap_or(((1, 0), None));
+        let token = self.token;
         self.write("commit a turn to", before, head, |client| {
-            let params: [&(dyn postgres::types::ToSql + Sync); 9] = [
+            let params: [&(dyn postgres::types::ToSql + Sync); 11] = [
                 &head.seq,
                 &&head.sum[..],
                 &before.seq,
@@ -190,6 +262,8 @@ impl PgStore {
                 &sums,
                 &trim_from,
                 &trim_to,
+                &PARTITION,
+                &token,
             ];
             client.query_one(COMMIT, &params)
         })?;
@@ -209,17 +283,34 @@ impl PgStore {
         let state = postcard::to_stdvec(&self.tally.state).map_err(StoreError::Encode)?;
         let before = self.tally.head;
         let head = Head { seq: before.seq, sum: snapshot_sum(before.seq, &state) };
+        let token = self.token;
         self.write("write a snapshot to", before, head, |client| {
-            client.query_one(SNAPSHOT, &[&head.seq, &&head.sum[..], &&before.sum[..], &state.as_slice()])
+            client.query_one(
+                SNAPSHOT,
+                &[&head.seq, &&head.sum[..], &&before.sum[..], &state.as_slice(), &PARTITION, &token],
+            )
         })?;
         self.tally.snapshotted(head, false);
         Ok(())
     }
 
-    /// Runs a fenced write (`statement` answers 1 if it moved the head from
-    /// `before` to `after`, 0 if the head was not `before`) until it is known
-    /// to have landed, across lost connections.
+    /// Runs a fenced write (`statement` answers whether the lease's token
+    /// was ours, and 1 if it moved the head from `before` to `after`, 0 if
+    /// the head was not `before`) until it is known to have landed, across
+    /// lost connections.
     fn write(
+        &mut self,
+        action: &'static str,
+        before: Head,
+        after: Head,
+        statement: impl FnMut(&mut Client) -> Result<postgres::Row, postgres::Error>,
+    ) -> Result<(), StoreError> {
+        let result = self.try_write(action, before, after, statement);
+        self.failed |= result.is_err();
+        result
+    }
+
+    fn try_write(
         &mut self,
         action: &'static str,
         before: Head,
@@ -228,7 +319,8 @@ impl PgStore {
     ) -> Result<(), StoreError> {
         loop {
             match statement(&mut self.client) {
-                Ok(row) if row.get::<_, i64>(0) == 1 => return Ok(()),
+                Ok(row) if !row.get::<_, bool>(0) => return Err(self.fenced()),
+                Ok(row) if row.get::<_, i64>(1) == 1 => return Ok(()),
                 Ok(_) => return Err(self.moved()),
                 Err(e) if lost(&e) => {
                     if self.recover(&e, before, after)? {
@@ -241,20 +333,23 @@ impl PgStore {
     }
 
     /// The connection broke under a write whose outcome is unknown:
-    /// reconnect, take the lock again and read the head. True if the write
-    /// committed (`after`), false if it did not (`before`).
+    /// reconnect, end the old session and read the head. True if the write
+    /// committed (`after`), false if it did not (`before`, and the lease
+    /// still ours).
     fn recover(&mut self, error: &postgres::Error, before: Head, after: Head) -> Result<bool, StoreError> {
         tracing::warn!(store = %self.label.display(), "connection to the store lost ({error}): reconnecting");
         let deadline = Instant::now() + self.reconnect_for;
         let mut wait = Duration::from_millis(50);
         let mut swapped = false;
-        let old = self.pid;
+        let old = self.session.clone();
         loop {
-            match self.resume(&mut swapped, old) {
-                Ok(Attempt::Back(current)) => {
+            match self.resume(&mut swapped, &old) {
+                Ok(Attempt::Back(current, token)) => {
                     tracing::info!(store = %self.label.display(), head = current.seq, "store connection restored");
                     return if current == after {
                         Ok(true)
+                    } else if token != Some(self.token) {
+                        Err(self.fenced())
                     } else if current == before {
                         Ok(false)
                     } else {
@@ -272,36 +367,32 @@ impl PgStore {
     }
 
     /// One attempt of [`recover`](Self::recover): a new session replaces the
-    /// old one (dropped, so that a session still alive on the server side
-    /// lets its lock go), takes the writer's lock and reads the head. The
-    /// lock still held by the old session (`old`, its backend) is worth
-    /// waiting for; held by another, it is another node's: no retry.
-    fn resume(&mut self, swapped: &mut bool, old: i32) -> Result<Attempt, StoreError> {
+    /// old one (dropped, and ended on the server: `old`, its backend), which
+    /// must be gone before the head is read: a commit still running in it
+    /// has then landed or never will.
+    fn resume(&mut self, swapped: &mut bool, old: &Session) -> Result<Attempt, StoreError> {
         if !*swapped || self.client.is_closed() {
             match open_session(&self.connect, &self.label) {
-                Ok((client, pid)) => {
+                Ok((client, session)) => {
                     drop(std::mem::replace(&mut self.client, client));
-                    self.pid = pid;
+                    self.session = session;
                     *swapped = true;
                 }
                 Err(e) => return Ok(Attempt::Retry(e)),
             }
         }
-        match try_lock(&mut self.client, &self.label) {
+        match end_session(&mut self.client, &self.label, old) {
             Ok(true) => {}
             Ok(false) => {
-                let holder = lock_holder(&mut self.client, &self.label);
-                let owned = StoreError::Owned(self.label.clone());
-                return match holder {
-                    Ok(Some(pid)) if pid != old => Err(owned),
-                    Ok(_) => Ok(Attempt::Retry(owned)),
-                    Err(e) => Ok(Attempt::Retry(e)),
-                };
+                return Ok(Attempt::Retry(StoreError::StaleSession { url: self.label.clone(), pid: old.pid }));
             }
             Err(e) => return Ok(Attempt::Retry(e)),
         }
-        match read_head(&mut self.client, &self.label) {
-            Ok(head) => Ok(Attempt::Back(head)),
+        match read_head(&mut self.client, &self.label).and_then(|head| {
+            let token = lease_token(&mut self.client, &self.label)?;
+            Ok((head, token))
+        }) {
+            Ok((head, token)) => Ok(Attempt::Back(head, token)),
             Err(e) => Ok(Attempt::Retry(e)),
         }
     }
@@ -309,6 +400,18 @@ impl PgStore {
     /// Another writer moved the head.
     fn moved(&self) -> StoreError {
         StoreError::Owned(self.label.clone())
+    }
+
+    /// Another node took the lease: nothing was written.
+    fn fenced(&self) -> StoreError {
+        let reason = format!(
+            "another node took partition {PARTITION} (this node's token {} is no longer the lease's), so its last \
+             write was refused",
+            self.token
+        );
+        tracing::error!(store = %self.label.display(), partition = PARTITION, "lease lost: {reason}");
+        self.watch.set_lost(reason.clone());
+        StoreError::LeaseLost { url: self.label.clone(), reason }
     }
 
     fn pg(&self, action: &'static str) -> impl Fn(postgres::Error) -> StoreError + '_ {
@@ -365,6 +468,27 @@ impl Durable<[Change]> for PgStore {
     }
 }
 
+/// A store dropped after no failed write gives its lease back (it expires
+/// at once), once its renewing thread has stopped: the next node need not
+/// wait for it.
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        drop(self.keeper.take());
+        if !self.failed && self.watch.lost().is_none() && !self.client.is_closed() {
+            match lease::release(&mut self.client, self.token) {
+                Ok(1) => tracing::info!(
+                    store = %self.label.display(), partition = PARTITION, token = self.token,
+                    "partition released: another node may take it at once"
+                ),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(store = %self.label.display(), "could not release the lease ({}): it expires on its own", describe(&e))
+                }
+            }
+        }
+    }
+}
+
 /// Parses `url` (a `postgres://` URL or a key-value connection string)
 /// and sets the timeouts that bound a lost or silent database: 5 s to
 /// connect, TCP keepalives after 10 s idle, and 30 s for sent data to be
@@ -411,7 +535,7 @@ fn label_of(config: &postgres::Config) -> String {
 
 /// PostgreSQL's own reason (its severity, message, detail and hint), or the
 /// client's error with its causes: "db error" alone names nothing.
-pub(super) fn describe(e: &postgres::Error) -> String {
+pub(crate) fn describe(e: &postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
         if let Some(detail) = db.detail() {
@@ -435,7 +559,7 @@ pub(super) fn describe(e: &postgres::Error) -> String {
 /// the statement under way is unknown: a closed connection, an I/O error,
 /// a connection exception (class 08) or the server shutting down (57P01-03).
 /// Anything else was refused by a live session (the statement rolled back).
-fn lost(e: &postgres::Error) -> bool {
+pub(super) fn lost(e: &postgres::Error) -> bool {
     if e.is_closed() {
         return true;
     }
@@ -448,39 +572,88 @@ fn lost(e: &postgres::Error) -> bool {
 /// A session with this store's settings: `synchronous_commit = on` whatever
 /// the role's or the database's default (a commit must be durable before it
 /// answers), on a server that fsyncs at all.
-fn open_session(config: &postgres::Config, label: &Path) -> Result<(Client, i32), StoreError> {
+pub(super) fn open_session(config: &postgres::Config, label: &Path) -> Result<(Client, Session), StoreError> {
     let mut client = config.connect(NoTls).map_err(pg_err("connect to", label))?;
     client.batch_execute("SET synchronous_commit = on").map_err(pg_err("configure a session of", label))?;
     let row = client
-        .query_one("SELECT current_setting('fsync'), pg_backend_pid()", &[])
+        .query_one(
+            "SELECT current_setting('fsync'), pg_backend_pid(), \
+             (SELECT backend_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid())",
+            &[],
+        )
         .map_err(pg_err("read the settings of", label))?;
     let fsync: String = row.get(0);
     if fsync != "on" {
         return Err(StoreError::PostgresNotDurable { url: label.to_owned(), setting: format!("fsync = {fsync}") });
     }
-    Ok((client, row.get(1)))
+    let started: Option<String> = row.get(2);
+    Ok((client, Session { pid: row.get(1), started: started.unwrap_or_default() }))
 }
 
-/// The server process holding the writer's lock, if any.
-fn lock_holder(client: &mut Client, label: &Path) -> Result<Option<i32>, StoreError> {
+/// Ends the session `old` (a connection this store lost) and says whether
+/// it is gone. Ending one's own role's sessions needs no privilege. The
+/// backend's start time tells it from another that got its process id
+/// after a restart of PostgreSQL.
+fn end_session(client: &mut Client, label: &Path, old: &Session) -> Result<bool, StoreError> {
+    let err = pg_err("end the lost session of", label);
+    let same = "FROM pg_stat_activity WHERE pid = $1 AND backend_start::text = $2 AND pid <> pg_backend_pid()";
+    client
+        .query_one(&format!("SELECT count(pg_terminate_backend(pid)) {same}"), &[&old.pid, &old.started])
+        .map_err(&err)?;
+    let alive: bool =
+        client.query_one(&format!("SELECT EXISTS (SELECT 1 {same})"), &[&old.pid, &old.started]).map_err(&err)?.get(0);
+    Ok(!alive)
+}
+
+/// The token of the partition's lease, if there is one.
+fn lease_token(client: &mut Client, label: &Path) -> Result<Option<i64>, StoreError> {
     let row = client
-        .query_opt(
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 \
-             AND ((classid::bigint << 32) | objid::bigint) = $1",
-            &[&WRITER_LOCK],
-        )
-        .map_err(pg_err("inspect the locks of", label))?;
+        .query_opt("SELECT token FROM confab_lease WHERE partition = $1", &[&PARTITION])
+        .map_err(pg_err("read the lease of", label))?;
     Ok(row.map(|r| r.get(0)))
 }
 
-fn pg_err<'a>(action: &'static str, label: &'a Path) -> impl Fn(postgres::Error) -> StoreError + 'a {
+pub(super) fn pg_err<'a>(action: &'static str, label: &'a Path) -> impl Fn(postgres::Error) -> StoreError + 'a {
     move |source| StoreError::Postgres { action, url: label.to_owned(), reason: describe(&source), source }
 }
 
-/// Applies the migrations the database lacks (the caller holds the writer's lock).
-fn migrate(client: &mut Client, label: &Path) -> Result<(), StoreError> {
+/// What a node does once it holds the lease (under `token`): refuses an
+/// empty database for a used data directory or one another node served
+/// before (`previous`, unless `init` allows it), migrates, loads.
+fn prepare(
+    client: &mut Client,
+    label: &Path,
+    config: &ServerConfig,
+    token: i64,
+    (init, data, previous): (Init, Option<&Path>, Option<&str>),
+) -> Result<Loaded, StoreError> {
+    if init != Init::Allow && is_empty(client, label)? {
+        if let Some(data) = data
+            && let Some(evidence) = super::used_before(data)
+        {
+            let sqlite = data.join(super::DB_FILE).exists();
+            return Err(StoreError::PostgresEmpty { url: label.to_owned(), data: data.to_owned(), evidence, sqlite });
+        }
+        if let Some(holder) = previous {
+            return Err(StoreError::PostgresEmptied { url: label.to_owned(), holder: holder.to_owned() });
+        }
+    }
+    migrate(client, label, token)?;
+    load(client, label, config)
+}
+
+/// Applies the migrations the database lacks (the caller holds the lease).
+fn migrate(client: &mut Client, label: &Path, token: i64) -> Result<(), StoreError> {
     let err = pg_err("migrate the schema of", label);
     let mut tx = client.transaction().map_err(&err)?;
+    // Fenced as a commit is: a node whose lease was taken meanwhile migrates nothing.
+    let ours = tx
+        .query_opt("SELECT 1 FROM confab_lease WHERE partition = $1 AND token = $2 FOR SHARE", &[&PARTITION, &token])
+        .map_err(&err)?;
+    if ours.is_none() {
+        let reason = format!("another node took partition {PARTITION} before this one migrated the schema");
+        return Err(StoreError::LeaseLost { url: label.to_owned(), reason });
+    }
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS confab_schema (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
     )
@@ -507,11 +680,6 @@ fn migrate(client: &mut Client, label: &Path) -> Result<(), StoreError> {
         return Err(StoreError::VersionMismatch { path: label.to_owned(), found, expected: FORMAT_VERSION });
     }
     tx.commit().map_err(&err)
-}
-
-/// Takes the writer's lock for this session: false if another session holds it.
-fn try_lock(client: &mut Client, label: &Path) -> Result<bool, StoreError> {
-    Ok(client.query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK]).map_err(pg_err("lock", label))?.get(0))
 }
 
 /// Whether the database holds no confab state: no tables yet, or a head

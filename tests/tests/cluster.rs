@@ -1,0 +1,227 @@
+//! Cluster mode over real processes (issue 16): three `confab-server`
+//! nodes on one PostgreSQL of the test's own, one owning the store's
+//! partition and two standing by; clients given all three addresses.
+//!
+//! - The owner is SIGKILLed while a DM conversation flows: a standby takes
+//!   over once the lease expires, the clients reach it, and every
+//!   acknowledged message arrives exactly once, in order.
+//! - The new owner is SIGSTOPped for longer than its lease: the last node
+//!   takes over; resumed, the old owner finds its lease gone and stops
+//!   without committing, and nothing is lost or doubled.
+//!
+//! Skipped without PostgreSQL unless `CONFAB_REQUIRE_CLUSTER=1`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use confab_tests::postgres::TempPostgres;
+use confab_tests::procs::{CliUser, Running, ServerProc, Starting, TempDir, free_port};
+
+/// The lease of the test's nodes: a node gone is replaced within about this.
+const LEASE_SECS: u64 = 2;
+
+/// One node: its data directory, configuration and fixed addresses (a
+/// standby's must be known before it listens: the clients list them).
+struct Node {
+    data: PathBuf,
+    config: PathBuf,
+    tcp: String,
+    quic: String,
+}
+
+impl Node {
+    fn new(dir: &Path, name: &'static str, url: &str, cert: Option<&Path>) -> Node {
+        let data = dir.join(name);
+        let config = dir.join(format!("{name}.toml"));
+        let mut text = format!(
+            "[store]\nurl = \"{url}\"\n\n[cluster]\nnode = \"{name}\"\nstandby = true\nlease_secs = {LEASE_SECS}\n"
+        );
+        if let Some(data1) = cert {
+            // Every node serves the same certificate: one pin for all of them.
+            text = format!(
+                "cert_chain = \"{}\"\nprivate_key = \"{}\"\n{text}",
+                data1.join("server.crt").display(),
+                data1.join("server.key").display()
+            );
+        }
+        std::fs::write(&config, text).expect("node config");
+        let tcp = format!("127.0.0.1:{}", free_port());
+        let quic = format!("127.0.0.1:{}", free_port());
+        Node { data, config, tcp, quic }
+    }
+
+    fn args(&self) -> Vec<String> {
+        ["--config", &self.config.display().to_string(), "--tcp-listen", &self.tcp, "--quic-listen", &self.quic]
+            .into_iter()
+            .chain(["--ws-listen", "127.0.0.1:0"])
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn spawn(&self) -> Starting {
+        ServerProc::spawn_with(&self.data, &self.args())
+    }
+}
+
+/// Waits until `log` (a standby's) says it stands by.
+fn standing_by(starting: &Starting) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !starting.log().contains("standing by") {
+        assert!(Instant::now() < deadline, "the node never stood by; its log:\n{}", starting.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The first of `standbys` to listen (the one that took the partition), and the others.
+fn takeover(
+    mut standbys: Vec<(&'static str, Starting)>,
+) -> ((&'static str, ServerProc), Vec<(&'static str, Starting)>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut waiting = Vec::new();
+        let mut won = None;
+        for (name, s) in standbys.drain(..) {
+            if won.is_some() {
+                waiting.push((name, s));
+                continue;
+            }
+            match s.try_listening(Duration::from_millis(10)) {
+                Ok(server) => won = Some((name, server)),
+                Err(s) => waiting.push((name, *s)),
+            }
+        }
+        if let Some(won) = won {
+            return (won, waiting);
+        }
+        assert!(Instant::now() < deadline, "no standby took over");
+        standbys = waiting;
+    }
+}
+
+fn json_lines(lines: &[String]) -> Vec<serde_json::Value> {
+    lines.iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// The DM texts in `lines` (`kind: message`).
+fn dm_texts(lines: &[String]) -> Vec<String> {
+    json_lines(lines)
+        .into_iter()
+        .filter(|v| v["kind"] == "message")
+        .filter_map(|v| v["text"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Every acknowledged text is in `received` exactly once, nothing is
+/// there twice, and what arrived is in the order it was sent.
+fn exactly_once_in_order(received: &[String], acknowledged: &[String], sent: &[String]) {
+    for text in acknowledged {
+        let n = received.iter().filter(|r| *r == text).count();
+        assert_eq!(n, 1, "{text:?} acknowledged, received {n} times; received: {received:?}");
+    }
+    let mut last = None;
+    for text in received {
+        let i = sent.iter().position(|s| s == text).unwrap_or_else(|| panic!("{text:?} was never sent"));
+        assert!(last.is_none_or(|l| i > l), "{text:?} out of order or doubled; received: {received:?}");
+        last = Some(i);
+    }
+}
+
+#[test]
+fn cluster_three_nodes_fail_over_without_losing_or_doubling_an_acknowledged_message() {
+    let Some(pg) = TempPostgres::start("cluster") else { return };
+    let dir = TempDir::new("cluster");
+    let url = pg.url();
+    let n1 = Node::new(dir.path(), "n1", &url, None);
+    let first = ServerProc::start_with(&n1.data, &n1.args());
+    assert!(first.log().contains("partition taken"), "{}", first.log());
+    let n2 = Node::new(dir.path(), "n2", &url, Some(&n1.data));
+    let n3 = Node::new(dir.path(), "n3", &url, Some(&n1.data));
+    let (s2, s3) = (n2.spawn(), n3.spawn());
+    standing_by(&s2);
+    standing_by(&s3);
+    let servers = [&n1, &n2, &n3].map(|n| n.tcp.clone()).join(",");
+    let user = |name: &str| {
+        let mut u = CliUser::new(dir.path(), name, &first, "tcp");
+        u.server.clone_from(&servers);
+        u
+    };
+    let (alice, bob) = (user("alice"), user("bob"));
+    let _ = alice.ok(&["register", "alice"]);
+    let _ = bob.ok(&["register", "bob"]);
+    let _ = alice.ok(&["dm", "request", "bob"]);
+    let _ = bob.ok(&["dm", "accept", "alice"]);
+    let _ = alice.ok(&["room", "create", "lobby"]);
+    let _ = bob.ok(&["room", "join", "lobby"]);
+    let _ = alice.ok(&["room", "send", "lobby", "before the crash"]);
+
+    // Bob listens; Alice sends a DM after another, acknowledged or not.
+    let mut listen = Running::start(bob.command(&["listen"]));
+    assert!(listen.wait_for("\"connected\"", Duration::from_secs(20)), "{:?}", listen.lines());
+    let sent: Vec<String> = (0..40).map(|i| format!("dm {i:02} through the cluster")).collect();
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let sender = {
+        let (alice, sent, acknowledged) = (alice.clone(), sent.clone(), Arc::clone(&acknowledged));
+        std::thread::spawn(move || {
+            for text in &sent {
+                if alice.run(&["dm", "send", "bob", text]).status.success() {
+                    acknowledged.lock().unwrap().push(text.clone());
+                } else {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        })
+    };
+    // The owner is killed while messages flow.
+    assert!(listen.wait_for("dm 09", Duration::from_secs(60)), "{:?}", listen.lines());
+    let mut first = first;
+    first.kill();
+    let killed = Instant::now();
+    let before = dm_texts(&listen.lines()).len();
+    let ((owner_name, owner), mut rest) = takeover(vec![("n2", s2), ("n3", s3)]);
+    assert!(owner.log().contains("partition taken"), "{}", owner.log());
+    while dm_texts(&listen.lines()).len() == before {
+        assert!(killed.elapsed() < Duration::from_secs(60), "nothing delivered after the kill: {:?}", listen.lines());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Not a check: the failover time, for docs/BENCHMARKS.md.
+    eprintln!("failover: kill to the first DM delivered through {owner_name}: {:?}", killed.elapsed());
+    sender.join().unwrap();
+    // What Alice's failed sends left in her outbox goes with her next command.
+    let _ = alice.ok(&["dm", "send", "bob", "after the failover"]);
+    assert!(listen.wait_for("after the failover", Duration::from_secs(30)), "{:?}", listen.lines());
+    let mut sent_all = sent.clone();
+    sent_all.push("after the failover".to_owned());
+    let mut acked = acknowledged.lock().unwrap().clone();
+    assert!(acked.len() >= 30, "most sends were acknowledged: {acked:?}");
+    acked.push("after the failover".to_owned());
+    exactly_once_in_order(&dm_texts(&listen.lines()), &acked, &sent_all);
+    listen.kill();
+    // The room and its history moved with the partition.
+    let _ = bob.ok(&["room", "send", "lobby", "after the crash"]);
+    let history = bob.ok(&["room", "history", "lobby"]);
+    for text in ["before the crash", "after the crash"] {
+        assert!(history.contains(text), "{text:?} in {history}");
+    }
+
+    // The new owner pauses for longer than its lease: the last node takes over.
+    let (last_name, last) = rest.pop().expect("a last standby");
+    owner.signal("STOP");
+    let paused = Instant::now();
+    let ((_, survivor), _) = takeover(vec![(last_name, last)]);
+    assert!(paused.elapsed() >= Duration::from_secs(LEASE_SECS) / 2, "took over before the lease could expire");
+    let mut owner = owner;
+    let _ = alice.ok(&["dm", "send", "bob", "while the old owner sleeps"]);
+    // The old owner resumes: its lease is gone, it stops, and commits nothing.
+    owner.signal("CONT");
+    let code = owner.wait_exit(Duration::from_secs(30)).expect("the old owner stops once resumed");
+    assert_ne!(code, Some(0), "it stops on an error");
+    assert!(owner.log().contains("lease lost"), "{}", owner.log());
+    let _ = alice.ok(&["dm", "send", "bob", "after the old owner stopped"]);
+    let read = bob.ok(&["dm", "read", "alice"]);
+    let read = dm_texts(&read.lines().map(str::to_owned).collect::<Vec<_>>());
+    sent_all.extend(["while the old owner sleeps", "after the old owner stopped"].map(str::to_owned));
+    acked.extend(["while the old owner sleeps", "after the old owner stopped"].map(str::to_owned));
+    exactly_once_in_order(&read, &acked, &sent_all);
+    assert!(survivor.log().contains("partition taken"), "{}", survivor.log());
+}
