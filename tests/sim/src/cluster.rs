@@ -27,7 +27,9 @@ use super::config::Span;
 use super::net::{Dir, End, LinkId};
 use super::queue::Ev;
 
-/// A former owner: paused when a standby took over, or resumed and not yet aware.
+/// A former owner: paused when a standby took over, or resumed and not yet
+/// aware (there may be several: an owner taken over while an older one
+/// still sleeps).
 #[derive(Debug)]
 pub(crate) struct Stale {
     server: Option<Server>,
@@ -80,13 +82,9 @@ impl Sim {
         if self.epoch != epoch || self.server.is_none() || self.paused.is_none() {
             return;
         }
-        if let Some(older) = self.stale.as_ref().map(|s| s.epoch) {
-            // A former owner still around by now would have learned at its renewal.
-            self.stale_notices(older);
-        }
         self.stats.takeovers += 1;
         self.trace.note(self.elapsed, &format!("standby takes over from the paused owner (epoch {epoch})"));
-        self.stale = Some(Stale {
+        self.stales.push(Stale {
             server: self.server.take(),
             epoch,
             sessions: std::mem::take(&mut self.sessions),
@@ -104,7 +102,7 @@ impl Sim {
         let missed = if epoch == self.epoch && self.paused.is_some() {
             self.trace.note(self.elapsed, &format!("owner (epoch {epoch}) resumes"));
             self.paused.take()
-        } else if let Some(stale) = self.stale.as_mut().filter(|s| s.epoch == epoch && s.paused.is_some()) {
+        } else if let Some(stale) = self.stales.iter_mut().find(|s| s.epoch == epoch && s.paused.is_some()) {
             let missed = stale.paused.take();
             self.trace.note(self.elapsed, &format!("old owner (epoch {epoch}) resumes, unaware"));
             let renew = self.config.cluster.map_or(Duration::ZERO, |c| c.renew_every());
@@ -122,10 +120,7 @@ impl Sim {
     /// The old owner of `epoch` learns it lost its lease (its renewal
     /// found another token): it stops.
     pub(crate) fn stale_notices(&mut self, epoch: u64) {
-        if self.stale.as_ref().is_none_or(|s| s.epoch != epoch) {
-            return;
-        }
-        self.as_stale(|sim| {
+        self.as_stale(epoch, |sim| {
             sim.trace.note(sim.elapsed, &format!("old owner (epoch {epoch}) learns it lost the lease: stops"));
             sim.stale_stops();
         });
@@ -142,21 +137,19 @@ impl Sim {
         self.kill_links(|l| l == epoch);
     }
 
-    /// Runs `f` as the old owner: its server, epoch, sessions, timer and
-    /// token swapped in for the owner's, so the owner's code runs it.
-    pub(crate) fn as_stale(&mut self, f: impl FnOnce(&mut Sim)) {
-        let Some(mut stale) = self.stale.take() else { return };
-        if stale.paused.is_some() {
-            self.stale = Some(stale);
-            return;
-        }
+    /// Runs `f` as the old owner of `epoch`, if it runs (not paused): its
+    /// server, epoch, sessions, timer and token swapped in for the owner's,
+    /// so the owner's code runs it.
+    pub(crate) fn as_stale(&mut self, epoch: u64, f: impl FnOnce(&mut Sim)) {
+        let Some(i) = self.stales.iter().position(|s| s.epoch == epoch && s.paused.is_none()) else { return };
+        let mut stale = self.stales.swap_remove(i);
         self.swap(&mut stale);
         self.acting_stale = true;
         f(self);
         self.acting_stale = false;
         self.swap(&mut stale);
         if stale.server.is_some() {
-            self.stale = Some(stale);
+            self.stales.push(stale);
         }
     }
 
@@ -189,31 +182,31 @@ impl Sim {
                 None => Some(ev),
             };
         }
-        let Some(stale) = self.stale.as_mut().filter(|s| s.epoch == epoch) else { return Some(ev) };
+        let Some(stale) = self.stales.iter_mut().find(|s| s.epoch == epoch) else { return Some(ev) };
         if let Some(kept) = stale.paused.as_mut() {
             kept.push(ev);
             return None;
         }
-        self.as_stale(|sim| sim.dispatch_now(ev));
+        self.as_stale(epoch, |sim| sim.dispatch_now(ev));
         None
     }
 
-    /// The old owner's timer, when it runs.
-    pub(crate) fn stale_deadline(&self) -> Option<Duration> {
-        self.stale.as_ref().and_then(Stale::deadline)
+    /// The earliest timer of the old owners that run: when, and whose (its epoch).
+    pub(crate) fn stale_deadline(&self) -> Option<(Duration, u64)> {
+        self.stales.iter().filter_map(|s| s.deadline().map(|t| (t, s.epoch))).min()
     }
 
-    /// The epoch of the old owner, if there is one.
-    pub(crate) fn stale_epoch(&self) -> Option<u64> {
-        self.stale.as_ref().map(|s| s.epoch)
+    /// Whether `epoch` is an old owner's.
+    pub(crate) fn is_stale(&self, epoch: u64) -> bool {
+        self.stales.iter().any(|s| s.epoch == epoch)
     }
 
     /// Settling: every paused node resumes now.
     pub(crate) fn resume_all(&mut self) {
-        let epoch = self.epoch;
-        self.resume(epoch);
-        if let Some(stale) = self.stale_epoch() {
-            self.resume(stale);
+        let mut epochs: Vec<u64> = self.stales.iter().map(|s| s.epoch).collect();
+        epochs.push(self.epoch);
+        for epoch in epochs {
+            self.resume(epoch);
         }
     }
 }

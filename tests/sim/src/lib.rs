@@ -183,8 +183,8 @@ pub struct Sim {
     token: u64,
     /// Cluster mode: the owner is paused; the events it has not processed yet, in order.
     paused: Option<Vec<Ev>>,
-    /// Cluster mode: a former owner, paused or resumed and unaware it lost its lease.
-    stale: Option<cluster::Stale>,
+    /// Cluster mode: former owners, paused or resumed and unaware they lost their lease.
+    stales: Vec<cluster::Stale>,
     /// The former owner is swapped in ([`Sim::as_stale`]).
     acting_stale: bool,
     hosts: Vec<Host>,
@@ -239,8 +239,8 @@ fn identity(i: usize) -> IdentityKey {
 enum Timer {
     /// The owner's (the server's).
     Server,
-    /// The old owner's (cluster mode).
-    Stale,
+    /// An old owner's, by its epoch (cluster mode).
+    Stale(u64),
     /// A client's.
     Client(ClientId),
 }
@@ -314,7 +314,7 @@ impl Sim {
             auto_restart: false,
             token: 0,
             paused: None,
-            stale: None,
+            stales: Vec::new(),
             acting_stale: false,
             hosts,
             ledger: Ledger::default(),
@@ -498,7 +498,7 @@ impl Sim {
             if n >= MAX_TIMER_REPEATS {
                 let machine = match who {
                     Timer::Server => "server".to_owned(),
-                    Timer::Stale => "old owner".to_owned(),
+                    Timer::Stale(epoch) => format!("old owner (epoch {epoch})"),
                     Timer::Client(id) => format!("client {}", id.0),
                 };
                 self.violate(
@@ -510,7 +510,7 @@ impl Sim {
             }
             match who {
                 Timer::Server => self.server_timeout(),
-                Timer::Stale => self.as_stale(Sim::server_timeout),
+                Timer::Stale(epoch) => self.as_stale(epoch, Sim::server_timeout),
                 Timer::Client(id) => self.client_timeout(id),
             }
         } else if let Some((_, ev)) = self.agenda.pop() {
@@ -522,10 +522,10 @@ impl Sim {
     /// The earliest machine timer (a paused node's does not run).
     fn next_timer(&self) -> Option<(Duration, Timer)> {
         let mut best = self.server_deadline.filter(|_| self.paused.is_none()).map(|t| (t, Timer::Server));
-        if let Some(t) = self.stale_deadline()
+        if let Some((t, epoch)) = self.stale_deadline()
             && best.is_none_or(|(b, _)| t < b)
         {
-            best = Some((t, Timer::Stale));
+            best = Some((t, Timer::Stale(epoch)));
         }
         for (i, h) in self.hosts.iter().enumerate() {
             if let Some(t) = h.deadline

@@ -191,9 +191,9 @@ impl Sim {
             let at = self.elapsed + self.config.server_downtime.draw(&mut self.rng);
             self.agenda.push(at, Ev::Restart);
         }
-        // An old owner's connections are its own (cluster mode).
-        let stale = self.stale_epoch();
-        self.kill_links(|epoch| Some(epoch) != stale);
+        // Old owners' connections are their own (cluster mode).
+        let stales: Vec<u64> = (0..=self.epoch).filter(|e| self.is_stale(*e)).collect();
+        self.kill_links(|epoch| !stales.contains(&epoch));
     }
 
     /// The server end of every link whose epoch `which` selects dies: each

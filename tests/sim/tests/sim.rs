@@ -244,6 +244,35 @@ fn an_old_owner_resumed_after_a_takeover_commits_nothing_and_loses_nothing() {
     assert_eq!(received(&sim, bob, alice), [&first, &second, &third].map(|b| text(b)), "each DM once, in order");
 }
 
+/// Cluster mode: two owners in a row paused past their lease, the first
+/// still asleep when the second is taken over. Bob stays connected to the
+/// first, Alice moves to each new owner and sends Bob a DM through the
+/// last. Both old owners resume unaware and stop, Bob reaches the last
+/// owner and gets the DM once (a simulator that forgot the first old owner
+/// left Bob idle on a dead connection and called the run settled: seed 6024
+/// of the cluster runs).
+#[test]
+fn two_old_owners_asleep_at_once_both_stop_and_nothing_is_lost() {
+    let cluster = ClusterSim::three_nodes();
+    let config = SimConfig { clients: 2, cluster: Some(cluster), trace: tracing(), ..SimConfig::quiet(6) };
+    let mut sim = started(config);
+    let (alice, bob) = (ClientId(0), ClientId(1));
+    open_conversation(&mut sim, alice, bob);
+    for _ in 0..2 {
+        sim.pause_owner(cluster.lease * 10);
+        sim.run_for(cluster.lease * 2);
+        sim.disconnect(alice);
+        assert!(sim.run_until(LIMIT, |s| s.logged_in(alice)), "alice reached the new owner");
+    }
+    let sealed = sim.send_mp(alice, bob).expect("send_mp");
+    assert!(sim.run_until(LIMIT, |s| s.ledger().is_acked(&sealed)), "acknowledged by the last owner");
+    assert!(sim.settle(), "settles after both old owners resumed and stopped");
+    let report = verdict(&mut sim);
+    report.assert_ok();
+    assert_eq!(report.stats.takeovers, 2, "{report}");
+    assert_eq!(received(&sim, bob, alice), [text(&sealed)], "the DM once");
+}
+
 #[test]
 fn acknowledged_message_survives_a_crash() {
     let mut sim = quiet(1, 2);
