@@ -59,6 +59,9 @@ pub enum Invariant {
     /// A client's persisted state changed in a turn that took no
     /// checkpoint: its store (a profile on disk) would miss it after a crash.
     Checkpoint,
+    /// Cluster mode: a commit was written under an older lease token than
+    /// one written before it (two owners committing for one partition).
+    SingleOwner,
 }
 
 /// One broken invariant.
@@ -125,6 +128,14 @@ pub struct SimStats {
     pub client_turns: u64,
     /// Of which took a checkpoint (the client's state changed).
     pub client_checkpoints: u64,
+    /// Cluster mode: pauses of the owner.
+    pub pauses: u64,
+    /// Cluster mode: takeovers by a standby while the old owner was paused.
+    pub takeovers: u64,
+    /// Cluster mode: commits an old owner tried after the takeover (fenced, nothing written).
+    pub fenced: u64,
+    /// Cluster mode: turns an old owner wrote frames of (no change to commit) before it stopped.
+    pub stale_turns: u64,
 }
 
 /// The verdict of a run.
@@ -196,6 +207,13 @@ impl fmt::Display for Report {
             s.relogins,
             self.commits
         )?;
+        if s.pauses > 0 || s.takeovers > 0 {
+            writeln!(
+                f,
+                "  cluster: {} pauses, {} takeovers, {} old owners' commits fenced, {} turns they served",
+                s.pauses, s.takeovers, s.fenced, s.stale_turns
+            )?;
+        }
         for v in self.violations.iter().take(20) {
             writeln!(f, "  violated {:?}: {}", v.invariant, v.detail)?;
         }
@@ -218,6 +236,10 @@ impl Sim {
         self.check_mp();
         self.check_rooms(settled);
         self.check_opacity();
+        self.stats.fenced = self.store.fenced;
+        if let Some((newer, older)) = self.store.two_owners() {
+            self.violate(Invariant::SingleOwner, format!("a commit under token {older} after one under {newer}"));
+        }
         if settled && self.store.memory().state().lanes().queued_total() != 0 {
             let n = self.store.memory().state().lanes().queued_total();
             self.violate(Invariant::Drained, format!("{n} items still queued after settling"));

@@ -168,7 +168,7 @@ impl Sim {
             return false;
         }
         let now = self.now();
-        let opened = match (&mut self.server, h.partitioned) {
+        let opened = match (&mut self.server, h.partitioned || self.paused.is_some()) {
             (Some(server), false) => server.open_session(now).ok(),
             _ => None,
         };

@@ -132,6 +132,45 @@ impl OidcUsers {
     }
 }
 
+/// Cluster mode (issue 16): nodes sharing one store, one owning the state
+/// through a lease with a fencing token, the others standing by.
+///
+/// Only the owner serves: a standby takes the state over (restored from
+/// the store, under a new token) once the owner's lease has expired, and
+/// the clients reconnect to it. The owner can be killed (the `crash`
+/// faults: a standby takes over a lease later, see
+/// [`SimConfig::server_downtime`]) or paused ([`ClusterSim::pause`]: a
+/// process stopped, a machine frozen, or cut off from the store, whose
+/// commits then wait): a pause longer than what is left of its lease lets a
+/// standby take over meanwhile, and the old owner resumes with its memory,
+/// its connections and its timers as they were, serving until it learns it
+/// lost the lease (its next renewal, or its first commit, which is fenced).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClusterSim {
+    /// Nodes: one owner, the others standbys (a node killed comes back as a standby).
+    pub nodes: usize,
+    /// How long a lease lasts without a renewal; the owner renews it every third of that.
+    pub lease: Duration,
+    /// How long a pause of the owner lasts.
+    pub pause: Span,
+    /// The probability, per scenario action, that the owner pauses.
+    pub pause_rate: f64,
+}
+
+impl ClusterSim {
+    /// Three nodes, 2 s leases, pauses of 100 ms to 8 s.
+    #[must_use]
+    pub fn three_nodes() -> ClusterSim {
+        ClusterSim { nodes: 3, lease: Duration::from_secs(2), pause: Span::ms(100, 8_000), pause_rate: 0.05 }
+    }
+
+    /// How often the owner renews its lease.
+    #[must_use]
+    pub fn renew_every(&self) -> Duration {
+        self.lease / 3
+    }
+}
+
 /// Everything a simulation needs. Build one from a preset and change fields.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -198,6 +237,9 @@ pub struct SimConfig {
     /// loss yet, so such runs report `Opacity` and `MpDelivery` violations
     /// (never `NonceReuse` or `Replay`).
     pub client_restore: f64,
+    /// Cluster mode: several nodes, one owning the state through a lease
+    /// (`None`: one server, as before).
+    pub cluster: Option<ClusterSim>,
     /// The server machine's configuration.
     pub server: ServerConfig,
     /// Every client machine's configuration.
@@ -231,6 +273,7 @@ impl SimConfig {
             record_server: false,
             hostile_replay: 0.0,
             client_restore: 0.0,
+            cluster: None,
             server: ServerConfig { hash_params: HashParams::INSECURE_FAST, ..ServerConfig::default() },
             client: ClientConfig::default(),
         }
@@ -342,6 +385,29 @@ impl SimConfig {
     #[must_use]
     pub fn hostile(seed: u64) -> SimConfig {
         SimConfig { secure: true, hostile_replay: 0.25, ..SimConfig::mixed(seed) }
+    }
+
+    /// [`SimConfig::mixed`] on a cluster of three nodes
+    /// ([`ClusterSim::three_nodes`]): owners paused (some past their lease,
+    /// so that a standby takes over while they sleep) and killed (a standby
+    /// takes over once the lease expires).
+    #[must_use]
+    pub fn cluster(seed: u64) -> SimConfig {
+        let mixed = SimConfig::mixed(seed);
+        let cluster = ClusterSim::three_nodes();
+        let lease = cluster.lease;
+        SimConfig {
+            name: match seed % 3 {
+                0 => "cluster-lan",
+                1 => "cluster-wan",
+                _ => "cluster-flaky",
+            },
+            cluster: Some(cluster),
+            // A standby takes over when the dead owner's lease expires: up to a lease after its last renewal.
+            server_downtime: Span::new(lease - cluster.renew_every(), lease + Duration::from_millis(10)),
+            faults: FaultRates { crash: mixed.faults.crash.max(0.02), ..mixed.faults },
+            ..mixed
+        }
     }
 
     /// A network without any fault and no scenario actions: for scripted tests.

@@ -120,6 +120,11 @@ impl Sim {
             return;
         }
         self.stats.restarts += 1;
+        self.paused = None;
+        if self.config.cluster.is_some() {
+            // A standby takes the state over: a new lease, a new token.
+            self.token = self.store.take_lease();
+        }
         self.trace.note(self.elapsed, "server restarts from the store");
         let seed: [u8; 32] = self.rng.random();
         let state = self.store.memory().state().clone();

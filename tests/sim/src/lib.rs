@@ -46,6 +46,16 @@
 //!   key, and get a fresh token whenever the server says theirs expired
 //!   ([`ClientEvent::ExternalTokenNeeded`]).
 //!
+//! - Cluster mode ([`SimConfig::cluster`], issue 16): three nodes share the
+//!   store, one owning the state through a lease whose token fences every
+//!   commit ([`ClusterSim`]). Besides crashes (a standby takes over a lease
+//!   later), the owner pauses ([`Sim::pause_owner`]: a stopped process, a
+//!   frozen machine, a store cut off); a pause past its lease lets a standby
+//!   take over, and the old owner resumes as it was, serving from memory
+//!   until its first commit is fenced or its renewal fails
+//!   ([`Invariant::SingleOwner`]: never two owners committing). There is no
+//!   traffic between nodes to model yet (one partition, no doorbells).
+//!
 //! A failing run prints `simulation failed: replay with CONFAB_SIM_SEED=<seed>`;
 //! [`SimConfig::trace`] keeps a readable line per step for the replay.
 //!
@@ -79,6 +89,7 @@
 
 mod check;
 mod client;
+mod cluster;
 mod config;
 mod driver;
 mod fault;
@@ -105,7 +116,7 @@ use rand::SeedableRng as _;
 use rand::rngs::StdRng;
 
 pub use check::{Invariant, Report, SimStats, Violation};
-pub use config::{FaultRates, OidcUsers, SimConfig, Span};
+pub use config::{ClusterSim, FaultRates, OidcUsers, SimConfig, Span};
 pub use idp::{AUDIENCE as IDP_AUDIENCE, CLIENT_ID as IDP_CLIENT_ID, ISSUER as IDP_ISSUER, TestIdp};
 pub use ledger::{Delivery, DeliveryKind, Ledger};
 pub use machine::room_password;
@@ -168,6 +179,14 @@ pub struct Sim {
     store: SimStore,
     /// Restart the server by itself after a crash (during a scenario's actions).
     auto_restart: bool,
+    /// Cluster mode: the owner's lease token (0 with one server).
+    token: u64,
+    /// Cluster mode: the owner is paused; the events it has not processed yet, in order.
+    paused: Option<Vec<Ev>>,
+    /// Cluster mode: former owners, paused or resumed and unaware they lost their lease.
+    stales: Vec<cluster::Stale>,
+    /// The former owner is swapped in ([`Sim::as_stale`]).
+    acting_stale: bool,
     hosts: Vec<Host>,
     ledger: Ledger,
     trace: Trace,
@@ -177,7 +196,7 @@ pub struct Sim {
     violations: Vec<Violation>,
     steps: u64,
     /// The last timer fired (time, machine) and how often in a row, against timer livelocks.
-    last_timer: (Duration, Option<ClientId>, u32),
+    last_timer: (Duration, Timer, u32),
     /// The run was stopped (stuck): nothing more is processed.
     halted: bool,
     /// The OIDC users' identity provider.
@@ -213,6 +232,17 @@ fn identity(i: usize) -> IdentityKey {
         Ok(key) => key,
         Err(e) => panic!("fixture identity key unusable: {e}"),
     }
+}
+
+/// Whose timer is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    /// The owner's (the server's).
+    Server,
+    /// An old owner's, by its epoch (cluster mode).
+    Stale(u64),
+    /// A client's.
+    Client(ClientId),
 }
 
 /// Timer firings of one machine at one instant before the run is declared stuck.
@@ -282,6 +312,10 @@ impl Sim {
             sessions: HashMap::new(),
             store: SimStore::new(&config.server),
             auto_restart: false,
+            token: 0,
+            paused: None,
+            stales: Vec::new(),
+            acting_stale: false,
             hosts,
             ledger: Ledger::default(),
             trace: Trace::new(config.trace),
@@ -289,7 +323,7 @@ impl Sim {
             actions_left: config.actions,
             violations: Vec::new(),
             steps: 0,
-            last_timer: (Duration::ZERO, None, 0),
+            last_timer: (Duration::ZERO, Timer::Server, 0),
             halted: false,
             idp,
             server_events: Vec::new(),
@@ -462,7 +496,11 @@ impl Sim {
             let n = if (last_at, last_who) == (self.elapsed, who) { n + 1 } else { 0 };
             self.last_timer = (self.elapsed, who, n);
             if n >= MAX_TIMER_REPEATS {
-                let machine = who.map_or_else(|| "server".to_owned(), |id| format!("client {}", id.0));
+                let machine = match who {
+                    Timer::Server => "server".to_owned(),
+                    Timer::Stale(epoch) => format!("old owner (epoch {epoch})"),
+                    Timer::Client(id) => format!("client {}", id.0),
+                };
                 self.violate(
                     Invariant::Progress,
                     format!("{machine} asked for its timer at the same instant {n} times in a row"),
@@ -471,8 +509,9 @@ impl Sim {
                 return false;
             }
             match who {
-                None => self.server_timeout(),
-                Some(id) => self.client_timeout(id),
+                Timer::Server => self.server_timeout(),
+                Timer::Stale(epoch) => self.as_stale(epoch, Sim::server_timeout),
+                Timer::Client(id) => self.client_timeout(id),
             }
         } else if let Some((_, ev)) = self.agenda.pop() {
             self.dispatch(ev);
@@ -480,20 +519,32 @@ impl Sim {
         true
     }
 
-    /// The earliest machine timer: `None` for the server, `Some(client)`.
-    fn next_timer(&self) -> Option<(Duration, Option<ClientId>)> {
-        let mut best = self.server_deadline.map(|t| (t, None));
+    /// The earliest machine timer (a paused node's does not run).
+    fn next_timer(&self) -> Option<(Duration, Timer)> {
+        let mut best = self.server_deadline.filter(|_| self.paused.is_none()).map(|t| (t, Timer::Server));
+        if let Some((t, epoch)) = self.stale_deadline()
+            && best.is_none_or(|(b, _)| t < b)
+        {
+            best = Some((t, Timer::Stale(epoch)));
+        }
         for (i, h) in self.hosts.iter().enumerate() {
             if let Some(t) = h.deadline
                 && best.is_none_or(|(b, _)| t < b)
             {
-                best = Some((t, Some(ClientId(i))));
+                best = Some((t, Timer::Client(ClientId(i))));
             }
         }
         best
     }
 
     fn dispatch(&mut self, ev: Ev) {
+        if let Some(ev) = self.route(ev) {
+            self.dispatch_now(ev);
+        }
+    }
+
+    /// Processes an event (server-side ones already routed, see [`Sim::route`]).
+    pub(crate) fn dispatch_now(&mut self, ev: Ev) {
         match ev {
             Ev::Arrive { link, dir, seg } => self.arrive(link, dir, seg),
             Ev::Detect { link, end } => self.detect(link, end),
@@ -508,6 +559,9 @@ impl Sim {
             }
             Ev::Online(id) => self.go_online(id),
             Ev::Replay(id) => self.replay(id),
+            Ev::Resume(epoch) => self.resume(epoch),
+            Ev::Takeover(epoch) => self.takeover(epoch),
+            Ev::StaleNotices(epoch) => self.stale_notices(epoch),
         }
     }
 

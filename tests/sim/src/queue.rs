@@ -34,6 +34,12 @@ pub(crate) enum Ev {
     Online(ClientId),
     /// The hostile server replays an old item to a client.
     Replay(ClientId),
+    /// Cluster mode: the paused node of this epoch resumes.
+    Resume(u64),
+    /// Cluster mode: a standby takes over from the paused owner of this epoch.
+    Takeover(u64),
+    /// Cluster mode: the old owner of this epoch learns it lost its lease.
+    StaleNotices(u64),
 }
 
 struct Entry {

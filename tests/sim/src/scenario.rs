@@ -99,6 +99,11 @@ impl Sim {
             self.crash_server();
         } else if hit(f.crash_after_commit) {
             self.crash_after_commit();
+        } else if let Some(cluster) = self.config.cluster
+            && hit(cluster.pause_rate)
+        {
+            let d = cluster.pause.draw(&mut self.rng);
+            self.pause_owner(d);
         } else if hit(f.offline) {
             if self.hosts[id.0].user.want_online {
                 self.go_offline(id);
@@ -131,6 +136,7 @@ impl Sim {
             self.heal(id);
             self.release(id);
         }
+        self.resume_all();
         self.restart_server();
         for id in self.clients() {
             self.reconnect(id);

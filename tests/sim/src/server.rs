@@ -10,7 +10,7 @@ use rand::RngExt as _;
 
 use super::net::{Dir, Segment};
 use super::queue::Ev;
-use super::store::Crashed;
+use super::store::Fault;
 use super::{Invariant, Sim};
 
 impl Sim {
@@ -31,13 +31,24 @@ impl Sim {
             if n > 0 && self.config.record_server {
                 self.changes.extend(turn.changes().iter().cloned());
             }
+            self.store.set_writer(self.token);
             let committed = turn.commit(&mut self.store);
             if n > 0 {
                 self.trace.step(self.elapsed, &(n as u64).to_le_bytes(), || format!("commit {n} changes"));
             }
             let committed = match committed {
                 Ok(committed) => committed,
-                Err(Crashed) => {
+                Err(Fault::Fenced) if self.acting_stale => {
+                    self.trace.note(self.elapsed, "old owner's commit fenced (another node holds the lease): stops");
+                    self.stale_stops();
+                    return;
+                }
+                Err(Fault::Fenced) => {
+                    self.violate(Invariant::SingleOwner, "the owner's commit was fenced".into());
+                    self.crash_now();
+                    return;
+                }
+                Err(Fault::Crashed) => {
                     self.stats.crashes_after_commit += 1;
                     self.trace.note(self.elapsed, "crash after commit, before transmit");
                     self.crash_now();
@@ -82,6 +93,9 @@ impl Sim {
             }
             if quiet {
                 return;
+            }
+            if self.acting_stale {
+                self.stats.stale_turns += 1;
             }
             let now = self.now();
             let Some(server) = self.server.as_mut() else { return };
@@ -171,13 +185,26 @@ impl Sim {
         self.epoch += 1;
         self.server_deadline = None;
         self.sessions.clear();
+        self.paused = None;
         self.trace.note(self.elapsed, "server crashed");
         if self.auto_restart {
             let at = self.elapsed + self.config.server_downtime.draw(&mut self.rng);
             self.agenda.push(at, Ev::Restart);
         }
+        // Old owners' connections are their own (cluster mode).
+        let stales: Vec<u64> = (0..=self.epoch).filter(|e| self.is_stale(*e)).collect();
+        self.kill_links(|epoch| !stales.contains(&epoch));
+    }
+
+    /// The server end of every link whose epoch `which` selects dies: each
+    /// client learns it, at once (a reset) or after what was written (the
+    /// OS closing the socket).
+    pub(crate) fn kill_links(&mut self, which: impl Fn(u64) -> bool) {
         for link in self.net.ids() {
             let Some(l) = self.net.get_mut(link) else { continue };
+            if !which(l.epoch) {
+                continue;
+            }
             l.server_open = false;
             let client = l.client;
             if l.client_open && !l.doomed {

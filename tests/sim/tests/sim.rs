@@ -1,7 +1,8 @@
 //! The deterministic simulator over many seeds, plus focused scenarios.
 //!
 //! `simulated_runs` runs seeds 0..1000 by default (the preset mixes by
-//! `seed % 3`: lan, wan, flaky). `CONFAB_SIM_SEEDS=A..B` runs exactly seeds
+//! `seed % 3`: lan, wan, flaky), and `cluster_simulated_runs` the same
+//! seeds on a cluster of three nodes (`SimConfig::cluster`). `CONFAB_SIM_SEEDS=A..B` runs exactly seeds
 //! A through B inclusive; `CONFAB_SIM_SEED=N` replays one seed and prints its
 //! trace if it fails (`CONFAB_SIM_TRACE=1` prints it anyway).
 
@@ -10,7 +11,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
 use confab_proto::{ClientConfig, ServerConfig};
-use confab_sim::{ClientId, DeliveryKind, OidcUsers, Report, Sim, SimConfig, Span};
+use confab_sim::{ClientId, ClusterSim, DeliveryKind, OidcUsers, Report, Sim, SimConfig, Span};
 
 const DEFAULT_SEEDS: RangeInclusive<u64> = 0..=999;
 
@@ -30,9 +31,9 @@ fn seeds() -> (RangeInclusive<u64>, bool) {
     (DEFAULT_SEEDS, false)
 }
 
-/// Runs one seed; a panic becomes a failed report-like line.
-fn run_seed(seed: u64, trace: bool) -> Result<Report, String> {
-    let mut config = SimConfig::mixed(seed);
+/// Runs one seed of `preset`; a panic becomes a failed report-like line.
+fn run_seed(seed: u64, trace: bool, preset: fn(u64) -> SimConfig) -> Result<Report, String> {
+    let mut config = preset(seed);
     config.trace = trace;
     catch_unwind(AssertUnwindSafe(|| Sim::run(config))).map_err(|e| {
         let msg = e
@@ -44,13 +45,32 @@ fn run_seed(seed: u64, trace: bool) -> Result<Report, String> {
     })
 }
 
-/// Runs every `step`-th seed of `start..=end` from `first`; returns the failures.
-fn worker(first: u64, end: u64, step: u64, trace: bool, print_trace: bool, single: bool) -> Vec<(u64, String)> {
-    let mut failed = Vec::new();
+/// What a worker found: the failures, and the cluster faults its runs went through.
+#[derive(Default)]
+struct Found {
+    failed: Vec<(u64, String)>,
+    /// Pauses, takeovers, fenced commits, turns an old owner wrote frames of.
+    cluster: [u64; 4],
+}
+
+/// Runs every `step`-th seed of `start..=end` from `first` of `preset`.
+fn worker(
+    first: u64,
+    end: u64,
+    step: u64,
+    (trace, print_trace, single): (bool, bool, bool),
+    preset: fn(u64) -> SimConfig,
+) -> Found {
+    let mut found = Found::default();
+    let failed = &mut found.failed;
     let mut seed = first;
     while seed <= end {
-        match run_seed(seed, trace) {
+        match run_seed(seed, trace, preset) {
             Ok(report) => {
+                let s = &report.stats;
+                for (sum, n) in found.cluster.iter_mut().zip([s.pauses, s.takeovers, s.fenced, s.stale_turns]) {
+                    *sum += n;
+                }
                 let show_trace = print_trace || !report.is_ok();
                 if let Some(lines) = report.trace.as_ref().filter(|_| show_trace) {
                     eprintln!("---- trace of seed {seed} ----");
@@ -68,11 +88,34 @@ fn worker(first: u64, end: u64, step: u64, trace: bool, print_trace: bool, singl
         }
         seed += step;
     }
-    failed
+    found
 }
 
 #[test]
 fn simulated_runs() {
+    parallel_runs(SimConfig::mixed);
+}
+
+/// Cluster mode (issue 16): three nodes, owners paused past their lease
+/// while a standby takes over, killed, resumed unaware; the same
+/// invariants, plus never two owners committing.
+#[test]
+fn cluster_simulated_runs() {
+    let (cluster, single) = parallel_runs(SimConfig::cluster);
+    let [pauses, takeovers, fenced, stale_turns] = cluster;
+    eprintln!(
+        "cluster: {pauses} pauses, {takeovers} takeovers by a standby, {fenced} commits of old owners fenced, \
+         {stale_turns} turns old owners served before stopping"
+    );
+    if !single {
+        assert!(takeovers > 0 && fenced > 0 && stale_turns > 0, "the runs went through every cluster fault");
+    }
+}
+
+/// Runs the seeds of the environment (see the module docs) of `preset`
+/// on every core, asserting none failed: the cluster faults' totals, and
+/// whether one seed was replayed.
+fn parallel_runs(preset: fn(u64) -> SimConfig) -> ([u64; 4], bool) {
     let (range, single) = seeds();
     let print_trace = tracing();
     let trace = single || print_trace;
@@ -81,12 +124,19 @@ fn simulated_runs() {
     eprintln!("simulating seeds {start}..={end} ({count} seeds)");
     let started = Instant::now();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u64).clamp(1, count);
-    let mut failures: Vec<(u64, String)> = std::thread::scope(|s| {
+    let found: Vec<Found> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
-            .map(|t| s.spawn(move || worker(start + t, end, threads, trace, print_trace, single)))
+            .map(|t| s.spawn(move || worker(start + t, end, threads, (trace, print_trace, single), preset)))
             .collect();
-        workers.into_iter().flat_map(|w| w.join().expect("worker")).collect()
+        workers.into_iter().map(|w| w.join().expect("worker")).collect()
     });
+    let mut cluster = [0; 4];
+    for f in &found {
+        for (sum, n) in cluster.iter_mut().zip(f.cluster) {
+            *sum += n;
+        }
+    }
+    let mut failures: Vec<(u64, String)> = found.into_iter().flat_map(|f| f.failed).collect();
     failures.sort_by_key(|(seed, _)| *seed);
     eprintln!("simulated {count} seeds in {:.2?} on {threads} threads: {} failed", started.elapsed(), failures.len());
     for (_, text) in &failures {
@@ -94,11 +144,12 @@ fn simulated_runs() {
     }
     let seeds: Vec<String> = failures.iter().map(|(s, _)| s.to_string()).collect();
     assert!(failures.is_empty(), "failing seeds: {}", seeds.join(", "));
+    (cluster, single)
 }
 
 #[test]
 fn same_seed_same_run() {
-    for config in [SimConfig::lan(11), SimConfig::wan(12), SimConfig::flaky(13)] {
+    for config in [SimConfig::lan(11), SimConfig::wan(12), SimConfig::flaky(13), SimConfig::cluster(14)] {
         let a = Sim::run(config.clone());
         let b = Sim::run(config.clone());
         assert_eq!(a.digest, b.digest, "seed {} ({}) is not deterministic", a.seed, a.preset);
@@ -163,6 +214,63 @@ fn received(sim: &Sim, to: ClientId, from: ClientId) -> Vec<String> {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// Cluster mode, scripted: the owner pauses past its lease with a DM to
+/// Bob queued and Bob's delivery acknowledgement on its way; a standby takes
+/// over and Alice sends through it; the old owner resumes, serves Bob what
+/// it has in memory, and its first commit is fenced. Bob gets each DM once,
+/// in order; what the old owner acknowledged before it paused is not lost.
+#[test]
+fn an_old_owner_resumed_after_a_takeover_commits_nothing_and_loses_nothing() {
+    let cluster = ClusterSim::three_nodes();
+    let config = SimConfig { clients: 2, cluster: Some(cluster), trace: tracing(), ..SimConfig::quiet(5) };
+    let mut sim = started(config);
+    let (alice, bob) = (ClientId(0), ClientId(1));
+    open_conversation(&mut sim, alice, bob);
+    let first = sim.send_mp(alice, bob).expect("send_mp");
+    assert!(sim.run_until(LIMIT, |s| s.ledger().is_acked(&first)), "not acknowledged");
+    let second = sim.send_mp(alice, bob).expect("send_mp");
+    // The owner stops while the second DM is on its way: three leases long.
+    sim.pause_owner(cluster.lease * 3);
+    sim.run_for(cluster.lease * 2);
+    assert!(sim.server().is_some(), "a standby took over");
+    let third = sim.send_mp(alice, bob).expect("send_mp");
+    assert!(sim.settle(), "settles after the old owner resumed and stopped");
+    let report = verdict(&mut sim);
+    report.assert_ok();
+    assert_eq!(report.stats.takeovers, 1, "{report}");
+    assert!(report.stats.fenced >= 1, "the old owner tried to commit: {report}");
+    assert_eq!(received(&sim, bob, alice), [&first, &second, &third].map(|b| text(b)), "each DM once, in order");
+}
+
+/// Cluster mode: two owners in a row paused past their lease, the first
+/// still asleep when the second is taken over. Bob stays connected to the
+/// first, Alice moves to each new owner and sends Bob a DM through the
+/// last. Both old owners resume unaware and stop, Bob reaches the last
+/// owner and gets the DM once (a simulator that forgot the first old owner
+/// left Bob idle on a dead connection and called the run settled: seed 6024
+/// of the cluster runs).
+#[test]
+fn two_old_owners_asleep_at_once_both_stop_and_nothing_is_lost() {
+    let cluster = ClusterSim::three_nodes();
+    let config = SimConfig { clients: 2, cluster: Some(cluster), trace: tracing(), ..SimConfig::quiet(6) };
+    let mut sim = started(config);
+    let (alice, bob) = (ClientId(0), ClientId(1));
+    open_conversation(&mut sim, alice, bob);
+    for _ in 0..2 {
+        sim.pause_owner(cluster.lease * 10);
+        sim.run_for(cluster.lease * 2);
+        sim.disconnect(alice);
+        assert!(sim.run_until(LIMIT, |s| s.logged_in(alice)), "alice reached the new owner");
+    }
+    let sealed = sim.send_mp(alice, bob).expect("send_mp");
+    assert!(sim.run_until(LIMIT, |s| s.ledger().is_acked(&sealed)), "acknowledged by the last owner");
+    assert!(sim.settle(), "settles after both old owners resumed and stopped");
+    let report = verdict(&mut sim);
+    report.assert_ok();
+    assert_eq!(report.stats.takeovers, 2, "{report}");
+    assert_eq!(received(&sim, bob, alice), [text(&sealed)], "the DM once");
 }
 
 #[test]
