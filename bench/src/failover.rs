@@ -79,7 +79,9 @@ pub fn run(config: &FailoverConfig) -> Result<Vec<Round>, BenchError> {
     let db = match &config.postgres_url {
         Some(url) => Database::Scratch(ScratchDb::create(url)?),
         None => Database::Own(TempPostgres::start("confab-bench failover").ok_or_else(|| {
-            BenchError("PostgreSQL is not installed (Debian: apt-get install postgresql), or give --postgres-url".into())
+            BenchError(
+                "PostgreSQL is not installed (Debian: apt-get install postgresql), or give --postgres-url".into(),
+            )
         })?),
     };
     let url = db.url();
