@@ -53,7 +53,7 @@ pub struct Round {
 /// Where the PostgreSQL of the run lives (dropped at the end).
 enum Database {
     Own(TempPostgres),
-    Scratch(ScratchDb),
+    Scratch(Box<ScratchDb>),
 }
 
 impl Database {
@@ -77,7 +77,7 @@ const STEP_LIMIT: Duration = Duration::from_secs(120);
 /// PostgreSQL is missing or unreachable, or a step does not happen in time.
 pub fn run(config: &FailoverConfig) -> Result<Vec<Round>, BenchError> {
     let db = match &config.postgres_url {
-        Some(url) => Database::Scratch(ScratchDb::create(url)?),
+        Some(url) => Database::Scratch(Box::new(ScratchDb::create(url)?)),
         None => Database::Own(TempPostgres::start("confab-bench failover").ok_or_else(|| {
             BenchError(
                 "PostgreSQL is not installed (Debian: apt-get install postgresql), or give --postgres-url".into(),
