@@ -33,6 +33,7 @@
 mod confab;
 pub mod driver;
 mod endpoint;
+pub mod failover;
 mod gate;
 #[cfg(feature = "peers")]
 pub mod peers;

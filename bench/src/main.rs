@@ -233,7 +233,50 @@ fn peers_main(args: &PeersArgs) -> ExitCode {
     }
 }
 
+/// `confab-bench failover`: kills a cluster's owner, round after round,
+/// and measures how long until a standby serves (bench/src/failover.rs).
+#[derive(Debug, Parser)]
+#[command(name = "confab-bench failover")]
+struct FailoverArgs {
+    /// An existing PostgreSQL (postgres://user@host:port/db; the user needs
+    /// CREATEDB): the run uses a scratch database on it. Default: a
+    /// PostgreSQL of the run's own (Debian's postgresql package).
+    #[arg(long, value_name = "URL")]
+    postgres_url: Option<String>,
+    /// `[cluster] lease_secs` of every node (2..=3600).
+    #[arg(long, default_value_t = 10)]
+    lease_secs: u64,
+    /// Kills measured (1..=20).
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+}
+
+fn failover_main(args: &FailoverArgs) -> ExitCode {
+    if !(2..=3600).contains(&args.lease_secs) || !(1..=20).contains(&args.rounds) {
+        eprintln!("confab-bench failover: --lease-secs is 2..=3600 and --rounds 1..=20");
+        return ExitCode::from(2);
+    }
+    let config = confab_bench::failover::FailoverConfig {
+        postgres_url: args.postgres_url.clone(),
+        lease_secs: args.lease_secs,
+        rounds: args.rounds,
+    };
+    match confab_bench::failover::run(&config) {
+        Ok(rounds) => {
+            print!("{}", confab_bench::failover::table(&config, &rounds));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("confab-bench failover: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("failover") {
+        return failover_main(&FailoverArgs::parse_from(std::env::args().skip(1)));
+    }
     #[cfg(feature = "peers")]
     if std::env::args().nth(1).as_deref() == Some("peers") {
         let args = PeersArgs::parse_from(std::env::args().skip(1));

@@ -107,3 +107,17 @@ fn tcp_mp_closed_loop_on_the_postgresql_store() {
         client.query_one("SELECT count(*) FROM pg_database WHERE datname LIKE 'confab_bench_%'", &[]).unwrap().get(0);
     assert_eq!(left, 0, "the scratch database is dropped");
 }
+
+/// `confab-bench failover`, one round on a PostgreSQL of the test's own:
+/// a standby takes over after the owner's SIGKILL and a DM gets through.
+#[test]
+fn failover_one_round() {
+    let Some(pg) = confab_tests::postgres::TempPostgres::start("bench-failover-smoke") else { return };
+    let config = confab_bench::failover::FailoverConfig { postgres_url: Some(pg.url()), lease_secs: 2, rounds: 1 };
+    let rounds = confab_bench::failover::run(&config).expect("run");
+    assert_eq!(rounds.len(), 1);
+    let r = rounds[0];
+    assert!(r.takeover_ms > 0 && r.takeover_ms <= r.first_delivery_ms, "{r:?}");
+    let table = confab_bench::failover::table(&config, &rounds);
+    assert!(table.contains("lease 2 s") && table.contains(&r.first_delivery_ms.to_string()), "{table}");
+}

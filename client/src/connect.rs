@@ -19,17 +19,28 @@
 //! keeps the first link that opens:
 //! - order ([`attempt_order`]): the node the last link of this
 //!   `ConnectOpts` went to ([`ConnectOpts::last`]) first, then the ones
-//!   after it in the list, wrapping around; before any link, the list's
-//!   order. A reconnection (`confab listen`) thus first tries the node that
-//!   served last, then the others;
+//!   after it in the list, wrapping around; before any link, the node that
+//!   served the profile's last command (each command is a new process: the
+//!   profile remembers the node, see [`crate::remember::last_node`], and
+//!   the command hands it to [`Connector::start_at`]), else the list's
+//!   order. A reconnection (`confab listen`) and the next command thus
+//!   first try the node that served last, then the others;
 //! - a name that resolves to several addresses is tried address by
 //!   address, in the resolver's order;
-//! - each attempt has its own timeout (10 s for a TCP or WebSocket connect
-//!   and handshake). Over QUIC, where a dead port sends no refusal, a first
-//!   pass gives each address a short handshake (1 s) and then looks for an
-//!   ICMP "port unreachable" ([`ConnectError::NothingListens`]); only the
-//!   addresses that stayed silent get the rest of the 10 s, in a second
-//!   pass. A dead node before a live one so costs about 2 s, not 10;
+//! - two passes: with several addresses to try, the first pass gives each
+//!   one a short attempt ([`FIRST_ATTEMPT`], 1 s: TCP connect and TLS
+//!   handshake, and the WebSocket upgrade; or the QUIC handshake); an
+//!   address that fails for good (refused, reset, a failed handshake) is
+//!   not tried again, and only the ones that did not answer in time (a
+//!   paused node, whose kernel completes the TCP handshake but whose TLS
+//!   never answers; a host that drops the SYN; a silent UDP port) get the
+//!   rest of [`CONNECT_TIMEOUT`] (10 s), in a second pass, in the same
+//!   order. A silent node before a live one so costs about 1 s, not 10.
+//!   Over QUIC, where a dead port sends no refusal, an address that did
+//!   not answer its first attempt is also asked for an ICMP "port
+//!   unreachable" ([`ConnectError::NothingListens`]: not tried again), and
+//!   a single address gets the two attempts too. A single TCP or WebSocket
+//!   address gets one attempt with the whole 10 s;
 //! - a key other than the pinned one ([`ConnectError::KeyChanged`]) ends
 //!   the search at once: it is a security event (someone in the middle, or
 //!   an operator who replaced the key), never skipped in favour of another
@@ -117,9 +128,11 @@ pub struct ConnectOpts {
     /// The pin trusted on first use, until taken ([`Connector::take_first_use`]).
     pub first_use: Option<String>,
     /// The position in [`server_list`] of the node the last link went to
-    /// (the first node that answered the probe, with trust on first use):
-    /// the next connection tries it first ([`attempt_order`]). `None`: no
-    /// link yet.
+    /// (the first node that answered the probe, with trust on first use),
+    /// or, before any link, of the node the profile remembers
+    /// ([`Connector::start_at`]): the next connection tries it first
+    /// ([`attempt_order`]). `None`: no link yet, nothing remembered (a new
+    /// process sets `None`; the command sets it from the profile).
     pub last: Option<usize>,
 }
 
@@ -268,6 +281,17 @@ pub trait Connector {
         None
     }
 
+    /// Makes `node` (one element of [`Connector::server`], as
+    /// [`Connector::connected_to`] names it: the node that served an
+    /// earlier process, which the profile remembers) the first one tried,
+    /// unless a link of this connector already opened (the node of that
+    /// link is fresher news). A `node` that is not an element of the list
+    /// is ignored. Whether it was taken.
+    fn start_at(&mut self, node: &str) -> bool {
+        let _ = node;
+        false
+    }
+
     /// How the server is trusted (what a profile remembers; `Unset` for a test double).
     fn trust(&self) -> Trust {
         Trust::Unset
@@ -301,6 +325,14 @@ impl Connector for ConnectOpts {
 
     fn connected_to(&self) -> Option<&str> {
         self.last.and_then(|i| split_servers(&self.server).nth(i))
+    }
+
+    fn start_at(&mut self, node: &str) -> bool {
+        if self.last.is_some() {
+            return false;
+        }
+        self.last = split_servers(&self.server).position(|n| n == node);
+        self.last.is_some()
     }
 
     fn trust(&self) -> Trust {
@@ -490,13 +522,21 @@ pub fn attempt_order(len: usize, last: Option<usize>) -> Vec<usize> {
     (0..len).map(|k| (start + k) % len).collect()
 }
 
-/// How long a connection (TCP + TLS handshake, or QUIC handshake) may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may take in all: the TCP connect and TLS
+/// handshake (and WebSocket upgrade), or the QUIC handshake. A lone TCP or
+/// WebSocket address (one node whose name has one address) gets it in one
+/// attempt; otherwise each address first gets [`FIRST_ATTEMPT`], and the
+/// ones that did not answer get the rest in a second pass.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The first QUIC handshake attempt: past it, a closed port is looked for
-/// ([`port_unreachable`]) before the rest of [`CONNECT_TIMEOUT`] is spent
-/// (after the other addresses had their first attempt).
-const QUIC_FIRST_ATTEMPT: Duration = Duration::from_secs(1);
+/// The first pass's attempt at each address, over any transport when there
+/// are several addresses to try, and over QUIC always: an address that does
+/// not answer within it (a paused node whose kernel completes the TCP
+/// handshake, a dropped SYN, a silent UDP port) is passed over, and gets the
+/// rest of [`CONNECT_TIMEOUT`] in a second pass, once every other address
+/// had its first attempt. Over QUIC, the host's ICMP "port unreachable" is
+/// looked for in between ([`ConnectError::NothingListens`]).
+pub const FIRST_ATTEMPT: Duration = Duration::from_secs(1);
 
 /// Whether the host at `addr` says (ICMP port unreachable) that nothing
 /// listens on that UDP port: one empty-looking datagram (a QUIC server drops
@@ -558,28 +598,26 @@ impl From<ConnectError> for Failed {
     }
 }
 
-/// A QUIC address that did not answer a first, short handshake (nor say
-/// "port unreachable"): it gets the rest of the timeout in a second pass.
-struct Silent {
-    /// Its slot in the list of addresses tried (for its error, if it fails again).
-    slot: usize,
+/// One address of one node: what an attempt at it needs.
+struct Target {
     /// Its node's position in the list.
     node: usize,
     addr: SocketAddr,
-    /// The TLS server name.
-    name: String,
+    /// The transport of the attempt ([`Transport::Ws`] with a `url`).
+    transport: Transport,
+    /// The WebSocket URL, for [`Transport::Ws`].
+    url: Option<WsUrl>,
+    /// The host the name of the TLS server comes from.
+    host: String,
     /// The address in errors.
     label: String,
 }
 
-/// One attempt at one address that did not give a link.
-enum Missed {
-    /// It failed, for this reason.
-    Failed(ConnectError),
-    /// QUIC: no answer to the short first handshake, and no "port
-    /// unreachable" either: worth the rest of the timeout, once every
-    /// other address had its first attempt.
-    Silent,
+impl Target {
+    /// Whether the attempt is a QUIC handshake.
+    fn quic(&self) -> bool {
+        self.url.is_none() && self.transport != Transport::Tcp
+    }
 }
 
 /// The rustls configuration of `trust` (`None`: nothing to trust).
@@ -619,10 +657,33 @@ fn open(opts: &ConnectOpts) -> Result<(usize, Box<dyn Link>), Failed> {
         _ => None,
     };
 
-    // One slot per address tried, in order: a silent QUIC address's is
-    // filled by the second pass.
+    // One attempt at `target` within `timeout`.
+    let dial = |target: &Target, timeout: Duration| -> std::io::Result<Box<dyn Link>> {
+        let (addr, host) = (target.addr, target.host.as_str());
+        let no_tls = || std::io::Error::other("no TLS configuration to check the server's key with");
+        Ok(match &target.url {
+            Some(url) if !url.tls => Box::new(ws::connect(addr, url, None, timeout)?),
+            Some(url) => {
+                let config = ws_config.clone().ok_or_else(no_tls)?;
+                Box::new(ws::connect(addr, url, Some((tls::server_name(host), config)), timeout)?)
+            }
+            None if !target.quic() => {
+                let config = config.clone().ok_or_else(no_tls)?;
+                Box::new(tcp::connect(addr, tls::server_name(host), config, timeout)?)
+            }
+            None => {
+                let config = config.as_ref().ok_or_else(no_tls)?;
+                let name = tls::server_name(host).to_str().into_owned();
+                Box::new(quic::connect(addr, &name, (**config).clone(), timeout)?)
+            }
+        })
+    };
+
+    // One slot per address tried, in order: a silent address's is filled
+    // by the second pass.
     let mut tried: Vec<Option<ConnectError>> = Vec::new();
-    let mut silent: Vec<Silent> = Vec::new();
+    // The addresses that did not answer their first attempt, and their slots.
+    let mut silent: Vec<(usize, Target)> = Vec::new();
     for index in attempt_order(nodes.len(), opts.last) {
         let server = &nodes[index];
         let url = urls[index].as_ref();
@@ -640,74 +701,59 @@ fn open(opts: &ConnectOpts) -> Result<(usize, Box<dyn Link>), Failed> {
         {
             return Err(ConnectError::PlainWsNotLoopback { server: server.clone(), addr }.into());
         }
+        // The errors of the configuration stop the search before any socket.
+        let tls_config = if url.is_some() { ws_config.is_some() } else { config.is_some() };
+        if url.is_none_or(|u| u.tls) && !tls_config {
+            return Err(ConnectError::NoTrust.into());
+        }
         let host = authority.rsplit_once(':').map_or(authority.as_str(), |(h, _)| h);
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let several = addrs.len() > 1;
+        // The only address to try: no other to pass on to.
+        let alone = nodes.len() == 1 && !several;
         for addr in addrs {
             // The address in errors: the node, and which of its name's addresses.
             let label = if several { format!("{server} ({addr})") } else { server.clone() };
-            let io = |source: std::io::Error| classify(&label, transport, source);
-            let attempt: Result<Box<dyn Link>, Missed> = match (url, &config) {
-                (Some(url), _) if !url.tls => ws::connect(addr, url, None, CONNECT_TIMEOUT)
-                    .map(|l| Box::new(l) as _)
-                    .map_err(|e| Missed::Failed(io(e))),
-                (Some(url), _) => {
-                    let config = ws_config.clone().ok_or(ConnectError::NoTrust)?;
-                    let tls = Some((tls::server_name(host), config));
-                    ws::connect(addr, url, tls, CONNECT_TIMEOUT)
-                        .map(|l| Box::new(l) as _)
-                        .map_err(|e| Missed::Failed(io(e)))
-                }
-                (None, None) => return Err(ConnectError::NoTrust.into()),
-                (None, Some(config)) if transport == Transport::Tcp => {
-                    tcp::connect(addr, tls::server_name(host), config.clone(), CONNECT_TIMEOUT)
-                        .map(|l| Box::new(l) as _)
-                        .map_err(|e| Missed::Failed(io(e)))
-                }
-                (None, Some(config)) => {
-                    let name = tls::server_name(host).to_str().into_owned();
-                    // QUIC gets no refusal from a closed port (no RST): a first,
-                    // short handshake attempt, and if it gets no answer, a look for
-                    // an ICMP "port unreachable"; the rest of the timeout waits for
-                    // the second pass.
-                    match quic::connect(addr, &name, (**config).clone(), QUIC_FIRST_ATTEMPT) {
-                        Ok(link) => Ok(Box::new(link) as _),
-                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                            if port_unreachable(addr) {
-                                Err(Missed::Failed(ConnectError::NothingListens { server: label.clone() }))
-                            } else {
-                                silent.push(Silent {
-                                    slot: tried.len(),
-                                    node: index,
-                                    addr,
-                                    name,
-                                    label: label.clone(),
-                                });
-                                Err(Missed::Silent)
-                            }
-                        }
-                        Err(e) => Err(Missed::Failed(io(e))),
+            let target = Target { node: index, addr, transport, url: url.cloned(), host: host.to_owned(), label };
+            // QUIC gets no refusal from a closed port (no RST), so it always
+            // has a short first attempt, then a look for an ICMP "port unreachable".
+            let first = if alone && !target.quic() { CONNECT_TIMEOUT } else { FIRST_ATTEMPT };
+            let error = match dial(&target, first) {
+                Ok(link) => return Ok((index, link)),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut && first < CONNECT_TIMEOUT => {
+                    if target.quic() && port_unreachable(addr) {
+                        ConnectError::NothingListens { server: target.label }
+                    } else {
+                        silent.push((tried.len(), target));
+                        tried.push(None);
+                        continue;
                     }
                 }
+                Err(e) => classify(&target.label, transport, e),
             };
-            match attempt {
-                Ok(link) => return Ok((index, link)),
-                Err(Missed::Silent) => tried.push(None),
-                Err(Missed::Failed(error @ ConnectError::KeyChanged { .. })) => {
-                    return Err(Failed { node: Some(index), error });
-                }
-                Err(Missed::Failed(error)) => tried.push(Some(error)),
+            if matches!(error, ConnectError::KeyChanged { .. }) {
+                return Err(Failed { node: Some(index), error });
             }
+            tried.push(Some(error));
         }
     }
-    for Silent { slot, node, addr, name, label } in silent {
-        let config = config.as_ref().ok_or(ConnectError::NoTrust)?;
-        match quic::connect(addr, &name, (**config).clone(), CONNECT_TIMEOUT - QUIC_FIRST_ATTEMPT) {
-            Ok(link) => return Ok((node, Box::new(link))),
-            Err(e) => match classify(&label, Transport::Quic, e) {
-                error @ ConnectError::KeyChanged { .. } => return Err(Failed { node: Some(node), error }),
-                error => tried[slot] = Some(error),
-            },
+    // The second pass: the rest of the timeout for each silent address, in turn.
+    let rest = CONNECT_TIMEOUT - FIRST_ATTEMPT;
+    for (slot, target) in silent {
+        match dial(&target, rest) {
+            Ok(link) => return Ok((target.node, link)),
+            Err(e) => {
+                let e = if e.kind() == std::io::ErrorKind::TimedOut {
+                    let text = format!("{e} (the second attempt; the first gave up after {FIRST_ATTEMPT:?})");
+                    std::io::Error::new(e.kind(), text)
+                } else {
+                    e
+                };
+                match classify(&target.label, target.transport, e) {
+                    error @ ConnectError::KeyChanged { .. } => return Err(Failed { node: Some(target.node), error }),
+                    error => tried[slot] = Some(error),
+                }
+            }
         }
     }
     let mut tried: Vec<ConnectError> = tried.into_iter().flatten().collect();
@@ -858,6 +904,71 @@ mod tests {
         assert_eq!(opts.connected_to(), None, "no link yet");
         opts.last = Some(1);
         assert_eq!(opts.connected_to(), Some("b:2"));
+    }
+
+    #[test]
+    fn a_new_connector_starts_at_the_remembered_node_if_it_is_in_the_list() {
+        let mut opts = ConnectOpts { server: "a:1, b:2,c:3".into(), ..ConnectOpts::default() };
+        assert!(!opts.start_at("d:4"), "not a node of the list");
+        assert!(!opts.start_at(""));
+        assert_eq!(opts.last, None);
+        assert!(opts.start_at("b:2"));
+        assert_eq!((opts.last, opts.connected_to()), (Some(1), Some("b:2")));
+        assert_eq!(attempt_order(3, opts.last), [1, 2, 0]);
+        // A link already opened: where it went is fresher than the profile.
+        opts.last = Some(2);
+        assert!(!opts.start_at("a:1"));
+        assert_eq!(opts.last, Some(2));
+        // The default (test doubles): nothing.
+        struct Double;
+        impl Connector for Double {
+            fn connect(&mut self) -> Result<Box<dyn Link>, ConnectError> {
+                Err(ConnectError::NoTrust)
+            }
+            fn server(&self) -> &str {
+                "a:1,b:2"
+            }
+        }
+        assert!(!Double.start_at("b:2"));
+    }
+
+    /// An address that completes the TCP handshake but never answers TLS
+    /// (a paused node): alone, it gets one attempt with the whole timeout,
+    /// as before there were lists; listed with others, a short first
+    /// attempt, then the rest of the timeout once the others failed.
+    #[test]
+    fn a_silent_address_gets_the_whole_timeout_alone_and_two_attempts_in_a_list() {
+        // Bound and listening, never accepting: the kernel completes the
+        // TCP handshake, and nothing ever answers.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let silent = listener.local_addr().unwrap();
+        let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let zeros = format!("sha256//{}=", "A".repeat(43));
+        let opts = |server: String| ConnectOpts { server, trust: Trust::Pin(zeros.clone()), ..ConnectOpts::default() };
+        let timed = |opts: ConnectOpts| {
+            let started = std::time::Instant::now();
+            let Err(e) = connect(&opts) else { panic!("{}: nothing answers", opts.server) };
+            (e, started.elapsed())
+        };
+        let (alone, list) = std::thread::scope(|s| {
+            let alone = s.spawn(|| timed(opts(silent.to_string())));
+            let list = s.spawn(|| timed(opts(format!("{silent},{refused}"))));
+            (alone.join().unwrap(), list.join().unwrap())
+        });
+        let (e, took) = alone;
+        assert!(took >= CONNECT_TIMEOUT, "{took:?}");
+        let ConnectError::Io { source, .. } = &e else { panic!("{e:?}") };
+        assert_eq!(source.kind(), std::io::ErrorKind::TimedOut, "{e}");
+        assert!(e.to_string().contains("timed out after 10s") && !e.to_string().contains("second"), "{e}");
+        // 1 s, the refusal, then the other 9 s.
+        let (e, took) = list;
+        assert!(took >= CONNECT_TIMEOUT - Duration::from_millis(50), "{took:?}");
+        let ConnectError::Unreachable { tried } = &e else { panic!("{e:?}") };
+        assert_eq!(tried.len(), 2, "{e}");
+        let first = tried[0].to_string();
+        assert!(first.contains(&silent.to_string()) && first.contains("timed out after 9s"), "{first}");
+        assert!(first.contains("(the second attempt; the first gave up after 1s)"), "{first}");
+        assert!(tried[1].to_string().contains("refused"), "{e}");
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //! argument (`logout`, `room ...`, `dm ...`, `listen`, `code issue`,
 //! `safety-number`) use that user's profile, unless `--user USER` or
 //! `--profile DIR` says otherwise. The profile remembers the server and its
-//! pin (or CA file) from `register`/`login`: later commands need neither
+//! pin (or CA file) from `register`/`login` (and, for a list of nodes, the
+//! node that served last, which the next command tries first): later commands need neither
 //! `--server` nor `--pin`, and another server or pin than the remembered one
 //! is refused unless `--switch-server` (see `confab_client::remember`). After `login`, commands log in with the
 //! profile's refresh token: the password is not asked again. A profile
@@ -70,8 +71,11 @@ struct Cli {
     /// (ws://HOST:PORT, wss://HOST:PORT[/PATH]), which implies --transport ws.
     /// Several nodes of one service, separated by commas: HOST:PORT,HOST:PORT,...
     /// (or only ws:// URLs, or only wss:// URLs). A connection tries the node that
-    /// served last first, then the next ones in the list, wrapping around; a name
-    /// with several DNS records is tried record by record. Every node must present
+    /// served last first (the profile remembers it from one command to the next),
+    /// then the next ones in the list, wrapping around; a name with several DNS
+    /// records is tried record by record. Each address first gets 1 s; one that did
+    /// not answer by then (a paused or unreachable node) gets the rest of the 10 s
+    /// timeout only after the others had their turn. Every node must present
     /// the same TLS key (one --pin for all): a node with another key stops the
     /// connection, it is never skipped. Adding or removing a node makes another
     /// server (and default profile directory); reordering does not.
@@ -373,6 +377,8 @@ fn main() -> ExitCode {
             return ExitCode::from(commands::finish(Err(e), &mut out));
         }
     };
+    // `last`: the command sets it from the profile it opens (the node that
+    // served the previous command, `Env::start_at_last_node`).
     let mut connector = ConnectOpts { server, transport: cli.transport, trust, first_use: None, last: None };
     let mut secrets = EnvOrPrompt;
     let mut env = Env {

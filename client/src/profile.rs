@@ -6,7 +6,7 @@
 //!
 //! | table | holds |
 //! | --- | --- |
-//! | `meta` | `schema_version`, `owner` (the one user this profile is for, kept across logout), `username` (while logged in), `refresh_token`, `next_request_id` |
+//! | `meta` | `schema_version`, `owner` (the one user this profile is for, kept across logout), `username` (while logged in), `refresh_token`, `next_request_id`; the server, its trust and, for a list of nodes, the node that served last ([`crate::remember`]) |
 //! | `identity` | the identity key: `at_rest` (encrypted under the account password, [`IdentityKey::encrypt_at_rest`]) and `session` (PKCS#8, protected by file permissions only, present while logged in; see docs/SECURITY.md) |
 //! | `contacts` | the contact book: pinned identity keys, fingerprint, a changed key awaiting acceptance |
 //! | `outbox` | requests not answered yet, as their exact frames (re-sent with the same id after a restart) |

@@ -8,6 +8,7 @@
 //! | `pin` | the pinned key (`sha256//...`), or |
 //! | `ca` | the path of the PEM file trusted instead |
 //! | `ca_sha256` | the SHA-256 (hex) of that file's contents |
+//! | `last_node` | with a list of nodes: the node that served the last connection ([`LAST_NODE`]) |
 //!
 //! A command given another server, pin or CA than the profile remembers is
 //! refused ([`Mismatch`]), never switched silently: a changed pin is exactly
@@ -31,6 +32,15 @@
 //! that moved, until `--switch-server` records the new list (with default
 //! profile directories, the new list names another directory: pass the old
 //! one with `--profile` to carry it over).
+//!
+//! With a list, the profile also remembers which node served its last
+//! connection ([`record_last_node`]): each command is a new process, and
+//! the next one tries that node first ([`last_node`],
+//! [`crate::connect::Connector::start_at`]) instead of going through the
+//! dead or paused nodes before it in the list again. It is only a hint: a
+//! recorded node that is not an element of the list used now (the list
+//! changed since, or the value is foreign) is ignored. A single address
+//! records none.
 
 use std::path::{Path, PathBuf};
 
@@ -225,6 +235,39 @@ pub fn record_missing_ca_digest(profile: &Profile, trust: &Trust) -> Result<(), 
     Ok(())
 }
 
+/// The profile `meta` key of the node (one element of the server list,
+/// `HOST:PORT` or a URL, as the list spells it) that served the last
+/// connection.
+pub const LAST_NODE: &str = "last_node";
+
+/// Whether `node` is one of the nodes of `server`, a list of at least two
+/// (a single address has no node to choose).
+fn is_node_of(server: &str, node: &str) -> bool {
+    let nodes: Vec<&str> = crate::connect::split_servers(server).collect();
+    nodes.len() > 1 && !node.is_empty() && nodes.contains(&node)
+}
+
+/// The node of `server` that served the last connection of the profile
+/// ([`LAST_NODE`]): `None` when none is recorded, when `server` is a single
+/// address, or when the one recorded is not one of the nodes of `server`
+/// (a list that changed since, or a foreign value).
+pub fn last_node(profile: &Profile, server: &str) -> Result<Option<String>, ProfileError> {
+    Ok(profile.meta(LAST_NODE)?.filter(|node| is_node_of(server, node)))
+}
+
+/// Records `node` as the node of `server` that served the last connection
+/// (after a session was opened through it), when `server` is a list with
+/// `node` among its nodes and the profile records another one: nothing is
+/// written for a single address, nor when the node did not change. Whether
+/// it was written.
+pub fn record_last_node(profile: &Profile, server: &str, node: &str) -> Result<bool, ProfileError> {
+    if !is_node_of(server, node) || profile.meta(LAST_NODE)?.as_deref() == Some(node) {
+        return Ok(false);
+    }
+    profile.set_meta(LAST_NODE, node)?;
+    Ok(true)
+}
+
 /// The file naming the server of the last `register`/`login` (default profiles).
 fn last_server_file(base: &Path) -> PathBuf {
     base.join("confab").join("last-server")
@@ -295,6 +338,39 @@ mod tests {
         let _ = std::fs::remove_dir_all(&pdir);
         let _ = std::fs::remove_file(&ca);
         assert_eq!(merge(dir, &empty, None, Trust::Unset, false).unwrap(), (None, Trust::Unset));
+    }
+
+    #[test]
+    fn the_node_that_served_last_is_recorded_for_a_list_and_a_foreign_one_ignored() {
+        let dir = std::env::temp_dir().join(format!("confab-remember-node-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let profile = Profile::open(&dir).unwrap();
+        let list = "a:1,b:2,c:3";
+        assert_eq!(last_node(&profile, list).unwrap(), None, "nothing recorded yet");
+        assert!(record_last_node(&profile, list, "b:2").unwrap());
+        assert_eq!(last_node(&profile, list).unwrap().as_deref(), Some("b:2"));
+        assert_eq!(profile.meta(LAST_NODE).unwrap().as_deref(), Some("b:2"));
+        assert!(!record_last_node(&profile, list, "b:2").unwrap(), "unchanged: not written again");
+        // The same nodes in another order, with white space: the same node.
+        assert_eq!(last_node(&profile, "c:3, b:2 ,a:1").unwrap().as_deref(), Some("b:2"));
+        // A list without that node (it changed since), or a single address: ignored.
+        assert_eq!(last_node(&profile, "a:1,c:3").unwrap(), None);
+        assert_eq!(last_node(&profile, "b:2").unwrap(), None);
+        // A node that is not in the list, or a single address: nothing written.
+        assert!(!record_last_node(&profile, list, "d:4").unwrap());
+        assert!(!record_last_node(&profile, "d:4", "d:4").unwrap());
+        assert!(!record_last_node(&profile, list, "").unwrap());
+        assert_eq!(profile.meta(LAST_NODE).unwrap().as_deref(), Some("b:2"));
+        // A changed node is written over the old one.
+        assert!(record_last_node(&profile, list, "c:3").unwrap());
+        assert_eq!(last_node(&profile, list).unwrap().as_deref(), Some("c:3"));
+        // A foreign value (not written by this client, or of another list): ignored.
+        for foreign in ["x:9", "", "a:1,b:2", "B:2", " c:3", "ws://a:1"] {
+            profile.set_meta(LAST_NODE, foreign).unwrap();
+            assert_eq!(last_node(&profile, list).unwrap(), None, "{foreign:?}");
+        }
+        drop(profile);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

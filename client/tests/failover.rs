@@ -1,6 +1,6 @@
 //! Failover across several server addresses (`--server A,B,...`), against
 //! server nodes on real sockets: each node is a `TcpServer` (and, for some
-//! tests, a `QuicServer`) on its own loopback port and mio poll, and all the
+//! tests, a `QuicServer` or a `wss://` `WsServer`) on its own loopback port and mio poll, and all the
 //! nodes of a [`Cluster`] feed one in-process core, as the nodes of a real
 //! cluster share one state (in PostgreSQL). A node can be stopped (its
 //! sockets closed, its sessions ended) and started again on the same port.
@@ -17,7 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use confab_client::commands::{CliError, Env, account, dm, exit, listen, room};
-use confab_client::connect::{ConnectError, ConnectOpts, Connector, Transport, Trust};
+use confab_client::connect::{CONNECT_TIMEOUT, ConnectError, ConnectOpts, Connector, FIRST_ATTEMPT, Transport, Trust};
 use confab_client::output::Output;
 use confab_client::proto::e2e::{IdentityKey, fixtures};
 use confab_client::proto::server::{Action, HashParams, SessionId};
@@ -28,6 +28,7 @@ use confab_transports::hub::{ConnId, ConnIds, NetEvent, Transport as Carrier};
 use confab_transports::quic::{QuicLimits, QuicServer};
 use confab_transports::tcp::{TcpLimits, TcpServer};
 use confab_transports::tls::{self, ServerIdentity};
+use confab_transports::ws::{self, WsLimits, WsPolicy, WsServer};
 use serde_json::Value;
 
 const PASSWORD: &str = "correct horse battery";
@@ -61,16 +62,29 @@ struct Node {
     index: usize,
     tcp: SocketAddr,
     quic: Option<SocketAddr>,
+    ws: Option<SocketAddr>,
 }
 
 impl Node {
     fn quic(&self) -> SocketAddr {
         self.quic.expect("a node started with QUIC")
     }
+
+    /// The node's `wss://` URL.
+    fn wss(&self) -> String {
+        format!("wss://{}{}", self.ws.expect("a node started with WebSocket"), ws::PATH)
+    }
+}
+
+/// The listeners of a node besides TCP.
+#[derive(Debug, Clone, Copy, Default)]
+struct Extra {
+    quic: bool,
+    ws: bool,
 }
 
 enum Command {
-    Start { port: u16, quic: bool, key: Arc<Key>, bound: mpsc::Sender<io::Result<Node>> },
+    Start { port: u16, extra: Extra, key: Arc<Key>, bound: mpsc::Sender<io::Result<Node>> },
     Stop { node: usize, done: mpsc::Sender<()> },
 }
 
@@ -87,6 +101,7 @@ struct Running {
     events: mio::Events,
     tcp: TcpServer,
     quic: Option<QuicServer>,
+    ws: Option<WsServer>,
 }
 
 fn now() -> Now {
@@ -106,8 +121,14 @@ impl Cluster {
     /// Starts a node with `key` on loopback `port` (0: any) for TCP, and a
     /// UDP port of its own for QUIC if `quic`.
     fn start(&self, key: &Arc<Key>, port: u16, quic: bool) -> Node {
+        self.start_with(key, port, Extra { quic, ws: false })
+    }
+
+    /// Starts a node with `key` on loopback `port` (0: any) for TCP, and
+    /// ports of its own for the `extra` listeners.
+    fn start_with(&self, key: &Arc<Key>, port: u16, extra: Extra) -> Node {
         let (bound, rx) = mpsc::channel();
-        self.commands.send(Command::Start { port, quic, key: Arc::clone(key), bound }).unwrap();
+        self.commands.send(Command::Start { port, extra, key: Arc::clone(key), bound }).unwrap();
         rx.recv().unwrap().expect("the node binds its ports")
     }
 
@@ -149,12 +170,15 @@ fn run_cluster(commands: &mpsc::Receiver<Command>, opened: &Mutex<Vec<usize>>) {
     loop {
         loop {
             match commands.try_recv() {
-                Ok(Command::Start { port, quic, key, bound }) => {
+                Ok(Command::Start { port, extra, key, bound }) => {
                     let index = nodes.len();
-                    let started = start_node(&key, port, quic, &ids).map(|(running, tcp, quic)| {
+                    let started = start_node(&key, port, extra, &ids).map(|running| {
+                        let tcp = running.tcp.local_addr();
+                        let quic = running.quic.as_ref().map(QuicServer::local_addr);
+                        let ws = running.ws.as_ref().map(WsServer::local_addr);
                         nodes.push(Some(running));
                         opened.lock().unwrap().push(0);
-                        Node { index, tcp, quic }
+                        Node { index, tcp, quic, ws }
                     });
                     let _ = bound.send(started);
                 }
@@ -189,10 +213,17 @@ fn run_cluster(commands: &mpsc::Receiver<Command>, opened: &Mutex<Vec<usize>>) {
                     node.tcp.handle_event(node.poll.registry(), t, event, &mut out);
                 } else if let Some(quic) = node.quic.as_mut().filter(|q| q.owns(event.token())) {
                     quic.handle_event(node.poll.registry(), t, event, &mut out);
+                } else if let Some(ws) = node.ws.as_mut().filter(|w| w.owns(event.token())) {
+                    ws.handle_event(node.poll.registry(), t, event, &mut out);
                 }
             }
             if node.tcp.poll_timeout().is_some_and(|d| d <= t) {
                 node.tcp.handle_timeout(node.poll.registry(), t, &mut out);
+            }
+            if let Some(ws) = node.ws.as_mut()
+                && ws.poll_timeout().is_some_and(|d| d <= t)
+            {
+                ws.handle_timeout(node.poll.registry(), t, &mut out);
             }
             if let Some(quic) = node.quic.as_mut()
                 && quic.poll_timeout().is_some_and(|d| d <= t)
@@ -238,9 +269,9 @@ fn run_cluster(commands: &mpsc::Receiver<Command>, opened: &Mutex<Vec<usize>>) {
             let Ok(committed) = turn.commit(&mut Ephemeral);
             core_deadline = committed.timeout();
             for action in committed {
-                let (session, bytes) = match action {
-                    Action::Transmit { session, bytes } => (session, Some(bytes)),
-                    Action::Close { session, .. } => (session, None),
+                let (session, bytes, code) = match action {
+                    Action::Transmit { session, bytes } => (session, Some(bytes), 0),
+                    Action::Close { session, code, .. } => (session, None, code),
                     Action::Log(_) => continue,
                 };
                 let Some(&conn) = sessions.get(&session) else { continue };
@@ -252,6 +283,11 @@ fn run_cluster(commands: &mpsc::Receiver<Command>, opened: &Mutex<Vec<usize>>) {
                             quic.send(conn, bytes);
                         }
                     }
+                    (Some(bytes), Carrier::Ws) => {
+                        if let Some(ws) = node.ws.as_mut() {
+                            ws.send(node.poll.registry(), conn, bytes);
+                        }
+                    }
                     (Some(bytes), _) => {
                         node.tcp.send(node.poll.registry(), conn, &bytes);
                     }
@@ -260,6 +296,14 @@ fn run_cluster(commands: &mpsc::Receiver<Command>, opened: &Mutex<Vec<usize>>) {
                         if let Some(quic) = node.quic.as_mut() {
                             quic.close(conn);
                         }
+                    }
+                    (None, Carrier::Ws) => {
+                        sessions.remove(&session);
+                        let mut out = Vec::new();
+                        if let Some(ws) = node.ws.as_mut() {
+                            ws.close(node.poll.registry(), conn, ws::close_code_for(code), "closed", &mut out);
+                        }
+                        closed.extend(out.into_iter().map(|e| (index, e)));
                     }
                     (None, _) => {
                         sessions.remove(&session);
@@ -281,25 +325,26 @@ fn run_cluster(commands: &mpsc::Receiver<Command>, opened: &Mutex<Vec<usize>>) {
     }
 }
 
-fn start_node(
-    key: &Key,
-    port: u16,
-    quic: bool,
-    ids: &ConnIds,
-) -> io::Result<(Running, SocketAddr, Option<SocketAddr>)> {
+fn start_node(key: &Key, port: u16, extra: Extra, ids: &ConnIds) -> io::Result<Running> {
     let poll = mio::Poll::new()?;
     let config = tls::server_config(&key.identity).map_err(io::Error::other)?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
     let tcp = TcpServer::bind(poll.registry(), addr, Arc::new(config.clone()), ids.clone(), TcpLimits::default())?;
-    let quic = if quic {
-        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let quic = if extra.quic {
         let limits = QuicLimits::default();
         Some(QuicServer::bind(poll.registry(), QUIC_TOKEN, any, config, ids.clone(), limits, Instant::now())?)
     } else {
         None
     };
-    let (tcp_addr, quic_addr) = (tcp.local_addr(), quic.as_ref().map(QuicServer::local_addr));
-    Ok((Running { poll, events: mio::Events::with_capacity(256), tcp, quic }, tcp_addr, quic_addr))
+    let ws = if extra.ws {
+        let config = Arc::new(tls::ws_server_config(&key.identity).map_err(io::Error::other)?);
+        let (limits, policy) = (WsLimits::default(), WsPolicy::default());
+        Some(WsServer::bind(poll.registry(), any, Some(config), ids.clone(), limits, policy)?)
+    } else {
+        None
+    };
+    Ok(Running { poll, events: mio::Events::with_capacity(256), tcp, quic, ws })
 }
 
 /// The connector a new `confab` process would build.
@@ -603,6 +648,86 @@ fn over_quic_a_silent_address_costs_about_two_seconds_not_ten() {
     assert_eq!(connector.connected_to(), Some(node.quic().to_string().as_str()));
     assert!(took >= Duration::from_secs(1), "the silent address was tried first: {took:?}");
     assert!(took < Duration::from_secs(5), "a silent address must not cost the whole 10 s timeout: {took:?}");
+}
+
+/// How many connections wait in `listener`'s queue (taken from it).
+fn queued(listener: &std::net::TcpListener) -> usize {
+    listener.set_nonblocking(true).unwrap();
+    std::iter::from_fn(|| listener.accept().ok()).count()
+}
+
+#[test]
+fn over_tcp_and_websocket_a_node_that_never_answers_tls_costs_about_a_second_not_ten() {
+    let cluster = Cluster::new();
+    let key = key();
+    let live = cluster.start_with(&key, 0, Extra { quic: false, ws: true });
+    // Listening, never accepting nor reading: the kernel completes the TCP
+    // handshake, and TLS never answers (a node paused with SIGSTOP).
+    let paused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = paused.local_addr().unwrap();
+    let data = Data::new("paused-first");
+
+    let mut connector = pinned(&format!("{at},{}", live.tcp), &key);
+    let started = Instant::now();
+    ok(run(&data.0, &mut connector, "alice", |e, o| account::register(e, o, "alice")));
+    let took = started.elapsed();
+    assert_eq!(connector.connected_to(), Some(live.tcp.to_string().as_str()), "the live node served");
+    assert_eq!(queued(&paused), 1, "the paused node was tried once, first, and not again once the live one answered");
+    assert!(took >= FIRST_ATTEMPT, "the paused node had its short attempt first: {took:?}");
+    assert!(took < Duration::from_secs(5), "a paused node must not cost the whole {CONNECT_TIMEOUT:?}: {took:?}");
+
+    // WebSocket over TLS: the handshake and the upgrade are never answered.
+    let server = format!("wss://{at}{},{}", ws::PATH, live.wss());
+    let mut connector = opts(&server, Transport::Ws, Trust::Pin(key.pin.clone()));
+    let started = Instant::now();
+    drop(connector.connect().expect("the live node's WebSocket listener answers"));
+    let took = started.elapsed();
+    assert_eq!(connector.connected_to(), Some(live.wss().as_str()));
+    assert_eq!(queued(&paused), 1, "tried once, first");
+    assert!(took >= FIRST_ATTEMPT, "{took:?}");
+    assert!(took < Duration::from_secs(5), "a paused node must not cost the whole {CONNECT_TIMEOUT:?}: {took:?}");
+}
+
+#[test]
+fn the_next_command_starts_at_the_node_that_served_the_last_one() {
+    let cluster = Cluster::new();
+    let key = key();
+    let (a, b) = (cluster.start(&key, 0, false), cluster.start(&key, 0, false));
+    let server = format!("{},{}", a.tcp, b.tcp);
+    let data = Data::new("last-node");
+    // Each command a new process: a new connector that has not connected yet.
+    let new_process = || pinned(&server, &key);
+    let dir = profile::profile_dir(&data.0, "alice", &server);
+    let recorded = || profile::Profile::open(&dir).unwrap().meta(remember::LAST_NODE).unwrap();
+
+    ok(run(&data.0, &mut new_process(), "alice", |e, o| account::register(e, o, "alice")));
+    assert_eq!((cluster.opened(&a), cluster.opened(&b)), (1, 0), "the list's order");
+    assert_eq!(recorded().as_deref(), Some(a.tcp.to_string().as_str()));
+    // a goes: b serves, and the profile says so.
+    cluster.stop(&a);
+    ok(run(&data.0, &mut new_process(), "alice", |e, o| room::create(e, o, "room11")));
+    assert_eq!(cluster.opened(&b), 1);
+    assert_eq!(recorded().as_deref(), Some(b.tcp.to_string().as_str()));
+
+    // a comes back: the next commands still start at b, which served last.
+    let a = cluster.start(&key, a.tcp.port(), false);
+    ok(run(&data.0, &mut new_process(), "alice", |e, o| room::send(e, o, "room11", "through b")));
+    ok(run(&data.0, &mut new_process(), "alice", |e, o| room::history(e, o, "room11")));
+    assert_eq!((cluster.opened(&a), cluster.opened(&b)), (0, 3), "b first, a not even tried");
+
+    // A value that is not a node of the list (foreign, or of a list that
+    // changed since): ignored, the list's order, and replaced.
+    profile::Profile::open(&dir).unwrap().set_meta(remember::LAST_NODE, "127.0.0.1:1").unwrap();
+    ok(run(&data.0, &mut new_process(), "alice", |e, o| room::history(e, o, "room11")));
+    assert_eq!((cluster.opened(&a), cluster.opened(&b)), (1, 3));
+    assert_eq!(recorded().as_deref(), Some(a.tcp.to_string().as_str()));
+
+    // A single address records no node.
+    let one = b.tcp.to_string();
+    ok(run(&data.0, &mut pinned(&one, &key), "bob", |e, o| account::register(e, o, "bob")));
+    ok(run(&data.0, &mut pinned(&one, &key), "bob", |e, o| room::create(e, o, "room12")));
+    let bob = profile::Profile::open(&profile::profile_dir(&data.0, "bob", &one)).unwrap();
+    assert_eq!(bob.meta(remember::LAST_NODE).unwrap(), None);
 }
 
 #[test]

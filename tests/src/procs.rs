@@ -71,8 +71,11 @@ pub fn free_port() -> u16 {
 pub fn binary(name: &str) -> PathBuf {
     static CHECKED: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
     let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
+    // target/<profile>/deps/<test> -> target/<profile>/<name>; a binary
+    // (confab-bench) sits in target/<profile> itself.
+    let parent = exe.parent().expect("target dir");
+    let dir = if parent.file_name().is_some_and(|n| n == "deps") { parent.parent().unwrap_or(parent) } else { parent };
+    let dir = dir.to_path_buf();
     let path = dir.join(name);
     let mut checked =
         CHECKED.get_or_init(|| Mutex::new(Vec::new())).lock().unwrap_or_else(std::sync::PoisonError::into_inner);

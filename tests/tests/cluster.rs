@@ -11,106 +11,18 @@
 //!
 //! Skipped without PostgreSQL unless `CONFAB_REQUIRE_CLUSTER=1`.
 
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use confab_tests::cluster::{ClusterNode, dm_texts, first_to_listen, standing_by};
 use confab_tests::postgres::TempPostgres;
-use confab_tests::procs::{CliUser, Running, ServerProc, Starting, TempDir, free_port};
+use confab_tests::procs::{CliUser, Running, TempDir};
 
 /// The lease of the test's nodes: a node gone is replaced within about this.
 const LEASE_SECS: u64 = 2;
 
-/// One node: its data directory, configuration and fixed addresses (a
-/// standby's must be known before it listens: the clients list them).
-struct Node {
-    data: PathBuf,
-    config: PathBuf,
-    tcp: String,
-    quic: String,
-}
-
-impl Node {
-    fn new(dir: &Path, name: &'static str, url: &str, cert: Option<&Path>) -> Node {
-        let data = dir.join(name);
-        let config = dir.join(format!("{name}.toml"));
-        let mut text = format!(
-            "[store]\nurl = \"{url}\"\n\n[cluster]\nnode = \"{name}\"\nstandby = true\nlease_secs = {LEASE_SECS}\n"
-        );
-        if let Some(data1) = cert {
-            // Every node serves the same certificate: one pin for all of them.
-            text = format!(
-                "cert_chain = \"{}\"\nprivate_key = \"{}\"\n{text}",
-                data1.join("server.crt").display(),
-                data1.join("server.key").display()
-            );
-        }
-        std::fs::write(&config, text).expect("node config");
-        let tcp = format!("127.0.0.1:{}", free_port());
-        let quic = format!("127.0.0.1:{}", free_port());
-        Node { data, config, tcp, quic }
-    }
-
-    fn args(&self) -> Vec<String> {
-        ["--config", &self.config.display().to_string(), "--tcp-listen", &self.tcp, "--quic-listen", &self.quic]
-            .into_iter()
-            .chain(["--ws-listen", "127.0.0.1:0"])
-            .map(str::to_owned)
-            .collect()
-    }
-
-    fn spawn(&self) -> Starting {
-        ServerProc::spawn_with(&self.data, &self.args())
-    }
-}
-
-/// Waits until `log` (a standby's) says it stands by.
-fn standing_by(starting: &Starting) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !starting.log().contains("standing by") {
-        assert!(Instant::now() < deadline, "the node never stood by; its log:\n{}", starting.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The first of `standbys` to listen (the one that took the partition), and the others.
-fn takeover(
-    mut standbys: Vec<(&'static str, Starting)>,
-) -> ((&'static str, ServerProc), Vec<(&'static str, Starting)>) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut waiting = Vec::new();
-        let mut won = None;
-        for (name, s) in standbys.drain(..) {
-            if won.is_some() {
-                waiting.push((name, s));
-                continue;
-            }
-            match s.try_listening(Duration::from_millis(10)) {
-                Ok(server) => won = Some((name, server)),
-                Err(s) => waiting.push((name, *s)),
-            }
-        }
-        if let Some(won) = won {
-            return (won, waiting);
-        }
-        assert!(Instant::now() < deadline, "no standby took over");
-        standbys = waiting;
-    }
-}
-
-fn json_lines(lines: &[String]) -> Vec<serde_json::Value> {
-    lines.iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
-}
-
-/// The DM texts in `lines` (`kind: message`).
-fn dm_texts(lines: &[String]) -> Vec<String> {
-    json_lines(lines)
-        .into_iter()
-        .filter(|v| v["kind"] == "message")
-        .filter_map(|v| v["text"].as_str().map(str::to_owned))
-        .collect()
-}
+/// How long a takeover may take (a lease, the load, the start).
+const TAKEOVER: Duration = Duration::from_secs(30);
 
 /// Every acknowledged text is in `received` exactly once, nothing is
 /// there twice, and what arrived is in the order it was sent.
@@ -132,11 +44,11 @@ fn cluster_three_nodes_fail_over_without_losing_or_doubling_an_acknowledged_mess
     let Some(pg) = TempPostgres::start("cluster") else { return };
     let dir = TempDir::new("cluster");
     let url = pg.url();
-    let n1 = Node::new(dir.path(), "n1", &url, None);
-    let first = ServerProc::start_with(&n1.data, &n1.args());
+    let n1 = ClusterNode::new(dir.path(), "n1", &url, None, LEASE_SECS);
+    let first = n1.start();
     assert!(first.log().contains("partition taken"), "{}", first.log());
-    let n2 = Node::new(dir.path(), "n2", &url, Some(&n1.data));
-    let n3 = Node::new(dir.path(), "n3", &url, Some(&n1.data));
+    let n2 = ClusterNode::new(dir.path(), "n2", &url, Some(&n1.data), LEASE_SECS);
+    let n3 = ClusterNode::new(dir.path(), "n3", &url, Some(&n1.data), LEASE_SECS);
     let (s2, s3) = (n2.spawn(), n3.spawn());
     standing_by(&s2);
     standing_by(&s3);
@@ -178,14 +90,12 @@ fn cluster_three_nodes_fail_over_without_losing_or_doubling_an_acknowledged_mess
     first.kill();
     let killed = Instant::now();
     let before = dm_texts(&listen.lines()).len();
-    let ((owner_name, owner), mut rest) = takeover(vec![("n2", s2), ("n3", s3)]);
+    let ((_, owner), mut rest) = first_to_listen(vec![("n2", s2), ("n3", s3)], TAKEOVER);
     assert!(owner.log().contains("partition taken"), "{}", owner.log());
     while dm_texts(&listen.lines()).len() == before {
         assert!(killed.elapsed() < Duration::from_secs(60), "nothing delivered after the kill: {:?}", listen.lines());
         std::thread::sleep(Duration::from_millis(10));
     }
-    // Not a check: the failover time, for docs/BENCHMARKS.md.
-    eprintln!("failover: kill to the first DM delivered through {owner_name}: {:?}", killed.elapsed());
     sender.join().unwrap();
     // What Alice's failed sends left in her outbox goes with her next command.
     let _ = alice.ok(&["dm", "send", "bob", "after the failover"]);
@@ -208,7 +118,7 @@ fn cluster_three_nodes_fail_over_without_losing_or_doubling_an_acknowledged_mess
     let (last_name, last) = rest.pop().expect("a last standby");
     owner.signal("STOP");
     let paused = Instant::now();
-    let ((_, survivor), _) = takeover(vec![(last_name, last)]);
+    let ((_, survivor), _) = first_to_listen(vec![(last_name, last)], TAKEOVER);
     assert!(paused.elapsed() >= Duration::from_secs(LEASE_SECS) / 2, "took over before the lease could expire");
     let mut owner = owner;
     let _ = alice.ok(&["dm", "send", "bob", "while the old owner sleeps"]);

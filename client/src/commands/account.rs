@@ -66,6 +66,7 @@ pub fn register(env: &mut Env<'_>, out: &mut Output<'_>, user: &str) -> Result<(
     let (dir, _) = env.profile_dir(Some(user))?;
     let profile = Profile::open(&dir)?;
     check_owner(&profile, user)?;
+    env.start_at_last_node(&profile)?;
     let password = env.secrets.get(Secret::Password)?;
     let passphrase = env.secrets.get(Secret::Passphrase)?;
     let mut rng = env.rng();
@@ -127,6 +128,7 @@ pub fn login(env: &mut Env<'_>, out: &mut Output<'_>, user: &str) -> Result<(), 
     }
     let mut profile = Profile::open(&dir)?;
     check_owner(&profile, user)?;
+    env.start_at_last_node(&profile)?;
     let stored = profile.identity()?.ok_or_else(|| CliError::NoIdentity(user.to_owned()))?;
     let password = env.secrets.get(Secret::Password)?;
     let identity =

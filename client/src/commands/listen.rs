@@ -4,7 +4,8 @@
 //! server, so interrupting `listen` at any moment loses nothing. A lost
 //! connection is reopened after a pause (the session resumes where it was;
 //! with several server nodes, the node that served last is tried first,
-//! then the others, see [`crate::connect`]; the `disconnected` warning names
+//! then the others, see [`crate::connect`], and the node reached is recorded
+//! in the profile for the next command; the `disconnected` warning names
 //! the node lost and the `reconnected` event the node reached),
 //! but a session the server closed on purpose is not: after a close 409
 //! ("replaced by a newer login": another session of this account took over)
@@ -64,6 +65,8 @@ pub fn listen(env: &mut Env<'_>, out: &mut Output<'_>) -> Result<(), CliError> {
                 std::thread::sleep(RECONNECT_PAUSE);
                 match session.connect(env.connector) {
                     Ok(()) => {
+                        // The next command starts at the node that serves now.
+                        env.remember_node(session.profile())?;
                         let node = env.connector.connected_to();
                         let to = node.map(|n| format!(" to {n}")).unwrap_or_default();
                         out.item(

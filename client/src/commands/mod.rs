@@ -381,10 +381,12 @@ impl Env<'_> {
     }
 
     /// Records in `profile` the server and trust this command connected with
-    /// (a `register`/`login`, or `--switch-server`), and says so when the key
-    /// was trusted on first use.
+    /// (a `register`/`login`, or `--switch-server`) and the node that took
+    /// the connection ([`Env::remember_node`]), and says so when the key was
+    /// trusted on first use.
     pub fn remember_server(&mut self, profile: &Profile, out: &mut Output<'_>) -> Result<(), CliError> {
         crate::remember::record(profile, self.connector.server(), &self.connector.trust())?;
+        self.remember_node(profile)?;
         if let Some(pin) = self.connector.take_first_use() {
             let server = self.connector.server();
             let node = self.connector.connected_to().unwrap_or(server);
@@ -401,6 +403,28 @@ impl Env<'_> {
                 &human,
                 serde_json::json!({"event": "trusted_on_first_use", "server": server, "node": node, "pin": pin}),
             );
+        }
+        Ok(())
+    }
+
+    /// Has the connector try first the node that served the profile's last
+    /// connection ([`crate::remember::last_node`]; a value that is not a
+    /// node of the server list is ignored): each command is a new process,
+    /// whose connector has not connected anywhere yet. Call it before the
+    /// first connection.
+    pub fn start_at_last_node(&mut self, profile: &Profile) -> Result<(), CliError> {
+        if let Some(node) = crate::remember::last_node(profile, self.connector.server())? {
+            self.connector.start_at(&node);
+        }
+        Ok(())
+    }
+
+    /// Records in `profile` the node the connector's last link went to,
+    /// once a session is open through it, when it changed
+    /// ([`crate::remember::record_last_node`]; nothing for a single address).
+    pub fn remember_node(&self, profile: &Profile) -> Result<(), CliError> {
+        if let Some(node) = self.connector.connected_to() {
+            crate::remember::record_last_node(profile, self.connector.server(), node)?;
         }
         Ok(())
     }
@@ -437,6 +461,7 @@ impl Env<'_> {
         let rng = self.rng();
         let sc = SecureClient::restore(self.config.clone(), &snapshot, identity, rng, self.room_params, now)
             .map_err(|e| CliError::Profile(ProfileError::Damaged(e.to_string())))?;
+        self.start_at_last_node(&profile)?;
         let mut session = Session::new(sc, profile, self.clock.clone());
         session.connect(self.connector)?;
         // The refresh binds the connection; what was queued for this user
@@ -455,6 +480,7 @@ impl Env<'_> {
         } else {
             crate::remember::record_missing_ca_digest(session.profile(), &self.connector.trust())?;
         }
+        self.remember_node(session.profile())?;
         Ok(session)
     }
 }

@@ -1,0 +1,201 @@
+//! `confab-bench failover`: how long a cluster takes to serve again after
+//! its owner dies.
+//!
+//! Three `confab-server` nodes (the workspace's binaries, built beside
+//! this one) on one PostgreSQL: the first owns the store, the others stand
+//! by. Bob runs `confab listen` given the three addresses; Alice sends him
+//! a DM every 20 ms (`confab dm send`, a process each). Each round kills
+//! the owner (SIGKILL) once Bob has received a few DMs through it, then
+//! measures:
+//!
+//! - **takeover**: from the kill to the moment a standby listens (it took
+//!   the lease over once the dead owner's expired, and loaded the state);
+//! - **first delivery**: from the kill to the first DM Bob receives after
+//!   it, which is what a user sees (it includes `listen`'s reconnection
+//!   pause and Alice's retries).
+//!
+//! The killed node is started again as a standby before the next round.
+//! PostgreSQL is the one `--postgres-url` names (in a scratch database,
+//! dropped after the run) or, without it, one of the run's own
+//! ([`TempPostgres`]: Debian's `postgresql` package).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use confab_tests::cluster::{ClusterNode, dm_texts, first_to_listen, standing_by};
+use confab_tests::postgres::TempPostgres;
+use confab_tests::procs::{CliUser, Running, ServerProc, Starting, TempDir};
+
+use crate::BenchError;
+use crate::scratch::ScratchDb;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct FailoverConfig {
+    /// An existing PostgreSQL (the run uses a scratch database on it); `None`: one of the run's own.
+    pub postgres_url: Option<String>,
+    /// `[cluster] lease_secs` of every node.
+    pub lease_secs: u64,
+    /// Kills measured.
+    pub rounds: u32,
+}
+
+/// One round's times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Round {
+    /// Kill to a standby listening, in milliseconds.
+    pub takeover_ms: u64,
+    /// Kill to the first DM delivered after it, in milliseconds.
+    pub first_delivery_ms: u64,
+}
+
+/// Where the PostgreSQL of the run lives (dropped at the end).
+enum Database {
+    Own(TempPostgres),
+    Scratch(Box<ScratchDb>),
+}
+
+impl Database {
+    fn url(&self) -> String {
+        match self {
+            Database::Own(pg) => pg.url(),
+            Database::Scratch(db) => db.url.clone(),
+        }
+    }
+}
+
+/// DMs Bob must receive through an owner before it is killed.
+const STEADY: usize = 5;
+
+/// How long a round's steps may take before the run fails.
+const STEP_LIMIT: Duration = Duration::from_secs(120);
+
+/// Runs the rounds.
+///
+/// # Errors
+/// PostgreSQL is missing or unreachable, or a step does not happen in time.
+pub fn run(config: &FailoverConfig) -> Result<Vec<Round>, BenchError> {
+    let db = match &config.postgres_url {
+        Some(url) => Database::Scratch(Box::new(ScratchDb::create(url)?)),
+        None => Database::Own(TempPostgres::start("confab-bench failover").ok_or_else(|| {
+            BenchError(
+                "PostgreSQL is not installed (Debian: apt-get install postgresql), or give --postgres-url".into(),
+            )
+        })?),
+    };
+    let url = db.url();
+    let dir = TempDir::new("confab-bench-failover");
+    let first = ClusterNode::new(dir.path(), "n1", &url, None, config.lease_secs);
+    let nodes: Vec<ClusterNode> = std::iter::once(first.clone())
+        .chain(["n2", "n3"].map(|n| ClusterNode::new(dir.path(), n, &url, Some(&first.data), config.lease_secs)))
+        .collect();
+    let mut owner: (usize, ServerProc) = (0, first.start());
+    let mut standbys: Vec<(usize, Starting)> = Vec::new();
+    for (i, node) in nodes.iter().enumerate().skip(1) {
+        let s = node.spawn();
+        standing_by(&s);
+        standbys.push((i, s));
+    }
+    let servers = nodes.iter().map(|n| n.tcp.clone()).collect::<Vec<_>>().join(",");
+    let user = |name: &str| {
+        let mut u = CliUser::new(dir.path(), name, &owner.1, "tcp");
+        u.server.clone_from(&servers);
+        u
+    };
+    let (alice, bob) = (user("alice"), user("bob"));
+    for (who, args) in [
+        (&alice, &["register", "alice"][..]),
+        (&bob, &["register", "bob"]),
+        (&alice, &["dm", "request", "bob"]),
+        (&bob, &["dm", "accept", "alice"]),
+    ] {
+        let out = who.run(args);
+        if !out.status.success() {
+            return Err(BenchError(format!("confab {args:?}: {}", String::from_utf8_lossy(&out.stderr))));
+        }
+    }
+    let listen = Running::start(bob.command(&["listen"]));
+    if !listen.wait_for("\"connected\"", Duration::from_secs(30)) {
+        return Err(BenchError(format!("bob's listen did not connect: {}", listen.stderr())));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let (alice, stop) = (alice.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let _ = alice.run(&["dm", "send", "bob", &format!("failover bench {i}")]);
+                i += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let received = || dm_texts(&listen.lines()).len();
+    let wait = |what: &str, done: &dyn Fn() -> bool| -> Result<(), BenchError> {
+        let deadline = Instant::now() + STEP_LIMIT;
+        while !done() {
+            if Instant::now() > deadline {
+                return Err(BenchError(format!("{what} did not happen within {STEP_LIMIT:?}")));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
+    };
+    let mut rounds = Vec::new();
+    let result = (|| {
+        for _ in 0..config.rounds {
+            let before = received();
+            wait("steady delivery through the owner", &|| received() >= before + STEADY)?;
+            let (dead, mut server) = owner;
+            server.kill();
+            let killed = Instant::now();
+            let after = received();
+            let ((next, serving), rest) = first_to_listen(std::mem::take(&mut standbys), STEP_LIMIT);
+            let takeover = killed.elapsed();
+            wait("a DM delivered after the kill", &|| received() > after)?;
+            let first_delivery = killed.elapsed();
+            rounds.push(Round {
+                takeover_ms: u64::try_from(takeover.as_millis()).unwrap_or(u64::MAX),
+                first_delivery_ms: u64::try_from(first_delivery.as_millis()).unwrap_or(u64::MAX),
+            });
+            owner = (next, serving);
+            standbys = rest;
+            // The dead node comes back as a standby.
+            let again = nodes[dead].spawn();
+            standing_by(&again);
+            standbys.push((dead, again));
+        }
+        Ok(())
+    })();
+    stop.store(true, Ordering::Relaxed);
+    let _ = sender.join();
+    result.map(|()| rounds)
+}
+
+/// The rounds as a table, with min / median / max.
+#[must_use]
+pub fn table(config: &FailoverConfig, rounds: &[Round]) -> String {
+    let mut out = format!(
+        "failover: 3 nodes, lease {} s, {} rounds (SIGKILL of the owner)\n round | takeover ms | first delivery ms\n",
+        config.lease_secs,
+        rounds.len()
+    );
+    for (i, r) in rounds.iter().enumerate() {
+        out.push_str(&format!(" {:>5} | {:>11} | {:>17}\n", i + 1, r.takeover_ms, r.first_delivery_ms));
+    }
+    let stat = |f: fn(&Round) -> u64| {
+        let mut v: Vec<u64> = rounds.iter().map(f).collect();
+        v.sort_unstable();
+        match (v.first(), v.get(v.len() / 2), v.last()) {
+            (Some(min), Some(median), Some(max)) => format!("{min} / {median} / {max}"),
+            _ => "-".to_owned(),
+        }
+    };
+    out.push_str(&format!(
+        " min / median / max: takeover {} ms, first delivery {} ms\n",
+        stat(|r| r.takeover_ms),
+        stat(|r| r.first_delivery_ms)
+    ));
+    out
+}
