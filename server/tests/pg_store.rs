@@ -208,6 +208,26 @@ fn pg_an_empty_database_a_node_served_before_is_refused_to_a_standby_with_a_fres
     assert_eq!(state, applied(&[]));
 }
 
+/// A cluster started and stopped before anyone registered (nothing
+/// committed) starts again: its database is initialized, not lost, for the
+/// node that made it and for a standby with a fresh directory alike.
+#[test]
+fn pg_a_store_nothing_was_committed_to_starts_again_on_its_directory_and_on_a_standby() {
+    let Some(pg) = TempPostgres::start("never-committed") else { return };
+    let dir = confab_tests::procs::TempDir::new("pg-never-committed");
+    let used = dir.path().join("n1");
+    std::fs::create_dir_all(&used).unwrap();
+    let open = |data: &std::path::Path, node: &str| {
+        PgStore::open_leased(&pg.url(), &config(), Init::IfNew, Some(data), lease(node, 60_000, true))
+    };
+    drop(open(&used, "n1").unwrap());
+    // The first start wrote its pin: the directory was used.
+    std::fs::write(used.join("server.pin"), "sha256//x\n").unwrap();
+    drop(open(&used, "n1").expect("the node that made it starts again"));
+    let (_, state) = open(&dir.path().join("n2"), "n2").expect("a standby with a fresh directory takes over");
+    assert_eq!(state, applied(&[]));
+}
+
 #[test]
 fn pg_a_lost_connection_is_waited_out_and_nothing_is_lost_or_doubled() {
     let Some(mut pg) = TempPostgres::start("reconnect") else { return };

@@ -100,7 +100,7 @@ pub enum StoreError {
     PostgresUrl(String),
     /// A PostgreSQL store holds nothing, though a node served it before (its lease is recorded).
     #[error(
-        "the PostgreSQL store {} holds no confab state, but node {holder:?} served it before (confab_lease records \
+        "the PostgreSQL store {} holds no confab store (its tables are missing), but node {holder:?} served it before (confab_lease records \
          its lease): starting empty would silently drop every account, room and queued message. Nothing was \
          changed: check the URL (host, database, user), restore the database from a backup, or, to start over \
          empty on purpose, run `confab-server run --init`",
@@ -114,7 +114,7 @@ pub enum StoreError {
     },
     /// A PostgreSQL store holds nothing, for a data directory that was used before.
     #[error(
-        "the PostgreSQL store {} holds no confab state, but the data directory {} was used before (it holds \
+        "the PostgreSQL store {} holds no confab store (its tables are missing), but the data directory {} was used before (it holds \
          {evidence}){}: starting empty would silently drop every account, room and queued message. Nothing was \
          changed: check the URL (host, database, user), restore the database from a backup, or, to start over \
          empty on purpose, run `confab-server run --init` (the certificate and its pin stay the same)",

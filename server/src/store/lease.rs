@@ -51,8 +51,10 @@ pub const PARTITION: i32 = 0;
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
 /// The tables of the lease and of the schema's versions, which exist before
-/// any migration runs (a node must hold the lease to migrate).
-const BOOTSTRAP: &str = "SELECT pg_advisory_xact_lock(7165064474730266626);
+/// any migration runs (a node must hold the lease to migrate); PostgreSQL's
+/// notices that they already exist are not logged at every start.
+const BOOTSTRAP: &str = "SET LOCAL client_min_messages = warning;
+     SELECT pg_advisory_xact_lock(7165064474730266626);
      CREATE TABLE IF NOT EXISTS confab_schema (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
      CREATE TABLE IF NOT EXISTS confab_lease (partition int PRIMARY KEY, holder text NOT NULL,
                                              token bigint NOT NULL, expires_at timestamptz NOT NULL);

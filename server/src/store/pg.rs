@@ -654,10 +654,7 @@ fn migrate(client: &mut Client, label: &Path, token: i64) -> Result<(), StoreErr
         let reason = format!("another node took partition {PARTITION} before this one migrated the schema");
         return Err(StoreError::LeaseLost { url: label.to_owned(), reason });
     }
-    tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS confab_schema (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
-    )
-    .map_err(&err)?;
+    // `confab_schema` exists: the lease's bootstrap made it (`lease::bootstrap`).
     let current: i32 = tx.query_one("SELECT coalesce(max(version), 0) FROM confab_schema", &[]).map_err(&err)?.get(0);
     let known = MIGRATIONS.len() as i32;
     if current > known {
@@ -682,18 +679,16 @@ fn migrate(client: &mut Client, label: &Path, token: i64) -> Result<(), StoreErr
     tx.commit().map_err(&err)
 }
 
-/// Whether the database holds no confab state: no tables yet, or a head
-/// that never moved and no snapshot.
+/// Whether the database holds no confab store at all: its tables were
+/// never made (a wrong URL, a recreated or restored-empty database). A
+/// store that was made and never committed to is not empty: a node that
+/// started and stopped before anyone registered starts again.
 fn is_empty(client: &mut Client, label: &Path) -> Result<bool, StoreError> {
-    let err = pg_err("inspect", label);
-    let exists: bool = client.query_one("SELECT to_regclass('confab_head') IS NOT NULL", &[]).map_err(&err)?.get(0);
-    if !exists {
-        return Ok(true);
-    }
-    let row = client
-        .query_one("SELECT (SELECT seq FROM confab_head WHERE id = 1), EXISTS (SELECT 1 FROM confab_snapshot)", &[])
-        .map_err(&err)?;
-    Ok(row.get::<_, Option<i64>>(0).unwrap_or(0) == 0 && !row.get::<_, bool>(1))
+    let exists: bool = client
+        .query_one("SELECT to_regclass('confab_head') IS NOT NULL", &[])
+        .map_err(pg_err("inspect", label))?
+        .get(0);
+    Ok(!exists)
 }
 
 fn read_head(client: &mut Client, label: &Path) -> Result<Head, StoreError> {
