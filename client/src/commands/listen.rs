@@ -24,8 +24,15 @@ use super::{CliError, Env, event_item};
 use crate::output::Output;
 use crate::session::SessionError;
 
-/// Pause before reconnecting after a lost connection.
-pub const RECONNECT_PAUSE: Duration = Duration::from_secs(2);
+/// The pause before the first reconnection attempt after a lost connection.
+/// Each attempt that does not give a session that stays up doubles it, up
+/// to [`MAX_RECONNECT_PAUSE`] (the pause before this change, for every
+/// attempt); each pause is drawn within ±25 % of that ([`jittered`]), so that
+/// the clients of a node that died do not all come back at the same instants.
+pub const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
+
+/// The longest pause between two reconnection attempts.
+pub const MAX_RECONNECT_PAUSE: Duration = Duration::from_secs(2);
 
 /// How often `listen` looks for commands sent through its socket ([`super::share`]).
 pub const SHARE_POLL: Duration = Duration::from_millis(100);
@@ -43,6 +50,8 @@ pub fn listen(env: &mut Env<'_>, out: &mut Output<'_>) -> Result<(), CliError> {
     for event in session.take_events() {
         show(out, &event);
     }
+    let mut pause = RECONNECT_PAUSE;
+    let mut attempts = 0u64;
     loop {
         // Wake often enough to serve shared commands (received MPs expire on the way).
         let tick = session.now().instant + SHARE_POLL;
@@ -51,18 +60,23 @@ pub fn listen(env: &mut Env<'_>, out: &mut Output<'_>) -> Result<(), CliError> {
             show(out, event);
             false
         }) {
-            Ok(_) => {}
+            // A session that stays up starts the pauses over (one closed at
+            // once, a busy server's 503, keeps backing off).
+            Ok(_) => pause = RECONNECT_PAUSE,
             Err(SessionError::Closed { code: code @ (401 | 409), reason }) => {
                 return Err(SessionError::Closed { code, reason }.into());
             }
             Err(e @ (SessionError::LinkLost(_) | SessionError::Closed { .. })) if end.is_none() => {
                 let node = env.connector.connected_to().map(str::to_owned);
                 let at = node.as_deref().map(|n| format!(" (node {n})")).unwrap_or_default();
+                attempts += 1;
+                let wait = jittered(pause, attempts);
+                pause = (pause * 2).min(MAX_RECONNECT_PAUSE);
                 out.warning(
-                    &format!("{e}{at}: reconnecting in {} s", RECONNECT_PAUSE.as_secs()),
+                    &format!("{e}{at}: reconnecting in {:.1} s", wait.as_secs_f64()),
                     serde_json::json!({"event": "disconnected", "reason": e.to_string(), "node": node}),
                 );
-                std::thread::sleep(RECONNECT_PAUSE);
+                std::thread::sleep(wait);
                 match session.connect(env.connector) {
                     Ok(()) => {
                         // The next command starts at the node that serves now.
@@ -75,10 +89,12 @@ pub fn listen(env: &mut Env<'_>, out: &mut Output<'_>) -> Result<(), CliError> {
                             serde_json::json!({"event": "reconnected", "node": node}),
                         );
                     }
-                    Err(e) => out.warning(
-                        &format!("{e}: retrying"),
-                        serde_json::json!({"event": "reconnect_failed", "reason": e.to_string()}),
-                    ),
+                    Err(e) => {
+                        out.warning(
+                            &format!("{e}: retrying"),
+                            serde_json::json!({"event": "reconnect_failed", "reason": e.to_string()}),
+                        );
+                    }
                 }
             }
             Err(e) => return Err(e.into()),
@@ -91,5 +107,39 @@ pub fn listen(env: &mut Env<'_>, out: &mut Output<'_>) -> Result<(), CliError> {
             session.close()?;
             return Ok(());
         }
+    }
+}
+
+/// `pause` within ±25 %, drawn from this process's id and the attempt's
+/// number (no OS randomness: the client's only one seeds its RNG), so that
+/// clients, and one client's attempts, differ.
+#[must_use]
+pub fn jittered(pause: Duration, attempt: u64) -> Duration {
+    // splitmix64 of (pid, attempt): a well-spread 64-bit value.
+    let mut x = (u64::from(std::process::id()) << 32) ^ attempt;
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^= x >> 31;
+    // A factor in [0.75, 1.25).
+    let factor = 0.75 + (x >> 11) as f64 / (1u64 << 53) as f64 / 2.0;
+    pause.mul_f64(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{MAX_RECONNECT_PAUSE, RECONNECT_PAUSE, jittered};
+
+    #[test]
+    fn reconnection_pauses_stay_within_a_quarter_and_differ_between_attempts() {
+        let pauses: Vec<Duration> = (1..=200).map(|a| jittered(RECONNECT_PAUSE, a)).collect();
+        for p in &pauses {
+            assert!(*p >= RECONNECT_PAUSE.mul_f64(0.75) && *p < RECONNECT_PAUSE.mul_f64(1.25), "{p:?}");
+        }
+        let distinct: std::collections::BTreeSet<_> = pauses.iter().collect();
+        assert!(distinct.len() > 150, "spread: {} distinct of 200", distinct.len());
+        assert!(jittered(MAX_RECONNECT_PAUSE, 7) < Duration::from_millis(2500));
     }
 }
