@@ -429,8 +429,13 @@ fn config_cluster_keys_need_a_postgresql_store() {
     let config = load_text("cluster-store", with_store).unwrap();
     assert_eq!((config.lease.node.as_str(), config.lease.standby), ("n1", true));
     assert_eq!(config.lease.ttl, Duration::from_secs(4));
-    assert_eq!(
-        invalid_key(load_text("cluster-short", "[store]\nurl = \"postgres://u@h/db\"\n[cluster]\nlease_secs = 1\n")),
-        "cluster.lease_secs"
-    );
+    let store = "[store]\nurl = \"postgres://u@h/db\"\n[cluster]\n";
+    assert_eq!(invalid_key(load_text("cluster-short", &format!("{store}lease_secs = 1\n"))), "cluster.lease_secs");
+    assert_eq!(invalid_key(load_text("cluster-long", &format!("{store}lease_secs = 3601\n"))), "cluster.lease_secs");
+    let long_name = format!("{store}node = \"{}\"\n", "n".repeat(201));
+    assert_eq!(invalid_key(load_text("cluster-node-long", &long_name)), "cluster.node");
+    assert_eq!(invalid_key(load_text("cluster-node-ctl", &format!("{store}node = \"a\\tb\"\n"))), "cluster.node");
+    // Empty: the machine's name and the process id.
+    let config = load_text("cluster-node-default", &format!("{store}node = \"\"\n")).unwrap();
+    assert!(config.lease.node.ends_with(&format!(":{}", std::process::id())), "{}", config.lease.node);
 }

@@ -111,6 +111,13 @@ impl LeaseConfig {
         LeaseConfig { node, ttl, renew_every: ttl / 3, standby }
     }
 
+    /// The longest a renewal may take: its session's timeouts (connect,
+    /// `TCP_USER_TIMEOUT`, `statement_timeout`, `lock_timeout`), half a
+    /// period, so that no renewal hangs past the lease.
+    fn renewal_bound(&self) -> Duration {
+        (self.renew_every / 2).max(Duration::from_millis(100))
+    }
+
     fn ttl_ms(&self) -> i64 {
         i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX).max(1)
     }
@@ -293,8 +300,7 @@ impl Keeper {
         config: LeaseConfig,
         watch: LeaseWatch,
     ) -> Result<Keeper, StoreError> {
-        // No renewal may hang past the lease: each is bounded to half a period.
-        let bound = (config.renew_every / 2).max(Duration::from_millis(100));
+        let bound = config.renewal_bound();
         let mut connect = connect.clone();
         connect.connect_timeout(bound).tcp_user_timeout(bound).options(&format!(
             "-c statement_timeout={} -c lock_timeout={}",
@@ -304,13 +310,11 @@ impl Keeper {
         let (token, renewed_at) = (taken.token, taken.at);
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let flag = stop.clone();
+        let url = label.clone();
         let thread = std::thread::Builder::new()
             .name("confab-lease".into())
             .spawn(move || renew_loop(&connect, &label, (token, renewed_at), &config, &watch, &flag))
-            .map_err(|e| StoreError::LeaseLost {
-                url: PathBuf::new(),
-                reason: format!("cannot start its thread: {e}"),
-            })?;
+            .map_err(|e| StoreError::LeaseLost { url, reason: format!("cannot start its renewing thread: {e}") })?;
         Ok(Keeper { stop, thread: Some(thread) })
     }
 }
@@ -335,8 +339,7 @@ fn renew_loop(
     stop: &(Mutex<bool>, Condvar),
 ) {
     let mut session: Option<Client> = None;
-    // The longest a renewal may take (its session's timeouts, see `Keeper::start`).
-    let bound = (config.renew_every / 2).max(Duration::from_millis(100));
+    let bound = config.renewal_bound();
     // `renewed_at`: a renewal counts from when it was sent: the lease runs at least `ttl` from then.
     let mut pause = config.renew_every;
     loop {

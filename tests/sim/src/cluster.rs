@@ -196,14 +196,14 @@ impl Sim {
         self.stales.iter().filter_map(|s| s.deadline().map(|t| (t, s.epoch))).min()
     }
 
-    /// Whether `epoch` is an old owner's.
-    pub(crate) fn is_stale(&self, epoch: u64) -> bool {
-        self.stales.iter().any(|s| s.epoch == epoch)
+    /// The epochs of the old owners.
+    pub(crate) fn stale_epochs(&self) -> Vec<u64> {
+        self.stales.iter().map(|s| s.epoch).collect()
     }
 
     /// Settling: every paused node resumes now.
     pub(crate) fn resume_all(&mut self) {
-        let mut epochs: Vec<u64> = self.stales.iter().map(|s| s.epoch).collect();
+        let mut epochs = self.stale_epochs();
         epochs.push(self.epoch);
         for epoch in epochs {
             self.resume(epoch);

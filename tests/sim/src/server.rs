@@ -192,7 +192,7 @@ impl Sim {
             self.agenda.push(at, Ev::Restart);
         }
         // Old owners' connections are their own (cluster mode).
-        let stales: Vec<u64> = (0..=self.epoch).filter(|e| self.is_stale(*e)).collect();
+        let stales = self.stale_epochs();
         self.kill_links(|epoch| !stales.contains(&epoch));
     }
 
