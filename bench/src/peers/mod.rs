@@ -185,6 +185,13 @@ impl System for Peers {
 }
 
 /// Creates the run's JetStream stream (file storage, bounded) before any client starts.
+///
+/// The bound is a message count, not `max_bytes`: nats-server reserves a
+/// stream's `max_bytes` against its file-store limit (75 % of the free disk
+/// by default) when the stream is made, so a byte bound of 1 GiB refused to
+/// create the stream on a machine with less than about 1.4 GiB free. A count
+/// reserves nothing; a million messages of the largest payload the bench
+/// sends commonly (1 KiB) is the same gibibyte.
 fn create_stream(url: &str, tls: Option<rustls::ClientConfig>, stream: &str, subjects: &str) -> Result<(), BenchError> {
     use async_nats::jetstream::stream::{Config, DiscardPolicy, StorageType};
     let ep = PeerEndpoint::new()?;
@@ -195,7 +202,7 @@ fn create_stream(url: &str, tls: Option<rustls::ClientConfig>, stream: &str, sub
         name: stream.to_owned(),
         subjects: vec![subjects.to_owned()],
         storage: StorageType::File,
-        max_bytes: 1 << 30,
+        max_messages: 1_000_000,
         discard: DiscardPolicy::Old,
         ..Config::default()
     };
