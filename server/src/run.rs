@@ -166,7 +166,7 @@ impl Edge {
         println!("confab-server relaying: tcp {tcp}, quic {quic}, ws {ws}");
         println!("pin {pin}");
         let _ = io::stdout().flush();
-        info!(%tcp, %quic, %ws, %pin, nats = %relay.url, "standing by as an edge: relaying connections to the owner");
+        info!(%tcp, %quic, %ws, %pin, nats = %crate::relay::redacted(&relay.url), "standing by as an edge: relaying connections to the owner");
         let handle = node.handle();
         let thread = std::thread::Builder::new()
             .name("confab-edge".into())

@@ -127,6 +127,9 @@ fn relay_carries_bytes_both_ways_and_refuses_without_an_owner() {
     assert!(owner.hub.send(id, Bytes::from_static(b"world")));
     owner.hub.close(id);
     assert_eq!(edge.next(), EdgeEvent::Data { conn: ConnId(2), bytes: Bytes::from_static(b"world") });
+    // What was published is no longer the session's backlog (the core
+    // closes a session whose backlog passes its bound as a slow reader).
+    assert_eq!(owner.hub.backlog(id), 0, "backlog after the edge got every byte");
     assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(2), .. }));
     assert!(matches!(owner.next(), NetEvent::Closed { conn, .. } if conn == id));
     // The client leaves first: the owner's session ends.
@@ -155,15 +158,15 @@ fn relay_a_lost_message_ends_the_connection_on_both_sides() {
     let skip = Envelope::Data { incarnation: 9, conn: 1, seq: 2, bytes: Bytes::from_static(b"two") };
     let mut replies = rt.block_on(client.subscribe(Subjects::new("test").outbound("fake"))).unwrap();
     rt.block_on(async {
-        client.publish(fake.clone(), open.encode()).await.unwrap();
-        client.publish(fake.clone(), skip.encode()).await.unwrap();
+        client.publish(fake.clone(), open.encode(5)).await.unwrap();
+        client.publish(fake.clone(), skip.encode(5)).await.unwrap();
         client.flush().await.unwrap();
     });
     let fake_id = opened_any(&mut owner);
     assert!(matches!(owner.next(), NetEvent::Closed { conn, reason } if conn == fake_id && reason.contains("lost")));
     use futures_util::StreamExt as _;
     let reply = rt.block_on(async { tokio::time::timeout(WAIT, replies.next()).await }).unwrap().unwrap();
-    assert!(matches!(Envelope::decode(&reply.payload), Ok(Envelope::Close { incarnation: 9, conn: 1, .. })));
+    assert!(matches!(Envelope::decode(&reply.payload), Ok((5, Envelope::Close { incarnation: 9, conn: 1, .. }))));
     // The real edge's connection is untouched.
     assert!(owner.hub.send(id, Bytes::from_static(b"still here")));
     assert_eq!(edge.next(), EdgeEvent::Data { conn: ConnId(1), bytes: Bytes::from_static(b"still here") });
@@ -217,8 +220,8 @@ fn relay_an_edge_gone_silent_has_its_connections_ended_by_the_owner() {
     let inbound = Subjects::new("test").inbound("ghost");
     let open = Envelope::Open { incarnation: 3, conn: 1, transport: "quic".into(), peer: None };
     rt.block_on(async {
-        client.publish(inbound.clone(), Envelope::Alive { incarnation: 3 }.encode()).await.unwrap();
-        client.publish(inbound.clone(), open.encode()).await.unwrap();
+        client.publish(inbound.clone(), Envelope::Alive { incarnation: 3 }.encode(0)).await.unwrap();
+        client.publish(inbound.clone(), open.encode(5)).await.unwrap();
         client.flush().await.unwrap();
     });
     let id = opened_any(&mut owner);
@@ -226,4 +229,55 @@ fn relay_an_edge_gone_silent_has_its_connections_ended_by_the_owner() {
     // The ghost never says it is alive again.
     assert!(matches!(owner.next(), NetEvent::Closed { conn, reason } if conn == id && reason.contains("edge silent")));
     assert!(since.elapsed() >= Duration::from_secs(1), "ended after {:?}", since.elapsed());
+}
+
+#[test]
+fn relay_an_old_owner_resumed_after_a_takeover_gets_no_connection_and_writes_to_none() {
+    let Some(nats) = TempNats::start("relay-stale") else { return };
+    let mut old = Owner::new();
+    let _old_host = RelayHost::start(config(&nats, "old"), 5, old.hub.sender()).unwrap();
+    let edge = Edge::start(&nats, "edge-1");
+    edge.open_heard(ConnId(1));
+    let old_id = opened(&mut old);
+    let mut new = Owner::new();
+    let _new_host = RelayHost::start(config(&nats, "new"), 6, new.hub.sender()).unwrap();
+    assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(1), reason } if reason.contains("changed owner")));
+    // The old owner is still up (paused and resumed, it beats until its
+    // lease renewal fails): a new connection goes to the new owner only.
+    std::thread::sleep(Duration::from_millis(600));
+    edge.relay.open(ConnId(2), Transport::Tcp, Some("127.0.0.1:5000".parse().unwrap()));
+    let new_id = opened(&mut new);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        if let Some(e) = old.hub.try_recv() {
+            assert!(!matches!(e, NetEvent::Opened { .. }), "the old owner took a connection: {e:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The old owner writes and closes what it knew: the edge's connection 2 is not touched.
+    let _ = old.hub.send(old_id, Bytes::from_static(b"stale"));
+    old.hub.close(old_id);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(new.hub.send(new_id, Bytes::from_static(b"fresh")));
+    assert_eq!(edge.next(), EdgeEvent::Data { conn: ConnId(2), bytes: Bytes::from_static(b"fresh") });
+}
+
+#[test]
+fn relay_a_forged_older_heartbeat_after_a_silence_does_not_win_the_edge_back() {
+    let Some(nats) = TempNats::start("relay-older-beat") else { return };
+    let mut owner = Owner::new();
+    let host = RelayHost::start(config(&nats, "owner"), 6, owner.hub.sender()).unwrap();
+    let edge = Edge::start(&nats, "edge-1");
+    edge.open_heard(ConnId(1));
+    let _ = opened(&mut owner);
+    // The owner stops beating (its relay stops): the edge ends its connection.
+    drop(host);
+    assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(1), .. }));
+    // An older owner beats again, past the silence that made the edge
+    // forget the newer one: the edge does not relay to it.
+    let mut stale = Owner::new();
+    let _stale_host = RelayHost::start(config(&nats, "stale"), 5, stale.hub.sender()).unwrap();
+    std::thread::sleep(Duration::from_millis(3200));
+    edge.relay.open(ConnId(2), Transport::Tcp, None);
+    assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(2), reason } if reason.contains("no owner")));
 }

@@ -8,8 +8,12 @@
 //! - The new owner is SIGSTOPped for longer than its lease: the last node
 //!   takes over; resumed, the old owner finds its lease gone and stops
 //!   without committing, and nothing is lost or doubled.
+//! - With a NATS server of the test's own, the standbys are edges that
+//!   relay their clients to the owner: users reaching the service through
+//!   different edges only share a room and DMs, and the SIGKILL failover
+//!   above holds through the edges.
 //!
-//! Skipped without PostgreSQL unless `CONFAB_REQUIRE_CLUSTER=1`.
+//! Skipped without PostgreSQL (or NATS) unless `CONFAB_REQUIRE_CLUSTER=1`.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

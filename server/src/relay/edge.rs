@@ -140,6 +140,9 @@ struct Edge {
     out: Events,
     /// The owner heard last: its token, name and when.
     owner: Option<(u64, String, Instant)>,
+    /// The greatest token ever heard: a heartbeat with a smaller one is an
+    /// old owner's (resumed after a takeover), even after a silence.
+    highest: u64,
     conns: HashMap<ConnId, Bound>,
     /// The edge's connection numbers on the wire are the loop's `ConnId`s.
     ids: HashMap<u64, ConnId>,
@@ -156,7 +159,7 @@ async fn serve(
     let client = match super::connect(&config, "edge").await {
         Ok(c) => c,
         Err(e) => {
-            warn!(url = %config.url, "relay: cannot use NATS ({e}); this edge closes every connection");
+            warn!(nats = %super::redacted(&config.url), "relay: cannot use NATS ({e}); this edge closes every connection");
             close_all_forever(&mut cmds, &out, &mut stopped).await;
             return;
         }
@@ -170,7 +173,7 @@ async fn serve(
                 return;
             }
         };
-    info!(url = %config.url, cluster = %config.cluster, incarnation, "relay: edge relaying to the partition's owner");
+    info!(nats = %super::redacted(&config.url), cluster = %config.cluster, incarnation, "relay: edge relaying to the partition's owner");
     let (mut replies, mut beats) = (replies, beats);
     let mut edge = Edge {
         incarnation,
@@ -178,6 +181,7 @@ async fn serve(
         client,
         out,
         owner: None,
+        highest: 0,
         conns: HashMap::new(),
         ids: HashMap::new(),
     };
@@ -189,7 +193,7 @@ async fn serve(
             Some(msg) = replies.next() => edge.reply(&msg.payload).await,
             Some(msg) = beats.next() => edge.beat(&msg.payload).await,
             _ = tick.tick() => {
-                super::publish(&edge.client, edge.inbound.clone(), Envelope::Alive { incarnation }.encode()).await;
+                super::publish(&edge.client, edge.inbound.clone(), Envelope::Alive { incarnation }.encode(0)).await;
                 edge.check_owner(Instant::now()).await;
             }
         }
@@ -217,12 +221,12 @@ impl Edge {
     async fn command(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::Open { conn, transport, peer } => {
-                let Some((token, _, _)) = &self.owner else {
+                let Some(&(token, _, _)) = self.owner.as_ref() else {
                     debug!(%conn, "relay: no owner heard; closing the connection");
                     self.out.send(EdgeEvent::Close { conn, reason: "relay: no owner heard".into() });
                     return;
                 };
-                self.conns.insert(conn, Bound { token: *token, out_seq: 0, next_in: 1 });
+                self.conns.insert(conn, Bound { token, out_seq: 0, next_in: 1 });
                 self.ids.insert(conn.0, conn);
                 let open = Envelope::Open {
                     incarnation: self.incarnation,
@@ -230,10 +234,11 @@ impl Edge {
                     transport: transport.as_str().into(),
                     peer,
                 };
-                self.publish(open).await;
+                self.publish(open, token).await;
             }
             Cmd::Data { conn, bytes } => {
                 let Some(b) = self.conns.get_mut(&conn) else { return };
+                let token = b.token;
                 let bytes = Bytes::from(bytes);
                 let mut msgs = Vec::with_capacity(bytes.len() / CHUNK + 1);
                 let mut at = 0;
@@ -249,29 +254,41 @@ impl Edge {
                     at = end;
                 }
                 for m in msgs {
-                    self.publish(m).await;
+                    self.publish(m, token).await;
                 }
             }
             Cmd::Closed { conn, reason } => {
-                if self.conns.remove(&conn).is_some() {
+                if let Some(b) = self.conns.remove(&conn) {
                     self.ids.remove(&conn.0);
-                    self.publish(Envelope::Close { incarnation: self.incarnation, conn: conn.0, reason }).await;
+                    self.publish(Envelope::Close { incarnation: self.incarnation, conn: conn.0, reason }, b.token)
+                        .await;
                 }
             }
         }
     }
 
     async fn reply(&mut self, payload: &Bytes) {
-        let env = match Envelope::decode(payload) {
+        let (token, env) = match Envelope::decode(payload) {
             Ok(e) => e,
             Err(e) => {
                 warn!("relay: dropped a message from the owner: {e}");
                 return;
             }
         };
+        // Only the owner a connection is bound to writes to it or closes it.
+        let bound = |edge: &Edge, conn: u64| {
+            edge.ids.get(&conn).filter(|id| edge.conns.get(id).is_some_and(|b| b.token == token)).copied()
+        };
         match env {
+            Envelope::Data { incarnation, conn, .. }
+                if incarnation == self.incarnation && !self.ids.contains_key(&conn) =>
+            {
+                // A connection this edge ended and whose close the owner missed: again.
+                let close = Envelope::Close { incarnation, conn, reason: "unknown connection".into() };
+                self.publish(close, token).await;
+            }
             Envelope::Data { incarnation, conn, seq, bytes } if incarnation == self.incarnation => {
-                let Some(&id) = self.ids.get(&conn) else { return };
+                let Some(id) = bound(self, conn) else { return };
                 let Some(b) = self.conns.get_mut(&id) else { return };
                 if seq != b.next_in {
                     warn!(conn = %id, expected = b.next_in, got = seq, "relay: a message from the owner was lost; ending the connection");
@@ -282,7 +299,8 @@ impl Edge {
                 self.out.send(EdgeEvent::Data { conn: id, bytes });
             }
             Envelope::Close { incarnation, conn, reason } if incarnation == self.incarnation => {
-                let Some(id) = self.ids.remove(&conn) else { return };
+                let Some(id) = bound(self, conn) else { return };
+                self.ids.remove(&conn);
                 self.conns.remove(&id);
                 self.out.send(EdgeEvent::Close { conn: id, reason });
             }
@@ -294,12 +312,16 @@ impl Edge {
     async fn beat(&mut self, payload: &[u8]) {
         let Ok(beat) = OwnerBeat::decode(payload) else { return };
         let now = Instant::now();
+        // An old owner still beating (resumed after a takeover): it is
+        // fenced and stops at its next renewal; never relay to it again.
+        if beat.token < self.highest {
+            return;
+        }
         match &mut self.owner {
             Some((token, _, heard)) if *token == beat.token => *heard = now,
-            // An old owner still beating: it is fenced and stops at its next renewal.
-            Some((token, _, _)) if *token > beat.token => {}
             _ => {
                 info!(owner = %beat.node, token = beat.token, "relay: the partition's owner is heard");
+                self.highest = beat.token;
                 self.owner = Some((beat.token, beat.node, now));
                 self.end_bound(|b| b.token != beat.token, "relay: the partition changed owner").await;
             }
@@ -325,13 +347,15 @@ impl Edge {
 
     /// Ends a connection: the loop closes it, the owner is told.
     async fn end(&mut self, conn: ConnId, reason: &str) {
-        self.conns.remove(&conn);
+        let Some(b) = self.conns.remove(&conn) else { return };
         self.ids.remove(&conn.0);
         self.out.send(EdgeEvent::Close { conn, reason: reason.to_owned() });
-        self.publish(Envelope::Close { incarnation: self.incarnation, conn: conn.0, reason: reason.to_owned() }).await;
+        let close = Envelope::Close { incarnation: self.incarnation, conn: conn.0, reason: reason.to_owned() };
+        self.publish(close, b.token).await;
     }
 
-    async fn publish(&self, env: Envelope) {
-        super::publish(&self.client, self.inbound.clone(), env.encode()).await;
+    /// Publishes to the owner whose token is `token`.
+    async fn publish(&self, env: Envelope, token: u64) {
+        super::publish(&self.client, self.inbound.clone(), env.encode(token)).await;
     }
 }

@@ -1,10 +1,14 @@
 //! The relay's messages between nodes: one NATS message each, a fixed
-//! 25-byte header then a body.
+//! 33-byte header then a body.
 //!
 //! ```text
-//! kind u8 | incarnation u64 BE | conn u64 BE | seq u64 BE | body
+//! kind u8 | token u64 BE | incarnation u64 BE | conn u64 BE | seq u64 BE | body
 //! ```
 //!
+//! `token` is the lease token of the owner the connection is bound to (0
+//! in `Alive`): an owner takes only messages carrying its own token, and an
+//! edge only replies carrying its connection's, so an old owner resumed
+//! after a takeover can neither take new connections nor write to them;
 //! `incarnation` names one run of the edge node (drawn at its start), so a
 //! restarted edge's connection numbers never meet its last run's; `conn`
 //! is the edge's connection; `seq` counts the messages of one connection
@@ -16,7 +20,7 @@ use std::net::SocketAddr;
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// The header's length.
-pub const HEADER: usize = 25;
+pub const HEADER: usize = 33;
 
 /// One relay message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,14 +83,14 @@ pub enum EnvelopeError {
 }
 
 impl Envelope {
-    /// The message's bytes.
+    /// The message's bytes, for the owner whose lease token is `token`.
     #[must_use]
-    pub fn encode(&self) -> Bytes {
+    pub fn encode(&self, token: u64) -> Bytes {
         let (kind, incarnation, conn, seq, body): (u8, u64, u64, u64, &[u8]) = match self {
             Envelope::Open { incarnation, conn, transport, peer } => {
                 let peer = peer.map(|p| p.to_string()).unwrap_or_default();
                 let mut b = BytesMut::with_capacity(HEADER + 2 + transport.len() + peer.len());
-                put_header(&mut b, OPEN, *incarnation, *conn, 0);
+                put_header(&mut b, OPEN, token, *incarnation, *conn, 0);
                 b.put_u8(u8::try_from(transport.len()).unwrap_or(u8::MAX));
                 b.put_slice(&transport.as_bytes()[..transport.len().min(255)]);
                 b.put_slice(peer.as_bytes());
@@ -97,21 +101,26 @@ impl Envelope {
             Envelope::Alive { incarnation } => (ALIVE, *incarnation, 0, 0, &[]),
         };
         let mut b = BytesMut::with_capacity(HEADER + body.len());
-        put_header(&mut b, kind, incarnation, conn, seq);
+        put_header(&mut b, kind, token, incarnation, conn, seq);
         b.put_slice(body);
         b.freeze()
     }
 
-    /// Parses a message (`bytes` is shared, not copied, for data).
+    /// Parses a message: the owner's token it carries, and the message
+    /// (`bytes` is shared, not copied, for data).
     ///
     /// # Errors
     /// See [`EnvelopeError`].
-    pub fn decode(bytes: &Bytes) -> Result<Envelope, EnvelopeError> {
+    pub fn decode(bytes: &Bytes) -> Result<(u64, Envelope), EnvelopeError> {
         if bytes.len() < HEADER {
             return Err(EnvelopeError::Short(bytes.len()));
         }
         let u64_at = |i: usize| u64::from_be_bytes(bytes[i..i + 8].try_into().unwrap_or([0; 8]));
-        let (kind, incarnation, conn, seq) = (bytes[0], u64_at(1), u64_at(9), u64_at(17));
+        let (kind, token, incarnation, conn, seq) = (bytes[0], u64_at(1), u64_at(9), u64_at(17), u64_at(25));
+        Envelope::parse(bytes, kind, incarnation, conn, seq).map(|e| (token, e))
+    }
+
+    fn parse(bytes: &Bytes, kind: u8, incarnation: u64, conn: u64, seq: u64) -> Result<Envelope, EnvelopeError> {
         let body = &bytes[HEADER..];
         match kind {
             OPEN => {
@@ -141,8 +150,9 @@ impl Envelope {
     }
 }
 
-fn put_header(b: &mut BytesMut, kind: u8, incarnation: u64, conn: u64, seq: u64) {
+fn put_header(b: &mut BytesMut, kind: u8, token: u64, incarnation: u64, conn: u64, seq: u64) {
     b.put_u8(kind);
+    b.put_u64(token);
     b.put_u64(incarnation);
     b.put_u64(conn);
     b.put_u64(seq);
@@ -201,30 +211,32 @@ mod tests {
             Envelope::Close { incarnation: u64::MAX, conn: 3, reason: "peer closed".into() },
             Envelope::Alive { incarnation: 1 },
         ];
-        for e in all {
-            assert_eq!(Envelope::decode(&e.encode()), Ok(e.clone()), "{e:?}");
+        for (token, e) in all.into_iter().enumerate() {
+            let token = token as u64 * 1000;
+            assert_eq!(Envelope::decode(&e.encode(token)), Ok((token, e.clone())), "{e:?}");
         }
     }
 
     #[test]
     fn the_header_is_what_the_docs_say() {
         let e = Envelope::Data { incarnation: 0x0102, conn: 0x0304, seq: 0x0506, bytes: Bytes::from_static(b"xy") };
-        let b = e.encode();
+        let b = e.encode(0x0708);
         assert_eq!(b.len(), HEADER + 2);
         assert_eq!(b[0], DATA);
-        assert_eq!(&b[1..9], &0x0102u64.to_be_bytes());
-        assert_eq!(&b[9..17], &0x0304u64.to_be_bytes());
-        assert_eq!(&b[17..25], &0x0506u64.to_be_bytes());
-        assert_eq!(&b[25..], b"xy");
+        assert_eq!(&b[1..9], &0x0708u64.to_be_bytes());
+        assert_eq!(&b[9..17], &0x0102u64.to_be_bytes());
+        assert_eq!(&b[17..25], &0x0304u64.to_be_bytes());
+        assert_eq!(&b[25..33], &0x0506u64.to_be_bytes());
+        assert_eq!(&b[33..], b"xy");
     }
 
     #[test]
     fn malformed_messages_are_refused_not_misread() {
-        assert_eq!(Envelope::decode(&Bytes::from_static(&[2; 24])), Err(EnvelopeError::Short(24)));
-        let mut unknown = Envelope::Alive { incarnation: 1 }.encode().to_vec();
+        assert_eq!(Envelope::decode(&Bytes::from_static(&[2; 32])), Err(EnvelopeError::Short(32)));
+        let mut unknown = Envelope::Alive { incarnation: 1 }.encode(0).to_vec();
         unknown[0] = 9;
         assert_eq!(Envelope::decode(&Bytes::from(unknown)), Err(EnvelopeError::Kind(9)));
-        let open = Envelope::Open { incarnation: 1, conn: 1, transport: "tcp".into(), peer: None }.encode();
+        let open = Envelope::Open { incarnation: 1, conn: 1, transport: "tcp".into(), peer: None }.encode(1);
         // The transport's length says 3 bytes; only 2 follow.
         assert!(matches!(Envelope::decode(&open.slice(..HEADER + 3)), Err(EnvelopeError::Body(_))));
         let mut bad_peer = open.to_vec();

@@ -80,6 +80,8 @@ struct EdgeRun {
 
 struct Host {
     config: RelayConfig,
+    /// This owner's lease token: only messages carrying it are taken.
+    token: u64,
     subjects: Subjects,
     client: async_nats::Client,
     hub: HubSender,
@@ -92,7 +94,7 @@ async fn serve(config: RelayConfig, token: u64, hub: HubSender, mut stopped: one
         Ok(c) => c,
         Err(e) => {
             // Bad URL: the node serves its own clients; no edge can reach it.
-            warn!(url = %config.url, "relay: cannot use NATS ({e}); this owner serves its own connections only");
+            warn!(nats = %super::redacted(&config.url), "relay: cannot use NATS ({e}); this owner serves its own connections only");
             return;
         }
     };
@@ -104,10 +106,10 @@ async fn serve(config: RelayConfig, token: u64, hub: HubSender, mut stopped: one
             return;
         }
     };
-    info!(url = %config.url, cluster = %config.cluster, token, "relay: serving the edges' connections");
+    info!(nats = %super::redacted(&config.url), cluster = %config.cluster, token, "relay: serving the edges' connections");
     let (out_tx, mut out_rx) = mpsc::unbounded_channel();
     let beat = OwnerBeat { token, node: config.node.clone() }.encode();
-    let mut host = Host { config, subjects, client, hub, edges: HashMap::new(), out_tx };
+    let mut host = Host { config, token, subjects, client, hub, edges: HashMap::new(), out_tx };
     let mut tick = tokio::time::interval(ALIVE_EVERY);
     loop {
         tokio::select! {
@@ -132,7 +134,10 @@ impl Host {
     async fn inbound(&mut self, subject: &str, payload: &Bytes) {
         let Some(edge) = self.subjects.edge_of(subject) else { return };
         let env = match Envelope::decode(payload) {
-            Ok(e) => e,
+            // Bound to another owner (an older one, or a newer one while
+            // this one has not stopped yet): not this owner's connection.
+            Ok((token, env)) if token == self.token || matches!(env, Envelope::Alive { .. }) => env,
+            Ok(_) => return,
             Err(e) => {
                 warn!(edge, "relay: dropped a message: {e}");
                 return;
@@ -157,15 +162,9 @@ impl Host {
                 let backlog = Arc::new(AtomicUsize::new(0));
                 let tx = self.out_tx.clone();
                 let (k, b) = (key.clone(), Arc::clone(&backlog));
-                let handle = ConnHandle::new(
-                    move |out| {
-                        if let Outbound::Data(bytes) = &out {
-                            b.fetch_add(bytes.len(), Ordering::Relaxed);
-                        }
-                        tx.send(Out { edge: k.clone(), conn, out }).is_ok()
-                    },
-                    Arc::clone(&backlog),
-                );
+                // `ConnHandle::send` counts what it queues in `backlog`; the
+                // relay thread takes it off once published.
+                let handle = ConnHandle::new(move |out| tx.send(Out { edge: k.clone(), conn, out }).is_ok(), b);
                 run.conns.insert(conn, Relayed { id, next_in: 1, out_seq: 0, backlog });
                 debug!(edge = %key.0, conn, %id, %transport, ?peer, "relay: connection opened");
                 let _ = self.hub.send(NetEvent::Opened {
@@ -240,7 +239,7 @@ impl Host {
 
     async fn publish(&self, edge: &Key, env: Envelope) {
         // The edge token is already one; `outbound` keeps it as it is.
-        super::publish(&self.client, self.subjects.outbound(&edge.0), env.encode()).await;
+        super::publish(&self.client, self.subjects.outbound(&edge.0), env.encode(self.token)).await;
     }
 
     /// Ends the connections of edges silent for [`SILENT_AFTER`].

@@ -115,6 +115,19 @@ impl Subjects {
     }
 }
 
+/// `url` without its credentials (`nats://user:pass@host` logs as
+/// `nats://***@host`).
+#[must_use]
+pub fn redacted(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 /// A node name as one subject token.
 #[must_use]
 pub fn token(node: &str) -> String {
@@ -163,6 +176,13 @@ mod tests {
         assert_eq!(s.edge_of("confab.prod.p0.in.node-a"), Some("node-a"));
         assert_eq!(s.edge_of("confab.other.p0.in.node-a"), None);
         assert_eq!(s.edge_of("confab.prod.p0.in."), None);
+    }
+
+    #[test]
+    fn credentials_never_reach_the_log() {
+        assert_eq!(redacted("nats://alice:s3cret@nats.example:4222"), "nats://***@nats.example:4222");
+        assert_eq!(redacted("tls://token@10.0.0.1:4222"), "tls://***@10.0.0.1:4222");
+        assert_eq!(redacted("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
     }
 
     #[test]
