@@ -275,7 +275,7 @@ fn relay_a_forged_older_heartbeat_after_a_silence_does_not_win_the_edge_back() {
     assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(1), .. }));
     // An older owner beats again, past the silence that made the edge
     // forget the newer one: the edge does not relay to it.
-    let mut stale = Owner::new();
+    let stale = Owner::new();
     let _stale_host = RelayHost::start(config(&nats, "stale"), 5, stale.hub.sender()).unwrap();
     std::thread::sleep(Duration::from_millis(3200));
     edge.relay.open(ConnId(2), Transport::Tcp, None);
