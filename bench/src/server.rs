@@ -177,6 +177,9 @@ impl InProcess {
                 let handle = self.handle.clone();
                 Box::new(move || Ok(Box::new(handle.connect_mem()) as Box<dyn Link>))
             }
+            Transport::Relay => {
+                return Err(BenchError("a relayed connection is made by a cluster's edge, not by a client".into()));
+            }
         })
     }
 

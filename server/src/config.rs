@@ -12,7 +12,9 @@
 //! - `[store]`: where the state lives (`url`: a PostgreSQL store; none: SQLite in the data directory) and
 //!   how SQLite commits are made durable (`fsync`, `fsync_interval_ms`).
 //! - `[cluster]`: a node on a PostgreSQL store: its name, its lease, and
-//!   whether it stands by for another node's partition (`node`, `lease_secs`, `standby`).
+//!   whether it stands by for another node's partition (`node`, `lease_secs`,
+//!   `standby`), and the NATS relay through which standbys serve clients
+//!   (`nats`, `name`).
 //! - `[tcp]`: the TCP+TLS transport's handshake limits (slots, per-source
 //!   share, timeouts), which the WebSocket listener applies too.
 //! - `[ws]`: the WebSocket listener (`config/ws.rs`): on or off, plain or
@@ -98,6 +100,9 @@ pub struct RunConfig {
     pub store_url: Option<String>,
     /// How a node on a PostgreSQL store takes and keeps its lease (`[cluster]`, `--standby`).
     pub lease: LeaseConfig,
+    /// The relay between the cluster's nodes (`[cluster] nats`, `--nats`):
+    /// standbys serve clients as edges of the owner.
+    pub relay: Option<crate::relay::RelayConfig>,
     /// The protocol machine's configuration.
     pub server: ServerConfig,
     /// The file it was read from, if any.
@@ -149,6 +154,10 @@ pub struct RunFlags {
     /// and take over when that node is gone (`[cluster] standby`).
     #[arg(long)]
     pub standby: bool,
+    /// With a PostgreSQL store: the NATS server (nats://host:4222) through
+    /// which standbys relay their clients to the owner (`[cluster] nats`).
+    #[arg(long, value_name = "URL")]
+    pub nats: Option<String>,
 }
 
 /// Why the configuration is unusable.
@@ -250,6 +259,9 @@ impl RunConfig {
             config.store.url.clone_from(&flags.store);
         }
         config.cluster.standby |= flags.standby;
+        if let Some(nats) = &flags.nats {
+            config.cluster.nats.clone_from(nats);
+        }
         if flags.cert_chain.is_some() || flags.private_key.is_some() {
             config.cert_chain.clone_from(&flags.cert_chain);
             config.private_key.clone_from(&flags.private_key);
@@ -425,6 +437,12 @@ fn cluster(c: &file::ClusterSection) -> Result<LeaseConfig, ConfigError> {
         return Err(invalid("cluster.node", "at most 200 bytes, no control characters"));
     }
     let node = if node.is_empty() { crate::store::lease::default_node_name() } else { node.to_owned() };
+    if !crate::relay::valid_cluster_name(&c.name) {
+        return Err(invalid("cluster.name", "1 to 64 ASCII letters, digits, '-' or '_' (a NATS subject token)"));
+    }
+    if !(c.nats.is_empty() || c.nats.starts_with("nats://") || c.nats.starts_with("tls://")) {
+        return Err(invalid("cluster.nats", "a nats:// or tls:// URL, such as nats://127.0.0.1:4222"));
+    }
     Ok(LeaseConfig::new(node, Duration::from_secs(c.lease_secs), c.standby))
 }
 
@@ -440,6 +458,11 @@ fn resolve(f: FileConfig, file: Option<PathBuf>) -> Result<RunConfig, ConfigErro
     let log = LogLimits { burst: f.log.burst, interval: Duration::from_secs(f.log.interval_secs) };
     let fsync = store_fsync(&f.store)?;
     let lease = cluster(&f.cluster)?;
+    let relay = (!f.cluster.nats.is_empty()).then(|| crate::relay::RelayConfig {
+        url: f.cluster.nats.clone(),
+        cluster: f.cluster.name.clone(),
+        node: lease.node.clone(),
+    });
     if f.store.url.as_deref().is_none_or(str::is_empty) && f.cluster != file::ClusterSection::default() {
         return Err(invalid(
             "cluster",
@@ -516,6 +539,7 @@ fn resolve(f: FileConfig, file: Option<PathBuf>) -> Result<RunConfig, ConfigErro
         fsync,
         store_url: f.store.url.clone().filter(|u| !u.is_empty()),
         lease,
+        relay,
         server,
         file,
         oidc_jwks_file,

@@ -6,7 +6,8 @@
 //! [`store`] is the durable SQLite store of the data directory; [`config`]
 //! resolves the `run` command's configuration (file, environment, flags);
 //! [`runtime`] is the event loop that drives the core over every transport,
-//! and [`run`] prepares the data directory, the TLS identity and the store
+//! [`relay`] carries a cluster's connections from its edges to the
+//! partition's owner over NATS, and [`run`] prepares the data directory, the TLS identity and the store
 //! around it (`confab-server run`); [`web`] embeds the browser client it
 //! serves on the WebSocket listener.
 
@@ -15,6 +16,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod relay;
 pub mod run;
 pub mod runtime;
 pub mod store;

@@ -24,6 +24,8 @@ use confab_transports::tls::{Pin, ServerIdentity};
 use tracing::info;
 
 use crate::config::RunConfig;
+use crate::relay::RelayConfig;
+use crate::relay::host::RelayHost;
 use crate::runtime::{Node, NodeConfig, NodeHandle, RunError, RunSummary};
 use crate::store::{DirLock, Init, LeaseWatch, PgStore, Store, ensure_data_dir};
 
@@ -67,6 +69,8 @@ pub struct Prepared {
     pub lock: Option<DirLock>,
     /// A PostgreSQL store's lease: the node stops when it is lost.
     pub lease: Option<LeaseWatch>,
+    /// That lease's fencing token.
+    pub token: Option<u64>,
 }
 
 /// Prepares the data directory, the store (with the directory's lock; a
@@ -75,9 +79,15 @@ pub struct Prepared {
 /// # Errors
 /// See [`RunFailure`].
 pub fn prepare(config: &RunConfig, init: Init) -> Result<Prepared, RunFailure> {
+    prepare_then(config, init, || ())
+}
+
+/// [`prepare`], calling `store_open` once the store is open (a standby:
+/// once it owns the partition), before the listeners are bound.
+fn prepare_then(config: &RunConfig, init: Init, store_open: impl FnOnce()) -> Result<Prepared, RunFailure> {
     let data = &config.data;
     ensure_data_dir(data).map_err(|source| RunFailure::DataDir { path: data.clone(), source })?;
-    let (store, state, lock, lease) = match &config.store_url {
+    let (store, state, lock, lease, token) = match &config.store_url {
         Some(url) => {
             // The directory holds the identity: one server per directory, whatever the store.
             let lock = DirLock::acquire(data)?;
@@ -86,15 +96,17 @@ pub fn prepare(config: &RunConfig, init: Init) -> Result<Prepared, RunFailure> {
             store.set_compact_every(config.compact_every);
             info!(store = %store.label().display(), node = %config.lease.node, token = store.token(), "PostgreSQL store");
             let lease = store.lease_watch();
-            (Opened::Postgres(Box::new(store)), state, Some(lock), Some(lease))
+            let token = u64::try_from(store.token()).ok();
+            (Opened::Postgres(Box::new(store)), state, Some(lock), Some(lease), token)
         }
         None => {
             let (mut store, state) = Store::open_with(data, &config.server, init)?;
             store.set_compact_every(config.compact_every);
             store.set_fsync(config.fsync)?;
-            (Opened::Sqlite(Box::new(store)), state, None, None)
+            (Opened::Sqlite(Box::new(store)), state, None, None, None)
         }
     };
+    store_open();
     let identity = load_or_make_identity(config)?;
     let pin = identity.pin().map_err(|e| RunFailure::Identity(e.to_string()))?;
     write_private(&data.join("server.pin"), format!("{pin}\n").as_bytes())
@@ -106,6 +118,17 @@ pub fn prepare(config: &RunConfig, init: Init) -> Result<Prepared, RunFailure> {
         data = %data.display(),
         "state restored"
     );
+    let node_config = node_config(config, identity);
+    let node = match store {
+        Opened::Sqlite(store) => Node::bind(node_config, *store, state),
+        Opened::Postgres(store) => Node::bind(node_config, *store, state),
+    }
+    .map_err(RunFailure::Bind)?;
+    Ok(Prepared { node, pin, lock, lease, token })
+}
+
+/// The loop's configuration from the node's.
+fn node_config(config: &RunConfig, identity: ServerIdentity) -> NodeConfig {
     let mut node_config = NodeConfig::new(config.server.clone(), config.tcp, identity);
     node_config.quic = Some(config.quic);
     node_config.tcp_limits = config.tcp_limits;
@@ -113,12 +136,58 @@ pub fn prepare(config: &RunConfig, init: Init) -> Result<Prepared, RunFailure> {
     node_config.quic_limits.max_connections = config.max_connections;
     node_config.oidc_jwks_file.clone_from(&config.oidc_jwks_file);
     node_config.log = config.log;
-    let node = match store {
-        Opened::Sqlite(store) => Node::bind(node_config, *store, state),
-        Opened::Postgres(store) => Node::bind(node_config, *store, state),
+    node_config
+}
+
+/// A standby's edge ([`Node::bind_edge`]) running while it waits for the
+/// partition; dropping it stops it and frees its listeners.
+struct Edge {
+    handle: NodeHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Edge {
+    /// Binds the edge on the node's addresses and runs it on a thread;
+    /// `None` without a certificate yet (a first start makes it only once
+    /// the store is open, see the module docs): the node then stands by
+    /// without listening.
+    fn start(config: &RunConfig, relay: &RelayConfig) -> Result<Option<Edge>, RunFailure> {
+        let made = config.data.join("server.crt").exists() && config.data.join("server.key").exists();
+        if config.cert.is_none() && !made {
+            info!("no certificate yet: standing by without relaying until this node owns the partition");
+            return Ok(None);
+        }
+        let identity = load_or_make_identity(config)?;
+        let pin = identity.pin().map_err(|e| RunFailure::Identity(e.to_string()))?;
+        let node = Node::bind_edge(node_config(config, identity), relay.clone()).map_err(RunFailure::Bind)?;
+        let tcp = node.tcp_addr().map_or_else(|| "-".to_owned(), |a| a.to_string());
+        let quic = node.quic_addr().map_or_else(|| "-".to_owned(), |a| a.to_string());
+        let ws = node.ws_url().unwrap_or_else(|| "-".to_owned());
+        println!("confab-server relaying: tcp {tcp}, quic {quic}, ws {ws}");
+        println!("pin {pin}");
+        let _ = io::stdout().flush();
+        info!(%tcp, %quic, %ws, %pin, nats = %crate::relay::redacted(&relay.url), "standing by as an edge: relaying connections to the owner");
+        let handle = node.handle();
+        let thread = std::thread::Builder::new()
+            .name("confab-edge".into())
+            .spawn(move || {
+                if let Err(e) = node.run() {
+                    tracing::error!("edge stopped: {e}");
+                }
+            })
+            .map_err(RunFailure::Bind)?;
+        Ok(Some(Edge { handle, thread: Some(thread) }))
     }
-    .map_err(RunFailure::Bind)?;
-    Ok(Prepared { node, pin, lock, lease })
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        self.handle.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        info!("edge stopped");
+    }
 }
 
 /// Runs until SIGINT or SIGTERM, then stops gracefully (`init`: see [`prepare`]).
@@ -126,7 +195,13 @@ pub fn prepare(config: &RunConfig, init: Init) -> Result<Prepared, RunFailure> {
 /// # Errors
 /// See [`RunFailure`].
 pub fn run(config: &RunConfig, init: Init) -> Result<RunSummary, RunFailure> {
-    let Prepared { node, pin, lock: _lock, lease } = prepare(config, init)?;
+    // A standby with a relay serves clients as an edge while it waits.
+    let mut edge = match &config.relay {
+        Some(relay) if config.store_url.is_some() && config.lease.standby => Edge::start(config, relay)?,
+        _ => None,
+    };
+    let Prepared { node, pin, lock: _lock, lease, token } = prepare_then(config, init, || drop(edge.take()))?;
+    drop(edge);
     let tcp = node.tcp_addr().map_or_else(|| "-".to_owned(), |a| a.to_string());
     let quic = node.quic_addr().map_or_else(|| "-".to_owned(), |a| a.to_string());
     let ws = node.ws_url().unwrap_or_else(|| "-".to_owned());
@@ -145,6 +220,14 @@ pub fn run(config: &RunConfig, init: Init) -> Result<RunSummary, RunFailure> {
         watch_lease(lease.clone(), node.handle())
             .map_err(|e| RunFailure::Bind(io::Error::other(format!("lease: {e}"))))?;
     }
+    // The owner relays the edges' connections into its loop.
+    let _relay = match (&config.relay, token) {
+        (Some(relay), Some(token)) => Some(
+            RelayHost::start(relay.clone(), token, node.handle().hub())
+                .map_err(|e| RunFailure::Bind(io::Error::other(format!("relay: {e}"))))?,
+        ),
+        _ => None,
+    };
     let summary = node.run();
     // A lost lease explains a failed commit too: another node owns the partition now.
     if let Some(reason) = lease.as_ref().and_then(LeaseWatch::lost) {

@@ -52,6 +52,19 @@ impl ClusterNode {
         ClusterNode { name: name.to_owned(), data, config, tcp, quic }
     }
 
+    /// This node relays through the NATS at `url` (`[cluster] nats`): as a
+    /// standby, it serves clients as an edge of the owner.
+    ///
+    /// # Panics
+    /// The configuration file cannot be written.
+    #[must_use]
+    pub fn relaying(self, url: &str) -> ClusterNode {
+        let mut text = std::fs::read_to_string(&self.config).expect("node config");
+        text.push_str(&format!("nats = \"{url}\"\n"));
+        std::fs::write(&self.config, text).expect("node config");
+        self
+    }
+
     /// `confab-server run`'s arguments for this node.
     #[must_use]
     pub fn args(&self) -> Vec<String> {
@@ -83,6 +96,19 @@ pub fn standing_by(starting: &Starting) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !starting.log().contains("standing by") {
         assert!(Instant::now() < deadline, "the node never stood by; its log:\n{}", starting.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until a standby started with [`ClusterNode::relaying`] serves as
+/// an edge and has heard the owner (it relays connections from then on).
+///
+/// # Panics
+/// It does not within 30 s.
+pub fn relaying(starting: &Starting) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !starting.log().contains("owner is heard") {
+        assert!(Instant::now() < deadline, "the node never relayed; its log:\n{}", starting.log());
         std::thread::sleep(Duration::from_millis(20));
     }
 }

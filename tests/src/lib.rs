@@ -5,12 +5,14 @@
 //! transcripts of every opcode flow; [`procs`] runs the real binaries and
 //! [`raw`] opens raw TCP and TLS connections from chosen loopback sources;
 //! [`webdriver`] drives a headless Chromium for the browser test;
-//! [`postgres`] runs a PostgreSQL server of the test's own.
+//! [`postgres`] runs a PostgreSQL server of the test's own, [`nats`] a NATS
+//! server, and [`cluster`] runs `confab-server` nodes on them.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod cluster;
+pub mod nats;
 pub mod postgres;
 pub mod procs;
 pub mod raw;

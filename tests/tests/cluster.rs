@@ -8,15 +8,20 @@
 //! - The new owner is SIGSTOPped for longer than its lease: the last node
 //!   takes over; resumed, the old owner finds its lease gone and stops
 //!   without committing, and nothing is lost or doubled.
+//! - With a NATS server of the test's own, the standbys are edges that
+//!   relay their clients to the owner: users reaching the service through
+//!   different edges only share a room and DMs, and the SIGKILL failover
+//!   above holds through the edges.
 //!
-//! Skipped without PostgreSQL unless `CONFAB_REQUIRE_CLUSTER=1`.
+//! Skipped without PostgreSQL (or NATS) unless `CONFAB_REQUIRE_CLUSTER=1`.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use confab_tests::cluster::{ClusterNode, dm_texts, first_to_listen, standing_by};
+use confab_tests::cluster::{ClusterNode, dm_texts, first_to_listen, relaying, standing_by};
+use confab_tests::nats::TempNats;
 use confab_tests::postgres::TempPostgres;
-use confab_tests::procs::{CliUser, Running, TempDir};
+use confab_tests::procs::{CliUser, Running, ServerProc, TempDir};
 
 /// The lease of the test's nodes: a node gone is replaced within about this.
 const LEASE_SECS: u64 = 2;
@@ -134,4 +139,107 @@ fn cluster_three_nodes_fail_over_without_losing_or_doubling_an_acknowledged_mess
     acked.extend(["while the old owner sleeps", "after the old owner stopped"].map(str::to_owned));
     exactly_once_in_order(&read, &acked, &sent_all);
     assert!(survivor.log().contains("partition taken"), "{}", survivor.log());
+}
+
+/// With `[cluster] nats`, the standbys serve clients as edges: every
+/// connection they accept is relayed to the owner over NATS. Alice and Bob
+/// each reach the service through a different edge only, share a room and
+/// DMs; then the owner is SIGKILLed while DMs flow, an edge takes over,
+/// the other edge relays to the new owner, and every acknowledged DM
+/// arrives exactly once, in order.
+#[test]
+fn cluster_edges_relay_clients_to_the_owner_through_nats_and_fail_over() {
+    let Some(pg) = TempPostgres::start("cluster-relay") else { return };
+    let Some(nats) = TempNats::start("cluster-relay") else { return };
+    let dir = TempDir::new("cluster-relay");
+    let url = pg.url();
+    let n1 = ClusterNode::new(dir.path(), "n1", &url, None, LEASE_SECS).relaying(&nats.url());
+    let first = n1.start();
+    assert!(first.log().contains("partition taken"), "{}", first.log());
+    let n2 = ClusterNode::new(dir.path(), "n2", &url, Some(&n1.data), LEASE_SECS).relaying(&nats.url());
+    let n3 = ClusterNode::new(dir.path(), "n3", &url, Some(&n1.data), LEASE_SECS).relaying(&nats.url());
+    let (s2, s3) = (n2.spawn(), n3.spawn());
+    relaying(&s2);
+    relaying(&s3);
+    // Every node serves one certificate: any of them gives the pin.
+    let user = |name: &str, pinned: &ServerProc, nodes: &[&ClusterNode]| {
+        let mut u = CliUser::new(dir.path(), name, pinned, "tcp");
+        u.server = nodes.iter().map(|n| n.tcp.clone()).collect::<Vec<_>>().join(",");
+        u
+    };
+    // Through the edges only: n2 for Alice, n3 for Bob.
+    let (mut alice, mut bob) = (user("alice", &first, &[&n2]), user("bob", &first, &[&n3]));
+    let _ = alice.ok(&["register", "alice"]);
+    let _ = bob.ok(&["register", "bob"]);
+    let _ = alice.ok(&["dm", "request", "bob"]);
+    let _ = bob.ok(&["dm", "accept", "alice"]);
+    let _ = alice.ok(&["room", "create", "lobby"]);
+    let _ = bob.ok(&["room", "join", "lobby"]);
+    let _ = alice.ok(&["room", "send", "lobby", "from alice through n2"]);
+    let _ = bob.ok(&["room", "send", "lobby", "from bob through n3"]);
+    let _ = alice.ok(&["dm", "send", "bob", "a dm relayed twice"]);
+    let history = alice.ok(&["room", "history", "lobby"]);
+    for text in ["from alice through n2", "from bob through n3"] {
+        assert!(history.contains(text), "{text:?} in {history}");
+    }
+    let read = bob.ok(&["dm", "read", "alice"]);
+    assert!(read.contains("a dm relayed twice"), "{read}");
+    assert!(first.log().contains("serving the edges' connections"), "{}", first.log());
+
+    // Every node listed from now on, each user's edge first.
+    alice.server = [&n2, &n3, &n1].map(|n| n.tcp.clone()).join(",");
+    bob.server = [&n3, &n2, &n1].map(|n| n.tcp.clone()).join(",");
+    alice.switch_server = true;
+    bob.switch_server = true;
+    let mut listen = Running::start(bob.command(&["listen"]));
+    assert!(listen.wait_for("\"connected\"", Duration::from_secs(20)), "{:?}", listen.lines());
+    let sent: Vec<String> = (0..40).map(|i| format!("dm {i:02} through an edge")).collect();
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let sender = {
+        let (alice, sent, acknowledged) = (alice.clone(), sent.clone(), Arc::clone(&acknowledged));
+        std::thread::spawn(move || {
+            for text in &sent {
+                if alice.run(&["dm", "send", "bob", text]).status.success() {
+                    acknowledged.lock().unwrap().push(text.clone());
+                } else {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        })
+    };
+    assert!(listen.wait_for("dm 09", Duration::from_secs(60)), "{:?}", listen.lines());
+    let mut first = first;
+    first.kill();
+    let killed = Instant::now();
+    let before = dm_texts(&listen.lines()).len();
+    let ((owner_name, owner), rest) = first_to_listen(vec![("n2", s2), ("n3", s3)], TAKEOVER);
+    assert!(owner.log().contains("partition taken"), "{}", owner.log());
+    while dm_texts(&listen.lines()).len() == before {
+        assert!(killed.elapsed() < Duration::from_secs(60), "nothing delivered after the kill: {:?}", listen.lines());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    sender.join().unwrap();
+    let _ = alice.ok(&["dm", "send", "bob", "after the failover"]);
+    assert!(listen.wait_for("after the failover", Duration::from_secs(30)), "{:?}", listen.lines());
+    let mut sent_all = sent.clone();
+    sent_all.push("after the failover".to_owned());
+    let mut acked = acknowledged.lock().unwrap().clone();
+    assert!(acked.len() >= 30, "most sends were acknowledged: {acked:?}");
+    acked.push("after the failover".to_owned());
+    exactly_once_in_order(&dm_texts(&listen.lines()), &acked, &sent_all);
+    listen.kill();
+
+    // The edge left relays to the new owner: a new user reaching it only gets through.
+    let (_, edge) = rest.into_iter().next().expect("the other standby");
+    let edge_node = if owner_name == "n2" { &n3 } else { &n2 };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !edge.log().contains(&format!("owner=n{}", &owner_name[1..])) {
+        assert!(Instant::now() < deadline, "the edge never heard the new owner: {}", edge.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let carol = user("carol", &owner, &[edge_node]);
+    let _ = carol.ok(&["register", "carol"]);
+    let _ = carol.ok(&["room", "join", "lobby"]);
+    let history = carol.ok(&["room", "history", "lobby"]);
+    assert!(history.contains("from bob through n3"), "{history}");
 }

@@ -28,10 +28,13 @@ pub enum Transport {
     Mem,
     /// WebSocket (RFC 6455) binary messages, plain on loopback or over TLS 1.3.
     Ws,
+    /// A connection another node of a cluster accepted and relays (over
+    /// NATS) to this one, which owns the partition.
+    Relay,
 }
 
 impl Transport {
-    /// `"tcp"`, `"quic"`, `"mem"` or `"ws"`.
+    /// `"tcp"`, `"quic"`, `"mem"`, `"ws"` or `"relay"`.
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
@@ -39,6 +42,7 @@ impl Transport {
             Transport::Quic => "quic",
             Transport::Mem => "mem",
             Transport::Ws => "ws",
+            Transport::Relay => "relay",
         }
     }
 }

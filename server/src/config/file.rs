@@ -115,11 +115,21 @@ pub(super) struct ClusterSection {
     pub node: String,
     pub standby: bool,
     pub lease_secs: u64,
+    /// The NATS server relaying connections between the nodes; empty: none.
+    pub nats: String,
+    /// The cluster's name in the NATS subjects.
+    pub name: String,
 }
 
 impl Default for ClusterSection {
     fn default() -> Self {
-        ClusterSection { node: String::new(), standby: false, lease_secs: crate::store::lease::DEFAULT_LEASE.as_secs() }
+        ClusterSection {
+            node: String::new(),
+            standby: false,
+            lease_secs: crate::store::lease::DEFAULT_LEASE.as_secs(),
+            nats: String::new(),
+            name: "confab".to_owned(),
+        }
     }
 }
 

@@ -439,3 +439,33 @@ fn config_cluster_keys_need_a_postgresql_store() {
     let config = load_text("cluster-node-default", &format!("{store}node = \"\"\n")).unwrap();
     assert!(config.lease.node.ends_with(&format!(":{}", std::process::id())), "{}", config.lease.node);
 }
+
+#[test]
+fn config_cluster_relay_keys() {
+    let store = "[store]\nurl = \"postgres://u@h/db\"\n[cluster]\nnode = \"n1\"\n";
+    // No NATS: no relay.
+    assert_eq!(load_text("relay-none", store).unwrap().relay, None);
+    let config =
+        load_text("relay-on", &format!("{store}nats = \"nats://127.0.0.1:4222\"\nname = \"prod-1\"\n")).unwrap();
+    let relay = config.relay.expect("a relay");
+    assert_eq!(
+        (relay.url.as_str(), relay.cluster.as_str(), relay.node.as_str()),
+        ("nats://127.0.0.1:4222", "prod-1", "n1")
+    );
+    // --nats sets it too, with the default cluster name.
+    let flags = RunFlags {
+        store: Some("postgres://u@h/db".into()),
+        nats: Some("tls://nats.example:4222".into()),
+        ..RunFlags::default()
+    };
+    let relay = RunConfig::load(None, &no_env, &flags).unwrap().relay.expect("a relay");
+    assert_eq!((relay.url.as_str(), relay.cluster.as_str()), ("tls://nats.example:4222", "confab"));
+    // A NATS without a store would relay to nobody.
+    let flags = RunFlags { nats: Some("nats://127.0.0.1:4222".into()), ..RunFlags::default() };
+    assert!(matches!(RunConfig::load(None, &no_env, &flags), Err(ConfigError::Invalid { key: "cluster", .. })));
+    let bad = |name: &str, text: &str| invalid_key(load_text(name, &format!("{store}{text}")));
+    assert_eq!(bad("relay-scheme", "nats = \"http://127.0.0.1:4222\"\n"), "cluster.nats");
+    assert_eq!(bad("relay-name-dot", "name = \"a.b\"\n"), "cluster.name");
+    assert_eq!(bad("relay-name-empty", "name = \"\"\n"), "cluster.name");
+    assert_eq!(bad("relay-name-long", &format!("name = \"{}\"\n", "x".repeat(65))), "cluster.name");
+}

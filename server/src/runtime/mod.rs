@@ -33,6 +33,7 @@
 //! as [`Now`].
 
 mod commit;
+mod edge;
 mod jwks;
 mod log;
 mod node_config;
@@ -57,6 +58,7 @@ use confab_transports::tls;
 use mio::{Events, Poll, Token};
 use tracing::{debug, error, info, warn};
 
+use crate::relay::edge::EdgeRelay;
 use commit::Committer;
 pub use commit::{CommitMode, DEFAULT_MAX_TURNS};
 use jwks::JwksFile;
@@ -98,6 +100,13 @@ impl NodeHandle {
     #[must_use]
     pub fn connect_mem(&self) -> MemLink {
         mem::connect(&self.hub)
+    }
+
+    /// The node's hub, for the relay of a cluster's owner
+    /// ([`crate::relay::host::RelayHost`]).
+    #[must_use]
+    pub fn hub(&self) -> HubSender {
+        self.hub.clone()
     }
 }
 
@@ -181,6 +190,11 @@ pub struct Node {
     /// The TCP transport's refusals, logged at most once per interval.
     refusal_log: RefusalLog,
     summary: RunSummary,
+    /// An edge's relay to the partition's owner ([`Node::bind_edge`]):
+    /// every connection is relayed, none reaches `core`.
+    edge: Option<EdgeRelay>,
+    /// An edge's relayed connections.
+    relayed: HashMap<ConnId, Transport>,
 }
 
 impl std::fmt::Debug for Node {
@@ -283,6 +297,8 @@ impl Node {
             pending: Vec::new(),
             refusal_log: RefusalLog::new(refusals::INTERVAL),
             summary: RunSummary::default(),
+            edge: None,
+            relayed: HashMap::new(),
         })
     }
 
@@ -360,6 +376,7 @@ impl Node {
             for e in net.drain(..) {
                 self.net_event(t, e);
             }
+            self.edge_turn();
             while let Some(result) = self.workers.try_result() {
                 self.core.handle_work(t, result);
             }
@@ -381,6 +398,7 @@ impl Node {
                     quic.stop_accepting();
                 }
                 self.core.shutdown(t);
+                self.edge_shutdown();
                 stopping = Some(t.instant + STOP_GRACE);
             }
             self.drain(t)?;
@@ -390,7 +408,7 @@ impl Node {
             }
             self.log.tick(t.instant);
             if let Some(deadline) = stopping
-                && (self.conns.is_empty() || t.instant >= deadline)
+                && ((self.conns.is_empty() && self.relayed.is_empty()) || t.instant >= deadline)
             {
                 break;
             }
@@ -428,6 +446,10 @@ impl Node {
     }
 
     fn net_event(&mut self, now: Now, event: NetEvent) {
+        if self.edge.is_some() {
+            self.edge_net_event(event);
+            return;
+        }
         match event {
             // The per-source login limit keys on the peer address (IPv4, or IPv6 /64); mem links are local.
             NetEvent::Opened { conn, transport, peer, .. } => {
@@ -466,6 +488,26 @@ impl Node {
         }
     }
 
+    /// Writes `bytes` to `conn` through its transport; false if it is gone.
+    fn send_to(&mut self, conn: ConnId, transport: Transport, bytes: bytes::Bytes) -> bool {
+        match transport {
+            Transport::Tcp => self.tcp.as_mut().is_some_and(|t| t.send(self.poll.registry(), conn, &bytes)),
+            Transport::Quic => self.quic.as_mut().is_some_and(|q| q.send(conn, bytes)),
+            Transport::Mem | Transport::Relay => self.hub.send(conn, bytes),
+            Transport::Ws => self.ws_send(conn, bytes),
+        }
+    }
+
+    /// The bytes `conn` has queued and not written.
+    fn backlog_of(&self, conn: ConnId, transport: Transport) -> usize {
+        match transport {
+            Transport::Tcp => self.tcp.as_ref().map_or(0, |t| t.backlog(conn)),
+            Transport::Quic => self.quic.as_ref().map_or(0, |q| q.backlog(conn)),
+            Transport::Mem | Transport::Relay => self.hub.backlog(conn),
+            Transport::Ws => self.ws_backlog(conn),
+        }
+    }
+
     fn close_conn(&mut self, conn: ConnId, transport: Transport) {
         match transport {
             Transport::Tcp => {
@@ -481,7 +523,7 @@ impl Node {
                     quic.close(conn);
                 }
             }
-            Transport::Mem => self.hub.close(conn),
+            Transport::Mem | Transport::Relay => self.hub.close(conn),
             Transport::Ws => self.ws_close(conn, None, "session refused"),
         }
     }
@@ -545,12 +587,7 @@ impl Node {
         written.sort_by_key(|(s, _, _)| s.0);
         written.dedup_by_key(|(s, _, _)| s.0);
         for (session, conn, transport) in written {
-            let backlog = match transport {
-                Transport::Tcp => self.tcp.as_ref().map_or(0, |t| t.backlog(conn)),
-                Transport::Quic => self.quic.as_ref().map_or(0, |q| q.backlog(conn)),
-                Transport::Mem => self.hub.backlog(conn),
-                Transport::Ws => self.ws_backlog(conn),
-            };
+            let backlog = self.backlog_of(conn, transport);
             self.core.handle_backlog(now, session, backlog);
         }
         Ok(any)
@@ -564,13 +601,7 @@ impl Node {
                 Action::Transmit { session, bytes } => {
                     let Some(&conn) = self.sessions.get(&session) else { continue };
                     let Some(&Conn { transport, .. }) = self.conns.get(&conn) else { continue };
-                    let ok = match transport {
-                        Transport::Tcp => self.tcp.as_mut().is_some_and(|t| t.send(self.poll.registry(), conn, &bytes)),
-                        Transport::Quic => self.quic.as_mut().is_some_and(|q| q.send(conn, bytes)),
-                        Transport::Mem => self.hub.send(conn, bytes),
-                        Transport::Ws => self.ws_send(conn, bytes),
-                    };
-                    if ok {
+                    if self.send_to(conn, transport, bytes) {
                         written.push((session, conn, transport));
                     }
                 }

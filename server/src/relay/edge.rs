@@ -1,0 +1,361 @@
+//! The edge's side of the relay: a standby's loop hands each connection's
+//! bytes here, and gets back the owner's bytes and closes.
+//!
+//! An edge relays a connection only while it hears an owner: a connection
+//! opened with no owner heard is closed at once (its client tries another
+//! node), and the connections bound to an owner are closed when that owner
+//! falls silent for [`SILENT_AFTER`] or a heartbeat with a greater token
+//! says another node took the partition.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use confab_transports::hub::{ConnId, Transport};
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use super::envelope::{Envelope, OwnerBeat};
+use super::{ALIVE_EVERY, CHUNK, RelayConfig, SILENT_AFTER, Subjects};
+
+/// What the relay tells the edge's loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EdgeEvent {
+    /// Write these bytes to the connection.
+    Data {
+        /// The connection.
+        conn: ConnId,
+        /// The owner's bytes.
+        bytes: Bytes,
+    },
+    /// Flush and close the connection.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// Why, for the log.
+        reason: String,
+    },
+}
+
+/// What the loop tells the relay.
+#[derive(Debug)]
+enum Cmd {
+    Open { conn: ConnId, transport: Transport, peer: Option<SocketAddr> },
+    Data { conn: ConnId, bytes: Vec<u8> },
+    Closed { conn: ConnId, reason: String },
+}
+
+/// An edge's relay: a thread with its NATS client.
+#[derive(Debug)]
+pub struct EdgeRelay {
+    cmds: mpsc::UnboundedSender<Cmd>,
+    events: std::sync::mpsc::Receiver<EdgeEvent>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EdgeRelay {
+    /// Starts relaying; `wake` wakes the loop when events are ready.
+    ///
+    /// # Errors
+    /// The thread, its runtime or the incarnation's randomness failed.
+    pub fn start(config: RelayConfig, wake: Arc<mio::Waker>) -> std::io::Result<EdgeRelay> {
+        let mut seed = [0u8; 8];
+        getrandom::fill(&mut seed).map_err(|e| std::io::Error::other(format!("no OS randomness: {e}")))?;
+        let incarnation = u64::from_le_bytes(seed);
+        let (cmds, cmd_rx) = mpsc::unbounded_channel();
+        let (event_tx, events) = std::sync::mpsc::channel();
+        let (stop, stopped) = oneshot::channel();
+        let rt = super::runtime()?;
+        let thread = std::thread::Builder::new().name("confab-relay-edge".into()).spawn(move || {
+            let out = Events { tx: event_tx, wake };
+            rt.block_on(serve(config, incarnation, cmd_rx, out, stopped));
+        })?;
+        Ok(EdgeRelay { cmds, events, stop: Some(stop), thread: Some(thread) })
+    }
+
+    /// A client connected.
+    pub fn open(&self, conn: ConnId, transport: Transport, peer: Option<SocketAddr>) {
+        let _ = self.cmds.send(Cmd::Open { conn, transport, peer });
+    }
+
+    /// The client sent bytes.
+    pub fn data(&self, conn: ConnId, bytes: Vec<u8>) {
+        let _ = self.cmds.send(Cmd::Data { conn, bytes });
+    }
+
+    /// The connection ended on the edge's side.
+    pub fn closed(&self, conn: ConnId, reason: &str) {
+        let _ = self.cmds.send(Cmd::Closed { conn, reason: reason.to_owned() });
+    }
+
+    /// The next event for the loop.
+    #[must_use]
+    pub fn try_recv(&self) -> Option<EdgeEvent> {
+        self.events.try_recv().ok()
+    }
+}
+
+impl Drop for EdgeRelay {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Events {
+    tx: std::sync::mpsc::Sender<EdgeEvent>,
+    wake: Arc<mio::Waker>,
+}
+
+impl Events {
+    fn send(&self, e: EdgeEvent) {
+        if self.tx.send(e).is_ok() {
+            let _ = self.wake.wake();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Bound {
+    /// The owner's token the connection was opened with.
+    token: u64,
+    /// The last data message sent.
+    out_seq: u64,
+    /// The next data message expected.
+    next_in: u64,
+}
+
+struct Edge {
+    incarnation: u64,
+    inbound: String,
+    client: async_nats::Client,
+    out: Events,
+    /// The owner heard last: its token, name and when.
+    owner: Option<(u64, String, Instant)>,
+    /// The greatest token ever heard: a heartbeat with a smaller one is an
+    /// old owner's (resumed after a takeover), even after a silence.
+    highest: u64,
+    conns: HashMap<ConnId, Bound>,
+    /// The edge's connection numbers on the wire are the loop's `ConnId`s.
+    ids: HashMap<u64, ConnId>,
+}
+
+async fn serve(
+    config: RelayConfig,
+    incarnation: u64,
+    mut cmds: mpsc::UnboundedReceiver<Cmd>,
+    out: Events,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let subjects = Subjects::new(&config.cluster);
+    let client = match super::connect(&config, "edge").await {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(nats = %super::redacted(&config.url), "relay: cannot use NATS ({e}); this edge closes every connection");
+            close_all_forever(&mut cmds, &out, &mut stopped).await;
+            return;
+        }
+    };
+    let (replies, beats) =
+        match (client.subscribe(subjects.outbound(&config.node)).await, client.subscribe(subjects.owner()).await) {
+            (Ok(r), Ok(b)) => (r, b),
+            (Err(e), _) | (_, Err(e)) => {
+                warn!("relay: cannot subscribe ({e}); this edge closes every connection");
+                close_all_forever(&mut cmds, &out, &mut stopped).await;
+                return;
+            }
+        };
+    info!(nats = %super::redacted(&config.url), cluster = %config.cluster, incarnation, "relay: edge relaying to the partition's owner");
+    let (mut replies, mut beats) = (replies, beats);
+    let mut edge = Edge {
+        incarnation,
+        inbound: subjects.inbound(&config.node),
+        client,
+        out,
+        owner: None,
+        highest: 0,
+        conns: HashMap::new(),
+        ids: HashMap::new(),
+    };
+    let mut tick = tokio::time::interval(ALIVE_EVERY);
+    loop {
+        tokio::select! {
+            _ = &mut stopped => break,
+            Some(cmd) = cmds.recv() => edge.command(cmd).await,
+            Some(msg) = replies.next() => edge.reply(&msg.payload).await,
+            Some(msg) = beats.next() => edge.beat(&msg.payload).await,
+            _ = tick.tick() => {
+                super::publish(&edge.client, edge.inbound.clone(), Envelope::Alive { incarnation }.encode(0)).await;
+                edge.check_owner(Instant::now()).await;
+            }
+        }
+    }
+    let conns: Vec<ConnId> = edge.conns.keys().copied().collect();
+    for conn in conns {
+        edge.end(conn, "edge stopping").await;
+    }
+    let _ = tokio::time::timeout(super::PUBLISH_WAIT, edge.client.flush()).await;
+}
+
+/// Without NATS, every connection is closed as it opens.
+async fn close_all_forever(cmds: &mut mpsc::UnboundedReceiver<Cmd>, out: &Events, stopped: &mut oneshot::Receiver<()>) {
+    loop {
+        tokio::select! {
+            _ = &mut *stopped => return,
+            Some(cmd) = cmds.recv() => if let Cmd::Open { conn, .. } = cmd {
+                out.send(EdgeEvent::Close { conn, reason: "relay: NATS unusable".into() });
+            },
+        }
+    }
+}
+
+impl Edge {
+    async fn command(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Open { conn, transport, peer } => {
+                let Some(&(token, _, _)) = self.owner.as_ref() else {
+                    debug!(%conn, "relay: no owner heard; closing the connection");
+                    self.out.send(EdgeEvent::Close { conn, reason: "relay: no owner heard".into() });
+                    return;
+                };
+                self.conns.insert(conn, Bound { token, out_seq: 0, next_in: 1 });
+                self.ids.insert(conn.0, conn);
+                let open = Envelope::Open {
+                    incarnation: self.incarnation,
+                    conn: conn.0,
+                    transport: transport.as_str().into(),
+                    peer,
+                };
+                self.publish(open, token).await;
+            }
+            Cmd::Data { conn, bytes } => {
+                let Some(b) = self.conns.get_mut(&conn) else { return };
+                let token = b.token;
+                let bytes = Bytes::from(bytes);
+                let mut msgs = Vec::with_capacity(bytes.len() / CHUNK + 1);
+                let mut at = 0;
+                while at < bytes.len() {
+                    let end = (at + CHUNK).min(bytes.len());
+                    b.out_seq += 1;
+                    msgs.push(Envelope::Data {
+                        incarnation: self.incarnation,
+                        conn: conn.0,
+                        seq: b.out_seq,
+                        bytes: bytes.slice(at..end),
+                    });
+                    at = end;
+                }
+                for m in msgs {
+                    self.publish(m, token).await;
+                }
+            }
+            Cmd::Closed { conn, reason } => {
+                if let Some(b) = self.conns.remove(&conn) {
+                    self.ids.remove(&conn.0);
+                    self.publish(Envelope::Close { incarnation: self.incarnation, conn: conn.0, reason }, b.token)
+                        .await;
+                }
+            }
+        }
+    }
+
+    async fn reply(&mut self, payload: &Bytes) {
+        let (token, env) = match Envelope::decode(payload) {
+            Ok(e) => e,
+            Err(e) => {
+                warn!("relay: dropped a message from the owner: {e}");
+                return;
+            }
+        };
+        // Only the owner a connection is bound to writes to it or closes it.
+        let bound = |edge: &Edge, conn: u64| {
+            edge.ids.get(&conn).filter(|id| edge.conns.get(id).is_some_and(|b| b.token == token)).copied()
+        };
+        match env {
+            Envelope::Data { incarnation, conn, .. }
+                if incarnation == self.incarnation && !self.ids.contains_key(&conn) =>
+            {
+                // A connection this edge ended and whose close the owner missed: again.
+                let close = Envelope::Close { incarnation, conn, reason: "unknown connection".into() };
+                self.publish(close, token).await;
+            }
+            Envelope::Data { incarnation, conn, seq, bytes } if incarnation == self.incarnation => {
+                let Some(id) = bound(self, conn) else { return };
+                let Some(b) = self.conns.get_mut(&id) else { return };
+                if seq != b.next_in {
+                    warn!(conn = %id, expected = b.next_in, got = seq, "relay: a message from the owner was lost; ending the connection");
+                    self.end(id, "relay: a message was lost").await;
+                    return;
+                }
+                b.next_in += 1;
+                self.out.send(EdgeEvent::Data { conn: id, bytes });
+            }
+            Envelope::Close { incarnation, conn, reason } if incarnation == self.incarnation => {
+                let Some(id) = bound(self, conn) else { return };
+                self.ids.remove(&conn);
+                self.conns.remove(&id);
+                self.out.send(EdgeEvent::Close { conn: id, reason });
+            }
+            // Another edge's (a name mapped to the same token), or not for edges.
+            _ => {}
+        }
+    }
+
+    async fn beat(&mut self, payload: &[u8]) {
+        let Ok(beat) = OwnerBeat::decode(payload) else { return };
+        let now = Instant::now();
+        // An old owner still beating (resumed after a takeover): it is
+        // fenced and stops at its next renewal; never relay to it again.
+        if beat.token < self.highest {
+            return;
+        }
+        match &mut self.owner {
+            Some((token, _, heard)) if *token == beat.token => *heard = now,
+            _ => {
+                info!(owner = %beat.node, token = beat.token, "relay: the partition's owner is heard");
+                self.highest = beat.token;
+                self.owner = Some((beat.token, beat.node, now));
+                self.end_bound(|b| b.token != beat.token, "relay: the partition changed owner").await;
+            }
+        }
+    }
+
+    async fn check_owner(&mut self, now: Instant) {
+        let Some((token, node, heard)) = &self.owner else { return };
+        if now.duration_since(*heard) <= SILENT_AFTER {
+            return;
+        }
+        warn!(owner = %node, token, connections = self.conns.len(), "relay: the partition's owner is silent; ending its connections");
+        self.owner = None;
+        self.end_bound(|_| true, "relay: the partition's owner is silent").await;
+    }
+
+    async fn end_bound(&mut self, which: impl Fn(&Bound) -> bool, reason: &str) {
+        let ended: Vec<ConnId> = self.conns.iter().filter(|(_, b)| which(b)).map(|(c, _)| *c).collect();
+        for conn in ended {
+            self.end(conn, reason).await;
+        }
+    }
+
+    /// Ends a connection: the loop closes it, the owner is told.
+    async fn end(&mut self, conn: ConnId, reason: &str) {
+        let Some(b) = self.conns.remove(&conn) else { return };
+        self.ids.remove(&conn.0);
+        self.out.send(EdgeEvent::Close { conn, reason: reason.to_owned() });
+        let close = Envelope::Close { incarnation: self.incarnation, conn: conn.0, reason: reason.to_owned() };
+        self.publish(close, b.token).await;
+    }
+
+    /// Publishes to the owner whose token is `token`.
+    async fn publish(&self, env: Envelope, token: u64) {
+        super::publish(&self.client, self.inbound.clone(), env.encode(token)).await;
+    }
+}

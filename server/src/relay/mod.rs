@@ -1,0 +1,198 @@
+//! The relay between the nodes of a cluster, over NATS.
+//!
+//! A cluster's state is one partition, owned by one node at a time (the
+//! lease, `store::lease`). With `[cluster] nats` set, the other nodes (the
+//! standbys) do not sit idle: each serves clients as an *edge*. It
+//! terminates their TLS, QUIC or WebSocket connections and relays each
+//! connection's bytes to the owner, whose loop sees it as one more
+//! connection ([`Transport::Relay`](confab_transports::hub::Transport)) and
+//! runs its session in the core as any other. So a client may connect to
+//! any node.
+//!
+//! NATS carries the bytes of live connections only, never state: a relay
+//! message lost (NATS restarted, a slow consumer dropped) is seen as a gap
+//! in the connection's sequence numbers and ends that connection; its
+//! client reconnects and resumes as after any reconnection (its outbox and
+//! the exactly-once delivery live in the store).
+//!
+//! Subjects, for a cluster named `C` (`[cluster] name`, default `confab`):
+//!
+//! | subject | from | to | carries |
+//! | --- | --- | --- | --- |
+//! | `confab.C.p0.in.E` | edge `E` | the owner | opens, data, closes, and `Alive` every 0.5 s |
+//! | `confab.C.edge.E.out` | the owner | edge `E` | data and closes |
+//! | `confab.C.p0.owner` | the owner | every edge | its token and name, every 0.5 s |
+//!
+//! `E` is the edge's node name with every character other than ASCII
+//! letters, digits, `-` and `_` replaced by `_`; each message also carries
+//! the edge's incarnation, so two edges whose names map to one `E` never
+//! take each other's messages. An owner silent for [`SILENT_AFTER`] (or
+//! replaced: a heartbeat with a greater token) has its relayed connections
+//! closed by the edges; an edge silent that long has its connections closed
+//! by the owner.
+
+pub mod edge;
+pub mod envelope;
+pub mod host;
+
+use std::time::Duration;
+
+/// How often an edge says it is alive and the owner beats.
+pub const ALIVE_EVERY: Duration = Duration::from_millis(500);
+/// Silence after which the other side is taken for gone.
+pub const SILENT_AFTER: Duration = Duration::from_secs(2);
+/// The largest data message (a NATS server takes 1 MiB by default).
+pub const CHUNK: usize = 64 * 1024;
+
+/// How long a publish may wait for room in the client's buffer (NATS
+/// unreachable): past it the message is dropped, which the other side
+/// sees as a gap or a silence, and the relay thread keeps serving.
+pub const PUBLISH_WAIT: Duration = Duration::from_millis(250);
+
+/// Publishes, dropping the message if NATS cannot take it within [`PUBLISH_WAIT`].
+async fn publish(client: &async_nats::Client, subject: String, payload: bytes::Bytes) {
+    match tokio::time::timeout(PUBLISH_WAIT, client.publish(subject, payload)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!("relay: publish failed ({e}); the other side sees a gap or a silence"),
+        Err(_) => tracing::debug!("relay: NATS did not take a message in time; the other side sees a gap or a silence"),
+    }
+}
+
+/// Where and as what a node relays (`[cluster] nats`, `name`, `node`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// The NATS server's URL (`nats://host:4222`; credentials and TLS as
+    /// async-nats reads them from the URL).
+    pub url: String,
+    /// The cluster's name: the subjects' second token.
+    pub cluster: String,
+    /// This node's name (the lease's).
+    pub node: String,
+}
+
+/// The subjects of one cluster (see the module docs).
+#[derive(Debug, Clone)]
+pub struct Subjects {
+    prefix: String,
+}
+
+impl Subjects {
+    /// The subjects of cluster `cluster`.
+    #[must_use]
+    pub fn new(cluster: &str) -> Subjects {
+        Subjects { prefix: format!("confab.{cluster}") }
+    }
+
+    /// Edge `node` to the owner.
+    #[must_use]
+    pub fn inbound(&self, node: &str) -> String {
+        format!("{}.p0.in.{}", self.prefix, token(node))
+    }
+
+    /// Every edge to the owner (what the owner subscribes to).
+    #[must_use]
+    pub fn inbound_all(&self) -> String {
+        format!("{}.p0.in.*", self.prefix)
+    }
+
+    /// The owner to edge `node` (`node` already a token when it came from
+    /// [`Subjects::edge_of`]).
+    #[must_use]
+    pub fn outbound(&self, node: &str) -> String {
+        format!("{}.edge.{}.out", self.prefix, token(node))
+    }
+
+    /// The owner's heartbeat.
+    #[must_use]
+    pub fn owner(&self) -> String {
+        format!("{}.p0.owner", self.prefix)
+    }
+
+    /// The edge token of an inbound subject.
+    #[must_use]
+    pub fn edge_of<'a>(&self, subject: &'a str) -> Option<&'a str> {
+        subject.strip_prefix(&self.prefix)?.strip_prefix(".p0.in.").filter(|e| !e.is_empty() && !e.contains('.'))
+    }
+}
+
+/// `url` without its credentials (`nats://user:pass@host` logs as
+/// `nats://***@host`).
+#[must_use]
+pub fn redacted(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// A node name as one subject token.
+#[must_use]
+pub fn token(node: &str) -> String {
+    let t: String =
+        node.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    if t.is_empty() { "_".to_owned() } else { t }
+}
+
+/// Whether `name` may name a cluster: 1 to 64 ASCII letters, digits, `-`, `_`.
+#[must_use]
+pub fn valid_cluster_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Connects to NATS on `rt`, retrying in the background while the server
+/// is unreachable (a node serves its own clients meanwhile).
+async fn connect(config: &RelayConfig, role: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
+    async_nats::ConnectOptions::new()
+        .name(format!("confab {role} {}", config.node))
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(5))
+        // Bytes of live connections: a large buffer rides out bursts; a
+        // slow consumer's drop shows as a gap and ends the connection.
+        .subscription_capacity(1 << 16)
+        .client_capacity(1 << 14)
+        .connect(config.url.as_str())
+        .await
+}
+
+/// A current-thread runtime for one relay thread.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_are_the_documented_ones() {
+        let s = Subjects::new("prod");
+        assert_eq!(s.inbound("node-a"), "confab.prod.p0.in.node-a");
+        assert_eq!(s.inbound_all(), "confab.prod.p0.in.*");
+        assert_eq!(s.outbound("host:123"), "confab.prod.edge.host_123.out");
+        assert_eq!(s.owner(), "confab.prod.p0.owner");
+        assert_eq!(s.edge_of("confab.prod.p0.in.node-a"), Some("node-a"));
+        assert_eq!(s.edge_of("confab.other.p0.in.node-a"), None);
+        assert_eq!(s.edge_of("confab.prod.p0.in."), None);
+    }
+
+    #[test]
+    fn credentials_never_reach_the_log() {
+        assert_eq!(redacted("nats://alice:s3cret@nats.example:4222"), "nats://***@nats.example:4222");
+        assert_eq!(redacted("tls://token@10.0.0.1:4222"), "tls://***@10.0.0.1:4222");
+        assert_eq!(redacted("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+    }
+
+    #[test]
+    fn node_names_become_one_token() {
+        assert_eq!(token("a.b c*>"), "a_b_c__");
+        assert_eq!(token(""), "_");
+        assert_eq!(token("été"), "_t_");
+        assert!(valid_cluster_name("confab-1_x"));
+        assert!(!valid_cluster_name(""));
+        assert!(!valid_cluster_name("a.b"));
+        assert!(!valid_cluster_name(&"x".repeat(65)));
+    }
+}

@@ -1,0 +1,283 @@
+//! The relay between a cluster's nodes over a real `nats-server` (skipped
+//! without it unless `CONFAB_REQUIRE_CLUSTER=1`): an edge relays only
+//! while it hears an owner; bytes go both ways in order; a lost message,
+//! an owner replaced or silent, and an edge gone silent each end the
+//! connections concerned, on both sides.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use confab_server::relay::edge::{EdgeEvent, EdgeRelay};
+use confab_server::relay::envelope::Envelope;
+use confab_server::relay::host::RelayHost;
+use confab_server::relay::{RelayConfig, Subjects};
+use confab_tests::nats::TempNats;
+use confab_transports::hub::{ConnId, ConnIds, Hub, NetEvent, Transport};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn config(nats: &TempNats, node: &str) -> RelayConfig {
+    RelayConfig { url: nats.url(), cluster: "test".into(), node: node.into() }
+}
+
+/// The owner's loop, reduced to its hub.
+struct Owner {
+    _poll: mio::Poll,
+    hub: Hub,
+}
+
+impl Owner {
+    fn new() -> Owner {
+        let poll = mio::Poll::new().unwrap();
+        let hub = Hub::new(poll.registry(), mio::Token(0), ConnIds::default()).unwrap();
+        Owner { _poll: poll, hub }
+    }
+
+    fn next(&mut self) -> NetEvent {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(e) = self.hub.try_recv() {
+                return e;
+            }
+            assert!(Instant::now() < deadline, "the owner got nothing within {WAIT:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// An edge's loop, reduced to its relay.
+struct Edge {
+    _poll: mio::Poll,
+    relay: EdgeRelay,
+}
+
+impl Edge {
+    fn start(nats: &TempNats, node: &str) -> Edge {
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        Edge { relay: EdgeRelay::start(config(nats, node), waker).unwrap(), _poll: poll }
+    }
+
+    fn next(&self) -> EdgeEvent {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(e) = self.relay.try_recv() {
+                return e;
+            }
+            assert!(Instant::now() < deadline, "the edge got nothing within {WAIT:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Opens `conn` once the edge hears an owner (an open before that is refused).
+    fn open_heard(&self, conn: ConnId) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            self.relay.open(conn, Transport::Tcp, Some("127.0.0.1:5000".parse().unwrap()));
+            std::thread::sleep(Duration::from_millis(50));
+            match self.relay.try_recv() {
+                None => return,
+                Some(EdgeEvent::Close { reason, .. }) if reason.contains("no owner") => {}
+                Some(other) => panic!("unexpected {other:?}"),
+            }
+            assert!(Instant::now() < deadline, "the edge never heard the owner");
+        }
+    }
+}
+
+fn opened(owner: &mut Owner) -> ConnId {
+    match owner.next() {
+        NetEvent::Opened { conn, transport: Transport::Relay, peer, handle: None } => {
+            assert_eq!(peer, Some("127.0.0.1:5000".parse().unwrap()));
+            conn
+        }
+        other => panic!("expected a relayed open, got {other:?}"),
+    }
+}
+
+#[test]
+fn relay_carries_bytes_both_ways_and_refuses_without_an_owner() {
+    let Some(nats) = TempNats::start("relay-bytes") else { return };
+    let edge = Edge::start(&nats, "edge-1");
+    // No owner yet: a connection is closed at once, so its client tries another node.
+    std::thread::sleep(Duration::from_millis(300));
+    edge.relay.open(ConnId(1), Transport::Tcp, None);
+    assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(1), reason } if reason.contains("no owner")));
+
+    let mut owner = Owner::new();
+    let _host = RelayHost::start(config(&nats, "owner"), 5, owner.hub.sender()).unwrap();
+    edge.open_heard(ConnId(2));
+    let id = opened(&mut owner);
+    edge.relay.data(ConnId(2), b"hello ".to_vec());
+    edge.relay.data(ConnId(2), vec![7; 200_000]);
+    let mut got = Vec::new();
+    while got.len() < 200_006 {
+        match owner.next() {
+            NetEvent::Received { conn, bytes } => {
+                assert_eq!(conn, id);
+                got.extend(bytes);
+            }
+            other => panic!("expected bytes, got {other:?}"),
+        }
+    }
+    assert_eq!(&got[..6], b"hello ");
+    assert!(got[6..].iter().all(|b| *b == 7));
+    // The owner writes and closes: the edge gets the bytes, then the close.
+    assert!(owner.hub.send(id, Bytes::from_static(b"world")));
+    owner.hub.close(id);
+    assert_eq!(edge.next(), EdgeEvent::Data { conn: ConnId(2), bytes: Bytes::from_static(b"world") });
+    // What was published is no longer the session's backlog (the core
+    // closes a session whose backlog passes its bound as a slow reader).
+    assert_eq!(owner.hub.backlog(id), 0, "backlog after the edge got every byte");
+    assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(2), .. }));
+    assert!(matches!(owner.next(), NetEvent::Closed { conn, .. } if conn == id));
+    // The client leaves first: the owner's session ends.
+    edge.relay.open(ConnId(3), Transport::Tcp, Some("127.0.0.1:5000".parse().unwrap()));
+    let id3 = opened(&mut owner);
+    edge.relay.closed(ConnId(3), "peer closed");
+    assert!(matches!(owner.next(), NetEvent::Closed { conn, reason } if conn == id3 && reason.contains("peer closed")));
+}
+
+#[test]
+fn relay_a_lost_message_ends_the_connection_on_both_sides() {
+    let Some(nats) = TempNats::start("relay-gap") else { return };
+    let mut owner = Owner::new();
+    let _host = RelayHost::start(config(&nats, "owner"), 5, owner.hub.sender()).unwrap();
+    let edge = Edge::start(&nats, "edge-1");
+    edge.open_heard(ConnId(1));
+    let id = opened(&mut owner);
+    // A message of the edge's incarnation that skips a number, as if one were lost.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let client = rt.block_on(async_nats::connect(nats.url())).unwrap();
+    edge.relay.data(ConnId(1), b"one".to_vec());
+    assert!(matches!(owner.next(), NetEvent::Received { bytes, .. } if bytes == b"one"));
+    // The edge's incarnation is not known here: a forged gap from a fake edge instead.
+    let fake = Subjects::new("test").inbound("fake");
+    let open = Envelope::Open { incarnation: 9, conn: 1, transport: "tcp".into(), peer: None };
+    let skip = Envelope::Data { incarnation: 9, conn: 1, seq: 2, bytes: Bytes::from_static(b"two") };
+    let mut replies = rt.block_on(client.subscribe(Subjects::new("test").outbound("fake"))).unwrap();
+    rt.block_on(async {
+        client.publish(fake.clone(), open.encode(5)).await.unwrap();
+        client.publish(fake.clone(), skip.encode(5)).await.unwrap();
+        client.flush().await.unwrap();
+    });
+    let fake_id = opened_any(&mut owner);
+    assert!(matches!(owner.next(), NetEvent::Closed { conn, reason } if conn == fake_id && reason.contains("lost")));
+    use futures_util::StreamExt as _;
+    let reply = rt.block_on(async { tokio::time::timeout(WAIT, replies.next()).await }).unwrap().unwrap();
+    assert!(matches!(Envelope::decode(&reply.payload), Ok((5, Envelope::Close { incarnation: 9, conn: 1, .. }))));
+    // The real edge's connection is untouched.
+    assert!(owner.hub.send(id, Bytes::from_static(b"still here")));
+    assert_eq!(edge.next(), EdgeEvent::Data { conn: ConnId(1), bytes: Bytes::from_static(b"still here") });
+}
+
+fn opened_any(owner: &mut Owner) -> ConnId {
+    match owner.next() {
+        NetEvent::Opened { conn, transport: Transport::Relay, .. } => conn,
+        other => panic!("expected a relayed open, got {other:?}"),
+    }
+}
+
+#[test]
+fn relay_a_new_owner_or_a_silent_one_ends_the_edges_connections() {
+    let Some(nats) = TempNats::start("relay-owner") else { return };
+    let mut old = Owner::new();
+    let old_host = RelayHost::start(config(&nats, "old"), 5, old.hub.sender()).unwrap();
+    let edge = Edge::start(&nats, "edge-1");
+    edge.open_heard(ConnId(1));
+    let _ = opened(&mut old);
+    // Another node took the partition (a greater token): the connection bound to the old owner ends.
+    let mut new = Owner::new();
+    let new_host = RelayHost::start(config(&nats, "new"), 6, new.hub.sender()).unwrap();
+    assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(1), reason } if reason.contains("changed owner")));
+    drop(old_host);
+    // New connections go to the new owner.
+    edge.relay.open(ConnId(2), Transport::Tcp, Some("127.0.0.1:5000".parse().unwrap()));
+    let _ = opened(&mut new);
+    // The new owner goes silent without a goodbye (NATS dies under it, which
+    // the edge cannot tell from a crash): within SILENT_AFTER and a beat, the
+    // edge ends its connections.
+    let silent = Instant::now();
+    drop(nats);
+    assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(2), reason } if reason.contains("silent")));
+    assert!(silent.elapsed() >= Duration::from_secs(1), "ended after {:?}", silent.elapsed());
+    // Stopping with NATS gone does not hang.
+    drop(new_host);
+}
+
+#[test]
+fn relay_an_edge_gone_silent_has_its_connections_ended_by_the_owner() {
+    let Some(nats) = TempNats::start("relay-edge-silent") else { return };
+    let mut owner = Owner::new();
+    let _host = RelayHost::start(config(&nats, "owner"), 5, owner.hub.sender()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let client = rt.block_on(async_nats::connect(nats.url())).unwrap();
+    // The owner beats once it listens to the edges.
+    let mut beats = rt.block_on(client.subscribe(Subjects::new("test").owner())).unwrap();
+    use futures_util::StreamExt as _;
+    rt.block_on(async { tokio::time::timeout(WAIT, beats.next()).await }).unwrap().unwrap();
+    let inbound = Subjects::new("test").inbound("ghost");
+    let open = Envelope::Open { incarnation: 3, conn: 1, transport: "quic".into(), peer: None };
+    rt.block_on(async {
+        client.publish(inbound.clone(), Envelope::Alive { incarnation: 3 }.encode(0)).await.unwrap();
+        client.publish(inbound.clone(), open.encode(5)).await.unwrap();
+        client.flush().await.unwrap();
+    });
+    let id = opened_any(&mut owner);
+    let since = Instant::now();
+    // The ghost never says it is alive again.
+    assert!(matches!(owner.next(), NetEvent::Closed { conn, reason } if conn == id && reason.contains("edge silent")));
+    assert!(since.elapsed() >= Duration::from_secs(1), "ended after {:?}", since.elapsed());
+}
+
+#[test]
+fn relay_an_old_owner_resumed_after_a_takeover_gets_no_connection_and_writes_to_none() {
+    let Some(nats) = TempNats::start("relay-stale") else { return };
+    let mut old = Owner::new();
+    let _old_host = RelayHost::start(config(&nats, "old"), 5, old.hub.sender()).unwrap();
+    let edge = Edge::start(&nats, "edge-1");
+    edge.open_heard(ConnId(1));
+    let old_id = opened(&mut old);
+    let mut new = Owner::new();
+    let _new_host = RelayHost::start(config(&nats, "new"), 6, new.hub.sender()).unwrap();
+    assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(1), reason } if reason.contains("changed owner")));
+    // The old owner is still up (paused and resumed, it beats until its
+    // lease renewal fails): a new connection goes to the new owner only.
+    std::thread::sleep(Duration::from_millis(600));
+    edge.relay.open(ConnId(2), Transport::Tcp, Some("127.0.0.1:5000".parse().unwrap()));
+    let new_id = opened(&mut new);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        if let Some(e) = old.hub.try_recv() {
+            assert!(!matches!(e, NetEvent::Opened { .. }), "the old owner took a connection: {e:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The old owner writes and closes what it knew: the edge's connection 2 is not touched.
+    let _ = old.hub.send(old_id, Bytes::from_static(b"stale"));
+    old.hub.close(old_id);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(new.hub.send(new_id, Bytes::from_static(b"fresh")));
+    assert_eq!(edge.next(), EdgeEvent::Data { conn: ConnId(2), bytes: Bytes::from_static(b"fresh") });
+}
+
+#[test]
+fn relay_a_forged_older_heartbeat_after_a_silence_does_not_win_the_edge_back() {
+    let Some(nats) = TempNats::start("relay-older-beat") else { return };
+    let mut owner = Owner::new();
+    let host = RelayHost::start(config(&nats, "owner"), 6, owner.hub.sender()).unwrap();
+    let edge = Edge::start(&nats, "edge-1");
+    edge.open_heard(ConnId(1));
+    let _ = opened(&mut owner);
+    // The owner stops beating (its relay stops): the edge ends its connection.
+    drop(host);
+    assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(1), .. }));
+    // An older owner beats again, past the silence that made the edge
+    // forget the newer one: the edge does not relay to it.
+    let stale = Owner::new();
+    let _stale_host = RelayHost::start(config(&nats, "stale"), 5, stale.hub.sender()).unwrap();
+    std::thread::sleep(Duration::from_millis(3200));
+    edge.relay.open(ConnId(2), Transport::Tcp, None);
+    assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(2), reason } if reason.contains("no owner")));
+}
