@@ -59,30 +59,32 @@ impl Edge {
         Edge { relay: EdgeRelay::start(config(nats, node), waker).unwrap(), _poll: poll }
     }
 
+    /// The next event about a connection (owner news skipped).
     fn next(&self) -> EdgeEvent {
         let deadline = Instant::now() + WAIT;
         loop {
-            if let Some(e) = self.relay.try_recv() {
-                return e;
+            match self.relay.try_recv() {
+                Some(EdgeEvent::Owner(_)) | None => {}
+                Some(e) => return e,
             }
             assert!(Instant::now() < deadline, "the edge got nothing within {WAIT:?}");
             std::thread::sleep(Duration::from_millis(5));
         }
     }
 
-    /// Opens `conn` once the edge hears an owner (an open before that is refused).
+    /// Opens `conn` once the edge hears an owner (an open before that is
+    /// refused; the edge says when it hears one).
     fn open_heard(&self, conn: ConnId) {
         let deadline = Instant::now() + WAIT;
         loop {
-            self.relay.open(conn, Transport::Tcp, Some("127.0.0.1:5000".parse().unwrap()));
-            std::thread::sleep(Duration::from_millis(50));
             match self.relay.try_recv() {
-                None => return,
-                Some(EdgeEvent::Close { reason, .. }) if reason.contains("no owner") => {}
+                Some(EdgeEvent::Owner(true)) => break,
                 Some(other) => panic!("unexpected {other:?}"),
+                None => std::thread::sleep(Duration::from_millis(5)),
             }
             assert!(Instant::now() < deadline, "the edge never heard the owner");
         }
+        self.relay.open(conn, Transport::Tcp, Some("127.0.0.1:5000".parse().unwrap()));
     }
 }
 
@@ -218,6 +220,7 @@ fn relay_an_edge_gone_silent_has_its_connections_ended_by_the_owner() {
     use futures_util::StreamExt as _;
     rt.block_on(async { tokio::time::timeout(WAIT, beats.next()).await }).unwrap().unwrap();
     let inbound = Subjects::new("test").inbound("ghost");
+    let mut told = rt.block_on(client.subscribe(Subjects::new("test").outbound("ghost"))).unwrap();
     let open = Envelope::Open { incarnation: 3, conn: 1, transport: "quic".into(), peer: None };
     rt.block_on(async {
         client.publish(inbound.clone(), Envelope::Alive { incarnation: 3 }.encode(0)).await.unwrap();
@@ -229,6 +232,9 @@ fn relay_an_edge_gone_silent_has_its_connections_ended_by_the_owner() {
     // The ghost never says it is alive again.
     assert!(matches!(owner.next(), NetEvent::Closed { conn, reason } if conn == id && reason.contains("edge silent")));
     assert!(since.elapsed() >= Duration::from_secs(1), "ended after {:?}", since.elapsed());
+    // The edge is told too, in case only its `Alive`s were lost.
+    let close = rt.block_on(async { tokio::time::timeout(WAIT, told.next()).await }).unwrap().unwrap();
+    assert!(matches!(Envelope::decode(&close.payload), Ok((5, Envelope::Close { incarnation: 3, conn: 1, .. }))));
 }
 
 #[test]
@@ -280,4 +286,43 @@ fn relay_a_forged_older_heartbeat_after_a_silence_does_not_win_the_edge_back() {
     std::thread::sleep(Duration::from_millis(3200));
     edge.relay.open(ConnId(2), Transport::Tcp, None);
     assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(2), reason } if reason.contains("no owner")));
+}
+
+/// Whether a TCP connection to `addr` is accepted within `within`
+/// (`want`), polling: a refused one is retried until then.
+fn tcp_accepts(addr: std::net::SocketAddr, want: bool, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        let accepted = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok();
+        if accepted == want || Instant::now() >= deadline {
+            return accepted;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn relay_an_edge_listens_only_while_it_hears_an_owner() {
+    use confab_server::proto::server::ServerConfig;
+    use confab_server::runtime::{Node, NodeConfig};
+    use confab_transports::tls::ServerIdentity;
+
+    let Some(nats) = TempNats::start("relay-listen") else { return };
+    let identity = ServerIdentity::self_signed(&["localhost".to_owned()]).expect("certificate").identity;
+    let node_config = NodeConfig::new(ServerConfig::default(), "127.0.0.1:0".parse().unwrap(), identity);
+    let node = Node::bind_edge(node_config, config(&nats, "edge-1")).expect("edge");
+    let tcp = node.tcp_addr().expect("a TCP address");
+    let handle = node.handle();
+    let running = std::thread::spawn(move || node.run());
+    // No owner: connections are refused, so a client tries the next node at once.
+    assert!(!tcp_accepts(tcp, false, Duration::from_millis(500)), "accepted without an owner");
+    let mut owner = Owner::new();
+    let host = RelayHost::start(config(&nats, "owner"), 1, owner.hub.sender()).unwrap();
+    assert!(tcp_accepts(tcp, true, WAIT), "the edge never listened once the owner beat");
+    // The owner falls silent: the edge stops listening again.
+    drop(host);
+    while owner.hub.try_recv().is_some() {}
+    assert!(!tcp_accepts(tcp, false, WAIT), "the edge still listens without an owner");
+    handle.stop();
+    running.join().expect("the edge's loop").expect("a clean stop");
 }

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use super::envelope::{Envelope, OwnerBeat};
-use super::{ALIVE_EVERY, CHUNK, RelayConfig, SILENT_AFTER, Subjects};
+use super::{ALIVE_EVERY, RelayConfig, SILENT_AFTER, Subjects};
 
 /// What the relay tells the edge's loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +38,10 @@ pub enum EdgeEvent {
         /// Why, for the log.
         reason: String,
     },
+    /// An owner is heard (`true`) or none is any more (`false`): the loop
+    /// accepts connections only while one is, so that clients try another
+    /// node at once instead of being closed after their handshake.
+    Owner(bool),
 }
 
 /// What the loop tells the relay.
@@ -136,7 +140,7 @@ struct Bound {
 struct Edge {
     incarnation: u64,
     inbound: String,
-    client: async_nats::Client,
+    client: super::Publisher,
     out: Events,
     /// The owner heard last: its token, name and when.
     owner: Option<(u64, String, Instant)>,
@@ -178,7 +182,7 @@ async fn serve(
     let mut edge = Edge {
         incarnation,
         inbound: subjects.inbound(&config.node),
-        client,
+        client: super::Publisher::new(client),
         out,
         owner: None,
         highest: 0,
@@ -193,16 +197,13 @@ async fn serve(
             Some(msg) = replies.next() => edge.reply(&msg.payload).await,
             Some(msg) = beats.next() => edge.beat(&msg.payload).await,
             _ = tick.tick() => {
-                super::publish(&edge.client, edge.inbound.clone(), Envelope::Alive { incarnation }.encode(0)).await;
+                edge.client.publish(edge.inbound.clone(), Envelope::Alive { incarnation }.encode(0)).await;
                 edge.check_owner(Instant::now()).await;
             }
         }
     }
-    let conns: Vec<ConnId> = edge.conns.keys().copied().collect();
-    for conn in conns {
-        edge.end(conn, "edge stopping").await;
-    }
-    let _ = tokio::time::timeout(super::PUBLISH_WAIT, edge.client.flush()).await;
+    edge.end_bound(|_| true, "edge stopping").await;
+    edge.client.flush().await;
 }
 
 /// Without NATS, every connection is closed as it opens.
@@ -240,18 +241,15 @@ impl Edge {
                 let Some(b) = self.conns.get_mut(&conn) else { return };
                 let token = b.token;
                 let bytes = Bytes::from(bytes);
-                let mut msgs = Vec::with_capacity(bytes.len() / CHUNK + 1);
-                let mut at = 0;
-                while at < bytes.len() {
-                    let end = (at + CHUNK).min(bytes.len());
+                let mut msgs = Vec::new();
+                for piece in super::pieces(&bytes, self.client.chunk()) {
                     b.out_seq += 1;
                     msgs.push(Envelope::Data {
                         incarnation: self.incarnation,
                         conn: conn.0,
                         seq: b.out_seq,
-                        bytes: bytes.slice(at..end),
+                        bytes: piece,
                     });
-                    at = end;
                 }
                 for m in msgs {
                     self.publish(m, token).await;
@@ -322,6 +320,9 @@ impl Edge {
             _ => {
                 info!(owner = %beat.node, token = beat.token, "relay: the partition's owner is heard");
                 self.highest = beat.token;
+                if self.owner.is_none() {
+                    self.out.send(EdgeEvent::Owner(true));
+                }
                 self.owner = Some((beat.token, beat.node, now));
                 self.end_bound(|b| b.token != beat.token, "relay: the partition changed owner").await;
             }
@@ -335,14 +336,31 @@ impl Edge {
         }
         warn!(owner = %node, token, connections = self.conns.len(), "relay: the partition's owner is silent; ending its connections");
         self.owner = None;
+        self.out.send(EdgeEvent::Owner(false));
         self.end_bound(|_| true, "relay: the partition's owner is silent").await;
     }
 
+    /// Ends the connections `which` picks: the loop closes each at once;
+    /// their owners are told within [`GOODBYE_WAIT`](super::GOODBYE_WAIT)
+    /// (NATS stalled: the rest learn from the edge's silence or a gap).
     async fn end_bound(&mut self, which: impl Fn(&Bound) -> bool, reason: &str) {
         let ended: Vec<ConnId> = self.conns.iter().filter(|(_, b)| which(b)).map(|(c, _)| *c).collect();
+        let mut closes = Vec::with_capacity(ended.len());
         for conn in ended {
-            self.end(conn, reason).await;
+            let Some(b) = self.conns.remove(&conn) else { continue };
+            self.ids.remove(&conn.0);
+            self.out.send(EdgeEvent::Close { conn, reason: reason.to_owned() });
+            closes.push((
+                Envelope::Close { incarnation: self.incarnation, conn: conn.0, reason: reason.to_owned() },
+                b.token,
+            ));
         }
+        let tell = async {
+            for (close, token) in closes {
+                self.publish(close, token).await;
+            }
+        };
+        let _ = tokio::time::timeout(super::GOODBYE_WAIT, tell).await;
     }
 
     /// Ends a connection: the loop closes it, the owner is told.
@@ -356,6 +374,6 @@ impl Edge {
 
     /// Publishes to the owner whose token is `token`.
     async fn publish(&self, env: Envelope, token: u64) {
-        super::publish(&self.client, self.inbound.clone(), env.encode(token)).await;
+        self.client.publish(self.inbound.clone(), env.encode(token)).await;
     }
 }

@@ -7,7 +7,7 @@ use std::io;
 
 use confab_proto::server::{MemoryStore, State};
 use confab_transports::hub::{ConnId, NetEvent, Transport};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::{Node, NodeConfig};
 use crate::relay::RelayConfig;
@@ -25,6 +25,8 @@ impl Node {
         let store = MemoryStore::from_state(state.clone());
         let mut node = Node::bind(config, store, state)?;
         node.edge = Some(EdgeRelay::start(relay, node.hub.sender().waker())?);
+        // No owner heard yet: refuse connections until one is.
+        node.set_accepting(false);
         Ok(node)
     }
 
@@ -79,6 +81,43 @@ impl Node {
                         self.close_relayed(conn, transport, &reason);
                     }
                 }
+                EdgeEvent::Owner(heard) if !self.stopping => {
+                    info!(accepting = heard, "relay: an owner is {}", if heard { "heard" } else { "no longer heard" });
+                    self.set_accepting(heard);
+                }
+                EdgeEvent::Owner(_) => {}
+            }
+        }
+    }
+
+    /// Opens or closes every listener (QUIC: accepts or refuses). A
+    /// listener that cannot be bound again is logged; the relay tries again
+    /// at its next owner change.
+    fn set_accepting(&mut self, accepting: bool) {
+        let registry = self.poll.registry();
+        if let Some(tcp) = self.tcp.as_mut() {
+            if accepting {
+                if let Err(e) = tcp.resume_accepting(registry) {
+                    warn!("edge: cannot listen on TCP again: {e}");
+                }
+            } else {
+                tcp.stop_accepting(registry);
+            }
+        }
+        if let Some(w) = self.ws.as_mut() {
+            if accepting {
+                if let Err(e) = w.server.resume_accepting(registry) {
+                    warn!("edge: cannot listen on WebSocket again: {e}");
+                }
+            } else {
+                w.server.stop_accepting(registry);
+            }
+        }
+        if let Some(quic) = self.quic.as_mut() {
+            if accepting {
+                quic.resume_accepting();
+            } else {
+                quic.stop_accepting();
             }
         }
     }

@@ -201,6 +201,16 @@ impl TcpServer {
         self.table.stop_accepting(registry);
     }
 
+    /// Accepts again after [`stop_accepting`](Self::stop_accepting), on the
+    /// same address (a cluster's edge stops accepting while it hears no
+    /// owner to relay to, so that clients try another node at once).
+    ///
+    /// # Errors
+    /// The address cannot be bound again.
+    pub fn resume_accepting(&mut self, registry: &Registry) -> std::io::Result<()> {
+        self.table.resume_accepting(registry, self.local_addr)
+    }
+
     /// When [`handle_timeout`](TcpServer::handle_timeout) is due: the
     /// earliest handshake or close deadline, or an instant already past
     /// when work is waiting (input left over from a turn, a `Closed` to

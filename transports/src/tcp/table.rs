@@ -122,6 +122,19 @@ impl<C> Table<C> {
         self.accept_retry = None;
     }
 
+    /// Accepts again after [`stop_accepting`](Table::stop_accepting): a
+    /// new listener on `addr` (the old one's), registered at the table's
+    /// token. Nothing if it listens already.
+    pub(crate) fn resume_accepting(&mut self, registry: &Registry, addr: SocketAddr) -> io::Result<()> {
+        if self.listener.is_some() {
+            return Ok(());
+        }
+        let mut listener = TcpListener::bind(addr)?;
+        registry.register(&mut listener, Token(self.first_token), mio::Interest::READABLE)?;
+        self.listener = Some(listener);
+        Ok(())
+    }
+
     /// The earliest phase deadline or accept retry, if any.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         [self.timers.first().map(|&(t, _)| t), self.accept_retry].into_iter().flatten().min()
