@@ -74,7 +74,7 @@ impl Edge {
 
     /// Opens `conn` once the edge hears an owner (an open before that is
     /// refused; the edge says when it hears one).
-    fn open_heard(&self, conn: ConnId) {
+    fn open_heard(&mut self, conn: ConnId) {
         let deadline = Instant::now() + WAIT;
         loop {
             match self.relay.try_recv() {
@@ -101,7 +101,7 @@ fn opened(owner: &mut Owner) -> ConnId {
 #[test]
 fn relay_carries_bytes_both_ways_and_refuses_without_an_owner() {
     let Some(nats) = TempNats::start("relay-bytes") else { return };
-    let edge = Edge::start(&nats, "edge-1");
+    let mut edge = Edge::start(&nats, "edge-1");
     // No owner yet: a connection is closed at once, so its client tries another node.
     std::thread::sleep(Duration::from_millis(300));
     edge.relay.open(ConnId(1), Transport::Tcp, None);
@@ -112,7 +112,8 @@ fn relay_carries_bytes_both_ways_and_refuses_without_an_owner() {
     edge.open_heard(ConnId(2));
     let id = opened(&mut owner);
     edge.relay.data(ConnId(2), b"hello ".to_vec());
-    edge.relay.data(ConnId(2), vec![7; 200_000]);
+    // What the relay holds for the connection counts until NATS took it.
+    assert!(edge.relay.data(ConnId(2), vec![7; 200_000]) >= 200_000);
     let mut got = Vec::new();
     while got.len() < 200_006 {
         match owner.next() {
@@ -122,6 +123,11 @@ fn relay_carries_bytes_both_ways_and_refuses_without_an_owner() {
             }
             other => panic!("expected bytes, got {other:?}"),
         }
+    }
+    let deadline = Instant::now() + WAIT;
+    while edge.relay.data(ConnId(2), Vec::new()) > 0 {
+        assert!(Instant::now() < deadline, "the relay still holds bytes NATS took");
+        std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(&got[..6], b"hello ");
     assert!(got[6..].iter().all(|b| *b == 7));
@@ -146,7 +152,7 @@ fn relay_a_lost_message_ends_the_connection_on_both_sides() {
     let Some(nats) = TempNats::start("relay-gap") else { return };
     let mut owner = Owner::new();
     let _host = RelayHost::start(config(&nats, "owner"), 5, owner.hub.sender()).unwrap();
-    let edge = Edge::start(&nats, "edge-1");
+    let mut edge = Edge::start(&nats, "edge-1");
     edge.open_heard(ConnId(1));
     let id = opened(&mut owner);
     // A message of the edge's incarnation that skips a number, as if one were lost.
@@ -186,7 +192,7 @@ fn relay_a_new_owner_or_a_silent_one_ends_the_edges_connections() {
     let Some(nats) = TempNats::start("relay-owner") else { return };
     let mut old = Owner::new();
     let old_host = RelayHost::start(config(&nats, "old"), 5, old.hub.sender()).unwrap();
-    let edge = Edge::start(&nats, "edge-1");
+    let mut edge = Edge::start(&nats, "edge-1");
     edge.open_heard(ConnId(1));
     let _ = opened(&mut old);
     // Another node took the partition (a greater token): the connection bound to the old owner ends.
@@ -242,7 +248,7 @@ fn relay_an_old_owner_resumed_after_a_takeover_gets_no_connection_and_writes_to_
     let Some(nats) = TempNats::start("relay-stale") else { return };
     let mut old = Owner::new();
     let _old_host = RelayHost::start(config(&nats, "old"), 5, old.hub.sender()).unwrap();
-    let edge = Edge::start(&nats, "edge-1");
+    let mut edge = Edge::start(&nats, "edge-1");
     edge.open_heard(ConnId(1));
     let old_id = opened(&mut old);
     let mut new = Owner::new();
@@ -273,7 +279,7 @@ fn relay_a_forged_older_heartbeat_after_a_silence_does_not_win_the_edge_back() {
     let Some(nats) = TempNats::start("relay-older-beat") else { return };
     let mut owner = Owner::new();
     let host = RelayHost::start(config(&nats, "owner"), 6, owner.hub.sender()).unwrap();
-    let edge = Edge::start(&nats, "edge-1");
+    let mut edge = Edge::start(&nats, "edge-1");
     edge.open_heard(ConnId(1));
     let _ = opened(&mut owner);
     // The owner stops beating (its relay stops): the edge ends its connection.
@@ -288,14 +294,23 @@ fn relay_a_forged_older_heartbeat_after_a_silence_does_not_win_the_edge_back() {
     assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(2), reason } if reason.contains("no owner")));
 }
 
-/// Whether a TCP connection to `addr` is accepted within `within`
-/// (`want`), polling: a refused one is retried until then.
-fn tcp_accepts(addr: std::net::SocketAddr, want: bool, within: Duration) -> bool {
+/// Whether the server at `addr` serves a new TCP connection (`true`: it
+/// keeps it open, waiting for the TLS handshake) or closes it at once,
+/// polled until it is `want` or `within` passed.
+fn tcp_serves(addr: std::net::SocketAddr, want: bool, within: Duration) -> bool {
+    use std::io::Read as _;
     let deadline = Instant::now() + within;
     loop {
-        let accepted = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok();
-        if accepted == want || Instant::now() >= deadline {
-            return accepted;
+        let served = match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Err(_) => false,
+            Ok(mut s) => {
+                s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+                // Closed at once: end of file or a reset; served: nothing to read yet.
+                matches!(s.read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut)
+            }
+        };
+        if served == want || Instant::now() >= deadline {
+            return served;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -314,15 +329,16 @@ fn relay_an_edge_listens_only_while_it_hears_an_owner() {
     let tcp = node.tcp_addr().expect("a TCP address");
     let handle = node.handle();
     let running = std::thread::spawn(move || node.run());
-    // No owner: connections are refused, so a client tries the next node at once.
-    assert!(!tcp_accepts(tcp, false, Duration::from_millis(500)), "accepted without an owner");
+    // No owner: connections are closed at once (the port stays bound), so a
+    // client's handshake fails and it tries the next node.
+    assert!(!tcp_serves(tcp, false, Duration::from_millis(500)), "served without an owner");
     let mut owner = Owner::new();
     let host = RelayHost::start(config(&nats, "owner"), 1, owner.hub.sender()).unwrap();
-    assert!(tcp_accepts(tcp, true, WAIT), "the edge never listened once the owner beat");
+    assert!(tcp_serves(tcp, true, WAIT), "the edge never served once the owner beat");
     // The owner falls silent: the edge stops listening again.
     drop(host);
     while owner.hub.try_recv().is_some() {}
-    assert!(!tcp_accepts(tcp, false, WAIT), "the edge still listens without an owner");
+    assert!(!tcp_serves(tcp, false, WAIT), "the edge still serves without an owner");
     handle.stop();
     running.join().expect("the edge's loop").expect("a clean stop");
 }

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -47,15 +48,29 @@ pub enum EdgeEvent {
 /// What the loop tells the relay.
 #[derive(Debug)]
 enum Cmd {
-    Open { conn: ConnId, transport: Transport, peer: Option<SocketAddr> },
-    Data { conn: ConnId, bytes: Vec<u8> },
-    Closed { conn: ConnId, reason: String },
+    Open {
+        conn: ConnId,
+        transport: Transport,
+        peer: Option<SocketAddr>,
+    },
+    /// `queued` counts the connection's bytes not yet handed to NATS.
+    Data {
+        conn: ConnId,
+        bytes: Vec<u8>,
+        queued: Arc<AtomicUsize>,
+    },
+    Closed {
+        conn: ConnId,
+        reason: String,
+    },
 }
 
 /// An edge's relay: a thread with its NATS client.
 #[derive(Debug)]
 pub struct EdgeRelay {
     cmds: mpsc::UnboundedSender<Cmd>,
+    /// Per connection, the bytes handed to the relay and not yet to NATS.
+    queued: HashMap<ConnId, Arc<AtomicUsize>>,
     events: std::sync::mpsc::Receiver<EdgeEvent>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -78,21 +93,27 @@ impl EdgeRelay {
             let out = Events { tx: event_tx, wake };
             rt.block_on(serve(config, incarnation, cmd_rx, out, stopped));
         })?;
-        Ok(EdgeRelay { cmds, events, stop: Some(stop), thread: Some(thread) })
+        Ok(EdgeRelay { cmds, queued: HashMap::new(), events, stop: Some(stop), thread: Some(thread) })
     }
 
     /// A client connected.
-    pub fn open(&self, conn: ConnId, transport: Transport, peer: Option<SocketAddr>) {
+    pub fn open(&mut self, conn: ConnId, transport: Transport, peer: Option<SocketAddr>) {
+        self.queued.insert(conn, Arc::new(AtomicUsize::new(0)));
         let _ = self.cmds.send(Cmd::Open { conn, transport, peer });
     }
 
-    /// The client sent bytes.
-    pub fn data(&self, conn: ConnId, bytes: Vec<u8>) {
-        let _ = self.cmds.send(Cmd::Data { conn, bytes });
+    /// The client sent bytes: how many of the connection's bytes the relay
+    /// now holds and NATS has not taken yet (the loop bounds it).
+    pub fn data(&mut self, conn: ConnId, bytes: Vec<u8>) -> usize {
+        let Some(queued) = self.queued.get(&conn) else { return 0 };
+        let held = queued.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len();
+        let _ = self.cmds.send(Cmd::Data { conn, bytes, queued: Arc::clone(queued) });
+        held
     }
 
     /// The connection ended on the edge's side.
-    pub fn closed(&self, conn: ConnId, reason: &str) {
+    pub fn closed(&mut self, conn: ConnId, reason: &str) {
+        self.queued.remove(&conn);
         let _ = self.cmds.send(Cmd::Closed { conn, reason: reason.to_owned() });
     }
 
@@ -111,6 +132,15 @@ impl Drop for EdgeRelay {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Takes `.1` bytes off a connection's count when dropped.
+struct Release(Arc<AtomicUsize>, usize);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::Relaxed);
     }
 }
 
@@ -237,7 +267,9 @@ impl Edge {
                 };
                 self.publish(open, token).await;
             }
-            Cmd::Data { conn, bytes } => {
+            Cmd::Data { conn, bytes, queued } => {
+                // Handed to NATS below, or dropped: no longer held either way.
+                let _held = Release(queued, bytes.len());
                 let Some(b) = self.conns.get_mut(&conn) else { return };
                 let token = b.token;
                 let bytes = Bytes::from(bytes);

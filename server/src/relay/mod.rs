@@ -197,10 +197,12 @@ async fn connect(config: &RelayConfig, role: &str) -> Result<async_nats::Client,
         .name(format!("confab {role} {}", config.node))
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))
-        // Bytes of live connections: a large buffer rides out bursts; a
-        // slow consumer's drop shows as a gap and ends the connection.
-        .subscription_capacity(1 << 16)
-        .client_capacity(1 << 14)
+        // Bytes of live connections. The buffers ride out bursts and bound
+        // the memory a stalled NATS can hold (at most 64 KiB a message): a
+        // message that finds them full is dropped, which shows as a gap and
+        // ends its connection.
+        .subscription_capacity(8192)
+        .client_capacity(2048)
         .connect(config.url.as_str())
         .await
 }

@@ -10,6 +10,10 @@ use confab_transports::hub::{ConnId, NetEvent, Transport};
 use tracing::{debug, info, warn};
 
 use super::{Node, NodeConfig};
+
+/// The bytes of one relayed connection the edge may hold that NATS has not
+/// taken yet: four of the largest frames a client may send by default.
+pub const MAX_RELAY_QUEUE: usize = 4 << 20;
 use crate::relay::RelayConfig;
 use crate::relay::edge::{EdgeEvent, EdgeRelay};
 
@@ -32,7 +36,7 @@ impl Node {
 
     /// A transport's event on an edge: handed to the relay.
     pub(super) fn edge_net_event(&mut self, event: NetEvent) {
-        let Some(edge) = &self.edge else { return };
+        let Some(edge) = self.edge.as_mut() else { return };
         match event {
             NetEvent::Opened { conn, transport, peer, .. } => {
                 self.summary.connections += 1;
@@ -42,10 +46,17 @@ impl Node {
             }
             NetEvent::Received { conn, bytes } => {
                 let n = bytes.len();
-                if self.relayed.contains_key(&conn) {
-                    edge.data(conn, bytes);
-                }
+                let held = self.relayed.get(&conn).map(|&transport| (transport, edge.data(conn, bytes)));
                 self.hub.consumed(conn, n);
+                // No flow control across the relay: a client sending faster
+                // than NATS takes its bytes is closed at a bound, as a slow
+                // reader is, so the edge's memory stays bounded.
+                if let Some((transport, held)) = held
+                    && held > MAX_RELAY_QUEUE
+                {
+                    warn!(%conn, held, "relayed connection sends faster than the relay carries; closing it");
+                    self.end_relayed(conn, transport, "sending faster than the relay carries");
+                }
             }
             NetEvent::Closed { conn, reason } => {
                 if self.relayed.remove(&conn).is_some() {
@@ -90,28 +101,16 @@ impl Node {
         }
     }
 
-    /// Opens or closes every listener (QUIC: accepts or refuses). A
-    /// listener that cannot be bound again is logged; the relay tries again
-    /// at its next owner change.
-    fn set_accepting(&mut self, accepting: bool) {
-        let registry = self.poll.registry();
+    /// Serves new connections, or refuses them (`accepting` false: TCP and
+    /// WebSocket connections are closed as soon as they are accepted, QUIC
+    /// ones refused), the listeners staying bound so that no other socket
+    /// can take their ports meanwhile.
+    pub(super) fn set_accepting(&mut self, accepting: bool) {
         if let Some(tcp) = self.tcp.as_mut() {
-            if accepting {
-                if let Err(e) = tcp.resume_accepting(registry) {
-                    warn!("edge: cannot listen on TCP again: {e}");
-                }
-            } else {
-                tcp.stop_accepting(registry);
-            }
+            tcp.refuse_new(!accepting);
         }
         if let Some(w) = self.ws.as_mut() {
-            if accepting {
-                if let Err(e) = w.server.resume_accepting(registry) {
-                    warn!("edge: cannot listen on WebSocket again: {e}");
-                }
-            } else {
-                w.server.stop_accepting(registry);
-            }
+            w.server.refuse_new(!accepting);
         }
         if let Some(quic) = self.quic.as_mut() {
             if accepting {
@@ -136,7 +135,7 @@ impl Node {
 
     /// Closes a relayed connection on the edge's side and tells the owner.
     fn end_relayed(&mut self, conn: ConnId, transport: Transport, reason: &str) {
-        if let Some(edge) = &self.edge {
+        if let Some(edge) = self.edge.as_mut() {
             edge.closed(conn, reason);
         }
         self.close_relayed(conn, transport, reason);

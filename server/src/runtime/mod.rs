@@ -393,14 +393,21 @@ impl Node {
             }
             if stopping.is_none() && self.stop.load(Ordering::SeqCst) {
                 info!(sessions = self.core.session_count(), "stopping: no new connections, closing sessions");
-                if let Some(tcp) = self.tcp.as_mut() {
-                    tcp.stop_accepting(self.poll.registry());
-                }
-                if let Some(w) = self.ws.as_mut() {
-                    w.server.stop_accepting(self.poll.registry());
-                }
-                if let Some(quic) = self.quic.as_mut() {
-                    quic.stop_accepting();
+                if self.edge.is_some() {
+                    // An edge stops when its node takes the partition over and
+                    // listens as the owner on the same addresses: its listeners
+                    // keep the ports (refusing) until the loop ends.
+                    self.set_accepting(false);
+                } else {
+                    if let Some(tcp) = self.tcp.as_mut() {
+                        tcp.stop_accepting(self.poll.registry());
+                    }
+                    if let Some(w) = self.ws.as_mut() {
+                        w.server.stop_accepting(self.poll.registry());
+                    }
+                    if let Some(quic) = self.quic.as_mut() {
+                        quic.stop_accepting();
+                    }
                 }
                 self.stopping = true;
                 self.core.shutdown(t);

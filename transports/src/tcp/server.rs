@@ -201,14 +201,13 @@ impl TcpServer {
         self.table.stop_accepting(registry);
     }
 
-    /// Accepts again after [`stop_accepting`](Self::stop_accepting), on the
-    /// same address (a cluster's edge stops accepting while it hears no
-    /// owner to relay to, so that clients try another node at once).
-    ///
-    /// # Errors
-    /// The address cannot be bound again.
-    pub fn resume_accepting(&mut self, registry: &Registry) -> std::io::Result<()> {
-        self.table.resume_accepting(registry, self.local_addr)
+    /// Closes every new connection as soon as it is accepted (`true`), or
+    /// serves them again (`false`). Unlike [`stop_accepting`](Self::stop_accepting),
+    /// the listener stays bound, so its port stays this server's: a
+    /// cluster's edge refuses so while it hears no owner to relay to, and
+    /// its clients, whose handshake fails at once, try another node.
+    pub fn refuse_new(&mut self, refuse: bool) {
+        self.table.refusing = refuse;
     }
 
     /// When [`handle_timeout`](TcpServer::handle_timeout) is due: the

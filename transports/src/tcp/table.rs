@@ -41,6 +41,9 @@ pub(crate) struct Table<C> {
     /// Phase deadlines, removed when their phase ends (a due entry whose
     /// connection has another deadline is skipped all the same).
     pub(crate) timers: BTreeSet<(Instant, usize)>,
+    /// Every new connection is closed as soon as it is accepted (the
+    /// listener stays bound, so its port stays this server's).
+    pub(crate) refusing: bool,
     first_token: usize,
 }
 
@@ -56,6 +59,7 @@ impl<C> Table<C> {
             free: Vec::new(),
             by_id: HashMap::new(),
             timers: BTreeSet::new(),
+            refusing: false,
             first_token,
         }
     }
@@ -78,6 +82,11 @@ impl<C> Table<C> {
                     return None;
                 }
             };
+            if self.refusing {
+                // Dropped: the peer sees the connection closed at once.
+                drop(sock);
+                continue;
+            }
             let Some(timeout) = self.admission.admit(peer, self.by_id.len(), limits) else { continue };
             // Latency matters more than segment count for chat frames.
             let _ = sock.set_nodelay(true);
@@ -120,19 +129,6 @@ impl<C> Table<C> {
             let _ = registry.deregister(&mut listener);
         }
         self.accept_retry = None;
-    }
-
-    /// Accepts again after [`stop_accepting`](Table::stop_accepting): a
-    /// new listener on `addr` (the old one's), registered at the table's
-    /// token. Nothing if it listens already.
-    pub(crate) fn resume_accepting(&mut self, registry: &Registry, addr: SocketAddr) -> io::Result<()> {
-        if self.listener.is_some() {
-            return Ok(());
-        }
-        let mut listener = TcpListener::bind(addr)?;
-        registry.register(&mut listener, Token(self.first_token), mio::Interest::READABLE)?;
-        self.listener = Some(listener);
-        Ok(())
     }
 
     /// The earliest phase deadline or accept retry, if any.
