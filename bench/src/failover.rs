@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use confab_tests::cluster::{ClusterNode, dm_texts, first_to_listen, relaying, standing_by};
+use confab_tests::cluster::{ClusterNode, dm_send_relogging, dm_texts, first_to_listen, relaying, standing_by};
 use confab_tests::nats::TempNats;
 use confab_tests::postgres::TempPostgres;
 use confab_tests::procs::{CliUser, Running, ServerProc, Starting, TempDir};
@@ -155,7 +155,9 @@ pub fn run(config: &FailoverConfig) -> Result<Vec<Round>, BenchError> {
         std::thread::spawn(move || {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let _ = alice.run(&["dm", "send", "bob", &format!("failover bench {i}")]);
+                // A kill in the middle of Alice's token exchange revokes her
+                // login: she logs in again, as a person would.
+                let _ = dm_send_relogging(&alice, "alice", "bob", &format!("failover bench {i}"));
                 i += 1;
                 std::thread::sleep(Duration::from_millis(20));
             }
