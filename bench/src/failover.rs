@@ -14,6 +14,12 @@
 //!   it, which is what a user sees (it includes `listen`'s reconnection
 //!   pause and Alice's retries).
 //!
+//! With `--relay`, a NATS server of the run's own (Debian's `nats-server`)
+//! joins the cluster and the standbys are edges: Bob listens through one
+//! and Alice sends through the other, so every DM crosses the relay twice,
+//! and the first delivery after a kill includes the edges hearing the new
+//! owner.
+//!
 //! The killed node is started again as a standby before the next round.
 //! PostgreSQL is the one `--postgres-url` names (in a scratch database,
 //! dropped after the run) or, without it, one of the run's own
@@ -23,7 +29,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use confab_tests::cluster::{ClusterNode, dm_texts, first_to_listen, standing_by};
+use confab_tests::cluster::{ClusterNode, dm_send_relogging, dm_texts, first_to_listen, relaying, standing_by};
+use confab_tests::nats::TempNats;
 use confab_tests::postgres::TempPostgres;
 use confab_tests::procs::{CliUser, Running, ServerProc, Starting, TempDir};
 
@@ -39,6 +46,9 @@ pub struct FailoverConfig {
     pub lease_secs: u64,
     /// Kills measured.
     pub rounds: u32,
+    /// Standbys relay through a NATS of the run's own (edges), and the
+    /// users reach the service through them.
+    pub relay: bool,
 }
 
 /// One round's times.
@@ -85,25 +95,45 @@ pub fn run(config: &FailoverConfig) -> Result<Vec<Round>, BenchError> {
         })?),
     };
     let url = db.url();
+    let nats = if config.relay {
+        Some(TempNats::start("confab-bench failover").ok_or_else(|| {
+            BenchError("--relay: nats-server is not installed (Debian: apt-get install nats-server)".into())
+        })?)
+    } else {
+        None
+    };
     let dir = TempDir::new("confab-bench-failover");
-    let first = ClusterNode::new(dir.path(), "n1", &url, None, config.lease_secs);
-    let nodes: Vec<ClusterNode> = std::iter::once(first.clone())
-        .chain(["n2", "n3"].map(|n| ClusterNode::new(dir.path(), n, &url, Some(&first.data), config.lease_secs)))
-        .collect();
+    let node = |name: &str, cert_of: Option<&std::path::Path>| {
+        let n = ClusterNode::new(dir.path(), name, &url, cert_of, config.lease_secs);
+        match &nats {
+            Some(nats) => n.relaying(&nats.url()),
+            None => n,
+        }
+    };
+    let first = node("n1", None);
+    let nodes: Vec<ClusterNode> =
+        std::iter::once(first.clone()).chain(["n2", "n3"].map(|n| node(n, Some(&first.data)))).collect();
+    // A standby is ready once it stands by, or, as an edge, once it hears the owner.
+    let ready = |s: &Starting| if config.relay { relaying(s) } else { standing_by(s) };
     let mut owner: (usize, ServerProc) = (0, first.start());
     let mut standbys: Vec<(usize, Starting)> = Vec::new();
     for (i, node) in nodes.iter().enumerate().skip(1) {
         let s = node.spawn();
-        standing_by(&s);
+        ready(&s);
         standbys.push((i, s));
     }
-    let servers = nodes.iter().map(|n| n.tcp.clone()).collect::<Vec<_>>().join(",");
-    let user = |name: &str| {
+    // Through the edges: Bob by n2, Alice by n3 (the owner n1 last).
+    let list = |order: [usize; 3]| order.map(|i| nodes[i].tcp.clone()).join(",");
+    let user = |name: &str, order: [usize; 3]| {
         let mut u = CliUser::new(dir.path(), name, &owner.1, "tcp");
-        u.server.clone_from(&servers);
+        u.server = list(order);
         u
     };
-    let (alice, bob) = (user("alice"), user("bob"));
+    let (alice, bob) = if config.relay {
+        (user("alice", [2, 1, 0]), user("bob", [1, 2, 0]))
+    } else {
+        (user("alice", [0, 1, 2]), user("bob", [0, 1, 2]))
+    };
     for (who, args) in [
         (&alice, &["register", "alice"][..]),
         (&bob, &["register", "bob"]),
@@ -125,7 +155,9 @@ pub fn run(config: &FailoverConfig) -> Result<Vec<Round>, BenchError> {
         std::thread::spawn(move || {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let _ = alice.run(&["dm", "send", "bob", &format!("failover bench {i}")]);
+                // A kill in the middle of Alice's token exchange revokes her
+                // login: she logs in again, as a person would.
+                let _ = dm_send_relogging(&alice, "alice", "bob", &format!("failover bench {i}"));
                 i += 1;
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -163,7 +195,7 @@ pub fn run(config: &FailoverConfig) -> Result<Vec<Round>, BenchError> {
             standbys = rest;
             // The dead node comes back as a standby.
             let again = nodes[dead].spawn();
-            standing_by(&again);
+            ready(&again);
             standbys.push((dead, again));
         }
         Ok(())
@@ -177,7 +209,8 @@ pub fn run(config: &FailoverConfig) -> Result<Vec<Round>, BenchError> {
 #[must_use]
 pub fn table(config: &FailoverConfig, rounds: &[Round]) -> String {
     let mut out = format!(
-        "failover: 3 nodes, lease {} s, {} rounds (SIGKILL of the owner)\n round | takeover ms | first delivery ms\n",
+        "failover: 3 nodes{}, lease {} s, {} rounds (SIGKILL of the owner)\n round | takeover ms | first delivery ms\n",
+        if config.relay { " (standbys relaying through NATS; users on the edges)" } else { "" },
         config.lease_secs,
         rounds.len()
     );

@@ -249,6 +249,10 @@ struct FailoverArgs {
     /// Kills measured (1..=20).
     #[arg(long, default_value_t = 3)]
     rounds: u32,
+    /// The standbys relay through a NATS of the run's own (Debian's
+    /// nats-server package), and the users reach the service through them.
+    #[arg(long)]
+    relay: bool,
 }
 
 fn failover_main(args: &FailoverArgs) -> ExitCode {
@@ -260,6 +264,7 @@ fn failover_main(args: &FailoverArgs) -> ExitCode {
         postgres_url: args.postgres_url.clone(),
         lease_secs: args.lease_secs,
         rounds: args.rounds,
+        relay: args.relay,
     };
     match confab_bench::failover::run(&config) {
         Ok(rounds) => {

@@ -113,11 +113,29 @@ fn tcp_mp_closed_loop_on_the_postgresql_store() {
 #[test]
 fn failover_one_round() {
     let Some(pg) = confab_tests::postgres::TempPostgres::start("bench-failover-smoke") else { return };
-    let config = confab_bench::failover::FailoverConfig { postgres_url: Some(pg.url()), lease_secs: 2, rounds: 1 };
+    let config =
+        confab_bench::failover::FailoverConfig { postgres_url: Some(pg.url()), lease_secs: 2, rounds: 1, relay: false };
     let rounds = confab_bench::failover::run(&config).expect("run");
     assert_eq!(rounds.len(), 1);
     let r = rounds[0];
     assert!(r.takeover_ms > 0 && r.takeover_ms <= r.first_delivery_ms, "{r:?}");
     let table = confab_bench::failover::table(&config, &rounds);
     assert!(table.contains("lease 2 s") && table.contains(&r.first_delivery_ms.to_string()), "{table}");
+}
+
+/// `confab-bench failover --relay`, one round: the users on the edges get
+/// through again after the owner's SIGKILL (skipped without nats-server
+/// unless `CONFAB_REQUIRE_CLUSTER=1`).
+#[test]
+fn failover_one_round_through_the_edges() {
+    let Some(pg) = confab_tests::postgres::TempPostgres::start("bench-failover-relay-smoke") else { return };
+    if confab_tests::nats::TempNats::start("bench-failover-relay-smoke").is_none() {
+        return;
+    }
+    let config =
+        confab_bench::failover::FailoverConfig { postgres_url: Some(pg.url()), lease_secs: 2, rounds: 1, relay: true };
+    let rounds = confab_bench::failover::run(&config).expect("run");
+    assert_eq!(rounds.len(), 1);
+    assert!(rounds[0].takeover_ms <= rounds[0].first_delivery_ms, "{:?}", rounds[0]);
+    assert!(confab_bench::failover::table(&config, &rounds).contains("relaying through NATS"));
 }

@@ -104,8 +104,7 @@ pub fn read(dir: &Path) -> Result<Remembered, ProfileError> {
     if !path.is_file() {
         return Ok(Remembered::default());
     }
-    let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let conn = open_for_reading(&path)?;
     let meta = |key: &str| -> Result<Option<String>, ProfileError> {
         let exists: Option<String> = conn
             .query_row("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'meta'", [], |r| r.get(0))
@@ -121,6 +120,30 @@ pub fn read(dir: &Path) -> Result<Remembered, ProfileError> {
         (None, None) => Trust::Unset,
     };
     Ok(Remembered { server: meta("server")?, trust, ca_sha256: meta("ca_sha256")? })
+}
+
+/// Opens the profile database at `path` to read it, without its lock.
+///
+/// Read-only, unless the last writer died in the middle of a transaction
+/// (a `listen` killed) and left a hot journal, which SQLite must roll back
+/// before anything is read and which a read-only connection cannot ("attempt
+/// to write a readonly database"): then the database (never created here) is
+/// opened read-write, which rolls the journal back, and kept to queries.
+fn open_for_reading(path: &Path) -> Result<Connection, ProfileError> {
+    let timeout = std::time::Duration::from_secs(5);
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.busy_timeout(timeout)?;
+    match conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)) {
+        Ok(_) => Ok(conn),
+        Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ReadOnly => {
+            drop(conn);
+            let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+            conn.busy_timeout(timeout)?;
+            conn.pragma_update(None, "query_only", "ON")?;
+            Ok(conn)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// [`Mismatch::what`] for a CA file whose contents changed.
@@ -289,6 +312,59 @@ pub fn set_last_server(base: &Path, server: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `CONFAB_HOT_JOURNAL=DIR` makes [`hot_journal_writer`] a child that
+    /// dies in the middle of a transaction on `DIR`'s profile database.
+    const HOT_JOURNAL: &str = "CONFAB_HOT_JOURNAL";
+
+    /// Not a test on its own: the child of
+    /// [`a_profile_left_with_a_hot_journal_is_still_read`] (a no-op unless
+    /// run with `CONFAB_HOT_JOURNAL`).
+    #[test]
+    fn hot_journal_writer() {
+        let Some(dir) = std::env::var_os(HOT_JOURNAL) else { return };
+        let conn = Connection::open(Path::new(&dir).join(profile::FILE_NAME)).unwrap();
+        conn.execute_batch("BEGIN; UPDATE meta SET value = 'half-written:1' WHERE key = 'server';").unwrap();
+        // Enough changed pages to spill to the database file (a one-page
+        // cache), as a long turn would.
+        conn.execute_batch(
+            "PRAGMA cache_size = 1; CREATE TABLE filler(x); \
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 600) \
+             INSERT INTO filler SELECT randomblob(4096) FROM n;",
+        )
+        .unwrap();
+        // Dies without a rollback: the journal stays hot.
+        std::process::abort();
+    }
+
+    #[test]
+    fn a_profile_left_with_a_hot_journal_is_still_read() {
+        let dir = std::env::temp_dir().join(format!("confab-remember-hot-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            let conn = Connection::open(dir.join(profile::FILE_NAME)).unwrap();
+            conn.execute_batch(
+                "PRAGMA cache_size = 1; CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL); \
+                 INSERT INTO meta VALUES ('server', 'h:1'), ('pin', 'sha256//a');",
+            )
+            .unwrap();
+        }
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "remember::tests::hot_journal_writer", "--nocapture"])
+            .env(HOT_JOURNAL, &dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(!status.success(), "the writer was to die in its transaction");
+        let journal = dir.join(format!("{}-journal", profile::FILE_NAME));
+        assert!(journal.exists(), "no hot journal left: the test proves nothing");
+        let r = read(&dir).expect("read despite the hot journal");
+        assert_eq!(r.server.as_deref(), Some("h:1"), "the half-written transaction was rolled back");
+        assert_eq!(r.trust, Trust::Pin("sha256//a".into()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     fn remembered() -> Remembered {
         Remembered { server: Some("h:1".into()), trust: Trust::Pin("sha256//a".into()), ca_sha256: None }

@@ -163,9 +163,7 @@ impl Edge {
         let tcp = node.tcp_addr().map_or_else(|| "-".to_owned(), |a| a.to_string());
         let quic = node.quic_addr().map_or_else(|| "-".to_owned(), |a| a.to_string());
         let ws = node.ws_url().unwrap_or_else(|| "-".to_owned());
-        println!("confab-server relaying: tcp {tcp}, quic {quic}, ws {ws}");
-        println!("pin {pin}");
-        let _ = io::stdout().flush();
+        say(&format!("confab-server relaying: tcp {tcp}, quic {quic}, ws {ws}\npin {pin}\n"));
         info!(%tcp, %quic, %ws, %pin, nats = %crate::relay::redacted(&relay.url), "standing by as an edge: relaying connections to the owner");
         let handle = node.handle();
         let thread = std::thread::Builder::new()
@@ -206,13 +204,12 @@ pub fn run(config: &RunConfig, init: Init) -> Result<RunSummary, RunFailure> {
     let quic = node.quic_addr().map_or_else(|| "-".to_owned(), |a| a.to_string());
     let ws = node.ws_url().unwrap_or_else(|| "-".to_owned());
     // Lines for people and scripts alike; everything else goes to the log on stderr.
-    println!("confab-server listening: tcp {tcp}, quic {quic}, ws {ws}");
+    let mut lines = format!("confab-server listening: tcp {tcp}, quic {quic}, ws {ws}\n");
     if let Some(web) = node.web_url() {
-        println!("web {web}");
+        lines.push_str(&format!("web {web}\n"));
     }
-    println!("pin {pin}");
-    println!("data {}", config.data.display());
-    let _ = io::stdout().flush();
+    lines.push_str(&format!("pin {pin}\ndata {}\n", config.data.display()));
+    say(&lines);
     let web = node.web_url().unwrap_or_else(|| "-".to_owned());
     info!(%tcp, %quic, %ws, %web, %pin, "listening");
     watch_signals(node.handle()).map_err(|e| RunFailure::Bind(io::Error::other(format!("signals: {e}"))))?;
@@ -234,6 +231,16 @@ pub fn run(config: &RunConfig, init: Init) -> Result<RunSummary, RunFailure> {
         return Err(RunFailure::LeaseLost(reason));
     }
     Ok(summary?)
+}
+
+/// Writes `lines` to stdout for people and scripts, in one write. A
+/// stdout nobody reads any more (a closed pipe: `| head -1`, a supervisor
+/// gone) is not the server's failure: the error is ignored (`println!`
+/// would panic and stop a node that serves).
+fn say(lines: &str) {
+    let mut out = io::stdout().lock();
+    let _ = out.write_all(lines.as_bytes());
+    let _ = out.flush();
 }
 
 /// Stops the node when its lease is lost (a thread waiting for that): it

@@ -59,30 +59,32 @@ impl Edge {
         Edge { relay: EdgeRelay::start(config(nats, node), waker).unwrap(), _poll: poll }
     }
 
+    /// The next event about a connection (owner news skipped).
     fn next(&self) -> EdgeEvent {
         let deadline = Instant::now() + WAIT;
         loop {
-            if let Some(e) = self.relay.try_recv() {
-                return e;
+            match self.relay.try_recv() {
+                Some(EdgeEvent::Owner(_)) | None => {}
+                Some(e) => return e,
             }
             assert!(Instant::now() < deadline, "the edge got nothing within {WAIT:?}");
             std::thread::sleep(Duration::from_millis(5));
         }
     }
 
-    /// Opens `conn` once the edge hears an owner (an open before that is refused).
-    fn open_heard(&self, conn: ConnId) {
+    /// Opens `conn` once the edge hears an owner (an open before that is
+    /// refused; the edge says when it hears one).
+    fn open_heard(&mut self, conn: ConnId) {
         let deadline = Instant::now() + WAIT;
         loop {
-            self.relay.open(conn, Transport::Tcp, Some("127.0.0.1:5000".parse().unwrap()));
-            std::thread::sleep(Duration::from_millis(50));
             match self.relay.try_recv() {
-                None => return,
-                Some(EdgeEvent::Close { reason, .. }) if reason.contains("no owner") => {}
+                Some(EdgeEvent::Owner(true)) => break,
                 Some(other) => panic!("unexpected {other:?}"),
+                None => std::thread::sleep(Duration::from_millis(5)),
             }
             assert!(Instant::now() < deadline, "the edge never heard the owner");
         }
+        self.relay.open(conn, Transport::Tcp, Some("127.0.0.1:5000".parse().unwrap()));
     }
 }
 
@@ -99,7 +101,7 @@ fn opened(owner: &mut Owner) -> ConnId {
 #[test]
 fn relay_carries_bytes_both_ways_and_refuses_without_an_owner() {
     let Some(nats) = TempNats::start("relay-bytes") else { return };
-    let edge = Edge::start(&nats, "edge-1");
+    let mut edge = Edge::start(&nats, "edge-1");
     // No owner yet: a connection is closed at once, so its client tries another node.
     std::thread::sleep(Duration::from_millis(300));
     edge.relay.open(ConnId(1), Transport::Tcp, None);
@@ -110,7 +112,8 @@ fn relay_carries_bytes_both_ways_and_refuses_without_an_owner() {
     edge.open_heard(ConnId(2));
     let id = opened(&mut owner);
     edge.relay.data(ConnId(2), b"hello ".to_vec());
-    edge.relay.data(ConnId(2), vec![7; 200_000]);
+    // What the relay holds for the connection counts until NATS took it.
+    assert!(edge.relay.data(ConnId(2), vec![7; 200_000]) >= 200_000);
     let mut got = Vec::new();
     while got.len() < 200_006 {
         match owner.next() {
@@ -120,6 +123,11 @@ fn relay_carries_bytes_both_ways_and_refuses_without_an_owner() {
             }
             other => panic!("expected bytes, got {other:?}"),
         }
+    }
+    let deadline = Instant::now() + WAIT;
+    while edge.relay.data(ConnId(2), Vec::new()) > 0 {
+        assert!(Instant::now() < deadline, "the relay still holds bytes NATS took");
+        std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(&got[..6], b"hello ");
     assert!(got[6..].iter().all(|b| *b == 7));
@@ -144,7 +152,7 @@ fn relay_a_lost_message_ends_the_connection_on_both_sides() {
     let Some(nats) = TempNats::start("relay-gap") else { return };
     let mut owner = Owner::new();
     let _host = RelayHost::start(config(&nats, "owner"), 5, owner.hub.sender()).unwrap();
-    let edge = Edge::start(&nats, "edge-1");
+    let mut edge = Edge::start(&nats, "edge-1");
     edge.open_heard(ConnId(1));
     let id = opened(&mut owner);
     // A message of the edge's incarnation that skips a number, as if one were lost.
@@ -184,7 +192,7 @@ fn relay_a_new_owner_or_a_silent_one_ends_the_edges_connections() {
     let Some(nats) = TempNats::start("relay-owner") else { return };
     let mut old = Owner::new();
     let old_host = RelayHost::start(config(&nats, "old"), 5, old.hub.sender()).unwrap();
-    let edge = Edge::start(&nats, "edge-1");
+    let mut edge = Edge::start(&nats, "edge-1");
     edge.open_heard(ConnId(1));
     let _ = opened(&mut old);
     // Another node took the partition (a greater token): the connection bound to the old owner ends.
@@ -218,6 +226,7 @@ fn relay_an_edge_gone_silent_has_its_connections_ended_by_the_owner() {
     use futures_util::StreamExt as _;
     rt.block_on(async { tokio::time::timeout(WAIT, beats.next()).await }).unwrap().unwrap();
     let inbound = Subjects::new("test").inbound("ghost");
+    let mut told = rt.block_on(client.subscribe(Subjects::new("test").outbound("ghost"))).unwrap();
     let open = Envelope::Open { incarnation: 3, conn: 1, transport: "quic".into(), peer: None };
     rt.block_on(async {
         client.publish(inbound.clone(), Envelope::Alive { incarnation: 3 }.encode(0)).await.unwrap();
@@ -229,6 +238,9 @@ fn relay_an_edge_gone_silent_has_its_connections_ended_by_the_owner() {
     // The ghost never says it is alive again.
     assert!(matches!(owner.next(), NetEvent::Closed { conn, reason } if conn == id && reason.contains("edge silent")));
     assert!(since.elapsed() >= Duration::from_secs(1), "ended after {:?}", since.elapsed());
+    // The edge is told too, in case only its `Alive`s were lost.
+    let close = rt.block_on(async { tokio::time::timeout(WAIT, told.next()).await }).unwrap().unwrap();
+    assert!(matches!(Envelope::decode(&close.payload), Ok((5, Envelope::Close { incarnation: 3, conn: 1, .. }))));
 }
 
 #[test]
@@ -236,7 +248,7 @@ fn relay_an_old_owner_resumed_after_a_takeover_gets_no_connection_and_writes_to_
     let Some(nats) = TempNats::start("relay-stale") else { return };
     let mut old = Owner::new();
     let _old_host = RelayHost::start(config(&nats, "old"), 5, old.hub.sender()).unwrap();
-    let edge = Edge::start(&nats, "edge-1");
+    let mut edge = Edge::start(&nats, "edge-1");
     edge.open_heard(ConnId(1));
     let old_id = opened(&mut old);
     let mut new = Owner::new();
@@ -267,7 +279,7 @@ fn relay_a_forged_older_heartbeat_after_a_silence_does_not_win_the_edge_back() {
     let Some(nats) = TempNats::start("relay-older-beat") else { return };
     let mut owner = Owner::new();
     let host = RelayHost::start(config(&nats, "owner"), 6, owner.hub.sender()).unwrap();
-    let edge = Edge::start(&nats, "edge-1");
+    let mut edge = Edge::start(&nats, "edge-1");
     edge.open_heard(ConnId(1));
     let _ = opened(&mut owner);
     // The owner stops beating (its relay stops): the edge ends its connection.
@@ -280,4 +292,53 @@ fn relay_a_forged_older_heartbeat_after_a_silence_does_not_win_the_edge_back() {
     std::thread::sleep(Duration::from_millis(3200));
     edge.relay.open(ConnId(2), Transport::Tcp, None);
     assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(2), reason } if reason.contains("no owner")));
+}
+
+/// Whether the server at `addr` serves a new TCP connection (`true`: it
+/// keeps it open, waiting for the TLS handshake) or closes it at once,
+/// polled until it is `want` or `within` passed.
+fn tcp_serves(addr: std::net::SocketAddr, want: bool, within: Duration) -> bool {
+    use std::io::Read as _;
+    let deadline = Instant::now() + within;
+    loop {
+        let served = match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Err(_) => false,
+            Ok(mut s) => {
+                s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+                // Closed at once: end of file or a reset; served: nothing to read yet.
+                matches!(s.read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut)
+            }
+        };
+        if served == want || Instant::now() >= deadline {
+            return served;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn relay_an_edge_listens_only_while_it_hears_an_owner() {
+    use confab_server::proto::server::ServerConfig;
+    use confab_server::runtime::{Node, NodeConfig};
+    use confab_transports::tls::ServerIdentity;
+
+    let Some(nats) = TempNats::start("relay-listen") else { return };
+    let identity = ServerIdentity::self_signed(&["localhost".to_owned()]).expect("certificate").identity;
+    let node_config = NodeConfig::new(ServerConfig::default(), "127.0.0.1:0".parse().unwrap(), identity);
+    let node = Node::bind_edge(node_config, config(&nats, "edge-1")).expect("edge");
+    let tcp = node.tcp_addr().expect("a TCP address");
+    let handle = node.handle();
+    let running = std::thread::spawn(move || node.run());
+    // No owner: connections are closed at once (the port stays bound), so a
+    // client's handshake fails and it tries the next node.
+    assert!(!tcp_serves(tcp, false, Duration::from_millis(500)), "served without an owner");
+    let mut owner = Owner::new();
+    let host = RelayHost::start(config(&nats, "owner"), 1, owner.hub.sender()).unwrap();
+    assert!(tcp_serves(tcp, true, WAIT), "the edge never served once the owner beat");
+    // The owner falls silent: the edge stops listening again.
+    drop(host);
+    while owner.hub.try_recv().is_some() {}
+    assert!(!tcp_serves(tcp, false, WAIT), "the edge still serves without an owner");
+    handle.stop();
+    running.join().expect("the edge's loop").expect("a clean stop");
 }

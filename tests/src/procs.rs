@@ -215,10 +215,10 @@ impl ServerProc {
         let stdout = child.stdout.take().expect("stdout");
         let (tx, lines) = std::sync::mpsc::channel();
         thread::spawn(move || {
+            // Drained to the end even once nobody waits for lines: a closed
+            // pipe would fail the server's next write to stdout.
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
+                let _ = tx.send(line);
             }
         });
         Starting { child: Some(child), log, lines, data: data.to_path_buf(), addrs: None, pin: None, web: None }

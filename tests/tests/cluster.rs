@@ -15,10 +15,11 @@
 //!
 //! Skipped without PostgreSQL (or NATS) unless `CONFAB_REQUIRE_CLUSTER=1`.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use confab_tests::cluster::{ClusterNode, dm_texts, first_to_listen, relaying, standing_by};
+use confab_tests::cluster::{ClusterNode, dm_send_relogging, dm_texts, first_to_listen, relaying, standing_by};
 use confab_tests::nats::TempNats;
 use confab_tests::postgres::TempPostgres;
 use confab_tests::procs::{CliUser, Running, ServerProc, TempDir};
@@ -77,11 +78,16 @@ fn cluster_three_nodes_fail_over_without_losing_or_doubling_an_acknowledged_mess
     assert!(listen.wait_for("\"connected\"", Duration::from_secs(20)), "{:?}", listen.lines());
     let sent: Vec<String> = (0..40).map(|i| format!("dm {i:02} through the cluster")).collect();
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    // Alice's logins revoked by a failover in the middle of a token exchange (see dm_send_relogging).
+    let relogins = Arc::new(AtomicU32::new(0));
     let sender = {
-        let (alice, sent, acknowledged) = (alice.clone(), sent.clone(), Arc::clone(&acknowledged));
+        let (alice, sent, acknowledged, relogins) =
+            (alice.clone(), sent.clone(), Arc::clone(&acknowledged), Arc::clone(&relogins));
         std::thread::spawn(move || {
             for text in &sent {
-                if alice.run(&["dm", "send", "bob", text]).status.success() {
+                let (sent, relogged) = dm_send_relogging(&alice, "alice", "bob", text);
+                relogins.fetch_add(u32::from(relogged), Ordering::Relaxed);
+                if sent {
                     acknowledged.lock().unwrap().push(text.clone());
                 } else {
                     std::thread::sleep(Duration::from_millis(200));
@@ -98,10 +104,18 @@ fn cluster_three_nodes_fail_over_without_losing_or_doubling_an_acknowledged_mess
     let ((_, owner), mut rest) = first_to_listen(vec![("n2", s2), ("n3", s3)], TAKEOVER);
     assert!(owner.log().contains("partition taken"), "{}", owner.log());
     while dm_texts(&listen.lines()).len() == before {
-        assert!(killed.elapsed() < Duration::from_secs(60), "nothing delivered after the kill: {:?}", listen.lines());
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "nothing delivered after the kill: {:?}\nacknowledged: {:?}\nthe new owner's log:\n{}",
+            listen.lines(),
+            acknowledged.lock().unwrap(),
+            owner.log()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     sender.join().unwrap();
+    // At most the one exchange the kill interrupted.
+    assert!(relogins.load(Ordering::Relaxed) <= 1, "alice logged in again {} times", relogins.load(Ordering::Relaxed));
     // What Alice's failed sends left in her outbox goes with her next command.
     let _ = alice.ok(&["dm", "send", "bob", "after the failover"]);
     assert!(listen.wait_for("after the failover", Duration::from_secs(30)), "{:?}", listen.lines());
@@ -195,11 +209,16 @@ fn cluster_edges_relay_clients_to_the_owner_through_nats_and_fail_over() {
     assert!(listen.wait_for("\"connected\"", Duration::from_secs(20)), "{:?}", listen.lines());
     let sent: Vec<String> = (0..40).map(|i| format!("dm {i:02} through an edge")).collect();
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    // Alice's logins revoked by a failover in the middle of a token exchange (see dm_send_relogging).
+    let relogins = Arc::new(AtomicU32::new(0));
     let sender = {
-        let (alice, sent, acknowledged) = (alice.clone(), sent.clone(), Arc::clone(&acknowledged));
+        let (alice, sent, acknowledged, relogins) =
+            (alice.clone(), sent.clone(), Arc::clone(&acknowledged), Arc::clone(&relogins));
         std::thread::spawn(move || {
             for text in &sent {
-                if alice.run(&["dm", "send", "bob", text]).status.success() {
+                let (sent, relogged) = dm_send_relogging(&alice, "alice", "bob", text);
+                relogins.fetch_add(u32::from(relogged), Ordering::Relaxed);
+                if sent {
                     acknowledged.lock().unwrap().push(text.clone());
                 } else {
                     std::thread::sleep(Duration::from_millis(200));
@@ -219,6 +238,8 @@ fn cluster_edges_relay_clients_to_the_owner_through_nats_and_fail_over() {
         std::thread::sleep(Duration::from_millis(10));
     }
     sender.join().unwrap();
+    // At most the one exchange the kill interrupted.
+    assert!(relogins.load(Ordering::Relaxed) <= 1, "alice logged in again {} times", relogins.load(Ordering::Relaxed));
     let _ = alice.ok(&["dm", "send", "bob", "after the failover"]);
     assert!(listen.wait_for("after the failover", Duration::from_secs(30)), "{:?}", listen.lines());
     let mut sent_all = sent.clone();
@@ -234,7 +255,12 @@ fn cluster_edges_relay_clients_to_the_owner_through_nats_and_fail_over() {
     let edge_node = if owner_name == "n2" { &n3 } else { &n2 };
     let deadline = Instant::now() + Duration::from_secs(30);
     while !edge.log().contains(&format!("owner=n{}", &owner_name[1..])) {
-        assert!(Instant::now() < deadline, "the edge never heard the new owner: {}", edge.log());
+        assert!(
+            Instant::now() < deadline,
+            "the edge never heard the new owner: {}\nthe new owner's log:\n{}",
+            edge.log(),
+            owner.log()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let carol = user("carol", &owner, &[edge_node]);

@@ -408,3 +408,34 @@ fn the_config_file_sets_the_core_limits() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("room_histroy"), "an unknown key is named: {err}");
 }
+
+/// A stdout nobody reads (a closed pipe: `confab-server run | head -1`, a
+/// supervisor gone) does not stop the server: its lines are for people and
+/// scripts, and a failed write of them is ignored. Before, `println!`
+/// panicked on the broken pipe and the node exited (in a cluster, an edge
+/// taking over died as it announced it).
+#[test]
+fn a_server_whose_stdout_is_closed_keeps_serving() {
+    let dir = TempDir::new("closed-stdout");
+    let port = free_port();
+    let mut child = std::process::Command::new(confab_tests::procs::binary("confab-server"))
+        .args(["run", "--data"])
+        .arg(dir.path().join("data"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--ws-listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start confab-server");
+    drop(child.stdout.take());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(child.try_wait().expect("wait").is_none(), "the server exited with its stdout closed");
+        assert!(Instant::now() < deadline, "the server never listened");
+        thread::sleep(Duration::from_millis(20));
+    }
+    thread::sleep(Duration::from_millis(300));
+    assert!(child.try_wait().expect("wait").is_none(), "the server exited with its stdout closed");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -19,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use super::envelope::{Envelope, OwnerBeat};
-use super::{ALIVE_EVERY, CHUNK, RelayConfig, SILENT_AFTER, Subjects};
+use super::{ALIVE_EVERY, RelayConfig, SILENT_AFTER, Subjects};
 
 /// What the relay tells the edge's loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,20 +39,38 @@ pub enum EdgeEvent {
         /// Why, for the log.
         reason: String,
     },
+    /// An owner is heard (`true`) or none is any more (`false`): the loop
+    /// accepts connections only while one is, so that clients try another
+    /// node at once instead of being closed after their handshake.
+    Owner(bool),
 }
 
 /// What the loop tells the relay.
 #[derive(Debug)]
 enum Cmd {
-    Open { conn: ConnId, transport: Transport, peer: Option<SocketAddr> },
-    Data { conn: ConnId, bytes: Vec<u8> },
-    Closed { conn: ConnId, reason: String },
+    Open {
+        conn: ConnId,
+        transport: Transport,
+        peer: Option<SocketAddr>,
+    },
+    /// `queued` counts the connection's bytes not yet handed to NATS.
+    Data {
+        conn: ConnId,
+        bytes: Vec<u8>,
+        queued: Arc<AtomicUsize>,
+    },
+    Closed {
+        conn: ConnId,
+        reason: String,
+    },
 }
 
 /// An edge's relay: a thread with its NATS client.
 #[derive(Debug)]
 pub struct EdgeRelay {
     cmds: mpsc::UnboundedSender<Cmd>,
+    /// Per connection, the bytes handed to the relay and not yet to NATS.
+    queued: HashMap<ConnId, Arc<AtomicUsize>>,
     events: std::sync::mpsc::Receiver<EdgeEvent>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -74,21 +93,27 @@ impl EdgeRelay {
             let out = Events { tx: event_tx, wake };
             rt.block_on(serve(config, incarnation, cmd_rx, out, stopped));
         })?;
-        Ok(EdgeRelay { cmds, events, stop: Some(stop), thread: Some(thread) })
+        Ok(EdgeRelay { cmds, queued: HashMap::new(), events, stop: Some(stop), thread: Some(thread) })
     }
 
     /// A client connected.
-    pub fn open(&self, conn: ConnId, transport: Transport, peer: Option<SocketAddr>) {
+    pub fn open(&mut self, conn: ConnId, transport: Transport, peer: Option<SocketAddr>) {
+        self.queued.insert(conn, Arc::new(AtomicUsize::new(0)));
         let _ = self.cmds.send(Cmd::Open { conn, transport, peer });
     }
 
-    /// The client sent bytes.
-    pub fn data(&self, conn: ConnId, bytes: Vec<u8>) {
-        let _ = self.cmds.send(Cmd::Data { conn, bytes });
+    /// The client sent bytes: how many of the connection's bytes the relay
+    /// now holds and NATS has not taken yet (the loop bounds it).
+    pub fn data(&mut self, conn: ConnId, bytes: Vec<u8>) -> usize {
+        let Some(queued) = self.queued.get(&conn) else { return 0 };
+        let held = queued.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len();
+        let _ = self.cmds.send(Cmd::Data { conn, bytes, queued: Arc::clone(queued) });
+        held
     }
 
     /// The connection ended on the edge's side.
-    pub fn closed(&self, conn: ConnId, reason: &str) {
+    pub fn closed(&mut self, conn: ConnId, reason: &str) {
+        self.queued.remove(&conn);
         let _ = self.cmds.send(Cmd::Closed { conn, reason: reason.to_owned() });
     }
 
@@ -107,6 +132,15 @@ impl Drop for EdgeRelay {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Takes `.1` bytes off a connection's count when dropped.
+struct Release(Arc<AtomicUsize>, usize);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::Relaxed);
     }
 }
 
@@ -136,7 +170,7 @@ struct Bound {
 struct Edge {
     incarnation: u64,
     inbound: String,
-    client: async_nats::Client,
+    client: super::Publisher,
     out: Events,
     /// The owner heard last: its token, name and when.
     owner: Option<(u64, String, Instant)>,
@@ -178,7 +212,7 @@ async fn serve(
     let mut edge = Edge {
         incarnation,
         inbound: subjects.inbound(&config.node),
-        client,
+        client: super::Publisher::new(client),
         out,
         owner: None,
         highest: 0,
@@ -193,16 +227,13 @@ async fn serve(
             Some(msg) = replies.next() => edge.reply(&msg.payload).await,
             Some(msg) = beats.next() => edge.beat(&msg.payload).await,
             _ = tick.tick() => {
-                super::publish(&edge.client, edge.inbound.clone(), Envelope::Alive { incarnation }.encode(0)).await;
+                edge.client.publish(edge.inbound.clone(), Envelope::Alive { incarnation }.encode(0)).await;
                 edge.check_owner(Instant::now()).await;
             }
         }
     }
-    let conns: Vec<ConnId> = edge.conns.keys().copied().collect();
-    for conn in conns {
-        edge.end(conn, "edge stopping").await;
-    }
-    let _ = tokio::time::timeout(super::PUBLISH_WAIT, edge.client.flush()).await;
+    edge.end_bound(|_| true, "edge stopping").await;
+    edge.client.flush().await;
 }
 
 /// Without NATS, every connection is closed as it opens.
@@ -236,22 +267,21 @@ impl Edge {
                 };
                 self.publish(open, token).await;
             }
-            Cmd::Data { conn, bytes } => {
+            Cmd::Data { conn, bytes, queued } => {
+                // Handed to NATS below, or dropped: no longer held either way.
+                let _held = Release(queued, bytes.len());
                 let Some(b) = self.conns.get_mut(&conn) else { return };
                 let token = b.token;
                 let bytes = Bytes::from(bytes);
-                let mut msgs = Vec::with_capacity(bytes.len() / CHUNK + 1);
-                let mut at = 0;
-                while at < bytes.len() {
-                    let end = (at + CHUNK).min(bytes.len());
+                let mut msgs = Vec::new();
+                for piece in super::pieces(&bytes, self.client.chunk()) {
                     b.out_seq += 1;
                     msgs.push(Envelope::Data {
                         incarnation: self.incarnation,
                         conn: conn.0,
                         seq: b.out_seq,
-                        bytes: bytes.slice(at..end),
+                        bytes: piece,
                     });
-                    at = end;
                 }
                 for m in msgs {
                     self.publish(m, token).await;
@@ -322,6 +352,9 @@ impl Edge {
             _ => {
                 info!(owner = %beat.node, token = beat.token, "relay: the partition's owner is heard");
                 self.highest = beat.token;
+                if self.owner.is_none() {
+                    self.out.send(EdgeEvent::Owner(true));
+                }
                 self.owner = Some((beat.token, beat.node, now));
                 self.end_bound(|b| b.token != beat.token, "relay: the partition changed owner").await;
             }
@@ -335,14 +368,31 @@ impl Edge {
         }
         warn!(owner = %node, token, connections = self.conns.len(), "relay: the partition's owner is silent; ending its connections");
         self.owner = None;
+        self.out.send(EdgeEvent::Owner(false));
         self.end_bound(|_| true, "relay: the partition's owner is silent").await;
     }
 
+    /// Ends the connections `which` picks: the loop closes each at once;
+    /// their owners are told within [`GOODBYE_WAIT`](super::GOODBYE_WAIT)
+    /// (NATS stalled: the rest learn from the edge's silence or a gap).
     async fn end_bound(&mut self, which: impl Fn(&Bound) -> bool, reason: &str) {
         let ended: Vec<ConnId> = self.conns.iter().filter(|(_, b)| which(b)).map(|(c, _)| *c).collect();
+        let mut closes = Vec::with_capacity(ended.len());
         for conn in ended {
-            self.end(conn, reason).await;
+            let Some(b) = self.conns.remove(&conn) else { continue };
+            self.ids.remove(&conn.0);
+            self.out.send(EdgeEvent::Close { conn, reason: reason.to_owned() });
+            closes.push((
+                Envelope::Close { incarnation: self.incarnation, conn: conn.0, reason: reason.to_owned() },
+                b.token,
+            ));
         }
+        let tell = async {
+            for (close, token) in closes {
+                self.publish(close, token).await;
+            }
+        };
+        let _ = tokio::time::timeout(super::GOODBYE_WAIT, tell).await;
     }
 
     /// Ends a connection: the loop closes it, the owner is told.
@@ -356,6 +406,6 @@ impl Edge {
 
     /// Publishes to the owner whose token is `token`.
     async fn publish(&self, env: Envelope, token: u64) {
-        super::publish(&self.client, self.inbound.clone(), env.encode(token)).await;
+        self.client.publish(self.inbound.clone(), env.encode(token)).await;
     }
 }

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use super::envelope::{Envelope, OwnerBeat};
-use super::{ALIVE_EVERY, CHUNK, RelayConfig, SILENT_AFTER, Subjects};
+use super::{ALIVE_EVERY, RelayConfig, SILENT_AFTER, Subjects};
 
 /// The owner's relay: a thread with its NATS client. Dropping it stops
 /// the thread (the connections it relayed then end as the node stops).
@@ -83,7 +83,7 @@ struct Host {
     /// This owner's lease token: only messages carrying it are taken.
     token: u64,
     subjects: Subjects,
-    client: async_nats::Client,
+    client: super::Publisher,
     hub: HubSender,
     edges: HashMap<Key, EdgeRun>,
     out_tx: mpsc::UnboundedSender<Out>,
@@ -109,6 +109,7 @@ async fn serve(config: RelayConfig, token: u64, hub: HubSender, mut stopped: one
     info!(nats = %super::redacted(&config.url), cluster = %config.cluster, token, "relay: serving the edges' connections");
     let (out_tx, mut out_rx) = mpsc::unbounded_channel();
     let beat = OwnerBeat { token, node: config.node.clone() }.encode();
+    let client = super::Publisher::new(client);
     let mut host = Host { config, token, subjects, client, hub, edges: HashMap::new(), out_tx };
     let mut tick = tokio::time::interval(ALIVE_EVERY);
     loop {
@@ -117,17 +118,21 @@ async fn serve(config: RelayConfig, token: u64, hub: HubSender, mut stopped: one
             Some(msg) = inbound.next() => host.inbound(&msg.subject, &msg.payload).await,
             Some(out) = out_rx.recv() => host.outbound(out).await,
             _ = tick.tick() => {
-                super::publish(&host.client, host.subjects.owner(), beat.clone()).await;
-                host.sweep(Instant::now());
+                host.client.publish(host.subjects.owner(), beat.clone()).await;
+                host.sweep(Instant::now()).await;
             }
         }
     }
-    for (key, run) in std::mem::take(&mut host.edges) {
-        for (conn, r) in run.conns {
-            host.end(&key, conn, r.id, "relay stopped").await;
+    // Every edge told, within a bound: the rest learn from the silence.
+    let goodbye = async {
+        for (key, run) in std::mem::take(&mut host.edges) {
+            for (conn, r) in run.conns {
+                host.end(&key, conn, r.id, "relay stopped").await;
+            }
         }
-    }
-    let _ = tokio::time::timeout(super::PUBLISH_WAIT, host.client.flush()).await;
+        host.client.flush().await;
+    };
+    let _ = tokio::time::timeout(super::GOODBYE_WAIT, goodbye).await;
 }
 
 impl Host {
@@ -212,13 +217,10 @@ impl Host {
         match out {
             Outbound::Data(bytes) => {
                 r.backlog.fetch_sub(bytes.len(), Ordering::Relaxed);
-                let mut msgs = Vec::with_capacity(bytes.len() / CHUNK + 1);
-                let mut at = 0;
-                while at < bytes.len() {
-                    let end = (at + CHUNK).min(bytes.len());
+                let mut msgs = Vec::new();
+                for piece in super::pieces(&bytes, self.client.chunk()) {
                     r.out_seq += 1;
-                    msgs.push(Envelope::Data { incarnation, conn, seq: r.out_seq, bytes: bytes.slice(at..end) });
-                    at = end;
+                    msgs.push(Envelope::Data { incarnation, conn, seq: r.out_seq, bytes: piece });
                 }
                 for m in msgs {
                     self.publish(&edge, m).await;
@@ -239,11 +241,11 @@ impl Host {
 
     async fn publish(&self, edge: &Key, env: Envelope) {
         // The edge token is already one; `outbound` keeps it as it is.
-        super::publish(&self.client, self.subjects.outbound(&edge.0), env.encode(self.token)).await;
+        self.client.publish(self.subjects.outbound(&edge.0), env.encode(self.token)).await;
     }
 
     /// Ends the connections of edges silent for [`SILENT_AFTER`].
-    fn sweep(&mut self, now: Instant) {
+    async fn sweep(&mut self, now: Instant) {
         let silent: Vec<Key> = self
             .edges
             .iter()
@@ -255,8 +257,9 @@ impl Host {
             if !run.conns.is_empty() {
                 warn!(edge = %key.0, connections = run.conns.len(), node = %self.config.node, "relay: edge silent; ending its connections");
             }
-            for r in run.conns.into_values() {
-                let _ = self.hub.send(NetEvent::Closed { conn: r.id, reason: "relay: edge silent".into() });
+            // Told too, in case only its `Alive`s were lost: it ends them as well.
+            for (conn, r) in run.conns {
+                self.end(&key, conn, r.id, "relay: edge silent").await;
             }
         }
     }

@@ -49,13 +49,61 @@ pub const CHUNK: usize = 64 * 1024;
 /// sees as a gap or a silence, and the relay thread keeps serving.
 pub const PUBLISH_WAIT: Duration = Duration::from_millis(250);
 
-/// Publishes, dropping the message if NATS cannot take it within [`PUBLISH_WAIT`].
-async fn publish(client: &async_nats::Client, subject: String, payload: bytes::Bytes) {
-    match tokio::time::timeout(PUBLISH_WAIT, client.publish(subject, payload)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::debug!("relay: publish failed ({e}); the other side sees a gap or a silence"),
-        Err(_) => tracing::debug!("relay: NATS did not take a message in time; the other side sees a gap or a silence"),
+/// How long stopping a relay may spend telling the other side: past it the
+/// rest learn from the silence.
+pub const GOODBYE_WAIT: Duration = Duration::from_secs(1);
+/// How often dropped messages are reported at `warn`.
+const DROPS_EVERY: Duration = Duration::from_secs(10);
+
+/// A publishing client that counts what NATS did not take and says so,
+/// at most once per [`DROPS_EVERY`].
+struct Publisher {
+    client: async_nats::Client,
+    dropped: std::cell::Cell<u64>,
+    reported: std::cell::Cell<Option<std::time::Instant>>,
+}
+
+impl Publisher {
+    fn new(client: async_nats::Client) -> Publisher {
+        Publisher { client, dropped: std::cell::Cell::new(0), reported: std::cell::Cell::new(None) }
     }
+
+    /// Publishes, dropping the message if NATS cannot take it within
+    /// [`PUBLISH_WAIT`] (or refuses it): the other side sees a gap or a
+    /// silence and ends what it concerns.
+    async fn publish(&self, subject: String, payload: bytes::Bytes) {
+        let why = match tokio::time::timeout(PUBLISH_WAIT, self.client.publish(subject, payload)).await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "NATS did not take it in time".to_owned(),
+        };
+        self.dropped.set(self.dropped.get() + 1);
+        let now = std::time::Instant::now();
+        if self.reported.get().is_none_or(|t| now.duration_since(t) >= DROPS_EVERY) {
+            self.reported.set(Some(now));
+            tracing::warn!(
+                dropped = self.dropped.get(),
+                "relay: a message was dropped ({why}); the connections concerned end"
+            );
+        }
+    }
+
+    /// The largest data body a message may carry: [`CHUNK`], or less if the
+    /// NATS server's `max_payload` is smaller.
+    fn chunk(&self) -> usize {
+        let max = self.client.server_info().max_payload;
+        if max > envelope::HEADER + 1024 { CHUNK.min(max - envelope::HEADER) } else { CHUNK }
+    }
+
+    async fn flush(&self) {
+        let _ = tokio::time::timeout(PUBLISH_WAIT, self.client.flush()).await;
+    }
+}
+
+/// `bytes` cut into pieces of at most `size` (none for no bytes).
+fn pieces(bytes: &bytes::Bytes, size: usize) -> impl Iterator<Item = bytes::Bytes> + '_ {
+    let size = size.max(1);
+    (0..bytes.len()).step_by(size).map(move |at| bytes.slice(at..(at + size).min(bytes.len())))
 }
 
 /// Where and as what a node relays (`[cluster] nats`, `name`, `node`).
@@ -149,10 +197,12 @@ async fn connect(config: &RelayConfig, role: &str) -> Result<async_nats::Client,
         .name(format!("confab {role} {}", config.node))
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))
-        // Bytes of live connections: a large buffer rides out bursts; a
-        // slow consumer's drop shows as a gap and ends the connection.
-        .subscription_capacity(1 << 16)
-        .client_capacity(1 << 14)
+        // Bytes of live connections. The buffers ride out bursts and bound
+        // the memory a stalled NATS can hold (at most 64 KiB a message): a
+        // message that finds them full is dropped, which shows as a gap and
+        // ends its connection.
+        .subscription_capacity(8192)
+        .client_capacity(2048)
         .connect(config.url.as_str())
         .await
 }
@@ -176,6 +226,15 @@ mod tests {
         assert_eq!(s.edge_of("confab.prod.p0.in.node-a"), Some("node-a"));
         assert_eq!(s.edge_of("confab.other.p0.in.node-a"), None);
         assert_eq!(s.edge_of("confab.prod.p0.in."), None);
+    }
+
+    #[test]
+    fn data_is_cut_into_pieces_of_the_chunk_at_most() {
+        let b = bytes::Bytes::from(vec![1u8; 10]);
+        let cut: Vec<usize> = pieces(&b, 4).map(|p| p.len()).collect();
+        assert_eq!(cut, [4, 4, 2]);
+        assert_eq!(pieces(&bytes::Bytes::new(), 4).count(), 0);
+        assert_eq!(pieces(&b, 10).count(), 1);
     }
 
     #[test]

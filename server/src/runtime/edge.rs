@@ -7,9 +7,13 @@ use std::io;
 
 use confab_proto::server::{MemoryStore, State};
 use confab_transports::hub::{ConnId, NetEvent, Transport};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::{Node, NodeConfig};
+
+/// The bytes of one relayed connection the edge may hold that NATS has not
+/// taken yet: four of the largest frames a client may send by default.
+pub const MAX_RELAY_QUEUE: usize = 4 << 20;
 use crate::relay::RelayConfig;
 use crate::relay::edge::{EdgeEvent, EdgeRelay};
 
@@ -25,12 +29,14 @@ impl Node {
         let store = MemoryStore::from_state(state.clone());
         let mut node = Node::bind(config, store, state)?;
         node.edge = Some(EdgeRelay::start(relay, node.hub.sender().waker())?);
+        // No owner heard yet: refuse connections until one is.
+        node.set_accepting(false);
         Ok(node)
     }
 
     /// A transport's event on an edge: handed to the relay.
     pub(super) fn edge_net_event(&mut self, event: NetEvent) {
-        let Some(edge) = &self.edge else { return };
+        let Some(edge) = self.edge.as_mut() else { return };
         match event {
             NetEvent::Opened { conn, transport, peer, .. } => {
                 self.summary.connections += 1;
@@ -40,10 +46,17 @@ impl Node {
             }
             NetEvent::Received { conn, bytes } => {
                 let n = bytes.len();
-                if self.relayed.contains_key(&conn) {
-                    edge.data(conn, bytes);
-                }
+                let held = self.relayed.get(&conn).map(|&transport| (transport, edge.data(conn, bytes)));
                 self.hub.consumed(conn, n);
+                // No flow control across the relay: a client sending faster
+                // than NATS takes its bytes is closed at a bound, as a slow
+                // reader is, so the edge's memory stays bounded.
+                if let Some((transport, held)) = held
+                    && held > MAX_RELAY_QUEUE
+                {
+                    warn!(%conn, held, "relayed connection sends faster than the relay carries; closing it");
+                    self.end_relayed(conn, transport, "sending faster than the relay carries");
+                }
             }
             NetEvent::Closed { conn, reason } => {
                 if self.relayed.remove(&conn).is_some() {
@@ -79,6 +92,31 @@ impl Node {
                         self.close_relayed(conn, transport, &reason);
                     }
                 }
+                EdgeEvent::Owner(heard) if !self.stopping => {
+                    info!(accepting = heard, "relay: an owner is {}", if heard { "heard" } else { "no longer heard" });
+                    self.set_accepting(heard);
+                }
+                EdgeEvent::Owner(_) => {}
+            }
+        }
+    }
+
+    /// Serves new connections, or refuses them (`accepting` false: TCP and
+    /// WebSocket connections are closed as soon as they are accepted, QUIC
+    /// ones refused), the listeners staying bound so that no other socket
+    /// can take their ports meanwhile.
+    pub(super) fn set_accepting(&mut self, accepting: bool) {
+        if let Some(tcp) = self.tcp.as_mut() {
+            tcp.refuse_new(!accepting);
+        }
+        if let Some(w) = self.ws.as_mut() {
+            w.server.refuse_new(!accepting);
+        }
+        if let Some(quic) = self.quic.as_mut() {
+            if accepting {
+                quic.resume_accepting();
+            } else {
+                quic.stop_accepting();
             }
         }
     }
@@ -97,7 +135,7 @@ impl Node {
 
     /// Closes a relayed connection on the edge's side and tells the owner.
     fn end_relayed(&mut self, conn: ConnId, transport: Transport, reason: &str) {
-        if let Some(edge) = &self.edge {
+        if let Some(edge) = self.edge.as_mut() {
             edge.closed(conn, reason);
         }
         self.close_relayed(conn, transport, reason);

@@ -195,6 +195,9 @@ pub struct Node {
     edge: Option<EdgeRelay>,
     /// An edge's relayed connections.
     relayed: HashMap<ConnId, Transport>,
+    /// The node is stopping: no listener opens again, no relayed
+    /// connection is taken.
+    stopping: bool,
 }
 
 impl std::fmt::Debug for Node {
@@ -299,6 +302,7 @@ impl Node {
             summary: RunSummary::default(),
             edge: None,
             relayed: HashMap::new(),
+            stopping: false,
         })
     }
 
@@ -332,7 +336,8 @@ impl Node {
         self.drain(now())?;
         loop {
             let timeout = if self.pending.is_empty() {
-                self.next_deadline().map(|t| t.saturating_duration_since(Instant::now()))
+                let next = [self.next_deadline(), stopping].into_iter().flatten().min();
+                next.map(|t| t.saturating_duration_since(Instant::now()))
             } else {
                 Some(Duration::ZERO)
             };
@@ -388,15 +393,23 @@ impl Node {
             }
             if stopping.is_none() && self.stop.load(Ordering::SeqCst) {
                 info!(sessions = self.core.session_count(), "stopping: no new connections, closing sessions");
-                if let Some(tcp) = self.tcp.as_mut() {
-                    tcp.stop_accepting(self.poll.registry());
+                if self.edge.is_some() {
+                    // An edge stops when its node takes the partition over and
+                    // listens as the owner on the same addresses: its listeners
+                    // keep the ports (refusing) until the loop ends.
+                    self.set_accepting(false);
+                } else {
+                    if let Some(tcp) = self.tcp.as_mut() {
+                        tcp.stop_accepting(self.poll.registry());
+                    }
+                    if let Some(w) = self.ws.as_mut() {
+                        w.server.stop_accepting(self.poll.registry());
+                    }
+                    if let Some(quic) = self.quic.as_mut() {
+                        quic.stop_accepting();
+                    }
                 }
-                if let Some(w) = self.ws.as_mut() {
-                    w.server.stop_accepting(self.poll.registry());
-                }
-                if let Some(quic) = self.quic.as_mut() {
-                    quic.stop_accepting();
-                }
+                self.stopping = true;
                 self.core.shutdown(t);
                 self.edge_shutdown();
                 stopping = Some(t.instant + STOP_GRACE);
@@ -452,6 +465,12 @@ impl Node {
         }
         match event {
             // The per-source login limit keys on the peer address (IPv4, or IPv6 /64); mem links are local.
+            // Stopping: the listeners are closed; relayed connections, which
+            // no listener of this node brings, are refused the same way.
+            NetEvent::Opened { conn, transport: Transport::Relay, .. } if self.stopping => {
+                debug!(%conn, "relayed connection refused: stopping");
+                self.close_conn(conn, Transport::Relay);
+            }
             NetEvent::Opened { conn, transport, peer, .. } => {
                 match self.core.open_session_from(now, peer.map_or(SourceKey::Local, |p| SourceKey::from_ip(p.ip()))) {
                     Ok(session) => {

@@ -153,6 +153,11 @@ impl QuicServer {
         self.accepting = false;
     }
 
+    /// Accepts new connections again after [`stop_accepting`](Self::stop_accepting).
+    pub fn resume_accepting(&mut self) {
+        self.accepting = true;
+    }
+
     /// Connections held: handshaking, open and closing (until drained).
     #[must_use]
     pub fn connections(&self) -> usize {

@@ -41,6 +41,9 @@ pub(crate) struct Table<C> {
     /// Phase deadlines, removed when their phase ends (a due entry whose
     /// connection has another deadline is skipped all the same).
     pub(crate) timers: BTreeSet<(Instant, usize)>,
+    /// Every new connection is closed as soon as it is accepted (the
+    /// listener stays bound, so its port stays this server's).
+    pub(crate) refusing: bool,
     first_token: usize,
 }
 
@@ -56,6 +59,7 @@ impl<C> Table<C> {
             free: Vec::new(),
             by_id: HashMap::new(),
             timers: BTreeSet::new(),
+            refusing: false,
             first_token,
         }
     }
@@ -78,6 +82,11 @@ impl<C> Table<C> {
                     return None;
                 }
             };
+            if self.refusing {
+                // Dropped: the peer sees the connection closed at once.
+                drop(sock);
+                continue;
+            }
             let Some(timeout) = self.admission.admit(peer, self.by_id.len(), limits) else { continue };
             // Latency matters more than segment count for chat frames.
             let _ = sock.set_nodelay(true);

@@ -216,6 +216,15 @@ impl WsServer {
         self.table.stop_accepting(registry);
     }
 
+    /// Closes every new connection as soon as it is accepted (`true`), or
+    /// serves them again (`false`). Unlike [`stop_accepting`](Self::stop_accepting),
+    /// the listener stays bound, so its port stays this server's: a
+    /// cluster's edge refuses so while it hears no owner to relay to, and
+    /// its clients, whose handshake fails at once, try another node.
+    pub fn refuse_new(&mut self, refuse: bool) {
+        self.table.refusing = refuse;
+    }
+
     /// When [`handle_timeout`](WsServer::handle_timeout) is due: the
     /// earliest handshake or close deadline, or an instant already past
     /// when work is waiting (input left over from a turn, a `Closed` to
