@@ -4,7 +4,8 @@
 //! Three `confab-server` nodes (the workspace's binaries, built beside
 //! this one) on one PostgreSQL: the first owns the store, the others stand
 //! by. Bob runs `confab listen` given the three addresses; Alice sends him
-//! a DM every 20 ms (`confab dm send`, a process each). Each round kills
+//! a DM every 20 ms (`confab dm send`, a process each, through her own
+//! running `confab listen`). Each round kills
 //! the owner (SIGKILL) once Bob has received a few DMs through it, then
 //! measures:
 //!
@@ -29,7 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use confab_tests::cluster::{ClusterNode, dm_send_relogging, dm_texts, first_to_listen, relaying, standing_by};
+use confab_tests::cluster::{ClusterNode, dm_texts, first_to_listen, relaying, standing_by};
 use confab_tests::nats::TempNats;
 use confab_tests::postgres::TempPostgres;
 use confab_tests::procs::{CliUser, Running, ServerProc, Starting, TempDir};
@@ -149,15 +150,22 @@ pub fn run(config: &FailoverConfig) -> Result<Vec<Round>, BenchError> {
     if !listen.wait_for("\"connected\"", Duration::from_secs(30)) {
         return Err(BenchError(format!("bob's listen did not connect: {}", listen.stderr())));
     }
+    // Alice's sends go through her own running `listen` (one session,
+    // which exchanged its refresh token when it connected): a process per
+    // message would exchange it every time, and a kill between the commit of
+    // an exchange and its answer revokes that login (docs/ARCHITECTURE.md,
+    // "Cluster mode", limits).
+    let alice_listen = Running::start(alice.command(&["listen"]));
+    if !alice_listen.wait_for("\"connected\"", Duration::from_secs(30)) {
+        return Err(BenchError(format!("alice's listen did not connect: {}", alice_listen.stderr())));
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let sender = {
         let (alice, stop) = (alice.clone(), Arc::clone(&stop));
         std::thread::spawn(move || {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                // A kill in the middle of Alice's token exchange revokes her
-                // login: she logs in again, as a person would.
-                let _ = dm_send_relogging(&alice, "alice", "bob", &format!("failover bench {i}"));
+                let _ = alice.run(&["dm", "send", "bob", &format!("failover bench {i}")]);
                 i += 1;
                 std::thread::sleep(Duration::from_millis(20));
             }

@@ -129,17 +129,26 @@ pub fn read(dir: &Path) -> Result<Remembered, ProfileError> {
 /// before anything is read and which a read-only connection cannot ("attempt
 /// to write a readonly database"): then the database (never created here) is
 /// opened read-write, which rolls the journal back, and kept to queries.
+///
+/// The connection comes back inside a read transaction, begun before the
+/// first read: everything read through it is one snapshot, and a writer
+/// dying after that first read cannot leave a hot journal in its way.
 fn open_for_reading(path: &Path) -> Result<Connection, ProfileError> {
     let timeout = std::time::Duration::from_secs(5);
+    let begin = |conn: &Connection| -> rusqlite::Result<()> {
+        conn.execute_batch("BEGIN")?;
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)).map(drop)
+    };
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     conn.busy_timeout(timeout)?;
-    match conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)) {
-        Ok(_) => Ok(conn),
+    match begin(&conn) {
+        Ok(()) => Ok(conn),
         Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ReadOnly => {
             drop(conn);
             let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
             conn.busy_timeout(timeout)?;
             conn.pragma_update(None, "query_only", "ON")?;
+            begin(&conn)?;
             Ok(conn)
         }
         Err(e) => Err(e.into()),

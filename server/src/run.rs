@@ -220,8 +220,11 @@ pub fn run(config: &RunConfig, init: Init) -> Result<RunSummary, RunFailure> {
     // The owner relays the edges' connections into its loop.
     let _relay = match (&config.relay, token) {
         (Some(relay), Some(token)) => Some(
-            RelayHost::start(relay.clone(), token, node.handle().hub())
-                .map_err(|e| RunFailure::Bind(io::Error::other(format!("relay: {e}"))))?,
+            RelayHost::start(relay.clone(), token, node.handle().hub(), {
+                let handle = node.handle();
+                move || handle.is_stopping()
+            })
+            .map_err(|e| RunFailure::Bind(io::Error::other(format!("relay: {e}"))))?,
         ),
         _ => None,
     };

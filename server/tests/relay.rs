@@ -108,7 +108,7 @@ fn relay_carries_bytes_both_ways_and_refuses_without_an_owner() {
     assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(1), reason } if reason.contains("no owner")));
 
     let mut owner = Owner::new();
-    let _host = RelayHost::start(config(&nats, "owner"), 5, owner.hub.sender()).unwrap();
+    let _host = RelayHost::start(config(&nats, "owner"), 5, owner.hub.sender(), || false).unwrap();
     edge.open_heard(ConnId(2));
     let id = opened(&mut owner);
     edge.relay.data(ConnId(2), b"hello ".to_vec());
@@ -151,7 +151,7 @@ fn relay_carries_bytes_both_ways_and_refuses_without_an_owner() {
 fn relay_a_lost_message_ends_the_connection_on_both_sides() {
     let Some(nats) = TempNats::start("relay-gap") else { return };
     let mut owner = Owner::new();
-    let _host = RelayHost::start(config(&nats, "owner"), 5, owner.hub.sender()).unwrap();
+    let _host = RelayHost::start(config(&nats, "owner"), 5, owner.hub.sender(), || false).unwrap();
     let mut edge = Edge::start(&nats, "edge-1");
     edge.open_heard(ConnId(1));
     let id = opened(&mut owner);
@@ -191,13 +191,13 @@ fn opened_any(owner: &mut Owner) -> ConnId {
 fn relay_a_new_owner_or_a_silent_one_ends_the_edges_connections() {
     let Some(nats) = TempNats::start("relay-owner") else { return };
     let mut old = Owner::new();
-    let old_host = RelayHost::start(config(&nats, "old"), 5, old.hub.sender()).unwrap();
+    let old_host = RelayHost::start(config(&nats, "old"), 5, old.hub.sender(), || false).unwrap();
     let mut edge = Edge::start(&nats, "edge-1");
     edge.open_heard(ConnId(1));
     let _ = opened(&mut old);
     // Another node took the partition (a greater token): the connection bound to the old owner ends.
     let mut new = Owner::new();
-    let new_host = RelayHost::start(config(&nats, "new"), 6, new.hub.sender()).unwrap();
+    let new_host = RelayHost::start(config(&nats, "new"), 6, new.hub.sender(), || false).unwrap();
     assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(1), reason } if reason.contains("changed owner")));
     drop(old_host);
     // New connections go to the new owner.
@@ -218,7 +218,7 @@ fn relay_a_new_owner_or_a_silent_one_ends_the_edges_connections() {
 fn relay_an_edge_gone_silent_has_its_connections_ended_by_the_owner() {
     let Some(nats) = TempNats::start("relay-edge-silent") else { return };
     let mut owner = Owner::new();
-    let _host = RelayHost::start(config(&nats, "owner"), 5, owner.hub.sender()).unwrap();
+    let _host = RelayHost::start(config(&nats, "owner"), 5, owner.hub.sender(), || false).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let client = rt.block_on(async_nats::connect(nats.url())).unwrap();
     // The owner beats once it listens to the edges.
@@ -247,12 +247,12 @@ fn relay_an_edge_gone_silent_has_its_connections_ended_by_the_owner() {
 fn relay_an_old_owner_resumed_after_a_takeover_gets_no_connection_and_writes_to_none() {
     let Some(nats) = TempNats::start("relay-stale") else { return };
     let mut old = Owner::new();
-    let _old_host = RelayHost::start(config(&nats, "old"), 5, old.hub.sender()).unwrap();
+    let _old_host = RelayHost::start(config(&nats, "old"), 5, old.hub.sender(), || false).unwrap();
     let mut edge = Edge::start(&nats, "edge-1");
     edge.open_heard(ConnId(1));
     let old_id = opened(&mut old);
     let mut new = Owner::new();
-    let _new_host = RelayHost::start(config(&nats, "new"), 6, new.hub.sender()).unwrap();
+    let _new_host = RelayHost::start(config(&nats, "new"), 6, new.hub.sender(), || false).unwrap();
     assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(1), reason } if reason.contains("changed owner")));
     // The old owner is still up (paused and resumed, it beats until its
     // lease renewal fails): a new connection goes to the new owner only.
@@ -278,7 +278,7 @@ fn relay_an_old_owner_resumed_after_a_takeover_gets_no_connection_and_writes_to_
 fn relay_a_forged_older_heartbeat_after_a_silence_does_not_win_the_edge_back() {
     let Some(nats) = TempNats::start("relay-older-beat") else { return };
     let mut owner = Owner::new();
-    let host = RelayHost::start(config(&nats, "owner"), 6, owner.hub.sender()).unwrap();
+    let host = RelayHost::start(config(&nats, "owner"), 6, owner.hub.sender(), || false).unwrap();
     let mut edge = Edge::start(&nats, "edge-1");
     edge.open_heard(ConnId(1));
     let _ = opened(&mut owner);
@@ -288,7 +288,7 @@ fn relay_a_forged_older_heartbeat_after_a_silence_does_not_win_the_edge_back() {
     // An older owner beats again, past the silence that made the edge
     // forget the newer one: the edge does not relay to it.
     let stale = Owner::new();
-    let _stale_host = RelayHost::start(config(&nats, "stale"), 5, stale.hub.sender()).unwrap();
+    let _stale_host = RelayHost::start(config(&nats, "stale"), 5, stale.hub.sender(), || false).unwrap();
     std::thread::sleep(Duration::from_millis(3200));
     edge.relay.open(ConnId(2), Transport::Tcp, None);
     assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(2), reason } if reason.contains("no owner")));
@@ -333,7 +333,7 @@ fn relay_an_edge_listens_only_while_it_hears_an_owner() {
     // client's handshake fails and it tries the next node.
     assert!(!tcp_serves(tcp, false, Duration::from_millis(500)), "served without an owner");
     let mut owner = Owner::new();
-    let host = RelayHost::start(config(&nats, "owner"), 1, owner.hub.sender()).unwrap();
+    let host = RelayHost::start(config(&nats, "owner"), 1, owner.hub.sender(), || false).unwrap();
     assert!(tcp_serves(tcp, true, WAIT), "the edge never served once the owner beat");
     // The owner falls silent: the edge stops listening again.
     drop(host);
@@ -341,4 +341,26 @@ fn relay_an_edge_listens_only_while_it_hears_an_owner() {
     assert!(!tcp_serves(tcp, false, WAIT), "the edge still serves without an owner");
     handle.stop();
     running.join().expect("the edge's loop").expect("a clean stop");
+}
+
+#[test]
+fn relay_an_owner_that_stops_says_so_and_the_edges_leave_it_at_once() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(nats) = TempNats::start("relay-leaving") else { return };
+    let mut owner = Owner::new();
+    let stopping = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stopping);
+    let _host =
+        RelayHost::start(config(&nats, "owner"), 5, owner.hub.sender(), move || flag.load(Ordering::SeqCst)).unwrap();
+    let mut edge = Edge::start(&nats, "edge-1");
+    edge.open_heard(ConnId(1));
+    let _ = opened(&mut owner);
+    // The owner's node begins to stop: within a beat (0.5 s), not a silence (2 s).
+    let since = Instant::now();
+    stopping.store(true, Ordering::SeqCst);
+    assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(1), reason } if reason.contains("leaving")));
+    assert!(since.elapsed() < Duration::from_millis(1500), "left after {:?}", since.elapsed());
+    // No new connection goes to it.
+    edge.relay.open(ConnId(2), Transport::Tcp, None);
+    assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(2), reason } if reason.contains("no owner")));
 }

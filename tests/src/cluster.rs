@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::procs::{CliUser, ServerProc, Starting, free_port};
+use crate::procs::{ServerProc, Starting, free_port};
 
 /// One node: its data directory, configuration and fixed addresses (a
 /// standby's must be known before it listens: the clients list them).
@@ -107,7 +107,8 @@ pub fn standing_by(starting: &Starting) {
 /// It does not within 30 s.
 pub fn relaying(starting: &Starting) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !starting.log().contains("owner is heard") {
+    // The loop's line, once it serves new connections.
+    while !starting.log().contains("accepting=true") {
         assert!(Instant::now() < deadline, "the node never relayed; its log:\n{}", starting.log());
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -150,31 +151,4 @@ pub fn dm_texts(lines: &[String]) -> Vec<String> {
         .filter(|v| v["kind"] == "message")
         .filter_map(|v| v["text"].as_str().map(str::to_owned))
         .collect()
-}
-
-/// `confab dm send TO TEXT` as `user` (whose account is `name`): whether
-/// it was acknowledged, and whether `user` had to log in again first.
-///
-/// Every command starts by exchanging the stored refresh token. A failover
-/// that lands between the commit of that exchange and the client's receipt
-/// of its answer makes the client present the spent token to the new
-/// owner, which cannot tell it from a stolen copy and revokes the login
-/// (fail-closed reuse detection; docs/ARCHITECTURE.md, "Cluster mode",
-/// limits): the user logs in again, as a person would, and the message,
-/// which was not acknowledged, is sent then.
-///
-/// # Panics
-/// The login after a revocation fails.
-#[must_use]
-pub fn dm_send_relogging(user: &CliUser, name: &str, to: &str, text: &str) -> (bool, bool) {
-    let out = user.run(&["dm", "send", to, text]);
-    if out.status.success() {
-        return (true, false);
-    }
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    if !said.contains("refresh token reused") && !said.contains("refresh token revoked") {
-        return (false, false);
-    }
-    let _ = user.ok(&["login", name]);
-    (user.run(&["dm", "send", to, text]).status.success(), true)
 }

@@ -347,6 +347,16 @@ impl Edge {
         if beat.token < self.highest {
             return;
         }
+        if beat.leaving {
+            // Stopping: no new connection for it, and what it runs it closes.
+            self.highest = beat.token;
+            if self.owner.take().is_some() {
+                info!(owner = %beat.node, token = beat.token, "relay: the partition's owner is leaving");
+                self.out.send(EdgeEvent::Owner(false));
+                self.end_bound(|_| true, "relay: the partition's owner is leaving").await;
+            }
+            return;
+        }
         match &mut self.owner {
             Some((token, _, heard)) if *token == beat.token => *heard = now,
             _ => {

@@ -158,22 +158,27 @@ fn put_header(b: &mut BytesMut, kind: u8, token: u64, incarnation: u64, conn: u6
     b.put_u64(seq);
 }
 
-/// The owner's heartbeat on [`super::Subjects::owner`]: its fencing token
-/// and its node name.
+/// The owner's heartbeat on [`super::Subjects::owner`]: its fencing token,
+/// whether it is leaving (stopping: the edges stop relaying to it at once
+/// instead of after a silence), and its node name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnerBeat {
     /// The lease's token: a new owner has a greater one.
     pub token: u64,
+    /// The owner is stopping.
+    pub leaving: bool,
     /// The owner's node name, for the log.
     pub node: String,
 }
 
 impl OwnerBeat {
-    /// The message's bytes: the token (u64 BE) then the name.
+    /// The message's bytes: the token (u64 BE), a flags byte (bit 0:
+    /// leaving), then the name.
     #[must_use]
     pub fn encode(&self) -> Bytes {
-        let mut b = BytesMut::with_capacity(8 + self.node.len());
+        let mut b = BytesMut::with_capacity(9 + self.node.len());
         b.put_u64(self.token);
+        b.put_u8(u8::from(self.leaving));
         b.put_slice(self.node.as_bytes());
         b.freeze()
     }
@@ -181,13 +186,14 @@ impl OwnerBeat {
     /// Parses a heartbeat.
     ///
     /// # Errors
-    /// Shorter than a token.
+    /// Shorter than a token and its flags.
     pub fn decode(bytes: &[u8]) -> Result<OwnerBeat, EnvelopeError> {
-        if bytes.len() < 8 {
+        if bytes.len() < 9 {
             return Err(EnvelopeError::Short(bytes.len()));
         }
         let token = u64::from_be_bytes(bytes[..8].try_into().unwrap_or([0; 8]));
-        Ok(OwnerBeat { token, node: String::from_utf8_lossy(&bytes[8..]).into_owned() })
+        let leaving = bytes[8] & 1 == 1;
+        Ok(OwnerBeat { token, leaving, node: String::from_utf8_lossy(&bytes[9..]).into_owned() })
     }
 }
 
@@ -242,8 +248,10 @@ mod tests {
         let mut bad_peer = open.to_vec();
         bad_peer.extend_from_slice(b"not an address");
         assert!(matches!(Envelope::decode(&Bytes::from(bad_peer)), Err(EnvelopeError::Body(_))));
-        assert_eq!(OwnerBeat::decode(&[0; 7]), Err(EnvelopeError::Short(7)));
-        let beat = OwnerBeat { token: 42, node: "b".into() };
-        assert_eq!(OwnerBeat::decode(&beat.encode()), Ok(beat));
+        assert_eq!(OwnerBeat::decode(&[0; 8]), Err(EnvelopeError::Short(8)));
+        for leaving in [false, true] {
+            let beat = OwnerBeat { token: 42, leaving, node: "b".into() };
+            assert_eq!(OwnerBeat::decode(&beat.encode()), Ok(beat));
+        }
     }
 }

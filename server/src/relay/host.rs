@@ -30,11 +30,18 @@ impl RelayHost {
     ///
     /// # Errors
     /// The thread or its runtime cannot be made.
-    pub fn start(config: RelayConfig, token: u64, hub: HubSender) -> std::io::Result<RelayHost> {
+    /// `leaving` says when the owner's node is stopping: its heartbeats
+    /// then say so, and the edges stop relaying to it at once.
+    pub fn start(
+        config: RelayConfig,
+        token: u64,
+        hub: HubSender,
+        leaving: impl Fn() -> bool + Send + 'static,
+    ) -> std::io::Result<RelayHost> {
         let (stop, stopped) = oneshot::channel();
         let rt = super::runtime()?;
         let thread = std::thread::Builder::new().name("confab-relay-host".into()).spawn(move || {
-            rt.block_on(serve(config, token, hub, stopped));
+            rt.block_on(serve(config, token, hub, Box::new(leaving), stopped));
         })?;
         Ok(RelayHost { stop: Some(stop), thread: Some(thread) })
     }
@@ -89,7 +96,13 @@ struct Host {
     out_tx: mpsc::UnboundedSender<Out>,
 }
 
-async fn serve(config: RelayConfig, token: u64, hub: HubSender, mut stopped: oneshot::Receiver<()>) {
+async fn serve(
+    config: RelayConfig,
+    token: u64,
+    hub: HubSender,
+    leaving: Box<dyn Fn() -> bool + Send>,
+    mut stopped: oneshot::Receiver<()>,
+) {
     let client = match super::connect(&config, "owner").await {
         Ok(c) => c,
         Err(e) => {
@@ -108,7 +121,8 @@ async fn serve(config: RelayConfig, token: u64, hub: HubSender, mut stopped: one
     };
     info!(nats = %super::redacted(&config.url), cluster = %config.cluster, token, "relay: serving the edges' connections");
     let (out_tx, mut out_rx) = mpsc::unbounded_channel();
-    let beat = OwnerBeat { token, node: config.node.clone() }.encode();
+    let beat = |leaving| OwnerBeat { token, leaving, node: config.node.clone() }.encode();
+    let (beat, goodbye) = (beat(false), beat(true));
     let client = super::Publisher::new(client);
     let mut host = Host { config, token, subjects, client, hub, edges: HashMap::new(), out_tx };
     let mut tick = tokio::time::interval(ALIVE_EVERY);
@@ -118,7 +132,8 @@ async fn serve(config: RelayConfig, token: u64, hub: HubSender, mut stopped: one
             Some(msg) = inbound.next() => host.inbound(&msg.subject, &msg.payload).await,
             Some(out) = out_rx.recv() => host.outbound(out).await,
             _ = tick.tick() => {
-                host.client.publish(host.subjects.owner(), beat.clone()).await;
+                let beat = if leaving() { goodbye.clone() } else { beat.clone() };
+                host.client.publish(host.subjects.owner(), beat).await;
                 host.sweep(Instant::now()).await;
             }
         }
@@ -257,10 +272,19 @@ impl Host {
             if !run.conns.is_empty() {
                 warn!(edge = %key.0, connections = run.conns.len(), node = %self.config.node, "relay: edge silent; ending its connections");
             }
-            // Told too, in case only its `Alive`s were lost: it ends them as well.
+            // The loop first; the edge is told too (in case only its
+            // `Alive`s were lost), within a bound.
+            let mut closes = Vec::with_capacity(run.conns.len());
             for (conn, r) in run.conns {
-                self.end(&key, conn, r.id, "relay: edge silent").await;
+                let _ = self.hub.send(NetEvent::Closed { conn: r.id, reason: "relay: edge silent".into() });
+                closes.push(Envelope::Close { incarnation: key.1, conn, reason: "relay: edge silent".into() });
             }
+            let tell = async {
+                for close in closes {
+                    self.publish(&key, close).await;
+                }
+            };
+            let _ = tokio::time::timeout(super::GOODBYE_WAIT, tell).await;
         }
     }
 }

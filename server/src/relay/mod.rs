@@ -21,7 +21,7 @@
 //! | --- | --- | --- | --- |
 //! | `confab.C.p0.in.E` | edge `E` | the owner | opens, data, closes, and `Alive` every 0.5 s |
 //! | `confab.C.edge.E.out` | the owner | edge `E` | data and closes |
-//! | `confab.C.p0.owner` | the owner | every edge | its token and name, every 0.5 s |
+//! | `confab.C.p0.owner` | the owner | every edge | its token, whether it is leaving, and its name, every 0.5 s |
 //!
 //! `E` is the edge's node name with every character other than ASCII
 //! letters, digits, `-` and `_` replaced by `_`; each message also carries
@@ -91,8 +91,11 @@ impl Publisher {
     /// The largest data body a message may carry: [`CHUNK`], or less if the
     /// NATS server's `max_payload` is smaller.
     fn chunk(&self) -> usize {
-        let max = self.client.server_info().max_payload;
-        if max > envelope::HEADER + 1024 { CHUNK.min(max - envelope::HEADER) } else { CHUNK }
+        // 0 before the server said (no connection yet): the default.
+        match self.client.max_payload() {
+            0 => CHUNK,
+            max => CHUNK.min(max.saturating_sub(envelope::HEADER).max(1)),
+        }
     }
 
     async fn flush(&self) {

@@ -38,6 +38,13 @@ impl Node {
     pub(super) fn edge_net_event(&mut self, event: NetEvent) {
         let Some(edge) = self.edge.as_mut() else { return };
         match event {
+            // Stopping: a handshake that ends now gets no relay (its client
+            // tries another node), as the owner refuses it.
+            NetEvent::Opened { conn, transport, .. } if self.stopping => {
+                debug!(%conn, "connection refused: stopping");
+                self.relayed.insert(conn, transport);
+                self.close_relayed(conn, transport, "server shutting down");
+            }
             NetEvent::Opened { conn, transport, peer, .. } => {
                 self.summary.connections += 1;
                 debug!(%conn, %transport, ?peer, "connection opened (relayed)");

@@ -96,6 +96,12 @@ impl NodeHandle {
         let _ = self.waker.wake();
     }
 
+    /// Whether [`stop`](NodeHandle::stop) was called.
+    #[must_use]
+    pub fn is_stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
     /// An in-memory link to the node (no TLS: both ends are this process).
     #[must_use]
     pub fn connect_mem(&self) -> MemLink {
@@ -426,6 +432,9 @@ impl Node {
                 break;
             }
         }
+        // An edge's relay first: its last closes go out while the listeners
+        // still hold the ports the owner is about to bind.
+        drop(self.edge.take());
         // The last commits: nothing the process ran is left uncommitted when it exits.
         let last = self.committer.finish();
         self.release(now(), last)?;
