@@ -44,6 +44,84 @@ fn exactly_once_in_order(received: &[String], acknowledged: &[String], sent: &[S
     }
 }
 
+/// Bob listening and Alice sending him 40 DMs (`dm NN LABEL`) from a thread,
+/// acknowledged or not.
+struct Flow {
+    /// Bob's `confab listen`.
+    listen: Running,
+    /// Alice's own `confab listen`, through which her sends go.
+    alice_listen: Running,
+    /// The thread sending.
+    sender: std::thread::JoinHandle<()>,
+    /// Every text, in the order sent.
+    sent: Vec<String>,
+    /// The texts whose send was acknowledged.
+    acknowledged: Arc<Mutex<Vec<String>>>,
+}
+
+/// Starts a [`Flow`]. Alice's sends go through her own running `listen`,
+/// one session that exchanged its refresh token when it connected: a
+/// process per message would exchange it every time, and a kill between the
+/// commit of an exchange and its answer revokes that login
+/// (docs/ARCHITECTURE.md, "Cluster mode", limits), which is not what these
+/// tests are about.
+fn start_flow(alice: &CliUser, bob: &CliUser, label: &str) -> Flow {
+    let listen = Running::start(bob.command(&["listen"]));
+    assert!(listen.wait_for("\"connected\"", Duration::from_secs(20)), "{:?}", listen.lines());
+    let alice_listen = Running::start(alice.command(&["listen"]));
+    assert!(alice_listen.wait_for("\"connected\"", Duration::from_secs(20)), "{:?}", alice_listen.lines());
+    let sent: Vec<String> = (0..40).map(|i| format!("dm {i:02} {label}")).collect();
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let sender = {
+        let (alice, sent, acknowledged) = (alice.clone(), sent.clone(), Arc::clone(&acknowledged));
+        std::thread::spawn(move || {
+            for text in &sent {
+                if alice.run(&["dm", "send", "bob", text]).status.success() {
+                    acknowledged.lock().unwrap().push(text.clone());
+                } else {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        })
+    };
+    Flow { listen, alice_listen, sender, sent, acknowledged }
+}
+
+impl Flow {
+    /// Waits until Bob received more than `before` DMs, after the kill at `killed`.
+    fn delivered_after(&self, before: usize, killed: Instant, owner: &ServerProc) {
+        while dm_texts(&self.listen.lines()).len() == before {
+            assert!(
+                killed.elapsed() < Duration::from_secs(60),
+                "nothing delivered after the kill: {:?}\nacknowledged: {:?}\nthe new owner's log:\n{}",
+                self.listen.lines(),
+                self.acknowledged.lock().unwrap(),
+                owner.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for the sender, sends one more DM (what Alice's failed sends
+    /// left in her outbox goes with it), checks that every acknowledged
+    /// text reached Bob exactly once and in order, and stops both
+    /// listens: what was sent and what was acknowledged, in order.
+    fn finish(mut self, alice: &CliUser) -> (Vec<String>, Vec<String>) {
+        self.sender.join().unwrap();
+        let _ = alice.ok(&["dm", "send", "bob", "after the failover"]);
+        assert!(self.listen.wait_for("after the failover", Duration::from_secs(30)), "{:?}", self.listen.lines());
+        let mut sent = self.sent.clone();
+        sent.push("after the failover".to_owned());
+        let mut acked = self.acknowledged.lock().unwrap().clone();
+        assert!(acked.len() >= 30, "most sends were acknowledged: {acked:?}");
+        acked.push("after the failover".to_owned());
+        exactly_once_in_order(&dm_texts(&self.listen.lines()), &acked, &sent);
+        self.listen.kill();
+        self.alice_listen.kill();
+        (sent, acked)
+    }
+}
+
 #[test]
 fn cluster_three_nodes_fail_over_without_losing_or_doubling_an_acknowledged_message() {
     let Some(pg) = TempPostgres::start("cluster") else { return };
@@ -73,59 +151,17 @@ fn cluster_three_nodes_fail_over_without_losing_or_doubling_an_acknowledged_mess
     let _ = alice.ok(&["room", "send", "lobby", "before the crash"]);
 
     // Bob listens; Alice sends a DM after another, acknowledged or not.
-    let mut listen = Running::start(bob.command(&["listen"]));
-    assert!(listen.wait_for("\"connected\"", Duration::from_secs(20)), "{:?}", listen.lines());
-    let sent: Vec<String> = (0..40).map(|i| format!("dm {i:02} through the cluster")).collect();
-    let acknowledged = Arc::new(Mutex::new(Vec::new()));
-    // Alice's sends go through her own running `listen`, one session that
-    // exchanged its refresh token when it connected: a process per message
-    // would exchange it every time, and a kill between the commit of an
-    // exchange and its answer revokes that login (docs/ARCHITECTURE.md,
-    // "Cluster mode", limits), which is not what this test is about.
-    let mut alice_listen = Running::start(alice.command(&["listen"]));
-    assert!(alice_listen.wait_for("\"connected\"", Duration::from_secs(20)), "{:?}", alice_listen.lines());
-    let sender = {
-        let (alice, sent, acknowledged) = (alice.clone(), sent.clone(), Arc::clone(&acknowledged));
-        std::thread::spawn(move || {
-            for text in &sent {
-                if alice.run(&["dm", "send", "bob", text]).status.success() {
-                    acknowledged.lock().unwrap().push(text.clone());
-                } else {
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-            }
-        })
-    };
+    let flow = start_flow(&alice, &bob, "through the cluster");
     // The owner is killed while messages flow.
-    assert!(listen.wait_for("dm 09", Duration::from_secs(60)), "{:?}", listen.lines());
+    assert!(flow.listen.wait_for("dm 09", Duration::from_secs(60)), "{:?}", flow.listen.lines());
     let mut first = first;
     first.kill();
     let killed = Instant::now();
-    let before = dm_texts(&listen.lines()).len();
+    let before = dm_texts(&flow.listen.lines()).len();
     let ((_, owner), mut rest) = first_to_listen(vec![("n2", s2), ("n3", s3)], TAKEOVER);
     assert!(owner.log().contains("partition taken"), "{}", owner.log());
-    while dm_texts(&listen.lines()).len() == before {
-        assert!(
-            killed.elapsed() < Duration::from_secs(60),
-            "nothing delivered after the kill: {:?}\nacknowledged: {:?}\nthe new owner's log:\n{}",
-            listen.lines(),
-            acknowledged.lock().unwrap(),
-            owner.log()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    sender.join().unwrap();
-    // What Alice's failed sends left in her outbox goes with her next command.
-    let _ = alice.ok(&["dm", "send", "bob", "after the failover"]);
-    assert!(listen.wait_for("after the failover", Duration::from_secs(30)), "{:?}", listen.lines());
-    let mut sent_all = sent.clone();
-    sent_all.push("after the failover".to_owned());
-    let mut acked = acknowledged.lock().unwrap().clone();
-    assert!(acked.len() >= 30, "most sends were acknowledged: {acked:?}");
-    acked.push("after the failover".to_owned());
-    exactly_once_in_order(&dm_texts(&listen.lines()), &acked, &sent_all);
-    listen.kill();
-    alice_listen.kill();
+    flow.delivered_after(before, killed, &owner);
+    let (mut sent_all, mut acked) = flow.finish(&alice);
     // The room and its history moved with the partition.
     let _ = bob.ok(&["room", "send", "lobby", "after the crash"]);
     let history = bob.ok(&["room", "history", "lobby"]);
@@ -205,51 +241,16 @@ fn cluster_edges_relay_clients_to_the_owner_through_nats_and_fail_over() {
     bob.server = [&n3, &n2, &n1].map(|n| n.tcp.clone()).join(",");
     alice.switch_server = true;
     bob.switch_server = true;
-    let mut listen = Running::start(bob.command(&["listen"]));
-    assert!(listen.wait_for("\"connected\"", Duration::from_secs(20)), "{:?}", listen.lines());
-    let sent: Vec<String> = (0..40).map(|i| format!("dm {i:02} through an edge")).collect();
-    let acknowledged = Arc::new(Mutex::new(Vec::new()));
-    // Alice's sends go through her own running `listen`, one session that
-    // exchanged its refresh token when it connected: a process per message
-    // would exchange it every time, and a kill between the commit of an
-    // exchange and its answer revokes that login (docs/ARCHITECTURE.md,
-    // "Cluster mode", limits), which is not what this test is about.
-    let mut alice_listen = Running::start(alice.command(&["listen"]));
-    assert!(alice_listen.wait_for("\"connected\"", Duration::from_secs(20)), "{:?}", alice_listen.lines());
-    let sender = {
-        let (alice, sent, acknowledged) = (alice.clone(), sent.clone(), Arc::clone(&acknowledged));
-        std::thread::spawn(move || {
-            for text in &sent {
-                if alice.run(&["dm", "send", "bob", text]).status.success() {
-                    acknowledged.lock().unwrap().push(text.clone());
-                } else {
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-            }
-        })
-    };
-    assert!(listen.wait_for("dm 09", Duration::from_secs(60)), "{:?}", listen.lines());
+    let flow = start_flow(&alice, &bob, "through an edge");
+    assert!(flow.listen.wait_for("dm 09", Duration::from_secs(60)), "{:?}", flow.listen.lines());
     let mut first = first;
     first.kill();
     let killed = Instant::now();
-    let before = dm_texts(&listen.lines()).len();
+    let before = dm_texts(&flow.listen.lines()).len();
     let ((owner_name, owner), rest) = first_to_listen(vec![("n2", s2), ("n3", s3)], TAKEOVER);
     assert!(owner.log().contains("partition taken"), "{}", owner.log());
-    while dm_texts(&listen.lines()).len() == before {
-        assert!(killed.elapsed() < Duration::from_secs(60), "nothing delivered after the kill: {:?}", listen.lines());
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    sender.join().unwrap();
-    let _ = alice.ok(&["dm", "send", "bob", "after the failover"]);
-    assert!(listen.wait_for("after the failover", Duration::from_secs(30)), "{:?}", listen.lines());
-    let mut sent_all = sent.clone();
-    sent_all.push("after the failover".to_owned());
-    let mut acked = acknowledged.lock().unwrap().clone();
-    assert!(acked.len() >= 30, "most sends were acknowledged: {acked:?}");
-    acked.push("after the failover".to_owned());
-    exactly_once_in_order(&dm_texts(&listen.lines()), &acked, &sent_all);
-    listen.kill();
-    alice_listen.kill();
+    flow.delivered_after(before, killed, &owner);
+    let _ = flow.finish(&alice);
 
     // The edge left relays to the new owner: a new user reaching it only gets through.
     let (_, edge) = rest.into_iter().next().expect("the other standby");
