@@ -160,9 +160,7 @@ impl Edge {
         let identity = load_or_make_identity(config)?;
         let pin = identity.pin().map_err(|e| RunFailure::Identity(e.to_string()))?;
         let node = Node::bind_edge(node_config(config, identity), relay.clone()).map_err(RunFailure::Bind)?;
-        let tcp = node.tcp_addr().map_or_else(|| "-".to_owned(), |a| a.to_string());
-        let quic = node.quic_addr().map_or_else(|| "-".to_owned(), |a| a.to_string());
-        let ws = node.ws_url().unwrap_or_else(|| "-".to_owned());
+        let (tcp, quic, ws) = addresses(&node);
         say(&format!("confab-server relaying: tcp {tcp}, quic {quic}, ws {ws}\npin {pin}\n"));
         info!(%tcp, %quic, %ws, %pin, nats = %crate::relay::redacted(&relay.url), "standing by as an edge: relaying connections to the owner");
         let handle = node.handle();
@@ -198,11 +196,9 @@ pub fn run(config: &RunConfig, init: Init) -> Result<RunSummary, RunFailure> {
         Some(relay) if config.store_url.is_some() && config.lease.standby => Edge::start(config, relay)?,
         _ => None,
     };
+    // Stopped once the store is open, before the owner binds its addresses.
     let Prepared { node, pin, lock: _lock, lease, token } = prepare_then(config, init, || drop(edge.take()))?;
-    drop(edge);
-    let tcp = node.tcp_addr().map_or_else(|| "-".to_owned(), |a| a.to_string());
-    let quic = node.quic_addr().map_or_else(|| "-".to_owned(), |a| a.to_string());
-    let ws = node.ws_url().unwrap_or_else(|| "-".to_owned());
+    let (tcp, quic, ws) = addresses(&node);
     // Lines for people and scripts alike; everything else goes to the log on stderr.
     let mut lines = format!("confab-server listening: tcp {tcp}, quic {quic}, ws {ws}\n");
     if let Some(web) = node.web_url() {
@@ -234,6 +230,13 @@ pub fn run(config: &RunConfig, init: Init) -> Result<RunSummary, RunFailure> {
         return Err(RunFailure::LeaseLost(reason));
     }
     Ok(summary?)
+}
+
+/// The TCP, QUIC and WebSocket addresses `node` listens on, `-` for none.
+fn addresses(node: &Node) -> (String, String, String) {
+    let tcp = node.tcp_addr().map_or_else(|| "-".to_owned(), |a| a.to_string());
+    let quic = node.quic_addr().map_or_else(|| "-".to_owned(), |a| a.to_string());
+    (tcp, quic, node.ws_url().unwrap_or_else(|| "-".to_owned()))
 }
 
 /// Writes `lines` to stdout for people and scripts, in one write. A

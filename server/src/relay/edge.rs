@@ -169,7 +169,7 @@ struct Bound {
 
 struct Edge {
     incarnation: u64,
-    inbound: String,
+    inbound: async_nats::Subject,
     client: super::Publisher,
     out: Events,
     /// The owner heard last: its token, name and when.
@@ -177,9 +177,9 @@ struct Edge {
     /// The greatest token ever heard: a heartbeat with a smaller one is an
     /// old owner's (resumed after a takeover), even after a silence.
     highest: u64,
+    /// The relayed connections; a connection's number on the wire is its
+    /// `ConnId`'s.
     conns: HashMap<ConnId, Bound>,
-    /// The edge's connection numbers on the wire are the loop's `ConnId`s.
-    ids: HashMap<u64, ConnId>,
 }
 
 async fn serve(
@@ -198,7 +198,7 @@ async fn serve(
             return;
         }
     };
-    let (replies, beats) =
+    let (mut replies, mut beats) =
         match (client.subscribe(subjects.outbound(&config.node)).await, client.subscribe(subjects.owner()).await) {
             (Ok(r), Ok(b)) => (r, b),
             (Err(e), _) | (_, Err(e)) => {
@@ -208,16 +208,14 @@ async fn serve(
             }
         };
     info!(nats = %super::redacted(&config.url), cluster = %config.cluster, incarnation, "relay: edge relaying to the partition's owner");
-    let (mut replies, mut beats) = (replies, beats);
     let mut edge = Edge {
         incarnation,
-        inbound: subjects.inbound(&config.node),
+        inbound: subjects.inbound(&config.node).into(),
         client: super::Publisher::new(client),
         out,
         owner: None,
         highest: 0,
         conns: HashMap::new(),
-        ids: HashMap::new(),
     };
     let mut tick = tokio::time::interval(ALIVE_EVERY);
     loop {
@@ -227,7 +225,7 @@ async fn serve(
             Some(msg) = replies.next() => edge.reply(&msg.payload).await,
             Some(msg) = beats.next() => edge.beat(&msg.payload).await,
             _ = tick.tick() => {
-                edge.client.publish(edge.inbound.clone(), Envelope::Alive { incarnation }.encode(0)).await;
+                edge.client.publish(&edge.inbound, Envelope::Alive { incarnation }.encode(0)).await;
                 edge.check_owner(Instant::now()).await;
             }
         }
@@ -258,7 +256,6 @@ impl Edge {
                     return;
                 };
                 self.conns.insert(conn, Bound { token, out_seq: 0, next_in: 1 });
-                self.ids.insert(conn.0, conn);
                 let open = Envelope::Open {
                     incarnation: self.incarnation,
                     conn: conn.0,
@@ -289,7 +286,6 @@ impl Edge {
             }
             Cmd::Closed { conn, reason } => {
                 if let Some(b) = self.conns.remove(&conn) {
-                    self.ids.remove(&conn.0);
                     self.publish(Envelope::Close { incarnation: self.incarnation, conn: conn.0, reason }, b.token)
                         .await;
                 }
@@ -307,11 +303,12 @@ impl Edge {
         };
         // Only the owner a connection is bound to writes to it or closes it.
         let bound = |edge: &Edge, conn: u64| {
-            edge.ids.get(&conn).filter(|id| edge.conns.get(id).is_some_and(|b| b.token == token)).copied()
+            let id = ConnId(conn);
+            edge.conns.get(&id).is_some_and(|b| b.token == token).then_some(id)
         };
         match env {
             Envelope::Data { incarnation, conn, .. }
-                if incarnation == self.incarnation && !self.ids.contains_key(&conn) =>
+                if incarnation == self.incarnation && !self.conns.contains_key(&ConnId(conn)) =>
             {
                 // A connection this edge ended and whose close the owner missed: again.
                 let close = Envelope::Close { incarnation, conn, reason: "unknown connection".into() };
@@ -330,7 +327,6 @@ impl Edge {
             }
             Envelope::Close { incarnation, conn, reason } if incarnation == self.incarnation => {
                 let Some(id) = bound(self, conn) else { return };
-                self.ids.remove(&conn);
                 self.conns.remove(&id);
                 self.out.send(EdgeEvent::Close { conn: id, reason });
             }
@@ -390,7 +386,6 @@ impl Edge {
         let mut closes = Vec::with_capacity(ended.len());
         for conn in ended {
             let Some(b) = self.conns.remove(&conn) else { continue };
-            self.ids.remove(&conn.0);
             self.out.send(EdgeEvent::Close { conn, reason: reason.to_owned() });
             closes.push((
                 Envelope::Close { incarnation: self.incarnation, conn: conn.0, reason: reason.to_owned() },
@@ -408,7 +403,6 @@ impl Edge {
     /// Ends a connection: the loop closes it, the owner is told.
     async fn end(&mut self, conn: ConnId, reason: &str) {
         let Some(b) = self.conns.remove(&conn) else { return };
-        self.ids.remove(&conn.0);
         self.out.send(EdgeEvent::Close { conn, reason: reason.to_owned() });
         let close = Envelope::Close { incarnation: self.incarnation, conn: conn.0, reason: reason.to_owned() };
         self.publish(close, b.token).await;
@@ -416,6 +410,6 @@ impl Edge {
 
     /// Publishes to the owner whose token is `token`.
     async fn publish(&self, env: Envelope, token: u64) {
-        self.client.publish(self.inbound.clone(), env.encode(token)).await;
+        self.client.publish(&self.inbound, env.encode(token)).await;
     }
 }

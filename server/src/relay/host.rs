@@ -26,12 +26,12 @@ pub struct RelayHost {
 
 impl RelayHost {
     /// Starts relaying for the owner of the lease `token`: opens, data
-    /// and closes from the edges become `hub`'s events.
+    /// and closes from the edges become `hub`'s events. `leaving` says when
+    /// the owner's node is stopping: its heartbeats then say so, and the
+    /// edges stop relaying to it at once.
     ///
     /// # Errors
     /// The thread or its runtime cannot be made.
-    /// `leaving` says when the owner's node is stopping: its heartbeats
-    /// then say so, and the edges stop relaying to it at once.
     pub fn start(
         config: RelayConfig,
         token: u64,
@@ -79,10 +79,23 @@ struct Relayed {
     backlog: Arc<AtomicUsize>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct EdgeRun {
-    heard: Option<Instant>,
+    /// Where its replies go (made once per edge, not per message).
+    out: async_nats::Subject,
+    heard: Instant,
     conns: HashMap<u64, Relayed>,
+}
+
+/// The run of `key` in `edges`, heard now (made at its first message).
+fn heard<'a>(edges: &'a mut HashMap<Key, EdgeRun>, subjects: &Subjects, key: Key) -> &'a mut EdgeRun {
+    let run = edges.entry(key).or_insert_with_key(|k| EdgeRun {
+        out: subjects.outbound(&k.0).into(),
+        heard: Instant::now(),
+        conns: HashMap::new(),
+    });
+    run.heard = Instant::now();
+    run
 }
 
 struct Host {
@@ -124,6 +137,7 @@ async fn serve(
     let beat = |leaving| OwnerBeat { token, leaving, node: config.node.clone() }.encode();
     let (beat, goodbye) = (beat(false), beat(true));
     let client = super::Publisher::new(client);
+    let owner_subject = subjects.owner().into();
     let mut host = Host { config, token, subjects, client, hub, edges: HashMap::new(), out_tx };
     let mut tick = tokio::time::interval(ALIVE_EVERY);
     loop {
@@ -133,7 +147,7 @@ async fn serve(
             Some(out) = out_rx.recv() => host.outbound(out).await,
             _ = tick.tick() => {
                 let beat = if leaving() { goodbye.clone() } else { beat.clone() };
-                host.client.publish(host.subjects.owner(), beat).await;
+                host.client.publish(&owner_subject, beat).await;
                 host.sweep(Instant::now()).await;
             }
         }
@@ -166,12 +180,11 @@ impl Host {
         let edge: Arc<str> = Arc::from(edge);
         match env {
             Envelope::Alive { incarnation } => {
-                self.edges.entry((edge, incarnation)).or_default().heard = Some(Instant::now());
+                heard(&mut self.edges, &self.subjects, (edge, incarnation));
             }
             Envelope::Open { incarnation, conn, transport, peer } => {
                 let key = (edge, incarnation);
-                let run = self.edges.entry(key.clone()).or_default();
-                run.heard = Some(Instant::now());
+                let run = heard(&mut self.edges, &self.subjects, key.clone());
                 if let Some(old) = run.conns.remove(&conn) {
                     warn!(edge = %key.0, conn, "relay: connection opened twice; ending both");
                     let _ = self.hub.send(NetEvent::Closed { conn: old.id, reason: "relay: opened twice".into() });
@@ -201,7 +214,7 @@ impl Host {
                         .await;
                     return;
                 };
-                run.heard = Some(Instant::now());
+                run.heard = Instant::now();
                 let Some(r) = run.conns.get_mut(&conn) else {
                     self.publish(&key, Envelope::Close { incarnation, conn, reason: "unknown connection".into() })
                         .await;
@@ -255,8 +268,12 @@ impl Host {
     }
 
     async fn publish(&self, edge: &Key, env: Envelope) {
-        // The edge token is already one; `outbound` keeps it as it is.
-        self.client.publish(self.subjects.outbound(&edge.0), env.encode(self.token)).await;
+        let payload = env.encode(self.token);
+        match self.edges.get(edge) {
+            Some(run) => self.client.publish(&run.out, payload).await,
+            // A run already ended or never heard (an answer to a stray message).
+            None => self.client.publish(&self.subjects.outbound(&edge.0).into(), payload).await,
+        }
     }
 
     /// Ends the connections of edges silent for [`SILENT_AFTER`].
@@ -264,7 +281,7 @@ impl Host {
         let silent: Vec<Key> = self
             .edges
             .iter()
-            .filter(|(_, run)| run.heard.is_none_or(|h| now.duration_since(h) > SILENT_AFTER))
+            .filter(|(_, run)| now.duration_since(run.heard) > SILENT_AFTER)
             .map(|(k, _)| k.clone())
             .collect();
         for key in silent {

@@ -71,8 +71,10 @@ impl Publisher {
     /// Publishes, dropping the message if NATS cannot take it within
     /// [`PUBLISH_WAIT`] (or refuses it): the other side sees a gap or a
     /// silence and ends what it concerns.
-    async fn publish(&self, subject: String, payload: bytes::Bytes) {
-        let why = match tokio::time::timeout(PUBLISH_WAIT, self.client.publish(subject, payload)).await {
+    /// `subject` is made once per destination (a clone is a reference
+    /// count), not per message.
+    async fn publish(&self, subject: &async_nats::Subject, payload: bytes::Bytes) {
+        let why = match tokio::time::timeout(PUBLISH_WAIT, self.client.publish(subject.clone(), payload)).await {
             Ok(Ok(())) => return,
             Ok(Err(e)) => e.to_string(),
             Err(_) => "NATS did not take it in time".to_owned(),
