@@ -281,6 +281,21 @@ fn log_of(served: &Served) -> String {
     String::from_utf8_lossy(&served.stderr.lock().unwrap()).into_owned()
 }
 
+/// Whether the server's log comes to contain `needle` within 10 s: its
+/// stderr is read by a thread of its own, so a line written before the
+/// `listening` one on stdout may not be in the buffer yet when `serve`
+/// returns.
+fn log_shows(served: &Served, needle: &str) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !log_of(served).contains(needle) {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    true
+}
+
 /// The lock file in a data directory.
 const LOCK_FILE: &str = "confab.lock";
 
@@ -348,7 +363,7 @@ fn cli_lost_database_is_refused_until_init() {
     }
     // The explicit first start: an empty store, the same identity.
     let init = serve(&dir.data(), &["--init"]).unwrap_or_else(|(code, log)| panic!("--init failed ({code:?}): {log}"));
-    assert!(log_of(&init).contains("users=0"), "{}", log_of(&init));
+    assert!(log_shows(&init, "users=0"), "{}", log_of(&init));
     init.stop();
     assert_eq!(std::fs::read_to_string(dir.data().join("server.pin")).unwrap(), pin);
     // From then on, a plain start.

@@ -247,6 +247,23 @@ impl ServerProc {
         String::from_utf8_lossy(&self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner)).into_owned()
     }
 
+    /// Whether its log comes to contain `needle` within 10 s. The log is
+    /// read by a thread of its own, so a line the server wrote before its
+    /// `listening` line (or before it exited) may not be in [`log`](Self::log)
+    /// the moment the test looks: assert on this, not on `log()`, for a line
+    /// that must be there.
+    #[must_use]
+    pub fn logged(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.log().contains(needle) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
     /// SIGKILL: no flush, no goodbye.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

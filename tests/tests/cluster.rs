@@ -129,7 +129,7 @@ fn cluster_three_nodes_fail_over_without_losing_or_doubling_an_acknowledged_mess
     let url = pg.url();
     let n1 = ClusterNode::new(dir.path(), "n1", &url, None, LEASE_SECS);
     let first = n1.start();
-    assert!(first.log().contains("partition taken"), "{}", first.log());
+    assert!(first.logged("partition taken"), "{}", first.log());
     let n2 = ClusterNode::new(dir.path(), "n2", &url, Some(&n1.data), LEASE_SECS);
     let n3 = ClusterNode::new(dir.path(), "n3", &url, Some(&n1.data), LEASE_SECS);
     let (s2, s3) = (n2.spawn(), n3.spawn());
@@ -159,7 +159,7 @@ fn cluster_three_nodes_fail_over_without_losing_or_doubling_an_acknowledged_mess
     let killed = Instant::now();
     let before = dm_texts(&flow.listen.lines()).len();
     let ((_, owner), mut rest) = first_to_listen(vec![("n2", s2), ("n3", s3)], TAKEOVER);
-    assert!(owner.log().contains("partition taken"), "{}", owner.log());
+    assert!(owner.logged("partition taken"), "{}", owner.log());
     flow.delivered_after(before, killed, &owner);
     let (mut sent_all, mut acked) = flow.finish(&alice);
     // The room and its history moved with the partition.
@@ -181,14 +181,14 @@ fn cluster_three_nodes_fail_over_without_losing_or_doubling_an_acknowledged_mess
     owner.signal("CONT");
     let code = owner.wait_exit(Duration::from_secs(30)).expect("the old owner stops once resumed");
     assert_ne!(code, Some(0), "it stops on an error");
-    assert!(owner.log().contains("lease lost"), "{}", owner.log());
+    assert!(owner.logged("lease lost"), "{}", owner.log());
     let _ = alice.ok(&["dm", "send", "bob", "after the old owner stopped"]);
     let read = bob.ok(&["dm", "read", "alice"]);
     let read = dm_texts(&read.lines().map(str::to_owned).collect::<Vec<_>>());
     sent_all.extend(["while the old owner sleeps", "after the old owner stopped"].map(str::to_owned));
     acked.extend(["while the old owner sleeps", "after the old owner stopped"].map(str::to_owned));
     exactly_once_in_order(&read, &acked, &sent_all);
-    assert!(survivor.log().contains("partition taken"), "{}", survivor.log());
+    assert!(survivor.logged("partition taken"), "{}", survivor.log());
 }
 
 /// With `[cluster] nats`, the standbys serve clients as edges: every
@@ -205,7 +205,7 @@ fn cluster_edges_relay_clients_to_the_owner_through_nats_and_fail_over() {
     let url = pg.url();
     let n1 = ClusterNode::new(dir.path(), "n1", &url, None, LEASE_SECS).relaying(&nats.url());
     let first = n1.start();
-    assert!(first.log().contains("partition taken"), "{}", first.log());
+    assert!(first.logged("partition taken"), "{}", first.log());
     let n2 = ClusterNode::new(dir.path(), "n2", &url, Some(&n1.data), LEASE_SECS).relaying(&nats.url());
     let n3 = ClusterNode::new(dir.path(), "n3", &url, Some(&n1.data), LEASE_SECS).relaying(&nats.url());
     let (s2, s3) = (n2.spawn(), n3.spawn());
@@ -234,7 +234,7 @@ fn cluster_edges_relay_clients_to_the_owner_through_nats_and_fail_over() {
     }
     let read = bob.ok(&["dm", "read", "alice"]);
     assert!(read.contains("a dm relayed twice"), "{read}");
-    assert!(first.log().contains("serving the edges' connections"), "{}", first.log());
+    assert!(first.logged("serving the edges' connections"), "{}", first.log());
 
     // Every node listed from now on, each user's edge first.
     alice.server = [&n2, &n3, &n1].map(|n| n.tcp.clone()).join(",");
@@ -248,7 +248,7 @@ fn cluster_edges_relay_clients_to_the_owner_through_nats_and_fail_over() {
     let killed = Instant::now();
     let before = dm_texts(&flow.listen.lines()).len();
     let ((owner_name, owner), rest) = first_to_listen(vec![("n2", s2), ("n3", s3)], TAKEOVER);
-    assert!(owner.log().contains("partition taken"), "{}", owner.log());
+    assert!(owner.logged("partition taken"), "{}", owner.log());
     flow.delivered_after(before, killed, &owner);
     let _ = flow.finish(&alice);
 
