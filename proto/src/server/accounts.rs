@@ -341,15 +341,20 @@ impl Server {
         if bound.is_none() {
             self.bind_check(session, &record.username)?;
         }
-        // Every check passed: only now is the unused pair of a retried exchange revoked.
+        // Every check passed: only now is the unused pair of a retried exchange cancelled.
         if let Some(previous) = retry_of {
-            self.revoke_tokens(vec![previous.refresh, previous.access]);
+            self.revoke_tokens(vec![previous.access]);
         }
         let (tokens, mut rotation) =
             issue_tokens(now, &mut self.journal, &mut self.rng, &self.config, &record.username, record.family);
         if let Some(previous) = retry_of {
             // The grace runs from the first exchange: retries never extend it.
             rotation.at_ms = previous.at_ms;
+            // The cancelled refresh token stays, as a token spent into the new
+            // pair: whoever presents it got the answer after all, so the retry
+            // was not its own (a copy of its profile made it), and that
+            // presentation is reuse, which revokes the login.
+            self.journal.commit(Change::TokenRotated { hash: previous.refresh, rotation });
         }
         self.journal.commit(match retry {
             None => Change::TokenRotated { hash, rotation },
@@ -400,27 +405,32 @@ impl Server {
             return Spent::Reuse;
         }
         let accounts = self.journal.state().accounts();
-        if accounts.token(&previous.refresh).is_none_or(|t| t.rotated.is_some()) {
-            return Spent::Reuse; // the new refresh token was exchanged: the answer arrived
-        }
-        if self.presence.get(session).is_some_and(|s| s.refreshed == Some(hash)) {
-            return Spent::Retry;
-        }
-        let kept = accounts.retry_key(&previous.access);
-        let Some((presented, kept)) = retry.zip(kept).filter(|(p, k)| bool::from(p.key.ct_eq(&k.key))) else {
-            return Spent::Reuse; // no key, or another key
-        };
-        if presented.attempt <= kept.attempt {
+        let kept = accounts.retry_key(&previous.access).copied();
+        let keyed = retry.zip(kept).filter(|(p, k)| bool::from(p.key.ct_eq(&k.key)));
+        if let Some((presented, kept)) = keyed
+            && presented.attempt <= kept.attempt
+        {
             // The client's own earlier attempt, sent on a connection it gave
-            // up on, arriving after a later one made the exchange.
+            // up on, arriving after a later one made the exchange (and maybe
+            // after its next exchange too): whoever holds the key gains
+            // nothing from a refusal.
             let reason = format!(
                 "attempt {} of this exchange arrived after attempt {} made it: ignored, nothing revoked",
                 presented.attempt, kept.attempt
             );
             return Spent::Refused(Refusal::Conflict(reason));
         }
-        if kept.answered {
-            return Spent::Reuse; // a later attempt, though the answer arrived: not the client's
+        if accounts.token(&previous.refresh).is_none_or(|t| t.rotated.is_some()) {
+            return Spent::Reuse; // the new refresh token was exchanged: the answer arrived
+        }
+        if kept.is_some_and(|k| k.answered) {
+            return Spent::Reuse; // the new pair authenticated a request: the answer arrived
+        }
+        if self.presence.get(session).is_some_and(|s| s.refreshed == Some(hash)) {
+            return Spent::Retry;
+        }
+        if keyed.is_none() {
+            return Spent::Reuse; // no key, or another key
         }
         if self.presence.exchanged_elsewhere(hash, session) {
             let reason = "this exchange was answered on a connection that is still open: nothing revoked; \

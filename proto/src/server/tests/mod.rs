@@ -180,6 +180,12 @@ impl Harness {
         self.received.clear();
     }
 
+    /// The transport of `session` is gone.
+    pub(super) fn disconnect(&mut self, session: SessionId) {
+        self.server.close_session(self.now, session);
+        self.pump();
+    }
+
     /// The tokens answered to `request_id` on `session`.
     pub(super) fn tokens(&self, session: SessionId, request_id: u32) -> Tokens {
         match self.response(session, request_id).body {

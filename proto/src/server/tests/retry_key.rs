@@ -67,7 +67,9 @@ fn a_keyed_exchange_retried_with_its_key_after_a_failover_keeps_the_login() {
     let id = h.send(s, keyed(&spent, &KEY, 2));
     let fresh = h.tokens(s, id);
     assert_ne!(fresh.refresh_token, lost.refresh_token);
-    assert!(!alive(&h, &lost.access_token) && !alive(&h, &lost.refresh_token), "the pair never received is revoked");
+    assert!(!alive(&h, &lost.access_token), "the access token never received is revoked");
+    let cancelled = h.server.state().accounts().token(&token::hash(lost.refresh_token.as_bytes())).cloned();
+    assert!(cancelled.is_some_and(|t| t.rotated.is_some()), "its refresh token is spent into the new pair");
     // Its answer lost too: the same key, a later attempt, retries again.
     h.fail_over();
     let s = h.connect();
@@ -319,4 +321,66 @@ fn a_keyed_retry_refused_for_another_reason_revokes_nothing() {
     let s = h.connect();
     let id = h.send(s, Refresh { refresh_token: lost.refresh_token });
     assert_eq!(h.code(s, id), status::OK, "the unused pair survived the 401");
+}
+
+// ---- The second review's findings. ----
+
+/// F1: a late copy of attempt 1 arrives after attempt 2 made the exchange
+/// and the client's next command exchanged the new token in turn: still the
+/// client's own late copy (409), not reuse.
+#[test]
+fn a_late_copy_after_the_next_exchange_is_refused_and_revokes_nothing() {
+    let mut h = Harness::new(config());
+    assert_eq!(h.register("alice"), status::CREATED);
+    let (_, t) = h.login("alice");
+    let s = h.connect();
+    let id = h.send(s, keyed(&t.refresh_token, &KEY, 2));
+    let second = h.tokens(s, id);
+    let s = h.connect();
+    let id = h.send(s, keyed(&second.refresh_token, &[3; RETRY_KEY_LEN], 1));
+    let third = h.tokens(s, id);
+    let late = h.connect();
+    let id = h.send(late, keyed(&t.refresh_token, &KEY, 1));
+    assert_eq!(h.code(late, id), status::CONFLICT, "{}", h.reason(late, id));
+    assert!(works(&mut h, &third.access_token), "the login goes on");
+}
+
+/// F2: the client got its answer on a connection that then closed, having
+/// sent nothing authenticated; a copy of its profile taken while the key
+/// was pending retries and gets a pair. The client's pair was cancelled by
+/// that retry, so when the client presents it, that proves a theft: reuse,
+/// the login (the thief's pair with it) is revoked.
+#[test]
+fn a_pair_cancelled_by_a_keyed_retry_presented_again_revokes_the_login() {
+    let mut h = Harness::new(config());
+    assert_eq!(h.register("alice"), status::CREATED);
+    let (_, t) = h.login("alice");
+    let victim = h.connect();
+    let id = h.send(victim, keyed(&t.refresh_token, &KEY, 1));
+    let pair = h.tokens(victim, id);
+    h.disconnect(victim);
+    let thief = h.connect();
+    let id = h.send(thief, keyed(&t.refresh_token, &KEY, 2));
+    let stolen = h.tokens(thief, id);
+    let s = h.connect();
+    let id = h.send(s, keyed(&pair.refresh_token, &[3; RETRY_KEY_LEN], 1));
+    refused_as_reuse(&h, s, id);
+    assert!(!alive(&h, &stolen.access_token) && !alive(&h, &stolen.refresh_token), "the thief's pair is revoked");
+}
+
+/// F3: on the connection that made a keyed exchange, the spent token again
+/// once the pair has authenticated a request is not a retry either.
+#[test]
+fn the_spent_token_again_on_its_connection_after_the_pair_was_used_is_reuse() {
+    let mut h = Harness::new(config());
+    assert_eq!(h.register("alice"), status::CREATED);
+    let (_, t) = h.login("alice");
+    let s = h.connect();
+    let id = h.send(s, keyed(&t.refresh_token, &KEY, 1));
+    let pair = h.tokens(s, id);
+    let id = h.send_auth(s, FetchKey { username: "alice".into() }, pair.access_token.as_bytes());
+    assert_eq!(h.code(s, id), status::OK);
+    let id = h.send(s, keyed(&t.refresh_token, &KEY, u32::MAX));
+    refused_as_reuse(&h, s, id);
+    assert!(!alive(&h, &pair.access_token));
 }
