@@ -246,6 +246,19 @@ impl Profile {
         snapshot.contacts = self.contacts()?;
         snapshot.client.outbox = self.outbox()?;
         snapshot.client.refresh_token = self.meta("refresh_token")?;
+        snapshot.client.retry_key = match self.meta("retry_key")? {
+            None => None,
+            Some(text) => Some(
+                hex::decode(text.as_bytes())
+                    .ok()
+                    .and_then(|bytes| bytes.try_into().ok())
+                    .ok_or_else(|| ProfileError::Damaged("the stored retry key is not 32 bytes of hex".into()))?,
+            ),
+        };
+        snapshot.client.retry_attempt = match self.meta("retry_attempt")? {
+            None => 0,
+            Some(n) => n.parse().map_err(|_| ProfileError::Damaged(format!("the stored retry attempt {n:?}")))?,
+        };
         snapshot.client.username = self.meta("username")?;
         snapshot.inbox = self.received(None)?;
         Ok(Some(snapshot))
@@ -258,6 +271,8 @@ impl Profile {
         let mut rest = snapshot.clone();
         rest.client.username = None;
         rest.client.refresh_token = None;
+        rest.client.retry_key = None;
+        rest.client.retry_attempt = 0;
         rest.client.outbox.clear();
         rest.contacts.clear();
         rest.inbox.clear();
@@ -287,8 +302,12 @@ impl Profile {
             )?;
         }
         let next_id = snapshot.client.next_request_id.map(|n| n.to_string());
+        let retry_key = Zeroizing::new(snapshot.client.retry_key.map(hex::encode));
+        let retry_attempt = snapshot.client.retry_key.map(|_| snapshot.client.retry_attempt.to_string());
         for (key, value) in [
             ("refresh_token", &snapshot.client.refresh_token),
+            ("retry_key", &*retry_key),
+            ("retry_attempt", &retry_attempt),
             ("username", &snapshot.client.username),
             // Kept across logout: request ids must never repeat for a user.
             ("next_request_id", &next_id),
@@ -349,7 +368,7 @@ impl Profile {
     pub fn erase_secrets(&mut self) -> Result<(), ProfileError> {
         let tx = self.conn.transaction()?;
         tx.execute("UPDATE identity SET session = NULL", [])?;
-        tx.execute("DELETE FROM meta WHERE key IN ('refresh_token', 'username')", [])?;
+        tx.execute("DELETE FROM meta WHERE key IN ('refresh_token', 'retry_key', 'retry_attempt', 'username')", [])?;
         for table in ["state", "outbox", "received", "pending", "expired"] {
             tx.execute(&format!("DELETE FROM {table}"), [])?;
         }
@@ -480,6 +499,8 @@ mod tests {
         let mut snapshot = SecureSnapshot::default();
         snapshot.client.username = Some("alice".into());
         snapshot.client.refresh_token = Some("cfr_token".into());
+        snapshot.client.retry_key = Some([7; 32]);
+        snapshot.client.retry_attempt = 3;
         snapshot.client.next_request_id = Some(42);
         snapshot.client.seen_peers = vec![("bob".into(), 7)];
         snapshot.inbox = vec![

@@ -14,6 +14,8 @@ use crate::wire::*;
 pub const ACCESS_TOKEN: &str = "cfa_UXhXblRyQmtMbVB6WXZIZF85NzdmY2YwNQ";
 /// Example refresh token (`cfr_` + base64url of `MfRtGhJkLpQwErTy_fcea732a`).
 pub const REFRESH_TOKEN: &str = "cfr_TWZSdEdoSmtMcFF3RXJUeV9mY2VhNzMyYQ";
+/// Example retry key of `refresh_keyed` ([`RETRY_KEY_LEN`] bytes; a real one is random).
+pub const RETRY_KEY: &[u8; RETRY_KEY_LEN] = b"example retry key, 32 bytes long";
 /// Example timestamp: 2026-11-22T00:00:00Z in Unix milliseconds.
 pub const TIMESTAMP_MS: u64 = 1_795_305_600_000;
 
@@ -43,10 +45,7 @@ impl Example {
 fn request(request_id: u32, body: impl Into<RequestBody>) -> Example {
     let body = body.into();
     // Requests before login carry no token (docs/PROTOCOL.md, "Authentication").
-    let anonymous = matches!(
-        body.opcode(),
-        Opcode::Register | Opcode::Login | Opcode::Passphrase | Opcode::Refresh | Opcode::VerifyCode | Opcode::Jwks
-    );
+    let anonymous = body.opcode().has_empty_auth();
     Example {
         label: body.opcode().name().to_owned(),
         auth: if anonymous { Bytes::new() } else { Bytes::from_static(ACCESS_TOKEN.as_bytes()) },
@@ -110,6 +109,10 @@ pub fn requests() -> Vec<Example> {
         request(21, DeleteRoom { room: "room11".into() }),
         request(22, SetIdentityKey { identity_key: blob("idkey") }),
         request(23, RoomInfo { room: "room11".into() }),
+        request(
+            24,
+            RefreshKeyed { refresh_token: REFRESH_TOKEN.into(), retry_key: Bytes::from_static(RETRY_KEY), attempt: 1 },
+        ),
     ]
 }
 

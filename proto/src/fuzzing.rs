@@ -330,6 +330,8 @@ pub fn client_ops(data: &[u8]) {
     let limits = Limits { max_data: 64 * 1024, ..Limits::DEFAULT };
     let mut now = Now::new(Instant::now(), 1_795_305_600_000);
     let mut client = Client::new(ClientConfig { limits, ..ClientConfig::default() }, now);
+    // Exchanges with `refresh_keyed`, whose key and attempts the checked store watches.
+    client.set_entropy([7; 32]);
     let mut store = crate::machine::checked::Checked::default();
     let mut wire = FrameDecoder::new(limits);
     let mut rest = data;

@@ -23,7 +23,7 @@
 //! consistent state even while a server commits and compacts) and never
 //! writes (no migration).
 //!
-//! ## Layout of `DATA/confab.db` (format 4)
+//! ## Layout of `DATA/confab.db` (format 5; the tables of format 4)
 //!
 //! | table      | rows                                                                 |
 //! |------------|----------------------------------------------------------------------|
@@ -111,10 +111,13 @@ use tally::Tally;
 /// The database file's name in the data directory.
 pub const DB_FILE: &str = "confab.db";
 /// The record format this build reads and writes (see the module docs).
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// The oldest format this build migrates from when it opens a store.
 ///
-/// Format 3 -> 4: checksums and the head (the record encodings are
+/// Format 4 -> 5: [`State`] gained a field at its end (`retry_keys`, a map)
+/// and [`Change`] two variants at its end (`TokenRotatedKeyed`,
+/// `ExchangeAnswered`), read as format 3's were (one zero byte appended to
+/// a format-4 snapshot). Format 3 -> 4: checksums and the head (the record encodings are
 /// unchanged). Format 2 -> 3: [`State`] gained fields at its end (every one
 /// a map, empty in a format-2 state) and [`Change`] gained variants at its
 /// end (so a format-2 log decodes as is); a format-2 snapshot is read by

@@ -256,6 +256,51 @@ fn pg_a_lost_connection_is_waited_out_and_nothing_is_lost_or_doubled() {
     assert!(matches!(err, StoreError::Postgres { .. }), "{err}");
 }
 
+/// A new store is of this build's format; one of format 4 (its snapshot
+/// without `State::retry_keys`) is read as it is and rewritten in this
+/// format (a snapshot) when a node opens it.
+#[test]
+fn pg_migrates_format_4() {
+    use sha2::{Digest as _, Sha256};
+    let Some(pg) = TempPostgres::start("format-4") else { return };
+    let net = scenario();
+    let format =
+        || -> String { sql(&pg).query_one("SELECT value FROM confab_meta WHERE key = 'format'", &[]).unwrap().get(0) };
+    {
+        let (mut store, _) = PgStore::open(&pg.url(), &config()).unwrap();
+        assert_eq!(format(), confab_server::store::FORMAT_VERSION.to_string(), "a new store");
+        assert_eq!(count(&pg, "SELECT count(*) FROM confab_snapshot"), 0, "a new store needs no migration");
+        for turn in &net.turns {
+            store.commit(turn).unwrap();
+        }
+        store.compact().unwrap();
+    }
+    // Format 4: the snapshot without its last field (an empty map, one zero byte), its checksum
+    // (docs/ARCHITECTURE.md) and the head's (the log after it is empty) made again.
+    let mut db = sql(&pg);
+    let row = db.query_one("SELECT upto, state FROM confab_snapshot", &[]).unwrap();
+    let (upto, state): (i64, Vec<u8>) = (row.get(0), row.get(1));
+    assert_eq!(state.last(), Some(&0));
+    let state = &state[..state.len() - 1];
+    let sum: [u8; 32] = Sha256::new()
+        .chain_update(b"confab-store snapshot\0")
+        .chain_update(upto.to_be_bytes())
+        .chain_update(state)
+        .finalize()
+        .into();
+    db.execute("UPDATE confab_snapshot SET state = $1, sum = $2", &[&state, &&sum[..]]).unwrap();
+    db.execute("UPDATE confab_head SET sum = $1 WHERE seq = $2", &[&&sum[..], &upto]).unwrap();
+    db.execute("UPDATE confab_meta SET value = '4' WHERE key = 'format'", &[]).unwrap();
+    let (store, loaded) = PgStore::open(&pg.url(), &config()).unwrap();
+    assert_eq!(&loaded, net.server.state());
+    assert_eq!(format(), confab_server::store::FORMAT_VERSION.to_string(), "migrated at the open");
+    drop(store);
+    let snapshot: Vec<u8> = db.query_one("SELECT state FROM confab_snapshot", &[]).unwrap().get(0);
+    assert_eq!(postcard::from_bytes::<State>(&snapshot).unwrap(), *net.server.state());
+    let (_, again) = PgStore::open(&pg.url(), &config()).unwrap();
+    assert_eq!(&again, net.server.state());
+}
+
 #[test]
 fn pg_refuses_a_database_of_a_newer_schema_and_a_damaged_log() {
     let Some(pg) = TempPostgres::start("refusals") else { return };
@@ -274,7 +319,8 @@ fn pg_refuses_a_database_of_a_newer_schema_and_a_damaged_log() {
     sql(&pg).execute("UPDATE confab_meta SET value = '3' WHERE key = 'format'", &[]).unwrap();
     let err = PgStore::open(&pg.url(), &config()).unwrap_err();
     assert!(matches!(err, StoreError::VersionMismatch { found: 3, .. }), "{err}");
-    sql(&pg).execute("UPDATE confab_meta SET value = '4' WHERE key = 'format'", &[]).unwrap();
+    let format = confab_server::store::FORMAT_VERSION.to_string();
+    sql(&pg).execute("UPDATE confab_meta SET value = $1 WHERE key = 'format'", &[&format]).unwrap();
     // A schema version from the future.
     sql(&pg).execute("INSERT INTO confab_schema (version) VALUES (999)", &[]).unwrap();
     let err = PgStore::open(&pg.url(), &config()).unwrap_err();

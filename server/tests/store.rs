@@ -6,9 +6,9 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 
-use common::{Net, TempDir, applied, config, downgrade_to_format_3, scenario};
+use common::{Net, TempDir, applied, config, downgrade_to_format_3, downgrade_to_format_4, scenario};
 use confab_proto::Server;
-use confab_proto::server::state::OidcLogin;
+use confab_proto::server::state::{OidcLogin, RetryKey, Rotation};
 use confab_proto::server::{Change, State};
 use confab_server::store::{DB_FILE, Damage, FORMAT_VERSION, Store, StoreError, ensure_data_dir};
 
@@ -287,6 +287,35 @@ fn store_migrates_format_2() {
     assert_eq!(&again, net.server.state());
 }
 
+/// A format-4 store (its snapshot without `State::retry_keys`) is read as
+/// it is and rewritten in this format by the server's open.
+#[test]
+fn store_migrates_format_4() {
+    let net = scenario();
+    let dir = TempDir::new("migrate-4");
+    let half = net.turns.len() / 2;
+    {
+        let (mut store, _) = Store::open(&dir.data(), &config()).unwrap();
+        commit_all(&mut store, &net.turns[..half]);
+        store.compact().unwrap();
+        commit_all(&mut store, &net.turns[half..]);
+    }
+    downgrade_to_format_4(&dir);
+    let format =
+        || -> i64 { sqlite(&dir).query_row("SELECT value FROM meta WHERE key = 'format'", [], |r| r.get(0)).unwrap() };
+    assert_eq!(&Store::read(&dir.data(), &config()).unwrap(), net.server.state());
+    assert_eq!(format(), 4, "a read-only open writes nothing");
+    let (store, loaded) = Store::open(&dir.data(), &config()).unwrap();
+    assert_eq!(&loaded, net.server.state());
+    assert_eq!(store.log_len(), 0, "the migration wrote a snapshot covering the log");
+    drop(store);
+    assert_eq!(format(), i64::from(FORMAT_VERSION));
+    let snapshot: Vec<u8> = sqlite(&dir).query_row("SELECT state FROM snapshot", [], |r| r.get(0)).unwrap();
+    assert_eq!(postcard::from_bytes::<State>(&snapshot).unwrap(), *net.server.state());
+    let (_, again) = Store::open(&dir.data(), &config()).unwrap();
+    assert_eq!(&again, net.server.state());
+}
+
 #[test]
 fn store_refuses_another_format_and_foreign_databases() {
     let dir = TempDir::new("version");
@@ -332,7 +361,49 @@ fn store_record_format_is_pinned() {
         format!("16{}0175", "00".repeat(32))
     );
     // Format 4 added the checksums and the head (`tests/damage.rs`), not a record encoding.
-    assert_eq!(FORMAT_VERSION, 4);
+    // Format 5: `Change::TokenRotatedKeyed` and `ExchangeAnswered` (variants 26 and 27: 25 is
+    // `MessageSent`, never a record) and `State::retry_keys`.
+    let rotation = Rotation { at_ms: 1, refresh: [2; 32], access: [3; 32] };
+    let retry = RetryKey { key: [4; 32], attempt: 300, answered: false };
+    assert_eq!(
+        hex(&Change::TokenRotatedKeyed { hash: [0; 32], rotation, retry }),
+        format!("1a{}01{}{}{}ac0200", "00".repeat(32), "02".repeat(32), "03".repeat(32), "04".repeat(32))
+    );
+    assert_eq!(hex(&Change::ExchangeAnswered { access: [5; 32] }), format!("1b{}", "05".repeat(32)));
+    assert_eq!(FORMAT_VERSION, 5);
+}
+
+/// `State::retry_keys` (format 5), at the end of a snapshot: the new access
+/// token's hash, then the retry key's hash, the attempt and whether the pair
+/// was used; forgotten with the token.
+#[test]
+fn store_snapshot_retry_keys_are_pinned() {
+    use confab_proto::server::state::TokenRecord;
+    use confab_proto::token::TokenKind;
+    let token = |kind| TokenRecord { kind, username: "al".into(), family: 1, expires_ms: 9, rotated: None };
+    let mut state = State::new(20, 1024);
+    let empty = postcard::to_stdvec(&state).unwrap();
+    assert_eq!(empty.last(), Some(&0), "an empty map: one zero byte");
+    state.apply(&Change::TokenIssued { hash: [1; 32], record: token(TokenKind::Refresh) });
+    state.apply(&Change::TokenIssued { hash: [2; 32], record: token(TokenKind::Refresh) });
+    state.apply(&Change::TokenIssued { hash: [3; 32], record: token(TokenKind::Access) });
+    let rotation = Rotation { at_ms: 5, refresh: [2; 32], access: [3; 32] };
+    let retry = RetryKey { key: [4; 32], attempt: 2, answered: false };
+    state.apply(&Change::TokenRotatedKeyed { hash: [1; 32], rotation, retry });
+    assert_eq!(state.accounts().retry_key(&[3; 32]), Some(&retry));
+    let bytes = postcard::to_stdvec(&state).unwrap();
+    let tail: String = bytes[bytes.len() - 67..].iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(tail, format!("01{}{}0200", "03".repeat(32), "04".repeat(32)));
+    assert_eq!(postcard::from_bytes::<State>(&bytes).unwrap(), state);
+    // The new access token used: the exchange is never retried.
+    state.apply(&Change::ExchangeAnswered { access: [3; 32] });
+    assert_eq!(state.accounts().retry_key(&[3; 32]), Some(&RetryKey { answered: true, ..retry }));
+    let bytes = postcard::to_stdvec(&state).unwrap();
+    assert_eq!(bytes.last(), Some(&1));
+    // Forgotten with the token.
+    state.apply(&Change::TokensRevoked { hashes: vec![[3; 32]] });
+    assert_eq!(state.accounts().retry_key(&[3; 32]), None);
+    assert_eq!(postcard::to_stdvec(&state).unwrap().last(), Some(&0));
 }
 
 /// A state holding one entry in every map (so that no iteration order is
@@ -389,7 +460,9 @@ fn store_snapshot_format_is_pinned() {
         "616c01010102616c0102616c010101010301030800c801001480080200010a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a",
         "0a0a0a0a0a0a0a0a0a0a0a0a0a0a010b0108080808080808080808080808080808080808080808080808080808080808",
         "0809010c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c02616c0102616c0c0c0c0c0c0c",
-        "0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c"
+        "0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c",
+        // Format 5: `retry_keys`, empty.
+        "00"
     );
     assert_eq!(hex, expected);
     assert_eq!(postcard::from_bytes::<State>(&postcard::to_stdvec(&state).unwrap()).unwrap(), state);

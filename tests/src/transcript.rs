@@ -408,6 +408,8 @@ pub fn describe_change(change: &Change) -> String {
             format!("token_issued {:?} {} family={}", record.kind, record.username, record.family)
         }
         Change::TokenRotated { .. } => "token_rotated".into(),
+        Change::TokenRotatedKeyed { .. } => "token_rotated (retry key kept)".into(),
+        Change::ExchangeAnswered { .. } => "exchange_answered (its pair authenticated a request)".into(),
         Change::TokensRevoked { hashes } => format!("tokens_revoked {}", hashes.len()),
         Change::FamilyRevoked { family } => format!("family_revoked {family}"),
         Change::TokensPurged { .. } => "tokens_purged".into(),

@@ -4,14 +4,17 @@
 
 use crate::Instant;
 
+use bytes::Bytes;
+use rand::RngExt as _;
+use rand::rngs::StdRng;
 use zeroize::{Zeroize as _, Zeroizing};
 
 use super::outbox::{Entry, Origin};
 use super::{Client, ClientEvent, CommandError};
 use crate::Now;
 use crate::wire::{
-    ErrorBody, FetchKey, Login, Message, Opcode, Passphrase, Refresh, Request, RequestBody, Response, ResponseBody,
-    Status, Tokens, status,
+    ErrorBody, FetchKey, Login, Message, Opcode, Passphrase, RETRY_KEY_LEN, Refresh, RefreshKeyed, Request,
+    RequestBody, Response, ResponseBody, Status, Tokens, status,
 };
 
 /// A login under way: step one (`login`), then step two (`passphrase`).
@@ -47,6 +50,22 @@ pub(crate) struct Auth {
     /// Tokens from a refresh that authenticated the connection before the
     /// username was known (a resumed profile): `LoggedIn` waits for `connected`.
     pub(crate) deferred: Option<(u32, u64, u64)>,
+    /// Draws retry keys (`None`: the client was given no entropy, and
+    /// exchanges with plain `refresh`). See [`Client::set_entropy`].
+    pub(crate) keys: Option<StdRng>,
+    /// The retry key of the stored refresh token's exchange: drawn before
+    /// its first `refresh_keyed` is written (and stored with the token), sent
+    /// again with every retry of that exchange, dropped with the token.
+    pub(crate) retry_key: Option<Zeroizing<[u8; RETRY_KEY_LEN]>>,
+    /// The attempts at that exchange written so far (stored with the key,
+    /// one more before every send, so a retry always carries a number
+    /// greater than any earlier attempt, which the server can then tell
+    /// from a late copy of one).
+    pub(crate) retry_attempt: u32,
+    /// The server answered `refresh_keyed` as an unknown opcode (an older
+    /// server): this client exchanges with plain `refresh` until its next
+    /// connection.
+    pub(crate) keyless: bool,
     /// `access` is an external OIDC provider's access token
     /// ([`Client::use_external_token`]): no refresh token, every request carries it.
     pub(crate) external: bool,
@@ -72,6 +91,9 @@ impl std::fmt::Debug for Auth {
             .field("refresh_expires_ms", &self.refresh_expires_ms)
             .field("generation", &self.generation)
             .field("refresh_in_flight", &self.refresh_in_flight)
+            .field("has_retry_key", &self.retry_key.is_some())
+            .field("retry_attempt", &self.retry_attempt)
+            .field("keyless", &self.keyless)
             .field("login", &self.login.as_ref().map(|l| l.login_id))
             .field("logging_out", &self.logging_out)
             .field("external", &self.external)
@@ -110,12 +132,33 @@ impl Client {
         }
         self.auth.refresh_in_flight = Some(id);
         self.auth.refresh_retry_at = None;
-        let message = Message::Request(Request {
-            request_id: id,
-            timestamp_ms: now.unix_ms,
-            body: RequestBody::Refresh(Refresh { refresh_token: token }),
-        });
+        let body = match self.auth.keys.as_mut().filter(|_| !self.auth.keyless) {
+            Some(keys) => {
+                let key = match &self.auth.retry_key {
+                    Some(key) => **key,
+                    None => {
+                        self.auth.retry_attempt = 0;
+                        **self.auth.retry_key.insert(Zeroizing::new(keys.random::<[u8; RETRY_KEY_LEN]>()))
+                    }
+                };
+                // Both stored (the checkpoint before this turn's frames) before the request is sent.
+                self.auth.retry_attempt = self.auth.retry_attempt.saturating_add(1);
+                self.dirty = true;
+                let (retry_key, attempt) = (Bytes::copy_from_slice(&key), self.auth.retry_attempt);
+                RequestBody::RefreshKeyed(RefreshKeyed { refresh_token: token, retry_key, attempt })
+            }
+            None => RequestBody::Refresh(Refresh { refresh_token: token }),
+        };
+        let message = Message::Request(Request { request_id: id, timestamp_ms: now.unix_ms, body });
         message.encode(&[], &mut self.out);
+    }
+
+    /// The server answered the `refresh_keyed` in flight as an unknown
+    /// opcode: an older server. The exchange goes again as plain `refresh`.
+    pub(super) fn on_keyed_refresh_unknown(&mut self, now: Now) {
+        self.auth.keyless = true;
+        self.auth.refresh_in_flight = None;
+        self.start_refresh(now);
     }
 
     /// Answer to `login` (step one): on `in_progress`, step two goes out at once.
@@ -188,6 +231,8 @@ impl Client {
         }
         self.auth.access = Some(t.access_token);
         self.auth.refresh = Some(t.refresh_token);
+        self.auth.retry_key = None;
+        self.auth.retry_attempt = 0;
         self.dirty = true;
         self.auth.access_expires_ms = t.access_expires_ms;
         self.auth.refresh_expires_ms = t.refresh_expires_ms;
@@ -251,6 +296,8 @@ impl Client {
     pub(super) fn end_session(&mut self, reason: &str) {
         self.auth.access = None;
         self.auth.refresh = None;
+        self.auth.retry_key = None;
+        self.auth.retry_attempt = 0;
         self.dirty = true;
         self.auth.refresh_in_flight = None;
         self.auth.refresh_retry_at = None;

@@ -90,6 +90,8 @@ impl Client {
         self.auth.external = false;
         self.auth.external_refused = false;
         self.auth.refresh = Some(refresh_token);
+        self.auth.retry_key = None;
+        self.auth.retry_attempt = 0;
         self.dirty = true;
         self.auth.refresh_retry_at = None;
         self.auth.logging_out = false;

@@ -89,7 +89,7 @@ impl Client {
                 return self.on_passphrase_response(r);
             }
         }
-        if r.opcode == Opcode::Refresh && self.auth.refresh_in_flight == Some(id) {
+        if matches!(r.opcode, Opcode::Refresh | Opcode::RefreshKeyed) && self.auth.refresh_in_flight == Some(id) {
             return self.on_refresh_response(now, r);
         }
         let Some(entry) = self.outbox.get(id) else {
@@ -141,6 +141,16 @@ impl Client {
     }
 
     fn on_event(&mut self, e: Event) {
+        if let EventBody::ErrorEvent(m) = &e.body
+            && m.code == status::BAD_REQUEST
+            && self.auth.refresh_in_flight == Some(e.request_id)
+            && self.auth.keys.is_some()
+            && !self.auth.keyless
+        {
+            // An older server: `refresh_keyed` is an unknown opcode there.
+            let now = self.clock;
+            return self.on_keyed_refresh_unknown(now);
+        }
         let lane_item = match e.body {
             EventBody::Connected(c) => {
                 self.lanes.set_owner(&c.username);

@@ -155,6 +155,8 @@ impl Client {
             authed: false,
             catch_up: None,
         });
+        // Another connection may reach another server (a rolling upgrade): it is asked again.
+        self.auth.keyless = false;
         if self.auth.refresh.is_some() {
             self.start_refresh(now);
         } else if self.auth.external {
@@ -294,6 +296,20 @@ impl Client {
     #[must_use]
     pub fn is_connected(&self) -> bool {
         self.conn.is_some()
+    }
+
+    /// Gives the client entropy to draw retry keys from: from then on it
+    /// exchanges its refresh token with `refresh_keyed`, whose retry key
+    /// (drawn before the first attempt and kept in the snapshot until the
+    /// exchange is answered) lets it retry an exchange whose answer was lost
+    /// from any connection, another server node included, without the
+    /// server taking the retry for a stolen token. Without it the client
+    /// sends plain `refresh`, whose retry is recognised on its own connection
+    /// only. [`SecureClient`](crate::e2e::SecureClient) gives it entropy
+    /// from its own generator.
+    pub fn set_entropy(&mut self, seed: [u8; 32]) {
+        use rand::SeedableRng as _;
+        self.auth.keys = Some(rand::rngs::StdRng::from_seed(seed));
     }
 
     /// The current refresh token, to store in a profile (it rotates at every refresh).

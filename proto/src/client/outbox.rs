@@ -55,10 +55,7 @@ impl Entry {
 /// Whether requests with this opcode carry the access token
 /// (`docs/PROTOCOL.md`, "Authentication").
 pub(crate) fn needs_auth(opcode: Opcode) -> bool {
-    !matches!(
-        opcode,
-        Opcode::Register | Opcode::Login | Opcode::Passphrase | Opcode::Refresh | Opcode::VerifyCode | Opcode::Jwks
-    )
+    !opcode.has_empty_auth()
 }
 
 /// Requests by id; ids only grow, so id order is the order they were made.

@@ -16,7 +16,7 @@
 //! The snapshot holds the refresh token: it is erased from memory when the
 //! snapshot is dropped; store it where only the user can read it.
 
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::Client;
 use super::outbox::{Entry, Origin};
@@ -51,6 +51,13 @@ pub struct ClientSnapshot {
     pub username: Option<String>,
     /// The current refresh token (secret; rotates at every refresh).
     pub refresh_token: Option<String>,
+    /// The retry key of the refresh token's exchange, once drawn (secret;
+    /// see [`Client::set_entropy`]). Absent from snapshots of older builds.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub retry_key: Option<[u8; crate::wire::RETRY_KEY_LEN]>,
+    /// The attempts at that exchange written so far (0 without a key).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub retry_attempt: u32,
     /// The id the next request gets (`None`: every id was used).
     pub next_request_id: Option<u32>,
     /// Per peer, the highest lane sequence number delivered.
@@ -66,6 +73,7 @@ impl std::fmt::Debug for ClientSnapshot {
         f.debug_struct("ClientSnapshot")
             .field("username", &self.username)
             .field("has_refresh_token", &self.refresh_token.is_some())
+            .field("has_retry_key", &self.retry_key.is_some())
             .field("next_request_id", &self.next_request_id)
             .field("outbox", &self.outbox.len())
             .finish_non_exhaustive()
@@ -76,6 +84,9 @@ impl Drop for ClientSnapshot {
     fn drop(&mut self) {
         if let Some(token) = self.refresh_token.as_mut() {
             token.zeroize();
+        }
+        if let Some(key) = self.retry_key.as_mut() {
+            key.zeroize();
         }
     }
 }
@@ -119,6 +130,8 @@ impl Client {
         ClientSnapshot {
             username: self.username.clone(),
             refresh_token: self.auth.refresh.clone(),
+            retry_key: self.auth.retry_key.as_deref().copied(),
+            retry_attempt: self.auth.retry_attempt,
             next_request_id: self.next_id,
             seen_peers: self.lanes.seen(),
             seen_rooms: self.lanes.rooms_seen(),
@@ -152,6 +165,10 @@ impl Client {
             client.lanes.set_room(room, *seq);
         }
         client.auth.refresh.clone_from(&snapshot.refresh_token);
+        if client.auth.refresh.is_some() && snapshot.retry_key.is_some() {
+            client.auth.retry_key = snapshot.retry_key.map(Zeroizing::new);
+            client.auth.retry_attempt = snapshot.retry_attempt;
+        }
         Ok(client)
     }
 }

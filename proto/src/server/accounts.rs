@@ -19,14 +19,14 @@ use super::desk::{Desk, Pending};
 use super::outbox::Journal;
 use super::refusal::{Flow, Refusal, Reply};
 use super::session::LoginStep;
-use super::state::{Change, Rotation, SecretHash, State, TokenRecord, User};
+use super::state::{Change, RetryKey, Rotation, SecretHash, State, TokenRecord, User};
 use super::work::HashTask;
 use super::{DuplicateLogin, NAME_RULE, Server, ServerConfig, ServerLog, SessionId, valid_name};
 use crate::Now;
 use crate::token::{self, TokenKind};
 use crate::wire::{
-    Connected, EventBody, IdentityKey, Login, Opcode, Passphrase, Refresh, Register, ResponseBody, Status, Tokens,
-    status,
+    Connected, EventBody, IdentityKey, Login, Opcode, Passphrase, RETRY_KEY_LEN, Register, ResponseBody, Status,
+    Tokens, status,
 };
 
 const INVALID_CREDENTIALS: &str = "invalid username or password";
@@ -61,6 +61,24 @@ pub(super) fn check_registration(
         return Err(Desk::accounts_full_refusal(config));
     }
     desk.check_capacity(config)
+}
+
+/// What a spent refresh token presented again is ([`Server::spent`]).
+enum Spent {
+    /// A retry whose answer was lost: the unused pair goes, a fresh one is issued.
+    Retry,
+    /// Refused, nothing revoked.
+    Refused(Refusal),
+    /// Reuse: the login is revoked.
+    Reuse,
+}
+
+/// A token exchange: `refresh`, or `refresh_keyed` with its retry key.
+pub(super) struct Exchange<'a> {
+    pub(super) opcode: Opcode,
+    pub(super) refresh_token: &'a str,
+    /// The retry key and the attempt number (`refresh_keyed`).
+    pub(super) retry_key: Option<(&'a [u8], u32)>,
 }
 
 /// Issues an access and a refresh token in `family`. Returns the response body and the
@@ -259,9 +277,21 @@ impl Server {
         self.outbox.refuse(now, session, op, request_id, Refusal::Unauthorized(reason.into()));
     }
 
-    pub(super) fn refresh(&mut self, now: Now, session: SessionId, request_id: u32, b: &Refresh) -> Answer {
-        let raw = b.refresh_token.as_bytes();
+    /// `refresh` (no `retry_key`) and `refresh_keyed`.
+    pub(super) fn refresh(&mut self, now: Now, session: SessionId, request_id: u32, exchange: Exchange<'_>) -> Answer {
+        let Exchange { opcode, refresh_token, retry_key } = exchange;
+        let raw = refresh_token.as_bytes();
         let unauthorized = |reason: &str| Err(Refusal::Unauthorized(reason.into()));
+        let retry = match retry_key {
+            None => None,
+            Some((key, attempt)) if key.len() == RETRY_KEY_LEN => {
+                Some(RetryKey { key: token::hash(key), attempt, answered: false })
+            }
+            Some((key, _)) => {
+                let reason = format!("retry_key must be {RETRY_KEY_LEN} bytes, not {}", key.len());
+                return Err(Refusal::BadRequest(reason));
+            }
+        };
         match token::check(raw) {
             Ok(TokenKind::Refresh) => {}
             Ok(TokenKind::Access) => return unauthorized("expected a refresh token (cfr_)"),
@@ -281,34 +311,24 @@ impl Server {
         if record.kind != TokenKind::Refresh {
             return unauthorized("expected a refresh token (cfr_)");
         }
-        if let Some(previous) = record.rotated {
-            // A spent refresh token (a tombstone, kept as long as its login
-            // lives, even past its own expiry) presented again is reuse: the
-            // whole login is revoked. One exception: within the grace after
-            // the exchange, on the very connection that made it, while the
-            // pair it was exchanged for is unused, it is a retry whose answer
-            // the client did not get: the unused pair is revoked and a fresh
-            // one issued. A copy presented on any other connection, however
-            // soon, revokes the login: the server cannot tell a thief from a
-            // client that lost its connection, so it fails closed.
-            let grace = self.config.refresh_retry_grace.as_millis() as u64;
-            let within_grace = now.unix_ms < previous.at_ms.saturating_add(grace);
-            let same_connection = self.presence.get(session).is_some_and(|s| s.refreshed == Some(hash));
-            let successor_unused =
-                self.journal.state().accounts().token(&previous.refresh).is_some_and(|t| t.rotated.is_none());
-            if within_grace && same_connection && successor_unused {
-                self.revoke_tokens(vec![previous.refresh, previous.access]);
-            } else {
-                let refusal =
-                    Refusal::Unauthorized("refresh token reused: every token of this login is revoked".into());
-                self.outbox.refuse(now, session, Opcode::Refresh, request_id, refusal);
-                // Every session of the login ends, this one too if it is one of them.
-                let here = self.presence.bound(session).map(|b| b.family);
-                let except = (here != Some(record.family)).then_some(session);
-                self.revoke_family(now, record.family, except);
-                return Ok(None);
-            }
-        }
+        // A spent refresh token presented again: a retry, a refusal, or reuse.
+        let retry_of = match record.rotated {
+            None => None,
+            Some(previous) => match self.spent(now, session, hash, previous, retry) {
+                Spent::Retry => Some(previous),
+                Spent::Refused(refusal) => return Err(refusal),
+                Spent::Reuse => {
+                    let refusal =
+                        Refusal::Unauthorized("refresh token reused: every token of this login is revoked".into());
+                    self.outbox.refuse(now, session, opcode, request_id, refusal);
+                    // Every session of the login ends, this one too if it is one of them.
+                    let here = self.presence.bound(session).map(|b| b.family);
+                    let except = (here != Some(record.family)).then_some(session);
+                    self.revoke_family(now, record.family, except);
+                    return Ok(None);
+                }
+            },
+        };
         if record.expires_ms <= now.unix_ms {
             return unauthorized("refresh token expired: log in again");
         }
@@ -321,14 +341,30 @@ impl Server {
         if bound.is_none() {
             self.bind_check(session, &record.username)?;
         }
-        let (tokens, rotation) =
+        // Every check passed: only now is the unused pair of a retried exchange cancelled.
+        if let Some(previous) = retry_of {
+            self.revoke_tokens(vec![previous.access]);
+        }
+        let (tokens, mut rotation) =
             issue_tokens(now, &mut self.journal, &mut self.rng, &self.config, &record.username, record.family);
-        self.journal.commit(Change::TokenRotated { hash, rotation });
+        if let Some(previous) = retry_of {
+            // The grace runs from the first exchange: retries never extend it.
+            rotation.at_ms = previous.at_ms;
+            // The cancelled refresh token stays, as a token spent into the new
+            // pair: whoever presents it got the answer after all, so the retry
+            // was not its own (a copy of its profile made it), and that
+            // presentation is reuse, which revokes the login.
+            self.journal.commit(Change::TokenRotated { hash: previous.refresh, rotation });
+        }
+        self.journal.commit(match retry {
+            None => Change::TokenRotated { hash, rotation },
+            Some(retry) => Change::TokenRotatedKeyed { hash, rotation, retry },
+        });
         if let Some(s) = self.presence.get_mut(session) {
-            // The retry grace of this exchange belongs to this connection only.
+            // A retry on this connection needs no key.
             s.refreshed = Some(hash);
         }
-        self.outbox.respond(now, session, Opcode::Refresh, request_id, Reply::ok(tokens));
+        self.outbox.respond(now, session, opcode, request_id, Reply::ok(tokens));
         match bound {
             Some(_) => {
                 if let Some(s) = self.presence.get_mut(session) {
@@ -338,6 +374,70 @@ impl Server {
             None => self.bind(now, session, request_id, record.username, record.family),
         }
         Ok(None)
+    }
+
+    /// What the spent refresh token `hash`, exchanged for `previous`, is
+    /// when presented again (with `retry`, the retry key of
+    /// `refresh_keyed`). A spent token (a tombstone, kept as long as its
+    /// login lives, even past its own expiry) presented again is reuse: the
+    /// whole login is revoked. The exception is a retry whose answer the
+    /// client did not get, within the grace after the first exchange, while
+    /// the pair it was exchanged for is unused, proven either by coming on
+    /// the very connection that made the exchange, or by the exchange's
+    /// retry key with a later attempt (the client drew the key and stored it
+    /// before sending, so only the holder of the profile as it was then
+    /// knows it) once the connection that made the exchange is gone (while
+    /// it is open, its answer may well have arrived) and while the new pair
+    /// has authenticated nothing (once it has, the answer arrived). An
+    /// earlier attempt with the key is a late copy of the client's own:
+    /// refused, nothing revoked. Anything else fails closed: the server
+    /// cannot tell a thief from the client.
+    fn spent(
+        &self,
+        now: Now,
+        session: SessionId,
+        hash: [u8; 32],
+        previous: Rotation,
+        retry: Option<RetryKey>,
+    ) -> Spent {
+        let grace = self.config.refresh_retry_grace.as_millis() as u64;
+        if now.unix_ms >= previous.at_ms.saturating_add(grace) {
+            return Spent::Reuse;
+        }
+        let accounts = self.journal.state().accounts();
+        let kept = accounts.retry_key(&previous.access).copied();
+        let keyed = retry.zip(kept).filter(|(p, k)| bool::from(p.key.ct_eq(&k.key)));
+        if let Some((presented, kept)) = keyed
+            && presented.attempt <= kept.attempt
+        {
+            // The client's own earlier attempt, sent on a connection it gave
+            // up on, arriving after a later one made the exchange (and maybe
+            // after its next exchange too): whoever holds the key gains
+            // nothing from a refusal.
+            let reason = format!(
+                "attempt {} of this exchange arrived after attempt {} made it: ignored, nothing revoked",
+                presented.attempt, kept.attempt
+            );
+            return Spent::Refused(Refusal::Conflict(reason));
+        }
+        if accounts.token(&previous.refresh).is_none_or(|t| t.rotated.is_some()) {
+            return Spent::Reuse; // the new refresh token was exchanged: the answer arrived
+        }
+        if kept.is_some_and(|k| k.answered) {
+            return Spent::Reuse; // the new pair authenticated a request: the answer arrived
+        }
+        if self.presence.get(session).is_some_and(|s| s.refreshed == Some(hash)) {
+            return Spent::Retry;
+        }
+        if keyed.is_none() {
+            return Spent::Reuse; // no key, or another key
+        }
+        if self.presence.exchanged_elsewhere(hash, session) {
+            let reason = "this exchange was answered on a connection that is still open: nothing revoked; \
+                          retry once it is gone";
+            return Spent::Refused(Refusal::Conflict(reason.into()));
+        }
+        Spent::Retry
     }
 
     pub(super) fn logout(&mut self, now: Now, session: SessionId, user: &str) -> Flow {
@@ -416,6 +516,11 @@ impl Server {
                 self.bind_check(session, &record.username)?;
                 self.bind(now, session, request_id, record.username.clone(), record.family);
             }
+        }
+        let hash = token::hash(auth);
+        if self.journal.state().accounts().retry_key(&hash).is_some_and(|k| !k.answered) {
+            // The pair of a keyed exchange in use: its answer arrived, so the exchange is never retried.
+            self.journal.commit(Change::ExchangeAnswered { access: hash });
         }
         let s = self.presence.get_mut(session).ok_or_else(internal)?;
         s.token_cache = Some((Bytes::copy_from_slice(auth), record.expires_ms));

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::state::{Conversation, ItemKind, OidcLogin, QueuedItem, Recorded, Rotation, TokenRecord, User};
+use super::state::{Conversation, ItemKind, OidcLogin, QueuedItem, Recorded, RetryKey, Rotation, TokenRecord, User};
 use crate::jwt::KeyRecord;
 use crate::wire::{HistoryEntry, Opcode, ResponseBody, Sent, Status};
 
@@ -99,6 +99,14 @@ pub enum Change {
         request_id: u32,
         code: u16,
     },
+    /// A refresh token was exchanged for a new pair by `refresh_keyed`:
+    /// [`Change::TokenRotated`], and `retry`, the exchange's retry key, kept
+    /// while the new refresh token is unused (store format 5).
+    TokenRotatedKeyed { hash: [u8; 32], rotation: Rotation, retry: RetryKey },
+    /// The access token whose SHA-256 is `access`, issued by a
+    /// `refresh_keyed` exchange, authenticated its first request: the
+    /// exchange was answered, and is never retried (store format 5).
+    ExchangeAnswered { access: [u8; 32] },
 }
 
 impl Change {

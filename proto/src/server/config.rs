@@ -56,9 +56,10 @@ pub struct ServerConfig {
     pub refresh_ttl: Duration,
     /// How long after a refresh the spent refresh token may be presented
     /// again as a retry (its answer was lost) instead of counting as reuse,
-    /// on the connection that made the exchange only, provided the pair it
-    /// was exchanged for was never refreshed. On any other connection it is
-    /// reuse, which revokes the login.
+    /// provided the pair it was exchanged for was never refreshed: on the
+    /// connection that made the exchange, or from any connection with the
+    /// exchange's retry key (`refresh_keyed`). Anything else is reuse, which
+    /// revokes the login.
     pub refresh_retry_grace: Duration,
     /// How long expired tokens are remembered (answered 419, not 401) before they are purged.
     pub token_grace: Duration,
@@ -265,7 +266,7 @@ impl Default for ServerConfig {
             max_verifier: 256,
             access_ttl: Duration::from_secs(15 * 60),
             refresh_ttl: Duration::from_secs(30 * 24 * 3600),
-            refresh_retry_grace: Duration::from_secs(60),
+            refresh_retry_grace: Duration::from_secs(300),
             token_grace: Duration::from_secs(24 * 3600),
             login_window: Duration::from_secs(60),
             login_burst: 5,

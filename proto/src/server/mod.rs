@@ -35,6 +35,7 @@
 //! refusal is a typed [`Refusal`].
 
 mod accounts;
+use accounts::Exchange;
 mod change;
 mod config;
 mod desk;
@@ -339,7 +340,15 @@ impl Server {
             Anonymous::Register(b) => (Opcode::Register, self.register(now, session, request_id, b)),
             Anonymous::Login(b) => (Opcode::Login, self.login(now, session, request_id, b)),
             Anonymous::Passphrase(b) => (Opcode::Passphrase, self.passphrase(now, session, request_id, b)),
-            Anonymous::Refresh(b) => (Opcode::Refresh, self.refresh(now, session, request_id, &b)),
+            Anonymous::Refresh(b) => {
+                let exchange = Exchange { opcode: Opcode::Refresh, refresh_token: &b.refresh_token, retry_key: None };
+                (Opcode::Refresh, self.refresh(now, session, request_id, exchange))
+            }
+            Anonymous::RefreshKeyed(b) => {
+                let (refresh_token, retry_key) = (&b.refresh_token, Some((&b.retry_key[..], b.attempt)));
+                let exchange = Exchange { opcode: Opcode::RefreshKeyed, refresh_token, retry_key };
+                (Opcode::RefreshKeyed, self.refresh(now, session, request_id, exchange))
+            }
             Anonymous::Jwks(_) => {
                 let flow = self.phantom.jwks(now, &mut self.journal, &mut self.rng, &self.config);
                 (Opcode::Jwks, flow.map(Some))

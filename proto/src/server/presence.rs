@@ -175,6 +175,12 @@ impl Presence {
             .collect()
     }
 
+    /// Whether a session other than `except` exchanged the refresh token
+    /// whose SHA-256 is `hash` (and is still open).
+    pub(crate) fn exchanged_elsewhere(&self, hash: [u8; 32], except: SessionId) -> bool {
+        self.sessions.iter().any(|(id, s)| *id != except && s.refreshed == Some(hash))
+    }
+
     /// Forgets cached access tokens that `revoked` says are revoked.
     pub(crate) fn forget_tokens(&mut self, revoked: impl Fn(&[u8]) -> bool) {
         for s in self.sessions.values_mut() {

@@ -4,8 +4,8 @@
 
 use crate::wire::{
     AcceptMp, CloseMp, CreateRoom, DeleteRoom, DeliveryAck, FetchKey, Introspect, IssueCode, JoinRoom, Jwks, LeaveRoom,
-    Login, Logout, Opcode, Passphrase, Refresh, Register, RequestBody, RequestMp, RoomHistory, RoomInfo, SendMp,
-    SendRoom, SetIdentityKey, VerifyCode,
+    Login, Logout, Opcode, Passphrase, Refresh, RefreshKeyed, Register, RequestBody, RequestMp, RoomHistory, RoomInfo,
+    SendMp, SendRoom, SetIdentityKey, VerifyCode,
 };
 
 /// A decoded request body, by the authentication it needs.
@@ -24,6 +24,7 @@ pub(crate) enum Anonymous {
     Login(Login),
     Passphrase(Passphrase),
     Refresh(Refresh),
+    RefreshKeyed(RefreshKeyed),
     Jwks(Jwks),
     Introspect(Introspect),
     VerifyCode(VerifyCode),
@@ -59,6 +60,7 @@ impl From<RequestBody> for Route {
             RequestBody::Login(b) => Route::Anonymous(An::Login(b)),
             RequestBody::Passphrase(b) => Route::Anonymous(An::Passphrase(b)),
             RequestBody::Refresh(b) => Route::Anonymous(An::Refresh(b)),
+            RequestBody::RefreshKeyed(b) => Route::Anonymous(An::RefreshKeyed(b)),
             RequestBody::Jwks(b) => Route::Anonymous(An::Jwks(b)),
             RequestBody::Introspect(b) => Route::Anonymous(An::Introspect(b)),
             RequestBody::VerifyCode(b) => Route::Anonymous(An::VerifyCode(b)),
@@ -144,6 +146,7 @@ mod tests {
             Opcode::Login,
             Opcode::Passphrase,
             Opcode::Refresh,
+            Opcode::RefreshKeyed,
             Opcode::Jwks,
             Opcode::Introspect,
             Opcode::VerifyCode,

@@ -212,6 +212,20 @@ bodies! {
         /// Room name.
         room: name,
     }
+    /// `refresh_keyed` (100024): `refresh` with a retry key, so that the
+    /// exchange can be retried from another connection if its answer is lost.
+    RefreshKeyed {
+        /// The current refresh token.
+        refresh_token: text,
+        /// [`RETRY_KEY_LEN`](crate::wire::RETRY_KEY_LEN) random bytes, drawn
+        /// for this token and stored by the client before the request is
+        /// written; the same token presented again with the same key is a retry.
+        retry_key: blob,
+        /// The client's attempt at this exchange, from 1, one more at every
+        /// send (stored before the request is written): a retry carries a
+        /// greater number than the attempt that made the exchange.
+        attempt: u32,
+    }
 
     // ---- response bodies ----
 

@@ -28,6 +28,9 @@ pub(crate) mod strategy;
 mod tests;
 
 pub use body::*;
+
+/// The length of a `refresh_keyed` retry key, in bytes.
+pub const RETRY_KEY_LEN: usize = 32;
 pub use codec::FieldValue;
 pub use decode_error::DecodeError;
 pub use decoder::FrameDecoder;
@@ -118,6 +121,7 @@ body_enum! {
         DeleteRoom = DeleteRoom,
         SetIdentityKey = SetIdentityKey,
         RoomInfo = RoomInfo,
+        RefreshKeyed = RefreshKeyed,
     }
 }
 
@@ -176,7 +180,7 @@ impl ResponseKind {
             Status::Valid | Status::Finished => {}
         }
         match opcode {
-            Opcode::Passphrase | Opcode::Refresh => ResponseKind::Tokens,
+            Opcode::Passphrase | Opcode::Refresh | Opcode::RefreshKeyed => ResponseKind::Tokens,
             Opcode::JoinRoom => ResponseKind::RoomJoined,
             Opcode::RoomHistory => ResponseKind::History,
             Opcode::SendRoom | Opcode::SendMp | Opcode::RequestMp | Opcode::CloseMp => ResponseKind::Sent,

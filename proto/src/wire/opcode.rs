@@ -82,6 +82,8 @@ opcodes! {
     SetIdentityKey = 100022, "set_identity_key";
     /// Fetch a room's public descriptor (room id, key-derivation costs) before joining.
     RoomInfo = 100023, "room_info";
+    /// Exchange a refresh token for a new token pair, with a retry key.
+    RefreshKeyed = 100024, "refresh_keyed";
 
     /// Login completed (seed 001 `cnnt`).
     Connected = 10001, "connected";
@@ -114,6 +116,24 @@ impl Opcode {
     #[must_use]
     pub fn is_request(self) -> bool {
         self.as_u32() >= 100_000
+    }
+
+    /// Whether a request with this opcode is made with an empty auth part
+    /// (`docs/PROTOCOL.md`, "Authentication"): logging in, exchanging a
+    /// refresh token, and what third parties ask (`introspect` carries a
+    /// service credential instead of a user's token, so it is not one).
+    #[must_use]
+    pub fn has_empty_auth(self) -> bool {
+        matches!(
+            self,
+            Opcode::Register
+                | Opcode::Login
+                | Opcode::Passphrase
+                | Opcode::Refresh
+                | Opcode::RefreshKeyed
+                | Opcode::VerifyCode
+                | Opcode::Jwks
+        )
     }
 
     /// `name(number)`, the form used in transcripts and logs.

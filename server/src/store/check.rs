@@ -20,6 +20,8 @@ pub(super) const GENESIS: Sum = [0; 32];
 
 /// The [`State`] fields added in format 3 (all maps, empty when migrated).
 const FIELDS_ADDED_IN_3: usize = 3;
+/// The [`State`] fields added in format 5 (`retry_keys`, a map, empty when migrated).
+const FIELDS_ADDED_IN_5: usize = 1;
 
 /// The last record of the log: its sequence number and checksum (the
 /// snapshot's when the log after it is empty; 0 and [`GENESIS`] for a new store).
@@ -131,6 +133,10 @@ impl<'p> Replay<'p> {
                 if format < 3 {
                     // The fields format 3 appended to `State`, empty (see `OLDEST_MIGRATED_FORMAT`).
                     bytes.extend(std::iter::repeat_n(0u8, FIELDS_ADDED_IN_3));
+                }
+                if format < 5 {
+                    // And those format 5 appended.
+                    bytes.extend(std::iter::repeat_n(0u8, FIELDS_ADDED_IN_5));
                 }
                 let state = postcard::from_bytes::<State>(&bytes).map_err(|e| corrupt(path, "snapshot", upto, &e))?;
                 (state, Head { seq: upto, sum })

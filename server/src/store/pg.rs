@@ -70,12 +70,15 @@ const COMMIT: &str = "WITH l AS (SELECT 1 FROM confab_lease WHERE partition = $1
      del AS (DELETE FROM confab_changes WHERE seq BETWEEN $8 AND $9 AND EXISTS (SELECT 1 FROM h))
 SELECT EXISTS (SELECT 1 FROM l), count(*) FROM h";
 
-/// The snapshot and the head it becomes, fenced like [`COMMIT`] (the lease: `$5`, `$6`).
+/// The snapshot and the head it becomes, fenced like [`COMMIT`] (the lease: `$5`, `$6`), and
+/// the record format, `$7` (the snapshot is in this build's format: after it, so is the store,
+/// which is how a store of an older format is migrated).
 const SNAPSHOT: &str = "WITH l AS (SELECT 1 FROM confab_lease WHERE partition = $5 AND token = $6 FOR SHARE),
      h AS (UPDATE confab_head SET sum = $2 WHERE id = 1 AND seq = $1 AND sum = $3 AND EXISTS (SELECT 1 FROM l)
            RETURNING 1),
      snap AS (INSERT INTO confab_snapshot (id, upto, state, sum) SELECT 1, $1, $4, $2 WHERE EXISTS (SELECT 1 FROM h)
-              ON CONFLICT (id) DO UPDATE SET upto = excluded.upto, state = excluded.state, sum = excluded.sum)
+              ON CONFLICT (id) DO UPDATE SET upto = excluded.upto, state = excluded.state, sum = excluded.sum),
+     f AS (UPDATE confab_meta SET value = $7 WHERE key = 'format' AND value <> $7 AND EXISTS (SELECT 1 FROM h))
 SELECT EXISTS (SELECT 1 FROM l), count(*) FROM h";
 
 /// One attempt at getting the connection back.
@@ -183,7 +186,7 @@ impl PgStore {
         let watch = LeaseWatch::default();
         let keeper = Keeper::start(&connect, label.clone(), &taken, lease, watch.clone())?;
         let loaded = prepare(&mut client, &label, config, token, (init, data, taken.previous.as_deref()));
-        let loaded = match loaded.and_then(|l| match watch.lost() {
+        let (loaded, format) = match loaded.and_then(|l| match watch.lost() {
             None => Ok(l),
             Some(reason) => Err(StoreError::LeaseLost { url: label.clone(), reason }),
         }) {
@@ -199,7 +202,7 @@ impl PgStore {
         };
         let tally = Tally::loaded(loaded);
         let state = tally.state.clone();
-        let store = PgStore {
+        let mut store = PgStore {
             client,
             session,
             connect,
@@ -211,6 +214,11 @@ impl PgStore {
             watch,
             failed: false,
         };
+        if format < FORMAT_VERSION {
+            // A store of an older format: this build's snapshot makes it this format's.
+            store.compact()?;
+            tracing::info!(store = %store.label.display(), from = format, to = FORMAT_VERSION, "store format migrated");
+        }
         Ok((store, state))
     }
 
@@ -283,11 +291,11 @@ impl PgStore {
         let state = postcard::to_stdvec(&self.tally.state).map_err(StoreError::Encode)?;
         let before = self.tally.head;
         let head = Head { seq: before.seq, sum: snapshot_sum(before.seq, &state) };
-        let token = self.token;
+        let (token, format) = (self.token, FORMAT_VERSION.to_string());
         self.write("write a snapshot to", before, head, |client| {
             client.query_one(
                 SNAPSHOT,
-                &[&head.seq, &&head.sum[..], &&before.sum[..], &state.as_slice(), &PARTITION, &token],
+                &[&head.seq, &&head.sum[..], &&before.sum[..], &state.as_slice(), &PARTITION, &token, &format],
             )
         })?;
         self.tally.snapshotted(head, false);
@@ -626,7 +634,7 @@ fn prepare(
     config: &ServerConfig,
     token: i64,
     (init, data, previous): (Init, Option<&Path>, Option<&str>),
-) -> Result<Loaded, StoreError> {
+) -> Result<(Loaded, u32), StoreError> {
     if init != Init::Allow && is_empty(client, label)? {
         if let Some(data) = data
             && let Some(evidence) = super::used_before(data)
@@ -638,12 +646,18 @@ fn prepare(
             return Err(StoreError::PostgresEmptied { url: label.to_owned(), holder: holder.to_owned() });
         }
     }
-    migrate(client, label, token)?;
-    load(client, label, config)
+    let format = migrate(client, label, token)?;
+    Ok((load(client, label, config, format)?, format))
 }
 
-/// Applies the migrations the database lacks (the caller holds the lease).
-fn migrate(client: &mut Client, label: &Path, token: i64) -> Result<(), StoreError> {
+/// The first record format of the PostgreSQL store; a store of a format
+/// from it to [`FORMAT_VERSION`] is read, and rewritten in this build's
+/// format (a snapshot) once loaded.
+const OLDEST_PG_FORMAT: u32 = 4;
+
+/// Applies the migrations the database lacks (the caller holds the lease);
+/// returns the store's record format.
+fn migrate(client: &mut Client, label: &Path, token: i64) -> Result<u32, StoreError> {
     let err = pg_err("migrate the schema of", label);
     let mut tx = client.transaction().map_err(&err)?;
     // Fenced as a commit is: a node whose lease was taken meanwhile migrates nothing.
@@ -665,18 +679,23 @@ fn migrate(client: &mut Client, label: &Path, token: i64) -> Result<(), StoreErr
         tx.execute("INSERT INTO confab_schema (version) VALUES ($1)", &[&version]).map_err(&err)?;
         tracing::info!(store = %label.display(), version, "store schema migrated");
     }
+    if current == 0 {
+        // Made just now, with no record yet: of this build's format (the first migration says 4).
+        let format = FORMAT_VERSION.to_string();
+        tx.execute("UPDATE confab_meta SET value = $1 WHERE key = 'format'", &[&format]).map_err(&err)?;
+    }
     let mut meta = |key: &str| -> Result<Option<String>, StoreError> {
         Ok(tx.query_opt("SELECT value FROM confab_meta WHERE key = $1", &[&key]).map_err(&err)?.map(|r| r.get(0)))
     };
     if meta("application")?.as_deref() != Some("confab-server") {
         return Err(StoreError::NotAStore { path: label.to_owned() });
     }
-    let format = meta("format")?.unwrap_or_default();
-    if format != FORMAT_VERSION.to_string() {
-        let found = format.parse().unwrap_or(0);
-        return Err(StoreError::VersionMismatch { path: label.to_owned(), found, expected: FORMAT_VERSION });
+    let format = meta("format")?.unwrap_or_default().parse().unwrap_or(0);
+    if !(OLDEST_PG_FORMAT..=FORMAT_VERSION).contains(&format) {
+        return Err(StoreError::VersionMismatch { path: label.to_owned(), found: format, expected: FORMAT_VERSION });
     }
-    tx.commit().map_err(&err)
+    tx.commit().map_err(&err)?;
+    Ok(format)
 }
 
 /// Whether the database holds no confab store at all: its tables were
@@ -707,7 +726,7 @@ fn head_of(seq: i64, sum: Vec<u8>, label: &Path) -> Result<Head, StoreError> {
 
 /// The head, the snapshot and the log after it, in one repeatable-read
 /// transaction, through the SQLite store's checks.
-fn load(client: &mut Client, label: &Path, config: &ServerConfig) -> Result<Loaded, StoreError> {
+fn load(client: &mut Client, label: &Path, config: &ServerConfig, format: u32) -> Result<Loaded, StoreError> {
     let err = pg_err("load", label);
     let mut tx = client
         .build_transaction()
@@ -721,7 +740,7 @@ fn load(client: &mut Client, label: &Path, config: &ServerConfig) -> Result<Load
         .query_opt("SELECT upto, state, sum FROM confab_snapshot WHERE id = 1", &[])
         .map_err(&err)?
         .map(|r| (r.get::<_, i64>(0), r.get::<_, Vec<u8>>(1), Some(r.get::<_, Vec<u8>>(2))));
-    let mut replay = Replay::start(label, config, FORMAT_VERSION, snapshot, Some(committed))?;
+    let mut replay = Replay::start(label, config, format, snapshot, Some(committed))?;
     let upto = replay.upto;
     let covered_from: Option<i64> =
         tx.query_one("SELECT min(seq) FROM confab_changes WHERE seq <= $1", &[&upto]).map_err(&err)?.get(0);

@@ -214,10 +214,60 @@ impl Drop for TempDir {
     }
 }
 
+/// Turns a store of this build's format in `dir`'s data directory into one
+/// of format 4: its snapshot (if any) without the field format 5 appended to
+/// `State` (`retry_keys`, which must be empty), its records as they are (no
+/// `Change::TokenRotatedKeyed` may be among them).
+pub fn downgrade_to_format_4(dir: &TempDir) {
+    let conn = rusqlite::Connection::open(dir.data().join(confab_server::store::DB_FILE)).unwrap();
+    let snapshot: Option<Vec<u8>> =
+        rusqlite::OptionalExtension::optional(conn.query_row("SELECT state FROM snapshot", [], |r| r.get(0))).unwrap();
+    let Some(state) = snapshot else {
+        conn.execute("UPDATE meta SET value = 4 WHERE key = 'format'", []).unwrap();
+        return;
+    };
+    assert_eq!(state.last(), Some(&0), "retry_keys is empty");
+    let state = &state[..state.len() - 1];
+    // The checksums, as docs/ARCHITECTURE.md gives them: the snapshot's, then the chain of the
+    // changes after it, then the head.
+    use sha2::{Digest as _, Sha256};
+    let upto: i64 = conn.query_row("SELECT upto FROM snapshot", [], |r| r.get(0)).unwrap();
+    let mut sum: [u8; 32] = Sha256::new()
+        .chain_update(b"confab-store snapshot\0")
+        .chain_update(upto.to_be_bytes())
+        .chain_update(state)
+        .finalize()
+        .into();
+    conn.execute("UPDATE snapshot SET state = ?1, sum = ?2", rusqlite::params![state, &sum[..]]).unwrap();
+    let changes: Vec<(i64, Vec<u8>)> = conn
+        .prepare("SELECT seq, change FROM changes WHERE seq > ?1 ORDER BY seq")
+        .unwrap()
+        .query_map([upto], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut head = upto;
+    for (seq, change) in changes {
+        sum = Sha256::new()
+            .chain_update(b"confab-store change\0")
+            .chain_update(seq.to_be_bytes())
+            .chain_update(sum)
+            .chain_update(&change)
+            .finalize()
+            .into();
+        conn.execute("UPDATE changes SET sum = ?1 WHERE seq = ?2", rusqlite::params![&sum[..], seq]).unwrap();
+        head = seq;
+    }
+    conn.execute_batch("UPDATE meta SET value = 4 WHERE key = 'format'").unwrap();
+    conn.execute("UPDATE meta SET value = ?1 WHERE key = 'head_seq'", [head]).unwrap();
+    conn.execute("UPDATE meta SET value = ?1 WHERE key = 'head_sum'", [&sum[..]]).unwrap();
+}
+
 /// Turns a store of this build's format in `dir`'s data directory into the
 /// layout of format 3: no checksum columns, no head record (format 3 had
-/// neither; its records are encoded as today's).
+/// neither; its records are encoded as format 4's are).
 pub fn downgrade_to_format_3(dir: &TempDir) {
+    downgrade_to_format_4(dir);
     rusqlite::Connection::open(dir.data().join(confab_server::store::DB_FILE))
         .unwrap()
         .execute_batch(

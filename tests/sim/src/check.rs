@@ -62,6 +62,12 @@ pub enum Invariant {
     /// Cluster mode: a commit was written under an older lease token than
     /// one written before it (two owners committing for one partition).
     SingleOwner,
+    /// A client lost its login (its tokens stopped working, so it logged in
+    /// again) in a run where nobody presented a copy of its tokens: no
+    /// client was restored from an old copy of its profile. Crashes after a
+    /// commit, lost answers and late copies of its own requests must never
+    /// cost a client its login (`refresh_keyed`, issue 16).
+    KeepsLogin,
 }
 
 /// One broken invariant.

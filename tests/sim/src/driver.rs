@@ -203,6 +203,9 @@ impl User {
         if self.phase == Phase::LoggedIn && !client.is_logged_in() {
             ctx.stats.relogins += 1;
             self.phase = Phase::Registered;
+            if ctx.stats.client_restores == 0 {
+                ctx.violate(Invariant::KeepsLogin, format!("{} lost its login", self.name));
+            }
         }
         if !connected {
             return false;

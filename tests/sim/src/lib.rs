@@ -21,7 +21,8 @@
 //!   committed the same way ([`ClientTurn`](confab_proto::machine::ClientTurn))
 //!   into a store of its own (the last checkpoint, what its profile would
 //!   hold); a client state that changed without a checkpoint is a violation
-//!   ([`Invariant::Checkpoint`]).
+//!   ([`Invariant::Checkpoint`]), and so is a client that loses its login
+//!   when no old copy of a profile was restored ([`Invariant::KeepsLogin`]).
 //! - The scenario ([`Sim::run`]) makes users act randomly but sensibly,
 //!   then heals everything, lets the system settle and checks the
 //!   invariants ([`Report`]).
@@ -278,7 +279,11 @@ impl Sim {
                     Some(n) => (*n).to_owned(),
                     None => format!("{}{}", NAMES[i % NAMES.len()], i / NAMES.len()),
                 };
-                let client = Client::new(config.client.clone(), origin);
+                let mut client = Client::new(config.client.clone(), origin);
+                // Retry keys (`refresh_keyed`), from a generator of the client's own: derived
+                // from the seed, not drawn from the run's (whose draws every seed's run is made of).
+                let mut keys = StdRng::seed_from_u64(config.seed ^ 0x6b65_7973_0000_0000 ^ i as u64);
+                client.set_entropy(rand::RngExt::random(&mut keys));
                 let client = if config.secure {
                     let rng_seed: u64 = rand::RngExt::random(&mut rng);
                     Machine::Secure(Box::new(secure_client(client, i, rng_seed, &config, origin)))

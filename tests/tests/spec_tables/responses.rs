@@ -121,7 +121,7 @@ fn server_answers() -> BTreeMap<Opcode, Vec<(Status, ResponseKind)>> {
     use confab_proto::server::{CodeConfig, OidcConfig, PhantomConfig};
     use confab_proto::wire::{
         AcceptMp, CloseMp, CreateRoom, DeleteRoom, DeliveryAck, FetchKey, Introspect, IssueCode, JoinRoom, Jwks,
-        LeaveRoom, Login, Logout, Passphrase, Refresh, Register, RequestMp, RoomHistory, RoomInfo, SendMp, SendRoom,
+        LeaveRoom, Login, Logout, Passphrase, Refresh, RefreshKeyed, Register, RequestMp, RoomHistory, RoomInfo, SendMp, SendRoom,
         SetIdentityKey, VerifyCode,
     };
     use confab_sim::{IDP_AUDIENCE, IDP_ISSUER, TestIdp};
@@ -185,6 +185,9 @@ fn server_answers() -> BTreeMap<Opcode, Vec<(Status, ResponseKind)>> {
     s.send_auth("g", 1003, Introspect { token: access }, SERVICE.as_bytes());
     let refresh = s.refresh_token("a").expect("alice holds a refresh token");
     s.send("a", Refresh { refresh_token: refresh });
+    let refresh = s.refresh_token("a").expect("alice holds the new refresh token");
+    let retry_key = Bytes::from_static(&[7; confab_proto::wire::RETRY_KEY_LEN]);
+    s.send("a", RefreshKeyed { refresh_token: refresh, retry_key, attempt: 1 });
     s.send("a", Logout {});
     let dave = idp.token(START_UNIX_MS, "dave");
     s.connect("d");

@@ -22,7 +22,7 @@ fn a_thief_replaying_a_spent_refresh_token_inside_the_grace_revokes_the_login() 
     s.send_auth("a2", 42, Refresh { refresh_token: current }, b"");
     let ResponseBody::Error(e) = last_response(&mut s, "a2") else { panic!("alice's refresh succeeded") };
     assert!(e.reason.starts_with("refresh token revoked"), "{}", e.reason);
-    s.note("she logs in again; once the grace is over, a copy of a token she spent still revokes the login");
+    s.note("she logs in again; a minute later a copy of a token she spent, on another connection, still revokes the login");
     login(&mut s, "a2", "alice");
     let spent = s.refresh_token("a2").unwrap();
     s.send_auth("a2", 43, Refresh { refresh_token: spent.clone() }, b"");
@@ -30,6 +30,39 @@ fn a_thief_replaying_a_spent_refresh_token_inside_the_grace_revokes_the_login() 
     s.connect("t2");
     s.send_auth("t2", 44, Refresh { refresh_token: spent }, b"");
     assert!(s.access_token("t2").is_none());
+    assert!(!s.is_open("a2"));
+    assert_transcript!(s.transcript());
+}
+
+/// Issue 16: the node that answered alice's exchange died before she read
+/// the answer (or her connection did). Her client retries from another
+/// connection with the exchange's retry key and its next attempt number: a
+/// retry, not reuse. A late copy of her first attempt changes nothing; a
+/// thief's copy of the spent token, without the key, still revokes the login.
+#[test]
+fn a_keyed_refresh_whose_answer_was_lost_is_retried_from_another_connection() {
+    let mut s = Script::new(config());
+    user(&mut s, "a", "alice");
+    let spent = s.refresh_token("a").unwrap();
+    let key = Bytes::from_static(&[0x5a; RETRY_KEY_LEN]);
+    let keyed = |attempt| RefreshKeyed { refresh_token: spent.clone(), retry_key: key.clone(), attempt };
+    s.note("alice's client exchanges her refresh token (attempt 1, with a retry key); the answer is lost with the node");
+    s.send_auth("a", 40, keyed(1), b"");
+    s.disconnect("a");
+    s.advance(Duration::from_secs(12));
+    s.note("12 s later, on another node's connection: attempt 2 of the same exchange, same key");
+    s.connect("a2");
+    s.send_auth("a2", 41, keyed(2), b"");
+    assert!(s.access_token("a2").is_some(), "the retry got a pair");
+    s.send("a2", FetchKey { username: "alice".into() });
+    s.note("attempt 1 again (a copy delayed on a dead path): refused, nothing revoked");
+    s.connect("late");
+    s.send_auth("late", 42, keyed(1), b"");
+    assert!(s.is_open("a2"));
+    s.send("a2", FetchKey { username: "alice".into() });
+    s.note("a thief's copy of the spent token, without the key: reuse, the login is revoked");
+    s.connect("t");
+    s.send_auth("t", 43, Refresh { refresh_token: spent.clone() }, b"");
     assert!(!s.is_open("a2"));
     assert_transcript!(s.transcript());
 }

@@ -9,6 +9,7 @@ mod delivery;
 mod external;
 mod lone;
 mod mp;
+mod retry_key;
 mod robustness;
 mod rooms;
 

@@ -246,7 +246,9 @@ impl SecureClient {
     /// creates, and the least it accepts from a room's descriptor
     /// ([`room::ROOM_PARAMS`](crate::e2e::room::ROOM_PARAMS) for real use).
     #[must_use]
-    pub fn new(client: Client, identity: IdentityKey, rng: StdRng, room_params: HashParams, now: Now) -> Self {
+    pub fn new(mut client: Client, identity: IdentityKey, mut rng: StdRng, room_params: HashParams, now: Now) -> Self {
+        // The client's retry keys (`refresh_keyed`) come from a generator of their own.
+        client.set_entropy(rand::RngExt::random(&mut rng));
         Self {
             client,
             rng,

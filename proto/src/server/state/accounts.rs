@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
-use super::types::{Dedup, OidcLogin, Recorded, Rotation, TokenRecord, User};
+use super::types::{Dedup, OidcLogin, Recorded, RetryKey, Rotation, TokenRecord, User};
 use crate::jwt::KeyRecord;
 use crate::server::keyed::IntKeyed;
 use crate::token::TokenKind;
@@ -35,6 +35,10 @@ pub struct AccountBook {
     pub(super) oidc_subjects: BTreeMap<[u8; 32], String>,
     /// The reverse of `oidc_subjects`.
     pub(super) oidc_accounts: BTreeMap<String, [u8; 32]>,
+    /// For an access token issued by a `refresh_keyed` exchange: the
+    /// exchange's retry key (store format 5), forgotten with the token. Every
+    /// key of this map is a token of `tokens`.
+    pub(super) retry_keys: BTreeMap<[u8; 32], RetryKey>,
     /// The key of the remembered responses' maps (not part of the state's value).
     pub(super) hasher: IntKeyed,
 }
@@ -127,6 +131,13 @@ impl AccountBook {
         self.oidc_accounts.contains_key(username)
     }
 
+    /// The retry key of the `refresh_keyed` exchange that issued the access
+    /// token `access` (its hash), as long as the server remembers that token.
+    #[must_use]
+    pub fn retry_key(&self, access: &[u8; 32]) -> Option<&RetryKey> {
+        self.retry_keys.get(access)
+    }
+
     /// The token families with a token that expires after `before_ms`.
     fn live_families(&self, before_ms: u64) -> BTreeSet<u64> {
         self.tokens.values().filter(|t| t.expires_ms > before_ms).map(|t| t.family).collect()
@@ -156,15 +167,28 @@ impl AccountBook {
         self.tokens.insert(hash, record.clone());
     }
 
-    pub(super) fn token_rotated(&mut self, hash: &[u8; 32], rotation: Rotation) {
-        if let Some(t) = self.tokens.get_mut(hash) {
-            t.rotated = Some(rotation);
+    /// `hash` was exchanged for `rotation`'s pair; `retry` is the exchange's
+    /// retry key (`refresh_keyed`), kept for the pair's refresh token.
+    pub(super) fn token_rotated(&mut self, hash: &[u8; 32], rotation: Rotation, retry: Option<RetryKey>) {
+        let Some(t) = self.tokens.get_mut(hash) else { return };
+        t.rotated = Some(rotation);
+        if let Some(key) = retry
+            && self.tokens.contains_key(&rotation.access)
+        {
+            self.retry_keys.insert(rotation.access, key);
+        }
+    }
+
+    pub(super) fn exchange_answered(&mut self, access: &[u8; 32]) {
+        if let Some(kept) = self.retry_keys.get_mut(access) {
+            kept.answered = true;
         }
     }
 
     pub(super) fn tokens_revoked(&mut self, hashes: &[[u8; 32]]) {
         for h in hashes {
             self.tokens.remove(h);
+            self.retry_keys.remove(h);
         }
     }
 
@@ -178,6 +202,7 @@ impl AccountBook {
             }
         }
         self.tokens.retain(|_, t| t.family != family);
+        self.forget_orphan_retry_keys();
         self.dedup.remove(&family);
         self.oidc_logins.retain(|_, l| l.family != family);
     }
@@ -185,11 +210,18 @@ impl AccountBook {
     pub(super) fn tokens_purged(&mut self, before_ms: u64) {
         let live = self.live_families(before_ms);
         self.tokens.retain(|_, t| kept_by_purge(t, before_ms, &live));
+        self.forget_orphan_retry_keys();
         self.revoked_refresh.retain(|_, e| *e > before_ms);
         self.oidc_logins.retain(|_, l| l.expires_ms > before_ms);
         let live: BTreeSet<u64> =
             self.tokens.values().map(|t| t.family).chain(self.oidc_logins.values().map(|l| l.family)).collect();
         self.dedup.retain(|family, _| live.contains(family));
+    }
+
+    /// Keeps the retry keys of remembered tokens only.
+    fn forget_orphan_retry_keys(&mut self) {
+        let tokens = &self.tokens;
+        self.retry_keys.retain(|hash, _| tokens.contains_key(hash));
     }
 
     pub(super) fn recorded_response(&mut self, family: u64, request_id: u32, response: &Recorded) {

@@ -29,7 +29,8 @@ pub use accounts::AccountBook;
 pub use lanes::LaneBook;
 pub use rooms::RoomBook;
 pub use types::{
-    Conversation, Dedup, ItemKind, Lane, OidcLogin, QueuedItem, Recorded, Room, Rotation, SecretHash, TokenRecord, User,
+    Conversation, Dedup, ItemKind, Lane, OidcLogin, QueuedItem, Recorded, RetryKey, Room, Rotation, SecretHash,
+    TokenRecord, User,
 };
 
 /// Everything the server must not lose.
@@ -125,7 +126,9 @@ impl State {
             Change::UserCreated { username, user } => a.user_created(username, user),
             Change::IdentityKeySet { username, identity_key } => a.identity_key_set(username, identity_key),
             Change::TokenIssued { hash, record } => a.token_issued(*hash, record),
-            Change::TokenRotated { hash, rotation } => a.token_rotated(hash, *rotation),
+            Change::TokenRotated { hash, rotation } => a.token_rotated(hash, *rotation, None),
+            Change::TokenRotatedKeyed { hash, rotation, retry } => a.token_rotated(hash, *rotation, Some(*retry)),
+            Change::ExchangeAnswered { access } => a.exchange_answered(access),
             Change::TokensRevoked { hashes } => a.tokens_revoked(hashes),
             Change::FamilyRevoked { family } => a.family_revoked(*family),
             Change::TokensPurged { before_ms } => a.tokens_purged(*before_ms),

@@ -1,5 +1,5 @@
 //! The serde form of [`State`]: one flat record whose fields keep the order
-//! and types of the store format (`confab_server::store::FORMAT_VERSION` 3),
+//! and types of the store format (`confab_server::store::FORMAT_VERSION` 5),
 //! whatever the in-memory split into books. Maps are written in key order,
 //! so equal states have equal encodings.
 
@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::types::{Conversation, Dedup, Lane, OidcLogin, Room, TokenRecord, User};
+use super::types::{Conversation, Dedup, Lane, OidcLogin, RetryKey, Room, TokenRecord, User};
 use super::{AccountBook, LaneBook, RoomBook, State};
 use crate::jwt::KeyRecord;
 use crate::server::keyed::IntKeyed;
@@ -33,6 +33,7 @@ struct StoredRef<'a> {
     revoked_refresh: &'a BTreeMap<[u8; 32], u64>,
     oidc_subjects: &'a BTreeMap<[u8; 32], String>,
     oidc_accounts: &'a BTreeMap<String, [u8; 32]>,
+    retry_keys: &'a BTreeMap<[u8; 32], RetryKey>,
 }
 
 /// [`StoredRef`], owned, for reading.
@@ -56,6 +57,7 @@ struct Stored {
     revoked_refresh: BTreeMap<[u8; 32], u64>,
     oidc_subjects: BTreeMap<[u8; 32], String>,
     oidc_accounts: BTreeMap<String, [u8; 32]>,
+    retry_keys: BTreeMap<[u8; 32], RetryKey>,
 }
 
 impl Serialize for State {
@@ -80,6 +82,7 @@ impl Serialize for State {
             revoked_refresh: &a.revoked_refresh,
             oidc_subjects: &a.oidc_subjects,
             oidc_accounts: &a.oidc_accounts,
+            retry_keys: &a.retry_keys,
         }
         .serialize(serializer)
     }
@@ -100,6 +103,7 @@ impl<'de> Deserialize<'de> for State {
                 revoked_refresh: s.revoked_refresh,
                 oidc_subjects: s.oidc_subjects,
                 oidc_accounts: s.oidc_accounts,
+                retry_keys: s.retry_keys,
                 hasher: IntKeyed::default(),
             },
             rooms: RoomBook { rooms: s.rooms, history_cap: s.history_cap },

@@ -105,6 +105,21 @@ pub struct Rotation {
     pub access: [u8; 32],
 }
 
+/// The retry key of a `refresh_keyed` exchange, as the server keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct RetryKey {
+    /// SHA-256 of the key (never the key).
+    pub key: [u8; 32],
+    /// The client's attempt number of the request that made the exchange: a
+    /// retry comes with a greater one, a late copy of an earlier attempt
+    /// (sent on a connection the client gave up on) with a smaller one.
+    pub attempt: u32,
+    /// The pair the exchange issued has authenticated a request: its answer
+    /// arrived, so the exchange is never retried (a later attempt is reuse).
+    pub answered: bool,
+}
+
 /// A room.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]

@@ -7,6 +7,7 @@ mod attack;
 mod attack2;
 mod caps;
 mod deadline;
+mod retry_key;
 mod turn;
 mod validate;
 mod work;
@@ -42,6 +43,7 @@ pub(super) struct Harness {
     decoders: std::collections::BTreeMap<SessionId, FrameDecoder>,
     received: std::collections::BTreeMap<SessionId, Vec<Message>>,
     next_request: u32,
+    failovers: u8,
 }
 
 impl Harness {
@@ -56,6 +58,7 @@ impl Harness {
             decoders: std::collections::BTreeMap::new(),
             received: std::collections::BTreeMap::new(),
             next_request: 1,
+            failovers: 0,
         }
     }
 
@@ -162,6 +165,33 @@ impl Harness {
             .into_iter()
             .flatten()
             .any(|m| matches!(m, Message::Response(r) if r.request_id == request_id))
+    }
+
+    /// Another node takes over: a server restored from this one's state
+    /// (every change of it committed), with no connection (the old ones are
+    /// gone with their node), and a generator of its own.
+    pub(super) fn fail_over(&mut self) {
+        let state = self.server.state().clone();
+        let config = self.server.config().clone();
+        self.failovers += 1;
+        let seed = [10 + self.failovers; 32];
+        self.server = Server::restore(config, seed, state, self.now).expect("a valid configuration");
+        self.decoders.clear();
+        self.received.clear();
+    }
+
+    /// The transport of `session` is gone.
+    pub(super) fn disconnect(&mut self, session: SessionId) {
+        self.server.close_session(self.now, session);
+        self.pump();
+    }
+
+    /// The tokens answered to `request_id` on `session`.
+    pub(super) fn tokens(&self, session: SessionId, request_id: u32) -> Tokens {
+        match self.response(session, request_id).body {
+            ResponseBody::Tokens(t) => t,
+            other => panic!("expected tokens for #{request_id} on {session}, got {other:?}"),
+        }
     }
 
     /// Registers `user` on a fresh session (jobs run at once).
