@@ -364,3 +364,65 @@ fn relay_an_owner_that_stops_says_so_and_the_edges_leave_it_at_once() {
     edge.relay.open(ConnId(2), Transport::Tcp, None);
     assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(2), reason } if reason.contains("no owner")));
 }
+
+/// With NATS stalled (SIGSTOP: its connections stay open, nothing is read),
+/// stopping an edge's relay and an owner's takes a bounded time (measured
+/// here: 1.5 s and 1.0 s; 2.5 s and 1.6 s before the stop was seen first,
+/// 8 s for the edge with its goodbyes unbounded): the stop is seen before
+/// any other work, the goodbyes are
+/// best effort within `GOODBYE_WAIT` (1 s) in all, and the rest of the
+/// cluster learns from the silence. Twenty connections, and the clients'
+/// buffers filled first, so that every publish would wait.
+#[test]
+fn relay_stops_in_bounded_time_while_nats_is_stalled() {
+    let Some(nats) = TempNats::start("relay-stalled") else { return };
+    let mut owner = Owner::new();
+    let host = RelayHost::start(config(&nats, "owner"), 5, owner.hub.sender(), || false).unwrap();
+    let mut edge = Edge::start(&nats, "edge-1");
+    edge.open_heard(ConnId(1));
+    let mut ids = vec![opened(&mut owner)];
+    for c in 2..=20 {
+        edge.relay.open(ConnId(c), Transport::Tcp, Some("127.0.0.1:5000".parse().unwrap()));
+        ids.push(opened(&mut owner));
+    }
+    nats.signal("STOP");
+    // Fill the sockets to the stopped server and both clients' buffers (2,048 messages each).
+    for i in 0..20_000u64 {
+        edge.relay.data(ConnId(1 + i % 20), vec![1; 1024]);
+        assert!(owner.hub.send(ids[(i % 20) as usize], Bytes::from(vec![2; 1024])));
+    }
+    // A connection whose bytes NATS did not take is ended at once (the rest would follow a gap).
+    assert!(
+        matches!(edge.next(), EdgeEvent::Close { reason, .. } if reason.contains("NATS did not take")),
+        "no connection ended for its lost bytes"
+    );
+    let started = Instant::now();
+    drop(edge);
+    let edge_stop = started.elapsed();
+    let started = Instant::now();
+    drop(host);
+    let host_stop = started.elapsed();
+    nats.signal("CONT");
+    assert!(edge_stop < Duration::from_millis(2_000), "the edge's relay took {edge_stop:?} to stop");
+    assert!(host_stop < Duration::from_millis(2_000), "the owner's relay took {host_stop:?} to stop");
+}
+
+/// NATS is down when the edge starts (a cluster restarting, a NATS outage):
+/// the edge closes every connection ("no owner heard"), so clients go on to
+/// another node; once NATS is up and an owner beats, it relays.
+#[test]
+fn relay_an_edge_started_before_nats_relays_once_nats_is_up() {
+    let Some(mut nats) = TempNats::start("relay-late-nats") else { return };
+    nats.kill();
+    let mut edge = Edge::start(&nats, "edge-1");
+    std::thread::sleep(Duration::from_millis(300));
+    edge.relay.open(ConnId(1), Transport::Tcp, None);
+    assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(1), reason } if reason.contains("no owner")));
+    nats.restart();
+    let mut owner = Owner::new();
+    let _host = RelayHost::start(config(&nats, "owner"), 5, owner.hub.sender(), || false).unwrap();
+    edge.open_heard(ConnId(2));
+    let id = opened(&mut owner);
+    edge.relay.data(ConnId(2), b"late but here".to_vec());
+    assert!(matches!(owner.next(), NetEvent::Received { conn, bytes } if conn == id && bytes == b"late but here"));
+}

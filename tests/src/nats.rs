@@ -61,6 +61,15 @@ impl TempNats {
         }
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the process: a stopped
+    /// nats-server keeps its connections open and reads nothing, which is
+    /// how a stalled NATS looks to its clients.
+    pub fn signal(&self, signal: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill").arg(format!("-{signal}")).arg(c.id().to_string()).status();
+        }
+    }
+
     /// Starts it again on the same port.
     ///
     /// # Panics

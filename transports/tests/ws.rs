@@ -31,6 +31,8 @@ struct Echo {
     pin: Pin,
     seen: mpsc::Receiver<Seen>,
     stop: Arc<AtomicBool>,
+    /// Handed to `WsServer::refuse_new` at every turn of the loop.
+    refusing: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -47,12 +49,14 @@ impl Echo {
         let addr = server.local_addr();
         let (tx, seen) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
+        let refusing = Arc::new(AtomicBool::new(false));
         let thread = {
-            let stop = Arc::clone(&stop);
+            let (stop, refusing) = (Arc::clone(&stop), Arc::clone(&refusing));
             std::thread::spawn(move || {
                 let mut events = Events::with_capacity(256);
                 let mut net = Vec::new();
                 while !stop.load(Ordering::SeqCst) {
+                    server.refuse_new(refusing.load(Ordering::SeqCst));
                     let timeout = server
                         .poll_timeout()
                         .map_or(Duration::from_millis(20), |t| t.saturating_duration_since(Instant::now()))
@@ -88,7 +92,7 @@ impl Echo {
                 }
             })
         };
-        Echo { addr, pin, seen, stop, thread: Some(thread) }
+        Echo { addr, pin, seen, stop, refusing, thread: Some(thread) }
     }
 
     fn url(&self, tls: bool) -> WsUrl {
@@ -309,4 +313,32 @@ fn data_and_the_close_in_one_read_give_the_data_then_the_close_code() {
     assert!(link.recv(Instant::now() + SECOND).unwrap_err().to_string().contains("close 503"));
     drop(link);
     server.join().unwrap();
+}
+
+/// `refuse_new` (a cluster edge that hears no owner): each new connection is
+/// closed as soon as it is accepted, so a client's upgrade fails at once and
+/// it tries another node; the listener stays bound (the same port serves
+/// again the moment refusing ends), and open connections are not touched.
+#[test]
+fn refusing_closes_new_connections_at_once_and_keeps_the_port() {
+    let echo = Echo::start(false, WsLimits::default());
+    let mut open = raw_client(&echo, None).expect("an upgrade before refusing");
+    assert!(matches!(echo.next(), Seen::Opened(Transport::Ws)));
+    echo.refusing.store(true, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(100));
+    for _ in 0..3 {
+        let started = Instant::now();
+        let refused = raw_client(&echo, None);
+        assert!(refused.is_err(), "an upgrade went through while refusing");
+        assert!(started.elapsed() < 2 * SECOND, "refused only after {:?}", started.elapsed());
+    }
+    // The connection opened before is still served.
+    open.send(Message::Binary(b"still here".to_vec().into())).unwrap();
+    match open.read().unwrap() {
+        Message::Binary(b) => assert_eq!(&b[..], b"still here"),
+        other => panic!("expected the echo, got {other:?}"),
+    }
+    echo.refusing.store(false, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(100));
+    raw_client(&echo, None).expect("the same port serves again");
 }

@@ -220,6 +220,8 @@ async fn serve(
     let mut tick = tokio::time::interval(ALIVE_EVERY);
     loop {
         tokio::select! {
+            // The stop first: with NATS stalled, every other branch may wait.
+            biased;
             _ = &mut stopped => break,
             Some(cmd) = cmds.recv() => edge.command(cmd).await,
             Some(msg) = replies.next() => edge.reply(&msg.payload).await,
@@ -230,8 +232,9 @@ async fn serve(
             }
         }
     }
-    edge.end_bound(|_| true, "edge stopping").await;
-    edge.client.flush().await;
+    if edge.end_bound(|_| true, "edge stopping").await {
+        edge.client.flush().await;
+    }
 }
 
 /// Without NATS, every connection is closed as it opens.
@@ -281,7 +284,10 @@ impl Edge {
                     });
                 }
                 for m in msgs {
-                    self.publish(m, token).await;
+                    if !self.publish(m, token).await {
+                        // A piece is lost: the rest would only follow a gap.
+                        return self.end(conn, "relay: NATS did not take the connection's bytes").await;
+                    }
                 }
             }
             Cmd::Closed { conn, reason } => {
@@ -381,7 +387,8 @@ impl Edge {
     /// Ends the connections `which` picks: the loop closes each at once;
     /// their owners are told within [`GOODBYE_WAIT`](super::GOODBYE_WAIT)
     /// (NATS stalled: the rest learn from the edge's silence or a gap).
-    async fn end_bound(&mut self, which: impl Fn(&Bound) -> bool, reason: &str) {
+    /// Whether NATS took every close.
+    async fn end_bound(&mut self, which: impl Fn(&Bound) -> bool, reason: &str) -> bool {
         let ended: Vec<ConnId> = self.conns.iter().filter(|(_, b)| which(b)).map(|(c, _)| *c).collect();
         let mut closes = Vec::with_capacity(ended.len());
         for conn in ended {
@@ -393,11 +400,14 @@ impl Edge {
             ));
         }
         let tell = async {
+            let mut all = true;
             for (close, token) in closes {
-                self.publish(close, token).await;
+                all &= self.publish(close, token).await;
             }
+            all
         };
-        let _ = tokio::time::timeout(super::GOODBYE_WAIT, tell).await;
+        // Whether NATS took every close in time (else flushing is pointless).
+        tokio::time::timeout(super::GOODBYE_WAIT, tell).await.unwrap_or(false)
     }
 
     /// Ends a connection: the loop closes it, the owner is told.
@@ -409,7 +419,7 @@ impl Edge {
     }
 
     /// Publishes to the owner whose token is `token`.
-    async fn publish(&self, env: Envelope, token: u64) {
-        self.client.publish(&self.inbound, env.encode(token)).await;
+    async fn publish(&self, env: Envelope, token: u64) -> bool {
+        self.client.publish(&self.inbound, env.encode(token)).await
     }
 }

@@ -142,6 +142,8 @@ async fn serve(
     let mut tick = tokio::time::interval(ALIVE_EVERY);
     loop {
         tokio::select! {
+            // The stop first: with NATS stalled, every other branch may wait.
+            biased;
             _ = &mut stopped => break,
             Some(msg) = inbound.next() => host.inbound(&msg.subject, &msg.payload).await,
             Some(out) = out_rx.recv() => host.outbound(out).await,
@@ -251,7 +253,11 @@ impl Host {
                     msgs.push(Envelope::Data { incarnation, conn, seq: r.out_seq, bytes: piece });
                 }
                 for m in msgs {
-                    self.publish(&edge, m).await;
+                    if !self.publish(&edge, m).await {
+                        // A piece is lost: the rest would only follow a gap.
+                        let Some(r) = self.edges.get_mut(&edge).and_then(|run| run.conns.remove(&conn)) else { return };
+                        return self.end(&edge, conn, r.id, "relay: NATS did not take the connection's bytes").await;
+                    }
                 }
             }
             Outbound::Close => {
@@ -267,7 +273,7 @@ impl Host {
         let _ = self.hub.send(NetEvent::Closed { conn: id, reason: reason.to_owned() });
     }
 
-    async fn publish(&self, edge: &Key, env: Envelope) {
+    async fn publish(&self, edge: &Key, env: Envelope) -> bool {
         let payload = env.encode(self.token);
         match self.edges.get(edge) {
             Some(run) => self.client.publish(&run.out, payload).await,

@@ -70,12 +70,12 @@ impl Publisher {
 
     /// Publishes, dropping the message if NATS cannot take it within
     /// [`PUBLISH_WAIT`] (or refuses it): the other side sees a gap or a
-    /// silence and ends what it concerns.
+    /// silence and ends what it concerns. Whether NATS took it.
     /// `subject` is made once per destination (a clone is a reference
     /// count), not per message.
-    async fn publish(&self, subject: &async_nats::Subject, payload: bytes::Bytes) {
+    async fn publish(&self, subject: &async_nats::Subject, payload: bytes::Bytes) -> bool {
         let why = match tokio::time::timeout(PUBLISH_WAIT, self.client.publish(subject.clone(), payload)).await {
-            Ok(Ok(())) => return,
+            Ok(Ok(())) => return true,
             Ok(Err(e)) => e.to_string(),
             Err(_) => "NATS did not take it in time".to_owned(),
         };
@@ -88,6 +88,7 @@ impl Publisher {
                 "relay: a message was dropped ({why}); the connections concerned end"
             );
         }
+        false
     }
 
     /// The largest data body a message may carry: [`CHUNK`], or less if the
