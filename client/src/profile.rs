@@ -515,6 +515,9 @@ mod tests {
         assert_eq!(loaded.inbox.len(), 1);
         assert_eq!(loaded.inbox[0].text, "new");
         assert_eq!(profile.received(Some("bob")).unwrap().len(), 1);
+        // The retry key lives in `meta` with the token; a damaged one is said so.
+        profile.set_meta("retry_key", "not hex").unwrap();
+        assert!(matches!(profile.load(2000), Err(ProfileError::Damaged(m)) if m.contains("retry key")));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -66,7 +66,7 @@ impl TempNats {
     /// how a stalled NATS looks to its clients.
     pub fn signal(&self, signal: &str) {
         if let Some(c) = &self.child {
-            let _ = Command::new("kill").arg(format!("-{signal}")).arg(c.id().to_string()).status();
+            crate::procs::send_signal(c, signal);
         }
     }
 

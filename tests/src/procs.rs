@@ -275,8 +275,7 @@ impl ServerProc {
     /// Sends `signal` (`STOP`, `CONT`, ...) to the process.
     pub fn signal(&self, signal: &str) {
         if let Some(c) = &self.child {
-            let status = Command::new("kill").arg(format!("-{signal}")).arg(c.id().to_string()).status();
-            assert!(status.is_ok_and(|s| s.success()), "kill -{signal} failed");
+            send_signal(c, signal);
         }
     }
 
@@ -396,6 +395,15 @@ impl Drop for Starting {
             let _ = c.wait();
         }
     }
+}
+
+/// Sends `signal` (`STOP`, `CONT`, ...) to `child` with `kill`.
+///
+/// # Panics
+/// `kill` failed (the process is gone, say).
+pub fn send_signal(child: &Child, signal: &str) {
+    let status = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status();
+    assert!(status.is_ok_and(|s| s.success()), "kill -{signal} failed");
 }
 
 /// Waits at most `within` for `child` to exit: its exit code (`None`: still running).

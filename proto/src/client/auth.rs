@@ -31,6 +31,15 @@ pub(crate) struct LoginFlow {
     pub(crate) passphrase_id: Option<u32>,
 }
 
+/// The retry key of a refresh-token exchange, and the attempts at it written
+/// so far (one more before every send, so a retry always carries a number
+/// greater than any earlier attempt, which the server can then tell from a
+/// late copy of one).
+pub(crate) struct ExchangeKey {
+    pub(crate) key: Zeroizing<[u8; RETRY_KEY_LEN]>,
+    pub(crate) attempt: u32,
+}
+
 /// The session's credentials and the exchanges that renew them.
 #[derive(Default)]
 pub(crate) struct Auth {
@@ -53,15 +62,10 @@ pub(crate) struct Auth {
     /// Draws retry keys (`None`: the client was given no entropy, and
     /// exchanges with plain `refresh`). See [`Client::set_entropy`].
     pub(crate) keys: Option<StdRng>,
-    /// The retry key of the stored refresh token's exchange: drawn before
-    /// its first `refresh_keyed` is written (and stored with the token), sent
+    /// The stored refresh token's exchange under way: drawn before its
+    /// first `refresh_keyed` is written (and stored with the token), sent
     /// again with every retry of that exchange, dropped with the token.
-    pub(crate) retry_key: Option<Zeroizing<[u8; RETRY_KEY_LEN]>>,
-    /// The attempts at that exchange written so far (stored with the key,
-    /// one more before every send, so a retry always carries a number
-    /// greater than any earlier attempt, which the server can then tell
-    /// from a late copy of one).
-    pub(crate) retry_attempt: u32,
+    pub(crate) retry: Option<ExchangeKey>,
     /// The server answered `refresh_keyed` as an unknown opcode (an older
     /// server): this client exchanges with plain `refresh` until its next
     /// connection.
@@ -91,8 +95,7 @@ impl std::fmt::Debug for Auth {
             .field("refresh_expires_ms", &self.refresh_expires_ms)
             .field("generation", &self.generation)
             .field("refresh_in_flight", &self.refresh_in_flight)
-            .field("has_retry_key", &self.retry_key.is_some())
-            .field("retry_attempt", &self.retry_attempt)
+            .field("retry_attempt", &self.retry.as_ref().map(|r| r.attempt))
             .field("keyless", &self.keyless)
             .field("login", &self.login.as_ref().map(|l| l.login_id))
             .field("logging_out", &self.logging_out)
@@ -134,17 +137,14 @@ impl Client {
         self.auth.refresh_retry_at = None;
         let body = match self.auth.keys.as_mut().filter(|_| !self.auth.keyless) {
             Some(keys) => {
-                let key = match &self.auth.retry_key {
-                    Some(key) => **key,
-                    None => {
-                        self.auth.retry_attempt = 0;
-                        **self.auth.retry_key.insert(Zeroizing::new(keys.random::<[u8; RETRY_KEY_LEN]>()))
-                    }
-                };
+                let retry = self
+                    .auth
+                    .retry
+                    .get_or_insert_with(|| ExchangeKey { key: Zeroizing::new(keys.random()), attempt: 0 });
                 // Both stored (the checkpoint before this turn's frames) before the request is sent.
-                self.auth.retry_attempt = self.auth.retry_attempt.saturating_add(1);
+                retry.attempt = retry.attempt.saturating_add(1);
                 self.dirty = true;
-                let (retry_key, attempt) = (Bytes::copy_from_slice(&key), self.auth.retry_attempt);
+                let (retry_key, attempt) = (Bytes::copy_from_slice(&*retry.key), retry.attempt);
                 RequestBody::RefreshKeyed(RefreshKeyed { refresh_token: token, retry_key, attempt })
             }
             None => RequestBody::Refresh(Refresh { refresh_token: token }),
@@ -231,8 +231,7 @@ impl Client {
         }
         self.auth.access = Some(t.access_token);
         self.auth.refresh = Some(t.refresh_token);
-        self.auth.retry_key = None;
-        self.auth.retry_attempt = 0;
+        self.auth.retry = None;
         self.dirty = true;
         self.auth.access_expires_ms = t.access_expires_ms;
         self.auth.refresh_expires_ms = t.refresh_expires_ms;
@@ -296,8 +295,7 @@ impl Client {
     pub(super) fn end_session(&mut self, reason: &str) {
         self.auth.access = None;
         self.auth.refresh = None;
-        self.auth.retry_key = None;
-        self.auth.retry_attempt = 0;
+        self.auth.retry = None;
         self.dirty = true;
         self.auth.refresh_in_flight = None;
         self.auth.refresh_retry_at = None;

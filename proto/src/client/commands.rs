@@ -90,8 +90,7 @@ impl Client {
         self.auth.external = false;
         self.auth.external_refused = false;
         self.auth.refresh = Some(refresh_token);
-        self.auth.retry_key = None;
-        self.auth.retry_attempt = 0;
+        self.auth.retry = None;
         self.dirty = true;
         self.auth.refresh_retry_at = None;
         self.auth.logging_out = false;

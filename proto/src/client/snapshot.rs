@@ -130,8 +130,8 @@ impl Client {
         ClientSnapshot {
             username: self.username.clone(),
             refresh_token: self.auth.refresh.clone(),
-            retry_key: self.auth.retry_key.as_deref().copied(),
-            retry_attempt: self.auth.retry_attempt,
+            retry_key: self.auth.retry.as_ref().map(|r| *r.key),
+            retry_attempt: self.auth.retry.as_ref().map_or(0, |r| r.attempt),
             next_request_id: self.next_id,
             seen_peers: self.lanes.seen(),
             seen_rooms: self.lanes.rooms_seen(),
@@ -165,9 +165,10 @@ impl Client {
             client.lanes.set_room(room, *seq);
         }
         client.auth.refresh.clone_from(&snapshot.refresh_token);
-        if client.auth.refresh.is_some() && snapshot.retry_key.is_some() {
-            client.auth.retry_key = snapshot.retry_key.map(Zeroizing::new);
-            client.auth.retry_attempt = snapshot.retry_attempt;
+        if client.auth.refresh.is_some() {
+            client.auth.retry = snapshot
+                .retry_key
+                .map(|key| super::auth::ExchangeKey { key: Zeroizing::new(key), attempt: snapshot.retry_attempt });
         }
         Ok(client)
     }

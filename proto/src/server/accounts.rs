@@ -500,7 +500,8 @@ impl Server {
             }
             Err(e) => return Err(Refusal::Unauthorized(format!("malformed access token ({e})"))),
         }
-        let record = match self.journal.state().accounts().token(&token::hash(auth)) {
+        let hash = token::hash(auth);
+        let record = match self.journal.state().accounts().token(&hash) {
             Some(r) if r.kind == TokenKind::Access => r.clone(),
             _ => return Err(Refusal::Unauthorized("unknown or revoked access token".into())),
         };
@@ -517,7 +518,6 @@ impl Server {
                 self.bind(now, session, request_id, record.username.clone(), record.family);
             }
         }
-        let hash = token::hash(auth);
         if self.journal.state().accounts().retry_key(&hash).is_some_and(|k| !k.answered) {
             // The pair of a keyed exchange in use: its answer arrived, so the exchange is never retried.
             self.journal.commit(Change::ExchangeAnswered { access: hash });

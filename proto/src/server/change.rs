@@ -101,7 +101,7 @@ pub enum Change {
     },
     /// A refresh token was exchanged for a new pair by `refresh_keyed`:
     /// [`Change::TokenRotated`], and `retry`, the exchange's retry key, kept
-    /// while the new refresh token is unused (store format 5).
+    /// with the new access token as long as it is remembered (store format 5).
     TokenRotatedKeyed { hash: [u8; 32], rotation: Rotation, retry: RetryKey },
     /// The access token whose SHA-256 is `access`, issued by a
     /// `refresh_keyed` exchange, authenticated its first request: the

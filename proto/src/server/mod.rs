@@ -35,7 +35,6 @@
 //! refusal is a typed [`Refusal`].
 
 mod accounts;
-use accounts::Exchange;
 mod change;
 mod config;
 mod desk;
@@ -76,6 +75,7 @@ pub use turn::{Action, Batch, Committed, Pending, Receipt, Sequencer, Turn};
 pub use validate::ConfigError;
 pub use work::{Job, JobId, JobResult, Scratch};
 
+use accounts::Exchange;
 use desk::Desk;
 use keyed::Keyed;
 use outbox::{Journal, Outbox};

@@ -32,12 +32,17 @@ fn works(h: &mut Harness, access: &str) -> bool {
     h.code(s, id) == status::OK
 }
 
+/// Alice registered and logged in: her tokens.
+fn alice(h: &mut Harness) -> Tokens {
+    assert_eq!(h.register("alice"), status::CREATED);
+    h.login("alice").1
+}
+
 /// Alice logged in; her client exchanged her refresh token with `KEY` on a
 /// connection whose node then died before she read the answer. Returns the
 /// spent token and the pair she never received.
 fn exchanged_and_lost(h: &mut Harness) -> (String, Tokens) {
-    assert_eq!(h.register("alice"), status::CREATED);
-    let (_, t) = h.login("alice");
+    let t = alice(h);
     let s = h.connect();
     let id = h.send(s, keyed(&t.refresh_token, &KEY, 1));
     let lost = h.tokens(s, id);
@@ -142,8 +147,7 @@ fn a_keyed_retry_past_the_grace_revokes_the_login() {
 #[test]
 fn a_retry_key_that_is_not_32_bytes_is_refused_and_spends_nothing() {
     let mut h = Harness::new(config());
-    assert_eq!(h.register("alice"), status::CREATED);
-    let (_, t) = h.login("alice");
+    let t = alice(&mut h);
     for len in [0, 16, 31, 33, 64] {
         let s = h.connect();
         let id = h.send(s, keyed(&t.refresh_token, &vec![1; len], 1));
@@ -162,8 +166,7 @@ fn a_retry_key_that_is_not_32_bytes_is_refused_and_spends_nothing() {
 #[test]
 fn a_retry_key_is_marked_answered_when_the_pair_is_used_and_goes_with_it() {
     let mut h = Harness::new(config());
-    assert_eq!(h.register("alice"), status::CREATED);
-    let (_, t) = h.login("alice");
+    let t = alice(&mut h);
     let s = h.connect();
     let id = h.send(s, keyed(&t.refresh_token, &KEY, 1));
     let second = h.tokens(s, id);
@@ -197,8 +200,7 @@ fn a_retry_key_is_marked_answered_when_the_pair_is_used_and_goes_with_it() {
 #[test]
 fn a_late_copy_of_an_earlier_attempt_is_refused_and_revokes_nothing() {
     let mut h = Harness::new(config());
-    assert_eq!(h.register("alice"), status::CREATED);
-    let (_, t) = h.login("alice");
+    let t = alice(&mut h);
     let live = h.connect();
     let id = h.send(live, keyed(&t.refresh_token, &KEY, 2));
     let pair = h.tokens(live, id);
@@ -230,8 +232,7 @@ fn a_late_copy_of_an_earlier_attempt_is_refused_and_revokes_nothing() {
 fn a_thief_with_a_huge_attempt_number_silences_the_victim_for_the_grace_at_most() {
     let mut h = Harness::new(config());
     let grace = h.server.config().refresh_retry_grace;
-    assert_eq!(h.register("alice"), status::CREATED);
-    let (_, t) = h.login("alice");
+    let t = alice(&mut h);
     let thief = h.connect();
     let id = h.send(thief, keyed(&t.refresh_token, &KEY, u32::MAX / 2));
     let _ = h.tokens(thief, id);
@@ -256,8 +257,7 @@ fn a_thief_with_a_huge_attempt_number_silences_the_victim_for_the_grace_at_most(
 #[test]
 fn a_keyed_copy_while_the_exchanging_connection_is_open_is_refused() {
     let mut h = Harness::new(config());
-    assert_eq!(h.register("alice"), status::CREATED);
-    let (_, t) = h.login("alice");
+    let t = alice(&mut h);
     let victim = h.connect();
     let id = h.send(victim, keyed(&t.refresh_token, &KEY, 1));
     let pair = h.tokens(victim, id);
@@ -275,8 +275,7 @@ fn a_keyed_copy_while_the_exchanging_connection_is_open_is_refused() {
 #[test]
 fn a_keyed_copy_after_the_new_pair_was_used_revokes_the_login() {
     let mut h = Harness::new(config());
-    assert_eq!(h.register("alice"), status::CREATED);
-    let (_, t) = h.login("alice");
+    let t = alice(&mut h);
     let victim = h.connect();
     let id = h.send(victim, keyed(&t.refresh_token, &KEY, 1));
     let pair = h.tokens(victim, id);
@@ -331,8 +330,7 @@ fn a_keyed_retry_refused_for_another_reason_revokes_nothing() {
 #[test]
 fn a_late_copy_after_the_next_exchange_is_refused_and_revokes_nothing() {
     let mut h = Harness::new(config());
-    assert_eq!(h.register("alice"), status::CREATED);
-    let (_, t) = h.login("alice");
+    let t = alice(&mut h);
     let s = h.connect();
     let id = h.send(s, keyed(&t.refresh_token, &KEY, 2));
     let second = h.tokens(s, id);
@@ -353,8 +351,7 @@ fn a_late_copy_after_the_next_exchange_is_refused_and_revokes_nothing() {
 #[test]
 fn a_pair_cancelled_by_a_keyed_retry_presented_again_revokes_the_login() {
     let mut h = Harness::new(config());
-    assert_eq!(h.register("alice"), status::CREATED);
-    let (_, t) = h.login("alice");
+    let t = alice(&mut h);
     let victim = h.connect();
     let id = h.send(victim, keyed(&t.refresh_token, &KEY, 1));
     let pair = h.tokens(victim, id);
@@ -373,8 +370,7 @@ fn a_pair_cancelled_by_a_keyed_retry_presented_again_revokes_the_login() {
 #[test]
 fn the_spent_token_again_on_its_connection_after_the_pair_was_used_is_reuse() {
     let mut h = Harness::new(config());
-    assert_eq!(h.register("alice"), status::CREATED);
-    let (_, t) = h.login("alice");
+    let t = alice(&mut h);
     let s = h.connect();
     let id = h.send(s, keyed(&t.refresh_token, &KEY, 1));
     let pair = h.tokens(s, id);
