@@ -185,6 +185,11 @@ pub struct BenchConfig {
     /// With [`StoreKind::Postgres`]: a PostgreSQL server's URL; the run
     /// creates a scratch database there (the user needs `CREATEDB`).
     pub postgres_url: Option<String>,
+    /// The clients reach the server through a cluster's edge: a second
+    /// node in this process relays their connections to the server over a
+    /// NATS server of the run's own (Debian's `nats-server`), so every
+    /// message crosses the relay twice (sender to owner, owner to receiver).
+    pub relay: bool,
 }
 
 impl Default for BenchConfig {
@@ -204,6 +209,7 @@ impl Default for BenchConfig {
             ws_tls: false,
             ack_delay: confab_proto::ClientConfig::default().ack_delay,
             postgres_url: None,
+            relay: false,
         }
     }
 }
@@ -241,6 +247,9 @@ impl BenchConfig {
                     self.senders, self.receivers
                 ));
             }
+        }
+        if self.relay && self.transport == Transport::Mem {
+            return err("--relay: in-memory links reach the server itself, never an edge".into());
         }
         if !(MIN_PAYLOAD..=MAX_PAYLOAD).contains(&self.payload) {
             return err(format!("--payload {}: must be {MIN_PAYLOAD}..={MAX_PAYLOAD} bytes", self.payload));
@@ -305,10 +314,14 @@ impl From<std::io::Error> for BenchError {
 pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     config.validate()?;
     let base = Instant::now();
-    let server = server::InProcess::start(config.store, config.ws_tls, config.postgres_url.as_deref())?;
+    let mut server = server::InProcess::start(config.store, config.ws_tls, config.postgres_url.as_deref())?;
+    if config.relay {
+        server.relay_through_an_edge()?;
+    }
     let connect = server.connector(config.transport)?;
     let system = Box::new(confab::Confab { connect, ack_delay: config.ack_delay });
-    let label = format!("confab-{}-{}", config.transport_name(), config.store.as_str());
+    let relayed = if config.relay { "-relayed" } else { "" };
+    let label = format!("confab-{}-{}{relayed}", config.transport_name(), config.store.as_str());
     Ok(run_system(config, base, system, label, move || server.stop(Duration::from_secs(5))))
 }
 

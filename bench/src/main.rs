@@ -120,6 +120,12 @@ struct Args {
     /// With --store postgres: the PostgreSQL server (postgres://user@host:port/db; the user needs CREATEDB).
     #[arg(long, value_name = "URL")]
     postgres_url: Option<String>,
+    /// Reach the server through a cluster's edge: a second node in this
+    /// process relays every client connection to the server over a NATS
+    /// server of the run's own (Debian's nats-server package), so each
+    /// message crosses the relay twice.
+    #[arg(long)]
+    relay: bool,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -323,6 +329,7 @@ fn main() -> ExitCode {
             (StoreArg::Postgres, _) => StoreKind::Postgres,
         },
         postgres_url: args.postgres_url.clone(),
+        relay: args.relay,
         ack_delay: args.ack_delay_ms.map_or(BenchConfig::default().ack_delay, Duration::from_millis),
     };
     let report = match confab_bench::run(&config) {

@@ -211,6 +211,7 @@ impl Report {
             "window": c.window,
             "rate": c.rate,
             "store": c.store.as_str(),
+            "relay": c.relay,
             "warmup_s": c.warmup.as_secs_f64(),
             "duration_s": self.window_s,
             "sent": self.sent,
@@ -265,7 +266,11 @@ impl fmt::Display for Report {
             self.machine.cores,
             self.machine.cpu,
             self.machine.os,
-            if self.system.starts_with("confab") { "server in-process" } else { "broker in its own process" },
+            match (self.system.starts_with("confab"), c.relay) {
+                (true, true) => "server and its edge in-process, nats-server in its own",
+                (true, false) => "server in-process",
+                (false, _) => "broker in its own process",
+            },
             self.threads
         )?;
         writeln!(f, "{:<24}{:>14}{:>14}", "", "count", "per second")?;

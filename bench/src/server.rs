@@ -9,8 +9,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use confab_proto::ServerConfig;
 use confab_proto::server::{HashParams, MemoryStore, State};
+use confab_server::relay::RelayConfig;
+use confab_server::relay::host::RelayHost;
 use confab_server::runtime::{CommitMode, Node, NodeConfig, NodeHandle, RunError, RunSummary, WsTls};
 use confab_server::store::Fsync;
+use confab_tests::nats::TempNats;
 use confab_transports::link::Link;
 use confab_transports::tls::{self, ClientTrust, Pin, ServerIdentity};
 use confab_transports::ws::{self, WsUrl};
@@ -20,6 +23,8 @@ use crate::{BenchError, StoreKind, Transport};
 /// Makes a new connected link to the server (one per client).
 pub(crate) type Connector = Box<dyn Fn() -> io::Result<Box<dyn Link>> + Send + Sync>;
 
+/// How long an edge may take to hear the server's relay (NATS started, a heartbeat every 0.5 s).
+const EDGE_READY: Duration = Duration::from_secs(10);
 /// How long one client may take to connect (TCP or QUIC handshake plus TLS).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The name in the self-signed certificate (the client trusts the key's pin, not the name).
@@ -55,6 +60,64 @@ pub(crate) struct InProcess {
     dir: Option<PathBuf>,
     /// The PostgreSQL store's scratch database, dropped at the end.
     scratch: Option<crate::scratch::ScratchDb>,
+    /// With `--relay`: the edge the clients reach the server through.
+    edge: Option<Edge>,
+}
+
+/// A cluster's edge in this process, relaying to the in-process server
+/// over a NATS server of the run's own. Its fields drop in order: the
+/// edge's node first, then the owner's relay, then NATS.
+struct Edge {
+    handle: NodeHandle,
+    thread: Option<JoinHandle<Result<RunSummary, RunError>>>,
+    host: Option<RelayHost>,
+    _nats: TempNats,
+}
+
+impl Edge {
+    fn stop(&mut self) {
+        self.handle.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        drop(self.host.take());
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The cluster's name and the relay's lease token in a relayed run (the
+/// in-process server holds no lease: the token only has to match).
+const RELAY_CLUSTER: &str = "bench";
+const RELAY_TOKEN: u64 = 1;
+
+/// The configuration of a node of the run (the in-process server, or its edge).
+fn node_config(identity: ServerIdentity, ws_tls: bool) -> NodeConfig {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let mut node_config = NodeConfig::new(bench_server_config(), addr, identity);
+    // Every client connects from 127.0.0.1 at once: one source may hold every handshake slot
+    // (the default share, 125, refused a 100 + 100 client setup).
+    node_config.tcp_limits.max_handshaking_per_source = node_config.tcp_limits.max_handshaking;
+    if let Some(ws) = node_config.ws.as_mut() {
+        ws.limits.conn.max_handshaking_per_source = ws.limits.conn.max_handshaking;
+        if ws_tls {
+            ws.tls = WsTls::Always;
+        }
+    }
+    node_config
+}
+
+/// A new self-signed identity and its pin.
+fn identity() -> Result<(ServerIdentity, Pin), BenchError> {
+    let names = vec![SERVER_NAME.to_owned(), Ipv4Addr::LOCALHOST.to_string()];
+    let identity: ServerIdentity =
+        ServerIdentity::self_signed(&names).map_err(|e| BenchError(format!("self-signed identity: {e}")))?.identity;
+    let pin = identity.pin().map_err(|e| BenchError(format!("certificate pin: {e}")))?;
+    Ok((identity, pin))
 }
 
 impl InProcess {
@@ -62,21 +125,8 @@ impl InProcess {
     /// `ws_tls`: its WebSocket listener speaks TLS (`wss://`).
     pub(crate) fn start(store: StoreKind, ws_tls: bool, postgres_url: Option<&str>) -> Result<InProcess, BenchError> {
         let config = bench_server_config();
-        let names = vec![SERVER_NAME.to_owned(), Ipv4Addr::LOCALHOST.to_string()];
-        let identity: ServerIdentity =
-            ServerIdentity::self_signed(&names).map_err(|e| BenchError(format!("self-signed identity: {e}")))?.identity;
-        let pin = identity.pin().map_err(|e| BenchError(format!("certificate pin: {e}")))?;
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-        let mut node_config = NodeConfig::new(config.clone(), addr, identity);
-        // Every client connects from 127.0.0.1 at once: one source may hold every handshake slot
-        // (the default share, 125, refused a 100 + 100 client setup).
-        node_config.tcp_limits.max_handshaking_per_source = node_config.tcp_limits.max_handshaking;
-        if let Some(ws) = node_config.ws.as_mut() {
-            ws.limits.conn.max_handshaking_per_source = ws.limits.conn.max_handshaking;
-            if ws_tls {
-                ws.tls = WsTls::Always;
-            }
-        }
+        let (identity, pin) = identity()?;
+        let node_config = node_config(identity, ws_tls);
         let mut scratch = None;
         let (bound, dir) = match store {
             StoreKind::Postgres => {
@@ -136,7 +186,49 @@ impl InProcess {
             .name("bench-server".into())
             .spawn(move || node.run())
             .map_err(|e| BenchError(format!("server thread: {e}")))?;
-        Ok(InProcess { handle, thread: Some(thread), tcp, quic, ws, ws_tls, pin, dir, scratch })
+        Ok(InProcess { handle, thread: Some(thread), tcp, quic, ws, ws_tls, pin, dir, scratch, edge: None })
+    }
+
+    /// From now on the clients reach the server through an edge: starts a
+    /// NATS server (Debian's `nats-server`), the server's relay host, and an
+    /// edge node (a second self-signed identity, which the clients pin
+    /// instead), and waits until the edge hears the server.
+    pub(crate) fn relay_through_an_edge(&mut self) -> Result<(), BenchError> {
+        let nats = TempNats::start("confab-bench --relay").ok_or_else(|| {
+            BenchError("--relay: nats-server is not installed (Debian: apt-get install nats-server)".into())
+        })?;
+        let relay = |node: &str| RelayConfig { url: nats.url(), cluster: RELAY_CLUSTER.into(), node: node.into() };
+        let host = RelayHost::start(relay("bench-server"), RELAY_TOKEN, self.handle.hub(), {
+            let handle = self.handle.clone();
+            move || handle.is_stopping()
+        })
+        .map_err(|e| BenchError(format!("the server's relay: {e}")))?;
+        let (identity, pin) = identity()?;
+        let node = Node::bind_edge(node_config(identity, self.ws_tls), relay("bench-edge"))
+            .map_err(|e| BenchError(format!("edge bind: {e}")))?;
+        let (Some(tcp), Some(quic), Some(ws)) = (node.tcp_addr(), node.quic_addr(), node.ws_addr()) else {
+            return Err(BenchError("the edge did not bind TCP, QUIC and WebSocket".into()));
+        };
+        let handle = node.handle();
+        let thread = thread::Builder::new()
+            .name("bench-edge".into())
+            .spawn(move || node.run())
+            .map_err(|e| BenchError(format!("edge thread: {e}")))?;
+        let edge = Edge { handle, thread: Some(thread), host: Some(host), _nats: nats };
+        (self.tcp, self.quic, self.ws, self.pin) = (tcp, quic, ws, pin);
+        self.edge = Some(edge);
+        // The edge refuses connections until it hears the server's heartbeat (every 0.5 s).
+        let connect = self.connector(Transport::Tcp)?;
+        let deadline = Instant::now() + EDGE_READY;
+        loop {
+            match connect() {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(BenchError(format!("the edge did not relay within {EDGE_READY:?}: {e}")));
+                }
+                Err(_) => thread::sleep(Duration::from_millis(50)),
+            }
+        }
     }
 
     /// A connector for `transport`, trusting exactly this server's key.
@@ -189,6 +281,8 @@ impl InProcess {
     }
 
     fn shutdown(&mut self, timeout: Duration) -> String {
+        // The edge first: its clients' connections end as it stops.
+        drop(self.edge.take());
         self.handle.stop();
         let summary = match self.thread.take() {
             None => "stopped".to_owned(),
@@ -220,7 +314,7 @@ impl InProcess {
 
 impl Drop for InProcess {
     fn drop(&mut self) {
-        if self.thread.is_some() || self.dir.is_some() || self.scratch.is_some() {
+        if self.thread.is_some() || self.dir.is_some() || self.scratch.is_some() || self.edge.is_some() {
             self.shutdown(Duration::from_secs(5));
         }
     }

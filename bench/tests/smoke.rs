@@ -139,3 +139,28 @@ fn failover_one_round_through_the_edges() {
     assert!(rounds[0].takeover_ms <= rounds[0].first_delivery_ms, "{:?}", rounds[0]);
     assert!(confab_bench::failover::table(&config, &rounds).contains("relaying through NATS"));
 }
+
+/// `confab-bench --relay`: the clients reach the server through an edge
+/// relaying over a NATS of the run's own, on every socket transport
+/// (skipped without nats-server unless `CONFAB_REQUIRE_CLUSTER=1`).
+#[test]
+fn relayed_runs_through_an_edge() {
+    if confab_tests::nats::TempNats::start("bench-relay-smoke").is_none() {
+        return;
+    }
+    for (transport, scenario, mode) in [
+        (Transport::Tcp, Scenario::Mp, Mode::Closed),
+        (Transport::Quic, Scenario::Room, Mode::Rate),
+        (Transport::Ws, Scenario::Mp, Mode::Closed),
+    ] {
+        let r = run(&BenchConfig { relay: true, ..tiny(transport, scenario, mode) }).expect("run");
+        check(&r);
+        let per_message = if scenario == Scenario::Room { 2 } else { 1 };
+        assert_eq!(r.latency.count, r.acked * per_message, "{r}");
+        assert_eq!(r.to_json()["relay"], true, "{r}");
+        assert!(r.system.ends_with("-relayed"), "{r}");
+        assert!(r.to_string().contains("edge in-process"), "{r}");
+    }
+    let mem = BenchConfig { relay: true, ..tiny(Transport::Mem, Scenario::Mp, Mode::Closed) };
+    assert!(run(&mem).unwrap_err().0.contains("--relay"), "in-memory links never reach an edge");
+}
