@@ -257,12 +257,19 @@ fn pg_a_lost_connection_is_waited_out_and_nothing_is_lost_or_doubled() {
 }
 
 /// A new store is of this build's format; one of format 4 (its snapshot
-/// without `State::retry_keys`) is read as it is and rewritten in this
-/// format (a snapshot) when a node opens it.
+/// without `State::retry_keys` and the mail numbers) or 5 (without the mail
+/// numbers) is read as it is and rewritten in this format (a snapshot) when
+/// a node opens it.
 #[test]
-fn pg_migrates_format_4() {
+fn pg_migrates_formats_4_and_5() {
+    for old in [4, 5] {
+        migrates_from(old);
+    }
+}
+
+fn migrates_from(old: u32) {
     use sha2::{Digest as _, Sha256};
-    let Some(pg) = TempPostgres::start("format-4") else { return };
+    let Some(pg) = TempPostgres::start(&format!("format-{old}")) else { return };
     let net = scenario();
     let format =
         || -> String { sql(&pg).query_one("SELECT value FROM confab_meta WHERE key = 'format'", &[]).unwrap().get(0) };
@@ -275,13 +282,15 @@ fn pg_migrates_format_4() {
         }
         store.compact().unwrap();
     }
-    // Format 4: the snapshot without its last field (an empty map, one zero byte), its checksum
-    // (docs/ARCHITECTURE.md) and the head's (the log after it is empty) made again.
+    // The older format: the snapshot without the fields appended since (empty maps, a zero
+    // byte each), its checksum (docs/ARCHITECTURE.md) and the head's (the log after it is
+    // empty) made again.
     let mut db = sql(&pg);
     let row = db.query_one("SELECT upto, state FROM confab_snapshot", &[]).unwrap();
     let (upto, state): (i64, Vec<u8>) = (row.get(0), row.get(1));
-    assert_eq!(state.last(), Some(&0));
-    let state = &state[..state.len() - 1];
+    let strip = common::fields_since(old);
+    assert!(state[state.len() - strip..].iter().all(|&b| b == 0));
+    let state = &state[..state.len() - strip];
     let sum: [u8; 32] = Sha256::new()
         .chain_update(b"confab-store snapshot\0")
         .chain_update(upto.to_be_bytes())
@@ -290,7 +299,7 @@ fn pg_migrates_format_4() {
         .into();
     db.execute("UPDATE confab_snapshot SET state = $1, sum = $2", &[&state, &&sum[..]]).unwrap();
     db.execute("UPDATE confab_head SET sum = $1 WHERE seq = $2", &[&&sum[..], &upto]).unwrap();
-    db.execute("UPDATE confab_meta SET value = '4' WHERE key = 'format'", &[]).unwrap();
+    db.execute("UPDATE confab_meta SET value = $1 WHERE key = 'format'", &[&old.to_string()]).unwrap();
     let (store, loaded) = PgStore::open(&pg.url(), &config()).unwrap();
     assert_eq!(&loaded, net.server.state());
     assert_eq!(format(), confab_server::store::FORMAT_VERSION.to_string(), "migrated at the open");
