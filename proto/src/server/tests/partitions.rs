@@ -108,6 +108,24 @@ impl Split {
     }
 }
 
+/// Two homes: alice of partition 0, logged in, and bob of partition 1, registered.
+struct Pair {
+    split: Split,
+    /// Alice's home, her session and her tokens.
+    a: usize,
+    s: SessionId,
+    tokens: Tokens,
+    bob: String,
+}
+
+fn pair() -> Pair {
+    let mut split = Split::new(2);
+    let (alice, bob) = (split.user_of(0, "alice"), split.user_of(1, "bob"));
+    let (a, s, tokens) = split.join(&alice);
+    split.join(&bob);
+    Pair { split, a, s, tokens, bob }
+}
+
 fn fetch_key(split: &mut Split, core: usize, session: SessionId, access: &str, of: &str) -> u32 {
     let id = split.cores[core].send_auth(session, FetchKey { username: of.into() }, access.as_bytes());
     split.collect();
@@ -116,10 +134,7 @@ fn fetch_key(split: &mut Split, core: usize, session: SessionId, access: &str, o
 
 #[test]
 fn fetch_key_of_a_user_of_another_home_is_answered_through_mail() {
-    let mut split = Split::new(2);
-    let (alice, bob) = (split.user_of(0, "alice"), split.user_of(1, "bob"));
-    let (a, s, tokens) = split.join(&alice);
-    split.join(&bob);
+    let Pair { mut split, a, s, tokens, bob } = pair();
     let id = fetch_key(&mut split, a, s, &tokens.access_token, &bob);
     assert!(split.cores[a].received_nothing(s, id), "no answer before the other home's");
     assert_eq!(split.cores[a].server.waiting_requests(), 1);
@@ -190,10 +205,7 @@ fn duplicates_gaps_and_misdirected_items_change_nothing() {
 /// as a runtime that read it before its deletion would, is a duplicate.
 #[test]
 fn a_target_restored_after_applying_applies_nothing_twice() {
-    let mut split = Split::new(2);
-    let (alice, bob) = (split.user_of(0, "alice"), split.user_of(1, "bob"));
-    let (a, s, tokens) = split.join(&alice);
-    split.join(&bob);
+    let Pair { mut split, a, s, tokens, bob } = pair();
     let id = fetch_key(&mut split, a, s, &tokens.access_token, &bob);
     let item = split.table[&(0, 1, 1)].clone();
     split.deliver();
@@ -210,10 +222,7 @@ fn a_target_restored_after_applying_applies_nothing_twice() {
 /// number counts), answers nobody, and the client asks again.
 #[test]
 fn an_answer_to_a_home_restored_meanwhile_is_applied_and_answers_nobody() {
-    let mut split = Split::new(2);
-    let (alice, bob) = (split.user_of(0, "alice"), split.user_of(1, "bob"));
-    let (a, s, tokens) = split.join(&alice);
-    split.join(&bob);
+    let Pair { mut split, a, s, tokens, bob } = pair();
     fetch_key(&mut split, a, s, &tokens.access_token, &bob);
     split.cores[a].fail_over();
     split.settle();
@@ -230,10 +239,7 @@ fn an_answer_to_a_home_restored_meanwhile_is_applied_and_answers_nobody() {
 /// does not free a slot whose mail is still out.
 #[test]
 fn a_request_stays_counted_until_its_answer_even_when_its_session_ended() {
-    let mut split = Split::new(2);
-    let (alice, bob) = (split.user_of(0, "alice"), split.user_of(1, "bob"));
-    let (a, s, tokens) = split.join(&alice);
-    split.join(&bob);
+    let Pair { mut split, a, s, tokens, bob } = pair();
     fetch_key(&mut split, a, s, &tokens.access_token, &bob);
     split.cores[a].disconnect(s);
     assert_eq!(split.cores[a].server.waiting_requests(), 1, "still in flight");
@@ -245,10 +251,8 @@ fn a_request_stays_counted_until_its_answer_even_when_its_session_ended() {
 /// that waits for another partition wait too, and are handled after its answer.
 #[test]
 fn later_frames_wait_behind_a_request_to_another_home() {
-    let mut split = Split::new(2);
-    let (alice, bob, carol) = (split.user_of(0, "alice"), split.user_of(1, "bob"), split.user_of(0, "carol"));
-    let (a, s, tokens) = split.join(&alice);
-    split.join(&bob);
+    let Pair { mut split, a, s, tokens, bob } = pair();
+    let carol = split.user_of(0, "carol");
     split.join(&carol);
     let far = fetch_key(&mut split, a, s, &tokens.access_token, &bob);
     let near = fetch_key(&mut split, a, s, &tokens.access_token, &carol);
@@ -270,10 +274,8 @@ fn later_frames_wait_behind_a_request_to_another_home() {
 /// on; the late answer answers nobody.
 #[test]
 fn a_late_answer_is_503_and_the_session_goes_on() {
-    let mut split = Split::new(2);
-    let (alice, bob, carol) = (split.user_of(0, "alice"), split.user_of(1, "bob"), split.user_of(0, "carol"));
-    let (a, s, tokens) = split.join(&alice);
-    split.join(&bob);
+    let Pair { mut split, a, s, tokens, bob } = pair();
+    let carol = split.user_of(0, "carol");
     split.join(&carol);
     let far = fetch_key(&mut split, a, s, &tokens.access_token, &bob);
     let near = fetch_key(&mut split, a, s, &tokens.access_token, &carol);
@@ -300,10 +302,8 @@ fn a_late_answer_is_503_and_the_session_goes_on() {
 /// takes the answer of the old one.
 #[test]
 fn an_old_answer_never_answers_a_new_request_after_a_restore() {
-    let mut split = Split::new(2);
-    let (alice, bob, carol) = (split.user_of(0, "alice"), split.user_of(1, "bob"), split.user_of(1, "carol"));
-    let (a, s, tokens) = split.join(&alice);
-    split.join(&bob);
+    let Pair { mut split, a, s, tokens, bob } = pair();
+    let carol = split.user_of(1, "carol");
     split.join(&carol);
     fetch_key(&mut split, a, s, &tokens.access_token, &bob);
     split.deliver(); // bob's home answers; the answer is in the table
@@ -321,9 +321,7 @@ fn an_old_answer_never_answers_a_new_request_after_a_restore() {
 /// tokens: the client gets 500, never a reason to drop or refresh its own.
 #[test]
 fn another_partitions_401_reaches_the_client_as_500() {
-    let mut split = Split::new(2);
-    let (alice, bob) = (split.user_of(0, "alice"), split.user_of(1, "bob"));
-    let (a, s, tokens) = split.join(&alice);
+    let Pair { mut split, a, s, tokens, bob } = pair();
     let id = fetch_key(&mut split, a, s, &tokens.access_token, &bob);
     let answer = MailItem::Refused { ticket: 1, code: status::UNAUTHORIZED, reason: "who?".into() }.encode();
     let h = &mut split.cores[a];
@@ -336,9 +334,7 @@ fn another_partitions_401_reaches_the_client_as_500() {
 /// and logged, not handed over.
 #[test]
 fn an_answer_about_another_user_is_not_handed_over() {
-    let mut split = Split::new(2);
-    let (alice, bob) = (split.user_of(0, "alice"), split.user_of(1, "bob"));
-    let (a, s, tokens) = split.join(&alice);
+    let Pair { mut split, a, s, tokens, bob } = pair();
     let id = fetch_key(&mut split, a, s, &tokens.access_token, &bob);
     let answer =
         MailItem::KeyFound { ticket: 1, username: "mallory".into(), identity_key: Bytes::from_static(b"k") }.encode();
@@ -368,10 +364,7 @@ fn register_and_login_of_a_user_of_another_home_are_refused() {
 /// answered 501, so that its sender does not wait for ever.
 #[test]
 fn items_that_do_not_decode_are_applied_as_nothing_and_never_block() {
-    let mut split = Split::new(2);
-    let (alice, bob) = (split.user_of(0, "alice"), split.user_of(1, "bob"));
-    let (a, s, tokens) = split.join(&alice);
-    split.join(&bob);
+    let Pair { mut split, a, s, tokens, bob } = pair();
     let id = fetch_key(&mut split, a, s, &tokens.access_token, &bob);
     // The request, rewritten as a newer build's.
     let mut newer = split.table[&(0, 1, 1)].to_vec();
