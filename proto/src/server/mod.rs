@@ -54,6 +54,7 @@ mod ratelimit;
 mod refusal;
 mod rooms;
 mod route;
+pub mod router;
 mod session;
 pub mod state;
 #[cfg(test)]
@@ -75,6 +76,7 @@ pub use oidc::{oidc_login_key, oidc_subject_key};
 pub use output::{OpenError, ServerLog};
 pub use partition::{MAX_PARTITIONS, PartitionId, Partitions};
 pub use refusal::{Refusal, Reply};
+pub use router::{FrameRoute, route_unbound};
 pub use session::{SessionId, SourceKey};
 pub use state::{Change, State};
 pub use turn::{Action, Batch, Committed, Pending, Receipt, Sequencer, Turn};

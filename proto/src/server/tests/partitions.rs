@@ -542,3 +542,40 @@ fn random_delivery_and_takeovers_answer_each_request_once() {
         }
     }
 }
+
+/// A split state's tokens name their home; a token of another partition is
+/// another user's on a session (403, as today) and misrouted on an unbound
+/// connection (400), never "unknown" (401: a client would drop its login).
+#[test]
+fn tokens_name_their_home_and_another_partitions_token_is_never_401() {
+    let Pair { mut split, a, s, tokens, bob } = pair();
+    let count = split.parts().count;
+    assert_eq!(crate::token::partition_of(tokens.access_token.as_bytes(), count), Some(0));
+    assert_eq!(crate::token::partition_of(tokens.refresh_token.as_bytes(), count), Some(0));
+    let (b, _, bobs) = {
+        let h = &mut split.cores[1];
+        let (session, t) = h.login(&bob);
+        (1usize, session, t)
+    };
+    assert_eq!(crate::token::partition_of(bobs.access_token.as_bytes(), count), Some(1));
+    assert_ne!(a, b);
+    let h = &mut split.cores[a];
+    // On alice's session: bob's tokens are another user's.
+    let id = h.send_auth(s, FetchKey { username: "x".into() }, bobs.access_token.as_bytes());
+    assert_eq!(h.code(s, id), status::FORBIDDEN);
+    let id = h.send(s, crate::wire::Refresh { refresh_token: bobs.refresh_token.clone() });
+    assert_eq!(h.code(s, id), status::FORBIDDEN);
+    // On a new connection: misrouted.
+    let fresh = h.connect();
+    let id = h.send_auth(fresh, FetchKey { username: "x".into() }, bobs.access_token.as_bytes());
+    assert_eq!(h.code(fresh, id), status::BAD_REQUEST);
+    assert!(h.reason(fresh, id).contains("partition 1"), "{}", h.reason(fresh, id));
+    let fresh = h.connect();
+    let id = h.send(fresh, crate::wire::Refresh { refresh_token: bobs.refresh_token });
+    assert_eq!(h.code(fresh, id), status::BAD_REQUEST);
+    // Alice's own still work (a name of her home that nobody has: 404 from here).
+    let nobody = split.user_of(0, "nobody");
+    let h = &mut split.cores[a];
+    let id = h.send_auth(s, FetchKey { username: nobody }, tokens.access_token.as_bytes());
+    assert_eq!(h.code(s, id), status::NOT_FOUND);
+}
