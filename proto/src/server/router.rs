@@ -15,7 +15,8 @@ pub enum FrameRoute {
     /// To this partition's core.
     Partition(PartitionId),
     /// It carries an OIDC access token: to the home of the confab name its
-    /// subject is bound to, else of its `preferred_username`, which the node
+    /// subject is bound to, else of its `preferred_username` (`sub` without
+    /// one: the name the core gives the account), which the node
     /// resolves (the binding lives in the store).
     Oidc,
     /// It names nobody (a control frame, a frame that does not decode, a

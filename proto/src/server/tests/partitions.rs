@@ -579,3 +579,68 @@ fn tokens_name_their_home_and_another_partitions_token_is_never_401() {
     let id = h.send_auth(s, FetchKey { username: nobody }, tokens.access_token.as_bytes());
     assert_eq!(h.code(s, id), status::NOT_FOUND);
 }
+
+/// An OIDC user's account is made at its home only: a JWT naming a user of
+/// another home makes no account here (400, naming the home).
+#[test]
+fn an_oidc_account_is_made_at_its_home_only() {
+    use rand::SeedableRng as _;
+
+    use crate::jwt::{MintRequest, SignerConfig, SigningKeys};
+    use crate::server::OidcConfig;
+    use crate::token::TokenKind;
+    use crate::wire::SetIdentityKey;
+
+    const IDP: &str = "https://idp.test/realms/confab";
+    let t0 = crate::examples::TIMESTAMP_MS / 1000;
+    let mut idp = SigningKeys::generate(SignerConfig::new(IDP, "confab"), &mut StdRng::from_seed([5; 32]), t0);
+    let mut split = Split::new(2);
+    for (index, core) in split.cores.iter_mut().enumerate() {
+        let oidc = OidcConfig::new(IDP, "confab", idp.jwks_json(t0));
+        let partitions = Partitions { index: u8::try_from(index).unwrap(), count: 2 };
+        let c = crate::server::ServerConfig { oidc: Some(oidc), partitions, ..config() };
+        core.server = Server::new(c, [40 + partitions.index; 32], core.now).expect("a valid configuration");
+    }
+    let dave = split.user_of(1, "dave");
+    let request =
+        MintRequest { token: dave.as_bytes(), kind: TokenKind::Access, subject: &dave, token_expires: t0 + 300 };
+    let jwt = idp.mint(t0, &request).unwrap().jwt;
+    let key = || SetIdentityKey { identity_key: Bytes::from_static(b"dave's key") };
+    let h = &mut split.cores[0];
+    let s = h.connect();
+    let id = h.send_auth(s, key(), jwt.as_bytes());
+    assert_eq!(h.code(s, id), status::BAD_REQUEST, "{}", h.reason(s, id));
+    assert!(h.reason(s, id).contains("partition 1"), "{}", h.reason(s, id));
+    assert!(h.server.state().user(&dave).is_none(), "no account away from home");
+    let h = &mut split.cores[1];
+    let s = h.connect();
+    let id = h.send_auth(s, key(), jwt.as_bytes());
+    assert_eq!(h.code(s, id), status::OK, "{}", h.reason(s, id));
+    assert!(h.server.state().user(&dave).is_some());
+}
+
+/// `introspect` of another partition's token is misrouted (400), not
+/// "inactive" (404), and only after the backend's credential was checked.
+#[test]
+fn introspect_of_another_partitions_token_is_misrouted() {
+    use crate::server::PhantomConfig;
+    use crate::wire::Introspect;
+
+    let Pair { mut split, bob, .. } = pair();
+    let (_, bobs) = split.cores[1].login(&bob);
+    let phantom = PhantomConfig::new("a long backend secret", "https://confab.test", "api");
+    let c = crate::server::ServerConfig {
+        phantom: Some(phantom),
+        partitions: Partitions { index: 0, count: 2 },
+        ..config()
+    };
+    let h = &mut split.cores[0];
+    h.server = Server::new(c, [50; 32], h.now).expect("a valid configuration");
+    let s = h.connect();
+    let ask = || Introspect { token: bobs.access_token.clone() };
+    let id = h.send_auth(s, ask(), b"wrong secret");
+    assert_eq!(h.code(s, id), status::FORBIDDEN, "nothing said to an untrusted caller");
+    let id = h.send_auth(s, ask(), b"a long backend secret");
+    assert_eq!(h.code(s, id), status::BAD_REQUEST);
+    assert!(h.reason(s, id).contains("partition 1"), "{}", h.reason(s, id));
+}
