@@ -60,6 +60,11 @@ pub fn message_decode(data: &[u8]) {
             assert_eq!(Message::decode(&again.0, &limits).as_ref(), Ok(&message));
         }
     }
+    // The same bytes as mail between partitions: an item or an error, and an
+    // item encodes back to the same bytes.
+    if let Ok(item) = crate::server::MailItem::decode(&data) {
+        assert_eq!(item.encode(), data, "mail item did not re-encode identically");
+    }
 }
 
 type StreamResult = (Vec<Frame>, Option<crate::wire::DecodeError>);

@@ -63,6 +63,30 @@ pub fn generate(rng: &mut impl Rng, kind: TokenKind) -> String {
     encode(kind, &id)
 }
 
+/// A fresh random token of partition `partition` of a split state
+/// (docs/PARTITIONS.md): the id's first letter is the partition's in
+/// `[a-zA-Z]` (0 = `a`, 51 = `Z`), the 15 others random.
+///
+/// # Panics
+/// `partition` is 52 or more (no letter names it; `Partitions` allows at most 52).
+pub fn generate_in(rng: &mut impl Rng, kind: TokenKind, partition: u8) -> String {
+    let first = char::from(LETTERS[usize::from(partition)]);
+    let rest = (1..ID_LEN).map(|_| char::from(LETTERS[rng.random_range(0..LETTERS.len())]));
+    encode(kind, &std::iter::once(first).chain(rest).collect::<String>())
+}
+
+/// The partition a valid token names in a state split into `count`
+/// partitions: its id's first letter's index in `[a-zA-Z]`. `None` for a
+/// token that is not valid ([`check`]) or whose letter names no partition
+/// (a token of another cluster, or forged).
+#[must_use]
+pub fn partition_of(token: &[u8], count: u8) -> Option<u8> {
+    check(token).ok()?;
+    let decoded = URL_SAFE_NO_PAD.decode(&token[4..]).ok()?;
+    let index = LETTERS.iter().position(|&l| l == decoded[0])?;
+    u8::try_from(index).ok().filter(|&p| p < count)
+}
+
 /// Checks the format and checksum, without any lookup. Returns the kind.
 pub fn check(token: &[u8]) -> Result<TokenKind, TokenFormatError> {
     let (kind, rest) = if let Some(rest) = token.strip_prefix(b"cfa_") {
@@ -139,6 +163,27 @@ mod tests {
         // One letter changed, the old checksum kept.
         let forged = format!("cfa_{}", URL_SAFE_NO_PAD.encode("QxWnTrBkLmPzYvHe_977fcf05"));
         assert_eq!(check(forged.as_bytes()), Err(TokenFormatError::Checksum));
+    }
+
+    #[test]
+    fn tokens_of_a_split_state_name_their_partition() {
+        let mut rng = rand::rngs::StdRng::from_seed([3; 32]);
+        for partition in [0u8, 1, 25, 26, 51] {
+            for kind in [TokenKind::Access, TokenKind::Refresh] {
+                let t = generate_in(&mut rng, kind, partition);
+                assert_eq!(check(t.as_bytes()), Ok(kind));
+                assert_eq!(partition_of(t.as_bytes(), 52), Some(partition));
+                assert_eq!(partition_of(t.as_bytes(), partition), None, "a letter past the count names none");
+            }
+        }
+        // The example access token of docs/PROTOCOL.md (`QxWn...`): `Q` is 42.
+        let example = encode(TokenKind::Access, "QxWnTrBkLmPzYvHd");
+        assert_eq!(partition_of(example.as_bytes(), 52), Some(42));
+        assert_eq!(partition_of(b"cfa_garbage", 52), None);
+        let mut bad = example.into_bytes();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert_eq!(partition_of(&bad, 52), None, "a token whose checksum fails names nothing");
     }
 
     #[test]

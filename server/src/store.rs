@@ -23,7 +23,7 @@
 //! consistent state even while a server commits and compacts) and never
 //! writes (no migration).
 //!
-//! ## Layout of `DATA/confab.db` (format 5; the tables of format 4)
+//! ## Layout of `DATA/confab.db` (format 6; the tables of format 4)
 //!
 //! | table      | rows                                                                 |
 //! |------------|----------------------------------------------------------------------|
@@ -111,10 +111,13 @@ use tally::Tally;
 /// The database file's name in the data directory.
 pub const DB_FILE: &str = "confab.db";
 /// The record format this build reads and writes (see the module docs).
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 /// The oldest format this build migrates from when it opens a store.
 ///
-/// Format 4 -> 5: [`State`] gained a field at its end (`retry_keys`, a map)
+/// Format 5 -> 6: [`State`] gained two maps at its end (the numbers of the
+/// mail between partitions, `mail_next` and `mail_applied`) and [`Change`]
+/// two variants at its end (`MailOut`, `MailIn`), read as format 5's were
+/// (two zero bytes appended to a format-5 snapshot). Format 4 -> 5: [`State`] gained a field at its end (`retry_keys`, a map)
 /// and [`Change`] two variants at its end (`TokenRotatedKeyed`,
 /// `ExchangeAnswered`), read as format 3's were (one zero byte appended to
 /// a format-4 snapshot). Format 3 -> 4: checksums and the head (the record encodings are

@@ -192,7 +192,7 @@ fn pg_an_empty_database_a_node_served_before_is_refused_to_a_standby_with_a_fres
     // The state is lost (a recreated database), the lease's row kept.
     sql(&pg)
         .batch_execute(
-            "DROP TABLE confab_changes, confab_snapshot, confab_head, confab_meta; \
+            "DROP TABLE confab_changes, confab_snapshot, confab_head, confab_meta, confab_outbox; \
                             DELETE FROM confab_schema",
         )
         .unwrap();
@@ -257,12 +257,19 @@ fn pg_a_lost_connection_is_waited_out_and_nothing_is_lost_or_doubled() {
 }
 
 /// A new store is of this build's format; one of format 4 (its snapshot
-/// without `State::retry_keys`) is read as it is and rewritten in this
-/// format (a snapshot) when a node opens it.
+/// without `State::retry_keys` and the mail numbers) or 5 (without the mail
+/// numbers) is read as it is and rewritten in this format (a snapshot) when
+/// a node opens it.
 #[test]
-fn pg_migrates_format_4() {
+fn pg_migrates_formats_4_and_5() {
+    for old in [4, 5] {
+        migrates_from(old);
+    }
+}
+
+fn migrates_from(old: u32) {
     use sha2::{Digest as _, Sha256};
-    let Some(pg) = TempPostgres::start("format-4") else { return };
+    let Some(pg) = TempPostgres::start(&format!("format-{old}")) else { return };
     let net = scenario();
     let format =
         || -> String { sql(&pg).query_one("SELECT value FROM confab_meta WHERE key = 'format'", &[]).unwrap().get(0) };
@@ -275,13 +282,15 @@ fn pg_migrates_format_4() {
         }
         store.compact().unwrap();
     }
-    // Format 4: the snapshot without its last field (an empty map, one zero byte), its checksum
-    // (docs/ARCHITECTURE.md) and the head's (the log after it is empty) made again.
+    // The older format: the snapshot without the fields appended since (empty maps, a zero
+    // byte each), its checksum (docs/ARCHITECTURE.md) and the head's (the log after it is
+    // empty) made again.
     let mut db = sql(&pg);
     let row = db.query_one("SELECT upto, state FROM confab_snapshot", &[]).unwrap();
     let (upto, state): (i64, Vec<u8>) = (row.get(0), row.get(1));
-    assert_eq!(state.last(), Some(&0));
-    let state = &state[..state.len() - 1];
+    let strip = common::fields_since(old);
+    assert!(state[state.len() - strip..].iter().all(|&b| b == 0));
+    let state = &state[..state.len() - strip];
     let sum: [u8; 32] = Sha256::new()
         .chain_update(b"confab-store snapshot\0")
         .chain_update(upto.to_be_bytes())
@@ -290,7 +299,7 @@ fn pg_migrates_format_4() {
         .into();
     db.execute("UPDATE confab_snapshot SET state = $1, sum = $2", &[&state, &&sum[..]]).unwrap();
     db.execute("UPDATE confab_head SET sum = $1 WHERE seq = $2", &[&&sum[..], &upto]).unwrap();
-    db.execute("UPDATE confab_meta SET value = '4' WHERE key = 'format'", &[]).unwrap();
+    db.execute("UPDATE confab_meta SET value = $1 WHERE key = 'format'", &[&old.to_string()]).unwrap();
     let (store, loaded) = PgStore::open(&pg.url(), &config()).unwrap();
     assert_eq!(&loaded, net.server.state());
     assert_eq!(format(), confab_server::store::FORMAT_VERSION.to_string(), "migrated at the open");
@@ -337,7 +346,9 @@ fn pg_an_empty_database_for_a_used_data_directory_is_refused_unless_init() {
     let fresh = dir.path().join("fresh");
     drop(PgStore::open_with(&pg.url(), &config(), Init::IfNew, Some(&fresh)).unwrap());
     sql(&pg)
-        .batch_execute("DROP TABLE confab_changes, confab_snapshot, confab_head, confab_meta, confab_schema")
+        .batch_execute(
+            "DROP TABLE confab_changes, confab_snapshot, confab_head, confab_meta, confab_outbox, confab_schema",
+        )
         .unwrap();
     // A directory that served before (its pin, its SQLite store) and a database with nothing in it:
     // a wrong URL, a recreated database, or --store added to a SQLite directory.
@@ -411,4 +422,62 @@ fn pg_refuses_a_server_that_does_not_fsync_and_names_postgresqls_reasons() {
     let wrong_user = pg.url().replace("confab@", "nobody_here@");
     let err = PgStore::open(&wrong_user, &config()).unwrap_err();
     assert!(err.to_string().contains("nobody_here"), "PostgreSQL's reason, not 'db error': {err}");
+}
+
+/// The mail of a split state (docs/PARTITIONS.md) lives in `confab_outbox`:
+/// a turn's `MailOut` items are inserted and its `MailIn` items deleted in
+/// the turn's own transaction (fenced like the rest: a fenced commit leaves
+/// the table as it was), and the target reads them in order.
+#[test]
+fn pg_mail_enters_and_leaves_the_outbox_with_its_turn() {
+    use bytes::Bytes;
+    use confab_proto::server::Change;
+    let Some(pg) = TempPostgres::start("outbox") else { return };
+    let rows = |pg: &TempPostgres| -> Vec<(i32, i32, i64, Vec<u8>)> {
+        sql(pg)
+            .query("SELECT source, target, seq, item FROM confab_outbox ORDER BY source, target, seq", &[])
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect()
+    };
+    let mut paused = lease("p0", 1000, false);
+    paused.renew_every = Duration::from_secs(3600);
+    let (mut store, _) = open(&pg, paused).unwrap();
+    let out = |to, seq, item: &'static [u8]| Change::MailOut { to, seq, item: Bytes::from_static(item) };
+    store.commit(&[out(1, 1, b"a"), out(2, 1, b"b"), out(1, 2, b"c")]).unwrap();
+    assert_eq!(
+        rows(&pg),
+        [(0, 1, 1, b"a".to_vec()), (0, 1, 2, b"c".to_vec()), (0, 2, 1, b"b".to_vec())],
+        "each item, from this store's partition, with its number"
+    );
+    // Mail to this partition (partition 1's, written here as its store would): read in order.
+    sql(&pg)
+        .batch_execute(
+            "INSERT INTO confab_outbox (source, target, seq, item) VALUES (1, 0, 2, 'y'), (1, 0, 1, 'x'), (1, 0, 3, 'z'), \
+             (2, 0, 1, 'w')",
+        )
+        .unwrap();
+    assert_eq!(store.mail_from(1, 0, 10).unwrap(), [(1, b"x".to_vec()), (2, b"y".to_vec()), (3, b"z".to_vec())]);
+    assert_eq!(store.mail_from(1, 1, 1).unwrap(), [(2, b"y".to_vec())], "after a number, at most a limit");
+    assert_eq!(store.mail_from(2, 0, 10).unwrap(), [(1, b"w".to_vec())]);
+    // Applying them removes them, in the applying turn.
+    store.commit(&[Change::MailIn { from: 1, seq: 1 }, Change::MailIn { from: 1, seq: 2 }]).unwrap();
+    assert_eq!(store.mail_from(1, 0, 10).unwrap(), [(3, b"z".to_vec())]);
+    assert_eq!(store.state().mail().applied_from(1), 2);
+    assert_eq!(store.state().mail().next_to(1), 3);
+    // A standby takes over; the old owner's commit is fenced: no item in, none out.
+    let url = pg.url();
+    let standby = std::thread::spawn(move || {
+        PgStore::open_leased(&url, &config(), Init::Allow, None, lease("standby", 60_000, true)).unwrap()
+    });
+    let (mut second, loaded) = standby.join().unwrap();
+    assert_eq!(loaded.mail().applied_from(1), 2, "the numbers are in the state");
+    let before = rows(&pg);
+    let err = store.commit(&[out(1, 3, b"d"), Change::MailIn { from: 1, seq: 3 }]).unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
+    assert_eq!(rows(&pg), before, "a fenced turn's mail neither enters nor leaves");
+    // The new owner carries on from the numbers.
+    second.commit(&[Change::MailIn { from: 1, seq: 3 }]).unwrap();
+    assert!(second.mail_from(1, 0, 10).unwrap().is_empty());
 }

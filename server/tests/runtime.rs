@@ -226,3 +226,18 @@ fn a_failed_commit_stops_the_server_before_anything_is_acknowledged() {
         "{result:?}"
     );
 }
+
+/// A split state needs mail between partitions, which a node does not carry
+/// yet: `Node::bind` refuses it instead of losing that mail.
+#[test]
+fn a_split_state_is_refused_by_the_node() {
+    use confab_proto::server::Partitions;
+    let server = ServerConfig { partitions: Partitions { index: 1, count: 4 }, ..Default::default() };
+    let made = ServerIdentity::self_signed(&["localhost".to_owned()]).expect("certificate");
+    let mut config = NodeConfig::new(server.clone(), "127.0.0.1:0".parse().expect("addr"), made.identity);
+    (config.tcp, config.quic) = (None, None);
+    let state = confab_proto::server::State::new(server.room_history, server.dedup_window);
+    let Err(err) = Node::bind(config, MemoryStore::new(&server), state) else { panic!("a split state was bound") };
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("docs/PARTITIONS.md"), "{err}");
+}

@@ -6,7 +6,7 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 
-use common::{Net, TempDir, applied, config, downgrade_to_format_3, downgrade_to_format_4, scenario};
+use common::{Net, TempDir, applied, config, downgrade_to_format_3, scenario};
 use confab_proto::Server;
 use confab_proto::server::state::{OidcLogin, RetryKey, Rotation};
 use confab_proto::server::{Change, State};
@@ -287,33 +287,37 @@ fn store_migrates_format_2() {
     assert_eq!(&again, net.server.state());
 }
 
-/// A format-4 store (its snapshot without `State::retry_keys`) is read as
-/// it is and rewritten in this format by the server's open.
+/// A store of format 4 (its snapshot without `State::retry_keys` and the
+/// mail numbers) or 5 (without the mail numbers) is read as it is and
+/// rewritten in this format by the server's open.
 #[test]
-fn store_migrates_format_4() {
-    let net = scenario();
-    let dir = TempDir::new("migrate-4");
-    let half = net.turns.len() / 2;
-    {
-        let (mut store, _) = Store::open(&dir.data(), &config()).unwrap();
-        commit_all(&mut store, &net.turns[..half]);
-        store.compact().unwrap();
-        commit_all(&mut store, &net.turns[half..]);
+fn store_migrates_formats_4_and_5() {
+    for old in [4, 5] {
+        let net = scenario();
+        let dir = TempDir::new(&format!("migrate-{old}"));
+        let half = net.turns.len() / 2;
+        {
+            let (mut store, _) = Store::open(&dir.data(), &config()).unwrap();
+            commit_all(&mut store, &net.turns[..half]);
+            store.compact().unwrap();
+            commit_all(&mut store, &net.turns[half..]);
+        }
+        common::downgrade_to_format(&dir, old);
+        let format = || -> i64 {
+            sqlite(&dir).query_row("SELECT value FROM meta WHERE key = 'format'", [], |r| r.get(0)).unwrap()
+        };
+        assert_eq!(&Store::read(&dir.data(), &config()).unwrap(), net.server.state());
+        assert_eq!(format(), i64::from(old), "a read-only open writes nothing");
+        let (store, loaded) = Store::open(&dir.data(), &config()).unwrap();
+        assert_eq!(&loaded, net.server.state());
+        assert_eq!(store.log_len(), 0, "the migration wrote a snapshot covering the log");
+        drop(store);
+        assert_eq!(format(), i64::from(FORMAT_VERSION));
+        let snapshot: Vec<u8> = sqlite(&dir).query_row("SELECT state FROM snapshot", [], |r| r.get(0)).unwrap();
+        assert_eq!(postcard::from_bytes::<State>(&snapshot).unwrap(), *net.server.state());
+        let (_, again) = Store::open(&dir.data(), &config()).unwrap();
+        assert_eq!(&again, net.server.state());
     }
-    downgrade_to_format_4(&dir);
-    let format =
-        || -> i64 { sqlite(&dir).query_row("SELECT value FROM meta WHERE key = 'format'", [], |r| r.get(0)).unwrap() };
-    assert_eq!(&Store::read(&dir.data(), &config()).unwrap(), net.server.state());
-    assert_eq!(format(), 4, "a read-only open writes nothing");
-    let (store, loaded) = Store::open(&dir.data(), &config()).unwrap();
-    assert_eq!(&loaded, net.server.state());
-    assert_eq!(store.log_len(), 0, "the migration wrote a snapshot covering the log");
-    drop(store);
-    assert_eq!(format(), i64::from(FORMAT_VERSION));
-    let snapshot: Vec<u8> = sqlite(&dir).query_row("SELECT state FROM snapshot", [], |r| r.get(0)).unwrap();
-    assert_eq!(postcard::from_bytes::<State>(&snapshot).unwrap(), *net.server.state());
-    let (_, again) = Store::open(&dir.data(), &config()).unwrap();
-    assert_eq!(&again, net.server.state());
 }
 
 #[test]
@@ -370,7 +374,12 @@ fn store_record_format_is_pinned() {
         format!("1a{}01{}{}{}ac0200", "00".repeat(32), "02".repeat(32), "03".repeat(32), "04".repeat(32))
     );
     assert_eq!(hex(&Change::ExchangeAnswered { access: [5; 32] }), format!("1b{}", "05".repeat(32)));
-    assert_eq!(FORMAT_VERSION, 5);
+    // Format 6: `Change::MailOut` and `MailIn` (variants 28 and 29) and `State::mail_next`,
+    // `mail_applied`.
+    let item = bytes::Bytes::from_static(b"ab");
+    assert_eq!(hex(&Change::MailOut { to: 3, seq: 300, item }), "1c03ac02026162");
+    assert_eq!(hex(&Change::MailIn { from: 2, seq: 1 }), "1d0201");
+    assert_eq!(FORMAT_VERSION, 6);
 }
 
 /// `State::retry_keys` (format 5), at the end of a snapshot: the new access
@@ -392,18 +401,21 @@ fn store_snapshot_retry_keys_are_pinned() {
     state.apply(&Change::TokenRotatedKeyed { hash: [1; 32], rotation, retry });
     assert_eq!(state.accounts().retry_key(&[3; 32]), Some(&retry));
     let bytes = postcard::to_stdvec(&state).unwrap();
+    // `retry_keys`, then the two empty maps of format 6.
+    assert_eq!(&bytes[bytes.len() - 2..], [0, 0]);
+    let bytes = &bytes[..bytes.len() - 2];
     let tail: String = bytes[bytes.len() - 67..].iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(tail, format!("01{}{}0200", "03".repeat(32), "04".repeat(32)));
-    assert_eq!(postcard::from_bytes::<State>(&bytes).unwrap(), state);
+    assert_eq!(postcard::from_bytes::<State>(&postcard::to_stdvec(&state).unwrap()).unwrap(), state);
     // The new access token used: the exchange is never retried.
     state.apply(&Change::ExchangeAnswered { access: [3; 32] });
     assert_eq!(state.accounts().retry_key(&[3; 32]), Some(&RetryKey { answered: true, ..retry }));
     let bytes = postcard::to_stdvec(&state).unwrap();
-    assert_eq!(bytes.last(), Some(&1));
+    assert_eq!(bytes[bytes.len() - 3], 1);
     // Forgotten with the token.
     state.apply(&Change::TokensRevoked { hashes: vec![[3; 32]] });
     assert_eq!(state.accounts().retry_key(&[3; 32]), None);
-    assert_eq!(postcard::to_stdvec(&state).unwrap().last(), Some(&0));
+    assert!(postcard::to_stdvec(&state).unwrap().ends_with(&[0, 0, 0]));
 }
 
 /// A state holding one entry in every map (so that no iteration order is
@@ -444,6 +456,8 @@ fn store_snapshot_format_is_pinned() {
         Change::Recorded { family: 1, request_id: 3, response: recorded },
         Change::OidcLoginBound { key: [10; 32], login: OidcLogin { family: 1, expires_ms: 11 } },
         Change::OidcSubjectBound { subject: [12; 32], username: "al".into() },
+        Change::MailOut { to: 2, seq: 5, item: Bytes::from_static(b"i") },
+        Change::MailIn { from: 3, seq: 7 },
     ];
     let mut state = State::new(20, 1024);
     for change in &changes {
@@ -462,7 +476,9 @@ fn store_snapshot_format_is_pinned() {
         "0809010c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c02616c0102616c0c0c0c0c0c0c",
         "0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c",
         // Format 5: `retry_keys`, empty.
-        "00"
+        "00",
+        // Format 6: `mail_next` (to partition 2, next 6) and `mail_applied` (from 3, up to 7).
+        "010206010307"
     );
     assert_eq!(hex, expected);
     assert_eq!(postcard::from_bytes::<State>(&postcard::to_stdvec(&state).unwrap()).unwrap(), state);

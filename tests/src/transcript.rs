@@ -445,6 +445,16 @@ pub fn describe_change(change: &Change) -> String {
             let parts = change.unfold().into_iter().flatten();
             parts.map(|part| describe_change(&part)).collect::<Vec<_>>().join("; ")
         }
+        Change::MailOut { to, seq, item } => {
+            let what = match confab_proto::server::MailItem::decode(item) {
+                Ok(confab_proto::server::MailItem::FetchKey { peer, .. }) => format!("fetch_key {peer}"),
+                Ok(confab_proto::server::MailItem::KeyFound { username, .. }) => format!("key_found {username}"),
+                Ok(confab_proto::server::MailItem::Refused { code, .. }) => format!("refused {code}"),
+                Err(e) => format!("undecodable: {e}"),
+            };
+            format!("mail_out to p{to} #{seq} {what}")
+        }
+        Change::MailIn { from, seq } => format!("mail_in from p{from} #{seq}"),
         Change::OidcSubjectBound { subject, username } => {
             format!("oidc_subject {:02x}{:02x}.. bound to {username}", subject[0], subject[1])
         }

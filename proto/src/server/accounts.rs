@@ -91,8 +91,13 @@ pub(super) fn issue_tokens(
     username: &str,
     family: u64,
 ) -> (ResponseBody, Rotation) {
-    let access = token::generate(rng, TokenKind::Access);
-    let refresh = token::generate(rng, TokenKind::Refresh);
+    // A split state's tokens name their partition (the router reads it, docs/PARTITIONS.md).
+    let (access, refresh) = if config.partitions.is_split() {
+        let p = config.partitions.index;
+        (token::generate_in(rng, TokenKind::Access, p), token::generate_in(rng, TokenKind::Refresh, p))
+    } else {
+        (token::generate(rng, TokenKind::Access), token::generate(rng, TokenKind::Refresh))
+    };
     let access_expires_ms = now.unix_ms + config.access_ttl.as_millis() as u64;
     let refresh_expires_ms = now.unix_ms + config.refresh_ttl.as_millis() as u64;
     let rotation = Rotation {
@@ -297,6 +302,15 @@ impl Server {
             Ok(TokenKind::Access) => return unauthorized("expected a refresh token (cfr_)"),
             Err(e) => return unauthorized(&format!("malformed refresh token ({e})")),
         }
+        // A split state: another partition's token is another user's, or misrouted.
+        let parts = self.config.partitions;
+        if let Some(p) = token::partition_of(raw, parts.count).filter(|&p| parts.is_split() && p != parts.index) {
+            return Err(if self.presence.bound(session).is_some() {
+                Refusal::Forbidden("refresh token belongs to another user".into())
+            } else {
+                Refusal::BadRequest(format!("the refresh token is partition {p}'s, not this one's ({})", parts.index))
+            });
+        }
         let hash = token::hash(raw);
         let accounts = self.journal.state().accounts();
         let Some(record) = accounts.token(&hash).cloned() else {
@@ -499,6 +513,16 @@ impl Server {
                 return Err(Refusal::Unauthorized(reason.into()));
             }
             Err(e) => return Err(Refusal::Unauthorized(format!("malformed access token ({e})"))),
+        }
+        // A split state: a token of another partition is not unknown, it is another user's
+        // (this session's user lives here), or misrouted (docs/PARTITIONS.md).
+        let parts = self.config.partitions;
+        if let Some(p) = token::partition_of(auth, parts.count).filter(|&p| parts.is_split() && p != parts.index) {
+            return Err(if s.user.is_some() {
+                Refusal::Forbidden("access token belongs to another user".into())
+            } else {
+                Refusal::BadRequest(format!("the access token is partition {p}'s, not this one's ({})", parts.index))
+            });
         }
         let hash = token::hash(auth);
         let record = match self.journal.state().accounts().token(&hash) {

@@ -107,6 +107,16 @@ pub enum Change {
     /// `refresh_keyed` exchange, authenticated its first request: the
     /// exchange was answered, and is never retried (store format 5).
     ExchangeAnswered { access: [u8; 32] },
+    /// Mail to partition `to`, its item number `seq` (the first is 1),
+    /// encoded as [`MailItem`](crate::server::MailItem) (docs/PARTITIONS.md, "Mail"): the
+    /// store keeps `item` in its outbox, in the same transaction as the
+    /// turn's other changes, until the target applied it; the state keeps
+    /// only the next number (store format 6).
+    MailOut { to: u8, seq: u64, item: Bytes },
+    /// Mail item `seq` of partition `from` was applied here: its effects
+    /// are the other changes of the turn, and the store drops the item
+    /// from its outbox in the same transaction (store format 6).
+    MailIn { from: u8, seq: u64 },
 }
 
 impl Change {

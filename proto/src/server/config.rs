@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use super::partition::Partitions;
+
 use crate::wire::Limits;
 
 /// argon2id cost parameters.
@@ -141,6 +143,9 @@ pub struct ServerConfig {
     pub phantom: Option<PhantomConfig>,
     /// Access tokens of an external OIDC provider in the auth part; `None` accepts only `cfa_` tokens.
     pub oidc: Option<OidcConfig>,
+    /// This core's partition of a split state (docs/PARTITIONS.md); the
+    /// default, [`Partitions::SINGLE`], is the whole state.
+    pub partitions: Partitions,
 }
 
 impl ServerConfig {
@@ -296,6 +301,7 @@ impl Default for ServerConfig {
             codes: None,
             phantom: None,
             oidc: None,
+            partitions: Partitions::SINGLE,
         }
     }
 }

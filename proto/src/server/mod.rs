@@ -39,18 +39,22 @@ mod change;
 mod config;
 mod desk;
 mod keyed;
+mod mail_item;
+mod mailbox;
 mod memory;
 mod mp;
 mod oidc;
 mod outbox;
 mod output;
 mod pace;
+pub mod partition;
 mod phantom;
 mod presence;
 mod ratelimit;
 mod refusal;
 mod rooms;
 mod route;
+pub mod router;
 mod session;
 pub mod state;
 #[cfg(test)]
@@ -65,10 +69,14 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 pub use config::{CodeConfig, DuplicateLogin, HashParams, OidcConfig, PhantomConfig, ServerConfig};
+pub use mail_item::{MAIL_VERSION, MailError, MailItem};
+pub use mailbox::{MAX_WAITING, MailOutcome};
 pub use memory::MemoryStore;
 pub use oidc::{oidc_login_key, oidc_subject_key};
 pub use output::{OpenError, ServerLog};
+pub use partition::{MAX_PARTITIONS, PartitionId, Partitions};
 pub use refusal::{Refusal, Reply};
+pub use router::{FrameRoute, route_unbound};
 pub use session::{SessionId, SourceKey};
 pub use state::{Change, State};
 pub use turn::{Action, Batch, Committed, Pending, Receipt, Sequencer, Turn};
@@ -101,6 +109,8 @@ pub struct Server {
     /// The OIDC provider's tokens are checked here, and its JWK Set refreshed through it.
     oidc: Option<crate::jwt::JwtValidator>,
     next_sweep: Instant,
+    /// Sessions waiting for another partition's answer.
+    waiters: mailbox::Waiters,
 }
 
 impl Server {
@@ -142,6 +152,7 @@ impl Server {
             journal: Journal::new(state),
             outbox: Outbox::default(),
             fanout: rooms::Fanout::default(),
+            waiters: mailbox::Waiters::default(),
         })
     }
 
@@ -237,6 +248,7 @@ impl Server {
         while let Some(id) = self.presence.pop_frame_due(now.instant) {
             self.frame_too_slow(now, id);
         }
+        self.expire_waiting(now);
         if now.instant >= self.next_sweep {
             self.mail(now).sweep();
             self.phantom.sweep(now, &mut self.journal, &mut self.rng, &self.config);
@@ -246,7 +258,8 @@ impl Server {
 
     /// When the next timer is due: a session's keepalive or frame deadline, or the sweep.
     fn next_timeout(&self) -> Instant {
-        self.presence.next_timer().map_or(self.next_sweep, |t| t.min(self.next_sweep))
+        let next = self.presence.next_timer().map_or(self.next_sweep, |t| t.min(self.next_sweep));
+        self.waiters.next_deadline().map_or(next, |t| t.min(next))
     }
 
     // ---- dispatch ----
@@ -263,12 +276,14 @@ impl Server {
             let Some(s) = self.presence.get_mut(session) else {
                 return;
             };
-            if s.busy.is_some() {
+            if s.held() {
                 if s.decoder.buffered() > self.config.max_deferred_bytes {
-                    let reason = format!(
-                        "sent more than {} bytes while a login was being checked",
-                        self.config.max_deferred_bytes
-                    );
+                    let what = if s.busy.is_some() {
+                        "a login was being checked"
+                    } else {
+                        "a request waited for another partition"
+                    };
+                    let reason = format!("sent more than {} bytes while {what}", self.config.max_deferred_bytes);
                     self.close(now, session, status::TOO_LARGE, reason);
                 }
                 return;
@@ -337,6 +352,12 @@ impl Server {
     /// when it returns; the others answer here.
     fn anonymous(&mut self, now: Now, session: SessionId, request_id: u32, auth: &[u8], request: Anonymous) {
         let (opcode, result) = match request {
+            Anonymous::Register(b) if self.config.partitions.elsewhere(&b.username).is_some() => {
+                (Opcode::Register, Err(self.not_home(&b.username)))
+            }
+            Anonymous::Login(b) if self.config.partitions.elsewhere(&b.username).is_some() => {
+                (Opcode::Login, Err(self.not_home(&b.username)))
+            }
             Anonymous::Register(b) => (Opcode::Register, self.register(now, session, request_id, b)),
             Anonymous::Login(b) => (Opcode::Login, self.login(now, session, request_id, b)),
             Anonymous::Passphrase(b) => (Opcode::Passphrase, self.passphrase(now, session, request_id, b)),
@@ -390,6 +411,12 @@ impl Server {
         {
             let refusal = Refusal::Forbidden("register an identity key first (set_identity_key)".into());
             return self.outbox.refuse(now, session, opcode, request_id, refusal);
+        }
+        // A user of another partition's home: asked there (its answer is not recorded).
+        if let Authenticated::FetchKey(b) = &request
+            && let Some(home) = self.config.partitions.elsewhere(&b.username)
+        {
+            return self.ask_key(now, session, request_id, home, &b.username);
         }
         // Retries are recognised within one login (token family) of one client.
         let family = self.presence.bound(session).map_or(0, |b| b.family);
@@ -465,6 +492,14 @@ impl Server {
 
     // ---- wiring shared by the flows ----
 
+    /// The refusal of an account's request made to a partition that is not
+    /// its home (the router sends none: docs/PARTITIONS.md).
+    fn not_home(&self, username: &str) -> Refusal {
+        let p = self.config.partitions;
+        let home = p.home_of_user(username);
+        Refusal::BadRequest(format!("the home of {username} is partition {home}, not this one ({})", p.index))
+    }
+
     /// The private-message part, for one request.
     fn mail(&mut self, now: Now) -> mp::Mail<'_> {
         mp::Mail {
@@ -487,6 +522,9 @@ impl Server {
 
     /// Forgets a session: flushes what it had to send, tells its peers.
     fn end_session(&mut self, now: Now, session: SessionId, code: u16, reason: String) {
+        if let Some(key) = self.presence.get(session).and_then(|s| s.waiting_mail) {
+            self.waiters.session_ended(key);
+        }
         let Some((_, gone)) = self.presence.remove(session) else {
             return;
         };

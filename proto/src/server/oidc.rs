@@ -145,6 +145,11 @@ fn oidc_account(
         let shown: String = username.chars().take(40).collect();
         return Err(Refusal::Forbidden(format!("OIDC user name {shown:?} is not a confab username ({NAME_RULE})")));
     }
+    // A split state: an account is made at its home only (docs/PARTITIONS.md).
+    if let Some(home) = config.partitions.elsewhere(&username) {
+        let here = config.partitions.index;
+        return Err(Refusal::BadRequest(format!("the home of {username} is partition {home}, not this one ({here})")));
+    }
     match state.user(&username) {
         Some(u) if !u.is_external() => {
             let reason = "this username belongs to a password account: log in with its password";

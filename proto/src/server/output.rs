@@ -46,6 +46,16 @@ pub enum ServerLog {
         /// Why.
         reason: String,
     },
+    /// Mail from another partition that does not decode: applied as
+    /// nothing (a request of an unknown version is answered 501).
+    BadMail {
+        /// The source partition.
+        from: u8,
+        /// The item's number.
+        seq: u64,
+        /// Why.
+        reason: String,
+    },
     /// An undelivered private message was dropped after the retention period.
     MessageExpired {
         /// Sender.

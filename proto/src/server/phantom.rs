@@ -154,6 +154,12 @@ impl Phantom {
             return Err(Refusal::Forbidden("not a trusted backend: wrong service credential".into()));
         }
         let raw = b.token.as_bytes();
+        // A split state: another partition's token is misrouted here, not inactive.
+        let parts = config.partitions;
+        if let Some(other) = token::partition_of(raw, parts.count).filter(|&o| parts.is_split() && o != parts.index) {
+            let reason = format!("the token is partition {other}'s, not this one's ({}): ask there", parts.index);
+            return Err(Refusal::BadRequest(reason));
+        }
         let inactive =
             || Refusal::NotFound("token is not active: malformed, unknown, revoked or already exchanged".into());
         let kind = token::check(raw).map_err(|_| inactive())?;

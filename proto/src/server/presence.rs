@@ -214,7 +214,7 @@ impl Presence {
     pub(crate) fn track_frame(&mut self, id: SessionId, now: Instant, grace: Duration, rate: u32) {
         let Some(s) = self.sessions.get_mut(&id) else { return };
         let got = s.decoder.buffered();
-        let deadline = if s.busy.is_some() || got == 0 {
+        let deadline = if s.held() || got == 0 {
             s.frame_started = None;
             None
         } else {

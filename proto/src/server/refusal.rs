@@ -86,6 +86,29 @@ impl Refusal {
         }
     }
 
+    /// The refusal answered with `code` (a refusal made elsewhere, by
+    /// another partition: its code and reason travel as they are; the wait
+    /// it suggested does not). An unknown code is an internal error.
+    #[must_use]
+    pub fn from_code(code: u16, reason: String) -> Refusal {
+        match code {
+            status::BAD_REQUEST => Refusal::BadRequest(reason),
+            status::UNAUTHORIZED => Refusal::Unauthorized(reason),
+            status::FORBIDDEN => Refusal::Forbidden(reason),
+            status::NOT_FOUND => Refusal::NotFound(reason),
+            status::CONFLICT => Refusal::Conflict(reason),
+            status::GONE => Refusal::Gone(reason),
+            status::TOO_LARGE => Refusal::TooLarge(reason),
+            status::TOKEN_EXPIRED => Refusal::TokenExpired(reason),
+            status::RATE_LIMITED => Refusal::RateLimited { reason, retry_after_ms: 0 },
+            status::NOT_IMPLEMENTED => Refusal::NotImplemented(reason),
+            status::UNAVAILABLE => Refusal::Unavailable(reason),
+            status::QUEUE_FULL => Refusal::QueueFull(reason),
+            status::UNSUPPORTED_VERSION => Refusal::UnsupportedVersion(reason),
+            _ => Refusal::Internal(reason),
+        }
+    }
+
     /// The wait suggested to the peer, in milliseconds (0: none).
     #[must_use]
     pub fn retry_after_ms(&self) -> u64 {

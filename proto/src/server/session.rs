@@ -69,6 +69,10 @@ pub(crate) struct Session {
     pub(crate) login: LoginStep,
     /// A request of this session waits on this job; later frames wait in the decoder.
     pub(crate) busy: Option<JobId>,
+    /// A request of this session waits for another partition's answer
+    /// (its target and ticket); later frames wait in the decoder (requests
+    /// are handled in order).
+    pub(crate) waiting_mail: Option<(u8, u64)>,
     pub(crate) failures: FailureWindow,
     /// Where the connection comes from.
     pub(crate) source: SourceKey,
@@ -88,12 +92,18 @@ pub(crate) struct Session {
 }
 
 impl Session {
+    /// Whether later frames wait (a password check, or another partition's answer).
+    pub(crate) fn held(&self) -> bool {
+        self.busy.is_some() || self.waiting_mail.is_some()
+    }
+
     pub(crate) fn new(limits: Limits, now: Instant, source: SourceKey) -> Session {
         Session {
             decoder: FrameDecoder::new(limits),
             user: None,
             login: LoginStep::Idle,
             busy: None,
+            waiting_mail: None,
             failures: FailureWindow::default(),
             source,
             refreshed: None,

@@ -216,6 +216,9 @@ impl ServerConfig {
 
     /// The optional features: codes, phantom translation, OIDC.
     fn validate_features(&self) -> Result<(), ConfigError> {
+        let p = self.partitions;
+        bounded("partitions.count", u64::from(p.count), 1, u64::from(super::partition::MAX_PARTITIONS))?;
+        bounded("partitions.index", u64::from(p.index), 0, u64::from(p.count) - 1)?;
         if let Some(c) = &self.codes {
             duration("codes.ttl", c.ttl, Duration::from_secs(1))?;
             let max = Duration::from_millis(crate::jwt::CODE_MAX_TTL_MS);

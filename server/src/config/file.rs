@@ -283,6 +283,8 @@ impl ServerSection {
             codes: None,
             phantom: None,
             oidc: None,
+            // One partition: the server does not split its state yet (docs/PARTITIONS.md).
+            partitions: confab_proto::server::Partitions::SINGLE,
         }
     }
 }

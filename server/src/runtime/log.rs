@@ -42,6 +42,7 @@ fn kind(e: &ServerLog) -> Kind {
         ServerLog::BadFrame { .. } => ("bad frame", 0),
         ServerLog::SessionClosed { code, .. } => ("session closed", *code),
         ServerLog::MessageExpired { .. } => ("undelivered private message expired", 0),
+        ServerLog::BadMail { .. } => ("mail from another partition did not decode", 0),
     }
 }
 
@@ -172,6 +173,9 @@ fn log_event(e: &ServerLog) {
         }
         ServerLog::MessageExpired { from, to, seq } => {
             info!(from = %from, to = %to, seq, "undelivered private message expired");
+        }
+        ServerLog::BadMail { from, seq, reason } => {
+            warn!(from_partition = from, seq, %reason, "mail from another partition did not decode");
         }
     }
 }

@@ -239,13 +239,20 @@ impl Node {
     ///
     /// # Errors
     /// The core refuses the configuration, a listener cannot be bound, TLS
-    /// refuses the identity, or the OS has no randomness.
+    /// refuses the identity, or the OS has no randomness. A split state
+    /// (`partitions.count` above 1) is refused: the node does not carry
+    /// mail between partitions yet (docs/PARTITIONS.md).
     pub fn bind<D>(config: NodeConfig, store: D, state: State) -> io::Result<Node>
     where
         D: Durable<[Change]> + Send + 'static,
         D::Error: std::fmt::Display,
     {
         config.server.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        if config.server.partitions.is_split() {
+            let why = "a split state (partitions.count above 1) is not served yet: this node carries no mail \
+                       between partitions (docs/PARTITIONS.md)";
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+        }
         let poll = Poll::new()?;
         let ids = ConnIds::default();
         let hub = Hub::new(poll.registry(), WAKE, ids.clone())?;

@@ -3,7 +3,9 @@
 //! must live outside its machine.
 //!
 //! The same records (format [`FORMAT_VERSION`]: postcard changes with
-//! chained SHA-256 sums, a snapshot, the head) in four tables, created and
+//! chained SHA-256 sums, a snapshot, the head) in four tables (and a fifth,
+//! `confab_outbox`, for the mail between the partitions of a split state,
+//! written in the same statement as the turn that sends or applies it), created and
 //! upgraded by numbered migrations at start ([`MIGRATIONS`], recorded in
 //! `confab_schema`, run by the node that holds the lease, so two
 //! nodes starting together migrate once). Loading runs the SQLite store's checks
@@ -48,27 +50,47 @@ use super::{FORMAT_VERSION, Init, log_records, trim};
 
 /// The schema, one migration per version (`confab_schema` records the
 /// versions applied). Never edit one that shipped: add the next.
-pub const MIGRATIONS: &[&str] = &["CREATE TABLE confab_meta (key text PRIMARY KEY, value text NOT NULL);
+pub const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE confab_meta (key text PRIMARY KEY, value text NOT NULL);
      INSERT INTO confab_meta (key, value) VALUES ('application', 'confab-server'), ('format', '4');
      CREATE TABLE confab_head (id int PRIMARY KEY CHECK (id = 1), seq bigint NOT NULL, sum bytea NOT NULL);
      INSERT INTO confab_head (id, seq, sum) VALUES (1, 0, decode(repeat('00', 32), 'hex'));
      CREATE TABLE confab_snapshot (id int PRIMARY KEY CHECK (id = 1), upto bigint NOT NULL,
                                    state bytea NOT NULL, sum bytea NOT NULL);
-     CREATE TABLE confab_changes (seq bigint PRIMARY KEY, change bytea NOT NULL, sum bytea NOT NULL);"];
+     CREATE TABLE confab_changes (seq bigint PRIMARY KEY, change bytea NOT NULL, sum bytea NOT NULL);",
+    // 2: the mail between the partitions of a split state (docs/PARTITIONS.md): each item
+    // until its target applied it.
+    "CREATE TABLE confab_outbox (source int NOT NULL, target int NOT NULL, seq bigint NOT NULL,
+                                 item bytea NOT NULL, PRIMARY KEY (target, source, seq));",
+];
 
 /// A turn's records, the covered changes it deletes, and the head moved
 /// from the expected one, all or nothing, if the lease (partition `$10`) is
 /// still under token `$11` (its row locked in share mode until the commit:
 /// a takeover waits for it): whether the token was ours, and 1 if it
 /// committed, 0 if the head was not the expected one (nothing written).
+/// With them, the turn's mail: the items it sends (`Change::MailOut`:
+/// targets `$12`, numbers `$13`, items `$14`) into `confab_outbox`, and the
+/// items it applied (`Change::MailIn`: sources `$15`, numbers `$16`) out of
+/// it, so that an item leaves the table in the transaction that applied it.
 const COMMIT: &str = "WITH l AS (SELECT 1 FROM confab_lease WHERE partition = $10 AND token = $11 FOR SHARE),
      h AS (UPDATE confab_head SET seq = $1, sum = $2 WHERE id = 1 AND seq = $3 AND sum = $4 \
            AND EXISTS (SELECT 1 FROM l) RETURNING 1),
      ins AS (INSERT INTO confab_changes (seq, change, sum)
              SELECT s, c, m FROM unnest($5::bigint[], $6::bytea[], $7::bytea[]) AS u(s, c, m)
              WHERE EXISTS (SELECT 1 FROM h)),
-     del AS (DELETE FROM confab_changes WHERE seq BETWEEN $8 AND $9 AND EXISTS (SELECT 1 FROM h))
+     del AS (DELETE FROM confab_changes WHERE seq BETWEEN $8 AND $9 AND EXISTS (SELECT 1 FROM h)),
+     mo AS (INSERT INTO confab_outbox (source, target, seq, item)
+            SELECT $10, t, s, i FROM unnest($12::int[], $13::bigint[], $14::bytea[]) AS u(t, s, i)
+            WHERE EXISTS (SELECT 1 FROM h)),
+     mi AS (DELETE FROM confab_outbox o USING unnest($15::int[], $16::bigint[]) AS d(f, s)
+            WHERE o.target = $10 AND o.source = d.f AND o.seq = d.s AND EXISTS (SELECT 1 FROM h))
 SELECT EXISTS (SELECT 1 FROM l), count(*) FROM h";
+
+/// The items of the mail from partition `$2` to partition `$1` numbered
+/// above `$3`, in order, at most `$4`.
+const MAIL_TO: &str = "SELECT seq, item FROM confab_outbox WHERE target = $1 AND source = $2 AND seq > $3 \
+                       ORDER BY seq LIMIT $4";
 
 /// The snapshot and the head it becomes, fenced like [`COMMIT`] (the lease: `$5`, `$6`), and
 /// the record format, `$7` (the snapshot is in this build's format: after it, so is the store,
@@ -80,6 +102,39 @@ const SNAPSHOT: &str = "WITH l AS (SELECT 1 FROM confab_lease WHERE partition = 
               ON CONFLICT (id) DO UPDATE SET upto = excluded.upto, state = excluded.state, sum = excluded.sum),
      f AS (UPDATE confab_meta SET value = $7 WHERE key = 'format' AND value <> $7 AND EXISTS (SELECT 1 FROM h))
 SELECT EXISTS (SELECT 1 FROM l), count(*) FROM h";
+
+/// A turn's mail, as the commit statement's arrays.
+#[derive(Default)]
+struct Mail {
+    targets: Vec<i32>,
+    out_seqs: Vec<i64>,
+    items: Vec<Vec<u8>>,
+    sources: Vec<i32>,
+    in_seqs: Vec<i64>,
+}
+
+impl Mail {
+    fn of(changes: &[Change]) -> Mail {
+        let mut m = Mail::default();
+        // Sequence numbers start at 1 and only grow: far below i64::MAX.
+        let number = |seq: u64| i64::try_from(seq).unwrap_or(i64::MAX);
+        for change in changes {
+            match change {
+                Change::MailOut { to, seq, item } => {
+                    m.targets.push(i32::from(*to));
+                    m.out_seqs.push(number(*seq));
+                    m.items.push(item.to_vec());
+                }
+                Change::MailIn { from, seq } => {
+                    m.sources.push(i32::from(*from));
+                    m.in_seqs.push(number(*seq));
+                }
+                _ => {}
+            }
+        }
+        m
+    }
+}
 
 /// One attempt at getting the connection back.
 enum Attempt {
@@ -259,8 +314,9 @@ impl PgStore {
         }
         let ((trim_from, trim_to), covered) = trim(self.tally.covered, records.len()).unwrap_or(((1, 0), None));
         let token = self.token;
+        let mail = Mail::of(changes);
         self.write("commit a turn to", before, head, |client| {
-            let params: [&(dyn postgres::types::ToSql + Sync); 11] = [
+            let params: [&(dyn postgres::types::ToSql + Sync); 16] = [
                 &head.seq,
                 &&head.sum[..],
                 &before.seq,
@@ -272,6 +328,11 @@ impl PgStore {
                 &trim_to,
                 &PARTITION,
                 &token,
+                &mail.targets,
+                &mail.out_seqs,
+                &mail.items,
+                &mail.sources,
+                &mail.in_seqs,
             ];
             client.query_one(COMMIT, &params)
         })?;
@@ -279,6 +340,23 @@ impl PgStore {
             self.compact()?;
         }
         Ok(())
+    }
+
+    /// The items of the mail from partition `from` to this store's
+    /// partition numbered above `after`, in order, at most `limit`: what its
+    /// core is given next ([`Server::handle_mail`](confab_proto::Server::handle_mail)).
+    ///
+    /// # Errors
+    /// PostgreSQL refused the query (the connection is not recovered here:
+    /// the next commit does that).
+    pub fn mail_from(&mut self, from: u8, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .client
+            .query(MAIL_TO, &[&PARTITION, &i32::from(from), &after, &limit])
+            .map_err(pg_err("read the mail in", &self.label))?;
+        Ok(rows.iter().map(|r| (u64::try_from(r.get::<_, i64>(0)).unwrap_or(0), r.get(1))).collect())
     }
 
     /// Writes a snapshot of the current state (the changes it covers are

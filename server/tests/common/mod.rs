@@ -214,20 +214,33 @@ impl Drop for TempDir {
     }
 }
 
+/// The `State` fields each format appended, newest last: format 5
+/// `retry_keys`, format 6 `mail_next` and `mail_applied` (maps: one zero
+/// byte each when empty).
+pub const FIELDS_ADDED: [(u32, usize); 2] = [(5, 1), (6, 2)];
+
+/// The bytes a snapshot of this build's format has beyond one of `format`
+/// (4 or later): the fields appended since, all empty.
+#[must_use]
+pub fn fields_since(format: u32) -> usize {
+    FIELDS_ADDED.iter().filter(|(f, _)| *f > format).map(|(_, n)| n).sum()
+}
+
 /// Turns a store of this build's format in `dir`'s data directory into one
-/// of format 4: its snapshot (if any) without the field format 5 appended to
-/// `State` (`retry_keys`, which must be empty), its records as they are (no
-/// `Change::TokenRotatedKeyed` may be among them).
-pub fn downgrade_to_format_4(dir: &TempDir) {
+/// of `format` (4 or later): its snapshot (if any) without the fields later
+/// formats appended to `State` (which must be empty), its records as they
+/// are (none of a later format's new variants may be among them).
+pub fn downgrade_to_format(dir: &TempDir, format: u32) {
     let conn = rusqlite::Connection::open(dir.data().join(confab_server::store::DB_FILE)).unwrap();
     let snapshot: Option<Vec<u8>> =
         rusqlite::OptionalExtension::optional(conn.query_row("SELECT state FROM snapshot", [], |r| r.get(0))).unwrap();
     let Some(state) = snapshot else {
-        conn.execute("UPDATE meta SET value = 4 WHERE key = 'format'", []).unwrap();
+        conn.execute("UPDATE meta SET value = ?1 WHERE key = 'format'", [format]).unwrap();
         return;
     };
-    assert_eq!(state.last(), Some(&0), "retry_keys is empty");
-    let state = &state[..state.len() - 1];
+    let strip = fields_since(format);
+    assert!(state[state.len() - strip..].iter().all(|&b| b == 0), "the later fields are empty");
+    let state = &state[..state.len() - strip];
     // The checksums, as docs/ARCHITECTURE.md gives them: the snapshot's, then the chain of the
     // changes after it, then the head.
     use sha2::{Digest as _, Sha256};
@@ -258,7 +271,7 @@ pub fn downgrade_to_format_4(dir: &TempDir) {
         conn.execute("UPDATE changes SET sum = ?1 WHERE seq = ?2", rusqlite::params![&sum[..], seq]).unwrap();
         head = seq;
     }
-    conn.execute_batch("UPDATE meta SET value = 4 WHERE key = 'format'").unwrap();
+    conn.execute("UPDATE meta SET value = ?1 WHERE key = 'format'", [format]).unwrap();
     conn.execute("UPDATE meta SET value = ?1 WHERE key = 'head_seq'", [head]).unwrap();
     conn.execute("UPDATE meta SET value = ?1 WHERE key = 'head_sum'", [&sum[..]]).unwrap();
 }
@@ -267,7 +280,7 @@ pub fn downgrade_to_format_4(dir: &TempDir) {
 /// layout of format 3: no checksum columns, no head record (format 3 had
 /// neither; its records are encoded as format 4's are).
 pub fn downgrade_to_format_3(dir: &TempDir) {
-    downgrade_to_format_4(dir);
+    downgrade_to_format(dir, 4);
     rusqlite::Connection::open(dir.data().join(confab_server::store::DB_FILE))
         .unwrap()
         .execute_batch(

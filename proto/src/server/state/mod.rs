@@ -6,9 +6,10 @@
 //! applies the same changes in the same order holds the same state, which is
 //! what [`Server::restore`](crate::Server::restore) is given after a restart.
 //!
-//! The state is three books, each keeping its own redundant data consistent:
-//! [`AccountBook`] (accounts, tokens, families), [`RoomBook`] (rooms) and
-//! [`LaneBook`] (conversations and queued items). Their fields are private:
+//! The state is four books, each keeping its own redundant data consistent:
+//! [`AccountBook`] (accounts, tokens, families), [`RoomBook`] (rooms),
+//! [`LaneBook`] (conversations and queued items) and [`MailBook`] (the
+//! numbers of the mail between partitions). Their fields are private:
 //! the only way to change them is [`State::apply`]. Every map is ordered (a
 //! B-tree), so iteration orders, and the serialized form, depend on the
 //! contents only: a restored server behaves byte for byte like one that
@@ -19,6 +20,7 @@
 
 mod accounts;
 mod lanes;
+mod mail;
 mod rooms;
 #[cfg(feature = "serde")]
 mod stored;
@@ -27,6 +29,7 @@ mod types;
 pub use super::change::Change;
 pub use accounts::AccountBook;
 pub use lanes::LaneBook;
+pub use mail::MailBook;
 pub use rooms::RoomBook;
 pub use types::{
     Conversation, Dedup, ItemKind, Lane, OidcLogin, QueuedItem, Recorded, RetryKey, Room, Rotation, SecretHash,
@@ -39,14 +42,19 @@ pub struct State {
     accounts: AccountBook,
     rooms: RoomBook,
     lanes: LaneBook,
+    mail: MailBook,
 }
 
 impl State {
     /// An empty state keeping `history_cap` room messages and `dedup_cap` responses per token family.
     #[must_use]
     pub fn new(history_cap: usize, dedup_cap: usize) -> State {
-        let mut state =
-            State { accounts: AccountBook::default(), rooms: RoomBook::default(), lanes: LaneBook::default() };
+        let mut state = State {
+            accounts: AccountBook::default(),
+            rooms: RoomBook::default(),
+            lanes: LaneBook::default(),
+            mail: MailBook::default(),
+        };
         state.set_caps(history_cap, dedup_cap);
         state
     }
@@ -80,6 +88,12 @@ impl State {
     #[must_use]
     pub fn lanes(&self) -> &LaneBook {
         &self.lanes
+    }
+
+    /// The numbers of the mail between partitions.
+    #[must_use]
+    pub fn mail(&self) -> &MailBook {
+        &self.mail
     }
 
     /// The account `username`.
@@ -154,6 +168,8 @@ impl State {
             Change::Dropped { from, to, seq } => l.dropped(from, to, *seq),
             Change::NoticeAdded { user, peer, seq } => l.notice_added(user, peer, *seq),
             Change::NoticesCleared { user } => l.notices_cleared(user),
+            Change::MailOut { to, seq, .. } => self.mail.mark_sent(*to, *seq),
+            Change::MailIn { from, seq } => self.mail.mark_applied(*from, *seq),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The serde form of [`State`]: one flat record whose fields keep the order
-//! and types of the store format (`confab_server::store::FORMAT_VERSION` 5),
+//! and types of the store format (`confab_server::store::FORMAT_VERSION` 6),
 //! whatever the in-memory split into books. Maps are written in key order,
 //! so equal states have equal encodings.
 
@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::types::{Conversation, Dedup, Lane, OidcLogin, RetryKey, Room, TokenRecord, User};
-use super::{AccountBook, LaneBook, RoomBook, State};
+use super::{AccountBook, LaneBook, MailBook, RoomBook, State};
 use crate::jwt::KeyRecord;
 use crate::server::keyed::IntKeyed;
 
@@ -34,6 +34,8 @@ struct StoredRef<'a> {
     oidc_subjects: &'a BTreeMap<[u8; 32], String>,
     oidc_accounts: &'a BTreeMap<String, [u8; 32]>,
     retry_keys: &'a BTreeMap<[u8; 32], RetryKey>,
+    mail_next: &'a BTreeMap<u8, u64>,
+    mail_applied: &'a BTreeMap<u8, u64>,
 }
 
 /// [`StoredRef`], owned, for reading.
@@ -58,6 +60,8 @@ struct Stored {
     oidc_subjects: BTreeMap<[u8; 32], String>,
     oidc_accounts: BTreeMap<String, [u8; 32]>,
     retry_keys: BTreeMap<[u8; 32], RetryKey>,
+    mail_next: BTreeMap<u8, u64>,
+    mail_applied: BTreeMap<u8, u64>,
 }
 
 impl Serialize for State {
@@ -83,6 +87,8 @@ impl Serialize for State {
             oidc_subjects: &a.oidc_subjects,
             oidc_accounts: &a.oidc_accounts,
             retry_keys: &a.retry_keys,
+            mail_next: &self.mail.next,
+            mail_applied: &self.mail.applied,
         }
         .serialize(serializer)
     }
@@ -115,6 +121,7 @@ impl<'de> Deserialize<'de> for State {
                 queued_total: s.queued_total,
                 notices: s.notices,
             },
+            mail: MailBook { next: s.mail_next, applied: s.mail_applied },
         })
     }
 }

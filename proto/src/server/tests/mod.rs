@@ -7,6 +7,7 @@ mod attack;
 mod attack2;
 mod caps;
 mod deadline;
+mod partitions;
 mod retry_key;
 mod turn;
 mod validate;
@@ -44,6 +45,10 @@ pub(super) struct Harness {
     received: std::collections::BTreeMap<SessionId, Vec<Message>>,
     next_request: u32,
     failovers: u8,
+    /// The mail changes of the committed turns, in order (`MailOut`, `MailIn`).
+    pub(super) mail: Vec<crate::server::Change>,
+    /// The log events of the committed turns.
+    pub(super) logs: Vec<crate::server::ServerLog>,
 }
 
 impl Harness {
@@ -59,6 +64,8 @@ impl Harness {
             received: std::collections::BTreeMap::new(),
             next_request: 1,
             failovers: 0,
+            mail: Vec::new(),
+            logs: Vec::new(),
         }
     }
 
@@ -114,9 +121,21 @@ impl Harness {
                     self.server.handle_work(self.now, result);
                 }
             }
+            let mail = turn
+                .changes()
+                .iter()
+                .filter(|c| matches!(c, crate::server::Change::MailOut { .. } | crate::server::Change::MailIn { .. }));
+            self.mail.extend(mail.cloned());
             let Ok(committed) = turn.commit(&mut Ephemeral);
             for action in committed {
-                let Action::Transmit { session, bytes } = action else { continue };
+                let (session, bytes) = match action {
+                    Action::Transmit { session, bytes } => (session, bytes),
+                    Action::Log(event) => {
+                        self.logs.push(event);
+                        continue;
+                    }
+                    Action::Close { .. } => continue,
+                };
                 let limits = self.server.config().limits;
                 let Some(decoder) = self.decoders.get_mut(&session) else { continue };
                 decoder.push(&bytes);
@@ -142,6 +161,11 @@ impl Harness {
                 _ => None,
             })
             .unwrap_or_else(|| panic!("no response to #{request_id} on {session}"))
+    }
+
+    /// Everything `session` received.
+    pub(super) fn received(&self, session: SessionId) -> &[Message] {
+        self.received.get(&session).map_or(&[], Vec::as_slice)
     }
 
     /// The code answered to `request_id` on `session`.

@@ -1,0 +1,318 @@
+//! The items one partition mails another (docs/PARTITIONS.md, "Mail"): a
+//! versioned binary encoding, kept in the store's outbox until the target
+//! applied them.
+//!
+//! Layout, integers big-endian: `ticket u64 | role u8 | version u8 | kind u8
+//! | body`. The ticket and the role (0: a request, 1: an answer) are the
+//! same in every version, so that a target that cannot read the rest (a
+//! version it does not know, during a rolling upgrade) can still refuse a
+//! request, and never answers an answer. A request's ticket is its own
+//! number in its sender's mail to the target; its answer carries it back.
+//! Text is `u16` length + UTF-8; a blob is `u32` length + bytes.
+//!
+//! | role | kind | item | body |
+//! | --- | --- | --- | --- |
+//! | 0 | 1 | [`MailItem::FetchKey`] | `peer: text` |
+//! | 1 | 2 | [`MailItem::KeyFound`] | `username: text, identity_key: blob` |
+//! | 1 | 3 | [`MailItem::Refused`] | `code: u16, reason: text` |
+//!
+//! [`MailItem::Refused`] of version 1 is frozen: every later version reads
+//! it, so a refusal for a version it cannot read always gets through.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// The version this build writes and reads.
+pub const MAIL_VERSION: u8 = 1;
+/// The role of a request (it asks for an answer).
+pub const ROLE_REQUEST: u8 = 0;
+/// The role of an answer.
+pub const ROLE_ANSWER: u8 = 1;
+
+/// One item of mail between partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailItem {
+    /// A session asks for `peer`'s identity key (`fetch_key`); the
+    /// answer comes back under the same ticket.
+    FetchKey {
+        /// The request's number in its sender's mail to the target.
+        ticket: u64,
+        /// The user asked about.
+        peer: String,
+    },
+    /// The answer to [`MailItem::FetchKey`]: the key.
+    KeyFound {
+        /// The request's ticket.
+        ticket: u64,
+        /// The user.
+        username: String,
+        /// Its identity key (empty if it has none).
+        identity_key: Bytes,
+    },
+    /// A request refused by its target, with the code and reason its
+    /// client gets.
+    Refused {
+        /// The request's ticket.
+        ticket: u64,
+        /// The three-digit code.
+        code: u16,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// An item that does not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MailError {
+    /// Fewer bytes than the layout needs.
+    #[error("mail item truncated")]
+    Truncated,
+    /// A version this build does not read.
+    #[error("mail item of version {0}, this build reads version {MAIL_VERSION}")]
+    UnknownVersion(u8),
+    /// A kind this version does not have.
+    #[error("mail item of unknown kind {0}")]
+    UnknownKind(u8),
+    /// Text that is not UTF-8.
+    #[error("mail item with text that is not UTF-8")]
+    BadText,
+    /// A role other than request (0) or answer (1).
+    #[error("mail item of unknown role {0}")]
+    UnknownRole(u8),
+    /// A kind that does not go with the role.
+    #[error("mail item of kind {kind} given as {}", if *.role == ROLE_REQUEST { "a request" } else { "an answer" })]
+    WrongRole {
+        /// The role given.
+        role: u8,
+        /// The kind.
+        kind: u8,
+    },
+    /// Bytes after the item.
+    #[error("mail item followed by {0} bytes")]
+    Trailing(usize),
+}
+
+impl MailItem {
+    /// The ticket of the request the item belongs to.
+    #[must_use]
+    pub fn ticket(&self) -> u64 {
+        match self {
+            MailItem::FetchKey { ticket, .. }
+            | MailItem::KeyFound { ticket, .. }
+            | MailItem::Refused { ticket, .. } => *ticket,
+        }
+    }
+
+    /// [`ROLE_REQUEST`] or [`ROLE_ANSWER`].
+    #[must_use]
+    pub fn role(&self) -> u8 {
+        match self {
+            MailItem::FetchKey { .. } => ROLE_REQUEST,
+            MailItem::KeyFound { .. } | MailItem::Refused { .. } => ROLE_ANSWER,
+        }
+    }
+
+    /// The item's bytes.
+    #[must_use]
+    pub fn encode(&self) -> Bytes {
+        let mut b = BytesMut::with_capacity(64);
+        b.put_u64(self.ticket());
+        b.put_u8(self.role());
+        b.put_u8(MAIL_VERSION);
+        match self {
+            MailItem::FetchKey { peer, .. } => {
+                b.put_u8(1);
+                put_text(&mut b, peer);
+            }
+            MailItem::KeyFound { username, identity_key, .. } => {
+                b.put_u8(2);
+                put_text(&mut b, username);
+                put_blob(&mut b, identity_key);
+            }
+            MailItem::Refused { code, reason, .. } => {
+                b.put_u8(3);
+                b.put_u16(*code);
+                put_text(&mut b, reason);
+            }
+        }
+        b.freeze()
+    }
+
+    /// Reads an item.
+    ///
+    /// # Errors
+    /// The bytes are not an item of this version.
+    pub fn decode(bytes: &[u8]) -> Result<MailItem, MailError> {
+        let mut r = Reader(bytes);
+        let ticket = r.u64()?;
+        let role = r.u8()?;
+        if role != ROLE_REQUEST && role != ROLE_ANSWER {
+            return Err(MailError::UnknownRole(role));
+        }
+        let version = r.u8()?;
+        if version != MAIL_VERSION {
+            return Err(MailError::UnknownVersion(version));
+        }
+        let kind = r.u8()?;
+        let item = match kind {
+            1 => MailItem::FetchKey { ticket, peer: r.text()? },
+            2 => MailItem::KeyFound { ticket, username: r.text()?, identity_key: r.blob()? },
+            3 => MailItem::Refused { ticket, code: r.u16()?, reason: r.text()? },
+            kind => return Err(MailError::UnknownKind(kind)),
+        };
+        if item.role() != role {
+            return Err(MailError::WrongRole { role, kind });
+        }
+        match r.0.len() {
+            0 => Ok(item),
+            n => Err(MailError::Trailing(n)),
+        }
+    }
+
+    /// The ticket and role of an item, if its first 9 bytes are there and
+    /// the role is known (whatever the rest holds: any version).
+    #[must_use]
+    pub fn ticket_and_role(bytes: &[u8]) -> Option<(u64, u8)> {
+        let mut r = Reader(bytes);
+        let (ticket, role) = (r.u64().ok()?, r.u8().ok()?);
+        (role == ROLE_REQUEST || role == ROLE_ANSWER).then_some((ticket, role))
+    }
+}
+
+fn put_text(b: &mut BytesMut, s: &str) {
+    // Texts here are names and reasons, far below 64 KiB; a longer one is cut at a character.
+    let mut end = s.len().min(usize::from(u16::MAX));
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    b.put_u16(end as u16);
+    b.put_slice(&s.as_bytes()[..end]);
+}
+
+fn put_blob(b: &mut BytesMut, blob: &[u8]) {
+    // Identity keys are bounded far below 4 GiB by the configuration.
+    b.put_u32(u32::try_from(blob.len()).unwrap_or(u32::MAX));
+    b.put_slice(&blob[..blob.len().min(u32::MAX as usize)]);
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], MailError> {
+        if self.0.len() < n {
+            return Err(MailError::Truncated);
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, MailError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, MailError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, MailError> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_be_bytes(a))
+    }
+
+    fn text(&mut self) -> Result<String, MailError> {
+        let n = usize::from(self.u16()?);
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| MailError::BadText)
+    }
+
+    fn blob(&mut self) -> Result<Bytes, MailError> {
+        let mut a = [0u8; 4];
+        a.copy_from_slice(self.take(4)?);
+        let n = u32::from_be_bytes(a) as usize;
+        Ok(Bytes::copy_from_slice(self.take(n)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items() -> Vec<MailItem> {
+        vec![
+            MailItem::FetchKey { ticket: 7, peer: "bob".into() },
+            MailItem::KeyFound { ticket: 7, username: "bob".into(), identity_key: Bytes::from_static(&[1, 2, 3]) },
+            MailItem::Refused { ticket: u64::MAX, code: 404, reason: "no user zoé".into() },
+        ]
+    }
+
+    #[test]
+    fn items_round_trip() {
+        for item in items() {
+            assert_eq!(MailItem::decode(&item.encode()), Ok(item.clone()));
+            assert_eq!(MailItem::ticket_and_role(&item.encode()), Some((item.ticket(), item.role())));
+        }
+    }
+
+    /// The layout of the module docs, byte for byte.
+    #[test]
+    fn the_encoding_is_the_documented_one() {
+        let fetch = MailItem::FetchKey { ticket: 0x0102_0304_0506_0708, peer: "bob".into() }.encode();
+        assert_eq!(&fetch[..], b"\x01\x02\x03\x04\x05\x06\x07\x08\x00\x01\x01\x00\x03bob");
+        let found =
+            MailItem::KeyFound { ticket: 1, username: "b".into(), identity_key: Bytes::from_static(b"k") }.encode();
+        assert_eq!(&found[..], b"\0\0\0\0\0\0\0\x01\x01\x01\x02\x00\x01b\x00\x00\x00\x01k");
+        let refused = MailItem::Refused { ticket: 2, code: 404, reason: "no".into() }.encode();
+        assert_eq!(&refused[..], b"\0\0\0\0\0\0\0\x02\x01\x01\x03\x01\x94\x00\x02no");
+    }
+
+    #[test]
+    fn malformed_items_are_refused_with_their_reason() {
+        let good = items()[1].encode();
+        for cut in 0..good.len() {
+            assert_eq!(MailItem::decode(&good[..cut]), Err(MailError::Truncated), "cut at {cut}");
+        }
+        let mut longer = good.to_vec();
+        longer.push(0);
+        assert_eq!(MailItem::decode(&longer), Err(MailError::Trailing(1)));
+        let mut newer = good.to_vec();
+        newer[9] = 2;
+        assert_eq!(MailItem::decode(&newer), Err(MailError::UnknownVersion(2)));
+        assert_eq!(MailItem::ticket_and_role(&newer), Some((7, ROLE_ANSWER)), "ticket and role survive a version");
+        let mut kind = good.to_vec();
+        kind[10] = 9;
+        assert_eq!(MailItem::decode(&kind), Err(MailError::UnknownKind(9)));
+        let mut role = good.to_vec();
+        role[8] = ROLE_REQUEST;
+        assert_eq!(MailItem::decode(&role), Err(MailError::WrongRole { role: ROLE_REQUEST, kind: 2 }));
+        role[8] = 7;
+        assert_eq!(MailItem::decode(&role), Err(MailError::UnknownRole(7)));
+        assert_eq!(MailItem::ticket_and_role(&role), None);
+        let bad_text = b"\0\0\0\0\0\0\0\x01\x00\x01\x01\x00\x02\xff\xfe";
+        assert_eq!(MailItem::decode(bad_text), Err(MailError::BadText));
+    }
+
+    /// The fuzz seeds of `fuzz/corpus/message_decode/mail_*` are items.
+    #[test]
+    fn the_fuzz_seeds_are_items() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/message_decode");
+        for name in ["mail_fetch_key", "mail_key_found", "mail_refused"] {
+            let bytes = std::fs::read(dir.join(name)).expect("the seed");
+            assert!(MailItem::decode(&bytes).is_ok(), "{name}");
+        }
+    }
+
+    /// Any bytes decode to an item or an error, never a panic.
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 40) as usize;
+            let bytes: Vec<u8> = (0..len).map(|i| (x >> (i % 8 * 8)) as u8 ^ i as u8).collect();
+            let _ = MailItem::decode(&bytes);
+        }
+    }
+}

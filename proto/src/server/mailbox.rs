@@ -1,0 +1,285 @@
+//! Mail between the partitions of a split state (docs/PARTITIONS.md,
+//! "Mail"): what a core sends ([`Change::MailOut`] in its turn's changes)
+//! and how it applies what it receives ([`Server::handle_mail`]).
+//!
+//! The contract with the runtime: after committing a turn, the store holds
+//! each `MailOut`'s item in its outbox; the target's runtime gives the
+//! target core the items of each source in sequence order, each once it
+//! was committed, and commits the turn each one makes (its effects and
+//! [`Change::MailIn`], after which the store drops the item). A duplicate
+//! or an item past a gap changes nothing, so the runtime may give items
+//! again after a crash or a lost doorbell. Application is total: an item
+//! that does not decode is logged and counts as applied, a request the
+//! target refuses or cannot read is answered with a refusal, and an answer
+//! is never answered, so no item blocks its source and no two partitions
+//! bounce items at each other.
+//!
+//! Requests that cross partitions so far: `fetch_key` of a user of
+//! another home. Its answer is not remembered (the opcode is not
+//! deduplicated). While it waits, the session's later frames wait too
+//! (requests are handled in order per connection, as while a password is
+//! checked); after [`WAIT_FOR_ANSWER`] the session is answered 503 and goes
+//! on, and the request stays counted until its answer arrives: at most
+//! [`MAX_WAITING`] requests are in flight at once, so a target that is down
+//! bounds what its sources send it. An answer reaching a home restored
+//! meanwhile answers nobody (the client asks again).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use super::mail_item::{MailError, MailItem, ROLE_REQUEST};
+use super::partition::PartitionId;
+use super::refusal::{Refusal, Reply};
+use super::state::Change;
+use super::{Server, ServerLog, SessionId};
+use crate::wire::{IdentityKey, Opcode, ResponseBody, status};
+use crate::{Instant, Now};
+
+/// Requests in flight to other partitions at once, in all; past it, a
+/// request that would cross is refused 503 with a wait.
+pub const MAX_WAITING: usize = 4096;
+/// How long a session waits for another partition's answer before it is
+/// answered 503 (the request stays in flight).
+pub const WAIT_FOR_ANSWER: Duration = Duration::from_secs(30);
+/// The wait suggested with a 503 of a request that could not cross.
+const RETRY_AFTER_MS: u64 = 1000;
+
+/// What [`Server::handle_mail`] did with an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a gap means the items in between must be given first"]
+pub enum MailOutcome {
+    /// Applied: the turn holds its effects and [`Change::MailIn`].
+    Applied,
+    /// Already applied (at or below the source's cursor): nothing done.
+    Duplicate,
+    /// Past the next item of its source (`next`): nothing done; give the
+    /// items from `next` first.
+    Gap {
+        /// The sequence number this core needs next from that source.
+        next: u64,
+    },
+    /// Not mail for this core: its source is this partition or none.
+    Misdirected,
+}
+
+/// A request in flight to another partition: `(target, ticket)`, the
+/// ticket being the request's number in this core's mail to the target.
+type Key = (PartitionId, u64);
+
+/// What a request in flight waits with.
+#[derive(Debug, Clone)]
+struct Waiting {
+    /// The asking session, while it waits (`None` once it ended or was
+    /// answered 503).
+    session: Option<SessionId>,
+    /// The login it asked under: the answer goes to that login only.
+    family: u64,
+    request_id: u32,
+    opcode: Opcode,
+    /// The user asked about: an answer about another is not this one's.
+    peer: String,
+    deadline: Instant,
+}
+
+/// The requests in flight to other partitions.
+#[derive(Debug, Default)]
+pub(super) struct Waiters {
+    by_key: BTreeMap<Key, Waiting>,
+    /// The deadlines of the sessions still waiting.
+    deadlines: BTreeSet<(Instant, Key)>,
+}
+
+impl Waiters {
+    /// A session ended: it waits no more (its request stays in flight).
+    pub(super) fn session_ended(&mut self, key: Key) {
+        if let Some(w) = self.by_key.get_mut(&key) {
+            w.session = None;
+            self.deadlines.remove(&(w.deadline, key));
+        }
+    }
+
+    /// The earliest deadline of a waiting session.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.first().map(|(t, _)| *t)
+    }
+
+    fn take(&mut self, key: Key) -> Option<Waiting> {
+        let w = self.by_key.remove(&key)?;
+        self.deadlines.remove(&(w.deadline, key));
+        Some(w)
+    }
+}
+
+impl Server {
+    /// Mail item `seq` of partition `from`, as the store holds it (see the
+    /// module docs for the contract). Drain the turn after it, as after
+    /// any input.
+    pub fn handle_mail(&mut self, now: Now, from: PartitionId, seq: u64, item: &[u8]) -> MailOutcome {
+        let parts = self.config.partitions;
+        if from == parts.index || from >= parts.count {
+            return MailOutcome::Misdirected;
+        }
+        let applied = self.journal.state().mail().applied_from(from);
+        if seq <= applied {
+            return MailOutcome::Duplicate;
+        }
+        if seq != applied + 1 {
+            return MailOutcome::Gap { next: applied + 1 };
+        }
+        match MailItem::decode(item) {
+            Ok(MailItem::FetchKey { ticket, peer }) => {
+                let answer = match super::accounts::fetch_key(self.journal.state(), &peer) {
+                    Ok(Reply { body: ResponseBody::IdentityKey(k), .. }) => {
+                        MailItem::KeyFound { ticket, username: k.username, identity_key: k.identity_key }
+                    }
+                    Ok(_) => refused(ticket, &Refusal::Internal("fetch_key answered without a key".into())),
+                    Err(refusal) => refused(ticket, &refusal),
+                };
+                self.send_mail(from, &answer);
+            }
+            Ok(MailItem::KeyFound { ticket, username, identity_key }) => {
+                let body = ResponseBody::IdentityKey(IdentityKey { username: username.clone(), identity_key });
+                self.answer_waiting(now, (from, ticket), seq, Some(&username), Ok(Reply::ok(body)));
+            }
+            Ok(MailItem::Refused { ticket, code, reason }) => {
+                // Another partition's 401 or 419 is not about this session's tokens: a client
+                // that took it so would drop or refresh its own.
+                let refusal = match code {
+                    status::UNAUTHORIZED | status::TOKEN_EXPIRED => {
+                        Refusal::Internal(format!("partition {from} refused the request: {reason}"))
+                    }
+                    _ => Refusal::from_code(code, reason),
+                };
+                self.answer_waiting(now, (from, ticket), seq, None, Err(refusal));
+            }
+            Err(error) => self.unreadable_mail(now, from, seq, item, &error),
+        }
+        self.journal.commit(Change::MailIn { from, seq });
+        MailOutcome::Applied
+    }
+
+    /// An item that does not decode: logged; a request of a version this
+    /// build does not read is refused (with the frozen refusal of version
+    /// 1), and the session waiting for an answer it cannot read is told.
+    fn unreadable_mail(&mut self, now: Now, from: PartitionId, seq: u64, item: &[u8], error: &MailError) {
+        self.outbox.event(ServerLog::BadMail { from, seq, reason: error.to_string() });
+        let Some((ticket, role)) = MailItem::ticket_and_role(item) else { return };
+        let index = self.config.partitions.index;
+        if role == ROLE_REQUEST {
+            if matches!(error, MailError::UnknownVersion(_)) {
+                let refusal = Refusal::NotImplemented(format!("partition {index} cannot read the request: {error}"));
+                self.send_mail(from, &refused(ticket, &refusal));
+            }
+        } else {
+            let refusal =
+                Refusal::Internal(format!("partition {from} answered in a form this one cannot read: {error}"));
+            self.answer_waiting(now, (from, ticket), seq, None, Err(refusal));
+        }
+    }
+
+    /// The last item of `from` this core applied: the runtime gives the
+    /// items after it.
+    #[must_use]
+    pub fn mail_applied_from(&self, from: PartitionId) -> u64 {
+        self.journal.state().mail().applied_from(from)
+    }
+
+    /// Requests of this core in flight to other partitions (waited for, or
+    /// no longer: their answer has not come back yet).
+    #[must_use]
+    pub fn waiting_requests(&self) -> usize {
+        self.waiters.by_key.len()
+    }
+
+    /// Mails `item` to partition `to`, in this turn's changes; its number.
+    fn send_mail(&mut self, to: PartitionId, item: &MailItem) -> u64 {
+        let seq = self.journal.state().mail().next_to(to);
+        self.journal.commit(Change::MailOut { to, seq, item: item.encode() });
+        seq
+    }
+
+    /// `fetch_key` of `peer`, whose home is `home`: asked by mail; the
+    /// session waits (its later frames too) until the answer comes back.
+    pub(super) fn ask_key(&mut self, now: Now, session: SessionId, request_id: u32, home: PartitionId, peer: &str) {
+        let opcode = Opcode::FetchKey;
+        if self.waiters.by_key.len() >= MAX_WAITING {
+            let refusal = Refusal::Busy {
+                reason: format!("{MAX_WAITING} requests already wait for other partitions of this server"),
+                retry_after_ms: RETRY_AFTER_MS,
+            };
+            return self.outbox.refuse(now, session, opcode, request_id, refusal);
+        }
+        let family = self.presence.bound(session).map_or(0, |b| b.family);
+        // The request's own number in the mail to `home`: durable, never given twice.
+        let ticket = self.journal.state().mail().next_to(home);
+        let sent = self.send_mail(home, &MailItem::FetchKey { ticket, peer: peer.to_owned() });
+        debug_assert_eq!(sent, ticket);
+        let key = (home, ticket);
+        let deadline = now.instant + WAIT_FOR_ANSWER;
+        let waiting = Waiting { session: Some(session), family, request_id, opcode, peer: peer.to_owned(), deadline };
+        self.waiters.by_key.insert(key, waiting);
+        self.waiters.deadlines.insert((deadline, key));
+        if let Some(s) = self.presence.get_mut(session) {
+            s.waiting_mail = Some(key);
+        }
+    }
+
+    /// An answer (item `seq` of its source) came back for `key`: the
+    /// session that waits for it gets it, if it still waits under the same
+    /// login; `about`, the user an answer names, must be the one asked about.
+    fn answer_waiting(&mut self, now: Now, key: Key, seq: u64, about: Option<&str>, answer: Result<Reply, Refusal>) {
+        // Asked by an earlier run of this partition: nobody waits.
+        let Some(w) = self.waiters.take(key) else { return };
+        let answer = match about {
+            Some(about) if about != w.peer => {
+                let reason = format!("partition {} answered about {about} a request about {}", key.0, w.peer);
+                self.outbox.event(ServerLog::BadMail { from: key.0, seq, reason: reason.clone() });
+                Err(Refusal::Internal(reason))
+            }
+            _ => answer,
+        };
+        let Some(session) = w.session else { return };
+        let Some(s) = self.presence.get_mut(session) else { return };
+        if s.waiting_mail != Some(key) {
+            return;
+        }
+        s.waiting_mail = None;
+        if self.presence.bound(session).map_or(0, |b| b.family) == w.family {
+            match answer {
+                Ok(reply) => self.outbox.respond(now, session, w.opcode, w.request_id, reply),
+                Err(refusal) => self.outbox.refuse(now, session, w.opcode, w.request_id, refusal),
+            }
+        }
+        // The frames that waited behind it.
+        self.process_frames(now, session);
+    }
+
+    /// Sessions whose answer is late are answered 503 and go on; their
+    /// requests stay in flight.
+    pub(super) fn expire_waiting(&mut self, now: Now) {
+        while let Some(&(deadline, key)) = self.waiters.deadlines.first() {
+            if deadline > now.instant {
+                return;
+            }
+            self.waiters.deadlines.remove(&(deadline, key));
+            let Some(w) = self.waiters.by_key.get_mut(&key) else { continue };
+            let Some(session) = w.session.take() else { continue };
+            let (opcode, request_id) = (w.opcode, w.request_id);
+            let Some(s) = self.presence.get_mut(session) else { continue };
+            if s.waiting_mail != Some(key) {
+                continue;
+            }
+            s.waiting_mail = None;
+            let refusal = Refusal::Busy {
+                reason: format!("partition {} did not answer within {} s; try again", key.0, WAIT_FOR_ANSWER.as_secs()),
+                retry_after_ms: RETRY_AFTER_MS,
+            };
+            self.outbox.refuse(now, session, opcode, request_id, refusal);
+            self.process_frames(now, session);
+        }
+    }
+}
+
+fn refused(ticket: u64, refusal: &Refusal) -> MailItem {
+    MailItem::Refused { ticket, code: refusal.code(), reason: refusal.reason().to_owned() }
+}

@@ -1,0 +1,141 @@
+//! Which partition of a split state a frame goes to while its connection
+//! is not a session yet (docs/PARTITIONS.md, "Routing frames"). Pure: the
+//! node's router calls it on each frame of an unbound connection and hands
+//! the frame's bytes, unchanged, to that partition's core (its own, or
+//! through the relay); once the connection is a session, every frame goes
+//! to the session's core.
+
+use super::partition::{PartitionId, Partitions};
+use crate::token;
+use crate::wire::{Frame, Limits, Message, RequestBody};
+
+/// Where an unbound connection's frame goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameRoute {
+    /// To this partition's core.
+    Partition(PartitionId),
+    /// It carries an OIDC access token: to the home of the confab name its
+    /// subject is bound to, else of its `preferred_username` (`sub` without
+    /// one: the name the core gives the account), which the node
+    /// resolves (the binding lives in the store).
+    Oidc,
+    /// It names nobody (a control frame, a frame that does not decode, a
+    /// token that names no partition): to the connection's current core,
+    /// or partition 0, which answers it as a single server would.
+    Anywhere,
+}
+
+/// Routes one frame of an unbound connection. `last_login` is the
+/// partition the connection's last `login` went to (its `passphrase`
+/// follows it there). With one partition, everything goes to 0.
+#[must_use]
+pub fn route_unbound(frame: &Frame, limits: &Limits, parts: Partitions, last_login: Option<PartitionId>) -> FrameRoute {
+    if !parts.is_split() {
+        return FrameRoute::Partition(0);
+    }
+    let Ok(Message::Request(request)) = Message::decode(frame, limits) else {
+        return FrameRoute::Anywhere;
+    };
+    let home = |name: &str| FrameRoute::Partition(parts.home_of_user(name));
+    let named_by = |t: &[u8]| token::partition_of(t, parts.count).map_or(FrameRoute::Anywhere, FrameRoute::Partition);
+    match &request.body {
+        RequestBody::Register(b) => home(&b.username),
+        RequestBody::Login(b) => home(&b.username),
+        RequestBody::VerifyCode(b) => home(&b.username),
+        RequestBody::Passphrase(_) => last_login.map_or(FrameRoute::Anywhere, FrameRoute::Partition),
+        RequestBody::Refresh(b) => named_by(b.refresh_token.as_bytes()),
+        RequestBody::RefreshKeyed(b) => named_by(b.refresh_token.as_bytes()),
+        RequestBody::Introspect(b) => named_by(b.token.as_bytes()),
+        // Partition 0 owns the signing keys and publishes them.
+        RequestBody::Jwks(_) => FrameRoute::Partition(0),
+        _ if frame.auth.starts_with(b"cfa_") || frame.auth.starts_with(b"cfr_") => named_by(&frame.auth),
+        _ if frame.auth.is_empty() => FrameRoute::Anywhere,
+        _ => FrameRoute::Oidc,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::token::TokenKind;
+    use crate::wire::{
+        FetchKey, Introspect, Jwks, Login, Passphrase, Ping, Refresh, RefreshKeyed, Register, Request, VerifyCode,
+    };
+
+    const FOUR: Partitions = Partitions { index: 0, count: 4 };
+
+    fn frame(body: impl Into<RequestBody>, auth: &[u8]) -> Frame {
+        let msg = Message::Request(Request { request_id: 1, timestamp_ms: 0, body: body.into() });
+        let bytes = msg.to_bytes(auth);
+        Frame::parse(&bytes, &Limits::DEFAULT).expect("a frame").expect("whole").0
+    }
+
+    fn route(f: &Frame, last_login: Option<PartitionId>) -> FrameRoute {
+        route_unbound(f, &Limits::DEFAULT, FOUR, last_login)
+    }
+
+    fn token_of(partition: u8, kind: TokenKind) -> String {
+        let id = format!(
+            "{}aaaaaaaaaaaaaaa",
+            char::from(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"[partition as usize])
+        );
+        token::encode(kind, &id)
+    }
+
+    #[test]
+    fn account_frames_go_to_the_users_home() {
+        let alice = FrameRoute::Partition(FOUR.home_of_user("alice"));
+        let register = Register {
+            username: "alice".into(),
+            password: "p".into(),
+            passphrase: "a b c".into(),
+            identity_key: Bytes::new(),
+        };
+        assert_eq!(route(&frame(register, b""), None), alice);
+        assert_eq!(route(&frame(Login { username: "alice".into(), password: "p".into() }, b""), None), alice);
+        let verify = VerifyCode { username: "alice".into(), audience: "svc".into(), code: "c".into() };
+        assert_eq!(route(&frame(verify, b""), None), alice);
+        let passphrase = frame(Passphrase { passphrase: "a b c".into() }, b"");
+        assert_eq!(route(&passphrase, Some(3)), FrameRoute::Partition(3), "where the login went");
+        assert_eq!(route(&passphrase, None), FrameRoute::Anywhere);
+    }
+
+    #[test]
+    fn token_frames_go_to_the_partition_the_token_names() {
+        let access = token_of(2, TokenKind::Access);
+        let refresh = token_of(3, TokenKind::Refresh);
+        let fetch = frame(FetchKey { username: "bob".into() }, access.as_bytes());
+        assert_eq!(route(&fetch, None), FrameRoute::Partition(2));
+        assert_eq!(route(&frame(Refresh { refresh_token: refresh.clone() }, b""), None), FrameRoute::Partition(3));
+        let keyed = RefreshKeyed { refresh_token: refresh, retry_key: Bytes::from_static(&[0; 32]), attempt: 1 };
+        assert_eq!(route(&frame(keyed, b""), None), FrameRoute::Partition(3));
+        let introspect = frame(Introspect { token: access.clone() }, b"service-credential");
+        assert_eq!(route(&introspect, None), FrameRoute::Partition(2), "the token asked about, not the auth part");
+        // A letter past the partitions, a broken checksum: nobody's.
+        let forged = token_of(9, TokenKind::Access);
+        assert_eq!(route(&frame(FetchKey { username: "bob".into() }, forged.as_bytes()), None), FrameRoute::Anywhere);
+        let mut broken = access.into_bytes();
+        let last = broken.len() - 1;
+        broken[last] ^= 1;
+        assert_eq!(route(&frame(FetchKey { username: "bob".into() }, &broken), None), FrameRoute::Anywhere);
+    }
+
+    #[test]
+    fn the_rest_goes_to_partition_0_the_oidc_resolver_or_anywhere() {
+        assert_eq!(route(&frame(Jwks {}, b""), None), FrameRoute::Partition(0));
+        let jwt = frame(FetchKey { username: "bob".into() }, b"eyJhbGciOiJSUzI1NiJ9.e30.sig");
+        assert_eq!(route(&jwt, None), FrameRoute::Oidc);
+        assert_eq!(route(&frame(FetchKey { username: "bob".into() }, b""), None), FrameRoute::Anywhere);
+        let ping = Message::Ping(Ping { nonce: 1 }).to_bytes(b"");
+        let ping = Frame::parse(&ping, &Limits::DEFAULT).unwrap().unwrap().0;
+        assert_eq!(route(&ping, None), FrameRoute::Anywhere);
+    }
+
+    #[test]
+    fn one_partition_takes_everything() {
+        let f = frame(Login { username: "alice".into(), password: "p".into() }, b"");
+        assert_eq!(route_unbound(&f, &Limits::DEFAULT, Partitions::SINGLE, None), FrameRoute::Partition(0));
+    }
+}
