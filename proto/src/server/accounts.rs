@@ -303,12 +303,12 @@ impl Server {
             Err(e) => return unauthorized(&format!("malformed refresh token ({e})")),
         }
         // A split state: another partition's token is another user's, or misrouted.
-        let parts = self.config.partitions;
-        if let Some(p) = token::partition_of(raw, parts.count).filter(|&p| parts.is_split() && p != parts.index) {
+        if let Some(p) = self.config.partitions.foreign_token(raw) {
             return Err(if self.presence.bound(session).is_some() {
                 Refusal::Forbidden("refresh token belongs to another user".into())
             } else {
-                Refusal::BadRequest(format!("the refresh token is partition {p}'s, not this one's ({})", parts.index))
+                let here = self.config.partitions.index;
+                Refusal::BadRequest(format!("the refresh token is partition {p}'s, not this one's ({here})"))
             });
         }
         let hash = token::hash(raw);
@@ -516,12 +516,12 @@ impl Server {
         }
         // A split state: a token of another partition is not unknown, it is another user's
         // (this session's user lives here), or misrouted (docs/PARTITIONS.md).
-        let parts = self.config.partitions;
-        if let Some(p) = token::partition_of(auth, parts.count).filter(|&p| parts.is_split() && p != parts.index) {
+        if let Some(p) = self.config.partitions.foreign_token(auth) {
             return Err(if s.user.is_some() {
                 Refusal::Forbidden("access token belongs to another user".into())
             } else {
-                Refusal::BadRequest(format!("the access token is partition {p}'s, not this one's ({})", parts.index))
+                let here = self.config.partitions.index;
+                Refusal::BadRequest(format!("the access token is partition {p}'s, not this one's ({here})"))
             });
         }
         let hash = token::hash(auth);

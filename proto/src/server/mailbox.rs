@@ -191,11 +191,10 @@ impl Server {
         self.waiters.by_key.len()
     }
 
-    /// Mails `item` to partition `to`, in this turn's changes; its number.
-    fn send_mail(&mut self, to: PartitionId, item: &MailItem) -> u64 {
+    /// Mails `item` to partition `to`, in this turn's changes.
+    fn send_mail(&mut self, to: PartitionId, item: &MailItem) {
         let seq = self.journal.state().mail().next_to(to);
         self.journal.commit(Change::MailOut { to, seq, item: item.encode() });
-        seq
     }
 
     /// `fetch_key` of `peer`, whose home is `home`: asked by mail; the
@@ -212,8 +211,8 @@ impl Server {
         let family = self.presence.bound(session).map_or(0, |b| b.family);
         // The request's own number in the mail to `home`: durable, never given twice.
         let ticket = self.journal.state().mail().next_to(home);
-        let sent = self.send_mail(home, &MailItem::FetchKey { ticket, peer: peer.to_owned() });
-        debug_assert_eq!(sent, ticket);
+        let item = MailItem::FetchKey { ticket, peer: peer.to_owned() }.encode();
+        self.journal.commit(Change::MailOut { to: home, seq: ticket, item });
         let key = (home, ticket);
         let deadline = now.instant + WAIT_FOR_ANSWER;
         let waiting = Waiting { session: Some(session), family, request_id, opcode, peer: peer.to_owned(), deadline };

@@ -351,13 +351,16 @@ impl Server {
     /// Requests served without an access token. Those that start a password check answer
     /// when it returns; the others answer here.
     fn anonymous(&mut self, now: Now, session: SessionId, request_id: u32, auth: &[u8], request: Anonymous) {
+        // An account is made and logged in at its home only (docs/PARTITIONS.md).
+        let away = match &request {
+            Anonymous::Register(b) => self.config.partitions.not_home(&b.username).map(|r| (Opcode::Register, r)),
+            Anonymous::Login(b) => self.config.partitions.not_home(&b.username).map(|r| (Opcode::Login, r)),
+            _ => None,
+        };
+        if let Some((opcode, refusal)) = away {
+            return self.outbox.refuse(now, session, opcode, request_id, refusal);
+        }
         let (opcode, result) = match request {
-            Anonymous::Register(b) if self.config.partitions.elsewhere(&b.username).is_some() => {
-                (Opcode::Register, Err(self.not_home(&b.username)))
-            }
-            Anonymous::Login(b) if self.config.partitions.elsewhere(&b.username).is_some() => {
-                (Opcode::Login, Err(self.not_home(&b.username)))
-            }
             Anonymous::Register(b) => (Opcode::Register, self.register(now, session, request_id, b)),
             Anonymous::Login(b) => (Opcode::Login, self.login(now, session, request_id, b)),
             Anonymous::Passphrase(b) => (Opcode::Passphrase, self.passphrase(now, session, request_id, b)),
@@ -491,14 +494,6 @@ impl Server {
     }
 
     // ---- wiring shared by the flows ----
-
-    /// The refusal of an account's request made to a partition that is not
-    /// its home (the router sends none: docs/PARTITIONS.md).
-    fn not_home(&self, username: &str) -> Refusal {
-        let p = self.config.partitions;
-        let home = p.home_of_user(username);
-        Refusal::BadRequest(format!("the home of {username} is partition {home}, not this one ({})", p.index))
-    }
 
     /// The private-message part, for one request.
     fn mail(&mut self, now: Now) -> mp::Mail<'_> {

@@ -146,9 +146,8 @@ fn oidc_account(
         return Err(Refusal::Forbidden(format!("OIDC user name {shown:?} is not a confab username ({NAME_RULE})")));
     }
     // A split state: an account is made at its home only (docs/PARTITIONS.md).
-    if let Some(home) = config.partitions.elsewhere(&username) {
-        let here = config.partitions.index;
-        return Err(Refusal::BadRequest(format!("the home of {username} is partition {home}, not this one ({here})")));
+    if let Some(refusal) = config.partitions.not_home(&username) {
+        return Err(refusal);
     }
     match state.user(&username) {
         Some(u) if !u.is_external() => {

@@ -6,6 +6,8 @@
 
 use sha2::{Digest, Sha256};
 
+use super::refusal::Refusal;
+
 /// The most partitions a state may be split into (a token names its
 /// partition with one letter of `[a-zA-Z]`).
 pub const MAX_PARTITIONS: u8 = 52;
@@ -55,6 +57,25 @@ impl Partitions {
     pub fn elsewhere(&self, name: &str) -> Option<PartitionId> {
         let home = self.home_of_user(name);
         (home != self.index).then_some(home)
+    }
+
+    /// The partition a token names when the state is split and it is
+    /// another than this one (nothing is decoded in an unsplit state).
+    #[must_use]
+    pub fn foreign_token(&self, token: &[u8]) -> Option<PartitionId> {
+        if !self.is_split() {
+            return None;
+        }
+        crate::token::partition_of(token, self.count).filter(|&p| p != self.index)
+    }
+
+    /// The refusal of an account's request (`register`, `login`, a first
+    /// OIDC request) made away from the account's home: no core makes or
+    /// logs in an account its home does not hold.
+    pub(crate) fn not_home(&self, username: &str) -> Option<Refusal> {
+        let home = self.elsewhere(username)?;
+        let reason = format!("the home of {username} is partition {home}, not this one ({})", self.index);
+        Some(Refusal::BadRequest(reason))
     }
 }
 

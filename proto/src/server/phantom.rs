@@ -155,9 +155,9 @@ impl Phantom {
         }
         let raw = b.token.as_bytes();
         // A split state: another partition's token is misrouted here, not inactive.
-        let parts = config.partitions;
-        if let Some(other) = token::partition_of(raw, parts.count).filter(|&o| parts.is_split() && o != parts.index) {
-            let reason = format!("the token is partition {other}'s, not this one's ({}): ask there", parts.index);
+        if let Some(other) = config.partitions.foreign_token(raw) {
+            let here = config.partitions.index;
+            let reason = format!("the token is partition {other}'s, not this one's ({here}): ask there");
             return Err(Refusal::BadRequest(reason));
         }
         let inactive =

@@ -77,11 +77,8 @@ mod tests {
     }
 
     fn token_of(partition: u8, kind: TokenKind) -> String {
-        let id = format!(
-            "{}aaaaaaaaaaaaaaa",
-            char::from(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"[partition as usize])
-        );
-        token::encode(kind, &id)
+        use rand::SeedableRng as _;
+        token::generate_in(&mut rand::rngs::StdRng::from_seed([partition; 32]), kind, partition)
     }
 
     #[test]

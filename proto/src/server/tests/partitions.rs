@@ -644,3 +644,31 @@ fn introspect_of_another_partitions_token_is_misrouted() {
     assert_eq!(h.code(s, id), status::BAD_REQUEST);
     assert!(h.reason(s, id).contains("partition 1"), "{}", h.reason(s, id));
 }
+
+/// The frames that wait behind a request to another home are bounded as
+/// those behind a password check are (`max_deferred_bytes`): past it the
+/// connection is closed with 413, saying why.
+#[test]
+fn frames_held_behind_a_request_to_another_home_are_bounded() {
+    let mut split = Split::new(2);
+    let h = &mut split.cores[0];
+    let c = crate::server::ServerConfig {
+        max_deferred_bytes: 300,
+        partitions: Partitions { index: 0, count: 2 },
+        ..config()
+    };
+    h.server = Server::new(c, [60; 32], h.now).expect("a valid configuration");
+    let (alice, bob, carol) = (split.user_of(0, "alice"), split.user_of(1, "bob"), split.user_of(0, "carol"));
+    let (a, s, tokens) = split.join(&alice);
+    split.join(&bob);
+    split.join(&carol);
+    fetch_key(&mut split, a, s, &tokens.access_token, &bob);
+    for _ in 0..10 {
+        fetch_key(&mut split, a, s, &tokens.access_token, &carol);
+    }
+    let closed = split.cores[a].logs.iter().any(|l| {
+        matches!(l, ServerLog::SessionClosed { session, code, reason }
+            if *session == s && *code == status::TOO_LARGE && reason.contains("waited for another partition"))
+    });
+    assert!(closed, "{:?}", split.cores[a].logs);
+}
