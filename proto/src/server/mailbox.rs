@@ -27,7 +27,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use super::mail_item::{MailError, MailItem, ROLE_REQUEST};
+use super::crossing::foreign_refusal;
+use super::mail_item::{MailError, MailItem, ROLE_ANSWER, ROLE_REQUEST};
+use super::outbox::Journal;
 use super::partition::PartitionId;
 use super::refusal::{Refusal, Reply};
 use super::state::Change;
@@ -68,7 +70,7 @@ type Key = (PartitionId, u64);
 
 /// What a request in flight waits with.
 #[derive(Debug, Clone)]
-struct Waiting {
+pub(super) struct Waiting {
     /// The asking session, while it waits (`None` once it ended or was
     /// answered 503).
     session: Option<SessionId>,
@@ -87,6 +89,13 @@ pub(super) struct Waiters {
     by_key: BTreeMap<Key, Waiting>,
     /// The deadlines of the sessions still waiting.
     deadlines: BTreeSet<(Instant, Key)>,
+}
+
+impl Waiting {
+    /// A request of `family` about `peer`, its session not set yet.
+    pub(super) fn new(family: u64, request_id: u32, opcode: Opcode, peer: String, now: Now) -> Waiting {
+        Waiting { session: None, family, request_id, opcode, peer, deadline: now.instant + WAIT_FOR_ANSWER }
+    }
 }
 
 impl Waiters {
@@ -141,16 +150,32 @@ impl Server {
                 let body = ResponseBody::IdentityKey(IdentityKey { username: username.clone(), identity_key });
                 self.answer_waiting(now, (from, ticket), seq, Some(&username), Ok(Reply::ok(body)));
             }
+            Ok(
+                request @ (MailItem::MpRequest { .. }
+                | MailItem::MpAccept { .. }
+                | MailItem::MpSend { .. }
+                | MailItem::MpClose { .. }),
+            ) => {
+                let answer = self.apply_mp_request(now, from, request);
+                self.send_mail(from, &answer);
+            }
+            // The answer to a request this home mailed and remembered (an MP request).
+            Ok(answer)
+                if answer.role() == ROLE_ANSWER
+                    && self.journal.state().mail().pending(from, answer.ticket()).is_some() =>
+            {
+                self.mp_answered(now, from, answer.ticket(), seq, &answer);
+            }
             Ok(MailItem::Refused { ticket, code, reason }) => {
-                // Another partition's 401 or 419 is not about this session's tokens: a client
-                // that took it so would drop or refresh its own.
-                let refusal = match code {
-                    status::UNAUTHORIZED | status::TOKEN_EXPIRED => {
-                        Refusal::Internal(format!("partition {from} refused the request: {reason}"))
-                    }
-                    _ => Refusal::from_code(code, reason),
-                };
+                let refusal = foreign_refusal(from, code, &reason);
                 self.answer_waiting(now, (from, ticket), seq, None, Err(refusal));
+            }
+            Ok(answer @ (MailItem::MpQueued { .. } | MailItem::MpAccepted { .. })) => {
+                let reason = format!("an answer to item {} of this partition, which waits for none", answer.ticket());
+                self.outbox.event(ServerLog::BadMail { from, seq, reason });
+            }
+            Ok(notice @ (MailItem::MpExpired { .. } | MailItem::PeerGone { .. })) => {
+                self.apply_notice(now, from, seq, notice);
             }
             Err(error) => self.unreadable_mail(now, from, seq, item, &error),
         }
@@ -170,10 +195,14 @@ impl Server {
                 let refusal = Refusal::NotImplemented(format!("partition {index} cannot read the request: {error}"));
                 self.send_mail(from, &refused(ticket, &refusal));
             }
-        } else {
-            let refusal =
-                Refusal::Internal(format!("partition {from} answered in a form this one cannot read: {error}"));
-            self.answer_waiting(now, (from, ticket), seq, None, Err(refusal));
+        } else if role == ROLE_ANSWER {
+            let reason = format!("partition {from} answered in a form this one cannot read: {error}");
+            if self.journal.state().mail().pending(from, ticket).is_some() {
+                let answer = MailItem::Refused { ticket, code: status::INTERNAL, reason };
+                self.mp_answered(now, from, ticket, seq, &answer);
+            } else {
+                self.answer_waiting(now, (from, ticket), seq, None, Err(Refusal::Internal(reason)));
+            }
         }
     }
 
@@ -193,8 +222,7 @@ impl Server {
 
     /// Mails `item` to partition `to`, in this turn's changes.
     fn send_mail(&mut self, to: PartitionId, item: &MailItem) {
-        let seq = self.journal.state().mail().next_to(to);
-        self.journal.commit(Change::MailOut { to, seq, item: item.encode() });
+        mail_to(&mut self.journal, to, item);
     }
 
     /// `fetch_key` of `peer`, whose home is `home`: asked by mail; the
@@ -213,20 +241,64 @@ impl Server {
         let ticket = self.journal.state().mail().next_to(home);
         let item = MailItem::FetchKey { ticket, peer: peer.to_owned() }.encode();
         self.journal.commit(Change::MailOut { to: home, seq: ticket, item });
-        let key = (home, ticket);
-        let deadline = now.instant + WAIT_FOR_ANSWER;
-        let waiting = Waiting { session: Some(session), family, request_id, opcode, peer: peer.to_owned(), deadline };
-        self.waiters.by_key.insert(key, waiting);
+        self.wait_for(now, session, (home, ticket), Waiting::new(family, request_id, opcode, peer.to_owned(), now));
+    }
+
+    /// `session` waits (its later frames too) for the answer to `key`.
+    pub(super) fn wait_for(&mut self, now: Now, session: SessionId, key: Key, mut waiting: Waiting) {
+        waiting.session = Some(session);
+        waiting.deadline = now.instant + WAIT_FOR_ANSWER;
+        let deadline = waiting.deadline;
+        let old = self.waiters.by_key.insert(key, waiting);
+        if let Some(old) = &old {
+            self.waiters.deadlines.remove(&(old.deadline, key));
+        }
         self.waiters.deadlines.insert((deadline, key));
+        if let Some(old) = old {
+            // A retry of the request on another connection: the first one goes on.
+            if let Some(first) = old.session.filter(|s| *s != session) {
+                let reason = "the request was sent again on another connection; its answer goes there";
+                self.stop_waiting(now, first, key, (old.opcode, old.request_id), reason);
+            }
+        }
         if let Some(s) = self.presence.get_mut(session) {
             s.waiting_mail = Some(key);
         }
     }
 
+    /// A retry of a request still waiting for another partition's answer
+    /// (`pending`, its `(target, ticket)`): it waits for the same answer.
+    pub(super) fn wait_again(&mut self, now: Now, session: SessionId, key: Key, family: u64, request_id: u32) {
+        let Some(r) = self.journal.state().mail().pending(key.0, key.1) else { return };
+        let waiting = Waiting::new(family, request_id, r.opcode, r.peer.clone(), now);
+        self.wait_for(now, session, key, waiting);
+    }
+
+    /// `session`, waiting for `key`, is answered 503 (`reason`) and goes on
+    /// with its later frames; the request stays in flight.
+    fn stop_waiting(&mut self, now: Now, session: SessionId, key: Key, asked: (Opcode, u32), reason: &str) {
+        let Some(s) = self.presence.get_mut(session) else { return };
+        if s.waiting_mail != Some(key) {
+            return;
+        }
+        s.waiting_mail = None;
+        let (opcode, request_id) = asked;
+        let refusal = Refusal::Busy { reason: reason.to_owned(), retry_after_ms: RETRY_AFTER_MS };
+        self.outbox.refuse(now, session, opcode, request_id, refusal);
+        self.process_frames(now, session);
+    }
+
     /// An answer (item `seq` of its source) came back for `key`: the
     /// session that waits for it gets it, if it still waits under the same
     /// login; `about`, the user an answer names, must be the one asked about.
-    fn answer_waiting(&mut self, now: Now, key: Key, seq: u64, about: Option<&str>, answer: Result<Reply, Refusal>) {
+    pub(super) fn answer_waiting(
+        &mut self,
+        now: Now,
+        key: Key,
+        seq: u64,
+        about: Option<&str>,
+        answer: Result<Reply, Refusal>,
+    ) {
         // Asked by an earlier run of this partition: nobody waits.
         let Some(w) = self.waiters.take(key) else { return };
         let answer = match about {
@@ -263,22 +335,31 @@ impl Server {
             self.waiters.deadlines.remove(&(deadline, key));
             let Some(w) = self.waiters.by_key.get_mut(&key) else { continue };
             let Some(session) = w.session.take() else { continue };
-            let (opcode, request_id) = (w.opcode, w.request_id);
-            let Some(s) = self.presence.get_mut(session) else { continue };
-            if s.waiting_mail != Some(key) {
-                continue;
-            }
-            s.waiting_mail = None;
-            let refusal = Refusal::Busy {
-                reason: format!("partition {} did not answer within {} s; try again", key.0, WAIT_FOR_ANSWER.as_secs()),
-                retry_after_ms: RETRY_AFTER_MS,
+            let asked = (w.opcode, w.request_id);
+            let secs = WAIT_FOR_ANSWER.as_secs();
+            let reason = if self.journal.state().mail().pending(key.0, key.1).is_some() {
+                format!(
+                    "partition {} did not answer within {secs} s; the request is still on its way: send it again \
+                     with the same request id to learn its outcome",
+                    key.0
+                )
+            } else {
+                format!("partition {} did not answer within {secs} s; try again", key.0)
             };
-            self.outbox.refuse(now, session, opcode, request_id, refusal);
-            self.process_frames(now, session);
+            self.stop_waiting(now, session, key, asked, &reason);
         }
     }
 }
 
-fn refused(ticket: u64, refusal: &Refusal) -> MailItem {
+/// Mails `item` to partition `to`, in the turn's changes: it takes the
+/// next number of the mail to `to` (a request's or notice's ticket is that
+/// number: build it with `next_to(to)`).
+pub(super) fn mail_to(journal: &mut Journal, to: PartitionId, item: &MailItem) {
+    let seq = journal.state().mail().next_to(to);
+    debug_assert!(item.role() == ROLE_ANSWER || item.ticket() == seq, "a request's ticket is its number");
+    journal.commit(Change::MailOut { to, seq, item: item.encode() });
+}
+
+pub(super) fn refused(ticket: u64, refusal: &Refusal) -> MailItem {
     MailItem::Refused { ticket, code: refusal.code(), reason: refusal.reason().to_owned() }
 }
