@@ -134,8 +134,16 @@ impl Server {
     }
 
     fn cross_close(&self, user: &str, peer: String, ticket: u64) -> Decided {
-        if self.journal.state().conversation(user, &peer).is_none() {
-            return Err(Refusal::NotFound(format!("no conversation with {peer}")));
+        match self.journal.state().conversation(user, &peer) {
+            None => return Err(Refusal::NotFound(format!("no conversation with {peer}"))),
+            // Its fate is being decided at the peer's home (which may let it win over the
+            // peer's own crossing request): taken back only once known.
+            Some(Conversation::Requesting { .. }) => {
+                return Err(Refusal::Conflict(format!(
+                    "your request to {peer} is on its way: close the conversation once it is answered"
+                )));
+            }
+            Some(_) => {}
         }
         // This home's copy ends at once; the peer's when the notice arrives.
         Ok((MailItem::MpClose { ticket, from: user.to_owned(), to: peer }, Some(None)))
@@ -240,15 +248,26 @@ impl Server {
         Ok(Answer::Queued { code: delivered_code(online), seq })
     }
 
-    /// A close is never refused: the copy ends (if any is left) and the
-    /// notice is queued, as on one server (not bounded by the queue caps).
+    /// A close is never refused. It ends the copy of the conversation the
+    /// closer's side knew (requested, accepting or open), whose notice is
+    /// queued as on one server (not bounded by the queue caps: that copy
+    /// passed them). A copy already ended here (both closed, or the request
+    /// was refused), or replaced by this home's user's own newer request
+    /// (which the close predates: mail between two homes is one FIFO each
+    /// way), is left alone and nobody is told: the answer's `seq` is then
+    /// the lane's last.
     fn mp_close_in(&mut self, now: Now, sender: &str, to: &str) -> Answer {
-        if self.journal.state().conversation(to, sender).is_some() {
-            self.journal.commit(Change::ConversationSet { a: to.to_owned(), b: sender.to_owned(), state: None });
+        match self.journal.state().conversation(to, sender) {
+            Some(Conversation::Requested { .. } | Conversation::Accepting { .. } | Conversation::Open) => {
+                self.journal.commit(Change::ConversationSet { a: to.to_owned(), b: sender.to_owned(), state: None });
+                let kind = ItemKind::Closed { reason: "closed by peer".into() };
+                let (seq, _) = self.mail(now).enqueue(&Arc::from(sender), to, kind, None);
+                Answer::Queued { code: status::OK, seq }
+            }
+            None | Some(Conversation::Requesting { .. }) => {
+                Answer::Queued { code: status::OK, seq: self.journal.state().next_seq(sender, to) - 1 }
+            }
         }
-        let kind = ItemKind::Closed { reason: "closed by peer".into() };
-        let (seq, _) = self.mail(now).enqueue(&Arc::from(sender), to, kind, None);
-        Answer::Queued { code: status::OK, seq }
     }
 
     /// The answer (item `seq` of partition `from`) to the pending request
@@ -264,7 +283,7 @@ impl Server {
         };
         let still = copy.as_ref().filter(|c| tentative(c));
         let (flow, settled): (Flow, Option<Option<Conversation>>) = match (opcode, answer) {
-            (Opcode::RequestMp, MailItem::MpQueued { code, seq, .. }) => {
+            (Opcode::RequestMp, MailItem::MpQueued { code: code @ (status::OK | status::ACCEPTED), seq, .. }) => {
                 let settled = still.map(|c| match c {
                     Conversation::Requesting { by, handshake, .. } => {
                         Some(Conversation::Requested { by: by.clone(), handshake: handshake.clone() })
@@ -273,10 +292,10 @@ impl Server {
                 });
                 (Ok(Reply::valid(*code, ResponseBody::Sent(Sent { seq: *seq }))), settled)
             }
-            (Opcode::SendMp, MailItem::MpQueued { code, seq, .. }) => {
+            (Opcode::SendMp, MailItem::MpQueued { code: code @ (status::OK | status::ACCEPTED), seq, .. }) => {
                 (Ok(Reply::valid(*code, ResponseBody::Sent(Sent { seq: *seq }))), None)
             }
-            (Opcode::CloseMp, MailItem::MpQueued { seq, .. }) => {
+            (Opcode::CloseMp, MailItem::MpQueued { code: status::OK, seq, .. }) => {
                 let body = ResponseBody::Sent(Sent { seq: *seq });
                 (Ok(Reply { status: Status::Finished, code: status::OK, body }), None)
             }
@@ -289,7 +308,7 @@ impl Server {
                 let refusal = match answer {
                     MailItem::Refused { code, reason, .. } => foreign_refusal(from, *code, reason),
                     other => {
-                        let reason = format!("partition {from} answered {opcode} with {}", other.name());
+                        let reason = format!("partition {from} answered {opcode} with an unfitting {}", other.name());
                         self.outbox.event(ServerLog::BadMail { from, seq, reason: reason.clone() });
                         Refusal::Internal(reason)
                     }
@@ -323,6 +342,16 @@ impl Server {
                 return self.outbox.event(ServerLog::BadMail { from, seq, reason });
             }
         };
+        // The user it is about (who left, or the dropped message's recipient) lives at its source.
+        let about = match &body {
+            EventBody::MpExpired(e) => &e.peer,
+            EventBody::PeerGone(g) => &g.peer,
+            _ => unreachable!("the two notices"),
+        };
+        if self.config.partitions.home_of_user(about) != from {
+            let reason = format!("a notice about {about}, who is not of partition {from}");
+            return self.outbox.event(ServerLog::BadMail { from, seq, reason });
+        }
         for user in users {
             if !self.is_home_of(&user) {
                 let reason = format!("a notice for {user}, who is not of this home");

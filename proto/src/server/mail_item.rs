@@ -26,8 +26,11 @@
 //! | 2 | 10 | [`MailItem::MpExpired`] | `user: text, peer: text, seq: u64` |
 //! | 2 | 11 | [`MailItem::PeerGone`] | `peer: text, count: u16, users: text × count` |
 //!
-//! [`MailItem::Refused`] of version 1 is frozen: every later version reads
-//! it, so a refusal for a version it cannot read always gets through.
+//! The answers of version 1 ([`MailItem::Refused`], [`MailItem::MpQueued`],
+//! [`MailItem::MpAccepted`]) are frozen: every later version reads them, so
+//! a refusal for a version it cannot read always gets through, and an
+//! answer is never misread as a failure of a request the other side
+//! applied (which would undo the tentative state its request left).
 
 use bytes::{BufMut, Bytes, BytesMut};
 

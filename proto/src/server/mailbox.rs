@@ -14,15 +14,18 @@
 //! is never answered, so no item blocks its source and no two partitions
 //! bounce items at each other.
 //!
-//! Requests that cross partitions so far: `fetch_key` of a user of
-//! another home. Its answer is not remembered (the opcode is not
-//! deduplicated). While it waits, the session's later frames wait too
-//! (requests are handled in order per connection, as while a password is
-//! checked); after [`WAIT_FOR_ANSWER`] the session is answered 503 and goes
-//! on, and the request stays counted until its answer arrives: at most
-//! [`MAX_WAITING`] requests are in flight at once, so a target that is down
-//! bounds what its sources send it. An answer reaching a home restored
-//! meanwhile answers nobody (the client asks again).
+//! Requests that cross partitions: `fetch_key` of a user of another home
+//! (its answer is not remembered: the opcode is not deduplicated), and the
+//! MP requests of `crossing.rs` (remembered: a durable pending record until
+//! the answer, then the answer). While one waits, the session's later
+//! frames wait too (requests are handled in order per connection, as while
+//! a password is checked); after [`WAIT_FOR_ANSWER`] the session is
+//! answered (503 for `fetch_key`, 504 "outcome pending" for a remembered
+//! request, whose retry waits for the same answer) and goes on, and the
+//! request stays counted until its answer arrives: at most [`MAX_WAITING`]
+//! requests are in flight at once, so a target that is down bounds what its
+//! sources send it. A `fetch_key` answer reaching a home restored meanwhile
+//! answers nobody (the client asks again); a remembered one is recorded.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -146,6 +149,14 @@ impl Server {
                 };
                 self.send_mail(from, &answer);
             }
+            // The answer to a request this home mailed and remembered (an MP request), whatever
+            // its kind: a kind that does not fit the request is refused there, never a success.
+            Ok(answer)
+                if answer.role() == ROLE_ANSWER
+                    && self.journal.state().mail().pending(from, answer.ticket()).is_some() =>
+            {
+                self.mp_answered(now, from, answer.ticket(), seq, &answer);
+            }
             Ok(MailItem::KeyFound { ticket, username, identity_key }) => {
                 let body = ResponseBody::IdentityKey(IdentityKey { username: username.clone(), identity_key });
                 self.answer_waiting(now, (from, ticket), seq, Some(&username), Ok(Reply::ok(body)));
@@ -158,13 +169,6 @@ impl Server {
             ) => {
                 let answer = self.apply_mp_request(now, from, request);
                 self.send_mail(from, &answer);
-            }
-            // The answer to a request this home mailed and remembered (an MP request).
-            Ok(answer)
-                if answer.role() == ROLE_ANSWER
-                    && self.journal.state().mail().pending(from, answer.ticket()).is_some() =>
-            {
-                self.mp_answered(now, from, answer.ticket(), seq, &answer);
             }
             Ok(MailItem::Refused { ticket, code, reason }) => {
                 let refusal = foreign_refusal(from, code, &reason);
@@ -191,10 +195,14 @@ impl Server {
         let Some((ticket, role)) = MailItem::ticket_and_role(item) else { return };
         let index = self.config.partitions.index;
         if role == ROLE_REQUEST {
-            if matches!(error, MailError::UnknownVersion(_)) {
-                let refusal = Refusal::NotImplemented(format!("partition {index} cannot read the request: {error}"));
-                self.send_mail(from, &refused(ticket, &refusal));
-            }
+            // Answered whatever went wrong, so that no request waits for ever.
+            let refusal = match error {
+                MailError::UnknownVersion(_) | MailError::UnknownKind(_) => {
+                    Refusal::NotImplemented(format!("partition {index} cannot read the request: {error}"))
+                }
+                _ => Refusal::BadRequest(format!("partition {index} cannot read the request: {error}")),
+            };
+            self.send_mail(from, &refused(ticket, &refusal));
         } else if role == ROLE_ANSWER {
             let reason = format!("partition {from} answered in a form this one cannot read: {error}");
             if self.journal.state().mail().pending(from, ticket).is_some() {
@@ -257,8 +265,9 @@ impl Server {
         if let Some(old) = old {
             // A retry of the request on another connection: the first one goes on.
             if let Some(first) = old.session.filter(|s| *s != session) {
-                let reason = "the request was sent again on another connection; its answer goes there";
-                self.stop_waiting(now, first, key, (old.opcode, old.request_id), reason);
+                let reason = "the request was sent again on another connection; its answer goes there".into();
+                let refusal = Refusal::Pending { reason, retry_after_ms: 0 };
+                self.stop_waiting(now, first, key, (old.opcode, old.request_id), refusal);
             }
         }
         if let Some(s) = self.presence.get_mut(session) {
@@ -276,14 +285,13 @@ impl Server {
 
     /// `session`, waiting for `key`, is answered 503 (`reason`) and goes on
     /// with its later frames; the request stays in flight.
-    fn stop_waiting(&mut self, now: Now, session: SessionId, key: Key, asked: (Opcode, u32), reason: &str) {
+    fn stop_waiting(&mut self, now: Now, session: SessionId, key: Key, asked: (Opcode, u32), refusal: Refusal) {
         let Some(s) = self.presence.get_mut(session) else { return };
         if s.waiting_mail != Some(key) {
             return;
         }
         s.waiting_mail = None;
         let (opcode, request_id) = asked;
-        let refusal = Refusal::Busy { reason: reason.to_owned(), retry_after_ms: RETRY_AFTER_MS };
         self.outbox.refuse(now, session, opcode, request_id, refusal);
         self.process_frames(now, session);
     }
@@ -337,16 +345,20 @@ impl Server {
             let Some(session) = w.session.take() else { continue };
             let asked = (w.opcode, w.request_id);
             let secs = WAIT_FOR_ANSWER.as_secs();
-            let reason = if self.journal.state().mail().pending(key.0, key.1).is_some() {
-                format!(
+            // A remembered request (MP) is still on its way: its outcome will be known, and a retry
+            // of its id learns it (504); one that is not (fetch_key) is simply asked again (503).
+            let refusal = if self.journal.state().mail().pending(key.0, key.1).is_some() {
+                let reason = format!(
                     "partition {} did not answer within {secs} s; the request is still on its way: send it again \
                      with the same request id to learn its outcome",
                     key.0
-                )
+                );
+                Refusal::Pending { reason, retry_after_ms: 0 }
             } else {
-                format!("partition {} did not answer within {secs} s; try again", key.0)
+                let reason = format!("partition {} did not answer within {secs} s; try again", key.0);
+                Refusal::Busy { reason, retry_after_ms: RETRY_AFTER_MS }
             };
-            self.stop_waiting(now, session, key, asked, &reason);
+            self.stop_waiting(now, session, key, asked, refusal);
         }
     }
 }

@@ -71,7 +71,7 @@ use rand::rngs::StdRng;
 
 pub use config::{CodeConfig, DuplicateLogin, HashParams, OidcConfig, PhantomConfig, ServerConfig};
 pub use crossing::MAX_PENDING;
-pub use mail_item::{MAIL_VERSION, MailError, MailItem};
+pub use mail_item::{MAIL_VERSION, MailError, MailItem, ROLE_ANSWER, ROLE_NOTICE, ROLE_REQUEST};
 pub use mailbox::{MAX_WAITING, MailOutcome};
 pub use memory::MemoryStore;
 pub use oidc::{oidc_login_key, oidc_subject_key};

@@ -302,6 +302,20 @@ fn items_that_do_not_decode_are_applied_as_nothing_and_never_block() {
     split.settle();
     assert_eq!(split.cores[a].code(s, id), status::OK, "the item after it went through");
     assert_eq!(split.cores[1].server.mail_applied_from(0), 4);
+    // A request of a kind this build does not know (with a readable ticket) is refused 501,
+    // and one whose body does not decode 400: its sender's request never waits for ever.
+    for (kind, code) in [(99, status::NOT_IMPLEMENTED), (1, status::BAD_REQUEST)] {
+        let id = fetch_key(&mut split, a, s, &tokens.access_token, &bob);
+        let key = *split.table.keys().next().expect("the request");
+        let mut item = split.table[&key].to_vec();
+        item[10] = kind;
+        if kind == 1 {
+            item.truncate(12);
+        }
+        split.table.insert(key, Bytes::from(item));
+        split.settle();
+        assert_eq!(split.cores[a].code(s, id), code, "kind {kind}");
+    }
 }
 
 /// At most `MAX_WAITING` requests are in flight; beyond, 503 with a wait.
