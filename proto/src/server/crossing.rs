@@ -85,7 +85,7 @@ impl Server {
 
     /// Why a request of `family` may not cross now, if it may not.
     fn no_room_to_wait(&self, family: u64) -> Option<Refusal> {
-        let reason = if self.waiting_requests() >= super::MAX_WAITING {
+        let reason = if self.in_flight() >= super::MAX_WAITING {
             format!("{} requests already wait for other partitions of this server", super::MAX_WAITING)
         } else if self.journal.state().mail().pending_in(family) >= MAX_PENDING {
             format!("{MAX_PENDING} requests of this login already wait for other partitions")
@@ -204,15 +204,18 @@ impl Server {
             return Err(Refusal::NotFound(format!("no user {to}")));
         }
         match self.journal.state().conversation(to, sender) {
-            // Crossing requests: the smaller name's wins, at both homes.
+            // Crossing requests: the smaller name's wins, at both homes, whatever the queues
+            // hold: the other home refuses the loser's request telling it to accept this one,
+            // which must then be there (and it takes the place of the loser's own: one item
+            // for the pair, as the caps allow).
             Some(Conversation::Requesting { by, .. }) if by == to && sender.as_bytes() < to.as_bytes() => {}
             copy => {
                 if let Some(refusal) = request_conflict(copy, sender, to) {
                     return Err(refusal);
                 }
+                self.mail(now).check_room_in_queue(to)?;
             }
         }
-        self.mail(now).check_room_in_queue(to)?;
         let state = Conversation::Requested { by: sender.to_owned(), handshake: handshake.clone() };
         self.journal.commit(Change::ConversationSet { a: to.to_owned(), b: sender.to_owned(), state: Some(state) });
         let (seq, online) =
@@ -353,9 +356,15 @@ impl Server {
             return self.outbox.event(ServerLog::BadMail { from, seq, reason });
         }
         for user in users {
-            if !self.is_home_of(&user) {
-                let reason = format!("a notice for {user}, who is not of this home");
+            if !self.is_home_of(&user) || self.journal.state().user(&user).is_none() {
+                let reason = format!("a notice for {user}, who is not a user of this home");
                 self.outbox.event(ServerLog::BadMail { from, seq, reason });
+                continue;
+            }
+            // As on one server: only the peers of an open conversation hear that one left.
+            if matches!(body, EventBody::PeerGone(_))
+                && self.journal.state().conversation(&user, about) != Some(&Conversation::Open)
+            {
                 continue;
             }
             match (self.presence.online(&user), &body) {
@@ -411,7 +420,9 @@ fn peer_of(item: &MailItem) -> &str {
 /// or refresh its own).
 pub(super) fn foreign_refusal(from: PartitionId, code: u16, reason: &str) -> Refusal {
     match code {
-        status::UNAUTHORIZED | status::TOKEN_EXPIRED => {
+        // Nor is its 503 or 504 about this request's fate (a remembered 504 would make every
+        // retry of it 504 at once).
+        status::UNAUTHORIZED | status::TOKEN_EXPIRED | status::UNAVAILABLE | status::OUTCOME_PENDING => {
             Refusal::Internal(format!("partition {from} refused the request: {reason}"))
         }
         _ => Refusal::from_code(code, reason.to_owned()),
@@ -435,11 +446,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn another_partitions_401_and_419_are_not_about_the_clients_tokens() {
+    fn another_partitions_401_419_503_and_504_are_not_about_this_request() {
         for code in [status::UNAUTHORIZED, status::TOKEN_EXPIRED] {
             assert_eq!(foreign_refusal(2, code, "x").code(), status::INTERNAL);
         }
         assert_eq!(foreign_refusal(2, status::QUEUE_FULL, "full").code(), status::QUEUE_FULL);
+        for code in [status::UNAVAILABLE, status::OUTCOME_PENDING] {
+            assert_eq!(foreign_refusal(2, code, "x").code(), status::INTERNAL, "never remembered as such");
+        }
     }
 
     #[test]

@@ -84,6 +84,10 @@ pub(super) struct Waiting {
     /// The user asked about: an answer about another is not this one's.
     peer: String,
     deadline: Instant,
+    /// Whether the session's later frames wait behind it (a first sending;
+    /// not a retry of a request already on its way, which was performed in
+    /// its first place).
+    held: bool,
 }
 
 /// The requests in flight to other partitions.
@@ -92,16 +96,25 @@ pub(super) struct Waiters {
     by_key: BTreeMap<Key, Waiting>,
     /// The deadlines of the sessions still waiting.
     deadlines: BTreeSet<(Instant, Key)>,
+    /// How many of them are `fetch_key` (whose answers are not remembered).
+    unremembered: usize,
 }
 
 impl Waiting {
     /// A request of `family` about `peer`, its session not set yet.
     pub(super) fn new(family: u64, request_id: u32, opcode: Opcode, peer: String, now: Now) -> Waiting {
-        Waiting { session: None, family, request_id, opcode, peer, deadline: now.instant + WAIT_FOR_ANSWER }
+        Waiting { session: None, family, request_id, opcode, peer, deadline: now.instant + WAIT_FOR_ANSWER, held: true }
     }
 }
 
 impl Waiters {
+    /// Requests in flight whose answers are not remembered (`fetch_key`):
+    /// with the remembered ones (`MailBook::pending_count`), what
+    /// [`MAX_WAITING`] bounds.
+    pub(super) fn unremembered(&self) -> usize {
+        self.unremembered
+    }
+
     /// A session ended: it waits no more (its request stays in flight).
     pub(super) fn session_ended(&mut self, key: Key) {
         if let Some(w) = self.by_key.get_mut(&key) {
@@ -118,7 +131,28 @@ impl Waiters {
     fn take(&mut self, key: Key) -> Option<Waiting> {
         let w = self.by_key.remove(&key)?;
         self.deadlines.remove(&(w.deadline, key));
+        if w.opcode == Opcode::FetchKey {
+            self.unremembered -= 1;
+        }
         Some(w)
+    }
+
+    /// Puts `w` in for `key`; the one it replaces, if any.
+    fn put(&mut self, key: Key, w: Waiting) -> Option<Waiting> {
+        let (deadline, fetch) = (w.deadline, w.opcode == Opcode::FetchKey);
+        let old = self.by_key.insert(key, w);
+        if let Some(old) = &old {
+            // Before the new deadline goes in: the two may be the same instant.
+            self.deadlines.remove(&(old.deadline, key));
+            if old.opcode == Opcode::FetchKey {
+                self.unremembered -= 1;
+            }
+        }
+        self.deadlines.insert((deadline, key));
+        if fetch {
+            self.unremembered += 1;
+        }
+        old
     }
 }
 
@@ -221,6 +255,13 @@ impl Server {
         self.journal.state().mail().applied_from(from)
     }
 
+    /// Requests in flight to other partitions, the bound of [`MAX_WAITING`]:
+    /// the remembered ones (durable: counted after a restore too) and the
+    /// `fetch_key`s of this run.
+    pub(super) fn in_flight(&self) -> usize {
+        self.journal.state().mail().pending_count() + self.waiters.unremembered()
+    }
+
     /// Requests of this core in flight to other partitions (waited for, or
     /// no longer: their answer has not come back yet).
     #[must_use]
@@ -237,7 +278,7 @@ impl Server {
     /// session waits (its later frames too) until the answer comes back.
     pub(super) fn ask_key(&mut self, now: Now, session: SessionId, request_id: u32, home: PartitionId, peer: &str) {
         let opcode = Opcode::FetchKey;
-        if self.waiters.by_key.len() >= MAX_WAITING {
+        if self.in_flight() >= MAX_WAITING {
             let refusal = Refusal::Busy {
                 reason: format!("{MAX_WAITING} requests already wait for other partitions of this server"),
                 retry_after_ms: RETRY_AFTER_MS,
@@ -256,13 +297,10 @@ impl Server {
     pub(super) fn wait_for(&mut self, now: Now, session: SessionId, key: Key, mut waiting: Waiting) {
         waiting.session = Some(session);
         waiting.deadline = now.instant + WAIT_FOR_ANSWER;
-        let deadline = waiting.deadline;
-        let old = self.waiters.by_key.insert(key, waiting);
-        if let Some(old) = &old {
-            self.waiters.deadlines.remove(&(old.deadline, key));
-        }
-        self.waiters.deadlines.insert((deadline, key));
-        if let Some(old) = old {
+        let held = waiting.held;
+        if let Some(old) = self.waiters.put(key, waiting)
+            && old.held
+        {
             // A retry of the request on another connection: the first one goes on.
             if let Some(first) = old.session.filter(|s| *s != session) {
                 let reason = "the request was sent again on another connection; its answer goes there".into();
@@ -270,16 +308,18 @@ impl Server {
                 self.stop_waiting(now, first, key, (old.opcode, old.request_id), refusal);
             }
         }
-        if let Some(s) = self.presence.get_mut(session) {
+        if held && let Some(s) = self.presence.get_mut(session) {
             s.waiting_mail = Some(key);
         }
     }
 
     /// A retry of a request still waiting for another partition's answer
-    /// (`pending`, its `(target, ticket)`): it waits for the same answer.
+    /// (`pending`, its `(target, ticket)`): it is answered with that answer,
+    /// and the session's later frames go on meanwhile (the request was
+    /// mailed in its first place: nothing behind it can overtake it).
     pub(super) fn wait_again(&mut self, now: Now, session: SessionId, key: Key, family: u64, request_id: u32) {
         let Some(r) = self.journal.state().mail().pending(key.0, key.1) else { return };
-        let waiting = Waiting::new(family, request_id, r.opcode, r.peer.clone(), now);
+        let waiting = Waiting { held: false, ..Waiting::new(family, request_id, r.opcode, r.peer.clone(), now) };
         self.wait_for(now, session, key, waiting);
     }
 
@@ -319,18 +359,22 @@ impl Server {
         };
         let Some(session) = w.session else { return };
         let Some(s) = self.presence.get_mut(session) else { return };
-        if s.waiting_mail != Some(key) {
-            return;
+        if w.held {
+            if s.waiting_mail != Some(key) {
+                return;
+            }
+            s.waiting_mail = None;
         }
-        s.waiting_mail = None;
         if self.presence.bound(session).map_or(0, |b| b.family) == w.family {
             match answer {
                 Ok(reply) => self.outbox.respond(now, session, w.opcode, w.request_id, reply),
                 Err(refusal) => self.outbox.refuse(now, session, w.opcode, w.request_id, refusal),
             }
         }
-        // The frames that waited behind it.
-        self.process_frames(now, session);
+        if w.held {
+            // The frames that waited behind it.
+            self.process_frames(now, session);
+        }
     }
 
     /// Sessions whose answer is late are answered 503 and go on; their
@@ -343,7 +387,7 @@ impl Server {
             self.waiters.deadlines.remove(&(deadline, key));
             let Some(w) = self.waiters.by_key.get_mut(&key) else { continue };
             let Some(session) = w.session.take() else { continue };
-            let asked = (w.opcode, w.request_id);
+            let (asked, held) = ((w.opcode, w.request_id), w.held);
             let secs = WAIT_FOR_ANSWER.as_secs();
             // A remembered request (MP) is still on its way: its outcome will be known, and a retry
             // of its id learns it (504); one that is not (fetch_key) is simply asked again (503).
@@ -358,7 +402,11 @@ impl Server {
                 let reason = format!("partition {} did not answer within {secs} s; try again", key.0);
                 Refusal::Busy { reason, retry_after_ms: RETRY_AFTER_MS }
             };
-            self.stop_waiting(now, session, key, asked, refusal);
+            if held {
+                self.stop_waiting(now, session, key, asked, refusal);
+            } else if self.presence.contains(session) {
+                self.outbox.refuse(now, session, asked.0, asked.1, refusal);
+            }
         }
     }
 }

@@ -46,6 +46,12 @@ impl MailBook {
         self.by_request.get(&(family, request_id)).copied()
     }
 
+    /// How many requests wait for an answer, in all.
+    #[must_use]
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
     /// How many requests of `family` wait for an answer.
     #[must_use]
     pub fn pending_in(&self, family: u64) -> usize {

@@ -14,7 +14,7 @@ use super::split::Split;
 use crate::server::state::Conversation;
 use crate::server::{MAX_PENDING, ServerConfig, SessionId};
 use crate::wire::{
-    AcceptMp, CloseMp, DeliveryAck, EventBody, RequestMp, ResponseBody, SendMp, Sent, Status, Tokens, status,
+    AcceptMp, CloseMp, DeliveryAck, EventBody, FetchKey, RequestMp, ResponseBody, SendMp, Sent, Status, Tokens, status,
 };
 
 /// A user logged in at its home.
@@ -773,4 +773,91 @@ fn a_request_unanswered_within_30_s_is_504_and_its_retry_learns_the_outcome() {
     assert_eq!(answers.len(), 2);
     assert_eq!(answers[1], (status::OK, ResponseBody::Sent(Sent { seq: 2 })));
     assert_eq!(messages(&split, &bob).len(), 1, "performed once");
+}
+
+/// Second review, finding 1: crossing requests while the loser's queue is
+/// full. The winner's request is queued anyway (it takes the place of the
+/// loser's own: one item for the pair), since the loser is told to accept it.
+#[test]
+fn the_winner_of_crossing_requests_is_queued_even_at_a_full_queue() {
+    let config = ServerConfig { queue_per_recipient: 1, ..config() };
+    let mut split = Split::with(2, config);
+    let ann = User::join(&mut split, 0, "ann");
+    let ben = User::join(&mut split, 1, "ben");
+    let cy = User::join(&mut split, 1, "cy");
+    request(&mut split, &cy, &ben);
+    assert_eq!(split.cores[1].server.state().lanes().queued_for(&ben.name), 1, "ben's queue is full");
+    let ib = request(&mut split, &ben, &ann);
+    let ia = request(&mut split, &ann, &ben);
+    split.settle();
+    assert_eq!(split.cores[0].code(ann.session, ia), status::OK);
+    assert_eq!(split.cores[1].reason(ben.session, ib), format!("{} already asked you: accept instead", ann.name));
+    let requested = Some(Conversation::Requested { by: ann.name.clone(), handshake: hs(&ann.name) });
+    assert_eq!((copy(&split, &ann, &ben), copy(&split, &ben, &ann)), (requested.clone(), requested));
+    let id = accept(&mut split, &ben, &ann);
+    split.settle();
+    assert_eq!(split.cores[1].code(ben.session, id), status::OK, "there was a request to accept");
+}
+
+/// Second review, finding 2: a request sent again while on its way (after
+/// a 504) is answered when its outcome is known, and does not hold the
+/// connection's later frames meanwhile.
+#[test]
+fn a_request_sent_again_while_on_its_way_holds_nothing_behind_it() {
+    let (mut split, alice, bob) = open_pair();
+    let carol = User::join(&mut split, 0, "carol");
+    let id = send(&mut split, &alice, &bob, "slow");
+    split.cores[0].advance(crate::server::mailbox::WAIT_FOR_ANSWER);
+    assert_eq!(split.cores[0].code(alice.session, id), status::OUTCOME_PENDING);
+    let body = SendMp { peer: bob.name.clone(), sealed: Bytes::from_static(b"slow") };
+    split.cores[0].send_as(alice.session, id, body, &alice.auth());
+    let later = split.cores[0].send_auth(alice.session, FetchKey { username: carol.name.clone() }, &alice.auth());
+    assert_eq!(split.cores[0].code(alice.session, later), status::OK, "not held behind the retry");
+    // Still nothing from bob's home for 30 s more: 504 again, and the connection went on.
+    split.cores[0].advance(crate::server::mailbox::WAIT_FOR_ANSWER);
+    let codes = |split: &Split| -> Vec<u16> {
+        let received = split.cores[0].received(alice.session).iter();
+        received
+            .filter_map(|m| match m {
+                crate::wire::Message::Response(r) if r.request_id == id => Some(r.code),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(codes(&split), [status::OUTCOME_PENDING, status::OUTCOME_PENDING]);
+    split.settle();
+    assert_eq!(codes(&split), [status::OUTCOME_PENDING, status::OUTCOME_PENDING], "nobody waits now");
+    let body = SendMp { peer: bob.name.clone(), sealed: Bytes::from_static(b"slow") };
+    split.cores[0].send_as(alice.session, id, body, &alice.auth());
+    assert_eq!(codes(&split)[2], status::OK, "the remembered outcome");
+    assert_eq!(messages(&split, &bob).len(), 1);
+}
+
+/// Second review, finding 5: the bound on requests in flight counts the
+/// remembered ones after a restore too.
+#[test]
+fn requests_in_flight_are_counted_after_a_restore() {
+    let (mut split, alice, bob) = open_pair();
+    for _ in 0..3 {
+        let session = split.cores[0].connect();
+        send(&mut split, &User { session, ..alice_again(&alice) }, &bob, "x");
+    }
+    assert_eq!(split.cores[0].server.in_flight(), 3);
+    split.cores[0].fail_over();
+    assert_eq!(split.cores[0].server.in_flight(), 3, "durable: still counted");
+    split.settle();
+    assert_eq!(split.cores[0].server.in_flight(), 0);
+}
+
+/// Second review, finding 7: as on one server, only the peers of an open
+/// conversation hear that one left.
+#[test]
+fn a_peer_leaving_is_not_told_to_one_who_closed_meanwhile() {
+    let (mut split, alice, bob) = open_pair();
+    close(&mut split, &alice, &bob);
+    // Bob leaves before alice's close reached his home: his home still sees it open.
+    split.cores[1].disconnect(bob.session);
+    split.settle();
+    let gone = split.cores[0].events(alice.session).into_iter().filter(|e| matches!(e, EventBody::PeerGone(_)));
+    assert_eq!(gone.count(), 0);
 }
