@@ -23,7 +23,7 @@
 //! consistent state even while a server commits and compacts) and never
 //! writes (no migration).
 //!
-//! ## Layout of `DATA/confab.db` (format 6; the tables of format 4)
+//! ## Layout of `DATA/confab.db` (format 7; the tables of format 4)
 //!
 //! | table      | rows                                                                 |
 //! |------------|----------------------------------------------------------------------|
@@ -111,10 +111,15 @@ use tally::Tally;
 /// The database file's name in the data directory.
 pub const DB_FILE: &str = "confab.db";
 /// The record format this build reads and writes (see the module docs).
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 /// The oldest format this build migrates from when it opens a store.
 ///
-/// Format 5 -> 6: [`State`] gained two maps at its end (the numbers of the
+/// Format 6 -> 7: [`State`] gained a map at its end (the requests mailed to
+/// other partitions and not answered yet, `mail_pending`), [`Change`] two
+/// variants at its end (`RequestMailed`, `RequestAnswered`) and the
+/// conversation state two variants at its end (`Requesting`, `Accepting`),
+/// read as format 6's were (one zero byte appended to a format-6
+/// snapshot). Format 5 -> 6: [`State`] gained two maps at its end (the numbers of the
 /// mail between partitions, `mail_next` and `mail_applied`) and [`Change`]
 /// two variants at its end (`MailOut`, `MailIn`), read as format 5's were
 /// (two zero bytes appended to a format-5 snapshot). Format 4 -> 5: [`State`] gained a field at its end (`retry_keys`, a map)

@@ -257,12 +257,12 @@ fn pg_a_lost_connection_is_waited_out_and_nothing_is_lost_or_doubled() {
 }
 
 /// A new store is of this build's format; one of format 4 (its snapshot
-/// without `State::retry_keys` and the mail numbers) or 5 (without the mail
-/// numbers) is read as it is and rewritten in this format (a snapshot) when
+/// without `State::retry_keys`, the mail numbers and the pending requests),
+/// 5 (without the last two) or 6 (without the pending requests) is read as it is and rewritten in this format (a snapshot) when
 /// a node opens it.
 #[test]
-fn pg_migrates_formats_4_and_5() {
-    for old in [4, 5] {
+fn pg_migrates_formats_4_to_6() {
+    for old in [4, 5, 6] {
         migrates_from(old);
     }
 }

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use common::{Net, TempDir, applied, config, downgrade_to_format_3, scenario};
 use confab_proto::Server;
-use confab_proto::server::state::{OidcLogin, RetryKey, Rotation};
+use confab_proto::server::state::{Conversation, MailedRequest, OidcLogin, RetryKey, Rotation};
 use confab_proto::server::{Change, State};
 use confab_server::store::{DB_FILE, Damage, FORMAT_VERSION, Store, StoreError, ensure_data_dir};
 
@@ -287,12 +287,13 @@ fn store_migrates_format_2() {
     assert_eq!(&again, net.server.state());
 }
 
-/// A store of format 4 (its snapshot without `State::retry_keys` and the
-/// mail numbers) or 5 (without the mail numbers) is read as it is and
-/// rewritten in this format by the server's open.
+/// A store of format 4 (its snapshot without `State::retry_keys`, the
+/// mail numbers and the pending requests), 5 (without the mail numbers and
+/// the pending requests) or 6 (without the pending requests) is read as it
+/// is and rewritten in this format by the server's open.
 #[test]
-fn store_migrates_formats_4_and_5() {
-    for old in [4, 5] {
+fn store_migrates_formats_4_to_6() {
+    for old in [4, 5, 6] {
         let net = scenario();
         let dir = TempDir::new(&format!("migrate-{old}"));
         let half = net.turns.len() / 2;
@@ -379,7 +380,30 @@ fn store_record_format_is_pinned() {
     let item = bytes::Bytes::from_static(b"ab");
     assert_eq!(hex(&Change::MailOut { to: 3, seq: 300, item }), "1c03ac02026162");
     assert_eq!(hex(&Change::MailIn { from: 2, seq: 1 }), "1d0201");
-    assert_eq!(FORMAT_VERSION, 6);
+    // Format 7: `Change::RequestMailed` and `RequestAnswered` (variants 30 and 31),
+    // `State::mail_pending`, and `Conversation::Requesting` and `Accepting` (variants 2 and 3).
+    let request = MailedRequest {
+        family: 1,
+        request_id: 300,
+        opcode: confab_proto::wire::Opcode::SendMp,
+        user: "a".into(),
+        peer: "b".into(),
+    };
+    assert_eq!(hex(&Change::RequestMailed { to: 1, ticket: 2, request }), "1e010201ac020801610162");
+    // Variant 30, to 1, ticket 2, family 1, request 300 (a varint), send_mp (8), "a", "b".
+    assert_eq!(
+        hex(&Change::ConversationSet {
+            a: "a".into(),
+            b: "b".into(),
+            state: Some(Conversation::Requesting {
+                by: "a".into(),
+                handshake: bytes::Bytes::from_static(b"h"),
+                ticket: 5
+            }),
+        }),
+        "0c0161016201020161016805"
+    );
+    assert_eq!(FORMAT_VERSION, 7);
 }
 
 /// `State::retry_keys` (format 5), at the end of a snapshot: the new access
@@ -401,9 +425,9 @@ fn store_snapshot_retry_keys_are_pinned() {
     state.apply(&Change::TokenRotatedKeyed { hash: [1; 32], rotation, retry });
     assert_eq!(state.accounts().retry_key(&[3; 32]), Some(&retry));
     let bytes = postcard::to_stdvec(&state).unwrap();
-    // `retry_keys`, then the two empty maps of format 6.
-    assert_eq!(&bytes[bytes.len() - 2..], [0, 0]);
-    let bytes = &bytes[..bytes.len() - 2];
+    // `retry_keys`, then the two empty maps of format 6 and the one of format 7.
+    assert_eq!(&bytes[bytes.len() - 3..], [0, 0, 0]);
+    let bytes = &bytes[..bytes.len() - 3];
     let tail: String = bytes[bytes.len() - 67..].iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(tail, format!("01{}{}0200", "03".repeat(32), "04".repeat(32)));
     assert_eq!(postcard::from_bytes::<State>(&postcard::to_stdvec(&state).unwrap()).unwrap(), state);
@@ -411,11 +435,11 @@ fn store_snapshot_retry_keys_are_pinned() {
     state.apply(&Change::ExchangeAnswered { access: [3; 32] });
     assert_eq!(state.accounts().retry_key(&[3; 32]), Some(&RetryKey { answered: true, ..retry }));
     let bytes = postcard::to_stdvec(&state).unwrap();
-    assert_eq!(bytes[bytes.len() - 3], 1);
+    assert_eq!(bytes[bytes.len() - 4], 1);
     // Forgotten with the token.
     state.apply(&Change::TokensRevoked { hashes: vec![[3; 32]] });
     assert_eq!(state.accounts().retry_key(&[3; 32]), None);
-    assert!(postcard::to_stdvec(&state).unwrap().ends_with(&[0, 0, 0]));
+    assert!(postcard::to_stdvec(&state).unwrap().ends_with(&[0, 0, 0, 0]));
 }
 
 /// A state holding one entry in every map (so that no iteration order is
@@ -458,6 +482,17 @@ fn store_snapshot_format_is_pinned() {
         Change::OidcSubjectBound { subject: [12; 32], username: "al".into() },
         Change::MailOut { to: 2, seq: 5, item: Bytes::from_static(b"i") },
         Change::MailIn { from: 3, seq: 7 },
+        Change::RequestMailed {
+            to: 2,
+            ticket: 5,
+            request: MailedRequest {
+                family: 1,
+                request_id: 4,
+                opcode: Opcode::CloseMp,
+                user: "al".into(),
+                peer: "bo".into(),
+            },
+        },
     ];
     let mut state = State::new(20, 1024);
     for change in &changes {
@@ -478,7 +513,9 @@ fn store_snapshot_format_is_pinned() {
         // Format 5: `retry_keys`, empty.
         "00",
         // Format 6: `mail_next` (to partition 2, next 6) and `mail_applied` (from 3, up to 7).
-        "010206010307"
+        "010206010307",
+        // Format 7: `mail_pending`: (partition 2, ticket 5) -> family 1, request 4, close_mp, al, bo.
+        "01020501040d02616c02626f"
     );
     assert_eq!(hex, expected);
     assert_eq!(postcard::from_bytes::<State>(&postcard::to_stdvec(&state).unwrap()).unwrap(), state);

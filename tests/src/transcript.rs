@@ -425,6 +425,8 @@ pub fn describe_change(change: &Change) -> String {
                 None => "ended".to_owned(),
                 Some(Conversation::Open) => "open".to_owned(),
                 Some(Conversation::Requested { by, .. }) => format!("requested by {by}"),
+                Some(Conversation::Requesting { by, .. }) => format!("requested by {by}, not yet answered"),
+                Some(Conversation::Accepting { by, .. }) => format!("requested by {by}, accepted, not yet answered"),
             };
             format!("conversation {a}/{b} {state}")
         }
@@ -450,11 +452,25 @@ pub fn describe_change(change: &Change) -> String {
                 Ok(confab_proto::server::MailItem::FetchKey { peer, .. }) => format!("fetch_key {peer}"),
                 Ok(confab_proto::server::MailItem::KeyFound { username, .. }) => format!("key_found {username}"),
                 Ok(confab_proto::server::MailItem::Refused { code, .. }) => format!("refused {code}"),
+                Ok(
+                    ref item @ (confab_proto::server::MailItem::MpRequest { ref from, ref to, .. }
+                    | confab_proto::server::MailItem::MpAccept { ref from, ref to, .. }
+                    | confab_proto::server::MailItem::MpSend { ref from, ref to, .. }
+                    | confab_proto::server::MailItem::MpClose { ref from, ref to, .. }),
+                ) => format!("{} {from}->{to}", item.name()),
+                Ok(confab_proto::server::MailItem::MpQueued { code, seq, .. }) => format!("mp_queued {code} #{seq}"),
+                Ok(item) => item.name().to_owned(),
                 Err(e) => format!("undecodable: {e}"),
             };
             format!("mail_out to p{to} #{seq} {what}")
         }
         Change::MailIn { from, seq } => format!("mail_in from p{from} #{seq}"),
+        Change::RequestMailed { to, ticket, request } => {
+            format!("request_mailed to p{to} #{ticket} {} #{}", request.opcode, request.request_id)
+        }
+        Change::RequestAnswered { from, ticket, response } => {
+            format!("request_answered by p{from} #{ticket} {}", response.code)
+        }
         Change::OidcSubjectBound { subject, username } => {
             format!("oidc_subject {:02x}{:02x}.. bound to {username}", subject[0], subject[1])
         }

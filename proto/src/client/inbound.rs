@@ -105,6 +105,15 @@ impl Client {
         {
             return;
         }
+        if r.status == Status::Error && r.code == status::OUTCOME_PENDING {
+            // On its way inside the server: the same request again learns its outcome (a
+            // remembered request is never performed twice), after the server waited for it.
+            if let Some(entry) = self.outbox.get_mut(id) {
+                entry.sent = false;
+            }
+            self.flush();
+            return;
+        }
         let Some(entry) = self.outbox.take(id, r.opcode) else {
             return;
         };

@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::state::{Conversation, ItemKind, OidcLogin, QueuedItem, Recorded, RetryKey, Rotation, TokenRecord, User};
+use super::state::{
+    Conversation, ItemKind, MailedRequest, OidcLogin, QueuedItem, Recorded, RetryKey, Rotation, TokenRecord, User,
+};
 use crate::jwt::KeyRecord;
 use crate::wire::{HistoryEntry, Opcode, ResponseBody, Sent, Status};
 
@@ -117,6 +119,15 @@ pub enum Change {
     /// are the other changes of the turn, and the store drops the item
     /// from its outbox in the same transaction (store format 6).
     MailIn { from: u8, seq: u64 },
+    /// A request of a session was mailed to partition `to` as item
+    /// `ticket` (the [`Change::MailOut`] before it in the turn): remembered
+    /// until its answer comes back, so that a retry of its request id waits
+    /// for that answer instead of mailing again (store format 7).
+    RequestMailed { to: u8, ticket: u64, request: MailedRequest },
+    /// The answer to item `ticket` mailed to partition `from` came back:
+    /// the request is no longer pending and `response` is remembered for
+    /// retries of its request id, in its family (store format 7).
+    RequestAnswered { from: u8, ticket: u64, response: Recorded },
 }
 
 impl Change {

@@ -103,12 +103,20 @@ impl Desk {
 
     /// Whether `max_accounts` accounts exist or are being registered.
     pub(crate) fn accounts_full(&self, state: &State, config: &ServerConfig) -> bool {
-        state.accounts().user_count() + self.reserved.len() >= config.max_accounts
+        state.accounts().user_count() + self.reserved.len() >= config.partitions.share(config.max_accounts)
     }
 
     /// The refusal of a new account when [`accounts_full`](Self::accounts_full).
     pub(crate) fn accounts_full_refusal(config: &ServerConfig) -> Refusal {
-        Refusal::QueueFull(format!("this server has reached its limit of {} accounts", config.max_accounts))
+        let (cap, parts) = (config.max_accounts, config.partitions);
+        match parts.is_split() {
+            false => Refusal::QueueFull(format!("this server has reached its limit of {cap} accounts")),
+            true => Refusal::QueueFull(format!(
+                "partition {} of this server has reached its limit of {} accounts ({cap} in all)",
+                parts.index,
+                parts.share(cap)
+            )),
+        }
     }
 
     /// Refuses with 503 and an honest `retry_after_ms` when `max_pending_jobs` jobs are out,

@@ -3,21 +3,34 @@
 //! applied them.
 //!
 //! Layout, integers big-endian: `ticket u64 | role u8 | version u8 | kind u8
-//! | body`. The ticket and the role (0: a request, 1: an answer) are the
-//! same in every version, so that a target that cannot read the rest (a
-//! version it does not know, during a rolling upgrade) can still refuse a
-//! request, and never answers an answer. A request's ticket is its own
-//! number in its sender's mail to the target; its answer carries it back.
-//! Text is `u16` length + UTF-8; a blob is `u32` length + bytes.
+//! | body`. The ticket and the role (0: a request, 1: an answer, 2: a
+//! notice) are the same in every version, so that a target that cannot
+//! read the rest (a version it does not know, during a rolling upgrade) can
+//! still refuse a request, and never answers an answer or a notice. A
+//! request's ticket is its own number in its sender's mail to the target;
+//! its answer carries it back. A notice's ticket is its own number too
+//! (nothing answers it). Text is `u16` length + UTF-8; a blob is `u32`
+//! length + bytes.
 //!
 //! | role | kind | item | body |
 //! | --- | --- | --- | --- |
 //! | 0 | 1 | [`MailItem::FetchKey`] | `peer: text` |
 //! | 1 | 2 | [`MailItem::KeyFound`] | `username: text, identity_key: blob` |
 //! | 1 | 3 | [`MailItem::Refused`] | `code: u16, reason: text` |
+//! | 0 | 4 | [`MailItem::MpRequest`] | `from: text, to: text, identity_key: blob, handshake: blob` |
+//! | 0 | 5 | [`MailItem::MpAccept`] | `from: text, to: text, identity_key: blob, handshake: blob` |
+//! | 0 | 6 | [`MailItem::MpSend`] | `from: text, to: text, sealed: blob` |
+//! | 0 | 7 | [`MailItem::MpClose`] | `from: text, to: text` |
+//! | 1 | 8 | [`MailItem::MpQueued`] | `code: u16, seq: u64` |
+//! | 1 | 9 | [`MailItem::MpAccepted`] | `identity_key: blob, handshake: blob` |
+//! | 2 | 10 | [`MailItem::MpExpired`] | `user: text, peer: text, seq: u64` |
+//! | 2 | 11 | [`MailItem::PeerGone`] | `peer: text, count: u16, users: text × count` |
 //!
-//! [`MailItem::Refused`] of version 1 is frozen: every later version reads
-//! it, so a refusal for a version it cannot read always gets through.
+//! The answers of version 1 ([`MailItem::Refused`], [`MailItem::MpQueued`],
+//! [`MailItem::MpAccepted`]) are frozen: every later version reads them, so
+//! a refusal for a version it cannot read always gets through, and an
+//! answer is never misread as a failure of a request the other side
+//! applied (which would undo the tentative state its request left).
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -27,6 +40,8 @@ pub const MAIL_VERSION: u8 = 1;
 pub const ROLE_REQUEST: u8 = 0;
 /// The role of an answer.
 pub const ROLE_ANSWER: u8 = 1;
+/// The role of a notice (nothing answers it).
+pub const ROLE_NOTICE: u8 = 2;
 
 /// One item of mail between partitions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +73,98 @@ pub enum MailItem {
         /// Why.
         reason: String,
     },
+    /// `from` asks `to` for a conversation (`request_mp`); decided by the
+    /// copy of `to`'s home, which queues the request in the lane `from -> to`.
+    MpRequest {
+        /// The request's number in its sender's mail to the target.
+        ticket: u64,
+        /// The requester (of the sending partition).
+        from: String,
+        /// The user asked (of the target).
+        to: String,
+        /// The requester's identity key.
+        identity_key: Bytes,
+        /// The requester's signed ephemeral key.
+        handshake: Bytes,
+    },
+    /// `from` accepts the request of `to` (`accept_mp`); decided by the
+    /// copy of `to`'s home, which queues the acceptance in `from -> to`.
+    MpAccept {
+        /// The request's number in its sender's mail to the target.
+        ticket: u64,
+        /// The accepter (of the sending partition).
+        from: String,
+        /// The requester (of the target).
+        to: String,
+        /// The accepter's identity key.
+        identity_key: Bytes,
+        /// The accepter's signed ephemeral key.
+        handshake: Bytes,
+    },
+    /// A sealed message of `from` to `to` (`send_mp`), queued by `to`'s home.
+    MpSend {
+        /// The request's number in its sender's mail to the target.
+        ticket: u64,
+        /// The sender.
+        from: String,
+        /// The recipient.
+        to: String,
+        /// The sealed bytes.
+        sealed: Bytes,
+    },
+    /// `from` closed its conversation with `to` (`close_mp`): `to`'s home
+    /// closes its copy and queues the notice. Never refused.
+    MpClose {
+        /// The request's number in its sender's mail to the target.
+        ticket: u64,
+        /// Who closed.
+        from: String,
+        /// The peer.
+        to: String,
+    },
+    /// The answer to [`MailItem::MpRequest`], [`MailItem::MpSend`] and
+    /// [`MailItem::MpClose`]: the item was queued as `seq` of its lane, its
+    /// recipient online (200) or not (202).
+    MpQueued {
+        /// The request's ticket.
+        ticket: u64,
+        /// 200 or 202.
+        code: u16,
+        /// The item's sequence number in its lane.
+        seq: u64,
+    },
+    /// The answer to [`MailItem::MpAccept`]: the requester's keys.
+    MpAccepted {
+        /// The request's ticket.
+        ticket: u64,
+        /// The requester's identity key.
+        identity_key: Bytes,
+        /// The requester's signed ephemeral key.
+        handshake: Bytes,
+    },
+    /// The message `seq` of `user` (of the target) to `peer` was dropped
+    /// unread after the retention period.
+    MpExpired {
+        /// The notice's own number in its sender's mail to the target.
+        ticket: u64,
+        /// The sender of the dropped message, told.
+        user: String,
+        /// Its recipient.
+        peer: String,
+        /// The dropped message's sequence number.
+        seq: u64,
+    },
+    /// `peer` went offline: `users` (of the target), in open conversations
+    /// with it, are told if online (best effort, as on one server). One
+    /// notice per target partition, whatever the number of its users.
+    PeerGone {
+        /// The notice's own number in its sender's mail to the target.
+        ticket: u64,
+        /// Who left.
+        peer: String,
+        /// Who is told (at most 65,535; more are cut).
+        users: Vec<String>,
+    },
 }
 
 /// An item that does not decode.
@@ -75,11 +182,11 @@ pub enum MailError {
     /// Text that is not UTF-8.
     #[error("mail item with text that is not UTF-8")]
     BadText,
-    /// A role other than request (0) or answer (1).
+    /// A role other than request (0), answer (1) or notice (2).
     #[error("mail item of unknown role {0}")]
     UnknownRole(u8),
     /// A kind that does not go with the role.
-    #[error("mail item of kind {kind} given as {}", if *.role == ROLE_REQUEST { "a request" } else { "an answer" })]
+    #[error("mail item of kind {kind} given as {}", role_name(*.role))]
     WrongRole {
         /// The role given.
         role: u8,
@@ -98,16 +205,50 @@ impl MailItem {
         match self {
             MailItem::FetchKey { ticket, .. }
             | MailItem::KeyFound { ticket, .. }
-            | MailItem::Refused { ticket, .. } => *ticket,
+            | MailItem::Refused { ticket, .. }
+            | MailItem::MpRequest { ticket, .. }
+            | MailItem::MpAccept { ticket, .. }
+            | MailItem::MpSend { ticket, .. }
+            | MailItem::MpClose { ticket, .. }
+            | MailItem::MpQueued { ticket, .. }
+            | MailItem::MpAccepted { ticket, .. }
+            | MailItem::MpExpired { ticket, .. }
+            | MailItem::PeerGone { ticket, .. } => *ticket,
         }
     }
 
-    /// [`ROLE_REQUEST`] or [`ROLE_ANSWER`].
+    /// [`ROLE_REQUEST`], [`ROLE_ANSWER`] or [`ROLE_NOTICE`].
     #[must_use]
     pub fn role(&self) -> u8 {
         match self {
-            MailItem::FetchKey { .. } => ROLE_REQUEST,
-            MailItem::KeyFound { .. } | MailItem::Refused { .. } => ROLE_ANSWER,
+            MailItem::FetchKey { .. }
+            | MailItem::MpRequest { .. }
+            | MailItem::MpAccept { .. }
+            | MailItem::MpSend { .. }
+            | MailItem::MpClose { .. } => ROLE_REQUEST,
+            MailItem::KeyFound { .. }
+            | MailItem::Refused { .. }
+            | MailItem::MpQueued { .. }
+            | MailItem::MpAccepted { .. } => ROLE_ANSWER,
+            MailItem::MpExpired { .. } | MailItem::PeerGone { .. } => ROLE_NOTICE,
+        }
+    }
+
+    /// The item's name, for logs.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            MailItem::FetchKey { .. } => "fetch_key",
+            MailItem::KeyFound { .. } => "key_found",
+            MailItem::Refused { .. } => "refused",
+            MailItem::MpRequest { .. } => "mp_request",
+            MailItem::MpAccept { .. } => "mp_accept",
+            MailItem::MpSend { .. } => "mp_send",
+            MailItem::MpClose { .. } => "mp_close",
+            MailItem::MpQueued { .. } => "mp_queued",
+            MailItem::MpAccepted { .. } => "mp_accepted",
+            MailItem::MpExpired { .. } => "mp_expired",
+            MailItem::PeerGone { .. } => "peer_gone",
         }
     }
 
@@ -133,6 +274,50 @@ impl MailItem {
                 b.put_u16(*code);
                 put_text(&mut b, reason);
             }
+            MailItem::MpRequest { from, to, identity_key, handshake, .. }
+            | MailItem::MpAccept { from, to, identity_key, handshake, .. } => {
+                b.put_u8(if matches!(self, MailItem::MpRequest { .. }) { 4 } else { 5 });
+                put_text(&mut b, from);
+                put_text(&mut b, to);
+                put_blob(&mut b, identity_key);
+                put_blob(&mut b, handshake);
+            }
+            MailItem::MpSend { from, to, sealed, .. } => {
+                b.put_u8(6);
+                put_text(&mut b, from);
+                put_text(&mut b, to);
+                put_blob(&mut b, sealed);
+            }
+            MailItem::MpClose { from, to, .. } => {
+                b.put_u8(7);
+                put_text(&mut b, from);
+                put_text(&mut b, to);
+            }
+            MailItem::MpQueued { code, seq, .. } => {
+                b.put_u8(8);
+                b.put_u16(*code);
+                b.put_u64(*seq);
+            }
+            MailItem::MpAccepted { identity_key, handshake, .. } => {
+                b.put_u8(9);
+                put_blob(&mut b, identity_key);
+                put_blob(&mut b, handshake);
+            }
+            MailItem::MpExpired { user, peer, seq, .. } => {
+                b.put_u8(10);
+                put_text(&mut b, user);
+                put_text(&mut b, peer);
+                b.put_u64(*seq);
+            }
+            MailItem::PeerGone { peer, users, .. } => {
+                b.put_u8(11);
+                put_text(&mut b, peer);
+                let users = &users[..users.len().min(usize::from(u16::MAX))];
+                b.put_u16(users.len() as u16);
+                for user in users {
+                    put_text(&mut b, user);
+                }
+            }
         }
         b.freeze()
     }
@@ -145,7 +330,7 @@ impl MailItem {
         let mut r = Reader(bytes);
         let ticket = r.u64()?;
         let role = r.u8()?;
-        if role != ROLE_REQUEST && role != ROLE_ANSWER {
+        if role > ROLE_NOTICE {
             return Err(MailError::UnknownRole(role));
         }
         let version = r.u8()?;
@@ -157,6 +342,30 @@ impl MailItem {
             1 => MailItem::FetchKey { ticket, peer: r.text()? },
             2 => MailItem::KeyFound { ticket, username: r.text()?, identity_key: r.blob()? },
             3 => MailItem::Refused { ticket, code: r.u16()?, reason: r.text()? },
+            4 => MailItem::MpRequest {
+                ticket,
+                from: r.text()?,
+                to: r.text()?,
+                identity_key: r.blob()?,
+                handshake: r.blob()?,
+            },
+            5 => MailItem::MpAccept {
+                ticket,
+                from: r.text()?,
+                to: r.text()?,
+                identity_key: r.blob()?,
+                handshake: r.blob()?,
+            },
+            6 => MailItem::MpSend { ticket, from: r.text()?, to: r.text()?, sealed: r.blob()? },
+            7 => MailItem::MpClose { ticket, from: r.text()?, to: r.text()? },
+            8 => MailItem::MpQueued { ticket, code: r.u16()?, seq: r.u64()? },
+            9 => MailItem::MpAccepted { ticket, identity_key: r.blob()?, handshake: r.blob()? },
+            10 => MailItem::MpExpired { ticket, user: r.text()?, peer: r.text()?, seq: r.u64()? },
+            11 => {
+                let peer = r.text()?;
+                let users = (0..r.u16()?).map(|_| r.text()).collect::<Result<_, _>>()?;
+                MailItem::PeerGone { ticket, peer, users }
+            }
             kind => return Err(MailError::UnknownKind(kind)),
         };
         if item.role() != role {
@@ -174,7 +383,15 @@ impl MailItem {
     pub fn ticket_and_role(bytes: &[u8]) -> Option<(u64, u8)> {
         let mut r = Reader(bytes);
         let (ticket, role) = (r.u64().ok()?, r.u8().ok()?);
-        (role == ROLE_REQUEST || role == ROLE_ANSWER).then_some((ticket, role))
+        (role <= ROLE_NOTICE).then_some((ticket, role))
+    }
+}
+
+fn role_name(role: u8) -> &'static str {
+    match role {
+        ROLE_REQUEST => "a request",
+        ROLE_ANSWER => "an answer",
+        _ => "a notice",
     }
 }
 
@@ -243,6 +460,31 @@ mod tests {
             MailItem::FetchKey { ticket: 7, peer: "bob".into() },
             MailItem::KeyFound { ticket: 7, username: "bob".into(), identity_key: Bytes::from_static(&[1, 2, 3]) },
             MailItem::Refused { ticket: u64::MAX, code: 404, reason: "no user zoé".into() },
+            MailItem::MpRequest {
+                ticket: 3,
+                from: "al".into(),
+                to: "bo".into(),
+                identity_key: Bytes::from_static(b"ik"),
+                handshake: Bytes::from_static(b"hs"),
+            },
+            MailItem::MpAccept {
+                ticket: 4,
+                from: "bo".into(),
+                to: "al".into(),
+                identity_key: Bytes::from_static(b"ik2"),
+                handshake: Bytes::from_static(b"hs2"),
+            },
+            MailItem::MpSend { ticket: 5, from: "al".into(), to: "bo".into(), sealed: Bytes::from_static(b"s") },
+            MailItem::MpClose { ticket: 6, from: "al".into(), to: "bo".into() },
+            MailItem::MpQueued { ticket: 5, code: 202, seq: 9 },
+            MailItem::MpAccepted {
+                ticket: 4,
+                identity_key: Bytes::from_static(b"ik"),
+                handshake: Bytes::from_static(b"hs"),
+            },
+            MailItem::MpExpired { ticket: 7, user: "al".into(), peer: "bo".into(), seq: 9 },
+            MailItem::PeerGone { ticket: 8, peer: "bo".into(), users: vec!["al".into(), "cy".into()] },
+            MailItem::PeerGone { ticket: 9, peer: "bo".into(), users: vec![] },
         ]
     }
 
@@ -264,6 +506,12 @@ mod tests {
         assert_eq!(&found[..], b"\0\0\0\0\0\0\0\x01\x01\x01\x02\x00\x01b\x00\x00\x00\x01k");
         let refused = MailItem::Refused { ticket: 2, code: 404, reason: "no".into() }.encode();
         assert_eq!(&refused[..], b"\0\0\0\0\0\0\0\x02\x01\x01\x03\x01\x94\x00\x02no");
+        let send = MailItem::MpSend { ticket: 5, from: "al".into(), to: "bo".into(), sealed: Bytes::from_static(b"s") };
+        assert_eq!(&send.encode()[..], b"\0\0\0\0\0\0\0\x05\x00\x01\x06\x00\x02al\x00\x02bo\x00\x00\x00\x01s");
+        let queued = MailItem::MpQueued { ticket: 5, code: 202, seq: 9 }.encode();
+        assert_eq!(&queued[..], b"\0\0\0\0\0\0\0\x05\x01\x01\x08\x00\xca\0\0\0\0\0\0\0\x09");
+        let gone = MailItem::PeerGone { ticket: 8, peer: "bo".into(), users: vec!["al".into(), "cy".into()] };
+        assert_eq!(&gone.encode()[..], b"\0\0\0\0\0\0\0\x08\x02\x01\x0b\x00\x02bo\x00\x02\x00\x02al\x00\x02cy");
     }
 
     #[test]
@@ -280,8 +528,8 @@ mod tests {
         assert_eq!(MailItem::decode(&newer), Err(MailError::UnknownVersion(2)));
         assert_eq!(MailItem::ticket_and_role(&newer), Some((7, ROLE_ANSWER)), "ticket and role survive a version");
         let mut kind = good.to_vec();
-        kind[10] = 9;
-        assert_eq!(MailItem::decode(&kind), Err(MailError::UnknownKind(9)));
+        kind[10] = 99;
+        assert_eq!(MailItem::decode(&kind), Err(MailError::UnknownKind(99)));
         let mut role = good.to_vec();
         role[8] = ROLE_REQUEST;
         assert_eq!(MailItem::decode(&role), Err(MailError::WrongRole { role: ROLE_REQUEST, kind: 2 }));
@@ -296,7 +544,7 @@ mod tests {
     #[test]
     fn the_fuzz_seeds_are_items() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/message_decode");
-        for name in ["mail_fetch_key", "mail_key_found", "mail_refused"] {
+        for name in ["mail_fetch_key", "mail_key_found", "mail_refused", "mail_mp_send", "mail_peer_gone"] {
             let bytes = std::fs::read(dir.join(name)).expect("the seed");
             assert!(MailItem::decode(&bytes).is_ok(), "{name}");
         }

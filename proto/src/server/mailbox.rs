@@ -14,20 +14,25 @@
 //! is never answered, so no item blocks its source and no two partitions
 //! bounce items at each other.
 //!
-//! Requests that cross partitions so far: `fetch_key` of a user of
-//! another home. Its answer is not remembered (the opcode is not
-//! deduplicated). While it waits, the session's later frames wait too
-//! (requests are handled in order per connection, as while a password is
-//! checked); after [`WAIT_FOR_ANSWER`] the session is answered 503 and goes
-//! on, and the request stays counted until its answer arrives: at most
-//! [`MAX_WAITING`] requests are in flight at once, so a target that is down
-//! bounds what its sources send it. An answer reaching a home restored
-//! meanwhile answers nobody (the client asks again).
+//! Requests that cross partitions: `fetch_key` of a user of another home
+//! (its answer is not remembered: the opcode is not deduplicated), and the
+//! MP requests of `crossing.rs` (remembered: a durable pending record until
+//! the answer, then the answer). While one waits, the session's later
+//! frames wait too (requests are handled in order per connection, as while
+//! a password is checked); after [`WAIT_FOR_ANSWER`] the session is
+//! answered (503 for `fetch_key`, 504 "outcome pending" for a remembered
+//! request, whose retry waits for the same answer) and goes on, and the
+//! request stays counted until its answer arrives: at most [`MAX_WAITING`]
+//! requests are in flight at once, so a target that is down bounds what its
+//! sources send it. A `fetch_key` answer reaching a home restored meanwhile
+//! answers nobody (the client asks again); a remembered one is recorded.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use super::mail_item::{MailError, MailItem, ROLE_REQUEST};
+use super::crossing::foreign_refusal;
+use super::mail_item::{MailError, MailItem, ROLE_ANSWER, ROLE_REQUEST};
+use super::outbox::Journal;
 use super::partition::PartitionId;
 use super::refusal::{Refusal, Reply};
 use super::state::Change;
@@ -68,7 +73,7 @@ type Key = (PartitionId, u64);
 
 /// What a request in flight waits with.
 #[derive(Debug, Clone)]
-struct Waiting {
+pub(super) struct Waiting {
     /// The asking session, while it waits (`None` once it ended or was
     /// answered 503).
     session: Option<SessionId>,
@@ -79,6 +84,10 @@ struct Waiting {
     /// The user asked about: an answer about another is not this one's.
     peer: String,
     deadline: Instant,
+    /// Whether the session's later frames wait behind it (a first sending;
+    /// not a retry of a request already on its way, which was performed in
+    /// its first place).
+    held: bool,
 }
 
 /// The requests in flight to other partitions.
@@ -87,9 +96,25 @@ pub(super) struct Waiters {
     by_key: BTreeMap<Key, Waiting>,
     /// The deadlines of the sessions still waiting.
     deadlines: BTreeSet<(Instant, Key)>,
+    /// How many of them are `fetch_key` (whose answers are not remembered).
+    unremembered: usize,
+}
+
+impl Waiting {
+    /// A request of `family` about `peer`, its session not set yet.
+    pub(super) fn new(family: u64, request_id: u32, opcode: Opcode, peer: String, now: Now) -> Waiting {
+        Waiting { session: None, family, request_id, opcode, peer, deadline: now.instant + WAIT_FOR_ANSWER, held: true }
+    }
 }
 
 impl Waiters {
+    /// Requests in flight whose answers are not remembered (`fetch_key`):
+    /// with the remembered ones (`MailBook::pending_count`), what
+    /// [`MAX_WAITING`] bounds.
+    pub(super) fn unremembered(&self) -> usize {
+        self.unremembered
+    }
+
     /// A session ended: it waits no more (its request stays in flight).
     pub(super) fn session_ended(&mut self, key: Key) {
         if let Some(w) = self.by_key.get_mut(&key) {
@@ -106,7 +131,28 @@ impl Waiters {
     fn take(&mut self, key: Key) -> Option<Waiting> {
         let w = self.by_key.remove(&key)?;
         self.deadlines.remove(&(w.deadline, key));
+        if w.opcode == Opcode::FetchKey {
+            self.unremembered -= 1;
+        }
         Some(w)
+    }
+
+    /// Puts `w` in for `key`; the one it replaces, if any.
+    fn put(&mut self, key: Key, w: Waiting) -> Option<Waiting> {
+        let (deadline, fetch) = (w.deadline, w.opcode == Opcode::FetchKey);
+        let old = self.by_key.insert(key, w);
+        if let Some(old) = &old {
+            // Before the new deadline goes in: the two may be the same instant.
+            self.deadlines.remove(&(old.deadline, key));
+            if old.opcode == Opcode::FetchKey {
+                self.unremembered -= 1;
+            }
+        }
+        self.deadlines.insert((deadline, key));
+        if fetch {
+            self.unremembered += 1;
+        }
+        old
     }
 }
 
@@ -137,20 +183,37 @@ impl Server {
                 };
                 self.send_mail(from, &answer);
             }
+            // The answer to a request this home mailed and remembered (an MP request), whatever
+            // its kind: a kind that does not fit the request is refused there, never a success.
+            Ok(answer)
+                if answer.role() == ROLE_ANSWER
+                    && self.journal.state().mail().pending(from, answer.ticket()).is_some() =>
+            {
+                self.mp_answered(now, from, answer.ticket(), seq, &answer);
+            }
             Ok(MailItem::KeyFound { ticket, username, identity_key }) => {
                 let body = ResponseBody::IdentityKey(IdentityKey { username: username.clone(), identity_key });
                 self.answer_waiting(now, (from, ticket), seq, Some(&username), Ok(Reply::ok(body)));
             }
+            Ok(
+                request @ (MailItem::MpRequest { .. }
+                | MailItem::MpAccept { .. }
+                | MailItem::MpSend { .. }
+                | MailItem::MpClose { .. }),
+            ) => {
+                let answer = self.apply_mp_request(now, from, request);
+                self.send_mail(from, &answer);
+            }
             Ok(MailItem::Refused { ticket, code, reason }) => {
-                // Another partition's 401 or 419 is not about this session's tokens: a client
-                // that took it so would drop or refresh its own.
-                let refusal = match code {
-                    status::UNAUTHORIZED | status::TOKEN_EXPIRED => {
-                        Refusal::Internal(format!("partition {from} refused the request: {reason}"))
-                    }
-                    _ => Refusal::from_code(code, reason),
-                };
+                let refusal = foreign_refusal(from, code, &reason);
                 self.answer_waiting(now, (from, ticket), seq, None, Err(refusal));
+            }
+            Ok(answer @ (MailItem::MpQueued { .. } | MailItem::MpAccepted { .. })) => {
+                let reason = format!("an answer to item {} of this partition, which waits for none", answer.ticket());
+                self.outbox.event(ServerLog::BadMail { from, seq, reason });
+            }
+            Ok(notice @ (MailItem::MpExpired { .. } | MailItem::PeerGone { .. })) => {
+                self.apply_notice(now, from, seq, notice);
             }
             Err(error) => self.unreadable_mail(now, from, seq, item, &error),
         }
@@ -166,14 +229,22 @@ impl Server {
         let Some((ticket, role)) = MailItem::ticket_and_role(item) else { return };
         let index = self.config.partitions.index;
         if role == ROLE_REQUEST {
-            if matches!(error, MailError::UnknownVersion(_)) {
-                let refusal = Refusal::NotImplemented(format!("partition {index} cannot read the request: {error}"));
-                self.send_mail(from, &refused(ticket, &refusal));
+            // Answered whatever went wrong, so that no request waits for ever.
+            let refusal = match error {
+                MailError::UnknownVersion(_) | MailError::UnknownKind(_) => {
+                    Refusal::NotImplemented(format!("partition {index} cannot read the request: {error}"))
+                }
+                _ => Refusal::BadRequest(format!("partition {index} cannot read the request: {error}")),
+            };
+            self.send_mail(from, &refused(ticket, &refusal));
+        } else if role == ROLE_ANSWER {
+            let reason = format!("partition {from} answered in a form this one cannot read: {error}");
+            if self.journal.state().mail().pending(from, ticket).is_some() {
+                let answer = MailItem::Refused { ticket, code: status::INTERNAL, reason };
+                self.mp_answered(now, from, ticket, seq, &answer);
+            } else {
+                self.answer_waiting(now, (from, ticket), seq, None, Err(Refusal::Internal(reason)));
             }
-        } else {
-            let refusal =
-                Refusal::Internal(format!("partition {from} answered in a form this one cannot read: {error}"));
-            self.answer_waiting(now, (from, ticket), seq, None, Err(refusal));
         }
     }
 
@@ -182,6 +253,13 @@ impl Server {
     #[must_use]
     pub fn mail_applied_from(&self, from: PartitionId) -> u64 {
         self.journal.state().mail().applied_from(from)
+    }
+
+    /// Requests in flight to other partitions, the bound of [`MAX_WAITING`]:
+    /// the remembered ones (durable: counted after a restore too) and the
+    /// `fetch_key`s of this run.
+    pub(super) fn in_flight(&self) -> usize {
+        self.journal.state().mail().pending_count() + self.waiters.unremembered()
     }
 
     /// Requests of this core in flight to other partitions (waited for, or
@@ -193,15 +271,14 @@ impl Server {
 
     /// Mails `item` to partition `to`, in this turn's changes.
     fn send_mail(&mut self, to: PartitionId, item: &MailItem) {
-        let seq = self.journal.state().mail().next_to(to);
-        self.journal.commit(Change::MailOut { to, seq, item: item.encode() });
+        mail_to(&mut self.journal, to, item);
     }
 
     /// `fetch_key` of `peer`, whose home is `home`: asked by mail; the
     /// session waits (its later frames too) until the answer comes back.
     pub(super) fn ask_key(&mut self, now: Now, session: SessionId, request_id: u32, home: PartitionId, peer: &str) {
         let opcode = Opcode::FetchKey;
-        if self.waiters.by_key.len() >= MAX_WAITING {
+        if self.in_flight() >= MAX_WAITING {
             let refusal = Refusal::Busy {
                 reason: format!("{MAX_WAITING} requests already wait for other partitions of this server"),
                 retry_after_ms: RETRY_AFTER_MS,
@@ -213,20 +290,63 @@ impl Server {
         let ticket = self.journal.state().mail().next_to(home);
         let item = MailItem::FetchKey { ticket, peer: peer.to_owned() }.encode();
         self.journal.commit(Change::MailOut { to: home, seq: ticket, item });
-        let key = (home, ticket);
-        let deadline = now.instant + WAIT_FOR_ANSWER;
-        let waiting = Waiting { session: Some(session), family, request_id, opcode, peer: peer.to_owned(), deadline };
-        self.waiters.by_key.insert(key, waiting);
-        self.waiters.deadlines.insert((deadline, key));
-        if let Some(s) = self.presence.get_mut(session) {
+        self.wait_for(now, session, (home, ticket), Waiting::new(family, request_id, opcode, peer.to_owned(), now));
+    }
+
+    /// `session` waits (its later frames too) for the answer to `key`.
+    pub(super) fn wait_for(&mut self, now: Now, session: SessionId, key: Key, mut waiting: Waiting) {
+        waiting.session = Some(session);
+        waiting.deadline = now.instant + WAIT_FOR_ANSWER;
+        let held = waiting.held;
+        if let Some(old) = self.waiters.put(key, waiting)
+            && old.held
+        {
+            // A retry of the request on another connection: the first one goes on.
+            if let Some(first) = old.session.filter(|s| *s != session) {
+                let reason = "the request was sent again on another connection; its answer goes there".into();
+                let refusal = Refusal::Pending { reason, retry_after_ms: 0 };
+                self.stop_waiting(now, first, key, (old.opcode, old.request_id), refusal);
+            }
+        }
+        if held && let Some(s) = self.presence.get_mut(session) {
             s.waiting_mail = Some(key);
         }
+    }
+
+    /// A retry of a request still waiting for another partition's answer
+    /// (`pending`, its `(target, ticket)`): it is answered with that answer,
+    /// and the session's later frames go on meanwhile (the request was
+    /// mailed in its first place: nothing behind it can overtake it).
+    pub(super) fn wait_again(&mut self, now: Now, session: SessionId, key: Key, family: u64, request_id: u32) {
+        let Some(r) = self.journal.state().mail().pending(key.0, key.1) else { return };
+        let waiting = Waiting { held: false, ..Waiting::new(family, request_id, r.opcode, r.peer.clone(), now) };
+        self.wait_for(now, session, key, waiting);
+    }
+
+    /// `session`, waiting for `key`, is answered 503 (`reason`) and goes on
+    /// with its later frames; the request stays in flight.
+    fn stop_waiting(&mut self, now: Now, session: SessionId, key: Key, asked: (Opcode, u32), refusal: Refusal) {
+        let Some(s) = self.presence.get_mut(session) else { return };
+        if s.waiting_mail != Some(key) {
+            return;
+        }
+        s.waiting_mail = None;
+        let (opcode, request_id) = asked;
+        self.outbox.refuse(now, session, opcode, request_id, refusal);
+        self.process_frames(now, session);
     }
 
     /// An answer (item `seq` of its source) came back for `key`: the
     /// session that waits for it gets it, if it still waits under the same
     /// login; `about`, the user an answer names, must be the one asked about.
-    fn answer_waiting(&mut self, now: Now, key: Key, seq: u64, about: Option<&str>, answer: Result<Reply, Refusal>) {
+    pub(super) fn answer_waiting(
+        &mut self,
+        now: Now,
+        key: Key,
+        seq: u64,
+        about: Option<&str>,
+        answer: Result<Reply, Refusal>,
+    ) {
         // Asked by an earlier run of this partition: nobody waits.
         let Some(w) = self.waiters.take(key) else { return };
         let answer = match about {
@@ -239,18 +359,22 @@ impl Server {
         };
         let Some(session) = w.session else { return };
         let Some(s) = self.presence.get_mut(session) else { return };
-        if s.waiting_mail != Some(key) {
-            return;
+        if w.held {
+            if s.waiting_mail != Some(key) {
+                return;
+            }
+            s.waiting_mail = None;
         }
-        s.waiting_mail = None;
         if self.presence.bound(session).map_or(0, |b| b.family) == w.family {
             match answer {
                 Ok(reply) => self.outbox.respond(now, session, w.opcode, w.request_id, reply),
                 Err(refusal) => self.outbox.refuse(now, session, w.opcode, w.request_id, refusal),
             }
         }
-        // The frames that waited behind it.
-        self.process_frames(now, session);
+        if w.held {
+            // The frames that waited behind it.
+            self.process_frames(now, session);
+        }
     }
 
     /// Sessions whose answer is late are answered 503 and go on; their
@@ -263,22 +387,39 @@ impl Server {
             self.waiters.deadlines.remove(&(deadline, key));
             let Some(w) = self.waiters.by_key.get_mut(&key) else { continue };
             let Some(session) = w.session.take() else { continue };
-            let (opcode, request_id) = (w.opcode, w.request_id);
-            let Some(s) = self.presence.get_mut(session) else { continue };
-            if s.waiting_mail != Some(key) {
-                continue;
-            }
-            s.waiting_mail = None;
-            let refusal = Refusal::Busy {
-                reason: format!("partition {} did not answer within {} s; try again", key.0, WAIT_FOR_ANSWER.as_secs()),
-                retry_after_ms: RETRY_AFTER_MS,
+            let (asked, held) = ((w.opcode, w.request_id), w.held);
+            let secs = WAIT_FOR_ANSWER.as_secs();
+            // A remembered request (MP) is still on its way: its outcome will be known, and a retry
+            // of its id learns it (504); one that is not (fetch_key) is simply asked again (503).
+            let refusal = if self.journal.state().mail().pending(key.0, key.1).is_some() {
+                let reason = format!(
+                    "partition {} did not answer within {secs} s; the request is still on its way: send it again \
+                     with the same request id to learn its outcome",
+                    key.0
+                );
+                Refusal::Pending { reason, retry_after_ms: 0 }
+            } else {
+                let reason = format!("partition {} did not answer within {secs} s; try again", key.0);
+                Refusal::Busy { reason, retry_after_ms: RETRY_AFTER_MS }
             };
-            self.outbox.refuse(now, session, opcode, request_id, refusal);
-            self.process_frames(now, session);
+            if held {
+                self.stop_waiting(now, session, key, asked, refusal);
+            } else if self.presence.contains(session) {
+                self.outbox.refuse(now, session, asked.0, asked.1, refusal);
+            }
         }
     }
 }
 
-fn refused(ticket: u64, refusal: &Refusal) -> MailItem {
+/// Mails `item` to partition `to`, in the turn's changes: it takes the
+/// next number of the mail to `to` (a request's or notice's ticket is that
+/// number: build it with `next_to(to)`).
+pub(super) fn mail_to(journal: &mut Journal, to: PartitionId, item: &MailItem) {
+    let seq = journal.state().mail().next_to(to);
+    debug_assert!(item.role() == ROLE_ANSWER || item.ticket() == seq, "a request's ticket is its number");
+    journal.commit(Change::MailOut { to, seq, item: item.encode() });
+}
+
+pub(super) fn refused(ticket: u64, refusal: &Refusal) -> MailItem {
     MailItem::Refused { ticket, code: refusal.code(), reason: refusal.reason().to_owned() }
 }

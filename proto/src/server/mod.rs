@@ -37,6 +37,7 @@
 mod accounts;
 mod change;
 mod config;
+mod crossing;
 mod desk;
 mod keyed;
 mod mail_item;
@@ -69,7 +70,8 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 pub use config::{CodeConfig, DuplicateLogin, HashParams, OidcConfig, PhantomConfig, ServerConfig};
-pub use mail_item::{MAIL_VERSION, MailError, MailItem};
+pub use crossing::MAX_PENDING;
+pub use mail_item::{MAIL_VERSION, MailError, MailItem, ROLE_ANSWER, ROLE_NOTICE, ROLE_REQUEST};
 pub use mailbox::{MAX_WAITING, MailOutcome};
 pub use memory::MemoryStore;
 pub use oidc::{oidc_login_key, oidc_subject_key};
@@ -427,6 +429,10 @@ impl Server {
         if recorded && self.replay(now, session, family, opcode, request_id) {
             return;
         }
+        // An MP request with a user of another home: decided with that home (docs/PARTITIONS.md).
+        if let Some(home) = request.mp_peer().and_then(|peer| self.config.partitions.elsewhere(peer)) {
+            return self.cross_mp(now, session, (request_id, family), &user, home, request);
+        }
         // A routed send_mp remembers its answer in the change that queues it.
         let mut answer_recorded = false;
         let config = &self.config;
@@ -460,17 +466,7 @@ impl Server {
         if recorded && !answer_recorded {
             // A refusal is remembered too: a retry gets the same refusal, never a late success
             // (a send_mp sealed for a conversation that has been replaced since, say).
-            let response = match &result {
-                Ok(reply) => {
-                    state::Recorded { opcode, status: reply.status, code: reply.code, body: reply.body.clone() }
-                }
-                Err(refusal) => {
-                    let body = crate::wire::ErrorBody { reason: refusal.to_string(), retry_after_ms: 0 };
-                    let body = crate::wire::ResponseBody::Error(body);
-                    state::Recorded { opcode, status: crate::wire::Status::Error, code: refusal.code(), body }
-                }
-            };
-            self.journal.commit(Change::Recorded { family, request_id, response });
+            self.record(family, request_id, opcode, &result);
         }
         match result {
             Ok(reply) => self.outbox.respond(now, session, opcode, request_id, reply),
@@ -480,8 +476,18 @@ impl Server {
 
     /// Answers a retried request from its recorded response. True if handled.
     fn replay(&mut self, now: Now, session: SessionId, family: u64, opcode: Opcode, request_id: u32) -> bool {
-        let Some(rec) = self.journal.state().accounts().recorded(family, request_id) else {
-            return false;
+        let state = self.journal.state();
+        let Some(rec) = state.accounts().recorded(family, request_id) else {
+            // Still waiting for another partition's answer: the retry waits for it too.
+            let Some(key) = state.mail().pending_of(family, request_id) else { return false };
+            let first = state.mail().pending(key.0, key.1).map(|r| r.opcode);
+            if first != Some(opcode) {
+                let reason = format!("request id {request_id} is already in use for {}", first.unwrap_or(opcode));
+                self.outbox.refuse(now, session, opcode, request_id, Refusal::Conflict(reason));
+            } else {
+                self.wait_again(now, session, key, family, request_id);
+            }
+            return true;
         };
         if rec.opcode != opcode {
             let reason = format!("request id {request_id} was already used for {}", rec.opcode);

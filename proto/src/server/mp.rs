@@ -17,6 +17,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::mail_item::MailItem;
+use super::mailbox::mail_to;
 use super::outbox::{Journal, Outbox};
 use super::presence::Presence;
 use super::refusal::{Flow, Refusal, Reply};
@@ -42,17 +44,8 @@ impl Mail<'_> {
     pub(super) fn request(&mut self, user: &str, b: RequestMp) -> Flow {
         self.check_peer(user, &b.peer)?;
         let peer = b.peer;
-        match self.journal.state().conversation(user, &peer) {
-            Some(Conversation::Open) => {
-                return Err(Refusal::Conflict(format!("conversation with {peer} already open")));
-            }
-            Some(Conversation::Requested { by, .. }) if by == user => {
-                return Err(Refusal::Conflict(format!("already asked {peer}: waiting for an answer")));
-            }
-            Some(Conversation::Requested { .. }) => {
-                return Err(Refusal::Conflict(format!("{peer} already asked you: accept instead")));
-            }
-            None => {}
+        if let Some(refusal) = request_conflict(self.journal.state().conversation(user, &peer), user, &peer) {
+            return Err(refusal);
         }
         self.check_room_in_queue(&peer)?;
         let identity_key = self.identity_key(user);
@@ -145,15 +138,23 @@ impl Mail<'_> {
         }
     }
 
-    /// Tells the online peers of `user`'s open conversations that it left.
+    /// Tells the online peers of `user`'s open conversations that it left
+    /// (peers of another home by mail, which tells them if online).
     pub(super) fn notify_peer_gone(&mut self, user: &str) {
         let lanes = self.journal.state().lanes();
-        let peers = lanes
-            .conversations_of(user)
-            .filter(|(_, c)| **c == Conversation::Open)
-            .filter_map(|(peer, _)| self.presence.online(peer));
-        for session in peers {
-            self.outbox.send_event(self.now, session, 0, EventBody::PeerGone(PeerGone { peer: user.to_owned() }));
+        let parts = self.config.partitions;
+        // Peers of other homes, by home: one notice per home.
+        let mut away: std::collections::BTreeMap<_, Vec<String>> = std::collections::BTreeMap::new();
+        for (peer, _) in lanes.conversations_of(user).filter(|(_, c)| **c == Conversation::Open) {
+            if let Some(home) = parts.elsewhere(peer) {
+                away.entry(home).or_default().push(peer.clone());
+            } else if let Some(session) = self.presence.online(peer) {
+                self.outbox.send_event(self.now, session, 0, EventBody::PeerGone(PeerGone { peer: user.to_owned() }));
+            }
+        }
+        for (home, users) in away {
+            let ticket = self.journal.state().mail().next_to(home);
+            mail_to(self.journal, home, &MailItem::PeerGone { ticket, peer: user.to_owned(), users });
         }
     }
 
@@ -174,6 +175,11 @@ impl Mail<'_> {
             if !is_message {
                 continue;
             }
+            if let Some(home) = self.config.partitions.elsewhere(&from) {
+                let ticket = self.journal.state().mail().next_to(home);
+                mail_to(self.journal, home, &MailItem::MpExpired { ticket, user: from, peer: to, seq });
+                continue;
+            }
             match self.presence.online(&from) {
                 Some(session) => {
                     self.outbox.send_event(now, session, 0, EventBody::MpExpired(MpExpired { peer: to, seq }));
@@ -191,7 +197,13 @@ impl Mail<'_> {
 
     /// Queues an item in `from -> to` and sends it if `to` is online. Returns its sequence and
     /// whether it was sent. With `record`, the `send_mp` answer (`Sent`) is remembered too.
-    fn enqueue(&mut self, from: &Arc<str>, to: &str, kind: ItemKind, record: Option<(u64, u32)>) -> (u64, bool) {
+    pub(super) fn enqueue(
+        &mut self,
+        from: &Arc<str>,
+        to: &str,
+        kind: ItemKind,
+        record: Option<(u64, u32)>,
+    ) -> (u64, bool) {
         let seq = self.journal.state().next_seq(from, to);
         let item = QueuedItem { seq, sent_ms: self.now.unix_ms, kind };
         // An online recipient's name is shared with its session: no copy per message.
@@ -214,13 +226,14 @@ impl Mail<'_> {
         (seq, target.is_some())
     }
 
-    fn check_room_in_queue(&self, peer: &str) -> Result<(), Refusal> {
+    pub(super) fn check_room_in_queue(&self, peer: &str) -> Result<(), Refusal> {
         let lanes = self.journal.state().lanes();
         let queued = lanes.queued_for(peer);
         if queued >= self.config.queue_per_recipient {
             return Err(Refusal::QueueFull(format!("{peer} has {queued} undelivered items: try again later")));
         }
-        if lanes.queued_total() >= self.config.queue_total {
+        // Split states: each partition holds its share of the server's queue.
+        if lanes.queued_total() >= self.config.partitions.share(self.config.queue_total) {
             return Err(Refusal::QueueFull("the server's message queue is full: try again later".into()));
         }
         Ok(())
@@ -237,12 +250,28 @@ impl Mail<'_> {
         Ok(())
     }
 
-    fn identity_key(&self, user: &str) -> Bytes {
+    pub(super) fn identity_key(&self, user: &str) -> Bytes {
         self.journal.state().user(user).map(|u| u.identity_key.clone()).unwrap_or_default()
     }
 }
 
-fn delivered_code(online: bool) -> u16 {
+/// Why `user` may not ask `peer` for a conversation whose state is
+/// `copy`, if it may not: one rule for one home and across two (where
+/// `copy` is the home's copy, perhaps tentative).
+pub(super) fn request_conflict(copy: Option<&Conversation>, user: &str, peer: &str) -> Option<Refusal> {
+    let reason = match copy? {
+        Conversation::Open => format!("conversation with {peer} already open"),
+        Conversation::Requested { by, .. } | Conversation::Requesting { by, .. } if by == user => {
+            format!("already asked {peer}: waiting for an answer")
+        }
+        Conversation::Requested { .. } | Conversation::Requesting { .. } | Conversation::Accepting { .. } => {
+            format!("{peer} already asked you: accept instead")
+        }
+    };
+    Some(Refusal::Conflict(reason))
+}
+
+pub(super) fn delivered_code(online: bool) -> u16 {
     if online { status::OK } else { status::ACCEPTED }
 }
 

@@ -52,6 +52,13 @@ impl Partitions {
         home(b"confab-room\0", name, self.count)
     }
 
+    /// This partition's share of a server-wide cap (`queue_total`,
+    /// `max_accounts`): `ceil(cap / count)`, the whole cap with one partition.
+    #[must_use]
+    pub fn share(&self, cap: usize) -> usize {
+        cap.div_ceil(usize::from(self.count.max(1)))
+    }
+
     /// The user `name`'s home when it is another partition than this one.
     #[must_use]
     pub fn elsewhere(&self, name: &str) -> Option<PartitionId> {
@@ -93,6 +100,12 @@ fn home(domain: &[u8], name: &str, count: u8) -> PartitionId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cap_is_shared_rounding_up() {
+        let of = |count| Partitions { index: 0, count };
+        assert_eq!((of(1).share(10), of(3).share(10), of(4).share(10), of(52).share(1)), (10, 4, 3, 1));
+    }
 
     /// Vectors another implementation can check its hashing against.
     #[test]

@@ -56,6 +56,15 @@ pub enum Refusal {
         /// When the queue will have room, in milliseconds (sent in the error body).
         retry_after_ms: u64,
     },
+    /// 504: the request is on its way to another partition and its
+    /// outcome is not known yet (send it again with the same request id).
+    #[error("{reason}")]
+    Pending {
+        /// Why, naming the partition.
+        reason: String,
+        /// When to send it again, in milliseconds (sent in the error body).
+        retry_after_ms: u64,
+    },
     /// 507: a bounded queue or table is full.
     #[error("{0}")]
     QueueFull(String),
@@ -81,6 +90,7 @@ impl Refusal {
             Refusal::Internal(_) => status::INTERNAL,
             Refusal::NotImplemented(_) => status::NOT_IMPLEMENTED,
             Refusal::Unavailable(_) | Refusal::Busy { .. } => status::UNAVAILABLE,
+            Refusal::Pending { .. } => status::OUTCOME_PENDING,
             Refusal::QueueFull(_) => status::QUEUE_FULL,
             Refusal::UnsupportedVersion(_) => status::UNSUPPORTED_VERSION,
         }
@@ -103,6 +113,7 @@ impl Refusal {
             status::RATE_LIMITED => Refusal::RateLimited { reason, retry_after_ms: 0 },
             status::NOT_IMPLEMENTED => Refusal::NotImplemented(reason),
             status::UNAVAILABLE => Refusal::Unavailable(reason),
+            status::OUTCOME_PENDING => Refusal::Pending { reason, retry_after_ms: 0 },
             status::QUEUE_FULL => Refusal::QueueFull(reason),
             status::UNSUPPORTED_VERSION => Refusal::UnsupportedVersion(reason),
             _ => Refusal::Internal(reason),
@@ -113,7 +124,9 @@ impl Refusal {
     #[must_use]
     pub fn retry_after_ms(&self) -> u64 {
         match self {
-            Refusal::RateLimited { retry_after_ms, .. } | Refusal::Busy { retry_after_ms, .. } => *retry_after_ms,
+            Refusal::RateLimited { retry_after_ms, .. }
+            | Refusal::Busy { retry_after_ms, .. }
+            | Refusal::Pending { retry_after_ms, .. } => *retry_after_ms,
             _ => 0,
         }
     }
@@ -124,6 +137,7 @@ impl Refusal {
         match self {
             Refusal::RateLimited { reason, .. }
             | Refusal::Busy { reason, .. }
+            | Refusal::Pending { reason, .. }
             | Refusal::BadRequest(reason)
             | Refusal::Unauthorized(reason)
             | Refusal::Forbidden(reason)

@@ -107,6 +107,19 @@ impl Authenticated {
         }
     }
 
+    /// The other user of a private-message request that another home may
+    /// have to decide (`delivery_ack` never crosses: the lanes to a user
+    /// are at its home).
+    pub(crate) fn mp_peer(&self) -> Option<&str> {
+        match self {
+            Authenticated::RequestMp(b) => Some(&b.peer),
+            Authenticated::AcceptMp(b) => Some(&b.peer),
+            Authenticated::SendMp(b) => Some(&b.peer),
+            Authenticated::CloseMp(b) => Some(&b.peer),
+            _ => None,
+        }
+    }
+
     /// Whether its answer (success or refusal) is remembered so that a retry is not performed
     /// twice, nor performed after it was refused.
     pub(crate) fn is_recorded(&self) -> bool {

@@ -34,6 +34,10 @@ pub const INTERNAL: u16 = 500;
 pub const NOT_IMPLEMENTED: u16 = 501;
 /// The server cannot take this now (shutting down, session too slow).
 pub const UNAVAILABLE: u16 = 503;
+/// The request is on its way to another part of the server and its outcome
+/// is not known yet: send it again with the same request id to learn it
+/// (a retry is never performed twice).
+pub const OUTCOME_PENDING: u16 = 504;
 /// A bounded queue is full (the recipient's, or the server's overall): nothing was queued.
 pub const QUEUE_FULL: u16 = 507;
 /// The frame's protocol version is not spoken here.

@@ -24,6 +24,8 @@ const FIELDS_ADDED_IN_3: usize = 3;
 const FIELDS_ADDED_IN_5: usize = 1;
 /// The [`State`] fields added in format 6 (`mail_next`, `mail_applied`: maps, empty when migrated).
 const FIELDS_ADDED_IN_6: usize = 2;
+/// The [`State`] fields added in format 7 (`mail_pending`: a map, empty when migrated).
+const FIELDS_ADDED_IN_7: usize = 1;
 
 /// The last record of the log: its sequence number and checksum (the
 /// snapshot's when the log after it is empty; 0 and [`GENESIS`] for a new store).
@@ -143,6 +145,10 @@ impl<'p> Replay<'p> {
                 if format < 6 {
                     // And those format 6 appended.
                     bytes.extend(std::iter::repeat_n(0u8, FIELDS_ADDED_IN_6));
+                }
+                if format < 7 {
+                    // And the one format 7 appended.
+                    bytes.extend(std::iter::repeat_n(0u8, FIELDS_ADDED_IN_7));
                 }
                 let state = postcard::from_bytes::<State>(&bytes).map_err(|e| corrupt(path, "snapshot", upto, &e))?;
                 (state, Head { seq: upto, sum })

@@ -215,9 +215,9 @@ impl Drop for TempDir {
 }
 
 /// The `State` fields each format appended, newest last: format 5
-/// `retry_keys`, format 6 `mail_next` and `mail_applied` (maps: one zero
-/// byte each when empty).
-pub const FIELDS_ADDED: [(u32, usize); 2] = [(5, 1), (6, 2)];
+/// `retry_keys`, format 6 `mail_next` and `mail_applied`, format 7
+/// `mail_pending` (maps: one zero byte each when empty).
+pub const FIELDS_ADDED: [(u32, usize); 3] = [(5, 1), (6, 2), (7, 1)];
 
 /// The bytes a snapshot of this build's format has beyond one of `format`
 /// (4 or later): the fields appended since, all empty.

@@ -247,3 +247,34 @@ fn an_answer_above_the_frame_limit_settles_what_was_written_and_never_comes_back
         lone.sent
     );
 }
+
+/// 504: the request is on its way inside the server and its outcome not
+/// known yet. The client sends it again, same id and body, and reports
+/// nothing until a real answer comes.
+#[test]
+fn a_request_answered_504_is_sent_again_with_the_same_id() {
+    let mut lone = logged_in(ClientConfig::default());
+    let now = lone.now;
+    let id = lone.client.send_mp(now, "bob", bytes::Bytes::from_static(b"sealed")).unwrap();
+    lone.drain();
+    let first = lone.sent.iter().filter(|m| matches!(m, Message::Request(r) if r.request_id == id)).count();
+    assert_eq!(first, 1);
+    let pending = super::lone::error_body("partition 1 did not answer within 30 s; the request is still on its way");
+    lone.feed(&response(Opcode::SendMp, id, Status::Error, status::OUTCOME_PENDING, pending));
+    let resent: Vec<_> = lone
+        .sent
+        .iter()
+        .filter_map(|m| match m {
+            Message::Request(r) if r.request_id == id => Some(r.body.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resent.len(), 2, "sent again");
+    assert_eq!(resent[0], resent[1], "the same request");
+    assert!(!lone.events.iter().any(|e| matches!(e, ClientEvent::Failed { .. })), "{:?}", lone.events);
+    let sent = ResponseBody::Sent(crate::wire::Sent { seq: 4 });
+    lone.feed(&response(Opcode::SendMp, id, Status::Valid, status::OK, sent));
+    assert!(
+        lone.events.iter().any(|e| matches!(e, ClientEvent::Done { request_id, code: 200, .. } if *request_id == id))
+    );
+}

@@ -32,8 +32,8 @@ pub use lanes::LaneBook;
 pub use mail::MailBook;
 pub use rooms::RoomBook;
 pub use types::{
-    Conversation, Dedup, ItemKind, Lane, OidcLogin, QueuedItem, Recorded, RetryKey, Room, Rotation, SecretHash,
-    TokenRecord, User,
+    Conversation, Dedup, ItemKind, Lane, MailedRequest, OidcLogin, QueuedItem, Recorded, RetryKey, Room, Rotation,
+    SecretHash, TokenRecord, User,
 };
 
 /// Everything the server must not lose.
@@ -170,6 +170,12 @@ impl State {
             Change::NoticesCleared { user } => l.notices_cleared(user),
             Change::MailOut { to, seq, .. } => self.mail.mark_sent(*to, *seq),
             Change::MailIn { from, seq } => self.mail.mark_applied(*from, *seq),
+            Change::RequestMailed { to, ticket, request } => self.mail.request_mailed(*to, *ticket, request),
+            Change::RequestAnswered { from, ticket, response } => {
+                if let Some(r) = self.mail.request_answered(*from, *ticket) {
+                    a.recorded_response(r.family, r.request_id, response);
+                }
+            }
         }
     }
 }

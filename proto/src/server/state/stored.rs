@@ -1,5 +1,5 @@
 //! The serde form of [`State`]: one flat record whose fields keep the order
-//! and types of the store format (`confab_server::store::FORMAT_VERSION` 6),
+//! and types of the store format (`confab_server::store::FORMAT_VERSION` 7),
 //! whatever the in-memory split into books. Maps are written in key order,
 //! so equal states have equal encodings.
 
@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::types::{Conversation, Dedup, Lane, OidcLogin, RetryKey, Room, TokenRecord, User};
+use super::types::{Conversation, Dedup, Lane, MailedRequest, OidcLogin, RetryKey, Room, TokenRecord, User};
 use super::{AccountBook, LaneBook, MailBook, RoomBook, State};
 use crate::jwt::KeyRecord;
 use crate::server::keyed::IntKeyed;
@@ -36,6 +36,7 @@ struct StoredRef<'a> {
     retry_keys: &'a BTreeMap<[u8; 32], RetryKey>,
     mail_next: &'a BTreeMap<u8, u64>,
     mail_applied: &'a BTreeMap<u8, u64>,
+    mail_pending: &'a BTreeMap<(u8, u64), MailedRequest>,
 }
 
 /// [`StoredRef`], owned, for reading.
@@ -62,6 +63,7 @@ struct Stored {
     retry_keys: BTreeMap<[u8; 32], RetryKey>,
     mail_next: BTreeMap<u8, u64>,
     mail_applied: BTreeMap<u8, u64>,
+    mail_pending: BTreeMap<(u8, u64), MailedRequest>,
 }
 
 impl Serialize for State {
@@ -89,6 +91,7 @@ impl Serialize for State {
             retry_keys: &a.retry_keys,
             mail_next: &self.mail.next,
             mail_applied: &self.mail.applied,
+            mail_pending: &self.mail.pending,
         }
         .serialize(serializer)
     }
@@ -121,7 +124,16 @@ impl<'de> Deserialize<'de> for State {
                 queued_total: s.queued_total,
                 notices: s.notices,
             },
-            mail: MailBook { next: s.mail_next, applied: s.mail_applied },
+            mail: {
+                let mut mail = MailBook {
+                    next: s.mail_next,
+                    applied: s.mail_applied,
+                    pending: s.mail_pending,
+                    by_request: BTreeMap::new(),
+                };
+                mail.reindex();
+                mail
+            },
         })
     }
 }

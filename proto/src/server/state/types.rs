@@ -152,6 +152,30 @@ pub enum Conversation {
     },
     /// Both sides agreed.
     Open,
+    /// Split states only (docs/PARTITIONS.md): `by`, a user of this home,
+    /// asked a user of another home, whose home has not answered yet; its
+    /// request is item `ticket` of this home's mail there. Tentative: the
+    /// answer settles it as [`Conversation::Requested`] or ends it.
+    Requesting {
+        /// The requester (of this home).
+        by: String,
+        /// Its signed ephemeral key.
+        handshake: Bytes,
+        /// The request's number in this home's mail to the peer's home.
+        ticket: u64,
+    },
+    /// Split states only: this home's user accepted the request of `by`, a
+    /// user of another home, whose home has not answered yet (mail item
+    /// `ticket`). The answer opens it, or puts it back to
+    /// [`Conversation::Requested`].
+    Accepting {
+        /// The requester (of the other home).
+        by: String,
+        /// The requester's signed ephemeral key.
+        handshake: Bytes,
+        /// The acceptance's number in this home's mail to the peer's home.
+        ticket: u64,
+    },
 }
 
 /// What travels in a lane.
@@ -205,6 +229,24 @@ pub struct Lane {
     pub next_seq: u64,
     /// Unacknowledged items, by increasing sequence number.
     pub items: VecDeque<QueuedItem>,
+}
+
+/// A request mailed to another partition (split states), waiting for its
+/// answer: pinned in its family's remembered responses until the answer
+/// comes back, whatever happens to the session meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct MailedRequest {
+    /// The login (token family) that asked.
+    pub family: u64,
+    /// Its request id.
+    pub request_id: u32,
+    /// Its opcode.
+    pub opcode: Opcode,
+    /// The user who asked (of this home).
+    pub user: String,
+    /// The other user (of the target's home).
+    pub peer: String,
 }
 
 /// A response remembered for an idempotent retry.

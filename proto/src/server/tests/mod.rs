@@ -7,8 +7,10 @@ mod attack;
 mod attack2;
 mod caps;
 mod deadline;
+mod mp_across;
 mod partitions;
 mod retry_key;
+mod split;
 mod turn;
 mod validate;
 mod work;
@@ -87,6 +89,22 @@ impl Harness {
         self.server.handle_input(self.now, session, &msg.to_bytes(auth));
         self.pump();
         request_id
+    }
+
+    /// Sends a request with `auth` under `request_id`, as a client retrying it does.
+    pub(super) fn send_as(&mut self, session: SessionId, request_id: u32, body: impl Into<RequestBody>, auth: &[u8]) {
+        let msg = Message::Request(Request { request_id, timestamp_ms: self.now.unix_ms, body: body.into() });
+        self.server.handle_input(self.now, session, &msg.to_bytes(auth));
+        self.pump();
+    }
+
+    /// The events `session` received, in order.
+    pub(super) fn events(&self, session: SessionId) -> Vec<crate::wire::EventBody> {
+        let events = self.received(session).iter().filter_map(|m| match m {
+            Message::Event(e) => Some(e.body.clone()),
+            _ => None,
+        });
+        events.collect()
     }
 
     pub(super) fn send(&mut self, session: SessionId, body: impl Into<RequestBody>) -> u32 {

@@ -1,130 +1,16 @@
 //! Mail between the cores of a split state (docs/PARTITIONS.md, "Mail"):
 //! several cores, each a partition, and the store's outbox table modelled
-//! here, fed from the committed turns' `MailOut` and `MailIn`. The first
-//! request that crosses partitions is `fetch_key` of a user of another home.
-
-use std::collections::BTreeMap;
+//! (`split.rs`). The first request that crosses partitions is `fetch_key`
+//! of a user of another home.
 
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng};
 
-use super::{Harness, config};
-use crate::server::{
-    Change, MAIL_VERSION, MailItem, MailOutcome, PartitionId, Partitions, Server, ServerLog, SessionId,
-};
-use crate::wire::{FetchKey, ResponseBody, Tokens, status};
-
-/// Cores of one split state and the outbox table between them.
-struct Split {
-    cores: Vec<Harness>,
-    /// `(source, target, seq)` -> item: what the cores committed and their
-    /// targets have not applied yet.
-    table: BTreeMap<(PartitionId, PartitionId, u64), Bytes>,
-    /// Every item applied so far, to give again.
-    applied: Vec<((PartitionId, PartitionId, u64), Bytes)>,
-}
-
-impl Split {
-    fn new(count: u8) -> Split {
-        let cores = (0..count)
-            .map(|index| {
-                let mut h = Harness::new(config());
-                let c = crate::server::ServerConfig { partitions: Partitions { index, count }, ..config() };
-                h.server = Server::new(c, [20 + index; 32], h.now).expect("a valid configuration");
-                h
-            })
-            .collect();
-        Split { cores, table: BTreeMap::new(), applied: Vec::new() }
-    }
-
-    fn parts(&self) -> Partitions {
-        self.cores[0].server.config().partitions
-    }
-
-    /// A name whose home is `home`, starting with `prefix`.
-    fn user_of(&self, home: PartitionId, prefix: &str) -> String {
-        let p = self.parts();
-        (0..).map(|i| format!("{prefix}{i}")).find(|n| p.home_of_user(n) == home).expect("some name")
-    }
-
-    /// Registers and logs `name` in at its home: the home, the session and the tokens.
-    fn join(&mut self, name: &str) -> (usize, SessionId, Tokens) {
-        let home = usize::from(self.parts().home_of_user(name));
-        assert_eq!(self.cores[home].register(name), status::CREATED);
-        let (session, tokens) = self.cores[home].login(name);
-        self.collect();
-        (home, session, tokens)
-    }
-
-    /// The committed mail changes of every core, into the table (as a store does).
-    fn collect(&mut self) {
-        for (index, core) in self.cores.iter_mut().enumerate() {
-            let me = PartitionId::try_from(index).unwrap();
-            for change in core.mail.drain(..) {
-                match change {
-                    Change::MailOut { to, seq, item } => {
-                        assert!(self.table.insert((me, to, seq), item).is_none(), "a number used twice");
-                    }
-                    Change::MailIn { from, seq } => {
-                        let item = self.table.remove(&(from, me, seq)).expect("applied what the table holds");
-                        self.applied.push(((from, me, seq), item));
-                    }
-                    _ => unreachable!("only mail is collected"),
-                }
-            }
-        }
-    }
-
-    /// One round: every core is given, source by source, the items after its cursor.
-    fn deliver(&mut self) -> usize {
-        let mut applied = 0;
-        for target in 0..self.cores.len() {
-            let me = PartitionId::try_from(target).unwrap();
-            let waiting: Vec<_> =
-                self.table.iter().filter(|((_, to, _), _)| *to == me).map(|(k, v)| (*k, v.clone())).collect();
-            for ((from, _, seq), item) in waiting {
-                let core = &mut self.cores[target];
-                let outcome = core.server.handle_mail(core.now, from, seq, &item);
-                assert_eq!(outcome, MailOutcome::Applied, "in order, item {from}->{me} #{seq}");
-                core.pump();
-                applied += 1;
-            }
-        }
-        self.collect();
-        applied
-    }
-
-    /// Rounds until nothing is left in the table (a session's requests
-    /// waiting behind each other take two rounds each).
-    fn settle(&mut self) {
-        for _ in 0..500 {
-            if self.table.is_empty() {
-                return;
-            }
-            self.deliver();
-        }
-        panic!("mail left after 500 rounds: {:?}", self.table.keys().collect::<Vec<_>>());
-    }
-}
-
-/// Two homes: alice of partition 0, logged in, and bob of partition 1, registered.
-struct Pair {
-    split: Split,
-    /// Alice's home, her session and her tokens.
-    a: usize,
-    s: SessionId,
-    tokens: Tokens,
-    bob: String,
-}
-
-fn pair() -> Pair {
-    let mut split = Split::new(2);
-    let (alice, bob) = (split.user_of(0, "alice"), split.user_of(1, "bob"));
-    let (a, s, tokens) = split.join(&alice);
-    split.join(&bob);
-    Pair { split, a, s, tokens, bob }
-}
+use super::config;
+use super::split::{Pair, Split, pair};
+use crate::server::{Change, MAIL_VERSION, MailItem, MailOutcome, Partitions, Server, ServerLog, SessionId};
+use crate::wire::{FetchKey, ResponseBody, status};
 
 fn fetch_key(split: &mut Split, core: usize, session: SessionId, access: &str, of: &str) -> u32 {
     let id = split.cores[core].send_auth(session, FetchKey { username: of.into() }, access.as_bytes());
@@ -345,6 +231,24 @@ fn an_answer_about_another_user_is_not_handed_over() {
     assert!(h.logs.iter().any(|l| matches!(l, ServerLog::BadMail { reason, .. } if reason.contains("mallory"))));
 }
 
+/// `max_accounts` 3 over two partitions: 2 accounts at each home.
+#[test]
+fn the_account_cap_is_shared_between_partitions() {
+    let mut split = Split::with(2, crate::server::ServerConfig { max_accounts: 3, ..config() });
+    let names: Vec<String> = (0..3).map(|i| split.user_of(0, &format!("u{i}x"))).collect();
+    assert_eq!(split.cores[0].register(&names[0]), status::CREATED);
+    assert_eq!(split.cores[0].register(&names[1]), status::CREATED);
+    let s = split.cores[0].connect();
+    let id = split.cores[0].send(s, super::register_body(&names[2]));
+    assert_eq!(split.cores[0].code(s, id), status::QUEUE_FULL);
+    assert_eq!(
+        split.cores[0].reason(s, id),
+        "partition 0 of this server has reached its limit of 2 accounts (3 in all)"
+    );
+    let other = split.user_of(1, "vic");
+    assert_eq!(split.cores[1].register(&other), status::CREATED, "the other home has its own share");
+}
+
 /// Accounts are made and logged in at their home only.
 #[test]
 fn register_and_login_of_a_user_of_another_home_are_refused() {
@@ -398,6 +302,20 @@ fn items_that_do_not_decode_are_applied_as_nothing_and_never_block() {
     split.settle();
     assert_eq!(split.cores[a].code(s, id), status::OK, "the item after it went through");
     assert_eq!(split.cores[1].server.mail_applied_from(0), 4);
+    // A request of a kind this build does not know (with a readable ticket) is refused 501,
+    // and one whose body does not decode 400: its sender's request never waits for ever.
+    for (kind, code) in [(99, status::NOT_IMPLEMENTED), (1, status::BAD_REQUEST)] {
+        let id = fetch_key(&mut split, a, s, &tokens.access_token, &bob);
+        let key = *split.table.keys().next().expect("the request");
+        let mut item = split.table[&key].to_vec();
+        item[10] = kind;
+        if kind == 1 {
+            item.truncate(12);
+        }
+        split.table.insert(key, Bytes::from(item));
+        split.settle();
+        assert_eq!(split.cores[a].code(s, id), code, "kind {kind}");
+    }
 }
 
 /// At most `MAX_WAITING` requests are in flight; beyond, 503 with a wait.
