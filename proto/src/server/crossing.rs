@@ -80,11 +80,12 @@ impl Server {
         self.journal.commit(Change::MailOut { to: home, seq: ticket, item: item.encode() });
         let request = MailedRequest { family, request_id, opcode, user: user.to_string(), peer: peer.clone() };
         self.journal.commit(Change::RequestMailed { to: home, ticket, request });
-        self.wait_for(now, session, (home, ticket), Waiting::new(family, request_id, opcode, peer, now));
+        let waiting = Waiting::new((family, request_id, opcode), peer, true, now);
+        self.wait_for(now, session, (home, ticket), waiting);
     }
 
     /// Why a request of `family` may not cross now, if it may not.
-    fn no_room_to_wait(&self, family: u64) -> Option<Refusal> {
+    pub(super) fn no_room_to_wait(&self, family: u64) -> Option<Refusal> {
         let reason = if self.in_flight() >= super::MAX_WAITING {
             format!("{} requests already wait for other partitions of this server", super::MAX_WAITING)
         } else if self.journal.state().mail().pending_in(family) >= MAX_PENDING {
@@ -301,6 +302,9 @@ impl Server {
             (Opcode::CloseMp, MailItem::MpQueued { code: status::OK, seq, .. }) => {
                 let body = ResponseBody::Sent(Sent { seq: *seq });
                 (Ok(Reply { status: Status::Finished, code: status::OK, body }), None)
+            }
+            (Opcode::SendRoom, MailItem::Replied { frame, .. }) => {
+                (self.replied(from, seq, Some(*opcode), frame), None)
             }
             (Opcode::AcceptMp, MailItem::MpAccepted { identity_key, handshake, .. }) => {
                 let body =

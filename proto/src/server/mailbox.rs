@@ -84,6 +84,10 @@ pub(super) struct Waiting {
     /// The user asked about: an answer about another is not this one's.
     peer: String,
     deadline: Instant,
+    /// Whether its answer is remembered (a pending record in the state: MP
+    /// requests, `send_room`), or known to this run only (`fetch_key`,
+    /// the other room requests).
+    pub(super) remembered: bool,
     /// Whether the session's later frames wait behind it (a first sending;
     /// not a retry of a request already on its way, which was performed in
     /// its first place).
@@ -96,19 +100,27 @@ pub(super) struct Waiters {
     by_key: BTreeMap<Key, Waiting>,
     /// The deadlines of the sessions still waiting.
     deadlines: BTreeSet<(Instant, Key)>,
-    /// How many of them are `fetch_key` (whose answers are not remembered).
+    /// How many of them are not remembered.
     unremembered: usize,
 }
 
 impl Waiting {
-    /// A request of `family` about `peer`, its session not set yet.
-    pub(super) fn new(family: u64, request_id: u32, opcode: Opcode, peer: String, now: Now) -> Waiting {
-        Waiting { session: None, family, request_id, opcode, peer, deadline: now.instant + WAIT_FOR_ANSWER, held: true }
+    /// A request of `family` about `peer` (a user, or a room), its answer
+    /// `remembered` or not, its session not set yet.
+    pub(super) fn new(
+        (family, request_id, opcode): (u64, u32, Opcode),
+        peer: String,
+        remembered: bool,
+        now: Now,
+    ) -> Waiting {
+        let deadline = now.instant + WAIT_FOR_ANSWER;
+        Waiting { session: None, family, request_id, opcode, peer, deadline, remembered, held: true }
     }
 }
 
 impl Waiters {
-    /// Requests in flight whose answers are not remembered (`fetch_key`):
+    /// Requests in flight whose answers are not remembered (`fetch_key`,
+    /// most room requests):
     /// with the remembered ones (`MailBook::pending_count`), what
     /// [`MAX_WAITING`] bounds.
     pub(super) fn unremembered(&self) -> usize {
@@ -131,7 +143,7 @@ impl Waiters {
     fn take(&mut self, key: Key) -> Option<Waiting> {
         let w = self.by_key.remove(&key)?;
         self.deadlines.remove(&(w.deadline, key));
-        if w.opcode == Opcode::FetchKey {
+        if !w.remembered {
             self.unremembered -= 1;
         }
         Some(w)
@@ -139,17 +151,17 @@ impl Waiters {
 
     /// Puts `w` in for `key`; the one it replaces, if any.
     fn put(&mut self, key: Key, w: Waiting) -> Option<Waiting> {
-        let (deadline, fetch) = (w.deadline, w.opcode == Opcode::FetchKey);
+        let (deadline, unremembered) = (w.deadline, !w.remembered);
         let old = self.by_key.insert(key, w);
         if let Some(old) = &old {
             // Before the new deadline goes in: the two may be the same instant.
             self.deadlines.remove(&(old.deadline, key));
-            if old.opcode == Opcode::FetchKey {
+            if !old.remembered {
                 self.unremembered -= 1;
             }
         }
         self.deadlines.insert((deadline, key));
-        if fetch {
+        if unremembered {
             self.unremembered += 1;
         }
         old
@@ -208,6 +220,18 @@ impl Server {
                 let refusal = foreign_refusal(from, code, &reason);
                 self.answer_waiting(now, (from, ticket), seq, None, Err(refusal));
             }
+            Ok(MailItem::Forward { ticket, user, frame }) => {
+                let answer = self.apply_forward(now, from, ticket, &user, &frame);
+                self.send_mail(from, &answer);
+            }
+            Ok(MailItem::Replied { ticket, frame }) => {
+                let asked = self.waiters.by_key.get(&(from, ticket)).map(|w| w.opcode);
+                if asked.is_some() {
+                    let flow = self.replied(from, seq, asked, &frame);
+                    self.answer_waiting(now, (from, ticket), seq, None, flow);
+                }
+            }
+            Ok(MailItem::RoomPush { users, frame, .. }) => self.apply_room_push(from, seq, &users, &frame),
             Ok(answer @ (MailItem::MpQueued { .. } | MailItem::MpAccepted { .. })) => {
                 let reason = format!("an answer to item {} of this partition, which waits for none", answer.ticket());
                 self.outbox.event(ServerLog::BadMail { from, seq, reason });
@@ -290,7 +314,8 @@ impl Server {
         let ticket = self.journal.state().mail().next_to(home);
         let item = MailItem::FetchKey { ticket, peer: peer.to_owned() }.encode();
         self.journal.commit(Change::MailOut { to: home, seq: ticket, item });
-        self.wait_for(now, session, (home, ticket), Waiting::new(family, request_id, opcode, peer.to_owned(), now));
+        let waiting = Waiting::new((family, request_id, opcode), peer.to_owned(), false, now);
+        self.wait_for(now, session, (home, ticket), waiting);
     }
 
     /// `session` waits (its later frames too) for the answer to `key`.
@@ -319,7 +344,8 @@ impl Server {
     /// mailed in its first place: nothing behind it can overtake it).
     pub(super) fn wait_again(&mut self, now: Now, session: SessionId, key: Key, family: u64, request_id: u32) {
         let Some(r) = self.journal.state().mail().pending(key.0, key.1) else { return };
-        let waiting = Waiting { held: false, ..Waiting::new(family, request_id, r.opcode, r.peer.clone(), now) };
+        let waiting =
+            Waiting { held: false, ..Waiting::new((family, request_id, r.opcode), r.peer.clone(), true, now) };
         self.wait_for(now, session, key, waiting);
     }
 
@@ -399,7 +425,11 @@ impl Server {
                 );
                 Refusal::Pending { reason, retry_after_ms: 0 }
             } else {
-                let reason = format!("partition {} did not answer within {secs} s; try again", key.0);
+                let reason = format!(
+                    "partition {} did not answer within {secs} s (the request may still be performed there); \
+                     try again",
+                    key.0
+                );
                 Refusal::Busy { reason, retry_after_ms: RETRY_AFTER_MS }
             };
             if held {

@@ -10,6 +10,7 @@ mod deadline;
 mod mp_across;
 mod partitions;
 mod retry_key;
+mod rooms_across;
 mod split;
 mod turn;
 mod validate;

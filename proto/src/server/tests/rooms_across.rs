@@ -1,0 +1,276 @@
+//! Rooms of a split state (docs/PARTITIONS.md, "Rooms"): a room lives at
+//! its home; members of other homes reach it by mail, and its messages
+//! reach their online sessions by mail.
+
+use bytes::Bytes;
+
+use super::split::Split;
+use crate::server::{MailItem, ServerLog, SessionId};
+use crate::wire::{
+    CreateRoom, DeleteRoom, EventBody, JoinRoom, LeaveRoom, Message, RequestBody, ResponseBody, RoomHistory, RoomInfo,
+    SendRoom, Sent, Tokens, status,
+};
+
+const VERIFIER: &[u8] = b"0123456789abcdef";
+
+/// A user logged in at its home.
+struct User {
+    name: String,
+    home: usize,
+    session: SessionId,
+    tokens: Tokens,
+}
+
+impl User {
+    fn join(split: &mut Split, home: u8, prefix: &str) -> User {
+        let name = split.user_of(home, prefix);
+        let (home, session, tokens) = split.join(&name);
+        User { name, home, session, tokens }
+    }
+
+    /// Sends `body` from this user's session; the request id.
+    fn ask(&self, split: &mut Split, body: impl Into<RequestBody>) -> u32 {
+        let id = split.cores[self.home].send_auth(self.session, body, self.tokens.access_token.as_bytes());
+        split.collect();
+        id
+    }
+
+    fn code(&self, split: &Split, id: u32) -> u16 {
+        split.cores[self.home].code(self.session, id)
+    }
+
+    /// The room messages this user's session received: (room, from, seq, text).
+    fn room_messages(&self, split: &Split) -> Vec<(String, String, u64, String)> {
+        let events = split.cores[self.home].events(self.session).into_iter();
+        let messages = events.filter_map(|e| match e {
+            EventBody::RoomMessage(m) => Some((m.room, m.from, m.seq, String::from_utf8_lossy(&m.sealed).into_owned())),
+            _ => None,
+        });
+        messages.collect()
+    }
+}
+
+/// A room name whose home is `home`.
+fn room_of(split: &Split, home: u8, prefix: &str) -> String {
+    let p = split.parts();
+    (0..).map(|i| format!("{prefix}{i}")).find(|n| p.home_of_room(n) == home).expect("some name")
+}
+
+fn create(room: &str) -> CreateRoom {
+    CreateRoom { room: room.into(), verifier: Bytes::from_static(VERIFIER), descriptor: Bytes::from_static(b"d") }
+}
+
+fn join(room: &str) -> JoinRoom {
+    JoinRoom { room: room.into(), verifier: Bytes::from_static(VERIFIER) }
+}
+
+fn say(room: &str, text: &str) -> SendRoom {
+    SendRoom { room: room.into(), sealed: Bytes::from(text.to_owned()) }
+}
+
+/// Three homes: alice (0) creates a room of home 1, where bob lives;
+/// carol (2) joins; messages reach every other online member.
+#[test]
+fn a_room_of_another_home_is_used_from_three_homes() {
+    let mut split = Split::new(3);
+    let alice = User::join(&mut split, 0, "alice");
+    let bob = User::join(&mut split, 1, "bob");
+    let carol = User::join(&mut split, 2, "carol");
+    let room = room_of(&split, 1, "hall");
+    let id = alice.ask(&mut split, create(&room));
+    assert!(split.cores[0].received_nothing(alice.session, id), "decided at the room's home");
+    split.settle();
+    assert_eq!(alice.code(&split, id), status::CREATED);
+    assert!(split.cores[1].server.state().room(&room).is_some(), "the room lives at its home");
+    assert!(split.cores[0].server.state().room(&room).is_none());
+    let (jb, jc) = (bob.ask(&mut split, join(&room)), carol.ask(&mut split, join(&room)));
+    split.settle();
+    assert_eq!((bob.code(&split, jb), carol.code(&split, jc)), (status::OK, status::OK));
+    let id = alice.ask(&mut split, say(&room, "hello"));
+    split.settle();
+    assert_eq!(split.cores[0].response(alice.session, id).body, ResponseBody::Sent(Sent { seq: 1 }));
+    let hello = (room.clone(), alice.name.clone(), 1, "hello".to_owned());
+    assert_eq!(bob.room_messages(&split), std::slice::from_ref(&hello), "bob lives at the room's home");
+    assert_eq!(carol.room_messages(&split), [hello], "carol's home got it by mail");
+    assert!(alice.room_messages(&split).is_empty(), "not to its sender");
+    // The history, asked from another home.
+    let id = carol.ask(&mut split, RoomHistory { room: room.clone() });
+    split.settle();
+    match split.cores[2].response(carol.session, id).body {
+        ResponseBody::History(h) => assert_eq!(h.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [1]),
+        other => panic!("expected the history, got {other:?}"),
+    }
+    let id = carol.ask(&mut split, RoomInfo { room: room.clone() });
+    split.settle();
+    assert_eq!(carol.code(&split, id), status::OK);
+    // Carol leaves: no more messages for her; the owner deletes it from its home.
+    let id = carol.ask(&mut split, LeaveRoom { room: room.clone() });
+    split.settle();
+    assert_eq!(carol.code(&split, id), status::OK);
+    bob.ask(&mut split, say(&room, "bye"));
+    split.settle();
+    assert_eq!(carol.room_messages(&split).len(), 1);
+    assert_eq!(alice.room_messages(&split).len(), 1, "alice is a member of another home");
+    let id = bob.ask(&mut split, DeleteRoom { room: room.clone() });
+    split.settle();
+    assert_eq!(bob.code(&split, id), status::FORBIDDEN, "only its owner");
+    let id = alice.ask(&mut split, DeleteRoom { room: room.clone() });
+    split.settle();
+    assert_eq!(alice.code(&split, id), status::OK);
+    assert!(split.cores[1].server.state().room(&room).is_none());
+}
+
+/// The room's home refuses as one server does, and its refusals reach the
+/// client as they are: wrong password, no such room, not a member.
+#[test]
+fn refusals_of_the_rooms_home_reach_the_client() {
+    let mut split = Split::new(2);
+    let alice = User::join(&mut split, 0, "alice");
+    let room = room_of(&split, 1, "hall");
+    let id = alice.ask(&mut split, join(&room));
+    split.settle();
+    assert_eq!(alice.code(&split, id), status::NOT_FOUND);
+    assert_eq!(split.cores[0].reason(alice.session, id), format!("no room {room}"));
+    let bob = User::join(&mut split, 1, "bob");
+    bob.ask(&mut split, create(&room));
+    let wrong = JoinRoom { room: room.clone(), verifier: Bytes::from_static(b"fedcba9876543210") };
+    let id = alice.ask(&mut split, wrong);
+    split.settle();
+    assert_eq!(alice.code(&split, id), status::FORBIDDEN);
+    assert_eq!(split.cores[0].reason(alice.session, id), "wrong room password");
+    let id = alice.ask(&mut split, say(&room, "x"));
+    split.settle();
+    assert_eq!(alice.code(&split, id), status::FORBIDDEN, "not a member");
+}
+
+/// A member's join and message reach the room's home in the order its
+/// home mailed them, even when both leave before either is answered (the
+/// session's later frames wait behind the first: one FIFO).
+#[test]
+fn a_join_and_a_message_keep_their_order() {
+    let mut split = Split::new(2);
+    let alice = User::join(&mut split, 0, "alice");
+    let bob = User::join(&mut split, 1, "bob");
+    let room = room_of(&split, 1, "hall");
+    bob.ask(&mut split, create(&room));
+    let j = alice.ask(&mut split, join(&room));
+    let s = alice.ask(&mut split, say(&room, "first"));
+    split.settle();
+    assert_eq!((alice.code(&split, j), alice.code(&split, s)), (status::OK, status::OK));
+    assert_eq!(bob.room_messages(&split).len(), 1);
+}
+
+/// `send_room` is remembered: a retry while it is on its way waits for the
+/// same answer and posts nothing twice, after a restore of the asking home
+/// too.
+#[test]
+fn a_retried_room_message_is_posted_once() {
+    let mut split = Split::new(2);
+    let alice = User::join(&mut split, 0, "alice");
+    let bob = User::join(&mut split, 1, "bob");
+    let room = room_of(&split, 1, "hall");
+    bob.ask(&mut split, create(&room));
+    alice.ask(&mut split, join(&room));
+    split.settle();
+    let id = alice.ask(&mut split, say(&room, "once"));
+    split.cores[0].fail_over();
+    let session = split.cores[0].connect();
+    let alice = User { session, ..alice };
+    split.cores[0].send_as(alice.session, id, say(&room, "once"), alice.tokens.access_token.as_bytes());
+    split.collect();
+    assert_eq!(split.table.len(), 1, "not mailed again");
+    split.settle();
+    assert_eq!(split.cores[0].response(alice.session, id).body, ResponseBody::Sent(Sent { seq: 1 }));
+    let history = &split.cores[1].server.state().room(&room).expect("the room").history;
+    assert_eq!(history.len(), 1, "posted once");
+    assert_eq!(bob.room_messages(&split).len(), 1);
+}
+
+/// A member of another home offline when a message is posted is not
+/// pushed anything; it finds the message in the history, as on one server.
+#[test]
+fn an_offline_member_of_another_home_finds_the_message_in_the_history() {
+    let mut split = Split::new(2);
+    let alice = User::join(&mut split, 0, "alice");
+    let bob = User::join(&mut split, 1, "bob");
+    let room = room_of(&split, 1, "hall");
+    bob.ask(&mut split, create(&room));
+    alice.ask(&mut split, join(&room));
+    split.settle();
+    split.cores[0].disconnect(alice.session);
+    bob.ask(&mut split, say(&room, "while away"));
+    split.settle();
+    let (session, tokens) = split.cores[0].login(&alice.name);
+    let alice = User { session, tokens, ..alice };
+    assert!(alice.room_messages(&split).is_empty());
+    let id = alice.ask(&mut split, join(&room));
+    split.settle();
+    match split.cores[0].response(alice.session, id).body {
+        ResponseBody::RoomJoined(j) => assert_eq!(j.history.len(), 1),
+        other => panic!("expected the room, got {other:?}"),
+    }
+}
+
+/// Hostile or broken mail: a forwarded frame that is not a room request,
+/// a request for a room of another home, and pushes that are not room
+/// messages of the source's rooms or name users of other homes.
+#[test]
+fn forwarded_frames_and_pushes_are_checked() {
+    let mut split = Split::new(3);
+    let alice = User::join(&mut split, 0, "alice");
+    let room = room_of(&split, 1, "hall");
+    let other = room_of(&split, 2, "hall");
+    let request = |body: RequestBody| {
+        Message::Request(crate::wire::Request { request_id: 1, timestamp_ms: 0, body }).to_bytes(b"")
+    };
+    let cases = [
+        (request(crate::wire::FetchKey { username: alice.name.clone() }.into()), status::BAD_REQUEST),
+        (Bytes::from_static(b"not a frame"), status::BAD_REQUEST),
+        (request(create(&other).into()), status::INTERNAL),
+    ];
+    let core = &mut split.cores[1];
+    let now = core.now;
+    for (i, (frame, code)) in cases.into_iter().enumerate() {
+        let ticket = 100 + i as u64;
+        let item = MailItem::Forward { ticket, user: alice.name.clone(), frame };
+        let seq = core.server.mail_applied_from(0) + 1;
+        assert_eq!(core.server.handle_mail(now, 0, seq, &item.encode()), crate::server::MailOutcome::Applied);
+        core.pump();
+        let answer = core.mail.iter().rev().find_map(|c| match c {
+            crate::server::Change::MailOut { item, .. } => MailItem::decode(item).ok(),
+            _ => None,
+        });
+        assert!(
+            matches!(answer, Some(MailItem::Refused { ticket: t, code: c, .. }) if t == ticket && c == code),
+            "{answer:?}"
+        );
+    }
+    assert!(split.cores[1].server.state().room(&other).is_none(), "nothing made");
+    // Pushes: a frame that is no room message, a room of another home, a user of another home.
+    let event = |room: &str| {
+        let m = crate::wire::RoomMessage {
+            room: room.into(),
+            from: "x".into(),
+            seq: 1,
+            sent_ms: 0,
+            sealed: Bytes::from_static(b"s"),
+        };
+        Message::Event(crate::wire::Event { request_id: 0, timestamp_ms: 0, body: m.into() }).to_bytes(b"")
+    };
+    let bob = split.user_of(1, "bob");
+    let pushes = [
+        (vec![alice.name.clone()], Bytes::from_static(b"garbage")),
+        (vec![alice.name.clone()], event(&other)),
+        (vec![bob], event(&room)),
+    ];
+    let core = &mut split.cores[0];
+    for (i, (users, frame)) in pushes.into_iter().enumerate() {
+        let seq = core.server.mail_applied_from(1) + 1;
+        let item = MailItem::RoomPush { ticket: i as u64, users, frame };
+        assert_eq!(core.server.handle_mail(now, 1, seq, &item.encode()), crate::server::MailOutcome::Applied);
+        core.pump();
+    }
+    let bad = split.cores[0].logs.iter().filter(|l| matches!(l, ServerLog::BadMail { .. })).count();
+    assert_eq!(bad, 3);
+    assert!(alice.room_messages(&split).is_empty(), "nothing pushed");
+}
