@@ -88,7 +88,7 @@ impl Server {
     pub(super) fn no_room_to_wait(&self, family: u64) -> Option<Refusal> {
         let reason = if self.in_flight() >= super::MAX_WAITING {
             format!("{} requests already wait for other partitions of this server", super::MAX_WAITING)
-        } else if self.journal.state().mail().pending_in(family) >= MAX_PENDING {
+        } else if self.journal.state().mail().pending_in(family) + self.waiters.unremembered_of(family) >= MAX_PENDING {
             format!("{MAX_PENDING} requests of this login already wait for other partitions")
         } else {
             return None;
@@ -280,7 +280,10 @@ impl Server {
     pub(super) fn mp_answered(&mut self, now: Now, from: PartitionId, ticket: u64, seq: u64, answer: &MailItem) {
         let Some(request) = self.journal.state().mail().pending(from, ticket).cloned() else { return };
         let MailedRequest { opcode, user, peer, .. } = &request;
-        let copy = self.journal.state().conversation(user, peer).cloned();
+        // Only an MP request left a tentative copy (a room request's `peer` is a room, and
+        // tickets are numbered per target: another request's may equal this one's).
+        let is_mp = matches!(opcode, Opcode::RequestMp | Opcode::AcceptMp | Opcode::SendMp | Opcode::CloseMp);
+        let copy = if is_mp { self.journal.state().conversation(user, peer).cloned() } else { None };
         let tentative = |c: &Conversation| match c {
             Conversation::Requesting { ticket: t, .. } | Conversation::Accepting { ticket: t, .. } => *t == ticket,
             _ => false,

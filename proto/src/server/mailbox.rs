@@ -14,18 +14,21 @@
 //! is never answered, so no item blocks its source and no two partitions
 //! bounce items at each other.
 //!
-//! Requests that cross partitions: `fetch_key` of a user of another home
-//! (its answer is not remembered: the opcode is not deduplicated), and the
-//! MP requests of `crossing.rs` (remembered: a durable pending record until
-//! the answer, then the answer). While one waits, the session's later
-//! frames wait too (requests are handled in order per connection, as while
-//! a password is checked); after [`WAIT_FOR_ANSWER`] the session is
-//! answered (503 for `fetch_key`, 504 "outcome pending" for a remembered
-//! request, whose retry waits for the same answer) and goes on, and the
-//! request stays counted until its answer arrives: at most [`MAX_WAITING`]
-//! requests are in flight at once, so a target that is down bounds what its
-//! sources send it. A `fetch_key` answer reaching a home restored meanwhile
-//! answers nobody (the client asks again); a remembered one is recorded.
+//! Requests that cross partitions: `fetch_key` of a user of another home,
+//! the MP requests of `crossing.rs` and the room requests of
+//! `room_mail.rs`. The answers of the deduplicated ones (the MP requests,
+//! `send_room`) are remembered: a durable pending record until the answer,
+//! then the answer; the others' are known to this run only. While one
+//! waits, the session's later frames wait too (requests are handled in
+//! order per connection, as while a password is checked); after
+//! [`WAIT_FOR_ANSWER`] the session is answered (503 for one not remembered,
+//! 504 "outcome pending" for a remembered one, whose retry waits for the
+//! same answer) and goes on, and the request stays counted until its answer
+//! arrives: at most [`MAX_WAITING`] requests are in flight at once, and
+//! `MAX_PENDING` per login, so a target that is down bounds what its
+//! sources send it. An unremembered answer reaching a home restored
+//! meanwhile answers nobody (the client asks again); a remembered one is
+//! recorded.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -102,6 +105,9 @@ pub(super) struct Waiters {
     deadlines: BTreeSet<(Instant, Key)>,
     /// How many of them are not remembered.
     unremembered: usize,
+    /// The same, per login (token family): with its remembered ones, what
+    /// `MAX_PENDING` bounds.
+    unremembered_of: BTreeMap<u64, usize>,
 }
 
 impl Waiting {
@@ -127,6 +133,28 @@ impl Waiters {
         self.unremembered
     }
 
+    /// Those of login `family`.
+    pub(super) fn unremembered_of(&self, family: u64) -> usize {
+        self.unremembered_of.get(&family).copied().unwrap_or(0)
+    }
+
+    fn count(&mut self, w: &Waiting, up: bool) {
+        if w.remembered {
+            return;
+        }
+        let n = self.unremembered_of.entry(w.family).or_insert(0);
+        if up {
+            self.unremembered += 1;
+            *n += 1;
+        } else {
+            self.unremembered -= 1;
+            *n -= 1;
+            if *n == 0 {
+                self.unremembered_of.remove(&w.family);
+            }
+        }
+    }
+
     /// A session ended: it waits no more (its request stays in flight).
     pub(super) fn session_ended(&mut self, key: Key) {
         if let Some(w) = self.by_key.get_mut(&key) {
@@ -143,27 +171,21 @@ impl Waiters {
     fn take(&mut self, key: Key) -> Option<Waiting> {
         let w = self.by_key.remove(&key)?;
         self.deadlines.remove(&(w.deadline, key));
-        if !w.remembered {
-            self.unremembered -= 1;
-        }
+        self.count(&w, false);
         Some(w)
     }
 
     /// Puts `w` in for `key`; the one it replaces, if any.
     fn put(&mut self, key: Key, w: Waiting) -> Option<Waiting> {
-        let (deadline, unremembered) = (w.deadline, !w.remembered);
+        self.count(&w, true);
+        let deadline = w.deadline;
         let old = self.by_key.insert(key, w);
         if let Some(old) = &old {
             // Before the new deadline goes in: the two may be the same instant.
             self.deadlines.remove(&(old.deadline, key));
-            if !old.remembered {
-                self.unremembered -= 1;
-            }
+            self.count(old, false);
         }
         self.deadlines.insert((deadline, key));
-        if unremembered {
-            self.unremembered += 1;
-        }
         old
     }
 }
@@ -195,7 +217,7 @@ impl Server {
                 };
                 self.send_mail(from, &answer);
             }
-            // The answer to a request this home mailed and remembered (an MP request), whatever
+            // The answer to a request this home mailed and remembered (an MP request, send_room), whatever
             // its kind: a kind that does not fit the request is refused there, never a success.
             Ok(answer)
                 if answer.role() == ROLE_ANSWER
@@ -204,8 +226,16 @@ impl Server {
                 self.mp_answered(now, from, answer.ticket(), seq, &answer);
             }
             Ok(MailItem::KeyFound { ticket, username, identity_key }) => {
-                let body = ResponseBody::IdentityKey(IdentityKey { username: username.clone(), identity_key });
-                self.answer_waiting(now, (from, ticket), seq, Some(&username), Ok(Reply::ok(body)));
+                let asked = self.waiters.by_key.get(&(from, ticket)).map(|w| w.opcode);
+                let answer = if asked == Some(Opcode::FetchKey) {
+                    let body = ResponseBody::IdentityKey(IdentityKey { username: username.clone(), identity_key });
+                    Ok(Reply::ok(body))
+                } else {
+                    let reason = format!("partition {from} answered a request that is no fetch_key with a key");
+                    self.outbox.event(ServerLog::BadMail { from, seq, reason: reason.clone() });
+                    Err(Refusal::Internal(reason))
+                };
+                self.answer_waiting(now, (from, ticket), seq, Some(&username), answer);
             }
             Ok(
                 request @ (MailItem::MpRequest { .. }
@@ -415,7 +445,7 @@ impl Server {
             let Some(session) = w.session.take() else { continue };
             let (asked, held) = ((w.opcode, w.request_id), w.held);
             let secs = WAIT_FOR_ANSWER.as_secs();
-            // A remembered request (MP) is still on its way: its outcome will be known, and a retry
+            // A remembered request (MP, send_room) is still on its way: its outcome will be known, and a retry
             // of its id learns it (504); one that is not (fetch_key) is simply asked again (503).
             let refusal = if self.journal.state().mail().pending(key.0, key.1).is_some() {
                 let reason = format!(

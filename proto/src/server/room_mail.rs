@@ -40,11 +40,16 @@ impl Server {
             Authenticated::CreateRoom(b) => rooms::create(&mut self.journal, config, user, b),
             Authenticated::JoinRoom(b) => rooms::join(&mut self.journal, config, user, b),
             Authenticated::SendRoom(b) => {
-                let room = b.room.clone();
+                let (room, sealed) = (b.room.clone(), b.sealed.clone());
                 let parts = (&self.presence, &mut self.fanout);
                 let flow = rooms::send(now, &mut self.journal, parts, &mut self.outbox, config, user, b);
-                if flow.is_ok() && config.partitions.is_split() {
-                    self.push_elsewhere(now, &room);
+                if let Ok(Reply { body: ResponseBody::Sent(sent), .. }) = &flow
+                    && config.partitions.is_split()
+                {
+                    // The message as it was posted (the history may keep none: `room_history` 0).
+                    let event =
+                        RoomMessage { room, from: user.to_owned(), seq: sent.seq, sent_ms: now.unix_ms, sealed };
+                    self.push_elsewhere(now, event);
                 }
                 flow
             }
@@ -70,6 +75,13 @@ impl Server {
         let (opcode, remembered) = (request.opcode(), request.is_recorded());
         if let Some(refusal) = self.no_room_to_wait(family) {
             // Not remembered: a retry may cross once others are answered.
+            return self.outbox.refuse(now, session, opcode, request_id, refusal);
+        }
+        // What the room's home would refuse for its size is not mailed (nor stored) at all.
+        if let Authenticated::SendRoom(b) = &request
+            && let Err(refusal) = rooms::check_size(&self.config, user, &b.sealed)
+        {
+            self.record(family, request_id, opcode, &Err(refusal.clone()));
             return self.outbox.refuse(now, session, opcode, request_id, refusal);
         }
         let room = request.room().unwrap_or_default().to_owned();
@@ -121,10 +133,16 @@ impl Server {
     /// room's home made for `opcode`, as this home's client gets it.
     pub(super) fn replied(&mut self, from: PartitionId, seq: u64, opcode: Option<Opcode>, frame: &Bytes) -> Flow {
         let response = match decode(frame, &self.config.limits) {
-            Ok(Message::Response(r)) if Some(r.opcode) == opcode => r,
+            Ok(Message::Response(r))
+                if Some(r.opcode) == opcode
+                    && is_room_opcode(r.opcode)
+                    && (r.status == Status::Error || (200..300).contains(&r.code)) =>
+            {
+                r
+            }
             other => {
                 let got = match other {
-                    Ok(Message::Response(r)) => format!("a response to {}", r.opcode),
+                    Ok(Message::Response(r)) => format!("a response to {} ({:?} {})", r.opcode, r.status, r.code),
                     Ok(_) => "a frame that is no response".to_owned(),
                     Err(reason) => reason,
                 };
@@ -144,14 +162,13 @@ impl Server {
         }
     }
 
-    /// The message just appended to `room`'s history, mailed to the homes
-    /// of its other members (one item per home, for its online members).
-    fn push_elsewhere(&mut self, now: Now, room: &str) {
+    /// The message just posted, mailed to the homes of its room's other
+    /// members (one item per home, for its online members).
+    fn push_elsewhere(&mut self, now: Now, event: RoomMessage) {
         let parts = self.config.partitions;
-        let Some(r) = self.journal.state().room(room) else { return };
-        let Some(entry) = r.history.back() else { return };
+        let Some(r) = self.journal.state().room(&event.room) else { return };
         let mut homes: BTreeMap<PartitionId, Vec<String>> = BTreeMap::new();
-        for member in r.members.iter().filter(|m| **m != entry.from) {
+        for member in r.members.iter().filter(|m| **m != event.from) {
             if let Some(home) = parts.elsewhere(member) {
                 homes.entry(home).or_default().push(member.clone());
             }
@@ -159,13 +176,6 @@ impl Server {
         if homes.is_empty() {
             return;
         }
-        let event = RoomMessage {
-            room: room.to_owned(),
-            from: entry.from.clone(),
-            seq: entry.seq,
-            sent_ms: entry.sent_ms,
-            sealed: entry.sealed.clone(),
-        };
         let frame =
             Message::Event(Event { request_id: 0, timestamp_ms: now.unix_ms, body: event.into() }).to_bytes(b"");
         for (home, users) in homes {
@@ -199,6 +209,20 @@ impl Server {
             }
         }
     }
+}
+
+/// Whether `opcode` is a room request's (what a room's home answers).
+pub(super) fn is_room_opcode(opcode: Opcode) -> bool {
+    matches!(
+        opcode,
+        Opcode::CreateRoom
+            | Opcode::JoinRoom
+            | Opcode::SendRoom
+            | Opcode::LeaveRoom
+            | Opcode::RoomHistory
+            | Opcode::DeleteRoom
+            | Opcode::RoomInfo
+    )
 }
 
 /// The response a client gets for `flow`, answering `opcode`.

@@ -274,3 +274,130 @@ fn forwarded_frames_and_pushes_are_checked() {
     assert_eq!(bad, 3);
     assert!(alice.room_messages(&split).is_empty(), "nothing pushed");
 }
+
+/// Review, finding 1: with no history kept (`room_history` 0), members of
+/// other homes still get the message live, as on one server.
+#[test]
+fn without_a_history_members_of_other_homes_still_get_the_message() {
+    let config = crate::server::ServerConfig { room_history: 0, ..super::config() };
+    let mut split = Split::with(2, config);
+    let alice = User::join(&mut split, 0, "alice");
+    let bob = User::join(&mut split, 1, "bob");
+    let room = room_of(&split, 1, "hall");
+    bob.ask(&mut split, create(&room));
+    alice.ask(&mut split, join(&room));
+    split.settle();
+    bob.ask(&mut split, say(&room, "live"));
+    split.settle();
+    assert_eq!(alice.room_messages(&split).len(), 1);
+}
+
+/// Review, finding 2: a room request's pending record is not an MP
+/// request's: its refusal leaves alone a conversation with a user named
+/// like the room whose tentative state has the same ticket (tickets are
+/// numbered per target partition).
+#[test]
+fn a_refused_room_message_leaves_a_conversation_alone() {
+    let mut split = Split::new(3);
+    let alice = User::join(&mut split, 0, "alice");
+    // A user of home 1 whose name, as a room's, lives at home 2.
+    let p = split.parts();
+    let name = (0..).map(|i| format!("bob{i}")).find(|n| p.home_of_user(n) == 1 && p.home_of_room(n) == 2).unwrap();
+    let (_, _, _) = split.join(&name);
+    let body = crate::wire::RequestMp { peer: name.clone(), handshake: Bytes::from_static(b"hs") };
+    alice.ask(&mut split, body);
+    let tentative = split.cores[0].server.state().conversation(&alice.name, &name).cloned();
+    assert!(matches!(tentative, Some(crate::server::state::Conversation::Requesting { ticket: 1, .. })));
+    // On a new connection, a message to the room named like him (home 2, the first item there).
+    let alice = User { session: split.cores[0].connect(), ..alice };
+    let id = alice.ask(&mut split, say(&name, "x"));
+    // The room's home (a build that cannot read the request, say) refuses it, before bob's
+    // home answered alice's request.
+    split.table.remove(&(0, 2, 1)).expect("the room request");
+    let refused = MailItem::Refused { ticket: 1, code: status::NOT_IMPLEMENTED, reason: "unknown kind".into() };
+    let core = &mut split.cores[0];
+    let now = core.now;
+    assert_eq!(core.server.handle_mail(now, 2, 1, &refused.encode()), crate::server::MailOutcome::Applied);
+    core.pump();
+    core.mail.retain(|c| !matches!(c, crate::server::Change::MailIn { .. }));
+    assert_eq!(alice.code(&split, id), status::NOT_IMPLEMENTED);
+    split.settle();
+    let copy = split.cores[0].server.state().conversation(&alice.name, &name).cloned();
+    assert!(matches!(copy, Some(crate::server::state::Conversation::Requested { .. })), "{copy:?}");
+}
+
+/// Review, finding 3: an answer of the wrong kind for a waiting request is
+/// no success: a response frame for a `fetch_key`, a key for a room request.
+#[test]
+fn answers_of_the_wrong_kind_reach_no_waiter_as_a_success() {
+    let mut split = Split::new(2);
+    let alice = User::join(&mut split, 0, "alice");
+    let bob = split.user_of(1, "bob");
+    split.join(&bob);
+    let room = room_of(&split, 1, "hall");
+    let fetch = alice.ask(&mut split, crate::wire::FetchKey { username: bob.clone() });
+    let (&(_, _, ticket), _) = split.table.iter().next().expect("the request");
+    let frame = Message::Response(crate::wire::Response {
+        opcode: crate::wire::Opcode::FetchKey,
+        request_id: 0,
+        timestamp_ms: 0,
+        status: crate::wire::Status::Valid,
+        code: status::OK,
+        body: ResponseBody::IdentityKey(crate::wire::IdentityKey {
+            username: "mallory".into(),
+            identity_key: Bytes::new(),
+        }),
+    })
+    .to_bytes(b"");
+    let core = &mut split.cores[0];
+    let now = core.now;
+    let seq = core.server.mail_applied_from(1) + 1;
+    assert_eq!(
+        core.server.handle_mail(now, 1, seq, &MailItem::Replied { ticket, frame }.encode()),
+        crate::server::MailOutcome::Applied
+    );
+    core.pump();
+    assert_eq!(split.cores[0].code(alice.session, fetch), status::INTERNAL);
+    split.cores[0].mail.retain(|c| !matches!(c, crate::server::Change::MailIn { .. }));
+    split.table.clear();
+    // A key for a room request.
+    let info = alice.ask(&mut split, RoomInfo { room: room.clone() });
+    let (&(_, _, ticket), _) = split.table.iter().next().expect("the request");
+    let key = MailItem::KeyFound { ticket, username: room.clone(), identity_key: Bytes::new() };
+    let core = &mut split.cores[0];
+    assert_eq!(core.server.handle_mail(now, 1, seq + 1, &key.encode()), crate::server::MailOutcome::Applied);
+    core.pump();
+    assert_eq!(split.cores[0].code(alice.session, info), status::INTERNAL);
+}
+
+/// Review, finding 4: requests whose answers are not remembered count
+/// against the login's bound too (its sessions end, its requests stay).
+#[test]
+fn unremembered_requests_of_one_login_are_bounded() {
+    let mut split = Split::new(2);
+    let alice = User::join(&mut split, 0, "alice");
+    let room = room_of(&split, 1, "hall");
+    let mut alice = alice;
+    for _ in 0..crate::server::MAX_PENDING {
+        alice.session = split.cores[0].connect();
+        alice.ask(&mut split, RoomInfo { room: room.clone() });
+    }
+    alice.session = split.cores[0].connect();
+    let id = alice.ask(&mut split, RoomInfo { room: room.clone() });
+    assert_eq!(alice.code(&split, id), status::UNAVAILABLE);
+    assert!(split.cores[0].reason(alice.session, id).contains("of this login"));
+}
+
+/// Review, finding 5: a room message too large for the room's history is
+/// refused at the sender's home, before anything is mailed.
+#[test]
+fn a_room_message_too_large_is_refused_at_home() {
+    let mut split = Split::new(2);
+    let alice = User::join(&mut split, 0, "alice");
+    let room = room_of(&split, 1, "hall");
+    let budget = split.cores[0].server.config().room_history_budget();
+    let big = SendRoom { room: room.clone(), sealed: Bytes::from(vec![7; budget]) };
+    let id = alice.ask(&mut split, big);
+    assert_eq!(alice.code(&split, id), status::TOO_LARGE);
+    assert!(split.table.is_empty(), "nothing mailed");
+}
