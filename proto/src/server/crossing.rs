@@ -24,8 +24,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::mail_item::MailItem;
-use super::mailbox::{Waiting, refused};
-use super::mp::{delivered_code, request_conflict};
+use super::mailbox::{Waiting, mail_to, refused};
+use super::mp::{delivered_code, identity_key, request_conflict};
 use super::partition::PartitionId;
 use super::refusal::{Flow, Refusal, Reply};
 use super::route::Authenticated;
@@ -77,10 +77,31 @@ impl Server {
         if let Some(state) = copy {
             self.journal.commit(Change::ConversationSet { a: user.to_string(), b: peer.clone(), state });
         }
-        self.journal.commit(Change::MailOut { to: home, seq: ticket, item: item.encode() });
-        let request = MailedRequest { family, request_id, opcode, user: user.to_string(), peer: peer.clone() };
-        self.journal.commit(Change::RequestMailed { to: home, ticket, request });
-        let waiting = Waiting::new((family, request_id, opcode), peer, true, now);
+        self.send_request(now, session, (request_id, family, opcode), user, (home, &item), peer, true);
+    }
+
+    /// Mails `item`, a request of `user` about `about` (a user or a room),
+    /// to `home` (its ticket the next number there), and makes the session
+    /// wait for the answer; a `remembered` one keeps a pending record until
+    /// then ([`Change::RequestMailed`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn send_request(
+        &mut self,
+        now: Now,
+        session: SessionId,
+        (request_id, family, opcode): (u32, u64, Opcode),
+        user: &str,
+        (home, item): (PartitionId, &MailItem),
+        about: String,
+        remembered: bool,
+    ) {
+        let ticket = item.ticket();
+        mail_to(&mut self.journal, home, item);
+        if remembered {
+            let request = MailedRequest { family, request_id, opcode, user: user.to_owned(), peer: about.clone() };
+            self.journal.commit(Change::RequestMailed { to: home, ticket, request });
+        }
+        let waiting = Waiting::new((family, request_id, opcode), about, remembered, now);
         self.wait_for(now, session, (home, ticket), waiting);
     }
 
@@ -151,7 +172,7 @@ impl Server {
     }
 
     fn identity_key(&self, user: &str) -> Bytes {
-        self.journal.state().user(user).map(|u| u.identity_key.clone()).unwrap_or_default()
+        identity_key(self.journal.state(), user)
     }
 
     /// An MP request of partition `from` (whose user is `sender`) for

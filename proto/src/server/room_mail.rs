@@ -20,11 +20,10 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use super::mail_item::MailItem;
-use super::mailbox::{Waiting, mail_to, refused};
+use super::mailbox::{mail_to, refused};
 use super::partition::PartitionId;
 use super::refusal::{Flow, Refusal, Reply};
 use super::route::{Authenticated, Route};
-use super::state::{Change, MailedRequest};
 use super::{Server, ServerLog, SessionId, rooms};
 use crate::Now;
 use crate::wire::{
@@ -88,13 +87,8 @@ impl Server {
         let ticket = self.journal.state().mail().next_to(home);
         let body = request.into_body();
         let frame = Message::Request(Request { request_id, timestamp_ms: now.unix_ms, body }).to_bytes(b"");
-        mail_to(&mut self.journal, home, &MailItem::Forward { ticket, user: user.to_owned(), frame });
-        if remembered {
-            let request = MailedRequest { family, request_id, opcode, user: user.to_owned(), peer: room.clone() };
-            self.journal.commit(Change::RequestMailed { to: home, ticket, request });
-        }
-        let waiting = Waiting::new((family, request_id, opcode), room, remembered, now);
-        self.wait_for(now, session, (home, ticket), waiting);
+        let item = MailItem::Forward { ticket, user: user.to_owned(), frame };
+        self.send_request(now, session, (request_id, family, opcode), user, (home, &item), room, remembered);
     }
 
     /// A room request of partition `from`'s user `user`, as the frame its

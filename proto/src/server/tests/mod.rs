@@ -182,6 +182,16 @@ impl Harness {
             .unwrap_or_else(|| panic!("no response to #{request_id} on {session}"))
     }
 
+    /// Every response to `request_id` on `session`, in order (a request
+    /// sent again gets one each time).
+    pub(super) fn responses(&self, session: SessionId, request_id: u32) -> Vec<Response> {
+        let responses = self.received(session).iter().filter_map(|m| match m {
+            Message::Response(r) if r.request_id == request_id => Some(r.clone()),
+            _ => None,
+        });
+        responses.collect()
+    }
+
     /// Everything `session` received.
     pub(super) fn received(&self, session: SessionId) -> &[Message] {
         self.received.get(&session).map_or(&[], Vec::as_slice)

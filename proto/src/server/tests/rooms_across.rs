@@ -4,41 +4,16 @@
 
 use bytes::Bytes;
 
-use super::split::Split;
+use super::split::{Split, User};
 use crate::server::{MailItem, ServerLog, SessionId};
 use crate::wire::{
     CreateRoom, DeleteRoom, EventBody, JoinRoom, LeaveRoom, Message, RequestBody, ResponseBody, RoomHistory, RoomInfo,
-    SendRoom, Sent, Tokens, status,
+    SendRoom, Sent, status,
 };
 
 const VERIFIER: &[u8] = b"0123456789abcdef";
 
-/// A user logged in at its home.
-struct User {
-    name: String,
-    home: usize,
-    session: SessionId,
-    tokens: Tokens,
-}
-
 impl User {
-    fn join(split: &mut Split, home: u8, prefix: &str) -> User {
-        let name = split.user_of(home, prefix);
-        let (home, session, tokens) = split.join(&name);
-        User { name, home, session, tokens }
-    }
-
-    /// Sends `body` from this user's session; the request id.
-    fn ask(&self, split: &mut Split, body: impl Into<RequestBody>) -> u32 {
-        let id = split.cores[self.home].send_auth(self.session, body, self.tokens.access_token.as_bytes());
-        split.collect();
-        id
-    }
-
-    fn code(&self, split: &Split, id: u32) -> u16 {
-        split.cores[self.home].code(self.session, id)
-    }
-
     /// The room messages this user's session received: (room, from, seq, text).
     fn room_messages(&self, split: &Split) -> Vec<(String, String, u64, String)> {
         let events = split.cores[self.home].events(self.session).into_iter();
@@ -54,6 +29,18 @@ impl User {
 fn room_of(split: &Split, home: u8, prefix: &str) -> String {
     let p = split.parts();
     (0..).map(|i| format!("{prefix}{i}")).find(|n| p.home_of_room(n) == home).expect("some name")
+}
+
+/// Two homes: bob (1) owns a room of his home, which alice (0) joined.
+fn hall(config: crate::server::ServerConfig) -> (Split, User, User, String) {
+    let mut split = Split::with(2, config);
+    let alice = User::join(&mut split, 0, "alice");
+    let bob = User::join(&mut split, 1, "bob");
+    let room = room_of(&split, 1, "hall");
+    bob.ask(&mut split, create(&room));
+    alice.ask(&mut split, join(&room));
+    split.settle();
+    (split, alice, bob, room)
 }
 
 fn create(room: &str) -> CreateRoom {
@@ -165,13 +152,7 @@ fn a_join_and_a_message_keep_their_order() {
 /// too.
 #[test]
 fn a_retried_room_message_is_posted_once() {
-    let mut split = Split::new(2);
-    let alice = User::join(&mut split, 0, "alice");
-    let bob = User::join(&mut split, 1, "bob");
-    let room = room_of(&split, 1, "hall");
-    bob.ask(&mut split, create(&room));
-    alice.ask(&mut split, join(&room));
-    split.settle();
+    let (mut split, alice, bob, room) = hall(super::config());
     let id = alice.ask(&mut split, say(&room, "once"));
     split.cores[0].fail_over();
     let session = split.cores[0].connect();
@@ -190,13 +171,7 @@ fn a_retried_room_message_is_posted_once() {
 /// pushed anything; it finds the message in the history, as on one server.
 #[test]
 fn an_offline_member_of_another_home_finds_the_message_in_the_history() {
-    let mut split = Split::new(2);
-    let alice = User::join(&mut split, 0, "alice");
-    let bob = User::join(&mut split, 1, "bob");
-    let room = room_of(&split, 1, "hall");
-    bob.ask(&mut split, create(&room));
-    alice.ask(&mut split, join(&room));
-    split.settle();
+    let (mut split, alice, bob, room) = hall(super::config());
     split.cores[0].disconnect(alice.session);
     bob.ask(&mut split, say(&room, "while away"));
     split.settle();
@@ -279,14 +254,7 @@ fn forwarded_frames_and_pushes_are_checked() {
 /// other homes still get the message live, as on one server.
 #[test]
 fn without_a_history_members_of_other_homes_still_get_the_message() {
-    let config = crate::server::ServerConfig { room_history: 0, ..super::config() };
-    let mut split = Split::with(2, config);
-    let alice = User::join(&mut split, 0, "alice");
-    let bob = User::join(&mut split, 1, "bob");
-    let room = room_of(&split, 1, "hall");
-    bob.ask(&mut split, create(&room));
-    alice.ask(&mut split, join(&room));
-    split.settle();
+    let (mut split, alice, bob, room) = hall(crate::server::ServerConfig { room_history: 0, ..super::config() });
     bob.ask(&mut split, say(&room, "live"));
     split.settle();
     assert_eq!(alice.room_messages(&split).len(), 1);
@@ -400,4 +368,84 @@ fn a_room_message_too_large_is_refused_at_home() {
     let id = alice.ask(&mut split, big);
     assert_eq!(alice.code(&split, id), status::TOO_LARGE);
     assert!(split.table.is_empty(), "nothing mailed");
+}
+
+/// Random room traffic between six users of three homes over two rooms of
+/// two homes, with random mail rounds, reconnections (after which a client
+/// sends its last message again, same id) and takeovers: once
+/// settled, nothing is pending, every message answered 200 is in its room's
+/// history once with the answered number, and no message is there twice.
+#[test]
+fn random_room_traffic_posts_each_answered_message_once() {
+    use rand::rngs::StdRng;
+    use rand::{RngExt as _, SeedableRng};
+    let config = crate::server::ServerConfig { room_history: 10_000, ..super::config() };
+    let mut posted = 0;
+    for seed in 0..100u64 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut split = Split::with(3, config.clone());
+        let mut users: Vec<User> = (0..3u8)
+            .flat_map(|h| [(h, "ann"), (h, "ben")])
+            .map(|(h, p)| User::join(&mut split, h, &format!("{p}{h}x")))
+            .collect();
+        let rooms = [room_of(&split, 1, "hall"), room_of(&split, 2, "den")];
+        users[0].ask(&mut split, create(&rooms[0]));
+        users[0].ask(&mut split, create(&rooms[1]));
+        split.settle();
+        // (room, sender's home, session, request id, text, sender)
+        let mut sent: Vec<(usize, usize, SessionId, u32, String, usize)> = Vec::new();
+        for step in 0..120 {
+            let (u, r) = (rng.random_range(0..users.len()), rng.random_range(0..2));
+            let room = rooms[r].clone();
+            match rng.random_range(0..12) {
+                0 => {
+                    let home = rng.random_range(0..3);
+                    split.cores[home].fail_over();
+                    // Its users come back with their tokens (the same logins: their retries
+                    // are recognised).
+                    for user in users.iter_mut().filter(|x| x.home == home) {
+                        user.session = split.cores[home].connect();
+                    }
+                    split.collect();
+                }
+                1 => {
+                    // A reconnection, and the client sends its last message again, same id.
+                    users[u].session = split.cores[users[u].home].connect();
+                    if let Some((r, _, _, id, text, _)) =
+                        sent.iter().rev().find(|x| x.1 == users[u].home && x.5 == u).cloned()
+                    {
+                        let (user, body) = (&users[u], say(&rooms[r], &text));
+                        split.cores[user.home].send_as(user.session, id, body, user.tokens.access_token.as_bytes());
+                        split.collect();
+                        let again = (r, user.home, user.session, id, text, u);
+                        sent.push(again);
+                    }
+                }
+                2..=3 => drop(split.deliver()),
+                4..=5 => drop(users[u].ask(&mut split, join(&room))),
+                6 => drop(users[u].ask(&mut split, LeaveRoom { room })),
+                _ => {
+                    let text = format!("s{seed}-{step}");
+                    let id = users[u].ask(&mut split, say(&room, &text));
+                    sent.push((r, users[u].home, users[u].session, id, text, u));
+                }
+            }
+        }
+        split.settle();
+        for core in &split.cores {
+            assert_eq!(core.server.state().mail().pending_all().count(), 0, "seed {seed}: pending left");
+        }
+        for (r, sender_home, session, id, text, _) in &sent {
+            let home = usize::from(split.parts().home_of_room(&rooms[*r]));
+            let history = &split.cores[home].server.state().room(&rooms[*r]).expect("the room").history;
+            let found: Vec<u64> = history.iter().filter(|e| e.sealed == text.as_bytes()).map(|e| e.seq).collect();
+            assert!(found.len() <= 1, "seed {seed}: {text} posted twice");
+            let answers = split.cores[*sender_home].responses(*session, *id);
+            if let Some(ResponseBody::Sent(Sent { seq })) = answers.last().map(|a| a.body.clone()) {
+                assert_eq!(found, [seq], "seed {seed}: {text}");
+                posted += 1;
+            }
+        }
+    }
+    assert!(posted > 500, "only {posted} messages answered 200: the test tests little");
 }
