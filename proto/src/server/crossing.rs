@@ -24,8 +24,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::mail_item::MailItem;
-use super::mailbox::{Waiting, refused};
-use super::mp::{delivered_code, request_conflict};
+use super::mailbox::{Waiting, mail_to, refused};
+use super::mp::{delivered_code, identity_key, request_conflict};
 use super::partition::PartitionId;
 use super::refusal::{Flow, Refusal, Reply};
 use super::route::Authenticated;
@@ -77,17 +77,39 @@ impl Server {
         if let Some(state) = copy {
             self.journal.commit(Change::ConversationSet { a: user.to_string(), b: peer.clone(), state });
         }
-        self.journal.commit(Change::MailOut { to: home, seq: ticket, item: item.encode() });
-        let request = MailedRequest { family, request_id, opcode, user: user.to_string(), peer: peer.clone() };
-        self.journal.commit(Change::RequestMailed { to: home, ticket, request });
-        self.wait_for(now, session, (home, ticket), Waiting::new(family, request_id, opcode, peer, now));
+        self.send_request(now, session, (request_id, family, opcode), user, (home, &item), peer, true);
+    }
+
+    /// Mails `item`, a request of `user` about `about` (a user or a room),
+    /// to `home` (its ticket the next number there), and makes the session
+    /// wait for the answer; a `remembered` one keeps a pending record until
+    /// then ([`Change::RequestMailed`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn send_request(
+        &mut self,
+        now: Now,
+        session: SessionId,
+        (request_id, family, opcode): (u32, u64, Opcode),
+        user: &str,
+        (home, item): (PartitionId, &MailItem),
+        about: String,
+        remembered: bool,
+    ) {
+        let ticket = item.ticket();
+        mail_to(&mut self.journal, home, item);
+        if remembered {
+            let request = MailedRequest { family, request_id, opcode, user: user.to_owned(), peer: about.clone() };
+            self.journal.commit(Change::RequestMailed { to: home, ticket, request });
+        }
+        let waiting = Waiting::new((family, request_id, opcode), about, remembered, now);
+        self.wait_for(now, session, (home, ticket), waiting);
     }
 
     /// Why a request of `family` may not cross now, if it may not.
-    fn no_room_to_wait(&self, family: u64) -> Option<Refusal> {
+    pub(super) fn no_room_to_wait(&self, family: u64) -> Option<Refusal> {
         let reason = if self.in_flight() >= super::MAX_WAITING {
             format!("{} requests already wait for other partitions of this server", super::MAX_WAITING)
-        } else if self.journal.state().mail().pending_in(family) >= MAX_PENDING {
+        } else if self.journal.state().mail().pending_in(family) + self.waiters.unremembered_of(family) >= MAX_PENDING {
             format!("{MAX_PENDING} requests of this login already wait for other partitions")
         } else {
             return None;
@@ -150,7 +172,7 @@ impl Server {
     }
 
     fn identity_key(&self, user: &str) -> Bytes {
-        self.journal.state().user(user).map(|u| u.identity_key.clone()).unwrap_or_default()
+        identity_key(self.journal.state(), user)
     }
 
     /// An MP request of partition `from` (whose user is `sender`) for
@@ -279,7 +301,10 @@ impl Server {
     pub(super) fn mp_answered(&mut self, now: Now, from: PartitionId, ticket: u64, seq: u64, answer: &MailItem) {
         let Some(request) = self.journal.state().mail().pending(from, ticket).cloned() else { return };
         let MailedRequest { opcode, user, peer, .. } = &request;
-        let copy = self.journal.state().conversation(user, peer).cloned();
+        // Only an MP request left a tentative copy (a room request's `peer` is a room, and
+        // tickets are numbered per target: another request's may equal this one's).
+        let is_mp = matches!(opcode, Opcode::RequestMp | Opcode::AcceptMp | Opcode::SendMp | Opcode::CloseMp);
+        let copy = if is_mp { self.journal.state().conversation(user, peer).cloned() } else { None };
         let tentative = |c: &Conversation| match c {
             Conversation::Requesting { ticket: t, .. } | Conversation::Accepting { ticket: t, .. } => *t == ticket,
             _ => false,
@@ -301,6 +326,9 @@ impl Server {
             (Opcode::CloseMp, MailItem::MpQueued { code: status::OK, seq, .. }) => {
                 let body = ResponseBody::Sent(Sent { seq: *seq });
                 (Ok(Reply { status: Status::Finished, code: status::OK, body }), None)
+            }
+            (Opcode::SendRoom, MailItem::Replied { frame, .. }) => {
+                (self.replied(from, seq, Some(*opcode), frame), None)
             }
             (Opcode::AcceptMp, MailItem::MpAccepted { identity_key, handshake, .. }) => {
                 let body =

@@ -25,6 +25,13 @@
 //! | 1 | 9 | [`MailItem::MpAccepted`] | `identity_key: blob, handshake: blob` |
 //! | 2 | 10 | [`MailItem::MpExpired`] | `user: text, peer: text, seq: u64` |
 //! | 2 | 11 | [`MailItem::PeerGone`] | `peer: text, count: u16, users: text × count` |
+//! | 0 | 12 | [`MailItem::Forward`] | `user: text, frame: blob` |
+//! | 1 | 13 | [`MailItem::Replied`] | `frame: blob` |
+//! | 2 | 14 | [`MailItem::RoomPush`] | `count: u16, users: text × count, frame: blob` |
+//!
+//! A `frame` is a whole protocol frame (docs/PROTOCOL.md) with an empty auth
+//! part: the request a user of the sender made, its response, or the
+//! `room_message` event pushed to members.
 //!
 //! The answers of version 1 ([`MailItem::Refused`], [`MailItem::MpQueued`],
 //! [`MailItem::MpAccepted`]) are frozen: every later version reads them, so
@@ -154,6 +161,33 @@ pub enum MailItem {
         /// The dropped message's sequence number.
         seq: u64,
     },
+    /// A request of `user` (of the sender) that the target decides (a room
+    /// request: the target is the room's home), as the frame its client sent.
+    Forward {
+        /// The request's number in its sender's mail to the target.
+        ticket: u64,
+        /// The user who asked.
+        user: String,
+        /// The request frame (empty auth).
+        frame: Bytes,
+    },
+    /// The answer to [`MailItem::Forward`]: the response frame its client gets.
+    Replied {
+        /// The request's ticket.
+        ticket: u64,
+        /// The response frame (empty auth).
+        frame: Bytes,
+    },
+    /// A room message for the online members among `users` (of the target),
+    /// as the event frame they get.
+    RoomPush {
+        /// The notice's own number in its sender's mail to the target.
+        ticket: u64,
+        /// The members of the target's home.
+        users: Vec<String>,
+        /// The `room_message` event frame (empty auth).
+        frame: Bytes,
+    },
     /// `peer` went offline: `users` (of the target), in open conversations
     /// with it, are told if online (best effort, as on one server). One
     /// notice per target partition, whatever the number of its users.
@@ -213,7 +247,10 @@ impl MailItem {
             | MailItem::MpQueued { ticket, .. }
             | MailItem::MpAccepted { ticket, .. }
             | MailItem::MpExpired { ticket, .. }
-            | MailItem::PeerGone { ticket, .. } => *ticket,
+            | MailItem::PeerGone { ticket, .. }
+            | MailItem::Forward { ticket, .. }
+            | MailItem::Replied { ticket, .. }
+            | MailItem::RoomPush { ticket, .. } => *ticket,
         }
     }
 
@@ -225,12 +262,14 @@ impl MailItem {
             | MailItem::MpRequest { .. }
             | MailItem::MpAccept { .. }
             | MailItem::MpSend { .. }
-            | MailItem::MpClose { .. } => ROLE_REQUEST,
+            | MailItem::MpClose { .. }
+            | MailItem::Forward { .. } => ROLE_REQUEST,
             MailItem::KeyFound { .. }
             | MailItem::Refused { .. }
             | MailItem::MpQueued { .. }
-            | MailItem::MpAccepted { .. } => ROLE_ANSWER,
-            MailItem::MpExpired { .. } | MailItem::PeerGone { .. } => ROLE_NOTICE,
+            | MailItem::MpAccepted { .. }
+            | MailItem::Replied { .. } => ROLE_ANSWER,
+            MailItem::MpExpired { .. } | MailItem::PeerGone { .. } | MailItem::RoomPush { .. } => ROLE_NOTICE,
         }
     }
 
@@ -249,6 +288,9 @@ impl MailItem {
             MailItem::MpAccepted { .. } => "mp_accepted",
             MailItem::MpExpired { .. } => "mp_expired",
             MailItem::PeerGone { .. } => "peer_gone",
+            MailItem::Forward { .. } => "forward",
+            MailItem::Replied { .. } => "replied",
+            MailItem::RoomPush { .. } => "room_push",
         }
     }
 
@@ -312,11 +354,21 @@ impl MailItem {
             MailItem::PeerGone { peer, users, .. } => {
                 b.put_u8(11);
                 put_text(&mut b, peer);
-                let users = &users[..users.len().min(usize::from(u16::MAX))];
-                b.put_u16(users.len() as u16);
-                for user in users {
-                    put_text(&mut b, user);
-                }
+                put_texts(&mut b, users);
+            }
+            MailItem::Forward { user, frame, .. } => {
+                b.put_u8(12);
+                put_text(&mut b, user);
+                put_blob(&mut b, frame);
+            }
+            MailItem::Replied { frame, .. } => {
+                b.put_u8(13);
+                put_blob(&mut b, frame);
+            }
+            MailItem::RoomPush { users, frame, .. } => {
+                b.put_u8(14);
+                put_texts(&mut b, users);
+                put_blob(&mut b, frame);
             }
         }
         b.freeze()
@@ -361,11 +413,10 @@ impl MailItem {
             8 => MailItem::MpQueued { ticket, code: r.u16()?, seq: r.u64()? },
             9 => MailItem::MpAccepted { ticket, identity_key: r.blob()?, handshake: r.blob()? },
             10 => MailItem::MpExpired { ticket, user: r.text()?, peer: r.text()?, seq: r.u64()? },
-            11 => {
-                let peer = r.text()?;
-                let users = (0..r.u16()?).map(|_| r.text()).collect::<Result<_, _>>()?;
-                MailItem::PeerGone { ticket, peer, users }
-            }
+            11 => MailItem::PeerGone { ticket, peer: r.text()?, users: r.texts()? },
+            12 => MailItem::Forward { ticket, user: r.text()?, frame: r.blob()? },
+            13 => MailItem::Replied { ticket, frame: r.blob()? },
+            14 => MailItem::RoomPush { ticket, users: r.texts()?, frame: r.blob()? },
             kind => return Err(MailError::UnknownKind(kind)),
         };
         if item.role() != role {
@@ -405,6 +456,15 @@ fn put_text(b: &mut BytesMut, s: &str) {
     b.put_slice(&s.as_bytes()[..end]);
 }
 
+/// At most 65,535 texts (a room's members or a user's peers are far fewer; more are cut).
+fn put_texts(b: &mut BytesMut, texts: &[String]) {
+    let texts = &texts[..texts.len().min(usize::from(u16::MAX))];
+    b.put_u16(texts.len() as u16);
+    for text in texts {
+        put_text(b, text);
+    }
+}
+
 fn put_blob(b: &mut BytesMut, blob: &[u8]) {
     // Identity keys are bounded far below 4 GiB by the configuration.
     b.put_u32(u32::try_from(blob.len()).unwrap_or(u32::MAX));
@@ -441,6 +501,10 @@ impl Reader<'_> {
     fn text(&mut self) -> Result<String, MailError> {
         let n = usize::from(self.u16()?);
         String::from_utf8(self.take(n)?.to_vec()).map_err(|_| MailError::BadText)
+    }
+
+    fn texts(&mut self) -> Result<Vec<String>, MailError> {
+        (0..self.u16()?).map(|_| self.text()).collect()
     }
 
     fn blob(&mut self) -> Result<Bytes, MailError> {
@@ -485,6 +549,9 @@ mod tests {
             MailItem::MpExpired { ticket: 7, user: "al".into(), peer: "bo".into(), seq: 9 },
             MailItem::PeerGone { ticket: 8, peer: "bo".into(), users: vec!["al".into(), "cy".into()] },
             MailItem::PeerGone { ticket: 9, peer: "bo".into(), users: vec![] },
+            MailItem::Forward { ticket: 10, user: "al".into(), frame: Bytes::from_static(b"frame") },
+            MailItem::Replied { ticket: 10, frame: Bytes::from_static(b"response") },
+            MailItem::RoomPush { ticket: 11, users: vec!["al".into()], frame: Bytes::from_static(b"event") },
         ]
     }
 
@@ -544,7 +611,9 @@ mod tests {
     #[test]
     fn the_fuzz_seeds_are_items() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/message_decode");
-        for name in ["mail_fetch_key", "mail_key_found", "mail_refused", "mail_mp_send", "mail_peer_gone"] {
+        let names =
+            ["mail_fetch_key", "mail_key_found", "mail_refused", "mail_mp_send", "mail_peer_gone", "mail_forward"];
+        for name in names {
             let bytes = std::fs::read(dir.join(name)).expect("the seed");
             assert!(MailItem::decode(&bytes).is_ok(), "{name}");
         }

@@ -14,18 +14,21 @@
 //! is never answered, so no item blocks its source and no two partitions
 //! bounce items at each other.
 //!
-//! Requests that cross partitions: `fetch_key` of a user of another home
-//! (its answer is not remembered: the opcode is not deduplicated), and the
-//! MP requests of `crossing.rs` (remembered: a durable pending record until
-//! the answer, then the answer). While one waits, the session's later
-//! frames wait too (requests are handled in order per connection, as while
-//! a password is checked); after [`WAIT_FOR_ANSWER`] the session is
-//! answered (503 for `fetch_key`, 504 "outcome pending" for a remembered
-//! request, whose retry waits for the same answer) and goes on, and the
-//! request stays counted until its answer arrives: at most [`MAX_WAITING`]
-//! requests are in flight at once, so a target that is down bounds what its
-//! sources send it. A `fetch_key` answer reaching a home restored meanwhile
-//! answers nobody (the client asks again); a remembered one is recorded.
+//! Requests that cross partitions: `fetch_key` of a user of another home,
+//! the MP requests of `crossing.rs` and the room requests of
+//! `room_mail.rs`. The answers of the deduplicated ones (the MP requests,
+//! `send_room`) are remembered: a durable pending record until the answer,
+//! then the answer; the others' are known to this run only. While one
+//! waits, the session's later frames wait too (requests are handled in
+//! order per connection, as while a password is checked); after
+//! [`WAIT_FOR_ANSWER`] the session is answered (503 for one not remembered,
+//! 504 "outcome pending" for a remembered one, whose retry waits for the
+//! same answer) and goes on, and the request stays counted until its answer
+//! arrives: at most [`MAX_WAITING`] requests are in flight at once, and
+//! `MAX_PENDING` per login, so a target that is down bounds what its
+//! sources send it. An unremembered answer reaching a home restored
+//! meanwhile answers nobody (the client asks again); a remembered one is
+//! recorded.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -84,6 +87,10 @@ pub(super) struct Waiting {
     /// The user asked about: an answer about another is not this one's.
     peer: String,
     deadline: Instant,
+    /// Whether its answer is remembered (a pending record in the state: MP
+    /// requests, `send_room`), or known to this run only (`fetch_key`,
+    /// the other room requests).
+    pub(super) remembered: bool,
     /// Whether the session's later frames wait behind it (a first sending;
     /// not a retry of a request already on its way, which was performed in
     /// its first place).
@@ -96,23 +103,56 @@ pub(super) struct Waiters {
     by_key: BTreeMap<Key, Waiting>,
     /// The deadlines of the sessions still waiting.
     deadlines: BTreeSet<(Instant, Key)>,
-    /// How many of them are `fetch_key` (whose answers are not remembered).
+    /// How many of them are not remembered.
     unremembered: usize,
+    /// The same, per login (token family): with its remembered ones, what
+    /// `MAX_PENDING` bounds.
+    unremembered_of: BTreeMap<u64, usize>,
 }
 
 impl Waiting {
-    /// A request of `family` about `peer`, its session not set yet.
-    pub(super) fn new(family: u64, request_id: u32, opcode: Opcode, peer: String, now: Now) -> Waiting {
-        Waiting { session: None, family, request_id, opcode, peer, deadline: now.instant + WAIT_FOR_ANSWER, held: true }
+    /// A request of `family` about `peer` (a user, or a room), its answer
+    /// `remembered` or not, its session not set yet.
+    pub(super) fn new(
+        (family, request_id, opcode): (u64, u32, Opcode),
+        peer: String,
+        remembered: bool,
+        now: Now,
+    ) -> Waiting {
+        let deadline = now.instant + WAIT_FOR_ANSWER;
+        Waiting { session: None, family, request_id, opcode, peer, deadline, remembered, held: true }
     }
 }
 
 impl Waiters {
-    /// Requests in flight whose answers are not remembered (`fetch_key`):
+    /// Requests in flight whose answers are not remembered (`fetch_key`,
+    /// most room requests):
     /// with the remembered ones (`MailBook::pending_count`), what
     /// [`MAX_WAITING`] bounds.
     pub(super) fn unremembered(&self) -> usize {
         self.unremembered
+    }
+
+    /// Those of login `family`.
+    pub(super) fn unremembered_of(&self, family: u64) -> usize {
+        self.unremembered_of.get(&family).copied().unwrap_or(0)
+    }
+
+    fn count(&mut self, w: &Waiting, up: bool) {
+        if w.remembered {
+            return;
+        }
+        let n = self.unremembered_of.entry(w.family).or_insert(0);
+        if up {
+            self.unremembered += 1;
+            *n += 1;
+        } else {
+            self.unremembered -= 1;
+            *n -= 1;
+            if *n == 0 {
+                self.unremembered_of.remove(&w.family);
+            }
+        }
     }
 
     /// A session ended: it waits no more (its request stays in flight).
@@ -131,27 +171,21 @@ impl Waiters {
     fn take(&mut self, key: Key) -> Option<Waiting> {
         let w = self.by_key.remove(&key)?;
         self.deadlines.remove(&(w.deadline, key));
-        if w.opcode == Opcode::FetchKey {
-            self.unremembered -= 1;
-        }
+        self.count(&w, false);
         Some(w)
     }
 
     /// Puts `w` in for `key`; the one it replaces, if any.
     fn put(&mut self, key: Key, w: Waiting) -> Option<Waiting> {
-        let (deadline, fetch) = (w.deadline, w.opcode == Opcode::FetchKey);
+        self.count(&w, true);
+        let deadline = w.deadline;
         let old = self.by_key.insert(key, w);
         if let Some(old) = &old {
             // Before the new deadline goes in: the two may be the same instant.
             self.deadlines.remove(&(old.deadline, key));
-            if old.opcode == Opcode::FetchKey {
-                self.unremembered -= 1;
-            }
+            self.count(old, false);
         }
         self.deadlines.insert((deadline, key));
-        if fetch {
-            self.unremembered += 1;
-        }
         old
     }
 }
@@ -183,7 +217,7 @@ impl Server {
                 };
                 self.send_mail(from, &answer);
             }
-            // The answer to a request this home mailed and remembered (an MP request), whatever
+            // The answer to a request this home mailed and remembered (an MP request, send_room), whatever
             // its kind: a kind that does not fit the request is refused there, never a success.
             Ok(answer)
                 if answer.role() == ROLE_ANSWER
@@ -192,8 +226,16 @@ impl Server {
                 self.mp_answered(now, from, answer.ticket(), seq, &answer);
             }
             Ok(MailItem::KeyFound { ticket, username, identity_key }) => {
-                let body = ResponseBody::IdentityKey(IdentityKey { username: username.clone(), identity_key });
-                self.answer_waiting(now, (from, ticket), seq, Some(&username), Ok(Reply::ok(body)));
+                let asked = self.waiters.by_key.get(&(from, ticket)).map(|w| w.opcode);
+                let answer = if asked == Some(Opcode::FetchKey) {
+                    let body = ResponseBody::IdentityKey(IdentityKey { username: username.clone(), identity_key });
+                    Ok(Reply::ok(body))
+                } else {
+                    let reason = format!("partition {from} answered a request that is no fetch_key with a key");
+                    self.outbox.event(ServerLog::BadMail { from, seq, reason: reason.clone() });
+                    Err(Refusal::Internal(reason))
+                };
+                self.answer_waiting(now, (from, ticket), seq, Some(&username), answer);
             }
             Ok(
                 request @ (MailItem::MpRequest { .. }
@@ -208,6 +250,18 @@ impl Server {
                 let refusal = foreign_refusal(from, code, &reason);
                 self.answer_waiting(now, (from, ticket), seq, None, Err(refusal));
             }
+            Ok(MailItem::Forward { ticket, user, frame }) => {
+                let answer = self.apply_forward(now, from, ticket, &user, &frame);
+                self.send_mail(from, &answer);
+            }
+            Ok(MailItem::Replied { ticket, frame }) => {
+                let asked = self.waiters.by_key.get(&(from, ticket)).map(|w| w.opcode);
+                if asked.is_some() {
+                    let flow = self.replied(from, seq, asked, &frame);
+                    self.answer_waiting(now, (from, ticket), seq, None, flow);
+                }
+            }
+            Ok(MailItem::RoomPush { users, frame, .. }) => self.apply_room_push(from, seq, &users, &frame),
             Ok(answer @ (MailItem::MpQueued { .. } | MailItem::MpAccepted { .. })) => {
                 let reason = format!("an answer to item {} of this partition, which waits for none", answer.ticket());
                 self.outbox.event(ServerLog::BadMail { from, seq, reason });
@@ -290,7 +344,8 @@ impl Server {
         let ticket = self.journal.state().mail().next_to(home);
         let item = MailItem::FetchKey { ticket, peer: peer.to_owned() }.encode();
         self.journal.commit(Change::MailOut { to: home, seq: ticket, item });
-        self.wait_for(now, session, (home, ticket), Waiting::new(family, request_id, opcode, peer.to_owned(), now));
+        let waiting = Waiting::new((family, request_id, opcode), peer.to_owned(), false, now);
+        self.wait_for(now, session, (home, ticket), waiting);
     }
 
     /// `session` waits (its later frames too) for the answer to `key`.
@@ -319,7 +374,8 @@ impl Server {
     /// mailed in its first place: nothing behind it can overtake it).
     pub(super) fn wait_again(&mut self, now: Now, session: SessionId, key: Key, family: u64, request_id: u32) {
         let Some(r) = self.journal.state().mail().pending(key.0, key.1) else { return };
-        let waiting = Waiting { held: false, ..Waiting::new(family, request_id, r.opcode, r.peer.clone(), now) };
+        let waiting =
+            Waiting { held: false, ..Waiting::new((family, request_id, r.opcode), r.peer.clone(), true, now) };
         self.wait_for(now, session, key, waiting);
     }
 
@@ -389,7 +445,7 @@ impl Server {
             let Some(session) = w.session.take() else { continue };
             let (asked, held) = ((w.opcode, w.request_id), w.held);
             let secs = WAIT_FOR_ANSWER.as_secs();
-            // A remembered request (MP) is still on its way: its outcome will be known, and a retry
+            // A remembered request (MP, send_room) is still on its way: its outcome will be known, and a retry
             // of its id learns it (504); one that is not (fetch_key) is simply asked again (503).
             let refusal = if self.journal.state().mail().pending(key.0, key.1).is_some() {
                 let reason = format!(
@@ -399,7 +455,11 @@ impl Server {
                 );
                 Refusal::Pending { reason, retry_after_ms: 0 }
             } else {
-                let reason = format!("partition {} did not answer within {secs} s; try again", key.0);
+                let reason = format!(
+                    "partition {} did not answer within {secs} s (the request may still be performed there); \
+                     try again",
+                    key.0
+                );
                 Refusal::Busy { reason, retry_after_ms: RETRY_AFTER_MS }
             };
             if held {

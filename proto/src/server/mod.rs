@@ -53,6 +53,7 @@ mod phantom;
 mod presence;
 mod ratelimit;
 mod refusal;
+mod room_mail;
 mod rooms;
 mod route;
 pub mod router;
@@ -433,6 +434,10 @@ impl Server {
         if let Some(home) = request.mp_peer().and_then(|peer| self.config.partitions.elsewhere(peer)) {
             return self.cross_mp(now, session, (request_id, family), &user, home, request);
         }
+        // A room of another home: decided there.
+        if let Some(home) = request.room().and_then(|room| self.config.partitions.room_elsewhere(room)) {
+            return self.cross_room(now, session, (request_id, family), &user, home, request);
+        }
         // A routed send_mp remembers its answer in the change that queues it.
         let mut answer_recorded = false;
         let config = &self.config;
@@ -442,16 +447,13 @@ impl Server {
             Authenticated::SetIdentityKey(b) => {
                 accounts::set_identity_key(&mut self.journal, config, &user, b.identity_key)
             }
-            Authenticated::CreateRoom(b) => rooms::create(&mut self.journal, config, &user, b),
-            Authenticated::JoinRoom(b) => rooms::join(&mut self.journal, config, &user, b),
-            Authenticated::SendRoom(b) => {
-                let parts = (&self.presence, &mut self.fanout);
-                rooms::send(now, &mut self.journal, parts, &mut self.outbox, config, &user, b)
-            }
-            Authenticated::LeaveRoom(b) => rooms::leave(&mut self.journal, &user, &b.room),
-            Authenticated::RoomHistory(b) => rooms::history(&self.journal, &user, &b.room),
-            Authenticated::DeleteRoom(b) => rooms::delete(&mut self.journal, &user, &b.room),
-            Authenticated::RoomInfo(b) => rooms::info(&self.journal, &b.room),
+            room @ (Authenticated::CreateRoom(_)
+            | Authenticated::JoinRoom(_)
+            | Authenticated::SendRoom(_)
+            | Authenticated::LeaveRoom(_)
+            | Authenticated::RoomHistory(_)
+            | Authenticated::DeleteRoom(_)
+            | Authenticated::RoomInfo(_)) => self.room_request(now, &user, room),
             Authenticated::RequestMp(b) => self.mail(now).request(&user, b),
             Authenticated::AcceptMp(b) => self.mail(now).accept(&user, b),
             Authenticated::SendMp(b) => {

@@ -22,7 +22,7 @@ use super::mailbox::mail_to;
 use super::outbox::{Journal, Outbox};
 use super::presence::Presence;
 use super::refusal::{Flow, Refusal, Reply};
-use super::state::{Change, Conversation, ItemKind, QueuedItem};
+use super::state::{Change, Conversation, ItemKind, QueuedItem, State};
 use super::{ServerConfig, ServerLog, SessionId};
 use crate::Now;
 use crate::wire::{
@@ -250,9 +250,14 @@ impl Mail<'_> {
         Ok(())
     }
 
-    pub(super) fn identity_key(&self, user: &str) -> Bytes {
-        self.journal.state().user(user).map(|u| u.identity_key.clone()).unwrap_or_default()
+    fn identity_key(&self, user: &str) -> Bytes {
+        identity_key(self.journal.state(), user)
     }
+}
+
+/// `user`'s identity key (empty for an account without one, or no account).
+pub(super) fn identity_key(state: &State, user: &str) -> Bytes {
+    state.user(user).map(|u| u.identity_key.clone()).unwrap_or_default()
 }
 
 /// Why `user` may not ask `peer` for a conversation whose state is

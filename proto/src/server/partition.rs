@@ -66,6 +66,13 @@ impl Partitions {
         (home != self.index).then_some(home)
     }
 
+    /// The room `name`'s home when it is another partition than this one.
+    #[must_use]
+    pub fn room_elsewhere(&self, name: &str) -> Option<PartitionId> {
+        let home = self.home_of_room(name);
+        (home != self.index).then_some(home)
+    }
+
     /// The partition a token names when the state is split and it is
     /// another than this one (nothing is decoded in an unsplit state).
     #[must_use]

@@ -123,15 +123,12 @@ pub(super) fn send(
     if b.sealed.is_empty() {
         return Err(Refusal::BadRequest("empty message".into()));
     }
+    check_size(config, user, &b.sealed)?;
     let seq = room.next_seq;
     let entry = HistoryEntry { from: user.to_owned(), seq, sent_ms: now.unix_ms, sealed: b.sealed };
-    // The history stays within its byte budget: older entries make room, or the message is too large.
+    // The history stays within its byte budget: older entries make room.
     let budget = config.room_history_budget();
     let cost = entry_bytes(&entry);
-    if cost > budget {
-        let reason = format!("message too large for the room history: {cost} bytes, at most {budget}");
-        return Err(Refusal::TooLarge(reason));
-    }
     let mut kept: usize = room.history.iter().map(entry_bytes).sum::<usize>() + cost;
     let mut trim = None;
     for old in &room.history {
@@ -195,9 +192,24 @@ pub(super) fn delete(journal: &mut Journal, user: &str, name: &str) -> Flow {
     Ok(Reply::ok(ResponseBody::Empty))
 }
 
+/// Refuses a message of `user` too large for a room's history (413).
+pub(super) fn check_size(config: &ServerConfig, user: &str, sealed: &[u8]) -> Result<(), Refusal> {
+    let (budget, cost) = (config.room_history_budget(), entry_cost(user.len(), sealed.len()));
+    if cost > budget {
+        let reason = format!("message too large for the room history: {cost} bytes, at most {budget}");
+        return Err(Refusal::TooLarge(reason));
+    }
+    Ok(())
+}
+
 /// The encoded size of a history entry: sender (u16 length), sequence number, time, sealed blob (u32 length).
 fn entry_bytes(e: &HistoryEntry) -> usize {
-    2 + e.from.len() + 8 + 8 + 4 + e.sealed.len()
+    entry_cost(e.from.len(), e.sealed.len())
+}
+
+/// [`entry_bytes`] of an entry whose sender's name and sealed blob have these lengths.
+fn entry_cost(from: usize, sealed: usize) -> usize {
+    2 + from + 8 + 8 + 4 + sealed
 }
 
 fn no_room(name: &str) -> Refusal {

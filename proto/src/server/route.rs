@@ -107,6 +107,42 @@ impl Authenticated {
         }
     }
 
+    /// The room a room request names (its home decides it).
+    pub(crate) fn room(&self) -> Option<&str> {
+        match self {
+            Authenticated::CreateRoom(b) => Some(&b.room),
+            Authenticated::JoinRoom(b) => Some(&b.room),
+            Authenticated::SendRoom(b) => Some(&b.room),
+            Authenticated::LeaveRoom(b) => Some(&b.room),
+            Authenticated::RoomHistory(b) => Some(&b.room),
+            Authenticated::DeleteRoom(b) => Some(&b.room),
+            Authenticated::RoomInfo(b) => Some(&b.room),
+            _ => None,
+        }
+    }
+
+    /// The request body again (to mail it to another partition).
+    pub(crate) fn into_body(self) -> RequestBody {
+        match self {
+            Authenticated::Logout(b) => b.into(),
+            Authenticated::FetchKey(b) => b.into(),
+            Authenticated::SetIdentityKey(b) => b.into(),
+            Authenticated::CreateRoom(b) => b.into(),
+            Authenticated::JoinRoom(b) => b.into(),
+            Authenticated::SendRoom(b) => b.into(),
+            Authenticated::LeaveRoom(b) => b.into(),
+            Authenticated::RoomHistory(b) => b.into(),
+            Authenticated::DeleteRoom(b) => b.into(),
+            Authenticated::RoomInfo(b) => b.into(),
+            Authenticated::RequestMp(b) => b.into(),
+            Authenticated::AcceptMp(b) => b.into(),
+            Authenticated::SendMp(b) => b.into(),
+            Authenticated::CloseMp(b) => b.into(),
+            Authenticated::DeliveryAck(b) => b.into(),
+            Authenticated::IssueCode(b) => b.into(),
+        }
+    }
+
     /// The other user of a private-message request that another home may
     /// have to decide (`delivery_ack` never crosses: the lanes to a user
     /// are at its home).
@@ -147,8 +183,11 @@ mod tests {
         for _ in 0..2000 {
             let body = RequestBody::strategy().new_tree(&mut runner).unwrap().current();
             let opcode = body.opcode();
-            match Route::from(body) {
-                Route::Authenticated(a) => assert_eq!(a.opcode(), opcode),
+            match Route::from(body.clone()) {
+                Route::Authenticated(a) => {
+                    assert_eq!(a.opcode(), opcode);
+                    assert_eq!(a.into_body(), body, "the body again, as it was");
+                }
                 Route::Anonymous(_) => {
                     anonymous.insert(opcode as u32);
                 }

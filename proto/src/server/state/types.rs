@@ -245,7 +245,8 @@ pub struct MailedRequest {
     pub opcode: Opcode,
     /// The user who asked (of this home).
     pub user: String,
-    /// The other user (of the target's home).
+    /// The other user (of the target's home), or the room (whose home
+    /// the target is).
     pub peer: String,
 }
 

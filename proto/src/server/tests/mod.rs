@@ -10,6 +10,7 @@ mod deadline;
 mod mp_across;
 mod partitions;
 mod retry_key;
+mod rooms_across;
 mod split;
 mod turn;
 mod validate;
@@ -179,6 +180,16 @@ impl Harness {
                 _ => None,
             })
             .unwrap_or_else(|| panic!("no response to #{request_id} on {session}"))
+    }
+
+    /// Every response to `request_id` on `session`, in order (a request
+    /// sent again gets one each time).
+    pub(super) fn responses(&self, session: SessionId, request_id: u32) -> Vec<Response> {
+        let responses = self.received(session).iter().filter_map(|m| match m {
+            Message::Response(r) if r.request_id == request_id => Some(r.clone()),
+            _ => None,
+        });
+        responses.collect()
     }
 
     /// Everything `session` received.

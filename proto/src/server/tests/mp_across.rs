@@ -10,32 +10,12 @@ use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng};
 
 use super::config;
-use super::split::Split;
+use super::split::{Split, User};
 use crate::server::state::Conversation;
 use crate::server::{MAX_PENDING, ServerConfig, SessionId};
 use crate::wire::{
-    AcceptMp, CloseMp, DeliveryAck, EventBody, FetchKey, RequestMp, ResponseBody, SendMp, Sent, Status, Tokens, status,
+    AcceptMp, CloseMp, DeliveryAck, EventBody, FetchKey, RequestMp, ResponseBody, SendMp, Sent, Status, status,
 };
-
-/// A user logged in at its home.
-struct User {
-    name: String,
-    home: usize,
-    session: SessionId,
-    tokens: Tokens,
-}
-
-impl User {
-    fn join(split: &mut Split, home: u8, prefix: &str) -> User {
-        let name = split.user_of(home, prefix);
-        let (home, session, tokens) = split.join(&name);
-        User { name, home, session, tokens }
-    }
-
-    fn auth(&self) -> Vec<u8> {
-        self.tokens.access_token.clone().into_bytes()
-    }
-}
 
 fn hs(of: &str) -> Bytes {
     Bytes::from(format!("hs-{of}"))
@@ -90,6 +70,11 @@ fn messages(split: &Split, user: &User) -> Vec<(String, u64, String)> {
         _ => None,
     });
     messages.collect()
+}
+
+/// How many of the events `user` received match `kind`.
+fn count_events(split: &Split, user: &User, kind: impl Fn(&EventBody) -> bool) -> usize {
+    split.cores[user.home].events(user.session).iter().filter(|e| kind(e)).count()
 }
 
 /// An open conversation between alice (home 0) and bob (home 1).
@@ -398,9 +383,9 @@ fn closing_from_both_sides_at_once_answers_both() {
     assert_eq!(split.cores[1].code(bob.session, b), status::OK);
     assert_eq!((copy(&split, &alice, &bob), copy(&split, &bob, &alice)), (None, None));
     // Each closed it: neither is told the other did (on one server the second close is 404).
-    for (u, core) in [(&alice, 0), (&bob, 1)] {
-        let closed = split.cores[core].events(u.session).into_iter().filter(|e| matches!(e, EventBody::MpClosed(_)));
-        assert_eq!(closed.count(), 0, "{}", u.name);
+    for u in [&alice, &bob] {
+        let closed = count_events(&split, u, |e| matches!(e, EventBody::MpClosed(_)));
+        assert_eq!(closed, 0, "{}", u.name);
     }
     // And they may talk again.
     let id = request(&mut split, &alice, &bob);
@@ -479,14 +464,7 @@ fn pending_requests_of_one_login_are_bounded() {
     split.cores[0].send_as(s, id, SendMp { peer: bob.name.clone(), sealed: Bytes::from_static(b"m") }, &alice.auth());
     split.collect();
     split.settle();
-    let codes: Vec<u16> = split.cores[0]
-        .received(s)
-        .iter()
-        .filter_map(|m| match m {
-            crate::wire::Message::Response(r) if r.request_id == id => Some(r.code),
-            _ => None,
-        })
-        .collect();
+    let codes: Vec<u16> = split.cores[0].responses(s, id).iter().map(|r| r.code).collect();
     assert_eq!(codes, [status::UNAVAILABLE, status::OK]);
     assert_eq!(messages(&split, &bob).len(), MAX_PENDING + 1);
 }
@@ -640,8 +618,8 @@ fn a_close_that_predates_a_new_request_leaves_it_alone() {
     assert_eq!(split.cores[0].code(alice.session, id), status::OK);
     let requested = Some(Conversation::Requested { by: alice.name.clone(), handshake: hs(&alice.name) });
     assert_eq!((copy(&split, &alice, &bob), copy(&split, &bob, &alice)), (requested.clone(), requested));
-    let closed = split.cores[0].events(alice.session).into_iter().filter(|e| matches!(e, EventBody::MpClosed(_)));
-    assert_eq!(closed.count(), 0, "no stale close notice for alice's new request");
+    let closed = count_events(&split, &alice, |e| matches!(e, EventBody::MpClosed(_)));
+    assert_eq!(closed, 0, "no stale close notice for alice's new request");
     accept(&mut split, &bob, &alice);
     split.settle();
     let open = Some(Conversation::Open);
@@ -675,8 +653,8 @@ fn a_request_on_its_way_is_closed_only_once_answered() {
     split.settle();
     assert_eq!(split.cores[1].code(bob.session, id), status::OK);
     assert_eq!((copy(&split, &alice, &bob), copy(&split, &bob, &alice)), (None, None));
-    let closed = split.cores[0].events(alice.session).into_iter().filter(|e| matches!(e, EventBody::MpClosed(_)));
-    assert_eq!(closed.count(), 1);
+    let closed = count_events(&split, &alice, |e| matches!(e, EventBody::MpClosed(_)));
+    assert_eq!(closed, 1);
 }
 
 /// Finding 2: closes cannot queue at the peer's home what its caps would
@@ -762,16 +740,9 @@ fn a_request_unanswered_within_30_s_is_504_and_its_retry_learns_the_outcome() {
     split.collect();
     assert_eq!(split.table.len(), 1, "not mailed again");
     split.settle();
-    let answers: Vec<_> = split.cores[0]
-        .received(alice.session)
-        .iter()
-        .filter_map(|m| match m {
-            crate::wire::Message::Response(r) if r.request_id == id => Some((r.code, r.body.clone())),
-            _ => None,
-        })
-        .collect();
+    let answers = split.cores[0].responses(alice.session, id);
     assert_eq!(answers.len(), 2);
-    assert_eq!(answers[1], (status::OK, ResponseBody::Sent(Sent { seq: 2 })));
+    assert_eq!((answers[1].code, &answers[1].body), (status::OK, &ResponseBody::Sent(Sent { seq: 2 })));
     assert_eq!(messages(&split, &bob).len(), 1, "performed once");
 }
 
@@ -815,15 +786,8 @@ fn a_request_sent_again_while_on_its_way_holds_nothing_behind_it() {
     assert_eq!(split.cores[0].code(alice.session, later), status::OK, "not held behind the retry");
     // Still nothing from bob's home for 30 s more: 504 again, and the connection went on.
     split.cores[0].advance(crate::server::mailbox::WAIT_FOR_ANSWER);
-    let codes = |split: &Split| -> Vec<u16> {
-        let received = split.cores[0].received(alice.session).iter();
-        received
-            .filter_map(|m| match m {
-                crate::wire::Message::Response(r) if r.request_id == id => Some(r.code),
-                _ => None,
-            })
-            .collect()
-    };
+    let codes =
+        |split: &Split| -> Vec<u16> { split.cores[0].responses(alice.session, id).iter().map(|r| r.code).collect() };
     assert_eq!(codes(&split), [status::OUTCOME_PENDING, status::OUTCOME_PENDING]);
     split.settle();
     assert_eq!(codes(&split), [status::OUTCOME_PENDING, status::OUTCOME_PENDING], "nobody waits now");
@@ -858,6 +822,6 @@ fn a_peer_leaving_is_not_told_to_one_who_closed_meanwhile() {
     // Bob leaves before alice's close reached his home: his home still sees it open.
     split.cores[1].disconnect(bob.session);
     split.settle();
-    let gone = split.cores[0].events(alice.session).into_iter().filter(|e| matches!(e, EventBody::PeerGone(_)));
-    assert_eq!(gone.count(), 0);
+    let gone = count_events(&split, &alice, |e| matches!(e, EventBody::PeerGone(_)));
+    assert_eq!(gone, 0);
 }

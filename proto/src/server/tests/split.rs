@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::{Harness, config};
 use crate::server::{Change, MailOutcome, PartitionId, Partitions, Server, ServerConfig, SessionId};
-use crate::wire::{Tokens, status};
+use crate::wire::{RequestBody, Tokens, status};
 
 /// Cores of one split state and the outbox table between them.
 pub(super) struct Split {
@@ -124,4 +124,38 @@ pub(super) fn pair() -> Pair {
     let (a, s, tokens) = split.join(&alice);
     split.join(&bob);
     Pair { split, a, s, tokens, bob }
+}
+
+/// A user logged in at its home.
+pub(super) struct User {
+    pub(super) name: String,
+    pub(super) home: usize,
+    pub(super) session: SessionId,
+    pub(super) tokens: Tokens,
+}
+
+impl User {
+    /// Registers a user of `home` whose name starts with `prefix`, and logs it in.
+    pub(super) fn join(split: &mut Split, home: PartitionId, prefix: &str) -> User {
+        let name = split.user_of(home, prefix);
+        let (home, session, tokens) = split.join(&name);
+        User { name, home, session, tokens }
+    }
+
+    /// The auth part of its frames.
+    pub(super) fn auth(&self) -> Vec<u8> {
+        self.tokens.access_token.clone().into_bytes()
+    }
+
+    /// Sends `body` from its session; the request id.
+    pub(super) fn ask(&self, split: &mut Split, body: impl Into<RequestBody>) -> u32 {
+        let id = split.cores[self.home].send_auth(self.session, body, &self.auth());
+        split.collect();
+        id
+    }
+
+    /// The code answered to `id` on its session.
+    pub(super) fn code(&self, split: &Split, id: u32) -> u16 {
+        split.cores[self.home].code(self.session, id)
+    }
 }
