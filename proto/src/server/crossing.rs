@@ -296,9 +296,10 @@ impl Server {
     }
 
     /// The answer (item `seq` of partition `from`) to the pending request
-    /// `(from, ticket)`: settles this home's copy, remembers the answer for
+    /// `(from, ticket)` (an MP request or `send_room`): settles this home's
+    /// copy of the conversation (an MP request's), remembers the answer for
     /// retries, and answers the session waiting for it, if one still does.
-    pub(super) fn mp_answered(&mut self, now: Now, from: PartitionId, ticket: u64, seq: u64, answer: &MailItem) {
+    pub(super) fn pending_answered(&mut self, now: Now, from: PartitionId, ticket: u64, seq: u64, answer: &MailItem) {
         let Some(request) = self.journal.state().mail().pending(from, ticket).cloned() else { return };
         let MailedRequest { opcode, user, peer, .. } = &request;
         // Only an MP request left a tentative copy (a room request's `peer` is a room, and

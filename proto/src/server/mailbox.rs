@@ -223,11 +223,12 @@ impl Server {
                 if answer.role() == ROLE_ANSWER
                     && self.journal.state().mail().pending(from, answer.ticket()).is_some() =>
             {
-                self.mp_answered(now, from, answer.ticket(), seq, &answer);
+                self.pending_answered(now, from, answer.ticket(), seq, &answer);
             }
             Ok(MailItem::KeyFound { ticket, username, identity_key }) => {
                 let asked = self.waiters.by_key.get(&(from, ticket)).map(|w| w.opcode);
-                let answer = if asked == Some(Opcode::FetchKey) {
+                let answer = if asked.is_none_or(|opcode| opcode == Opcode::FetchKey) {
+                    // (Nobody waits after a restore of this home: answered to nobody, as is.)
                     let body = ResponseBody::IdentityKey(IdentityKey { username: username.clone(), identity_key });
                     Ok(Reply::ok(body))
                 } else {
@@ -295,7 +296,7 @@ impl Server {
             let reason = format!("partition {from} answered in a form this one cannot read: {error}");
             if self.journal.state().mail().pending(from, ticket).is_some() {
                 let answer = MailItem::Refused { ticket, code: status::INTERNAL, reason };
-                self.mp_answered(now, from, ticket, seq, &answer);
+                self.pending_answered(now, from, ticket, seq, &answer);
             } else {
                 self.answer_waiting(now, (from, ticket), seq, None, Err(Refusal::Internal(reason)));
             }

@@ -39,12 +39,11 @@ impl Server {
             Authenticated::CreateRoom(b) => rooms::create(&mut self.journal, config, user, b),
             Authenticated::JoinRoom(b) => rooms::join(&mut self.journal, config, user, b),
             Authenticated::SendRoom(b) => {
-                let (room, sealed) = (b.room.clone(), b.sealed.clone());
+                // Kept for the members of other homes only: one server copies nothing per message.
+                let posted = config.partitions.is_split().then(|| (b.room.clone(), b.sealed.clone()));
                 let parts = (&self.presence, &mut self.fanout);
                 let flow = rooms::send(now, &mut self.journal, parts, &mut self.outbox, config, user, b);
-                if let Ok(Reply { body: ResponseBody::Sent(sent), .. }) = &flow
-                    && config.partitions.is_split()
-                {
+                if let (Ok(Reply { body: ResponseBody::Sent(sent), .. }), Some((room, sealed))) = (&flow, posted) {
                     // The message as it was posted (the history may keep none: `room_history` 0).
                     let event =
                         RoomMessage { room, from: user.to_owned(), seq: sent.seq, sent_ms: now.unix_ms, sealed };

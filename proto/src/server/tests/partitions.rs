@@ -114,6 +114,7 @@ fn an_answer_to_a_home_restored_meanwhile_is_applied_and_answers_nobody() {
     split.settle();
     assert_eq!(split.cores[a].server.mail_applied_from(1), 1);
     assert_eq!(split.cores[a].server.waiting_requests(), 0);
+    assert!(!split.cores[a].logs.iter().any(|l| matches!(l, ServerLog::BadMail { .. })), "a good answer, to nobody");
     let again = split.cores[a].connect();
     let id = fetch_key(&mut split, a, again, &tokens.access_token, &bob);
     split.settle();

@@ -336,6 +336,25 @@ fn answers_of_the_wrong_kind_reach_no_waiter_as_a_success() {
     assert_eq!(core.server.handle_mail(now, 1, seq + 1, &key.encode()), crate::server::MailOutcome::Applied);
     core.pump();
     assert_eq!(split.cores[0].code(alice.session, info), status::INTERNAL);
+    // A response of the right opcode whose success code is no success code.
+    split.cores[0].mail.retain(|c| !matches!(c, crate::server::Change::MailIn { .. }));
+    split.table.clear();
+    let info = alice.ask(&mut split, RoomInfo { room: room.clone() });
+    let (&(_, _, ticket), _) = split.table.iter().next().expect("the request");
+    let frame = Message::Response(crate::wire::Response {
+        opcode: crate::wire::Opcode::RoomInfo,
+        request_id: 0,
+        timestamp_ms: 0,
+        status: crate::wire::Status::Valid,
+        code: status::CONFLICT,
+        body: ResponseBody::RoomDescriptor(crate::wire::RoomDescribed { descriptor: Bytes::from_static(b"d") }),
+    })
+    .to_bytes(b"");
+    let core = &mut split.cores[0];
+    let replied = MailItem::Replied { ticket, frame };
+    assert_eq!(core.server.handle_mail(now, 1, seq + 2, &replied.encode()), crate::server::MailOutcome::Applied);
+    core.pump();
+    assert_eq!(split.cores[0].code(alice.session, info), status::INTERNAL);
 }
 
 /// Review, finding 4: requests whose answers are not remembered count
