@@ -48,14 +48,16 @@ use super::pg::{lost, open_session, pg_err};
 /// The default lease: a node gone is replaced within this (plus a poll).
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
-/// The tables of the lease and of the schema's versions, which exist before
-/// any migration runs (a node must hold the lease to migrate); PostgreSQL's
+/// The tables of the leases, of the schema's versions and of the nodes
+/// ([`fleet`](super::fleet)), which exist before any migration runs (a node
+/// must hold a lease to migrate, and they hold no state); PostgreSQL's
 /// notices that they already exist are not logged at every start.
 const BOOTSTRAP: &str = "SET LOCAL client_min_messages = warning;
      CREATE TABLE IF NOT EXISTS confab_schema (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
      CREATE TABLE IF NOT EXISTS confab_lease (partition int PRIMARY KEY, holder text NOT NULL,
                                              token bigint NOT NULL, expires_at timestamptz NOT NULL);
-     CREATE SEQUENCE IF NOT EXISTS confab_lease_token;";
+     CREATE SEQUENCE IF NOT EXISTS confab_lease_token;
+     CREATE TABLE IF NOT EXISTS confab_nodes (name text PRIMARY KEY, expires_at timestamptz NOT NULL);";
 
 /// Takes partition `$1` for `$2` for `$3` milliseconds if it is free: the
 /// new token (from a sequence: never one given before, even if the row was
@@ -111,7 +113,7 @@ impl LeaseConfig {
     /// The longest a renewal may take: its session's timeouts (connect,
     /// `TCP_USER_TIMEOUT`, `statement_timeout`, `lock_timeout`), half a
     /// period, so that no renewal hangs past the lease.
-    fn renewal_bound(&self) -> Duration {
+    pub(super) fn renewal_bound(&self) -> Duration {
         (self.renew_every / 2).max(Duration::from_millis(100))
     }
 

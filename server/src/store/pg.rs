@@ -310,6 +310,14 @@ impl PgStore {
         Ok((store, state))
     }
 
+    /// Stops renewing the lease and drops the store without releasing it,
+    /// as a node killed would (its lease expires on its own).
+    #[cfg(test)]
+    pub(crate) fn crash(mut self) {
+        drop(self.keeper.take());
+        self.failed = true;
+    }
+
     /// What the node learns of its lease: it stops serving when it is lost.
     #[must_use]
     pub fn lease_watch(&self) -> LeaseWatch {
@@ -620,7 +628,7 @@ impl Drop for PgStore {
 /// connect, TCP keepalives after 10 s idle, and 30 s for sent data to be
 /// acknowledged by the peer's TCP (`TCP_USER_TIMEOUT`), so that a commit on
 /// a dead connection fails within [`PgStore::set_reconnect_for`] plus that.
-fn client_config(url: &str) -> Result<postgres::Config, StoreError> {
+pub(super) fn client_config(url: &str) -> Result<postgres::Config, StoreError> {
     let mut config: postgres::Config =
         url.parse().map_err(|e: postgres::Error| StoreError::PostgresUrl(describe(&e)))?;
     if config.get_connect_timeout().is_none() {
@@ -637,7 +645,7 @@ fn client_config(url: &str) -> Result<postgres::Config, StoreError> {
 }
 
 /// What messages name the store by: user, hosts, ports and database, never the password.
-fn label_of(config: &postgres::Config) -> String {
+pub(super) fn label_of(config: &postgres::Config) -> String {
     let hosts: Vec<String> = config
         .get_hosts()
         .iter()
