@@ -13,7 +13,7 @@
 //!   than its share.
 //! - **Taking.** A node below its quota takes partitions whose lease has
 //!   expired or was released (by opening their store: the lease's own
-//!   statement decides a race, see [`lease`](super::lease)), in an order
+//!   statement decides a race, see [`lease`]), in an order
 //!   that starts at a point of its own (the sum of the quotas of the nodes
 //!   before it), so that nodes starting together do not race for one
 //!   partition.

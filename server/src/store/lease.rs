@@ -19,7 +19,7 @@
 //!   renewed from the moment it is taken, while the node migrates and loads.
 //! - **Keeping it.** The owner renews it every
 //!   [`renew_every`](LeaseConfig::renew_every) on a session of its own (a
-//!   thread, [`Keeper`]), by token: a renewal that finds another token
+//!   thread, `Keeper`), by token: a renewal that finds another token
 //!   means another node took over. Its session bounds every statement to
 //!   half a renewal period (connect, `TCP_USER_TIMEOUT`, `statement_timeout`,
 //!   `lock_timeout`), so no renewal hangs past the lease. The lease is lost

@@ -169,7 +169,7 @@ enum Attempt {
     Retry(StoreError),
 }
 
-/// The PostgreSQL store of one node. See the [module docs](self).
+/// The PostgreSQL store of one node's partition (see the module docs of `store::pg`).
 pub struct PgStore {
     client: Client,
     /// `client`'s session on the server.
@@ -224,7 +224,7 @@ impl PgStore {
     ///
     /// # Errors
     /// The database cannot be reached ([`StoreError::Postgres`]), is newer
-    /// than this build ([`StoreError::Format`]), another node owns it and is
+    /// than this build ([`StoreError::SchemaTooNew`], [`StoreError::VersionMismatch`]), another node owns it and is
     /// alive ([`StoreError::LeaseHeld`]), or it fails a check ([`StoreError::Damaged`]).
     pub fn open(url: &str, config: &ServerConfig) -> Result<(PgStore, State), StoreError> {
         PgStore::open_with(url, config, Init::Allow, None)
