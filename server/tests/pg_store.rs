@@ -192,7 +192,7 @@ fn pg_an_empty_database_a_node_served_before_is_refused_to_a_standby_with_a_fres
     // The state is lost (a recreated database), the lease's row kept.
     sql(&pg)
         .batch_execute(
-            "DROP TABLE confab_changes, confab_snapshot, confab_head, confab_meta, confab_outbox; \
+            "DROP TABLE confab_changes, confab_snapshot, confab_head, confab_meta, confab_outbox, confab_oidc_subjects; \
                             DELETE FROM confab_schema",
         )
         .unwrap();
@@ -346,7 +346,8 @@ fn pg_an_empty_database_for_a_used_data_directory_is_refused_unless_init() {
     drop(PgStore::open_with(&pg.url(), &config(), Init::IfNew, Some(&fresh)).unwrap());
     sql(&pg)
         .batch_execute(
-            "DROP TABLE confab_changes, confab_snapshot, confab_head, confab_meta, confab_outbox, confab_schema",
+            "DROP TABLE confab_changes, confab_snapshot, confab_head, confab_meta, confab_outbox, confab_oidc_subjects, \
+             confab_schema",
         )
         .unwrap();
     // A directory that served before (its pin, its SQLite store) and a database with nothing in it:
@@ -361,7 +362,7 @@ fn pg_an_empty_database_for_a_used_data_directory_is_refused_unless_init() {
     let tables = count(
         &pg,
         "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'confab_%' \
-                             AND tablename NOT IN ('confab_lease', 'confab_schema')",
+                             AND tablename NOT IN ('confab_lease', 'confab_schema', 'confab_nodes')",
     );
     assert_eq!(tables, 0, "nothing was changed");
     assert_eq!(count(&pg, "SELECT count(*) FROM confab_schema"), 0, "nothing was migrated");
@@ -567,7 +568,7 @@ fn pg_partitions_keep_their_own_log_snapshot_head_and_lease() {
 
 /// A store is made for one partition count (`confab_meta`'s `partitions`):
 /// a node whose state is split otherwise is refused before it changes
-/// anything, and leaves the lease it took free.
+/// anything, its lease included.
 #[test]
 fn pg_a_store_made_for_another_partition_count_is_refused() {
     let Some(pg) = TempPostgres::start("partition-count") else { return };
@@ -576,6 +577,13 @@ fn pg_a_store_made_for_another_partition_count_is_refused() {
         sql(&pg).query_one("SELECT value FROM confab_meta WHERE key = 'partitions'", &[]).unwrap().get(0)
     };
     assert_eq!(made_for(), "2");
+    let lease_of = |p: i32| -> Option<(String, i64)> {
+        sql(&pg)
+            .query_opt("SELECT holder, token FROM confab_lease WHERE partition = $1", &[&p])
+            .unwrap()
+            .map(|r| (r.get(0), r.get(1)))
+    };
+    let before = lease_of(0);
     for (index, count) in [(0, 1), (2, 3)] {
         let err =
             PgStore::open_leased(&pg.url(), &in_partition(index, count), Init::Allow, None, lease("b", 60_000, false))
@@ -589,8 +597,15 @@ fn pg_a_store_made_for_another_partition_count_is_refused() {
         assert!(err.to_string().contains("split into 2 partition(s), this node's is split into"), "{err}");
     }
     assert_eq!(count(&pg, "SELECT count(*) FROM confab_head WHERE partition = 2"), 0, "no head for a refused node");
-    let free = count(&pg, "SELECT count(*) FROM confab_lease WHERE expires_at > clock_timestamp()");
-    assert_eq!(free, 0, "the refused nodes gave their leases back");
+    assert_eq!(lease_of(0), before, "refused before it took a lease");
+    assert_eq!(lease_of(2), None, "no lease of a partition the store does not have");
+    // A partition outside the count is refused as clearly.
+    for (index, count) in [(1, 1), (2, 2), (0, 0), (0, 53)] {
+        let err =
+            PgStore::open_leased(&pg.url(), &in_partition(index, count), Init::Allow, None, lease("b", 60_000, false))
+                .unwrap_err();
+        assert!(matches!(err, StoreError::BadPartition { .. }), "{index} of {count}: {err}");
+    }
     // The store is still the two partitions' it was.
     assert_eq!(made_for(), "2");
     PgStore::open_leased(&pg.url(), &in_partition(1, 2), Init::Allow, None, lease("c", 60_000, false)).unwrap();
@@ -656,4 +671,82 @@ fn pg_migrates_schema_2_to_3() {
     assert_eq!(head, (0, FORMAT_VERSION as i32));
     let (_, again) = PgStore::open(&old, &config()).unwrap();
     assert_eq!(&again, net.server.state());
+}
+
+/// The OIDC subjects bound to accounts are kept in `confab_oidc_subjects`
+/// (for the router of a split state, docs/PARTITIONS.md), written in the
+/// binding turn's transaction and under its fence; the first binding of a
+/// subject stays, and a second one (another partition's) fails no commit.
+#[test]
+fn pg_oidc_subjects_are_kept_with_their_first_binding() {
+    use confab_proto::server::{Change, oidc_subject_key};
+    let Some(pg) = TempPostgres::start("oidc-subjects") else { return };
+    let bound = |subject: [u8; 32], name: &str| Change::OidcSubjectBound { subject, username: name.to_owned() };
+    let (first, second) =
+        (oidc_subject_key("https://idp.test", "sub-1"), oidc_subject_key("https://idp.test", "sub-2"));
+    let mut paused = lease("a", 500, false);
+    paused.renew_every = Duration::from_secs(3600);
+    let (mut zero, _) = PgStore::open_leased(&pg.url(), &in_partition(0, 2), Init::Allow, None, paused).unwrap();
+    let (mut one, _) =
+        PgStore::open_leased(&pg.url(), &in_partition(1, 2), Init::Allow, None, lease("b", 60_000, false)).unwrap();
+    assert_eq!(one.oidc_subject(&first).unwrap(), None);
+    zero.commit(&[bound(first, "alice")]).unwrap();
+    assert_eq!(one.oidc_subject(&first).unwrap().as_deref(), Some("alice"), "read by any partition's store");
+    one.commit(&[bound(first, "alice-renamed")]).unwrap();
+    assert_eq!(zero.oidc_subject(&first).unwrap().as_deref(), Some("alice"), "the first binding stays");
+    // Partition 0's owner is fenced out: its binding is not written.
+    let url = pg.url();
+    let standby = std::thread::spawn(move || {
+        PgStore::open_leased(&url, &in_partition(0, 2), Init::Allow, None, lease("standby", 60_000, true)).unwrap()
+    });
+    let (_new_zero, loaded) = standby.join().unwrap();
+    assert_eq!(loaded, applied(&[vec![bound(first, "alice")]]));
+    let err = zero.commit(&[bound(second, "bob")]).unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
+    assert_eq!(one.oidc_subject(&second).unwrap(), None);
+    assert_eq!(count(&pg, "SELECT count(*) FROM confab_oidc_subjects"), 1);
+}
+
+/// A database migrated by a newer build while this one serves (a rolling
+/// upgrade: the newer node took another partition) fences this one's
+/// commits and snapshots: its statements would mean something else now.
+#[test]
+fn pg_a_schema_migrated_by_a_newer_build_fences_the_commits_of_an_older_one() {
+    let Some(pg) = TempPostgres::start("schema-fence") else { return };
+    let net = scenario();
+    let (mut store, _) = PgStore::open(&pg.url(), &config()).unwrap();
+    store.commit(&net.turns[0]).unwrap();
+    let head = || -> i64 { sql(&pg).query_one("SELECT seq FROM confab_head WHERE partition = 0", &[]).unwrap().get(0) };
+    let before = head();
+    sql(&pg).execute("INSERT INTO confab_schema (version) VALUES (99)", &[]).unwrap();
+    let err = store.commit(&net.turns[1]).unwrap_err();
+    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, .. }), "{err}");
+    assert_eq!(head(), before, "nothing written");
+    let err = store.compact().unwrap_err();
+    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, .. }), "{err}");
+    assert_eq!(count(&pg, "SELECT count(*) FROM confab_snapshot"), 0);
+}
+
+/// A database emptied (its tables dropped, the leases kept) is refused to
+/// the first owner of any partition, not only to the next owner of one
+/// that was served: a fresh node taking a partition never served would
+/// otherwise make an empty store that every other partition then serves.
+#[test]
+fn pg_an_emptied_database_is_refused_to_the_first_owner_of_another_partition() {
+    let Some(pg) = TempPostgres::start("emptied-partition") else { return };
+    let net = scenario();
+    {
+        let (mut zero, _) =
+            PgStore::open_leased(&pg.url(), &in_partition(0, 2), Init::Allow, None, lease("a", 60_000, false)).unwrap();
+        zero.commit(&net.turns[0]).unwrap();
+    }
+    sql(&pg)
+        .batch_execute(
+            "DROP TABLE confab_changes, confab_snapshot, confab_head, confab_meta, confab_outbox, confab_oidc_subjects; \
+             DELETE FROM confab_schema",
+        )
+        .unwrap();
+    let err =
+        PgStore::open_leased(&pg.url(), &in_partition(1, 2), Init::IfNew, None, lease("b", 60_000, false)).unwrap_err();
+    assert!(matches!(err, StoreError::PostgresEmptied { .. }), "{err}");
 }

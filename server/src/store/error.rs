@@ -209,6 +209,15 @@ pub enum StoreError {
         /// The node's count.
         configured: u8,
     },
+    /// A partition that is not one of the state's (`index` below `count`,
+    /// `count` from 1 to 52).
+    #[error("partition {index} of {count} is no partition of a state (the count is 1 to 52, the index below it)")]
+    BadPartition {
+        /// The partition asked for.
+        index: u8,
+        /// The count of partitions.
+        count: u8,
+    },
     /// A PostgreSQL schema this build does not know (a newer confab-server migrated it).
     #[error(
         "the store {} has schema version {found}, this confab-server knows versions up to {known}: run the          confab-server version that migrated it",

@@ -22,10 +22,12 @@
 //!   written, as SQLite's `fsync = "always"` does.
 //! - **One writer.** The node holds the lease on its partition
 //!   (see [`lease`](super::lease): a standby waits for it, a renewing thread
-//!   keeps it), and every commit is fenced twice: by the lease's token (a
-//!   commit after another node took over writes nothing:
-//!   [`StoreError::LeaseLost`]) and by the head it expects (a commit that
-//!   finds another head writes nothing: [`StoreError::Owned`]).
+//!   keeps it), and every commit is fenced three times: by the lease's
+//!   token (a commit after another node took over writes nothing:
+//!   [`StoreError::LeaseLost`]), by the head it expects (a commit that
+//!   finds another head writes nothing: [`StoreError::Owned`]) and by the
+//!   schema's version (a newer build that owns another partition migrated
+//!   the database: [`StoreError::SchemaTooNew`]).
 //! - **Connection loss.** A commit whose answer was lost may or may not have
 //!   happened. The store reconnects (every 50 ms to 2 s, for at most
 //!   [`PgStore::set_reconnect_for`], by default 60 s), ends the old session
@@ -43,7 +45,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use confab_proto::server::{Change, State};
+use confab_proto::server::{Change, MAX_PARTITIONS, Partitions, State};
 use confab_proto::{Durable, ServerConfig};
 use postgres::{Client, IsolationLevel, NoTls};
 
@@ -86,8 +88,12 @@ pub const MIGRATIONS: &[&str] = &[
      ALTER TABLE confab_changes ADD PRIMARY KEY (partition, seq);
      ALTER TABLE confab_changes ALTER COLUMN partition DROP DEFAULT;
      DELETE FROM confab_meta WHERE key = 'format';
-     INSERT INTO confab_meta (key, value) VALUES ('partitions', '1');",
+     INSERT INTO confab_meta (key, value) VALUES ('partitions', '1');
+     CREATE TABLE confab_oidc_subjects (subject bytea PRIMARY KEY, username text NOT NULL);",
 ];
+
+/// The schema version of this build: every write checks that the database is still at it.
+const SCHEMA: i32 = MIGRATIONS.len() as i32;
 
 /// A turn's records, the covered changes it deletes, and the head moved
 /// from the expected one, all or nothing, if the lease (partition `$10`) is
@@ -97,10 +103,18 @@ pub const MIGRATIONS: &[&str] = &[
 /// With them, the turn's mail: the items it sends (`Change::MailOut`:
 /// targets `$12`, numbers `$13`, items `$14`) into `confab_outbox`, and the
 /// items it applied (`Change::MailIn`: sources `$15`, numbers `$16`) out of
-/// it, so that an item leaves the table in the transaction that applied it.
+/// it, so that an item leaves the table in the transaction that applied it;
+/// and the OIDC subjects it bound to accounts (`Change::OidcSubjectBound`:
+/// subjects `$17`, names `$18`) into `confab_oidc_subjects`, where the first
+/// binding of a subject stays (the router reads it). Nothing is written
+/// unless the schema is still this build's, `$19` ([`MIGRATIONS`]' count: a
+/// newer build that took another partition may have migrated it, and this
+/// statement would mean something else); the schema's version is the
+/// third answer.
 const COMMIT: &str = "WITH l AS (SELECT 1 FROM confab_lease WHERE partition = $10 AND token = $11 FOR SHARE),
+     v AS (SELECT max(version) AS v FROM confab_schema),
      h AS (UPDATE confab_head SET seq = $1, sum = $2 WHERE partition = $10 AND seq = $3 AND sum = $4 \
-           AND EXISTS (SELECT 1 FROM l) RETURNING 1),
+           AND EXISTS (SELECT 1 FROM l) AND (SELECT v FROM v) = $19 RETURNING 1),
      ins AS (INSERT INTO confab_changes (partition, seq, change, sum)
              SELECT $10, s, c, m FROM unnest($5::bigint[], $6::bytea[], $7::bytea[]) AS u(s, c, m)
              WHERE EXISTS (SELECT 1 FROM h)),
@@ -109,8 +123,11 @@ const COMMIT: &str = "WITH l AS (SELECT 1 FROM confab_lease WHERE partition = $1
             SELECT $10, t, s, i FROM unnest($12::int[], $13::bigint[], $14::bytea[]) AS u(t, s, i)
             WHERE EXISTS (SELECT 1 FROM h)),
      mi AS (DELETE FROM confab_outbox o USING unnest($15::int[], $16::bigint[]) AS d(f, s)
-            WHERE o.target = $10 AND o.source = d.f AND o.seq = d.s AND EXISTS (SELECT 1 FROM h))
-SELECT EXISTS (SELECT 1 FROM l), count(*) FROM h";
+            WHERE o.target = $10 AND o.source = d.f AND o.seq = d.s AND EXISTS (SELECT 1 FROM h)),
+     os AS (INSERT INTO confab_oidc_subjects (subject, username)
+            SELECT k, n FROM unnest($17::bytea[], $18::text[]) AS u(k, n) WHERE EXISTS (SELECT 1 FROM h)
+            ON CONFLICT (subject) DO NOTHING)
+SELECT EXISTS (SELECT 1 FROM l), (SELECT count(*) FROM h), (SELECT v FROM v)";
 
 /// The items of the mail from partition `$2` to partition `$1` numbered
 /// above `$3`, in order, at most `$4`.
@@ -118,17 +135,19 @@ const MAIL_TO: &str = "SELECT seq, item FROM confab_outbox WHERE target = $1 AND
                        ORDER BY seq LIMIT $4";
 
 /// The snapshot of partition `$5` and the head it becomes, fenced like [`COMMIT`] (the lease's
-/// token: `$6`), with the partition's record format, `$7` (the snapshot is in this build's
-/// format: after it, so is the partition, which is how a store of an older format is migrated).
+/// token: `$6`; the schema's version: `$8`), with the partition's record format, `$7` (the
+/// snapshot is in this build's format: after it, so is the partition, which is how a store of
+/// an older format is migrated).
 const SNAPSHOT: &str = "WITH l AS (SELECT 1 FROM confab_lease WHERE partition = $5 AND token = $6 FOR SHARE),
+     v AS (SELECT max(version) AS v FROM confab_schema),
      h AS (UPDATE confab_head SET sum = $2, format = $7 WHERE partition = $5 AND seq = $1 AND sum = $3 \
-           AND EXISTS (SELECT 1 FROM l) RETURNING 1),
+           AND EXISTS (SELECT 1 FROM l) AND (SELECT v FROM v) = $8 RETURNING 1),
      snap AS (INSERT INTO confab_snapshot (partition, upto, state, sum) SELECT $5, $1, $4, $2
               WHERE EXISTS (SELECT 1 FROM h)
               ON CONFLICT (partition) DO UPDATE SET upto = excluded.upto, state = excluded.state, sum = excluded.sum)
-SELECT EXISTS (SELECT 1 FROM l), count(*) FROM h";
+SELECT EXISTS (SELECT 1 FROM l), (SELECT count(*) FROM h), (SELECT v FROM v)";
 
-/// A turn's mail, as the commit statement's arrays.
+/// A turn's mail and OIDC bindings, as the commit statement's arrays.
 #[derive(Default)]
 struct Mail {
     targets: Vec<i32>,
@@ -136,6 +155,8 @@ struct Mail {
     items: Vec<Vec<u8>>,
     sources: Vec<i32>,
     in_seqs: Vec<i64>,
+    subjects: Vec<Vec<u8>>,
+    usernames: Vec<String>,
 }
 
 impl Mail {
@@ -153,6 +174,10 @@ impl Mail {
                 Change::MailIn { from, seq } => {
                     m.sources.push(i32::from(*from));
                     m.in_seqs.push(number(*seq));
+                }
+                Change::OidcSubjectBound { subject, username } => {
+                    m.subjects.push(subject.to_vec());
+                    m.usernames.push(username.clone());
                 }
                 _ => {}
             }
@@ -261,16 +286,29 @@ impl PgStore {
     ) -> Result<(PgStore, State), StoreError> {
         let connect = client_config(url)?;
         let label = PathBuf::from(label_of(&connect));
+        let Partitions { index, count } = config.partitions;
+        if count == 0 || count > MAX_PARTITIONS || index >= count {
+            return Err(StoreError::BadPartition { index, count });
+        }
         let (mut client, mut session) = open_session(&connect, &label)?;
-        let partition = i32::from(config.partitions.index);
+        let partition = i32::from(index);
         lease::bootstrap(&mut client, &label)?;
-        // The lease first: a node that does not own the partition changes nothing, migrations included.
+        // A node split otherwise takes no lease (it would fence an owner, or outrun a standby).
+        check_count(&mut client, &label, count)?;
+        // The lease next: a node that owns no partition migrates nothing (a migration changes
+        // every partition's tables: it is also fenced by the schema's version, see `COMMIT`).
         let taken = lease::acquire(&mut client, &mut session, &connect, &label, &lease, partition)?;
         let token = taken.token;
         // Renewed from now on, however long the load takes.
         let watch = LeaseWatch::default();
-        let keeper = Keeper::start(&connect, label.clone(), &taken, lease, watch.clone())?;
-        let loaded = prepare(&mut client, &label, config, (partition, token), (init, data, taken.previous.as_deref()));
+        let keeper = Keeper::start(&connect, label.clone(), &taken, lease.clone(), watch.clone())?;
+        let loaded = prepare(
+            &mut client,
+            &label,
+            config,
+            (partition, token, lease.renewal_bound()),
+            (init, data, taken.previous.as_deref()),
+        );
         let (loaded, format) = match loaded.and_then(|l| match watch.lost() {
             None => Ok(l),
             Some(reason) => Err(StoreError::LeaseLost { url: label.clone(), reason }),
@@ -364,7 +402,7 @@ impl PgStore {
         let mail = Mail::of(changes);
         let partition = self.partition;
         self.write("commit a turn to", before, head, |client| {
-            let params: [&(dyn postgres::types::ToSql + Sync); 16] = [
+            let params: [&(dyn postgres::types::ToSql + Sync); 19] = [
                 &head.seq,
                 &&head.sum[..],
                 &before.seq,
@@ -381,6 +419,9 @@ impl PgStore {
                 &mail.items,
                 &mail.sources,
                 &mail.in_seqs,
+                &mail.subjects,
+                &mail.usernames,
+                &SCHEMA,
             ];
             client.query_one(COMMIT, &params)
         })?;
@@ -407,6 +448,21 @@ impl PgStore {
         Ok(rows.iter().map(|r| (u64::try_from(r.get::<_, i64>(0)).unwrap_or(0), r.get(1))).collect())
     }
 
+    /// The account an OIDC subject (its
+    /// [`oidc_subject_key`](confab_proto::server::oidc_subject_key)) was
+    /// first bound to, by any partition of the store (since schema 3): the
+    /// name that decides its home, whatever `preferred_username` says now.
+    ///
+    /// # Errors
+    /// PostgreSQL refused the query (the connection is not recovered here).
+    pub fn oidc_subject(&mut self, subject: &[u8; 32]) -> Result<Option<String>, StoreError> {
+        let row = self
+            .client
+            .query_opt("SELECT username FROM confab_oidc_subjects WHERE subject = $1", &[&&subject[..]])
+            .map_err(pg_err("read an OIDC subject in", &self.label))?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
     /// Writes a snapshot of the current state (the changes it covers are
     /// deleted by the commits after it). [`commit`](Self::commit) calls it
     /// on its own.
@@ -421,7 +477,7 @@ impl PgStore {
         self.write("write a snapshot to", before, head, |client| {
             client.query_one(
                 SNAPSHOT,
-                &[&head.seq, &&head.sum[..], &&before.sum[..], &state.as_slice(), &partition, &token, &format],
+                &[&head.seq, &&head.sum[..], &&before.sum[..], &state.as_slice(), &partition, &token, &format, &SCHEMA],
             )
         })?;
         self.tally.snapshotted(head, false);
@@ -453,6 +509,10 @@ impl PgStore {
     ) -> Result<(), StoreError> {
         loop {
             match statement(&mut self.client) {
+                Ok(row) if row.get::<_, Option<i32>>(2) != Some(SCHEMA) => {
+                    let found = row.get::<_, Option<i32>>(2).unwrap_or(0);
+                    return Err(StoreError::SchemaTooNew { path: self.label.clone(), found, known: SCHEMA });
+                }
                 Ok(row) if !row.get::<_, bool>(0) => return Err(self.fenced()),
                 Ok(row) if row.get::<_, i64>(1) == 1 => return Ok(()),
                 Ok(_) => return Err(self.moved()),
@@ -759,21 +819,33 @@ fn prepare(
     client: &mut Client,
     label: &Path,
     config: &ServerConfig,
-    (partition, token): (i32, i64),
+    (partition, token, wait): (i32, i64, Duration),
     (init, data, previous): (Init, Option<&Path>, Option<&str>),
 ) -> Result<(Loaded, u32), StoreError> {
-    if init != Init::Allow && is_empty(client, label)? {
+    // Under the schema's lock: a node making the store meanwhile has made it whole or not at all.
+    let (empty, served) = {
+        let err = pg_err("inspect", label);
+        let mut tx = client.transaction().map_err(&err)?;
+        tx.batch_execute(lease::SCHEMA_LOCK).map_err(&err)?;
+        let empty = is_empty(&mut tx, label)?;
+        // The store is the database's, not a partition's: any node that held any lease served it.
+        let other = "SELECT holder FROM confab_lease WHERE partition <> $1 ORDER BY partition LIMIT 1";
+        let served: Option<String> = tx.query_opt(other, &[&partition]).map_err(&err)?.map(|r| r.get(0));
+        tx.commit().map_err(&err)?;
+        (empty, previous.map(str::to_owned).or(served))
+    };
+    if init != Init::Allow && empty {
         if let Some(data) = data
             && let Some(evidence) = super::used_before(data)
         {
             let sqlite = data.join(super::DB_FILE).exists();
             return Err(StoreError::PostgresEmpty { url: label.to_owned(), data: data.to_owned(), evidence, sqlite });
         }
-        if let Some(holder) = previous {
-            return Err(StoreError::PostgresEmptied { url: label.to_owned(), holder: holder.to_owned() });
+        if let Some(holder) = served {
+            return Err(StoreError::PostgresEmptied { url: label.to_owned(), holder });
         }
     }
-    migrate(client, label, config.partitions.count, (partition, token))?;
+    migrate(client, label, config.partitions.count, (partition, token, wait))?;
     // A partition never served before starts empty, in this build's format. Not in the
     // migration's transaction, which holds the lease's row (a renewal waits for it): this may
     // wait for a lock on the table as long as a load may. Any node may insert it: it is the same row.
@@ -790,10 +862,18 @@ const OLDEST_PG_FORMAT: u32 = 4;
 
 /// Applies the migrations the database lacks (the caller holds the lease
 /// on `partition`) and checks that the store was made for `count` partitions.
-fn migrate(client: &mut Client, label: &Path, count: u8, (partition, token): (i32, i64)) -> Result<(), StoreError> {
+fn migrate(
+    client: &mut Client,
+    label: &Path,
+    count: u8,
+    (partition, token, wait): (i32, i64, Duration),
+) -> Result<(), StoreError> {
     let err = pg_err("migrate the schema of", label);
     let mut tx = client.transaction().map_err(&err)?;
     tx.batch_execute(lease::SCHEMA_LOCK).map_err(&err)?;
+    // It holds its lease's row (a renewal waits for it): no lock is waited for longer than a
+    // renewal may take (the node fails to start instead, and may try again).
+    tx.batch_execute(&format!("SET LOCAL lock_timeout = {}", wait.as_millis().max(1))).map_err(&err)?;
     // Fenced as a commit is: a node whose lease was taken meanwhile migrates nothing.
     let ours = tx
         .query_opt("SELECT 1 FROM confab_lease WHERE partition = $1 AND token = $2 FOR SHARE", &[&partition, &token])
@@ -814,9 +894,10 @@ fn migrate(client: &mut Client, label: &Path, count: u8, (partition, token): (i3
         tracing::info!(store = %label.display(), version, "store schema migrated");
     }
     if current == 0 {
-        // Made just now, with no record yet: of this build's format (the first migration says
-        // 4) and for this node's partition count (the third says 1).
-        tx.execute("UPDATE confab_head SET format = $1", &[&(FORMAT_VERSION as i32)]).map_err(&err)?;
+        // Made just now, with no record yet: for this node's partition count (the third
+        // migration says 1), and with no head (the first made one): each partition's owner
+        // makes its own, in its own build's format.
+        tx.execute("DELETE FROM confab_head", &[]).map_err(&err)?;
         tx.execute("UPDATE confab_meta SET value = $1 WHERE key = 'partitions'", &[&count.to_string()])
             .map_err(&err)?;
     }
@@ -833,11 +914,30 @@ fn migrate(client: &mut Client, label: &Path, count: u8, (partition, token): (i3
     tx.commit().map_err(&err)
 }
 
+/// Refuses a node split into `count` partitions if the store was made for
+/// another count (a store of schema 2 was made for one); a database with
+/// no store yet is any count's.
+fn check_count(client: &mut Client, label: &Path, count: u8) -> Result<(), StoreError> {
+    let err = pg_err("inspect", label);
+    let exists = |client: &mut Client, table: &str| -> Result<bool, StoreError> {
+        Ok(client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&table]).map_err(&err)?.get(0))
+    };
+    if !exists(client, "confab_meta")? {
+        return Ok(());
+    }
+    let row = client.query_opt("SELECT value FROM confab_meta WHERE key = 'partitions'", &[]).map_err(&err)?;
+    let made_for: String = row.map_or_else(|| "1".to_owned(), |r| r.get(0));
+    if made_for.parse() != Ok(count) {
+        return Err(StoreError::PartitionCount { url: label.to_owned(), found: made_for, configured: count });
+    }
+    Ok(())
+}
+
 /// Whether the database holds no confab store at all: its tables were
 /// never made (a wrong URL, a recreated or restored-empty database). A
 /// store that was made and never committed to is not empty: a node that
 /// started and stopped before anyone registered starts again.
-fn is_empty(client: &mut Client, label: &Path) -> Result<bool, StoreError> {
+fn is_empty(client: &mut impl postgres::GenericClient, label: &Path) -> Result<bool, StoreError> {
     let exists: bool = client
         .query_one("SELECT to_regclass('confab_head') IS NOT NULL", &[])
         .map_err(pg_err("inspect", label))?
