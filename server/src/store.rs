@@ -82,6 +82,7 @@
 
 mod check;
 mod error;
+pub mod fleet;
 mod fs;
 pub mod lease;
 mod lock;
@@ -100,6 +101,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use check::{Head, Loaded, change_sum, snapshot_sum};
 use error::sql;
 pub use error::{Damage, StoreError};
+pub use fleet::{Fleet, Plan, View};
 pub use fs::{DIR_MODE, FILE_MODE, ensure_data_dir};
 pub use lease::{LeaseConfig, LeaseWatch};
 pub use lock::{DirLock, LOCK_FILE};

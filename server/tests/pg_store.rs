@@ -11,7 +11,7 @@ use common::{applied, config, scenario};
 use std::time::Duration;
 
 use confab_proto::server::State;
-use confab_server::store::{Init, LeaseConfig, MIGRATIONS, PgStore, StoreError};
+use confab_server::store::{FORMAT_VERSION, Init, LeaseConfig, MIGRATIONS, PgStore, StoreError};
 use confab_tests::postgres::TempPostgres;
 
 fn sql(pg: &TempPostgres) -> postgres::Client {
@@ -192,7 +192,7 @@ fn pg_an_empty_database_a_node_served_before_is_refused_to_a_standby_with_a_fres
     // The state is lost (a recreated database), the lease's row kept.
     sql(&pg)
         .batch_execute(
-            "DROP TABLE confab_changes, confab_snapshot, confab_head, confab_meta, confab_outbox; \
+            "DROP TABLE confab_changes, confab_snapshot, confab_head, confab_meta, confab_outbox, confab_oidc_subjects; \
                             DELETE FROM confab_schema",
         )
         .unwrap();
@@ -272,10 +272,10 @@ fn migrates_from(old: u32) {
     let Some(pg) = TempPostgres::start(&format!("format-{old}")) else { return };
     let net = scenario();
     let format =
-        || -> String { sql(&pg).query_one("SELECT value FROM confab_meta WHERE key = 'format'", &[]).unwrap().get(0) };
+        || -> i32 { sql(&pg).query_one("SELECT format FROM confab_head WHERE partition = 0", &[]).unwrap().get(0) };
     {
         let (mut store, _) = PgStore::open(&pg.url(), &config()).unwrap();
-        assert_eq!(format(), confab_server::store::FORMAT_VERSION.to_string(), "a new store");
+        assert_eq!(format(), FORMAT_VERSION as i32, "a new store");
         assert_eq!(count(&pg, "SELECT count(*) FROM confab_snapshot"), 0, "a new store needs no migration");
         for turn in &net.turns {
             store.commit(turn).unwrap();
@@ -299,10 +299,10 @@ fn migrates_from(old: u32) {
         .into();
     db.execute("UPDATE confab_snapshot SET state = $1, sum = $2", &[&state, &&sum[..]]).unwrap();
     db.execute("UPDATE confab_head SET sum = $1 WHERE seq = $2", &[&&sum[..], &upto]).unwrap();
-    db.execute("UPDATE confab_meta SET value = $1 WHERE key = 'format'", &[&old.to_string()]).unwrap();
+    db.execute("UPDATE confab_head SET format = $1", &[&(old as i32)]).unwrap();
     let (store, loaded) = PgStore::open(&pg.url(), &config()).unwrap();
     assert_eq!(&loaded, net.server.state());
-    assert_eq!(format(), confab_server::store::FORMAT_VERSION.to_string(), "migrated at the open");
+    assert_eq!(format(), FORMAT_VERSION as i32, "migrated at the open");
     drop(store);
     let snapshot: Vec<u8> = db.query_one("SELECT state FROM confab_snapshot", &[]).unwrap().get(0);
     assert_eq!(postcard::from_bytes::<State>(&snapshot).unwrap(), *net.server.state());
@@ -325,11 +325,10 @@ fn pg_refuses_a_database_of_a_newer_schema_and_a_damaged_log() {
     let err = PgStore::open(&pg.url(), &config()).unwrap_err();
     assert!(err.to_string().contains("change 2 is missing"), "{err}");
     // A record format this build does not read.
-    sql(&pg).execute("UPDATE confab_meta SET value = '3' WHERE key = 'format'", &[]).unwrap();
+    sql(&pg).execute("UPDATE confab_head SET format = 3", &[]).unwrap();
     let err = PgStore::open(&pg.url(), &config()).unwrap_err();
     assert!(matches!(err, StoreError::VersionMismatch { found: 3, .. }), "{err}");
-    let format = confab_server::store::FORMAT_VERSION.to_string();
-    sql(&pg).execute("UPDATE confab_meta SET value = $1 WHERE key = 'format'", &[&format]).unwrap();
+    sql(&pg).execute("UPDATE confab_head SET format = $1", &[&(FORMAT_VERSION as i32)]).unwrap();
     // A schema version from the future.
     sql(&pg).execute("INSERT INTO confab_schema (version) VALUES (999)", &[]).unwrap();
     let err = PgStore::open(&pg.url(), &config()).unwrap_err();
@@ -347,7 +346,8 @@ fn pg_an_empty_database_for_a_used_data_directory_is_refused_unless_init() {
     drop(PgStore::open_with(&pg.url(), &config(), Init::IfNew, Some(&fresh)).unwrap());
     sql(&pg)
         .batch_execute(
-            "DROP TABLE confab_changes, confab_snapshot, confab_head, confab_meta, confab_outbox, confab_schema",
+            "DROP TABLE confab_changes, confab_snapshot, confab_head, confab_meta, confab_outbox, confab_oidc_subjects, \
+             confab_schema",
         )
         .unwrap();
     // A directory that served before (its pin, its SQLite store) and a database with nothing in it:
@@ -362,7 +362,7 @@ fn pg_an_empty_database_for_a_used_data_directory_is_refused_unless_init() {
     let tables = count(
         &pg,
         "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'confab_%' \
-                             AND tablename NOT IN ('confab_lease', 'confab_schema')",
+                             AND tablename NOT IN ('confab_lease', 'confab_schema', 'confab_nodes')",
     );
     assert_eq!(tables, 0, "nothing was changed");
     assert_eq!(count(&pg, "SELECT count(*) FROM confab_schema"), 0, "nothing was migrated");
@@ -480,4 +480,273 @@ fn pg_mail_enters_and_leaves_the_outbox_with_its_turn() {
     // The new owner carries on from the numbers.
     second.commit(&[Change::MailIn { from: 1, seq: 3 }]).unwrap();
     assert!(second.mail_from(1, 0, 10).unwrap().is_empty());
+}
+
+/// `config()` for partition `index` of a state split into `count`.
+fn in_partition(index: u8, count: u8) -> confab_proto::ServerConfig {
+    confab_proto::ServerConfig { partitions: confab_proto::server::Partitions { index, count }, ..config() }
+}
+
+/// The partitions of a split state (docs/PARTITIONS.md) share one database
+/// and nothing else: each has its own log, snapshot, head and lease, so two
+/// nodes starting together on a new database (and migrating it once) own
+/// two partitions at once, each loads only its own, and a takeover of one
+/// fences that one's old owner only.
+#[test]
+fn pg_partitions_keep_their_own_log_snapshot_head_and_lease() {
+    let Some(pg) = TempPostgres::start("partitions") else { return };
+    let net = scenario();
+    let half = net.turns.len() / 2;
+    let open_in = |index: u8, lease: LeaseConfig| {
+        PgStore::open_leased(&pg.url(), &in_partition(index, 2), Init::Allow, None, lease)
+    };
+    // Two nodes start together on an empty database: one makes the schema, the other waits for it.
+    let barrier = std::sync::Barrier::new(2);
+    let (zero, one) = std::thread::scope(|s| {
+        let start = |index: u8, node: &'static str| {
+            let barrier = &barrier;
+            let open_in = &open_in;
+            s.spawn(move || {
+                let mut paused = lease(node, 400, false);
+                if index == 1 {
+                    // Never renewed: a standby takes it once it expired.
+                    paused.renew_every = Duration::from_secs(3600);
+                }
+                barrier.wait();
+                open_in(index, paused)
+            })
+        };
+        let (a, b) = (start(0, "a"), start(1, "b"));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let ((mut zero, fresh_zero), (mut one, fresh_one)) = (zero.unwrap(), one.unwrap());
+    assert_eq!((fresh_zero, fresh_one), (applied(&[]), applied(&[])));
+    assert_eq!((zero.partition(), one.partition()), (0, 1));
+    assert_eq!(count(&pg, "SELECT count(*) FROM confab_schema"), MIGRATIONS.len() as i64, "migrated once");
+    zero.set_compact_every(5);
+    // Interleaved: partition 0's snapshots and the deletions after them run while partition 1 has a log.
+    for (i, turn) in net.turns.iter().enumerate() {
+        if i < half {
+            one.commit(turn).unwrap();
+        }
+        zero.commit(turn).unwrap();
+    }
+    assert_eq!(one.state(), &applied(&net.turns[..half]));
+    let rows = |p: i32| count(&pg, &format!("SELECT count(*) FROM confab_changes WHERE partition = {p}")) as u64;
+    assert_eq!(rows(0), zero.log_len() + zero.covered_len());
+    assert_eq!(rows(1), one.log_len() + one.covered_len());
+    assert_eq!(
+        count(&pg, "SELECT count(*) FROM confab_snapshot WHERE partition = 1"),
+        0,
+        "partition 0 compacted alone"
+    );
+    // Partition 1's lease expires (its owner paused); a standby takes it and loads its state only.
+    let url = pg.url();
+    let standby = std::thread::spawn(move || {
+        PgStore::open_leased(&url, &in_partition(1, 2), Init::Allow, None, lease("standby", 60_000, true)).unwrap()
+    });
+    let (mut second, loaded) = standby.join().unwrap();
+    assert_eq!(loaded, applied(&net.turns[..half]));
+    assert!(second.token() > one.token());
+    let err = one.commit(&net.turns[half]).unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
+    assert!(err.to_string().contains("partition 1"), "{err}");
+    assert_eq!(one.state(), &applied(&net.turns[..half]), "nothing of a fenced turn counts");
+    // Partition 0's owner never noticed; partition 1's new owner carries on.
+    zero.commit(&[]).unwrap();
+    assert!(zero.lease_watch().lost().is_none());
+    for turn in &net.turns[half..] {
+        second.commit(turn).unwrap();
+    }
+    drop((zero, one, second));
+    // Each comes back as it was committed, the whole scenario in both now.
+    let (_, back_zero) = open_in(0, lease("c", 60_000, false)).unwrap();
+    let (_, back_one) = open_in(1, lease("d", 60_000, false)).unwrap();
+    assert_eq!(&back_zero, net.server.state());
+    assert_eq!(&back_one, net.server.state());
+}
+
+/// A store is made for one partition count (`confab_meta`'s `partitions`):
+/// a node whose state is split otherwise is refused before it changes
+/// anything, its lease included.
+#[test]
+fn pg_a_store_made_for_another_partition_count_is_refused() {
+    let Some(pg) = TempPostgres::start("partition-count") else { return };
+    drop(PgStore::open_leased(&pg.url(), &in_partition(0, 2), Init::Allow, None, lease("a", 60_000, false)).unwrap());
+    let made_for = || -> String {
+        sql(&pg).query_one("SELECT value FROM confab_meta WHERE key = 'partitions'", &[]).unwrap().get(0)
+    };
+    assert_eq!(made_for(), "2");
+    let lease_of = |p: i32| -> Option<(String, i64)> {
+        sql(&pg)
+            .query_opt("SELECT holder, token FROM confab_lease WHERE partition = $1", &[&p])
+            .unwrap()
+            .map(|r| (r.get(0), r.get(1)))
+    };
+    let before = lease_of(0);
+    for (index, count) in [(0, 1), (2, 3)] {
+        let err =
+            PgStore::open_leased(&pg.url(), &in_partition(index, count), Init::Allow, None, lease("b", 60_000, false))
+                .unwrap_err();
+        match &err {
+            StoreError::PartitionCount { found, configured, .. } => {
+                assert_eq!((found.as_str(), *configured), ("2", count))
+            }
+            other => panic!("expected PartitionCount, got {other}"),
+        }
+        assert!(err.to_string().contains("split into 2 partition(s), this node's is split into"), "{err}");
+    }
+    assert_eq!(count(&pg, "SELECT count(*) FROM confab_head WHERE partition = 2"), 0, "no head for a refused node");
+    assert_eq!(lease_of(0), before, "refused before it took a lease");
+    assert_eq!(lease_of(2), None, "no lease of a partition the store does not have");
+    // A partition outside the count is refused as clearly.
+    for (index, count) in [(1, 1), (2, 2), (0, 0), (0, 53)] {
+        let err =
+            PgStore::open_leased(&pg.url(), &in_partition(index, count), Init::Allow, None, lease("b", 60_000, false))
+                .unwrap_err();
+        assert!(matches!(err, StoreError::BadPartition { .. }), "{index} of {count}: {err}");
+    }
+    // The store is still the two partitions' it was.
+    assert_eq!(made_for(), "2");
+    PgStore::open_leased(&pg.url(), &in_partition(1, 2), Init::Allow, None, lease("c", 60_000, false)).unwrap();
+}
+
+/// A database of schema 2 (one log; one head, `id = 1`; the record format
+/// in `confab_meta`), made by the migrations that shipped and filled with
+/// a real run's records, is migrated at start into partition 0 of a state
+/// of one partition, its records as they were.
+#[test]
+fn pg_migrates_schema_2_to_3() {
+    let Some(pg) = TempPostgres::start("schema-2") else { return };
+    let net = scenario();
+    let half = net.turns.len() / 2;
+    {
+        let (mut store, _) = PgStore::open(&pg.url(), &config()).unwrap();
+        store.set_compact_every(7);
+        for turn in &net.turns[..half] {
+            store.commit(turn).unwrap();
+        }
+    }
+    // Schema 2 in a schema of its own: the first two migrations as they shipped, the versions
+    // table as the lease's bootstrap makes it, and the records above as the build of schema 2
+    // kept them (the same encodings and sums).
+    let mut db = sql(&pg);
+    db.batch_execute(
+        "CREATE SCHEMA old; SET search_path = old;
+         CREATE TABLE confab_schema (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
+         INSERT INTO confab_schema (version) VALUES (1), (2);",
+    )
+    .unwrap();
+    db.batch_execute(MIGRATIONS[0]).unwrap();
+    db.batch_execute(MIGRATIONS[1]).unwrap();
+    db.execute("UPDATE confab_meta SET value = $1 WHERE key = 'format'", &[&FORMAT_VERSION.to_string()]).unwrap();
+    db.batch_execute(
+        "UPDATE confab_head SET (seq, sum) = (SELECT seq, sum FROM public.confab_head WHERE partition = 0);
+         INSERT INTO confab_snapshot SELECT 1, upto, state, sum FROM public.confab_snapshot WHERE partition = 0;
+         INSERT INTO confab_changes SELECT seq, change, sum FROM public.confab_changes WHERE partition = 0;",
+    )
+    .unwrap();
+    assert!(count(&pg, "SELECT count(*) FROM old.confab_snapshot") == 1, "the old store has a snapshot");
+    assert!(count(&pg, "SELECT count(*) FROM old.confab_changes") > 0, "and a log after it");
+    let old = format!("{}?options=-c%20search_path%3Dold", pg.url());
+    {
+        let (mut store, loaded) = PgStore::open(&old, &config()).unwrap();
+        assert_eq!(loaded, applied(&net.turns[..half]));
+        for turn in &net.turns[half..] {
+            store.commit(turn).unwrap();
+        }
+    }
+    let versions = count(&pg, "SELECT count(*) FROM old.confab_schema");
+    assert_eq!(versions, MIGRATIONS.len() as i64);
+    let meta: Vec<(String, String)> = db
+        .query("SELECT key, value FROM old.confab_meta ORDER BY key", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let expected = [("application", "confab-server"), ("partitions", "1")].map(|(k, v)| (k.to_owned(), v.to_owned()));
+    assert_eq!(meta, expected, "the format moved to the head");
+    let head: (i32, i32) =
+        db.query_one("SELECT partition, format FROM old.confab_head", &[]).map(|r| (r.get(0), r.get(1))).unwrap();
+    assert_eq!(head, (0, FORMAT_VERSION as i32));
+    let (_, again) = PgStore::open(&old, &config()).unwrap();
+    assert_eq!(&again, net.server.state());
+}
+
+/// The OIDC subjects bound to accounts are kept in `confab_oidc_subjects`
+/// (for the router of a split state, docs/PARTITIONS.md), written in the
+/// binding turn's transaction and under its fence; the first binding of a
+/// subject stays, and a second one (another partition's) fails no commit.
+#[test]
+fn pg_oidc_subjects_are_kept_with_their_first_binding() {
+    use confab_proto::server::{Change, oidc_subject_key};
+    let Some(pg) = TempPostgres::start("oidc-subjects") else { return };
+    let bound = |subject: [u8; 32], name: &str| Change::OidcSubjectBound { subject, username: name.to_owned() };
+    let (first, second) =
+        (oidc_subject_key("https://idp.test", "sub-1"), oidc_subject_key("https://idp.test", "sub-2"));
+    let mut paused = lease("a", 500, false);
+    paused.renew_every = Duration::from_secs(3600);
+    let (mut zero, _) = PgStore::open_leased(&pg.url(), &in_partition(0, 2), Init::Allow, None, paused).unwrap();
+    let (mut one, _) =
+        PgStore::open_leased(&pg.url(), &in_partition(1, 2), Init::Allow, None, lease("b", 60_000, false)).unwrap();
+    assert_eq!(one.oidc_subject(&first).unwrap(), None);
+    zero.commit(&[bound(first, "alice")]).unwrap();
+    assert_eq!(one.oidc_subject(&first).unwrap().as_deref(), Some("alice"), "read by any partition's store");
+    one.commit(&[bound(first, "alice-renamed")]).unwrap();
+    assert_eq!(zero.oidc_subject(&first).unwrap().as_deref(), Some("alice"), "the first binding stays");
+    // Partition 0's owner is fenced out: its binding is not written.
+    let url = pg.url();
+    let standby = std::thread::spawn(move || {
+        PgStore::open_leased(&url, &in_partition(0, 2), Init::Allow, None, lease("standby", 60_000, true)).unwrap()
+    });
+    let (_new_zero, loaded) = standby.join().unwrap();
+    assert_eq!(loaded, applied(&[vec![bound(first, "alice")]]));
+    let err = zero.commit(&[bound(second, "bob")]).unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
+    assert_eq!(one.oidc_subject(&second).unwrap(), None);
+    assert_eq!(count(&pg, "SELECT count(*) FROM confab_oidc_subjects"), 1);
+}
+
+/// A database migrated by a newer build while this one serves (a rolling
+/// upgrade: the newer node took another partition) fences this one's
+/// commits and snapshots: its statements would mean something else now.
+#[test]
+fn pg_a_schema_migrated_by_a_newer_build_fences_the_commits_of_an_older_one() {
+    let Some(pg) = TempPostgres::start("schema-fence") else { return };
+    let net = scenario();
+    let (mut store, _) = PgStore::open(&pg.url(), &config()).unwrap();
+    store.commit(&net.turns[0]).unwrap();
+    let head = || -> i64 { sql(&pg).query_one("SELECT seq FROM confab_head WHERE partition = 0", &[]).unwrap().get(0) };
+    let before = head();
+    sql(&pg).execute("INSERT INTO confab_schema (version) VALUES (99)", &[]).unwrap();
+    let err = store.commit(&net.turns[1]).unwrap_err();
+    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, .. }), "{err}");
+    assert_eq!(head(), before, "nothing written");
+    let err = store.compact().unwrap_err();
+    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, .. }), "{err}");
+    assert_eq!(count(&pg, "SELECT count(*) FROM confab_snapshot"), 0);
+}
+
+/// A database emptied (its tables dropped, the leases kept) is refused to
+/// the first owner of any partition, not only to the next owner of one
+/// that was served: a fresh node taking a partition never served would
+/// otherwise make an empty store that every other partition then serves.
+#[test]
+fn pg_an_emptied_database_is_refused_to_the_first_owner_of_another_partition() {
+    let Some(pg) = TempPostgres::start("emptied-partition") else { return };
+    let net = scenario();
+    {
+        let (mut zero, _) =
+            PgStore::open_leased(&pg.url(), &in_partition(0, 2), Init::Allow, None, lease("a", 60_000, false)).unwrap();
+        zero.commit(&net.turns[0]).unwrap();
+    }
+    sql(&pg)
+        .batch_execute(
+            "DROP TABLE confab_changes, confab_snapshot, confab_head, confab_meta, confab_outbox, confab_oidc_subjects; \
+             DELETE FROM confab_schema",
+        )
+        .unwrap();
+    let err =
+        PgStore::open_leased(&pg.url(), &in_partition(1, 2), Init::IfNew, None, lease("b", 60_000, false)).unwrap_err();
+    assert!(matches!(err, StoreError::PostgresEmptied { .. }), "{err}");
 }

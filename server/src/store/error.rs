@@ -165,7 +165,8 @@ pub enum StoreError {
     Owned(PathBuf),
     /// Another node, alive (it renewed its lease), owns a PostgreSQL store's partition.
     #[error(
-        "the store {} is owned by another confab-server, node {holder:?} (lease token {token}), which is alive: \
+        "the store {} (partition {partition}) is owned by another confab-server, node {holder:?} (lease token \
+         {token}), which is alive: \
          stop it first, give this one another database, or start this one as a standby \
          (`[cluster] standby = true` or --standby) to take over when that node is gone",
         url.display()
@@ -173,6 +174,8 @@ pub enum StoreError {
     LeaseHeld {
         /// The store's URL, without its password.
         url: PathBuf,
+        /// The partition whose lease it holds.
+        partition: i32,
         /// The owner's node name.
         holder: String,
         /// Its lease's fencing token.
@@ -189,6 +192,31 @@ pub enum StoreError {
         url: PathBuf,
         /// What happened.
         reason: String,
+    },
+    /// A PostgreSQL store made for another partition count than the node's:
+    /// its state is split otherwise, and there is no online path from one
+    /// count to another.
+    #[error(
+        "the store {} was made for a state split into {found} partition(s), this node's is split into \
+         {configured}: run it with the count the store was made for (a state cannot be split again in place)",
+        url.display()
+    )]
+    PartitionCount {
+        /// The store's URL, without its password.
+        url: PathBuf,
+        /// The count the store was made for, as written in `confab_meta`.
+        found: String,
+        /// The node's count.
+        configured: u8,
+    },
+    /// A partition that is not one of the state's (`index` below `count`,
+    /// `count` from 1 to 52).
+    #[error("partition {index} of {count} is no partition of a state (the count is 1 to 52, the index below it)")]
+    BadPartition {
+        /// The partition asked for.
+        index: u8,
+        /// The count of partitions.
+        count: u8,
     },
     /// A PostgreSQL schema this build does not know (a newer confab-server migrated it).
     #[error(

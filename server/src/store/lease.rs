@@ -1,11 +1,12 @@
 //! The lease on a PostgreSQL store's partition: which node may write it, and
 //! the fencing token every write checks.
 //!
-//! The state is one partition (number [`PARTITION`]) today: one node owns
-//! it and serves, the others wait as standbys and take it over when its
-//! owner is gone. The row in `confab_lease` says who holds it (`holder`,
-//! a node's name), until when (`expires_at`, PostgreSQL's clock: nodes'
-//! clocks play no part) and under which `token`.
+//! Each partition of the state has its own lease (one row of
+//! `confab_lease`; a state that is not split is partition 0): one node owns
+//! it and serves it, the others wait as standbys and take it over when its
+//! owner is gone. The row says who holds it (`holder`, a node's name),
+//! until when (`expires_at`, PostgreSQL's clock: nodes' clocks play no
+//! part) and under which `token` (from one sequence for all partitions).
 //!
 //! - **Taking it.** A node takes the partition when its lease has expired
 //!   (or was released), in one statement that gives it a new token (from a
@@ -18,7 +19,7 @@
 //!   renewed from the moment it is taken, while the node migrates and loads.
 //! - **Keeping it.** The owner renews it every
 //!   [`renew_every`](LeaseConfig::renew_every) on a session of its own (a
-//!   thread, [`Keeper`]), by token: a renewal that finds another token
+//!   thread, `Keeper`), by token: a renewal that finds another token
 //!   means another node took over. Its session bounds every statement to
 //!   half a renewal period (connect, `TCP_USER_TIMEOUT`, `statement_timeout`,
 //!   `lock_timeout`), so no renewal hangs past the lease. The lease is lost
@@ -44,21 +45,19 @@ use postgres::Client;
 use super::error::StoreError;
 use super::pg::{lost, open_session, pg_err};
 
-/// The partition of the whole state (the only one today).
-pub const PARTITION: i32 = 0;
-
 /// The default lease: a node gone is replaced within this (plus a poll).
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
-/// The tables of the lease and of the schema's versions, which exist before
-/// any migration runs (a node must hold the lease to migrate); PostgreSQL's
+/// The tables of the leases, of the schema's versions and of the nodes
+/// ([`fleet`](super::fleet)), which exist before any migration runs (a node
+/// must hold a lease to migrate, and they hold no state); PostgreSQL's
 /// notices that they already exist are not logged at every start.
 const BOOTSTRAP: &str = "SET LOCAL client_min_messages = warning;
-     SELECT pg_advisory_xact_lock(7165064474730266626);
      CREATE TABLE IF NOT EXISTS confab_schema (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
      CREATE TABLE IF NOT EXISTS confab_lease (partition int PRIMARY KEY, holder text NOT NULL,
                                              token bigint NOT NULL, expires_at timestamptz NOT NULL);
-     CREATE SEQUENCE IF NOT EXISTS confab_lease_token;";
+     CREATE SEQUENCE IF NOT EXISTS confab_lease_token;
+     CREATE TABLE IF NOT EXISTS confab_nodes (name text PRIMARY KEY, expires_at timestamptz NOT NULL);";
 
 /// Takes partition `$1` for `$2` for `$3` milliseconds if it is free: the
 /// new token (from a sequence: never one given before, even if the row was
@@ -114,7 +113,7 @@ impl LeaseConfig {
     /// The longest a renewal may take: its session's timeouts (connect,
     /// `TCP_USER_TIMEOUT`, `statement_timeout`, `lock_timeout`), half a
     /// period, so that no renewal hangs past the lease.
-    fn renewal_bound(&self) -> Duration {
+    pub(super) fn renewal_bound(&self) -> Duration {
         (self.renew_every / 2).max(Duration::from_millis(100))
     }
 
@@ -134,11 +133,17 @@ pub fn default_node_name() -> String {
     format!("{host}:{}", std::process::id())
 }
 
+/// The advisory lock under which one node at a time makes the lease and
+/// schema tables, or migrates the schema (the owners of several partitions
+/// may start together).
+pub(super) const SCHEMA_LOCK: &str = "SELECT pg_advisory_xact_lock(7165064474730266626)";
+
 /// Creates the lease and schema tables if they are missing (any node may:
 /// they hold no state).
 pub(super) fn bootstrap(client: &mut Client, label: &Path) -> Result<(), StoreError> {
     let err = pg_err("prepare", label);
     let mut tx = client.transaction().map_err(&err)?;
+    tx.batch_execute(SCHEMA_LOCK).map_err(&err)?;
     tx.batch_execute(BOOTSTRAP).map_err(&err)?;
     tx.commit().map_err(&err)
 }
@@ -154,14 +159,16 @@ struct Holder {
     left_ms: i64,
 }
 
-fn holder(client: &mut Client, label: &Path) -> Result<Option<Holder>, StoreError> {
-    let row = client.query_opt(HOLDER, &[&PARTITION]).map_err(pg_err("read the lease of", label))?;
+fn holder(client: &mut Client, label: &Path, partition: i32) -> Result<Option<Holder>, StoreError> {
+    let row = client.query_opt(HOLDER, &[&partition]).map_err(pg_err("read the lease of", label))?;
     Ok(row.map(|r| Holder { node: r.get(0), token: r.get(1), expires_us: r.get(2), left_ms: r.get(3) }))
 }
 
 /// A lease just taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Taken {
+    /// The partition.
+    pub partition: i32,
     /// Its fencing token.
     pub token: i64,
     /// When the statement taking it was sent: the lease runs `ttl` from at least then.
@@ -170,7 +177,7 @@ pub(super) struct Taken {
     pub previous: Option<String>,
 }
 
-/// Takes the partition's lease, waiting as the module docs say.
+/// Takes `partition`'s lease, waiting as the module docs say.
 /// `client` is replaced when the connection is lost while waiting.
 pub(super) fn acquire(
     client: &mut Client,
@@ -178,16 +185,17 @@ pub(super) fn acquire(
     connect: &postgres::Config,
     label: &Path,
     config: &LeaseConfig,
+    partition: i32,
 ) -> Result<Taken, StoreError> {
     let started = Instant::now();
     // The holder seen last (its token and expiry: a renewal or a takeover changes them).
     let mut seen: Option<Holder> = None;
     let mut wait = Duration::from_millis(50);
     loop {
-        match try_acquire(client, label, config) {
+        match try_acquire(client, label, config, partition) {
             Ok(Ok(taken)) => {
                 tracing::info!(
-                    store = %label.display(), node = %config.node, partition = PARTITION, token = taken.token,
+                    store = %label.display(), node = %config.node, partition, token = taken.token,
                     previous = taken.previous.as_deref().unwrap_or("none"),
                     waited_ms = started.elapsed().as_millis() as u64, "partition taken: this node owns it"
                 );
@@ -197,11 +205,16 @@ pub(super) fn acquire(
             Ok(Err(Some(now))) => {
                 let alive = seen.as_ref().is_some_and(|s| s.token != now.token || s.expires_us != now.expires_us);
                 if alive && !config.standby {
-                    return Err(StoreError::LeaseHeld { url: label.to_owned(), holder: now.node, token: now.token });
+                    return Err(StoreError::LeaseHeld {
+                        url: label.to_owned(),
+                        partition,
+                        holder: now.node,
+                        token: now.token,
+                    });
                 }
                 if seen.as_ref().is_none_or(|s| s.token != now.token) {
                     tracing::info!(
-                        store = %label.display(), node = %config.node, partition = PARTITION, holder = %now.node,
+                        store = %label.display(), node = %config.node, partition, holder = %now.node,
                         token = now.token, expires_in_ms = now.left_ms,
                         "{}", if config.standby {
                             "partition held by another node: standing by until its lease expires"
@@ -235,21 +248,22 @@ fn try_acquire(
     client: &mut Client,
     label: &Path,
     config: &LeaseConfig,
+    partition: i32,
 ) -> Result<Result<Taken, Option<Holder>>, StoreError> {
-    let before = holder(client, label)?;
+    let before = holder(client, label, partition)?;
     let at = Instant::now();
     let row = client
-        .query_opt(ACQUIRE, &[&PARTITION, &config.node, &config.ttl_ms()])
+        .query_opt(ACQUIRE, &[&partition, &config.node, &config.ttl_ms()])
         .map_err(pg_err("take the lease of", label))?;
     match row {
-        Some(r) => Ok(Ok(Taken { token: r.get(0), at, previous: before.map(|h| h.node) })),
-        None => Ok(Err(holder(client, label)?)),
+        Some(r) => Ok(Ok(Taken { partition, token: r.get(0), at, previous: before.map(|h| h.node) })),
+        None => Ok(Err(holder(client, label, partition)?)),
     }
 }
 
-/// Lets the lease expire now (a clean stop), if it is still `token`'s.
-pub(super) fn release(client: &mut Client, token: i64) -> Result<u64, postgres::Error> {
-    client.execute(RELEASE, &[&PARTITION, &token])
+/// Lets `partition`'s lease expire now (a clean stop), if it is still `token`'s.
+pub(super) fn release(client: &mut Client, partition: i32, token: i64) -> Result<u64, postgres::Error> {
+    client.execute(RELEASE, &[&partition, &token])
 }
 
 /// What a node learns of its lease: whether it was lost, and why.
@@ -307,13 +321,13 @@ impl Keeper {
             bound.as_millis(),
             bound.as_millis()
         ));
-        let (token, renewed_at) = (taken.token, taken.at);
+        let (lease, renewed_at) = ((taken.partition, taken.token), taken.at);
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let flag = stop.clone();
         let url = label.clone();
         let thread = std::thread::Builder::new()
             .name("confab-lease".into())
-            .spawn(move || renew_loop(&connect, &label, (token, renewed_at), &config, &watch, &flag))
+            .spawn(move || renew_loop(&connect, &label, (lease, renewed_at), &config, &watch, &flag))
             .map_err(|e| StoreError::LeaseLost { url, reason: format!("cannot start its renewing thread: {e}") })?;
         Ok(Keeper { stop, thread: Some(thread) })
     }
@@ -333,7 +347,7 @@ impl Drop for Keeper {
 fn renew_loop(
     connect: &postgres::Config,
     label: &Path,
-    (token, mut renewed_at): (i64, Instant),
+    ((partition, token), mut renewed_at): ((i32, i64), Instant),
     config: &LeaseConfig,
     watch: &LeaseWatch,
     stop: &(Mutex<bool>, Condvar),
@@ -353,16 +367,16 @@ fn renew_loop(
             }
         }
         let sent = Instant::now();
-        match renew(&mut session, connect, label, token, config) {
+        match renew(&mut session, connect, label, (partition, token), config) {
             Ok(true) => {
                 renewed_at = sent;
                 pause = config.renew_every;
             }
             Ok(false) => {
-                let now = session.as_mut().and_then(|c| holder(c, label).ok().flatten());
+                let now = session.as_mut().and_then(|c| holder(c, label, partition).ok().flatten());
                 let by = now.map_or_else(String::new, |h| format!(" (now held by {} under token {})", h.node, h.token));
-                let reason = format!("another node took partition {PARTITION} from token {token}{by}");
-                tracing::error!(store = %label.display(), node = %config.node, partition = PARTITION, "lease lost: {reason}");
+                let reason = format!("another node took partition {partition} from token {token}{by}");
+                tracing::error!(store = %label.display(), node = %config.node, partition, "lease lost: {reason}");
                 watch.set_lost(reason);
                 return;
             }
@@ -373,15 +387,17 @@ fn renew_loop(
             {
                 let reason = format!(
                     "no renewal succeeded for a whole lease ({} ms; last error: {e}): another node may own \
-                     partition {PARTITION} now",
+                     partition {partition} now",
                     config.ttl.as_millis()
                 );
-                tracing::error!(store = %label.display(), node = %config.node, partition = PARTITION, "lease lost: {reason}");
+                tracing::error!(store = %label.display(), node = %config.node, partition, "lease lost: {reason}");
                 watch.set_lost(reason);
                 return;
             }
             Err(e) => {
-                tracing::warn!(store = %label.display(), node = %config.node, "lease renewal failed ({e}): retrying");
+                tracing::warn!(
+                    store = %label.display(), node = %config.node, partition, "lease renewal failed ({e}): retrying"
+                );
                 session = None;
                 pause = (config.renew_every / 4).max(Duration::from_millis(20));
             }
@@ -394,13 +410,13 @@ fn renew(
     session: &mut Option<Client>,
     connect: &postgres::Config,
     label: &Path,
-    token: i64,
+    (partition, token): (i32, i64),
     config: &LeaseConfig,
 ) -> Result<bool, String> {
     if session.is_none() {
         *session = Some(open_session(connect, label).map_err(|e| e.to_string())?.0);
     }
     let client = session.as_mut().ok_or("no session")?;
-    let row = client.query_opt(RENEW, &[&PARTITION, &token, &config.ttl_ms()]).map_err(|e| super::pg::describe(&e))?;
+    let row = client.query_opt(RENEW, &[&partition, &token, &config.ttl_ms()]).map_err(|e| super::pg::describe(&e))?;
     Ok(row.is_some())
 }

@@ -7,20 +7,27 @@
 //! `confab_outbox`, for the mail between the partitions of a split state,
 //! written in the same statement as the turn that sends or applies it), created and
 //! upgraded by numbered migrations at start ([`MIGRATIONS`], recorded in
-//! `confab_schema`, run by the node that holds the lease, so two
-//! nodes starting together migrate once). Loading runs the SQLite store's checks
+//! `confab_schema`, run by a node that holds a lease, under an advisory
+//! lock, so that nodes starting together migrate once). Each partition of
+//! a split state (docs/PARTITIONS.md) has its own log, snapshot, head,
+//! record format and lease in them; a store is opened for the partition
+//! its [`ServerConfig`] names, and refused to a node whose partition count
+//! is not the one the store was made for ([`StoreError::PartitionCount`]).
+//! Loading runs the SQLite store's checks
 //! ([`Replay`](super::check::Replay)) in one repeatable-read transaction.
 //!
 //! - **Durability.** A commit is one statement, so one transaction:
 //!   PostgreSQL's commit (with its default `synchronous_commit = on`, the
 //!   WAL flushed before it answers) returns before the turn's frames are
 //!   written, as SQLite's `fsync = "always"` does.
-//! - **One writer.** The node holds the lease on the state's partition
+//! - **One writer.** The node holds the lease on its partition
 //!   (see [`lease`](super::lease): a standby waits for it, a renewing thread
-//!   keeps it), and every commit is fenced twice: by the lease's token (a
-//!   commit after another node took over writes nothing:
-//!   [`StoreError::LeaseLost`]) and by the head it expects (a commit that
-//!   finds another head writes nothing: [`StoreError::Owned`]).
+//!   keeps it), and every commit is fenced three times: by the lease's
+//!   token (a commit after another node took over writes nothing:
+//!   [`StoreError::LeaseLost`]), by the head it expects (a commit that
+//!   finds another head writes nothing: [`StoreError::Owned`]) and by the
+//!   schema's version (a newer build that owns another partition migrated
+//!   the database: [`StoreError::SchemaTooNew`]).
 //! - **Connection loss.** A commit whose answer was lost may or may not have
 //!   happened. The store reconnects (every 50 ms to 2 s, for at most
 //!   [`PgStore::set_reconnect_for`], by default 60 s), ends the old session
@@ -38,13 +45,13 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use confab_proto::server::{Change, State};
+use confab_proto::server::{Change, MAX_PARTITIONS, Partitions, State};
 use confab_proto::{Durable, ServerConfig};
 use postgres::{Client, IsolationLevel, NoTls};
 
 use super::check::{Head, Loaded, Replay, change_sum, snapshot_sum};
 use super::error::{Damage, StoreError, damaged};
-use super::lease::{self, Keeper, LeaseConfig, LeaseWatch, PARTITION};
+use super::lease::{self, Keeper, LeaseConfig, LeaseWatch};
 use super::tally::Tally;
 use super::{FORMAT_VERSION, Init, log_records, trim};
 
@@ -62,7 +69,31 @@ pub const MIGRATIONS: &[&str] = &[
     // until its target applied it.
     "CREATE TABLE confab_outbox (source int NOT NULL, target int NOT NULL, seq bigint NOT NULL,
                                  item bytea NOT NULL, PRIMARY KEY (target, source, seq));",
+    // 3: a log, a snapshot and a head per partition (docs/PARTITIONS.md), each head with its own
+    // record format (the owners of two partitions migrate their records apart, in a rolling
+    // upgrade too); the partition count the store was made for. What was there is partition 0
+    // of one.
+    "ALTER TABLE confab_head DROP CONSTRAINT confab_head_id_check;
+     ALTER TABLE confab_head RENAME COLUMN id TO partition;
+     ALTER TABLE confab_head ADD COLUMN format int;
+     UPDATE confab_head SET partition = 0, format = (SELECT value::int FROM confab_meta WHERE key = 'format');
+     ALTER TABLE confab_head ALTER COLUMN format SET NOT NULL;
+     ALTER TABLE confab_head ADD CONSTRAINT confab_head_partition_check CHECK (partition BETWEEN 0 AND 51);
+     ALTER TABLE confab_snapshot DROP CONSTRAINT confab_snapshot_id_check;
+     ALTER TABLE confab_snapshot RENAME COLUMN id TO partition;
+     UPDATE confab_snapshot SET partition = 0;
+     ALTER TABLE confab_snapshot ADD CONSTRAINT confab_snapshot_partition_check CHECK (partition BETWEEN 0 AND 51);
+     ALTER TABLE confab_changes ADD COLUMN partition int NOT NULL DEFAULT 0;
+     ALTER TABLE confab_changes DROP CONSTRAINT confab_changes_pkey;
+     ALTER TABLE confab_changes ADD PRIMARY KEY (partition, seq);
+     ALTER TABLE confab_changes ALTER COLUMN partition DROP DEFAULT;
+     DELETE FROM confab_meta WHERE key = 'format';
+     INSERT INTO confab_meta (key, value) VALUES ('partitions', '1');
+     CREATE TABLE confab_oidc_subjects (subject bytea PRIMARY KEY, username text NOT NULL);",
 ];
+
+/// The schema version of this build: every write checks that the database is still at it.
+const SCHEMA: i32 = MIGRATIONS.len() as i32;
 
 /// A turn's records, the covered changes it deletes, and the head moved
 /// from the expected one, all or nothing, if the lease (partition `$10`) is
@@ -72,38 +103,51 @@ pub const MIGRATIONS: &[&str] = &[
 /// With them, the turn's mail: the items it sends (`Change::MailOut`:
 /// targets `$12`, numbers `$13`, items `$14`) into `confab_outbox`, and the
 /// items it applied (`Change::MailIn`: sources `$15`, numbers `$16`) out of
-/// it, so that an item leaves the table in the transaction that applied it.
+/// it, so that an item leaves the table in the transaction that applied it;
+/// and the OIDC subjects it bound to accounts (`Change::OidcSubjectBound`:
+/// subjects `$17`, names `$18`) into `confab_oidc_subjects`, where the first
+/// binding of a subject stays (the router reads it). Nothing is written
+/// unless the schema is still this build's, `$19` ([`MIGRATIONS`]' count: a
+/// newer build that took another partition may have migrated it, and this
+/// statement would mean something else); the schema's version is the
+/// third answer.
 const COMMIT: &str = "WITH l AS (SELECT 1 FROM confab_lease WHERE partition = $10 AND token = $11 FOR SHARE),
-     h AS (UPDATE confab_head SET seq = $1, sum = $2 WHERE id = 1 AND seq = $3 AND sum = $4 \
-           AND EXISTS (SELECT 1 FROM l) RETURNING 1),
-     ins AS (INSERT INTO confab_changes (seq, change, sum)
-             SELECT s, c, m FROM unnest($5::bigint[], $6::bytea[], $7::bytea[]) AS u(s, c, m)
+     v AS (SELECT max(version) AS v FROM confab_schema),
+     h AS (UPDATE confab_head SET seq = $1, sum = $2 WHERE partition = $10 AND seq = $3 AND sum = $4 \
+           AND EXISTS (SELECT 1 FROM l) AND (SELECT v FROM v) = $19 RETURNING 1),
+     ins AS (INSERT INTO confab_changes (partition, seq, change, sum)
+             SELECT $10, s, c, m FROM unnest($5::bigint[], $6::bytea[], $7::bytea[]) AS u(s, c, m)
              WHERE EXISTS (SELECT 1 FROM h)),
-     del AS (DELETE FROM confab_changes WHERE seq BETWEEN $8 AND $9 AND EXISTS (SELECT 1 FROM h)),
+     del AS (DELETE FROM confab_changes WHERE partition = $10 AND seq BETWEEN $8 AND $9 AND EXISTS (SELECT 1 FROM h)),
      mo AS (INSERT INTO confab_outbox (source, target, seq, item)
             SELECT $10, t, s, i FROM unnest($12::int[], $13::bigint[], $14::bytea[]) AS u(t, s, i)
             WHERE EXISTS (SELECT 1 FROM h)),
      mi AS (DELETE FROM confab_outbox o USING unnest($15::int[], $16::bigint[]) AS d(f, s)
-            WHERE o.target = $10 AND o.source = d.f AND o.seq = d.s AND EXISTS (SELECT 1 FROM h))
-SELECT EXISTS (SELECT 1 FROM l), count(*) FROM h";
+            WHERE o.target = $10 AND o.source = d.f AND o.seq = d.s AND EXISTS (SELECT 1 FROM h)),
+     os AS (INSERT INTO confab_oidc_subjects (subject, username)
+            SELECT k, n FROM unnest($17::bytea[], $18::text[]) AS u(k, n) WHERE EXISTS (SELECT 1 FROM h)
+            ON CONFLICT (subject) DO NOTHING)
+SELECT EXISTS (SELECT 1 FROM l), (SELECT count(*) FROM h), (SELECT v FROM v)";
 
 /// The items of the mail from partition `$2` to partition `$1` numbered
 /// above `$3`, in order, at most `$4`.
 const MAIL_TO: &str = "SELECT seq, item FROM confab_outbox WHERE target = $1 AND source = $2 AND seq > $3 \
                        ORDER BY seq LIMIT $4";
 
-/// The snapshot and the head it becomes, fenced like [`COMMIT`] (the lease: `$5`, `$6`), and
-/// the record format, `$7` (the snapshot is in this build's format: after it, so is the store,
-/// which is how a store of an older format is migrated).
+/// The snapshot of partition `$5` and the head it becomes, fenced like [`COMMIT`] (the lease's
+/// token: `$6`; the schema's version: `$8`), with the partition's record format, `$7` (the
+/// snapshot is in this build's format: after it, so is the partition, which is how a store of
+/// an older format is migrated).
 const SNAPSHOT: &str = "WITH l AS (SELECT 1 FROM confab_lease WHERE partition = $5 AND token = $6 FOR SHARE),
-     h AS (UPDATE confab_head SET sum = $2 WHERE id = 1 AND seq = $1 AND sum = $3 AND EXISTS (SELECT 1 FROM l)
-           RETURNING 1),
-     snap AS (INSERT INTO confab_snapshot (id, upto, state, sum) SELECT 1, $1, $4, $2 WHERE EXISTS (SELECT 1 FROM h)
-              ON CONFLICT (id) DO UPDATE SET upto = excluded.upto, state = excluded.state, sum = excluded.sum),
-     f AS (UPDATE confab_meta SET value = $7 WHERE key = 'format' AND value <> $7 AND EXISTS (SELECT 1 FROM h))
-SELECT EXISTS (SELECT 1 FROM l), count(*) FROM h";
+     v AS (SELECT max(version) AS v FROM confab_schema),
+     h AS (UPDATE confab_head SET sum = $2, format = $7 WHERE partition = $5 AND seq = $1 AND sum = $3 \
+           AND EXISTS (SELECT 1 FROM l) AND (SELECT v FROM v) = $8 RETURNING 1),
+     snap AS (INSERT INTO confab_snapshot (partition, upto, state, sum) SELECT $5, $1, $4, $2
+              WHERE EXISTS (SELECT 1 FROM h)
+              ON CONFLICT (partition) DO UPDATE SET upto = excluded.upto, state = excluded.state, sum = excluded.sum)
+SELECT EXISTS (SELECT 1 FROM l), (SELECT count(*) FROM h), (SELECT v FROM v)";
 
-/// A turn's mail, as the commit statement's arrays.
+/// A turn's mail and OIDC bindings, as the commit statement's arrays.
 #[derive(Default)]
 struct Mail {
     targets: Vec<i32>,
@@ -111,6 +155,8 @@ struct Mail {
     items: Vec<Vec<u8>>,
     sources: Vec<i32>,
     in_seqs: Vec<i64>,
+    subjects: Vec<Vec<u8>>,
+    usernames: Vec<String>,
 }
 
 impl Mail {
@@ -129,6 +175,10 @@ impl Mail {
                     m.sources.push(i32::from(*from));
                     m.in_seqs.push(number(*seq));
                 }
+                Change::OidcSubjectBound { subject, username } => {
+                    m.subjects.push(subject.to_vec());
+                    m.usernames.push(username.clone());
+                }
                 _ => {}
             }
         }
@@ -144,7 +194,7 @@ enum Attempt {
     Retry(StoreError),
 }
 
-/// The PostgreSQL store of one node. See the [module docs](self).
+/// The PostgreSQL store of one node's partition (see the module docs of `store::pg`).
 pub struct PgStore {
     client: Client,
     /// `client`'s session on the server.
@@ -156,6 +206,9 @@ pub struct PgStore {
     /// The state, the head and the log's bookkeeping.
     tally: Tally,
     reconnect_for: Duration,
+    /// The partition whose log, snapshot, head and lease this store holds
+    /// (`ServerConfig::partitions`' index).
+    partition: i32,
     /// The lease's fencing token.
     token: i64,
     /// The thread renewing the lease (stopped before the lease is released).
@@ -181,6 +234,7 @@ impl std::fmt::Debug for PgStore {
             .field("head", &self.tally.head.seq)
             .field("log_len", &self.tally.log_len)
             .field("compact_every", &self.tally.compact_every)
+            .field("partition", &self.partition)
             .field("token", &self.token)
             .finish_non_exhaustive()
     }
@@ -195,7 +249,7 @@ impl PgStore {
     ///
     /// # Errors
     /// The database cannot be reached ([`StoreError::Postgres`]), is newer
-    /// than this build ([`StoreError::Format`]), another node owns it and is
+    /// than this build ([`StoreError::SchemaTooNew`], [`StoreError::VersionMismatch`]), another node owns it and is
     /// alive ([`StoreError::LeaseHeld`]), or it fails a check ([`StoreError::Damaged`]).
     pub fn open(url: &str, config: &ServerConfig) -> Result<(PgStore, State), StoreError> {
         PgStore::open_with(url, config, Init::Allow, None)
@@ -232,15 +286,29 @@ impl PgStore {
     ) -> Result<(PgStore, State), StoreError> {
         let connect = client_config(url)?;
         let label = PathBuf::from(label_of(&connect));
+        let Partitions { index, count } = config.partitions;
+        if count == 0 || count > MAX_PARTITIONS || index >= count {
+            return Err(StoreError::BadPartition { index, count });
+        }
         let (mut client, mut session) = open_session(&connect, &label)?;
+        let partition = i32::from(index);
         lease::bootstrap(&mut client, &label)?;
-        // The lease first: a node that does not own the partition changes nothing, migrations included.
-        let taken = lease::acquire(&mut client, &mut session, &connect, &label, &lease)?;
+        // A node split otherwise takes no lease (it would fence an owner, or outrun a standby).
+        check_count(&mut client, &label, count)?;
+        // The lease next: a node that owns no partition migrates nothing (a migration changes
+        // every partition's tables: it is also fenced by the schema's version, see `COMMIT`).
+        let taken = lease::acquire(&mut client, &mut session, &connect, &label, &lease, partition)?;
         let token = taken.token;
         // Renewed from now on, however long the load takes.
         let watch = LeaseWatch::default();
-        let keeper = Keeper::start(&connect, label.clone(), &taken, lease, watch.clone())?;
-        let loaded = prepare(&mut client, &label, config, token, (init, data, taken.previous.as_deref()));
+        let keeper = Keeper::start(&connect, label.clone(), &taken, lease.clone(), watch.clone())?;
+        let loaded = prepare(
+            &mut client,
+            &label,
+            config,
+            (partition, token, lease.renewal_bound()),
+            (init, data, taken.previous.as_deref()),
+        );
         let (loaded, format) = match loaded.and_then(|l| match watch.lost() {
             None => Ok(l),
             Some(reason) => Err(StoreError::LeaseLost { url: label.clone(), reason }),
@@ -250,7 +318,7 @@ impl PgStore {
                 drop(keeper);
                 // Nothing was served: the next node need not wait for this lease to expire.
                 if watch.lost().is_none() {
-                    let _ = lease::release(&mut client, token);
+                    let _ = lease::release(&mut client, partition, token);
                 }
                 return Err(e);
             }
@@ -264,6 +332,7 @@ impl PgStore {
             label,
             tally,
             reconnect_for: Duration::from_secs(60),
+            partition,
             token,
             keeper: Some(keeper),
             watch,
@@ -272,15 +341,31 @@ impl PgStore {
         if format < FORMAT_VERSION {
             // A store of an older format: this build's snapshot makes it this format's.
             store.compact()?;
-            tracing::info!(store = %store.label.display(), from = format, to = FORMAT_VERSION, "store format migrated");
+            tracing::info!(
+                store = %store.label.display(), partition, from = format, to = FORMAT_VERSION, "store format migrated"
+            );
         }
         Ok((store, state))
+    }
+
+    /// Stops renewing the lease and drops the store without releasing it,
+    /// as a node killed would (its lease expires on its own).
+    #[cfg(test)]
+    pub(crate) fn crash(mut self) {
+        drop(self.keeper.take());
+        self.failed = true;
     }
 
     /// What the node learns of its lease: it stops serving when it is lost.
     #[must_use]
     pub fn lease_watch(&self) -> LeaseWatch {
         self.watch.clone()
+    }
+
+    /// The partition this store holds.
+    #[must_use]
+    pub fn partition(&self) -> u8 {
+        u8::try_from(self.partition).unwrap_or(u8::MAX)
     }
 
     /// The lease's fencing token (raised by one at every takeover).
@@ -315,8 +400,9 @@ impl PgStore {
         let ((trim_from, trim_to), covered) = trim(self.tally.covered, records.len()).unwrap_or(((1, 0), None));
         let token = self.token;
         let mail = Mail::of(changes);
+        let partition = self.partition;
         self.write("commit a turn to", before, head, |client| {
-            let params: [&(dyn postgres::types::ToSql + Sync); 16] = [
+            let params: [&(dyn postgres::types::ToSql + Sync); 19] = [
                 &head.seq,
                 &&head.sum[..],
                 &before.seq,
@@ -326,13 +412,16 @@ impl PgStore {
                 &sums,
                 &trim_from,
                 &trim_to,
-                &PARTITION,
+                &partition,
                 &token,
                 &mail.targets,
                 &mail.out_seqs,
                 &mail.items,
                 &mail.sources,
                 &mail.in_seqs,
+                &mail.subjects,
+                &mail.usernames,
+                &SCHEMA,
             ];
             client.query_one(COMMIT, &params)
         })?;
@@ -354,9 +443,24 @@ impl PgStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self
             .client
-            .query(MAIL_TO, &[&PARTITION, &i32::from(from), &after, &limit])
+            .query(MAIL_TO, &[&self.partition, &i32::from(from), &after, &limit])
             .map_err(pg_err("read the mail in", &self.label))?;
         Ok(rows.iter().map(|r| (u64::try_from(r.get::<_, i64>(0)).unwrap_or(0), r.get(1))).collect())
+    }
+
+    /// The account an OIDC subject (its
+    /// [`oidc_subject_key`](confab_proto::server::oidc_subject_key)) was
+    /// first bound to, by any partition of the store (since schema 3): the
+    /// name that decides its home, whatever `preferred_username` says now.
+    ///
+    /// # Errors
+    /// PostgreSQL refused the query (the connection is not recovered here).
+    pub fn oidc_subject(&mut self, subject: &[u8; 32]) -> Result<Option<String>, StoreError> {
+        let row = self
+            .client
+            .query_opt("SELECT username FROM confab_oidc_subjects WHERE subject = $1", &[&&subject[..]])
+            .map_err(pg_err("read an OIDC subject in", &self.label))?;
+        Ok(row.map(|r| r.get(0)))
     }
 
     /// Writes a snapshot of the current state (the changes it covers are
@@ -369,11 +473,11 @@ impl PgStore {
         let state = postcard::to_stdvec(&self.tally.state).map_err(StoreError::Encode)?;
         let before = self.tally.head;
         let head = Head { seq: before.seq, sum: snapshot_sum(before.seq, &state) };
-        let (token, format) = (self.token, FORMAT_VERSION.to_string());
+        let (partition, token, format) = (self.partition, self.token, FORMAT_VERSION as i32);
         self.write("write a snapshot to", before, head, |client| {
             client.query_one(
                 SNAPSHOT,
-                &[&head.seq, &&head.sum[..], &&before.sum[..], &state.as_slice(), &PARTITION, &token, &format],
+                &[&head.seq, &&head.sum[..], &&before.sum[..], &state.as_slice(), &partition, &token, &format, &SCHEMA],
             )
         })?;
         self.tally.snapshotted(head, false);
@@ -405,6 +509,10 @@ impl PgStore {
     ) -> Result<(), StoreError> {
         loop {
             match statement(&mut self.client) {
+                Ok(row) if row.get::<_, Option<i32>>(2) != Some(SCHEMA) => {
+                    let found = row.get::<_, Option<i32>>(2).unwrap_or(0);
+                    return Err(StoreError::SchemaTooNew { path: self.label.clone(), found, known: SCHEMA });
+                }
                 Ok(row) if !row.get::<_, bool>(0) => return Err(self.fenced()),
                 Ok(row) if row.get::<_, i64>(1) == 1 => return Ok(()),
                 Ok(_) => return Err(self.moved()),
@@ -474,8 +582,8 @@ impl PgStore {
             }
             Err(e) => return Ok(Attempt::Retry(e)),
         }
-        match read_head(&mut self.client, &self.label).and_then(|head| {
-            let token = lease_token(&mut self.client, &self.label)?;
+        match read_head(&mut self.client, &self.label, self.partition).and_then(|head| {
+            let token = lease_token(&mut self.client, &self.label, self.partition)?;
             Ok((head, token))
         }) {
             Ok((head, token)) => Ok(Attempt::Back(head, token)),
@@ -491,11 +599,11 @@ impl PgStore {
     /// Another node took the lease: nothing was written.
     fn fenced(&self) -> StoreError {
         let reason = format!(
-            "another node took partition {PARTITION} (this node's token {} is no longer the lease's), so its last \
-             write was refused",
-            self.token
+            "another node took partition {} (this node's token {} is no longer the lease's), so its last write \
+             was refused",
+            self.partition, self.token
         );
-        tracing::error!(store = %self.label.display(), partition = PARTITION, "lease lost: {reason}");
+        tracing::error!(store = %self.label.display(), partition = self.partition, "lease lost: {reason}");
         self.watch.set_lost(reason.clone());
         StoreError::LeaseLost { url: self.label.clone(), reason }
     }
@@ -561,9 +669,9 @@ impl Drop for PgStore {
     fn drop(&mut self) {
         drop(self.keeper.take());
         if !self.failed && self.watch.lost().is_none() && !self.client.is_closed() {
-            match lease::release(&mut self.client, self.token) {
+            match lease::release(&mut self.client, self.partition, self.token) {
                 Ok(1) => tracing::info!(
-                    store = %self.label.display(), partition = PARTITION, token = self.token,
+                    store = %self.label.display(), partition = self.partition, token = self.token,
                     "partition released: another node may take it at once"
                 ),
                 Ok(_) => {}
@@ -580,7 +688,7 @@ impl Drop for PgStore {
 /// connect, TCP keepalives after 10 s idle, and 30 s for sent data to be
 /// acknowledged by the peer's TCP (`TCP_USER_TIMEOUT`), so that a commit on
 /// a dead connection fails within [`PgStore::set_reconnect_for`] plus that.
-fn client_config(url: &str) -> Result<postgres::Config, StoreError> {
+pub(super) fn client_config(url: &str) -> Result<postgres::Config, StoreError> {
     let mut config: postgres::Config =
         url.parse().map_err(|e: postgres::Error| StoreError::PostgresUrl(describe(&e)))?;
     if config.get_connect_timeout().is_none() {
@@ -597,7 +705,7 @@ fn client_config(url: &str) -> Result<postgres::Config, StoreError> {
 }
 
 /// What messages name the store by: user, hosts, ports and database, never the password.
-fn label_of(config: &postgres::Config) -> String {
+pub(super) fn label_of(config: &postgres::Config) -> String {
     let hosts: Vec<String> = config
         .get_hosts()
         .iter()
@@ -692,9 +800,9 @@ fn end_session(client: &mut Client, label: &Path, old: &Session) -> Result<bool,
 }
 
 /// The token of the partition's lease, if there is one.
-fn lease_token(client: &mut Client, label: &Path) -> Result<Option<i64>, StoreError> {
+fn lease_token(client: &mut Client, label: &Path, partition: i32) -> Result<Option<i64>, StoreError> {
     let row = client
-        .query_opt("SELECT token FROM confab_lease WHERE partition = $1", &[&PARTITION])
+        .query_opt("SELECT token FROM confab_lease WHERE partition = $1", &[&partition])
         .map_err(pg_err("read the lease of", label))?;
     Ok(row.map(|r| r.get(0)))
 }
@@ -703,29 +811,48 @@ pub(super) fn pg_err<'a>(action: &'static str, label: &'a Path) -> impl Fn(postg
     move |source| StoreError::Postgres { action, url: label.to_owned(), reason: describe(&source), source }
 }
 
-/// What a node does once it holds the lease (under `token`): refuses an
-/// empty database for a used data directory or one another node served
-/// before (`previous`, unless `init` allows it), migrates, loads.
+/// What a node does once it holds the lease on `partition` (under
+/// `token`): refuses an empty database for a used data directory or one
+/// another node served before (`previous`, unless `init` allows it),
+/// migrates, loads.
 fn prepare(
     client: &mut Client,
     label: &Path,
     config: &ServerConfig,
-    token: i64,
+    (partition, token, wait): (i32, i64, Duration),
     (init, data, previous): (Init, Option<&Path>, Option<&str>),
 ) -> Result<(Loaded, u32), StoreError> {
-    if init != Init::Allow && is_empty(client, label)? {
+    // Under the schema's lock: a node making the store meanwhile has made it whole or not at all.
+    let (empty, served) = {
+        let err = pg_err("inspect", label);
+        let mut tx = client.transaction().map_err(&err)?;
+        tx.batch_execute(lease::SCHEMA_LOCK).map_err(&err)?;
+        let empty = is_empty(&mut tx, label)?;
+        // The store is the database's, not a partition's: any node that held any lease served it.
+        let other = "SELECT holder FROM confab_lease WHERE partition <> $1 ORDER BY partition LIMIT 1";
+        let served: Option<String> = tx.query_opt(other, &[&partition]).map_err(&err)?.map(|r| r.get(0));
+        tx.commit().map_err(&err)?;
+        (empty, previous.map(str::to_owned).or(served))
+    };
+    if init != Init::Allow && empty {
         if let Some(data) = data
             && let Some(evidence) = super::used_before(data)
         {
             let sqlite = data.join(super::DB_FILE).exists();
             return Err(StoreError::PostgresEmpty { url: label.to_owned(), data: data.to_owned(), evidence, sqlite });
         }
-        if let Some(holder) = previous {
-            return Err(StoreError::PostgresEmptied { url: label.to_owned(), holder: holder.to_owned() });
+        if let Some(holder) = served {
+            return Err(StoreError::PostgresEmptied { url: label.to_owned(), holder });
         }
     }
-    let format = migrate(client, label, token)?;
-    Ok((load(client, label, config, format)?, format))
+    migrate(client, label, config.partitions.count, (partition, token, wait))?;
+    // A partition never served before starts empty, in this build's format. Not in the
+    // migration's transaction, which holds the lease's row (a renewal waits for it): this may
+    // wait for a lock on the table as long as a load may. Any node may insert it: it is the same row.
+    let empty = "INSERT INTO confab_head (partition, seq, sum, format) \
+                 VALUES ($1, 0, decode(repeat('00', 32), 'hex'), $2) ON CONFLICT (partition) DO NOTHING";
+    client.execute(empty, &[&partition, &(FORMAT_VERSION as i32)]).map_err(pg_err("prepare a partition of", label))?;
+    load(client, label, config, partition)
 }
 
 /// The first record format of the PostgreSQL store; a store of a format
@@ -733,17 +860,26 @@ fn prepare(
 /// format (a snapshot) once loaded.
 const OLDEST_PG_FORMAT: u32 = 4;
 
-/// Applies the migrations the database lacks (the caller holds the lease);
-/// returns the store's record format.
-fn migrate(client: &mut Client, label: &Path, token: i64) -> Result<u32, StoreError> {
+/// Applies the migrations the database lacks (the caller holds the lease
+/// on `partition`) and checks that the store was made for `count` partitions.
+fn migrate(
+    client: &mut Client,
+    label: &Path,
+    count: u8,
+    (partition, token, wait): (i32, i64, Duration),
+) -> Result<(), StoreError> {
     let err = pg_err("migrate the schema of", label);
     let mut tx = client.transaction().map_err(&err)?;
+    tx.batch_execute(lease::SCHEMA_LOCK).map_err(&err)?;
+    // It holds its lease's row (a renewal waits for it): no lock is waited for longer than a
+    // renewal may take (the node fails to start instead, and may try again).
+    tx.batch_execute(&format!("SET LOCAL lock_timeout = {}", wait.as_millis().max(1))).map_err(&err)?;
     // Fenced as a commit is: a node whose lease was taken meanwhile migrates nothing.
     let ours = tx
-        .query_opt("SELECT 1 FROM confab_lease WHERE partition = $1 AND token = $2 FOR SHARE", &[&PARTITION, &token])
+        .query_opt("SELECT 1 FROM confab_lease WHERE partition = $1 AND token = $2 FOR SHARE", &[&partition, &token])
         .map_err(&err)?;
     if ours.is_none() {
-        let reason = format!("another node took partition {PARTITION} before this one migrated the schema");
+        let reason = format!("another node took partition {partition} before this one migrated the schema");
         return Err(StoreError::LeaseLost { url: label.to_owned(), reason });
     }
     // `confab_schema` exists: the lease's bootstrap made it (`lease::bootstrap`).
@@ -758,9 +894,12 @@ fn migrate(client: &mut Client, label: &Path, token: i64) -> Result<u32, StoreEr
         tracing::info!(store = %label.display(), version, "store schema migrated");
     }
     if current == 0 {
-        // Made just now, with no record yet: of this build's format (the first migration says 4).
-        let format = FORMAT_VERSION.to_string();
-        tx.execute("UPDATE confab_meta SET value = $1 WHERE key = 'format'", &[&format]).map_err(&err)?;
+        // Made just now, with no record yet: for this node's partition count (the third
+        // migration says 1), and with no head (the first made one): each partition's owner
+        // makes its own, in its own build's format.
+        tx.execute("DELETE FROM confab_head", &[]).map_err(&err)?;
+        tx.execute("UPDATE confab_meta SET value = $1 WHERE key = 'partitions'", &[&count.to_string()])
+            .map_err(&err)?;
     }
     let mut meta = |key: &str| -> Result<Option<String>, StoreError> {
         Ok(tx.query_opt("SELECT value FROM confab_meta WHERE key = $1", &[&key]).map_err(&err)?.map(|r| r.get(0)))
@@ -768,19 +907,37 @@ fn migrate(client: &mut Client, label: &Path, token: i64) -> Result<u32, StoreEr
     if meta("application")?.as_deref() != Some("confab-server") {
         return Err(StoreError::NotAStore { path: label.to_owned() });
     }
-    let format = meta("format")?.unwrap_or_default().parse().unwrap_or(0);
-    if !(OLDEST_PG_FORMAT..=FORMAT_VERSION).contains(&format) {
-        return Err(StoreError::VersionMismatch { path: label.to_owned(), found: format, expected: FORMAT_VERSION });
+    let made_for = meta("partitions")?.unwrap_or_default();
+    if made_for.parse() != Ok(count) {
+        return Err(StoreError::PartitionCount { url: label.to_owned(), found: made_for, configured: count });
     }
-    tx.commit().map_err(&err)?;
-    Ok(format)
+    tx.commit().map_err(&err)
+}
+
+/// Refuses a node split into `count` partitions if the store was made for
+/// another count (a store of schema 2 was made for one); a database with
+/// no store yet is any count's.
+fn check_count(client: &mut Client, label: &Path, count: u8) -> Result<(), StoreError> {
+    let err = pg_err("inspect", label);
+    let exists = |client: &mut Client, table: &str| -> Result<bool, StoreError> {
+        Ok(client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&table]).map_err(&err)?.get(0))
+    };
+    if !exists(client, "confab_meta")? {
+        return Ok(());
+    }
+    let row = client.query_opt("SELECT value FROM confab_meta WHERE key = 'partitions'", &[]).map_err(&err)?;
+    let made_for: String = row.map_or_else(|| "1".to_owned(), |r| r.get(0));
+    if made_for.parse() != Ok(count) {
+        return Err(StoreError::PartitionCount { url: label.to_owned(), found: made_for, configured: count });
+    }
+    Ok(())
 }
 
 /// Whether the database holds no confab store at all: its tables were
 /// never made (a wrong URL, a recreated or restored-empty database). A
 /// store that was made and never committed to is not empty: a node that
 /// started and stopped before anyone registered starts again.
-fn is_empty(client: &mut Client, label: &Path) -> Result<bool, StoreError> {
+fn is_empty(client: &mut impl postgres::GenericClient, label: &Path) -> Result<bool, StoreError> {
     let exists: bool = client
         .query_one("SELECT to_regclass('confab_head') IS NOT NULL", &[])
         .map_err(pg_err("inspect", label))?
@@ -788,9 +945,9 @@ fn is_empty(client: &mut Client, label: &Path) -> Result<bool, StoreError> {
     Ok(!exists)
 }
 
-fn read_head(client: &mut Client, label: &Path) -> Result<Head, StoreError> {
+fn read_head(client: &mut Client, label: &Path, partition: i32) -> Result<Head, StoreError> {
     let row = client
-        .query_one("SELECT seq, sum FROM confab_head WHERE id = 1", &[])
+        .query_one("SELECT seq, sum FROM confab_head WHERE partition = $1", &[&partition])
         .map_err(pg_err("read the head of", label))?;
     head_of(row.get(0), row.get(1), label)
 }
@@ -802,9 +959,10 @@ fn head_of(seq: i64, sum: Vec<u8>, label: &Path) -> Result<Head, StoreError> {
     }
 }
 
-/// The head, the snapshot and the log after it, in one repeatable-read
-/// transaction, through the SQLite store's checks.
-fn load(client: &mut Client, label: &Path, config: &ServerConfig, format: u32) -> Result<Loaded, StoreError> {
+/// The partition's head, snapshot and log after it, in one repeatable-read
+/// transaction, through the SQLite store's checks, and the partition's
+/// record format (from [`OLDEST_PG_FORMAT`] to this build's).
+fn load(client: &mut Client, label: &Path, config: &ServerConfig, partition: i32) -> Result<(Loaded, u32), StoreError> {
     let err = pg_err("load", label);
     let mut tx = client
         .build_transaction()
@@ -812,24 +970,30 @@ fn load(client: &mut Client, label: &Path, config: &ServerConfig, format: u32) -
         .read_only(true)
         .start()
         .map_err(&err)?;
-    let row = tx.query_one("SELECT seq, sum FROM confab_head WHERE id = 1", &[]).map_err(&err)?;
+    let row =
+        tx.query_one("SELECT seq, sum, format FROM confab_head WHERE partition = $1", &[&partition]).map_err(&err)?;
     let committed = head_of(row.get(0), row.get(1), label)?;
+    let format = u32::try_from(row.get::<_, i32>(2)).unwrap_or(0);
+    if !(OLDEST_PG_FORMAT..=FORMAT_VERSION).contains(&format) {
+        return Err(StoreError::VersionMismatch { path: label.to_owned(), found: format, expected: FORMAT_VERSION });
+    }
     let snapshot = tx
-        .query_opt("SELECT upto, state, sum FROM confab_snapshot WHERE id = 1", &[])
+        .query_opt("SELECT upto, state, sum FROM confab_snapshot WHERE partition = $1", &[&partition])
         .map_err(&err)?
         .map(|r| (r.get::<_, i64>(0), r.get::<_, Vec<u8>>(1), Some(r.get::<_, Vec<u8>>(2))));
     let mut replay = Replay::start(label, config, format, snapshot, Some(committed))?;
     let upto = replay.upto;
-    let covered_from: Option<i64> =
-        tx.query_one("SELECT min(seq) FROM confab_changes WHERE seq <= $1", &[&upto]).map_err(&err)?.get(0);
-    for row in
-        tx.query("SELECT seq, change, sum FROM confab_changes WHERE seq > $1 ORDER BY seq", &[&upto]).map_err(&err)?
-    {
+    let covered_from: Option<i64> = tx
+        .query_one("SELECT min(seq) FROM confab_changes WHERE partition = $1 AND seq <= $2", &[&partition, &upto])
+        .map_err(&err)?
+        .get(0);
+    let log = "SELECT seq, change, sum FROM confab_changes WHERE partition = $1 AND seq > $2 ORDER BY seq";
+    for row in tx.query(log, &[&partition, &upto]).map_err(&err)? {
         let bytes: Vec<u8> = row.get(1);
         replay.push(row.get(0), &bytes, Some(row.get(2)))?;
     }
     tx.commit().map_err(&err)?;
-    replay.finish(covered_from)
+    Ok((replay.finish(covered_from)?, format))
 }
 
 #[cfg(test)]
