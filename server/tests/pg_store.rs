@@ -451,6 +451,7 @@ fn pg_mail_enters_and_leaves_the_outbox_with_its_turn() {
         [(0, 1, 1, b"a".to_vec()), (0, 1, 2, b"c".to_vec()), (0, 2, 1, b"b".to_vec())],
         "each item, from this store's partition, with its number"
     );
+    assert_eq!(store.mail_backlog().unwrap(), [(1, 2), (2, 1)], "the items waiting at each target");
     // Mail to this partition (partition 1's, written here as its store would): read in order.
     sql(&pg)
         .batch_execute(
@@ -461,6 +462,7 @@ fn pg_mail_enters_and_leaves_the_outbox_with_its_turn() {
     assert_eq!(store.mail_from(1, 0, 10).unwrap(), [(1, b"x".to_vec()), (2, b"y".to_vec()), (3, b"z".to_vec())]);
     assert_eq!(store.mail_from(1, 1, 1).unwrap(), [(2, b"y".to_vec())], "after a number, at most a limit");
     assert_eq!(store.mail_from(2, 0, 10).unwrap(), [(1, b"w".to_vec())]);
+    assert_eq!(store.mail_backlog().unwrap(), [(1, 2), (2, 1)], "only this partition's mail counts");
     // Applying them removes them, in the applying turn.
     store.commit(&[Change::MailIn { from: 1, seq: 1 }, Change::MailIn { from: 1, seq: 2 }]).unwrap();
     assert_eq!(store.mail_from(1, 0, 10).unwrap(), [(3, b"z".to_vec())]);

@@ -54,7 +54,7 @@ impl Server {
         request: Authenticated,
     ) {
         let opcode = request.opcode();
-        if let Some(refusal) = self.no_room_to_wait(family) {
+        if let Some(refusal) = self.no_room_to_wait(family, home) {
             // Not remembered: a retry may cross once others are answered.
             return self.outbox.refuse(now, session, opcode, request_id, refusal);
         }
@@ -105,8 +105,11 @@ impl Server {
         self.wait_for(now, session, (home, ticket), waiting);
     }
 
-    /// Why a request of `family` may not cross now, if it may not.
-    pub(super) fn no_room_to_wait(&self, family: u64) -> Option<Refusal> {
+    /// Why a request of `family` may not cross to `home` now, if it may not.
+    pub(super) fn no_room_to_wait(&self, family: u64, home: PartitionId) -> Option<Refusal> {
+        if let Some(refusal) = self.no_room_at(home) {
+            return Some(refusal);
+        }
         let reason = if self.in_flight() >= super::MAX_WAITING {
             format!("{} requests already wait for other partitions of this server", super::MAX_WAITING)
         } else if self.journal.state().mail().pending_in(family) + self.waiters.unremembered_of(family) >= MAX_PENDING {

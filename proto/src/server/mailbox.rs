@@ -12,7 +12,11 @@
 //! that does not decode is logged and counts as applied, a request the
 //! target refuses or cannot read is answered with a refusal, and an answer
 //! is never answered, so no item blocks its source and no two partitions
-//! bounce items at each other.
+//! bounce items at each other. The runtime also counts, now and then,
+//! the items of this partition's mail still waiting at each target and
+//! tells the core ([`Server::handle_mail_backlog`]): past
+//! [`MAIL_PER_TARGET`](super::MAIL_PER_TARGET) requests to that target are
+//! refused and room pushes to it dropped (`backlog.rs`).
 //!
 //! Requests that cross partitions: `fetch_key` of a user of another home,
 //! the MP requests of `crossing.rs` and the room requests of
@@ -333,6 +337,9 @@ impl Server {
     /// session waits (its later frames too) until the answer comes back.
     pub(super) fn ask_key(&mut self, now: Now, session: SessionId, request_id: u32, home: PartitionId, peer: &str) {
         let opcode = Opcode::FetchKey;
+        if let Some(refusal) = self.no_room_at(home) {
+            return self.outbox.refuse(now, session, opcode, request_id, refusal);
+        }
         if self.in_flight() >= MAX_WAITING {
             let refusal = Refusal::Busy {
                 reason: format!("{MAX_WAITING} requests already wait for other partitions of this server"),

@@ -35,6 +35,7 @@
 //! refusal is a typed [`Refusal`].
 
 mod accounts;
+mod backlog;
 mod change;
 mod config;
 mod crossing;
@@ -70,6 +71,7 @@ use crate::Instant;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+pub use backlog::MAIL_PER_TARGET;
 pub use config::{CodeConfig, DuplicateLogin, HashParams, OidcConfig, PhantomConfig, ServerConfig};
 pub use crossing::MAX_PENDING;
 pub use mail_item::{MAIL_VERSION, MailError, MailItem, ROLE_ANSWER, ROLE_NOTICE, ROLE_REQUEST};
@@ -114,6 +116,8 @@ pub struct Server {
     next_sweep: Instant,
     /// Sessions waiting for another partition's answer.
     waiters: mailbox::Waiters,
+    /// How much of this partition's mail waits at each target.
+    backlog: backlog::Backlog,
 }
 
 impl Server {
@@ -156,6 +160,7 @@ impl Server {
             outbox: Outbox::default(),
             fanout: rooms::Fanout::default(),
             waiters: mailbox::Waiters::default(),
+            backlog: backlog::Backlog::default(),
         })
     }
 

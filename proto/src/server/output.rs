@@ -56,6 +56,17 @@ pub enum ServerLog {
         /// Why.
         reason: String,
     },
+    /// A room message was not pushed to another partition, which has not
+    /// applied [`MAIL_PER_TARGET`](crate::server::MAIL_PER_TARGET) items of
+    /// this one's mail yet (its members there find it in the history).
+    PushDropped {
+        /// The partition.
+        to: u8,
+        /// The room.
+        room: String,
+        /// The items of mail waiting there.
+        waiting: u64,
+    },
     /// An undelivered private message was dropped after the retention period.
     MessageExpired {
         /// Sender.

@@ -71,7 +71,7 @@ impl Server {
         request: Authenticated,
     ) {
         let (opcode, remembered) = (request.opcode(), request.is_recorded());
-        if let Some(refusal) = self.no_room_to_wait(family) {
+        if let Some(refusal) = self.no_room_to_wait(family, home) {
             // Not remembered: a retry may cross once others are answered.
             return self.outbox.refuse(now, session, opcode, request_id, refusal);
         }
@@ -169,9 +169,13 @@ impl Server {
         if homes.is_empty() {
             return;
         }
+        let room = event.room.clone();
         let frame =
             Message::Event(Event { request_id: 0, timestamp_ms: now.unix_ms, body: event.into() }).to_bytes(b"");
         for (home, users) in homes {
+            if !self.may_push_to(home, &room) {
+                continue;
+            }
             let ticket = self.journal.state().mail().next_to(home);
             mail_to(&mut self.journal, home, &MailItem::RoomPush { ticket, users, frame: frame.clone() });
         }

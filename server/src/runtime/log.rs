@@ -43,6 +43,7 @@ fn kind(e: &ServerLog) -> Kind {
         ServerLog::SessionClosed { code, .. } => ("session closed", *code),
         ServerLog::MessageExpired { .. } => ("undelivered private message expired", 0),
         ServerLog::BadMail { .. } => ("mail from another partition did not decode", 0),
+        ServerLog::PushDropped { .. } => ("room message not pushed to a partition behind on its mail", 0),
     }
 }
 
@@ -176,6 +177,9 @@ fn log_event(e: &ServerLog) {
         }
         ServerLog::BadMail { from, seq, reason } => {
             warn!(from_partition = from, seq, %reason, "mail from another partition did not decode");
+        }
+        ServerLog::PushDropped { to, room, waiting } => {
+            warn!(to_partition = to, room = %room, waiting, "room message not pushed to a partition behind on its mail");
         }
     }
 }

@@ -448,6 +448,26 @@ impl PgStore {
         Ok(rows.iter().map(|r| (u64::try_from(r.get::<_, i64>(0)).unwrap_or(0), r.get(1))).collect())
     }
 
+    /// The items of this partition's mail waiting at each target (not
+    /// applied there yet), for the core's bound
+    /// ([`Server::handle_mail_backlog`](confab_proto::Server::handle_mail_backlog)).
+    ///
+    /// # Errors
+    /// PostgreSQL refused the query (the connection is not recovered here).
+    pub fn mail_backlog(&mut self) -> Result<Vec<(u8, u64)>, StoreError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT target, count(*) FROM confab_outbox WHERE source = $1 GROUP BY target ORDER BY target",
+                &[&self.partition],
+            )
+            .map_err(pg_err("count the mail in", &self.label))?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| Some((u8::try_from(r.get::<_, i32>(0)).ok()?, u64::try_from(r.get::<_, i64>(1)).ok()?)))
+            .collect())
+    }
+
     /// The account an OIDC subject (its
     /// [`oidc_subject_key`](confab_proto::server::oidc_subject_key)) was
     /// first bound to, by any partition of the store (since schema 3): the

@@ -5,6 +5,7 @@
 mod accounts;
 mod attack;
 mod attack2;
+mod backlog;
 mod caps;
 mod deadline;
 mod mp_across;
