@@ -54,6 +54,25 @@ pub fn route_unbound(frame: &Frame, limits: &Limits, parts: Partitions, last_log
     }
 }
 
+/// The partition of a frame carrying an OIDC access token `token`
+/// ([`FrameRoute::Oidc`]): the home of the account its subject was bound
+/// to, as `bound` says (the store's `confab_oidc_subjects`, keyed by
+/// [`oidc_subject_key`](super::oidc_subject_key)), else the home of the name
+/// the core would give a new account (`preferred_username`, else `sub`).
+/// Read without verifying anything: that core verifies the token, and
+/// refuses an account away from its home. A token that does not parse, or
+/// names no subject, goes to partition 0, which refuses it.
+pub fn oidc_home(token: &[u8], parts: Partitions, bound: impl FnOnce(&[u8; 32]) -> Option<String>) -> PartitionId {
+    let Ok(claims) = crate::jwt::unverified_claims(token) else { return 0 };
+    let (Some(iss), Some(sub)) = (claims.iss.as_deref(), claims.sub.as_deref().filter(|s| !s.is_empty())) else {
+        return 0;
+    };
+    match bound(&super::oidc_subject_key(iss, sub)) {
+        Some(name) => parts.home_of_user(&name),
+        None => claims.username().map_or(0, |name| parts.home_of_user(name)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
@@ -134,5 +153,30 @@ mod tests {
     fn one_partition_takes_everything() {
         let f = frame(Login { username: "alice".into(), password: "p".into() }, b"");
         assert_eq!(route_unbound(&f, &Limits::DEFAULT, Partitions::SINGLE, None), FrameRoute::Partition(0));
+    }
+
+    #[test]
+    fn an_oidc_token_goes_to_the_home_of_its_subjects_account_else_of_its_name() {
+        use base64::Engine as _;
+        let b64 = |text: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);
+        let token = |claims: &str| format!("{}.{}.sig", b64(r#"{"alg":"RS256","typ":"JWT"}"#), b64(claims));
+        let named = |home: u8| (0..).map(|i| format!("n{i}")).find(|n| FOUR.home_of_user(n) == home).unwrap();
+        let (one, three) = (named(1), named(3));
+        let claims = format!(r#"{{"iss":"https://idp.test","sub":"s-1","preferred_username":"{three}"}}"#);
+        let t = token(&claims);
+        assert_eq!(oidc_home(t.as_bytes(), FOUR, |_| None), 3, "a new subject: the home of its name");
+        let subject = crate::server::oidc_subject_key("https://idp.test", "s-1");
+        let asked = std::cell::Cell::new(None);
+        let home = oidc_home(t.as_bytes(), FOUR, |key| {
+            asked.set(Some(*key));
+            Some(one.clone())
+        });
+        assert_eq!(home, 1, "a bound subject: its account's home, whatever its name says now");
+        assert_eq!(asked.get(), Some(subject));
+        let by_sub = token(&format!(r#"{{"iss":"https://idp.test","sub":"{one}"}}"#));
+        assert_eq!(oidc_home(by_sub.as_bytes(), FOUR, |_| None), 1, "no preferred_username: the sub");
+        assert_eq!(oidc_home(b"not.a.token", FOUR, |_| None), 0);
+        let no_sub = token(r#"{"iss":"https://idp.test","preferred_username":"x"}"#);
+        assert_eq!(oidc_home(no_sub.as_bytes(), FOUR, |_| panic!("not asked")), 0);
     }
 }

@@ -82,9 +82,10 @@ pub enum Switched<L> {
         partition: PartitionId,
     },
     /// Find the partition of a frame carrying an OIDC access token
-    /// (`token`), then call [`Switchboard::resolved`]: the partition of the
-    /// name its subject is bound to in the store, else the home of the name
-    /// the core would give the account.
+    /// (`token`), then call [`Switchboard::resolved`]:
+    /// [`oidc_home`](super::oidc_home) with the store's bindings (the
+    /// partition of the name its subject is bound to, else the home of the
+    /// name the core would give the account).
     Resolve {
         /// The connection.
         link: L,
