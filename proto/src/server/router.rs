@@ -33,11 +33,17 @@ pub fn route_unbound(frame: &Frame, limits: &Limits, parts: Partitions, last_log
     if !parts.is_split() {
         return FrameRoute::Partition(0);
     }
+    let named_by = |t: &[u8]| token::partition_of(t, parts.count).map_or(FrameRoute::Anywhere, FrameRoute::Partition);
     let Ok(Message::Request(request)) = Message::decode(frame, limits) else {
-        return FrameRoute::Anywhere;
+        // A request this build cannot read still goes where its token says: the core that
+        // reads it (another build, other limits) may bind the connection with it.
+        return if frame.frame_type == crate::wire::FrameType::Request && is_confab_token(&frame.auth) {
+            named_by(&frame.auth)
+        } else {
+            FrameRoute::Anywhere
+        };
     };
     let home = |name: &str| FrameRoute::Partition(parts.home_of_user(name));
-    let named_by = |t: &[u8]| token::partition_of(t, parts.count).map_or(FrameRoute::Anywhere, FrameRoute::Partition);
     match &request.body {
         RequestBody::Register(b) => home(&b.username),
         RequestBody::Login(b) => home(&b.username),
@@ -48,10 +54,15 @@ pub fn route_unbound(frame: &Frame, limits: &Limits, parts: Partitions, last_log
         RequestBody::Introspect(b) => named_by(b.token.as_bytes()),
         // Partition 0 owns the signing keys and publishes them.
         RequestBody::Jwks(_) => FrameRoute::Partition(0),
-        _ if frame.auth.starts_with(b"cfa_") || frame.auth.starts_with(b"cfr_") => named_by(&frame.auth),
+        _ if is_confab_token(&frame.auth) => named_by(&frame.auth),
         _ if frame.auth.is_empty() => FrameRoute::Anywhere,
         _ => FrameRoute::Oidc,
     }
+}
+
+/// Whether an auth part is a confab token (by its prefix; its check is `token::partition_of`'s).
+fn is_confab_token(auth: &[u8]) -> bool {
+    auth.starts_with(b"cfa_") || auth.starts_with(b"cfr_")
 }
 
 /// The partition of a frame carrying an OIDC access token `token`
@@ -136,6 +147,22 @@ mod tests {
         let last = broken.len() - 1;
         broken[last] ^= 1;
         assert_eq!(route(&frame(FetchKey { username: "bob".into() }, &broken), None), FrameRoute::Anywhere);
+    }
+
+    /// A request this build cannot read (here: a name past its limits) goes
+    /// where its token says all the same: the core that reads it may bind
+    /// the connection with it (an attacker-briefed review's finding).
+    #[test]
+    fn a_request_that_does_not_decode_here_goes_where_its_token_says() {
+        let access = token_of(2, TokenKind::Access);
+        let long = frame(FetchKey { username: "a-name-of-twenty-chars".into() }, access.as_bytes());
+        let strict = Limits { max_name: 8, ..Limits::DEFAULT };
+        assert!(Message::decode(&long, &strict).is_err());
+        assert_eq!(route_unbound(&long, &strict, FOUR, None), FrameRoute::Partition(2));
+        assert_eq!(
+            route_unbound(&frame(FetchKey { username: "a-name-of-twenty-chars".into() }, b""), &strict, FOUR, None),
+            FrameRoute::Anywhere
+        );
     }
 
     #[test]

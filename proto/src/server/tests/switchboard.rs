@@ -19,8 +19,9 @@ struct Node {
     sessions: BTreeMap<(u32, PartitionId), SessionId>,
     /// Every switchboard output, in order.
     log: Vec<Switched<u32>>,
-    /// Where OIDC frames resolve to (None: leave them waiting).
+    /// Where OIDC frames resolve to (None: leave them waiting, in `resolving`).
     oidc_home: Option<PartitionId>,
+    resolving: Vec<(u32, u64)>,
     next_request: u32,
 }
 
@@ -29,7 +30,15 @@ impl Node {
         let split = Split::new(count);
         let c = split.cores[0].server.config();
         let board = Switchboard::new(c.partitions, c.limits, c.max_deferred_bytes);
-        Node { split, board, sessions: BTreeMap::new(), log: Vec::new(), oidc_home: None, next_request: 1 }
+        Node {
+            split,
+            board,
+            sessions: BTreeMap::new(),
+            log: Vec::new(),
+            oidc_home: None,
+            resolving: Vec::new(),
+            next_request: 1,
+        }
     }
 
     fn frame(&mut self, body: impl Into<RequestBody>, auth: &[u8]) -> (u32, Bytes) {
@@ -61,7 +70,7 @@ impl Node {
                         let session = self.split.cores[usize::from(partition)].connect();
                         assert!(self.sessions.insert((link, partition), session).is_none(), "opened twice");
                     }
-                    Switched::Feed { link, partition, bytes } => {
+                    Switched::Feed { link, partition, bytes, .. } => {
                         let core = &mut self.split.cores[usize::from(partition)];
                         let session = self.sessions[&(link, partition)];
                         core.server.handle_input(core.now, session, &bytes);
@@ -73,11 +82,10 @@ impl Node {
                         core.server.close_session(core.now, session);
                         core.pump();
                     }
-                    Switched::Resolve { link, .. } => {
-                        if let Some(p) = self.oidc_home {
-                            self.board.resolved(link, p);
-                        }
-                    }
+                    Switched::Resolve { link, ticket, .. } => match self.oidc_home {
+                        Some(p) => self.board.resolved(link, ticket, p),
+                        None => self.resolving.push((link, ticket)),
+                    },
                     Switched::Refuse { .. } => {}
                 }
             }
@@ -85,13 +93,13 @@ impl Node {
             // After the cores' turns: the frames they settled.
             for p in 0..self.split.cores.len() {
                 let partition = PartitionId::try_from(p).unwrap();
-                let waiting: Vec<u32> = self.board.waiting_at(partition).collect();
-                for link in waiting {
+                let waiting: Vec<(u32, u64)> = self.board.waiting_at(partition).collect();
+                for (link, ticket) in waiting {
                     let core = &self.split.cores[p].server;
                     let session = self.sessions[&(link, partition)];
                     if !core.session_held(session) {
                         any = true;
-                        self.board.settled(link, partition, core.session_user(session).is_some());
+                        self.board.settled(link, ticket, core.session_user(session).is_some());
                     }
                 }
             }
@@ -218,11 +226,11 @@ fn bytes_that_do_not_frame_go_to_the_current_core_which_refuses_them() {
     assert!(node.split.cores[0].closed.iter().any(|(s, code)| *s == session && *code >= 400), "refused");
 }
 
-/// Bytes past the cores' `max_deferred_bytes` behind a held frame go to its
-/// core, whose session holds them too and refuses them (413), as one
-/// server does.
+/// More than the cores' `max_deferred_bytes` behind a held frame: the
+/// connection is refused (413) and its sessions closed; nothing reaches
+/// another core.
 #[test]
-fn bytes_past_the_bound_behind_a_held_frame_are_refused_by_its_core() {
+fn bytes_past_the_bound_behind_a_held_frame_refuse_the_connection() {
     let mut node = Node::new(2);
     let alice = node.split.user_of(1, "alice");
     node.register(100, &alice);
@@ -231,14 +239,16 @@ fn bytes_past_the_bound_behind_a_held_frame_are_refused_by_its_core() {
     node.board.open(1);
     let (_, login) = node.frame(Login { username: alice.clone(), password: PASSWORD.into() }, b"");
     node.send(1, &login);
-    assert_eq!(node.board.waiting_at(1).collect::<Vec<_>>(), [1]);
+    assert_eq!(node.board.waiting_at(1).map(|(l, _)| l).collect::<Vec<_>>(), [1]);
     let max = node.split.cores[1].server.config().max_deferred_bytes;
     let (_, one) = node.nobody();
     let flood: Vec<u8> = one.iter().copied().cycle().take(max + one.len()).collect();
+    let fed = node.log.len();
     node.send(1, &flood);
-    let session = node.sessions[&(1, 1)];
-    assert!(node.split.cores[1].closed.contains(&(session, status::TOO_LARGE)), "{:?}", node.split.cores[1].closed);
-    assert_eq!(node.at(1), [1], "nothing reached another core");
+    let after = &node.log[fed..];
+    assert!(after.iter().any(|o| matches!(o, Switched::Refuse { link: 1, code: status::TOO_LARGE, .. })), "{after:?}");
+    assert!(after.iter().all(|o| !matches!(o, Switched::Feed { .. })), "nothing more handed to a core");
+    assert!(node.at(1).is_empty(), "every session closed");
 }
 
 /// A frame with an OIDC token waits for the node to resolve its partition,
@@ -251,23 +261,26 @@ fn an_oidc_frame_waits_for_its_partition() {
     let (oidc, one) = node.frame(FetchKey { username: "x".into() }, b"eyJhbGciOi.jwt.sig");
     let (nobody, two) = node.nobody();
     node.send(1, &[one, two].concat());
-    assert!(node.at(1).is_empty(), "nothing handed before the partition is known");
-    assert!(matches!(node.log.last(), Some(Switched::Resolve { link: 1, token }) if token.starts_with(b"eyJ")));
-    node.oidc_home = Some(2);
-    node.board.resolved(1, 2);
+    assert_eq!(node.at(1), [0], "nothing handed before the partition is known");
+    assert!(matches!(node.log.last(), Some(Switched::Resolve { link: 1, token, .. }) if token.starts_with(b"eyJ")));
+    let (link, ticket) = node.resolving.pop().unwrap();
+    node.board.resolved(link, ticket + 1, 2);
     node.run();
-    assert_eq!(node.at(1), [2]);
+    assert_eq!(node.at(1), [0], "an answer for another ticket changes nothing");
+    node.board.resolved(link, ticket, 2);
+    node.run();
+    assert_eq!(node.at(1), [0, 2]);
     assert!(node.code(1, 2, oidc) >= 400, "the core without OIDC refuses the token");
     assert_eq!(node.code(1, 2, nobody), status::UNAUTHORIZED, "the frame behind it followed");
     // Another connection floods while its OIDC frame is looked up.
-    node.oidc_home = None;
     node.board.open(2);
     let (_, one) = node.frame(FetchKey { username: "x".into() }, b"eyJhbGciOi.jwt.sig");
     node.send(2, &one);
     let max = node.split.cores[0].server.config().max_deferred_bytes;
     node.send(2, &vec![0u8; max + 1]);
     assert!(node.log.iter().any(|o| matches!(o, Switched::Refuse { link: 2, .. })));
-    node.board.resolved(2, 0);
+    let (link, ticket) = node.resolving.pop().unwrap();
+    node.board.resolved(link, ticket, 0);
     node.run();
     assert!(node.at(2).is_empty(), "a refused connection reaches no core");
 }
@@ -284,16 +297,19 @@ fn one_partition_routes_everything_to_partition_0_without_holding() {
         body: Login { username: "a".into(), password: "p".into() }.into(),
     })
     .to_bytes(b"");
-    board.input(7, &[login.clone(), login.clone()].concat());
+    let both = [login.clone(), login].concat();
+    board.input(7, &both[..5]);
+    board.input(7, &both[5..]);
     let out: Vec<_> = std::iter::from_fn(|| board.poll()).collect();
     assert_eq!(
         out,
         [
             Switched::Open { link: 7, partition: 0 },
-            Switched::Feed { link: 7, partition: 0, bytes: login.clone() },
-            Switched::Feed { link: 7, partition: 0, bytes: login },
+            Switched::Feed { link: 7, partition: 0, bytes: Bytes::copy_from_slice(&both[..5]), ticket: None },
+            Switched::Feed { link: 7, partition: 0, bytes: Bytes::copy_from_slice(&both[5..]), ticket: None },
         ]
     );
+    assert_eq!(board.bound_to(7), Some(0), "bound at once: nothing parsed");
     assert_eq!(board.waiting_at(0).count(), 0);
 }
 
@@ -313,7 +329,9 @@ fn a_passphrase_follows_its_login_whatever_came_between() {
     let answered = node.split.cores[1].response(node.sessions[&(1, 1)], id).body;
     assert!(matches!(answered, crate::wire::ResponseBody::Tokens(_)), "{answered:?}");
     assert!(node.log.contains(&Switched::Close { link: 1, partition: 0 }), "jwks went to 0, closed once bound");
-    assert!(node.log.iter().any(|o| matches!(o, Switched::Feed { link: 1, partition: 0, bytes } if !bytes.is_empty())));
+    assert!(
+        node.log.iter().any(|o| matches!(o, Switched::Feed { link: 1, partition: 0, bytes, .. } if !bytes.is_empty()))
+    );
 }
 
 /// A node that asks a core about a connection before it handed it the
@@ -330,11 +348,103 @@ fn a_frame_is_waited_for_only_once_polled() {
     board.open(7);
     board.input(7, &[login, other].concat());
     assert_eq!(board.waiting_at(1).count(), 0, "not handed yet");
-    board.settled(7, 1, false);
+    assert_eq!(board.poll(), Some(Switched::Open { link: 7, partition: 0 }));
     assert_eq!(board.poll(), Some(Switched::Open { link: 7, partition: 1 }));
-    assert!(matches!(board.poll(), Some(Switched::Feed { link: 7, partition: 1, .. })));
-    assert_eq!(board.poll(), None, "the second login still waits: the early answer was ignored");
-    assert_eq!(board.waiting_at(1).collect::<Vec<_>>(), [7]);
-    board.settled(7, 1, false);
-    assert!(board.poll().is_some(), "now the second one is routed");
+    let Some(Switched::Feed { link: 7, partition: 1, ticket: Some(ticket), .. }) = board.poll() else {
+        panic!("the login, with a ticket")
+    };
+    assert_eq!(board.poll(), None, "the second login waits");
+    assert_eq!(board.waiting_at(1).collect::<Vec<_>>(), [(7, ticket)]);
+    board.settled(7, ticket + 1, false);
+    assert_eq!(board.poll(), None, "an answer for another ticket settles nothing");
+    board.settled(7, ticket, false);
+    let Some(Switched::Feed { ticket: Some(second), .. }) = board.poll() else { panic!("the second login") };
+    // The first answer again (late, or repeated): the second login is not settled by it.
+    board.settled(7, ticket, false);
+    assert_eq!(board.poll(), None);
+    assert_eq!(board.waiting_at(0).chain(board.waiting_at(1)).collect::<Vec<_>>(), [(7, second)]);
+}
+
+/// A connection has a session at partition 0 from the start, so a
+/// connection that never sends a whole frame idles out there (an
+/// attacker-briefed review found it invisible to every core).
+#[test]
+fn a_connection_that_sends_no_whole_frame_idles_out_at_partition_0() {
+    let mut node = Node::new(2);
+    node.board.open(1);
+    node.send(1, &[1, 1, 0, 0]);
+    assert_eq!(node.at(1), [0]);
+    let session = node.sessions[&(1, 0)];
+    for _ in 0..10 {
+        node.split.cores[0].advance(std::time::Duration::from_secs(30));
+    }
+    assert!(node.split.cores[0].closed.iter().any(|(s, _)| *s == session), "closed by its idle timeout");
+}
+
+/// Each core pings its own session: a pong goes to every core where the
+/// connection has one, so none idles out while the client answers.
+#[test]
+fn a_pong_reaches_every_core_where_the_connection_has_a_session() {
+    let mut node = Node::new(2);
+    let alice = node.split.user_of(1, "alice");
+    node.register(100, &alice);
+    node.board.open(1);
+    let (_, login) = node.frame(Login { username: alice.clone(), password: PASSWORD.into() }, b"");
+    node.send(1, &login);
+    assert_eq!(node.at(1), [0, 1]);
+    let pong = Message::Pong(crate::wire::Pong { nonce: 7 }).to_bytes(b"");
+    let fed = node.log.len();
+    node.send(1, &pong);
+    let to: Vec<PartitionId> = node.log[fed..]
+        .iter()
+        .filter_map(|o| match o {
+            Switched::Feed { partition, bytes, .. } if *bytes == pong => Some(*partition),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(to, [0, 1]);
+}
+
+/// Nothing after a close frame is routed: it goes, with what follows, to
+/// the current core, which ends the session (a single server stops there).
+#[test]
+fn nothing_after_a_close_frame_is_routed() {
+    let mut node = Node::new(3);
+    let alice = node.split.user_of(2, "alice");
+    node.register(100, &alice);
+    node.board.open(10);
+    let tokens = node.login(10, &alice);
+    node.board.open(1);
+    let close = Message::Close(crate::wire::Close { code: 200, reason: "bye".into() }).to_bytes(b"");
+    let (_, after) = node.frame(FetchKey { username: alice.clone() }, tokens.access_token.as_bytes());
+    node.send(1, &[close, after].concat());
+    assert_eq!(node.board.bound_to(1), Some(0));
+    assert!(!node.log.contains(&Switched::Open { link: 1, partition: 2 }), "never at alice's home");
+}
+
+/// A connection closed before its outputs were polled: what was queued
+/// for it is dropped, and only the sessions whose opening was polled are
+/// closed.
+#[test]
+fn a_connection_closed_before_its_outputs_were_polled_leaves_nothing_behind() {
+    let parts = crate::server::Partitions { index: 0, count: 2 };
+    let mut board: Switchboard<u32> = Switchboard::new(parts, Limits::DEFAULT, 1 << 20);
+    let name = (0..).map(|i| format!("u{i}")).find(|n| parts.home_of_user(n) == 1).unwrap();
+    let login = Message::Request(Request {
+        request_id: 1,
+        timestamp_ms: 0,
+        body: Login { username: name, password: "p".into() }.into(),
+    })
+    .to_bytes(b"");
+    board.open(7);
+    board.input(7, &login);
+    board.close(7);
+    assert_eq!(board.poll(), None, "nothing was opened: nothing to close");
+    board.open(8);
+    assert_eq!(board.poll(), Some(Switched::Open { link: 8, partition: 0 }));
+    board.input(8, &login);
+    board.close(8);
+    assert_eq!(board.poll(), Some(Switched::Close { link: 8, partition: 0 }));
+    assert_eq!(board.poll(), None);
+    assert_eq!(board.waiting_at(1).count(), 0);
 }
