@@ -5,7 +5,11 @@
 //! Each body panics only on a real bug: a broken round trip or a decoder that
 //! depends on chunking.
 
+mod switchboard;
+
 use bytes::{Bytes, BytesMut};
+
+pub use switchboard::switchboard;
 
 use crate::wire::{Frame, FrameDecoder, Limits, Message};
 

@@ -59,3 +59,8 @@ fn client_ops_corpus() {
 fn jwt_corpus() {
     replay("jwt", confab_proto::fuzzing::jwt);
 }
+
+#[test]
+fn switchboard_corpus() {
+    replay("switchboard", confab_proto::fuzzing::switchboard);
+}

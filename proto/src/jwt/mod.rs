@@ -55,7 +55,7 @@ pub use jwk::{
 pub use jws::{Algorithm, Header, sign_es256, verify_es256, verify_rs256};
 pub use signer::{KeyRecord, MintRequest, Minted, SignError, SignerConfig, SigningKeys, jti};
 pub use validator::{FetchReason, FetchRequest, JwksUpdate, JwtValidator, ValidatorConfig};
-pub use verify::{Verified, verify};
+pub use verify::{Verified, unverified_claims, verify};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -45,3 +45,15 @@ pub fn verify(token: &str, keys: &JwkSet, validation: &Validation, now: u64) -> 
     let kind = validation.check(&compact.header, &claims, now)?;
     Ok(Verified { header: compact.header, claims, kind, header_json: compact.header_json, claims_json })
 }
+
+/// The claims of a token, **not verified**: only to route a frame to the
+/// partition whose core verifies it (docs/PARTITIONS.md, "Routing frames"),
+/// never to trust anything. Its header is checked as [`verify`] checks it.
+///
+/// # Errors
+/// The token is not a compact JWS with a JSON object for claims.
+pub fn unverified_claims(token: &[u8]) -> Result<Claims, JwtError> {
+    let compact = jws::parse(token)?;
+    let payload = b64_decode(compact.payload_b64).ok_or(JwtError::Base64(Part::Payload))?;
+    Ok(claims::parse(&payload)?.0)
+}

@@ -60,6 +60,7 @@ mod route;
 pub mod router;
 mod session;
 pub mod state;
+pub mod switchboard;
 #[cfg(test)]
 mod tests;
 mod turn;
@@ -81,9 +82,10 @@ pub use oidc::{oidc_login_key, oidc_subject_key};
 pub use output::{OpenError, ServerLog};
 pub use partition::{MAX_PARTITIONS, PartitionId, Partitions};
 pub use refusal::{Refusal, Reply};
-pub use router::{FrameRoute, route_unbound};
+pub use router::{FrameRoute, oidc_home, route_unbound};
 pub use session::{SessionId, SourceKey};
 pub use state::{Change, State};
+pub use switchboard::{Switchboard, Switched};
 pub use turn::{Action, Batch, Committed, Pending, Receipt, Sequencer, Turn};
 pub use validate::ConfigError;
 pub use work::{Job, JobId, JobResult, Scratch};
@@ -186,6 +188,15 @@ impl Server {
     #[must_use]
     pub fn session_user(&self, session: SessionId) -> Option<&str> {
         self.presence.get(session)?.username()
+    }
+
+    /// Whether a session's later frames wait (a password being checked, a
+    /// request waiting for another partition's answer): the frames it was
+    /// given are not all handled yet. A node's
+    /// [`Switchboard`] asks it.
+    #[must_use]
+    pub fn session_held(&self, session: SessionId) -> bool {
+        self.presence.get(session).is_some_and(session::Session::held)
     }
 
     /// A transport accepted an in-process connection (source [`SourceKey::Local`]).

@@ -33,11 +33,17 @@ pub fn route_unbound(frame: &Frame, limits: &Limits, parts: Partitions, last_log
     if !parts.is_split() {
         return FrameRoute::Partition(0);
     }
+    let named_by = |t: &[u8]| token::partition_of(t, parts.count).map_or(FrameRoute::Anywhere, FrameRoute::Partition);
     let Ok(Message::Request(request)) = Message::decode(frame, limits) else {
-        return FrameRoute::Anywhere;
+        // A request this build cannot read still goes where its token says: the core that
+        // reads it (another build, other limits) may bind the connection with it.
+        return if frame.frame_type == crate::wire::FrameType::Request && is_confab_token(&frame.auth) {
+            named_by(&frame.auth)
+        } else {
+            FrameRoute::Anywhere
+        };
     };
     let home = |name: &str| FrameRoute::Partition(parts.home_of_user(name));
-    let named_by = |t: &[u8]| token::partition_of(t, parts.count).map_or(FrameRoute::Anywhere, FrameRoute::Partition);
     match &request.body {
         RequestBody::Register(b) => home(&b.username),
         RequestBody::Login(b) => home(&b.username),
@@ -48,9 +54,33 @@ pub fn route_unbound(frame: &Frame, limits: &Limits, parts: Partitions, last_log
         RequestBody::Introspect(b) => named_by(b.token.as_bytes()),
         // Partition 0 owns the signing keys and publishes them.
         RequestBody::Jwks(_) => FrameRoute::Partition(0),
-        _ if frame.auth.starts_with(b"cfa_") || frame.auth.starts_with(b"cfr_") => named_by(&frame.auth),
+        _ if is_confab_token(&frame.auth) => named_by(&frame.auth),
         _ if frame.auth.is_empty() => FrameRoute::Anywhere,
         _ => FrameRoute::Oidc,
+    }
+}
+
+/// Whether an auth part is a confab token (by its prefix; its check is `token::partition_of`'s).
+fn is_confab_token(auth: &[u8]) -> bool {
+    auth.starts_with(b"cfa_") || auth.starts_with(b"cfr_")
+}
+
+/// The partition of a frame carrying an OIDC access token `token`
+/// ([`FrameRoute::Oidc`]): the home of the account its subject was bound
+/// to, as `bound` says (the store's `confab_oidc_subjects`, keyed by
+/// [`oidc_subject_key`](super::oidc_subject_key)), else the home of the name
+/// the core would give a new account (`preferred_username`, else `sub`).
+/// Read without verifying anything: that core verifies the token, and
+/// refuses an account away from its home. A token that does not parse, or
+/// names no subject, goes to partition 0, which refuses it.
+pub fn oidc_home(token: &[u8], parts: Partitions, bound: impl FnOnce(&[u8; 32]) -> Option<String>) -> PartitionId {
+    let Ok(claims) = crate::jwt::unverified_claims(token) else { return 0 };
+    let (Some(iss), Some(sub)) = (claims.iss.as_deref(), claims.sub.as_deref().filter(|s| !s.is_empty())) else {
+        return 0;
+    };
+    match bound(&super::oidc_subject_key(iss, sub)) {
+        Some(name) => parts.home_of_user(&name),
+        None => claims.username().map_or(0, |name| parts.home_of_user(name)),
     }
 }
 
@@ -119,6 +149,22 @@ mod tests {
         assert_eq!(route(&frame(FetchKey { username: "bob".into() }, &broken), None), FrameRoute::Anywhere);
     }
 
+    /// A request this build cannot read (here: a name past its limits) goes
+    /// where its token says all the same: the core that reads it may bind
+    /// the connection with it (an attacker-briefed review's finding).
+    #[test]
+    fn a_request_that_does_not_decode_here_goes_where_its_token_says() {
+        let access = token_of(2, TokenKind::Access);
+        let long = frame(FetchKey { username: "a-name-of-twenty-chars".into() }, access.as_bytes());
+        let strict = Limits { max_name: 8, ..Limits::DEFAULT };
+        assert!(Message::decode(&long, &strict).is_err());
+        assert_eq!(route_unbound(&long, &strict, FOUR, None), FrameRoute::Partition(2));
+        assert_eq!(
+            route_unbound(&frame(FetchKey { username: "a-name-of-twenty-chars".into() }, b""), &strict, FOUR, None),
+            FrameRoute::Anywhere
+        );
+    }
+
     #[test]
     fn the_rest_goes_to_partition_0_the_oidc_resolver_or_anywhere() {
         assert_eq!(route(&frame(Jwks {}, b""), None), FrameRoute::Partition(0));
@@ -134,5 +180,30 @@ mod tests {
     fn one_partition_takes_everything() {
         let f = frame(Login { username: "alice".into(), password: "p".into() }, b"");
         assert_eq!(route_unbound(&f, &Limits::DEFAULT, Partitions::SINGLE, None), FrameRoute::Partition(0));
+    }
+
+    #[test]
+    fn an_oidc_token_goes_to_the_home_of_its_subjects_account_else_of_its_name() {
+        use base64::Engine as _;
+        let b64 = |text: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);
+        let token = |claims: &str| format!("{}.{}.sig", b64(r#"{"alg":"RS256","typ":"JWT"}"#), b64(claims));
+        let named = |home: u8| (0..).map(|i| format!("n{i}")).find(|n| FOUR.home_of_user(n) == home).unwrap();
+        let (one, three) = (named(1), named(3));
+        let claims = format!(r#"{{"iss":"https://idp.test","sub":"s-1","preferred_username":"{three}"}}"#);
+        let t = token(&claims);
+        assert_eq!(oidc_home(t.as_bytes(), FOUR, |_| None), 3, "a new subject: the home of its name");
+        let subject = crate::server::oidc_subject_key("https://idp.test", "s-1");
+        let asked = std::cell::Cell::new(None);
+        let home = oidc_home(t.as_bytes(), FOUR, |key| {
+            asked.set(Some(*key));
+            Some(one.clone())
+        });
+        assert_eq!(home, 1, "a bound subject: its account's home, whatever its name says now");
+        assert_eq!(asked.get(), Some(subject));
+        let by_sub = token(&format!(r#"{{"iss":"https://idp.test","sub":"{one}"}}"#));
+        assert_eq!(oidc_home(by_sub.as_bytes(), FOUR, |_| None), 1, "no preferred_username: the sub");
+        assert_eq!(oidc_home(b"not.a.token", FOUR, |_| None), 0);
+        let no_sub = token(r#"{"iss":"https://idp.test","preferred_username":"x"}"#);
+        assert_eq!(oidc_home(no_sub.as_bytes(), FOUR, |_| panic!("not asked")), 0);
     }
 }

@@ -13,6 +13,7 @@ mod partitions;
 mod retry_key;
 mod rooms_across;
 mod split;
+mod switchboard;
 mod turn;
 mod validate;
 mod work;
@@ -53,6 +54,8 @@ pub(super) struct Harness {
     pub(super) mail: Vec<crate::server::Change>,
     /// The log events of the committed turns.
     pub(super) logs: Vec<crate::server::ServerLog>,
+    /// The sessions the committed turns closed, with the code.
+    pub(super) closed: Vec<(SessionId, u16)>,
 }
 
 impl Harness {
@@ -70,6 +73,7 @@ impl Harness {
             failovers: 0,
             mail: Vec::new(),
             logs: Vec::new(),
+            closed: Vec::new(),
         }
     }
 
@@ -154,7 +158,10 @@ impl Harness {
                         self.logs.push(event);
                         continue;
                     }
-                    Action::Close { .. } => continue,
+                    Action::Close { session, code, .. } => {
+                        self.closed.push((session, code));
+                        continue;
+                    }
                 };
                 let limits = self.server.config().limits;
                 let Some(decoder) = self.decoders.get_mut(&session) else { continue };
