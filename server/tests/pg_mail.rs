@@ -66,27 +66,44 @@ fn pg_the_carrier_hands_each_owned_partitions_mail_in_order() {
         Change::MailIn { from: 2, seq: 1 },
     ])
     .unwrap();
+    carrier.applied(1, 0, 2);
+    carrier.applied(1, 2, 1);
     // Not rung: the catch-up reads it.
     zero.commit(&[out(1, 3, "d")]).unwrap();
     assert_eq!(mail(&rx, 1, Duration::from_secs(5)), [(1, 0, 3, b("d"))], "within a poll, without a ring");
-    assert!(mail(&rx, 1, Duration::from_millis(700)).is_empty(), "handed once, though not applied yet");
+    // Not applied (lost on its way to the core): handed again a poll or two later.
+    assert_eq!(mail(&rx, 1, Duration::from_secs(2)), [(1, 0, 3, b("d"))], "handed again while not applied");
+    carrier.applied(1, 0, 3);
+    std::thread::sleep(Duration::from_millis(100));
+    while rx.try_recv().is_ok() {}
+    assert!(mail(&rx, 1, Duration::from_millis(900)).is_empty(), "applied: not handed again");
+    // A rewind never moves forward: the next item comes.
+    carrier.rewind(1, 0, 9);
+    zero.commit(&[out(1, 4, "e")]).unwrap();
+    carrier.ring();
+    assert_eq!(
+        mail(&rx, 1, Duration::from_secs(2)),
+        [(1, 0, 4, b("e"))],
+        "the next item comes (a rewind never moves forward, and the catch-up would repair one that did)"
+    );
+    carrier.applied(1, 0, 4);
     // The core answered a gap: handed again from its cursor.
     carrier.rewind(1, 0, 2);
     carrier.ring();
-    assert_eq!(mail(&rx, 1, Duration::from_secs(5)), [(1, 0, 3, b("d"))]);
+    assert_eq!(mail(&rx, 2, Duration::from_secs(5)), [(1, 0, 3, b("d")), (1, 0, 4, b("e"))]);
     // PostgreSQL restarts: the carrier opens a session again.
     drop((zero, one, two));
     let mut pg = pg;
     pg.restart();
     let mut zero = open(&pg, 0);
-    zero.commit(&[out(1, 4, "e")]).unwrap();
-    assert_eq!(mail(&rx, 1, Duration::from_secs(10)), [(1, 0, 4, b("e"))], "after the store came back");
+    zero.commit(&[out(1, 5, "f")]).unwrap();
+    assert_eq!(mail(&rx, 1, Duration::from_secs(10)), [(1, 0, 5, b("f"))], "after the store came back");
     // Disowned: nothing more.
     carrier.disown(1);
     carrier.ring();
     std::thread::sleep(Duration::from_millis(100));
     while rx.try_recv().is_ok() {}
-    zero.commit(&[out(1, 5, "f")]).unwrap();
+    zero.commit(&[out(1, 6, "g")]).unwrap();
     carrier.ring();
     assert!(mail(&rx, 1, Duration::from_millis(900)).is_empty(), "a partition given back gets nothing here");
 }
@@ -109,4 +126,33 @@ fn pg_the_carrier_counts_each_owned_partitions_backlog() {
         })
         .expect("a count within a poll");
     assert_eq!(backlog, [(1, 2), (2, 1)]);
+}
+
+/// At most `WINDOW` items of one source are handed beyond what the node
+/// says its core applied: the node's queue is bounded. A cursor the core
+/// gave at `own` is where the carrier starts.
+#[test]
+fn pg_the_carrier_hands_a_window_of_items_beyond_what_was_applied() {
+    use confab_server::store::WINDOW;
+    let Some(pg) = TempPostgres::start("carrier-window") else { return };
+    let mut zero = open(&pg, 0);
+    let total = WINDOW + 88;
+    let items: Vec<Change> =
+        (1..=total).map(|seq| Change::MailOut { to: 1, seq, item: Bytes::from(seq.to_string()) }).collect();
+    zero.commit(&items).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let carrier = Carrier::start(&pg.url(), 3, Duration::from_secs(3), move |d| {
+        let _ = tx.send(d);
+    })
+    .unwrap();
+    // The core applied the first 10 already.
+    carrier.own(1, vec![(0, 10)]);
+    carrier.ring();
+    let first = mail(&rx, usize::MAX, Duration::from_millis(1500));
+    assert_eq!(first.len() as u64, WINDOW, "a window, no more");
+    assert_eq!(first.first().map(|m| m.2), Some(11), "from the core's cursor");
+    assert_eq!(first.last().map(|m| m.2), Some(10 + WINDOW));
+    carrier.applied(1, 0, 10 + WINDOW);
+    let rest = mail(&rx, usize::MAX, Duration::from_millis(1500));
+    assert_eq!(rest.iter().map(|m| m.2).collect::<Vec<_>>(), (11 + WINDOW..=total).collect::<Vec<_>>());
 }

@@ -8,16 +8,26 @@
 //! ([`Carrier::ring`]: a commit mailed an owned partition, or a doorbell
 //! came) and every `poll` without: that catch-up is the only path when
 //! nothing rings, so a lost doorbell delays an item by one `poll` at most.
-//! Per source and target it hands items in sequence order from a cursor
-//! that starts at the core's (`own`), and goes back to a cursor the node
-//! names ([`Carrier::rewind`]: the core answered `MailOutcome::Gap`, or a
-//! commit failed). Handing an item twice is harmless (the core ignores a
-//! duplicate). At most [`BATCH`] items per partition are read per round;
-//! a full batch is followed by another round at once.
+//! Per source and target it hands items in sequence order after the
+//! last one handed, starting from the core's cursor (`own`), and at most
+//! [`WINDOW`] beyond the last one the node says its core applied
+//! ([`Carrier::applied`]): the node's queue is bounded. An item handed and
+//! not applied by the next poll but one (lost on its way, or refused as
+//! past a gap) is handed again from the core's cursor, and
+//! [`Carrier::rewind`] does so at once (the core answered
+//! `MailOutcome::Gap`: rewind once per gap). Handing an item twice is
+//! harmless (the core ignores a duplicate). This rests on one commit in
+//! flight per source partition (its store's one committer), so that each
+//! source's items become visible in sequence order.
 //!
-//! A lost session is opened again at the next round (a round that fails is
-//! logged and retried after `poll`); nothing is handed that the store did
-//! not commit.
+//! Its session bounds every statement (10 s) and asks for a read-write
+//! server; a lost session is opened again at the next poll (a round that
+//! fails is logged, and rings are not answered until then); nothing is
+//! handed that the store did not commit. A round under way when a
+//! partition is given back may still hand its items: the node drops
+//! deliveries for partitions it does not own. The callback runs on the
+//! carrier's thread and must not block (hand the item to the node's loop):
+//! dropping the carrier waits for the round under way.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -30,14 +40,20 @@ use postgres::Client;
 use super::error::StoreError;
 use super::pg::{MAIL_WAITING, client_config, label_of, open_session, pg_err};
 
-/// Items read per owned partition per round.
-pub const BATCH: i64 = 512;
+/// Items of one source handed and not applied yet, at most.
+pub const WINDOW: u64 = 512;
 
-/// The items to partition `$1` from the sources `$2` after their cursors
-/// `$3`, in order per source, at most `$4`.
-const ITEMS: &str = "SELECT o.source, o.seq, o.item FROM confab_outbox o
-     JOIN unnest($2::int[], $3::bigint[]) AS c(source, after) ON o.source = c.source AND o.seq > c.after
-     WHERE o.target = $1 ORDER BY o.source, o.seq LIMIT $4";
+/// How long one of the carrier's statements may run (or wait for a lock).
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The items to partition `$1` from each source `$2` after its cursor `$3`,
+/// at most `$4` of it, in order per source (each source read on the
+/// outbox's primary key: a round costs what it hands, not the backlog).
+const ITEMS: &str = "SELECT c.source, o.seq, o.item
+     FROM unnest($2::int[], $3::bigint[], $4::bigint[]) AS c(source, after, n)
+     CROSS JOIN LATERAL (SELECT seq, item FROM confab_outbox
+                         WHERE target = $1 AND source = c.source AND seq > c.after ORDER BY seq LIMIT c.n) o
+     ORDER BY c.source, o.seq";
 
 /// What the carrier hands the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +85,7 @@ enum Cmd {
     Own { partition: u8, cursors: Vec<(u8, u64)> },
     Disown(u8),
     Rewind { to: u8, from: u8, after: u64 },
+    Applied { to: u8, from: u8, upto: u64 },
     Ring,
 }
 
@@ -93,14 +110,19 @@ impl Carrier {
         poll: Duration,
         deliver: impl FnMut(Delivery) + Send + 'static,
     ) -> Result<Carrier, StoreError> {
-        let connect = client_config(url)?;
+        let mut connect = client_config(url)?;
+        let bound = STATEMENT_TIMEOUT.as_millis();
+        connect
+            .options(&format!("-c statement_timeout={bound} -c lock_timeout={bound}"))
+            .target_session_attrs(postgres::config::TargetSessionAttrs::ReadWrite);
         let label = PathBuf::from(label_of(&connect));
         let (tx, rx) = mpsc::channel();
-        let mut reader = Reader { connect, label, count, poll, client: None, owned: BTreeMap::new() };
+        let poll = poll.max(Duration::from_millis(10));
+        let mut reader = Reader { connect, label: label.clone(), count, poll, client: None, owned: BTreeMap::new() };
         let thread = std::thread::Builder::new()
             .name("confab-mail".into())
             .spawn(move || reader.run(&rx, deliver))
-            .map_err(|e| StoreError::LeaseLost { url: PathBuf::from(url), reason: format!("no mail thread: {e}") })?;
+            .map_err(|source| StoreError::Io { action: "start the mail thread of", path: label, source })?;
         Ok(Carrier { tx: Some(tx), thread: Some(thread) })
     }
 
@@ -117,9 +139,17 @@ impl Carrier {
     }
 
     /// Hands the mail from `from` to `to` again after `after` (the core's
-    /// cursor): the core answered a gap, or what was handed was not applied.
+    /// cursor) at once: the core answered a gap (rewind once per gap: the
+    /// items after it handed meanwhile come again). Never moves forward.
     pub fn rewind(&self, to: u8, from: u8, after: u64) {
         self.send(Cmd::Rewind { to, from, after });
+    }
+
+    /// `to`'s core applied the mail from `from` up to `upto`
+    /// (`Server::mail_applied_from` after `handle_mail`): up to [`WINDOW`]
+    /// items after it may be handed.
+    pub fn applied(&self, to: u8, from: u8, upto: u64) {
+        self.send(Cmd::Applied { to, from, upto });
     }
 
     /// Reads now: something was committed for an owned partition.
@@ -149,17 +179,29 @@ struct Reader {
     count: u8,
     poll: Duration,
     client: Option<Client>,
-    /// Per owned partition, the cursor of each source (the last item handed).
-    owned: BTreeMap<u8, BTreeMap<u8, u64>>,
+    /// Per owned partition, each source's cursors.
+    owned: BTreeMap<u8, BTreeMap<u8, Cursor>>,
+}
+
+/// The mail of one source to one owned partition.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cursor {
+    /// The last item handed.
+    handed: u64,
+    /// The last item the core applied (as the node said).
+    applied: u64,
+    /// `applied` at the last poll: an item handed and still not applied a
+    /// poll later is handed again.
+    polled: u64,
 }
 
 impl Reader {
     fn run(&mut self, rx: &Receiver<Cmd>, mut deliver: impl FnMut(Delivery)) {
         let mut next_poll = Instant::now();
-        let mut again = false;
+        // After a failed round, nothing is read before the next poll.
+        let mut failed = false;
         loop {
-            let wait = if again { Duration::ZERO } else { next_poll.saturating_duration_since(Instant::now()) };
-            match rx.recv_timeout(wait) {
+            match rx.recv_timeout(next_poll.saturating_duration_since(Instant::now())) {
                 Ok(cmd) => self.apply(cmd),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
@@ -168,39 +210,59 @@ impl Reader {
                 self.apply(cmd);
             }
             let polling = Instant::now() >= next_poll;
-            match self.round(polling, &mut deliver) {
-                Ok(full) => again = full,
-                Err(e) => {
-                    tracing::warn!(store = %self.label.display(), "mail not read ({e}): trying again");
-                    self.client = None;
-                    again = false;
-                    next_poll = Instant::now() + self.poll;
-                    continue;
-                }
+            if failed && !polling {
+                continue;
             }
             if polling {
                 next_poll = Instant::now() + self.poll;
+                self.heal();
             }
+            match self.round(polling, &mut deliver) {
+                Ok(()) => failed = false,
+                Err(e) => {
+                    tracing::warn!(store = %self.label.display(), "mail not read ({e}): trying again at the next poll");
+                    self.client = None;
+                    failed = true;
+                }
+            }
+        }
+    }
+
+    /// Items handed and still not applied since the last poll are handed again.
+    fn heal(&mut self) {
+        for cursor in self.owned.values_mut().flat_map(|c| c.values_mut()) {
+            if cursor.handed > cursor.applied && cursor.applied == cursor.polled {
+                cursor.handed = cursor.applied;
+            }
+            cursor.polled = cursor.applied;
         }
     }
 
     fn apply(&mut self, cmd: Cmd) {
         match cmd {
-            Cmd::Own { partition, cursors } => {
-                let mut all: BTreeMap<u8, u64> = (0..self.count).filter(|s| *s != partition).map(|s| (s, 0)).collect();
+            Cmd::Own { partition, cursors } if partition < self.count => {
+                let mut all: BTreeMap<u8, Cursor> =
+                    (0..self.count).filter(|s| *s != partition).map(|s| (s, Cursor::default())).collect();
                 for (source, after) in cursors {
                     if let Some(c) = all.get_mut(&source) {
-                        *c = after;
+                        *c = Cursor { handed: after, applied: after, polled: after };
                     }
                 }
                 self.owned.insert(partition, all);
             }
+            Cmd::Own { .. } => {}
             Cmd::Disown(partition) => {
                 self.owned.remove(&partition);
             }
             Cmd::Rewind { to, from, after } => {
                 if let Some(c) = self.owned.get_mut(&to).and_then(|c| c.get_mut(&from)) {
-                    *c = after;
+                    c.handed = c.handed.min(after);
+                }
+            }
+            Cmd::Applied { to, from, upto } => {
+                if let Some(c) = self.owned.get_mut(&to).and_then(|c| c.get_mut(&from)) {
+                    c.applied = c.applied.max(upto);
+                    c.handed = c.handed.max(c.applied);
                 }
             }
             Cmd::Ring => {}
@@ -208,22 +270,33 @@ impl Reader {
     }
 
     /// Reads every owned partition's items (and, when `polling`, the
-    /// backlogs); whether a batch came back full.
-    fn round(&mut self, polling: bool, deliver: &mut impl FnMut(Delivery)) -> Result<bool, StoreError> {
+    /// backlogs). A source whose window filled is read again once the node
+    /// says its core applied some (an `applied` wakes the thread).
+    fn round(&mut self, polling: bool, deliver: &mut impl FnMut(Delivery)) -> Result<(), StoreError> {
         if self.owned.is_empty() {
-            return Ok(false);
+            return Ok(());
         }
         if self.client.is_none() {
             self.client = Some(open_session(&self.connect, &self.label)?.0);
         }
-        let Some(client) = self.client.as_mut() else { return Ok(false) };
+        let Some(client) = self.client.as_mut() else { return Ok(()) };
         let read = pg_err("read the mail in", &self.label);
-        let mut full = false;
+        let number = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         for (&to, cursors) in &mut self.owned {
-            let (sources, afters): (Vec<i32>, Vec<i64>) =
-                cursors.iter().map(|(s, a)| (i32::from(*s), i64::try_from(*a).unwrap_or(i64::MAX))).unzip();
-            let rows = client.query(ITEMS, &[&i32::from(to), &sources, &afters, &BATCH]).map_err(&read)?;
-            full |= rows.len() as i64 >= BATCH;
+            let (mut sources, mut afters, mut room) = (Vec::new(), Vec::new(), Vec::new());
+            for (source, c) in cursors.iter() {
+                let n = WINDOW.saturating_sub(c.handed.saturating_sub(c.applied));
+                if n > 0 {
+                    sources.push(i32::from(*source));
+                    afters.push(number(c.handed));
+                    room.push(number(n));
+                }
+            }
+            let rows = if sources.is_empty() {
+                Vec::new()
+            } else {
+                client.query(ITEMS, &[&i32::from(to), &sources, &afters, &room]).map_err(&read)?
+            };
             for row in rows {
                 let (Ok(from), Ok(seq)) = (u8::try_from(row.get::<_, i32>(0)), u64::try_from(row.get::<_, i64>(1)))
                 else {
@@ -231,7 +304,7 @@ impl Reader {
                 };
                 let item: Vec<u8> = row.get(2);
                 if let Some(c) = cursors.get_mut(&from) {
-                    *c = (*c).max(seq);
+                    c.handed = c.handed.max(seq);
                 }
                 deliver(Delivery::Mail { to, from, seq, item: Bytes::from(item) });
             }
@@ -246,6 +319,6 @@ impl Reader {
                 deliver(Delivery::Backlog { from: to, waiting });
             }
         }
-        Ok(full)
+        Ok(())
     }
 }

@@ -89,7 +89,8 @@ pub const MIGRATIONS: &[&str] = &[
      ALTER TABLE confab_changes ALTER COLUMN partition DROP DEFAULT;
      DELETE FROM confab_meta WHERE key = 'format';
      INSERT INTO confab_meta (key, value) VALUES ('partitions', '1');
-     CREATE TABLE confab_oidc_subjects (subject bytea PRIMARY KEY, username text NOT NULL);",
+     CREATE TABLE confab_oidc_subjects (subject bytea PRIMARY KEY, username text NOT NULL);
+     CREATE INDEX confab_outbox_by_source ON confab_outbox (source, target);",
 ];
 
 /// The schema version of this build: every write checks that the database is still at it.
