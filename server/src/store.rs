@@ -80,6 +80,7 @@
 //! as they log, so no commit waits for thousands of deletions; loading skips
 //! what the snapshot covers and is not deleted yet.
 
+pub mod carrier;
 mod check;
 mod error;
 pub mod fleet;
@@ -98,6 +99,7 @@ use confab_proto::server::{Change, State};
 use confab_proto::{Durable, ServerConfig};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
+pub use carrier::{Carrier, Delivery, WINDOW};
 use check::{Head, Loaded, change_sum, snapshot_sum};
 use error::sql;
 pub use error::{Damage, StoreError};

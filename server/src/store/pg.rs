@@ -89,7 +89,8 @@ pub const MIGRATIONS: &[&str] = &[
      ALTER TABLE confab_changes ALTER COLUMN partition DROP DEFAULT;
      DELETE FROM confab_meta WHERE key = 'format';
      INSERT INTO confab_meta (key, value) VALUES ('partitions', '1');
-     CREATE TABLE confab_oidc_subjects (subject bytea PRIMARY KEY, username text NOT NULL);",
+     CREATE TABLE confab_oidc_subjects (subject bytea PRIMARY KEY, username text NOT NULL);
+     CREATE INDEX confab_outbox_by_source ON confab_outbox (source, target);",
 ];
 
 /// The schema version of this build: every write checks that the database is still at it.
@@ -128,6 +129,10 @@ const COMMIT: &str = "WITH l AS (SELECT 1 FROM confab_lease WHERE partition = $1
             SELECT k, n FROM unnest($17::bytea[], $18::text[]) AS u(k, n) WHERE EXISTS (SELECT 1 FROM h)
             ON CONFLICT (subject) DO NOTHING)
 SELECT EXISTS (SELECT 1 FROM l), (SELECT count(*) FROM h), (SELECT v FROM v)";
+
+/// The items of partition `$1`'s mail waiting at each target (not applied there yet).
+pub(super) const MAIL_WAITING: &str =
+    "SELECT target, count(*) FROM confab_outbox WHERE source = $1 GROUP BY target ORDER BY target";
 
 /// The items of the mail from partition `$2` to partition `$1` numbered
 /// above `$3`, in order, at most `$4`.
@@ -455,13 +460,8 @@ impl PgStore {
     /// # Errors
     /// PostgreSQL refused the query (the connection is not recovered here).
     pub fn mail_backlog(&mut self) -> Result<Vec<(u8, u64)>, StoreError> {
-        let rows = self
-            .client
-            .query(
-                "SELECT target, count(*) FROM confab_outbox WHERE source = $1 GROUP BY target ORDER BY target",
-                &[&self.partition],
-            )
-            .map_err(pg_err("count the mail in", &self.label))?;
+        let rows =
+            self.client.query(MAIL_WAITING, &[&self.partition]).map_err(pg_err("count the mail in", &self.label))?;
         Ok(rows
             .iter()
             .filter_map(|r| Some((u8::try_from(r.get::<_, i32>(0)).ok()?, u64::try_from(r.get::<_, i64>(1)).ok()?)))
