@@ -292,6 +292,15 @@ impl Client {
         self.auth.has_session()
     }
 
+    /// Whether the current connection is bound to the user (the server sent
+    /// `connected`): the items queued for the user reach it. A client can
+    /// hold tokens ([`is_logged_in`](Self::is_logged_in)) while its new
+    /// connection is not bound yet (a refresh under way, or refused for now).
+    #[must_use]
+    pub fn is_bound(&self) -> bool {
+        self.conn.as_ref().is_some_and(|c| c.authed)
+    }
+
     /// Whether a transport is up (between [`Client::connected`] and its end).
     #[must_use]
     pub fn is_connected(&self) -> bool {

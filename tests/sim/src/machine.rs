@@ -157,6 +157,10 @@ impl Machine {
         self.client().is_connected()
     }
 
+    pub(crate) fn is_bound(&self) -> bool {
+        self.client().is_bound()
+    }
+
     pub(crate) fn outbox_len(&self) -> usize {
         self.client().outbox_len()
     }

@@ -149,11 +149,12 @@ impl Sim {
         for h in &self.hosts {
             if !self.host_settled(h) {
                 waiting.push(format!(
-                    "{} (link {:?}, phase {:?}, logged in {}, outbox {}, in flight {})",
+                    "{} (link {:?}, phase {:?}, logged in {}, bound {}, outbox {}, in flight {})",
                     h.user.name,
                     h.link,
                     h.user.phase,
                     h.client.is_logged_in(),
+                    h.client.is_bound(),
                     h.client.outbox_len(),
                     h.user.in_flight()
                 ));
@@ -174,14 +175,17 @@ impl Sim {
         h.link.is_some()
             && h.client.is_connected()
             && h.client.is_logged_in()
+            && h.client.is_bound()
             && h.client.outbox_len() == 0
             && !h.client.acks_due()
             && h.user.idle()
     }
 
     /// Whether the system is at rest: server up, nothing in flight or
-    /// scheduled (timers aside), every user online, logged in, with no
-    /// request unanswered and no delivery acknowledgement waiting.
+    /// scheduled (timers aside), every user online, logged in on its
+    /// connection (bound: a client holding tokens whose refresh was refused
+    /// for now is not, and retries on a timer), with no request unanswered
+    /// and no delivery acknowledgement waiting.
     #[must_use]
     pub fn settled(&self) -> bool {
         self.server.is_some() && self.agenda.len() == 0 && self.hosts.iter().all(|h| self.host_settled(h))
