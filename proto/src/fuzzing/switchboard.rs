@@ -79,12 +79,12 @@ pub fn switchboard(data: &[u8]) {
             }
             1 => {
                 let len = usize::from(byte(tail, 1)).min(tail.len().saturating_sub(2));
-                board.input(k, tail.get(2..2 + len).unwrap_or(&[]));
+                board.input(k, Bytes::copy_from_slice(tail.get(2..2 + len).unwrap_or(&[])));
                 rest = tail.get(2 + len..).unwrap_or(&[]);
             }
             2 => {
                 let frame = &frames[usize::from(byte(tail, 1)) % frames.len()];
-                board.input(k, frame);
+                board.input(k, frame.clone());
                 rest = tail.get(2..).unwrap_or(&[]);
             }
             3 => {

@@ -224,16 +224,19 @@ impl<L: Copy + Ord + Debug> Switchboard<L> {
         self.out.push_back(Switched::Open { link, partition: 0 });
     }
 
-    /// Bytes arrived on a connection, in any chunking.
-    pub fn input(&mut self, link: L, bytes: &[u8]) {
+    /// Bytes arrived on a connection, in any chunking (a bound
+    /// connection's are handed on as they are, not copied: give the
+    /// transport's buffer, a `Vec<u8>` or [`Bytes`]).
+    pub fn input(&mut self, link: L, bytes: impl Into<Bytes>) {
         let Some(l) = self.links.get_mut(&link) else { return };
+        let bytes = bytes.into();
         if bytes.is_empty() {
             return;
         }
         match l.phase {
-            Phase::Bound(partition) => self.feed(link, partition, Bytes::copy_from_slice(bytes), None),
+            Phase::Bound(partition) => self.feed(link, partition, bytes, None),
             Phase::Unbound { .. } => {
-                l.buffer.extend_from_slice(bytes);
+                l.buffer.extend_from_slice(&bytes);
                 self.route(link);
             }
         }

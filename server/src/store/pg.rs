@@ -842,8 +842,8 @@ fn prepare(
     (partition, token, wait): (i32, i64, Duration),
     (init, data, previous): (Init, Option<&Path>, Option<&str>),
 ) -> Result<(Loaded, u32), StoreError> {
-    // Under the schema's lock: a node making the store meanwhile has made it whole or not at all.
-    let (empty, served) = {
+    if init != Init::Allow {
+        // Under the schema's lock: a node making the store meanwhile has made it whole or not at all.
         let err = pg_err("inspect", label);
         let mut tx = client.transaction().map_err(&err)?;
         tx.batch_execute(lease::SCHEMA_LOCK).map_err(&err)?;
@@ -852,17 +852,21 @@ fn prepare(
         let other = "SELECT holder FROM confab_lease WHERE partition <> $1 ORDER BY partition LIMIT 1";
         let served: Option<String> = tx.query_opt(other, &[&partition]).map_err(&err)?.map(|r| r.get(0));
         tx.commit().map_err(&err)?;
-        (empty, previous.map(str::to_owned).or(served))
-    };
-    if init != Init::Allow && empty {
-        if let Some(data) = data
-            && let Some(evidence) = super::used_before(data)
-        {
-            let sqlite = data.join(super::DB_FILE).exists();
-            return Err(StoreError::PostgresEmpty { url: label.to_owned(), data: data.to_owned(), evidence, sqlite });
-        }
-        if let Some(holder) = served {
-            return Err(StoreError::PostgresEmptied { url: label.to_owned(), holder });
+        if empty {
+            if let Some(data) = data
+                && let Some(evidence) = super::used_before(data)
+            {
+                let sqlite = data.join(super::DB_FILE).exists();
+                return Err(StoreError::PostgresEmpty {
+                    url: label.to_owned(),
+                    data: data.to_owned(),
+                    evidence,
+                    sqlite,
+                });
+            }
+            if let Some(holder) = previous.map(str::to_owned).or(served) {
+                return Err(StoreError::PostgresEmptied { url: label.to_owned(), holder });
+            }
         }
     }
     migrate(client, label, config.partitions.count, (partition, token, wait))?;

@@ -55,7 +55,7 @@ impl Node {
 
     /// `link` sends `bytes`; everything that follows is run.
     fn send(&mut self, link: u32, bytes: &[u8]) {
-        self.board.input(link, bytes);
+        self.board.input(link, Bytes::copy_from_slice(bytes));
         self.run();
     }
 
@@ -291,15 +291,10 @@ fn one_partition_routes_everything_to_partition_0_without_holding() {
     let parts = crate::server::Partitions::SINGLE;
     let mut board: Switchboard<u32> = Switchboard::new(parts, Limits::DEFAULT, 1 << 20);
     board.open(7);
-    let login = Message::Request(Request {
-        request_id: 1,
-        timestamp_ms: 0,
-        body: Login { username: "a".into(), password: "p".into() }.into(),
-    })
-    .to_bytes(b"");
+    let login = login_of("a");
     let both = [login.clone(), login].concat();
-    board.input(7, &both[..5]);
-    board.input(7, &both[5..]);
+    board.input(7, Bytes::copy_from_slice(&both[..5]));
+    board.input(7, Bytes::copy_from_slice(&both[5..]));
     let out: Vec<_> = std::iter::from_fn(|| board.poll()).collect();
     assert_eq!(
         out,
@@ -334,19 +329,28 @@ fn a_passphrase_follows_its_login_whatever_came_between() {
     );
 }
 
+/// A login frame of `name`.
+fn login_of(name: &str) -> Bytes {
+    let body = Login { username: name.into(), password: "p".into() }.into();
+    Message::Request(Request { request_id: 1, timestamp_ms: 0, body }).to_bytes(b"")
+}
+
+/// A bare switchboard of two partitions, and a login of a user of partition 1.
+fn two_partitions_and_a_login_of_1() -> (Switchboard<u32>, Bytes) {
+    let parts = crate::server::Partitions { index: 0, count: 2 };
+    let name = (0..).map(|i| format!("u{i}")).find(|n| parts.home_of_user(n) == 1).unwrap();
+    (Switchboard::new(parts, Limits::DEFAULT, 1 << 20), login_of(&name))
+}
+
 /// A node that asks a core about a connection before it handed it the
 /// frame that holds (the frame still queued in the switchboard) settles
 /// nothing: the frame is waited for once polled.
 #[test]
 fn a_frame_is_waited_for_only_once_polled() {
-    let parts = crate::server::Partitions { index: 0, count: 2 };
-    let mut board: Switchboard<u32> = Switchboard::new(parts, Limits::DEFAULT, 1 << 20);
-    let name = (0..).map(|i| format!("u{i}")).find(|n| parts.home_of_user(n) == 1).unwrap();
-    let frame = |body: RequestBody| Message::Request(Request { request_id: 1, timestamp_ms: 0, body }).to_bytes(b"");
-    let login = frame(Login { username: name.clone(), password: "p".into() }.into());
-    let other = frame(Login { username: "zz".into(), password: "p".into() }.into());
+    let (mut board, login) = two_partitions_and_a_login_of_1();
+    let other = login_of("zz");
     board.open(7);
-    board.input(7, &[login, other].concat());
+    board.input(7, [login, other].concat());
     assert_eq!(board.waiting_at(1).count(), 0, "not handed yet");
     assert_eq!(board.poll(), Some(Switched::Open { link: 7, partition: 0 }));
     assert_eq!(board.poll(), Some(Switched::Open { link: 7, partition: 1 }));
@@ -427,22 +431,14 @@ fn nothing_after_a_close_frame_is_routed() {
 /// closed.
 #[test]
 fn a_connection_closed_before_its_outputs_were_polled_leaves_nothing_behind() {
-    let parts = crate::server::Partitions { index: 0, count: 2 };
-    let mut board: Switchboard<u32> = Switchboard::new(parts, Limits::DEFAULT, 1 << 20);
-    let name = (0..).map(|i| format!("u{i}")).find(|n| parts.home_of_user(n) == 1).unwrap();
-    let login = Message::Request(Request {
-        request_id: 1,
-        timestamp_ms: 0,
-        body: Login { username: name, password: "p".into() }.into(),
-    })
-    .to_bytes(b"");
+    let (mut board, login) = two_partitions_and_a_login_of_1();
     board.open(7);
-    board.input(7, &login);
+    board.input(7, login.clone());
     board.close(7);
     assert_eq!(board.poll(), None, "nothing was opened: nothing to close");
     board.open(8);
     assert_eq!(board.poll(), Some(Switched::Open { link: 8, partition: 0 }));
-    board.input(8, &login);
+    board.input(8, login);
     board.close(8);
     assert_eq!(board.poll(), Some(Switched::Close { link: 8, partition: 0 }));
     assert_eq!(board.poll(), None);
