@@ -13,8 +13,9 @@
 //!   how SQLite commits are made durable (`fsync`, `fsync_interval_ms`).
 //! - `[cluster]`: a node on a PostgreSQL store: its name, its lease, and
 //!   whether it stands by for another node's partition (`node`, `lease_secs`,
-//!   `standby`), and the NATS relay through which standbys serve clients
-//!   (`nats`, `name`).
+//!   `standby`), the NATS relay through which standbys serve clients
+//!   (`nats`, `name`), and how many partitions the state is split into
+//!   (`partitions`, `mail_poll_ms`; one node serves them all for now).
 //! - `[tcp]`: the TCP+TLS transport's handshake limits (slots, per-source
 //!   share, timeouts), which the WebSocket listener applies too.
 //! - `[ws]`: the WebSocket listener (`config/ws.rs`): on or off, plain or
@@ -52,7 +53,7 @@ use std::time::Duration;
 
 use confab_proto::ServerConfig;
 use confab_proto::jwt::JwkSet;
-use confab_proto::server::{CodeConfig, OidcConfig, PhantomConfig};
+use confab_proto::server::{CodeConfig, MAX_PARTITIONS, OidcConfig, Partitions, PhantomConfig};
 use confab_transports::tcp::TcpLimits;
 
 use crate::runtime::LogLimits;
@@ -103,7 +104,9 @@ pub struct RunConfig {
     /// The relay between the cluster's nodes (`[cluster] nats`, `--nats`):
     /// standbys serve clients as edges of the owner.
     pub relay: Option<crate::relay::RelayConfig>,
-    /// The protocol machine's configuration.
+    /// How often a split state's mail is read without a ring (`[cluster] mail_poll_ms`).
+    pub mail_poll: Duration,
+    /// The protocol machine's configuration (`partitions`: `[cluster] partitions`).
     pub server: ServerConfig,
     /// The file it was read from, if any.
     pub file: Option<PathBuf>,
@@ -443,6 +446,19 @@ fn cluster(c: &file::ClusterSection) -> Result<LeaseConfig, ConfigError> {
     if !(c.nats.is_empty() || c.nats.starts_with("nats://") || c.nats.starts_with("tls://")) {
         return Err(invalid("cluster.nats", "a nats:// or tls:// URL, such as nats://127.0.0.1:4222"));
     }
+    if !(1..=MAX_PARTITIONS).contains(&c.partitions) {
+        return Err(invalid("cluster.partitions", format!("1 to {MAX_PARTITIONS}, fixed when the store is made")));
+    }
+    if !(10..=60_000).contains(&c.mail_poll_ms) {
+        return Err(invalid("cluster.mail_poll_ms", "10 to 60000"));
+    }
+    if c.partitions > 1 && (c.standby || !c.nats.is_empty()) {
+        return Err(invalid(
+            "cluster.partitions",
+            "a split state is served by one node for now (every partition's lease): no standby, no nats \
+             (docs/PARTITIONS.md, \"Not yet\")",
+        ));
+    }
     Ok(LeaseConfig::new(node, Duration::from_secs(c.lease_secs), c.standby))
 }
 
@@ -478,6 +494,7 @@ fn resolve(f: FileConfig, file: Option<PathBuf>) -> Result<RunConfig, ConfigErro
         (None, Some(_)) => return Err(invalid("cert_chain", "private_key is set: give its cert_chain too")),
     };
     let mut server = f.server.to_config(f.limits.into(), f.argon2.into());
+    server.partitions = Partitions { index: 0, count: f.cluster.partitions };
     if let Some(c) = f.codes {
         server.codes = Some(CodeConfig { ttl: Duration::from_secs(c.ttl_secs), max_in_flight: c.max_in_flight });
     }
@@ -540,6 +557,7 @@ fn resolve(f: FileConfig, file: Option<PathBuf>) -> Result<RunConfig, ConfigErro
         store_url: f.store.url.clone().filter(|u| !u.is_empty()),
         lease,
         relay,
+        mail_poll: Duration::from_millis(f.cluster.mail_poll_ms),
         server,
         file,
         oidc_jwks_file,

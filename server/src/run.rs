@@ -27,6 +27,8 @@ use crate::config::RunConfig;
 use crate::relay::RelayConfig;
 use crate::relay::host::RelayHost;
 use crate::runtime::{Node, NodeConfig, NodeHandle, RunError, RunSummary};
+use confab_proto::server::State;
+
 use crate::store::{DirLock, Init, LeaseWatch, PgStore, Store, ensure_data_dir};
 
 /// `confab-server run` failed before or while serving.
@@ -67,9 +69,10 @@ pub struct Prepared {
     /// The data directory's lock, when the store is not the directory's own
     /// (a PostgreSQL store): hold it as long as the node runs.
     pub lock: Option<DirLock>,
-    /// A PostgreSQL store's lease: the node stops when it is lost.
-    pub lease: Option<LeaseWatch>,
-    /// That lease's fencing token.
+    /// A PostgreSQL store's leases (one per partition of a split state):
+    /// the node stops when one is lost.
+    pub leases: Vec<LeaseWatch>,
+    /// The lease's fencing token (a state of one partition).
     pub token: Option<u64>,
 }
 
@@ -87,7 +90,12 @@ pub fn prepare(config: &RunConfig, init: Init) -> Result<Prepared, RunFailure> {
 fn prepare_then(config: &RunConfig, init: Init, store_open: impl FnOnce()) -> Result<Prepared, RunFailure> {
     let data = &config.data;
     ensure_data_dir(data).map_err(|source| RunFailure::DataDir { path: data.clone(), source })?;
-    let (store, state, lock, lease, token) = match &config.store_url {
+    let (store, lock, leases, token) = match &config.store_url {
+        Some(url) if config.server.partitions.is_split() => {
+            let lock = DirLock::acquire(data)?;
+            let (parts, leases) = open_split(url, config, init)?;
+            (Opened::Split(parts), Some(lock), leases, None)
+        }
         Some(url) => {
             // The directory holds the identity: one server per directory, whatever the store.
             let lock = DirLock::acquire(data)?;
@@ -97,13 +105,13 @@ fn prepare_then(config: &RunConfig, init: Init, store_open: impl FnOnce()) -> Re
             info!(store = %store.label().display(), node = %config.lease.node, token = store.token(), "PostgreSQL store");
             let lease = store.lease_watch();
             let token = u64::try_from(store.token()).ok();
-            (Opened::Postgres(Box::new(store)), state, Some(lock), Some(lease), token)
+            (Opened::Postgres(Box::new(store), state), Some(lock), vec![lease], token)
         }
         None => {
             let (mut store, state) = Store::open_with(data, &config.server, init)?;
             store.set_compact_every(config.compact_every);
             store.set_fsync(config.fsync)?;
-            (Opened::Sqlite(Box::new(store)), state, None, None, None)
+            (Opened::Sqlite(Box::new(store), state), None, Vec::new(), None)
         }
     };
     store_open();
@@ -111,20 +119,53 @@ fn prepare_then(config: &RunConfig, init: Init, store_open: impl FnOnce()) -> Re
     let pin = identity.pin().map_err(|e| RunFailure::Identity(e.to_string()))?;
     write_private(&data.join("server.pin"), format!("{pin}\n").as_bytes())
         .map_err(|source| RunFailure::DataDir { path: data.clone(), source })?;
-    info!(
-        users = state.accounts().user_count(),
-        rooms = state.rooms().len(),
-        queued = state.lanes().queued_total(),
-        data = %data.display(),
-        "state restored"
-    );
+    if let Opened::Sqlite(_, state) | Opened::Postgres(_, state) = &store {
+        info!(
+            users = state.accounts().user_count(),
+            rooms = state.rooms().len(),
+            queued = state.lanes().queued_total(),
+            data = %data.display(),
+            "state restored"
+        );
+    }
     let node_config = node_config(config, identity);
     let node = match store {
-        Opened::Sqlite(store) => Node::bind(node_config, *store, state),
-        Opened::Postgres(store) => Node::bind(node_config, *store, state),
+        Opened::Sqlite(store, state) => Node::bind(node_config, *store, state),
+        Opened::Postgres(store, state) => Node::bind(node_config, *store, state),
+        Opened::Split(parts) => {
+            let url = config.store_url.as_deref().unwrap_or_default();
+            Node::bind_split(node_config, parts, url, config.mail_poll)
+        }
     }
     .map_err(RunFailure::Bind)?;
-    Ok(Prepared { node, pin, lock, lease, token })
+    Ok(Prepared { node, pin, lock, leases, token })
+}
+
+/// Opens every partition of a split state at `url`, each under its own
+/// lease (one node serves them all for now: docs/PARTITIONS.md).
+fn open_split(url: &str, config: &RunConfig, init: Init) -> Result<(Vec<Partition>, Vec<LeaseWatch>), RunFailure> {
+    let count = config.server.partitions.count;
+    let (mut parts, mut leases) = (Vec::new(), Vec::new());
+    for index in 0..count {
+        let mut server = config.server.clone();
+        server.partitions.index = index;
+        let (mut store, state) = PgStore::open_leased(url, &server, init, Some(&config.data), config.lease.clone())?;
+        store.set_compact_every(config.compact_every);
+        info!(
+            store = %store.label().display(),
+            node = %config.lease.node,
+            partition = index,
+            partitions = count,
+            token = store.token(),
+            users = state.accounts().user_count(),
+            rooms = state.rooms().len(),
+            queued = state.lanes().queued_total(),
+            "partition owned: PostgreSQL store"
+        );
+        leases.push(store.lease_watch());
+        parts.push((store, state));
+    }
+    Ok((parts, leases))
 }
 
 /// The loop's configuration from the node's.
@@ -197,7 +238,7 @@ pub fn run(config: &RunConfig, init: Init) -> Result<RunSummary, RunFailure> {
         _ => None,
     };
     // Stopped once the store is open, before the owner binds its addresses.
-    let Prepared { node, pin, lock: _lock, lease, token } = prepare_then(config, init, || drop(edge.take()))?;
+    let Prepared { node, pin, lock: _lock, leases, token } = prepare_then(config, init, || drop(edge.take()))?;
     let (tcp, quic, ws) = addresses(&node);
     // Lines for people and scripts alike; everything else goes to the log on stderr.
     let mut lines = format!("confab-server listening: tcp {tcp}, quic {quic}, ws {ws}\n");
@@ -209,7 +250,7 @@ pub fn run(config: &RunConfig, init: Init) -> Result<RunSummary, RunFailure> {
     let web = node.web_url().unwrap_or_else(|| "-".to_owned());
     info!(%tcp, %quic, %ws, %web, %pin, "listening");
     watch_signals(node.handle()).map_err(|e| RunFailure::Bind(io::Error::other(format!("signals: {e}"))))?;
-    if let Some(lease) = &lease {
+    for lease in &leases {
         watch_lease(lease.clone(), node.handle())
             .map_err(|e| RunFailure::Bind(io::Error::other(format!("lease: {e}"))))?;
     }
@@ -226,7 +267,7 @@ pub fn run(config: &RunConfig, init: Init) -> Result<RunSummary, RunFailure> {
     };
     let summary = node.run();
     // A lost lease explains a failed commit too: another node owns the partition now.
-    if let Some(reason) = lease.as_ref().and_then(LeaseWatch::lost) {
+    if let Some(reason) = leases.iter().find_map(LeaseWatch::lost) {
         return Err(RunFailure::LeaseLost(reason));
     }
     Ok(summary?)
@@ -260,10 +301,15 @@ fn watch_lease(lease: LeaseWatch, handle: NodeHandle) -> io::Result<()> {
     Ok(())
 }
 
+/// A partition of a split state: its store and what it holds.
+type Partition = (PgStore, State);
+
 /// The store the node commits to.
 enum Opened {
-    Sqlite(Box<Store>),
-    Postgres(Box<PgStore>),
+    Sqlite(Box<Store>, State),
+    Postgres(Box<PgStore>, State),
+    /// A split state: a PostgreSQL store per partition, in order.
+    Split(Vec<Partition>),
 }
 
 /// Stops the node on SIGINT or SIGTERM (a thread waiting on the signals).

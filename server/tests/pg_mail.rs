@@ -4,7 +4,8 @@
 //! partition's store reach the owner of their target in order, when rung
 //! and by the catch-up without a ring, again after a rewind, never after
 //! being disowned, across a restart of PostgreSQL; each owned partition's
-//! backlog is counted.
+//! backlog is counted; the router's lookups of OIDC subjects are answered,
+//! with the store's error while it is down.
 
 mod common;
 
@@ -35,7 +36,7 @@ fn mail(rx: &mpsc::Receiver<Delivery>, n: usize, wait: Duration) -> Vec<(u8, u8,
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         match rx.recv_timeout(left) {
             Ok(Delivery::Mail { to, from, seq, item }) => got.push((to, from, seq, item)),
-            Ok(Delivery::Backlog { .. }) => {}
+            Ok(_) => {}
             Err(_) => break,
         }
     }
@@ -155,4 +156,146 @@ fn pg_the_carrier_hands_a_window_of_items_beyond_what_was_applied() {
     carrier.applied(1, 0, 10 + WINDOW);
     let rest = mail(&rx, usize::MAX, Duration::from_millis(1500));
     assert_eq!(rest.iter().map(|m| m.2).collect::<Vec<_>>(), (11 + WINDOW..=total).collect::<Vec<_>>());
+}
+
+/// The lookups' answers within `wait`, until `n` have come.
+fn subjects(rx: &mpsc::Receiver<Delivery>, n: usize, wait: Duration) -> Vec<(u64, Result<Option<String>, String>)> {
+    let deadline = std::time::Instant::now() + wait;
+    let mut got = Vec::new();
+    while got.len() < n {
+        match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+            Ok(Delivery::Subject { tag, bound }) => got.push((tag, bound)),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    got
+}
+
+/// The carrier answers the router's lookups of OIDC subjects in the order
+/// asked: the name a subject is bound to, none for one never bound, and
+/// the store's error while it is down (no frame waits for the store to
+/// come back), then answers again once it is back.
+#[test]
+fn pg_the_carrier_looks_up_oidc_subjects_and_says_when_it_cannot() {
+    use confab_proto::server::oidc_subject_key;
+    let Some(mut pg) = TempPostgres::start("carrier-subjects") else { return };
+    let mut zero = open(&pg, 0);
+    let (bound, unbound) =
+        (oidc_subject_key("https://idp.test", "sub-1"), oidc_subject_key("https://idp.test", "sub-2"));
+    zero.commit(&[Change::OidcSubjectBound { subject: bound, username: "alice".to_owned() }]).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let carrier = Carrier::start(&pg.url(), 3, Duration::from_millis(200), move |d| {
+        let _ = tx.send(d);
+    })
+    .unwrap();
+    carrier.subject(1, unbound);
+    carrier.subject(2, bound);
+    assert_eq!(subjects(&rx, 2, Duration::from_secs(10)), vec![(1, Ok(None)), (2, Ok(Some("alice".to_owned())))]);
+    pg.stop();
+    carrier.subject(3, bound);
+    let got = subjects(&rx, 1, Duration::from_secs(30));
+    assert!(matches!(got.as_slice(), [(3, Err(_))]), "{got:?}");
+    pg.restart();
+    carrier.subject(4, bound);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut tag = 4;
+    loop {
+        let got = subjects(&rx, 1, Duration::from_secs(10));
+        if got == vec![(tag, Ok(Some("alice".to_owned())))] {
+            break;
+        }
+        // Asked while PostgreSQL was still starting: asked again.
+        assert!(matches!(got.as_slice(), [(t, Err(_))] if *t == tag), "{got:?}");
+        assert!(std::time::Instant::now() < deadline, "no answer once PostgreSQL is back");
+        tag += 1;
+        carrier.subject(tag, bound);
+    }
+}
+
+/// A node serving a split state (`Node::bind_split`, four partitions on
+/// this PostgreSQL) routes a frame carrying an OIDC token to the home of
+/// the account its subject is bound to, which the carrier looks up: a user
+/// renamed at the provider, whose new name's home is another partition,
+/// keeps their one account at its home (routed by the new name, that other
+/// partition would make a second account for the same subject), and so does
+/// a new subject whose two frames under two names come at once.
+#[test]
+fn pg_a_split_node_routes_oidc_frames_to_the_home_of_the_bound_account() {
+    use confab_proto::server::OidcConfig;
+    use confab_proto::wire::{FetchKey, Message, Request};
+    use confab_server::runtime::{Node, NodeConfig};
+    use confab_transports::link::Link as _;
+    use rand::SeedableRng as _;
+
+    let Some(pg) = TempPostgres::start("split-oidc") else { return };
+    let parts = Partitions { index: 0, count: 4 };
+    let named = |prefix: &str, home: u8| {
+        (0..).map(|i| format!("{prefix}{i}")).find(|n| parts.home_of_user(n) == home).expect("a name at that home")
+    };
+    let (name, renamed) = (named("dora", 1), named("renamed", 2));
+    let mut idp = confab_sim::TestIdp::new(&mut rand::rngs::StdRng::from_seed([7; 32]), Duration::from_secs(300));
+    let mut server = confab_proto::ServerConfig { partitions: parts, ..config() };
+    server.oidc = Some(OidcConfig::new(confab_sim::IDP_ISSUER, confab_sim::IDP_AUDIENCE, idp.jwks_json()));
+    let lease = || LeaseConfig::new("split-node".to_owned(), Duration::from_secs(5), true);
+    let open_all = |server: &confab_proto::ServerConfig| -> Vec<(PgStore, confab_proto::server::State)> {
+        (0..4)
+            .map(|index| {
+                let c = confab_proto::ServerConfig { partitions: Partitions { index, count: 4 }, ..server.clone() };
+                PgStore::open_leased(&pg.url(), &c, Init::Allow, None, lease()).unwrap()
+            })
+            .collect()
+    };
+    let made = confab_transports::tls::ServerIdentity::self_signed(&["localhost".to_owned()]).unwrap();
+    let mut node_config = NodeConfig::new(server.clone(), "127.0.0.1:0".parse().unwrap(), made.identity);
+    (node_config.tcp, node_config.quic, node_config.ws) = (None, None, None);
+    let node = Node::bind_split(node_config, open_all(&server), &pg.url(), Duration::from_millis(200)).unwrap();
+    let handle = node.handle();
+    let running = std::thread::spawn(move || node.run());
+
+    // Asks for `of`'s key with `token` on a new connection.
+    let send = |token: String, of: &str| {
+        let now_ms = confab_server::runtime::now().unix_ms;
+        let body = FetchKey { username: of.into() }.into();
+        let frame = Message::Request(Request { request_id: 1, timestamp_ms: now_ms, body }).to_bytes(token.as_bytes());
+        let mut link = handle.connect_mem();
+        link.send(&frame).unwrap();
+        link
+    };
+    // The answer's code, or the close's.
+    let answer = |mut link: confab_transports::mem::MemLink| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut got = Vec::new();
+        loop {
+            let bytes = link.recv(deadline).unwrap().expect("an answer within 10 s");
+            got.extend_from_slice(&bytes);
+            if let Some(code) = common::decode_all(&got).iter().find_map(|m| match m {
+                Message::Response(r) if r.request_id == 1 => Some(r.code),
+                Message::Close(c) => Some(c.code),
+                _ => None,
+            }) {
+                return code;
+            }
+        }
+    };
+    let ask = |token: String, of: &str| answer(send(token, of));
+    let now_ms = confab_server::runtime::now().unix_ms;
+    // The first request makes the account at the home of its name.
+    assert_eq!(ask(idp.token_for_subject(now_ms, &name, "sub-dora"), &name), 200);
+    // Renamed at the provider: the same subject reaches the same account.
+    assert_eq!(ask(idp.token_for_subject(now_ms, &renamed, "sub-dora"), &name), 200);
+    // A token naming no subject goes to partition 0, which refuses it.
+    assert_eq!(ask("not.a.jwt".to_owned(), &name), 401);
+    // Two connections of one new subject under two names at once: one account.
+    let (eve, eve_renamed) = (named("eve", 2), named("eve-renamed", 3));
+    let first = send(idp.token_for_subject(now_ms, &eve, "sub-eve"), &name);
+    let second = send(idp.token_for_subject(now_ms, &eve_renamed, "sub-eve"), &name);
+    assert_eq!(answer(second), 200);
+    // Answered, or (at once) replaced by the second login of the same account.
+    assert!([200, 409].contains(&answer(first)));
+    handle.stop();
+    running.join().unwrap().unwrap();
+
+    let users: Vec<usize> = open_all(&server).iter().map(|(_, state)| state.accounts().user_count()).collect();
+    assert_eq!(users, vec![0, 1, 1, 0], "one account each, at the home of its first name");
 }

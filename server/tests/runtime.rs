@@ -227,8 +227,9 @@ fn a_failed_commit_stops_the_server_before_anything_is_acknowledged() {
     );
 }
 
-/// A split state needs mail between partitions, which a node does not carry
-/// yet: `Node::bind` refuses it instead of losing that mail.
+/// A split state needs a store per partition and the mail between them:
+/// `Node::bind`, which takes one store, refuses it instead of losing that
+/// mail, and so does `Node::bind_split` given too few stores.
 #[test]
 fn a_split_state_is_refused_by_the_node() {
     use confab_proto::server::Partitions;
@@ -237,7 +238,65 @@ fn a_split_state_is_refused_by_the_node() {
     let mut config = NodeConfig::new(server.clone(), "127.0.0.1:0".parse().expect("addr"), made.identity);
     (config.tcp, config.quic) = (None, None);
     let state = confab_proto::server::State::new(server.room_history, server.dedup_window);
-    let Err(err) = Node::bind(config, MemoryStore::new(&server), state) else { panic!("a split state was bound") };
+    let Err(err) = Node::bind(config.clone(), MemoryStore::new(&server), state.clone()) else {
+        panic!("a split state was bound")
+    };
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
-    assert!(err.to_string().contains("docs/PARTITIONS.md"), "{err}");
+    assert!(err.to_string().contains("Node::bind_split"), "{err}");
+    let three = (0..3).map(|_| (MemoryStore::new(&server), state.clone())).collect();
+    let Err(err) = Node::bind_split(config, three, "postgres://127.0.0.1:1/none", Duration::from_secs(1)) else {
+        panic!("four partitions bound with three stores")
+    };
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("3 given"), "{err}");
+}
+
+/// A connection a node serving a split state refuses (partition 0's
+/// session limit) is out of the switchboard at once: a frame it sent with
+/// its opening reaches no other core, as a refused connection's frames
+/// reach no core of a single server (here, a registration at partition 1
+/// would make an account there).
+#[test]
+fn a_connection_refused_by_a_split_node_reaches_no_core() {
+    use confab_proto::server::{HashParams, Partitions};
+    use confab_proto::wire::{Register, Request};
+    let parts = Partitions { index: 0, count: 2 };
+    let server = ServerConfig {
+        partitions: parts,
+        max_sessions: 1,
+        hash_params: HashParams::INSECURE_FAST,
+        ..Default::default()
+    };
+    let made = ServerIdentity::self_signed(&["localhost".to_owned()]).expect("certificate");
+    let mut config = NodeConfig::new(server.clone(), "127.0.0.1:0".parse().expect("addr"), made.identity);
+    (config.tcp, config.quic, config.ws) = (None, None, None);
+    let state = confab_proto::server::State::new(server.room_history, server.dedup_window);
+    let stores = (0..2).map(|_| (MemoryStore::new(&server), state.clone())).collect();
+    // No mail crosses here: the carrier's store is never reached.
+    let node = Node::bind_split(config, stores, "postgres://127.0.0.1:1/none", Duration::from_secs(60)).expect("bind");
+    let handle = node.handle();
+    let running = std::thread::spawn(move || node.run());
+    let mut first = handle.connect_mem();
+    ping_pong(&mut first, 1);
+    let name = (0..).map(|i| format!("mallory{i}")).find(|n| parts.home_of_user(n) == 1).expect("a name");
+    let body = Register {
+        username: name,
+        password: "a long enough password".into(),
+        passphrase: "correct horse battery".into(),
+        identity_key: vec![7; 32].into(),
+    };
+    let frame = Message::Request(Request { request_id: 1, timestamp_ms: 0, body: body.into() }).to_bytes(&[]);
+    let mut refused = handle.connect_mem();
+    refused.send(&frame).expect("send");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    while let Ok(Some(bytes)) = refused.recv(deadline) {
+        got.extend_from_slice(&bytes);
+    }
+    assert!(decode_all(&got).is_empty(), "closed without a frame, as a single server does: {:?}", decode_all(&got));
+    // Time for a registration to be hashed and committed, had it run.
+    std::thread::sleep(Duration::from_millis(300));
+    handle.stop();
+    let summary = running.join().expect("the loop does not panic").expect("a clean stop");
+    assert_eq!((summary.connections, summary.commits), (1, 0), "{summary:?}");
 }

@@ -13,15 +13,23 @@
 //!   different edges only share a room and DMs, and the SIGKILL failover
 //!   above holds through the edges.
 //!
+//! - A state split into four partitions (`[cluster] partitions = 4`),
+//!   served by one node: three users and a room whose homes are four
+//!   different partitions share the room and DMs, the mail between their
+//!   homes carried through the store; the node is SIGKILLed while DMs flow
+//!   and restarted, and every acknowledged DM arrives exactly once, in
+//!   order.
+//!
 //! Skipped without PostgreSQL (or NATS) unless `CONFAB_REQUIRE_CLUSTER=1`.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use confab_proto::server::Partitions;
 use confab_tests::cluster::{ClusterNode, dm_texts, first_to_listen, relaying, standing_by};
 use confab_tests::nats::TempNats;
 use confab_tests::postgres::TempPostgres;
-use confab_tests::procs::{CliUser, Running, ServerProc, TempDir};
+use confab_tests::procs::{CliUser, Running, ServerProc, TempDir, free_port};
 
 /// The lease of the test's nodes: a node gone is replaced within about this.
 const LEASE_SECS: u64 = 2;
@@ -57,6 +65,8 @@ struct Flow {
     sent: Vec<String>,
     /// The texts whose send was acknowledged.
     acknowledged: Arc<Mutex<Vec<String>>>,
+    /// Bob's name.
+    to: String,
 }
 
 /// Starts a [`Flow`]. Alice's sends go through her own running `listen`,
@@ -66,6 +76,11 @@ struct Flow {
 /// (docs/ARCHITECTURE.md, "Cluster mode", limits), which is not what these
 /// tests are about.
 fn start_flow(alice: &CliUser, bob: &CliUser, label: &str) -> Flow {
+    start_flow_to(alice, bob, "bob", label)
+}
+
+/// [`start_flow`] to a Bob named `to`.
+fn start_flow_to(alice: &CliUser, bob: &CliUser, to: &str, label: &str) -> Flow {
     let listen = Running::start(bob.command(&["listen"]));
     assert!(listen.wait_for("\"connected\"", Duration::from_secs(20)), "{:?}", listen.lines());
     let alice_listen = Running::start(alice.command(&["listen"]));
@@ -73,10 +88,10 @@ fn start_flow(alice: &CliUser, bob: &CliUser, label: &str) -> Flow {
     let sent: Vec<String> = (0..40).map(|i| format!("dm {i:02} {label}")).collect();
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
     let sender = {
-        let (alice, sent, acknowledged) = (alice.clone(), sent.clone(), Arc::clone(&acknowledged));
+        let (alice, sent, acknowledged, to) = (alice.clone(), sent.clone(), Arc::clone(&acknowledged), to.to_owned());
         std::thread::spawn(move || {
             for text in &sent {
-                if alice.run(&["dm", "send", "bob", text]).status.success() {
+                if alice.run(&["dm", "send", &to, text]).status.success() {
                     acknowledged.lock().unwrap().push(text.clone());
                 } else {
                     std::thread::sleep(Duration::from_millis(200));
@@ -84,7 +99,7 @@ fn start_flow(alice: &CliUser, bob: &CliUser, label: &str) -> Flow {
             }
         })
     };
-    Flow { listen, alice_listen, sender, sent, acknowledged }
+    Flow { listen, alice_listen, sender, sent, acknowledged, to: to.to_owned() }
 }
 
 impl Flow {
@@ -108,7 +123,7 @@ impl Flow {
     /// listens: what was sent and what was acknowledged, in order.
     fn finish(mut self, alice: &CliUser) -> (Vec<String>, Vec<String>) {
         self.sender.join().unwrap();
-        let _ = alice.ok(&["dm", "send", "bob", "after the failover"]);
+        let _ = alice.ok(&["dm", "send", &self.to, "after the failover"]);
         assert!(self.listen.wait_for("after the failover", Duration::from_secs(30)), "{:?}", self.listen.lines());
         let mut sent = self.sent.clone();
         sent.push("after the failover".to_owned());
@@ -270,4 +285,72 @@ fn cluster_edges_relay_clients_to_the_owner_through_nats_and_fail_over() {
     let _ = carol.ok(&["room", "join", "lobby"]);
     let history = carol.ok(&["room", "history", "lobby"]);
     assert!(history.contains("from bob through n3"), "{history}");
+}
+
+/// The first of `prefix0`, `prefix1`, ... whose home (a user's, or a
+/// room's with `room`) is `home` among `parts`.
+fn named_at(parts: Partitions, prefix: &str, home: u8, room: bool) -> String {
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|n| if room { parts.home_of_room(n) } else { parts.home_of_user(n) } == home)
+        .expect("some name has that home")
+}
+
+/// One node serves a state split into four partitions: Alice, Bob and
+/// Carol live in three of them and their room in the fourth, so every
+/// room request, push, DM request, acceptance and message crosses
+/// partitions as mail through the store. The node is SIGKILLed while DMs
+/// flow and restarted on the same addresses: every acknowledged DM arrives
+/// exactly once and in order, and the room kept its history.
+#[test]
+fn cluster_a_split_state_on_one_node_carries_rooms_and_dms_between_partitions_through_a_crash() {
+    let Some(pg) = TempPostgres::start("split") else { return };
+    let dir = TempDir::new("split");
+    let parts = Partitions { index: 0, count: 4 };
+    let (a, b, c) =
+        (named_at(parts, "alice", 1, false), named_at(parts, "bob", 2, false), named_at(parts, "carol", 0, false));
+    let room = named_at(parts, "lobby", 3, true);
+    let config = dir.path().join("split.toml");
+    let url = pg.url().replace('\\', "\\\\").replace('"', "\\\"");
+    std::fs::write(&config, format!("[store]\nurl = \"{url}\"\n\n[cluster]\nnode = \"solo\"\npartitions = 4\n"))
+        .expect("config");
+    let data = dir.path().join("data");
+    let (tcp, quic) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let mut server = ServerProc::start_on(&data, Some(&config), &tcp, &quic);
+    assert_eq!(server.log().matches("partition owned").count(), 4, "{}", server.log());
+
+    // The CLI users know one Bob, one Alice: the flow's names.
+    let user = |name: &str| CliUser::new(dir.path(), name, &server, "tcp");
+    let (alice, bob, carol) = (user(&a), user(&b), user(&c));
+    for (u, name) in [(&alice, &a), (&bob, &b), (&carol, &c)] {
+        let _ = u.ok(&["register", name]);
+    }
+    let _ = alice.ok(&["room", "create", &room]);
+    let _ = bob.ok(&["room", "join", &room]);
+    let _ = carol.ok(&["room", "join", &room]);
+    let _ = alice.ok(&["room", "send", &room, "hello from alice's home"]);
+    let _ = carol.ok(&["room", "send", &room, "hello from carol's home"]);
+    for u in [&alice, &bob, &carol] {
+        let history = u.ok(&["room", "history", &room]);
+        for text in ["hello from alice's home", "hello from carol's home"] {
+            assert!(history.contains(text), "{text:?} in {history}");
+        }
+    }
+    let _ = alice.ok(&["dm", "request", &b]);
+    let _ = bob.ok(&["dm", "accept", &a]);
+    let _ = bob.ok(&["dm", "send", &a, "hello alice, from another partition"]);
+    let read = alice.ok(&["dm", "read", &b]);
+    assert!(read.contains("hello alice, from another partition"), "{read}");
+
+    // Bob listens; Alice sends DM after DM; the node is killed among them.
+    let flow = start_flow_to(&alice, &bob, &b, "across partitions");
+    assert!(flow.listen.wait_for("dm 09", Duration::from_secs(60)), "{:?}", flow.listen.lines());
+    server.kill();
+    let killed = Instant::now();
+    let before = dm_texts(&flow.listen.lines()).len();
+    let restarted = ServerProc::start_on(&data, Some(&config), &tcp, &quic);
+    flow.delivered_after(before, killed, &restarted);
+    let _ = flow.finish(&alice);
+    let history = carol.ok(&["room", "history", &room]);
+    assert!(history.contains("hello from alice's home"), "the room's history survived: {history}");
 }

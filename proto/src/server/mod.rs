@@ -82,7 +82,7 @@ pub use oidc::{oidc_login_key, oidc_subject_key};
 pub use output::{OpenError, ServerLog};
 pub use partition::{MAX_PARTITIONS, PartitionId, Partitions};
 pub use refusal::{Refusal, Reply};
-pub use router::{FrameRoute, oidc_home, route_unbound};
+pub use router::{FrameRoute, oidc_home, oidc_subject_of, route_unbound};
 pub use session::{SessionId, SourceKey};
 pub use state::{Change, State};
 pub use switchboard::{Switchboard, Switched};

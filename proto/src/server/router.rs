@@ -75,13 +75,27 @@ fn is_confab_token(auth: &[u8]) -> bool {
 /// names no subject, goes to partition 0, which refuses it.
 pub fn oidc_home(token: &[u8], parts: Partitions, bound: impl FnOnce(&[u8; 32]) -> Option<String>) -> PartitionId {
     let Ok(claims) = crate::jwt::unverified_claims(token) else { return 0 };
-    let (Some(iss), Some(sub)) = (claims.iss.as_deref(), claims.sub.as_deref().filter(|s| !s.is_empty())) else {
-        return 0;
-    };
-    match bound(&super::oidc_subject_key(iss, sub)) {
+    let Some(key) = subject_key(&claims) else { return 0 };
+    match bound(&key) {
         Some(name) => parts.home_of_user(&name),
         None => claims.username().map_or(0, |name| parts.home_of_user(name)),
     }
+}
+
+/// The key of the subject an OIDC access token names (read without
+/// verifying, as [`oidc_home`] reads it), for a node that looks the
+/// binding up before calling [`oidc_home`]; `None` when the token does not
+/// parse or names no subject (then [`oidc_home`] looks nothing up).
+#[must_use]
+pub fn oidc_subject_of(token: &[u8]) -> Option<[u8; 32]> {
+    subject_key(&crate::jwt::unverified_claims(token).ok()?)
+}
+
+fn subject_key(claims: &crate::jwt::Claims) -> Option<[u8; 32]> {
+    let (Some(iss), Some(sub)) = (claims.iss.as_deref(), claims.sub.as_deref().filter(|s| !s.is_empty())) else {
+        return None;
+    };
+    Some(super::oidc_subject_key(iss, sub))
 }
 
 #[cfg(test)]

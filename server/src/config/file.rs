@@ -106,6 +106,9 @@ impl Default for StoreSection {
     }
 }
 
+/// `cluster.mail_poll_ms`'s default: a lost ring delays mail by a second at most.
+pub(super) const DEFAULT_MAIL_POLL_MS: u64 = 1000;
+
 /// `[cluster]`: how a node on a PostgreSQL store takes and keeps its lease
 /// (see `crate::store::lease`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +122,11 @@ pub(super) struct ClusterSection {
     pub nats: String,
     /// The cluster's name in the NATS subjects.
     pub name: String,
+    /// How many partitions the state is split into (fixed when the store
+    /// is made).
+    pub partitions: u8,
+    /// How often a split state's mail is read without a ring, in ms.
+    pub mail_poll_ms: u64,
 }
 
 impl Default for ClusterSection {
@@ -129,6 +137,8 @@ impl Default for ClusterSection {
             lease_secs: crate::store::lease::DEFAULT_LEASE.as_secs(),
             nats: String::new(),
             name: "confab".to_owned(),
+            partitions: 1,
+            mail_poll_ms: DEFAULT_MAIL_POLL_MS,
         }
     }
 }
@@ -283,7 +293,7 @@ impl ServerSection {
             codes: None,
             phantom: None,
             oidc: None,
-            // One partition: the server does not split its state yet (docs/PARTITIONS.md).
+            // `[cluster] partitions` sets the count (`config.rs`).
             partitions: confab_proto::server::Partitions::SINGLE,
         }
     }

@@ -441,6 +441,27 @@ fn config_cluster_keys_need_a_postgresql_store() {
 }
 
 #[test]
+fn config_cluster_partitions_split_the_state_on_one_node_for_now() {
+    assert_eq!(RunConfig::default().server.partitions, confab_proto::server::Partitions::SINGLE);
+    assert_eq!(RunConfig::default().mail_poll, Duration::from_secs(1));
+    let store = "[store]\nurl = \"postgres://u@h/db\"\n[cluster]\n";
+    let config = load_text("split", &format!("{store}partitions = 4\nmail_poll_ms = 250\n")).unwrap();
+    assert_eq!((config.server.partitions.index, config.server.partitions.count), (0, 4));
+    assert_eq!(config.mail_poll, Duration::from_millis(250));
+    for (name, text) in [
+        ("split-0", format!("{store}partitions = 0\n")),
+        ("split-53", format!("{store}partitions = 53\n")),
+        ("split-standby", format!("{store}partitions = 4\nstandby = true\n")),
+        ("split-nats", format!("{store}partitions = 4\nnats = \"nats://127.0.0.1:4222\"\n")),
+    ] {
+        assert_eq!(invalid_key(load_text(name, &text)), "cluster.partitions", "{text}");
+    }
+    assert_eq!(invalid_key(load_text("split-poll", &format!("{store}mail_poll_ms = 5\n"))), "cluster.mail_poll_ms");
+    // Without a store, a split state would have nowhere to keep its mail.
+    assert_eq!(invalid_key(load_text("split-sqlite", "[cluster]\npartitions = 4\n")), "cluster");
+}
+
+#[test]
 fn config_cluster_relay_keys() {
     let store = "[store]\nurl = \"postgres://u@h/db\"\n[cluster]\nnode = \"n1\"\n";
     // No NATS: no relay.

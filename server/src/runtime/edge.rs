@@ -83,7 +83,7 @@ impl Node {
         while let Some(e) = edge.try_recv() {
             events.push(e);
         }
-        let max_backlog = self.core.config().max_session_backlog;
+        let max_backlog = self.max_session_backlog;
         for e in events {
             match e {
                 EdgeEvent::Data { conn, bytes } => {

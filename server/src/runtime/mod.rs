@@ -1,5 +1,6 @@
-//! The server's event loop: one `confab_proto::Server` machine, one store,
-//! and every transport, on one thread.
+//! The server's event loop: its `confab_proto::Server` machines (one, or
+//! one per partition of a split state it serves), their stores, and every
+//! transport, on one thread.
 //!
 //! ```text
 //!             ┌──────────── loop thread (mio::Poll) ─────────────┐
@@ -25,30 +26,41 @@
 //!
 //! [`Turn`]: confab_proto::server::Turn
 //!
-//! Threads: the loop; the committer ([`CommitMode::Pipelined`]); the argon2
-//! workers (`workers.rs`). TCP and WebSocket connections and the QUIC
+//! A split state (docs/PARTITIONS.md) runs one core per partition
+//! (`core.rs`), each with its own store and committer; the switchboard
+//! (`confab_proto::server::Switchboard`, `switch.rs`) decides which core
+//! gets each byte a connection sends, and the mail carrier
+//! (`crate::store::Carrier`, `mail.rs`) brings each core the mail the
+//! others committed for it. With one partition the switchboard binds every
+//! connection to the one core when it opens.
+//!
+//! Threads: the loop; a committer per core ([`CommitMode::Pipelined`]); the argon2
+//! workers (`workers.rs`); a split state's mail carrier. TCP and WebSocket connections and the QUIC
 //! endpoint's UDP socket are sources of the loop's own poll; each turn ends
 //! with one QUIC flush (every connection's datagrams of the turn, in GSO
 //! batches). Time is read here (the core never reads a clock) and passed in
 //! as [`Now`].
 
 mod commit;
+mod core;
 mod edge;
 mod jwks;
 mod log;
+mod mail;
 mod node_config;
 mod refusals;
+mod switch;
 mod workers;
 mod ws;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use confab_proto::server::{Action, Change, Committed, Pending, Receipt, Sequencer, SourceKey, State};
+use confab_proto::server::{Action, Change, Committed, PartitionId, SourceKey, State, Switchboard};
 use confab_proto::{Durable, Now, Server, SessionId};
 use confab_transports::hub::{ConnId, ConnIds, Hub, HubSender, NetEvent, Transport};
 use confab_transports::mem::{self, MemLink};
@@ -56,11 +68,11 @@ use confab_transports::quic::QuicServer;
 use confab_transports::tcp::TcpServer;
 use confab_transports::tls;
 use mio::{Events, Poll, Token};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use crate::relay::edge::EdgeRelay;
-use commit::Committer;
 pub use commit::{CommitMode, DEFAULT_MAX_TURNS};
+use core::Core;
 use jwks::JwksFile;
 use log::EventLog;
 pub use log::LogLimits;
@@ -157,26 +169,35 @@ where
 }
 
 /// A connection the loop knows.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Conn {
-    session: SessionId,
     transport: Transport,
+    /// Where it comes from, for the cores' per-source limits.
+    source: SourceKey,
+    /// Its sessions, at each core it was opened at (one with one
+    /// partition): kept until the connection closes, so that a session
+    /// the switchboard closed still gets its last answers.
+    sessions: Vec<(PartitionId, SessionId)>,
+}
+
+impl Conn {
+    fn session_at(&self, partition: PartitionId) -> Option<SessionId> {
+        self.sessions.iter().find(|(p, _)| *p == partition).map(|&(_, s)| s)
+    }
 }
 
 /// The server's event loop with its transports bound.
 pub struct Node {
     poll: Poll,
-    core: Server,
-    /// Commits the turns' changes (see [`commit`]).
-    committer: Committer,
-    /// Numbers the turns for the committer.
-    sequencer: Sequencer,
-    /// Turns whose changes are not durable yet, oldest first.
-    held: VecDeque<Pending>,
-    /// The receipt up to which held turns were released.
-    released: Receipt,
-    /// The bound on `held` (the loop stops feeding the core at it).
-    max_held: usize,
+    /// The cores, by partition (`None`: not served by this node).
+    cores: Vec<Option<Core>>,
+    /// Which core gets each byte a connection sends.
+    board: Switchboard<ConnId>,
+    /// A split state's mail.
+    mail: Option<mail::MailSide>,
+    /// The cores' bound on a session's unwritten bytes (an edge's on its
+    /// relayed connections).
+    max_session_backlog: usize,
     tcp: Option<TcpServer>,
     quic: Option<QuicServer>,
     ws: Option<ws::WsSide>,
@@ -186,8 +207,10 @@ pub struct Node {
     stop: Arc<AtomicBool>,
     stop_waker: Arc<mio::Waker>,
     conns: HashMap<ConnId, Conn>,
-    sessions: HashMap<SessionId, ConnId>,
-    core_deadline: Option<Instant>,
+    sessions: HashMap<(PartitionId, SessionId), ConnId>,
+    /// Sessions the switchboard closed on open connections (bound at
+    /// another core): their core's close ends them, not their connection.
+    ending: HashSet<(PartitionId, SessionId)>,
     /// The OIDC JWK Set file, which answers the core's requests for the set.
     jwks: Option<JwksFile>,
     /// Events produced outside a poll turn (a TCP close that completed at
@@ -240,29 +263,77 @@ impl Node {
     /// # Errors
     /// The core refuses the configuration, a listener cannot be bound, TLS
     /// refuses the identity, or the OS has no randomness. A split state
-    /// (`partitions.count` above 1) is refused: the node does not carry
-    /// mail between partitions yet (docs/PARTITIONS.md).
+    /// (`partitions.count` above 1) is refused: it needs a store per
+    /// partition and the mail between them ([`Node::bind_split`]).
     pub fn bind<D>(config: NodeConfig, store: D, state: State) -> io::Result<Node>
     where
         D: Durable<[Change]> + Send + 'static,
         D::Error: std::fmt::Display,
     {
-        config.server.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         if config.server.partitions.is_split() {
-            let why = "a split state (partitions.count above 1) is not served yet: this node carries no mail \
-                       between partitions (docs/PARTITIONS.md)";
+            let why = "a split state (partitions.count above 1) needs a store per partition and their mail \
+                       (Node::bind_split)";
             return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
         }
+        Node::bind_cores(config, vec![(Box::new(Reported(store)), state)], None)
+    }
+
+    /// Binds the listeners and restores a core for every partition of a
+    /// split state (`config.server.partitions.count` of them), the `i`th
+    /// from `partitions[i]` (its store and what it holds), each core's RNG
+    /// seeded from the OS; the mail between them is read from the
+    /// PostgreSQL store at `mail_url` ([`crate::store::Carrier`], every
+    /// `mail_poll` at least, and whenever a core's commit mailed another).
+    ///
+    /// # Errors
+    /// As [`Node::bind`]; a state that is not split, a store missing or in
+    /// excess, or a mail URL that does not parse.
+    pub fn bind_split<D>(
+        config: NodeConfig,
+        partitions: Vec<(D, State)>,
+        mail_url: &str,
+        mail_poll: Duration,
+    ) -> io::Result<Node>
+    where
+        D: Durable<[Change]> + Send + 'static,
+        D::Error: std::fmt::Display,
+    {
+        let count = usize::from(config.server.partitions.count);
+        if count < 2 || partitions.len() != count {
+            let why = format!(
+                "a split state of {count} partition(s) needs a store for each and at least two: {} given",
+                partitions.len()
+            );
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+        }
+        let stores = partitions.into_iter().map(|(store, state)| (Box::new(Reported(store)) as _, state)).collect();
+        Node::bind_cores(config, stores, Some((mail_url, mail_poll)))
+    }
+
+    fn bind_cores(
+        config: NodeConfig,
+        stores: Vec<(commit::Store, State)>,
+        mail: Option<(&str, Duration)>,
+    ) -> io::Result<Node> {
+        config.server.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let poll = Poll::new()?;
         let ids = ConnIds::default();
         let hub = Hub::new(poll.registry(), WAKE, ids.clone())?;
         let work_waker = hub.sender().waker();
         let stop_waker = hub.sender().waker();
-        let max_held = match config.commit {
-            CommitMode::Inline => 1,
-            CommitMode::Pipelined { max_turns } => max_turns.max(1),
+        let mut cores = Vec::with_capacity(stores.len());
+        for (index, (store, state)) in stores.into_iter().enumerate() {
+            let mut server = config.server.clone();
+            server.partitions.index = PartitionId::try_from(index).map_err(io::Error::other)?;
+            let server = Server::restore(server, os_seed()?, state, now())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            cores.push(Some(Core::start(server, store, config.commit, hub.sender().waker())?));
+        }
+        let mail = match mail {
+            Some((url, every)) => Some(mail::MailSide::start(url, every, &cores, hub.sender().waker())?),
+            None => None,
         };
-        let committer = Committer::start(Box::new(Reported(store)), config.commit, hub.sender().waker())?;
+        let board = Switchboard::new(config.server.partitions, config.server.limits, config.server.max_deferred_bytes);
         let tls = tls::server_config(&config.identity).map_err(io::Error::other)?;
         let tcp = match config.tcp {
             Some(addr) => {
@@ -288,16 +359,12 @@ impl Node {
             (Some(path), Some(oidc)) => Some(JwksFile::new(path, oidc.jwks_json.as_bytes())),
             _ => None,
         };
-        let core = Server::restore(config.server, os_seed()?, state, now())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         Ok(Node {
             poll,
-            core,
-            committer,
-            sequencer: Sequencer::default(),
-            held: VecDeque::new(),
-            released: Receipt::default(),
-            max_held,
+            cores,
+            board,
+            mail,
+            max_session_backlog: config.server.max_session_backlog,
             tcp,
             quic,
             ws,
@@ -308,7 +375,7 @@ impl Node {
             stop_waker,
             conns: HashMap::new(),
             sessions: HashMap::new(),
-            core_deadline: None,
+            ending: HashSet::new(),
             jwks,
             pending: Vec::new(),
             refusal_log: RefusalLog::new(refusals::INTERVAL),
@@ -395,17 +462,23 @@ impl Node {
                 self.net_event(t, e);
             }
             self.edge_turn();
-            while let Some(result) = self.workers.try_result() {
-                self.core.handle_work(t, result);
+            self.mail_turn(t);
+            while let Some((partition, result)) = self.workers.try_result() {
+                if let Some(core) = self.core_mut(partition) {
+                    core.server.handle_work(t, result);
+                }
             }
-            if self.core_deadline.is_some_and(|d| d <= t.instant) {
-                self.core.handle_timeout(t);
-            }
-            if let Some(jwks) = self.jwks.as_mut() {
-                jwks.serve(t, &mut self.core);
+            for core in self.cores.iter_mut().flatten() {
+                if core.deadline.is_some_and(|d| d <= t.instant) {
+                    core.server.handle_timeout(t);
+                }
+                if let Some(jwks) = self.jwks.as_mut() {
+                    jwks.serve(t, &mut core.server);
+                }
             }
             if stopping.is_none() && self.stop.load(Ordering::SeqCst) {
-                info!(sessions = self.core.session_count(), "stopping: no new connections, closing sessions");
+                let sessions: usize = self.cores.iter().flatten().map(|c| c.server.session_count()).sum();
+                info!(sessions, "stopping: no new connections, closing sessions");
                 if self.edge.is_some() {
                     // An edge stops when its node takes the partition over and
                     // listens as the owner on the same addresses: its listeners
@@ -423,7 +496,9 @@ impl Node {
                     }
                 }
                 self.stopping = true;
-                self.core.shutdown(t);
+                for core in self.cores.iter_mut().flatten() {
+                    core.server.shutdown(t);
+                }
                 self.edge_shutdown();
                 stopping = Some(t.instant + STOP_GRACE);
             }
@@ -443,10 +518,15 @@ impl Node {
         // still hold the ports the owner is about to bind.
         drop(self.edge.take());
         // The last commits: nothing the process ran is left uncommitted when it exits.
-        let last = self.committer.finish();
-        self.release(now(), last)?;
-        let counts = self.committer.counts();
-        (self.summary.commits, self.summary.changes) = (counts.commits, counts.changes);
+        let t = now();
+        for p in 0..self.cores.len() {
+            let Some(core) = self.cores[p].as_mut() else { continue };
+            let last = core.finish()?;
+            let counts = core.counts();
+            self.summary.commits += counts.commits;
+            self.summary.changes += counts.changes;
+            self.act_released(t, p, last);
+        }
         self.summary.abandoned = self.conns.len();
         if self.summary.abandoned > 0 {
             warn!(connections = self.summary.abandoned, "stop grace period over: dropping connections still open");
@@ -468,59 +548,17 @@ impl Node {
         let tcp = self.tcp.as_ref().and_then(TcpServer::poll_timeout);
         let refusals = self.tcp.as_ref().and_then(|tcp| self.refusal_log.due(tcp.refusals()));
         // The core's validator says when it next wants the JWK Set (only asked for with a file to read).
-        let jwks = self.jwks.as_ref().and_then(|_| self.core.jwks_deadline());
         let ws = self.ws.as_ref().and_then(ws::WsSide::deadline);
         let quic = self.quic.as_ref().and_then(QuicServer::poll_timeout);
-        [self.core_deadline, tcp, ws, quic, jwks, self.log.deadline(), refusals].into_iter().flatten().min()
+        let cores = self.cores.iter().flatten().flat_map(|c| {
+            let jwks = self.jwks.as_ref().and_then(|_| c.server.jwks_deadline());
+            [c.deadline, jwks]
+        });
+        [tcp, ws, quic, self.log.deadline(), refusals].into_iter().chain(cores).flatten().min()
     }
 
-    fn net_event(&mut self, now: Now, event: NetEvent) {
-        if self.edge.is_some() {
-            self.edge_net_event(event);
-            return;
-        }
-        match event {
-            // The per-source login limit keys on the peer address (IPv4, or IPv6 /64); mem links are local.
-            // Stopping: the listeners are closed; relayed connections, which
-            // no listener of this node brings, are refused the same way.
-            NetEvent::Opened { conn, transport: Transport::Relay, .. } if self.stopping => {
-                debug!(%conn, "relayed connection refused: stopping");
-                self.close_conn(conn, Transport::Relay);
-            }
-            NetEvent::Opened { conn, transport, peer, .. } => {
-                match self.core.open_session_from(now, peer.map_or(SourceKey::Local, |p| SourceKey::from_ip(p.ip()))) {
-                    Ok(session) => {
-                        self.summary.connections += 1;
-                        debug!(%conn, %transport, ?peer, session = session.0, "connection opened");
-                        self.conns.insert(conn, Conn { session, transport });
-                        self.sessions.insert(session, conn);
-                    }
-                    Err(e) => {
-                        warn!(%conn, %transport, ?peer, "connection refused: {e}");
-                        self.close_conn(conn, transport);
-                    }
-                }
-            }
-            NetEvent::Received { conn, bytes } => {
-                if let Some(c) = self.conns.get(&conn) {
-                    self.core.handle_input(now, c.session, &bytes);
-                }
-                // Inbound credit back to mem readers (a no-op for TCP, QUIC, WebSocket,
-                // which the loop reads itself, and for conns already gone).
-                self.hub.consumed(conn, bytes.len());
-            }
-            NetEvent::Closed { conn, reason } => {
-                if let Some(c) = self.conns.remove(&conn) {
-                    debug!(%conn, transport = %c.transport, session = c.session.0, %reason, "connection closed");
-                    self.sessions.remove(&c.session);
-                    self.core.close_session(now, c.session);
-                } else {
-                    // A handshake that failed or timed out, an ALPN refused,
-                    // a connection over the limits, or one the core refused.
-                    debug!(%conn, %reason, "connection ended before a session");
-                }
-            }
-        }
+    fn core_mut(&mut self, partition: PartitionId) -> Option<&mut Core> {
+        self.cores.get_mut(usize::from(partition)).and_then(Option::as_mut)
     }
 
     /// Writes `bytes` to `conn` through its transport; false if it is gone.
@@ -563,91 +601,90 @@ impl Node {
         }
     }
 
-    /// Drains the core until a turn is empty and nothing more was
-    /// released: each turn's jobs to the workers, its changes to the
-    /// committer, its actions held until they are durable; then every held
-    /// turn the committer's receipt covers is released in order (frames
-    /// written, sessions closed) and backlogs reported (which may close slow
-    /// readers, hence the loop). At `max_held` held turns the loop waits for
-    /// a commit before it drains more.
+    /// Drains the cores until each turn is empty, nothing more was
+    /// released and the switchboard has nothing more to hand: each turn's
+    /// jobs to the workers, its changes to the committer, its actions held
+    /// until they are durable; then every held turn the committer's receipt
+    /// covers is released in order (frames written, sessions closed) and
+    /// backlogs reported (which may close slow readers, hence the loop); and
+    /// the frames the cores settled are answered to the switchboard, whose
+    /// next frames are handed. At `max_held` held turns a core waits for a
+    /// commit before it drains more.
     fn drain(&mut self, now: Now) -> Result<(), RunError> {
         loop {
-            let mut turn = self.core.drain();
-            let quiet = turn.is_empty();
-            for job in turn.take_jobs() {
-                self.workers.submit(job);
+            let mut busy = false;
+            for p in 0..self.cores.len() {
+                let Some(core) = self.cores[p].as_mut() else { continue };
+                let quiet = core.turn(&self.workers);
+                let released = core.released()?;
+                let ring = core.take_ring();
+                busy |= !quiet || !released.is_empty();
+                self.act_released(now, p, released);
+                if ring && let Some(mail) = &self.mail {
+                    mail.ring();
+                }
             }
-            let (batch, pending) = self.sequencer.defer(turn);
-            self.core_deadline = pending.timeout();
-            if !batch.is_empty() {
-                self.committer.submit(batch);
+            if self.settle() {
+                self.switch(now);
+                busy = true;
             }
-            if !pending.is_empty() {
-                self.held.push_back(pending);
-            }
-            let mut released = self.release(now, self.committer.receipt())?;
-            while self.held.len() >= self.max_held {
-                let receipt = self.committer.wait_past(self.released);
-                released |= self.release(now, receipt)?;
-            }
-            if quiet && !released {
+            if !busy {
                 return Ok(());
             }
         }
     }
 
-    /// Releases, in order, every held turn `receipt` covers, then reports
-    /// the backlogs of the sessions written to; whether any turn was
-    /// released.
-    fn release(&mut self, now: Now, receipt: Result<Receipt, String>) -> Result<bool, RunError> {
-        let receipt = receipt.map_err(|e| {
-            error!("store commit failed; stopping without writing this turn's frames or any later one's: {e}");
-            RunError::Store(e)
-        })?;
-        self.released = receipt;
+    /// Does what the released turns of core `p` say, in order, then
+    /// reports the backlogs of its sessions written to.
+    fn act_released(&mut self, now: Now, p: usize, released: Vec<Committed>) {
+        if released.is_empty() {
+            return;
+        }
+        let partition = PartitionId::try_from(p).unwrap_or(PartitionId::MAX);
         let mut written = Vec::new();
-        let mut any = false;
-        while let Some(pending) = self.held.pop_front() {
-            match pending.release(&receipt) {
-                Ok(committed) => {
-                    any = true;
-                    self.act(now, committed, &mut written);
-                }
-                Err(pending) => {
-                    self.held.push_front(pending);
-                    break;
-                }
-            }
+        for committed in released {
+            self.act(now, partition, committed, &mut written);
         }
         written.sort_by_key(|(s, _, _)| s.0);
         written.dedup_by_key(|(s, _, _)| s.0);
         for (session, conn, transport) in written {
             let backlog = self.backlog_of(conn, transport);
-            self.core.handle_backlog(now, session, backlog);
+            if let Some(core) = self.core_mut(partition) {
+                core.server.handle_backlog(now, session, backlog);
+            }
         }
-        Ok(any)
     }
 
-    /// Writes a durable turn's frames, closes its sessions, logs its lines;
+    /// Writes a durable turn's frames, closes its sessions (a session
+    /// closed by its core closes its whole connection), logs its lines;
     /// notes each session written to in `written`.
-    fn act(&mut self, now: Now, committed: Committed, written: &mut Vec<(SessionId, ConnId, Transport)>) {
+    fn act(
+        &mut self,
+        now: Now,
+        partition: PartitionId,
+        committed: Committed,
+        written: &mut Vec<(SessionId, ConnId, Transport)>,
+    ) {
         for action in committed {
             match action {
                 Action::Transmit { session, bytes } => {
-                    let Some(&conn) = self.sessions.get(&session) else { continue };
-                    let Some(&Conn { transport, .. }) = self.conns.get(&conn) else { continue };
+                    let Some(&conn) = self.sessions.get(&(partition, session)) else { continue };
+                    let Some(transport) = self.conns.get(&conn).map(|c| c.transport) else { continue };
                     if self.send_to(conn, transport, bytes) {
                         written.push((session, conn, transport));
                     }
                 }
                 Action::Close { session, code, reason } => {
-                    let Some(conn) = self.sessions.remove(&session) else { continue };
-                    if let Some(&Conn { transport, .. }) = self.conns.get(&conn) {
-                        debug!(%conn, session = session.0, code, %reason, "closing session");
-                        match transport {
-                            Transport::Ws => self.ws_close(conn, Some(code), &reason),
-                            transport => self.close_conn(conn, transport),
-                        }
+                    let Some(conn) = self.sessions.remove(&(partition, session)) else { continue };
+                    if self.ending.remove(&(partition, session)) {
+                        debug!(%conn, partition, session = session.0, "session ended: its connection is bound elsewhere");
+                        continue;
+                    }
+                    if let Some(transport) = self.conns.get(&conn).map(|c| c.transport) {
+                        debug!(%conn, partition, session = session.0, code, %reason, "closing session");
+                        self.end_conn(conn, transport, code, &reason);
+                        // Its sessions at other cores end too.
+                        self.switch(now);
                     }
                 }
                 Action::Log(e) => self.log.event(now.instant, &e),

@@ -14,12 +14,12 @@
 //! 12 registrations on two workers left 413 MiB that never came back;
 //! docs/BENCHMARKS.md, "Memory after a burst of logins".)
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, mpsc};
 use std::thread;
 use std::time::Duration;
 
-use confab_proto::server::{Job, JobResult, Scratch};
+use confab_proto::server::{Job, JobResult, PartitionId, Scratch};
 
 /// How long a worker keeps its argon2 buffer without a job. Allocating it
 /// again costs its page faults, about 15 ms for 19 MiB on the two-core VM
@@ -35,21 +35,58 @@ pub(crate) const IDLE_RELEASE: Duration = Duration::from_secs(2);
 pub(crate) const RESERVE_KIB: usize = 33 * 1024;
 
 /// Jobs waiting for a worker, and whether the pool is stopping.
-#[derive(Default)]
-struct Queue {
-    jobs: VecDeque<Job>,
+struct Queue<J> {
+    /// Per partition whose core asked, in the order asked.
+    jobs: BTreeMap<PartitionId, VecDeque<J>>,
+    /// The partition served next, or the first after it with a job: the
+    /// cores of a split state take turns, so that a flood of logins at one
+    /// partition does not make another's wait behind it (each core admits
+    /// jobs by the pace at which its own come back).
+    turn: PartitionId,
     closed: bool,
+}
+
+impl<J> Default for Queue<J> {
+    fn default() -> Self {
+        Queue { jobs: BTreeMap::new(), turn: 0, closed: false }
+    }
+}
+
+impl<J> Queue<J> {
+    fn push(&mut self, partition: PartitionId, job: J) {
+        self.jobs.entry(partition).or_default().push_back(job);
+    }
+
+    fn pop(&mut self) -> Option<(PartitionId, J)> {
+        let partition = self
+            .jobs
+            .range(self.turn..)
+            .chain(self.jobs.range(..self.turn))
+            .find(|(_, q)| !q.is_empty())
+            .map(|(p, _)| *p)?;
+        let queue = self.jobs.get_mut(&partition)?;
+        let job = queue.pop_front()?;
+        if queue.is_empty() {
+            self.jobs.remove(&partition);
+        }
+        self.turn = partition.wrapping_add(1);
+        Some((partition, job))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
 }
 
 /// The queue and the condition workers wait on.
 #[derive(Default)]
 struct Shared {
-    queue: Mutex<Queue>,
+    queue: Mutex<Queue<Job>>,
     ready: Condvar,
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Queue> {
+    fn lock(&self) -> MutexGuard<'_, Queue<Job>> {
         // The queue is a plain list: a worker that panicked holding the
         // lock left it consistent.
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
@@ -57,10 +94,10 @@ impl Shared {
 
     /// The next job; `None` once the pool is closed. A worker holding
     /// memory (`holding`) gets `Some(None)` after [`IDLE_RELEASE`] without a job.
-    fn next(&self, holding: bool) -> Option<Option<Job>> {
+    fn next(&self, holding: bool) -> Option<Option<(PartitionId, Job)>> {
         let mut queue = self.lock();
         loop {
-            if let Some(job) = queue.jobs.pop_front() {
+            if let Some(job) = queue.pop() {
                 return Some(Some(job));
             }
             if queue.closed {
@@ -69,7 +106,7 @@ impl Shared {
             if holding {
                 let (q, wait) = self.ready.wait_timeout(queue, IDLE_RELEASE).unwrap_or_else(PoisonError::into_inner);
                 queue = q;
-                if wait.timed_out() && queue.jobs.is_empty() && !queue.closed {
+                if wait.timed_out() && queue.is_empty() && !queue.closed {
                     return Some(None);
                 }
             } else {
@@ -79,11 +116,12 @@ impl Shared {
     }
 }
 
-/// A fixed pool of threads running [`Job`]s; results come back through a
-/// channel and a waker of the loop.
+/// A fixed pool of threads running [`Job`]s for the node's cores; results
+/// come back, with the partition of the core that asked, through a channel
+/// and a waker of the loop.
 pub(crate) struct Workers {
     shared: Arc<Shared>,
-    results: mpsc::Receiver<JobResult>,
+    results: mpsc::Receiver<(PartitionId, JobResult)>,
     threads: Vec<thread::JoinHandle<()>>,
 }
 
@@ -100,12 +138,12 @@ impl Workers {
             let handle = thread::Builder::new().name(format!("confab-argon2-{i}")).spawn(move || {
                 let mut scratch = Scratch::reserving(RESERVE_KIB);
                 while let Some(next) = queue.next(scratch.held_kib() > 0) {
-                    let Some(job) = next else {
+                    let Some((partition, job)) = next else {
                         tracing::debug!(kib = scratch.held_kib(), "argon2 worker idle: buffer released");
                         scratch.release();
                         continue;
                     };
-                    if res_tx.send(job.run_with(&mut scratch)).is_err() {
+                    if res_tx.send((partition, job.run_with(&mut scratch))).is_err() {
                         return;
                     }
                     let _ = waker.wake();
@@ -123,17 +161,17 @@ impl Workers {
         Ok(Workers { shared, results: res_rx, threads })
     }
 
-    /// Queues a job.
-    pub(crate) fn submit(&self, job: Job) {
+    /// Queues a job of `partition`'s core.
+    pub(crate) fn submit(&self, partition: PartitionId, job: Job) {
         let mut queue = self.shared.lock();
         if !queue.closed {
-            queue.jobs.push_back(job);
+            queue.push(partition, job);
             self.shared.ready.notify_one();
         }
     }
 
-    /// A finished job, if any.
-    pub(crate) fn try_result(&self) -> Option<JobResult> {
+    /// A finished job and the partition of its core, if any.
+    pub(crate) fn try_result(&self) -> Option<(PartitionId, JobResult)> {
         self.results.try_recv().ok()
     }
 }
@@ -145,5 +183,29 @@ impl Drop for Workers {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Queue;
+
+    #[test]
+    fn the_cores_jobs_take_turns() {
+        let mut queue = Queue::default();
+        for job in ["a1", "a2", "a3"] {
+            queue.push(1, job);
+        }
+        queue.push(3, "c1");
+        queue.push(0, "z1");
+        let order: Vec<_> = std::iter::from_fn(|| queue.pop()).collect();
+        // A flood at partition 1 does not hold the others' jobs behind it.
+        assert_eq!(order, [(0, "z1"), (1, "a1"), (3, "c1"), (1, "a2"), (1, "a3")]);
+        assert!(queue.is_empty());
+        // One partition (a single server): the order asked.
+        for job in ["x", "y", "z"] {
+            queue.push(0, job);
+        }
+        assert_eq!(std::iter::from_fn(|| queue.pop()).collect::<Vec<_>>(), [(0, "x"), (0, "y"), (0, "z")]);
     }
 }

@@ -28,8 +28,13 @@
 //! deliveries for partitions it does not own. The callback runs on the
 //! carrier's thread and must not block (hand the item to the node's loop):
 //! dropping the carrier waits for the round under way.
+//!
+//! The same session answers the router's one question to the store
+//! ([`Carrier::subject`]): which account an OIDC subject is bound to. A
+//! lookup is answered at the next round, with the store's error if the
+//! round fails, so no frame waits for the store to come back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
@@ -38,7 +43,7 @@ use bytes::Bytes;
 use postgres::Client;
 
 use super::error::StoreError;
-use super::pg::{MAIL_WAITING, client_config, label_of, open_session, pg_err};
+use super::pg::{MAIL_WAITING, OIDC_SUBJECT, client_config, label_of, open_session, pg_err};
 
 /// Items of one source handed and not applied yet, at most.
 pub const WINDOW: u64 = 512;
@@ -79,6 +84,17 @@ pub enum Delivery {
         /// `(target, items)`.
         waiting: Vec<(u8, u64)>,
     },
+    /// The answer to [`Carrier::subject`] `tag`: the name of the account
+    /// the OIDC subject is bound to (`confab_oidc_subjects`), `None` when
+    /// it is bound to none.
+    Subject {
+        /// The lookup's tag.
+        tag: u64,
+        /// The account's name, or why the store could not say (then the
+        /// frame must not be routed by the name in its token: a subject
+        /// bound under another name would be given a second account).
+        bound: Result<Option<String>, String>,
+    },
 }
 
 enum Cmd {
@@ -86,6 +102,7 @@ enum Cmd {
     Disown(u8),
     Rewind { to: u8, from: u8, after: u64 },
     Applied { to: u8, from: u8, upto: u64 },
+    Subject { tag: u64, key: [u8; 32] },
     Ring,
 }
 
@@ -118,7 +135,15 @@ impl Carrier {
         let label = PathBuf::from(label_of(&connect));
         let (tx, rx) = mpsc::channel();
         let poll = poll.max(Duration::from_millis(10));
-        let mut reader = Reader { connect, label: label.clone(), count, poll, client: None, owned: BTreeMap::new() };
+        let mut reader = Reader {
+            connect,
+            label: label.clone(),
+            count,
+            poll,
+            client: None,
+            owned: BTreeMap::new(),
+            subjects: VecDeque::new(),
+        };
         let thread = std::thread::Builder::new()
             .name("confab-mail".into())
             .spawn(move || reader.run(&rx, deliver))
@@ -157,6 +182,14 @@ impl Carrier {
         self.send(Cmd::Ring);
     }
 
+    /// Looks up the account an OIDC subject is bound to (`key`,
+    /// `confab_proto::server::oidc_subject_key`), for the router: answered
+    /// with [`Delivery::Subject`] and `tag`, at the next round (at the next
+    /// poll while the store is unreachable).
+    pub fn subject(&self, tag: u64, key: [u8; 32]) {
+        self.send(Cmd::Subject { tag, key });
+    }
+
     fn send(&self, cmd: Cmd) {
         if let Some(tx) = &self.tx {
             let _ = tx.send(cmd);
@@ -181,6 +214,8 @@ struct Reader {
     client: Option<Client>,
     /// Per owned partition, each source's cursors.
     owned: BTreeMap<u8, BTreeMap<u8, Cursor>>,
+    /// OIDC subjects to look up, with their tags, in the order asked.
+    subjects: VecDeque<(u64, [u8; 32])>,
 }
 
 /// The mail of one source to one owned partition.
@@ -201,13 +236,15 @@ impl Reader {
         // After a failed round, nothing is read before the next poll.
         let mut failed = false;
         loop {
+            // Whether a command asks for the items (a lookup alone does not).
+            let mut items = false;
             match rx.recv_timeout(next_poll.saturating_duration_since(Instant::now())) {
-                Ok(cmd) => self.apply(cmd),
+                Ok(cmd) => items |= self.apply(cmd),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
             while let Ok(cmd) = rx.try_recv() {
-                self.apply(cmd);
+                items |= self.apply(cmd);
             }
             let polling = Instant::now() >= next_poll;
             if failed && !polling {
@@ -217,7 +254,7 @@ impl Reader {
                 next_poll = Instant::now() + self.poll;
                 self.heal();
             }
-            match self.round(polling, &mut deliver) {
+            match self.round(polling, items || polling, &mut deliver) {
                 Ok(()) => failed = false,
                 Err(e) => {
                     tracing::warn!(store = %self.label.display(), "mail not read ({e}): trying again at the next poll");
@@ -238,7 +275,8 @@ impl Reader {
         }
     }
 
-    fn apply(&mut self, cmd: Cmd) {
+    /// Whether the command asks for a read of the items.
+    fn apply(&mut self, cmd: Cmd) -> bool {
         match cmd {
             Cmd::Own { partition, cursors } if partition < self.count => {
                 let mut all: BTreeMap<u8, Cursor> =
@@ -250,9 +288,10 @@ impl Reader {
                 }
                 self.owned.insert(partition, all);
             }
-            Cmd::Own { .. } => {}
+            Cmd::Own { .. } => return false,
             Cmd::Disown(partition) => {
                 self.owned.remove(&partition);
+                return false;
             }
             Cmd::Rewind { to, from, after } => {
                 if let Some(c) = self.owned.get_mut(&to).and_then(|c| c.get_mut(&from)) {
@@ -265,22 +304,67 @@ impl Reader {
                     c.handed = c.handed.max(c.applied);
                 }
             }
+            Cmd::Subject { tag, key } => {
+                self.subjects.push_back((tag, key));
+                return false;
+            }
             Cmd::Ring => {}
+        }
+        true
+    }
+
+    /// Answers the lookups waiting, then (with `items`) reads every owned
+    /// partition's items and (when `polling`) the backlogs. A source whose
+    /// window filled is read again once the node says its core applied
+    /// some (an `applied` wakes the thread).
+    fn round(&mut self, polling: bool, items: bool, deliver: &mut impl FnMut(Delivery)) -> Result<(), StoreError> {
+        if self.owned.is_empty() && self.subjects.is_empty() {
+            return Ok(());
+        }
+        let opened = match self.client.take() {
+            Some(client) => Ok(client),
+            None => open_session(&self.connect, &self.label).map(|(client, _)| client),
+        };
+        let mut client = match opened {
+            Ok(client) => client,
+            Err(e) => {
+                self.unknown_subjects(deliver, &e);
+                return Err(e);
+            }
+        };
+        let result = self.read(&mut client, polling, items, deliver);
+        match &result {
+            Ok(()) => self.client = Some(client),
+            Err(e) => self.unknown_subjects(deliver, e),
+        }
+        result
+    }
+
+    /// Answers every lookup waiting with the store's failure: a frame
+    /// waits on no recovery (its connection is refused for now).
+    fn unknown_subjects(&mut self, deliver: &mut impl FnMut(Delivery), why: &StoreError) {
+        for (tag, _) in self.subjects.drain(..) {
+            deliver(Delivery::Subject { tag, bound: Err(why.to_string()) });
         }
     }
 
-    /// Reads every owned partition's items (and, when `polling`, the
-    /// backlogs). A source whose window filled is read again once the node
-    /// says its core applied some (an `applied` wakes the thread).
-    fn round(&mut self, polling: bool, deliver: &mut impl FnMut(Delivery)) -> Result<(), StoreError> {
-        if self.owned.is_empty() {
+    fn read(
+        &mut self,
+        client: &mut Client,
+        polling: bool,
+        items: bool,
+        deliver: &mut impl FnMut(Delivery),
+    ) -> Result<(), StoreError> {
+        let read = pg_err("read the mail in", &self.label);
+        while let Some(&(tag, key)) = self.subjects.front() {
+            let row =
+                client.query_opt(OIDC_SUBJECT, &[&&key[..]]).map_err(pg_err("read an OIDC subject in", &self.label))?;
+            self.subjects.pop_front();
+            deliver(Delivery::Subject { tag, bound: Ok(row.map(|r| r.get(0))) });
+        }
+        if !items {
             return Ok(());
         }
-        if self.client.is_none() {
-            self.client = Some(open_session(&self.connect, &self.label)?.0);
-        }
-        let Some(client) = self.client.as_mut() else { return Ok(()) };
-        let read = pg_err("read the mail in", &self.label);
         let number = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         for (&to, cursors) in &mut self.owned {
             let (mut sources, mut afters, mut room) = (Vec::new(), Vec::new(), Vec::new());

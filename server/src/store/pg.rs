@@ -130,6 +130,9 @@ const COMMIT: &str = "WITH l AS (SELECT 1 FROM confab_lease WHERE partition = $1
             ON CONFLICT (subject) DO NOTHING)
 SELECT EXISTS (SELECT 1 FROM l), (SELECT count(*) FROM h), (SELECT v FROM v)";
 
+/// The name of the account the OIDC subject `$1` is bound to.
+pub(super) const OIDC_SUBJECT: &str = "SELECT username FROM confab_oidc_subjects WHERE subject = $1";
+
 /// The items of partition `$1`'s mail waiting at each target (not applied there yet).
 pub(super) const MAIL_WAITING: &str =
     "SELECT target, count(*) FROM confab_outbox WHERE source = $1 GROUP BY target ORDER BY target";
@@ -478,7 +481,7 @@ impl PgStore {
     pub fn oidc_subject(&mut self, subject: &[u8; 32]) -> Result<Option<String>, StoreError> {
         let row = self
             .client
-            .query_opt("SELECT username FROM confab_oidc_subjects WHERE subject = $1", &[&&subject[..]])
+            .query_opt(OIDC_SUBJECT, &[&&subject[..]])
             .map_err(pg_err("read an OIDC subject in", &self.label))?;
         Ok(row.map(|r| r.get(0)))
     }

@@ -1,0 +1,213 @@
+//! One partition's core in a node: the sans-IO machine, its committer, and
+//! its turns held until durable.
+//!
+//! A node runs one [`Core`] (a single server, or a cluster of one
+//! partition) or one per partition it owns (a split state,
+//! docs/PARTITIONS.md). Each core is single-writer over its own store: its
+//! own committer, its own turn numbers, its own receipts. The loop drains
+//! each in turn ([`Core::turn`], then [`Core::released`]) and acts on what
+//! is released, which only ever follows durability.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use confab_proto::Server;
+use confab_proto::server::{Change, Committed, PartitionId, Pending, Receipt, Sequencer};
+use tracing::error;
+
+use super::RunError;
+use super::commit::{CommitMode, Committer, Counts, Store};
+use super::workers::Workers;
+
+/// One partition's core. See the [module docs](self).
+pub(super) struct Core {
+    /// Its partition.
+    pub(super) partition: PartitionId,
+    /// The machine.
+    pub(super) server: Server,
+    /// Commits the turns' changes (see `commit.rs`).
+    committer: Committer,
+    /// Numbers the turns for the committer.
+    sequencer: Sequencer,
+    /// Turns whose changes are not durable yet, oldest first.
+    held: VecDeque<Pending>,
+    /// The receipt up to which held turns were released.
+    released: Receipt,
+    /// The bound on `held` (the loop stops feeding the core at it).
+    max_held: usize,
+    /// The machine's next timer.
+    pub(super) deadline: Option<Instant>,
+    /// The batches that mailed another partition and were not rung for.
+    rings: Rings,
+}
+
+/// The batches that mailed another partition since the last ring: a ring
+/// is due once a receipt covers the oldest (its mail is in the store), and
+/// the next once one covers any later. (Waiting for the newest instead
+/// would never ring while every turn mails and commits are pipelined.)
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Rings {
+    /// The oldest batch not rung for (0: none).
+    first: u64,
+    /// The newest.
+    last: u64,
+}
+
+impl Rings {
+    fn mailed(&mut self, seq: u64) {
+        if self.first == 0 {
+            self.first = seq;
+        }
+        self.last = seq;
+    }
+
+    /// Whether a ring is due now that every batch up to `upto` is durable.
+    fn take(&mut self, upto: u64) -> bool {
+        if self.first == 0 || upto < self.first {
+            return false;
+        }
+        if upto >= self.last {
+            *self = Rings::default();
+        } else {
+            // A batch after `upto` mailed; which one is not kept: the next
+            // receipt past `upto` rings (once too often at worst).
+            self.first = upto + 1;
+        }
+        true
+    }
+}
+
+impl Core {
+    /// `server` (restored from what `store` holds), committing to `store`
+    /// as `mode` says; each commit wakes the loop with `waker`.
+    pub(super) fn start(
+        server: Server,
+        store: Store,
+        mode: CommitMode,
+        waker: Arc<mio::Waker>,
+    ) -> std::io::Result<Core> {
+        let max_held = match mode {
+            CommitMode::Inline => 1,
+            CommitMode::Pipelined { max_turns } => max_turns.max(1),
+        };
+        Ok(Core {
+            partition: server.config().partitions.index,
+            server,
+            committer: Committer::start(store, mode, waker)?,
+            sequencer: Sequencer::default(),
+            held: VecDeque::new(),
+            released: Receipt::default(),
+            max_held,
+            deadline: None,
+            rings: Rings::default(),
+        })
+    }
+
+    /// Takes one turn of the machine: its jobs to `workers`, its changes to
+    /// the committer, its actions held until they are durable. Whether the
+    /// turn was empty.
+    pub(super) fn turn(&mut self, workers: &Workers) -> bool {
+        let mut turn = self.server.drain();
+        let quiet = turn.is_empty();
+        for job in turn.take_jobs() {
+            workers.submit(self.partition, job);
+        }
+        let (batch, pending) = self.sequencer.defer(turn);
+        self.deadline = pending.timeout();
+        if !batch.is_empty() {
+            if batch.changes().iter().any(|c| matches!(c, Change::MailOut { .. })) {
+                self.rings.mailed(batch.seq());
+            }
+            self.committer.submit(batch);
+        }
+        if !pending.is_empty() {
+            self.held.push_back(pending);
+        }
+        quiet
+    }
+
+    /// The held turns the committer's receipt now covers, in order; at
+    /// `max_held` held turns, waits for commits until below it.
+    ///
+    /// # Errors
+    /// A commit failed: nothing of that turn or any later one may be acted on.
+    pub(super) fn released(&mut self) -> Result<Vec<Committed>, RunError> {
+        let receipt = self.committer.receipt();
+        let mut out = self.release(receipt)?;
+        while self.held.len() >= self.max_held {
+            let receipt = self.committer.wait_past(self.released);
+            out.extend(self.release(receipt)?);
+        }
+        Ok(out)
+    }
+
+    /// Waits for every commit submitted; the held turns they release.
+    ///
+    /// # Errors
+    /// As [`released`](Self::released).
+    pub(super) fn finish(&mut self) -> Result<Vec<Committed>, RunError> {
+        let last = self.committer.finish();
+        self.release(last)
+    }
+
+    /// Whether a batch that mailed another partition became durable since
+    /// last asked: the target's reader should look now.
+    pub(super) fn take_ring(&mut self) -> bool {
+        self.rings.take(self.released.upto())
+    }
+
+    /// What the committer committed.
+    pub(super) fn counts(&self) -> Counts {
+        self.committer.counts()
+    }
+
+    fn release(&mut self, receipt: Result<Receipt, String>) -> Result<Vec<Committed>, RunError> {
+        let partition = self.partition;
+        let receipt = receipt.map_err(|e| {
+            error!(
+                partition,
+                "store commit failed; stopping without writing this turn's frames or any later one's: {e}"
+            );
+            RunError::Store(e)
+        })?;
+        self.released = receipt;
+        let mut out = Vec::new();
+        while let Some(pending) = self.held.pop_front() {
+            match pending.release(&receipt) {
+                Ok(committed) => out.push(committed),
+                Err(pending) => {
+                    self.held.push_front(pending);
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Rings;
+
+    #[test]
+    fn a_ring_is_due_once_the_oldest_mailing_batch_is_durable_and_again_for_later_ones() {
+        let mut rings = Rings::default();
+        assert!(!rings.take(5), "nothing mailed");
+        rings.mailed(1);
+        rings.mailed(2);
+        assert!(!rings.take(0));
+        // Batch 2 is still on its way: batch 1's mail rings now, not once 2 is durable.
+        assert!(rings.take(1));
+        assert!(!rings.take(1), "rung once");
+        rings.mailed(3);
+        assert!(rings.take(2));
+        assert!(rings.take(3));
+        assert!(!rings.take(9), "every mailing batch rung for");
+        // Every turn mailing while commits are pipelined still rings every receipt.
+        for seq in 10..20 {
+            rings.mailed(seq);
+            assert!(rings.take(seq - 1) || seq == 10);
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! The node's connections and its cores: every transport event goes
+//! through the switchboard (`confab_proto::server::Switchboard`), whose
+//! outputs the node does here, in order, as its module docs ask.
+//!
+//! - A connection's sessions, one per core it was opened at, are kept
+//!   until the connection closes: a session the switchboard closed (the
+//!   connection bound at another core) still gets the answers its core had
+//!   not released yet.
+//! - A core that closes a session closes the whole connection, as a single
+//!   server closes its one session, and takes it out of the switchboard at
+//!   once (nothing it sends after is read: a transport may read until the
+//!   peer acknowledges the close); its other sessions end then. A session
+//!   the switchboard closed (`ending`) only ends: its core's close is not
+//!   the connection's.
+//! - A core that refuses a session (its session limit) refuses the
+//!   connection: at partition 0 when the connection opens, as a single
+//!   server does (closed without a frame); at another core, with a close
+//!   frame (503), since the client's frames were already read.
+//! - After each round of the cores' turns, [`Node::settle`] tells the
+//!   switchboard which frames each core has settled (the session is not
+//!   held, and whether it is logged in), so that held frames move on.
+
+use bytes::Bytes;
+use confab_proto::server::SourceKey;
+use confab_proto::server::{PartitionId, Switched};
+use confab_proto::wire::{Close, Message};
+use confab_proto::{Now, SessionId};
+use confab_transports::hub::{ConnId, NetEvent, Transport};
+use tracing::{debug, warn};
+
+use super::{Conn, Node};
+
+impl Node {
+    /// A transport event: to the switchboard, then its outputs to the cores.
+    pub(super) fn net_event(&mut self, now: Now, event: NetEvent) {
+        if self.edge.is_some() {
+            self.edge_net_event(event);
+            return;
+        }
+        match event {
+            // Stopping: the listeners are closed; relayed connections, which
+            // no listener of this node brings, are refused the same way.
+            NetEvent::Opened { conn, transport: Transport::Relay, .. } if self.stopping => {
+                debug!(%conn, "relayed connection refused: stopping");
+                self.close_conn(conn, Transport::Relay);
+            }
+            NetEvent::Opened { conn, transport, peer, .. } => {
+                // The per-source login limit keys on the peer address (IPv4, or IPv6 /64); mem links are local.
+                let source = peer.map_or(SourceKey::Local, |p| SourceKey::from_ip(p.ip()));
+                debug!(%conn, %transport, ?peer, "connection opened");
+                self.conns.insert(conn, Conn { transport, source, sessions: Vec::new() });
+                self.board.open(conn);
+                self.switch(now);
+            }
+            NetEvent::Received { conn, bytes } => {
+                let n = bytes.len();
+                if self.conns.contains_key(&conn) {
+                    self.board.input(conn, bytes);
+                    self.switch(now);
+                }
+                // Inbound credit back to mem readers (a no-op for TCP, QUIC, WebSocket,
+                // which the loop reads itself, and for conns already gone).
+                self.hub.consumed(conn, n);
+            }
+            NetEvent::Closed { conn, reason } => {
+                if self.conns.contains_key(&conn) {
+                    debug!(%conn, %reason, "connection closed");
+                    // Its sessions end at their cores while the connection is still known.
+                    self.board.close(conn);
+                    self.switch(now);
+                    if let Some(c) = self.conns.remove(&conn) {
+                        for at in c.sessions {
+                            self.sessions.remove(&at);
+                            self.ending.remove(&at);
+                        }
+                    }
+                } else {
+                    // A handshake that failed or timed out, an ALPN refused,
+                    // or a connection over the limits.
+                    debug!(%conn, %reason, "connection ended before a session");
+                }
+            }
+        }
+    }
+
+    /// Does the switchboard's outputs, in order.
+    pub(super) fn switch(&mut self, now: Now) {
+        while let Some(out) = self.board.poll() {
+            match out {
+                Switched::Open { link, partition } => self.open_at(now, link, partition),
+                Switched::Feed { link, partition, bytes, .. } => {
+                    let session = self.conns.get(&link).and_then(|c| c.session_at(partition));
+                    if let (Some(session), Some(core)) = (session, self.core_mut(partition)) {
+                        core.server.handle_input(now, session, &bytes);
+                    }
+                }
+                Switched::Close { link, partition } => {
+                    let session = self.conns.get(&link).and_then(|c| c.session_at(partition));
+                    if let (Some(session), Some(core)) = (session, self.core_mut(partition)) {
+                        core.server.close_session(now, session);
+                        self.ending.insert((partition, session));
+                    }
+                }
+                Switched::Resolve { link, token, ticket } => self.resolve(link, token, ticket),
+                Switched::Refuse { link, code, reason } => {
+                    warn!(conn = %link, code, %reason, "connection refused");
+                    self.refuse(link, code, &reason);
+                }
+            }
+        }
+    }
+
+    /// Answers the switchboard for every frame a core has settled since it
+    /// was handed (the core took a turn after it); whether any was.
+    pub(super) fn settle(&mut self) -> bool {
+        let mut settled = Vec::new();
+        for core in self.cores.iter().flatten() {
+            for (link, ticket) in self.board.waiting_at(core.partition) {
+                let Some(session) = self.conns.get(&link).and_then(|c| c.session_at(core.partition)) else {
+                    continue;
+                };
+                if !core.server.session_held(session) {
+                    settled.push((link, ticket, core.server.session_user(session).is_some()));
+                }
+            }
+        }
+        for &(link, ticket, bound) in &settled {
+            self.board.settled(link, ticket, bound);
+        }
+        !settled.is_empty()
+    }
+
+    fn open_at(&mut self, now: Now, link: ConnId, partition: PartitionId) {
+        let Some(conn) = self.conns.get(&link) else { return };
+        let (source, first) = (conn.source, conn.sessions.is_empty());
+        if self.stopping && !first {
+            // The cores' sessions were closed at the stop: no new one opens.
+            self.refuse(link, 503, "server shutting down");
+            return;
+        }
+        let opened = match self.core_mut(partition) {
+            Some(core) => core.server.open_session_from(now, source).map_err(|e| e.to_string()),
+            None => Err(format!("partition {partition} is not served by this node")),
+        };
+        match opened {
+            Ok(session) => {
+                if first {
+                    self.summary.connections += 1;
+                }
+                debug!(conn = %link, partition, session = session.0, "session opened");
+                self.note_session(link, partition, session);
+            }
+            // The connection's first session, at partition 0: refused as a
+            // single server refuses a connection over its limit (closed
+            // without a frame, and nothing it sends is read).
+            Err(e) if first => {
+                warn!(conn = %link, partition, "connection refused: {e}");
+                self.board.close(link);
+                if let Some(conn) = self.conns.remove(&link) {
+                    self.close_conn(link, conn.transport);
+                }
+            }
+            Err(e) => {
+                warn!(conn = %link, partition, "connection refused: {e}");
+                self.refuse(link, 503, "server busy: try again later");
+            }
+        }
+    }
+
+    fn note_session(&mut self, link: ConnId, partition: PartitionId, session: SessionId) {
+        if let Some(conn) = self.conns.get_mut(&link) {
+            conn.sessions.push((partition, session));
+            self.sessions.insert((partition, session), link);
+        }
+    }
+
+    /// Closes `link` with a close frame of `code` and `reason`.
+    pub(super) fn refuse(&mut self, link: ConnId, code: u16, reason: &str) {
+        let Some(transport) = self.conns.get(&link).map(|c| c.transport) else { return };
+        let frame: Bytes = Message::Close(Close { code, reason: reason.to_owned() }).to_bytes(b"");
+        self.send_to(link, transport, frame);
+        self.end_conn(link, transport, code, reason);
+    }
+
+    /// Closes `link`'s transport and takes it out of the switchboard at
+    /// once: a transport may read for a while before it reports the close
+    /// (QUIC until the peer acknowledges it), and no byte read meanwhile
+    /// may reach a core. Its sessions at the cores end (`ending`: each
+    /// core's close of them is not the connection's), and their last
+    /// answers still go out until the transport reports it closed.
+    pub(super) fn end_conn(&mut self, link: ConnId, transport: Transport, code: u16, reason: &str) {
+        match transport {
+            Transport::Ws => self.ws_close(link, Some(code), reason),
+            transport => self.close_conn(link, transport),
+        }
+        self.board.close(link);
+    }
+}
