@@ -300,3 +300,35 @@ fn a_connection_refused_by_a_split_node_reaches_no_core() {
     let summary = running.join().expect("the loop does not panic").expect("a clean stop");
     assert_eq!((summary.connections, summary.commits), (1, 0), "{summary:?}");
 }
+
+/// A frame dripped to a node serving a split state, before any core sees
+/// it (the switchboard routes whole frames only), is closed at the frame
+/// deadline (408) as a single server closes it, not at the idle timeout
+/// (an attacker-briefed review found it waiting out the idle timeout).
+#[test]
+fn a_split_node_closes_a_dripped_frame_at_its_deadline() {
+    use confab_proto::server::{HashParams, Partitions};
+    let server = ServerConfig {
+        partitions: Partitions { index: 0, count: 2 },
+        frame_grace: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(600),
+        hash_params: HashParams::INSECURE_FAST,
+        ..Default::default()
+    };
+    let made = ServerIdentity::self_signed(&["localhost".to_owned()]).expect("certificate");
+    let mut config = NodeConfig::new(server.clone(), "127.0.0.1:0".parse().expect("addr"), made.identity);
+    (config.tcp, config.quic, config.ws) = (None, None, None);
+    let state = confab_proto::server::State::new(server.room_history, server.dedup_window);
+    let stores = (0..2).map(|_| (MemoryStore::new(&server), state.clone())).collect();
+    let node = Node::bind_split(config, stores, "postgres://127.0.0.1:1/none", Duration::from_secs(60)).expect("bind");
+    let handle = node.handle();
+    let running = std::thread::spawn(move || node.run());
+    let mut link = handle.connect_mem();
+    let started = Instant::now();
+    // Five bytes of a header, then nothing.
+    link.send(&[1, 2, 0, 0, 0]).expect("send");
+    assert_eq!(close_code(&mut link), Some(408), "closed as too slow");
+    assert!(started.elapsed() < Duration::from_secs(5), "at the frame deadline: {:?}", started.elapsed());
+    handle.stop();
+    running.join().expect("the loop does not panic").expect("a clean stop");
+}
