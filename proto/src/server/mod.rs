@@ -184,6 +184,15 @@ impl Server {
         self.presence.len()
     }
 
+    /// Whether a session is open: opened and not closed yet (by its
+    /// transport, or by the core, whose close may still be on its way to
+    /// the store). A node's [`Switchboard`] stops routing a connection
+    /// whose session its core closed.
+    #[must_use]
+    pub fn has_session(&self, session: SessionId) -> bool {
+        self.presence.get(session).is_some()
+    }
+
     /// The user a session is logged in as, if any.
     #[must_use]
     pub fn session_user(&self, session: SessionId) -> Option<&str> {
@@ -220,6 +229,23 @@ impl Server {
         };
         s.decoder.push(bytes);
         self.process_frames(now, session);
+    }
+
+    /// The node holds `bytes` of a partial frame of this session's
+    /// connection outside the core (a split state's switchboard routes
+    /// whole frames only, `Switchboard::partial`); 0: none. They count
+    /// toward the session's frame deadline as bytes in its decoder would
+    /// (`frame_grace`, `min_frame_rate`; past it the session is closed 408),
+    /// and more of them than last told is input for its idle timeout.
+    pub fn handle_partial(&mut self, now: Now, session: SessionId, bytes: usize) {
+        let Some(s) = self.presence.get(session) else { return };
+        if bytes > s.held_outside {
+            let _ = self.presence.received(session, now.instant, self.config.keepalive_interval);
+        }
+        if let Some(s) = self.presence.get_mut(session) {
+            s.held_outside = bytes;
+        }
+        self.presence.track_frame(session, now.instant, self.config.frame_grace, self.config.min_frame_rate);
     }
 
     /// The transport of a session is gone (peer closed, reset, timeout).
@@ -568,9 +594,11 @@ impl Server {
     /// A partial frame missed its deadline: close with 408, saying how far it got.
     fn frame_too_slow(&mut self, now: Now, id: SessionId) {
         let Some(s) = self.presence.get(id) else { return };
-        let got = s.decoder.buffered();
+        let got = s.decoder.buffered() + s.held_outside;
         let of = match s.decoder.needed() {
             _ if got < crate::wire::HEADER_LEN => format!("at least {}", crate::wire::HEADER_LEN),
+            // Held by the node's switchboard: the decoder does not know the rest.
+            _ if s.held_outside > 0 => format!("more than {got}"),
             needed => (got + needed).to_string(),
         };
         let secs = s.frame_started.map_or(0, |t| now.instant.saturating_duration_since(t).as_secs());

@@ -213,7 +213,7 @@ impl Presence {
     /// `min_frame_rate`.
     pub(crate) fn track_frame(&mut self, id: SessionId, now: Instant, grace: Duration, rate: u32) {
         let Some(s) = self.sessions.get_mut(&id) else { return };
-        let got = s.decoder.buffered();
+        let got = s.decoder.buffered() + s.held_outside;
         let deadline = if s.held() || got == 0 {
             s.frame_started = None;
             None

@@ -89,6 +89,10 @@ pub(crate) struct Session {
     /// When that frame must be complete, as it now stands (its entry in
     /// `Presence`'s frame deadlines).
     pub(crate) frame_deadline: Option<Instant>,
+    /// Bytes of a partial frame the node holds outside the decoder (a
+    /// split state's switchboard, `Server::handle_partial`): they count
+    /// toward the frame deadline as the decoder's would.
+    pub(crate) held_outside: usize,
 }
 
 impl Session {
@@ -112,6 +116,7 @@ impl Session {
             ping: None,
             frame_started: None,
             frame_deadline: None,
+            held_outside: 0,
         }
     }
 

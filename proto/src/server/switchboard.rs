@@ -311,6 +311,21 @@ impl<L: Copy + Ord + Debug> Switchboard<L> {
         }
     }
 
+    /// The bytes of a frame not complete yet that `link` sent while
+    /// unbound and not held (0 once bound, and while a frame holds the
+    /// later ones: those are bounded by `max_held`). The node tells the
+    /// connection's session at partition 0
+    /// ([`Server::handle_partial`](crate::Server::handle_partial)), so that
+    /// a frame dripped before any core sees it is closed at the frame
+    /// deadline (408), as a single server closes it.
+    #[must_use]
+    pub fn partial(&self, link: L) -> usize {
+        match self.links.get(&link) {
+            Some(l) if l.phase == (Phase::Unbound { waiting: None }) => l.buffer.len(),
+            _ => 0,
+        }
+    }
+
     /// The connections waiting for `partition`'s core to settle a frame
     /// already polled (handed to it), with the tickets to answer: a node
     /// that runs its cores on its own thread asks the core about each after

@@ -174,9 +174,13 @@ impl Node {
         let everywhere = self.cores.iter().all(Option::is_some);
         if let Some(partition) = self.bound_here(&key) {
             self.board.resolved(link, ticket, partition);
+        } else if let Some(&partition) = self.routed_subjects.get(&key) {
+            // Another frame of this subject was just routed, and is not at its core yet.
+            self.board.resolved(link, ticket, partition);
         } else if everywhere {
             // Every partition's bindings are in this node's cores: none.
             let partition = oidc_home(&token, self.partitions(), |_| None);
+            self.routed_subjects.insert(key, partition);
             self.board.resolved(link, ticket, partition);
         } else if let Some(mail) = self.mail.as_mut()
             && mail.lookups.len() < MAX_LOOKUPS

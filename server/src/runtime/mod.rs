@@ -211,6 +211,9 @@ pub struct Node {
     /// Sessions the switchboard closed on open connections (bound at
     /// another core): their core's close ends them, not their connection.
     ending: HashSet<(PartitionId, SessionId)>,
+    /// OIDC subjects routed by name during this pass of the switchboard's
+    /// outputs, whose frames may not have reached their core yet.
+    routed_subjects: HashMap<[u8; 32], PartitionId>,
     /// The OIDC JWK Set file, which answers the core's requests for the set.
     jwks: Option<JwksFile>,
     /// Events produced outside a poll turn (a TCP close that completed at
@@ -376,6 +379,7 @@ impl Node {
             conns: HashMap::new(),
             sessions: HashMap::new(),
             ending: HashSet::new(),
+            routed_subjects: HashMap::new(),
             jwks,
             pending: Vec::new(),
             refusal_log: RefusalLog::new(refusals::INTERVAL),
@@ -624,7 +628,7 @@ impl Node {
                     mail.ring();
                 }
             }
-            if self.settle() {
+            if self.settle(now) {
                 self.switch(now);
                 busy = true;
             }

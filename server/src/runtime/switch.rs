@@ -19,6 +19,10 @@
 //! - After each round of the cores' turns, [`Node::settle`] tells the
 //!   switchboard which frames each core has settled (the session is not
 //!   held, and whether it is logged in), so that held frames move on.
+//! - The bytes of a frame not complete yet that the switchboard holds for
+//!   an unbound connection are told to its session at partition 0
+//!   (`Server::handle_partial`), whose frame deadline (408) then covers a
+//!   frame dripped before any core sees it, as on a single server.
 
 use bytes::Bytes;
 use confab_proto::server::SourceKey;
@@ -57,6 +61,7 @@ impl Node {
                 if self.conns.contains_key(&conn) {
                     self.board.input(conn, bytes);
                     self.switch(now);
+                    self.report_partial(now, conn);
                 }
                 // Inbound credit back to mem readers (a no-op for TCP, QUIC, WebSocket,
                 // which the loop reads itself, and for conns already gone).
@@ -97,8 +102,12 @@ impl Node {
                 Switched::Close { link, partition } => {
                     let session = self.conns.get(&link).and_then(|c| c.session_at(partition));
                     if let (Some(session), Some(core)) = (session, self.core_mut(partition)) {
+                        // A session its core closed already: that close is the connection's.
+                        let live = core.server.has_session(session);
                         core.server.close_session(now, session);
-                        self.ending.insert((partition, session));
+                        if live {
+                            self.ending.insert((partition, session));
+                        }
                     }
                 }
                 Switched::Resolve { link, token, ticket } => self.resolve(link, token, ticket),
@@ -108,26 +117,51 @@ impl Node {
                 }
             }
         }
+        // Every frame resolved is at its core now: their bindings are in the cores' states.
+        self.routed_subjects.clear();
     }
 
     /// Answers the switchboard for every frame a core has settled since it
     /// was handed (the core took a turn after it); whether any was.
-    pub(super) fn settle(&mut self) -> bool {
-        let mut settled = Vec::new();
+    pub(super) fn settle(&mut self, now: Now) -> bool {
+        let (mut settled, mut closed) = (Vec::new(), Vec::new());
         for core in self.cores.iter().flatten() {
             for (link, ticket) in self.board.waiting_at(core.partition) {
                 let Some(session) = self.conns.get(&link).and_then(|c| c.session_at(core.partition)) else {
                     continue;
                 };
-                if !core.server.session_held(session) {
+                if !core.server.has_session(session) {
+                    // The core closed it (its close is on its way to the store,
+                    // and will close the connection): nothing more is routed.
+                    closed.push(link);
+                } else if !core.server.session_held(session) {
                     settled.push((link, ticket, core.server.session_user(session).is_some()));
                 }
             }
         }
+        for &link in &closed {
+            self.board.close(link);
+        }
         for &(link, ticket, bound) in &settled {
             self.board.settled(link, ticket, bound);
+            self.report_partial(now, link);
         }
-        !settled.is_empty()
+        !settled.is_empty() || !closed.is_empty()
+    }
+
+    /// Tells `link`'s session at partition 0 how many bytes of a frame not
+    /// complete yet the switchboard holds for it (a split state only: with
+    /// one partition every byte goes to the core), so that its frame
+    /// deadline covers a frame no core has seen yet.
+    fn report_partial(&mut self, now: Now, link: ConnId) {
+        if self.cores.len() < 2 {
+            return;
+        }
+        let partial = self.board.partial(link);
+        let Some(session) = self.conns.get(&link).and_then(|c| c.session_at(0)) else { return };
+        if let Some(core) = self.core_mut(0) {
+            core.server.handle_partial(now, session, partial);
+        }
     }
 
     fn open_at(&mut self, now: Now, link: ConnId, partition: PartitionId) {

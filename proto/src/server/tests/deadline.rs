@@ -100,3 +100,27 @@ fn while_a_login_is_checked_the_frames_waiting_have_no_deadline() {
     assert_eq!(code, status::IDLE_TIMEOUT);
     assert!(reason.starts_with("frame too slow: 10 of at least 14 bytes"), "{reason}");
 }
+
+/// Bytes of a partial frame that the node holds outside the core (a split
+/// state's switchboard, `Server::handle_partial`) have the deadline of
+/// bytes in its decoder; told none any more, the session has no deadline.
+#[test]
+fn bytes_held_outside_the_core_have_the_deadline_of_bytes_in_its_decoder() {
+    let c = ServerConfig { frame_grace: Duration::from_secs(2), ..config() };
+    let (grace, idle) = (c.frame_grace, c.idle_timeout);
+    let mut h = Harness::new(c);
+    let (dripped, finished) = (h.connect(), h.connect());
+    for s in [dripped, finished] {
+        h.server.handle_partial(h.now, s, 5);
+    }
+    h.pump();
+    h.advance(Duration::from_secs(1));
+    h.server.handle_partial(h.now, finished, 0);
+    h.pump();
+    h.advance(grace);
+    let (code, reason) = closed(&h, dripped).expect("closed at its frame deadline");
+    assert_eq!(code, status::IDLE_TIMEOUT);
+    assert!(reason.starts_with("frame too slow: 5 of at least 14 bytes"), "{reason}");
+    assert_eq!(closed(&h, finished), None, "no partial frame any more");
+    assert!(grace * 2 < idle);
+}

@@ -444,3 +444,31 @@ fn a_connection_closed_before_its_outputs_were_polled_leaves_nothing_behind() {
     assert_eq!(board.poll(), None);
     assert_eq!(board.waiting_at(1).count(), 0);
 }
+
+/// The bytes of a frame not complete yet that an unbound connection sent
+/// are counted (the node tells the core's frame deadline), and only while
+/// no frame holds them (those are bounded by `max_held`) and the
+/// connection is not bound (its core's decoder has them then).
+#[test]
+fn a_partial_frame_is_counted_only_while_it_is_the_connections_next() {
+    let (mut board, login) = two_partitions_and_a_login_of_1();
+    board.open(7);
+    assert_eq!(board.partial(7), 0);
+    board.input(7, login.slice(..5));
+    assert_eq!(board.partial(7), 5, "half a header");
+    board.input(7, login.slice(5..));
+    assert_eq!(board.partial(7), 0, "complete: routed");
+    while board.poll().is_some() {}
+    let (_, ticket) = board.waiting_at(1).next().expect("the login holds");
+    board.input(7, login.slice(..5));
+    assert_eq!(board.partial(7), 0, "held behind the login");
+    board.settled(7, ticket, false);
+    assert_eq!(board.partial(7), 5, "the login settled unbound: the next frame is partial");
+    board.input(7, login.slice(5..));
+    while board.poll().is_some() {}
+    let (_, ticket) = board.waiting_at(1).next().expect("the second login holds");
+    board.input(7, login.slice(..3));
+    board.settled(7, ticket, true);
+    assert_eq!(board.partial(7), 0, "bound: the core has the bytes");
+    assert_eq!(board.partial(8), 0, "an unknown link");
+}
