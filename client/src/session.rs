@@ -154,6 +154,31 @@ impl Session {
         Ok(())
     }
 
+    /// A mark in the events: [`misdirected_since`](Self::misdirected_since) looks after it.
+    #[must_use]
+    pub fn event_mark(&self) -> usize {
+        self.d().events().len()
+    }
+
+    /// Whether the server closed the connection as misdirected (421: the
+    /// node does not serve this user's partition) among the events after
+    /// `mark`, or `result` is that close.
+    pub fn misdirected_since<T>(&self, mark: usize, result: &Result<T, SessionError>) -> bool {
+        let closed = |e: &SecureEvent| {
+            matches!(e, SecureEvent::Plain(ClientEvent::Closed { code: confab_proto::wire::status::MISDIRECTED, .. }))
+        };
+        result.as_ref().err().is_some_and(misdirected) || self.d().events().iter().skip(mark).any(closed)
+    }
+
+    /// After a close as misdirected (421): makes a link to the next node of
+    /// the connector's list and tells the client. How many nodes the list
+    /// names (a caller tries each once at most).
+    pub fn reconnect_elsewhere(&mut self, connector: &mut dyn Connector) -> Result<usize, SessionError> {
+        let nodes = connector.misdirected();
+        self.connect(connector)?;
+        Ok(nodes)
+    }
+
     /// The events not taken yet, oldest first.
     pub fn events(&self) -> impl Iterator<Item = &SecureEvent> {
         self.d().events().iter()
@@ -229,6 +254,13 @@ impl Session {
     pub fn is_connected(&self) -> bool {
         self.d().is_connected()
     }
+}
+
+/// Whether `e` is a close as misdirected (421): the node does not serve
+/// this user's partition (docs/PARTITIONS.md), another node does.
+#[must_use]
+pub fn misdirected(e: &SessionError) -> bool {
+    matches!(e, SessionError::Closed { code: confab_proto::wire::status::MISDIRECTED, .. })
 }
 
 /// The request id whose outcome `event` is, if it is one.

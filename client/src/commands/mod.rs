@@ -466,8 +466,24 @@ impl Env<'_> {
         session.connect(self.connector)?;
         // The refresh binds the connection; what was queued for this user
         // (requests, acceptances, messages) follows, then the client says
-        // it caught up.
-        let caught_up = session.wait_caught_up(self.answer_timeout)?;
+        // it caught up. A node that does not serve this user's partition
+        // closes the connection as misdirected: the next node is tried.
+        let mut tried = 1;
+        let caught_up = loop {
+            let mark = session.event_mark();
+            let outcome = session.wait_caught_up(self.answer_timeout);
+            if !session.misdirected_since(mark, &outcome) {
+                break outcome?;
+            }
+            let nodes = session.reconnect_elsewhere(self.connector)?;
+            tried += 1;
+            if tried > nodes {
+                return Err(CliError::Session(SessionError::Closed {
+                    code: confab_proto::wire::status::MISDIRECTED,
+                    reason: format!("none of the {nodes} nodes serves this user's partition"),
+                }));
+            }
+        };
         if !session.sc().client().is_logged_in() {
             return Err(CliError::NotLoggedIn(user));
         }
@@ -512,16 +528,35 @@ pub fn done_or_error(outcome: Option<ClientEvent>, what: &str) -> Result<ClientE
 /// its outcome; a 503 whose `retry_after_ms` fits in the answer timeout is
 /// waited out on the open connection and the request sent again, once
 /// (docs/PROTOCOL.md, "Password checks under load"); a longer wait, or a
-/// second 503, is [`CliError::Busy`], which says when to retry.
+/// second 503, is [`CliError::Busy`], which says when to retry. A node
+/// that closes the connection as misdirected (421: it does not serve the
+/// user's partition, so nothing was done) sends the request on to the next
+/// node, once per node at most.
 pub fn with_busy_retry(
     session: &mut Session,
-    env: &Env<'_>,
+    env: &mut Env<'_>,
     out: &mut Output<'_>,
     what: &str,
     mut send: impl FnMut(&mut Session) -> Result<u32, CliError>,
 ) -> Result<ClientEvent, CliError> {
-    let id = send(session)?;
-    match expect_done(session, env, id, what) {
+    let mut tried = 1;
+    let first = loop {
+        let mark = session.event_mark();
+        let id = send(session)?;
+        let outcome = session.wait_outcome(id, env.answer_timeout);
+        if !session.misdirected_since(mark, &outcome) {
+            break done_or_error(outcome?, what);
+        }
+        let nodes = session.reconnect_elsewhere(env.connector)?;
+        tried += 1;
+        if tried > nodes {
+            return Err(CliError::Session(SessionError::Closed {
+                code: confab_proto::wire::status::MISDIRECTED,
+                reason: format!("none of the {nodes} nodes serves this user's partition"),
+            }));
+        }
+    };
+    match first {
         Err(CliError::Busy { retry_after_ms, reason, .. })
             if Duration::from_millis(retry_after_ms) <= env.answer_timeout =>
         {

@@ -19,8 +19,8 @@
 //!   account its subject is bound to. The node's cores are asked first
 //!   (their states hold their bindings, one made by a frame handed a moment
 //!   ago included, so that two frames of one subject under two names never
-//!   make two accounts); a node serving every partition needs nothing more
-//!   (today's only kind). For a partition served elsewhere the binding is
+//!   make two accounts); a node serving every partition needs nothing more.
+//!   For a partition served elsewhere the binding is
 //!   in the store: the carrier looks it up, at most `MAX_LOOKUPS` at once
 //!   (503 beyond), and a lookup the store cannot answer refuses the
 //!   connection (503): routed by its name instead, a subject bound under
@@ -82,16 +82,11 @@ pub(super) struct MailSide {
 }
 
 impl MailSide {
-    /// Starts the carrier on the store at `url`, polling every `every`,
-    /// carrying the mail of every core in `cores` from their cursors; each
-    /// delivery wakes the loop with `waker`.
-    pub(super) fn start(
-        url: &str,
-        every: Duration,
-        cores: &[Option<Core>],
-        waker: Arc<mio::Waker>,
-    ) -> io::Result<MailSide> {
-        let count = u8::try_from(cores.len()).map_err(io::Error::other)?;
+    /// Starts the carrier on the store at `url` of a state split into
+    /// `count` partitions, polling every `every`; each delivery wakes the
+    /// loop with `waker`. It carries the mail of the cores it is given
+    /// ([`own`](Self::own)).
+    pub(super) fn start(url: &str, every: Duration, count: u8, waker: Arc<mio::Waker>) -> io::Result<MailSide> {
         let (tx, deliveries) = mpsc::sync_channel(QUEUE);
         let (answer, answers) = mpsc::channel();
         let carrier = Carrier::start(url, count, every, move |d| {
@@ -100,12 +95,20 @@ impl MailSide {
             }
         })
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        for core in cores.iter().flatten() {
-            let cursors =
-                (0..count).filter(|&s| s != core.partition).map(|s| (s, core.server.mail_applied_from(s))).collect();
-            carrier.own(core.partition, cursors);
-        }
         Ok(MailSide { carrier, deliveries, answers, lookups: HashMap::new(), next_tag: 1 })
+    }
+
+    /// Carries `core`'s mail from now on, from its cursors.
+    pub(super) fn own(&self, core: &Core) {
+        let count = core.server.config().partitions.count;
+        let cursors =
+            (0..count).filter(|&s| s != core.partition).map(|s| (s, core.server.mail_applied_from(s))).collect();
+        self.carrier.own(core.partition, cursors);
+    }
+
+    /// Stops carrying `partition`'s mail (its core stopped here).
+    pub(super) fn disown(&self, partition: PartitionId) {
+        self.carrier.disown(partition);
     }
 
     /// A core's commit mailed another partition: read now.
@@ -165,7 +168,7 @@ impl Node {
 
     /// Finds the partition of an OIDC frame (see the module docs).
     pub(super) fn resolve(&mut self, link: ConnId, token: Bytes, ticket: u64) {
-        let oidc = self.cores.iter().flatten().any(|c| c.server.config().oidc.is_some());
+        let oidc = self.core_config.oidc.is_some();
         let Some(key) = oidc_subject_of(&token).filter(|_| oidc) else {
             // No OIDC, or a token naming no subject: any core refuses it.
             self.board.resolved(link, ticket, 0);
@@ -208,7 +211,7 @@ impl Node {
     }
 
     fn partitions(&self) -> Partitions {
-        self.cores.iter().flatten().next().map_or(Partitions::SINGLE, |c| c.server.config().partitions)
+        self.core_config.partitions
     }
 
     fn resolved(&mut self, now: Now, tag: u64, bound: Result<Option<String>, String>) {

@@ -1,0 +1,163 @@
+//! Partitions taken and given back while the node runs: a split state
+//! shared by several nodes (docs/PARTITIONS.md, "Ownership").
+//!
+//! The node's membership (`crate::shares`, on a thread of its own) opens a
+//! partition's store once its lease is this node's and hands it over
+//! ([`NodeHandle::take`]); it asks for a partition back when another node
+//! should own it ([`NodeHandle::give_back`]), and says when a lease was
+//! lost ([`NodeHandle::lease_lost`]). The loop does each at the start of a
+//! turn:
+//!
+//! - **Take**: the core is restored from the store's state, its mail is
+//!   read from its cursors, and connections opened from then on may start
+//!   there.
+//! - **Give back**: every session of the core is closed (503, "partition
+//!   moved": its clients reconnect and find the new owner), what the core
+//!   has is committed and acted on, and the store is dropped, which
+//!   releases the lease at once.
+//! - **Lost** (the lease, or a commit of a split state's core): the core
+//!   stops without anything more of it acted on (nothing it did since its
+//!   last durable commit is acknowledged); the connections with a live
+//!   session there are closed (503). The store is dropped: another node, or
+//!   this one at its next beat, takes the partition from the store.
+//!
+//! A stopped core's argon2 jobs are forgotten ([`Workers::retire`]), so
+//! that a result never reaches a later core of the same partition, and its
+//! sessions' entries leave the node's maps at once (a later core numbers
+//! its sessions from 1 again).
+//!
+//! [`NodeHandle::take`]: super::NodeHandle::take
+//! [`NodeHandle::give_back`]: super::NodeHandle::give_back
+//! [`NodeHandle::lease_lost`]: super::NodeHandle::lease_lost
+//! [`Workers::retire`]: super::workers::Workers::retire
+
+use confab_proto::server::{PartitionId, State};
+use confab_proto::{Now, Server};
+use confab_transports::hub::ConnId;
+use tracing::{error, info, warn};
+
+use super::commit::Store;
+use super::core::Core;
+use super::{Node, os_seed};
+
+/// What the node's membership asks of the loop.
+pub(super) enum Ownership {
+    /// Serve `partition` from `store` (its lease this node's), restored
+    /// from `state`.
+    Take { partition: PartitionId, store: Store, state: Box<State> },
+    /// Give `partition` back to the cluster.
+    GiveBack { partition: PartitionId },
+    /// `partition`'s lease was lost.
+    Lost { partition: PartitionId, reason: String },
+}
+
+/// How a core stops.
+pub(super) enum Stop {
+    /// Cleanly: sessions closed, everything committed, the lease released.
+    GiveBack,
+    /// At once: its lease is gone, or its store failed.
+    Lost(String),
+}
+
+/// What a client is told when its partition's core stops here.
+const MOVED: &str = "partition moved to another node: reconnect";
+
+impl Node {
+    /// Does what the node's membership asked since the last turn.
+    pub(super) fn ownership_turn(&mut self, now: Now) {
+        while let Ok(change) = self.ownership.try_recv() {
+            match change {
+                Ownership::Take { partition, store, state } => self.take(now, partition, store, *state),
+                Ownership::GiveBack { partition } => self.stop_core(now, partition, Stop::GiveBack),
+                Ownership::Lost { partition, reason } => self.stop_core(now, partition, Stop::Lost(reason)),
+            }
+        }
+    }
+
+    fn take(&mut self, now: Now, partition: PartitionId, store: Store, state: State) {
+        let p = usize::from(partition);
+        if p >= self.cores.len() || self.stopping {
+            // Dropped: its lease is released at once.
+            warn!(partition, "partition not taken: {}", if self.stopping { "stopping" } else { "out of range" });
+            return;
+        }
+        if self.cores[p].is_some() {
+            // The membership took the lease again: the core serving was fenced out meanwhile.
+            self.stop_core(now, partition, Stop::Lost("its lease was taken again".into()));
+        }
+        let mut config = self.core_config.clone();
+        config.partitions.index = partition;
+        let (users, rooms) = (state.accounts().user_count(), state.rooms().len());
+        let core = os_seed()
+            .and_then(|seed| {
+                Server::restore(config, seed, state, now)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+            })
+            .and_then(|server| Core::start(server, store, self.commit, self.hub.sender().waker()));
+        let core = match core {
+            Ok(core) => core,
+            Err(e) => {
+                error!(partition, "partition not served: its core cannot start: {e}");
+                return;
+            }
+        };
+        if let Some(mail) = &self.mail {
+            mail.own(&core);
+        }
+        info!(partition, users, rooms, "partition served: its core started");
+        self.cores[p] = Some(core);
+    }
+
+    /// Stops `partition`'s core as `how` says (see the module docs).
+    pub(super) fn stop_core(&mut self, now: Now, partition: PartitionId, how: Stop) {
+        let Some(mut core) = self.cores.get_mut(usize::from(partition)).and_then(Option::take) else { return };
+        self.workers.retire(partition);
+        if let Some(mail) = &self.mail {
+            mail.disown(partition);
+        }
+        let reason = match how {
+            Stop::GiveBack => {
+                core.server.close_all(now, MOVED);
+                let quiet = core.turn(&self.workers);
+                debug_assert!(!quiet || core.server.session_count() == 0);
+                match core.finish() {
+                    Ok(last) => self.act_released(now, usize::from(partition), last),
+                    Err(e) => warn!(partition, "giving the partition back: its last commit failed: {e}"),
+                }
+                "given back".to_owned()
+            }
+            Stop::Lost(reason) => reason,
+        };
+        let counts = core.counts();
+        self.summary.commits += counts.commits;
+        self.summary.changes += counts.changes;
+        // Its sessions still mapped: those of connections bound elsewhere end;
+        // the others' connections are closed.
+        let mut close: Vec<ConnId> = Vec::new();
+        self.sessions.retain(|&(p, session), &mut conn| {
+            if p == partition && !self.ending.remove(&(p, session)) {
+                close.push(conn);
+            }
+            p != partition
+        });
+        self.ending.retain(|&(p, _)| p != partition);
+        for conn in self.conns.values_mut() {
+            conn.sessions.retain(|&(p, _)| p != partition);
+        }
+        close.sort_unstable();
+        close.dedup();
+        for link in close {
+            self.refuse(link, confab_proto::wire::status::UNAVAILABLE, MOVED);
+        }
+        self.switch(now);
+        // The committer stops and the store is dropped: a clean release ends the lease now.
+        drop(core);
+        info!(partition, %reason, "partition no longer served by this node");
+    }
+
+    /// The partition a new connection's first session opens at: the
+    /// lowest one this node serves (0 when it serves none: refused there).
+    pub(super) fn first_served(&self) -> PartitionId {
+        self.cores.iter().position(Option::is_some).and_then(|p| PartitionId::try_from(p).ok()).unwrap_or(0)
+    }
+}
