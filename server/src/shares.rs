@@ -45,7 +45,6 @@ pub type Opened = (PartitionId, PgStore, State);
 pub struct Joined {
     fleet: Fleet,
     watches: Vec<(PartitionId, LeaseWatch)>,
-    init: Init,
 }
 
 /// Joins the cluster of the store at `url` and opens the partitions the
@@ -70,7 +69,7 @@ pub fn join(url: &str, config: &RunConfig, init: Init) -> Result<(Joined, Vec<Op
             warn!("membership not renewed: {e}");
         }
     }
-    Ok((Joined { fleet, watches, init }, opened))
+    Ok((Joined { fleet, watches }, opened))
 }
 
 /// Opens `partition`'s store, if its lease can be this node's (`None`:
@@ -145,7 +144,7 @@ impl Drop for Shares {
 
 /// The beat loop: until `stop`, or the node stopping.
 fn keep(joined: Joined, url: &str, config: &RunConfig, node: &NodeHandle, stop: &AtomicBool) {
-    let Joined { mut fleet, mut watches, init } = joined;
+    let Joined { mut fleet, mut watches } = joined;
     let every = config.lease.renew_every.max(Duration::from_millis(10));
     while !stop.load(Ordering::SeqCst) && !node.is_stopping() {
         std::thread::park_timeout(every);
@@ -172,7 +171,8 @@ fn keep(joined: Joined, url: &str, config: &RunConfig, node: &NodeHandle, stop: 
             if node.is_stopping() {
                 break;
             }
-            match open(url, config, init, partition) {
+            // `--init` was for the start: a partition's tables exist once the cluster served.
+            match open(url, config, Init::IfNew, partition) {
                 Ok(Some((store, state))) => {
                     watches.retain(|(p, _)| *p != partition);
                     watches.push((partition, store.lease_watch()));

@@ -212,7 +212,64 @@ impl Drop for Workers {
 
 #[cfg(test)]
 mod tests {
-    use super::Queue;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use confab_proto::server::{HashParams, Job};
+    use confab_proto::wire::{Message, Register, Request};
+    use confab_proto::{Now, Server, ServerConfig};
+
+    use super::{Queue, Workers};
+
+    /// Two password jobs of one core (two registrations), ids apart.
+    fn two_jobs() -> (Job, Job) {
+        let config = ServerConfig { hash_params: HashParams::INSECURE_FAST, ..Default::default() };
+        let now = Now::new(Instant::now(), 1_000_000);
+        let mut server = Server::new(config, [7; 32], now).expect("config");
+        let mut job = |name: &str| {
+            let session = server.open_session(now).expect("session");
+            let body = Register {
+                username: name.into(),
+                password: "a long enough password".into(),
+                passphrase: "correct horse battery".into(),
+                identity_key: vec![7; 32].into(),
+            };
+            let frame = Message::Request(Request { request_id: 1, timestamp_ms: 0, body: body.into() }).to_bytes(&[]);
+            server.handle_input(now, session, &frame);
+            server.drain().take_jobs().pop().expect("a password job")
+        };
+        (job("alice"), job("bob"))
+    }
+
+    /// A retired core's jobs, queued or running, never give a result: a
+    /// later core of the same partition never sees them.
+    #[test]
+    fn a_retired_cores_results_never_come_back() {
+        let poll = mio::Poll::new().expect("poll");
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).expect("waker"));
+        let mut workers = Workers::start(1, waker).expect("workers");
+        let (old, new) = two_jobs();
+        let (old_id, new_id) = (old.id, new.id);
+        assert_ne!(old_id, new_id);
+        workers.submit(1, old);
+        workers.retire(1);
+        workers.submit(1, new);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut got = Vec::new();
+        while Instant::now() < deadline && !got.contains(&new_id) {
+            while let Some((partition, result)) = workers.try_result() {
+                assert_eq!(partition, 1);
+                got.push(result.id);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Time for the old job's result, had it been kept.
+        std::thread::sleep(Duration::from_millis(200));
+        while let Some((_, result)) = workers.try_result() {
+            got.push(result.id);
+        }
+        assert_eq!(got, [new_id], "only the later core's job");
+    }
 
     #[test]
     fn the_cores_jobs_take_turns() {
