@@ -44,9 +44,11 @@
 //! - a node that closes a connection as misdirected (421: a node of a
 //!   split state that does not serve the user's partition,
 //!   docs/PARTITIONS.md) sends the client on to the next node of the list
-//!   ([`Connector::misdirected`]): the command that was refused there
-//!   (`register`, `login`, the refresh that resumes a session) is sent
-//!   again to the next node, at most once per node;
+//!   ([`Connector::misdirected`]): the request that was refused there
+//!   (`register`, `login`, the refresh that resumes a session, `code
+//!   verify`) is sent again to the next node, each node once per round,
+//!   with a pause between rounds (a partition moving between nodes), until
+//!   the answer timeout; `listen` reconnects to the next node;
 //! - a key other than the pinned one ([`ConnectError::KeyChanged`]) ends
 //!   the search at once: it is a security event (someone in the middle, or
 //!   an operator who replaced the key), never skipped in favour of another

@@ -162,21 +162,13 @@ impl Session {
 
     /// Whether the server closed the connection as misdirected (421: the
     /// node does not serve this user's partition) among the events after
-    /// `mark`, or `result` is that close.
-    pub fn misdirected_since<T>(&self, mark: usize, result: &Result<T, SessionError>) -> bool {
+    /// `mark`.
+    #[must_use]
+    pub fn misdirected_since(&self, mark: usize) -> bool {
         let closed = |e: &SecureEvent| {
             matches!(e, SecureEvent::Plain(ClientEvent::Closed { code: confab_proto::wire::status::MISDIRECTED, .. }))
         };
-        result.as_ref().err().is_some_and(misdirected) || self.d().events().iter().skip(mark).any(closed)
-    }
-
-    /// After a close as misdirected (421): makes a link to the next node of
-    /// the connector's list and tells the client. How many nodes the list
-    /// names (a caller tries each once at most).
-    pub fn reconnect_elsewhere(&mut self, connector: &mut dyn Connector) -> Result<usize, SessionError> {
-        let nodes = connector.misdirected();
-        self.connect(connector)?;
-        Ok(nodes)
+        self.d().events().iter().skip(mark).any(closed)
     }
 
     /// The events not taken yet, oldest first.

@@ -16,14 +16,22 @@
 //! - above its quota (a node joined), one partition per beat is given back
 //!   ([`NodeHandle::give_back`]): the loop closes its sessions, commits,
 //!   and drops the store, which releases the lease at once;
-//! - a lease the store's keeper lost is told to the loop
-//!   ([`NodeHandle::lease_lost`]), which stops that core only; the
-//!   partition is taken again from the store by whichever node's plan says so.
+//! - a lease the store's keeper lost is told to the loop at once, on the
+//!   keeper's thread ([`LeaseWatch::on_lost`], [`NodeHandle::lease_lost`]
+//!   with the lease's token: a loss of an older lease of a partition taken
+//!   again since stops nothing), which stops that core only; the partition
+//!   is taken again from the store by whichever node's plan says so.
 //!
 //! A failed beat (the database unreachable) changes nothing: the leases
-//! are the stores' own, kept or lost by their keepers. A stop leaves the
-//! cluster ([`Fleet::leave`]) once the loop has returned, so that the
-//! others' quotas grow at once.
+//! are the stores' own, kept or lost by their keepers. A partition is taken
+//! only while the database answers (a lease's length at most through a
+//! lost connection, [`LeaseConfig::impatient`]), and the node beats between
+//! two loads. A partition above the quota that no core serves here (its
+//! commit failed: its lease has not expired yet) is not given back: it
+//! expires. A stop leaves the cluster ([`Fleet::leave`]) as soon as the
+//! loop is stopping, so that the others' quotas grow at once.
+//!
+//! [`LeaseConfig::impatient`]: crate::store::LeaseConfig::impatient
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +39,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use confab_proto::server::{PartitionId, State};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::RunConfig;
 use crate::runtime::NodeHandle;
@@ -44,24 +52,26 @@ pub type Opened = (PartitionId, PgStore, State);
 #[derive(Debug)]
 pub struct Joined {
     fleet: Fleet,
-    watches: Vec<(PartitionId, LeaseWatch)>,
+    /// The leases of the partitions it opened at start, by token.
+    leases: Vec<(PartitionId, u64, LeaseWatch)>,
 }
 
 /// Joins the cluster of the store at `url` and opens the partitions the
 /// first plan gives this node (none, when others hold them all).
 ///
 /// # Errors
-/// The database cannot be reached, or a partition's store cannot be
+/// The database cannot be reached, the store was made for another count
+/// of partitions or by a newer build, or a partition's store cannot be
 /// opened for another reason than another node holding it.
 pub fn join(url: &str, config: &RunConfig, init: Init) -> Result<(Joined, Vec<Opened>), StoreError> {
     let count = config.server.partitions.count;
     let (mut fleet, view) = Fleet::join(url, &config.lease, count)?;
     let plan = fleet.plan(&view);
     let mut opened = Vec::new();
-    let mut watches = Vec::new();
+    let mut leases = Vec::new();
     for partition in plan.take {
         if let Some((store, state)) = open(url, config, init, partition)? {
-            watches.push((partition, store.lease_watch()));
+            leases.push((partition, token(&store), store.lease_watch()));
             opened.push((partition, store, state));
         }
         // Alive while the stores load.
@@ -69,7 +79,22 @@ pub fn join(url: &str, config: &RunConfig, init: Init) -> Result<(Joined, Vec<Op
             warn!("membership not renewed: {e}");
         }
     }
-    Ok((Joined { fleet, watches }, opened))
+    Ok((Joined { fleet, leases }, opened))
+}
+
+/// The fencing token of `store`'s lease.
+fn token(store: &PgStore) -> u64 {
+    u64::try_from(store.token()).unwrap_or_default()
+}
+
+/// Tells the loop behind `node` when the lease `token` of `partition`,
+/// watched by `watch`, is lost: at once, on the thread that finds it.
+fn watch(node: &NodeHandle, partition: PartitionId, token: u64, watch: &LeaseWatch) {
+    let node = node.clone();
+    watch.on_lost(move |reason| {
+        warn!(partition, token, %reason, "partition lease lost: its core stops");
+        node.lease_lost(partition, token, reason);
+    });
 }
 
 /// Opens `partition`'s store, if its lease can be this node's (`None`:
@@ -83,7 +108,7 @@ fn open(
     let mut server = config.server.clone();
     server.partitions.index = partition;
     let mut lease = config.lease.clone();
-    lease.standby = false;
+    (lease.standby, lease.impatient) = (false, true);
     match PgStore::open_leased(url, &server, init, Some(&config.data), lease) {
         Ok((mut store, state)) => {
             store.set_compact_every(config.compact_every);
@@ -118,16 +143,21 @@ pub struct Shares {
 
 impl Shares {
     /// Starts beating for `joined`, handing the loop behind `node` what
-    /// it takes and gives back.
+    /// it takes and gives back; the leases `joined` opened tell the loop
+    /// when they are lost from now on.
     ///
     /// # Errors
     /// The thread cannot be started.
     pub fn start(joined: Joined, url: &str, config: &RunConfig, node: NodeHandle) -> std::io::Result<Shares> {
+        let Joined { fleet, leases } = joined;
+        for (partition, token, lease) in &leases {
+            watch(&node, *partition, *token, lease);
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let (flag, url, config) = (Arc::clone(&stop), url.to_owned(), config.clone());
         let thread = std::thread::Builder::new()
             .name("confab-shares".into())
-            .spawn(move || keep(joined, &url, &config, &node, &flag))?;
+            .spawn(move || keep(fleet, &url, &config, &node, &flag))?;
         Ok(Shares { stop, thread: Some(thread) })
     }
 }
@@ -143,22 +173,14 @@ impl Drop for Shares {
 }
 
 /// The beat loop: until `stop`, or the node stopping.
-fn keep(joined: Joined, url: &str, config: &RunConfig, node: &NodeHandle, stop: &AtomicBool) {
-    let Joined { mut fleet, mut watches } = joined;
+fn keep(mut fleet: Fleet, url: &str, config: &RunConfig, node: &NodeHandle, stop: &AtomicBool) {
     let every = config.lease.renew_every.max(Duration::from_millis(10));
-    while !stop.load(Ordering::SeqCst) && !node.is_stopping() {
+    let stopping = || stop.load(Ordering::SeqCst) || node.is_stopping();
+    while !stopping() {
         std::thread::park_timeout(every);
-        if stop.load(Ordering::SeqCst) || node.is_stopping() {
+        if stopping() {
             break;
         }
-        watches.retain(|(partition, watch)| match watch.lost() {
-            Some(reason) => {
-                warn!(partition, %reason, "partition lease lost: its core stops");
-                node.lease_lost(*partition, reason);
-                false
-            }
-            None => true,
-        });
         let view = match fleet.beat() {
             Ok(view) => view,
             Err(e) => {
@@ -168,24 +190,32 @@ fn keep(joined: Joined, url: &str, config: &RunConfig, node: &NodeHandle, stop: 
         };
         let plan = fleet.plan(&view);
         for partition in plan.take {
-            if node.is_stopping() {
+            if stopping() {
                 break;
             }
             // `--init` was for the start: a partition's tables exist once the cluster served.
             match open(url, config, Init::IfNew, partition) {
                 Ok(Some((store, state))) => {
-                    watches.retain(|(p, _)| *p != partition);
-                    watches.push((partition, store.lease_watch()));
-                    node.take(partition, store, state);
+                    let token = token(&store);
+                    watch(node, partition, token, &store.lease_watch());
+                    node.take(partition, token, store, state);
                 }
                 Ok(None) => {}
                 Err(e) => warn!(partition, "partition not taken: {e}"),
             }
+            // Alive while the stores load.
+            if let Err(e) = fleet.beat() {
+                warn!("membership not renewed: {e}");
+            }
         }
-        if let Some(partition) = plan.give_back {
-            info!(partition, quota = plan.quota, "giving a partition back: another node's share");
-            watches.retain(|(p, _)| *p != partition);
-            node.give_back(partition);
+        match plan.give_back {
+            Some(partition) if node.serves(partition) => {
+                info!(partition, quota = plan.quota, "giving a partition back: another node's share");
+                node.give_back(partition);
+            }
+            // Its core stopped here (a failed commit) and its lease has not expired yet.
+            Some(partition) => debug!(partition, "above the quota by a lease no core serves: it expires"),
+            None => {}
         }
     }
     if let Err(e) = fleet.leave() {

@@ -335,14 +335,27 @@ fn a_split_node_serves_the_partitions_it_takes_and_not_those_it_gives_back() {
     let mut at_one = handle.connect_mem();
     at_one.send(&register(&one)).expect("send");
     assert_eq!(outcome(&mut at_one).0, 201);
+    // A token that is no confab token (an OIDC one, or garbage) on a node without OIDC:
+    // refused by the connection's first core (401), not sent elsewhere (421).
+    let mut garbage = handle.connect_mem();
+    let body = confab_proto::wire::FetchKey { username: one.clone() }.into();
+    garbage
+        .send(&Message::Request(Request { request_id: 2, timestamp_ms: 0, body }).to_bytes(b"not.a.token"))
+        .expect("send");
+    assert_eq!(outcome(&mut garbage).0, 401);
 
     // Partition 0 taken: served, from connections whose first core is 1.
     let state = confab_proto::server::State::new(server.room_history, server.dedup_window);
-    handle.take(0, MemoryStore::new(&server), state);
+    handle.take(0, 7, MemoryStore::new(&server), state);
     settle();
+    assert!(handle.serves(0) && handle.serves(1));
     let mut link = handle.connect_mem();
     link.send(&register(&zero)).expect("send");
     assert_eq!(outcome(&mut link).0, 201, "registered at partition 0, taken");
+    // The loss of another lease of partition 0 (an older one) is not this core's.
+    handle.lease_lost(0, 6, "an older lease".into());
+    settle();
+    assert!(handle.serves(0));
 
     // Partition 1 given back: its session is closed, and it is not served any more.
     handle.give_back(1);
@@ -354,8 +367,9 @@ fn a_split_node_serves_the_partitions_it_takes_and_not_those_it_gives_back() {
     link.send(&register(&named(1))).expect("send");
     assert_eq!(outcome(&mut link).0, 421, "partition 1 given back");
     // A lease lost: partition 0 stops too, and the node serves nothing.
-    handle.lease_lost(0, "taken by another node".into());
+    handle.lease_lost(0, 7, "taken by another node".into());
     settle_none(&handle);
+    assert!(!handle.serves(0) && !handle.serves(1));
     handle.stop();
     let summary = running.join().expect("the loop does not panic").expect("a clean stop");
     assert_eq!(summary.commits, 2, "both registrations committed: {summary:?}");

@@ -170,10 +170,10 @@ pub fn served(log: &str) -> std::collections::BTreeSet<u8> {
     for line in log.lines() {
         if line.contains("partition owned") {
             served.extend(number(line));
-        } else if line.contains("partition no longer served") {
-            if let Some(p) = number(line) {
-                served.remove(&p);
-            }
+        } else if line.contains("partition no longer served")
+            && let Some(p) = number(line)
+        {
+            served.remove(&p);
         }
     }
     served

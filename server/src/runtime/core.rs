@@ -24,6 +24,10 @@ use super::workers::Workers;
 pub(super) struct Core {
     /// Its partition.
     pub(super) partition: PartitionId,
+    /// The fencing token of the lease it serves under, when the node was
+    /// told ([`NodeHandle::take`](super::NodeHandle::take)): a loss
+    /// reported for another token is not this core's.
+    pub(super) lease: Option<u64>,
     /// The machine.
     pub(super) server: Server,
     /// Commits the turns' changes (see `commit.rs`).
@@ -93,6 +97,7 @@ impl Core {
         };
         Ok(Core {
             partition: server.config().partitions.index,
+            lease: None,
             server,
             committer: Committer::start(store, mode, waker)?,
             sequencer: Sequencer::default(),

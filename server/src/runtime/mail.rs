@@ -26,7 +26,8 @@
 //!   connection (503): routed by its name instead, a subject bound under
 //!   another name could be given a second account. A subject bound nowhere
 //!   goes to the home of its name. A node without OIDC resolves every such
-//!   frame to partition 0, which refuses it as any core would.
+//!   frame (and every token naming no subject) to the connection's first
+//!   core, served here, which refuses it as any core would.
 //!
 //! [`Switched::Resolve`]: confab_proto::server::Switched::Resolve
 
@@ -170,8 +171,10 @@ impl Node {
     pub(super) fn resolve(&mut self, link: ConnId, token: Bytes, ticket: u64) {
         let oidc = self.core_config.oidc.is_some();
         let Some(key) = oidc_subject_of(&token).filter(|_| oidc) else {
-            // No OIDC, or a token naming no subject: any core refuses it.
-            self.board.resolved(link, ticket, 0);
+            // No OIDC, or a token naming no subject: any core refuses it; the
+            // connection's first one is served here.
+            let first = self.conns.get(&link).and_then(|c| c.sessions.first()).map_or(0, |&(p, _)| p);
+            self.board.resolved(link, ticket, first);
             return;
         };
         let everywhere = self.cores.iter().all(Option::is_some);

@@ -71,6 +71,7 @@ use confab_transports::tls;
 use mio::{Events, Poll, Token};
 use tracing::{debug, error, info, warn};
 
+use crate::relay::bells::Served;
 use crate::relay::edge::EdgeRelay;
 pub use commit::{CommitMode, DEFAULT_MAX_TURNS};
 use core::Core;
@@ -103,6 +104,7 @@ pub struct NodeHandle {
     waker: Arc<mio::Waker>,
     hub: HubSender,
     ownership: mpsc::Sender<Ownership>,
+    served: Served,
 }
 
 impl NodeHandle {
@@ -133,15 +135,22 @@ impl NodeHandle {
     }
 
     /// Has a node serving a split state ([`Node::bind_split`]) serve
-    /// `partition` from `store` (whose lease is this node's), restored from
-    /// `state`, what `store` holds. A node that stopped, or does not split
-    /// its state, drops the store (releasing its lease).
-    pub fn take<D>(&self, partition: PartitionId, store: D, state: State)
+    /// `partition` from `store` (whose lease, of fencing token `lease`, is
+    /// this node's), restored from `state`, what `store` holds. A node
+    /// that stopped drops the store (releasing its lease).
+    pub fn take<D>(&self, partition: PartitionId, lease: u64, store: D, state: State)
     where
         D: Durable<[Change]> + Send + 'static,
         D::Error: std::fmt::Display,
     {
-        self.tell(Ownership::Take { partition, store: Box::new(Reported(store)), state: Box::new(state) });
+        let store = Box::new(Reported(store));
+        self.tell(Ownership::Take { partition, lease, store, state: Box::new(state) });
+    }
+
+    /// Whether the node serves `partition` now (a split state's).
+    #[must_use]
+    pub fn serves(&self, partition: PartitionId) -> bool {
+        self.served.contains(partition)
     }
 
     /// Has the node give `partition` back: its sessions are closed (503,
@@ -151,10 +160,13 @@ impl NodeHandle {
         self.tell(Ownership::GiveBack { partition });
     }
 
-    /// Tells the node that `partition`'s lease was lost (`reason`): its
-    /// core stops at once, nothing more of it acted on.
-    pub fn lease_lost(&self, partition: PartitionId, reason: String) {
-        self.tell(Ownership::Lost { partition, reason });
+    /// Tells the node that `partition`'s lease of token `lease` was lost
+    /// (`reason`): its core stops at once, nothing more of it acted on. A
+    /// core serving another lease of the partition (taken since) goes on;
+    /// a core bound with the node ([`Node::bind_split`]) stops whatever
+    /// the token.
+    pub fn lease_lost(&self, partition: PartitionId, lease: u64, reason: String) {
+        self.tell(Ownership::Lost { partition, lease, reason });
     }
 
     fn tell(&self, change: Ownership) {
@@ -234,6 +246,8 @@ pub struct Node {
     /// The partitions taken and given back while running ([`NodeHandle::take`]).
     ownership: mpsc::Receiver<Ownership>,
     ownership_tx: mpsc::Sender<Ownership>,
+    /// The partitions it serves, for its handles.
+    served: Served,
     /// Which core gets each byte a connection sends.
     board: Switchboard<ConnId>,
     /// A split state's mail.
@@ -373,6 +387,7 @@ impl Node {
         let work_waker = hub.sender().waker();
         let stop_waker = hub.sender().waker();
         let mut cores: Vec<Option<Core>> = (0..config.server.partitions.count).map(|_| None).collect();
+        let served = Served::default();
         let mail = match mail {
             Some((url, every)) => {
                 Some(mail::MailSide::start(url, every, config.server.partitions.count, hub.sender().waker())?)
@@ -389,6 +404,7 @@ impl Node {
                 mail.own(&core);
             }
             cores[usize::from(index)] = Some(core);
+            served.add(index);
         }
         let (ownership_tx, ownership) = mpsc::channel();
         let board = Switchboard::new(config.server.partitions, config.server.limits, config.server.max_deferred_bytes);
@@ -424,6 +440,7 @@ impl Node {
             commit: config.commit,
             ownership,
             ownership_tx,
+            served,
             board,
             mail,
             max_session_backlog: config.server.max_session_backlog,
@@ -469,6 +486,7 @@ impl Node {
             waker: Arc::clone(&self.stop_waker),
             hub: self.hub.sender(),
             ownership: self.ownership_tx.clone(),
+            served: self.served.clone(),
         }
     }
 

@@ -42,13 +42,13 @@ use super::{Node, os_seed};
 
 /// What the node's membership asks of the loop.
 pub(super) enum Ownership {
-    /// Serve `partition` from `store` (its lease this node's), restored
-    /// from `state`.
-    Take { partition: PartitionId, store: Store, state: Box<State> },
+    /// Serve `partition` from `store` (its lease, of token `lease`, this
+    /// node's), restored from `state`.
+    Take { partition: PartitionId, lease: u64, store: Store, state: Box<State> },
     /// Give `partition` back to the cluster.
     GiveBack { partition: PartitionId },
-    /// `partition`'s lease was lost.
-    Lost { partition: PartitionId, reason: String },
+    /// `partition`'s lease of token `lease` was lost.
+    Lost { partition: PartitionId, lease: u64, reason: String },
 }
 
 /// How a core stops.
@@ -67,14 +67,21 @@ impl Node {
     pub(super) fn ownership_turn(&mut self, now: Now) {
         while let Ok(change) = self.ownership.try_recv() {
             match change {
-                Ownership::Take { partition, store, state } => self.take(now, partition, store, *state),
+                Ownership::Take { partition, lease, store, state } => self.take(now, partition, lease, store, *state),
                 Ownership::GiveBack { partition } => self.stop_core(now, partition, Stop::GiveBack),
-                Ownership::Lost { partition, reason } => self.stop_core(now, partition, Stop::Lost(reason)),
+                Ownership::Lost { partition, lease, reason } => {
+                    // A loss of a lease the core does not serve under (a stale one: the
+                    // partition was taken again since) is not this core's.
+                    let core = self.cores.get(usize::from(partition)).and_then(Option::as_ref);
+                    if core.is_some_and(|c| c.lease.is_none_or(|l| l == lease)) {
+                        self.stop_core(now, partition, Stop::Lost(reason));
+                    }
+                }
             }
         }
     }
 
-    fn take(&mut self, now: Now, partition: PartitionId, store: Store, state: State) {
+    fn take(&mut self, now: Now, partition: PartitionId, lease: u64, store: Store, state: State) {
         let p = usize::from(partition);
         if p >= self.cores.len() || self.stopping {
             // Dropped: its lease is released at once.
@@ -94,7 +101,7 @@ impl Node {
                     .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
             })
             .and_then(|server| Core::start(server, store, self.commit, self.hub.sender().waker()));
-        let core = match core {
+        let mut core = match core {
             Ok(core) => core,
             Err(e) => {
                 error!(partition, "partition not served: its core cannot start: {e}");
@@ -104,17 +111,20 @@ impl Node {
         if let Some(mail) = &self.mail {
             mail.own(&core);
         }
-        info!(partition, users, rooms, "partition served: its core started");
+        info!(partition, lease, users, rooms, "partition served: its core started");
+        core.lease = Some(lease);
         self.cores[p] = Some(core);
+        self.served.add(partition);
     }
 
     /// Stops `partition`'s core as `how` says (see the module docs).
     pub(super) fn stop_core(&mut self, now: Now, partition: PartitionId, how: Stop) {
         let Some(mut core) = self.cores.get_mut(usize::from(partition)).and_then(Option::take) else { return };
-        self.workers.retire(partition);
+        self.served.remove(partition);
         if let Some(mail) = &self.mail {
             mail.disown(partition);
         }
+        let clean = matches!(how, Stop::GiveBack);
         let reason = match how {
             Stop::GiveBack => {
                 core.server.close_all(now, MOVED);
@@ -128,6 +138,8 @@ impl Node {
             }
             Stop::Lost(reason) => reason,
         };
+        // After its last turn: no job of this core ever reaches a later one.
+        self.workers.retire(partition);
         let counts = core.counts();
         self.summary.commits += counts.commits;
         self.summary.changes += counts.changes;
@@ -150,9 +162,19 @@ impl Node {
             self.refuse(link, confab_proto::wire::status::UNAVAILABLE, MOVED);
         }
         self.switch(now);
-        // The committer stops and the store is dropped: a clean release ends the lease now.
-        drop(core);
         info!(partition, %reason, "partition no longer served by this node");
+        if clean {
+            // The committer stops and the store is dropped: a clean release ends the lease now.
+            drop(core);
+        } else {
+            // Its committer may wait for a store that went away (the likely cause of a lost
+            // lease): joined off the loop, so that the other partitions go on. Whatever it
+            // still commits is fenced, or durable and never acknowledged, as after a crash.
+            let dropped = std::thread::Builder::new().name("confab-core-stop".into()).spawn(move || drop(core));
+            if let Err(e) = dropped {
+                warn!(partition, "stopping the core on the loop: {e}");
+            }
+        }
     }
 
     /// The partition a new connection's first session opens at: the
