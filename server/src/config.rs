@@ -16,7 +16,7 @@
 //!   `standby`), the NATS relay through which standbys serve clients
 //!   (`nats`, `name`), and how many partitions the state is split into
 //!   (`partitions`, `mail_poll_ms`; the nodes of a split state share its
-//!   partitions).
+//!   partitions, and ring each other's doorbells over `nats`).
 //! - `[tcp]`: the TCP+TLS transport's handshake limits (slots, per-source
 //!   share, timeouts), which the WebSocket listener applies too.
 //! - `[ws]`: the WebSocket listener (`config/ws.rs`): on or off, plain or
@@ -453,11 +453,11 @@ fn cluster(c: &file::ClusterSection) -> Result<LeaseConfig, ConfigError> {
     if !(10..=60_000).contains(&c.mail_poll_ms) {
         return Err(invalid("cluster.mail_poll_ms", "10 to 60000"));
     }
-    if c.partitions > 1 && (c.standby || !c.nats.is_empty()) {
+    if c.partitions > 1 && c.standby {
         return Err(invalid(
             "cluster.partitions",
-            "every node of a split state serves its share of the partitions (no standby), and its relay \
-             over NATS is not built yet (no nats; docs/PARTITIONS.md, \"Not yet\")",
+            "every node of a split state serves its share of the partitions: no standby (docs/PARTITIONS.md, \
+             \"Ownership\")",
         ));
     }
     Ok(LeaseConfig::new(node, Duration::from_secs(c.lease_secs), c.standby))

@@ -485,3 +485,49 @@ fn cluster_three_nodes_share_a_split_state_and_take_over_a_dead_nodes_partitions
     acked.extend(later);
     exactly_once_in_order(&read, &acked, &sent_all);
 }
+
+/// The nodes of a split state ring each other's doorbells over NATS
+/// (`confab.C.p<T>.bell`): with the catch-up poll at a minute, a DM
+/// request, its acceptance and a message between users whose homes two
+/// different nodes serve each cross within the client's answer timeout
+/// (15 s) only because the bell made the other node read its mail at
+/// once.
+#[test]
+fn cluster_split_nodes_ring_each_others_doorbells_over_nats() {
+    let Some(pg) = TempPostgres::start("bells") else { return };
+    let Some(nats) = TempNats::start("bells") else { return };
+    let dir = TempDir::new("bells");
+    let url = pg.url();
+    let parts = Partitions { index: 0, count: 2 };
+    let node = |name: &str, cert_of: Option<&std::path::Path>| {
+        ClusterNode::new(dir.path(), name, &url, cert_of, LEASE_SECS).split(parts.count, 60_000).relaying(&nats.url())
+    };
+    let n1 = node("n1", None);
+    let first = n1.start();
+    let n2 = node("n2", Some(&n1.data));
+    let second = n2.start();
+    let shares = shares_settle(&[&first, &second], &[1, 1]);
+    let home_at = |node: usize| *shares[node].iter().next().expect("a partition");
+    let (a, b) = (named_at(parts, "alice", home_at(0), false), named_at(parts, "bob", home_at(1), false));
+    for n in [&first, &second] {
+        let deadline = Instant::now() + TAKEOVER;
+        while !n.logged("bells: ringing and listening") {
+            assert!(Instant::now() < deadline, "no bells: {}", n.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let servers = [&n1, &n2].map(|n| n.tcp.clone()).join(",");
+    let user = |name: &str| {
+        let mut u = CliUser::new(dir.path(), name, &first, "tcp");
+        u.server.clone_from(&servers);
+        u
+    };
+    let (alice, bob) = (user(&a), user(&b));
+    let _ = alice.ok(&["register", &a]);
+    let _ = bob.ok(&["register", &b]);
+    let _ = alice.ok(&["dm", "request", &b]);
+    let _ = bob.ok(&["dm", "accept", &a]);
+    let _ = alice.ok(&["dm", "send", &b, "rung across nodes"]);
+    let read = bob.ok(&["dm", "read", &a]);
+    assert!(read.contains("rung across nodes"), "{read}");
+}

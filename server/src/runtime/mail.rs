@@ -45,6 +45,8 @@ use tracing::{debug, warn};
 
 use super::Node;
 use super::core::Core;
+use crate::relay::RelayConfig;
+use crate::relay::bells::{Bells, Served};
 use crate::store::{Carrier, Delivery};
 
 /// The most OIDC lookups waiting for the store at once: beyond, an OIDC
@@ -72,6 +74,10 @@ fn hand(items: &SyncSender<Delivery>, answers: &Sender<Delivery>, d: Delivery) -
 /// The node's side of the mail carrier.
 pub(super) struct MailSide {
     carrier: Carrier,
+    /// The doorbells between nodes, if NATS is configured.
+    bells: Option<Bells>,
+    /// The partitions this node serves.
+    served: Served,
     /// Items and counts, at most [`QUEUE`].
     deliveries: Receiver<Delivery>,
     /// The lookups' answers.
@@ -87,7 +93,17 @@ impl MailSide {
     /// `count` partitions, polling every `every`; each delivery wakes the
     /// loop with `waker`. It carries the mail of the cores it is given
     /// ([`own`](Self::own)).
-    pub(super) fn start(url: &str, every: Duration, count: u8, waker: Arc<mio::Waker>) -> io::Result<MailSide> {
+    /// With `bells`, a commit's mail for a partition not in `served` rings
+    /// that partition's doorbell, and a doorbell of one in `served` rings
+    /// the carrier.
+    pub(super) fn start(
+        url: &str,
+        every: Duration,
+        count: u8,
+        waker: Arc<mio::Waker>,
+        bells: Option<RelayConfig>,
+        served: &Served,
+    ) -> io::Result<MailSide> {
         let (tx, deliveries) = mpsc::sync_channel(QUEUE);
         let (answer, answers) = mpsc::channel();
         let carrier = Carrier::start(url, count, every, move |d| {
@@ -96,7 +112,22 @@ impl MailSide {
             }
         })
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        Ok(MailSide { carrier, deliveries, answers, lookups: HashMap::new(), next_tag: 1 })
+        let bells = match bells {
+            Some(config) => {
+                let ringer = carrier.ringer();
+                Some(Bells::start(config, served.clone(), move || ringer.ring())?)
+            }
+            None => None,
+        };
+        Ok(MailSide {
+            carrier,
+            bells,
+            served: served.clone(),
+            deliveries,
+            answers,
+            lookups: HashMap::new(),
+            next_tag: 1,
+        })
     }
 
     /// Carries `core`'s mail from now on, from its cursors.
@@ -112,9 +143,22 @@ impl MailSide {
         self.carrier.disown(partition);
     }
 
-    /// A core's commit mailed another partition: read now.
-    pub(super) fn ring(&self) {
-        self.carrier.ring();
+    /// A core's commit mailed the partitions `targets` (bits,
+    /// `core::bit`): this node's carrier reads now for those served here,
+    /// and the others' doorbells ring.
+    pub(super) fn ring(&self, targets: u64) {
+        let count = PartitionId::try_from(u64::BITS).unwrap_or(PartitionId::MAX);
+        let mut local = false;
+        for target in (0..count).filter(|&t| targets & super::core::bit(t) != 0) {
+            if self.served.contains(target) {
+                local = true;
+            } else if let Some(bells) = &self.bells {
+                bells.ring(target);
+            }
+        }
+        if local {
+            self.carrier.ring();
+        }
     }
 }
 

@@ -386,12 +386,17 @@ impl Node {
         let hub = Hub::new(poll.registry(), WAKE, ids.clone())?;
         let work_waker = hub.sender().waker();
         let stop_waker = hub.sender().waker();
-        let mut cores: Vec<Option<Core>> = (0..config.server.partitions.count).map(|_| None).collect();
         let served = Served::default();
+        let mut cores: Vec<Option<Core>> = (0..config.server.partitions.count).map(|_| None).collect();
         let mail = match mail {
-            Some((url, every)) => {
-                Some(mail::MailSide::start(url, every, config.server.partitions.count, hub.sender().waker())?)
-            }
+            Some((url, every)) => Some(mail::MailSide::start(
+                url,
+                every,
+                config.server.partitions.count,
+                hub.sender().waker(),
+                config.bells.clone(),
+                &served,
+            )?),
             None => None,
         };
         for (index, store, state) in stores {
@@ -720,11 +725,13 @@ impl Node {
                     }
                     Err(e) => return Err(e),
                 };
-                let ring = core.take_ring();
+                let targets = core.take_ring();
                 busy |= !quiet || !released.is_empty();
                 self.act_released(now, p, released);
-                if ring && let Some(mail) = &self.mail {
-                    mail.ring();
+                if targets != 0
+                    && let Some(mail) = &self.mail
+                {
+                    mail.ring(targets);
                 }
             }
             if self.settle(now) {
