@@ -196,11 +196,26 @@ fn keep(mut fleet: Fleet, url: &str, config: &RunConfig, node: &NodeHandle, stop
             // `--init` was for the start: a partition's tables exist once the cluster served.
             match open(url, config, Init::IfNew, partition) {
                 Ok(Some((store, state))) => {
-                    let token = token(&store);
-                    watch(node, partition, token, &store.lease_watch());
+                    let (token, lease) = (token(&store), store.lease_watch());
                     node.take(partition, token, store, state);
+                    // After the take: a loss found meanwhile is told after it (the loop
+                    // also refuses a take whose loss came first).
+                    watch(node, partition, token, &lease);
                 }
                 Ok(None) => {}
+                // This build can never serve this store: a member that keeps a quota it
+                // cannot serve would leave partitions unserved. It stops (its clients go
+                // to the other nodes), and a node of the right build takes its share.
+                Err(
+                    e @ (StoreError::SchemaTooNew { .. }
+                    | StoreError::PartitionCount { .. }
+                    | StoreError::NotAStore { .. }
+                    | StoreError::BadPartition { .. }),
+                ) => {
+                    tracing::error!(partition, "this node cannot serve the store any more, stopping: {e}");
+                    node.stop();
+                    break;
+                }
                 Err(e) => warn!(partition, "partition not taken: {e}"),
             }
             // Alive while the stores load.

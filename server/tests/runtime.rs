@@ -366,6 +366,12 @@ fn a_split_node_serves_the_partitions_it_takes_and_not_those_it_gives_back() {
     let mut link = handle.connect_mem();
     link.send(&register(&named(1))).expect("send");
     assert_eq!(outcome(&mut link).0, 421, "partition 1 given back");
+    // A lease reported lost before its take reached the loop: the take is refused.
+    handle.lease_lost(1, 9, "lost while its store loaded".into());
+    let state = confab_proto::server::State::new(server.room_history, server.dedup_window);
+    handle.take(1, 9, MemoryStore::new(&server), state);
+    settle();
+    assert!(!handle.serves(1), "a take of a lease lost already");
     // A lease lost: partition 0 stops too, and the node serves nothing.
     handle.lease_lost(0, 7, "taken by another node".into());
     settle_none(&handle);

@@ -31,6 +31,9 @@ pub fn issue(env: &mut Env<'_>, out: &mut Output<'_>, audience: &str) -> Result<
     Ok(())
 }
 
+/// The least time an attempt of `code verify` waits for its answer.
+const MIN_ATTEMPT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// `confab code verify USER AUDIENCE CODE`: asks the server whether the
 /// code is valid (and consumes it). No login needed.
 pub fn verify(env: &mut Env<'_>, out: &mut Output<'_>, user: &str, audience: &str, code: &str) -> Result<(), CliError> {
@@ -44,7 +47,10 @@ pub fn verify(env: &mut Env<'_>, out: &mut Output<'_>, user: &str, audience: &st
         driver.connect(link).map_err(session_error)?;
         let id = driver.machine_mut().verify_code(now, user, audience, code).map_err(|e| CliError::Local(e.into()))?;
         let is_outcome = |e: &ClientEvent| matches!(e, ClientEvent::Done { request_id, .. } | ClientEvent::Failed { request_id, .. } if *request_id == id);
-        let ran = driver.run_until(deadline, is_outcome);
+        // Each attempt waits a while for its answer, even past the command's
+        // deadline: a request sent is never left without its outcome (a code is
+        // used up by the node that checks it).
+        let ran = driver.run_until(deadline.max(now.instant + MIN_ATTEMPT), is_outcome);
         let outcome = driver.events().iter().rev().find(|e| is_outcome(e)).cloned();
         // A node that does not serve the user's partition (421) did nothing: the next one.
         let misdirected = !matches!(outcome, Some(ClientEvent::Done { .. }))
@@ -54,7 +60,8 @@ pub fn verify(env: &mut Env<'_>, out: &mut Output<'_>, user: &str, audience: &st
             tried += 1;
             let nodes = env.connector.misdirected();
             if tried.is_multiple_of(nodes.max(1)) {
-                std::thread::sleep(super::MISDIRECTED_PAUSE);
+                let left = deadline.saturating_duration_since((env.clock)().instant);
+                std::thread::sleep(super::MISDIRECTED_PAUSE.min(left));
             }
             continue;
         }

@@ -248,6 +248,9 @@ pub struct Node {
     ownership_tx: mpsc::Sender<Ownership>,
     /// The partitions it serves, for its handles.
     served: Served,
+    /// Leases reported lost before (or after) their core: a take of one is
+    /// refused (`owner.rs`).
+    lost_leases: std::collections::VecDeque<(PartitionId, u64)>,
     /// Which core gets each byte a connection sends.
     board: Switchboard<ConnId>,
     /// A split state's mail.
@@ -446,6 +449,7 @@ impl Node {
             ownership,
             ownership_tx,
             served,
+            lost_leases: std::collections::VecDeque::new(),
             board,
             mail,
             max_session_backlog: config.server.max_session_backlog,

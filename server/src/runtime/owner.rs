@@ -59,6 +59,10 @@ pub(super) enum Stop {
     Lost(String),
 }
 
+/// How many losses of leases not (or no longer) served a node remembers:
+/// a take comes within a beat of its loss, if ever.
+const LOST_REMEMBERED: usize = 64;
+
 /// What a client is told when its partition's core stops here.
 const MOVED: &str = "partition moved to another node: reconnect";
 
@@ -71,10 +75,16 @@ impl Node {
                 Ownership::GiveBack { partition } => self.stop_core(now, partition, Stop::GiveBack),
                 Ownership::Lost { partition, lease, reason } => {
                     // A loss of a lease the core does not serve under (a stale one: the
-                    // partition was taken again since) is not this core's.
+                    // partition was taken again since) is not this core's; one that comes
+                    // before its take is remembered, and refuses the take.
                     let core = self.cores.get(usize::from(partition)).and_then(Option::as_ref);
                     if core.is_some_and(|c| c.lease.is_none_or(|l| l == lease)) {
                         self.stop_core(now, partition, Stop::Lost(reason));
+                    } else {
+                        if self.lost_leases.len() >= LOST_REMEMBERED {
+                            self.lost_leases.pop_front();
+                        }
+                        self.lost_leases.push_back((partition, lease));
                     }
                 }
             }
@@ -86,6 +96,11 @@ impl Node {
         if p >= self.cores.len() || self.stopping {
             // Dropped: its lease is released at once.
             warn!(partition, "partition not taken: {}", if self.stopping { "stopping" } else { "out of range" });
+            return;
+        }
+        if self.lost_leases.contains(&(partition, lease)) {
+            // Lost before the loop saw it taken: dropped, nothing served on it.
+            warn!(partition, lease, "partition not taken: its lease was lost already");
             return;
         }
         if self.cores[p].is_some() {
