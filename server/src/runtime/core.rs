@@ -120,14 +120,17 @@ impl Core {
         })
     }
 
-    /// Takes one turn of the machine: its jobs to `workers`, its changes to
-    /// the committer, its actions held until they are durable. Whether the
-    /// turn was empty.
-    pub(super) fn turn(&mut self, workers: &Workers) -> bool {
+    /// Takes one turn of the machine: its jobs to `workers` (dropped
+    /// without), its changes to the committer, its actions held until they
+    /// are durable. Whether the turn was empty.
+    pub(super) fn turn(&mut self, workers: Option<&Workers>) -> bool {
         let mut turn = self.server.drain();
         let quiet = turn.is_empty();
         for job in turn.take_jobs() {
-            workers.submit(self.partition, job);
+            // A core leaving (given back) has no workers: its sessions are closed.
+            if let Some(workers) = workers {
+                workers.submit(self.partition, job);
+            }
         }
         let (batch, pending) = self.sequencer.defer(turn);
         self.deadline = pending.timeout();
@@ -175,6 +178,11 @@ impl Core {
     /// last asked mailed: their readers should look now.
     pub(super) fn take_ring(&mut self) -> u64 {
         self.rings.take(self.released.upto())
+    }
+
+    /// Whether no turn of it waits for its commit.
+    pub(super) fn is_idle(&self) -> bool {
+        self.held.is_empty()
     }
 
     /// What the committer committed.

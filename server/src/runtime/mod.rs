@@ -248,6 +248,9 @@ pub struct Node {
     ownership_tx: mpsc::Sender<Ownership>,
     /// The partitions it serves, for its handles.
     served: Served,
+    /// The cores being given back, until their last turns are durable and
+    /// acted on (`owner.rs`).
+    leaving: Vec<Core>,
     /// Leases reported lost before (or after) their core: a take of one is
     /// refused (`owner.rs`).
     lost_leases: std::collections::VecDeque<(PartitionId, u64)>,
@@ -449,6 +452,7 @@ impl Node {
             ownership,
             ownership_tx,
             served,
+            leaving: Vec::new(),
             lost_leases: std::collections::VecDeque::new(),
             board,
             mail,
@@ -615,6 +619,7 @@ impl Node {
         drop(self.edge.take());
         // The last commits: nothing the process ran is left uncommitted when it exits.
         let t = now();
+        self.finish_leaving(t);
         for p in 0..self.cores.len() {
             let Some(core) = self.cores[p].as_mut() else { continue };
             let last = core.finish();
@@ -716,7 +721,7 @@ impl Node {
             let mut busy = false;
             for p in 0..self.cores.len() {
                 let Some(core) = self.cores[p].as_mut() else { continue };
-                let quiet = core.turn(&self.workers);
+                let quiet = core.turn(Some(&self.workers));
                 let released = match core.released() {
                     Ok(released) => released,
                     // A split state's partition fails alone: its core stops, nothing more
@@ -738,6 +743,7 @@ impl Node {
                     mail.ring(targets);
                 }
             }
+            busy |= self.leaving_turn(now);
             if self.settle(now) {
                 self.switch(now);
                 busy = true;

@@ -11,10 +11,12 @@
 //! - **Take**: the core is restored from the store's state, its mail is
 //!   read from its cursors, and connections opened from then on may start
 //!   there.
-//! - **Give back**: every session of the core is closed (503, "partition
-//!   moved": its clients reconnect and find the new owner), what the core
-//!   has is committed and acted on, and the store is dropped, which
-//!   releases the lease at once.
+//! - **Give back**: the partition is not served from then on and every
+//!   session of the core is closed (503, "partition moved": its clients
+//!   reconnect and find the new owner); the core leaves in the background:
+//!   its last turns are committed and acted on while the loop goes on (a
+//!   store that hangs holds no other partition back), and once nothing of
+//!   it is held its store is dropped, which releases the lease at once.
 //! - **Lost** (the lease, or a commit of a split state's core): the core
 //!   stops without anything more of it acted on (nothing it did since its
 //!   last durable commit is acknowledged); the connections with a live
@@ -23,8 +25,9 @@
 //!
 //! A stopped core's argon2 jobs are forgotten ([`Workers::retire`]), so
 //! that a result never reaches a later core of the same partition, and its
-//! sessions' entries leave the node's maps at once (a later core numbers
-//! its sessions from 1 again).
+//! sessions' entries leave the node's maps once it is retired, before any
+//! later core of its partition starts (a later core numbers its sessions
+//! from 1 again). A retired core is dropped off the loop.
 //!
 //! [`NodeHandle::take`]: super::NodeHandle::take
 //! [`NodeHandle::give_back`]: super::NodeHandle::give_back
@@ -77,8 +80,9 @@ impl Node {
                     // A loss of a lease the core does not serve under (a stale one: the
                     // partition was taken again since) is not this core's; one that comes
                     // before its take is remembered, and refuses the take.
+                    let ours = |c: &Core| c.partition == partition && c.lease.is_none_or(|l| l == lease);
                     let core = self.cores.get(usize::from(partition)).and_then(Option::as_ref);
-                    if core.is_some_and(|c| c.lease.is_none_or(|l| l == lease)) {
+                    if core.is_some_and(ours) || self.leaving.iter().any(ours) {
                         self.stop_core(now, partition, Stop::Lost(reason));
                     } else {
                         if self.lost_leases.len() >= LOST_REMEMBERED {
@@ -103,8 +107,9 @@ impl Node {
             warn!(partition, lease, "partition not taken: its lease was lost already");
             return;
         }
-        if self.cores[p].is_some() {
-            // The membership took the lease again: the core serving was fenced out meanwhile.
+        if self.cores[p].is_some() || self.leaving.iter().any(|c| c.partition == partition) {
+            // The membership took the lease again: the core serving (or being given back)
+            // was fenced out meanwhile.
             self.stop_core(now, partition, Stop::Lost("its lease was taken again".into()));
         }
         let mut config = self.core_config.clone();
@@ -132,34 +137,94 @@ impl Node {
         self.served.add(partition);
     }
 
-    /// Stops `partition`'s core as `how` says (see the module docs).
+    /// Stops `partition`'s core as `how` says (see the module docs). A
+    /// core given back leaves in the background: its sessions are closed
+    /// now, its last turns are committed and acted on by
+    /// [`leaving_turn`](Self::leaving_turn) while the loop goes on, and it is
+    /// retired once nothing of it is held.
     pub(super) fn stop_core(&mut self, now: Now, partition: PartitionId, how: Stop) {
-        let Some(mut core) = self.cores.get_mut(usize::from(partition)).and_then(Option::take) else { return };
+        let Some(mut core) = self.cores.get_mut(usize::from(partition)).and_then(Option::take) else {
+            // A core being given back whose lease was lost meanwhile: nothing more of it is acted on.
+            if let Stop::Lost(reason) = how
+                && let Some(i) = self.leaving.iter().position(|c| c.partition == partition)
+            {
+                let core = self.leaving.swap_remove(i);
+                self.retire_core(now, core, &reason);
+            }
+            return;
+        };
         self.served.remove(partition);
         if let Some(mail) = &self.mail {
             mail.disown(partition);
         }
-        let clean = matches!(how, Stop::GiveBack);
-        let reason = match how {
+        // No job of this core ever reaches a later one: the jobs of its last turns are dropped.
+        self.workers.retire(partition);
+        match how {
             Stop::GiveBack => {
                 core.server.close_all(now, MOVED);
-                let quiet = core.turn(&self.workers);
-                debug_assert!(!quiet || core.server.session_count() == 0);
-                match core.finish() {
-                    Ok(last) => self.act_released(now, usize::from(partition), last),
-                    Err(e) => warn!(partition, "giving the partition back: its last commit failed: {e}"),
-                }
-                "given back".to_owned()
+                info!(partition, "giving the partition back: its sessions closed, its last commits under way");
+                self.leaving.push(core);
             }
-            Stop::Lost(reason) => reason,
-        };
-        // After its last turn: no job of this core ever reaches a later one.
-        self.workers.retire(partition);
+            Stop::Lost(reason) => self.retire_core(now, core, &reason),
+        }
+    }
+
+    /// Drains the cores being given back: their last turns committed and
+    /// acted on; one with nothing held any more is retired (its store
+    /// dropped, which releases its lease at once). Whether anything moved.
+    pub(super) fn leaving_turn(&mut self, now: Now) -> bool {
+        let mut busy = false;
+        let mut i = 0;
+        while i < self.leaving.len() {
+            let core = &mut self.leaving[i];
+            let partition = core.partition;
+            let quiet = core.turn(None);
+            match core.released() {
+                Ok(released) => {
+                    busy |= !quiet || !released.is_empty();
+                    self.act_released(now, usize::from(partition), released);
+                }
+                Err(e) => {
+                    let core = self.leaving.swap_remove(i);
+                    self.retire_core(now, core, &format!("its last commit failed while given back: {e}"));
+                    busy = true;
+                    continue;
+                }
+            }
+            if self.leaving[i].is_idle() {
+                let core = self.leaving.swap_remove(i);
+                self.retire_core(now, core, "given back");
+                busy = true;
+                continue;
+            }
+            i += 1;
+        }
+        busy
+    }
+
+    /// Commits what the cores being given back still hold and acts on it
+    /// (the node is stopping), then retires them.
+    pub(super) fn finish_leaving(&mut self, now: Now) {
+        for mut core in std::mem::take(&mut self.leaving) {
+            match core.finish() {
+                Ok(last) => self.act_released(now, usize::from(core.partition), last),
+                Err(e) => warn!(partition = core.partition, "giving the partition back: its last commit failed: {e}"),
+            }
+            self.retire_core(now, core, "given back");
+        }
+    }
+
+    /// Forgets a stopped core: its sessions still mapped end (those of
+    /// connections bound elsewhere) or close their connections (503), and
+    /// it is dropped off the loop (its committer may wait for a store that
+    /// went away, the likely cause of a lost lease; whatever it still
+    /// commits is fenced, or durable and never acknowledged, as after a
+    /// crash; a store dropped cleanly releases its lease).
+    fn retire_core(&mut self, now: Now, core: Core, reason: &str) {
+        let partition = core.partition;
         let counts = core.counts();
         self.summary.commits += counts.commits;
         self.summary.changes += counts.changes;
-        // Its sessions still mapped: those of connections bound elsewhere end;
-        // the others' connections are closed.
         let mut close: Vec<ConnId> = Vec::new();
         self.sessions.retain(|&(p, session), &mut conn| {
             if p == partition && !self.ending.remove(&(p, session)) {
@@ -178,17 +243,9 @@ impl Node {
         }
         self.switch(now);
         info!(partition, %reason, "partition no longer served by this node");
-        if clean {
-            // The committer stops and the store is dropped: a clean release ends the lease now.
-            drop(core);
-        } else {
-            // Its committer may wait for a store that went away (the likely cause of a lost
-            // lease): joined off the loop, so that the other partitions go on. Whatever it
-            // still commits is fenced, or durable and never acknowledged, as after a crash.
-            let dropped = std::thread::Builder::new().name("confab-core-stop".into()).spawn(move || drop(core));
-            if let Err(e) = dropped {
-                warn!(partition, "stopping the core on the loop: {e}");
-            }
+        let dropped = std::thread::Builder::new().name("confab-core-stop".into()).spawn(move || drop(core));
+        if let Err(e) = dropped {
+            warn!(partition, "stopping the core on the loop: {e}");
         }
     }
 
