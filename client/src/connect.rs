@@ -41,6 +41,14 @@
 //!   unreachable" ([`ConnectError::NothingListens`]: not tried again), and
 //!   a single address gets the two attempts too. A single TCP or WebSocket
 //!   address gets one attempt with the whole 10 s;
+//! - a node that closes a connection as misdirected (421: a node of a
+//!   split state that does not serve the user's partition,
+//!   docs/PARTITIONS.md) sends the client on to the next node of the list
+//!   ([`Connector::misdirected`]): the request that was refused there
+//!   (`register`, `login`, the refresh that resumes a session, `code
+//!   verify`) is sent again to the next node, each node once per round,
+//!   with a pause between rounds (a partition moving between nodes), until
+//!   the answer timeout; `listen` reconnects to the next node;
 //! - a key other than the pinned one ([`ConnectError::KeyChanged`]) ends
 //!   the search at once: it is a security event (someone in the middle, or
 //!   an operator who replaced the key), never skipped in favour of another
@@ -292,6 +300,14 @@ pub trait Connector {
         false
     }
 
+    /// The node the last link went to closed it as misdirected (421: it
+    /// does not serve the user's partition of a split state): the next
+    /// [`connect`](Connector::connect) starts at the node after it in the
+    /// list. How many nodes the list names (1: there is nowhere else to go).
+    fn misdirected(&mut self) -> usize {
+        1
+    }
+
     /// How the server is trusted (what a profile remembers; `Unset` for a test double).
     fn trust(&self) -> Trust {
         Trust::Unset
@@ -333,6 +349,12 @@ impl Connector for ConnectOpts {
         }
         self.last = split_servers(&self.server).position(|n| n == node);
         self.last.is_some()
+    }
+
+    fn misdirected(&mut self) -> usize {
+        let nodes = split_servers(&self.server).count();
+        self.last = Some(self.last.map_or(0, |i| (i + 1) % nodes.max(1)));
+        nodes
     }
 
     fn trust(&self) -> Trust {
@@ -930,6 +952,22 @@ mod tests {
             }
         }
         assert!(!Double.start_at("b:2"));
+        assert_eq!(Double.misdirected(), 1, "a double has nowhere else to go");
+    }
+
+    /// A node that closed the link as misdirected (421) is tried after the
+    /// others: the next connection starts at the node after it, round.
+    #[test]
+    fn a_misdirected_link_sends_the_next_connection_to_the_next_node() {
+        let mut opts = ConnectOpts { server: "a:1,b:2,c:3".into(), ..ConnectOpts::default() };
+        opts.last = Some(1);
+        assert_eq!(opts.misdirected(), 3);
+        assert_eq!(attempt_order(3, opts.last), [2, 0, 1]);
+        assert_eq!(opts.misdirected(), 3);
+        assert_eq!(attempt_order(3, opts.last), [0, 1, 2], "round");
+        let mut single = ConnectOpts { server: "a:1".into(), last: Some(0), ..ConnectOpts::default() };
+        assert_eq!(single.misdirected(), 1);
+        assert_eq!(single.last, Some(0));
     }
 
     /// An address that completes the TCP handshake but never answers TLS

@@ -154,6 +154,23 @@ impl Session {
         Ok(())
     }
 
+    /// A mark in the events: [`misdirected_since`](Self::misdirected_since) looks after it.
+    #[must_use]
+    pub fn event_mark(&self) -> usize {
+        self.d().events().len()
+    }
+
+    /// Whether the server closed the connection as misdirected (421: the
+    /// node does not serve this user's partition) among the events after
+    /// `mark`.
+    #[must_use]
+    pub fn misdirected_since(&self, mark: usize) -> bool {
+        let closed = |e: &SecureEvent| {
+            matches!(e, SecureEvent::Plain(ClientEvent::Closed { code: confab_proto::wire::status::MISDIRECTED, .. }))
+        };
+        self.d().events().iter().skip(mark).any(closed)
+    }
+
     /// The events not taken yet, oldest first.
     pub fn events(&self) -> impl Iterator<Item = &SecureEvent> {
         self.d().events().iter()
@@ -229,6 +246,13 @@ impl Session {
     pub fn is_connected(&self) -> bool {
         self.d().is_connected()
     }
+}
+
+/// Whether `e` is a close as misdirected (421): the node does not serve
+/// this user's partition (docs/PARTITIONS.md), another node does.
+#[must_use]
+pub fn misdirected(e: &SessionError) -> bool {
+    matches!(e, SessionError::Closed { code: confab_proto::wire::status::MISDIRECTED, .. })
 }
 
 /// The request id whose outcome `event` is, if it is one.

@@ -21,6 +21,7 @@ use confab_client::connect::{CONNECT_TIMEOUT, ConnectError, ConnectOpts, Connect
 use confab_client::output::Output;
 use confab_client::proto::e2e::{IdentityKey, fixtures};
 use confab_client::proto::server::{Action, HashParams, SessionId};
+use confab_client::proto::wire::{Close, Message};
 use confab_client::proto::{ClientConfig, Ephemeral, Now, Server, ServerConfig};
 use confab_client::secrets::{Fixed, Secret};
 use confab_client::{profile, remember, session};
@@ -84,8 +85,24 @@ struct Extra {
 }
 
 enum Command {
-    Start { port: u16, extra: Extra, key: Arc<Key>, bound: mpsc::Sender<io::Result<Node>> },
-    Stop { node: usize, done: mpsc::Sender<()> },
+    Start {
+        port: u16,
+        extra: Extra,
+        key: Arc<Key>,
+        bound: mpsc::Sender<io::Result<Node>>,
+    },
+    Stop {
+        node: usize,
+        done: mpsc::Sender<()>,
+    },
+    /// From now on `node` does (`on`) or does not close every connection
+    /// that sends it a frame with 421, as a node of a split state that
+    /// does not serve the user's partition.
+    Misdirect {
+        node: usize,
+        on: bool,
+        done: mpsc::Sender<()>,
+    },
 }
 
 /// Server nodes sharing one core, driven by one thread.
@@ -139,6 +156,13 @@ impl Cluster {
         rx.recv().unwrap();
     }
 
+    /// `node` misdirects every connection (`on`: see [`Command::Misdirect`]), or serves again.
+    fn misdirect(&self, node: &Node, on: bool) {
+        let (done, rx) = mpsc::channel();
+        self.commands.send(Command::Misdirect { node: node.index, on, done }).unwrap();
+        rx.recv().unwrap();
+    }
+
     /// Sessions opened so far on `node`.
     fn opened(&self, node: &Node) -> usize {
         self.opened.lock().unwrap()[node.index]
@@ -167,6 +191,7 @@ fn run_cluster(commands: &mpsc::Receiver<Command>, opened: &Mutex<Vec<usize>>) {
     let mut sessions: HashMap<SessionId, ConnId> = HashMap::new();
     let mut core_deadline: Option<Instant> = None;
     let mut closed: Vec<(usize, NetEvent)> = Vec::new();
+    let mut misdirecting = std::collections::HashSet::new();
     loop {
         loop {
             match commands.try_recv() {
@@ -193,6 +218,14 @@ fn run_cluster(commands: &mpsc::Receiver<Command>, opened: &Mutex<Vec<usize>>) {
                         }
                         n != node
                     });
+                    let _ = done.send(());
+                }
+                Ok(Command::Misdirect { node, on, done }) => {
+                    if on {
+                        misdirecting.insert(node);
+                    } else {
+                        misdirecting.remove(&node);
+                    }
                     let _ = done.send(());
                 }
                 Err(mpsc::TryRecvError::Empty) => break,
@@ -243,11 +276,23 @@ fn run_cluster(commands: &mpsc::Receiver<Command>, opened: &Mutex<Vec<usize>>) {
                     }
                     Err(e) => panic!("the core refused a session: {e}"),
                 },
-                NetEvent::Received { conn, bytes } => {
-                    if let Some(&(_, _, session)) = conns.get(&conn) {
-                        core.handle_input(t, session, &bytes);
+                NetEvent::Received { conn, bytes } => match conns.get(&conn) {
+                    Some(&(index, _, session)) if misdirecting.contains(&index) => {
+                        // Not this node's partition: nothing reaches the core.
+                        sessions.remove(&session);
+                        core.close_session(t, session);
+                        conns.remove(&conn);
+                        if let Some(node) = nodes[index].as_mut() {
+                            let close = Close { code: 421, reason: "partition 0 is not served by this node".into() };
+                            node.tcp.send(node.poll.registry(), conn, &Message::Close(close).to_bytes(b""));
+                            let mut out = Vec::new();
+                            node.tcp.close(node.poll.registry(), conn, &mut out);
+                            closed.extend(out.into_iter().map(|e| (index, e)));
+                        }
                     }
-                }
+                    Some(&(_, _, session)) => core.handle_input(t, session, &bytes),
+                    None => {}
+                },
                 NetEvent::Closed { conn, .. } => {
                     if let Some((_, _, session)) = conns.remove(&conn) {
                         sessions.remove(&session);
@@ -763,4 +808,51 @@ fn listen_reaches_the_surviving_node_after_the_one_it_used_stops() {
     ok(run(&data.0, &mut new_process(), "bob", |e, o| dm::send(e, o, "alice", "after the failover")));
     let message = output.wait_for("the message", |l| l["kind"] == "message");
     assert_eq!((message["from"].as_str(), message["text"].as_str()), (Some("bob"), Some("after the failover")));
+}
+
+/// A node of a split state that does not serve the user's partition
+/// closes the connection 421 ("misdirected"): `register`, the refresh that
+/// resumes a session (every later command), `login` and `listen` go on to
+/// the next node of the list; when the partition moves, the next command
+/// follows it; when no node serves it, a command tries round after round
+/// until its answer timeout, then says so.
+#[test]
+fn a_misdirected_request_goes_on_to_the_next_node() {
+    let cluster = Cluster::new();
+    let key = key();
+    let (a, b) = (cluster.start(&key, 0, false), cluster.start(&key, 0, false));
+    cluster.misdirect(&a, true);
+    let server = format!("{},{}", a.tcp, b.tcp);
+    let data = Data::new("misdirected");
+    let new_process = || pinned(&server, &key);
+    ok(run(&data.0, &mut new_process(), "alice", |e, o| account::register(e, o, "alice")));
+    assert_eq!((cluster.opened(&a), cluster.opened(&b)), (1, 1), "a refused it, b served it");
+    ok(run(&data.0, &mut new_process(), "alice", |e, o| room::create(e, o, "room11")));
+    assert_eq!((cluster.opened(&a), cluster.opened(&b)), (1, 2), "b, which served last");
+
+    // The partition moves to a: the next command is sent on from b.
+    cluster.misdirect(&b, true);
+    cluster.misdirect(&a, false);
+    ok(run(&data.0, &mut new_process(), "alice", |e, o| room::send(e, o, "room11", "after the move")));
+    assert_eq!((cluster.opened(&a), cluster.opened(&b)), (2, 3));
+    ok(run(&data.0, &mut new_process(), "alice", |e, o| account::logout(e, o, None)));
+    cluster.misdirect(&a, true);
+    cluster.misdirect(&b, false);
+    ok(run(&data.0, &mut new_process(), "alice", |e, o| account::login(e, o, "alice")));
+    ok(run(&data.0, &mut new_process(), "alice", |e, o| room::join(e, o, "room11")));
+    let lines = ok(run(&data.0, &mut new_process(), "alice", |e, o| room::history(e, o, "room11")));
+    let texts: Vec<&str> = of_kind(&lines, "room_message").iter().filter_map(|l| l["text"].as_str()).collect();
+    assert_eq!(texts, ["after the move"], "{lines:#?}");
+
+    // No node serves it (a takeover under way): rounds until the answer timeout, then the error.
+    cluster.misdirect(&b, true);
+    let before = (cluster.opened(&a), cluster.opened(&b));
+    let started = Instant::now();
+    let (code, lines) = run(&data.0, &mut new_process(), "alice", |e, o| room::history(e, o, "room11"));
+    assert_ne!(code, 0, "{lines:#?}");
+    let (message, _) = error_of(&lines);
+    assert!(message.contains("421") && message.contains("serves this user's partition"), "{message}");
+    assert!(started.elapsed() >= Duration::from_secs(9), "tried until the answer timeout: {:?}", started.elapsed());
+    let tries = (cluster.opened(&a) - before.0, cluster.opened(&b) - before.1);
+    assert!(tries.0 >= 3 && tries.1 >= 3, "round after round: {tries:?}");
 }

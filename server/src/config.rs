@@ -15,7 +15,8 @@
 //!   whether it stands by for another node's partition (`node`, `lease_secs`,
 //!   `standby`), the NATS relay through which standbys serve clients
 //!   (`nats`, `name`), and how many partitions the state is split into
-//!   (`partitions`, `mail_poll_ms`; one node serves them all for now).
+//!   (`partitions`, `mail_poll_ms`; the nodes of a split state share its
+//!   partitions, and ring each other's doorbells over `nats`).
 //! - `[tcp]`: the TCP+TLS transport's handshake limits (slots, per-source
 //!   share, timeouts), which the WebSocket listener applies too.
 //! - `[ws]`: the WebSocket listener (`config/ws.rs`): on or off, plain or
@@ -452,11 +453,11 @@ fn cluster(c: &file::ClusterSection) -> Result<LeaseConfig, ConfigError> {
     if !(10..=60_000).contains(&c.mail_poll_ms) {
         return Err(invalid("cluster.mail_poll_ms", "10 to 60000"));
     }
-    if c.partitions > 1 && (c.standby || !c.nats.is_empty()) {
+    if c.partitions > 1 && c.standby {
         return Err(invalid(
             "cluster.partitions",
-            "a split state is served by one node for now (every partition's lease): no standby, no nats \
-             (docs/PARTITIONS.md, \"Not yet\")",
+            "every node of a split state serves its share of the partitions: no standby (docs/PARTITIONS.md, \
+             \"Ownership\")",
         ));
     }
     Ok(LeaseConfig::new(node, Duration::from_secs(c.lease_secs), c.standby))

@@ -19,6 +19,7 @@ pub mod config;
 pub mod relay;
 pub mod run;
 pub mod runtime;
+pub mod shares;
 pub mod store;
 pub mod web;
 

@@ -27,6 +27,7 @@ use crate::config::RunConfig;
 use crate::relay::RelayConfig;
 use crate::relay::host::RelayHost;
 use crate::runtime::{Node, NodeConfig, NodeHandle, RunError, RunSummary};
+use crate::shares::{self, Joined, Shares};
 use confab_proto::server::State;
 
 use crate::store::{DirLock, Init, LeaseWatch, PgStore, Store, ensure_data_dir};
@@ -69,9 +70,12 @@ pub struct Prepared {
     /// The data directory's lock, when the store is not the directory's own
     /// (a PostgreSQL store): hold it as long as the node runs.
     pub lock: Option<DirLock>,
-    /// A PostgreSQL store's leases (one per partition of a split state):
-    /// the node stops when one is lost.
+    /// A PostgreSQL store's lease (a state of one partition): the node
+    /// stops when it is lost.
     pub leases: Vec<LeaseWatch>,
+    /// A split state: the node's membership of the cluster, to keep while
+    /// the node runs ([`Shares::start`]).
+    pub joined: Option<Joined>,
     /// The lease's fencing token (a state of one partition).
     pub token: Option<u64>,
 }
@@ -90,11 +94,19 @@ pub fn prepare(config: &RunConfig, init: Init) -> Result<Prepared, RunFailure> {
 fn prepare_then(config: &RunConfig, init: Init, store_open: impl FnOnce()) -> Result<Prepared, RunFailure> {
     let data = &config.data;
     ensure_data_dir(data).map_err(|source| RunFailure::DataDir { path: data.clone(), source })?;
+    let mut joined = None;
     let (store, lock, leases, token) = match &config.store_url {
         Some(url) if config.server.partitions.is_split() => {
             let lock = DirLock::acquire(data)?;
-            let (parts, leases) = open_split(url, config, init)?;
-            (Opened::Split(parts), Some(lock), leases, None)
+            let (member, parts) = shares::join(url, config, init)?;
+            info!(
+                node = %config.lease.node,
+                partitions = config.server.partitions.count,
+                owned = ?parts.iter().map(|(p, _, _)| *p).collect::<Vec<_>>(),
+                "joined the split state's cluster"
+            );
+            joined = Some(member);
+            (Opened::Split(parts), Some(lock), Vec::new(), None)
         }
         Some(url) => {
             // The directory holds the identity: one server per directory, whatever the store.
@@ -138,34 +150,7 @@ fn prepare_then(config: &RunConfig, init: Init, store_open: impl FnOnce()) -> Re
         }
     }
     .map_err(RunFailure::Bind)?;
-    Ok(Prepared { node, pin, lock, leases, token })
-}
-
-/// Opens every partition of a split state at `url`, each under its own
-/// lease (one node serves them all for now: docs/PARTITIONS.md).
-fn open_split(url: &str, config: &RunConfig, init: Init) -> Result<(Vec<Partition>, Vec<LeaseWatch>), RunFailure> {
-    let count = config.server.partitions.count;
-    let (mut parts, mut leases) = (Vec::new(), Vec::new());
-    for index in 0..count {
-        let mut server = config.server.clone();
-        server.partitions.index = index;
-        let (mut store, state) = PgStore::open_leased(url, &server, init, Some(&config.data), config.lease.clone())?;
-        store.set_compact_every(config.compact_every);
-        info!(
-            store = %store.label().display(),
-            node = %config.lease.node,
-            partition = index,
-            partitions = count,
-            token = store.token(),
-            users = state.accounts().user_count(),
-            rooms = state.rooms().len(),
-            queued = state.lanes().queued_total(),
-            "partition owned: PostgreSQL store"
-        );
-        leases.push(store.lease_watch());
-        parts.push((store, state));
-    }
-    Ok((parts, leases))
+    Ok(Prepared { node, pin, lock, leases, token, joined })
 }
 
 /// The loop's configuration from the node's.
@@ -177,6 +162,9 @@ fn node_config(config: &RunConfig, identity: ServerIdentity) -> NodeConfig {
     node_config.quic_limits.max_connections = config.max_connections;
     node_config.oidc_jwks_file.clone_from(&config.oidc_jwks_file);
     node_config.log = config.log;
+    // A split state's nodes ring each other's doorbells over the NATS they
+    // name (there is no edge relay for a split state yet).
+    node_config.bells = config.relay.clone().filter(|_| config.server.partitions.is_split());
     node_config
 }
 
@@ -238,7 +226,7 @@ pub fn run(config: &RunConfig, init: Init) -> Result<RunSummary, RunFailure> {
         _ => None,
     };
     // Stopped once the store is open, before the owner binds its addresses.
-    let Prepared { node, pin, lock: _lock, leases, token } = prepare_then(config, init, || drop(edge.take()))?;
+    let Prepared { node, pin, lock: _lock, leases, token, joined } = prepare_then(config, init, || drop(edge.take()))?;
     let (tcp, quic, ws) = addresses(&node);
     // Lines for people and scripts alike; everything else goes to the log on stderr.
     let mut lines = format!("confab-server listening: tcp {tcp}, quic {quic}, ws {ws}\n");
@@ -262,6 +250,14 @@ pub fn run(config: &RunConfig, init: Init) -> Result<RunSummary, RunFailure> {
                 move || handle.is_stopping()
             })
             .map_err(|e| RunFailure::Bind(io::Error::other(format!("relay: {e}"))))?,
+        ),
+        _ => None,
+    };
+    // A split state's share: partitions taken and given back while it runs.
+    let _shares = match (joined, &config.store_url) {
+        (Some(joined), Some(url)) => Some(
+            Shares::start(joined, url, config, node.handle())
+                .map_err(|e| RunFailure::Bind(io::Error::other(format!("membership: {e}"))))?,
         ),
         _ => None,
     };
@@ -301,15 +297,13 @@ fn watch_lease(lease: LeaseWatch, handle: NodeHandle) -> io::Result<()> {
     Ok(())
 }
 
-/// A partition of a split state: its store and what it holds.
-type Partition = (PgStore, State);
-
 /// The store the node commits to.
 enum Opened {
     Sqlite(Box<Store>, State),
     Postgres(Box<PgStore>, State),
-    /// A split state: a PostgreSQL store per partition, in order.
-    Split(Vec<Partition>),
+    /// A split state: the PostgreSQL stores of the partitions this node
+    /// took at start.
+    Split(Vec<shares::Opened>),
 }
 
 /// Stops the node on SIGINT or SIGTERM (a thread waiting on the signals).

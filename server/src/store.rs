@@ -99,7 +99,7 @@ use confab_proto::server::{Change, State};
 use confab_proto::{Durable, ServerConfig};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
-pub use carrier::{Carrier, Delivery, WINDOW};
+pub use carrier::{Carrier, Delivery, Ringer, WINDOW};
 use check::{Head, Loaded, change_sum, snapshot_sum};
 use error::sql;
 pub use error::{Damage, StoreError};

@@ -238,11 +238,12 @@ fn pg_a_split_node_routes_oidc_frames_to_the_home_of_the_bound_account() {
     let mut server = confab_proto::ServerConfig { partitions: parts, ..config() };
     server.oidc = Some(OidcConfig::new(confab_sim::IDP_ISSUER, confab_sim::IDP_AUDIENCE, idp.jwks_json()));
     let lease = || LeaseConfig::new("split-node".to_owned(), Duration::from_secs(5), true);
-    let open_all = |server: &confab_proto::ServerConfig| -> Vec<(PgStore, confab_proto::server::State)> {
+    let open_all = |server: &confab_proto::ServerConfig| -> Vec<(u8, PgStore, confab_proto::server::State)> {
         (0..4)
             .map(|index| {
                 let c = confab_proto::ServerConfig { partitions: Partitions { index, count: 4 }, ..server.clone() };
-                PgStore::open_leased(&pg.url(), &c, Init::Allow, None, lease()).unwrap()
+                let (store, state) = PgStore::open_leased(&pg.url(), &c, Init::Allow, None, lease()).unwrap();
+                (index, store, state)
             })
             .collect()
     };
@@ -314,7 +315,7 @@ fn pg_a_split_node_routes_oidc_frames_to_the_home_of_the_bound_account() {
     handle.stop();
     running.join().unwrap().unwrap();
 
-    let users: Vec<usize> = open_all(&server).iter().map(|(_, state)| state.accounts().user_count()).collect();
+    let users: Vec<usize> = open_all(&server).iter().map(|(_, _, state)| state.accounts().user_count()).collect();
     // Dora at 1, Eve at 2, Fay at 3 or 2 (whichever of her frames came first).
     assert_eq!((users[0], users[1], users.iter().sum::<usize>()), (0, 1, 3), "one account each: {users:?}");
 }

@@ -613,6 +613,32 @@ fn pg_a_store_made_for_another_partition_count_is_refused() {
     PgStore::open_leased(&pg.url(), &in_partition(1, 2), Init::Allow, None, lease("c", 60_000, false)).unwrap();
 }
 
+/// A node that could open none of a store's partitions never joins its
+/// fleet, where it would hold a quota nobody serves (an attacker-briefed
+/// review found the others giving partitions back to it): a node of
+/// another partition count, or a build older than the store's schema, is
+/// refused by `Fleet::join` before any beat. A fleet dropped without
+/// `leave` (a start that failed after joining) deletes its row all the same.
+#[test]
+fn pg_a_node_that_could_serve_no_partition_never_joins_the_fleet() {
+    use confab_server::store::Fleet;
+    let Some(pg) = TempPostgres::start("fleet-join") else { return };
+    drop(PgStore::open_leased(&pg.url(), &in_partition(0, 4), Init::Allow, None, lease("a", 60_000, false)).unwrap());
+    let nodes = || count(&pg, "SELECT count(*) FROM confab_nodes");
+    let err = Fleet::join(&pg.url(), &lease("b", 60_000, false), 2).unwrap_err();
+    assert!(matches!(err, StoreError::PartitionCount { .. }), "{err}");
+    sql(&pg).execute("INSERT INTO confab_schema (version) VALUES (999)", &[]).unwrap();
+    let err = Fleet::join(&pg.url(), &lease("c", 60_000, false), 4).unwrap_err();
+    assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
+    sql(&pg).execute("DELETE FROM confab_schema WHERE version = 999", &[]).unwrap();
+    assert_eq!(nodes(), 0, "no row for a node refused");
+    let (fleet, view) = Fleet::join(&pg.url(), &lease("d", 60_000, false), 4).unwrap();
+    assert_eq!(view.nodes, ["d"]);
+    assert_eq!(nodes(), 1);
+    drop(fleet);
+    assert_eq!(nodes(), 0, "dropped without leaving: its row is deleted");
+}
+
 /// A database of schema 2 (one log; one head, `id = 1`; the record format
 /// in `confab_meta`), made by the migrations that shipped and filled with
 /// a real run's records, is migrated at start into partition 0 of a state

@@ -65,6 +65,21 @@ impl ClusterNode {
         self
     }
 
+    /// This node serves its share of a state split into `partitions`
+    /// (`[cluster] partitions`, no standby: every node of a split state
+    /// takes its share), reading mail every `mail_poll_ms`.
+    ///
+    /// # Panics
+    /// The configuration file cannot be written.
+    #[must_use]
+    pub fn split(self, partitions: u8, mail_poll_ms: u64) -> ClusterNode {
+        let text = std::fs::read_to_string(&self.config).expect("node config");
+        let text = text.replace("standby = true\n", "")
+            + &format!("partitions = {partitions}\nmail_poll_ms = {mail_poll_ms}\n");
+        std::fs::write(&self.config, text).expect("node config");
+        self
+    }
+
     /// `confab-server run`'s arguments for this node.
     #[must_use]
     pub fn args(&self) -> Vec<String> {
@@ -140,6 +155,28 @@ pub fn first_to_listen<K>(mut standbys: Vec<(K, Starting)>, within: Duration) ->
         assert!(Instant::now() < deadline, "no standby took over within {within:?}");
         standbys = waiting;
     }
+}
+
+/// The partitions a split node's `log` says it serves now: each "partition
+/// owned" line adds its `partition=N`, each "partition no longer served"
+/// line takes it away.
+#[must_use]
+pub fn served(log: &str) -> std::collections::BTreeSet<u8> {
+    let number = |line: &str| {
+        let at = line.find(" partition=")? + " partition=".len();
+        line[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse::<u8>().ok()
+    };
+    let mut served = std::collections::BTreeSet::new();
+    for line in log.lines() {
+        if line.contains("partition owned") {
+            served.extend(number(line));
+        } else if line.contains("partition no longer served")
+            && let Some(p) = number(line)
+        {
+            served.remove(&p);
+        }
+    }
+    served
 }
 
 /// The DM texts in `lines` (`confab --json` output, `kind: message`).

@@ -22,11 +22,12 @@
 //!
 //! Skipped without PostgreSQL (or NATS) unless `CONFAB_REQUIRE_CLUSTER=1`.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use confab_proto::server::Partitions;
-use confab_tests::cluster::{ClusterNode, dm_texts, first_to_listen, relaying, standing_by};
+use confab_tests::cluster::{ClusterNode, dm_texts, first_to_listen, relaying, served, standing_by};
 use confab_tests::nats::TempNats;
 use confab_tests::postgres::TempPostgres;
 use confab_tests::procs::{CliUser, Running, ServerProc, TempDir, free_port};
@@ -353,4 +354,180 @@ fn cluster_a_split_state_on_one_node_carries_rooms_and_dms_between_partitions_th
     let _ = flow.finish(&alice);
     let history = carol.ok(&["room", "history", &room]);
     assert!(history.contains("hello from alice's home"), "the room's history survived: {history}");
+}
+
+/// Waits until the nodes serve `quotas` partitions each (their logs say),
+/// and returns what each serves.
+fn shares_settle(nodes: &[&ServerProc], quotas: &[usize]) -> Vec<BTreeSet<u8>> {
+    let deadline = Instant::now() + TAKEOVER;
+    loop {
+        let now: Vec<BTreeSet<u8>> = nodes.iter().map(|n| served(&n.log())).collect();
+        let all: BTreeSet<u8> = now.iter().flatten().copied().collect();
+        if now.iter().map(BTreeSet::len).eq(quotas.iter().copied()) && all.len() == quotas.iter().sum::<usize>() {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the nodes never served {quotas:?}: {now:?}\n{}",
+            nodes.iter().map(|n| n.log()).collect::<Vec<_>>().join("\n-----\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Three nodes share a state split into four partitions (`[cluster]
+/// partitions = 4`, no standby): the first takes every partition and gives
+/// them back one by one as the others join, until each serves its share.
+/// Alice, Bob and Carol live in partitions served by three different
+/// nodes; each is given every node's address and reaches the node serving
+/// their home (a node that does not closes the connection 421, and the
+/// client tries the next). They share a room and DMs, the mail between
+/// their homes carried through the store. The node serving Bob's home is
+/// SIGKILLed while Alice's DMs to him flow: the survivors take its
+/// partitions once its leases expire, Bob's client finds the new owner,
+/// and every acknowledged DM arrives exactly once, in order. Then the node
+/// serving Alice's home is SIGSTOPped for longer than its lease: another
+/// takes the partition, a DM sent meanwhile goes through, and, resumed, the
+/// old owner stops that core (its lease is lost) and goes on serving the
+/// rest: nothing is doubled.
+#[test]
+fn cluster_three_nodes_share_a_split_state_and_take_over_a_dead_nodes_partitions() {
+    let Some(pg) = TempPostgres::start("shared") else { return };
+    let dir = TempDir::new("shared");
+    let url = pg.url();
+    let parts = Partitions { index: 0, count: 4 };
+    let node = |name: &str, cert_of: Option<&std::path::Path>| {
+        ClusterNode::new(dir.path(), name, &url, cert_of, LEASE_SECS).split(parts.count, 100)
+    };
+    let n1 = node("n1", None);
+    let first = n1.start();
+    assert_eq!(served(&first.log()).len(), 4, "the first node takes every partition: {}", first.log());
+    let (n2, n3) = (node("n2", Some(&n1.data)), node("n3", Some(&n1.data)));
+    let (s2, s3) = (n2.start(), n3.start());
+    // The first node by name has one more than the others.
+    let shares = shares_settle(&[&first, &s2, &s3], &[2, 1, 1]);
+    let home_at = |node: usize| *shares[node].iter().next().expect("a partition");
+    let (a, b, c) = (
+        named_at(parts, "alice", home_at(2), false),
+        named_at(parts, "bob", home_at(1), false),
+        named_at(parts, "carol", home_at(0), false),
+    );
+    let room = named_at(parts, "lobby", home_at(1), true);
+    let servers = [&n1, &n2, &n3].map(|n| n.tcp.clone()).join(",");
+    let user = |name: &str| {
+        let mut u = CliUser::new(dir.path(), name, &first, "tcp");
+        u.server.clone_from(&servers);
+        u
+    };
+    let (alice, bob, carol) = (user(&a), user(&b), user(&c));
+    for (u, name) in [(&alice, &a), (&bob, &b), (&carol, &c)] {
+        let _ = u.ok(&["register", name]);
+    }
+    let _ = carol.ok(&["room", "create", &room]);
+    let _ = alice.ok(&["room", "join", &room]);
+    let _ = bob.ok(&["room", "join", &room]);
+    let _ = alice.ok(&["room", "send", &room, "hello from alice's node"]);
+    let _ = carol.ok(&["room", "send", &room, "hello from carol's node"]);
+    for u in [&alice, &bob, &carol] {
+        let history = u.ok(&["room", "history", &room]);
+        for text in ["hello from alice's node", "hello from carol's node"] {
+            assert!(history.contains(text), "{text:?} in {history}");
+        }
+    }
+    let _ = alice.ok(&["dm", "request", &b]);
+    let _ = bob.ok(&["dm", "accept", &a]);
+    let _ = bob.ok(&["dm", "send", &a, "hello alice, from another node"]);
+    let read = alice.ok(&["dm", "read", &b]);
+    assert!(read.contains("hello alice, from another node"), "{read}");
+
+    // Bob's node is killed while Alice's DMs to him flow.
+    let flow = start_flow_to(&alice, &bob, &b, "across nodes");
+    assert!(flow.listen.wait_for("dm 09", Duration::from_secs(60)), "{:?}", flow.listen.lines());
+    let mut s2 = s2;
+    s2.kill();
+    let killed = Instant::now();
+    let before = dm_texts(&flow.listen.lines()).len();
+    // The survivors share the four partitions: n1 two, n3 two.
+    let shares = shares_settle(&[&first, &s3], &[2, 2]);
+    assert!(shares.iter().any(|s| s.contains(&home_at(1))), "Bob's home taken: {shares:?}");
+    flow.delivered_after(before, killed, &s3);
+    let (mut sent_all, mut acked) = flow.finish(&alice);
+    let _ = bob.ok(&["room", "send", &room, "after the crash"]);
+    let history = carol.ok(&["room", "history", &room]);
+    for text in ["hello from alice's node", "after the crash"] {
+        assert!(history.contains(text), "the room moved with its partition: {text:?} in {history}");
+    }
+
+    // The node serving Alice's home pauses for longer than its lease.
+    let alice_home = parts.home_of_user(&a);
+    let (paused, other) = if served(&s3.log()).contains(&alice_home) { (&s3, &first) } else { (&first, &s3) };
+    let other_served = served(&other.log()).len();
+    paused.signal("STOP");
+    let deadline = Instant::now() + TAKEOVER;
+    while !served(&other.log()).contains(&alice_home) {
+        assert!(Instant::now() < deadline, "Alice's home never taken over: {}", other.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(served(&other.log()).len() > other_served);
+    let _ = alice.ok(&["dm", "send", &b, "while the old owner sleeps"]);
+    paused.signal("CONT");
+    // Resumed, it finds its lease lost (or its commit fenced) and stops that core only.
+    let deadline = Instant::now() + TAKEOVER;
+    while served(&paused.log()).contains(&alice_home) {
+        assert!(Instant::now() < deadline, "the resumed node still serves Alice's home: {}", paused.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = alice.ok(&["dm", "send", &b, "after the old owner stopped serving it"]);
+    let read = bob.ok(&["dm", "read", &a]);
+    let read = dm_texts(&read.lines().map(str::to_owned).collect::<Vec<_>>());
+    let later = ["while the old owner sleeps", "after the old owner stopped serving it"].map(str::to_owned);
+    sent_all.extend(later.clone());
+    acked.extend(later);
+    exactly_once_in_order(&read, &acked, &sent_all);
+}
+
+/// The nodes of a split state ring each other's doorbells over NATS
+/// (`confab.C.p<T>.bell`): with the catch-up poll at a minute, a DM
+/// request, its acceptance and a message between users whose homes two
+/// different nodes serve each cross within the client's answer timeout
+/// (15 s) only because the bell made the other node read its mail at
+/// once.
+#[test]
+fn cluster_split_nodes_ring_each_others_doorbells_over_nats() {
+    let Some(pg) = TempPostgres::start("bells") else { return };
+    let Some(nats) = TempNats::start("bells") else { return };
+    let dir = TempDir::new("bells");
+    let url = pg.url();
+    let parts = Partitions { index: 0, count: 2 };
+    let node = |name: &str, cert_of: Option<&std::path::Path>| {
+        ClusterNode::new(dir.path(), name, &url, cert_of, LEASE_SECS).split(parts.count, 60_000).relaying(&nats.url())
+    };
+    let n1 = node("n1", None);
+    let first = n1.start();
+    let n2 = node("n2", Some(&n1.data));
+    let second = n2.start();
+    let shares = shares_settle(&[&first, &second], &[1, 1]);
+    let home_at = |node: usize| *shares[node].iter().next().expect("a partition");
+    let (a, b) = (named_at(parts, "alice", home_at(0), false), named_at(parts, "bob", home_at(1), false));
+    for n in [&first, &second] {
+        let deadline = Instant::now() + TAKEOVER;
+        while !n.logged("bells: ringing and listening") {
+            assert!(Instant::now() < deadline, "no bells: {}", n.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let servers = [&n1, &n2].map(|n| n.tcp.clone()).join(",");
+    let user = |name: &str| {
+        let mut u = CliUser::new(dir.path(), name, &first, "tcp");
+        u.server.clone_from(&servers);
+        u
+    };
+    let (alice, bob) = (user(&a), user(&b));
+    let _ = alice.ok(&["register", &a]);
+    let _ = bob.ok(&["register", &b]);
+    let _ = alice.ok(&["dm", "request", &b]);
+    let _ = bob.ok(&["dm", "accept", &a]);
+    let _ = alice.ok(&["dm", "send", &b, "rung across nodes"]);
+    let read = bob.ok(&["dm", "read", &a]);
+    assert!(read.contains("rung across nodes"), "{read}");
 }

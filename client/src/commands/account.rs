@@ -43,7 +43,7 @@ fn check_owner(profile: &Profile, user: &str) -> Result<(), CliError> {
 /// Logs in, waiting out one 503 "busy" when its wait fits ([`with_busy_retry`]).
 fn login_retrying(
     session: &mut Session,
-    env: &Env<'_>,
+    env: &mut Env<'_>,
     out: &mut Output<'_>,
     user: &str,
     password: &str,

@@ -6,7 +6,9 @@
 //! with several server nodes, the node that served last is tried first,
 //! then the others, see [`crate::connect`], and the node reached is recorded
 //! in the profile for the next command; the `disconnected` warning names
-//! the node lost and the `reconnected` event the node reached),
+//! the node lost and the `reconnected` event the node reached; a node that
+//! closed the session as misdirected, 421, because it does not serve the
+//! user's partition of a split state, is tried after the others),
 //! but a session the server closed on purpose is not: after a close 409
 //! ("replaced by a newer login": another session of this account took over)
 //! or 401 (its tokens were revoked) `listen` stops with an error (exit 6 or
@@ -22,7 +24,7 @@ use std::time::Duration;
 use super::share::Sharing;
 use super::{CliError, Env, event_item};
 use crate::output::Output;
-use crate::session::SessionError;
+use crate::session::{SessionError, misdirected};
 
 /// The pause before the first reconnection attempt after a lost connection.
 /// Each attempt that does not give a session that stays up doubles it, up
@@ -68,6 +70,11 @@ pub fn listen(env: &mut Env<'_>, out: &mut Output<'_>) -> Result<(), CliError> {
             }
             Err(e @ (SessionError::LinkLost(_) | SessionError::Closed { .. })) if end.is_none() => {
                 let node = env.connector.connected_to().map(str::to_owned);
+                if misdirected(&e) {
+                    // That node does not serve this user's partition (any more: it
+                    // moved, or no node took it yet): the next one is tried first.
+                    env.connector.misdirected();
+                }
                 let at = node.as_deref().map(|n| format!(" (node {n})")).unwrap_or_default();
                 attempts += 1;
                 let wait = jittered(pause, attempts);

@@ -41,7 +41,7 @@ use crate::connect::Connector;
 use crate::output::Output;
 use crate::profile::{self, Profile, ProfileError};
 use crate::secrets::{SecretError, Secrets};
-use crate::session::{Clock, Session, SessionError};
+use crate::session::{Clock, Session, SessionError, misdirected};
 
 /// Makes the identity key of a new account.
 pub type NewIdentity<'a> = dyn FnMut(&mut StdRng) -> Result<IdentityKey, KeyError> + 'a;
@@ -466,8 +466,10 @@ impl Env<'_> {
         session.connect(self.connector)?;
         // The refresh binds the connection; what was queued for this user
         // (requests, acceptances, messages) follows, then the client says
-        // it caught up.
-        let caught_up = session.wait_caught_up(self.answer_timeout)?;
+        // it caught up. A node that does not serve this user's partition
+        // closes the connection as misdirected: the next node is tried.
+        let timeout = self.answer_timeout;
+        let caught_up = until_served(&mut session, self, |s| Ok(s.wait_caught_up(timeout)?))?;
         if !session.sc().client().is_logged_in() {
             return Err(CliError::NotLoggedIn(user));
         }
@@ -482,6 +484,61 @@ impl Env<'_> {
         }
         self.remember_node(session.profile())?;
         Ok(session)
+    }
+}
+
+/// Whether `outcome` is a success: nothing that came with it sends the
+/// request anywhere else.
+fn succeeded(outcome: &Result<Option<ClientEvent>, CliError>) -> bool {
+    matches!(
+        outcome,
+        Ok(Some(
+            ClientEvent::Done { .. }
+                | ClientEvent::LoggedIn { .. }
+                | ClientEvent::LoggedOut { .. }
+                | ClientEvent::CaughtUp
+        ))
+    )
+}
+
+/// The pause after every node of the list closed a request's connection as
+/// misdirected (a partition moving: given back, or its node gone and its
+/// lease not expired yet), before trying them again.
+pub const MISDIRECTED_PAUSE: Duration = Duration::from_millis(500);
+
+/// Runs `attempt` (a request that binds the connection at its user's
+/// partition: `register`, `login`, the refresh that resumes a session),
+/// and, while the node closes the connection as misdirected (421: it does
+/// not serve that partition; nothing was done), again on the next node,
+/// each node once per round, with [`MISDIRECTED_PAUSE`] between rounds,
+/// until the answer timeout; then the last close is the error. An outcome
+/// that succeeded is kept whatever came with it.
+pub fn until_served(
+    session: &mut Session,
+    env: &mut Env<'_>,
+    mut attempt: impl FnMut(&mut Session) -> Result<Option<ClientEvent>, CliError>,
+) -> Result<Option<ClientEvent>, CliError> {
+    let deadline = session.now().instant + env.answer_timeout;
+    let mut tried = 0usize;
+    loop {
+        let mark = session.event_mark();
+        let outcome = attempt(session);
+        let closed = matches!(&outcome, Err(CliError::Session(e)) if misdirected(e));
+        if succeeded(&outcome) || !(closed || session.misdirected_since(mark)) {
+            return outcome;
+        }
+        tried += 1;
+        let nodes = env.connector.misdirected();
+        if session.now().instant >= deadline {
+            return Err(CliError::Session(SessionError::Closed {
+                code: confab_proto::wire::status::MISDIRECTED,
+                reason: format!("no node of the {nodes} listed serves this user's partition now"),
+            }));
+        }
+        if tried.is_multiple_of(nodes.max(1)) {
+            std::thread::sleep(MISDIRECTED_PAUSE.min(deadline.saturating_duration_since(session.now().instant)));
+        }
+        session.connect(env.connector)?;
     }
 }
 
@@ -512,16 +569,24 @@ pub fn done_or_error(outcome: Option<ClientEvent>, what: &str) -> Result<ClientE
 /// its outcome; a 503 whose `retry_after_ms` fits in the answer timeout is
 /// waited out on the open connection and the request sent again, once
 /// (docs/PROTOCOL.md, "Password checks under load"); a longer wait, or a
-/// second 503, is [`CliError::Busy`], which says when to retry.
+/// second 503, is [`CliError::Busy`], which says when to retry. A node
+/// that closes the connection as misdirected (421: it does not serve the
+/// user's partition, so nothing was done) sends the request on to the next
+/// node, once per node at most.
 pub fn with_busy_retry(
     session: &mut Session,
-    env: &Env<'_>,
+    env: &mut Env<'_>,
     out: &mut Output<'_>,
     what: &str,
     mut send: impl FnMut(&mut Session) -> Result<u32, CliError>,
 ) -> Result<ClientEvent, CliError> {
-    let id = send(session)?;
-    match expect_done(session, env, id, what) {
+    let timeout = env.answer_timeout;
+    let first = until_served(session, env, |s| {
+        let id = send(s)?;
+        Ok(s.wait_outcome(id, timeout)?)
+    })
+    .and_then(|outcome| done_or_error(outcome, what));
+    match first {
         Err(CliError::Busy { retry_after_ms, reason, .. })
             if Duration::from_millis(retry_after_ms) <= env.answer_timeout =>
         {

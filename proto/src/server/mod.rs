@@ -266,8 +266,14 @@ impl Server {
 
     /// Closes every session with code 503 ("server shutting down").
     pub fn shutdown(&mut self, now: Now) {
+        self.close_all(now, "server shutting down");
+    }
+
+    /// Closes every session with code 503 and `reason` (a node giving this
+    /// partition to another: its clients reconnect, and find the new owner).
+    pub fn close_all(&mut self, now: Now, reason: &str) {
         for id in self.presence.ids() {
-            self.close(now, id, status::UNAVAILABLE, "server shutting down".into());
+            self.close(now, id, status::UNAVAILABLE, reason.to_owned());
         }
     }
 

@@ -9,7 +9,8 @@
 //! ([`poll`](Switchboard::poll)): sessions to open and close at cores,
 //! bytes to hand them. It reads no clock and draws no random number.
 //!
-//! - A connection gets a session at partition 0 when it opens (whose idle
+//! - A connection gets a session at partition 0 (or the first partition
+//!   the node gives, [`Switchboard::open_at`]) when it opens (whose idle
 //!   timeout and session limit bound a connection that never sends a whole
 //!   frame), and at any other core with the first frame it sends there
 //!   ([`Switched::Open`] comes before that frame).
@@ -164,6 +165,8 @@ struct Link {
     at: BTreeSet<PartitionId>,
     /// The core of the last frame routed (where frames naming nobody go).
     current: PartitionId,
+    /// The core of its first session.
+    first: PartitionId,
     /// The core of the last `login` (its `passphrase` follows it).
     last_login: Option<PartitionId>,
     /// The OIDC frame waiting for its partition.
@@ -207,21 +210,32 @@ impl<L: Copy + Ord + Debug> Switchboard<L> {
     /// only one, bound, when the state is not split). A connection already
     /// open is kept as it is.
     pub fn open(&mut self, link: L) {
+        self.open_at(link, 0);
+    }
+
+    /// [`open`](Self::open), with the connection's first session at
+    /// `first` (out of range: 0): a node that does not serve partition 0
+    /// opens it at one it serves, where frames naming nobody go until a
+    /// frame goes elsewhere.
+    pub fn open_at(&mut self, link: L, first: PartitionId) {
         if self.links.contains_key(&link) {
             return;
         }
+        let first = if first < self.parts.count { first } else { 0 };
         let phase = if self.parts.is_split() { Phase::Unbound { waiting: None } } else { Phase::Bound(0) };
+        let first = if self.parts.is_split() { first } else { 0 };
         let fresh = Link {
             phase,
             buffer: BytesMut::new(),
-            at: BTreeSet::from([0]),
-            current: 0,
+            at: BTreeSet::from([first]),
+            current: first,
+            first,
             last_login: None,
             resolving: None,
             queued: 0,
         };
         self.links.insert(link, fresh);
-        self.out.push_back(Switched::Open { link, partition: 0 });
+        self.out.push_back(Switched::Open { link, partition: first });
     }
 
     /// Bytes arrived on a connection, in any chunking (a bound
@@ -274,14 +288,14 @@ impl<L: Copy + Ord + Debug> Switchboard<L> {
     }
 
     /// The node found that the OIDC frame of `ticket` goes to `partition`
-    /// (out of range: to partition 0, which refuses it). An answer naming
+    /// (out of range: to the connection's first core, which refuses it). An answer naming
     /// another ticket changes nothing.
     pub fn resolved(&mut self, link: L, ticket: u64, partition: PartitionId) {
         let Some(l) = self.links.get_mut(&link) else { return };
         if l.phase != (Phase::Unbound { waiting: Some(Wait::Resolve(ticket)) }) {
             return;
         }
-        let partition = if partition < self.parts.count { partition } else { 0 };
+        let partition = if partition < self.parts.count { partition } else { l.first };
         l.phase = Phase::Unbound { waiting: None };
         if let Some(frame) = l.resolving.take() {
             self.hand(link, partition, frame, true);
@@ -314,7 +328,8 @@ impl<L: Copy + Ord + Debug> Switchboard<L> {
     /// The bytes of a frame not complete yet that `link` sent while
     /// unbound and not held (0 once bound, and while a frame holds the
     /// later ones: those are bounded by `max_held`). The node tells the
-    /// connection's session at partition 0
+    /// connection's first session (at partition 0, or where
+    /// [`open_at`](Self::open_at) opened it)
     /// ([`Server::handle_partial`](crate::Server::handle_partial)), so that
     /// a frame dripped before any core sees it is closed at the frame
     /// deadline (408), as a single server closes it.

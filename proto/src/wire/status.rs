@@ -26,6 +26,10 @@ pub const IDLE_TIMEOUT: u16 = 408;
 pub const TOO_LARGE: u16 = 413;
 /// The access token has expired: refresh it.
 pub const TOKEN_EXPIRED: u16 = 419;
+/// Close frames: this node of a cluster does not serve the partition the
+/// connection's frame belongs to (docs/PARTITIONS.md); connect to another
+/// node of the same service.
+pub const MISDIRECTED: u16 = 421;
 /// Too many attempts or a full queue: retry later.
 pub const RATE_LIMITED: u16 = 429;
 /// The server failed; nothing was changed.

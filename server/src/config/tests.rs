@@ -441,7 +441,7 @@ fn config_cluster_keys_need_a_postgresql_store() {
 }
 
 #[test]
-fn config_cluster_partitions_split_the_state_on_one_node_for_now() {
+fn config_cluster_partitions_split_the_state_and_its_nodes_ring_over_nats() {
     assert_eq!(RunConfig::default().server.partitions, confab_proto::server::Partitions::SINGLE);
     assert_eq!(RunConfig::default().mail_poll, Duration::from_secs(1));
     let store = "[store]\nurl = \"postgres://u@h/db\"\n[cluster]\n";
@@ -452,10 +452,12 @@ fn config_cluster_partitions_split_the_state_on_one_node_for_now() {
         ("split-0", format!("{store}partitions = 0\n")),
         ("split-53", format!("{store}partitions = 53\n")),
         ("split-standby", format!("{store}partitions = 4\nstandby = true\n")),
-        ("split-nats", format!("{store}partitions = 4\nnats = \"nats://127.0.0.1:4222\"\n")),
     ] {
         assert_eq!(invalid_key(load_text(name, &text)), "cluster.partitions", "{text}");
     }
+    // A split state's nodes ring each other's doorbells over NATS.
+    let rung = load_text("split-nats", &format!("{store}partitions = 4\nnats = \"nats://127.0.0.1:4222\"\n")).unwrap();
+    assert_eq!(rung.relay.map(|r| r.url).as_deref(), Some("nats://127.0.0.1:4222"));
     assert_eq!(invalid_key(load_text("split-poll", &format!("{store}mail_poll_ms = 5\n"))), "cluster.mail_poll_ms");
     // Without a store, a split state would have nowhere to keep its mail.
     assert_eq!(invalid_key(load_text("split-sqlite", "[cluster]\npartitions = 4\n")), "cluster");

@@ -31,6 +31,7 @@
 //! closed by the edges; an edge silent that long has its connections closed
 //! by the owner.
 
+pub mod bells;
 pub mod edge;
 pub mod envelope;
 pub mod host;

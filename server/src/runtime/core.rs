@@ -24,6 +24,10 @@ use super::workers::Workers;
 pub(super) struct Core {
     /// Its partition.
     pub(super) partition: PartitionId,
+    /// The fencing token of the lease it serves under, when the node was
+    /// told ([`NodeHandle::take`](super::NodeHandle::take)): a loss
+    /// reported for another token is not this core's.
+    pub(super) lease: Option<u64>,
     /// The machine.
     pub(super) server: Server,
     /// Commits the turns' changes (see `commit.rs`).
@@ -52,30 +56,41 @@ struct Rings {
     first: u64,
     /// The newest.
     last: u64,
+    /// The partitions they mailed, as bits.
+    targets: u64,
 }
 
 impl Rings {
-    fn mailed(&mut self, seq: u64) {
+    fn mailed(&mut self, seq: u64, targets: u64) {
         if self.first == 0 {
             self.first = seq;
         }
         self.last = seq;
+        self.targets |= targets;
     }
 
-    /// Whether a ring is due now that every batch up to `upto` is durable.
-    fn take(&mut self, upto: u64) -> bool {
+    /// The partitions (as bits) whose bells are due now that every batch up
+    /// to `upto` is durable: 0 for none.
+    fn take(&mut self, upto: u64) -> u64 {
         if self.first == 0 || upto < self.first {
-            return false;
+            return 0;
         }
+        let targets = self.targets;
         if upto >= self.last {
             *self = Rings::default();
         } else {
-            // A batch after `upto` mailed; which one is not kept: the next
-            // receipt past `upto` rings (once too often at worst).
+            // A batch after `upto` mailed; which one, and to whom, is not
+            // kept: the next receipt past `upto` rings them all again (once
+            // too often at worst).
             self.first = upto + 1;
         }
-        true
+        targets
     }
+}
+
+/// The bit of `partition` in a set of partitions (at most 52).
+pub(super) fn bit(partition: PartitionId) -> u64 {
+    1u64.checked_shl(u32::from(partition)).unwrap_or(0)
 }
 
 impl Core {
@@ -93,6 +108,7 @@ impl Core {
         };
         Ok(Core {
             partition: server.config().partitions.index,
+            lease: None,
             server,
             committer: Committer::start(store, mode, waker)?,
             sequencer: Sequencer::default(),
@@ -104,20 +120,27 @@ impl Core {
         })
     }
 
-    /// Takes one turn of the machine: its jobs to `workers`, its changes to
-    /// the committer, its actions held until they are durable. Whether the
-    /// turn was empty.
-    pub(super) fn turn(&mut self, workers: &Workers) -> bool {
+    /// Takes one turn of the machine: its jobs to `workers` (dropped
+    /// without), its changes to the committer, its actions held until they
+    /// are durable. Whether the turn was empty.
+    pub(super) fn turn(&mut self, workers: Option<&Workers>) -> bool {
         let mut turn = self.server.drain();
         let quiet = turn.is_empty();
         for job in turn.take_jobs() {
-            workers.submit(self.partition, job);
+            // A core leaving (given back) has no workers: its sessions are closed.
+            if let Some(workers) = workers {
+                workers.submit(self.partition, job);
+            }
         }
         let (batch, pending) = self.sequencer.defer(turn);
         self.deadline = pending.timeout();
         if !batch.is_empty() {
-            if batch.changes().iter().any(|c| matches!(c, Change::MailOut { .. })) {
-                self.rings.mailed(batch.seq());
+            let targets = batch.changes().iter().fold(0, |bits, c| match c {
+                Change::MailOut { to, .. } => bits | bit(*to),
+                _ => bits,
+            });
+            if targets != 0 {
+                self.rings.mailed(batch.seq(), targets);
             }
             self.committer.submit(batch);
         }
@@ -151,10 +174,15 @@ impl Core {
         self.release(last)
     }
 
-    /// Whether a batch that mailed another partition became durable since
-    /// last asked: the target's reader should look now.
-    pub(super) fn take_ring(&mut self) -> bool {
+    /// The partitions (as bits, [`bit`]) that a batch made durable since
+    /// last asked mailed: their readers should look now.
+    pub(super) fn take_ring(&mut self) -> u64 {
         self.rings.take(self.released.upto())
+    }
+
+    /// Whether no turn of it waits for its commit.
+    pub(super) fn is_idle(&self) -> bool {
+        self.held.is_empty()
     }
 
     /// What the committer committed.
@@ -193,21 +221,23 @@ mod tests {
     #[test]
     fn a_ring_is_due_once_the_oldest_mailing_batch_is_durable_and_again_for_later_ones() {
         let mut rings = Rings::default();
-        assert!(!rings.take(5), "nothing mailed");
-        rings.mailed(1);
-        rings.mailed(2);
-        assert!(!rings.take(0));
+        assert_eq!(rings.take(5), 0, "nothing mailed");
+        rings.mailed(1, 0b10);
+        rings.mailed(2, 0b100);
+        assert_eq!(rings.take(0), 0);
         // Batch 2 is still on its way: batch 1's mail rings now, not once 2 is durable.
-        assert!(rings.take(1));
-        assert!(!rings.take(1), "rung once");
-        rings.mailed(3);
-        assert!(rings.take(2));
-        assert!(rings.take(3));
-        assert!(!rings.take(9), "every mailing batch rung for");
+        assert_ne!(rings.take(1), 0);
+        assert_eq!(rings.take(1), 0, "rung once");
+        rings.mailed(3, 0b1000);
+        assert_eq!(rings.take(2), 0b1110, "every target since the last full ring");
+        assert_eq!(rings.take(3), 0b1110);
+        assert_eq!(rings.take(9), 0, "every mailing batch rung for");
+        rings.mailed(10, 0b1);
+        assert_eq!(rings.take(10), 0b1, "a full ring forgets the targets rung");
         // Every turn mailing while commits are pipelined still rings every receipt.
-        for seq in 10..20 {
-            rings.mailed(seq);
-            assert!(rings.take(seq - 1) || seq == 10);
+        for seq in 11..20 {
+            rings.mailed(seq, 0b1);
+            assert!(rings.take(seq - 1) != 0 || seq == 11);
         }
     }
 }

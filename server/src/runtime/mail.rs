@@ -19,14 +19,15 @@
 //!   account its subject is bound to. The node's cores are asked first
 //!   (their states hold their bindings, one made by a frame handed a moment
 //!   ago included, so that two frames of one subject under two names never
-//!   make two accounts); a node serving every partition needs nothing more
-//!   (today's only kind). For a partition served elsewhere the binding is
+//!   make two accounts); a node serving every partition needs nothing more.
+//!   For a partition served elsewhere the binding is
 //!   in the store: the carrier looks it up, at most `MAX_LOOKUPS` at once
 //!   (503 beyond), and a lookup the store cannot answer refuses the
 //!   connection (503): routed by its name instead, a subject bound under
 //!   another name could be given a second account. A subject bound nowhere
 //!   goes to the home of its name. A node without OIDC resolves every such
-//!   frame to partition 0, which refuses it as any core would.
+//!   frame (and every token naming no subject) to the connection's first
+//!   core, served here, which refuses it as any core would.
 //!
 //! [`Switched::Resolve`]: confab_proto::server::Switched::Resolve
 
@@ -44,6 +45,8 @@ use tracing::{debug, warn};
 
 use super::Node;
 use super::core::Core;
+use crate::relay::RelayConfig;
+use crate::relay::bells::{Bells, Served};
 use crate::store::{Carrier, Delivery};
 
 /// The most OIDC lookups waiting for the store at once: beyond, an OIDC
@@ -71,6 +74,10 @@ fn hand(items: &SyncSender<Delivery>, answers: &Sender<Delivery>, d: Delivery) -
 /// The node's side of the mail carrier.
 pub(super) struct MailSide {
     carrier: Carrier,
+    /// The doorbells between nodes, if NATS is configured.
+    bells: Option<Bells>,
+    /// The partitions this node serves.
+    served: Served,
     /// Items and counts, at most [`QUEUE`].
     deliveries: Receiver<Delivery>,
     /// The lookups' answers.
@@ -82,16 +89,21 @@ pub(super) struct MailSide {
 }
 
 impl MailSide {
-    /// Starts the carrier on the store at `url`, polling every `every`,
-    /// carrying the mail of every core in `cores` from their cursors; each
-    /// delivery wakes the loop with `waker`.
+    /// Starts the carrier on the store at `url` of a state split into
+    /// `count` partitions, polling every `every`; each delivery wakes the
+    /// loop with `waker`. It carries the mail of the cores it is given
+    /// ([`own`](Self::own)).
+    /// With `bells`, a commit's mail for a partition not in `served` rings
+    /// that partition's doorbell, and a doorbell of one in `served` rings
+    /// the carrier.
     pub(super) fn start(
         url: &str,
         every: Duration,
-        cores: &[Option<Core>],
+        count: u8,
         waker: Arc<mio::Waker>,
+        bells: Option<RelayConfig>,
+        served: &Served,
     ) -> io::Result<MailSide> {
-        let count = u8::try_from(cores.len()).map_err(io::Error::other)?;
         let (tx, deliveries) = mpsc::sync_channel(QUEUE);
         let (answer, answers) = mpsc::channel();
         let carrier = Carrier::start(url, count, every, move |d| {
@@ -100,17 +112,53 @@ impl MailSide {
             }
         })
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        for core in cores.iter().flatten() {
-            let cursors =
-                (0..count).filter(|&s| s != core.partition).map(|s| (s, core.server.mail_applied_from(s))).collect();
-            carrier.own(core.partition, cursors);
-        }
-        Ok(MailSide { carrier, deliveries, answers, lookups: HashMap::new(), next_tag: 1 })
+        let bells = match bells {
+            Some(config) => {
+                let ringer = carrier.ringer();
+                Some(Bells::start(config, served.clone(), move || ringer.ring())?)
+            }
+            None => None,
+        };
+        Ok(MailSide {
+            carrier,
+            bells,
+            served: served.clone(),
+            deliveries,
+            answers,
+            lookups: HashMap::new(),
+            next_tag: 1,
+        })
     }
 
-    /// A core's commit mailed another partition: read now.
-    pub(super) fn ring(&self) {
-        self.carrier.ring();
+    /// Carries `core`'s mail from now on, from its cursors.
+    pub(super) fn own(&self, core: &Core) {
+        let count = core.server.config().partitions.count;
+        let cursors =
+            (0..count).filter(|&s| s != core.partition).map(|s| (s, core.server.mail_applied_from(s))).collect();
+        self.carrier.own(core.partition, cursors);
+    }
+
+    /// Stops carrying `partition`'s mail (its core stopped here).
+    pub(super) fn disown(&self, partition: PartitionId) {
+        self.carrier.disown(partition);
+    }
+
+    /// A core's commit mailed the partitions `targets` (bits,
+    /// `core::bit`): this node's carrier reads now for those served here,
+    /// and the others' doorbells ring.
+    pub(super) fn ring(&self, targets: u64) {
+        let count = PartitionId::try_from(u64::BITS).unwrap_or(PartitionId::MAX);
+        let mut local = false;
+        for target in (0..count).filter(|&t| targets & super::core::bit(t) != 0) {
+            if self.served.contains(target) {
+                local = true;
+            } else if let Some(bells) = &self.bells {
+                bells.ring(target);
+            }
+        }
+        if local {
+            self.carrier.ring();
+        }
     }
 }
 
@@ -165,10 +213,12 @@ impl Node {
 
     /// Finds the partition of an OIDC frame (see the module docs).
     pub(super) fn resolve(&mut self, link: ConnId, token: Bytes, ticket: u64) {
-        let oidc = self.cores.iter().flatten().any(|c| c.server.config().oidc.is_some());
+        let oidc = self.core_config.oidc.is_some();
         let Some(key) = oidc_subject_of(&token).filter(|_| oidc) else {
-            // No OIDC, or a token naming no subject: any core refuses it.
-            self.board.resolved(link, ticket, 0);
+            // No OIDC, or a token naming no subject: any core refuses it; the
+            // connection's first one is served here.
+            let first = self.conns.get(&link).and_then(|c| c.sessions.first()).map_or(0, |&(p, _)| p);
+            self.board.resolved(link, ticket, first);
             return;
         };
         let everywhere = self.cores.iter().all(Option::is_some);
@@ -208,7 +258,7 @@ impl Node {
     }
 
     fn partitions(&self) -> Partitions {
-        self.cores.iter().flatten().next().map_or(Partitions::SINGLE, |c| c.server.config().partitions)
+        self.core_config.partitions
     }
 
     fn resolved(&mut self, now: Now, tag: u64, bound: Result<Option<String>, String>) {

@@ -48,6 +48,7 @@ mod jwks;
 mod log;
 mod mail;
 mod node_config;
+mod owner;
 mod refusals;
 mod switch;
 mod workers;
@@ -56,20 +57,21 @@ mod ws;
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use confab_proto::server::{Action, Change, Committed, PartitionId, SourceKey, State, Switchboard};
-use confab_proto::{Durable, Now, Server, SessionId};
+use confab_proto::{Durable, Now, Server, ServerConfig, SessionId};
 use confab_transports::hub::{ConnId, ConnIds, Hub, HubSender, NetEvent, Transport};
 use confab_transports::mem::{self, MemLink};
 use confab_transports::quic::QuicServer;
 use confab_transports::tcp::TcpServer;
 use confab_transports::tls;
 use mio::{Events, Poll, Token};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
+use crate::relay::bells::Served;
 use crate::relay::edge::EdgeRelay;
 pub use commit::{CommitMode, DEFAULT_MAX_TURNS};
 use core::Core;
@@ -77,6 +79,7 @@ use jwks::JwksFile;
 use log::EventLog;
 pub use log::LogLimits;
 pub use node_config::NodeConfig;
+use owner::{Ownership, Stop};
 use refusals::RefusalLog;
 use workers::Workers;
 pub use ws::{WsConfig, WsSetupError, WsTls};
@@ -92,12 +95,16 @@ const QUIC: Token = Token(1);
 /// How long a graceful stop waits for sessions to flush their last frames.
 const STOP_GRACE: Duration = Duration::from_secs(3);
 
-/// Stops a running [`Node`] and makes in-memory links to it, from any thread.
+/// Stops a running [`Node`] and makes in-memory links to it, from any
+/// thread; hands a node sharing a split state the partitions it takes and
+/// gives back.
 #[derive(Debug, Clone)]
 pub struct NodeHandle {
     stop: Arc<AtomicBool>,
     waker: Arc<mio::Waker>,
     hub: HubSender,
+    ownership: mpsc::Sender<Ownership>,
+    served: Served,
 }
 
 impl NodeHandle {
@@ -125,6 +132,47 @@ impl NodeHandle {
     #[must_use]
     pub fn hub(&self) -> HubSender {
         self.hub.clone()
+    }
+
+    /// Has a node serving a split state ([`Node::bind_split`]) serve
+    /// `partition` from `store` (whose lease, of fencing token `lease`, is
+    /// this node's), restored from `state`, what `store` holds. A node
+    /// that stopped drops the store (releasing its lease).
+    pub fn take<D>(&self, partition: PartitionId, lease: u64, store: D, state: State)
+    where
+        D: Durable<[Change]> + Send + 'static,
+        D::Error: std::fmt::Display,
+    {
+        let store = Box::new(Reported(store));
+        self.tell(Ownership::Take { partition, lease, store, state: Box::new(state) });
+    }
+
+    /// Whether the node serves `partition` now (a split state's).
+    #[must_use]
+    pub fn serves(&self, partition: PartitionId) -> bool {
+        self.served.contains(partition)
+    }
+
+    /// Has the node give `partition` back: its sessions are closed (503,
+    /// "partition moved"), what its core did is committed and acted on,
+    /// and its store is dropped (which releases the lease at once).
+    pub fn give_back(&self, partition: PartitionId) {
+        self.tell(Ownership::GiveBack { partition });
+    }
+
+    /// Tells the node that `partition`'s lease of token `lease` was lost
+    /// (`reason`): its core stops at once, nothing more of it acted on. A
+    /// core serving another lease of the partition (taken since) goes on;
+    /// a core bound with the node ([`Node::bind_split`]) stops whatever
+    /// the token.
+    pub fn lease_lost(&self, partition: PartitionId, lease: u64, reason: String) {
+        self.tell(Ownership::Lost { partition, lease, reason });
+    }
+
+    fn tell(&self, change: Ownership) {
+        if self.ownership.send(change).is_ok() {
+            let _ = self.waker.wake();
+        }
     }
 }
 
@@ -191,6 +239,21 @@ pub struct Node {
     poll: Poll,
     /// The cores, by partition (`None`: not served by this node).
     cores: Vec<Option<Core>>,
+    /// The cores' configuration (each with its own partition index), and
+    /// how they commit: for the partitions taken while running.
+    core_config: ServerConfig,
+    commit: CommitMode,
+    /// The partitions taken and given back while running ([`NodeHandle::take`]).
+    ownership: mpsc::Receiver<Ownership>,
+    ownership_tx: mpsc::Sender<Ownership>,
+    /// The partitions it serves, for its handles.
+    served: Served,
+    /// The cores being given back, until their last turns are durable and
+    /// acted on (`owner.rs`).
+    leaving: Vec<Core>,
+    /// Leases reported lost before (or after) their core: a take of one is
+    /// refused (`owner.rs`).
+    lost_leases: std::collections::VecDeque<(PartitionId, u64)>,
     /// Which core gets each byte a connection sends.
     board: Switchboard<ConnId>,
     /// A split state's mail.
@@ -278,22 +341,25 @@ impl Node {
                        (Node::bind_split)";
             return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
         }
-        Node::bind_cores(config, vec![(Box::new(Reported(store)), state)], None)
+        Node::bind_cores(config, vec![(0, Box::new(Reported(store)), state)], None)
     }
 
-    /// Binds the listeners and restores a core for every partition of a
-    /// split state (`config.server.partitions.count` of them), the `i`th
-    /// from `partitions[i]` (its store and what it holds), each core's RNG
-    /// seeded from the OS; the mail between them is read from the
-    /// PostgreSQL store at `mail_url` ([`crate::store::Carrier`], every
-    /// `mail_poll` at least, and whenever a core's commit mailed another).
+    /// Binds the listeners and restores a core for each partition of a
+    /// split state (`config.server.partitions.count` of them) given in
+    /// `partitions` (its index, its store and what it holds), each core's
+    /// RNG seeded from the OS; the mail between partitions is read from
+    /// the PostgreSQL store at `mail_url` ([`crate::store::Carrier`],
+    /// every `mail_poll` at least, and whenever a core's commit mailed
+    /// another). The partitions not given are served elsewhere, or later
+    /// ([`NodeHandle::take`]); a frame for one of them closes its
+    /// connection with 421 ("misdirected": the client tries another node).
     ///
     /// # Errors
-    /// As [`Node::bind`]; a state that is not split, a store missing or in
-    /// excess, or a mail URL that does not parse.
+    /// As [`Node::bind`]; a state that is not split, a partition out of
+    /// range or given twice, or a mail URL that does not parse.
     pub fn bind_split<D>(
         config: NodeConfig,
-        partitions: Vec<(D, State)>,
+        partitions: Vec<(PartitionId, D, State)>,
         mail_url: &str,
         mail_poll: Duration,
     ) -> io::Result<Node>
@@ -301,21 +367,23 @@ impl Node {
         D: Durable<[Change]> + Send + 'static,
         D::Error: std::fmt::Display,
     {
-        let count = usize::from(config.server.partitions.count);
-        if count < 2 || partitions.len() != count {
+        let count = config.server.partitions.count;
+        let mut seen = HashSet::new();
+        if count < 2 || partitions.iter().any(|(p, _, _)| *p >= count || !seen.insert(*p)) {
+            let given: Vec<PartitionId> = partitions.iter().map(|(p, _, _)| *p).collect();
             let why = format!(
-                "a split state of {count} partition(s) needs a store for each and at least two: {} given",
-                partitions.len()
+                "a split state of {count} partition(s) needs at least two, each given once at most: {given:?} given"
             );
             return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
         }
-        let stores = partitions.into_iter().map(|(store, state)| (Box::new(Reported(store)) as _, state)).collect();
+        let stores =
+            partitions.into_iter().map(|(p, store, state)| (p, Box::new(Reported(store)) as _, state)).collect();
         Node::bind_cores(config, stores, Some((mail_url, mail_poll)))
     }
 
     fn bind_cores(
         config: NodeConfig,
-        stores: Vec<(commit::Store, State)>,
+        stores: Vec<(PartitionId, commit::Store, State)>,
         mail: Option<(&str, Duration)>,
     ) -> io::Result<Node> {
         config.server.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -324,18 +392,32 @@ impl Node {
         let hub = Hub::new(poll.registry(), WAKE, ids.clone())?;
         let work_waker = hub.sender().waker();
         let stop_waker = hub.sender().waker();
-        let mut cores = Vec::with_capacity(stores.len());
-        for (index, (store, state)) in stores.into_iter().enumerate() {
-            let mut server = config.server.clone();
-            server.partitions.index = PartitionId::try_from(index).map_err(io::Error::other)?;
-            let server = Server::restore(server, os_seed()?, state, now())
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-            cores.push(Some(Core::start(server, store, config.commit, hub.sender().waker())?));
-        }
+        let served = Served::default();
+        let mut cores: Vec<Option<Core>> = (0..config.server.partitions.count).map(|_| None).collect();
         let mail = match mail {
-            Some((url, every)) => Some(mail::MailSide::start(url, every, &cores, hub.sender().waker())?),
+            Some((url, every)) => Some(mail::MailSide::start(
+                url,
+                every,
+                config.server.partitions.count,
+                hub.sender().waker(),
+                config.bells.clone(),
+                &served,
+            )?),
             None => None,
         };
+        for (index, store, state) in stores {
+            let mut server = config.server.clone();
+            server.partitions.index = index;
+            let server = Server::restore(server, os_seed()?, state, now())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            let core = Core::start(server, store, config.commit, hub.sender().waker())?;
+            if let Some(mail) = &mail {
+                mail.own(&core);
+            }
+            cores[usize::from(index)] = Some(core);
+            served.add(index);
+        }
+        let (ownership_tx, ownership) = mpsc::channel();
         let board = Switchboard::new(config.server.partitions, config.server.limits, config.server.max_deferred_bytes);
         let tls = tls::server_config(&config.identity).map_err(io::Error::other)?;
         let tcp = match config.tcp {
@@ -365,6 +447,13 @@ impl Node {
         Ok(Node {
             poll,
             cores,
+            core_config: config.server.clone(),
+            commit: config.commit,
+            ownership,
+            ownership_tx,
+            served,
+            leaving: Vec::new(),
+            lost_leases: std::collections::VecDeque::new(),
             board,
             mail,
             max_session_backlog: config.server.max_session_backlog,
@@ -405,7 +494,13 @@ impl Node {
     /// A handle to stop the node or link to it in memory.
     #[must_use]
     pub fn handle(&self) -> NodeHandle {
-        NodeHandle { stop: Arc::clone(&self.stop), waker: Arc::clone(&self.stop_waker), hub: self.hub.sender() }
+        NodeHandle {
+            stop: Arc::clone(&self.stop),
+            waker: Arc::clone(&self.stop_waker),
+            hub: self.hub.sender(),
+            ownership: self.ownership_tx.clone(),
+            served: self.served.clone(),
+        }
     }
 
     /// Runs until [`NodeHandle::stop`], then stops gracefully.
@@ -431,6 +526,7 @@ impl Node {
                 return Err(e.into());
             }
             let t = now();
+            self.ownership_turn(t);
             net.append(&mut self.pending);
             for event in &events {
                 if let Some(tcp) = self.tcp.as_mut()
@@ -523,13 +619,19 @@ impl Node {
         drop(self.edge.take());
         // The last commits: nothing the process ran is left uncommitted when it exits.
         let t = now();
+        self.finish_leaving(t);
         for p in 0..self.cores.len() {
             let Some(core) = self.cores[p].as_mut() else { continue };
-            let last = core.finish()?;
+            let last = core.finish();
             let counts = core.counts();
             self.summary.commits += counts.commits;
             self.summary.changes += counts.changes;
-            self.act_released(t, p, last);
+            match last {
+                Ok(last) => self.act_released(t, p, last),
+                // A split state's partition fails alone: another node takes it from the store.
+                Err(e) if self.mail.is_some() => error!(partition = p, "the partition's last commit failed: {e}"),
+                Err(e) => return Err(e),
+            }
         }
         self.summary.abandoned = self.conns.len();
         if self.summary.abandoned > 0 {
@@ -619,15 +721,29 @@ impl Node {
             let mut busy = false;
             for p in 0..self.cores.len() {
                 let Some(core) = self.cores[p].as_mut() else { continue };
-                let quiet = core.turn(&self.workers);
-                let released = core.released()?;
-                let ring = core.take_ring();
+                let quiet = core.turn(Some(&self.workers));
+                let released = match core.released() {
+                    Ok(released) => released,
+                    // A split state's partition fails alone: its core stops, nothing more
+                    // of it is acted on, and a node takes it from the store.
+                    Err(RunError::Store(e)) if self.mail.is_some() => {
+                        let partition = PartitionId::try_from(p).unwrap_or(PartitionId::MAX);
+                        self.stop_core(now, partition, Stop::Lost(format!("its commit failed: {e}")));
+                        busy = true;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let targets = core.take_ring();
                 busy |= !quiet || !released.is_empty();
                 self.act_released(now, p, released);
-                if ring && let Some(mail) = &self.mail {
-                    mail.ring();
+                if targets != 0
+                    && let Some(mail) = &self.mail
+                {
+                    mail.ring(targets);
                 }
             }
+            busy |= self.leaving_turn(now);
             if self.settle(now) {
                 self.switch(now);
                 busy = true;

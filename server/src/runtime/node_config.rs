@@ -43,6 +43,10 @@ pub struct NodeConfig {
     /// Where turns are committed: pipelined on a committer thread (the
     /// default), or inline on the loop's thread.
     pub commit: CommitMode,
+    /// A split state's doorbells between nodes over NATS
+    /// (`crate::relay::bells`); `None`: mail between nodes waits for the
+    /// carrier's poll.
+    pub bells: Option<crate::relay::RelayConfig>,
 }
 
 impl NodeConfig {
@@ -65,6 +69,7 @@ impl NodeConfig {
             oidc_jwks_file: None,
             log: LogLimits::default(),
             commit: CommitMode::default(),
+            bells: None,
         }
     }
 }

@@ -13,21 +13,25 @@
 //!   the switchboard closed (`ending`) only ends: its core's close is not
 //!   the connection's.
 //! - A core that refuses a session (its session limit) refuses the
-//!   connection: at partition 0 when the connection opens, as a single
-//!   server does (closed without a frame); at another core, with a close
-//!   frame (503), since the client's frames were already read.
+//!   connection: at its first partition when the connection opens, as a
+//!   single server does (closed without a frame); at another core, with a
+//!   close frame (503), since the client's frames were already read.
+//! - A session at a partition this node does not serve (served by another
+//!   node of the cluster, or by none yet) closes the connection with 421
+//!   ("misdirected"): the client tries another node. A connection opens
+//!   its first session at the lowest partition the node serves.
 //! - After each round of the cores' turns, [`Node::settle`] tells the
 //!   switchboard which frames each core has settled (the session is not
 //!   held, and whether it is logged in), so that held frames move on.
 //! - The bytes of a frame not complete yet that the switchboard holds for
-//!   an unbound connection are told to its session at partition 0
+//!   an unbound connection are told to its first session
 //!   (`Server::handle_partial`), whose frame deadline (408) then covers a
 //!   frame dripped before any core sees it, as on a single server.
 
 use bytes::Bytes;
 use confab_proto::server::SourceKey;
 use confab_proto::server::{PartitionId, Switched};
-use confab_proto::wire::{Close, Message};
+use confab_proto::wire::{Close, Message, status};
 use confab_proto::{Now, SessionId};
 use confab_transports::hub::{ConnId, NetEvent, Transport};
 use tracing::{debug, warn};
@@ -53,7 +57,7 @@ impl Node {
                 let source = peer.map_or(SourceKey::Local, |p| SourceKey::from_ip(p.ip()));
                 debug!(%conn, %transport, ?peer, "connection opened");
                 self.conns.insert(conn, Conn { transport, source, sessions: Vec::new() });
-                self.board.open(conn);
+                self.board.open_at(conn, self.first_served());
                 self.switch(now);
             }
             NetEvent::Received { conn, bytes } => {
@@ -149,17 +153,17 @@ impl Node {
         !settled.is_empty() || !closed.is_empty()
     }
 
-    /// Tells `link`'s session at partition 0 how many bytes of a frame not
-    /// complete yet the switchboard holds for it (a split state only: with
-    /// one partition every byte goes to the core), so that its frame
-    /// deadline covers a frame no core has seen yet.
+    /// Tells `link`'s first session (at the partition it was opened at)
+    /// how many bytes of a frame not complete yet the switchboard holds for
+    /// it (a split state only: with one partition every byte goes to the
+    /// core), so that its frame deadline covers a frame no core has seen yet.
     fn report_partial(&mut self, now: Now, link: ConnId) {
         if self.cores.len() < 2 {
             return;
         }
         let partial = self.board.partial(link);
-        let Some(session) = self.conns.get(&link).and_then(|c| c.session_at(0)) else { return };
-        if let Some(core) = self.core_mut(0) {
+        let Some(&(first, session)) = self.conns.get(&link).and_then(|c| c.sessions.first()) else { return };
+        if let Some(core) = self.core_mut(first) {
             core.server.handle_partial(now, session, partial);
         }
     }
@@ -172,10 +176,15 @@ impl Node {
             self.refuse(link, 503, "server shutting down");
             return;
         }
-        let opened = match self.core_mut(partition) {
-            Some(core) => core.server.open_session_from(now, source).map_err(|e| e.to_string()),
-            None => Err(format!("partition {partition} is not served by this node")),
+        let Some(core) = self.core_mut(partition) else {
+            // Served by another node (or by none yet): the client tries another.
+            debug!(conn = %link, partition, "connection misdirected: the partition is not served here");
+            let reason =
+                format!("partition {partition} is not served by this node: connect to another node of this service");
+            self.refuse(link, status::MISDIRECTED, &reason);
+            return;
         };
+        let opened = core.server.open_session_from(now, source).map_err(|e| e.to_string());
         match opened {
             Ok(session) => {
                 if first {

@@ -78,15 +78,18 @@ impl<J> Queue<J> {
     }
 }
 
+/// A job, and the generation of its core when it was asked.
+type Stamped = (u64, Job);
+
 /// The queue and the condition workers wait on.
 #[derive(Default)]
 struct Shared {
-    queue: Mutex<Queue<Job>>,
+    queue: Mutex<Queue<Stamped>>,
     ready: Condvar,
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Queue<Job>> {
+    fn lock(&self) -> MutexGuard<'_, Queue<Stamped>> {
         // The queue is a plain list: a worker that panicked holding the
         // lock left it consistent.
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
@@ -94,7 +97,7 @@ impl Shared {
 
     /// The next job; `None` once the pool is closed. A worker holding
     /// memory (`holding`) gets `Some(None)` after [`IDLE_RELEASE`] without a job.
-    fn next(&self, holding: bool) -> Option<Option<(PartitionId, Job)>> {
+    fn next(&self, holding: bool) -> Option<Option<(PartitionId, Stamped)>> {
         let mut queue = self.lock();
         loop {
             if let Some(job) = queue.pop() {
@@ -118,10 +121,13 @@ impl Shared {
 
 /// A fixed pool of threads running [`Job`]s for the node's cores; results
 /// come back, with the partition of the core that asked, through a channel
-/// and a waker of the loop.
+/// and a waker of the loop. A core stopped ([`retire`](Workers::retire))
+/// gets none of its results: a later core of its partition never sees them.
 pub(crate) struct Workers {
     shared: Arc<Shared>,
-    results: mpsc::Receiver<(PartitionId, JobResult)>,
+    results: mpsc::Receiver<(PartitionId, u64, JobResult)>,
+    /// Per partition, the generation of its core (0 until one retired).
+    generations: BTreeMap<PartitionId, u64>,
     threads: Vec<thread::JoinHandle<()>>,
 }
 
@@ -138,12 +144,12 @@ impl Workers {
             let handle = thread::Builder::new().name(format!("confab-argon2-{i}")).spawn(move || {
                 let mut scratch = Scratch::reserving(RESERVE_KIB);
                 while let Some(next) = queue.next(scratch.held_kib() > 0) {
-                    let Some((partition, job)) = next else {
+                    let Some((partition, (generation, job))) = next else {
                         tracing::debug!(kib = scratch.held_kib(), "argon2 worker idle: buffer released");
                         scratch.release();
                         continue;
                     };
-                    if res_tx.send((partition, job.run_with(&mut scratch))).is_err() {
+                    if res_tx.send((partition, generation, job.run_with(&mut scratch))).is_err() {
                         return;
                     }
                     let _ = waker.wake();
@@ -153,26 +159,44 @@ impl Workers {
                 Ok(h) => threads.push(h),
                 Err(e) => {
                     // Stop the threads already started before failing.
-                    drop(Workers { shared, results: res_rx, threads });
+                    drop(Workers { shared, results: res_rx, generations: BTreeMap::new(), threads });
                     return Err(e);
                 }
             }
         }
-        Ok(Workers { shared, results: res_rx, threads })
+        Ok(Workers { shared, results: res_rx, generations: BTreeMap::new(), threads })
     }
 
     /// Queues a job of `partition`'s core.
     pub(crate) fn submit(&self, partition: PartitionId, job: Job) {
+        let generation = self.generation(partition);
         let mut queue = self.shared.lock();
         if !queue.closed {
-            queue.push(partition, job);
+            queue.push(partition, (generation, job));
             self.shared.ready.notify_one();
         }
     }
 
-    /// A finished job and the partition of its core, if any.
+    /// A finished job and the partition of its core, if any: results of
+    /// retired cores are dropped.
     pub(crate) fn try_result(&self) -> Option<(PartitionId, JobResult)> {
-        self.results.try_recv().ok()
+        loop {
+            let (partition, generation, result) = self.results.try_recv().ok()?;
+            if generation == self.generation(partition) {
+                return Some((partition, result));
+            }
+        }
+    }
+
+    /// `partition`'s core stopped: its jobs still queued are dropped, and
+    /// the results of those running never come back.
+    pub(crate) fn retire(&mut self, partition: PartitionId) {
+        *self.generations.entry(partition).or_default() += 1;
+        self.shared.lock().jobs.remove(&partition);
+    }
+
+    fn generation(&self, partition: PartitionId) -> u64 {
+        self.generations.get(&partition).copied().unwrap_or(0)
     }
 }
 
@@ -188,7 +212,64 @@ impl Drop for Workers {
 
 #[cfg(test)]
 mod tests {
-    use super::Queue;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use confab_proto::server::{HashParams, Job};
+    use confab_proto::wire::{Message, Register, Request};
+    use confab_proto::{Now, Server, ServerConfig};
+
+    use super::{Queue, Workers};
+
+    /// Two password jobs of one core (two registrations), ids apart.
+    fn two_jobs() -> (Job, Job) {
+        let config = ServerConfig { hash_params: HashParams::INSECURE_FAST, ..Default::default() };
+        let now = Now::new(Instant::now(), 1_000_000);
+        let mut server = Server::new(config, [7; 32], now).expect("config");
+        let mut job = |name: &str| {
+            let session = server.open_session(now).expect("session");
+            let body = Register {
+                username: name.into(),
+                password: "a long enough password".into(),
+                passphrase: "correct horse battery".into(),
+                identity_key: vec![7; 32].into(),
+            };
+            let frame = Message::Request(Request { request_id: 1, timestamp_ms: 0, body: body.into() }).to_bytes(&[]);
+            server.handle_input(now, session, &frame);
+            server.drain().take_jobs().pop().expect("a password job")
+        };
+        (job("alice"), job("bob"))
+    }
+
+    /// A retired core's jobs, queued or running, never give a result: a
+    /// later core of the same partition never sees them.
+    #[test]
+    fn a_retired_cores_results_never_come_back() {
+        let poll = mio::Poll::new().expect("poll");
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).expect("waker"));
+        let mut workers = Workers::start(1, waker).expect("workers");
+        let (old, new) = two_jobs();
+        let (old_id, new_id) = (old.id, new.id);
+        assert_ne!(old_id, new_id);
+        workers.submit(1, old);
+        workers.retire(1);
+        workers.submit(1, new);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut got = Vec::new();
+        while Instant::now() < deadline && !got.contains(&new_id) {
+            while let Some((partition, result)) = workers.try_result() {
+                assert_eq!(partition, 1);
+                got.push(result.id);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Time for the old job's result, had it been kept.
+        std::thread::sleep(Duration::from_millis(200));
+        while let Some((_, result)) = workers.try_result() {
+            got.push(result.id);
+        }
+        assert_eq!(got, [new_id], "only the later core's job");
+    }
 
     #[test]
     fn the_cores_jobs_take_turns() {

@@ -106,6 +106,19 @@ enum Cmd {
     Ring,
 }
 
+/// Rings a [`Carrier`] from any thread ([`Carrier::ringer`]).
+#[derive(Debug, Clone)]
+pub struct Ringer(Option<Sender<Cmd>>);
+
+impl Ringer {
+    /// As [`Carrier::ring`].
+    pub fn ring(&self) {
+        if let Some(tx) = &self.0 {
+            let _ = tx.send(Cmd::Ring);
+        }
+    }
+}
+
 /// The node's mail carrier. See the [module docs](self). Dropping it stops
 /// its thread.
 #[derive(Debug)]
@@ -180,6 +193,12 @@ impl Carrier {
     /// Reads now: something was committed for an owned partition.
     pub fn ring(&self) {
         self.send(Cmd::Ring);
+    }
+
+    /// What rings the carrier from another thread (a doorbell heard).
+    #[must_use]
+    pub fn ringer(&self) -> Ringer {
+        Ringer(self.tx.clone())
     }
 
     /// Looks up the account an OIDC subject is bound to (`key`,

@@ -35,7 +35,7 @@ use postgres::Client;
 
 use super::error::StoreError;
 use super::lease::{self, LeaseConfig};
-use super::pg::{client_config, label_of, open_session, pg_err};
+use super::pg::{check_count, check_schema, client_config, label_of, open_session, pg_err};
 
 /// Renews node `$1`'s row for `$2` milliseconds (made if it is missing).
 const BEAT: &str = "INSERT INTO confab_nodes AS n (name, expires_at)
@@ -109,6 +109,8 @@ pub struct Fleet {
     node: String,
     ttl: Duration,
     count: u8,
+    /// Its row was deleted ([`Fleet::leave`]).
+    left: bool,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -120,10 +122,15 @@ impl std::fmt::Debug for Fleet {
 impl Fleet {
     /// Joins the cluster of the store at `url` as `lease.node`, alive for
     /// `lease.ttl` after each beat, for a state split into `count`
-    /// partitions; beats once.
+    /// partitions; beats once. A node that could open none of the store's
+    /// partitions never joins (it would hold a quota nobody serves): a
+    /// store made for another count, or migrated by a newer build, is
+    /// refused first. Dropped without [`leave`](Fleet::leave) (a start
+    /// that failed after joining), it deletes its row all the same.
     ///
     /// # Errors
-    /// The database cannot be reached or refuses the statements.
+    /// The database cannot be reached or refuses the statements;
+    /// [`StoreError::PartitionCount`], [`StoreError::SchemaTooNew`].
     pub fn join(url: &str, lease: &LeaseConfig, count: u8) -> Result<(Fleet, View), StoreError> {
         let bound = lease.renewal_bound();
         let mut connect = client_config(url)?;
@@ -135,7 +142,17 @@ impl Fleet {
         let label = PathBuf::from(label_of(&connect));
         let (mut client, _) = open_session(&connect, &label)?;
         lease::bootstrap(&mut client, &label)?;
-        let mut fleet = Fleet { client: Some(client), connect, label, node: lease.node.clone(), ttl: lease.ttl, count };
+        check_count(&mut client, &label, count)?;
+        check_schema(&mut client, &label)?;
+        let mut fleet = Fleet {
+            client: Some(client),
+            connect,
+            label,
+            node: lease.node.clone(),
+            ttl: lease.ttl,
+            count,
+            left: false,
+        };
         let view = fleet.beat()?;
         tracing::info!(
             store = %fleet.label.display(), node = %fleet.node, nodes = view.nodes.len(), partitions = count,
@@ -198,6 +215,11 @@ impl Fleet {
     /// # Errors
     /// The database cannot be reached or refuses the statement.
     pub fn leave(mut self) -> Result<(), StoreError> {
+        self.try_leave()
+    }
+
+    fn try_leave(&mut self) -> Result<(), StoreError> {
+        self.left = true;
         let err = pg_err("leave", &self.label);
         let client = match &mut self.client {
             Some(client) => client,
@@ -212,6 +234,16 @@ impl Fleet {
     #[must_use]
     pub fn label(&self) -> &Path {
         &self.label
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if !self.left
+            && let Err(e) = self.try_leave()
+        {
+            tracing::warn!("could not leave the cluster (its row expires in a lease): {e}");
+        }
     }
 }
 

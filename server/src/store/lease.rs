@@ -95,6 +95,11 @@ pub struct LeaseConfig {
     /// Wait for the lease as long as another node holds it, instead of
     /// being refused once the holder is seen alive (`standby`).
     pub standby: bool,
+    /// Give up waiting for the lease through a lost connection after a
+    /// lease's length (a node sharing a split state taking a free
+    /// partition: its membership goes on beating meanwhile), instead of
+    /// waiting for the database to come back.
+    pub impatient: bool,
 }
 
 impl Default for LeaseConfig {
@@ -107,7 +112,7 @@ impl LeaseConfig {
     /// A lease of `ttl`, renewed every third of it.
     #[must_use]
     pub fn new(node: String, ttl: Duration, standby: bool) -> LeaseConfig {
-        LeaseConfig { node, ttl, renew_every: ttl / 3, standby }
+        LeaseConfig { node, ttl, renew_every: ttl / 3, standby, impatient: false }
     }
 
     /// The longest a renewal may take: its session's timeouts (connect,
@@ -229,6 +234,11 @@ pub(super) fn acquire(
                 seen = Some(now);
                 wait = Duration::from_millis(50);
             }
+            // A node sharing a split state takes free partitions only: it does not wait out an outage
+            // here (its membership beats on, and another node may take the partition meanwhile).
+            Err(e @ StoreError::Postgres { .. }) if config.impatient && started.elapsed() > config.ttl => {
+                return Err(e);
+            }
             Err(StoreError::Postgres { source, .. }) if lost(&source) => {
                 tracing::warn!(store = %label.display(), "connection lost while waiting for the lease: reconnecting");
                 std::thread::sleep(wait);
@@ -267,34 +277,73 @@ pub(super) fn release(client: &mut Client, partition: i32, token: i64) -> Result
 }
 
 /// What a node learns of its lease: whether it was lost, and why.
-#[derive(Debug, Clone, Default)]
-pub struct LeaseWatch(Arc<(Mutex<Option<String>>, Condvar)>);
+#[derive(Clone, Default)]
+pub struct LeaseWatch(Arc<(Mutex<Watched>, Condvar)>);
+
+/// Whether the lease was lost, and who is to be told when it is.
+#[derive(Default)]
+struct Watched {
+    lost: Option<String>,
+    hooks: Vec<Box<dyn FnOnce(String) + Send>>,
+}
+
+impl std::fmt::Debug for LeaseWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseWatch").field("lost", &self.lost()).finish_non_exhaustive()
+    }
+}
 
 impl LeaseWatch {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Watched> {
+        self.0.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Blocks until the lease is lost: why.
     #[must_use]
     pub fn wait_lost(&self) -> String {
-        let (lock, cv) = &*self.0;
-        let mut lost = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut watched = self.lock();
         loop {
-            if let Some(reason) = lost.as_ref() {
+            if let Some(reason) = watched.lost.as_ref() {
                 return reason.clone();
             }
-            lost = cv.wait(lost).unwrap_or_else(std::sync::PoisonError::into_inner);
+            watched = self.0.1.wait(watched).unwrap_or_else(std::sync::PoisonError::into_inner);
         }
     }
 
     /// Why the lease was lost, if it was.
     #[must_use]
     pub fn lost(&self) -> Option<String> {
-        self.0.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.lock().lost.clone()
+    }
+
+    /// Calls `hook` with the reason once the lease is lost (at once if it
+    /// was already), on the thread that finds it lost: a node sharing a
+    /// split state stops that partition's core at once, whatever its
+    /// membership's thread is doing.
+    pub fn on_lost(&self, hook: impl FnOnce(String) + Send + 'static) {
+        let mut watched = self.lock();
+        match watched.lost.clone() {
+            Some(reason) => {
+                drop(watched);
+                hook(reason);
+            }
+            None => watched.hooks.push(Box::new(hook)),
+        }
     }
 
     pub(super) fn set_lost(&self, reason: String) {
-        let (lock, cv) = &*self.0;
-        let mut lost = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        lost.get_or_insert(reason);
-        cv.notify_all();
+        let hooks = {
+            let mut watched = self.lock();
+            if watched.lost.is_some() {
+                return;
+            }
+            watched.lost = Some(reason.clone());
+            self.0.1.notify_all();
+            std::mem::take(&mut watched.hooks)
+        };
+        for hook in hooks {
+            hook(reason.clone());
+        }
     }
 }
 
@@ -419,4 +468,30 @@ fn renew(
     let client = session.as_mut().ok_or("no session")?;
     let row = client.query_opt(RENEW, &[&partition, &token, &config.ttl_ms()]).map_err(|e| super::pg::describe(&e))?;
     Ok(row.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::LeaseWatch;
+
+    /// A hook learns of the loss once, at once if the lease was already
+    /// lost, and never before; the first reason is the one kept.
+    #[test]
+    fn a_lost_lease_calls_each_hook_once_with_the_first_reason() {
+        let watch = LeaseWatch::default();
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let hook = |n: u8| {
+            let told = Arc::clone(&told);
+            move |reason: String| told.lock().unwrap().push((n, reason))
+        };
+        watch.on_lost(hook(1));
+        assert!(told.lock().unwrap().is_empty(), "not lost yet");
+        watch.set_lost("taken by b".into());
+        watch.set_lost("renewal failed".into());
+        watch.clone().on_lost(hook(2));
+        assert_eq!(watch.wait_lost(), "taken by b");
+        assert_eq!(*told.lock().unwrap(), [(1, "taken by b".to_owned()), (2, "taken by b".to_owned())]);
+    }
 }

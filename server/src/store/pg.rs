@@ -944,7 +944,7 @@ fn migrate(
 /// Refuses a node split into `count` partitions if the store was made for
 /// another count (a store of schema 2 was made for one); a database with
 /// no store yet is any count's.
-fn check_count(client: &mut Client, label: &Path, count: u8) -> Result<(), StoreError> {
+pub(super) fn check_count(client: &mut Client, label: &Path, count: u8) -> Result<(), StoreError> {
     let err = pg_err("inspect", label);
     let exists = |client: &mut Client, table: &str| -> Result<bool, StoreError> {
         Ok(client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&table]).map_err(&err)?.get(0))
@@ -956,6 +956,19 @@ fn check_count(client: &mut Client, label: &Path, count: u8) -> Result<(), Store
     let made_for: String = row.map_or_else(|| "1".to_owned(), |r| r.get(0));
     if made_for.parse() != Ok(count) {
         return Err(StoreError::PartitionCount { url: label.to_owned(), found: made_for, configured: count });
+    }
+    Ok(())
+}
+
+/// Refuses a build that does not know the store's schema (a newer one
+/// migrated it): it could open no partition.
+pub(super) fn check_schema(client: &mut Client, label: &Path) -> Result<(), StoreError> {
+    let err = pg_err("inspect", label);
+    let current: i32 =
+        client.query_one("SELECT coalesce(max(version), 0) FROM confab_schema", &[]).map_err(&err)?.get(0);
+    let known = MIGRATIONS.len() as i32;
+    if current > known {
+        return Err(StoreError::SchemaTooNew { path: label.to_owned(), found: current, known });
     }
     Ok(())
 }

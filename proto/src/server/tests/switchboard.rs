@@ -472,3 +472,34 @@ fn a_partial_frame_is_counted_only_while_it_is_the_connections_next() {
     assert_eq!(board.partial(7), 0, "bound: the core has the bytes");
     assert_eq!(board.partial(8), 0, "an unknown link");
 }
+
+/// A node that does not serve partition 0 opens its connections at a
+/// partition it serves: frames naming nobody go there, a frame for
+/// another partition opens a session there, and an OIDC frame resolved
+/// out of range goes back to the first core, which refuses it.
+#[test]
+fn a_connection_opened_at_another_first_partition_starts_there() {
+    let (mut board, login) = two_partitions_and_a_login_of_1();
+    let nobody = Message::Ping(crate::wire::Ping { nonce: 1 }).to_bytes(b"");
+    board.open_at(3, 1);
+    assert_eq!(board.poll(), Some(Switched::Open { link: 3, partition: 1 }));
+    board.input(3, nobody.clone());
+    let Some(Switched::Feed { partition: 1, ticket: None, .. }) = board.poll() else {
+        panic!("a frame naming nobody goes to the first core")
+    };
+    assert_eq!(board.poll(), None);
+    // A login of partition 1: no other session is opened.
+    board.input(3, login);
+    let Some(Switched::Feed { partition: 1, ticket: Some(ticket), .. }) = board.poll() else {
+        panic!("the login at its home, the first core")
+    };
+    assert_eq!(board.poll(), None, "no session opened at partition 0");
+    board.settled(3, ticket, false);
+    // Out of range: the first partition given is no partition, so 0.
+    board.open_at(4, 9);
+    assert_eq!(board.poll(), Some(Switched::Open { link: 4, partition: 0 }));
+    // One partition: always 0, bound.
+    let mut single = Switchboard::<u32>::new(crate::server::Partitions::SINGLE, Limits::DEFAULT, 1 << 20);
+    single.open_at(5, 1);
+    assert_eq!(single.poll(), Some(Switched::Open { link: 5, partition: 0 }));
+}
