@@ -254,6 +254,22 @@ fn a_split_state_is_refused_by_the_node() {
     }
 }
 
+/// A registration of `name` (request 1).
+fn register(name: &str) -> bytes::Bytes {
+    let body = confab_proto::wire::Register {
+        username: name.to_owned(),
+        password: "a long enough password".into(),
+        passphrase: "correct horse battery".into(),
+        identity_key: vec![7; 32].into(),
+    };
+    Message::Request(confab_proto::wire::Request { request_id: 1, timestamp_ms: 0, body: body.into() }).to_bytes(&[])
+}
+
+/// The first of `prefix0`, `prefix1`, ... whose home among `parts` is `home`.
+fn named_at(parts: confab_proto::server::Partitions, prefix: &str, home: u8) -> String {
+    (0..).map(|i| format!("{prefix}{i}")).find(|n| parts.home_of_user(n) == home).expect("some name has that home")
+}
+
 /// A running node and its loop's thread.
 type Running =
     (confab_server::runtime::NodeHandle, std::thread::JoinHandle<Result<RunSummary, confab_server::runtime::RunError>>);
@@ -286,20 +302,11 @@ fn run_split_serving(server: &ServerConfig, serving: &[u8]) -> Running {
 #[test]
 fn a_split_node_serves_the_partitions_it_takes_and_not_those_it_gives_back() {
     use confab_proto::server::{HashParams, Partitions};
-    use confab_proto::wire::{Close, Register, Request, Response};
+    use confab_proto::wire::{Close, Request, Response};
     let parts = Partitions { index: 0, count: 2 };
     let server = ServerConfig { partitions: parts, hash_params: HashParams::INSECURE_FAST, ..Default::default() };
     let (handle, running) = run_split_serving(&server, &[1]);
-    let named = |home| (0..).map(|i| format!("user{i}")).find(|n| parts.home_of_user(n) == home).expect("a name");
-    let register = |name: &str| {
-        let body = Register {
-            username: name.to_owned(),
-            password: "a long enough password".into(),
-            passphrase: "correct horse battery".into(),
-            identity_key: vec![7; 32].into(),
-        };
-        Message::Request(Request { request_id: 1, timestamp_ms: 0, body: body.into() }).to_bytes(&[])
-    };
+    let named = |home| named_at(parts, "user", home);
     // The response's code, or the close's (and its reason).
     let outcome = |link: &mut dyn Link| -> (u16, String) {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -374,15 +381,16 @@ fn a_split_node_serves_the_partitions_it_takes_and_not_those_it_gives_back() {
     assert!(!handle.serves(1), "a take of a lease lost already");
     // A lease lost: partition 0 stops too, and the node serves nothing.
     handle.lease_lost(0, 7, "taken by another node".into());
-    settle_none(&handle);
+    until_it_serves_nothing(&handle);
     assert!(!handle.serves(0) && !handle.serves(1));
     handle.stop();
     let summary = running.join().expect("the loop does not panic").expect("a clean stop");
     assert_eq!(summary.commits, 2, "both registrations committed: {summary:?}");
 }
 
-/// A node that serves no partition refuses every connection (421).
-fn settle_none(handle: &confab_server::runtime::NodeHandle) {
+/// Waits until the node refuses a new connection with 421: it serves no
+/// partition any more.
+fn until_it_serves_nothing(handle: &confab_server::runtime::NodeHandle) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let mut link = handle.connect_mem();
@@ -403,7 +411,6 @@ fn settle_none(handle: &confab_server::runtime::NodeHandle) {
 #[test]
 fn a_connection_refused_by_a_split_node_reaches_no_core() {
     use confab_proto::server::{HashParams, Partitions};
-    use confab_proto::wire::{Register, Request};
     let parts = Partitions { index: 0, count: 2 };
     let server = ServerConfig {
         partitions: parts,
@@ -414,14 +421,7 @@ fn a_connection_refused_by_a_split_node_reaches_no_core() {
     let (handle, running) = run_split(&server);
     let mut first = handle.connect_mem();
     ping_pong(&mut first, 1);
-    let name = (0..).map(|i| format!("mallory{i}")).find(|n| parts.home_of_user(n) == 1).expect("a name");
-    let body = Register {
-        username: name,
-        password: "a long enough password".into(),
-        passphrase: "correct horse battery".into(),
-        identity_key: vec![7; 32].into(),
-    };
-    let frame = Message::Request(Request { request_id: 1, timestamp_ms: 0, body: body.into() }).to_bytes(&[]);
+    let frame = register(&named_at(parts, "mallory", 1));
     // Whether the frame is read with the opening or the refusal comes
     // first is the loop's timing: ten connections try.
     for _ in 0..10 {
@@ -496,7 +496,7 @@ impl Durable<[Change]> for Gated {
 #[test]
 fn a_partition_given_back_while_its_store_hangs_holds_the_loop_for_nothing() {
     use confab_proto::server::{HashParams, Partitions};
-    use confab_proto::wire::{Register, Request, Response};
+    use confab_proto::wire::Response;
     use std::sync::atomic::{AtomicBool, Ordering};
     let parts = Partitions { index: 0, count: 2 };
     let server = ServerConfig { partitions: parts, hash_params: HashParams::INSECURE_FAST, ..Default::default() };
@@ -517,18 +517,10 @@ fn a_partition_given_back_while_its_store_hangs_holds_the_loop_for_nothing() {
     let running = std::thread::spawn(move || node.run());
 
     // A registration at partition 1 whose commit hangs.
-    let name = (0..).map(|i| format!("user{i}")).find(|n| parts.home_of_user(n) == 1).expect("a name");
-    let body = Register {
-        username: name,
-        password: "a long enough password".into(),
-        passphrase: "correct horse battery".into(),
-        identity_key: vec![7; 32].into(),
-    };
+    let frame = register(&named_at(parts, "user", 1));
     hold.store(true, Ordering::SeqCst);
     let mut waiting = handle.connect_mem();
-    waiting
-        .send(&Message::Request(Request { request_id: 1, timestamp_ms: 0, body: body.into() }).to_bytes(&[]))
-        .unwrap();
+    waiting.send(&frame).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !held.load(Ordering::SeqCst) {
         assert!(Instant::now() < deadline, "the registration's commit never started");

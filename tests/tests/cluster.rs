@@ -288,6 +288,37 @@ fn cluster_edges_relay_clients_to_the_owner_through_nats_and_fail_over() {
     assert!(history.contains("from bob through n3"), "{history}");
 }
 
+/// Alice, Bob and Carol (`users`, with their names) register; the one at
+/// `creator` makes `room` and the others join it; Alice and Carol post
+/// "hello from alice's PLACE" and "hello from carol's PLACE", which each of
+/// them finds in the history; Alice asks Bob for a DM conversation, he
+/// accepts and writes "hello alice, from another PLACE", which she reads.
+fn share_a_room_and_dms(users: [(&CliUser, &String); 3], creator: usize, room: &str, place: &str) {
+    for (u, name) in users {
+        let _ = u.ok(&["register", name]);
+    }
+    let _ = users[creator].0.ok(&["room", "create", room]);
+    for (_, (u, _)) in users.iter().enumerate().filter(|(i, _)| *i != creator) {
+        let _ = u.ok(&["room", "join", room]);
+    }
+    let [(alice, a), (bob, b), (carol, _)] = users;
+    let posts = [format!("hello from alice's {place}"), format!("hello from carol's {place}")];
+    let _ = alice.ok(&["room", "send", room, &posts[0]]);
+    let _ = carol.ok(&["room", "send", room, &posts[1]]);
+    for (u, _) in users {
+        let history = u.ok(&["room", "history", room]);
+        for text in &posts {
+            assert!(history.contains(text.as_str()), "{text:?} in {history}");
+        }
+    }
+    let dm = format!("hello alice, from another {place}");
+    let _ = alice.ok(&["dm", "request", b]);
+    let _ = bob.ok(&["dm", "accept", a]);
+    let _ = bob.ok(&["dm", "send", a, &dm]);
+    let read = alice.ok(&["dm", "read", b]);
+    assert!(read.contains(&dm), "{read}");
+}
+
 /// The first of `prefix0`, `prefix1`, ... whose home (a user's, or a
 /// room's with `room`) is `home` among `parts`.
 fn named_at(parts: Partitions, prefix: &str, home: u8, room: bool) -> String {
@@ -323,25 +354,7 @@ fn cluster_a_split_state_on_one_node_carries_rooms_and_dms_between_partitions_th
     // The CLI users know one Bob, one Alice: the flow's names.
     let user = |name: &str| CliUser::new(dir.path(), name, &server, "tcp");
     let (alice, bob, carol) = (user(&a), user(&b), user(&c));
-    for (u, name) in [(&alice, &a), (&bob, &b), (&carol, &c)] {
-        let _ = u.ok(&["register", name]);
-    }
-    let _ = alice.ok(&["room", "create", &room]);
-    let _ = bob.ok(&["room", "join", &room]);
-    let _ = carol.ok(&["room", "join", &room]);
-    let _ = alice.ok(&["room", "send", &room, "hello from alice's home"]);
-    let _ = carol.ok(&["room", "send", &room, "hello from carol's home"]);
-    for u in [&alice, &bob, &carol] {
-        let history = u.ok(&["room", "history", &room]);
-        for text in ["hello from alice's home", "hello from carol's home"] {
-            assert!(history.contains(text), "{text:?} in {history}");
-        }
-    }
-    let _ = alice.ok(&["dm", "request", &b]);
-    let _ = bob.ok(&["dm", "accept", &a]);
-    let _ = bob.ok(&["dm", "send", &a, "hello alice, from another partition"]);
-    let read = alice.ok(&["dm", "read", &b]);
-    assert!(read.contains("hello alice, from another partition"), "{read}");
+    share_a_room_and_dms([(&alice, &a), (&bob, &b), (&carol, &c)], 0, &room, "home");
 
     // Bob listens; Alice sends DM after DM; the node is killed among them.
     let flow = start_flow_to(&alice, &bob, &b, "across partitions");
@@ -420,25 +433,7 @@ fn cluster_three_nodes_share_a_split_state_and_take_over_a_dead_nodes_partitions
         u
     };
     let (alice, bob, carol) = (user(&a), user(&b), user(&c));
-    for (u, name) in [(&alice, &a), (&bob, &b), (&carol, &c)] {
-        let _ = u.ok(&["register", name]);
-    }
-    let _ = carol.ok(&["room", "create", &room]);
-    let _ = alice.ok(&["room", "join", &room]);
-    let _ = bob.ok(&["room", "join", &room]);
-    let _ = alice.ok(&["room", "send", &room, "hello from alice's node"]);
-    let _ = carol.ok(&["room", "send", &room, "hello from carol's node"]);
-    for u in [&alice, &bob, &carol] {
-        let history = u.ok(&["room", "history", &room]);
-        for text in ["hello from alice's node", "hello from carol's node"] {
-            assert!(history.contains(text), "{text:?} in {history}");
-        }
-    }
-    let _ = alice.ok(&["dm", "request", &b]);
-    let _ = bob.ok(&["dm", "accept", &a]);
-    let _ = bob.ok(&["dm", "send", &a, "hello alice, from another node"]);
-    let read = alice.ok(&["dm", "read", &b]);
-    assert!(read.contains("hello alice, from another node"), "{read}");
+    share_a_room_and_dms([(&alice, &a), (&bob, &b), (&carol, &c)], 2, &room, "node");
 
     // Bob's node is killed while Alice's DMs to him flow.
     let flow = start_flow_to(&alice, &bob, &b, "across nodes");

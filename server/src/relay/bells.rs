@@ -67,7 +67,23 @@ impl Served {
     }
 }
 
-fn bit(partition: PartitionId) -> u64 {
+/// The partitions of a set as bits, in order.
+pub fn partitions_of(mut bits: u64) -> impl Iterator<Item = PartitionId> {
+    std::iter::from_fn(move || {
+        if bits == 0 {
+            return None;
+        }
+        let lowest = bits.trailing_zeros();
+        // The lowest bit cleared.
+        bits &= bits - 1;
+        PartitionId::try_from(lowest).ok()
+    })
+}
+
+/// The bit of `partition` in a set of partitions as bits (a split state
+/// has at most 52; out of range: no bit).
+#[must_use]
+pub fn bit(partition: PartitionId) -> u64 {
     1u64.checked_shl(u32::from(partition)).unwrap_or(0)
 }
 
@@ -157,7 +173,7 @@ async fn serve(
 
 #[cfg(test)]
 mod tests {
-    use super::{Served, every_bell, subject, target_of};
+    use super::{Served, bit, every_bell, partitions_of, subject, target_of};
 
     #[test]
     fn bells_are_the_documented_subjects_and_only_they_are_heard() {
@@ -185,5 +201,8 @@ mod tests {
         // Out of the set's range: never served.
         served.add(200);
         assert!(!served.contains(200));
+        assert_eq!(partitions_of(bit(0) | bit(7) | bit(51)).collect::<Vec<_>>(), [0, 7, 51]);
+        assert_eq!(partitions_of(0).count(), 0);
+        assert_eq!(partitions_of(u64::MAX).count(), 64);
     }
 }

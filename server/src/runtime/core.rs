@@ -19,6 +19,7 @@ use tracing::error;
 use super::RunError;
 use super::commit::{CommitMode, Committer, Counts, Store};
 use super::workers::Workers;
+use crate::relay::bells::bit;
 
 /// One partition's core. See the [module docs](self).
 pub(super) struct Core {
@@ -86,11 +87,6 @@ impl Rings {
         }
         targets
     }
-}
-
-/// The bit of `partition` in a set of partitions (at most 52).
-pub(super) fn bit(partition: PartitionId) -> u64 {
-    1u64.checked_shl(u32::from(partition)).unwrap_or(0)
 }
 
 impl Core {
@@ -174,7 +170,7 @@ impl Core {
         self.release(last)
     }
 
-    /// The partitions (as bits, [`bit`]) that a batch made durable since
+    /// The partitions (as bits, `relay::bells::bit`) that a batch made durable since
     /// last asked mailed: their readers should look now.
     pub(super) fn take_ring(&mut self) -> u64 {
         self.rings.take(self.released.upto())

@@ -46,7 +46,7 @@ use tracing::{debug, warn};
 use super::Node;
 use super::core::Core;
 use crate::relay::RelayConfig;
-use crate::relay::bells::{Bells, Served};
+use crate::relay::bells::{self, Bells, Served};
 use crate::store::{Carrier, Delivery};
 
 /// The most OIDC lookups waiting for the store at once: beyond, an OIDC
@@ -143,13 +143,12 @@ impl MailSide {
         self.carrier.disown(partition);
     }
 
-    /// A core's commit mailed the partitions `targets` (bits,
-    /// `core::bit`): this node's carrier reads now for those served here,
-    /// and the others' doorbells ring.
+    /// A core's commit mailed the partitions `targets` (as bits,
+    /// [`bells::bit`]): this node's carrier reads now for those served
+    /// here, and the others' doorbells ring.
     pub(super) fn ring(&self, targets: u64) {
-        let count = PartitionId::try_from(u64::BITS).unwrap_or(PartitionId::MAX);
         let mut local = false;
-        for target in (0..count).filter(|&t| targets & super::core::bit(t) != 0) {
+        for target in bells::partitions_of(targets) {
             if self.served.contains(target) {
                 local = true;
             } else if let Some(bells) = &self.bells {
