@@ -42,6 +42,7 @@ use tracing::{error, info, warn};
 use super::commit::Store;
 use super::core::Core;
 use super::{Node, os_seed};
+use crate::store::LeaseWatch;
 
 /// What the node's membership asks of the loop.
 pub(super) enum Ownership {
@@ -52,6 +53,8 @@ pub(super) enum Ownership {
     GiveBack { partition: PartitionId },
     /// `partition`'s lease of token `lease` was lost.
     Lost { partition: PartitionId, lease: u64, reason: String },
+    /// Watch `partition`'s lease of token `lease` (whether it is in doubt).
+    Watch { partition: PartitionId, lease: u64, watch: LeaseWatch },
 }
 
 /// How a core stops.
@@ -76,6 +79,12 @@ impl Node {
             match change {
                 Ownership::Take { partition, lease, store, state } => self.take(now, partition, lease, store, *state),
                 Ownership::GiveBack { partition } => self.stop_core(now, partition, Stop::GiveBack),
+                Ownership::Watch { partition, lease, watch } => {
+                    let core = self.cores.get_mut(usize::from(partition)).and_then(Option::as_mut);
+                    if let Some(core) = core.filter(|c| c.lease.is_none_or(|l| l == lease)) {
+                        core.watch = Some(watch);
+                    }
+                }
                 Ownership::Lost { partition, lease, reason } => {
                     // A loss of a lease the core does not serve under (a stale one: the
                     // partition was taken again since) is not this core's; one that comes

@@ -122,6 +122,13 @@ impl LeaseConfig {
         (self.renew_every / 2).max(Duration::from_millis(100))
     }
 
+    /// How long after its last renewal a lease is in doubt
+    /// ([`LeaseWatch::in_doubt`]): two renewal periods (a renewal due and
+    /// missed, and the next), before the keeper gives it up.
+    pub(super) fn doubt_after(&self) -> Duration {
+        self.ttl.saturating_sub(self.renew_every).min(self.renew_every * 2)
+    }
+
     fn ttl_ms(&self) -> i64 {
         i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX).max(1)
     }
@@ -285,6 +292,9 @@ pub struct LeaseWatch(Arc<(Mutex<Watched>, Condvar)>);
 struct Watched {
     lost: Option<String>,
     hooks: Vec<Box<dyn FnOnce(String) + Send>>,
+    /// When its last renewal that succeeded was sent, and how long after
+    /// that the lease is in doubt ([`LeaseWatch::in_doubt`]).
+    renewed: Option<(Instant, Duration)>,
 }
 
 impl std::fmt::Debug for LeaseWatch {
@@ -314,6 +324,30 @@ impl LeaseWatch {
     #[must_use]
     pub fn lost(&self) -> Option<String> {
         self.lock().lost.clone()
+    }
+
+    /// A renewal sent at `at` succeeded (the lease keeper tells it, and
+    /// the take before it): the lease is held until at least a lease after
+    /// `at`, and in doubt from `doubt_after` after `at` unless a later
+    /// renewal succeeds.
+    pub fn renewed(&self, at: Instant, doubt_after: Duration) {
+        let mut watched = self.lock();
+        if watched.renewed.is_none_or(|(last, _)| last <= at) {
+            watched.renewed = Some((at, doubt_after));
+        }
+    }
+
+    /// Whether the lease may have been taken by another node since this
+    /// one last knew it held it: no renewal succeeded for a while (two
+    /// renewal periods: the process was stopped, or the store is out of
+    /// reach), or it was lost. A core in doubt must not answer from its
+    /// state, which may be older than the partition's: another node may
+    /// have served it meanwhile. A watch never renewed is never in doubt
+    /// (a store without a lease).
+    #[must_use]
+    pub fn in_doubt(&self, now: Instant) -> bool {
+        let watched = self.lock();
+        watched.lost.is_some() || watched.renewed.is_some_and(|(at, doubt)| now >= at + doubt)
     }
 
     /// Calls `hook` with the reason once the lease is lost (at once if it
@@ -371,6 +405,7 @@ impl Keeper {
             bound.as_millis()
         ));
         let (lease, renewed_at) = ((taken.partition, taken.token), taken.at);
+        watch.renewed(renewed_at, config.doubt_after());
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let flag = stop.clone();
         let url = label.clone();
@@ -419,6 +454,7 @@ fn renew_loop(
         match renew(&mut session, connect, label, (partition, token), config) {
             Ok(true) => {
                 renewed_at = sent;
+                watch.renewed(sent, config.doubt_after());
                 pause = config.renew_every;
             }
             Ok(false) => {
@@ -493,5 +529,34 @@ mod tests {
         watch.clone().on_lost(hook(2));
         assert_eq!(watch.wait_lost(), "taken by b");
         assert_eq!(*told.lock().unwrap(), [(1, "taken by b".to_owned()), (2, "taken by b".to_owned())]);
+    }
+
+    /// A lease is in doubt once no renewal succeeded for its doubt period
+    /// (a renewal reported late, sent before the last, changes nothing),
+    /// and once it is lost; a watch never renewed (no lease) never is.
+    #[test]
+    fn a_lease_is_in_doubt_after_its_last_renewal_and_once_lost() {
+        use std::time::{Duration, Instant};
+        let (watch, t0, d) = (LeaseWatch::default(), Instant::now(), Duration::from_secs(2));
+        assert!(!watch.in_doubt(t0 + Duration::from_secs(3600)), "no lease: never in doubt");
+        watch.renewed(t0, d);
+        assert!(!watch.in_doubt(t0 + Duration::from_millis(1999)));
+        assert!(watch.in_doubt(t0 + d));
+        watch.renewed(t0 + Duration::from_secs(1), d);
+        watch.renewed(t0, d);
+        assert!(!watch.in_doubt(t0 + Duration::from_millis(2999)), "the latest renewal counts");
+        assert!(watch.in_doubt(t0 + Duration::from_secs(3)));
+        watch.set_lost("taken".into());
+        assert!(watch.in_doubt(t0 + Duration::from_secs(1)), "lost: in doubt whatever the time");
+    }
+
+    /// The doubt comes after two renewal periods, before the keeper gives the lease up.
+    #[test]
+    fn a_lease_is_in_doubt_before_its_keeper_gives_it_up() {
+        use std::time::Duration;
+        let config = super::LeaseConfig::new("n".into(), Duration::from_secs(3), false);
+        assert_eq!(config.doubt_after(), Duration::from_secs(2));
+        let give_up = config.ttl - (config.renew_every / 4) - config.renewal_bound();
+        assert!(config.doubt_after() < give_up, "{:?} < {give_up:?}", config.doubt_after());
     }
 }

@@ -35,8 +35,15 @@ impl Sim {
             Switched::Open { link, partition } => self.open_at(n, link, partition),
             Switched::Feed { link, partition, bytes, .. } => {
                 let Some(session) = self.sp_ref().nodes[n].session_at(link, partition) else { return };
+                let doubt = self.sp_ref().conf.renew_every() * 2;
+                let at = self.elapsed;
                 let node = &mut self.sp().nodes[n];
                 let Some(core) = node.cores.get_mut(&partition) else { return };
+                if at >= core.renewed + doubt {
+                    let reason = format!("partition {partition}'s lease is being renewed on this node: reconnect");
+                    self.refuse(n, link, 503, &reason);
+                    return;
+                }
                 core.server.handle_input(now, session, &bytes);
                 self.drain_core(n, partition);
             }

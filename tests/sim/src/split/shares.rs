@@ -84,8 +84,9 @@ impl Sim {
         let now = self.elapsed;
         let split = self.sp();
         split.nodes[n].row_expires = now + conf.lease;
-        for p in split.nodes[n].cores.keys().copied().collect::<Vec<_>>() {
-            if let Some(lease) = split.leases[usize::from(p)].as_mut() {
+        for (p, core) in &mut split.nodes[n].cores {
+            core.renewed = now;
+            if let Some(lease) = split.leases[usize::from(*p)].as_mut() {
                 lease.expires = now + conf.lease;
             }
         }
@@ -133,7 +134,7 @@ impl Sim {
         split.leases[usize::from(p)] = Some(Lease { node: n, token, expires: at + lease });
         let state = split.stores[usize::from(p)].memory().state().clone();
         let server = Server::restore(config, seed, state, now).expect("the simulation's server configuration is valid");
-        let core = Core { server, run, token, sessions: Default::default(), deadline: None };
+        let core = Core { server, run, token, renewed: at, sessions: Default::default(), deadline: None };
         split.nodes[n].cores.insert(p, core);
         self.stats.takes += 1;
         self.trace.note(self.elapsed, &format!("node {n} takes partition {p} (token {token})"));
