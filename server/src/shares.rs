@@ -199,7 +199,7 @@ fn keep(mut fleet: Fleet, url: &str, config: &RunConfig, node: &NodeHandle, stop
             match open(url, config, Init::IfNew, partition) {
                 Ok(Some((store, state))) => {
                     let (token, lease) = (token(&store), store.lease_watch());
-                    node.take(partition, token, store, state);
+                    node.take_watched(partition, token, store, state, lease.clone());
                     // After the take: a loss found meanwhile is told after it (the loop
                     // also refuses a take whose loss came first).
                     watch(node, partition, token, &lease);

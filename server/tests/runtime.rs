@@ -393,12 +393,12 @@ fn settle_loop(handle: &confab_server::runtime::NodeHandle) {
 }
 
 /// A core whose lease its node has not renewed for a while (the process
-/// was stopped, or the store is out of reach) may hold an old state:
-/// another node may have taken the partition meanwhile and issued tokens
-/// this core never saw, whose refresh it would answer 401 ("log in
-/// again"). Until the lease keeper renews the lease (or finds it lost), a
-/// frame for that core closes its connection 503 and nothing of it is
-/// done; the node's other cores answer as usual.
+/// was stopped longer than the lease) may hold an old state: another node
+/// may have taken the partition meanwhile and issued tokens this core
+/// never saw, whose refresh it would answer 401 ("log in again"). Until
+/// the lease keeper renews the lease (or finds it lost), a frame for that
+/// core closes its connection 503 and nothing of it is done; the node's
+/// other cores answer as usual. Here a partition taken with its watch.
 #[test]
 fn a_core_whose_lease_is_in_doubt_answers_nothing_until_it_is_renewed() {
     use confab_proto::server::{HashParams, Partitions};
@@ -406,15 +406,62 @@ fn a_core_whose_lease_is_in_doubt_answers_nothing_until_it_is_renewed() {
     let parts = Partitions { index: 0, count: 2 };
     let server = ServerConfig { partitions: parts, hash_params: HashParams::INSECURE_FAST, ..Default::default() };
     let (handle, running) = run_split_serving(&server, &[1]);
-    let state = confab_proto::server::State::new(server.room_history, server.dedup_window);
-    handle.take(0, 7, MemoryStore::new(&server), state);
     // Last renewed ten seconds ago, in doubt after one.
-    let watch = LeaseWatch::default();
-    let doubt = Duration::from_secs(1);
+    let (watch, doubt) = (LeaseWatch::default(), Duration::from_secs(1));
     watch.renewed(Instant::now() - Duration::from_secs(10), doubt);
-    handle.watch_lease(0, 7, watch.clone());
-    // Once the loop took both in, a new connection's first core is 0's, in
-    // doubt: even a ping is not answered.
+    let state = confab_proto::server::State::new(server.room_history, server.dedup_window);
+    handle.take_watched(0, 7, MemoryStore::new(&server), state, watch.clone());
+    until_the_first_core_refuses(&handle);
+    let (zero, one) = (named_at(parts, "user", 0), named_at(parts, "user", 1));
+
+    let mut link = handle.connect_mem();
+    link.send(&register(&zero)).expect("send");
+    let (code, reason) = outcome(&mut link);
+    assert_eq!(code, 503, "{reason}");
+    assert!(reason.contains("lease"), "{reason}");
+    let mut link = handle.connect_mem();
+    link.send(&register(&one)).expect("send");
+    assert_eq!(outcome(&mut link).0, 201, "the other core answers");
+
+    // Renewed: answered, and the refused registration had done nothing.
+    watch.renewed(Instant::now(), doubt);
+    let mut link = handle.connect_mem();
+    link.send(&register(&zero)).expect("send");
+    assert_eq!(outcome(&mut link).0, 201, "registered once the lease is renewed");
+    handle.stop();
+    let summary = running.join().expect("the loop does not panic").expect("a clean stop");
+    assert_eq!(summary.commits, 2, "two registrations committed: {summary:?}");
+}
+
+/// The same for a core bound with the node (a single partition's owner, or
+/// a split node's first partitions), whose watch the node is given once it
+/// runs (`NodeHandle::watch_lease`).
+#[test]
+fn a_bound_core_whose_lease_is_in_doubt_answers_nothing() {
+    use confab_proto::server::{HashParams, Partitions};
+    use confab_server::store::LeaseWatch;
+    let parts = Partitions { index: 0, count: 2 };
+    let server = ServerConfig { partitions: parts, hash_params: HashParams::INSECURE_FAST, ..Default::default() };
+    let (handle, running) = run_split_serving(&server, &[0, 1]);
+    let watch = LeaseWatch::default();
+    watch.renewed(Instant::now() - Duration::from_secs(10), Duration::from_secs(1));
+    handle.watch_lease(0, 3, watch);
+    until_the_first_core_refuses(&handle);
+    let mut link = handle.connect_mem();
+    link.send(&register(&named_at(parts, "user", 0))).expect("send");
+    assert_eq!(outcome(&mut link).0, 503);
+    let mut link = handle.connect_mem();
+    link.send(&register(&named_at(parts, "user", 1))).expect("send");
+    assert_eq!(outcome(&mut link).0, 201, "the core not watched answers");
+    handle.stop();
+    let summary = running.join().expect("the loop does not panic").expect("a clean stop");
+    assert_eq!(summary.commits, 1, "{summary:?}");
+}
+
+/// Waits until the loop took in a watch in doubt of the core every new
+/// connection opens at (the lowest partition served): even a ping there
+/// closes the connection 503.
+fn until_the_first_core_refuses(handle: &confab_server::runtime::NodeHandle) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let mut link = handle.connect_mem();
@@ -435,29 +482,10 @@ fn a_core_whose_lease_is_in_doubt_answers_nothing_until_it_is_renewed() {
             }
         };
         if answer == Some(503) {
-            break;
+            return;
         }
-        assert!(Instant::now() < deadline, "partition 0's core still answers");
+        assert!(Instant::now() < deadline, "the first core still answers");
     }
-    let (zero, one) = (named_at(parts, "user", 0), named_at(parts, "user", 1));
-
-    let mut link = handle.connect_mem();
-    link.send(&register(&zero)).expect("send");
-    let (code, reason) = outcome(&mut link);
-    assert_eq!(code, 503, "{reason}");
-    assert!(reason.contains("lease"), "{reason}");
-    let mut link = handle.connect_mem();
-    link.send(&register(&one)).expect("send");
-    assert_eq!(outcome(&mut link).0, 201, "the other core answers");
-
-    // Renewed: answered, and the refused registration had done nothing.
-    watch.renewed(Instant::now(), doubt);
-    let mut link = handle.connect_mem();
-    link.send(&register(&zero)).expect("send");
-    assert_eq!(outcome(&mut link).0, 201, "registered once the lease is renewed");
-    handle.stop();
-    let summary = running.join().expect("the loop does not panic").expect("a clean stop");
-    assert_eq!(summary.commits, 2, "two registrations committed: {summary:?}");
 }
 
 /// Waits until the node refuses a new connection with 421: it serves no

@@ -145,7 +145,19 @@ impl NodeHandle {
         D::Error: std::fmt::Display,
     {
         let store = Box::new(Reported(store));
-        self.tell(Ownership::Take { partition, lease, store, state: Box::new(state) });
+        self.tell(Ownership::Take { partition, lease, store, state: Box::new(state), watch: None });
+    }
+
+    /// [`take`](NodeHandle::take), with the lease's watch
+    /// ([`watch_lease`](NodeHandle::watch_lease)) in the same message: no
+    /// frame reaches the core before its doubt is watched.
+    pub fn take_watched<D>(&self, partition: PartitionId, lease: u64, store: D, state: State, watch: LeaseWatch)
+    where
+        D: Durable<[Change]> + Send + 'static,
+        D::Error: std::fmt::Display,
+    {
+        let store = Box::new(Reported(store));
+        self.tell(Ownership::Take { partition, lease, store, state: Box::new(state), watch: Some(watch) });
     }
 
     /// Whether the node serves `partition` now (a split state's).

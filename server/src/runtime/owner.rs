@@ -48,7 +48,7 @@ use crate::store::LeaseWatch;
 pub(super) enum Ownership {
     /// Serve `partition` from `store` (its lease, of token `lease`, this
     /// node's), restored from `state`.
-    Take { partition: PartitionId, lease: u64, store: Store, state: Box<State> },
+    Take { partition: PartitionId, lease: u64, store: Store, state: Box<State>, watch: Option<LeaseWatch> },
     /// Give `partition` back to the cluster.
     GiveBack { partition: PartitionId },
     /// `partition`'s lease of token `lease` was lost.
@@ -77,7 +77,13 @@ impl Node {
     pub(super) fn ownership_turn(&mut self, now: Now) {
         while let Ok(change) = self.ownership.try_recv() {
             match change {
-                Ownership::Take { partition, lease, store, state } => self.take(now, partition, lease, store, *state),
+                Ownership::Take { partition, lease, store, state, watch } => {
+                    self.take(now, partition, lease, store, *state);
+                    let core = self.cores.get_mut(usize::from(partition)).and_then(Option::as_mut);
+                    if let Some(core) = core.filter(|c| c.lease == Some(lease)) {
+                        core.watch = watch;
+                    }
+                }
                 Ownership::GiveBack { partition } => self.stop_core(now, partition, Stop::GiveBack),
                 Ownership::Watch { partition, lease, watch } => {
                     let core = self.cores.get_mut(usize::from(partition)).and_then(Option::as_mut);

@@ -122,11 +122,13 @@ impl LeaseConfig {
         (self.renew_every / 2).max(Duration::from_millis(100))
     }
 
-    /// How long after its last renewal a lease is in doubt
-    /// ([`LeaseWatch::in_doubt`]): two renewal periods (a renewal due and
-    /// missed, and the next), before the keeper gives it up.
+    /// How long after its last renewal was sent a lease is in doubt
+    /// ([`LeaseWatch::in_doubt`]): a quarter of a renewal period before it
+    /// could expire (the database's clock and this one's may drift apart
+    /// by that much). A running keeper gives the lease up before that; a
+    /// process stopped for longer finds its cores in doubt when it resumes.
     pub(super) fn doubt_after(&self) -> Duration {
-        self.ttl.saturating_sub(self.renew_every).min(self.renew_every * 2)
+        self.ttl.saturating_sub(self.renew_every / 4)
     }
 
     fn ttl_ms(&self) -> i64 {
@@ -338,12 +340,14 @@ impl LeaseWatch {
     }
 
     /// Whether the lease may have been taken by another node since this
-    /// one last knew it held it: no renewal succeeded for a while (two
-    /// renewal periods: the process was stopped, or the store is out of
-    /// reach), or it was lost. A core in doubt must not answer from its
-    /// state, which may be older than the partition's: another node may
+    /// one last knew it held it: its last renewal that succeeded was sent
+    /// nearly a lease ago (the process was stopped, and its keeper has not
+    /// renewed since), or it was lost. A core in doubt must not answer from
+    /// its state, which may be older than the partition's: another node may
     /// have served it meanwhile. A watch never renewed is never in doubt
-    /// (a store without a lease).
+    /// (a store without a lease). It reads the monotonic clock, which a
+    /// stopped process sees move on; a machine whose monotonic clock stops
+    /// with it (a suspended host) is not seen.
     #[must_use]
     pub fn in_doubt(&self, now: Instant) -> bool {
         let watched = self.lock();
@@ -455,7 +459,10 @@ fn renew_loop(
             Ok(true) => {
                 renewed_at = sent;
                 watch.renewed(sent, config.doubt_after());
-                pause = config.renew_every;
+                // A renewal sent before a stop and answered after it leaves the lease
+                // in doubt: the next one goes at once.
+                let late = Instant::now() >= sent + config.doubt_after();
+                pause = if late { Duration::ZERO } else { config.renew_every };
             }
             Ok(false) => {
                 let now = session.as_mut().and_then(|c| holder(c, label, partition).ok().flatten());
@@ -550,13 +557,15 @@ mod tests {
         assert!(watch.in_doubt(t0 + Duration::from_secs(1)), "lost: in doubt whatever the time");
     }
 
-    /// The doubt comes after two renewal periods, before the keeper gives the lease up.
+    /// The doubt comes before the lease could expire, after a running
+    /// keeper would have given it up (so a live node never refuses frames
+    /// for a slow renewal it still waits for).
     #[test]
-    fn a_lease_is_in_doubt_before_its_keeper_gives_it_up() {
+    fn a_lease_is_in_doubt_before_it_could_expire() {
         use std::time::Duration;
         let config = super::LeaseConfig::new("n".into(), Duration::from_secs(3), false);
-        assert_eq!(config.doubt_after(), Duration::from_secs(2));
+        assert_eq!(config.doubt_after(), Duration::from_millis(2750));
         let give_up = config.ttl - (config.renew_every / 4) - config.renewal_bound();
-        assert!(config.doubt_after() < give_up, "{:?} < {give_up:?}", config.doubt_after());
+        assert!(give_up < config.doubt_after() && config.doubt_after() < config.ttl, "{give_up:?}");
     }
 }

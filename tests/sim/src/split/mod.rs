@@ -71,11 +71,11 @@ struct Lease {
 
 /// One partition's core on a node, under a lease token.
 ///
-/// A core whose node has not renewed its lease for two renewal periods
-/// (the node was paused, or cannot reach the store) is in doubt: a frame
-/// for it closes its connection 503 instead of being answered from what
-/// may be an old state, until a beat renews the lease or finds it lost
-/// (`LeaseWatch::in_doubt` in the server).
+/// A core whose node last renewed its lease nearly a lease ago (a quarter
+/// renewal period before it could expire: the node was paused) is in
+/// doubt: a frame for it closes its connection 503 instead of being
+/// answered from what may be an old state, until a beat renews the lease
+/// or finds it lost (`LeaseWatch::in_doubt` in the server).
 #[derive(Debug)]
 struct Core {
     server: Server,

@@ -35,7 +35,8 @@ impl Sim {
             Switched::Open { link, partition } => self.open_at(n, link, partition),
             Switched::Feed { link, partition, bytes, .. } => {
                 let Some(session) = self.sp_ref().nodes[n].session_at(link, partition) else { return };
-                let doubt = self.sp_ref().conf.renew_every() * 2;
+                let conf = self.sp_ref().conf;
+                let doubt = conf.lease - conf.renew_every() / 4;
                 let at = self.elapsed;
                 let node = &mut self.sp().nodes[n];
                 let Some(core) = node.cores.get_mut(&partition) else { return };
