@@ -48,8 +48,13 @@ pub struct FailoverConfig {
     /// Kills measured.
     pub rounds: u32,
     /// Standbys relay through a NATS of the run's own (edges), and the
-    /// users reach the service through them.
+    /// users reach the service through them; with a split state, the
+    /// nodes ring each other's doorbells through it.
     pub relay: bool,
+    /// `[cluster] partitions`: 1, one owner and two standbys; more, a split
+    /// state the three nodes share, and each round kills the node serving
+    /// Bob's home (`bench/src/split_failover.rs`).
+    pub partitions: u8,
 }
 
 /// One round's times.
@@ -103,6 +108,9 @@ pub fn run(config: &FailoverConfig) -> Result<Vec<Round>, BenchError> {
     } else {
         None
     };
+    if config.partitions > 1 {
+        return crate::split_failover::run(config, &url, nats.as_ref().map(TempNats::url).as_deref());
+    }
     let dir = TempDir::new("confab-bench-failover");
     let node = |name: &str, cert_of: Option<&std::path::Path>| {
         let n = ClusterNode::new(dir.path(), name, &url, cert_of, config.lease_secs);
@@ -216,12 +224,23 @@ pub fn run(config: &FailoverConfig) -> Result<Vec<Round>, BenchError> {
 /// The rounds as a table, with min / median / max.
 #[must_use]
 pub fn table(config: &FailoverConfig, rounds: &[Round]) -> String {
-    let mut out = format!(
-        "failover: 3 nodes{}, lease {} s, {} rounds (SIGKILL of the owner)\n round | takeover ms | first delivery ms\n",
-        if config.relay { " (standbys relaying through NATS; users on the edges)" } else { "" },
-        config.lease_secs,
-        rounds.len()
-    );
+    let mut out = if config.partitions > 1 {
+        format!(
+            "failover: 3 nodes sharing {} partitions{}, lease {} s, {} rounds (SIGKILL of the node serving Bob's \
+             home)\n round | takeover ms | first delivery ms\n",
+            config.partitions,
+            if config.relay { " (doorbells over NATS)" } else { "" },
+            config.lease_secs,
+            rounds.len()
+        )
+    } else {
+        format!(
+            "failover: 3 nodes{}, lease {} s, {} rounds (SIGKILL of the owner)\n round | takeover ms | first delivery ms\n",
+            if config.relay { " (standbys relaying through NATS; users on the edges)" } else { "" },
+            config.lease_secs,
+            rounds.len()
+        )
+    };
     for (i, r) in rounds.iter().enumerate() {
         out.push_str(&format!(" {:>5} | {:>11} | {:>17}\n", i + 1, r.takeover_ms, r.first_delivery_ms));
     }

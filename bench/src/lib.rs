@@ -41,6 +41,7 @@ pub mod procs;
 mod report;
 mod scratch;
 mod server;
+mod split_failover;
 mod worker;
 
 use std::fmt;

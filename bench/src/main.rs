@@ -259,11 +259,18 @@ struct FailoverArgs {
     /// nats-server package), and the users reach the service through them.
     #[arg(long)]
     relay: bool,
+    /// `[cluster] partitions` (1..=52): above 1, the three nodes share a
+    /// split state and each round kills the node serving Bob's home.
+    #[arg(long, default_value_t = 1)]
+    partitions: u8,
 }
 
 fn failover_main(args: &FailoverArgs) -> ExitCode {
-    if !(2..=3600).contains(&args.lease_secs) || !(1..=20).contains(&args.rounds) {
-        eprintln!("confab-bench failover: --lease-secs is 2..=3600 and --rounds 1..=20");
+    if !(2..=3600).contains(&args.lease_secs)
+        || !(1..=20).contains(&args.rounds)
+        || !(1..=52).contains(&args.partitions)
+    {
+        eprintln!("confab-bench failover: --lease-secs is 2..=3600, --rounds 1..=20 and --partitions 1..=52");
         return ExitCode::from(2);
     }
     let config = confab_bench::failover::FailoverConfig {
@@ -271,6 +278,7 @@ fn failover_main(args: &FailoverArgs) -> ExitCode {
         lease_secs: args.lease_secs,
         rounds: args.rounds,
         relay: args.relay,
+        partitions: args.partitions,
     };
     match confab_bench::failover::run(&config) {
         Ok(rounds) => {

@@ -113,14 +113,40 @@ fn tcp_mp_closed_loop_on_the_postgresql_store() {
 #[test]
 fn failover_one_round() {
     let Some(pg) = confab_tests::postgres::TempPostgres::start("bench-failover-smoke") else { return };
-    let config =
-        confab_bench::failover::FailoverConfig { postgres_url: Some(pg.url()), lease_secs: 2, rounds: 1, relay: false };
+    let config = confab_bench::failover::FailoverConfig {
+        postgres_url: Some(pg.url()),
+        lease_secs: 2,
+        rounds: 1,
+        relay: false,
+        partitions: 1,
+    };
     let rounds = confab_bench::failover::run(&config).expect("run");
     assert_eq!(rounds.len(), 1);
     let r = rounds[0];
     assert!(r.takeover_ms > 0 && r.takeover_ms <= r.first_delivery_ms, "{r:?}");
     let table = confab_bench::failover::table(&config, &rounds);
     assert!(table.contains("lease 2 s") && table.contains(&r.first_delivery_ms.to_string()), "{table}");
+}
+
+/// `confab-bench failover --partitions 4`, one round on a PostgreSQL of the
+/// test's own: the node serving Bob's home is killed, a survivor takes it,
+/// a DM gets through, and the dead node comes back and takes its share.
+#[test]
+fn failover_one_round_of_a_split_state() {
+    let Some(pg) = confab_tests::postgres::TempPostgres::start("bench-split-failover-smoke") else { return };
+    let config = confab_bench::failover::FailoverConfig {
+        postgres_url: Some(pg.url()),
+        lease_secs: 2,
+        rounds: 1,
+        relay: false,
+        partitions: 4,
+    };
+    let rounds = confab_bench::failover::run(&config).expect("run");
+    assert_eq!(rounds.len(), 1);
+    let r = rounds[0];
+    assert!(r.takeover_ms > 0 && r.takeover_ms <= r.first_delivery_ms, "{r:?}");
+    let table = confab_bench::failover::table(&config, &rounds);
+    assert!(table.contains("sharing 4 partitions") && table.contains(&r.first_delivery_ms.to_string()), "{table}");
 }
 
 /// `confab-bench failover --relay`, one round: the users on the edges get
@@ -132,8 +158,13 @@ fn failover_one_round_through_the_edges() {
     if confab_tests::nats::TempNats::start("bench-failover-relay-smoke").is_none() {
         return;
     }
-    let config =
-        confab_bench::failover::FailoverConfig { postgres_url: Some(pg.url()), lease_secs: 2, rounds: 1, relay: true };
+    let config = confab_bench::failover::FailoverConfig {
+        postgres_url: Some(pg.url()),
+        lease_secs: 2,
+        rounds: 1,
+        relay: true,
+        partitions: 1,
+    };
     let rounds = confab_bench::failover::run(&config).expect("run");
     assert_eq!(rounds.len(), 1);
     assert!(rounds[0].takeover_ms <= rounds[0].first_delivery_ms, "{:?}", rounds[0]);

@@ -239,6 +239,8 @@ pub fn run(config: &RunConfig, init: Init) -> Result<RunSummary, RunFailure> {
     info!(%tcp, %quic, %ws, %web, %pin, "listening");
     watch_signals(node.handle()).map_err(|e| RunFailure::Bind(io::Error::other(format!("signals: {e}"))))?;
     for lease in &leases {
+        // One partition, bound with the node: its core is in doubt while the lease is.
+        node.handle().watch_lease(0, token.unwrap_or_default(), lease.clone());
         watch_lease(lease.clone(), node.handle())
             .map_err(|e| RunFailure::Bind(io::Error::other(format!("lease: {e}"))))?;
     }

@@ -87,9 +87,11 @@ fn token(store: &PgStore) -> u64 {
     u64::try_from(store.token()).unwrap_or_default()
 }
 
-/// Tells the loop behind `node` when the lease `token` of `partition`,
-/// watched by `watch`, is lost: at once, on the thread that finds it.
+/// Has the loop behind `node` watch the lease `token` of `partition`
+/// (whether it is in doubt), and tells it when the lease is lost: at once,
+/// on the thread that finds it.
 fn watch(node: &NodeHandle, partition: PartitionId, token: u64, watch: &LeaseWatch) {
+    node.watch_lease(partition, token, watch.clone());
     let node = node.clone();
     watch.on_lost(move |reason| {
         warn!(partition, token, %reason, "partition lease lost: its core stops");
@@ -197,7 +199,7 @@ fn keep(mut fleet: Fleet, url: &str, config: &RunConfig, node: &NodeHandle, stop
             match open(url, config, Init::IfNew, partition) {
                 Ok(Some((store, state))) => {
                     let (token, lease) = (token(&store), store.lease_watch());
-                    node.take(partition, token, store, state);
+                    node.take_watched(partition, token, store, state, lease.clone());
                     // After the take: a loss found meanwhile is told after it (the loop
                     // also refuses a take whose loss came first).
                     watch(node, partition, token, &lease);

@@ -302,36 +302,12 @@ fn run_split_serving(server: &ServerConfig, serving: &[u8]) -> Running {
 #[test]
 fn a_split_node_serves_the_partitions_it_takes_and_not_those_it_gives_back() {
     use confab_proto::server::{HashParams, Partitions};
-    use confab_proto::wire::{Close, Request, Response};
+    use confab_proto::wire::Request;
     let parts = Partitions { index: 0, count: 2 };
     let server = ServerConfig { partitions: parts, hash_params: HashParams::INSECURE_FAST, ..Default::default() };
     let (handle, running) = run_split_serving(&server, &[1]);
     let named = |home| named_at(parts, "user", home);
-    // The response's code, or the close's (and its reason).
-    let outcome = |link: &mut dyn Link| -> (u16, String) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut got = Vec::new();
-        loop {
-            let messages = decode_all(&got);
-            if let Some(found) = messages.iter().find_map(|m| match m {
-                Message::Response(Response { code, .. }) => Some((*code, String::new())),
-                Message::Close(Close { code, reason }) => Some((*code, reason.clone())),
-                _ => None,
-            }) {
-                return found;
-            }
-            match link.recv(deadline) {
-                Ok(Some(bytes)) => got.extend_from_slice(&bytes),
-                other => panic!("no answer: {other:?}"),
-            }
-        }
-    };
-    // Two round trips: the loop has done what it was told before.
-    let settle = || {
-        let mut link = handle.connect_mem();
-        ping_pong(&mut link, 1);
-        ping_pong(&mut link, 2);
-    };
+    let settle = || settle_loop(&handle);
     let (zero, one) = (named(0), named(1));
 
     let mut misdirected = handle.connect_mem();
@@ -386,6 +362,130 @@ fn a_split_node_serves_the_partitions_it_takes_and_not_those_it_gives_back() {
     handle.stop();
     let summary = running.join().expect("the loop does not panic").expect("a clean stop");
     assert_eq!(summary.commits, 2, "both registrations committed: {summary:?}");
+}
+
+/// The first response's code on `link`, or its close's (and its reason).
+fn outcome(link: &mut dyn Link) -> (u16, String) {
+    use confab_proto::wire::{Close, Response};
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    loop {
+        let messages = decode_all(&got);
+        if let Some(found) = messages.iter().find_map(|m| match m {
+            Message::Response(Response { code, .. }) => Some((*code, String::new())),
+            Message::Close(Close { code, reason }) => Some((*code, reason.clone())),
+            _ => None,
+        }) {
+            return found;
+        }
+        match link.recv(deadline) {
+            Ok(Some(bytes)) => got.extend_from_slice(&bytes),
+            other => panic!("no answer: {other:?}"),
+        }
+    }
+}
+
+/// Two round trips on a new connection: the loop has done what it was told before.
+fn settle_loop(handle: &confab_server::runtime::NodeHandle) {
+    let mut link = handle.connect_mem();
+    ping_pong(&mut link, 1);
+    ping_pong(&mut link, 2);
+}
+
+/// A core whose lease its node has not renewed for a while (the process
+/// was stopped longer than the lease) may hold an old state: another node
+/// may have taken the partition meanwhile and issued tokens this core
+/// never saw, whose refresh it would answer 401 ("log in again"). Until
+/// the lease keeper renews the lease (or finds it lost), a frame for that
+/// core closes its connection 503 and nothing of it is done; the node's
+/// other cores answer as usual. Here a partition taken with its watch.
+#[test]
+fn a_core_whose_lease_is_in_doubt_answers_nothing_until_it_is_renewed() {
+    use confab_proto::server::{HashParams, Partitions};
+    use confab_server::store::LeaseWatch;
+    let parts = Partitions { index: 0, count: 2 };
+    let server = ServerConfig { partitions: parts, hash_params: HashParams::INSECURE_FAST, ..Default::default() };
+    let (handle, running) = run_split_serving(&server, &[1]);
+    // Last renewed ten seconds ago, in doubt after one.
+    let (watch, doubt) = (LeaseWatch::default(), Duration::from_secs(1));
+    watch.renewed(Instant::now() - Duration::from_secs(10), doubt);
+    let state = confab_proto::server::State::new(server.room_history, server.dedup_window);
+    handle.take_watched(0, 7, MemoryStore::new(&server), state, watch.clone());
+    until_the_first_core_refuses(&handle);
+    let (zero, one) = (named_at(parts, "user", 0), named_at(parts, "user", 1));
+
+    let mut link = handle.connect_mem();
+    link.send(&register(&zero)).expect("send");
+    let (code, reason) = outcome(&mut link);
+    assert_eq!(code, 503, "{reason}");
+    assert!(reason.contains("lease"), "{reason}");
+    let mut link = handle.connect_mem();
+    link.send(&register(&one)).expect("send");
+    assert_eq!(outcome(&mut link).0, 201, "the other core answers");
+
+    // Renewed: answered, and the refused registration had done nothing.
+    watch.renewed(Instant::now(), doubt);
+    let mut link = handle.connect_mem();
+    link.send(&register(&zero)).expect("send");
+    assert_eq!(outcome(&mut link).0, 201, "registered once the lease is renewed");
+    handle.stop();
+    let summary = running.join().expect("the loop does not panic").expect("a clean stop");
+    assert_eq!(summary.commits, 2, "two registrations committed: {summary:?}");
+}
+
+/// The same for a core bound with the node (a single partition's owner, or
+/// a split node's first partitions), whose watch the node is given once it
+/// runs (`NodeHandle::watch_lease`).
+#[test]
+fn a_bound_core_whose_lease_is_in_doubt_answers_nothing() {
+    use confab_proto::server::{HashParams, Partitions};
+    use confab_server::store::LeaseWatch;
+    let parts = Partitions { index: 0, count: 2 };
+    let server = ServerConfig { partitions: parts, hash_params: HashParams::INSECURE_FAST, ..Default::default() };
+    let (handle, running) = run_split_serving(&server, &[0, 1]);
+    let watch = LeaseWatch::default();
+    watch.renewed(Instant::now() - Duration::from_secs(10), Duration::from_secs(1));
+    handle.watch_lease(0, 3, watch);
+    until_the_first_core_refuses(&handle);
+    let mut link = handle.connect_mem();
+    link.send(&register(&named_at(parts, "user", 0))).expect("send");
+    assert_eq!(outcome(&mut link).0, 503);
+    let mut link = handle.connect_mem();
+    link.send(&register(&named_at(parts, "user", 1))).expect("send");
+    assert_eq!(outcome(&mut link).0, 201, "the core not watched answers");
+    handle.stop();
+    let summary = running.join().expect("the loop does not panic").expect("a clean stop");
+    assert_eq!(summary.commits, 1, "{summary:?}");
+}
+
+/// Waits until the loop took in a watch in doubt of the core every new
+/// connection opens at (the lowest partition served): even a ping there
+/// closes the connection 503.
+fn until_the_first_core_refuses(handle: &confab_server::runtime::NodeHandle) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut link = handle.connect_mem();
+        let _ = link.send(&Message::Ping(confab_proto::wire::Ping { nonce: 1 }).to_bytes(&[]));
+        let mut got = Vec::new();
+        let answer = loop {
+            let found = decode_all(&got).into_iter().find_map(|m| match m {
+                Message::Close(c) => Some(Some(c.code)),
+                Message::Pong(_) => Some(None),
+                _ => None,
+            });
+            if let Some(found) = found {
+                break found;
+            }
+            match link.recv(Instant::now() + Duration::from_secs(5)) {
+                Ok(Some(bytes)) => got.extend_from_slice(&bytes),
+                other => panic!("no answer to a ping: {other:?}"),
+            }
+        };
+        if answer == Some(503) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the first core still answers");
+    }
 }
 
 /// Waits until the node refuses a new connection with 421: it serves no

@@ -20,6 +20,7 @@ use super::RunError;
 use super::commit::{CommitMode, Committer, Counts, Store};
 use super::workers::Workers;
 use crate::relay::bells::bit;
+use crate::store::LeaseWatch;
 
 /// One partition's core. See the [module docs](self).
 pub(super) struct Core {
@@ -29,6 +30,9 @@ pub(super) struct Core {
     /// told ([`NodeHandle::take`](super::NodeHandle::take)): a loss
     /// reported for another token is not this core's.
     pub(super) lease: Option<u64>,
+    /// Its lease's watch, when the node was told
+    /// ([`NodeHandle::watch_lease`](super::NodeHandle::watch_lease)).
+    pub(super) watch: Option<LeaseWatch>,
     /// The machine.
     pub(super) server: Server,
     /// Commits the turns' changes (see `commit.rs`).
@@ -105,6 +109,7 @@ impl Core {
         Ok(Core {
             partition: server.config().partitions.index,
             lease: None,
+            watch: None,
             server,
             committer: Committer::start(store, mode, waker)?,
             sequencer: Sequencer::default(),

@@ -73,6 +73,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::relay::bells::Served;
 use crate::relay::edge::EdgeRelay;
+use crate::store::LeaseWatch;
 pub use commit::{CommitMode, DEFAULT_MAX_TURNS};
 use core::Core;
 use jwks::JwksFile;
@@ -144,7 +145,19 @@ impl NodeHandle {
         D::Error: std::fmt::Display,
     {
         let store = Box::new(Reported(store));
-        self.tell(Ownership::Take { partition, lease, store, state: Box::new(state) });
+        self.tell(Ownership::Take { partition, lease, store, state: Box::new(state), watch: None });
+    }
+
+    /// [`take`](NodeHandle::take), with the lease's watch
+    /// ([`watch_lease`](NodeHandle::watch_lease)) in the same message: no
+    /// frame reaches the core before its doubt is watched.
+    pub fn take_watched<D>(&self, partition: PartitionId, lease: u64, store: D, state: State, watch: LeaseWatch)
+    where
+        D: Durable<[Change]> + Send + 'static,
+        D::Error: std::fmt::Display,
+    {
+        let store = Box::new(Reported(store));
+        self.tell(Ownership::Take { partition, lease, store, state: Box::new(state), watch: Some(watch) });
     }
 
     /// Whether the node serves `partition` now (a split state's).
@@ -167,6 +180,17 @@ impl NodeHandle {
     /// the token.
     pub fn lease_lost(&self, partition: PartitionId, lease: u64, reason: String) {
         self.tell(Ownership::Lost { partition, lease, reason });
+    }
+
+    /// Has the node watch `partition`'s lease of token `lease` through
+    /// `watch` (a core bound with the node, [`Node::bind`] or
+    /// [`Node::bind_split`], whatever the token): while the lease is in
+    /// doubt ([`LeaseWatch::in_doubt`]: no renewal for a while, the
+    /// process stopped or the store out of reach), a frame for that core
+    /// closes its connection 503 instead of being answered from a state
+    /// another node may have moved past. Tell it after the take.
+    pub fn watch_lease(&self, partition: PartitionId, lease: u64, watch: LeaseWatch) {
+        self.tell(Ownership::Watch { partition, lease, watch });
     }
 
     fn tell(&self, change: Ownership) {

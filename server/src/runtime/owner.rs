@@ -42,16 +42,19 @@ use tracing::{error, info, warn};
 use super::commit::Store;
 use super::core::Core;
 use super::{Node, os_seed};
+use crate::store::LeaseWatch;
 
 /// What the node's membership asks of the loop.
 pub(super) enum Ownership {
     /// Serve `partition` from `store` (its lease, of token `lease`, this
     /// node's), restored from `state`.
-    Take { partition: PartitionId, lease: u64, store: Store, state: Box<State> },
+    Take { partition: PartitionId, lease: u64, store: Store, state: Box<State>, watch: Option<LeaseWatch> },
     /// Give `partition` back to the cluster.
     GiveBack { partition: PartitionId },
     /// `partition`'s lease of token `lease` was lost.
     Lost { partition: PartitionId, lease: u64, reason: String },
+    /// Watch `partition`'s lease of token `lease` (whether it is in doubt).
+    Watch { partition: PartitionId, lease: u64, watch: LeaseWatch },
 }
 
 /// How a core stops.
@@ -74,8 +77,20 @@ impl Node {
     pub(super) fn ownership_turn(&mut self, now: Now) {
         while let Ok(change) = self.ownership.try_recv() {
             match change {
-                Ownership::Take { partition, lease, store, state } => self.take(now, partition, lease, store, *state),
+                Ownership::Take { partition, lease, store, state, watch } => {
+                    self.take(now, partition, lease, store, *state);
+                    let core = self.cores.get_mut(usize::from(partition)).and_then(Option::as_mut);
+                    if let Some(core) = core.filter(|c| c.lease == Some(lease)) {
+                        core.watch = watch;
+                    }
+                }
                 Ownership::GiveBack { partition } => self.stop_core(now, partition, Stop::GiveBack),
+                Ownership::Watch { partition, lease, watch } => {
+                    let core = self.cores.get_mut(usize::from(partition)).and_then(Option::as_mut);
+                    if let Some(core) = core.filter(|c| c.lease.is_none_or(|l| l == lease)) {
+                        core.watch = Some(watch);
+                    }
+                }
                 Ownership::Lost { partition, lease, reason } => {
                     // A loss of a lease the core does not serve under (a stale one: the
                     // partition was taken again since) is not this core's; one that comes

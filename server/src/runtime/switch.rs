@@ -20,6 +20,13 @@
 //!   node of the cluster, or by none yet) closes the connection with 421
 //!   ("misdirected"): the client tries another node. A connection opens
 //!   its first session at the lowest partition the node serves.
+//! - A frame for a core whose lease is in doubt (its last renewal was
+//!   nearly a lease ago: the process was stopped, and its keeper has not
+//!   renewed since; `LeaseWatch::in_doubt`) closes its connection 503:
+//!   that core's state may be older than the partition's, another node
+//!   having served it meanwhile (a refresh would be answered 401). Once the
+//!   keeper renews the lease the core answers again; if it finds the lease
+//!   lost, the core stops.
 //! - After each round of the cores' turns, [`Node::settle`] tells the
 //!   switchboard which frames each core has settled (the session is not
 //!   held, and whether it is logged in), so that held frames move on.
@@ -100,6 +107,17 @@ impl Node {
                 Switched::Feed { link, partition, bytes, .. } => {
                     let session = self.conns.get(&link).and_then(|c| c.session_at(partition));
                     if let (Some(session), Some(core)) = (session, self.core_mut(partition)) {
+                        // The clock read now, not the loop turn's: a stop may fall between
+                        // that reading and the bytes read since.
+                        if core.watch.as_ref().is_some_and(|w| w.in_doubt(std::time::Instant::now())) {
+                            // Its state may be older than the partition's (another node may
+                            // have served it meanwhile): nothing of the frame is done.
+                            warn!(conn = %link, partition, "frame refused: the partition's lease is in doubt");
+                            let reason =
+                                format!("partition {partition}'s lease is being renewed on this node: reconnect");
+                            self.refuse(link, 503, &reason);
+                            continue;
+                        }
                         core.server.handle_input(now, session, &bytes);
                     }
                 }

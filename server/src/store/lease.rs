@@ -122,6 +122,15 @@ impl LeaseConfig {
         (self.renew_every / 2).max(Duration::from_millis(100))
     }
 
+    /// How long after its last renewal was sent a lease is in doubt
+    /// ([`LeaseWatch::in_doubt`]): a quarter of a renewal period before it
+    /// could expire (the database's clock and this one's may drift apart
+    /// by that much). A running keeper gives the lease up before that; a
+    /// process stopped for longer finds its cores in doubt when it resumes.
+    pub(super) fn doubt_after(&self) -> Duration {
+        self.ttl.saturating_sub(self.renew_every / 4)
+    }
+
     fn ttl_ms(&self) -> i64 {
         i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX).max(1)
     }
@@ -285,6 +294,9 @@ pub struct LeaseWatch(Arc<(Mutex<Watched>, Condvar)>);
 struct Watched {
     lost: Option<String>,
     hooks: Vec<Box<dyn FnOnce(String) + Send>>,
+    /// When its last renewal that succeeded was sent, and how long after
+    /// that the lease is in doubt ([`LeaseWatch::in_doubt`]).
+    renewed: Option<(Instant, Duration)>,
 }
 
 impl std::fmt::Debug for LeaseWatch {
@@ -314,6 +326,32 @@ impl LeaseWatch {
     #[must_use]
     pub fn lost(&self) -> Option<String> {
         self.lock().lost.clone()
+    }
+
+    /// A renewal sent at `at` succeeded (the lease keeper tells it, and
+    /// the take before it): the lease is held until at least a lease after
+    /// `at`, and in doubt from `doubt_after` after `at` unless a later
+    /// renewal succeeds.
+    pub fn renewed(&self, at: Instant, doubt_after: Duration) {
+        let mut watched = self.lock();
+        if watched.renewed.is_none_or(|(last, _)| last <= at) {
+            watched.renewed = Some((at, doubt_after));
+        }
+    }
+
+    /// Whether the lease may have been taken by another node since this
+    /// one last knew it held it: its last renewal that succeeded was sent
+    /// nearly a lease ago (the process was stopped, and its keeper has not
+    /// renewed since), or it was lost. A core in doubt must not answer from
+    /// its state, which may be older than the partition's: another node may
+    /// have served it meanwhile. A watch never renewed is never in doubt
+    /// (a store without a lease). It reads the monotonic clock, which a
+    /// stopped process sees move on; a machine whose monotonic clock stops
+    /// with it (a suspended host) is not seen.
+    #[must_use]
+    pub fn in_doubt(&self, now: Instant) -> bool {
+        let watched = self.lock();
+        watched.lost.is_some() || watched.renewed.is_some_and(|(at, doubt)| now >= at + doubt)
     }
 
     /// Calls `hook` with the reason once the lease is lost (at once if it
@@ -371,6 +409,7 @@ impl Keeper {
             bound.as_millis()
         ));
         let (lease, renewed_at) = ((taken.partition, taken.token), taken.at);
+        watch.renewed(renewed_at, config.doubt_after());
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let flag = stop.clone();
         let url = label.clone();
@@ -419,7 +458,11 @@ fn renew_loop(
         match renew(&mut session, connect, label, (partition, token), config) {
             Ok(true) => {
                 renewed_at = sent;
-                pause = config.renew_every;
+                watch.renewed(sent, config.doubt_after());
+                // A renewal sent before a stop and answered after it leaves the lease
+                // in doubt: the next one goes at once.
+                let late = Instant::now() >= sent + config.doubt_after();
+                pause = if late { Duration::ZERO } else { config.renew_every };
             }
             Ok(false) => {
                 let now = session.as_mut().and_then(|c| holder(c, label, partition).ok().flatten());
@@ -493,5 +536,36 @@ mod tests {
         watch.clone().on_lost(hook(2));
         assert_eq!(watch.wait_lost(), "taken by b");
         assert_eq!(*told.lock().unwrap(), [(1, "taken by b".to_owned()), (2, "taken by b".to_owned())]);
+    }
+
+    /// A lease is in doubt once no renewal succeeded for its doubt period
+    /// (a renewal reported late, sent before the last, changes nothing),
+    /// and once it is lost; a watch never renewed (no lease) never is.
+    #[test]
+    fn a_lease_is_in_doubt_after_its_last_renewal_and_once_lost() {
+        use std::time::{Duration, Instant};
+        let (watch, t0, d) = (LeaseWatch::default(), Instant::now(), Duration::from_secs(2));
+        assert!(!watch.in_doubt(t0 + Duration::from_secs(3600)), "no lease: never in doubt");
+        watch.renewed(t0, d);
+        assert!(!watch.in_doubt(t0 + Duration::from_millis(1999)));
+        assert!(watch.in_doubt(t0 + d));
+        watch.renewed(t0 + Duration::from_secs(1), d);
+        watch.renewed(t0, d);
+        assert!(!watch.in_doubt(t0 + Duration::from_millis(2999)), "the latest renewal counts");
+        assert!(watch.in_doubt(t0 + Duration::from_secs(3)));
+        watch.set_lost("taken".into());
+        assert!(watch.in_doubt(t0 + Duration::from_secs(1)), "lost: in doubt whatever the time");
+    }
+
+    /// The doubt comes before the lease could expire, after a running
+    /// keeper would have given it up (so a live node never refuses frames
+    /// for a slow renewal it still waits for).
+    #[test]
+    fn a_lease_is_in_doubt_before_it_could_expire() {
+        use std::time::Duration;
+        let config = super::LeaseConfig::new("n".into(), Duration::from_secs(3), false);
+        assert_eq!(config.doubt_after(), Duration::from_millis(2750));
+        let give_up = config.ttl - (config.renew_every / 4) - config.renewal_bound();
+        assert!(give_up < config.doubt_after() && config.doubt_after() < config.ttl, "{give_up:?}");
     }
 }

@@ -68,6 +68,11 @@ pub enum Invariant {
     /// commit, lost answers and late copies of its own requests must never
     /// cost a client its login (`refresh_keyed`, issue 16).
     KeepsLogin,
+    /// Split state: a mail item between partitions was mailed twice under
+    /// one number, applied twice, out of order or never (every item a
+    /// partition commits is applied by its target exactly once, in order
+    /// per source).
+    Mail,
 }
 
 /// One broken invariant.
@@ -142,6 +147,24 @@ pub struct SimStats {
     pub fenced: u64,
     /// Cluster mode: turns an old owner wrote frames of (no change to commit) before it stopped.
     pub stale_turns: u64,
+    /// Split state: partitions a node took (at its start, or expired or given back by another).
+    pub takes: u64,
+    /// Split state: partitions a node gave back above its quota.
+    pub give_backs: u64,
+    /// Split state: cores stopped because their lease was lost or their commit failed.
+    pub cores_stopped: u64,
+    /// Split state: connections closed 421 (a partition the node does not serve).
+    pub misdirected: u64,
+    /// Split state: times a node was cut from the store.
+    pub store_cuts: u64,
+    /// Split state: times the doorbell bus between two nodes was cut.
+    pub bus_cuts: u64,
+    /// Split state: doorbells rung to other nodes, and those lost.
+    pub bells: u64,
+    /// Split state: doorbells lost (by the bus, or a cut).
+    pub bells_lost: u64,
+    /// Split state: mail items applied by their target's core.
+    pub mail_applied: u64,
 }
 
 /// The verdict of a run.
@@ -220,6 +243,22 @@ impl fmt::Display for Report {
                 s.pauses, s.takeovers, s.fenced, s.stale_turns
             )?;
         }
+        if s.takes > 0 {
+            writeln!(
+                f,
+                "  split: {} takes, {} give-backs, {} cores stopped, {} misdirected, {} store cuts, {} bus cuts, \
+                 {}/{} bells lost, {} mail items applied",
+                s.takes,
+                s.give_backs,
+                s.cores_stopped,
+                s.misdirected,
+                s.store_cuts,
+                s.bus_cuts,
+                s.bells_lost,
+                s.bells,
+                s.mail_applied
+            )?;
+        }
         for v in self.violations.iter().take(20) {
             writeln!(f, "  violated {:?}: {}", v.invariant, v.detail)?;
         }
@@ -238,17 +277,17 @@ impl Sim {
     /// verdict. Meant for the end of a run, after [`Sim::settle`].
     pub fn report(&mut self) -> Report {
         let settled = self.settled();
-        self.check_store();
+        self.check_store(settled);
         self.check_mp();
         self.check_rooms(settled);
         self.check_opacity();
-        self.stats.fenced = self.store.fenced;
+        self.stats.fenced = self.split.as_ref().map_or(self.store.fenced, |s| s.fenced());
         if let Some((newer, older)) = self.store.two_owners() {
             self.violate(Invariant::SingleOwner, format!("a commit under token {older} after one under {newer}"));
         }
-        if settled && self.store.memory().state().lanes().queued_total() != 0 {
-            let n = self.store.memory().state().lanes().queued_total();
-            self.violate(Invariant::Drained, format!("{n} items still queued after settling"));
+        let queued: usize = self.states().iter().map(|s| s.lanes().queued_total()).sum();
+        if settled && queued != 0 {
+            self.violate(Invariant::Drained, format!("{queued} items still queued after settling"));
         }
         self.stats.deliveries = self.ledger.inboxes().map(|(_, d)| d.len() as u64).sum();
         Report {
@@ -260,7 +299,7 @@ impl Sim {
             settled,
             stats: self.stats,
             net: self.net.stats,
-            commits: self.store.memory().commits(),
+            commits: self.split.as_ref().map_or(self.store.memory().commits(), |s| s.commits()),
             violations: std::mem::take(&mut self.violations),
             trace: self.trace.lines().map(<[String]>::to_vec),
         }
@@ -273,7 +312,7 @@ impl Sim {
     fn stored_history(&self) -> (StoredHistory, Vec<String>) {
         let mut found = Vec::new();
         let mut all = BTreeMap::new();
-        for (name, room) in self.store.memory().state().rooms().iter() {
+        for (name, room) in self.states().into_iter().flat_map(|s| s.rooms().iter()) {
             let reader = if self.config.secure {
                 let descriptor = RoomDescriptor::from_bytes(&room.descriptor);
                 match descriptor.and_then(|d| RoomKeys::derive(name, &room_password(name), &d)) {
@@ -502,11 +541,10 @@ impl Sim {
                 }
             }
         }
-        let state = self.store.memory().state();
         // A secure client's MPs can only be opened by their recipient: the
         // recipient's deliveries are checked instead (and nothing stays queued).
-        let lanes = if self.config.secure { None } else { Some(state.lanes().lanes()) };
-        for (from, to, lane) in lanes.into_iter().flatten() {
+        let states = if self.config.secure { Vec::new() } else { self.states() };
+        for (from, to, lane) in states.into_iter().flat_map(|s| s.lanes().lanes()) {
             for item in &lane.items {
                 if let ItemKind::Message { sealed } = &item.kind
                     && self.ledger.post(sealed).is_none()

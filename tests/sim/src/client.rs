@@ -167,6 +167,9 @@ impl Sim {
         if !h.user.want_online || h.link.is_some() {
             return false;
         }
+        if self.split.is_some() {
+            return self.split_connect(id);
+        }
         let now = self.now();
         let opened = match (&mut self.server, h.partitioned || self.paused.is_some()) {
             (Some(server), false) => server.open_session(now).ok(),

@@ -171,6 +171,85 @@ impl ClusterSim {
     }
 }
 
+/// A split state (issue 16): `partitions` partitions shared by `nodes`
+/// nodes, each node running the cores of the partitions whose leases it
+/// holds behind a switchboard of its own, as `confab-server` does
+/// ([`SimConfig::split`], docs/PARTITIONS.md).
+///
+/// - **Shares.** Every node beats every [`SplitSim::renew_every`]: it
+///   notices the leases it lost (a core whose token is no longer the
+///   partition's stops), renews the others, and takes free or expired
+///   partitions up to its quota (the live nodes sorted by name share the
+///   partitions, the first `P mod N` one more), or gives one back above
+///   it (its sessions closed 503 "partition moved"). A crashed node comes
+///   back with no partition after [`SimConfig::server_downtime`] and takes
+///   its share again.
+/// - **Routing.** A client connects to one node of its list; a frame for a
+///   partition that node does not serve closes the connection 421, and the
+///   client tries the next node (as the reference client does).
+/// - **Mail.** A commit's mail items go to the outbox table in the same
+///   commit; the owner of the target reads them (its carrier) when a
+///   doorbell rings (at once on the committing node, over a bus that loses
+///   [`SplitSim::bell_loss`] of the bells and delays each by
+///   [`SplitSim::bell_delay`] elsewhere) or at its catch-up poll
+///   ([`SplitSim::poll`]).
+/// - **Faults.** Node crashes (the `crash` and `crash_after_commit`
+///   rates), pauses (some past the lease: the node's cores go on from
+///   memory when it resumes, until a commit is fenced or a beat tells them
+///   they lost their lease), store cuts (the node's commits fail, which
+///   stops each core that tries one, and its leases lapse), and cuts of the
+///   doorbell bus between two nodes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SplitSim {
+    /// Nodes (each has a row in the membership table while it beats).
+    pub nodes: usize,
+    /// Partitions of the state (`[cluster] partitions`).
+    pub partitions: u8,
+    /// How long a lease (and a node's membership row) lasts without a
+    /// beat; each node beats every third of that.
+    pub lease: Duration,
+    /// The carrier's catch-up poll: how long a lost doorbell can delay mail.
+    pub poll: Duration,
+    /// The probability that a doorbell to another node is lost.
+    pub bell_loss: f64,
+    /// How long a doorbell takes to reach another node (each draws its own: they reorder).
+    pub bell_delay: Span,
+    /// How long a node's pause lasts.
+    pub pause: Span,
+    /// The probability, per scenario action, that a random node pauses.
+    pub pause_rate: f64,
+    /// The probability, per scenario action, that a random node is cut from the store for a pause's length.
+    pub store_cut_rate: f64,
+    /// The probability, per scenario action, that the doorbell bus between two nodes is cut for a pause's length.
+    pub bus_cut_rate: f64,
+}
+
+impl SplitSim {
+    /// Three nodes sharing four partitions, 2 s leases, a 1 s catch-up
+    /// poll, a doorbell in ten lost, pauses and cuts of 100 ms to 8 s.
+    #[must_use]
+    pub fn three_nodes() -> SplitSim {
+        SplitSim {
+            nodes: 3,
+            partitions: 4,
+            lease: Duration::from_secs(2),
+            poll: Duration::from_secs(1),
+            bell_loss: 0.1,
+            bell_delay: Span::us(200, 20_000),
+            pause: Span::ms(100, 8_000),
+            pause_rate: 0.03,
+            store_cut_rate: 0.02,
+            bus_cut_rate: 0.03,
+        }
+    }
+
+    /// How often a node beats (renews its row and its leases).
+    #[must_use]
+    pub fn renew_every(&self) -> Duration {
+        self.lease / 3
+    }
+}
+
 /// Everything a simulation needs. Build one from a preset and change fields.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -240,6 +319,9 @@ pub struct SimConfig {
     /// Cluster mode: several nodes, one owning the state through a lease
     /// (`None`: one server, as before).
     pub cluster: Option<ClusterSim>,
+    /// A split state shared by several nodes (`None`: one partition).
+    /// Exclusive with [`SimConfig::cluster`] and the hostile server.
+    pub split: Option<SplitSim>,
     /// The server machine's configuration.
     pub server: ServerConfig,
     /// Every client machine's configuration.
@@ -274,6 +356,7 @@ impl SimConfig {
             hostile_replay: 0.0,
             client_restore: 0.0,
             cluster: None,
+            split: None,
             server: ServerConfig { hash_params: HashParams::INSECURE_FAST, ..ServerConfig::default() },
             client: ClientConfig::default(),
         }
@@ -405,6 +488,28 @@ impl SimConfig {
             cluster: Some(cluster),
             // A standby takes over when the dead owner's lease expires: up to a lease after its last renewal.
             server_downtime: Span::new(lease - cluster.renew_every(), lease + Duration::from_millis(10)),
+            faults: FaultRates { crash: mixed.faults.crash.max(0.02), ..mixed.faults },
+            ..mixed
+        }
+    }
+
+    /// [`SimConfig::mixed`] on a split state: four partitions shared by
+    /// three nodes ([`SplitSim::three_nodes`]), nodes killed, paused, cut
+    /// from the store and from each other's doorbells.
+    #[must_use]
+    pub fn split(seed: u64) -> SimConfig {
+        let mixed = SimConfig::mixed(seed);
+        let split = SplitSim::three_nodes();
+        let lease = split.lease;
+        SimConfig {
+            name: match seed % 3 {
+                0 => "split-lan",
+                1 => "split-wan",
+                _ => "split-flaky",
+            },
+            split: Some(split),
+            // A node comes back within a few leases (it joins, then takes its share).
+            server_downtime: Span::new(lease / 2, lease * 3),
             faults: FaultRates { crash: mixed.faults.crash.max(0.02), ..mixed.faults },
             ..mixed
         }

@@ -111,12 +111,15 @@ impl Sim {
     /// The server process dies: what it did not commit is lost, every
     /// connection dies and every client notices.
     pub fn crash_server(&mut self) {
+        if self.split.is_some() {
+            return self.crash_random_node();
+        }
         self.crash_now();
     }
 
     /// Starts a server from the store, with a fresh seed drawn from the simulation's generator.
     pub fn restart_server(&mut self) {
-        if self.server.is_some() {
+        if self.server.is_some() || self.split.is_some() {
             return;
         }
         self.stats.restarts += 1;
@@ -137,6 +140,9 @@ impl Sim {
     /// next turn that commits changes commits them, then dies before any
     /// frame of that turn leaves.
     pub fn crash_after_commit(&mut self) {
+        if self.split.is_some() {
+            return self.crash_random_node_after_commit();
+        }
         if self.server.is_some() {
             self.store.arm_crash(true);
         }

@@ -54,8 +54,17 @@
 //!   frozen machine, a store cut off); a pause past its lease lets a standby
 //!   take over, and the old owner resumes as it was, serving from memory
 //!   until its first commit is fenced or its renewal fails
-//!   ([`Invariant::SingleOwner`]: never two owners committing). There is no
-//!   traffic between nodes to model yet (one partition, no doorbells).
+//!   ([`Invariant::SingleOwner`]: never two owners committing).
+//! - A split state ([`SimConfig::split`], [`SplitSim`]): four partitions
+//!   shared by three nodes, each a switchboard in front of the cores of the
+//!   partitions whose leases it holds, over a store model with a log, a
+//!   lease and a fencing token per partition, membership rows and the
+//!   outbox table, and a doorbell bus that loses, delays and reorders.
+//!   Nodes crash, pause past their leases, lose the store and each other's
+//!   doorbells; clients move to the next node on a 421. On top of the
+//!   other checks: every mail item applied once and in order
+//!   ([`Invariant::Mail`]), and never two owners committing for one
+//!   partition.
 //!
 //! A failing run prints `simulation failed: replay with CONFAB_SIM_SEED=<seed>`;
 //! [`SimConfig::trace`] keeps a readable line per step for the replay.
@@ -102,6 +111,7 @@ mod net;
 mod queue;
 mod scenario;
 mod server;
+mod split;
 mod store;
 mod trace;
 
@@ -117,7 +127,7 @@ use rand::SeedableRng as _;
 use rand::rngs::StdRng;
 
 pub use check::{Invariant, Report, SimStats, Violation};
-pub use config::{ClusterSim, FaultRates, OidcUsers, SimConfig, Span};
+pub use config::{ClusterSim, FaultRates, OidcUsers, SimConfig, Span, SplitSim};
 pub use idp::{AUDIENCE as IDP_AUDIENCE, CLIENT_ID as IDP_CLIENT_ID, ISSUER as IDP_ISSUER, TestIdp};
 pub use ledger::{Delivery, DeliveryKind, Ledger};
 pub use machine::room_password;
@@ -158,6 +168,8 @@ pub(crate) struct Host {
     /// A copy of the secure client's state ([`Sim::save_client`]).
     /// With the length of the user's inbox then.
     pub(crate) saved: Option<(Box<SecureSnapshot>, usize)>,
+    /// Split state: the node of its list it connects to next (modulo the nodes).
+    pub(crate) node: usize,
 }
 
 /// A simulation. See the [module docs](self).
@@ -188,6 +200,8 @@ pub struct Sim {
     stales: Vec<cluster::Stale>,
     /// The former owner is swapped in ([`Sim::as_stale`]).
     acting_stale: bool,
+    /// A split state's nodes, stores and bus (then `server` is `None`).
+    split: Option<Box<split::Split>>,
     hosts: Vec<Host>,
     ledger: Ledger,
     trace: Trace,
@@ -242,6 +256,8 @@ enum Timer {
     Server,
     /// An old owner's, by its epoch (cluster mode).
     Stale(u64),
+    /// A node's or one of its cores' (split state).
+    Node(split::NodeTimer),
     /// A client's.
     Client(ClientId),
 }
@@ -302,6 +318,7 @@ impl Sim {
                     user: User::new(name, i >= oidc_from),
                     replayable: Vec::new(),
                     saved: None,
+                    node: i,
                 }
             })
             .collect();
@@ -311,7 +328,7 @@ impl Sim {
             elapsed: Duration::ZERO,
             agenda: Agenda::default(),
             net: Net::new(config.max_chunk),
-            server: Some(server),
+            server: if config.split.is_some() { None } else { Some(server) },
             epoch: 1,
             server_deadline: None,
             sessions: HashMap::new(),
@@ -321,6 +338,7 @@ impl Sim {
             paused: None,
             stales: Vec::new(),
             acting_stale: false,
+            split: config.split.map(|s| Box::new(split::Split::new(s, &config.server))),
             hosts,
             ledger: Ledger::default(),
             trace: Trace::new(config.trace),
@@ -360,6 +378,9 @@ impl Sim {
     /// (during which a crashed server restarts by itself after
     /// [`SimConfig::server_downtime`]).
     pub fn start(&mut self) {
+        if self.split.is_some() {
+            self.split_start();
+        }
         for i in 0..self.hosts.len() {
             self.hosts[i].user.want_online = true;
             self.schedule_reconnect(ClientId(i));
@@ -406,6 +427,14 @@ impl Sim {
     #[must_use]
     pub fn server(&self) -> Option<&Server> {
         self.server.as_ref()
+    }
+
+    /// Every partition's committed state (the one store's, with one partition).
+    pub(crate) fn states(&self) -> Vec<&confab_proto::server::State> {
+        match &self.split {
+            Some(split) => split.states(),
+            None => vec![self.store.memory().state()],
+        }
     }
 
     /// The server's durable store.
@@ -504,6 +533,7 @@ impl Sim {
                 let machine = match who {
                     Timer::Server => "server".to_owned(),
                     Timer::Stale(epoch) => format!("old owner (epoch {epoch})"),
+                    Timer::Node(t) => format!("{t:?}"),
                     Timer::Client(id) => format!("client {}", id.0),
                 };
                 self.violate(
@@ -516,6 +546,7 @@ impl Sim {
             match who {
                 Timer::Server => self.server_timeout(),
                 Timer::Stale(epoch) => self.as_stale(epoch, Sim::server_timeout),
+                Timer::Node(t) => self.node_timer(t),
                 Timer::Client(id) => self.client_timeout(id),
             }
         } else if let Some((_, ev)) = self.agenda.pop() {
@@ -532,6 +563,11 @@ impl Sim {
         {
             best = Some((t, Timer::Stale(epoch)));
         }
+        if let Some((t, who)) = self.split.as_ref().and_then(|s| s.next_timer())
+            && best.is_none_or(|(b, _)| t < b)
+        {
+            best = Some((t, Timer::Node(who)));
+        }
         for (i, h) in self.hosts.iter().enumerate() {
             if let Some(t) = h.deadline
                 && best.is_none_or(|(b, _)| t < b)
@@ -543,7 +579,8 @@ impl Sim {
     }
 
     fn dispatch(&mut self, ev: Ev) {
-        if let Some(ev) = self.route(ev) {
+        let ev = if self.split.is_some() { self.split_route(ev) } else { self.route(ev) };
+        if let Some(ev) = ev {
             self.dispatch_now(ev);
         }
     }
@@ -567,6 +604,9 @@ impl Sim {
             Ev::Resume(epoch) => self.resume(epoch),
             Ev::Takeover(epoch) => self.takeover(epoch),
             Ev::StaleNotices(epoch) => self.stale_notices(epoch),
+            Ev::Node { node, ev } => self.node_event(node, ev),
+            Ev::NodeRestart(n) => self.node_restart(n),
+            Ev::BusHeal(a, b) => self.heal_bus(a, b),
         }
     }
 

@@ -10,6 +10,7 @@ use confab_proto::server::Job;
 
 use super::ClientId;
 use super::net::{Dir, End, LinkId, Segment};
+use super::split::NodeEv;
 
 /// Something scheduled to happen at a virtual instant.
 #[derive(Debug)]
@@ -40,6 +41,12 @@ pub(crate) enum Ev {
     Takeover(u64),
     /// Cluster mode: the old owner of this epoch learns it lost its lease.
     StaleNotices(u64),
+    /// Split state: an event of the node incarnation `node`.
+    Node { node: u64, ev: NodeEv },
+    /// Split state: the node of this index comes back after a crash.
+    NodeRestart(usize),
+    /// Split state: the doorbell bus between these two nodes heals.
+    BusHeal(usize, usize),
 }
 
 struct Entry {

@@ -104,6 +104,10 @@ impl Sim {
         {
             let d = cluster.pause.draw(&mut self.rng);
             self.pause_owner(d);
+        } else if let Some(split) = self.config.split
+            && hit(split.pause_rate + split.store_cut_rate + split.bus_cut_rate)
+        {
+            self.split_fault();
         } else if hit(f.offline) {
             if self.hosts[id.0].user.want_online {
                 self.go_offline(id);
@@ -138,6 +142,9 @@ impl Sim {
         }
         self.resume_all();
         self.restart_server();
+        if self.split.is_some() {
+            self.split_settle();
+        }
         for id in self.clients() {
             self.reconnect(id);
         }
@@ -164,7 +171,7 @@ impl Sim {
             "did not settle within {:?}: {} events pending, server up {}, waiting: {}",
             limit,
             self.agenda.len(),
-            self.server.is_some(),
+            self.split.as_ref().map_or(self.server.is_some().to_string(), |s| format!("[{}]", s.unrest())),
             waiting.join("; ")
         );
         self.violate(Invariant::Progress, detail);
@@ -188,7 +195,11 @@ impl Sim {
     /// and no delivery acknowledgement waiting.
     #[must_use]
     pub fn settled(&self) -> bool {
-        self.server.is_some() && self.agenda.len() == 0 && self.hosts.iter().all(|h| self.host_settled(h))
+        let up = match &self.split {
+            Some(split) => split.at_rest(),
+            None => self.server.is_some(),
+        };
+        up && self.agenda.len() == 0 && self.hosts.iter().all(|h| self.host_settled(h))
     }
 
     // ---- user-level commands for scripted tests (their outcomes are in the ledger) ----

@@ -122,6 +122,9 @@ impl Sim {
     /// The server's side of a link learned the connection is gone (end of
     /// stream from the client, detection, disconnect).
     pub(crate) fn server_lost(&mut self, link: super::LinkId) {
+        if self.split.is_some() {
+            return self.split_lost(link);
+        }
         let Some(l) = self.net.get_mut(link) else { return };
         if !l.server_open {
             return;
@@ -143,6 +146,9 @@ impl Sim {
 
     /// Bytes reach the server.
     pub(crate) fn server_input(&mut self, link: super::LinkId, bytes: &Bytes) {
+        if self.split.is_some() {
+            return self.split_input(link, bytes);
+        }
         let Some(l) = self.net.get(link) else { return };
         if !l.server_open || l.epoch != self.epoch {
             return;
@@ -164,6 +170,9 @@ impl Sim {
     }
 
     pub(crate) fn job_done(&mut self, epoch: u64, job: Job) {
+        if self.split.is_some() {
+            return self.split_job_done(epoch, job);
+        }
         if epoch != self.epoch {
             return;
         }
@@ -223,7 +232,10 @@ impl Sim {
     }
 
     /// Checks, after the final drain, that the server's state is exactly what the store holds.
-    pub(crate) fn check_store(&mut self) {
+    pub(crate) fn check_store(&mut self, settled: bool) {
+        if self.split.is_some() {
+            return self.split_check(settled);
+        }
         let Some(server) = self.server.as_ref() else {
             return self.violate(Invariant::Durability, "server down at the end".into());
         };

@@ -11,7 +11,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
 use confab_proto::{ClientConfig, ServerConfig};
-use confab_sim::{ClientId, ClusterSim, DeliveryKind, OidcUsers, Report, Sim, SimConfig, Span};
+use confab_sim::{ClientId, ClusterSim, DeliveryKind, OidcUsers, Report, Sim, SimConfig, SimStats, Span, SplitSim};
 
 const DEFAULT_SEEDS: RangeInclusive<u64> = 0..=999;
 
@@ -45,12 +45,16 @@ fn run_seed(seed: u64, trace: bool, preset: fn(u64) -> SimConfig) -> Result<Repo
     })
 }
 
-/// What a worker found: the failures, and the cluster faults its runs went through.
+/// What a worker found: the failures, and the statistics of its runs that passed.
 #[derive(Default)]
 struct Found {
     failed: Vec<(u64, String)>,
-    /// Pauses, takeovers, fenced commits, turns an old owner wrote frames of.
-    cluster: [u64; 4],
+    stats: Vec<SimStats>,
+}
+
+/// The sum of `field` over `runs`.
+fn total(runs: &[SimStats], field: fn(&SimStats) -> u64) -> u64 {
+    runs.iter().map(field).sum()
 }
 
 /// Runs every `step`-th seed of `start..=end` from `first` of `preset`.
@@ -67,10 +71,7 @@ fn worker(
     while seed <= end {
         match run_seed(seed, trace, preset) {
             Ok(report) => {
-                let s = &report.stats;
-                for (sum, n) in found.cluster.iter_mut().zip([s.pauses, s.takeovers, s.fenced, s.stale_turns]) {
-                    *sum += n;
-                }
+                found.stats.push(report.stats);
                 let show_trace = print_trace || !report.is_ok();
                 if let Some(lines) = report.trace.as_ref().filter(|_| show_trace) {
                     eprintln!("---- trace of seed {seed} ----");
@@ -101,8 +102,13 @@ fn simulated_runs() {
 /// invariants, plus never two owners committing.
 #[test]
 fn cluster_simulated_runs() {
-    let (cluster, single) = parallel_runs(SimConfig::cluster);
-    let [pauses, takeovers, fenced, stale_turns] = cluster;
+    let (runs, single) = parallel_runs(SimConfig::cluster);
+    let [pauses, takeovers, fenced, stale_turns] = [
+        total(&runs, |s| s.pauses),
+        total(&runs, |s| s.takeovers),
+        total(&runs, |s| s.fenced),
+        total(&runs, |s| s.stale_turns),
+    ];
     eprintln!(
         "cluster: {pauses} pauses, {takeovers} takeovers by a standby, {fenced} commits of old owners fenced, \
          {stale_turns} turns old owners served before stopping"
@@ -112,10 +118,53 @@ fn cluster_simulated_runs() {
     }
 }
 
+/// A split state (issue 16): four partitions shared by three nodes,
+/// nodes killed, paused past their leases, cut from the store and from
+/// each other's doorbells; the same invariants, plus every mail item
+/// applied once and in order, and never two owners committing for one
+/// partition.
+#[test]
+fn split_simulated_runs() {
+    let (runs, single) = parallel_runs(SimConfig::split);
+    let t = |field: fn(&SimStats) -> u64| total(&runs, field);
+    eprintln!(
+        "split: {} partitions taken, {} given back, {} cores stopped (lease lost or commit failed), {} commits of \
+         old owners fenced, {} turns old owners served, {} connections misdirected (421), {} node crashes, {} pauses, \
+         {} store cuts, {} bus cuts, {} of {} doorbells lost, {} mail items applied",
+        t(|s| s.takes),
+        t(|s| s.give_backs),
+        t(|s| s.cores_stopped),
+        t(|s| s.fenced),
+        t(|s| s.stale_turns),
+        t(|s| s.misdirected),
+        t(|s| s.crashes),
+        t(|s| s.pauses),
+        t(|s| s.store_cuts),
+        t(|s| s.bus_cuts),
+        t(|s| s.bells_lost),
+        t(|s| s.bells),
+        t(|s| s.mail_applied),
+    );
+    if !single {
+        let every = [
+            t(|s| s.give_backs),
+            t(|s| s.cores_stopped),
+            t(|s| s.fenced),
+            t(|s| s.stale_turns),
+            t(|s| s.misdirected),
+            t(|s| s.crashes),
+            t(|s| s.store_cuts),
+            t(|s| s.bells_lost),
+            t(|s| s.mail_applied),
+        ];
+        assert!(every.iter().all(|&n| n > 0), "the runs went through every split-state fault: {every:?}");
+    }
+}
+
 /// Runs the seeds of the environment (see the module docs) of `preset`
 /// on every core, asserting none failed: the cluster faults' totals, and
 /// whether one seed was replayed.
-fn parallel_runs(preset: fn(u64) -> SimConfig) -> ([u64; 4], bool) {
+fn parallel_runs(preset: fn(u64) -> SimConfig) -> (Vec<SimStats>, bool) {
     let (range, single) = seeds();
     let print_trace = tracing();
     let trace = single || print_trace;
@@ -124,17 +173,15 @@ fn parallel_runs(preset: fn(u64) -> SimConfig) -> ([u64; 4], bool) {
     eprintln!("simulating seeds {start}..={end} ({count} seeds)");
     let started = Instant::now();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u64).clamp(1, count);
-    let found: Vec<Found> = std::thread::scope(|s| {
+    let mut found: Vec<Found> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
             .map(|t| s.spawn(move || worker(start + t, end, threads, (trace, print_trace, single), preset)))
             .collect();
         workers.into_iter().map(|w| w.join().expect("worker")).collect()
     });
-    let mut cluster = [0; 4];
-    for f in &found {
-        for (sum, n) in cluster.iter_mut().zip(f.cluster) {
-            *sum += n;
-        }
+    let mut stats = Vec::new();
+    for f in &mut found {
+        stats.append(&mut f.stats);
     }
     let mut failures: Vec<(u64, String)> = found.into_iter().flat_map(|f| f.failed).collect();
     failures.sort_by_key(|(seed, _)| *seed);
@@ -144,12 +191,14 @@ fn parallel_runs(preset: fn(u64) -> SimConfig) -> ([u64; 4], bool) {
     }
     let seeds: Vec<String> = failures.iter().map(|(s, _)| s.to_string()).collect();
     assert!(failures.is_empty(), "failing seeds: {}", seeds.join(", "));
-    (cluster, single)
+    (stats, single)
 }
 
 #[test]
 fn same_seed_same_run() {
-    for config in [SimConfig::lan(11), SimConfig::wan(12), SimConfig::flaky(13), SimConfig::cluster(14)] {
+    for config in
+        [SimConfig::lan(11), SimConfig::wan(12), SimConfig::flaky(13), SimConfig::cluster(14), SimConfig::split(16)]
+    {
         let a = Sim::run(config.clone());
         let b = Sim::run(config.clone());
         assert_eq!(a.digest, b.digest, "seed {} ({}) is not deterministic", a.seed, a.preset);
@@ -715,4 +764,56 @@ fn settling_waits_for_every_connection_to_be_bound() {
         let report = run_seed(seed, false, SimConfig::mixed).expect("no panic");
         assert!(report.is_ok(), "{report}");
     }
+}
+
+/// A split state, scripted: Alice and Bob live in two partitions served by
+/// two nodes. The node serving Bob's home is killed while Alice's DMs to
+/// him cross; another node takes his partition once its lease expired,
+/// Bob's client finds it (421s on the way), and every DM Alice was
+/// acknowledged arrives once, in order, through the mail between the
+/// partitions.
+#[test]
+fn split_a_dead_nodes_partition_is_taken_and_its_mail_still_arrives_once() {
+    let split = SplitSim::three_nodes();
+    let config = SimConfig { clients: 6, split: Some(split), trace: tracing(), ..SimConfig::quiet(21) };
+    let mut sim = started(config);
+    let alice = ClientId(0);
+    let (bob, node) = sim
+        .clients()
+        .into_iter()
+        .filter(|&u| sim.home_of(u) != sim.home_of(alice))
+        .find_map(|u| {
+            let node = sim.serving(sim.home_of(u))?;
+            (Some(node) != sim.serving(sim.home_of(alice))).then_some((u, node))
+        })
+        .expect("a user whose home another node serves");
+    open_conversation(&mut sim, alice, bob);
+    let mut sent = Vec::new();
+    for _ in 0..3 {
+        sent.push(sim.send_mp(alice, bob).expect("send_mp"));
+    }
+    sim.run_for(Duration::from_millis(1));
+    sim.kill_node(node);
+    for _ in 0..3 {
+        sent.push(sim.send_mp(alice, bob).expect("send_mp"));
+    }
+    let home = sim.home_of(bob);
+    assert!(
+        sim.run_until(split.lease * 3, |s| s.serving(home).is_some_and(|n| n != node)),
+        "another node takes Bob's partition once its lease expired"
+    );
+    // The new owner reads the mail that waited for it when it takes the
+    // partition, without waiting for the senders' 30 s to run out.
+    let n = sent.len();
+    assert!(
+        sim.run_until(Duration::from_secs(10), |s| received(s, bob, alice).len() == n),
+        "Bob gets every DM soon after the takeover"
+    );
+    assert!(sim.settle(), "settles");
+    let report = verdict(&mut sim);
+    report.assert_ok();
+    assert!(report.stats.misdirected > 0, "clients were sent on by 421s: {report}");
+    let acked: Vec<String> = sent.iter().filter(|b| sim.ledger().is_acked(b)).map(|b| text(b)).collect();
+    assert_eq!(acked.len(), sent.len(), "every DM acknowledged in the end");
+    assert_eq!(received(&sim, bob, alice), acked, "each DM once, in order");
 }
