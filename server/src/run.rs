@@ -247,7 +247,7 @@ pub fn run(config: &RunConfig, init: Init) -> Result<RunSummary, RunFailure> {
     // The owner relays the edges' connections into its loop.
     let _relay = match (&config.relay, token) {
         (Some(relay), Some(token)) => Some(
-            RelayHost::start(relay.clone(), token, node.handle().hub(), {
+            RelayHost::start(relay.clone(), 0, token, node.handle().hub(), {
                 let handle = node.handle();
                 move || handle.is_stopping()
             })

@@ -246,6 +246,8 @@ struct Conn {
     transport: Transport,
     /// Where it comes from, for the cores' per-source limits.
     source: SourceKey,
+    /// Its peer's address, if it has one (what a relay tells the owner).
+    peer: Option<SocketAddr>,
     /// Its sessions, at each core it was opened at (one with one
     /// partition): kept until the connection closes, so that a session
     /// the switchboard closed still gets its last answers.
@@ -309,11 +311,21 @@ pub struct Node {
     /// The TCP transport's refusals, logged at most once per interval.
     refusal_log: RefusalLog,
     summary: RunSummary,
-    /// An edge's relay to the partition's owner ([`Node::bind_edge`]):
-    /// every connection is relayed, none reaches `core`.
+    /// The relay to other nodes' partitions: an edge's
+    /// ([`Node::bind_edge`], `pure_edge`: every connection is relayed, none
+    /// reaches `core`), or a split state's node's with `[cluster] nats`
+    /// (the connections whose frame goes to a partition another node serves).
     edge: Option<EdgeRelay>,
-    /// An edge's relayed connections.
+    /// The node is an edge of a single partition's owner.
+    pure_edge: bool,
+    /// The relayed connections.
     relayed: HashMap<ConnId, Transport>,
+    /// A split state's node: the partitions whose owner its relay hears (as bits).
+    owners_heard: u64,
+    /// A split state's node with `[cluster] nats`: where it relays, and the
+    /// relay host of each partition it serves (the edges' connections to it).
+    relay: Option<crate::relay::RelayConfig>,
+    hosts: std::collections::BTreeMap<PartitionId, crate::relay::host::RelayHost>,
     /// The node is stopping: no listener opens again, no relayed
     /// connection is taken.
     stopping: bool,
@@ -402,7 +414,17 @@ impl Node {
         }
         let stores =
             partitions.into_iter().map(|(p, store, state)| (p, Box::new(Reported(store)) as _, state)).collect();
-        Node::bind_cores(config, stores, Some((mail_url, mail_poll)))
+        let relay = config.bells.clone();
+        let mut node = Node::bind_cores(config, stores, Some((mail_url, mail_poll)))?;
+        // Over NATS, a connection whose frame goes to a partition another
+        // node serves is relayed to it (and this node's partitions take the
+        // other nodes' relayed connections: a host each, started with the
+        // lease's token).
+        if let Some(relay) = relay {
+            node.edge = Some(EdgeRelay::start(relay.clone(), node.hub.sender().waker())?);
+            node.relay = Some(relay);
+        }
+        Ok(node)
     }
 
     fn bind_cores(
@@ -498,7 +520,11 @@ impl Node {
             refusal_log: RefusalLog::new(refusals::INTERVAL),
             summary: RunSummary::default(),
             edge: None,
+            pure_edge: false,
             relayed: HashMap::new(),
+            owners_heard: 0,
+            relay: None,
+            hosts: std::collections::BTreeMap::new(),
             stopping: false,
         })
     }

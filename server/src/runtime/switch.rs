@@ -48,7 +48,7 @@ use super::{Conn, Node};
 impl Node {
     /// A transport event: to the switchboard, then its outputs to the cores.
     pub(super) fn net_event(&mut self, now: Now, event: NetEvent) {
-        if self.edge.is_some() {
+        if self.pure_edge {
             self.edge_net_event(event);
             return;
         }
@@ -63,10 +63,12 @@ impl Node {
                 // The per-source login limit keys on the peer address (IPv4, or IPv6 /64); mem links are local.
                 let source = peer.map_or(SourceKey::Local, |p| SourceKey::from_ip(p.ip()));
                 debug!(%conn, %transport, ?peer, "connection opened");
-                self.conns.insert(conn, Conn { transport, source, sessions: Vec::new() });
+                self.conns.insert(conn, Conn { transport, source, peer, sessions: Vec::new() });
                 self.board.open_at(conn, self.first_served());
                 self.switch(now);
             }
+            // Relayed to another node's partition: its bytes go to the relay.
+            NetEvent::Received { conn, .. } if self.relayed.contains_key(&conn) => self.edge_net_event(event),
             NetEvent::Received { conn, bytes } => {
                 let n = bytes.len();
                 if self.conns.contains_key(&conn) {
@@ -79,6 +81,9 @@ impl Node {
                 self.hub.consumed(conn, n);
             }
             NetEvent::Closed { conn, reason } => {
+                if self.relayed.contains_key(&conn) {
+                    self.edge_net_event(NetEvent::Closed { conn, reason: reason.clone() });
+                }
                 if self.conns.contains_key(&conn) {
                     debug!(%conn, %reason, "connection closed");
                     // Its sessions end at their cores while the connection is still known.
@@ -194,6 +199,9 @@ impl Node {
             self.refuse(link, 503, "server shutting down");
             return;
         }
+        if self.core_mut(partition).is_none() && !first && self.relay_to_owner(link, partition) {
+            return;
+        }
         let Some(core) = self.core_mut(partition) else {
             // Served by another node (or by none yet): the client tries another.
             debug!(conn = %link, partition, "connection misdirected: the partition is not served here");
@@ -226,6 +234,31 @@ impl Node {
                 self.refuse(link, 503, "server busy: try again later");
             }
         }
+    }
+
+    /// Relays `link` to the node serving `partition` (a split state's node
+    /// over NATS, whose relay hears that partition's owner), from the frame
+    /// that goes there on: the switchboard lets it go with every byte no
+    /// core was handed, and closes its sessions here (what they answered
+    /// before still goes out). A relayed connection (an edge's) is never
+    /// relayed again: the owner closes it 421. Whether it was relayed.
+    fn relay_to_owner(&mut self, link: ConnId, partition: PartitionId) -> bool {
+        if self.pure_edge || self.stopping || self.owners_heard & crate::relay::bells::bit(partition) == 0 {
+            return false;
+        }
+        let Some((transport, peer)) = self.conns.get(&link).map(|c| (c.transport, c.peer)) else { return false };
+        if transport == Transport::Relay {
+            return false;
+        }
+        let Some(edge) = self.edge.as_mut() else { return false };
+        let rest = self.board.detach(link, partition);
+        debug!(conn = %link, partition, "connection relayed to the partition's owner");
+        self.relayed.insert(link, transport);
+        edge.open(link, partition, transport, peer);
+        if !rest.is_empty() {
+            edge.data(link, rest.to_vec());
+        }
+        true
     }
 
     fn note_session(&mut self, link: ConnId, partition: PartitionId, session: SessionId) {
