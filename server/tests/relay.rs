@@ -105,7 +105,7 @@ fn relay_carries_bytes_both_ways_and_refuses_without_an_owner() {
     // No owner yet: a connection is closed at once, so its client tries another node.
     std::thread::sleep(Duration::from_millis(300));
     edge.relay.open(ConnId(1), 0, Transport::Tcp, None);
-    assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(1), reason } if reason.contains("no owner")));
+    assert!(matches!(edge.next(), EdgeEvent::Unrelayed { conn: ConnId(1) }));
 
     let mut owner = Owner::new();
     let _host = RelayHost::start(config(&nats, "owner"), 0, 5, owner.hub.sender(), || false).unwrap();
@@ -291,7 +291,7 @@ fn relay_a_forged_older_heartbeat_after_a_silence_does_not_win_the_edge_back() {
     let _stale_host = RelayHost::start(config(&nats, "stale"), 0, 5, stale.hub.sender(), || false).unwrap();
     std::thread::sleep(Duration::from_millis(3200));
     edge.relay.open(ConnId(2), 0, Transport::Tcp, None);
-    assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(2), reason } if reason.contains("no owner")));
+    assert!(matches!(edge.next(), EdgeEvent::Unrelayed { conn: ConnId(2) }));
 }
 
 /// Whether the server at `addr` serves a new TCP connection (`true`: it
@@ -362,7 +362,52 @@ fn relay_an_owner_that_stops_says_so_and_the_edges_leave_it_at_once() {
     assert!(since.elapsed() < Duration::from_millis(1500), "left after {:?}", since.elapsed());
     // No new connection goes to it.
     edge.relay.open(ConnId(2), 0, Transport::Tcp, None);
-    assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(2), reason } if reason.contains("no owner")));
+    assert!(matches!(edge.next(), EdgeEvent::Unrelayed { conn: ConnId(2) }));
+}
+
+/// A split state's partition given back (or lost): its host, dropped,
+/// says it leaves, so an edge stops relaying to it at once (not after 2 s
+/// of silence) and ends what it relayed there, while the owner of another
+/// partition is still heard and relayed to.
+#[test]
+fn relay_a_partitions_host_dropped_says_it_leaves_and_only_that_partition_is_left() {
+    let Some(nats) = TempNats::start("relay-host-drop") else { return };
+    let (mut three, mut five) = (Owner::new(), Owner::new());
+    let host3 = RelayHost::start(config(&nats, "n1"), 3, 7, three.hub.sender(), || false).unwrap();
+    let _host5 = RelayHost::start(config(&nats, "n2"), 5, 8, five.hub.sender(), || false).unwrap();
+    let edge = Edge::start(&nats, "edge-1");
+    let mut heard = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + WAIT;
+    while heard.len() < 2 {
+        if let Some(EdgeEvent::Owner { partition, heard: true }) = edge.relay.try_recv() {
+            heard.insert(partition);
+        }
+        assert!(Instant::now() < deadline, "owners heard: {heard:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(heard, [3, 5].into());
+    let mut edge = edge;
+    let peer = Some("127.0.0.1:5000".parse().unwrap());
+    edge.relay.open(ConnId(1), 3, Transport::Tcp, peer);
+    edge.relay.open(ConnId(2), 5, Transport::Tcp, peer);
+    let _ = opened(&mut three);
+    let _ = opened(&mut five);
+    let since = Instant::now();
+    drop(host3);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match edge.relay.try_recv() {
+            Some(EdgeEvent::Owner { partition: 3, heard: false }) => break,
+            Some(EdgeEvent::Close { conn, .. }) => assert_eq!(conn, ConnId(1), "only partition 3's"),
+            _ => std::thread::sleep(Duration::from_millis(5)),
+        }
+        assert!(Instant::now() < deadline, "partition 3's owner still heard");
+    }
+    assert!(since.elapsed() < Duration::from_millis(1500), "left after {:?}", since.elapsed());
+    edge.relay.open(ConnId(3), 3, Transport::Tcp, None);
+    assert!(matches!(edge.next(), EdgeEvent::Unrelayed { conn: ConnId(3) }), "nothing more relayed to 3");
+    edge.relay.data(ConnId(2), b"still five".to_vec());
+    assert!(matches!(five.next(), NetEvent::Received { bytes, .. } if bytes == b"still five"[..]));
 }
 
 /// With NATS stalled (SIGSTOP: its connections stay open, nothing is read),
@@ -417,7 +462,7 @@ fn relay_an_edge_started_before_nats_relays_once_nats_is_up() {
     let mut edge = Edge::start(&nats, "edge-1");
     std::thread::sleep(Duration::from_millis(300));
     edge.relay.open(ConnId(1), 0, Transport::Tcp, None);
-    assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(1), reason } if reason.contains("no owner")));
+    assert!(matches!(edge.next(), EdgeEvent::Unrelayed { conn: ConnId(1) }));
     nats.restart();
     let mut owner = Owner::new();
     let _host = RelayHost::start(config(&nats, "owner"), 0, 5, owner.hub.sender(), || false).unwrap();

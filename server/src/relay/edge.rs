@@ -41,6 +41,13 @@ pub enum EdgeEvent {
         /// Why, for the log.
         reason: String,
     },
+    /// Close the connection: nothing of it reached an owner (none is heard
+    /// for its partition), so its client may send it all again elsewhere
+    /// (a split state's node says so with 421).
+    Unrelayed {
+        /// The connection.
+        conn: ConnId,
+    },
     /// An owner of `partition` is heard (`heard`) or none is any more: a
     /// standby's loop accepts connections only while partition 0's is, so
     /// that clients try another node at once instead of being closed after
@@ -277,7 +284,7 @@ impl Edge {
             Cmd::Open { conn, partition, transport, peer } => {
                 let Some(&(token, _, _)) = self.owners.get(&partition) else {
                     debug!(%conn, partition, "relay: no owner heard; closing the connection");
-                    self.out.send(EdgeEvent::Close { conn, reason: "relay: no owner heard".into() });
+                    self.out.send(EdgeEvent::Unrelayed { conn });
                     return;
                 };
                 self.conns.insert(conn, Bound { partition, token, out_seq: 0, next_in: 1 });
@@ -389,12 +396,11 @@ impl Edge {
         }
         match self.owners.get_mut(&partition) {
             Some((token, _, heard)) if *token == beat.token => *heard = now,
-            known => {
-                let first = known.is_none();
+            _ => {
                 info!(partition, owner = %beat.node, token = beat.token, "relay: the partition's owner is heard");
-                if first {
-                    self.out.send(EdgeEvent::Owner { partition, heard: true });
-                }
+                // Every new owner is told (a node that gave a partition back stops
+                // relaying to it until it hears the next owner).
+                self.out.send(EdgeEvent::Owner { partition, heard: true });
                 let token = beat.token;
                 self.owners.insert(partition, (token, beat.node, now));
                 self.end_bound(|b| b.partition == partition && b.token != token, "relay: the partition changed owner")

@@ -160,8 +160,10 @@ async fn serve(
             }
         }
     }
-    // Every edge told, within a bound: the rest learn from the silence.
+    // Every edge told, within a bound: the rest learn from the silence. The
+    // beat first: no edge relays a new connection here once it has it.
     let goodbye = async {
+        host.client.publish(&owner_subject, goodbye.clone()).await;
         for (key, run) in std::mem::take(&mut host.edges) {
             for (conn, r) in run.conns {
                 host.end(&key, conn, r.id, "relay stopped").await;

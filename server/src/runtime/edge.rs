@@ -100,6 +100,19 @@ impl Node {
                         self.close_relayed(conn, transport, &reason);
                     }
                 }
+                // A split state's node: the partition's owner went unheard as it relayed.
+                EdgeEvent::Unrelayed { conn } if !self.pure_edge => {
+                    if self.relayed.contains_key(&conn) {
+                        let reason = "the partition's owner is not heard by this node: connect to another node";
+                        self.refuse(conn, confab_proto::wire::status::MISDIRECTED, reason);
+                    }
+                }
+                EdgeEvent::Unrelayed { conn } => {
+                    if let Some(&transport) = self.relayed.get(&conn) {
+                        debug!(%conn, "closing relayed connection: no owner heard");
+                        self.close_relayed(conn, transport, "relay: no owner heard");
+                    }
+                }
                 EdgeEvent::Owner { partition, heard } if !self.pure_edge => {
                     let bit = crate::relay::bells::bit(partition);
                     self.owners_heard = if heard { self.owners_heard | bit } else { self.owners_heard & !bit };

@@ -326,6 +326,8 @@ pub struct Node {
     /// relay host of each partition it serves (the edges' connections to it).
     relay: Option<crate::relay::RelayConfig>,
     hosts: std::collections::BTreeMap<PartitionId, crate::relay::host::RelayHost>,
+    /// The hosts of partitions given back, until their cores are retired.
+    leaving_hosts: Vec<(PartitionId, crate::relay::host::RelayHost)>,
     /// The node is stopping: no listener opens again, no relayed
     /// connection is taken.
     stopping: bool,
@@ -525,6 +527,7 @@ impl Node {
             owners_heard: 0,
             relay: None,
             hosts: std::collections::BTreeMap::new(),
+            leaving_hosts: Vec::new(),
             stopping: false,
         })
     }
@@ -629,7 +632,7 @@ impl Node {
             if stopping.is_none() && self.stop.load(Ordering::SeqCst) {
                 let sessions: usize = self.cores.iter().flatten().map(|c| c.server.session_count()).sum();
                 info!(sessions, "stopping: no new connections, closing sessions");
-                if self.edge.is_some() {
+                if self.pure_edge {
                     // An edge stops when its node takes the partition over and
                     // listens as the owner on the same addresses: its listeners
                     // keep the ports (refusing) until the loop ends.

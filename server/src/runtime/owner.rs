@@ -197,9 +197,16 @@ impl Node {
         if let Some(mail) = &self.mail {
             mail.disown(partition);
         }
-        // The edges hear no owner of it here any more, and end what they relayed to it.
+        // Nothing new is relayed to it from here (this node's edge still hears
+        // its own host until that one says it leaves).
+        self.owners_heard &= !crate::relay::bells::bit(partition);
+        // A partition given back keeps its host until its core is retired (its
+        // last answers and closes reach relayed clients too); a lost one's goes now.
         if let Some(host) = self.hosts.remove(&partition) {
-            drop_off_loop(host);
+            match how {
+                Stop::GiveBack => self.leaving_hosts.push((partition, host)),
+                Stop::Lost(_) => drop_off_loop(host),
+            }
         }
         // No job of this core ever reaches a later one: the jobs of its last turns are dropped.
         self.workers.retire(partition);
@@ -266,6 +273,10 @@ impl Node {
     /// crash; a store dropped cleanly releases its lease).
     fn retire_core(&mut self, now: Now, core: Core, reason: &str) {
         let partition = core.partition;
+        // Its host (kept while it left) stops: it tells the edges it leaves.
+        while let Some(i) = self.leaving_hosts.iter().position(|(p, _)| *p == partition) {
+            drop_off_loop(self.leaving_hosts.swap_remove(i).1);
+        }
         let counts = core.counts();
         self.summary.commits += counts.commits;
         self.summary.changes += counts.changes;
