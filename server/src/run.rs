@@ -162,8 +162,8 @@ fn node_config(config: &RunConfig, identity: ServerIdentity) -> NodeConfig {
     node_config.quic_limits.max_connections = config.max_connections;
     node_config.oidc_jwks_file.clone_from(&config.oidc_jwks_file);
     node_config.log = config.log;
-    // A split state's nodes ring each other's doorbells over the NATS they
-    // name (there is no edge relay for a split state yet).
+    // A split state's nodes relay to each other and ring each other's
+    // doorbells over the NATS they name.
     node_config.bells = config.relay.clone().filter(|_| config.server.partitions.is_split());
     node_config
 }

@@ -328,6 +328,9 @@ pub struct Node {
     hosts: std::collections::BTreeMap<PartitionId, crate::relay::host::RelayHost>,
     /// The hosts of partitions given back, until their cores are retired.
     leaving_hosts: Vec<(PartitionId, crate::relay::host::RelayHost)>,
+    /// Connections leaving for the relay, waiting for this node's cores to
+    /// write their last answers first (`switch.rs`, `relay_to_owner`).
+    pending_relays: Vec<switch::PendingRelay>,
     /// The node is stopping: no listener opens again, no relayed
     /// connection is taken.
     stopping: bool,
@@ -389,8 +392,10 @@ impl Node {
     /// the PostgreSQL store at `mail_url` ([`crate::store::Carrier`],
     /// every `mail_poll` at least, and whenever a core's commit mailed
     /// another). The partitions not given are served elsewhere, or later
-    /// ([`NodeHandle::take`]); a frame for one of them closes its
-    /// connection with 421 ("misdirected": the client tries another node).
+    /// ([`NodeHandle::take`]); a frame for one of them is relayed to its
+    /// owner when `config.bells` names a NATS whose relay hears one, and
+    /// otherwise closes its connection with 421 ("misdirected": the client
+    /// tries another node).
     ///
     /// # Errors
     /// As [`Node::bind`]; a state that is not split, a partition out of
@@ -528,6 +533,7 @@ impl Node {
             relay: None,
             hosts: std::collections::BTreeMap::new(),
             leaving_hosts: Vec::new(),
+            pending_relays: Vec::new(),
             stopping: false,
         })
     }
@@ -797,6 +803,7 @@ impl Node {
                 }
             }
             busy |= self.leaving_turn(now);
+            busy |= self.start_relays();
             if self.settle(now) {
                 self.switch(now);
                 busy = true;

@@ -17,9 +17,11 @@
 //!   single server does (closed without a frame); at another core, with a
 //!   close frame (503), since the client's frames were already read.
 //! - A session at a partition this node does not serve (served by another
-//!   node of the cluster, or by none yet) closes the connection with 421
-//!   ("misdirected"): the client tries another node. A connection opens
-//!   its first session at the lowest partition the node serves.
+//!   node of the cluster, or by none yet) is relayed to its owner over NATS
+//!   when the node's relay hears one (`relay_to_owner`, `start_relays`);
+//!   otherwise it closes the connection with 421 ("misdirected"): the
+//!   client tries another node. A connection opens its first session at
+//!   the lowest partition the node serves.
 //! - A frame for a core whose lease is in doubt (its last renewal was
 //!   nearly a lease ago: the process was stopped, and its keeper has not
 //!   renewed since; `LeaseWatch::in_doubt`) closes its connection 503:
@@ -43,7 +45,20 @@ use confab_proto::{Now, SessionId};
 use confab_transports::hub::{ConnId, NetEvent, Transport};
 use tracing::{debug, warn};
 
+use super::core::Mark;
 use super::{Conn, Node};
+
+/// A connection leaving for the relay: what it sent that no core here was
+/// handed, and where each core it had a session at stood when it left.
+#[derive(Debug)]
+pub(super) struct PendingRelay {
+    link: ConnId,
+    partition: PartitionId,
+    transport: Transport,
+    peer: Option<std::net::SocketAddr>,
+    bytes: Vec<u8>,
+    marks: Vec<(PartitionId, Mark)>,
+}
 
 impl Node {
     /// A transport event: to the switchboard, then its outputs to the cores.
@@ -67,8 +82,15 @@ impl Node {
                 self.board.open_at(conn, self.first_served());
                 self.switch(now);
             }
-            // Relayed to another node's partition: its bytes go to the relay.
-            NetEvent::Received { conn, .. } if self.relayed.contains_key(&conn) => self.edge_net_event(event),
+            // Relayed to another node's partition: its bytes go to the relay (after
+            // what waits for this node's last answers).
+            NetEvent::Received { conn, bytes } if self.relayed.contains_key(&conn) => {
+                if self.relay_pending_input(conn, &bytes) {
+                    self.hub.consumed(conn, bytes.len());
+                } else {
+                    self.edge_net_event(NetEvent::Received { conn, bytes });
+                }
+            }
             NetEvent::Received { conn, bytes } => {
                 let n = bytes.len();
                 if self.conns.contains_key(&conn) {
@@ -239,24 +261,73 @@ impl Node {
     /// Relays `link` to the node serving `partition` (a split state's node
     /// over NATS, whose relay hears that partition's owner), from the frame
     /// that goes there on: the switchboard lets it go with every byte no
-    /// core was handed, and closes its sessions here (what they answered
-    /// before still goes out). A relayed connection (an edge's) is never
-    /// relayed again: the owner closes it 421. Whether it was relayed.
+    /// core was handed, and closes its sessions here. Its bytes reach the
+    /// owner once this node's cores wrote every answer to what they were
+    /// handed before (`start_relays`), so that the owner's answers follow
+    /// them and never split one. A relayed connection (an edge's) is never
+    /// relayed again: the owner closes it 421. Whether it is relayed.
     fn relay_to_owner(&mut self, link: ConnId, partition: PartitionId) -> bool {
         if self.pure_edge || self.stopping || self.owners_heard & crate::relay::bells::bit(partition) == 0 {
             return false;
         }
-        let Some((transport, peer)) = self.conns.get(&link).map(|c| (c.transport, c.peer)) else { return false };
-        if transport == Transport::Relay {
+        let Some((transport, peer, at)) = self.conns.get(&link).map(|c| (c.transport, c.peer, c.sessions.clone()))
+        else {
+            return false;
+        };
+        if transport == Transport::Relay || self.edge.is_none() {
             return false;
         }
-        let Some(edge) = self.edge.as_mut() else { return false };
-        let rest = self.board.detach(link, partition);
+        let bytes = self.board.detach(link, partition).to_vec();
+        let marks = at.iter().filter_map(|&(p, _)| self.core_mut(p).map(|c| (p, c.mark()))).collect();
         debug!(conn = %link, partition, "connection relayed to the partition's owner");
         self.relayed.insert(link, transport);
-        edge.open(link, partition, transport, peer);
-        if !rest.is_empty() {
-            edge.data(link, rest.to_vec());
+        self.pending_relays.push(PendingRelay { link, partition, transport, peer, bytes, marks });
+        true
+    }
+
+    /// Starts relaying the connections whose local answers are all out;
+    /// whether any started.
+    pub(super) fn start_relays(&mut self) -> bool {
+        if self.pending_relays.is_empty() {
+            return false;
+        }
+        let mut ready = Vec::new();
+        let mut waiting = Vec::new();
+        for mut pending in std::mem::take(&mut self.pending_relays) {
+            let done = pending.marks.iter_mut().all(|(p, mark)| {
+                let p = *p;
+                self.cores.get(usize::from(p)).and_then(Option::as_ref).is_none_or(|core| core.passed(mark))
+            });
+            if !self.relayed.contains_key(&pending.link) {
+                // Closed meanwhile.
+            } else if done {
+                ready.push(pending);
+            } else {
+                waiting.push(pending);
+            }
+        }
+        self.pending_relays = waiting;
+        let Some(edge) = self.edge.as_mut() else { return false };
+        for p in &ready {
+            edge.open(p.link, p.partition, p.transport, p.peer);
+        }
+        for p in ready.iter_mut() {
+            if !p.bytes.is_empty() {
+                edge.data(p.link, std::mem::take(&mut p.bytes));
+            }
+        }
+        !ready.is_empty()
+    }
+
+    /// Bytes of a connection waiting to be relayed: kept for the relay,
+    /// after what it sent before (whether it was one).
+    pub(super) fn relay_pending_input(&mut self, conn: ConnId, bytes: &[u8]) -> bool {
+        let Some(p) = self.pending_relays.iter_mut().find(|p| p.link == conn) else { return false };
+        p.bytes.extend_from_slice(bytes);
+        if p.bytes.len() > super::edge::MAX_RELAY_QUEUE {
+            // Bounded as the relay bounds what NATS has not taken yet.
+            warn!(%conn, "connection waiting for the relay sends too much; closing it");
+            self.refuse(conn, 503, "sending faster than the relay carries");
         }
         true
     }
