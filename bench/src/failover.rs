@@ -82,10 +82,22 @@ impl Database {
 }
 
 /// DMs Bob must receive through an owner before it is killed.
-const STEADY: usize = 5;
+pub(crate) const STEADY: usize = 5;
 
 /// How long a round's steps may take before the run fails.
-const STEP_LIMIT: Duration = Duration::from_secs(120);
+pub(crate) const STEP_LIMIT: Duration = Duration::from_secs(120);
+
+/// Waits for `done`, failing after [`STEP_LIMIT`].
+pub(crate) fn wait(what: &str, done: &dyn Fn() -> bool) -> Result<(), BenchError> {
+    let deadline = Instant::now() + STEP_LIMIT;
+    while !done() {
+        if Instant::now() > deadline {
+            return Err(BenchError(format!("{what} did not happen within {STEP_LIMIT:?}")));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(())
+}
 
 /// Runs the rounds.
 ///
@@ -180,16 +192,6 @@ pub fn run(config: &FailoverConfig) -> Result<Vec<Round>, BenchError> {
         })
     };
     let received = || dm_texts(&listen.lines()).len();
-    let wait = |what: &str, done: &dyn Fn() -> bool| -> Result<(), BenchError> {
-        let deadline = Instant::now() + STEP_LIMIT;
-        while !done() {
-            if Instant::now() > deadline {
-                return Err(BenchError(format!("{what} did not happen within {STEP_LIMIT:?}")));
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        Ok(())
-    };
     let mut rounds = Vec::new();
     let result = (|| {
         for _ in 0..config.rounds {

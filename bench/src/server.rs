@@ -198,7 +198,7 @@ impl InProcess {
             BenchError("--relay: nats-server is not installed (Debian: apt-get install nats-server)".into())
         })?;
         let relay = |node: &str| RelayConfig { url: nats.url(), cluster: RELAY_CLUSTER.into(), node: node.into() };
-        let host = RelayHost::start(relay("bench-server"), RELAY_TOKEN, self.handle.hub(), {
+        let host = RelayHost::start(relay("bench-server"), 0, RELAY_TOKEN, self.handle.hub(), {
             let handle = self.handle.clone();
             move || handle.is_stopping()
         })

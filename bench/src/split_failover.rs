@@ -33,13 +33,7 @@ use confab_tests::cluster::{ClusterNode, dm_texts, served};
 use confab_tests::procs::{CliUser, Running, ServerProc, TempDir};
 
 use crate::BenchError;
-use crate::failover::{FailoverConfig, Round};
-
-/// DMs Bob must receive before a node is killed.
-const STEADY: usize = 5;
-
-/// How long a round's steps may take before the run fails.
-const STEP_LIMIT: Duration = Duration::from_secs(120);
+use crate::failover::{FailoverConfig, Round, STEADY, wait};
 
 /// The carrier's catch-up poll without doorbells (the default `mail_poll_ms`).
 const MAIL_POLL_MS: u64 = 1000;
@@ -47,18 +41,6 @@ const MAIL_POLL_MS: u64 = 1000;
 /// The first of `prefix0`, `prefix1`, ... whose home is `home`.
 fn named_at(parts: Partitions, prefix: &str, home: PartitionId) -> String {
     (0..).map(|i| format!("{prefix}{i}")).find(|n| parts.home_of_user(n) == home).unwrap_or_default()
-}
-
-/// Waits for `done`, failing after [`STEP_LIMIT`].
-fn wait(what: &str, done: &dyn Fn() -> bool) -> Result<(), BenchError> {
-    let deadline = Instant::now() + STEP_LIMIT;
-    while !done() {
-        if Instant::now() > deadline {
-            return Err(BenchError(format!("{what} did not happen within {STEP_LIMIT:?}")));
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    Ok(())
 }
 
 /// What each running node says it serves (`None`: not running).

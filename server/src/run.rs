@@ -162,8 +162,8 @@ fn node_config(config: &RunConfig, identity: ServerIdentity) -> NodeConfig {
     node_config.quic_limits.max_connections = config.max_connections;
     node_config.oidc_jwks_file.clone_from(&config.oidc_jwks_file);
     node_config.log = config.log;
-    // A split state's nodes ring each other's doorbells over the NATS they
-    // name (there is no edge relay for a split state yet).
+    // A split state's nodes relay to each other and ring each other's
+    // doorbells over the NATS they name.
     node_config.bells = config.relay.clone().filter(|_| config.server.partitions.is_split());
     node_config
 }
@@ -247,7 +247,7 @@ pub fn run(config: &RunConfig, init: Init) -> Result<RunSummary, RunFailure> {
     // The owner relays the edges' connections into its loop.
     let _relay = match (&config.relay, token) {
         (Some(relay), Some(token)) => Some(
-            RelayHost::start(relay.clone(), token, node.handle().hub(), {
+            RelayHost::start(relay.clone(), 0, token, node.handle().hub(), {
                 let handle = node.handle();
                 move || handle.is_stopping()
             })

@@ -64,7 +64,7 @@ impl Edge {
         let deadline = Instant::now() + WAIT;
         loop {
             match self.relay.try_recv() {
-                Some(EdgeEvent::Owner(_)) | None => {}
+                Some(EdgeEvent::Owner { .. }) | None => {}
                 Some(e) => return e,
             }
             assert!(Instant::now() < deadline, "the edge got nothing within {WAIT:?}");
@@ -78,13 +78,13 @@ impl Edge {
         let deadline = Instant::now() + WAIT;
         loop {
             match self.relay.try_recv() {
-                Some(EdgeEvent::Owner(true)) => break,
+                Some(EdgeEvent::Owner { partition: 0, heard: true }) => break,
                 Some(other) => panic!("unexpected {other:?}"),
                 None => std::thread::sleep(Duration::from_millis(5)),
             }
             assert!(Instant::now() < deadline, "the edge never heard the owner");
         }
-        self.relay.open(conn, Transport::Tcp, Some("127.0.0.1:5000".parse().unwrap()));
+        self.relay.open(conn, 0, Transport::Tcp, Some("127.0.0.1:5000".parse().unwrap()));
     }
 }
 
@@ -104,11 +104,11 @@ fn relay_carries_bytes_both_ways_and_refuses_without_an_owner() {
     let mut edge = Edge::start(&nats, "edge-1");
     // No owner yet: a connection is closed at once, so its client tries another node.
     std::thread::sleep(Duration::from_millis(300));
-    edge.relay.open(ConnId(1), Transport::Tcp, None);
-    assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(1), reason } if reason.contains("no owner")));
+    edge.relay.open(ConnId(1), 0, Transport::Tcp, None);
+    assert!(matches!(edge.next(), EdgeEvent::Unrelayed { conn: ConnId(1) }));
 
     let mut owner = Owner::new();
-    let _host = RelayHost::start(config(&nats, "owner"), 5, owner.hub.sender(), || false).unwrap();
+    let _host = RelayHost::start(config(&nats, "owner"), 0, 5, owner.hub.sender(), || false).unwrap();
     edge.open_heard(ConnId(2));
     let id = opened(&mut owner);
     edge.relay.data(ConnId(2), b"hello ".to_vec());
@@ -141,7 +141,7 @@ fn relay_carries_bytes_both_ways_and_refuses_without_an_owner() {
     assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(2), .. }));
     assert!(matches!(owner.next(), NetEvent::Closed { conn, .. } if conn == id));
     // The client leaves first: the owner's session ends.
-    edge.relay.open(ConnId(3), Transport::Tcp, Some("127.0.0.1:5000".parse().unwrap()));
+    edge.relay.open(ConnId(3), 0, Transport::Tcp, Some("127.0.0.1:5000".parse().unwrap()));
     let id3 = opened(&mut owner);
     edge.relay.closed(ConnId(3), "peer closed");
     assert!(matches!(owner.next(), NetEvent::Closed { conn, reason } if conn == id3 && reason.contains("peer closed")));
@@ -151,7 +151,7 @@ fn relay_carries_bytes_both_ways_and_refuses_without_an_owner() {
 fn relay_a_lost_message_ends_the_connection_on_both_sides() {
     let Some(nats) = TempNats::start("relay-gap") else { return };
     let mut owner = Owner::new();
-    let _host = RelayHost::start(config(&nats, "owner"), 5, owner.hub.sender(), || false).unwrap();
+    let _host = RelayHost::start(config(&nats, "owner"), 0, 5, owner.hub.sender(), || false).unwrap();
     let mut edge = Edge::start(&nats, "edge-1");
     edge.open_heard(ConnId(1));
     let id = opened(&mut owner);
@@ -161,7 +161,7 @@ fn relay_a_lost_message_ends_the_connection_on_both_sides() {
     edge.relay.data(ConnId(1), b"one".to_vec());
     assert!(matches!(owner.next(), NetEvent::Received { bytes, .. } if bytes == b"one"));
     // The edge's incarnation is not known here: a forged gap from a fake edge instead.
-    let fake = Subjects::new("test").inbound("fake");
+    let fake = Subjects::new("test").inbound(0, "fake");
     let open = Envelope::Open { incarnation: 9, conn: 1, transport: "tcp".into(), peer: None };
     let skip = Envelope::Data { incarnation: 9, conn: 1, seq: 2, bytes: Bytes::from_static(b"two") };
     let mut replies = rt.block_on(client.subscribe(Subjects::new("test").outbound("fake"))).unwrap();
@@ -191,17 +191,17 @@ fn opened_any(owner: &mut Owner) -> ConnId {
 fn relay_a_new_owner_or_a_silent_one_ends_the_edges_connections() {
     let Some(nats) = TempNats::start("relay-owner") else { return };
     let mut old = Owner::new();
-    let old_host = RelayHost::start(config(&nats, "old"), 5, old.hub.sender(), || false).unwrap();
+    let old_host = RelayHost::start(config(&nats, "old"), 0, 5, old.hub.sender(), || false).unwrap();
     let mut edge = Edge::start(&nats, "edge-1");
     edge.open_heard(ConnId(1));
     let _ = opened(&mut old);
     // Another node took the partition (a greater token): the connection bound to the old owner ends.
     let mut new = Owner::new();
-    let new_host = RelayHost::start(config(&nats, "new"), 6, new.hub.sender(), || false).unwrap();
+    let new_host = RelayHost::start(config(&nats, "new"), 0, 6, new.hub.sender(), || false).unwrap();
     assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(1), reason } if reason.contains("changed owner")));
     drop(old_host);
     // New connections go to the new owner.
-    edge.relay.open(ConnId(2), Transport::Tcp, Some("127.0.0.1:5000".parse().unwrap()));
+    edge.relay.open(ConnId(2), 0, Transport::Tcp, Some("127.0.0.1:5000".parse().unwrap()));
     let _ = opened(&mut new);
     // The new owner goes silent without a goodbye (NATS dies under it, which
     // the edge cannot tell from a crash): within SILENT_AFTER and a beat, the
@@ -218,14 +218,14 @@ fn relay_a_new_owner_or_a_silent_one_ends_the_edges_connections() {
 fn relay_an_edge_gone_silent_has_its_connections_ended_by_the_owner() {
     let Some(nats) = TempNats::start("relay-edge-silent") else { return };
     let mut owner = Owner::new();
-    let _host = RelayHost::start(config(&nats, "owner"), 5, owner.hub.sender(), || false).unwrap();
+    let _host = RelayHost::start(config(&nats, "owner"), 0, 5, owner.hub.sender(), || false).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let client = rt.block_on(async_nats::connect(nats.url())).unwrap();
     // The owner beats once it listens to the edges.
-    let mut beats = rt.block_on(client.subscribe(Subjects::new("test").owner())).unwrap();
+    let mut beats = rt.block_on(client.subscribe(Subjects::new("test").owner(0))).unwrap();
     use futures_util::StreamExt as _;
     rt.block_on(async { tokio::time::timeout(WAIT, beats.next()).await }).unwrap().unwrap();
-    let inbound = Subjects::new("test").inbound("ghost");
+    let inbound = Subjects::new("test").inbound(0, "ghost");
     let mut told = rt.block_on(client.subscribe(Subjects::new("test").outbound("ghost"))).unwrap();
     let open = Envelope::Open { incarnation: 3, conn: 1, transport: "quic".into(), peer: None };
     rt.block_on(async {
@@ -247,17 +247,17 @@ fn relay_an_edge_gone_silent_has_its_connections_ended_by_the_owner() {
 fn relay_an_old_owner_resumed_after_a_takeover_gets_no_connection_and_writes_to_none() {
     let Some(nats) = TempNats::start("relay-stale") else { return };
     let mut old = Owner::new();
-    let _old_host = RelayHost::start(config(&nats, "old"), 5, old.hub.sender(), || false).unwrap();
+    let _old_host = RelayHost::start(config(&nats, "old"), 0, 5, old.hub.sender(), || false).unwrap();
     let mut edge = Edge::start(&nats, "edge-1");
     edge.open_heard(ConnId(1));
     let old_id = opened(&mut old);
     let mut new = Owner::new();
-    let _new_host = RelayHost::start(config(&nats, "new"), 6, new.hub.sender(), || false).unwrap();
+    let _new_host = RelayHost::start(config(&nats, "new"), 0, 6, new.hub.sender(), || false).unwrap();
     assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(1), reason } if reason.contains("changed owner")));
     // The old owner is still up (paused and resumed, it beats until its
     // lease renewal fails): a new connection goes to the new owner only.
     std::thread::sleep(Duration::from_millis(600));
-    edge.relay.open(ConnId(2), Transport::Tcp, Some("127.0.0.1:5000".parse().unwrap()));
+    edge.relay.open(ConnId(2), 0, Transport::Tcp, Some("127.0.0.1:5000".parse().unwrap()));
     let new_id = opened(&mut new);
     let deadline = Instant::now() + Duration::from_secs(1);
     while Instant::now() < deadline {
@@ -278,7 +278,7 @@ fn relay_an_old_owner_resumed_after_a_takeover_gets_no_connection_and_writes_to_
 fn relay_a_forged_older_heartbeat_after_a_silence_does_not_win_the_edge_back() {
     let Some(nats) = TempNats::start("relay-older-beat") else { return };
     let mut owner = Owner::new();
-    let host = RelayHost::start(config(&nats, "owner"), 6, owner.hub.sender(), || false).unwrap();
+    let host = RelayHost::start(config(&nats, "owner"), 0, 6, owner.hub.sender(), || false).unwrap();
     let mut edge = Edge::start(&nats, "edge-1");
     edge.open_heard(ConnId(1));
     let _ = opened(&mut owner);
@@ -288,10 +288,10 @@ fn relay_a_forged_older_heartbeat_after_a_silence_does_not_win_the_edge_back() {
     // An older owner beats again, past the silence that made the edge
     // forget the newer one: the edge does not relay to it.
     let stale = Owner::new();
-    let _stale_host = RelayHost::start(config(&nats, "stale"), 5, stale.hub.sender(), || false).unwrap();
+    let _stale_host = RelayHost::start(config(&nats, "stale"), 0, 5, stale.hub.sender(), || false).unwrap();
     std::thread::sleep(Duration::from_millis(3200));
-    edge.relay.open(ConnId(2), Transport::Tcp, None);
-    assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(2), reason } if reason.contains("no owner")));
+    edge.relay.open(ConnId(2), 0, Transport::Tcp, None);
+    assert!(matches!(edge.next(), EdgeEvent::Unrelayed { conn: ConnId(2) }));
 }
 
 /// Whether the server at `addr` serves a new TCP connection (`true`: it
@@ -333,7 +333,7 @@ fn relay_an_edge_listens_only_while_it_hears_an_owner() {
     // client's handshake fails and it tries the next node.
     assert!(!tcp_serves(tcp, false, Duration::from_millis(500)), "served without an owner");
     let mut owner = Owner::new();
-    let host = RelayHost::start(config(&nats, "owner"), 1, owner.hub.sender(), || false).unwrap();
+    let host = RelayHost::start(config(&nats, "owner"), 0, 1, owner.hub.sender(), || false).unwrap();
     assert!(tcp_serves(tcp, true, WAIT), "the edge never served once the owner beat");
     // The owner falls silent: the edge stops listening again.
     drop(host);
@@ -350,8 +350,8 @@ fn relay_an_owner_that_stops_says_so_and_the_edges_leave_it_at_once() {
     let mut owner = Owner::new();
     let stopping = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stopping);
-    let _host =
-        RelayHost::start(config(&nats, "owner"), 5, owner.hub.sender(), move || flag.load(Ordering::SeqCst)).unwrap();
+    let _host = RelayHost::start(config(&nats, "owner"), 0, 5, owner.hub.sender(), move || flag.load(Ordering::SeqCst))
+        .unwrap();
     let mut edge = Edge::start(&nats, "edge-1");
     edge.open_heard(ConnId(1));
     let _ = opened(&mut owner);
@@ -361,8 +361,53 @@ fn relay_an_owner_that_stops_says_so_and_the_edges_leave_it_at_once() {
     assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(1), reason } if reason.contains("leaving")));
     assert!(since.elapsed() < Duration::from_millis(1500), "left after {:?}", since.elapsed());
     // No new connection goes to it.
-    edge.relay.open(ConnId(2), Transport::Tcp, None);
-    assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(2), reason } if reason.contains("no owner")));
+    edge.relay.open(ConnId(2), 0, Transport::Tcp, None);
+    assert!(matches!(edge.next(), EdgeEvent::Unrelayed { conn: ConnId(2) }));
+}
+
+/// A split state's partition given back (or lost): its host, dropped,
+/// says it leaves, so an edge stops relaying to it at once (not after 2 s
+/// of silence) and ends what it relayed there, while the owner of another
+/// partition is still heard and relayed to.
+#[test]
+fn relay_a_partitions_host_dropped_says_it_leaves_and_only_that_partition_is_left() {
+    let Some(nats) = TempNats::start("relay-host-drop") else { return };
+    let (mut three, mut five) = (Owner::new(), Owner::new());
+    let host3 = RelayHost::start(config(&nats, "n1"), 3, 7, three.hub.sender(), || false).unwrap();
+    let _host5 = RelayHost::start(config(&nats, "n2"), 5, 8, five.hub.sender(), || false).unwrap();
+    let edge = Edge::start(&nats, "edge-1");
+    let mut heard = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + WAIT;
+    while heard.len() < 2 {
+        if let Some(EdgeEvent::Owner { partition, heard: true }) = edge.relay.try_recv() {
+            heard.insert(partition);
+        }
+        assert!(Instant::now() < deadline, "owners heard: {heard:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(heard, [3, 5].into());
+    let mut edge = edge;
+    let peer = Some("127.0.0.1:5000".parse().unwrap());
+    edge.relay.open(ConnId(1), 3, Transport::Tcp, peer);
+    edge.relay.open(ConnId(2), 5, Transport::Tcp, peer);
+    let _ = opened(&mut three);
+    let _ = opened(&mut five);
+    let since = Instant::now();
+    drop(host3);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match edge.relay.try_recv() {
+            Some(EdgeEvent::Owner { partition: 3, heard: false }) => break,
+            Some(EdgeEvent::Close { conn, .. }) => assert_eq!(conn, ConnId(1), "only partition 3's"),
+            _ => std::thread::sleep(Duration::from_millis(5)),
+        }
+        assert!(Instant::now() < deadline, "partition 3's owner still heard");
+    }
+    assert!(since.elapsed() < Duration::from_millis(1500), "left after {:?}", since.elapsed());
+    edge.relay.open(ConnId(3), 3, Transport::Tcp, None);
+    assert!(matches!(edge.next(), EdgeEvent::Unrelayed { conn: ConnId(3) }), "nothing more relayed to 3");
+    edge.relay.data(ConnId(2), b"still five".to_vec());
+    assert!(matches!(five.next(), NetEvent::Received { bytes, .. } if bytes == b"still five"[..]));
 }
 
 /// With NATS stalled (SIGSTOP: its connections stay open, nothing is read),
@@ -377,12 +422,12 @@ fn relay_an_owner_that_stops_says_so_and_the_edges_leave_it_at_once() {
 fn relay_stops_in_bounded_time_while_nats_is_stalled() {
     let Some(nats) = TempNats::start("relay-stalled") else { return };
     let mut owner = Owner::new();
-    let host = RelayHost::start(config(&nats, "owner"), 5, owner.hub.sender(), || false).unwrap();
+    let host = RelayHost::start(config(&nats, "owner"), 0, 5, owner.hub.sender(), || false).unwrap();
     let mut edge = Edge::start(&nats, "edge-1");
     edge.open_heard(ConnId(1));
     let mut ids = vec![opened(&mut owner)];
     for c in 2..=20 {
-        edge.relay.open(ConnId(c), Transport::Tcp, Some("127.0.0.1:5000".parse().unwrap()));
+        edge.relay.open(ConnId(c), 0, Transport::Tcp, Some("127.0.0.1:5000".parse().unwrap()));
         ids.push(opened(&mut owner));
     }
     nats.signal("STOP");
@@ -416,11 +461,11 @@ fn relay_an_edge_started_before_nats_relays_once_nats_is_up() {
     nats.kill();
     let mut edge = Edge::start(&nats, "edge-1");
     std::thread::sleep(Duration::from_millis(300));
-    edge.relay.open(ConnId(1), Transport::Tcp, None);
-    assert!(matches!(edge.next(), EdgeEvent::Close { conn: ConnId(1), reason } if reason.contains("no owner")));
+    edge.relay.open(ConnId(1), 0, Transport::Tcp, None);
+    assert!(matches!(edge.next(), EdgeEvent::Unrelayed { conn: ConnId(1) }));
     nats.restart();
     let mut owner = Owner::new();
-    let _host = RelayHost::start(config(&nats, "owner"), 5, owner.hub.sender(), || false).unwrap();
+    let _host = RelayHost::start(config(&nats, "owner"), 0, 5, owner.hub.sender(), || false).unwrap();
     edge.open_heard(ConnId(2));
     let id = opened(&mut owner);
     edge.relay.data(ConnId(2), b"late but here".to_vec());

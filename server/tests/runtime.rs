@@ -648,3 +648,93 @@ fn a_partition_given_back_while_its_store_hangs_holds_the_loop_for_nothing() {
     handle.stop();
     running.join().expect("the loop does not panic").expect("a clean stop");
 }
+
+/// A split state's node relaying a connection to another node's partition
+/// sends it there only once its own cores wrote their answers to what the
+/// connection sent them before: a registration here whose commit waits,
+/// pipelined with a login of a user of the other node's partition, is
+/// answered first (201), then the login (from the other node, through the
+/// relay), never the other way round (skipped without nats-server unless
+/// `CONFAB_REQUIRE_CLUSTER=1`).
+#[test]
+fn a_relayed_connection_gets_this_nodes_answers_before_the_owners() {
+    use confab_proto::server::{HashParams, Partitions};
+    use confab_proto::wire::{Login, Request, Response};
+    use confab_server::relay::RelayConfig;
+    use confab_server::store::LeaseWatch;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(nats) = confab_tests::nats::TempNats::start("relay-order") else { return };
+    let parts = Partitions { index: 0, count: 2 };
+    let server = ServerConfig { partitions: parts, hash_params: HashParams::INSECURE_FAST, ..Default::default() };
+    let state = confab_proto::server::State::new(server.room_history, server.dedup_window);
+    // Each node serves one partition, its lease watched (which starts its relay host).
+    let start = |name: &str, partition: u8, store: Gated| {
+        let made = ServerIdentity::self_signed(&["localhost".to_owned()]).expect("certificate");
+        let mut config = NodeConfig::new(server.clone(), "127.0.0.1:0".parse().expect("addr"), made.identity);
+        (config.tcp, config.quic, config.ws) = (None, None, None);
+        config.bells = Some(RelayConfig { url: nats.url(), cluster: "order".into(), node: name.into() });
+        let stores = vec![(partition, store, state.clone())];
+        let node = Node::bind_split(config, stores, "postgres://127.0.0.1:1/none", Duration::from_secs(60));
+        let node = node.expect("bind");
+        let handle = node.handle();
+        let watch = LeaseWatch::default();
+        watch.renewed(Instant::now(), Duration::from_secs(3600));
+        handle.watch_lease(partition, 1, watch);
+        (handle, std::thread::spawn(move || node.run()))
+    };
+    let gated = |hold: &Arc<AtomicBool>| Gated {
+        inner: MemoryStore::new(&server),
+        hold: Arc::clone(hold),
+        held: Arc::new(AtomicBool::new(false)),
+    };
+    let (hold, free) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let (here, here_running) = start("here", 0, gated(&hold));
+    let (owner, owner_running) = start("owner", 1, gated(&free));
+    let login = |name: &str| {
+        let body = Login { username: name.to_owned(), password: "a long enough password".into() }.into();
+        Message::Request(Request { request_id: 2, timestamp_ms: 0, body }).to_bytes(&[])
+    };
+    // Until `here` hears partition 1's owner, a login there is closed 421.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut link = here.connect_mem();
+        link.send(&login(&named_at(parts, "nobody", 1))).expect("send");
+        if outcome(&mut link).0 != 421 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "partition 1's owner never heard");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    hold.store(true, Ordering::SeqCst);
+    let mut link = here.connect_mem();
+    link.send(&[register(&named_at(parts, "user", 0)), login(&named_at(parts, "user", 1))].concat()).expect("send");
+    // The owner's answer (401: no such account) would be back within this.
+    std::thread::sleep(Duration::from_millis(500));
+    hold.store(false, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    let answers = loop {
+        let answers: Vec<(u32, u16)> = decode_all(&got)
+            .into_iter()
+            .filter_map(|m| match m {
+                Message::Response(Response { request_id, code, .. }) => Some((request_id, code)),
+                _ => None,
+            })
+            .collect();
+        if answers.len() == 2 {
+            break answers;
+        }
+        match link.recv(deadline) {
+            Ok(Some(bytes)) => got.extend_from_slice(&bytes),
+            other => panic!("answers so far {answers:?}, then {other:?}"),
+        }
+    };
+    assert_eq!(answers[0], (1, 201), "this node's answer first: {answers:?}");
+    assert_eq!(answers[1].0, 2, "then the owner's: {answers:?}");
+    drop(link);
+    for (handle, running) in [(here, here_running), (owner, owner_running)] {
+        handle.stop();
+        running.join().expect("the loop does not panic").expect("a clean stop");
+    }
+}

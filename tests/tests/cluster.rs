@@ -526,3 +526,58 @@ fn cluster_split_nodes_ring_each_others_doorbells_over_nats() {
     let read = bob.ok(&["dm", "read", &a]);
     assert!(read.contains("rung across nodes"), "{read}");
 }
+
+/// Over NATS, a node of a split state relays a connection whose frame
+/// goes to a partition another node serves to that node's relay host,
+/// instead of closing it 421: Alice and Bob, each given the one address of
+/// a node that serves neither of their homes (as a browser given one URL
+/// is), register, open a conversation and exchange DMs through it. The
+/// node serving Bob's home is then killed; once another took the
+/// partition, Bob, still given that one address, reads what Alice sent
+/// meanwhile, once each.
+#[test]
+fn cluster_split_nodes_relay_a_connection_to_its_partitions_owner_over_nats() {
+    let Some(pg) = TempPostgres::start("relay-split") else { return };
+    let Some(nats) = TempNats::start("relay-split") else { return };
+    let dir = TempDir::new("relay-split");
+    let url = pg.url();
+    let parts = Partitions { index: 0, count: 4 };
+    let node = |name: &str, cert_of: Option<&std::path::Path>| {
+        ClusterNode::new(dir.path(), name, &url, cert_of, LEASE_SECS).split(parts.count, 60_000).relaying(&nats.url())
+    };
+    let n1 = node("n1", None);
+    let first = n1.start();
+    let (n2, n3) = (node("n2", Some(&n1.data)), node("n3", Some(&n1.data)));
+    let (s2, s3) = (n2.start(), n3.start());
+    let shares = shares_settle(&[&first, &s2, &s3], &[2, 1, 1]);
+    let home_at = |node: usize| *shares[node].iter().next().expect("a partition");
+    let (a, b) = (named_at(parts, "alice", home_at(1), false), named_at(parts, "bob", home_at(2), false));
+    // Both reach the service through n1 only, which serves neither home.
+    let user = |name: &str| {
+        let mut u = CliUser::new(dir.path(), name, &first, "tcp");
+        u.server.clone_from(&n1.tcp);
+        u
+    };
+    let (alice, bob) = (user(&a), user(&b));
+    let _ = alice.ok(&["register", &a]);
+    let _ = bob.ok(&["register", &b]);
+    let _ = alice.ok(&["dm", "request", &b]);
+    let _ = bob.ok(&["dm", "accept", &a]);
+    let _ = alice.ok(&["dm", "send", &b, "relayed twice"]);
+    let read = bob.ok(&["dm", "read", &a]);
+    assert!(read.contains("relayed twice"), "{read}");
+    assert!(served(&first.log()).iter().all(|p| ![home_at(1), home_at(2)].contains(p)), "n1 serves neither home");
+
+    // Bob's home's node dies; a survivor takes the partition.
+    let mut s3 = s3;
+    s3.kill();
+    let shares = shares_settle(&[&first, &s2], &[2, 2]);
+    assert!(shares.iter().any(|s| s.contains(&home_at(2))), "Bob's home taken: {shares:?}");
+    let _ = alice.ok(&["dm", "send", &b, "after the owner died"]);
+    let read = bob.ok(&["dm", "read", &a]);
+    let texts = dm_texts(&read.lines().map(str::to_owned).collect::<Vec<_>>());
+    let want = ["relayed twice", "after the owner died"].map(str::to_owned);
+    for text in &want {
+        assert_eq!(texts.iter().filter(|t| *t == text).count(), 1, "{text:?} once in {texts:?}");
+    }
+}

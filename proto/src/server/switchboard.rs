@@ -325,6 +325,34 @@ impl<L: Copy + Ord + Debug> Switchboard<L> {
         }
     }
 
+    /// Takes `link` out of the switchboard to be relayed to the node that
+    /// serves `partition`: call it right after polling the
+    /// [`Switched::Open`] of `link` at `partition` (which this node does not
+    /// serve). Returns what the connection sent that no core was handed,
+    /// in order: the frames queued for `partition` and not polled (the one
+    /// that opened it first), then the bytes not routed yet. Its sessions
+    /// here are closed ([`Switched::Close`] follows for each opened; the
+    /// one at `partition` names a core the node does not have).
+    #[must_use]
+    pub fn detach(&mut self, link: L, partition: PartitionId) -> Bytes {
+        let Some(l) = self.links.get(&link) else { return Bytes::new() };
+        let mut rest = BytesMut::new();
+        for out in &self.out {
+            if let Switched::Feed { link: to, partition: p, bytes, .. } = out
+                && *to == link
+                && *p == partition
+            {
+                rest.extend_from_slice(bytes);
+            }
+        }
+        if let Some(frame) = &l.resolving {
+            rest.extend_from_slice(frame);
+        }
+        rest.extend_from_slice(&l.buffer);
+        self.close(link);
+        rest.freeze()
+    }
+
     /// The bytes of a frame not complete yet that `link` sent while
     /// unbound and not held (0 once bound, and while a frame holds the
     /// later ones: those are bounded by `max_held`). The node tells the

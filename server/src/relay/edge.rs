@@ -1,11 +1,13 @@
 //! The edge's side of the relay: a standby's loop hands each connection's
-//! bytes here, and gets back the owner's bytes and closes.
+//! bytes here (a split state's node, the connections whose frame goes to a
+//! partition another node serves), and gets back the owner's bytes and
+//! closes.
 //!
-//! An edge relays a connection only while it hears an owner: a connection
-//! opened with no owner heard is closed at once (its client tries another
-//! node), and the connections bound to an owner are closed when that owner
-//! falls silent for [`SILENT_AFTER`] or a heartbeat with a greater token
-//! says another node took the partition.
+//! An edge relays a connection to a partition only while it hears that
+//! partition's owner: a connection opened with no owner heard is closed at
+//! once (its client tries another node), and the connections bound to an
+//! owner are closed when that owner falls silent for [`SILENT_AFTER`] or a
+//! heartbeat with a greater token says another node took the partition.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -39,10 +41,24 @@ pub enum EdgeEvent {
         /// Why, for the log.
         reason: String,
     },
-    /// An owner is heard (`true`) or none is any more (`false`): the loop
-    /// accepts connections only while one is, so that clients try another
-    /// node at once instead of being closed after their handshake.
-    Owner(bool),
+    /// Close the connection: nothing of it reached an owner (none is heard
+    /// for its partition), so its client may send it all again elsewhere
+    /// (a split state's node says so with 421).
+    Unrelayed {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// An owner of `partition` is heard (`heard`) or none is any more: a
+    /// standby's loop accepts connections only while partition 0's is, so
+    /// that clients try another node at once instead of being closed after
+    /// their handshake; a split state's node relays a connection to a
+    /// partition only while its owner is heard.
+    Owner {
+        /// The partition.
+        partition: u8,
+        /// Whether an owner is heard.
+        heard: bool,
+    },
 }
 
 /// What the loop tells the relay.
@@ -50,6 +66,7 @@ pub enum EdgeEvent {
 enum Cmd {
     Open {
         conn: ConnId,
+        partition: u8,
         transport: Transport,
         peer: Option<SocketAddr>,
     },
@@ -96,10 +113,10 @@ impl EdgeRelay {
         Ok(EdgeRelay { cmds, queued: HashMap::new(), events, stop: Some(stop), thread: Some(thread) })
     }
 
-    /// A client connected.
-    pub fn open(&mut self, conn: ConnId, transport: Transport, peer: Option<SocketAddr>) {
+    /// A client's connection is relayed to `partition`'s owner from now on.
+    pub fn open(&mut self, conn: ConnId, partition: u8, transport: Transport, peer: Option<SocketAddr>) {
         self.queued.insert(conn, Arc::new(AtomicUsize::new(0)));
-        let _ = self.cmds.send(Cmd::Open { conn, transport, peer });
+        let _ = self.cmds.send(Cmd::Open { conn, partition, transport, peer });
     }
 
     /// The client sent bytes: how many of the connection's bytes the relay
@@ -159,6 +176,8 @@ impl Events {
 
 #[derive(Debug)]
 struct Bound {
+    /// The partition it is relayed to.
+    partition: u8,
     /// The owner's token the connection was opened with.
     token: u64,
     /// The last data message sent.
@@ -169,14 +188,18 @@ struct Bound {
 
 struct Edge {
     incarnation: u64,
-    inbound: async_nats::Subject,
+    subjects: Subjects,
+    node: String,
+    /// Each partition's inbound subject, made once.
+    inbound: HashMap<u8, async_nats::Subject>,
     client: super::Publisher,
     out: Events,
-    /// The owner heard last: its token, name and when.
-    owner: Option<(u64, String, Instant)>,
-    /// The greatest token ever heard: a heartbeat with a smaller one is an
-    /// old owner's (resumed after a takeover), even after a silence.
-    highest: u64,
+    /// Each partition's owner heard last: its token, name and when.
+    owners: HashMap<u8, (u64, String, Instant)>,
+    /// Per partition, the greatest token ever heard: a heartbeat with a
+    /// smaller one is an old owner's (resumed after a takeover), even after
+    /// a silence.
+    highest: HashMap<u8, u64>,
     /// The relayed connections; a connection's number on the wire is its
     /// `ConnId`'s.
     conns: HashMap<ConnId, Bound>,
@@ -199,7 +222,7 @@ async fn serve(
         }
     };
     let (mut replies, mut beats) =
-        match (client.subscribe(subjects.outbound(&config.node)).await, client.subscribe(subjects.owner()).await) {
+        match (client.subscribe(subjects.outbound(&config.node)).await, client.subscribe(subjects.owner_all()).await) {
             (Ok(r), Ok(b)) => (r, b),
             (Err(e), _) | (_, Err(e)) => {
                 warn!("relay: cannot subscribe ({e}); this edge closes every connection");
@@ -210,11 +233,13 @@ async fn serve(
     info!(nats = %super::redacted(&config.url), cluster = %config.cluster, incarnation, "relay: edge relaying to the partition's owner");
     let mut edge = Edge {
         incarnation,
-        inbound: subjects.inbound(&config.node).into(),
+        subjects,
+        node: config.node.clone(),
+        inbound: HashMap::new(),
         client: super::Publisher::new(client),
         out,
-        owner: None,
-        highest: 0,
+        owners: HashMap::new(),
+        highest: HashMap::new(),
         conns: HashMap::new(),
     };
     let mut tick = tokio::time::interval(ALIVE_EVERY);
@@ -225,10 +250,14 @@ async fn serve(
             _ = &mut stopped => break,
             Some(cmd) = cmds.recv() => edge.command(cmd).await,
             Some(msg) = replies.next() => edge.reply(&msg.payload).await,
-            Some(msg) = beats.next() => edge.beat(&msg.payload).await,
+            Some(msg) = beats.next() => edge.beat(&msg.subject, &msg.payload).await,
             _ = tick.tick() => {
-                edge.client.publish(&edge.inbound, Envelope::Alive { incarnation }.encode(0)).await;
-                edge.check_owner(Instant::now()).await;
+                let heard: Vec<u8> = edge.owners.keys().copied().collect();
+                for partition in heard {
+                    let subject = edge.inbound_of(partition);
+                    edge.client.publish(&subject, Envelope::Alive { incarnation }.encode(0)).await;
+                }
+                edge.check_owners(Instant::now()).await;
             }
         }
     }
@@ -252,26 +281,26 @@ async fn close_all_forever(cmds: &mut mpsc::UnboundedReceiver<Cmd>, out: &Events
 impl Edge {
     async fn command(&mut self, cmd: Cmd) {
         match cmd {
-            Cmd::Open { conn, transport, peer } => {
-                let Some(&(token, _, _)) = self.owner.as_ref() else {
-                    debug!(%conn, "relay: no owner heard; closing the connection");
-                    self.out.send(EdgeEvent::Close { conn, reason: "relay: no owner heard".into() });
+            Cmd::Open { conn, partition, transport, peer } => {
+                let Some(&(token, _, _)) = self.owners.get(&partition) else {
+                    debug!(%conn, partition, "relay: no owner heard; closing the connection");
+                    self.out.send(EdgeEvent::Unrelayed { conn });
                     return;
                 };
-                self.conns.insert(conn, Bound { token, out_seq: 0, next_in: 1 });
+                self.conns.insert(conn, Bound { partition, token, out_seq: 0, next_in: 1 });
                 let open = Envelope::Open {
                     incarnation: self.incarnation,
                     conn: conn.0,
                     transport: transport.as_str().into(),
                     peer,
                 };
-                self.publish(open, token).await;
+                self.publish(open, partition, token).await;
             }
             Cmd::Data { conn, bytes, queued } => {
                 // Handed to NATS below, or dropped: no longer held either way.
                 let _held = Release(queued, bytes.len());
                 let Some(b) = self.conns.get_mut(&conn) else { return };
-                let token = b.token;
+                let (partition, token) = (b.partition, b.token);
                 let bytes = Bytes::from(bytes);
                 let mut msgs = Vec::new();
                 for piece in super::pieces(&bytes, self.client.chunk()) {
@@ -284,7 +313,7 @@ impl Edge {
                     });
                 }
                 for m in msgs {
-                    if !self.publish(m, token).await {
+                    if !self.publish(m, partition, token).await {
                         // A piece is lost: the rest would only follow a gap.
                         return self.end(conn, "relay: NATS did not take the connection's bytes").await;
                     }
@@ -292,8 +321,8 @@ impl Edge {
             }
             Cmd::Closed { conn, reason } => {
                 if let Some(b) = self.conns.remove(&conn) {
-                    self.publish(Envelope::Close { incarnation: self.incarnation, conn: conn.0, reason }, b.token)
-                        .await;
+                    let close = Envelope::Close { incarnation: self.incarnation, conn: conn.0, reason };
+                    self.publish(close, b.partition, b.token).await;
                 }
             }
         }
@@ -316,9 +345,13 @@ impl Edge {
             Envelope::Data { incarnation, conn, .. }
                 if incarnation == self.incarnation && !self.conns.contains_key(&ConnId(conn)) =>
             {
-                // A connection this edge ended and whose close the owner missed: again.
-                let close = Envelope::Close { incarnation, conn, reason: "unknown connection".into() };
-                self.publish(close, token).await;
+                // A connection this edge ended and whose close the owner missed: again, to
+                // the partitions whose owner has that token (the reply names none).
+                let to: Vec<u8> = self.owners.iter().filter(|(_, o)| o.0 == token).map(|(p, _)| *p).collect();
+                for partition in to {
+                    let close = Envelope::Close { incarnation, conn, reason: "unknown connection".into() };
+                    self.publish(close, partition, token).await;
+                }
             }
             Envelope::Data { incarnation, conn, seq, bytes } if incarnation == self.incarnation => {
                 let Some(id) = bound(self, conn) else { return };
@@ -341,47 +374,55 @@ impl Edge {
         }
     }
 
-    async fn beat(&mut self, payload: &[u8]) {
+    async fn beat(&mut self, subject: &str, payload: &[u8]) {
+        let Some(partition) = self.subjects.owner_partition(subject) else { return };
         let Ok(beat) = OwnerBeat::decode(payload) else { return };
         let now = Instant::now();
+        let highest = self.highest.entry(partition).or_insert(0);
         // An old owner still beating (resumed after a takeover): it is
         // fenced and stops at its next renewal; never relay to it again.
-        if beat.token < self.highest {
+        if beat.token < *highest {
             return;
         }
+        *highest = beat.token;
         if beat.leaving {
             // Stopping: no new connection for it, and what it runs it closes.
-            self.highest = beat.token;
-            if self.owner.take().is_some() {
-                info!(owner = %beat.node, token = beat.token, "relay: the partition's owner is leaving");
-                self.out.send(EdgeEvent::Owner(false));
-                self.end_bound(|_| true, "relay: the partition's owner is leaving").await;
+            if self.owners.remove(&partition).is_some() {
+                info!(partition, owner = %beat.node, token = beat.token, "relay: the partition's owner is leaving");
+                self.out.send(EdgeEvent::Owner { partition, heard: false });
+                self.end_bound(|b| b.partition == partition, "relay: the partition's owner is leaving").await;
             }
             return;
         }
-        match &mut self.owner {
+        match self.owners.get_mut(&partition) {
             Some((token, _, heard)) if *token == beat.token => *heard = now,
             _ => {
-                info!(owner = %beat.node, token = beat.token, "relay: the partition's owner is heard");
-                self.highest = beat.token;
-                if self.owner.is_none() {
-                    self.out.send(EdgeEvent::Owner(true));
-                }
-                self.owner = Some((beat.token, beat.node, now));
-                self.end_bound(|b| b.token != beat.token, "relay: the partition changed owner").await;
+                info!(partition, owner = %beat.node, token = beat.token, "relay: the partition's owner is heard");
+                // Every new owner is told (a node that gave a partition back stops
+                // relaying to it until it hears the next owner).
+                self.out.send(EdgeEvent::Owner { partition, heard: true });
+                let token = beat.token;
+                self.owners.insert(partition, (token, beat.node, now));
+                self.end_bound(|b| b.partition == partition && b.token != token, "relay: the partition changed owner")
+                    .await;
             }
         }
     }
 
-    async fn check_owner(&mut self, now: Instant) {
-        let Some((token, node, heard)) = &self.owner else { return };
-        if now.duration_since(*heard) <= SILENT_AFTER {
-            return;
+    async fn check_owners(&mut self, now: Instant) {
+        let silent: Vec<(u8, u64, String)> = self
+            .owners
+            .iter()
+            .filter(|(_, (_, _, heard))| now.duration_since(*heard) > SILENT_AFTER)
+            .map(|(p, (token, node, _))| (*p, *token, node.clone()))
+            .collect();
+        for (partition, token, node) in silent {
+            let bound = self.conns.values().filter(|b| b.partition == partition).count();
+            warn!(partition, owner = %node, token, connections = bound, "relay: the partition's owner is silent; ending its connections");
+            self.owners.remove(&partition);
+            self.out.send(EdgeEvent::Owner { partition, heard: false });
+            self.end_bound(|b| b.partition == partition, "relay: the partition's owner is silent").await;
         }
-        warn!(owner = %node, token, connections = self.conns.len(), "relay: the partition's owner is silent; ending its connections");
-        self.owner = None;
-        self.out.send(EdgeEvent::Owner(false));
-        self.end_bound(|_| true, "relay: the partition's owner is silent").await;
     }
 
     /// Ends the connections `which` picks: the loop closes each at once;
@@ -396,13 +437,14 @@ impl Edge {
             self.out.send(EdgeEvent::Close { conn, reason: reason.to_owned() });
             closes.push((
                 Envelope::Close { incarnation: self.incarnation, conn: conn.0, reason: reason.to_owned() },
+                b.partition,
                 b.token,
             ));
         }
         let tell = async {
             let mut all = true;
-            for (close, token) in closes {
-                all &= self.publish(close, token).await;
+            for (close, partition, token) in closes {
+                all &= self.publish(close, partition, token).await;
             }
             all
         };
@@ -415,11 +457,18 @@ impl Edge {
         let Some(b) = self.conns.remove(&conn) else { return };
         self.out.send(EdgeEvent::Close { conn, reason: reason.to_owned() });
         let close = Envelope::Close { incarnation: self.incarnation, conn: conn.0, reason: reason.to_owned() };
-        self.publish(close, b.token).await;
+        self.publish(close, b.partition, b.token).await;
     }
 
-    /// Publishes to the owner whose token is `token`.
-    async fn publish(&self, env: Envelope, token: u64) -> bool {
-        self.client.publish(&self.inbound, env.encode(token)).await
+    /// `partition`'s inbound subject (made once).
+    fn inbound_of(&mut self, partition: u8) -> async_nats::Subject {
+        let (subjects, node) = (&self.subjects, &self.node);
+        self.inbound.entry(partition).or_insert_with(|| subjects.inbound(partition, node).into()).clone()
+    }
+
+    /// Publishes to the owner of `partition` whose token is `token`.
+    async fn publish(&mut self, env: Envelope, partition: u8, token: u64) -> bool {
+        let subject = self.inbound_of(partition);
+        self.client.publish(&subject, env.encode(token)).await
     }
 }

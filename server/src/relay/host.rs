@@ -1,6 +1,8 @@
 //! The owner's side of the relay: connections relayed by the edges become
 //! connections of the owner's loop (`Transport::Relay`, through its hub),
-//! and the owner beats on `confab.C.p0.owner` with its lease's token.
+//! and the owner beats on `confab.C.p<N>.owner` with its lease's token.
+//! One host per partition a node owns (a single partition's owner has one,
+//! for partition 0).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,15 +27,16 @@ pub struct RelayHost {
 }
 
 impl RelayHost {
-    /// Starts relaying for the owner of the lease `token`: opens, data
-    /// and closes from the edges become `hub`'s events. `leaving` says when
-    /// the owner's node is stopping: its heartbeats then say so, and the
-    /// edges stop relaying to it at once.
+    /// Starts relaying for the owner of `partition`'s lease `token`:
+    /// opens, data and closes from the edges become `hub`'s events.
+    /// `leaving` says when the owner's node is stopping: its heartbeats then
+    /// say so, and the edges stop relaying to it at once.
     ///
     /// # Errors
     /// The thread or its runtime cannot be made.
     pub fn start(
         config: RelayConfig,
+        partition: u8,
         token: u64,
         hub: HubSender,
         leaving: impl Fn() -> bool + Send + 'static,
@@ -41,7 +44,7 @@ impl RelayHost {
         let (stop, stopped) = oneshot::channel();
         let rt = super::runtime()?;
         let thread = std::thread::Builder::new().name("confab-relay-host".into()).spawn(move || {
-            rt.block_on(serve(config, token, hub, Box::new(leaving), stopped));
+            rt.block_on(serve(config, partition, token, hub, Box::new(leaving), stopped));
         })?;
         Ok(RelayHost { stop: Some(stop), thread: Some(thread) })
     }
@@ -100,6 +103,8 @@ fn heard<'a>(edges: &'a mut HashMap<Key, EdgeRun>, subjects: &Subjects, key: Key
 
 struct Host {
     config: RelayConfig,
+    /// The partition it owns.
+    partition: u8,
     /// This owner's lease token: only messages carrying it are taken.
     token: u64,
     subjects: Subjects,
@@ -111,6 +116,7 @@ struct Host {
 
 async fn serve(
     config: RelayConfig,
+    partition: u8,
     token: u64,
     hub: HubSender,
     leaving: Box<dyn Fn() -> bool + Send>,
@@ -125,20 +131,20 @@ async fn serve(
         }
     };
     let subjects = Subjects::new(&config.cluster);
-    let mut inbound = match client.subscribe(subjects.inbound_all()).await {
+    let mut inbound = match client.subscribe(subjects.inbound_all(partition)).await {
         Ok(s) => s,
         Err(e) => {
             warn!("relay: cannot subscribe ({e}); this owner serves its own connections only");
             return;
         }
     };
-    info!(nats = %super::redacted(&config.url), cluster = %config.cluster, token, "relay: serving the edges' connections");
+    info!(nats = %super::redacted(&config.url), cluster = %config.cluster, partition, token, "relay: serving the edges' connections");
     let (out_tx, mut out_rx) = mpsc::unbounded_channel();
     let beat = |leaving| OwnerBeat { token, leaving, node: config.node.clone() }.encode();
     let (beat, goodbye) = (beat(false), beat(true));
     let client = super::Publisher::new(client);
-    let owner_subject = subjects.owner().into();
-    let mut host = Host { config, token, subjects, client, hub, edges: HashMap::new(), out_tx };
+    let owner_subject = subjects.owner(partition).into();
+    let mut host = Host { config, partition, token, subjects, client, hub, edges: HashMap::new(), out_tx };
     let mut tick = tokio::time::interval(ALIVE_EVERY);
     loop {
         tokio::select! {
@@ -154,8 +160,10 @@ async fn serve(
             }
         }
     }
-    // Every edge told, within a bound: the rest learn from the silence.
+    // Every edge told, within a bound: the rest learn from the silence. The
+    // beat first: no edge relays a new connection here once it has it.
     let goodbye = async {
+        host.client.publish(&owner_subject, goodbye.clone()).await;
         for (key, run) in std::mem::take(&mut host.edges) {
             for (conn, r) in run.conns {
                 host.end(&key, conn, r.id, "relay stopped").await;
@@ -168,7 +176,7 @@ async fn serve(
 
 impl Host {
     async fn inbound(&mut self, subject: &str, payload: &Bytes) {
-        let Some(edge) = self.subjects.edge_of(subject) else { return };
+        let Some(edge) = self.subjects.edge_of(self.partition, subject) else { return };
         let env = match Envelope::decode(payload) {
             // Bound to another owner (an older one, or a newer one while
             // this one has not stopped yet): not this owner's connection.

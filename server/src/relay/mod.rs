@@ -19,9 +19,16 @@
 //!
 //! | subject | from | to | carries |
 //! | --- | --- | --- | --- |
-//! | `confab.C.p0.in.E` | edge `E` | the owner | opens, data, closes, and `Alive` every 0.5 s |
-//! | `confab.C.edge.E.out` | the owner | edge `E` | data and closes |
-//! | `confab.C.p0.owner` | the owner | every edge | its token, whether it is leaving, and its name, every 0.5 s |
+//! | `confab.C.p<N>.in.E` | edge `E` | the owner of partition `N` | opens, data, closes, and `Alive` every 0.5 s |
+//! | `confab.C.edge.E.out` | an owner | edge `E` | data and closes |
+//! | `confab.C.p<N>.owner` | the owner of partition `N` | every edge | its token, whether it is leaving, and its name, every 0.5 s |
+//!
+//! One partition (`N` = 0): the standbys are edges, relaying every
+//! connection. A split state: each node owns the partitions it serves
+//! (one [`host::RelayHost`] each) and is an edge for the others: a
+//! connection whose frame goes to a partition served by another node is
+//! relayed from that frame on to that partition's owner, instead of
+//! being closed 421.
 //!
 //! `E` is the edge's node name with every character other than ASCII
 //! letters, digits, `-` and `_` replaced by `_`; each message also carries
@@ -138,16 +145,16 @@ impl Subjects {
         Subjects { prefix: format!("confab.{cluster}") }
     }
 
-    /// Edge `node` to the owner.
+    /// Edge `node` to the owner of `partition`.
     #[must_use]
-    pub fn inbound(&self, node: &str) -> String {
-        format!("{}.p0.in.{}", self.prefix, token(node))
+    pub fn inbound(&self, partition: u8, node: &str) -> String {
+        format!("{}.p{partition}.in.{}", self.prefix, token(node))
     }
 
-    /// Every edge to the owner (what the owner subscribes to).
+    /// Every edge to the owner of `partition` (what that owner subscribes to).
     #[must_use]
-    pub fn inbound_all(&self) -> String {
-        format!("{}.p0.in.*", self.prefix)
+    pub fn inbound_all(&self, partition: u8) -> String {
+        format!("{}.p{partition}.in.*", self.prefix)
     }
 
     /// The owner to edge `node` (`node` already a token when it came from
@@ -157,16 +164,31 @@ impl Subjects {
         format!("{}.edge.{}.out", self.prefix, token(node))
     }
 
-    /// The owner's heartbeat.
+    /// The heartbeat of `partition`'s owner.
     #[must_use]
-    pub fn owner(&self) -> String {
-        format!("{}.p0.owner", self.prefix)
+    pub fn owner(&self, partition: u8) -> String {
+        format!("{}.p{partition}.owner", self.prefix)
     }
 
-    /// The edge token of an inbound subject.
+    /// Every partition's owner's heartbeat (what an edge subscribes to).
     #[must_use]
-    pub fn edge_of<'a>(&self, subject: &'a str) -> Option<&'a str> {
-        subject.strip_prefix(&self.prefix)?.strip_prefix(".p0.in.").filter(|e| !e.is_empty() && !e.contains('.'))
+    pub fn owner_all(&self) -> String {
+        format!("{}.*.owner", self.prefix)
+    }
+
+    /// The partition of an owner's heartbeat subject.
+    #[must_use]
+    pub fn owner_partition(&self, subject: &str) -> Option<u8> {
+        let text = subject.strip_prefix(&self.prefix)?.strip_prefix(".p")?.strip_suffix(".owner")?;
+        let p: u8 = text.parse().ok()?;
+        (usize::from(p) < 52 && p.to_string() == text).then_some(p)
+    }
+
+    /// The edge token of an inbound subject of `partition`.
+    #[must_use]
+    pub fn edge_of<'a>(&self, partition: u8, subject: &'a str) -> Option<&'a str> {
+        let rest = subject.strip_prefix(&self.prefix)?.strip_prefix(&format!(".p{partition}.in."))?;
+        Some(rest).filter(|e| !e.is_empty() && !e.contains('.'))
     }
 }
 
@@ -226,13 +248,25 @@ mod tests {
     #[test]
     fn subjects_are_the_documented_ones() {
         let s = Subjects::new("prod");
-        assert_eq!(s.inbound("node-a"), "confab.prod.p0.in.node-a");
-        assert_eq!(s.inbound_all(), "confab.prod.p0.in.*");
+        assert_eq!(s.inbound(0, "node-a"), "confab.prod.p0.in.node-a");
+        assert_eq!(s.inbound(51, "node-a"), "confab.prod.p51.in.node-a");
+        assert_eq!(s.inbound_all(0), "confab.prod.p0.in.*");
+        assert_eq!(s.inbound_all(3), "confab.prod.p3.in.*");
         assert_eq!(s.outbound("host:123"), "confab.prod.edge.host_123.out");
-        assert_eq!(s.owner(), "confab.prod.p0.owner");
-        assert_eq!(s.edge_of("confab.prod.p0.in.node-a"), Some("node-a"));
-        assert_eq!(s.edge_of("confab.other.p0.in.node-a"), None);
-        assert_eq!(s.edge_of("confab.prod.p0.in."), None);
+        assert_eq!(s.owner(0), "confab.prod.p0.owner");
+        assert_eq!(s.owner(7), "confab.prod.p7.owner");
+        assert_eq!(s.owner_all(), "confab.prod.*.owner");
+        assert_eq!(s.owner_partition("confab.prod.p7.owner"), Some(7));
+        assert_eq!(s.owner_partition("confab.prod.p0.owner"), Some(0));
+        for other in ["confab.prod.p52.owner", "confab.prod.p07.owner", "confab.prod.px.owner", "confab.other.p1.owner"]
+        {
+            assert_eq!(s.owner_partition(other), None, "{other}");
+        }
+        assert_eq!(s.edge_of(0, "confab.prod.p0.in.node-a"), Some("node-a"));
+        assert_eq!(s.edge_of(3, "confab.prod.p3.in.node-a"), Some("node-a"));
+        assert_eq!(s.edge_of(0, "confab.prod.p3.in.node-a"), None);
+        assert_eq!(s.edge_of(0, "confab.other.p0.in.node-a"), None);
+        assert_eq!(s.edge_of(0, "confab.prod.p0.in."), None);
     }
 
     #[test]

@@ -49,6 +49,20 @@ pub(super) struct Core {
     pub(super) deadline: Option<Instant>,
     /// The batches that mailed another partition and were not rung for.
     rings: Rings,
+    /// Turns taken, held turns pushed and released: what a connection
+    /// leaving for the relay waits on ([`Core::mark`], [`Core::passed`]).
+    turns: u64,
+    pushed: u64,
+    popped: u64,
+}
+
+/// Where a core's outputs stood when a connection left it for the relay:
+/// its turn count then, and once it took a turn after, the held turns to
+/// be released before the relay's answers may follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Mark {
+    turns: u64,
+    pushed: Option<u64>,
 }
 
 /// The batches that mailed another partition since the last ring: a ring
@@ -118,6 +132,9 @@ impl Core {
             max_held,
             deadline: None,
             rings: Rings::default(),
+            turns: 0,
+            pushed: 0,
+            popped: 0,
         })
     }
 
@@ -133,6 +150,7 @@ impl Core {
                 workers.submit(self.partition, job);
             }
         }
+        self.turns += 1;
         let (batch, pending) = self.sequencer.defer(turn);
         self.deadline = pending.timeout();
         if !batch.is_empty() {
@@ -147,8 +165,23 @@ impl Core {
         }
         if !pending.is_empty() {
             self.held.push_back(pending);
+            self.pushed += 1;
         }
         quiet
+    }
+
+    /// Where its outputs stand now (frames were just handed to it).
+    pub(super) fn mark(&self) -> Mark {
+        Mark { turns: self.turns, pushed: None }
+    }
+
+    /// Whether every output of the frames handed before `mark` was released
+    /// (it took a turn since, and every turn held then is out).
+    pub(super) fn passed(&self, mark: &mut Mark) -> bool {
+        if mark.pushed.is_none() && self.turns > mark.turns {
+            mark.pushed = Some(self.pushed);
+        }
+        mark.pushed.is_some_and(|pushed| self.popped >= pushed)
     }
 
     /// The held turns the committer's receipt now covers, in order; at
@@ -204,7 +237,10 @@ impl Core {
         let mut out = Vec::new();
         while let Some(pending) = self.held.pop_front() {
             match pending.release(&receipt) {
-                Ok(committed) => out.push(committed),
+                Ok(committed) => {
+                    self.popped += 1;
+                    out.push(committed);
+                }
                 Err(pending) => {
                     self.held.push_front(pending);
                     break;

@@ -29,6 +29,7 @@ impl Node {
         let store = MemoryStore::from_state(state.clone());
         let mut node = Node::bind(config, store, state)?;
         node.edge = Some(EdgeRelay::start(relay, node.hub.sender().waker())?);
+        node.pure_edge = true;
         // No owner heard yet: refuse connections until one is.
         node.set_accepting(false);
         Ok(node)
@@ -49,7 +50,7 @@ impl Node {
                 self.summary.connections += 1;
                 debug!(%conn, %transport, ?peer, "connection opened (relayed)");
                 self.relayed.insert(conn, transport);
-                edge.open(conn, transport, peer);
+                edge.open(conn, 0, transport, peer);
             }
             NetEvent::Received { conn, bytes } => {
                 let n = bytes.len();
@@ -99,11 +100,28 @@ impl Node {
                         self.close_relayed(conn, transport, &reason);
                     }
                 }
-                EdgeEvent::Owner(heard) if !self.stopping => {
+                // A split state's node: the partition's owner went unheard as it relayed.
+                EdgeEvent::Unrelayed { conn } if !self.pure_edge => {
+                    if self.relayed.contains_key(&conn) {
+                        let reason = "the partition's owner is not heard by this node: connect to another node";
+                        self.refuse(conn, confab_proto::wire::status::MISDIRECTED, reason);
+                    }
+                }
+                EdgeEvent::Unrelayed { conn } => {
+                    if let Some(&transport) = self.relayed.get(&conn) {
+                        debug!(%conn, "closing relayed connection: no owner heard");
+                        self.close_relayed(conn, transport, "relay: no owner heard");
+                    }
+                }
+                EdgeEvent::Owner { partition, heard } if !self.pure_edge => {
+                    let bit = crate::relay::bells::bit(partition);
+                    self.owners_heard = if heard { self.owners_heard | bit } else { self.owners_heard & !bit };
+                }
+                EdgeEvent::Owner { partition: 0, heard } if !self.stopping => {
                     info!(accepting = heard, "relay: an owner is {}", if heard { "heard" } else { "no longer heard" });
                     self.set_accepting(heard);
                 }
-                EdgeEvent::Owner(_) => {}
+                EdgeEvent::Owner { .. } => {}
             }
         }
     }

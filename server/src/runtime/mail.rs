@@ -73,9 +73,11 @@ fn hand(items: &SyncSender<Delivery>, answers: &Sender<Delivery>, d: Delivery) -
 
 /// The node's side of the mail carrier.
 pub(super) struct MailSide {
-    carrier: Carrier,
-    /// The doorbells between nodes, if NATS is configured.
+    /// The doorbells between nodes, if NATS is configured. Dropped before
+    /// the carrier (fields drop in order): its thread holds a ringer of the
+    /// carrier's, whose thread ends only once every ringer is gone.
     bells: Option<Bells>,
+    carrier: Carrier,
     /// The partitions this node serves.
     served: Served,
     /// Items and counts, at most [`QUEUE`].

@@ -246,6 +246,8 @@ struct Conn {
     transport: Transport,
     /// Where it comes from, for the cores' per-source limits.
     source: SourceKey,
+    /// Its peer's address, if it has one (what a relay tells the owner).
+    peer: Option<SocketAddr>,
     /// Its sessions, at each core it was opened at (one with one
     /// partition): kept until the connection closes, so that a session
     /// the switchboard closed still gets its last answers.
@@ -309,11 +311,26 @@ pub struct Node {
     /// The TCP transport's refusals, logged at most once per interval.
     refusal_log: RefusalLog,
     summary: RunSummary,
-    /// An edge's relay to the partition's owner ([`Node::bind_edge`]):
-    /// every connection is relayed, none reaches `core`.
+    /// The relay to other nodes' partitions: an edge's
+    /// ([`Node::bind_edge`], `pure_edge`: every connection is relayed, none
+    /// reaches `core`), or a split state's node's with `[cluster] nats`
+    /// (the connections whose frame goes to a partition another node serves).
     edge: Option<EdgeRelay>,
-    /// An edge's relayed connections.
+    /// The node is an edge of a single partition's owner.
+    pure_edge: bool,
+    /// The relayed connections.
     relayed: HashMap<ConnId, Transport>,
+    /// A split state's node: the partitions whose owner its relay hears (as bits).
+    owners_heard: u64,
+    /// A split state's node with `[cluster] nats`: where it relays, and the
+    /// relay host of each partition it serves (the edges' connections to it).
+    relay: Option<crate::relay::RelayConfig>,
+    hosts: std::collections::BTreeMap<PartitionId, crate::relay::host::RelayHost>,
+    /// The hosts of partitions given back, until their cores are retired.
+    leaving_hosts: Vec<(PartitionId, crate::relay::host::RelayHost)>,
+    /// Connections leaving for the relay, waiting for this node's cores to
+    /// write their last answers first (`switch.rs`, `relay_to_owner`).
+    pending_relays: Vec<switch::PendingRelay>,
     /// The node is stopping: no listener opens again, no relayed
     /// connection is taken.
     stopping: bool,
@@ -375,8 +392,10 @@ impl Node {
     /// the PostgreSQL store at `mail_url` ([`crate::store::Carrier`],
     /// every `mail_poll` at least, and whenever a core's commit mailed
     /// another). The partitions not given are served elsewhere, or later
-    /// ([`NodeHandle::take`]); a frame for one of them closes its
-    /// connection with 421 ("misdirected": the client tries another node).
+    /// ([`NodeHandle::take`]); a frame for one of them is relayed to its
+    /// owner when `config.bells` names a NATS whose relay hears one, and
+    /// otherwise closes its connection with 421 ("misdirected": the client
+    /// tries another node).
     ///
     /// # Errors
     /// As [`Node::bind`]; a state that is not split, a partition out of
@@ -402,7 +421,17 @@ impl Node {
         }
         let stores =
             partitions.into_iter().map(|(p, store, state)| (p, Box::new(Reported(store)) as _, state)).collect();
-        Node::bind_cores(config, stores, Some((mail_url, mail_poll)))
+        let relay = config.bells.clone();
+        let mut node = Node::bind_cores(config, stores, Some((mail_url, mail_poll)))?;
+        // Over NATS, a connection whose frame goes to a partition another
+        // node serves is relayed to it (and this node's partitions take the
+        // other nodes' relayed connections: a host each, started with the
+        // lease's token).
+        if let Some(relay) = relay {
+            node.edge = Some(EdgeRelay::start(relay.clone(), node.hub.sender().waker())?);
+            node.relay = Some(relay);
+        }
+        Ok(node)
     }
 
     fn bind_cores(
@@ -498,7 +527,13 @@ impl Node {
             refusal_log: RefusalLog::new(refusals::INTERVAL),
             summary: RunSummary::default(),
             edge: None,
+            pure_edge: false,
             relayed: HashMap::new(),
+            owners_heard: 0,
+            relay: None,
+            hosts: std::collections::BTreeMap::new(),
+            leaving_hosts: Vec::new(),
+            pending_relays: Vec::new(),
             stopping: false,
         })
     }
@@ -603,7 +638,7 @@ impl Node {
             if stopping.is_none() && self.stop.load(Ordering::SeqCst) {
                 let sessions: usize = self.cores.iter().flatten().map(|c| c.server.session_count()).sum();
                 info!(sessions, "stopping: no new connections, closing sessions");
-                if self.edge.is_some() {
+                if self.pure_edge {
                     // An edge stops when its node takes the partition over and
                     // listens as the owner on the same addresses: its listeners
                     // keep the ports (refusing) until the loop ends.
@@ -768,6 +803,7 @@ impl Node {
                 }
             }
             busy |= self.leaving_turn(now);
+            busy |= self.start_relays();
             if self.settle(now) {
                 self.switch(now);
                 busy = true;

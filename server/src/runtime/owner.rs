@@ -39,9 +39,13 @@ use confab_proto::{Now, Server};
 use confab_transports::hub::ConnId;
 use tracing::{error, info, warn};
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
 use super::commit::Store;
 use super::core::Core;
 use super::{Node, os_seed};
+use crate::relay::host::RelayHost;
 use crate::store::LeaseWatch;
 
 /// What the node's membership asks of the loop.
@@ -89,6 +93,10 @@ impl Node {
                     let core = self.cores.get_mut(usize::from(partition)).and_then(Option::as_mut);
                     if let Some(core) = core.filter(|c| c.lease.is_none_or(|l| l == lease)) {
                         core.watch = Some(watch);
+                        // A core bound with the node: its lease's token is known now.
+                        if !self.hosts.contains_key(&partition) {
+                            self.host(partition, lease);
+                        }
                     }
                 }
                 Ownership::Lost { partition, lease, reason } => {
@@ -150,6 +158,23 @@ impl Node {
         core.lease = Some(lease);
         self.cores[p] = Some(core);
         self.served.add(partition);
+        self.host(partition, lease);
+    }
+
+    /// Takes the other nodes' connections relayed to `partition`, served
+    /// here under its lease of token `lease` (a split state over NATS): a
+    /// relay host of its own, replacing one of another lease.
+    pub(super) fn host(&mut self, partition: PartitionId, lease: u64) {
+        let Some(relay) = self.relay.clone() else { return };
+        let stop = Arc::clone(&self.stop);
+        match RelayHost::start(relay, partition, lease, self.hub.sender(), move || stop.load(Ordering::SeqCst)) {
+            Ok(host) => {
+                if let Some(old) = self.hosts.insert(partition, host) {
+                    drop_off_loop(old);
+                }
+            }
+            Err(e) => warn!(partition, "relay host not started ({e}): no other node relays to this partition"),
+        }
     }
 
     /// Stops `partition`'s core as `how` says (see the module docs). A
@@ -171,6 +196,17 @@ impl Node {
         self.served.remove(partition);
         if let Some(mail) = &self.mail {
             mail.disown(partition);
+        }
+        // Nothing new is relayed to it from here (this node's edge still hears
+        // its own host until that one says it leaves).
+        self.owners_heard &= !crate::relay::bells::bit(partition);
+        // A partition given back keeps its host until its core is retired (its
+        // last answers and closes reach relayed clients too); a lost one's goes now.
+        if let Some(host) = self.hosts.remove(&partition) {
+            match how {
+                Stop::GiveBack => self.leaving_hosts.push((partition, host)),
+                Stop::Lost(_) => drop_off_loop(host),
+            }
         }
         // No job of this core ever reaches a later one: the jobs of its last turns are dropped.
         self.workers.retire(partition);
@@ -237,6 +273,10 @@ impl Node {
     /// crash; a store dropped cleanly releases its lease).
     fn retire_core(&mut self, now: Now, core: Core, reason: &str) {
         let partition = core.partition;
+        // Its host (kept while it left) stops: it tells the edges it leaves.
+        while let Some(i) = self.leaving_hosts.iter().position(|(p, _)| *p == partition) {
+            drop_off_loop(self.leaving_hosts.swap_remove(i).1);
+        }
         let counts = core.counts();
         self.summary.commits += counts.commits;
         self.summary.changes += counts.changes;
@@ -268,5 +308,14 @@ impl Node {
     /// lowest one this node serves (0 when it serves none: refused there).
     pub(super) fn first_served(&self) -> PartitionId {
         self.cores.iter().position(Option::is_some).and_then(|p| PartitionId::try_from(p).ok()).unwrap_or(0)
+    }
+}
+
+/// Drops a relay host on a thread of its own: its stop tells the edges
+/// (within a second), which the loop does not wait for.
+fn drop_off_loop(host: RelayHost) {
+    let spawned = std::thread::Builder::new().name("confab-relay-stop".into()).spawn(move || drop(host));
+    if let Err(e) = spawned {
+        warn!("relay host stopped on the loop: {e}");
     }
 }

@@ -17,9 +17,11 @@
 //!   single server does (closed without a frame); at another core, with a
 //!   close frame (503), since the client's frames were already read.
 //! - A session at a partition this node does not serve (served by another
-//!   node of the cluster, or by none yet) closes the connection with 421
-//!   ("misdirected"): the client tries another node. A connection opens
-//!   its first session at the lowest partition the node serves.
+//!   node of the cluster, or by none yet) is relayed to its owner over NATS
+//!   when the node's relay hears one (`relay_to_owner`, `start_relays`);
+//!   otherwise it closes the connection with 421 ("misdirected"): the
+//!   client tries another node. A connection opens its first session at
+//!   the lowest partition the node serves.
 //! - A frame for a core whose lease is in doubt (its last renewal was
 //!   nearly a lease ago: the process was stopped, and its keeper has not
 //!   renewed since; `LeaseWatch::in_doubt`) closes its connection 503:
@@ -43,12 +45,25 @@ use confab_proto::{Now, SessionId};
 use confab_transports::hub::{ConnId, NetEvent, Transport};
 use tracing::{debug, warn};
 
+use super::core::Mark;
 use super::{Conn, Node};
+
+/// A connection leaving for the relay: what it sent that no core here was
+/// handed, and where each core it had a session at stood when it left.
+#[derive(Debug)]
+pub(super) struct PendingRelay {
+    link: ConnId,
+    partition: PartitionId,
+    transport: Transport,
+    peer: Option<std::net::SocketAddr>,
+    bytes: Vec<u8>,
+    marks: Vec<(PartitionId, Mark)>,
+}
 
 impl Node {
     /// A transport event: to the switchboard, then its outputs to the cores.
     pub(super) fn net_event(&mut self, now: Now, event: NetEvent) {
-        if self.edge.is_some() {
+        if self.pure_edge {
             self.edge_net_event(event);
             return;
         }
@@ -63,9 +78,18 @@ impl Node {
                 // The per-source login limit keys on the peer address (IPv4, or IPv6 /64); mem links are local.
                 let source = peer.map_or(SourceKey::Local, |p| SourceKey::from_ip(p.ip()));
                 debug!(%conn, %transport, ?peer, "connection opened");
-                self.conns.insert(conn, Conn { transport, source, sessions: Vec::new() });
+                self.conns.insert(conn, Conn { transport, source, peer, sessions: Vec::new() });
                 self.board.open_at(conn, self.first_served());
                 self.switch(now);
+            }
+            // Relayed to another node's partition: its bytes go to the relay (after
+            // what waits for this node's last answers).
+            NetEvent::Received { conn, bytes } if self.relayed.contains_key(&conn) => {
+                if self.relay_pending_input(conn, &bytes) {
+                    self.hub.consumed(conn, bytes.len());
+                } else {
+                    self.edge_net_event(NetEvent::Received { conn, bytes });
+                }
             }
             NetEvent::Received { conn, bytes } => {
                 let n = bytes.len();
@@ -79,6 +103,9 @@ impl Node {
                 self.hub.consumed(conn, n);
             }
             NetEvent::Closed { conn, reason } => {
+                if self.relayed.contains_key(&conn) {
+                    self.edge_net_event(NetEvent::Closed { conn, reason: reason.clone() });
+                }
                 if self.conns.contains_key(&conn) {
                     debug!(%conn, %reason, "connection closed");
                     // Its sessions end at their cores while the connection is still known.
@@ -194,6 +221,9 @@ impl Node {
             self.refuse(link, 503, "server shutting down");
             return;
         }
+        if self.core_mut(partition).is_none() && !first && self.relay_to_owner(link, partition) {
+            return;
+        }
         let Some(core) = self.core_mut(partition) else {
             // Served by another node (or by none yet): the client tries another.
             debug!(conn = %link, partition, "connection misdirected: the partition is not served here");
@@ -226,6 +256,80 @@ impl Node {
                 self.refuse(link, 503, "server busy: try again later");
             }
         }
+    }
+
+    /// Relays `link` to the node serving `partition` (a split state's node
+    /// over NATS, whose relay hears that partition's owner), from the frame
+    /// that goes there on: the switchboard lets it go with every byte no
+    /// core was handed, and closes its sessions here. Its bytes reach the
+    /// owner once this node's cores wrote every answer to what they were
+    /// handed before (`start_relays`), so that the owner's answers follow
+    /// them and never split one. A relayed connection (an edge's) is never
+    /// relayed again: the owner closes it 421. Whether it is relayed.
+    fn relay_to_owner(&mut self, link: ConnId, partition: PartitionId) -> bool {
+        if self.pure_edge || self.stopping || self.owners_heard & crate::relay::bells::bit(partition) == 0 {
+            return false;
+        }
+        let Some((transport, peer, at)) = self.conns.get(&link).map(|c| (c.transport, c.peer, c.sessions.clone()))
+        else {
+            return false;
+        };
+        if transport == Transport::Relay || self.edge.is_none() {
+            return false;
+        }
+        let bytes = self.board.detach(link, partition).to_vec();
+        let marks = at.iter().filter_map(|&(p, _)| self.core_mut(p).map(|c| (p, c.mark()))).collect();
+        debug!(conn = %link, partition, "connection relayed to the partition's owner");
+        self.relayed.insert(link, transport);
+        self.pending_relays.push(PendingRelay { link, partition, transport, peer, bytes, marks });
+        true
+    }
+
+    /// Starts relaying the connections whose local answers are all out;
+    /// whether any started.
+    pub(super) fn start_relays(&mut self) -> bool {
+        if self.pending_relays.is_empty() {
+            return false;
+        }
+        let mut ready = Vec::new();
+        let mut waiting = Vec::new();
+        for mut pending in std::mem::take(&mut self.pending_relays) {
+            let done = pending.marks.iter_mut().all(|(p, mark)| {
+                let p = *p;
+                self.cores.get(usize::from(p)).and_then(Option::as_ref).is_none_or(|core| core.passed(mark))
+            });
+            if !self.relayed.contains_key(&pending.link) {
+                // Closed meanwhile.
+            } else if done {
+                ready.push(pending);
+            } else {
+                waiting.push(pending);
+            }
+        }
+        self.pending_relays = waiting;
+        let Some(edge) = self.edge.as_mut() else { return false };
+        for p in &ready {
+            edge.open(p.link, p.partition, p.transport, p.peer);
+        }
+        for p in ready.iter_mut() {
+            if !p.bytes.is_empty() {
+                edge.data(p.link, std::mem::take(&mut p.bytes));
+            }
+        }
+        !ready.is_empty()
+    }
+
+    /// Bytes of a connection waiting to be relayed: kept for the relay,
+    /// after what it sent before (whether it was one).
+    pub(super) fn relay_pending_input(&mut self, conn: ConnId, bytes: &[u8]) -> bool {
+        let Some(p) = self.pending_relays.iter_mut().find(|p| p.link == conn) else { return false };
+        p.bytes.extend_from_slice(bytes);
+        if p.bytes.len() > super::edge::MAX_RELAY_QUEUE {
+            // Bounded as the relay bounds what NATS has not taken yet.
+            warn!(%conn, "connection waiting for the relay sends too much; closing it");
+            self.refuse(conn, 503, "sending faster than the relay carries");
+        }
+        true
     }
 
     fn note_session(&mut self, link: ConnId, partition: PartitionId, session: SessionId) {

@@ -63,16 +63,7 @@ impl Sim {
                         let Some(&link) = self.sessions.get(&session) else {
                             continue;
                         };
-                        if !self.net.get(link).is_some_and(|l| l.server_open) {
-                            continue;
-                        }
-                        let len = bytes.len();
-                        self.trace.step(self.elapsed, &link.0.to_le_bytes(), || {
-                            format!("server -> {link} ({session}): {len} bytes")
-                        });
-                        let now = self.elapsed;
-                        let segment = Segment::Data(bytes);
-                        let held = self.net.send(&mut self.agenda, &mut self.rng, now, link, Dir::Down, segment);
+                        let held = self.server_write(link, "server", session, bytes);
                         if held > 0 {
                             backlog.push((session, held));
                         }
@@ -103,6 +94,19 @@ impl Sim {
                 server.handle_backlog(now, session, pending);
             }
         }
+    }
+
+    /// A server machine's frames for `link`, written if the server's end is
+    /// still open (`who` names the machine in the trace): how many bytes the
+    /// link holds back (a hold), for the machine's backlog report.
+    pub(crate) fn server_write(&mut self, link: super::LinkId, who: &str, session: SessionId, bytes: Bytes) -> usize {
+        if !self.net.get(link).is_some_and(|l| l.server_open) {
+            return 0;
+        }
+        let len = bytes.len();
+        self.trace.step(self.elapsed, &link.0.to_le_bytes(), || format!("{who} -> {link} ({session}): {len} bytes"));
+        let now = self.elapsed;
+        self.net.send(&mut self.agenda, &mut self.rng, now, link, Dir::Down, Segment::Data(bytes))
     }
 
     /// The server side of a session is done (the server said `Close`): the

@@ -503,3 +503,26 @@ fn a_connection_opened_at_another_first_partition_starts_there() {
     single.open_at(5, 1);
     assert_eq!(single.poll(), Some(Switched::Open { link: 5, partition: 0 }));
 }
+
+/// A node that does not serve the partition a frame goes to takes the
+/// connection out of its switchboard to relay it to the owner: it gets the
+/// frame and every byte after it, in order (a partial frame included),
+/// the connection's sessions here are closed, and nothing more of it is
+/// routed.
+#[test]
+fn a_connection_detached_for_the_relay_takes_its_frame_and_every_byte_after_it() {
+    let (mut board, login) = two_partitions_and_a_login_of_1();
+    let later = login_of("zz");
+    let partial = later.slice(..5);
+    board.open(7);
+    board.input(7, [login.clone(), later.clone(), partial.clone()].concat());
+    assert_eq!(board.poll(), Some(Switched::Open { link: 7, partition: 0 }));
+    assert_eq!(board.poll(), Some(Switched::Open { link: 7, partition: 1 }), "partition 1: not served here");
+    let rest = board.detach(7, 1);
+    assert_eq!(rest, Bytes::from([login, later, partial].concat()), "the frame, then everything after it");
+    let closes: Vec<_> = std::iter::from_fn(|| board.poll()).collect();
+    assert_eq!(closes, [Switched::Close { link: 7, partition: 0 }, Switched::Close { link: 7, partition: 1 }]);
+    board.input(7, login_of("yy"));
+    assert_eq!(board.poll(), None, "nothing more of it is routed");
+    assert_eq!(board.detach(7, 1), Bytes::new(), "detached once");
+}

@@ -252,16 +252,7 @@ impl Sim {
                         else {
                             continue;
                         };
-                        if !self.net.get(link).is_some_and(|l| l.server_open) {
-                            continue;
-                        }
-                        let len = bytes.len();
-                        self.trace.step(self.elapsed, &link.0.to_le_bytes(), || {
-                            format!("node {n} core {p} -> {link} ({session}): {len} bytes")
-                        });
-                        let now = self.elapsed;
-                        let held =
-                            self.net.send(&mut self.agenda, &mut self.rng, now, link, Dir::Down, Segment::Data(bytes));
+                        let held = self.server_write(link, &format!("node {n} core {p}"), session, bytes);
                         if held > 0 {
                             backlog.push((session, held));
                         }
