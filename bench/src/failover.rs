@@ -87,6 +87,22 @@ pub(crate) const STEADY: usize = 5;
 /// How long a round's steps may take before the run fails.
 pub(crate) const STEP_LIMIT: Duration = Duration::from_secs(120);
 
+/// `from` sends `to` a DM every 20 ms (`label N`, a process each) on a
+/// thread, until the flag it returns is set.
+pub(crate) fn dm_every_20_ms(from: &CliUser, to: &str, label: &str) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (from, flag, to, label) = (from.clone(), Arc::clone(&stop), to.to_owned(), label.to_owned());
+    let sender = std::thread::spawn(move || {
+        let mut i = 0u64;
+        while !flag.load(Ordering::Relaxed) {
+            let _ = from.run(&["dm", "send", &to, &format!("{label} {i}")]);
+            i += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    (stop, sender)
+}
+
 /// Waits for `done`, failing after [`STEP_LIMIT`].
 pub(crate) fn wait(what: &str, done: &dyn Fn() -> bool) -> Result<(), BenchError> {
     let deadline = Instant::now() + STEP_LIMIT;
@@ -179,18 +195,7 @@ pub fn run(config: &FailoverConfig) -> Result<Vec<Round>, BenchError> {
     if !alice_listen.wait_for("\"connected\"", Duration::from_secs(30)) {
         return Err(BenchError(format!("alice's listen did not connect: {}", alice_listen.stderr())));
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let sender = {
-        let (alice, stop) = (alice.clone(), Arc::clone(&stop));
-        std::thread::spawn(move || {
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let _ = alice.run(&["dm", "send", "bob", &format!("failover bench {i}")]);
-                i += 1;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
+    let (stop, sender) = dm_every_20_ms(&alice, "bob", "failover bench");
     let received = || dm_texts(&listen.lines()).len();
     let mut rounds = Vec::new();
     let result = (|| {

@@ -24,8 +24,7 @@
 //! next one-second poll).
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use confab_proto::server::{PartitionId, Partitions};
@@ -33,7 +32,7 @@ use confab_tests::cluster::{ClusterNode, dm_texts, served};
 use confab_tests::procs::{CliUser, Running, ServerProc, TempDir};
 
 use crate::BenchError;
-use crate::failover::{FailoverConfig, Round, STEADY, wait};
+use crate::failover::{FailoverConfig, Round, STEADY, dm_every_20_ms, wait};
 
 /// The carrier's catch-up poll without doorbells (the default `mail_poll_ms`).
 const MAIL_POLL_MS: u64 = 1000;
@@ -119,18 +118,7 @@ pub fn run(config: &FailoverConfig, url: &str, nats: Option<&str>) -> Result<Vec
             return Err(BenchError(format!("{who}'s listen did not connect: {}", l.stderr())));
         }
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let sender = {
-        let (alice, stop, b) = (alice.clone(), Arc::clone(&stop), b.clone());
-        std::thread::spawn(move || {
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let _ = alice.run(&["dm", "send", &b, &format!("split failover bench {i}")]);
-                i += 1;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
+    let (stop, sender) = dm_every_20_ms(&alice, &b, "split failover bench");
     let received = || dm_texts(&listen.lines()).len();
     let mut rounds = Vec::new();
     let result = (|| {

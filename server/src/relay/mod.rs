@@ -181,7 +181,7 @@ impl Subjects {
     pub fn owner_partition(&self, subject: &str) -> Option<u8> {
         let text = subject.strip_prefix(&self.prefix)?.strip_prefix(".p")?.strip_suffix(".owner")?;
         let p: u8 = text.parse().ok()?;
-        (usize::from(p) < 52 && p.to_string() == text).then_some(p)
+        (p < confab_proto::server::MAX_PARTITIONS && p.to_string() == text).then_some(p)
     }
 
     /// The edge token of an inbound subject of `partition`.

@@ -112,15 +112,23 @@ impl Sim {
     /// The server side of a session is done (the server said `Close`): the
     /// end of the stream follows what was written.
     fn server_end_closed(&mut self, session: SessionId) {
-        let Some(link) = self.sessions.remove(&session) else { return };
-        let Some(l) = self.net.get_mut(link) else { return };
+        if let Some(link) = self.sessions.remove(&session) {
+            self.server_fin(link);
+        }
+    }
+
+    /// The server's end of `link` closes (if it is open): the end of the
+    /// stream follows what was written. Whether it was open.
+    pub(crate) fn server_fin(&mut self, link: super::LinkId) -> bool {
+        let Some(l) = self.net.get_mut(link) else { return false };
         if !l.server_open {
-            return;
+            return false;
         }
         l.server_open = false;
         let now = self.elapsed;
         self.net.send(&mut self.agenda, &mut self.rng, now, link, Dir::Down, Segment::Fin);
         self.net.gc(link);
+        true
     }
 
     /// The server's side of a link learned the connection is gone (end of

@@ -136,15 +136,9 @@ impl Sim {
     /// The node's end of `link` closes: the end of the stream follows what
     /// was written. Its sessions end as the switchboard closes them.
     fn end_link(&mut self, n: usize, link: LinkId) {
-        let Some(l) = self.net.get_mut(link) else { return };
-        if !l.server_open {
-            return;
+        if self.server_fin(link) {
+            self.sp().nodes[n].board.close(link);
         }
-        l.server_open = false;
-        let now = self.elapsed;
-        self.net.send(&mut self.agenda, &mut self.rng, now, link, Dir::Down, Segment::Fin);
-        self.net.gc(link);
-        self.sp().nodes[n].board.close(link);
     }
 
     /// Tells the switchboard which held frames the cores settled; whether any was.
@@ -296,13 +290,19 @@ impl Sim {
         let Some(core) = self.sp().nodes[n].cores.remove(&p) else { return };
         self.stats.cores_stopped += 1;
         self.trace.note(self.elapsed, &format!("node {n} stops its core of partition {p}: {why}"));
+        self.close_sessions_of(n, &core, "partition unavailable on this node: reconnect");
+    }
+
+    /// Closes 503 (`reason`) every connection with a session at `core`,
+    /// which node `n` no longer runs; their other sessions end as the
+    /// switchboard closes them.
+    pub(super) fn close_sessions_of(&mut self, n: usize, core: &super::Core, reason: &str) {
         let mut links: Vec<LinkId> = core.sessions.values().copied().collect();
         links.sort_unstable();
         links.dedup();
         for link in links {
-            self.refuse(n, link, 503, "partition unavailable on this node: reconnect");
+            self.refuse(n, link, 503, reason);
         }
-        // Its connections' other sessions end as the switchboard closes them.
         self.run_node(n);
     }
 }

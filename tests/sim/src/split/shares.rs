@@ -149,13 +149,7 @@ impl Sim {
         self.sp().leases[usize::from(p)] = None;
         self.stats.give_backs += 1;
         self.trace.note(self.elapsed, &format!("node {n} gives partition {p} back"));
-        let mut links: Vec<_> = core.sessions.values().copied().collect();
-        links.sort_unstable();
-        links.dedup();
-        for link in links {
-            self.refuse(n, link, 503, "partition moved to another node: reconnect");
-        }
-        self.run_node(n);
+        self.close_sessions_of(n, &core, "partition moved to another node: reconnect");
     }
 
     /// Node `n` dies: its cores and connections are gone, its leases lapse
